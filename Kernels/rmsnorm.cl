@@ -1,0 +1,83 @@
+// rmsnorm.cl — RMSNorm as Llama uses it: y = x · rstd · w, rstd = 1/sqrt(mean(x²) + eps).
+// One work-group of ROW_WG work-items per row. On pocl ROW_WG = 1 and the
+// row is swept with float16 loads (no barriers); on GPUs ROW_WG > 1 reduces
+// through __local memory.
+
+inline float row_sum(float partial, __local float* red) {
+#if ROW_WG > 1
+    int lid = get_local_id(0);
+    red[lid] = partial;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int s = ROW_WG / 2; s > 0; s >>= 1) {
+        if (lid < s) red[lid] += red[lid + s];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    float total = red[0];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return total;
+#else
+    return partial;
+#endif
+}
+
+// Σ_c a[c]·b[c] over this work-item's share of the row.
+inline float row_dot_partial(int C, const __global float* a, const __global float* b) {
+    int lid = get_local_id(0);
+    float16 acc = (float16)(0.0f);
+    int c = lid * 16;
+    for (; c + 16 <= C; c += ROW_WG * 16) acc = fma(vload16(0, a + c), vload16(0, b + c), acc);
+    float s = 0.0f;
+    for (int t = C / 16 * 16 + lid; t < C; t += ROW_WG) s = fma(a[t], b[t], s);
+    float8 h8 = acc.lo + acc.hi; float4 h4 = h8.lo + h8.hi; float2 h2 = h4.lo + h4.hi;
+    return s + h2.x + h2.y;
+}
+
+// x (N,C), w (C) -> y (N,C), rstd (N). global (N·ROW_WG), local (ROW_WG)
+__kernel void rmsnorm_forward(int N, int C, float eps,
+                              __global const float* x, __global const float* w,
+                              __global float* y, __global float* rstd) {
+    __local float red[ROW_WG];
+    int row = get_group_id(0);
+    if (row >= N) return;
+    const __global float* xr = x + (size_t)row * C;
+    float ss = row_sum(row_dot_partial(C, xr, xr), red);
+    float r = rsqrt(ss / (float)C + eps);
+    if (get_local_id(0) == 0) rstd[row] = r;
+    __global float* yr = y + (size_t)row * C;
+    for (int c = get_local_id(0); c < C; c += ROW_WG) yr[c] = xr[c] * r * w[c];
+}
+
+// dx = beta·dx + r·w⊙dy − (r³/C)·x·Σ_j(w_j·dy_j·x_j)
+// dy, x (N,C), w (C), rstd (N) -> dx (N,C). global (N·ROW_WG), local (ROW_WG)
+__kernel void rmsnorm_backward_dx(int N, int C,
+                                  __global const float* dy, __global const float* x,
+                                  __global const float* w, __global const float* rstd,
+                                  float beta, __global float* dx) {
+    __local float red[ROW_WG];
+    int row = get_group_id(0);
+    if (row >= N) return;
+    const __global float* xr = x + (size_t)row * C;
+    const __global float* dyr = dy + (size_t)row * C;
+    float part = 0.0f;
+    for (int c = get_local_id(0); c < C; c += ROW_WG) part = fma(w[c] * dyr[c], xr[c], part);
+    float dot = row_sum(part, red);
+    float r = rstd[row];
+    float k = r * r * r * dot / (float)C;
+    __global float* dxr = dx + (size_t)row * C;
+    for (int c = get_local_id(0); c < C; c += ROW_WG) {
+        float g = r * w[c] * dyr[c] - k * xr[c];
+        dxr[c] = beta != 0.0f ? fma(beta, dxr[c], g) : g;
+    }
+}
+
+// dw[c] = beta·dw[c] + Σ_n dy[n,c]·x[n,c]·rstd[n].  global (C)
+__kernel void rmsnorm_backward_dw(int N, int C,
+                                  __global const float* dy, __global const float* x,
+                                  __global const float* rstd,
+                                  float beta, __global float* dw) {
+    int c = get_global_id(0);
+    if (c >= C) return;
+    float s = 0.0f;
+    for (int n = 0; n < N; n++) s = fma(dy[(size_t)n * C + c] * x[(size_t)n * C + c], rstd[n], s);
+    dw[c] = beta != 0.0f ? fma(beta, dw[c], s) : s;
+}

@@ -1,0 +1,74 @@
+import ArgumentParser
+import Foundation
+import KernelBench
+import LoraOps
+import OpenCLRuntime
+
+struct DeviceOption: ParsableArguments {
+    @Option(name: .long, help: "OpenCL device: \"P:D\" indices, a name substring, \"gpu\" or \"cpu\" (default: $LORA_GPU_DEVICE, else the first GPU, else the first CPU).")
+    var device: String?
+
+    func context() throws -> ComputeContext {
+        let sel = device ?? ProcessInfo.processInfo.environment[DeviceSelection.environmentVariable]
+        return try ComputeContext.shared(device: DeviceSelection.select(sel))
+    }
+}
+
+@main
+struct LoraGPU: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lora-gpu",
+        abstract: "LoRA fine-tuning for Llama-family models on any OpenCL device.",
+        subcommands: [Devices.self, Bench.self])
+}
+
+struct Devices: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List OpenCL platforms and devices with their key limits.")
+
+    func run() throws {
+        let platforms = try Platform.all()
+        if platforms.isEmpty { throw OpenCLRuntimeError.noPlatforms }
+        let chosen = try? DeviceSelection.select(ProcessInfo.processInfo.environment[DeviceSelection.environmentVariable])
+        for p in platforms {
+            print("platform \(p.index): \(p.name) — \(p.vendor) — \(p.version)")
+            for d in try p.devices() {
+                let mark = (chosen.map { $0.platform.index == p.index && $0.index == d.index } ?? false) ? " (default)" : ""
+                print("  device \(p.index):\(d.index): \(d.name) [\(d.kind.rawValue)]\(mark)")
+                print("    \(d.version), driver \(d.driverVersion)")
+                print("    compute units \(d.computeUnits), clock \(d.maxClockMHz) MHz, max work-group \(d.maxWorkGroupSize)")
+                print("    global memory \(d.globalMemoryBytes >> 20) MiB, max allocation \(d.maxAllocationBytes >> 20) MiB, local memory \(d.localMemoryBytes >> 10) KiB")
+                print("    preferred float vector width \(d.preferredFloatVectorWidth), kernel config \(KernelConfig.forDevice(d).buildOptions)")
+            }
+        }
+    }
+}
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Time every kernel (median after warm-up) beside OpenBLAS sgemm in the same run.")
+
+    @OptionGroup var deviceOption: DeviceOption
+    @Option(help: "Timed runs per row (median reported).") var runs = 7
+    @Option(help: "Write the table as JSON to this path as well.") var json: String?
+    @Flag(help: "Small shapes only (a smoke test, not a measurement).") var quick = false
+
+    func run() throws {
+        let ctx = try deviceOption.context()
+        let coretype = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "(unset)"
+        print("device: \(ctx.device.label)")
+        print("OPENBLAS_CORETYPE: \(coretype); OpenBLAS threads: \(ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"] ?? "(default)")")
+        print(KernelBench.header)
+        let bench = KernelBench(context: ctx, runs: runs) { print($0); fflush(stdout) }
+        let report = try bench.runAll(quick: quick)
+        if let json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let data = try enc.encode(report)
+            let url = URL(fileURLWithPath: json)
+            let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp")
+            try data.write(to: tmp)
+            _ = try FileManager.default.replaceItemAt(url, withItemAt: tmp)
+            print("wrote \(json)")
+        }
+    }
+}

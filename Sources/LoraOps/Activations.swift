@@ -1,0 +1,41 @@
+import OpenCLRuntime
+
+extension ComputeContext {
+    private func elementwise(_ name: String, count n: Int, _ buffers: [DeviceBuffer<Float>],
+                             _ names: [String], prefix: [KernelArgument] = []) throws {
+        try require(n >= 1, name, "count must be ≥ 1")
+        for (b, bn) in zip(buffers, names) { try requireCount(b, atLeast: n, name, bn) }
+        try launch(name, [.int(Int32(n))] + prefix + buffers.map { .buffer($0) },
+                   global: [n], local: [config.elementwiseLocal])
+    }
+
+    /// out = silu(x) = x·σ(x), n elements.
+    public func siluForward(out: DeviceBuffer<Float>, x: DeviceBuffer<Float>, count n: Int) throws {
+        try elementwise("silu_forward", count: n, [x, out], ["x", "out"])
+    }
+
+    /// dx = dout ⊙ silu'(x).
+    public func siluBackward(dx: DeviceBuffer<Float>, x: DeviceBuffer<Float>, dout: DeviceBuffer<Float>, count n: Int) throws {
+        try elementwise("silu_backward", count: n, [x, dout, dx], ["x", "dout", "dx"])
+    }
+
+    /// out = silu(gate) ⊙ up.
+    public func swigluForward(out: DeviceBuffer<Float>, gate: DeviceBuffer<Float>, up: DeviceBuffer<Float>, count n: Int) throws {
+        try elementwise("swiglu_forward", count: n, [gate, up, out], ["gate", "up", "out"])
+    }
+
+    /// dgate = dout ⊙ up ⊙ silu'(gate), dup = dout ⊙ silu(gate).
+    public func swigluBackward(dgate: DeviceBuffer<Float>, dup: DeviceBuffer<Float>,
+                               gate: DeviceBuffer<Float>, up: DeviceBuffer<Float>, dout: DeviceBuffer<Float>,
+                               count n: Int) throws {
+        try elementwise("swiglu_backward", count: n, [gate, up, dout, dgate, dup],
+                        ["gate", "up", "dout", "dgate", "dup"])
+    }
+
+    /// Inverted dropout with the counter-based mask: out[i] = keep(seed, i) ? x[i]/(1−p) : 0.
+    public func dropoutForward(out: DeviceBuffer<Float>, x: DeviceBuffer<Float>, count n: Int,
+                               p: Float, seed: UInt32) throws {
+        try require(p >= 0 && p < 1, "dropoutForward", "p must be in [0, 1), got \(p)")
+        try elementwise("dropout_forward", count: n, [x, out], ["x", "out"], prefix: [.float(p), .uint(seed)])
+    }
+}

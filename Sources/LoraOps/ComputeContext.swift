@@ -1,0 +1,129 @@
+import Foundation
+import OpenCLRuntime
+
+/// Per-device tile sizes and local sizes, passed to the kernels as `-D`
+/// defines so each device gets its own (see Benchmarks/NOTES.md for how the
+/// pocl values were chosen).
+public struct KernelConfig: Equatable, Sendable {
+    /// Rows of C per work-item in `gemm_packed` (each row is a float16 accumulator).
+    public var gemmRowsPerItem: Int
+    /// Local size of `gemm_packed`: (panels, row tiles).
+    public var gemmLocal: (Int, Int)
+    /// Work-items per row in the RMSNorm kernels (power of two).
+    public var rowWorkGroup: Int
+    /// Local size of elementwise and column kernels.
+    public var elementwiseLocal: Int
+
+    public static func == (a: KernelConfig, b: KernelConfig) -> Bool {
+        a.gemmRowsPerItem == b.gemmRowsPerItem && a.gemmLocal == b.gemmLocal
+            && a.rowWorkGroup == b.rowWorkGroup && a.elementwiseLocal == b.elementwiseLocal
+    }
+
+    /// pocl on a CPU: one thread runs a whole work-group, so small groups and
+    /// no barriers; 8 float16 accumulators fit the 32 AVX-512 registers.
+    public static let cpu = KernelConfig(gemmRowsPerItem: 8, gemmLocal: (1, 4), rowWorkGroup: 1, elementwiseLocal: 64)
+    /// GPUs: many work-items per group, a cooperative row reduction.
+    public static let gpu = KernelConfig(gemmRowsPerItem: 4, gemmLocal: (16, 4), rowWorkGroup: 128, elementwiseLocal: 256)
+
+    public static func forDevice(_ device: Device) -> KernelConfig {
+        device.kind == .cpu ? .cpu : .gpu
+    }
+
+    public var buildOptions: String {
+        "-cl-std=CL1.2 -DGEMM_MR=\(gemmRowsPerItem) -DROW_WG=\(rowWorkGroup)"
+    }
+}
+
+/// Shape or argument errors of an op, naming the op and the operand.
+public struct OpError: Error, CustomStringConvertible {
+    public let op: String
+    public let detail: String
+    public var description: String { "\(op): \(detail)" }
+}
+
+/// Everything needed to run the kernels on one device: context, in-order
+/// queue, the program (built once per process per device and reused) and its
+/// kernels, and scratch buffers for packing.
+public final class ComputeContext {
+    public let device: Device
+    public let context: CLContext
+    public let queue: CommandQueue
+    public let program: Program
+    public let config: KernelConfig
+    private var kernels: [String: Kernel] = [:]
+    private var scratch: [Int: DeviceBuffer<Float>] = [:]
+    /// Set to also collect each launch's profiled device time (seconds).
+    public var profileLaunches = false
+    public private(set) var lastLaunchEvents: [Event] = []
+
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var shared: [String: ComputeContext] = [:]
+
+    /// The process-wide context for `device` (default: `LORA_GPU_DEVICE`, else
+    /// the first GPU, else the first CPU). The program is built on first use only.
+    public static func shared(device: Device? = nil) throws -> ComputeContext {
+        let dev = try device ?? DeviceSelection.select(ProcessInfo.processInfo.environment[DeviceSelection.environmentVariable])
+        let key = "\(dev.platform.index):\(dev.index)"
+        lock.lock()
+        defer { lock.unlock() }
+        if let ctx = shared[key] { return ctx }
+        let ctx = try ComputeContext(device: dev, config: .forDevice(dev))
+        shared[key] = ctx
+        return ctx
+    }
+
+    public init(device: Device, config: KernelConfig) throws {
+        self.device = device
+        self.config = config
+        context = try CLContext(device: device)
+        queue = try CommandQueue(context: context)
+        // common.cl (shared helpers) first, then the op families.
+        let files = EmbeddedKernels.files.filter { $0.name == "common.cl" }
+            + EmbeddedKernels.files.filter { $0.name != "common.cl" }
+        let source = files.map { "// ---- \($0.name)\n\($0.source)" }.joined(separator: "\n")
+        program = try Program(context: context, source: source, options: config.buildOptions)
+    }
+
+    /// Names of the kernel files compiled into the program.
+    public static var kernelFileNames: [String] { EmbeddedKernels.files.map(\.name) }
+
+    public func kernel(_ name: String) throws -> Kernel {
+        if let k = kernels[name] { return k }
+        let k = try program.kernel(named: name)
+        kernels[name] = k
+        return k
+    }
+
+    func launch(_ name: String, _ args: [KernelArgument], global: [Int], local: [Int]) throws {
+        let k = try kernel(name)
+        try k.setArguments(args)
+        if let e = try k.launch(on: queue, global: global, local: local, profile: profileLaunches) {
+            lastLaunchEvents.append(e)
+        }
+    }
+
+    /// Drops collected launch events.
+    public func resetLaunchEvents() { lastLaunchEvents.removeAll() }
+
+    public func buffer(count: Int) throws -> DeviceBuffer<Float> { try DeviceBuffer(queue: queue, count: count) }
+    public func buffer(_ values: [Float]) throws -> DeviceBuffer<Float> { try DeviceBuffer(queue: queue, values) }
+
+    /// A reusable scratch buffer with at least `count` floats. Slots let one op
+    /// hold several at once; the in-order queue makes reuse across ops safe.
+    func scratch(_ slot: Int, count: Int) throws -> DeviceBuffer<Float> {
+        if let b = scratch[slot], b.count >= count { return b }
+        let b = try buffer(count: count)
+        scratch[slot] = b
+        return b
+    }
+
+    public func finish() throws { try queue.finish() }
+}
+
+func require(_ cond: Bool, _ op: String, _ detail: @autoclosure () -> String) throws {
+    if !cond { throw OpError(op: op, detail: detail()) }
+}
+
+func requireCount(_ buf: DeviceBuffer<Float>, atLeast n: Int, _ op: String, _ name: String) throws {
+    if buf.count < n { throw OpError(op: op, detail: "\(name) has \(buf.count) elements, needs \(n)") }
+}

@@ -1,0 +1,249 @@
+import COpenCL
+import Foundation
+
+/// An OpenCL context on one device. Frees its handle exactly once.
+public final class CLContext {
+    public let handle: cl_context
+    public let device: Device
+
+    public init(device: Device) throws {
+        var status: cl_int = 0
+        var dev: cl_device_id? = device.id
+        guard let ctx = clCreateContext(nil, 1, &dev, nil, nil, &status) else {
+            throw CLError(code: status == CL_SUCCESS ? CL_INVALID_CONTEXT : status, operation: "clCreateContext")
+        }
+        try check(status, "clCreateContext")
+        handle = ctx
+        self.device = device
+    }
+
+    deinit { clReleaseContext(handle) }
+}
+
+/// An in-order command queue with profiling enabled.
+public final class CommandQueue {
+    public let handle: cl_command_queue
+    public let context: CLContext
+
+    public init(context: CLContext) throws {
+        var status: cl_int = 0
+        let props = cl_command_queue_properties(CL_QUEUE_PROFILING_ENABLE)
+        guard let q = clCreateCommandQueue(context.handle, context.device.id, props, &status) else {
+            throw CLError(code: status, operation: "clCreateCommandQueue")
+        }
+        try check(status, "clCreateCommandQueue")
+        handle = q
+        self.context = context
+    }
+
+    /// Blocks until every enqueued command has finished.
+    public func finish() throws { try check(clFinish(handle), "clFinish") }
+
+    deinit {
+        clFinish(handle)
+        clReleaseCommandQueue(handle)
+    }
+}
+
+/// An event of one enqueued command, for waiting and profiling.
+public final class Event {
+    public let handle: cl_event
+
+    init(handle: cl_event) { self.handle = handle }
+
+    public func wait() throws {
+        var e: cl_event? = handle
+        try check(clWaitForEvents(1, &e), "clWaitForEvents")
+    }
+
+    /// Device time between the command's start and end, from event profiling.
+    public func durationNanoseconds() throws -> UInt64 {
+        try wait()
+        return try profile(CL_PROFILING_COMMAND_END) - profile(CL_PROFILING_COMMAND_START)
+    }
+
+    private func profile(_ param: Int32) throws -> UInt64 {
+        var value: cl_ulong = 0
+        try check(clGetEventProfilingInfo(handle, cl_profiling_info(param), MemoryLayout<cl_ulong>.size, &value, nil),
+                  "clGetEventProfilingInfo")
+        return UInt64(value)
+    }
+
+    deinit { clReleaseEvent(handle) }
+}
+
+/// Anything a kernel can take as a `__global` pointer.
+public protocol MemoryObject: AnyObject {
+    var mem: cl_mem { get }
+}
+
+/// A typed device buffer of `count` elements. The single owner of its
+/// `cl_mem`, released exactly once in `deinit`.
+public final class DeviceBuffer<Element>: MemoryObject {
+    public let mem: cl_mem
+    public let count: Int
+    public let queue: CommandQueue
+
+    public var byteCount: Int { count * MemoryLayout<Element>.stride }
+
+    /// An uninitialised buffer (count ≥ 1; OpenCL rejects empty buffers, so
+    /// a zero count allocates one element that no kernel reads).
+    public init(queue: CommandQueue, count: Int) throws {
+        precondition(count >= 0, "negative buffer size")
+        var status: cl_int = 0
+        let bytes = max(count, 1) * MemoryLayout<Element>.stride
+        guard let m = clCreateBuffer(queue.context.handle, cl_mem_flags(CL_MEM_READ_WRITE), bytes, nil, &status) else {
+            throw CLError(code: status, operation: "clCreateBuffer(\(bytes) bytes)")
+        }
+        try check(status, "clCreateBuffer(\(bytes) bytes)")
+        mem = m
+        self.count = count
+        self.queue = queue
+    }
+
+    public convenience init(queue: CommandQueue, _ values: [Element]) throws {
+        try self.init(queue: queue, count: values.count)
+        try write(values)
+    }
+
+    /// Blocking write of all elements.
+    public func write(_ values: [Element]) throws {
+        guard values.count == count else {
+            throw OpenCLRuntimeError.sizeMismatch(operation: "DeviceBuffer.write", expected: count, actual: values.count)
+        }
+        if count == 0 { return }
+        try values.withUnsafeBytes { raw in
+            try check(clEnqueueWriteBuffer(queue.handle, mem, cl_bool(CL_TRUE), 0, raw.count, raw.baseAddress, 0, nil, nil),
+                      "clEnqueueWriteBuffer")
+        }
+    }
+
+    /// Blocking read of all elements.
+    public func read() throws -> [Element] {
+        if count == 0 { return [] }
+        return try [Element](unsafeUninitializedCapacity: count) { ptr, initialized in
+            try check(clEnqueueReadBuffer(queue.handle, mem, cl_bool(CL_TRUE), 0, byteCount, ptr.baseAddress, 0, nil, nil),
+                      "clEnqueueReadBuffer")
+            initialized = count
+        }
+    }
+
+    /// Fills every element with `value` on the device.
+    public func fill(_ value: Element) throws {
+        if count == 0 { return }
+        var v = value
+        try check(clEnqueueFillBuffer(queue.handle, mem, &v, MemoryLayout<Element>.stride, 0, byteCount, 0, nil, nil),
+                  "clEnqueueFillBuffer")
+    }
+
+    /// Device-side copy of `count` elements from `source` (offsets in elements).
+    public func copy(from source: DeviceBuffer<Element>, count n: Int? = nil, sourceOffset: Int = 0, offset: Int = 0) throws {
+        let n = n ?? source.count
+        if n == 0 { return }
+        let s = MemoryLayout<Element>.stride
+        try check(clEnqueueCopyBuffer(queue.handle, source.mem, mem, sourceOffset * s, offset * s, n * s, 0, nil, nil),
+                  "clEnqueueCopyBuffer")
+    }
+
+    deinit { clReleaseMemObject(mem) }
+}
+
+/// A built program. Build failures throw with the device's full build log.
+public final class Program {
+    public let handle: cl_program
+    public let options: String
+
+    public init(context: CLContext, source: String, options: String) throws {
+        var status: cl_int = 0
+        let prog: cl_program? = source.withCString { cstr in
+            var p: UnsafePointer<CChar>? = cstr
+            var len = strlen(cstr)
+            return clCreateProgramWithSource(context.handle, 1, &p, &len, &status)
+        }
+        guard let prog else { throw CLError(code: status, operation: "clCreateProgramWithSource") }
+        try check(status, "clCreateProgramWithSource")
+        handle = prog
+        self.options = options
+        var dev: cl_device_id? = context.device.id
+        let built = clBuildProgram(prog, 1, &dev, options, nil, nil)
+        if built == CL_BUILD_PROGRAM_FAILURE || built == CL_INVALID_BUILD_OPTIONS {
+            throw OpenCLRuntimeError.buildFailed(device: context.device.name, options: options,
+                                                 log: Program.buildLog(prog, context.device.id))
+        }
+        try check(built, "clBuildProgram")
+    }
+
+    static func buildLog(_ prog: cl_program, _ device: cl_device_id) -> String {
+        var size = 0
+        guard clGetProgramBuildInfo(prog, device, cl_program_build_info(CL_PROGRAM_BUILD_LOG), 0, nil, &size) == CL_SUCCESS
+        else { return "(no build log)" }
+        var bytes = [CChar](repeating: 0, count: size + 1)
+        guard clGetProgramBuildInfo(prog, device, cl_program_build_info(CL_PROGRAM_BUILD_LOG), size, &bytes, nil) == CL_SUCCESS
+        else { return "(no build log)" }
+        return String(cString: bytes)
+    }
+
+    public func kernel(named name: String) throws -> Kernel { try Kernel(program: self, name: name) }
+
+    deinit { clReleaseProgram(handle) }
+}
+
+/// One kernel argument, by kind.
+public enum KernelArgument {
+    case int(Int32)
+    case uint(UInt32)
+    case float(Float)
+    case buffer(MemoryObject)
+    case local(bytes: Int)
+}
+
+/// A kernel object. Not thread-safe: arguments are state on the handle.
+public final class Kernel {
+    public let handle: cl_kernel
+    public let name: String
+    let program: Program  // keeps the program alive
+
+    init(program: Program, name: String) throws {
+        var status: cl_int = 0
+        guard let k = clCreateKernel(program.handle, name, &status) else {
+            throw CLError(code: status, operation: "clCreateKernel(\(name))")
+        }
+        try check(status, "clCreateKernel(\(name))")
+        handle = k
+        self.name = name
+        self.program = program
+    }
+
+    public func setArguments(_ args: [KernelArgument]) throws {
+        for (i, arg) in args.enumerated() {
+            let idx = cl_uint(i)
+            let op = "clSetKernelArg(\(name), \(i))"
+            switch arg {
+            case .int(var v): try check(clSetKernelArg(handle, idx, 4, &v), op)
+            case .uint(var v): try check(clSetKernelArg(handle, idx, 4, &v), op)
+            case .float(var v): try check(clSetKernelArg(handle, idx, 4, &v), op)
+            case .buffer(let b):
+                var m: cl_mem? = b.mem
+                try check(clSetKernelArg(handle, idx, MemoryLayout<cl_mem>.size, &m), op)
+            case .local(let bytes): try check(clSetKernelArg(handle, idx, bytes, nil), op)
+            }
+        }
+    }
+
+    /// Enqueues with an explicit local size (pocl picks a few huge work-groups
+    /// when it is left NULL). `global` is rounded up to a multiple of `local`.
+    @discardableResult
+    public func launch(on queue: CommandQueue, global: [Int], local: [Int], profile: Bool = false) throws -> Event? {
+        precondition(global.count == local.count && (1...3).contains(global.count))
+        var g = zip(global, local).map { max(($0 + $1 - 1) / $1, 1) * $1 }
+        var l = local
+        var event: cl_event? = nil
+        let status = profile
+            ? clEnqueueNDRangeKernel(queue.handle, handle, cl_uint(g.count), nil, &g, &l, 0, nil, &event)
+            : clEnqueueNDRangeKernel(queue.handle, handle, cl_uint(g.count), nil, &g, &l, 0, nil, nil)
+        try check(status, "clEnqueueNDRangeKernel(\(name), global \(g), local \(l))")
+        return event.map(Event.init(handle:))
+    }
+
+    deinit { clReleaseKernel(handle) }
+}
