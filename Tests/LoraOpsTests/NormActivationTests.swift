@@ -1,0 +1,125 @@
+import Foundation
+import LoraOps
+import OpenCLRuntime
+import Reference
+import XCTest
+
+final class RMSNormTests: XCTestCase {
+    static let shapes: [(Int, Int)] = [(1, 1), (3, 17), (17, 3), (63, 129), (129, 1000), (1, 576), (33, 64)]
+
+    func testForwardAgainstFloat64() throws {
+        let ctx = try sharedContext()
+        var rng = freshRandom(#function)
+        for (n, c) in Self.shapes {
+            let x = rng.uniform(n * c, -3, 3), w = rng.uniform(c, 0.5, 1.5)
+            let y = try poisoned(ctx, n * c), rstd = try poisoned(ctx, n)
+            try ctx.rmsnormForward(y: y, rstd: rstd, x: try ctx.buffer(x), weight: try ctx.buffer(w),
+                                   rows: n, cols: c, eps: 1e-5)
+            let ref = Reference.rmsnormForward(x: x, w: w, rows: n, cols: c, eps: 1e-5)
+            assertClose(try y.read(), ref.y, "rmsnorm y \(n)x\(c)")
+            assertClose(try rstd.read(), ref.rstd, "rmsnorm rstd \(n)x\(c)")
+        }
+    }
+
+    func testBackwardAgainstAnalyticAndFiniteDifferences() throws {
+        let ctx = try sharedContext()
+        var rng = freshRandom(#function)
+        for (n, c) in Self.shapes {
+            let x = rng.uniform(n * c, -3, 3), w = rng.uniform(c, 0.5, 1.5), dy = rng.uniform(n * c)
+            let bx = try ctx.buffer(x), bw = try ctx.buffer(w)
+            let y = try ctx.buffer(count: n * c), rstd = try ctx.buffer(count: n)
+            try ctx.rmsnormForward(y: y, rstd: rstd, x: bx, weight: bw, rows: n, cols: c, eps: 1e-5)
+            let dx = try poisoned(ctx, n * c), dw = try poisoned(ctx, c)
+            try ctx.rmsnormBackward(dx: dx, dweight: dw, dy: try ctx.buffer(dy), x: bx, weight: bw, rstd: rstd,
+                                    rows: n, cols: c)
+            let ref = Reference.rmsnormBackward(dy: dy, x: x, w: w, rows: n, cols: c, eps: 1e-5)
+            let gx = try dx.read(), gw = try dw.read()
+            // dx is r·w⊙dy minus a projection of it; when C is tiny the two nearly
+            // cancel, so fp32 is held to 1e-5 of the first term's size.
+            let rs = Reference.rmsnormForward(x: x, w: w, rows: n, cols: c, eps: 1e-5).rstd
+            let firstTerm = (0..<n * c).map { i in rs[i / c] * Double(w[i % c]) * Double(dy[i]) }
+            let floor = firstTerm.reduce(0) { $0 + $1 * $1 }.squareRoot()
+            assertClose(gx, ref.dx, tol: 1e-5, floor: floor, "rmsnorm dx \(n)x\(c)")
+            assertClose(gw, ref.dw, tol: 1e-5, "rmsnorm dw \(n)x\(c)")
+            // L = Σ y ⊙ dy, differentiated numerically in float64.
+            let dyD = toDouble(dy), xD = toDouble(x), wD = toDouble(w)
+            func loss(_ xs: [Double], _ ws: [Double]) -> Double {
+                var total = 0.0
+                for i in 0..<n {
+                    var ss = 0.0
+                    for j in 0..<c { ss += xs[i * c + j] * xs[i * c + j] }
+                    let r = 1 / (ss / Double(c) + 1e-5).squareRoot()
+                    for j in 0..<c { total += xs[i * c + j] * r * ws[j] * dyD[i * c + j] }
+                }
+                return total
+            }
+            assertGradient(gx, at: xD, samples: 12, rng: &rng, floor: firstTerm.map(abs).max()!, "rmsnorm dx \(n)x\(c)") { loss($0, wD) }
+            assertGradient(gw, at: wD, samples: 12, rng: &rng, "rmsnorm dw \(n)x\(c)") { loss(xD, $0) }
+        }
+    }
+
+    func testBackwardAccumulatesWithBeta() throws {
+        let ctx = try sharedContext()
+        var rng = freshRandom(#function)
+        let (n, c) = (17, 63)
+        let x = rng.uniform(n * c), w = rng.uniform(c), dy = rng.uniform(n * c), prior = rng.uniform(n * c)
+        let bx = try ctx.buffer(x), bw = try ctx.buffer(w)
+        let y = try ctx.buffer(count: n * c), rstd = try ctx.buffer(count: n)
+        try ctx.rmsnormForward(y: y, rstd: rstd, x: bx, weight: bw, rows: n, cols: c, eps: 1e-6)
+        let dx = try ctx.buffer(prior)
+        try ctx.rmsnormBackward(dx: dx, dweight: nil, dy: try ctx.buffer(dy), x: bx, weight: bw, rstd: rstd,
+                                rows: n, cols: c, beta: 1)
+        let ref = Reference.rmsnormBackward(dy: dy, x: x, w: w, rows: n, cols: c, eps: 1e-6)
+        assertClose(try dx.read(), zip(ref.dx, prior).map { $0 + Double($1) }, "rmsnorm dx += ")
+    }
+}
+
+final class ActivationTests: XCTestCase {
+    static let counts = [1, 3, 17, 63, 129, 1000, 4099]
+
+    func testSiLUForwardBackward() throws {
+        let ctx = try sharedContext()
+        var rng = freshRandom(#function)
+        for n in Self.counts {
+            let x = rng.uniform(n, -8, 8), d = rng.uniform(n)
+            let bx = try ctx.buffer(x)
+            let out = try poisoned(ctx, n), dx = try poisoned(ctx, n)
+            try ctx.siluForward(out: out, x: bx, count: n)
+            try ctx.siluBackward(dx: dx, x: bx, dout: try ctx.buffer(d), count: n)
+            assertClose(try out.read(), x.map { Reference.silu(Double($0)) }, "silu \(n)")
+            let g = try dx.read()
+            assertClose(g, zip(x, d).map { Reference.siluGrad(Double($0)) * Double($1) }, "silu' \(n)")
+            let dD = toDouble(d)
+            assertGradient(g, at: toDouble(x), samples: 8, rng: &rng, "silu dx \(n)") { xs in
+                dot(xs.map(Reference.silu), dD)
+            }
+        }
+    }
+
+    func testSwiGLUForwardBackward() throws {
+        let ctx = try sharedContext()
+        var rng = freshRandom(#function)
+        for n in Self.counts {
+            let g = rng.uniform(n, -8, 8), u = rng.uniform(n, -2, 2), d = rng.uniform(n)
+            let bg = try ctx.buffer(g), bu = try ctx.buffer(u)
+            let out = try poisoned(ctx, n), dg = try poisoned(ctx, n), du = try poisoned(ctx, n)
+            try ctx.swigluForward(out: out, gate: bg, up: bu, count: n)
+            try ctx.swigluBackward(dgate: dg, dup: du, gate: bg, up: bu, dout: try ctx.buffer(d), count: n)
+            assertClose(try out.read(), zip(g, u).map { Reference.silu(Double($0)) * Double($1) }, "swiglu \(n)")
+            let gD = toDouble(g), uD = toDouble(u), dD = toDouble(d)
+            let dgate = try dg.read(), dup = try du.read()
+            assertClose(dgate, (0..<n).map { dD[$0] * uD[$0] * Reference.siluGrad(gD[$0]) }, "swiglu dgate \(n)")
+            assertClose(dup, (0..<n).map { dD[$0] * Reference.silu(gD[$0]) }, "swiglu dup \(n)")
+            func loss(_ gs: [Double], _ us: [Double]) -> Double {
+                (0..<n).reduce(0) { $0 + Reference.silu(gs[$1]) * us[$1] * dD[$1] }
+            }
+            assertGradient(dgate, at: gD, samples: 8, rng: &rng, "swiglu dgate \(n)") { loss($0, uD) }
+            assertGradient(dup, at: uD, samples: 8, rng: &rng, "swiglu dup \(n)") { loss(gD, $0) }
+            // Against the unfused composition silu(g) ⊙ u through the silu kernel.
+            let s = try ctx.buffer(count: n)
+            try ctx.siluForward(out: s, x: bg, count: n)
+            let composed = zip(try s.read(), u).map { Double($0) * Double($1) }
+            assertClose(try out.read(), composed, "swiglu vs silu⊙up \(n)")
+        }
+    }
+}
