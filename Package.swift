@@ -31,6 +31,7 @@ let package = Package(
             path: "Plugins/KernelEmbedder"),
         .target(name: "OpenCLRuntime", dependencies: ["COpenCL"]),
         .target(name: "LoraOps", dependencies: ["OpenCLRuntime"], plugins: ["KernelEmbedder"]),
+        .target(name: "LoraModel", dependencies: ["LoraOps"]),
         .target(name: "Reference", dependencies: ["CBLAS"]),
         .target(
             name: "KernelBench",
@@ -43,6 +44,10 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .testTarget(name: "LoraOpsTests", dependencies: ["LoraOps", "Reference"]),
+        .testTarget(
+            name: "LoraModelTests",
+            dependencies: ["LoraModel", "LoraOps", "Reference"],
+            exclude: ["../Fixtures"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -27,3 +27,53 @@ inline int dropout_keep(uint seed, ulong idx, float p) {
     float u = (float)(dropout_hash(seed, idx) >> 8) * (1.0f / 16777216.0f);
     return u >= p;
 }
+
+// ---- Row reductions. One work-group of ROW_WG work-items per row: on pocl
+// ROW_WG = 1 and rows are swept with float16 loads (no barriers); on GPUs
+// ROW_WG > 1 reduces through __local memory.
+
+inline float row_sum(float partial, __local float* red) {
+#if ROW_WG > 1
+    int lid = get_local_id(0);
+    red[lid] = partial;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int s = ROW_WG / 2; s > 0; s >>= 1) {
+        if (lid < s) red[lid] += red[lid + s];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    float total = red[0];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return total;
+#else
+    return partial;
+#endif
+}
+
+// Σ_c a[c]·b[c] over this work-item's share of the row.
+inline float row_dot_partial(int C, const __global float* a, const __global float* b) {
+    int lid = get_local_id(0);
+    float16 acc = (float16)(0.0f);
+    int c = lid * 16;
+    for (; c + 16 <= C; c += ROW_WG * 16) acc = fma(vload16(0, a + c), vload16(0, b + c), acc);
+    float s = 0.0f;
+    for (int t = C / 16 * 16 + lid; t < C; t += ROW_WG) s = fma(a[t], b[t], s);
+    float8 h8 = acc.lo + acc.hi; float4 h4 = h8.lo + h8.hi; float2 h2 = h4.lo + h4.hi;
+    return s + h2.x + h2.y;
+}
+
+inline float row_max(float partial, __local float* red) {
+#if ROW_WG > 1
+    int lid = get_local_id(0);
+    red[lid] = partial;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int s = ROW_WG / 2; s > 0; s >>= 1) {
+        if (lid < s) red[lid] = fmax(red[lid], red[lid + s]);
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    float total = red[0];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return total;
+#else
+    return partial;
+#endif
+}

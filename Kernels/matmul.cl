@@ -10,24 +10,32 @@
 // pack_b: Bp[p][k][c] = op(B)(k, 16p + c), where op(B)(k, n) = B[k·b_rs + n·b_cs].
 // With dropout_p > 0 the element is also dropped/scaled by the mask of
 // element index k·mask_ld + n (used to pack dropout(x) for dA = gᵀ·dropout(x)).
-// global (ceil(N/16)·16, K)
+// One work-item writes one 16-float row of a panel. global (ceil(N/16), K)
 __kernel void pack_b(int K, int N,
                      __global const float* B, int b_rs, int b_cs,
                      float dropout_p, uint seed, int mask_ld,
                      __global float* Bp) {
-    int n = get_global_id(0);
+    int p = get_global_id(0);
     int k = get_global_id(1);
-    int np = (N + 15) / 16 * 16;
-    if (n >= np || k >= K) return;
-    float v = 0.0f;
-    if (n < N) {
-        v = B[(size_t)k * b_rs + (size_t)n * b_cs];
-        if (dropout_p > 0.0f) {
-            v = dropout_keep(seed, (ulong)k * (ulong)mask_ld + (ulong)n, dropout_p)
-                ? v / (1.0f - dropout_p) : 0.0f;
-        }
+    if (p * 16 >= N || k >= K) return;
+    int n0 = p * 16;
+    const __global float* src = B + (size_t)k * b_rs + (size_t)n0 * b_cs;
+    float16 v;
+    if (n0 + 16 <= N && b_cs == 1) {
+        v = vload16(0, src);
+    } else {
+        float t[16];
+        for (int c = 0; c < 16; c++) t[c] = n0 + c < N ? src[(size_t)c * b_cs] : 0.0f;
+        v = vload16(0, t);
     }
-    Bp[((size_t)(n / 16) * K + k) * 16 + (n % 16)] = v;
+    if (dropout_p > 0.0f) {
+        float m[16];
+        float scale = 1.0f / (1.0f - dropout_p);
+        ulong base = (ulong)k * (ulong)mask_ld + (ulong)n0;
+        for (int c = 0; c < 16; c++) m[c] = dropout_keep(seed, base + c, dropout_p) ? scale : 0.0f;
+        v *= vload16(0, m);
+    }
+    vstore16(v, 0, Bp + ((size_t)p * K + k) * 16);
 }
 
 // gemm_packed: C (M,N) row-major.

@@ -77,8 +77,13 @@ public final class KernelBench {
 
     func median(_ xs: [Double]) -> Double { let s = xs.sorted(); return s[s.count / 2] }
 
+    /// OpenBLAS's worker threads keep spinning for a while after a call and
+    /// pocl's do too; measuring one right after the other would halve it.
+    func settle() { usleep(300_000) }
+
     /// Median wall time (s) of `body` + clFinish, after warm-up.
     func timeDevice(_ body: () throws -> Void) throws -> Double {
+        settle()
         for _ in 0..<warmup { try body(); try ctx.finish() }
         var ts: [Double] = []
         for _ in 0..<runs {
@@ -91,6 +96,7 @@ public final class KernelBench {
     }
 
     func timeHost(_ body: () -> Void) -> Double {
+        settle()
         for _ in 0..<warmup { body() }
         var ts: [Double] = []
         for _ in 0..<runs {

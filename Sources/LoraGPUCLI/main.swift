@@ -67,7 +67,10 @@ struct Bench: ParsableCommand {
             let url = URL(fileURLWithPath: json)
             let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp")
             try data.write(to: tmp)
-            _ = try FileManager.default.replaceItemAt(url, withItemAt: tmp)
+            // rename(2) replaces atomically: a reader never sees a half-written table.
+            guard rename(tmp.path, url.path) == 0 else {
+                throw ValidationError("cannot write \(json): \(String(cString: strerror(errno)))")
+            }
             print("wrote \(json)")
         }
     }

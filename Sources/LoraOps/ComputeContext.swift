@@ -13,17 +13,20 @@ public struct KernelConfig: Equatable, Sendable {
     public var rowWorkGroup: Int
     /// Local size of elementwise and column kernels.
     public var elementwiseLocal: Int
+    /// Panel rows per work-group in `pack_b`.
+    public var packLocal: Int
 
     public static func == (a: KernelConfig, b: KernelConfig) -> Bool {
         a.gemmRowsPerItem == b.gemmRowsPerItem && a.gemmLocal == b.gemmLocal
             && a.rowWorkGroup == b.rowWorkGroup && a.elementwiseLocal == b.elementwiseLocal
+            && a.packLocal == b.packLocal
     }
 
     /// pocl on a CPU: one thread runs a whole work-group, so small groups and
     /// no barriers; 8 float16 accumulators fit the 32 AVX-512 registers.
-    public static let cpu = KernelConfig(gemmRowsPerItem: 8, gemmLocal: (1, 4), rowWorkGroup: 1, elementwiseLocal: 64)
+    public static let cpu = KernelConfig(gemmRowsPerItem: 8, gemmLocal: (1, 4), rowWorkGroup: 1, elementwiseLocal: 64, packLocal: 64)
     /// GPUs: many work-items per group, a cooperative row reduction.
-    public static let gpu = KernelConfig(gemmRowsPerItem: 4, gemmLocal: (16, 4), rowWorkGroup: 128, elementwiseLocal: 256)
+    public static let gpu = KernelConfig(gemmRowsPerItem: 4, gemmLocal: (16, 4), rowWorkGroup: 128, elementwiseLocal: 256, packLocal: 64)
 
     public static func forDevice(_ device: Device) -> KernelConfig {
         device.kind == .cpu ? .cpu : .gpu

@@ -41,10 +41,11 @@ extension ComputeContext {
     /// x (N,in), A (r,in), B (out,r), bias (out), y (N,out); u (N,r) = dropout(x)·Aᵀ
     /// is written for backward. The base product and the low-rank product are
     /// accumulated in the same register tile (one launch); B·A is never formed.
+    /// `beta` = 1 adds into y (a residual connection).
     public func loraForward(y: DeviceBuffer<Float>, u: DeviceBuffer<Float>,
                             x: DeviceBuffer<Float>, base: FrozenLinear,
                             a: DeviceBuffer<Float>, b: DeviceBuffer<Float>, bias: DeviceBuffer<Float>?,
-                            tokens n: Int, lora: LoRASettings, seed: UInt32) throws {
+                            tokens n: Int, lora: LoRASettings, seed: UInt32, beta: Float = 0) throws {
         let op = "loraForward", r = lora.rank, din = base.inFeatures, dout = base.outFeatures
         try require(n >= 1 && r >= 1, op, "tokens and rank must be ≥ 1")
         try require(lora.dropout >= 0 && lora.dropout < 1, op, "dropout must be in [0, 1)")
@@ -65,7 +66,7 @@ extension ComputeContext {
         let bT = try pack(b, k: r, n: dout, .transposed, into: scratch(3, count: PackedMatrix.count(k: r, n: dout)))
         try gemm(y, m: n, alpha: 1, a: StridedOperand(x, rows: n, cols: din, .none), b: base.forward,
                  ext: GemmExtension(a: StridedOperand(u, rows: n, cols: r, .none), b: bT, alpha: lora.scale),
-                 bias: bias, beta: 0)
+                 bias: bias, beta: beta)
     }
 
     /// Fused LoRA linear backward (W frozen: no dW). With g = s·dY·B (N,r):

@@ -49,7 +49,7 @@ extension ComputeContext {
             .int(Int32(k)), .int(Int32(n)), .buffer(b), .int(Int32(rs)), .int(Int32(cs)),
             .float(dropout?.p ?? 0), .uint(dropout?.seed ?? 0), .int(Int32(dropout?.maskLd ?? 0)),
             .buffer(out),
-        ], global: [(n + 15) / 16 * 16, k], local: [16, 1])
+        ], global: [(n + 15) / 16, k], local: [1, config.packLocal])
         return PackedMatrix(buffer: out, k: k, n: n)
     }
 
@@ -69,6 +69,7 @@ extension ComputeContext {
     public func matmul(_ c: DeviceBuffer<Float>, _ a: DeviceBuffer<Float>, packed b: PackedMatrix,
                        m: Int, transA: Transpose = .none, alpha: Float = 1, beta: Float = 0,
                        bias: DeviceBuffer<Float>? = nil) throws {
+        try require(m >= 1, "matmul", "M must be ≥ 1")
         try requireCount(a, atLeast: m * b.k, "matmul", "A")
         try gemm(c, m: m, alpha: alpha, a: StridedOperand(a, rows: m, cols: b.k, transA), b: b,
                  ext: nil, bias: bias, beta: beta)

@@ -68,6 +68,8 @@ public struct Device: @unchecked Sendable {
     public var maxAllocationBytes: Int { Int((try? info(CL_DEVICE_MAX_MEM_ALLOC_SIZE) as cl_ulong) ?? 0) }
     public var localMemoryBytes: Int { Int((try? info(CL_DEVICE_LOCAL_MEM_SIZE) as cl_ulong) ?? 0) }
     public var maxWorkGroupSize: Int { (try? info(CL_DEVICE_MAX_WORK_GROUP_SIZE) as Int) ?? 0 }
+    /// CL_DEVICE_MEM_BASE_ADDR_ALIGN in bytes: sub-buffer offsets must be multiples of it.
+    public var baseAddressAlignmentBytes: Int { Int((try? info(CL_DEVICE_MEM_BASE_ADDR_ALIGN) as cl_uint) ?? 1024) / 8 }
     public var maxClockMHz: Int { Int((try? info(CL_DEVICE_MAX_CLOCK_FREQUENCY) as cl_uint) ?? 0) }
     public var preferredFloatVectorWidth: Int {
         Int((try? info(CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT) as cl_uint) ?? 0)

@@ -83,6 +83,8 @@ public final class DeviceBuffer<Element>: MemoryObject {
     public let mem: cl_mem
     public let count: Int
     public let queue: CommandQueue
+    /// A sub-buffer keeps its parent alive.
+    public let parent: AnyObject?
 
     public var byteCount: Int { count * MemoryLayout<Element>.stride }
 
@@ -99,6 +101,42 @@ public final class DeviceBuffer<Element>: MemoryObject {
         mem = m
         self.count = count
         self.queue = queue
+        parent = nil
+    }
+
+    private init(sub: cl_mem, count: Int, queue: CommandQueue, parent: AnyObject) {
+        mem = sub
+        self.count = count
+        self.queue = queue
+        self.parent = parent
+    }
+
+    /// A view of `count` elements starting at element `offset`. The byte offset
+    /// must be a multiple of the device's base address alignment
+    /// (`Device.baseAddressAlignmentBytes`).
+    public func subBuffer(offset: Int, count n: Int) throws -> DeviceBuffer<Element> {
+        let s = MemoryLayout<Element>.stride
+        guard offset >= 0, n >= 1, offset + n <= count else {
+            throw OpenCLRuntimeError.sizeMismatch(operation: "subBuffer(offset: \(offset))", expected: count, actual: offset + n)
+        }
+        var region = cl_buffer_region(origin: offset * s, size: n * s)
+        var status: cl_int = 0
+        guard let m = clCreateSubBuffer(mem, cl_mem_flags(CL_MEM_READ_WRITE),
+                                        cl_buffer_create_type(CL_BUFFER_CREATE_TYPE_REGION), &region, &status) else {
+            throw CLError(code: status, operation: "clCreateSubBuffer(offset \(offset * s) bytes)")
+        }
+        try check(status, "clCreateSubBuffer(offset \(offset * s) bytes)")
+        return DeviceBuffer(sub: m, count: n, queue: queue, parent: self)
+    }
+
+    /// Blocking write of raw bytes (exactly `byteCount` of them).
+    public func write(raw: UnsafeRawBufferPointer) throws {
+        guard raw.count == byteCount else {
+            throw OpenCLRuntimeError.sizeMismatch(operation: "DeviceBuffer.write(raw:) bytes", expected: byteCount, actual: raw.count)
+        }
+        if count == 0 { return }
+        try check(clEnqueueWriteBuffer(queue.handle, mem, cl_bool(CL_TRUE), 0, raw.count, raw.baseAddress, 0, nil, nil),
+                  "clEnqueueWriteBuffer")
     }
 
     public convenience init(queue: CommandQueue, _ values: [Element]) throws {

@@ -1,0 +1,209 @@
+import LoraOps
+import OpenCLRuntime
+
+/// One decoder layer's saved activations for a (B, T) batch, N = B·T.
+final class LayerActivations {
+    let h1, xMid, h2: DeviceBuffer<Float>            // (N, H)
+    let q, attn: DeviceBuffer<Float>                  // (N, NH·D), q after RoPE
+    let k, v: DeviceBuffer<Float>                     // (N, NKV·D), k after RoPE
+    let gate, up, act: DeviceBuffer<Float>            // (N, I)
+    let rstd1, rstd2: DeviceBuffer<Float>             // (N)
+    let lse: DeviceBuffer<Float>                      // (B, NH, T)
+
+    init(_ ctx: ComputeContext, _ c: ModelConfig, batch: Int, seq: Int) throws {
+        let n = batch * seq, H = c.hiddenSize, I = c.intermediateSize
+        let qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim
+        h1 = try ctx.buffer(count: n * H); xMid = try ctx.buffer(count: n * H); h2 = try ctx.buffer(count: n * H)
+        q = try ctx.buffer(count: n * qd); attn = try ctx.buffer(count: n * qd)
+        k = try ctx.buffer(count: n * kvd); v = try ctx.buffer(count: n * kvd)
+        gate = try ctx.buffer(count: n * I); up = try ctx.buffer(count: n * I); act = try ctx.buffer(count: n * I)
+        rstd1 = try ctx.buffer(count: n); rstd2 = try ctx.buffer(count: n)
+        lse = try ctx.buffer(count: batch * c.numHeads * seq)
+    }
+}
+
+/// Every activation and gradient buffer of a step, planned once per batch
+/// shape and reused between steps. With gradient checkpointing only the
+/// layer inputs are kept per layer and one LayerActivations is recomputed.
+final class ActivationPlan {
+    let batch, seq, tokens: Int
+    let checkpointing: Bool
+    let residual: [DeviceBuffer<Float>]               // L+1 layer inputs (N, H)
+    let layers: [LayerActivations]
+    let ids, positions, targets: DeviceBuffer<Int32>
+    var groups: TokenGroups
+    var countedTokens: Int
+    let hf, rstdF: DeviceBuffer<Float>                // final norm out (N,H), (N)
+    let embedAfterA: DeviceBuffer<Float>?             // (N, r) of the embedding LoRA
+    // gradients and scratch
+    let dres, dh, dhf: DeviceBuffer<Float>            // (N, H)
+    let dq, dattn: DeviceBuffer<Float>                // (N, NH·D)
+    let dk, dv: DeviceBuffer<Float>                   // (N, NKV·D)
+    let dgate, dup, dact: DeviceBuffer<Float>         // (N, I)
+    let delta: DeviceBuffer<Float>                    // (B, NH, T)
+    let dAfterA: DeviceBuffer<Float>?
+    let chunkRows: Int
+    let hfChunk, dhfChunk, logitsChunk: DeviceBuffer<Float>
+    let losses: DeviceBuffer<Float>                   // (N)
+    let scalars: DeviceBuffer<Float>                  // [0] Σ loss, [1] ‖grad‖²
+
+    init(model m: LlamaLoRAModel, batch b: TokenBatch) throws {
+        let ctx = m.ctx, c = m.config
+        batch = b.batch; seq = b.seq; tokens = b.tokens
+        checkpointing = m.gradientCheckpointing
+        let n = tokens, H = c.hiddenSize, I = c.intermediateSize
+        let qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim
+        residual = try (0...c.numLayers).map { _ in try ctx.buffer(count: n * H) }
+        let (bb, tt) = (b.batch, b.seq)
+        layers = try (0..<(m.gradientCheckpointing ? 1 : c.numLayers)).map { _ in
+            try LayerActivations(ctx, c, batch: bb, seq: tt)
+        }
+        ids = try DeviceBuffer(queue: ctx.queue, b.inputIDs)
+        positions = try DeviceBuffer(queue: ctx.queue, (0..<n).map { Int32($0 % b.seq) })
+        targets = try DeviceBuffer(queue: ctx.queue, b.targets)
+        groups = try TokenGroups(ctx, ids: b.inputIDs)
+        countedTokens = b.countedTokens
+        hf = try ctx.buffer(count: n * H); rstdF = try ctx.buffer(count: n)
+        let er = m.embeddingLoRA?.settings.rank
+        embedAfterA = try er.map { try ctx.buffer(count: n * $0) }
+        dAfterA = try er.map { try ctx.buffer(count: n * $0) }
+        dres = try ctx.buffer(count: n * H); dh = try ctx.buffer(count: n * H); dhf = try ctx.buffer(count: n * H)
+        dq = try ctx.buffer(count: n * qd); dattn = try ctx.buffer(count: n * qd)
+        dk = try ctx.buffer(count: n * kvd); dv = try ctx.buffer(count: n * kvd)
+        dgate = try ctx.buffer(count: n * I); dup = try ctx.buffer(count: n * I); dact = try ctx.buffer(count: n * I)
+        delta = try ctx.buffer(count: batch * c.numHeads * seq)
+        chunkRows = max(1, min(m.logitsChunkRows, n))
+        hfChunk = try ctx.buffer(count: chunkRows * H)
+        dhfChunk = try ctx.buffer(count: chunkRows * H)
+        logitsChunk = try ctx.buffer(count: chunkRows * c.vocabSize)
+        losses = try ctx.buffer(count: n)
+        scalars = try ctx.buffer(count: 2)
+        for lin in m.layers.flatMap(\.linears) + [m.lmHead] { try lin.plan(ctx, tokens: max(n, chunkRows)) }
+    }
+
+    func matches(_ b: TokenBatch, checkpointing ck: Bool) -> Bool {
+        b.batch == batch && b.seq == seq && ck == checkpointing
+    }
+}
+
+extension LlamaLoRAModel {
+    var attentionShape: ComputeContext.AttentionShape {
+        ComputeContext.AttentionShape(batch: plan!.batch, seq: plan!.seq, heads: config.numHeads,
+                                      kvHeads: config.numKVHeads, headDim: config.headDim)
+    }
+
+    func prepare(_ b: TokenBatch) throws -> ActivationPlan {
+        guard b.seq <= config.maxPositionEmbeddings else {
+            throw LoraError.batch("sequence length \(b.seq) exceeds max_position_embeddings \(config.maxPositionEmbeddings)")
+        }
+        if let w = config.slidingWindow, b.seq > w {
+            throw LoraError.batch("sequence length \(b.seq) exceeds sliding_window \(w); sliding-window attention is not supported yet")
+        }
+        if let bad = b.inputIDs.first(where: { $0 < 0 || Int($0) >= config.vocabSize }) {
+            throw LoraError.batch("token id \(bad) is outside the vocabulary (size \(config.vocabSize))")
+        }
+        if let bad = b.targets.first(where: { $0 != -100 && ($0 < 0 || Int($0) >= config.vocabSize) }) {
+            throw LoraError.batch("label \(bad) is neither -100 nor a token id (vocabulary size \(config.vocabSize))")
+        }
+        if let p = plan, p.matches(b, checkpointing: gradientCheckpointing) {
+            // Same shape: reuse every buffer, refresh the batch's ids and targets.
+            try p.ids.write(b.inputIDs)
+            try p.targets.write(b.targets)
+            p.groups = try TokenGroups(ctx, ids: b.inputIDs)
+            p.countedTokens = b.countedTokens
+            return p
+        }
+        plan = try ActivationPlan(model: self, batch: b)
+        return plan!
+    }
+
+    // MARK: forward
+
+    /// x0 = E[ids] (+ s·A_emb[:, ids]ᵀ·B_embᵀ).
+    func embed(_ p: ActivationPlan) throws {
+        let H = config.hiddenSize, n = p.tokens
+        let table = trainedEmbedding?.param ?? embedding
+        try ctx.embeddingForward(out: p.residual[0], ids: p.ids, table: table, layout: .rows(cols: H), tokens: n, cols: H)
+        if let e = embeddingLoRA, let after = p.embedAfterA {
+            let r = e.settings.rank
+            try ctx.embeddingForward(out: after, ids: p.ids, table: e.a.param, layout: .transposed(rows: config.vocabSize),
+                                     tokens: n, cols: r)
+            try ctx.matmul(p.residual[0], after, e.b.param, m: n, n: H, k: r, transB: .transposed,
+                           alpha: e.settings.scale, beta: 1)
+        }
+    }
+
+    /// One decoder layer: x_out = x_mid + mlp(norm(x_mid)), x_mid = x_in + attn(norm(x_in)).
+    func layerForward(_ l: Int, _ p: ActivationPlan, _ a: LayerActivations, training: Bool) throws {
+        let L = layers[l], c = config, n = p.tokens, H = c.hiddenSize
+        let xIn = p.residual[l], xOut = p.residual[l + 1]
+        let eps = Float(c.rmsNormEps), s = stepSeed
+        try ctx.rmsnormForward(y: a.h1, rstd: a.rstd1, x: xIn, weight: L.inputNorm, rows: n, cols: H, eps: eps)
+        try L.q.forward(ctx, y: a.q, x: a.h1, tokens: n, training: training, stepSeed: s)
+        try L.k.forward(ctx, y: a.k, x: a.h1, tokens: n, training: training, stepSeed: s)
+        try L.v.forward(ctx, y: a.v, x: a.h1, tokens: n, training: training, stepSeed: s)
+        try ctx.rope(a.q, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numHeads,
+                     headDim: c.headDim, inverse: false)
+        try ctx.rope(a.k, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numKVHeads,
+                     headDim: c.headDim, inverse: false)
+        try ctx.attentionForward(out: a.attn, lse: a.lse, q: a.q, k: a.k, v: a.v, shape: attentionShape)
+        try a.xMid.copy(from: xIn, count: n * H)
+        try L.o.forward(ctx, y: a.xMid, x: a.attn, tokens: n, training: training, stepSeed: s, beta: 1)
+        try ctx.rmsnormForward(y: a.h2, rstd: a.rstd2, x: a.xMid, weight: L.postNorm, rows: n, cols: H, eps: eps)
+        try L.gate.forward(ctx, y: a.gate, x: a.h2, tokens: n, training: training, stepSeed: s)
+        try L.up.forward(ctx, y: a.up, x: a.h2, tokens: n, training: training, stepSeed: s)
+        try ctx.swigluForward(out: a.act, gate: a.gate, up: a.up, count: n * c.intermediateSize)
+        try xOut.copy(from: a.xMid, count: n * H)
+        try L.down.forward(ctx, y: xOut, x: a.act, tokens: n, training: training, stepSeed: s, beta: 1)
+    }
+
+    func activations(_ p: ActivationPlan, layer l: Int) -> LayerActivations { p.layers[p.checkpointing ? 0 : l] }
+
+    var stepSeed: UInt32 { mixSeed(seed, UInt32(truncatingIfNeeded: step)) }
+
+    /// Runs embedding, all layers and the final norm (hf).
+    func trunkForward(_ p: ActivationPlan, training: Bool) throws {
+        try embed(p)
+        for l in 0..<layers.count { try layerForward(l, p, activations(p, layer: l), training: training) }
+        try ctx.rmsnormForward(y: p.hf, rstd: p.rstdF, x: p.residual[layers.count], weight: finalNorm,
+                               rows: p.tokens, cols: config.hiddenSize, eps: Float(config.rmsNormEps))
+    }
+
+    /// Logits (B·T, V) in eval mode (no dropout), for inspection and tests.
+    public func logits(_ b: TokenBatch) throws -> [Float] {
+        let p = try prepare(b)
+        try trunkForward(p, training: false)
+        let out = try ctx.buffer(count: p.tokens * config.vocabSize)
+        try lmHead.forward(ctx, y: out, x: p.hf, tokens: p.tokens, training: false, stepSeed: stepSeed)
+        return try out.read()
+    }
+
+    /// Mean cross-entropy over the counted tokens, in eval mode.
+    public func loss(_ b: TokenBatch) throws -> Float {
+        let p = try prepare(b)
+        try trunkForward(p, training: false)
+        try headForwardBackward(p, backward: false)
+        return try p.scalars.read()[0] / Float(max(b.countedTokens, 1))
+    }
+
+    /// lm_head and cross-entropy, `chunkRows` rows of logits at a time; with
+    /// `backward` also dlogits → lm_head gradients and dhf.
+    func headForwardBackward(_ p: ActivationPlan, backward: Bool) throws {
+        let H = config.hiddenSize, V = config.vocabSize, n = p.tokens, count = p.countedTokens
+        var r0 = 0
+        while r0 < n {
+            let rows = min(p.chunkRows, n - r0)
+            try p.hfChunk.copy(from: p.hf, count: rows * H, sourceOffset: r0 * H)
+            try lmHead.forward(ctx, y: p.logitsChunk, x: p.hfChunk, tokens: rows, training: backward, stepSeed: stepSeed)
+            try ctx.crossEntropy(logits: p.logitsChunk, losses: p.losses, targets: p.targets, rowOffset: r0, rows: rows,
+                                 vocab: V, countedTokens: count)
+            if backward {
+                try lmHead.backward(ctx, dx: p.dhfChunk, dy: p.logitsChunk, x: p.hfChunk, tokens: rows, stepSeed: stepSeed)
+                try p.dhf.copy(from: p.dhfChunk, count: rows * H, offset: r0 * H)
+            }
+            r0 += rows
+        }
+        try ctx.sum(p.losses, count: n, squares: false, into: p.scalars, slot: 0)
+    }
+}
+

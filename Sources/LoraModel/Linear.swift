@@ -1,0 +1,102 @@
+import LoraOps
+import OpenCLRuntime
+
+/// The LoRA pair of one adapted layer: A (r, in), B (out, r) and their gradients.
+public struct LoRAPair {
+    public let a: ParameterStore.Entry
+    public let b: ParameterStore.Entry
+    public let settings: LoRASettings
+}
+
+/// One `nn.Linear` of the model, y = x·Wᵀ (+ bias), with what PEFT may have
+/// done to it: a LoRA adapter, a trainable bias, or (modules_to_save) a fully
+/// trainable copy of the weight.
+public final class Linear {
+    public let path: String
+    public let inFeatures: Int
+    public let outFeatures: Int
+    /// The frozen weight packed for forward and backward (nil for a trained copy).
+    let frozen: FrozenLinear?
+    /// A fully trained copy of W (modules_to_save).
+    public internal(set) var trainedWeight: ParameterStore.Entry?
+    /// The base bias (frozen), or its trainable entry.
+    var frozenBias: DeviceBuffer<Float>?
+    public internal(set) var trainedBias: ParameterStore.Entry?
+    public internal(set) var lora: LoRAPair?
+    /// u = dropout(x)·Aᵀ (tokens, r), written by forward for backward.
+    var u: DeviceBuffer<Float>?
+    let index: UInt32
+
+    public var hasBias: Bool { frozenBias != nil || trainedBias != nil }
+    var bias: DeviceBuffer<Float>? { trainedBias?.param ?? frozenBias }
+
+    init(path: String, inFeatures: Int, outFeatures: Int, frozen: FrozenLinear?, bias: DeviceBuffer<Float>?, index: Int) {
+        self.path = path
+        self.inFeatures = inFeatures
+        self.outFeatures = outFeatures
+        self.frozen = frozen
+        self.frozenBias = bias
+        self.index = UInt32(index)
+    }
+
+    /// Reserves u for up to `tokens` rows.
+    func plan(_ ctx: ComputeContext, tokens: Int) throws {
+        if let lora, (u?.count ?? 0) < tokens * lora.settings.rank {
+            u = try ctx.buffer(count: tokens * lora.settings.rank)
+        }
+    }
+
+    func seed(_ stepSeed: UInt32) -> UInt32 { mixSeed(stepSeed, index) }
+
+    /// y (N,out) = x·Wᵀ + s·(dropout(x)·Aᵀ)·Bᵀ + bias (+ beta·y).
+    func forward(_ ctx: ComputeContext, y: DeviceBuffer<Float>, x: DeviceBuffer<Float>, tokens n: Int,
+                 training: Bool, stepSeed: UInt32, beta: Float = 0) throws {
+        if let w = trainedWeight {
+            try ctx.matmul(y, x, w.param, m: n, n: outFeatures, k: inFeatures, transB: .transposed, beta: beta)
+            if let b = bias { try ctx.addBias(y, b, rows: n, cols: outFeatures) }
+            return
+        }
+        guard let frozen else { preconditionFailure("a linear layer without a weight") }
+        if let lora {
+            var s = lora.settings
+            if !training { s.dropout = 0 }
+            try ctx.loraForward(y: y, u: u!, x: x, base: frozen, a: lora.a.param, b: lora.b.param, bias: bias,
+                                tokens: n, lora: s, seed: seed(stepSeed), beta: beta)
+        } else {
+            try ctx.matmul(y, x, packed: frozen.forward, m: n, beta: beta, bias: bias)
+        }
+    }
+
+    /// Accumulates this layer's parameter gradients and writes dx (+ dxBeta·dx) when asked.
+    func backward(_ ctx: ComputeContext, dx: DeviceBuffer<Float>?, dy: DeviceBuffer<Float>, x: DeviceBuffer<Float>,
+                  tokens n: Int, stepSeed: UInt32, dxBeta: Float = 0) throws {
+        if let w = trainedWeight {
+            // dW += dYᵀ·x; dx = dY·W
+            try ctx.matmul(w.grad, dy, x, m: outFeatures, n: inFeatures, k: n, transA: .transposed, beta: 1)
+            if let dx { try ctx.matmul(dx, dy, w.param, m: n, n: inFeatures, k: outFeatures, beta: dxBeta) }
+        } else if let lora, let frozen {
+            try ctx.loraBackward(dx: dx, da: lora.a.grad, db: lora.b.grad, dbias: nil, dy: dy, x: x, u: u!,
+                                 base: frozen, a: lora.a.param, b: lora.b.param, tokens: n, lora: lora.settings,
+                                 seed: seed(stepSeed), gradBeta: 1, dxBeta: dxBeta)
+        } else if let dx, let frozen {
+            try ctx.matmul(dx, dy, packed: frozen.backward, m: n, beta: dxBeta)
+        }
+        if let tb = trainedBias { try ctx.columnSum(tb.grad, dy, m: n, n: outFeatures, beta: 1) }
+    }
+}
+
+/// A per-(step, module) dropout seed.
+func mixSeed(_ a: UInt32, _ b: UInt32) -> UInt32 {
+    var z = UInt64(a) << 32 | UInt64(b)
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return UInt32(truncatingIfNeeded: (z ^ (z >> 31)) >> 16)
+}
+
+extension ComputeContext {
+    /// y (N,C) += bias (C) broadcast over rows.
+    func addBias(_ y: DeviceBuffer<Float>, _ bias: DeviceBuffer<Float>, rows n: Int, cols c: Int) throws {
+        let ones = try buffer([Float](repeating: 1, count: n))
+        try matmul(y, ones, bias, m: n, n: c, k: 1, beta: 1)
+    }
+}

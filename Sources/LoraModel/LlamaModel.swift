@@ -1,0 +1,350 @@
+import Foundation
+import LoraOps
+import OpenCLRuntime
+
+/// Errors of LoRA injection and adapter files.
+public enum LoraError: Error, CustomStringConvertible, Equatable {
+    case noTargetMatched(targets: String, available: [String])
+    case unsupportedModule(String)
+    case adapter(path: String, reason: String)
+    case batch(String)
+
+    public var description: String {
+        switch self {
+        case .noTargetMatched(let t, let available):
+            return "target_modules \(t) matched no module of the model; its module names are: " + available.joined(separator: ", ")
+        case .unsupportedModule(let m): return m
+        case .adapter(let p, let r): return "\(p): \(r)"
+        case .batch(let r): return "batch: \(r)"
+        }
+    }
+}
+
+/// One decoder layer's weights.
+public final class DecoderLayer {
+    public let inputNorm: DeviceBuffer<Float>
+    public let postNorm: DeviceBuffer<Float>
+    public let q, k, v, o, gate, up, down: Linear
+    public var linears: [Linear] { [q, k, v, o, gate, up, down] }
+    init(inputNorm: DeviceBuffer<Float>, postNorm: DeviceBuffer<Float>, _ l: [Linear]) {
+        self.inputNorm = inputNorm
+        self.postNorm = postNorm
+        (q, k, v, o, gate, up, down) = (l[0], l[1], l[2], l[3], l[4], l[5], l[6])
+    }
+}
+
+/// A token batch (B, T) with causal-LM labels; shifted targets and the
+/// embedding-backward grouping are built on the host here, once.
+public struct TokenBatch {
+    public let batch: Int
+    public let seq: Int
+    public let inputIDs: [Int32]
+    public let labels: [Int32]
+    /// targets[b·T + t] = labels[b, t+1], −100 at the last position (transformers' shift).
+    public let targets: [Int32]
+    public var tokens: Int { batch * seq }
+    public var countedTokens: Int { targets.filter { $0 >= 0 }.count }
+
+    public init(inputIDs: [[Int]], labels: [[Int]]? = nil) throws {
+        guard let t = inputIDs.first?.count, t > 0, inputIDs.allSatisfy({ $0.count == t }) else {
+            throw LoraError.batch("input_ids must be a non-empty rectangle")
+        }
+        let labels = labels ?? inputIDs
+        guard labels.count == inputIDs.count, labels.allSatisfy({ $0.count == t }) else {
+            throw LoraError.batch("labels must have the shape of input_ids")
+        }
+        batch = inputIDs.count
+        seq = t
+        self.inputIDs = inputIDs.flatMap { $0.map(Int32.init) }
+        self.labels = labels.flatMap { $0.map(Int32.init) }
+        var tg: [Int32] = []
+        for row in labels { tg += row.dropFirst().map(Int32.init) + [-100] }
+        targets = tg
+    }
+}
+
+/// A Llama-family causal LM on the device, adapted the way PEFT adapts it.
+public final class LlamaLoRAModel {
+    public let ctx: ComputeContext
+    public let config: ModelConfig
+    public let lora: LoraConfig
+    public let store: ParameterStore
+    public let layers: [DecoderLayer]
+    public let lmHead: Linear
+    public let embedding: DeviceBuffer<Float>        // (V, H) frozen
+    public private(set) var embeddingLoRA: LoRAPair?  // A (r, V), B (H, r)
+    public private(set) var trainedEmbedding: ParameterStore.Entry?
+    public let finalNorm: DeviceBuffer<Float>
+    /// Module paths that got a LoRA adapter, in model order.
+    public let adaptedModules: [String]
+    public var gradientCheckpointing = false
+    /// Rows of logits alive at once in training.
+    public var logitsChunkRows = 256
+    let rope: (cos: DeviceBuffer<Float>, sin: DeviceBuffer<Float>)
+    var plan: ActivationPlan?
+    public internal(set) var step = 0
+    public var seed: UInt32 = 0
+
+    public var trainable: Bool { !lora.inferenceMode }
+    static let prefix = "base_model.model."
+
+    // MARK: loading
+
+    public convenience init(modelDirectory: String, lora: LoraConfig, context: ComputeContext) throws {
+        let config = try ModelConfig.load(directory: modelDirectory)
+        let store = try CheckpointStore(directory: modelDirectory)
+        try self.init(config: config, checkpoint: store, lora: lora, context: context)
+    }
+
+    public init(config c: ModelConfig, checkpoint: CheckpointStore, lora: LoraConfig, context ctx: ComputeContext) throws {
+        self.ctx = ctx
+        self.config = c
+        self.lora = lora
+        let H = c.hiddenSize, I = c.intermediateSize, V = c.vocabSize
+        let qOut = c.numHeads * c.headDim, kvOut = c.numKVHeads * c.headDim
+
+        func load(_ name: String, _ shape: [Int]) throws -> DeviceBuffer<Float> {
+            let t = try checkpoint.tensor(name, shape: shape)
+            let out = try ctx.buffer(count: t.info.count)
+            switch t.info.dtype {
+            case .f32: try out.write(raw: t.bytes)
+            case .f16, .bf16:
+                let raw = try DeviceBuffer<UInt16>(queue: ctx.queue, count: t.info.count)
+                try raw.write(raw: t.bytes)
+                try ctx.convertHalf(raw, to: out, count: t.info.count, bfloat: t.info.dtype == .bf16)
+                try ctx.finish()
+            default: preconditionFailure()
+            }
+            return out
+        }
+
+        // The model's linear layers, in model order, as (path, in, out, bias?).
+        var specs: [(String, Int, Int, Bool)] = []
+        for l in 0..<c.numLayers {
+            let p = "model.layers.\(l)."
+            specs += [(p + "self_attn.q_proj", H, qOut, c.attentionBias), (p + "self_attn.k_proj", H, kvOut, c.attentionBias),
+                      (p + "self_attn.v_proj", H, kvOut, c.attentionBias), (p + "self_attn.o_proj", qOut, H, c.outputProjectionBias),
+                      (p + "mlp.gate_proj", H, I, c.mlpBias), (p + "mlp.up_proj", H, I, c.mlpBias), (p + "mlp.down_proj", I, H, c.mlpBias)]
+        }
+        specs.append(("lm_head", H, V, false))
+        let linearLeaves = Set(specs.map { String($0.0.split(separator: ".").last!) })
+
+        // Which modules PEFT adapts, trains fully (modules_to_save), or leaves.
+        func isSaved(_ path: String) -> Bool {
+            lora.modulesToSave.contains { m in
+                path == m || path.hasSuffix("." + m)
+            }
+        }
+        for m in lora.modulesToSave where !["lm_head", "embed_tokens", "model.embed_tokens"].contains(m) {
+            throw LoraError.unsupportedModule("modules_to_save: '\(m)' is not supported yet; supported: lm_head, embed_tokens")
+        }
+        var adapted: [String] = []
+        for (path, _, _, _) in specs where lora.targets(path, isLinear: true, isOutputLayer: path == "lm_head", linearLeafNames: linearLeaves) {
+            adapted.append(path)
+        }
+        let embedPath = "model.embed_tokens"
+        let embedAdapted: Bool
+        switch lora.targetModules {
+        case .allLinear: embedAdapted = false
+        default: embedAdapted = lora.targets(embedPath, isLinear: false, isOutputLayer: false, linearLeafNames: linearLeaves)
+        }
+        if embedAdapted { adapted.insert(embedPath, at: 0) }
+        if adapted.isEmpty {
+            let described: String
+            switch lora.targetModules {
+            case .list(let l): described = "[" + l.joined(separator: ", ") + "]"
+            case .regex(let r): described = "'\(r)'"
+            case .allLinear: described = "'all-linear'"
+            }
+            throw LoraError.noTargetMatched(targets: described, available: Self.moduleNames(c))
+        }
+        adaptedModules = adapted
+
+        // Trainable tensors, in PEFT's names.
+        var pspecs: [ParameterStore.Spec] = []
+        let P = Self.prefix
+        if embedAdapted {
+            let (r, _) = lora.rankAndAlpha(for: embedPath)
+            pspecs += [.init(key: P + embedPath + ".lora_embedding_A", shape: [r, V], decay: true),
+                       .init(key: P + embedPath + ".lora_embedding_B", shape: [H, r], decay: true)]
+        }
+        let embedSaved = isSaved(embedPath)
+        if embedSaved { pspecs.append(.init(key: P + embedPath + ".weight", shape: [V, H], decay: true)) }
+        for (path, din, dout, bias) in specs {
+            let isAdapted = adapted.contains(path)
+            if isAdapted {
+                let (r, _) = lora.rankAndAlpha(for: path)
+                pspecs += [.init(key: P + path + ".lora_A.weight", shape: [r, din], decay: true),
+                           .init(key: P + path + ".lora_B.weight", shape: [dout, r], decay: true)]
+            }
+            if isSaved(path) { pspecs.append(.init(key: P + path + ".weight", shape: [dout, din], decay: true)) }
+            if bias && (lora.bias == .all || (lora.bias == .loraOnly && isAdapted)) {
+                pspecs.append(.init(key: P + path + (isAdapted ? ".base_layer.bias" : ".bias"), shape: [dout], decay: true))
+            }
+        }
+        store = try ParameterStore(ctx, specs: pspecs)
+
+        // Weights.
+        embedding = try load("model.embed_tokens.weight", [V, H])
+        finalNorm = try load("model.norm.weight", [H])
+        var linears: [String: Linear] = [:]
+        for (i, (path, din, dout, hasBias)) in specs.enumerated() {
+            let saved = isSaved(path)
+            var weight: DeviceBuffer<Float>
+            if path == "lm_head" && c.tieWordEmbeddings { weight = embedding }
+            else { weight = try load(path + ".weight", [dout, din]) }
+            let bias = hasBias ? try load(path + ".bias", [dout]) : nil
+            let frozen = saved ? nil : try FrozenLinear(ctx, weight: weight, outFeatures: dout, inFeatures: din)
+            let lin = Linear(path: path, inFeatures: din, outFeatures: dout, frozen: frozen, bias: bias, index: i + 1)
+            if saved, let e = store.entry(P + path + ".weight") {
+                try e.param.copy(from: weight)
+                lin.trainedWeight = e
+            }
+            if let b = bias, let e = store.entry(P + path + (adapted.contains(path) ? ".base_layer.bias" : ".bias")) {
+                try e.param.copy(from: b)
+                lin.trainedBias = e
+                lin.frozenBias = nil
+            }
+            if adapted.contains(path) {
+                let (r, alpha) = lora.rankAndAlpha(for: path)
+                lin.lora = LoRAPair(a: store.entry(P + path + ".lora_A.weight")!, b: store.entry(P + path + ".lora_B.weight")!,
+                                    settings: LoRASettings(rank: r, alpha: Float(alpha), dropout: Float(lora.loraDropout),
+                                                           useRSLoRA: lora.useRSLoRA))
+            }
+            linears[path] = lin
+        }
+        var ls: [DecoderLayer] = []
+        for l in 0..<c.numLayers {
+            let p = "model.layers.\(l)."
+            ls.append(DecoderLayer(inputNorm: try load(p + "input_layernorm.weight", [H]),
+                                   postNorm: try load(p + "post_attention_layernorm.weight", [H]),
+                                   ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                                    "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"].map { linears[p + $0]! }))
+        }
+        layers = ls
+        lmHead = linears["lm_head"]!
+        if embedAdapted {
+            let (r, alpha) = lora.rankAndAlpha(for: embedPath)
+            // PEFT applies no dropout on the embedding branch.
+            embeddingLoRA = LoRAPair(a: store.entry(P + embedPath + ".lora_embedding_A")!,
+                                     b: store.entry(P + embedPath + ".lora_embedding_B")!,
+                                     settings: LoRASettings(rank: r, alpha: Float(alpha), dropout: 0, useRSLoRA: lora.useRSLoRA))
+        }
+        if embedSaved, let e = store.entry(P + embedPath + ".weight") {
+            try e.param.copy(from: embedding)
+            trainedEmbedding = e
+        }
+        let tables = c.rope.tables(positions: c.maxPositionEmbeddings, headDim: c.headDim)
+        rope = (try ctx.buffer(tables.cos), try ctx.buffer(tables.sin))
+        try initializeAdapters(seed: 0)
+        try ctx.finish()
+    }
+
+    /// Every module name of the model (for error messages), as named_modules() lists them.
+    public static func moduleNames(_ c: ModelConfig) -> [String] {
+        var names = ["model", "model.embed_tokens", "model.layers"]
+        for l in 0..<c.numLayers {
+            let p = "model.layers.\(l)"
+            names += [p, p + ".self_attn", p + ".self_attn.q_proj", p + ".self_attn.k_proj", p + ".self_attn.v_proj",
+                      p + ".self_attn.o_proj", p + ".mlp", p + ".mlp.gate_proj", p + ".mlp.up_proj", p + ".mlp.down_proj",
+                      p + ".mlp.act_fn", p + ".input_layernorm", p + ".post_attention_layernorm"]
+        }
+        return names + ["model.norm", "model.rotary_emb", "lm_head"]
+    }
+
+    // MARK: adapters
+
+    /// PEFT's initialisation: A Kaiming-uniform (a = √5, so U(±1/√in)) or
+    /// N(0, (1/r)²) for "gaussian", B zero; the embedding the other way round
+    /// (A zero, B N(0, 1)); with init_lora_weights=false both random.
+    public func initializeAdapters(seed: UInt64) throws {
+        var rng = HostRandom(seed: seed)
+        for lin in layers.flatMap(\.linears) + [lmHead] {
+            guard let pair = lin.lora else { continue }
+            let r = pair.settings.rank, din = lin.inFeatures
+            let bound = 1 / Float(din).squareRoot()
+            switch lora.initLoraWeights {
+            case .kaiming:
+                try pair.a.param.write(rng.uniform(r * din, bound))
+                try pair.b.param.fill(0)
+            case .gaussian:
+                try pair.a.param.write(rng.normal(r * din, std: 1 / Float(r)))
+                try pair.b.param.fill(0)
+            case .random:
+                try pair.a.param.write(rng.uniform(r * din, bound))
+                try pair.b.param.write(rng.uniform(lin.outFeatures * r, 1 / Float(r).squareRoot()))
+            }
+        }
+        if let e = embeddingLoRA {
+            let n = e.a.count, m = e.b.count
+            switch lora.initLoraWeights {
+            case .kaiming, .gaussian:
+                try e.a.param.fill(0)
+                try e.b.param.write(rng.normal(m, std: 1))
+            case .random:
+                try e.a.param.write(rng.normal(n, std: 1))
+                try e.b.param.write(rng.normal(m, std: 1))
+            }
+        }
+    }
+
+    /// Loads `adapter_model.safetensors` of a PEFT adapter directory into the
+    /// trainable tensors; every tensor must be present with its shape.
+    public func loadAdapter(directory: String) throws {
+        let path = directory + "/adapter_model.safetensors"
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw LoraError.adapter(path: directory, reason: "no adapter_model.safetensors (only safetensors adapters are supported)")
+        }
+        let file = try SafeTensorsFile(path: path)
+        for e in store.entries {
+            guard let info = file.tensors[e.key] else {
+                throw LoraError.adapter(path: path, reason: "tensor '\(e.key)' is missing; the adapter does not match this LoRA config")
+            }
+            guard info.shape == e.shape else {
+                throw LoraError.adapter(path: path, reason: "tensor '\(e.key)' has shape \(info.shape), expected \(e.shape)")
+            }
+            try e.param.write(try file.floats(e.key).values)
+        }
+        let known = Set(store.entries.map(\.key))
+        // PEFT also stores the base embedding / lm_head weights when they are targeted: those are not ours to load.
+        let unexpected = file.tensors.keys.filter { !known.contains($0) && !$0.hasSuffix(".base_layer.weight") }.sorted()
+        if !unexpected.isEmpty {
+            throw LoraError.adapter(path: path, reason: "unexpected tensors for this LoRA config: " + unexpected.joined(separator: ", "))
+        }
+    }
+
+    /// Every trainable tensor, read back to the host, by PEFT key.
+    public func adapterTensors() throws -> [String: (shape: [Int], values: [Float])] {
+        var out: [String: (shape: [Int], values: [Float])] = [:]
+        for e in store.entries { out[e.key] = (e.shape, try e.param.read()) }
+        return out
+    }
+
+    /// Every gradient, by PEFT key.
+    public func gradientTensors() throws -> [String: [Float]] {
+        var out: [String: [Float]] = [:]
+        for e in store.entries { out[e.key] = try e.grad.read() }
+        return out
+    }
+}
+
+/// A small seeded generator for adapter initialisation (SplitMix64).
+struct HostRandom {
+    var state: UInt64
+    init(seed: UInt64) { state = seed &+ 0x5EED }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func unit() -> Double { Double(next() >> 11) * (1.0 / 9_007_199_254_740_992.0) }
+    mutating func uniform(_ n: Int, _ bound: Float) -> [Float] { (0..<n).map { _ in Float((unit() * 2 - 1)) * bound } }
+    mutating func normal(_ n: Int, std: Float) -> [Float] {
+        (0..<n).map { _ in
+            let u1 = max(unit(), 1e-300), u2 = unit()
+            return Float((-2 * log(u1)).squareRoot() * cos(2 * .pi * u2)) * std
+        }
+    }
+}

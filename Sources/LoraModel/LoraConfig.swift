@@ -1,0 +1,195 @@
+import Foundation
+
+/// PEFT's `LoraConfig`, field by field, as `adapter_config.json` spells it.
+public struct LoraConfig: Sendable {
+    public enum Targets: Sendable, Equatable {
+        case list([String])     // exact module path, or a suffix ".name"
+        case regex(String)      // must full-match the module path
+        case allLinear          // every linear layer except lm_head
+    }
+    public enum Bias: String, Sendable { case none, all, loraOnly = "lora_only" }
+    public enum Init: Sendable, Equatable { case kaiming, gaussian, random }
+
+    public var r: Int = 8
+    public var loraAlpha: Double = 8
+    public var loraDropout: Double = 0
+    public var targetModules: Targets = .list(["q_proj", "v_proj"])
+    public var excludeModules: Targets? = nil
+    public var bias: Bias = .none
+    public var useRSLoRA = false
+    public var initLoraWeights: Init = .kaiming
+    public var layersToTransform: [Int]? = nil
+    public var layersPattern: [String]? = nil
+    public var rankPattern: [String: Int] = [:]
+    public var alphaPattern: [String: Double] = [:]
+    public var modulesToSave: [String] = []
+    public var taskType: String = "CAUSAL_LM"
+    public var inferenceMode = false
+
+    public init() {}
+
+    public static func load(path: String) throws -> LoraConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw CheckpointError.io(path: path, reason: "cannot read the LoRA config")
+        }
+        return try parse(data, path: path)
+    }
+
+    public static func parse(_ data: Data, path: String) throws -> LoraConfig {
+        guard let j = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw CheckpointError.config(path: path, field: "(root)", reason: "not a JSON object")
+        }
+        func fail(_ f: String, _ r: String) -> CheckpointError { .config(path: path, field: f, reason: r) }
+        func present(_ k: String) -> Any? { j[k] is NSNull ? nil : j[k] }
+        func strings(_ k: String, _ v: Any) throws -> [String] {
+            guard let a = v as? [Any], let s = a as? [String] else { throw fail(k, "must be a list of strings") }
+            return s
+        }
+        func targets(_ k: String, _ v: Any) throws -> Targets {
+            if let s = v as? String {
+                if s == "all-linear" { return .allLinear }
+                do { _ = try Regex(s) } catch { throw fail(k, "invalid regular expression '\(s)': \(error)") }
+                return .regex(s)
+            }
+            return .list(try strings(k, v))
+        }
+        var c = LoraConfig()
+        if let t = present("peft_type") as? String, t != "LORA" { throw fail("peft_type", "'\(t)' is not supported; supported: LORA") }
+        if let t = present("task_type") {
+            guard let s = t as? String else { throw fail("task_type", "must be a string") }
+            guard s == "CAUSAL_LM" else {
+                throw fail("task_type", "'\(s)' is not supported yet; supported: CAUSAL_LM")
+            }
+            c.taskType = s
+        }
+        if let v = present("r") {
+            guard let n = v as? NSNumber, n.intValue > 0, Double(n.intValue) == n.doubleValue else { throw fail("r", "must be a positive integer") }
+            c.r = n.intValue
+        }
+        if let v = present("lora_alpha") {  // PEFT's default is 8
+            guard let n = v as? NSNumber else { throw fail("lora_alpha", "must be a number") }
+            c.loraAlpha = n.doubleValue
+        }
+        if let v = present("lora_dropout") {
+            guard let n = v as? NSNumber, n.doubleValue >= 0, n.doubleValue < 1 else { throw fail("lora_dropout", "must be in [0, 1)") }
+            c.loraDropout = n.doubleValue
+        }
+        if let v = present("target_modules") { c.targetModules = try targets("target_modules", v) }
+        else { throw fail("target_modules", "missing: name the modules to adapt (a list, a regex or \"all-linear\")") }
+        if let v = present("exclude_modules") { c.excludeModules = try targets("exclude_modules", v) }
+        if let v = present("bias") {
+            guard let s = v as? String, let b = Bias(rawValue: s) else { throw fail("bias", "must be \"none\", \"all\" or \"lora_only\"") }
+            c.bias = b
+        }
+        if let v = present("use_rslora") {
+            guard let b = v as? Bool else { throw fail("use_rslora", "must be true or false") }
+            c.useRSLoRA = b
+        }
+        if let v = present("init_lora_weights") {
+            if let b = v as? Bool { c.initLoraWeights = b ? .kaiming : .random }
+            else if let s = v as? String, s.lowercased() == "gaussian" { c.initLoraWeights = .gaussian }
+            else { throw fail("init_lora_weights", "\(v) is not supported; supported: true, false, \"gaussian\"") }
+        }
+        if let v = present("layers_to_transform") {
+            if let n = v as? NSNumber { c.layersToTransform = [n.intValue] }
+            else if let a = v as? [Any], let ns = a as? [NSNumber] { c.layersToTransform = ns.map(\.intValue) }
+            else { throw fail("layers_to_transform", "must be an integer or a list of integers") }
+        }
+        if let v = present("layers_pattern") {
+            if let s = v as? String { c.layersPattern = [s] } else { c.layersPattern = try strings("layers_pattern", v) }
+        }
+        if let v = present("rank_pattern") {
+            guard let d = v as? [String: NSNumber] else { throw fail("rank_pattern", "must map patterns to integers") }
+            c.rankPattern = d.mapValues(\.intValue)
+        }
+        if let v = present("alpha_pattern") {
+            guard let d = v as? [String: NSNumber] else { throw fail("alpha_pattern", "must map patterns to numbers") }
+            c.alphaPattern = d.mapValues(\.doubleValue)
+        }
+        if let v = present("modules_to_save") { c.modulesToSave = try strings("modules_to_save", v) }
+        if let v = present("inference_mode") {
+            guard let b = v as? Bool else { throw fail("inference_mode", "must be true or false") }
+            c.inferenceMode = b
+        }
+        for f in ["use_dora", "fan_in_fan_out", "lora_bias"] where (present(f) as? Bool) == true {
+            throw fail(f, "true is not supported yet")
+        }
+        if let v = present("layer_replication"), !(v is NSNull) { throw fail("layer_replication", "is not supported yet") }
+        return c
+    }
+
+    // MARK: PEFT's matching rules
+
+    static func fullMatch(_ pattern: String, _ key: String) -> Bool {
+        guard let re = try? Regex(pattern) else { return false }
+        return (try? re.wholeMatch(in: key)) != nil
+    }
+
+    static func matchesList(_ names: [String], _ key: String) -> Bool {
+        names.contains(key) || names.contains { key.hasSuffix("." + $0) }
+    }
+
+    /// The layer index in a module path, found as PEFT finds it: the first
+    /// numbered segment (`.*?\.[^.]*\.(\d+)\.`), or the one after a `layers_pattern` name.
+    func layerIndex(of key: String) -> Int? {
+        let patterns = (layersPattern?.isEmpty ?? true) ? [#".*?\.[^.]*\."#] : layersPattern!.map { #"(?:^|.*?\.)"# + $0 + #"\."# }
+        for p in patterns {
+            guard let re = try? Regex(p + #"(?<idx>\d+)\."#), let m = try? re.prefixMatch(in: key),
+                  let idx = m["idx"]?.substring else { continue }
+            return Int(idx)
+        }
+        return nil
+    }
+
+    /// Whether PEFT would put a LoRA adapter on the module at `key`
+    /// (`linearNames`: the leaf names of the model's linear layers, for all-linear).
+    public func targets(_ key: String, isLinear: Bool, isOutputLayer: Bool, linearLeafNames: Set<String>) -> Bool {
+        if let ex = excludeModules {
+            switch ex {
+            case .regex(let p): if Self.fullMatch(p, key) { return false }
+            case .list(let l): if Self.matchesList(l, key) { return false }
+            case .allLinear: break
+            }
+        }
+        // Adapters never go on modules_to_save modules: PEFT's (^|.*\.)m($|\..*).
+        if modulesToSave.contains(where: { m in
+            (try? Regex("(^|.*\\.)" + m + "($|\\..*)").prefixMatch(in: key)) != nil
+        }) {
+            return false
+        }
+        switch targetModules {
+        case .regex(let p):
+            return Self.fullMatch(p, key)
+        case .list(let l):
+            if l.contains(key) { return true }
+            return Self.matchesList(l, key) && layerAllowed(key)
+        case .allLinear:
+            // PEFT turns all-linear into the leaf names of every linear layer except the output layer.
+            let leaf = String(key.split(separator: ".").last ?? "")
+            return linearLeafNames.contains(leaf) && !isOutputLayer && layerAllowed(key)
+        }
+    }
+
+    func layerAllowed(_ key: String) -> Bool {
+        guard let allowed = layersToTransform, !allowed.isEmpty else { return true }
+        guard let idx = layerIndex(of: key) else { return false }
+        return allowed.contains(idx)
+    }
+
+    /// PEFT's get_pattern_key: the first pattern p with re.match(rf"(.*\.)?({p})$", key).
+    static func patternKey<V>(_ patterns: [String: V], _ key: String) -> V? {
+        for (p, v) in patterns.sorted(by: { $0.key < $1.key }) where fullMatch("(.*\\.)?(\(p))", key) { return v }
+        return nil
+    }
+
+    /// Rank and alpha for one adapted module.
+    public func rankAndAlpha(for key: String) -> (r: Int, alpha: Double) {
+        (Self.patternKey(rankPattern, key) ?? r, Self.patternKey(alphaPattern, key) ?? loraAlpha)
+    }
+
+    /// s = alpha / r, or alpha / √r with rsLoRA.
+    public func scale(for key: String) -> Double {
+        let (r, a) = rankAndAlpha(for: key)
+        return useRSLoRA ? a / Double(r).squareRoot() : a / Double(r)
+    }
+}

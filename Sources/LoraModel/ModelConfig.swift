@@ -1,0 +1,162 @@
+import Foundation
+
+/// The supported causal-LM architectures and the class names `print(model)` uses.
+public enum Architecture: String, Sendable, CaseIterable {
+    case llama = "LlamaForCausalLM"
+    case mistral = "MistralForCausalLM"
+    case qwen2 = "Qwen2ForCausalLM"
+
+    /// "Llama", "Mistral", "Qwen2": the prefix of every module class name.
+    public var prefix: String { String(rawValue.dropLast("ForCausalLM".count)) }
+}
+
+/// RoPE frequency settings (`rope_theta` and `rope_scaling`, or transformers 5's `rope_parameters`).
+public struct RopeSettings: Sendable, Equatable {
+    public enum Kind: Sendable, Equatable {
+        case `default`
+        case llama3(factor: Double, lowFreqFactor: Double, highFreqFactor: Double, originalMaxPositions: Int)
+    }
+    public var theta: Double
+    public var kind: Kind
+
+    /// inv_freq (headDim/2), computed as transformers does (fp32 powers, then the llama3 remap).
+    public func inverseFrequencies(headDim d: Int) -> [Float] {
+        // transformers: 1 / base ** (arange(0, dim, 2).float() / dim), in fp32.
+        var inv = (0..<(d / 2)).map { i in 1 / powf(Float(theta), Float(2 * i) / Float(d)) }
+        if case .llama3(let factor, let low, let high, let oldLen) = kind {
+            let lowWavelen = Double(oldLen) / low, highWavelen = Double(oldLen) / high
+            inv = inv.map { f in
+                let wavelen = 2 * Double.pi / Double(f)
+                var out = wavelen > lowWavelen ? Double(f) / factor : Double(f)
+                let smooth = (Double(oldLen) / wavelen - low) / (high - low)
+                let isMedium = !(wavelen < highWavelen) && !(wavelen > lowWavelen)
+                if isMedium { out = (1 - smooth) * out / factor + smooth * out }
+                return Float(out)
+            }
+        }
+        return inv
+    }
+
+    /// cos and sin tables (positions, headDim), the two halves repeating the frequencies.
+    public func tables(positions: Int, headDim d: Int) -> (cos: [Float], sin: [Float]) {
+        let inv = inverseFrequencies(headDim: d)
+        var c = [Float](repeating: 0, count: positions * d), s = c
+        for p in 0..<positions {
+            for i in 0..<(d / 2) {
+                let angle = Float(p) * inv[i]
+                c[p * d + i] = cosf(angle); c[p * d + i + d / 2] = cosf(angle)
+                s[p * d + i] = sinf(angle); s[p * d + i + d / 2] = sinf(angle)
+            }
+        }
+        return (c, s)
+    }
+}
+
+/// What `config.json` says about the model, validated.
+public struct ModelConfig: Sendable {
+    public var architecture: Architecture
+    public var hiddenSize: Int
+    public var intermediateSize: Int
+    public var numLayers: Int
+    public var numHeads: Int
+    public var numKVHeads: Int
+    public var headDim: Int
+    public var rmsNormEps: Double
+    public var rope: RopeSettings
+    public var vocabSize: Int
+    public var tieWordEmbeddings: Bool
+    public var maxPositionEmbeddings: Int
+    public var attentionBias: Bool   // q, k, v (and o for Llama) carry biases
+    public var outputProjectionBias: Bool
+    public var mlpBias: Bool
+    public var slidingWindow: Int?
+
+    public static func load(directory: String) throws -> ModelConfig {
+        let path = directory + "/config.json"
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw CheckpointError.io(path: path, reason: "cannot read config.json")
+        }
+        return try parse(data, path: path)
+    }
+
+    public static func parse(_ data: Data, path: String) throws -> ModelConfig {
+        guard let j = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw CheckpointError.config(path: path, field: "(root)", reason: "not a JSON object")
+        }
+        func int(_ k: String) throws -> Int {
+            guard let v = j[k] as? NSNumber, v.doubleValue == Double(v.intValue), v.intValue > 0 else {
+                throw CheckpointError.config(path: path, field: k, reason: j[k] == nil ? "missing" : "must be a positive integer, got \(j[k]!)")
+            }
+            return v.intValue
+        }
+        func optInt(_ k: String) throws -> Int? { j[k] == nil || j[k] is NSNull ? nil : try int(k) }
+        func bool(_ k: String, _ d: Bool) throws -> Bool {
+            guard let v = j[k] else { return d }
+            guard let b = v as? Bool else { throw CheckpointError.config(path: path, field: k, reason: "must be true or false, got \(v)") }
+            return b
+        }
+        func double(_ obj: [String: Any], _ k: String, _ field: String) throws -> Double {
+            guard let v = obj[k] as? NSNumber else {
+                throw CheckpointError.config(path: path, field: field, reason: obj[k] == nil ? "missing" : "must be a number")
+            }
+            return v.doubleValue
+        }
+        let archs = j["architectures"] as? [String] ?? []
+        guard let arch = archs.compactMap(Architecture.init(rawValue:)).first else {
+            throw CheckpointError.config(path: path, field: "architectures",
+                                         reason: "\(archs.isEmpty ? "missing" : archs.joined(separator: ", ")) is not supported; supported: "
+                                            + Architecture.allCases.map(\.rawValue).joined(separator: ", "))
+        }
+        if let act = j["hidden_act"] as? String, act != "silu" {
+            throw CheckpointError.config(path: path, field: "hidden_act", reason: "'\(act)' is not supported; supported: silu")
+        }
+        let hidden = try int("hidden_size"), heads = try int("num_attention_heads")
+        let kv = try optInt("num_key_value_heads") ?? heads
+        guard heads % kv == 0 else {
+            throw CheckpointError.config(path: path, field: "num_key_value_heads",
+                                         reason: "\(kv) does not divide num_attention_heads \(heads)")
+        }
+        let headDim = try optInt("head_dim") ?? hidden / heads
+        guard headDim % 2 == 0, headDim <= 256 else {
+            throw CheckpointError.config(path: path, field: "head_dim", reason: "\(headDim) must be even and ≤ 256")
+        }
+        // RoPE: transformers ≥ 5 writes rope_parameters; earlier versions rope_theta + rope_scaling.
+        var ropeObj: [String: Any] = [:]
+        var ropeField = "rope_scaling"
+        if let rp = j["rope_parameters"] as? [String: Any] { ropeObj = rp; ropeField = "rope_parameters" }
+        else if let rs = j["rope_scaling"] as? [String: Any] { ropeObj = rs }
+        let theta = ropeObj["rope_theta"] != nil ? try double(ropeObj, "rope_theta", ropeField + ".rope_theta")
+            : (j["rope_theta"] as? NSNumber)?.doubleValue ?? 10000
+        let ropeType = (ropeObj["rope_type"] as? String) ?? (ropeObj["type"] as? String) ?? "default"
+        let kind: RopeSettings.Kind
+        switch ropeType {
+        case "default": kind = .default
+        case "llama3":
+            kind = .llama3(factor: try double(ropeObj, "factor", ropeField + ".factor"),
+                           lowFreqFactor: try double(ropeObj, "low_freq_factor", ropeField + ".low_freq_factor"),
+                           highFreqFactor: try double(ropeObj, "high_freq_factor", ropeField + ".high_freq_factor"),
+                           originalMaxPositions: Int(try double(ropeObj, "original_max_position_embeddings",
+                                                                ropeField + ".original_max_position_embeddings")))
+        default:
+            throw CheckpointError.config(path: path, field: ropeField + ".rope_type",
+                                         reason: "'\(ropeType)' is not supported; supported: default, llama3")
+        }
+        let attnBias: Bool
+        let oBias: Bool
+        switch arch {
+        case .qwen2: attnBias = true; oBias = false
+        case .llama: attnBias = try bool("attention_bias", false); oBias = attnBias
+        case .mistral: attnBias = false; oBias = false
+        }
+        return ModelConfig(
+            architecture: arch, hiddenSize: hidden, intermediateSize: try int("intermediate_size"),
+            numLayers: try int("num_hidden_layers"), numHeads: heads, numKVHeads: kv, headDim: headDim,
+            rmsNormEps: (j["rms_norm_eps"] as? NSNumber)?.doubleValue ?? 1e-6,
+            rope: RopeSettings(theta: theta, kind: kind), vocabSize: try int("vocab_size"),
+            tieWordEmbeddings: try bool("tie_word_embeddings", false),
+            maxPositionEmbeddings: try optInt("max_position_embeddings") ?? 2048,
+            attentionBias: attnBias, outputProjectionBias: oBias,
+            mlpBias: arch == .llama ? try bool("mlp_bias", false) : false,
+            slidingWindow: arch == .mistral ? try optInt("sliding_window") : nil)
+    }
+}

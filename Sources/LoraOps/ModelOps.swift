@@ -1,0 +1,190 @@
+import OpenCLRuntime
+
+/// Tokens grouped by id, built on the host when a batch is made (ids are known
+/// then): the deterministic, atomic-free layout of the embedding backward.
+public struct TokenGroups {
+    public let uniqueIDs: DeviceBuffer<Int32>   // (U)
+    public let offsets: DeviceBuffer<Int32>     // (U+1)
+    public let tokens: DeviceBuffer<Int32>      // (N), token positions grouped by id
+    public let uniqueCount: Int
+
+    public init(_ ctx: ComputeContext, ids: [Int32]) throws {
+        var byID: [Int32: [Int32]] = [:]
+        for (n, id) in ids.enumerated() { byID[id, default: []].append(Int32(n)) }
+        let keys = byID.keys.sorted()
+        var offsets: [Int32] = [0], tokens: [Int32] = []
+        for k in keys {
+            tokens += byID[k]!
+            offsets.append(Int32(tokens.count))
+        }
+        uniqueIDs = try DeviceBuffer(queue: ctx.queue, keys)
+        self.offsets = try DeviceBuffer(queue: ctx.queue, offsets)
+        self.tokens = try DeviceBuffer(queue: ctx.queue, tokens)
+        uniqueCount = keys.count
+    }
+}
+
+/// How a (rows, cols) table is laid out in memory: element (row, col) at
+/// row·rowStride + col·colStride.
+public struct TableLayout: Sendable {
+    public let rowStride: Int
+    public let colStride: Int
+    public init(rowStride: Int, colStride: Int) { self.rowStride = rowStride; self.colStride = colStride }
+    /// A row-major (rows, cols) table.
+    public static func rows(cols: Int) -> TableLayout { TableLayout(rowStride: cols, colStride: 1) }
+    /// The transpose view of a row-major (cols, rows) table (PEFT's lora_embedding_A (r, V)).
+    public static func transposed(rows: Int) -> TableLayout { TableLayout(rowStride: 1, colStride: rows) }
+}
+
+extension ComputeContext {
+    private func i32(_ v: Int) -> KernelArgument { .int(Int32(v)) }
+
+    // MARK: embedding
+
+    /// out (N,C)[n] = table[ids[n]] under `layout`.
+    public func embeddingForward(out: DeviceBuffer<Float>, ids: DeviceBuffer<Int32>, table: DeviceBuffer<Float>,
+                                 layout: TableLayout, tokens n: Int, cols c: Int) throws {
+        try requireCount(out, atLeast: n * c, "embeddingForward", "out")
+        try launch("embedding_forward", [i32(n), i32(c), .buffer(ids), .buffer(table), i32(layout.rowStride),
+                                         i32(layout.colStride), .buffer(out)],
+                   global: [c, n], local: [min(c, config.elementwiseLocal), 1])
+    }
+
+    /// dtable[id] = beta·dtable[id] + Σ_{n: ids[n]=id} dout[n] for the ids present.
+    public func embeddingBackward(dtable: DeviceBuffer<Float>, layout: TableLayout, dout: DeviceBuffer<Float>,
+                                  groups: TokenGroups, cols c: Int, beta: Float) throws {
+        try launch("embedding_backward", [i32(groups.uniqueCount), i32(c), .buffer(groups.uniqueIDs),
+                                          .buffer(groups.offsets), .buffer(groups.tokens), .buffer(dout),
+                                          .float(beta), .buffer(dtable), i32(layout.rowStride), i32(layout.colStride)],
+                   global: [c, groups.uniqueCount], local: [min(c, config.elementwiseLocal), 1])
+    }
+
+    // MARK: RoPE
+
+    /// Rotates x (N, heads, headDim) in place by the angles of `positions`;
+    /// `inverse` rotates back (the backward).
+    public func rope(_ x: DeviceBuffer<Float>, positions: DeviceBuffer<Int32>, cos: DeviceBuffer<Float>,
+                     sin: DeviceBuffer<Float>, tokens n: Int, heads: Int, headDim d: Int, inverse: Bool) throws {
+        try require(d % 2 == 0, "rope", "head_dim must be even, got \(d)")
+        try requireCount(x, atLeast: n * heads * d, "rope", "x")
+        try launch("rope_apply", [i32(n), i32(heads), i32(d), .buffer(positions), .buffer(cos), .buffer(sin),
+                                  .float(inverse ? -1 : 1), .buffer(x)],
+                   global: [d / 2, heads, n], local: [1, 1, 1])
+    }
+
+    // MARK: attention
+
+    public struct AttentionShape: Sendable {
+        public let batch, seq, heads, kvHeads, headDim: Int
+        public init(batch: Int, seq: Int, heads: Int, kvHeads: Int, headDim: Int) {
+            self.batch = batch; self.seq = seq; self.heads = heads; self.kvHeads = kvHeads; self.headDim = headDim
+        }
+        var scale: Float { 1 / Float(headDim).squareRoot() }
+        var tokens: Int { batch * seq }
+    }
+
+    private func checkAttention(_ s: AttentionShape) throws {
+        try require(s.heads % s.kvHeads == 0, "attention", "heads \(s.heads) not a multiple of kv heads \(s.kvHeads)")
+        try require(s.headDim <= 256, "attention", "head_dim \(s.headDim) > 256 is not supported")
+    }
+
+    /// Causal GQA attention: out (B·T, NH, D), lse (B, NH, T) kept for backward.
+    public func attentionForward(out: DeviceBuffer<Float>, lse: DeviceBuffer<Float>, q: DeviceBuffer<Float>,
+                                 k: DeviceBuffer<Float>, v: DeviceBuffer<Float>, shape s: AttentionShape) throws {
+        try checkAttention(s)
+        try launch("attention_forward", [i32(s.batch), i32(s.seq), i32(s.heads), i32(s.kvHeads), i32(s.headDim),
+                                         .float(s.scale), .buffer(q), .buffer(k), .buffer(v), .buffer(out), .buffer(lse)],
+                   global: [s.seq, s.heads, s.batch], local: [1, 1, 1])
+    }
+
+    /// dq, dk, dv from dout; `delta` (B, NH, T) is scratch.
+    public func attentionBackward(dq: DeviceBuffer<Float>, dk: DeviceBuffer<Float>, dv: DeviceBuffer<Float>,
+                                  delta: DeviceBuffer<Float>, dout: DeviceBuffer<Float>, out: DeviceBuffer<Float>,
+                                  lse: DeviceBuffer<Float>, q: DeviceBuffer<Float>, k: DeviceBuffer<Float>,
+                                  v: DeviceBuffer<Float>, shape s: AttentionShape) throws {
+        try checkAttention(s)
+        try launch("attention_backward_delta", [i32(s.batch), i32(s.seq), i32(s.heads), i32(s.headDim),
+                                                .buffer(dout), .buffer(out), .buffer(delta)],
+                   global: [s.seq, s.heads, s.batch], local: [1, 1, 1])
+        try launch("attention_backward_dq", [i32(s.batch), i32(s.seq), i32(s.heads), i32(s.kvHeads), i32(s.headDim),
+                                             .float(s.scale), .buffer(q), .buffer(k), .buffer(v), .buffer(dout),
+                                             .buffer(lse), .buffer(delta), .buffer(dq)],
+                   global: [s.seq, s.heads, s.batch], local: [1, 1, 1])
+        try launch("attention_backward_dkv", [i32(s.batch), i32(s.seq), i32(s.heads), i32(s.kvHeads), i32(s.headDim),
+                                              .float(s.scale), .buffer(q), .buffer(k), .buffer(v), .buffer(dout),
+                                              .buffer(lse), .buffer(delta), .buffer(dk), .buffer(dv)],
+                   global: [s.seq, s.kvHeads, s.batch], local: [1, 1, 1])
+    }
+
+    // MARK: cross-entropy
+
+    /// On rows [rowOffset, rowOffset+R) of the batch: logits (R,V) are replaced by
+    /// dlogits = (softmax − onehot)/count; losses[rowOffset + r] = lse − logit[target].
+    public func crossEntropy(logits: DeviceBuffer<Float>, losses: DeviceBuffer<Float>, targets: DeviceBuffer<Int32>,
+                             rowOffset: Int, rows r: Int, vocab v: Int, countedTokens: Int) throws {
+        try requireCount(logits, atLeast: r * v, "crossEntropy", "logits")
+        let wg = config.rowWorkGroup
+        try launch("cross_entropy_fused", [i32(r), i32(v), i32(rowOffset), .buffer(targets),
+                                           .float(countedTokens > 0 ? 1 / Float(countedTokens) : 0),
+                                           .buffer(logits), .buffer(losses)],
+                   global: [r * wg], local: [wg])
+    }
+
+    // MARK: reductions and the optimizer
+
+    static let reductionWidth = 256
+
+    /// out[slot] = Σ x (or Σ x² when `squares`), on the device, deterministic.
+    public func sum(_ x: DeviceBuffer<Float>, count n: Int, squares: Bool, into out: DeviceBuffer<Float>, slot: Int = 0) throws {
+        let g = Self.reductionWidth
+        let partial = try scratch(20, count: g)
+        try launch("sum_partial", [i32(n), i32(squares ? 1 : 0), .buffer(x), .buffer(partial)], global: [g], local: [1])
+        try launch("sum_finalize", [i32(g), .buffer(partial), i32(slot), .buffer(out)], global: [1], local: [1])
+    }
+
+    public struct AdamWHyper: Sendable {
+        public var lr: Float, beta1: Float, beta2: Float, eps: Float, weightDecay: Float
+        /// 0 disables clipping.
+        public var maxGradNorm: Float
+        public init(lr: Float, beta1: Float = 0.9, beta2: Float = 0.999, eps: Float = 1e-8, weightDecay: Float = 0,
+                    maxGradNorm: Float = 0) {
+            self.lr = lr; self.beta1 = beta1; self.beta2 = beta2; self.eps = eps; self.weightDecay = weightDecay
+            self.maxGradNorm = maxGradNorm
+        }
+    }
+
+    /// One AdamW step (1-based `step`) over the flat parameter buffer; the
+    /// gradient norm squared is read from `gradSumSquares[slot]` on the device.
+    public func adamw(params: DeviceBuffer<Float>, grads: DeviceBuffer<Float>, m: DeviceBuffer<Float>,
+                      v: DeviceBuffer<Float>, decayMask: DeviceBuffer<UInt8>, count n: Int, step: Int,
+                      hyper h: AdamWHyper, gradSumSquares: DeviceBuffer<Float>, slot: Int = 0) throws {
+        // torch computes the bias corrections in Python (double) from the decimal betas.
+        let b1 = Double(String(h.beta1))!, b2 = Double(String(h.beta2))!
+        let bc1 = Float(1 - b1.power(step))
+        let bc2 = 1 - b2.power(step)
+        try launch("adamw_step", [i32(n), .buffer(params), .buffer(grads), .buffer(m), .buffer(v), .buffer(decayMask),
+                                  .float(h.lr), .float(h.beta1), .float(h.beta2), .float(h.eps), .float(h.weightDecay),
+                                  .float(bc1), .float(Float(bc2.squareRoot())), .float(h.maxGradNorm),
+                                  .buffer(gradSumSquares), i32(slot)],
+                   global: [n], local: [config.elementwiseLocal])
+    }
+
+    // MARK: elementwise
+
+    /// y += alpha·x.
+    public func axpy(_ y: DeviceBuffer<Float>, _ x: DeviceBuffer<Float>, alpha: Float = 1, count n: Int) throws {
+        try requireCount(x, atLeast: n, "axpy", "x")
+        try requireCount(y, atLeast: n, "axpy", "y")
+        try launch("axpy", [i32(n), .float(alpha), .buffer(x), .buffer(y)], global: [n], local: [config.elementwiseLocal])
+    }
+
+    /// fp16 / bf16 bits (n) → fp32 on the device.
+    public func convertHalf(_ src: DeviceBuffer<UInt16>, to dst: DeviceBuffer<Float>, count n: Int, bfloat: Bool) throws {
+        try launch(bfloat ? "bf16_to_f32" : "f16_to_f32", [i32(n), .buffer(src), .buffer(dst)],
+                   global: [n], local: [config.elementwiseLocal])
+    }
+}
+
+extension Double {
+    func power(_ n: Int) -> Double { (0..<n).reduce(1.0) { acc, _ in acc * self } }
+}

@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Builds the parity fixtures with the real PyTorch + transformers + PEFT.
+
+For each case: a tiny Llama-family model with random weights saved with
+`save_pretrained` (some in bf16/f16, some sharded), wrapped with PEFT using
+`init_lora_weights=False` (A and B both non-zero, so step 1 is not trivial);
+the initial adapter; a fixed batch whose labels are partly -100; the logits and
+loss before training; every trainable gradient at step 1 (named as PEFT saves
+them); the per-step losses of a few AdamW steps; and the adapter after the last
+step. Also `print(model)` and PEFT's trainable-parameter line, for `inspect`.
+
+Run from the repository root, in a virtual environment outside it:
+    python -m venv /opt/lora-ref-venv
+    /opt/lora-ref-venv/bin/pip install torch transformers peft safetensors
+    /opt/lora-ref-venv/bin/python scripts/make_reference.py Tests/Fixtures/reference
+"""
+import contextlib
+import io
+import json
+import os
+import shutil
+import sys
+
+import torch
+import transformers
+import peft
+from peft import LoraConfig, get_peft_model
+from peft.utils import get_peft_model_state_dict
+from safetensors.torch import save_file
+from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
+
+OUT = sys.argv[1] if len(sys.argv) > 1 else "Tests/Fixtures/reference"
+
+BASE = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=67, max_position_embeddings=64, rms_norm_eps=1e-5,
+            rope_theta=10000.0, initializer_range=0.1, tie_word_embeddings=False)
+TRAIN = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, steps=3)
+
+CASES = [
+    # GQA (4 query heads over 2 KV heads), untied, every projection, sharded fp32 checkpoint.
+    dict(name="llama_gqa_untied", arch="llama", cfg={}, dtype="float32", shard="12KB",
+         lora=dict(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
+                                                       "gate_proj", "up_proj", "down_proj"]),
+         max_grad_norm=0.0),
+    # Tied embeddings, rsLoRA, a regex target_modules, explicit head_dim, llama3 rope scaling, bf16 weights.
+    dict(name="llama_tied_rslora_regex", arch="llama",
+         cfg=dict(tie_word_embeddings=True, head_dim=16, num_key_value_heads=4,
+                  rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0,
+                                    high_freq_factor=4.0, original_max_position_embeddings=16)),
+         dtype="bfloat16",
+         lora=dict(r=4, lora_alpha=8, use_rslora=True, target_modules=r".*\.(q_proj|v_proj|down_proj)"),
+         max_grad_norm=1.0),
+    # layers_to_transform with rank_pattern and alpha_pattern.
+    dict(name="llama_layers_patterns", arch="llama", cfg=dict(num_hidden_layers=3), dtype="float32",
+         lora=dict(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "up_proj"], layers_to_transform=[1, 2],
+                   rank_pattern={"v_proj": 4}, alpha_pattern={"up_proj": 4}),
+         max_grad_norm=0.0),
+    # Qwen2: q/k/v biases, trained with bias="lora_only"; all-linear; f16 weights; tied.
+    dict(name="qwen2_bias_lora_only", arch="qwen2", cfg=dict(tie_word_embeddings=True, rope_theta=1000000.0),
+         dtype="float16", lora=dict(r=8, lora_alpha=16, target_modules="all-linear", bias="lora_only"),
+         max_grad_norm=0.0),
+    # modules_to_save: a fully trained copy of lm_head.
+    dict(name="llama_modules_to_save", arch="llama", cfg={}, dtype="float32",
+         lora=dict(r=8, lora_alpha=8, target_modules=["q_proj", "v_proj"], modules_to_save=["lm_head"]),
+         max_grad_norm=0.0),
+    # LoRA on embed_tokens and lm_head (PEFT's embedding layout), Mistral architecture.
+    dict(name="mistral_embed_lm_head", arch="mistral", cfg={}, dtype="float32",
+         lora=dict(r=8, lora_alpha=16, target_modules=["embed_tokens", "lm_head", "q_proj"]),
+         max_grad_norm=0.5),
+    # attention_bias and mlp_bias with bias="all".
+    dict(name="llama_bias_all", arch="llama", cfg=dict(attention_bias=True, mlp_bias=True), dtype="float32",
+         lora=dict(r=8, lora_alpha=16, target_modules=["q_proj", "o_proj", "down_proj"], bias="all"),
+         max_grad_norm=0.0),
+]
+
+CONFIGS = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def batch(vocab):
+    g = torch.Generator().manual_seed(1234)
+    ids = torch.randint(0, vocab, (2, 7), generator=g)
+    labels = ids.clone()
+    labels[0, :3] = -100      # a prompt that is not trained on
+    labels[1, 2] = -100
+    labels[1, 5] = -100
+    return ids, labels
+
+
+def tensors(d):
+    return {k: v.detach().to(torch.float32).contiguous() for k, v in d.items()}
+
+
+def make_case(case):
+    torch.manual_seed(42)
+    root = os.path.join(OUT, case["name"])
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)
+    cfg = CONFIGS[case["arch"]](**{**BASE, **case["cfg"]})
+    model = AutoModelForCausalLM.from_config(cfg, torch_dtype=torch.float32)
+    # transformers initialises biases to zero; trained checkpoints (Qwen2's q/k/v) have real ones.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".bias"):
+                p.normal_(0.0, 0.1)
+    model = model.to(DTYPES[case["dtype"]])
+    model.save_pretrained(os.path.join(root, "model"), safe_serialization=True,
+                          max_shard_size=case.get("shard", "1GB"))
+    # The reference runs in fp32 on exactly the weights that were saved.
+    model = AutoModelForCausalLM.from_pretrained(os.path.join(root, "model"), torch_dtype=torch.float32)
+    with open(os.path.join(root, "print_model.txt"), "w") as f:
+        f.write(str(model) + "\n")
+
+    lcfg = LoraConfig(task_type="CAUSAL_LM", init_lora_weights=False, lora_dropout=0.0, **case["lora"])
+    pm = get_peft_model(model, lcfg)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        pm.print_trainable_parameters()
+    pm.save_pretrained(os.path.join(root, "adapter_initial"))
+
+    ids, labels = batch(cfg.vocab_size)
+    params = [(n, p) for n, p in pm.named_parameters() if p.requires_grad]
+    opt = torch.optim.AdamW([p for _, p in params], lr=TRAIN["lr"], betas=TRAIN["betas"], eps=TRAIN["eps"],
+                            weight_decay=TRAIN["weight_decay"])
+    pm.train()
+    losses, grad_norms = [], []
+    for step in range(TRAIN["steps"]):
+        opt.zero_grad()
+        out = pm(input_ids=ids, labels=labels)
+        out.loss.backward()
+        if step == 0:
+            save_file({"logits": out.logits.detach().float().contiguous()}, os.path.join(root, "logits_step0.safetensors"))
+            grads = {n: p.grad for n, p in params}
+            save_file(tensors(get_peft_model_state_dict(pm, state_dict=grads)),
+                      os.path.join(root, "grads_step0.safetensors"))
+        total = torch.sqrt(sum((p.grad.double() ** 2).sum() for _, p in params)).item()
+        grad_norms.append(total)
+        if case["max_grad_norm"] > 0:
+            torch.nn.utils.clip_grad_norm_([p for _, p in params], case["max_grad_norm"])
+        opt.step()
+        losses.append(out.loss.item())
+    pm.save_pretrained(os.path.join(root, "adapter_final"))
+    final32 = {k: v.double() for k, v in get_peft_model_state_dict(pm).items()}
+    final64 = train_float64(root, cfg, ids, labels, case)
+    save_file({k: v.contiguous() for k, v in final64.items()}, os.path.join(root, "adapter_final_f64.safetensors"))
+    # How far PyTorch's own fp32 run lands from the fp64 run, per tensor: Adam
+    # turns gradient elements near eps into large relative differences, so a
+    # tensor holding one is ill-conditioned for every fp32 implementation.
+    fp32_error = {k: ((final32[k] - final64[k]).norm() / final64[k].norm()).item() for k in final64}
+    ref = dict(
+        versions=dict(torch=torch.__version__, transformers=transformers.__version__, peft=peft.__version__),
+        input_ids=ids.tolist(), labels=labels.tolist(), losses=losses, grad_norms=grad_norms,
+        train=dict(TRAIN, max_grad_norm=case["max_grad_norm"]),
+        trainable_line=buf.getvalue().strip(),
+        trainable_names=[n for n, _ in params],
+        torch_fp32_vs_fp64=fp32_error,
+    )
+    with open(os.path.join(root, "reference.json"), "w") as f:
+        json.dump(ref, f, indent=1)
+    print(case["name"], "losses", losses, "|", ref["trainable_line"])
+
+
+def train_float64(root, cfg, ids, labels, case):
+    """The same training in float64 from the same initial adapter: the exact answer."""
+    from peft import PeftModel
+    model = AutoModelForCausalLM.from_pretrained(os.path.join(root, "model"), torch_dtype=torch.float64)
+    pm = PeftModel.from_pretrained(model, os.path.join(root, "adapter_initial"), is_trainable=True).to(torch.float64)
+    params = [p for _, p in pm.named_parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=TRAIN["lr"], betas=TRAIN["betas"], eps=TRAIN["eps"],
+                            weight_decay=TRAIN["weight_decay"])
+    pm.train()
+    for _ in range(TRAIN["steps"]):
+        opt.zero_grad()
+        pm(input_ids=ids, labels=labels).loss.backward()
+        if case["max_grad_norm"] > 0:
+            torch.nn.utils.clip_grad_norm_(params, case["max_grad_norm"])
+        opt.step()
+    return {k: v.detach().double() for k, v in get_peft_model_state_dict(pm).items()}
+
+
+if __name__ == "__main__":
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    for c in CASES:
+        make_case(c)
