@@ -1,0 +1,212 @@
+import Foundation
+import LoraOps
+import OpenCLRuntime
+import Reference
+import XCTest
+
+final class EmbeddingKernelTests: XCTestCase {
+    func testGatherAndScatterAddBothLayouts() throws {
+        let ctx = try sharedContext()
+        var rng = freshRandom(#function)
+        for (n, vocab, c) in [(1, 1, 1), (17, 5, 3), (63, 129, 17), (200, 1000, 8)] {
+            let ids = (0..<n).map { _ in Int32.random(in: 0..<Int32(vocab), using: &rng) }
+            let table = rng.uniform(vocab * c)
+            let bids = try DeviceBuffer(queue: ctx.queue, ids)
+            // Row-major (V, C) table, and the transposed view of a (C, V) table.
+            for transposed in [false, true] {
+                let layout: TableLayout = transposed ? .transposed(rows: vocab) : .rows(cols: c)
+                let out = try poisoned(ctx, n * c)
+                try ctx.embeddingForward(out: out, ids: bids, table: try ctx.buffer(table), layout: layout, tokens: n, cols: c)
+                let ref = (0..<n * c).map { i -> Double in
+                    let (t, col) = (i / c, i % c), id = Int(ids[t])
+                    return Double(table[transposed ? col * vocab + id : id * c + col])
+                }
+                assertClose(try out.read(), ref, "gather \(n)x\(vocab)x\(c) transposed=\(transposed)")
+                // Scatter-add: dtable starts at `prior`; ids absent from the batch must keep it.
+                let dout = rng.uniform(n * c), prior = rng.uniform(vocab * c)
+                let dtable = try ctx.buffer(prior)
+                try ctx.embeddingBackward(dtable: dtable, layout: layout, dout: try ctx.buffer(dout),
+                                          groups: try TokenGroups(ctx, ids: ids), cols: c, beta: 1)
+                var expect = prior.map(Double.init)
+                for t in 0..<n { for col in 0..<c {
+                    let id = Int(ids[t])
+                    expect[transposed ? col * vocab + id : id * c + col] += Double(dout[t * c + col])
+                } }
+                assertClose(try dtable.read(), expect, "scatter-add \(n)x\(vocab)x\(c) transposed=\(transposed)")
+            }
+        }
+    }
+}
+
+final class RoPEKernelTests: XCTestCase {
+    func tables(_ p: Int, _ d: Int, theta: Float = 10000) -> (cos: [Float], sin: [Float]) {
+        var c = [Float](repeating: 0, count: p * d), s = c
+        for pos in 0..<p { for i in 0..<(d / 2) {
+            let a = Float(pos) / powf(theta, Float(2 * i) / Float(d))
+            c[pos * d + i] = cosf(a); c[pos * d + i + d / 2] = cosf(a)
+            s[pos * d + i] = sinf(a); s[pos * d + i + d / 2] = sinf(a)
+        } }
+        return (c, s)
+    }
+
+    func testForwardAndInverseAgainstFloat64AndFiniteDifferences() throws {
+        let ctx = try sharedContext()
+        var rng = freshRandom(#function)
+        for (n, heads, d) in [(1, 1, 2), (3, 2, 6), (17, 3, 16), (129, 4, 64)] {
+            let (cs, sn) = tables(n + 5, d)
+            let positions = (0..<n).map { _ in Int.random(in: 0..<(n + 5), using: &rng) }
+            let x = rng.uniform(n * heads * d)
+            let bx = try ctx.buffer(x), bp = try DeviceBuffer(queue: ctx.queue, positions.map(Int32.init))
+            let bc = try ctx.buffer(cs), bs = try ctx.buffer(sn)
+            try ctx.rope(bx, positions: bp, cos: bc, sin: bs, tokens: n, heads: heads, headDim: d, inverse: false)
+            let fwd = Reference.rope(toDouble(x), positions: positions, cos: cs, sin: sn, tokens: n, heads: heads, headDim: d)
+            assertClose(try bx.read(), fwd, "rope \(n)x\(heads)x\(d)")
+            // Backward is the inverse rotation: d/dx Σ rope(x)·R = rope⁻¹(R).
+            let r = rng.uniform(n * heads * d)
+            let br = try ctx.buffer(r)
+            try ctx.rope(br, positions: bp, cos: bc, sin: bs, tokens: n, heads: heads, headDim: d, inverse: true)
+            let grad = try br.read()
+            let rD = toDouble(r)
+            assertGradient(grad, at: toDouble(x), samples: 10, rng: &rng, "rope dx \(n)x\(heads)x\(d)") { xs in
+                dot(Reference.rope(xs, positions: positions, cos: cs, sin: sn, tokens: n, heads: heads, headDim: d), rD)
+            }
+            // inverse ∘ forward = identity.
+            try ctx.rope(bx, positions: bp, cos: bc, sin: bs, tokens: n, heads: heads, headDim: d, inverse: true)
+            assertClose(try bx.read(), toDouble(x), "rope⁻¹∘rope \(n)x\(heads)x\(d)")
+        }
+    }
+}
+
+final class AttentionKernelTests: XCTestCase {
+    static let shapes: [ComputeContext.AttentionShape] = [
+        .init(batch: 1, seq: 1, heads: 1, kvHeads: 1, headDim: 2),
+        .init(batch: 2, seq: 3, heads: 4, kvHeads: 2, headDim: 8),
+        .init(batch: 1, seq: 17, heads: 6, kvHeads: 2, headDim: 16),
+        .init(batch: 3, seq: 9, heads: 3, kvHeads: 3, headDim: 6),
+        .init(batch: 1, seq: 65, heads: 2, kvHeads: 1, headDim: 64),
+    ]
+
+    func testForwardBackwardAgainstFloat64AndFiniteDifferences() throws {
+        let ctx = try sharedContext()
+        var rng = freshRandom(#function)
+        for s in Self.shapes {
+            let n = s.batch * s.seq, qn = n * s.heads * s.headDim, kn = n * s.kvHeads * s.headDim
+            let q = rng.uniform(qn, -2, 2), k = rng.uniform(kn, -2, 2), v = rng.uniform(kn)
+            let bq = try ctx.buffer(q), bk = try ctx.buffer(k), bv = try ctx.buffer(v)
+            let out = try poisoned(ctx, qn), lse = try poisoned(ctx, s.batch * s.heads * s.seq)
+            try ctx.attentionForward(out: out, lse: lse, q: bq, k: bk, v: bv, shape: s)
+            func ref(_ q: [Double], _ k: [Double], _ v: [Double]) -> [Double] {
+                Reference.attention(q: q, k: k, v: v, batch: s.batch, seq: s.seq, heads: s.heads, kvHeads: s.kvHeads,
+                                    headDim: s.headDim)
+            }
+            let qD = toDouble(q), kD = toDouble(k), vD = toDouble(v)
+            assertClose(try out.read(), ref(qD, kD, vD), "attention \(s)")
+            XCTAssertFalse(try lse.read().contains { !$0.isFinite })
+            let dout = rng.uniform(qn)
+            let dq = try poisoned(ctx, qn), dk = try poisoned(ctx, kn), dv = try poisoned(ctx, kn)
+            let delta = try poisoned(ctx, s.batch * s.heads * s.seq)
+            try ctx.attentionBackward(dq: dq, dk: dk, dv: dv, delta: delta, dout: try ctx.buffer(dout), out: out, lse: lse,
+                                      q: bq, k: bk, v: bv, shape: s)
+            let dD = toDouble(dout)
+            let gq = try dq.read(), gk = try dk.read(), gv = try dv.read()
+            for g in [gq, gk, gv] { XCTAssertFalse(g.contains { $0.isNaN }, "unwritten gradient \(s)") }
+            assertGradient(gq, at: qD, samples: 10, rng: &rng, "attention dq \(s)") { dot(ref($0, kD, vD), dD) }
+            assertGradient(gk, at: kD, samples: 10, rng: &rng, "attention dk \(s)") { dot(ref(qD, $0, vD), dD) }
+            assertGradient(gv, at: vD, samples: 10, rng: &rng, "attention dv \(s)") { dot(ref(qD, kD, $0), dD) }
+        }
+    }
+}
+
+final class CrossEntropyKernelTests: XCTestCase {
+    func testFusedLossAndGradientAgainstFloat64AndFiniteDifferences() throws {
+        let ctx = try sharedContext()
+        var rng = freshRandom(#function)
+        for (rows, vocab, chunk) in [(1, 1, 1), (3, 17, 2), (17, 129, 5), (40, 1000, 40)] {
+            let logits = rng.uniform(rows * vocab, -6, 6)
+            var targets = (0..<rows).map { _ in Int.random(in: 0..<vocab, using: &rng) }
+            if rows > 2 { targets[1] = -100 }  // an ignored row
+            let counted = targets.filter { $0 >= 0 }.count
+            let bt = try DeviceBuffer(queue: ctx.queue, targets.map(Int32.init))
+            let losses = try poisoned(ctx, rows)
+            var grad = [Float]()
+            // In chunks of rows, as the trainer runs it.
+            var r0 = 0
+            while r0 < rows {
+                let r = min(chunk, rows - r0)
+                let buf = try ctx.buffer(Array(logits[(r0 * vocab)..<((r0 + r) * vocab)]))
+                try ctx.crossEntropy(logits: buf, losses: losses, targets: bt, rowOffset: r0, rows: r, vocab: vocab,
+                                     countedTokens: counted)
+                grad += try buf.read()
+                r0 += r
+            }
+            let ref = Reference.crossEntropy(logits: toDouble(logits), targets: targets, vocab: vocab)
+            let l = try losses.read()
+            XCTAssertFalse(l.contains { $0.isNaN })
+            let mean = l.reduce(0) { $0 + Double($1) } / Double(counted)
+            XCTAssertEqual(mean, ref.loss, accuracy: 1e-5 * max(ref.loss, 1e-3), "loss \(rows)x\(vocab)")
+            if rows > 2 { XCTAssertEqual(l[1], 0, "ignored row") }
+            assertClose(grad, ref.grad, floor: 1e-3, "dlogits \(rows)x\(vocab)")
+            assertGradient(grad, at: toDouble(logits), samples: 10, rng: &rng, "dlogits FD \(rows)x\(vocab)") {
+                Reference.crossEntropy(logits: $0, targets: targets, vocab: vocab).loss
+            }
+            // The on-device sum of the losses.
+            let scalars = try poisoned(ctx, 2)
+            try ctx.sum(losses, count: rows, squares: false, into: scalars, slot: 1)
+            XCTAssertEqual(Double(try scalars.read()[1]), ref.loss * Double(counted), accuracy: 1e-4 * max(ref.loss * Double(counted), 1))
+        }
+    }
+}
+
+final class OptimizerKernelTests: XCTestCase {
+    func testAdamWWithClippingAndDecayMaskAgainstFloat64() throws {
+        let ctx = try sharedContext()
+        var rng = freshRandom(#function)
+        for n in [1, 3, 17, 1000, 4099] {
+            let p0 = rng.uniform(n), decay = (0..<n).map { _ in Bool.random(using: &rng) }
+            let bp = try ctx.buffer(p0), bm = try ctx.buffer(count: n), bv = try ctx.buffer(count: n)
+            try bm.fill(0); try bv.fill(0)
+            let mask = try DeviceBuffer(queue: ctx.queue, decay.map { UInt8($0 ? 1 : 0) })
+            var p = toDouble(p0), m = [Double](repeating: 0, count: n), v = m
+            let hyper = ComputeContext.AdamWHyper(lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, maxGradNorm: 1.0)
+            for step in 1...4 {
+                let g = rng.uniform(n, -3, 3)
+                let bg = try ctx.buffer(g), sq = try poisoned(ctx, 2)
+                try ctx.sum(bg, count: n, squares: true, into: sq, slot: 1)
+                let normSq = toDouble(g).reduce(0) { $0 + $1 * $1 }
+                XCTAssertEqual(Double(try sq.read()[1]), normSq, accuracy: 1e-5 * normSq)
+                try ctx.adamw(params: bp, grads: bg, m: bm, v: bv, decayMask: mask, count: n, step: step, hyper: hyper,
+                              gradSumSquares: sq, slot: 1)
+                let clip = min(1, 1.0 / (normSq.squareRoot() + 1e-6))
+                (p, m, v) = Reference.adamw(p: p, g: toDouble(g), m: m, v: v, step: step, lr: 1e-2, beta1: 0.9, beta2: 0.95,
+                                            eps: 1e-8, wd: 0.1, clip: clip, decay: decay)
+                assertClose(try bp.read(), p, "adamw params n=\(n) step \(step)")
+                assertClose(try bm.read(), m, "adamw m n=\(n) step \(step)")
+                assertClose(try bv.read(), v, "adamw v n=\(n) step \(step)")
+            }
+        }
+    }
+}
+
+final class ConvertKernelTests: XCTestCase {
+    func testHalfAndBFloat16ToFloat() throws {
+        let ctx = try sharedContext()
+        var rng = freshRandom(#function)
+        var halves: [Float16] = [0, -0, 1, -2.5, .infinity, -.infinity, .leastNonzeroMagnitude, .greatestFiniteMagnitude, 65504, 6.1e-5]
+        halves += (0..<1000).map { _ in Float16(Float.random(in: -100...100, using: &rng)) }
+        let hb = try DeviceBuffer(queue: ctx.queue, halves.map(\.bitPattern))
+        let out = try poisoned(ctx, halves.count)
+        try ctx.convertHalf(hb, to: out, count: halves.count, bfloat: false)
+        XCTAssertEqual(try out.read(), halves.map(Float.init))
+        let floats: [Float] = [0, -0, 1, -3.75, .infinity, 1e-38, 3e38] + rng.uniform(1000, -1e6, 1e6)
+        let bf = floats.map { UInt16($0.bitPattern >> 16) }
+        let bb = try DeviceBuffer(queue: ctx.queue, bf)
+        let out2 = try poisoned(ctx, bf.count)
+        try ctx.convertHalf(bb, to: out2, count: bf.count, bfloat: true)
+        XCTAssertEqual(try out2.read(), bf.map { Float(bitPattern: UInt32($0) << 16) })
+        // NaN stays NaN.
+        let nanH = try DeviceBuffer(queue: ctx.queue, [Float16.nan.bitPattern])
+        let o3 = try ctx.buffer(count: 1)
+        try ctx.convertHalf(nanH, to: o3, count: 1, bfloat: false)
+        XCTAssertTrue(try o3.read()[0].isNaN)
+    }
+}
