@@ -40,7 +40,7 @@ let package = Package(
         .executableTarget(
             name: "LoraGPUCLI",
             dependencies: [
-                "LoraOps", "KernelBench",
+                "LoraOps", "LoraModel", "KernelBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .testTarget(name: "LoraOpsTests", dependencies: ["LoraOps", "Reference"]),

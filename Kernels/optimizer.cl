@@ -43,9 +43,3 @@ __kernel void adamw_step(int n, __global float* p, __global const float* grad,
     v[i] = vi;
     p[i] = pi - (lr / bc1) * mi / (sqrt(vi) / bc2_sqrt + eps);
 }
-
-// x ← x · factor (clip applied in place, for callers that want clipped grads).
-__kernel void scale_inplace(int n, float factor, __global float* x) {
-    int i = get_global_id(0);
-    if (i < n) x[i] *= factor;
-}

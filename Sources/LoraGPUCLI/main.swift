@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KernelBench
+import LoraModel
 import LoraOps
 import OpenCLRuntime
 
@@ -19,7 +20,7 @@ struct LoraGPU: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lora-gpu",
         abstract: "LoRA fine-tuning for Llama-family models on any OpenCL device.",
-        subcommands: [Devices.self, Bench.self])
+        subcommands: [Devices.self, Bench.self, Inspect.self])
 }
 
 struct Devices: ParsableCommand {
@@ -73,5 +74,26 @@ struct Bench: ParsableCommand {
             }
             print("wrote \(json)")
         }
+    }
+}
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a model's module tree as transformers does, the LoRA targets and PEFT's trainable-parameter line.")
+
+    @Argument(help: "A Hugging Face model directory (config.json + safetensors).") var modelDirectory: String
+    @Option(name: .customLong("lora-config"),
+            help: "A PEFT adapter_config.json, or an adapter directory holding one.") var loraConfig: String?
+
+    func run() throws {
+        let config = try ModelConfig.load(directory: modelDirectory)
+        print(ModelPrinter.render(config))
+        guard let loraConfig else { return }
+        var isDir: ObjCBool = false
+        let path = FileManager.default.fileExists(atPath: loraConfig, isDirectory: &isDir) && isDir.boolValue
+            ? loraConfig + "/adapter_config.json" : loraConfig
+        let plan = try AdapterPlan(config: config, lora: try LoraConfig.load(path: path))
+        print(ModelPrinter.targets(plan))
+        print(plan.trainableLine)
     }
 }

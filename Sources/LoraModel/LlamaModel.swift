@@ -77,6 +77,7 @@ public final class LlamaLoRAModel {
     public let finalNorm: DeviceBuffer<Float>
     /// Module paths that got a LoRA adapter, in model order.
     public let adaptedModules: [String]
+    public let adapterPlan: AdapterPlan
     public var gradientCheckpointing = false
     /// Rows of logits alive at once in training.
     public var logitsChunkRows = 256
@@ -86,7 +87,7 @@ public final class LlamaLoRAModel {
     public var seed: UInt32 = 0
 
     public var trainable: Bool { !lora.inferenceMode }
-    static let prefix = "base_model.model."
+    static let prefix = AdapterPlan.prefix
 
     // MARK: loading
 
@@ -118,78 +119,19 @@ public final class LlamaLoRAModel {
             return out
         }
 
-        // The model's linear layers, in model order, as (path, in, out, bias?).
-        var specs: [(String, Int, Int, Bool)] = []
-        for l in 0..<c.numLayers {
-            let p = "model.layers.\(l)."
-            specs += [(p + "self_attn.q_proj", H, qOut, c.attentionBias), (p + "self_attn.k_proj", H, kvOut, c.attentionBias),
-                      (p + "self_attn.v_proj", H, kvOut, c.attentionBias), (p + "self_attn.o_proj", qOut, H, c.outputProjectionBias),
-                      (p + "mlp.gate_proj", H, I, c.mlpBias), (p + "mlp.up_proj", H, I, c.mlpBias), (p + "mlp.down_proj", I, H, c.mlpBias)]
-        }
-        specs.append(("lm_head", H, V, false))
-        let linearLeaves = Set(specs.map { String($0.0.split(separator: ".").last!) })
-
-        // Which modules PEFT adapts, trains fully (modules_to_save), or leaves.
-        func isSaved(_ path: String) -> Bool {
-            lora.modulesToSave.contains { m in
-                path == m || path.hasSuffix("." + m)
-            }
-        }
-        for m in lora.modulesToSave where !["lm_head", "embed_tokens", "model.embed_tokens"].contains(m) {
-            throw LoraError.unsupportedModule("modules_to_save: '\(m)' is not supported yet; supported: lm_head, embed_tokens")
-        }
-        var adapted: [String] = []
-        for (path, _, _, _) in specs where lora.targets(path, isLinear: true, isOutputLayer: path == "lm_head", linearLeafNames: linearLeaves) {
-            adapted.append(path)
-        }
-        let embedPath = "model.embed_tokens"
-        let embedAdapted: Bool
-        switch lora.targetModules {
-        case .allLinear: embedAdapted = false
-        default: embedAdapted = lora.targets(embedPath, isLinear: false, isOutputLayer: false, linearLeafNames: linearLeaves)
-        }
-        if embedAdapted { adapted.insert(embedPath, at: 0) }
-        if adapted.isEmpty {
-            let described: String
-            switch lora.targetModules {
-            case .list(let l): described = "[" + l.joined(separator: ", ") + "]"
-            case .regex(let r): described = "'\(r)'"
-            case .allLinear: described = "'all-linear'"
-            }
-            throw LoraError.noTargetMatched(targets: described, available: Self.moduleNames(c))
-        }
+        let plan = try AdapterPlan(config: c, lora: lora)
+        let adapted = plan.adapted, P = Self.prefix, embedPath = AdapterPlan.embedPath
         adaptedModules = adapted
-
-        // Trainable tensors, in PEFT's names.
-        var pspecs: [ParameterStore.Spec] = []
-        let P = Self.prefix
-        if embedAdapted {
-            let (r, _) = lora.rankAndAlpha(for: embedPath)
-            pspecs += [.init(key: P + embedPath + ".lora_embedding_A", shape: [r, V], decay: true),
-                       .init(key: P + embedPath + ".lora_embedding_B", shape: [H, r], decay: true)]
-        }
-        let embedSaved = isSaved(embedPath)
-        if embedSaved { pspecs.append(.init(key: P + embedPath + ".weight", shape: [V, H], decay: true)) }
-        for (path, din, dout, bias) in specs {
-            let isAdapted = adapted.contains(path)
-            if isAdapted {
-                let (r, _) = lora.rankAndAlpha(for: path)
-                pspecs += [.init(key: P + path + ".lora_A.weight", shape: [r, din], decay: true),
-                           .init(key: P + path + ".lora_B.weight", shape: [dout, r], decay: true)]
-            }
-            if isSaved(path) { pspecs.append(.init(key: P + path + ".weight", shape: [dout, din], decay: true)) }
-            if bias && (lora.bias == .all || (lora.bias == .loraOnly && isAdapted)) {
-                pspecs.append(.init(key: P + path + (isAdapted ? ".base_layer.bias" : ".bias"), shape: [dout], decay: true))
-            }
-        }
-        store = try ParameterStore(ctx, specs: pspecs)
+        self.adapterPlan = plan
+        store = try ParameterStore(ctx, specs: plan.tensors)
 
         // Weights.
         embedding = try load("model.embed_tokens.weight", [V, H])
         finalNorm = try load("model.norm.weight", [H])
         var linears: [String: Linear] = [:]
-        for (i, (path, din, dout, hasBias)) in specs.enumerated() {
-            let saved = isSaved(path)
+        for (i, spec) in plan.linears.enumerated() {
+            let (path, din, dout, hasBias) = (spec.path, spec.inFeatures, spec.outFeatures, spec.hasBias)
+            let saved = plan.isSaved(path)
             var weight: DeviceBuffer<Float>
             if path == "lm_head" && c.tieWordEmbeddings { weight = embedding }
             else { weight = try load(path + ".weight", [dout, din]) }
@@ -200,7 +142,7 @@ public final class LlamaLoRAModel {
                 try e.param.copy(from: weight)
                 lin.trainedWeight = e
             }
-            if let b = bias, let e = store.entry(P + path + (adapted.contains(path) ? ".base_layer.bias" : ".bias")) {
+            if let b = bias, let e = store.entry(plan.biasKey(path)) {
                 try e.param.copy(from: b)
                 lin.trainedBias = e
                 lin.frozenBias = nil
@@ -223,14 +165,14 @@ public final class LlamaLoRAModel {
         }
         layers = ls
         lmHead = linears["lm_head"]!
-        if embedAdapted {
+        if plan.embedAdapted {
             let (r, alpha) = lora.rankAndAlpha(for: embedPath)
             // PEFT applies no dropout on the embedding branch.
             embeddingLoRA = LoRAPair(a: store.entry(P + embedPath + ".lora_embedding_A")!,
                                      b: store.entry(P + embedPath + ".lora_embedding_B")!,
                                      settings: LoRASettings(rank: r, alpha: Float(alpha), dropout: 0, useRSLoRA: lora.useRSLoRA))
         }
-        if embedSaved, let e = store.entry(P + embedPath + ".weight") {
+        if plan.embedSaved, let e = store.entry(P + embedPath + ".weight") {
             try e.param.copy(from: embedding)
             trainedEmbedding = e
         }
@@ -238,18 +180,6 @@ public final class LlamaLoRAModel {
         rope = (try ctx.buffer(tables.cos), try ctx.buffer(tables.sin))
         try initializeAdapters(seed: 0)
         try ctx.finish()
-    }
-
-    /// Every module name of the model (for error messages), as named_modules() lists them.
-    public static func moduleNames(_ c: ModelConfig) -> [String] {
-        var names = ["model", "model.embed_tokens", "model.layers"]
-        for l in 0..<c.numLayers {
-            let p = "model.layers.\(l)"
-            names += [p, p + ".self_attn", p + ".self_attn.q_proj", p + ".self_attn.k_proj", p + ".self_attn.v_proj",
-                      p + ".self_attn.o_proj", p + ".mlp", p + ".mlp.gate_proj", p + ".mlp.up_proj", p + ".mlp.down_proj",
-                      p + ".mlp.act_fn", p + ".input_layernorm", p + ".post_attention_layernorm"]
-        }
-        return names + ["model.norm", "model.rotary_emb", "lm_head"]
     }
 
     // MARK: adapters

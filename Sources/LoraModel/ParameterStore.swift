@@ -15,7 +15,7 @@ public final class ParameterStore {
         public var count: Int { shape.reduce(1, *) }
     }
 
-    public struct Spec {
+    public struct Spec: Sendable {
         public let key: String
         public let shape: [Int]
         public let decay: Bool

@@ -78,7 +78,7 @@ final class RuntimeTests: XCTestCase {
                      "silu_forward", "silu_backward", "swiglu_forward", "swiglu_backward", "dropout_forward", "axpy",
                      "attention_forward", "attention_backward_delta", "attention_backward_dq", "attention_backward_dkv",
                      "f16_to_f32", "bf16_to_f32", "cross_entropy_fused", "embedding_forward", "embedding_backward",
-                     "sum_partial", "sum_finalize", "adamw_step", "scale_inplace", "rope_apply"] {
+                     "sum_partial", "sum_finalize", "adamw_step", "rope_apply"] {
             XCTAssertNoThrow(try a.kernel(name), name)
         }
     }

@@ -1,0 +1,162 @@
+import Foundation
+
+/// One `nn.Linear` of the model: its path as `named_modules()` spells it.
+public struct LinearSpec: Sendable {
+    public let path: String
+    public let inFeatures: Int
+    public let outFeatures: Int
+    public let hasBias: Bool
+}
+
+/// What PEFT does to a model under a LoraConfig, decided from the config
+/// alone (no weights, no device): which modules get adapters, which are
+/// trained fully (modules_to_save), and every trainable tensor by PEFT's name.
+public struct AdapterPlan: Sendable {
+    public static let prefix = "base_model.model."
+    public static let embedPath = "model.embed_tokens"
+
+    public let config: ModelConfig
+    public let lora: LoraConfig
+    /// Linear layers in model order (lm_head last).
+    public let linears: [LinearSpec]
+    /// Adapted module paths in model order (embed_tokens first when adapted).
+    public let adapted: [String]
+    public let embedAdapted: Bool
+    public let embedSaved: Bool
+    /// The trainable (adapter) tensors, PEFT keys and shapes.
+    public let tensors: [ParameterStore.Spec]
+
+    public init(config c: ModelConfig, lora: LoraConfig) throws {
+        config = c
+        self.lora = lora
+        let H = c.hiddenSize, I = c.intermediateSize, V = c.vocabSize
+        let qOut = c.numHeads * c.headDim, kvOut = c.numKVHeads * c.headDim
+        var specs: [LinearSpec] = []
+        for l in 0..<c.numLayers {
+            let p = "model.layers.\(l)."
+            specs += [LinearSpec(path: p + "self_attn.q_proj", inFeatures: H, outFeatures: qOut, hasBias: c.attentionBias),
+                      LinearSpec(path: p + "self_attn.k_proj", inFeatures: H, outFeatures: kvOut, hasBias: c.attentionBias),
+                      LinearSpec(path: p + "self_attn.v_proj", inFeatures: H, outFeatures: kvOut, hasBias: c.attentionBias),
+                      LinearSpec(path: p + "self_attn.o_proj", inFeatures: qOut, outFeatures: H, hasBias: c.outputProjectionBias),
+                      LinearSpec(path: p + "mlp.gate_proj", inFeatures: H, outFeatures: I, hasBias: c.mlpBias),
+                      LinearSpec(path: p + "mlp.up_proj", inFeatures: H, outFeatures: I, hasBias: c.mlpBias),
+                      LinearSpec(path: p + "mlp.down_proj", inFeatures: I, outFeatures: H, hasBias: c.mlpBias)]
+        }
+        specs.append(LinearSpec(path: "lm_head", inFeatures: H, outFeatures: V, hasBias: false))
+        linears = specs
+        let leaves = Set(specs.map { String($0.path.split(separator: ".").last!) })
+
+        for m in lora.modulesToSave where !["lm_head", "embed_tokens", "model.embed_tokens"].contains(m) {
+            throw LoraError.unsupportedModule("modules_to_save: '\(m)' is not supported yet; supported: lm_head, embed_tokens")
+        }
+        var adapted = specs.map(\.path).filter {
+            lora.targets($0, isLinear: true, isOutputLayer: $0 == "lm_head", linearLeafNames: leaves)
+        }
+        if lora.targetModules != .allLinear,
+           lora.targets(Self.embedPath, isLinear: false, isOutputLayer: false, linearLeafNames: leaves) {
+            adapted.insert(Self.embedPath, at: 0)
+        }
+        guard !adapted.isEmpty else {
+            let described: String
+            switch lora.targetModules {
+            case .list(let l): described = "[" + l.joined(separator: ", ") + "]"
+            case .regex(let r): described = "'\(r)'"
+            case .allLinear: described = "'all-linear'"
+            }
+            throw LoraError.noTargetMatched(targets: described, available: Self.moduleNames(c))
+        }
+        self.adapted = adapted
+        embedAdapted = adapted.first == Self.embedPath
+        embedSaved = Self.isSaved(Self.embedPath, lora)
+
+        let P = Self.prefix
+        var t: [ParameterStore.Spec] = []
+        if embedAdapted {
+            let (r, _) = lora.rankAndAlpha(for: Self.embedPath)
+            t += [.init(key: P + Self.embedPath + ".lora_embedding_A", shape: [r, V], decay: true),
+                  .init(key: P + Self.embedPath + ".lora_embedding_B", shape: [H, r], decay: true)]
+        }
+        if embedSaved { t.append(.init(key: P + Self.embedPath + ".weight", shape: [V, H], decay: true)) }
+        for s in specs {
+            let isAdapted = adapted.contains(s.path)
+            if isAdapted {
+                let (r, _) = lora.rankAndAlpha(for: s.path)
+                t += [.init(key: P + s.path + ".lora_A.weight", shape: [r, s.inFeatures], decay: true),
+                      .init(key: P + s.path + ".lora_B.weight", shape: [s.outFeatures, r], decay: true)]
+            }
+            if Self.isSaved(s.path, lora) {
+                t.append(.init(key: P + s.path + ".weight", shape: [s.outFeatures, s.inFeatures], decay: true))
+            }
+            if s.hasBias && (lora.bias == .all || (lora.bias == .loraOnly && isAdapted)) {
+                t.append(.init(key: Self.biasKey(s.path, adapted: isAdapted), shape: [s.outFeatures], decay: true))
+            }
+        }
+        tensors = t
+    }
+
+    static func isSaved(_ path: String, _ lora: LoraConfig) -> Bool {
+        lora.modulesToSave.contains { path == $0 || path.hasSuffix("." + $0) }
+    }
+
+    public func isSaved(_ path: String) -> Bool { Self.isSaved(path, lora) }
+
+    /// PEFT's key of a trainable bias: under `base_layer` when the module is wrapped.
+    public func biasKey(_ path: String) -> String { Self.biasKey(path, adapted: adapted.contains(path)) }
+
+    static func biasKey(_ path: String, adapted: Bool) -> String {
+        prefix + path + (adapted ? ".base_layer.bias" : ".bias")
+    }
+
+    /// Every module name of the model, as named_modules() lists them.
+    public static func moduleNames(_ c: ModelConfig) -> [String] {
+        var names = ["model", "model.embed_tokens", "model.layers"]
+        for l in 0..<c.numLayers {
+            let p = "model.layers.\(l)"
+            names += [p, p + ".self_attn", p + ".self_attn.q_proj", p + ".self_attn.k_proj", p + ".self_attn.v_proj",
+                      p + ".self_attn.o_proj", p + ".mlp", p + ".mlp.gate_proj", p + ".mlp.up_proj", p + ".mlp.down_proj",
+                      p + ".mlp.act_fn", p + ".input_layernorm", p + ".post_attention_layernorm"]
+        }
+        return names + ["model.norm", "model.rotary_emb", "lm_head"]
+    }
+
+    // MARK: counting, as PEFT's print_trainable_parameters
+
+    /// Parameters of the base model (tied weights counted once).
+    public var baseParameterCount: Int {
+        let c = config
+        var n = c.vocabSize * c.hiddenSize + c.hiddenSize                  // embed_tokens, norm
+        for s in linears where !(s.path == "lm_head" && c.tieWordEmbeddings) {
+            n += s.inFeatures * s.outFeatures + (s.hasBias ? s.outFeatures : 0)
+        }
+        n += c.numLayers * 2 * c.hiddenSize                                 // two RMSNorms per layer
+        return n
+    }
+
+    /// Trainable parameters (0 in inference mode).
+    public var trainableCount: Int {
+        lora.inferenceMode ? 0 : tensors.reduce(0) { $0 + $1.shape.reduce(1, *) }
+    }
+
+    /// Base parameters plus the adapter's own (LoRA tensors and modules_to_save copies; trained biases are base ones).
+    public var allCount: Int {
+        baseParameterCount + tensors.filter { !$0.key.hasSuffix("bias") }.reduce(0) { $0 + $1.shape.reduce(1, *) }
+    }
+
+    /// `trainable params: N || all params: M || trainable%: P`, as PEFT prints it.
+    public var trainableLine: String {
+        let pct = allCount == 0 ? 0 : 100 * Double(trainableCount) / Double(allCount)
+        return "trainable params: \(grouped(trainableCount)) || all params: \(grouped(allCount)) || trainable%: "
+            + String(format: "%.4f", pct)
+    }
+}
+
+/// 1234567 → "1,234,567" (Python's `{:,d}`).
+func grouped(_ n: Int) -> String {
+    let s = String(n)
+    var out = ""
+    for (i, ch) in s.reversed().enumerated() {
+        if i > 0 && i % 3 == 0 { out.append(",") }
+        out.append(ch)
+    }
+    return String(out.reversed())
+}

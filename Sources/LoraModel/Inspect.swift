@@ -1,0 +1,68 @@
+import Foundation
+
+/// The module tree as transformers' `print(model)` shows it.
+public enum ModelPrinter {
+    /// Python's repr of a float, for eps (1e-05, 1e-06, 0.0001…).
+    /// Swift's shortest round-trip description agrees with Python's repr except
+    /// that Python pads the exponent to two digits ("1e-5" → "1e-05").
+    static func pythonFloat(_ x: Double) -> String {
+        let s = x.description
+        guard let e = s.firstIndex(of: "e") else { return s }
+        let mantissa = s[..<e], exponent = s[s.index(after: e)...]
+        let sign = exponent.hasPrefix("-") ? "-" : "+"
+        let digits = exponent.drop { $0 == "-" || $0 == "+" }
+        return mantissa + "e" + sign + (digits.count < 2 ? "0" : "") + digits
+    }
+
+    public static func render(_ c: ModelConfig) -> String {
+        let P = c.architecture.prefix
+        let eps = pythonFloat(c.rmsNormEps)
+        func linear(_ din: Int, _ dout: Int, _ bias: Bool) -> String {
+            "Linear(in_features=\(din), out_features=\(dout), bias=\(bias ? "True" : "False"))"
+        }
+        let H = c.hiddenSize, I = c.intermediateSize, qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim
+        let norm = "\(P)RMSNorm((\(H),), eps=\(eps))"
+        let layer = [
+            "\(P)DecoderLayer(",
+            "  (self_attn): \(P)Attention(",
+            "    (q_proj): " + linear(H, qd, c.attentionBias),
+            "    (k_proj): " + linear(H, kvd, c.attentionBias),
+            "    (v_proj): " + linear(H, kvd, c.attentionBias),
+            "    (o_proj): " + linear(qd, H, c.outputProjectionBias),
+            "  )",
+            "  (mlp): \(P)MLP(",
+            "    (gate_proj): " + linear(H, I, c.mlpBias),
+            "    (up_proj): " + linear(H, I, c.mlpBias),
+            "    (down_proj): " + linear(I, H, c.mlpBias),
+            "    (act_fn): SiLUActivation()",
+            "  )",
+            "  (input_layernorm): " + norm,
+            "  (post_attention_layernorm): " + norm,
+            ")",
+        ]
+        // ModuleList folds repeated identical children: "(0-29): 30 x Layer(".
+        let label = c.numLayers == 1 ? "(0): " : "(0-\(c.numLayers - 1)): \(c.numLayers) x "
+        var lines = ["\(c.architecture.rawValue)(", "  (model): \(P)Model(",
+                     "    (embed_tokens): Embedding(\(c.vocabSize), \(H))", "    (layers): ModuleList("]
+        lines.append("      " + label + layer[0])
+        lines += layer.dropFirst().map { "      " + $0 }
+        lines += ["    )", "    (norm): " + norm, "    (rotary_emb): \(P)RotaryEmbedding()", "  )",
+                  "  (lm_head): " + linear(H, c.vocabSize, false), ")"]
+        return lines.joined(separator: "\n")
+    }
+
+    /// The adapted modules with their rank, alpha and scale, one per line.
+    public static func targets(_ plan: AdapterPlan) -> String {
+        var lines = ["LoRA targets (\(plan.adapted.count) modules):"]
+        for path in plan.adapted {
+            let (r, a) = plan.lora.rankAndAlpha(for: path)
+            let s = plan.lora.scale(for: path)
+            lines.append("  \(path)  r=\(r) lora_alpha=\(pythonFloat(a)) scale=\(pythonFloat(s))")
+        }
+        if !plan.lora.modulesToSave.isEmpty {
+            lines.append("modules_to_save (trained in full): " + plan.lora.modulesToSave.joined(separator: ", "))
+        }
+        if plan.lora.bias != .none { lines.append("bias: \(plan.lora.bias.rawValue)") }
+        return lines.joined(separator: "\n")
+    }
+}

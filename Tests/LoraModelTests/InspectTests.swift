@@ -1,0 +1,47 @@
+import Foundation
+import LoraModel
+import XCTest
+
+final class InspectTests: XCTestCase {
+    func testModuleTreeMatchesTransformersPrint() throws {
+        for name in PEFTParityTests.cases {
+            let dir = fixturesRoot + "/" + name
+            let expected = try String(contentsOfFile: dir + "/print_model.txt", encoding: .utf8)
+                .trimmingCharacters(in: .newlines)
+            let config = try ModelConfig.load(directory: dir + "/model")
+            XCTAssertEqual(ModelPrinter.render(config), expected, "print(model) of \(name)")
+        }
+    }
+
+    func testTrainableLineMatchesPEFT() throws {
+        for name in PEFTParityTests.cases {
+            let rc = try ReferenceCase(name)
+            var lora = try LoraConfig.load(path: rc.dir + "/adapter_initial/adapter_config.json")
+            lora.inferenceMode = false  // as when PEFT printed it, before saving
+            let plan = try AdapterPlan(config: try ModelConfig.load(directory: rc.dir + "/model"), lora: lora)
+            XCTAssertEqual(plan.trainableLine, rc.json["trainable_line"] as? String, name)
+            // The planned tensors are exactly the ones PEFT trained (and saved).
+            let saved = try SafeTensorsFile(path: rc.dir + "/grads_step0.safetensors")
+            XCTAssertEqual(Set(plan.tensors.map(\.key)), Set(saved.tensors.keys), name)
+            for t in plan.tensors { XCTAssertEqual(saved.tensors[t.key]?.shape, t.shape, "\(name) \(t.key)") }
+        }
+    }
+
+    func testInferenceModeTrainsNothing() throws {
+        let rc = try ReferenceCase("llama_gqa_untied")
+        let lora = try LoraConfig.load(path: rc.dir + "/adapter_initial/adapter_config.json")
+        XCTAssertTrue(lora.inferenceMode, "PEFT saves adapters with inference_mode = true")
+        let plan = try AdapterPlan(config: try ModelConfig.load(directory: rc.dir + "/model"), lora: lora)
+        XCTAssertTrue(plan.trainableLine.hasPrefix("trainable params: 0 || all params: 27,232 || trainable%: 0.0000"),
+                      plan.trainableLine)
+    }
+
+    func testSingleLayerAndOtherEpsRender() throws {
+        var c = try ModelConfig.load(directory: fixturesRoot + "/llama_gqa_untied/model")
+        c.numLayers = 1
+        c.rmsNormEps = 1e-6
+        let text = ModelPrinter.render(c)
+        XCTAssertTrue(text.contains("      (0): LlamaDecoderLayer(\n"), text)
+        XCTAssertTrue(text.contains("LlamaRMSNorm((32,), eps=1e-06)"), text)
+    }
+}
