@@ -17,6 +17,8 @@ public final class Linear {
     public let outFeatures: Int
     /// The frozen weight packed for forward and backward (nil for a trained copy).
     let frozen: FrozenLinear?
+    /// The unpacked frozen weight, kept only where it is needed again (lm_head, for adapter saving).
+    var rawWeight: DeviceBuffer<Float>?
     /// A fully trained copy of W (modules_to_save).
     public internal(set) var trainedWeight: ParameterStore.Entry?
     /// The base bias (frozen), or its trainable entry.

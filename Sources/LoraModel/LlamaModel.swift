@@ -138,6 +138,7 @@ public final class LlamaLoRAModel {
             let bias = hasBias ? try load(path + ".bias", [dout]) : nil
             let frozen = saved ? nil : try FrozenLinear(ctx, weight: weight, outFeatures: dout, inFeatures: din)
             let lin = Linear(path: path, inFeatures: din, outFeatures: dout, frozen: frozen, bias: bias, index: i + 1)
+            if path == "lm_head" { lin.rawWeight = weight }
             if saved, let e = store.entry(P + path + ".weight") {
                 try e.param.copy(from: weight)
                 lin.trainedWeight = e
