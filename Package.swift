@@ -35,7 +35,7 @@ let package = Package(
         .target(name: "Reference", dependencies: ["CBLAS"]),
         .target(
             name: "KernelBench",
-            dependencies: ["LoraOps", "Reference"],
+            dependencies: ["LoraOps", "LoraModel", "Reference"],
             path: "Benchmarks/KernelBench"),
         .executableTarget(
             name: "LoraGPUCLI",

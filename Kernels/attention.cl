@@ -9,7 +9,28 @@
 #define ATT_MAX_D 256
 #endif
 
-// global (T, NH, B): one work-item per query row.
+// Σ_d a[d]·b[d] over D, four lanes at a time.
+inline float att_dot(const __global float* a, const __global float* b, int D) {
+    float4 s4 = (float4)(0.0f);
+    int d = 0;
+    for (; d + 4 <= D; d += 4) s4 = fma(vload4(0, a + d), vload4(0, b + d), s4);
+    float s = (s4.x + s4.y) + (s4.z + s4.w);
+    for (; d < D; d++) s = fma(a[d], b[d], s);
+    return s;
+}
+
+// acc[d] = acc[d]·keep + w·x[d] over D (private accumulator, global row).
+inline void att_axpy(float* acc, float keep, float w, const __global float* x, int D) {
+    int d = 0;
+    for (; d + 4 <= D; d += 4) vstore4(fma((float4)(w), vload4(0, x + d), vload4(0, acc + d) * keep), 0, acc + d);
+    for (; d < D; d++) acc[d] = fma(w, x[d], acc[d] * keep);
+}
+
+#define ATT_BLOCK 16
+
+// global (T, NH, B): one work-item per query row. Keys are taken ATT_BLOCK
+// at a time: the running max and the accumulator are rescaled once per
+// block, so each key costs one exp.
 __kernel void attention_forward(int B, int T, int NH, int NKV, int D, float scale,
                                 __global const float* q, __global const float* k,
                                 __global const float* v,
@@ -21,17 +42,24 @@ __kernel void attention_forward(int B, int T, int NH, int NKV, int D, float scal
     float acc[ATT_MAX_D];
     for (int d = 0; d < D; d++) acc[d] = 0.0f;
     float m = -INFINITY, l = 0.0f;
-    for (int j = 0; j <= t; j++) {
-        const __global float* kj = k + (((size_t)b * T + j) * NKV + kvh) * D;
-        const __global float* vj = v + (((size_t)b * T + j) * NKV + kvh) * D;
-        float s = 0.0f;
-        for (int d = 0; d < D; d++) s = fma(qi[d], kj[d], s);
-        s *= scale;
-        float m_new = fmax(m, s);
+    for (int j0 = 0; j0 <= t; j0 += ATT_BLOCK) {
+        int jn = min(ATT_BLOCK, t + 1 - j0);
+        float s[ATT_BLOCK];
+        float bm = -INFINITY;
+        for (int jj = 0; jj < jn; jj++) {
+            const __global float* kj = k + (((size_t)b * T + j0 + jj) * NKV + kvh) * D;
+            s[jj] = att_dot(qi, kj, D) * scale;
+            bm = fmax(bm, s[jj]);
+        }
+        float m_new = fmax(m, bm);
         float corr = exp(m - m_new);
-        float p = exp(s - m_new);
-        l = l * corr + p;
-        for (int d = 0; d < D; d++) acc[d] = fma(p, vj[d], acc[d] * corr);
+        l *= corr;
+        for (int jj = 0; jj < jn; jj++) {
+            const __global float* vj = v + (((size_t)b * T + j0 + jj) * NKV + kvh) * D;
+            float p = exp(s[jj] - m_new);
+            l += p;
+            att_axpy(acc, jj == 0 ? corr : 1.0f, p, vj, D);
+        }
         m = m_new;
     }
     __global float* oi = out + (((size_t)b * T + t) * NH + h) * D;
@@ -67,11 +95,9 @@ __kernel void attention_backward_dq(int B, int T, int NH, int NKV, int D, float 
     for (int d = 0; d < D; d++) acc[d] = 0.0f;
     for (int j = 0; j <= t; j++) {
         size_t ko = (((size_t)b * T + j) * NKV + kvh) * D;
-        float s = 0.0f, dp = 0.0f;
-        for (int d = 0; d < D; d++) { s = fma(q[qo + d], k[ko + d], s); dp = fma(dout[qo + d], v[ko + d], dp); }
-        float p = exp(s * scale - L);
-        float ds = p * (dp - Di) * scale;
-        for (int d = 0; d < D; d++) acc[d] = fma(ds, k[ko + d], acc[d]);
+        float p = exp(att_dot(q + qo, k + ko, D) * scale - L);
+        float ds = p * (att_dot(dout + qo, v + ko, D) - Di) * scale;
+        att_axpy(acc, 1.0f, ds, k + ko, D);
     }
     for (int d = 0; d < D; d++) dq[qo + d] = acc[d];
 }
@@ -93,12 +119,11 @@ __kernel void attention_backward_dkv(int B, int T, int NH, int NKV, int D, float
     for (int h = g * group; h < (g + 1) * group; h++) {
         for (int i = j; i < T; i++) {
             size_t qo = (((size_t)b * T + i) * NH + h) * D;
-            float s = 0.0f, dp = 0.0f;
-            for (int d = 0; d < D; d++) { s = fma(q[qo + d], k[ko + d], s); dp = fma(dout[qo + d], v[ko + d], dp); }
             size_t r = ((size_t)b * NH + h) * T + i;
-            float p = exp(s * scale - lse[r]);
-            float ds = p * (dp - delta[r]) * scale;
-            for (int d = 0; d < D; d++) { ak[d] = fma(ds, q[qo + d], ak[d]); av[d] = fma(p, dout[qo + d], av[d]); }
+            float p = exp(att_dot(q + qo, k + ko, D) * scale - lse[r]);
+            float ds = p * (att_dot(dout + qo, v + ko, D) - delta[r]) * scale;
+            att_axpy(ak, 1.0f, ds, q + qo, D);
+            att_axpy(av, 1.0f, p, dout + qo, D);
         }
     }
     for (int d = 0; d < D; d++) { dk[ko + d] = ak[d]; dv[ko + d] = av[d]; }

@@ -10,19 +10,41 @@ __kernel void cross_entropy_fused(int R, int V, int row_offset, __global const i
     __local float red[ROW_WG];
     int row = get_group_id(0);
     if (row >= R) return;
-    int lid = get_local_id(0);
     __global float* x = logits + (size_t)row * V;
+    int t = targets[row_offset + row];
+    float xt = t >= 0 ? x[t] : 0.0f;
+#if ROW_WG == 1
+    // One work-item sweeps the row sixteen lanes at a time (pocl).
+    int v16 = V / 16 * 16;
+    float16 mv = (float16)(-INFINITY);
+    for (int c = 0; c < v16; c += 16) mv = fmax(mv, vload16(0, x + c));
+    float8 m8 = fmax(mv.lo, mv.hi); float4 m4 = fmax(m8.lo, m8.hi); float2 m2 = fmax(m4.lo, m4.hi);
+    float m = fmax(m2.x, m2.y);
+    for (int c = v16; c < V; c++) m = fmax(m, x[c]);
+    float16 sv = (float16)(0.0f);
+    for (int c = 0; c < v16; c += 16) sv += exp(vload16(0, x + c) - m);
+    float8 s8 = sv.lo + sv.hi; float4 s4 = s8.lo + s8.hi; float2 s2 = s4.lo + s4.hi;
+    float s = s2.x + s2.y;
+    for (int c = v16; c < V; c++) s += exp(x[c] - m);
+    float lse = m + log(s);
+    losses[row_offset + row] = t >= 0 ? lse - xt : 0.0f;
+    float scale = t >= 0 ? inv_count : 0.0f;
+    for (int c = 0; c < v16; c += 16) vstore16(exp(vload16(0, x + c) - lse) * scale, 0, x + c);
+    for (int c = v16; c < V; c++) x[c] = exp(x[c] - lse) * scale;
+    if (t >= 0) x[t] = (exp(xt - lse) - 1.0f) * inv_count;
+#else
+    int lid = get_local_id(0);
     float m = -INFINITY;
     for (int c = lid; c < V; c += ROW_WG) m = fmax(m, x[c]);
     m = row_max(m, red);
     float s = 0.0f;
     for (int c = lid; c < V; c += ROW_WG) s += exp(x[c] - m);
     float lse = m + log(row_sum(s, red));
-    int t = targets[row_offset + row];
-    if (lid == 0) losses[row_offset + row] = t >= 0 ? lse - x[t] : 0.0f;
-    barrier(CLK_GLOBAL_MEM_FENCE);  // x[t] is read before it is overwritten
+    if (lid == 0) losses[row_offset + row] = t >= 0 ? lse - xt : 0.0f;
+    barrier(CLK_GLOBAL_MEM_FENCE);  // every lane has read x[t] before it is overwritten
     for (int c = lid; c < V; c += ROW_WG) {
         float g = t >= 0 ? (exp(x[c] - lse) - (c == t ? 1.0f : 0.0f)) * inv_count : 0.0f;
         x[c] = g;
     }
+#endif
 }

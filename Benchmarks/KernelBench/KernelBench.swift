@@ -1,4 +1,5 @@
 import Foundation
+import LoraModel
 import LoraOps
 import OpenCLRuntime
 import Reference
@@ -68,6 +69,8 @@ public final class KernelBench {
         }
         try benchRMSNorm(rows: T, cols: projections[0].1)
         try benchElementwise(count: T * (quick ? 160 : 1536))
+        try benchModelKernels(quick: quick)
+        try benchTrainingStep(quick: quick)
         return BenchReport(device: ctx.device.label,
                            openblasCoretype: ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "(unset)",
                            runs: runs, rows: rows)
@@ -146,13 +149,13 @@ public final class KernelBench {
     }
 
     public static var header: String {
-        "kernel".padding(toLength: 34, withPad: " ", startingAt: 0) + "shape".padding(toLength: 24, withPad: " ", startingAt: 0)
+        "kernel".padding(toLength: 34, withPad: " ", startingAt: 0) + "shape".padding(toLength: 28, withPad: " ", startingAt: 0)
             + "   ms      rate        |  BLAS ms   BLAS GFLOP/s  ratio"
     }
 
     public static func format(_ r: BenchRow) -> String {
         var s = r.name.padding(toLength: 34, withPad: " ", startingAt: 0)
-            + r.shape.padding(toLength: 24, withPad: " ", startingAt: 0)
+            + r.shape.padding(toLength: 28, withPad: " ", startingAt: 0)
             + String(format: "%7.3f %7.1f %-7@", r.kernelMs, r.kernelRate, r.unit as NSString)
         if let bm = r.blasMs, let br = r.blasRate, let ratio = r.ratio {
             s += String(format: " | %8.3f %9.1f     %5.2fx", bm, br, ratio)
@@ -233,5 +236,112 @@ public final class KernelBench {
         recordBandwidth("swiglu forward", "\(n)", seconds: t2, bytes: 12.0 * Double(n))
         let t3 = try timeDevice { try ctx.swigluBackward(dgate: o1, dup: o2, gate: g, up: up, dout: d, count: n) }
         recordBandwidth("swiglu backward", "\(n)", seconds: t3, bytes: 20.0 * Double(n))
+    }
+}
+
+extension KernelBench {
+    /// Attention, RoPE, embedding, cross-entropy and AdamW at the shapes of a
+    /// small Llama (9 heads over 3 KV heads of 64, vocabulary 49152) at 1024 tokens.
+    func benchModelKernels(quick: Bool) throws {
+        let (B, T, NH, NKV, D) = quick ? (1, 32, 4, 2, 16) : (1, 1024, 9, 3, 64)
+        let V = quick ? 512 : 49152, H = quick ? 64 : 576
+        let n = B * T
+        let s = ComputeContext.AttentionShape(batch: B, seq: T, heads: NH, kvHeads: NKV, headDim: D)
+        let q = try ctx.buffer(rng.uniform(n * NH * D)), k = try ctx.buffer(rng.uniform(n * NKV * D))
+        let v = try ctx.buffer(rng.uniform(n * NKV * D)), out = try ctx.buffer(count: n * NH * D)
+        let lse = try ctx.buffer(count: B * NH * T), delta = try ctx.buffer(count: B * NH * T)
+        let dq = try ctx.buffer(count: n * NH * D), dk = try ctx.buffer(count: n * NKV * D), dv = try ctx.buffer(count: n * NKV * D)
+        let dout = try ctx.buffer(rng.uniform(n * NH * D))
+        let attnFlops = 2.0 * Double(B * NH) * Double(T * (T + 1) / 2) * Double(D) * 2
+        let shape = "B\(B) T\(T) h\(NH)/\(NKV) d\(D)"
+        let tf = try timeDevice { try ctx.attentionForward(out: out, lse: lse, q: q, k: k, v: v, shape: s) }
+        record("attention forward (causal, GQA)", shape, seconds: tf, flops: attnFlops, blasSeconds: nil)
+        let tb = try timeDevice {
+            try ctx.attentionBackward(dq: dq, dk: dk, dv: dv, delta: delta, dout: dout, out: out, lse: lse, q: q, k: k, v: v, shape: s)
+        }
+        record("attention backward", shape, seconds: tb, flops: 2.5 * attnFlops, blasSeconds: nil)
+
+        let cfg = RopeSettings(theta: 10000, kind: .default).tables(positions: T, headDim: D)
+        let cosB = try ctx.buffer(cfg.cos), sinB = try ctx.buffer(cfg.sin)
+        let pos = try DeviceBuffer(queue: ctx.queue, (0..<n).map { Int32($0 % T) })
+        let tr = try timeDevice {
+            try ctx.rope(q, positions: pos, cos: cosB, sin: sinB, tokens: n, heads: NH, headDim: D, inverse: false)
+        }
+        recordBandwidth("rope", "\(n)x\(NH)x\(D)", seconds: tr, bytes: 4.0 * Double(2 * n * NH * D + n * D))
+
+        let ids = (0..<n).map { _ in Int32.random(in: 0..<Int32(V), using: &rng) }
+        let idsB = try DeviceBuffer(queue: ctx.queue, ids)
+        let table = try ctx.buffer(rng.uniform(V * H)), emb = try ctx.buffer(count: n * H)
+        let te = try timeDevice {
+            try ctx.embeddingForward(out: emb, ids: idsB, table: table, layout: .rows(cols: H), tokens: n, cols: H)
+        }
+        recordBandwidth("embedding gather", "\(n)x\(H) of V\(V)", seconds: te, bytes: 8.0 * Double(n * H))
+        let groups = try TokenGroups(ctx, ids: ids)
+        let teb = try timeDevice {
+            try ctx.embeddingBackward(dtable: table, layout: .rows(cols: H), dout: emb, groups: groups, cols: H, beta: 1)
+        }
+        recordBandwidth("embedding scatter-add", "\(n)x\(H) of V\(V)", seconds: teb, bytes: 12.0 * Double(n * H))
+
+        let rows = min(256, n)
+        let logits = try ctx.buffer(rng.uniform(rows * V, -4, 4)), losses = try ctx.buffer(count: n)
+        let targets = try DeviceBuffer(queue: ctx.queue, (0..<n).map { _ in Int32.random(in: 0..<Int32(V), using: &rng) })
+        let tc = try timeDevice {
+            try ctx.crossEntropy(logits: logits, losses: losses, targets: targets, rowOffset: 0, rows: rows, vocab: V,
+                                 countedTokens: n)
+        }
+        recordBandwidth("cross-entropy fwd+bwd (one chunk)", "\(rows)x\(V)", seconds: tc, bytes: 12.0 * Double(rows * V))
+
+        let P = quick ? 10_000 : 5_000_000
+        let p = try ctx.buffer(rng.uniform(P)), g = try ctx.buffer(rng.uniform(P)), m = try ctx.buffer(count: P)
+        let vv = try ctx.buffer(count: P), scal = try ctx.buffer(count: 2)
+        let mask = try DeviceBuffer(queue: ctx.queue, [UInt8](repeating: 1, count: P))
+        try m.fill(0); try vv.fill(0)
+        let ta = try timeDevice {
+            try ctx.sum(g, count: P, squares: true, into: scal, slot: 1)
+            try ctx.adamw(params: p, grads: g, m: m, v: vv, decayMask: mask, count: P, step: 1,
+                          hyper: .init(lr: 1e-4, weightDecay: 0.01, maxGradNorm: 1), gradSumSquares: scal, slot: 1)
+        }
+        recordBandwidth("grad norm + AdamW", "\(P) params", seconds: ta, bytes: 4.0 * Double(P) * 8)
+    }
+
+    /// A whole training step (forward, backward, AdamW) of a random-weight
+    /// Llama loaded from safetensors: hidden 576, intermediate 1536, 9/3 heads,
+    /// vocabulary 49152, 4 layers, LoRA r=16 on every projection, 2×512 tokens.
+    func benchTrainingStep(quick: Bool) throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lora-gpu-bench-model-\(getpid())")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let (H, I, L, NH, NKV, V, B, T) = quick ? (64, 96, 2, 4, 2, 512, 2, 16) : (576, 1536, 4, 9, 3, 49152, 2, 512)
+        let D = H / NH
+        let config: [String: Any] = [
+            "architectures": ["LlamaForCausalLM"], "hidden_size": H, "intermediate_size": I, "num_hidden_layers": L,
+            "num_attention_heads": NH, "num_key_value_heads": NKV, "vocab_size": V, "max_position_embeddings": 2048,
+            "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": true, "hidden_act": "silu",
+        ]
+        try JSONSerialization.data(withJSONObject: config).write(to: dir.appendingPathComponent("config.json"))
+        var tensors: [(name: String, shape: [Int], values: [Float])] = [("model.embed_tokens.weight", [V, H], rng.uniform(V * H, -0.05, 0.05)),
+                                                                        ("model.norm.weight", [H], [Float](repeating: 1, count: H))]
+        for l in 0..<L {
+            let p = "model.layers.\(l)."
+            for (name, o, i) in [("self_attn.q_proj", NH * D, H), ("self_attn.k_proj", NKV * D, H), ("self_attn.v_proj", NKV * D, H),
+                                 ("self_attn.o_proj", H, NH * D), ("mlp.gate_proj", I, H), ("mlp.up_proj", I, H), ("mlp.down_proj", H, I)] {
+                tensors.append((p + name + ".weight", [o, i], rng.uniform(o * i, -0.05, 0.05)))
+            }
+            tensors.append((p + "input_layernorm.weight", [H], [Float](repeating: 1, count: H)))
+            tensors.append((p + "post_attention_layernorm.weight", [H], [Float](repeating: 1, count: H)))
+        }
+        try SafeTensorsWriter.write(tensors, to: dir.appendingPathComponent("model.safetensors").path)
+        let lora = try LoraConfig.parse(Data(#"{"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"}"#.utf8),
+                                        path: "bench")
+        let model = try LlamaLoRAModel(modelDirectory: dir.path, lora: lora, context: ctx)
+        let ids = (0..<B).map { _ in (0..<T).map { _ in Int.random(in: 0..<V, using: &rng) } }
+        let batch = try TokenBatch(inputIDs: ids)
+        let hyper = ComputeContext.AdamWHyper(lr: 1e-4, weightDecay: 0.01, maxGradNorm: 1)
+        let t = try timeDevice { _ = try model.trainStep(batch, hyper: hyper) }
+        let row = BenchRow(name: "training step (fwd+bwd+AdamW)", shape: "L\(L) H\(H) V\(V) \(B)x\(T) r16",
+                           kernelMs: t * 1e3, kernelRate: Double(B * T) / t, unit: "tokens/s",
+                           blasMs: nil, blasRate: nil, ratio: nil)
+        rows.append(row)
+        log(Self.format(row))
     }
 }

@@ -19,6 +19,11 @@ public struct RopeSettings: Sendable, Equatable {
     public var theta: Double
     public var kind: Kind
 
+    public init(theta: Double, kind: Kind) {
+        self.theta = theta
+        self.kind = kind
+    }
+
     /// inv_freq (headDim/2), computed as transformers does (fp32 powers, then the llama3 remap).
     public func inverseFrequencies(headDim d: Int) -> [Float] {
         // transformers: 1 / base ** (arange(0, dim, 2).float() / dim), in fp32.
