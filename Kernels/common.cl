@@ -28,7 +28,11 @@ inline int dropout_keep(uint seed, ulong idx, float p) {
     return u >= p;
 }
 
-// ---- Row reductions. One work-group of ROW_WG work-items per row: on pocl
+// ---- Row reductions. Kernels that use them have no early `return` before a
+// barrier: pocl 3.1 crashes (SIGSEGV) running such a kernel with 32 or more
+// work-items per group, even when the return is uniform; their launchers size
+// the global range exactly instead.
+// One work-group of ROW_WG work-items per row: on pocl
 // ROW_WG = 1 and rows are swept with float16 loads (no barriers); on GPUs
 // ROW_WG > 1 reduces through __local memory.
 
@@ -49,16 +53,23 @@ inline float row_sum(float partial, __local float* red) {
 #endif
 }
 
-// Σ_c a[c]·b[c] over this work-item's share of the row.
+// Σ_c a[c]·b[c] over this work-item's share of the row: on pocl (ROW_WG = 1)
+// the whole row in float16 sweeps; on GPUs lane l takes c = l, l + ROW_WG, …
+// so neighbouring lanes read neighbouring floats.
 inline float row_dot_partial(int C, const __global float* a, const __global float* b) {
-    int lid = get_local_id(0);
+#if ROW_WG == 1
     float16 acc = (float16)(0.0f);
-    int c = lid * 16;
-    for (; c + 16 <= C; c += ROW_WG * 16) acc = fma(vload16(0, a + c), vload16(0, b + c), acc);
+    int c = 0;
+    for (; c + 16 <= C; c += 16) acc = fma(vload16(0, a + c), vload16(0, b + c), acc);
     float s = 0.0f;
-    for (int t = C / 16 * 16 + lid; t < C; t += ROW_WG) s = fma(a[t], b[t], s);
+    for (; c < C; c++) s = fma(a[c], b[c], s);
     float8 h8 = acc.lo + acc.hi; float4 h4 = h8.lo + h8.hi; float2 h2 = h4.lo + h4.hi;
     return s + h2.x + h2.y;
+#else
+    float s = 0.0f;
+    for (int c = get_local_id(0); c < C; c += ROW_WG) s = fma(a[c], b[c], s);
+    return s;
+#endif
 }
 
 inline float row_max(float partial, __local float* red) {

@@ -8,8 +8,7 @@
 __kernel void cross_entropy_fused(int R, int V, int row_offset, __global const int* targets, float inv_count,
                                   __global float* logits, __global float* losses) {
     __local float red[ROW_WG];
-    int row = get_group_id(0);
-    if (row >= R) return;
+    int row = get_group_id(0);  // global = R·ROW_WG exactly: no guard (see common.cl)
     __global float* x = logits + (size_t)row * V;
     int t = targets[row_offset + row];
     float xt = t >= 0 ? x[t] : 0.0f;

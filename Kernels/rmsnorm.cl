@@ -6,8 +6,7 @@ __kernel void rmsnorm_forward(int N, int C, float eps,
                               __global const float* x, __global const float* w,
                               __global float* y, __global float* rstd) {
     __local float red[ROW_WG];
-    int row = get_group_id(0);
-    if (row >= N) return;
+    int row = get_group_id(0);  // global = N·ROW_WG exactly: no guard (see common.cl)
     const __global float* xr = x + (size_t)row * C;
     float ss = row_sum(row_dot_partial(C, xr, xr), red);
     float r = rsqrt(ss / (float)C + eps);
@@ -23,8 +22,7 @@ __kernel void rmsnorm_backward_dx(int N, int C,
                                   __global const float* w, __global const float* rstd,
                                   float beta, __global float* dx) {
     __local float red[ROW_WG];
-    int row = get_group_id(0);
-    if (row >= N) return;
+    int row = get_group_id(0);  // global = N·ROW_WG exactly: no guard (see common.cl)
     const __global float* xr = x + (size_t)row * C;
     const __global float* dyr = dy + (size_t)row * C;
     float part = 0.0f;

@@ -28,8 +28,15 @@ public struct KernelConfig: Equatable, Sendable {
     /// GPUs: many work-items per group, a cooperative row reduction.
     public static let gpu = KernelConfig(gemmRowsPerItem: 4, gemmLocal: (16, 4), rowWorkGroup: 128, elementwiseLocal: 256, packLocal: 64)
 
+    /// The device's own config, unless `LORA_GPU_KERNEL_CONFIG` (cpu | gpu)
+    /// forces one — CI runs the kernel tests with the GPU config on pocl too,
+    /// so the cooperative-reduction paths are exercised without a GPU.
     public static func forDevice(_ device: Device) -> KernelConfig {
-        device.kind == .cpu ? .cpu : .gpu
+        switch ProcessInfo.processInfo.environment["LORA_GPU_KERNEL_CONFIG"]?.lowercased() {
+        case "gpu": return .gpu
+        case "cpu": return .cpu
+        default: return device.kind == .cpu ? .cpu : .gpu
+        }
     }
 
     public var buildOptions: String {
