@@ -9,8 +9,14 @@
 #define ATT_MAX_D 256
 #endif
 
-// Σ_d a[d]·b[d] over D, four lanes at a time.
+// Σ_d a[d]·b[d] over D, sixteen lanes at a time when D allows, else four.
 inline float att_dot(const __global float* a, const __global float* b, int D) {
+    if ((D & 15) == 0) {
+        float16 acc = (float16)(0.0f);
+        for (int d = 0; d < D; d += 16) acc = fma(vload16(0, a + d), vload16(0, b + d), acc);
+        float8 h8 = acc.lo + acc.hi; float4 h4 = h8.lo + h8.hi; float2 h2 = h4.lo + h4.hi;
+        return h2.x + h2.y;
+    }
     float4 s4 = (float4)(0.0f);
     int d = 0;
     for (; d + 4 <= D; d += 4) s4 = fma(vload4(0, a + d), vload4(0, b + d), s4);
@@ -21,6 +27,10 @@ inline float att_dot(const __global float* a, const __global float* b, int D) {
 
 // acc[d] = acc[d]·keep + w·x[d] over D (private accumulator, global row).
 inline void att_axpy(float* acc, float keep, float w, const __global float* x, int D) {
+    if ((D & 15) == 0) {
+        for (int d = 0; d < D; d += 16) vstore16(fma((float16)(w), vload16(0, x + d), vload16(0, acc + d) * keep), 0, acc + d);
+        return;
+    }
     int d = 0;
     for (; d + 4 <= D; d += 4) vstore4(fma((float4)(w), vload4(0, x + d), vload4(0, acc + d) * keep), 0, acc + d);
     for (; d < D; d++) acc[d] = fma(w, x[d], acc[d] * keep);

@@ -45,32 +45,38 @@ public final class KernelBench {
     /// Training shapes: a 512×2048×2048 product, the projections of a small
     /// Llama (hidden 576, intermediate 1536, 3 KV heads of 64) at 1024 tokens,
     /// LoRA ranks 8, 16 and 64. `quick` uses small shapes (for smoke tests).
-    public func runAll(quick: Bool = false) throws -> BenchReport {
+    /// Row groups that `only` can name.
+    public static let groups = ["matmul", "lora", "norm", "elementwise", "model", "step"]
+
+    public func runAll(quick: Bool = false, only: Set<String>? = nil) throws -> BenchReport {
+        func want(_ g: String) -> Bool { only?.contains(g) ?? true }
         let T = quick ? 64 : 1024
         let big = quick ? (64, 128, 96) : (512, 2048, 2048)
         let projections: [(String, Int, Int)] = quick
             ? [("q_proj", 96, 96), ("down_proj", 160, 96)]
             : [("q_proj", 576, 576), ("k_proj", 576, 192), ("gate_proj", 576, 1536), ("down_proj", 1536, 576)]
-        // Forward x·Wᵀ with the frozen weight pre-packed once.
-        try benchLinear("matmul NT packed (x·Wᵀ)", m: big.0, k: big.1, n: big.2)
-        for (name, din, dout) in projections {
-            try benchLinear("matmul NT packed \(name)", m: T, k: din, n: dout)
+        if want("matmul") {
+            // Forward x·Wᵀ with the frozen weight pre-packed once.
+            try benchLinear("matmul NT packed (x·Wᵀ)", m: big.0, k: big.1, n: big.2)
+            for (name, din, dout) in projections {
+                try benchLinear("matmul NT packed \(name)", m: T, k: din, n: dout)
+            }
+            // Every transpose form through the general entry point (packs op(B) per call).
+            for (ta, tb) in [(false, false), (false, true), (true, false)] {
+                try benchMatmul(m: big.0, n: big.2, k: big.1, transA: ta, transB: tb)
+            }
+            try benchMatmul(m: T, n: projections[0].2, k: projections[0].1, transA: false, transB: false)
         }
-        // Every transpose form through the general entry point (packs op(B) per call).
-        for (ta, tb) in [(false, false), (false, true), (true, false)] {
-            try benchMatmul(m: big.0, n: big.2, k: big.1, transA: ta, transB: tb)
-        }
-        try benchMatmul(m: T, n: projections[0].2, k: projections[0].1, transA: false, transB: false)
-        for rank in [8, 16, 64] {
+        for rank in [8, 16, 64] where want("lora") {
             for (name, din, dout) in [(quick ? "q_proj" : "2048x2048", big.1, big.2)] + projections.map({ ($0.0, $0.1, $0.2) }) {
                 let n = name == "2048x2048" ? big.0 : T
                 try benchLoRA(name: name, tokens: n, din: din, dout: dout, rank: rank)
             }
         }
-        try benchRMSNorm(rows: T, cols: projections[0].1)
-        try benchElementwise(count: T * (quick ? 160 : 1536))
-        try benchModelKernels(quick: quick)
-        try benchTrainingStep(quick: quick)
+        if want("norm") { try benchRMSNorm(rows: T, cols: projections[0].1) }
+        if want("elementwise") { try benchElementwise(count: T * (quick ? 160 : 1536)) }
+        if want("model") { try benchModelKernels(quick: quick) }
+        if want("step") { try benchTrainingStep(quick: quick) }
         return BenchReport(device: ctx.device.label,
                            openblasCoretype: ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "(unset)",
                            runs: runs, rows: rows)
@@ -338,6 +344,17 @@ extension KernelBench {
         let batch = try TokenBatch(inputIDs: ids)
         let hyper = ComputeContext.AdamWHyper(lr: 1e-4, weightDecay: 0.01, maxGradNorm: 1)
         let t = try timeDevice { _ = try model.trainStep(batch, hyper: hyper) }
+        // Where the step's device time goes, from event profiling of one more step.
+        ctx.profileLaunches = true
+        _ = try model.trainStep(batch, hyper: hyper)
+        ctx.profileLaunches = false
+        let profile = try ctx.takeKernelProfile()
+        let total = profile.reduce(0) { $0 + $1.seconds }
+        log("  training step device time by kernel (one step, \(String(format: "%.0f", total * 1e3)) ms in kernels):")
+        for p in profile.prefix(8) {
+            log("    " + p.kernel.padding(toLength: 26, withPad: " ", startingAt: 0)
+                + String(format: "%8.1f ms %5.1f%%  (%d launches)", p.seconds * 1e3, 100 * p.seconds / total, p.launches))
+        }
         let row = BenchRow(name: "training step (fwd+bwd+AdamW)", shape: "L\(L) H\(H) V\(V) \(B)x\(T) r16",
                            kernelMs: t * 1e3, kernelRate: Double(B * T) / t, unit: "tokens/s",
                            blasMs: nil, blasRate: nil, ratio: nil)

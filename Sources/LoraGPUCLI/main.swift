@@ -52,6 +52,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Timed runs per row (median reported).") var runs = 7
     @Option(help: "Write the table as JSON to this path as well.") var json: String?
     @Flag(help: "Small shapes only (a smoke test, not a measurement).") var quick = false
+    @Option(help: "Only these row groups, comma-separated: \(KernelBench.groups.joined(separator: ", ")).")
+    var only: String?
 
     func run() throws {
         let ctx = try deviceOption.context()
@@ -60,7 +62,15 @@ struct Bench: ParsableCommand {
         print("OPENBLAS_CORETYPE: \(coretype); OpenBLAS threads: \(ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"] ?? "(default)")")
         print(KernelBench.header)
         let bench = KernelBench(context: ctx, runs: runs) { print($0); fflush(stdout) }
-        let report = try bench.runAll(quick: quick)
+        var groups: Set<String>? = nil
+        if let only {
+            groups = Set(only.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+            let unknown = groups!.subtracting(KernelBench.groups)
+            guard unknown.isEmpty else {
+                throw ValidationError("unknown bench group(s) \(unknown.sorted().joined(separator: ", ")); known: \(KernelBench.groups.joined(separator: ", "))")
+            }
+        }
+        let report = try bench.runAll(quick: quick, only: groups)
         if let json {
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]

@@ -62,9 +62,9 @@ public final class ComputeContext {
     public let config: KernelConfig
     private var kernels: [String: Kernel] = [:]
     private var scratch: [Int: DeviceBuffer<Float>] = [:]
-    /// Set to also collect each launch's profiled device time (seconds).
+    /// Set to collect every launch's profiling event, by kernel name.
     public var profileLaunches = false
-    public private(set) var lastLaunchEvents: [Event] = []
+    public private(set) var launchEvents: [(kernel: String, event: Event)] = []
 
     private static let lock = NSLock()
     nonisolated(unsafe) private static var shared: [String: ComputeContext] = [:]
@@ -108,12 +108,21 @@ public final class ComputeContext {
         let k = try kernel(name)
         try k.setArguments(args)
         if let e = try k.launch(on: queue, global: global, local: local, profile: profileLaunches) {
-            lastLaunchEvents.append(e)
+            launchEvents.append((name, e))
         }
     }
 
-    /// Drops collected launch events.
-    public func resetLaunchEvents() { lastLaunchEvents.removeAll() }
+    /// Device time per kernel (seconds) of the collected launches, largest first; clears them.
+    public func takeKernelProfile() throws -> [(kernel: String, seconds: Double, launches: Int)] {
+        var total: [String: (Double, Int)] = [:]
+        for (name, e) in launchEvents {
+            let t = Double(try e.durationNanoseconds()) * 1e-9
+            total[name, default: (0, 0)].0 += t
+            total[name, default: (0, 0)].1 += 1
+        }
+        launchEvents.removeAll()
+        return total.map { ($0.key, $0.value.0, $0.value.1) }.sorted { $0.seconds > $1.seconds }
+    }
 
     public func buffer(count: Int) throws -> DeviceBuffer<Float> { try DeviceBuffer(queue: queue, count: count) }
     public func buffer(_ values: [Float]) throws -> DeviceBuffer<Float> { try DeviceBuffer(queue: queue, values) }
