@@ -88,12 +88,23 @@ extension ComputeContext {
         try require(s.headDim <= 256, "attention", "head_dim \(s.headDim) > 256 is not supported")
     }
 
+    /// x (B·T, H, D) → (B, H, D, Tp) in scratch `slot`, Tp = T rounded up to 16, zero-padded.
+    private func transposeHeads(_ x: DeviceBuffer<Float>, heads: Int, shape s: AttentionShape, slot: Int) throws -> DeviceBuffer<Float> {
+        let tp = (s.seq + 15) / 16 * 16
+        let out = try scratch(slot, count: s.batch * heads * s.headDim * tp)
+        try launch("attention_transpose", [i32(s.batch), i32(s.seq), i32(heads), i32(s.headDim), i32(tp), .buffer(x), .buffer(out)],
+                   global: [tp, heads * s.headDim, s.batch], local: [16, 1, 1])
+        return out
+    }
+
     /// Causal GQA attention: out (B·T, NH, D), lse (B, NH, T) kept for backward.
     public func attentionForward(out: DeviceBuffer<Float>, lse: DeviceBuffer<Float>, q: DeviceBuffer<Float>,
                                  k: DeviceBuffer<Float>, v: DeviceBuffer<Float>, shape s: AttentionShape) throws {
         try checkAttention(s)
-        try launch("attention_forward", [i32(s.batch), i32(s.seq), i32(s.heads), i32(s.kvHeads), i32(s.headDim),
-                                         .float(s.scale), .buffer(q), .buffer(k), .buffer(v), .buffer(out), .buffer(lse)],
+        let kt = try transposeHeads(k, heads: s.kvHeads, shape: s, slot: 30)
+        let tp = (s.seq + 15) / 16 * 16
+        try launch("attention_forward", [i32(s.batch), i32(s.seq), i32(s.heads), i32(s.kvHeads), i32(s.headDim), i32(tp),
+                                         .float(s.scale), .buffer(q), .buffer(kt), .buffer(v), .buffer(out), .buffer(lse)],
                    global: [s.seq, s.heads, s.batch], local: [1, 1, 1])
     }
 
@@ -103,16 +114,21 @@ extension ComputeContext {
                                   lse: DeviceBuffer<Float>, q: DeviceBuffer<Float>, k: DeviceBuffer<Float>,
                                   v: DeviceBuffer<Float>, shape s: AttentionShape) throws {
         try checkAttention(s)
+        let tp = (s.seq + 15) / 16 * 16
         try launch("attention_backward_delta", [i32(s.batch), i32(s.seq), i32(s.heads), i32(s.headDim),
                                                 .buffer(dout), .buffer(out), .buffer(delta)],
                    global: [s.seq, s.heads, s.batch], local: [1, 1, 1])
-        try launch("attention_backward_dq", [i32(s.batch), i32(s.seq), i32(s.heads), i32(s.kvHeads), i32(s.headDim),
-                                             .float(s.scale), .buffer(q), .buffer(k), .buffer(v), .buffer(dout),
+        let kt = try transposeHeads(k, heads: s.kvHeads, shape: s, slot: 30)
+        let vt = try transposeHeads(v, heads: s.kvHeads, shape: s, slot: 31)
+        try launch("attention_backward_dq", [i32(s.batch), i32(s.seq), i32(s.heads), i32(s.kvHeads), i32(s.headDim), i32(tp),
+                                             .float(s.scale), .buffer(q), .buffer(k), .buffer(kt), .buffer(vt), .buffer(dout),
                                              .buffer(lse), .buffer(delta), .buffer(dq)],
                    global: [s.seq, s.heads, s.batch], local: [1, 1, 1])
-        try launch("attention_backward_dkv", [i32(s.batch), i32(s.seq), i32(s.heads), i32(s.kvHeads), i32(s.headDim),
+        let qt = try transposeHeads(q, heads: s.heads, shape: s, slot: 32)
+        let dt = try transposeHeads(dout, heads: s.heads, shape: s, slot: 33)
+        try launch("attention_backward_dkv", [i32(s.batch), i32(s.seq), i32(s.heads), i32(s.kvHeads), i32(s.headDim), i32(tp),
                                               .float(s.scale), .buffer(q), .buffer(k), .buffer(v), .buffer(dout),
-                                              .buffer(lse), .buffer(delta), .buffer(dk), .buffer(dv)],
+                                              .buffer(qt), .buffer(dt), .buffer(lse), .buffer(delta), .buffer(dk), .buffer(dv)],
                    global: [s.seq, s.kvHeads, s.batch], local: [1, 1, 1])
     }
 

@@ -84,6 +84,8 @@ final class AttentionKernelTests: XCTestCase {
         .init(batch: 1, seq: 17, heads: 6, kvHeads: 2, headDim: 16),
         .init(batch: 3, seq: 9, heads: 3, kvHeads: 3, headDim: 6),
         .init(batch: 1, seq: 65, heads: 2, kvHeads: 1, headDim: 64),
+        .init(batch: 1, seq: 5, heads: 2, kvHeads: 1, headDim: 136),   // 8 register blocks + a tail of 8
+        .init(batch: 2, seq: 3, heads: 1, kvHeads: 1, headDim: 256),   // every register block
     ]
 
     func testForwardBackwardAgainstFloat64AndFiniteDifferences() throws {
