@@ -33,6 +33,19 @@ final class EmbeddingKernelTests: XCTestCase {
                     expect[transposed ? col * vocab + id : id * c + col] += Double(dout[t * c + col])
                 } }
                 assertClose(try dtable.read(), expect, "scatter-add \(n)x\(vocab)x\(c) transposed=\(transposed)")
+                // Finite differences: d/dtable Σ gather(table) ⊙ dout is the scatter-add of dout.
+                let fresh = try ctx.buffer(count: vocab * c)
+                try fresh.fill(0)
+                try ctx.embeddingBackward(dtable: fresh, layout: layout, dout: try ctx.buffer(dout),
+                                          groups: try TokenGroups(ctx, ids: ids), cols: c, beta: 0)
+                let doutD = toDouble(dout)
+                assertGradient(try fresh.read(), at: toDouble(table), samples: 10, rng: &rng,
+                               "embedding dtable FD \(n)x\(vocab)x\(c) transposed=\(transposed)") { tab in
+                    (0..<n * c).reduce(0.0) { acc, i in
+                        let (t, col) = (i / c, i % c), id = Int(ids[t])
+                        return acc + tab[transposed ? col * vocab + id : id * c + col] * doutD[i]
+                    }
+                }
             }
         }
     }
