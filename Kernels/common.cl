@@ -36,13 +36,14 @@ inline int dropout_keep(uint seed, ulong idx, float p) {
 // ROW_WG = 1 and rows are swept with float16 loads (no barriers); on GPUs
 // ROW_WG > 1 reduces through __local memory.
 
-inline float row_sum(float partial, __local float* red) {
+// The sum (or max) of one value per work-item over the ROW_WG work-items of a row.
+inline float row_reduce(float partial, __local float* red, int take_max) {
 #if ROW_WG > 1
     int lid = get_local_id(0);
     red[lid] = partial;
     barrier(CLK_LOCAL_MEM_FENCE);
     for (int s = ROW_WG / 2; s > 0; s >>= 1) {
-        if (lid < s) red[lid] += red[lid + s];
+        if (lid < s) red[lid] = take_max ? fmax(red[lid], red[lid + s]) : red[lid] + red[lid + s];
         barrier(CLK_LOCAL_MEM_FENCE);
     }
     float total = red[0];
@@ -52,6 +53,9 @@ inline float row_sum(float partial, __local float* red) {
     return partial;
 #endif
 }
+
+inline float row_sum(float partial, __local float* red) { return row_reduce(partial, red, 0); }
+inline float row_max(float partial, __local float* red) { return row_reduce(partial, red, 1); }
 
 // Σ_c a[c]·b[c] over this work-item's share of the row: on pocl (ROW_WG = 1)
 // the whole row in float16 sweeps; on GPUs lane l takes c = l, l + ROW_WG, …
@@ -69,22 +73,5 @@ inline float row_dot_partial(int C, const __global float* a, const __global floa
     float s = 0.0f;
     for (int c = get_local_id(0); c < C; c += ROW_WG) s = fma(a[c], b[c], s);
     return s;
-#endif
-}
-
-inline float row_max(float partial, __local float* red) {
-#if ROW_WG > 1
-    int lid = get_local_id(0);
-    red[lid] = partial;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int s = ROW_WG / 2; s > 0; s >>= 1) {
-        if (lid < s) red[lid] = fmax(red[lid], red[lid + s]);
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    float total = red[0];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return total;
-#else
-    return partial;
 #endif
 }

@@ -52,8 +52,7 @@ public struct AdapterPlan: Sendable {
         var adapted = specs.map(\.path).filter {
             lora.targets($0, isLinear: true, isOutputLayer: $0 == "lm_head", linearLeafNames: leaves)
         }
-        if lora.targetModules != .allLinear,
-           lora.targets(Self.embedPath, isLinear: false, isOutputLayer: false, linearLeafNames: leaves) {
+        if lora.targets(Self.embedPath, isLinear: false, isOutputLayer: false, linearLeafNames: leaves) {
             adapted.insert(Self.embedPath, at: 0)
         }
         guard !adapted.isEmpty else {

@@ -54,8 +54,7 @@ public final class Linear {
     func forward(_ ctx: ComputeContext, y: DeviceBuffer<Float>, x: DeviceBuffer<Float>, tokens n: Int,
                  training: Bool, stepSeed: UInt32, beta: Float = 0) throws {
         if let w = trainedWeight {
-            try ctx.matmul(y, x, w.param, m: n, n: outFeatures, k: inFeatures, transB: .transposed, beta: beta)
-            if let b = bias { try ctx.addBias(y, b, rows: n, cols: outFeatures) }
+            try ctx.matmul(y, x, w.param, m: n, n: outFeatures, k: inFeatures, transB: .transposed, beta: beta, bias: bias)
             return
         }
         guard let frozen else { preconditionFailure("a linear layer without a weight") }
@@ -93,12 +92,4 @@ func mixSeed(_ a: UInt32, _ b: UInt32) -> UInt32 {
     z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
     z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
     return UInt32(truncatingIfNeeded: (z ^ (z >> 31)) >> 16)
-}
-
-extension ComputeContext {
-    /// y (N,C) += bias (C) broadcast over rows.
-    func addBias(_ y: DeviceBuffer<Float>, _ bias: DeviceBuffer<Float>, rows n: Int, cols c: Int) throws {
-        let ones = try buffer([Float](repeating: 1, count: n))
-        try matmul(y, ones, bias, m: n, n: c, k: 1, beta: 1)
-    }
 }

@@ -142,7 +142,7 @@ public struct LoraConfig: Sendable {
     }
 
     /// Whether PEFT would put a LoRA adapter on the module at `key`
-    /// (`linearNames`: the leaf names of the model's linear layers, for all-linear).
+    /// (`linearLeafNames`: the leaf names of the model's linear layers, for all-linear).
     public func targets(_ key: String, isLinear: Bool, isOutputLayer: Bool, linearLeafNames: Set<String>) -> Bool {
         if let ex = excludeModules {
             switch ex {
@@ -166,7 +166,7 @@ public struct LoraConfig: Sendable {
         case .allLinear:
             // PEFT turns all-linear into the leaf names of every linear layer except the output layer.
             let leaf = String(key.split(separator: ".").last ?? "")
-            return linearLeafNames.contains(leaf) && !isOutputLayer && layerAllowed(key)
+            return isLinear && linearLeafNames.contains(leaf) && !isOutputLayer && layerAllowed(key)
         }
     }
 

@@ -53,16 +53,16 @@ extension ComputeContext {
         return PackedMatrix(buffer: out, k: k, n: n)
     }
 
-    /// C (M,N) = alpha·op(A)·op(B) + beta·C, all row-major fp32.
+    /// C (M,N) = alpha·op(A)·op(B) [+ bias] + beta·C, all row-major fp32.
     /// A is stored (M,K) for `.none`, (K,M) for `.transposed`; B (K,N) or (N,K).
     /// beta = 0 never reads C.
     public func matmul(_ c: DeviceBuffer<Float>, _ a: DeviceBuffer<Float>, _ b: DeviceBuffer<Float>,
                        m: Int, n: Int, k: Int, transA: Transpose = .none, transB: Transpose = .none,
-                       alpha: Float = 1, beta: Float = 0) throws {
+                       alpha: Float = 1, beta: Float = 0, bias: DeviceBuffer<Float>? = nil) throws {
         try require(m >= 1 && n >= 1 && k >= 1, "matmul", "sizes must be ≥ 1 (M=\(m), N=\(n), K=\(k))")
         try requireCount(a, atLeast: m * k, "matmul", "A")
         let packed = try pack(b, k: k, n: n, transB, into: scratch(0, count: PackedMatrix.count(k: k, n: n)))
-        try matmul(c, a, packed: packed, m: m, transA: transA, alpha: alpha, beta: beta)
+        try matmul(c, a, packed: packed, m: m, transA: transA, alpha: alpha, beta: beta, bias: bias)
     }
 
     /// C (M,N) = alpha·op(A)·op(B) [+ bias] + beta·C with op(B) already packed.
