@@ -194,11 +194,13 @@ extension LlamaLoRAModel {
         while r0 < n {
             let rows = min(p.chunkRows, n - r0)
             try p.hfChunk.copy(from: p.hf, count: rows * H, sourceOffset: r0 * H)
-            try lmHead.forward(ctx, y: p.logitsChunk, x: p.hfChunk, tokens: rows, training: backward, stepSeed: stepSeed)
+            // The dropout mask indexes elements within the chunk: each chunk gets its own seed.
+            let chunkSeed = mixSeed(stepSeed, UInt32(r0))
+            try lmHead.forward(ctx, y: p.logitsChunk, x: p.hfChunk, tokens: rows, training: backward, stepSeed: chunkSeed)
             try ctx.crossEntropy(logits: p.logitsChunk, losses: p.losses, targets: p.targets, rowOffset: r0, rows: rows,
                                  vocab: V, countedTokens: count)
             if backward {
-                try lmHead.backward(ctx, dx: p.dhfChunk, dy: p.logitsChunk, x: p.hfChunk, tokens: rows, stepSeed: stepSeed)
+                try lmHead.backward(ctx, dx: p.dhfChunk, dy: p.logitsChunk, x: p.hfChunk, tokens: rows, stepSeed: chunkSeed)
                 try p.dhf.copy(from: p.dhfChunk, count: rows * H, offset: r0 * H)
             }
             r0 += rows

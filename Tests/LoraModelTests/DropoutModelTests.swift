@@ -45,3 +45,31 @@ final class DropoutModelTests: XCTestCase {
         XCTAssertNotEqual(try a.computeGradients(b), la, "a new step draws a new mask")
     }
 }
+
+extension DropoutModelTests {
+    /// lm_head and the cross-entropy run in chunks of rows: without dropout the
+    /// chunk size changes nothing; with dropout (each chunk seeded on its first
+    /// row, so chunks do not repeat one mask) training stays finite.
+    func testLMHeadChunkingIsExactWithoutDropout() throws {
+        let rc = try ReferenceCase("mistral_embed_lm_head")
+        var lora = try LoraConfig.load(path: rc.dir + "/adapter_initial/adapter_config.json")
+        lora.inferenceMode = false
+        let b = try rc.batch
+        func gradients(chunk: Int, dropout: Double) throws -> (Float, [String: [Float]]) {
+            var l = lora
+            l.loraDropout = dropout
+            let m = try LlamaLoRAModel(modelDirectory: rc.dir + "/model", lora: l, context: try ComputeContext.shared())
+            try m.loadAdapter(directory: rc.dir + "/adapter_initial")
+            m.logitsChunkRows = chunk
+            return (try m.computeGradients(b), try m.gradientTensors())
+        }
+        // Without dropout, chunking changes nothing (up to summation order).
+        let (l1, g1) = try gradients(chunk: 256, dropout: 0)
+        let (l3, g3) = try gradients(chunk: 3, dropout: 0)
+        XCTAssertEqual(Double(l1), Double(l3), accuracy: 1e-6)
+        for (k, g) in g1 { XCTAssertLessThanOrEqual(relErr(g3[k]!, g), 1e-5, k) }
+        let (ld, _) = try gradients(chunk: 1, dropout: 0.5)
+        XCTAssertTrue(ld.isFinite)
+        XCTAssertNotEqual(ld, l1)
+    }
+}
