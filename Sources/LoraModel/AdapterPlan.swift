@@ -25,6 +25,8 @@ public struct AdapterPlan: Sendable {
     public let embedSaved: Bool
     /// The trainable (adapter) tensors, PEFT keys and shapes.
     public let tensors: [ParameterStore.Spec]
+    /// What PEFT would warn about: list entries, pattern keys or exclusions that matched nothing.
+    public let warnings: [String]
 
     public init(config c: ModelConfig, lora: LoraConfig) throws {
         config = c
@@ -56,6 +58,17 @@ public struct AdapterPlan: Sendable {
             adapted.insert(Self.embedPath, at: 0)
         }
         guard !adapted.isEmpty else {
+            var loose = lora
+            loose.excludeModules = nil
+            loose.modulesToSave = []
+            let wouldMatch = specs.map(\.path).filter {
+                loose.targets($0, isLinear: true, isOutputLayer: $0 == "lm_head", linearLeafNames: leaves)
+            }
+            if !wouldMatch.isEmpty {
+                throw LoraError.unsupportedModule(
+                    "no module is left to adapt: target_modules matched \(wouldMatch.joined(separator: ", ")), "
+                        + "but exclude_modules or modules_to_save removed every one")
+            }
             let described: String
             switch lora.targetModules {
             case .list(let l): described = "[" + l.joined(separator: ", ") + "]"
@@ -65,6 +78,22 @@ public struct AdapterPlan: Sendable {
             throw LoraError.noTargetMatched(targets: described, available: Self.moduleNames(c))
         }
         self.adapted = adapted
+        var notes: [String] = []
+        if case .list(let l) = lora.targetModules {
+            let candidates = specs.map(\.path) + [Self.embedPath]
+            let unmatched = l.filter { t in !candidates.contains { $0 == t || $0.hasSuffix("." + t) } }
+            if !unmatched.isEmpty { notes.append("target_modules entries that match no module: " + unmatched.joined(separator: ", ")) }
+        }
+        let unusedPatterns = lora.unusedPatternKeys(adapted)
+        if !unusedPatterns.isEmpty {
+            notes.append("pattern keys that match no adapted module (ignored): " + unusedPatterns.joined(separator: ", "))
+        }
+        if case .list(let ex)? = lora.excludeModules {
+            let all = specs.map(\.path) + [Self.embedPath]
+            let unused = ex.filter { e in !all.contains { $0 == e || $0.hasSuffix("." + e) } }
+            if !unused.isEmpty { notes.append("exclude_modules entries that match no module: " + unused.joined(separator: ", ")) }
+        }
+        warnings = notes
         embedAdapted = adapted.first == Self.embedPath
         embedSaved = Self.isSaved(Self.embedPath, lora)
 

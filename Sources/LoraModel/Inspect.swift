@@ -63,6 +63,7 @@ public enum ModelPrinter {
             lines.append("modules_to_save (trained in full): " + plan.lora.modulesToSave.joined(separator: ", "))
         }
         if plan.lora.bias != .none { lines.append("bias: \(plan.lora.bias.rawValue)") }
+        lines += plan.warnings.map { "warning: " + $0 }
         return lines.joined(separator: "\n")
     }
 }

@@ -22,6 +22,9 @@ public struct LoraConfig: Sendable {
     public var layersPattern: [String]? = nil
     public var rankPattern: [String: Int] = [:]
     public var alphaPattern: [String: Double] = [:]
+    /// The pattern keys in the order the file lists them: PEFT takes the first that matches.
+    public var rankPatternOrder: [String] = []
+    public var alphaPatternOrder: [String] = []
     public var modulesToSave: [String] = []
     public var taskType: String = "CAUSAL_LM"
     public var inferenceMode = false
@@ -101,10 +104,12 @@ public struct LoraConfig: Sendable {
         if let v = present("rank_pattern") {
             guard let d = v as? [String: NSNumber] else { throw fail("rank_pattern", "must map patterns to integers") }
             c.rankPattern = d.mapValues(\.intValue)
+            c.rankPatternOrder = keyOrder(Array(d.keys), in: data, after: "\"rank_pattern\"")
         }
         if let v = present("alpha_pattern") {
             guard let d = v as? [String: NSNumber] else { throw fail("alpha_pattern", "must map patterns to numbers") }
             c.alphaPattern = d.mapValues(\.doubleValue)
+            c.alphaPatternOrder = keyOrder(Array(d.keys), in: data, after: "\"alpha_pattern\"")
         }
         if let v = present("modules_to_save") { c.modulesToSave = try strings("modules_to_save", v) }
         if let v = present("inference_mode") {
@@ -176,15 +181,28 @@ public struct LoraConfig: Sendable {
         return allowed.contains(idx)
     }
 
-    /// PEFT's get_pattern_key: the first pattern p with re.match(rf"(.*\.)?({p})$", key).
-    static func patternKey<V>(_ patterns: [String: V], _ key: String) -> V? {
-        for (p, v) in patterns.sorted(by: { $0.key < $1.key }) where fullMatch("(.*\\.)?(\(p))", key) { return v }
+    /// PEFT's get_pattern_key: the first pattern p, in the file's order, with re.match(rf"(.*\.)?({p})$", key).
+    static func patternKey<V>(_ patterns: [String: V], order: [String], _ key: String) -> (pattern: String, value: V)? {
+        let keys = order.filter { patterns[$0] != nil } + patterns.keys.filter { !order.contains($0) }.sorted()
+        for p in keys where fullMatch("(.*\\.)?(\(p))", key) { return (p, patterns[p]!) }
         return nil
     }
 
     /// Rank and alpha for one adapted module.
     public func rankAndAlpha(for key: String) -> (r: Int, alpha: Double) {
-        (Self.patternKey(rankPattern, key) ?? r, Self.patternKey(alphaPattern, key) ?? loraAlpha)
+        (Self.patternKey(rankPattern, order: rankPatternOrder, key)?.value ?? r,
+         Self.patternKey(alphaPattern, order: alphaPatternOrder, key)?.value ?? loraAlpha)
+    }
+
+    /// rank_pattern / alpha_pattern keys that match none of `modules` (PEFT warns about them).
+    public func unusedPatternKeys(_ modules: [String]) -> [String] {
+        var used = Set<String>()
+        for m in modules {
+            if let p = Self.patternKey(rankPattern, order: rankPatternOrder, m) { used.insert("rank_pattern." + p.pattern) }
+            if let p = Self.patternKey(alphaPattern, order: alphaPatternOrder, m) { used.insert("alpha_pattern." + p.pattern) }
+        }
+        let all = rankPattern.keys.map { "rank_pattern." + $0 } + alphaPattern.keys.map { "alpha_pattern." + $0 }
+        return all.filter { !used.contains($0) }.sorted()
     }
 
     /// s = alpha / r, or alpha / √r with rsLoRA.
@@ -192,4 +210,19 @@ public struct LoraConfig: Sendable {
         let (r, a) = rankAndAlpha(for: key)
         return useRSLoRA ? a / Double(r).squareRoot() : a / Double(r)
     }
+}
+
+/// The order in which `keys` first appear in the raw JSON after `anchor`
+/// (JSONSerialization drops object order; PEFT's pattern lookup depends on it).
+func keyOrder(_ keys: [String], in data: Data, after anchor: String) -> [String] {
+    guard let text = String(data: data, encoding: .utf8), let start = text.range(of: anchor)?.upperBound else {
+        return keys.sorted()
+    }
+    let tail = text[start...]
+    func position(_ k: String) -> String.Index {
+        // The key as JSON spells it (backslashes and quotes escaped).
+        let spelled = "\"" + k.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        return tail.range(of: spelled)?.lowerBound ?? text.endIndex
+    }
+    return keys.sorted { (position($0), $0) < (position($1), $1) }
 }

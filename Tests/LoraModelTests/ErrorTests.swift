@@ -192,6 +192,26 @@ final class ErrorTests: XCTestCase {
         XCTAssertEqual(try lora(#"{"target_modules": ["q_proj"], "use_rslora": true, "r": 16, "lora_alpha": 8}"#).scale(for: "x"), 2)
     }
 
+    func testPEFTStyleWarningsPatternOrderAndAllExcluded() throws {
+        let c = try ModelConfig.load(directory: fixturesRoot + "/llama_gqa_untied/model")
+        let l = try lora(#"{"target_modules": ["q_proj", "q_prj"], "exclude_modules": ["nothing_here"], "rank_pattern": {"v_proj": 2, "q_proj": 4}}"#)
+        let plan = try AdapterPlan(config: c, lora: l)
+        XCTAssertEqual(plan.adapted.count, 2)
+        let w = plan.warnings.joined(separator: "\n")
+        XCTAssertTrue(w.contains("q_prj"), w)
+        XCTAssertTrue(w.contains("rank_pattern.v_proj"), w)
+        XCTAssertTrue(w.contains("nothing_here"), w)
+        XCTAssertFalse(w.contains("rank_pattern.q_proj"), w)
+        // The first key in the file's order wins when several match (PEFT's dict order).
+        let ordered = try lora(#"{"target_modules": ["q_proj"], "rank_pattern": {"layers.0.self_attn.q_proj": 2, "q_proj": 4}}"#)
+        XCTAssertEqual(ordered.rankAndAlpha(for: "model.layers.0.self_attn.q_proj").r, 2)
+        let reversed = try lora(#"{"target_modules": ["q_proj"], "rank_pattern": {"q_proj": 4, "layers.0.self_attn.q_proj": 2}}"#)
+        XCTAssertEqual(reversed.rankAndAlpha(for: "model.layers.0.self_attn.q_proj").r, 4)
+        // Everything matched was excluded: say so.
+        assertError({ _ = try AdapterPlan(config: c, lora: try self.lora(#"{"target_modules": ["q_proj"], "exclude_modules": "model\\.layers\\.[01]\\..*"}"#)) },
+                    contains: ["no module is left to adapt", "exclude_modules"])
+    }
+
     // MARK: adapters and batches
 
     func testAdapterMismatchAndInferenceModeAndBadBatches() throws {
