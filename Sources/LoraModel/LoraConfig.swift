@@ -32,16 +32,11 @@ public struct LoraConfig: Sendable {
     public init() {}
 
     public static func load(path: String) throws -> LoraConfig {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw CheckpointError.io(path: path, reason: "cannot read the LoRA config")
-        }
-        return try parse(data, path: path)
+        try parse(try readConfigFile(path), path: path)
     }
 
     public static func parse(_ data: Data, path: String) throws -> LoraConfig {
-        guard let j = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
-            throw CheckpointError.config(path: path, field: "(root)", reason: "not a JSON object")
-        }
+        let j = try jsonObject(data, path: path)
         func fail(_ f: String, _ r: String) -> CheckpointError { .config(path: path, field: f, reason: r) }
         func present(_ k: String) -> Any? { j[k] is NSNull ? nil : j[k] }
         func strings(_ k: String, _ v: Any) throws -> [String] {

@@ -78,16 +78,11 @@ public struct ModelConfig: Sendable {
 
     public static func load(directory: String) throws -> ModelConfig {
         let path = directory + "/config.json"
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw CheckpointError.io(path: path, reason: "cannot read config.json")
-        }
-        return try parse(data, path: path)
+        return try parse(try readConfigFile(path), path: path)
     }
 
     public static func parse(_ data: Data, path: String) throws -> ModelConfig {
-        guard let j = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
-            throw CheckpointError.config(path: path, field: "(root)", reason: "not a JSON object")
-        }
+        let j = try jsonObject(data, path: path)
         func int(_ k: String) throws -> Int {
             guard let v = j[k] as? NSNumber, v.doubleValue == Double(v.intValue), v.intValue > 0 else {
                 throw CheckpointError.config(path: path, field: k, reason: j[k] == nil ? "missing" : "must be a positive integer, got \(j[k]!)")
@@ -164,4 +159,20 @@ public struct ModelConfig: Sendable {
             mlpBias: arch == .llama ? try bool("mlp_bias", false) : false,
             slidingWindow: arch == .mistral ? try optInt("sliding_window") : nil)
     }
+}
+
+/// The bytes of a JSON config file, or an error naming it.
+func readConfigFile(_ path: String) throws -> Data {
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw CheckpointError.io(path: path, reason: "cannot read the file")
+    }
+    return data
+}
+
+/// A JSON object, or an error naming the file.
+func jsonObject(_ data: Data, path: String) throws -> [String: Any] {
+    guard let j = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+        throw CheckpointError.config(path: path, field: "(root)", reason: "not a JSON object")
+    }
+    return j
 }
