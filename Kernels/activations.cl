@@ -46,10 +46,3 @@ __kernel void dropout_forward(int n, float p, uint seed,
     if (i >= n) return;
     out[i] = dropout_keep(seed, (ulong)i, p) ? x[i] / (1.0f - p) : 0.0f;
 }
-
-// y += alpha·x (residual connections, gradient sums).
-__kernel void axpy(int n, float alpha, __global const float* x, __global float* y) {
-    int i = get_global_id(0);
-    if (i >= n) return;
-    y[i] = fma(alpha, x[i], y[i]);
-}

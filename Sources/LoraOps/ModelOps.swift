@@ -187,13 +187,6 @@ extension ComputeContext {
 
     // MARK: elementwise
 
-    /// y += alpha·x.
-    public func axpy(_ y: DeviceBuffer<Float>, _ x: DeviceBuffer<Float>, alpha: Float = 1, count n: Int) throws {
-        try requireCount(x, atLeast: n, "axpy", "x")
-        try requireCount(y, atLeast: n, "axpy", "y")
-        try launch("axpy", [i32(n), .float(alpha), .buffer(x), .buffer(y)], global: [n], local: [config.elementwiseLocal])
-    }
-
     /// fp16 / bf16 bits (n) → fp32 on the device.
     public func convertHalf(_ src: DeviceBuffer<UInt16>, to dst: DeviceBuffer<Float>, count n: Int, bfloat: Bool) throws {
         try launch(bfloat ? "bf16_to_f32" : "f16_to_f32", [i32(n), .buffer(src), .buffer(dst)],
