@@ -75,9 +75,9 @@ public final class LlamaLoRAModel {
     public private(set) var embeddingLoRA: LoRAPair?  // A (r, V), B (H, r)
     public private(set) var trainedEmbedding: ParameterStore.Entry?
     public let finalNorm: DeviceBuffer<Float>
-    /// Module paths that got a LoRA adapter, in model order.
-    public let adaptedModules: [String]
     public let adapterPlan: AdapterPlan
+    /// Module paths that got a LoRA adapter, in model order.
+    public var adaptedModules: [String] { adapterPlan.adapted }
     public var gradientCheckpointing = false
     /// Rows of logits alive at once in training.
     public var logitsChunkRows = 256
@@ -101,8 +101,7 @@ public final class LlamaLoRAModel {
         self.ctx = ctx
         self.config = c
         self.lora = lora
-        let H = c.hiddenSize, I = c.intermediateSize, V = c.vocabSize
-        let qOut = c.numHeads * c.headDim, kvOut = c.numKVHeads * c.headDim
+        let H = c.hiddenSize, V = c.vocabSize
 
         func load(_ name: String, _ shape: [Int]) throws -> DeviceBuffer<Float> {
             let t = try checkpoint.tensor(name, shape: shape)
@@ -121,7 +120,6 @@ public final class LlamaLoRAModel {
 
         let plan = try AdapterPlan(config: c, lora: lora)
         let adapted = plan.adapted, P = Self.prefix, embedPath = AdapterPlan.embedPath
-        adaptedModules = adapted
         self.adapterPlan = plan
         store = try ParameterStore(ctx, specs: plan.tensors)
 

@@ -170,8 +170,10 @@ public final class DeviceBuffer<Element>: MemoryObject {
     public func fill(_ value: Element) throws {
         if count == 0 { return }
         var v = value
-        try check(clEnqueueFillBuffer(queue.handle, mem, &v, MemoryLayout<Element>.stride, 0, byteCount, 0, nil, nil),
-                  "clEnqueueFillBuffer")
+        try withUnsafeBytes(of: &v) { pattern in
+            try check(clEnqueueFillBuffer(queue.handle, mem, pattern.baseAddress, pattern.count, 0, byteCount, 0, nil, nil),
+                      "clEnqueueFillBuffer")
+        }
     }
 
     /// Device-side copy of `count` elements from `source` (offsets in elements).
