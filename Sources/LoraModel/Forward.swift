@@ -72,7 +72,7 @@ final class ActivationPlan {
         dk = try ctx.buffer(count: n * kvd); dv = try ctx.buffer(count: n * kvd)
         dgate = try ctx.buffer(count: n * I); dup = try ctx.buffer(count: n * I); dact = try ctx.buffer(count: n * I)
         delta = try ctx.buffer(count: batch * c.numHeads * seq)
-        chunkRows = max(1, min(m.logitsChunkRows, n))
+        chunkRows = Self.chunkRows(m, tokens: n)
         hfChunk = try ctx.buffer(count: chunkRows * H)
         dhfChunk = try ctx.buffer(count: chunkRows * H)
         logitsChunk = try ctx.buffer(count: chunkRows * c.vocabSize)
@@ -81,8 +81,12 @@ final class ActivationPlan {
         for lin in m.layers.flatMap(\.linears) + [m.lmHead] { try lin.plan(ctx, tokens: max(n, chunkRows)) }
     }
 
-    func matches(_ b: TokenBatch, checkpointing ck: Bool) -> Bool {
-        b.batch == batch && b.seq == seq && ck == checkpointing
+    static func chunkRows(_ m: LlamaLoRAModel, tokens n: Int) -> Int { max(1, min(m.logitsChunkRows, n)) }
+
+    /// Whether this plan's buffers fit the batch and the model's current settings.
+    func matches(_ b: TokenBatch, model m: LlamaLoRAModel) -> Bool {
+        b.batch == batch && b.seq == seq && m.gradientCheckpointing == checkpointing
+            && Self.chunkRows(m, tokens: b.tokens) == chunkRows
     }
 }
 
@@ -105,7 +109,7 @@ extension LlamaLoRAModel {
         if let bad = b.targets.first(where: { $0 != -100 && ($0 < 0 || Int($0) >= config.vocabSize) }) {
             throw LoraError.batch("label \(bad) is neither -100 nor a token id (vocabulary size \(config.vocabSize))")
         }
-        if let p = plan, p.matches(b, checkpointing: gradientCheckpointing) {
+        if let p = plan, p.matches(b, model: self) {
             // Same shape: reuse every buffer, refresh the batch's ids and targets.
             try p.ids.write(b.inputIDs)
             try p.targets.write(b.targets)
