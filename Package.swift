@@ -3,6 +3,9 @@ import PackageDescription
 
 // Layers, imports pointing down only:
 //   COpenCL, CBLAS (C shims) → OpenCLRuntime → LoraOps (kernel launchers)
+//   → LoraModel (checkpoints, the model on the device)
+//   → LoraText (tokenizer, Jinja chat templates, datasets; no OpenCL) and
+//     LoraTrain (loop, schedules, checkpoints, merge, generate)
 //   → KernelBench (Benchmarks/) → lora-gpu CLI.
 // Reference (float64 + OpenBLAS) is used by tests and benchmarks only.
 let package = Package(
@@ -13,6 +16,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
     ],
     targets: [
         .systemLibrary(
@@ -32,6 +36,10 @@ let package = Package(
         .target(name: "OpenCLRuntime", dependencies: ["COpenCL"]),
         .target(name: "LoraOps", dependencies: ["OpenCLRuntime"], plugins: ["KernelEmbedder"]),
         .target(name: "LoraModel", dependencies: ["LoraOps"]),
+        .target(name: "LoraText"),
+        .target(
+            name: "LoraTrain",
+            dependencies: ["LoraModel", "LoraOps", "LoraText", .product(name: "Yams", package: "Yams")]),
         .target(name: "Reference", dependencies: ["CBLAS"]),
         .target(
             name: "KernelBench",
@@ -40,7 +48,7 @@ let package = Package(
         .executableTarget(
             name: "LoraGPUCLI",
             dependencies: [
-                "LoraOps", "LoraModel", "KernelBench",
+                "LoraOps", "LoraModel", "LoraText", "LoraTrain", "KernelBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .testTarget(name: "LoraOpsTests", dependencies: ["LoraOps", "Reference"]),
@@ -48,6 +56,10 @@ let package = Package(
             name: "LoraModelTests",
             dependencies: ["LoraModel", "LoraOps", "Reference"],
             exclude: ["../Fixtures"]),
+        .testTarget(name: "LoraTextTests", dependencies: ["LoraText"]),
+        .testTarget(
+            name: "LoraTrainTests",
+            dependencies: ["LoraTrain", "LoraModel", "LoraText", "LoraOps", "Reference"]),
     ],
     swiftLanguageModes: [.v5]
 )
