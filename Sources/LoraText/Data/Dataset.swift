@@ -1,0 +1,288 @@
+import Foundation
+
+// A JSONL file → tokenized samples with labels, truncated, with figures.
+//
+//   conversation (messages / sharegpt)  rendered by the chat template, masked by
+//                                       Masking (TrainOn), tokenized once without
+//                                       the post-processor's special tokens;
+//   prompt-completion                   with a chat template: [user: prompt,
+//                                       assistant: completion], as a conversation;
+//                                       without: plain text prompt + completion
+//                                       with the post-processor's tokens, only the
+//                                       completion trained (and the EOS, appended
+//                                       when the post-processor adds none, so the
+//                                       model learns to stop);
+//   text                                encode(text) with the post-processor's
+//                                       tokens, every token trained;
+//   pre-tokenized                       as given (labels default: input_ids).
+// Truncation keeps the first maxSeqLen tokens. A sample left with no trained
+// label (after the model's shift) is skipped and counted.
+
+public struct DatasetOptions: Equatable, Sendable {
+    /// Keep the first maxSeqLen tokens of each sample (nil: no limit).
+    public var maxSeqLen: Int?
+    public var trainOn: TrainOn
+    /// Bad lines become a count with reasons instead of an error.
+    public var skipBadLines: Bool
+    public init(maxSeqLen: Int? = nil, trainOn: TrainOn = .assistant, skipBadLines: Bool = false) {
+        self.maxSeqLen = maxSeqLen
+        self.trainOn = trainOn
+        self.skipBadLines = skipBadLines
+    }
+}
+
+/// One processed sample with what a preview shows.
+public struct ProcessedSample: Sendable {
+    public var sample: TokenizedSample
+    /// Tokens before truncation.
+    public var fullLength: Int
+    public var truncated: Bool { fullLength > sample.inputIDs.count }
+    /// The text the ids come from and each kept token's byte range in it (nil for a
+    /// token added by the post-processor); nil for pre-tokenized samples.
+    public var text: String?
+    public var offsets: [Range<Int>?]?
+}
+
+/// Why a line gave no sample.
+public enum SkipReason: Equatable, Hashable, Sendable, CustomStringConvertible {
+    case badLine(String)
+    case noTrainedTokens(truncated: Bool)
+    public var category: String {
+        switch self {
+        case .badLine: return "bad line"
+        case .noTrainedTokens(let t): return t ? "no trained token left after truncation" : "no trained token"
+        }
+    }
+    public var description: String {
+        switch self {
+        case .badLine(let r): return r
+        case .noTrainedTokens: return category
+        }
+    }
+}
+
+public struct DatasetStatistics: Equatable, Sendable {
+    public var samples = 0
+    public var tokens = 0
+    public var trainedTokens = 0
+    public var truncated = 0
+    /// Skipped lines by category ("bad line", "no trained token", …).
+    public var skipped: [String: Int] = [:]
+    public var skippedTotal: Int { skipped.values.reduce(0, +) }
+    /// Sample lengths (after truncation): min, median, p90, max (0 when empty).
+    public var lengthMin = 0, lengthMedian = 0, lengthP90 = 0, lengthMax = 0
+
+    public init() {}
+
+    public init(samples s: [TokenizedSample], truncated: Int, skipped: [String: Int]) {
+        samples = s.count
+        tokens = s.reduce(0) { $0 + $1.inputIDs.count }
+        trainedTokens = s.reduce(0) { $0 + $1.trainedTokens }
+        self.truncated = truncated
+        self.skipped = skipped
+        let lengths = s.map { $0.inputIDs.count }.sorted()
+        if !lengths.isEmpty {
+            lengthMin = lengths[0]
+            lengthMax = lengths[lengths.count - 1]
+            lengthMedian = Self.percentile(lengths, 50)
+            lengthP90 = Self.percentile(lengths, 90)
+        }
+    }
+
+    /// Nearest-rank percentile of sorted values (the smallest value with at least p% at or below it).
+    static func percentile(_ sorted: [Int], _ p: Int) -> Int {
+        let rank = max(1, (p * sorted.count + 99) / 100)
+        return sorted[min(rank, sorted.count) - 1]
+    }
+
+    public var summary: String {
+        var lines = [
+            "samples        \(samples)",
+            "tokens         \(tokens)",
+            "trained tokens \(trainedTokens)\(tokens > 0 ? String(format: " (%.1f%%)", 100 * Double(trainedTokens) / Double(tokens)) : "")",
+            "truncated      \(truncated)",
+            "skipped        \(skippedTotal)",
+        ]
+        for (k, v) in skipped.sorted(by: { $0.key < $1.key }) { lines.append("  \(k): \(v)") }
+        lines.append("length         min \(lengthMin), median \(lengthMedian), p90 \(lengthP90), max \(lengthMax)")
+        return lines.joined(separator: "\n")
+    }
+}
+
+public struct LoadedDataset: Sendable {
+    public var file: String
+    public var format: DatasetFormat
+    /// Kept samples in file order.
+    public var samples: [TokenizedSample]
+    /// Every line that gave no sample, in file order: (line, reason).
+    public var skipped: [(line: Int, reason: SkipReason)]
+    public var statistics: DatasetStatistics
+}
+
+/// Turns records into tokenized samples for one tokenizer, template and options.
+public struct SampleProcessor {
+    public var tokenizer: DataTokenizer
+    public var template: ConversationRenderer?
+    public var options: DatasetOptions
+    public var file: String
+
+    public init(tokenizer: DataTokenizer, template: ConversationRenderer?, options: DatasetOptions, file: String) {
+        self.tokenizer = tokenizer
+        self.template = template
+        self.options = options
+        self.file = file
+    }
+
+    /// The sample of one record (truncated; may have no trained token: the caller decides).
+    public func process(_ record: DatasetRecord, format: DatasetFormat, line: Int) throws -> ProcessedSample {
+        var ids: [Int], labels: [Int]
+        var text: String? = nil
+        var offsets: [Range<Int>?]? = nil
+        switch record {
+        case .conversation(let messages):
+            guard let t = template else { throw DatasetError.noChatTemplate(file: file, line: line, format: format.rawValue) }
+            (ids, labels, text, offsets) = try conversation(messages, template: t, line: line)
+        case .promptCompletion(let prompt, let completion):
+            if let t = template {
+                let messages = [ChatMessage(role: "user", content: prompt), ChatMessage(role: "assistant", content: completion)]
+                (ids, labels, text, offsets) = try conversation(messages, template: t, line: line)
+            } else {
+                (ids, labels, text, offsets) = try plain(prompt: prompt, completion: completion)
+            }
+        case .text(let s):
+            (ids, labels, text, offsets) = try plain(prompt: "", completion: s, appendEOS: false)
+        case .tokens(let inputIDs, let given):
+            let v = tokenizer.vocabularySize
+            if let k = inputIDs.firstIndex(where: { $0 >= v }) {
+                throw DatasetLineError(file: file, line: line, reason: "input_ids[\(k)] = \(inputIDs[k]) is outside the vocabulary (size \(v))")
+            }
+            if let g = given, let k = g.firstIndex(where: { $0 >= v }) {
+                throw DatasetLineError(file: file, line: line, reason: "labels[\(k)] = \(g[k]) is outside the vocabulary (size \(v))")
+            }
+            ids = inputIDs
+            labels = given ?? inputIDs
+        }
+        let full = ids.count
+        if let m = options.maxSeqLen, ids.count > m {
+            ids.removeSubrange(m...)
+            labels.removeSubrange(m...)
+            offsets?.removeSubrange(m...)
+        }
+        return ProcessedSample(sample: TokenizedSample(line: line, inputIDs: ids, labels: labels),
+                               fullLength: full, text: text, offsets: offsets)
+    }
+
+    func conversation(_ messages: [ChatMessage], template t: ConversationRenderer, line: Int) throws
+        -> ([Int], [Int], String, [Range<Int>?])
+    {
+        let rendered: RenderedConversation
+        do {
+            rendered = try Masking.render(messages, with: t, trainOn: options.trainOn, file: file, line: line)
+        } catch let e as DatasetError {
+            throw e
+        } catch {
+            // The template raised (raise_exception) or failed: the line's error, with the template's message.
+            throw DatasetLineError(file: file, line: line, reason: "chat template '\(t.templateName)': \(error)")
+        }
+        let toks = try tokenizer.encodeOffsets(rendered.text)
+        let labels = Masking.labels(toks, spans: rendered.spans, snapEnds: rendered.snapEnds)
+        return (toks.map(\.id), labels, rendered.text, toks.map { $0.start..<$0.end })
+    }
+
+    /// prompt + completion as plain text with the post-processor's tokens; tokens starting
+    /// in the completion are trained, and the post-processor's trailing tokens (EOS) too;
+    /// with `appendEOS` an EOS is appended (and trained) when the sequence does not end in one.
+    func plain(prompt: String, completion: String, appendEOS: Bool = true) throws -> ([Int], [Int], String, [Range<Int>?]) {
+        let text = prompt + completion
+        let toks = try tokenizer.encodeOffsets(text)
+        let withSpecial = try tokenizer.encodeIDs(text, addSpecialTokens: true)
+        let bare = toks.map(\.id)
+        // The post-processor adds tokens around the bare ids: find where they sit.
+        var lead = 0
+        if withSpecial.count >= bare.count {
+            lead = (0...(withSpecial.count - bare.count)).first { k in withSpecial[k..<(k + bare.count)].elementsEqual(bare) } ?? 0
+        }
+        let start = prompt.utf8.count
+        var ids: [Int] = [], labels: [Int] = [], offsets: [Range<Int>?] = []
+        for k in 0..<withSpecial.count {
+            let id = withSpecial[k]
+            if k >= lead, k < lead + bare.count {
+                let t = toks[k - lead]
+                ids.append(id); offsets.append(t.start..<t.end)
+                labels.append(t.start >= start ? id : -100)
+            } else {
+                ids.append(id); offsets.append(nil)
+                labels.append(k >= lead + bare.count ? id : (prompt.isEmpty ? id : -100))
+            }
+        }
+        if appendEOS, let eos = tokenizer.eosID, ids.last != eos {
+            ids.append(eos); labels.append(eos); offsets.append(nil)
+        }
+        return (ids, labels, text, offsets)
+    }
+}
+
+public enum Dataset {
+    /// Loads and tokenizes a JSONL file. Without `skipBadLines` the first bad line throws
+    /// DatasetError.badLine; with it, bad lines are counted (reasons kept in `skipped`).
+    /// Template errors that are not about one line's content (a template that breaks
+    /// the prefix property) always throw.
+    public static func load(file: String, tokenizer: DataTokenizer, template: ConversationRenderer?,
+                            options: DatasetOptions) throws -> LoadedDataset {
+        if let m = options.maxSeqLen, m < 2 { throw DatasetError.invalidOption("max sequence length must be at least 2 (got \(m))") }
+        let lines = try JSONLReader.read(file: file)
+        let processor = SampleProcessor(tokenizer: tokenizer, template: template, options: options, file: file)
+        var format: DatasetFormat? = nil, formatLine = 0
+        var samples: [TokenizedSample] = []
+        var skipped: [(line: Int, reason: SkipReason)] = []
+        var truncated = 0
+        var counts: [String: Int] = [:]
+        for (lineNo, bytes) in lines {
+            do {
+                let (f, record) = try DatasetLineParser.parse(bytes, file: file, line: lineNo)
+                if let known = format, known != f {
+                    throw DatasetLineError(file: file, line: lineNo, reason: "a \(f.rawValue) line in a \(known.rawValue) file (format detected on line \(formatLine)); one file holds one format")
+                }
+                if format == nil { format = f; formatLine = lineNo }
+                let p = try processor.process(record, format: f, line: lineNo)
+                if p.sample.trainedTokens == 0 {
+                    let r = SkipReason.noTrainedTokens(truncated: p.truncated)
+                    skipped.append((lineNo, r)); counts[r.category, default: 0] += 1
+                    continue
+                }
+                if p.truncated { truncated += 1 }
+                samples.append(p.sample)
+            } catch let e as DatasetLineError {
+                guard options.skipBadLines else { throw DatasetError.badLine(e) }
+                skipped.append((lineNo, .badLine(e.description))); counts["bad line", default: 0] += 1
+            }
+        }
+        if samples.isEmpty {
+            let why = counts.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ")
+            throw DatasetError.noSamples(file: file, reason: why)
+        }
+        return LoadedDataset(file: file, format: format ?? .text, samples: samples, skipped: skipped,
+                             statistics: DatasetStatistics(samples: samples, truncated: truncated, skipped: counts))
+    }
+
+    /// Splits samples into (train, validation): round(fraction × n) samples, at least 1
+    /// when fraction > 0 and n ≥ 2, chosen by a seeded shuffle; both keep file order.
+    /// Deterministic in (samples, fraction, seed).
+    public static func split(_ samples: [TokenizedSample], validationFraction f: Double, seed: UInt64)
+        throws -> (train: [TokenizedSample], validation: [TokenizedSample])
+    {
+        guard f >= 0, f < 1, f.isFinite else { throw DatasetError.invalidOption("validation split must be in [0, 1) (got \(f))") }
+        let n = samples.count
+        var k = Int((f * Double(n)).rounded())
+        if f > 0, n >= 2 { k = max(k, 1) }
+        k = min(k, n - 1)
+        guard k > 0 else { return (samples, []) }
+        let order = Batching.order(count: n, seed: seed ^ 0x5641_4C5F_5350_4C54, epoch: 0, shuffle: true)
+        let val = Set(order.prefix(k))
+        var train: [TokenizedSample] = [], validation: [TokenizedSample] = []
+        for (i, s) in samples.enumerated() {
+            if val.contains(i) { validation.append(s) } else { train.append(s) }
+        }
+        return (train, validation)
+    }
+}
