@@ -42,11 +42,6 @@ struct ToyTokenizer: DataTokenizer {
     }
 }
 
-struct TemplateRaised: Error, CustomStringConvertible {
-    var message: String
-    var description: String { message }
-}
-
 /// ChatML as Qwen2's template writes it (no default system turn).
 struct ToyChatML: ConversationRenderer {
     var templateName = "toy-chatml"

@@ -51,7 +51,7 @@ final class DataTests: XCTestCase {
 
     func testBadLinesNameFileLineAndReason() throws {
         let ok = #"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}"#
-        XCTAssertEqual(errorText(ok + "\n{\"messages\": [}\n"), "bad.jsonl:2:15: not JSON: Invalid value around character 14")
+        XCTAssertEqual(errorText(ok + "\n{\"messages\": [}\n"), "bad.jsonl:2:15: not JSON: unexpected character '}', expected a value")
         XCTAssertEqual(errorText(#"{"messages": [{"role": "bot", "content": "x"}]}"#),
                        "bad.jsonl:1: unknown role \"bot\" in messages[0].role (expected system, user, assistant or tool)")
         XCTAssertEqual(errorText(#"{"conversations": [{"from": "robot", "value": "x"}]}"#),
@@ -98,7 +98,7 @@ final class DataTests: XCTestCase {
         XCTAssertEqual(d.samples.map(\.line), [1, 5])
         XCTAssertEqual(d.statistics.skipped, ["bad line": 2, "no trained token": 1])
         XCTAssertEqual(d.skipped.map(\.line), [2, 3, 4])
-        XCTAssertTrue("\(d.skipped[0].reason)".hasSuffix("skip.jsonl:2:2: not JSON: Invalid value around character 1"), "\(d.skipped[0].reason)")
+        XCTAssertTrue("\(d.skipped[0].reason)".hasSuffix("skip.jsonl:2:1: not JSON: invalid literal, expected 'null'"), "\(d.skipped[0].reason)")
         XCTAssertEqual(d.statistics.skippedTotal, 3)
         // Without the option the first bad line throws.
         XCTAssertThrowsError(try load("skip2.jsonl", content))

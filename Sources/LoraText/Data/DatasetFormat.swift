@@ -76,8 +76,8 @@ public enum JSONLReader {
 }
 
 public enum DatasetLineParser {
-    /// Parses one line: UTF-8 check (column = 1-based byte of the first bad byte), JSON,
-    /// an object, a known shape. Returns the line's format and record.
+    /// Parses one line: UTF-8 check (column = 1-based byte of the first bad byte), JSON (column
+    /// of the syntax error), an object, a known shape. Returns the line's format and record.
     public static func parse(_ bytes: [UInt8], file: String, line: Int) throws -> (DatasetFormat, DatasetRecord) {
         func fail(_ reason: String, column: Int? = nil) -> DatasetLineError {
             DatasetLineError(file: file, line: line, column: column, reason: reason)
@@ -85,15 +85,14 @@ public enum DatasetLineParser {
         if let bad = firstInvalidUTF8(bytes) {
             throw fail("invalid UTF-8 (byte 0x\(String(bytes[bad], radix: 16, uppercase: true)))", column: bad + 1)
         }
-        let object: Any
+        let value: JSONValue
         do {
-            object = try JSONSerialization.jsonObject(with: Data(bytes), options: [.fragmentsAllowed])
-        } catch {
-            let (col, msg) = describeJSONError(error, bytes: bytes)
-            throw fail("not JSON: \(msg)", column: col)
+            value = try JSONValue.parse(Data(bytes))
+        } catch let e as JSONParseError {
+            throw fail("not JSON: \(e.reason)", column: e.column)
         }
-        guard let dict = object as? [String: Any] else {
-            throw fail("expected a JSON object, got \(typeName(object))")
+        guard case .object(let dict) = value else {
+            throw fail("expected a JSON object, got \(typeName(value))")
         }
         if let m = dict["messages"] {
             return (.messages, .conversation(try messages(m, roleKey: "role", contentKey: "content", field: "messages", fail: fail)))
@@ -104,7 +103,7 @@ public enum DatasetLineParser {
         if let ids = dict["input_ids"] {
             let inputIDs = try intArray(ids, field: "input_ids", fail: fail)
             var labels: [Int]? = nil
-            if let l = dict["labels"], !(l is NSNull) {
+            if let l = dict["labels"], !l.isNull {
                 let lab = try intArray(l, field: "labels", fail: fail)
                 guard lab.count == inputIDs.count else {
                     throw fail("labels has \(lab.count) entries but input_ids has \(inputIDs.count)")
@@ -121,81 +120,72 @@ public enum DatasetLineParser {
         if dict["prompt"] != nil || dict["completion"] != nil {
             guard let p = dict["prompt"] else { throw fail("missing field \"prompt\" (the line has \"completion\")") }
             guard let c = dict["completion"] else { throw fail("missing field \"completion\" (the line has \"prompt\")") }
-            guard let ps = p as? String else { throw fail("\"prompt\" is \(typeName(p)), not a string") }
-            guard let cs = c as? String else { throw fail("\"completion\" is \(typeName(c)), not a string") }
+            guard let ps = p.string else { throw fail("\"prompt\" is \(typeName(p)), not a string") }
+            guard let cs = c.string else { throw fail("\"completion\" is \(typeName(c)), not a string") }
             return (.promptCompletion, .promptCompletion(prompt: ps, completion: cs))
         }
         if let t = dict["text"] {
-            guard let s = t as? String else { throw fail("\"text\" is \(typeName(t)), not a string") }
+            guard let s = t.string else { throw fail("\"text\" is \(typeName(t)), not a string") }
             return (.text, .text(s))
         }
         let keys = dict.keys.sorted().map { "\"\($0)\"" }.joined(separator: ", ")
         throw fail("missing fields: expected \"messages\", \"conversations\", \"prompt\"+\"completion\", \"text\" or \"input_ids\"; the line has \(keys.isEmpty ? "no keys" : keys)")
     }
 
-    static func messages(_ value: Any, roleKey: String, contentKey: String, field: String,
+    static func messages(_ value: JSONValue, roleKey: String, contentKey: String, field: String,
                          fail: (String, Int?) -> DatasetLineError) throws -> [ChatMessage] {
-        guard let list = value as? [Any] else { throw fail("\"\(field)\" is \(typeName(value)), not a list", nil) }
+        guard let list = value.array else { throw fail("\"\(field)\" is \(typeName(value)), not a list", nil) }
         if list.isEmpty { throw fail("empty conversation (\"\(field)\" is [])", nil) }
         var out: [ChatMessage] = []
         for (i, item) in list.enumerated() {
-            guard let m = item as? [String: Any] else {
+            guard let m = item.object else {
                 throw fail("\(field)[\(i)] is \(typeName(item)), not an object", nil)
             }
             guard let r = m[roleKey] else { throw fail("\(field)[\(i)] is missing \"\(roleKey)\"", nil) }
-            guard let role = r as? String else { throw fail("\(field)[\(i)].\(roleKey) is \(typeName(r)), not a string", nil) }
+            guard let role = r.string else { throw fail("\(field)[\(i)].\(roleKey) is \(typeName(r)), not a string", nil) }
             guard let c = m[contentKey] else { throw fail("\(field)[\(i)] is missing \"\(contentKey)\"", nil) }
-            guard let content = c as? String else {
+            guard let content = c.string else {
                 throw fail("\(field)[\(i)].\(contentKey) is \(typeName(c)), not a string", nil)
             }
-            let mapped: String?
+            let mapped: String
             if roleKey == "from" {
-                mapped = ["human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"][role]
-                if mapped == nil {
+                guard let m = ["human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"][role] else {
                     throw fail("unknown role \"\(role)\" in \(field)[\(i)].from (expected human, gpt or system)", nil)
                 }
+                mapped = m
             } else {
-                mapped = ChatMessage.roles.contains(role) ? role : nil
-                if mapped == nil {
+                guard ChatMessage.roles.contains(role) else {
                     throw fail("unknown role \"\(role)\" in \(field)[\(i)].role (expected system, user, assistant or tool)", nil)
                 }
+                mapped = role
             }
-            out.append(ChatMessage(role: mapped!, content: content))
+            out.append(ChatMessage(role: mapped, content: content))
         }
         return out
     }
 
-    static func intArray(_ value: Any, field: String, fail: (String, Int?) -> DatasetLineError) throws -> [Int] {
-        guard let list = value as? [Any] else { throw fail("\"\(field)\" is \(typeName(value)), not a list of integers", nil) }
+    static func intArray(_ value: JSONValue, field: String, fail: (String, Int?) -> DatasetLineError) throws -> [Int] {
+        guard let list = value.array else { throw fail("\"\(field)\" is \(typeName(value)), not a list of integers", nil) }
         var out: [Int] = []
         out.reserveCapacity(list.count)
         for (k, v) in list.enumerated() {
-            guard let n = v as? NSNumber, !isBool(n) else {
-                throw fail("\(field)[\(k)] is \(typeName(v)), not an integer", nil)
+            switch v {
+            case .int(let n): out.append(n)
+            case .double(let d): throw fail("\(field)[\(k)] = \(d) is not an integer", nil)
+            default: throw fail("\(field)[\(k)] is \(typeName(v)), not an integer", nil)
             }
-            let d = n.doubleValue
-            guard d.rounded() == d, abs(d) < 9.0e15 else { throw fail("\(field)[\(k)] = \(n) is not an integer", nil) }
-            out.append(Int(d))
         }
         return out
     }
 
-    static func isBool(_ n: NSNumber) -> Bool {
-        #if canImport(Darwin)
-        return CFGetTypeID(n) == CFBooleanGetTypeID()
-        #else
-        return String(describing: type(of: n)) == "__NSCFBoolean"
-        #endif
-    }
-
-    static func typeName(_ v: Any) -> String {
+    static func typeName(_ v: JSONValue) -> String {
         switch v {
-        case is NSNull: return "null"
-        case is String: return "a string"
-        case is [Any]: return "a list"
-        case is [String: Any]: return "an object"
-        case let n as NSNumber: return isBool(n) ? "a boolean" : "a number"
-        default: return "\(type(of: v))"
+        case .null: return "null"
+        case .string: return "a string"
+        case .array: return "a list"
+        case .object: return "an object"
+        case .bool: return "a boolean"
+        case .int, .double: return "a number"
         }
     }
 
@@ -224,20 +214,5 @@ public enum DatasetLineParser {
             i += len
         }
         return nil
-    }
-
-    /// Column (1-based byte) and message of a JSONSerialization error, where Foundation gives one.
-    static func describeJSONError(_ error: Error, bytes: [UInt8]) -> (Int?, String) {
-        let ns = error as NSError
-        let debug = (ns.userInfo["NSDebugDescription"] as? String) ?? ns.localizedDescription
-        // "… around character 12." / "… around line 1, column 12."
-        var column: Int? = nil
-        if let r = debug.range(of: "column ") {
-            column = Int(debug[r.upperBound...].prefix(while: { $0.isNumber }))
-        } else if let r = debug.range(of: "character ") {
-            column = Int(debug[r.upperBound...].prefix(while: { $0.isNumber })).map { $0 + 1 }
-        }
-        let msg = debug.hasSuffix(".") ? String(debug.dropLast()) : debug
-        return (column, msg)
     }
 }
