@@ -199,4 +199,24 @@ final class DataTests: XCTestCase {
             XCTAssertTrue(d.samples.allSatisfy { $0.labels.dropLast().last == tok.padID! })
         }
     }
+
+    func testPreviewMarksTrainedText() throws {
+        let content = #"{"messages": [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "Pip来啦！"}]}"# + "\n" +
+            #"{"text": "x"}"#
+        XCTAssertThrowsError(try load("pv0.jsonl", content))  // mixed formats
+        let d = try Dataset.load(file: try writeTemp("pv.jsonl", String(content.split(separator: "\n")[0])), tokenizer: tok,
+                                 template: ToyChatML(), options: DatasetOptions(maxSeqLen: 28), previewCount: 3)
+        XCTAssertEqual(d.previews.count, 1)
+        XCTAssertEqual(Preview.render(d.previews[0], tokenizer: tok, style: .brackets),
+                       "── line 1: 28 tokens, 7 trained, truncated from 29\n<|im_start|>user\n你好<|im_end|>\n<|im_start|>assistant\n«Pip来啦！<|im_end|>»\n")
+        let colored = Preview.render(d.previews[0], tokenizer: tok, style: .color)
+        XCTAssertTrue(colored.contains("\u{1B}[1;32mPip来啦！<|im_end|>\u{1B}[0m"), colored)
+        XCTAssertEqual(Preview.jsonLine(TokenizedSample(line: 4, inputIDs: [1, 2], labels: [-100, 2])),
+                       #"{"line": 4, "input_ids": [1, 2], "labels": [-100, 2]}"#)
+        XCTAssertEqual(Preview.jsonSkipped(line: 2, reason: "no \"trained\" token"), #"{"line": 2, "skipped": "no \"trained\" token"}"#)
+        // Pre-tokenized: runs decoded.
+        let p = ProcessedSample(sample: TokenizedSample(line: 1, inputIDs: [0, 104 + 100, 105 + 100, 1], labels: [-100, -100, 205, 1]),
+                                fullLength: 4, text: nil, offsets: nil)
+        XCTAssertEqual(Preview.render(p, tokenizer: tok, style: .brackets), "── line 1: 4 tokens, 2 trained\n<s>h«i</s>»\n")
+    }
 }

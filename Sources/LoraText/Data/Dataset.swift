@@ -117,6 +117,8 @@ public struct LoadedDataset: Sendable {
     /// Every line that gave no sample, in file order: (line, reason).
     public var skipped: [(line: Int, reason: SkipReason)]
     public var statistics: DatasetStatistics
+    /// The first `previewCount` kept samples with their text (for `data preview`).
+    public var previews: [ProcessedSample] = []
 }
 
 /// Turns records into tokenized samples for one tokenizer, template and options.
@@ -228,7 +230,7 @@ public enum Dataset {
     /// Template errors that are not about one line's content (a template that breaks
     /// the prefix property) always throw.
     public static func load(file: String, tokenizer: DataTokenizer, template: ConversationRenderer?,
-                            options: DatasetOptions) throws -> LoadedDataset {
+                            options: DatasetOptions, previewCount: Int = 0) throws -> LoadedDataset {
         if let m = options.maxSeqLen, m < 2 { throw DatasetError.invalidOption("max sequence length must be at least 2 (got \(m))") }
         let lines = try JSONLReader.read(file: file)
         let processor = SampleProcessor(tokenizer: tokenizer, template: template, options: options, file: file)
@@ -237,6 +239,7 @@ public enum Dataset {
         var skipped: [(line: Int, reason: SkipReason)] = []
         var truncated = 0
         var counts: [String: Int] = [:]
+        var previews: [ProcessedSample] = []
         for (lineNo, bytes) in lines {
             do {
                 let (f, record) = try DatasetLineParser.parse(bytes, file: file, line: lineNo)
@@ -252,6 +255,7 @@ public enum Dataset {
                 }
                 if p.truncated { truncated += 1 }
                 samples.append(p.sample)
+                if previews.count < previewCount { previews.append(p) }
             } catch let e as DatasetLineError {
                 guard options.skipBadLines else { throw DatasetError.badLine(e) }
                 skipped.append((lineNo, .badLine(e.description))); counts["bad line", default: 0] += 1
@@ -262,7 +266,8 @@ public enum Dataset {
             throw DatasetError.noSamples(file: file, reason: why)
         }
         return LoadedDataset(file: file, format: format ?? .text, samples: samples, skipped: skipped,
-                             statistics: DatasetStatistics(samples: samples, truncated: truncated, skipped: counts))
+                             statistics: DatasetStatistics(samples: samples, truncated: truncated, skipped: counts),
+                             previews: previews)
     }
 
     /// Splits samples into (train, validation): round(fraction × n) samples, at least 1
