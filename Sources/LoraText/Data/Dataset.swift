@@ -228,9 +228,10 @@ public enum Dataset {
     /// Loads and tokenizes a JSONL file. Without `skipBadLines` the first bad line throws
     /// DatasetError.badLine; with it, bad lines are counted (reasons kept in `skipped`).
     /// Template errors that are not about one line's content (a template that breaks
-    /// the prefix property) always throw.
+    /// the prefix property) always throw. No sample at all throws unless `allowEmpty`
+    /// (what a preview wants, to show why every line was skipped).
     public static func load(file: String, tokenizer: DataTokenizer, template: ConversationRenderer?,
-                            options: DatasetOptions, previewCount: Int = 0) throws -> LoadedDataset {
+                            options: DatasetOptions, previewCount: Int = 0, allowEmpty: Bool = false) throws -> LoadedDataset {
         if let m = options.maxSeqLen, m < 2 { throw DatasetError.invalidOption("max sequence length must be at least 2 (got \(m))") }
         let lines = try JSONLReader.read(file: file)
         let processor = SampleProcessor(tokenizer: tokenizer, template: template, options: options, file: file)
@@ -261,7 +262,7 @@ public enum Dataset {
                 skipped.append((lineNo, .badLine(e.description))); counts["bad line", default: 0] += 1
             }
         }
-        if samples.isEmpty {
+        if samples.isEmpty, !allowEmpty {
             let why = counts.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ")
             throw DatasetError.noSamples(file: file, reason: why)
         }
