@@ -1,0 +1,291 @@
+import Foundation
+
+/// A String key compared and hashed by its exact UTF-8 bytes (Swift's String
+/// equality is canonical equivalence, which would merge "é" and "e\u{301}").
+struct ExactKey: Hashable {
+    let s: String
+
+    init(_ s: String) { self.s = s }
+
+    static func == (a: ExactKey, b: ExactKey) -> Bool { a.s.utf8.elementsEqual(b.s.utf8) }
+
+    func hash(into h: inout Hasher) {
+        var copy = s
+        copy.withUTF8 { h.combine(bytes: UnsafeRawBufferPointer($0)) }
+    }
+}
+
+/// Byte-pair encoding with ranked merges, as the `tokenizers` BPE model does it.
+///
+/// A word (scalars) starts as one symbol per scalar (its vocab id, or its
+/// <0xNN> byte tokens, or <unk>); then the adjacent pair with the lowest merge
+/// rank (leftmost on ties) is merged until no pair has a merge.
+final class BPEModel {
+    let vocab: [ExactKey: Int]
+    let idToToken: [Int: String]
+    /// (left id << 32 | right id) → (rank << 32 | merged id).
+    let merges: [UInt64: UInt64]
+    let unkToken: String?
+    let continuingSubwordPrefix: String?
+    let endOfWordSuffix: String?
+    let fuseUnk: Bool
+    let byteFallback: Bool
+    let ignoreMerges: Bool
+    /// Single-scalar tokens by scalar value (used when there is no prefix/suffix).
+    private let scalarIDs: [UInt32: Int]
+    private let asciiIDs: [Int]
+    /// <0xNN> ids, -1 where absent.
+    private let byteIDs: [Int]
+
+    private var cache: [[Unicode.Scalar]: [Int]] = [:]
+    private let cacheLock = NSLock()
+    private let cacheCapacity = 100_000
+
+    init(json: TKJSON, source: String) throws {
+        let ctx = "\(source): model"
+        guard let vocabPairs = json["vocab"]?.objectPairs else {
+            throw TokenizerError("\(ctx).vocab is missing or not an object")
+        }
+        var vocab: [ExactKey: Int] = [:]
+        vocab.reserveCapacity(vocabPairs.count)
+        var idToToken: [Int: String] = [:]
+        idToToken.reserveCapacity(vocabPairs.count)
+        for (token, idValue) in vocabPairs {
+            guard let id = idValue.int, id >= 0, id < Int(Int32.max) else {
+                throw TokenizerError("\(ctx).vocab[\(token.debugDescription)] is not a valid id")
+            }
+            vocab[ExactKey(token)] = id
+            idToToken[id] = token
+        }
+        self.vocab = vocab
+        self.idToToken = idToToken
+        func optString(_ key: String) throws -> String? {
+            guard let v = json[key], !v.isNull else { return nil }
+            guard let s = v.string else { throw TokenizerError("\(ctx).\(key) must be a string or null") }
+            return s
+        }
+        unkToken = try optString("unk_token")
+        continuingSubwordPrefix = try optString("continuing_subword_prefix")
+        endOfWordSuffix = try optString("end_of_word_suffix")
+        fuseUnk = json["fuse_unk"]?.bool ?? false
+        byteFallback = json["byte_fallback"]?.bool ?? false
+        ignoreMerges = json["ignore_merges"]?.bool ?? false
+        if let d = json["dropout"], case .number(let p) = d, p > 0 {
+            throw TokenizerError("\(ctx).dropout \(p) is not supported (only null or 0)")
+        }
+
+        guard let mergeItems = json["merges"]?.array else {
+            throw TokenizerError("\(ctx).merges is missing or not an array")
+        }
+        let prefixLen = continuingSubwordPrefix?.utf8.count ?? 0
+        var merges: [UInt64: UInt64] = [:]
+        merges.reserveCapacity(mergeItems.count)
+        for (rank, item) in mergeItems.enumerated() {
+            let a: String, b: String
+            if let s = item.string {
+                // Legacy "a b": exactly one space.
+                let parts = s.split(separator: " ", omittingEmptySubsequences: false)
+                guard parts.count == 2 else {
+                    throw TokenizerError("\(ctx).merges[\(rank)] \(s.debugDescription) is not two tokens separated by one space")
+                }
+                a = String(parts[0]); b = String(parts[1])
+            } else if let pair = item.array, pair.count == 2, let x = pair[0].string, let y = pair[1].string {
+                a = x; b = y
+            } else {
+                throw TokenizerError("\(ctx).merges[\(rank)] must be \"a b\" or [a, b]")
+            }
+            guard let aID = vocab[ExactKey(a)] else {
+                throw TokenizerError("\(ctx).merges[\(rank)]: token \(a.debugDescription) is not in the vocab")
+            }
+            guard let bID = vocab[ExactKey(b)] else {
+                throw TokenizerError("\(ctx).merges[\(rank)]: token \(b.debugDescription) is not in the vocab")
+            }
+            let bBytes = Array(b.utf8)
+            let bTail = prefixLen <= bBytes.count ? String(decoding: bBytes[prefixLen...], as: UTF8.self) : ""
+            let merged = a + bTail
+            guard let newID = vocab[ExactKey(merged)] else {
+                throw TokenizerError("\(ctx).merges[\(rank)]: merged token \(merged.debugDescription) is not in the vocab")
+            }
+            merges[UInt64(aID) << 32 | UInt64(bID)] = UInt64(rank) << 32 | UInt64(newID)
+        }
+        self.merges = merges
+
+        var scalarIDs: [UInt32: Int] = [:]
+        var asciiIDs = [Int](repeating: -1, count: 128)
+        for (k, id) in vocab {
+            let scalars = k.s.unicodeScalars
+            if scalars.count == 1, let c = scalars.first {
+                scalarIDs[c.value] = id
+                if c.value < 128 { asciiIDs[Int(c.value)] = id }
+            }
+        }
+        self.scalarIDs = scalarIDs
+        self.asciiIDs = asciiIDs
+        var byteIDs = [Int](repeating: -1, count: 256)
+        for b in 0..<256 {
+            let hex = String(b, radix: 16, uppercase: true)
+            let name = "<0x" + (hex.count == 1 ? "0" + hex : hex) + ">"
+            byteIDs[b] = vocab[ExactKey(name)] ?? -1
+        }
+        self.byteIDs = byteIDs
+        if let unk = unkToken, vocab[ExactKey(unk)] == nil {
+            throw TokenizerError("\(ctx).unk_token \(unk.debugDescription) is not in the vocab")
+        }
+    }
+
+    func tokenID(_ token: String) -> Int? { vocab[ExactKey(token)] }
+
+    /// Ids of one pre-tokenized word (non-empty), appended to `out`.
+    func tokenize(_ word: [Unicode.Scalar], into out: inout [Int]) {
+        if word.isEmpty { return }
+        let cacheable = word.count < 256
+        if cacheable {
+            cacheLock.lock()
+            let hit = cache[word]
+            cacheLock.unlock()
+            if let hit = hit { out.append(contentsOf: hit); return }
+        }
+        var ids: [Int]
+        if ignoreMerges, let id = vocab[ExactKey(scalarsToString(word))] {
+            ids = [id]
+        } else {
+            ids = mergeWord(word)
+        }
+        out.append(contentsOf: ids)
+        if cacheable {
+            cacheLock.lock()
+            if cache.count < cacheCapacity { cache[word] = ids }
+            cacheLock.unlock()
+        }
+    }
+
+    /// Initial symbols, then merges.
+    private func mergeWord(_ word: [Unicode.Scalar]) -> [Int] {
+        var symbols: [Int] = []
+        symbols.reserveCapacity(word.count)
+        var unk: Int? = nil  // pending unk id (fused runs collapse into it)
+        let unkID = unkToken.flatMap { vocab[ExactKey($0)] }
+        let plain = continuingSubwordPrefix == nil && endOfWordSuffix == nil
+        for (i, c) in word.enumerated() {
+            var id: Int? = nil
+            var piece: String? = nil
+            if plain {
+                if c.value < 128 {
+                    let a = asciiIDs[Int(c.value)]
+                    id = a >= 0 ? a : nil
+                } else {
+                    id = scalarIDs[c.value]
+                }
+            } else {
+                var s = String(Character(c))
+                if i > 0, let p = continuingSubwordPrefix { s = p + s }
+                if i == word.count - 1, let x = endOfWordSuffix { s += x }
+                piece = s
+                id = vocab[ExactKey(s)]
+            }
+            if let id = id {
+                if let u = unk { symbols.append(u); unk = nil }
+                symbols.append(id)
+                continue
+            }
+            if byteFallback {
+                let bytes: [UInt8] = piece.map { Array($0.utf8) } ?? Array(UTF8.encode(c)!)
+                var ok = true
+                for b in bytes where byteIDs[Int(b)] < 0 { ok = false; break }
+                if ok {
+                    for b in bytes { symbols.append(byteIDs[Int(b)]) }
+                    continue
+                }
+            }
+            if let u = unkID {
+                if let pending = unk {
+                    if !fuseUnk { symbols.append(pending) }
+                }
+                unk = u
+            }
+        }
+        if let u = unk { symbols.append(u) }
+        if symbols.count < 2 { return symbols }
+        return merge(symbols)
+    }
+
+    /// Applies the merges: lowest rank first, leftmost on ties (the library's heap order).
+    private func merge(_ initial: [Int]) -> [Int] {
+        let n = initial.count
+        var c = initial
+        var prev = [Int](repeating: -1, count: n)
+        var next = [Int](repeating: -1, count: n)
+        var alive = [Bool](repeating: true, count: n)
+        for i in 0..<n {
+            prev[i] = i - 1
+            next[i] = i + 1 < n ? i + 1 : -1
+        }
+        // Min-heap of (rank << 32 | pos), with the merged id alongside.
+        var heap: [(key: UInt64, newID: Int)] = []
+        heap.reserveCapacity(n)
+        func push(_ key: UInt64, _ newID: Int) {
+            heap.append((key, newID))
+            var i = heap.count - 1
+            while i > 0 {
+                let p = (i - 1) / 2
+                if heap[p].key <= heap[i].key { break }
+                heap.swapAt(p, i)
+                i = p
+            }
+        }
+        func pop() -> (key: UInt64, newID: Int)? {
+            guard let top = heap.first else { return nil }
+            let last = heap.removeLast()
+            if !heap.isEmpty {
+                heap[0] = last
+                var i = 0
+                let m = heap.count
+                while true {
+                    let l = 2 * i + 1, r = l + 1
+                    var s = i
+                    if l < m && heap[l].key < heap[s].key { s = l }
+                    if r < m && heap[r].key < heap[s].key { s = r }
+                    if s == i { break }
+                    heap.swapAt(s, i)
+                    i = s
+                }
+            }
+            return top
+        }
+        @inline(__always) func lookup(_ a: Int, _ b: Int) -> UInt64? {
+            merges[UInt64(a) << 32 | UInt64(b)]
+        }
+        for i in 0..<(n - 1) {
+            if let m = lookup(c[i], c[i + 1]) {
+                push((m >> 32) << 32 | UInt64(i), Int(m & 0xFFFF_FFFF))
+            }
+        }
+        while let top = pop() {
+            let pos = Int(top.key & 0xFFFF_FFFF)
+            guard alive[pos] else { continue }
+            let right = next[pos]
+            guard right >= 0 else { continue }
+            guard let m = lookup(c[pos], c[right]), Int(m & 0xFFFF_FFFF) == top.newID else { continue }
+            c[pos] = top.newID
+            alive[right] = false
+            let after = next[right]
+            next[pos] = after
+            if after >= 0 { prev[after] = pos }
+            let before = prev[pos]
+            if before >= 0, let m2 = lookup(c[before], c[pos]) {
+                push((m2 >> 32) << 32 | UInt64(before), Int(m2 & 0xFFFF_FFFF))
+            }
+            if after >= 0, let m3 = lookup(c[pos], c[after]) {
+                push((m3 >> 32) << 32 | UInt64(pos), Int(m3 & 0xFFFF_FFFF))
+            }
+        }
+        var out: [Int] = []
+        out.reserveCapacity(n)
+        var i = 0
+        while i >= 0 && i < n {
+            out.append(c[i])
+            i = next[i]
+        }
+        return out
+    }
+}

@@ -1,0 +1,194 @@
+import Foundation
+
+/// One piece of the text on its way to the model.
+struct TextPiece {
+    var text: [Unicode.Scalar]
+    /// The piece begins at offset 0 of the original text (Metaspace's "first" scheme).
+    var atStart: Bool
+}
+
+/// The GPT-2 byte alphabet: printable bytes stand for themselves, the others
+/// for U+0100 + n in byte order.
+let byteToScalar: [Unicode.Scalar] = {
+    var table = [Unicode.Scalar](repeating: " ", count: 256)
+    var n: UInt32 = 0
+    for b in 0..<256 {
+        if (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF) {
+            table[b] = Unicode.Scalar(UInt8(b))
+        } else {
+            table[b] = Unicode.Scalar(256 + n) ?? " "
+            n += 1
+        }
+    }
+    return table
+}()
+
+/// Inverse of `byteToScalar`, indexed by scalar value (< 512); -1 where not a byte char.
+let scalarToByte: [Int16] = {
+    var table = [Int16](repeating: -1, count: 512)
+    for (b, s) in byteToScalar.enumerated() { table[Int(s.value)] = Int16(b) }
+    return table
+}()
+
+/// UTF-8 bytes of the scalars, each mapped to its byte-alphabet scalar.
+func byteLevelEncode(_ s: [Unicode.Scalar]) -> [Unicode.Scalar] {
+    var out: [Unicode.Scalar] = []
+    out.reserveCapacity(s.count)
+    for c in s {
+        let v = c.value
+        if v < 0x80 {
+            out.append(byteToScalar[Int(v)])
+        } else {
+            for b in UTF8.encode(c)! { out.append(byteToScalar[Int(b)]) }
+        }
+    }
+    return out
+}
+
+/// A pre-tokenizer splits pieces into smaller ones (and may rewrite them).
+protocol PreTokenizer {
+    func preTokenize(_ pieces: [TextPiece]) -> [TextPiece]
+}
+
+/// Splits every piece by `ranges`, dropping empty results (as PreTokenizedString::split does).
+@inline(__always)
+func appendSplits(_ piece: TextPiece, _ ranges: [Range<Int>], into out: inout [TextPiece]) {
+    for r in ranges where !r.isEmpty {
+        out.append(TextPiece(text: Array(piece.text[r]), atStart: piece.atStart && r.lowerBound == 0))
+    }
+}
+
+struct SplitPreTokenizer: PreTokenizer {
+    let pattern: ScalarPattern
+    let behavior: SplitBehavior
+    let invert: Bool
+
+    func preTokenize(_ pieces: [TextPiece]) -> [TextPiece] {
+        var out: [TextPiece] = []
+        out.reserveCapacity(pieces.count * 4)
+        for p in pieces {
+            var m = coveringMatches(pattern, p.text)
+            if invert { m = m.map { ($0.0, !$0.1) } }
+            appendSplits(p, behavior.apply(m), into: &out)
+        }
+        return out
+    }
+}
+
+struct ByteLevelPreTokenizer: PreTokenizer {
+    let addPrefixSpace: Bool
+    let useRegex: Bool
+    private let regex = KnownRegexPattern(kind: .gpt2)
+
+    init(addPrefixSpace: Bool, useRegex: Bool) {
+        self.addPrefixSpace = addPrefixSpace
+        self.useRegex = useRegex
+    }
+
+    func preTokenize(_ pieces: [TextPiece]) -> [TextPiece] {
+        var out: [TextPiece] = []
+        out.reserveCapacity(pieces.count * 4)
+        for var p in pieces {
+            if addPrefixSpace && p.text.first != " " { p.text.insert(" ", at: 0) }
+            if useRegex {
+                for r in regex.matches(in: p.text) where !r.isEmpty {
+                    out.append(TextPiece(text: byteLevelEncode(Array(p.text[r])), atStart: p.atStart && r.lowerBound == 0))
+                }
+            } else if !p.text.isEmpty {
+                out.append(TextPiece(text: byteLevelEncode(p.text), atStart: p.atStart))
+            }
+        }
+        return out
+    }
+}
+
+struct MetaspacePreTokenizer: PreTokenizer {
+    enum Scheme { case always, first, never }
+    let replacement: Unicode.Scalar
+    let scheme: Scheme
+    let split: Bool
+
+    func preTokenize(_ pieces: [TextPiece]) -> [TextPiece] {
+        var out: [TextPiece] = []
+        for var p in pieces {
+            for i in p.text.indices where p.text[i] == " " { p.text[i] = replacement }
+            switch scheme {
+            case .always: if p.text.first != replacement { p.text.insert(replacement, at: 0) }
+            case .first: if p.text.first != replacement && p.atStart { p.text.insert(replacement, at: 0) }
+            case .never: break
+            }
+            if split {
+                let m = PredicatePattern(test: { [replacement] in $0 == replacement }).findMatches(in: p.text)
+                appendSplits(p, SplitBehavior.mergedWithNext.apply(m), into: &out)
+            } else if !p.text.isEmpty {
+                out.append(p)
+            }
+        }
+        return out
+    }
+}
+
+/// Digits: each number scalar alone, or runs of them.
+struct DigitsPreTokenizer: PreTokenizer {
+    let individual: Bool
+
+    func preTokenize(_ pieces: [TextPiece]) -> [TextPiece] {
+        var out: [TextPiece] = []
+        let pattern = PredicatePattern(test: { scalarClass($0) == .number })
+        for p in pieces {
+            appendSplits(p, (individual ? SplitBehavior.isolated : .contiguous).apply(pattern.findMatches(in: p.text)),
+                         into: &out)
+        }
+        return out
+    }
+}
+
+struct SequencePreTokenizer: PreTokenizer {
+    let steps: [PreTokenizer]
+
+    func preTokenize(_ pieces: [TextPiece]) -> [TextPiece] {
+        var p = pieces
+        for s in steps { p = s.preTokenize(p) }
+        return p
+    }
+}
+
+func makePreTokenizer(_ json: TKJSON, context: String) throws -> PreTokenizer? {
+    if json.isNull { return nil }
+    guard let type = json["type"]?.string else { throw TokenizerError("\(context).type is missing") }
+    switch type {
+    case "ByteLevel":
+        return ByteLevelPreTokenizer(addPrefixSpace: json["add_prefix_space"]?.bool ?? true,
+                                     useRegex: json["use_regex"]?.bool ?? true)
+    case "Split":
+        guard let b = json["behavior"]?.string else { throw TokenizerError("\(context).behavior is missing") }
+        return SplitPreTokenizer(pattern: try makePattern(json["pattern"], context: "\(context).pattern"),
+                                 behavior: try SplitBehavior(name: b, context: "\(context).behavior"),
+                                 invert: json["invert"]?.bool ?? false)
+    case "Metaspace":
+        let rep = json["replacement"]?.string ?? "▁"
+        guard rep.unicodeScalars.count == 1, let r = rep.unicodeScalars.first else {
+            throw TokenizerError("\(context).replacement must be one character")
+        }
+        var scheme = MetaspacePreTokenizer.Scheme.always
+        switch json["prepend_scheme"]?.string {
+        case nil, "always": scheme = .always
+        case "first": scheme = .first
+        case "never": scheme = .never
+        case let other?: throw TokenizerError("\(context).prepend_scheme '\(other)' is not known")
+        }
+        if json["add_prefix_space"]?.bool == false { scheme = .never }
+        return MetaspacePreTokenizer(replacement: r, scheme: scheme, split: json["split"]?.bool ?? true)
+    case "Digits":
+        return DigitsPreTokenizer(individual: json["individual_digits"]?.bool ?? false)
+    case "Sequence":
+        guard let items = json["pretokenizers"]?.array else { throw TokenizerError("\(context).pretokenizers is missing") }
+        var steps: [PreTokenizer] = []
+        for (i, item) in items.enumerated() {
+            if let p = try makePreTokenizer(item, context: "\(context).pretokenizers[\(i)]") { steps.append(p) }
+        }
+        return SequencePreTokenizer(steps: steps)
+    default:
+        throw TokenizerError("\(context).type '\(type)' is not supported yet")
+    }
+}

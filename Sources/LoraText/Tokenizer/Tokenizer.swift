@@ -1,0 +1,259 @@
+import Foundation
+
+/// A Hugging Face `tokenizers` tokenizer read from tokenizer.json (BPE models).
+///
+/// encode: text → added tokens split out (the ones with normalized=false on the raw
+/// text) → each other piece normalized → added tokens with normalized=true split out
+/// of the normalized pieces → pre-tokenizer → BPE per word → post-processor.
+/// decode: ids → token strings (added tokens by content, or their normalized form)
+/// → decoder chain → concatenation (no decoder: joined with spaces).
+public final class Tokenizer {
+    public let config: TokenizerConfig
+
+    let model: BPEModel
+    let normalizer: TextNormalizer?
+    let preTokenizer: PreTokenizer?
+    let postProcessor: PostProcessor?
+    let decoder: TokenDecoder?
+
+    struct AddedToken {
+        let id: Int
+        let content: String
+        let singleWord, lstrip, rstrip, normalized, special: Bool
+    }
+    /// Added tokens by id.
+    let added: [Int: AddedToken]
+    /// Added token ids by content.
+    let addedIDs: [ExactKey: Int]
+    /// The string decode uses for an added token (its normalized form when normalized=true).
+    let addedDecodeForm: [Int: String]
+    let specialContents: Set<ExactKey>
+    let rawMatcher: AddedTokenMatcher
+    let normalizedMatcher: AddedTokenMatcher
+    private let maxID: Int
+
+    /// Highest id + 1, added tokens included.
+    public var vocabSize: Int { maxID + 1 }
+
+    /// Reads `directory`/tokenizer.json and, when present, tokenizer_config.json and
+    /// chat_template.jinja (whose template wins over the config's chat_template).
+    public static func load(directory: String) throws -> Tokenizer {
+        let dir = URL(fileURLWithPath: directory)
+        let tokPath = dir.appendingPathComponent("tokenizer.json").path
+        guard let data = FileManager.default.contents(atPath: tokPath) else {
+            throw TokenizerError("\(tokPath): cannot read the file")
+        }
+        let cfgPath = dir.appendingPathComponent("tokenizer_config.json").path
+        var config = FileManager.default.fileExists(atPath: cfgPath) ? try TokenizerConfig.load(path: cfgPath) : TokenizerConfig()
+        let jinjaPath = dir.appendingPathComponent("chat_template.jinja").path
+        if FileManager.default.fileExists(atPath: jinjaPath) {
+            guard let t = FileManager.default.contents(atPath: jinjaPath), let s = String(data: t, encoding: .utf8) else {
+                throw TokenizerError("\(jinjaPath): cannot read the file as UTF-8")
+            }
+            config.chatTemplate = s
+        }
+        return try Tokenizer(tokenizerJSON: data, config: config, source: tokPath)
+    }
+
+    public init(tokenizerJSON: Data, config: TokenizerConfig = TokenizerConfig(), source: String = "tokenizer.json") throws {
+        self.config = config
+        let json = try TKJSON.parse(tokenizerJSON, source: source)
+        guard json.objectPairs != nil else {
+            throw TokenizerError("\(source): expected a JSON object at the top, found \(json.typeName)")
+        }
+        guard let modelJSON = json["model"], modelJSON.objectPairs != nil else {
+            throw TokenizerError("\(source): model is missing or not an object")
+        }
+        let modelType = modelJSON["type"]?.string ?? (modelJSON["merges"] != nil ? "BPE" : "unknown")
+        guard modelType == "BPE" else {
+            throw TokenizerError("\(source): model.type '\(modelType)' is not supported yet (only BPE)")
+        }
+        model = try BPEModel(json: modelJSON, source: source)
+        normalizer = try json["normalizer"].map { try makeNormalizer($0, context: "\(source): normalizer") } ?? nil
+        preTokenizer = try json["pre_tokenizer"].map { try makePreTokenizer($0, context: "\(source): pre_tokenizer") } ?? nil
+        postProcessor = try json["post_processor"].map { try makePostProcessor($0, context: "\(source): post_processor") } ?? nil
+        decoder = try json["decoder"].map { try makeDecoder($0, context: "\(source): decoder") } ?? nil
+
+        // Added tokens, given ids the way AddedVocabulary::add_tokens does.
+        var added: [Int: AddedToken] = [:]
+        var addedIDs: [ExactKey: Int] = [:]
+        var decodeForm: [Int: String] = [:]
+        var specials = Set<ExactKey>()
+        var maxID = model.idToToken.keys.max() ?? -1
+        var nextID = model.vocab.count
+        if let items = json["added_tokens"]?.array {
+            for (i, item) in items.enumerated() {
+                guard let content = item["content"]?.string else {
+                    throw TokenizerError("\(source): added_tokens[\(i)].content is missing or not a string")
+                }
+                if content.isEmpty { continue }
+                let special = item["special"]?.bool ?? false
+                let normalized = item["normalized"]?.bool ?? !special
+                let key = ExactKey(content)
+                let id: Int
+                if let a = addedIDs[key] { id = a }
+                else if let m = model.tokenID(content) { id = m }
+                else { id = nextID; nextID += 1 }
+                let tok = AddedToken(id: id, content: content, singleWord: item["single_word"]?.bool ?? false,
+                                     lstrip: item["lstrip"]?.bool ?? false, rstrip: item["rstrip"]?.bool ?? false,
+                                     normalized: normalized, special: special)
+                if normalized, let n = normalizer {
+                    let form = scalarsToString(n.normalize(Array(content.unicodeScalars)))
+                    if !form.utf8.elementsEqual(content.utf8) { decodeForm[id] = form } else { decodeForm[id] = nil }
+                } else {
+                    decodeForm[id] = nil
+                }
+                addedIDs[key] = id
+                if special { specials.insert(key) }
+                added[id] = tok
+                maxID = max(maxID, id)
+            }
+        }
+        self.added = added
+        self.addedIDs = addedIDs
+        self.addedDecodeForm = decodeForm
+        self.specialContents = specials
+        self.maxID = maxID
+        var raw: [([Unicode.Scalar], AddedToken)] = []
+        var norm: [([Unicode.Scalar], AddedToken)] = []
+        for (_, t) in added.sorted(by: { $0.key < $1.key }) {
+            if t.normalized {
+                norm.append((Array((decodeForm[t.id] ?? t.content).unicodeScalars), t))
+            } else {
+                raw.append((Array(t.content.unicodeScalars), t))
+            }
+        }
+        rawMatcher = AddedTokenMatcher(raw)
+        normalizedMatcher = AddedTokenMatcher(norm)
+    }
+
+    // MARK: - Encoding
+
+    /// The ids `tokenizers`' `encode(text, add_special_tokens:).ids` gives.
+    public func encode(_ text: String, addSpecialTokens: Bool = true) -> [Int] {
+        let scalars = Array(text.unicodeScalars)
+        var ids: [Int] = []
+        ids.reserveCapacity(scalars.count / 3 + 4)
+        for (r, id) in rawMatcher.split(scalars) {
+            if let id = id { ids.append(id); continue }
+            if r.isEmpty { continue }
+            let atStart = r.lowerBound == 0
+            var piece = Array(scalars[r])
+            if let n = normalizer { piece = n.normalize(piece) }
+            if piece.isEmpty { continue }
+            for (r2, id2) in normalizedMatcher.split(piece) {
+                if let id2 = id2 { ids.append(id2); continue }
+                if r2.isEmpty { continue }
+                let p = TextPiece(text: Array(piece[r2]), atStart: atStart && r2.lowerBound == 0)
+                let words = preTokenizer.map { $0.preTokenize([p]) } ?? [p]
+                for w in words { model.tokenize(w.text, into: &ids) }
+            }
+        }
+        if let pp = postProcessor { return pp.process(ids, addSpecialTokens: addSpecialTokens) }
+        return ids
+    }
+
+    // MARK: - Decoding
+
+    /// The text `tokenizers`' `decode(ids, skip_special_tokens:)` gives; unknown ids are skipped.
+    public func decode(_ ids: [Int], skipSpecialTokens: Bool = false) -> String {
+        var tokens: [String] = []
+        tokens.reserveCapacity(ids.count)
+        for id in ids {
+            let t: String
+            if let a = added[id] { t = addedDecodeForm[id] ?? a.content }
+            else if let m = model.idToToken[id] { t = m }
+            else { continue }
+            if skipSpecialTokens && specialContents.contains(ExactKey(t)) { continue }
+            tokens.append(t)
+        }
+        if let d = decoder { return d.decodeChain(tokens).joined() }
+        return tokens.joined(separator: " ")
+    }
+
+    // MARK: - Vocabulary
+
+    /// The id of a token (added tokens first, then the model's vocabulary).
+    public func tokenID(_ token: String) -> Int? {
+        addedIDs[ExactKey(token)] ?? model.tokenID(token)
+    }
+
+    /// The token of an id (an added token's content, or the model's token).
+    public func token(_ id: Int) -> String? {
+        added[id]?.content ?? model.idToToken[id]
+    }
+
+    /// Whether `id` is an added token marked special.
+    public func isSpecial(_ id: Int) -> Bool {
+        added[id]?.special ?? false
+    }
+}
+
+/// Finds added tokens in text: leftmost-longest, non-overlapping (as the library's
+/// Aho-Corasick matcher), then single_word / lstrip / rstrip applied per match.
+struct AddedTokenMatcher {
+    private var asciiFirst = [[Int]](repeating: [], count: 128)
+    private var otherFirst: [UInt32: [Int]] = [:]
+    private let patterns: [[Unicode.Scalar]]
+    private let tokens: [Tokenizer.AddedToken]
+    let isEmpty: Bool
+
+    init(_ items: [([Unicode.Scalar], Tokenizer.AddedToken)]) {
+        let kept = items.filter { !$0.0.isEmpty }
+        patterns = kept.map { $0.0 }
+        tokens = kept.map { $0.1 }
+        isEmpty = kept.isEmpty
+        // Candidates per first scalar, longest first.
+        let order = patterns.indices.sorted { patterns[$0].count > patterns[$1].count }
+        for i in order {
+            let f = patterns[i][0].value
+            if f < 128 { asciiFirst[Int(f)].append(i) } else { otherFirst[f, default: []].append(i) }
+        }
+    }
+
+    /// The text covered by (range, added token id or nil) pieces, in order.
+    func split(_ s: [Unicode.Scalar]) -> [(Range<Int>, Int?)] {
+        if isEmpty || s.isEmpty { return [(0..<s.count, nil)] }
+        var out: [(Range<Int>, Int?)] = []
+        var startOffset = 0
+        var i = 0
+        let n = s.count
+        while i < n {
+            let v = s[i].value
+            let cands = v < 128 ? asciiFirst[Int(v)] : (otherFirst[v] ?? [])
+            var found = -1
+            for c in cands {
+                let p = patterns[c]
+                if i + p.count <= n {
+                    var ok = true
+                    var k = 1
+                    while k < p.count { if s[i + k] != p[k] { ok = false; break }; k += 1 }
+                    if ok { found = c; break }
+                }
+            }
+            if found < 0 { i += 1; continue }
+            var start = i
+            var stop = i + patterns[found].count
+            i = stop
+            let tok = tokens[found]
+            if tok.singleWord {
+                let startSpace = start == 0 || !isWordScalar(s[start - 1])
+                let stopSpace = stop == n || !isWordScalar(s[stop])
+                if !startSpace || !stopSpace { continue }
+            }
+            if tok.lstrip {
+                var ns = start
+                while ns > 0 && s[ns - 1].properties.isWhitespace { ns -= 1 }
+                start = max(ns, startOffset)
+            }
+            if tok.rstrip {
+                while stop < n && s[stop].properties.isWhitespace { stop += 1 }
+            }
+            if startOffset < start { out.append((startOffset..<start, nil)) }
+            out.append((start..<stop, tok.id))
+            startOffset = stop
+        }
+        if startOffset != n { out.append((startOffset..<n, nil)) }
+        return out
+    }
+}

@@ -1,0 +1,97 @@
+import Foundation
+
+/// An error reading a tokenizer; the message names the file and the field.
+public struct TokenizerError: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// What `tokenizer_config.json` says about special tokens and chat templates.
+public struct TokenizerConfig {
+    public var bosToken: String?
+    public var eosToken: String?
+    public var padToken: String?
+    public var unkToken: String?
+    public var addBosToken: Bool?
+    public var addEosToken: Bool?
+    /// The default template: the string form, the entry named "default" of the
+    /// list form, or chat_template.jinja beside the config (which wins).
+    public var chatTemplate: String?
+    /// The list-of-named-templates form, by name.
+    public var namedChatTemplates: [String: String]
+    public var modelMaxLength: Int?
+    /// Every "*_token" key with a string value (AddedToken objects give their "content").
+    public var specialTokens: [String: String]
+
+    public init() {
+        namedChatTemplates = [:]
+        specialTokens = [:]
+    }
+
+    /// Reads tokenizer_config.json at `path` (no chat_template.jinja lookup; see `Tokenizer.load`).
+    public static func load(path: String) throws -> TokenizerConfig {
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw TokenizerError("\(path): cannot read: \(error.localizedDescription)")
+        }
+        return try parse(data, source: path)
+    }
+
+    /// Parses the contents of a tokenizer_config.json; `source` names it in errors.
+    public static func parse(_ data: Data, source: String = "tokenizer_config.json") throws -> TokenizerConfig {
+        let json = try TKJSON.parse(data, source: source)
+        guard let pairs = json.objectPairs else {
+            throw TokenizerError("\(source): expected a JSON object at the top, found \(json.typeName)")
+        }
+        var c = TokenizerConfig()
+        func tokenString(_ v: TKJSON, _ key: String) throws -> String? {
+            switch v {
+            case .string(let s): return s
+            case .null: return nil
+            case .object:
+                guard let s = v["content"]?.string else {
+                    throw TokenizerError("\(source): \(key).content is missing or not a string")
+                }
+                return s
+            default:
+                return nil
+            }
+        }
+        for (key, value) in pairs {
+            if key.hasSuffix("_token") {
+                if let s = try tokenString(value, key) { c.specialTokens[key] = s }
+            }
+            switch key {
+            case "bos_token": c.bosToken = try tokenString(value, key)
+            case "eos_token": c.eosToken = try tokenString(value, key)
+            case "pad_token": c.padToken = try tokenString(value, key)
+            case "unk_token": c.unkToken = try tokenString(value, key)
+            case "add_bos_token": c.addBosToken = value.bool
+            case "add_eos_token": c.addEosToken = value.bool
+            case "model_max_length":
+                // Often 1e30 ("no limit"): kept only when it fits an Int.
+                if case .number(let d) = value, d.rounded() == d, d >= 0, d < 9.0e15 { c.modelMaxLength = Int(d) }
+            case "chat_template":
+                switch value {
+                case .string(let s): c.chatTemplate = s
+                case .null: break
+                case .array(let items):
+                    for (i, item) in items.enumerated() {
+                        guard let name = item["name"]?.string, let template = item["template"]?.string else {
+                            throw TokenizerError("\(source): chat_template[\(i)] needs string fields 'name' and 'template'")
+                        }
+                        c.namedChatTemplates[name] = template
+                    }
+                    c.chatTemplate = c.namedChatTemplates["default"]
+                default:
+                    throw TokenizerError("\(source): chat_template is \(value.typeName), expected a string or a list of {name, template}")
+                }
+            default: break
+            }
+        }
+        return c
+    }
+}

@@ -1,0 +1,219 @@
+import Foundation
+import XCTest
+
+@testable import LoraText
+
+/// Fixtures made by scripts/make_tokenizer_fixtures.py with the real `tokenizers` library.
+let tokenizerFixturesRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    .deletingLastPathComponent().appendingPathComponent("Fixtures/text/tokenizers").path
+
+let tokenizerFixtureNames = ["gpt2", "qwen2", "llama3", "llama2", "llama2_metaspace", "misc"]
+
+func loadExpected(_ name: String) throws -> [String: Any] {
+    let data = try Data(contentsOf: URL(fileURLWithPath: tokenizerFixturesRoot + "/\(name)/expected.json"))
+    guard let obj = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+        throw TokenizerError("\(name)/expected.json: not an object")
+    }
+    return obj
+}
+
+/// Strings from JSONSerialization may be bridged NSStrings; compare scalar by scalar.
+func scalarsEqual(_ a: String, _ b: String) -> Bool {
+    Array(a.unicodeScalars) == Array(b.unicodeScalars)
+}
+
+func describeScalars(_ s: String) -> String {
+    s.unicodeScalars.map { $0.value < 128 && $0.value >= 32 ? String($0) : String(format: "\\u{%X}", $0.value) }.joined()
+}
+
+final class TokenizerTests: XCTestCase {
+
+    func checkFixture(_ name: String) throws {
+        let tok = try Tokenizer.load(directory: tokenizerFixturesRoot + "/" + name)
+        let expected = try loadExpected(name)
+        XCTAssertEqual(tok.vocabSize, expected["vocab_size"] as? Int, "\(name): vocabSize")
+        let cases = try XCTUnwrap(expected["cases"] as? [[String: Any]])
+        XCTAssertGreaterThan(cases.count, 50)
+        var failures = 0
+        for (i, c) in cases.enumerated() {
+            let text = try XCTUnwrap(c["text"] as? String)
+            let ids = try XCTUnwrap(c["ids"] as? [Int])
+            let idsNoSpecial = try XCTUnwrap(c["ids_no_special"] as? [Int])
+            let decoded = try XCTUnwrap(c["decoded"] as? String)
+            let decodedSkip = try XCTUnwrap(c["decoded_skip_special"] as? String)
+            let got = tok.encode(text, addSpecialTokens: true)
+            let gotNo = tok.encode(text, addSpecialTokens: false)
+            let dec = tok.decode(ids, skipSpecialTokens: false)
+            let decSkip = tok.decode(ids, skipSpecialTokens: true)
+            let ok = got == ids && gotNo == idsNoSpecial && scalarsEqual(dec, decoded) && scalarsEqual(decSkip, decodedSkip)
+            if !ok {
+                failures += 1
+                if failures <= 5 {
+                    let tokens = (c["tokens"] as? [String]) ?? []
+                    XCTFail("""
+                        \(name) case \(i) \(describeScalars(text)):
+                          ids      \(ids)
+                          got      \(got)
+                          no-spec  \(idsNoSpecial) got \(gotNo)
+                          tokens   \(tokens.map(describeScalars))
+                          got tok  \(got.map { describeScalars(tok.token($0) ?? "?") })
+                          decoded  \(describeScalars(decoded)) | got \(describeScalars(dec))
+                          skip     \(describeScalars(decodedSkip)) | got \(describeScalars(decSkip))
+                        """)
+                }
+            }
+        }
+        XCTAssertEqual(failures, 0, "\(name): \(failures) of \(cases.count) cases differ")
+        let decodeCases = try XCTUnwrap(expected["decode_cases"] as? [[String: Any]])
+        for (i, c) in decodeCases.enumerated() {
+            let ids = try XCTUnwrap(c["ids"] as? [Int])
+            let d = tok.decode(ids)
+            let ds = tok.decode(ids, skipSpecialTokens: true)
+            XCTAssertTrue(scalarsEqual(d, try XCTUnwrap(c["decoded"] as? String)),
+                          "\(name) decode case \(i) \(ids): got \(describeScalars(d)) want \(describeScalars(c["decoded"] as? String ?? ""))")
+            XCTAssertTrue(scalarsEqual(ds, try XCTUnwrap(c["decoded_skip_special"] as? String)),
+                          "\(name) decode(skip) case \(i) \(ids): got \(describeScalars(ds))")
+        }
+    }
+
+    func testGPT2ByteLevel() throws { try checkFixture("gpt2") }
+    func testQwen2() throws { try checkFixture("qwen2") }
+    func testLlama3() throws { try checkFixture("llama3") }
+    func testLlama2Legacy() throws { try checkFixture("llama2") }
+    func testLlama2Metaspace() throws { try checkFixture("llama2_metaspace") }
+    func testMiscNormalizersAndSplits() throws { try checkFixture("misc") }
+
+    func testVocabularyLookups() throws {
+        let tok = try Tokenizer.load(directory: tokenizerFixturesRoot + "/qwen2")
+        let imStart = try XCTUnwrap(tok.tokenID("<|im_start|>"))
+        XCTAssertEqual(tok.token(imStart), "<|im_start|>")
+        XCTAssertTrue(tok.isSpecial(imStart))
+        let a = try XCTUnwrap(tok.tokenID("a"))
+        XCTAssertFalse(tok.isSpecial(a))
+        XCTAssertNil(tok.tokenID("definitely not a token"))
+        XCTAssertNil(tok.token(-1))
+        XCTAssertNil(tok.token(tok.vocabSize))
+        XCTAssertEqual(tok.encode("<|im_start|>", addSpecialTokens: true), [imStart])
+
+        let gpt2 = try Tokenizer.load(directory: tokenizerFixturesRoot + "/gpt2")
+        let foo = try XCTUnwrap(gpt2.tokenID("foo"))
+        XCTAssertFalse(gpt2.isSpecial(foo), "a non-special added token")
+        XCTAssertTrue(gpt2.isSpecial(try XCTUnwrap(gpt2.tokenID("[MASK]"))))
+    }
+
+    func testConfigForms() throws {
+        // String template + AddedToken objects.
+        let gpt2 = try Tokenizer.load(directory: tokenizerFixturesRoot + "/gpt2").config
+        XCTAssertEqual(gpt2.bosToken, "<|endoftext|>")
+        XCTAssertEqual(gpt2.eosToken, "<|endoftext|>")
+        XCTAssertNil(gpt2.padToken)
+        XCTAssertEqual(gpt2.addBosToken, false)
+        XCTAssertEqual(gpt2.modelMaxLength, 1024)
+        XCTAssertEqual(gpt2.specialTokens["mask_token"], "[MASK]")
+        XCTAssertEqual(gpt2.chatTemplate, "{% for m in messages %}{{ m['content'] }}{{ eos_token }}{% endfor %}")
+
+        // chat_template.jinja beside the config wins.
+        let qwen = try Tokenizer.load(directory: tokenizerFixturesRoot + "/qwen2").config
+        XCTAssertEqual(qwen.eosToken, "<|im_end|>")
+        XCTAssertEqual(qwen.padToken, "<|endoftext|>")
+        XCTAssertNil(qwen.bosToken)
+        XCTAssertEqual(qwen.modelMaxLength, 32768)
+        let jinja = try String(contentsOfFile: tokenizerFixturesRoot + "/qwen2/chat_template.jinja", encoding: .utf8)
+        XCTAssertEqual(qwen.chatTemplate, jinja)
+        XCTAssertTrue(qwen.chatTemplate?.hasPrefix("{% for message in messages %}") ?? false)
+
+        // List of named templates.
+        let llama3 = try Tokenizer.load(directory: tokenizerFixturesRoot + "/llama3").config
+        XCTAssertEqual(Set(llama3.namedChatTemplates.keys), ["default", "tool_use"])
+        XCTAssertEqual(llama3.chatTemplate, llama3.namedChatTemplates["default"])
+        XCTAssertEqual(llama3.namedChatTemplates["tool_use"], "{{ bos_token }}TOOLS{{ tools | tojson }}")
+
+        // AddedToken objects with "__type"; a model_max_length of 1e30 is dropped.
+        let llama2 = try TokenizerConfig.load(path: tokenizerFixturesRoot + "/llama2/tokenizer_config.json")
+        XCTAssertEqual(llama2.bosToken, "<s>")
+        XCTAssertEqual(llama2.eosToken, "</s>")
+        XCTAssertEqual(llama2.unkToken, "<unk>")
+        XCTAssertEqual(llama2.addBosToken, true)
+        XCTAssertEqual(llama2.addEosToken, false)
+        XCTAssertNil(llama2.modelMaxLength)
+        XCTAssertEqual(llama2.specialTokens["bos_token"], "<s>")
+    }
+
+    func assertThrows(_ body: () throws -> Void, contains parts: [String], file: StaticString = #filePath, line: UInt = #line) {
+        do {
+            try body()
+            XCTFail("expected an error", file: file, line: line)
+        } catch {
+            let msg = String(describing: error)
+            for p in parts {
+                XCTAssertTrue(msg.contains(p), "error \(msg.debugDescription) lacks \(p.debugDescription)", file: file, line: line)
+            }
+        }
+    }
+
+    func testErrors() throws {
+        assertThrows({ _ = try Tokenizer(tokenizerJSON: Data("{\"model\": ".utf8), source: "bad/tokenizer.json") },
+                     contains: ["bad/tokenizer.json", "invalid JSON"])
+        assertThrows({ _ = try Tokenizer(tokenizerJSON: Data("{\n\"model\": {\"type\": \"BPE\", }".utf8), source: "t.json") },
+                     contains: ["t.json", "line 2"])
+        assertThrows({ _ = try Tokenizer(tokenizerJSON: Data("[1, 2]".utf8), source: "t.json") }, contains: ["t.json", "object"])
+        let wordPiece = #"{"model": {"type": "WordPiece", "vocab": {"a": 0}}}"#
+        assertThrows({ _ = try Tokenizer(tokenizerJSON: Data(wordPiece.utf8), source: "wp/tokenizer.json") },
+                     contains: ["wp/tokenizer.json", "model.type", "'WordPiece'", "not supported yet"])
+        let unigram = #"{"model": {"type": "Unigram", "vocab": [["a", 0.0]]}}"#
+        assertThrows({ _ = try Tokenizer(tokenizerJSON: Data(unigram.utf8)) }, contains: ["tokenizer.json", "'Unigram'"])
+        let badMerge = #"{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": ["a b"]}}"#
+        assertThrows({ _ = try Tokenizer(tokenizerJSON: Data(badMerge.utf8)) }, contains: ["merges[0]", "\"ab\"", "not in the vocab"])
+        let badMergeForm = #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b c"]}}"#
+        assertThrows({ _ = try Tokenizer(tokenizerJSON: Data(badMergeForm.utf8)) }, contains: ["merges[0]"])
+        let badNorm = #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "normalizer": {"type": "BertNormalizer"}}"#
+        assertThrows({ _ = try Tokenizer(tokenizerJSON: Data(badNorm.utf8)) }, contains: ["normalizer.type", "'BertNormalizer'"])
+        let badPre = #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"String": "x"}, "behavior": "Sideways"}]}}"#
+        assertThrows({ _ = try Tokenizer(tokenizerJSON: Data(badPre.utf8)) }, contains: ["pre_tokenizer.pretokenizers[0].behavior", "Sideways"])
+        let badUnk = #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "unk_token": "<unk>"}}"#
+        assertThrows({ _ = try Tokenizer(tokenizerJSON: Data(badUnk.utf8)) }, contains: ["unk_token", "<unk>"])
+        assertThrows({ _ = try Tokenizer.load(directory: "/nonexistent/dir") }, contains: ["/nonexistent/dir/tokenizer.json"])
+        assertThrows({ _ = try TokenizerConfig.parse(Data(#"{"chat_template": 3}"#.utf8), source: "cfg.json") },
+                     contains: ["cfg.json", "chat_template"])
+    }
+
+    func testCanonicallyEquivalentTokensStayDistinct() throws {
+        // "é" precomposed and decomposed are different tokens.
+        let json = #"{"model": {"type": "BPE", "vocab": {"e": 0, "\u0301": 1, "\u00e9": 2, "e\u0301": 3}, "merges": [["e", "\u0301"]]}}"#
+        let tok = try Tokenizer(tokenizerJSON: Data(json.utf8))
+        XCTAssertEqual(tok.encode("\u{e9}"), [2])
+        XCTAssertEqual(tok.encode("e\u{301}"), [3])
+        XCTAssertEqual(tok.tokenID("e\u{301}"), 3)
+        XCTAssertEqual(tok.tokenID("\u{e9}"), 2)
+        XCTAssertEqual(tok.vocabSize, 4)
+    }
+}
+
+final class TokenizerRegexTests: XCTestCase {
+    /// The hand-written matchers of the three known split regexes agree with the
+    /// general path (Swift Regex on Unicode scalars) on every fixture text.
+    func testKnownPatternsAgreeWithGeneralRegex() throws {
+        let expected = try loadExpected("gpt2")
+        var texts = try XCTUnwrap(expected["cases"] as? [[String: Any]]).compactMap { $0["text"] as? String }
+        texts += ["x  \t\n\n  y", "a\r\n\r\nb", "   ", "\n", "'S 'Ll 'VE ſ 'ſ", "1234567 ١٢٣٤", "\u{301}\u{301}a", "a\u{2028}b"]
+        for kind in [KnownRegexPattern.Kind.gpt2, .llama3, .qwen2] {
+            let source: String
+            switch kind {
+            case .gpt2: source = KnownRegexPattern.gpt2Source
+            case .llama3: source = KnownRegexPattern.llama3Source
+            case .qwen2: source = KnownRegexPattern.qwen2Source
+            }
+            let fast = KnownRegexPattern(kind: kind)
+            let general = try GeneralRegexPattern(source: source, context: "test")
+            for t in texts {
+                let s = Array(t.unicodeScalars)
+                XCTAssertEqual(fast.matches(in: s), general.matches(in: s), "\(kind) on \(describeScalars(t))")
+            }
+        }
+    }
+
+    func testScriptPropertyRewrite() {
+        XCTAssertEqual(GeneralRegexPattern.scriptProperties(#"[^\p{Han}]+\p{L}\P{Latin}\p{Script=Greek}\\p{Han}"#),
+                       #"[^\p{Script=Han}]+\p{L}\P{Script=Latin}\p{Script=Greek}\\p{Han}"#)
+    }
+}
