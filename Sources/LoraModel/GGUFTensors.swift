@@ -108,6 +108,20 @@ public final class GGUFCheckpoint: CheckpointSource {
 
     public func contains(_ name: String) -> Bool { Self.ggufName(name).map { file.tensors[$0] != nil } ?? false }
 
+    /// GGUF tensors the model does not read (e.g. `rope_freqs.weight`, or biases
+    /// the config has no place for), as transformers' loader also skips them.
+    public var unusedTensors: [String] {
+        guard let plan = try? AdapterPlan(config: config, lora: LoraConfig()) else { return [] }
+        var used: Set<String> = ["token_embd.weight", "output_norm.weight"]
+        if !config.tieWordEmbeddings { used.insert("output.weight") }
+        for s in plan.linears where s.path != "lm_head" {
+            if let g = Self.ggufName(s.path + ".weight") { used.insert(g) }
+            if s.hasBias, let g = Self.ggufName(s.path + ".bias") { used.insert(g) }
+        }
+        for l in 0..<config.numLayers { used.formUnion(["blk.\(l).attn_norm.weight", "blk.\(l).ffn_norm.weight"]) }
+        return file.tensorNames.filter { !used.contains($0) }
+    }
+
     public func checkpointTensor(_ name: String, shape: [Int]) throws -> CheckpointTensor {
         guard let g = Self.ggufName(name), let info = file.tensors[g] else {
             throw CheckpointError.missingTensor(name: name + (Self.ggufName(name).map { " (GGUF '\($0)')" } ?? ""), searched: file.path)

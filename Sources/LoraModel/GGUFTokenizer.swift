@@ -97,7 +97,7 @@ extension GGUFFile {
         var vocabTokens = tokens
         var merges: [(String, String)]
         var modelObj: [String: Any]
-        let preTokenizer: Any
+        var preTokenizer: Any
         let decoder: Any
         switch model {
         case "gpt2":
@@ -109,15 +109,7 @@ extension GGUFFile {
             merges = fm
             modelObj = ["type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "continuing_subword_prefix": "",
                         "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false, "ignore_merges": false]
-            let pre = (try? string("tokenizer.ggml.pre")) ?? ""
-            if let regex = GGUFPreTokenizer.splits[pre] {
-                preTokenizer = ["type": "Sequence", "pretokenizers": [
-                    ["type": "Split", "pattern": ["Regex": regex], "behavior": "Isolated", "invert": false] as [String: Any],
-                    ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false],
-                ]] as [String: Any]
-            } else {
-                preTokenizer = ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true] as [String: Any]
-            }
+            preTokenizer = ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true] as [String: Any]
             decoder = ["type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true] as [String: Any]
         case "llama":
             byteLevel = false
@@ -139,6 +131,13 @@ extension GGUFFile {
             ]] as [String: Any]
         default:
             throw GGUFError.metadata(path: path, key: "tokenizer.ggml.model", reason: "'\(model)' is not supported; supported: gpt2, llama")
+        }
+        // A split regex named by tokenizer.ggml.pre replaces the pre-tokenizer, whatever the model (as transformers does).
+        if let pre = try? string("tokenizer.ggml.pre"), let regex = GGUFPreTokenizer.splits[pre] {
+            preTokenizer = ["type": "Sequence", "pretokenizers": [
+                ["type": "Split", "pattern": ["Regex": regex], "behavior": "Isolated", "invert": false] as [String: Any],
+                ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false],
+            ]] as [String: Any]
         }
         var vocab: [String: Int] = [:]
         for (i, t) in vocabTokens.enumerated() { vocab[t] = i }

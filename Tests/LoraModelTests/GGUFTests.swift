@@ -81,7 +81,9 @@ final class GGUFTests: XCTestCase {
         let models = try expected["models"] as! [String: Any]
         for name in Self.models {
             let want = (models[name] as! [String: Any])["config"] as! [String: Any]
-            let c = try GGUFCheckpoint(path: ggufFixtures + "/\(name).gguf").config
+            let g = try GGUFCheckpoint(path: ggufFixtures + "/\(name).gguf")
+            XCTAssertEqual(g.unusedTensors, [], name)
+            let c = g.config
             XCTAssertEqual(c.architecture.rawValue, want["architectures"] as? String, name)
             XCTAssertEqual(c.tieWordEmbeddings, want["tie_word_embeddings"] as? Bool, name)
             XCTAssertEqual(c.vocabSize, want["vocab_size"] as? Int, name)
