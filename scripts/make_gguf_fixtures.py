@@ -7,6 +7,8 @@ Writes, for a tiny Llama (hidden 32, 4 heads, 2 KV heads, 2 layers):
   llama_f32.gguf   F32 weights, untied (an `output` tensor), byte-level BPE tokenizer ("gpt2", pre "llama-bpe")
   llama_f16.gguf   F16 weights, tied (no `output`), SentencePiece BPE tokenizer ("llama", byte fallback)
   llama_q.gguf     Q8_0 embedding and output, Q4_0 q/k/v/gate/up, Q4_1 o/down, F32 norms; tokenizer "gpt2", pre "gpt2"
+  mistral_q5.gguf  arch "llama" named "tiny-mistral" (transformers: LlamaForCausalLM), Q5_0/Q5_1 linears, pre "qwen2"
+  qwen2_f32.gguf   arch "qwen2" (q/k/v biases, no rotary permutation), tied
   quant_zoo.gguf   one (2, 256) tensor of every supported type, plus metadata of every value type
 and for each model `<name>.expected.safetensors` holding what transformers makes of it:
 `logits` for `input_ids` (in expected.json), and the dequantized `model.embed_tokens.weight`,
@@ -114,7 +116,7 @@ def llama_cpp_permute(w, n_head, n_head_kv):
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def hf_weights(vocab, seed):
+def hf_weights(vocab, seed, biases=False):
     rng = np.random.default_rng(seed)
     f = lambda *s, scale=0.2: (rng.standard_normal(s) * scale).astype(np.float32)
     w = {"model.embed_tokens.weight": f(vocab, H, scale=0.5), "model.norm.weight": 1 + f(H, scale=0.1),
@@ -130,6 +132,10 @@ def hf_weights(vocab, seed):
         w[p + "mlp.gate_proj.weight"] = f(I, H)
         w[p + "mlp.up_proj.weight"] = f(I, H)
         w[p + "mlp.down_proj.weight"] = f(H, I)
+        if biases:  # Qwen2: q, k, v carry biases
+            w[p + "self_attn.q_proj.bias"] = f(NH * HD)
+            w[p + "self_attn.k_proj.bias"] = f(NKV * HD)
+            w[p + "self_attn.v_proj.bias"] = f(NKV * HD)
     return w
 
 
@@ -147,12 +153,12 @@ def gguf_name(hf):
         return "output_norm.weight"
     if hf == "lm_head.weight":
         return "output.weight"
-    parts = hf.split(".")  # model.layers.N.<mod...>.weight
-    return f"blk.{parts[2]}.{GGUF_NAMES['.'.join(parts[3:-1])]}.weight"
+    parts = hf.split(".")  # model.layers.N.<mod...>.weight|bias
+    return f"blk.{parts[2]}.{GGUF_NAMES['.'.join(parts[3:-1])]}.{parts[-1]}"
 
 
-def write_model(path, weights, tokenizer, qtype_for, tied, name="tiny-llama"):
-    w = gguf.GGUFWriter(path, "llama")
+def write_model(path, weights, tokenizer, qtype_for, tied, name="tiny-llama", arch="llama"):
+    w = gguf.GGUFWriter(path, arch)
     w.add_name(name)
     w.add_context_length(CTX)
     w.add_embedding_length(H)
@@ -183,9 +189,9 @@ def write_model(path, weights, tokenizer, qtype_for, tied, name="tiny-llama"):
     for hf, arr in weights.items():
         if hf == "lm_head.weight" and tied:
             continue
-        if hf.endswith("q_proj.weight"):
+        if arch == "llama" and (hf.endswith("q_proj.weight") or hf.endswith("q_proj.bias")):
             arr = llama_cpp_permute(arr, NH, NH)
-        elif hf.endswith("k_proj.weight"):
+        elif arch == "llama" and (hf.endswith("k_proj.weight") or hf.endswith("k_proj.bias")):
             arr = llama_cpp_permute(arr, NH, NKV)
         qt = qtype_for(hf, arr)
         if qt == Q.F32:
@@ -217,12 +223,14 @@ def reference(path, tmp, input_ids, vocab):
         logits = model(torch.tensor(input_ids)).logits
     out = {"logits": logits.numpy().astype(np.float32)}
     for k in ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
-              "model.layers.1.self_attn.k_proj.weight", "model.layers.0.mlp.down_proj.weight"]:
-        out[k] = sd[k].numpy().astype(np.float32).copy()
+              "model.layers.1.self_attn.k_proj.weight", "model.layers.0.mlp.down_proj.weight",
+              "model.layers.0.self_attn.q_proj.bias", "model.layers.1.self_attn.k_proj.bias"]:
+        if k in sd:
+            out[k] = sd[k].numpy().astype(np.float32).copy()
     cfg = model.config
     config = {"tie_word_embeddings": bool(cfg.tie_word_embeddings), "vocab_size": cfg.vocab_size,
               "hidden_size": cfg.hidden_size, "num_key_value_heads": cfg.num_key_value_heads,
-              "head_dim": cfg.head_dim, "rms_norm_eps": cfg.rms_norm_eps,
+              "head_dim": getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads, "rms_norm_eps": cfg.rms_norm_eps,
               "max_position_embeddings": cfg.max_position_embeddings, "architectures": model.__class__.__name__}
     tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
     tok_dir = os.path.join(tmp, "tok")
@@ -264,14 +272,26 @@ def main():
             return Q.Q4_1
         return Q.Q4_0
 
-    cases = [("llama_f32", bpe("llama-bpe"), all_f32, False, 1),
-             ("llama_f16", sp, all_f16, True, 2),
-             ("llama_q", bpe("gpt2"), quantized, False, 3)]
-    for name, tk, qt, tied, seed in cases:
+    def q5(hf, arr):
+        if arr.ndim == 1:
+            return Q.F32
+        if hf in ("model.embed_tokens.weight", "lm_head.weight"):
+            return Q.Q8_0
+        return Q.Q5_1 if hf.endswith(("o_proj.weight", "down_proj.weight")) else Q.Q5_0
+
+    # (file, tokenizer, tensor types, tied, seed, general.name, general.architecture, q/k/v biases)
+    cases = [("llama_f32", bpe("llama-bpe"), all_f32, False, 1, "tiny-llama", "llama", False),
+             ("llama_f16", sp, all_f16, True, 2, "tiny-llama", "llama", False),
+             ("llama_q", bpe("gpt2"), quantized, False, 3, "tiny-llama", "llama", False),
+             # llama.cpp stores Mistral as "llama"; transformers loads such a file as Llama (its rule for general.name
+             # == "mistral" needs a gguf-py model type that does not exist, so that name fails to load).
+             ("mistral_q5", bpe("qwen2"), q5, False, 4, "tiny-mistral", "llama", False),
+             ("qwen2_f32", bpe("qwen2"), all_f32, True, 5, "tiny-qwen2", "qwen2", True)]
+    for name, tk, qt, tied, seed, model_name, arch, biases in cases:
         vocab = len(tk["tokens"])
-        weights = hf_weights(vocab, seed)
+        weights = hf_weights(vocab, seed, biases)
         path = os.path.join(tmp, name + ".gguf")
-        write_model(path, weights, tk, qt, tied)
+        write_model(path, weights, tk, qt, tied, model_name, arch)
         out, config, tok_dir, ids = reference(path, tmp, expected["input_ids"], vocab)
         shutil.copy(path, os.path.join(ROOT, name + ".gguf"))
         save_file(out, os.path.join(ROOT, name + ".expected.safetensors"))

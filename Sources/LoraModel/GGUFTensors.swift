@@ -173,10 +173,12 @@ extension ModelConfig {
     /// config.json's fields for a GGUF model (what merge writes for a GGUF base).
     public static func hfConfig(gguf f: GGUFFile) throws -> [String: Any] {
         let arch = try f.string("general.architecture")
-        let name = (try? f.string("general.name")) ?? ""
         let hfArch: Architecture
         switch arch {
-        case "llama": hfArch = name.lowercased().contains("mistral") ? .mistral : .llama
+        // llama.cpp writes Mistral as "llama" too; transformers loads every such file as Llama (its
+        // general.name == "mistral" branch needs a gguf-py model type that does not exist), and so do we.
+        // The difference is Mistral's 4096-token sliding window, which GGUF does not record.
+        case "llama": hfArch = .llama
         case "qwen2": hfArch = .qwen2
         default:
             throw GGUFError.metadata(path: f.path, key: "general.architecture",
@@ -203,13 +205,12 @@ extension ModelConfig {
         if let e = try f.double(arch + ".attention.layer_norm_rms_epsilon") { c["rms_norm_eps"] = e }
         c["rope_theta"] = try f.double(arch + ".rope.freq_base") ?? 10000.0
         if let n = try f.int(arch + ".context_length") { c["max_position_embeddings"] = n }
-        else { c["max_position_embeddings"] = hfArch == .llama ? 2048 : hfArch == .mistral ? 131072 : 32768 }
+        else { c["max_position_embeddings"] = hfArch == .llama ? 2048 : 32768 }
         // rope.dimension_count is the head size for llama/mistral only (transformers ignores it for qwen2).
         if arch == "llama", let hd = try f.int(arch + ".rope.dimension_count") { c["head_dim"] = hd }
         if let v = try f.int(arch + ".vocab_size") { c["vocab_size"] = v }
         else if let tokens = f.metadata["tokenizer.ggml.tokens"]?.array { c["vocab_size"] = tokens.count }
         else { throw GGUFError.metadata(path: f.path, key: "tokenizer.ggml.tokens", reason: "missing, and no \(arch).vocab_size") }
-        if hfArch == .mistral { c["sliding_window"] = 4096 }  // MistralConfig's default; GGUF does not store it
         for (key, field) in [("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"),
                              ("padding_token_id", "pad_token_id")] {
             if let id = try f.int("tokenizer.ggml." + key) { c[field] = id }

@@ -8,7 +8,7 @@ let ggufFixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
     .deletingLastPathComponent().appendingPathComponent("Fixtures/gguf").path
 
 final class GGUFTests: XCTestCase {
-    static let models = ["llama_f32", "llama_f16", "llama_q"]
+    static let models = ["llama_f32", "llama_f16", "llama_q", "mistral_q5", "qwen2_f32"]
 
     var expected: [String: Any] {
         get throws {
