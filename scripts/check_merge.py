@@ -16,7 +16,8 @@
         for c in $(python3 -c 'import json;print(" ".join(json.load(open("Tests/Fixtures/merge/cases.json"))))'); do
           .build/debug/lora-gpu merge --model <base of $c> --adapter <adapter of $c> --output /tmp/merged/$c
         done
-      (`check_merge.py commands OUT_ROOT` prints those commands.)
+      (`check_merge.py commands OUT_ROOT` prints those commands, plus bfloat16/float16 merges of two cases
+      into OUT_ROOT/<case>@<dtype>, which verify checks bit for bit against torch's rounding of the float32 merge.)
 
 Run with /opt/lora-ref-venv/bin/python.
 """
@@ -35,10 +36,14 @@ OUT = os.path.join(FIX, "merge")
 HF_CASES = ["llama_bias_all", "llama_modules_to_save", "llama_tied_rslora_regex", "mistral_embed_lm_head",
             "qwen2_bias_lora_only", "llama_layers_patterns", "llama_gqa_untied"]
 # GGUF base, its adapter's LoRA settings.
+# Case gguf_<model> merges into Tests/Fixtures/gguf/<model>.gguf.
 GGUF_CASES = {
     "gguf_llama_q": ("llama_q.gguf", dict(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "down_proj"])),
-    "gguf_llama_f16_tied_embed": ("llama_f16.gguf", dict(r=4, lora_alpha=16, use_rslora=True,
-                                                         target_modules=["q_proj", "v_proj", "embed_tokens"])),
+    # tied embeddings with LoRA on embed_tokens: the update lands on the shared matrix
+    "gguf_llama_f16": ("llama_f16.gguf", dict(r=4, lora_alpha=16, use_rslora=True,
+                                              target_modules=["q_proj", "v_proj", "embed_tokens"])),
+    "gguf_llama_f32": ("llama_f32.gguf", dict(r=2, lora_alpha=4, target_modules=["o_proj", "gate_proj", "up_proj", "lm_head"])),
+    "gguf_qwen2_f32": ("qwen2_f32.gguf", dict(r=4, lora_alpha=8, target_modules="all-linear", bias="all")),
 }
 
 
@@ -133,14 +138,37 @@ def verify(root):
             ok = ok and not bad
         print(("OK   " if ok else "FAIL ") + line)
         failures += 0 if ok else 1
+        # Half-precision outputs of the same merge (OUT_ROOT/<case>@bfloat16, @float16) must be torch's rounding of ours.
+        for dtype in ("bfloat16", "float16"):
+            h = f"{d}@{dtype}"
+            if not os.path.isdir(h):
+                continue
+            from safetensors.torch import load_file as load_torch
+
+            def tensors(path):
+                out = {}
+                for fn in sorted(os.listdir(path)):
+                    if fn.endswith(".safetensors"):
+                        out.update(load_torch(os.path.join(path, fn)))
+                return out
+
+            full, half = tensors(d), tensors(h)
+            dt = getattr(torch, dtype)
+            bad = [k for k in full if k not in half or not torch.equal(full[k].to(dt).view(torch.int16), half[k].view(torch.int16))]
+            print(("OK   " if not bad else "FAIL ") + f"{case}@{dtype}: {len(full)} tensors bit-equal to torch's .to({dtype})"
+                  + (f" except {bad}" if bad else ""))
+            failures += 1 if bad else 0
     sys.exit(1 if failures else 0)
 
 
 def commands(root):
     for case in json.load(open(os.path.join(OUT, "cases.json"))):
         base, adapter, _ = case_paths(case)
-        print(f".build/debug/lora-gpu merge --model {os.path.relpath(base, REPO)} --adapter {os.path.relpath(adapter, REPO)}"
-              f" --output {root}/{case}")
+        args = f".build/debug/lora-gpu merge --model {os.path.relpath(base, REPO)} --adapter {os.path.relpath(adapter, REPO)}"
+        print(f"{args} --output {root}/{case}")
+        if case in ("mistral_embed_lm_head", "gguf_llama_q"):
+            for dtype in ("bfloat16", "float16"):
+                print(f"{args} --dtype {dtype} --output {root}/{case}@{dtype}")
 
 
 if __name__ == "__main__":

@@ -26,8 +26,7 @@ final class MergeTests: XCTestCase {
     func paths(_ c: String) throws -> (base: String, adapter: String, ids: [[Int]]) {
         if c.hasPrefix("gguf_") {
             let ids = (try json(fixtures + "/gguf/expected.json") as! [String: Any])["input_ids"] as! [[Int]]
-            let file = c.hasPrefix("gguf_llama_q") ? "llama_q.gguf" : "llama_f16.gguf"
-            return (fixtures + "/gguf/" + file, fixtures + "/merge/\(c).adapter", ids)
+            return (fixtures + "/gguf/\(c.dropFirst(5)).gguf", fixtures + "/merge/\(c).adapter", ids)
         }
         let d = fixtures + "/reference/" + c
         let ids = (try json(d + "/reference.json") as! [String: Any])["input_ids"] as! [[Int]]
@@ -47,7 +46,7 @@ final class MergeTests: XCTestCase {
 
     func testMergedLogitsMatchPEFTMergeAndUnload() throws {
         let cases = try json(fixtures + "/merge/cases.json") as! [String]
-        XCTAssertEqual(cases.count, 9)
+        XCTAssertEqual(cases.count, 11)
         let out = try tempDir()
         for c in cases {
             let (base, adapter, ids) = try paths(c)
