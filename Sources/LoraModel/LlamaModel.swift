@@ -107,7 +107,11 @@ public final class LlamaLoRAModel {
             let count = shape.reduce(1, *)
             let out = try ctx.buffer(count: count)
             switch try checkpoint.checkpointTensor(name, shape: shape) {
-            case .floats(let values): try out.write(values)
+            case .floats(let values):
+                guard values.count == count else {
+                    throw CheckpointError.tensor(path: checkpoint.location, name: name, reason: "\(values.count) values for shape \(shape)")
+                }
+                try out.write(values)
             case .raw(.f32, let bytes): try out.write(raw: bytes)
             case .raw(let dtype, let bytes) where dtype == .f16 || dtype == .bf16:
                 let raw = try DeviceBuffer<UInt16>(queue: ctx.queue, count: count)
