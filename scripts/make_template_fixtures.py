@@ -202,6 +202,150 @@ CONVERSATIONS["content_parts"] = [
 SPECIAL_CONVERSATIONS = {"tool_calls": TOOL_TEMPLATES, "content_parts": ["gemma3"]}
 
 
+# ---------------------------------------------------------------------------------------------------
+# Interpreter snippets: small templates exercising one feature each, rendered by the very Jinja
+# environment transformers builds for chat templates (same filters, globals, trim/lstrip settings).
+# Each renders against SNIPPET_CONTEXT plus what ChatTemplate.render always defines.
+SNIPPET_CONTEXT = {
+    "l": [1, 2, 3, 4, 5],
+    "s": "h\u00e9llo\U0001F44B\U0001F3FD",
+    "d": {"a": 1, "n": {"x": [1, {"y": None}]}, "s": "\u00fc"},
+    "msgs": [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": "hi", "tool": "t"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "again"},
+    ],
+}
+# (name, template, check_message): with check_message the exact error message is compared too.
+SNIPPETS = [
+    # whitespace control, trim_blocks, lstrip_blocks, comments, raw, newlines
+    ("ws_lstrip_trim", "  {% if true %}\n    yes\n  {% endif %}\nafter", False),
+    ("ws_minus", "a  {%- if true -%}  b  {%- endif -%}  c", False),
+    ("ws_var_minus", "x  {{- ' y ' -}}  \n  {{ 'z' }}  ", False),
+    ("ws_comment", "line1\n  {# comment #}\nline2\n{#- c2 -#}   \n  line3", False),
+    ("ws_plus_lstrip", "  {%+ if true %}x{% endif %}", False),
+    ("ws_plus_trim", "{% if true +%}\nx{% endif %}", False),
+    ("ws_raw", "{% raw %}{{ not parsed }} {% if %}{% endraw %}", False),
+    ("ws_raw_lines", "  {% raw %}\n{{ x }}\n  {% endraw %}\nend", False),
+    ("ws_crlf", "a\r\nb\r\n{% if true %}\r\nc{% endif %}\n", False),
+    ("ws_not_line_start", "{{ 'a' }}   {% if true %}b{% endif %}", False),
+    ("ws_trailing_newlines", "text\n\n", False),
+    ("ws_for_lines", "x {{ 1 }}\n{% for i in [1,2] %}\n  {{ i }}\n{% endfor %}\nend\n", False),
+    ("ws_tabs", "\t\t{% if true %}\t{{ 'a' }}\t\n\t{% endif %}\t.", False),
+    ("ws_nested_dash", "{%- for i in [1, 2] -%}\n   [{{- i -}}]\n{%- endfor -%}\n!", False),
+    # loops
+    ("loop_vars", "{% for x in ['a','b','c'] %}{{ loop.index }}{{ loop.index0 }}{{ loop.revindex }}{{ loop.revindex0 }}{{ loop.first }}{{ loop.last }}{{ loop.length }}|{% endfor %}", False),
+    ("loop_prev_next", "{% for x in [1,2,3] %}{{ loop.previtem }}-{{ loop.nextitem }};{% endfor %}", False),
+    ("loop_else", "{% for x in [] %}x{% else %}empty{% endfor %}{% for x in [1] %}{{ x }}{% else %}no{% endfor %}", False),
+    ("loop_filter", "{% for x in range(10) if x is odd %}{{ x }}{{ loop.index }}{{ loop.last }},{% endfor %}", False),
+    ("loop_unpack_items", "{% for k, v in {'a': 1, 'b': 2}.items() %}{{ k }}={{ v }};{% endfor %}{% for k, v in d | items %}{{ k }},{% endfor %}{% for k in d %}{{ k }}{% endfor %}", False),
+    ("loop_break_continue", "{% for x in range(10) %}{% if x == 7 %}{% break %}{% endif %}{% if x is even %}{% continue %}{% endif %}{{ x }}{% endfor %}", False),
+    ("loop_depth", "{% for a in [1,2] %}{% for b in [3,4] %}{{ loop.depth }}{{ a }}{{ b }} {% endfor %}{{ loop.depth }}{% endfor %}", False),
+    ("loop_scope", "{% set x = 5 %}{% for i in [1,2] %}{{ x }}{% set x = i %}{{ x }}{% endfor %}{{ x }}", False),
+    ("loop_cycle", "{% for i in range(4) %}{{ loop.cycle('a','b','c') }}{% endfor %}", False),
+    ("loop_string", "{% for c in s %}[{{ c }}]{% endfor %}", False),
+    ("loop_undefined", "{% for x in nothing %}x{% else %}none{% endfor %}", False),
+    # set, namespace
+    ("ns_basic", "{% set ns = namespace(found=false, n=0) %}{% for m in [1,2,3] %}{% set ns.n = ns.n + m %}{% if m == 2 %}{% set ns.found = true %}{% endif %}{% endfor %}{{ ns.found }} {{ ns.n }}", False),
+    ("set_block", "{% set x %}  hello {{ 1 + 1 }}\n{% endset %}[{{ x }}]", False),
+    ("set_block_filter", "{% set x | upper %}abc{% endset %}{{ x }}", False),
+    ("set_tuple", "{% set a, b = 1, 2 %}{{ a }}{{ b }}{% set (c, e) = [3, 4] %}{{ c }}{{ e }}", False),
+    ("set_if_scope", "{% if true %}{% set y = 3 %}{% endif %}{{ y }}", False),
+    ("set_messages_slice", "{% set loop_messages = msgs[1:] %}{{ loop_messages | length }}{{ loop_messages[0].role }}", False),
+    # macros and call blocks
+    ("macro_defaults", "{% macro greet(name, greeting='Hello') %}{{ greeting }}, {{ name }}!{% endmacro %}{{ greet('Ann') }} {{ greet('Bob', greeting='Hi') }} {{ greet(name='Cy', greeting='Yo') }}", False),
+    ("macro_caller", "{% macro wrap(tag) %}<{{ tag }}>{{ caller() }}</{{ tag }}>{% endmacro %}{% call wrap('b') %}bold {{ 1 }}{% endcall %}", False),
+    ("macro_caller_args", "{% macro each(items) %}{% for i in items %}{{ caller(i) }}{% endfor %}{% endmacro %}{% call(x) each([1,2]) %}[{{ x }}]{% endcall %}", False),
+    ("macro_missing_arg", "{% macro f(a, b) %}{{ a }}|{{ b }}|{{ b is defined }}{% endmacro %}{{ f(1) }}", False),
+    ("macro_varargs", "{% macro f(a) %}{{ a }}{{ varargs }}{{ kwargs }}{% endmacro %}{{ f(1, 2, 3, x=4) }}", False),
+    ("macro_outer_var", "{% set g = 'G' %}{% macro f() %}{{ g }}{% endmacro %}{{ f() }}", False),
+    ("macro_whitespace", "{%- macro render(m) -%}\n  <{{ m.role }}>\n{%- endmacro -%}\n{%- for m in msgs -%}\n{{ render(m) }}\n{%- endfor -%}", False),
+    # indexing, slicing, attributes
+    ("slice_list", "{{ l[1:] }}|{{ l[:-1] }}|{{ l[::-1] }}|{{ l[::2] }}|{{ l[-2:] }}|{{ l[10:] }}|{{ l[-1] }}|{{ l[1:3][0] }}|{{ l[4:1:-2] }}", False),
+    ("slice_string", "{{ s[::-1] }}|{{ s[1:3] }}|{{ s | length }}|{{ s[-1] }}|{{ s[0] }}", False),
+    ("attr_dict", "{{ d.a }}{{ d['a'] }}{{ d.missing is defined }}{{ d.get('missing', 'dflt') }}{{ d.get('a') }}{{ d.n.x[1].y }}{{ d['n']['x'][0] }}", False),
+    ("attr_index_dot", "{{ l.0 }}{{ msgs.1.role }}{{ l[10] is defined }}", False),
+    # operators, literals, printing
+    ("ops_arith", "{{ 1 + 2 * 3 }} {{ (1 + 2) * 3 }} {{ 7 // 2 }} {{ -7 // 2 }} {{ 7 % 3 }} {{ -7 % 3 }} {{ 2 ** 3 ** 2 }} {{ 7 / 2 }} {{ 4 / 2 }} {{ 1.5 + 1 }} {{ 0.1 + 0.2 }} {{ 1e20 }} {{ 1e-7 }} {{ 100000000000000000.0 }} {{ 123456.789e3 }} {{ -0.0 }} {{ 2 ** -1 }} {{ 10 / 4 * 2 }}", False),
+    ("ops_concat", "{{ 'a' ~ 1 ~ none ~ true ~ 2.0 }} {{ 'ab' * 2 }} {{ [1] + [2] }} {{ 'x' in 'xyz' }} {{ 2 not in [1,2] }} {{ 'k' in {'k': 1} }} {{ 'a' 'b' }}", False),
+    ("ops_logic", "{{ 0 or 'b' }} {{ 'a' and 'b' }} [{{ '' and 'b' }}] {{ none or [] }} {{ not none }} {{ not 'x' }} {{ 1 and 0 }}", False),
+    ("ops_ternary", "{{ 'y' if 1 > 0 else 'n' }} [{{ 'y' if false }}] {{ 'a' if false else 'b' if true else 'c' }}", False),
+    ("ops_compare", "{{ 1 < 2 < 3 }} {{ 1 < 3 < 2 }} {{ 'a' < 'b' }} {{ [1,2] == [1,2] }} {{ 1 == 1.0 }} {{ true == 1 }} {{ 'a' != 'b' }} {{ none == none }} {{ [1, 2] < [1, 3] }}", False),
+    ("ops_unary", "{{ -l[0] }} {{ - 2 | abs }} {{ -(2) ** 2 }} {{ +3 }} {{ not true or true }}", False),
+    ("print_types", "{{ none }} {{ true }} {{ 1.0 }} {{ [1, 'a', none, 1.5, {'k': 'v'}] }} {{ (1,) }} {{ (1, 'b') }} {{ {'a': [1, (2, 3)]} }} {{ \"it's\" }} {{ ['it\\'s', 'q\"', 'both\\'\"'] }} {{ ['\\n\\t', '\u00e9', '\u200d'] }}", False),
+    ("print_undefined", "[{{ nothing }}][{{ nothing | default('d') }}][{{ '' | default('e', true) }}][{{ d.nope }}][{{ none | default('n') }}][{{ false | d('f', true) }}]", False),
+    ("escapes", "{{ 'a\\tb\\\\c\\'d' }}|{{ \"\\u00e9\\x41\\101\" }}|{{ 'keep \\d' }}", False),
+    # tests
+    ("tests", "{{ none is none }} {{ 1 is number }} {{ 1.0 is integer }} {{ 1 is integer }} {{ 'a' is string }} {{ {} is mapping }} {{ [] is iterable }} {{ 'x' is sequence }} {{ true is boolean }} {{ true is true }} {{ 0 is false }} {{ 3 is odd }} {{ 4 is even }} {{ 9 is divisibleby 3 }} {{ 9 is divisibleby(4) }} {{ 'a' is equalto 'a' }} {{ none is sameas none }} {{ x is undefined }} {{ x is not defined }} {{ 1 is in [1] }} {{ 1.5 is float }} {{ d is mapping }} {{ msgs[0] is not string }} {{ 2 is eq 2 }} {{ 3 is gt 2 }} {{ 'abc' is lower }}", False),
+    # filters
+    ("f_text", "{{ '  a b  ' | trim }}|{{ 'xxaxx' | trim('x') }}|{{ 'ab' | upper }}|{{ 'AB' | lower }}|{{ 'hello wORLD' | capitalize }}|{{ 'hello wORLD-foo (bar)' | title }}|{{ [1,2,3] | length }}|{{ 'abc' | count }}|{{ {'a':1} | length }}|{{ nothing | length }}", False),
+    ("f_seq", "{{ [1,2,3] | join(', ') }}|{{ ['a','b'] | join }}|{{ [3,4] | first }}|{{ [3,4] | last }}|{{ 'ab' | list }}|{{ {'x':1,'y':2} | list }}|{{ msgs | join(', ', attribute='role') }}|{{ [1, 2] | reverse | list }}|{{ 'abc' | reverse }}", False),
+    ("f_convert", "{{ 'aaa' | replace('a', 'b', 2) }}|{{ 12 | string }}|{{ '42' | int + 1 }}|{{ '4.7' | float }}|{{ 'x' | int }}|{{ -3 | abs }}|{{ 2.567 | round(2) }}|{{ 2.5 | round }}|{{ 3.5 | round }}|{{ 7 | round }}|{{ 2.1 | round(0, 'ceil') }}|{{ 3.99 | int }}|{{ ' 12 ' | int }}|{{ '3.9' | int }}|{{ 5 | float }}", False),
+    ("f_items", "{{ {'b': 1, 'a': 2} | items | list }}|{{ {'b': 1, 'a': 2} | dictsort }}|{{ {'b': 1, 'a': 2} | dictsort(by='value', reverse=true) }}", False),
+    ("f_map_select", "{{ msgs | map(attribute='role') | join(',') }}|{{ msgs | selectattr('role', 'equalto', 'user') | map(attribute='content') | list }}|{{ msgs | rejectattr('role', 'equalto', 'user') | list | length }}|{{ [1,2,3,4] | select('odd') | list }}|{{ [1,2,3,4] | reject('even') | list }}|{{ msgs | selectattr('tool') | list | length }}|{{ ['a','B'] | map('upper') | list }}|{{ msgs | selectattr('tool', 'defined') | map(attribute='tool') | first }}|{{ msgs | map(attribute='nope', default='-') | join }}|{{ [1, 0, none, 'x'] | select | list }}|{{ [5, 12, 20] | select('gt', 10) | list }}", False),
+    ("f_unique_sort", "{{ ['a','A','b','a'] | unique | list }}|{{ [3,1,2] | sort }}|{{ [3,1,2] | sort(reverse=true) }}|{{ ['b','A','c'] | sort }}|{{ ['b','A','c'] | sort(case_sensitive=true) }}|{{ msgs | sort(attribute='content') | map(attribute='content') | list }}|{{ [3, 1] | max }}|{{ [3, 1] | min }}|{{ [1, 2.5] | sum }}", False),
+    ("f_indent", "{{ 'a\\nb\\n\\nc' | indent }}|{{ 'a\\nb' | indent(2, true) }}|{{ 'a\\n\\nb' | indent(2, blank=true) }}|{{ 'x\\ny' | indent('> ') }}", False),
+    ("f_wordcount", "{{ 'hello big, wide-world' | wordcount }}", False),
+    ("f_tojson", "{{ d | tojson }}|{{ d | tojson(indent=2) }}|{{ [1, 2.5, none, true, '\u00e9\"\\n\\t\\u0001'] | tojson }}|{{ {'b':1,'a':[]} | tojson(sort_keys=true) }}|{{ '\u00fc\U0001F600' | tojson(ensure_ascii=true) }}|{{ {} | tojson(indent=4) }}|{{ d | tojson(separators=(',', ':')) }}|{{ msgs[0] | tojson(indent='\\t') }}|{{ (1, 2) | tojson }}|{{ 1.0 | tojson }}|{{ 1e100 | tojson }}", False),
+    ("f_block", "{% filter upper %}abc {{ 'd' }}{% endfilter %}|{% filter trim | upper %}  x  {% endfilter %}", False),
+    ("f_string_of_list", "{{ msgs[1] | string }}|{{ [1, 'a'] | string }}", False),
+    # str / dict / list methods
+    ("m_str", "{{ '  x  '.strip() }}|{{ 'xxhixx'.strip('x') }}|{{ '  x '.lstrip() }}|{{ ' x  '.rstrip() }}|{{ 'a,b,,c'.split(',') }}|{{ ' a  b '.split() }}|{{ 'a b c'.split(' ', 1) }}|{{ 'a  b c '.split(none, 1) }}|{{ 'abc'.startswith('a') }}|{{ 'abc'.endswith(('x','c')) }}|{{ 'hello world'.title() }}|{{ 'ab'.upper() }}|{{ 'aXb'.replace('X', '-') }}|{{ 'abcb'.find('b') }}|{{ 'abcb'.find('z') }}|{{ 'abcb'.count('b') }}|{{ '{}-{}'.format(1, 'a') }}|{{ '{0}{name}'.format('x', name='y') }}|{{ 'a\\nb'.splitlines() }}|{{ ', '.join(['x', 'y']) }}|{{ 'abcbd'.rsplit('b', 1) }}|{{ 'a1'.isalnum() }}|{{ '12'.isdigit() }}|{{ 'x\\n'.rstrip('\\n') }}|{{ 'Hello'.lower().capitalize() }}", False),
+    ("m_dict_list", "{% for k, v in d.items() %}{{ k }}{% endfor %}|{{ d.keys() | list }}|{{ d.values() | list | length }}|{{ [1, 2, 1].count(1) }}|{{ [5, 6].index(6) }}|{{ msgs[0].items() | list }}", False),
+    ("globals", "{{ range(3) | list }}|{{ range(1, 10, 3) | list }}|{{ range(5, 0, -2) | list }}|{% set dd = dict(a=1, b='x') %}{{ dd }}|{{ dict(dd, c=3) }}|{{ namespace(a=1).a }}", False),
+    ("strftime_type", "{{ strftime_now('%Y') | length }}{{ strftime_now('%d %b %Y') is string }}", False),
+    ("generation_block", "{% for m in msgs %}{% generation %}[{{ m.role }}]{% endgeneration %}{% endfor %}", False),
+    # errors at render time
+    ("err_raise", "before {{ raise_exception('Custom failure: ' ~ 42) }} after", True),
+    ("err_undefined_attr", "{{ undefined_var.attr }}", True),
+    ("err_undefined_item", "{{ undefined_var['k'] }}", True),
+    ("err_undefined_add", "{{ nothing + 'a' }}", True),
+    ("err_missing_key_add", "{{ d.missing ~ 'ok' }}{{ d.missing + 'x' }}", True),
+    ("err_int_plus_str", "{{ 1 + 'a' }}", True),
+    ("err_str_plus_int", "{{ 'a' + 1 }}", True),
+    ("err_append", "{% set x = [] %}{{ x.append(1) }}", True),
+    ("err_set_attr", "{% set x = [] %}{% set x.y = 1 %}", True),
+    ("err_unpack", "{% for a, b in [[1, 2, 3]] %}{% endfor %}", True),
+    ("err_tojson_undefined", "{{ nothing | tojson }}", True),
+    ("err_call_undefined", "{{ foo() }}", True),
+    ("err_compare", "{{ 1 < 'a' }}", True),
+    ("err_ns_underscore", "{% set ns = namespace() %}{% set ns._x = 1 %}", True),
+    ("err_not_iterable", "{% for x in 5 %}{% endfor %}", True),
+    ("err_div_zero", "{{ 1 // 0 }}", True),
+    # syntax errors (only the line number and that it is a syntax error are compared)
+    ("syn_unknown_filter", "line1\n{{ x | foo }}", False),
+    ("syn_unknown_test", "{{ x is foo }}", False),
+    ("syn_unclosed_if", "{% if x %}\nabc", False),
+    ("syn_wrong_end", "{% for x in y %}\n{% endif %}", False),
+    ("syn_bad_expr", "a\nb\n{{ 1 + }}", False),
+    ("syn_unknown_tag", "{% frobnicate %}", False),
+    ("syn_unclosed_var", "{{ x ", False),
+    ("syn_unclosed_string", "{{ 'abc }}", False),
+    ("syn_break_outside", "{% break %}", False),
+]
+
+
+def make_snippets():
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    out = []
+    for name, source, check_message in SNIPPETS:
+        case = {"name": name, "template": source}
+        context = {"messages": [], "add_generation_prompt": False, "tools": None, "documents": None, **SNIPPET_CONTEXT}
+        try:
+            case["expected"] = _compile_jinja_template(source).render(**context)
+        except jinja2.exceptions.TemplateSyntaxError as e:
+            case["error"] = {"type": type(e).__name__, "message": e.message, "syntax": True, "line": e.lineno}
+        except Exception as e:
+            raised = type(e) is jinja2.exceptions.TemplateError
+            case["error"] = {"type": type(e).__name__, "message": str(e), "syntax": False, "raised": raised}
+        if "error" in case:
+            case["error"]["check_message"] = check_message
+        out.append(case)
+    return out
+
+
 def make_tokenizer(name):
     specials = SPECIAL_TOKENS[name]
     vocab = {"<unk_placeholder>": 0}
@@ -258,6 +402,13 @@ def main():
         json.dump(doc, f, ensure_ascii=False, indent=1)
         f.write("\n")
     os.replace(tmp, path)
+    snippets = make_snippets()
+    spath = os.path.join(out_dir, "jinja_snippets.json")
+    with open(spath + ".tmp", "w", encoding="utf-8") as f:
+        json.dump({"context": SNIPPET_CONTEXT, "snippets": snippets}, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+    os.replace(spath + ".tmp", spath)
+    print("%d interpreter snippets -> %s" % (len(snippets), spath), file=sys.stderr)
     n_err = sum(1 for c in cases if "error" in c)
     print("%d templates, %d cases (%d raising) -> %s" % (len(templates), len(cases), n_err, path), file=sys.stderr)
 

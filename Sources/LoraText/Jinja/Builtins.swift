@@ -602,9 +602,8 @@ enum Builtins {
                 while i < us.count && PyFormat.isSpace(us[i]) { i += 1 }
                 if i >= us.count { break }
                 if maxsplit >= 0 && parts.count >= maxsplit {
-                    var e = us.count
-                    while e > i && PyFormat.isSpace(us[e - 1]) { e -= 1 }
-                    parts.append(str(i, e))
+                    // The remainder keeps its trailing whitespace.
+                    parts.append(str(i, us.count))
                     break
                 }
                 let st = i
@@ -618,9 +617,7 @@ enum Builtins {
             while i > 0 && PyFormat.isSpace(us[i - 1]) { i -= 1 }
             if i == 0 { break }
             if maxsplit >= 0 && parts.count >= maxsplit {
-                var b = 0
-                while b < i && PyFormat.isSpace(us[b]) { b += 1 }
-                parts.append(str(b, i))
+                parts.append(str(0, i))
                 break
             }
             let en = i

@@ -30,9 +30,6 @@ final class Scope {
 enum Flow { case normal, breakLoop, continueLoop }
 
 final class Interpreter {
-    /// Loop nesting depth while executing (for loop.depth).
-    var loopDepth = 0
-
     // MARK: Statements
 
     func exec(_ nodes: [Node], _ scope: Scope, _ out: inout String) throws -> Flow {
@@ -82,9 +79,8 @@ final class Interpreter {
                 if let otherwise { return try exec(otherwise, scope, &out) }
                 return .normal
             }
-            let loop = LoopInfo(items: items, depth0: loopDepth)
-            loopDepth += 1
-            defer { loopDepth -= 1 }
+            // Jinja2 counts depth only through recursive loops (not supported): always depth 1.
+            let loop = LoopInfo(items: items, depth0: 0)
             for (idx, item) in items.enumerated() {
                 loop.index0 = idx
                 let s = Scope(parent: scope)
@@ -198,9 +194,6 @@ final class Interpreter {
             }
             s.vars["varargs"] = .tuple(extra)
             s.vars["kwargs"] = .dict(kwargsExtra)
-            let savedDepth = self.loopDepth
-            self.loopDepth = 0
-            defer { self.loopDepth = savedDepth }
             return .string(try self.render(m.body, s))
         }
     }

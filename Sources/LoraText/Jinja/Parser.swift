@@ -499,7 +499,8 @@ struct Parser {
                     node = Expr(.getitem(node, index), t.loc)
                 }
             } else if isOp("(") {
-                node = Expr(.call(node, try parseCallArgs()), t.loc)
+                // Calls are located at the start of the callee (e.g. the `r` of raise_exception).
+                node = Expr(.call(node, try parseCallArgs()), start.loc)
             } else {
                 return node
             }
@@ -566,8 +567,7 @@ struct Parser {
             } else if isName("is") {
                 node = try parseTest(node)
             } else if isOp("(") {
-                let loc = cur.loc
-                node = Expr(.call(node, try parseCallArgs()), loc)
+                node = Expr(.call(node, try parseCallArgs()), start.loc)
             } else {
                 return node
             }
