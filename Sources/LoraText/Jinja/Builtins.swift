@@ -294,7 +294,7 @@ enum Builtins {
 
     // MARK: Globals
 
-    static func globals() -> [String: Value] {
+    static func globals(fixedNowUTC: Int? = nil) -> [String: Value] {
         var g: [String: Value] = [:]
         g["range"] = .callable(Callable(name: "range") { args, _ in
             let ints = try args.positional.map { v -> Int in
@@ -358,16 +358,22 @@ enum Builtins {
             guard case .string(let fmt)? = args.arg(0, "format") else {
                 throw RuntimeFailure("strftime_now() argument must be a string")
             }
-            return .string(strftimeNow(fmt))
+            return .string(strftimeNow(fmt, fixedUTC: fixedNowUTC))
         })
         return g
     }
 
     /// datetime.now().strftime(fmt) in local time, via the C library (as CPython does).
-    static func strftimeNow(_ fmt: String) -> String {
-        var t = time(nil)
+    /// With fixedUTC, that instant is formatted as UTC wall-clock time instead.
+    static func strftimeNow(_ fmt: String, fixedUTC: Int? = nil) -> String {
         var tmv = tm()
-        localtime_r(&t, &tmv)
+        if let fixedUTC {
+            var t = time_t(fixedUTC)
+            gmtime_r(&t, &tmv)
+        } else {
+            var t = time(nil)
+            localtime_r(&t, &tmv)
+        }
         var buf = [Int8](repeating: 0, count: 512)
         let n = strftime(&buf, buf.count, fmt, &tmv)
         return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
