@@ -128,6 +128,20 @@ final class JinjaTests: XCTestCase {
                        "['thinking', 'role', 'reasoning', 'reasoning_content']")
     }
 
+    func testHostileInputFailsCleanly() throws {
+        // Deep nesting, runaway recursion and huge repetitions are errors, not crashes.
+        XCTAssertThrowsError(try ChatTemplate(source: "{{ " + String(repeating: "(", count: 500) + "1" + String(repeating: ")", count: 500) + " }}"))
+        XCTAssertThrowsError(try ChatTemplate(source: "{{ " + String(repeating: "not ", count: 1000) + "x }}"))
+        XCTAssertThrowsError(try ChatTemplate(source: String(repeating: "{% if x %}", count: 1000)))
+        XCTAssertThrowsError(try render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}")) { e in
+            XCTAssertTrue("\(e)".contains("recursion"), "\(e)")
+        }
+        XCTAssertThrowsError(try render("{{ 'ab' * 100000000000 }}"))
+        XCTAssertThrowsError(try render("{{ range(1000000) | length }}"))
+        XCTAssertEqual(try render("{{ 1 ** 100000000000 }} {{ 2 ** 64 }} {{ -9223372036854775807 - 1 }}"), "1 1.8446744073709552e+19 -9223372036854775808")
+        XCTAssertEqual(try render("{{ l[::9223372036854775807] }}", ["l": .array([.int(1), .int(2)])]), "[1]")
+    }
+
     // MARK: JSON
 
     func testJSONParseOrderAndTypes() throws {

@@ -39,7 +39,7 @@ extension Builtins {
         switch name {
         case "abs":
             switch v {
-            case .int(let i): return .int(abs(i))
+            case .int(let i): return i == Int.min ? .double(-Double(i)) : .int(abs(i))
             case .bool(let b): return .int(b ? 1 : 0)
             case .double(let d): return .double(abs(d))
             default:
@@ -124,7 +124,13 @@ extension Builtins {
             let first = args.arg(1, "first")?.truthy ?? false
             let blank = args.arg(2, "blank")?.truthy ?? false
             let ind: String
-            if case .string(let w) = width { ind = w } else { ind = String(repeating: " ", count: max(0, width.intValue ?? 4)) }
+            if case .string(let w) = width {
+                ind = w
+            } else {
+                let n = max(0, width.intValue ?? 4)
+                if n > 10_000 { throw RuntimeFailure("indent width is too large") }
+                ind = String(repeating: " ", count: n)
+            }
             let s = v.pyStr + "\n"
             var rv: String
             if blank {
@@ -386,7 +392,8 @@ extension Builtins {
                 case "r": out += v.pyRepr
                 case "d", "i":
                     guard let n = v.number else { throw RuntimeFailure("%d format: a real number is required, not \(v.typeName)") }
-                    out += String(Int(n.rounded(.towardZero)))
+                    guard let k = Int(exactly: n.rounded(.towardZero)) else { throw RuntimeFailure("%d format: number out of range") }
+                    out += String(k)
                 default: throw RuntimeFailure("unsupported format character '\(k)'")
                 }
             } else {
@@ -410,6 +417,7 @@ extension Builtins {
         case .string(let s)?: indent = s
         case let x?:
             guard let n = x.intValue else { throw RuntimeFailure("indent must be an int or a string") }
+            if n > 10_000 { throw RuntimeFailure("indent is too large") }
             indent = String(repeating: " ", count: max(0, n))
         }
         var itemSep = indent == nil ? ", " : ","

@@ -30,6 +30,9 @@ final class Scope {
 enum Flow { case normal, breakLoop, continueLoop }
 
 final class Interpreter {
+    /// Macro calls in progress; bounded like Python's recursion limit so runaway recursion fails cleanly.
+    var callDepth = 0
+    static let maxCallDepth = 100
     // MARK: Statements
 
     func exec(_ nodes: [Node], _ scope: Scope, _ out: inout String) throws -> Flow {
@@ -157,6 +160,11 @@ final class Interpreter {
 
     func makeMacro(_ m: Macro, scope defScope: Scope, caller: Callable?) -> Callable {
         Callable(name: m.name) { [unowned self] args, _ in
+            if self.callDepth >= Interpreter.maxCallDepth {
+                throw RuntimeFailure("maximum recursion depth exceeded in macro '\(m.name)'")
+            }
+            self.callDepth += 1
+            defer { self.callDepth -= 1 }
             let s = Scope(parent: defScope)
             var positional = args.positional[...]
             var extra: [Value] = []
@@ -320,7 +328,7 @@ final class Interpreter {
         case .neg(let o):
             let v = try eval(o, scope)
             switch v {
-            case .int(let i): return .int(0 - i)
+            case .int(let i): return i == Int.min ? .double(-Double(i)) : .int(-i)
             case .bool(let b): return .int(b ? -1 : 0)
             case .double(let d): return .double(-d)
             case .undefined(let u): throw RuntimeFailure(u.message)

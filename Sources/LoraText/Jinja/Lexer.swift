@@ -36,6 +36,8 @@ struct Token {
 }
 
 struct Lexer {
+    /// Deepest bracket nesting accepted inside one tag (keeps the recursive parser's stack bounded).
+    static let maxNesting = 100
     let src: [Unicode.Scalar]
     var pos = 0
     var tokens: [Token] = []
@@ -291,6 +293,9 @@ struct Lexer {
             if pos != start { continue }
             guard "+-/*%~[](){}><=.:|,;".unicodeScalars.contains(u) else {
                 throw TemplateSyntaxError(loc: loc(start), message: "unexpected char '\(Character(u))'")
+            }
+            if balance.count >= Lexer.maxNesting && (u == "(" || u == "[" || u == "{") {
+                throw TemplateSyntaxError(loc: loc(start), message: "brackets nested deeper than \(Lexer.maxNesting) levels")
             }
             switch u {
             case "(": balance.append(")")
