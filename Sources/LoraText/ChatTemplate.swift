@@ -7,7 +7,7 @@ import Foundation
 
 /// A template syntax or render error. `isRaised` marks errors from the template's raise_exception(msg),
 /// whose `message` is exactly msg.
-public struct ChatTemplateError: Error, CustomStringConvertible {
+public struct ChatTemplateError: Error, CustomStringConvertible, Sendable {
     public let template: String
     public let line: Int
     public let column: Int
@@ -17,7 +17,7 @@ public struct ChatTemplateError: Error, CustomStringConvertible {
     public var description: String { "\(template):\(line):\(column): \(message)" }
 }
 
-public struct ChatTemplate {
+public struct ChatTemplate: Sendable {
     public let name: String
     let nodes: [Node]
     /// Tests only: strftime_now() formats this instant (seconds since the epoch) as UTC wall-clock time

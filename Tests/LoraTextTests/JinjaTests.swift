@@ -155,6 +155,28 @@ final class JinjaTests: XCTestCase {
         XCTAssertEqual(v.serialized(), #"{"z":1,"a":[true,null,1.5,0,1000.0,"é😀\n"],"m":{}}"#)
     }
 
+    func testJSONLiteralsAndAccessors() throws {
+        let v: JSONValue = ["role": "user", "n": 2, "x": 1.5, "ok": true, "none": nil, "list": [1, "a"]]
+        XCTAssertEqual(v.object?.keys, ["role", "n", "x", "ok", "none", "list"])
+        XCTAssertEqual(v["role"]?.string, "user")
+        XCTAssertEqual(v["n"]?.int, 2)
+        XCTAssertEqual(v["n"]?.double, 2.0)
+        XCTAssertEqual(v["x"]?.double, 1.5)
+        XCTAssertEqual(v["ok"]?.bool, true)
+        XCTAssertEqual(v["none"]?.isNull, true)
+        XCTAssertEqual(v["list"]?[1]?.string, "a")
+        XCTAssertNil(v["missing"])
+        XCTAssertEqual(v.serialized(), #"{"role":"user","n":2,"x":1.5,"ok":true,"none":null,"list":[1,"a"]}"#)
+        var o = JSONObject()
+        o["b"] = 1
+        o["a"] = 2
+        o["b"] = 3
+        XCTAssertEqual(o.keys, ["b", "a"])
+        o["b"] = nil
+        XCTAssertEqual(o.keys, ["a"])
+        XCTAssertEqual(JSONValue.string("\u{1}\"\\\t").serialized(), #""\u0001\"\\\t""#)
+    }
+
     func testJSONDuplicateKeysKeepFirstPosition() throws {
         let v = try JSONValue.parse(Data(#"{"a": 1, "b": 2, "a": 3}"#.utf8))
         XCTAssertEqual(v.object?.keys, ["a", "b"])
