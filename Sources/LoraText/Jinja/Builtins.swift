@@ -178,6 +178,12 @@ enum Builtins {
                 throw RuntimeFailure("can only concatenate list (not \"\(b.typeName)\") to list")
             default: break
             }
+        case "%":
+            if case .string(let f) = a {
+                // printf-style: a tuple gives the arguments, anything else is the one argument.
+                if case .tuple(let items) = b { return .string(try pyPercentFormat(f, CallArgs(positional: items))) }
+                return .string(try pyPercentFormat(f, CallArgs(positional: [b])))
+            }
         case "*":
             if let n = b.intValue, a.isSequence { return try repeatSeq(a, n) }
             if let n = a.intValue, b.isSequence { return try repeatSeq(b, n) }
