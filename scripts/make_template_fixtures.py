@@ -315,6 +315,13 @@ CONVERSATIONS["content_parts"] = [
     {"role": "assistant", "content": [{"type": "text", "text": "A cat."}]},
     {"role": "user", "content": "And now?"},
 ]
+# Messages with unusual fields: a null value (dropped by transformers), extra keys, a missing content.
+CONVERSATIONS["null_and_extra_fields"] = [
+    {"role": "user", "content": "Question?", "name": None, "weight": 1.5},
+    {"role": "assistant", "content": "Answer.", "tool_calls": None},
+    {"role": "user", "content": "More?", "metadata": {"k": [1, 2]}},
+]
+CONVERSATIONS["missing_content"] = [{"role": "user"}]
 # Conversations only given to some templates.
 SPECIAL_CONVERSATIONS = {"tool_calls": TOOL_TEMPLATES, "content_parts": ["gemma3"]}
 
