@@ -99,9 +99,9 @@ final class Interpreter {
             if let filter { v = try applyFilterChain(filter, to: v, scope) }
             try located(node.loc) { try assign(target, v, in: scope) }
         case .macro(let m):
-            scope.vars[m.name] = .callable(makeMacro(m, scope: scope, caller: nil))
+            scope.vars[m.name] = .callable(makeMacro(m, scope: scope))
         case .callBlock(let call, let params, let body):
-            let caller = makeMacro(Macro(name: "caller", params: params, body: body), scope: scope, caller: nil)
+            let caller = makeMacro(Macro(name: "caller", params: params, body: body), scope: scope)
             guard case .call(let callee, let args) = call.kind else { return .normal }
             let f = try eval(callee, scope)
             var a = try evalArgs(args, scope)
@@ -158,50 +158,50 @@ final class Interpreter {
         }
     }
 
-    func makeMacro(_ m: Macro, scope defScope: Scope, caller: Callable?) -> Callable {
-        Callable(name: m.name) { [unowned self] args, _ in
+    /// A macro as a callable: positional then keyword arguments bind to parameters; missing ones take
+    /// their defaults (evaluated in the macro scope) or are Undefined; surplus arguments are allowed only
+    /// when the body reads `varargs` / `kwargs`. A call block passes `caller` as a keyword.
+    func makeMacro(_ m: Macro, scope defScope: Scope) -> Callable {
+        let takesVarargs = usesName("varargs", m.body)
+        let takesKwargs = usesName("kwargs", m.body)
+        return Callable(name: m.name) { [unowned self] args, _ in
             if self.callDepth >= Interpreter.maxCallDepth {
                 throw RuntimeFailure("maximum recursion depth exceeded in macro '\(m.name)'")
             }
             self.callDepth += 1
             defer { self.callDepth -= 1 }
             let s = Scope(parent: defScope)
-            var positional = args.positional[...]
-            var extra: [Value] = []
-            for (i, (pname, _)) in m.params.enumerated() {
-                if i < args.positional.count {
-                    s.vars[pname] = positional.removeFirst()
-                }
-            }
-            extra = Array(positional)
-            var kwargsExtra = VDict()
+            let names = m.params.map(\.0)
+            for (name, v) in zip(names, args.positional) { s.vars[name] = v }
+            let extra = Array(args.positional.dropFirst(names.count))
+            var extraKeywords = VDict()
             for (k, v) in args.keyword {
                 if k == "caller" {
                     s.vars["caller"] = v
-                } else if m.params.contains(where: { $0.0 == k }) {
-                    if s.vars[k] != nil, m.params.firstIndex(where: { $0.0 == k })! < args.positional.count {
-                        throw RuntimeFailure("macro '\(m.name)' got multiple values for argument '\(k)'")
+                } else if let idx = names.firstIndex(of: k) {
+                    if idx < args.positional.count {
+                        throw RuntimeFailure("macro '\(m.name)' takes no keyword argument '\(k)'")
                     }
                     s.vars[k] = v
                 } else {
-                    kwargsExtra[k] = v
+                    extraKeywords[k] = v
                 }
             }
-            if !extra.isEmpty && !self.usesName("varargs", m.body) {
-                throw RuntimeFailure("macro '\(m.name)' takes not more than \(m.params.count) argument(s)")
+            if !extra.isEmpty && !takesVarargs {
+                throw RuntimeFailure("macro '\(m.name)' takes not more than \(names.count) argument(s)")
             }
-            if kwargsExtra.count > 0 && !self.usesName("kwargs", m.body) {
-                throw RuntimeFailure("macro '\(m.name)' takes no keyword argument '\(kwargsExtra.keys[0])'")
+            if let k = extraKeywords.keys.first, !takesKwargs {
+                throw RuntimeFailure("macro '\(m.name)' takes no keyword argument '\(k)'")
             }
-            for (pname, def) in m.params where s.vars[pname] == nil {
+            for (name, def) in m.params where s.vars[name] == nil {
                 if let def {
-                    s.vars[pname] = try self.eval(def, s)
+                    s.vars[name] = try self.eval(def, s)
                 } else {
-                    s.vars[pname] = .undef("parameter '\(pname)' was not provided")
+                    s.vars[name] = .undef("parameter '\(name)' was not provided")
                 }
             }
             s.vars["varargs"] = .tuple(extra)
-            s.vars["kwargs"] = .dict(kwargsExtra)
+            s.vars["kwargs"] = .dict(extraKeywords)
             return .string(try self.render(m.body, s))
         }
     }

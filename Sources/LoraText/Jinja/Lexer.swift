@@ -197,6 +197,7 @@ struct Lexer {
 
             if kindChar == "#" {
                 // Comment: the first `#}` ends it; `-#}` eats following whitespace, `#}` one newline.
+                let bodyStart = q
                 var end = -1
                 while q + 1 < src.count {
                     if src[q] == "#" && src[q + 1] == "}" { end = q; break }
@@ -204,9 +205,9 @@ struct Lexer {
                 }
                 guard end >= 0 else { throw TemplateSyntaxError(loc: loc(found), message: "missing end of comment tag") }
                 var after = end + 2
-                if end > found + 2 && src[end - 1] == "-" {
+                if end > bodyStart && src[end - 1] == "-" {
                     while isWS(after) { after += 1 }
-                } else if end > found + 2 && src[end - 1] == "+" {
+                } else if end > bodyStart && src[end - 1] == "+" {
                     // keep
                 } else if after < src.count && src[after] == "\n" {
                     after += 1
