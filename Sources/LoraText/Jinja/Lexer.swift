@@ -48,7 +48,7 @@ struct Lexer {
         // Normalize \r\n and \r to \n, and drop one trailing newline.
         var scalars: [Unicode.Scalar] = []
         scalars.reserveCapacity(source.unicodeScalars.count)
-        var it = Array(source.unicodeScalars)
+        let it = Array(source.unicodeScalars)
         var i = 0
         while i < it.count {
             let u = it[i]
@@ -60,7 +60,6 @@ struct Lexer {
             }
             i += 1
         }
-        it = []
         if scalars.last == "\n" { scalars.removeLast() }
         src = scalars
         for (j, u) in src.enumerated() where u == "\n" { lineStarts.append(j + 1) }
@@ -122,7 +121,6 @@ struct Lexer {
         while isWS(q) { q += 1 }
         guard at(q, word) else { return nil }
         q += word.unicodeScalars.count
-        let afterWord = q
         while isWS(q) { q += 1 }
         if at(q, "+%}") { return (sign, q + 3) }
         if at(q, "-%}") {
@@ -135,8 +133,7 @@ struct Lexer {
             if trim && q < src.count && src[q] == "\n" { q += 1 }
             return (sign, q)
         }
-        // `raw` must be a whole word followed by the tag end.
-        _ = afterWord
+        // The word must be followed by the tag end (so `rawx` is not `raw`).
         return nil
     }
 
