@@ -74,6 +74,7 @@ final class PackingTests: XCTestCase {
         XCTAssertEqual(Set(a.1.keys), Set(b.1.keys), file: file, line: line)
         for (k, g) in b.1.sorted(by: { $0.key < $1.key }) {
             let e = relativeError(a.1[k]!.map { Float($0) }, g)
+            if ProcessInfo.processInfo.environment["PARITY_VERBOSE"] != nil { print("PACK \(what) \(k) rel \(e)") }
             XCTAssertLessThanOrEqual(e, 1e-5, "\(what): gradient \(k) relative error \(e)", file: file, line: line)
         }
     }
@@ -110,7 +111,12 @@ final class PackingTests: XCTestCase {
         XCTAssertEqual(row.ids.count, 76)
         let packed = try TokenBatch(inputIDs: [row.ids], labels: [row.labels], positionIDs: [row.positions],
                                     sequenceIDs: [row.sequence])
-        assertSame(try lossSumAndGradients(m, packed), try unpackedSum(m, s), "76-token packed row")
+        let alone = try unpackedSum(m, s)
+        assertSame(try lossSumAndGradients(m, packed), alone, "76-token packed row")
+        // Gradient checkpointing recomputes the layers with the same sample boundaries.
+        m.gradientCheckpointing = true
+        assertSame(try lossSumAndGradients(m, packed), alone, "76-token packed row, checkpointing")
+        m.gradientCheckpointing = false
         // Without restarted positions the row runs past the RoPE table: a clear error.
         let plain = try TokenBatch(inputIDs: [row.ids], labels: [row.labels], sequenceIDs: [row.sequence])
         XCTAssertThrowsError(try m.loss(plain)) {
@@ -188,6 +194,12 @@ final class PackingTests: XCTestCase {
         let m = try model("llama_gqa_untied")
         XCTAssertThrowsError(try m.loss(try TokenBatch(inputIDs: [[1, 2]], positionIDs: [[0, 64]]))) {
             XCTAssertTrue("\($0)".contains("position id 64 (row 0, token 1) is not below max_position_embeddings 64"), "\($0)")
+        }
+        // Sliding window (Mistral, 4096): what counts is the longest sample, not the row.
+        let mistral = try model("mistral_embed_lm_head")
+        let long = try TokenBatch(inputIDs: [[Int](repeating: 1, count: 4097)], positionIDs: [[Int](repeating: 0, count: 4097)])
+        XCTAssertThrowsError(try mistral.loss(long)) {
+            XCTAssertTrue("\($0)".contains("a sample of 4097 tokens exceeds sliding_window 4096"), "\($0)")
         }
     }
 }
