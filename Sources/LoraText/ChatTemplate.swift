@@ -7,7 +7,7 @@ import Foundation
 
 /// A template syntax or render error. `isRaised` marks errors from the template's raise_exception(msg),
 /// whose `message` is exactly msg.
-public struct ChatTemplateError: Error, CustomStringConvertible {
+public struct ChatTemplateError: Error, CustomStringConvertible, Sendable {
     public let template: String
     public let line: Int
     public let column: Int
@@ -17,9 +17,12 @@ public struct ChatTemplateError: Error, CustomStringConvertible {
     public var description: String { "\(template):\(line):\(column): \(message)" }
 }
 
-public struct ChatTemplate {
+public struct ChatTemplate: Sendable {
     public let name: String
     let nodes: [Node]
+    /// Tests only: strftime_now() formats this instant (seconds since the epoch) as UTC wall-clock time
+    /// instead of the local current time.
+    var fixedNowUTC: Int?
 
     /// Parses `source`; syntax errors throw ChatTemplateError with the template's line and column.
     public init(source: String, name: String = "chat_template") throws {
@@ -40,7 +43,7 @@ public struct ChatTemplate {
     /// `reasoning_content`.
     public func render(messages: [JSONValue], addGenerationPrompt: Bool, variables: [String: JSONValue] = [:]) throws -> String {
         let globals = Scope(parent: nil)
-        for (k, v) in Builtins.globals() { globals.vars[k] = v }
+        for (k, v) in Builtins.globals(fixedNowUTC: fixedNowUTC) { globals.vars[k] = v }
         let context = Scope(parent: globals)
         context.vars["tools"] = Value.none
         context.vars["documents"] = Value.none

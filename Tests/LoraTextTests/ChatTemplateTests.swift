@@ -31,7 +31,10 @@ final class ChatTemplateTests: XCTestCase {
         var outcomes: [String: Outcome] = [:]
         for name in templates.keys {
             let t = try XCTUnwrap(templates[name])
-            compiled[name] = try ChatTemplate(source: try XCTUnwrap(t["template"]?.string), name: name)
+            var template = try ChatTemplate(source: try XCTUnwrap(t["template"]?.string), name: name)
+            // Templates printing today's date were rendered with datetime.now() fixed at this time.
+            template.fixedNowUTC = t["fixed_now_utc"]?.int
+            compiled[name] = template
             outcomes[name] = Outcome(family: t["family"]?.string ?? name)
         }
         var raisedChecked = 0

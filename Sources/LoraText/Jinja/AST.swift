@@ -9,7 +9,8 @@ struct Arg {
     var value: Expr
 }
 
-final class Expr {
+/// Immutable after parsing, so templates can be shared across threads.
+final class Expr: @unchecked Sendable {
     enum Kind {
         case literal(Value)
         case name(String)
@@ -54,7 +55,7 @@ struct Macro {
     var body: [Node]
 }
 
-final class Node {
+final class Node: @unchecked Sendable {
     enum Kind {
         case text(String)
         case output(Expr)

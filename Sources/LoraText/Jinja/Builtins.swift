@@ -93,12 +93,22 @@ enum Builtins {
                 let a = adjust(start, 0, lower: 0, upper: n)
                 let b = adjust(stop, n, lower: 0, upper: n)
                 var i = a
-                while i < b { out.append(i); i += st }
+                while i < b {
+                    out.append(i)
+                    let (n, o) = i.addingReportingOverflow(st)
+                    if o { break }
+                    i = n
+                }
             } else {
                 let a = adjust(start, n - 1, lower: -1, upper: n - 1)
                 let b = adjust(stop, -1, lower: -1, upper: n - 1)
                 var i = a
-                while i > b { out.append(i); i += st }
+                while i > b {
+                    out.append(i)
+                    let (n, o) = i.addingReportingOverflow(st)
+                    if o { break }
+                    i = n
+                }
             }
             return out
         }
@@ -168,9 +178,15 @@ enum Builtins {
                 throw RuntimeFailure("can only concatenate list (not \"\(b.typeName)\") to list")
             default: break
             }
+        case "%":
+            if case .string(let f) = a {
+                // printf-style: a tuple gives the arguments, anything else is the one argument.
+                if case .tuple(let items) = b { return .string(try pyPercentFormat(f, CallArgs(positional: items))) }
+                return .string(try pyPercentFormat(f, CallArgs(positional: [b])))
+            }
         case "*":
-            if let n = b.intValue, a.isSequence { return repeatSeq(a, n) }
-            if let n = a.intValue, b.isSequence { return repeatSeq(b, n) }
+            if let n = b.intValue, a.isSequence { return try repeatSeq(a, n) }
+            if let n = a.intValue, b.isSequence { return try repeatSeq(b, n) }
         default: break
         }
         guard let x = a.number, let y = b.number else { throw unsupported() }
@@ -201,7 +217,7 @@ enum Builtins {
             return .double(x / y)
         case "//":
             if y == 0 { throw RuntimeFailure(ints ? "integer division or modulo by zero" : "float floor division by zero") }
-            if ints {
+            if ints && !(i == Int.min && j == -1) {
                 var q = i / j
                 if (i % j != 0) && ((i < 0) != (j < 0)) { q -= 1 }
                 return .int(q)
@@ -209,7 +225,7 @@ enum Builtins {
             return .double((x / y).rounded(.down))
         case "%":
             if y == 0 { throw RuntimeFailure(ints ? "integer division or modulo by zero" : "float modulo") }
-            if ints {
+            if ints && !(i == Int.min && j == -1) {
                 var r = i % j
                 if r != 0 && ((r < 0) != (j < 0)) { r += j }
                 return .int(r)
@@ -219,13 +235,26 @@ enum Builtins {
             return .double(r)
         case "**":
             if ints && j >= 0 {
-                var r = 1
-                for _ in 0..<j {
-                    let (m, o) = r.multipliedReportingOverflow(by: i)
-                    if o { return .double(pow(x, y)) }
-                    r = m
+                // Exponentiation by squaring; past Int range the result is a float (Python has big ints).
+                var result = 1
+                var base = i
+                var e = j
+                var overflow = false
+                while e > 0 && !overflow {
+                    if e & 1 == 1 {
+                        let (m, o) = result.multipliedReportingOverflow(by: base)
+                        overflow = overflow || o
+                        result = m
+                    }
+                    e >>= 1
+                    if e > 0 {
+                        let (b2, o) = base.multipliedReportingOverflow(by: base)
+                        overflow = overflow || o
+                        base = b2
+                    }
                 }
-                return .int(r)
+                if !overflow { return .int(result) }
+                return .double(pow(x, y))
             }
             return .double(pow(x, y))
         default:
@@ -233,8 +262,18 @@ enum Builtins {
         }
     }
 
-    static func repeatSeq(_ v: Value, _ n: Int) -> Value {
+    /// Largest sequence `*` may build (a guard against runaway memory, not a Python rule).
+    static let maxRepeatedCount = 10_000_000
+
+    static func repeatSeq(_ v: Value, _ n: Int) throws -> Value {
         let k = Swift.max(0, n)
+        let unit: Int
+        switch v {
+        case .string(let s): unit = s.unicodeScalars.count
+        case .list(let a), .tuple(let a): unit = a.count
+        default: unit = 0
+        }
+        if unit > 0 && k > maxRepeatedCount / unit { throw RuntimeFailure("repeated sequence is too large") }
         switch v {
         case .string(let s): return .string(String(repeating: s, count: k))
         case .list(let a): return .list(Array([[Value]](repeating: a, count: k).joined()))
@@ -294,7 +333,7 @@ enum Builtins {
 
     // MARK: Globals
 
-    static func globals() -> [String: Value] {
+    static func globals(fixedNowUTC: Int? = nil) -> [String: Value] {
         var g: [String: Value] = [:]
         g["range"] = .callable(Callable(name: "range") { args, _ in
             let ints = try args.positional.map { v -> Int in
@@ -316,7 +355,9 @@ enum Builtins {
             while step > 0 ? i < stop : i > stop {
                 out.append(.int(i))
                 if out.count > 100_000 { throw RuntimeFailure("Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).") }
-                i += step
+                let (n, o) = i.addingReportingOverflow(step)
+                if o { break }
+                i = n
             }
             return .list(out)
         })
@@ -358,16 +399,22 @@ enum Builtins {
             guard case .string(let fmt)? = args.arg(0, "format") else {
                 throw RuntimeFailure("strftime_now() argument must be a string")
             }
-            return .string(strftimeNow(fmt))
+            return .string(strftimeNow(fmt, fixedUTC: fixedNowUTC))
         })
         return g
     }
 
     /// datetime.now().strftime(fmt) in local time, via the C library (as CPython does).
-    static func strftimeNow(_ fmt: String) -> String {
-        var t = time(nil)
+    /// With fixedUTC, that instant is formatted as UTC wall-clock time instead.
+    static func strftimeNow(_ fmt: String, fixedUTC: Int? = nil) -> String {
         var tmv = tm()
-        localtime_r(&t, &tmv)
+        if let fixedUTC {
+            var t = time_t(fixedUTC)
+            gmtime_r(&t, &tmv)
+        } else {
+            var t = time(nil)
+            localtime_r(&t, &tmv)
+        }
         var buf = [Int8](repeating: 0, count: 512)
         let n = strftime(&buf, buf.count, fmt, &tmv)
         return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -533,6 +580,7 @@ enum Builtins {
             guard let width = args.arg(0, "width")?.intValue else { throw RuntimeFailure("\(name)() needs an integer width") }
             let fill = (try str(args.arg(1, "fillchar"), "fillchar")) ?? (name == "zfill" ? "0" : " ")
             let pad = Swift.max(0, width - us.count)
+            if pad > maxRepeatedCount { throw RuntimeFailure("\(name)() width is too large") }
             switch name {
             case "ljust": return .string(s + String(repeating: fill, count: pad))
             case "rjust", "zfill": return .string(String(repeating: fill, count: pad) + s)
@@ -602,9 +650,8 @@ enum Builtins {
                 while i < us.count && PyFormat.isSpace(us[i]) { i += 1 }
                 if i >= us.count { break }
                 if maxsplit >= 0 && parts.count >= maxsplit {
-                    var e = us.count
-                    while e > i && PyFormat.isSpace(us[e - 1]) { e -= 1 }
-                    parts.append(str(i, e))
+                    // The remainder keeps its trailing whitespace.
+                    parts.append(str(i, us.count))
                     break
                 }
                 let st = i
@@ -618,9 +665,7 @@ enum Builtins {
             while i > 0 && PyFormat.isSpace(us[i - 1]) { i -= 1 }
             if i == 0 { break }
             if maxsplit >= 0 && parts.count >= maxsplit {
-                var b = 0
-                while b < i && PyFormat.isSpace(us[b]) { b += 1 }
-                parts.append(str(b, i))
+                parts.append(str(0, i))
                 break
             }
             let en = i

@@ -39,7 +39,7 @@ extension Builtins {
         switch name {
         case "abs":
             switch v {
-            case .int(let i): return .int(abs(i))
+            case .int(let i): return i == Int.min ? .double(-Double(i)) : .int(abs(i))
             case .bool(let b): return .int(b ? 1 : 0)
             case .double(let d): return .double(abs(d))
             default:
@@ -124,7 +124,13 @@ extension Builtins {
             let first = args.arg(1, "first")?.truthy ?? false
             let blank = args.arg(2, "blank")?.truthy ?? false
             let ind: String
-            if case .string(let w) = width { ind = w } else { ind = String(repeating: " ", count: max(0, width.intValue ?? 4)) }
+            if case .string(let w) = width {
+                ind = w
+            } else {
+                let n = max(0, width.intValue ?? 4)
+                if n > 10_000 { throw RuntimeFailure("indent width is too large") }
+                ind = String(repeating: " ", count: n)
+            }
             let s = v.pyStr + "\n"
             var rv: String
             if blank {
@@ -369,32 +375,102 @@ extension Builtins {
         return out
     }
 
-    /// printf-style `"%s ..." | format(args)` (only %s, %d, %r, %%).
+    /// printf-style formatting (`"%s: %d" % (a, b)` and the format filter): conversions s r d i f
+    /// with optional `-`/`0` flags, width and precision; `%(name)s` takes keys from a dict argument.
     static func pyPercentFormat(_ fmt: String, _ args: CallArgs) throws -> String {
         var out = ""
-        var it = args.positional.makeIterator()
-        var chars = Array(fmt)
+        var next = 0
+        let mapping: VDict? = {
+            if args.positional.count == 1, case .dict(let d) = args.positional[0] { return d }
+            return nil
+        }()
+        let cs = Array(fmt.unicodeScalars)
         var i = 0
-        while i < chars.count {
-            if chars[i] == "%" && i + 1 < chars.count {
-                let k = chars[i + 1]
-                i += 2
-                if k == "%" { out.append("%"); continue }
-                guard let v = it.next() else { throw RuntimeFailure("not enough arguments for format string") }
-                switch k {
-                case "s": out += v.pyStr
-                case "r": out += v.pyRepr
-                case "d", "i":
-                    guard let n = v.number else { throw RuntimeFailure("%d format: a real number is required, not \(v.typeName)") }
-                    out += String(Int(n.rounded(.towardZero)))
-                default: throw RuntimeFailure("unsupported format character '\(k)'")
-                }
-            } else {
-                out.append(chars[i])
+        func digits() -> Int? {
+            var v: Int?
+            while i < cs.count, let d = Int(String(cs[i])), cs[i].isASCII {
+                v = (v ?? 0) * 10 + d
+                if v! > 10_000 { v = 10_000 }
                 i += 1
             }
+            return v
         }
-        chars = []
+        while i < cs.count {
+            guard cs[i] == "%" else {
+                out.unicodeScalars.append(cs[i])
+                i += 1
+                continue
+            }
+            i += 1
+            guard i < cs.count else { throw RuntimeFailure("incomplete format") }
+            if cs[i] == "%" {
+                out += "%"
+                i += 1
+                continue
+            }
+            var value: Value?
+            if cs[i] == "(" {
+                guard let close = cs[i...].firstIndex(of: ")") else { throw RuntimeFailure("incomplete format key") }
+                let key = String(String.UnicodeScalarView(cs[(i + 1)..<close]))
+                guard let mapping else { throw RuntimeFailure("format requires a mapping") }
+                guard let v = mapping[key] else { throw RuntimeFailure("KeyError: '\(key)'") }
+                value = v
+                i = close + 1
+            }
+            var leftAlign = false
+            var zeroPad = false
+            while i < cs.count, cs[i] == "-" || cs[i] == "0" || cs[i] == " " || cs[i] == "+" || cs[i] == "#" {
+                if cs[i] == "-" { leftAlign = true }
+                if cs[i] == "0" { zeroPad = true }
+                i += 1
+            }
+            let width = digits() ?? 0
+            var precision: Int?
+            if i < cs.count, cs[i] == "." {
+                i += 1
+                precision = digits() ?? 0
+            }
+            guard i < cs.count else { throw RuntimeFailure("incomplete format") }
+            let conv = cs[i]
+            i += 1
+            if value == nil {
+                guard next < args.positional.count else { throw RuntimeFailure("not enough arguments for format string") }
+                value = args.positional[next]
+                next += 1
+            }
+            let v = value!
+            var text: String
+            switch conv {
+            case "s": text = v.pyStr
+            case "r": text = v.pyRepr
+            case "d", "i":
+                guard let n = v.number, let k = Int(exactly: n.rounded(.towardZero)) else {
+                    throw RuntimeFailure("%\(conv) format: a real number is required, not \(v.typeName)")
+                }
+                text = String(k)
+            case "f", "F":
+                guard let n = v.number else { throw RuntimeFailure("must be real number, not \(v.typeName)") }
+                text = String(format: "%.\(precision ?? 6)f", n)
+            default:
+                throw RuntimeFailure("unsupported format character '\(conv)'")
+            }
+            if conv == "s" || conv == "r", let precision { text = String(String.UnicodeScalarView(text.unicodeScalars.prefix(precision))) }
+            let pad = width - text.unicodeScalars.count
+            if pad > 0 {
+                if leftAlign {
+                    text += String(repeating: " ", count: pad)
+                } else if zeroPad && conv != "s" && conv != "r" {
+                    let neg = text.hasPrefix("-")
+                    text = (neg ? "-" : "") + String(repeating: "0", count: pad) + (neg ? String(text.dropFirst()) : text)
+                } else {
+                    text = String(repeating: " ", count: pad) + text
+                }
+            }
+            out += text
+        }
+        if mapping == nil && next < args.positional.count {
+            throw RuntimeFailure("not all arguments converted during string formatting")
+        }
         return out
     }
 
@@ -410,6 +486,7 @@ extension Builtins {
         case .string(let s)?: indent = s
         case let x?:
             guard let n = x.intValue else { throw RuntimeFailure("indent must be an int or a string") }
+            if n > 10_000 { throw RuntimeFailure("indent is too large") }
             indent = String(repeating: " ", count: max(0, n))
         }
         var itemSep = indent == nil ? ", " : ","

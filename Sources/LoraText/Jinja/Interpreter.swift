@@ -30,9 +30,9 @@ final class Scope {
 enum Flow { case normal, breakLoop, continueLoop }
 
 final class Interpreter {
-    /// Loop nesting depth while executing (for loop.depth).
-    var loopDepth = 0
-
+    /// Macro calls in progress; bounded like Python's recursion limit so runaway recursion fails cleanly.
+    var callDepth = 0
+    static let maxCallDepth = 100
     // MARK: Statements
 
     func exec(_ nodes: [Node], _ scope: Scope, _ out: inout String) throws -> Flow {
@@ -82,9 +82,8 @@ final class Interpreter {
                 if let otherwise { return try exec(otherwise, scope, &out) }
                 return .normal
             }
-            let loop = LoopInfo(items: items, depth0: loopDepth)
-            loopDepth += 1
-            defer { loopDepth -= 1 }
+            // Jinja2 counts depth only through recursive loops (not supported): always depth 1.
+            let loop = LoopInfo(items: items, depth0: 0)
             for (idx, item) in items.enumerated() {
                 loop.index0 = idx
                 let s = Scope(parent: scope)
@@ -100,9 +99,9 @@ final class Interpreter {
             if let filter { v = try applyFilterChain(filter, to: v, scope) }
             try located(node.loc) { try assign(target, v, in: scope) }
         case .macro(let m):
-            scope.vars[m.name] = .callable(makeMacro(m, scope: scope, caller: nil))
+            scope.vars[m.name] = .callable(makeMacro(m, scope: scope))
         case .callBlock(let call, let params, let body):
-            let caller = makeMacro(Macro(name: "caller", params: params, body: body), scope: scope, caller: nil)
+            let caller = makeMacro(Macro(name: "caller", params: params, body: body), scope: scope)
             guard case .call(let callee, let args) = call.kind else { return .normal }
             let f = try eval(callee, scope)
             var a = try evalArgs(args, scope)
@@ -159,48 +158,50 @@ final class Interpreter {
         }
     }
 
-    func makeMacro(_ m: Macro, scope defScope: Scope, caller: Callable?) -> Callable {
-        Callable(name: m.name) { [unowned self] args, _ in
-            let s = Scope(parent: defScope)
-            var positional = args.positional[...]
-            var extra: [Value] = []
-            for (i, (pname, _)) in m.params.enumerated() {
-                if i < args.positional.count {
-                    s.vars[pname] = positional.removeFirst()
-                }
+    /// A macro as a callable: positional then keyword arguments bind to parameters; missing ones take
+    /// their defaults (evaluated in the macro scope) or are Undefined; surplus arguments are allowed only
+    /// when the body reads `varargs` / `kwargs`. A call block passes `caller` as a keyword.
+    func makeMacro(_ m: Macro, scope defScope: Scope) -> Callable {
+        let takesVarargs = usesName("varargs", m.body)
+        let takesKwargs = usesName("kwargs", m.body)
+        return Callable(name: m.name) { [unowned self] args, _ in
+            if self.callDepth >= Interpreter.maxCallDepth {
+                throw RuntimeFailure("maximum recursion depth exceeded in macro '\(m.name)'")
             }
-            extra = Array(positional)
-            var kwargsExtra = VDict()
+            self.callDepth += 1
+            defer { self.callDepth -= 1 }
+            let s = Scope(parent: defScope)
+            let names = m.params.map(\.0)
+            for (name, v) in zip(names, args.positional) { s.vars[name] = v }
+            let extra = Array(args.positional.dropFirst(names.count))
+            var extraKeywords = VDict()
             for (k, v) in args.keyword {
                 if k == "caller" {
                     s.vars["caller"] = v
-                } else if m.params.contains(where: { $0.0 == k }) {
-                    if s.vars[k] != nil, m.params.firstIndex(where: { $0.0 == k })! < args.positional.count {
-                        throw RuntimeFailure("macro '\(m.name)' got multiple values for argument '\(k)'")
+                } else if let idx = names.firstIndex(of: k) {
+                    if idx < args.positional.count {
+                        throw RuntimeFailure("macro '\(m.name)' takes no keyword argument '\(k)'")
                     }
                     s.vars[k] = v
                 } else {
-                    kwargsExtra[k] = v
+                    extraKeywords[k] = v
                 }
             }
-            if !extra.isEmpty && !self.usesName("varargs", m.body) {
-                throw RuntimeFailure("macro '\(m.name)' takes not more than \(m.params.count) argument(s)")
+            if !extra.isEmpty && !takesVarargs {
+                throw RuntimeFailure("macro '\(m.name)' takes not more than \(names.count) argument(s)")
             }
-            if kwargsExtra.count > 0 && !self.usesName("kwargs", m.body) {
-                throw RuntimeFailure("macro '\(m.name)' takes no keyword argument '\(kwargsExtra.keys[0])'")
+            if let k = extraKeywords.keys.first, !takesKwargs {
+                throw RuntimeFailure("macro '\(m.name)' takes no keyword argument '\(k)'")
             }
-            for (pname, def) in m.params where s.vars[pname] == nil {
+            for (name, def) in m.params where s.vars[name] == nil {
                 if let def {
-                    s.vars[pname] = try self.eval(def, s)
+                    s.vars[name] = try self.eval(def, s)
                 } else {
-                    s.vars[pname] = .undef("parameter '\(pname)' was not provided")
+                    s.vars[name] = .undef("parameter '\(name)' was not provided")
                 }
             }
             s.vars["varargs"] = .tuple(extra)
-            s.vars["kwargs"] = .dict(kwargsExtra)
-            let savedDepth = self.loopDepth
-            self.loopDepth = 0
-            defer { self.loopDepth = savedDepth }
+            s.vars["kwargs"] = .dict(extraKeywords)
             return .string(try self.render(m.body, s))
         }
     }
@@ -327,7 +328,7 @@ final class Interpreter {
         case .neg(let o):
             let v = try eval(o, scope)
             switch v {
-            case .int(let i): return .int(0 - i)
+            case .int(let i): return i == Int.min ? .double(-Double(i)) : .int(-i)
             case .bool(let b): return .int(b ? -1 : 0)
             case .double(let d): return .double(-d)
             case .undefined(let u): throw RuntimeFailure(u.message)

@@ -36,6 +36,8 @@ struct Token {
 }
 
 struct Lexer {
+    /// Deepest bracket nesting accepted inside one tag (keeps the recursive parser's stack bounded).
+    static let maxNesting = 100
     let src: [Unicode.Scalar]
     var pos = 0
     var tokens: [Token] = []
@@ -46,7 +48,7 @@ struct Lexer {
         // Normalize \r\n and \r to \n, and drop one trailing newline.
         var scalars: [Unicode.Scalar] = []
         scalars.reserveCapacity(source.unicodeScalars.count)
-        var it = Array(source.unicodeScalars)
+        let it = Array(source.unicodeScalars)
         var i = 0
         while i < it.count {
             let u = it[i]
@@ -58,7 +60,6 @@ struct Lexer {
             }
             i += 1
         }
-        it = []
         if scalars.last == "\n" { scalars.removeLast() }
         src = scalars
         for (j, u) in src.enumerated() where u == "\n" { lineStarts.append(j + 1) }
@@ -120,7 +121,6 @@ struct Lexer {
         while isWS(q) { q += 1 }
         guard at(q, word) else { return nil }
         q += word.unicodeScalars.count
-        let afterWord = q
         while isWS(q) { q += 1 }
         if at(q, "+%}") { return (sign, q + 3) }
         if at(q, "-%}") {
@@ -133,8 +133,7 @@ struct Lexer {
             if trim && q < src.count && src[q] == "\n" { q += 1 }
             return (sign, q)
         }
-        // `raw` must be a whole word followed by the tag end.
-        _ = afterWord
+        // The word must be followed by the tag end (so `rawx` is not `raw`).
         return nil
     }
 
@@ -195,6 +194,7 @@ struct Lexer {
 
             if kindChar == "#" {
                 // Comment: the first `#}` ends it; `-#}` eats following whitespace, `#}` one newline.
+                let bodyStart = q
                 var end = -1
                 while q + 1 < src.count {
                     if src[q] == "#" && src[q + 1] == "}" { end = q; break }
@@ -202,9 +202,9 @@ struct Lexer {
                 }
                 guard end >= 0 else { throw TemplateSyntaxError(loc: loc(found), message: "missing end of comment tag") }
                 var after = end + 2
-                if end > found + 2 && src[end - 1] == "-" {
+                if end > bodyStart && src[end - 1] == "-" {
                     while isWS(after) { after += 1 }
-                } else if end > found + 2 && src[end - 1] == "+" {
+                } else if end > bodyStart && src[end - 1] == "+" {
                     // keep
                 } else if after < src.count && src[after] == "\n" {
                     after += 1
@@ -291,6 +291,9 @@ struct Lexer {
             if pos != start { continue }
             guard "+-/*%~[](){}><=.:|,;".unicodeScalars.contains(u) else {
                 throw TemplateSyntaxError(loc: loc(start), message: "unexpected char '\(Character(u))'")
+            }
+            if balance.count >= Lexer.maxNesting && (u == "(" || u == "[" || u == "{") {
+                throw TemplateSyntaxError(loc: loc(start), message: "brackets nested deeper than \(Lexer.maxNesting) levels")
             }
             switch u {
             case "(": balance.append(")")

@@ -11,8 +11,16 @@ struct Parser {
     var toks: [Token]
     var i = 0
     var loopDepth = 0
+    /// Current recursion depth of expression and block parsing, bounded by maxDepth.
+    var depth = 0
+    static let maxDepth = 200
 
     init(tokens: [Token]) { toks = tokens }
+
+    mutating func nest() throws {
+        depth += 1
+        if depth > Parser.maxDepth { throw fail("template nested deeper than \(Parser.maxDepth) levels") }
+    }
 
     var cur: Token { toks[i] }
     func peek(_ n: Int = 1) -> Token { toks[min(i + n, toks.count - 1)] }
@@ -117,6 +125,8 @@ struct Parser {
     }
 
     mutating func parseStatement(endNames: [String]) throws -> Node? {
+        try nest()
+        defer { depth -= 1 }
         let t = cur
         guard case .name(let tag) = t.kind else { throw fail("tag name expected") }
         advance()
@@ -292,6 +302,8 @@ struct Parser {
     }
 
     mutating func parseExpression() throws -> Expr {
+        try nest()
+        defer { depth -= 1 }
         var e = try parseOr()
         while isName("if") {
             let loc = cur.loc
@@ -325,6 +337,8 @@ struct Parser {
     }
 
     mutating func parseNot() throws -> Expr {
+        try nest()
+        defer { depth -= 1 }
         if isName("not") {
             let loc = cur.loc
             advance()
@@ -395,6 +409,8 @@ struct Parser {
     }
 
     mutating func parseUnary(withFilter: Bool = true) throws -> Expr {
+        try nest()
+        defer { depth -= 1 }
         let loc = cur.loc
         var node: Expr
         if isOp("-") {
@@ -499,7 +515,8 @@ struct Parser {
                     node = Expr(.getitem(node, index), t.loc)
                 }
             } else if isOp("(") {
-                node = Expr(.call(node, try parseCallArgs()), t.loc)
+                // Calls are located at the start of the callee (e.g. the `r` of raise_exception).
+                node = Expr(.call(node, try parseCallArgs()), start.loc)
             } else {
                 return node
             }
@@ -566,8 +583,7 @@ struct Parser {
             } else if isName("is") {
                 node = try parseTest(node)
             } else if isOp("(") {
-                let loc = cur.loc
-                node = Expr(.call(node, try parseCallArgs()), loc)
+                node = Expr(.call(node, try parseCallArgs()), start.loc)
             } else {
                 return node
             }
