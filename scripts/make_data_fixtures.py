@@ -114,18 +114,34 @@ def byte_level(split_re, specials, vocab):
 
 
 def sentencepiece_like(specials, vocab, prepend=True):
-    """Llama 2 style: BPE with byte fallback, ▁ for spaces (prefix ▁ when `prepend`), no pre-tokenizer."""
-    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
-    norms = ([normalizers.Prepend("▁")] if prepend else []) + [normalizers.Replace(" ", "▁")]
-    tok.normalizer = normalizers.Sequence(norms)
-    steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    """Llama 2 style: BPE with byte fallback, ▁ for spaces (a prefix ▁ when `prepend`), no pre-tokenizer;
+    the vocabulary is laid out as SentencePiece's: the special tokens, the 256 <0xNN> byte tokens, then
+    the trained pieces (trained with a Metaspace split so that merges stay inside words)."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never", split=True)
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=specials, show_progress=False, limit_alphabet=150)
+    tok.train_from_iterator(training_text(), trainer)
+    j = json.loads(tok.to_str())
+    trained = sorted(j["model"]["vocab"].items(), key=lambda kv: kv[1])
+    layout = {t: i for i, t in enumerate(specials)}
+    for b in range(256):
+        layout["<0x%02X>" % b] = len(layout)
+    for piece, _ in trained:
+        if piece not in layout:
+            layout[piece] = len(layout)
+    j["model"]["vocab"] = layout
+    j["added_tokens"] = [{"id": layout[t], "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+                          "normalized": False, "special": True} for t in specials]
+    norms = ([{"type": "Prepend", "prepend": "▁"}] if prepend else []) + [
+        {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]
+    j["normalizer"] = {"type": "Sequence", "normalizers": norms}
+    j["pre_tokenizer"] = None
+    steps = [{"type": "Replace", "pattern": {"String": "▁"}, "content": " "}, {"type": "ByteFallback"}, {"type": "Fuse"}]
     if prepend:
-        steps.append(decoders.Strip(" ", 1, 0))
-    tok.decoder = decoders.Sequence(steps)
-    byte_tokens = ["<0x%02X>" % b for b in range(256)]
-    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=specials + byte_tokens, show_progress=False)
-    tok.train_from_iterator([l.replace(" ", "▁") for l in training_text()], trainer)
-    return tok
+        steps.append({"type": "Strip", "content": " ", "start": 1, "stop": 0})
+    j["decoder"] = {"type": "Sequence", "decoders": steps}
+    return Tokenizer.from_str(json.dumps(j))
 
 
 def bos_processor(tok, bos):

@@ -1,0 +1,141 @@
+import ArgumentParser
+import Foundation
+import LoraText
+
+struct DataCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "data",
+        abstract: "Look at what training will see: masked samples, token ids, rendered chat templates.",
+        subcommands: [DataPreview.self, DataTokenize.self, DataRender.self])
+}
+
+/// Writes to stderr and fails with exit code 1.
+func failWith(_ message: String) -> ExitCode {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+    return ExitCode.failure
+}
+
+struct DataPreview: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "preview",
+        abstract: "The first samples with trained tokens set apart (colour on a terminal, «…» otherwise), then the dataset's figures; --json: every sample's ids and labels.")
+
+    @Option(help: "Tokenizer directory (tokenizer.json, tokenizer_config.json).") var tokenizer: String
+    @Option(help: "JSONL dataset.") var data: String
+    @Option(help: "Samples to show.") var n = 3
+    @Option(name: .customLong("max-seq-len"), help: "Keep the first N tokens of each sample.") var maxSeqLen: Int?
+    @Option(name: .customLong("train-on"), help: "assistant (every assistant turn), all, or last (the final assistant turn).")
+    var trainOn = "assistant"
+    @Option(name: .customLong("chat-template"), help: "A named template of the tokenizer config, or FILE.jinja.") var chatTemplate: String?
+    @Flag(help: "Every sample in file order, one JSON object per line: {\"line\", \"input_ids\", \"labels\"} or {\"line\", \"skipped\"}.")
+    var json = false
+    @Flag(name: .customLong("skip-bad-lines"), help: "Count bad lines instead of stopping at the first.") var skipBadLines = false
+
+    func run() throws {
+        guard let on = TrainOn(rawValue: trainOn) else {
+            throw ValidationError("--train-on must be assistant, all or last (got \(trainOn))")
+        }
+        let tok = try Tokenizer.load(directory: tokenizer)
+        let template = try ChatTemplateSelection.resolve(option: chatTemplate, tokenizer: tok)
+        let adapter = TokenizerDataAdapter(tok)
+        let options = DatasetOptions(maxSeqLen: maxSeqLen, trainOn: on, skipBadLines: skipBadLines)
+        let d: LoadedDataset
+        do {
+            d = try Dataset.load(file: data, tokenizer: adapter, template: template, options: options, previewCount: json ? 0 : max(0, n), allowEmpty: true)
+        } catch let e as DatasetError {
+            throw failWith("error: \(e)")
+        }
+        var out = ""
+        if json {
+            var s = d.samples.makeIterator(), k = d.skipped.makeIterator()
+            var ns = s.next(), nk = k.next()
+            while ns != nil || nk != nil {
+                if let a = ns, nk == nil || a.line < nk!.line {
+                    out += Preview.jsonLine(a) + "\n"; ns = s.next()
+                } else if let b = nk {
+                    out += Preview.jsonSkipped(line: b.line, reason: b.reason.description) + "\n"; nk = k.next()
+                }
+            }
+        } else {
+            let style: PreviewStyle = isatty(STDOUT_FILENO) != 0 ? .color : .brackets
+            out += "\(d.file): \(d.format.rawValue), train on \(on.rawValue)\(template.map { ", template \($0.templateName)" } ?? "")\n"
+            for p in d.previews { out += Preview.render(p, tokenizer: adapter, style: style) }
+            out += "──\n" + d.statistics.summary + "\n"
+            for (line, reason) in d.skipped.prefix(10) { out += "  line \(line): \(reason)\n" }
+            if d.skipped.count > 10 { out += "  … \(d.skipped.count - 10) more\n" }
+        }
+        FileHandle.standardOutput.write(Data(out.utf8))
+    }
+}
+
+/// Lines of stdin (without their newline), blank lines kept out.
+func stdinLines() -> [String] {
+    let data = FileHandle.standardInput.readDataToEndOfFile()
+    return String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: true)
+        .map { $0.hasSuffix("\r") ? String($0.dropLast()) : String($0) }
+}
+
+struct DataTokenize: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tokenize",
+        abstract: "JSON strings on stdin, one per line → their ids as JSON arrays (special tokens added as the tokenizer's post-processor does); --decode: JSON arrays → JSON strings (special tokens kept).")
+
+    @Argument(help: "Tokenizer directory.") var directory: String
+    @Flag(help: "Decode id arrays instead.") var decode = false
+    @Flag(name: .customLong("no-special-tokens"), help: "Encode without the post-processor's special tokens.") var noSpecialTokens = false
+
+    func run() throws {
+        let tok = try Tokenizer.load(directory: directory)
+        var out = ""
+        for (i, line) in stdinLines().enumerated() {
+            let v: JSONValue
+            do { v = try JSONValue.parse(line) } catch { throw failWith("stdin:\(i + 1): not JSON: \(error)") }
+            if decode {
+                guard let a = v.array else { throw failWith("stdin:\(i + 1): expected a JSON array of ids") }
+                var ids: [Int] = []
+                for (k, x) in a.enumerated() {
+                    guard let id = x.int, id >= 0, id < tok.vocabSize else {
+                        throw failWith("stdin:\(i + 1): element \(k) is not an id of this tokenizer (0..<\(tok.vocabSize))")
+                    }
+                    ids.append(id)
+                }
+                out += JSONValue.string(tok.decode(ids, skipSpecialTokens: false)).serialized() + "\n"
+            } else {
+                guard let s = v.string else { throw failWith("stdin:\(i + 1): expected a JSON string") }
+                out += "[" + tok.encode(s, addSpecialTokens: !noSpecialTokens).map(String.init).joined(separator: ", ") + "]\n"
+            }
+        }
+        FileHandle.standardOutput.write(Data(out.utf8))
+    }
+}
+
+struct DataRender: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "render",
+        abstract: "One JSON object {\"messages\": [...]} on stdin → the chat template's text, exactly (nothing appended). A template's raise_exception exits 1 with its message.")
+
+    @Argument(help: "Tokenizer directory.") var directory: String
+    @Flag(name: .customLong("add-generation-prompt"), help: "End with the assistant's header.") var addGenerationPrompt = false
+    @Option(name: .customLong("chat-template"), help: "A named template of the tokenizer config, or FILE.jinja.") var chatTemplate: String?
+
+    func run() throws {
+        let tok = try Tokenizer.load(directory: directory)
+        guard var r = try ChatTemplateSelection.resolve(option: chatTemplate, tokenizer: tok) else {
+            throw failWith(ChatTemplateSelection.missing(directory))
+        }
+        let input = FileHandle.standardInput.readDataToEndOfFile()
+        let v: JSONValue
+        do { v = try JSONValue.parse(input) } catch { throw failWith("stdin: not JSON: \(error)") }
+        guard let messages = v["messages"]?.array else { throw failWith("stdin: expected {\"messages\": [...]}") }
+        // Other keys (tools, documents, date_string, …) are template variables, as apply_chat_template's kwargs.
+        if let o = v.object { for (k, x) in o.pairs where k != "messages" { r.variables[k] = x } }
+        do {
+            let text = try r.render(messages, addGenerationPrompt: addGenerationPrompt)
+            FileHandle.standardOutput.write(Data(text.utf8))
+        } catch let e as TemplateRaised {
+            throw failWith(e.message)
+        } catch {
+            throw failWith("\(error)")
+        }
+    }
+}

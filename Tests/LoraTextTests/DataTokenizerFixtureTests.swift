@@ -1,0 +1,96 @@
+import Foundation
+import XCTest
+@testable import LoraText
+
+/// The whole dataset path on the fixture families with the real tokenizer: ids equal transformers'
+/// apply_chat_template(tokenize=True), labels equal the hand-marked masks, one BOS, the end-of-turn
+/// token trained even where it is the pad token.
+final class DataTokenizerFixtureTests: XCTestCase {
+    func family(_ name: String) throws -> (Tokenizer, TokenizerDataAdapter, ChatTemplateRenderer) {
+        let dir = DataFixtures.root.appendingPathComponent(name).path
+        let tok = try Tokenizer.load(directory: dir)
+        guard let r = try ChatTemplateSelection.resolve(option: nil, tokenizer: tok) else {
+            throw DatasetError.invalidOption("\(name): no chat template")
+        }
+        return (tok, TokenizerDataAdapter(tok), r)
+    }
+
+    func testIDsAndMasksEqualTransformersAndTheHandMarks() throws {
+        let fixtures = try DataFixtures.masks()
+        var checked = 0, checkedBOS = 0
+        for (name, f) in fixtures["families"]!.object!.pairs {
+            let (tok, adapter, r) = try family(name)
+            let processor = SampleProcessor(tokenizer: adapter, template: r, options: DatasetOptions(), file: name)
+            let last = SampleProcessor(tokenizer: adapter, template: r, options: DatasetOptions(trainOn: .last), file: name)
+            for c in f["cases"]!.array! where c["error"] == nil {
+                let conv = c["conversation"]!.string!
+                let messages = DataFixtures.messages(c["messages"]!)
+                let p = try processor.process(.conversation(messages), format: .messages, line: 1)
+                let ids = c["input_ids"]!.array!.map { $0.int! }
+                let labels = c["labels"]!.array!.map { $0.int! }
+                XCTAssertEqual(p.sample.inputIDs, ids, "\(name)/\(conv): ids")
+                XCTAssertEqual(p.sample.labels, labels, "\(name)/\(conv): labels")
+                XCTAssertEqual(try last.process(.conversation(messages), format: .messages, line: 1).sample.labels,
+                               c["labels_last"]!.array!.map { $0.int! }, "\(name)/\(conv): --train-on last")
+                // Trap 2: where the post-processor adds a BOS and the template writes one, the ids hold
+                // exactly one (tokenizing the rendered text with the post-processor doubles it).
+                let withPost = c["ids_with_post_processor"]!.array!.map { $0.int! }
+                if withPost != ids, let bos = tok.config.bosToken, let bosID = tok.tokenID(bos), c["rendered"]!.string!.hasPrefix(bos) {
+                    XCTAssertEqual(Array(withPost.prefix(2)), [bosID, bosID], "\(name)/\(conv): the trap the fixture shows")
+                    XCTAssertEqual(p.sample.inputIDs.first, bosID)
+                    XCTAssertNotEqual(p.sample.inputIDs.dropFirst().first, bosID, "\(name)/\(conv): one BOS")
+                    XCTAssertEqual(tok.encode(c["rendered"]!.string!, addSpecialTokens: true), withPost)
+                    checkedBOS += 1
+                }
+                // Trap 1: every end-of-turn/EOS token inside a trained span is trained, pad or not.
+                if let eos = adapter.eosID {
+                    for (t, id) in p.sample.inputIDs.enumerated() where id == eos && labels[t] != -100 {
+                        XCTAssertEqual(p.sample.labels[t], eos)
+                    }
+                }
+                checked += 1
+            }
+            for t in f["texts"]!.array! {
+                let text = t["text"]!.string!
+                let p = try processor.process(.text(text), format: .text, line: 1)
+                XCTAssertEqual(p.sample.inputIDs, t["input_ids"]!.array!.map { $0.int! }, "\(name): text \(text.debugDescription)")
+                XCTAssertEqual(p.sample.labels, p.sample.inputIDs)
+            }
+        }
+        XCTAssertGreaterThanOrEqual(checked, 50)
+        XCTAssertGreaterThanOrEqual(checkedBOS, 20)
+    }
+
+    /// Trap 1 with batching: SmolLM2's pad token is its end-of-turn token; padded rows mask the padding
+    /// by position and keep every <|im_end|> of the replies trained.
+    func testPadEqualsEndOfTurnStaysTrainedInBatches() throws {
+        let (tok, adapter, r) = try family("smollm2")
+        let imEnd = tok.tokenID("<|im_end|>")!
+        XCTAssertEqual(adapter.padID, imEnd)
+        let path = DataFixtures.root.appendingPathComponent("zh_pip.jsonl").path
+        let d = try Dataset.load(file: path, tokenizer: adapter, template: r, options: DatasetOptions())
+        for packing in [false, true] {
+            let b = Batching.plan(d.samples, options: BatchingOptions(batchSize: 2, maxSeqLen: 256, packing: packing, padTokenID: imEnd), seed: 1, epoch: 0)
+            let trainedEnds = b.flatMap { $0.labels.flatMap { $0 } }.filter { $0 == imEnd }.count
+            XCTAssertEqual(trainedEnds, 4)  // two replies per conversation, one <|im_end|> each
+            // Padding carries the same id and is masked by position.
+            let maskedPads = b.flatMap { zip($0.inputIDs.joined(), $0.labels.joined()) }.filter { $0.0 == imEnd && $0.1 == -100 }.count
+            XCTAssertGreaterThan(maskedPads, 0, "packing \(packing)")
+        }
+    }
+
+    /// data preview on a real multi-turn Chinese conversation: the bracketed text is exactly the
+    /// hand-marked trained pieces.
+    func testPreviewOfChineseConversation() throws {
+        let (_, adapter, r) = try family("qwen2")
+        let path = DataFixtures.root.appendingPathComponent("zh_pip.jsonl").path
+        let d = try Dataset.load(file: path, tokenizer: adapter, template: r, options: DatasetOptions(), previewCount: 3)
+        XCTAssertEqual(d.previews.count, 2)
+        let text = Preview.render(d.previews[0], tokenizer: adapter, style: .brackets)
+        let marked = text.components(separatedBy: "«").dropFirst().map { String($0.prefix(while: { $0 != "»" })) }
+        let qwen = try DataFixtures.masks()["families"]!["qwen2"]!["cases"]!.array!.first { $0["conversation"]!.string! == "zh_pip" }!
+        XCTAssertEqual(marked, qwen["trained_pieces"]!.array!.map { $0.string! })
+        XCTAssertTrue(text.hasPrefix("── line 1: 81 tokens, 26 trained\n<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n你好！<|im_end|>\n<|im_start|>assistant\n«Pip来啦！"), text)
+        XCTAssertEqual(d.statistics.samples, 2)
+    }
+}
