@@ -76,6 +76,7 @@ CONVERSATIONS = {
         {"role": "assistant", "content": "Both noted."},
     ],
 }
+PROMPT_COMPLETIONS = [("Translate to Chinese: penguin", " 企鹅"), ("2+2=", "4")]
 TEXTS = ["Pip likes fish.", "企鹅会游泳。", " leading space and 42 numbers", ""]
 
 
@@ -292,8 +293,29 @@ def main():
             case["labels_last"] = [t if last_span[0] <= s < last_span[1] else -100 for t, (s, e) in zip(enc.ids, enc.offsets)]
             cases.append(case)
         texts = [{"text": t, "input_ids": hf(t)["input_ids"]} for t in TEXTS]
+        # prompt/completion: with the template, a user and an assistant turn (hand-marked as above);
+        # without one, plain text with the post-processor's tokens, the completion's tokens trained
+        # (start offset at or after the prompt's end) and an EOS appended and trained.
+        pc = []
+        for prompt, completion in PROMPT_COMPLETIONS:
+            msgs = [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
+            rendered = hf.apply_chat_template(msgs, tokenize=False)
+            enc = hf._tokenizer.encode(rendered, add_special_tokens=False)
+            chat_labels = expected_labels(rendered, enc, msgs, header, piece)[0]
+            plain = hf._tokenizer.encode(prompt + completion)  # with the post-processor's tokens
+            eos = hf.convert_tokens_to_ids(special["eos_token"])
+            ids, labels = list(plain.ids), []
+            for k, (tid, (a, b)) in enumerate(zip(plain.ids, plain.offsets)):
+                added_by_post = plain.special_tokens_mask[k] == 1 and (a, b) == (0, 0)
+                labels.append(-100 if added_by_post or a < len(prompt) else tid)
+            if ids[-1] != eos:
+                ids.append(eos)
+                labels.append(eos)
+            pc.append({"prompt": prompt, "completion": completion, "chat_input_ids": enc.ids, "chat_labels": chat_labels,
+                       "plain_input_ids": ids, "plain_labels": labels})
         result["families"][family] = {"template": f"chat_templates.json templates.{family}", "header": header,
-                                      "special_tokens": special, "cases": cases, "texts": texts}
+                                      "special_tokens": special, "cases": cases, "texts": texts,
+                                      "prompt_completion": pc}
         print(family, [(c["conversation"], "error" if "error" in c else len(c["input_ids"])) for c in cases], file=sys.stderr)
     with open(os.path.join(OUT, "masks.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, ensure_ascii=False, separators=(",", ":"))

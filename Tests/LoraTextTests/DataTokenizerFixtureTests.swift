@@ -61,6 +61,43 @@ final class DataTokenizerFixtureTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(checkedBOS, 20)
     }
 
+    /// prompt/completion: with the template a user and an assistant turn; without one plain text
+    /// with the post-processor's tokens, only the completion (and an appended EOS) trained.
+    func testPromptCompletionWithAndWithoutTemplate() throws {
+        let fixtures = try DataFixtures.masks()
+        var checked = 0
+        for (name, f) in fixtures["families"]!.object!.pairs {
+            let (_, adapter, r) = try family(name)
+            let chat = SampleProcessor(tokenizer: adapter, template: r, options: DatasetOptions(), file: name)
+            let plain = SampleProcessor(tokenizer: adapter, template: nil, options: DatasetOptions(), file: name)
+            for c in f["prompt_completion"]!.array! {
+                let record = DatasetRecord.promptCompletion(prompt: c["prompt"]!.string!, completion: c["completion"]!.string!)
+                let a = try chat.process(record, format: .promptCompletion, line: 1).sample
+                XCTAssertEqual(a.inputIDs, c["chat_input_ids"]!.array!.map { $0.int! }, "\(name) chat ids")
+                XCTAssertEqual(a.labels, c["chat_labels"]!.array!.map { $0.int! }, "\(name) chat labels")
+                let b = try plain.process(record, format: .promptCompletion, line: 1).sample
+                XCTAssertEqual(b.inputIDs, c["plain_input_ids"]!.array!.map { $0.int! }, "\(name) plain ids")
+                XCTAssertEqual(b.labels, c["plain_labels"]!.array!.map { $0.int! }, "\(name) plain labels")
+                checked += 1
+            }
+        }
+        XCTAssertEqual(checked, 24)
+    }
+
+    /// A real template's raise_exception on a dataset line: file, line and the template's message.
+    func testTemplateRejectionNamesTheLine() throws {
+        let (_, adapter, r) = try family("llama2")
+        let good = #"{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]}"#
+        let bad = #"{"messages": [{"role": "user", "content": "Hi"}, {"role": "user", "content": "Again"}, {"role": "assistant", "content": "Yo"}]}"#
+        let path = try writeTemp("llama2-bad.jsonl", [good, bad, good].joined(separator: "\n"))
+        XCTAssertThrowsError(try Dataset.load(file: path, tokenizer: adapter, template: r, options: DatasetOptions())) { e in
+            XCTAssertEqual("\(e)", "\(path):2: chat template 'chat_template': Conversation roles must alternate user/assistant/user/assistant/...")
+        }
+        let d = try Dataset.load(file: path, tokenizer: adapter, template: r, options: DatasetOptions(skipBadLines: true))
+        XCTAssertEqual(d.samples.map(\.line), [1, 3])
+        XCTAssertEqual(d.statistics.skipped, ["bad line": 1])
+    }
+
     /// Trap 1 with batching: SmolLM2's pad token is its end-of-turn token; padded rows mask the padding
     /// by position and keep every <|im_end|> of the replies trained.
     func testPadEqualsEndOfTurnStaysTrainedInBatches() throws {
