@@ -131,3 +131,44 @@ final class DataTokenizerFixtureTests: XCTestCase {
         XCTAssertEqual(d.statistics.samples, 2)
     }
 }
+
+final class DataAlignmentTests: XCTestCase {
+    /// The offsets the dataset path uses lie exactly on the text: each token's range, decoded,
+    /// is what the token stands for, for every family and conversation of the fixtures.
+    func testOffsetsCoverTheRenderedText() throws {
+        let fixtures = try DataFixtures.masks()
+        for (name, f) in fixtures["families"]!.object!.pairs {
+            let tok = try Tokenizer.load(directory: DataFixtures.root.appendingPathComponent(name).path)
+            for c in f["cases"]!.array! where c["error"] == nil {
+                let text = c["rendered"]!.string!
+                let toks = try tok.alignedTokens(text)
+                XCTAssertEqual(toks.map(\.id), c["input_ids"]!.array!.map { $0.int! })
+                var cursor = 0
+                for t in toks {
+                    XCTAssertEqual(t.start, cursor, "\(name): offsets are contiguous")
+                    XCTAssertLessThanOrEqual(t.start, t.end)
+                    cursor = t.end
+                }
+                XCTAssertEqual(cursor, text.utf8.count, "\(name): offsets cover the text")
+            }
+        }
+    }
+
+    /// Qwen2's NFC normalizer rewrites a decomposed accent: the sample is put in NFC first, so the
+    /// ids are the tokenizer's and the offsets line up; another rewriting normalizer fails the line.
+    func testNormalizerThatRewritesTheText() throws {
+        let tok = try Tokenizer.load(directory: DataFixtures.root.appendingPathComponent("qwen2").path)
+        let r = try ChatTemplateSelection.resolve(option: nil, tokenizer: tok)!
+        let line = #"{"messages": [{"role": "user", "content": "cafe\u0301?"}, {"role": "assistant", "content": "cafe\u0301!"}]}"#
+        let d = try Dataset.load(file: try writeTemp("nfc.jsonl", line), tokenizer: TokenizerDataAdapter(tok), template: r,
+                                 options: DatasetOptions(), previewCount: 1)
+        let rendered = try r.renderConversation([ChatMessage(role: "user", content: "cafe\u{301}?"),
+                                                 ChatMessage(role: "assistant", content: "cafe\u{301}!")], addGenerationPrompt: false)
+        XCTAssertEqual(d.samples[0].inputIDs, tok.encode(rendered, addSpecialTokens: false))
+        XCTAssertEqual(Preview.pieces(d.previews[0], tokenizer: TokenizerDataAdapter(tok)).filter(\.trained).map(\.text), ["caf\u{E9}!<|im_end|>\n"])
+        XCTAssertThrowsError(try Tokenizer.load(directory: DataFixtures.root.appendingPathComponent("../tokenizers/misc").standardized.path)
+            .alignedTokens("ABC def")) { e in
+            XCTAssertTrue("\(e)".hasPrefix("cannot align token"), "\(e)")
+        }
+    }
+}

@@ -138,6 +138,14 @@ public struct SampleProcessor {
     /// The sample of one record (truncated; may have no trained token: the caller decides).
     public func process(_ record: DatasetRecord, format: DatasetFormat, line: Int) throws -> ProcessedSample {
         var ids: [Int], labels: [Int]
+        let prep = tokenizer.prepareText
+        var record = record
+        switch record {
+        case .conversation(let m): record = .conversation(m.map { ChatMessage(role: $0.role, content: prep($0.content)) })
+        case .promptCompletion(let p, let c): record = .promptCompletion(prompt: prep(p), completion: prep(c))
+        case .text(let t): record = .text(prep(t))
+        case .tokens: break
+        }
         var text: String? = nil
         var offsets: [Range<Int>?]? = nil
         switch record {
@@ -149,10 +157,10 @@ public struct SampleProcessor {
                 let messages = [ChatMessage(role: "user", content: prompt), ChatMessage(role: "assistant", content: completion)]
                 (ids, labels, text, offsets) = try conversation(messages, template: t, line: line)
             } else {
-                (ids, labels, text, offsets) = try plain(prompt: prompt, completion: completion)
+                (ids, labels, text, offsets) = try plain(prompt: prompt, completion: completion, line: line)
             }
         case .text(let s):
-            (ids, labels, text, offsets) = try plain(prompt: "", completion: s, appendEOS: false)
+            (ids, labels, text, offsets) = try plain(prompt: "", completion: s, appendEOS: false, line: line)
         case .tokens(let inputIDs, let given):
             let v = tokenizer.vocabularySize
             if let k = inputIDs.firstIndex(where: { $0 >= v }) {
@@ -186,17 +194,24 @@ public struct SampleProcessor {
             // The template raised (raise_exception) or failed: the line's error, with the template's message.
             throw DatasetLineError(file: file, line: line, reason: "chat template '\(t.templateName)': \(error)")
         }
-        let toks = try tokenizer.encodeOffsets(rendered.text)
+        let toks = try offsets(rendered.text, line: line)
         let labels = Masking.labels(toks, spans: rendered.spans, snapEnds: rendered.snapEnds)
         return (toks.map(\.id), labels, rendered.text, toks.map { $0.start..<$0.end })
+    }
+
+    /// Token offsets; a tokenizer that cannot report them for this text fails the line.
+    func offsets(_ text: String, line: Int) throws -> [TokenOffset] {
+        do { return try tokenizer.encodeOffsets(text) } catch let e as TokenAlignmentError {
+            throw DatasetLineError(file: file, line: line, reason: "\(e)")
+        }
     }
 
     /// prompt + completion as plain text with the post-processor's tokens; tokens starting
     /// in the completion are trained, and the post-processor's trailing tokens (EOS) too;
     /// with `appendEOS` an EOS is appended (and trained) when the sequence does not end in one.
-    func plain(prompt: String, completion: String, appendEOS: Bool = true) throws -> ([Int], [Int], String, [Range<Int>?]) {
+    func plain(prompt: String, completion: String, appendEOS: Bool = true, line: Int) throws -> ([Int], [Int], String, [Range<Int>?]) {
         let text = prompt + completion
-        let toks = try tokenizer.encodeOffsets(text)
+        let toks = try offsets(text, line: line)
         let withSpecial = try tokenizer.encodeIDs(text, addSpecialTokens: true)
         let bare = toks.map(\.id)
         // The post-processor adds tokens around the bare ids: find where they sit.

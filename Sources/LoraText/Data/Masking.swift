@@ -42,6 +42,13 @@ public protocol DataTokenizer {
     var vocabularySize: Int { get }
     var eosID: Int? { get }
     var padID: Int? { get }
+    /// A sample's strings as the tokenizer will see them (e.g. NFC where its normalizer composes,
+    /// so that token offsets line up with the text); the ids are the same either way.
+    func prepareText(_ s: String) -> String
+}
+
+extension DataTokenizer {
+    public func prepareText(_ s: String) -> String { s }
 }
 
 public struct TokenOffset: Equatable, Sendable {

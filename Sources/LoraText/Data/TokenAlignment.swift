@@ -1,3 +1,5 @@
+import Foundation
+
 // Token byte offsets by alignment — a STOPGAP until the tokenizer reports offsets itself
 // (Tokenizer.encodeWithOffsets, planned on the tokenizer's side).
 //
@@ -8,8 +10,9 @@
 // normalizer (Prepend("▁")) matches without it: its range starts where its text does, as
 // the library's offsets do. Byte-fallback pieces of one character each get one byte of it
 // (the library gives each the whole character; the start-inside mask rule decides the same,
-// since spans never start inside a character). A normalizer that rewrites the text (NFC on
-// decomposed input, Lowercase, …) cannot be aligned: that is an error naming the position.
+// since spans never start inside a character). Texts are put in NFC first where the normalizer
+// composes (alignableText). Another normalizer that rewrites the text (Lowercase, NFKC, …)
+// cannot be aligned: that is an error naming the position.
 
 public struct TokenAlignmentError: Error, CustomStringConvertible {
     public var byteOffset: Int
@@ -36,6 +39,23 @@ extension Tokenizer {
             return false
         }
         return has(normalizer)
+    }
+
+    /// Whether the normalizer composes to NFC (Qwen2's does): then texts are put in NFC before
+    /// alignment, which gives the same ids (NFC is idempotent) and text the tokens line up with.
+    var normalizerComposesNFC: Bool {
+        func has(_ n: TextNormalizer?) -> Bool {
+            if let u = n as? UnicodeFormNormalizer { return u.form == .nfc }
+            if let s = n as? SequenceNormalizer { return s.steps.contains { has($0) } }
+            return false
+        }
+        return has(normalizer)
+    }
+
+    /// `s` as the alignment needs it (NFC where the normalizer composes; unchanged otherwise).
+    public func alignableText(_ s: String) -> String {
+        guard normalizerComposesNFC, s.unicodeScalars.contains(where: { $0.value >= 0x300 }) else { return s }
+        return s.precomposedStringWithCanonicalMapping
     }
 
     /// The bytes token `id` stands for in the text it came from.

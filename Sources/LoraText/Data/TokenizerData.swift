@@ -17,6 +17,7 @@ public struct TokenizerDataAdapter: DataTokenizer {
     public var vocabularySize: Int { tokenizer.vocabSize }
     public var eosID: Int? { tokenizer.config.eosToken.flatMap { tokenizer.tokenID($0) } }
     public var padID: Int? { tokenizer.config.padToken.flatMap { tokenizer.tokenID($0) } }
+    public func prepareText(_ s: String) -> String { tokenizer.alignableText(s) }
 }
 
 public enum ChatTemplateSelection {
