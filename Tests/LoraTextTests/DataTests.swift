@@ -37,6 +37,8 @@ final class DataTests: XCTestCase {
         let plain = try load("pc2.jsonl", #"{"prompt": "Q? ", "completion": "A."}"#, template: nil)
         XCTAssertEqual(tok.decodeIDs(plain.samples[0].inputIDs), "<s>Q? A.</s>")
         XCTAssertEqual(trainedText(plain.samples[0]), ["A.</s>"])
+        let plainAll = try load("pc3.jsonl", #"{"prompt": "Q? ", "completion": "A."}"#, template: nil, DatasetOptions(trainOn: .all))
+        XCTAssertEqual(plainAll.samples[0].labels, plainAll.samples[0].inputIDs)
         // Text: every token (BOS as the post-processor adds it).
         let t = try load("t.jsonl", #"{"text": "ab"}"# + "\n" + #"{"text": "cd", "meta": 1}"#, template: nil)
         XCTAssertEqual(t.format, .text)

@@ -158,6 +158,7 @@ public struct SampleProcessor {
                 (ids, labels, text, offsets) = try conversation(messages, template: t, line: line)
             } else {
                 (ids, labels, text, offsets) = try plain(prompt: prompt, completion: completion, line: line)
+                if options.trainOn == .all { labels = ids }
             }
         case .text(let s):
             (ids, labels, text, offsets) = try plain(prompt: "", completion: s, appendEOS: false, line: line)
