@@ -247,6 +247,43 @@ def expected_labels(rendered, enc, messages, header, piece):
     return labels, pieces, spans, straddles
 
 
+# Passed to every template of the rule check (templates that would call strftime_now take it instead).
+RULE_VARIABLES = {"date_string": "26 Jul 2024"}
+
+
+def rule_spans(hf, messages):
+    """The masking rule (F minus P), computed here with transformers' renderings, for the rule check over
+    every template of chat_templates.json: UTF-8 byte spans of the whole rendering W, or the failure."""
+    try:
+        W = hf.apply_chat_template(messages, tokenize=False, **RULE_VARIABLES)
+    except Exception as e:
+        return {"error": "raises", "message": str(e)}
+    w = W.encode()
+    spans, trailers = [], []
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        try:
+            P = hf.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True, **RULE_VARIABLES).encode()
+        except Exception as e:
+            return {"error": "raises", "message": str(e)}
+        F = hf.apply_chat_template(messages[:i + 1], tokenize=False, **RULE_VARIABLES).encode()
+        if not w.startswith(P) or not F.startswith(P):
+            return {"error": "prefix", "turn": i}
+        end = len(F)
+        if not w.startswith(F):
+            k = len(P)
+            while k < len(F) and k < len(w) and F[k] == w[k]:
+                k += 1
+            if not w.endswith(F[k:]):
+                return {"error": "prefix", "turn": i}
+            end = k
+            trailers.append(len(spans))
+        if end > len(P):
+            spans.append([len(P), end])
+    return {"spans": spans, "trailers": trailers}
+
+
 def main():
     fixtures = json.load(open(TEMPLATES, encoding="utf-8"))
     templates = fixtures["templates"]
@@ -317,6 +354,15 @@ def main():
                                       "special_tokens": special, "cases": cases, "texts": texts,
                                       "prompt_completion": pc}
         print(family, [(c["conversation"], "error" if "error" in c else len(c["input_ids"])) for c in cases], file=sys.stderr)
+    # The rule over every template of the template fixtures (text level, no tokenizer needed).
+    rule = {}
+    for name, t in templates.items():
+        w = Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>"))
+        hf = PreTrainedTokenizerFast(tokenizer_object=w, **t["variables"])
+        hf.chat_template = t["template"]
+        rule[name] = {c: rule_spans(hf, m) for c, m in CONVERSATIONS.items()}
+    result["rule_check"] = rule
+    result["rule_variables"] = RULE_VARIABLES
     with open(os.path.join(OUT, "masks.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, ensure_ascii=False, separators=(",", ":"))
     with open(os.path.join(OUT, "zh_pip.jsonl"), "w", encoding="utf-8") as f:

@@ -72,4 +72,52 @@ final class DataFixtureTests: XCTestCase {
         XCTAssertEqual(families, 12)
         XCTAssertGreaterThanOrEqual(checked, 50)
     }
+
+    /// The rule computed independently in Python (scripts/make_data_fixtures.py, rule_spans) over every
+    /// template of the template fixtures: the same spans (before the token-level snap of trailers), the
+    /// same trailer turns, a prefix error where the template rewrites earlier turns (QwQ, Qwen3, …),
+    /// and the template's own error where it raises.
+    func testRuleOverEveryTemplate() throws {
+        let fixtures = try DataFixtures.masks()
+        let templates = try JSONValue.parse(Data(contentsOf: DataFixtures.root.appendingPathComponent("../templates/chat_templates.json")))
+        let conversations = fixtures["families"]!["qwen2"]!["cases"]!.array!
+        var spansChecked = 0, prefixErrors = 0, raised = 0
+        for (name, cases) in fixtures["rule_check"]!.object!.pairs {
+            let t = templates["templates"]![name]!
+            var variables: [String: JSONValue] = [:]
+            for (k, v) in t["variables"]!.object!.pairs { variables[k] = v }
+            for (k, v) in fixtures["rule_variables"]!.object!.pairs { variables[k] = v }
+            let r = ChatTemplateRenderer(template: try ChatTemplate(source: t["template"]!.string!, name: name), variables: variables)
+            for (conv, expected) in cases.object!.pairs {
+                let messages = DataFixtures.messages(conversations.first { $0["conversation"]!.string! == conv }!["messages"]!)
+                switch expected["error"]?.string {
+                case "raises"?:
+                    XCTAssertThrowsError(try Masking.render(messages, with: r, trainOn: .assistant), "\(name)/\(conv)") { e in
+                        XCTAssertFalse(e is DatasetError, "\(name)/\(conv): \(e)")
+                    }
+                    raised += 1
+                case "prefix"?:
+                    XCTAssertThrowsError(try Masking.render(messages, with: r, trainOn: .assistant), "\(name)/\(conv)") { e in
+                        guard case DatasetError.templatePrefix(let tn, _, _, let turn, _) = e else {
+                            return XCTFail("\(name)/\(conv): \(e)")
+                        }
+                        XCTAssertEqual(tn, name)
+                        XCTAssertEqual(turn, expected["turn"]!.int!, "\(name)/\(conv)")
+                    }
+                    prefixErrors += 1
+                default:
+                    do {
+                        let got = try Masking.render(messages, with: r, trainOn: .assistant)
+                        let want = expected["spans"]!.array!.map { $0[0]!.int!..<$0[1]!.int! }
+                        XCTAssertEqual(got.spans, want, "\(name)/\(conv)")
+                        XCTAssertEqual(got.snapEnds, Set(expected["trailers"]!.array!.map { $0.int! }), "\(name)/\(conv)")
+                        spansChecked += 1
+                    } catch {
+                        XCTFail("\(name)/\(conv): \(error)")
+                    }
+                }
+            }
+        }
+        XCTAssertEqual([spansChecked, prefixErrors, raised], [326, 22, 37])
+    }
 }

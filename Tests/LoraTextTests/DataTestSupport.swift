@@ -97,3 +97,17 @@ func trainedText(_ s: TokenizedSample, _ t: ToyTokenizer = ToyTokenizer()) -> [S
     if !cur.isEmpty { runs.append(t.decodeIDs(cur)) }
     return runs
 }
+
+/// Qwen3's shape: the reply that ends the conversation gets an empty think block, earlier ones do not.
+struct ToyThinkLast: ConversationRenderer {
+    var templateName = "toy-think-last"
+    func renderConversation(_ m: [ChatMessage], addGenerationPrompt: Bool) throws -> String {
+        var s = ""
+        for (i, x) in m.enumerated() {
+            let think = x.role == "assistant" && i == m.count - 1 ? "<think></think>" : ""
+            s += "<|im_start|>\(x.role)\n\(think)\(x.content)<|im_end|>\n"
+        }
+        if addGenerationPrompt { s += "<|im_start|>assistant\n" }
+        return s
+    }
+}

@@ -63,4 +63,13 @@ final class MaskingTests: XCTestCase {
         // A snapped end moves back to the start of the straddling token.
         XCTAssertEqual(Masking.labels(toks, spans: [2..<9], snapEnds: [0]), [-100, 11, -100, -100, -100])
     }
+
+    func testTemplateThatRendersEarlierRepliesDifferentlyIsAnError() throws {
+        XCTAssertThrowsError(try Masking.render(conv, with: ToyThinkLast(), trainOn: .assistant, file: "d.jsonl", line: 3)) { e in
+            XCTAssertTrue("\(e)".hasPrefix("d.jsonl:3: chat template 'toy-think-last' cannot be split into turns at message 2 (0-based): the conversation rendered through this assistant turn is not a prefix"), "\(e)")
+        }
+        // The final reply alone is fine.
+        let r = try Masking.render(conv, with: ToyThinkLast(), trainOn: .last)
+        XCTAssertEqual(r.spans.map { String(decoding: Array(r.text.utf8)[$0], as: UTF8.self) }, ["<think></think>再见。<|im_end|>\n"])
+    }
 }

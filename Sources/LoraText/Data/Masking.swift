@@ -20,6 +20,9 @@
 // appends eos_token when add_generation_prompt is false), so F is not a prefix of
 // W for an inner turn: the span then ends where F and W part, moved back to the
 // start of any token that straddles that point (never a piece of the next header).
+// What F has beyond that point must also end W (a trailer); otherwise the template
+// renders the turn differently once later turns follow (Qwen3 drops the empty
+// <think></think> of earlier replies) and that is the error above.
 //
 // Tokens: W is tokenized once, WITHOUT the post-processor's special tokens (as
 // transformers' apply_chat_template(tokenize=True) does, so a template that
@@ -118,6 +121,13 @@ public enum Masking {
             if !w.starts(with: f) {
                 var k = p.count
                 while k < f.count, k < w.count, f[k] == w[k] { k += 1 }
+                // Only a trailer the template writes at the very end of a conversation may differ:
+                // the rest of F must end the whole rendering too.
+                guard w.count >= f.count - k, w[(w.count - (f.count - k))...].elementsEqual(f[k...]) else {
+                    throw DatasetError.templatePrefix(
+                        template: r.templateName, file: file, line: line, turn: i,
+                        detail: "the conversation rendered through this assistant turn is not a prefix of the whole conversation (the template renders the turn differently once later turns follow)")
+                }
                 end = k
                 snap.insert(spans.count)
             }
