@@ -50,7 +50,9 @@ let package = Package(
             dependencies: [
                 "LoraOps", "LoraModel", "LoraText", "LoraTrain", "KernelBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]),
+            ],
+            // main.swift holds @main beside other files: parse it as a library file.
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
         .testTarget(name: "LoraOpsTests", dependencies: ["LoraOps", "Reference"]),
         .testTarget(
             name: "LoraModelTests",
