@@ -463,8 +463,53 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         v >= 1 ? Int(v) : max(1, Int((v * Double(total)).rounded(.up)))
     }
 
-    /// The resolved settings as YAML (training_config.yaml).
+    /// The resolved settings as YAML (training_config.yaml): every key in
+    /// the order above, null for an unset one; reads back through `resolve`.
     public func yaml() throws -> String {
-        try YAMLEncoder().encode(self)
+        // Property names are the keys in camelCase (learningRate ↔ learning_rate).
+        func snake(_ name: String) -> String {
+            name.reduce(into: "") { out, ch in out += ch.isUppercase ? "_" + ch.lowercased() : String(ch) }
+        }
+        var values: [String: String] = [:]
+        for child in Mirror(reflecting: self).children {
+            guard let label = child.label, let key = Optional(snake(label)), CodingKeys(rawValue: key) != nil else { continue }
+            values[key] = Self.yamlValue(child.value)
+        }
+        return Self.keys.map { "\($0): \(values[$0] ?? "null")" }.joined(separator: "\n") + "\n"
+    }
+
+    static func yamlValue(_ v: Any) -> String {
+        let m = Mirror(reflecting: v)
+        if m.displayStyle == .optional { return m.children.first.map { yamlValue($0.value) } ?? "null" }
+        func quoted(_ s: String) -> String {
+            var out = "\""
+            for ch in s.unicodeScalars {
+                switch ch {
+                case "\"": out += "\\\""
+                case "\\": out += "\\\\"
+                case "\n": out += "\\n"
+                case "\t": out += "\\t"
+                default: out.unicodeScalars.append(ch)
+                }
+            }
+            return out + "\""
+        }
+        switch v {
+        case let b as Bool: return b ? "true" : "false"
+        case let i as Int: return String(i)
+        case let d as Double: return "\(d)"
+        case let s as String: return quoted(s)
+        case let a as [String]: return "[" + a.map(quoted).joined(separator: ", ") + "]"
+        case let a as [Int]: return "[" + a.map(String.init).joined(separator: ", ") + "]"
+        case let e as Scheduler: return e.rawValue
+        case let e as InitWeights: return e == .gaussian ? "gaussian" : e.rawValue
+        case let e as Modules:
+            switch e {
+            case .list(let l): return yamlValue(l)
+            case .regex(let r): return quoted(r)
+            case .allLinear: return "all-linear"
+            }
+        default: return quoted("\(v)")
+        }
     }
 }

@@ -85,7 +85,8 @@ final class TrainerTests: XCTestCase {
         }
         let evalLoss = (first["eval_loss"] as! NSNumber).doubleValue
         XCTAssertEqual((first["eval_perplexity"] as! NSNumber).doubleValue, exp(evalLoss), accuracy: 1e-9)
-        XCTAssertEqual((first["learning_rate"] as! NSNumber).doubleValue, 1e-2 * 1.0, accuracy: 1e-12, "linear, step 0")
+        XCTAssertEqual((first["learning_rate"] as! NSNumber).doubleValue, 1e-2 * 0.75, accuracy: 1e-12,
+                       "the rate step 2 used: linear over 4 steps, λ(1) = 3/4")
         let svg = try String(contentsOfFile: o + "/loss.svg", encoding: .utf8)
         XCTAssertTrue(svg.hasPrefix("<svg"))
         for s in ["train loss", "eval loss", ">step<", ">loss<", "<path"] { XCTAssertTrue(svg.contains(s), s) }
