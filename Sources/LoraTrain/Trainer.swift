@@ -72,6 +72,10 @@ public final class Trainer {
         guard !train.isEmpty else {
             throw TrainError.data(path: c.data.joined(separator: ", "), line: 0, reason: "no training sample")
         }
+        if c.chatTemplate != nil || c.explicitKeys.contains("train_on") {
+            progress.message("note: chat_template and train_on apply when the dataset loader renders text; "
+                + "pre-tokenized samples are trained as their labels say")
+        }
         if c.packing {
             progress.message("note: packing concatenates samples; until packed attention lands, attention crosses sample boundaries")
         }
@@ -126,6 +130,11 @@ public final class Trainer {
                     + "resume with the settings of the interrupted run")
             }
             lastCheckpoint = path
+            let changed = Self.changedSettings(checkpoint: path, now: configYAML)
+            if !changed.isEmpty {
+                progress.message("warning: settings differ from the checkpoint's (the result will not match an uninterrupted run): "
+                    + changed.joined(separator: ", "))
+            }
             records = readRecords().filter { $0.step <= state.globalStep }
             try writeAtomically(Data(records.map { $0.json + "\n" }.joined().utf8), to: metricsPath)
             progress.message("resumed from \(path) at step \(state.globalStep) (epoch \(state.dataEpoch), batch \(state.dataBatch))")
@@ -339,6 +348,21 @@ public final class Trainer {
 
     static let tokenizerFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                                  "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json"]
+
+    /// Keys whose value differs between a checkpoint's training_config.yaml and `now` (resume_from_checkpoint aside).
+    static func changedSettings(checkpoint: String, now: String) -> [String] {
+        guard let then = try? String(contentsOfFile: checkpoint + "/training_config.yaml", encoding: .utf8) else { return [] }
+        func pairs(_ y: String) -> [String: Substring] {
+            var d: [String: Substring] = [:]
+            for line in y.split(separator: "\n") {
+                guard let i = line.firstIndex(of: ":") else { continue }
+                d[String(line[..<i])] = line[line.index(after: i)...]
+            }
+            return d
+        }
+        let a = pairs(then), b = pairs(now)
+        return TrainingConfig.keys.filter { $0 != "resume_from_checkpoint" && a[$0] != b[$0] }
+    }
 
     func readRecords() -> [MetricsRecord] {
         guard let text = try? String(contentsOfFile: metricsPath, encoding: .utf8) else { return [] }

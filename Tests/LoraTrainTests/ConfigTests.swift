@@ -111,4 +111,18 @@ final class ConfigTests: XCTestCase {
         do { _ = try TrainingConfig.resolve(file: nil, overrides: ["data": "d"]); XCTFail("model is required") }
         catch { XCTAssertTrue("\(error)".contains("model: missing"), "\(error)") }
     }
+
+    func testLoraConfigFileWithOverrides() throws {
+        let file = fixturesRoot + "/reference/llama_gqa_untied/adapter_initial/adapter_config.json"
+        let fromFile = try LoraConfig.load(path: file)
+        let c = try TrainingConfig.resolve(file: nil, overrides: ["model": "m", "data": "d", "lora_config": file, "r": "3"])
+        let l = try c.loraSettings()
+        XCTAssertEqual(l.r, 3, "a LoRA key given overrides the file")
+        XCTAssertEqual(l.targetModules, fromFile.targetModules, "the rest comes from the file")
+        XCTAssertEqual(l.loraAlpha, fromFile.loraAlpha)
+        XCTAssertFalse(l.inferenceMode)
+        // Every key is written, and the yaml reads back to the same settings.
+        let lines = try c.yaml().split(separator: "\n")
+        XCTAssertEqual(lines.map { String($0.prefix { $0 != ":" }) }, TrainingConfig.keys)
+    }
 }

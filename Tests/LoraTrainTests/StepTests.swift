@@ -142,4 +142,24 @@ final class StepTests: XCTestCase {
             XCTAssertTrue("\(e)".contains("opt.safetensors"), "\(e)")
         }
     }
+
+    func testNEFTuneNoiseOnlyInTraining() throws {
+        let b = try Self.batch(Self.rows[0...])
+        let plain = try model(), noisy = try model()
+        noisy.neftuneNoiseAlpha = 5
+        // Eval mode: no noise.
+        XCTAssertEqual(try noisy.logits(b), try plain.logits(b))
+        XCTAssertEqual(try noisy.loss(b), try plain.loss(b))
+        // Training: the noise changes the loss and the gradients, deterministically per (seed, step).
+        let l0 = try plain.computeGradients(b), g0 = try plain.gradientTensors()
+        let l1 = try noisy.computeGradients(b), g1 = try noisy.gradientTensors()
+        XCTAssertNotEqual(l0, l1)
+        let k = g0.keys.sorted()[0]
+        XCTAssertNotEqual(g0[k]!, g1[k]!)
+        XCTAssertEqual(try noisy.computeGradients(b), l1, "the same (seed, step) draws the same noise")
+        noisy.seed = 99
+        XCTAssertNotEqual(try noisy.computeGradients(b), l1)
+        // alpha/√(T·H) is small against unit-scale embeddings: the loss moves a little, not wildly.
+        XCTAssertLessThan(abs(l1 - l0), 0.5)
+    }
 }

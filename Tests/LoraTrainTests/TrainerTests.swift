@@ -38,8 +38,7 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(st.scheduler.totalSteps, 6)
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/b/adapter_model.safetensors"), "no final adapter yet")
 
-        var resumed = try smallConfig(data: data, output: dir + "/b", extra.merging(["resume_from_checkpoint": "latest"]) { _, n in n })
-        resumed.explicitKeys = []
+        let resumed = try smallConfig(data: data, output: dir + "/b", extra.merging(["resume_from_checkpoint": "latest"]) { _, n in n })
         XCTAssertEqual(try Trainer(config: resumed, context: try ComputeContext.shared(), progress: out.printer(terminal: false)).run(),
                        .completed(step: 6))
         XCTAssertEqual(try bytes(dir + "/a/adapter_model.safetensors"), try bytes(dir + "/b/adapter_model.safetensors"),
@@ -169,5 +168,36 @@ final class TrainerTests: XCTestCase {
         XCTAssertTrue(out.text.contains("at step \(best.step) (checkpoint-\(best.step))"), out.text)
         XCTAssertEqual(try bytes(dir + "/best/adapter_model.safetensors"),
                        try bytes(dir + "/best/checkpoint-\(best.step)/adapter_model.safetensors"))
+    }
+
+    func testEarlyStoppingAfterPatienceEvaluations() throws {
+        let data = dir + "/train.jsonl"
+        try writeSamples(data, count: 12)
+        let out = Captured()
+        // A threshold no evaluation can beat: every evaluation after the first counts against the patience.
+        let c = try smallConfig(data: data, output: dir + "/es", ["val_split": "0.25", "max_steps": "20", "eval_steps": "2",
+                                                                  "early_stopping_patience": "2", "early_stopping_threshold": "100"])
+        XCTAssertEqual(try Trainer(config: c, context: try ComputeContext.shared(), progress: out.printer(terminal: false)).run(),
+                       .stoppedEarly(step: 6))
+        XCTAssertTrue(out.text.contains("early stopping at step 6"), out.text)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/es/checkpoint-6/trainer_state.json"))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/es/adapter_model.safetensors"))
+    }
+
+    func testStartingFromAnExistingAdapter() throws {
+        let data = dir + "/train.jsonl"
+        try writeSamples(data, count: 8)
+        let out = Captured()
+        let first = try smallConfig(data: data, output: dir + "/first", ["max_steps": "2", "target_modules": ["q_proj", "o_proj"],
+                                                                         "r": "4"])
+        _ = try Trainer(config: first, context: try ComputeContext.shared(), progress: out.printer(terminal: false)).run()
+        // learning_rate 0: AdamW moves nothing, so the adapter comes out as it went in.
+        let again = try TrainingConfig.resolve(file: nil, overrides: [
+            "model": fixtureModel, "data": data, "output_dir": dir + "/again", "max_steps": "1", "learning_rate": "0",
+            "adapter": dir + "/first"])
+        XCTAssertEqual(try again.loraSettings().targetModules, .list(["q_proj", "o_proj"]))
+        XCTAssertEqual(try again.loraSettings().r, 4)
+        _ = try Trainer(config: again, context: try ComputeContext.shared(), progress: out.printer(terminal: false)).run()
+        XCTAssertEqual(try bytes(dir + "/first/adapter_model.safetensors"), try bytes(dir + "/again/adapter_model.safetensors"))
     }
 }
