@@ -162,4 +162,20 @@ final class StepTests: XCTestCase {
         // alpha/√(T·H) is small against unit-scale embeddings: the loss moves a little, not wildly.
         XCTAssertLessThan(abs(l1 - l0), 0.5)
     }
+
+    /// The decay flag of every trainable tensor equals Trainer.get_decay_parameter_names'
+    /// on the PEFT model (scripts/make_decay_fixture.py).
+    func testDecayMaskMatchesTransformers() throws {
+        let data = try Data(contentsOf: URL(fileURLWithPath: fixturesRoot + "/decay/decay.json"))
+        let cases = (try JSONSerialization.jsonObject(with: data) as! [String: Any])["cases"] as! [String: [String: Bool]]
+        XCTAssertEqual(cases.count, 4)
+        for (name, want) in cases {
+            var lora = try LoraConfig.load(path: fixturesRoot + "/reference/\(name)/adapter_initial/adapter_config.json")
+            lora.inferenceMode = false
+            let m = try LlamaLoRAModel(modelDirectory: fixturesRoot + "/reference/\(name)/model", lora: lora,
+                                       context: try ComputeContext.shared())
+            try m.store.setDecayMask(ParameterStore.trainerDecays)
+            XCTAssertEqual(try m.store.decayFlags(), want, name)
+        }
+    }
 }
