@@ -180,6 +180,8 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         }
         for k in overrides.keys.sorted() { try c.set(k, overrides[k]!, source: "command line") }
         try c.validate()
+        // With lora_config or adapter the LoRA keys show the settings in force (training_config.yaml).
+        if c.adapter != nil || c.loraConfig != nil { c.absorb(try c.loraSettings()) }
         return c
     }
 
@@ -374,11 +376,17 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         if r < 1 { throw fail("r", "must be a positive integer, got \(r)") }
         if !(0..<1).contains(loraDropout) { throw fail("lora_dropout", "must be in [0, 1), got \(loraDropout)") }
         if LoraConfig.Bias(rawValue: bias) == nil { throw fail("bias", "must be none, all or lora_only, got '\(bias)'") }
-        if adapter != nil {
-            let given = explicitKeys.intersection(Self.loraKeys).union(loraConfig != nil ? ["lora_config"] : [])
-            if !given.isEmpty {
-                throw fail("adapter", "the adapter's adapter_config.json fixes the LoRA settings; remove "
-                    + given.sorted().joined(separator: ", "))
+        if let adapter {
+            if loraConfig != nil { throw fail("adapter", "give adapter or lora_config, not both") }
+            // The adapter fixes the LoRA settings: a key given must agree with its config
+            // (a training_config.yaml written by an earlier run lists them all).
+            var fixed = self
+            fixed.absorb(try LoraConfig.load(path: Self.adapterConfigPath(adapter)))
+            let mine = yamlValues(), its = fixed.yamlValues()
+            let clash = explicitKeys.intersection(Self.loraKeys).filter { mine[$0] != its[$0] }.sorted()
+            if !clash.isEmpty {
+                throw fail("adapter", "the adapter's adapter_config.json fixes the LoRA settings; "
+                    + clash.map { "\($0) is \(its[$0] ?? "null") there, \(mine[$0] ?? "null") here" }.joined(separator: "; "))
             }
         }
         if learningRate < 0 { throw fail("learning_rate", "must be ≥ 0, got \(learningRate)") }
@@ -444,6 +452,27 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         return c
     }
 
+    /// Takes the LoRA keys from `l`.
+    mutating func absorb(_ l: LoraConfig) {
+        func modules(_ t: LoraConfig.Targets) -> Modules {
+            switch t {
+            case .list(let x): return .list(x)
+            case .regex(let r): return .regex(r)
+            case .allLinear: return .allLinear
+            }
+        }
+        r = l.r
+        loraAlpha = l.loraAlpha
+        loraDropout = l.loraDropout
+        targetModules = modules(l.targetModules)
+        excludeModules = l.excludeModules.map(modules)
+        bias = l.bias.rawValue
+        useRslora = l.useRSLoRA
+        initLoraWeights = l.initLoraWeights == .kaiming ? .true : l.initLoraWeights == .gaussian ? .gaussian : .false
+        layersToTransform = l.layersToTransform
+        modulesToSave = l.modulesToSave.isEmpty ? nil : l.modulesToSave
+    }
+
     /// A directory holding adapter_config.json, or the file itself.
     static func adapterConfigPath(_ p: String) -> String {
         var isDir: ObjCBool = false
@@ -466,6 +495,12 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
     /// The resolved settings as YAML (training_config.yaml): every key in
     /// the order above, null for an unset one; reads back through `resolve`.
     public func yaml() throws -> String {
+        let values = yamlValues()
+        return Self.keys.map { "\($0): \(values[$0] ?? "null")" }.joined(separator: "\n") + "\n"
+    }
+
+    /// Each key's value as training_config.yaml spells it.
+    func yamlValues() -> [String: String] {
         // Property names are the keys in camelCase (learningRate ↔ learning_rate).
         func snake(_ name: String) -> String {
             name.reduce(into: "") { out, ch in out += ch.isUppercase ? "_" + ch.lowercased() : String(ch) }
@@ -475,7 +510,7 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
             guard let label = child.label, let key = Optional(snake(label)), CodingKeys(rawValue: key) != nil else { continue }
             values[key] = Self.yamlValue(child.value)
         }
-        return Self.keys.map { "\($0): \(values[$0] ?? "null")" }.joined(separator: "\n") + "\n"
+        return values
     }
 
     static func yamlValue(_ v: Any) -> String {

@@ -105,7 +105,10 @@ final class ConfigTests: XCTestCase {
         XCTAssertTrue(message(["lr_scheduler_type": "polynomial"]).contains("lr_scheduler_type"))
         XCTAssertTrue(message(["packing": "maybe"]).contains("packing: must be true or false"))
         XCTAssertTrue(message(["val_split": "1.5"]).contains("val_split"))
-        XCTAssertTrue(message(["adapter": "/a", "r": "4"]).contains("adapter"), message(["adapter": "/a", "r": "4"]))
+        let adapter = fixturesRoot + "/reference/llama_gqa_untied/adapter_initial"
+        XCTAssertTrue(message(["adapter": adapter, "r": "5"]).contains("adapter: the adapter's adapter_config.json fixes the LoRA settings; r is 8 there, 5 here"),
+                      message(["adapter": adapter, "r": "5"]))
+        XCTAssertTrue(message(["adapter": adapter, "r": "8"]).isEmpty, "agreeing with the adapter is fine")
         XCTAssertTrue(message(["load_best_model_at_end": "true"]).contains("needs evaluation data"))
         XCTAssertTrue(message([:]).isEmpty)
         do { _ = try TrainingConfig.resolve(file: nil, overrides: ["data": "d"]); XCTFail("model is required") }

@@ -199,5 +199,10 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(try again.loraSettings().r, 4)
         _ = try Trainer(config: again, context: try ComputeContext.shared(), progress: out.printer(terminal: false)).run()
         XCTAssertEqual(try bytes(dir + "/first/adapter_model.safetensors"), try bytes(dir + "/again/adapter_model.safetensors"))
+        // training_config.yaml shows the LoRA settings in force and reads back as a --config file.
+        let back = try TrainingConfig.resolve(file: dir + "/again/training_config.yaml", overrides: [:])
+        XCTAssertEqual(back.r, 4)
+        XCTAssertEqual(back.targetModules, .list(["q_proj", "o_proj"]))
+        XCTAssertEqual(back.adapter, dir + "/first")
     }
 }
