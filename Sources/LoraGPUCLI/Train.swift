@@ -151,7 +151,8 @@ struct Train: ParsableCommand {
 
         Example:
           lora-gpu train --model ./TinyLlama --data train.jsonl --val-split 0.05 \\
-            --target-modules all-linear --r 16 --lora-alpha 32 --learning-rate 2e-4 --max-steps 500
+            --target-modules all-linear --r 16 --lora-alpha 32 \\
+            --learning-rate 2e-4 --max-steps 500 --output-dir tiny-lora
         """)
 
     @Option(help: ArgumentHelp("Settings file (YAML or JSON, one flat mapping of key: value).", valueName: "file"))

@@ -65,7 +65,7 @@ func writeAtomically(_ data: Data, to path: String) throws {
 /// the step, with ticked axes, labels and a legend.
 public enum LossPlot {
     /// "Nice" tick values (1, 2, 5 × 10^k apart) covering [lo, hi].
-    static func ticks(_ lo: Double, _ hi: Double, count: Int = 6) -> [Double] {
+    static func ticks(_ lo: Double, _ hi: Double, count: Int = 8) -> [Double] {
         guard hi > lo, lo.isFinite, hi.isFinite else { return [lo] }
         let raw = (hi - lo) / Double(max(count - 1, 1))
         let mag = pow(10, floor(log10(raw)))

@@ -205,4 +205,21 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(back.targetModules, .list(["q_proj", "o_proj"]))
         XCTAssertEqual(back.adapter, dir + "/first")
     }
+
+    /// Steps per epoch = ⌈batches / accumulation⌉ and the logged epoch as transformers count them.
+    func testStepsPerEpochAndEpochFractions() throws {
+        let data = dir + "/train.jsonl"
+        try writeSamples(data, count: 10)  // batches of 3: 4 per epoch; accumulation 3: 2 steps per epoch
+        let out = Captured()
+        let c = try smallConfig(data: data, output: dir + "/e", ["per_device_train_batch_size": "3", "gradient_accumulation_steps": "3",
+                                                                 "max_steps": "-1", "num_train_epochs": "2"])
+        XCTAssertEqual(try Trainer(config: c, context: try ComputeContext.shared(), progress: out.printer(terminal: false)).run(),
+                       .completed(step: 4))
+        let recs = try readLines(dir + "/e/metrics.jsonl").compactMap { MetricsRecord(json: $0) }
+        XCTAssertEqual(recs.map(\.epoch), [0.75, 1, 1.75, 2])
+        let frac = try smallConfig(data: data, output: dir + "/f", ["per_device_train_batch_size": "3", "gradient_accumulation_steps": "3",
+                                                                    "max_steps": "-1", "num_train_epochs": "1.5"])
+        XCTAssertEqual(try Trainer(config: frac, context: try ComputeContext.shared(), progress: out.printer(terminal: false)).run(),
+                       .completed(step: 3), "⌈1.5 × 2⌉ steps")
+    }
 }
