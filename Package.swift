@@ -51,7 +51,7 @@ let package = Package(
                 "LoraOps", "LoraModel", "LoraText", "LoraTrain", "KernelBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
-            // main.swift holds @main beside other files: parse it as a library file.
+            // main.swift holds the @main type; with more than one file it must not be read as top-level code.
             swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
         .testTarget(name: "LoraOpsTests", dependencies: ["LoraOps", "Reference"]),
         .testTarget(
