@@ -406,6 +406,10 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         for (k, v) in [("logging_steps", loggingSteps), ("save_steps", saveSteps), ("eval_steps", evalSteps ?? 1)] where v <= 0 {
             throw fail(k, "must be > 0 (a step count, or a fraction of the total steps below 1), got \(v)")
         }
+        for (k, v) in [("num_train_epochs", numTrainEpochs), ("warmup_steps", warmupSteps), ("logging_steps", loggingSteps),
+                       ("save_steps", saveSteps), ("eval_steps", evalSteps ?? 1)] where v > 1e9 {
+            throw fail(k, "\(v) is beyond any run (at most 1e9)")
+        }
         if let l = saveTotalLimit, l < 1 { throw fail("save_total_limit", "must be ≥ 1") }
         if !Self.metrics.contains(metricForBestModel) {
             throw fail("metric_for_best_model", "'\(metricForBestModel)' is not supported; supported: " + Self.metrics.joined(separator: ", "))

@@ -110,6 +110,9 @@ final class ConfigTests: XCTestCase {
                       message(["adapter": adapter, "r": "5"]))
         XCTAssertTrue(message(["adapter": adapter, "r": "8"]).isEmpty, "agreeing with the adapter is fine")
         XCTAssertTrue(message(["load_best_model_at_end": "true"]).contains("needs evaluation data"))
+        XCTAssertTrue(message(["num_train_epochs": "1e300"]).contains("num_train_epochs"))
+        XCTAssertTrue(message(["save_steps": "1e40"]).contains("save_steps"))
+        XCTAssertTrue(message(["max_steps": "1e40"]).contains("max_steps: must be an integer"))
         XCTAssertTrue(message([:]).isEmpty)
         do { _ = try TrainingConfig.resolve(file: nil, overrides: ["data": "d"]); XCTFail("model is required") }
         catch { XCTAssertTrue("\(error)".contains("model: missing"), "\(error)") }
