@@ -14,7 +14,10 @@ Fisher–Yates, re-implemented below), through a sequential sampler; batches are
 right-padded with id 0 and label -100 as Batching pads them.
 
 Run: /opt/lora-ref-venv/bin/python scripts/make_trainer_fixture.py
-Writes Tests/Fixtures/trainer/{train.jsonl, trainer.json, adapter_final/}.
+An evaluation set of five samples (val.jsonl, batches of 2, in file order as
+transformers' evaluation loop reads them) is evaluated after every step.
+
+Writes Tests/Fixtures/trainer/{train.jsonl, val.jsonl, trainer.json, adapter_final/}.
 """
 import json
 import os
@@ -50,10 +53,10 @@ def batching_order(n, seed, epoch):
     return idx
 
 
-def samples():
-    rng = random.Random(1234)
+def samples(count=12, seed=1234):
+    rng = random.Random(seed)
     out = []
-    for i in range(12):
+    for i in range(count):
         n = rng.randint(4, 13)
         ids = [rng.randint(3, 66) for _ in range(n)]
         if i % 4 == 3:
@@ -95,20 +98,27 @@ def main():
     with open(os.path.join(OUT, "train.jsonl"), "w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
+    val = samples(5, seed=99)
+    with open(os.path.join(OUT, "val.jsonl"), "w") as f:
+        for r in val:
+            f.write(json.dumps(r) + "\n")
     ordered = [rows[i] for i in batching_order(len(rows), SETTINGS["seed"], 0)]
     base = AutoModelForCausalLM.from_pretrained(os.path.join(REF, "model"), dtype=torch.float32)
     model = PeftModel.from_pretrained(base, os.path.join(REF, "adapter_initial"), is_trainable=True)
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(output_dir=tmp, report_to=[], logging_steps=1, save_strategy="no",
+                                 eval_strategy="steps", eval_steps=1, per_device_eval_batch_size=2,
                                  dataloader_drop_last=False, remove_unused_columns=False, **SETTINGS)
-        trainer = InOrder(model=model, args=args, train_dataset=Rows(ordered), data_collator=collate)
+        trainer = InOrder(model=model, args=args, train_dataset=Rows(ordered), eval_dataset=Rows(val), data_collator=collate)
         trainer.train()
         logs = [h for h in trainer.state.log_history if "loss" in h]
+        evals = [h for h in trainer.state.log_history if "eval_loss" in h]
     model.save_pretrained(os.path.join(OUT, "adapter_final"))
     os.remove(os.path.join(OUT, "adapter_final", "README.md"))  # a model-card template, not needed
     doc = {"transformers_version": transformers.__version__, "settings": SETTINGS,
            "order": batching_order(len(rows), SETTINGS["seed"], 0),
-           "steps": [{k: h[k] for k in ("step", "epoch", "loss", "grad_norm", "learning_rate")} for h in logs]}
+           "steps": [{k: h[k] for k in ("step", "epoch", "loss", "grad_norm", "learning_rate")} for h in logs],
+           "eval": [{"step": h["step"], "eval_loss": h["eval_loss"]} for h in evals]}
     # repr strings as well: Foundation's JSON number parser on Linux is not correctly rounded.
     doc["learning_rates_repr"] = [repr(h["learning_rate"]) for h in logs]
     with open(os.path.join(OUT, "trainer.json"), "w") as f:

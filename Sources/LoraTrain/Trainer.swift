@@ -161,14 +161,16 @@ public final class Trainer {
         var savedAt = -1, loggedAt = state.stepsSinceLog == 0 ? state.globalStep : -1, evaluatedAt = -1
         var stoppedEarly = false
 
+        /// eval_loss as transformers' evaluate computes it: each batch's mean token
+        /// loss, averaged over batches weighted by their rows (batches without a
+        /// trained token are left out, where transformers would get 0/0).
         func evaluate() throws -> Double {
-            var sum = 0.0, n = 0
+            var sum = 0.0, rows = 0
             for b in evalRows where b.trainedTokens > 0 {
-                let tb = try tokenBatch(b)
-                sum += Double(try model.loss(tb)) * Double(tb.countedTokens)
-                n += tb.countedTokens
+                sum += Double(try model.loss(try tokenBatch(b))) * Double(b.rows)
+                rows += b.rows
             }
-            return n > 0 ? sum / Double(n) : .nan
+            return rows > 0 ? sum / Double(rows) : .nan
         }
 
         func log(evalLoss: Double?) throws {

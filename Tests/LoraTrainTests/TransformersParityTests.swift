@@ -10,6 +10,14 @@ import XCTest
 /// step's tokens, the schedule, HF's decay mask and clipping, composed.
 final class TransformersParityTests: XCTestCase {
     func testThreeStepsMatchTransformersTrainer() throws {
+        try check(gradientCheckpointing: false)
+    }
+
+    func testGradientCheckpointingChangesNothing() throws {
+        try check(gradientCheckpointing: true)
+    }
+
+    func check(gradientCheckpointing: Bool) throws {
         let fx = fixturesRoot + "/trainer"
         let doc = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: fx + "/trainer.json"))) as! [String: Any]
         let settings = doc["settings"] as! [String: Any]
@@ -17,7 +25,9 @@ final class TransformersParityTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var o: [String: Any] = ["model": fixtureModel, "data": fx + "/train.jsonl", "output_dir": dir + "/out",
                                 "adapter": fixturesRoot + "/reference/llama_gqa_untied/adapter_initial",
-                                "logging_steps": "1", "save_steps": "100"]
+                                "logging_steps": "1", "save_steps": "100", "val_data": fx + "/val.jsonl",
+                                "per_device_eval_batch_size": "2", "eval_steps": "1",
+                                "gradient_checkpointing": "\(gradientCheckpointing)"]
         for (k, v) in settings { o[k] = "\(v)" }
         let c = try TrainingConfig.resolve(file: nil, overrides: o)
         XCTAssertEqual(c.gradientAccumulationSteps, 2)
@@ -40,6 +50,9 @@ final class TransformersParityTests: XCTestCase {
             XCTAssertEqual(g.loss, wl, accuracy: 2e-5 * wl, "loss, step \(g.step)")
             XCTAssertEqual(g.gradNorm, wn, accuracy: 1e-4 * wn, "grad_norm, step \(g.step)")
         }
+        let wantEval = (doc["eval"] as! [[String: Any]]).map { ($0["eval_loss"] as! NSNumber).doubleValue }
+        XCTAssertEqual(got.compactMap(\.evalLoss).count, 3)
+        for (g, w) in zip(got.compactMap(\.evalLoss), wantEval) { XCTAssertEqual(g, w, accuracy: 2e-5 * w, "eval_loss") }
         let ours = try SafeTensorsFile(path: dir + "/out/adapter_model.safetensors")
         let theirs = try SafeTensorsFile(path: fx + "/adapter_final/adapter_model.safetensors")
         XCTAssertEqual(Set(ours.tensors.keys), Set(theirs.tensors.keys))
