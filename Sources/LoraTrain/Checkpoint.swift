@@ -39,6 +39,8 @@ public struct TrainerState: Codable, Equatable, Sendable {
     /// The most recent metric value and its step (for the best checkpoint).
     public var lastMetric: Double?
     public var lastMetricStep: Int?
+    /// Training time before this checkpoint, summed over resumed runs.
+    public var elapsedSeconds: Double?
 }
 
 /// checkpoint-N directories: written whole (temporary directory, then rename),

@@ -155,6 +155,7 @@ public final class Trainer {
             lr: 0, beta1: Float(c.adamBeta1), beta2: Float(c.adamBeta2), eps: Float(c.adamEpsilon),
             weightDecay: Float(c.weightDecay), maxGradNorm: Float(c.maxGradNorm))
         let started = Date()
+        let elapsedBefore = state.elapsedSeconds ?? 0
         let startStep = state.globalStep
         var windowStart = Date(), windowTokens = 0
         var lastGradNorm: Float = .nan, lastLoss: Double = .nan
@@ -180,7 +181,7 @@ public final class Trainer {
             let r = MetricsRecord(step: state.globalStep, epoch: state.epoch, loss: loss, gradNorm: Double(lastGradNorm),
                                   learningRate: state.scheduler.lastLr,
                                   tokensPerSecond: window > 0 ? Double(windowTokens) / window : 0,
-                                  elapsedSeconds: now.timeIntervalSince(started), evalLoss: evalLoss)
+                                  elapsedSeconds: elapsedBefore + now.timeIntervalSince(started), evalLoss: evalLoss)
             records.append(r)
             let h = try FileHandle(forWritingTo: URL(fileURLWithPath: metricsPath))
             h.seekToEndOfFile()
@@ -203,6 +204,7 @@ public final class Trainer {
                 state.bestCheckpoint = Checkpoints.name(step: state.globalStep)
             }
             state.rng.dropoutStep = model.step
+            state.elapsedSeconds = elapsedBefore + Date().timeIntervalSince(started)
             let path = try Checkpoints.save(model: model, state: state, outputDir: outputDir, baseModel: c.model,
                                             configYAML: configYAML)
             lastCheckpoint = path

@@ -161,13 +161,16 @@ final class TrainerTests: XCTestCase {
         // A learning rate this high makes the eval loss go up after a while; the best checkpoint is an early one.
         let c = try smallConfig(data: data, output: dir + "/best", ["val_split": "0.25", "max_steps": "8", "eval_steps": "2",
                                                                     "save_steps": "2", "load_best_model_at_end": "true",
-                                                                    "learning_rate": "0.3"])
+                                                                    "learning_rate": "0.3", "save_total_limit": "1"])
         _ = try Trainer(config: c, context: try ComputeContext.shared(), progress: out.printer(terminal: false)).run()
         let recs = try readLines(dir + "/best/metrics.jsonl").compactMap { MetricsRecord(json: $0) }.filter { $0.evalLoss != nil }
         let best = recs.min { $0.evalLoss! < $1.evalLoss! }!
         XCTAssertTrue(out.text.contains("at step \(best.step) (checkpoint-\(best.step))"), out.text)
         XCTAssertEqual(try bytes(dir + "/best/adapter_model.safetensors"),
                        try bytes(dir + "/best/checkpoint-\(best.step)/adapter_model.safetensors"))
+        // save_total_limit 1 keeps the newest checkpoint and never deletes the best.
+        let kept = Checkpoints.list(dir + "/best").map(\.step)
+        XCTAssertEqual(kept, best.step == 8 ? [8] : [best.step, 8])
     }
 
     func testEarlyStoppingAfterPatienceEvaluations() throws {
