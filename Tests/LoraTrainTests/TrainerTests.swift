@@ -106,6 +106,23 @@ final class TrainerTests: XCTestCase {
         }
     }
 
+    func testTokenizerFilesAreCopied() throws {
+        let model = dir + "/model"
+        try FileManager.default.copyItem(atPath: fixtureModel, toPath: model)
+        try #"{"model": {"type": "BPE"}}"#.write(toFile: model + "/tokenizer.json", atomically: true, encoding: .utf8)
+        try #"{"eos_token": "</s>"}"#.write(toFile: model + "/tokenizer_config.json", atomically: true, encoding: .utf8)
+        let data = dir + "/train.jsonl"
+        try writeSamples(data, count: 4)
+        var o: [String: Any] = ["max_steps": "1"]
+        o["model"] = model
+        let c = try smallConfig(data: data, output: dir + "/tok", o)
+        _ = try Trainer(config: c, context: try ComputeContext.shared(), progress: Captured().printer(terminal: false)).run()
+        for f in ["tokenizer.json", "tokenizer_config.json"] {
+            XCTAssertEqual(try bytes(dir + "/tok/" + f), try bytes(model + "/" + f), f)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/tok/tokenizer.model"))
+    }
+
     func testTerminalProgressBar() throws {
         let data = dir + "/train.jsonl"
         try writeSamples(data, count: 8)
