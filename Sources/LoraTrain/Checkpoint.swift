@@ -60,9 +60,10 @@ public enum Checkpoints {
         }.sorted { $0.0 < $1.0 }
     }
 
-    /// "latest" → the newest checkpoint of `outputDir`; anything else is a checkpoint path.
+    /// "latest" (or "true", as transformers' resume_from_checkpoint=True) → the newest
+    /// checkpoint of `outputDir`; anything else is a checkpoint path.
     public static func resolve(_ spec: String, outputDir: String) throws -> String {
-        if spec == "latest" {
+        if spec == "latest" || spec.lowercased() == "true" {
             guard let last = list(outputDir).last else {
                 throw TrainError.checkpoint(path: outputDir, reason: "no checkpoint-N directory to resume from")
             }
