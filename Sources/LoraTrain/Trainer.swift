@@ -99,10 +99,16 @@ public final class Trainer {
             epochLimit = Int.max
         } else {
             let whole = Int(c.numTrainEpochs.rounded(.down)), frac = c.numTrainEpochs - Double(whole)
-            var t = 0
-            for e in 0..<whole { t += stepsIn(e) }
-            if frac > 0 { t += Int((frac * Double(stepsIn(whole))).rounded(.up)) }
-            total = max(t, 1)
+            if !c.packing || whole > 1000 {
+                // transformers: ⌈num_train_epochs × steps per epoch⌉ (padded batches: the same count every epoch).
+                total = max(Int((c.numTrainEpochs * Double(stepsIn(0))).rounded(.up)), 1)
+            } else {
+                // Packed rows depend on each epoch's order: count every epoch.
+                var t = 0
+                for e in 0..<whole { t += stepsIn(e) }
+                if frac > 0 { t += Int((frac * Double(stepsIn(whole))).rounded(.up)) }
+                total = max(t, 1)
+            }
             epochLimit = Int(c.numTrainEpochs.rounded(.up))
         }
         let schedule = LRSchedule(type: c.lrSchedulerType, baseLR: c.learningRate, warmupSteps: c.warmup(total: total),
