@@ -2,10 +2,9 @@ import Foundation
 import LoraModel
 import LoraText
 
-// The trainer's data entry points. Two functions here are stand-ins the lead
+// The trainer's data entry points. One function here is a stand-in the lead
 // replaces when the rest of LoraText lands:
 //   loadSamples     — pre-tokenized JSONL only, until DatasetLoader exists;
-//   tokenBatch      — drops positions and sequence ids, until TokenBatch takes them.
 
 /// Reads every training file into samples, truncated to `maxSeqLen` tokens.
 /// Today: pre-tokenized JSONL, one `{"input_ids": [...], "labels": [...]}`
@@ -63,9 +62,11 @@ func loadSamples(paths: [String], maxSeqLen: Int, vocabSize: Int) throws -> [Tok
     return out
 }
 
-/// The one place a planned batch becomes the model's TokenBatch.
+/// The one place a planned batch becomes the model's TokenBatch: positions
+/// restart per packed sample, and attention and the label shift never cross
+/// a sequence id.
 func tokenBatch(_ rows: BatchRows) throws -> TokenBatch {
-    try TokenBatch(inputIDs: rows.inputIDs, labels: rows.labels)
+    try TokenBatch(inputIDs: rows.inputIDs, labels: rows.labels, positionIDs: rows.positionIDs, sequenceIDs: rows.sequenceIDs)
 }
 
 /// A seeded split of `samples` into (train, validation): ⌈fraction·n⌉ samples

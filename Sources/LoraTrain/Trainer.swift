@@ -76,9 +76,6 @@ public final class Trainer {
             progress.message("note: chat_template and train_on apply when the dataset loader renders text; "
                 + "pre-tokenized samples are trained as their labels say")
         }
-        if c.packing {
-            progress.message("note: packing concatenates samples; until packed attention lands, attention crosses sample boundaries")
-        }
         let options = BatchingOptions(batchSize: c.perDeviceTrainBatchSize, maxSeqLen: c.maxSeqLen, packing: c.packing,
                                       padTokenID: 0, shuffle: true)
         var plans: [Int: [BatchRows]] = [:]
