@@ -35,6 +35,7 @@ final class ActivationPlan {
     var packed: Bool                                  // whether attention reads segmentStarts
     var groups: TokenGroups
     var countedTokens: Int
+    var head: HeadRows                                // the rows lm_head and the loss run on
     let hf, rstdF: DeviceBuffer<Float>                // final norm out (N,H), (N)
     let embedAfterA: DeviceBuffer<Float>?             // (N, r) of the embedding LoRA
     // gradients and scratch
@@ -77,6 +78,7 @@ final class ActivationPlan {
         dgate = try ctx.buffer(count: n * I); dup = try ctx.buffer(count: n * I); dact = try ctx.buffer(count: n * I)
         delta = try ctx.buffer(count: batch * c.numHeads * seq)
         chunkRows = Self.chunkRows(m, tokens: n)
+        head = try HeadRows(ctx, targets: b.targets, chunkRows: chunkRows)
         hfChunk = try ctx.buffer(count: chunkRows * H)
         dhfChunk = try ctx.buffer(count: chunkRows * H)
         logitsChunk = try ctx.buffer(count: chunkRows * c.vocabSize)
@@ -127,6 +129,7 @@ extension LlamaLoRAModel {
             p.packed = b.isPacked
             p.groups = try TokenGroups(ctx, ids: b.inputIDs)
             p.countedTokens = b.countedTokens
+            p.head = try HeadRows(ctx, targets: b.targets, chunkRows: p.chunkRows)
             return p
         }
         plan = try ActivationPlan(model: self, batch: b)
@@ -135,8 +138,8 @@ extension LlamaLoRAModel {
 
     // MARK: forward
 
-    /// x0 = E[ids] (+ s·A_emb[:, ids]ᵀ·B_embᵀ).
-    func embed(_ p: ActivationPlan) throws {
+    /// x0 = E[ids] (+ s·A_emb[:, ids]ᵀ·B_embᵀ) (+ NEFTune noise in training).
+    func embed(_ p: ActivationPlan, training: Bool = false) throws {
         let H = config.hiddenSize, n = p.tokens
         let table = trainedEmbedding?.param ?? embedding
         try ctx.embeddingForward(out: p.residual[0], ids: p.ids, table: table, layout: .rows(cols: H), tokens: n, cols: H)
@@ -146,6 +149,11 @@ extension LlamaLoRAModel {
                                      tokens: n, cols: r)
             try ctx.matmul(p.residual[0], after, e.b.param, m: n, n: H, k: r, transB: .transposed,
                            alpha: e.settings.scale, beta: 1)
+        }
+        if training, let alpha = neftuneNoiseAlpha, alpha > 0 {
+            // transformers' neftune hook: magnitude alpha/√(seq·hidden) of the (B, T, H) output.
+            try ctx.addUniformNoise(p.residual[0], count: n * H, magnitude: alpha / Float(p.seq * H).squareRoot(),
+                                    seed: mixSeed(stepSeed, 0x4E45_4654))
         }
     }
 
@@ -180,7 +188,7 @@ extension LlamaLoRAModel {
 
     /// Runs embedding, all layers and the final norm (hf).
     func trunkForward(_ p: ActivationPlan, training: Bool) throws {
-        try embed(p)
+        try embed(p, training: training)
         for l in 0..<layers.count { try layerForward(l, p, activations(p, layer: l), training: training) }
         try ctx.rmsnormForward(y: p.hf, rstd: p.rstdF, x: p.residual[layers.count], weight: finalNorm,
                                rows: p.tokens, cols: config.hiddenSize, eps: Float(config.rmsNormEps))
@@ -203,26 +211,59 @@ extension LlamaLoRAModel {
         return try p.scalars.read()[0] / Float(max(b.countedTokens, 1))
     }
 
-    /// lm_head and cross-entropy, `chunkRows` rows of logits at a time; with
-    /// `backward` also dlogits → lm_head gradients and dhf.
+    /// lm_head and cross-entropy on the counted rows only (`p.head`), `chunkRows`
+    /// rows of logits at a time; with `backward` also dlogits → lm_head
+    /// gradients and dhf (zero on the rows whose target is not counted, as
+    /// their dlogits would be). Gathering the counted rows first skips the
+    /// largest matmul on every masked prompt token.
     func headForwardBackward(_ p: ActivationPlan, backward: Bool) throws {
-        let H = config.hiddenSize, V = config.vocabSize, n = p.tokens, count = p.countedTokens
-        var r0 = 0
-        while r0 < n {
-            let rows = min(p.chunkRows, n - r0)
-            try p.hfChunk.copy(from: p.hf, count: rows * H, sourceOffset: r0 * H)
+        let H = config.hiddenSize, V = config.vocabSize, head = p.head
+        if backward { try p.dhf.fill(0) }
+        for chunk in head.chunks {
+            // hfChunk[i] = hf[row_i]: the embedding gather over the hidden states.
+            try ctx.embeddingForward(out: p.hfChunk, ids: chunk.rows.uniqueIDs, table: p.hf, layout: .rows(cols: H),
+                                     tokens: chunk.count, cols: H)
             // The dropout mask indexes elements within the chunk: each chunk gets its own seed.
-            let chunkSeed = mixSeed(stepSeed, UInt32(r0))
-            try lmHead.forward(ctx, y: p.logitsChunk, x: p.hfChunk, tokens: rows, training: backward, stepSeed: chunkSeed)
-            try ctx.crossEntropy(logits: p.logitsChunk, losses: p.losses, targets: p.targets, rowOffset: r0, rows: rows,
-                                 vocab: V, countedTokens: count)
+            let chunkSeed = mixSeed(stepSeed, UInt32(chunk.start))
+            try lmHead.forward(ctx, y: p.logitsChunk, x: p.hfChunk, tokens: chunk.count, training: backward, stepSeed: chunkSeed)
+            try ctx.crossEntropy(logits: p.logitsChunk, losses: p.losses, targets: head.targets, rowOffset: chunk.start,
+                                 rows: chunk.count, vocab: V, countedTokens: p.countedTokens)
             if backward {
-                try lmHead.backward(ctx, dx: p.dhfChunk, dy: p.logitsChunk, x: p.hfChunk, tokens: rows, stepSeed: chunkSeed)
-                try p.dhf.copy(from: p.dhfChunk, count: rows * H, offset: r0 * H)
+                try lmHead.backward(ctx, dx: p.dhfChunk, dy: p.logitsChunk, x: p.hfChunk, tokens: chunk.count, stepSeed: chunkSeed)
+                // dhf[row_i] = dhfChunk[i]: the embedding scatter, one row per group.
+                try ctx.embeddingBackward(dtable: p.dhf, layout: .rows(cols: H), dout: p.dhfChunk, groups: chunk.rows,
+                                          cols: H, beta: 0)
             }
-            r0 += rows
         }
-        try ctx.sum(p.losses, count: n, squares: false, into: p.scalars, slot: 0)
+        if head.count > 0 {
+            try ctx.sum(p.losses, count: head.count, squares: false, into: p.scalars, slot: 0)
+        } else {
+            try p.scalars.fill(0)
+        }
+    }
+}
+
+/// The rows of a batch whose target is counted (≠ −100), in order, split in
+/// chunks of at most `chunkRows`: only these reach lm_head and the loss.
+struct HeadRows {
+    struct Chunk {
+        let start: Int          // index of the chunk's first row among the counted rows
+        let count: Int
+        /// uniqueIDs = the chunk's row indices in the batch (ascending), tokens = 0..<count.
+        let rows: TokenGroups
+    }
+    let count: Int
+    let targets: DeviceBuffer<Int32>   // (count) the counted rows' targets
+    let chunks: [Chunk]
+
+    init(_ ctx: ComputeContext, targets all: [Int32], chunkRows: Int) throws {
+        let rows = all.indices.filter { all[$0] >= 0 }
+        count = rows.count
+        targets = try DeviceBuffer(queue: ctx.queue, rows.map { all[$0] })
+        chunks = try stride(from: 0, to: rows.count, by: chunkRows).map { start in
+            let slice = rows[start..<min(start + chunkRows, rows.count)]
+            return Chunk(start: start, count: slice.count, rows: try TokenGroups(ctx, ids: slice.map { Int32($0) }))
+        }
     }
 }
 
