@@ -10,7 +10,7 @@ struct DataCommand: ParsableCommand {
 }
 
 /// Writes to stderr and fails with exit code 1.
-func failWith(_ message: String) -> ExitCode {
+func dataFailure(_ message: String) -> ExitCode {
     FileHandle.standardError.write(Data((message + "\n").utf8))
     return ExitCode.failure
 }
@@ -43,7 +43,7 @@ struct DataPreview: ParsableCommand {
         do {
             d = try Dataset.load(file: data, tokenizer: adapter, template: template, options: options, previewCount: json ? 0 : max(0, n), allowEmpty: true)
         } catch let e as DatasetError {
-            throw failWith("error: \(e)")
+            throw dataFailure("error: \(e)")
         }
         var out = ""
         if json {
@@ -69,7 +69,7 @@ struct DataPreview: ParsableCommand {
 }
 
 /// Lines of stdin (without their newline), blank lines kept out.
-func stdinLines() -> [String] {
+func dataStdinLines() -> [String] {
     let data = FileHandle.standardInput.readDataToEndOfFile()
     return String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: true)
         .map { $0.hasSuffix("\r") ? String($0.dropLast()) : String($0) }
@@ -87,21 +87,21 @@ struct DataTokenize: ParsableCommand {
     func run() throws {
         let tok = try Tokenizer.load(directory: directory)
         var out = ""
-        for (i, line) in stdinLines().enumerated() {
+        for (i, line) in dataStdinLines().enumerated() {
             let v: JSONValue
-            do { v = try JSONValue.parse(line) } catch { throw failWith("stdin:\(i + 1): not JSON: \(error)") }
+            do { v = try JSONValue.parse(line) } catch { throw dataFailure("stdin:\(i + 1): not JSON: \(error)") }
             if decode {
-                guard let a = v.array else { throw failWith("stdin:\(i + 1): expected a JSON array of ids") }
+                guard let a = v.array else { throw dataFailure("stdin:\(i + 1): expected a JSON array of ids") }
                 var ids: [Int] = []
                 for (k, x) in a.enumerated() {
                     guard let id = x.int, id >= 0, id < tok.vocabSize else {
-                        throw failWith("stdin:\(i + 1): element \(k) is not an id of this tokenizer (0..<\(tok.vocabSize))")
+                        throw dataFailure("stdin:\(i + 1): element \(k) is not an id of this tokenizer (0..<\(tok.vocabSize))")
                     }
                     ids.append(id)
                 }
                 out += JSONValue.string(tok.decode(ids, skipSpecialTokens: false)).serialized() + "\n"
             } else {
-                guard let s = v.string else { throw failWith("stdin:\(i + 1): expected a JSON string") }
+                guard let s = v.string else { throw dataFailure("stdin:\(i + 1): expected a JSON string") }
                 out += "[" + tok.encode(s, addSpecialTokens: !noSpecialTokens).map(String.init).joined(separator: ", ") + "]\n"
             }
         }
@@ -121,21 +121,21 @@ struct DataRender: ParsableCommand {
     func run() throws {
         let tok = try Tokenizer.load(directory: directory)
         guard var r = try ChatTemplateSelection.resolve(option: chatTemplate, tokenizer: tok) else {
-            throw failWith(ChatTemplateSelection.missing(directory))
+            throw dataFailure(ChatTemplateSelection.missing(directory))
         }
         let input = FileHandle.standardInput.readDataToEndOfFile()
         let v: JSONValue
-        do { v = try JSONValue.parse(input) } catch { throw failWith("stdin: not JSON: \(error)") }
-        guard let messages = v["messages"]?.array else { throw failWith("stdin: expected {\"messages\": [...]}") }
+        do { v = try JSONValue.parse(input) } catch { throw dataFailure("stdin: not JSON: \(error)") }
+        guard let messages = v["messages"]?.array else { throw dataFailure("stdin: expected {\"messages\": [...]}") }
         // Other keys (tools, documents, date_string, …) are template variables, as apply_chat_template's kwargs.
         if let o = v.object { for (k, x) in o.pairs where k != "messages" { r.variables[k] = x } }
         do {
             let text = try r.render(messages, addGenerationPrompt: addGenerationPrompt)
             FileHandle.standardOutput.write(Data(text.utf8))
         } catch let e as TemplateRaised {
-            throw failWith(e.message)
+            throw dataFailure(e.message)
         } catch {
-            throw failWith("\(error)")
+            throw dataFailure("\(error)")
         }
     }
 }
