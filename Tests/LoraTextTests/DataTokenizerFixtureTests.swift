@@ -172,3 +172,28 @@ final class DataAlignmentTests: XCTestCase {
         }
     }
 }
+
+final class TrainingDataTests: XCTestCase {
+    func testValidationFromSplitOrFile() throws {
+        let dir = DataFixtures.root.appendingPathComponent("qwen2").path
+        let lines = (0..<20).map { i in
+            #"{"messages": [{"role": "user", "content": "q\#(i)"}, {"role": "assistant", "content": "a\#(i)"}]}"#
+        }
+        let train = try writeTemp("td-train.jsonl", lines.joined(separator: "\n"))
+        let val = try writeTemp("td-val.jsonl", lines.prefix(3).joined(separator: "\n"))
+        let split = try TrainingData.load(tokenizerDirectory: dir, dataFile: train, options: DatasetOptions(),
+                                          validationFraction: 0.1, seed: 5)
+        XCTAssertEqual(split.train.samples.count, 18)
+        XCTAssertEqual(split.validation.count, 2)
+        XCTAssertTrue(Set(split.train.samples.map(\.line)).isDisjoint(with: split.validation.map(\.line)))
+        let again = try TrainingData.load(tokenizerDirectory: dir, dataFile: train, options: DatasetOptions(),
+                                          validationFraction: 0.1, seed: 5)
+        XCTAssertEqual(again.validation, split.validation)
+        let file = try TrainingData.load(tokenizerDirectory: dir, dataFile: train, options: DatasetOptions(), validationFile: val)
+        XCTAssertEqual(file.train.samples.count, 20)
+        XCTAssertEqual(file.validation.map(\.line), [1, 2, 3])
+        XCTAssertEqual(file.validationStatistics?.samples, 3)
+        XCTAssertThrowsError(try TrainingData.load(tokenizerDirectory: dir, dataFile: train, options: DatasetOptions(),
+                                                   validationFile: val, validationFraction: 0.1))
+    }
+}
