@@ -44,6 +44,10 @@ final class DataTests: XCTestCase {
         XCTAssertEqual(t.format, .text)
         XCTAssertEqual(t.samples[1].inputIDs, [0, 99 + 100, 100 + 100])
         XCTAssertEqual(t.samples[1].labels, t.samples[1].inputIDs)
+        // A byte order mark and CRLF line ends.
+        let bom = try Dataset.load(file: try writeTemp("bom.jsonl", Data([0xEF, 0xBB, 0xBF]) + Data("{\"text\": \"ab\"}\r\n{\"text\": \"c\"}\r\n".utf8)),
+                                   tokenizer: tok, template: nil, options: DatasetOptions())
+        XCTAssertEqual(bom.samples.map(\.inputIDs), [[0, 197, 198], [0, 199]])
         // Pre-tokenized, labels optional.
         let p = try load("p.jsonl", #"{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}"# + "\n" + #"{"input_ids": [8, 9]}"#)
         XCTAssertEqual(p.format, .preTokenized)

@@ -51,7 +51,9 @@ public enum JSONLReader {
             if b.last == 0x0D { b.removeLast() }  // CRLF files
             if b.contains(where: { $0 != 0x20 && $0 != 0x09 && $0 != 0x0D }) { out.append((lineNo, b)) }
         }
-        for byte in data {
+        // A UTF-8 byte order mark at the start of the file (editors on Windows write one) is not data.
+        let body = data.starts(with: [0xEF, 0xBB, 0xBF]) ? data.dropFirst(3) : data[...]
+        for byte in body {
             if byte == 0x0A {
                 flush()
                 current.removeAll(keepingCapacity: true)
