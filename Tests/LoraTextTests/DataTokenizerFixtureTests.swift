@@ -154,6 +154,30 @@ final class DataAlignmentTests: XCTestCase {
         }
     }
 
+    /// The tokenizer fixtures' texts (Chinese, emoji, whitespace runs, special tokens inside the text) align
+    /// for the byte-level and SentencePiece-style tokenizers, normalized added tokens included.
+    func testTokenizerFixtureTextsAlign() throws {
+        let root = DataFixtures.root.appendingPathComponent("../tokenizers").standardized
+        var aligned = 0
+        for kind in ["gpt2", "qwen2", "llama3", "llama2", "llama2_metaspace"] {
+            let tok = try Tokenizer.load(directory: root.appendingPathComponent(kind).path)
+            let expected = try JSONValue.parse(Data(contentsOf: root.appendingPathComponent(kind).appendingPathComponent("expected.json")))
+            for c in expected["cases"]?.array ?? [] {
+                guard let text = c["text"]?.string else { continue }
+                let prepared = tok.alignableText(text)  // NFC where the normalizer composes
+                do {
+                    let toks = try tok.alignedTokens(prepared)
+                    XCTAssertEqual(toks.map(\.id), tok.encode(text, addSpecialTokens: false), "\(kind): \(text.debugDescription)")
+                    XCTAssertEqual(toks.last?.end ?? 0, prepared.utf8.count, "\(kind): \(text.debugDescription)")
+                    aligned += 1
+                } catch {
+                    XCTFail("\(kind): \(text.debugDescription): \(error)")
+                }
+            }
+        }
+        XCTAssertGreaterThan(aligned, 100)
+    }
+
     /// Qwen2's NFC normalizer rewrites a decomposed accent: the sample is put in NFC first, so the
     /// ids are the tokenizer's and the offsets line up; another rewriting normalizer fails the line.
     func testNormalizerThatRewritesTheText() throws {

@@ -58,20 +58,33 @@ extension Tokenizer {
         return s.precomposedStringWithCanonicalMapping
     }
 
-    /// The bytes token `id` stands for in the text it came from.
-    func surfaceBytes(_ id: Int, byteLevel: Bool) -> [UInt8] {
-        if let a = added[id] { return Array(a.content.utf8) }
-        guard let t = model.idToToken[id] else { return [] }
-        if byteLevel {
-            var out: [UInt8] = []
+    /// What token `id` stands for in the text it came from, byte by byte; `-1` is a "▁" of a
+    /// SentencePiece-style token, which stands for a space (the normalizer's Replace) or for
+    /// a "▁" the text itself holds.
+    func surfacePattern(_ id: Int, byteLevel: Bool) -> [Int] {
+        func spacePattern(_ t: String) -> [Int] {
+            var out: [Int] = []
             for c in t.unicodeScalars {
-                let v = c.value
-                if v < 512, scalarToByte[Int(v)] >= 0 { out.append(UInt8(scalarToByte[Int(v)])) } else { return Array(t.utf8) }
+                if c == "\u{2581}" { out.append(-1) } else { out += String(c).utf8.map(Int.init) }
             }
             return out
         }
-        if let b = ByteFallbackDecoder.byteValue(t) { return [b] }
-        return Array(t.replacingOccurrences(of: "\u{2581}", with: " ").utf8)
+        if let a = added[id] {
+            // A normalized added token is matched in its normalized form (e.g. "▁<extra>" after Prepend/Replace).
+            guard a.normalized, let form = addedDecodeForm[id] else { return a.content.utf8.map(Int.init) }
+            return byteLevel ? form.utf8.map(Int.init) : spacePattern(form)
+        }
+        guard let t = model.idToToken[id] else { return [] }
+        if byteLevel {
+            var out: [Int] = []
+            for c in t.unicodeScalars {
+                let v = c.value
+                if v < 512, scalarToByte[Int(v)] >= 0 { out.append(Int(scalarToByte[Int(v)])) } else { return t.utf8.map(Int.init) }
+            }
+            return out
+        }
+        if let b = ByteFallbackDecoder.byteValue(t) { return [Int(b)] }
+        return spacePattern(t)
     }
 
     /// ids of encode(text, addSpecialTokens: false), each with its UTF-8 byte range in `text`.
@@ -83,30 +96,45 @@ extension Tokenizer {
         var out: [TokenOffset] = []
         out.reserveCapacity(ids.count)
         var cursor = 0
-        func matches(_ b: ArraySlice<UInt8>, at i: Int) -> Bool {
-            i + b.count <= w.count && w[i..<(i + b.count)].elementsEqual(b)
+        /// The end of `p` matched at byte i, or nil.
+        func match(_ p: ArraySlice<Int>, at i: Int) -> Int? {
+            var j = i
+            for u in p {
+                if u >= 0 {
+                    guard j < w.count, Int(w[j]) == u else { return nil }
+                    j += 1
+                } else if j < w.count, w[j] == 0x20 {
+                    j += 1
+                } else if j + 2 < w.count, w[j] == 0xE2, w[j + 1] == 0x96, w[j + 2] == 0x81 {
+                    j += 3
+                } else {
+                    return nil
+                }
+            }
+            return j
         }
         func isSpace(_ c: UInt8) -> Bool { c == 0x20 || c == 0x09 || c == 0x0A || c == 0x0D }
         var segmentStart = true  // at the text's start or right after an added token
         for id in ids {
-            let b = surfaceBytes(id, byteLevel: byteLevel)
+            let p = surfacePattern(id, byteLevel: byteLevel)
             defer { segmentStart = added[id] != nil }
-            if prepends, segmentStart, added[id] == nil, b.first == 0x20, matches(b.dropFirst(), at: cursor) {
+            let isAdded = added[id] != nil
+            if prepends, segmentStart, !isAdded, p.first == -1, let e = match(p.dropFirst(), at: cursor) {
                 // The normalizer's Prepend("▁"): the first token of a segment carries a space the text lacks.
-                out.append(TokenOffset(id: id, start: cursor, end: cursor + b.count - 1))
-                cursor += b.count - 1
+                out.append(TokenOffset(id: id, start: cursor, end: e))
+                cursor = e
                 continue
             }
             var start = cursor
-            if let a = added[id], a.lstrip { while start < w.count, isSpace(w[start]), !matches(b[...], at: start) { start += 1 } }
-            if matches(b[...], at: start) {
-                var end = start + b.count
-                if let a = added[id], a.rstrip { while end < w.count, isSpace(w[end]) { end += 1 } }
-                out.append(TokenOffset(id: id, start: cursor, end: end))
-                cursor = end
-            } else if b.first == 0x20, matches(b.dropFirst(), at: cursor) {
-                out.append(TokenOffset(id: id, start: cursor, end: cursor + b.count - 1))
-                cursor += b.count - 1
+            if let a = added[id], a.lstrip { while start < w.count, isSpace(w[start]), match(p[...], at: start) == nil { start += 1 } }
+            if var e = match(p[...], at: start) {
+                if let a = added[id], a.rstrip { while e < w.count, isSpace(w[e]) { e += 1 } }
+                out.append(TokenOffset(id: id, start: cursor, end: e))
+                cursor = e
+            } else if !isAdded, p.first == -1, let e = match(p.dropFirst(), at: cursor) {
+                // A Metaspace pre-tokenizer's prepended "▁".
+                out.append(TokenOffset(id: id, start: cursor, end: e))
+                cursor = e
             } else {
                 throw TokenAlignmentError(byteOffset: cursor, token: token(id) ?? "#\(id)")
             }
