@@ -31,10 +31,13 @@ struct DataPreview: ParsableCommand {
     var json = false
     @Flag(name: .customLong("skip-bad-lines"), help: "Count bad lines instead of stopping at the first.") var skipBadLines = false
 
+    func validate() throws {
+        if TrainOn(rawValue: trainOn) == nil { throw ValidationError("--train-on must be assistant, all or last (got \(trainOn))") }
+        if let m = maxSeqLen, m < 2 { throw ValidationError("--max-seq-len must be at least 2 (got \(m))") }
+    }
+
     func run() throws {
-        guard let on = TrainOn(rawValue: trainOn) else {
-            throw ValidationError("--train-on must be assistant, all or last (got \(trainOn))")
-        }
+        let on = TrainOn(rawValue: trainOn) ?? .assistant
         let tok = try Tokenizer.load(directory: tokenizer)
         let template = try ChatTemplateSelection.resolve(option: chatTemplate, tokenizer: tok)
         let adapter = TokenizerDataAdapter(tok)
