@@ -190,10 +190,15 @@ final class DataAlignmentTests: XCTestCase {
                                                  ChatMessage(role: "assistant", content: "cafe\u{301}!")], addGenerationPrompt: false)
         XCTAssertEqual(d.samples[0].inputIDs, tok.encode(rendered, addSpecialTokens: false))
         XCTAssertEqual(Preview.pieces(d.previews[0], tokenizer: TokenizerDataAdapter(tok)).filter(\.trained).map(\.text), ["caf\u{E9}!<|im_end|>\n"])
-        XCTAssertThrowsError(try Tokenizer.load(directory: DataFixtures.root.appendingPathComponent("../tokenizers/misc").standardized.path)
-            .alignedTokens("ABC def")) { e in
+        let misc = try Tokenizer.load(directory: DataFixtures.root.appendingPathComponent("../tokenizers/misc").standardized.path)
+        XCTAssertThrowsError(try misc.alignedTokens("ABC def")) { e in
             XCTAssertTrue("\(e)".hasPrefix("cannot align token"), "\(e)")
         }
+        // Text samples need no offsets: every token is trained.
+        let t = try SampleProcessor(tokenizer: TokenizerDataAdapter(misc), template: nil, options: DatasetOptions(), file: "t")
+            .process(.text("ABC def"), format: .text, line: 1)
+        XCTAssertEqual(t.sample.inputIDs, misc.encode("ABC def"))
+        XCTAssertEqual(t.sample.labels, t.sample.inputIDs)
     }
 }
 

@@ -161,7 +161,13 @@ public struct SampleProcessor {
                 if options.trainOn == .all { labels = ids }
             }
         case .text(let s):
-            (ids, labels, text, offsets) = try plain(prompt: "", completion: s, appendEOS: false, line: line)
+            if let t = try? plain(prompt: "", completion: s, appendEOS: false, line: line) {
+                (ids, labels, text, offsets) = t
+            } else {
+                // Every token is trained: no offsets needed (a preview decodes the ids).
+                ids = try tokenizer.encodeIDs(s, addSpecialTokens: true)
+                labels = ids
+            }
         case .tokens(let inputIDs, let given):
             let v = tokenizer.vocabularySize
             if let k = inputIDs.firstIndex(where: { $0 >= v }) {
