@@ -133,6 +133,27 @@ def test_texts():
     return texts
 
 
+def fuzz_texts():
+    """Seeded random strings over scalars of many Unicode categories."""
+    pool = (list("abcXYZ019_'`\"-.,;:!?()[]{}<>/@#$%^&*+=~|\\") +
+            [" ", "\t", "\n", "\r", "\r\n", "\u000b", "\u000c", "\u0085", "\u00a0", "\u1680", "\u2002", "\u2009",
+             "\u200a", "\u2028", "\u2029", "\u202f", "\u205f", "\u3000", "\u200b", "\u200c", "\u200d", "\u200e",
+             "\ufeff", "\u00ad", "\u0301", "\u0308", "\u0323", "\u0903", "\u20dd", "\u0e31", "\u093f",
+             "é", "É", "ß", "ſ", "\u212a", "İ", "ı", "Σ", "ς", "ǅ", "ʰ", "ª", "ﬁ", "Ａ", "ｶ", "ﾞ", "中", "文", "の",
+             "ア", "한", "ㄱ", "א", "ع", "ह", "ก", "ж", "Ω", "\u0660", "\u0967", "٣", "½", "²", "Ⅻ", "①", "𝟙",
+             "😀", "👍", "\U0001F3FD", "🇫", "🇷", "\ufe0f", "\u20e3", "\U000E0067", "\U000E007F", "🏴",
+             "\ue000", "\U0010FFFD", "\u0000", "\u001f", "\u007f", "▁", "Ġ", "<0x41>", "<s>", "</s>",
+             "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|begin_of_text|>", "<|eot_id|>", "[MASK]", "<sep>",
+             "<extra>", "foo", "Bar", "hello world", "'s", "'S", "'ll", "'LL", "'ve", "'re", "'d", "'m", "'t",
+             "  ", "   ", "\n\n", " \n ", "\t\t", "$", "-", "==", "+", "12", "345"])
+    rng = random.Random(2024)
+    out = []
+    for _ in range(150):
+        n = rng.randint(1, 30)
+        out.append("".join(rng.choice(pool) for _ in range(n)))
+    return out
+
+
 def byte_level_bpe(pre_tok, vocab_size, specials, ignore_merges=False):
     tok = Tokenizer(models.BPE(ignore_merges=ignore_merges))
     tok.pre_tokenizer = pre_tok
@@ -340,12 +361,17 @@ def write(name, tok, config, jinja, variant):
         ids = [rng.randrange(size + 3) for _ in range(rng.randint(0, 12))]  # a few ids past the end too
         decode_cases.append({"ids": ids, "decoded": tok.decode(ids, skip_special_tokens=False),
                              "decoded_skip_special": tok.decode(ids, skip_special_tokens=True)})
+    fuzz = []
+    for text in fuzz_texts():
+        ids = tok.encode(text, add_special_tokens=True).ids
+        fuzz.append({"text": text, "ids": ids, "decoded": tok.decode(ids, skip_special_tokens=False)})
     vocab = tok.get_vocab(with_added_tokens=True)
     expected = {
         "tokenizers_version": tokenizers.__version__,
         "vocab_size": max(vocab.values()) + 1,
         "cases": cases,
         "decode_cases": decode_cases,
+        "fuzz": fuzz,
     }
     with open(os.path.join(d, "expected.json"), "w", encoding="utf-8") as f:
         json.dump(expected, f, ensure_ascii=False, separators=(",", ":"))
