@@ -12,7 +12,7 @@ let tokenizerFixtureNames = ["gpt2", "qwen2", "llama3", "llama2", "llama2_metasp
 func loadExpected(_ name: String) throws -> [String: Any] {
     let path = tokenizerFixturesRoot + "/\(name)/expected.json"
     let data = try Data(contentsOf: URL(fileURLWithPath: path))
-    // Not JSONSerialization: its NSString bridging drops a leading U+FEFF from strings.
+    // Not JSONSerialization: it drops a leading U+FEFF (raw UTF-8 BOM bytes) from string values.
     guard let obj = plainValue(try TKJSON.parse(data, source: path)) as? [String: Any] else {
         throw TokenizerError("\(path): not an object")
     }
