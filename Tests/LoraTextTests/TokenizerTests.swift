@@ -7,7 +7,8 @@ import XCTest
 let tokenizerFixturesRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
     .deletingLastPathComponent().appendingPathComponent("Fixtures/text/tokenizers").path
 
-let tokenizerFixtureNames = ["gpt2", "qwen2", "llama3", "llama2", "llama2_metaspace", "misc"]
+let tokenizerFixtureNames = ["gpt2", "qwen2", "llama3", "llama2", "llama2_metaspace", "misc", "metaspace_always", "roberta",
+                             "misc_suffix"]
 
 func loadExpected(_ name: String) throws -> [String: Any] {
     let path = tokenizerFixturesRoot + "/\(name)/expected.json"
@@ -66,13 +67,13 @@ final class TokenizerTests: XCTestCase {
             if !ok {
                 failures += 1
                 if failures <= 5 {
-                    let tokens = (c["tokens"] as? [String]) ?? []
+                    let tokens = ids.map { tok.token($0) ?? "?" }
                     XCTFail("""
                         \(name) case \(i) \(describeScalars(text)):
                           ids      \(ids)
                           got      \(got)
                           no-spec  \(idsNoSpecial) got \(gotNo)
-                          tokens   \(tokens.map(describeScalars))
+                          want tok \(tokens.map(describeScalars))
                           got tok  \(got.map { describeScalars(tok.token($0) ?? "?") })
                           decoded  \(describeScalars(decoded)) | got \(describeScalars(dec))
                           skip     \(describeScalars(decodedSkip)) | got \(describeScalars(decSkip))
@@ -116,6 +117,14 @@ final class TokenizerTests: XCTestCase {
     func testLlama2Legacy() throws { try checkFixture("llama2") }
     func testLlama2Metaspace() throws { try checkFixture("llama2_metaspace") }
     func testMiscNormalizersAndSplits() throws { try checkFixture("misc") }
+    func testMetaspaceAlwaysDigitsNFD() throws { try checkFixture("metaspace_always") }
+    func testRobertaPrefixSpace() throws { try checkFixture("roberta") }
+    func testMiscSuffixDecoder() throws { try checkFixture("misc_suffix") }
+
+    func testEveryFixtureHasATest() {
+        let dirs = (try? FileManager.default.contentsOfDirectory(atPath: tokenizerFixturesRoot)) ?? []
+        XCTAssertEqual(Set(dirs.filter { !$0.hasPrefix(".") && $0 != "VERSION" }), Set(tokenizerFixtureNames))
+    }
 
     func testVocabularyLookups() throws {
         let tok = try Tokenizer.load(directory: tokenizerFixturesRoot + "/qwen2")
