@@ -21,15 +21,21 @@ library does with a test corpus of different text:
               TemplateProcessing adding <s>; a normalized added token
   llama2_metaspace  the same vocab with the newer Metaspace(prepend_scheme=first)
               pre-tokenizer and a Metaspace decoder
+  metaspace_always  the llama2 vocab with Strip(right), NFD, Digits(contiguous) and
+              Metaspace(prepend_scheme=always, split)
+  roberta     the gpt2 vocab with ByteLevel(add_prefix_space=true), RobertaProcessing
+  misc_suffix misc with a BPEDecoder, Strip(left), Metaspace(never, no split)
   misc        NFKC, Lowercase, Strip, Replace(Regex); Split behaviours
               (Removed, Isolated, MergedWithPrevious, MergedWithNext,
               Contiguous, invert), Digits; BPE with continuing_subword_prefix and
               end_of_word_suffix, unk without fusing; BertProcessing; no decoder
 
 Each directory gets tokenizer.json (compact), tokenizer_config.json and
-expected.json: for every test text the ids with and without special tokens,
-the tokens, and decode(ids, skip_special_tokens=False/True); plus decodes of
-seeded random id lists (partial UTF-8 sequences and all).
+expected.json: for every test text the ids with and without special tokens and
+decode(ids, skip_special_tokens=False/True); plus decodes of seeded random id lists (partial UTF-8 sequences and all), and 150 seeded fuzz
+strings. Training is not bit-for-bit deterministic across runs (the library's
+hash maps), so a rerun may change the vocabularies; the expectations are always
+made from the files written in the same run.
 """
 import json
 import os
@@ -131,6 +137,27 @@ def test_texts():
         n = rng.randint(1, 25)
         texts.append("".join(rng.choice(pool) for _ in range(n)))
     return texts
+
+
+def fuzz_texts():
+    """Seeded random strings over scalars of many Unicode categories."""
+    pool = (list("abcXYZ019_'`\"-.,;:!?()[]{}<>/@#$%^&*+=~|\\") +
+            [" ", "\t", "\n", "\r", "\r\n", "\u000b", "\u000c", "\u0085", "\u00a0", "\u1680", "\u2002", "\u2009",
+             "\u200a", "\u2028", "\u2029", "\u202f", "\u205f", "\u3000", "\u200b", "\u200c", "\u200d", "\u200e",
+             "\ufeff", "\u00ad", "\u0301", "\u0308", "\u0323", "\u0903", "\u20dd", "\u0e31", "\u093f",
+             "é", "É", "ß", "ſ", "\u212a", "İ", "ı", "Σ", "ς", "ǅ", "ʰ", "ª", "ﬁ", "Ａ", "ｶ", "ﾞ", "中", "文", "の",
+             "ア", "한", "ㄱ", "א", "ع", "ह", "ก", "ж", "Ω", "\u0660", "\u0967", "٣", "½", "²", "Ⅻ", "①", "𝟙",
+             "😀", "👍", "\U0001F3FD", "🇫", "🇷", "\ufe0f", "\u20e3", "\U000E0067", "\U000E007F", "🏴",
+             "\ue000", "\U0010FFFD", "\u0000", "\u001f", "\u007f", "▁", "Ġ", "<0x41>", "<s>", "</s>",
+             "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|begin_of_text|>", "<|eot_id|>", "[MASK]", "<sep>",
+             "<extra>", "foo", "Bar", "hello world", "'s", "'S", "'ll", "'LL", "'ve", "'re", "'d", "'m", "'t",
+             "  ", "   ", "\n\n", " \n ", "\t\t", "$", "-", "==", "+", "12", "345"])
+    rng = random.Random(2024)
+    out = []
+    for _ in range(150):
+        n = rng.randint(1, 30)
+        out.append("".join(rng.choice(pool) for _ in range(n)))
+    return out
 
 
 def byte_level_bpe(pre_tok, vocab_size, specials, ignore_merges=False):
@@ -301,6 +328,41 @@ def make_misc():
     return tok, config, None, None
 
 
+def make_roberta(gpt2_tok):
+    """The gpt2 vocab with ByteLevel(add_prefix_space=True) and RobertaProcessing."""
+    j = json.loads(gpt2_tok.to_str())
+    j["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    eot = gpt2_tok.token_to_id("<|endoftext|>")
+    mask = gpt2_tok.token_to_id("[MASK]")
+    j["post_processor"] = {"type": "RobertaProcessing", "sep": ["[MASK]", mask], "cls": ["<|endoftext|>", eot],
+                           "trim_offsets": True, "add_prefix_space": True}
+    config = {"bos_token": "<|endoftext|>", "eos_token": "[MASK]", "model_max_length": 512}
+    return Tokenizer.from_str(json.dumps(j)), config, None, None
+
+
+def make_metaspace_always(j):
+    """The llama2 vocab with Sequence[Digits(contiguous), Metaspace(always, split)] and a Metaspace decoder."""
+    j = json.loads(json.dumps(j))
+    j["normalizer"] = {"type": "Sequence", "normalizers": [{"type": "Strip", "strip_left": False, "strip_right": True},
+                                                           {"type": "NFD"}]}
+    j["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": False},
+        {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": True}]}
+    j["decoder"] = {"type": "Sequence", "decoders": [
+        {"type": "ByteFallback"}, {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": True}]}
+    return Tokenizer.from_str(json.dumps(j)), {"bos_token": "<s>", "eos_token": "</s>"}, None, None
+
+
+def make_misc_suffix(misc_tok):
+    """misc with a BPEDecoder and a Metaspace(never) + Split(invert) pre-tokenizer tail."""
+    j = json.loads(misc_tok.to_str())
+    j["decoder"] = {"type": "BPEDecoder", "suffix": "</w>"}
+    j["pre_tokenizer"]["pretokenizers"].append(
+        {"type": "Metaspace", "replacement": "_", "prepend_scheme": "never", "split": False})
+    j["normalizer"]["normalizers"][2] = {"type": "Strip", "strip_left": True, "strip_right": False}
+    return Tokenizer.from_str(json.dumps(j)), {"unk_token": "[UNK]"}, None, None
+
+
 def to_legacy_merges(tok_json):
     j = json.loads(tok_json)
     j["model"]["merges"] = [" ".join(m) if isinstance(m, list) else m for m in j["model"]["merges"]]
@@ -329,7 +391,6 @@ def write(name, tok, config, jinja, variant):
             "text": text,
             "ids": with_sp.ids,
             "ids_no_special": without.ids,
-            "tokens": with_sp.tokens,
             "decoded": tok.decode(with_sp.ids, skip_special_tokens=False),
             "decoded_skip_special": tok.decode(with_sp.ids, skip_special_tokens=True),
         })
@@ -340,24 +401,34 @@ def write(name, tok, config, jinja, variant):
         ids = [rng.randrange(size + 3) for _ in range(rng.randint(0, 12))]  # a few ids past the end too
         decode_cases.append({"ids": ids, "decoded": tok.decode(ids, skip_special_tokens=False),
                              "decoded_skip_special": tok.decode(ids, skip_special_tokens=True)})
+    fuzz = []
+    for text in fuzz_texts():
+        ids = tok.encode(text, add_special_tokens=True).ids
+        fuzz.append({"text": text, "ids": ids, "decoded": tok.decode(ids, skip_special_tokens=False)})
     vocab = tok.get_vocab(with_added_tokens=True)
     expected = {
         "tokenizers_version": tokenizers.__version__,
         "vocab_size": max(vocab.values()) + 1,
         "cases": cases,
         "decode_cases": decode_cases,
+        "fuzz": fuzz,
     }
     with open(os.path.join(d, "expected.json"), "w", encoding="utf-8") as f:
         json.dump(expected, f, ensure_ascii=False, separators=(",", ":"))
     print(name, "vocab", expected["vocab_size"], "bytes", len(s.encode()), file=sys.stderr)
+    return tok
 
 
 def main():
+    made = {}
     for name, make in [("gpt2", make_gpt2), ("qwen2", make_qwen2), ("llama3", make_llama3), ("misc", make_misc)]:
-        write(name, *make())
+        made[name] = write(name, *make())
     j = train_llama2_vocab()
     write("llama2", *make_llama2(j))
     write("llama2_metaspace", *make_llama2_metaspace(j))
+    write("metaspace_always", *make_metaspace_always(j))
+    write("roberta", *make_roberta(made["gpt2"]))
+    write("misc_suffix", *make_misc_suffix(made["misc"]))
     with open(os.path.join(ROOT, "VERSION"), "w") as f:
         f.write("tokenizers %s\n" % tokenizers.__version__)
 

@@ -7,17 +7,35 @@ import XCTest
 let tokenizerFixturesRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
     .deletingLastPathComponent().appendingPathComponent("Fixtures/text/tokenizers").path
 
-let tokenizerFixtureNames = ["gpt2", "qwen2", "llama3", "llama2", "llama2_metaspace", "misc"]
+let tokenizerFixtureNames = ["gpt2", "qwen2", "llama3", "llama2", "llama2_metaspace", "misc", "metaspace_always", "roberta",
+                             "misc_suffix"]
 
 func loadExpected(_ name: String) throws -> [String: Any] {
-    let data = try Data(contentsOf: URL(fileURLWithPath: tokenizerFixturesRoot + "/\(name)/expected.json"))
-    guard let obj = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-        throw TokenizerError("\(name)/expected.json: not an object")
+    let path = tokenizerFixturesRoot + "/\(name)/expected.json"
+    let data = try Data(contentsOf: URL(fileURLWithPath: path))
+    // Not JSONSerialization: it drops a leading U+FEFF (raw UTF-8 BOM bytes) from string values.
+    guard let obj = plainValue(try TKJSON.parse(data, source: path)) as? [String: Any] else {
+        throw TokenizerError("\(path): not an object")
     }
     return obj
 }
 
-/// Strings from JSONSerialization may be bridged NSStrings; compare scalar by scalar.
+/// TKJSON as native Swift values (integral numbers as Int).
+func plainValue(_ j: TKJSON) -> Any {
+    switch j {
+    case .null: return NSNull()
+    case .bool(let b): return b
+    case .number(let d): return j.int ?? d
+    case .string(let s): return s
+    case .array(let a): return a.map(plainValue)
+    case .object(let pairs):
+        var d: [String: Any] = [:]
+        for (k, v) in pairs { d[k] = plainValue(v) }
+        return d
+    }
+}
+
+/// Compare scalar by scalar (String == is canonical equivalence).
 func scalarsEqual(_ a: String, _ b: String) -> Bool {
     Array(a.unicodeScalars) == Array(b.unicodeScalars)
 }
@@ -49,13 +67,13 @@ final class TokenizerTests: XCTestCase {
             if !ok {
                 failures += 1
                 if failures <= 5 {
-                    let tokens = (c["tokens"] as? [String]) ?? []
+                    let tokens = ids.map { tok.token($0) ?? "?" }
                     XCTFail("""
                         \(name) case \(i) \(describeScalars(text)):
                           ids      \(ids)
                           got      \(got)
                           no-spec  \(idsNoSpecial) got \(gotNo)
-                          tokens   \(tokens.map(describeScalars))
+                          want tok \(tokens.map(describeScalars))
                           got tok  \(got.map { describeScalars(tok.token($0) ?? "?") })
                           decoded  \(describeScalars(decoded)) | got \(describeScalars(dec))
                           skip     \(describeScalars(decodedSkip)) | got \(describeScalars(decSkip))
@@ -64,6 +82,23 @@ final class TokenizerTests: XCTestCase {
             }
         }
         XCTAssertEqual(failures, 0, "\(name): \(failures) of \(cases.count) cases differ")
+        let fuzz = try XCTUnwrap(expected["fuzz"] as? [[String: Any]])
+        XCTAssertGreaterThan(fuzz.count, 100)
+        var fuzzFailures = 0
+        for (i, c) in fuzz.enumerated() {
+            let text = try XCTUnwrap(c["text"] as? String)
+            let ids = try XCTUnwrap(c["ids"] as? [Int])
+            let got = tok.encode(text)
+            let dec = tok.decode(ids)
+            let want = try XCTUnwrap(c["decoded"] as? String)
+            if got != ids || !scalarsEqual(dec, want) {
+                fuzzFailures += 1
+                if fuzzFailures <= 5 {
+                    XCTFail("\(name) fuzz \(i) \(describeScalars(text)): ids \(ids) got \(got); decoded \(describeScalars(c["decoded"] as? String ?? "")) got \(describeScalars(dec))")
+                }
+            }
+        }
+        XCTAssertEqual(fuzzFailures, 0, "\(name): \(fuzzFailures) of \(fuzz.count) fuzz cases differ")
         let decodeCases = try XCTUnwrap(expected["decode_cases"] as? [[String: Any]])
         for (i, c) in decodeCases.enumerated() {
             let ids = try XCTUnwrap(c["ids"] as? [Int])
@@ -82,6 +117,14 @@ final class TokenizerTests: XCTestCase {
     func testLlama2Legacy() throws { try checkFixture("llama2") }
     func testLlama2Metaspace() throws { try checkFixture("llama2_metaspace") }
     func testMiscNormalizersAndSplits() throws { try checkFixture("misc") }
+    func testMetaspaceAlwaysDigitsNFD() throws { try checkFixture("metaspace_always") }
+    func testRobertaPrefixSpace() throws { try checkFixture("roberta") }
+    func testMiscSuffixDecoder() throws { try checkFixture("misc_suffix") }
+
+    func testEveryFixtureHasATest() {
+        let dirs = (try? FileManager.default.contentsOfDirectory(atPath: tokenizerFixturesRoot)) ?? []
+        XCTAssertEqual(Set(dirs.filter { !$0.hasPrefix(".") && $0 != "VERSION" }), Set(tokenizerFixtureNames))
+    }
 
     func testVocabularyLookups() throws {
         let tok = try Tokenizer.load(directory: tokenizerFixturesRoot + "/qwen2")

@@ -15,6 +15,61 @@ struct ExactKey: Hashable {
     }
 }
 
+/// Open-addressing hash table UInt64 → UInt64 for the merge ranks (a Swift
+/// Dictionary hashes with SipHash, which dominated BPE time).
+struct PairTable {
+    private var keys: [UInt64]
+    private var values: [UInt64]
+    private let mask: Int
+    private static let empty = UInt64.max
+
+    init(_ entries: [UInt64: UInt64]) {
+        var cap = 16
+        while cap < entries.count * 2 { cap <<= 1 }
+        keys = [UInt64](repeating: Self.empty, count: cap)
+        values = [UInt64](repeating: 0, count: cap)
+        mask = cap - 1
+        for (k, v) in entries {
+            var i = Self.slot(k, mask)
+            while keys[i] != Self.empty { i = (i + 1) & mask }
+            keys[i] = k
+            values[i] = v
+        }
+    }
+
+    @inline(__always)
+    private static func slot(_ k: UInt64, _ mask: Int) -> Int {
+        Int(truncatingIfNeeded: (k &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
+    }
+
+    @inline(__always)
+    subscript(_ k: UInt64) -> UInt64? {
+        var i = Self.slot(k, mask)
+        while true {
+            let x = keys[i]
+            if x == k { return values[i] }
+            if x == Self.empty { return nil }
+            i = (i + 1) & mask
+        }
+    }
+}
+
+/// A word as cache key: scalars with a precomputed hash.
+struct WordKey: Hashable {
+    let scalars: [Unicode.Scalar]
+    let hash: UInt64
+
+    init(_ s: [Unicode.Scalar]) {
+        scalars = s
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        for c in s { h = (h ^ UInt64(c.value)) &* 0x100_0000_01B3 }
+        hash = h
+    }
+
+    static func == (a: WordKey, b: WordKey) -> Bool { a.hash == b.hash && a.scalars == b.scalars }
+    func hash(into h: inout Hasher) { h.combine(hash) }
+}
+
 /// Byte-pair encoding with ranked merges, as the `tokenizers` BPE model does it.
 ///
 /// A word (scalars) starts as one symbol per scalar (its vocab id, or its
@@ -24,7 +79,7 @@ final class BPEModel {
     let vocab: [ExactKey: Int]
     let idToToken: [Int: String]
     /// (left id << 32 | right id) → (rank << 32 | merged id).
-    let merges: [UInt64: UInt64]
+    let merges: PairTable
     let unkToken: String?
     let continuingSubwordPrefix: String?
     let endOfWordSuffix: String?
@@ -32,12 +87,12 @@ final class BPEModel {
     let byteFallback: Bool
     let ignoreMerges: Bool
     /// Single-scalar tokens by scalar value (used when there is no prefix/suffix).
-    private let scalarIDs: [UInt32: Int]
+    private let scalarIDs: PairTable
     private let asciiIDs: [Int]
     /// <0xNN> ids, -1 where absent.
     private let byteIDs: [Int]
 
-    private var cache: [[Unicode.Scalar]: [Int]] = [:]
+    private var cache: [WordKey: [Int]] = [:]
     private let cacheLock = NSLock()
     private let cacheCapacity = 100_000
 
@@ -108,7 +163,7 @@ final class BPEModel {
             }
             merges[UInt64(aID) << 32 | UInt64(bID)] = UInt64(rank) << 32 | UInt64(newID)
         }
-        self.merges = merges
+        self.merges = PairTable(merges)
 
         var scalarIDs: [UInt32: Int] = [:]
         var asciiIDs = [Int](repeating: -1, count: 128)
@@ -119,7 +174,7 @@ final class BPEModel {
                 if c.value < 128 { asciiIDs[Int(c.value)] = id }
             }
         }
-        self.scalarIDs = scalarIDs
+        self.scalarIDs = PairTable(Dictionary(uniqueKeysWithValues: scalarIDs.map { (UInt64($0.key), UInt64($0.value)) }))
         self.asciiIDs = asciiIDs
         var byteIDs = [Int](repeating: -1, count: 256)
         for b in 0..<256 {
@@ -139,9 +194,10 @@ final class BPEModel {
     func tokenize(_ word: [Unicode.Scalar], into out: inout [Int]) {
         if word.isEmpty { return }
         let cacheable = word.count < 256
-        if cacheable {
+        let key = cacheable ? WordKey(word) : nil
+        if let key = key {
             cacheLock.lock()
-            let hit = cache[word]
+            let hit = cache[key]
             cacheLock.unlock()
             if let hit = hit { out.append(contentsOf: hit); return }
         }
@@ -152,9 +208,9 @@ final class BPEModel {
             ids = mergeWord(word)
         }
         out.append(contentsOf: ids)
-        if cacheable {
+        if let key = key {
             cacheLock.lock()
-            if cache.count < cacheCapacity { cache[word] = ids }
+            if cache.count < cacheCapacity { cache[key] = ids }
             cacheLock.unlock()
         }
     }
@@ -174,7 +230,7 @@ final class BPEModel {
                     let a = asciiIDs[Int(c.value)]
                     id = a >= 0 ? a : nil
                 } else {
-                    id = scalarIDs[c.value]
+                    id = scalarIDs[UInt64(c.value)].map { Int($0) }
                 }
             } else {
                 var s = String(Character(c))

@@ -157,6 +157,24 @@ struct MetaspaceDecoder: TokenDecoder {
     }
 }
 
+/// BPEDecoder: the end-of-word suffix becomes a space (nothing in the last token).
+struct SuffixDecoder: TokenDecoder {
+    let suffix: String
+
+    func decodeChain(_ tokens: [String]) -> [String] {
+        guard !suffix.isEmpty else { return tokens }
+        let pattern = LiteralPattern(needle: Array(suffix.unicodeScalars))
+        return tokens.enumerated().map { (i, t) in
+            let s = Array(t.unicodeScalars)
+            var out = String.UnicodeScalarView()
+            for (r, isMatch) in pattern.findMatches(in: s) {
+                if isMatch { if i != tokens.count - 1 { out.append(" ") } } else { out.append(contentsOf: s[r]) }
+            }
+            return String(out)
+        }
+    }
+}
+
 struct SequenceDecoder: TokenDecoder {
     let steps: [TokenDecoder]
 
@@ -177,6 +195,7 @@ func makeDecoder(_ json: TKJSON, context: String) throws -> TokenDecoder? {
         return ReplaceDecoder(pattern: try makePattern(json["pattern"], context: "\(context).pattern"), content: content)
     case "ByteFallback": return ByteFallbackDecoder()
     case "Fuse": return FuseDecoder()
+    case "BPEDecoder": return SuffixDecoder(suffix: json["suffix"]?.string ?? "</w>")
     case "Strip":
         guard let content = json["content"]?.string, content.unicodeScalars.count == 1,
               let c = content.unicodeScalars.first else {

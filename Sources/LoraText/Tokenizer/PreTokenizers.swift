@@ -31,7 +31,7 @@ let scalarToByte: [Int16] = {
 }()
 
 /// UTF-8 bytes of the scalars, each mapped to its byte-alphabet scalar.
-func byteLevelEncode(_ s: [Unicode.Scalar]) -> [Unicode.Scalar] {
+func byteLevelEncode<S: Collection>(_ s: S) -> [Unicode.Scalar] where S.Element == Unicode.Scalar {
     var out: [Unicode.Scalar] = []
     out.reserveCapacity(s.count)
     for c in s {
@@ -70,6 +70,23 @@ struct SplitPreTokenizer: PreTokenizer {
             var m = coveringMatches(pattern, p.text)
             if invert { m = m.map { ($0.0, !$0.1) } }
             appendSplits(p, behavior.apply(m), into: &out)
+        }
+        return out
+    }
+}
+
+/// Split(known regex, Isolated) then ByteLevel(use_regex: false, no prefix space),
+/// fused: each regex match is byte-encoded straight into its piece (Qwen2, Llama-3).
+struct KnownSplitByteLevelPreTokenizer: PreTokenizer {
+    let pattern: KnownRegexPattern
+
+    func preTokenize(_ pieces: [TextPiece]) -> [TextPiece] {
+        var out: [TextPiece] = []
+        for p in pieces {
+            out.reserveCapacity(out.count + p.text.count / 3 + 1)
+            for r in pattern.matches(in: p.text) where !r.isEmpty {
+                out.append(TextPiece(text: byteLevelEncode(p.text[r]), atStart: p.atStart && r.lowerBound == 0))
+            }
         }
         return out
     }
@@ -186,6 +203,11 @@ func makePreTokenizer(_ json: TKJSON, context: String) throws -> PreTokenizer? {
         var steps: [PreTokenizer] = []
         for (i, item) in items.enumerated() {
             if let p = try makePreTokenizer(item, context: "\(context).pretokenizers[\(i)]") { steps.append(p) }
+        }
+        if steps.count == 2, let split = steps[0] as? SplitPreTokenizer, let known = split.pattern as? KnownRegexPattern,
+           split.behavior == .isolated, !split.invert, let bl = steps[1] as? ByteLevelPreTokenizer,
+           !bl.addPrefixSpace, !bl.useRegex {
+            return KnownSplitByteLevelPreTokenizer(pattern: known)
         }
         return SequencePreTokenizer(steps: steps)
     default:

@@ -1,0 +1,11 @@
+#!/bin/bash
+# Tokenizer throughput, Swift vs Python `tokenizers`, on the same documents and tokenizers.
+# Usage: scripts/bench_tokenizer.sh [workdir]   (default /tmp/tokbench)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-/tmp/tokbench}
+mkdir -p "$out"
+/opt/lora-ref-venv/bin/python scripts/bench_tokenizer.py "$out"
+swiftc -O -wmo -module-name TokenizerBench Sources/LoraText/Tokenizer/*.swift scripts/tokenizer_bench/main.swift -o "$out/bench"
+"$out/bench" "$out"
+grep -m1 "model name" /proc/cpuinfo
