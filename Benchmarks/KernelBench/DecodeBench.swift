@@ -8,7 +8,7 @@ extension KernelBench {
     /// 1024-token context, SmolLM2's 9/3 heads of 64) and the tokens/s of a whole
     /// SmolLM2-135M-shaped model (30 layers, hidden 576, vocabulary 49152, tied,
     /// LoRA r=16 on every projection, unmerged): one decode step at position 256
-    /// and a 256-token prefill.
+    /// and a 256-token prefill. Shapes: s = keys per split, @p = the step's position.
     func benchDecode(quick: Bool) throws {
         let (NH, NKV, D, ctxLen) = quick ? (4, 2, 16, 64) : (9, 3, 64, 1024)
         let cache = try KVCache(ctx, kvHeads: NKV, headDim: D, maxTokens: ctxLen)
@@ -20,7 +20,7 @@ extension KernelBench {
             let p0 = ctxLen - n
             let t = try timeDevice { try ctx.decodeAttention(out: out, q: q, cache: cache, heads: NH, tokens: n, position: p0) }
             let split = ctx.decodeKeysPerSplit(queries: n, heads: NH, keys: ctxLen)
-            let shape = "n\(n) ctx\(ctxLen) h\(NH)/\(NKV) d\(D) split\(split)"
+            let shape = "n\(n) ctx\(ctxLen) h\(NH)/\(NKV) d\(D) s\(split)"
             if n == 1 {
                 // A decode step streams the whole cache once: memory-bound.
                 recordBandwidth("decode attention (KV cache)", shape, seconds: t, bytes: cacheBytes * Double(ctxLen))
@@ -64,18 +64,18 @@ extension KernelBench {
         let model = try LlamaLoRAModel(modelDirectory: dir.path, lora: lora, context: ctx)
         let session = try InferenceSession(model: model, maxTokens: maxLen)
         let ids = (0..<prompt).map { _ in Int.random(in: 0..<V, using: &rng) }
-        let shape = "L\(L) H\(H) V\(V) r16"
+        let shape = "L\(L) H\(H) V\(V)"
         let tp = try timeDevice {
             session.reset()
             try session.append(ids)
         }
-        appendRate("prefill (model, KV cache)", "\(prompt) tokens " + shape, seconds: tp, tokens: prompt)
+        appendRate("prefill (model, KV cache)", "\(prompt) tok " + shape, seconds: tp, tokens: prompt)
         // One step at position `prompt`: the cache keeps the prompt, the step's slot is overwritten each run.
         let td = try timeDevice {
             session.truncate(to: prompt)
             try session.append([ids[0]])
         }
-        appendRate("decode step (model, KV cache)", "at pos \(prompt) " + shape, seconds: td, tokens: 1)
+        appendRate("decode step (model, KV cache)", "@\(prompt) " + shape, seconds: td, tokens: 1)
     }
 
     private func appendRate(_ name: String, _ shape: String, seconds t: Double, tokens: Int) {
