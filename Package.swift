@@ -50,7 +50,9 @@ let package = Package(
             dependencies: [
                 "LoraOps", "LoraModel", "LoraText", "LoraTrain", "KernelBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]),
+            ],
+            // main.swift holds the @main type; with more than one file it must not be read as top-level code.
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
         .testTarget(name: "LoraOpsTests", dependencies: ["LoraOps", "Reference"]),
         .testTarget(
             name: "LoraModelTests",

@@ -11,9 +11,18 @@ and the same generation after `merge_and_unload()` (W + s·B·A merged).
 Also transformers' own sampling warpers (temperature → top-k → top-p, in the
 order `generate` applies them) on a few logit rows, some with ties.
 
+And an end-to-end case for `lora-gpu generate` (cli_chatml): a byte-level
+BPE tokenizer trained here with ChatML special tokens and a chat template, a
+tiny Llama over its vocabulary, a PEFT adapter; the expected stdout of
+--prompt (apply_chat_template(tokenize=True)), --raw-prompt, --chat-template
+FILE and a two-turn --chat, each from transformers' greedy generate stopping
+at <|im_end|> and decoded with skip_special_tokens=True.
+
 Run from the repository root (after scripts/make_reference.py):
     /opt/lora-ref-venv/bin/python scripts/make_generate_fixtures.py Tests/Fixtures/generate
 """
+import copy
+import functools
 import json
 import os
 import sys
@@ -114,9 +123,101 @@ def make_warpers():
         json.dump(dict(transformers=transformers.__version__, combos=combos), f, indent=1)
 
 
+CHATML = ("{% for message in messages %}"
+          "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+          "{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+PLAIN = ("{% for m in messages %}{{ m['role'] | capitalize }}: {{ m['content'] }}\n{% endfor %}"
+         "{% if add_generation_prompt %}Assistant:{% endif %}")
+CORPUS = ["The quick brown fox jumps over the lazy dog.", "Un café à Paris coûte 3 €, très cher!",
+          "Emoji: 😀 🎉 and accents: ñ ü ø.", "Hello, how are you today? I am fine, thank you.",
+          "LoRA adapters fine-tune large language models cheaply.", "Ça va? Übermäßig schön. 東京 2026."] * 20
+
+
+def make_cli_case():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, PreTrainedTokenizerFast
+    from peft import LoraConfig, get_peft_model
+    root = os.path.join(OUT, "cli_chatml")
+    mdir, adir = os.path.join(root, "model"), os.path.join(root, "adapter")
+    os.makedirs(root, exist_ok=True)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                 unk_token="<|endoftext|>", pad_token="<|endoftext|>")
+    hf.chat_template = CHATML
+    hf.save_pretrained(mdir)
+    im_end = hf.convert_tokens_to_ids("<|im_end|>")
+    torch.manual_seed(5)
+    cfg = LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      vocab_size=len(hf), max_position_embeddings=128, rms_norm_eps=1e-5, initializer_range=0.2,
+                      tie_word_embeddings=False, bos_token_id=hf.bos_token_id, eos_token_id=im_end)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    lcfg = LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, init_lora_weights=False,
+                      target_modules=["q_proj", "v_proj", "down_proj"])
+    prompt = "Hello, café?"
+
+    def chat_ids(messages, template=None):
+        r = hf.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, chat_template=template)
+        return r["input_ids"] if hasattr(r, "keys") else r
+
+    def gen(pm, ids, n=24):
+        gc = transformers.GenerationConfig(do_sample=False, max_new_tokens=n, eos_token_id=im_end, pad_token_id=0)
+        with torch.no_grad():
+            out = pm.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                              generation_config=gc)
+        return out[0, len(ids):].tolist()
+
+    # Make <|im_end|> the greedy choice where the 8th generated token would be (1.05 × its lm_head row),
+    # so --prompt ends at the end-of-turn token mid-way. The adapter is drawn twice from the same seed.
+    torch.manual_seed(6)
+    probe = get_peft_model(copy.deepcopy(model), lcfg).eval()
+    first = gen(probe, chat_ids([{"role": "user", "content": prompt}]))
+    with torch.no_grad():
+        model.lm_head.weight[im_end] = 1.05 * model.lm_head.weight[first[7]]
+    model.save_pretrained(mdir, safe_serialization=True)
+    torch.manual_seed(6)
+    pm = get_peft_model(model, lcfg).eval()
+    pm.save_pretrained(adir)
+    gen = functools.partial(gen, pm)
+
+    def text(ids):
+        return hf.decode([i for i in ids if i != im_end], skip_special_tokens=True)
+
+    cases = []
+    ids = chat_ids([{"role": "user", "content": prompt}])
+    new = gen(ids)
+    cases.append(dict(args=["--prompt", prompt], prompt_ids=ids, ids=new, stdout=text(new) + "\n"))
+    raw = "LoRA adapters"
+    ids = hf(raw)["input_ids"]
+    new = gen(ids)
+    cases.append(dict(args=["--raw-prompt", raw], prompt_ids=ids, ids=new, stdout=text(new) + "\n"))
+    with open(os.path.join(root, "plain.jinja"), "w") as f:
+        f.write(PLAIN)
+    ids = chat_ids([{"role": "user", "content": prompt}], template=PLAIN)
+    new = gen(ids)
+    cases.append(dict(args=["--prompt", prompt, "--chat-template", "plain.jinja"], prompt_ids=ids, ids=new,
+                      stdout=text(new) + "\n"))
+    # Two turns: the reply's decoded text goes back into the conversation.
+    turns, messages, out = ["Hello!", "Un café, s'il vous plaît."], [], ""
+    for t in turns:
+        messages.append({"role": "user", "content": t})
+        new = gen(chat_ids(messages))
+        messages.append({"role": "assistant", "content": text(new)})
+        out += text(new) + "\n"
+    cases.append(dict(args=["--chat"], stdin="\n".join(turns) + "\n", stdout=out, conversation=messages))
+    with open(os.path.join(root, "cli.json"), "w") as f:
+        json.dump(dict(im_end=im_end, max_new_tokens=24, cases=cases), f, indent=1, ensure_ascii=False)
+    print("cli_chatml", [c["stdout"] for c in cases])
+
+
 if __name__ == "__main__":
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
     for c in CASES:
         make(c)
     make_warpers()
+    make_cli_case()
