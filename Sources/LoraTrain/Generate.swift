@@ -155,19 +155,36 @@ public struct GenerationResult: Sendable {
     public var decodeSeconds: Double
 }
 
-/// Generation on one model: a session whose KV cache spans the model's
-/// max_position_embeddings (or `maxTokens`), reused across calls; a prompt
-/// that extends the previous conversation only runs its new tokens.
+/// Generation on one model. The KV cache grows with the conversation (to the
+/// prompt + max_new_tokens of the longest call, at least doubling) up to
+/// `maxLength` (default: max_position_embeddings, or the sliding window); the
+/// cache is reused across calls, so a prompt that extends the previous
+/// conversation only runs its new tokens.
 public final class Generator {
-    public let session: InferenceSession
+    public let model: LlamaLoRAModel
+    public let maxLength: Int
+    let chunkTokens: Int
+    public private(set) var session: InferenceSession?
 
-    public init(model: LlamaLoRAModel, maxTokens: Int? = nil, chunkTokens: Int = 128) throws {
-        session = try InferenceSession(model: model, maxTokens: maxTokens ?? Self.defaultLength(model.config),
-                                       chunkTokens: chunkTokens)
+    public init(model: LlamaLoRAModel, maxLength: Int? = nil, chunkTokens: Int = 128) throws {
+        self.model = model
+        let limit = min(model.config.maxPositionEmbeddings, model.config.slidingWindow ?? Int.max)
+        if let m = maxLength, m < 2 || m > limit {
+            throw GenerationError.invalidOption("max length \(m) must be in 2...\(limit) (the model's limit)")
+        }
+        self.maxLength = maxLength ?? limit
+        self.chunkTokens = chunkTokens
     }
 
-    static func defaultLength(_ c: ModelConfig) -> Int {
-        min(c.maxPositionEmbeddings, c.slidingWindow ?? Int.max)
+    /// A session that holds `needed` positions (capped at maxLength), keeping the current one when it does.
+    func session(holding needed: Int) throws -> InferenceSession {
+        let want = min(needed, maxLength)
+        if let s = session, s.maxTokens >= want { return s }
+        let size = min(maxLength, max(want, 2 * (session?.maxTokens ?? 0), 16))
+        session = nil  // release the old cache first
+        let s = try InferenceSession(model: model, maxTokens: size, chunkTokens: chunkTokens)
+        session = s
+        return s
     }
 
     /// Generates after `prompt`; `onToken` sees each new token as it is chosen
@@ -180,13 +197,14 @@ public final class Generator {
             throw GenerationError.invalidOption("max_new_tokens must be ≥ 0, got \(options.maxNewTokens)")
         }
         guard !prompt.isEmpty else { throw GenerationError.invalidOption("the prompt is empty") }
-        guard prompt.count < session.maxTokens else {
-            throw GenerationError.promptTooLong(tokens: prompt.count, limit: session.maxTokens)
+        guard prompt.count < maxLength else {
+            throw GenerationError.promptTooLong(tokens: prompt.count, limit: maxLength)
         }
         var sampler = try Sampler(options.sampling)
         var result = GenerationResult(tokens: [], stopReason: .maxNewTokens, promptTokens: prompt.count,
                                       prefilledTokens: 0, prefillSeconds: 0, decodeSeconds: 0)
         if options.maxNewTokens == 0 { return result }
+        let session = try session(holding: prompt.count + options.maxNewTokens)
         // Reuse the cached prefix; at least the last prompt token runs again (its logits are needed).
         var shared = 0
         let cached = session.tokens

@@ -172,19 +172,40 @@ final class GenerateTests: XCTestCase {
     func testCachedPrefixIsReused() throws {
         let gc = try GenerateCase("llama_gqa_untied")
         let gen = try Generator(model: try gc.model())
+        let prompt = gc.runs[1].prompt
+        let first = try gen.generate(prompt: prompt, options: GenerationOptions(maxNewTokens: 20))
+        XCTAssertEqual(first.prefilledTokens, prompt.count)
+        XCTAssertEqual(gen.session?.maxTokens, 25, "sized for prompt + max_new_tokens")
         let opts = GenerationOptions(maxNewTokens: 6)
-        let first = try gen.generate(prompt: gc.runs[1].prompt, options: opts)
-        XCTAssertEqual(first.prefilledTokens, gc.runs[1].prompt.count)
-        let longer = gc.runs[1].prompt + first.tokens + [7, 9]
+        let longer = prompt + first.tokens[0..<6] + [7, 9]
         let second = try gen.generate(prompt: longer, options: opts)
-        XCTAssertEqual(second.prefilledTokens, 2 + 1, "the cache held the prompt and all but the last generated token")
+        XCTAssertEqual(second.prefilledTokens, 2, "the cache held the prompt and the first generated tokens")
         let fresh = try Generator(model: try gc.model()).generate(prompt: longer, options: opts)
         XCTAssertEqual(second.tokens, fresh.tokens)
         // A different conversation: only the shared first token is kept.
-        let other = try gen.generate(prompt: [gc.runs[1].prompt[0], 5, 6], options: opts)
+        let other = try gen.generate(prompt: [prompt[0], 5, 6], options: opts)
         XCTAssertEqual(other.prefilledTokens, 2)
-        let otherFresh = try Generator(model: try gc.model()).generate(prompt: [gc.runs[1].prompt[0], 5, 6], options: opts)
+        let otherFresh = try Generator(model: try gc.model()).generate(prompt: [prompt[0], 5, 6], options: opts)
         XCTAssertEqual(other.tokens, otherFresh.tokens)
+    }
+
+    /// The cache grows (at least doubling) when a conversation outgrows it, up to the model's limit.
+    func testSessionGrowsWithTheConversation() throws {
+        let gc = try GenerateCase("llama_gqa_untied")
+        let gen = try Generator(model: try gc.model())
+        let opts = GenerationOptions(maxNewTokens: 6)
+        let a = try gen.generate(prompt: gc.runs[1].prompt, options: opts)
+        XCTAssertEqual(gen.session?.maxTokens, 16)
+        let longer = gc.runs[1].prompt + a.tokens + [1, 2, 3, 4]
+        let b = try gen.generate(prompt: longer, options: opts)
+        XCTAssertEqual(gen.session?.maxTokens, 32)
+        XCTAssertEqual(b.prefilledTokens, longer.count, "a new cache runs the whole prompt")
+        XCTAssertEqual(b.tokens, try Generator(model: try gc.model()).generate(prompt: longer, options: opts).tokens)
+        _ = try gen.generate(prompt: longer, options: GenerationOptions(maxNewTokens: 1000))
+        XCTAssertEqual(gen.session?.maxTokens, 64, "capped at max_position_embeddings")
+        XCTAssertThrowsError(try Generator(model: try gc.model(), maxLength: 65)) { e in
+            XCTAssertTrue("\(e)".contains("must be in 2...64"), "\(e)")
+        }
     }
 
     func testSamplingIsSeededAndTopKOneIsGreedy() throws {
