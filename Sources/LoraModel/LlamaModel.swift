@@ -91,29 +91,35 @@ public final class LlamaLoRAModel {
 
     // MARK: loading
 
+    /// `modelDirectory`: a Hugging Face model directory, or a GGUF file.
     public convenience init(modelDirectory: String, lora: LoraConfig, context: ComputeContext) throws {
-        let config = try ModelConfig.load(directory: modelDirectory)
-        let store = try CheckpointStore(directory: modelDirectory)
-        try self.init(config: config, checkpoint: store, lora: lora, context: context)
+        let (config, source) = try ModelSource.open(modelDirectory)
+        try self.init(config: config, checkpoint: source, lora: lora, context: context)
     }
 
-    public init(config c: ModelConfig, checkpoint: CheckpointStore, lora: LoraConfig, context ctx: ComputeContext) throws {
+    public init(config c: ModelConfig, checkpoint: CheckpointSource, lora: LoraConfig, context ctx: ComputeContext) throws {
         self.ctx = ctx
         self.config = c
         self.lora = lora
         let H = c.hiddenSize, V = c.vocabSize
 
         func load(_ name: String, _ shape: [Int]) throws -> DeviceBuffer<Float> {
-            let t = try checkpoint.tensor(name, shape: shape)
-            let out = try ctx.buffer(count: t.info.count)
-            switch t.info.dtype {
-            case .f32: try out.write(raw: t.bytes)
-            case .f16, .bf16:
-                let raw = try DeviceBuffer<UInt16>(queue: ctx.queue, count: t.info.count)
-                try raw.write(raw: t.bytes)
-                try ctx.convertHalf(raw, to: out, count: t.info.count, bfloat: t.info.dtype == .bf16)
+            let count = shape.reduce(1, *)
+            let out = try ctx.buffer(count: count)
+            switch try checkpoint.checkpointTensor(name, shape: shape) {
+            case .floats(let values):
+                guard values.count == count else {
+                    throw CheckpointError.tensor(path: checkpoint.location, name: name, reason: "\(values.count) values for shape \(shape)")
+                }
+                try out.write(values)
+            case .raw(.f32, let bytes): try out.write(raw: bytes)
+            case .raw(let dtype, let bytes) where dtype == .f16 || dtype == .bf16:
+                let raw = try DeviceBuffer<UInt16>(queue: ctx.queue, count: count)
+                try raw.write(raw: bytes)
+                try ctx.convertHalf(raw, to: out, count: count, bfloat: dtype == .bf16)
                 try ctx.finish()
-            default: preconditionFailure()
+            case .raw(let dtype, _):
+                throw CheckpointError.tensor(path: checkpoint.location, name: name, reason: "dtype \(dtype.rawValue); supported: F32, F16, BF16")
             }
             return out
         }

@@ -1,0 +1,337 @@
+import Foundation
+
+// MARK: the checkpoint abstraction
+
+/// One tensor as a checkpoint hands it over: little-endian F32/F16/BF16
+/// bytes (valid while the source lives), or fp32 values already on the host.
+public enum CheckpointTensor {
+    case raw(dtype: DType, bytes: UnsafeRawBufferPointer)
+    case floats([Float])
+
+    /// The values as fp32 on the host.
+    public func floats(path: String, name: String) throws -> [Float] {
+        switch self {
+        case .floats(let v): return v
+        case .raw(let dtype, let bytes): return try SafeTensorsFile.toFloat(bytes, dtype: dtype, path: path, name: name)
+        }
+    }
+}
+
+/// Where a model's weights come from, by Hugging Face name: a safetensors
+/// directory (`CheckpointStore`) or a llama.cpp GGUF file (`GGUFCheckpoint`).
+public protocol CheckpointSource: AnyObject {
+    /// The directory or file, for messages.
+    var location: String { get }
+    func contains(_ name: String) -> Bool
+    /// The tensor `name` (an HF name), after checking it has `shape` (row-major).
+    func checkpointTensor(_ name: String, shape: [Int]) throws -> CheckpointTensor
+}
+
+extension CheckpointSource {
+    /// The tensor as fp32 on the host.
+    public func hostFloats(_ name: String, shape: [Int]) throws -> [Float] {
+        try checkpointTensor(name, shape: shape).floats(path: location, name: name)
+    }
+}
+
+extension CheckpointStore: CheckpointSource {
+    public var location: String { directory }
+    public func contains(_ name: String) -> Bool { info(name) != nil }
+    public func checkpointTensor(_ name: String, shape: [Int]) throws -> CheckpointTensor {
+        let t = try tensor(name, shape: shape)
+        return .raw(dtype: t.info.dtype, bytes: t.bytes)
+    }
+}
+
+/// A model on disk: a Hugging Face directory, or a `.gguf` file.
+public enum ModelSource {
+    /// The config and the weights of the model at `path` (a directory with
+    /// config.json and safetensors, or a GGUF file).
+    public static func open(_ path: String) throws -> (config: ModelConfig, checkpoint: CheckpointSource) {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue {
+            let g = try GGUFCheckpoint(path: path)
+            return (g.config, g)
+        }
+        return (try ModelConfig.load(directory: path), try CheckpointStore(directory: path))
+    }
+
+    /// Whether `path` names a single file (a GGUF) rather than a model directory.
+    public static func isFile(_ path: String) -> Bool {
+        var isDir: ObjCBool = false
+        return FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && !isDir.boolValue
+    }
+}
+
+// MARK: GGUF as a checkpoint
+
+/// A GGUF model file read as a Hugging Face checkpoint: llama.cpp's tensor
+/// names mapped to transformers', tensors dequantized to fp32 at load, and
+/// llama.cpp's rotary permutation of q and k undone (as transformers'
+/// GGUF loader does).
+public final class GGUFCheckpoint: CheckpointSource {
+    public let file: GGUFFile
+    public let config: ModelConfig
+    /// Whether q/k rows are in llama.cpp's interleaved rotary order (the "llama" architecture).
+    let permutedQK: Bool
+
+    public var location: String { file.path }
+
+    public convenience init(path: String) throws {
+        try self.init(file: try GGUFFile(path: path))
+    }
+
+    public init(file: GGUFFile) throws {
+        self.file = file
+        config = try ModelConfig.load(gguf: file)
+        permutedQK = (try? file.string("general.architecture")) == "llama"
+    }
+
+    /// llama.cpp's name for an HF tensor name, or nil for a name it has no tensor for.
+    public static func ggufName(_ hf: String) -> String? {
+        switch hf {
+        case "model.embed_tokens.weight": return "token_embd.weight"
+        case "model.norm.weight": return "output_norm.weight"
+        case "lm_head.weight": return "output.weight"
+        default: break
+        }
+        let parts = hf.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count >= 5, parts[0] == "model", parts[1] == "layers", let layer = Int(parts[2]), layer >= 0,
+              let leaf = parts.last, leaf == "weight" || leaf == "bias" else { return nil }
+        let module = parts[3..<(parts.count - 1)].joined(separator: ".")
+        let names = ["self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+                     "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+                     "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"]
+        guard let g = names[module] else { return nil }
+        return "blk.\(layer).\(g).\(leaf)"
+    }
+
+    public func contains(_ name: String) -> Bool { Self.ggufName(name).map { file.tensors[$0] != nil } ?? false }
+
+    /// GGUF tensors the model does not read (e.g. `rope_freqs.weight`, or biases
+    /// the config has no place for), as transformers' loader also skips them.
+    public var unusedTensors: [String] {
+        guard let plan = try? AdapterPlan(config: config, lora: LoraConfig()) else { return [] }
+        var used: Set<String> = ["token_embd.weight", "output_norm.weight"]
+        if !config.tieWordEmbeddings { used.insert("output.weight") }
+        for s in plan.linears where s.path != "lm_head" {
+            if let g = Self.ggufName(s.path + ".weight") { used.insert(g) }
+            if s.hasBias, let g = Self.ggufName(s.path + ".bias") { used.insert(g) }
+        }
+        for l in 0..<config.numLayers { used.formUnion(["blk.\(l).attn_norm.weight", "blk.\(l).ffn_norm.weight"]) }
+        return file.tensorNames.filter { !used.contains($0) }
+    }
+
+    public func checkpointTensor(_ name: String, shape: [Int]) throws -> CheckpointTensor {
+        guard let g = Self.ggufName(name), let info = file.tensors[g] else {
+            throw CheckpointError.missingTensor(name: name + (Self.ggufName(name).map { " (GGUF '\($0)')" } ?? ""), searched: file.path)
+        }
+        guard info.shape == shape else {
+            throw GGUFError.tensor(path: file.path, name: g, reason: "shape \(info.shape) (ggml dims \(info.dims)) but the config implies \(shape)")
+        }
+        var values = try file.floats(g)
+        if permutedQK {
+            if g.hasSuffix(".attn_q.weight") || g.hasSuffix(".attn_q.bias") {
+                values = Self.unpermuteRows(values, rows: shape[0], heads: config.numHeads)
+            } else if g.hasSuffix(".attn_k.weight") || g.hasSuffix(".attn_k.bias") {
+                values = Self.unpermuteRows(values, rows: shape[0], heads: config.numKVHeads)
+            }
+        }
+        return .floats(values)
+    }
+
+    /// Undoes llama.cpp's q/k permutation: within each head of `rows / heads`
+    /// rows, GGUF row i·2 + j holds HF row j·(d/2) + i (d the head's rows),
+    /// as transformers' reverse_permute_weights computes it.
+    static func unpermuteRows(_ w: [Float], rows: Int, heads: Int) -> [Float] {
+        guard heads > 0, rows % heads == 0, (rows / heads) % 2 == 0, rows > 0 else { return w }
+        let cols = w.count / rows, d = rows / heads, half = d / 2
+        var out = w
+        for h in 0..<heads {
+            for i in 0..<half {
+                for j in 0..<2 {
+                    let src = (h * d + i * 2 + j) * cols, dst = (h * d + j * half + i) * cols
+                    for c in 0..<cols { out[dst + c] = w[src + c] }
+                }
+            }
+        }
+        return out
+    }
+}
+
+// MARK: the config from GGUF metadata
+
+extension ModelConfig {
+    /// The config a GGUF file's `<arch>.*` metadata describes, as transformers'
+    /// GGUF loader builds it (tied when the file has no `output.weight`).
+    public static func load(gguf f: GGUFFile) throws -> ModelConfig {
+        let json = try hfConfig(gguf: f)
+        let data = try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys])
+        return try parse(data, path: f.path)
+    }
+
+    /// config.json's fields for a GGUF model (what merge writes for a GGUF base).
+    public static func hfConfig(gguf f: GGUFFile) throws -> [String: Any] {
+        let arch = try f.string("general.architecture")
+        let hfArch: Architecture
+        switch arch {
+        // llama.cpp writes Mistral as "llama" too; transformers loads every such file as Llama (its
+        // general.name == "mistral" branch needs a gguf-py model type that does not exist), and so do we.
+        // The difference is Mistral's 4096-token sliding window, which GGUF does not record.
+        case "llama": hfArch = .llama
+        case "qwen2": hfArch = .qwen2
+        default:
+            throw GGUFError.metadata(path: f.path, key: "general.architecture",
+                                     reason: "'\(arch)' is not supported; supported: llama, qwen2")
+        }
+        func required(_ k: String) throws -> Int {
+            guard let v = try f.int(arch + "." + k) else {
+                throw GGUFError.metadata(path: f.path, key: arch + "." + k, reason: "missing")
+            }
+            return v
+        }
+        var c: [String: Any] = [
+            "architectures": [hfArch.rawValue],
+            "model_type": hfArch.prefix.lowercased(),
+            "hidden_size": try required("embedding_length"),
+            "num_hidden_layers": try required("block_count"),
+            "intermediate_size": try required("feed_forward_length"),
+            "num_attention_heads": try required("attention.head_count"),
+            "hidden_act": "silu",
+            "tie_word_embeddings": f.tensors["output.weight"] == nil,
+            "torch_dtype": "float32",
+        ]
+        if let kv = try f.int(arch + ".attention.head_count_kv") { c["num_key_value_heads"] = kv }
+        if let e = try f.double(arch + ".attention.layer_norm_rms_epsilon") { c["rms_norm_eps"] = e }
+        c["rope_theta"] = try f.double(arch + ".rope.freq_base") ?? 10000.0
+        if let n = try f.int(arch + ".context_length") { c["max_position_embeddings"] = n }
+        else { c["max_position_embeddings"] = hfArch == .llama ? 2048 : 32768 }
+        // rope.dimension_count is the head size for llama/mistral only (transformers ignores it for qwen2).
+        if arch == "llama", let hd = try f.int(arch + ".rope.dimension_count") { c["head_dim"] = hd }
+        if let v = try f.int(arch + ".vocab_size") { c["vocab_size"] = v }
+        else if let tokens = f.metadata["tokenizer.ggml.tokens"]?.array { c["vocab_size"] = tokens.count }
+        else { throw GGUFError.metadata(path: f.path, key: "tokenizer.ggml.tokens", reason: "missing, and no \(arch).vocab_size") }
+        for (key, field) in [("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"),
+                             ("padding_token_id", "pad_token_id")] {
+            if let id = try f.int("tokenizer.ggml." + key) { c[field] = id }
+        }
+        return c
+    }
+}
+
+// MARK: dequantization
+
+/// ggml's block formats, dequantized to fp32 with the same fp32 operations
+/// in the same order as ggml's reference dequantizers (and gguf-py's).
+enum GGMLDequantize {
+    @inline(__always) static func half(_ p: UnsafeRawBufferPointer, _ o: Int) -> Float {
+        Float(Float16(bitPattern: UInt16(littleEndian: p.loadUnaligned(fromByteOffset: o, as: UInt16.self))))
+    }
+
+    static func floats(_ raw: UnsafeRawBufferPointer, type: GGMLType, count n: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: n)
+        let (be, bb) = type.blockLayout
+        out.withUnsafeMutableBufferPointer { o in
+            switch type {
+            case .f32:
+                for i in 0..<n { o[i] = Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
+            case .f16:
+                for i in 0..<n { o[i] = half(raw, 2 * i) }
+            case .bf16:
+                for i in 0..<n {
+                    o[i] = Float(bitPattern: UInt32(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16)
+                }
+            default:
+                for b in 0..<(n / be) {
+                    let blk = UnsafeRawBufferPointer(rebasing: raw[(b * bb)..<((b + 1) * bb)])
+                    let dst = UnsafeMutableBufferPointer(rebasing: o[(b * be)..<((b + 1) * be)])
+                    block(blk, type: type, into: dst)
+                }
+            }
+        }
+        return out
+    }
+
+    /// One block. Layouts (bytes): Q4_0 d·f16, qs[16] (element j < 16 the low
+    /// nibble of qs[j], j ≥ 16 the high nibble of qs[j-16]), x = d·(q − 8);
+    /// Q4_1 d, m, qs[16], x = d·q + m; Q5_0 d, qh·u32, qs[16], the fifth bit of
+    /// element j is bit j of qh, x = d·(q − 16); Q5_1 d, m, qh, qs, x = d·q + m;
+    /// Q8_0 d, qs·i8[32], x = q·d; Q4_K d, dmin, scales[12] (eight 6-bit scale
+    /// and min pairs), qs[128] (32-byte chunks, sub-blocks low then high
+    /// nibbles), x = (d·sc)·q − dmin·m; Q5_K adds qh[32] (bit s of qh[j] for
+    /// sub-block s) before qs; Q6_K ql[128], qh[64], scales·i8[16], d,
+    /// x = (d·scale)·(q − 32).
+    static func block(_ p: UnsafeRawBufferPointer, type: GGMLType, into o: UnsafeMutableBufferPointer<Float>) {
+        switch type {
+        case .q4_0:
+            let d = half(p, 0)
+            for j in 0..<16 {
+                let q = p[2 + j]
+                o[j] = d * Float(Int8(q & 0x0F) - 8)
+                o[j + 16] = d * Float(Int8(q >> 4) - 8)
+            }
+        case .q4_1:
+            let d = half(p, 0), m = half(p, 2)
+            for j in 0..<16 {
+                let q = p[4 + j]
+                o[j] = d * Float(q & 0x0F) + m
+                o[j + 16] = d * Float(q >> 4) + m
+            }
+        case .q5_0, .q5_1:
+            let hasMin = type == .q5_1
+            let d = half(p, 0), m: Float = hasMin ? half(p, 2) : 0
+            let qhOff = hasMin ? 4 : 2
+            let qh = UInt32(littleEndian: p.loadUnaligned(fromByteOffset: qhOff, as: UInt32.self))
+            for j in 0..<32 {
+                let byte = p[qhOff + 4 + (j % 16)]
+                let lo = j < 16 ? byte & 0x0F : byte >> 4
+                let q = lo | UInt8((qh >> UInt32(j)) & 1) << 4
+                o[j] = hasMin ? d * Float(q) + m : d * Float(Int8(q) - 16)
+            }
+        case .q8_0:
+            let d = half(p, 0)
+            for j in 0..<32 { o[j] = Float(Int8(bitPattern: p[2 + j])) * d }
+        case .q4_K, .q5_K:
+            let d = half(p, 0), dmin = half(p, 2)
+            let (sc, mn) = kScaleMin(p, 4)
+            let hasHigh = type == .q5_K
+            let qsOff = hasHigh ? 48 : 16
+            for s in 0..<8 {
+                let ds = d * Float(sc[s]), dm = dmin * Float(mn[s])
+                for j in 0..<32 {
+                    let byte = p[qsOff + 32 * (s / 2) + j]
+                    var q = s % 2 == 0 ? byte & 0x0F : byte >> 4
+                    if hasHigh { q |= ((p[16 + j] >> UInt8(s)) & 1) << 4 }
+                    o[32 * s + j] = ds * Float(q) - dm
+                }
+            }
+        case .q6_K:
+            let d = half(p, 208)
+            for e in 0..<256 {
+                let h = e / 128, r = e % 128
+                let lo = (p[h * 64 + r % 64] >> UInt8(4 * (r / 64))) & 0x0F
+                let hi = (p[128 + h * 32 + r % 32] >> UInt8(2 * (r / 32))) & 0x03
+                let q = Int8(lo | hi << 4) - 32
+                let scale = Float(Int8(bitPattern: p[192 + e / 16]))
+                o[e] = (d * scale) * Float(q)
+            }
+        default:
+            preconditionFailure("GGMLDequantize.block: \(type.name) is not in GGMLType.supported")
+        }
+    }
+
+    /// Q4_K / Q5_K's 12 scale bytes: scale s < 4 is the low 6 bits of byte s,
+    /// min s < 4 the low 6 bits of byte s+4; for s ≥ 4, the low (scale) and
+    /// high (min) nibbles of byte s+4 with the top two bits of bytes s−4 and s.
+    static func kScaleMin(_ p: UnsafeRawBufferPointer, _ off: Int) -> ([UInt8], [UInt8]) {
+        var sc = [UInt8](repeating: 0, count: 8), mn = sc
+        for i in 0..<4 {
+            let dB = p[off + i], mB = p[off + 4 + i], mdB = p[off + 8 + i]
+            sc[i] = dB & 0x3F
+            mn[i] = mB & 0x3F
+            sc[4 + i] = (mdB & 0x0F) | ((dB >> 2) & 0x30)
+            mn[4 + i] = (mdB >> 4) | ((mB >> 2) & 0x30)
+        }
+        return (sc, mn)
+    }
+}

@@ -1,0 +1,252 @@
+import Foundation
+
+/// The Hugging Face tokenizer files a GGUF file's `tokenizer.ggml.*` metadata
+/// describes, built as transformers' GGUF tokenizer converter builds them:
+///   - model "gpt2": byte-level BPE with the file's merges; tokens spelled in
+///     the byte alphabet; the split regex chosen by `tokenizer.ggml.pre`
+///     (GPT-2's built-in one when the name is not in the table);
+///   - model "llama": SentencePiece-style BPE with byte fallback, the merges
+///     from the file or recovered from the vocabulary and scores, a
+///     Metaspace pre-tokenizer (prepend "▁" to the first word);
+/// control tokens (token_type 3) and the named bos/eos/unk/pad tokens become
+/// special added tokens, user-defined ones (4) plain added tokens; BOS/EOS
+/// are added by a TemplateProcessing post-processor per add_bos/add_eos_token.
+public struct GGUFTokenizerFiles {
+    /// tokenizer.json, in the `tokenizers` library's format.
+    public let tokenizerJSON: Data
+    /// tokenizer_config.json (special tokens, add_bos/eos_token, chat_template).
+    public let tokenizerConfig: Data
+    public let tokenizerObject: [String: Any]
+    public let configObject: [String: Any]
+}
+
+/// The split regexes transformers uses for a `tokenizer.ggml.pre` name (those llama.cpp's pre-tokenizers use).
+enum GGUFPreTokenizer {
+    static let llama3 = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
+    static let qwen2 = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
+    static let qwen35 = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
+    static let tekken = #"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
+    static let gpt4o = #"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
+
+    static let splits: [String: String] = [
+        "llama3": llama3, "llama-v3": llama3, "llama-bpe": llama3, "falcon3": llama3, "falcon-h1": llama3,
+        "pixtral": llama3, "midm-2.0": llama3, "lfm2": llama3, "jina-v5-nano": llama3, "dbrx": llama3,
+        "smaug-bpe": llama3, "tekken": tekken, "qwen2": qwen2, "deepseek-r1-qwen": qwen2, "kormo": qwen2,
+        "f2llmv2": qwen2, "megrez": qwen2, "qwen35": qwen35, "gpt-4o": gpt4o, "llama4": gpt4o, "kanana2": gpt4o,
+        "talkie": gpt4o, "minimax-m2": gpt4o,
+    ]
+}
+
+/// GPT-2's byte-to-unicode table: printable bytes stand for themselves, the
+/// rest map to U+0100 onwards, in byte order.
+enum ByteLevelAlphabet {
+    static let table: [Character] = {
+        var printable = Set<Int>()
+        for r in [33...126, 161...172, 174...255] { for b in r { printable.insert(b) } }
+        var out = [Character](repeating: " ", count: 256)
+        var next = 256
+        for b in 0..<256 {
+            if printable.contains(b) { out[b] = Character(UnicodeScalar(UInt8(b))) }
+            else { out[b] = Character(UnicodeScalar(UInt32(next))!); next += 1 }
+        }
+        return out
+    }()
+    static let scalars: Set<UnicodeScalar> = Set(table.flatMap { $0.unicodeScalars })
+
+    static func isSpelled(_ s: String) -> Bool { s.unicodeScalars.allSatisfy { scalars.contains($0) } }
+    static func spell(_ s: String) -> String { String(s.utf8.map { table[Int($0)] }) }
+}
+
+extension GGUFFile {
+    /// tokenizer.json and tokenizer_config.json for this file's tokenizer.
+    public func tokenizerFiles() throws -> GGUFTokenizerFiles {
+        let model = try string("tokenizer.ggml.model")
+        guard let tokens = metadata["tokenizer.ggml.tokens"]?.strings,
+              tokens.count == metadata["tokenizer.ggml.tokens"]?.array?.count, !tokens.isEmpty else {
+            throw GGUFError.metadata(path: path, key: "tokenizer.ggml.tokens", reason: "missing or not a non-empty array of strings")
+        }
+        var types: [Int] = []
+        if let tt = metadata["tokenizer.ggml.token_type"] {
+            guard let a = tt.array, a.count == tokens.count, case let ints = a.compactMap(\.int), ints.count == a.count else {
+                throw GGUFError.metadata(path: path, key: "tokenizer.ggml.token_type", reason: "must be \(tokens.count) integers")
+            }
+            types = ints
+        }
+        func tokenID(_ key: String) throws -> Int? {
+            guard let id = try int("tokenizer.ggml." + key) else { return nil }
+            guard id >= 0, id < tokens.count else {
+                throw GGUFError.metadata(path: path, key: "tokenizer.ggml." + key, reason: "id \(id) is outside the \(tokens.count)-token vocabulary")
+            }
+            return id
+        }
+        var fileMerges: [(String, String)]? = nil
+        if let m = metadata["tokenizer.ggml.merges"] {
+            guard let list = m.strings, list.count == m.array?.count else {
+                throw GGUFError.metadata(path: path, key: "tokenizer.ggml.merges", reason: "must be an array of strings")
+            }
+            fileMerges = try list.enumerated().map { i, s in
+                let parts = s.split(separator: " ", omittingEmptySubsequences: false)
+                guard parts.count == 2 else {
+                    throw GGUFError.metadata(path: path, key: "tokenizer.ggml.merges", reason: "entry \(i) '\(s)' is not two tokens separated by one space")
+                }
+                return (String(parts[0]), String(parts[1]))
+            }
+        }
+
+        let byteLevel: Bool
+        var vocabTokens = tokens
+        var merges: [(String, String)]
+        var modelObj: [String: Any]
+        var preTokenizer: Any
+        let decoder: Any
+        switch model {
+        case "gpt2":
+            byteLevel = true
+            vocabTokens = tokens.map { ByteLevelAlphabet.isSpelled($0) ? $0 : ByteLevelAlphabet.spell($0) }
+            guard let fm = fileMerges else {
+                throw GGUFError.metadata(path: path, key: "tokenizer.ggml.merges", reason: "missing (a \"gpt2\" tokenizer needs its merges)")
+            }
+            merges = fm
+            modelObj = ["type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "continuing_subword_prefix": "",
+                        "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false, "ignore_merges": false]
+            preTokenizer = ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true] as [String: Any]
+            decoder = ["type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true] as [String: Any]
+        case "llama":
+            byteLevel = false
+            if let fm = fileMerges { merges = fm } else {
+                guard let sv = metadata["tokenizer.ggml.scores"]?.array, sv.count == tokens.count,
+                      case let scores = sv.compactMap(\.double), scores.count == tokens.count else {
+                    throw GGUFError.metadata(path: path, key: "tokenizer.ggml.scores",
+                                             reason: "missing or not \(tokens.count) numbers (needed to recover the merges)")
+                }
+                merges = Self.sentencePieceMerges(tokens: tokens, scores: scores)
+            }
+            modelObj = ["type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "continuing_subword_prefix": NSNull(),
+                        "end_of_word_suffix": NSNull(), "fuse_unk": true, "byte_fallback": true, "ignore_merges": false]
+            preTokenizer = ["type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": "first", "split": false] as [String: Any]
+            decoder = ["type": "Sequence", "decoders": [
+                ["type": "Replace", "pattern": ["String": "\u{2581}"], "content": " "] as [String: Any],
+                ["type": "ByteFallback"], ["type": "Fuse"],
+                ["type": "Strip", "content": " ", "start": 1, "stop": 0] as [String: Any],
+            ]] as [String: Any]
+        default:
+            throw GGUFError.metadata(path: path, key: "tokenizer.ggml.model", reason: "'\(model)' is not supported; supported: gpt2, llama")
+        }
+        // A split regex named by tokenizer.ggml.pre replaces the pre-tokenizer, whatever the model (as transformers does).
+        if let pre = try? string("tokenizer.ggml.pre"), let regex = GGUFPreTokenizer.splits[pre] {
+            preTokenizer = ["type": "Sequence", "pretokenizers": [
+                ["type": "Split", "pattern": ["Regex": regex], "behavior": "Isolated", "invert": false] as [String: Any],
+                ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false],
+            ]] as [String: Any]
+        }
+        var vocab: [String: Int] = [:]
+        for (i, t) in vocabTokens.enumerated() { vocab[t] = i }
+        modelObj["vocab"] = vocab
+        modelObj["merges"] = merges.map { [$0.0, $0.1] }
+
+        // Special tokens named by id.
+        let bos = try tokenID("bos_token_id"), eos = try tokenID("eos_token_id")
+        let unk = try tokenID("unknown_token_id"), pad = try tokenID("padding_token_id")
+        let addBOS = try bool("tokenizer.ggml.add_bos_token") ?? (model == "llama")
+        let addEOS = try bool("tokenizer.ggml.add_eos_token") ?? false
+
+        // Added tokens: control ones special (byte-level: only those spelled in the byte alphabet),
+        // the named ones special, user-defined ones plain.
+        var added: [Int: (content: String, special: Bool)] = [:]
+        for (i, t) in tokens.enumerated() where i < types.count && types[i] == 3 {
+            if !byteLevel || ByteLevelAlphabet.isSpelled(t) { added[i] = (t, true) }
+        }
+        for id in [unk, bos, eos, pad].compactMap({ $0 }) {
+            let t = tokens[id]
+            if let v = vocab[t] { added[v] = (t, true) }
+        }
+        for (i, t) in tokens.enumerated() where i < types.count && types[i] == 4 {
+            if let v = vocab[t], added[v] == nil { added[v] = (t, false) }
+        }
+        let addedTokens: [[String: Any]] = added.keys.sorted().map { id in
+            ["id": id, "content": added[id]!.content, "single_word": false, "lstrip": false, "rstrip": false,
+             "normalized": false, "special": added[id]!.special]
+        }
+
+        // Post-processor: BOS / EOS around each sequence.
+        var single: [[String: Any]] = [], pair: [[String: Any]] = []
+        var specials: [String: Any] = [:]
+        func special(_ id: Int?, _ typeID: Int) -> [String: Any]? {
+            guard let id else { return nil }
+            let t = tokens[id]
+            specials[t] = ["id": t, "ids": [id], "tokens": [t]]
+            return ["SpecialToken": ["id": t, "type_id": typeID]]
+        }
+        if addBOS, let s = special(bos, 0) { single.append(s); pair.append(s) }
+        single.append(["Sequence": ["id": "A", "type_id": 0]])
+        pair.append(["Sequence": ["id": "A", "type_id": 0]])
+        if addEOS, let s = special(eos, 0) { single.append(s); pair.append(s) }
+        if addBOS, let s = special(bos, 1) { pair.append(s) }
+        pair.append(["Sequence": ["id": "B", "type_id": 1]])
+        if addEOS, let s = special(eos, 1) { pair.append(s) }
+        let post: [String: Any] = ["type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials]
+
+        let tokenizer: [String: Any] = [
+            "version": "1.0", "truncation": NSNull(), "padding": NSNull(), "added_tokens": addedTokens,
+            "normalizer": NSNull(), "pre_tokenizer": preTokenizer, "post_processor": post, "decoder": decoder,
+            "model": modelObj,
+        ]
+        func name(_ id: Int?) -> Any { id.map { tokens[$0] as Any } ?? NSNull() }
+        var config: [String: Any] = [
+            "add_bos_token": addBOS, "add_eos_token": addEOS, "bos_token": name(bos), "eos_token": name(eos),
+            "unk_token": name(unk), "pad_token": name(pad), "clean_up_tokenization_spaces": false,
+            "tokenizer_class": "PreTrainedTokenizerFast",
+        ]
+        if let arch = try? string("general.architecture"), let n = try int(arch + ".context_length") { config["model_max_length"] = n }
+        if let t = metadata["tokenizer.chat_template"] {
+            guard let s = t.string else { throw GGUFError.metadata(path: path, key: "tokenizer.chat_template", reason: "must be a string") }
+            config["chat_template"] = s
+        }
+        let opts: JSONSerialization.WritingOptions = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return GGUFTokenizerFiles(tokenizerJSON: try JSONSerialization.data(withJSONObject: tokenizer, options: opts),
+                                  tokenizerConfig: try JSONSerialization.data(withJSONObject: config, options: opts),
+                                  tokenizerObject: tokenizer, configObject: config)
+    }
+
+    /// Merges recovered from a SentencePiece vocabulary, as transformers'
+    /// generate_merges does with scores: every split of every token into two
+    /// vocabulary tokens (per token ordered by the parts' ids), then all of
+    /// them ordered by the token's score, then the parts' lengths in code
+    /// points, all descending, ties kept in that order.
+    public static func sentencePieceMerges(tokens: [String], scores: [Double]) -> [(String, String)] {
+        var vocab: [String: Int] = [:]
+        for (i, t) in tokens.enumerated() { vocab[t] = i }
+        // Python's dict(zip(tokens, scores)): first position, last value.
+        var scoreOf: [String: Double] = [:]
+        var order: [String] = []
+        for (t, s) in zip(tokens, scores) {
+            if scoreOf[t] == nil { order.append(t) }
+            scoreOf[t] = s
+        }
+        struct Candidate { let l: String, r: String, score: Double, ll: Int, lr: Int, seq: Int }
+        var all: [Candidate] = []
+        for t in order {
+            let scalars = Array(t.unicodeScalars)
+            guard scalars.count > 1 else { continue }
+            var local: [(String, String, Int, Int)] = []
+            for i in 1..<scalars.count {
+                var l = String.UnicodeScalarView(), r = String.UnicodeScalarView()
+                l.append(contentsOf: scalars[..<i])
+                r.append(contentsOf: scalars[i...])
+                let ls = String(l), rs = String(r)
+                if let li = vocab[ls], let ri = vocab[rs] { local.append((ls, rs, li, ri)) }
+            }
+            local.sort { ($0.2, $0.3) < ($1.2, $1.3) }
+            for (ls, rs, _, _) in local {
+                all.append(Candidate(l: ls, r: rs, score: scoreOf[t]!, ll: ls.unicodeScalars.count, lr: rs.unicodeScalars.count, seq: all.count))
+            }
+        }
+        all.sort { a, b in
+            if a.score != b.score { return a.score > b.score }
+            if a.ll != b.ll { return a.ll > b.ll }
+            if a.lr != b.lr { return a.lr > b.lr }
+            return a.seq < b.seq
+        }
+        return all.map { ($0.l, $0.r) }
+    }
+}

@@ -1,0 +1,78 @@
+import Foundation
+
+// Hugging Face chat templates, rendered as transformers'
+// apply_chat_template(messages, tokenize=False, add_generation_prompt=...) renders them:
+// Jinja2 with trim_blocks, lstrip_blocks and loop controls; globals raise_exception, strftime_now,
+// namespace, dict, range; the tojson filter as json.dumps(ensure_ascii=False).
+
+/// A template syntax or render error. `isRaised` marks errors from the template's raise_exception(msg),
+/// whose `message` is exactly msg.
+public struct ChatTemplateError: Error, CustomStringConvertible, Sendable {
+    public let template: String
+    public let line: Int
+    public let column: Int
+    public let message: String
+    public let isRaised: Bool
+
+    public var description: String { "\(template):\(line):\(column): \(message)" }
+}
+
+public struct ChatTemplate: Sendable {
+    public let name: String
+    let nodes: [Node]
+    /// Tests only: strftime_now() formats this instant (seconds since the epoch) as UTC wall-clock time
+    /// instead of the local current time.
+    var fixedNowUTC: Int?
+
+    /// Parses `source`; syntax errors throw ChatTemplateError with the template's line and column.
+    public init(source: String, name: String = "chat_template") throws {
+        self.name = name
+        do {
+            let (tokens, _) = try Lexer.tokenize(source)
+            var parser = Parser(tokens: tokens)
+            nodes = try parser.parseTemplate()
+        } catch let e as TemplateSyntaxError {
+            throw ChatTemplateError(template: name, line: e.loc.line, column: e.loc.column, message: e.message, isRaised: false)
+        }
+    }
+
+    /// Renders the conversation. `variables` carries bos_token, eos_token and other special tokens,
+    /// `tools`, and any extra template arguments (e.g. date_string). As in transformers, `tools` and
+    /// `documents` are None unless given, message keys whose value is null are dropped, and a message's
+    /// reasoning (reasoning_content / thinking / reasoning) is also exposed under `thinking` and
+    /// `reasoning_content`.
+    public func render(messages: [JSONValue], addGenerationPrompt: Bool, variables: [String: JSONValue] = [:]) throws -> String {
+        let globals = Scope(parent: nil)
+        for (k, v) in Builtins.globals(fixedNowUTC: fixedNowUTC) { globals.vars[k] = v }
+        let context = Scope(parent: globals)
+        context.vars["tools"] = Value.none
+        context.vars["documents"] = Value.none
+        for (k, v) in variables { context.vars[k] = Value(json: v) }
+        context.vars["messages"] = .list(messages.map { ChatTemplate.prepareMessage($0) })
+        context.vars["add_generation_prompt"] = .bool(addGenerationPrompt)
+        let interp = Interpreter()
+        do {
+            return try interp.render(nodes, Scope(parent: context))
+        } catch let e as JinjaError {
+            throw ChatTemplateError(template: name, line: e.loc.line, column: e.loc.column, message: e.message, isRaised: e.isRaised)
+        } catch let f as RuntimeFailure {
+            throw ChatTemplateError(template: name, line: 0, column: 0, message: f.message, isRaised: f.isRaised)
+        }
+    }
+
+    static let reasoningFields = ["reasoning_content", "thinking", "reasoning"]
+
+    /// transformers' message normalization: drop null-valued keys; alias reasoning fields.
+    static func prepareMessage(_ m: JSONValue) -> Value {
+        guard case .object(let o) = m else { return Value(json: m) }
+        var kept = JSONObject(o.pairs.filter { !$0.1.isNull })
+        if let reasoning = reasoningFields.lazy.compactMap({ kept[$0] }).first {
+            // {"thinking": r, **message, "reasoning_content": r}
+            var aliased = JSONObject([("thinking", reasoning)])
+            for (k, v) in kept.pairs { aliased[k] = v }
+            aliased["reasoning_content"] = reasoning
+            kept = aliased
+        }
+        return Value(json: .object(kept))
+    }
+}
