@@ -19,7 +19,8 @@ FILE and a two-turn --chat, each from transformers' greedy generate stopping
 at <|im_end|> and decoded with skip_special_tokens=True.
 
 Run from the repository root (after scripts/make_reference.py):
-    /opt/lora-ref-venv/bin/python scripts/make_generate_fixtures.py Tests/Fixtures/generate
+    PYTHONHASHSEED=0 /opt/lora-ref-venv/bin/python scripts/make_generate_fixtures.py Tests/Fixtures/generate
+(PYTHONHASHSEED=0 keeps the order PEFT writes target_modules in, so unchanged fixtures stay unchanged.)
 """
 import copy
 import functools
@@ -209,9 +210,33 @@ def make_cli_case():
         messages.append({"role": "assistant", "content": text(new)})
         out += text(new) + "\n"
     cases.append(dict(args=["--chat"], stdin="\n".join(turns) + "\n", stdout=out, conversation=messages))
+    cases += gguf_cases()
     with open(os.path.join(root, "cli.json"), "w") as f:
         json.dump(dict(im_end=im_end, max_new_tokens=24, cases=cases), f, indent=1, ensure_ascii=False)
     print("cli_chatml", [c["stdout"] for c in cases])
+
+
+def gguf_cases():
+    """--prompt on GGUF files of Tests/Fixtures/gguf (no adapter): the model, tokenizer and chat template
+    as transformers reads them from the file (from_pretrained(gguf_file=...))."""
+    from transformers import AutoTokenizer
+    d = "Tests/Fixtures/gguf"
+    cases = []
+    for f in ["llama_f32.gguf", "qwen2_f32.gguf"]:
+        tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
+        m = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32).eval()
+        msgs = [{"role": "user", "content": "hello, café"}]
+        r = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
+        ids = r["input_ids"] if hasattr(r, "keys") else r
+        gc = transformers.GenerationConfig(do_sample=False, max_new_tokens=24, eos_token_id=tok.eos_token_id, pad_token_id=0)
+        with torch.no_grad():
+            out = m.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             generation_config=gc)
+        new = out[0, len(ids):].tolist()
+        text = tok.decode([i for i in new if i != tok.eos_token_id], skip_special_tokens=True)
+        cases.append(dict(model="gguf/" + f, args=["--prompt", msgs[0]["content"]], prompt_ids=ids, ids=new,
+                          stop=tok.eos_token_id, stdout=text + "\n"))
+    return cases
 
 
 if __name__ == "__main__":

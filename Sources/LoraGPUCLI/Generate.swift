@@ -17,7 +17,7 @@ struct Generate: ParsableCommand {
             """)
 
     @OptionGroup var deviceOption: DeviceOption
-    @Option(help: "A Hugging Face model directory (config.json, safetensors, tokenizer.json).") var model: String
+    @Option(help: "A Hugging Face model directory (config.json, safetensors, tokenizer.json) or a GGUF file.") var model: String
     @Option(help: "A PEFT adapter directory (adapter_config.json + adapter_model.safetensors).") var adapter: String?
     @Option(help: "One user message, rendered with the chat template.") var prompt: String?
     @Option(name: .customLong("raw-prompt"), help: "Text continued as is, without a chat template.") var rawPrompt: String?
@@ -97,13 +97,14 @@ struct Generate: ParsableCommand {
     /// The model with the adapter, or (no --adapter) with a rank-1 adapter on
     /// q_proj whose B is zero, which adds exactly nothing.
     func loadModel(_ ctx: ComputeContext) throws -> LlamaLoRAModel {
+        let (config, checkpoint) = try ModelSource.open(model)
         guard let adapter else {
             let lora = try LoraConfig.parse(Data(#"{"r": 1, "lora_alpha": 1, "target_modules": ["q_proj"]}"#.utf8),
                                             path: "(no adapter)")
-            return try LlamaLoRAModel(modelDirectory: model, lora: lora, context: ctx)
+            return try LlamaLoRAModel(config: config, checkpoint: checkpoint, lora: lora, context: ctx)
         }
         let lora = try LoraConfig.load(path: adapter + "/adapter_config.json")
-        let m = try LlamaLoRAModel(modelDirectory: model, lora: lora, context: ctx)
+        let m = try LlamaLoRAModel(config: config, checkpoint: checkpoint, lora: lora, context: ctx)
         try m.loadAdapter(directory: adapter)
         return m
     }

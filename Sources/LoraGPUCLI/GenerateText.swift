@@ -1,4 +1,5 @@
 import Foundation
+import LoraModel
 import LoraText
 
 /// Errors of the text side of `generate`, naming the file or option.
@@ -32,8 +33,17 @@ struct GenerateText {
     }
 
     /// `needsTemplate`: --prompt and --chat need one; --raw-prompt does not.
+    /// `dir` is a model directory, or a GGUF file whose tokenizer.ggml.* metadata
+    /// gives the tokenizer (as transformers converts it).
     init(modelDirectory dir: String, chatTemplate option: String?, needsTemplate: Bool) throws {
-        tokenizer = try Tokenizer.load(directory: dir)
+        if ModelSource.isFile(dir) {
+            let files = try GGUFFile(path: dir).tokenizerFiles()
+            tokenizer = try Tokenizer(tokenizerJSON: files.tokenizerJSON,
+                                      config: try TokenizerConfig.parse(files.tokenizerConfig, source: dir + " (tokenizer_config)"),
+                                      source: dir + " (tokenizer.json)")
+        } else {
+            tokenizer = try Tokenizer.load(directory: dir)
+        }
         var vars: [String: JSONValue] = [:]
         for (k, v) in tokenizer.config.specialTokens { vars[k] = .string(v) }
         variables = vars

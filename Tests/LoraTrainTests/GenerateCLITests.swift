@@ -37,18 +37,20 @@ final class GenerateCLITests: XCTestCase {
         let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: data) as? [String: Any])
         let cases = try XCTUnwrap(json["cases"] as? [[String: Any]])
         let maxNew = try XCTUnwrap(json["max_new_tokens"] as? Int)
-        XCTAssertEqual(cases.count, 4)
+        XCTAssertEqual(cases.count, 6)
+        let fixtures = URL(fileURLWithPath: Self.root).deletingLastPathComponent().deletingLastPathComponent().path
         for c in cases {
             let args = try XCTUnwrap(c["args"] as? [String]).map { $0 == "plain.jinja" ? Self.root + "/plain.jinja" : $0 }
-            let r = try run(args + ["--model", Self.root + "/model", "--adapter", Self.root + "/adapter",
-                                    "--max-new-tokens", String(maxNew)],
-                            stdin: c["stdin"] as? String ?? "")
+            // The ChatML model with its adapter, or a GGUF file (model, tokenizer and template from its metadata).
+            let model = (c["model"] as? String).map { ["--model", fixtures + "/" + $0] }
+                ?? ["--model", Self.root + "/model", "--adapter", Self.root + "/adapter"]
+            let r = try run(args + model + ["--max-new-tokens", String(maxNew)], stdin: c["stdin"] as? String ?? "")
             XCTAssertEqual(r.status, 0, "\(args): \(r.stderr)")
             let expected = try XCTUnwrap(c["stdout"] as? String)
-            XCTAssertEqual(String(decoding: r.stdout, as: UTF8.self), expected, "\(args): stdout")
-            XCTAssertEqual(r.stdout, Data(expected.utf8), "\(args): stdout bytes")
+            XCTAssertEqual(String(decoding: r.stdout, as: UTF8.self), expected, "\(args) \(model): stdout")
+            XCTAssertEqual(r.stdout, Data(expected.utf8), "\(args) \(model): stdout bytes")
             if let ids = c["ids"] as? [Int] {
-                let stop = json["im_end"] as? Int
+                let stop = (c["stop"] as? Int) ?? (json["im_end"] as? Int)
                 let why = ids.last == stop ? "stopped by stop token \(stop!)" : "stopped by max_new_tokens"
                 XCTAssertTrue(r.stderr.contains("\(ids.count) new tokens") && r.stderr.contains(why), "\(args): \(r.stderr)")
             }
