@@ -49,7 +49,7 @@ extension ComputeContext {
     /// never fewer than 16 keys each.
     public func decodeKeysPerSplit(queries n: Int, heads: Int, keys: Int) -> Int {
         let target = config.rowWorkGroup > 1 ? 1024 : 16
-        let blocks = (keys + 15) / 16
+        let blocks = max(1, (keys + 15) / 16)
         let wantSplits = max(1, min(blocks, target / max(n * heads, 1)))
         return 16 * ((blocks + wantSplits - 1) / wantSplits)
     }

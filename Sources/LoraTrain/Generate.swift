@@ -59,7 +59,7 @@ public struct Sampler {
     /// The first index of the largest logit (torch.argmax's tie rule).
     public static func argmax(_ logits: [Float]) -> Int {
         var best = 0
-        for i in 1..<logits.count where logits[i] > logits[best] { best = i }
+        for i in logits.indices.dropFirst() where logits[i] > logits[best] { best = i }
         return best
     }
 
