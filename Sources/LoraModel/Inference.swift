@@ -23,8 +23,10 @@ public enum InferenceError: Error, CustomStringConvertible, Equatable {
 /// rows. `append` runs new tokens through the model (a prefill in chunks, or
 /// one decode step) and returns the logits of the last one. The model's
 /// weights and LoRA adapters are used as they are (unmerged), in eval mode
-/// (no dropout). The session shares the model's weights and its LoRA `u`
-/// buffers: do not interleave it with a training step's forward and backward.
+/// (no dropout); the LoRA A and B are packed once when the session is made
+/// (`refreshAdapters` after they change). The session shares the model's
+/// weights and its LoRA `u` buffers: do not interleave it with a training
+/// step's forward and backward.
 public final class InferenceSession {
     public let model: LlamaLoRAModel
     public let maxTokens: Int
@@ -43,6 +45,8 @@ public final class InferenceSession {
     let embedAfterA: DeviceBuffer<Float>?            // (chunk, r) of the embedding LoRA
     let last, lastNormed, lastRstd, logits: DeviceBuffer<Float>  // (H), (H), (1), (V)
     var allLogits: DeviceBuffer<Float>?              // (chunk, V), made on first use
+    /// Packed A and B of every adapted linear layer, by the layer's identity.
+    var packed: [ObjectIdentifier: PackedLoRA] = [:]
 
     /// `maxTokens` ≤ max_position_embeddings (and ≤ sliding_window when the
     /// model has one: sliding-window attention is not implemented).
@@ -77,7 +81,29 @@ public final class InferenceSession {
         embedAfterA = try m.embeddingLoRA.map { try ctx.buffer(count: n * $0.settings.rank) }
         last = try ctx.buffer(count: H); lastNormed = try ctx.buffer(count: H)
         lastRstd = try ctx.buffer(count: 1); logits = try ctx.buffer(count: c.vocabSize)
-        for lin in m.layers.flatMap(\.linears) + [m.lmHead] { try lin.plan(ctx, tokens: n) }
+        for lin in m.layers.flatMap(\.linears) + [m.lmHead] {
+            try lin.plan(ctx, tokens: n)
+            if let pair = lin.lora, lin.frozen != nil, lin.trainedWeight == nil {
+                packed[ObjectIdentifier(lin)] = try PackedLoRA(ctx, a: pair.a.param, b: pair.b.param, inFeatures: lin.inFeatures,
+                                                               outFeatures: lin.outFeatures, settings: pair.settings)
+            }
+        }
+    }
+
+    /// Repacks every LoRA A and B from the model (after training or loading an adapter).
+    public func refreshAdapters() throws {
+        for lin in model.layers.flatMap(\.linears) + [model.lmHead] {
+            if let p = packed[ObjectIdentifier(lin)], let pair = lin.lora { try p.repack(model.ctx, a: pair.a.param, b: pair.b.param) }
+        }
+    }
+
+    /// y (n, out) = lin(x) (+ beta·y): the packed LoRA forward, or the layer's own.
+    func project(_ lin: Linear, y: DeviceBuffer<Float>, x: DeviceBuffer<Float>, tokens n: Int, beta: Float = 0) throws {
+        if let p = packed[ObjectIdentifier(lin)], let frozen = lin.frozen, let u = lin.u {
+            try model.ctx.loraInferenceForward(y: y, u: u, x: x, base: frozen, lora: p, bias: lin.bias, tokens: n, beta: beta)
+        } else {
+            try lin.forward(model.ctx, y: y, x: x, tokens: n, training: false, stepSeed: model.stepSeed, beta: beta)
+        }
     }
 
     /// Forgets every token (the cache is overwritten from position 0).
@@ -144,25 +170,24 @@ public final class InferenceSession {
                                      tokens: n, cols: r)
             try ctx.matmul(x, after, e.b.param, m: n, n: H, k: r, transB: .transposed, alpha: e.settings.scale, beta: 1)
         }
-        let seed = m.stepSeed  // unused without dropout
         for (l, L) in m.layers.enumerated() {
             // x += o(attn(norm(x))) over the cache; x += down(swiglu(gate, up)(norm(x))).
             try ctx.rmsnormForward(y: h, rstd: rstd, x: x, weight: L.inputNorm, rows: n, cols: H, eps: eps)
-            try L.q.forward(ctx, y: q, x: h, tokens: n, training: false, stepSeed: seed)
-            try L.k.forward(ctx, y: k, x: h, tokens: n, training: false, stepSeed: seed)
-            try L.v.forward(ctx, y: v, x: h, tokens: n, training: false, stepSeed: seed)
+            try project(L.q, y: q, x: h, tokens: n)
+            try project(L.k, y: k, x: h, tokens: n)
+            try project(L.v, y: v, x: h, tokens: n)
             try ctx.rope(q, positions: positions, cos: m.rope.cos, sin: m.rope.sin, tokens: n, heads: c.numHeads,
                          headDim: c.headDim, inverse: false)
             try ctx.rope(k, positions: positions, cos: m.rope.cos, sin: m.rope.sin, tokens: n, heads: c.numKVHeads,
                          headDim: c.headDim, inverse: false)
             try ctx.kvCacheAppend(caches[l], k: k, v: v, tokens: n, position: p0)
             try ctx.decodeAttention(out: attn, q: q, cache: caches[l], heads: c.numHeads, tokens: n, position: p0)
-            try L.o.forward(ctx, y: x, x: attn, tokens: n, training: false, stepSeed: seed, beta: 1)
+            try project(L.o, y: x, x: attn, tokens: n, beta: 1)
             try ctx.rmsnormForward(y: h, rstd: rstd, x: x, weight: L.postNorm, rows: n, cols: H, eps: eps)
-            try L.gate.forward(ctx, y: gate, x: h, tokens: n, training: false, stepSeed: seed)
-            try L.up.forward(ctx, y: up, x: h, tokens: n, training: false, stepSeed: seed)
+            try project(L.gate, y: gate, x: h, tokens: n)
+            try project(L.up, y: up, x: h, tokens: n)
             try ctx.swigluForward(out: act, gate: gate, up: up, count: n * c.intermediateSize)
-            try L.down.forward(ctx, y: x, x: act, tokens: n, training: false, stepSeed: seed, beta: 1)
+            try project(L.down, y: x, x: act, tokens: n, beta: 1)
         }
     }
 
@@ -172,7 +197,7 @@ public final class InferenceSession {
         try last.copy(from: x, count: H, sourceOffset: row * H)
         try m.ctx.rmsnormForward(y: lastNormed, rstd: lastRstd, x: last, weight: m.finalNorm, rows: 1, cols: H,
                                  eps: Float(c.rmsNormEps))
-        try m.lmHead.forward(m.ctx, y: logits, x: lastNormed, tokens: 1, training: false, stepSeed: m.stepSeed)
+        try project(m.lmHead, y: logits, x: lastNormed, tokens: 1)
     }
 
     /// Logits (rows, V) of every row of the chunk just run.
@@ -181,7 +206,7 @@ public final class InferenceSession {
         let buf = try allLogits ?? m.ctx.buffer(count: chunkTokens * V)
         allLogits = buf
         try m.ctx.rmsnormForward(y: h, rstd: rstd, x: x, weight: m.finalNorm, rows: n, cols: H, eps: Float(c.rmsNormEps))
-        try m.lmHead.forward(m.ctx, y: buf, x: h, tokens: n, training: false, stepSeed: m.stepSeed)
+        try project(m.lmHead, y: buf, x: h, tokens: n)
         return Array(try buf.read()[0..<(n * V)])
     }
 }

@@ -90,3 +90,51 @@ extension ComputeContext {
                    global: [D, heads, n], local: [1, 1, 1])
     }
 }
+
+/// A LoRA pair packed once for inference: Aᵀ (in, r) and Bᵀ (r, out) as
+/// `gemm_packed` panels, so a decode step does not repack them per layer and
+/// token (training's `loraForward` packs them on every call, since they change
+/// every step). `repack` refreshes the panels after A or B changed.
+public final class PackedLoRA {
+    public let rank: Int
+    public let inFeatures: Int
+    public let outFeatures: Int
+    public let scale: Float
+    let aT: PackedMatrix
+    let bT: PackedMatrix
+
+    public init(_ ctx: ComputeContext, a: DeviceBuffer<Float>, b: DeviceBuffer<Float>, inFeatures: Int, outFeatures: Int,
+                settings: LoRASettings) throws {
+        rank = settings.rank
+        self.inFeatures = inFeatures
+        self.outFeatures = outFeatures
+        scale = settings.scale
+        aT = try ctx.pack(a, k: inFeatures, n: rank, .transposed)
+        bT = try ctx.pack(b, k: rank, n: outFeatures, .transposed)
+    }
+
+    public func repack(_ ctx: ComputeContext, a: DeviceBuffer<Float>, b: DeviceBuffer<Float>) throws {
+        _ = try ctx.pack(a, k: inFeatures, n: rank, .transposed, into: aT.buffer)
+        _ = try ctx.pack(b, k: rank, n: outFeatures, .transposed, into: bT.buffer)
+    }
+}
+
+extension ComputeContext {
+    /// The LoRA linear forward without dropout, from packed A and B:
+    ///   u = x·Aᵀ (N,r);  y = x·Wᵀ + s·u·Bᵀ (+ bias) (+ beta·y).
+    /// The same two `gemm_packed` launches as `loraForward` (the same sums).
+    public func loraInferenceForward(y: DeviceBuffer<Float>, u: DeviceBuffer<Float>, x: DeviceBuffer<Float>,
+                                     base: FrozenLinear, lora: PackedLoRA, bias: DeviceBuffer<Float>?,
+                                     tokens n: Int, beta: Float = 0) throws {
+        let op = "loraInferenceForward", r = lora.rank, din = base.inFeatures
+        try require(n >= 1, op, "tokens must be ≥ 1")
+        try require(lora.inFeatures == din && lora.outFeatures == base.outFeatures, op,
+                    "LoRA shape (\(lora.outFeatures), \(lora.inFeatures)) differs from the base (\(base.outFeatures), \(din))")
+        try requireCount(x, atLeast: n * din, op, "x")
+        try requireCount(u, atLeast: n * r, op, "u")
+        try gemm(u, m: n, alpha: 1, a: StridedOperand(x, rows: n, cols: din, .none), b: lora.aT, ext: nil, bias: nil, beta: 0)
+        try gemm(y, m: n, alpha: 1, a: StridedOperand(x, rows: n, cols: din, .none), b: base.forward,
+                 ext: GemmExtension(a: StridedOperand(u, rows: n, cols: r, .none), b: lora.bT, alpha: lora.scale),
+                 bias: bias, beta: beta)
+    }
+}

@@ -165,6 +165,16 @@ public final class Generator {
     public let maxLength: Int
     let chunkTokens: Int
     public private(set) var session: InferenceSession?
+    /// The model's training step when the session's adapters were packed.
+    var adapterStep: Int
+
+    /// Forgets the cached conversation and repacks the adapters: call it after
+    /// loading other adapter weights into the model (training is noticed by itself).
+    public func reset() throws {
+        session?.reset()
+        try session?.refreshAdapters()
+        adapterStep = model.step
+    }
 
     public init(model: LlamaLoRAModel, maxLength: Int? = nil, chunkTokens: Int = 128) throws {
         self.model = model
@@ -174,6 +184,7 @@ public final class Generator {
         }
         self.maxLength = maxLength ?? limit
         self.chunkTokens = chunkTokens
+        adapterStep = model.step
     }
 
     /// A session that holds `needed` positions (capped at maxLength), keeping the current one when it does.
@@ -184,6 +195,7 @@ public final class Generator {
         session = nil  // release the old cache first
         let s = try InferenceSession(model: model, maxTokens: size, chunkTokens: chunkTokens)
         session = s
+        adapterStep = model.step  // packed just now
         return s
     }
 
@@ -205,6 +217,12 @@ public final class Generator {
                                       prefilledTokens: 0, prefillSeconds: 0, decodeSeconds: 0)
         if options.maxNewTokens == 0 { return result }
         let session = try session(holding: prompt.count + options.maxNewTokens)
+        if model.step != adapterStep {
+            // Trained since the last call: new A and B, and a cache computed with the old ones.
+            try session.refreshAdapters()
+            session.reset()
+            adapterStep = model.step
+        }
         // Reuse the cached prefix; at least the last prompt token runs again (its logits are needed).
         var shared = 0
         let cached = session.tokens

@@ -97,3 +97,51 @@ final class DecodeKernelTests: XCTestCase {
         }
     }
 }
+
+final class PackedLoRATests: XCTestCase {
+    /// The packed inference forward equals float64 (and training's loraForward
+    /// without dropout), with a bias and with beta = 1; repack follows new A, B.
+    func testPackedInferenceForwardAgainstFloat64() throws {
+        let ctx = try sharedContext()
+        var rng = freshRandom(#function)
+        for (n, din, dout, r) in [(1, 5, 7, 1), (1, 96, 48, 8), (3, 17, 33, 4), (40, 64, 130, 16)] {
+            let x = rng.uniform(n * din), w = rng.uniform(dout * din, -0.3, 0.3)
+            var a = rng.uniform(r * din, -0.3, 0.3), b = rng.uniform(dout * r, -0.3, 0.3)
+            let bias = rng.uniform(dout), prior = rng.uniform(n * dout)
+            let settings = LoRASettings(rank: r, alpha: Float(2 * r) + 0.5)
+            let base = try FrozenLinear(ctx, weight: try ctx.buffer(w), outFeatures: dout, inFeatures: din)
+            let ab = try ctx.buffer(a), bb = try ctx.buffer(b)
+            let packed = try PackedLoRA(ctx, a: ab, b: bb, inFeatures: din, outFeatures: dout, settings: settings)
+            for round in 0..<2 {
+                if round == 1 {   // new adapter values, repacked in place
+                    a = rng.uniform(r * din, -0.3, 0.3); b = rng.uniform(dout * r, -0.3, 0.3)
+                    try ab.write(a); try bb.write(b)
+                    try packed.repack(ctx, a: ab, b: bb)
+                }
+                let ref = Reference.loraForward(x: toDouble(x), w: toDouble(w), a: toDouble(a), b: toDouble(b),
+                                                bias: toDouble(bias), n: n, din: din, dout: dout, r: r,
+                                                scale: Double(settings.scale), mask: nil)
+                let y = try ctx.buffer(prior), u = try poisoned(ctx, n * r)
+                try ctx.loraInferenceForward(y: y, u: u, x: try ctx.buffer(x), base: base, lora: packed,
+                                             bias: try ctx.buffer(bias), tokens: n, beta: 1)
+                assertClose(try y.read(), zip(ref.y, prior).map { $0 + Double($1) }, "packed LoRA \(n)x\(din)→\(dout) r\(r) round \(round)")
+                assertClose(try u.read(), ref.u, "packed LoRA u \(n)x\(din) r\(r) round \(round)")
+                let y2 = try poisoned(ctx, n * dout), u2 = try poisoned(ctx, n * r)
+                try ctx.loraForward(y: y2, u: u2, x: try ctx.buffer(x), base: base, a: ab, b: bb, bias: try ctx.buffer(bias),
+                                    tokens: n, lora: settings, seed: 1)
+                let y1 = try poisoned(ctx, n * dout)
+                try ctx.loraInferenceForward(y: y1, u: u, x: try ctx.buffer(x), base: base, lora: packed,
+                                             bias: try ctx.buffer(bias), tokens: n)
+                XCTAssertEqual(try y1.read(), try y2.read(), "the same sums as training's loraForward")
+            }
+        }
+        let base = try FrozenLinear(ctx, weight: try ctx.buffer(count: 6), outFeatures: 2, inFeatures: 3)
+        let p = try PackedLoRA(ctx, a: try ctx.buffer(count: 4), b: try ctx.buffer(count: 4), inFeatures: 4, outFeatures: 2,
+                               settings: LoRASettings(rank: 1, alpha: 1))
+        XCTAssertThrowsError(try ctx.loraInferenceForward(y: try ctx.buffer(count: 2), u: try ctx.buffer(count: 1),
+                                                          x: try ctx.buffer(count: 3), base: base, lora: p, bias: nil,
+                                                          tokens: 1)) { e in
+            XCTAssertTrue("\(e)".contains("differs from the base"), "\(e)")
+        }
+    }
+}

@@ -208,6 +208,30 @@ final class GenerateTests: XCTestCase {
         }
     }
 
+    /// A training step between two calls: the next call uses the new adapter
+    /// (repacked, cache dropped), as a fresh generator on the trained model does.
+    func testTrainingBetweenCallsIsNoticed() throws {
+        let gc = try GenerateCase("llama_gqa_untied")
+        var lora = try gc.lora()
+        lora.inferenceMode = false
+        let m = try LlamaLoRAModel(modelDirectory: gc.modelDir, lora: lora, context: try ComputeContext.shared())
+        try m.loadAdapter(directory: gc.adapterDir)
+        let gen = try Generator(model: m)
+        let prompt = gc.runs[2].prompt
+        var before: [[Float]] = [], after: [[Float]] = [], fresh: [[Float]] = []
+        let opts = GenerationOptions(maxNewTokens: 4)
+        _ = try gen.generate(prompt: prompt, options: opts, onLogits: { before.append($0) })
+        for _ in 0..<3 {
+            _ = try m.trainStep(try TokenBatch(inputIDs: [prompt]), hyper: .init(lr: 0.05))
+        }
+        let a = try gen.generate(prompt: prompt, options: opts, onLogits: { after.append($0) })
+        XCTAssertEqual(a.prefilledTokens, prompt.count, "the old cache is dropped")
+        let f = try Generator(model: m).generate(prompt: prompt, options: opts, onLogits: { fresh.append($0) })
+        XCTAssertEqual(a.tokens, f.tokens)
+        XCTAssertGreaterThan(relErr(after[0], before[0]), 1e-3, "training changed the logits")
+        for (x, y) in zip(after, fresh) { XCTAssertLessThanOrEqual(relErr(x, y), 1e-6) }
+    }
+
     func testSamplingIsSeededAndTopKOneIsGreedy() throws {
         let gc = try GenerateCase("llama_tied_rslora_regex")
         let gen = try Generator(model: try gc.model())
