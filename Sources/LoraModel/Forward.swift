@@ -31,6 +31,8 @@ final class ActivationPlan {
     let residual: [DeviceBuffer<Float>]               // L+1 layer inputs (N, H)
     let layers: [LayerActivations]
     let ids, positions, targets: DeviceBuffer<Int32>
+    let segmentStarts: DeviceBuffer<Int32>            // (N) first token of each token's sample
+    var packed: Bool                                  // whether attention reads segmentStarts
     var groups: TokenGroups
     var countedTokens: Int
     let hf, rstdF: DeviceBuffer<Float>                // final norm out (N,H), (N)
@@ -59,7 +61,9 @@ final class ActivationPlan {
             try LayerActivations(ctx, c, batch: bb, seq: tt)
         }
         ids = try DeviceBuffer(queue: ctx.queue, b.inputIDs)
-        positions = try DeviceBuffer(queue: ctx.queue, (0..<n).map { Int32($0 % b.seq) })
+        positions = try DeviceBuffer(queue: ctx.queue, b.positionIDs)
+        segmentStarts = try DeviceBuffer(queue: ctx.queue, b.segmentStarts)
+        packed = b.isPacked
         targets = try DeviceBuffer(queue: ctx.queue, b.targets)
         groups = try TokenGroups(ctx, ids: b.inputIDs)
         countedTokens = b.countedTokens
@@ -96,12 +100,17 @@ extension LlamaLoRAModel {
                                       kvHeads: config.numKVHeads, headDim: config.headDim)
     }
 
+    /// The attention kernels' sample boundaries: nil when every row is one sample.
+    var attentionSegments: DeviceBuffer<Int32>? { plan!.packed ? plan!.segmentStarts : nil }
+
     func prepare(_ b: TokenBatch) throws -> ActivationPlan {
-        guard b.seq <= config.maxPositionEmbeddings else {
-            throw LoraError.batch("sequence length \(b.seq) exceeds max_position_embeddings \(config.maxPositionEmbeddings)")
+        if let i = b.positionIDs.firstIndex(where: { Int($0) >= config.maxPositionEmbeddings }) {
+            throw LoraError.batch("position id \(b.positionIDs[i]) (row \(i / b.seq), token \(i % b.seq)) is not below "
+                                  + "max_position_embeddings \(config.maxPositionEmbeddings)")
         }
-        if let w = config.slidingWindow, b.seq > w {
-            throw LoraError.batch("sequence length \(b.seq) exceeds sliding_window \(w); sliding-window attention is not supported yet")
+        // Samples no longer than the window never meet it: full causal attention is exact then.
+        if let w = config.slidingWindow, b.longestSample > w {
+            throw LoraError.batch("a sample of \(b.longestSample) tokens exceeds sliding_window \(w); sliding-window attention is not supported yet")
         }
         if let bad = b.inputIDs.first(where: { $0 < 0 || Int($0) >= config.vocabSize }) {
             throw LoraError.batch("token id \(bad) is outside the vocabulary (size \(config.vocabSize))")
@@ -113,6 +122,9 @@ extension LlamaLoRAModel {
             // Same shape: reuse every buffer, refresh the batch's ids and targets.
             try p.ids.write(b.inputIDs)
             try p.targets.write(b.targets)
+            try p.positions.write(b.positionIDs)
+            try p.segmentStarts.write(b.segmentStarts)
+            p.packed = b.isPacked
             p.groups = try TokenGroups(ctx, ids: b.inputIDs)
             p.countedTokens = b.countedTokens
             return p
@@ -123,8 +135,8 @@ extension LlamaLoRAModel {
 
     // MARK: forward
 
-    /// x0 = E[ids] (+ s·A_emb[:, ids]ᵀ·B_embᵀ).
-    func embed(_ p: ActivationPlan) throws {
+    /// x0 = E[ids] (+ s·A_emb[:, ids]ᵀ·B_embᵀ) (+ NEFTune noise in training).
+    func embed(_ p: ActivationPlan, training: Bool = false) throws {
         let H = config.hiddenSize, n = p.tokens
         let table = trainedEmbedding?.param ?? embedding
         try ctx.embeddingForward(out: p.residual[0], ids: p.ids, table: table, layout: .rows(cols: H), tokens: n, cols: H)
@@ -134,6 +146,11 @@ extension LlamaLoRAModel {
                                      tokens: n, cols: r)
             try ctx.matmul(p.residual[0], after, e.b.param, m: n, n: H, k: r, transB: .transposed,
                            alpha: e.settings.scale, beta: 1)
+        }
+        if training, let alpha = neftuneNoiseAlpha, alpha > 0 {
+            // transformers' neftune hook: magnitude alpha/√(seq·hidden) of the (B, T, H) output.
+            try ctx.addUniformNoise(p.residual[0], count: n * H, magnitude: alpha / Float(p.seq * H).squareRoot(),
+                                    seed: mixSeed(stepSeed, 0x4E45_4654))
         }
     }
 
@@ -150,7 +167,8 @@ extension LlamaLoRAModel {
                      headDim: c.headDim, inverse: false)
         try ctx.rope(a.k, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numKVHeads,
                      headDim: c.headDim, inverse: false)
-        try ctx.attentionForward(out: a.attn, lse: a.lse, q: a.q, k: a.k, v: a.v, shape: attentionShape)
+        try ctx.attentionForward(out: a.attn, lse: a.lse, q: a.q, k: a.k, v: a.v, shape: attentionShape,
+                                 segmentStarts: attentionSegments)
         try a.xMid.copy(from: xIn, count: n * H)
         try L.o.forward(ctx, y: a.xMid, x: a.attn, tokens: n, training: training, stepSeed: s, beta: 1)
         try ctx.rmsnormForward(y: a.h2, rstd: a.rstd2, x: a.xMid, weight: L.postNorm, rows: n, cols: H, eps: eps)
@@ -167,7 +185,7 @@ extension LlamaLoRAModel {
 
     /// Runs embedding, all layers and the final norm (hf).
     func trunkForward(_ p: ActivationPlan, training: Bool) throws {
-        try embed(p)
+        try embed(p, training: training)
         for l in 0..<layers.count { try layerForward(l, p, activations(p, layer: l), training: training) }
         try ctx.rmsnormForward(y: p.hf, rstd: p.rstdF, x: p.residual[layers.count], weight: finalNorm,
                                rows: p.tokens, cols: config.hiddenSize, eps: Float(config.rmsNormEps))
