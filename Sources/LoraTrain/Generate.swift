@@ -48,12 +48,12 @@ public struct SamplingOptions: Sendable, Equatable {
 /// Picks tokens from logits; holds the seeded generator of one generation.
 public struct Sampler {
     public let options: SamplingOptions
-    var rng: SplitMix64
+    var rng: SamplerRandom
 
     public init(_ options: SamplingOptions) throws {
         try options.validate()
         self.options = options
-        rng = SplitMix64(seed: options.seed)
+        rng = SamplerRandom(seed: options.seed)
     }
 
     /// The first index of the largest logit (torch.argmax's tie rule).
@@ -107,8 +107,8 @@ public struct Sampler {
     }
 }
 
-/// SplitMix64: a small seeded generator (the sampling stream).
-struct SplitMix64 {
+/// The sampling stream: SplitMix64 from the seed.
+struct SamplerRandom {
     var state: UInt64
     init(seed: UInt64) { state = seed }
     mutating func next() -> UInt64 {
