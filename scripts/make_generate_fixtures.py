@@ -147,15 +147,17 @@ def make_cli_case():
     tok.decoder = decoders.ByteLevel()
     tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+    # EOS is <|endoftext|> (as in SmolLM2's base config): <|im_end|> is known only as the template's end of turn.
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|endoftext|>",
                                  unk_token="<|endoftext|>", pad_token="<|endoftext|>")
     hf.chat_template = CHATML
     hf.save_pretrained(mdir)
     im_end = hf.convert_tokens_to_ids("<|im_end|>")
+    eos = hf.convert_tokens_to_ids("<|endoftext|>")
     torch.manual_seed(5)
     cfg = LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                       vocab_size=len(hf), max_position_embeddings=128, rms_norm_eps=1e-5, initializer_range=0.2,
-                      tie_word_embeddings=False, bos_token_id=hf.bos_token_id, eos_token_id=im_end)
+                      tie_word_embeddings=False, bos_token_id=hf.bos_token_id, eos_token_id=eos)
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     lcfg = LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, init_lora_weights=False,
                       target_modules=["q_proj", "v_proj", "down_proj"])
@@ -165,8 +167,10 @@ def make_cli_case():
         r = hf.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, chat_template=template)
         return r["input_ids"] if hasattr(r, "keys") else r
 
-    def gen(pm, ids, n=24):
-        gc = transformers.GenerationConfig(do_sample=False, max_new_tokens=n, eos_token_id=im_end, pad_token_id=0)
+    def gen(pm, ids, n=24, stops=None):
+        # What lora-gpu stops at: the EOS ids and the template's end-of-turn token (none for plain.jinja).
+        gc = transformers.GenerationConfig(do_sample=False, max_new_tokens=n, eos_token_id=stops or [im_end, eos],
+                                           pad_token_id=0)
         with torch.no_grad():
             out = pm.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                               generation_config=gc)
@@ -186,7 +190,7 @@ def make_cli_case():
     gen = functools.partial(gen, pm)
 
     def text(ids):
-        return hf.decode([i for i in ids if i != im_end], skip_special_tokens=True)
+        return hf.decode([i for i in ids if i not in (im_end, eos)], skip_special_tokens=True)
 
     cases = []
     ids = chat_ids([{"role": "user", "content": prompt}])
@@ -199,7 +203,7 @@ def make_cli_case():
     with open(os.path.join(root, "plain.jinja"), "w") as f:
         f.write(PLAIN)
     ids = chat_ids([{"role": "user", "content": prompt}], template=PLAIN)
-    new = gen(ids)
+    new = gen(ids, stops=[eos])
     cases.append(dict(args=["--prompt", prompt, "--chat-template", "plain.jinja"], prompt_ids=ids, ids=new,
                       stdout=text(new) + "\n"))
     # Two turns: the reply's decoded text goes back into the conversation.
@@ -212,7 +216,7 @@ def make_cli_case():
     cases.append(dict(args=["--chat"], stdin="\n".join(turns) + "\n", stdout=out, conversation=messages))
     cases += gguf_cases()
     with open(os.path.join(root, "cli.json"), "w") as f:
-        json.dump(dict(im_end=im_end, max_new_tokens=24, cases=cases), f, indent=1, ensure_ascii=False)
+        json.dump(dict(im_end=im_end, eos=eos, max_new_tokens=24, cases=cases), f, indent=1, ensure_ascii=False)
     print("cli_chatml", [c["stdout"] for c in cases])
 
 

@@ -78,7 +78,8 @@ struct GenerateText {
         let conversation = [message("user", "hello"), message("assistant", marker)]
         guard let text = try? t.render(messages: conversation, addGenerationPrompt: false, variables: vars),
               let r = text.range(of: marker, options: .backwards) else { return nil }
-        let after = String(text[r.upperBound...])
+        // Leading whitespace (" </s>" in Llama 2's template) is not the end-of-turn token.
+        let after = String(text[r.upperBound...]).trimmingCharacters(in: .whitespacesAndNewlines)
         guard let first = tok.encode(after, addSpecialTokens: false).first, tok.isSpecial(first) else { return nil }
         return first
     }

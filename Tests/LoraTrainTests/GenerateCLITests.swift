@@ -50,8 +50,9 @@ final class GenerateCLITests: XCTestCase {
             XCTAssertEqual(String(decoding: r.stdout, as: UTF8.self), expected, "\(args) \(model): stdout")
             XCTAssertEqual(r.stdout, Data(expected.utf8), "\(args) \(model): stdout bytes")
             if let ids = c["ids"] as? [Int] {
-                let stop = (c["stop"] as? Int) ?? (json["im_end"] as? Int)
-                let why = ids.last == stop ? "stopped by stop token \(stop!)" : "stopped by max_new_tokens"
+                // The EOS ids and the template's end-of-turn token (<|im_end|>, found from the template alone).
+                let stops = (c["stop"] as? Int).map { [$0] } ?? [json["im_end"] as? Int, json["eos"] as? Int].compactMap { $0 }
+                let why = ids.last.map { stops.contains($0) } == true ? "stopped by stop token \(ids.last!)" : "stopped by max_new_tokens"
                 XCTAssertTrue(r.stderr.contains("\(ids.count) new tokens") && r.stderr.contains(why), "\(args): \(r.stderr)")
             }
         }
