@@ -20,7 +20,7 @@ struct LoraGPU: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lora-gpu",
         abstract: "LoRA fine-tuning for Llama-family models on any OpenCL device.",
-        subcommands: [Devices.self, Bench.self, Inspect.self, Train.self, Merge.self, DataCommand.self])
+        subcommands: [Train.self, DataCommand.self, Generate.self, Merge.self, Inspect.self, Devices.self, Bench.self])
 }
 
 struct Devices: ParsableCommand {

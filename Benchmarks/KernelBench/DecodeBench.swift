@@ -1,0 +1,99 @@
+import Foundation
+import LoraModel
+import LoraOps
+import OpenCLRuntime
+
+extension KernelBench {
+    /// KV-cache attention (one decode step and a 128-token prefill chunk over a
+    /// 1024-token context, SmolLM2's 9/3 heads of 64) and the tokens/s of a whole
+    /// SmolLM2-135M-shaped model (30 layers, hidden 576, vocabulary 49152, tied,
+    /// LoRA r=16 on every projection, unmerged): one decode step at position 256
+    /// and a 256-token prefill. Shapes: s = keys per split, @p = the step's position.
+    func benchDecode(quick: Bool) throws {
+        let (NH, NKV, D, ctxLen) = quick ? (4, 2, 16, 64) : (9, 3, 64, 1024)
+        let cache = try KVCache(ctx, kvHeads: NKV, headDim: D, maxTokens: ctxLen)
+        let kv = try ctx.buffer(rng.uniform(ctxLen * NKV * D))
+        try ctx.kvCacheAppend(cache, k: kv, v: kv, tokens: ctxLen, position: 0)
+        let cacheBytes = 4.0 * Double(2 * NKV * D)  // per cached position
+        for n in [1, quick ? 8 : 128] {
+            let q = try ctx.buffer(rng.uniform(n * NH * D)), out = try ctx.buffer(count: n * NH * D)
+            let p0 = ctxLen - n
+            let t = try timeDevice { try ctx.decodeAttention(out: out, q: q, cache: cache, heads: NH, tokens: n, position: p0) }
+            let split = ctx.decodeKeysPerSplit(queries: n, heads: NH, keys: ctxLen)
+            let shape = "n\(n) ctx\(ctxLen) h\(NH)/\(NKV) d\(D) s\(split)"
+            if n == 1 {
+                // A decode step streams the whole cache once: memory-bound.
+                recordBandwidth("decode attention (KV cache)", shape, seconds: t, bytes: cacheBytes * Double(ctxLen))
+            } else {
+                let pairs = Double(n) * Double(p0) + Double(n * (n + 1) / 2)
+                record("prefill attention (KV cache)", shape, seconds: t, flops: 4.0 * Double(NH * D) * pairs, blasSeconds: nil)
+            }
+        }
+        try benchDecodeModel(quick: quick)
+    }
+
+    func benchDecodeModel(quick: Bool) throws {
+        let (H, I, L, NH, NKV, V) = quick ? (64, 96, 2, 4, 2, 512) : (576, 1536, 30, 9, 3, 49152)
+        let (prompt, maxLen) = quick ? (16, 64) : (256, 512)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lora-gpu-bench-decode-\(getpid())")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let D = H / NH
+        let config: [String: Any] = [
+            "architectures": ["LlamaForCausalLM"], "hidden_size": H, "intermediate_size": I, "num_hidden_layers": L,
+            "num_attention_heads": NH, "num_key_value_heads": NKV, "vocab_size": V, "max_position_embeddings": 2048,
+            "rms_norm_eps": 1e-5, "rope_theta": 100000.0, "tie_word_embeddings": true, "hidden_act": "silu",
+        ]
+        try JSONSerialization.data(withJSONObject: config).write(to: dir.appendingPathComponent("config.json"))
+        var tensors: [(name: String, shape: [Int], values: [Float])] = [
+            ("model.embed_tokens.weight", [V, H], rng.uniform(V * H, -0.05, 0.05)),
+            ("model.norm.weight", [H], [Float](repeating: 1, count: H)),
+        ]
+        for l in 0..<L {
+            let p = "model.layers.\(l)."
+            for (name, o, i) in [("self_attn.q_proj", NH * D, H), ("self_attn.k_proj", NKV * D, H), ("self_attn.v_proj", NKV * D, H),
+                                 ("self_attn.o_proj", H, NH * D), ("mlp.gate_proj", I, H), ("mlp.up_proj", I, H), ("mlp.down_proj", H, I)] {
+                tensors.append((p + name + ".weight", [o, i], rng.uniform(o * i, -0.05, 0.05)))
+            }
+            tensors.append((p + "input_layernorm.weight", [H], [Float](repeating: 1, count: H)))
+            tensors.append((p + "post_attention_layernorm.weight", [H], [Float](repeating: 1, count: H)))
+        }
+        try SafeTensorsWriter.write(tensors, to: dir.appendingPathComponent("model.safetensors").path)
+        tensors = []
+        let lora = try LoraConfig.parse(Data(#"{"r": 16, "lora_alpha": 32, "target_modules": "all-linear"}"#.utf8), path: "bench")
+        let model = try LlamaLoRAModel(modelDirectory: dir.path, lora: lora, context: ctx)
+        let session = try InferenceSession(model: model, maxTokens: maxLen)
+        let ids = (0..<prompt).map { _ in Int.random(in: 0..<V, using: &rng) }
+        let shape = "L\(L) H\(H) V\(V)"
+        let tp = try timeDevice {
+            session.reset()
+            try session.append(ids)
+        }
+        appendRate("prefill (model, KV cache)", "\(prompt) tok " + shape, seconds: tp, tokens: prompt)
+        // One step at position `prompt`: the cache keeps the prompt, the step's slot is overwritten each run.
+        let td = try timeDevice {
+            session.truncate(to: prompt)
+            try session.append([ids[0]])
+        }
+        appendRate("decode step (model, KV cache)", "@\(prompt) " + shape, seconds: td, tokens: 1)
+        // Where a decode step's device time goes, from event profiling of one more step.
+        ctx.profileLaunches = true
+        session.truncate(to: prompt)
+        try session.append([ids[0]])
+        ctx.profileLaunches = false
+        let profile = try ctx.takeKernelProfile()
+        let total = profile.reduce(0) { $0 + $1.seconds }
+        log("  decode step device time by kernel (\(String(format: "%.1f", total * 1e3)) ms in kernels):")
+        for p in profile.prefix(6) {
+            log("    " + p.kernel.padding(toLength: 26, withPad: " ", startingAt: 0)
+                + String(format: "%8.2f ms %5.1f%%  (%d launches)", p.seconds * 1e3, 100 * p.seconds / total, p.launches))
+        }
+    }
+
+    private func appendRate(_ name: String, _ shape: String, seconds t: Double, tokens: Int) {
+        let row = BenchRow(name: name, shape: shape, kernelMs: t * 1e3, kernelRate: Double(tokens) / t, unit: "tokens/s",
+                           blasMs: nil, blasRate: nil, ratio: nil)
+        rows.append(row)
+        log(Self.format(row))
+    }
+}

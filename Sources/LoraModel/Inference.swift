@@ -1,0 +1,212 @@
+import LoraOps
+import OpenCLRuntime
+
+/// Errors of an inference session, naming the limit that was hit.
+public enum InferenceError: Error, CustomStringConvertible, Equatable {
+    case tooLong(tokens: Int, limit: Int, what: String)
+    case tokenOutOfVocabulary(id: Int, vocabSize: Int)
+    case empty
+    case invalid(String)
+
+    public var description: String {
+        switch self {
+        case .tooLong(let t, let limit, let what): return "inference: \(t) tokens exceed \(what) (\(limit))"
+        case .tokenOutOfVocabulary(let id, let v): return "inference: token id \(id) is outside the vocabulary (size \(v))"
+        case .empty: return "inference: no tokens to run"
+        case .invalid(let s): return "inference: \(s)"
+        }
+    }
+}
+
+/// One sequence being generated on the device: a KV cache per layer for up to
+/// `maxTokens` positions, and the activations of a chunk of `chunkTokens`
+/// rows. `append` runs new tokens through the model (a prefill in chunks, or
+/// one decode step) and returns the logits of the last one. The model's
+/// weights and LoRA adapters are used as they are (unmerged), in eval mode
+/// (no dropout); the LoRA A and B are packed once when the session is made
+/// (`refreshAdapters` after they change). The session shares the model's
+/// weights and its LoRA `u` buffers: do not interleave it with a training
+/// step's forward and backward.
+public final class InferenceSession {
+    public let model: LlamaLoRAModel
+    public let maxTokens: Int
+    public let chunkTokens: Int
+    /// The tokens whose keys and values are in the cache, in order.
+    public private(set) var tokens: [Int] = []
+    public var length: Int { tokens.count }
+
+    let caches: [KVCache]
+    let x, h: DeviceBuffer<Float>                    // (chunk, H) residual stream, normed input
+    let q, attn: DeviceBuffer<Float>                 // (chunk, NH·D)
+    let k, v: DeviceBuffer<Float>                    // (chunk, NKV·D)
+    let gate, up, act: DeviceBuffer<Float>           // (chunk, I)
+    let rstd: DeviceBuffer<Float>                    // (chunk)
+    let ids, positions: DeviceBuffer<Int32>          // (chunk)
+    let embedAfterA: DeviceBuffer<Float>?            // (chunk, r) of the embedding LoRA
+    let last, lastNormed, lastRstd, logits: DeviceBuffer<Float>  // (H), (H), (1), (V)
+    var allLogits: DeviceBuffer<Float>?              // (chunk, V), made on first use
+    /// Packed A and B of every adapted linear layer, by the layer's identity.
+    var packed: [ObjectIdentifier: PackedLoRA] = [:]
+
+    /// `maxTokens` ≤ max_position_embeddings (and ≤ sliding_window when the
+    /// model has one: sliding-window attention is not implemented).
+    public init(model m: LlamaLoRAModel, maxTokens: Int, chunkTokens: Int = 128) throws {
+        let c = m.config
+        guard maxTokens >= 1, chunkTokens >= 1 else {
+            throw InferenceError.invalid("maxTokens (\(maxTokens)) and chunkTokens (\(chunkTokens)) must be ≥ 1")
+        }
+        guard maxTokens <= c.maxPositionEmbeddings else {
+            throw InferenceError.tooLong(tokens: maxTokens, limit: c.maxPositionEmbeddings, what: "max_position_embeddings")
+        }
+        if let w = c.slidingWindow, maxTokens > w {
+            throw InferenceError.tooLong(tokens: maxTokens, limit: w,
+                                         what: "sliding_window (sliding-window attention is not supported yet)")
+        }
+        model = m
+        self.maxTokens = maxTokens
+        let n = min(chunkTokens, maxTokens)
+        self.chunkTokens = n
+        let ctx = m.ctx, H = c.hiddenSize, I = c.intermediateSize
+        let qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim
+        caches = try (0..<c.numLayers).map { _ in
+            try KVCache(ctx, kvHeads: c.numKVHeads, headDim: c.headDim, maxTokens: maxTokens)
+        }
+        x = try ctx.buffer(count: n * H); h = try ctx.buffer(count: n * H)
+        q = try ctx.buffer(count: n * qd); attn = try ctx.buffer(count: n * qd)
+        k = try ctx.buffer(count: n * kvd); v = try ctx.buffer(count: n * kvd)
+        gate = try ctx.buffer(count: n * I); up = try ctx.buffer(count: n * I); act = try ctx.buffer(count: n * I)
+        rstd = try ctx.buffer(count: n)
+        ids = try DeviceBuffer(queue: ctx.queue, count: n)
+        positions = try DeviceBuffer(queue: ctx.queue, count: n)
+        embedAfterA = try m.embeddingLoRA.map { try ctx.buffer(count: n * $0.settings.rank) }
+        last = try ctx.buffer(count: H); lastNormed = try ctx.buffer(count: H)
+        lastRstd = try ctx.buffer(count: 1); logits = try ctx.buffer(count: c.vocabSize)
+        for lin in m.layers.flatMap(\.linears) + [m.lmHead] {
+            try lin.plan(ctx, tokens: n)
+            if let pair = lin.lora, lin.frozen != nil, lin.trainedWeight == nil {
+                packed[ObjectIdentifier(lin)] = try PackedLoRA(ctx, a: pair.a.param, b: pair.b.param, inFeatures: lin.inFeatures,
+                                                               outFeatures: lin.outFeatures, settings: pair.settings)
+            }
+        }
+    }
+
+    /// Repacks every LoRA A and B from the model (after training or loading an adapter).
+    public func refreshAdapters() throws {
+        for lin in model.layers.flatMap(\.linears) + [model.lmHead] {
+            if let p = packed[ObjectIdentifier(lin)], let pair = lin.lora { try p.repack(model.ctx, a: pair.a.param, b: pair.b.param) }
+        }
+    }
+
+    /// y (n, out) = lin(x) (+ beta·y): the packed LoRA forward, or the layer's own.
+    func project(_ lin: Linear, y: DeviceBuffer<Float>, x: DeviceBuffer<Float>, tokens n: Int, beta: Float = 0) throws {
+        if let p = packed[ObjectIdentifier(lin)], let frozen = lin.frozen, let u = lin.u {
+            try model.ctx.loraInferenceForward(y: y, u: u, x: x, base: frozen, lora: p, bias: lin.bias, tokens: n, beta: beta)
+        } else {
+            try lin.forward(model.ctx, y: y, x: x, tokens: n, training: false, stepSeed: model.stepSeed, beta: beta)
+        }
+    }
+
+    /// Forgets every token (the cache is overwritten from position 0).
+    public func reset() { tokens = [] }
+
+    /// Keeps only the first `count` tokens: the next append overwrites the rest
+    /// (a conversation re-rendered with the same prefix reuses its cache).
+    public func truncate(to count: Int) {
+        if count < tokens.count { tokens.removeLast(tokens.count - max(count, 0)) }
+    }
+
+    /// Runs `newTokens` at positions length … length+n−1 and returns the logits (V)
+    /// of the last one.
+    @discardableResult
+    public func append(_ newTokens: [Int]) throws -> [Float] {
+        try run(newTokens, everyPosition: false)
+        return try logits.read()
+    }
+
+    /// As `append`, but returns the logits of every new position (n, V): for tests.
+    public func appendReturningAllLogits(_ newTokens: [Int]) throws -> [Float] {
+        try run(newTokens, everyPosition: true)
+    }
+
+    @discardableResult
+    func run(_ newTokens: [Int], everyPosition: Bool) throws -> [Float] {
+        let c = model.config
+        guard !newTokens.isEmpty else { throw InferenceError.empty }
+        guard tokens.count + newTokens.count <= maxTokens else {
+            throw InferenceError.tooLong(tokens: tokens.count + newTokens.count, limit: maxTokens, what: "the session's length")
+        }
+        if let bad = newTokens.first(where: { $0 < 0 || $0 >= c.vocabSize }) {
+            throw InferenceError.tokenOutOfVocabulary(id: bad, vocabSize: c.vocabSize)
+        }
+        var out: [Float] = []
+        var start = 0
+        while start < newTokens.count {
+            let n = min(chunkTokens, newTokens.count - start)
+            let chunk = Array(newTokens[start..<(start + n)])
+            try forwardChunk(chunk)
+            tokens += chunk
+            if everyPosition { out += try chunkLogits(rows: n) }
+            start += n
+        }
+        try lastLogits(row: (newTokens.count - 1) % chunkTokens)
+        return out
+    }
+
+    /// Embedding and every layer for n ≤ chunkTokens tokens at positions p0 = length …
+    func forwardChunk(_ chunk: [Int]) throws {
+        let m = model, c = m.config, ctx = m.ctx, n = chunk.count, p0 = tokens.count
+        let H = c.hiddenSize, eps = Float(c.rmsNormEps)
+        var idRow = chunk.map { Int32($0) }, posRow = (0..<n).map { Int32(p0 + $0) }
+        idRow += [Int32](repeating: 0, count: chunkTokens - n)
+        posRow += [Int32](repeating: 0, count: chunkTokens - n)
+        try ids.write(idRow)
+        try positions.write(posRow)
+        // x0 = E[ids] (+ s·A_emb[:, ids]ᵀ·B_embᵀ), as in training's embed().
+        let table = m.trainedEmbedding?.param ?? m.embedding
+        try ctx.embeddingForward(out: x, ids: ids, table: table, layout: .rows(cols: H), tokens: n, cols: H)
+        if let e = m.embeddingLoRA, let after = embedAfterA {
+            let r = e.settings.rank
+            try ctx.embeddingForward(out: after, ids: ids, table: e.a.param, layout: .transposed(rows: c.vocabSize),
+                                     tokens: n, cols: r)
+            try ctx.matmul(x, after, e.b.param, m: n, n: H, k: r, transB: .transposed, alpha: e.settings.scale, beta: 1)
+        }
+        for (l, L) in m.layers.enumerated() {
+            // x += o(attn(norm(x))) over the cache; x += down(swiglu(gate, up)(norm(x))).
+            try ctx.rmsnormForward(y: h, rstd: rstd, x: x, weight: L.inputNorm, rows: n, cols: H, eps: eps)
+            try project(L.q, y: q, x: h, tokens: n)
+            try project(L.k, y: k, x: h, tokens: n)
+            try project(L.v, y: v, x: h, tokens: n)
+            try ctx.rope(q, positions: positions, cos: m.rope.cos, sin: m.rope.sin, tokens: n, heads: c.numHeads,
+                         headDim: c.headDim, inverse: false)
+            try ctx.rope(k, positions: positions, cos: m.rope.cos, sin: m.rope.sin, tokens: n, heads: c.numKVHeads,
+                         headDim: c.headDim, inverse: false)
+            try ctx.kvCacheAppend(caches[l], k: k, v: v, tokens: n, position: p0)
+            try ctx.decodeAttention(out: attn, q: q, cache: caches[l], heads: c.numHeads, tokens: n, position: p0)
+            try project(L.o, y: x, x: attn, tokens: n, beta: 1)
+            try ctx.rmsnormForward(y: h, rstd: rstd, x: x, weight: L.postNorm, rows: n, cols: H, eps: eps)
+            try project(L.gate, y: gate, x: h, tokens: n)
+            try project(L.up, y: up, x: h, tokens: n)
+            try ctx.swigluForward(out: act, gate: gate, up: up, count: n * c.intermediateSize)
+            try project(L.down, y: x, x: act, tokens: n, beta: 1)
+        }
+    }
+
+    /// logits (V) = lm_head(norm(x[row])) of the last chunk's `row`.
+    func lastLogits(row: Int) throws {
+        let m = model, c = m.config, H = c.hiddenSize
+        try last.copy(from: x, count: H, sourceOffset: row * H)
+        try m.ctx.rmsnormForward(y: lastNormed, rstd: lastRstd, x: last, weight: m.finalNorm, rows: 1, cols: H,
+                                 eps: Float(c.rmsNormEps))
+        try project(m.lmHead, y: logits, x: lastNormed, tokens: 1)
+    }
+
+    /// Logits (rows, V) of every row of the chunk just run.
+    func chunkLogits(rows n: Int) throws -> [Float] {
+        let m = model, c = m.config, H = c.hiddenSize, V = c.vocabSize
+        let buf = try allLogits ?? m.ctx.buffer(count: chunkTokens * V)
+        allLogits = buf
+        try m.ctx.rmsnormForward(y: h, rstd: rstd, x: x, weight: m.finalNorm, rows: n, cols: H, eps: Float(c.rmsNormEps))
+        try project(m.lmHead, y: buf, x: h, tokens: n)
+        return Array(try buf.read()[0..<(n * V)])
+    }
+}

@@ -1,0 +1,90 @@
+import Foundation
+import XCTest
+
+/// `lora-gpu generate` run as a user runs it, against transformers' greedy
+/// `generate` + apply_chat_template + decode (scripts/make_generate_fixtures.py, cli_chatml).
+final class GenerateCLITests: XCTestCase {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/generate/cli_chatml").path
+
+    /// lora-gpu beside the test bundle (swift build --build-tests builds both).
+    func binary() throws -> String {
+        let candidates = [Bundle.main.bundleURL, Bundle(for: Self.self).bundleURL.deletingLastPathComponent()]
+            .map { $0.appendingPathComponent("lora-gpu").path }
+        return try XCTUnwrap(candidates.first { FileManager.default.isExecutableFile(atPath: $0) },
+                             "lora-gpu is not built (looked at \(candidates))")
+    }
+
+    func run(_ args: [String], stdin: String = "") throws -> (status: Int32, stdout: Data, stderr: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: try binary())
+        p.arguments = ["generate"] + args
+        let input = Pipe(), output = Pipe(), errors = Pipe()
+        p.standardInput = input
+        p.standardOutput = output
+        p.standardError = errors
+        try p.run()
+        input.fileHandleForWriting.write(Data(stdin.utf8))
+        try input.fileHandleForWriting.close()
+        let out = output.fileHandleForReading.readDataToEndOfFile()
+        let err = errors.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, out, String(decoding: err, as: UTF8.self))
+    }
+
+    func testStdoutEqualsTransformersForPromptRawPromptTemplateFileAndChat() throws {
+        let data = try Data(contentsOf: URL(fileURLWithPath: Self.root + "/cli.json"))
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let cases = try XCTUnwrap(json["cases"] as? [[String: Any]])
+        let maxNew = try XCTUnwrap(json["max_new_tokens"] as? Int)
+        XCTAssertEqual(cases.count, 6)
+        let fixtures = URL(fileURLWithPath: Self.root).deletingLastPathComponent().deletingLastPathComponent().path
+        for c in cases {
+            let args = try XCTUnwrap(c["args"] as? [String]).map { $0 == "plain.jinja" ? Self.root + "/plain.jinja" : $0 }
+            // The ChatML model with its adapter, or a GGUF file (model, tokenizer and template from its metadata).
+            let model = (c["model"] as? String).map { ["--model", fixtures + "/" + $0] }
+                ?? ["--model", Self.root + "/model", "--adapter", Self.root + "/adapter"]
+            let r = try run(args + model + ["--max-new-tokens", String(maxNew)], stdin: c["stdin"] as? String ?? "")
+            XCTAssertEqual(r.status, 0, "\(args): \(r.stderr)")
+            let expected = try XCTUnwrap(c["stdout"] as? String)
+            XCTAssertEqual(String(decoding: r.stdout, as: UTF8.self), expected, "\(args) \(model): stdout")
+            XCTAssertEqual(r.stdout, Data(expected.utf8), "\(args) \(model): stdout bytes")
+            if let ids = c["ids"] as? [Int] {
+                // The EOS ids and the template's end-of-turn token (<|im_end|>, found from the template alone).
+                let stops = (c["stop"] as? Int).map { [$0] } ?? [json["im_end"] as? Int, json["eos"] as? Int].compactMap { $0 }
+                let why = ids.last.map { stops.contains($0) } == true ? "stopped by stop token \(ids.last!)" : "stopped by max_new_tokens"
+                XCTAssertTrue(r.stderr.contains("\(ids.count) new tokens") && r.stderr.contains(why), "\(args): \(r.stderr)")
+            }
+        }
+    }
+
+    func testPromptWithoutChatTemplateAsksForOneAndRawPromptStillWorks() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lora-gpu-notemplate-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for f in ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json"] {
+            try FileManager.default.copyItem(atPath: Self.root + "/model/" + f, toPath: dir + "/" + f)
+        }
+        // tokenizer_config.json without its template (and no chat_template.jinja).
+        let cfgData = try Data(contentsOf: URL(fileURLWithPath: Self.root + "/model/tokenizer_config.json"))
+        var cfg = try XCTUnwrap(try JSONSerialization.jsonObject(with: cfgData) as? [String: Any])
+        cfg["chat_template"] = nil
+        try JSONSerialization.data(withJSONObject: cfg).write(to: URL(fileURLWithPath: dir + "/tokenizer_config.json"))
+        let r = try run(["--model", dir, "--prompt", "hi", "--max-new-tokens", "2"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("no chat template") && r.stderr.contains("--chat-template")
+                      && r.stderr.contains("--raw-prompt"), r.stderr)
+        XCTAssertTrue(r.stdout.isEmpty)
+        let raw = try run(["--model", dir, "--raw-prompt", "The quick", "--max-new-tokens", "3"])
+        XCTAssertEqual(raw.status, 0, raw.stderr)
+        XCTAssertTrue(raw.stderr.contains("3 new tokens"), raw.stderr)
+        // Argument errors name the option.
+        let both = try run(["--model", dir, "--prompt", "a", "--raw-prompt", "b"])
+        XCTAssertNotEqual(both.status, 0)
+        XCTAssertTrue(both.stderr.contains("exactly one of --prompt, --raw-prompt, --chat"), both.stderr)
+        let badT = try run(["--model", dir, "--raw-prompt", "a", "--temperature=-1"])
+        XCTAssertTrue(badT.stderr.contains("temperature must be ≥ 0"), badT.stderr)
+        let unknown = try run(["--model", Self.root + "/model", "--prompt", "a", "--chat-template", "nonesuch"])
+        XCTAssertTrue(unknown.stderr.contains("--chat-template nonesuch"), unknown.stderr)
+    }
+}
