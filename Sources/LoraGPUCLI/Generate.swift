@@ -44,68 +44,35 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         let ctx = try deviceOption.context()
-        let text = try GenerateText(modelDirectory: model, chatTemplate: chatTemplate, needsTemplate: rawPrompt == nil)
-        let lm = try loadModel(ctx)
-        let generator = try Generator(model: lm)
-        var stops = try ModelStopIDs.load(modelDirectory: model)
+        let text = try ModelText(model: model, chatTemplate: chatTemplate, needsTemplate: rawPrompt == nil)
+        let generator = try Generator(model: try Generator.loadModel(model, adapter: adapter, context: ctx))
+        var stops = ModelSource.isFile(model) ? [] : try ModelStopIDs.load(modelDirectory: model)
         stops.formUnion(text.stopIDs)
         let options = GenerationOptions(maxNewTokens: maxNewTokens,
                                         sampling: SamplingOptions(temperature: temperature, topK: topK, topP: topP, seed: seed),
                                         stopIDs: stops)
+        func answer(_ ids: [Int]) throws -> String {
+            let (reply, result) = try generator.answer(prompt: ids, options: options, text: text) {
+                FileHandle.standardOutput.write(Data($0.utf8))
+            }
+            FileHandle.standardOutput.write(Data("\n".utf8))
+            FileHandle.standardError.write(Data((result.summary + "\n").utf8))
+            return reply
+        }
         if let rawPrompt {
-            _ = try answer(generator, prompt: text.rawIDs(rawPrompt), options: options, text: text)
+            _ = try answer(text.rawIDs(rawPrompt))
         } else if let prompt {
-            _ = try answer(generator, prompt: try text.chatIDs(messages: [GenerateText.message("user", prompt)]),
-                           options: options, text: text)
+            _ = try answer(try text.chatIDs(messages: [ModelText.message("user", prompt)], model: model))
         } else {
-            var messages: [GenerateText.Message] = []
+            var messages: [ModelText.Message] = []
             while true {
                 FileHandle.standardError.write(Data("> ".utf8))
                 guard let line = readLine(strippingNewline: true) else { break }
                 if line.trimmingCharacters(in: .whitespaces).isEmpty { continue }
-                messages.append(GenerateText.message("user", line))
-                let reply = try answer(generator, prompt: try text.chatIDs(messages: messages), options: options, text: text)
-                messages.append(GenerateText.message("assistant", reply))
+                messages.append(ModelText.message("user", line))
+                let reply = try answer(try text.chatIDs(messages: messages, model: model))
+                messages.append(ModelText.message("assistant", reply))
             }
         }
-    }
-
-    /// Streams the answer to stdout and returns its text (the stop token left out).
-    func answer(_ generator: Generator, prompt ids: [Int], options: GenerationOptions, text: GenerateText) throws -> String {
-        var stream = TextStream { text.decode($0) }
-        let result = try generator.generate(prompt: ids, options: options, onToken: { id in
-            if options.stopIDs.contains(id) { return }
-            let piece = try stream.push(id)
-            if !piece.isEmpty { FileHandle.standardOutput.write(Data(piece.utf8)) }
-        })
-        let rest = try stream.finish()
-        FileHandle.standardOutput.write(Data((rest + "\n").utf8))
-        let n = result.tokens.count
-        let rate = result.decodeSeconds > 0 ? Double(max(n - 1, 0)) / result.decodeSeconds : 0
-        let why: String
-        switch result.stopReason {
-        case .stopToken(let t): why = "stop token \(t)"
-        case .maxNewTokens: why = "max_new_tokens"
-        case .maxLength: why = "the model's maximum length"
-        }
-        FileHandle.standardError.write(Data(String(
-            format: "[%d prompt tokens (%d run) in %.2f s, %d new tokens at %.1f tokens/s, stopped by %@]\n",
-            result.promptTokens, result.prefilledTokens, result.prefillSeconds, n, rate, why as NSString).utf8))
-        return text.decode(stream.ids.filter { !options.stopIDs.contains($0) })
-    }
-
-    /// The model with the adapter, or (no --adapter) with a rank-1 adapter on
-    /// q_proj whose B is zero, which adds exactly nothing.
-    func loadModel(_ ctx: ComputeContext) throws -> LlamaLoRAModel {
-        let (config, checkpoint) = try ModelSource.open(model)
-        guard let adapter else {
-            let lora = try LoraConfig.parse(Data(#"{"r": 1, "lora_alpha": 1, "target_modules": ["q_proj"]}"#.utf8),
-                                            path: "(no adapter)")
-            return try LlamaLoRAModel(config: config, checkpoint: checkpoint, lora: lora, context: ctx)
-        }
-        let lora = try LoraConfig.load(path: adapter + "/adapter_config.json")
-        let m = try LlamaLoRAModel(config: config, checkpoint: checkpoint, lora: lora, context: ctx)
-        try m.loadAdapter(directory: adapter)
-        return m
     }
 }

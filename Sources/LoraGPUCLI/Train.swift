@@ -10,15 +10,16 @@ private func put(_ d: inout [String: Any], _ key: String, _ v: CustomStringConve
 }
 
 struct TrainDataOptions: ParsableArguments, OverrideGroup {
-    @Option(help: "Base model directory (config.json + safetensors). [model]") var model: String?
-    @Option(help: ArgumentHelp("Training file; repeat for several. Today: pre-tokenized JSONL, one {\"input_ids\": [...], \"labels\": [...]} per line. [data]",
+    @Option(help: "Base model: a Hugging Face directory (config.json, safetensors, tokenizer.json) or a GGUF file. [model]") var model: String?
+    @Option(help: ArgumentHelp("Training JSONL; repeat for several. Each line one of {\"messages\": [...]}, {\"conversations\": [...]} (ShareGPT), {\"prompt\", \"completion\"}, {\"text\"} or {\"input_ids\", \"labels\"} (see `lora-gpu data preview`). [data]",
                                valueName: "file")) var data: [String] = []
     @Option(help: ArgumentHelp("Evaluation file, same format. [val_data]", valueName: "file")) var valData: String?
     @Option(help: "Fraction of the training samples held out for evaluation (seeded). [val_split, default 0]") var valSplit: String?
     @Option(help: "Samples are truncated to this many tokens. [max_seq_len, default 1024]") var maxSeqLen: String?
     @Flag(inversion: .prefixedNo, help: "Pack several samples per row. [packing, default false]") var packing: Bool?
-    @Option(help: "Which tokens are trained: completion | all. [train_on, default completion]") var trainOn: String?
-    @Option(help: "Chat template: a .jinja file or a template name. [chat_template]") var chatTemplate: String?
+    @Option(help: "Which tokens are trained: assistant (every assistant turn with its end-of-turn) | all | last (the final assistant turn). [train_on, default assistant]") var trainOn: String?
+    @Option(help: "Chat template: a .jinja file or a named template of tokenizer_config.json, instead of the model's own. [chat_template]") var chatTemplate: String?
+    @Flag(inversion: .prefixedNo, help: "Count and skip malformed data lines instead of stopping at the first. [skip_bad_lines, default false]") var skipBadLines: Bool?
 
     func overrides() -> [String: Any] {
         var d: [String: Any] = [:]
@@ -26,6 +27,7 @@ struct TrainDataOptions: ParsableArguments, OverrideGroup {
         if !data.isEmpty { d["data"] = data }
         put(&d, "val_data", valData); put(&d, "val_split", valSplit); put(&d, "max_seq_len", maxSeqLen)
         put(&d, "packing", packing); put(&d, "train_on", trainOn); put(&d, "chat_template", chatTemplate)
+        put(&d, "skip_bad_lines", skipBadLines)
         return d
     }
 }

@@ -2,62 +2,79 @@ import Foundation
 import LoraModel
 import LoraText
 
-// The trainer's data entry points. One function here is a stand-in the lead
-// replaces when the rest of LoraText lands:
-//   loadSamples     — pre-tokenized JSONL only, until DatasetLoader exists;
+// The trainer's data entry points: the training (and validation) files read by
+// LoraText's Dataset — JSONL of messages, ShareGPT conversations,
+// prompt/completion, plain text or pre-tokenized ids, rendered through the
+// model's chat template and masked so that only the assistant turns train —
+// and the one place a planned batch becomes the model's TokenBatch.
 
-/// Reads every training file into samples, truncated to `maxSeqLen` tokens.
-/// Today: pre-tokenized JSONL, one `{"input_ids": [...], "labels": [...]}`
-/// per line (labels optional: every token trained; -100 marks an untrained one).
-func loadSamples(paths: [String], maxSeqLen: Int, vocabSize: Int) throws -> [TokenizedSample] {
-    var out: [TokenizedSample] = []
-    for path in paths {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw TrainError.data(path: path, line: 0, reason: "cannot read the file")
+/// A model without a tokenizer (a bare checkpoint): only pre-tokenized
+/// `{"input_ids": …}` lines can be trained; any text line names the problem.
+struct PreTokenizedOnly: DataTokenizer {
+    let model: String
+    let vocabularySize: Int
+    var eosID: Int? { nil }
+    var padID: Int? { nil }
+    func encodeIDs(_ text: String, addSpecialTokens: Bool) throws -> [Int] { throw ModelTextError.noTokenizer(model) }
+    func encodeOffsets(_ text: String) throws -> [TokenOffset] { throw ModelTextError.noTokenizer(model) }
+    func decodeIDs(_ ids: [Int]) -> String { ids.map(String.init).joined(separator: " ") }
+    func prepareText(_ s: String) -> String { s }
+}
+
+/// Training and validation samples, with what the loader counted.
+struct TrainingSamples {
+    var train: [TokenizedSample] = []
+    var validation: [TokenizedSample] = []
+    /// One line per file: "FILE: N samples, T tokens (K trained), …".
+    var summaries: [String] = []
+    var padTokenID = 0
+}
+
+/// Reads every `data` file (and `val_data`, or splits `val_split` off the
+/// training samples, seeded), truncated to `max_seq_len` and masked by
+/// `train_on`. `vocabSize` bounds pre-tokenized ids.
+func loadTrainingSamples(_ c: TrainingConfig, vocabSize: Int) throws -> TrainingSamples {
+    let tokenizer: DataTokenizer
+    var template: ConversationRenderer? = nil
+    if ModelText.hasTokenizer(model: c.model) {
+        let text = try ModelText(model: c.model, chatTemplate: c.chatTemplate, needsTemplate: false)
+        tokenizer = TokenizerDataAdapter(text.tokenizer)
+        template = text.template
+    } else {
+        if c.chatTemplate != nil {
+            throw TrainError.setting(source: "settings", key: "chat_template",
+                                     reason: "\(c.model) has no tokenizer to render a chat template with")
         }
-        guard let text = String(data: data, encoding: .utf8) else {
-            throw TrainError.data(path: path, line: 0, reason: "not UTF-8 text")
+        tokenizer = PreTokenizedOnly(model: c.model, vocabularySize: vocabSize)
+    }
+    guard let trainOn = TrainOn(rawValue: c.trainOn) else {
+        throw TrainError.setting(source: "settings", key: "train_on", reason: "'\(c.trainOn)' is not one of "
+            + TrainOn.allCases.map(\.rawValue).joined(separator: ", "))
+    }
+    let options = DatasetOptions(maxSeqLen: c.maxSeqLen, trainOn: trainOn, skipBadLines: c.skipBadLines)
+    var out = TrainingSamples()
+    out.padTokenID = tokenizer.padID ?? tokenizer.eosID ?? 0
+    func read(_ file: String) throws -> [TokenizedSample] {
+        let d: LoadedDataset
+        do {
+            d = try Dataset.load(file: file, tokenizer: tokenizer, template: template, options: options)
+        } catch DatasetError.noChatTemplate(let f, let line, let format) where tokenizer is PreTokenizedOnly {
+            throw TrainError.data(path: f, line: line, reason: "\(format) samples need a tokenizer: \(ModelTextError.noTokenizer(c.model))")
         }
-        var lineNo = 0
-        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
-            lineNo += 1
-            let s = line.trimmingCharacters(in: .whitespacesAndNewlines)
-            if s.isEmpty { continue }
-            func fail(_ r: String) -> TrainError { .data(path: path, line: lineNo, reason: r) }
-            guard let obj = try? JSONSerialization.jsonObject(with: Data(s.utf8)) as? [String: Any] else {
-                throw fail("not a JSON object")
-            }
-            guard let rawIDs = obj["input_ids"] else {
-                let keys = obj.keys.sorted().joined(separator: ", ")
-                throw fail("no \"input_ids\" (keys: \(keys)); only pre-tokenized JSONL is read until the dataset loader lands")
-            }
-            func ints(_ v: Any, _ field: String) throws -> [Int] {
-                guard let a = v as? [Any] else { throw fail("\"\(field)\" must be a list of integers") }
-                return try a.map { x in
-                    guard let n = x as? NSNumber, Double(n.intValue) == n.doubleValue else {
-                        throw fail("\"\(field)\" must be a list of integers")
-                    }
-                    return n.intValue
-                }
-            }
-            var ids = try ints(rawIDs, "input_ids")
-            var labels = try obj["labels"].map { try ints($0, "labels") } ?? ids
-            guard labels.count == ids.count else {
-                throw fail("\"labels\" has \(labels.count) entries, \"input_ids\" \(ids.count)")
-            }
-            if let bad = ids.first(where: { $0 < 0 || $0 >= vocabSize }) {
-                throw fail("token id \(bad) is outside the model's vocabulary (size \(vocabSize))")
-            }
-            if let bad = labels.first(where: { $0 != -100 && ($0 < 0 || $0 >= vocabSize) }) {
-                throw fail("label \(bad) is neither -100 nor a token id (vocabulary size \(vocabSize))")
-            }
-            if ids.isEmpty { continue }
-            if ids.count > maxSeqLen {  // truncation keeps the start, as TRL's
-                ids = Array(ids.prefix(maxSeqLen))
-                labels = Array(labels.prefix(maxSeqLen))
-            }
-            out.append(TokenizedSample(line: lineNo, inputIDs: ids, labels: labels))
+        if let bad = d.samples.lazy.flatMap(\.inputIDs).first(where: { $0 >= vocabSize }) {
+            throw TrainError.data(path: file, line: 0, reason: "token id \(bad) is outside the model's vocabulary (size \(vocabSize))")
         }
+        let st = d.statistics
+        out.summaries.append("\(file) (\(d.format.rawValue)): \(st.samples) samples, \(st.tokens) tokens, "
+            + "\(st.trainedTokens) trained, \(st.truncated) truncated, \(st.skippedTotal) skipped; "
+            + "length median \(st.lengthMedian), max \(st.lengthMax)")
+        return d.samples
+    }
+    for f in c.data { out.train += try read(f) }
+    if let v = c.valData {
+        out.validation = try read(v)
+    } else if c.valSplit > 0 {
+        (out.train, out.validation) = try Dataset.split(out.train, validationFraction: c.valSplit, seed: UInt64(c.seed))
     }
     return out
 }
@@ -67,14 +84,4 @@ func loadSamples(paths: [String], maxSeqLen: Int, vocabSize: Int) throws -> [Tok
 /// a sequence id.
 func tokenBatch(_ rows: BatchRows) throws -> TokenBatch {
     try TokenBatch(inputIDs: rows.inputIDs, labels: rows.labels, positionIDs: rows.positionIDs, sequenceIDs: rows.sequenceIDs)
-}
-
-/// A seeded split of `samples` into (train, validation): ⌈fraction·n⌉ samples
-/// (at least 1, leaving at least 1) drawn by a shuffle that depends only on the seed.
-func split(_ samples: [TokenizedSample], fraction: Double, seed: UInt64) -> (train: [TokenizedSample], val: [TokenizedSample]) {
-    guard fraction > 0, samples.count > 1 else { return (samples, []) }
-    let n = min(max(1, Int((fraction * Double(samples.count)).rounded(.up))), samples.count - 1)
-    let order = Batching.order(count: samples.count, seed: seed ^ 0x5A17_5A17, epoch: 0, shuffle: true)
-    let val = Set(order.prefix(n))
-    return (samples.indices.filter { !val.contains($0) }.map { samples[$0] }, order.prefix(n).sorted().map { samples[$0] })
 }

@@ -49,7 +49,7 @@ public final class Trainer {
         }
 
         // The model.
-        let modelConfig = try ModelConfig.load(directory: c.model)
+        let modelConfig = try ModelSource.open(c.model).config
         let lora = try c.loraSettings()
         let model = try LlamaLoRAModel(modelDirectory: c.model, lora: lora, context: ctx)
         for w in model.adapterPlan.warnings { progress.message("warning: \(w)") }
@@ -62,22 +62,14 @@ public final class Trainer {
         progress.message(model.adapterPlan.trainableLine)
 
         // The data.
-        var train = try loadSamples(paths: c.data, maxSeqLen: c.maxSeqLen, vocabSize: modelConfig.vocabSize)
-        var val: [TokenizedSample] = []
-        if let v = c.valData {
-            val = try loadSamples(paths: [v], maxSeqLen: c.maxSeqLen, vocabSize: modelConfig.vocabSize)
-        } else if c.valSplit > 0 {
-            (train, val) = split(train, fraction: c.valSplit, seed: UInt64(c.seed))
-        }
+        let data = try loadTrainingSamples(c, vocabSize: modelConfig.vocabSize)
+        for line in data.summaries { progress.message("data: " + line) }
+        let train = data.train, val = data.validation
         guard !train.isEmpty else {
             throw TrainError.data(path: c.data.joined(separator: ", "), line: 0, reason: "no training sample")
         }
-        if c.chatTemplate != nil || c.explicitKeys.contains("train_on") {
-            progress.message("note: chat_template and train_on apply when the dataset loader renders text; "
-                + "pre-tokenized samples are trained as their labels say")
-        }
         let options = BatchingOptions(batchSize: c.perDeviceTrainBatchSize, maxSeqLen: c.maxSeqLen, packing: c.packing,
-                                      padTokenID: 0, shuffle: true)
+                                      padTokenID: data.padTokenID, shuffle: true)
         var plans: [Int: [BatchRows]] = [:]
         func batches(_ epoch: Int) -> [BatchRows] {
             if let p = plans[epoch] { return p }
@@ -146,7 +138,7 @@ public final class Trainer {
             _ = fm.createFile(atPath: metricsPath, contents: nil)
         }
         let evalRows = val.isEmpty ? [] : Batching.plan(val, options: BatchingOptions(
-            batchSize: c.perDeviceEvalBatchSize, maxSeqLen: c.maxSeqLen, packing: c.packing, padTokenID: 0, shuffle: false),
+            batchSize: c.perDeviceEvalBatchSize, maxSeqLen: c.maxSeqLen, packing: c.packing, padTokenID: data.padTokenID, shuffle: false),
             seed: UInt64(c.seed), epoch: 0)
         progress.message("training \(train.count) samples\(val.isEmpty ? "" : ", evaluating \(val.count)"): \(total) steps "
             + "(batch \(c.perDeviceTrainBatchSize) × accumulation \(acc)), warmup \(schedule.warmupSteps), output \(outputDir)")

@@ -89,8 +89,9 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
     public var valSplit: Double = 0
     public var maxSeqLen: Int = 1024
     public var packing = false
-    public var trainOn: String = "completion"
+    public var trainOn: String = "assistant"
     public var chatTemplate: String?
+    public var skipBadLines = false
     // LoRA (PEFT's LoraConfig)
     public var r: Int = 8
     public var loraAlpha: Double = 8
@@ -139,7 +140,7 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case model, data, valData = "val_data", valSplit = "val_split", maxSeqLen = "max_seq_len", packing
-        case trainOn = "train_on", chatTemplate = "chat_template"
+        case trainOn = "train_on", chatTemplate = "chat_template", skipBadLines = "skip_bad_lines"
         case r, loraAlpha = "lora_alpha", loraDropout = "lora_dropout", targetModules = "target_modules"
         case excludeModules = "exclude_modules", bias, useRslora = "use_rslora", initLoraWeights = "init_lora_weights"
         case layersToTransform = "layers_to_transform", modulesToSave = "modules_to_save", loraConfig = "lora_config"
@@ -164,7 +165,7 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
     /// Keys that describe the LoRA adapter (fixed by `adapter`, overriding `lora_config`).
     public static let loraKeys: Set<String> = ["r", "lora_alpha", "lora_dropout", "target_modules", "exclude_modules", "bias",
                                                "use_rslora", "init_lora_weights", "layers_to_transform", "modules_to_save"]
-    public static let trainOnValues = ["completion", "all"]
+    public static let trainOnValues = ["assistant", "all", "last"]
     public static let metrics = ["eval_loss", "eval_perplexity", "loss"]
 
     public init() {}
@@ -279,6 +280,7 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         case .packing: packing = try bool()
         case .trainOn: trainOn = try text()
         case .chatTemplate: chatTemplate = isNull ? nil : try text()
+        case .skipBadLines: skipBadLines = try bool()
         case .r: r = try int()
         case .loraAlpha: loraAlpha = try double()
         case .loraDropout: loraDropout = try double()

@@ -1,0 +1,87 @@
+import Foundation
+import LoraModel
+import LoraText
+
+/// Errors of a model's text side, naming the model or the option.
+public enum ModelTextError: Error, CustomStringConvertible {
+    case noTokenizer(String)
+    case noChatTemplate(String)
+
+    public var description: String {
+        switch self {
+        case .noTokenizer(let m):
+            return "\(m): no tokenizer.json beside the model (and not a GGUF file with tokenizer.ggml.* metadata); "
+                + "only pre-tokenized {\"input_ids\": …} data can be used"
+        case .noChatTemplate(let m):
+            return "\(m): the tokenizer has no chat template; pass --chat-template NAME|FILE or use --raw-prompt"
+        }
+    }
+}
+
+/// A model's text side: its tokenizer — tokenizer.json beside a Hugging Face
+/// checkpoint, or a GGUF file's tokenizer.ggml.* metadata converted as
+/// transformers converts it — and its chat template (the model's own, or
+/// `--chat-template NAME|FILE`; there is never a silent default).
+public struct ModelText {
+    public typealias Message = JSONValue
+    public let tokenizer: Tokenizer
+    public let template: ChatTemplateRenderer?
+    /// The tokenizer's EOS and the template's end-of-turn token.
+    public let stopIDs: Set<Int>
+
+    /// Whether `model` (a directory or a GGUF file) carries a tokenizer.
+    public static func hasTokenizer(model: String) -> Bool {
+        ModelSource.isFile(model) || FileManager.default.fileExists(atPath: model + "/tokenizer.json")
+    }
+
+    /// `needsTemplate`: chat prompts need one; raw text and pre-tokenized data do not.
+    public init(model: String, chatTemplate option: String?, needsTemplate: Bool) throws {
+        guard Self.hasTokenizer(model: model) else { throw ModelTextError.noTokenizer(model) }
+        if ModelSource.isFile(model) {
+            let files = try GGUFFile(path: model).tokenizerFiles()
+            tokenizer = try Tokenizer(tokenizerJSON: files.tokenizerJSON,
+                                      config: try TokenizerConfig.parse(files.tokenizerConfig, source: model + " (tokenizer_config)"),
+                                      source: model + " (tokenizer.json)")
+        } else {
+            tokenizer = try Tokenizer.load(directory: model)
+        }
+        template = try ChatTemplateSelection.resolve(option: option, tokenizer: tokenizer)
+        if needsTemplate && template == nil { throw ModelTextError.noChatTemplate(model) }
+        var stops: Set<Int> = []
+        if let eos = tokenizer.config.eosToken, let id = tokenizer.tokenID(eos) { stops.insert(id) }
+        if let t = template, let id = Self.endOfTurn(t, tokenizer) { stops.insert(id) }
+        stopIDs = stops
+    }
+
+    public static func message(_ role: String, _ content: String) -> Message {
+        .object(JSONObject([("role", .string(role)), ("content", .string(content))]))
+    }
+
+    /// The special token that the template writes right after an assistant
+    /// message's content (<|im_end|>, <|eot_id|>, <end_of_turn>, </s>, …), found
+    /// by rendering a two-turn conversation; nil when there is none.
+    static func endOfTurn(_ t: ChatTemplateRenderer, _ tok: Tokenizer) -> Int? {
+        let marker = "lora-gpu end-of-turn probe"
+        let conversation = [message("user", "hello"), message("assistant", marker)]
+        guard let text = try? t.render(conversation, addGenerationPrompt: false),
+              let r = text.range(of: marker, options: .backwards) else { return nil }
+        // Leading whitespace (" </s>" in Llama 2's template) is not the end-of-turn token.
+        let after = String(text[r.upperBound...]).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard let first = tok.encode(after, addSpecialTokens: false).first, tok.isSpecial(first) else { return nil }
+        return first
+    }
+
+    /// The conversation rendered with add_generation_prompt and tokenized without
+    /// adding special tokens again (the template writes them), as
+    /// apply_chat_template(tokenize=True) does.
+    public func chatIDs(messages: [Message], model: String = "the model") throws -> [Int] {
+        guard let template else { throw ModelTextError.noChatTemplate(model) }
+        let text = try template.render(messages, addGenerationPrompt: true)
+        return tokenizer.encode(text, addSpecialTokens: false)
+    }
+
+    /// Raw text with the tokenizer's default special tokens (e.g. BOS).
+    public func rawIDs(_ text: String) -> [Int] { tokenizer.encode(text, addSpecialTokens: true) }
+
+    public func decode(_ ids: [Int]) -> String { tokenizer.decode(ids, skipSpecialTokens: true) }
+}
