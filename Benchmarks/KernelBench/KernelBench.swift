@@ -266,6 +266,20 @@ extension KernelBench {
             try ctx.attentionBackward(dq: dq, dk: dk, dv: dv, delta: delta, dout: dout, out: out, lse: lse, q: q, k: k, v: v, shape: s)
         }
         record("attention backward", shape, seconds: tb, flops: 2.5 * attnFlops, blasSeconds: nil)
+        // The same rows packed with 4 samples of T/4 tokens each: attention stays within a sample.
+        let sampleLen = T / 4
+        let seg = try DeviceBuffer(queue: ctx.queue, try s.segmentStarts(sequenceIDs: (0..<n).map { ($0 % T) / sampleLen }))
+        let packedFlops = 2.0 * Double(B * NH) * 4 * Double(sampleLen * (sampleLen + 1) / 2) * Double(D) * 2
+        let packedShape = shape + " 4x\(sampleLen)"
+        let tpf = try timeDevice {
+            try ctx.attentionForward(out: out, lse: lse, q: q, k: k, v: v, shape: s, segmentStarts: seg)
+        }
+        record("attention forward (packed)", packedShape, seconds: tpf, flops: packedFlops, blasSeconds: nil)
+        let tpb = try timeDevice {
+            try ctx.attentionBackward(dq: dq, dk: dk, dv: dv, delta: delta, dout: dout, out: out, lse: lse, q: q, k: k, v: v,
+                                      shape: s, segmentStarts: seg)
+        }
+        record("attention backward (packed)", packedShape, seconds: tpb, flops: 2.5 * packedFlops, blasSeconds: nil)
 
         let cfg = RopeSettings(theta: 10000, kind: .default).tables(positions: T, headDim: D)
         let cosB = try ctx.buffer(cfg.cos), sinB = try ctx.buffer(cfg.sin)

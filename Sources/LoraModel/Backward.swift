@@ -21,7 +21,7 @@ extension LlamaLoRAModel {
         // Attention: x_mid = x_in + o(attn(rope(q(h1)), rope(k(h1)), v(h1))), h1 = norm(x_in)
         try L.o.backward(ctx, dx: p.dattn, dy: p.dres, x: a.attn, tokens: n, stepSeed: s)
         try ctx.attentionBackward(dq: p.dq, dk: p.dk, dv: p.dv, delta: p.delta, dout: p.dattn, out: a.attn, lse: a.lse,
-                                  q: a.q, k: a.k, v: a.v, shape: attentionShape)
+                                  q: a.q, k: a.k, v: a.v, shape: attentionShape, segmentStarts: attentionSegments)
         try ctx.rope(p.dq, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numHeads,
                      headDim: c.headDim, inverse: true)
         try ctx.rope(p.dk, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numKVHeads,

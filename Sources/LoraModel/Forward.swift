@@ -31,6 +31,8 @@ final class ActivationPlan {
     let residual: [DeviceBuffer<Float>]               // L+1 layer inputs (N, H)
     let layers: [LayerActivations]
     let ids, positions, targets: DeviceBuffer<Int32>
+    let segmentStarts: DeviceBuffer<Int32>            // (N) first token of each token's sample
+    var packed: Bool                                  // whether attention reads segmentStarts
     var groups: TokenGroups
     var countedTokens: Int
     let hf, rstdF: DeviceBuffer<Float>                // final norm out (N,H), (N)
@@ -59,7 +61,9 @@ final class ActivationPlan {
             try LayerActivations(ctx, c, batch: bb, seq: tt)
         }
         ids = try DeviceBuffer(queue: ctx.queue, b.inputIDs)
-        positions = try DeviceBuffer(queue: ctx.queue, (0..<n).map { Int32($0 % b.seq) })
+        positions = try DeviceBuffer(queue: ctx.queue, b.positionIDs)
+        segmentStarts = try DeviceBuffer(queue: ctx.queue, b.segmentStarts)
+        packed = b.isPacked
         targets = try DeviceBuffer(queue: ctx.queue, b.targets)
         groups = try TokenGroups(ctx, ids: b.inputIDs)
         countedTokens = b.countedTokens
@@ -96,12 +100,17 @@ extension LlamaLoRAModel {
                                       kvHeads: config.numKVHeads, headDim: config.headDim)
     }
 
+    /// The attention kernels' sample boundaries: nil when every row is one sample.
+    var attentionSegments: DeviceBuffer<Int32>? { plan!.packed ? plan!.segmentStarts : nil }
+
     func prepare(_ b: TokenBatch) throws -> ActivationPlan {
-        guard b.seq <= config.maxPositionEmbeddings else {
-            throw LoraError.batch("sequence length \(b.seq) exceeds max_position_embeddings \(config.maxPositionEmbeddings)")
+        if let i = b.positionIDs.firstIndex(where: { Int($0) >= config.maxPositionEmbeddings }) {
+            throw LoraError.batch("position id \(b.positionIDs[i]) (row \(i / b.seq), token \(i % b.seq)) is not below "
+                                  + "max_position_embeddings \(config.maxPositionEmbeddings)")
         }
-        if let w = config.slidingWindow, b.seq > w {
-            throw LoraError.batch("sequence length \(b.seq) exceeds sliding_window \(w); sliding-window attention is not supported yet")
+        // Samples no longer than the window never meet it: full causal attention is exact then.
+        if let w = config.slidingWindow, b.longestSample > w {
+            throw LoraError.batch("a sample of \(b.longestSample) tokens exceeds sliding_window \(w); sliding-window attention is not supported yet")
         }
         if let bad = b.inputIDs.first(where: { $0 < 0 || Int($0) >= config.vocabSize }) {
             throw LoraError.batch("token id \(bad) is outside the vocabulary (size \(config.vocabSize))")
@@ -113,6 +122,9 @@ extension LlamaLoRAModel {
             // Same shape: reuse every buffer, refresh the batch's ids and targets.
             try p.ids.write(b.inputIDs)
             try p.targets.write(b.targets)
+            try p.positions.write(b.positionIDs)
+            try p.segmentStarts.write(b.segmentStarts)
+            p.packed = b.isPacked
             p.groups = try TokenGroups(ctx, ids: b.inputIDs)
             p.countedTokens = b.countedTokens
             return p
@@ -150,7 +162,8 @@ extension LlamaLoRAModel {
                      headDim: c.headDim, inverse: false)
         try ctx.rope(a.k, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numKVHeads,
                      headDim: c.headDim, inverse: false)
-        try ctx.attentionForward(out: a.attn, lse: a.lse, q: a.q, k: a.k, v: a.v, shape: attentionShape)
+        try ctx.attentionForward(out: a.attn, lse: a.lse, q: a.q, k: a.k, v: a.v, shape: attentionShape,
+                                 segmentStarts: attentionSegments)
         try a.xMid.copy(from: xIn, count: n * H)
         try L.o.forward(ctx, y: a.xMid, x: a.attn, tokens: n, training: training, stepSeed: s, beta: 1)
         try ctx.rmsnormForward(y: a.h2, rstd: a.rstd2, x: a.xMid, weight: L.postNorm, rows: n, cols: H, eps: eps)

@@ -35,17 +35,36 @@ public final class DecoderLayer {
 
 /// A token batch (B, T) with causal-LM labels; shifted targets and the
 /// embedding-backward grouping are built on the host here, once.
+///
+/// Packed and padded rows: `sequenceIDs` (B×T) says which sample of its row
+/// each token belongs to (each id one contiguous run within its row, e.g.
+/// 0 0 0 1 1 2 2 2 −1 −1 with −1 for trailing padding); attention never
+/// crosses a sample boundary and the shift never makes the first token of a
+/// sample the target of the last token of the previous one. `positionIDs`
+/// (B×T) are the RoPE positions, usually restarting at 0 with each sample.
 public struct TokenBatch {
     public let batch: Int
     public let seq: Int
     public let inputIDs: [Int32]
     public let labels: [Int32]
-    /// targets[b·T + t] = labels[b, t+1], −100 at the last position (transformers' shift).
+    /// targets[b·T + t] = labels[b, t+1], −100 at the last position of a row
+    /// (transformers' shift) and at the last token of every packed sample.
     public let targets: [Int32]
+    /// RoPE positions (B·T); 0…T−1 in every row unless given.
+    public let positionIDs: [Int32]
+    /// Sample ids (B·T); all 0 (one sample per row) unless given.
+    public let sequenceIDs: [Int]
+    /// Per token, the index within its row of its sample's first token (B·T).
+    public let segmentStarts: [Int32]
+    /// Whether some row holds more than one sample (else attention runs unmasked by samples).
+    public let isPacked: Bool
+    /// The longest run of one sample, in tokens (T when unpacked).
+    public let longestSample: Int
     public var tokens: Int { batch * seq }
     public var countedTokens: Int { targets.filter { $0 >= 0 }.count }
 
-    public init(inputIDs: [[Int]], labels: [[Int]]? = nil) throws {
+    public init(inputIDs: [[Int]], labels: [[Int]]? = nil, positionIDs: [[Int]]? = nil,
+                sequenceIDs: [[Int]]? = nil) throws {
         guard let t = inputIDs.first?.count, t > 0, inputIDs.allSatisfy({ $0.count == t }) else {
             throw LoraError.batch("input_ids must be a non-empty rectangle")
         }
@@ -53,12 +72,46 @@ public struct TokenBatch {
         guard labels.count == inputIDs.count, labels.allSatisfy({ $0.count == t }) else {
             throw LoraError.batch("labels must have the shape of input_ids")
         }
+        for (name, x) in [("position_ids", positionIDs), ("sequence_ids", sequenceIDs)] {
+            if let x = x, x.count != inputIDs.count || !x.allSatisfy({ $0.count == t }) {
+                throw LoraError.batch("\(name) must have the shape of input_ids (\(inputIDs.count)×\(t))")
+            }
+        }
         batch = inputIDs.count
         seq = t
-        self.inputIDs = inputIDs.flatMap { $0.map(Int32.init) }
-        self.labels = labels.flatMap { $0.map(Int32.init) }
-        var tg: [Int32] = []
-        for row in labels { tg += row.dropFirst().map(Int32.init) + [-100] }
+        /// Range-checked Int32 of every element (the vocabulary is checked against the model later).
+        func int32(_ rows: [[Int]], _ name: String, allowed: ClosedRange<Int>) throws -> [Int32] {
+            var out: [Int32] = []
+            out.reserveCapacity(rows.count * t)
+            for (b, row) in rows.enumerated() { for (i, x) in row.enumerated() {
+                guard allowed.contains(x), let v = Int32(exactly: x) else {
+                    throw LoraError.batch("\(name)[\(b)][\(i)] = \(x) is out of range")
+                }
+                out.append(v)
+            } }
+            return out
+        }
+        let any32 = Int(Int32.min)...Int(Int32.max)
+        self.inputIDs = try int32(inputIDs, "input_ids", allowed: any32)
+        self.labels = try int32(labels, "labels", allowed: any32)
+        self.positionIDs = try positionIDs.map { try int32($0, "position_ids", allowed: 0...Int(Int32.max)) }
+            ?? (0..<(batch * t)).map { Int32(truncatingIfNeeded: $0 % t) }
+        let ids = sequenceIDs?.flatMap { $0 } ?? [Int](repeating: 0, count: batch * t)
+        self.sequenceIDs = ids
+        let starts: [Int32]
+        do {
+            starts = try ComputeContext.AttentionShape(batch: inputIDs.count, seq: t, heads: 1, kvHeads: 1, headDim: 1)
+                .segmentStarts(sequenceIDs: ids)
+        } catch let e as OpError {
+            throw LoraError.batch(e.detail)
+        }
+        segmentStarts = starts
+        isPacked = starts.contains { $0 != 0 }
+        longestSample = starts.indices.map { $0 % t - Int(starts[$0]) + 1 }.max() ?? t
+        // The shift stays within a sample: the last token of each has no target.
+        let lab = self.labels
+        var tg = [Int32](repeating: -100, count: lab.count)
+        for i in 0..<lab.count where i % t + 1 < t && ids[i + 1] == ids[i] { tg[i] = lab[i + 1] }
         targets = tg
     }
 }

@@ -81,6 +81,30 @@ extension ComputeContext {
         }
         var scale: Float { 1 / Float(headDim).squareRoot() }
         var tokens: Int { batch * seq }
+
+        /// The attention kernels' segment starts (B·T) from per-token sample ids
+        /// (B·T): for token t of a row, the index of the first token of the run of
+        /// equal ids that holds t. Each id must form one contiguous run within its
+        /// row (a sample cannot resume after another); ids may repeat across rows.
+        public func segmentStarts(sequenceIDs ids: [Int]) throws -> [Int32] {
+            try require(ids.count == tokens, "attention", "sequence ids have \(ids.count) elements, expected \(batch)×\(seq)")
+            try require(seq <= Int(Int32.max), "attention", "sequence length \(seq) does not fit the kernels' int")
+            var starts = [Int32](repeating: 0, count: tokens)
+            for b in 0..<batch {
+                var seen = Set<Int>(), start = 0
+                for t in 0..<seq {
+                    let id = ids[b * seq + t]
+                    if t > 0 && id != ids[b * seq + t - 1] {
+                        start = t
+                        try require(!seen.contains(id), "attention",
+                                    "sequence id \(id) of row \(b) reappears at token \(t) after another sample: samples must be contiguous")
+                    }
+                    seen.insert(id)
+                    starts[b * seq + t] = Int32(truncatingIfNeeded: start)   // start < seq ≤ Int32.max
+                }
+            }
+            return starts
+        }
     }
 
     private func checkAttention(_ s: AttentionShape) throws {
@@ -97,23 +121,40 @@ extension ComputeContext {
         return out
     }
 
+    /// The kernels' (packed, seg) arguments: with no segment starts every row is
+    /// one sample and the kernels never read the buffer (q stands in for it).
+    private func segmentArguments(_ segmentStarts: DeviceBuffer<Int32>?, standIn: DeviceBuffer<Float>,
+                                  shape s: AttentionShape) throws -> [KernelArgument] {
+        guard let seg = segmentStarts else { return [i32(0), .buffer(standIn)] }
+        try require(seg.count >= s.tokens, "attention", "segmentStarts has \(seg.count) elements, needs \(s.tokens)")
+        return [i32(1), .buffer(seg)]
+    }
+
     /// Causal GQA attention: out (B·T, NH, D), lse (B, NH, T) kept for backward.
+    /// `segmentStarts` (B·T), for packed rows: per token the index within its row
+    /// of its sample's first token; query t then attends keys segmentStarts[t]…t
+    /// only. Samples must be contiguous (starts non-decreasing along a row, each
+    /// start ≤ its token's index: the caller builds them, see TokenBatch).
     public func attentionForward(out: DeviceBuffer<Float>, lse: DeviceBuffer<Float>, q: DeviceBuffer<Float>,
-                                 k: DeviceBuffer<Float>, v: DeviceBuffer<Float>, shape s: AttentionShape) throws {
+                                 k: DeviceBuffer<Float>, v: DeviceBuffer<Float>, shape s: AttentionShape,
+                                 segmentStarts: DeviceBuffer<Int32>? = nil) throws {
         try checkAttention(s)
+        let seg = try segmentArguments(segmentStarts, standIn: q, shape: s)
         let kt = try transposeHeads(k, heads: s.kvHeads, shape: s, slot: 30)
         let tp = (s.seq + 15) / 16 * 16
         try launch("attention_forward", [i32(s.batch), i32(s.seq), i32(s.heads), i32(s.kvHeads), i32(s.headDim), i32(tp),
-                                         .float(s.scale), .buffer(q), .buffer(kt), .buffer(v), .buffer(out), .buffer(lse)],
+                                         .float(s.scale), .buffer(q), .buffer(kt), .buffer(v)] + seg + [.buffer(out), .buffer(lse)],
                    global: [s.seq, s.heads, s.batch], local: [1, 1, 1])
     }
 
-    /// dq, dk, dv from dout; `delta` (B, NH, T) is scratch.
+    /// dq, dk, dv from dout; `delta` (B, NH, T) is scratch; `segmentStarts` as in the forward.
     public func attentionBackward(dq: DeviceBuffer<Float>, dk: DeviceBuffer<Float>, dv: DeviceBuffer<Float>,
                                   delta: DeviceBuffer<Float>, dout: DeviceBuffer<Float>, out: DeviceBuffer<Float>,
                                   lse: DeviceBuffer<Float>, q: DeviceBuffer<Float>, k: DeviceBuffer<Float>,
-                                  v: DeviceBuffer<Float>, shape s: AttentionShape) throws {
+                                  v: DeviceBuffer<Float>, shape s: AttentionShape,
+                                  segmentStarts: DeviceBuffer<Int32>? = nil) throws {
         try checkAttention(s)
+        let seg = try segmentArguments(segmentStarts, standIn: q, shape: s)
         let tp = (s.seq + 15) / 16 * 16
         try launch("attention_backward_delta", [i32(s.batch), i32(s.seq), i32(s.heads), i32(s.headDim),
                                                 .buffer(dout), .buffer(out), .buffer(delta)],
@@ -122,13 +163,14 @@ extension ComputeContext {
         let vt = try transposeHeads(v, heads: s.kvHeads, shape: s, slot: 31)
         try launch("attention_backward_dq", [i32(s.batch), i32(s.seq), i32(s.heads), i32(s.kvHeads), i32(s.headDim), i32(tp),
                                              .float(s.scale), .buffer(q), .buffer(k), .buffer(kt), .buffer(vt), .buffer(dout),
-                                             .buffer(lse), .buffer(delta), .buffer(dq)],
+                                             .buffer(lse), .buffer(delta)] + seg + [.buffer(dq)],
                    global: [s.seq, s.heads, s.batch], local: [1, 1, 1])
         let qt = try transposeHeads(q, heads: s.heads, shape: s, slot: 32)
         let dt = try transposeHeads(dout, heads: s.heads, shape: s, slot: 33)
         try launch("attention_backward_dkv", [i32(s.batch), i32(s.seq), i32(s.heads), i32(s.kvHeads), i32(s.headDim), i32(tp),
                                               .float(s.scale), .buffer(q), .buffer(k), .buffer(v), .buffer(dout),
-                                              .buffer(qt), .buffer(dt), .buffer(lse), .buffer(delta), .buffer(dk), .buffer(dv)],
+                                              .buffer(qt), .buffer(dt), .buffer(lse), .buffer(delta)] + seg
+                                                + [.buffer(dk), .buffer(dv)],
                    global: [s.seq, s.kvHeads, s.batch], local: [1, 1, 1])
     }
 

@@ -17,23 +17,25 @@ extension Reference {
     }
 
     /// Causal GQA attention, q (B·T, NH, D), k/v (B·T, NKV, D) → (B·T, NH, D).
+    /// With `sequenceIDs` (B·T) query t of a row attends only keys j ≤ t of the
+    /// same row with the same id (packed samples), else every j ≤ t.
     public static func attention(q: [Double], k: [Double], v: [Double], batch: Int, seq: Int, heads: Int,
-                                 kvHeads: Int, headDim d: Int) -> [Double] {
+                                 kvHeads: Int, headDim d: Int, sequenceIDs: [Int]? = nil) -> [Double] {
         var out = [Double](repeating: 0, count: batch * seq * heads * d)
         let scale = 1 / Double(d).squareRoot(), group = heads / kvHeads
         for b in 0..<batch { for h in 0..<heads { for t in 0..<seq {
             let qo = ((b * seq + t) * heads + h) * d
-            var scores = [Double](repeating: 0, count: t + 1)
-            for j in 0...t {
+            let keys = (0...t).filter { j in sequenceIDs.map { $0[b * seq + j] == $0[b * seq + t] } ?? true }
+            let scores = keys.map { j -> Double in
                 let ko = ((b * seq + j) * kvHeads + h / group) * d
-                scores[j] = (0..<d).reduce(0) { $0 + q[qo + $1] * k[ko + $1] } * scale
+                return (0..<d).reduce(0) { $0 + q[qo + $1] * k[ko + $1] } * scale
             }
             let m = scores.max()!
             let e = scores.map { Foundation.exp($0 - m) }
             let z = e.reduce(0, +)
-            for j in 0...t {
+            for (n, j) in keys.enumerated() {
                 let vo = ((b * seq + j) * kvHeads + h / group) * d
-                for i in 0..<d { out[qo + i] += e[j] / z * v[vo + i] }
+                for i in 0..<d { out[qo + i] += e[n] / z * v[vo + i] }
             }
         } } }
         return out

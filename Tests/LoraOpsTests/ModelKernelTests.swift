@@ -104,31 +104,88 @@ final class AttentionKernelTests: XCTestCase {
     func testForwardBackwardAgainstFloat64AndFiniteDifferences() throws {
         let ctx = try sharedContext()
         var rng = freshRandom(#function)
-        for s in Self.shapes {
-            let n = s.batch * s.seq, qn = n * s.heads * s.headDim, kn = n * s.kvHeads * s.headDim
-            let q = rng.uniform(qn, -2, 2), k = rng.uniform(kn, -2, 2), v = rng.uniform(kn)
-            let bq = try ctx.buffer(q), bk = try ctx.buffer(k), bv = try ctx.buffer(v)
-            let out = try poisoned(ctx, qn), lse = try poisoned(ctx, s.batch * s.heads * s.seq)
-            try ctx.attentionForward(out: out, lse: lse, q: bq, k: bk, v: bv, shape: s)
-            func ref(_ q: [Double], _ k: [Double], _ v: [Double]) -> [Double] {
-                Reference.attention(q: q, k: k, v: v, batch: s.batch, seq: s.seq, heads: s.heads, kvHeads: s.kvHeads,
-                                    headDim: s.headDim)
+        for s in Self.shapes { try check(ctx, s, sequenceIDs: nil, rng: &rng) }
+    }
+
+    /// Packed rows: several samples per row (lengths drawn at random, many of
+    /// them 1, some crossing 16-key blocks, a trailing padding sample with id −1
+    /// in some rows); attention must never cross a sample boundary.
+    func testPackedRowsAgainstFloat64AndFiniteDifferences() throws {
+        let ctx = try sharedContext()
+        var rng = freshRandom(#function)
+        let cases: [(ComputeContext.AttentionShape, [[Int]]?)] = [
+            (.init(batch: 2, seq: 40, heads: 4, kvHeads: 2, headDim: 16), [[1, 17, 5, 1, 16], [23, 1, 16]]),
+            (.init(batch: 1, seq: 7, heads: 3, kvHeads: 1, headDim: 6), [[1, 1, 3, 2]]),
+            (.init(batch: 1, seq: 5, heads: 2, kvHeads: 2, headDim: 8), [[1, 1, 1, 1, 1]]),   // each token alone: out = v
+            (.init(batch: 1, seq: 70, heads: 2, kvHeads: 1, headDim: 64), [[40, 1, 29]]),    // whole key blocks skipped
+            (.init(batch: 3, seq: 33, heads: 2, kvHeads: 2, headDim: 24), nil),              // random, D with a tail
+            (.init(batch: 2, seq: 20, heads: 2, kvHeads: 1, headDim: 136), nil),
+            (.init(batch: 2, seq: 50, heads: 4, kvHeads: 2, headDim: 16), nil),
+        ]
+        for (s, lengths) in cases {
+            var ids: [Int] = []
+            for b in 0..<s.batch {
+                let row = lengths?[b] ?? Self.randomLengths(total: s.seq, rng: &rng)
+                XCTAssertEqual(row.reduce(0, +), s.seq)
+                // Odd rows end in a padding sample with its own id −1.
+                let padded = b % 2 == 1 && row.count > 1
+                for (n, len) in row.enumerated() {
+                    ids += [Int](repeating: padded && n == row.count - 1 ? -1 : n, count: len)
+                }
             }
-            let qD = toDouble(q), kD = toDouble(k), vD = toDouble(v)
-            assertClose(try out.read(), ref(qD, kD, vD), "attention \(s)")
-            XCTAssertFalse(try lse.read().contains { !$0.isFinite })
-            let dout = rng.uniform(qn)
-            let dq = try poisoned(ctx, qn), dk = try poisoned(ctx, kn), dv = try poisoned(ctx, kn)
-            let delta = try poisoned(ctx, s.batch * s.heads * s.seq)
-            try ctx.attentionBackward(dq: dq, dk: dk, dv: dv, delta: delta, dout: try ctx.buffer(dout), out: out, lse: lse,
-                                      q: bq, k: bk, v: bv, shape: s)
-            let dD = toDouble(dout)
-            let gq = try dq.read(), gk = try dk.read(), gv = try dv.read()
-            for g in [gq, gk, gv] { XCTAssertFalse(g.contains { $0.isNaN }, "unwritten gradient \(s)") }
-            assertGradient(gq, at: qD, samples: 10, rng: &rng, "attention dq \(s)") { dot(ref($0, kD, vD), dD) }
-            assertGradient(gk, at: kD, samples: 10, rng: &rng, "attention dk \(s)") { dot(ref(qD, $0, vD), dD) }
-            assertGradient(gv, at: vD, samples: 10, rng: &rng, "attention dv \(s)") { dot(ref(qD, kD, $0), dD) }
+            try check(ctx, s, sequenceIDs: ids, rng: &rng)
         }
+    }
+
+    /// Sample lengths summing to `total`: a third of them 1, the rest up to 24.
+    static func randomLengths(total: Int, rng: inout SeededRandom) -> [Int] {
+        var out: [Int] = [], left = total
+        while left > 0 {
+            let len = Int.random(in: 0..<3, using: &rng) == 0 ? 1 : Int.random(in: 1...24, using: &rng)
+            out.append(min(len, left))
+            left -= out.last!
+        }
+        return out
+    }
+
+    func check(_ ctx: ComputeContext, _ s: ComputeContext.AttentionShape, sequenceIDs: [Int]?,
+               rng: inout SeededRandom) throws {
+        let n = s.batch * s.seq, qn = n * s.heads * s.headDim, kn = n * s.kvHeads * s.headDim
+        let q = rng.uniform(qn, -2, 2), k = rng.uniform(kn, -2, 2), v = rng.uniform(kn)
+        let bq = try ctx.buffer(q), bk = try ctx.buffer(k), bv = try ctx.buffer(v)
+        let seg = try sequenceIDs.map { try DeviceBuffer(queue: ctx.queue, try s.segmentStarts(sequenceIDs: $0)) }
+        let what = "\(s)" + (sequenceIDs.map { " packed \($0)" } ?? "")
+        let out = try poisoned(ctx, qn), lse = try poisoned(ctx, s.batch * s.heads * s.seq)
+        try ctx.attentionForward(out: out, lse: lse, q: bq, k: bk, v: bv, shape: s, segmentStarts: seg)
+        func ref(_ q: [Double], _ k: [Double], _ v: [Double]) -> [Double] {
+            Reference.attention(q: q, k: k, v: v, batch: s.batch, seq: s.seq, heads: s.heads, kvHeads: s.kvHeads,
+                                headDim: s.headDim, sequenceIDs: sequenceIDs)
+        }
+        let qD = toDouble(q), kD = toDouble(k), vD = toDouble(v)
+        assertClose(try out.read(), ref(qD, kD, vD), "attention \(what)")
+        XCTAssertFalse(try lse.read().contains { !$0.isFinite }, "lse \(what)")
+        let dout = rng.uniform(qn)
+        let dq = try poisoned(ctx, qn), dk = try poisoned(ctx, kn), dv = try poisoned(ctx, kn)
+        let delta = try poisoned(ctx, s.batch * s.heads * s.seq)
+        try ctx.attentionBackward(dq: dq, dk: dk, dv: dv, delta: delta, dout: try ctx.buffer(dout), out: out, lse: lse,
+                                  q: bq, k: bk, v: bv, shape: s, segmentStarts: seg)
+        let dD = toDouble(dout)
+        let gq = try dq.read(), gk = try dk.read(), gv = try dv.read()
+        for g in [gq, gk, gv] { XCTAssertFalse(g.contains { $0.isNaN }, "unwritten gradient \(what)") }
+        let samples = sequenceIDs == nil ? 10 : 24
+        assertGradient(gq, at: qD, samples: samples, rng: &rng, "attention dq \(what)") { dot(ref($0, kD, vD), dD) }
+        assertGradient(gk, at: kD, samples: samples, rng: &rng, "attention dk \(what)") { dot(ref(qD, $0, vD), dD) }
+        assertGradient(gv, at: vD, samples: samples, rng: &rng, "attention dv \(what)") { dot(ref(qD, kD, $0), dD) }
+    }
+
+    func testSegmentStartsFromSequenceIDs() throws {
+        let s = ComputeContext.AttentionShape(batch: 2, seq: 6, heads: 1, kvHeads: 1, headDim: 2)
+        XCTAssertEqual(try s.segmentStarts(sequenceIDs: [0, 0, 1, 2, 2, 2, 5, -1, -1, 3, 3, 3]),
+                       [0, 0, 2, 3, 3, 3, 0, 1, 1, 3, 3, 3])
+        XCTAssertThrowsError(try s.segmentStarts(sequenceIDs: [0, 0, 1, 0, 2, 2, 0, 0, 0, 0, 0, 0])) {
+            XCTAssertTrue("\($0)".contains("sequence id 0 of row 0 reappears at token 3"), "\($0)")
+        }
+        XCTAssertThrowsError(try s.segmentStarts(sequenceIDs: [0, 0]))
     }
 }
 
