@@ -29,6 +29,7 @@ public struct AdapterPlan: Sendable {
     public let warnings: [String]
 
     public init(config c: ModelConfig, lora: LoraConfig) throws {
+        try lora.validate()
         config = c
         self.lora = lora
         let H = c.hiddenSize, I = c.intermediateSize, V = c.vocabSize
@@ -187,4 +188,34 @@ func grouped(_ n: Int) -> String {
         out.append(ch)
     }
     return String(out.reversed())
+}
+
+extension AdapterPlan {
+    /// The first setting on which an adapter's own LoraConfig (`theirs`, from its
+    /// adapter_config.json) changes the math of this plan: (field, their value,
+    /// our value), or nil when the adapter computes the same function here.
+    public func mismatch(with theirs: LoraConfig) -> (field: String, adapter: String, model: String)? {
+        let ours = lora
+        func show(_ d: Double) -> String { d.description }
+        if theirs.r != ours.r { return ("r", "\(theirs.r)", "\(ours.r)") }
+        if theirs.loraAlpha != ours.loraAlpha { return ("lora_alpha", show(theirs.loraAlpha), show(ours.loraAlpha)) }
+        if theirs.useRSLoRA != ours.useRSLoRA { return ("use_rslora", "\(theirs.useRSLoRA)", "\(ours.useRSLoRA)") }
+        if theirs.bias != ours.bias { return ("bias", "\"\(theirs.bias.rawValue)\"", "\"\(ours.bias.rawValue)\"") }
+        let theirPlan: AdapterPlan
+        do { theirPlan = try AdapterPlan(config: config, lora: theirs) } catch {
+            return ("target_modules", "no usable target on this model (\(error))", adapted.joined(separator: ", "))
+        }
+        if theirPlan.adapted != adapted {
+            let onlyTheirs = theirPlan.adapted.filter { !adapted.contains($0) }
+            let onlyOurs = adapted.filter { !theirPlan.adapted.contains($0) }
+            return ("target_modules", "adapters on " + (onlyTheirs.isEmpty ? "no other module" : onlyTheirs.joined(separator: ", ")),
+                    "adapters on " + (onlyOurs.isEmpty ? "no other module" : onlyOurs.joined(separator: ", ")))
+        }
+        for m in adapted {
+            let (tr, ta) = theirs.rankAndAlpha(for: m), (or, oa) = ours.rankAndAlpha(for: m)
+            if tr != or { return ("rank_pattern", "r=\(tr) for \(m)", "r=\(or)") }
+            if ta != oa { return ("alpha_pattern", "lora_alpha=\(show(ta)) for \(m)", "lora_alpha=\(show(oa))") }
+        }
+        return nil
+    }
 }

@@ -36,7 +36,7 @@ extension CheckpointSource {
 
 extension CheckpointStore: CheckpointSource {
     public var location: String { directory }
-    public func contains(_ name: String) -> Bool { info(name) != nil }
+    public func contains(_ name: String) -> Bool { location(of: name) != nil }
     public func checkpointTensor(_ name: String, shape: [Int]) throws -> CheckpointTensor {
         let t = try tensor(name, shape: shape)
         return .raw(dtype: t.info.dtype, bytes: t.bytes)
