@@ -102,7 +102,12 @@ public enum DirectoryReplace {
             return
         }
         if !isDir.boolValue {
-            // A file at the target: rename(2) replaces it atomically.
+            // A file at the target: never replaced by a directory (it is not an earlier
+            // output); a file replaces it atomically with rename(2).
+            var srcIsDir: ObjCBool = false
+            if FileManager.default.fileExists(atPath: src, isDirectory: &srcIsDir), srcIsDir.boolValue {
+                throw CheckpointError.io(path: dst, reason: "exists and is not a directory; not replacing it")
+            }
             guard rename(src, dst) == 0 else { throw CheckpointError.io(path: dst, reason: "rename failed: \(errnoText())") }
             return
         }

@@ -13,7 +13,7 @@ final class ReliabilityOpsTests: XCTestCase {
     /// packing, and products come out wrong or the process crashes.
     func testTwoThreadsShareTheContext() throws {
         let ctx = try sharedContext()
-        let rounds = 40
+        let rounds = 100
         final class Failures: @unchecked Sendable {
             let lock = NSLock()
             var text = ["", ""]
