@@ -32,20 +32,8 @@ public struct AdapterPlan: Sendable {
         try lora.validate()
         config = c
         self.lora = lora
-        let H = c.hiddenSize, I = c.intermediateSize, V = c.vocabSize
-        let qOut = c.numHeads * c.headDim, kvOut = c.numKVHeads * c.headDim
-        var specs: [LinearSpec] = []
-        for l in 0..<c.numLayers {
-            let p = "model.layers.\(l)."
-            specs += [LinearSpec(path: p + "self_attn.q_proj", inFeatures: H, outFeatures: qOut, hasBias: c.attentionBias),
-                      LinearSpec(path: p + "self_attn.k_proj", inFeatures: H, outFeatures: kvOut, hasBias: c.attentionBias),
-                      LinearSpec(path: p + "self_attn.v_proj", inFeatures: H, outFeatures: kvOut, hasBias: c.attentionBias),
-                      LinearSpec(path: p + "self_attn.o_proj", inFeatures: qOut, outFeatures: H, hasBias: c.outputProjectionBias),
-                      LinearSpec(path: p + "mlp.gate_proj", inFeatures: H, outFeatures: I, hasBias: c.mlpBias),
-                      LinearSpec(path: p + "mlp.up_proj", inFeatures: H, outFeatures: I, hasBias: c.mlpBias),
-                      LinearSpec(path: p + "mlp.down_proj", inFeatures: I, outFeatures: H, hasBias: c.mlpBias)]
-        }
-        specs.append(LinearSpec(path: "lm_head", inFeatures: H, outFeatures: V, hasBias: false))
+        let H = c.hiddenSize, V = c.vocabSize
+        let specs = Self.linearSpecs(c)
         linears = specs
         let leaves = Set(specs.map { String($0.path.split(separator: ".").last!) })
 
@@ -191,6 +179,41 @@ func grouped(_ n: Int) -> String {
 }
 
 extension AdapterPlan {
+    /// Every nn.Linear of the model in model order (lm_head last).
+    public static func linearSpecs(_ c: ModelConfig) -> [LinearSpec] {
+        let H = c.hiddenSize, I = c.intermediateSize, V = c.vocabSize
+        let qOut = c.numHeads * c.headDim, kvOut = c.numKVHeads * c.headDim
+        var specs: [LinearSpec] = []
+        for l in 0..<c.numLayers {
+            let p = "model.layers.\(l)."
+            specs += [LinearSpec(path: p + "self_attn.q_proj", inFeatures: H, outFeatures: qOut, hasBias: c.attentionBias),
+                      LinearSpec(path: p + "self_attn.k_proj", inFeatures: H, outFeatures: kvOut, hasBias: c.attentionBias),
+                      LinearSpec(path: p + "self_attn.v_proj", inFeatures: H, outFeatures: kvOut, hasBias: c.attentionBias),
+                      LinearSpec(path: p + "self_attn.o_proj", inFeatures: qOut, outFeatures: H, hasBias: c.outputProjectionBias),
+                      LinearSpec(path: p + "mlp.gate_proj", inFeatures: H, outFeatures: I, hasBias: c.mlpBias),
+                      LinearSpec(path: p + "mlp.up_proj", inFeatures: H, outFeatures: I, hasBias: c.mlpBias),
+                      LinearSpec(path: p + "mlp.down_proj", inFeatures: I, outFeatures: H, hasBias: c.mlpBias)]
+        }
+        specs.append(LinearSpec(path: "lm_head", inFeatures: H, outFeatures: V, hasBias: false))
+        return specs
+    }
+
+    /// Every tensor the model reads from its checkpoint, with the shape the
+    /// config implies (lm_head.weight only when the embeddings are untied).
+    public static func checkpointTensors(_ c: ModelConfig) -> [(name: String, shape: [Int])] {
+        let H = c.hiddenSize
+        var out: [(name: String, shape: [Int])] = [("model.embed_tokens.weight", [c.vocabSize, H]), ("model.norm.weight", [H])]
+        for l in 0..<c.numLayers {
+            out += [("model.layers.\(l).input_layernorm.weight", [H]), ("model.layers.\(l).post_attention_layernorm.weight", [H])]
+        }
+        for s in linearSpecs(c) {
+            if s.path == "lm_head" && c.tieWordEmbeddings { continue }
+            out.append((s.path + ".weight", [s.outFeatures, s.inFeatures]))
+            if s.hasBias { out.append((s.path + ".bias", [s.outFeatures])) }
+        }
+        return out
+    }
+
     /// The first setting on which an adapter's own LoraConfig (`theirs`, from its
     /// adapter_config.json) changes the math of this plan: (field, their value,
     /// our value), or nil when the adapter computes the same function here.

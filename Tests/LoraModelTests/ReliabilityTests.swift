@@ -371,4 +371,44 @@ final class ReliabilityTests: XCTestCase {
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: fileTarget)), Data("x".utf8))
         XCTAssertEqual(try listing(), ["adapter", "file-target"])
     }
+
+    // MARK: inspect
+
+    /// `lora-gpu inspect`'s check: every tensor against the config, headers and
+    /// byte ranges already checked on open, for safetensors and GGUF.
+    func testCheckpointCheckNamesWhatIsWrong() throws {
+        for name in ["llama_gqa_untied", "qwen2_bias_lora_only", "mistral_embed_lm_head"] {
+            let (c, src) = try ModelSource.open(fixturesRoot + "/\(name)/model")
+            let n = AdapterPlan.checkpointTensors(c).count
+            XCTAssertTrue(try CheckpointCheck.run(config: c, checkpoint: src)
+                            .hasPrefix("checkpoint: \(n) tensors, all present with the config's shapes"), name)
+        }
+        let gguf = URL(fileURLWithPath: fixturesRoot).deletingLastPathComponent().appendingPathComponent("gguf/llama_q.gguf").path
+        let (gc, gs) = try ModelSource.open(gguf)
+        XCTAssertEqual(try CheckpointCheck.run(config: gc, checkpoint: gs),
+                       "checkpoint: 21 tensors, all present with the config's shapes (5 F32, 10 Q4_0, 4 Q4_1, 2 Q8_0)")
+        // A config that disagrees with the weights.
+        let dir = tmp.appendingPathComponent("m").path
+        try FileManager.default.copyItem(atPath: fixturesRoot + "/llama_modules_to_save/model", toPath: dir)
+        var j = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/config.json"))) as! [String: Any]
+        j["num_hidden_layers"] = 3
+        try JSONSerialization.data(withJSONObject: j).write(to: URL(fileURLWithPath: dir + "/config.json"))
+        let (c3, s3) = try ModelSource.open(dir)
+        assertError({ _ = try CheckpointCheck.run(config: c3, checkpoint: s3) }, contains: ["model.layers.2.input_layernorm.weight", "not found"])
+        j["num_hidden_layers"] = 2
+        j["vocab_size"] = 70
+        try JSONSerialization.data(withJSONObject: j).write(to: URL(fileURLWithPath: dir + "/config.json"))
+        let (c4, s4) = try ModelSource.open(dir)
+        assertError({ _ = try CheckpointCheck.run(config: c4, checkpoint: s4) },
+                    contains: ["model.embed_tokens.weight", "[67, 32]", "[70, 32]"])
+        // Truncated files fail on open.
+        let f = dir + "/model.safetensors"
+        let data = try Data(contentsOf: URL(fileURLWithPath: f))
+        try data.prefix(data.count - 1).write(to: URL(fileURLWithPath: f))
+        assertError({ _ = try ModelSource.open(dir) }, contains: ["model.safetensors", "truncated"])
+        let g = tmp.appendingPathComponent("cut.gguf").path
+        let gdata = try Data(contentsOf: URL(fileURLWithPath: gguf))
+        try gdata.prefix(gdata.count - 16).write(to: URL(fileURLWithPath: g))
+        assertError({ _ = try ModelSource.open(g) }, contains: ["cut.gguf", "truncated"])
+    }
 }
