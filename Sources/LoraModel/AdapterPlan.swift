@@ -215,29 +215,37 @@ extension AdapterPlan {
     }
 
     /// The first setting on which an adapter's own LoraConfig (`theirs`, from its
-    /// adapter_config.json) changes the math of this plan: (field, their value,
-    /// our value), or nil when the adapter computes the same function here.
-    public func mismatch(with theirs: LoraConfig) -> (field: String, adapter: String, model: String)? {
+    /// adapter_config.json) changes the math of this plan: the field and a
+    /// sentence giving both values, or nil when the adapter computes the same
+    /// function here.
+    public func mismatch(with theirs: LoraConfig) -> (field: String, reason: String)? {
         let ours = lora
-        func show(_ d: Double) -> String { d.description }
-        if theirs.r != ours.r { return ("r", "\(theirs.r)", "\(ours.r)") }
-        if theirs.loraAlpha != ours.loraAlpha { return ("lora_alpha", show(theirs.loraAlpha), show(ours.loraAlpha)) }
-        if theirs.useRSLoRA != ours.useRSLoRA { return ("use_rslora", "\(theirs.useRSLoRA)", "\(ours.useRSLoRA)") }
-        if theirs.bias != ours.bias { return ("bias", "\"\(theirs.bias.rawValue)\"", "\"\(ours.bias.rawValue)\"") }
+        func differ(_ f: String, _ a: String, _ b: String) -> (field: String, reason: String) {
+            (f, "the adapter has \(a) but this model's LoRA config has \(b)")
+        }
+        if theirs.r != ours.r { return differ("r", "\(theirs.r)", "\(ours.r)") }
+        if theirs.loraAlpha != ours.loraAlpha { return differ("lora_alpha", "\(theirs.loraAlpha)", "\(ours.loraAlpha)") }
+        if theirs.useRSLoRA != ours.useRSLoRA { return differ("use_rslora", "\(theirs.useRSLoRA)", "\(ours.useRSLoRA)") }
+        if theirs.bias != ours.bias { return differ("bias", "\"\(theirs.bias.rawValue)\"", "\"\(ours.bias.rawValue)\"") }
         let theirPlan: AdapterPlan
         do { theirPlan = try AdapterPlan(config: config, lora: theirs) } catch {
-            return ("target_modules", "no usable target on this model (\(error))", adapted.joined(separator: ", "))
+            return ("target_modules", "the adapter's targets do not work on this model: \(error)")
         }
         if theirPlan.adapted != adapted {
             let onlyTheirs = theirPlan.adapted.filter { !adapted.contains($0) }
             let onlyOurs = adapted.filter { !theirPlan.adapted.contains($0) }
-            return ("target_modules", "adapters on " + (onlyTheirs.isEmpty ? "no other module" : onlyTheirs.joined(separator: ", ")),
-                    "adapters on " + (onlyOurs.isEmpty ? "no other module" : onlyOurs.joined(separator: ", ")))
+            if !onlyTheirs.isEmpty {
+                return ("target_modules", "the adapter adapts \(onlyTheirs.joined(separator: ", ")), which this model's LoRA config does not")
+            }
+            if !onlyOurs.isEmpty {
+                return ("target_modules", "this model's LoRA config adapts \(onlyOurs.joined(separator: ", ")), which the adapter does not")
+            }
+            return ("target_modules", "the adapted modules come in a different order")
         }
         for m in adapted {
             let (tr, ta) = theirs.rankAndAlpha(for: m), (or, oa) = ours.rankAndAlpha(for: m)
-            if tr != or { return ("rank_pattern", "r=\(tr) for \(m)", "r=\(or)") }
-            if ta != oa { return ("alpha_pattern", "lora_alpha=\(show(ta)) for \(m)", "lora_alpha=\(show(oa))") }
+            if tr != or { return differ("rank_pattern", "r=\(tr) for \(m)", "r=\(or)") }
+            if ta != oa { return differ("alpha_pattern", "lora_alpha=\(ta) for \(m)", "lora_alpha=\(oa)") }
         }
         return nil
     }

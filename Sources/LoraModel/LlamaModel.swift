@@ -317,8 +317,8 @@ public final class LlamaLoRAModel {
         let configPath = directory + "/adapter_config.json"
         if FileManager.default.fileExists(atPath: configPath) {
             let theirs = try LoraConfig.load(path: configPath)
-            if let (field, adapterValue, modelValue) = adapterPlan.mismatch(with: theirs) {
-                throw LoraError.adapter(path: configPath, reason: "field '\(field)': the adapter has \(adapterValue) but this model's LoRA config has \(modelValue)")
+            if let (field, reason) = adapterPlan.mismatch(with: theirs) {
+                throw LoraError.adapter(path: configPath, reason: "field '\(field)': \(reason)")
             }
         }
         // Everything checked: one write of the whole flat parameter buffer, then the optimizer reset.

@@ -300,8 +300,10 @@ final class ReliabilityTests: XCTestCase {
             ({ $0["rank_pattern"] = ["model.layers.0.self_attn.q_proj": 8]; $0["alpha_pattern"] = ["v_proj": 4] },
              ["'alpha_pattern'", "lora_alpha=4.0 for model.layers.0.self_attn.v_proj", "lora_alpha=16.0"]),
             ({ $0["target_modules"] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"] },
-             ["'target_modules'", "adapters on lm_head"]),
+             ["'target_modules'", "the adapter adapts lm_head, which this model's LoRA config does not"]),
             ({ $0["bias"] = "all" }, ["'bias'", "\"all\"", "\"none\""]),
+            ({ $0["target_modules"] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"] },
+             ["'target_modules'", "this model's LoRA config adapts model.layers.0.mlp.down_proj, model.layers.1.mlp.down_proj, which the adapter does not"]),
             ({ $0["lora_alpha"] = -1 }, ["lora_alpha", "non-negative"]),
         ]
         for (edit, parts) in cases {
