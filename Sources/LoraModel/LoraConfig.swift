@@ -61,7 +61,9 @@ public struct LoraConfig: Sendable {
             c.taskType = s
         }
         if let v = present("r") {
-            guard let n = jsonInteger(v), n > 0 else { throw fail("r", "must be a positive integer, got \(jsonText(v))") }
+            guard let n = jsonInteger(v), n > 0, n <= Int(Int32.max) else {
+                throw fail("r", "must be a positive integer ≤ \(Int32.max), got \(jsonText(v))")
+            }
             c.r = n
         }
         if let v = present("lora_alpha") {  // PEFT's default is 8
@@ -103,8 +105,8 @@ public struct LoraConfig: Sendable {
         if let v = present("rank_pattern") {
             guard let d = v as? [String: Any] else { throw fail("rank_pattern", "must map patterns to positive integers") }
             for (k, x) in d.sorted(by: { $0.key < $1.key }) {
-                guard let n = jsonInteger(x), n > 0 else {
-                    throw fail("rank_pattern.\(k)", "must be a positive integer, got \(jsonText(x))")
+                guard let n = jsonInteger(x), n > 0, n <= Int(Int32.max) else {
+                    throw fail("rank_pattern.\(k)", "must be a positive integer ≤ \(Int32.max), got \(jsonText(x))")
                 }
                 c.rankPattern[k] = n
             }
@@ -136,11 +138,11 @@ public struct LoraConfig: Sendable {
     /// r and every rank_pattern value positive, alphas finite and non-negative.
     public func validate(path: String = "LoRA settings") throws {
         func fail(_ f: String, _ r: String) -> CheckpointError { .config(path: path, field: f, reason: r) }
-        guard r > 0 else { throw fail("r", "must be a positive integer, got \(r)") }
+        guard r > 0, r <= Int(Int32.max) else { throw fail("r", "must be a positive integer ≤ \(Int32.max), got \(r)") }
         guard loraAlpha.isFinite, loraAlpha >= 0 else { throw fail("lora_alpha", "must be a non-negative number, got \(loraAlpha)") }
         guard loraDropout >= 0, loraDropout < 1 else { throw fail("lora_dropout", "must be in [0, 1), got \(loraDropout)") }
-        for (k, n) in rankPattern.sorted(by: { $0.key < $1.key }) where n <= 0 {
-            throw fail("rank_pattern.\(k)", "must be a positive integer, got \(n)")
+        for (k, n) in rankPattern.sorted(by: { $0.key < $1.key }) where n <= 0 || n > Int(Int32.max) {
+            throw fail("rank_pattern.\(k)", "must be a positive integer ≤ \(Int32.max), got \(n)")
         }
         for (k, a) in alphaPattern.sorted(by: { $0.key < $1.key }) where !(a.isFinite && a >= 0) {
             throw fail("alpha_pattern.\(k)", "must be a non-negative number, got \(a)")

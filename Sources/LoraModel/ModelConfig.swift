@@ -87,6 +87,10 @@ public struct ModelConfig: Sendable {
             guard let v = j[k].flatMap(jsonInteger), v > 0 else {
                 throw CheckpointError.config(path: path, field: k, reason: j[k] == nil ? "missing" : "must be a positive integer, got \(jsonText(j[k]!))")
             }
+            // Sizes reach the kernels as 32-bit ints; products of two always fit in Int then.
+            guard v <= Int(Int32.max) else {
+                throw CheckpointError.config(path: path, field: k, reason: "\(v) is past the largest supported size \(Int32.max)")
+            }
             return v
         }
         func optInt(_ k: String) throws -> Int? { j[k] == nil || j[k] is NSNull ? nil : try int(k) }

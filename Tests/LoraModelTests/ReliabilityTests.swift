@@ -198,6 +198,13 @@ final class ReliabilityTests: XCTestCase {
             assertError({ _ = try ModelConfig.parse(try Data(contentsOf: URL(fileURLWithPath: path)), path: path) },
                         contains: [k, "positive integer"] + (v == "1e300" ? [] : ["got \(v)"]))
         }
+        // Past the kernels' 32-bit sizes (and so past what vocab × hidden may multiply to).
+        var j = try String(contentsOfFile: dir + "/config.json", encoding: .utf8)
+        j = j.replacingOccurrences(of: #""vocab_size": "#, with: #""vocab_size": 1099511627776, "was": "#)
+        assertError({ _ = try ModelConfig.parse(Data(j.utf8), path: "config.json") },
+                    contains: ["config.json", "vocab_size", "1099511627776 is past the largest supported size 2147483647"])
+        assertError({ _ = try LoraConfig.parse(Data(#"{"target_modules": ["q_proj"], "r": 1099511627776}"#.utf8), path: "a.json") },
+                    contains: ["'r'", "≤ 2147483647", "got 1099511627776"])
     }
 
     /// Qwen2's use_sliding_window as transformers reads it: the window applies on

@@ -54,6 +54,7 @@ final class ReliabilityOpsTests: XCTestCase {
         XCTAssertNoThrow(try i32(-5))
         for bad in [Int(Int32.max) + 1, 1 << 40, Int(Int32.min) - 1] {
             XCTAssertThrowsError(try i32(bad)) { e in
+                printMessage("\(e)")
                 XCTAssertTrue("\(e)".contains("kernel launch") && "\(e)".contains("\(bad)"), "\(e)")
             }
         }
@@ -69,15 +70,22 @@ final class ReliabilityOpsTests: XCTestCase {
         let count = limit / 4 + 1
         XCTAssertThrowsError(try ctx.buffer(count: count, label: "tensor 'model.embed_tokens.weight' [152064, 8192]")) { e in
             let text = "\(e)"
+            printMessage(text)
             for part in ["model.embed_tokens.weight", "\(count * 4) bytes", "CL_DEVICE_MAX_MEM_ALLOC_SIZE", "\(limit)"] {
                 XCTAssertTrue(text.contains(part), "'\(text)' should mention '\(part)'")
             }
         }
         XCTAssertThrowsError(try ctx.buffer(count: Int.max / 2, label: "activations")) { e in
+            printMessage("\(e)")
             XCTAssertTrue("\(e)".contains("activations") && "\(e)".contains("not a valid size"), "\(e)")
         }
         XCTAssertThrowsError(try DeviceBuffer<Float>(queue: ctx.queue, count: -1)) { e in
             XCTAssertTrue("\(e)".contains("not a valid size"), "\(e)")
         }
     }
+}
+
+/// With LORA_GPU_PRINT_ERRORS set, prints an error message (for docs/ERRORS.md).
+func printMessage(_ text: String) {
+    if ProcessInfo.processInfo.environment["LORA_GPU_PRINT_ERRORS"] != nil { print("ERROR-MESSAGE: \(text)") }
 }
