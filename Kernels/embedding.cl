@@ -31,3 +31,12 @@ __kernel void embedding_backward(int U, int C, __global const int* unique_ids,
     __global float* dst = dtable + (size_t)unique_ids[u] * row_stride + (size_t)c * col_stride;
     *dst = beta != 0.0f ? fma(beta, *dst, s) : s;
 }
+
+// NEFTune: x[i] += mag·u, u uniform in [−1, 1) from the counter hash of
+// (seed, i) — a pure function, so a resumed run adds the same noise. global (n)
+__kernel void add_uniform_noise(int n, float mag, uint seed, __global float* x) {
+    int i = get_global_id(0);
+    if (i >= n) return;
+    float u = (float)(dropout_hash(seed, (ulong)i) >> 8) * (1.0f / 16777216.0f);
+    x[i] += mag * (2.0f * u - 1.0f);
+}

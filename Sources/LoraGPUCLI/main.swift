@@ -20,7 +20,7 @@ struct LoraGPU: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lora-gpu",
         abstract: "LoRA fine-tuning for Llama-family models on any OpenCL device.",
-        subcommands: [Devices.self, Bench.self, Inspect.self, Merge.self])
+        subcommands: [Devices.self, Bench.self, Inspect.self, Train.self, Merge.self])
 }
 
 struct Devices: ParsableCommand {

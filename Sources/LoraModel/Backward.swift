@@ -3,8 +3,15 @@ import OpenCLRuntime
 
 /// What one optimizer step measured.
 public struct StepResult: Sendable {
+    /// Mean cross-entropy over the trained tokens of the whole (accumulated) batch.
     public let loss: Float
+    /// The global gradient norm before clipping.
     public let gradNorm: Float
+    /// Tokens whose loss counted (labels ≠ -100 after the shift), over all micro-batches.
+    public var trainedTokens: Int = 0
+    /// False when the loss or the gradient norm was not finite: then nothing
+    /// was updated (parameters, moments and the step count are as before).
+    public var applied: Bool = true
 }
 
 extension LlamaLoRAModel {
@@ -50,9 +57,11 @@ extension LlamaLoRAModel {
 
     /// Forward and backward of one batch, adding into the gradients (which the
     /// caller zeroes once per optimizer step). Nothing is read back.
-    func forwardBackward(_ b: TokenBatch) throws -> ActivationPlan {
+    /// The loss is normalised by `normalizer` counted tokens (default: the batch's own).
+    func forwardBackward(_ b: TokenBatch, normalizer: Int? = nil) throws -> ActivationPlan {
         guard trainable else { throw LoraError.batch("the LoRA config has inference_mode = true: nothing is trainable") }
         let p = try prepare(b)
+        if let normalizer { p.countedTokens = normalizer }
         try trunkForward(p, training: true)
         try headForwardBackward(p, backward: true)
         try ctx.rmsnormBackward(dx: p.dres, dweight: nil, dy: p.dhf, x: p.residual[layers.count], weight: finalNorm,
@@ -73,16 +82,59 @@ extension LlamaLoRAModel {
         return try p.scalars.read()[0] / Float(max(b.countedTokens, 1))
     }
 
-    /// One optimizer step on one batch: zero grads, forward, backward, global
-    /// norm, clipping and AdamW on the device; only the loss and norm are read.
-    public func trainStep(_ b: TokenBatch, hyper: ComputeContext.AdamWHyper) throws -> StepResult {
-        try store.zeroGradients()
-        let p = try forwardBackward(b)
+    /// Adds one micro-batch's gradients to the accumulated ones, its summed
+    /// token losses divided by `normalizer`: the trained tokens of every
+    /// micro-batch of the optimizer step (transformers' num_items_in_batch), so
+    /// k micro-batches accumulate exactly the gradient of one batch of all their
+    /// rows. Returns the micro-batch's summed (not divided) loss.
+    public func accumulateGradients(_ b: TokenBatch, normalizer: Int) throws -> Float {
+        let p = try forwardBackward(b, normalizer: max(normalizer, 1))
+        return try p.scalars.read()[0]
+    }
+
+    /// Global norm, clipping and AdamW over the accumulated gradients. The norm
+    /// is read back first: when it is not finite nothing is updated and
+    /// `applied` is false. Returns the norm before clipping.
+    public func applyGradients(hyper: ComputeContext.AdamWHyper) throws -> (gradNorm: Float, applied: Bool) {
+        guard let p = plan else { throw LoraError.batch("applyGradients before any gradient was accumulated") }
         try ctx.sum(store.grads, count: store.total, squares: true, into: p.scalars, slot: 1)
+        let norm = try p.scalars.read()[1].squareRoot()
+        guard norm.isFinite else { return (norm, false) }
         step += 1
         try ctx.adamw(params: store.params, grads: store.grads, m: store.m, v: store.v, decayMask: store.decayMask,
                       count: store.total, step: step, hyper: hyper, gradSumSquares: p.scalars, slot: 1)
-        let s = try p.scalars.read()
-        return StepResult(loss: s[0] / Float(max(b.countedTokens, 1)), gradNorm: s[1].squareRoot())
+        return (norm, true)
     }
+
+    /// One optimizer step over `micro` micro-batches (gradient accumulation):
+    /// zero grads, forward+backward each (the loss averaged over all their
+    /// trained tokens), then norm, clipping and AdamW on the device. Micro-batch
+    /// i > 0 draws its own dropout masks. A non-finite loss or gradient norm
+    /// updates nothing (see StepResult.applied).
+    public func trainStep(_ micro: [TokenBatch], hyper: ComputeContext.AdamWHyper) throws -> StepResult {
+        guard !micro.isEmpty else { throw LoraError.batch("a training step needs at least one micro-batch") }
+        try store.zeroGradients()
+        let total = micro.reduce(0) { $0 + $1.countedTokens }
+        let base = seed
+        defer { seed = base }
+        var sum: Float = 0
+        for (i, b) in micro.enumerated() {
+            seed = i == 0 ? base : mixSeed(base, 0x8000_0000 | UInt32(truncatingIfNeeded: i))
+            sum += try accumulateGradients(b, normalizer: total)
+        }
+        seed = base
+        let loss = sum / Float(max(total, 1))
+        guard loss.isFinite else { return StepResult(loss: loss, gradNorm: .nan, trainedTokens: total, applied: false) }
+        let (norm, applied) = try applyGradients(hyper: hyper)
+        return StepResult(loss: loss, gradNorm: norm, trainedTokens: total, applied: applied)
+    }
+
+    /// One optimizer step on one batch.
+    public func trainStep(_ b: TokenBatch, hyper: ComputeContext.AdamWHyper) throws -> StepResult {
+        try trainStep([b], hyper: hyper)
+    }
+
+    /// Sets the optimizer step count (AdamW's bias corrections and the dropout
+    /// seeds depend on it), for resuming from a checkpoint.
+    public func restoreStep(_ s: Int) { step = max(0, s) }
 }

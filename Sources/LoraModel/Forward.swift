@@ -135,8 +135,8 @@ extension LlamaLoRAModel {
 
     // MARK: forward
 
-    /// x0 = E[ids] (+ s·A_emb[:, ids]ᵀ·B_embᵀ).
-    func embed(_ p: ActivationPlan) throws {
+    /// x0 = E[ids] (+ s·A_emb[:, ids]ᵀ·B_embᵀ) (+ NEFTune noise in training).
+    func embed(_ p: ActivationPlan, training: Bool = false) throws {
         let H = config.hiddenSize, n = p.tokens
         let table = trainedEmbedding?.param ?? embedding
         try ctx.embeddingForward(out: p.residual[0], ids: p.ids, table: table, layout: .rows(cols: H), tokens: n, cols: H)
@@ -146,6 +146,11 @@ extension LlamaLoRAModel {
                                      tokens: n, cols: r)
             try ctx.matmul(p.residual[0], after, e.b.param, m: n, n: H, k: r, transB: .transposed,
                            alpha: e.settings.scale, beta: 1)
+        }
+        if training, let alpha = neftuneNoiseAlpha, alpha > 0 {
+            // transformers' neftune hook: magnitude alpha/√(seq·hidden) of the (B, T, H) output.
+            try ctx.addUniformNoise(p.residual[0], count: n * H, magnitude: alpha / Float(p.seq * H).squareRoot(),
+                                    seed: mixSeed(stepSeed, 0x4E45_4654))
         }
     }
 
@@ -180,7 +185,7 @@ extension LlamaLoRAModel {
 
     /// Runs embedding, all layers and the final norm (hf).
     func trunkForward(_ p: ActivationPlan, training: Bool) throws {
-        try embed(p)
+        try embed(p, training: training)
         for l in 0..<layers.count { try layerForward(l, p, activations(p, layer: l), training: training) }
         try ctx.rmsnormForward(y: p.hf, rstd: p.rstdF, x: p.residual[layers.count], weight: finalNorm,
                                rows: p.tokens, cols: config.hiddenSize, eps: Float(config.rmsNormEps))

@@ -138,6 +138,8 @@ public final class LlamaLoRAModel {
     var plan: ActivationPlan?
     public internal(set) var step = 0
     public var seed: UInt32 = 0
+    /// NEFTune: in training, U(−1, 1)·alpha/√(T·H) noise on the embedding output (nil: off).
+    public var neftuneNoiseAlpha: Float?
 
     public var trainable: Bool { !lora.inferenceMode }
     static let prefix = AdapterPlan.prefix

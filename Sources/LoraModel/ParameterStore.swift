@@ -65,4 +65,62 @@ public final class ParameterStore {
     public var parameterCount: Int { entries.reduce(0) { $0 + $1.count } }
 
     public func zeroGradients() throws { try grads.fill(0) }
+
+    // MARK: weight decay and optimizer state
+
+    /// Whether HF Trainer decays a parameter (`get_decay_parameter_names`):
+    /// not when its lower-cased name contains "bias", "layernorm", "rmsnorm",
+    /// or a "norm" / "_norm" segment. LoRA A/B and modules_to_save weights decay.
+    public static func trainerDecays(_ key: String) -> Bool {
+        let k = key.lowercased()
+        if k.contains("bias") || k.contains("layernorm") || k.contains("rmsnorm") { return false }
+        let segments = k.split(separator: ".", omittingEmptySubsequences: false)
+        return !segments.contains { $0 == "norm" || $0.hasSuffix("_norm") }
+    }
+
+    /// Rewrites the weight-decay mask: element i decays iff `decays(key of its tensor)`.
+    /// (The store starts with every tensor's Spec.decay, as plain torch.optim.AdamW.)
+    public func setDecayMask(_ decays: (String) -> Bool) throws {
+        var mask = [UInt8](repeating: 0, count: total)
+        for e in entries where decays(e.key) { for i in e.offset..<(e.offset + e.count) { mask[i] = 1 } }
+        try decayMask.write(mask)
+    }
+
+    /// The decay flag of every tensor as the mask holds it now.
+    public func decayFlags() throws -> [String: Bool] {
+        let mask = try decayMask.read()
+        var out: [String: Bool] = [:]
+        for e in entries { out[e.key] = e.count > 0 && mask[e.offset] != 0 }
+        return out
+    }
+
+    /// AdamW's first and second moments of every tensor, by key.
+    public func moments() throws -> (m: [String: [Float]], v: [String: [Float]]) {
+        let fm = try m.read(), fv = try v.read()
+        var om: [String: [Float]] = [:], ov: [String: [Float]] = [:]
+        for e in entries {
+            om[e.key] = Array(fm[e.offset..<(e.offset + e.count)])
+            ov[e.key] = Array(fv[e.offset..<(e.offset + e.count)])
+        }
+        return (om, ov)
+    }
+
+    /// Restores the moments saved by `moments()`; every tensor must be present with its element count.
+    public func restoreMoments(m ms: [String: [Float]], v vs: [String: [Float]], source: String) throws {
+        var fm = [Float](repeating: 0, count: total), fv = [Float](repeating: 0, count: total)
+        for e in entries {
+            for (name, dict) in [("m", ms), ("v", vs)] {
+                guard let values = dict[e.key] else {
+                    throw LoraError.adapter(path: source, reason: "optimizer state '\(name)' has no tensor '\(e.key)'")
+                }
+                guard values.count == e.count else {
+                    throw LoraError.adapter(path: source, reason: "optimizer state '\(name)' of '\(e.key)' has \(values.count) elements, expected \(e.count)")
+                }
+            }
+            fm.replaceSubrange(e.offset..<(e.offset + e.count), with: ms[e.key]!)
+            fv.replaceSubrange(e.offset..<(e.offset + e.count), with: vs[e.key]!)
+        }
+        try m.write(fm)
+        try v.write(fv)
+    }
 }

@@ -1,0 +1,177 @@
+import ArgumentParser
+import Foundation
+import LoraTrain
+
+/// Flags → the config overrides they stand for (keys as in the config file).
+private protocol OverrideGroup { func overrides() -> [String: Any] }
+
+private func put(_ d: inout [String: Any], _ key: String, _ v: CustomStringConvertible?) {
+    if let v { d[key] = v.description }
+}
+
+struct TrainDataOptions: ParsableArguments, OverrideGroup {
+    @Option(help: "Base model directory (config.json + safetensors). [model]") var model: String?
+    @Option(help: ArgumentHelp("Training file; repeat for several. Today: pre-tokenized JSONL, one {\"input_ids\": [...], \"labels\": [...]} per line. [data]",
+                               valueName: "file")) var data: [String] = []
+    @Option(help: ArgumentHelp("Evaluation file, same format. [val_data]", valueName: "file")) var valData: String?
+    @Option(help: "Fraction of the training samples held out for evaluation (seeded). [val_split, default 0]") var valSplit: String?
+    @Option(help: "Samples are truncated to this many tokens. [max_seq_len, default 1024]") var maxSeqLen: String?
+    @Flag(inversion: .prefixedNo, help: "Pack several samples per row. [packing, default false]") var packing: Bool?
+    @Option(help: "Which tokens are trained: completion | all. [train_on, default completion]") var trainOn: String?
+    @Option(help: "Chat template: a .jinja file or a template name. [chat_template]") var chatTemplate: String?
+
+    func overrides() -> [String: Any] {
+        var d: [String: Any] = [:]
+        put(&d, "model", model)
+        if !data.isEmpty { d["data"] = data }
+        put(&d, "val_data", valData); put(&d, "val_split", valSplit); put(&d, "max_seq_len", maxSeqLen)
+        put(&d, "packing", packing); put(&d, "train_on", trainOn); put(&d, "chat_template", chatTemplate)
+        return d
+    }
+}
+
+struct TrainLoraOptions: ParsableArguments, OverrideGroup {
+    @Option(help: "LoRA rank. [r, default 8]") var r: String?
+    @Option(help: "LoRA scale numerator (scale = alpha/r, or alpha/√r with rsLoRA). [lora_alpha, default 8]") var loraAlpha: String?
+    @Option(help: "Dropout on the LoRA branch input. [lora_dropout, default 0]") var loraDropout: String?
+    @Option(help: ArgumentHelp("Modules to adapt: names (repeat or comma-separate), a regex (full match on the module path) or all-linear. [target_modules, default q_proj,v_proj]",
+                               valueName: "names|regex|all-linear")) var targetModules: [String] = []
+    @Option(help: ArgumentHelp("Modules never adapted, same forms. [exclude_modules]", valueName: "names|regex"))
+    var excludeModules: [String] = []
+    @Option(help: "Trainable biases: none | all | lora_only. [bias, default none]") var bias: String?
+    @Flag(inversion: .prefixedNo, help: "rsLoRA scaling alpha/√r. [use_rslora, default false]") var useRslora: Bool?
+    @Option(help: "true (Kaiming-uniform A, B = 0) | gaussian | false. [init_lora_weights, default true]") var initLoraWeights: String?
+    @Option(help: ArgumentHelp("Only these layer indices, comma-separated. [layers_to_transform]", valueName: "i,j,…"))
+    var layersToTransform: String?
+    @Option(help: ArgumentHelp("Modules trained fully and saved (lm_head, embed_tokens). [modules_to_save]", valueName: "name"))
+    var modulesToSave: [String] = []
+    @Option(help: ArgumentHelp("LoRA settings from a PEFT adapter_config.json (the LoRA flags above override it). [lora_config]",
+                               valueName: "file")) var loraConfig: String?
+    @Option(help: ArgumentHelp("Continue training an existing PEFT adapter directory (its config fixes the LoRA settings). [adapter]",
+                               valueName: "dir")) var adapter: String?
+
+    /// One plain name → a list; all-linear or a pattern with regex syntax → a string (PEFT's regex form).
+    static func modules(_ v: [String]) -> Any? {
+        if v.isEmpty { return nil }
+        if v.count == 1 {
+            let s = v[0]
+            if s == "all-linear" { return s }
+            if s.range(of: #"^[A-Za-z0-9_.,\s-]+$"#, options: .regularExpression) == nil { return s }
+        }
+        return v.flatMap { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }.filter { !$0.isEmpty }
+    }
+
+    func overrides() -> [String: Any] {
+        var d: [String: Any] = [:]
+        put(&d, "r", r); put(&d, "lora_alpha", loraAlpha); put(&d, "lora_dropout", loraDropout)
+        if let t = Self.modules(targetModules) { d["target_modules"] = t }
+        if let t = Self.modules(excludeModules) { d["exclude_modules"] = t }
+        put(&d, "bias", bias); put(&d, "use_rslora", useRslora); put(&d, "init_lora_weights", initLoraWeights)
+        put(&d, "layers_to_transform", layersToTransform)
+        if !modulesToSave.isEmpty { d["modules_to_save"] = modulesToSave.flatMap { $0.split(separator: ",").map(String.init) } }
+        put(&d, "lora_config", loraConfig); put(&d, "adapter", adapter)
+        return d
+    }
+}
+
+struct TrainOptimOptions: ParsableArguments, OverrideGroup {
+    @Option(help: "Peak learning rate. [learning_rate, default 5e-5]") var learningRate: String?
+    @Option(help: "linear | cosine | constant | constant_with_warmup. [lr_scheduler_type, default linear]") var lrSchedulerType: String?
+    @Option(help: "Warmup steps (below 1: a fraction of the total steps). [warmup_steps, default 0]") var warmupSteps: String?
+    @Option(help: "Warmup as a fraction of the total steps, when warmup_steps is 0. [warmup_ratio, default 0]") var warmupRatio: String?
+    @Option(help: "AdamW weight decay (not on biases or norms). [weight_decay, default 0]") var weightDecay: String?
+    @Option(help: "[adam_beta1, default 0.9]") var adamBeta1: String?
+    @Option(help: "[adam_beta2, default 0.999]") var adamBeta2: String?
+    @Option(help: "[adam_epsilon, default 1e-8]") var adamEpsilon: String?
+    @Option(help: "Gradient clipping norm, 0 disables. [max_grad_norm, default 1.0]") var maxGradNorm: String?
+    @Option(help: "Rows per micro-batch. [per_device_train_batch_size, default 8]") var perDeviceTrainBatchSize: String?
+    @Option(help: "Rows per evaluation batch. [per_device_eval_batch_size, default 8]") var perDeviceEvalBatchSize: String?
+    @Option(help: "Micro-batches per optimizer step; the loss is averaged over all their trained tokens. [gradient_accumulation_steps, default 1]")
+    var gradientAccumulationSteps: String?
+    @Option(help: "Epochs (fractions allowed). [num_train_epochs, default 3]") var numTrainEpochs: String?
+    @Option(help: "Optimizer steps; overrides num_train_epochs when > 0. [max_steps, default -1]") var maxSteps: String?
+    @Flag(inversion: .prefixedNo, help: "Recompute activations in backward to save memory. [gradient_checkpointing, default false]")
+    var gradientCheckpointing: Bool?
+    @Option(help: "Seed of the adapter init, data order, dropout and NEFTune noise. [seed, default 42]") var seed: String?
+    @Option(help: "NEFTune noise alpha on the embeddings in training (e.g. 5). [neftune_noise_alpha, default off]")
+    var neftuneNoiseAlpha: String?
+
+    func overrides() -> [String: Any] {
+        var d: [String: Any] = [:]
+        put(&d, "learning_rate", learningRate); put(&d, "lr_scheduler_type", lrSchedulerType)
+        put(&d, "warmup_steps", warmupSteps); put(&d, "warmup_ratio", warmupRatio); put(&d, "weight_decay", weightDecay)
+        put(&d, "adam_beta1", adamBeta1); put(&d, "adam_beta2", adamBeta2); put(&d, "adam_epsilon", adamEpsilon)
+        put(&d, "max_grad_norm", maxGradNorm); put(&d, "per_device_train_batch_size", perDeviceTrainBatchSize)
+        put(&d, "per_device_eval_batch_size", perDeviceEvalBatchSize)
+        put(&d, "gradient_accumulation_steps", gradientAccumulationSteps); put(&d, "num_train_epochs", numTrainEpochs)
+        put(&d, "max_steps", maxSteps); put(&d, "gradient_checkpointing", gradientCheckpointing); put(&d, "seed", seed)
+        put(&d, "neftune_noise_alpha", neftuneNoiseAlpha)
+        return d
+    }
+}
+
+struct TrainOutputOptions: ParsableArguments, OverrideGroup {
+    @Option(help: ArgumentHelp("Where the adapter, checkpoints, metrics.jsonl and loss.svg go. [output_dir, default lora-gpu-output]",
+                               valueName: "dir")) var outputDir: String?
+    @Option(help: "Log every N steps (below 1: a fraction of the total). [logging_steps, default 500]") var loggingSteps: String?
+    @Option(help: "Evaluate every N steps. [eval_steps, default logging_steps]") var evalSteps: String?
+    @Option(help: "Checkpoint every N steps (and at the end). [save_steps, default 500]") var saveSteps: String?
+    @Option(help: "Keep at most N checkpoints (never deleting the best). [save_total_limit]") var saveTotalLimit: String?
+    @Flag(inversion: .prefixedNo, help: "Leave the best checkpoint's adapter in output_dir. [load_best_model_at_end, default false]")
+    var loadBestModelAtEnd: Bool?
+    @Option(help: "eval_loss | eval_perplexity | loss. [metric_for_best_model, default eval_loss]") var metricForBestModel: String?
+    @Option(help: "Stop after N evaluations without improvement. [early_stopping_patience]") var earlyStoppingPatience: String?
+    @Option(help: "Minimum improvement that resets the patience. [early_stopping_threshold, default 0]") var earlyStoppingThreshold: String?
+    @Option(help: ArgumentHelp("Continue from a checkpoint-N directory, or 'latest' in output_dir. [resume_from_checkpoint]",
+                               valueName: "dir|latest")) var resumeFromCheckpoint: String?
+
+    func overrides() -> [String: Any] {
+        var d: [String: Any] = [:]
+        put(&d, "output_dir", outputDir); put(&d, "logging_steps", loggingSteps); put(&d, "eval_steps", evalSteps)
+        put(&d, "save_steps", saveSteps); put(&d, "save_total_limit", saveTotalLimit)
+        put(&d, "load_best_model_at_end", loadBestModelAtEnd); put(&d, "metric_for_best_model", metricForBestModel)
+        put(&d, "early_stopping_patience", earlyStoppingPatience); put(&d, "early_stopping_threshold", earlyStoppingThreshold)
+        put(&d, "resume_from_checkpoint", resumeFromCheckpoint)
+        return d
+    }
+}
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a LoRA adapter (PEFT format) on a Llama-family model.",
+        discussion: """
+        Settings are named as PEFT's LoraConfig and transformers' TrainingArguments name them, with their \
+        defaults (the [key] after each flag). Give them in a flat YAML or JSON file with --config, as flags, \
+        or both: a flag wins over the file. Flags spell keys with dashes (--learning-rate for learning_rate).
+
+        output_dir receives adapter_config.json and adapter_model.safetensors, checkpoint-N/ directories \
+        (adapter, AdamW moments, step, scheduler, RNG and data position), metrics.jsonl, loss.svg, \
+        training_config.yaml and a README.md. Ctrl-C (SIGINT) or SIGTERM finishes the current step, saves a \
+        checkpoint and exits with status 130 / 143; --resume-from-checkpoint latest continues it exactly.
+
+        Example:
+          lora-gpu train --model ./TinyLlama --data train.jsonl --val-split 0.05 \\
+            --target-modules all-linear --r 16 --lora-alpha 32 \\
+            --learning-rate 2e-4 --max-steps 500 --output-dir tiny-lora
+        """)
+
+    @Option(help: ArgumentHelp("Settings file (YAML or JSON, one flat mapping of key: value).", valueName: "file"))
+    var config: String?
+    @OptionGroup(title: "Data") var dataOptions: TrainDataOptions
+    @OptionGroup(title: "LoRA") var loraOptions: TrainLoraOptions
+    @OptionGroup(title: "Optimisation") var optimOptions: TrainOptimOptions
+    @OptionGroup(title: "Output, logging and checkpoints") var outputOptions: TrainOutputOptions
+    @OptionGroup var deviceOption: DeviceOption
+
+    func run() throws {
+        var overrides: [String: Any] = [:]
+        let groups: [OverrideGroup] = [dataOptions, loraOptions, optimOptions, outputOptions]
+        for g in groups { overrides.merge(g.overrides()) { _, new in new } }
+        let settings = try TrainingConfig.resolve(file: config, overrides: overrides)
+        let trainer = Trainer(config: settings, context: try deviceOption.context())
+        switch try trainer.run() {
+        case .completed, .stoppedEarly: return
+        case .interrupted(_, let signal, _): throw ExitCode(128 + (signal == 0 ? SIGINT : signal))
+        }
+    }
+}

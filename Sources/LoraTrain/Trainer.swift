@@ -1,0 +1,426 @@
+import Foundation
+import LoraModel
+import LoraOps
+import LoraText
+
+/// The training loop of `lora-gpu train`: data → batches → accumulated
+/// optimizer steps on the device, with logging, evaluation, checkpoints,
+/// exact resume and a clean stop on SIGINT / SIGTERM.
+public final class Trainer {
+    public enum Outcome: Equatable, Sendable {
+        /// Every step done; the final adapter is in output_dir.
+        case completed(step: Int)
+        /// early_stopping_patience evaluations without improvement.
+        case stoppedEarly(step: Int)
+        /// A signal (or requestStop) stopped the run after `step`; `checkpoint` holds it.
+        case interrupted(step: Int, signal: Int32, checkpoint: String)
+    }
+
+    public let config: TrainingConfig
+    public let ctx: ComputeContext
+    public var progress: ProgressPrinter
+    /// Called after every optimizer step with the global step (tests, tools).
+    public var afterStep: ((Int) -> Void)?
+    private var stopRequested = false
+
+    public init(config: TrainingConfig, context: ComputeContext, progress: ProgressPrinter = .standard) {
+        self.config = config
+        self.ctx = context
+        self.progress = progress
+    }
+
+    /// Stops after the current step with a checkpoint, as SIGINT does.
+    public func requestStop() { stopRequested = true }
+
+    var outputDir: String { config.outputDir }
+    var metricsPath: String { outputDir + "/metrics.jsonl" }
+
+    // MARK: the run
+
+    public func run() throws -> Outcome {
+        let c = config
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: outputDir, withIntermediateDirectories: true)
+        let resumeFrom = try c.resumeFromCheckpoint.map { try Checkpoints.resolve($0, outputDir: outputDir) }
+        if resumeFrom == nil, let existing = Checkpoints.list(outputDir).last {
+            throw TrainError.setting(source: "settings", key: "output_dir",
+                                     reason: "\(outputDir) already holds checkpoints (\(existing.path)); continue them with "
+                                        + "--resume-from-checkpoint latest, or choose another output_dir")
+        }
+
+        // The model.
+        let modelConfig = try ModelConfig.load(directory: c.model)
+        let lora = try c.loraSettings()
+        let model = try LlamaLoRAModel(modelDirectory: c.model, lora: lora, context: ctx)
+        for w in model.adapterPlan.warnings { progress.message("warning: \(w)") }
+        try model.initializeAdapters(seed: UInt64(c.seed))
+        if let a = c.adapter { try model.loadAdapter(directory: a) }
+        model.gradientCheckpointing = c.gradientCheckpointing
+        model.seed = UInt32(truncatingIfNeeded: c.seed)
+        model.neftuneNoiseAlpha = c.neftuneNoiseAlpha.map(Float.init)
+        try model.store.setDecayMask(ParameterStore.trainerDecays)
+        progress.message(model.adapterPlan.trainableLine)
+
+        // The data.
+        var train = try loadSamples(paths: c.data, maxSeqLen: c.maxSeqLen, vocabSize: modelConfig.vocabSize)
+        var val: [TokenizedSample] = []
+        if let v = c.valData {
+            val = try loadSamples(paths: [v], maxSeqLen: c.maxSeqLen, vocabSize: modelConfig.vocabSize)
+        } else if c.valSplit > 0 {
+            (train, val) = split(train, fraction: c.valSplit, seed: UInt64(c.seed))
+        }
+        guard !train.isEmpty else {
+            throw TrainError.data(path: c.data.joined(separator: ", "), line: 0, reason: "no training sample")
+        }
+        if c.chatTemplate != nil || c.explicitKeys.contains("train_on") {
+            progress.message("note: chat_template and train_on apply when the dataset loader renders text; "
+                + "pre-tokenized samples are trained as their labels say")
+        }
+        let options = BatchingOptions(batchSize: c.perDeviceTrainBatchSize, maxSeqLen: c.maxSeqLen, packing: c.packing,
+                                      padTokenID: 0, shuffle: true)
+        var plans: [Int: [BatchRows]] = [:]
+        func batches(_ epoch: Int) -> [BatchRows] {
+            if let p = plans[epoch] { return p }
+            let p = Batching.plan(train, options: options, seed: UInt64(c.seed), epoch: epoch)
+            plans = [epoch: p]  // keep one epoch's plan alive
+            return p
+        }
+        let acc = c.gradientAccumulationSteps
+        func stepsIn(_ epoch: Int) -> Int { (batches(epoch).count + acc - 1) / acc }
+
+        // Steps, schedule and intervals.
+        let total: Int
+        let epochLimit: Int
+        if c.maxSteps > 0 {
+            total = c.maxSteps
+            epochLimit = Int.max
+        } else {
+            let whole = Int(c.numTrainEpochs.rounded(.down)), frac = c.numTrainEpochs - Double(whole)
+            if !c.packing || whole > 1000 {
+                // transformers: ⌈num_train_epochs × steps per epoch⌉ (padded batches: the same count every epoch).
+                total = max(Int((c.numTrainEpochs * Double(stepsIn(0))).rounded(.up)), 1)
+            } else {
+                // Packed rows depend on each epoch's order: count every epoch.
+                var t = 0
+                for e in 0..<whole { t += stepsIn(e) }
+                if frac > 0 { t += Int((frac * Double(stepsIn(whole))).rounded(.up)) }
+                total = max(t, 1)
+            }
+            epochLimit = Int(c.numTrainEpochs.rounded(.up))
+        }
+        let schedule = LRSchedule(type: c.lrSchedulerType, baseLR: c.learningRate, warmupSteps: c.warmup(total: total),
+                                  totalSteps: total)
+        let logEvery = TrainingConfig.interval(c.loggingSteps, total: total)
+        let saveEvery = TrainingConfig.interval(c.saveSteps, total: total)
+        let evalEvery = TrainingConfig.interval(c.evalSteps ?? c.loggingSteps, total: total)
+        if c.loadBestModelAtEnd && !val.isEmpty && saveEvery % evalEvery != 0 {
+            throw TrainError.setting(source: "settings", key: "save_steps",
+                                     reason: "load_best_model_at_end needs save_steps (\(saveEvery)) to be a multiple of eval_steps (\(evalEvery))")
+        }
+        let configYAML = try c.yaml()
+        try writeAtomically(Data(configYAML.utf8), to: outputDir + "/training_config.yaml")
+
+        // Fresh or resumed state.
+        var state = TrainerState(
+            scheduler: .init(type: c.lrSchedulerType.rawValue, warmupSteps: schedule.warmupSteps, totalSteps: total, lastLr: 0),
+            rng: .init(seed: c.seed, dropoutStep: 0))
+        var records: [MetricsRecord] = []
+        var lastCheckpoint: String?
+        if let path = resumeFrom {
+            state = try Checkpoints.load(path, into: model)
+            guard state.scheduler.totalSteps == total else {
+                throw TrainError.checkpoint(path: path, reason: "was made for \(state.scheduler.totalSteps) steps, these settings give \(total): "
+                    + "resume with the settings of the interrupted run")
+            }
+            lastCheckpoint = path
+            let changed = Self.changedSettings(checkpoint: path, now: configYAML)
+            if !changed.isEmpty {
+                progress.message("warning: settings differ from the checkpoint's (the result will not match an uninterrupted run): "
+                    + changed.joined(separator: ", "))
+            }
+            records = readRecords().filter { $0.step <= state.globalStep }
+            try writeAtomically(Data(records.map { $0.json + "\n" }.joined().utf8), to: metricsPath)
+            progress.message("resumed from \(path) at step \(state.globalStep) (epoch \(state.dataEpoch), batch \(state.dataBatch))")
+        } else {
+            try? fm.removeItem(atPath: metricsPath)
+            _ = fm.createFile(atPath: metricsPath, contents: nil)
+        }
+        let evalRows = val.isEmpty ? [] : Batching.plan(val, options: BatchingOptions(
+            batchSize: c.perDeviceEvalBatchSize, maxSeqLen: c.maxSeqLen, packing: c.packing, padTokenID: 0, shuffle: false),
+            seed: UInt64(c.seed), epoch: 0)
+        progress.message("training \(train.count) samples\(val.isEmpty ? "" : ", evaluating \(val.count)"): \(total) steps "
+            + "(batch \(c.perDeviceTrainBatchSize) × accumulation \(acc)), warmup \(schedule.warmupSteps), output \(outputDir)")
+
+        StopSignals.install()
+        defer { StopSignals.uninstall() }
+
+        let hyperBase = ComputeContext.AdamWHyper(
+            lr: 0, beta1: Float(c.adamBeta1), beta2: Float(c.adamBeta2), eps: Float(c.adamEpsilon),
+            weightDecay: Float(c.weightDecay), maxGradNorm: Float(c.maxGradNorm))
+        let started = Date()
+        let elapsedBefore = state.elapsedSeconds ?? 0
+        let startStep = state.globalStep
+        var windowStart = Date(), windowTokens = 0
+        var lastGradNorm: Float = .nan, lastLoss: Double = .nan
+        var savedAt = -1, loggedAt = state.stepsSinceLog == 0 ? state.globalStep : -1, evaluatedAt = -1
+        var stoppedEarly = false
+
+        /// eval_loss as transformers' evaluate computes it: each batch's mean token
+        /// loss, averaged over batches weighted by their rows (batches without a
+        /// trained token are left out, where transformers would get 0/0).
+        func evaluate() throws -> Double {
+            var sum = 0.0, rows = 0
+            for b in evalRows where b.trainedTokens > 0 {
+                sum += Double(try model.loss(try tokenBatch(b))) * Double(b.rows)
+                rows += b.rows
+            }
+            return rows > 0 ? sum / Double(rows) : .nan
+        }
+
+        func log(evalLoss: Double?) throws {
+            let now = Date()
+            let window = now.timeIntervalSince(windowStart)
+            let loss = state.stepsSinceLog > 0 ? state.lossSinceLog / Double(state.stepsSinceLog) : lastLoss
+            let r = MetricsRecord(step: state.globalStep, epoch: state.epoch, loss: loss, gradNorm: Double(lastGradNorm),
+                                  learningRate: state.scheduler.lastLr,
+                                  tokensPerSecond: window > 0 ? Double(windowTokens) / window : 0,
+                                  elapsedSeconds: elapsedBefore + now.timeIntervalSince(started), evalLoss: evalLoss)
+            records.append(r)
+            let h = try FileHandle(forWritingTo: URL(fileURLWithPath: metricsPath))
+            h.seekToEndOfFile()
+            h.write(Data((r.json + "\n").utf8))
+            try h.close()
+            try writeAtomically(Data(plot(records).utf8), to: outputDir + "/loss.svg")
+            progress.line(r, total: total)
+            state.lossSinceLog = 0
+            state.stepsSinceLog = 0
+            windowStart = now
+            windowTokens = 0
+            loggedAt = state.globalStep
+        }
+
+        func save() throws {
+            if let m = state.lastMetric, state.lastMetricStep == state.globalStep,
+               state.bestMetric.map({ m < $0 }) ?? true {
+                state.bestMetric = m
+                state.bestStep = state.globalStep
+                state.bestCheckpoint = Checkpoints.name(step: state.globalStep)
+            }
+            state.rng.dropoutStep = model.step
+            state.elapsedSeconds = elapsedBefore + Date().timeIntervalSince(started)
+            let path = try Checkpoints.save(model: model, state: state, outputDir: outputDir, baseModel: c.model,
+                                            configYAML: configYAML)
+            lastCheckpoint = path
+            savedAt = state.globalStep
+            if let limit = c.saveTotalLimit {
+                for d in Checkpoints.prune(outputDir, limit: limit, best: c.loadBestModelAtEnd ? state.bestCheckpoint : nil) {
+                    progress.message("removed \(d) (save_total_limit \(limit))")
+                }
+            }
+        }
+
+        func metricValue(evalLoss: Double?) -> Double? {
+            switch c.metricForBestModel {
+            case "loss": return records.last(where: { $0.step == state.globalStep })?.loss
+            default: return evalLoss   // eval_perplexity = exp(eval_loss) orders the same
+            }
+        }
+
+        // MARK: the loop
+        while state.globalStep < total {
+            if StopSignals.received != 0 || stopRequested { break }
+            let e = state.dataEpoch
+            if e >= epochLimit { break }
+            let bs = batches(e)
+            if state.dataBatch >= bs.count {
+                state.dataEpoch += 1
+                state.dataBatch = 0
+                continue
+            }
+            let first = state.dataBatch
+            let end = min((first / acc + 1) * acc, bs.count)
+            let group = bs[first..<end]
+            state.dataBatch = end
+            let usable = group.filter { $0.trainedTokens > 0 }
+            if usable.count < group.count {
+                state.skippedBatches += group.count - usable.count
+                progress.message("skipped \(group.count - usable.count) batch(es) of epoch \(e) whose every label is -100 "
+                    + "(\(state.skippedBatches) so far)")
+            }
+            if usable.isEmpty { continue }
+            let micro = try usable.map(tokenBatch)
+            var hyper = hyperBase
+            let lr = schedule.lr(state.globalStep)
+            hyper.lr = Float(lr)
+            let r = try model.trainStep(micro, hyper: hyper)
+            guard r.applied else {
+                throw TrainError.nonFinite(step: state.globalStep + 1, epoch: e, batch: first, loss: r.loss,
+                                           gradNorm: r.gradNorm, lastCheckpoint: lastCheckpoint)
+            }
+            state.globalStep += 1
+            state.epoch = Double(e) + Double(end) / Double(bs.count)
+            state.scheduler.lastLr = lr
+            state.rng.dropoutStep = model.step
+            state.lossSinceLog += Double(r.loss)
+            state.stepsSinceLog += 1
+            lastLoss = Double(r.loss)
+            lastGradNorm = r.gradNorm
+            windowTokens += micro.reduce(0) { $0 + $1.tokens }
+            afterStep?(state.globalStep)
+
+            let last = state.globalStep == total
+            var evalLoss: Double?
+            if !evalRows.isEmpty && (state.globalStep % evalEvery == 0 || last) {
+                evalLoss = try evaluate()
+                evaluatedAt = state.globalStep
+            }
+            if state.globalStep % logEvery == 0 || evalLoss != nil || last { try log(evalLoss: evalLoss) }
+            if let m = metricValue(evalLoss: evalLoss) {
+                state.lastMetric = m
+                state.lastMetricStep = state.globalStep
+                if let patience = c.earlyStoppingPatience {
+                    if state.earlyStoppingBest.map({ m < $0 - c.earlyStoppingThreshold }) ?? true {
+                        state.earlyStoppingBest = m
+                        state.earlyStoppingCounter = 0
+                    } else {
+                        state.earlyStoppingCounter += 1
+                        if state.earlyStoppingCounter >= patience {
+                            progress.message("early stopping at step \(state.globalStep): \(c.metricForBestModel) has not improved "
+                                + "for \(patience) evaluation(s)")
+                            stoppedEarly = true
+                        }
+                    }
+                }
+            }
+            if state.globalStep % saveEvery == 0 || last || stoppedEarly { try save() }
+            if stoppedEarly { break }
+            let done = state.globalStep - startStep
+            let eta = Date().timeIntervalSince(started) / Double(max(done, 1)) * Double(total - state.globalStep)
+            let window = Date().timeIntervalSince(windowStart)
+            progress.bar(step: state.globalStep, total: total, loss: lastLoss, lr: lr,
+                         tokensPerSecond: window > 0 ? Double(windowTokens) / window : 0, eta: eta)
+        }
+
+        // Interrupted: a checkpoint of the step just finished, then out.
+        let sig = StopSignals.received
+        if (sig != 0 || stopRequested) && !stoppedEarly && state.globalStep < total {
+            if savedAt != state.globalStep { try save() }
+            let path = lastCheckpoint ?? outputDir
+            let why = sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "a stop request"
+            progress.message("stopped by \(why) after step \(state.globalStep): checkpoint \(path); "
+                + "continue with --resume-from-checkpoint latest")
+            return .interrupted(step: state.globalStep, signal: sig, checkpoint: path)
+        }
+
+        // The end: last log, evaluation and checkpoint when the loop ended between them.
+        if !evalRows.isEmpty && evaluatedAt != state.globalStep && state.globalStep > 0 && state.stepsSinceLog > 0 {
+            let e = try evaluate()
+            try log(evalLoss: e)
+            state.lastMetric = metricValue(evalLoss: e)
+            state.lastMetricStep = state.globalStep
+        } else if loggedAt != state.globalStep && state.stepsSinceLog > 0 {
+            try log(evalLoss: nil)
+        }
+        if savedAt != state.globalStep && state.globalStep > 0 { try save() }
+
+        // The final adapter: the best checkpoint's, or the last state.
+        let finalTmp = outputDir + "/.final-adapter.tmp-\(getpid())"
+        try? fm.removeItem(atPath: finalTmp)
+        defer { try? fm.removeItem(atPath: finalTmp) }
+        var source = finalTmp
+        if c.loadBestModelAtEnd, let best = state.bestCheckpoint, fm.fileExists(atPath: outputDir + "/" + best) {
+            source = outputDir + "/" + best
+            progress.message("best \(c.metricForBestModel) \(String(format: "%.4f", state.bestMetric ?? .nan)) at step "
+                + "\(state.bestStep ?? 0) (\(best)): its adapter is the one left in \(outputDir)")
+        } else {
+            try model.saveAdapter(directory: finalTmp, baseModel: c.model)
+        }
+        for f in ["adapter_model.safetensors", "adapter_config.json"] {
+            let data = try Data(contentsOf: URL(fileURLWithPath: source + "/" + f))
+            try writeAtomically(data, to: outputDir + "/" + f)
+        }
+        for f in Self.tokenizerFiles where fm.fileExists(atPath: c.model + "/" + f) {
+            try writeAtomically(try Data(contentsOf: URL(fileURLWithPath: c.model + "/" + f)), to: outputDir + "/" + f)
+        }
+        try writeAtomically(Data(readme(state: state, records: records, total: total, trainCount: train.count,
+                                        valCount: val.count).utf8), to: outputDir + "/README.md")
+        if state.skippedBatches > 0 {
+            progress.message("\(state.skippedBatches) batch(es) whose every label is -100 were skipped")
+        }
+        progress.message("done: \(state.globalStep) steps; adapter in \(outputDir)")
+        return stoppedEarly ? .stoppedEarly(step: state.globalStep) : .completed(step: state.globalStep)
+    }
+
+    // MARK: outputs
+
+    static let tokenizerFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                                 "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json"]
+
+    /// Keys whose value differs between a checkpoint's training_config.yaml and `now` (resume_from_checkpoint aside).
+    static func changedSettings(checkpoint: String, now: String) -> [String] {
+        guard let then = try? String(contentsOfFile: checkpoint + "/training_config.yaml", encoding: .utf8) else { return [] }
+        func pairs(_ y: String) -> [String: Substring] {
+            var d: [String: Substring] = [:]
+            for line in y.split(separator: "\n") {
+                guard let i = line.firstIndex(of: ":") else { continue }
+                d[String(line[..<i])] = line[line.index(after: i)...]
+            }
+            return d
+        }
+        let a = pairs(then), b = pairs(now)
+        return TrainingConfig.keys.filter { $0 != "resume_from_checkpoint" && a[$0] != b[$0] }
+    }
+
+    func readRecords() -> [MetricsRecord] {
+        guard let text = try? String(contentsOfFile: metricsPath, encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").compactMap { MetricsRecord(json: String($0)) }
+    }
+
+    func plot(_ records: [MetricsRecord]) -> String {
+        LossPlot.svg(train: records.map { ($0.step, $0.loss) },
+                     eval: records.compactMap { r in r.evalLoss.map { (r.step, $0) } },
+                     title: "lora-gpu train — " + URL(fileURLWithPath: config.model).lastPathComponent)
+    }
+
+    func readme(state: TrainerState, records: [MetricsRecord], total: Int, trainCount: Int, valCount: Int) -> String {
+        let c = config
+        let lastTrain = records.last.map { String(format: "%.4f", $0.loss) } ?? "n/a"
+        let lastEval = records.last(where: { $0.evalLoss != nil })?.evalLoss.map { String(format: "%.4f", $0) }
+        var s = """
+        # LoRA adapter
+
+        Trained with `lora-gpu train` (PEFT format: load with `PeftModel.from_pretrained(base, "\(c.outputDir)")`).
+
+        - Base model: `\(c.model)`
+        - Training data: \(c.data.map { "`\($0)`" }.joined(separator: ", ")) (\(trainCount) samples)
+        """
+        if valCount > 0 { s += "\n- Evaluation data: " + (c.valData.map { "`\($0)`" } ?? "val_split \(c.valSplit)") + " (\(valCount) samples)" }
+        s += """
+
+
+        ## Settings
+
+        | setting | value |
+        |---|---|
+        | r / lora_alpha / lora_dropout | \(c.r) / \(c.loraAlpha) / \(c.loraDropout) |
+        | learning_rate / lr_scheduler_type | \(c.learningRate) / \(c.lrSchedulerType.rawValue) |
+        | steps / warmup | \(state.globalStep) of \(total) / \(state.scheduler.warmupSteps) |
+        | batch × accumulation | \(c.perDeviceTrainBatchSize) × \(c.gradientAccumulationSteps) |
+        | max_seq_len / packing | \(c.maxSeqLen) / \(c.packing) |
+        | weight_decay / max_grad_norm | \(c.weightDecay) / \(c.maxGradNorm) |
+        | seed | \(c.seed) |
+
+        Every setting: `training_config.yaml`. Per-step metrics: `metrics.jsonl`, plotted in `loss.svg`.
+
+        ## Results
+
+        - Final train loss: \(lastTrain)
+
+        """
+        if let lastEval { s += "- Final eval loss: \(lastEval)\n" }
+        if c.loadBestModelAtEnd, let b = state.bestCheckpoint {
+            s += "- Best \(c.metricForBestModel): \(String(format: "%.4f", state.bestMetric ?? .nan)) at step \(state.bestStep ?? 0) (`\(b)`); this adapter is that checkpoint's\n"
+        }
+        return s
+    }
+}
