@@ -420,4 +420,22 @@ final class ReliabilityTests: XCTestCase {
         try gdata.prefix(gdata.count - 16).write(to: URL(fileURLWithPath: g))
         assertError({ _ = try ModelSource.open(g) }, contains: ["cut.gguf", "truncated"])
     }
+
+    /// A GGUF tensor offset near Int.max: start + offset must not overflow (it trapped).
+    func testGGUFOffsetNearIntMaxIsTruncationNotATrap() throws {
+        let gguf = URL(fileURLWithPath: fixturesRoot).deletingLastPathComponent().appendingPathComponent("gguf/llama_q.gguf").path
+        let f = try GGUFFile(path: gguf)
+        let name = f.tensorNames.last!
+        var data = try Data(contentsOf: URL(fileURLWithPath: gguf))
+        // The tensor table entry: u64 name length, name, u32 rank, u64 dims, u32 type, u64 offset.
+        var lenLE = UInt64(name.utf8.count).littleEndian
+        let needle = withUnsafeBytes(of: &lenLE) { Data($0) } + Data(name.utf8)
+        let at = try XCTUnwrap(data.range(of: needle)).upperBound
+        let offsetAt = at + 4 + 8 * f.tensors[name]!.dims.count + 4
+        var huge = UInt64(Int.max - 63).littleEndian
+        data.replaceSubrange(offsetAt..<(offsetAt + 8), with: withUnsafeBytes(of: &huge) { Data($0) })
+        let p = tmp.appendingPathComponent("huge-offset.gguf").path
+        try data.write(to: URL(fileURLWithPath: p))
+        assertError({ _ = try GGUFFile(path: p) }, contains: ["huge-offset.gguf", "truncated", name, "offset \(Int.max - 63)"])
+    }
 }
