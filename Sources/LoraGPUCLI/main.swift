@@ -91,13 +91,16 @@ struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print a model's module tree as transformers does, the LoRA targets and PEFT's trainable-parameter line.")
 
-    @Argument(help: "A Hugging Face model directory (config.json + safetensors).") var modelDirectory: String
+    @Argument(help: "A Hugging Face model directory (config.json + safetensors) or a GGUF file; its checkpoint is validated too.")
+    var modelDirectory: String
     @Option(name: .customLong("lora-config"),
             help: "A PEFT adapter_config.json, or an adapter directory holding one.") var loraConfig: String?
 
     func run() throws {
-        let config = try ModelConfig.load(directory: modelDirectory)
+        let (config, checkpoint) = try ModelSource.open(modelDirectory)
+        let check = try CheckpointCheck.run(config: config, checkpoint: checkpoint)
         print(ModelPrinter.render(config))
+        print(check)
         guard let loraConfig else { return }
         var isDir: ObjCBool = false
         let path = FileManager.default.fileExists(atPath: loraConfig, isDirectory: &isDir) && isDir.boolValue

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import LoraOps
 import OpenCLRuntime
 
@@ -49,8 +52,8 @@ extension LlamaLoRAModel {
 
     /// Writes a PEFT adapter directory (adapter_config.json, adapter_model.safetensors)
     /// that PEFT's `PeftModel.from_pretrained` loads. Written to a temporary
-    /// directory and renamed into place, so an existing adapter is replaced
-    /// whole or not at all.
+    /// directory and swapped into place (`DirectoryReplace`), so an existing
+    /// adapter is replaced whole or not at all.
     public func saveAdapter(directory: String, baseModel: String) throws {
         var tensors: [(name: String, shape: [Int], values: [Float])] = []
         for e in store.entries { tensors.append((e.key, e.shape, try e.param.read())) }
@@ -68,17 +71,87 @@ extension LlamaLoRAModel {
         do {
             try SafeTensorsWriter.write(tensors, metadata: ["format": "pt"], to: tmp.appendingPathComponent("adapter_model.safetensors").path)
             try lora.peftJSON(baseModel: baseModel).write(to: tmp.appendingPathComponent("adapter_config.json"))
-            if fm.fileExists(atPath: dst.path) {
-                let old = dst.deletingLastPathComponent().appendingPathComponent(".\(dst.lastPathComponent).old-\(getpid())")
-                try fm.moveItem(at: dst, to: old)
-                try fm.moveItem(at: tmp, to: dst)
-                try? fm.removeItem(at: old)
-            } else {
-                try fm.moveItem(at: tmp, to: dst)
-            }
+            try DirectoryReplace.replace(dst.path, with: tmp.path)
         } catch {
             try? fm.removeItem(at: tmp)
             throw LoraError.adapter(path: directory, reason: "could not write the adapter: \(error)")
         }
     }
+}
+
+/// Puts a finished directory at a path that may hold an older one, so that at
+/// every instant the path holds either the old or the new complete directory.
+///
+/// On Linux: renameat2(RENAME_EXCHANGE) swaps the two atomically, then the old
+/// one (now under the temporary name) is removed. Where exchange is not
+/// available (other systems, filesystems without it) the fallback is two
+/// renames (old aside, new in), with the old one renamed back if the second
+/// fails; there the path is briefly empty between the two renames.
+public enum DirectoryReplace {
+    public enum Stage: Sendable { case exchange, secondRename }
+    /// Test hooks: make a stage fail as if the system call had (nil: none), and
+    /// take the two-rename path even where exchange works.
+    nonisolated(unsafe) public static var injectFailure: Stage? = nil
+    nonisolated(unsafe) public static var forceFallback = false
+
+    public static func replace(_ dst: String, with src: String) throws {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: dst, isDirectory: &isDir) else {
+            // Nothing to keep: one rename.
+            guard rename(src, dst) == 0 else { throw CheckpointError.io(path: dst, reason: "rename failed: \(errnoText())") }
+            return
+        }
+        if !isDir.boolValue {
+            // A file at the target: never replaced by a directory (it is not an earlier
+            // output); a file replaces it atomically with rename(2).
+            var srcIsDir: ObjCBool = false
+            if FileManager.default.fileExists(atPath: src, isDirectory: &srcIsDir), srcIsDir.boolValue {
+                throw CheckpointError.io(path: dst, reason: "exists and is not a directory; not replacing it")
+            }
+            guard rename(src, dst) == 0 else { throw CheckpointError.io(path: dst, reason: "rename failed: \(errnoText())") }
+            return
+        }
+        if !forceFallback, let exchange = renameExchange {
+            if injectFailure == .exchange {
+                throw CheckpointError.io(path: dst, reason: "renameat2(RENAME_EXCHANGE) failed: injected failure (test hook)")
+            }
+            if exchange(AT_FDCWD, src, AT_FDCWD, dst, renameExchangeFlag) == 0 {
+                // src now names the old directory.
+                try? FileManager.default.removeItem(atPath: src)
+                return
+            }
+            let e = errno
+            guard e == EINVAL || e == ENOSYS || e == ENOTSUP || e == EOPNOTSUPP else {
+                throw CheckpointError.io(path: dst, reason: "renameat2(RENAME_EXCHANGE) failed: \(String(cString: strerror(e)))")
+            }
+        }
+        // Two renames; the old directory goes back if the second fails.
+        let aside = src + ".old"
+        guard rename(dst, aside) == 0 else { throw CheckpointError.io(path: dst, reason: "rename aside failed: \(errnoText())") }
+        var failure: String? = nil
+        if injectFailure == .secondRename { failure = "injected failure (test hook)" }
+        else if rename(src, dst) != 0 { failure = errnoText() }
+        if let failure {
+            if rename(aside, dst) != 0 {
+                throw CheckpointError.io(path: dst, reason: "rename failed (\(failure)) and the old directory could not be put back; it is at \(aside)")
+            }
+            throw CheckpointError.io(path: dst, reason: "rename failed: \(failure); the old directory is kept")
+        }
+        try? FileManager.default.removeItem(atPath: aside)
+    }
+
+    private static func errnoText() -> String { String(cString: strerror(errno)) }
+
+    typealias RenameAt2 = @convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32
+    /// RENAME_EXCHANGE from linux/fs.h.
+    static let renameExchangeFlag: UInt32 = 1 << 1
+    /// glibc's renameat2 (2.28+), found at run time: Swift's Glibc module does not declare it.
+    static let renameExchange: RenameAt2? = {
+        #if os(Linux)
+        guard let handle = dlopen(nil, RTLD_NOW), let sym = dlsym(handle, "renameat2") else { return nil }
+        return unsafeBitCast(sym, to: RenameAt2.self)
+        #else
+        return nil
+        #endif
+    }()
 }

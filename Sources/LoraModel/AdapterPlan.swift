@@ -29,22 +29,11 @@ public struct AdapterPlan: Sendable {
     public let warnings: [String]
 
     public init(config c: ModelConfig, lora: LoraConfig) throws {
+        try lora.validate()
         config = c
         self.lora = lora
-        let H = c.hiddenSize, I = c.intermediateSize, V = c.vocabSize
-        let qOut = c.numHeads * c.headDim, kvOut = c.numKVHeads * c.headDim
-        var specs: [LinearSpec] = []
-        for l in 0..<c.numLayers {
-            let p = "model.layers.\(l)."
-            specs += [LinearSpec(path: p + "self_attn.q_proj", inFeatures: H, outFeatures: qOut, hasBias: c.attentionBias),
-                      LinearSpec(path: p + "self_attn.k_proj", inFeatures: H, outFeatures: kvOut, hasBias: c.attentionBias),
-                      LinearSpec(path: p + "self_attn.v_proj", inFeatures: H, outFeatures: kvOut, hasBias: c.attentionBias),
-                      LinearSpec(path: p + "self_attn.o_proj", inFeatures: qOut, outFeatures: H, hasBias: c.outputProjectionBias),
-                      LinearSpec(path: p + "mlp.gate_proj", inFeatures: H, outFeatures: I, hasBias: c.mlpBias),
-                      LinearSpec(path: p + "mlp.up_proj", inFeatures: H, outFeatures: I, hasBias: c.mlpBias),
-                      LinearSpec(path: p + "mlp.down_proj", inFeatures: I, outFeatures: H, hasBias: c.mlpBias)]
-        }
-        specs.append(LinearSpec(path: "lm_head", inFeatures: H, outFeatures: V, hasBias: false))
+        let H = c.hiddenSize, V = c.vocabSize
+        let specs = Self.linearSpecs(c)
         linears = specs
         let leaves = Set(specs.map { String($0.path.split(separator: ".").last!) })
 
@@ -187,4 +176,77 @@ func grouped(_ n: Int) -> String {
         out.append(ch)
     }
     return String(out.reversed())
+}
+
+extension AdapterPlan {
+    /// Every nn.Linear of the model in model order (lm_head last).
+    public static func linearSpecs(_ c: ModelConfig) -> [LinearSpec] {
+        let H = c.hiddenSize, I = c.intermediateSize, V = c.vocabSize
+        let qOut = c.numHeads * c.headDim, kvOut = c.numKVHeads * c.headDim
+        var specs: [LinearSpec] = []
+        for l in 0..<c.numLayers {
+            let p = "model.layers.\(l)."
+            specs += [LinearSpec(path: p + "self_attn.q_proj", inFeatures: H, outFeatures: qOut, hasBias: c.attentionBias),
+                      LinearSpec(path: p + "self_attn.k_proj", inFeatures: H, outFeatures: kvOut, hasBias: c.attentionBias),
+                      LinearSpec(path: p + "self_attn.v_proj", inFeatures: H, outFeatures: kvOut, hasBias: c.attentionBias),
+                      LinearSpec(path: p + "self_attn.o_proj", inFeatures: qOut, outFeatures: H, hasBias: c.outputProjectionBias),
+                      LinearSpec(path: p + "mlp.gate_proj", inFeatures: H, outFeatures: I, hasBias: c.mlpBias),
+                      LinearSpec(path: p + "mlp.up_proj", inFeatures: H, outFeatures: I, hasBias: c.mlpBias),
+                      LinearSpec(path: p + "mlp.down_proj", inFeatures: I, outFeatures: H, hasBias: c.mlpBias)]
+        }
+        specs.append(LinearSpec(path: "lm_head", inFeatures: H, outFeatures: V, hasBias: false))
+        return specs
+    }
+
+    /// Every tensor the model reads from its checkpoint, with the shape the
+    /// config implies (lm_head.weight only when the embeddings are untied).
+    public static func checkpointTensors(_ c: ModelConfig) -> [(name: String, shape: [Int])] {
+        let H = c.hiddenSize
+        var out: [(name: String, shape: [Int])] = [("model.embed_tokens.weight", [c.vocabSize, H]), ("model.norm.weight", [H])]
+        for l in 0..<c.numLayers {
+            out += [("model.layers.\(l).input_layernorm.weight", [H]), ("model.layers.\(l).post_attention_layernorm.weight", [H])]
+        }
+        for s in linearSpecs(c) {
+            if s.path == "lm_head" && c.tieWordEmbeddings { continue }
+            out.append((s.path + ".weight", [s.outFeatures, s.inFeatures]))
+            if s.hasBias { out.append((s.path + ".bias", [s.outFeatures])) }
+        }
+        return out
+    }
+
+    /// The first setting on which an adapter's own LoraConfig (`theirs`, from its
+    /// adapter_config.json) changes the math of this plan: the field and a
+    /// sentence giving both values, or nil when the adapter computes the same
+    /// function here.
+    public func mismatch(with theirs: LoraConfig) -> (field: String, reason: String)? {
+        let ours = lora
+        func differ(_ f: String, _ a: String, _ b: String) -> (field: String, reason: String) {
+            (f, "the adapter has \(a) but this model's LoRA config has \(b)")
+        }
+        if theirs.r != ours.r { return differ("r", "\(theirs.r)", "\(ours.r)") }
+        if theirs.loraAlpha != ours.loraAlpha { return differ("lora_alpha", "\(theirs.loraAlpha)", "\(ours.loraAlpha)") }
+        if theirs.useRSLoRA != ours.useRSLoRA { return differ("use_rslora", "\(theirs.useRSLoRA)", "\(ours.useRSLoRA)") }
+        if theirs.bias != ours.bias { return differ("bias", "\"\(theirs.bias.rawValue)\"", "\"\(ours.bias.rawValue)\"") }
+        let theirPlan: AdapterPlan
+        do { theirPlan = try AdapterPlan(config: config, lora: theirs) } catch {
+            return ("target_modules", "the adapter's targets do not work on this model: \(error)")
+        }
+        if theirPlan.adapted != adapted {
+            let onlyTheirs = theirPlan.adapted.filter { !adapted.contains($0) }
+            let onlyOurs = adapted.filter { !theirPlan.adapted.contains($0) }
+            if !onlyTheirs.isEmpty {
+                return ("target_modules", "the adapter adapts \(onlyTheirs.joined(separator: ", ")), which this model's LoRA config does not")
+            }
+            if !onlyOurs.isEmpty {
+                return ("target_modules", "this model's LoRA config adapts \(onlyOurs.joined(separator: ", ")), which the adapter does not")
+            }
+            return ("target_modules", "the adapted modules come in a different order")
+        }
+        for m in adapted {
+            let (tr, ta) = theirs.rankAndAlpha(for: m), (or, oa) = ours.rankAndAlpha(for: m)
+            if tr != or { return differ("rank_pattern", "r=\(tr) for \(m)", "r=\(or)") }
+            if ta != oa { return differ("alpha_pattern", "lora_alpha=\(ta) for \(m)", "lora_alpha=\(oa)") }
+        }
+        return nil
+    }
 }

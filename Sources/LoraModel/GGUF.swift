@@ -228,9 +228,11 @@ public final class GGUFFile {
             dataStart = start
             for name in names {
                 let t = infos[name]!
-                let end = start + t.offset + t.byteCount
-                guard end <= size else {
-                    throw GGUFError.truncated(path: path, what: "tensor '\(name)' needs bytes \(start + t.offset)..<\(end) but the file has \(size)")
+                // Overflow-safe: the offset comes from the file and may be near Int.max.
+                let (e1, o1) = start.addingReportingOverflow(t.offset)
+                let (end, o2) = e1.addingReportingOverflow(t.byteCount)
+                guard !o1, !o2, end <= size else {
+                    throw GGUFError.truncated(path: path, what: "tensor '\(name)' at offset \(t.offset) needs \(t.byteCount) bytes past data byte \(start) but the file has \(size)")
                 }
             }
             metadata = meta

@@ -25,6 +25,11 @@ public protocol CheckpointSource: AnyObject {
     func contains(_ name: String) -> Bool
     /// The tensor `name` (an HF name), after checking it has `shape` (row-major).
     func checkpointTensor(_ name: String, shape: [Int]) throws -> CheckpointTensor
+    /// Checks `name` is present with `shape` and a usable type, reading no
+    /// weights; returns its type as the file names it.
+    func validateTensor(_ name: String, shape: [Int]) throws -> String
+    /// Every tensor name in the checkpoint (Hugging Face names where mapped).
+    var tensorNames: [String] { get }
 }
 
 extension CheckpointSource {
@@ -36,11 +41,16 @@ extension CheckpointSource {
 
 extension CheckpointStore: CheckpointSource {
     public var location: String { directory }
-    public func contains(_ name: String) -> Bool { info(name) != nil }
+    public func contains(_ name: String) -> Bool { location(of: name) != nil }
     public func checkpointTensor(_ name: String, shape: [Int]) throws -> CheckpointTensor {
         let t = try tensor(name, shape: shape)
         return .raw(dtype: t.info.dtype, bytes: t.bytes)
     }
+    public func validateTensor(_ name: String, shape: [Int]) throws -> String {
+        // tensor(_:shape:) checks shape and dtype and hands back mapped bytes without touching them.
+        try tensor(name, shape: shape).info.dtype.rawValue
+    }
+    public var tensorNames: [String] { names }
 }
 
 /// A model on disk: a Hugging Face directory, or a `.gguf` file.
@@ -121,6 +131,18 @@ public final class GGUFCheckpoint: CheckpointSource {
         for l in 0..<config.numLayers { used.formUnion(["blk.\(l).attn_norm.weight", "blk.\(l).ffn_norm.weight"]) }
         return file.tensorNames.filter { !used.contains($0) }
     }
+
+    public func validateTensor(_ name: String, shape: [Int]) throws -> String {
+        guard let g = Self.ggufName(name), let info = file.tensors[g] else {
+            throw CheckpointError.missingTensor(name: name + (Self.ggufName(name).map { " (GGUF '\($0)')" } ?? ""), searched: file.path)
+        }
+        guard info.shape == shape else {
+            throw GGUFError.tensor(path: file.path, name: g, reason: "shape \(info.shape) (ggml dims \(info.dims)) but the config implies \(shape)")
+        }
+        return info.type.name
+    }
+
+    public var tensorNames: [String] { file.tensorNames }
 
     public func checkpointTensor(_ name: String, shape: [Int]) throws -> CheckpointTensor {
         guard let g = Self.ggufName(name), let info = file.tensors[g] else {

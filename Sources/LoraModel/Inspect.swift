@@ -67,3 +67,26 @@ public enum ModelPrinter {
         return lines.joined(separator: "\n")
     }
 }
+
+/// `lora-gpu inspect`'s checkpoint check: every tensor the config implies is
+/// present with its shape and a usable dtype, and (already on open) every
+/// header, byte range and shard is valid — without reading any weight.
+public enum CheckpointCheck {
+    /// The summary line, or the first error naming the file and tensor.
+    public static func run(config c: ModelConfig, checkpoint: CheckpointSource) throws -> String {
+        let expected = AdapterPlan.checkpointTensors(c)
+        var dtypes: [String: Int] = [:]
+        for (name, shape) in expected { dtypes[try checkpoint.validateTensor(name, shape: shape), default: 0] += 1 }
+        var line = "checkpoint: \(expected.count) tensors, all present with the config's shapes ("
+            + dtypes.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ") + ")"
+        if checkpoint is CheckpointStore {
+            let used = Set(expected.map(\.name))
+            let unused = checkpoint.tensorNames.filter { !used.contains($0) }
+            if !unused.isEmpty {
+                line += "\n\(unused.count) more tensor\(unused.count == 1 ? "" : "s") not used by the model: "
+                    + unused.prefix(5).joined(separator: ", ") + (unused.count > 5 ? ", …" : "")
+            }
+        }
+        return line
+    }
+}

@@ -160,7 +160,7 @@ public final class LlamaLoRAModel {
 
         func load(_ name: String, _ shape: [Int]) throws -> DeviceBuffer<Float> {
             let count = shape.reduce(1, *)
-            let out = try ctx.buffer(count: count)
+            let out = try ctx.buffer(count: count, label: "tensor '\(name)' \(shape)")
             switch try checkpoint.checkpointTensor(name, shape: shape) {
             case .floats(let values):
                 guard values.count == count else {
@@ -169,7 +169,7 @@ public final class LlamaLoRAModel {
                 try out.write(values)
             case .raw(.f32, let bytes): try out.write(raw: bytes)
             case .raw(let dtype, let bytes) where dtype == .f16 || dtype == .bf16:
-                let raw = try DeviceBuffer<UInt16>(queue: ctx.queue, count: count)
+                let raw = try DeviceBuffer<UInt16>(queue: ctx.queue, count: count, label: "tensor '\(name)' \(shape) (16-bit staging)")
                 try raw.write(raw: bytes)
                 try ctx.convertHalf(raw, to: out, count: count, bfloat: dtype == .bf16)
                 try ctx.finish()
@@ -279,28 +279,64 @@ public final class LlamaLoRAModel {
     }
 
     /// Loads `adapter_model.safetensors` of a PEFT adapter directory into the
-    /// trainable tensors; every tensor must be present with its shape.
+    /// trainable tensors. The whole adapter is checked before anything is
+    /// written: every tensor present with its shape and a floating-point dtype,
+    /// no tensor this LoRA config does not have, and the directory's own
+    /// `adapter_config.json` (when there is one) agreeing with this model's
+    /// LoraConfig on every setting that changes the math (r, lora_alpha,
+    /// use_rslora, bias, the adapted modules, rank_pattern / alpha_pattern).
+    /// A failed load leaves the model as it was. A successful one resets the
+    /// optimizer: AdamW moments to zero, the step counter to 0.
     public func loadAdapter(directory: String) throws {
         let path = directory + "/adapter_model.safetensors"
         guard FileManager.default.fileExists(atPath: path) else {
             throw LoraError.adapter(path: directory, reason: "no adapter_model.safetensors (only safetensors adapters are supported)")
         }
         let file = try SafeTensorsFile(path: path)
+        var staged: [(entry: ParameterStore.Entry, values: [Float])] = []
         for e in store.entries {
+            if let d = file.unknownDTypes[e.key] {
+                throw LoraError.adapter(path: path, reason: "tensor '\(e.key)' has unknown dtype \(d); supported: F32, F16, BF16, F64")
+            }
             guard let info = file.tensors[e.key] else {
                 throw LoraError.adapter(path: path, reason: "tensor '\(e.key)' is missing; the adapter does not match this LoRA config")
             }
             guard info.shape == e.shape else {
                 throw LoraError.adapter(path: path, reason: "tensor '\(e.key)' has shape \(info.shape), expected \(e.shape)")
             }
-            try e.param.write(try file.floats(e.key).values)
+            guard [.f32, .f16, .bf16, .f64].contains(info.dtype) else {
+                throw LoraError.adapter(path: path, reason: "tensor '\(e.key)' has dtype \(info.dtype.rawValue); supported: F32, F16, BF16, F64")
+            }
+            staged.append((e, try file.floats(e.key).values))
         }
         let known = Set(store.entries.map(\.key))
         // PEFT also stores the base embedding / lm_head weights when they are targeted: those are not ours to load.
-        let unexpected = file.tensors.keys.filter { !known.contains($0) && !$0.hasSuffix(".base_layer.weight") }.sorted()
+        let unexpected = (Array(file.tensors.keys) + Array(file.unknownDTypes.keys))
+            .filter { !known.contains($0) && !$0.hasSuffix(".base_layer.weight") }.sorted()
         if !unexpected.isEmpty {
             throw LoraError.adapter(path: path, reason: "unexpected tensors for this LoRA config: " + unexpected.joined(separator: ", "))
         }
+        let configPath = directory + "/adapter_config.json"
+        if FileManager.default.fileExists(atPath: configPath) {
+            let theirs = try LoraConfig.load(path: configPath)
+            if let (field, reason) = adapterPlan.mismatch(with: theirs) {
+                throw LoraError.adapter(path: configPath, reason: "field '\(field)': \(reason)")
+            }
+        }
+        // Everything checked: one write of the whole flat parameter buffer, then the optimizer reset.
+        var flat = try store.params.read()
+        for (e, values) in staged { flat.replaceSubrange(e.offset..<(e.offset + e.count), with: values) }
+        try store.params.write(flat)
+        try resetOptimizer()
+    }
+
+    /// AdamW starts afresh: moments zero, step 0 (after loading an adapter).
+    /// (A checkpoint resume restores moments and step after the load.)
+    public func resetOptimizer() throws {
+        try store.m.fill(0)
+        try store.v.fill(0)
+        try store.zeroGradients()
+        step = 0
     }
 
     /// Every trainable tensor, read back to the host, by PEFT key.

@@ -61,16 +61,20 @@ public struct LoraConfig: Sendable {
             c.taskType = s
         }
         if let v = present("r") {
-            guard let n = v as? NSNumber, n.intValue > 0, Double(n.intValue) == n.doubleValue else { throw fail("r", "must be a positive integer") }
-            c.r = n.intValue
+            guard let n = jsonInteger(v), n > 0, n <= Int(Int32.max) else {
+                throw fail("r", "must be a positive integer ≤ \(Int32.max), got \(jsonText(v))")
+            }
+            c.r = n
         }
         if let v = present("lora_alpha") {  // PEFT's default is 8
-            guard let n = v as? NSNumber else { throw fail("lora_alpha", "must be a number") }
-            c.loraAlpha = n.doubleValue
+            guard let a = jsonNumber(v), a.isFinite, a >= 0 else {
+                throw fail("lora_alpha", "must be a non-negative number, got \(jsonText(v))")
+            }
+            c.loraAlpha = a
         }
         if let v = present("lora_dropout") {
-            guard let n = v as? NSNumber, n.doubleValue >= 0, n.doubleValue < 1 else { throw fail("lora_dropout", "must be in [0, 1)") }
-            c.loraDropout = n.doubleValue
+            guard let n = jsonNumber(v), n >= 0, n < 1 else { throw fail("lora_dropout", "must be in [0, 1), got \(jsonText(v))") }
+            c.loraDropout = n
         }
         if let v = present("target_modules") { c.targetModules = try targets("target_modules", v) }
         else { throw fail("target_modules", "missing: name the modules to adapt (a list, a regex or \"all-linear\")") }
@@ -89,21 +93,33 @@ public struct LoraConfig: Sendable {
             else { throw fail("init_lora_weights", "\(v) is not supported; supported: true, false, \"gaussian\"") }
         }
         if let v = present("layers_to_transform") {
-            if let n = v as? NSNumber { c.layersToTransform = [n.intValue] }
-            else if let a = v as? [Any], let ns = a as? [NSNumber] { c.layersToTransform = ns.map(\.intValue) }
+            if let n = jsonInteger(v), n >= 0 { c.layersToTransform = [n] }
+            else if let a = v as? [Any], case let ns = a.compactMap(jsonInteger), ns.count == a.count, ns.allSatisfy({ $0 >= 0 }) {
+                c.layersToTransform = ns
+            }
             else { throw fail("layers_to_transform", "must be an integer or a list of integers") }
         }
         if let v = present("layers_pattern") {
             if let s = v as? String { c.layersPattern = [s] } else { c.layersPattern = try strings("layers_pattern", v) }
         }
         if let v = present("rank_pattern") {
-            guard let d = v as? [String: NSNumber] else { throw fail("rank_pattern", "must map patterns to integers") }
-            c.rankPattern = d.mapValues(\.intValue)
+            guard let d = v as? [String: Any] else { throw fail("rank_pattern", "must map patterns to positive integers") }
+            for (k, x) in d.sorted(by: { $0.key < $1.key }) {
+                guard let n = jsonInteger(x), n > 0, n <= Int(Int32.max) else {
+                    throw fail("rank_pattern.\(k)", "must be a positive integer ≤ \(Int32.max), got \(jsonText(x))")
+                }
+                c.rankPattern[k] = n
+            }
             c.rankPatternOrder = keyOrder(Array(d.keys), in: data, after: "\"rank_pattern\"")
         }
         if let v = present("alpha_pattern") {
-            guard let d = v as? [String: NSNumber] else { throw fail("alpha_pattern", "must map patterns to numbers") }
-            c.alphaPattern = d.mapValues(\.doubleValue)
+            guard let d = v as? [String: Any] else { throw fail("alpha_pattern", "must map patterns to non-negative numbers") }
+            for (k, x) in d.sorted(by: { $0.key < $1.key }) {
+                guard let a = jsonNumber(x), a.isFinite, a >= 0 else {
+                    throw fail("alpha_pattern.\(k)", "must be a non-negative number, got \(jsonText(x))")
+                }
+                c.alphaPattern[k] = a
+            }
             c.alphaPatternOrder = keyOrder(Array(d.keys), in: data, after: "\"alpha_pattern\"")
         }
         if let v = present("modules_to_save") { c.modulesToSave = try strings("modules_to_save", v) }
@@ -116,6 +132,21 @@ public struct LoraConfig: Sendable {
         }
         if let v = present("layer_replication"), !(v is NSNull) { throw fail("layer_replication", "is not supported yet") }
         return c
+    }
+
+    /// Checks values set in code (flags) the way `parse` checks the file's:
+    /// r and every rank_pattern value positive, alphas finite and non-negative.
+    public func validate(path: String = "LoRA settings") throws {
+        func fail(_ f: String, _ r: String) -> CheckpointError { .config(path: path, field: f, reason: r) }
+        guard r > 0, r <= Int(Int32.max) else { throw fail("r", "must be a positive integer ≤ \(Int32.max), got \(r)") }
+        guard loraAlpha.isFinite, loraAlpha >= 0 else { throw fail("lora_alpha", "must be a non-negative number, got \(loraAlpha)") }
+        guard loraDropout >= 0, loraDropout < 1 else { throw fail("lora_dropout", "must be in [0, 1), got \(loraDropout)") }
+        for (k, n) in rankPattern.sorted(by: { $0.key < $1.key }) where n <= 0 || n > Int(Int32.max) {
+            throw fail("rank_pattern.\(k)", "must be a positive integer ≤ \(Int32.max), got \(n)")
+        }
+        for (k, a) in alphaPattern.sorted(by: { $0.key < $1.key }) where !(a.isFinite && a >= 0) {
+            throw fail("alpha_pattern.\(k)", "must be a non-negative number, got \(a)")
+        }
     }
 
     // MARK: PEFT's matching rules
@@ -220,4 +251,34 @@ func keyOrder(_ keys: [String], in data: Data, after anchor: String) -> [String]
         return tail.range(of: spelled)?.lowerBound ?? text.endIndex
     }
     return keys.sorted { (position($0), $0) < (position($1), $1) }
+}
+
+// MARK: JSON numbers as JSONSerialization hands them over
+
+/// Whether a JSONSerialization value is a JSON boolean (on Linux `true` is an
+/// NSNumber that also casts to Int, so `as? NSNumber` alone would read it as 1).
+func jsonIsBool(_ v: Any) -> Bool {
+    guard let n = v as? NSNumber else { return false }
+    return String(cString: n.objCType) == "c"
+}
+
+/// A JSON number (not a boolean) as Double.
+func jsonNumber(_ v: Any) -> Double? {
+    guard !jsonIsBool(v), let n = v as? NSNumber else { return nil }
+    return n.doubleValue
+}
+
+/// A JSON number with an integral value that fits in Int (2.5, true, 1e30: nil).
+func jsonInteger(_ v: Any) -> Int? {
+    guard let d = jsonNumber(v), d.rounded() == d, let n = Int(exactly: d) else { return nil }
+    if let exact = (v as? NSNumber)?.int64Value, Double(exact) == d { return Int(exact) }
+    return n
+}
+
+/// A value as the error message shows it.
+func jsonText(_ v: Any) -> String {
+    if jsonIsBool(v) { return (v as? NSNumber)?.boolValue == true ? "true" : "false" }
+    if v is NSNull { return "null" }
+    if let s = v as? String { return "\"\(s)\"" }
+    return "\(v)"
 }

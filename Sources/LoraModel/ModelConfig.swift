@@ -84,10 +84,14 @@ public struct ModelConfig: Sendable {
     public static func parse(_ data: Data, path: String) throws -> ModelConfig {
         let j = try jsonObject(data, path: path)
         func int(_ k: String) throws -> Int {
-            guard let v = j[k] as? NSNumber, v.doubleValue == Double(v.intValue), v.intValue > 0 else {
-                throw CheckpointError.config(path: path, field: k, reason: j[k] == nil ? "missing" : "must be a positive integer, got \(j[k]!)")
+            guard let v = j[k].flatMap(jsonInteger), v > 0 else {
+                throw CheckpointError.config(path: path, field: k, reason: j[k] == nil ? "missing" : "must be a positive integer, got \(jsonText(j[k]!))")
             }
-            return v.intValue
+            // Sizes reach the kernels as 32-bit ints; products of two always fit in Int then.
+            guard v <= Int(Int32.max) else {
+                throw CheckpointError.config(path: path, field: k, reason: "\(v) is past the largest supported size \(Int32.max)")
+            }
+            return v
         }
         func optInt(_ k: String) throws -> Int? { j[k] == nil || j[k] is NSNull ? nil : try int(k) }
         func bool(_ k: String, _ d: Bool) throws -> Bool {
@@ -100,6 +104,12 @@ public struct ModelConfig: Sendable {
                 throw CheckpointError.config(path: path, field: field, reason: obj[k] == nil ? "missing" : "must be a number")
             }
             return v.doubleValue
+        }
+        func positiveInt(_ d: Double, _ field: String) throws -> Int {
+            guard let n = Int(exactly: d), n > 0 else {
+                throw CheckpointError.config(path: path, field: field, reason: "must be a positive integer, got \(d)")
+            }
+            return n
         }
         let archs = j["architectures"] as? [String] ?? []
         guard let arch = archs.compactMap(Architecture.init(rawValue:)).first else {
@@ -135,11 +145,34 @@ public struct ModelConfig: Sendable {
             kind = .llama3(factor: try double(ropeObj, "factor", ropeField + ".factor"),
                            lowFreqFactor: try double(ropeObj, "low_freq_factor", ropeField + ".low_freq_factor"),
                            highFreqFactor: try double(ropeObj, "high_freq_factor", ropeField + ".high_freq_factor"),
-                           originalMaxPositions: Int(try double(ropeObj, "original_max_position_embeddings",
-                                                                ropeField + ".original_max_position_embeddings")))
+                           originalMaxPositions: try positiveInt(double(ropeObj, "original_max_position_embeddings",
+                                                                        ropeField + ".original_max_position_embeddings"),
+                                                                 ropeField + ".original_max_position_embeddings"))
         default:
             throw CheckpointError.config(path: path, field: ropeField + ".rope_type",
                                          reason: "'\(ropeType)' is not supported; supported: default, llama3")
+        }
+        /// Mistral: sliding_window applies to every layer. Qwen2 (as transformers
+        /// reads it): only with use_sliding_window, and only on the layers from
+        /// max_window_layers on. Forward refuses samples longer than the window.
+        func slidingWindow() throws -> Int? {
+            switch arch {
+            case .mistral: return try optInt("sliding_window")
+            case .qwen2:
+                guard try bool("use_sliding_window", false), let w = try optInt("sliding_window") else { return nil }
+                if let types = j["layer_types"] as? [Any] {
+                    return types.contains { ($0 as? String) == "sliding_attention" } ? w : nil
+                }
+                var from = 28
+                if let v = j["max_window_layers"], !(v is NSNull) {
+                    guard let n = jsonInteger(v), n >= 0 else {
+                        throw CheckpointError.config(path: path, field: "max_window_layers", reason: "must be a non-negative integer, got \(jsonText(v))")
+                    }
+                    from = n
+                }
+                return try int("num_hidden_layers") > from ? w : nil
+            case .llama: return nil
+            }
         }
         let attnBias: Bool
         let oBias: Bool
@@ -157,7 +190,7 @@ public struct ModelConfig: Sendable {
             maxPositionEmbeddings: try optInt("max_position_embeddings") ?? 2048,
             attentionBias: attnBias, outputProjectionBias: oBias,
             mlpBias: arch == .llama ? try bool("mlp_bias", false) : false,
-            slidingWindow: arch == .mistral ? try optInt("sliding_window") : nil)
+            slidingWindow: try slidingWindow())
     }
 }
 

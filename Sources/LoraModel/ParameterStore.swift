@@ -40,10 +40,10 @@ public final class ParameterStore {
             off += (s.shape.reduce(1, *) + align - 1) / align * align
         }
         total = max(off, 1)
-        params = try ctx.buffer(count: total)
-        grads = try ctx.buffer(count: total)
-        m = try ctx.buffer(count: total)
-        v = try ctx.buffer(count: total)
+        params = try ctx.buffer(count: total, label: "trainable parameters (\(total) floats)")
+        grads = try ctx.buffer(count: total, label: "gradients of the trainable parameters")
+        m = try ctx.buffer(count: total, label: "AdamW first moments")
+        v = try ctx.buffer(count: total, label: "AdamW second moments")
         for b in [params, grads, m, v] { try b.fill(0) }
         var mask = [UInt8](repeating: 0, count: total)
         var es: [Entry] = []

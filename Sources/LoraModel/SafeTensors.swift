@@ -25,13 +25,13 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
 
 public enum DType: String, Sendable, CaseIterable {
     case f32 = "F32", f16 = "F16", bf16 = "BF16", f64 = "F64", i64 = "I64", i32 = "I32", i16 = "I16", i8 = "I8",
-         u8 = "U8", bool = "BOOL"
+         u8 = "U8", bool = "BOOL", u16 = "U16", u32 = "U32", u64 = "U64", f8e4m3 = "F8_E4M3", f8e5m2 = "F8_E5M2"
     public var size: Int {
         switch self {
-        case .f64, .i64: return 8
-        case .f32, .i32: return 4
-        case .f16, .bf16, .i16: return 2
-        case .i8, .u8, .bool: return 1
+        case .f64, .i64, .u64: return 8
+        case .f32, .i32, .u32: return 4
+        case .f16, .bf16, .i16, .u16: return 2
+        case .i8, .u8, .bool, .f8e4m3, .f8e5m2: return 1
         }
     }
 }
@@ -42,19 +42,30 @@ public struct TensorInfo: Sendable, Equatable {
     public let shape: [Int]
     /// Byte range inside the data section (after the header).
     public let begin: Int, end: Int
+    /// Elements (checked not to overflow when the header was read).
     public var count: Int { shape.reduce(1, *) }
 }
 
 /// A memory-mapped safetensors file: 8-byte little-endian header length, a
 /// JSON header {name: {dtype, shape, data_offsets: [begin, end]}}, then the
-/// data. Everything in the header is validated against the file on open.
+/// data. Everything in the header is validated against the file on open, as
+/// safetensors itself does: no repeated key, integer shapes and offsets, each
+/// tensor's bytes = elements × dtype size, and the byte ranges tiling the data
+/// section exactly (from 0, no overlap, no gap, nothing after the last).
+/// A tensor of a dtype this reader does not know is kept aside in
+/// `unknownDTypes` and refused only when asked for.
 public final class SafeTensorsFile {
     public let path: String
     public let tensors: [String: TensorInfo]
+    /// Tensors whose dtype is not one of `DType` (name → the header's dtype).
+    public let unknownDTypes: [String: String]
     public let metadata: [String: String]
     private let base: UnsafeMutableRawPointer
     private let mappedSize: Int
     private let dataStart: Int
+
+    /// The largest header safetensors accepts (100 MB).
+    public static let maxHeaderBytes = 100_000_000
 
     public init(path: String) throws {
         self.path = path
@@ -71,54 +82,103 @@ public final class SafeTensorsFile {
         base = p
         mappedSize = size
         do {
-            let headerLen = Int(UInt64(littleEndian: p.loadUnaligned(as: UInt64.self)))
-            guard headerLen > 0, headerLen <= size - 8 else {
-                throw CheckpointError.malformed(path: path, reason: "header length \(headerLen) does not fit in \(size) bytes")
+            // Compared as UInt64 first: a length ≥ 2⁶³ does not fit in Int.
+            let rawLen = UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))
+            guard rawLen > 0, rawLen <= UInt64(size - 8) else {
+                throw CheckpointError.malformed(path: path, reason: "header length \(rawLen) does not fit in the \(size)-byte file (truncated file?)")
+            }
+            let headerLen = Int(rawLen)
+            guard headerLen <= Self.maxHeaderBytes else {
+                throw CheckpointError.malformed(path: path, reason: "header length \(headerLen) exceeds the \(Self.maxHeaderBytes)-byte limit")
             }
             dataStart = 8 + headerLen
-            let headerData = Data(bytes: p + 8, count: headerLen)
-            guard let json = try? JSONSerialization.jsonObject(with: headerData) as? [String: Any] else {
+            let root: HeaderJSON
+            do {
+                root = try HeaderJSON.parse(UnsafeRawBufferPointer(start: p + 8, count: headerLen))
+            } catch let e as HeaderJSON.ParseError {
+                throw CheckpointError.malformed(path: path, reason: "header is not valid JSON: \(e.reason) at header byte \(e.offset)")
+            }
+            guard case .object(let entries) = root else {
                 throw CheckpointError.malformed(path: path, reason: "header is not a JSON object")
             }
             var infos: [String: TensorInfo] = [:]
+            var unknown: [String: String] = [:]
+            var ranges: [(name: String, begin: Int, end: Int)] = []
             var meta: [String: String] = [:]
             let dataSize = size - dataStart
-            for (name, value) in json {
+            for (name, value) in entries {
+                func fail(_ r: String) -> CheckpointError { .tensor(path: path, name: name, reason: r) }
                 if name == "__metadata__" {
-                    for (k, v) in value as? [String: Any] ?? [:] { meta[k] = "\(v)" }
+                    guard case .object(let kv) = value else {
+                        throw CheckpointError.malformed(path: path, reason: "__metadata__ is not an object")
+                    }
+                    for (k, v) in kv {
+                        guard case .string(let s) = v else {
+                            throw CheckpointError.malformed(path: path, reason: "__metadata__ '\(k)' is \(v.shortDescription), not a string")
+                        }
+                        meta[k] = s
+                    }
                     continue
                 }
-                guard let entry = value as? [String: Any] else {
-                    throw CheckpointError.tensor(path: path, name: name, reason: "header entry is not an object")
+                guard case .object(let fields) = value else { throw fail("header entry is not an object") }
+                let field = Dictionary(fields.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
+                guard case .string(let dts)? = field["dtype"] else {
+                    throw fail("dtype is \(field["dtype"]?.shortDescription ?? "missing"), not a string")
                 }
-                guard let dts = entry["dtype"] as? String, let dtype = DType(rawValue: dts) else {
-                    throw CheckpointError.tensor(path: path, name: name, reason: "unknown dtype \(entry["dtype"] ?? "nil")")
+                guard case .array(let shapeItems)? = field["shape"] else {
+                    throw fail("shape is \(field["shape"]?.shortDescription ?? "missing"), not a list of integers")
                 }
-                guard let shapeAny = entry["shape"] as? [Any], let shape = shapeAny.map({ ($0 as? NSNumber)?.intValue }) as? [Int],
-                      shape.allSatisfy({ $0 >= 0 }) else {
-                    throw CheckpointError.tensor(path: path, name: name, reason: "bad shape \(entry["shape"] ?? "nil")")
+                var shape: [Int] = []
+                var count = 1
+                for item in shapeItems {
+                    guard case .int(let d) = item, d >= 0 else {
+                        throw fail("bad shape \(HeaderJSON.array(shapeItems).shortDescription): dimensions must be non-negative integers")
+                    }
+                    let (m, o) = count.multipliedReportingOverflow(by: d)
+                    guard !o else { throw fail("shape \(HeaderJSON.array(shapeItems).shortDescription) has more elements than fit in 64 bits") }
+                    count = m
+                    shape.append(d)
                 }
-                guard let offs = entry["data_offsets"] as? [Any], offs.count == 2,
-                      let b = (offs[0] as? NSNumber)?.intValue, let e = (offs[1] as? NSNumber)?.intValue else {
-                    throw CheckpointError.tensor(path: path, name: name, reason: "bad data_offsets \(entry["data_offsets"] ?? "nil")")
+                guard case .array(let offs)? = field["data_offsets"], offs.count == 2,
+                      case .int(let b) = offs[0], case .int(let e) = offs[1], b >= 0, e >= b else {
+                    throw fail("bad data_offsets \(field["data_offsets"]?.shortDescription ?? "(missing)"): must be two integers [begin, end] with 0 ≤ begin ≤ end")
                 }
-                guard b >= 0, e >= b, e <= dataSize else {
-                    throw CheckpointError.tensor(path: path, name: name,
-                                                 reason: "data_offsets [\(b), \(e)] outside the \(dataSize)-byte data section")
+                guard e <= dataSize else {
+                    throw fail("data_offsets [\(b), \(e)] outside the \(dataSize)-byte data section (truncated file?)")
                 }
-                let expected = shape.reduce(1, *) * dtype.size
-                guard e - b == expected else {
-                    throw CheckpointError.tensor(path: path, name: name,
-                                                 reason: "holds \(e - b) bytes but \(dtype.rawValue) \(shape) needs \(expected)")
+                ranges.append((name, b, e))
+                guard let dtype = DType(rawValue: dts) else {
+                    unknown[name] = dts
+                    continue
+                }
+                let (expected, o) = count.multipliedReportingOverflow(by: dtype.size)
+                guard !o, e - b == expected else {
+                    throw fail("holds \(e - b) bytes but \(dtype.rawValue) \(shape) needs \(o ? "more than 2⁶³" : String(expected))")
                 }
                 infos[name] = TensorInfo(name: name, dtype: dtype, shape: shape, begin: b, end: e)
             }
-            // Tensors may not overlap.
-            let sorted = infos.values.filter { $0.end > $0.begin }.sorted { $0.begin < $1.begin }
-            for (a, b) in zip(sorted, sorted.dropFirst()) where b.begin < a.end {
-                throw CheckpointError.tensor(path: path, name: b.name, reason: "overlaps tensor '\(a.name)'")
+            // The byte ranges tile the data section: from 0, no overlap, no gap, nothing after.
+            let sorted = ranges.sorted { ($0.begin, $0.end, $0.name) < ($1.begin, $1.end, $1.name) }
+            var expectedBegin = 0
+            var previous: String? = nil
+            for r in sorted {
+                if r.begin < expectedBegin {
+                    throw CheckpointError.tensor(path: path, name: r.name,
+                                                 reason: "data_offsets [\(r.begin), \(r.end)] overlap tensor '\(previous ?? "")' (which ends at \(expectedBegin))")
+                }
+                if r.begin > expectedBegin {
+                    throw CheckpointError.tensor(path: path, name: r.name,
+                                                 reason: "data_offsets [\(r.begin), \(r.end)] leave a gap of \(r.begin - expectedBegin) bytes after "
+                                                    + (previous.map { "tensor '\($0)'" } ?? "the start of the data section"))
+                }
+                expectedBegin = r.end
+                previous = r.name
+            }
+            guard expectedBegin == dataSize else {
+                throw CheckpointError.malformed(path: path, reason: "the tensors end at data byte \(expectedBegin) but the data section has \(dataSize) bytes")
             }
             tensors = infos
+            unknownDTypes = unknown
             metadata = meta
         } catch {
             munmap(p, size)
@@ -136,7 +196,10 @@ public final class SafeTensorsFile {
     /// A tensor converted to fp32 on the host (adapters and small tensors;
     /// model weights are converted on the device).
     public func floats(_ name: String) throws -> (shape: [Int], values: [Float]) {
-        guard let info = tensors[name] else { throw CheckpointError.missingTensor(name: name, searched: path) }
+        guard let info = tensors[name] else {
+            if let d = unknownDTypes[name] { throw CheckpointError.tensor(path: path, name: name, reason: "unknown dtype \(d)") }
+            throw CheckpointError.missingTensor(name: name, searched: path)
+        }
         return (info.shape, try Self.toFloat(bytes(info), dtype: info.dtype, path: path, name: name))
     }
 
@@ -207,6 +270,8 @@ public final class CheckpointStore {
     public let directory: String
     private var files: [SafeTensorsFile] = []
     private var index: [String: (file: SafeTensorsFile, info: TensorInfo)] = [:]
+    /// Tensors of a dtype the reader does not know: refused only when asked for.
+    private var unknown: [String: (file: SafeTensorsFile, dtype: String)] = [:]
 
     public init(directory: String) throws {
         self.directory = directory
@@ -226,8 +291,9 @@ public final class CheckpointStore {
                 }
                 opened[shard] = try SafeTensorsFile(path: directory + "/" + shard)
             }
-            for (name, shard) in map {
-                let f = opened[shard]!
+            for (name, shard) in map.sorted(by: { $0.key < $1.key }) {
+                guard let f = opened[shard] else { continue }
+                if let d = f.unknownDTypes[name] { unknown[name] = (f, d); continue }
                 guard let info = f.tensors[name] else {
                     throw CheckpointError.tensor(path: f.path, name: name, reason: "listed in model.safetensors.index.json but absent from the shard")
                 }
@@ -238,18 +304,31 @@ public final class CheckpointStore {
             let f = try SafeTensorsFile(path: single)
             files = [f]
             for (n, info) in f.tensors { index[n] = (f, info) }
+            for (n, d) in f.unknownDTypes { unknown[n] = (f, d) }
         } else {
             throw CheckpointError.io(path: directory, reason: "no model.safetensors or model.safetensors.index.json (only safetensors checkpoints are supported)")
         }
     }
 
-    public var names: [String] { index.keys.sorted() }
+    public var names: [String] { (Array(index.keys) + Array(unknown.keys)).sorted() }
 
     public func info(_ name: String) -> TensorInfo? { index[name]?.info }
 
+    /// The shard file holding `name`, and its dtype as the header spells it.
+    public func location(of name: String) -> (file: String, dtype: String)? {
+        if let (f, info) = index[name] { return (f.path, info.dtype.rawValue) }
+        if let (f, d) = unknown[name] { return (f.path, d) }
+        return nil
+    }
+
     /// The tensor's bytes, dtype and shape, after checking the shape.
     public func tensor(_ name: String, shape: [Int]) throws -> (info: TensorInfo, bytes: UnsafeRawBufferPointer, file: String) {
-        guard let (f, info) = index[name] else { throw CheckpointError.missingTensor(name: name, searched: directory) }
+        guard let (f, info) = index[name] else {
+            if let (f, d) = unknown[name] {
+                throw CheckpointError.tensor(path: f.path, name: name, reason: "unknown dtype \(d); supported: F32, F16, BF16")
+            }
+            throw CheckpointError.missingTensor(name: name, searched: directory)
+        }
         guard info.shape == shape else {
             throw CheckpointError.tensor(path: f.path, name: name, reason: "shape \(info.shape) but the config implies \(shape)")
         }

@@ -5,22 +5,25 @@ extension ComputeContext {
                              _ names: [String], prefix: [KernelArgument] = []) throws {
         try require(n >= 1, name, "count must be ≥ 1")
         for (b, bn) in zip(buffers, names) { try requireCount(b, atLeast: n, name, bn) }
-        try launch(name, [.int(Int32(n))] + prefix + buffers.map { .buffer($0) },
+        try launch(name, [i32(n)] + prefix + buffers.map { .buffer($0) },
                    global: [n], local: [config.elementwiseLocal])
     }
 
     /// out = silu(x) = x·σ(x), n elements.
     public func siluForward(out: DeviceBuffer<Float>, x: DeviceBuffer<Float>, count n: Int) throws {
+        opLock.lock(); defer { opLock.unlock() }
         try elementwise("silu_forward", count: n, [x, out], ["x", "out"])
     }
 
     /// dx = dout ⊙ silu'(x).
     public func siluBackward(dx: DeviceBuffer<Float>, x: DeviceBuffer<Float>, dout: DeviceBuffer<Float>, count n: Int) throws {
+        opLock.lock(); defer { opLock.unlock() }
         try elementwise("silu_backward", count: n, [x, dout, dx], ["x", "dout", "dx"])
     }
 
     /// out = silu(gate) ⊙ up.
     public func swigluForward(out: DeviceBuffer<Float>, gate: DeviceBuffer<Float>, up: DeviceBuffer<Float>, count n: Int) throws {
+        opLock.lock(); defer { opLock.unlock() }
         try elementwise("swiglu_forward", count: n, [gate, up, out], ["gate", "up", "out"])
     }
 
@@ -28,6 +31,7 @@ extension ComputeContext {
     public func swigluBackward(dgate: DeviceBuffer<Float>, dup: DeviceBuffer<Float>,
                                gate: DeviceBuffer<Float>, up: DeviceBuffer<Float>, dout: DeviceBuffer<Float>,
                                count n: Int) throws {
+        opLock.lock(); defer { opLock.unlock() }
         try elementwise("swiglu_backward", count: n, [gate, up, dout, dgate, dup],
                         ["gate", "up", "dout", "dgate", "dup"])
     }
@@ -35,6 +39,7 @@ extension ComputeContext {
     /// Inverted dropout with the counter-based mask: out[i] = keep(seed, i) ? x[i]/(1−p) : 0.
     public func dropoutForward(out: DeviceBuffer<Float>, x: DeviceBuffer<Float>, count n: Int,
                                p: Float, seed: UInt32) throws {
+        opLock.lock(); defer { opLock.unlock() }
         try require(p >= 0 && p < 1, "dropoutForward", "p must be in [0, 1), got \(p)")
         try elementwise("dropout_forward", count: n, [x, out], ["x", "out"], prefix: [.float(p), .uint(seed)])
     }

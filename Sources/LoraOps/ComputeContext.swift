@@ -54,12 +54,23 @@ public struct OpError: Error, CustomStringConvertible {
 /// Everything needed to run the kernels on one device: context, in-order
 /// queue, the program (built once per process per device and reused) and its
 /// kernels, and scratch buffers for packing.
+///
+/// Thread safety: `shared()` hands one context to every caller, so each public
+/// op holds `opLock` (recursive: ops call ops) for its whole duration. An op
+/// sets kernel arguments (state on the shared kernel object) and then enqueues,
+/// and fills scratch buffers that later launches of the same op read; both
+/// must not interleave with another thread's op. The in-order queue then runs
+/// the ops' launches one op after another, so results are as if the threads
+/// took turns. Buffers themselves are not guarded: two threads must not write
+/// the same buffer (as with any shared memory).
 public final class ComputeContext {
     public let device: Device
     public let context: CLContext
     public let queue: CommandQueue
     public let program: Program
     public let config: KernelConfig
+    /// Held by every public op for its whole duration (see the type's comment).
+    public let opLock = NSRecursiveLock()
     private var kernels: [String: Kernel] = [:]
     private var scratch: [Int: DeviceBuffer<Float>] = [:]
     /// Set to collect every launch's profiling event, by kernel name.
@@ -98,6 +109,7 @@ public final class ComputeContext {
     public static var kernelFileNames: [String] { EmbeddedKernels.files.map(\.name) }
 
     public func kernel(_ name: String) throws -> Kernel {
+        opLock.lock(); defer { opLock.unlock() }
         if let k = kernels[name] { return k }
         let k = try program.kernel(named: name)
         kernels[name] = k
@@ -105,6 +117,7 @@ public final class ComputeContext {
     }
 
     func launch(_ name: String, _ args: [KernelArgument], global: [Int], local: [Int]) throws {
+        opLock.lock(); defer { opLock.unlock() }
         let k = try kernel(name)
         try k.setArguments(args)
         if let e = try k.launch(on: queue, global: global, local: local, profile: profileLaunches) {
@@ -114,6 +127,7 @@ public final class ComputeContext {
 
     /// Device time per kernel (seconds) of the collected launches, largest first; clears them.
     public func takeKernelProfile() throws -> [(kernel: String, seconds: Double, launches: Int)] {
+        opLock.lock(); defer { opLock.unlock() }
         var total: [String: (Double, Int)] = [:]
         for (name, e) in launchEvents {
             let t = Double(try e.durationNanoseconds()) * 1e-9
@@ -124,7 +138,9 @@ public final class ComputeContext {
         return total.map { ($0.key, $0.value.0, $0.value.1) }.sorted { $0.seconds > $1.seconds }
     }
 
-    public func buffer(count: Int) throws -> DeviceBuffer<Float> { try DeviceBuffer(queue: queue, count: count) }
+    public func buffer(count: Int, label: String? = nil) throws -> DeviceBuffer<Float> {
+        try DeviceBuffer(queue: queue, count: count, label: label)
+    }
     public func buffer(_ values: [Float]) throws -> DeviceBuffer<Float> { try DeviceBuffer(queue: queue, values) }
 
     /// A reusable scratch buffer with at least `count` floats. Slots let one op
@@ -133,6 +149,7 @@ public final class ComputeContext {
     /// panels); 4–8 LoRA backward (g, B, u, dropout(x), A panels); 20 reduction
     /// partials; 30–33 attention's transposed K, V, Q, dO.
     func scratch(_ slot: Int, count: Int) throws -> DeviceBuffer<Float> {
+        opLock.lock(); defer { opLock.unlock() }
         if let b = scratch[slot], b.count >= count { return b }
         let b = try buffer(count: count)
         scratch[slot] = b
@@ -140,6 +157,16 @@ public final class ComputeContext {
     }
 
     public func finish() throws { try queue.finish() }
+}
+
+/// A size, stride or index as a kernel's `int` argument. The kernels index
+/// with 32-bit ints, so a host value past Int32's range is an error naming the
+/// value, never a trap and never a silent wrap-around.
+func i32(_ v: Int) throws -> KernelArgument {
+    guard let x = Int32(exactly: v) else {
+        throw OpError(op: "kernel launch", detail: "argument \(v) does not fit the kernels' 32-bit int (range \(Int32.min)…\(Int32.max)); split the work into smaller pieces")
+    }
+    return .int(x)
 }
 
 func require(_ cond: Bool, _ op: String, _ detail: @autoclosure () -> String) throws {

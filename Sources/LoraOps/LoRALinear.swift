@@ -46,6 +46,7 @@ extension ComputeContext {
                             x: DeviceBuffer<Float>, base: FrozenLinear,
                             a: DeviceBuffer<Float>, b: DeviceBuffer<Float>, bias: DeviceBuffer<Float>?,
                             tokens n: Int, lora: LoRASettings, seed: UInt32, beta: Float = 0) throws {
+        opLock.lock(); defer { opLock.unlock() }
         let op = "loraForward", r = lora.rank, din = base.inFeatures, dout = base.outFeatures
         try require(n >= 1 && r >= 1, op, "tokens and rank must be ≥ 1")
         try require(lora.dropout >= 0 && lora.dropout < 1, op, "dropout must be in [0, 1)")
@@ -80,6 +81,7 @@ extension ComputeContext {
                              base: FrozenLinear, a: DeviceBuffer<Float>, b: DeviceBuffer<Float>,
                              tokens n: Int, lora: LoRASettings, seed: UInt32,
                              gradBeta: Float = 0, dxBeta: Float = 0) throws {
+        opLock.lock(); defer { opLock.unlock() }
         let op = "loraBackward", r = lora.rank, din = base.inFeatures, dout = base.outFeatures
         try require(n >= 1 && r >= 1, op, "tokens and rank must be ≥ 1")
         try requireCount(dy, atLeast: n * dout, op, "dY")

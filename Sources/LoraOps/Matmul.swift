@@ -40,14 +40,15 @@ extension ComputeContext {
     public func pack(_ b: DeviceBuffer<Float>, k: Int, n: Int, _ t: Transpose,
                      into dest: DeviceBuffer<Float>? = nil,
                      dropout: (p: Float, seed: UInt32, maskLd: Int)? = nil) throws -> PackedMatrix {
+        opLock.lock(); defer { opLock.unlock() }
         try require(k >= 1 && n >= 1, "pack", "sizes must be ≥ 1 (K=\(k), N=\(n))")
         try requireCount(b, atLeast: k * n, "pack", "B")
         let out = try dest ?? buffer(count: PackedMatrix.count(k: k, n: n))
         try requireCount(out, atLeast: PackedMatrix.count(k: k, n: n), "pack", "destination")
         let (rs, cs) = t == .none ? (n, 1) : (1, k)
         try launch("pack_b", [
-            .int(Int32(k)), .int(Int32(n)), .buffer(b), .int(Int32(rs)), .int(Int32(cs)),
-            .float(dropout?.p ?? 0), .uint(dropout?.seed ?? 0), .int(Int32(dropout?.maskLd ?? 0)),
+            i32(k), i32(n), .buffer(b), i32(rs), i32(cs),
+            .float(dropout?.p ?? 0), .uint(dropout?.seed ?? 0), i32(dropout?.maskLd ?? 0),
             .buffer(out),
         ], global: [(n + 15) / 16, k], local: [1, config.packLocal])
         return PackedMatrix(buffer: out, k: k, n: n)
@@ -59,6 +60,7 @@ extension ComputeContext {
     public func matmul(_ c: DeviceBuffer<Float>, _ a: DeviceBuffer<Float>, _ b: DeviceBuffer<Float>,
                        m: Int, n: Int, k: Int, transA: Transpose = .none, transB: Transpose = .none,
                        alpha: Float = 1, beta: Float = 0, bias: DeviceBuffer<Float>? = nil) throws {
+        opLock.lock(); defer { opLock.unlock() }
         try require(m >= 1 && n >= 1 && k >= 1, "matmul", "sizes must be ≥ 1 (M=\(m), N=\(n), K=\(k))")
         try requireCount(a, atLeast: m * k, "matmul", "A")
         let packed = try pack(b, k: k, n: n, transB, into: scratch(0, count: PackedMatrix.count(k: k, n: n)))
@@ -69,6 +71,7 @@ extension ComputeContext {
     public func matmul(_ c: DeviceBuffer<Float>, _ a: DeviceBuffer<Float>, packed b: PackedMatrix,
                        m: Int, transA: Transpose = .none, alpha: Float = 1, beta: Float = 0,
                        bias: DeviceBuffer<Float>? = nil) throws {
+        opLock.lock(); defer { opLock.unlock() }
         try require(m >= 1, "matmul", "M must be ≥ 1")
         try requireCount(a, atLeast: m * b.k, "matmul", "A")
         try gemm(c, m: m, alpha: alpha, a: StridedOperand(a, rows: m, cols: b.k, transA), b: b,
@@ -88,14 +91,14 @@ extension ComputeContext {
         let mr = config.gemmRowsPerItem
         let (l0, l1) = config.gemmLocal
         try launch("gemm_packed", [
-            .int(Int32(m)), .int(Int32(n)), .int(Int32(k)), .float(alpha),
-            .buffer(a.buffer), .int(Int32(a.rowStride)), .int(Int32(a.colStride)),
+            i32(m), i32(n), i32(k), .float(alpha),
+            .buffer(a.buffer), i32(a.rowStride), i32(a.colStride),
             .buffer(b.buffer),
-            .int(Int32(ext?.b.k ?? 0)), .float(ext?.alpha ?? 0),
-            .buffer(ext?.a.buffer ?? a.buffer), .int(Int32(ext?.a.rowStride ?? 0)), .int(Int32(ext?.a.colStride ?? 0)),
+            i32(ext?.b.k ?? 0), .float(ext?.alpha ?? 0),
+            .buffer(ext?.a.buffer ?? a.buffer), i32(ext?.a.rowStride ?? 0), i32(ext?.a.colStride ?? 0),
             .buffer(ext?.b.buffer ?? b.buffer),
             .int(ext?.dropout == nil ? 0 : 1), .float(ext?.dropout?.p ?? 0), .uint(ext?.dropout?.seed ?? 0),
-            .int(Int32(ext?.dropout?.maskLd ?? 0)),
+            i32(ext?.dropout?.maskLd ?? 0),
             .int(bias == nil ? 0 : 1), .buffer(bias ?? c),
             .float(beta), .buffer(c),
         ], global: [(n + 15) / 16, (m + mr - 1) / mr], local: [l0, l1])
@@ -103,9 +106,10 @@ extension ComputeContext {
 
     /// out[n] = beta·out[n] + Σ_m X[m, n], X (M,N). The bias gradient.
     public func columnSum(_ out: DeviceBuffer<Float>, _ x: DeviceBuffer<Float>, m: Int, n: Int, beta: Float = 0) throws {
+        opLock.lock(); defer { opLock.unlock() }
         try requireCount(x, atLeast: m * n, "columnSum", "X")
         try requireCount(out, atLeast: n, "columnSum", "out")
-        try launch("colsum", [.int(Int32(m)), .int(Int32(n)), .buffer(x), .float(beta), .buffer(out)],
+        try launch("colsum", [i32(m), i32(n), .buffer(x), .float(beta), .buffer(out)],
                    global: [n], local: [config.elementwiseLocal])
     }
 }

@@ -9,13 +9,16 @@ public struct TokenGroups {
     public let uniqueCount: Int
 
     public init(_ ctx: ComputeContext, ids: [Int32]) throws {
+        guard ids.count <= Int(Int32.max) else {
+            throw OpError(op: "TokenGroups", detail: "\(ids.count) tokens exceed the kernels' 32-bit index range")
+        }
         var byID: [Int32: [Int32]] = [:]
-        for (n, id) in ids.enumerated() { byID[id, default: []].append(Int32(n)) }
+        for (n, id) in ids.enumerated() { byID[id, default: []].append(Int32(truncatingIfNeeded: n)) }
         let keys = byID.keys.sorted()
         var offsets: [Int32] = [0], tokens: [Int32] = []
         for k in keys {
             tokens += byID[k]!
-            offsets.append(Int32(tokens.count))
+            offsets.append(Int32(truncatingIfNeeded: tokens.count))  // ≤ ids.count
         }
         uniqueIDs = try DeviceBuffer(queue: ctx.queue, keys)
         self.offsets = try DeviceBuffer(queue: ctx.queue, offsets)
@@ -37,13 +40,12 @@ public struct TableLayout: Sendable {
 }
 
 extension ComputeContext {
-    private func i32(_ v: Int) -> KernelArgument { .int(Int32(v)) }
-
     // MARK: embedding
 
     /// out (N,C)[n] = table[ids[n]] under `layout`.
     public func embeddingForward(out: DeviceBuffer<Float>, ids: DeviceBuffer<Int32>, table: DeviceBuffer<Float>,
                                  layout: TableLayout, tokens n: Int, cols c: Int) throws {
+        opLock.lock(); defer { opLock.unlock() }
         try requireCount(out, atLeast: n * c, "embeddingForward", "out")
         try launch("embedding_forward", [i32(n), i32(c), .buffer(ids), .buffer(table), i32(layout.rowStride),
                                          i32(layout.colStride), .buffer(out)],
@@ -53,6 +55,7 @@ extension ComputeContext {
     /// dtable[id] = beta·dtable[id] + Σ_{n: ids[n]=id} dout[n] for the ids present.
     public func embeddingBackward(dtable: DeviceBuffer<Float>, layout: TableLayout, dout: DeviceBuffer<Float>,
                                   groups: TokenGroups, cols c: Int, beta: Float) throws {
+        opLock.lock(); defer { opLock.unlock() }
         try launch("embedding_backward", [i32(groups.uniqueCount), i32(c), .buffer(groups.uniqueIDs),
                                           .buffer(groups.offsets), .buffer(groups.tokens), .buffer(dout),
                                           .float(beta), .buffer(dtable), i32(layout.rowStride), i32(layout.colStride)],
@@ -65,6 +68,7 @@ extension ComputeContext {
     /// `inverse` rotates back (the backward).
     public func rope(_ x: DeviceBuffer<Float>, positions: DeviceBuffer<Int32>, cos: DeviceBuffer<Float>,
                      sin: DeviceBuffer<Float>, tokens n: Int, heads: Int, headDim d: Int, inverse: Bool) throws {
+        opLock.lock(); defer { opLock.unlock() }
         try require(d % 2 == 0, "rope", "head_dim must be even, got \(d)")
         try requireCount(x, atLeast: n * heads * d, "rope", "x")
         try launch("rope_apply", [i32(n), i32(heads), i32(d), .buffer(positions), .buffer(cos), .buffer(sin),
@@ -125,9 +129,9 @@ extension ComputeContext {
     /// one sample and the kernels never read the buffer (q stands in for it).
     private func segmentArguments(_ segmentStarts: DeviceBuffer<Int32>?, standIn: DeviceBuffer<Float>,
                                   shape s: AttentionShape) throws -> [KernelArgument] {
-        guard let seg = segmentStarts else { return [i32(0), .buffer(standIn)] }
+        guard let seg = segmentStarts else { return [.int(0), .buffer(standIn)] }
         try require(seg.count >= s.tokens, "attention", "segmentStarts has \(seg.count) elements, needs \(s.tokens)")
-        return [i32(1), .buffer(seg)]
+        return [.int(1), .buffer(seg)]
     }
 
     /// Causal GQA attention: out (B·T, NH, D), lse (B, NH, T) kept for backward.
@@ -138,6 +142,7 @@ extension ComputeContext {
     public func attentionForward(out: DeviceBuffer<Float>, lse: DeviceBuffer<Float>, q: DeviceBuffer<Float>,
                                  k: DeviceBuffer<Float>, v: DeviceBuffer<Float>, shape s: AttentionShape,
                                  segmentStarts: DeviceBuffer<Int32>? = nil) throws {
+        opLock.lock(); defer { opLock.unlock() }
         try checkAttention(s)
         let seg = try segmentArguments(segmentStarts, standIn: q, shape: s)
         let kt = try transposeHeads(k, heads: s.kvHeads, shape: s, slot: 30)
@@ -153,6 +158,7 @@ extension ComputeContext {
                                   lse: DeviceBuffer<Float>, q: DeviceBuffer<Float>, k: DeviceBuffer<Float>,
                                   v: DeviceBuffer<Float>, shape s: AttentionShape,
                                   segmentStarts: DeviceBuffer<Int32>? = nil) throws {
+        opLock.lock(); defer { opLock.unlock() }
         try checkAttention(s)
         let seg = try segmentArguments(segmentStarts, standIn: q, shape: s)
         let tp = (s.seq + 15) / 16 * 16
@@ -180,6 +186,7 @@ extension ComputeContext {
     /// dlogits = (softmax − onehot)/count; losses[rowOffset + r] = lse − logit[target].
     public func crossEntropy(logits: DeviceBuffer<Float>, losses: DeviceBuffer<Float>, targets: DeviceBuffer<Int32>,
                              rowOffset: Int, rows r: Int, vocab v: Int, countedTokens: Int) throws {
+        opLock.lock(); defer { opLock.unlock() }
         try requireCount(logits, atLeast: r * v, "crossEntropy", "logits")
         let wg = config.rowWorkGroup
         try launch("cross_entropy_fused", [i32(r), i32(v), i32(rowOffset), .buffer(targets),
@@ -194,6 +201,7 @@ extension ComputeContext {
 
     /// out[slot] = Σ x (or Σ x² when `squares`), on the device, deterministic.
     public func sum(_ x: DeviceBuffer<Float>, count n: Int, squares: Bool, into out: DeviceBuffer<Float>, slot: Int = 0) throws {
+        opLock.lock(); defer { opLock.unlock() }
         let g = Self.reductionWidth
         let partial = try scratch(20, count: g)
         try launch("sum_partial", [i32(n), i32(squares ? 1 : 0), .buffer(x), .buffer(partial)], global: [g], local: [1])
@@ -216,6 +224,7 @@ extension ComputeContext {
     public func adamw(params: DeviceBuffer<Float>, grads: DeviceBuffer<Float>, m: DeviceBuffer<Float>,
                       v: DeviceBuffer<Float>, decayMask: DeviceBuffer<UInt8>, count n: Int, step: Int,
                       hyper h: AdamWHyper, gradSumSquares: DeviceBuffer<Float>, slot: Int = 0) throws {
+        opLock.lock(); defer { opLock.unlock() }
         // torch computes the bias corrections in Python (double) from the decimal betas.
         let b1 = Double(String(h.beta1))!, b2 = Double(String(h.beta2))!
         let bc1 = Float(1 - b1.power(step))
@@ -231,6 +240,7 @@ extension ComputeContext {
 
     /// fp16 / bf16 bits (n) → fp32 on the device.
     public func convertHalf(_ src: DeviceBuffer<UInt16>, to dst: DeviceBuffer<Float>, count n: Int, bfloat: Bool) throws {
+        opLock.lock(); defer { opLock.unlock() }
         try launch(bfloat ? "bf16_to_f32" : "f16_to_f32", [i32(n), .buffer(src), .buffer(dst)],
                    global: [n], local: [config.elementwiseLocal])
     }

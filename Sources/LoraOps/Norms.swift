@@ -6,6 +6,7 @@ extension ComputeContext {
     public func rmsnormForward(y: DeviceBuffer<Float>, rstd: DeviceBuffer<Float>,
                                x: DeviceBuffer<Float>, weight: DeviceBuffer<Float>,
                                rows n: Int, cols c: Int, eps: Float) throws {
+        opLock.lock(); defer { opLock.unlock() }
         let op = "rmsnormForward"
         try require(n >= 1 && c >= 1, op, "sizes must be ≥ 1 (N=\(n), C=\(c))")
         try requireCount(x, atLeast: n * c, op, "x")
@@ -14,7 +15,7 @@ extension ComputeContext {
         try requireCount(rstd, atLeast: n, op, "rstd")
         let wg = config.rowWorkGroup
         try launch("rmsnorm_forward", [
-            .int(Int32(n)), .int(Int32(c)), .float(eps), .buffer(x), .buffer(weight), .buffer(y), .buffer(rstd),
+            i32(n), i32(c), .float(eps), .buffer(x), .buffer(weight), .buffer(y), .buffer(rstd),
         ], global: [n * wg], local: [wg])
     }
 
@@ -24,6 +25,7 @@ extension ComputeContext {
                                 dy: DeviceBuffer<Float>, x: DeviceBuffer<Float>,
                                 weight: DeviceBuffer<Float>, rstd: DeviceBuffer<Float>,
                                 rows n: Int, cols c: Int, beta: Float = 0, dwBeta: Float = 0) throws {
+        opLock.lock(); defer { opLock.unlock() }
         let op = "rmsnormBackward"
         try require(n >= 1 && c >= 1, op, "sizes must be ≥ 1 (N=\(n), C=\(c))")
         for (b, name) in [(dx, "dx"), (dy, "dy"), (x, "x")] { try requireCount(b, atLeast: n * c, op, name) }
@@ -31,13 +33,13 @@ extension ComputeContext {
         try requireCount(rstd, atLeast: n, op, "rstd")
         let wg = config.rowWorkGroup
         try launch("rmsnorm_backward_dx", [
-            .int(Int32(n)), .int(Int32(c)), .buffer(dy), .buffer(x), .buffer(weight), .buffer(rstd),
+            i32(n), i32(c), .buffer(dy), .buffer(x), .buffer(weight), .buffer(rstd),
             .float(beta), .buffer(dx),
         ], global: [n * wg], local: [wg])
         if let dweight {
             try requireCount(dweight, atLeast: c, op, "dweight")
             try launch("rmsnorm_backward_dw", [
-                .int(Int32(n)), .int(Int32(c)), .buffer(dy), .buffer(x), .buffer(rstd),
+                i32(n), i32(c), .buffer(dy), .buffer(x), .buffer(rstd),
                 .float(dwBeta), .buffer(dweight),
             ], global: [c], local: [config.elementwiseLocal])
         }

@@ -56,6 +56,8 @@ public enum OpenCLRuntimeError: Error, CustomStringConvertible, Equatable {
     case deviceSelectorNotFound(selector: String, available: [String])
     case buildFailed(device: String, options: String, log: String)
     case sizeMismatch(operation: String, expected: Int, actual: Int)
+    /// A buffer past the device's CL_DEVICE_MAX_MEM_ALLOC_SIZE (bytes nil: the size overflows or is negative).
+    case bufferTooLarge(label: String, bytes: Int?, count: Int, limit: Int, device: String)
 
     public var description: String {
         switch self {
@@ -70,6 +72,10 @@ public enum OpenCLRuntimeError: Error, CustomStringConvertible, Equatable {
             return "OpenCL program build failed on \(device) with options '\(options)':\n\(log)"
         case .sizeMismatch(let operation, let expected, let actual):
             return "\(operation): expected \(expected) elements, got \(actual)"
+        case .bufferTooLarge(let label, let bytes, let count, let limit, let device):
+            let size = bytes.map { "\($0) bytes" } ?? "\(count) elements (not a valid size)"
+            return "\(label): a buffer of \(size) exceeds the largest single allocation of \(device), "
+                + "CL_DEVICE_MAX_MEM_ALLOC_SIZE = \(limit) bytes"
         }
     }
 }

@@ -65,7 +65,7 @@ public struct Device: @unchecked Sendable {
     }
     public var computeUnits: Int { Int((try? info(CL_DEVICE_MAX_COMPUTE_UNITS) as cl_uint) ?? 0) }
     public var globalMemoryBytes: Int { Int((try? info(CL_DEVICE_GLOBAL_MEM_SIZE) as cl_ulong) ?? 0) }
-    public var maxAllocationBytes: Int { Int((try? info(CL_DEVICE_MAX_MEM_ALLOC_SIZE) as cl_ulong) ?? 0) }
+    public var maxAllocationBytes: Int { Int(clamping: (try? info(CL_DEVICE_MAX_MEM_ALLOC_SIZE) as cl_ulong) ?? 0) }
     public var localMemoryBytes: Int { Int((try? info(CL_DEVICE_LOCAL_MEM_SIZE) as cl_ulong) ?? 0) }
     public var maxWorkGroupSize: Int { (try? info(CL_DEVICE_MAX_WORK_GROUP_SIZE) as Int) ?? 0 }
     /// CL_DEVICE_MEM_BASE_ADDR_ALIGN in bytes: sub-buffer offsets must be multiples of it.

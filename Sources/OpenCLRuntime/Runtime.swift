@@ -5,6 +5,8 @@ import Foundation
 public final class CLContext {
     public let handle: cl_context
     public let device: Device
+    /// CL_DEVICE_MAX_MEM_ALLOC_SIZE, read once (0 if the device does not say).
+    public let maxAllocationBytes: Int
 
     public init(device: Device) throws {
         var status: cl_int = 0
@@ -15,6 +17,7 @@ public final class CLContext {
         try check(status, "clCreateContext")
         handle = ctx
         self.device = device
+        maxAllocationBytes = device.maxAllocationBytes
     }
 
     deinit { clReleaseContext(handle) }
@@ -90,14 +93,28 @@ public final class DeviceBuffer<Element>: MemoryObject {
 
     /// An uninitialised buffer (count ≥ 1; OpenCL rejects empty buffers, so
     /// a zero count allocates one element that no kernel reads).
-    public init(queue: CommandQueue, count: Int) throws {
-        precondition(count >= 0, "negative buffer size")
-        var status: cl_int = 0
-        let bytes = max(count, 1) * MemoryLayout<Element>.stride
-        guard let m = clCreateBuffer(queue.context.handle, cl_mem_flags(CL_MEM_READ_WRITE), bytes, nil, &status) else {
-            throw CLError(code: status, operation: "clCreateBuffer(\(bytes) bytes)")
+    /// `label` names what the buffer holds (a tensor, an activation) in errors.
+    public init(queue: CommandQueue, count: Int, label: String? = nil) throws {
+        let what = label ?? "a buffer"
+        let (bytes, overflow) = max(count, 1).multipliedReportingOverflow(by: MemoryLayout<Element>.stride)
+        guard count >= 0, !overflow else {
+            throw OpenCLRuntimeError.bufferTooLarge(label: what, bytes: nil, count: count, limit: queue.context.maxAllocationBytes,
+                                                    device: queue.context.device.name)
         }
-        try check(status, "clCreateBuffer(\(bytes) bytes)")
+        let limit = queue.context.maxAllocationBytes
+        if limit > 0 && bytes > limit {
+            throw OpenCLRuntimeError.bufferTooLarge(label: what, bytes: bytes, count: count, limit: limit, device: queue.context.device.name)
+        }
+        var status: cl_int = 0
+        let m = clCreateBuffer(queue.context.handle, cl_mem_flags(CL_MEM_READ_WRITE), bytes, nil, &status)
+        guard let m, status == CL_SUCCESS else {
+            if status == CL_INVALID_BUFFER_SIZE {
+                throw OpenCLRuntimeError.bufferTooLarge(label: what, bytes: bytes, count: count, limit: limit, device: queue.context.device.name)
+            }
+            if let m { clReleaseMemObject(m) }
+            throw CLError(code: status == CL_SUCCESS ? CL_MEM_OBJECT_ALLOCATION_FAILURE : status,
+                          operation: "clCreateBuffer(\(bytes) bytes for \(what))")
+        }
         mem = m
         self.count = count
         self.queue = queue
