@@ -28,18 +28,17 @@ public final class KVCache {
 }
 
 extension ComputeContext {
-    private func i32(_ v: Int) -> KernelArgument { .int(Int32(v)) }
-
     /// Writes k, v (n, NKV, D) (k after RoPE) into `cache` at positions p0 … p0+n−1.
     public func kvCacheAppend(_ cache: KVCache, k: DeviceBuffer<Float>, v: DeviceBuffer<Float>, tokens n: Int,
                               position p0: Int) throws {
+        opLock.lock(); defer { opLock.unlock() }
         let op = "kvCacheAppend", kvd = cache.kvHeads * cache.headDim
         try require(n >= 1, op, "tokens must be ≥ 1, got \(n)")
         try require(p0 >= 0 && p0 + n <= cache.maxTokens, op,
                     "positions \(p0)..<\(p0 + n) exceed the cache length \(cache.maxTokens)")
         try requireCount(k, atLeast: n * kvd, op, "k")
         try requireCount(v, atLeast: n * kvd, op, "v")
-        try launch("kv_cache_append", [i32(n), i32(cache.kvHeads), i32(cache.headDim), i32(cache.capacity), i32(p0),
+        try launch("kv_cache_append", [try i32(n), try i32(cache.kvHeads), try i32(cache.headDim), try i32(cache.capacity), try i32(p0),
                                        .buffer(k), .buffer(v), .buffer(cache.keys), .buffer(cache.values)],
                    global: [cache.headDim, cache.kvHeads, n], local: [1, 1, 1])
     }
@@ -60,6 +59,7 @@ extension ComputeContext {
     /// than one split the partials live in scratch slots 40 (acc) and 41 (m, l).
     public func decodeAttention(out: DeviceBuffer<Float>, q: DeviceBuffer<Float>, cache: KVCache, heads: Int,
                                 tokens n: Int, position p0: Int, keysPerSplit: Int? = nil) throws {
+        opLock.lock(); defer { opLock.unlock() }
         let op = "decodeAttention", D = cache.headDim, NKV = cache.kvHeads
         try require(n >= 1, op, "tokens must be ≥ 1, got \(n)")
         try require(heads >= 1 && heads % NKV == 0, op, "heads \(heads) not a multiple of kv heads \(NKV)")
@@ -74,19 +74,19 @@ extension ComputeContext {
         let S = (total + split - 1) / split
         let scale = 1 / Float(D).squareRoot()
         if S == 1 {
-            try launch("decode_attention_partial", [i32(n), i32(heads), i32(NKV), i32(D), i32(cache.capacity), i32(p0),
-                                                    i32(split), i32(1), .float(scale), i32(1), .buffer(q),
+            try launch("decode_attention_partial", [try i32(n), try i32(heads), try i32(NKV), try i32(D), try i32(cache.capacity), try i32(p0),
+                                                    try i32(split), try i32(1), .float(scale), try i32(1), .buffer(q),
                                                     .buffer(cache.keys), .buffer(cache.values), .buffer(out), .buffer(out)],
                        global: [1, heads, n], local: [1, 1, 1])
             return
         }
         let acc = try scratch(40, count: n * heads * S * D)
         let ml = try scratch(41, count: n * heads * S * 2)
-        try launch("decode_attention_partial", [i32(n), i32(heads), i32(NKV), i32(D), i32(cache.capacity), i32(p0),
-                                                i32(split), i32(S), .float(scale), i32(0), .buffer(q),
+        try launch("decode_attention_partial", [try i32(n), try i32(heads), try i32(NKV), try i32(D), try i32(cache.capacity), try i32(p0),
+                                                try i32(split), try i32(S), .float(scale), try i32(0), .buffer(q),
                                                 .buffer(cache.keys), .buffer(cache.values), .buffer(acc), .buffer(ml)],
                    global: [S, heads, n], local: [1, 1, 1])
-        try launch("decode_attention_combine", [i32(n), i32(heads), i32(D), i32(S), .buffer(acc), .buffer(ml), .buffer(out)],
+        try launch("decode_attention_combine", [try i32(n), try i32(heads), try i32(D), try i32(S), .buffer(acc), .buffer(ml), .buffer(out)],
                    global: [D, heads, n], local: [1, 1, 1])
     }
 }
@@ -114,6 +114,7 @@ public final class PackedLoRA {
     }
 
     public func repack(_ ctx: ComputeContext, a: DeviceBuffer<Float>, b: DeviceBuffer<Float>) throws {
+        ctx.opLock.lock(); defer { ctx.opLock.unlock() }
         _ = try ctx.pack(a, k: inFeatures, n: rank, .transposed, into: aT.buffer)
         _ = try ctx.pack(b, k: rank, n: outFeatures, .transposed, into: bT.buffer)
     }
@@ -126,6 +127,7 @@ extension ComputeContext {
     public func loraInferenceForward(y: DeviceBuffer<Float>, u: DeviceBuffer<Float>, x: DeviceBuffer<Float>,
                                      base: FrozenLinear, lora: PackedLoRA, bias: DeviceBuffer<Float>?,
                                      tokens n: Int, beta: Float = 0) throws {
+        opLock.lock(); defer { opLock.unlock() }
         let op = "loraInferenceForward", r = lora.rank, din = base.inFeatures
         try require(n >= 1, op, "tokens must be ≥ 1")
         try require(lora.inFeatures == din && lora.outFeatures == base.outFeatures, op,
