@@ -12,7 +12,7 @@ import Foundation
 ///   model           BPE (merges "a b" or [a, b]; unk_token, fuse_unk, byte_fallback,
 ///                   ignore_merges, continuing_subword_prefix, end_of_word_suffix; dropout null/0)
 ///   normalizer      NFC NFD NFKC NFKD Lowercase Strip Prepend Replace ByteLevel Sequence
-///   pre_tokenizer   ByteLevel Split Metaspace Digits Sequence
+///   pre_tokenizer   ByteLevel Split Metaspace Digits Whitespace WhitespaceSplit Punctuation Sequence
 ///   post_processor  TemplateProcessing (single) ByteLevel BertProcessing RobertaProcessing Sequence
 ///   decoder         ByteLevel Replace ByteFallback Fuse Strip Metaspace BPEDecoder Sequence
 /// tokenizer.json's truncation and padding are ignored (encode never truncates or pads).
