@@ -282,6 +282,21 @@ final class TokenizerRegexTests: XCTestCase {
         }
     }
 
+    /// Splits the library gives (tokenizers 0.23.3, llama3 fixture's pre_tokenize_str):
+    /// the case-insensitive contractions fold "ſ" to "s".
+    func testLlama3CaseFoldedContractions() {
+        let p = KnownRegexPattern(kind: .llama3)
+        func split(_ t: String) -> [String] {
+            let s = Array(t.unicodeScalars)
+            return p.matches(in: s).map { scalarsToString(Array(s[$0])) }
+        }
+        XCTAssertEqual(split("x'\u{17F}"), ["x", "'\u{17F}"])
+        XCTAssertEqual(split("'\u{17F}a"), ["'\u{17F}", "a"])
+        XCTAssertEqual(split("'ST"), ["'S", "T"])
+        XCTAssertEqual(split("'Ve"), ["'Ve"])
+        XCTAssertEqual(split("'\u{212A}a"), ["'\u{212A}a"])
+    }
+
     func testScriptPropertyRewrite() {
         XCTAssertEqual(GeneralRegexPattern.scriptProperties(#"[^\p{Han}]+\p{L}\P{Latin}\p{Script=Greek}\\p{Han}"#),
                        #"[^\p{Script=Han}]+\p{L}\P{Script=Latin}\p{Script=Greek}\\p{Han}"#)
