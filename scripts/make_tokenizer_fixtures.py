@@ -24,7 +24,8 @@ library does with a test corpus of different text:
   metaspace_always  the llama2 vocab with Strip(right), NFD, Digits(contiguous) and
               Metaspace(prepend_scheme=always, split)
   roberta     the gpt2 vocab with ByteLevel(add_prefix_space=true), RobertaProcessing
-  misc_suffix misc with a BPEDecoder, Strip(left), Metaspace(never, no split)
+  misc_suffix misc with a BPEDecoder, Strip(left), and WhitespaceSplit, Punctuation,
+              Whitespace, Metaspace(never, no split) pre-tokenizers
   misc        NFKC, Lowercase, Strip, Replace(Regex); Split behaviours
               (Removed, Isolated, MergedWithPrevious, MergedWithNext,
               Contiguous, invert), Digits; BPE with continuing_subword_prefix and
@@ -32,8 +33,8 @@ library does with a test corpus of different text:
 
 Each directory gets tokenizer.json (compact), tokenizer_config.json and
 expected.json: for every test text the ids with and without special tokens and
-decode(ids, skip_special_tokens=False/True); plus decodes of seeded random id lists (partial UTF-8 sequences and all), and 150 seeded fuzz
-strings. Training is not bit-for-bit deterministic across runs (the library's
+decode(ids, skip_special_tokens=False/True); plus decodes of seeded random id
+lists (partial UTF-8 sequences and all), and 150 seeded fuzz strings. Training is not bit-for-bit deterministic across runs (the library's
 hash maps), so a rerun may change the vocabularies; the expectations are always
 made from the files written in the same run.
 """
@@ -354,11 +355,12 @@ def make_metaspace_always(j):
 
 
 def make_misc_suffix(misc_tok):
-    """misc with a BPEDecoder and a Metaspace(never) + Split(invert) pre-tokenizer tail."""
+    """misc with a BPEDecoder; WhitespaceSplit, Punctuation, Whitespace, Metaspace(never) pre-tokenizers."""
     j = json.loads(misc_tok.to_str())
     j["decoder"] = {"type": "BPEDecoder", "suffix": "</w>"}
-    j["pre_tokenizer"]["pretokenizers"].append(
-        {"type": "Metaspace", "replacement": "_", "prepend_scheme": "never", "split": False})
+    j["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "WhitespaceSplit"}, {"type": "Punctuation", "behavior": "Contiguous"}, {"type": "Whitespace"},
+        {"type": "Metaspace", "replacement": "_", "prepend_scheme": "never", "split": False}]}
     j["normalizer"]["normalizers"][2] = {"type": "Strip", "strip_left": True, "strip_right": False}
     return Tokenizer.from_str(json.dumps(j)), {"unk_token": "[UNK]"}, None, None
 

@@ -220,6 +220,33 @@ final class TokenizerTests: XCTestCase {
                      contains: ["cfg.json", "chat_template"])
     }
 
+    func testConcurrentEncodeMatchesSerial() throws {
+        let tok = try Tokenizer.load(directory: tokenizerFixturesRoot + "/qwen2")
+        let cases = try XCTUnwrap(loadExpected("qwen2")["fuzz"] as? [[String: Any]])
+        let texts = cases.compactMap { $0["text"] as? String }
+        let want = cases.compactMap { $0["ids"] as? [Int] }
+        XCTAssertEqual(texts.count, want.count)
+        var got = [[Int]](repeating: [], count: texts.count)
+        let lock = NSLock()
+        DispatchQueue.concurrentPerform(iterations: texts.count) { i in
+            let ids = tok.encode(texts[i])
+            lock.lock(); got[i] = ids; lock.unlock()
+        }
+        XCTAssertEqual(got, want)
+    }
+
+    func testLoadWithoutConfig() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tok-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.copyItem(atPath: tokenizerFixturesRoot + "/gpt2/tokenizer.json",
+                                         toPath: dir.appendingPathComponent("tokenizer.json").path)
+        let tok = try Tokenizer.load(directory: dir.path)
+        XCTAssertNil(tok.config.chatTemplate)
+        XCTAssertTrue(tok.config.specialTokens.isEmpty)
+        XCTAssertEqual(tok.decode(tok.encode("Hello world!")), "Hello world!")
+    }
+
     func testCanonicallyEquivalentTokensStayDistinct() throws {
         // "é" precomposed and decomposed are different tokens.
         let json = #"{"model": {"type": "BPE", "vocab": {"e": 0, "\u0301": 1, "\u00e9": 2, "e\u0301": 3}, "merges": [["e", "\u0301"]]}}"#
@@ -253,6 +280,21 @@ final class TokenizerRegexTests: XCTestCase {
                 XCTAssertEqual(fast.matches(in: s), general.matches(in: s), "\(kind) on \(describeScalars(t))")
             }
         }
+    }
+
+    /// Splits the library gives (tokenizers 0.23.3, llama3 fixture's pre_tokenize_str):
+    /// the case-insensitive contractions fold "ſ" to "s".
+    func testLlama3CaseFoldedContractions() {
+        let p = KnownRegexPattern(kind: .llama3)
+        func split(_ t: String) -> [String] {
+            let s = Array(t.unicodeScalars)
+            return p.matches(in: s).map { scalarsToString(Array(s[$0])) }
+        }
+        XCTAssertEqual(split("x'\u{17F}"), ["x", "'\u{17F}"])
+        XCTAssertEqual(split("'\u{17F}a"), ["'\u{17F}", "a"])
+        XCTAssertEqual(split("'ST"), ["'S", "T"])
+        XCTAssertEqual(split("'Ve"), ["'Ve"])
+        XCTAssertEqual(split("'\u{212A}a"), ["'\u{212A}a"])
     }
 
     func testScriptPropertyRewrite() {

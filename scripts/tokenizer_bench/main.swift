@@ -1,8 +1,9 @@
 // Tokenizer throughput, Swift side (built and run by scripts/bench_tokenizer.sh,
 // compiled together with Sources/LoraText/Tokenizer/*.swift, -O).
 // Reads corpus.bin and python.json written by scripts/bench_tokenizer.py, encodes
-// every document with each tokenizer three times, checks the ids against the
-// Python checksum, and prints MB/s and tokens/s.
+// every document with each tokenizer three times, checks the ids against the ones
+// Python wrote (<name>/ids.bin), and prints MB/s and tokens/s by wall and CPU time.
+// With --stages, also the CPU time of each encode stage.
 import Foundation
 
 let dir = CommandLine.arguments.count > 1 ? CommandLine.arguments[1] : "/tmp/tokbench"
@@ -13,7 +14,7 @@ guard let corpusData = FileManager.default.contents(atPath: dir + "/corpus.bin")
     exit(1)
 }
 var docs: [String] = []
-var bytes = [UInt8](corpusData)
+let bytes = [UInt8](corpusData)
 var pos = 0
 while pos + 4 <= bytes.count {
     let n = Int(bytes[pos]) | Int(bytes[pos + 1]) << 8 | Int(bytes[pos + 2]) << 16 | Int(bytes[pos + 3]) << 24

@@ -266,73 +266,42 @@ final class BPEModel {
     }
 
     /// Applies the merges: lowest rank first, leftmost on ties (the library's heap order).
+    /// Symbols form a linked list over the initial positions; a merge keeps the left slot.
     private func merge(_ initial: [Int]) -> [Int] {
         let n = initial.count
         var c = initial
-        var prev = [Int](repeating: -1, count: n)
-        var next = [Int](repeating: -1, count: n)
+        var prev = [Int32](repeating: -1, count: n)
+        var next = [Int32](repeating: -1, count: n)
         var alive = [Bool](repeating: true, count: n)
         for i in 0..<n {
-            prev[i] = i - 1
-            next[i] = i + 1 < n ? i + 1 : -1
+            prev[i] = Int32(i - 1)
+            next[i] = i + 1 < n ? Int32(i + 1) : -1
         }
-        // Min-heap of (rank << 32 | pos), with the merged id alongside.
-        var heap: [(key: UInt64, newID: Int)] = []
-        heap.reserveCapacity(n)
-        func push(_ key: UInt64, _ newID: Int) {
-            heap.append((key, newID))
-            var i = heap.count - 1
-            while i > 0 {
-                let p = (i - 1) / 2
-                if heap[p].key <= heap[i].key { break }
-                heap.swapAt(p, i)
-                i = p
-            }
-        }
-        func pop() -> (key: UInt64, newID: Int)? {
-            guard let top = heap.first else { return nil }
-            let last = heap.removeLast()
-            if !heap.isEmpty {
-                heap[0] = last
-                var i = 0
-                let m = heap.count
-                while true {
-                    let l = 2 * i + 1, r = l + 1
-                    var s = i
-                    if l < m && heap[l].key < heap[s].key { s = l }
-                    if r < m && heap[r].key < heap[s].key { s = r }
-                    if s == i { break }
-                    heap.swapAt(s, i)
-                    i = s
-                }
-            }
-            return top
-        }
-        @inline(__always) func lookup(_ a: Int, _ b: Int) -> UInt64? {
-            merges[UInt64(a) << 32 | UInt64(b)]
-        }
+        var heap = MergeHeap()
+        heap.reserve(n)
         for i in 0..<(n - 1) {
-            if let m = lookup(c[i], c[i + 1]) {
-                push((m >> 32) << 32 | UInt64(i), Int(m & 0xFFFF_FFFF))
+            if let m = merges[UInt64(c[i]) << 32 | UInt64(c[i + 1])] {
+                heap.push(key: (m >> 32) << 32 | UInt64(i), newID: Int32(truncatingIfNeeded: m))
             }
         }
-        while let top = pop() {
+        while let top = heap.pop() {
             let pos = Int(top.key & 0xFFFF_FFFF)
             guard alive[pos] else { continue }
-            let right = next[pos]
+            let right = Int(next[pos])
             guard right >= 0 else { continue }
-            guard let m = lookup(c[pos], c[right]), Int(m & 0xFFFF_FFFF) == top.newID else { continue }
-            c[pos] = top.newID
+            guard let m = merges[UInt64(c[pos]) << 32 | UInt64(c[right])],
+                  Int32(truncatingIfNeeded: m) == top.newID else { continue }
+            c[pos] = Int(top.newID)
             alive[right] = false
-            let after = next[right]
-            next[pos] = after
-            if after >= 0 { prev[after] = pos }
-            let before = prev[pos]
-            if before >= 0, let m2 = lookup(c[before], c[pos]) {
-                push((m2 >> 32) << 32 | UInt64(before), Int(m2 & 0xFFFF_FFFF))
+            let after = Int(next[right])
+            next[pos] = Int32(after)
+            if after >= 0 { prev[after] = Int32(pos) }
+            let before = Int(prev[pos])
+            if before >= 0, let m2 = merges[UInt64(c[before]) << 32 | UInt64(c[pos])] {
+                heap.push(key: (m2 >> 32) << 32 | UInt64(before), newID: Int32(truncatingIfNeeded: m2))
             }
-            if after >= 0, let m3 = lookup(c[pos], c[after]) {
-                push((m3 >> 32) << 32 | UInt64(pos), Int(m3 & 0xFFFF_FFFF))
+            if after >= 0, let m3 = merges[UInt64(c[pos]) << 32 | UInt64(c[after])] {
+                heap.push(key: (m3 >> 32) << 32 | UInt64(pos), newID: Int32(truncatingIfNeeded: m3))
             }
         }
         var out: [Int] = []
@@ -340,8 +309,56 @@ final class BPEModel {
         var i = 0
         while i >= 0 && i < n {
             out.append(c[i])
-            i = next[i]
+            i = Int(next[i])
         }
         return out
+    }
+}
+
+/// Binary min-heap of pending merges keyed by (rank << 32 | position).
+struct MergeHeap {
+    private var keys: [UInt64] = []
+    private var ids: [Int32] = []
+
+    mutating func reserve(_ n: Int) {
+        keys.reserveCapacity(n)
+        ids.reserveCapacity(n)
+    }
+
+    mutating func push(key: UInt64, newID: Int32) {
+        keys.append(key)
+        ids.append(newID)
+        var i = keys.count - 1
+        while i > 0 {
+            let p = (i - 1) >> 1
+            if keys[p] <= keys[i] { break }
+            keys.swapAt(p, i)
+            ids.swapAt(p, i)
+            i = p
+        }
+    }
+
+    mutating func pop() -> (key: UInt64, newID: Int32)? {
+        guard let topKey = keys.first else { return nil }
+        let topID = ids[0]
+        let lastKey = keys.removeLast()
+        let lastID = ids.removeLast()
+        let m = keys.count
+        if m > 0 {
+            keys[0] = lastKey
+            ids[0] = lastID
+            var i = 0
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var s = i
+                if l < m && keys[l] < keys[s] { s = l }
+                if r < m && keys[r] < keys[s] { s = r }
+                if s == i { break }
+                keys.swapAt(s, i)
+                ids.swapAt(s, i)
+                i = s
+            }
+        }
+        return (topKey, topID)
     }
 }

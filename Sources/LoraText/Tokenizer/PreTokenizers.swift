@@ -160,6 +160,54 @@ struct DigitsPreTokenizer: PreTokenizer {
     }
 }
 
+/// Rust `char::is_ascii_punctuation() || is_punctuation()` (the P* categories).
+func isPunctuationScalar(_ c: Unicode.Scalar) -> Bool {
+    let v = c.value
+    if v < 128 {
+        return (v >= 0x21 && v <= 0x2F) || (v >= 0x3A && v <= 0x40) || (v >= 0x5B && v <= 0x60) || (v >= 0x7B && v <= 0x7E)
+    }
+    switch c.properties.generalCategory {
+    case .connectorPunctuation, .dashPunctuation, .openPunctuation, .closePunctuation, .initialPunctuation,
+         .finalPunctuation, .otherPunctuation:
+        return true
+    default:
+        return false
+    }
+}
+
+/// Splits by a scalar predicate with a behavior (WhitespaceSplit, Punctuation).
+struct PredicateSplitPreTokenizer: PreTokenizer {
+    let test: (Unicode.Scalar) -> Bool
+    let behavior: SplitBehavior
+
+    func preTokenize(_ pieces: [TextPiece]) -> [TextPiece] {
+        var out: [TextPiece] = []
+        let pattern = PredicatePattern(test: test)
+        for p in pieces { appendSplits(p, behavior.apply(pattern.findMatches(in: p.text)), into: &out) }
+        return out
+    }
+}
+
+/// Whitespace: keeps the matches of `\w+|[^\w\s]+`, drops the rest.
+struct WhitespacePreTokenizer: PreTokenizer {
+    func preTokenize(_ pieces: [TextPiece]) -> [TextPiece] {
+        var out: [TextPiece] = []
+        for p in pieces {
+            let s = p.text
+            var i = 0
+            while i < s.count {
+                if s[i].properties.isWhitespace { i += 1; continue }
+                let word = isWordScalar(s[i])
+                var e = i + 1
+                while e < s.count && isWordScalar(s[e]) == word && (word || !s[e].properties.isWhitespace) { e += 1 }
+                out.append(TextPiece(text: Array(s[i..<e]), atStart: p.atStart && i == 0))
+                i = e
+            }
+        }
+        return out
+    }
+}
+
 struct SequencePreTokenizer: PreTokenizer {
     let steps: [PreTokenizer]
 
@@ -196,6 +244,13 @@ func makePreTokenizer(_ json: TKJSON, context: String) throws -> PreTokenizer? {
         }
         if json["add_prefix_space"]?.bool == false { scheme = .never }
         return MetaspacePreTokenizer(replacement: r, scheme: scheme, split: json["split"]?.bool ?? true)
+    case "WhitespaceSplit":
+        return PredicateSplitPreTokenizer(test: { $0.properties.isWhitespace }, behavior: .removed)
+    case "Whitespace":
+        return WhitespacePreTokenizer()
+    case "Punctuation":
+        let b = try SplitBehavior(name: json["behavior"]?.string ?? "Isolated", context: "\(context).behavior")
+        return PredicateSplitPreTokenizer(test: isPunctuationScalar, behavior: b)
     case "Digits":
         return DigitsPreTokenizer(individual: json["individual_digits"]?.bool ?? false)
     case "Sequence":

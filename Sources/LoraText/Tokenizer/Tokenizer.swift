@@ -7,6 +7,16 @@ import Foundation
 /// of the normalized pieces → pre-tokenizer → BPE per word → post-processor.
 /// decode: ids → token strings (added tokens by content, or their normalized form)
 /// → decoder chain → concatenation (no decoder: joined with spaces).
+///
+/// Supported (anything else is a TokenizerError naming the field and type):
+///   model           BPE (merges "a b" or [a, b]; unk_token, fuse_unk, byte_fallback,
+///                   ignore_merges, continuing_subword_prefix, end_of_word_suffix; dropout null/0)
+///   normalizer      NFC NFD NFKC NFKD Lowercase Strip Prepend Replace ByteLevel Sequence
+///   pre_tokenizer   ByteLevel Split Metaspace Digits Whitespace WhitespaceSplit Punctuation Sequence
+///   post_processor  TemplateProcessing (single) ByteLevel BertProcessing RobertaProcessing Sequence
+///   decoder         ByteLevel Replace ByteFallback Fuse Strip Metaspace BPEDecoder Sequence
+/// tokenizer.json's truncation and padding are ignored (encode never truncates or pads).
+/// Thread-safe: the only mutable state, the BPE word cache, is locked.
 public final class Tokenizer {
     public let config: TokenizerConfig
 
