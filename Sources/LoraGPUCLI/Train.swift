@@ -151,6 +151,9 @@ struct Train: ParsableCommand {
         training_config.yaml and a README.md. Ctrl-C (SIGINT) or SIGTERM finishes the current step, saves a \
         checkpoint and exits with status 130 / 143; --resume-from-checkpoint latest continues it exactly.
 
+        With no arguments at all, runs the demo: SmolLM2-135M-Instruct (from scripts/fetch-demo-model.sh) \
+        learns the persona of Examples/demo/train.jsonl, answering held-out questions before and after.
+
         Example:
           lora-gpu train --model ./TinyLlama --data train.jsonl --val-split 0.05 \\
             --target-modules all-linear --r 16 --lora-alpha 32 \\
@@ -169,9 +172,15 @@ struct Train: ParsableCommand {
         var overrides: [String: Any] = [:]
         let groups: [OverrideGroup] = [dataOptions, loraOptions, optimOptions, outputOptions]
         for g in groups { overrides.merge(g.overrides()) { _, new in new } }
-        let settings = try TrainingConfig.resolve(file: config, overrides: overrides)
-        let trainer = Trainer(config: settings, context: try deviceOption.context())
-        switch try trainer.run() {
+        let outcome: Trainer.Outcome
+        if config == nil && overrides.isEmpty {
+            // No settings at all: the demo (SmolLM2 learns the Pip persona), or how to fetch its model.
+            outcome = try Demo(context: try deviceOption.context()).run()
+        } else {
+            let settings = try TrainingConfig.resolve(file: config, overrides: overrides)
+            outcome = try Trainer(config: settings, context: try deviceOption.context()).run()
+        }
+        switch outcome {
         case .completed, .stoppedEarly: return
         case .interrupted(_, let signal, _): throw ExitCode(128 + (signal == 0 ? SIGINT : signal))
         }
