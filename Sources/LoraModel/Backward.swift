@@ -66,13 +66,26 @@ extension LlamaLoRAModel {
         try headForwardBackward(p, backward: true)
         try ctx.rmsnormBackward(dx: p.dres, dweight: nil, dy: p.dhf, x: p.residual[layers.count], weight: finalNorm,
                                 rstd: p.rstdF, rows: p.tokens, cols: config.hiddenSize)
-        for l in (0..<layers.count).reversed() {
+        // Below the lowest layer that trains anything, no parameter takes a gradient: stop there.
+        for l in (lowestTrainedLayer..<layers.count).reversed() {
             let a = activations(p, layer: l)
             if p.checkpointing { try layerForward(l, p, a, training: true) }  // recompute, same dropout seeds
             try layerBackward(l, p, a)
         }
-        try embedBackward(p)
+        if lowestTrainedLayer == 0 { try embedBackward(p) }
         return p
+    }
+
+    /// The lowest decoder layer with a trainable tensor (LoRA, a trained bias or a
+    /// saved copy) — 0 when the embedding trains, `layers.count` when only the
+    /// head does. The backward stops there: what lies below it is frozen, so
+    /// dL/dx below it is never needed (with `layers_to_transform` on the upper
+    /// layers, their backward is skipped whole).
+    var lowestTrainedLayer: Int {
+        if embeddingLoRA != nil || trainedEmbedding != nil { return 0 }
+        return layers.firstIndex { layer in
+            layer.linears.contains { $0.lora != nil || $0.trainedWeight != nil || $0.trainedBias != nil }
+        } ?? layers.count
     }
 
     /// The gradients of one batch (zeroed first), for tests and tools; returns the loss.
