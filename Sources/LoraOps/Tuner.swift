@@ -147,9 +147,10 @@ public final class Tuner {
         /// Builds and checks the new candidates, then times them in
         /// interleaved rounds (so a load change on a shared host hits all of
         /// them alike); a candidate's score is its best round.
-        func evaluate(_ configs: [KernelConfig]) {
+        func evaluate(_ configs: [KernelConfig], again: Bool = false) {
             var fresh: [KernelConfig] = []
-            for c in configs where !measured.contains(where: { $0.config == c }) && !fresh.contains(c) { fresh.append(c) }
+            for c in configs where (again || !measured.contains(where: { $0.config == c })) && !fresh.contains(c) { fresh.append(c) }
+            measured.removeAll { fresh.contains($0.config) }
             var ready: [(KernelConfig, ComputeContext)] = []
             for c in fresh {
                 switch prepare(c) {
@@ -203,6 +204,15 @@ public final class Tuner {
                 }
             })
         }
+        // Playoff: the stages ran at different times, and a shared host's load
+        // moves in between; the three best (and the default) run again together.
+        var playoff: [String]? = nil
+        if !quick {
+            log("  playoff:")
+            let finalists = ranked().prefix(3).map(\.config) + (ranked().prefix(3).contains { $0.config == base } ? [] : [base])
+            evaluate(finalists, again: true)
+            playoff = finalists.map(\.spec)
+        }
         guard let best = ranked().first else {
             throw OpError(op: "tune", detail: "no candidate passed the parity check on \(device.name): "
                           + measured.map { "\($0.config.spec): \($0.rejected ?? "?")" }.joined(separator: "; "))
@@ -237,7 +247,7 @@ public final class Tuner {
             date: fmt.string(from: Date()), tokens: tokens, shapes: products.map(\.label), packGBps: packRates,
             candidates: measured.map {
                 TuningCandidate(config: $0.config.spec, gflops: $0.gflops, perShape: $0.perShape, rejected: $0.rejected)
-            })
+            }, playoff: playoff)
     }
 
     /// Builds one candidate's program and runs the parity check on it.

@@ -217,10 +217,13 @@ public struct TuningEntry: Codable, Sendable {
     /// packLocal's measured pack_b GB/s per option, when it was searched.
     public var packGBps: [String: Double]?
     public var candidates: [TuningCandidate]
+    /// The configs timed again together at the end (full search); their
+    /// `candidates` figures are from that run.
+    public var playoff: [String]?
 
     public init(key: TuningKey, config: String, gflops: Double, defaultConfig: String, defaultGflops: Double?,
                 mode: String, date: String, tokens: Int, shapes: [String], packGBps: [String: Double]?,
-                candidates: [TuningCandidate]) {
+                candidates: [TuningCandidate], playoff: [String]? = nil) {
         self.key = key
         self.config = config
         self.gflops = gflops
@@ -232,6 +235,7 @@ public struct TuningEntry: Codable, Sendable {
         self.shapes = shapes
         self.packGBps = packGBps
         self.candidates = candidates
+        self.playoff = playoff
     }
 }
 
