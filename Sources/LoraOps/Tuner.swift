@@ -32,8 +32,9 @@ public struct TuningProduct: Sendable, Equatable {
 /// linear layers; the fastest aggregate GFLOP/s wins.
 ///
 /// Stages: GEMM_MR over `rows` at the device default's local size; the local
-/// sizes for the two best MRs (full search only); `pack_b`'s local size for the
-/// winner (full search only). Row-reduction and elementwise local sizes are
+/// sizes for the two best MRs (quick: two local sizes for the best MR); a
+/// playoff of the three best and the default timed together, which decides
+/// (full search only); `pack_b`'s local size for the winner (full search only). Row-reduction and elementwise local sizes are
 /// not searched (pocl CPU: one thread per work-group, so they do not matter
 /// there); they stay at the device default.
 public final class Tuner {
@@ -103,11 +104,11 @@ public final class Tuner {
             // 16 vector registers (AVX2) hold about 3–6 float16 rows (two
             // registers each) beside the B row; 32 (AVX-512) about 8–12.
             s = SearchSpace(rowsPerItem: quick ? [3, 4, 5, 6, 8] : Array(1...12),
-                            gemmLocals: [(1, 1), (1, 2), (1, 4), (1, 8), (2, 2), (2, 4), (4, 1)],
+                            gemmLocals: quick ? [(1, 8), (2, 4)] : [(1, 1), (1, 2), (1, 4), (1, 8), (2, 2), (2, 4), (4, 1)],
                             packLocals: [16, 64, 256])
         } else {
             s = SearchSpace(rowsPerItem: quick ? [2, 4, 8] : [1, 2, 3, 4, 6, 8],
-                            gemmLocals: [(16, 4), (8, 8), (16, 8), (32, 4), (16, 16), (64, 4)],
+                            gemmLocals: quick ? [(8, 8), (16, 8)] : [(16, 4), (8, 8), (16, 8), (32, 4), (16, 16), (64, 4)],
                             packLocals: [16, 64, 128])
         }
         s.gemmLocals = s.gemmLocals.filter { $0.0 * $0.1 <= limit }
@@ -147,7 +148,7 @@ public final class Tuner {
         /// Builds and checks the new candidates, then times them in
         /// interleaved rounds (so a load change on a shared host hits all of
         /// them alike); a candidate's score is its best round.
-        func evaluate(_ configs: [KernelConfig], again: Bool = false) {
+        func evaluate(_ configs: [KernelConfig], again: Bool = false, rounds: Int = rounds) {
             var fresh: [KernelConfig] = []
             for c in configs where (again || !measured.contains(where: { $0.config == c })) && !fresh.contains(c) { fresh.append(c) }
             measured.removeAll { fresh.contains($0.config) }
@@ -194,8 +195,20 @@ public final class Tuner {
             return c
         })
         func ranked() -> [Measured] { measured.filter { $0.gflops != nil }.sorted { $0.gflops! > $1.gflops! } }
-        // Stage 2: local sizes for the two best row counts.
-        if !quick {
+        // Stage 2: local sizes for the two best row counts (quick: the two
+        // quick local sizes for the best one, timed again beside it).
+        var playoff: [String]? = nil
+        if quick {
+            if let top = ranked().first?.config {
+                let set = [top] + space.gemmLocals.map { l -> KernelConfig in
+                    var c = top
+                    c.gemmLocal = l
+                    return c
+                }
+                evaluate(set, again: true)
+                playoff = set.map(\.spec)
+            }
+        } else {
             evaluate(ranked().prefix(2).flatMap { top in
                 space.gemmLocals.map { l in
                     var c = top.config
@@ -203,17 +216,17 @@ public final class Tuner {
                     return c
                 }
             })
-        }
-        // Playoff: the stages ran at different times, and a shared host's load
-        // moves in between; the three best (and the default) run again together.
-        var playoff: [String]? = nil
-        if !quick {
+            // Playoff: the stages ran at different times, and a shared host's
+            // load moves in between; the three best and the default run again
+            // together, and decide.
             log("  playoff:")
             let finalists = ranked().prefix(3).map(\.config) + (ranked().prefix(3).contains { $0.config == base } ? [] : [base])
-            evaluate(finalists, again: true)
+            evaluate(finalists, again: true, rounds: rounds + 2)
             playoff = finalists.map(\.spec)
         }
-        guard let best = ranked().first else {
+        // Only the figures of the last set timed together compare fairly: the winner is its best.
+        let pool = ranked().filter { m in playoff.map { $0.contains(m.config.spec) } ?? true }
+        guard let best = pool.first ?? ranked().first else {
             throw OpError(op: "tune", detail: "no candidate passed the parity check on \(device.name): "
                           + measured.map { "\($0.config.spec): \($0.rejected ?? "?")" }.joined(separator: "; "))
         }

@@ -217,8 +217,9 @@ public struct TuningEntry: Codable, Sendable {
     /// packLocal's measured pack_b GB/s per option, when it was searched.
     public var packGBps: [String: Double]?
     public var candidates: [TuningCandidate]
-    /// The configs timed again together at the end (full search); their
-    /// `candidates` figures are from that run.
+    /// The configs timed together last, among which the winner was chosen
+    /// (full: the three best and the default; quick: the best MR at each quick
+    /// local size); their `candidates` figures are from that run.
     public var playoff: [String]?
 
     public init(key: TuningKey, config: String, gflops: Double, defaultConfig: String, defaultGflops: Double?,
