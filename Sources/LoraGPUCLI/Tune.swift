@@ -15,6 +15,10 @@ enum KernelSetup {
     }
 }
 
+struct TuneCommandError: Error, CustomStringConvertible {
+    let description: String
+}
+
 struct Tune: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Search the kernel parameters (GEMM_MR, local sizes) on a device and store the fastest in the tuning cache.",
@@ -34,10 +38,17 @@ struct Tune: ParsableCommand {
 
     func run() throws {
         let dev = try DeviceSelection.select(device ?? ProcessInfo.processInfo.environment[DeviceSelection.environmentVariable])
+        if let tokens, tokens < 1 { throw ValidationError("--tokens must be ≥ 1") }
+        var linears = Tuner.standardLinears(quick: quick)
+        if let model {
+            let config = try ModelSource.open(model).config
+            linears = Self.linears(config)
+            print("shapes of \(model): " + linears.map { "\($0.name) \($0.inFeatures)→\($0.outFeatures)" }.joined(separator: ", "))
+        }
         let path = TuningCache.path()
         var cache: TuningCache
         do { cache = try TuningCache.load(path: path) } catch {
-            guard force else { throw ValidationError("\(error) (--force replaces it)") }
+            guard force else { throw TuneCommandError(description: "\(error) (--force replaces it)") }
             cache = TuningCache()
         }
         let key = TuningKey(device: dev)
@@ -45,13 +56,6 @@ struct Tune: ParsableCommand {
             print("\(dev.name) is already tuned in \(path) (\(e.mode), \(e.date)): \(e.config), "
                   + String(format: "%.1f GFLOP/s; --force tunes again", e.gflops))
             return
-        }
-        if let tokens, tokens < 1 { throw ValidationError("--tokens must be ≥ 1") }
-        var linears = Tuner.standardLinears(quick: quick)
-        if let model {
-            let config = try ModelSource.open(model).config
-            linears = Self.linears(config)
-            print("shapes of \(model): " + linears.map { "\($0.name) \($0.inFeatures)→\($0.outFeatures)" }.joined(separator: ", "))
         }
         let tuner = Tuner(device: dev, linears: linears, quick: quick, tokens: tokens) { print($0); fflush(stdout) }
         let entry = try tuner.run()
