@@ -248,7 +248,11 @@ public final class Tuner {
                 }
             }
             for (p, r) in rates.sorted(by: { $0.key < $1.key }) { log(String(format: "  pack_b local %@: %.1f GB/s", p, r)) }
-            if let best = rates.max(by: { $0.value < $1.value }), let p = Int(best.key) { winner.packLocal = p }
+            // pack_b is ≈ 2 % of a step: keep the current value unless another is clearly (5 %) faster.
+            let current = rates["\(winner.packLocal)"] ?? 0
+            if let best = rates.max(by: { $0.value < $1.value }), let p = Int(best.key), best.value > 1.05 * current {
+                winner.packLocal = p
+            }
             packRates = rates
         }
         let def = measured.first { $0.config == base }
