@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-debian.sh
+# Fixed kernel configs: no automatic tune, and an empty tuning cache (the device default).
+export LORA_GPU_AUTOTUNE=0 LORA_GPU_TUNING_CACHE="${TMPDIR:-/tmp}/lora-gpu-test-tuning-$$.json"
 swift build --build-tests
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

@@ -8,11 +8,10 @@ import OpenCLRuntime
 struct DeviceOption: ParsableArguments {
     @Option(name: .long, help: "OpenCL device: \"P:D\" indices, a name substring, \"gpu\" or \"cpu\" (default: $LORA_GPU_DEVICE, else the first GPU, else the first CPU).")
     var device: String?
+    @Option(name: .customLong("kernel-config"), help: "Kernel parameters: cpu, gpu or \"mr=6,local=1x4,row=1\" (default: $LORA_GPU_KERNEL_CONFIG, else the tuning cache, else a quick tune).")
+    var kernelConfig: String?
 
-    func context() throws -> ComputeContext {
-        let sel = device ?? ProcessInfo.processInfo.environment[DeviceSelection.environmentVariable]
-        return try ComputeContext.shared(device: DeviceSelection.select(sel))
-    }
+    func context() throws -> ComputeContext { try KernelSetup.context(device: device, kernelConfig: kernelConfig) }
 }
 
 @main
@@ -20,7 +19,7 @@ struct LoraGPU: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lora-gpu",
         abstract: "LoRA fine-tuning for Llama-family models on any OpenCL device.",
-        subcommands: [Train.self, DataCommand.self, Generate.self, Merge.self, Inspect.self, Devices.self, Bench.self])
+        subcommands: [Train.self, DataCommand.self, Generate.self, Merge.self, Inspect.self, Tune.self, Devices.self, Bench.self])
 }
 
 struct Devices: ParsableCommand {
@@ -59,6 +58,7 @@ struct Bench: ParsableCommand {
         let ctx = try deviceOption.context()
         let coretype = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "(unset)"
         print("device: \(ctx.device.label)")
+        print("kernel config: \(ctx.config.spec) from \(ctx.configOrigin)")
         print("OPENBLAS_CORETYPE: \(coretype); OpenBLAS threads: \(ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"] ?? "(default)")")
         print(KernelBench.header)
         let bench = KernelBench(context: ctx, runs: runs) { print($0); fflush(stdout) }

@@ -16,6 +16,14 @@ public struct KernelConfig: Equatable, Sendable {
     /// Panel rows per work-group in `pack_b`.
     public var packLocal: Int
 
+    public init(gemmRowsPerItem: Int, gemmLocal: (Int, Int), rowWorkGroup: Int, elementwiseLocal: Int, packLocal: Int) {
+        self.gemmRowsPerItem = gemmRowsPerItem
+        self.gemmLocal = gemmLocal
+        self.rowWorkGroup = rowWorkGroup
+        self.elementwiseLocal = elementwiseLocal
+        self.packLocal = packLocal
+    }
+
     public static func == (a: KernelConfig, b: KernelConfig) -> Bool {
         a.gemmRowsPerItem == b.gemmRowsPerItem && a.gemmLocal == b.gemmLocal
             && a.rowWorkGroup == b.rowWorkGroup && a.elementwiseLocal == b.elementwiseLocal
@@ -28,19 +36,27 @@ public struct KernelConfig: Equatable, Sendable {
     /// GPUs: many work-items per group, a cooperative row reduction.
     public static let gpu = KernelConfig(gemmRowsPerItem: 4, gemmLocal: (16, 4), rowWorkGroup: 128, elementwiseLocal: 256, packLocal: 64)
 
-    /// The device's own config, unless `LORA_GPU_KERNEL_CONFIG` (cpu | gpu)
-    /// forces one — CI runs the kernel tests with the GPU config on pocl too,
-    /// so the cooperative-reduction paths are exercised without a GPU.
-    public static func forDevice(_ device: Device) -> KernelConfig {
-        switch ProcessInfo.processInfo.environment["LORA_GPU_KERNEL_CONFIG"]?.lowercased() {
-        case "gpu": return .gpu
-        case "cpu": return .cpu
-        default: return device.kind == .cpu ? .cpu : .gpu
-        }
+    /// The device-class default: `.cpu` on CPU devices, `.gpu` elsewhere.
+    /// What a device gets when nothing overrides it and it has not been tuned.
+    public static func deviceDefault(_ device: Device) -> KernelConfig {
+        device.kind == .cpu ? .cpu : .gpu
     }
 
+    /// The config `ComputeContext.shared` would use for `device` (see
+    /// `KernelConfig.resolve`: LORA_GPU_KERNEL_CONFIG > tuning cache > device
+    /// default); the device default when the environment value is invalid.
+    public static func forDevice(_ device: Device) -> KernelConfig {
+        (try? resolve(device: device).config) ?? deviceDefault(device)
+    }
+
+    /// The build options with `{mr}` and `{row}` to fill in. Part of the tuning
+    /// cache key (with the kernel sources): a new template invalidates old tunings.
+    public static let buildOptionsTemplate = "-cl-std=CL1.2 -DGEMM_MR={mr} -DROW_WG={row}"
+
     public var buildOptions: String {
-        "-cl-std=CL1.2 -DGEMM_MR=\(gemmRowsPerItem) -DROW_WG=\(rowWorkGroup)"
+        Self.buildOptionsTemplate
+            .replacingOccurrences(of: "{mr}", with: "\(gemmRowsPerItem)")
+            .replacingOccurrences(of: "{row}", with: "\(rowWorkGroup)")
     }
 }
 
@@ -81,28 +97,50 @@ public final class ComputeContext {
     nonisolated(unsafe) private static var shared: [String: ComputeContext] = [:]
 
     /// The process-wide context for `device` (default: `LORA_GPU_DEVICE`, else
-    /// the first GPU, else the first CPU). The program is built on first use only.
-    public static func shared(device: Device? = nil) throws -> ComputeContext {
+    /// the first GPU, else the first CPU) with `config` (default: the one
+    /// `KernelConfig.resolve` picks: LORA_GPU_KERNEL_CONFIG > the tuning cache >
+    /// the device class). One context per device and config; the program is
+    /// built on first use only.
+    public static func shared(device: Device? = nil, config: KernelConfig? = nil,
+                              origin: String? = nil) throws -> ComputeContext {
         let dev = try device ?? DeviceSelection.select(ProcessInfo.processInfo.environment[DeviceSelection.environmentVariable])
-        let key = "\(dev.platform.index):\(dev.index)"
+        let chosen: (KernelConfig, String)
+        if let config {
+            chosen = (config, origin ?? "given")
+        } else {
+            let r = try KernelConfig.resolve(device: dev)
+            chosen = (r.config, r.origin)
+        }
+        let key = "\(dev.platform.index):\(dev.index) \(chosen.0.spec)"
         lock.lock()
         defer { lock.unlock() }
         if let ctx = shared[key] { return ctx }
-        let ctx = try ComputeContext(device: dev, config: .forDevice(dev))
+        let ctx = try ComputeContext(device: dev, config: chosen.0, origin: chosen.1)
         shared[key] = ctx
         return ctx
     }
 
-    public init(device: Device, config: KernelConfig) throws {
+    /// Where `config` came from, in words ("tuning cache …", "LORA_GPU_KERNEL_CONFIG", …).
+    public let configOrigin: String
+
+    /// `kernelFiles`: build only these kernel files (plus common.cl), as the
+    /// tuner does to keep a candidate's build short; nil builds all of them.
+    public init(device: Device, config: KernelConfig, origin: String = "given",
+                kernelFiles: Set<String>? = nil) throws {
         self.device = device
         self.config = config
+        configOrigin = origin
         context = try CLContext(device: device)
         queue = try CommandQueue(context: context)
-        // common.cl (shared helpers) first, then the op families.
-        let files = EmbeddedKernels.files.filter { $0.name == "common.cl" }
-            + EmbeddedKernels.files.filter { $0.name != "common.cl" }
+        let files = Self.programFiles.filter { kernelFiles == nil || $0.name == "common.cl" || kernelFiles!.contains($0.name) }
         let source = files.map { "// ---- \($0.name)\n\($0.source)" }.joined(separator: "\n")
         program = try Program(context: context, source: source, options: config.buildOptions)
+    }
+
+    /// The kernel files in program order: common.cl (shared helpers) first, then the op families.
+    static var programFiles: [(name: String, source: String)] {
+        EmbeddedKernels.files.filter { $0.name == "common.cl" }.map { ($0.name, $0.source) }
+            + EmbeddedKernels.files.filter { $0.name != "common.cl" }.map { ($0.name, $0.source) }
     }
 
     /// Names of the kernel files compiled into the program.

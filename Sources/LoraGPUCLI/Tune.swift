@@ -1,0 +1,77 @@
+import ArgumentParser
+import Foundation
+import LoraModel
+import LoraOps
+import OpenCLRuntime
+
+/// The context a command runs on: the selected device with the config from
+/// `--kernel-config` > LORA_GPU_KERNEL_CONFIG > the tuning cache > a quick
+/// automatic tune (unless LORA_GPU_AUTOTUNE=0) > the device default.
+enum KernelSetup {
+    static func context(device selector: String?, kernelConfig: String?) throws -> ComputeContext {
+        let dev = try DeviceSelection.select(selector ?? ProcessInfo.processInfo.environment[DeviceSelection.environmentVariable])
+        let r = try KernelConfig.resolveOrTune(device: dev, explicit: kernelConfig) { print($0); fflush(stdout) }
+        return try ComputeContext.shared(device: dev, config: r.config, origin: r.origin)
+    }
+}
+
+struct TuneCommandError: Error, CustomStringConvertible {
+    let description: String
+}
+
+struct Tune: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Search the kernel parameters (GEMM_MR, local sizes) on a device and store the fastest in the tuning cache.",
+        discussion: """
+            Every candidate is built and checked against a float64 reference before it is timed (median \
+            after warm-up) on the linear layers' products (forward x·Wᵀ and input gradient dY·W) of --model, \
+            or of a standard small Llama. The cache ($LORA_GPU_TUNING_CACHE, default ~/.cache/lora-gpu/tuning.json) \
+            is keyed by device name, driver version and a hash of the kernel sources.
+            """)
+
+    @Option(name: .long, help: "OpenCL device: \"P:D\" indices, a name substring, \"gpu\" or \"cpu\" (default: $LORA_GPU_DEVICE, else the first GPU, else the first CPU).")
+    var device: String?
+    @Option(help: "Tune for this model's linear layers: a Hugging Face directory or a .gguf file.") var model: String?
+    @Option(help: "Token count M of the timed products (default 512; 256 with --quick).") var tokens: Int?
+    @Flag(help: "The reduced search the automatic tune runs (a few seconds).") var quick = false
+    @Flag(help: "Tune again even when the cache already holds this device.") var force = false
+
+    func run() throws {
+        let dev = try DeviceSelection.select(device ?? ProcessInfo.processInfo.environment[DeviceSelection.environmentVariable])
+        if let tokens, tokens < 1 { throw ValidationError("--tokens must be ≥ 1") }
+        var linears = Tuner.standardLinears(quick: quick)
+        if let model {
+            let config = try ModelSource.open(model).config
+            linears = Self.linears(config)
+            print("shapes of \(model): " + linears.map { "\($0.name) \($0.inFeatures)→\($0.outFeatures)" }.joined(separator: ", "))
+        }
+        let path = TuningCache.path()
+        var cache: TuningCache
+        do { cache = try TuningCache.load(path: path) } catch {
+            guard force else { throw TuneCommandError(description: "\(error) (--force replaces it)") }
+            cache = TuningCache()
+        }
+        let key = TuningKey(device: dev)
+        if let e = cache.entry(for: key), !force {
+            print("\(dev.name) is already tuned in \(path) (\(e.mode), \(e.date)): \(e.config), "
+                  + String(format: "%.1f GFLOP/s; --force tunes again", e.gflops))
+            return
+        }
+        let tuner = Tuner(device: dev, linears: linears, quick: quick, tokens: tokens) { print($0); fflush(stdout) }
+        let entry = try tuner.run()
+        cache.store(entry)
+        try cache.save(path: path)
+        let def = entry.defaultGflops.map { String(format: "%.1f", $0) } ?? "rejected"
+        print(String(format: "winner %@: %.1f GFLOP/s (device default %@: %@); stored in %@",
+                     entry.config, entry.gflops, entry.defaultConfig, def, path))
+    }
+
+    /// The adapted projections of one decoder layer (lm_head is left out: its
+    /// vocabulary-wide product would dominate the tuning time).
+    static func linears(_ c: ModelConfig) -> [TuningLinear] {
+        let q = c.numHeads * c.headDim, kv = c.numKVHeads * c.headDim, h = c.hiddenSize, i = c.intermediateSize
+        return [TuningLinear("q_proj", in: h, out: q), TuningLinear("k_proj/v_proj", in: h, out: kv, count: 2),
+                TuningLinear("o_proj", in: q, out: h), TuningLinear("gate_proj/up_proj", in: h, out: i, count: 2),
+                TuningLinear("down_proj", in: i, out: h)]
+    }
+}

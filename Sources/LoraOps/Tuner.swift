@@ -1,0 +1,443 @@
+import Foundation
+import OpenCLRuntime
+
+/// A linear layer to tune for: W (out, in), used `count` times per model layer.
+public struct TuningLinear: Sendable, Equatable {
+    public var name: String
+    public var inFeatures: Int
+    public var outFeatures: Int
+    public var count: Int
+    public init(_ name: String, in i: Int, out o: Int, count: Int = 1) {
+        self.name = name
+        inFeatures = i
+        outFeatures = o
+        self.count = count
+    }
+}
+
+/// One timed product: C (M,N) = A (M,K) · op(B) with op(B) packed, `count`
+/// times per layer (its weight in the score).
+public struct TuningProduct: Sendable, Equatable {
+    public var name: String
+    public var m, n, k: Int
+    public var count: Int
+    public var flops: Double { 2.0 * Double(m) * Double(n) * Double(k) }
+    public var label: String { "\(name) \(m)x\(n)x\(k)" }
+}
+
+/// Searches `KernelConfig` on one device, in the manner of CLBlast's tuner:
+/// every candidate's program is built, checked against a float64 reference on
+/// awkward shapes (NaN-poisoned outputs, every transpose form), and only then
+/// timed (median of several runs after warm-up) on the products of the given
+/// linear layers; the fastest aggregate GFLOP/s wins.
+///
+/// Stages: GEMM_MR over `rows` at the device default's local size; the local
+/// sizes for the two best MRs (quick: two local sizes for the best MR); a
+/// playoff of the three best and the default timed together, which decides
+/// (full search only); `pack_b`'s local size for the winner (full search only). Row-reduction and elementwise local sizes are
+/// not searched (pocl CPU: one thread per work-group, so they do not matter
+/// there); they stay at the device default.
+public final class Tuner {
+    public let device: Device
+    public let quick: Bool
+    public let tokens: Int
+    public let products: [TuningProduct]
+    let runs: Int
+    let warmup: Int
+    /// Interleaved timing rounds per stage; a candidate scores its best round.
+    let rounds: Int
+    let log: (String) -> Void
+
+    /// `tokens`: the representative token count M of the products (default 512, quick 256).
+    public init(device: Device, linears: [TuningLinear], quick: Bool, tokens: Int? = nil,
+                runs: Int? = nil, log: @escaping (String) -> Void = { _ in }) {
+        self.device = device
+        self.quick = quick
+        self.tokens = max(tokens ?? (quick ? 256 : 512), 1)
+        self.products = Self.products(linears, tokens: self.tokens)
+        self.runs = max(runs ?? (quick ? 3 : 5), 1)
+        warmup = quick ? 1 : 2
+        rounds = quick ? 2 : 3
+        self.log = log
+    }
+
+    /// The projections of a small Llama (hidden 576, intermediate 1536, 9/3
+    /// heads of 64: SmolLM2-135M's), per layer; the full set adds the bench's
+    /// 2048×2048 weight.
+    public static func standardLinears(quick: Bool) -> [TuningLinear] {
+        var l = [TuningLinear("q_proj/o_proj", in: 576, out: 576, count: 2),
+                 TuningLinear("k_proj/v_proj", in: 576, out: 192, count: 2),
+                 TuningLinear("gate_proj/up_proj", in: 576, out: 1536, count: 2),
+                 TuningLinear("down_proj", in: 1536, out: 576, count: 1)]
+        if !quick { l.append(TuningLinear("2048x2048", in: 2048, out: 2048, count: 1)) }
+        return l
+    }
+
+    /// Forward x·Wᵀ (M = tokens, K = in, N = out) and the input gradient dY·W
+    /// (K = out, N = in) of each linear; equal shapes are merged, counts summed.
+    public static func products(_ linears: [TuningLinear], tokens: Int) -> [TuningProduct] {
+        var out: [TuningProduct] = []
+        func add(_ name: String, _ m: Int, _ n: Int, _ k: Int, _ count: Int) {
+            guard m >= 1, n >= 1, k >= 1, count >= 1 else { return }
+            if let i = out.firstIndex(where: { $0.m == m && $0.n == n && $0.k == k }) {
+                out[i].count += count
+            } else {
+                out.append(TuningProduct(name: name, m: m, n: n, k: k, count: count))
+            }
+        }
+        for l in linears { add("\(l.name) x·Wᵀ", tokens, l.outFeatures, l.inFeatures, l.count) }
+        for l in linears { add("\(l.name) dY·W", tokens, l.inFeatures, l.outFeatures, l.count) }
+        return out
+    }
+
+    /// The values searched on `device`.
+    public struct SearchSpace: Sendable {
+        public var rowsPerItem: [Int]
+        public var gemmLocals: [(Int, Int)]
+        public var packLocals: [Int]
+    }
+
+    public static func searchSpace(for device: Device, quick: Bool) -> SearchSpace {
+        let limit = device.maxWorkGroupSize > 0 ? device.maxWorkGroupSize : Int.max
+        var s: SearchSpace
+        if device.kind == .cpu {
+            // 16 vector registers (AVX2) hold about 3–6 float16 rows (two
+            // registers each) beside the B row; 32 (AVX-512) about 8–12.
+            s = SearchSpace(rowsPerItem: quick ? [3, 4, 5, 6, 8] : Array(1...12),
+                            gemmLocals: quick ? [(1, 8), (2, 4)] : [(1, 1), (1, 2), (1, 4), (1, 8), (2, 2), (2, 4), (4, 1)],
+                            packLocals: [16, 64, 256])
+        } else {
+            s = SearchSpace(rowsPerItem: quick ? [2, 4, 8] : [1, 2, 3, 4, 6, 8],
+                            gemmLocals: quick ? [(8, 8), (16, 8)] : [(16, 4), (8, 8), (16, 8), (32, 4), (16, 16), (64, 4)],
+                            packLocals: [16, 64, 128])
+        }
+        s.gemmLocals = s.gemmLocals.filter { $0.0 * $0.1 <= limit }
+        s.packLocals = s.packLocals.filter { $0 <= limit }
+        return s
+    }
+
+    /// Every parameter value the tuner may choose on `device`, each in at least
+    /// one config (the rest at the device default): what the parity tests run.
+    public static func parameterSets(for device: Device) -> [KernelConfig] {
+        let base = KernelConfig.deviceDefault(device)
+        let s = searchSpace(for: device, quick: false)
+        var out: [KernelConfig] = []
+        func add(_ c: KernelConfig) { if !out.contains(c) { out.append(c) } }
+        for mr in s.rowsPerItem { var c = base; c.gemmRowsPerItem = mr; add(c) }
+        for l in s.gemmLocals { var c = base; c.gemmLocal = l; add(c) }
+        for p in s.packLocals { var c = base; c.packLocal = p; add(c) }
+        return out
+    }
+
+    // MARK: the search
+
+    struct Measured {
+        let config: KernelConfig
+        let gflops: Double?
+        let perShape: [Double]
+        let rejected: String?
+    }
+
+    /// Runs the search and returns the cache entry (not yet stored).
+    public func run() throws -> TuningEntry {
+        let base = KernelConfig.deviceDefault(device)
+        let space = Self.searchSpace(for: device, quick: quick)
+        log("tuning \(device.name) (\(device.driverVersion)), \(quick ? "quick" : "full") search, \(tokens) tokens, "
+            + "\(products.count) products, median of \(runs) after \(warmup) warm-up, best of \(rounds) interleaved rounds")
+        var measured: [Measured] = []
+        /// Builds and checks the new candidates, then times them in
+        /// interleaved rounds (so a load change on a shared host hits all of
+        /// them alike); a candidate's score is its best round.
+        func evaluate(_ configs: [KernelConfig], again: Bool = false, rounds: Int = rounds) {
+            var fresh: [KernelConfig] = []
+            for c in configs where (again || !measured.contains(where: { $0.config == c })) && !fresh.contains(c) { fresh.append(c) }
+            measured.removeAll { fresh.contains($0.config) }
+            var ready: [(KernelConfig, ComputeContext)] = []
+            for c in fresh {
+                switch prepare(c) {
+                case .success(let ctx): ready.append((c, ctx))
+                case .failure(let reason):
+                    measured.append(Measured(config: c, gflops: nil, perShape: [], rejected: reason.description))
+                    log("  \(c.spec)  rejected: \(reason)")
+                }
+            }
+            var best: [Int: (Double, [Double])] = [:]
+            var failed: [Int: String] = [:]
+            // OpenBLAS's and pocl's worker threads keep spinning for a while
+            // after a call (Benchmarks/NOTES.md): let them settle before timing.
+            usleep(quick ? 100_000 : 300_000)
+            for _ in 0..<rounds {
+                for (i, (_, ctx)) in ready.enumerated() where failed[i] == nil {
+                    do {
+                        let (g, per) = try timeProducts(ctx)
+                        if g > best[i]?.0 ?? -1 { best[i] = (g, per) }
+                    } catch {
+                        failed[i] = "\(error)"
+                    }
+                }
+            }
+            for (i, (c, _)) in ready.enumerated() {
+                if let reason = failed[i] {
+                    measured.append(Measured(config: c, gflops: nil, perShape: [], rejected: reason))
+                    log("  \(c.spec)  rejected: \(reason)")
+                } else if let (g, per) = best[i] {
+                    measured.append(Measured(config: c, gflops: g, perShape: per, rejected: nil))
+                    log(String(format: "  %@  %7.1f GFLOP/s", c.spec.padding(toLength: 40, withPad: " ", startingAt: 0), g))
+                }
+            }
+        }
+        // Stage 1: rows per work-item, at the default local sizes (the default itself included).
+        var rows = space.rowsPerItem
+        if !rows.contains(base.gemmRowsPerItem) { rows.append(base.gemmRowsPerItem) }
+        evaluate(rows.map { mr in
+            var c = base
+            c.gemmRowsPerItem = mr
+            return c
+        })
+        func ranked() -> [Measured] { measured.filter { $0.gflops != nil }.sorted { $0.gflops! > $1.gflops! } }
+        // Stage 2: local sizes for the two best row counts (quick: the two
+        // quick local sizes for the best one, timed again beside it).
+        var playoff: [String]? = nil
+        if quick {
+            if let top = ranked().first?.config {
+                let set = [top] + space.gemmLocals.map { l -> KernelConfig in
+                    var c = top
+                    c.gemmLocal = l
+                    return c
+                }
+                evaluate(set, again: true)
+                playoff = set.map(\.spec)
+            }
+        } else {
+            evaluate(ranked().prefix(2).flatMap { top in
+                space.gemmLocals.map { l in
+                    var c = top.config
+                    c.gemmLocal = l
+                    return c
+                }
+            })
+            // Playoff: the stages ran at different times, and a shared host's
+            // load moves in between; the three best and the default run again
+            // together, and decide.
+            log("  playoff:")
+            let finalists = ranked().prefix(3).map(\.config) + (ranked().prefix(3).contains { $0.config == base } ? [] : [base])
+            evaluate(finalists, again: true, rounds: rounds + 2)
+            playoff = finalists.map(\.spec)
+        }
+        // Only the figures of the last set timed together compare fairly: the winner is its best.
+        let pool = ranked().filter { m in playoff.map { $0.contains(m.config.spec) } ?? true }
+        guard let best = pool.first ?? ranked().first else {
+            throw OpError(op: "tune", detail: "no candidate passed the parity check on \(device.name): "
+                          + measured.map { "\($0.config.spec): \($0.rejected ?? "?")" }.joined(separator: "; "))
+        }
+        var winner = best.config
+        // Stage 3: pack_b's local size, by its own bandwidth (it only moves memory).
+        var packRates: [String: Double]? = nil
+        if !quick {
+            var ready: [(Int, ComputeContext)] = []
+            for p in space.packLocals {
+                var c = winner
+                c.packLocal = p
+                if case .success(let ctx) = prepare(c) { ready.append((p, ctx)) }
+            }
+            var rates: [String: Double] = [:]
+            usleep(300_000)
+            for _ in 0..<rounds {
+                for (p, ctx) in ready {
+                    if let r = try? timePack(ctx) { rates["\(p)"] = max(rates["\(p)"] ?? 0, r) }
+                }
+            }
+            for (p, r) in rates.sorted(by: { $0.key < $1.key }) { log(String(format: "  pack_b local %@: %.1f GB/s", p, r)) }
+            // pack_b is ≈ 2 % of a step: keep the current value unless another is clearly (5 %) faster.
+            let current = rates["\(winner.packLocal)"] ?? 0
+            if let best = rates.max(by: { $0.value < $1.value }), let p = Int(best.key), best.value > 1.05 * current {
+                winner.packLocal = p
+            }
+            packRates = rates
+        }
+        let def = measured.first { $0.config == base }
+        let fmt = ISO8601DateFormatter()
+        fmt.formatOptions = [.withInternetDateTime]
+        return TuningEntry(
+            key: TuningKey(device: device), config: winner.spec, gflops: best.gflops ?? 0,
+            defaultConfig: base.spec, defaultGflops: def?.gflops, mode: quick ? "quick" : "full",
+            date: fmt.string(from: Date()), tokens: tokens, shapes: products.map(\.label), packGBps: packRates,
+            candidates: measured.map {
+                TuningCandidate(config: $0.config.spec, gflops: $0.gflops, perShape: $0.perShape, rejected: $0.rejected)
+            }, playoff: playoff)
+    }
+
+    /// Builds one candidate's program and runs the parity check on it.
+    func prepare(_ c: KernelConfig) -> Result<ComputeContext, TuneRejection> {
+        guard c.fits(device) else { return .failure(TuneRejection("local size exceeds the device's work-group limit")) }
+        do {
+            let ctx = try ComputeContext(device: device, config: c, origin: "tuner", kernelFiles: ["matmul.cl"])
+            if let failure = try Self.parityFailure(ctx) { return .failure(TuneRejection("parity: " + failure)) }
+            return .success(ctx)
+        } catch {
+            return .failure(TuneRejection("\(error)"))
+        }
+    }
+
+    /// Aggregate GFLOP/s (Σ count·flops / Σ count·time) over the products and
+    /// each product's GFLOP/s; each time is a median of `runs` after warm-up.
+    func timeProducts(_ ctx: ComputeContext) throws -> (Double, [Double]) {
+        var rng = TuningRandom(seed: 0x5eed)
+        var totalFlops = 0.0, totalTime = 0.0
+        var per: [Double] = []
+        for p in products {
+            let a = try ctx.buffer(rng.values(p.m * p.k)), b = try ctx.buffer(rng.values(p.k * p.n))
+            let cbuf = try ctx.buffer(count: p.m * p.n)
+            let packed = try ctx.pack(b, k: p.k, n: p.n, .none)
+            let t = try time(ctx) { try ctx.matmul(cbuf, a, packed: packed, m: p.m) }
+            per.append(p.flops / t / 1e9)
+            totalFlops += p.flops * Double(p.count)
+            totalTime += t * Double(p.count)
+        }
+        return (totalFlops / totalTime / 1e9, per)
+    }
+
+    /// pack_b GB/s (read + write) on the largest activation (tokens × widest input).
+    func timePack(_ ctx: ComputeContext) throws -> Double {
+        let widest = products.map(\.k).max() ?? 1
+        var rng = TuningRandom(seed: 0x9ac)
+        let (k, n) = (tokens, widest)
+        let b = try ctx.buffer(rng.values(k * n))
+        let dest = try ctx.buffer(count: (n + 15) / 16 * 16 * k)
+        let t = try time(ctx) { _ = try ctx.pack(b, k: k, n: n, .none, into: dest) }
+        return 8.0 * Double(k * n) / t / 1e9
+    }
+
+    func time(_ ctx: ComputeContext, _ body: () throws -> Void) throws -> Double {
+        for _ in 0..<warmup { try body(); try ctx.finish() }
+        var ts: [Double] = []
+        for _ in 0..<runs {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            try body()
+            try ctx.finish()
+            ts.append(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
+        }
+        ts.sort()
+        return max(ts[ts.count / 2], 1e-9)
+    }
+
+    // MARK: the check before timing
+
+    /// The relative error allowed against the float64 reference.
+    public static let parityTolerance = 1e-5
+
+    /// nil when `ctx`'s matmul matches a float64 reference on awkward shapes
+    /// (sizes not multiples of 16 or of any GEMM_MR; every transpose form;
+    /// NaN-poisoned C with beta = 0, beta ≠ 0, a pre-packed weight with bias);
+    /// otherwise what failed.
+    public static func parityFailure(_ ctx: ComputeContext) throws -> String? {
+        var rng = TuningRandom(seed: 0xc0ffee)
+        let shapes = [(1, 1, 1), (37, 45, 70), (13, 17, 5), (29, 33, 129)]
+        for (m, n, k) in shapes {
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                let a = rng.values(m * k), b = rng.values(k * n), c0 = rng.values(m * n)
+                let beta: Float = (m + n) % 2 == 0 ? 0 : 0.75
+                let c = try ctx.buffer(count: m * n)
+                if beta == 0 { try c.fill(.nan) } else { try c.write(c0) }
+                try ctx.matmul(c, try ctx.buffer(a), try ctx.buffer(b), m: m, n: n, k: k,
+                               transA: ta ? .transposed : .none, transB: tb ? .transposed : .none,
+                               alpha: 1.5, beta: beta)
+                var ref = [Double](repeating: 0, count: m * n)
+                for i in 0..<m {
+                    for j in 0..<n {
+                        var s = 0.0
+                        for p in 0..<k {
+                            s += Double(ta ? a[p * m + i] : a[i * k + p]) * Double(tb ? b[j * k + p] : b[p * n + j])
+                        }
+                        ref[i * n + j] = 1.5 * s + Double(beta) * Double(c0[i * n + j])
+                    }
+                }
+                if let e = Self.mismatch(try c.read(), ref) {
+                    return "matmul \(m)x\(n)x\(k) tA=\(ta) tB=\(tb) β=\(beta): \(e)"
+                }
+            }
+            // x·Wᵀ + bias with the weight packed once (the frozen-linear path).
+            let x = rng.values(m * k), w = rng.values(n * k), bias = rng.values(n)
+            let y = try ctx.buffer(count: m * n)
+            try y.fill(.nan)
+            let packed = try ctx.pack(try ctx.buffer(w), k: k, n: n, .transposed)
+            try ctx.matmul(y, try ctx.buffer(x), packed: packed, m: m, bias: try ctx.buffer(bias))
+            var ref = [Double](repeating: 0, count: m * n)
+            for i in 0..<m {
+                for j in 0..<n {
+                    var s = Double(bias[j])
+                    for p in 0..<k { s += Double(x[i * k + p]) * Double(w[j * k + p]) }
+                    ref[i * n + j] = s
+                }
+            }
+            if let e = Self.mismatch(try y.read(), ref) { return "packed x·Wᵀ + b \(m)x\(n)x\(k): \(e)" }
+        }
+        return nil
+    }
+
+    static func mismatch(_ out: [Float], _ ref: [Double]) -> String? {
+        if out.count != ref.count { return "\(out.count) values, expected \(ref.count)" }
+        if let i = out.firstIndex(where: { !$0.isFinite }) { return "non-finite value at \(i) (unwritten element?)" }
+        var num = 0.0, den = 0.0
+        for (o, r) in zip(out, ref) { num += (Double(o) - r) * (Double(o) - r); den += r * r }
+        let err = num.squareRoot() / max(den.squareRoot(), 1e-30)
+        return err <= parityTolerance ? nil : String(format: "relative error %.3g > %.0e", err, parityTolerance)
+    }
+}
+
+struct TuneRejection: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+/// SplitMix64 uniforms in [-1, 1): the tuner's inputs (LoraOps has no Reference).
+struct TuningRandom {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9e37_79b9_7f4a_7c15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
+    }
+    mutating func values(_ n: Int) -> [Float] {
+        (0..<n).map { _ in Float(Double(next() >> 11) / Double(1 << 53) * 2 - 1) }
+    }
+}
+
+extension KernelConfig {
+    /// Whether `LORA_GPU_AUTOTUNE` allows the automatic quick tune (unset, or
+    /// anything but 0 / false / off / no).
+    public static func autoTuneEnabled(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+        guard let v = environment["LORA_GPU_AUTOTUNE"]?.lowercased() else { return true }
+        return !["0", "false", "off", "no"].contains(v)
+    }
+
+    /// `resolve`, and when that finds the device untuned and auto-tune is on,
+    /// a quick tune on the standard shapes that is stored in the cache and used.
+    /// `log` gets one line before the tune and one after. A failed tune or
+    /// cache write is logged and falls back to the device default.
+    public static func resolveOrTune(device: Device, explicit: String? = nil,
+                                     environment: [String: String] = ProcessInfo.processInfo.environment,
+                                     log: (String) -> Void) throws -> KernelConfigResolution {
+        let r = try resolve(device: device, explicit: explicit, environment: environment)
+        guard r.untuned, autoTuneEnabled(environment) else { return r }
+        let path = TuningCache.path(environment)
+        log("lora-gpu: no kernel tuning for \(device.name) in \(path): running a quick tune "
+            + "(a few seconds; `lora-gpu tune` searches fully, LORA_GPU_AUTOTUNE=0 skips this)")
+        do {
+            let entry = try Tuner(device: device, linears: Tuner.standardLinears(quick: true), quick: true).run()
+            var cache = (try? TuningCache.load(path: path)) ?? TuningCache()
+            cache.store(entry)
+            try cache.save(path: path)
+            let c = try parse(entry.config, base: deviceDefault(device), origin: path)
+            log(String(format: "lora-gpu: tuned %@: %.1f GFLOP/s (device default %@: %@)", entry.config, entry.gflops,
+                       entry.defaultConfig, entry.defaultGflops.map { String(format: "%.1f", $0) } ?? "rejected"))
+            return KernelConfigResolution(config: c, source: .cache, origin: "tuning cache \(path) (quick, \(entry.date))")
+        } catch {
+            log("lora-gpu: quick tune failed (\(error)); using the device default \(r.config.spec)")
+            return r
+        }
+    }
+}

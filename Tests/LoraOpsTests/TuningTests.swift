@@ -1,0 +1,265 @@
+import Foundation
+import LoraOps
+import OpenCLRuntime
+import Reference
+import XCTest
+
+/// The tuner's search space is safe (every value it may choose passes the
+/// matmul and LoRA parity checks), its cache round-trips, and a config is
+/// resolved flag > environment > cache > device default.
+final class TuningTests: XCTestCase {
+    func tempCachePath(_ name: String = #function) -> String {
+        let dir = FileManager.default.temporaryDirectory
+            .appendingPathComponent("lora-gpu-tuning-test-\(getpid())-\(name.filter(\.isLetter))")
+        try? FileManager.default.removeItem(at: dir)
+        return dir.appendingPathComponent("sub/tuning.json").path
+    }
+
+    // MARK: parity for every parameter set
+
+    /// Every GEMM_MR the tuner may choose (and the rest up to the 16 that
+    /// --kernel-config accepts), every gemm and pack local size: the program is
+    /// built with it and matmul (all transpose forms, awkward sizes, NaN-poisoned
+    /// C, beta ≠ 0, a packed weight with bias) and LoRA forward/backward with
+    /// dropout must match the float64 reference.
+    func testEveryTunerParameterSetPassesParity() throws {
+        let device = try sharedContext().device
+        var configs = Tuner.parameterSets(for: device)
+        let base = KernelConfig.deviceDefault(device)
+        for mr in 1...KernelConfig.maxRowsPerItem where !configs.contains(where: { $0.gemmRowsPerItem == mr }) {
+            var c = base
+            c.gemmRowsPerItem = mr
+            configs.append(c)
+        }
+        let space = Tuner.searchSpace(for: device, quick: false)
+        XCTAssertEqual(Set(configs.map(\.gemmRowsPerItem)), Set(1...KernelConfig.maxRowsPerItem))
+        for l in space.gemmLocals { XCTAssertTrue(configs.contains { $0.gemmLocal == l }, "local \(l) untested") }
+        for p in space.packLocals { XCTAssertTrue(configs.contains { $0.packLocal == p }, "pack \(p) untested") }
+        let quickSpace = Tuner.searchSpace(for: device, quick: true)
+        XCTAssertTrue(quickSpace.rowsPerItem.allSatisfy(space.rowsPerItem.contains))
+        XCTAssertTrue(quickSpace.gemmLocals.allSatisfy { q in space.gemmLocals.contains { $0 == q } })
+
+        var rng = freshRandom(#function)
+        let shapes = [(1, 1, 1), (3, 17, 63), (17, 3, 1), (63, 129, 17), (37, 45, 70)]
+        for cfg in configs {
+            let ctx = try ComputeContext(device: device, config: cfg, kernelFiles: ["matmul.cl", "activations.cl"])
+            for (m, n, k) in shapes {
+                for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                    let a = rng.uniform(m * k), b = rng.uniform(k * n)
+                    let c = try poisoned(ctx, m * n)
+                    try ctx.matmul(c, try ctx.buffer(a), try ctx.buffer(b), m: m, n: n, k: k,
+                                   transA: ta ? .transposed : .none, transB: tb ? .transposed : .none, alpha: 0.5)
+                    assertClose(try c.read(), Reference.matmul(a, b, m: m, n: n, k: k, transA: ta, transB: tb, alpha: 0.5),
+                                "\(cfg.spec) matmul \(m)x\(n)x\(k) tA=\(ta) tB=\(tb)")
+                }
+                let c0 = rng.uniform(m * n), a = rng.uniform(m * k), b = rng.uniform(k * n)
+                let c = try ctx.buffer(c0)
+                try ctx.matmul(c, try ctx.buffer(a), try ctx.buffer(b), m: m, n: n, k: k, beta: -0.75)
+                assertClose(try c.read(), Reference.matmul(a, b, c: c0, m: m, n: n, k: k, beta: -0.75),
+                            "\(cfg.spec) matmul β \(m)x\(n)x\(k)")
+                let x = rng.uniform(m * k), w = rng.uniform(n * k), bias = rng.uniform(n)
+                let y = try poisoned(ctx, m * n)
+                let packed = try ctx.pack(try ctx.buffer(w), k: k, n: n, .transposed)
+                try ctx.matmul(y, try ctx.buffer(x), packed: packed, m: m, bias: try ctx.buffer(bias))
+                var ref = Reference.matmul(x, w, m: m, n: n, k: k, transB: true)
+                for i in 0..<m { for j in 0..<n { ref[i * n + j] += Double(bias[j]) } }
+                assertClose(try y.read(), ref, "\(cfg.spec) x·Wᵀ+b \(m)x\(n)x\(k)")
+            }
+            try checkLoRA(ctx, rng: &rng)
+        }
+    }
+
+    /// The fused LoRA forward and backward (the gemm's second product and its
+    /// dropout-masked form) on one awkward shape.
+    func checkLoRA(_ ctx: ComputeContext, rng: inout SeededRandom) throws {
+        let (n, din, dout, r) = (19, 37, 23, 5)
+        let lora = LoRASettings(rank: r, alpha: 7, dropout: 0.2)
+        let seed = UInt32.random(in: 0...UInt32.max, using: &rng)
+        let x = rng.uniform(n * din), w = rng.uniform(dout * din), a = rng.uniform(r * din), b = rng.uniform(dout * r)
+        let dyv = rng.uniform(n * dout)
+        let mask = DropoutMask.multipliers(count: n * din, p: lora.dropout, seed: seed)
+        let base = try FrozenLinear(ctx, weight: try ctx.buffer(w), outFeatures: dout, inFeatures: din)
+        let xb = try ctx.buffer(x), ab = try ctx.buffer(a), bb = try ctx.buffer(b)
+        let y = try poisoned(ctx, n * dout), u = try poisoned(ctx, n * r)
+        try ctx.loraForward(y: y, u: u, x: xb, base: base, a: ab, b: bb, bias: nil, tokens: n, lora: lora, seed: seed)
+        let fwd = Reference.loraForward(x: toDouble(x), w: toDouble(w), a: toDouble(a), b: toDouble(b), bias: nil,
+                                        n: n, din: din, dout: dout, r: r, scale: Double(lora.scale), mask: mask)
+        assertClose(try y.read(), fwd.y, "\(ctx.config.spec) lora forward y")
+        let dx = try poisoned(ctx, n * din), da = try poisoned(ctx, r * din), db = try poisoned(ctx, dout * r)
+        try ctx.loraBackward(dx: dx, da: da, db: db, dbias: nil, dy: try ctx.buffer(dyv), x: xb, u: u, base: base,
+                             a: ab, b: bb, tokens: n, lora: lora, seed: seed)
+        let bwd = Reference.loraBackward(dy: toDouble(dyv), x: toDouble(x), w: toDouble(w), a: toDouble(a),
+                                         b: toDouble(b), n: n, din: din, dout: dout, r: r,
+                                         scale: Double(lora.scale), mask: mask)
+        assertClose(try dx.read(), bwd.dx, "\(ctx.config.spec) lora dX")
+        assertClose(try da.read(), bwd.da, "\(ctx.config.spec) lora dA")
+        assertClose(try db.read(), bwd.db, "\(ctx.config.spec) lora dB")
+    }
+
+    // MARK: config strings
+
+    func testSpecRoundTripsAndBadStringsNameTheirOrigin() throws {
+        for c in [KernelConfig.cpu, .gpu,
+                  KernelConfig(gemmRowsPerItem: 5, gemmLocal: (2, 4), rowWorkGroup: 32, elementwiseLocal: 128, packLocal: 16)] {
+            XCTAssertEqual(try KernelConfig.parse(c.spec, base: .gpu, origin: "t"), c)
+        }
+        XCTAssertEqual(try KernelConfig.parse("CPU", base: .gpu, origin: "t"), .cpu)
+        var expected = KernelConfig.cpu
+        expected.gemmRowsPerItem = 6
+        expected.rowWorkGroup = 4
+        XCTAssertEqual(try KernelConfig.parse(" mr=6, row=4 ", base: .cpu, origin: "t"), expected)
+        for bad in ["", "mr=0", "mr=17", "mr=x", "local=3", "local=0x4", "row=3", "speed=9", "mr=4,mr=5", "mr"] {
+            XCTAssertThrowsError(try KernelConfig.parse(bad, base: .cpu, origin: "--kernel-config"), bad) { error in
+                XCTAssertTrue("\(error)".contains("--kernel-config"), "\(error)")
+            }
+        }
+    }
+
+    // MARK: resolution order
+
+    func testResolutionOrderFlagThenEnvironmentThenCacheThenDefault() throws {
+        let device = try sharedContext().device
+        let path = tempCachePath()
+        defer { try? FileManager.default.removeItem(atPath: (path as NSString).deletingLastPathComponent) }
+        var env = ["LORA_GPU_TUNING_CACHE": path, "LORA_GPU_AUTOTUNE": "0"]
+        // Nothing set, no cache file: the device class, untuned.
+        var r = try KernelConfig.resolve(device: device, environment: env)
+        XCTAssertEqual(r.source, .deviceDefault)
+        XCTAssertTrue(r.untuned)
+        XCTAssertEqual(r.config, KernelConfig.deviceDefault(device))
+        // Auto-tune off: resolveOrTune does not tune and writes nothing.
+        r = try KernelConfig.resolveOrTune(device: device, environment: env) { XCTFail("unexpected log: \($0)") }
+        XCTAssertEqual(r.source, .deviceDefault)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path))
+        // A cache entry for this device wins over the default.
+        var cached = KernelConfig.deviceDefault(device)
+        cached.gemmRowsPerItem = 3
+        cached.gemmLocal = (1, 2)
+        var cache = TuningCache()
+        cache.store(entry(key: TuningKey(device: device), config: cached))
+        try cache.save(path: path)
+        r = try KernelConfig.resolve(device: device, environment: env)
+        XCTAssertEqual(r.source, .cache)
+        XCTAssertEqual(r.config, cached)
+        XCTAssertFalse(r.untuned)
+        // The environment wins over the cache.
+        env["LORA_GPU_KERNEL_CONFIG"] = "mr=7"
+        r = try KernelConfig.resolve(device: device, environment: env)
+        XCTAssertEqual(r.source, .environment)
+        XCTAssertEqual(r.config.gemmRowsPerItem, 7)
+        XCTAssertTrue(r.config.gemmLocal == KernelConfig.deviceDefault(device).gemmLocal, "unset keys take the device default")
+        // The flag wins over the environment.
+        r = try KernelConfig.resolve(device: device, explicit: "gpu", environment: env)
+        XCTAssertEqual(r.source, .flag)
+        XCTAssertEqual(r.config, .gpu)
+        // Bad values throw, naming where they came from; a local size past the device limit too.
+        XCTAssertThrowsError(try KernelConfig.resolve(device: device, explicit: "mr=99", environment: env)) {
+            XCTAssertTrue("\($0)".contains("--kernel-config"), "\($0)")
+        }
+        env["LORA_GPU_KERNEL_CONFIG"] = "local=4096x4096"
+        XCTAssertThrowsError(try KernelConfig.resolve(device: device, environment: env)) {
+            XCTAssertTrue("\($0)".contains("LORA_GPU_KERNEL_CONFIG") && "\($0)".contains("work-group"), "\($0)")
+        }
+        // ComputeContext.shared builds with what resolve picks (here from the real environment).
+        let ctx = try ComputeContext.shared(device: device)
+        XCTAssertEqual(ctx.config, try KernelConfig.resolve(device: device).config)
+    }
+
+    // MARK: the cache
+
+    func entry(key: TuningKey, config: KernelConfig) -> TuningEntry {
+        TuningEntry(key: key, config: config.spec, gflops: 42, defaultConfig: KernelConfig.cpu.spec, defaultGflops: 40,
+                    mode: "full", date: "2026-01-01T00:00:00Z", tokens: 8, shapes: ["p 8x16x16"], packGBps: ["64": 3],
+                    candidates: [TuningCandidate(config: config.spec, gflops: 42, perShape: [42], rejected: nil),
+                                 TuningCandidate(config: "mr=2", gflops: nil, perShape: [], rejected: "parity")])
+    }
+
+    func testCacheRoundTripAtomicWriteAndCorruptFile() throws {
+        let path = tempCachePath()
+        let dir = (path as NSString).deletingLastPathComponent
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        XCTAssertEqual(try TuningCache.load(path: path).entries.count, 0, "an absent cache is empty")
+        var cache = TuningCache()
+        let k1 = TuningKey(device: "dev A", driver: "1.0", sourceHash: "aaaa")
+        let k2 = TuningKey(device: "dev B", driver: "1.0", sourceHash: "aaaa")
+        cache.store(entry(key: k1, config: .cpu))
+        cache.store(entry(key: k2, config: .gpu))
+        try cache.save(path: path)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir), ["tuning.json"], "no temporary file left")
+        var back = try TuningCache.load(path: path)
+        XCTAssertEqual(back.entries.count, 2)
+        XCTAssertEqual(back.entry(for: k1)?.config, KernelConfig.cpu.spec)
+        XCTAssertEqual(back.entry(for: k1)?.candidates.map(\.gflops), [42, nil])
+        XCTAssertEqual(back.entry(for: k2)?.config, KernelConfig.gpu.spec)
+        // Another source hash or driver is another key.
+        XCTAssertNil(back.entry(for: TuningKey(device: "dev A", driver: "1.0", sourceHash: "bbbb")))
+        XCTAssertNil(back.entry(for: TuningKey(device: "dev A", driver: "1.1", sourceHash: "aaaa")))
+        // A new tuning of the same device and driver replaces the stale one.
+        back.store(entry(key: TuningKey(device: "dev A", driver: "1.0", sourceHash: "bbbb"), config: .gpu))
+        XCTAssertEqual(back.entries.count, 2)
+        XCTAssertNil(back.entry(for: k1))
+        // The key hashes the kernel sources: a real hash, stable within the process.
+        XCTAssertEqual(TuningKey.currentSourceHash.count, 16)
+        XCTAssertNotEqual(TuningKey.fnv1a64("a"), TuningKey.fnv1a64("b"))
+        XCTAssertEqual(TuningKey.fnv1a64(""), "cbf29ce484222325")
+        // A corrupt file: load names it; resolve skips it and says so.
+        try Data("{not json".utf8).write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try TuningCache.load(path: path)) { XCTAssertTrue("\($0)".contains(path), "\($0)") }
+        let device = try sharedContext().device
+        let r = try KernelConfig.resolve(device: device, environment: ["LORA_GPU_TUNING_CACHE": path])
+        XCTAssertEqual(r.source, .deviceDefault)
+        XCTAssertFalse(r.untuned, "an unreadable cache is not overwritten by an automatic tune")
+        XCTAssertTrue(r.origin.contains("cache skipped"), r.origin)
+    }
+
+    /// A cache entry measured with other kernel sources is stale: resolveOrTune
+    /// runs the quick tune, which checks and times real candidates, and
+    /// replaces the entry with one under the current hash.
+    func testStaleSourceHashRetunes() throws {
+        let device = try sharedContext().device
+        let path = tempCachePath()
+        defer { try? FileManager.default.removeItem(atPath: (path as NSString).deletingLastPathComponent) }
+        var cache = TuningCache()
+        var stale = TuningKey(device: device)
+        stale.sourceHash = "0000000000000000"
+        cache.store(entry(key: stale, config: KernelConfig(gemmRowsPerItem: 2, gemmLocal: (1, 1), rowWorkGroup: 1,
+                                                           elementwiseLocal: 64, packLocal: 64)))
+        try cache.save(path: path)
+        let env = ["LORA_GPU_TUNING_CACHE": path, "LORA_GPU_AUTOTUNE": "1"]
+        XCTAssertTrue(try KernelConfig.resolve(device: device, environment: env).untuned)
+        var lines: [String] = []
+        let r = try KernelConfig.resolveOrTune(device: device, environment: env) { lines.append($0) }
+        XCTAssertEqual(lines.count, 2, "one line before the tune, one after: \(lines)")
+        XCTAssertTrue(lines.first?.contains("quick tune") ?? false, "\(lines)")
+        XCTAssertEqual(r.source, .cache)
+        let back = try TuningCache.load(path: path)
+        XCTAssertEqual(back.entries.count, 1, "the stale entry is replaced")
+        let e = try XCTUnwrap(back.entry(for: TuningKey(device: device)))
+        XCTAssertEqual(e.mode, "quick")
+        XCTAssertEqual(try KernelConfig.parse(e.config, base: .cpu, origin: "t"), r.config)
+        let measured = e.candidates.compactMap(\.gflops)
+        XCTAssertFalse(measured.isEmpty)
+        // The winner is the best of the set timed together last (the best MR at each quick local size).
+        let finalists = try XCTUnwrap(e.playoff)
+        XCTAssertEqual(finalists.count, 3)
+        XCTAssertTrue(finalists.contains(e.config))
+        XCTAssertEqual(e.gflops, e.candidates.filter { finalists.contains($0.config) }.compactMap(\.gflops).max())
+        XCTAssertTrue(e.candidates.allSatisfy { ($0.gflops == nil) != ($0.rejected == nil) })
+        XCTAssertTrue(e.candidates.contains { $0.config == KernelConfig.deviceDefault(device).spec }, "the default is measured too")
+        XCTAssertNotNil(e.defaultGflops)
+        // Tuned now: the next resolution reads the cache without tuning.
+        let again = try KernelConfig.resolveOrTune(device: device, environment: env) { XCTFail("tuned again: \($0)") }
+        XCTAssertEqual(again.config, r.config)
+        XCTAssertEqual(again.source, .cache)
+    }
+
+    /// The tuner's own pre-timing check passes on the suite's context; equal
+    /// product shapes of different layers are merged with their counts summed.
+    func testParityCheckPassesForDefaultAndProductsMergeShapes() throws {
+        let ctx = try sharedContext()
+        XCTAssertNil(try Tuner.parityFailure(ctx))
+        let p = Tuner.products([TuningLinear("a", in: 8, out: 16, count: 2), TuningLinear("b", in: 16, out: 8)], tokens: 4)
+        // a: x·Wᵀ 4x16x8, dY·W 4x8x16; b: x·Wᵀ 4x8x16 (same as a's backward), dY·W 4x16x8 (same as a's forward).
+        XCTAssertEqual(p.map { "\($0.m)x\($0.n)x\($0.k)×\($0.count)" }, ["4x16x8×3", "4x8x16×3"])
+    }
+}
