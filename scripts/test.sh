@@ -21,6 +21,18 @@ bin="$(swift build --show-bin-path)/lora-gpu"
 "$bin" bench --quick --runs 1 --json "${TMPDIR:-/tmp}/lora-gpu-bench-smoke.json"
 "$bin" inspect Tests/Fixtures/reference/qwen2_bias_lora_only/model \
   --lora-config Tests/Fixtures/reference/qwen2_bias_lora_only/adapter_initial > /dev/null
+# The product path on a tiny chat model: data preview, train, generate, merge.
+smoke="$(mktemp -d)"
+m=Tests/Fixtures/generate/cli_chatml/model
+printf '%s\n' '{"messages": [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "Pip here! 🐧"}]}' \
+  '{"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "Pip here! 4. 🐧"}]}' > "$smoke/chat.jsonl"
+"$bin" data preview --tokenizer "$m" --data "$smoke/chat.jsonl" --n 1
+"$bin" train --model "$m" --data "$smoke/chat.jsonl" --max-steps 2 --per-device-train-batch-size 2 \
+  --logging-steps 1 --output-dir "$smoke/out"
+"$bin" generate --model "$m" --adapter "$smoke/out" --prompt "你好" --max-new-tokens 8
+"$bin" merge --model "$m" --adapter "$smoke/out" --output "$smoke/merged"
+"$bin" generate --model "$smoke/merged" --raw-prompt "Pip" --max-new-tokens 4
+rm -rf "$smoke"
 # XCTest closes each run with "Test Suite 'All tests' passed|failed" and its "Executed N tests, with F failures".
 passed=0; failed=0
 while read -r n f; do passed=$((passed + n - f)); failed=$((failed + f)); done < <(
