@@ -264,9 +264,14 @@ final class EndToEndTests: XCTestCase {
         XCTAssertLessThan(last, first, "the loss falls over the run")
         let svg = try String(contentsOfFile: out + "/loss.svg", encoding: .utf8)
         XCTAssertTrue(svg.contains("<svg") && svg.contains("</svg>"))
+        XCTAssertTrue(svg.contains(">step</text>") && svg.contains(">loss</text>"), "labelled axes")
+        // The train curve: one vertex per logged step.
+        let curve = try XCTUnwrap(svg.split(separator: "\n").first { $0.hasPrefix("<path d=\"M") })
+        XCTAssertEqual(curve.filter { $0 == "L" }.count, Self.steps - 1, String(curve.prefix(200)))
         let readme = try String(contentsOfFile: out + "/README.md", encoding: .utf8)
         XCTAssertTrue(readme.contains(Self.model), "README names the base model")
-        XCTAssertTrue(readme.contains("chat.jsonl"), "README names the data")
+        XCTAssertTrue(readme.contains(Self.chat), "README names the data")
+        XCTAssertTrue(readme.contains(String(format: "Final train loss: %.4f", last)), readme)
 
         // training_config.yaml as --config (output_dir the only flag) reproduces the settings and the adapter.
         let yaml = try String(contentsOfFile: out + "/training_config.yaml", encoding: .utf8)
