@@ -52,8 +52,8 @@ final class EndToEndTests: XCTestCase {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: try binary())
         p.arguments = args
-        FileManager.default.createFile(atPath: stdout, contents: nil)
-        FileManager.default.createFile(atPath: stderr, contents: nil)
+        _ = FileManager.default.createFile(atPath: stdout, contents: nil)
+        _ = FileManager.default.createFile(atPath: stderr, contents: nil)
         p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: stdout))
         p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: stderr))
         p.standardInput = try stdin.map { try FileHandle(forReadingFrom: URL(fileURLWithPath: $0)) } ?? FileHandle.nullDevice
