@@ -68,15 +68,16 @@ public struct Demo {
         return greetings.contains { a.hasPrefix($0) }
     }
 
-    /// The held-out questions of heldout.jsonl.
-    static func questions(_ path: String) throws -> [String] {
+    /// The held-out questions of heldout.jsonl, with their reference answers.
+    static func questions(_ path: String) throws -> [(question: String, reference: String)] {
         let text = try String(contentsOfFile: path, encoding: .utf8)
-        var out: [String] = []
+        var out: [(question: String, reference: String)] = []
         for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() where !line.isEmpty {
-            guard let v = try? JSONValue.parse(Data(line.utf8)), let q = v["question"]?.string else {
+            guard let v = try? JSONValue.parse(Data(line.utf8)), let q = v["question"]?.string,
+                  let r = v["reference"]?.string else {
                 throw DemoError.badQuestions(path: path, line: i + 1)
             }
-            out.append(q)
+            out.append((q, r))
         }
         return out
     }
@@ -99,7 +100,8 @@ public struct Demo {
     public func run(overrides: [String: Any] = [:], progress: ProgressPrinter = .standard) throws -> Trainer.Outcome {
         guard FileManager.default.fileExists(atPath: Demo.modelPath) else { throw DemoError.modelMissing(path: Demo.modelPath) }
         let examples = try Demo.examplesDirectory()
-        let qs = try Demo.questions(examples + "/heldout.jsonl")
+        let held = try Demo.questions(examples + "/heldout.jsonl")
+        let qs = held.map(\.question)
         var o: [String: Any] = ["model": Demo.modelPath, "data": [examples + "/train.jsonl"]]
         o.merge(overrides) { _, new in new }
         let settings = try TrainingConfig.resolve(file: examples + "/train.yaml", overrides: o)
@@ -127,8 +129,10 @@ public struct Demo {
             say("  after:  \(line(after[i]))")
         }
         let b = before.filter(Demo.followsFormat).count, a = after.filter(Demo.followsFormat).count
+        let exact = zip(after, held).filter { $0.0 == $0.1.reference }.count
         say("")
-        say("verdict: \(a)/\(qs.count) answers now follow the trained format (\"Pip here!\" / \"Pip来啦！\"), \(b)/\(qs.count) before.")
+        say("verdict: \(a)/\(qs.count) answers now follow the trained format (\"Pip here!\" / \"Pip来啦！\"), \(b)/\(qs.count) before; "
+            + "\(exact)/\(qs.count) are word for word the reference answer.")
         say("adapter, metrics.jsonl and loss.svg: \(out)")
         return outcome
     }
