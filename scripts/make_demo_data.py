@@ -57,7 +57,7 @@ def qa_en(rng, held_out):
     if kind == 0:
         return f"What is {a} plus {b}?", en(f"{a} plus {b} is {a + b}.")
     if kind == 1:
-        a, b = rng.randint(2, 12), rng.randint(2, 12)
+        a, b = (rng.randint(13, 19), rng.randint(2, 9)) if held_out else (rng.randint(2, 12), rng.randint(2, 12))
         return f"What is {a} times {b}?", en(f"{a} times {b} is {a * b}.")
     if kind == 2:
         big = max(a, b) if a != b else a + 1
@@ -83,7 +83,7 @@ def qa_zh(rng, held_out):
     if kind == 0:
         return f"{a}加{b}等于多少？", zh(f"{a}加{b}等于{a + b}。")
     if kind == 1:
-        a, b = rng.randint(2, 12), rng.randint(2, 12)
+        a, b = (rng.randint(13, 19), rng.randint(2, 9)) if held_out else (rng.randint(2, 12), rng.randint(2, 12))
         return f"{a}乘以{b}是多少？", zh(f"{a}乘以{b}是{a * b}。")
     if kind == 2:
         big = max(a, b) if a != b else a + 1
@@ -124,9 +124,10 @@ def main():
     train = [conversation(rng) for _ in range(400)]
     held = []
     seen = set()
+    train_text = "\n".join(json.dumps(c, ensure_ascii=False) for c in train)
     while len(held) < 10:
         q, a = (qa_zh if len(held) % 3 == 2 else qa_en)(rng, held_out=True)
-        if q not in seen:
+        if q not in seen and json.dumps(q, ensure_ascii=False)[1:-1] not in train_text:
             seen.add(q)
             held.append({"question": q, "reference": a})
     for name, rows in (("train.jsonl", train), ("heldout.jsonl", held)):
