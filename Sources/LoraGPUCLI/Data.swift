@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LoraText
+import LoraTrain
 
 struct DataCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -20,7 +21,7 @@ struct DataPreview: ParsableCommand {
         commandName: "preview",
         abstract: "The first samples with trained tokens set apart (colour on a terminal, «…» otherwise), then the dataset's figures; --json: every sample's ids and labels.")
 
-    @Option(help: "Tokenizer directory (tokenizer.json, tokenizer_config.json).") var tokenizer: String
+    @Option(help: "A tokenizer or model directory (tokenizer.json, tokenizer_config.json), or a GGUF file.") var tokenizer: String
     @Option(help: "JSONL dataset.") var data: String
     @Option(help: "Samples to show.") var n = 3
     @Option(name: .customLong("max-seq-len"), help: "Keep the first N tokens of each sample.") var maxSeqLen: Int?
@@ -38,8 +39,8 @@ struct DataPreview: ParsableCommand {
 
     func run() throws {
         let on = TrainOn(rawValue: trainOn) ?? .assistant
-        let tok = try Tokenizer.load(directory: tokenizer)
-        let template = try ChatTemplateSelection.resolve(option: chatTemplate, tokenizer: tok)
+        let text = try ModelText(model: tokenizer, chatTemplate: chatTemplate, needsTemplate: false)
+        let tok = text.tokenizer, template = text.template
         let adapter = TokenizerDataAdapter(tok)
         let options = DatasetOptions(maxSeqLen: maxSeqLen, trainOn: on, skipBadLines: skipBadLines)
         let d: LoadedDataset
@@ -83,12 +84,12 @@ struct DataTokenize: ParsableCommand {
         commandName: "tokenize",
         abstract: "JSON strings on stdin, one per line → their ids as JSON arrays (special tokens added as the tokenizer's post-processor does); --decode: JSON arrays → JSON strings (special tokens kept).")
 
-    @Argument(help: "Tokenizer directory.") var directory: String
+    @Argument(help: "A tokenizer or model directory (tokenizer.json, tokenizer_config.json), or a GGUF file.") var directory: String
     @Flag(help: "Decode id arrays instead.") var decode = false
     @Flag(name: .customLong("no-special-tokens"), help: "Encode without the post-processor's special tokens.") var noSpecialTokens = false
 
     func run() throws {
-        let tok = try Tokenizer.load(directory: directory)
+        let tok = try ModelText(model: directory, chatTemplate: nil, needsTemplate: false).tokenizer
         var out = ""
         for (i, line) in dataStdinLines().enumerated() {
             let v: JSONValue
@@ -117,13 +118,12 @@ struct DataRender: ParsableCommand {
         commandName: "render",
         abstract: "One JSON object {\"messages\": [...]} on stdin → the chat template's text, exactly (nothing appended). A template's raise_exception exits 1 with its message.")
 
-    @Argument(help: "Tokenizer directory.") var directory: String
+    @Argument(help: "A tokenizer or model directory (tokenizer.json, tokenizer_config.json), or a GGUF file.") var directory: String
     @Flag(name: .customLong("add-generation-prompt"), help: "End with the assistant's header.") var addGenerationPrompt = false
     @Option(name: .customLong("chat-template"), help: "A named template of the tokenizer config, or FILE.jinja.") var chatTemplate: String?
 
     func run() throws {
-        let tok = try Tokenizer.load(directory: directory)
-        guard var r = try ChatTemplateSelection.resolve(option: chatTemplate, tokenizer: tok) else {
+        guard var r = try ModelText(model: directory, chatTemplate: chatTemplate, needsTemplate: false).template else {
             throw dataFailure(ChatTemplateSelection.missing(directory))
         }
         let input = FileHandle.standardInput.readDataToEndOfFile()
