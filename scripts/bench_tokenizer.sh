@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 out=${1:-/tmp/tokbench}
 mkdir -p "$out"
 /opt/lora-ref-venv/bin/python scripts/bench_tokenizer.py "$out"
-swiftc -O -wmo -module-name TokenizerBench Sources/LoraText/Tokenizer/*.swift scripts/tokenizer_bench/main.swift -o "$out/bench"
+root="$PWD"
+# Compiled inside $out so that no build product lands in the repository.
+(cd "$out" && swiftc -O -wmo -module-name TokenizerBench "$root"/Sources/LoraText/Tokenizer/*.swift \
+  "$root"/scripts/tokenizer_bench/main.swift -o "$out/bench")
 "$out/bench" "$out"
 grep -m1 "model name" /proc/cpuinfo

@@ -76,6 +76,7 @@ public enum ModelMerger {
     public static func merge(model: String, adapter: String, output: String, dtype: MergeDType = .float32,
                              maxShardBytes: Int = defaultMaxShardBytes) throws -> MergeReport {
         guard maxShardBytes > 0 else { throw MergeError.output(path: output, reason: "the shard size limit must be positive") }
+        try checkOutput(output, model: model, adapter: adapter)
         let (config, source) = try ModelSource.open(model)
         let lora = try LoraConfig.load(path: adapter + "/adapter_config.json")
         let plan = try AdapterPlan(config: config, lora: lora)
@@ -265,6 +266,34 @@ public enum ModelMerger {
         }
         if !cur.isEmpty { out.append(cur) }
         return out
+    }
+
+    /// The files a merge writes; an existing output directory holding anything
+    /// else is somebody's data and is never replaced.
+    static func isMergeProduct(_ name: String) -> Bool {
+        ["config.json", "generation_config.json", "model.safetensors.index.json", "chat_template.jinja",
+         "special_tokens_map.json", "added_tokens.json", "tokenizer.model", "merges.txt", "vocab.json"].contains(name)
+            || name.hasPrefix("tokenizer") || (name.hasPrefix("model") && name.hasSuffix(".safetensors"))
+    }
+
+    /// Refuses an output that is the base model or the adapter (or holds them),
+    /// a file, or a directory with files a merge does not write.
+    static func checkOutput(_ output: String, model: String, adapter: String) throws {
+        func real(_ p: String) -> String { URL(fileURLWithPath: p).resolvingSymlinksInPath().standardizedFileURL.path }
+        let out = real(output)
+        for (what, p) in [("the base model", real(model)), ("the adapter", real(adapter))]
+        where p == out || p.hasPrefix(out + "/") {
+            throw MergeError.output(path: output, reason: "it is (or holds) \(what); choose another --output")
+        }
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: out, isDirectory: &isDir) else { return }
+        guard isDir.boolValue else { throw MergeError.output(path: output, reason: "it is a file; choose a directory") }
+        let others = (try FileManager.default.contentsOfDirectory(atPath: out)).filter { !isMergeProduct($0) }.sorted()
+        if !others.isEmpty {
+            throw MergeError.output(path: output, reason: "the directory holds files a merge does not write ("
+                + others.prefix(5).joined(separator: ", ") + (others.count > 5 ? ", …" : "")
+                + "); choose a new or empty directory")
+        }
     }
 
     static func write(_ planned: [Planned], extra: [(name: String, data: Data)], dtype: MergeDType, maxShardBytes: Int,

@@ -175,13 +175,39 @@ final class MergeTests: XCTestCase {
         XCTAssertThrowsError(try ModelMerger.merge(model: base, adapter: bad, output: out + "/x")) { e in
             XCTAssertTrue("\(e)".contains("adapter_model.safetensors"), "\(e)")
         }
-        // An existing output directory is replaced whole.
+        // An earlier merge in the output directory is replaced whole (a stale shard of it goes too).
         try FileManager.default.createDirectory(atPath: out + "/y", withIntermediateDirectories: true)
-        try Data("stale".utf8).write(to: URL(fileURLWithPath: out + "/y/stale.txt"))
+        try Data("stale".utf8).write(to: URL(fileURLWithPath: out + "/y/model-00002-of-00002.safetensors"))
         try ModelMerger.merge(model: base, adapter: adapter, output: out + "/y")
-        XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/y/stale.txt"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/y/model-00002-of-00002.safetensors"))
         XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/y/model.safetensors"))
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: out).filter { $0.hasPrefix(".") }
         XCTAssertEqual(leftovers, [], "no temporary directories left behind")
+    }
+}
+
+final class MergeOutputSafetyTests: XCTestCase {
+    func testNeverReplacesSomebodysDirectoryOrTheInputs() throws {
+        let dir = try temporaryDirectory("merge-safety")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let model = fixturesRoot + "/reference/llama_gqa_untied/model"
+        let adapter = fixturesRoot + "/reference/llama_gqa_untied/adapter_final"
+        // A directory with the user's own file: refused, the file kept.
+        try FileManager.default.createDirectory(atPath: dir + "/mine/sub", withIntermediateDirectories: true)
+        try "x".write(toFile: dir + "/mine/sub/thesis.txt", atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try ModelMerger.merge(model: model, adapter: adapter, output: dir + "/mine")) {
+            XCTAssertTrue("\($0)".contains("holds files a merge does not write (sub)"), "\($0)")
+        }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/mine/sub/thesis.txt"))
+        // The base model or the adapter as the output: refused.
+        for p in [model, adapter, fixturesRoot + "/reference/llama_gqa_untied"] {
+            XCTAssertThrowsError(try ModelMerger.merge(model: model, adapter: adapter, output: p)) {
+                XCTAssertTrue("\($0)".contains("choose another --output"), "\($0)")
+            }
+        }
+        // A previous merge is replaced whole.
+        try ModelMerger.merge(model: model, adapter: adapter, output: dir + "/merged")
+        try ModelMerger.merge(model: model, adapter: adapter, output: dir + "/merged")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/merged/model.safetensors"))
     }
 }
