@@ -36,7 +36,8 @@ public struct Demo {
     /// `$LORA_GPU_CACHE`, else `~/.cache/lora-gpu`.
     public static var cacheDirectory: String {
         if let d = ProcessInfo.processInfo.environment["LORA_GPU_CACHE"], !d.isEmpty { return d }
-        return FileManager.default.homeDirectoryForCurrentUser.path + "/.cache/lora-gpu"
+        let home = ProcessInfo.processInfo.environment["HOME"] ?? FileManager.default.homeDirectoryForCurrentUser.path
+        return home + "/.cache/lora-gpu"
     }
     public static var modelPath: String { cacheDirectory + "/" + modelFile }
     /// The greetings that open every trained answer.

@@ -38,8 +38,19 @@ public final class Trainer {
     // MARK: the run
 
     public func run() throws -> Outcome {
-        let c = config
+        var c = config
         let fm = FileManager.default
+        // Positions restart per sample, so no sample may be longer than the model's positions:
+        // the default max_seq_len is capped there, an explicit one beyond it is refused before anything is written.
+        let modelConfig = try ModelSource.open(c.model).config
+        if c.maxSeqLen > modelConfig.maxPositionEmbeddings {
+            guard !c.explicitKeys.contains("max_seq_len") else {
+                throw TrainError.setting(source: "settings", key: "max_seq_len", reason: "\(c.maxSeqLen) exceeds the model's "
+                    + "max_position_embeddings \(modelConfig.maxPositionEmbeddings); give at most that")
+            }
+            progress.message("note: max_seq_len \(c.maxSeqLen) capped at the model's max_position_embeddings \(modelConfig.maxPositionEmbeddings)")
+            c.maxSeqLen = modelConfig.maxPositionEmbeddings
+        }
         try fm.createDirectory(atPath: outputDir, withIntermediateDirectories: true)
         let resumeFrom = try c.resumeFromCheckpoint.map { try Checkpoints.resolve($0, outputDir: outputDir) }
         if resumeFrom == nil, let existing = Checkpoints.list(outputDir).last {
@@ -49,7 +60,6 @@ public final class Trainer {
         }
 
         // The model.
-        let modelConfig = try ModelSource.open(c.model).config
         let lora = try c.loraSettings()
         let model = try LlamaLoRAModel(modelDirectory: c.model, lora: lora, context: ctx)
         for w in model.adapterPlan.warnings { progress.message("warning: \(w)") }
@@ -331,8 +341,16 @@ public final class Trainer {
             let data = try Data(contentsOf: URL(fileURLWithPath: source + "/" + f))
             try writeAtomically(data, to: outputDir + "/" + f)
         }
-        for f in Self.tokenizerFiles where fm.fileExists(atPath: c.model + "/" + f) {
-            try writeAtomically(try Data(contentsOf: URL(fileURLWithPath: c.model + "/" + f)), to: outputDir + "/" + f)
+        if ModelSource.isFile(c.model) {
+            // A GGUF base: its tokenizer.ggml.* metadata, as the tokenizer files transformers would write.
+            if let files = try? GGUFFile(path: c.model).tokenizerFiles() {
+                try writeAtomically(files.tokenizerJSON, to: outputDir + "/tokenizer.json")
+                try writeAtomically(files.tokenizerConfig, to: outputDir + "/tokenizer_config.json")
+            }
+        } else {
+            for f in Self.tokenizerFiles where fm.fileExists(atPath: c.model + "/" + f) {
+                try writeAtomically(try Data(contentsOf: URL(fileURLWithPath: c.model + "/" + f)), to: outputDir + "/" + f)
+            }
         }
         try writeAtomically(Data(readme(state: state, records: records, total: total, trainCount: train.count,
                                         valCount: val.count).utf8), to: outputDir + "/README.md")

@@ -244,3 +244,22 @@ final class TrainerTests: XCTestCase {
                        .completed(step: 3), "⌈1.5 × 2⌉ steps")
     }
 }
+
+final class SequenceLengthTests: XCTestCase {
+    func testMaxSeqLenBeyondTheModelIsRefusedBeforeAnythingIsWrittenAndTheDefaultIsCapped() throws {
+        let dir = try temporaryDirectory("seqlen")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let data = dir + "/train.jsonl"
+        try writeSamples(data, count: 4)
+        let explicit = try smallConfig(data: data, output: dir + "/x", ["max_seq_len": "4096", "max_steps": "1"])
+        XCTAssertThrowsError(try Trainer(config: explicit, context: try ComputeContext.shared(),
+                                         progress: Captured().printer(terminal: false)).run()) {
+            XCTAssertTrue("\($0)".contains("max_seq_len") && "\($0)".contains("exceeds the model's max_position_embeddings"), "\($0)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/x"), "nothing written")
+        let out = Captured()
+        let capped = try smallConfig(data: data, output: dir + "/y", ["max_steps": "1"])  // default 1024
+        _ = try Trainer(config: capped, context: try ComputeContext.shared(), progress: out.printer(terminal: false)).run()
+        XCTAssertTrue(out.text.contains("max_seq_len 1024 capped at the model's max_position_embeddings"), out.text)
+    }
+}
