@@ -19,10 +19,12 @@
 # and the ratios. Everything lands in --work (default: a fresh temporary directory):
 # summary.json, each run's log, lora-gpu's metrics.jsonl.
 #
-# Time: on a 2-core host, one 30-layer step takes ≈ 15–20 s in either trainer, so the
-# defaults (4 runs × 5 steps, plus loading) take ≈ 7–9 minutes with the build already
-# done; --layers 8 takes ≈ 3. Other processes on the host slow both trainers and make the
-# ratios noisy: the load average is printed at the start and the end.
+# Time: on an idle 2-core host one 30-layer step takes ≈ 15–20 s in either trainer (issue 8's
+# figures), so the defaults (4 runs × 5 steps, plus loading) should take ≈ 7–9 minutes with
+# the build done (an estimate). Measured: --layers 8 --warmup 1 --steps 3 took 6 min 12 s at a
+# load average of ≈ 9 on 2 cores. Other processes on the host slow both trainers and make
+# the ratios noisy: the load average is printed at the start and the end, and PyTorch's two
+# figures (plain, chat) should agree, as it does the same work on both shapes.
 #
 # Python: $LORA_REF_PYTHON, else /opt/lora-ref-venv/bin/python, else a venv made once in
 # ${XDG_CACHE_HOME:-~/.cache}/lora-gpu/peft-venv (torch from /opt/wheels when a CPU wheel
@@ -39,7 +41,7 @@ while [ $# -gt 0 ]; do
         --work) WORK=$2; shift 2 ;;
         --skip-build) BUILD=0; shift ;;
         --profile) PROFILE=(--profile); shift ;;
-        -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "compare-peft.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
