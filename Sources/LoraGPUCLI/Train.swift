@@ -167,6 +167,8 @@ struct Train: ParsableCommand {
     @OptionGroup(title: "Optimisation") var optimOptions: TrainOptimOptions
     @OptionGroup(title: "Output, logging and checkpoints") var outputOptions: TrainOutputOptions
     @OptionGroup var deviceOption: DeviceOption
+    @Flag(help: "Print device time per kernel family per step and each one's share (after step 3, and averaged at the end).")
+    var profile = false
 
     func run() throws {
         var overrides: [String: Any] = [:]
@@ -178,7 +180,9 @@ struct Train: ParsableCommand {
             outcome = try Demo(context: try deviceOption.context()).run()
         } else {
             let settings = try TrainingConfig.resolve(file: config, overrides: overrides)
-            outcome = try Trainer(config: settings, context: try deviceOption.context()).run()
+            let trainer = Trainer(config: settings, context: try deviceOption.context())
+            trainer.profile = profile
+            outcome = try trainer.run()
         }
         switch outcome {
         case .completed, .stoppedEarly: return

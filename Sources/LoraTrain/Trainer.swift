@@ -21,6 +21,8 @@ public final class Trainer {
     public var progress: ProgressPrinter
     /// Called after every optimizer step with the global step (tests, tools).
     public var afterStep: ((Int) -> Void)?
+    /// Print device time per kernel family per step (`--profile`; see StepProfiler).
+    public var profile = false
     private var stopRequested = false
 
     public init(config: TrainingConfig, context: ComputeContext, progress: ProgressPrinter = .standard) {
@@ -229,6 +231,8 @@ public final class Trainer {
         }
 
         // MARK: the loop
+        let profiler = profile ? StepProfiler(context: ctx, progress: progress) : nil
+        defer { if profile { ctx.profileLaunches = false } }
         while state.globalStep < total {
             if StopSignals.received != 0 || stopRequested { break }
             let e = state.dataEpoch
@@ -254,7 +258,9 @@ public final class Trainer {
             var hyper = hyperBase
             let lr = schedule.lr(state.globalStep)
             hyper.lr = Float(lr)
+            try profiler?.beforeStep()
             let r = try model.trainStep(micro, hyper: hyper)
+            try profiler?.afterStep()
             guard r.applied else {
                 throw TrainError.nonFinite(step: state.globalStep + 1, epoch: e, batch: first, loss: r.loss,
                                            gradNorm: r.gradNorm, lastCheckpoint: lastCheckpoint)
@@ -302,6 +308,8 @@ public final class Trainer {
             progress.bar(step: state.globalStep, total: total, loss: lastLoss, lr: lr,
                          tokensPerSecond: window > 0 ? Double(windowTokens) / window : 0, eta: eta)
         }
+
+        profiler?.finish()
 
         // Interrupted: a checkpoint of the step just finished, then out.
         let sig = StopSignals.received
