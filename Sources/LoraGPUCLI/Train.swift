@@ -178,7 +178,7 @@ struct Train: ParsableCommand {
             outcome = try Demo(context: try deviceOption.context()).run()
         } else {
             let settings = try TrainingConfig.resolve(file: config, overrides: overrides)
-            outcome = try Trainer(config: settings, context: try deviceOption.context()).run()
+            outcome = try Trainer(config: settings, context: try Distributed.rankContext(selector: deviceOption.device) ?? deviceOption.context()).run()
         }
         switch outcome {
         case .completed, .stoppedEarly: return
