@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-debian.sh
+scripts/setup-mpi.sh
 swift build --build-tests
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
