@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/setup-debian.sh
 # Fixed kernel configs: no automatic tune, and an empty tuning cache (the device default).
 export LORA_GPU_AUTOTUNE=0 LORA_GPU_TUNING_CACHE="${TMPDIR:-/tmp}/lora-gpu-test-tuning-$$.json"
+scripts/setup-mpi.sh
 swift build --build-tests
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

@@ -180,7 +180,8 @@ struct Train: ParsableCommand {
             outcome = try Demo(context: try deviceOption.context()).run()
         } else {
             let settings = try TrainingConfig.resolve(file: config, overrides: overrides)
-            let trainer = Trainer(config: settings, context: try deviceOption.context())
+            let trainer = Trainer(config: settings,
+                                  context: try Distributed.rankContext(selector: deviceOption.device) ?? deviceOption.context())
             trainer.profile = profile
             outcome = try trainer.run()
         }

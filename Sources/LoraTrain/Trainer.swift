@@ -53,6 +53,10 @@ public final class Trainer {
             progress.message("note: max_seq_len \(c.maxSeqLen) capped at the model's max_position_embeddings \(modelConfig.maxPositionEmbeddings)")
             c.maxSeqLen = modelConfig.maxPositionEmbeddings
         }
+        // Under mpirun: rank 0 alone prints, evaluates and writes; every rank trains its share.
+        let dist = try Distributed.world()
+        let isRoot = (dist?.rank ?? 0) == 0
+        if !isRoot { progress = ProgressPrinter(isTerminal: false) { _ in } }
         try fm.createDirectory(atPath: outputDir, withIntermediateDirectories: true)
         let resumeFrom = try c.resumeFromCheckpoint.map { try Checkpoints.resolve($0, outputDir: outputDir) }
         if resumeFrom == nil, let existing = Checkpoints.list(outputDir).last {
@@ -90,7 +94,9 @@ public final class Trainer {
             return p
         }
         let acc = c.gradientAccumulationSteps
-        func stepsIn(_ epoch: Int) -> Int { (batches(epoch).count + acc - 1) / acc }
+        // An optimizer step takes accumulation × ranks micro-batches (the global batch).
+        let stepBatches = acc * (dist?.size ?? 1)
+        func stepsIn(_ epoch: Int) -> Int { (batches(epoch).count + stepBatches - 1) / stepBatches }
 
         // Steps, schedule and intervals.
         let total: Int
@@ -122,7 +128,7 @@ public final class Trainer {
                                      reason: "load_best_model_at_end needs save_steps (\(saveEvery)) to be a multiple of eval_steps (\(evalEvery))")
         }
         let configYAML = try c.yaml()
-        try writeAtomically(Data(configYAML.utf8), to: outputDir + "/training_config.yaml")
+        if isRoot { try writeAtomically(Data(configYAML.utf8), to: outputDir + "/training_config.yaml") }
 
         // Fresh or resumed state.
         var state = TrainerState(
@@ -143,17 +149,17 @@ public final class Trainer {
                     + changed.joined(separator: ", "))
             }
             records = readRecords().filter { $0.step <= state.globalStep }
-            try writeAtomically(Data(records.map { $0.json + "\n" }.joined().utf8), to: metricsPath)
+            if isRoot { try writeAtomically(Data(records.map { $0.json + "\n" }.joined().utf8), to: metricsPath) }
             progress.message("resumed from \(path) at step \(state.globalStep) (epoch \(state.dataEpoch), batch \(state.dataBatch))")
-        } else {
+        } else if isRoot {
             try? fm.removeItem(atPath: metricsPath)
             _ = fm.createFile(atPath: metricsPath, contents: nil)
         }
-        let evalRows = val.isEmpty ? [] : Batching.plan(val, options: BatchingOptions(
+        let evalRows = val.isEmpty || !isRoot ? [] : Batching.plan(val, options: BatchingOptions(
             batchSize: c.perDeviceEvalBatchSize, maxSeqLen: c.maxSeqLen, packing: c.packing, padTokenID: data.padTokenID, shuffle: false),
             seed: UInt64(c.seed), epoch: 0)
         progress.message("training \(train.count) samples\(val.isEmpty ? "" : ", evaluating \(val.count)"): \(total) steps "
-            + "(batch \(c.perDeviceTrainBatchSize) × accumulation \(acc)), warmup \(schedule.warmupSteps), output \(outputDir)")
+            + "(batch \(c.perDeviceTrainBatchSize) × accumulation \(acc)\(dist.map { " × \($0.size) ranks" } ?? "")), warmup \(schedule.warmupSteps), output \(outputDir)")
 
         StopSignals.install()
         defer { StopSignals.uninstall() }
@@ -182,6 +188,7 @@ public final class Trainer {
         }
 
         func log(evalLoss: Double?) throws {
+            guard isRoot else { return }
             let now = Date()
             let window = now.timeIntervalSince(windowStart)
             let loss = state.stepsSinceLog > 0 ? state.lossSinceLog / Double(state.stepsSinceLog) : lastLoss
@@ -204,6 +211,7 @@ public final class Trainer {
         }
 
         func save() throws {
+            guard isRoot else { savedAt = state.globalStep; return }
             if let m = state.lastMetric, state.lastMetricStep == state.globalStep,
                state.bestMetric.map({ m < $0 }) ?? true {
                 state.bestMetric = m
@@ -234,7 +242,7 @@ public final class Trainer {
         let profiler = profile ? StepProfiler(context: ctx, progress: progress) : nil
         defer { if profile { ctx.profileLaunches = false } }
         while state.globalStep < total {
-            if StopSignals.received != 0 || stopRequested { break }
+            if dist?.stopAgreed ?? (StopSignals.received != 0 || stopRequested) { break }
             let e = state.dataEpoch
             if e >= epochLimit { break }
             let bs = batches(e)
@@ -244,7 +252,7 @@ public final class Trainer {
                 continue
             }
             let first = state.dataBatch
-            let end = min((first / acc + 1) * acc, bs.count)
+            let end = min((first / stepBatches + 1) * stepBatches, bs.count)
             let group = bs[first..<end]
             state.dataBatch = end
             let usable = group.filter { $0.trainedTokens > 0 }
@@ -259,7 +267,8 @@ public final class Trainer {
             let lr = schedule.lr(state.globalStep)
             hyper.lr = Float(lr)
             try profiler?.beforeStep()
-            let r = try model.trainStep(micro, hyper: hyper)
+            let r = try dist.map { try $0.trainStep(model, micro, hyper: hyper, stopRequested: StopSignals.received != 0 || stopRequested) }
+                ?? model.trainStep(micro, hyper: hyper)
             try profiler?.afterStep()
             guard r.applied else {
                 throw TrainError.nonFinite(step: state.globalStep + 1, epoch: e, batch: first, loss: r.loss,
@@ -300,6 +309,7 @@ public final class Trainer {
                     }
                 }
             }
+            if let d = dist { stoppedEarly = try d.any(stoppedEarly) }  // rank 0's decision
             if state.globalStep % saveEvery == 0 || last || stoppedEarly { try save() }
             if stoppedEarly { break }
             let done = state.globalStep - startStep
@@ -313,12 +323,13 @@ public final class Trainer {
 
         // Interrupted: a checkpoint of the step just finished, then out.
         let sig = StopSignals.received
-        if (sig != 0 || stopRequested) && !stoppedEarly && state.globalStep < total {
+        if (dist?.stopAgreed ?? (sig != 0 || stopRequested)) && !stoppedEarly && state.globalStep < total {
             if savedAt != state.globalStep { try save() }
             let path = lastCheckpoint ?? outputDir
             let why = sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "a stop request"
             progress.message("stopped by \(why) after step \(state.globalStep): checkpoint \(path); "
                 + "continue with --resume-from-checkpoint latest")
+            dist?.finalize()
             return .interrupted(step: state.globalStep, signal: sig, checkpoint: path)
         }
 
@@ -332,6 +343,10 @@ public final class Trainer {
             try log(evalLoss: nil)
         }
         if savedAt != state.globalStep && state.globalStep > 0 { try save() }
+        if let d = dist, !isRoot {
+            d.finalize()
+            return stoppedEarly ? .stoppedEarly(step: state.globalStep) : .completed(step: state.globalStep)
+        }
 
         // The final adapter: the best checkpoint's, or the last state.
         let finalTmp = outputDir + "/.final-adapter.tmp-\(getpid())"
@@ -366,6 +381,7 @@ public final class Trainer {
             progress.message("\(state.skippedBatches) batch(es) whose every label is -100 were skipped")
         }
         progress.message("done: \(state.globalStep) steps; adapter in \(outputDir)")
+        dist?.finalize()
         return stoppedEarly ? .stoppedEarly(step: state.globalStep) : .completed(step: state.globalStep)
     }
 

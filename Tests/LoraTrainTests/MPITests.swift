@@ -1,0 +1,120 @@
+import Foundation
+import LoraModel
+import XCTest
+@testable import LoraTrain
+
+/// Data parallel over MPI, run as a user runs it: `mpirun -np 2 lora-gpu train`
+/// on pocl against one process with twice the gradient accumulation on the
+/// same data (scripts/test.sh installs Open MPI, so CI runs these).
+final class MPITests: XCTestCase {
+    func binary() throws -> String {
+        let candidates = [Bundle.main.bundleURL, Bundle(for: Self.self).bundleURL.deletingLastPathComponent()]
+            .map { $0.appendingPathComponent("lora-gpu").path }
+        return try XCTUnwrap(candidates.first { FileManager.default.isExecutableFile(atPath: $0) },
+                             "lora-gpu is not built (looked at \(candidates))")
+    }
+
+    func mpirun() throws -> String {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        let dirs = path.split(separator: ":").map(String.init) + ["/usr/bin"]
+        if let d = dirs.first(where: { FileManager.default.isExecutableFile(atPath: $0 + "/mpirun") }) { return d + "/mpirun" }
+        print("MPITests: SKIPPED — mpirun is not installed (scripts/test.sh installs openmpi-bin)")
+        throw XCTSkip("mpirun is not installed (scripts/test.sh installs openmpi-bin)")
+    }
+
+    /// Runs `executable args` with the MPI launcher's variables of the test's own environment removed; returns (status, output).
+    @discardableResult
+    func run(_ executable: String, _ args: [String], env extra: [String: String] = [:]) throws -> (Int32, String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = args
+        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMI") }
+        env.merge(extra) { _, new in new }
+        p.environment = env
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    func train(ranks: Int, accumulation: Int, data: String, output: String, extra: [String] = []) throws -> String {
+        let args = ["train", "--model", fixtureModel, "--data", data, "--output-dir", output,
+                    "--per-device-train-batch-size", "2", "--gradient-accumulation-steps", String(accumulation),
+                    "--learning-rate", "1e-2", "--max-steps", "4", "--logging-steps", "1", "--save-steps", "2",
+                    "--target-modules", "all-linear", "--lora-dropout", "0.1", "--seed", "5"] + extra
+        // One pocl compute unit per rank: the ranks share the machine's cores.
+        let (status, out): (Int32, String)
+        if ranks == 1 {
+            (status, out) = try run(try binary(), args)
+        } else {
+            (status, out) = try run(try mpirun(), ["-np", String(ranks), "--oversubscribe", "--allow-run-as-root",
+                                                   "-x", "POCL_MAX_PTHREAD_COUNT=1", try binary()] + args)
+        }
+        XCTAssertEqual(status, 0, out)
+        return out
+    }
+
+    /// Every tensor of two adapter files within `rel` of the largest magnitude of the first.
+    func assertSameAdapter(_ a: String, _ b: String, rel: Float = 1e-5, file: StaticString = #filePath, line: UInt = #line) throws {
+        let x = try SafeTensorsFile(path: a), y = try SafeTensorsFile(path: b)
+        XCTAssertEqual(Set(x.tensors.keys), Set(y.tensors.keys), file: file, line: line)
+        XCTAssertGreaterThan(x.tensors.count, 0, file: file, line: line)
+        for name in x.tensors.keys.sorted() {
+            let u = try x.floats(name).values, v = try y.floats(name).values
+            XCTAssertEqual(u.count, v.count, name, file: file, line: line)
+            let scale = max(u.map(abs).max() ?? 0, 1e-30)
+            let diff = zip(u, v).map { abs($0 - $1) }.max() ?? 0
+            XCTAssertLessThanOrEqual(diff / scale, rel, "\(name): max difference \(diff), largest value \(scale)", file: file, line: line)
+        }
+    }
+
+    func testTwoRanksEqualOneProcessWithTwiceTheAccumulation() throws {
+        _ = try mpirun()
+        let dir = try temporaryDirectory("mpi")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try writeSamples(dir + "/d.jsonl", count: 16, seed: 11)
+        let one = try train(ranks: 1, accumulation: 2, data: dir + "/d.jsonl", output: dir + "/one")
+        let two = try train(ranks: 2, accumulation: 1, data: dir + "/d.jsonl", output: dir + "/two")
+        XCTAssertTrue(two.contains("× 2 ranks"), two)
+        try assertSameAdapter(dir + "/one/adapter_model.safetensors", dir + "/two/adapter_model.safetensors")
+        try assertSameAdapter(dir + "/one/checkpoint-2/adapter_model.safetensors", dir + "/two/checkpoint-2/adapter_model.safetensors")
+        // Rank 0 alone logs: one metrics line per step, one progress line per step.
+        XCTAssertEqual(try readLines(dir + "/two/metrics.jsonl").count, 4)
+        XCTAssertEqual(two.components(separatedBy: "step 4/4 |").count - 1, 1, two)
+        XCTAssertEqual(one.components(separatedBy: "step 4/4 |").count - 1, 1, one)
+        // The same losses, step by step.
+        let l1 = try readLines(dir + "/one/metrics.jsonl").compactMap { MetricsRecord(json: $0)?.loss }
+        let l2 = try readLines(dir + "/two/metrics.jsonl").compactMap { MetricsRecord(json: $0)?.loss }
+        XCTAssertEqual(l1.count, 4)
+        for (a, b) in zip(l1, l2) { XCTAssertEqual(a, b, accuracy: 1e-5 * max(abs(a), 1)) }
+        // No stray files from the other rank.
+        let names = try FileManager.default.contentsOfDirectory(atPath: dir + "/two").filter { $0.hasPrefix(".") }
+        XCTAssertEqual(names, [])
+    }
+
+    /// The data position is in global steps: a 1-process checkpoint resumed by 2 ranks
+    /// (accumulation halved, the global batch kept) ends where the 1-process run does.
+    func testResumeWithADifferentNumberOfRanks() throws {
+        _ = try mpirun()
+        let dir = try temporaryDirectory("mpi-resume")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try writeSamples(dir + "/d.jsonl", count: 12, seed: 12)
+        _ = try train(ranks: 1, accumulation: 2, data: dir + "/d.jsonl", output: dir + "/one")
+        try FileManager.default.createDirectory(atPath: dir + "/resumed", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: dir + "/one/checkpoint-2", toPath: dir + "/resumed/checkpoint-2")
+        let out = try train(ranks: 2, accumulation: 1, data: dir + "/d.jsonl", output: dir + "/resumed",
+                            extra: ["--resume-from-checkpoint", "latest"])
+        XCTAssertTrue(out.contains("resumed from") && out.contains("at step 2"), out)
+        try assertSameAdapter(dir + "/one/adapter_model.safetensors", dir + "/resumed/adapter_model.safetensors")
+    }
+
+    func testWithoutALauncherThereIsNoWorld() throws {
+        XCTAssertNil(Distributed.launcherSize([:]))
+        XCTAssertEqual(Distributed.launcherSize(["OMPI_COMM_WORLD_SIZE": "4"]), 4)
+        XCTAssertEqual(Distributed.launcherSize(["PMI_SIZE": " 2"]), 2)
+        if Distributed.launcherSize() == nil { XCTAssertNil(try Distributed.world()) }
+    }
+}
