@@ -1,0 +1,20 @@
+import Foundation
+
+// libFuzzer entry for the text readers (compiled by scripts/fuzz.sh together with
+// Sources/LoraText into one module; FUZZ_TARGET picks the target).
+
+let fuzzTarget = ProcessInfo.processInfo.environment["FUZZ_TARGET"] ?? ""
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func LLVMFuzzerTestOneInput(_ bytes: UnsafePointer<UInt8>, _ count: Int) -> CInt {
+    let data = UnsafeBufferPointer(start: bytes, count: count)
+    switch fuzzTarget {
+    case "tokenizer_json": fuzzTokenizerJSON(data)
+    case "jsonl_sample": fuzzJSONLSample(data)
+    case "jinja": fuzzJinja(data)
+    default:
+        fputs("FUZZ_TARGET must be tokenizer_json, jsonl_sample or jinja (got '\(fuzzTarget)')\n", stderr)
+        exit(2)
+    }
+    return 0
+}
