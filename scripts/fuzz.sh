@@ -37,7 +37,7 @@ for t in "${targets[@]}"; do
     esac
 done
 if [[ $need_model == 1 ]]; then
-    build Model Sources/LoraModel/{SafeTensors,SafeTensorsHeader,GGUF,GGUFTensors,GGUFTokenizer,ModelConfig}.swift Fuzz/Model/*.swift
+    build Model Sources/LoraModel/{SafeTensors,SafeTensorsHeader,GGUF,GGUFTensors,GGUFTokenizer,ModelConfig,LoraConfig}.swift Fuzz/Model/*.swift
 fi
 if [[ $need_text == 1 ]]; then
     build Text $(find Sources/LoraText -name '*.swift' | sort) Fuzz/Text/*.swift
