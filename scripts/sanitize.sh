@@ -21,7 +21,7 @@ if [[ $which == address || $which == all ]]; then
         swift test --skip-build --scratch-path .build-asan "$@" 2>&1 | tee .build-asan/sanitize.log | \
         grep -E "ERROR: (Address|Leak)Sanitizer|SUMMARY: |Executed [0-9]+ tests|error:|failed" | tail -20 || true
     if grep -qE "ERROR: (Address|Leak)Sanitizer" .build-asan/sanitize.log; then status=1; fi
-    grep -qE "with [1-9][0-9]* failures" .build-asan/sanitize.log && status=1
+    if grep -qE "with [1-9][0-9]* failures" .build-asan/sanitize.log; then status=1; fi
 fi
 
 if [[ $which == thread || $which == all ]]; then
@@ -33,6 +33,6 @@ if [[ $which == thread || $which == all ]]; then
         swift test --skip-build --scratch-path .build-tsan --filter "$filter" 2>&1 | tee .build-tsan/sanitize.log | \
         grep -E "WARNING: ThreadSanitizer|SUMMARY: |Executed [0-9]+ tests|error:|failed" | tail -20 || true
     if grep -q "WARNING: ThreadSanitizer" .build-tsan/sanitize.log; then status=1; fi
-    grep -qE "with [1-9][0-9]* failures" .build-tsan/sanitize.log && status=1
+    if grep -qE "with [1-9][0-9]* failures" .build-tsan/sanitize.log; then status=1; fi
 fi
 exit $status
