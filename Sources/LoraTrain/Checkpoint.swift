@@ -112,7 +112,7 @@ public enum Checkpoints {
             }
         } catch {
             try? fm.removeItem(atPath: tmp)
-            throw TrainError.checkpoint(path: dst, reason: "could not write the checkpoint: \(error)")
+            throw TrainError.checkpoint(path: dst, reason: "could not write the checkpoint: \(describe(error))")
         }
         return dst
     }
@@ -144,6 +144,18 @@ public enum Checkpoints {
         if let s = env["LORA_GPU_TEST_CHECKPOINT_ENOSPC"].flatMap(Int.init), s == step {
             throw POSIXError(.ENOSPC)
         }
+    }
+
+    /// An OS error as its strerror text ("No space left on device"), anything else as itself.
+    static func describe(_ error: Error) -> String {
+        let ns = error as NSError
+        if let p = error as? POSIXError { return String(cString: strerror(p.code.rawValue)) }
+        if ns.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(truncatingIfNeeded: ns.code))) }
+        if let u = ns.userInfo[NSUnderlyingErrorKey] as? NSError, u.domain == NSPOSIXErrorDomain {
+            let file = (ns.userInfo[NSFilePathErrorKey] as? String).map { "\($0): " } ?? ""
+            return file + String(cString: strerror(Int32(truncatingIfNeeded: u.code)))
+        }
+        return "\(error)"
     }
 
     /// Reads trainer_state.json.
