@@ -22,6 +22,8 @@ if [[ $which == address || $which == all ]]; then
         grep -E "ERROR: (Address|Leak)Sanitizer|SUMMARY: |Executed [0-9]+ tests|error:|failed" | tail -20 || true
     if grep -qE "ERROR: (Address|Leak)Sanitizer" .build-asan/sanitize.log; then status=1; fi
     if grep -qE "with [1-9][0-9]* failures" .build-asan/sanitize.log; then status=1; fi
+    # A run that died (a sanitizer abort) prints no XCTest summary.
+    if ! grep -qE "Executed [0-9]+ tests?, with 0 failures" .build-asan/sanitize.log; then echo "no XCTest summary: the run died"; status=1; fi
 fi
 
 if [[ $which == thread || $which == all ]]; then
@@ -34,5 +36,7 @@ if [[ $which == thread || $which == all ]]; then
         grep -E "WARNING: ThreadSanitizer|SUMMARY: |Executed [0-9]+ tests|error:|failed" | tail -20 || true
     if grep -q "WARNING: ThreadSanitizer" .build-tsan/sanitize.log; then status=1; fi
     if grep -qE "with [1-9][0-9]* failures" .build-tsan/sanitize.log; then status=1; fi
+    # A run that died (a sanitizer abort) prints no XCTest summary.
+    if ! grep -qE "Executed [0-9]+ tests?, with 0 failures" .build-tsan/sanitize.log; then echo "no XCTest summary: the run died"; status=1; fi
 fi
 exit $status
