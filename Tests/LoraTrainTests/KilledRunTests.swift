@@ -152,4 +152,24 @@ final class KilledRunTests: XCTestCase {
                                    progress: Captured().printer(terminal: false)).run(), .completed(step: 6))
         XCTAssertEqual(Checkpoints.list(out).map(\.step), [2, 4, 6])
     }
+
+    /// Only checkpoint-N directories are checkpoints; a dead process's temporary is removed, a live
+    /// one's and a replace's `.old-PID` are kept.
+    func testListingIgnoresTemporariesAndStaleOnesAreRemoved() throws {
+        let fm = FileManager.default
+        let out = dir + "/list"
+        // A PID that is not running: past the kernel's pid_max.
+        let dead = "4194400"
+        for d in ["checkpoint-2", ".checkpoint-4.tmp-\(dead)", ".checkpoint-6.tmp-\(getpid())", "checkpoint-8.tmp",
+                  "checkpoint-x", ".checkpoint-2.old-\(dead)"] {
+            try fm.createDirectory(atPath: out + "/" + d, withIntermediateDirectories: true)
+        }
+        XCTAssertEqual(Checkpoints.list(out).map(\.step), [2])
+        Checkpoints.removeStaleTemporaries(out)
+        let left = Set(try fm.contentsOfDirectory(atPath: out))
+        XCTAssertFalse(left.contains(".checkpoint-4.tmp-\(dead)"))
+        XCTAssertTrue(left.contains(".checkpoint-6.tmp-\(getpid())"), "this process's own temporary is kept")
+        XCTAssertTrue(left.contains(".checkpoint-2.old-\(dead)"), "an .old directory may be the only copy")
+        XCTAssertTrue(left.contains("checkpoint-2"))
+    }
 }
