@@ -43,17 +43,23 @@ if [[ $need_text == 1 ]]; then
     build Text $(find Sources/LoraText -name '*.swift' | sort) Fuzz/Text/*.swift
 fi
 
+# The file targets write each input to a file: in memory when /dev/shm is there.
+scratch=/tmp
+[[ -d /dev/shm && -w /dev/shm ]] && scratch=/dev/shm
+export FUZZ_SCRATCH_DIR=$scratch
+
 status=0
 for t in "${targets[@]}"; do
     case $t in safetensors|gguf) bin=$OUT/bin/fuzz-Model ;; *) bin=$OUT/bin/fuzz-Text ;; esac
     mkdir -p "$OUT/corpus/$t" "$OUT/crashes/$t"
     echo "== $t: ${SECONDS_PER_TARGET}s"
     # -rss_limit_mb bounds a single input's memory; -timeout flags an input that takes over 10 s.
-    if ! FUZZ_TARGET=$t TMPDIR="${TMPDIR:-/tmp}" "$bin" -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 \
+    if ! FUZZ_TARGET=$t "$bin" -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 \
             -max_len=65536 -print_final_stats=1 -artifact_prefix="$OUT/crashes/$t/" \
             "$OUT/corpus/$t" "Fuzz/corpus/$t" 2>&1 | tee "$OUT/$t.log" | grep -E "^(#[0-9]+ +DONE|stat::|==[0-9]+==ERROR|SUMMARY|artifact_prefix|Test unit written)" ; then
         :
     fi
+    rm -f "$scratch"/lora-gpu-fuzz-*.safetensors "$scratch"/lora-gpu-fuzz-*.gguf
     if ls "$OUT/crashes/$t/"* >/dev/null 2>&1; then
         echo "   crashes in $OUT/crashes/$t/:"; ls "$OUT/crashes/$t/"; status=1
     fi

@@ -4,11 +4,11 @@ import Foundation
 // Sources/LoraModel's file-format sources into one module; FUZZ_TARGET picks the target).
 
 /// The input as a file: the readers mmap a path. One file per process, rewritten each run.
-let fuzzScratch = (ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp") + "/lora-gpu-fuzz-\(getpid())"
+let fuzzScratch = (ProcessInfo.processInfo.environment["FUZZ_SCRATCH_DIR"] ?? "/tmp") + "/lora-gpu-fuzz-\(getpid())"
 
 func withInputFile(_ data: UnsafeRawBufferPointer, ext: String, _ body: (String) -> Void) {
     let path = fuzzScratch + "." + ext
-    FileManager.default.createFile(atPath: path, contents: Data(data))
+    _ = FileManager.default.createFile(atPath: path, contents: Data(data))
     body(path)
 }
 
