@@ -54,7 +54,7 @@ for t in "${targets[@]}"; do
     mkdir -p "$OUT/corpus/$t" "$OUT/crashes/$t"
     echo "== $t: ${SECONDS_PER_TARGET}s"
     # -rss_limit_mb bounds a single input's memory; -timeout flags an input that takes over 10 s.
-    if ! FUZZ_TARGET=$t LSAN_OPTIONS="suppressions=$PWD/Fuzz/lsan.supp:print_suppressions=0" "$bin" -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 \
+    if ! FUZZ_TARGET=$t ASAN_OPTIONS="malloc_context_size=128" LSAN_OPTIONS="suppressions=$PWD/Fuzz/lsan.supp:print_suppressions=0" "$bin" -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 \
             -max_len=65536 -print_final_stats=1 -artifact_prefix="$OUT/crashes/$t/" \
             "$OUT/corpus/$t" "Fuzz/corpus/$t" 2>&1 | tee "$OUT/$t.log" | grep -E "^(#[0-9]+ +DONE|stat::|==[0-9]+==ERROR|SUMMARY|artifact_prefix|Test unit written)" ; then
         :
