@@ -51,6 +51,7 @@ public struct ChatTemplate: Sendable {
         context.vars["messages"] = .list(messages.map { ChatTemplate.prepareMessage($0) })
         context.vars["add_generation_prompt"] = .bool(addGenerationPrompt)
         let interp = Interpreter()
+        defer { interp.releaseScopes() }
         do {
             return try interp.render(nodes, Scope(parent: context))
         } catch let e as JinjaError {

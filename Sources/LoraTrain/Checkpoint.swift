@@ -88,8 +88,10 @@ public enum Checkpoints {
         let dst = outputDir + "/" + name(step: state.globalStep)
         let tmp = outputDir + "/.\(name(step: state.globalStep)).tmp-\(getpid())"
         try? fm.removeItem(atPath: tmp)
+        removeStaleTemporaries(outputDir)
         do {
             try model.saveAdapter(directory: tmp, baseModel: baseModel)
+            try testHookAfterAdapter(step: state.globalStep)
             let (m, v) = try model.store.moments()
             var tensors: [(name: String, shape: [Int], values: [Float])] = []
             for e in model.store.entries {
@@ -110,9 +112,50 @@ public enum Checkpoints {
             }
         } catch {
             try? fm.removeItem(atPath: tmp)
-            throw TrainError.checkpoint(path: dst, reason: "could not write the checkpoint: \(error)")
+            throw TrainError.checkpoint(path: dst, reason: "could not write the checkpoint: \(describe(error))")
         }
         return dst
+    }
+
+    /// Removes `.checkpoint-N.tmp-PID` directories left by a killed process (PID no longer running):
+    /// half-written, never listed as checkpoints. `.old-PID` directories are kept: after a kill
+    /// between the two renames of a replace, one may be the only copy of its checkpoint.
+    static func removeStaleTemporaries(_ outputDir: String) {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: outputDir)) ?? []
+        for n in names where n.hasPrefix(".checkpoint-") {
+            guard let r = n.range(of: ".tmp-", options: .backwards), let pid = Int32(n[r.upperBound...]),
+                  pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+            try? FileManager.default.removeItem(atPath: outputDir + "/" + n)
+        }
+    }
+
+    /// Test hooks (issue 9), read from the environment, inert unless set. With the adapter written
+    /// into the temporary directory and the rest not yet:
+    ///   LORA_GPU_TEST_PAUSE_IN_CHECKPOINT=SECONDS (every checkpoint) or STEP:SECONDS (checkpoint-STEP)
+    ///   sleeps (a test SIGKILLs the process there);
+    ///   LORA_GPU_TEST_CHECKPOINT_ENOSPC=STEP fails the save of checkpoint-STEP as a full disk would.
+    static func testHookAfterAdapter(step: Int) throws {
+        let env = ProcessInfo.processInfo.environment
+        if let v = env["LORA_GPU_TEST_PAUSE_IN_CHECKPOINT"] {
+            let parts = v.split(separator: ":").map(String.init)
+            let at = parts.count == 2 ? Int(parts[0]) : step
+            if at == step, let s = parts.last.flatMap(Double.init), s > 0 { Thread.sleep(forTimeInterval: s) }
+        }
+        if let s = env["LORA_GPU_TEST_CHECKPOINT_ENOSPC"].flatMap(Int.init), s == step {
+            throw POSIXError(.ENOSPC)
+        }
+    }
+
+    /// An OS error as its strerror text ("No space left on device"), anything else as itself.
+    static func describe(_ error: Error) -> String {
+        let ns = error as NSError
+        if let p = error as? POSIXError { return String(cString: strerror(p.code.rawValue)) }
+        if ns.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(truncatingIfNeeded: ns.code))) }
+        if let u = ns.userInfo[NSUnderlyingErrorKey] as? NSError, u.domain == NSPOSIXErrorDomain {
+            let file = (ns.userInfo[NSFilePathErrorKey] as? String).map { "\($0): " } ?? ""
+            return file + String(cString: strerror(Int32(truncatingIfNeeded: u.code)))
+        }
+        return "\(error)"
     }
 
     /// Reads trainer_state.json.

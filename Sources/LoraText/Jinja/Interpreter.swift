@@ -33,6 +33,15 @@ final class Interpreter {
     /// Macro calls in progress; bounded like Python's recursion limit so runaway recursion fails cleanly.
     var callDepth = 0
     static let maxCallDepth = 100
+    /// Scopes holding a macro: the macro's closure keeps its defining scope, and the scope keeps the
+    /// macro (a reference cycle that would leak the scope, its values and the macro's AST).
+    var macroScopes: [Scope] = []
+
+    /// Breaks the macro ↔ scope cycles once a render is done (nothing of a render outlives it).
+    func releaseScopes() {
+        for s in macroScopes { s.vars.removeAll() }
+        macroScopes.removeAll()
+    }
     // MARK: Statements
 
     func exec(_ nodes: [Node], _ scope: Scope, _ out: inout String) throws -> Flow {
@@ -162,6 +171,7 @@ final class Interpreter {
     /// their defaults (evaluated in the macro scope) or are Undefined; surplus arguments are allowed only
     /// when the body reads `varargs` / `kwargs`. A call block passes `caller` as a keyword.
     func makeMacro(_ m: Macro, scope defScope: Scope) -> Callable {
+        macroScopes.append(defScope)
         let takesVarargs = usesName("varargs", m.body)
         let takesKwargs = usesName("kwargs", m.body)
         return Callable(name: m.name) { [unowned self] args, _ in

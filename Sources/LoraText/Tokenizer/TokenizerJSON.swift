@@ -63,9 +63,11 @@ struct TKJSONParser {
     }
 
     func error(_ what: String) -> TokenizerError {
-        var line = 1
-        for b in bytes[0..<min(pos, bytes.count)] where b == 0x0A { line += 1 }
-        return TokenizerError("\(source): line \(line): invalid JSON: \(what)")
+        // Line and column (1-based, in bytes): tokenizer.json is often one long line.
+        var line = 1, lineStart = 0
+        let end = min(pos, bytes.count)
+        for i in 0..<end where bytes[i] == 0x0A { line += 1; lineStart = i + 1 }
+        return TokenizerError("\(source): line \(line), column \(end - lineStart + 1): invalid JSON: \(what)")
     }
 
     mutating func skipSpace() {

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The test suite under the sanitizers (issue 9).
+#   scripts/sanitize.sh [address|thread|all] [extra swift test args, e.g. --filter LoraTextTests]
+# address: every test (or the filter given) built with -sanitize=address into .build-asan.
+# thread:  the tests whose host code runs threads (the shared context from two threads, the tokenizer's
+#          concurrent encode) built with -sanitize=thread into .build-tsan.
+# Leak and race reports from inside pocl / the OpenCL ICD loader / LLVM are suppressed
+# (scripts/sanitizers/*.supp; see the comments there): they are the driver's, not ours.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+which=${1:-all}; shift || true
+supp="$PWD/scripts/sanitizers"
+status=0
+
+if [[ $which == address || $which == all ]]; then
+    echo "== address sanitizer: build (.build-asan)"
+    swift build --build-tests -Xswiftc -sanitize=address --scratch-path .build-asan 2>&1 | tail -3
+    echo "== address sanitizer: tests $*"
+    ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:abort_on_error=0:detect_odr_violation=0" \
+    LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0" \
+        swift test --skip-build --scratch-path .build-asan "$@" 2>&1 | tee .build-asan/sanitize.log | \
+        grep -E "ERROR: (Address|Leak)Sanitizer|SUMMARY: |Executed [0-9]+ tests|error:|failed" | tail -20 || true
+    if grep -qE "ERROR: (Address|Leak)Sanitizer" .build-asan/sanitize.log; then status=1; fi
+    if grep -qE "with [1-9][0-9]* failures" .build-asan/sanitize.log; then status=1; fi
+    # A run that died (a sanitizer abort) prints no XCTest summary.
+    if ! grep -qE "Executed [0-9]+ tests?, with 0 failures" .build-asan/sanitize.log; then echo "no XCTest summary: the run died"; status=1; fi
+fi
+
+if [[ $which == thread || $which == all ]]; then
+    echo "== thread sanitizer: build (.build-tsan)"
+    swift build --build-tests -Xswiftc -sanitize=thread --scratch-path .build-tsan 2>&1 | tail -3
+    filter=${TSAN_FILTER:-"ReliabilityOpsTests.testTwoThreadsShareTheContext|TokenizerTests.testConcurrentEncodeMatchesSerial"}
+    echo "== thread sanitizer: tests $filter"
+    TSAN_OPTIONS="suppressions=$supp/tsan.supp:halt_on_error=0:report_signal_unsafe=0" \
+        swift test --skip-build --scratch-path .build-tsan --filter "$filter" 2>&1 | tee .build-tsan/sanitize.log | \
+        grep -E "WARNING: ThreadSanitizer|SUMMARY: |Executed [0-9]+ tests|error:|failed" | tail -20 || true
+    if grep -q "WARNING: ThreadSanitizer" .build-tsan/sanitize.log; then status=1; fi
+    if grep -qE "with [1-9][0-9]* failures" .build-tsan/sanitize.log; then status=1; fi
+    # A run that died (a sanitizer abort) prints no XCTest summary.
+    if ! grep -qE "Executed [0-9]+ tests?, with 0 failures" .build-tsan/sanitize.log; then echo "no XCTest summary: the run died"; status=1; fi
+fi
+exit $status
