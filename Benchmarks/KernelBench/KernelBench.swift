@@ -380,7 +380,7 @@ extension KernelBench {
         let chatLabels = ids.map { r in r.enumerated().map { $0.offset < r.count * 3 / 5 ? -100 : $0.element } }
         let chat = try TokenBatch(inputIDs: ids, labels: chatLabels)
         let tc = try timeDevice { _ = try model.trainStep(chat, hyper: hyper) }
-        let chatRow = BenchRow(name: "training step, 40 % of tokens trained", shape: "L\(L) H\(H) V\(V) \(B)x\(T) r16",
+        let chatRow = BenchRow(name: "training step (40 % trained)", shape: "L\(L) H\(H) V\(V) \(B)x\(T) r16",
                                kernelMs: tc * 1e3, kernelRate: Double(B * T) / tc, unit: "tokens/s",
                                blasMs: nil, blasRate: nil, ratio: nil)
         rows.append(chatRow)
