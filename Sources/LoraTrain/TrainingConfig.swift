@@ -137,6 +137,8 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
 
     /// Keys given explicitly (file or flags), not encoded.
     public var explicitKeys: Set<String> = []
+    /// Where each explicit key came from (the file's path, or the flags), so that an error names it.
+    public var keySources: [String: String] = [:]
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case model, data, valData = "val_data", valSplit = "val_split", maxSeqLen = "max_seq_len", packing
@@ -226,6 +228,7 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
             throw fail("unknown setting" + (near.map { "; did you mean '\($0)'?" } ?? ""))
         }
         explicitKeys.insert(key)
+        keySources[key] = source
         let isNull = value is NSNull
         func text() throws -> String {
             if let s = value as? String { return s }
@@ -366,7 +369,7 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
     // MARK: validation
 
     public func validate() throws {
-        func fail(_ k: String, _ r: String) -> TrainError { .setting(source: "settings", key: k, reason: r) }
+        func fail(_ k: String, _ r: String) -> TrainError { .setting(source: keySources[k] ?? "settings", key: k, reason: r) }
         if model.isEmpty { throw fail("model", "missing: give the base model directory (--model DIR)") }
         if data.isEmpty { throw fail("data", "missing: give at least one training file (--data FILE)") }
         if !(0..<1).contains(valSplit) { throw fail("val_split", "must be in [0, 1), got \(valSplit)") }

@@ -132,3 +132,18 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(lines.map { String($0.prefix { $0 != ":" }) }, TrainingConfig.keys)
     }
 }
+
+final class SettingSourceTests: XCTestCase {
+    func testValueErrorsNameTheFileOrTheFlagsThatSetThem() throws {
+        let dir = try temporaryDirectory("source")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "r: 0\n".write(toFile: dir + "/c.yaml", atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try TrainingConfig.resolve(file: dir + "/c.yaml", overrides: ["model": "m", "data": ["d"]])) {
+            XCTAssertTrue("\($0)".hasPrefix(dir + "/c.yaml: r: must be a positive integer"), "\($0)")
+        }
+        XCTAssertThrowsError(try TrainingConfig.resolve(file: dir + "/c.yaml",
+                                                        overrides: ["model": "m", "data": ["d"], "r": "4", "lora_dropout": "1.5"])) {
+            XCTAssertTrue("\($0)".contains("lora_dropout: must be in [0, 1)") && !"\($0)".hasPrefix(dir), "\($0)")
+        }
+    }
+}
