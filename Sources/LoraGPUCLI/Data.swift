@@ -73,10 +73,12 @@ struct DataPreview: ParsableCommand {
 }
 
 /// Lines of stdin (without their newline), blank lines kept out.
-func dataStdinLines() -> [String] {
+/// stdin's non-empty lines as raw bytes (a trailing CR dropped): the JSON parser
+/// checks their UTF-8 itself and names the bad byte's column, instead of a lossy decode.
+func dataStdinLines() -> [Data] {
     let data = FileHandle.standardInput.readDataToEndOfFile()
-    return String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: true)
-        .map { $0.hasSuffix("\r") ? String($0.dropLast()) : String($0) }
+    return data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: true)
+        .map { Data($0.last == UInt8(ascii: "\r") ? $0.dropLast() : $0) }
 }
 
 struct DataTokenize: ParsableCommand {
