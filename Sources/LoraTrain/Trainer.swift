@@ -44,7 +44,7 @@ public final class Trainer {
         let fm = FileManager.default
         // Positions restart per sample, so no sample may be longer than the model's positions:
         // the default max_seq_len is capped there, an explicit one beyond it is refused before anything is written.
-        let modelConfig = try ModelSource.open(c.model).config
+        let (modelConfig, checkpoint) = try ModelSource.open(c.model)
         if c.maxSeqLen > modelConfig.maxPositionEmbeddings {
             guard !c.explicitKeys.contains("max_seq_len") else {
                 throw TrainError.setting(source: "settings", key: "max_seq_len", reason: "\(c.maxSeqLen) exceeds the model's "
@@ -67,7 +67,7 @@ public final class Trainer {
 
         // The model.
         let lora = try c.loraSettings()
-        let model = try LlamaLoRAModel(modelDirectory: c.model, lora: lora, context: ctx)
+        let model = try LlamaLoRAModel(config: modelConfig, checkpoint: checkpoint, lora: lora, context: ctx)
         for w in model.adapterPlan.warnings { progress.message("warning: \(w)") }
         try model.initializeAdapters(seed: UInt64(c.seed))
         if let a = c.adapter { try model.loadAdapter(directory: a) }
