@@ -1,5 +1,6 @@
 import Foundation
 import LoraModel
+import LoraText
 
 /// Errors of generation settings, naming the option.
 public enum GenerationError: Error, CustomStringConvertible, Equatable {
@@ -48,12 +49,12 @@ public struct SamplingOptions: Sendable, Equatable {
 /// Picks tokens from logits; holds the seeded generator of one generation.
 public struct Sampler {
     public let options: SamplingOptions
-    var rng: SamplerRandom
+    var rng: SplitMix64  // the sampling stream, from the seed
 
     public init(_ options: SamplingOptions) throws {
         try options.validate()
         self.options = options
-        rng = SamplerRandom(seed: options.seed)
+        rng = SplitMix64(seed: options.seed)
     }
 
     /// The first index of the largest logit (torch.argmax's tie rule).
@@ -105,21 +106,6 @@ public struct Sampler {
         }
         return lastKept  // u within rounding of 1
     }
-}
-
-/// The sampling stream: SplitMix64 from the seed.
-struct SamplerRandom {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1) with 53 bits.
-    mutating func unit() -> Double { Double(next() >> 11) * (1.0 / 9_007_199_254_740_992.0) }
 }
 
 public struct GenerationOptions: Sendable {
