@@ -156,48 +156,51 @@ public struct MemoryPlan: Sendable {
 
         // Activations (ActivationPlan.init), N = B·T tokens.
         let B = s.batch, T = s.seq, n = s.tokens, chunk = s.chunkRows
-        let N = "N = \(B)×\(T)"
-        add(.activations, "residual stream (N, \(H)) × \(L + 1), \(N)", f32(n, H), copies: L + 1)
+        // Names give one buffer's shape, N = B·T tokens spelled out; `copies` says how many there are.
+        let N = "\(n)"
+        add(.activations, "residual stream, one per layer boundary (\(N), \(H))", f32(n, H), copies: L + 1)
         let k = s.gradientCheckpointing ? 1 : L
-        let layer = s.gradientCheckpointing ? "one layer (gradient checkpointing)" : "per layer × \(L)"
-        add(.activations, "h1, x_mid, h2 (N, \(H)), \(layer)", f32(n, H), copies: 3 * k)
-        add(.activations, "q, attention out (N, \(qd)), \(layer)", f32(n, qd), copies: 2 * k)
-        add(.activations, "k, v (N, \(kvd)), \(layer)", f32(n, kvd), copies: 2 * k)
-        add(.activations, "gate, up, act (N, \(I)), \(layer)", f32(n, I), copies: 3 * k)
-        add(.activations, "RMSNorm rstd (N), \(layer)", f32(n), copies: 2 * k)
-        add(.activations, "attention log-sum-exp (B, \(NH), T), \(layer)", f32(B, NH, T), copies: k)
-        add(.activations, "input ids, positions, sample starts, targets (N)", i32(n), copies: 4)
+        let per = s.gradientCheckpointing ? "one layer's" : "each layer's"
+        add(.activations, "\(per) h1, x_mid or h2 (\(N), \(H))", f32(n, H), copies: 3 * k)
+        add(.activations, "\(per) q or attention output (\(N), \(qd))", f32(n, qd), copies: 2 * k)
+        add(.activations, "\(per) k or v (\(N), \(kvd))", f32(n, kvd), copies: 2 * k)
+        add(.activations, "\(per) gate, up or act (\(N), \(I))", f32(n, I), copies: 3 * k)
+        add(.activations, "\(per) RMSNorm rstd (\(N))", f32(n), copies: 2 * k)
+        add(.activations, "\(per) attention log-sum-exp (\(B), \(NH), \(T))", f32(B, NH, T), copies: k)
+        add(.activations, "input ids, positions, sample starts or targets (\(N))", i32(n), copies: 4)
         // TokenGroups of the ids: U unique ids, U+1 offsets, N positions; U ≤ min(N, V).
         let unique = min(n, V)
-        add(.activations, "embedding groups: unique ids", i32(unique))
-        add(.activations, "embedding groups: offsets", i32(satAdd(unique, 1)))
-        add(.activations, "embedding groups: token positions (N)", i32(n))
-        add(.activations, "final norm out (N, \(H))", f32(n, H))
-        add(.activations, "final norm rstd (N)", f32(n))
+        add(.activations, "embedding groups' unique ids (\(unique))", i32(unique))
+        add(.activations, "embedding groups' offsets (\(unique) + 1)", i32(satAdd(unique, 1)))
+        add(.activations, "embedding groups' token positions (\(N))", i32(n))
+        add(.activations, "final norm output (\(N), \(H))", f32(n, H))
+        add(.activations, "final norm rstd (\(N))", f32(n))
         if plan.embedAdapted {
             let er = lora.rankAndAlpha(for: AdapterPlan.embedPath).r
-            add(.activations, "embedding LoRA A rows and their gradient (N, \(er))", f32(n, er), copies: 2)
+            add(.activations, "embedding LoRA A rows or their gradient (\(N), \(er))", f32(n, er), copies: 2)
         }
-        add(.activations, "gradients dres, dh, dhf (N, \(H))", f32(n, H), copies: 3)
-        add(.activations, "gradients dq, dattn (N, \(qd))", f32(n, qd), copies: 2)
-        add(.activations, "gradients dk, dv (N, \(kvd))", f32(n, kvd), copies: 2)
-        add(.activations, "gradients dgate, dup, dact (N, \(I))", f32(n, I), copies: 3)
-        add(.activations, "attention backward delta (B, \(NH), T)", f32(B, NH, T))
+        add(.activations, "gradient dres, dh or dhf (\(N), \(H))", f32(n, H), copies: 3)
+        add(.activations, "gradient dq or dattn (\(N), \(qd))", f32(n, qd), copies: 2)
+        add(.activations, "gradient dk or dv (\(N), \(kvd))", f32(n, kvd), copies: 2)
+        add(.activations, "gradient dgate, dup or dact (\(N), \(I))", f32(n, I), copies: 3)
+        add(.activations, "attention backward delta (\(B), \(NH), \(T))", f32(B, NH, T))
         // HeadRows: the counted rows' targets and one TokenGroups per chunk of them. At most
         // B·(T−1) rows are counted (the shift leaves the last token of each row without a target).
         let counted = sat(B, max(T - 1, 0))
-        add(.activations, "counted rows' targets", i32(counted))
+        add(.activations, "counted rows' targets (\(counted))", i32(counted))
         let fullChunks = counted / chunk, rest = counted % chunk
-        add(.activations, "lm_head row groups (\(chunk) rows each)", satAdd(sat(i32(chunk), 2), i32(chunk + 1)), copies: fullChunks)
-        if rest > 0 { add(.activations, "lm_head row groups (last chunk)", satAdd(sat(i32(rest), 2), i32(rest + 1))) }
-        add(.activations, "hidden-state chunks and their gradient (\(chunk), \(H))", f32(chunk, H), copies: 2)
+        for (rows, copies) in [(chunk, fullChunks), (rest, rest > 0 ? 1 : 0)] {
+            add(.activations, "lm_head chunk's row indices or positions (\(rows))", i32(rows), copies: 2 * copies)
+            add(.activations, "lm_head chunk's row offsets (\(rows) + 1)", i32(satAdd(rows, 1)), copies: copies)
+        }
+        add(.activations, "hidden-state chunk or its gradient (\(chunk), \(H))", f32(chunk, H), copies: 2)
         add(.activations, "logits chunk (\(chunk), \(V))", f32(chunk, V))
-        add(.activations, "per-token losses (N)", f32(n))
+        add(.activations, "per-token losses (\(N))", f32(n))
         add(.activations, "loss and gradient-norm scalars", f32(2))
         // Linear.u of each adapted layer: dropout(x)·Aᵀ, kept for backward.
         for spec in plan.linears where plan.adapted.contains(spec.path) {
             let r = lora.rankAndAlpha(for: spec.path).r
-            add(.activations, "\(spec.path) LoRA u (N, \(r))", f32(max(n, chunk), r))
+            add(.activations, "\(spec.path) LoRA u (\(N), \(r))", f32(max(n, chunk), r))
         }
 
         // Scratch (ComputeContext.scratch): per slot the largest request of one step.
@@ -213,8 +216,11 @@ public struct MemoryPlan: Sendable {
                 need(0, Self.packedCount(k: H, n: er))                // dAfter = dres·B_emb
             }
         }
+        // lm_head runs on the counted rows only, at most a chunk of them at a time.
+        let headRows = min(chunk, counted)
         for spec in plan.linears {
-            let rows = spec.path == "lm_head" ? chunk : n, din = spec.inFeatures, dout = spec.outFeatures
+            let rows = spec.path == "lm_head" ? headRows : n, din = spec.inFeatures, dout = spec.outFeatures
+            if rows == 0 { continue }
             let layerIndex = spec.path == "lm_head" ? L : Self.layerIndex(spec.path) ?? 0
             let backward = s.training && layerIndex >= lowest
             if plan.isSaved(spec.path) {
