@@ -26,7 +26,10 @@ public struct MemoryPlan: Sendable {
         public let name: String
         public let bytes: Int
         public let copies: Int
+        /// Bytes of one element (4 for fp32 and int32, 2 for a 16-bit weight, 1 for the decay mask).
+        public var elementBytes: Int = 4
         public var total: Int { sat(bytes, copies) }
+        public var elements: Int { bytes / max(elementBytes, 1) }
     }
 
     /// The shape of one micro-batch and the settings that size its buffers.
@@ -90,9 +93,11 @@ public struct MemoryPlan: Sendable {
     /// the model allocates about 2–2.5× this for its linears. Once mem16 lands,
     /// point this function at its storage type (and this comment goes).
     public static func frozenLinearBytes(inFeatures: Int, outFeatures: Int, dtype: String) -> Int {
-        let bytesPerElement = dtype == "F16" || dtype == "BF16" ? 2 : 4
-        return sat(packedCount(k: inFeatures, n: outFeatures), bytesPerElement)
+        sat(packedCount(k: inFeatures, n: outFeatures), frozenElementBytes(dtype: dtype))
     }
+
+    /// The rule's bytes per element: 2 for a 16-bit checkpoint tensor, 4 otherwise.
+    public static func frozenElementBytes(dtype: String) -> Int { dtype == "F16" || dtype == "BF16" ? 2 : 4 }
 
     /// Elements of op(B) (K,N) packed in panels of 16 columns: `PackedMatrix.count` (LoraOps).
     static func packedCount(k: Int, n: Int) -> Int { sat(satAdd(n, 15) / 16 * 16, k) }
@@ -121,8 +126,8 @@ public struct MemoryPlan: Sendable {
         self.dtypes = dtypes
         self.alignmentBytes = alignmentBytes
         var items: [Item] = []
-        func add(_ cat: Category, _ name: String, _ bytes: Int, copies: Int = 1) {
-            if copies > 0 { items.append(Item(category: cat, name: name, bytes: bytes, copies: copies)) }
+        func add(_ cat: Category, _ name: String, _ bytes: Int, copies: Int = 1, element: Int = 4) {
+            if copies > 0 { items.append(Item(category: cat, name: name, bytes: bytes, copies: copies, elementBytes: element)) }
         }
         let H = c.hiddenSize, I = c.intermediateSize, V = c.vocabSize, L = c.numLayers
         let NH = c.numHeads, D = c.headDim, qd = sat(c.numHeads, c.headDim), kvd = sat(c.numKVHeads, c.headDim)
@@ -139,7 +144,8 @@ public struct MemoryPlan: Sendable {
                 let source = spec.path == "lm_head" && c.tieWordEmbeddings ? "model.embed_tokens.weight" : spec.path + ".weight"
                 let dtype = dtypes[source] ?? "F32"
                 add(.weights, "\(spec.path).weight [\(spec.outFeatures), \(spec.inFeatures)] packed (\(dtype))",
-                    Self.frozenLinearBytes(inFeatures: spec.inFeatures, outFeatures: spec.outFeatures, dtype: dtype))
+                    Self.frozenLinearBytes(inFeatures: spec.inFeatures, outFeatures: spec.outFeatures, dtype: dtype),
+                    element: Self.frozenElementBytes(dtype: dtype))
             }
             if spec.hasBias && !trainedKeys.contains(plan.biasKey(spec.path)) {
                 add(.weights, "\(spec.path).bias [\(spec.outFeatures)]", f32(spec.outFeatures))
@@ -152,7 +158,7 @@ public struct MemoryPlan: Sendable {
         for what in ["trainable parameters", "their gradients", "AdamW first moments", "AdamW second moments"] {
             add(.trainable, "\(what) (\(total) floats)", f32(total))
         }
-        add(.trainable, "weight-decay mask (\(total) bytes)", total)
+        add(.trainable, "weight-decay mask (\(total) bytes)", total, element: 1)
 
         // Activations (ActivationPlan.init), N = B·T tokens.
         let B = s.batch, T = s.seq, n = s.tokens, chunk = s.chunkRows
@@ -303,11 +309,22 @@ public struct MemoryPlan: Sendable {
 
     /// What does not fit `limits`, or nil when everything does: the total past
     /// the device memory, and the largest single buffer past the allocation limit.
-    public func problems(limits: MemoryLimits) -> (total: Bool, buffer: Item?) {
+    public func problems(limits: MemoryLimits) -> Problems {
         let total = limits.globalBytes > 0 && totalBytes > limits.globalBytes
         let tooBig = limits.maxAllocationBytes > 0
             ? items.filter { $0.bytes > limits.maxAllocationBytes }.max { $0.bytes < $1.bytes } : nil
-        return (total, tooBig)
+        let tooMany = items.filter { $0.elements > Int(Int32.max) }.max { $0.elements < $1.elements }
+        return Problems(total: total, buffer: tooBig, elements: tooMany)
+    }
+
+    public struct Problems: Sendable, Equatable {
+        /// The total is past the device memory.
+        public let total: Bool
+        /// The largest buffer past the per-buffer allocation limit.
+        public let buffer: Item?
+        /// The largest buffer with more elements than the kernels' 32-bit int indices reach.
+        public let elements: Item?
+        public var fit: Bool { !total && buffer == nil && elements == nil }
     }
 
     /// 1536 → "1.5 KiB"; binary units, one decimal.

@@ -411,9 +411,9 @@ public final class Trainer {
     /// per-buffer limit, with the settings that would fit (a smaller batch, a
     /// shorter max_seq_len, gradient checkpointing), each checked by planning it.
     static func checkMemory(_ plan: MemoryPlan, limits: MemoryLimits, config c: TrainingConfig) throws {
-        func fits(_ p: MemoryPlan) -> Bool { let x = p.problems(limits: limits); return !x.total && x.buffer == nil }
+        func fits(_ p: MemoryPlan) -> Bool { p.problems(limits: limits).fit }
         let problems = plan.problems(limits: limits)
-        guard problems.total || problems.buffer != nil else { return }
+        guard !problems.fit else { return }
         let s = plan.shape, F = MemoryPlan.format
         let batchKey = s.batch > c.perDeviceTrainBatchSize ? "per_device_eval_batch_size" : "per_device_train_batch_size"
         var m = "memory plan: the model with micro-batches of \(batchKey) \(s.batch) × max_seq_len \(s.seq) tokens does not fit "
@@ -426,6 +426,10 @@ public final class Trainer {
         if let b = problems.buffer {
             m += (problems.total ? "; and" : "") + " the buffer '\(b.name)' needs \(F(b.bytes)), past the device's largest single "
                 + "allocation of \(F(limits.maxAllocationBytes)) (\(limits.allocationSource))"
+        }
+        if let b = problems.elements, b != problems.buffer {
+            m += (problems.total || problems.buffer != nil ? "; and" : "") + " the buffer '\(b.name)' has \(b.elements) elements, "
+                + "past the kernels' 32-bit indices (\(Int32.max))"
         }
         m += ". Nothing was loaded or written."
         // What would fit, each planned: the largest batch at this length, the longest length at this batch, checkpointing.
@@ -452,7 +456,7 @@ public final class Trainer {
             m += " These fit: " + options.joined(separator: "; or ") + "."
         } else if fits(shaped { $0.batch = 1; $0.seq = 2; $0.gradientCheckpointing = true }) {
             m += " Lower \(batchKey) and max_seq_len together" + (s.gradientCheckpointing ? "" : ", and set gradient_checkpointing: true") + "."
-        } else if let b = problems.buffer, b.category == .weights {
+        } else if let b = problems.buffer ?? problems.elements, b.category == .weights {
             m += " This tensor does not fit one buffer on this device (splitting a tensor across buffers is not implemented yet)."
         } else {
             m += " The weights and the adapter alone (\(F(plan.weightBytes + plan.trainableBytes))) leave no room for a batch on this device."

@@ -204,5 +204,14 @@ final class MemoryPlanTests: XCTestCase {
         let limits = MemoryLimits(deviceName: "test", globalBytes: 1 << 40, maxAllocationBytes: 1 << 38)
         XCTAssertTrue(plan.problems(limits: limits).total)
         XCTAssertNotNil(plan.problems(limits: limits).buffer)
+        // Past the kernels' 32-bit indices even where the device would allocate it:
+        // 700000 × 64 tokens × intermediate 48 = 2150400000 elements > Int32.max.
+        let wide = plan.with(shape: .init(batch: 700_000, seq: 64))
+        let huge = MemoryLimits(deviceName: "test", globalBytes: 1 << 60, maxAllocationBytes: 1 << 60)
+        let p = wide.problems(limits: huge)
+        XCTAssertFalse(p.fit)
+        XCTAssertEqual(p.elements?.elements, 2_150_400_000)
+        XCTAssertEqual(p.elements?.name, "each layer's gate, up or act (44800000, 48)")
+        XCTAssertTrue(plan.with(shape: .init(batch: 600_000, seq: 64)).problems(limits: huge).fit)
     }
 }

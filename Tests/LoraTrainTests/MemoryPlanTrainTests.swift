@@ -120,8 +120,7 @@ final class MemoryPlanTrainTests: XCTestCase {
             let b = Int(m.components(separatedBy: "These fit: per_device_train_batch_size ").last!.prefix { $0.isNumber })!
             func fits(_ b: Int, _ t: Int, ckpt: Bool = false) -> Bool {
                 let p = plan.with(shape: .init(batch: b, seq: t, gradientCheckpointing: ckpt))
-                let x = p.problems(limits: limits)
-                return !x.total && x.buffer == nil
+                return p.problems(limits: limits).fit
             }
             XCTAssertTrue(fits(b, 64) && !fits(b + 1, 64), "\(b): \(m)")
             let t = Int(m.components(separatedBy: "or max_seq_len ").last!.prefix { $0.isNumber })!
