@@ -125,7 +125,8 @@ final class MemoryPlanTests: XCTestCase {
             if ProcessInfo.processInfo.environment["LORA_GPU_PRINT_MEMORY"] != nil {
                 print("MEMORY \(name): frozen weights allocated \(allocated) B, planned (post-mem16 rule) \(plan.weightBytes) B")
             }
-            _ = m
+            XCTAssertEqual(m.logitsChunkRows, MemoryPlan.Shape(batch: 1, seq: 1).logitsChunkRows,
+                           "the trainer plans with the model's default logits chunk")
         }
     }
 
