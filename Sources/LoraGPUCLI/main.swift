@@ -59,6 +59,7 @@ struct Bench: ParsableCommand {
         let coretype = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "(unset)"
         print("device: \(ctx.device.label)")
         print("kernel config: \(ctx.config.spec) from \(ctx.configOrigin)")
+        print("gemm kernel: \(ctx.gemmKernelDescription)")
         print("OPENBLAS_CORETYPE: \(coretype); OpenBLAS threads: \(ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"] ?? "(default)")")
         print(KernelBench.header)
         let bench = KernelBench(context: ctx, runs: runs) { print($0); fflush(stdout) }

@@ -18,21 +18,26 @@ final class TuningTests: XCTestCase {
     // MARK: parity for every parameter set
 
     /// Every GEMM_MR the tuner may choose (and the rest up to the 16 that
-    /// --kernel-config accepts), every gemm and pack local size: the program is
+    /// --kernel-config accepts), every gemm and pack local size, and every
+    /// gemm_tiled tile it may choose on a GPU (forced here): the program is
     /// built with it and matmul (all transpose forms, awkward sizes, NaN-poisoned
     /// C, beta ≠ 0, a packed weight with bias) and LoRA forward/backward with
-    /// dropout must match the float64 reference.
+    /// dropout must match the float64 reference. (GemmVariantTests checks the
+    /// tiles further: the ext term and its mask, 16-bit panels.)
     func testEveryTunerParameterSetPassesParity() throws {
         let device = try sharedContext().device
-        var configs = Tuner.parameterSets(for: device)
-        let base = KernelConfig.deviceDefault(device)
-        for mr in 1...KernelConfig.maxRowsPerItem where !configs.contains(where: { $0.gemmRowsPerItem == mr }) {
+        var configs = Tuner.parameterSets(for: device, tiled: true)
+        var base = KernelConfig.deviceDefault(device)
+        base.gemm.variant = .packed
+        for mr in 1...KernelConfig.maxRowsPerItem where !configs.contains(where: { $0.gemmRowsPerItem == mr && $0.gemm.variant == .packed }) {
             var c = base
             c.gemmRowsPerItem = mr
             configs.append(c)
         }
-        let space = Tuner.searchSpace(for: device, quick: false)
-        XCTAssertEqual(Set(configs.map(\.gemmRowsPerItem)), Set(1...KernelConfig.maxRowsPerItem))
+        let space = Tuner.searchSpace(for: device, quick: false, tiled: true)
+        XCTAssertEqual(Set(configs.filter { $0.gemm.variant == .packed }.map(\.gemmRowsPerItem)), Set(1...KernelConfig.maxRowsPerItem))
+        for t in space.tiles { XCTAssertTrue(configs.contains { $0.gemm == GemmChoice(variant: .tiled, tile: t) }, "tile \(t) untested") }
+        XCTAssertFalse(space.tiles.isEmpty)
         for l in space.gemmLocals { XCTAssertTrue(configs.contains { $0.gemmLocal == l }, "local \(l) untested") }
         for p in space.packLocals { XCTAssertTrue(configs.contains { $0.packLocal == p }, "pack \(p) untested") }
         let quickSpace = Tuner.searchSpace(for: device, quick: true)
@@ -42,7 +47,7 @@ final class TuningTests: XCTestCase {
         var rng = freshRandom(#function)
         let shapes = [(1, 1, 1), (3, 17, 63), (17, 3, 1), (63, 129, 17), (37, 45, 70)]
         for cfg in configs {
-            let ctx = try ComputeContext(device: device, config: cfg, kernelFiles: ["matmul.cl", "activations.cl"])
+            let ctx = try ComputeContext(device: device, config: cfg, kernelFiles: ["matmul.cl", "matmul_tiled.cl", "activations.cl"])
             for (m, n, k) in shapes {
                 for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
                     let a = rng.uniform(m * k), b = rng.uniform(k * n)
@@ -100,7 +105,9 @@ final class TuningTests: XCTestCase {
 
     func testSpecRoundTripsAndBadStringsNameTheirOrigin() throws {
         for c in [KernelConfig.cpu, .gpu,
-                  KernelConfig(gemmRowsPerItem: 5, gemmLocal: (2, 4), rowWorkGroup: 32, elementwiseLocal: 128, packLocal: 16)] {
+                  KernelConfig(gemmRowsPerItem: 5, gemmLocal: (2, 4), rowWorkGroup: 32, elementwiseLocal: 128, packLocal: 16),
+                  KernelConfig(gemmRowsPerItem: 5, gemmLocal: (2, 4), rowWorkGroup: 32, elementwiseLocal: 128, packLocal: 16,
+                               gemm: GemmChoice(variant: .tiled, tile: GemmTile(tm: 128, tn: 32, tk: 4, wm: 8, wn: 2)))] {
             XCTAssertEqual(try KernelConfig.parse(c.spec, base: .gpu, origin: "t"), c)
         }
         XCTAssertEqual(try KernelConfig.parse("CPU", base: .gpu, origin: "t"), .cpu)
