@@ -107,8 +107,19 @@ public final class Tuner {
 
     /// Whether the tuner searches `gemm_tiled` on `device` by default: on
     /// every device that is not a CPU (pocl on a CPU runs its barriers as
-    /// loops over the work-items; `tiled: true` forces it there for tests).
-    public static func searchesTiled(_ device: Device) -> Bool { device.kind != .cpu }
+    /// loops over the work-items), unless LORA_GPU_TUNE_TILED is 1 (also on a
+    /// CPU, e.g. to check the search on pocl) or 0 (never). `tiled:` arguments
+    /// override both.
+    public static func searchesTiled(_ device: Device,
+                                     environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+        switch environment[tiledEnvironmentVariable]?.lowercased() {
+        case "1", "true", "on", "yes": return true
+        case "0", "false", "off", "no": return false
+        default: return device.kind != .cpu
+        }
+    }
+
+    public static let tiledEnvironmentVariable = "LORA_GPU_TUNE_TILED"
 
     /// The tiles of `gemm_tiled` the tuner may try, before the device's limits
     /// filter them: 256 work-items of 4×4 to 8×8 outputs (a 128-wide group
@@ -214,7 +225,7 @@ public final class Tuner {
                     log("  \(c.spec)  rejected: \(reason)")
                 } else if let (g, per) = best[i] {
                     measured.append(Measured(config: c, gflops: g, perShape: per, rejected: nil))
-                    log(String(format: "  %@  %7.1f GFLOP/s", c.spec.padding(toLength: 40, withPad: " ", startingAt: 0), g))
+                    log(String(format: "  %@  %7.1f GFLOP/s", c.spec.padding(toLength: max(c.spec.count, 72), withPad: " ", startingAt: 0), g))
                 }
             }
         }

@@ -16,12 +16,14 @@ final class GemmVariantTests: XCTestCase {
         (1, 1, 1), (3, 17, 63), (17, 3, 1), (63, 129, 17), (129, 63, 129),
         (1000, 3, 17), (3, 1000, 17), (17, 3, 1000),
     ]
-    static let kernelFiles: Set<String> = ["matmul.cl", "matmul_tiled.cl"]
+    /// The files TuningTests builds too: with the same configs, pocl's kernel cache serves the second build.
+    static let kernelFiles: Set<String> = ["matmul.cl", "matmul_tiled.cl", "activations.cl"]
 
     /// The tiled configs the tuner may choose on a GPU, built here on pocl.
     func tiledConfigs(_ device: Device) -> [KernelConfig] {
         let configs = Tuner.parameterSets(for: device, tiled: true).filter { $0.gemm.variant == .tiled }
-        let tiles = Tuner.tiledTiles(quick: false)
+        let tiles = Tuner.searchSpace(for: device, quick: false, tiled: true).tiles
+        XCTAssertFalse(tiles.isEmpty)
         XCTAssertEqual(configs.count, tiles.count, "every tile in one config")
         for t in tiles { XCTAssertTrue(configs.contains { $0.gemm.tile == t }, "tile \(t) untested") }
         XCTAssertTrue(Tuner.tiledTiles(quick: true).allSatisfy(tiles.contains), "the quick tiles are among the full ones")
@@ -210,13 +212,12 @@ final class GemmVariantTests: XCTestCase {
         }
     }
 
-    /// The device class picks the variant (pocl's CPU: packed; the gpu preset,
-    /// which every non-CPU device gets: tiled); LORA_GPU_KERNEL_CONFIG and the
-    /// flag override it, and the context then launches that kernel.
+    /// The device class picks the variant (a CPU such as pocl's: packed; the
+    /// gpu preset, which every other device gets: tiled); LORA_GPU_KERNEL_CONFIG
+    /// and the flag override it, and the context then launches that kernel.
     func testDeviceClassChoiceAndOverride() throws {
         let device = try sharedContext().device
-        XCTAssertEqual(device.kind, .cpu, "the suite runs on pocl's CPU device")
-        XCTAssertEqual(KernelConfig.deviceDefault(device).gemm.variant, .packed)
+        XCTAssertEqual(KernelConfig.deviceDefault(device).gemm.variant, device.kind == .cpu ? .packed : .tiled)
         XCTAssertEqual(KernelConfig.gpu.gemm.variant, .tiled)
         XCTAssertEqual(KernelConfig.cpu.gemm.variant, .packed)
         let env = ["LORA_GPU_AUTOTUNE": "0", "LORA_GPU_TUNING_CACHE": "/nonexistent/lora-gpu/tuning.json",
@@ -247,15 +248,19 @@ final class GemmVariantTests: XCTestCase {
         XCTAssertEqual(packed.gemmLaunch(m: 17, n: 33).kernel, "gemm_packed")
     }
 
-    /// The tuner leaves gemm_tiled out on a CPU by default; forced, it builds,
-    /// checks and times every quick tile beside gemm_packed, and the best tile
-    /// is in the final playoff.
+    /// The tuner leaves gemm_tiled out on a CPU by default (and searches it
+    /// elsewhere); forced, it builds, checks and times every quick tile beside
+    /// gemm_packed, and the best tile is in the final playoff.
     func testTunerSearchesTiledWhereAskedAndTimesItBesidePacked() throws {
         let device = try sharedContext().device
-        XCTAssertFalse(Tuner.searchesTiled(device))
-        XCTAssertTrue(Tuner.searchSpace(for: device, quick: false).tiles.isEmpty)
-        XCTAssertEqual(Tuner.searchSpace(for: device, quick: false, tiled: true).tiles, Tuner.tiledTiles(quick: false))
-        XCTAssertTrue(Tuner.parameterSets(for: device).allSatisfy { $0.gemm.variant == .packed })
+        XCTAssertEqual(Tuner.searchesTiled(device), device.kind != .cpu)
+        XCTAssertTrue(Tuner.searchesTiled(device, environment: ["LORA_GPU_TUNE_TILED": "1"]))
+        XCTAssertFalse(Tuner.searchesTiled(device, environment: ["LORA_GPU_TUNE_TILED": "off"]))
+        XCTAssertEqual(Tuner.searchSpace(for: device, quick: false).tiles.isEmpty, device.kind == .cpu)
+        XCTAssertEqual(Tuner.parameterSets(for: device).allSatisfy { $0.gemm.variant == .packed }, device.kind == .cpu)
+        let fitting = Tuner.tiledTiles(quick: false).filter { GemmChoice(variant: .tiled, tile: $0).fits(device) }
+        XCTAssertEqual(Tuner.searchSpace(for: device, quick: false, tiled: true).tiles, fitting)
+        if device.kind == .cpu { XCTAssertEqual(fitting, Tuner.tiledTiles(quick: false), "pocl fits every tile") }
         var lines: [String] = []
         let tuner = Tuner(device: device, linears: [TuningLinear("t", in: 96, out: 80)], quick: true, tokens: 48,
                           runs: 1, tiled: true) { lines.append($0) }
