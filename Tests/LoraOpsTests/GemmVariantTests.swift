@@ -67,6 +67,24 @@ final class GemmVariantTests: XCTestCase {
         XCTAssertEqual(launched.filter { $0.hasPrefix("gemm") }, ["gemm_packed"])
     }
 
+    /// ‖Σ_t |term_t|‖: what fp32 can promise its error relative to when the
+    /// terms cancel (a 1×1 result of a product, the ext term and bias can
+    /// come out much smaller than each of them).
+    func magnitude(_ terms: [Double]...) -> Double {
+        var s = 0.0
+        for i in 0..<(terms.first?.count ?? 0) {
+            let t = terms.reduce(0) { $0 + abs($1[i]) }
+            s += t * t
+        }
+        return s.squareRoot()
+    }
+
+    /// |alpha|·|op(A)|·|op(B)| elementwise: the magnitude of a product's terms.
+    func absProduct(_ a: [Float], _ b: [Float], m: Int, n: Int, k: Int, transA: Bool = false, transB: Bool = false,
+                    alpha: Float) -> [Double] {
+        Reference.matmul(a.map(abs), b.map(abs), m: m, n: n, k: k, transA: transA, transB: transB, alpha: Double(abs(alpha)))
+    }
+
     /// For one shape, every transpose form of op(A) and op(B) with fresh random
     /// inputs: (1) alpha, beta = 0 on NaN-poisoned C; (2) beta ≠ 0 with bias;
     /// (3) + the ext term alpha2·op(A2)·op(B2) (K2 = 5) without mask; (4) with
@@ -81,17 +99,20 @@ final class GemmVariantTests: XCTestCase {
             let op = StridedOperand(ab, rows: m, cols: k, ta ? .transposed : .none)
             let packed = try ctx.pack(try ctx.buffer(b), k: k, n: n, tb ? .transposed : .none)
             let base = Reference.matmul(a, b, m: m, n: n, k: k, transA: ta, transB: tb, alpha: Double(alpha))
+            let baseTerms = absProduct(a, b, m: m, n: n, k: k, transA: ta, transB: tb, alpha: alpha)
+            let biasRows = (0..<m * n).map { Double(bias[$0 % n]) }
 
             let c1 = try poisoned(ctx, m * n)
             try ctx.gemm(c1, m: m, alpha: alpha, a: op, b: packed, ext: nil, bias: nil, beta: 0)
-            assertClose(try c1.read(), base, "\(what) α=\(alpha) β=0")
+            assertClose(try c1.read(), base, floor: magnitude(baseTerms), "\(what) α=\(alpha) β=0")
 
             let c0 = rng.uniform(m * n)
             let c2 = try ctx.buffer(c0)
             try ctx.gemm(c2, m: m, alpha: alpha, a: op, b: packed, ext: nil, bias: biasb, beta: beta)
             var ref2 = base
             for i in 0..<m { for j in 0..<n { ref2[i * n + j] += Double(bias[j]) + Double(beta) * Double(c0[i * n + j]) } }
-            assertClose(try c2.read(), ref2, "\(what) β=\(beta) + bias")
+            assertClose(try c2.read(), ref2, floor: magnitude(baseTerms, biasRows, c0.map { Double(beta) * Double($0) }),
+                        "\(what) β=\(beta) + bias")
 
             // The ext term: op(A2) (M,K2) strided like A, op(B2) (K2,N) packed like B.
             let a2 = rng.uniform(m * k2), b2 = rng.uniform(k2 * n)
@@ -100,9 +121,10 @@ final class GemmVariantTests: XCTestCase {
                                     b: try ctx.pack(try ctx.buffer(b2), k: k2, n: n, tb ? .none : .transposed),
                                     alpha: alpha2)
             let extRef = Reference.matmul(a2, b2, m: m, n: n, k: k2, transA: !ta, transB: !tb, alpha: Double(alpha2))
+            let extTerms = absProduct(a2, b2, m: m, n: n, k: k2, transA: !ta, transB: !tb, alpha: alpha2)
             let c3 = try poisoned(ctx, m * n)
             try ctx.gemm(c3, m: m, alpha: alpha, a: op, b: packed, ext: ext, bias: nil, beta: 0)
-            assertClose(try c3.read(), zip(base, extRef).map(+), "\(what) + ext")
+            assertClose(try c3.read(), zip(base, extRef).map(+), floor: magnitude(baseTerms, extTerms), "\(what) + ext")
 
             var masked = ext
             let p = Float.random(in: 0.1...0.5, using: &rng), seed = UInt32.random(in: 0...UInt32.max, using: &rng)
@@ -115,7 +137,9 @@ final class GemmVariantTests: XCTestCase {
             for i in 0..<m {
                 for j in 0..<n { ref4[i * n + j] += extRef[i * n + j] * mask[i * maskLd + j] + Double(bias[j]) }
             }
-            assertClose(try c4.read(), ref4, "\(what) + ext·mask(p=\(p), seed=\(seed)) + bias")
+            let maskedTerms = (0..<m * n).map { extTerms[$0] * mask[($0 / n) * maskLd + $0 % n] }
+            assertClose(try c4.read(), ref4, floor: magnitude(baseTerms, maskedTerms, biasRows),
+                        "\(what) + ext·mask(p=\(p), seed=\(seed)) + bias")
         }
     }
 
@@ -179,7 +203,10 @@ final class GemmVariantTests: XCTestCase {
                         for i in 0..<m * n {
                             ref[i] += ext[i] * mask[i] + Double(bias[i % n]) + Double(beta) * Double(c0[i])
                         }
-                        assertClose(try c.read(), ref, "\(what) β=\(beta)")
+                        let terms = magnitude(absProduct(a, held, m: m, n: n, k: k, alpha: 1.25),
+                                              zip(absProduct(a2, b2, m: m, n: n, k: k2, alpha: -0.5), mask).map(*),
+                                              (0..<m * n).map { abs(Double(bias[$0 % n])) + Double(beta) * Double(abs(c0[$0])) })
+                        assertClose(try c.read(), ref, floor: terms, "\(what) β=\(beta)")
                     }
                     // The narrowing is real: the held values differ from fp32 (else the test proves nothing).
                     XCTAssertTrue(k * n < 4 || zip(panels, bits).contains { $0 != decode($1) }, what)
