@@ -60,15 +60,19 @@ final class TuningTests: XCTestCase {
                 let c0 = rng.uniform(m * n), a = rng.uniform(m * k), b = rng.uniform(k * n)
                 let c = try ctx.buffer(c0)
                 try ctx.matmul(c, try ctx.buffer(a), try ctx.buffer(b), m: m, n: n, k: k, beta: -0.75)
+                // ‖|A|·|B| + 0.75·|C0|‖ bounds the error where the two terms cancel (a 1×1 result can).
+                let betaTerms = Reference.matmul(a.map(abs), b.map(abs), c: c0.map(abs), m: m, n: n, k: k, beta: 0.75)
                 assertClose(try c.read(), Reference.matmul(a, b, c: c0, m: m, n: n, k: k, beta: -0.75),
-                            "\(cfg.spec) matmul β \(m)x\(n)x\(k)")
+                            floor: betaTerms.reduce(0) { $0 + $1 * $1 }.squareRoot(), "\(cfg.spec) matmul β \(m)x\(n)x\(k)")
                 let x = rng.uniform(m * k), w = rng.uniform(n * k), bias = rng.uniform(n)
                 let y = try poisoned(ctx, m * n)
                 let packed = try ctx.pack(try ctx.buffer(w), k: k, n: n, .transposed)
                 try ctx.matmul(y, try ctx.buffer(x), packed: packed, m: m, bias: try ctx.buffer(bias))
                 var ref = Reference.matmul(x, w, m: m, n: n, k: k, transB: true)
-                for i in 0..<m { for j in 0..<n { ref[i * n + j] += Double(bias[j]) } }
-                assertClose(try y.read(), ref, "\(cfg.spec) x·Wᵀ+b \(m)x\(n)x\(k)")
+                var terms = Reference.matmul(x.map(abs), w.map(abs), m: m, n: n, k: k, transB: true)
+                for i in 0..<m { for j in 0..<n { ref[i * n + j] += Double(bias[j]); terms[i * n + j] += Double(abs(bias[j])) } }
+                assertClose(try y.read(), ref, floor: terms.reduce(0) { $0 + $1 * $1 }.squareRoot(),
+                            "\(cfg.spec) x·Wᵀ+b \(m)x\(n)x\(k)")
             }
             try checkLoRA(ctx, rng: &rng)
         }
