@@ -122,8 +122,8 @@ public final class Tuner {
     public static let tiledEnvironmentVariable = "LORA_GPU_TUNE_TILED"
 
     /// The tiles of `gemm_tiled` the tuner may try, before the device's limits
-    /// filter them: 256 work-items of 4×4 to 8×8 outputs (a 128-wide group
-    /// for 2×4), 8- to 32-deep steps, 5–19 KB of __local memory.
+    /// filter them: 256 work-items each (16 × 16) of 2×2 to 8×8 outputs,
+    /// 8- to 32-deep steps, 5–19 KB of __local memory.
     public static func tiledTiles(quick: Bool) -> [GemmTile] {
         let t = { (tm: Int, tn: Int, tk: Int, wm: Int, wn: Int) in GemmTile(tm: tm, tn: tn, tk: tk, wm: wm, wn: wn) }
         if quick { return [GemmChoice.defaultTile, t(128, 64, 16, 8, 4)] }
