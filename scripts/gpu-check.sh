@@ -4,12 +4,16 @@
 #      that is not pocl, else a vendor library named directly (NVIDIA ships
 #      libnvidia-opencl.so.1 with its driver, often without an ICD file in
 #      containers): then a temporary ICD directory points at it (OCL_ICD_VENDORS);
-#   2. runs the kernel and model parity tests on the GPU (LORA_GPU_DEVICE=gpu);
-#   3. `lora-gpu tune` (where the build has it), `lora-gpu bench --device gpu`;
+#   2. runs the kernel and model parity tests on the GPU (LORA_GPU_DEVICE=gpu)
+#      with the GPU kernel config (gemm_tiled: LORA_GPU_KERNEL_CONFIG=gpu); the
+#      kernel tests also build and check gemm_packed and every gemm_tiled tile;
+#   3. `lora-gpu tune` (it searches gemm_tiled beside gemm_packed on a GPU) into
+#      a private tuning cache, `lora-gpu bench` with the tuned config, and the
+#      x·Wᵀ products with gemm_tiled and with gemm_packed forced, side by side;
 #   4. a short `lora-gpu train` on the fixture model (pre-tokenized data), and,
 #      with several GPUs and mpirun, the same run with one rank per GPU;
 # and prints one table headed by the device's name. Where there is no GPU it
-# says so and exits 0. Options: --quick (bench --quick, fewer runs).
+# says so and exits 0. Options: --quick (quick tune, bench --quick, one run).
 # To check the script itself on a machine without a GPU: LORA_GPU_CHECK_KIND=cpu
 # runs every step on the CPU device (pocl), LORA_GPU_CHECK_TESTS narrows the test filter.
 set -uo pipefail
@@ -48,7 +52,7 @@ else
         /usr/local/nvidia/lib /usr/lib/wsl/lib /opt/rocm/lib /opt/rocm/opencl/lib)
   found=""
   for l in "${libs[@]}"; do
-    p="$(ldconfig -p 2>/dev/null | awk -v l="$l" '$1 == l { print $NF; exit }')"
+    p="$( (ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null) | awk -v l="$l" '$1 == l { print $NF; exit }')"
     if [ -z "$p" ]; then
       for d in "${dirs[@]}"; do [ -e "$d/$l" ] && { p="$d/$l"; break; }; done
     fi
@@ -84,22 +88,37 @@ device="$(grep -m1 "\[$kind\]" "$work/devices.txt" | sed -E "s/^ *device [0-9]+:
 ngpus="$(grep -c "\[$kind\]" "$work/devices.txt")"
 say "device: $device ($ngpus $kind device(s))"
 export LORA_GPU_DEVICE=$kind
+# A private tuning cache: the tests see the device default, tune writes here,
+# bench and train read what it chose; the user's cache is left alone.
+export LORA_GPU_TUNING_CACHE="$work/tuning.json" LORA_GPU_AUTOTUNE=0
 rows=()
-row() { rows+=("$(printf '| %-36s | %-8s | %s |' "$1" "$2" "$3")"); }
+row() { rows+=("$(printf '| %-44s | %-6s | %s |' "$1" "$2" "$3")"); }
 
-# ---- 2. parity tests on the GPU
+# ---- 2. parity tests on the GPU, with the GPU kernel config (gemm_tiled)
 t0=$(date +%s)
-swift test --skip-build --filter "$filter" >"$work/tests.log" 2>&1
+LORA_GPU_KERNEL_CONFIG=gpu swift test --skip-build --filter "$filter" >"$work/tests.log" 2>&1
 test_rc=$?
 summary="$(awk '/^Test Suite .Selected tests. (passed|failed)/{getline; print}' "$work/tests.log" | tail -1 | sed 's/^[[:space:]]*//')"
-row "parity tests ($filter)" "$([ $test_rc -eq 0 ] && echo ok || echo FAILED)" "${summary:-no summary, see log}, $(( $(date +%s) - t0 )) s"
+row "parity tests, config gpu (gemm_tiled)" "$([ $test_rc -eq 0 ] && echo ok || echo FAILED)" \
+  "$filter: ${summary:-no summary, see log}, $(( $(date +%s) - t0 )) s"
 [ $test_rc -eq 0 ] || grep -E 'error:|failed' "$work/tests.log" | head -20
 
 # ---- 3. tune and bench
 if "$bin" --help 2>/dev/null | sed -n '/SUBCOMMANDS/,$p' | grep -qE '^ +tune( |$)'; then
-  "$bin" tune --device "$kind" >"$work/tune.log" 2>&1
+  tune_args=(tune --device "$kind" --force)
+  # A GPU searches gemm_tiled anyway; a cpu check run asks for it (LORA_GPU_TUNE_TILED).
+  [ "$kind" = gpu ] || export LORA_GPU_TUNE_TILED=1
+  [ $quick -eq 1 ] && tune_args+=(--quick)
+  t0=$(date +%s)
+  "$bin" "${tune_args[@]}" >"$work/tune.log" 2>&1
   rc=$?
-  row "lora-gpu tune" "$([ $rc -eq 0 ] && echo ok || echo FAILED)" "$(tail -1 "$work/tune.log")"
+  row "lora-gpu tune" "$([ $rc -eq 0 ] && echo ok || echo FAILED)" "$(tail -1 "$work/tune.log" | sed "s|; stored in .*||"), $(( $(date +%s) - t0 )) s"
+  # The best candidate of each gemm variant (aggregate GFLOP/s over the tuning products).
+  for v in packed tiled; do
+    best="$(awk -v v="gemm=$v" 'index($0, v) && /GFLOP\/s$/ { g = $(NF - 1) + 0; if (g > b) { b = g; c = $1 } } END { if (b > 0) printf "%.1f GFLOP/s (%s)", b, c }' "$work/tune.log")"
+    row "tune: best gemm_$v" "$([ -n "$best" ] && echo ok || echo n/a)" "${best:-not searched on this device}"
+  done
+  [ $rc -eq 0 ] || tail -5 "$work/tune.log"
 else
   row "lora-gpu tune" "n/a" "this build has no tune subcommand"
 fi
@@ -108,17 +127,27 @@ bench_args=(--device "$kind" --json "$work/bench.json")
 "$bin" bench "${bench_args[@]}" >"$work/bench.txt" 2>&1
 rc=$?
 cat "$work/bench.txt"
-row "lora-gpu bench" "$([ $rc -eq 0 ] && echo ok || echo FAILED)" "$(grep -c '' "$work/bench.txt") lines (table above)"
+row "lora-gpu bench" "$([ $rc -eq 0 ] && echo ok || echo FAILED)" \
+  "$(sed -n 's/^gemm kernel: //p' "$work/bench.txt" | head -1); $(grep -c '' "$work/bench.txt") lines (above)"
+# The two variants on the same products, each forced: GFLOP/s of the x·Wᵀ rows.
+for cfg in gpu "gpu,gemm=packed"; do
+  variant_args=(--device "$kind" --only matmul --kernel-config "$cfg")
+  [ $quick -eq 1 ] && variant_args+=(--quick --runs 1)
+  "$bin" bench "${variant_args[@]}" >"$work/bench-$cfg.txt" 2>&1
+  rc=$?
+  # A row: name, shape, ms, rate, unit, "|", BLAS ms, BLAS GFLOP/s, ratio: "shape rate" from the end.
+  rates="$(awk '/^matmul NT packed/ && NF >= 9 { printf "%s%s %s", sep, $(NF - 7), $(NF - 5); sep = ", " }' "$work/bench-$cfg.txt")"
+  kernel="$(sed -n 's/^gemm kernel: \([a-z_]*\).*/\1/p' "$work/bench-$cfg.txt" | head -1)"
+  row "bench x*W^T, --kernel-config $cfg" "$([ $rc -eq 0 ] && echo ok || echo FAILED)" "${kernel:-?}: GFLOP/s ${rates:-none}"
+  [ $rc -eq 0 ] || tail -5 "$work/bench-$cfg.txt"
+done
 
 # ---- 4. a short train on the fixture model
-python3 - "$work/data.jsonl" <<'PY'
-import json, random, sys
-r = random.Random(7)
-with open(sys.argv[1], "w") as f:
-    for _ in range(64):
-        n = 8 + r.randrange(24); ids = [3 + r.randrange(64) for _ in range(n)]; p = 1 + r.randrange(n // 2)
-        f.write(json.dumps({"input_ids": ids, "labels": [-100] * p + ids[p:]}) + "\n")
-PY
+# 64 pre-tokenized rows (ids 3…66, a prompt of 1…n/2 tokens masked with -100); awk, so no Python is needed.
+awk 'BEGIN { srand(7); for (r = 0; r < 64; r++) {
+  n = 8 + int(rand() * 24); p = 1 + int(rand() * int(n / 2)); ids = ""; lab = ""
+  for (i = 0; i < n; i++) { t = 3 + int(rand() * 64); ids = ids (i ? ", " : "") t; lab = lab (i ? ", " : "") (i < p ? -100 : t) }
+  printf "{\"input_ids\": [%s], \"labels\": [%s]}\n", ids, lab } }' >"$work/data.jsonl"
 train_args=(train --model Tests/Fixtures/reference/llama_gqa_untied/model --data "$work/data.jsonl"
             --per-device-train-batch-size 8 --learning-rate 1e-2 --max-steps 20 --logging-steps 5 --save-steps 100
             --target-modules all-linear)
@@ -145,8 +174,8 @@ fi
 
 echo
 echo "lora-gpu on $device — driver: $driver"
-printf '| %-36s | %-8s | %s |\n' check result detail
-echo "|--------------------------------------|----------|--------|"
+printf '| %-44s | %-6s | %s |\n' check result detail
+echo "|----------------------------------------------|--------|--------|"
 printf '%s\n' "${rows[@]}"
 grep -q 'FAILED' <<<"${rows[*]}" && exit 1
 exit 0

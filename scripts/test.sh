@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds, runs the whole suite on
 # the OpenCL device (pocl in CI) with the device's kernel configuration and
-# again with the GPU one, then smoke-runs the CLI. Ends with "N passed, M failed".
+# again with the GPU one (gemm_tiled), the gemm consumers once more with
+# gemm_packed at the GPU sizes, then smoke-runs the CLI. Ends with "N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-debian.sh
@@ -14,8 +15,11 @@ trap 'rm -f "$log"' EXIT
 status=0
 swift test --skip-build 2>&1 | tee -a "$log" || status=1
 # The GPU kernel configuration (cooperative row reductions through __local
-# memory, GPU tile and local sizes), so those paths are proven on pocl too.
+# memory, GPU tile and local sizes, the tiled gemm), so those paths are proven on pocl too.
 LORA_GPU_KERNEL_CONFIG=gpu swift test --skip-build 2>&1 | tee -a "$log" || status=1
+# gemm_packed at the GPU sizes (a GPU's tuner may pick it): the tests of the gemm's consumers.
+LORA_GPU_KERNEL_CONFIG=gpu,gemm=packed swift test --skip-build \
+  --filter 'MatmulTests|LoRALinearTests|PEFTParityTests|DropoutModelTests|TransformersParityTests' 2>&1 | tee -a "$log" || status=1
 swift build --product lora-gpu
 bin="$(swift build --show-bin-path)/lora-gpu"
 "$bin" devices
@@ -34,9 +38,9 @@ printf '%s\n' '{"messages": [{"role": "user", "content": "你好"}, {"role": "as
 "$bin" merge --model "$m" --adapter "$smoke/out" --output "$smoke/merged"
 "$bin" generate --model "$smoke/merged" --raw-prompt "Pip" --max-new-tokens 4
 rm -rf "$smoke"
-# XCTest closes each run with "Test Suite 'All tests' passed|failed" and its "Executed N tests, with F failures".
+# XCTest closes each run with "Test Suite 'All tests' (or 'Selected tests') passed|failed" and its "Executed N tests, with F failures".
 passed=0; failed=0
 while read -r n f; do passed=$((passed + n - f)); failed=$((failed + f)); done < <(
-  awk '/^Test Suite .All tests. (passed|failed)/{getline; print $2, $5}' "$log")
+  awk '/^Test Suite .(All|Selected) tests. (passed|failed)/{getline; print $2, $5}' "$log")
 echo "$passed passed, $failed failed"
 exit $status

@@ -23,6 +23,9 @@ public struct BenchReport: Codable, Sendable {
     public var openblasCoretype: String
     public var runs: Int
     public var rows: [BenchRow]
+    /// The kernel config's spec and the gemm kernel that ran ("gemm_tiled (tile 64x64x16, …)").
+    public var kernelConfig: String?
+    public var gemmKernel: String?
 }
 
 /// Times every kernel on one device after warm-up (median of `runs`), beside
@@ -80,7 +83,7 @@ public final class KernelBench {
         if want("decode") { try benchDecode(quick: quick) }
         return BenchReport(device: ctx.device.label,
                            openblasCoretype: ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "(unset)",
-                           runs: runs, rows: rows)
+                           runs: runs, rows: rows, kernelConfig: ctx.config.spec, gemmKernel: ctx.gemmKernelDescription)
     }
 
     // MARK: timing

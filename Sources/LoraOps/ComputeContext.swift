@@ -15,26 +15,32 @@ public struct KernelConfig: Equatable, Sendable {
     public var elementwiseLocal: Int
     /// Panel rows per work-group in `pack_b`.
     public var packLocal: Int
+    /// Which gemm kernel runs (`gemm_packed` or `gemm_tiled`) and the tiled one's tile sizes (GemmVariants.swift).
+    public var gemm: GemmChoice
 
-    public init(gemmRowsPerItem: Int, gemmLocal: (Int, Int), rowWorkGroup: Int, elementwiseLocal: Int, packLocal: Int) {
+    public init(gemmRowsPerItem: Int, gemmLocal: (Int, Int), rowWorkGroup: Int, elementwiseLocal: Int, packLocal: Int,
+                gemm: GemmChoice = .packed) {
         self.gemmRowsPerItem = gemmRowsPerItem
         self.gemmLocal = gemmLocal
         self.rowWorkGroup = rowWorkGroup
         self.elementwiseLocal = elementwiseLocal
         self.packLocal = packLocal
+        self.gemm = gemm
     }
 
     public static func == (a: KernelConfig, b: KernelConfig) -> Bool {
         a.gemmRowsPerItem == b.gemmRowsPerItem && a.gemmLocal == b.gemmLocal
             && a.rowWorkGroup == b.rowWorkGroup && a.elementwiseLocal == b.elementwiseLocal
-            && a.packLocal == b.packLocal
+            && a.packLocal == b.packLocal && a.gemm == b.gemm
     }
 
     /// pocl on a CPU: one thread runs a whole work-group, so small groups and
     /// no barriers; 8 float16 accumulators fit the 32 AVX-512 registers.
     public static let cpu = KernelConfig(gemmRowsPerItem: 8, gemmLocal: (1, 4), rowWorkGroup: 1, elementwiseLocal: 64, packLocal: 64)
-    /// GPUs: many work-items per group, a cooperative row reduction.
-    public static let gpu = KernelConfig(gemmRowsPerItem: 4, gemmLocal: (16, 4), rowWorkGroup: 128, elementwiseLocal: 256, packLocal: 64)
+    /// GPUs: many work-items per group, a cooperative row reduction, the
+    /// local-memory tiled gemm.
+    public static let gpu = KernelConfig(gemmRowsPerItem: 4, gemmLocal: (16, 4), rowWorkGroup: 128, elementwiseLocal: 256, packLocal: 64,
+                                         gemm: .tiledDefault)
 
     /// The device-class default: `.cpu` on CPU devices, `.gpu` elsewhere.
     /// What a device gets when nothing overrides it and it has not been tuned.
@@ -53,12 +59,12 @@ public struct KernelConfig: Equatable, Sendable {
     /// cache key (with the kernel sources): a new template invalidates old tunings.
     // -w: pocl on AVX2 hosts warns ~300 times that its own float16 builtins "change the ABI" without avx512f
     // (harmless, see Benchmarks/NOTES.md); errors still reach the build log.
-    public static let buildOptionsTemplate = "-cl-std=CL1.2 -w -DGEMM_MR={mr} -DROW_WG={row}"
+    public static let buildOptionsTemplate = "-cl-std=CL1.2 -w -DGEMM_MR={mr} -DROW_WG={row} " + GemmChoice.buildOptionsTemplate
 
     public var buildOptions: String {
-        Self.buildOptionsTemplate
+        gemm.fillBuildOptions(Self.buildOptionsTemplate
             .replacingOccurrences(of: "{mr}", with: "\(gemmRowsPerItem)")
-            .replacingOccurrences(of: "{row}", with: "\(rowWorkGroup)")
+            .replacingOccurrences(of: "{row}", with: "\(rowWorkGroup)"))
     }
 }
 

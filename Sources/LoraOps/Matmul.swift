@@ -88,9 +88,8 @@ extension ComputeContext {
         if let ext {
             try require(ext.b.n == n, "gemm", "extension N \(ext.b.n) differs from N \(n)")
         }
-        let mr = config.gemmRowsPerItem
-        let (l0, l1) = config.gemmLocal
-        try launch("gemm_packed", [
+        let shape = gemmLaunch(m: m, n: n)
+        try launch(shape.kernel, [
             i32(m), i32(n), i32(k), .float(alpha),
             .buffer(a.buffer), i32(a.rowStride), i32(a.colStride),
             .buffer(b.buffer),
@@ -101,7 +100,7 @@ extension ComputeContext {
             i32(ext?.dropout?.maskLd ?? 0),
             .int(bias == nil ? 0 : 1), .buffer(bias ?? c),
             .float(beta), .buffer(c),
-        ], global: [(n + 15) / 16, (m + mr - 1) / mr], local: [l0, l1])
+        ], global: shape.global, local: shape.local)
     }
 
     /// out[n] = beta·out[n] + Σ_m X[m, n], X (M,N). The bias gradient.

@@ -31,10 +31,12 @@ public struct TuningProduct: Sendable, Equatable {
 /// timed (median of several runs after warm-up) on the products of the given
 /// linear layers; the fastest aggregate GFLOP/s wins.
 ///
-/// Stages: GEMM_MR over `rows` at the device default's local size; the local
-/// sizes for the two best MRs (quick: two local sizes for the best MR); a
-/// playoff of the three best and the default timed together, which decides
-/// (full search only); `pack_b`'s local size for the winner (full search only). Row-reduction and elementwise local sizes are
+/// Stages: `gemm_packed`'s GEMM_MR over `rows` at the device default's local
+/// size; the local sizes for the two best MRs (quick: two local sizes for the
+/// best MR); `gemm_tiled`'s tiles where the search includes it (GPUs, or
+/// `tiled: true`); a playoff of the three best and the default timed together,
+/// which decides (quick: the best MR at each quick local size and the best
+/// tile); `pack_b`'s local size for the winner (full search only). Row-reduction and elementwise local sizes are
 /// not searched (pocl CPU: one thread per work-group, so they do not matter
 /// there); they stay at the device default.
 public final class Tuner {
@@ -42,6 +44,8 @@ public final class Tuner {
     public let quick: Bool
     public let tokens: Int
     public let products: [TuningProduct]
+    /// Whether `gemm_tiled` is searched beside `gemm_packed` (default: on GPUs and other non-CPU devices).
+    public let tiled: Bool
     let runs: Int
     let warmup: Int
     /// Interleaved timing rounds per stage; a candidate scores its best round.
@@ -49,10 +53,12 @@ public final class Tuner {
     let log: (String) -> Void
 
     /// `tokens`: the representative token count M of the products (default 512, quick 256).
+    /// `tiled`: search `gemm_tiled` too (default: where the device is not a CPU).
     public init(device: Device, linears: [TuningLinear], quick: Bool, tokens: Int? = nil,
-                runs: Int? = nil, log: @escaping (String) -> Void = { _ in }) {
+                runs: Int? = nil, tiled: Bool? = nil, log: @escaping (String) -> Void = { _ in }) {
         self.device = device
         self.quick = quick
+        self.tiled = tiled ?? Self.searchesTiled(device)
         self.tokens = max(tokens ?? (quick ? 256 : 512), 1)
         self.products = Self.products(linears, tokens: self.tokens)
         self.runs = max(runs ?? (quick ? 3 : 5), 1)
@@ -95,9 +101,37 @@ public final class Tuner {
         public var rowsPerItem: [Int]
         public var gemmLocals: [(Int, Int)]
         public var packLocals: [Int]
+        /// `gemm_tiled`'s tiles (empty where the tiled variant is not searched).
+        public var tiles: [GemmTile] = []
     }
 
-    public static func searchSpace(for device: Device, quick: Bool) -> SearchSpace {
+    /// Whether the tuner searches `gemm_tiled` on `device` by default: on
+    /// every device that is not a CPU (pocl on a CPU runs its barriers as
+    /// loops over the work-items), unless LORA_GPU_TUNE_TILED is 1 (also on a
+    /// CPU, e.g. to check the search on pocl) or 0 (never). `tiled:` arguments
+    /// override both.
+    public static func searchesTiled(_ device: Device,
+                                     environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+        switch environment[tiledEnvironmentVariable]?.lowercased() {
+        case "1", "true", "on", "yes": return true
+        case "0", "false", "off", "no": return false
+        default: return device.kind != .cpu
+        }
+    }
+
+    public static let tiledEnvironmentVariable = "LORA_GPU_TUNE_TILED"
+
+    /// The tiles of `gemm_tiled` the tuner may try, before the device's limits
+    /// filter them: 256 work-items each (16 × 16) of 2×2 to 8×8 outputs,
+    /// 8- to 32-deep steps, 5–19 KB of __local memory.
+    public static func tiledTiles(quick: Bool) -> [GemmTile] {
+        let t = { (tm: Int, tn: Int, tk: Int, wm: Int, wn: Int) in GemmTile(tm: tm, tn: tn, tk: tk, wm: wm, wn: wn) }
+        if quick { return [GemmChoice.defaultTile, t(128, 64, 16, 8, 4)] }
+        return [GemmChoice.defaultTile, t(128, 64, 16, 8, 4), t(64, 128, 16, 4, 8), t(128, 128, 8, 8, 8),
+                t(64, 64, 32, 4, 4), t(32, 64, 16, 2, 4), t(32, 32, 16, 2, 2)]
+    }
+
+    public static func searchSpace(for device: Device, quick: Bool, tiled: Bool? = nil) -> SearchSpace {
         let limit = device.maxWorkGroupSize > 0 ? device.maxWorkGroupSize : Int.max
         var s: SearchSpace
         if device.kind == .cpu {
@@ -113,19 +147,27 @@ public final class Tuner {
         }
         s.gemmLocals = s.gemmLocals.filter { $0.0 * $0.1 <= limit }
         s.packLocals = s.packLocals.filter { $0 <= limit }
+        if tiled ?? searchesTiled(device) {
+            s.tiles = tiledTiles(quick: quick).filter { GemmChoice(variant: .tiled, tile: $0).fits(device) }
+        }
         return s
     }
 
     /// Every parameter value the tuner may choose on `device`, each in at least
     /// one config (the rest at the device default): what the parity tests run.
-    public static func parameterSets(for device: Device) -> [KernelConfig] {
+    /// `gemm_packed`'s values run as packed, each tile as tiled; `tiled: true`
+    /// adds the tiles on a CPU too.
+    public static func parameterSets(for device: Device, tiled: Bool? = nil) -> [KernelConfig] {
         let base = KernelConfig.deviceDefault(device)
-        let s = searchSpace(for: device, quick: false)
+        let s = searchSpace(for: device, quick: false, tiled: tiled)
+        var packed = base
+        packed.gemm.variant = .packed
         var out: [KernelConfig] = []
         func add(_ c: KernelConfig) { if !out.contains(c) { out.append(c) } }
-        for mr in s.rowsPerItem { var c = base; c.gemmRowsPerItem = mr; add(c) }
-        for l in s.gemmLocals { var c = base; c.gemmLocal = l; add(c) }
+        for mr in s.rowsPerItem { var c = packed; c.gemmRowsPerItem = mr; add(c) }
+        for l in s.gemmLocals { var c = packed; c.gemmLocal = l; add(c) }
         for p in s.packLocals { var c = base; c.packLocal = p; add(c) }
+        for t in s.tiles { var c = base; c.gemm = GemmChoice(variant: .tiled, tile: t); add(c) }
         return out
     }
 
@@ -141,8 +183,9 @@ public final class Tuner {
     /// Runs the search and returns the cache entry (not yet stored).
     public func run() throws -> TuningEntry {
         let base = KernelConfig.deviceDefault(device)
-        let space = Self.searchSpace(for: device, quick: quick)
-        log("tuning \(device.name) (\(device.driverVersion)), \(quick ? "quick" : "full") search, \(tokens) tokens, "
+        let space = Self.searchSpace(for: device, quick: quick, tiled: tiled)
+        log("tuning \(device.name) (\(device.driverVersion)), \(quick ? "quick" : "full") search"
+            + (space.tiles.isEmpty ? "" : " (gemm_packed and \(space.tiles.count) gemm_tiled tiles)") + ", \(tokens) tokens, "
             + "\(products.count) products, median of \(runs) after \(warmup) warm-up, best of \(rounds) interleaved rounds")
         var measured: [Measured] = []
         /// Builds and checks the new candidates, then times them in
@@ -182,34 +225,49 @@ public final class Tuner {
                     log("  \(c.spec)  rejected: \(reason)")
                 } else if let (g, per) = best[i] {
                     measured.append(Measured(config: c, gflops: g, perShape: per, rejected: nil))
-                    log(String(format: "  %@  %7.1f GFLOP/s", c.spec.padding(toLength: 40, withPad: " ", startingAt: 0), g))
+                    log(String(format: "  %@  %7.1f GFLOP/s", c.spec.padding(toLength: max(c.spec.count, 72), withPad: " ", startingAt: 0), g))
                 }
             }
         }
-        // Stage 1: rows per work-item, at the default local sizes (the default itself included).
+        // Stage 1: gemm_packed's rows per work-item, at the default local sizes (the default itself included).
+        var packedBase = base
+        packedBase.gemm.variant = .packed
         var rows = space.rowsPerItem
         if !rows.contains(base.gemmRowsPerItem) { rows.append(base.gemmRowsPerItem) }
         evaluate(rows.map { mr in
-            var c = base
+            var c = packedBase
             c.gemmRowsPerItem = mr
             return c
         })
-        func ranked() -> [Measured] { measured.filter { $0.gflops != nil }.sorted { $0.gflops! > $1.gflops! } }
+        func ranked(_ variant: GemmVariant? = nil) -> [Measured] {
+            measured.filter { $0.gflops != nil && (variant == nil || $0.config.gemm.variant == variant) }
+                .sorted { $0.gflops! > $1.gflops! }
+        }
+        // gemm_tiled's tiles (where searched), the rest at the default.
+        if !space.tiles.isEmpty {
+            log("  gemm_tiled:")
+            evaluate(space.tiles.map { t in
+                var c = base
+                c.gemm = GemmChoice(variant: .tiled, tile: t)
+                return c
+            })
+        }
         // Stage 2: local sizes for the two best row counts (quick: the two
         // quick local sizes for the best one, timed again beside it).
         var playoff: [String]? = nil
         if quick {
-            if let top = ranked().first?.config {
-                let set = [top] + space.gemmLocals.map { l -> KernelConfig in
+            if let top = ranked(.packed).first?.config {
+                var set = [top] + space.gemmLocals.map { l -> KernelConfig in
                     var c = top
                     c.gemmLocal = l
                     return c
                 }
+                if let tiledTop = ranked(.tiled).first?.config { set.append(tiledTop) }
                 evaluate(set, again: true)
                 playoff = set.map(\.spec)
             }
         } else {
-            evaluate(ranked().prefix(2).flatMap { top in
+            evaluate(ranked(.packed).prefix(2).flatMap { top in
                 space.gemmLocals.map { l in
                     var c = top.config
                     c.gemmLocal = l
@@ -271,7 +329,7 @@ public final class Tuner {
     func prepare(_ c: KernelConfig) -> Result<ComputeContext, TuneRejection> {
         guard c.fits(device) else { return .failure(TuneRejection("local size exceeds the device's work-group limit")) }
         do {
-            let ctx = try ComputeContext(device: device, config: c, origin: "tuner", kernelFiles: ["matmul.cl"])
+            let ctx = try ComputeContext(device: device, config: c, origin: "tuner", kernelFiles: ["matmul.cl", "matmul_tiled.cl"])
             if let failure = try Self.parityFailure(ctx) { return .failure(TuneRejection("parity: " + failure)) }
             return .success(ctx)
         } catch {

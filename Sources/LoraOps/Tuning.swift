@@ -16,7 +16,8 @@ public enum KernelConfigError: Error, CustomStringConvertible {
         switch self {
         case let .invalid(origin, value, reason):
             return "\(origin): kernel config \"\(value)\" is invalid: \(reason) "
-                + "(expected cpu, gpu or keys like \"mr=6,local=1x4,row=1,ew=64,pack=64\")"
+                + "(expected cpu, gpu or keys like \"mr=6,local=1x4,row=1,ew=64,pack=64,gemm=tiled,tile=64x64x16,wpt=4x4\", "
+                + "optionally after cpu or gpu: \"gpu,gemm=packed\")"
         case let .cacheUnreadable(path, reason): return "tuning cache \(path): \(reason)"
         case let .cacheUnwritable(path, reason): return "tuning cache \(path): cannot write: \(reason)"
         }
@@ -28,13 +29,18 @@ extension KernelConfig {
     /// in a private array; past 16 every device spills them.
     public static let maxRowsPerItem = 16
 
-    /// "mr=6,local=1x4,row=1,ew=64,pack=64": every field, parseable by `parse`.
+    /// "mr=6,local=1x4,row=1,ew=64,pack=64,gemm=packed,tile=64x64x16,wpt=4x4":
+    /// every field, parseable by `parse`.
     public var spec: String {
-        "mr=\(gemmRowsPerItem),local=\(gemmLocal.0)x\(gemmLocal.1),row=\(rowWorkGroup),ew=\(elementwiseLocal),pack=\(packLocal)"
+        let t = gemm.tile
+        return "mr=\(gemmRowsPerItem),local=\(gemmLocal.0)x\(gemmLocal.1),row=\(rowWorkGroup),ew=\(elementwiseLocal),pack=\(packLocal)"
+            + ",gemm=\(gemm.variant.rawValue),tile=\(t.tm)x\(t.tn)x\(t.tk),wpt=\(t.wm)x\(t.wn)"
     }
 
-    /// "cpu", "gpu", or comma-separated `key=value` pairs over `base` (keys: mr,
-    /// local (AxB), row, ew, pack). `origin` names the source in errors.
+    /// "cpu", "gpu", or comma-separated `key=value` pairs over `base`, or over
+    /// the cpu or gpu preset when that comes first ("gpu,gemm=packed"). Keys:
+    /// mr, local (AxB), row, ew, pack, gemm (packed or tiled), tile (TMxTNxTK),
+    /// wpt (WMxWN). `origin` names the source in errors.
     public static func parse(_ text: String, base: KernelConfig, origin: String) throws -> KernelConfig {
         let t = text.trimmingCharacters(in: .whitespaces).lowercased()
         if t == "cpu" { return .cpu }
@@ -46,9 +52,22 @@ extension KernelConfig {
             }
             return n
         }
+        func ints(_ key: String, _ v: Substring, _ count: Int) throws -> [Int] {
+            let parts = v.split(separator: "x", omittingEmptySubsequences: false)
+            guard parts.count == count else {
+                throw bad("\(key)=\(v) is not \(count == 2 ? "AxB" : "AxBxC")")
+            }
+            return try parts.map { try int(key, $0) }
+        }
         var c = base
         var seen = Set<String>()
-        for part in t.split(separator: ",", omittingEmptySubsequences: true) {
+        var parts = t.split(separator: ",", omittingEmptySubsequences: true)
+        if let first = parts.first?.trimmingCharacters(in: .whitespaces), first == "cpu" || first == "gpu" {
+            c = first == "cpu" ? .cpu : .gpu
+            parts.removeFirst()
+            seen.insert(first)
+        }
+        for part in parts {
             let kv = part.split(separator: "=", maxSplits: 1)
             guard kv.count == 2 else { throw bad("\"\(part)\" is not key=value") }
             let key = kv[0].trimmingCharacters(in: .whitespaces)
@@ -58,23 +77,37 @@ extension KernelConfig {
                 c.gemmRowsPerItem = try int(key, kv[1])
                 guard c.gemmRowsPerItem <= maxRowsPerItem else { throw bad("mr must be 1…\(maxRowsPerItem)") }
             case "local":
-                let ab = kv[1].split(separator: "x")
-                guard ab.count == 2 else { throw bad("local=\(kv[1]) is not AxB") }
-                c.gemmLocal = (try int(key, ab[0]), try int(key, ab[1]))
+                let ab = try ints(key, kv[1], 2)
+                c.gemmLocal = (ab[0], ab[1])
             case "row":
                 c.rowWorkGroup = try int(key, kv[1])
                 guard c.rowWorkGroup & (c.rowWorkGroup - 1) == 0 else { throw bad("row must be a power of two") }
             case "ew": c.elementwiseLocal = try int(key, kv[1])
             case "pack": c.packLocal = try int(key, kv[1])
+            case "gemm":
+                let v = kv[1].trimmingCharacters(in: .whitespaces)
+                guard let variant = GemmVariant(rawValue: v) else {
+                    throw bad("gemm=\(v): expected " + GemmVariant.allCases.map(\.rawValue).joined(separator: " or "))
+                }
+                c.gemm.variant = variant
+            case "tile":
+                let v = try ints(key, kv[1], 3)
+                (c.gemm.tile.tm, c.gemm.tile.tn, c.gemm.tile.tk) = (v[0], v[1], v[2])
+            case "wpt":
+                let v = try ints(key, kv[1], 2)
+                (c.gemm.tile.wm, c.gemm.tile.wn) = (v[0], v[1])
             default: throw bad("unknown key \"\(key)\"")
             }
         }
         if seen.isEmpty { throw bad("empty") }
+        if let problem = c.gemm.tile.problem { throw bad(problem) }
         return c
     }
 
-    /// Whether every local size fits the device's work-group limit.
+    /// Whether every local size fits the device's work-group limit, and the
+    /// tiled gemm's work-group and __local tiles fit the device.
     public func fits(_ device: Device) -> Bool {
+        guard gemm.fits(device) else { return false }
         let limit = device.maxWorkGroupSize
         guard limit > 0 else { return true }
         return gemmLocal.0 * gemmLocal.1 <= limit && rowWorkGroup <= limit && elementwiseLocal <= limit && packLocal <= limit
@@ -95,7 +128,9 @@ extension KernelConfig {
         func checked(_ c: KernelConfig, _ origin: String, _ text: String) throws -> KernelConfig {
             guard c.fits(device) else {
                 throw KernelConfigError.invalid(origin: origin, value: text,
-                                                reason: "a local size exceeds the device's max work-group size \(device.maxWorkGroupSize)")
+                                                reason: "a local size exceeds the device's max work-group size \(device.maxWorkGroupSize), "
+                                                + "or the gemm tile's \(c.gemm.tile.localMemoryBytes) bytes of __local memory "
+                                                + "its \(device.localMemoryBytes)")
             }
             return c
         }

@@ -36,6 +36,7 @@ final class StepProfiler {
     static func family(of kernel: String) -> String {
         switch kernel {
         case "gemm_packed": return "matmul (gemm_packed)"
+        case _ where kernel.hasPrefix("gemm_tiled"): return "matmul (gemm_tiled)"
         case "pack_b": return "matmul packing (pack_b)"
         case "attention_forward": return "attention forward"
         case "attention_transpose": return "attention transposes"

@@ -73,8 +73,8 @@ final class RuntimeTests: XCTestCase {
         XCTAssertTrue(a.program === b.program)
         XCTAssertEqual(Set(ComputeContext.kernelFileNames),
                        ["activations.cl", "attention.cl", "common.cl", "convert.cl", "crossentropy.cl", "decode.cl",
-                        "embedding.cl", "matmul.cl", "optimizer.cl", "rmsnorm.cl", "rope.cl"])
-        for name in ["pack_b", "gemm_packed", "colsum", "rmsnorm_forward", "rmsnorm_backward_dx", "rmsnorm_backward_dw",
+                        "embedding.cl", "matmul.cl", "matmul_tiled.cl", "optimizer.cl", "rmsnorm.cl", "rope.cl"])
+        for name in ["pack_b", "gemm_packed", "gemm_tiled", "gemm_tiled_f16", "gemm_tiled_bf16", "colsum", "rmsnorm_forward", "rmsnorm_backward_dx", "rmsnorm_backward_dw",
                      "silu_forward", "silu_backward", "swiglu_forward", "swiglu_backward", "dropout_forward",
                      "attention_forward", "attention_transpose", "attention_backward_delta", "attention_backward_dq", "attention_backward_dkv",
                      "f16_to_f32", "bf16_to_f32", "cross_entropy_fused", "embedding_forward", "embedding_backward",

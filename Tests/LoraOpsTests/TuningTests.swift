@@ -18,21 +18,26 @@ final class TuningTests: XCTestCase {
     // MARK: parity for every parameter set
 
     /// Every GEMM_MR the tuner may choose (and the rest up to the 16 that
-    /// --kernel-config accepts), every gemm and pack local size: the program is
+    /// --kernel-config accepts), every gemm and pack local size, and every
+    /// gemm_tiled tile it may choose on a GPU (forced here): the program is
     /// built with it and matmul (all transpose forms, awkward sizes, NaN-poisoned
     /// C, beta ≠ 0, a packed weight with bias) and LoRA forward/backward with
-    /// dropout must match the float64 reference.
+    /// dropout must match the float64 reference. (GemmVariantTests checks the
+    /// tiles further: the ext term and its mask, 16-bit panels.)
     func testEveryTunerParameterSetPassesParity() throws {
         let device = try sharedContext().device
-        var configs = Tuner.parameterSets(for: device)
-        let base = KernelConfig.deviceDefault(device)
-        for mr in 1...KernelConfig.maxRowsPerItem where !configs.contains(where: { $0.gemmRowsPerItem == mr }) {
+        var configs = Tuner.parameterSets(for: device, tiled: true)
+        var base = KernelConfig.deviceDefault(device)
+        base.gemm.variant = .packed
+        for mr in 1...KernelConfig.maxRowsPerItem where !configs.contains(where: { $0.gemmRowsPerItem == mr && $0.gemm.variant == .packed }) {
             var c = base
             c.gemmRowsPerItem = mr
             configs.append(c)
         }
-        let space = Tuner.searchSpace(for: device, quick: false)
-        XCTAssertEqual(Set(configs.map(\.gemmRowsPerItem)), Set(1...KernelConfig.maxRowsPerItem))
+        let space = Tuner.searchSpace(for: device, quick: false, tiled: true)
+        XCTAssertEqual(Set(configs.filter { $0.gemm.variant == .packed }.map(\.gemmRowsPerItem)), Set(1...KernelConfig.maxRowsPerItem))
+        for t in space.tiles { XCTAssertTrue(configs.contains { $0.gemm == GemmChoice(variant: .tiled, tile: t) }, "tile \(t) untested") }
+        XCTAssertFalse(space.tiles.isEmpty)
         for l in space.gemmLocals { XCTAssertTrue(configs.contains { $0.gemmLocal == l }, "local \(l) untested") }
         for p in space.packLocals { XCTAssertTrue(configs.contains { $0.packLocal == p }, "pack \(p) untested") }
         let quickSpace = Tuner.searchSpace(for: device, quick: true)
@@ -42,7 +47,7 @@ final class TuningTests: XCTestCase {
         var rng = freshRandom(#function)
         let shapes = [(1, 1, 1), (3, 17, 63), (17, 3, 1), (63, 129, 17), (37, 45, 70)]
         for cfg in configs {
-            let ctx = try ComputeContext(device: device, config: cfg, kernelFiles: ["matmul.cl", "activations.cl"])
+            let ctx = try ComputeContext(device: device, config: cfg, kernelFiles: ["matmul.cl", "matmul_tiled.cl", "activations.cl"])
             for (m, n, k) in shapes {
                 for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
                     let a = rng.uniform(m * k), b = rng.uniform(k * n)
@@ -55,15 +60,19 @@ final class TuningTests: XCTestCase {
                 let c0 = rng.uniform(m * n), a = rng.uniform(m * k), b = rng.uniform(k * n)
                 let c = try ctx.buffer(c0)
                 try ctx.matmul(c, try ctx.buffer(a), try ctx.buffer(b), m: m, n: n, k: k, beta: -0.75)
+                // ‖|A|·|B| + 0.75·|C0|‖ bounds the error where the two terms cancel (a 1×1 result can).
+                let betaTerms = Reference.matmul(a.map(abs), b.map(abs), c: c0.map(abs), m: m, n: n, k: k, beta: 0.75)
                 assertClose(try c.read(), Reference.matmul(a, b, c: c0, m: m, n: n, k: k, beta: -0.75),
-                            "\(cfg.spec) matmul β \(m)x\(n)x\(k)")
+                            floor: betaTerms.reduce(0) { $0 + $1 * $1 }.squareRoot(), "\(cfg.spec) matmul β \(m)x\(n)x\(k)")
                 let x = rng.uniform(m * k), w = rng.uniform(n * k), bias = rng.uniform(n)
                 let y = try poisoned(ctx, m * n)
                 let packed = try ctx.pack(try ctx.buffer(w), k: k, n: n, .transposed)
                 try ctx.matmul(y, try ctx.buffer(x), packed: packed, m: m, bias: try ctx.buffer(bias))
                 var ref = Reference.matmul(x, w, m: m, n: n, k: k, transB: true)
-                for i in 0..<m { for j in 0..<n { ref[i * n + j] += Double(bias[j]) } }
-                assertClose(try y.read(), ref, "\(cfg.spec) x·Wᵀ+b \(m)x\(n)x\(k)")
+                var terms = Reference.matmul(x.map(abs), w.map(abs), m: m, n: n, k: k, transB: true)
+                for i in 0..<m { for j in 0..<n { ref[i * n + j] += Double(bias[j]); terms[i * n + j] += Double(abs(bias[j])) } }
+                assertClose(try y.read(), ref, floor: terms.reduce(0) { $0 + $1 * $1 }.squareRoot(),
+                            "\(cfg.spec) x·Wᵀ+b \(m)x\(n)x\(k)")
             }
             try checkLoRA(ctx, rng: &rng)
         }
@@ -100,7 +109,9 @@ final class TuningTests: XCTestCase {
 
     func testSpecRoundTripsAndBadStringsNameTheirOrigin() throws {
         for c in [KernelConfig.cpu, .gpu,
-                  KernelConfig(gemmRowsPerItem: 5, gemmLocal: (2, 4), rowWorkGroup: 32, elementwiseLocal: 128, packLocal: 16)] {
+                  KernelConfig(gemmRowsPerItem: 5, gemmLocal: (2, 4), rowWorkGroup: 32, elementwiseLocal: 128, packLocal: 16),
+                  KernelConfig(gemmRowsPerItem: 5, gemmLocal: (2, 4), rowWorkGroup: 32, elementwiseLocal: 128, packLocal: 16,
+                               gemm: GemmChoice(variant: .tiled, tile: GemmTile(tm: 128, tn: 32, tk: 4, wm: 8, wn: 2)))] {
             XCTAssertEqual(try KernelConfig.parse(c.spec, base: .gpu, origin: "t"), c)
         }
         XCTAssertEqual(try KernelConfig.parse("CPU", base: .gpu, origin: "t"), .cpu)
@@ -241,7 +252,9 @@ final class TuningTests: XCTestCase {
         XCTAssertFalse(measured.isEmpty)
         // The winner is the best of the set timed together last (the best MR at each quick local size).
         let finalists = try XCTUnwrap(e.playoff)
-        XCTAssertEqual(finalists.count, 3)
+        // The best MR at the default and each quick local size, and (where searched) the best tile.
+        let quickSpace = Tuner.searchSpace(for: device, quick: true)
+        XCTAssertEqual(finalists.count, 1 + quickSpace.gemmLocals.count + (quickSpace.tiles.isEmpty ? 0 : 1))
         XCTAssertTrue(finalists.contains(e.config))
         XCTAssertEqual(e.gflops, e.candidates.filter { finalists.contains($0.config) }.compactMap(\.gflops).max())
         XCTAssertTrue(e.candidates.allSatisfy { ($0.gflops == nil) != ($0.rejected == nil) })

@@ -42,7 +42,7 @@ final class ProfileTests: XCTestCase {
         let early = rows(out.text, title: "steps 1–3"), late = rows(out.text, title: "mean of steps 2–5")
         XCTAssertFalse(early.isEmpty, out.text)
         XCTAssertFalse(late.isEmpty, out.text)
-        for f in ["matmul (gemm_packed)", "attention forward", "attention backward", "cross-entropy (fwd+bwd)", "rope",
+        for f in ["matmul (gemm_\(ctx.config.gemm.variant.rawValue))", "attention forward", "attention backward", "cross-entropy (fwd+bwd)", "rope",
                   "rmsnorm (fwd+bwd)", "SwiGLU (fwd+bwd)", "AdamW", "embedding", "LoRA dropout"] {
             XCTAssertNotNil(late[f], "\(f) missing:\n\(out.text)")
             XCTAssertGreaterThan(late[f]?.launches ?? 0, 0, f)
