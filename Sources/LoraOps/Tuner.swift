@@ -95,6 +95,8 @@ public final class Tuner {
         public var rowsPerItem: [Int]
         public var gemmLocals: [(Int, Int)]
         public var packLocals: [Int]
+        /// Attention tile heights (ATT_MQ, ATT_MK), each searched on its own.
+        public var attentionRows: [Int] = []
     }
 
     public static func searchSpace(for device: Device, quick: Bool) -> SearchSpace {
@@ -113,6 +115,7 @@ public final class Tuner {
         }
         s.gemmLocals = s.gemmLocals.filter { $0.0 * $0.1 <= limit }
         s.packLocals = s.packLocals.filter { $0 <= limit }
+        s.attentionRows = quick ? [2, 4] : device.kind == .cpu ? [1, 2, 3, 4, 6, 8] : [1, 2, 4, 8]
         return s
     }
 
@@ -126,6 +129,7 @@ public final class Tuner {
         for mr in s.rowsPerItem { var c = base; c.gemmRowsPerItem = mr; add(c) }
         for l in s.gemmLocals { var c = base; c.gemmLocal = l; add(c) }
         for p in s.packLocals { var c = base; c.packLocal = p; add(c) }
+        for n in s.attentionRows { var c = base; c.attentionQueryRows = n; c.attentionKeyRows = n; add(c) }
         return out
     }
 
@@ -255,6 +259,8 @@ public final class Tuner {
             }
             packRates = rates
         }
+        // Stage 4: attention's tile heights, on attention itself (AttentionTuning.swift).
+        let attentionRates = tuneAttention(&winner, space: space.attentionRows)
         let def = measured.first { $0.config == base }
         let fmt = ISO8601DateFormatter()
         fmt.formatOptions = [.withInternetDateTime]
@@ -264,7 +270,7 @@ public final class Tuner {
             date: fmt.string(from: Date()), tokens: tokens, shapes: products.map(\.label), packGBps: packRates,
             candidates: measured.map {
                 TuningCandidate(config: $0.config.spec, gflops: $0.gflops, perShape: $0.perShape, rejected: $0.rejected)
-            }, playoff: playoff)
+            }, playoff: playoff, attentionGflops: attentionRates)
     }
 
     /// Builds one candidate's program and runs the parity check on it.

@@ -16,7 +16,7 @@ public enum KernelConfigError: Error, CustomStringConvertible {
         switch self {
         case let .invalid(origin, value, reason):
             return "\(origin): kernel config \"\(value)\" is invalid: \(reason) "
-                + "(expected cpu, gpu or keys like \"mr=6,local=1x4,row=1,ew=64,pack=64\")"
+                + "(expected cpu, gpu or keys like \"mr=6,local=1x4,row=1,ew=64,pack=64,aq=4,ak=4\")"
         case let .cacheUnreadable(path, reason): return "tuning cache \(path): \(reason)"
         case let .cacheUnwritable(path, reason): return "tuning cache \(path): cannot write: \(reason)"
         }
@@ -28,13 +28,17 @@ extension KernelConfig {
     /// in a private array; past 16 every device spills them.
     public static let maxRowsPerItem = 16
 
-    /// "mr=6,local=1x4,row=1,ew=64,pack=64": every field, parseable by `parse`.
+    /// The largest attention tile height (`aq`, `ak`): float16 score registers per work-item.
+    public static let maxAttentionRows = 8
+
+    /// "mr=6,local=1x4,row=1,ew=64,pack=64,aq=4,ak=4": every field, parseable by `parse`.
     public var spec: String {
         "mr=\(gemmRowsPerItem),local=\(gemmLocal.0)x\(gemmLocal.1),row=\(rowWorkGroup),ew=\(elementwiseLocal),pack=\(packLocal)"
+            + ",aq=\(attentionQueryRows),ak=\(attentionKeyRows)"
     }
 
     /// "cpu", "gpu", or comma-separated `key=value` pairs over `base` (keys: mr,
-    /// local (AxB), row, ew, pack). `origin` names the source in errors.
+    /// local (AxB), row, ew, pack, aq, ak). `origin` names the source in errors.
     public static func parse(_ text: String, base: KernelConfig, origin: String) throws -> KernelConfig {
         let t = text.trimmingCharacters(in: .whitespaces).lowercased()
         if t == "cpu" { return .cpu }
@@ -66,6 +70,10 @@ extension KernelConfig {
                 guard c.rowWorkGroup & (c.rowWorkGroup - 1) == 0 else { throw bad("row must be a power of two") }
             case "ew": c.elementwiseLocal = try int(key, kv[1])
             case "pack": c.packLocal = try int(key, kv[1])
+            case "aq", "ak":
+                let n = try int(key, kv[1])
+                guard n <= maxAttentionRows else { throw bad("\(key) must be 1…\(maxAttentionRows)") }
+                if key == "aq" { c.attentionQueryRows = n } else { c.attentionKeyRows = n }
             default: throw bad("unknown key \"\(key)\"")
             }
         }
@@ -221,10 +229,12 @@ public struct TuningEntry: Codable, Sendable {
     /// (full: the three best and the default; quick: the best MR at each quick
     /// local size); their `candidates` figures are from that run.
     public var playoff: [String]?
+    /// Attention GFLOP/s per tile height ("forward aq=4", "backward ak=2"), when searched.
+    public var attentionGflops: [String: Double]?
 
     public init(key: TuningKey, config: String, gflops: Double, defaultConfig: String, defaultGflops: Double?,
                 mode: String, date: String, tokens: Int, shapes: [String], packGBps: [String: Double]?,
-                candidates: [TuningCandidate], playoff: [String]? = nil) {
+                candidates: [TuningCandidate], playoff: [String]? = nil, attentionGflops: [String: Double]? = nil) {
         self.key = key
         self.config = config
         self.gflops = gflops
@@ -237,6 +247,7 @@ public struct TuningEntry: Codable, Sendable {
         self.packGBps = packGBps
         self.candidates = candidates
         self.playoff = playoff
+        self.attentionGflops = attentionGflops
     }
 }
 
