@@ -7,9 +7,11 @@ import OpenCLRuntime
 
 extension Tuner {
     /// What the attention stage times: SmolLM2-135M's heads (9 query heads over
-    /// 3 KV heads of 64) at T = 256, `tokens` / 256 rows.
+    /// 3 KV heads of 64) at 4 rows of 256 tokens (its training batch; the
+    /// backward runs one work-item per row and head, so fewer rows would leave
+    /// a many-core device idle).
     var attentionShape: ComputeContext.AttentionShape {
-        ComputeContext.AttentionShape(batch: max(tokens / 256, 1), seq: 256, heads: 9, kvHeads: 3, headDim: 64)
+        ComputeContext.AttentionShape(batch: 4, seq: 256, heads: 9, kvHeads: 3, headDim: 64)
     }
 
     /// Searches ATT_MQ on the forward, then ATT_MK on the backward, each over

@@ -115,7 +115,7 @@ public final class Tuner {
         }
         s.gemmLocals = s.gemmLocals.filter { $0.0 * $0.1 <= limit }
         s.packLocals = s.packLocals.filter { $0 <= limit }
-        s.attentionRows = quick ? [2, 4] : device.kind == .cpu ? [1, 2, 3, 4, 6, 8] : [1, 2, 4, 8]
+        s.attentionRows = quick ? [4, 6] : device.kind == .cpu ? [1, 2, 3, 4, 6, 8] : [1, 2, 4, 8]
         return s
     }
 
@@ -186,7 +186,7 @@ public final class Tuner {
                     log("  \(c.spec)  rejected: \(reason)")
                 } else if let (g, per) = best[i] {
                     measured.append(Measured(config: c, gflops: g, perShape: per, rejected: nil))
-                    log(String(format: "  %@  %7.1f GFLOP/s", c.spec.padding(toLength: 40, withPad: " ", startingAt: 0), g))
+                    log(String(format: "  %@  %7.1f GFLOP/s", c.spec.padding(toLength: 56, withPad: " ", startingAt: 0), g))
                 }
             }
         }
