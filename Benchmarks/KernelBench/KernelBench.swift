@@ -49,7 +49,7 @@ public final class KernelBench {
     /// Llama (hidden 576, intermediate 1536, 3 KV heads of 64) at 1024 tokens,
     /// LoRA ranks 8, 16 and 64. `quick` uses small shapes (for smoke tests).
     /// Row groups that `only` can name.
-    public static let groups = ["matmul", "lora", "norm", "elementwise", "model", "step", "decode"]
+    public static let groups = ["matmul", "lora", "norm", "elementwise", "model", "attention", "step", "decode"]
 
     public func runAll(quick: Bool = false, only: Set<String>? = nil) throws -> BenchReport {
         func want(_ g: String) -> Bool { only?.contains(g) ?? true }
@@ -79,6 +79,7 @@ public final class KernelBench {
         if want("norm") { try benchRMSNorm(rows: T, cols: projections[0].1) }
         if want("elementwise") { try benchElementwise(count: T * (quick ? 160 : 1536)) }
         if want("model") { try benchModelKernels(quick: quick) }
+        if want("attention") { try benchAttention(quick: quick) }
         if want("step") { try benchTrainingStep(quick: quick) }
         if want("decode") { try benchDecode(quick: quick) }
         return BenchReport(device: ctx.device.label,

@@ -21,7 +21,7 @@ struct TuneCommandError: Error, CustomStringConvertible {
 
 struct Tune: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Search the kernel parameters (GEMM_MR, local sizes) on a device and store the fastest in the tuning cache.",
+        abstract: "Search the kernel parameters (GEMM_MR, local sizes, attention tile heights) on a device and store the fastest in the tuning cache.",
         discussion: """
             Every candidate is built and checked against a float64 reference before it is timed (median \
             after warm-up) on the linear layers' products (forward x·Wᵀ and input gradient dY·W) of --model, \

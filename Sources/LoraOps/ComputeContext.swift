@@ -17,6 +17,9 @@ public struct KernelConfig: Equatable, Sendable {
     public var packLocal: Int
     /// Which gemm kernel runs (`gemm_packed` or `gemm_tiled`) and the tiled one's tile sizes (GemmVariants.swift).
     public var gemm: GemmChoice
+    /// Query rows per work-item in `attention_forward` (ATT_MQ) and key rows per
+    /// tile in `attention_backward` (ATT_MK): float16 score registers each.
+    public var attentionQueryRows = 4, attentionKeyRows = 6
 
     public init(gemmRowsPerItem: Int, gemmLocal: (Int, Int), rowWorkGroup: Int, elementwiseLocal: Int, packLocal: Int,
                 gemm: GemmChoice = .packed) {
@@ -32,6 +35,7 @@ public struct KernelConfig: Equatable, Sendable {
         a.gemmRowsPerItem == b.gemmRowsPerItem && a.gemmLocal == b.gemmLocal
             && a.rowWorkGroup == b.rowWorkGroup && a.elementwiseLocal == b.elementwiseLocal
             && a.packLocal == b.packLocal && a.gemm == b.gemm
+            && a.attentionQueryRows == b.attentionQueryRows && a.attentionKeyRows == b.attentionKeyRows
     }
 
     /// pocl on a CPU: one thread runs a whole work-group, so small groups and
@@ -59,12 +63,13 @@ public struct KernelConfig: Equatable, Sendable {
     /// cache key (with the kernel sources): a new template invalidates old tunings.
     // -w: pocl on AVX2 hosts warns ~300 times that its own float16 builtins "change the ABI" without avx512f
     // (harmless, see Benchmarks/NOTES.md); errors still reach the build log.
-    public static let buildOptionsTemplate = "-cl-std=CL1.2 -w -DGEMM_MR={mr} -DROW_WG={row} " + GemmChoice.buildOptionsTemplate
+    public static let buildOptionsTemplate = "-cl-std=CL1.2 -w -DGEMM_MR={mr} -DROW_WG={row} -DATT_MQ={aq} -DATT_MK={ak} " + GemmChoice.buildOptionsTemplate
 
     public var buildOptions: String {
         gemm.fillBuildOptions(Self.buildOptionsTemplate
             .replacingOccurrences(of: "{mr}", with: "\(gemmRowsPerItem)")
-            .replacingOccurrences(of: "{row}", with: "\(rowWorkGroup)"))
+            .replacingOccurrences(of: "{row}", with: "\(rowWorkGroup)")
+            .replacingOccurrences(of: "{aq}", with: "\(attentionQueryRows)").replacingOccurrences(of: "{ak}", with: "\(attentionKeyRows)"))
     }
 }
 
@@ -193,7 +198,7 @@ public final class ComputeContext {
     /// hold several at once; the in-order queue makes reuse across ops safe.
     /// Slots in use: 0 matmul's packed op(B); 1–3 LoRA forward (dropout(x), Aᵀ, Bᵀ
     /// panels); 4–8 LoRA backward (g, B, u, dropout(x), A panels); 20 reduction
-    /// partials; 30–33 attention's transposed K, V, Q, dO.
+    /// partials; 30, 32, 33 attention's transposed K, Q, dO; 34, 35 its per-head dK, dV.
     func scratch(_ slot: Int, count: Int) throws -> DeviceBuffer<Float> {
         opLock.lock(); defer { opLock.unlock() }
         if let b = scratch[slot], b.count >= count { return b }

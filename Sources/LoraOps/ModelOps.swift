@@ -116,12 +116,12 @@ extension ComputeContext {
         try require(s.headDim <= 256, "attention", "head_dim \(s.headDim) > 256 is not supported")
     }
 
-    /// x (B·T, H, D) → (B, H, D, Tp) in scratch `slot`, Tp = T rounded up to 16, zero-padded.
+    /// x (B·T, H, D) → panels (B, H, Tp/16, D, 16) in scratch `slot`, Tp = T rounded up to 16, zero-padded.
     private func transposeHeads(_ x: DeviceBuffer<Float>, heads: Int, shape s: AttentionShape, slot: Int) throws -> DeviceBuffer<Float> {
         let tp = (s.seq + 15) / 16 * 16
         let out = try scratch(slot, count: s.batch * heads * s.headDim * tp)
         try launch("attention_transpose", [i32(s.batch), i32(s.seq), i32(heads), i32(s.headDim), i32(tp), .buffer(x), .buffer(out)],
-                   global: [tp, heads * s.headDim, s.batch], local: [16, 1, 1])
+                   global: [tp / 16, heads, s.batch], local: [1, 1, 1])
         return out
     }
 
@@ -139,6 +139,7 @@ extension ComputeContext {
     /// of its sample's first token; query t then attends keys segmentStarts[t]…t
     /// only. Samples must be contiguous (starts non-decreasing along a row, each
     /// start ≤ its token's index: the caller builds them, see TokenBatch).
+    /// One work-item per `config.attentionQueryRows` query rows of a head.
     public func attentionForward(out: DeviceBuffer<Float>, lse: DeviceBuffer<Float>, q: DeviceBuffer<Float>,
                                  k: DeviceBuffer<Float>, v: DeviceBuffer<Float>, shape s: AttentionShape,
                                  segmentStarts: DeviceBuffer<Int32>? = nil) throws {
@@ -147,12 +148,16 @@ extension ComputeContext {
         let seg = try segmentArguments(segmentStarts, standIn: q, shape: s)
         let kt = try transposeHeads(k, heads: s.kvHeads, shape: s, slot: 30)
         let tp = (s.seq + 15) / 16 * 16
+        let mq = config.attentionQueryRows
         try launch("attention_forward", [i32(s.batch), i32(s.seq), i32(s.heads), i32(s.kvHeads), i32(s.headDim), i32(tp),
                                          .float(s.scale), .buffer(q), .buffer(kt), .buffer(v)] + seg + [.buffer(out), .buffer(lse)],
-                   global: [s.seq, s.heads, s.batch], local: [1, 1, 1])
+                   global: [(s.seq + mq - 1) / mq, s.heads, s.batch], local: [1, 1, 1])
     }
 
     /// dq, dk, dv from dout; `delta` (B, NH, T) is scratch; `segmentStarts` as in the forward.
+    /// One work-item per query head sweeps every (query, key) pair of it once (dq, dk, dv
+    /// together, `config.attentionKeyRows` keys × 16 queries per tile); with grouped KV
+    /// heads each head's dk/dv go to scratch and are summed per group.
     public func attentionBackward(dq: DeviceBuffer<Float>, dk: DeviceBuffer<Float>, dv: DeviceBuffer<Float>,
                                   delta: DeviceBuffer<Float>, dout: DeviceBuffer<Float>, out: DeviceBuffer<Float>,
                                   lse: DeviceBuffer<Float>, q: DeviceBuffer<Float>, k: DeviceBuffer<Float>,
@@ -162,22 +167,23 @@ extension ComputeContext {
         try checkAttention(s)
         let seg = try segmentArguments(segmentStarts, standIn: q, shape: s)
         let tp = (s.seq + 15) / 16 * 16
-        try launch("attention_backward_delta", [i32(s.batch), i32(s.seq), i32(s.heads), i32(s.headDim),
-                                                .buffer(dout), .buffer(out), .buffer(delta)],
-                   global: [s.seq, s.heads, s.batch], local: [1, 1, 1])
-        let kt = try transposeHeads(k, heads: s.kvHeads, shape: s, slot: 30)
-        let vt = try transposeHeads(v, heads: s.kvHeads, shape: s, slot: 31)
-        try launch("attention_backward_dq", [i32(s.batch), i32(s.seq), i32(s.heads), i32(s.kvHeads), i32(s.headDim), i32(tp),
-                                             .float(s.scale), .buffer(q), .buffer(k), .buffer(kt), .buffer(vt), .buffer(dout),
-                                             .buffer(lse), .buffer(delta)] + seg + [.buffer(dq)],
-                   global: [s.seq, s.heads, s.batch], local: [1, 1, 1])
-        let qt = try transposeHeads(q, heads: s.heads, shape: s, slot: 32)
-        let dt = try transposeHeads(dout, heads: s.heads, shape: s, slot: 33)
-        try launch("attention_backward_dkv", [i32(s.batch), i32(s.seq), i32(s.heads), i32(s.kvHeads), i32(s.headDim), i32(tp),
-                                              .float(s.scale), .buffer(q), .buffer(k), .buffer(v), .buffer(dout),
-                                              .buffer(qt), .buffer(dt), .buffer(lse), .buffer(delta)] + seg
-                                                + [.buffer(dk), .buffer(dv)],
-                   global: [s.seq, s.kvHeads, s.batch], local: [1, 1, 1])
+        // The sweep writes q and dout as panels here itself (each work-item its own head's rows).
+        let qt = try scratch(32, count: s.batch * s.heads * s.headDim * tp)
+        let dt = try scratch(33, count: s.batch * s.heads * s.headDim * tp)
+        let grouped = s.heads != s.kvHeads
+        let partial = s.tokens * s.heads * s.headDim
+        let dkp = grouped ? try scratch(34, count: partial) : dk
+        let dvp = grouped ? try scratch(35, count: partial) : dv
+        try launch("attention_backward", [i32(s.batch), i32(s.seq), i32(s.heads), i32(s.kvHeads), i32(s.headDim), i32(tp),
+                                          .float(s.scale), .buffer(q), .buffer(k), .buffer(v), .buffer(dout),
+                                          .buffer(qt), .buffer(dt), .buffer(out), .buffer(lse), .buffer(delta)] + seg
+                                            + [.buffer(dq), .buffer(dkp), .buffer(dvp)],
+                   global: [s.heads, s.batch], local: [1, 1])
+        if grouped {
+            try launch("attention_backward_reduce", [i32(s.tokens), i32(s.heads), i32(s.kvHeads), i32(s.headDim),
+                                                     .buffer(dkp), .buffer(dvp), .buffer(dk), .buffer(dv)],
+                       global: [s.kvHeads, s.tokens], local: [1, 1])
+        }
     }
 
     // MARK: cross-entropy

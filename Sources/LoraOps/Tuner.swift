@@ -103,6 +103,8 @@ public final class Tuner {
         public var packLocals: [Int]
         /// `gemm_tiled`'s tiles (empty where the tiled variant is not searched).
         public var tiles: [GemmTile] = []
+        /// Attention tile heights (ATT_MQ, ATT_MK), each searched on its own.
+        public var attentionRows: [Int] = []
     }
 
     /// Whether the tuner searches `gemm_tiled` on `device` by default: on
@@ -150,6 +152,7 @@ public final class Tuner {
         if tiled ?? searchesTiled(device) {
             s.tiles = tiledTiles(quick: quick).filter { GemmChoice(variant: .tiled, tile: $0).fits(device) }
         }
+        s.attentionRows = quick ? [4, 6] : device.kind == .cpu ? [1, 2, 3, 4, 6, 8] : [1, 2, 4, 8]
         return s
     }
 
@@ -168,6 +171,7 @@ public final class Tuner {
         for l in s.gemmLocals { var c = packed; c.gemmLocal = l; add(c) }
         for p in s.packLocals { var c = base; c.packLocal = p; add(c) }
         for t in s.tiles { var c = base; c.gemm = GemmChoice(variant: .tiled, tile: t); add(c) }
+        for n in s.attentionRows { var c = base; c.attentionQueryRows = n; c.attentionKeyRows = n; add(c) }
         return out
     }
 
@@ -313,6 +317,8 @@ public final class Tuner {
             }
             packRates = rates
         }
+        // Stage 4: attention's tile heights, on attention itself (AttentionTuning.swift).
+        let attentionRates = tuneAttention(&winner, space: space.attentionRows)
         let def = measured.first { $0.config == base }
         let fmt = ISO8601DateFormatter()
         fmt.formatOptions = [.withInternetDateTime]
@@ -322,7 +328,7 @@ public final class Tuner {
             date: fmt.string(from: Date()), tokens: tokens, shapes: products.map(\.label), packGBps: packRates,
             candidates: measured.map {
                 TuningCandidate(config: $0.config.spec, gflops: $0.gflops, perShape: $0.perShape, rejected: $0.rejected)
-            }, playoff: playoff)
+            }, playoff: playoff, attentionGflops: attentionRates)
     }
 
     /// Builds one candidate's program and runs the parity check on it.

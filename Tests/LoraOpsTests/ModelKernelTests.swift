@@ -137,6 +137,47 @@ final class AttentionKernelTests: XCTestCase {
         }
     }
 
+    /// Every attention tile height `--kernel-config` accepts (aq, ak = 1…8, which
+    /// holds every value the tuner may choose, and one mixed pair): forward and
+    /// backward against float64 and finite differences on awkward T (1, 3, 17,
+    /// 63, 129: multiples of no tile height or of 16), GQA ratios 1 and 3, a
+    /// head dim with a tail, packed samples, NaN-poisoned outputs; and the
+    /// tuner's own parity check passes on each.
+    func testEveryTileHeightAgainstFloat64AndFiniteDifferences() throws {
+        let device = try sharedContext().device
+        let base = KernelConfig.deviceDefault(device)
+        for quick in [false, true] {
+            let rows = Tuner.searchSpace(for: device, quick: quick).attentionRows
+            XCTAssertFalse(rows.isEmpty)
+            XCTAssertTrue(rows.allSatisfy { (1...KernelConfig.maxAttentionRows).contains($0) }, "\(rows)")
+        }
+        for n in Tuner.searchSpace(for: device, quick: false).attentionRows {
+            XCTAssertTrue(Tuner.parameterSets(for: device).contains { $0.attentionQueryRows == n }, "aq=\(n) untested by the tuning suite")
+            XCTAssertTrue(Tuner.parameterSets(for: device).contains { $0.attentionKeyRows == n }, "ak=\(n) untested by the tuning suite")
+        }
+        var rng = freshRandom(#function)
+        let heights = (1...KernelConfig.maxAttentionRows).map { ($0, $0) } + [(3, 5)]
+        let cases: [(ComputeContext.AttentionShape, [Int]?)] = [
+            (.init(batch: 1, seq: 1, heads: 3, kvHeads: 1, headDim: 8), nil),
+            (.init(batch: 2, seq: 3, heads: 2, kvHeads: 2, headDim: 6), nil),
+            (.init(batch: 1, seq: 17, heads: 3, kvHeads: 1, headDim: 16), nil),
+            (.init(batch: 1, seq: 63, heads: 2, kvHeads: 2, headDim: 20), nil),
+            (.init(batch: 1, seq: 129, heads: 3, kvHeads: 1, headDim: 16), nil),
+            (.init(batch: 2, seq: 63, heads: 3, kvHeads: 1, headDim: 16), [1, 17, 5, 40]),
+        ]
+        for (aq, ak) in heights {
+            var cfg = base
+            cfg.attentionQueryRows = aq
+            cfg.attentionKeyRows = ak
+            let ctx = try ComputeContext(device: device, config: cfg, kernelFiles: ["attention.cl"])
+            XCTAssertNil(try Tuner.attentionParityFailure(ctx), cfg.spec)
+            for (s, lengths) in cases {
+                let ids = lengths.map { l in (0..<s.batch).flatMap { _ in l.enumerated().flatMap { [Int](repeating: $0.offset, count: $0.element) } } }
+                try check(ctx, s, sequenceIDs: ids, rng: &rng, samples: 4)
+            }
+        }
+    }
+
     /// Sample lengths summing to `total`: a third of them 1, the rest up to 24.
     static func randomLengths(total: Int, rng: inout SeededRandom) -> [Int] {
         var out: [Int] = [], left = total
@@ -149,12 +190,12 @@ final class AttentionKernelTests: XCTestCase {
     }
 
     func check(_ ctx: ComputeContext, _ s: ComputeContext.AttentionShape, sequenceIDs: [Int]?,
-               rng: inout SeededRandom) throws {
+               rng: inout SeededRandom, samples: Int? = nil) throws {
         let n = s.batch * s.seq, qn = n * s.heads * s.headDim, kn = n * s.kvHeads * s.headDim
         let q = rng.uniform(qn, -2, 2), k = rng.uniform(kn, -2, 2), v = rng.uniform(kn)
         let bq = try ctx.buffer(q), bk = try ctx.buffer(k), bv = try ctx.buffer(v)
         let seg = try sequenceIDs.map { try DeviceBuffer(queue: ctx.queue, try s.segmentStarts(sequenceIDs: $0)) }
-        let what = "\(s)" + (sequenceIDs.map { " packed \($0)" } ?? "")
+        let what = "\(ctx.config.spec) \(s)" + (sequenceIDs.map { " packed \($0)" } ?? "")
         let out = try poisoned(ctx, qn), lse = try poisoned(ctx, s.batch * s.heads * s.seq)
         try ctx.attentionForward(out: out, lse: lse, q: bq, k: bk, v: bv, shape: s, segmentStarts: seg)
         func ref(_ q: [Double], _ k: [Double], _ v: [Double]) -> [Double] {
@@ -172,7 +213,7 @@ final class AttentionKernelTests: XCTestCase {
         let dD = toDouble(dout)
         let gq = try dq.read(), gk = try dk.read(), gv = try dv.read()
         for g in [gq, gk, gv] { XCTAssertFalse(g.contains { $0.isNaN }, "unwritten gradient \(what)") }
-        let samples = sequenceIDs == nil ? 10 : 24
+        let samples = samples ?? (sequenceIDs == nil ? 10 : 24)
         assertGradient(gq, at: qD, samples: samples, rng: &rng, "attention dq \(what)") { dot(ref($0, kD, vD), dD) }
         assertGradient(gk, at: kD, samples: samples, rng: &rng, "attention dk \(what)") { dot(ref(qD, $0, vD), dD) }
         assertGradient(gv, at: vD, samples: samples, rng: &rng, "attention dv \(what)") { dot(ref(qD, kD, $0), dD) }
