@@ -18,11 +18,16 @@
 #define WS_F16 1
 #define WS_BF16 2
 
+// Sixteen bf16 values at p + 16·i widened to float16 (the vload16 of bf16).
+inline float16 vload_bf16x16(size_t i, const __global ushort* p) {
+    return as_float16(convert_uint16(vload16(i, p)) << 16);
+}
+
 // Row i (16 elements) of the panels at p, widened to float16. `storage` is a
 // literal at every call site, so the branches fold away after inlining.
 inline float16 ws_load16(size_t i, const __global void* p, const int storage) {
     if (storage == WS_F16) return vload_half16(i, (const __global half*)p);
-    if (storage == WS_BF16) return as_float16(convert_uint16(vload16(i, (const __global ushort*)p)) << 16);
+    if (storage == WS_BF16) return vload_bf16x16(i, (const __global ushort*)p);
     return vload16(i, (const __global float*)p);
 }
 
@@ -186,29 +191,31 @@ __kernel void pack_b_u16(int K, int N, __global const ushort* B, int b_rs, int b
 //   Dst[q][n][c] = Src[n/16][16q + c][n%16]   (0 for 16q + c ≥ K).
 // The frozen weights keep only the forward panels (op(B) = Wᵀ); backward's
 // dX = dY·W takes these per call (see ComputeContext.backwardPanels).
-// Work-item (q, nb) moves one 16×16 block: it reads the 256 contiguous
-// elements Src[nb][16q…16q+15][0…15] and writes the 16 rows n = 16nb … of
-// panel q (contiguous too), widening 16-bit sources to float (the _f16/_bf16
-// kernels) or copying the element type unchanged (transpose_panels, _u16).
+// Work-item (q, nb) moves one 16×16 block: it loads the 256 contiguous
+// elements Src[nb][16q…16q+15][0…15] with sixteen vector loads into a
+// private block, and writes the 16 rows n = 16nb … of panel q (contiguous
+// too) from its columns, widening 16-bit sources to float (the _f16/_bf16
+// kernels) or keeping the element type (transpose_panels, _u16). Measured
+// ~1.8× faster on pocl than gathering each row from global memory.
 // global (ceil(K/16), ceil(N/16))
-#define TRANSPOSE_PANELS_KERNEL(NAME, ST, DT, WIDEN)                                             \
+#define TRANSPOSE_PANELS_KERNEL(NAME, ST, DT, LOAD16)                                            \
 __kernel void NAME(int K, int N, __global const ST* Src, __global DT* Dst) {                    \
     int q = get_global_id(0), nb = get_global_id(1);                                            \
     if (q * 16 >= K || nb * 16 >= N) return;                                                   \
-    int rows = min(16, N - nb * 16);                                                            \
+    int rows = min(16, N - nb * 16), cols = min(16, K - q * 16);                                \
+    DT blk[256];                                                                                \
+    const __global ST* s = Src + ((size_t)nb * K + (size_t)q * 16) * 16;                        \
+    for (int c = 0; c < 16; c++) vstore16(c < cols ? LOAD16(c, s) : (DT##16)(0), c, blk);       \
     for (int nn = 0; nn < rows; nn++) {                                                         \
         DT t[16];                                                                               \
-        for (int c = 0; c < 16; c++) {                                                          \
-            size_t s = ((size_t)nb * K + (size_t)q * 16 + c) * 16 + nn;                         \
-            t[c] = q * 16 + c < K ? WIDEN : (DT)0;                                              \
-        }                                                                                       \
+        for (int c = 0; c < 16; c++) t[c] = blk[c * 16 + nn];                                   \
         vstore16(vload16(0, t), 0, Dst + ((size_t)q * N + (size_t)nb * 16 + nn) * 16);          \
     }                                                                                           \
 }
-TRANSPOSE_PANELS_KERNEL(transpose_panels, float, float, Src[s])
-TRANSPOSE_PANELS_KERNEL(transpose_panels_u16, ushort, ushort, Src[s])
-TRANSPOSE_PANELS_KERNEL(transpose_panels_f16, half, float, vload_half(s, Src))
-TRANSPOSE_PANELS_KERNEL(transpose_panels_bf16, ushort, float, as_float((uint)Src[s] << 16))
+TRANSPOSE_PANELS_KERNEL(transpose_panels, float, float, vload16)
+TRANSPOSE_PANELS_KERNEL(transpose_panels_u16, ushort, ushort, vload16)
+TRANSPOSE_PANELS_KERNEL(transpose_panels_f16, half, float, vload_half16)
+TRANSPOSE_PANELS_KERNEL(transpose_panels_bf16, ushort, float, vload_bf16x16)
 
 // panel_rows: rows of op(B)ᵀ (N,K) read back from the panels of op(B), widened
 // to float: out[i, k] = Bp[n/16][k][n%16] with n = ids[i] (use_ids = 1) or
@@ -238,3 +245,4 @@ __kernel void colsum(int M, int N, __global const float* X, float beta, __global
     for (int m = 0; m < M; m++) s += X[(size_t)m * N + n];
     out[n] = beta != 0.0f ? fma(beta, out[n], s) : s;
 }
+
