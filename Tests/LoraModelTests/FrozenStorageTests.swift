@@ -34,6 +34,14 @@ final class FrozenStorageTests: XCTestCase {
             XCTAssertEqual(m.frozenWeightParameters, params, "\(name): frozen parameters")
             XCTAssertEqual(m.frozenWeightBytes, per * elements, "\(name): one copy of \(per) bytes per element")
             XCTAssertLessThanOrEqual(m.frozenWeightBytes, per * elements, "\(name): ≤ \(per) bytes per parameter + padding")
+            // The plan from the checkpoint's headers, before loading, says the same.
+            var lora = try LoraConfig.load(path: ReferenceCase(name).dir + "/adapter_initial/adapter_config.json")
+            lora.inferenceMode = false
+            let (config, source) = try ModelSource.open(ReferenceCase(name).dir + "/model")
+            let planned = try LlamaLoRAModel.frozenWeightPlan(config: config, lora: lora, checkpoint: source)
+            XCTAssertEqual(planned.bytes, m.frozenWeightBytes, "\(name): planned frozen bytes")
+            XCTAssertEqual(planned.parameters, params, "\(name): planned frozen parameters")
+            XCTAssertGreaterThan(planned.backwardScratchBytes, 0)
             print("\(name): \(m.frozenWeightBytes) frozen bytes for \(params) parameters "
                   + String(format: "(%.2f bytes each with padding)", Double(m.frozenWeightBytes) / Double(params)))
         }
@@ -128,6 +136,24 @@ final class FrozenStorageTests: XCTestCase {
             let key = "base_model.model." + path + ".base_layer.weight"
             XCTAssertNotNil(saved.tensors[key], "\(key) saved")
             XCTAssertEqual(try saved.floats(key).values, values[tensor], "\(key): the bf16 weight read back")
+        }
+    }
+}
+
+final class FrozenStorageGGUFTests: XCTestCase {
+    /// GGUF tensors (F16, F32 or quantized) are dequantized on the host: fp32
+    /// storage, 4 bytes per element, and the header-only plan agrees.
+    func testGGUFIsStoredFP32AndPlanned() throws {
+        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/gguf").path
+        for file in ["llama_f16.gguf", "llama_q.gguf"] {
+            let lora = try LoraConfig.parse(Data(#"{"r": 2, "lora_alpha": 4, "target_modules": ["q_proj"]}"#.utf8), path: "test")
+            let m = try LlamaLoRAModel(modelDirectory: dir + "/" + file, lora: lora, context: try ComputeContext.shared())
+            let (config, source) = try ModelSource.open(dir + "/" + file)
+            let plan = try LlamaLoRAModel.frozenWeightPlan(config: config, lora: lora, checkpoint: source)
+            XCTAssertEqual(plan.bytes, m.frozenWeightBytes, "\(file): planned bytes")
+            XCTAssertEqual(plan.parameters, m.frozenWeightParameters, "\(file): planned parameters")
+            XCTAssertGreaterThanOrEqual(Double(m.frozenWeightBytes), 4.0 * Double(m.frozenWeightParameters), "\(file): fp32")
         }
     }
 }
