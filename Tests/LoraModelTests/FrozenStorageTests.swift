@@ -116,6 +116,13 @@ final class FrozenStorageTests: XCTestCase {
             let g16 = try half.gradientTensors(), g32 = try full.gradientTensors()
             XCTAssertEqual(Set(g16.keys), Set(g32.keys))
             for (k, g) in g16 { XCTAssertEqual(g, g32[k], "\(name): gradient \(k) differs from the fp32 copy") }
+            // Generation (KV cache, packed LoRA, prefill then single-token steps) reads the 16-bit panels too.
+            let prompt = Array(try rc.batch.inputIDs.prefix(9).map(Int.init))
+            let s16 = try InferenceSession(model: half, maxTokens: 16, chunkTokens: 4)
+            let s32 = try InferenceSession(model: full, maxTokens: 16, chunkTokens: 4)
+            XCTAssertEqual(try s16.appendReturningAllLogits(prompt), try s32.appendReturningAllLogits(prompt), "\(name): prefill")
+            XCTAssertEqual(try s16.append([3]), try s32.append([3]), "\(name): decode step")
+            print("\(name): generation identical over \(prompt.count) + 1 tokens")
         }
     }
 
