@@ -190,7 +190,8 @@ public final class KernelBench {
 
     /// A frozen linear W (out, in) kept in each storage type: forward x·Wᵀ from
     /// the kept panels, backward dX = dY·W from panels made per call
-    /// (`backwardPanels`: `.widened` fp32 or `.native` 16-bit), beside the old
+    /// (`backwardPanels`: `.widened` fp32 or `.native` 16-bit; made afresh on
+    /// every call, as for every layer but the chunked lm_head), beside the old
     /// layout's second fp32 copy packed as op(B) = W once.
     func benchFrozen(_ name: String, tokens m: Int, din: Int, dout: Int) throws {
         let wv = rng.uniform(dout * din, -0.05, 0.05)
@@ -219,11 +220,11 @@ public final class KernelBench {
             for mode in storage == .f32 ? [BackwardPanels.widened] : [.widened, .native] {
                 let label = storage == .f32 ? "frozen bwd f32 (transpose+gemm)" : "frozen bwd \(s) \(mode == .widened ? "→f32" : "native")"
                 record(label, bshape, seconds: try timeDevice {
-                    try ctx.matmul(dx, dy, packed: ctx.backwardPanels(base, mode), m: m)
+                    try ctx.matmul(dx, dy, packed: ctx.backwardPanels(base, mode, reuse: false), m: m)
                 }, flops: flops, blasSeconds: blasB)
             }
             if storage == .bf16 {
-                let t = try timeDevice { _ = try ctx.backwardPanels(base, .native) }
+                let t = try timeDevice { _ = try ctx.backwardPanels(base, .native, reuse: false) }
                 recordBandwidth("  transpose_panels_u16 alone", "\(dout)x\(din)", seconds: t, bytes: 4.0 * Double(dout * din))
             }
         }

@@ -93,6 +93,8 @@ public final class ComputeContext {
     private var scratch: [Int: DeviceBuffer<Float>] = [:]
     /// Set to collect every launch's profiling event, by kernel name.
     public var profileLaunches = false
+    /// What scratch slot 9 holds: the backward panels of FrozenLinear `serial` (see `backwardPanels`).
+    var backwardPanelsHeld: (serial: UInt64, widened: Bool, buffer: DeviceBuffer<Float>)?
     public private(set) var launchEvents: [(kernel: String, event: Event)] = []
 
     private static let lock = NSLock()

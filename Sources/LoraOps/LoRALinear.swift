@@ -29,6 +29,15 @@ public final class FrozenLinear {
     public let outFeatures: Int
     public let forward: PackedMatrix   // op(B) = Wᵀ: K = in, N = out
     public var storage: WeightStorage { forward.storage }
+    /// Process-unique: what the reuse of backward panels is keyed by (an address may be reused).
+    let serial = FrozenLinear.nextSerial()
+    private static let serialLock = NSLock()
+    nonisolated(unsafe) private static var serialCounter: UInt64 = 0
+    static func nextSerial() -> UInt64 {
+        serialLock.lock(); defer { serialLock.unlock() }
+        serialCounter += 1
+        return serialCounter
+    }
     /// Device bytes of the kept panels.
     public var deviceBytes: Int { forward.deviceBytes }
 
@@ -68,14 +77,23 @@ extension ComputeContext {
 
     /// op(B) = W (K = out, N = in) panels of `base` for dX = dY·W, made from
     /// the forward panels into scratch slot 9 (valid until the next call).
-    public func backwardPanels(_ base: FrozenLinear, _ mode: BackwardPanels = .native) throws -> PackedMatrix {
+    /// With `reuse`, panels still held from the previous call for the same
+    /// weight are returned as they are (the frozen weights never change): the
+    /// lm_head's backward runs once per chunk of logits rows and transposes once.
+    public func backwardPanels(_ base: FrozenLinear, _ mode: BackwardPanels = .native, reuse: Bool = true) throws -> PackedMatrix {
         opLock.lock(); defer { opLock.unlock() }
         let count = PackedMatrix.count(k: base.outFeatures, n: base.inFeatures)
         let widen = mode == .widened && base.storage != .f32
         let bytes = widen ? 4 : base.storage.bytesPerElement
         // The scratch slots hold floats: 16-bit panels take half as many.
         let dest = try scratch(Self.backwardPanelsSlot, count: (count * bytes + 3) / 4)
-        return try transposePanels(base.forward, widen: widen, into: dest)
+        if reuse, let held = backwardPanelsHeld, held.serial == base.serial, held.widened == widen, held.buffer === dest {
+            return PackedMatrix(memory: dest, storage: widen ? .f32 : base.storage, k: base.outFeatures, n: base.inFeatures)
+        }
+        backwardPanelsHeld = nil
+        let panels = try transposePanels(base.forward, widen: widen, into: dest)
+        backwardPanelsHeld = (base.serial, widen, dest)
+        return panels
     }
 
     /// dX (N,in) = dY·W (+ dxBeta·dX) for a frozen W without an adapter.

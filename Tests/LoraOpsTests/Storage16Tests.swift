@@ -172,6 +172,39 @@ final class Storage16Tests: XCTestCase {
         }
     }
 
+    /// Backward panels still held for the same weight are reused (no transpose
+    /// launch); another weight, another mode or `reuse: false` makes them afresh,
+    /// and the products stay right whichever way the calls interleave.
+    func testBackwardPanelsReusedOnlyForTheSameWeight() throws {
+        let shared = try sharedContext()
+        let ctx = try ComputeContext(device: shared.device, config: shared.config, kernelFiles: ["matmul.cl"])
+        var rng = freshRandom(#function)
+        let (n, din, dout) = (5, 37, 41)
+        let w1 = Self.weights(dout * din, .bf16, rng: &rng), w2 = Self.weights(dout * din, .bf16, rng: &rng)
+        let (a, _) = try frozenPair(ctx, w1, .bf16, out: dout, in: din)
+        let (b, _) = try frozenPair(ctx, w2, .bf16, out: dout, in: din)
+        let dy = rng.uniform(n * dout), dyb = try ctx.buffer(dy)
+        ctx.profileLaunches = true
+        _ = try ctx.takeKernelProfile()
+        func transposes(_ body: () throws -> Void) throws -> Int {
+            try body()
+            try ctx.finish()
+            return try ctx.takeKernelProfile().filter { $0.kernel.hasPrefix("transpose_panels") }.reduce(0) { $0 + $1.launches }
+        }
+        func check(_ f: FrozenLinear, _ w: [Float], _ what: String) throws {
+            let dx = try poisoned(ctx, n * din)
+            try ctx.frozenBackward(dx: dx, dy: dyb, base: f, tokens: n)
+            assertClose(try dx.read(), Reference.matmul(dy, w, m: n, n: din, k: dout), what)
+        }
+        XCTAssertEqual(try transposes { try check(a, w1.values, "A first") }, 1)
+        XCTAssertEqual(try transposes { try check(a, w1.values, "A again") }, 0, "same weight: panels reused")
+        XCTAssertEqual(try transposes { try check(b, w2.values, "B") }, 1, "another weight")
+        XCTAssertEqual(try transposes { try check(a, w1.values, "A after B") }, 1, "A's panels were overwritten")
+        XCTAssertEqual(try transposes { _ = try ctx.backwardPanels(a, .widened) }, 1, "another mode")
+        XCTAssertEqual(try transposes { _ = try ctx.backwardPanels(a, .widened, reuse: false) }, 1, "reuse off")
+        XCTAssertEqual(try transposes { try check(a, w1.values, "A native after widened") }, 1)
+    }
+
     /// fp32 backward panels made from the forward ones equal packing W directly (the old second copy).
     func testTransposedPanelsEqualDirectPacking() throws {
         let ctx = try sharedContext()
