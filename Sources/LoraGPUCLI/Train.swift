@@ -151,6 +151,12 @@ struct Train: ParsableCommand {
         training_config.yaml and a README.md. Ctrl-C (SIGINT) or SIGTERM finishes the current step, saves a \
         checkpoint and exits with status 130 / 143; --resume-from-checkpoint latest continues it exactly.
 
+        At start-up the memory plan is printed (weights, trainable + optimizer, activations, scratch, \
+        against the device's memory and per-buffer limit) for micro-batches of per_device_train_batch_size \
+        × max_seq_len; a run that does not fit stops before loading, naming what would fit. \
+        LORA_GPU_DEVICE_MEMORY=SIZE[,MAX_ALLOC] (e.g. 20G or 20G,4G) plans against smaller limits than \
+        the device reports.
+
         With no arguments at all, runs the demo: SmolLM2-135M-Instruct (from scripts/fetch-demo-model.sh) \
         learns the persona of Examples/demo/train.jsonl, answering held-out questions before and after.
 

@@ -132,8 +132,13 @@ extension LlamaLoRAModel {
             p.head = try HeadRows(ctx, targets: b.targets, chunkRows: p.chunkRows)
             return p
         }
-        plan = try ActivationPlan(model: self, batch: b)
-        return plan!
+        // A new shape: release the old buffers before making the new ones, so the
+        // two sets are never alive together (drivers that allocate eagerly would
+        // hold both at the peak). A caller still holding the old plan keeps it alive.
+        plan = nil
+        let p = try ActivationPlan(model: self, batch: b)
+        plan = p
+        return p
     }
 
     // MARK: forward
@@ -194,12 +199,23 @@ extension LlamaLoRAModel {
     }
 
     /// Logits (B·T, V) in eval mode (no dropout), for inspection and tests.
+    /// On the device only `chunkRows` rows of logits exist at a time (the plan's
+    /// logits chunk, as in training): row r of the result is lm_head(hf[r]),
+    /// each row's product independent of the others, so the values do not
+    /// depend on the chunking. (The host array is B·T × V, as asked.)
     public func logits(_ b: TokenBatch) throws -> [Float] {
         let p = try prepare(b)
         try trunkForward(p, training: false)
-        let out = try ctx.buffer(count: p.tokens * config.vocabSize)
-        try lmHead.forward(ctx, y: out, x: p.hf, tokens: p.tokens, training: false, stepSeed: stepSeed)
-        return try out.read()
+        let H = config.hiddenSize, V = config.vocabSize
+        var out: [Float] = []
+        out.reserveCapacity(p.tokens * V)
+        for start in stride(from: 0, to: p.tokens, by: p.chunkRows) {
+            let rows = min(p.chunkRows, p.tokens - start)
+            try p.hfChunk.copy(from: p.hf, count: rows * H, sourceOffset: start * H)
+            try lmHead.forward(ctx, y: p.logitsChunk, x: p.hfChunk, tokens: rows, training: false, stepSeed: stepSeed)
+            out += try p.logitsChunk.read(count: rows * V)
+        }
+        return out
     }
 
     /// Mean cross-entropy over the counted tokens, in eval mode.

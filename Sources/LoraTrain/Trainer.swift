@@ -2,6 +2,7 @@ import Foundation
 import LoraModel
 import LoraOps
 import LoraText
+import OpenCLRuntime
 
 /// The training loop of `lora-gpu train`: data → batches → accumulated
 /// optimizer steps on the device, with logging, evaluation, checkpoints,
@@ -57,6 +58,12 @@ public final class Trainer {
         let dist = try Distributed.world()
         let isRoot = (dist?.rank ?? 0) == 0
         if !isRoot { progress = ProgressPrinter(isTerminal: false) { _ in } }
+        // The memory plan, from the configs and the checkpoint's headers: printed, and a run
+        // that cannot fit the device stops here, before any weight is loaded or anything written.
+        let lora = try c.loraSettings()
+        let memory = try Self.memoryPlan(c, model: modelConfig, lora: lora, checkpoint: checkpoint, device: ctx.device)
+        for line in memory.plan.lines(limits: memory.limits) { progress.message(line) }
+        try Self.checkMemory(memory.plan, limits: memory.limits, config: c)
         try fm.createDirectory(atPath: outputDir, withIntermediateDirectories: true)
         let resumeFrom = try c.resumeFromCheckpoint.map { try Checkpoints.resolve($0, outputDir: outputDir) }
         if resumeFrom == nil, let existing = Checkpoints.list(outputDir).last {
@@ -66,7 +73,6 @@ public final class Trainer {
         }
 
         // The model.
-        let lora = try c.loraSettings()
         let model = try LlamaLoRAModel(config: modelConfig, checkpoint: checkpoint, lora: lora, context: ctx)
         for w in model.adapterPlan.warnings { progress.message("warning: \(w)") }
         try model.initializeAdapters(seed: UInt64(c.seed))
@@ -383,6 +389,79 @@ public final class Trainer {
         progress.message("done: \(state.globalStep) steps; adapter in \(outputDir)")
         dist?.finalize()
         return stoppedEarly ? .stoppedEarly(step: state.globalStep) : .completed(step: state.globalStep)
+    }
+
+    // MARK: the memory plan
+
+    /// The plan of the largest micro-batch the run will meet: per_device_train_batch_size
+    /// (or the eval batch size when there is evaluation data and it is larger) × max_seq_len
+    /// (padded batches are at most that wide, packed rows exactly that), and the device's limits.
+    static func memoryPlan(_ c: TrainingConfig, model: ModelConfig, lora: LoraConfig, checkpoint: CheckpointSource,
+                           device: Device) throws -> (plan: MemoryPlan, limits: MemoryLimits) {
+        let evaluates = c.valData != nil || c.valSplit > 0
+        let shape = MemoryPlan.Shape(batch: evaluates ? max(c.perDeviceTrainBatchSize, c.perDeviceEvalBatchSize) : c.perDeviceTrainBatchSize,
+                                     seq: c.maxSeqLen, gradientCheckpointing: c.gradientCheckpointing)
+        let plan = try MemoryPlan.make(config: model, adapterPlan: try AdapterPlan(config: model, lora: lora), checkpoint: checkpoint,
+                                       shape: shape, alignmentBytes: device.baseAddressAlignmentBytes)
+        return (plan, try MemoryLimits(device: device))
+    }
+
+    /// Throws one error naming the numbers when `plan` does not fit `limits`:
+    /// the total past the device memory and/or the largest buffer past the
+    /// per-buffer limit, with the settings that would fit (a smaller batch, a
+    /// shorter max_seq_len, gradient checkpointing), each checked by planning it.
+    static func checkMemory(_ plan: MemoryPlan, limits: MemoryLimits, config c: TrainingConfig) throws {
+        func fits(_ p: MemoryPlan) -> Bool { p.problems(limits: limits).fit }
+        let problems = plan.problems(limits: limits)
+        guard !problems.fit else { return }
+        let s = plan.shape, F = MemoryPlan.format
+        let batchKey = s.batch > c.perDeviceTrainBatchSize ? "per_device_eval_batch_size" : "per_device_train_batch_size"
+        var m = "memory plan: the model with micro-batches of \(batchKey) \(s.batch) × max_seq_len \(s.seq) tokens does not fit "
+            + "\(limits.deviceName):"
+        if problems.total {
+            m += " it needs \(F(plan.totalBytes)) (weights \(F(plan.weightBytes)), trainable + optimizer \(F(plan.trainableBytes)), "
+                + "activations \(F(plan.activationBytes)), scratch \(F(plan.scratchBytes))), the device has \(F(limits.globalBytes)) "
+                + "(\(limits.globalSource))"
+        }
+        if let b = problems.buffer {
+            m += (problems.total ? "; and" : "") + " the buffer '\(b.name)' needs \(F(b.bytes)), past the device's largest single "
+                + "allocation of \(F(limits.maxAllocationBytes)) (\(limits.allocationSource))"
+        }
+        if let b = problems.elements, b != problems.buffer {
+            m += (problems.total || problems.buffer != nil ? "; and" : "") + " the buffer '\(b.name)' has \(b.elements) elements, "
+                + "past the kernels' 32-bit indices (\(Int32.max))"
+        }
+        m += ". Nothing was loaded or written."
+        // What would fit, each planned: the largest batch at this length, the longest length at this batch, checkpointing.
+        func largest(_ upTo: Int, _ make: (Int) -> MemoryPlan) -> Int? {
+            guard upTo >= 1, fits(make(1)) else { return nil }
+            var (lo, hi) = (1, upTo)            // fits(lo), and nothing above hi is wanted
+            while lo < hi {
+                let mid = lo + (hi - lo + 1) / 2
+                if fits(make(mid)) { lo = mid } else { hi = mid - 1 }
+            }
+            return lo
+        }
+        func shaped(_ f: (inout MemoryPlan.Shape) -> Void) -> MemoryPlan { var t = s; f(&t); return plan.with(shape: t) }
+        var options: [String] = []
+        if let b = largest(s.batch - 1, { b in shaped { $0.batch = b } }) {
+            options.append("\(batchKey) \(b)" + (batchKey == "per_device_train_batch_size"
+                ? " (with gradient_accumulation_steps to keep the effective batch)" : ""))
+        }
+        if let t = largest(s.seq - 1, { t in shaped { $0.seq = t } }), t >= 2 { options.append("max_seq_len \(t)") }
+        if !s.gradientCheckpointing && fits(shaped { $0.gradientCheckpointing = true }) {
+            options.append("gradient_checkpointing: true (keeps one layer's activations and recomputes the others in backward)")
+        }
+        if !options.isEmpty {
+            m += " These fit: " + options.joined(separator: "; or ") + "."
+        } else if fits(shaped { $0.batch = 1; $0.seq = 2; $0.gradientCheckpointing = true }) {
+            m += " Lower \(batchKey) and max_seq_len together" + (s.gradientCheckpointing ? "" : ", and set gradient_checkpointing: true") + "."
+        } else if let b = problems.buffer ?? problems.elements, b.category == .weights {
+            m += " This tensor does not fit one buffer on this device (splitting a tensor across buffers is not implemented yet)."
+        } else {
+            m += " The weights and the adapter alone (\(F(plan.weightBytes + plan.trainableBytes))) leave no room for a batch on this device."
+        }
+        throw MemoryPlanError(message: m)
     }
 
     // MARK: outputs

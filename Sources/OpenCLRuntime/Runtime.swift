@@ -7,6 +7,12 @@ public final class CLContext {
     public let device: Device
     /// CL_DEVICE_MAX_MEM_ALLOC_SIZE, read once (0 if the device does not say).
     public let maxAllocationBytes: Int
+    /// Bytes of the buffers created on this context and not yet released, and
+    /// the most there were at once since the last `resetPeakBytes()`: what
+    /// clCreateBuffer was asked for (sub-buffers are views and add nothing),
+    /// whether or not the driver has backed it with memory yet (pocl does so lazily).
+    private let accountLock = NSLock()
+    private var live = 0, peak = 0
 
     public init(device: Device) throws {
         var status: cl_int = 0
@@ -18,6 +24,20 @@ public final class CLContext {
         handle = ctx
         self.device = device
         maxAllocationBytes = device.maxAllocationBytes
+    }
+
+    /// Bytes of this context's buffers alive now (see `live`).
+    public var liveBytes: Int { accountLock.lock(); defer { accountLock.unlock() }; return live }
+    /// The largest `liveBytes` since the context was made or `resetPeakBytes()`.
+    public var peakBytes: Int { accountLock.lock(); defer { accountLock.unlock() }; return peak }
+    /// Starts a new peak measurement from the bytes alive now.
+    public func resetPeakBytes() { accountLock.lock(); peak = live; accountLock.unlock() }
+
+    func account(_ delta: Int) {
+        accountLock.lock()
+        live += delta
+        peak = max(peak, live)
+        accountLock.unlock()
     }
 
     deinit { clReleaseContext(handle) }
@@ -88,6 +108,8 @@ public final class DeviceBuffer<Element>: MemoryObject {
     public let queue: CommandQueue
     /// A sub-buffer keeps its parent alive.
     public let parent: AnyObject?
+    /// Bytes asked of clCreateBuffer (0 for a sub-buffer), counted in the context's `liveBytes`.
+    let allocatedBytes: Int
 
     public var byteCount: Int { count * MemoryLayout<Element>.stride }
 
@@ -119,6 +141,8 @@ public final class DeviceBuffer<Element>: MemoryObject {
         self.count = count
         self.queue = queue
         parent = nil
+        allocatedBytes = bytes
+        queue.context.account(bytes)
     }
 
     private init(sub: cl_mem, count: Int, queue: CommandQueue, parent: AnyObject) {
@@ -126,6 +150,7 @@ public final class DeviceBuffer<Element>: MemoryObject {
         self.count = count
         self.queue = queue
         self.parent = parent
+        allocatedBytes = 0
     }
 
     /// A view of `count` elements starting at element `offset`. The byte offset
@@ -183,6 +208,21 @@ public final class DeviceBuffer<Element>: MemoryObject {
         }
     }
 
+    /// Blocking read of the `n` elements starting at element `offset`.
+    public func read(count n: Int, offset: Int = 0) throws -> [Element] {
+        guard n >= 0, offset >= 0, offset <= count - n else {
+            throw OpenCLRuntimeError.sizeMismatch(operation: "DeviceBuffer.read(count: \(n), offset: \(offset))", expected: count,
+                                                  actual: offset + n)
+        }
+        if n == 0 { return [] }
+        let s = MemoryLayout<Element>.stride
+        return try [Element](unsafeUninitializedCapacity: n) { ptr, initialized in
+            try check(clEnqueueReadBuffer(queue.handle, mem, cl_bool(CL_TRUE), offset * s, n * s, ptr.baseAddress, 0, nil, nil),
+                      "clEnqueueReadBuffer")
+            initialized = n
+        }
+    }
+
     /// Fills every element with `value` on the device.
     public func fill(_ value: Element) throws {
         if count == 0 { return }
@@ -202,7 +242,10 @@ public final class DeviceBuffer<Element>: MemoryObject {
                   "clEnqueueCopyBuffer")
     }
 
-    deinit { clReleaseMemObject(mem) }
+    deinit {
+        clReleaseMemObject(mem)
+        if allocatedBytes > 0 { queue.context.account(-allocatedBytes) }
+    }
 }
 
 /// A built program. Build failures throw with the device's full build log.

@@ -1,0 +1,420 @@
+import Foundation
+import OpenCLRuntime
+
+/// The device memory of a training run, computed from the model config, the
+/// LoRA config, the checkpoint's tensor dtypes (headers only) and the training
+/// shape — before any weight is loaded. Every buffer the model, its parameter
+/// store, one step's `ActivationPlan` and the compute context's scratch slots
+/// will hold is listed with its size, so the totals are what the model
+/// allocates (tests compare them with `CLContext.liveBytes`), except the
+/// frozen weights, which follow `frozenLinearBytes` (see there).
+///
+/// Not counted: transient buffers of loading (a tensor's 16-bit staging copy
+/// and its fp32 copy before packing, freed tensor by tensor), an inference
+/// session's KV caches, and what the driver itself keeps.
+public struct MemoryPlan: Sendable {
+    public enum Category: String, Sendable, CaseIterable {
+        case weights = "weights"
+        case trainable = "trainable + optimizer"
+        case activations = "activations"
+        case scratch = "scratch"
+    }
+
+    /// `copies` buffers of `bytes` each.
+    public struct Item: Sendable, Equatable {
+        public let category: Category
+        public let name: String
+        public let bytes: Int
+        public let copies: Int
+        /// Bytes of one element (4 for fp32 and int32, 2 for a 16-bit weight, 1 for the decay mask).
+        public var elementBytes: Int = 4
+        public var total: Int { sat(bytes, copies) }
+        public var elements: Int { bytes / max(elementBytes, 1) }
+    }
+
+    /// The shape of one micro-batch and the settings that size its buffers.
+    public struct Shape: Sendable, Equatable {
+        /// Rows (per_device_train_batch_size) and tokens per row (max_seq_len).
+        public var batch: Int
+        public var seq: Int
+        /// `LlamaLoRAModel.logitsChunkRows`.
+        public var logitsChunkRows: Int
+        public var gradientCheckpointing: Bool
+        /// Backward included (its scratch); false plans forward-only use (`loss`, `logits`).
+        public var training: Bool
+
+        public init(batch: Int, seq: Int, logitsChunkRows: Int = 256, gradientCheckpointing: Bool = false, training: Bool = true) {
+            self.batch = batch
+            self.seq = seq
+            self.logitsChunkRows = logitsChunkRows
+            self.gradientCheckpointing = gradientCheckpointing
+            self.training = training
+        }
+
+        /// Tokens of a micro-batch, N = B·T (saturating: absurd settings give Int.max, never a trap).
+        public var tokens: Int { sat(batch, seq) }
+        /// Rows of logits alive at once, as `ActivationPlan.chunkRows`.
+        public var chunkRows: Int { max(1, min(logitsChunkRows, tokens)) }
+    }
+
+    public let shape: Shape
+    public let items: [Item]
+    /// What the plan was made from, to plan another shape (`with(shape:)`).
+    public let config: ModelConfig
+    public let adapterPlan: AdapterPlan
+    public let dtypes: [String: String]
+    public let alignmentBytes: Int
+
+    /// The same model and adapter with another micro-batch shape.
+    public func with(shape: Shape) -> MemoryPlan {
+        MemoryPlan(config: config, adapterPlan: adapterPlan, dtypes: dtypes, shape: shape, alignmentBytes: alignmentBytes)
+    }
+
+    public func bytes(_ c: Category) -> Int { items.filter { $0.category == c }.reduce(0) { satAdd($0, $1.total) } }
+    public var weightBytes: Int { bytes(.weights) }
+    public var trainableBytes: Int { bytes(.trainable) }
+    public var activationBytes: Int { bytes(.activations) }
+    public var scratchBytes: Int { bytes(.scratch) }
+    public var totalBytes: Int { items.reduce(0) { satAdd($0, $1.total) } }
+    /// The largest single buffer.
+    public var largest: Item? { items.max { $0.bytes < $1.bytes } }
+
+    // MARK: the frozen-weight rule
+
+    /// Device bytes of one frozen linear layer's weight W (out, in) whose
+    /// checkpoint tensor has `dtype` (the name the file gives it: "F16", "BF16",
+    /// "F32", a GGUF type…): one packed layout, `PackedMatrix.count(k: in, n: out)`
+    /// elements, of 2 bytes when the checkpoint is 16-bit (F16 / BF16 stay 16-bit
+    /// on the device) and 4 otherwise.
+    ///
+    /// This is the storage of `FrozenLinear` after the 16-bit-weights change
+    /// (branch mem16). Before it, FrozenLinear holds two fp32 packed copies
+    /// (forward and backward layouts) and lm_head also an unpacked fp32 copy, so
+    /// the model allocates about 2–2.5× this for its linears. Once mem16 lands,
+    /// point this function at its storage type (and this comment goes).
+    public static func frozenLinearBytes(inFeatures: Int, outFeatures: Int, dtype: String) -> Int {
+        sat(packedCount(k: inFeatures, n: outFeatures), frozenElementBytes(dtype: dtype))
+    }
+
+    /// The rule's bytes per element: 2 for a 16-bit checkpoint tensor, 4 otherwise.
+    public static func frozenElementBytes(dtype: String) -> Int { dtype == "F16" || dtype == "BF16" ? 2 : 4 }
+
+    /// Elements of op(B) (K,N) packed in panels of 16 columns: `PackedMatrix.count` (LoraOps).
+    static func packedCount(k: Int, n: Int) -> Int { sat(satAdd(n, 15) / 16 * 16, k) }
+
+    // MARK: planning
+
+    /// Reads each weight's dtype from the checkpoint's headers (no weight is
+    /// read; a missing tensor or a wrong shape is the error loading would give)
+    /// and plans. `alignmentBytes`: the device's base address alignment
+    /// (`Device.baseAddressAlignmentBytes`), which pads the parameter store.
+    public static func make(config c: ModelConfig, adapterPlan: AdapterPlan, checkpoint: CheckpointSource,
+                            shape: Shape, alignmentBytes: Int) throws -> MemoryPlan {
+        var dtypes: [String: String] = [:]
+        for (name, shape) in AdapterPlan.checkpointTensors(c) {
+            dtypes[name] = try checkpoint.validateTensor(name, shape: shape)
+        }
+        return MemoryPlan(config: c, adapterPlan: adapterPlan, dtypes: dtypes, shape: shape, alignmentBytes: alignmentBytes)
+    }
+
+    /// `dtypes`: checkpoint tensor name → dtype name (a missing one counts as fp32).
+    public init(config c: ModelConfig, adapterPlan plan: AdapterPlan, dtypes: [String: String], shape s: Shape,
+                alignmentBytes: Int) {
+        shape = s
+        config = c
+        adapterPlan = plan
+        self.dtypes = dtypes
+        self.alignmentBytes = alignmentBytes
+        var items: [Item] = []
+        func add(_ cat: Category, _ name: String, _ bytes: Int, copies: Int = 1, element: Int = 4) {
+            if copies > 0 { items.append(Item(category: cat, name: name, bytes: bytes, copies: copies, elementBytes: element)) }
+        }
+        let H = c.hiddenSize, I = c.intermediateSize, V = c.vocabSize, L = c.numLayers
+        let NH = c.numHeads, D = c.headDim, qd = sat(c.numHeads, c.headDim), kvd = sat(c.numKVHeads, c.headDim)
+        let lora = plan.lora
+        let trainedKeys = Set(plan.tensors.map(\.key))
+
+        // Weights (LlamaLoRAModel.init): the embedding and norms in fp32, each frozen linear by the rule above.
+        add(.weights, "model.embed_tokens.weight [\(V), \(H)]", f32(V, H))
+        add(.weights, "model.norm.weight [\(H)]", f32(H))
+        add(.weights, "model.layers.*.{input,post_attention}_layernorm.weight [\(H)]", f32(H), copies: 2 * L)
+        add(.weights, "RoPE cos and sin tables [\(c.maxPositionEmbeddings), \(D)]", f32(c.maxPositionEmbeddings, D), copies: 2)
+        for spec in plan.linears {
+            if !plan.isSaved(spec.path) {
+                let source = spec.path == "lm_head" && c.tieWordEmbeddings ? "model.embed_tokens.weight" : spec.path + ".weight"
+                let dtype = dtypes[source] ?? "F32"
+                add(.weights, "\(spec.path).weight [\(spec.outFeatures), \(spec.inFeatures)] packed (\(dtype))",
+                    Self.frozenLinearBytes(inFeatures: spec.inFeatures, outFeatures: spec.outFeatures, dtype: dtype),
+                    element: Self.frozenElementBytes(dtype: dtype))
+            }
+            if spec.hasBias && !trainedKeys.contains(plan.biasKey(spec.path)) {
+                add(.weights, "\(spec.path).bias [\(spec.outFeatures)]", f32(spec.outFeatures))
+            }
+        }
+
+        // Trainable tensors (ParameterStore): four flat fp32 buffers and the decay mask, each tensor padded to the alignment.
+        let align = max(alignmentBytes / 4, 1)
+        let total = max(plan.tensors.reduce(0) { satAdd($0, satAdd($1.shape.reduce(1, sat), align - 1) / align * align) }, 1)
+        for what in ["trainable parameters", "their gradients", "AdamW first moments", "AdamW second moments"] {
+            add(.trainable, "\(what) (\(total) floats)", f32(total))
+        }
+        add(.trainable, "weight-decay mask (\(total) bytes)", total, element: 1)
+
+        // Activations (ActivationPlan.init), N = B·T tokens.
+        let B = s.batch, T = s.seq, n = s.tokens, chunk = s.chunkRows
+        // Names give one buffer's shape, N = B·T tokens spelled out; `copies` says how many there are.
+        let N = "\(n)"
+        add(.activations, "residual stream, one per layer boundary (\(N), \(H))", f32(n, H), copies: L + 1)
+        let k = s.gradientCheckpointing ? 1 : L
+        let per = s.gradientCheckpointing ? "one layer's" : "each layer's"
+        add(.activations, "\(per) h1, x_mid or h2 (\(N), \(H))", f32(n, H), copies: 3 * k)
+        add(.activations, "\(per) q or attention output (\(N), \(qd))", f32(n, qd), copies: 2 * k)
+        add(.activations, "\(per) k or v (\(N), \(kvd))", f32(n, kvd), copies: 2 * k)
+        add(.activations, "\(per) gate, up or act (\(N), \(I))", f32(n, I), copies: 3 * k)
+        add(.activations, "\(per) RMSNorm rstd (\(N))", f32(n), copies: 2 * k)
+        add(.activations, "\(per) attention log-sum-exp (\(B), \(NH), \(T))", f32(B, NH, T), copies: k)
+        add(.activations, "input ids, positions, sample starts or targets (\(N))", i32(n), copies: 4)
+        // TokenGroups of the ids: U unique ids, U+1 offsets, N positions; U ≤ min(N, V).
+        let unique = min(n, V)
+        add(.activations, "embedding groups' unique ids (\(unique))", i32(unique))
+        add(.activations, "embedding groups' offsets (\(unique) + 1)", i32(satAdd(unique, 1)))
+        add(.activations, "embedding groups' token positions (\(N))", i32(n))
+        add(.activations, "final norm output (\(N), \(H))", f32(n, H))
+        add(.activations, "final norm rstd (\(N))", f32(n))
+        if plan.embedAdapted {
+            let er = lora.rankAndAlpha(for: AdapterPlan.embedPath).r
+            add(.activations, "embedding LoRA A rows or their gradient (\(N), \(er))", f32(n, er), copies: 2)
+        }
+        add(.activations, "gradient dres, dh or dhf (\(N), \(H))", f32(n, H), copies: 3)
+        add(.activations, "gradient dq or dattn (\(N), \(qd))", f32(n, qd), copies: 2)
+        add(.activations, "gradient dk or dv (\(N), \(kvd))", f32(n, kvd), copies: 2)
+        add(.activations, "gradient dgate, dup or dact (\(N), \(I))", f32(n, I), copies: 3)
+        add(.activations, "attention backward delta (\(B), \(NH), \(T))", f32(B, NH, T))
+        // HeadRows: the counted rows' targets and one TokenGroups per chunk of them. At most
+        // B·(T−1) rows are counted (the shift leaves the last token of each row without a target).
+        let counted = sat(B, max(T - 1, 0))
+        add(.activations, "counted rows' targets (\(counted))", i32(counted))
+        let fullChunks = counted / chunk, rest = counted % chunk
+        for (rows, copies) in [(chunk, fullChunks), (rest, rest > 0 ? 1 : 0)] {
+            add(.activations, "lm_head chunk's row indices or positions (\(rows))", i32(rows), copies: 2 * copies)
+            add(.activations, "lm_head chunk's row offsets (\(rows) + 1)", i32(satAdd(rows, 1)), copies: copies)
+        }
+        add(.activations, "hidden-state chunk or its gradient (\(chunk), \(H))", f32(chunk, H), copies: 2)
+        add(.activations, "logits chunk (\(chunk), \(V))", f32(chunk, V))
+        add(.activations, "per-token losses (\(N))", f32(n))
+        add(.activations, "loss and gradient-norm scalars", f32(2))
+        // Linear.u of each adapted layer: dropout(x)·Aᵀ, kept for backward.
+        for spec in plan.linears where plan.adapted.contains(spec.path) {
+            let r = lora.rankAndAlpha(for: spec.path).r
+            add(.activations, "\(spec.path) LoRA u (\(N), \(r))", f32(max(n, chunk), r))
+        }
+
+        // Scratch (ComputeContext.scratch): per slot the largest request of one step.
+        var slots: [Int: Int] = [:]
+        func need(_ slot: Int, _ floats: Int) { slots[slot] = max(slots[slot] ?? 0, floats) }
+        let dropout = s.training && lora.loraDropout > 0
+        let lowest = Self.lowestTrainedLayer(plan, layers: L)
+        if plan.embedAdapted {
+            let er = lora.rankAndAlpha(for: AdapterPlan.embedPath).r
+            need(0, Self.packedCount(k: er, n: H))                    // forward: after·B_embᵀ
+            if s.training {
+                need(0, Self.packedCount(k: n, n: er))                // dB_emb = dresᵀ·after
+                need(0, Self.packedCount(k: H, n: er))                // dAfter = dres·B_emb
+            }
+        }
+        // lm_head runs on the counted rows only, at most a chunk of them at a time.
+        let headRows = min(chunk, counted)
+        for spec in plan.linears {
+            let rows = spec.path == "lm_head" ? headRows : n, din = spec.inFeatures, dout = spec.outFeatures
+            if rows == 0 { continue }
+            let layerIndex = spec.path == "lm_head" ? L : Self.layerIndex(spec.path) ?? 0
+            let backward = s.training && layerIndex >= lowest
+            if plan.isSaved(spec.path) {
+                need(0, Self.packedCount(k: din, n: dout))
+                if backward {
+                    need(0, Self.packedCount(k: rows, n: din))        // dW = dYᵀ·x
+                    need(0, Self.packedCount(k: dout, n: din))        // dx = dY·W
+                }
+            } else if plan.adapted.contains(spec.path) {
+                let r = lora.rankAndAlpha(for: spec.path).r
+                if dropout { need(1, sat(rows, din)) }
+                need(2, Self.packedCount(k: din, n: r))
+                need(3, Self.packedCount(k: r, n: dout))
+                if backward {
+                    need(4, sat(rows, r))
+                    need(5, Self.packedCount(k: dout, n: r))
+                    need(6, Self.packedCount(k: rows, n: r))
+                    need(7, Self.packedCount(k: rows, n: din))
+                    need(8, Self.packedCount(k: r, n: din))
+                }
+            }
+        }
+        need(20, 256)                                                  // ComputeContext.reductionWidth partial sums
+        let tp = satAdd(T, 15) / 16 * 16
+        if L > 0 {
+            need(30, sat(sat(B, c.numKVHeads), sat(D, tp)))            // kᵀ in the forward
+            if s.training && lowest < L {
+                need(31, sat(sat(B, c.numKVHeads), sat(D, tp)))
+                need(32, sat(sat(B, NH), sat(D, tp)))
+                need(33, sat(sat(B, NH), sat(D, tp)))
+            }
+        }
+        let slotNames = [0: "matmul's packed B", 1: "LoRA dropout(x)", 2: "LoRA Aᵀ panels", 3: "LoRA Bᵀ panels",
+                         4: "LoRA g = s·dY·B", 5: "LoRA B panels", 6: "LoRA u panels", 7: "LoRA dropout(x) panels",
+                         8: "LoRA A panels", 20: "reduction partials", 30: "attention kᵀ", 31: "attention vᵀ",
+                         32: "attention qᵀ", 33: "attention dOᵀ"]
+        for (slot, floats) in slots.sorted(by: { $0.key < $1.key }) {
+            add(.scratch, "scratch \(slot): \(slotNames[slot] ?? "")", f32(floats))
+        }
+        self.items = items
+    }
+
+    /// As `LlamaLoRAModel.lowestTrainedLayer`: backward stops below it.
+    static func lowestTrainedLayer(_ plan: AdapterPlan, layers: Int) -> Int {
+        if plan.embedAdapted || plan.embedSaved { return 0 }
+        let trainedKeys = Set(plan.tensors.map(\.key))
+        var lowest = layers
+        for spec in plan.linears where spec.path != "lm_head" {
+            let trains = plan.adapted.contains(spec.path) || plan.isSaved(spec.path)
+                || (spec.hasBias && trainedKeys.contains(plan.biasKey(spec.path)))
+            if trains, let l = layerIndex(spec.path) { lowest = min(lowest, l) }
+        }
+        return lowest
+    }
+
+    /// 3 for "model.layers.3.mlp.up_proj".
+    static func layerIndex(_ path: String) -> Int? {
+        let parts = path.split(separator: ".")
+        guard parts.count > 2, parts[0] == "model", parts[1] == "layers" else { return nil }
+        return Int(parts[2])
+    }
+
+    // MARK: the report
+
+    /// The start-up lines: one per category, the total against the device, the largest buffer against its limit.
+    public func lines(limits: MemoryLimits) -> [String] {
+        func row(_ name: String, _ b: Int, _ tail: String = "") -> String {
+            "  " + name.padding(toLength: 22, withPad: " ", startingAt: 0) + Self.format(b).leftPadded(10) + tail
+        }
+        var out = ["memory plan for \(limits.deviceName), micro-batch \(shape.batch) × \(shape.seq) tokens"
+                   + (shape.gradientCheckpointing ? ", gradient checkpointing" : "") + ":"]
+        for cat in Category.allCases { out.append(row(cat.rawValue, bytes(cat))) }
+        out.append(row("total", totalBytes, "  of \(Self.format(limits.globalBytes)) (\(limits.globalSource))"))
+        if let big = largest {
+            out.append(row("largest buffer", big.bytes,
+                           "  of \(Self.format(limits.maxAllocationBytes)) per buffer (\(limits.allocationSource)): \(big.name)"))
+        }
+        return out
+    }
+
+    /// What does not fit `limits`, or nil when everything does: the total past
+    /// the device memory, and the largest single buffer past the allocation limit.
+    public func problems(limits: MemoryLimits) -> Problems {
+        let total = limits.globalBytes > 0 && totalBytes > limits.globalBytes
+        let tooBig = limits.maxAllocationBytes > 0
+            ? items.filter { $0.bytes > limits.maxAllocationBytes }.max { $0.bytes < $1.bytes } : nil
+        let tooMany = items.filter { $0.elements > Int(Int32.max) }.max { $0.elements < $1.elements }
+        return Problems(total: total, buffer: tooBig, elements: tooMany)
+    }
+
+    public struct Problems: Sendable, Equatable {
+        /// The total is past the device memory.
+        public let total: Bool
+        /// The largest buffer past the per-buffer allocation limit.
+        public let buffer: Item?
+        /// The largest buffer with more elements than the kernels' 32-bit int indices reach.
+        public let elements: Item?
+        public var fit: Bool { !total && buffer == nil && elements == nil }
+    }
+
+    /// 1536 → "1.5 KiB"; binary units, one decimal.
+    public static func format(_ bytes: Int) -> String {
+        if bytes == Int.max { return "> 8 EiB" }
+        let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
+        var v = Double(bytes), u = 0
+        while v >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
+        return u == 0 ? "\(bytes) B" : String(format: "%.1f %@", v, units[u])
+    }
+}
+
+/// The device limits a plan is checked against: CL_DEVICE_GLOBAL_MEM_SIZE and
+/// CL_DEVICE_MAX_MEM_ALLOC_SIZE, or what `LORA_GPU_DEVICE_MEMORY` says.
+public struct MemoryLimits: Sendable, Equatable {
+    public static let environmentVariable = "LORA_GPU_DEVICE_MEMORY"
+    public var deviceName: String
+    public var globalBytes: Int
+    public var maxAllocationBytes: Int
+    /// Where each number came from, for messages.
+    public var globalSource: String
+    public var allocationSource: String
+
+    public init(deviceName: String, globalBytes: Int, maxAllocationBytes: Int,
+                globalSource: String = "CL_DEVICE_GLOBAL_MEM_SIZE", allocationSource: String = "CL_DEVICE_MAX_MEM_ALLOC_SIZE") {
+        self.deviceName = deviceName
+        self.globalBytes = globalBytes
+        self.maxAllocationBytes = maxAllocationBytes
+        self.globalSource = globalSource
+        self.allocationSource = allocationSource
+    }
+
+    /// The device's own limits, overridden by `LORA_GPU_DEVICE_MEMORY=SIZE[,MAX_ALLOC]`
+    /// (bytes, or with a K/M/G/T suffix, binary): plan against less than the
+    /// device reports (a GPU shared with other work), or test the check.
+    public init(device: Device, environment: [String: String] = ProcessInfo.processInfo.environment) throws {
+        self.init(deviceName: device.name, globalBytes: device.globalMemoryBytes, maxAllocationBytes: device.maxAllocationBytes)
+        guard let raw = environment[Self.environmentVariable], !raw.trimmingCharacters(in: .whitespaces).isEmpty else { return }
+        let parts = raw.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        guard parts.count <= 2, let g = Self.parseSize(parts[0]), parts.count == 1 || Self.parseSize(parts[1]) != nil else {
+            throw MemoryPlanError(message: "\(Self.environmentVariable)=\(raw): expected SIZE or SIZE,MAX_ALLOC "
+                + "(bytes, or a number with K, M, G or T, e.g. 16G,4G)")
+        }
+        globalBytes = g
+        globalSource = Self.environmentVariable
+        if parts.count == 2, let a = Self.parseSize(parts[1]) {
+            maxAllocationBytes = a
+            allocationSource = Self.environmentVariable
+        }
+    }
+
+    /// "4096", "512K", "1.5G" → bytes (binary units); nil when not a positive size.
+    static func parseSize(_ s: String) -> Int? {
+        var t = s.uppercased()
+        if t.hasSuffix("IB") { t.removeLast(2) } else if t.hasSuffix("B") { t.removeLast() }
+        let scale: Double
+        switch t.last {
+        case "K": scale = 1024
+        case "M": scale = 1024 * 1024
+        case "G": scale = 1024 * 1024 * 1024
+        case "T": scale = 1024 * 1024 * 1024 * 1024
+        default: scale = 1
+        }
+        if scale > 1 { t.removeLast() }
+        guard let v = Double(t), v.isFinite, v > 0, v * scale < 9e18 else { return nil }
+        return Int(v * scale)
+    }
+}
+
+/// A plan that does not fit, or a bad limits override.
+public struct MemoryPlanError: Error, CustomStringConvertible, Equatable {
+    public let message: String
+    public init(message: String) { self.message = message }
+    public var description: String { message }
+}
+
+// MARK: saturating sizes (absurd settings give Int.max, never a trap)
+
+fileprivate func sat(_ a: Int, _ b: Int) -> Int {
+    let (p, o) = a.multipliedReportingOverflow(by: b)
+    return o || p < 0 ? Int.max : p
+}
+fileprivate func satAdd(_ a: Int, _ b: Int) -> Int {
+    let (s, o) = a.addingReportingOverflow(b)
+    return o ? Int.max : s
+}
+/// Bytes of a fp32 / int32 buffer of the product of `dims` elements (DeviceBuffer allocates at least one).
+fileprivate func f32(_ dims: Int...) -> Int { sat(max(dims.reduce(1, sat), 1), 4) }
+fileprivate func i32(_ dims: Int...) -> Int { sat(max(dims.reduce(1, sat), 1), 4) }
+
+fileprivate extension String {
+    func leftPadded(_ width: Int) -> String { count >= width ? self : String(repeating: " ", count: width - count) + self }
+}

@@ -1,0 +1,218 @@
+import Foundation
+import LoraOps
+import OpenCLRuntime
+import XCTest
+@testable import LoraModel
+
+/// Issue 8 (memory) and issue 9 (a batch that does not fit): the memory plan,
+/// made from the configs and the checkpoint's headers before any weight is
+/// loaded, against what the model really allocates (`CLContext.liveBytes`,
+/// counted at clCreateBuffer), on every reference fixture (adapted and saved
+/// modules, trained biases, the embedding adapter, tied weights, layer patterns).
+final class MemoryPlanTests: XCTestCase {
+    static let cases = ["llama_gqa_untied", "llama_tied_rslora_regex", "llama_layers_patterns", "qwen2_bias_lora_only",
+                        "llama_modules_to_save", "mistral_embed_lm_head", "llama_bias_all"]
+
+    /// A context of its own: its scratch slots start empty, so what one step adds is measurable.
+    func freshContext() throws -> ComputeContext {
+        let shared = try ComputeContext.shared()
+        return try ComputeContext(device: shared.device, config: shared.config)
+    }
+
+    func lora(_ name: String, dropout: Double = 0) throws -> LoraConfig {
+        var l = try LoraConfig.load(path: fixturesRoot + "/\(name)/adapter_initial/adapter_config.json")
+        l.inferenceMode = false
+        l.loraDropout = dropout
+        return l
+    }
+
+    /// The plan's worst case, made real: every id distinct while N ≤ V (else every
+    /// id present), every label counted, one sample per row.
+    func worstCaseBatch(batch: Int, seq: Int, vocab: Int) throws -> TokenBatch {
+        let ids = (0..<batch).map { b in (0..<seq).map { t in (b * seq + t) % vocab } }
+        return try TokenBatch(inputIDs: ids)
+    }
+
+    /// Activations (one step's ActivationPlan and the LoRA u buffers), the
+    /// parameter store and the scratch of a training step equal the plan, byte
+    /// for byte; a second step and an evaluation of the same shape allocate nothing more.
+    func testPlannedBytesEqualWhatTheModelAllocates() throws {
+        let shapes: [(b: Int, t: Int, chunk: Int, ckpt: Bool, dropout: Double)] = [
+            (3, 20, 16, false, 0),       // N = 60 ≤ V: 60 unique ids; 57 counted rows = 3 chunks of 16 + 9
+            (4, 32, 256, true, 0.1),     // N = 128 > V; checkpointing; dropout's scratch
+            (1, 5, 2, false, 0.05),
+        ]
+        for name in Self.cases {
+            for s in shapes {
+                let what = "\(name) \(s)"
+                let ctx = try freshContext()
+                let (config, checkpoint) = try ModelSource.open(fixturesRoot + "/\(name)/model")
+                let l = try lora(name, dropout: s.dropout)
+                let plan = try MemoryPlan.make(
+                    config: config, adapterPlan: try AdapterPlan(config: config, lora: l), checkpoint: checkpoint,
+                    shape: .init(batch: s.b, seq: s.t, logitsChunkRows: s.chunk, gradientCheckpointing: s.ckpt),
+                    alignmentBytes: ctx.device.baseAddressAlignmentBytes)
+                let live = { ctx.context.liveBytes }
+
+                var before = live()
+                let store = try ParameterStore(ctx, specs: plan.adapterPlan.tensors)
+                XCTAssertEqual(live() - before, plan.trainableBytes, "\(what): trainable + optimizer")
+                XCTAssertEqual(store.total * 17, plan.trainableBytes, "\(what): 4 fp32 buffers and a byte mask")
+
+                let m = try LlamaLoRAModel(config: config, checkpoint: checkpoint, lora: l, context: ctx)
+                m.gradientCheckpointing = s.ckpt
+                m.logitsChunkRows = s.chunk
+                let batch = try worstCaseBatch(batch: s.b, seq: s.t, vocab: config.vocabSize)
+                before = live()
+                _ = try m.prepare(batch)
+                XCTAssertEqual(live() - before, plan.activationBytes, "\(what): activations")
+                before = live()
+                _ = try m.trainStep(batch, hyper: .init(lr: 1e-3))
+                try ctx.finish()
+                XCTAssertEqual(live() - before, plan.scratchBytes, "\(what): scratch of a training step")
+                before = live()
+                _ = try m.trainStep(batch, hyper: .init(lr: 1e-3))
+                _ = try m.loss(batch)
+                XCTAssertEqual(live() - before, 0, "\(what): a second step and an evaluation allocate nothing new")
+            }
+        }
+    }
+
+    /// The frozen weights follow the rule of `MemoryPlan.frozenLinearBytes`: one packed
+    /// layout per frozen linear, 2 bytes an element for an F16/BF16 checkpoint, 4 otherwise;
+    /// the embedding, norms, RoPE tables and frozen biases in fp32.
+    ///
+    /// After the 16-bit-weights change (branch mem16) the model allocates exactly this:
+    /// then `allocated == plan.weightBytes` below. Until it lands the model holds two fp32
+    /// packed copies of every frozen linear and an unpacked lm_head, so only the rule and
+    /// `allocated ≥ plan.weightBytes` are checked here.
+    func testFrozenWeightsFollowTheRule() throws {
+        for name in Self.cases {
+            let (c, checkpoint) = try ModelSource.open(fixturesRoot + "/\(name)/model")
+            let l = try lora(name)
+            let ap = try AdapterPlan(config: c, lora: l)
+            let shape = MemoryPlan.Shape(batch: 2, seq: 8)
+            let plan = try MemoryPlan.make(config: c, adapterPlan: ap, checkpoint: checkpoint, shape: shape, alignmentBytes: 128)
+            // The rule, written out: panels of 16 output columns, `in` rows each.
+            func packed(_ din: Int, _ dout: Int, _ bytes: Int) -> Int { (dout + 15) / 16 * 16 * din * bytes }
+            let H = c.hiddenSize, trainedKeys = Set(ap.tensors.map(\.key))
+            func expected(bytes: Int) -> Int {
+                var e = 4 * (c.vocabSize * H + H + 2 * c.numLayers * H + 2 * c.maxPositionEmbeddings * c.headDim)
+                for s in ap.linears {
+                    if !ap.isSaved(s.path) { e += packed(s.inFeatures, s.outFeatures, bytes) }
+                    if s.hasBias && !trainedKeys.contains(ap.biasKey(s.path)) { e += 4 * s.outFeatures }
+                }
+                return e
+            }
+            // The fixtures are stored in one dtype each (F32, F16 or BF16), read from the headers.
+            let stored = Set(plan.dtypes.values)
+            XCTAssertEqual(stored.count, 1, name)
+            let bytes = stored.isSubset(of: ["F16", "BF16"]) ? 2 : 4
+            XCTAssertEqual(plan.weightBytes, expected(bytes: bytes), "\(name): \(stored) checkpoint")
+            for (dtype, bytes) in [("F32", 4), ("BF16", 2), ("F16", 2)] {
+                let p = MemoryPlan(config: c, adapterPlan: ap, dtypes: plan.dtypes.mapValues { _ in dtype }, shape: shape,
+                                   alignmentBytes: 128)
+                XCTAssertEqual(p.weightBytes, expected(bytes: bytes), "\(name) as a \(dtype) checkpoint")
+            }
+            XCTAssertEqual(MemoryPlan.frozenLinearBytes(inFeatures: 4096, outFeatures: 4096, dtype: "F16"), 4096 * 4096 * 2)
+            XCTAssertEqual(MemoryPlan.frozenLinearBytes(inFeatures: 10, outFeatures: 17, dtype: "F32"), 10 * 32 * 4)
+
+            let ctx = try freshContext()
+            let before = ctx.context.liveBytes
+            let m = try LlamaLoRAModel(config: c, checkpoint: checkpoint, lora: l, context: ctx)
+            let allocated = ctx.context.liveBytes - before - plan.trainableBytes
+            XCTAssertGreaterThanOrEqual(allocated, plan.weightBytes, name)
+            if ProcessInfo.processInfo.environment["LORA_GPU_PRINT_MEMORY"] != nil {
+                print("MEMORY \(name): frozen weights allocated \(allocated) B, planned (post-mem16 rule) \(plan.weightBytes) B")
+            }
+            XCTAssertEqual(m.logitsChunkRows, MemoryPlan.Shape(batch: 1, seq: 1).logitsChunkRows,
+                           "the trainer plans with the model's default logits chunk")
+        }
+    }
+
+    /// A new batch shape releases the old activation plan before building its own:
+    /// the peak of the switch is the larger of the two, never both.
+    func testANewShapeReleasesTheOldActivationsFirst() throws {
+        let ctx = try freshContext()
+        let name = "llama_gqa_untied"
+        let m = try LlamaLoRAModel(modelDirectory: fixturesRoot + "/\(name)/model", lora: try lora(name), context: ctx)
+        let a = try worstCaseBatch(batch: 2, seq: 32, vocab: 67), b = try worstCaseBatch(batch: 2, seq: 30, vocab: 67)
+        _ = try m.trainStep(a, hyper: .init(lr: 1e-3))
+        try ctx.finish()
+        let withA = ctx.context.liveBytes
+        ctx.context.resetPeakBytes()
+        _ = try m.trainStep(b, hyper: .init(lr: 1e-3))
+        try ctx.finish()
+        let withB = ctx.context.liveBytes
+        XCTAssertLessThan(withB, withA, "the smaller shape's activations replaced the larger's")
+        XCTAssertEqual(ctx.context.peakBytes, max(withA, withB), "both activation plans were alive at once")
+    }
+
+    /// logits() keeps one chunk of rows × V on the device (the plan's logits chunk) and
+    /// gives the same values whatever the chunk: bit for bit, and against transformers.
+    func testLogitsAreChunkedWithoutChangingThem() throws {
+        for name in ["llama_gqa_untied", "mistral_embed_lm_head", "llama_modules_to_save"] {
+            let rc = try ReferenceCase(name)
+            let m = try rc.model()
+            let b = try rc.batch
+            m.logitsChunkRows = 4096
+            let whole = try m.logits(b)
+            let ref = try SafeTensorsFile(path: rc.dir + "/logits_step0.safetensors").floats("logits").values
+            XCTAssertLessThanOrEqual(relErr(whole, ref), 1e-5, name)
+            for chunk in [1, 3, 5] {
+                m.logitsChunkRows = chunk
+                XCTAssertEqual(try m.logits(b), whole, "\(name): logits with chunks of \(chunk) rows")
+            }
+            // Same shape again: no new tokens × vocabulary buffer (only the batch's small id groups are remade).
+            let ctx = m.ctx.context
+            _ = try m.logits(b)
+            let before = ctx.liveBytes
+            ctx.resetPeakBytes()
+            _ = try m.logits(b)
+            XCTAssertEqual(ctx.liveBytes, before, name)
+            XCTAssertLessThan(ctx.peakBytes - before, b.tokens * m.config.vocabSize * 4 / 4, "\(name): logits() allocated tokens × V")
+        }
+    }
+
+    /// LORA_GPU_DEVICE_MEMORY overrides the device's numbers; a bad value names the variable.
+    func testLimitsOverride() throws {
+        let device = try ComputeContext.shared().device
+        let plain = try MemoryLimits(device: device, environment: [:])
+        XCTAssertEqual(plain.globalBytes, device.globalMemoryBytes)
+        XCTAssertEqual(plain.maxAllocationBytes, device.maxAllocationBytes)
+        XCTAssertGreaterThan(plain.globalBytes, 0)
+        let both = try MemoryLimits(device: device, environment: ["LORA_GPU_DEVICE_MEMORY": "1.5G, 512m"])
+        XCTAssertEqual(both.globalBytes, 1536 << 20)
+        XCTAssertEqual(both.maxAllocationBytes, 512 << 20)
+        XCTAssertEqual(both.globalSource, "LORA_GPU_DEVICE_MEMORY")
+        let one = try MemoryLimits(device: device, environment: ["LORA_GPU_DEVICE_MEMORY": "65536"])
+        XCTAssertEqual(one.globalBytes, 65536)
+        XCTAssertEqual(one.maxAllocationBytes, device.maxAllocationBytes)
+        for bad in ["lots", "-1G", "1G,2G,3G", "1G,x", "0"] {
+            XCTAssertThrowsError(try MemoryLimits(device: device, environment: ["LORA_GPU_DEVICE_MEMORY": bad])) { e in
+                XCTAssertTrue("\(e)".contains("LORA_GPU_DEVICE_MEMORY=\(bad)"), "\(e)")
+            }
+        }
+    }
+
+    /// Absurd shapes saturate instead of trapping, and are reported as not fitting.
+    func testAbsurdShapesDoNotTrap() throws {
+        let (c, checkpoint) = try ModelSource.open(fixturesRoot + "/llama_gqa_untied/model")
+        let plan = try MemoryPlan.make(config: c, adapterPlan: try AdapterPlan(config: c, lora: try lora("llama_gqa_untied")),
+                                       checkpoint: checkpoint, shape: .init(batch: Int.max / 2, seq: 64), alignmentBytes: 128)
+        XCTAssertEqual(plan.totalBytes, Int.max)
+        XCTAssertEqual(MemoryPlan.format(plan.totalBytes), "> 8 EiB")
+        let limits = MemoryLimits(deviceName: "test", globalBytes: 1 << 40, maxAllocationBytes: 1 << 38)
+        XCTAssertTrue(plan.problems(limits: limits).total)
+        XCTAssertNotNil(plan.problems(limits: limits).buffer)
+        // Past the kernels' 32-bit indices even where the device would allocate it:
+        // 700000 × 64 tokens × intermediate 48 = 2150400000 elements > Int32.max.
+        let wide = plan.with(shape: .init(batch: 700_000, seq: 64))
+        let huge = MemoryLimits(deviceName: "test", globalBytes: 1 << 60, maxAllocationBytes: 1 << 60)
+        let p = wide.problems(limits: huge)
+        XCTAssertFalse(p.fit)
+        XCTAssertEqual(p.elements?.elements, 2_150_400_000)
+        XCTAssertEqual(p.elements?.name, "each layer's gate, up or act (44800000, 48)")
+        XCTAssertTrue(plan.with(shape: .init(batch: 600_000, seq: 64)).problems(limits: huge).fit)
+    }
+}

@@ -1,0 +1,135 @@
+import Foundation
+import LoraModel
+import LoraOps
+import XCTest
+@testable import LoraTrain
+
+/// `lora-gpu train` prints the memory plan at start-up, and a run that cannot fit
+/// the device stops before loading any weight, with one message naming the numbers
+/// and what would fit, leaving nothing in the output directory (issue 9, resources).
+final class MemoryPlanTrainTests: XCTestCase {
+    /// lora-gpu beside the test bundle (swift build --build-tests builds both).
+    func binary() throws -> String {
+        let candidates = [Bundle.main.bundleURL, Bundle(for: Self.self).bundleURL.deletingLastPathComponent()]
+            .map { $0.appendingPathComponent("lora-gpu").path }
+        return try XCTUnwrap(candidates.first { FileManager.default.isExecutableFile(atPath: $0) },
+                             "lora-gpu is not built (looked at \(candidates))")
+    }
+
+    func train(_ args: [String], environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: try binary())
+        p.arguments = ["train"] + args
+        p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        let out = try temporaryDirectory("train-io")
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        // Files, not pipes: nothing blocks whichever stream fills first.
+        FileManager.default.createFile(atPath: out + "/o", contents: nil)
+        FileManager.default.createFile(atPath: out + "/e", contents: nil)
+        p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: out + "/o"))
+        p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: out + "/e"))
+        try p.run()
+        p.waitUntilExit()
+        return (p.terminationStatus, try String(contentsOfFile: out + "/o", encoding: .utf8),
+                try String(contentsOfFile: out + "/e", encoding: .utf8))
+    }
+
+    func arguments(data: String, output: String, batch: Int) -> [String] {
+        ["--model", fixtureModel, "--data", data, "--output-dir", output, "--max-steps", "2", "--max-seq-len", "64",
+         "--per-device-train-batch-size", "\(batch)", "--target-modules", "all-linear"]
+    }
+
+    /// 10 million rows × 64 tokens of the fixture model: ≈ 3 TiB, past any device's memory
+    /// (pocl's CL_DEVICE_GLOBAL_MEM_SIZE is ≈ 13.6 GiB on this host). No weight is loaded
+    /// (the trainable-parameter line printed after loading never appears), the output
+    /// directory is never made, and the message gives the plan and settings that fit.
+    func testABatchBeyondTheDeviceStopsBeforeLoading() throws {
+        let dir = try temporaryDirectory("memory")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try writeSamples(dir + "/train.jsonl", count: 8)
+        let out = dir + "/out"
+        let r = try train(arguments(data: dir + "/train.jsonl", output: out, batch: 10_000_000))
+        if ProcessInfo.processInfo.environment["LORA_GPU_PRINT_ERRORS"] != nil { print("ERROR:", r.stderr) }
+        XCTAssertNotEqual(r.status, 0)
+        let errorLines = r.stderr.split(separator: "\n").filter { $0.contains("memory plan:") }
+        XCTAssertEqual(errorLines.count, 1, r.stderr)
+        let m = String(errorLines.first ?? "")
+        for part in ["per_device_train_batch_size 10000000 × max_seq_len 64", "does not fit", "it needs", "GiB",
+                     "weights", "trainable + optimizer", "activations", "scratch", "the device has",
+                     "CL_DEVICE_GLOBAL_MEM_SIZE", "CL_DEVICE_MAX_MEM_ALLOC_SIZE", "Nothing was loaded or written",
+                     "These fit: per_device_train_batch_size", "gradient_accumulation_steps"] {
+            XCTAssertTrue(m.contains(part), "'\(part)' not in: \(m)")
+        }
+        XCTAssertTrue(r.stdout.contains("memory plan for"), r.stdout)
+        XCTAssertFalse(r.stdout.contains("trainable params"), "the model was loaded: \(r.stdout)")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out), "the output directory was made")
+    }
+
+    /// One buffer past the per-buffer limit (LORA_GPU_DEVICE_MEMORY's second number stands
+    /// in for a device with a small CL_DEVICE_MAX_MEM_ALLOC_SIZE) is named with the limit.
+    func testABufferPastTheAllocationLimitIsNamed() throws {
+        let dir = try temporaryDirectory("memory")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try writeSamples(dir + "/train.jsonl", count: 8)
+        let out = dir + "/out"
+        let r = try train(arguments(data: dir + "/train.jsonl", output: out, batch: 1000),
+                          environment: ["LORA_GPU_DEVICE_MEMORY": "64G,4M"])
+        if ProcessInfo.processInfo.environment["LORA_GPU_PRINT_ERRORS"] != nil { print("ERROR:", r.stderr) }
+        XCTAssertNotEqual(r.status, 0)
+        for part in ["memory plan:", "the buffer 'each layer's gate, up or act (64000, 48)' needs 11.7 MiB",
+                     "largest single allocation of 4.0 MiB (LORA_GPU_DEVICE_MEMORY)", "These fit: per_device_train_batch_size 341"] {
+            XCTAssertTrue(r.stderr.contains(part), "'\(part)' not in: \(r.stderr)")
+        }
+        XCTAssertFalse(r.stderr.contains("it needs"), "the total fits 64 GiB: \(r.stderr)")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+    }
+
+    /// A normal run prints the plan (weights, trainable + optimizer, activations,
+    /// scratch, total against the device, largest buffer against its limit) and trains.
+    func testTheNormalRunPrintsThePlan() throws {
+        let dir = try temporaryDirectory("memory")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try writeSamples(dir + "/train.jsonl", count: 8)
+        let out = dir + "/out"
+        let r = try train(arguments(data: dir + "/train.jsonl", output: out, batch: 4))
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        let start = try XCTUnwrap(lines.firstIndex { $0.hasPrefix("memory plan for ") && $0.contains("micro-batch 4 × 64 tokens") },
+                                  r.stdout)
+        let plan = lines[start..<min(start + 7, lines.count)]
+        for (i, label) in ["weights", "trainable + optimizer", "activations", "scratch", "total", "largest buffer"].enumerated() {
+            XCTAssertTrue(plan[start + 1 + i].hasPrefix("  " + label), "line \(i + 1) of the plan: \(plan[start + 1 + i])")
+        }
+        XCTAssertTrue(plan[start + 5].contains("(CL_DEVICE_GLOBAL_MEM_SIZE)"), plan[start + 5])
+        XCTAssertTrue(plan[start + 6].contains("per buffer (CL_DEVICE_MAX_MEM_ALLOC_SIZE)"), plan[start + 6])
+        XCTAssertTrue(r.stdout.contains("done: 2 steps"), r.stdout)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/adapter_model.safetensors"))
+    }
+
+    /// The settings the message suggests do fit, one more row or token does not,
+    /// and gradient checkpointing is offered only when it is off and would fit.
+    func testSuggestionsArePlanned() throws {
+        let (mc, checkpoint) = try ModelSource.open(fixtureModel)
+        let c = try smallConfig(data: "unused.jsonl", output: "unused", ["per_device_train_batch_size": "512", "max_seq_len": "64"])
+        let lora = try c.loraSettings()
+        let plan = try MemoryPlan.make(config: mc, adapterPlan: try AdapterPlan(config: mc, lora: lora), checkpoint: checkpoint,
+                                       shape: .init(batch: 512, seq: 64), alignmentBytes: 128)
+        let limits = MemoryLimits(deviceName: "test device", globalBytes: plan.totalBytes * 3 / 4, maxAllocationBytes: 1 << 40)
+        XCTAssertThrowsError(try Trainer.checkMemory(plan, limits: limits, config: c)) { e in
+            let m = "\(e)"
+            let b = Int(m.components(separatedBy: "These fit: per_device_train_batch_size ").last!.prefix { $0.isNumber })!
+            func fits(_ b: Int, _ t: Int, ckpt: Bool = false) -> Bool {
+                let p = plan.with(shape: .init(batch: b, seq: t, gradientCheckpointing: ckpt))
+                return p.problems(limits: limits).fit
+            }
+            XCTAssertTrue(fits(b, 64) && !fits(b + 1, 64), "\(b): \(m)")
+            let t = Int(m.components(separatedBy: "or max_seq_len ").last!.prefix { $0.isNumber })!
+            XCTAssertTrue(fits(512, t) && !fits(512, t + 1), "\(t): \(m)")
+            XCTAssertEqual(m.contains("gradient_checkpointing: true"), fits(512, 64, ckpt: true), m)
+            XCTAssertTrue(m.contains("test device"), m)
+        }
+        // Within the limits: no error.
+        XCTAssertNoThrow(try Trainer.checkMemory(plan, limits: MemoryLimits(deviceName: "big", globalBytes: plan.totalBytes,
+                                                                          maxAllocationBytes: plan.largest!.bytes), config: c))
+    }
+}
