@@ -49,7 +49,7 @@ public final class KernelBench {
     /// Llama (hidden 576, intermediate 1536, 3 KV heads of 64) at 1024 tokens,
     /// LoRA ranks 8, 16 and 64. `quick` uses small shapes (for smoke tests).
     /// Row groups that `only` can name.
-    public static let groups = ["matmul", "lora", "norm", "elementwise", "model", "attention", "step", "decode"]
+    public static let groups = ["matmul", "frozen", "lora", "norm", "elementwise", "model", "attention", "step", "decode"]
 
     public func runAll(quick: Bool = false, only: Set<String>? = nil) throws -> BenchReport {
         func want(_ g: String) -> Bool { only?.contains(g) ?? true }
@@ -69,6 +69,13 @@ public final class KernelBench {
                 try benchMatmul(m: big.0, n: big.2, k: big.1, transA: ta, transB: tb)
             }
             try benchMatmul(m: T, n: projections[0].2, k: projections[0].1, transA: false, transB: false)
+        }
+        if want("frozen") {
+            // Frozen linear forward and backward (dX = dY·W) per storage type; lm_head at a 256-row logits chunk.
+            let shapes: [(String, Int, Int, Int)] = quick
+                ? [("down_proj", T, 160, 96), ("lm_head", 32, 96, 300)]
+                : [("gate_proj", T, 576, 1536), ("down_proj", T, 1536, 576), ("lm_head", 256, 576, 49152)]
+            for (name, m, din, dout) in shapes { try benchFrozen(name, tokens: m, din: din, dout: dout) }
         }
         for rank in [8, 16, 64] where want("lora") {
             for (name, din, dout) in [(quick ? "q_proj" : "2048x2048", big.1, big.2)] + projections.map({ ($0.0, $0.1, $0.2) }) {
@@ -183,6 +190,48 @@ public final class KernelBench {
         let t = try timeDevice { try ctx.matmul(y, x, packed: packed, m: m) }
         record(name, "\(m)x\(n)x\(k)", seconds: t, flops: 2.0 * Double(m * n * k),
                blasSeconds: blasTime([(m, n, k, false, true)]))
+    }
+
+    /// A frozen linear W (out, in) kept in each storage type: forward x·Wᵀ from
+    /// the kept panels, backward dX = dY·W from panels made per call
+    /// (`backwardPanels`: `.widened` fp32 or `.native` 16-bit; made afresh on
+    /// every call, as for every layer but the chunked lm_head), beside the old
+    /// layout's second fp32 copy packed as op(B) = W once.
+    func benchFrozen(_ name: String, tokens m: Int, din: Int, dout: Int) throws {
+        let wv = rng.uniform(dout * din, -0.05, 0.05)
+        let x = try ctx.buffer(rng.uniform(m * din)), dy = try ctx.buffer(rng.uniform(m * dout))
+        let y = try ctx.buffer(count: m * dout), dx = try ctx.buffer(count: m * din)
+        let shape = "\(m)x\(dout)x\(din) \(name)", bshape = "\(m)x\(din)x\(dout) \(name)"
+        let flops = 2.0 * Double(m * din * dout)
+        let blasF = blasTime([(m, dout, din, false, true)]), blasB = blasTime([(m, din, dout, false, false)])
+        let w32 = try ctx.buffer(wv)
+        let old = try ctx.pack(w32, k: dout, n: din, .none)
+        try ctx.finish()
+        record("frozen bwd f32 2nd copy (old)", bshape, seconds: try timeDevice { try ctx.matmul(dx, dy, packed: old, m: m) },
+               flops: flops, blasSeconds: blasB)
+        for storage in WeightStorage.allCases {
+            let base: FrozenLinear
+            if storage == .f32 {
+                base = try FrozenLinear(ctx, weight: w32, outFeatures: dout, inFeatures: din)
+            } else {
+                let bits = storage == .f16 ? wv.map { Float16($0).bitPattern } : wv.map { UInt16(truncatingIfNeeded: $0.bitPattern >> 16) }
+                base = try FrozenLinear(ctx, weight16: try DeviceBuffer<UInt16>(queue: ctx.queue, bits), storage: storage,
+                                        outFeatures: dout, inFeatures: din)
+            }
+            let s = storage.rawValue
+            record("frozen fwd \(s)", shape, seconds: try timeDevice { try ctx.matmul(y, x, packed: base.forward, m: m) },
+                   flops: flops, blasSeconds: blasF)
+            for mode in storage == .f32 ? [BackwardPanels.widened] : [.widened, .native] {
+                let label = storage == .f32 ? "frozen bwd f32 (transpose+gemm)" : "frozen bwd \(s) \(mode == .widened ? "→f32" : "native")"
+                record(label, bshape, seconds: try timeDevice {
+                    try ctx.matmul(dx, dy, packed: ctx.backwardPanels(base, mode, reuse: false), m: m)
+                }, flops: flops, blasSeconds: blasB)
+            }
+            if storage == .bf16 {
+                let t = try timeDevice { _ = try ctx.backwardPanels(base, .native, reuse: false) }
+                recordBandwidth("  transpose_panels_u16 alone", "\(dout)x\(din)", seconds: t, bytes: 4.0 * Double(dout * din))
+            }
+        }
     }
 
     func benchMatmul(m: Int, n: Int, k: Int, transA: Bool, transB: Bool) throws {

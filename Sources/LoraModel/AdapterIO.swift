@@ -58,9 +58,8 @@ extension LlamaLoRAModel {
         var tensors: [(name: String, shape: [Int], values: [Float])] = []
         for e in store.entries { tensors.append((e.key, e.shape, try e.param.read())) }
         for path in savedEmbeddingBaseLayers {
-            let w: DeviceBuffer<Float> = path == "lm_head" ? (lmHead.rawWeight ?? embedding) : embedding
             let shape = [config.vocabSize, config.hiddenSize]
-            tensors.append((AdapterPlan.prefix + path + ".base_layer.weight", shape, try w.read()))
+            tensors.append((AdapterPlan.prefix + path + ".base_layer.weight", shape, try frozenWeightValues(path)))
         }
         let fm = FileManager.default
         let dst = URL(fileURLWithPath: directory).standardizedFileURL

@@ -146,8 +146,7 @@ extension LlamaLoRAModel {
     /// x0 = E[ids] (+ s·A_emb[:, ids]ᵀ·B_embᵀ) (+ NEFTune noise in training).
     func embed(_ p: ActivationPlan, training: Bool = false) throws {
         let H = config.hiddenSize, n = p.tokens
-        let table = trainedEmbedding?.param ?? embedding
-        try ctx.embeddingForward(out: p.residual[0], ids: p.ids, table: table, layout: .rows(cols: H), tokens: n, cols: H)
+        try embedTokens(out: p.residual[0], ids: p.ids, tokens: n)
         if let e = embeddingLoRA, let after = p.embedAfterA {
             let r = e.settings.rank
             try ctx.embeddingForward(out: after, ids: p.ids, table: e.a.param, layout: .transposed(rows: config.vocabSize),

@@ -162,8 +162,7 @@ public final class InferenceSession {
         try ids.write(idRow)
         try positions.write(posRow)
         // x0 = E[ids] (+ s·A_emb[:, ids]ᵀ·B_embᵀ), as in training's embed().
-        let table = m.trainedEmbedding?.param ?? m.embedding
-        try ctx.embeddingForward(out: x, ids: ids, table: table, layout: .rows(cols: H), tokens: n, cols: H)
+        try m.embedTokens(out: x, ids: ids, tokens: n)
         if let e = m.embeddingLoRA, let after = embedAfterA {
             let r = e.settings.rank
             try ctx.embeddingForward(out: after, ids: ids, table: e.a.param, layout: .transposed(rows: c.vocabSize),

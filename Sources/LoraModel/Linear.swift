@@ -15,10 +15,10 @@ public final class Linear {
     public let path: String
     public let inFeatures: Int
     public let outFeatures: Int
-    /// The frozen weight packed for forward and backward (nil for a trained copy).
+    /// The frozen weight, packed once in the checkpoint's storage type (nil for a
+    /// trained copy). Where W is needed whole it is read back from these panels
+    /// (`ComputeContext.unpackWeight`); no unpacked copy is kept.
     let frozen: FrozenLinear?
-    /// The unpacked frozen weight, kept only where it is needed again (lm_head, for adapter saving).
-    var rawWeight: DeviceBuffer<Float>?
     /// A fully trained copy of W (modules_to_save).
     public internal(set) var trainedWeight: ParameterStore.Entry?
     /// The base bias (frozen), or its trainable entry.
@@ -80,7 +80,7 @@ public final class Linear {
                                  base: frozen, a: lora.a.param, b: lora.b.param, tokens: n, lora: lora.settings,
                                  seed: seed(stepSeed), gradBeta: 1, dxBeta: dxBeta)
         } else if let dx, let frozen {
-            try ctx.matmul(dx, dy, packed: frozen.backward, m: n, beta: dxBeta)
+            try ctx.frozenBackward(dx: dx, dy: dy, base: frozen, tokens: n, beta: dxBeta)
         }
         if let tb = trainedBias { try ctx.columnSum(tb.grad, dy, m: n, n: outFeatures, beta: 1) }
     }

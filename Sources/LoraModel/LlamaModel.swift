@@ -124,7 +124,10 @@ public final class LlamaLoRAModel {
     public let store: ParameterStore
     public let layers: [DecoderLayer]
     public let lmHead: Linear
-    public let embedding: DeviceBuffer<Float>        // (V, H) frozen
+    /// The frozen token embedding E (V, H), kept as the panels of op(B) = Eᵀ in
+    /// the checkpoint's storage type; a tied lm_head shares them. Rows are
+    /// gathered from the panels (`ComputeContext.panelRows`).
+    public let embeddingTable: PackedMatrix
     public private(set) var embeddingLoRA: LoRAPair?  // A (r, V), B (H, r)
     public private(set) var trainedEmbedding: ParameterStore.Entry?
     public let finalNorm: DeviceBuffer<Float>
@@ -158,10 +161,11 @@ public final class LlamaLoRAModel {
         self.lora = lora
         let H = c.hiddenSize, V = c.vocabSize
 
-        func load(_ name: String, _ shape: [Int]) throws -> DeviceBuffer<Float> {
+        /// The tensor as fp32 on the device.
+        func upload(_ tensor: CheckpointTensor, _ name: String, _ shape: [Int]) throws -> DeviceBuffer<Float> {
             let count = shape.reduce(1, *)
             let out = try ctx.buffer(count: count, label: "tensor '\(name)' \(shape)")
-            switch try checkpoint.checkpointTensor(name, shape: shape) {
+            switch tensor {
             case .floats(let values):
                 guard values.count == count else {
                     throw CheckpointError.tensor(path: checkpoint.location, name: name, reason: "\(values.count) values for shape \(shape)")
@@ -178,6 +182,26 @@ public final class LlamaLoRAModel {
             }
             return out
         }
+        func load(_ name: String, _ shape: [Int]) throws -> DeviceBuffer<Float> {
+            try upload(try checkpoint.checkpointTensor(name, shape: shape), name, shape)
+        }
+        /// A frozen matrix W (rows, cols) as the panels of op(B) = Wᵀ (K = cols,
+        /// N = rows): F16 / BF16 stay 16-bit (the bits are packed as they are),
+        /// anything else becomes fp32. The unpacked staging copy is freed here.
+        func loadPanels(_ name: String, rows: Int, cols: Int) throws -> PackedMatrix {
+            let shape = [rows, cols]
+            let tensor = try checkpoint.checkpointTensor(name, shape: shape)
+            let packed: PackedMatrix
+            if case .raw(let dtype, let bytes) = tensor, dtype == .f16 || dtype == .bf16 {
+                let raw = try DeviceBuffer<UInt16>(queue: ctx.queue, count: rows * cols, label: "tensor '\(name)' \(shape) (16-bit)")
+                try raw.write(raw: bytes)
+                packed = try ctx.pack16(raw, storage: dtype == .f16 ? .f16 : .bf16, k: cols, n: rows, .transposed)
+            } else {
+                packed = try ctx.pack(try upload(tensor, name, shape), k: cols, n: rows, .transposed)
+            }
+            try ctx.finish()
+            return packed
+        }
 
         let plan = try AdapterPlan(config: c, lora: lora)
         let adapted = plan.adapted, P = Self.prefix, embedPath = AdapterPlan.embedPath
@@ -185,23 +209,28 @@ public final class LlamaLoRAModel {
         store = try ParameterStore(ctx, specs: plan.tensors)
 
         // Weights.
-        embedding = try load("model.embed_tokens.weight", [V, H])
+        let table = try loadPanels("model.embed_tokens.weight", rows: V, cols: H)
+        embeddingTable = table
         finalNorm = try load("model.norm.weight", [H])
         var linears: [String: Linear] = [:]
         for (i, spec) in plan.linears.enumerated() {
             let (path, din, dout, hasBias) = (spec.path, spec.inFeatures, spec.outFeatures, spec.hasBias)
             let saved = plan.isSaved(path)
-            var weight: DeviceBuffer<Float>
-            if path == "lm_head" && c.tieWordEmbeddings { weight = embedding }
-            else { weight = try load(path + ".weight", [dout, din]) }
+            let tiedHead = path == "lm_head" && c.tieWordEmbeddings
             let bias = hasBias ? try load(path + ".bias", [dout]) : nil
-            let frozen = saved ? nil : try FrozenLinear(ctx, weight: weight, outFeatures: dout, inFeatures: din)
-            let lin = Linear(path: path, inFeatures: din, outFeatures: dout, frozen: frozen, bias: bias, index: i + 1)
-            if path == "lm_head" { lin.rawWeight = weight }
+            var frozen: FrozenLinear? = nil
+            var trained: ParameterStore.Entry? = nil
             if saved, let e = store.entry(P + path + ".weight") {
-                try e.param.copy(from: weight)
-                lin.trainedWeight = e
+                // modules_to_save: a trained fp32 copy starts from W; no frozen copy is kept.
+                if tiedHead { try ctx.panelRows(out: e.param, packed: table, ids: nil, rows: V) }
+                else { try e.param.copy(from: load(path + ".weight", [dout, din])) }
+                trained = e
+            } else {
+                frozen = tiedHead ? FrozenLinear(forward: table)
+                    : FrozenLinear(forward: try loadPanels(path + ".weight", rows: dout, cols: din))
             }
+            let lin = Linear(path: path, inFeatures: din, outFeatures: dout, frozen: frozen, bias: bias, index: i + 1)
+            lin.trainedWeight = trained
             if let b = bias, let e = store.entry(plan.biasKey(path)) {
                 try e.param.copy(from: b)
                 lin.trainedBias = e
@@ -233,13 +262,90 @@ public final class LlamaLoRAModel {
                                      settings: LoRASettings(rank: r, alpha: Float(alpha), dropout: 0, useRSLoRA: lora.useRSLoRA))
         }
         if plan.embedSaved, let e = store.entry(P + embedPath + ".weight") {
-            try e.param.copy(from: embedding)
+            try ctx.panelRows(out: e.param, packed: table, ids: nil, rows: V)
             trainedEmbedding = e
         }
         let tables = c.rope.tables(positions: c.maxPositionEmbeddings, headDim: c.headDim)
         rope = (try ctx.buffer(tables.cos), try ctx.buffer(tables.sin))
         try initializeAdapters(seed: 0)
         try ctx.finish()
+    }
+
+    // MARK: frozen weights
+
+    /// The distinct frozen matrices on the device: the embedding table and
+    /// every frozen linear's panels (a tied lm_head shares the table's).
+    var frozenMatrices: [PackedMatrix] {
+        var seen = Set<ObjectIdentifier>()
+        var out: [PackedMatrix] = []
+        for p in [embeddingTable] + (layers.flatMap(\.linears) + [lmHead]).compactMap({ $0.frozen?.forward })
+        where seen.insert(ObjectIdentifier(p.memory)).inserted { out.append(p) }
+        return out
+    }
+
+    /// Device bytes held by the frozen weight matrices (embedding table and
+    /// linear layers, each kept once, in panels padded to 16 columns). Norm
+    /// weights and frozen biases (fp32, O(hidden) each) are not counted.
+    public var frozenWeightBytes: Int { frozenMatrices.reduce(0) { $0 + $1.deviceBytes } }
+
+    /// Parameters of those matrices (unpadded), each shared matrix once.
+    public var frozenWeightParameters: Int { frozenMatrices.reduce(0) { $0 + $1.k * $1.n } }
+
+    /// What the frozen matrices of `config` under `lora` will hold on the device
+    /// once loaded from `checkpoint`, read from its headers only (no weights):
+    /// `bytes` as `frozenWeightBytes` will report it, `parameters` as
+    /// `frozenWeightParameters`, and `backwardScratchBytes` the transient
+    /// panels of the largest frozen W that dX = dY·W makes per call (scratch slot 9).
+    public static func frozenWeightPlan(config c: ModelConfig, lora: LoraConfig, checkpoint: CheckpointSource) throws
+        -> (bytes: Int, parameters: Int, backwardScratchBytes: Int) {
+        let plan = try AdapterPlan(config: c, lora: lora)
+        let V = c.vocabSize, H = c.hiddenSize
+        /// Panel elements of W (rows, cols) kept as op(B) = Wᵀ: rows padded to 16.
+        func padded(_ rows: Int, _ cols: Int) -> Int { (rows + 15) / 16 * 16 * cols }
+        let tableStorage = try frozenStorage(checkpoint, "model.embed_tokens.weight", [V, H])
+        var bytes = padded(V, H) * tableStorage.bytesPerElement, params = V * H, scratch = 0
+        for spec in plan.linears where !plan.isSaved(spec.path) {
+            let (din, dout) = (spec.inFeatures, spec.outFeatures)
+            let storage = spec.path == "lm_head" && c.tieWordEmbeddings ? tableStorage
+                : try frozenStorage(checkpoint, spec.path + ".weight", [dout, din])
+            if !(spec.path == "lm_head" && c.tieWordEmbeddings) {
+                bytes += padded(dout, din) * storage.bytesPerElement
+                params += dout * din
+            }
+            scratch = max(scratch, padded(din, dout) * storage.bytesPerElement)
+        }
+        return (bytes, params, scratch)
+    }
+
+    /// The storage a frozen matrix gets: its safetensors dtype when F16 or BF16,
+    /// else fp32 (GGUF tensors are dequantized to fp32 on the host).
+    static func frozenStorage(_ checkpoint: CheckpointSource, _ name: String, _ shape: [Int]) throws -> WeightStorage {
+        guard checkpoint is CheckpointStore else { return .f32 }
+        switch try checkpoint.validateTensor(name, shape: shape) {
+        case DType.f16.rawValue: return .f16
+        case DType.bf16.rawValue: return .bf16
+        default: return .f32
+        }
+    }
+
+    /// out (N, H) = E[ids]: the token embedding rows (the trained copy's, or
+    /// gathered from the frozen table's panels).
+    func embedTokens(out: DeviceBuffer<Float>, ids: DeviceBuffer<Int32>, tokens n: Int) throws {
+        let H = config.hiddenSize
+        if let t = trainedEmbedding {
+            try ctx.embeddingForward(out: out, ids: ids, table: t.param, layout: .rows(cols: H), tokens: n, cols: H)
+        } else {
+            try ctx.panelRows(out: out, packed: embeddingTable, ids: ids, rows: n)
+        }
+    }
+
+    /// The frozen W (out, in) of `path` ("lm_head" or the embedding) as fp32 on the host,
+    /// read back from its panels.
+    func frozenWeightValues(_ path: String) throws -> [Float] {
+        let panels = path == "lm_head" ? (lmHead.frozen?.forward ?? embeddingTable) : embeddingTable
+        let out = try ctx.buffer(count: panels.k * panels.n, label: "frozen '\(path)' weight (read back)")
+        try ctx.panelRows(out: out, packed: panels, ids: nil, rows: panels.n)
+        return try out.read()
     }
 
     // MARK: adapters

@@ -81,17 +81,13 @@ public struct MemoryPlan: Sendable {
 
     // MARK: the frozen-weight rule
 
-    /// Device bytes of one frozen linear layer's weight W (out, in) whose
-    /// checkpoint tensor has `dtype` (the name the file gives it: "F16", "BF16",
-    /// "F32", a GGUF type…): one packed layout, `PackedMatrix.count(k: in, n: out)`
-    /// elements, of 2 bytes when the checkpoint is 16-bit (F16 / BF16 stay 16-bit
-    /// on the device) and 4 otherwise.
-    ///
-    /// This is the storage of `FrozenLinear` after the 16-bit-weights change
-    /// (branch mem16). Before it, FrozenLinear holds two fp32 packed copies
-    /// (forward and backward layouts) and lm_head also an unpacked fp32 copy, so
-    /// the model allocates about 2–2.5× this for its linears. Once mem16 lands,
-    /// point this function at its storage type (and this comment goes).
+    /// Device bytes of one frozen matrix W (out, in) (a linear layer's weight or
+    /// the token embedding, out = vocabulary) whose checkpoint tensor has `dtype`
+    /// as the plan records it ("F16", "BF16", "F32", "… → F32" for GGUF): one
+    /// packed layout, `PackedMatrix.count(k: in, n: out)` elements, of 2 bytes
+    /// when the tensor is 16-bit (F16 / BF16 stay 16-bit on the device,
+    /// `WeightStorage`) and 4 otherwise. This is `FrozenLinear`'s storage and
+    /// `LlamaLoRAModel.frozenWeightBytes`; a tied lm_head shares the embedding's.
     public static func frozenLinearBytes(inFeatures: Int, outFeatures: Int, dtype: String) -> Int {
         sat(packedCount(k: inFeatures, n: outFeatures), frozenElementBytes(dtype: dtype))
     }
@@ -112,7 +108,9 @@ public struct MemoryPlan: Sendable {
                             shape: Shape, alignmentBytes: Int) throws -> MemoryPlan {
         var dtypes: [String: String] = [:]
         for (name, shape) in AdapterPlan.checkpointTensors(c) {
-            dtypes[name] = try checkpoint.validateTensor(name, shape: shape)
+            let dtype = try checkpoint.validateTensor(name, shape: shape)
+            // GGUF tensors are dequantized to fp32 on the host (LlamaLoRAModel.frozenStorage).
+            dtypes[name] = checkpoint is CheckpointStore ? dtype : dtype + " → F32"
         }
         return MemoryPlan(config: c, adapterPlan: adapterPlan, dtypes: dtypes, shape: shape, alignmentBytes: alignmentBytes)
     }
@@ -134,15 +132,18 @@ public struct MemoryPlan: Sendable {
         let lora = plan.lora
         let trainedKeys = Set(plan.tensors.map(\.key))
 
-        // Weights (LlamaLoRAModel.init): the embedding and norms in fp32, each frozen linear by the rule above.
-        add(.weights, "model.embed_tokens.weight [\(V), \(H)]", f32(V, H))
+        // Weights (LlamaLoRAModel.init): the embedding and each frozen linear by the rule above (a tied
+        // lm_head shares the embedding's panels), norms, RoPE tables and frozen biases in fp32.
+        let embedDType = dtypes["model.embed_tokens.weight"] ?? "F32"
+        add(.weights, "model.embed_tokens.weight [\(V), \(H)] packed (\(embedDType))",
+            Self.frozenLinearBytes(inFeatures: H, outFeatures: V, dtype: embedDType),
+            element: Self.frozenElementBytes(dtype: embedDType))
         add(.weights, "model.norm.weight [\(H)]", f32(H))
         add(.weights, "model.layers.*.{input,post_attention}_layernorm.weight [\(H)]", f32(H), copies: 2 * L)
         add(.weights, "RoPE cos and sin tables [\(c.maxPositionEmbeddings), \(D)]", f32(c.maxPositionEmbeddings, D), copies: 2)
         for spec in plan.linears {
-            if !plan.isSaved(spec.path) {
-                let source = spec.path == "lm_head" && c.tieWordEmbeddings ? "model.embed_tokens.weight" : spec.path + ".weight"
-                let dtype = dtypes[source] ?? "F32"
+            if !plan.isSaved(spec.path) && !(spec.path == "lm_head" && c.tieWordEmbeddings) {
+                let dtype = dtypes[spec.path + ".weight"] ?? "F32"
                 add(.weights, "\(spec.path).weight [\(spec.outFeatures), \(spec.inFeatures)] packed (\(dtype))",
                     Self.frozenLinearBytes(inFeatures: spec.inFeatures, outFeatures: spec.outFeatures, dtype: dtype),
                     element: Self.frozenElementBytes(dtype: dtype))
@@ -241,12 +242,21 @@ public struct MemoryPlan: Sendable {
                 need(2, Self.packedCount(k: din, n: r))
                 need(3, Self.packedCount(k: r, n: dout))
                 if backward {
+                    need(9, Self.backwardPanelFloats(spec, c, dtypes))
                     need(4, sat(rows, r))
                     need(5, Self.packedCount(k: dout, n: r))
                     need(6, Self.packedCount(k: rows, n: r))
                     need(7, Self.packedCount(k: rows, n: din))
                     need(8, Self.packedCount(k: r, n: din))
                 }
+            }
+        }
+        // A frozen linear without an adapter still gives dX = dY·W when a layer below trains.
+        for spec in plan.linears where !plan.isSaved(spec.path) && !plan.adapted.contains(spec.path) {
+            let rows = spec.path == "lm_head" ? headRows : n
+            let layerIndex = spec.path == "lm_head" ? L : Self.layerIndex(spec.path) ?? 0
+            if rows > 0 && s.training && layerIndex >= lowest {
+                need(9, Self.backwardPanelFloats(spec, c, dtypes))
             }
         }
         need(20, 256)                                                  // ComputeContext.reductionWidth partial sums
@@ -261,12 +271,20 @@ public struct MemoryPlan: Sendable {
         }
         let slotNames = [0: "matmul's packed B", 1: "LoRA dropout(x)", 2: "LoRA Aᵀ panels", 3: "LoRA Bᵀ panels",
                          4: "LoRA g = s·dY·B", 5: "LoRA B panels", 6: "LoRA u panels", 7: "LoRA dropout(x) panels",
-                         8: "LoRA A panels", 20: "reduction partials", 30: "attention kᵀ", 31: "attention vᵀ",
+                         8: "LoRA A panels", 9: "a frozen W's backward panels", 20: "reduction partials", 30: "attention kᵀ", 31: "attention vᵀ",
                          32: "attention qᵀ", 33: "attention dOᵀ"]
         for (slot, floats) in slots.sorted(by: { $0.key < $1.key }) {
             add(.scratch, "scratch \(slot): \(slotNames[slot] ?? "")", f32(floats))
         }
         self.items = items
+    }
+
+    /// Floats of scratch slot 9 for dX = dY·W of a frozen linear: W's panels
+    /// (K = out, N = in) in its storage, 16-bit ones two to a float (`ComputeContext.backwardPanels`).
+    static func backwardPanelFloats(_ spec: LinearSpec, _ c: ModelConfig, _ dtypes: [String: String]) -> Int {
+        let source = spec.path == "lm_head" && c.tieWordEmbeddings ? "model.embed_tokens.weight" : spec.path + ".weight"
+        let bytes = frozenElementBytes(dtype: dtypes[source] ?? "F32")
+        return (sat(packedCount(k: spec.outFeatures, n: spec.inFeatures), bytes) + 3) / 4
     }
 
     /// As `LlamaLoRAModel.lowestTrainedLayer`: backward stops below it.

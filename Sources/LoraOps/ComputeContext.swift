@@ -104,6 +104,8 @@ public final class ComputeContext {
     private var scratch: [Int: DeviceBuffer<Float>] = [:]
     /// Set to collect every launch's profiling event, by kernel name.
     public var profileLaunches = false
+    /// What scratch slot 9 holds: the backward panels of FrozenLinear `serial` (see `backwardPanels`).
+    var backwardPanelsHeld: (serial: UInt64, widened: Bool, buffer: DeviceBuffer<Float>)?
     public private(set) var launchEvents: [(kernel: String, event: Event)] = []
 
     private static let lock = NSLock()
@@ -197,7 +199,8 @@ public final class ComputeContext {
     /// A reusable scratch buffer with at least `count` floats. Slots let one op
     /// hold several at once; the in-order queue makes reuse across ops safe.
     /// Slots in use: 0 matmul's packed op(B); 1–3 LoRA forward (dropout(x), Aᵀ, Bᵀ
-    /// panels); 4–8 LoRA backward (g, B, u, dropout(x), A panels); 20 reduction
+    /// panels); 4–8 LoRA backward (g, B, u, dropout(x), A panels); 9 a frozen W's backward
+    /// panels (`backwardPanels`, 16-bit for 16-bit weights); 20 reduction
     /// partials; 30, 32, 33 attention's transposed K, Q, dO; 34, 35 its per-head dK, dV.
     func scratch(_ slot: Int, count: Int) throws -> DeviceBuffer<Float> {
         opLock.lock(); defer { opLock.unlock() }

@@ -102,6 +102,9 @@ public final class PackedLoRA {
     public let scale: Float
     let aT: PackedMatrix
     let bT: PackedMatrix
+    /// The fp32 buffers behind aT and bT, refilled by `repack`.
+    private let aBuffer: DeviceBuffer<Float>
+    private let bBuffer: DeviceBuffer<Float>
 
     public init(_ ctx: ComputeContext, a: DeviceBuffer<Float>, b: DeviceBuffer<Float>, inFeatures: Int, outFeatures: Int,
                 settings: LoRASettings) throws {
@@ -109,14 +112,16 @@ public final class PackedLoRA {
         self.inFeatures = inFeatures
         self.outFeatures = outFeatures
         scale = settings.scale
-        aT = try ctx.pack(a, k: inFeatures, n: rank, .transposed)
-        bT = try ctx.pack(b, k: rank, n: outFeatures, .transposed)
+        aBuffer = try ctx.buffer(count: PackedMatrix.count(k: inFeatures, n: rank))
+        bBuffer = try ctx.buffer(count: PackedMatrix.count(k: rank, n: outFeatures))
+        aT = try ctx.pack(a, k: inFeatures, n: rank, .transposed, into: aBuffer)
+        bT = try ctx.pack(b, k: rank, n: outFeatures, .transposed, into: bBuffer)
     }
 
     public func repack(_ ctx: ComputeContext, a: DeviceBuffer<Float>, b: DeviceBuffer<Float>) throws {
         ctx.opLock.lock(); defer { ctx.opLock.unlock() }
-        _ = try ctx.pack(a, k: inFeatures, n: rank, .transposed, into: aT.buffer)
-        _ = try ctx.pack(b, k: rank, n: outFeatures, .transposed, into: bT.buffer)
+        _ = try ctx.pack(a, k: inFeatures, n: rank, .transposed, into: aBuffer)
+        _ = try ctx.pack(b, k: rank, n: outFeatures, .transposed, into: bBuffer)
     }
 }
 

@@ -19,19 +19,95 @@ public struct LoRASettings: Sendable, Equatable {
     public var scale: Float { useRSLoRA ? alpha / Float(rank).squareRoot() : alpha / Float(rank) }
 }
 
-/// A frozen base weight W (out, in), packed once for both products that use it:
-/// x·Wᵀ in forward (op(B) = Wᵀ) and dY·W in backward (op(B) = W).
+/// A frozen base weight W (out, in), kept on the device once: the forward
+/// panels op(B) = Wᵀ (K = in, N = out) in the checkpoint's storage type
+/// (`WeightStorage`: 2 bytes per element for a 16-bit checkpoint, 4 for fp32).
+/// The backward product dY·W needs op(B) = W; its panels are made per call
+/// from these (`ComputeContext.backwardPanels`), so no second copy is kept.
 public final class FrozenLinear {
     public let inFeatures: Int
     public let outFeatures: Int
     public let forward: PackedMatrix   // op(B) = Wᵀ: K = in, N = out
-    public let backward: PackedMatrix  // op(B) = W:  K = out, N = in
+    public var storage: WeightStorage { forward.storage }
+    /// Process-unique: what the reuse of backward panels is keyed by (an address may be reused).
+    let serial = FrozenLinear.nextSerial()
+    private static let serialLock = NSLock()
+    nonisolated(unsafe) private static var serialCounter: UInt64 = 0
+    static func nextSerial() -> UInt64 {
+        serialLock.lock(); defer { serialLock.unlock() }
+        serialCounter += 1
+        return serialCounter
+    }
+    /// Device bytes of the kept panels.
+    public var deviceBytes: Int { forward.deviceBytes }
 
+    /// From an fp32 W (out, in) on the device (fp32 storage).
     public init(_ ctx: ComputeContext, weight w: DeviceBuffer<Float>, outFeatures: Int, inFeatures: Int) throws {
         self.inFeatures = inFeatures
         self.outFeatures = outFeatures
         forward = try ctx.pack(w, k: inFeatures, n: outFeatures, .transposed)
-        backward = try ctx.pack(w, k: outFeatures, n: inFeatures, .none)
+    }
+
+    /// From a 16-bit W (out, in) on the device (`storage` .f16 or .bf16), kept 16-bit.
+    public init(_ ctx: ComputeContext, weight16 w: DeviceBuffer<UInt16>, storage: WeightStorage,
+                outFeatures: Int, inFeatures: Int) throws {
+        self.inFeatures = inFeatures
+        self.outFeatures = outFeatures
+        forward = try ctx.pack16(w, storage: storage, k: inFeatures, n: outFeatures, .transposed)
+    }
+
+    /// Shares panels already made (a tied lm_head reads the embedding table's).
+    public init(forward: PackedMatrix) {
+        self.forward = forward
+        inFeatures = forward.k
+        outFeatures = forward.n
+    }
+}
+
+/// How `backwardPanels` makes op(B) = W from the forward panels (see
+/// Benchmarks/NOTES.md, "fp16/bf16 frozen weights"): `.widened` transposes
+/// into fp32 scratch panels and runs `gemm_packed`; `.native` keeps the 16-bit
+/// type (half the scratch) and runs `gemm_packed_f16`/`_bf16`. The same sums
+/// either way.
+public enum BackwardPanels: Sendable { case widened, native }
+
+extension ComputeContext {
+    /// Scratch slot 9: the backward panels of the frozen linear being differentiated.
+    static let backwardPanelsSlot = 9
+
+    /// op(B) = W (K = out, N = in) panels of `base` for dX = dY·W, made from
+    /// the forward panels into scratch slot 9 (valid until the next call).
+    /// With `reuse`, panels still held from the previous call for the same
+    /// weight are returned as they are (the frozen weights never change): the
+    /// lm_head's backward runs once per chunk of logits rows and transposes once.
+    public func backwardPanels(_ base: FrozenLinear, _ mode: BackwardPanels = .native, reuse: Bool = true) throws -> PackedMatrix {
+        opLock.lock(); defer { opLock.unlock() }
+        let count = PackedMatrix.count(k: base.outFeatures, n: base.inFeatures)
+        let widen = mode == .widened && base.storage != .f32
+        let bytes = widen ? 4 : base.storage.bytesPerElement
+        // The scratch slots hold floats: 16-bit panels take half as many.
+        let dest = try scratch(Self.backwardPanelsSlot, count: (count * bytes + 3) / 4)
+        if reuse, let held = backwardPanelsHeld, held.serial == base.serial, held.widened == widen, held.buffer === dest {
+            return PackedMatrix(memory: dest, storage: widen ? .f32 : base.storage, k: base.outFeatures, n: base.inFeatures)
+        }
+        backwardPanelsHeld = nil
+        let panels = try transposePanels(base.forward, widen: widen, into: dest)
+        backwardPanelsHeld = (base.serial, widen, dest)
+        return panels
+    }
+
+    /// dX (N,in) = dY·W (+ dxBeta·dX) for a frozen W without an adapter.
+    public func frozenBackward(dx: DeviceBuffer<Float>, dy: DeviceBuffer<Float>, base: FrozenLinear,
+                               tokens n: Int, beta: Float = 0) throws {
+        opLock.lock(); defer { opLock.unlock() }
+        try require(n >= 1, "frozenBackward", "tokens must be ≥ 1")
+        try requireCount(dy, atLeast: n * base.outFeatures, "frozenBackward", "dY")
+        try matmul(dx, dy, packed: backwardPanels(base), m: n, beta: beta)
+    }
+
+    /// W (out, in) as fp32, read back from the kept panels into `out`.
+    public func unpackWeight(_ base: FrozenLinear, into out: DeviceBuffer<Float>) throws {
+        try panelRows(out: out, packed: base.forward, ids: nil, rows: base.outFeatures)
     }
 }
 
@@ -111,7 +187,7 @@ extension ComputeContext {
             let aP = try pack(a, k: r, n: din, .none, into: scratch(8, count: PackedMatrix.count(k: r, n: din)))
             var ext = GemmExtension(a: StridedOperand(g, rows: n, cols: r, .none), b: aP, alpha: 1)
             ext.dropout = mask
-            try gemm(dx, m: n, alpha: 1, a: StridedOperand(dy, rows: n, cols: dout, .none), b: base.backward,
+            try gemm(dx, m: n, alpha: 1, a: StridedOperand(dy, rows: n, cols: dout, .none), b: backwardPanels(base),
                      ext: ext, bias: nil, beta: dxBeta)
         }
         if let dbias { try columnSum(dbias, dy, m: n, n: dout, beta: gradBeta) }

@@ -2,14 +2,48 @@ import OpenCLRuntime
 
 public enum Transpose: Sendable { case none, transposed }
 
-/// op(B) (K,N) packed into panels [ceil(N/16)][K][16] for `gemm_packed`.
-/// Frozen base weights are packed once and kept; see `ComputeContext.pack`.
+/// The element type a frozen weight keeps on the device. The checkpoint's
+/// dtype decides it: F16 → `.f16`, BF16 → `.bf16`, F32 and dequantized GGUF
+/// types → `.f32`. The kernels widen 16-bit elements to fp32 as they load
+/// them (exact), and accumulate in fp32.
+public enum WeightStorage: String, Sendable, CaseIterable {
+    case f32, f16, bf16
+
+    public var bytesPerElement: Int { self == .f32 ? 4 : 2 }
+
+    /// Appended to a kernel family's name for panels of this type
+    /// (`gemm_packed`, `gemm_packed_f16`, `gemm_packed_bf16`; the same for
+    /// `transpose_panels` and `panel_rows`). A variant family (e.g.
+    /// `gemm_tiled`) follows the same convention.
+    public var kernelSuffix: String {
+        switch self {
+        case .f32: return ""
+        case .f16: return "_f16"
+        case .bf16: return "_bf16"
+        }
+    }
+}
+
+/// op(B) (K,N) packed into panels [ceil(N/16)][K][16] for `gemm_packed`,
+/// with elements of type `storage`. Frozen base weights are packed once and
+/// kept (see `FrozenLinear`); everything else is packed per call, in fp32.
 public final class PackedMatrix {
-    public let buffer: DeviceBuffer<Float>
+    /// The panels: a `DeviceBuffer<Float>` for `.f32`, 16-bit elements otherwise.
+    public let memory: MemoryObject
+    public let storage: WeightStorage
     public let k: Int
     public let n: Int
-    init(buffer: DeviceBuffer<Float>, k: Int, n: Int) { self.buffer = buffer; self.k = k; self.n = n }
+    init(buffer: DeviceBuffer<Float>, k: Int, n: Int) { memory = buffer; storage = .f32; self.k = k; self.n = n }
+    init(memory: MemoryObject, storage: WeightStorage, k: Int, n: Int) {
+        self.memory = memory; self.storage = storage; self.k = k; self.n = n
+    }
+    /// The fp32 panels (nil for 16-bit storage).
+    public var buffer: DeviceBuffer<Float>? { storage == .f32 ? memory as? DeviceBuffer<Float> : nil }
+    /// Elements of the panels, N padded to a multiple of 16.
     static func count(k: Int, n: Int) -> Int { (n + 15) / 16 * 16 * k }
+    public var elementCount: Int { Self.count(k: k, n: n) }
+    /// Device bytes the panels hold.
+    public var deviceBytes: Int { elementCount * storage.bytesPerElement }
 }
 
 /// A strided view of op(A) (M,K): element (m, k) = buf[m·rowStride + k·colStride].
@@ -54,6 +88,51 @@ extension ComputeContext {
         return PackedMatrix(buffer: out, k: k, n: n)
     }
 
+    /// Packs a 16-bit op(B) (K,N) into panels of the same type, bits moved
+    /// unchanged: B (`.f16` or `.bf16` elements) is stored (K,N) for `.none`,
+    /// (N,K) for `.transposed`.
+    public func pack16(_ b: DeviceBuffer<UInt16>, storage: WeightStorage, k: Int, n: Int, _ t: Transpose) throws -> PackedMatrix {
+        opLock.lock(); defer { opLock.unlock() }
+        try require(storage != .f32, "pack16", "storage must be f16 or bf16")
+        try require(k >= 1 && n >= 1, "pack16", "sizes must be ≥ 1 (K=\(k), N=\(n))")
+        try require(b.count >= k * n, "pack16", "B has \(b.count) elements, needs \(k * n)")
+        let out = try DeviceBuffer<UInt16>(queue: queue, count: PackedMatrix.count(k: k, n: n),
+                                           label: "packed \(storage.rawValue) panels (\(k)×\(n))")
+        let (rs, cs) = t == .none ? (n, 1) : (1, k)
+        try launch("pack_b_u16", [i32(k), i32(n), .buffer(b), i32(rs), i32(cs), .buffer(out)],
+                   global: [(n + 15) / 16, k], local: [1, config.packLocal])
+        return PackedMatrix(memory: out, storage: storage, k: k, n: n)
+    }
+
+    /// The panels of op(B)ᵀ (N,K) from those of op(B) (K,N), into `dest`
+    /// (at least `PackedMatrix.count(k: n, n: k)` elements of the result's
+    /// type). `widen`: fp32 panels from 16-bit ones; otherwise the result
+    /// keeps `b`'s storage.
+    func transposePanels(_ b: PackedMatrix, widen: Bool, into dest: MemoryObject) throws -> PackedMatrix {
+        opLock.lock(); defer { opLock.unlock() }
+        let outStorage: WeightStorage = widen ? .f32 : b.storage
+        let name = b.storage == .f32 ? "transpose_panels" : widen ? "transpose_panels" + b.storage.kernelSuffix
+            : "transpose_panels_u16"
+        try launch(name, [i32(b.k), i32(b.n), .buffer(b.memory), .buffer(dest)],
+                   global: [(b.k + 15) / 16, (b.n + 15) / 16], local: [1, 1])
+        return PackedMatrix(memory: dest, storage: outStorage, k: b.n, n: b.k)
+    }
+
+    /// Rows of op(B)ᵀ (N,K) read back from the panels of op(B) as fp32:
+    /// out (R,K)[i] = row ids[i] (R = `rows`), or rows 0..<N when `ids` is nil.
+    /// For a frozen W (out, in) packed as op(B) = Wᵀ, the rows of W: the
+    /// embedding gather from its table, or W itself, whole.
+    public func panelRows(out: DeviceBuffer<Float>, packed b: PackedMatrix, ids: DeviceBuffer<Int32>?, rows: Int) throws {
+        opLock.lock(); defer { opLock.unlock() }
+        try require(rows >= 1, "panelRows", "rows must be ≥ 1")
+        try require(ids != nil || rows <= b.n, "panelRows", "\(rows) rows of a matrix with \(b.n)")
+        if let ids { try require(ids.count >= rows, "panelRows", "ids has \(ids.count) elements, needs \(rows)") }
+        try requireCount(out, atLeast: rows * b.k, "panelRows", "out")
+        try launch("panel_rows" + b.storage.kernelSuffix,
+                   [i32(rows), i32(b.k), .int(ids == nil ? 0 : 1), .buffer(ids ?? out), .buffer(b.memory), .buffer(out)],
+                   global: [b.k, rows], local: [min(b.k, config.elementwiseLocal), 1])
+    }
+
     /// C (M,N) = alpha·op(A)·op(B) [+ bias] + beta·C, all row-major fp32.
     /// A is stored (M,K) for `.none`, (K,M) for `.transposed`; B (K,N) or (N,K).
     /// beta = 0 never reads C.
@@ -78,7 +157,9 @@ extension ComputeContext {
                  ext: nil, bias: bias, beta: beta)
     }
 
-    /// The one launcher of `gemm_packed`.
+    /// The one launcher of the `gemm_packed` family: the kernel is chosen by
+    /// the panels' storage (`gemm_packed` + `WeightStorage.kernelSuffix`);
+    /// every member takes the same arguments.
     func gemm(_ c: DeviceBuffer<Float>, m: Int, alpha: Float, a: StridedOperand, b: PackedMatrix,
               ext: GemmExtension?, bias: DeviceBuffer<Float>?, beta: Float) throws {
         let n = b.n, k = b.k
@@ -88,14 +169,15 @@ extension ComputeContext {
         if let ext {
             try require(ext.b.n == n, "gemm", "extension N \(ext.b.n) differs from N \(n)")
         }
-        let shape = gemmLaunch(m: m, n: n)
+        try require(ext?.b.storage ?? .f32 == .f32, "gemm", "extension panels must be fp32")
+        let shape = gemmLaunch(m: m, n: n, storage: b.storage.kernelSuffix)
         try launch(shape.kernel, [
             i32(m), i32(n), i32(k), .float(alpha),
             .buffer(a.buffer), i32(a.rowStride), i32(a.colStride),
-            .buffer(b.buffer),
+            .buffer(b.memory),
             i32(ext?.b.k ?? 0), .float(ext?.alpha ?? 0),
             .buffer(ext?.a.buffer ?? a.buffer), i32(ext?.a.rowStride ?? 0), i32(ext?.a.colStride ?? 0),
-            .buffer(ext?.b.buffer ?? b.buffer),
+            .buffer(ext?.b.memory ?? a.buffer),
             .int(ext?.dropout == nil ? 0 : 1), .float(ext?.dropout?.p ?? 0), .uint(ext?.dropout?.seed ?? 0),
             i32(ext?.dropout?.maskLd ?? 0),
             .int(bias == nil ? 0 : 1), .buffer(bias ?? c),

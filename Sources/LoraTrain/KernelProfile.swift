@@ -35,9 +35,10 @@ final class StepProfiler {
     /// Kernel name → the family it is reported under.
     static func family(of kernel: String) -> String {
         switch kernel {
-        case "gemm_packed": return "matmul (gemm_packed)"
+        case _ where kernel.hasPrefix("gemm_packed"): return "matmul (gemm_packed)"
         case _ where kernel.hasPrefix("gemm_tiled"): return "matmul (gemm_tiled)"
         case "pack_b": return "matmul packing (pack_b)"
+        case _ where kernel.hasPrefix("transpose_panels"): return "frozen W backward panels (transpose_panels)"
         case "attention_forward": return "attention forward"
         case "attention_transpose": return "attention transposes"
         case _ where kernel.hasPrefix("attention_backward"): return "attention backward"
@@ -47,6 +48,7 @@ final class StepProfiler {
         case _ where kernel.hasPrefix("silu") || kernel.hasPrefix("swiglu"): return "SwiGLU (fwd+bwd)"
         case "dropout_forward": return "LoRA dropout"
         case "embedding_forward", "embedding_backward", "add_uniform_noise": return "embedding"
+        case _ where kernel.hasPrefix("panel_rows"): return "embedding"
         case "adamw_step": return "AdamW"
         case "colsum", "sum_partial", "sum_finalize": return "reductions (grad norm, sums)"
         case "f16_to_f32", "bf16_to_f32": return "16-bit → fp32 conversion"

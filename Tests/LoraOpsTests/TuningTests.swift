@@ -103,6 +103,24 @@ final class TuningTests: XCTestCase {
         assertClose(try dx.read(), bwd.dx, "\(ctx.config.spec) lora dX")
         assertClose(try da.read(), bwd.da, "\(ctx.config.spec) lora dA")
         assertClose(try db.read(), bwd.db, "\(ctx.config.spec) lora dB")
+        // 16-bit frozen panels (gemm_packed_f16 / _bf16): bit-identical to fp32 panels of the same values.
+        for storage in [WeightStorage.f16, .bf16] {
+            let w16 = Storage16Tests.weights(dout * din, storage, rng: &rng)
+            let half = try FrozenLinear(ctx, weight16: try DeviceBuffer<UInt16>(queue: ctx.queue, w16.bits), storage: storage,
+                                        outFeatures: dout, inFeatures: din)
+            let full = try FrozenLinear(ctx, weight: try ctx.buffer(w16.values), outFeatures: dout, inFeatures: din)
+            var outs: [[Float]] = []
+            for f in [half, full] {
+                try ctx.loraForward(y: y, u: u, x: xb, base: f, a: ab, b: bb, bias: nil, tokens: n, lora: lora, seed: seed)
+                try ctx.loraBackward(dx: dx, da: da, db: db, dbias: nil, dy: try ctx.buffer(dyv), x: xb, u: u, base: f,
+                                     a: ab, b: bb, tokens: n, lora: lora, seed: seed)
+                outs.append(try y.read() + dx.read())
+            }
+            XCTAssertEqual(outs[0], outs[1], "\(ctx.config.spec) \(storage) panels: y, dX differ from fp32")
+            let ref = Reference.loraForward(x: toDouble(x), w: toDouble(w16.values), a: toDouble(a), b: toDouble(b), bias: nil,
+                                            n: n, din: din, dout: dout, r: r, scale: Double(lora.scale), mask: mask)
+            assertClose(Array(outs[0][0..<(n * dout)]), ref.y, "\(ctx.config.spec) \(storage) lora forward y")
+        }
     }
 
     // MARK: config strings

@@ -1,0 +1,166 @@
+import Foundation
+import LoraModel
+import LoraOps
+import XCTest
+
+/// Frozen weights on the device: one packed copy per matrix, in the
+/// checkpoint's type (2 bytes per parameter for F16 / BF16, 4 for F32), and
+/// the same numbers as the fp32 path (widening 16-bit values is exact).
+final class FrozenStorageTests: XCTestCase {
+    /// Elements of the panels of W (out, in): out padded to 16, times in.
+    func padded(_ out: Int, _ din: Int) -> Int { (out + 15) / 16 * 16 * din }
+
+    /// (panel elements, parameters) the model's frozen matrices must hold:
+    /// the embedding, an untied lm_head, and every linear without a trained copy.
+    func expectedFrozen(_ m: LlamaLoRAModel) -> (elements: Int, params: Int) {
+        let c = m.config, V = c.vocabSize, H = c.hiddenSize
+        var elements = padded(V, H), params = V * H
+        var linears = m.layers.flatMap(\.linears)
+        if !c.tieWordEmbeddings { linears.append(m.lmHead) }
+        for l in linears where l.trainedWeight == nil {
+            elements += padded(l.outFeatures, l.inFeatures)
+            params += l.outFeatures * l.inFeatures
+        }
+        return (elements, params)
+    }
+
+    func testBytesPerFrozenParameter() throws {
+        // The fixtures' checkpoint dtypes: BF16, F16, the rest F32.
+        let bytes: [String: Int] = ["llama_tied_rslora_regex": 2, "qwen2_bias_lora_only": 2]
+        for name in PEFTParityTests.cases {
+            let m = try ReferenceCase(name).model()
+            let per = bytes[name] ?? 4
+            let (elements, params) = expectedFrozen(m)
+            XCTAssertEqual(m.frozenWeightParameters, params, "\(name): frozen parameters")
+            XCTAssertEqual(m.frozenWeightBytes, per * elements, "\(name): one copy of \(per) bytes per element")
+            XCTAssertLessThanOrEqual(m.frozenWeightBytes, per * elements, "\(name): ≤ \(per) bytes per parameter + padding")
+            // The plan from the checkpoint's headers, before loading, says the same.
+            var lora = try LoraConfig.load(path: ReferenceCase(name).dir + "/adapter_initial/adapter_config.json")
+            lora.inferenceMode = false
+            let (config, source) = try ModelSource.open(ReferenceCase(name).dir + "/model")
+            let planned = try LlamaLoRAModel.frozenWeightPlan(config: config, lora: lora, checkpoint: source)
+            XCTAssertEqual(planned.bytes, m.frozenWeightBytes, "\(name): planned frozen bytes")
+            XCTAssertEqual(planned.parameters, params, "\(name): planned frozen parameters")
+            XCTAssertGreaterThan(planned.backwardScratchBytes, 0)
+            print("\(name): \(m.frozenWeightBytes) frozen bytes for \(params) parameters "
+                  + String(format: "(%.2f bytes each with padding)", Double(m.frozenWeightBytes) / Double(params)))
+        }
+    }
+
+    /// A copy of a fixture model directory with every tensor rewritten: `dtype`
+    /// "F32" (the values widened) or "BF16" (the fp32 values truncated to bf16).
+    func rewrite(_ rc: ReferenceCase, dtype: String) throws -> (dir: String, values: [String: [Float]]) {
+        let fm = FileManager.default
+        let dir = fm.temporaryDirectory.appendingPathComponent("frozen-storage-\(rc.name)-\(dtype)-\(getpid())").path
+        try? fm.removeItem(atPath: dir)
+        try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let src = rc.dir + "/model"
+        for f in ["config.json", "generation_config.json"] where fm.fileExists(atPath: src + "/" + f) {
+            try fm.copyItem(atPath: src + "/" + f, toPath: dir + "/" + f)
+        }
+        let files = try fm.contentsOfDirectory(atPath: src).filter { $0.hasSuffix(".safetensors") }
+        var tensors: [(name: String, shape: [Int], values: [Float])] = []
+        for f in files {
+            let st = try SafeTensorsFile(path: src + "/" + f)
+            for name in st.tensors.keys.sorted() {
+                let (shape, values) = try st.floats(name)
+                tensors.append((name, shape, values))
+            }
+        }
+        var out: [String: [Float]] = [:]
+        if dtype == "F32" {
+            try SafeTensorsWriter.write(tensors, to: dir + "/model.safetensors")
+            for t in tensors { out[t.name] = t.values }
+        } else {
+            // A minimal BF16 safetensors writer: header, then the top 16 bits of each fp32.
+            var header: [String: Any] = [:], data = Data(), offset = 0
+            for t in tensors.sorted(by: { $0.name < $1.name }) {
+                let bits = t.values.map { UInt16(truncatingIfNeeded: $0.bitPattern >> 16) }
+                header[t.name] = ["dtype": "BF16", "shape": t.shape, "data_offsets": [offset, offset + 2 * bits.count]]
+                offset += 2 * bits.count
+                for b in bits { var le = b.littleEndian; withUnsafeBytes(of: &le) { data.append(contentsOf: $0) } }
+                out[t.name] = bits.map { Float(bitPattern: UInt32($0) << 16) }
+            }
+            var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+            while json.count % 8 != 0 { json.append(0x20) }
+            var file = Data(), len = UInt64(json.count).littleEndian
+            withUnsafeBytes(of: &len) { file.append(contentsOf: $0) }
+            file.append(json)
+            file.append(data)
+            try file.write(to: URL(fileURLWithPath: dir + "/model.safetensors"))
+        }
+        return (dir, out)
+    }
+
+    func model(_ rc: ReferenceCase, directory: String) throws -> LlamaLoRAModel {
+        var lora = try LoraConfig.load(path: rc.dir + "/adapter_initial/adapter_config.json")
+        lora.inferenceMode = false
+        let m = try LlamaLoRAModel(modelDirectory: directory, lora: lora, context: try ComputeContext.shared())
+        try m.loadAdapter(directory: rc.dir + "/adapter_initial")
+        return m
+    }
+
+    /// The 16-bit fixtures give bit-identical logits and gradients to the same
+    /// model rewritten in F32, at half the frozen bytes.
+    func testSixteenBitEqualsWidenedFP32() throws {
+        for name in ["llama_tied_rslora_regex", "qwen2_bias_lora_only"] {
+            let rc = try ReferenceCase(name)
+            let half = try rc.model()
+            let (dir, _) = try rewrite(rc, dtype: "F32")
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let full = try model(rc, directory: dir)
+            XCTAssertEqual(half.frozenWeightBytes * 2, full.frozenWeightBytes, "\(name): 16-bit holds half the bytes")
+            let b = try rc.batch
+            XCTAssertEqual(try half.logits(b), try full.logits(b), "\(name): logits differ from the fp32 copy")
+            XCTAssertEqual(try half.computeGradients(b), try full.computeGradients(b), "\(name): loss")
+            let g16 = try half.gradientTensors(), g32 = try full.gradientTensors()
+            XCTAssertEqual(Set(g16.keys), Set(g32.keys))
+            for (k, g) in g16 { XCTAssertEqual(g, g32[k], "\(name): gradient \(k) differs from the fp32 copy") }
+            // Generation (KV cache, packed LoRA, prefill then single-token steps) reads the 16-bit panels too.
+            let prompt = Array(try rc.batch.inputIDs.prefix(9).map(Int.init))
+            let s16 = try InferenceSession(model: half, maxTokens: 16, chunkTokens: 4)
+            let s32 = try InferenceSession(model: full, maxTokens: 16, chunkTokens: 4)
+            XCTAssertEqual(try s16.appendReturningAllLogits(prompt), try s32.appendReturningAllLogits(prompt), "\(name): prefill")
+            XCTAssertEqual(try s16.append([3]), try s32.append([3]), "\(name): decode step")
+            print("\(name): generation identical over \(prompt.count) + 1 tokens")
+        }
+    }
+
+    /// PEFT's saved base layers (embed_tokens / lm_head targeted) are read back
+    /// from the 16-bit panels exactly.
+    func testSavedBaseLayersFromSixteenBitPanels() throws {
+        let rc = try ReferenceCase("mistral_embed_lm_head")
+        let (dir, values) = try rewrite(rc, dtype: "BF16")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let m = try model(rc, directory: dir)
+        let (_, params) = expectedFrozen(m)
+        XCTAssertEqual(m.frozenWeightBytes, 2 * expectedFrozen(m).elements, "bf16 copy: 2 bytes per element")
+        XCTAssertEqual(m.frozenWeightParameters, params)
+        let out = dir + "/adapter"
+        try m.saveAdapter(directory: out, baseModel: dir)
+        let saved = try SafeTensorsFile(path: out + "/adapter_model.safetensors")
+        for (path, tensor) in [("model.embed_tokens", "model.embed_tokens.weight"), ("lm_head", "lm_head.weight")] {
+            let key = "base_model.model." + path + ".base_layer.weight"
+            XCTAssertNotNil(saved.tensors[key], "\(key) saved")
+            XCTAssertEqual(try saved.floats(key).values, values[tensor], "\(key): the bf16 weight read back")
+        }
+    }
+}
+
+final class FrozenStorageGGUFTests: XCTestCase {
+    /// GGUF tensors (F16, F32 or quantized) are dequantized on the host: fp32
+    /// storage, 4 bytes per element, and the header-only plan agrees.
+    func testGGUFIsStoredFP32AndPlanned() throws {
+        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/gguf").path
+        for file in ["llama_f16.gguf", "llama_q.gguf"] {
+            let lora = try LoraConfig.parse(Data(#"{"r": 2, "lora_alpha": 4, "target_modules": ["q_proj"]}"#.utf8), path: "test")
+            let m = try LlamaLoRAModel(modelDirectory: dir + "/" + file, lora: lora, context: try ComputeContext.shared())
+            let (config, source) = try ModelSource.open(dir + "/" + file)
+            let plan = try LlamaLoRAModel.frozenWeightPlan(config: config, lora: lora, checkpoint: source)
+            XCTAssertEqual(plan.bytes, m.frozenWeightBytes, "\(file): planned bytes")
+            XCTAssertEqual(plan.parameters, m.frozenWeightParameters, "\(file): planned parameters")
+            XCTAssertGreaterThanOrEqual(Double(m.frozenWeightBytes), 4.0 * Double(m.frozenWeightParameters), "\(file): fp32")
+        }
+    }
+}
