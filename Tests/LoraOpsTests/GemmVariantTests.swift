@@ -172,7 +172,7 @@ final class GemmVariantTests: XCTestCase {
                     let what = "\(cfg.spec) gemm_tiled\(suffix) \(m)x\(n)x\(k)"
                     // B stored (N,K) (a weight), packed fp32, then narrowed.
                     let a = rng.uniform(m * k), w = rng.uniform(n * k), bias = rng.uniform(n), c0 = rng.uniform(m * n)
-                    let panels = try ctx.pack(try ctx.buffer(w), k: k, n: n, .transposed).buffer.read()
+                    let panels = try XCTUnwrap(ctx.pack(try ctx.buffer(w), k: k, n: n, .transposed).buffer).read()
                     let bits = panels.map(encode)
                     let b16 = try DeviceBuffer<UInt16>(queue: ctx.queue, bits)
                     // The reference sees the values the panels hold: op(B)(k, j) = panel[j/16][k][j%16].
@@ -191,7 +191,7 @@ final class GemmVariantTests: XCTestCase {
                             .buffer(b16),
                             .int(Int32(k2)), .float(-0.5),
                             .buffer(try ctx.buffer(a2)), .int(Int32(k2)), .int(1),
-                            .buffer(a2p.buffer),
+                            .buffer(a2p.memory),
                             .int(1), .float(p), .uint(seed), .int(Int32(n)),
                             .int(1), .buffer(try ctx.buffer(bias)),
                             .float(beta), .buffer(c),
