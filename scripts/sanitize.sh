@@ -17,11 +17,15 @@ status=0
 if [[ $which == address || $which == all ]]; then
     echo "== address sanitizer: build (.build-asan)"
     swift build --build-tests -Xswiftc -sanitize=address --scratch-path .build-asan 2>&1 | tail -3
-    echo "== address sanitizer: tests $*"
+    # MPITests is skipped by default (ASAN_SKIP= runs it): its `mpirun -np 2 lora-gpu` ranks, built with
+    # ASan too, report leaks at exit whose frames lie in unloaded modules (<unknown module>: Open MPI
+    # plugins, pocl's kernel libraries), so they exit with status 23 and the test fails; not attributed.
+    ASAN_SKIP=${ASAN_SKIP-MPITests}
+    echo "== address sanitizer: tests $* ${ASAN_SKIP:+(skipping $ASAN_SKIP)}"
     # malloc_context_size: deep enough that a leak's stack keeps its frames of ours.
     ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:abort_on_error=0:detect_odr_violation=0:malloc_context_size=40" \
     LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0" \
-        swift test --skip-build --scratch-path .build-asan "$@" 2>&1 | tee .build-asan/sanitize.log | \
+        swift test --skip-build --scratch-path .build-asan ${ASAN_SKIP:+--skip "$ASAN_SKIP"} "$@" 2>&1 | tee .build-asan/sanitize.log | \
         grep -E "ERROR: (Address|Leak)Sanitizer|SUMMARY: |Executed [0-9]+ tests|error:|failed" | tail -20 || true
     if grep -qE "ERROR: AddressSanitizer" .build-asan/sanitize.log; then status=1; fi
     # Leaks: XCTest's own test tree is always reported at exit and no suppression can single it
