@@ -101,21 +101,51 @@ extension LlamaLoRAModel {
     /// k micro-batches accumulate exactly the gradient of one batch of all their
     /// rows. Returns the micro-batch's summed (not divided) loss.
     public func accumulateGradients(_ b: TokenBatch, normalizer: Int) throws -> Float {
+        if let lost = store.lostState { throw StepError.refused(lost) }
         let p = try forwardBackward(b, normalizer: max(normalizer, 1))
+        if Self.injectStepFailure == .accumulation {
+            throw StepError.injected("gradient accumulation (read of the micro-batch loss)")
+        }
         return try p.scalars.read()[0]
     }
 
     /// Global norm, clipping and AdamW over the accumulated gradients. The norm
     /// is read back first: when it is not finite nothing is updated and
     /// `applied` is false. Returns the norm before clipping.
+    ///
+    /// A failed step leaves the state as it was, or says it is lost. OpenCL
+    /// reports an enqueue error at once (the kernel never ran) but an error
+    /// while a kernel runs only at the next blocking call. So: everything that
+    /// fails before the AdamW launch (the forward, backward, norm and their
+    /// reads) and the launch itself leave parameters, moments and `step`
+    /// untouched (only the gradients, scratch of the step, are changed). After
+    /// the launch the queue is finished here, inside the step, before `step` is
+    /// advanced: an error there means the device may have applied part of the
+    /// update, so it throws `StepError.stateLost` and every later step is
+    /// refused until a resume restores the state (`restoreStep`).
     public func applyGradients(hyper: ComputeContext.AdamWHyper) throws -> (gradNorm: Float, applied: Bool) {
+        if let lost = store.lostState { throw StepError.refused(lost) }
         guard let p = plan else { throw LoraError.batch("applyGradients before any gradient was accumulated") }
         try ctx.sum(store.grads, count: store.total, squares: true, into: p.scalars, slot: 1)
         let norm = try p.scalars.read()[1].squareRoot()
         guard norm.isFinite else { return (norm, false) }
-        step += 1
+        let next = step + 1
+        if Self.injectStepFailure == .adamwLaunch {
+            throw StepError.injected("AdamW launch of step \(next)")
+        }
         try ctx.adamw(params: store.params, grads: store.grads, m: store.m, v: store.v, decayMask: store.decayMask,
-                      count: store.total, step: step, hyper: hyper, gradSumSquares: p.scalars, slot: 1)
+                      count: store.total, step: next, hyper: hyper, gradSumSquares: p.scalars, slot: 1)
+        do {
+            if Self.injectStepFailure == .adamwCompletion {
+                throw StepError.injected("completion of the AdamW update of step \(next)")
+            }
+            try ctx.queue.finish()
+        } catch {
+            let lost = StepError.Lost(step: next, reason: "\(error)")
+            store.lostState = lost
+            throw StepError.stateLost(lost)
+        }
+        step = next
         return (norm, true)
     }
 
@@ -126,6 +156,7 @@ extension LlamaLoRAModel {
     /// updates nothing (see StepResult.applied).
     public func trainStep(_ micro: [TokenBatch], hyper: ComputeContext.AdamWHyper) throws -> StepResult {
         guard !micro.isEmpty else { throw LoraError.batch("a training step needs at least one micro-batch") }
+        if let lost = store.lostState { throw StepError.refused(lost) }
         try store.zeroGradients()
         let total = micro.reduce(0) { $0 + $1.countedTokens }
         let base = seed
@@ -148,6 +179,56 @@ extension LlamaLoRAModel {
     }
 
     /// Sets the optimizer step count (AdamW's bias corrections and the dropout
-    /// seeds depend on it), for resuming from a checkpoint.
-    public func restoreStep(_ s: Int) { step = max(0, s) }
+    /// seeds depend on it), for resuming from a checkpoint. It is the last call
+    /// of a resume (after `loadAdapter` and `store.restoreMoments`), so it also
+    /// ends the refusal after a lost step (`StepError.stateLost`).
+    public func restoreStep(_ s: Int) {
+        step = max(0, s)
+        store.lostState = nil
+    }
+
+    /// Test hook: make one stage of every optimizer step fail (nil: none; see StepFailureStage).
+    nonisolated(unsafe) public static var injectStepFailure: StepFailureStage? = nil
+}
+
+/// Where the test hook `LlamaLoRAModel.injectStepFailure` makes a step fail.
+public enum StepFailureStage: Sendable {
+    /// After a micro-batch's forward and backward were enqueued, at the read of
+    /// its loss (where an error of those kernels would surface).
+    case accumulation
+    /// At the AdamW launch, as an enqueue error: the update never ran.
+    case adamwLaunch
+    /// After the AdamW launch, at the finish of the queue, as an error of the
+    /// running kernel: the update ran (in full here; on a device, perhaps in part).
+    case adamwCompletion
+}
+
+/// A failed optimizer step.
+public enum StepError: Error, CustomStringConvertible, Equatable {
+    public struct Lost: Sendable, Equatable {
+        /// The step whose AdamW update failed (1-based).
+        public let step: Int
+        public let reason: String
+    }
+
+    /// The device reported an error after the AdamW update was launched: the
+    /// trainable parameters and the moments may be partly updated.
+    case stateLost(Lost)
+    /// A step asked of a model whose state was lost (until a resume restores it).
+    case refused(Lost)
+    /// The test hook's failure.
+    case injected(String)
+
+    public var description: String {
+        switch self {
+        case .stateLost(let l):
+            return "optimizer step \(l.step): the device failed after the AdamW update was launched (\(l.reason)); "
+                + "the trainable parameters and AdamW moments may be partly updated, so the training state is lost: "
+                + "resume from the last checkpoint"
+        case .refused(let l):
+            return "the training state was lost at optimizer step \(l.step) (\(l.reason)); no further step is taken "
+                + "until it is restored (resume from the last checkpoint)"
+        case .injected(let stage): return "injected failure (test hook) at the \(stage)"
+        }
+    }
 }

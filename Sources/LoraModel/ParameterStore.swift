@@ -30,6 +30,10 @@ public final class ParameterStore {
     /// Elements in the flat buffers, padding included.
     public let total: Int
     private let byKey: [String: Int]
+    /// Set when an optimizer step failed after its AdamW launch (the device may
+    /// have updated part of the parameters and moments): steps are refused
+    /// until a resume restores them (`LlamaLoRAModel.restoreStep`).
+    public internal(set) var lostState: StepError.Lost? = nil
 
     public init(_ ctx: ComputeContext, specs: [Spec]) throws {
         let align = max(ctx.device.baseAddressAlignmentBytes / 4, 1)

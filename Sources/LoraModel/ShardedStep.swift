@@ -11,10 +11,15 @@ extension LlamaLoRAModel {
     /// must sum the flat gradient buffer [count] over the processes in place
     /// and return the summed loss sum; then every process takes the same norm,
     /// clipping and AdamW step. A non-finite loss or norm updates nothing.
+    /// The step count is the model's own (`applyGradients` advances it): a
+    /// failure before the AdamW launch — in a micro-batch, in `reduce` —
+    /// leaves parameters, moments and step as they were; one after it is
+    /// `StepError.stateLost`, as in `trainStep`.
     public func trainStep(shard: [(index: Int, batch: TokenBatch)], globalTokens: Int,
                           hyper: ComputeContext.AdamWHyper,
                           reduce: (_ grads: DeviceBuffer<Float>, _ count: Int, _ lossSum: Float) throws -> Float) throws -> StepResult {
         guard trainable else { throw LoraError.batch("the LoRA config has inference_mode = true: nothing is trainable") }
+        if let lost = store.lostState { throw StepError.refused(lost) }
         try store.zeroGradients()
         let base = seed
         defer { seed = base }

@@ -148,8 +148,14 @@ public final class ComputeContext {
         context = try CLContext(device: device)
         queue = try CommandQueue(context: context)
         let files = Self.programFiles.filter { kernelFiles == nil || $0.name == "common.cl" || kernelFiles!.contains($0.name) }
-        let source = files.map { "// ---- \($0.name)\n\($0.source)" }.joined(separator: "\n")
-        program = try Program(context: context, source: source, options: config.buildOptions)
+        program = try Program(context: context, source: Self.programSource(files), options: config.buildOptions)
+    }
+
+    /// The kernel files as one program source. Each file starts with a `#line 1 "name"`
+    /// directive, so the device compiler's build log names the kernel file and its own
+    /// line (`attention.cl:42:7: error: …`), not a line of the concatenation.
+    public static func programSource(_ files: [(name: String, source: String)]) -> String {
+        files.map { "#line 1 \"\($0.name)\"\n\($0.source)" }.joined(separator: "\n")
     }
 
     /// The kernel files in program order: common.cl (shared helpers) first, then the op families.

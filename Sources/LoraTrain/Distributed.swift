@@ -235,19 +235,19 @@ public final class Distributed {
         // it is summed anyway (with the loss and the stop flags) to catch ranks that read different data.
         let localTokens = shard.reduce(0) { $0 + $1.batch.countedTokens }
         let expected = micro.reduce(0) { $0 + $1.countedTokens }
-        var reducedTokens = 0.0
+        // Everything that can fail here (the MPI calls, the data check) fails inside `reduce`, before
+        // the AdamW launch, so this rank's parameters, moments and step are left as they were.
         let r = try model.trainStep(shard: shard, globalTokens: expected, hyper: hyper) { grads, count, lossSum in
             var g = try grads.read()
             try g.withUnsafeMutableBufferPointer { try allreduceSum($0.baseAddress!, count: min(count, $0.count)) }
-            try grads.write(g)
             let s = try allreduceSum([Double(lossSum), Double(localTokens), stopRequested ? 1 : 0])
-            reducedTokens = s[1]
+            guard s[1].rounded() == Double(expected) else {
+                throw Failure.mismatch(what: "the training data", reason: "the ranks' micro-batches hold \(s[1]) "
+                    + "trained tokens, this rank's plan \(expected): every rank must read the same data files")
+            }
+            try grads.write(g)
             stopAgreed = stopAgreed || s[2] > 0
             return Float(s[0])
-        }
-        guard Int(reducedTokens.rounded()) == expected else {
-            throw Failure.mismatch(what: "the training data", reason: "the ranks' micro-batches hold \(Int(reducedTokens)) "
-                + "trained tokens, this rank's plan \(expected): every rank must read the same data files")
         }
         return r
     }

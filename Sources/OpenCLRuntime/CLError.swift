@@ -1,4 +1,5 @@
 import COpenCL
+import Foundation
 
 /// Every failing `cl*` call becomes one of these: the code, its name from
 /// the Khronos headers, and the operation that returned it.
@@ -62,7 +63,10 @@ public enum OpenCLRuntimeError: Error, CustomStringConvertible, Equatable {
     public var description: String {
         switch self {
         case .noPlatforms:
-            return "no OpenCL platform found: install an ICD (on Debian: pocl-opencl-icd for the CPU)"
+            // ocl-icd reads the ICD list from OCL_ICD_VENDORS when it is set (a directory or one .icd file).
+            let env = ProcessInfo.processInfo.environment["OCL_ICD_VENDORS"].map { "OCL_ICD_VENDORS=\($0)" } ?? "/etc/OpenCL/vendors"
+            return "no OpenCL platform found (the ICD loader found no usable .icd in \(env)): install an ICD "
+                + "(on Debian: pocl-opencl-icd for the CPU, or a GPU vendor's)"
         case .noDevice(let what):
             return "no OpenCL device: \(what)"
         case .deviceSelectorNotFound(let selector, let available):

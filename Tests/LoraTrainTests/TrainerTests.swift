@@ -26,7 +26,7 @@ final class TrainerTests: XCTestCase {
 
         let first = Trainer(config: try smallConfig(data: data, output: dir + "/b", extra), context: try ComputeContext.shared(),
                             progress: out.printer(terminal: false))
-        first.afterStep = { if $0 == 3 { first.requestStop() } }
+        first.afterStep = { [unowned first] in if $0 == 3 { first.requestStop() } }  // unowned: no cycle (ASan run)
         guard case .interrupted(3, _, let ckpt) = try first.run() else { return XCTFail("expected a stop after step 3") }
         XCTAssertEqual(ckpt, dir + "/b/checkpoint-3")
         for f in ["adapter_model.safetensors", "adapter_config.json", "optimizer.safetensors", "trainer_state.json"] {
