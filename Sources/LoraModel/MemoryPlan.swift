@@ -264,15 +264,18 @@ public struct MemoryPlan: Sendable {
         if L > 0 {
             need(30, sat(sat(B, c.numKVHeads), sat(D, tp)))            // kᵀ in the forward
             if s.training && lowest < L {
-                need(31, sat(sat(B, c.numKVHeads), sat(D, tp)))
-                need(32, sat(sat(B, NH), sat(D, tp)))
+                need(32, sat(sat(B, NH), sat(D, tp)))                  // q and dO as panels (attention_backward)
                 need(33, sat(sat(B, NH), sat(D, tp)))
+                if NH != c.numKVHeads {                                 // per-head dK, dV before the group sum
+                    need(34, sat(n, qd))
+                    need(35, sat(n, qd))
+                }
             }
         }
         let slotNames = [0: "matmul's packed B", 1: "LoRA dropout(x)", 2: "LoRA Aᵀ panels", 3: "LoRA Bᵀ panels",
                          4: "LoRA g = s·dY·B", 5: "LoRA B panels", 6: "LoRA u panels", 7: "LoRA dropout(x) panels",
-                         8: "LoRA A panels", 9: "a frozen W's backward panels", 20: "reduction partials", 30: "attention kᵀ", 31: "attention vᵀ",
-                         32: "attention qᵀ", 33: "attention dOᵀ"]
+                         8: "LoRA A panels", 9: "a frozen W's backward panels", 20: "reduction partials", 30: "attention kᵀ", 32: "attention qᵀ",
+                         33: "attention dOᵀ", 34: "attention per-head dK", 35: "attention per-head dV"]
         for (slot, floats) in slots.sorted(by: { $0.key < $1.key }) {
             add(.scratch, "scratch \(slot): \(slotNames[slot] ?? "")", f32(floats))
         }
