@@ -153,7 +153,7 @@ struct Train: ParsableCommand {
 
         At start-up the memory plan is printed (weights, trainable + optimizer, activations, scratch, \
         against the device's memory and per-buffer limit) for micro-batches of per_device_train_batch_size \
-        × max_seq_len; a run that does not fit stops before loading, naming what would fit. \
+        (or per_device_eval_batch_size when there is evaluation data and it is larger) × max_seq_len; a run that does not fit stops before loading, naming what would fit. \
         LORA_GPU_DEVICE_MEMORY=SIZE[,MAX_ALLOC] (e.g. 20G or 20G,4G) plans against smaller limits than \
         the device reports.
 

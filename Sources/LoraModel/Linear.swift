@@ -44,6 +44,7 @@ public final class Linear {
     /// Reserves u for up to `tokens` rows.
     func plan(_ ctx: ComputeContext, tokens: Int) throws {
         if let lora, (u?.count ?? 0) < tokens * lora.settings.rank {
+            u = nil   // the smaller buffer goes first: never both alive at once
             u = try ctx.buffer(count: tokens * lora.settings.rank)
         }
     }

@@ -298,34 +298,15 @@ public final class LlamaLoRAModel {
     /// panels of the largest frozen W that dX = dY·W makes per call (scratch slot 9).
     public static func frozenWeightPlan(config c: ModelConfig, lora: LoraConfig, checkpoint: CheckpointSource) throws
         -> (bytes: Int, parameters: Int, backwardScratchBytes: Int) {
+        // The memory plan's rule (MemoryPlan.frozenMatrices), the one place it is written.
         let plan = try AdapterPlan(config: c, lora: lora)
-        let V = c.vocabSize, H = c.hiddenSize
-        /// Panel elements of W (rows, cols) kept as op(B) = Wᵀ: rows padded to 16.
-        func padded(_ rows: Int, _ cols: Int) -> Int { (rows + 15) / 16 * 16 * cols }
-        let tableStorage = try frozenStorage(checkpoint, "model.embed_tokens.weight", [V, H])
-        var bytes = padded(V, H) * tableStorage.bytesPerElement, params = V * H, scratch = 0
-        for spec in plan.linears where !plan.isSaved(spec.path) {
-            let (din, dout) = (spec.inFeatures, spec.outFeatures)
-            let storage = spec.path == "lm_head" && c.tieWordEmbeddings ? tableStorage
-                : try frozenStorage(checkpoint, spec.path + ".weight", [dout, din])
-            if !(spec.path == "lm_head" && c.tieWordEmbeddings) {
-                bytes += padded(dout, din) * storage.bytesPerElement
-                params += dout * din
-            }
-            scratch = max(scratch, padded(din, dout) * storage.bytesPerElement)
-        }
+        let dtypes = try MemoryPlan.checkpointDTypes(config: c, checkpoint: checkpoint)
+        let kept = MemoryPlan.frozenMatrices(config: c, adapterPlan: plan, dtypes: dtypes)
+        let bytes = kept.reduce(0) { $0 + MemoryPlan.frozenLinearBytes(inFeatures: $1.inFeatures, outFeatures: $1.outFeatures, dtype: $1.dtype) }
+        let params = kept.reduce(0) { $0 + $1.inFeatures * $1.outFeatures }
+        let scratch = plan.linears.filter { !plan.isSaved($0.path) }
+            .map { 4 * MemoryPlan.backwardPanelFloats($0, c, dtypes) }.max() ?? 0
         return (bytes, params, scratch)
-    }
-
-    /// The storage a frozen matrix gets: its safetensors dtype when F16 or BF16,
-    /// else fp32 (GGUF tensors are dequantized to fp32 on the host).
-    static func frozenStorage(_ checkpoint: CheckpointSource, _ name: String, _ shape: [Int]) throws -> WeightStorage {
-        guard checkpoint is CheckpointStore else { return .f32 }
-        switch try checkpoint.validateTensor(name, shape: shape) {
-        case DType.f16.rawValue: return .f16
-        case DType.bf16.rawValue: return .bf16
-        default: return .f32
-        }
     }
 
     /// out (N, H) = E[ids]: the token embedding rows (the trained copy's, or

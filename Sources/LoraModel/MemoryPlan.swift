@@ -106,13 +106,34 @@ public struct MemoryPlan: Sendable {
     /// (`Device.baseAddressAlignmentBytes`), which pads the parameter store.
     public static func make(config c: ModelConfig, adapterPlan: AdapterPlan, checkpoint: CheckpointSource,
                             shape: Shape, alignmentBytes: Int) throws -> MemoryPlan {
+        MemoryPlan(config: c, adapterPlan: adapterPlan, dtypes: try checkpointDTypes(config: c, checkpoint: checkpoint),
+                   shape: shape, alignmentBytes: alignmentBytes)
+    }
+
+    /// Checkpoint tensor name → dtype as the plan records it, from the headers
+    /// (a missing tensor or a wrong shape is the error loading would give).
+    /// GGUF tensors are dequantized to fp32 on the host: "Q8_0 → F32".
+    static func checkpointDTypes(config c: ModelConfig, checkpoint: CheckpointSource) throws -> [String: String] {
         var dtypes: [String: String] = [:]
         for (name, shape) in AdapterPlan.checkpointTensors(c) {
             let dtype = try checkpoint.validateTensor(name, shape: shape)
-            // GGUF tensors are dequantized to fp32 on the host (LlamaLoRAModel.frozenStorage).
             dtypes[name] = checkpoint is CheckpointStore ? dtype : dtype + " → F32"
         }
-        return MemoryPlan(config: c, adapterPlan: adapterPlan, dtypes: dtypes, shape: shape, alignmentBytes: alignmentBytes)
+        return dtypes
+    }
+
+    /// The distinct frozen matrices the model keeps (`LlamaLoRAModel.init`): the
+    /// token embedding table, and every linear without a trained copy except a
+    /// tied lm_head (it shares the table). W is (outFeatures, inFeatures).
+    static func frozenMatrices(config c: ModelConfig, adapterPlan plan: AdapterPlan, dtypes: [String: String])
+        -> [(tensor: String, inFeatures: Int, outFeatures: Int, dtype: String)] {
+        let embed = "model.embed_tokens.weight"
+        var out = [(tensor: embed, inFeatures: c.hiddenSize, outFeatures: c.vocabSize, dtype: dtypes[embed] ?? "F32")]
+        for spec in plan.linears where !plan.isSaved(spec.path) && !(spec.path == "lm_head" && c.tieWordEmbeddings) {
+            let name = spec.path + ".weight"
+            out.append((name, spec.inFeatures, spec.outFeatures, dtypes[name] ?? "F32"))
+        }
+        return out
     }
 
     /// `dtypes`: checkpoint tensor name → dtype name (a missing one counts as fp32).
@@ -134,20 +155,15 @@ public struct MemoryPlan: Sendable {
 
         // Weights (LlamaLoRAModel.init): the embedding and each frozen linear by the rule above (a tied
         // lm_head shares the embedding's panels), norms, RoPE tables and frozen biases in fp32.
-        let embedDType = dtypes["model.embed_tokens.weight"] ?? "F32"
-        add(.weights, "model.embed_tokens.weight [\(V), \(H)] packed (\(embedDType))",
-            Self.frozenLinearBytes(inFeatures: H, outFeatures: V, dtype: embedDType),
-            element: Self.frozenElementBytes(dtype: embedDType))
+        for m in Self.frozenMatrices(config: c, adapterPlan: plan, dtypes: dtypes) {
+            add(.weights, "\(m.tensor) [\(m.outFeatures), \(m.inFeatures)] packed (\(m.dtype))",
+                Self.frozenLinearBytes(inFeatures: m.inFeatures, outFeatures: m.outFeatures, dtype: m.dtype),
+                element: Self.frozenElementBytes(dtype: m.dtype))
+        }
         add(.weights, "model.norm.weight [\(H)]", f32(H))
         add(.weights, "model.layers.*.{input,post_attention}_layernorm.weight [\(H)]", f32(H), copies: 2 * L)
         add(.weights, "RoPE cos and sin tables [\(c.maxPositionEmbeddings), \(D)]", f32(c.maxPositionEmbeddings, D), copies: 2)
         for spec in plan.linears {
-            if !plan.isSaved(spec.path) && !(spec.path == "lm_head" && c.tieWordEmbeddings) {
-                let dtype = dtypes[spec.path + ".weight"] ?? "F32"
-                add(.weights, "\(spec.path).weight [\(spec.outFeatures), \(spec.inFeatures)] packed (\(dtype))",
-                    Self.frozenLinearBytes(inFeatures: spec.inFeatures, outFeatures: spec.outFeatures, dtype: dtype),
-                    element: Self.frozenElementBytes(dtype: dtype))
-            }
             if spec.hasBias && !trainedKeys.contains(plan.biasKey(spec.path)) {
                 add(.weights, "\(spec.path).bias [\(spec.outFeatures)]", f32(spec.outFeatures))
             }
@@ -264,18 +280,18 @@ public struct MemoryPlan: Sendable {
         if L > 0 {
             need(30, sat(sat(B, c.numKVHeads), sat(D, tp)))            // kᵀ in the forward
             if s.training && lowest < L {
-                need(32, sat(sat(B, NH), sat(D, tp)))                  // q and dO panels of the backward sweep
+                need(32, sat(sat(B, NH), sat(D, tp)))                  // q and dO as panels (attention_backward)
                 need(33, sat(sat(B, NH), sat(D, tp)))
-                if NH != c.numKVHeads {                                // per-query-head dK, dV before the group sum
-                    need(34, sat(n, sat(NH, D)))
-                    need(35, sat(n, sat(NH, D)))
+                if NH != c.numKVHeads {                                 // per-head dK, dV before the group sum
+                    need(34, sat(n, qd))
+                    need(35, sat(n, qd))
                 }
             }
         }
         let slotNames = [0: "matmul's packed B", 1: "LoRA dropout(x)", 2: "LoRA Aᵀ panels", 3: "LoRA Bᵀ panels",
                          4: "LoRA g = s·dY·B", 5: "LoRA B panels", 6: "LoRA u panels", 7: "LoRA dropout(x) panels",
-                         8: "LoRA A panels", 9: "a frozen W's backward panels", 20: "reduction partials", 30: "attention kᵀ",
-                         32: "attention q panels", 33: "attention dO panels", 34: "attention per-head dK", 35: "attention per-head dV"]
+                         8: "LoRA A panels", 9: "a frozen W's backward panels", 20: "reduction partials", 30: "attention kᵀ", 32: "attention qᵀ",
+                         33: "attention dOᵀ", 34: "attention per-head dK", 35: "attention per-head dV"]
         for (slot, floats) in slots.sorted(by: { $0.key < $1.key }) {
             add(.scratch, "scratch \(slot): \(slotNames[slot] ?? "")", f32(floats))
         }

@@ -211,6 +211,7 @@ public final class ComputeContext {
     func scratch(_ slot: Int, count: Int) throws -> DeviceBuffer<Float> {
         opLock.lock(); defer { opLock.unlock() }
         if let b = scratch[slot], b.count >= count { return b }
+        scratch[slot] = nil   // the smaller buffer goes first: never both alive at once
         let b = try buffer(count: count)
         scratch[slot] = b
         return b

@@ -86,7 +86,11 @@ extension ComputeContext {
         let widen = mode == .widened && base.storage != .f32
         let bytes = widen ? 4 : base.storage.bytesPerElement
         // The scratch slots hold floats: 16-bit panels take half as many.
-        let dest = try scratch(Self.backwardPanelsSlot, count: (count * bytes + 3) / 4)
+        let floats = (count * bytes + 3) / 4
+        // A slot about to grow: drop the held panels first, so the old buffer is freed
+        // before the larger one is made (never both alive at once).
+        if let held = backwardPanelsHeld, held.buffer.count < floats { backwardPanelsHeld = nil }
+        let dest = try scratch(Self.backwardPanelsSlot, count: floats)
         if reuse, let held = backwardPanelsHeld, held.serial == base.serial, held.widened == widen, held.buffer === dest {
             return PackedMatrix(memory: dest, storage: widen ? .f32 : base.storage, k: base.outFeatures, n: base.inFeatures)
         }

@@ -135,10 +135,12 @@ extension KernelConfig {
         let base = deviceDefault(device)
         func checked(_ c: KernelConfig, _ origin: String, _ text: String) throws -> KernelConfig {
             guard c.fits(device) else {
-                throw KernelConfigError.invalid(origin: origin, value: text,
-                                                reason: "a local size exceeds the device's max work-group size \(device.maxWorkGroupSize), "
-                                                + "or the gemm tile's \(c.gemm.tile.localMemoryBytes) bytes of __local memory "
-                                                + "its \(device.localMemoryBytes)")
+                let t = c.gemm.tile
+                let reason = c.gemm.fits(device)
+                    ? "a local size exceeds the device's max work-group size \(device.maxWorkGroupSize)"
+                    : "the gemm tile \(t) needs a work-group of \(t.workGroupSize) work-items and \(t.localMemoryBytes) bytes "
+                        + "of __local memory; the device allows \(device.maxWorkGroupSize) and \(device.localMemoryBytes)"
+                throw KernelConfigError.invalid(origin: origin, value: text, reason: reason)
             }
             return c
         }

@@ -145,6 +145,22 @@ final class MemoryPlanTests: XCTestCase {
         let withB = ctx.context.liveBytes
         XCTAssertLessThan(withB, withA, "the smaller shape's activations replaced the larger's")
         XCTAssertEqual(ctx.context.peakBytes, max(withA, withB), "both activation plans were alive at once")
+        // Growing: a larger shape than any before (activations, LoRA u buffers and scratch
+        // slots all grow) frees each smaller buffer before making its replacement.
+        let c = try worstCaseBatch(batch: 3, seq: 32, vocab: 67)
+        ctx.context.resetPeakBytes()
+        _ = try m.trainStep(c, hyper: .init(lr: 1e-3))
+        try ctx.finish()
+        let withC = ctx.context.liveBytes
+        XCTAssertGreaterThan(withC, withA)
+        XCTAssertEqual(ctx.context.peakBytes, withC, "a smaller buffer outlived its larger replacement")
+        // One adapted linear's u (N, r) growing on its own: the old one is freed first.
+        let lin = try XCTUnwrap(m.layers.flatMap(\.linears).first { $0.lora != nil })
+        let r = try XCTUnwrap(lin.lora).settings.rank, old = try XCTUnwrap(lin.u).count
+        ctx.context.resetPeakBytes()
+        try lin.plan(ctx, tokens: 4 * old / r)
+        XCTAssertEqual(ctx.context.liveBytes, withC + 4 * (4 * old - old))
+        XCTAssertEqual(ctx.context.peakBytes, ctx.context.liveBytes, "the old u outlived the new one's allocation")
     }
 
     /// logits() keeps one chunk of rows × V on the device (the plan's logits chunk) and

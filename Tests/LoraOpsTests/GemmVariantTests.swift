@@ -258,6 +258,7 @@ final class GemmVariantTests: XCTestCase {
         XCTAssertThrowsError(try KernelConfig.resolve(device: device, explicit: "gemm=tiled,tile=256x256x16,wpt=1x1",
                                                       environment: env)) {
             XCTAssertTrue("\($0)".contains("--kernel-config") && "\($0)".contains("work-group"), "\($0)")
+            XCTAssertTrue("\($0)".contains("gemm tile 256x256x16/1x1 needs a work-group of 65536 work-items"), "\($0)")
         }
         let ctx = try ComputeContext(device: device, config: r.config, origin: r.origin, kernelFiles: Self.kernelFiles)
         XCTAssertEqual(ctx.gemmKernelDescription, "gemm_tiled (tile 32x32x16, 2x2 per work-item, local 16x16)")
