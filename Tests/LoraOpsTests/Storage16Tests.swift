@@ -177,7 +177,7 @@ final class Storage16Tests: XCTestCase {
     /// and the products stay right whichever way the calls interleave.
     func testBackwardPanelsReusedOnlyForTheSameWeight() throws {
         let shared = try sharedContext()
-        let ctx = try ComputeContext(device: shared.device, config: shared.config, kernelFiles: ["matmul.cl"])
+        let ctx = try ComputeContext(device: shared.device, config: shared.config, kernelFiles: ["matmul.cl", "matmul_tiled.cl"])
         var rng = freshRandom(#function)
         let (n, din, dout) = (5, 37, 41)
         let w1 = Self.weights(dout * din, .bf16, rng: &rng), w2 = Self.weights(dout * din, .bf16, rng: &rng)
