@@ -260,7 +260,9 @@ public final class GGUFFile {
         guard GGMLType.supported.contains(info.type) else {
             throw GGUFError.unsupportedType(path: path, tensor: name, type: info.type.name)
         }
-        return GGMLDequantize.floats(bytes(info), type: info.type, count: info.count)
+        let raw = bytes(info)
+        defer { releaseMappedPages(raw) }
+        return GGMLDequantize.floats(raw, type: info.type, count: info.count)
     }
 
     // MARK: typed metadata access

@@ -171,10 +171,13 @@ public final class LlamaLoRAModel {
                     throw CheckpointError.tensor(path: checkpoint.location, name: name, reason: "\(values.count) values for shape \(shape)")
                 }
                 try out.write(values)
-            case .raw(.f32, let bytes): try out.write(raw: bytes)
+            case .raw(.f32, let bytes):
+                try out.write(raw: bytes)
+                releaseMappedPages(bytes)
             case .raw(let dtype, let bytes) where dtype == .f16 || dtype == .bf16:
                 let raw = try DeviceBuffer<UInt16>(queue: ctx.queue, count: count, label: "tensor '\(name)' \(shape) (16-bit staging)")
                 try raw.write(raw: bytes)
+                releaseMappedPages(bytes)
                 try ctx.convertHalf(raw, to: out, count: count, bfloat: dtype == .bf16)
                 try ctx.finish()
             case .raw(let dtype, _):
@@ -195,6 +198,7 @@ public final class LlamaLoRAModel {
             if case .raw(let dtype, let bytes) = tensor, dtype == .f16 || dtype == .bf16 {
                 let raw = try DeviceBuffer<UInt16>(queue: ctx.queue, count: rows * cols, label: "tensor '\(name)' \(shape) (16-bit)")
                 try raw.write(raw: bytes)
+                releaseMappedPages(bytes)
                 packed = try ctx.pack16(raw, storage: dtype == .f16 ? .f16 : .bf16, k: cols, n: rows, .transposed)
             } else {
                 packed = try ctx.pack(try upload(tensor, name, shape), k: cols, n: rows, .transposed)

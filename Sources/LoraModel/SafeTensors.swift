@@ -218,6 +218,20 @@ public final class SafeTensorsFile {
     }
 }
 
+/// Gives back the resident pages of a read-only file mapping once a tensor's
+/// bytes have been copied out (to the device, or dequantized): the mapping stays
+/// valid and a later read faults the pages in again from the page cache. Without
+/// it the whole checkpoint stays resident beside its device copy for the run
+/// (on a CPU device both count: about +0.5 GB for a 135M-parameter fp32 model).
+/// The mapping is never written, so its pages are clean and nothing is lost.
+func releaseMappedPages(_ bytes: UnsafeRawBufferPointer) {
+    guard let start = bytes.baseAddress, bytes.count > 0 else { return }
+    let page = max(Int(sysconf(Int32(_SC_PAGESIZE))), 1)
+    let lo = Int(bitPattern: start) / page * page
+    let hi = (Int(bitPattern: start) + bytes.count + page - 1) / page * page
+    _ = madvise(UnsafeMutableRawPointer(bitPattern: lo), hi - lo, MADV_DONTNEED)
+}
+
 /// Writes fp32 tensors as a safetensors file, atomically (temp file, then rename).
 public enum SafeTensorsWriter {
     public static func write(_ tensors: [(name: String, shape: [Int], values: [Float])], metadata: [String: String] = [:],
