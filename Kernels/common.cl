@@ -75,3 +75,47 @@ inline float row_dot_partial(int C, const __global float* a, const __global floa
     return s;
 #endif
 }
+
+// Panel storage (WeightStorage on the host): the frozen weights keep the
+// checkpoint's 16-bit type on the device and are widened to fp32 as they are
+// loaded, so one kernel body serves three element types:
+//   WS_F32  float
+//   WS_F16  IEEE half, read with core OpenCL vload_half16 (no cl_khr_fp16)
+//   WS_BF16 ushort, the top half of an fp32 (widened with << 16)
+// Widening is exact, so a 16-bit panel gives the same sums as its fp32 copy.
+#define WS_F32 0
+#define WS_F16 1
+#define WS_BF16 2
+
+// Sixteen bf16 values at p + 16·i widened to float16 (the vload16 of bf16).
+inline float16 vload_bf16x16(size_t i, const __global ushort* p) {
+    return as_float16(convert_uint16(vload16(i, p)) << 16);
+}
+
+// Row i (16 elements) of the panels at p, widened to float16. `storage` is a
+// literal at every call site, so the branches fold away after inlining.
+inline float16 ws_load16(size_t i, const __global void* p, const int storage) {
+    if (storage == WS_F16) return vload_half16(i, (const __global half*)p);
+    if (storage == WS_BF16) return vload_bf16x16(i, (const __global ushort*)p);
+    return vload16(i, (const __global float*)p);
+}
+
+// Element i of the panels at p, widened to float.
+inline float ws_load1(size_t i, const __global void* p, const int storage) {
+    if (storage == WS_F16) return vload_half(i, (const __global half*)p);
+    if (storage == WS_BF16) return as_float((uint)((const __global ushort*)p)[i] << 16);
+    return ((const __global float*)p)[i];
+}
+
+// The argument list every gemm kernel (gemm_packed*, gemm_tiled*) takes, with
+// Bp's element type BT (float, half or ushort): the host launches either by name.
+#define GEMM_KERNEL_ARGS(BT)                                                    \
+    int M, int N, int K, float alpha,                                           \
+    __global const float* A, int a_rs, int a_cs,                                \
+    __global const BT* Bp,                                                      \
+    int K2, float alpha2,                                                       \
+    __global const float* A2, int a2_rs, int a2_cs,                             \
+    __global const float* B2p,                                                  \
+    int ext_mask, float dropout_p, uint seed, int mask_ld,                      \
+    int has_bias, __global const float* bias,                                   \
+    float beta, __global float* C

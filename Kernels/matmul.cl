@@ -7,36 +7,8 @@
 // streams one panel with explicit fma: no __local memory and no barriers,
 // which pocl turns into straight AVX-512 loops.
 //
-// Panel storage (WeightStorage on the host): the frozen weights keep the
-// checkpoint's 16-bit type on the device and are widened to fp32 as they are
-// loaded, so one kernel body serves three element types:
-//   WS_F32  float
-//   WS_F16  IEEE half, read with core OpenCL vload_half16 (no cl_khr_fp16)
-//   WS_BF16 ushort, the top half of an fp32 (widened with << 16)
-// Widening is exact, so a 16-bit panel gives the same sums as its fp32 copy.
-#define WS_F32 0
-#define WS_F16 1
-#define WS_BF16 2
-
-// Sixteen bf16 values at p + 16·i widened to float16 (the vload16 of bf16).
-inline float16 vload_bf16x16(size_t i, const __global ushort* p) {
-    return as_float16(convert_uint16(vload16(i, p)) << 16);
-}
-
-// Row i (16 elements) of the panels at p, widened to float16. `storage` is a
-// literal at every call site, so the branches fold away after inlining.
-inline float16 ws_load16(size_t i, const __global void* p, const int storage) {
-    if (storage == WS_F16) return vload_half16(i, (const __global half*)p);
-    if (storage == WS_BF16) return vload_bf16x16(i, (const __global ushort*)p);
-    return vload16(i, (const __global float*)p);
-}
-
-// Element i of the panels at p, widened to float.
-inline float ws_load1(size_t i, const __global void* p, const int storage) {
-    if (storage == WS_F16) return vload_half(i, (const __global half*)p);
-    if (storage == WS_BF16) return as_float((uint)((const __global ushort*)p)[i] << 16);
-    return ((const __global float*)p)[i];
-}
+// Panel storage (WS_F32 / WS_F16 / WS_BF16, ws_load16, ws_load1) and the gemm
+// kernels' argument list (GEMM_KERNEL_ARGS) are in common.cl: the tiled gemm shares them.
 
 // pack_b: Bp[p][k][c] = op(B)(k, 16p + c), where op(B)(k, n) = B[k·b_rs + n·b_cs].
 // With dropout_p > 0 the element is also dropped/scaled by the mask of
@@ -156,15 +128,7 @@ inline void gemm_packed_body(int M, int N, int K, float alpha,
 }
 
 #define GEMM_PACKED_KERNEL(NAME, BT, STORAGE)                                                   \
-__kernel void NAME(int M, int N, int K, float alpha,                                            \
-                   __global const float* A, int a_rs, int a_cs,                                 \
-                   __global const BT* Bp,                                                       \
-                   int K2, float alpha2,                                                        \
-                   __global const float* A2, int a2_rs, int a2_cs,                              \
-                   __global const float* B2p,                                                   \
-                   int ext_mask, float dropout_p, uint seed, int mask_ld,                       \
-                   int has_bias, __global const float* bias,                                    \
-                   float beta, __global float* C) {                                             \
+__kernel void NAME(GEMM_KERNEL_ARGS(BT)) {                                                     \
     gemm_packed_body(M, N, K, alpha, A, a_rs, a_cs, (const __global void*)Bp, STORAGE,          \
                      K2, alpha2, A2, a2_rs, a2_cs, B2p, ext_mask, dropout_p, seed, mask_ld,     \
                      has_bias, bias, beta, C);                                                  \

@@ -50,14 +50,7 @@
 #define TILED_AS (TILED_TM + 1)
 #define TILED_BS (TILED_TN + ((TILED_TN % 32) ? 0 : 16))
 
-// The B-load macro: element i of a panel buffer of storage `kind` as float.
-#define TILED_B_F32 0
-#define TILED_B_F16 1
-#define TILED_B_BF16 2
-#define TILED_LOAD_B(kind, p, i)                                                  \
-    ((kind) == TILED_B_F16 ? vload_half((i), (__global const half*)(p))          \
-     : (kind) == TILED_B_BF16 ? as_float((uint)((__global const ushort*)(p))[i] << 16) \
-     : ((__global const float*)(p))[i])
+// B panels are read with ws_load1 (common.cl): `kind` is WS_F32, WS_F16 or WS_BF16.
 
 // acc[i][j] += Σ_k op(A)(m0 + ty + i·LY, k) · op(B)(k, n0 + tx + j·LX) over k < K,
 // op(A)(m, k) = A[m·a_rs + k·a_cs], op(B) packed (panels from p0, `kind` storage).
@@ -82,7 +75,7 @@ inline void tiled_product(int M, int K, int m0, int p0, int npanels,
             int c = i % 16, kk = (i / 16) % TILED_TK, pp = i / (16 * TILED_TK);
             int p = p0 + pp, k = k0 + kk;
             Bs[kk * TILED_BS + pp * 16 + c] =
-                p < npanels && k < K ? TILED_LOAD_B(kind, Bp, ((size_t)p * K + k) * 16 + c) : 0.0f;
+                p < npanels && k < K ? ws_load1(((size_t)p * K + k) * 16 + c, Bp, kind) : 0.0f;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int kk = 0; kk < TILED_TK; kk++) {
@@ -124,7 +117,7 @@ inline void gemm_tiled_body(int M, int N, int K, float alpha,
     tiled_product(M, K, m0, n0 / 16, npanels, A, a_rs, a_cs, Bp, kind, As, Bs, acc);
     // The ext term (K2 = 0: no step, no barrier — uniform over the group).
     tiled_product(M, K2, m0, n0 / 16, npanels, A2, a2_rs, a2_cs,
-                  (__global const void*)B2p, TILED_B_F32, As, Bs, ext);
+                  (__global const void*)B2p, WS_F32, As, Bs, ext);
     float scale = 1.0f / (1.0f - dropout_p);
     #pragma unroll
     for (int i = 0; i < TILED_WM; i++) {
@@ -148,18 +141,10 @@ inline void gemm_tiled_body(int M, int N, int K, float alpha,
     }
 }
 
-// The argument list of gemm_packed; global (ceil(N/TN)·LX, ceil(M/TM)·LY), local (LX, LY).
+// GEMM_KERNEL_ARGS (common.cl), as gemm_packed; global (ceil(N/TN)·LX, ceil(M/TM)·LY), local (LX, LY).
 #define GEMM_TILED_KERNEL(NAME, BTYPE, KIND)                                                      \
 __kernel __attribute__((reqd_work_group_size(TILED_LX, TILED_LY, 1)))                              \
-void NAME(int M, int N, int K, float alpha,                                                        \
-          __global const float* A, int a_rs, int a_cs,                                             \
-          __global const BTYPE* Bp,                                                                \
-          int K2, float alpha2,                                                                    \
-          __global const float* A2, int a2_rs, int a2_cs,                                          \
-          __global const float* B2p,                                                               \
-          int ext_mask, float dropout_p, uint seed, int mask_ld,                                   \
-          int has_bias, __global const float* bias,                                                \
-          float beta, __global float* C) {                                                         \
+void NAME(GEMM_KERNEL_ARGS(BTYPE)) {                                                             \
     __local float As[TILED_TK * TILED_AS];                                                         \
     __local float Bs[TILED_TK * TILED_BS];                                                         \
     gemm_tiled_body(M, N, K, alpha, A, a_rs, a_cs, (__global const void*)Bp, KIND, K2, alpha2,     \
@@ -167,6 +152,6 @@ void NAME(int M, int N, int K, float alpha,                                     
                     beta, C, As, Bs);                                                              \
 }
 
-GEMM_TILED_KERNEL(gemm_tiled, float, TILED_B_F32)
-GEMM_TILED_KERNEL(gemm_tiled_f16, half, TILED_B_F16)
-GEMM_TILED_KERNEL(gemm_tiled_bf16, ushort, TILED_B_BF16)
+GEMM_TILED_KERNEL(gemm_tiled, float, WS_F32)
+GEMM_TILED_KERNEL(gemm_tiled_f16, half, WS_F16)
+GEMM_TILED_KERNEL(gemm_tiled_bf16, ushort, WS_BF16)
