@@ -41,7 +41,7 @@ __kernel void pack_b(int K, int N,
     vstore16(v, 0, Bp + ((size_t)p * K + k) * 16);
 }
 
-// gemm_packed: C (M,N) row-major.
+// gemm_packed: C (M,N) row-major, row stride ldc ≥ N (a block of columns of a wider matrix).
 //   op(A)(m, k)  = A[m·a_rs + k·a_cs]          (NN/NT: a_rs = K, a_cs = 1; TN: a_rs = 1, a_cs = M)
 //   Bp: panels of op(B) in the kernel's storage type (gemm_packed: float,
 //     gemm_packed_f16: half, gemm_packed_bf16: ushort bf16), widened on load.
@@ -61,7 +61,7 @@ inline void gemm_packed_body(int M, int N, int K, float alpha,
                              __global const float* B2p,
                              int ext_mask, float dropout_p, uint seed, int mask_ld,
                              int has_bias, __global const float* bias,
-                             float beta, __global float* C) {
+                             float beta, __global float* C, int ldc) {
     int pj = get_global_id(0);
     int row0 = get_global_id(1) * GEMM_MR;
     int n0 = pj * 16;
@@ -114,7 +114,7 @@ inline void gemm_packed_body(int M, int N, int K, float alpha,
     for (int r = 0; r < GEMM_MR; r++) {
         int row = row0 + r;
         if (row >= M) break;
-        __global float* c = C + (size_t)row * N + n0;
+        __global float* c = C + (size_t)row * ldc + n0;
         float16 v = acc[r] + bv;
         if (n0 + 16 <= N) {
             if (beta != 0.0f) v = fma((float16)(beta), vload16(0, c), v);
@@ -131,7 +131,7 @@ inline void gemm_packed_body(int M, int N, int K, float alpha,
 __kernel void NAME(GEMM_KERNEL_ARGS(BT)) {                                                     \
     gemm_packed_body(M, N, K, alpha, A, a_rs, a_cs, (const __global void*)Bp, STORAGE,          \
                      K2, alpha2, A2, a2_rs, a2_cs, B2p, ext_mask, dropout_p, seed, mask_ld,     \
-                     has_bias, bias, beta, C);                                                  \
+                     has_bias, bias, beta, C, ldc);                                             \
 }
 GEMM_PACKED_KERNEL(gemm_packed, float, WS_F32)
 GEMM_PACKED_KERNEL(gemm_packed_f16, half, WS_F16)
@@ -186,13 +186,16 @@ TRANSPOSE_PANELS_KERNEL(transpose_panels_bf16, ushort, float, vload_bf16x16)
 // n = i. For a frozen W packed as op(B) = Wᵀ these are rows of W: the token
 // embedding gather from the (tied) table, and the fp32 weight where it is
 // needed whole (a trained copy's start, a saved adapter's base layer).
-// Rows 0 ≤ n < N are the caller's to guarantee. global (K, R)
+// A matrix kept in parts (rows row0 ≤ id < row0 + nrows of W in this part's
+// panels): with ids, an id outside the part is left for another part's launch;
+// without, rows i < nrows of the part are read. global (K, R)
 #define PANEL_ROWS_KERNEL(NAME, BT, STORAGE)                                                    \
 __kernel void NAME(int R, int K, int use_ids, __global const int* ids,                          \
-                   __global const BT* Bp, __global float* out) {                                \
+                   int row0, int nrows, __global const BT* Bp, __global float* out) {           \
     int k = get_global_id(0), i = get_global_id(1);                                             \
     if (k >= K || i >= R) return;                                                               \
-    int n = use_ids ? ids[i] : i;                                                               \
+    int n = use_ids ? ids[i] - row0 : i;                                                        \
+    if (n < 0 || n >= nrows) return;                                                            \
     size_t s = ((size_t)(n / 16) * K + k) * 16 + n % 16;                                        \
     out[(size_t)i * K + k] = ws_load1(s, (const __global void*)Bp, STORAGE);                    \
 }

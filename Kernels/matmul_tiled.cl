@@ -103,7 +103,7 @@ inline void gemm_tiled_body(int M, int N, int K, float alpha,
                             __global const float* B2p,
                             int ext_mask, float dropout_p, uint seed, int mask_ld,
                             int has_bias, __global const float* bias,
-                            float beta, __global float* C,
+                            float beta, __global float* C, int ldc,
                             __local float* As, __local float* Bs) {
     int tx = get_local_id(0), ty = get_local_id(1);
     int n0 = get_group_id(0) * TILED_TN, m0 = get_group_id(1) * TILED_TM;
@@ -134,7 +134,7 @@ inline void gemm_tiled_body(int M, int N, int K, float alpha,
                     v += e;
                 }
                 if (has_bias) v += bias[n];
-                __global float* c = C + (size_t)m * N + n;
+                __global float* c = C + (size_t)m * ldc + n;
                 *c = beta != 0.0f ? fma(beta, *c, v) : v;
             }
         }
@@ -149,7 +149,7 @@ void NAME(GEMM_KERNEL_ARGS(BTYPE)) {                                            
     __local float Bs[TILED_TK * TILED_BS];                                                         \
     gemm_tiled_body(M, N, K, alpha, A, a_rs, a_cs, (__global const void*)Bp, KIND, K2, alpha2,     \
                     A2, a2_rs, a2_cs, B2p, ext_mask, dropout_p, seed, mask_ld, has_bias, bias,     \
-                    beta, C, As, Bs);                                                              \
+                    beta, C, ldc, As, Bs);                                                         \
 }
 
 GEMM_TILED_KERNEL(gemm_tiled, float, WS_F32)

@@ -219,7 +219,7 @@ public final class KernelBench {
                                         outFeatures: dout, inFeatures: din)
             }
             let s = storage.rawValue
-            record("frozen fwd \(s)", shape, seconds: try timeDevice { try ctx.matmul(y, x, packed: base.forward, m: m) },
+            record("frozen fwd \(s)", shape, seconds: try timeDevice { try ctx.frozenForward(y: y, x: x, base: base, tokens: m) },
                    flops: flops, blasSeconds: blasF)
             for mode in storage == .f32 ? [BackwardPanels.widened] : [.widened, .native] {
                 let label = storage == .f32 ? "frozen bwd f32 (transpose+gemm)" : "frozen bwd \(s) \(mode == .widened ? "→f32" : "native")"

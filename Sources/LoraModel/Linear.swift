@@ -65,7 +65,7 @@ public final class Linear {
             try ctx.loraForward(y: y, u: u!, x: x, base: frozen, a: lora.a.param, b: lora.b.param, bias: bias,
                                 tokens: n, lora: s, seed: seed(stepSeed), beta: beta)
         } else {
-            try ctx.matmul(y, x, packed: frozen.forward, m: n, beta: beta, bias: bias)
+            try ctx.frozenForward(y: y, x: x, base: frozen, tokens: n, beta: beta, bias: bias)
         }
     }
 

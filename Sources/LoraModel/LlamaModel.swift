@@ -124,10 +124,11 @@ public final class LlamaLoRAModel {
     public let store: ParameterStore
     public let layers: [DecoderLayer]
     public let lmHead: Linear
-    /// The frozen token embedding E (V, H), kept as the panels of op(B) = Eᵀ in
-    /// the checkpoint's storage type; a tied lm_head shares them. Rows are
-    /// gathered from the panels (`ComputeContext.panelRows`).
-    public let embeddingTable: PackedMatrix
+    /// The frozen token embedding E (V, H) as a frozen linear (in = H, out = V):
+    /// the panels of op(B) = Eᵀ in the checkpoint's storage type, in parts when
+    /// E exceeds one device buffer; a tied lm_head shares them. Rows are
+    /// gathered from the panels (`ComputeContext.gatherRows`).
+    public let embeddingTable: FrozenLinear
     public private(set) var embeddingLoRA: LoRAPair?  // A (r, V), B (H, r)
     public private(set) var trainedEmbedding: ParameterStore.Entry?
     public let finalNorm: DeviceBuffer<Float>
@@ -150,16 +151,25 @@ public final class LlamaLoRAModel {
     // MARK: loading
 
     /// `modelDirectory`: a Hugging Face model directory, or a GGUF file.
-    public convenience init(modelDirectory: String, lora: LoraConfig, context: ComputeContext) throws {
+    /// `bufferLimitBytes`: see the designated initializer.
+    public convenience init(modelDirectory: String, lora: LoraConfig, context: ComputeContext,
+                            bufferLimitBytes: Int? = nil) throws {
         let (config, source) = try ModelSource.open(modelDirectory)
-        try self.init(config: config, checkpoint: source, lora: lora, context: context)
+        try self.init(config: config, checkpoint: source, lora: lora, context: context, bufferLimitBytes: bufferLimitBytes)
     }
 
-    public init(config c: ModelConfig, checkpoint: CheckpointSource, lora: LoraConfig, context ctx: ComputeContext) throws {
+    /// `bufferLimitBytes`: the most bytes one device buffer of frozen weights
+    /// may hold; a larger W is kept in parts (`FrozenLinear.splitRows`). nil:
+    /// the device's CL_DEVICE_MAX_MEM_ALLOC_SIZE, or a smaller one that
+    /// `LORA_GPU_DEVICE_MEMORY` gives (`bufferLimit(for:)`).
+    public init(config c: ModelConfig, checkpoint: CheckpointSource, lora: LoraConfig, context ctx: ComputeContext,
+                bufferLimitBytes: Int? = nil) throws {
         self.ctx = ctx
         self.config = c
         self.lora = lora
         let H = c.hiddenSize, V = c.vocabSize
+        let limit = try bufferLimitBytes ?? Self.bufferLimit(for: ctx.device)
+        let alignment = ctx.device.baseAddressAlignmentBytes
 
         /// The tensor as fp32 on the device.
         func upload(_ tensor: CheckpointTensor, _ name: String, _ shape: [Int]) throws -> DeviceBuffer<Float> {
@@ -190,21 +200,57 @@ public final class LlamaLoRAModel {
         }
         /// A frozen matrix W (rows, cols) as the panels of op(B) = Wᵀ (K = cols,
         /// N = rows): F16 / BF16 stay 16-bit (the bits are packed as they are),
-        /// anything else becomes fp32. The unpacked staging copy is freed here.
-        func loadPanels(_ name: String, rows: Int, cols: Int) throws -> PackedMatrix {
+        /// anything else becomes fp32. A W past `limit` is kept in blocks of rows
+        /// (`FrozenLinear.splitRows`), each uploaded, packed and its staging copy
+        /// freed before the next, so no buffer — staging included — exceeds it.
+        func loadFrozen(_ name: String, rows: Int, cols: Int) throws -> FrozenLinear {
             let shape = [rows, cols]
             let tensor = try checkpoint.checkpointTensor(name, shape: shape)
-            let packed: PackedMatrix
-            if case .raw(let dtype, let bytes) = tensor, dtype == .f16 || dtype == .bf16 {
-                let raw = try DeviceBuffer<UInt16>(queue: ctx.queue, count: rows * cols, label: "tensor '\(name)' \(shape) (16-bit)")
-                try raw.write(raw: bytes)
-                releaseMappedPages(bytes)
-                packed = try ctx.pack16(raw, storage: dtype == .f16 ? .f16 : .bf16, k: cols, n: rows, .transposed)
-            } else {
-                packed = try ctx.pack(try upload(tensor, name, shape), k: cols, n: rows, .transposed)
+            var storage = WeightStorage.f32
+            if case .raw(let dtype, _) = tensor, dtype == .f16 || dtype == .bf16 { storage = dtype == .f16 ? .f16 : .bf16 }
+            guard let blocks = FrozenLinear.splitRows(outFeatures: rows, inFeatures: cols, bytesPerElement: storage.bytesPerElement,
+                                                      limitBytes: limit, alignmentBytes: alignment) else {
+                throw CheckpointError.tensor(path: checkpoint.location, name: name, reason:
+                    "one row of \(cols) \(storage.rawValue) values does not fit the device's largest buffer "
+                    + "(\(limit) bytes) in the blocks of rows it must be split into")
             }
-            try ctx.finish()
-            return packed
+            var parts: [FrozenLinear.Part] = []
+            for block in blocks {
+                let label = "tensor '\(name)' \(shape)" + (blocks.count == 1 ? "" : " rows \(block.lowerBound)..<\(block.upperBound)")
+                let first = block.lowerBound * cols, count = block.count * cols
+                let panels: PackedMatrix
+                switch tensor {
+                case .raw(let dtype, let bytes) where dtype == .f16 || dtype == .bf16 || dtype == .f32:
+                    let e = storage.bytesPerElement
+                    guard bytes.count >= (first + count) * e else {
+                        throw CheckpointError.tensor(path: checkpoint.location, name: name, reason: "\(bytes.count) bytes for shape \(shape)")
+                    }
+                    let slice = UnsafeRawBufferPointer(rebasing: bytes[(first * e)..<((first + count) * e)])
+                    if storage == .f32 {
+                        let w = try ctx.buffer(count: count, label: label)
+                        try w.write(raw: slice)
+                        releaseMappedPages(slice)
+                        panels = try ctx.pack(w, k: cols, n: block.count, .transposed)
+                    } else {
+                        let raw = try DeviceBuffer<UInt16>(queue: ctx.queue, count: count, label: label + " (16-bit)")
+                        try raw.write(raw: slice)
+                        releaseMappedPages(slice)
+                        panels = try ctx.pack16(raw, storage: storage, k: cols, n: block.count, .transposed)
+                    }
+                case .floats(let values):
+                    guard values.count == rows * cols else {
+                        throw CheckpointError.tensor(path: checkpoint.location, name: name, reason: "\(values.count) values for shape \(shape)")
+                    }
+                    let w = try ctx.buffer(count: count, label: label)
+                    try values[first..<(first + count)].withUnsafeBytes { try w.write(raw: $0) }
+                    panels = try ctx.pack(w, k: cols, n: block.count, .transposed)
+                case .raw(let dtype, _):
+                    throw CheckpointError.tensor(path: checkpoint.location, name: name, reason: "dtype \(dtype.rawValue); supported: F32, F16, BF16")
+                }
+                try ctx.finish()
+                parts.append(FrozenLinear.Part(rows: block, panels: panels))
+            }
+            return try FrozenLinear(parts: parts)
         }
 
         let plan = try AdapterPlan(config: c, lora: lora)
@@ -213,7 +259,7 @@ public final class LlamaLoRAModel {
         store = try ParameterStore(ctx, specs: plan.tensors)
 
         // Weights.
-        let table = try loadPanels("model.embed_tokens.weight", rows: V, cols: H)
+        let table = try loadFrozen("model.embed_tokens.weight", rows: V, cols: H)
         embeddingTable = table
         finalNorm = try load("model.norm.weight", [H])
         var linears: [String: Linear] = [:]
@@ -226,12 +272,11 @@ public final class LlamaLoRAModel {
             var trained: ParameterStore.Entry? = nil
             if saved, let e = store.entry(P + path + ".weight") {
                 // modules_to_save: a trained fp32 copy starts from W; no frozen copy is kept.
-                if tiedHead { try ctx.panelRows(out: e.param, packed: table, ids: nil, rows: V) }
+                if tiedHead { try ctx.unpackWeight(table, into: e.param) }
                 else { try e.param.copy(from: load(path + ".weight", [dout, din])) }
                 trained = e
             } else {
-                frozen = tiedHead ? FrozenLinear(forward: table)
-                    : FrozenLinear(forward: try loadPanels(path + ".weight", rows: dout, cols: din))
+                frozen = tiedHead ? table : try loadFrozen(path + ".weight", rows: dout, cols: din)
             }
             let lin = Linear(path: path, inFeatures: din, outFeatures: dout, frozen: frozen, bias: bias, index: i + 1)
             lin.trainedWeight = trained
@@ -266,7 +311,7 @@ public final class LlamaLoRAModel {
                                      settings: LoRASettings(rank: r, alpha: Float(alpha), dropout: 0, useRSLoRA: lora.useRSLoRA))
         }
         if plan.embedSaved, let e = store.entry(P + embedPath + ".weight") {
-            try ctx.panelRows(out: e.param, packed: table, ids: nil, rows: V)
+            try ctx.unpackWeight(table, into: e.param)
             trainedEmbedding = e
         }
         let tables = c.rope.tables(positions: c.maxPositionEmbeddings, headDim: c.headDim)
@@ -279,11 +324,11 @@ public final class LlamaLoRAModel {
 
     /// The distinct frozen matrices on the device: the embedding table and
     /// every frozen linear's panels (a tied lm_head shares the table's).
-    var frozenMatrices: [PackedMatrix] {
+    var frozenMatrices: [FrozenLinear] {
         var seen = Set<ObjectIdentifier>()
-        var out: [PackedMatrix] = []
-        for p in [embeddingTable] + (layers.flatMap(\.linears) + [lmHead]).compactMap({ $0.frozen?.forward })
-        where seen.insert(ObjectIdentifier(p.memory)).inserted { out.append(p) }
+        var out: [FrozenLinear] = []
+        for f in [embeddingTable] + (layers.flatMap(\.linears) + [lmHead]).compactMap(\.frozen)
+        where seen.insert(ObjectIdentifier(f)).inserted { out.append(f) }
         return out
     }
 
@@ -293,25 +338,38 @@ public final class LlamaLoRAModel {
     public var frozenWeightBytes: Int { frozenMatrices.reduce(0) { $0 + $1.deviceBytes } }
 
     /// Parameters of those matrices (unpadded), each shared matrix once.
-    public var frozenWeightParameters: Int { frozenMatrices.reduce(0) { $0 + $1.k * $1.n } }
+    public var frozenWeightParameters: Int { frozenMatrices.reduce(0) { $0 + $1.inFeatures * $1.outFeatures } }
 
     /// What the frozen matrices of `config` under `lora` will hold on the device
     /// once loaded from `checkpoint`, read from its headers only (no weights):
     /// `bytes` as `frozenWeightBytes` will report it, `parameters` as
     /// `frozenWeightParameters`, and `backwardScratchBytes` the transient
     /// panels of the largest frozen W that dX = dY·W makes per call (scratch slot 9).
-    public static func frozenWeightPlan(config c: ModelConfig, lora: LoraConfig, checkpoint: CheckpointSource) throws
+    /// `bufferLimitBytes` and `alignmentBytes` as the model loads (a W past the
+    /// limit is kept in parts: their bytes summed, the scratch of the largest).
+    public static func frozenWeightPlan(config c: ModelConfig, lora: LoraConfig, checkpoint: CheckpointSource,
+                                        bufferLimitBytes: Int = 0, alignmentBytes: Int = 128) throws
         -> (bytes: Int, parameters: Int, backwardScratchBytes: Int) {
         // The memory plan's rule (MemoryPlan.frozenMatrices), the one place it is written.
         let plan = try AdapterPlan(config: c, lora: lora)
         let dtypes = try MemoryPlan.checkpointDTypes(config: c, checkpoint: checkpoint)
         let kept = MemoryPlan.frozenMatrices(config: c, adapterPlan: plan, dtypes: dtypes)
-        let bytes = kept.reduce(0) { $0 + MemoryPlan.frozenLinearBytes(inFeatures: $1.inFeatures, outFeatures: $1.outFeatures, dtype: $1.dtype) }
+        let bytes = kept.reduce(0) { total, m in
+            MemoryPlan.frozenParts(inFeatures: m.inFeatures, outFeatures: m.outFeatures, dtype: m.dtype,
+                                   bufferLimitBytes: bufferLimitBytes, alignmentBytes: alignmentBytes).reduce(total) {
+                $0 + MemoryPlan.frozenLinearBytes(inFeatures: m.inFeatures, outFeatures: $1.count, dtype: m.dtype)
+            }
+        }
         let params = kept.reduce(0) { $0 + $1.inFeatures * $1.outFeatures }
         let scratch = plan.linears.filter { !plan.isSaved($0.path) }
-            .map { 4 * MemoryPlan.backwardPanelFloats($0, c, dtypes) }.max() ?? 0
+            .map { 4 * MemoryPlan.backwardPanelFloats($0, c, dtypes, bufferLimitBytes: bufferLimitBytes,
+                                                        alignmentBytes: alignmentBytes) }.max() ?? 0
         return (bytes, params, scratch)
     }
+
+    /// The most bytes one buffer of frozen weights may hold on `device`
+    /// (`MemoryLimits.bufferLimit`: CL_DEVICE_MAX_MEM_ALLOC_SIZE, or less by `LORA_GPU_DEVICE_MEMORY`).
+    public static func bufferLimit(for device: Device) throws -> Int { try MemoryLimits.bufferLimit(device: device) }
 
     /// out (N, H) = E[ids]: the token embedding rows (the trained copy's, or
     /// gathered from the frozen table's panels).
@@ -320,17 +378,24 @@ public final class LlamaLoRAModel {
         if let t = trainedEmbedding {
             try ctx.embeddingForward(out: out, ids: ids, table: t.param, layout: .rows(cols: H), tokens: n, cols: H)
         } else {
-            try ctx.panelRows(out: out, packed: embeddingTable, ids: ids, rows: n)
+            try ctx.gatherRows(out: out, table: embeddingTable, ids: ids, rows: n)
         }
     }
 
     /// The frozen W (out, in) of `path` ("lm_head" or the embedding) as fp32 on the host,
     /// read back from its panels.
     func frozenWeightValues(_ path: String) throws -> [Float] {
-        let panels = path == "lm_head" ? (lmHead.frozen?.forward ?? embeddingTable) : embeddingTable
-        let out = try ctx.buffer(count: panels.k * panels.n, label: "frozen '\(path)' weight (read back)")
-        try ctx.panelRows(out: out, packed: panels, ids: nil, rows: panels.n)
-        return try out.read()
+        let w = path == "lm_head" ? (lmHead.frozen ?? embeddingTable) : embeddingTable
+        // Part by part (a buffer of the whole W may exceed the device's largest allocation).
+        var values = [Float]()
+        values.reserveCapacity(w.outFeatures * w.inFeatures)
+        for part in w.parts {
+            let out = try ctx.buffer(count: part.rows.count * w.inFeatures,
+                                     label: "frozen '\(path)' weight rows \(part.rows.lowerBound)..<\(part.rows.upperBound) (read back)")
+            try ctx.panelRows(out: out, packed: part.panels, ids: nil, rows: part.rows.count)
+            values += try out.read()
+        }
+        return values
     }
 
     // MARK: adapters

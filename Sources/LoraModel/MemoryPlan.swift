@@ -1,4 +1,5 @@
 import Foundation
+import LoraOps
 import OpenCLRuntime
 
 /// The device memory of a training run, computed from the model config, the
@@ -64,10 +65,14 @@ public struct MemoryPlan: Sendable {
     public let adapterPlan: AdapterPlan
     public let dtypes: [String: String]
     public let alignmentBytes: Int
+    /// The most bytes one buffer of frozen weights holds (≤ 0: no limit): a
+    /// larger W is planned in parts, as `LlamaLoRAModel` loads it (`frozenParts`).
+    public let bufferLimitBytes: Int
 
     /// The same model and adapter with another micro-batch shape.
     public func with(shape: Shape) -> MemoryPlan {
-        MemoryPlan(config: config, adapterPlan: adapterPlan, dtypes: dtypes, shape: shape, alignmentBytes: alignmentBytes)
+        MemoryPlan(config: config, adapterPlan: adapterPlan, dtypes: dtypes, shape: shape, alignmentBytes: alignmentBytes,
+                   bufferLimitBytes: bufferLimitBytes)
     }
 
     public func bytes(_ c: Category) -> Int { items.filter { $0.category == c }.reduce(0) { satAdd($0, $1.total) } }
@@ -98,16 +103,27 @@ public struct MemoryPlan: Sendable {
     /// Elements of op(B) (K,N) packed in panels of 16 columns: `PackedMatrix.count` (LoraOps).
     static func packedCount(k: Int, n: Int) -> Int { sat(satAdd(n, 15) / 16 * 16, k) }
 
+    /// The blocks of rows a frozen W (out, in) of `dtype` is kept in under
+    /// `bufferLimitBytes` (`FrozenLinear.splitRows`, the loader's rule); one
+    /// block when W fits a buffer or no block height would (then the plan
+    /// reports the whole W as the buffer past the limit).
+    static func frozenParts(inFeatures: Int, outFeatures: Int, dtype: String, bufferLimitBytes: Int,
+                            alignmentBytes: Int) -> [Range<Int>] {
+        FrozenLinear.splitRows(outFeatures: outFeatures, inFeatures: inFeatures, bytesPerElement: frozenElementBytes(dtype: dtype),
+                               limitBytes: bufferLimitBytes, alignmentBytes: alignmentBytes) ?? [0..<max(outFeatures, 0)]
+    }
+
     // MARK: planning
 
     /// Reads each weight's dtype from the checkpoint's headers (no weight is
     /// read; a missing tensor or a wrong shape is the error loading would give)
     /// and plans. `alignmentBytes`: the device's base address alignment
     /// (`Device.baseAddressAlignmentBytes`), which pads the parameter store.
+    /// `bufferLimitBytes`: as the model will load (`LlamaLoRAModel.bufferLimit(for:)`); 0 plans no split.
     public static func make(config c: ModelConfig, adapterPlan: AdapterPlan, checkpoint: CheckpointSource,
-                            shape: Shape, alignmentBytes: Int) throws -> MemoryPlan {
+                            shape: Shape, alignmentBytes: Int, bufferLimitBytes: Int = 0) throws -> MemoryPlan {
         MemoryPlan(config: c, adapterPlan: adapterPlan, dtypes: try checkpointDTypes(config: c, checkpoint: checkpoint),
-                   shape: shape, alignmentBytes: alignmentBytes)
+                   shape: shape, alignmentBytes: alignmentBytes, bufferLimitBytes: bufferLimitBytes)
     }
 
     /// Checkpoint tensor name → dtype as the plan records it, from the headers
@@ -138,12 +154,13 @@ public struct MemoryPlan: Sendable {
 
     /// `dtypes`: checkpoint tensor name → dtype name (a missing one counts as fp32).
     public init(config c: ModelConfig, adapterPlan plan: AdapterPlan, dtypes: [String: String], shape s: Shape,
-                alignmentBytes: Int) {
+                alignmentBytes: Int, bufferLimitBytes: Int = 0) {
         shape = s
         config = c
         adapterPlan = plan
         self.dtypes = dtypes
         self.alignmentBytes = alignmentBytes
+        self.bufferLimitBytes = bufferLimitBytes
         var items: [Item] = []
         func add(_ cat: Category, _ name: String, _ bytes: Int, copies: Int = 1, element: Int = 4) {
             if copies > 0 { items.append(Item(category: cat, name: name, bytes: bytes, copies: copies, elementBytes: element)) }
@@ -155,10 +172,21 @@ public struct MemoryPlan: Sendable {
 
         // Weights (LlamaLoRAModel.init): the embedding and each frozen linear by the rule above (a tied
         // lm_head shares the embedding's panels), norms, RoPE tables and frozen biases in fp32.
+        // A W past the buffer limit is kept in blocks of rows: one item per block height.
         for m in Self.frozenMatrices(config: c, adapterPlan: plan, dtypes: dtypes) {
-            add(.weights, "\(m.tensor) [\(m.outFeatures), \(m.inFeatures)] packed (\(m.dtype))",
-                Self.frozenLinearBytes(inFeatures: m.inFeatures, outFeatures: m.outFeatures, dtype: m.dtype),
-                element: Self.frozenElementBytes(dtype: m.dtype))
+            let parts = Self.frozenParts(inFeatures: m.inFeatures, outFeatures: m.outFeatures, dtype: m.dtype,
+                                         bufferLimitBytes: bufferLimitBytes, alignmentBytes: alignmentBytes)
+            let name = "\(m.tensor) [\(m.outFeatures), \(m.inFeatures)] packed (\(m.dtype))"
+            if parts.count == 1 {
+                add(.weights, name, Self.frozenLinearBytes(inFeatures: m.inFeatures, outFeatures: m.outFeatures, dtype: m.dtype),
+                    element: Self.frozenElementBytes(dtype: m.dtype))
+                continue
+            }
+            for height in Set(parts.map(\.count)).sorted(by: >) {
+                add(.weights, name + ", in \(parts.count) parts: \(height) rows",
+                    Self.frozenLinearBytes(inFeatures: m.inFeatures, outFeatures: height, dtype: m.dtype),
+                    copies: parts.filter { $0.count == height }.count, element: Self.frozenElementBytes(dtype: m.dtype))
+            }
         }
         add(.weights, "model.norm.weight [\(H)]", f32(H))
         add(.weights, "model.layers.*.{input,post_attention}_layernorm.weight [\(H)]", f32(H), copies: 2 * L)
@@ -258,7 +286,7 @@ public struct MemoryPlan: Sendable {
                 need(2, Self.packedCount(k: din, n: r))
                 need(3, Self.packedCount(k: r, n: dout))
                 if backward {
-                    need(9, Self.backwardPanelFloats(spec, c, dtypes))
+                    need(9, Self.backwardPanelFloats(spec, c, dtypes, bufferLimitBytes: bufferLimitBytes, alignmentBytes: alignmentBytes))
                     need(4, sat(rows, r))
                     need(5, Self.packedCount(k: dout, n: r))
                     need(6, Self.packedCount(k: rows, n: r))
@@ -272,7 +300,7 @@ public struct MemoryPlan: Sendable {
             let rows = spec.path == "lm_head" ? headRows : n
             let layerIndex = spec.path == "lm_head" ? L : Self.layerIndex(spec.path) ?? 0
             if rows > 0 && s.training && layerIndex >= lowest {
-                need(9, Self.backwardPanelFloats(spec, c, dtypes))
+                need(9, Self.backwardPanelFloats(spec, c, dtypes, bufferLimitBytes: bufferLimitBytes, alignmentBytes: alignmentBytes))
             }
         }
         need(20, 256)                                                  // ComputeContext.reductionWidth partial sums
@@ -298,12 +326,16 @@ public struct MemoryPlan: Sendable {
         self.items = items
     }
 
-    /// Floats of scratch slot 9 for dX = dY·W of a frozen linear: W's panels
-    /// (K = out, N = in) in its storage, 16-bit ones two to a float (`ComputeContext.backwardPanels`).
-    static func backwardPanelFloats(_ spec: LinearSpec, _ c: ModelConfig, _ dtypes: [String: String]) -> Int {
+    /// Floats of scratch slot 9 for dX = dY·W of a frozen linear: the panels
+    /// of W's largest part (K = its rows, N = in) in its storage, 16-bit ones
+    /// two to a float (`ComputeContext.backwardPanels`).
+    static func backwardPanelFloats(_ spec: LinearSpec, _ c: ModelConfig, _ dtypes: [String: String],
+                                    bufferLimitBytes: Int, alignmentBytes: Int) -> Int {
         let source = spec.path == "lm_head" && c.tieWordEmbeddings ? "model.embed_tokens.weight" : spec.path + ".weight"
-        let bytes = frozenElementBytes(dtype: dtypes[source] ?? "F32")
-        return (sat(packedCount(k: spec.outFeatures, n: spec.inFeatures), bytes) + 3) / 4
+        let dtype = dtypes[source] ?? "F32"
+        let rows = frozenParts(inFeatures: spec.inFeatures, outFeatures: spec.outFeatures, dtype: dtype,
+                               bufferLimitBytes: bufferLimitBytes, alignmentBytes: alignmentBytes).map(\.count).max() ?? 0
+        return (sat(packedCount(k: rows, n: spec.inFeatures), frozenElementBytes(dtype: dtype)) + 3) / 4
     }
 
     /// As `LlamaLoRAModel.lowestTrainedLayer`: backward stops below it.
@@ -397,6 +429,15 @@ public struct MemoryLimits: Sendable, Equatable {
     /// The device's own limits, overridden by `LORA_GPU_DEVICE_MEMORY=SIZE[,MAX_ALLOC]`
     /// (bytes, or with a K/M/G/T suffix, binary): plan against less than the
     /// device reports (a GPU shared with other work), or test the check.
+    /// The most bytes one buffer may hold: the allocation limit (with
+    /// `LORA_GPU_DEVICE_MEMORY`'s, when it gives one), never above the
+    /// device's own; 0 when neither says.
+    public static func bufferLimit(device: Device, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Int {
+        let asked = try MemoryLimits(device: device, environment: environment).maxAllocationBytes
+        let own = device.maxAllocationBytes
+        return asked > 0 && own > 0 ? min(asked, own) : max(asked, own, 0)
+    }
+
     public init(device: Device, environment: [String: String] = ProcessInfo.processInfo.environment) throws {
         self.init(deviceName: device.name, globalBytes: device.globalMemoryBytes, maxAllocationBytes: device.maxAllocationBytes)
         guard let raw = environment[Self.environmentVariable], !raw.trimmingCharacters(in: .whitespaces).isEmpty else { return }

@@ -105,7 +105,7 @@ public final class ComputeContext {
     /// Set to collect every launch's profiling event, by kernel name.
     public var profileLaunches = false
     /// What scratch slot 9 holds: the backward panels of FrozenLinear `serial` (see `backwardPanels`).
-    var backwardPanelsHeld: (serial: UInt64, widened: Bool, buffer: DeviceBuffer<Float>)?
+    var backwardPanelsHeld: (serial: UInt64, part: Int, widened: Bool, buffer: DeviceBuffer<Float>)?
     public private(set) var launchEvents: [(kernel: String, event: Event)] = []
 
     private static let lock = NSLock()

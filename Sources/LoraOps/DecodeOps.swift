@@ -140,8 +140,8 @@ extension ComputeContext {
         try requireCount(x, atLeast: n * din, op, "x")
         try requireCount(u, atLeast: n * r, op, "u")
         try gemm(u, m: n, alpha: 1, a: StridedOperand(x, rows: n, cols: din, .none), b: lora.aT, ext: nil, bias: nil, beta: 0)
-        try gemm(y, m: n, alpha: 1, a: StridedOperand(x, rows: n, cols: din, .none), b: base.forward,
-                 ext: GemmExtension(a: StridedOperand(u, rows: n, cols: r, .none), b: lora.bT, alpha: lora.scale),
-                 bias: bias, beta: beta)
+        try frozenProduct(y: y, x: x, base: base, tokens: n,
+                          ext: GemmExtension(a: StridedOperand(u, rows: n, cols: r, .none), b: lora.bT, alpha: lora.scale),
+                          bias: bias, beta: beta)
     }
 }

@@ -24,11 +24,25 @@ public struct LoRASettings: Sendable, Equatable {
 /// (`WeightStorage`: 2 bytes per element for a 16-bit checkpoint, 4 for fp32).
 /// The backward product dY·W needs op(B) = W; its panels are made per call
 /// from these (`ComputeContext.backwardPanels`), so no second copy is kept.
+///
+/// A W larger than one device buffer may be (CL_DEVICE_MAX_MEM_ALLOC_SIZE:
+/// the fp32 or dequantized-GGUF embedding of a 150k-vocabulary 72B model is
+/// 5 GB) is kept in parts, each a block of rows of W — a block of output
+/// columns of y = x·Wᵀ — in its own buffer (`splitRows`). Every product
+/// runs once per part: y's columns of the part (a view at the part's first
+/// column, row stride `out`), and dX = Σ_parts dY[:, part]·W[part].
 public final class FrozenLinear {
+    /// Rows `rows` of W, as the panels of op(B) = W[rows]ᵀ (K = in, N = rows.count).
+    public struct Part {
+        public let rows: Range<Int>
+        public let panels: PackedMatrix
+        public init(rows: Range<Int>, panels: PackedMatrix) { self.rows = rows; self.panels = panels }
+    }
     public let inFeatures: Int
     public let outFeatures: Int
-    public let forward: PackedMatrix   // op(B) = Wᵀ: K = in, N = out
-    public var storage: WeightStorage { forward.storage }
+    /// The parts in row order, covering 0..<outFeatures; one for any W that fits a buffer.
+    public let parts: [Part]
+    public var storage: WeightStorage { parts[0].panels.storage }
     /// Process-unique: what the reuse of backward panels is keyed by (an address may be reused).
     let serial = FrozenLinear.nextSerial()
     private static let serialLock = NSLock()
@@ -39,28 +53,71 @@ public final class FrozenLinear {
         return serialCounter
     }
     /// Device bytes of the kept panels.
-    public var deviceBytes: Int { forward.deviceBytes }
+    public var deviceBytes: Int { parts.reduce(0) { $0 + $1.panels.deviceBytes } }
+    /// The panels of the whole W when it is kept in one part (nil when split).
+    public var forward: PackedMatrix? { parts.count == 1 ? parts[0].panels : nil }
 
     /// From an fp32 W (out, in) on the device (fp32 storage).
-    public init(_ ctx: ComputeContext, weight w: DeviceBuffer<Float>, outFeatures: Int, inFeatures: Int) throws {
-        self.inFeatures = inFeatures
-        self.outFeatures = outFeatures
-        forward = try ctx.pack(w, k: inFeatures, n: outFeatures, .transposed)
+    public convenience init(_ ctx: ComputeContext, weight w: DeviceBuffer<Float>, outFeatures: Int, inFeatures: Int) throws {
+        self.init(forward: try ctx.pack(w, k: inFeatures, n: outFeatures, .transposed))
     }
 
     /// From a 16-bit W (out, in) on the device (`storage` .f16 or .bf16), kept 16-bit.
-    public init(_ ctx: ComputeContext, weight16 w: DeviceBuffer<UInt16>, storage: WeightStorage,
-                outFeatures: Int, inFeatures: Int) throws {
-        self.inFeatures = inFeatures
-        self.outFeatures = outFeatures
-        forward = try ctx.pack16(w, storage: storage, k: inFeatures, n: outFeatures, .transposed)
+    public convenience init(_ ctx: ComputeContext, weight16 w: DeviceBuffer<UInt16>, storage: WeightStorage,
+                            outFeatures: Int, inFeatures: Int) throws {
+        self.init(forward: try ctx.pack16(w, storage: storage, k: inFeatures, n: outFeatures, .transposed))
     }
 
     /// Shares panels already made (a tied lm_head reads the embedding table's).
-    public init(forward: PackedMatrix) {
-        self.forward = forward
-        inFeatures = forward.k
-        outFeatures = forward.n
+    public convenience init(forward: PackedMatrix) {
+        self.init(checkedParts: [Part(rows: 0..<forward.n, panels: forward)])
+    }
+
+    /// From parts made by `splitRows` (contiguous, in order, one storage type, K = in each).
+    public convenience init(parts: [Part]) throws {
+        guard let first = parts.first else { throw OpError(op: "FrozenLinear", detail: "no parts") }
+        var next = 0
+        for p in parts {
+            guard p.rows.lowerBound == next, p.rows.count == p.panels.n, p.panels.k == first.panels.k,
+                  p.panels.storage == first.panels.storage, p.rows.count >= 1 else {
+                throw OpError(op: "FrozenLinear", detail: "parts must be contiguous blocks of rows with panels of one shape and type "
+                              + "(part \(p.rows) after row \(next), panels \(p.panels.k)×\(p.panels.n) \(p.panels.storage.rawValue))")
+            }
+            next = p.rows.upperBound
+        }
+        self.init(checkedParts: parts)
+    }
+
+    private init(checkedParts: [Part]) {
+        parts = checkedParts
+        inFeatures = checkedParts[0].panels.k
+        outFeatures = checkedParts.last!.rows.upperBound
+    }
+
+    /// The blocks of rows a W (out, in) of `bytesPerElement` is kept in so that
+    /// no part's panels exceed `limitBytes` (≤ 0: no limit): one block when the
+    /// whole fits; otherwise blocks of equal height, the last one shorter, each
+    /// a multiple of 16 rows (whole panels) and of `alignmentBytes`/4 (a part's
+    /// first column is a valid sub-buffer origin in fp32 buffers of `out`
+    /// columns: y, dY, the bias, the LoRA Bᵀ panels). nil when even the
+    /// smallest such block exceeds the limit.
+    public static func splitRows(outFeatures out: Int, inFeatures k: Int, bytesPerElement: Int,
+                                 limitBytes: Int, alignmentBytes: Int) -> [Range<Int>]? {
+        guard out >= 1, k >= 1, bytesPerElement >= 1 else { return [0..<max(out, 0)] }
+        let (rowBytes, o1) = k.multipliedReportingOverflow(by: bytesPerElement)
+        let (whole, o2) = ((out + 15) / 16 * 16).multipliedReportingOverflow(by: o1 ? Int.max : rowBytes)
+        if limitBytes <= 0 || (!o1 && !o2 && whole <= limitBytes) { return [0..<out] }
+        if o1 { return nil }
+        let unit = lcm(16, max(alignmentBytes / 4, 1))
+        let height = limitBytes / rowBytes / unit * unit
+        guard height >= unit else { return nil }
+        return stride(from: 0, to: out, by: height).map { $0..<min($0 + height, out) }
+    }
+
+    private static func lcm(_ a: Int, _ b: Int) -> Int {
+        var (x, y) = (a, b)
+        while y != 0 { (x, y) = (y, x % y) }
+        return a / x * b
     }
 }
 
@@ -75,14 +132,18 @@ extension ComputeContext {
     /// Scratch slot 9: the backward panels of the frozen linear being differentiated.
     static let backwardPanelsSlot = 9
 
-    /// op(B) = W (K = out, N = in) panels of `base` for dX = dY·W, made from
-    /// the forward panels into scratch slot 9 (valid until the next call).
-    /// With `reuse`, panels still held from the previous call for the same
-    /// weight are returned as they are (the frozen weights never change): the
-    /// lm_head's backward runs once per chunk of logits rows and transposes once.
-    public func backwardPanels(_ base: FrozenLinear, _ mode: BackwardPanels = .native, reuse: Bool = true) throws -> PackedMatrix {
+    /// op(B) = W[part] (K = the part's rows, N = in) panels of `base` for
+    /// dX = dY·W, made from the forward panels into scratch slot 9 (valid until
+    /// the next call). With `reuse`, panels still held from the previous call
+    /// for the same weight and part are returned as they are (the frozen weights
+    /// never change): the lm_head's backward runs once per chunk of logits rows
+    /// and, kept in one part, transposes once.
+    public func backwardPanels(_ base: FrozenLinear, part: Int = 0, _ mode: BackwardPanels = .native,
+                               reuse: Bool = true) throws -> PackedMatrix {
         opLock.lock(); defer { opLock.unlock() }
-        let count = PackedMatrix.count(k: base.outFeatures, n: base.inFeatures)
+        try require(base.parts.indices.contains(part), "backwardPanels", "part \(part) of \(base.parts.count)")
+        let forward = base.parts[part].panels
+        let count = PackedMatrix.count(k: forward.n, n: forward.k)
         let widen = mode == .widened && base.storage != .f32
         let bytes = widen ? 4 : base.storage.bytesPerElement
         // The scratch slots hold floats: 16-bit panels take half as many.
@@ -91,13 +152,66 @@ extension ComputeContext {
         // before the larger one is made (never both alive at once).
         if let held = backwardPanelsHeld, held.buffer.count < floats { backwardPanelsHeld = nil }
         let dest = try scratch(Self.backwardPanelsSlot, count: floats)
-        if reuse, let held = backwardPanelsHeld, held.serial == base.serial, held.widened == widen, held.buffer === dest {
-            return PackedMatrix(memory: dest, storage: widen ? .f32 : base.storage, k: base.outFeatures, n: base.inFeatures)
+        if reuse, let held = backwardPanelsHeld, held.serial == base.serial, held.part == part, held.widened == widen,
+           held.buffer === dest {
+            return PackedMatrix(memory: dest, storage: widen ? .f32 : base.storage, k: forward.n, n: forward.k)
         }
         backwardPanelsHeld = nil
-        let panels = try transposePanels(base.forward, widen: widen, into: dest)
-        backwardPanelsHeld = (base.serial, widen, dest)
+        let panels = try transposePanels(forward, widen: widen, into: dest)
+        backwardPanelsHeld = (base.serial, part, widen, dest)
         return panels
+    }
+
+    /// y (N,out) = x·Wᵀ [+ ext] [+ bias] + beta·y: one gemm per part of W, each
+    /// writing its block of y's columns (a view at the part's first column,
+    /// row stride out). `ext` is an fp32 term over all `out` columns (the LoRA
+    /// s·u·Bᵀ, its panels cut at the same columns).
+    func frozenProduct(y: DeviceBuffer<Float>, x: DeviceBuffer<Float>, base: FrozenLinear, tokens n: Int,
+                       ext: GemmExtension?, bias: DeviceBuffer<Float>?, beta: Float) throws {
+        let din = base.inFeatures, dout = base.outFeatures
+        let a = StridedOperand(x, rows: n, cols: din, .none)
+        if base.parts.count == 1 {
+            try gemm(y, m: n, alpha: 1, a: a, b: base.parts[0].panels, ext: ext, bias: bias, beta: beta)
+            return
+        }
+        try requireCount(y, atLeast: n * dout, "frozenProduct", "y")
+        if let bias { try requireCount(bias, atLeast: dout, "frozenProduct", "bias") }
+        for part in base.parts {
+            let c0 = part.rows.lowerBound, w = part.rows.count
+            let yv = try y.subBuffer(offset: c0, count: (n - 1) * dout + w)
+            var e: GemmExtension? = nil
+            if let ext, let panels = ext.b.buffer {
+                let k2 = ext.b.k
+                let view = try panels.subBuffer(offset: c0 * k2, count: PackedMatrix.count(k: k2, n: w))
+                e = GemmExtension(a: ext.a, b: PackedMatrix(buffer: view, k: k2, n: w), alpha: ext.alpha, dropout: ext.dropout)
+            }
+            try gemm(yv, m: n, alpha: 1, a: a, b: part.panels, ext: e,
+                     bias: try bias.map { try $0.subBuffer(offset: c0, count: w) }, beta: beta, ldc: dout)
+        }
+    }
+
+    /// dX (N,in) = dY·W [+ ext] (+ beta·dX), W frozen: Σ over the parts of
+    /// dY[:, part]·W[part] (a view of dY at the part's first column, row
+    /// stride out), the first with `beta` and `ext`, the rest added.
+    func frozenTransposedProduct(dx: DeviceBuffer<Float>, dy: DeviceBuffer<Float>, base: FrozenLinear, tokens n: Int,
+                                 ext: GemmExtension?, beta: Float) throws {
+        let dout = base.outFeatures
+        for (i, part) in base.parts.enumerated() {
+            let c0 = part.rows.lowerBound, w = part.rows.count
+            let a = base.parts.count == 1 ? StridedOperand(dy, rows: n, cols: dout, .none)
+                : StridedOperand(try dy.subBuffer(offset: c0, count: (n - 1) * dout + w), rowStride: dout, colStride: 1)
+            try gemm(dx, m: n, alpha: 1, a: a, b: backwardPanels(base, part: i), ext: i == 0 ? ext : nil, bias: nil,
+                     beta: i == 0 ? beta : 1)
+        }
+    }
+
+    /// y (N,out) = x·Wᵀ (+ bias) (+ beta·y) for a frozen W without an adapter.
+    public func frozenForward(y: DeviceBuffer<Float>, x: DeviceBuffer<Float>, base: FrozenLinear, tokens n: Int,
+                              alpha: Float = 1, beta: Float = 0, bias: DeviceBuffer<Float>? = nil) throws {
+        opLock.lock(); defer { opLock.unlock() }
+        try require(n >= 1, "frozenForward", "tokens must be ≥ 1")
+        try requireCount(x, atLeast: n * base.inFeatures, "frozenForward", "x")
+        try frozenProduct(y: y, x: x, base: base, tokens: n, ext: nil, bias: bias, beta: beta)
     }
 
     /// dX (N,in) = dY·W (+ dxBeta·dX) for a frozen W without an adapter.
@@ -106,12 +220,30 @@ extension ComputeContext {
         opLock.lock(); defer { opLock.unlock() }
         try require(n >= 1, "frozenBackward", "tokens must be ≥ 1")
         try requireCount(dy, atLeast: n * base.outFeatures, "frozenBackward", "dY")
-        try matmul(dx, dy, packed: backwardPanels(base), m: n, beta: beta)
+        try requireCount(dx, atLeast: n * base.inFeatures, "frozenBackward", "dX")
+        try frozenTransposedProduct(dx: dx, dy: dy, base: base, tokens: n, ext: nil, beta: beta)
     }
 
-    /// W (out, in) as fp32, read back from the kept panels into `out`.
+    /// W (out, in) as fp32, read back from the kept panels into `out` (part by
+    /// part, each into its rows: a view at row offset × in).
     public func unpackWeight(_ base: FrozenLinear, into out: DeviceBuffer<Float>) throws {
-        try panelRows(out: out, packed: base.forward, ids: nil, rows: base.outFeatures)
+        opLock.lock(); defer { opLock.unlock() }
+        let din = base.inFeatures
+        try requireCount(out, atLeast: base.outFeatures * din, "unpackWeight", "out")
+        for part in base.parts {
+            let view = base.parts.count == 1 ? out : try out.subBuffer(offset: part.rows.lowerBound * din, count: part.rows.count * din)
+            try panelRows(out: view, packed: part.panels, ids: nil, rows: part.rows.count)
+        }
+    }
+
+    /// out (R, in)[i] = W[ids[i]]: the embedding gather from a frozen table,
+    /// one launch per part (each writes the rows whose id falls in it).
+    /// Ids must lie in 0..<out (the caller's check, as for the embedding).
+    public func gatherRows(out: DeviceBuffer<Float>, table base: FrozenLinear, ids: DeviceBuffer<Int32>, rows: Int) throws {
+        opLock.lock(); defer { opLock.unlock() }
+        for part in base.parts {
+            try panelRows(out: out, packed: part.panels, ids: ids, rows: rows, firstRow: part.rows.lowerBound)
+        }
     }
 }
 
@@ -145,9 +277,9 @@ extension ComputeContext {
                  ext: nil, bias: nil, beta: 0)
         // y = x·Wᵀ + s·u·Bᵀ + bias
         let bT = try pack(b, k: r, n: dout, .transposed, into: scratch(3, count: PackedMatrix.count(k: r, n: dout)))
-        try gemm(y, m: n, alpha: 1, a: StridedOperand(x, rows: n, cols: din, .none), b: base.forward,
-                 ext: GemmExtension(a: StridedOperand(u, rows: n, cols: r, .none), b: bT, alpha: lora.scale),
-                 bias: bias, beta: beta)
+        try frozenProduct(y: y, x: x, base: base, tokens: n,
+                          ext: GemmExtension(a: StridedOperand(u, rows: n, cols: r, .none), b: bT, alpha: lora.scale),
+                          bias: bias, beta: beta)
     }
 
     /// Fused LoRA linear backward (W frozen: no dW). With g = s·dY·B (N,r):
@@ -191,8 +323,7 @@ extension ComputeContext {
             let aP = try pack(a, k: r, n: din, .none, into: scratch(8, count: PackedMatrix.count(k: r, n: din)))
             var ext = GemmExtension(a: StridedOperand(g, rows: n, cols: r, .none), b: aP, alpha: 1)
             ext.dropout = mask
-            try gemm(dx, m: n, alpha: 1, a: StridedOperand(dy, rows: n, cols: dout, .none), b: backwardPanels(base),
-                     ext: ext, bias: nil, beta: dxBeta)
+            try frozenTransposedProduct(dx: dx, dy: dy, base: base, tokens: n, ext: ext, beta: dxBeta)
         }
         if let dbias { try columnSum(dbias, dy, m: n, n: dout, beta: gradBeta) }
     }

@@ -51,6 +51,9 @@ struct StridedOperand {
     let buffer: DeviceBuffer<Float>
     let rowStride: Int
     let colStride: Int
+    init(_ buffer: DeviceBuffer<Float>, rowStride: Int, colStride: Int) {
+        self.buffer = buffer; self.rowStride = rowStride; self.colStride = colStride
+    }
     init(_ buffer: DeviceBuffer<Float>, rows m: Int, cols k: Int, _ t: Transpose) {
         self.buffer = buffer
         // none: stored (M,K); transposed: stored (K,M).
@@ -122,14 +125,18 @@ extension ComputeContext {
     /// out (R,K)[i] = row ids[i] (R = `rows`), or rows 0..<N when `ids` is nil.
     /// For a frozen W (out, in) packed as op(B) = Wᵀ, the rows of W: the
     /// embedding gather from its table, or W itself, whole.
-    public func panelRows(out: DeviceBuffer<Float>, packed b: PackedMatrix, ids: DeviceBuffer<Int32>?, rows: Int) throws {
+    /// `firstRow`: the panels hold rows firstRow..<firstRow + N of a matrix kept
+    /// in parts (`FrozenLinear.parts`); an id outside them is left unwritten.
+    public func panelRows(out: DeviceBuffer<Float>, packed b: PackedMatrix, ids: DeviceBuffer<Int32>?, rows: Int,
+                          firstRow: Int = 0) throws {
         opLock.lock(); defer { opLock.unlock() }
         try require(rows >= 1, "panelRows", "rows must be ≥ 1")
         try require(ids != nil || rows <= b.n, "panelRows", "\(rows) rows of a matrix with \(b.n)")
         if let ids { try require(ids.count >= rows, "panelRows", "ids has \(ids.count) elements, needs \(rows)") }
         try requireCount(out, atLeast: rows * b.k, "panelRows", "out")
         try launch("panel_rows" + b.storage.kernelSuffix,
-                   [i32(rows), i32(b.k), .int(ids == nil ? 0 : 1), .buffer(ids ?? out), .buffer(b.memory), .buffer(out)],
+                   [i32(rows), i32(b.k), .int(ids == nil ? 0 : 1), .buffer(ids ?? out), i32(firstRow), i32(b.n),
+                    .buffer(b.memory), .buffer(out)],
                    global: [b.k, rows], local: [min(b.k, config.elementwiseLocal), 1])
     }
 
@@ -160,11 +167,14 @@ extension ComputeContext {
     /// The one launcher of the `gemm_packed` family: the kernel is chosen by
     /// the panels' storage (`gemm_packed` + `WeightStorage.kernelSuffix`);
     /// every member takes the same arguments.
+    /// `ldc`: C's row stride (default N); a larger one writes a block of
+    /// columns of a wider matrix (C a view at the block's first column).
     func gemm(_ c: DeviceBuffer<Float>, m: Int, alpha: Float, a: StridedOperand, b: PackedMatrix,
-              ext: GemmExtension?, bias: DeviceBuffer<Float>?, beta: Float) throws {
-        let n = b.n, k = b.k
+              ext: GemmExtension?, bias: DeviceBuffer<Float>?, beta: Float, ldc: Int? = nil) throws {
+        let n = b.n, k = b.k, ldc = ldc ?? b.n
         try require(m >= 1, "gemm", "M must be ≥ 1")
-        try requireCount(c, atLeast: m * n, "gemm", "C")
+        try require(ldc >= n, "gemm", "row stride \(ldc) of C is below N \(n)")
+        try requireCount(c, atLeast: (m - 1) * ldc + n, "gemm", "C")
         if let bias { try requireCount(bias, atLeast: n, "gemm", "bias") }
         if let ext {
             try require(ext.b.n == n, "gemm", "extension N \(ext.b.n) differs from N \(n)")
@@ -181,7 +191,7 @@ extension ComputeContext {
             .int(ext?.dropout == nil ? 0 : 1), .float(ext?.dropout?.p ?? 0), .uint(ext?.dropout?.seed ?? 0),
             i32(ext?.dropout?.maskLd ?? 0),
             .int(bias == nil ? 0 : 1), .buffer(bias ?? c),
-            .float(beta), .buffer(c),
+            .float(beta), .buffer(c), i32(ldc),
         ], global: shape.global, local: shape.local)
     }
 

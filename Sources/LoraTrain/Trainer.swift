@@ -402,7 +402,8 @@ public final class Trainer {
         let shape = MemoryPlan.Shape(batch: evaluates ? max(c.perDeviceTrainBatchSize, c.perDeviceEvalBatchSize) : c.perDeviceTrainBatchSize,
                                      seq: c.maxSeqLen, gradientCheckpointing: c.gradientCheckpointing)
         let plan = try MemoryPlan.make(config: model, adapterPlan: try AdapterPlan(config: model, lora: lora), checkpoint: checkpoint,
-                                       shape: shape, alignmentBytes: device.baseAddressAlignmentBytes)
+                                       shape: shape, alignmentBytes: device.baseAddressAlignmentBytes,
+                                       bufferLimitBytes: try LlamaLoRAModel.bufferLimit(for: device))
         return (plan, try MemoryLimits(device: device))
     }
 

@@ -108,6 +108,11 @@ public final class DeviceBuffer<Element>: MemoryObject {
     public let queue: CommandQueue
     /// A sub-buffer keeps its parent alive.
     public let parent: AnyObject?
+    /// A sub-buffer's root buffer (the one clCreateBuffer made) and its first
+    /// element there: OpenCL makes sub-buffers of a root only, so a view of a
+    /// view is made from the root at the summed offset.
+    private let root: DeviceBuffer<Element>?
+    private let origin: Int
     /// Bytes asked of clCreateBuffer (0 for a sub-buffer), counted in the context's `liveBytes`.
     let allocatedBytes: Int
 
@@ -141,34 +146,39 @@ public final class DeviceBuffer<Element>: MemoryObject {
         self.count = count
         self.queue = queue
         parent = nil
+        root = nil
+        origin = 0
         allocatedBytes = bytes
         queue.context.account(bytes)
     }
 
-    private init(sub: cl_mem, count: Int, queue: CommandQueue, parent: AnyObject) {
+    private init(sub: cl_mem, count: Int, queue: CommandQueue, root: DeviceBuffer<Element>, origin: Int) {
         mem = sub
         self.count = count
         self.queue = queue
-        self.parent = parent
+        self.parent = root
+        self.root = root
+        self.origin = origin
         allocatedBytes = 0
     }
 
     /// A view of `count` elements starting at element `offset`. The byte offset
-    /// must be a multiple of the device's base address alignment
-    /// (`Device.baseAddressAlignmentBytes`).
+    /// in the root buffer (this one's, or the root's of a view) must be a
+    /// multiple of the device's base address alignment (`Device.baseAddressAlignmentBytes`).
     public func subBuffer(offset: Int, count n: Int) throws -> DeviceBuffer<Element> {
         let s = MemoryLayout<Element>.stride
-        guard offset >= 0, n >= 1, offset + n <= count else {
-            throw OpenCLRuntimeError.sizeMismatch(operation: "subBuffer(offset: \(offset))", expected: count, actual: offset + n)
+        guard offset >= 0, n >= 1, n <= count, offset <= count - n else {
+            throw OpenCLRuntimeError.sizeMismatch(operation: "subBuffer(offset: \(offset))", expected: count, actual: offset &+ n)
         }
-        var region = cl_buffer_region(origin: offset * s, size: n * s)
+        let base = root ?? self, at = origin + offset
+        var region = cl_buffer_region(origin: at * s, size: n * s)
         var status: cl_int = 0
-        guard let m = clCreateSubBuffer(mem, cl_mem_flags(CL_MEM_READ_WRITE),
+        guard let m = clCreateSubBuffer(base.mem, cl_mem_flags(CL_MEM_READ_WRITE),
                                         cl_buffer_create_type(CL_BUFFER_CREATE_TYPE_REGION), &region, &status) else {
-            throw CLError(code: status, operation: "clCreateSubBuffer(offset \(offset * s) bytes)")
+            throw CLError(code: status, operation: "clCreateSubBuffer(offset \(at * s) bytes)")
         }
-        try check(status, "clCreateSubBuffer(offset \(offset * s) bytes)")
-        return DeviceBuffer(sub: m, count: n, queue: queue, parent: self)
+        try check(status, "clCreateSubBuffer(offset \(at * s) bytes)")
+        return DeviceBuffer(sub: m, count: n, queue: queue, root: base, origin: at)
     }
 
     /// Blocking write of raw bytes (exactly `byteCount` of them).

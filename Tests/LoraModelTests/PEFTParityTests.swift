@@ -35,10 +35,12 @@ struct ReferenceCase {
     }
 
     /// The model with the initial adapter loaded, set up to train.
-    func model(checkpointing: Bool = false) throws -> LlamaLoRAModel {
+    /// `bufferLimitBytes`: frozen weights past it are kept in parts (nil: the device's limit).
+    func model(checkpointing: Bool = false, bufferLimitBytes: Int? = nil) throws -> LlamaLoRAModel {
         var lora = try LoraConfig.load(path: dir + "/adapter_initial/adapter_config.json")
         lora.inferenceMode = false  // PEFT saves adapters with inference_mode = true
-        let m = try LlamaLoRAModel(modelDirectory: dir + "/model", lora: lora, context: try ComputeContext.shared())
+        let m = try LlamaLoRAModel(modelDirectory: dir + "/model", lora: lora, context: try ComputeContext.shared(),
+                                   bufferLimitBytes: bufferLimitBytes)
         m.gradientCheckpointing = checkpointing
         try m.loadAdapter(directory: dir + "/adapter_initial")
         return m
@@ -49,12 +51,10 @@ func relErr(_ a: [Float], _ b: [Float]) -> Double {
     relativeError(a, b.map(Double.init))
 }
 
-final class PEFTParityTests: XCTestCase {
-    static let cases = ["llama_gqa_untied", "llama_tied_rslora_regex", "llama_layers_patterns", "qwen2_bias_lora_only",
-                        "llama_modules_to_save", "mistral_embed_lm_head", "llama_bias_all"]
-
-    func checkLogitsAndLoss(_ rc: ReferenceCase) throws {
-        let m = try rc.model()
+/// The checks against PyTorch + PEFT's fixtures, for any test class (SplitModelTests runs them on split weights).
+extension XCTestCase {
+    func checkLogitsAndLoss(_ rc: ReferenceCase, bufferLimitBytes: Int? = nil) throws {
+        let m = try rc.model(bufferLimitBytes: bufferLimitBytes)
         let b = try rc.batch
         let logits = try m.logits(b)
         let ref = try SafeTensorsFile(path: rc.dir + "/logits_step0.safetensors").floats("logits").values
@@ -64,8 +64,8 @@ final class PEFTParityTests: XCTestCase {
         XCTAssertEqual(Double(loss), rc.losses[0], accuracy: 1e-5 * rc.losses[0], "\(rc.name): loss")
     }
 
-    func checkGradients(_ rc: ReferenceCase, checkpointing: Bool = false) throws {
-        let m = try rc.model(checkpointing: checkpointing)
+    func checkGradients(_ rc: ReferenceCase, checkpointing: Bool = false, bufferLimitBytes: Int? = nil) throws {
+        let m = try rc.model(checkpointing: checkpointing, bufferLimitBytes: bufferLimitBytes)
         let loss = try m.computeGradients(try rc.batch)
         XCTAssertEqual(Double(loss), rc.losses[0], accuracy: 1e-5 * rc.losses[0], "\(rc.name): training-mode loss")
         let grads = try m.gradientTensors()
@@ -84,8 +84,8 @@ final class PEFTParityTests: XCTestCase {
         }
     }
 
-    func checkTraining(_ rc: ReferenceCase) throws {
-        let m = try rc.model()
+    func checkTraining(_ rc: ReferenceCase, bufferLimitBytes: Int? = nil) throws {
+        let m = try rc.model(bufferLimitBytes: bufferLimitBytes)
         let b = try rc.batch
         let steps = (rc.train["steps"] as! NSNumber).intValue
         for s in 0..<steps {
@@ -115,6 +115,11 @@ final class PEFTParityTests: XCTestCase {
             }
         }
     }
+}
+
+final class PEFTParityTests: XCTestCase {
+    static let cases = ["llama_gqa_untied", "llama_tied_rslora_regex", "llama_layers_patterns", "qwen2_bias_lora_only",
+                        "llama_modules_to_save", "mistral_embed_lm_head", "llama_bias_all"]
 
     func runCase(_ name: String) throws {
         let rc = try ReferenceCase(name)

@@ -71,7 +71,7 @@ final class Storage16Tests: XCTestCase {
                     func run(_ f: FrozenLinear) throws -> [Float] {
                         // beta = 0 on a NaN-poisoned y: every element written, y never read.
                         let y = beta == 0 ? try poisoned(ctx, n * dout) : try ctx.buffer(y0)
-                        try ctx.matmul(y, xb, packed: f.forward, m: n, alpha: alpha, beta: beta, bias: withBias ? bb : nil)
+                        try ctx.matmul(y, xb, packed: f.parts[0].panels, m: n, alpha: alpha, beta: beta, bias: withBias ? bb : nil)
                         return try y.read()
                     }
                     let got = try run(half)
@@ -236,7 +236,7 @@ final class Storage16Tests: XCTestCase {
                 }
                 let ids = (0..<(2 * dout + 1)).map { _ in Int32.random(in: 0..<Int32(dout), using: &rng) }
                 let rows = try poisoned(ctx, ids.count * din)
-                try ctx.panelRows(out: rows, packed: half.forward, ids: try DeviceBuffer(queue: ctx.queue, ids), rows: ids.count)
+                try ctx.panelRows(out: rows, packed: half.parts[0].panels, ids: try DeviceBuffer(queue: ctx.queue, ids), rows: ids.count)
                 let expect = ids.flatMap { w.values[(Int($0) * din)..<(Int($0) * din + din)] }
                 XCTAssertEqual(try rows.read(), expect, "gathered rows (\(storage))")
             }
