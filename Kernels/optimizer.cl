@@ -10,12 +10,12 @@ __kernel void sum_partial(int n, int square, __global const float* x, __global f
     partial[g] = s;
 }
 
-// out[slot] = Σ partial[0..G). One work-item; a fixed order.
-__kernel void sum_finalize(int G, __global const float* partial, int slot, __global float* out) {
+// out[slot] = Σ partial[0..G) (accumulate = 1: out[slot] += it). One work-item; a fixed order.
+__kernel void sum_finalize(int G, __global const float* partial, int slot, int accumulate, __global float* out) {
     if (get_global_id(0) != 0) return;
     float s = 0.0f;
     for (int i = 0; i < G; i++) s += partial[i];
-    out[slot] = s;
+    out[slot] = accumulate ? out[slot] + s : s;
 }
 
 // AdamW (decoupled weight decay, bias correction), as torch.optim.AdamW:

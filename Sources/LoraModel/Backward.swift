@@ -126,15 +126,20 @@ extension LlamaLoRAModel {
     public func applyGradients(hyper: ComputeContext.AdamWHyper) throws -> (gradNorm: Float, applied: Bool) {
         if let lost = store.lostState { throw StepError.refused(lost) }
         guard let p = plan else { throw LoraError.batch("applyGradients before any gradient was accumulated") }
-        try ctx.sum(store.grads, count: store.total, squares: true, into: p.scalars, slot: 1)
+        // ‖g‖² over every group (one group: one sum; more: each added to the first's).
+        for (i, g) in store.groups.enumerated() {
+            try ctx.sum(g.grads, count: g.total, squares: true, into: p.scalars, slot: 1, accumulate: i > 0)
+        }
         let norm = try p.scalars.read()[1].squareRoot()
         guard norm.isFinite else { return (norm, false) }
         let next = step + 1
         if Self.injectStepFailure == .adamwLaunch {
             throw StepError.injected("AdamW launch of step \(next)")
         }
-        try ctx.adamw(params: store.params, grads: store.grads, m: store.m, v: store.v, decayMask: store.decayMask,
-                      count: store.total, step: next, hyper: hyper, gradSumSquares: p.scalars, slot: 1)
+        for g in store.groups {
+            try ctx.adamw(params: g.params, grads: g.grads, m: g.m, v: g.v, decayMask: g.decayMask,
+                          count: g.total, step: next, hyper: hyper, gradSumSquares: p.scalars, slot: 1)
+        }
         do {
             if Self.injectStepFailure == .adamwCompletion {
                 throw StepError.injected("completion of the AdamW update of step \(next)")

@@ -256,7 +256,7 @@ public final class LlamaLoRAModel {
         let plan = try AdapterPlan(config: c, lora: lora)
         let adapted = plan.adapted, P = Self.prefix, embedPath = AdapterPlan.embedPath
         self.adapterPlan = plan
-        store = try ParameterStore(ctx, specs: plan.tensors)
+        store = try ParameterStore(ctx, specs: plan.tensors, bufferLimitBytes: limit)
 
         // Weights.
         let table = try loadFrozen("model.embed_tokens.weight", rows: V, cols: H)
@@ -480,17 +480,17 @@ public final class LlamaLoRAModel {
             }
         }
         // Everything checked: one write of the whole flat parameter buffer, then the optimizer reset.
-        var flat = try store.params.read()
-        for (e, values) in staged { flat.replaceSubrange(e.offset..<(e.offset + e.count), with: values) }
-        try store.params.write(flat)
+        var flat = try store.groups.map { try $0.params.read() }
+        for (e, values) in staged { flat[e.group].replaceSubrange(e.offset..<(e.offset + e.count), with: values) }
+        for (g, values) in zip(store.groups, flat) { try g.params.write(values) }
         try resetOptimizer()
     }
 
     /// AdamW starts afresh: moments zero, step 0 (after loading an adapter).
     /// (A checkpoint resume restores moments and step after the load.)
     public func resetOptimizer() throws {
-        try store.m.fill(0)
-        try store.v.fill(0)
+        try store.fill(\.m, 0)
+        try store.fill(\.v, 0)
         try store.zeroGradients()
         step = 0
     }

@@ -197,13 +197,22 @@ public struct MemoryPlan: Sendable {
             }
         }
 
-        // Trainable tensors (ParameterStore): four flat fp32 buffers and the decay mask, each tensor padded to the alignment.
-        let align = max(alignmentBytes / 4, 1)
-        let total = max(plan.tensors.reduce(0) { satAdd($0, satAdd($1.shape.reduce(1, sat), align - 1) / align * align) }, 1)
-        for what in ["trainable parameters", "their gradients", "AdamW first moments", "AdamW second moments"] {
-            add(.trainable, "\(what) (\(total) floats)", f32(total))
+        // Trainable tensors (ParameterStore): four flat fp32 buffers and the decay mask, each tensor padded to
+        // the alignment; in groups of such buffers when together they are past the buffer limit.
+        let groups = ParameterStore.grouping(counts: plan.tensors.map { $0.shape.reduce(1, sat) }, alignmentBytes: alignmentBytes,
+                                             bufferLimitBytes: bufferLimitBytes)
+        for (g, group) in groups.enumerated() {
+            let total = group.total, specs = plan.tensors[group.specs]
+            var of = groups.count == 1 ? "" : ", group \(g + 1) of \(groups.count)"
+            if bufferLimitBytes > 0, f32(total) > bufferLimitBytes, let big = specs.first {
+                // Only a tensor past the limit by itself makes a group past it.
+                of += ": '\(big.key)' \(big.shape) alone"
+            }
+            for what in ["trainable parameters", "their gradients", "AdamW first moments", "AdamW second moments"] {
+                add(.trainable, "\(what) (\(total) floats\(of))", f32(total))
+            }
+            add(.trainable, "weight-decay mask (\(total) bytes\(of))", total, element: 1)
         }
-        add(.trainable, "weight-decay mask (\(total) bytes)", total, element: 1)
 
         // Activations (ActivationPlan.init), N = B·T tokens.
         let B = s.batch, T = s.seq, n = s.tokens, chunk = s.chunkRows

@@ -17,7 +17,7 @@ extension LlamaLoRAModel {
     /// `StepError.stateLost`, as in `trainStep`.
     public func trainStep(shard: [(index: Int, batch: TokenBatch)], globalTokens: Int,
                           hyper: ComputeContext.AdamWHyper,
-                          reduce: (_ grads: DeviceBuffer<Float>, _ count: Int, _ lossSum: Float) throws -> Float) throws -> StepResult {
+                          reduce: (_ grads: [(buffer: DeviceBuffer<Float>, count: Int)], _ lossSum: Float) throws -> Float) throws -> StepResult {
         guard trainable else { throw LoraError.batch("the LoRA config has inference_mode = true: nothing is trainable") }
         if let lost = store.lostState { throw StepError.refused(lost) }
         try store.zeroGradients()
@@ -29,7 +29,7 @@ extension LlamaLoRAModel {
             local += try accumulateGradients(b, normalizer: max(globalTokens, 1))
         }
         seed = base
-        let sum = try reduce(store.grads, store.total, local)
+        let sum = try reduce(store.groups.map { ($0.grads, $0.total) }, local)
         let loss = sum / Float(max(globalTokens, 1))
         guard loss.isFinite else { return StepResult(loss: loss, gradNorm: .nan, trainedTokens: globalTokens, applied: false) }
         guard plan != nil else {

@@ -206,12 +206,15 @@ extension ComputeContext {
     static let reductionWidth = 256
 
     /// out[slot] = Σ x (or Σ x² when `squares`), on the device, deterministic.
-    public func sum(_ x: DeviceBuffer<Float>, count n: Int, squares: Bool, into out: DeviceBuffer<Float>, slot: Int = 0) throws {
+    /// `accumulate`: out[slot] += the sum (a sum over several buffers).
+    public func sum(_ x: DeviceBuffer<Float>, count n: Int, squares: Bool, into out: DeviceBuffer<Float>, slot: Int = 0,
+                    accumulate: Bool = false) throws {
         opLock.lock(); defer { opLock.unlock() }
         let g = Self.reductionWidth
         let partial = try scratch(20, count: g)
         try launch("sum_partial", [i32(n), i32(squares ? 1 : 0), .buffer(x), .buffer(partial)], global: [g], local: [1])
-        try launch("sum_finalize", [i32(g), .buffer(partial), i32(slot), .buffer(out)], global: [1], local: [1])
+        try launch("sum_finalize", [i32(g), .buffer(partial), i32(slot), i32(accumulate ? 1 : 0), .buffer(out)],
+                   global: [1], local: [1])
     }
 
     public struct AdamWHyper: Sendable {

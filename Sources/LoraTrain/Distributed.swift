@@ -237,15 +237,20 @@ public final class Distributed {
         let expected = micro.reduce(0) { $0 + $1.countedTokens }
         // Everything that can fail here (the MPI calls, the data check) fails inside `reduce`, before
         // the AdamW launch, so this rank's parameters, moments and step are left as they were.
-        let r = try model.trainStep(shard: shard, globalTokens: expected, hyper: hyper) { grads, count, lossSum in
-            var g = try grads.read()
-            try g.withUnsafeMutableBufferPointer { try allreduceSum($0.baseAddress!, count: min(count, $0.count)) }
+        let r = try model.trainStep(shard: shard, globalTokens: expected, hyper: hyper) { groups, lossSum in
+            // Each group of the gradient buffers (one unless the trainable tensors exceed one device buffer).
+            var summed: [[Float]] = []
+            for (grads, count) in groups {
+                var g = try grads.read()
+                try g.withUnsafeMutableBufferPointer { try allreduceSum($0.baseAddress!, count: min(count, $0.count)) }
+                summed.append(g)
+            }
             let s = try allreduceSum([Double(lossSum), Double(localTokens), stopRequested ? 1 : 0])
             guard s[1].rounded() == Double(expected) else {
                 throw Failure.mismatch(what: "the training data", reason: "the ranks' micro-batches hold \(s[1]) "
                     + "trained tokens, this rank's plan \(expected): every rank must read the same data files")
             }
-            try grads.write(g)
+            for ((grads, _), g) in zip(groups, summed) { try grads.write(g) }
             stopAgreed = stopAgreed || s[2] > 0
             return Float(s[0])
         }

@@ -95,6 +95,97 @@ final class SplitModelTests: XCTestCase {
         for t in [7, 64, 31] { XCTAssertEqual(try b.append([t]), try a.append([t]), "decode of \(t)") }
     }
 
+    /// A saved adapter that carries the embedding's and lm_head's base layers
+    /// (PEFT saves them when they are targeted) reads them back part by part:
+    /// the same file as from the model kept whole.
+    func testSavedBaseLayersFromPartsEqualWhole() throws {
+        let rc = try ReferenceCase("mistral_embed_lm_head")
+        let whole = try rc.model()
+        let split = try rc.model(bufferLimitBytes: limit(whole))
+        XCTAssertFalse(whole.savedEmbeddingBaseLayers.isEmpty, "the fixture saves base layers")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("split-save-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try whole.saveAdapter(directory: dir + "/whole", baseModel: "m")
+        try split.saveAdapter(directory: dir + "/split", baseModel: "m")
+        let a = try Data(contentsOf: URL(fileURLWithPath: dir + "/whole/adapter_model.safetensors"))
+        let b = try Data(contentsOf: URL(fileURLWithPath: dir + "/split/adapter_model.safetensors"))
+        XCTAssertGreaterThan(a.count, whole.config.vocabSize * whole.config.hiddenSize * 4)
+        XCTAssertEqual(a, b, "adapter files from the whole and the split model")
+    }
+
+    /// The grouping rule of the trainable tensors' flat buffers.
+    func testTrainableGroupingRule() {
+        // No limit, or everything fits: one group (alignment 128 bytes = 32 floats pads each tensor).
+        XCTAssertEqual(ParameterStore.grouping(counts: [10, 40, 5], alignmentBytes: 128, bufferLimitBytes: 0).map(\.total), [128])
+        XCTAssertEqual(ParameterStore.grouping(counts: [10, 40, 5], alignmentBytes: 128, bufferLimitBytes: 512).map(\.specs),
+                       [0..<3])
+        // 96 floats per buffer: [32, 64] then [32].
+        let g = ParameterStore.grouping(counts: [10, 40, 5], alignmentBytes: 128, bufferLimitBytes: 96 * 4)
+        XCTAssertEqual(g.map(\.specs), [0..<2, 2..<3])
+        XCTAssertEqual(g.map(\.total), [96, 32])
+        // A tensor past the limit by itself: a group of its own, whatever its neighbours.
+        let h = ParameterStore.grouping(counts: [10, 500, 5, 7], alignmentBytes: 128, bufferLimitBytes: 96 * 4)
+        XCTAssertEqual(h.map(\.specs), [0..<1, 1..<2, 2..<4])
+        XCTAssertEqual(h.map(\.total), [32, 512, 64])
+        XCTAssertEqual(ParameterStore.grouping(counts: [], alignmentBytes: 128, bufferLimitBytes: 64).map(\.total), [1])
+    }
+
+    /// A limit small enough that the trainable tensors (LoRA pairs, trained biases,
+    /// a trained lm_head copy, the embedding adapter) take several groups of flat
+    /// buffers — and frozen weights parts — still matches PyTorch + PEFT: the
+    /// gradient norm (clipping) is summed over the groups, AdamW runs on each.
+    func testEveryFixtureMatchesPEFTWithTrainablesInGroups() throws {
+        for name in PEFTParityTests.cases {
+            let rc = try ReferenceCase(name)
+            let whole = try rc.model()
+            let align = max(whole.ctx.device.baseAddressAlignmentBytes / 4, 1)
+            let largest = whole.store.entries.map { ($0.count + align - 1) / align * align * 4 }.max() ?? 0
+            let bytes = max(largest, limit(whole))
+            let grouped = try rc.model(bufferLimitBytes: bytes)
+            XCTAssertEqual(whole.store.groups.count, 1, name)
+            XCTAssertGreaterThanOrEqual(grouped.store.groups.count, 2, "\(name): the trainable tensors in groups")
+            for g in grouped.store.groups { XCTAssertLessThanOrEqual(g.total * 4, bytes, "\(name): a group past the limit") }
+            XCTAssertEqual(grouped.store.parameterCount, whole.store.parameterCount, name)
+            try checkLogitsAndLoss(rc, bufferLimitBytes: bytes)
+            try checkGradients(rc, bufferLimitBytes: bytes)
+            try checkTraining(rc, bufferLimitBytes: bytes)
+        }
+    }
+
+    /// Grouped buffers: the plan's trainable bytes are what the store allocates,
+    /// the optimizer state round-trips by key, and the sharded step (the
+    /// data-parallel path, here one rank) equals the plain step.
+    func testGroupedStoreIsPlannedSavedAndShardedLikeOne() throws {
+        let rc = try ReferenceCase("llama_modules_to_save")
+        let whole = try rc.model()
+        let align = max(whole.ctx.device.baseAddressAlignmentBytes / 4, 1)
+        let bytes = max(whole.store.entries.map { ($0.count + align - 1) / align * align * 4 }.max() ?? 0, limit(whole))
+        let (config, checkpoint) = try ModelSource.open(rc.dir + "/model")
+        let shared = try ComputeContext.shared()
+        let ctx = try ComputeContext(device: shared.device, config: shared.config)
+        let plan = try MemoryPlan.make(config: config, adapterPlan: whole.adapterPlan, checkpoint: checkpoint,
+                                       shape: .init(batch: 1, seq: 8), alignmentBytes: ctx.device.baseAddressAlignmentBytes,
+                                       bufferLimitBytes: bytes)
+        let before = ctx.context.liveBytes
+        let store = try ParameterStore(ctx, specs: whole.adapterPlan.tensors, bufferLimitBytes: bytes)
+        XCTAssertGreaterThanOrEqual(store.groups.count, 2)
+        XCTAssertEqual(ctx.context.liveBytes - before, plan.trainableBytes, "planned trainable bytes of the groups")
+        XCTAssertEqual(plan.items.filter { $0.name.hasPrefix("AdamW first moments") }.count, store.groups.count)
+
+        let a = try rc.model(bufferLimitBytes: bytes), b = try rc.model(bufferLimitBytes: bytes)
+        let batch = try rc.batch
+        _ = try a.trainStep(batch, hyper: rc.hyper)
+        _ = try b.trainStep(shard: [(index: 0, batch: batch)], globalTokens: batch.countedTokens, hyper: rc.hyper) { _, s in s }
+        XCTAssertEqual(try b.store.read(\.params), try a.store.read(\.params), "sharded step with groups")
+        XCTAssertEqual(try b.store.read(\.m), try a.store.read(\.m))
+        let (m, v) = try a.store.moments()
+        try b.store.fill(\.m, 0)
+        try b.store.fill(\.v, 0)
+        try b.store.restoreMoments(m: m, v: v, source: "test")
+        XCTAssertEqual(try b.store.read(\.m), try a.store.read(\.m), "moments restored by key across groups")
+        XCTAssertEqual(try b.store.read(\.v), try a.store.read(\.v))
+    }
+
     /// A limit below one block of rows is an error naming the tensor, not a crash.
     func testLimitBelowOneBlockIsNamed() throws {
         let rc = try ReferenceCase("llama_gqa_untied")

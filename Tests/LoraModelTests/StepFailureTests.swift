@@ -31,7 +31,7 @@ final class StepFailureTests: XCTestCase {
 
     /// Parameters and moments read from the store's flat buffers, and the step.
     func state(_ m: LlamaLoRAModel) throws -> State {
-        State(params: try m.store.params.read(), m: try m.store.m.read(), v: try m.store.v.read(), step: m.step)
+        State(params: try m.store.read(\.params), m: try m.store.read(\.m), v: try m.store.read(\.v), step: m.step)
     }
 
     let hyper = ComputeContext.AdamWHyper(lr: 1e-2, weightDecay: 0.01, maxGradNorm: 1)
@@ -85,12 +85,12 @@ final class StepFailureTests: XCTestCase {
         let m = try model()
         let shard = try micro().enumerated().map { (index: $0.offset, batch: $0.element) }
         let tokens = shard.reduce(0) { $0 + $1.batch.countedTokens }
-        let sum: (DeviceBuffer<Float>, Int, Float) throws -> Float = { _, _, s in s }
+        let sum: ([(buffer: DeviceBuffer<Float>, count: Int)], Float) throws -> Float = { _, s in s }
         _ = try m.trainStep(shard: shard, globalTokens: tokens, hyper: hyper, reduce: sum)
         XCTAssertEqual(try state(m), ref[0])
         // A failing reduce (an MPI error, ranks that disagree) comes before the AdamW launch.
         struct ReduceFailed: Error {}
-        XCTAssertThrowsError(try m.trainStep(shard: shard, globalTokens: tokens, hyper: hyper) { _, _, _ in throw ReduceFailed() })
+        XCTAssertThrowsError(try m.trainStep(shard: shard, globalTokens: tokens, hyper: hyper) { _, _ in throw ReduceFailed() })
         XCTAssertEqual(try state(m), ref[0])
         LlamaLoRAModel.injectStepFailure = .adamwLaunch
         XCTAssertThrowsError(try m.trainStep(shard: shard, globalTokens: tokens, hyper: hyper, reduce: sum))
@@ -120,7 +120,7 @@ final class StepFailureTests: XCTestCase {
         }
         if ProcessInfo.processInfo.environment["LORA_GPU_PRINT_ERRORS"] != nil { print("ERROR-MESSAGE: \(message)") }
         // The update did run here (the parameters moved): the step is not counted and nothing continues silently.
-        XCTAssertNotEqual(try m.store.params.read(), saved.params)
+        XCTAssertNotEqual(try m.store.read(\.params), saved.params)
         XCTAssertEqual(m.step, saved.step)
         XCTAssertNotNil(m.store.lostState)
         for attempt in 0..<2 {
@@ -132,11 +132,11 @@ final class StepFailureTests: XCTestCase {
         }
         let tokens = try micro().reduce(0) { $0 + $1.countedTokens }
         XCTAssertThrowsError(try m.trainStep(shard: [(index: 0, batch: try micro()[0])], globalTokens: tokens,
-                                             hyper: hyper) { _, _, s in s })
+                                             hyper: hyper) { _, s in s })
         // A resume (parameters and moments written back, then restoreStep) ends the refusal; training goes on as before.
-        try m.store.params.write(saved.params)
-        try m.store.m.write(saved.m)
-        try m.store.v.write(saved.v)
+        try m.store.write(\.params, saved.params)
+        try m.store.write(\.m, saved.m)
+        try m.store.write(\.v, saved.v)
         m.restoreStep(saved.step)
         XCTAssertNil(m.store.lostState)
         _ = try m.trainStep(try micro(), hyper: hyper)
