@@ -382,6 +382,18 @@ public struct MemoryPlan: Sendable {
             out.append(row("largest buffer", big.bytes,
                            "  of \(Self.format(limits.maxAllocationBytes)) per buffer (\(limits.allocationSource)): \(big.name)"))
         }
+        // What is kept in several buffers because one would be past the per-buffer limit.
+        var split: [String] = []
+        for item in items where item.category == .weights {
+            if let r = item.name.range(of: ", in "), let end = item.name.range(of: " parts: ", range: r.upperBound..<item.name.endIndex) {
+                let tensor = item.name.range(of: " [").map { String(item.name[..<$0.lowerBound]) } ?? String(item.name[..<r.lowerBound])
+                let what = tensor + " in " + item.name[r.upperBound..<end.lowerBound] + " parts"
+                if !split.contains(what) { split.append(what) }
+            }
+        }
+        let groups = items.filter { $0.name.hasPrefix("AdamW first moments") }.count
+        if groups > 1 { split.append("the trainable tensors in \(groups) groups of buffers") }
+        if !split.isEmpty { out.append("  kept in parts (one buffer each ≤ the per-buffer limit): " + split.joined(separator: "; ")) }
         return out
     }
 

@@ -458,7 +458,11 @@ public final class Trainer {
         } else if fits(shaped { $0.batch = 1; $0.seq = 2; $0.gradientCheckpointing = true }) {
             m += " Lower \(batchKey) and max_seq_len together" + (s.gradientCheckpointing ? "" : ", and set gradient_checkpointing: true") + "."
         } else if let b = problems.buffer ?? problems.elements, b.category == .weights {
-            m += " This tensor does not fit one buffer on this device (splitting a tensor across buffers is not implemented yet)."
+            // Frozen weights past the limit are kept in blocks of rows; this one's smallest block is past it too.
+            m += " Not even the smallest block of rows this frozen tensor can be kept in fits one buffer on this device."
+        } else if let b = problems.buffer, b.category == .trainable, b.name.contains(" alone") {
+            m += " A fully trained copy (modules_to_save) is kept whole in one buffer: adapt that module with LoRA instead "
+                + "(target_modules), or use a device whose CL_DEVICE_MAX_MEM_ALLOC_SIZE holds it."
         } else {
             m += " The weights and the adapter alone (\(F(plan.weightBytes + plan.trainableBytes))) leave no room for a batch on this device."
         }

@@ -1,6 +1,7 @@
 import Foundation
 import LoraModel
 import LoraOps
+import Reference
 import XCTest
 @testable import LoraTrain
 
@@ -82,6 +83,41 @@ final class MemoryPlanTrainTests: XCTestCase {
         }
         XCTAssertFalse(r.stderr.contains("it needs"), "the total fits 64 GiB: \(r.stderr)")
         XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+    }
+
+    /// A per-buffer limit (here LORA_GPU_DEVICE_MEMORY's, 8 KiB) below the fixture's
+    /// embedding and lm_head (67 × 32 fp32 in panels of 80 rows: 10 KiB each) and its
+    /// trainable tensors together: the run keeps them in parts, says so in the plan,
+    /// trains, and ends with the adapter of the same run without the limit (within fp32
+    /// rounding: dX of a split lm_head adds its parts in another order).
+    func testWeightsPastTheLimitAreKeptInPartsAndTrain() throws {
+        let dir = try temporaryDirectory("memory")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try writeSamples(dir + "/train.jsonl", count: 8)
+        var args: [[String]] = []
+        for name in ["whole", "parts"] {
+            args.append(["--model", fixtureModel, "--data", dir + "/train.jsonl", "--output-dir", dir + "/" + name,
+                         "--max-steps", "3", "--max-seq-len", "16", "--per-device-train-batch-size", "1",
+                         "--target-modules", "all-linear", "--lora-dropout", "0"])
+        }
+        let whole = try train(args[0])
+        XCTAssertEqual(whole.status, 0, whole.stderr)
+        XCTAssertFalse(whole.stdout.contains("kept in parts"), whole.stdout)
+        let parts = try train(args[1], environment: ["LORA_GPU_DEVICE_MEMORY": "64G,8K"])
+        XCTAssertEqual(parts.status, 0, parts.stderr)
+        for part in ["kept in parts (one buffer each ≤ the per-buffer limit): model.embed_tokens.weight in 2 parts",
+                     "lm_head.weight in 2 parts", "the trainable tensors in", "of 8.0 KiB per buffer (LORA_GPU_DEVICE_MEMORY)"] {
+            XCTAssertTrue(parts.stdout.contains(part), "'\(part)' not in: \(parts.stdout)")
+        }
+        let a = try SafeTensorsFile(path: dir + "/whole/adapter_model.safetensors")
+        let b = try SafeTensorsFile(path: dir + "/parts/adapter_model.safetensors")
+        XCTAssertEqual(Set(a.tensors.keys), Set(b.tensors.keys))
+        XCTAssertFalse(a.tensors.isEmpty)
+        for key in a.tensors.keys.sorted() {
+            let x = try a.floats(key).values, y = try b.floats(key).values
+            let err = relativeError(y, x.map(Double.init))
+            XCTAssertLessThanOrEqual(err, 1e-5, "\(key): relative difference \(err)")
+        }
     }
 
     /// A normal run prints the plan (weights, trainable + optimizer, activations,
