@@ -186,6 +186,27 @@ final class SplitModelTests: XCTestCase {
         XCTAssertEqual(try b.store.read(\.v), try a.store.read(\.v))
     }
 
+    /// GGUF tensors are dequantized on the host to fp32 (the case that makes a
+    /// 72B embedding 5 GB): uploaded block by block, they give transformers' logits.
+    func testGGUFDequantizedWeightsInParts() throws {
+        let data = try Data(contentsOf: URL(fileURLWithPath: ggufFixtures + "/expected.json"))
+        let ids = try XCTUnwrap((try JSONSerialization.jsonObject(with: data) as? [String: Any])?["input_ids"] as? [[Int]])
+        for name in GGUFTests.models {
+            var lora = LoraConfig()
+            lora.inferenceMode = true  // B = 0: the logits are the base model's
+            let path = ggufFixtures + "/\(name).gguf"
+            let whole = try LlamaLoRAModel(modelDirectory: path, lora: lora, context: try ComputeContext.shared())
+            let split = try LlamaLoRAModel(modelDirectory: path, lora: lora, context: try ComputeContext.shared(),
+                                           bufferLimitBytes: limit(whole))
+            XCTAssertGreaterThanOrEqual(split.embeddingTable.parts.count, 2, name)
+            let batch = try TokenBatch(inputIDs: ids)
+            let logits = try split.logits(batch)
+            XCTAssertEqual(logits, try whole.logits(batch), "\(name): split vs whole")
+            let ref = try SafeTensorsFile(path: ggufFixtures + "/\(name).expected.safetensors").floats("logits").values
+            XCTAssertLessThanOrEqual(relErr(logits, ref), 1e-5, "\(name): against transformers")
+        }
+    }
+
     /// A limit below one block of rows is an error naming the tensor, not a crash.
     func testLimitBelowOneBlockIsNamed() throws {
         let rc = try ReferenceCase("llama_gqa_untied")
