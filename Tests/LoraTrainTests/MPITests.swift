@@ -40,6 +40,14 @@ final class MPITests: XCTestCase {
         return (p.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 
+    /// `-x NAME=value` for each space-separated pair of LORA_GPU_TEST_RANK_ENV: variables for the ranks
+    /// alone, not for the test process. scripts/sanitize.sh (address) sets it so that LeakSanitizer can name
+    /// Open MPI's own allocations in the ranks (its plugins kept loaded, full allocation stacks).
+    func rankEnvironment() -> [String] {
+        let list = ProcessInfo.processInfo.environment["LORA_GPU_TEST_RANK_ENV"] ?? ""
+        return list.split(whereSeparator: { $0 == " " || $0 == "\n" }).filter { $0.contains("=") }.flatMap { ["-x", String($0)] }
+    }
+
     func train(ranks: Int, accumulation: Int, data: String, output: String, extra: [String] = []) throws -> String {
         let args = ["train", "--model", fixtureModel, "--data", data, "--output-dir", output,
                     "--per-device-train-batch-size", "2", "--gradient-accumulation-steps", String(accumulation),
@@ -51,7 +59,7 @@ final class MPITests: XCTestCase {
             (status, out) = try run(try binary(), args)
         } else {
             (status, out) = try run(try mpirun(), ["-np", String(ranks), "--oversubscribe", "--allow-run-as-root",
-                                                   "-x", "POCL_MAX_PTHREAD_COUNT=1", try binary()] + args)
+                                                   "-x", "POCL_MAX_PTHREAD_COUNT=1"] + rankEnvironment() + [try binary()] + args)
         }
         XCTAssertEqual(status, 0, out)
         return out

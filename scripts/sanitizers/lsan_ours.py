@@ -42,7 +42,9 @@ ALL_PREFIXES = prefixes(LIBRARY_MODULES + TEST_MODULES)
 TEST_LIST_INIT = re.compile(r"C4name11testClosure\w*ctcf[Cc]\b")
 
 HEADER = re.compile(r"^(Direct|Indirect) leak of (\d+) byte\(s\) in (\d+) object\(s\) allocated from:")
-FRAME = re.compile(r"^\s+#(\d+) 0x[0-9a-f]+ in (\S+)(?: (.*))?$")
+# A frame: "#3 0x… in function file:line" or, unsymbolized, "#3 0x…  (module+0x…)" (no function);
+# the latter must not end the block, or the frames of ours after it would be lost.
+FRAME = re.compile(r"^\s+#(\d+) 0x[0-9a-f]+(?: in (\S+))?(?: +(.*))?$")
 
 
 def leaks(lines):
@@ -74,7 +76,7 @@ def ours(frames, root, library_only=False):
     names = LIBRARY_PREFIXES if library_only else ALL_PREFIXES
     for f in frames:
         m = FRAME.match(f)
-        function, where = m.group(2), m.group(3) or ""
+        function, where = m.group(2) or "", m.group(3) or ""
         if TEST_LIST_INIT.search(function):
             continue
         if any(d in where for d in dirs) or function.startswith(names):
