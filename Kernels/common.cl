@@ -118,4 +118,4 @@ inline float ws_load1(size_t i, const __global void* p, const int storage) {
     __global const float* B2p,                                                  \
     int ext_mask, float dropout_p, uint seed, int mask_ld,                      \
     int has_bias, __global const float* bias,                                   \
-    float beta, __global float* C, int ldc
+    float beta, __global float* C, int ldc, int col0, int a_off

@@ -41,7 +41,7 @@ __kernel void pack_b(int K, int N,
     vstore16(v, 0, Bp + ((size_t)p * K + k) * 16);
 }
 
-// gemm_packed: C (M,N) row-major, row stride ldc ≥ N (a block of columns of a wider matrix).
+// gemm_packed: C (M,N) row-major.
 //   op(A)(m, k)  = A[m·a_rs + k·a_cs]          (NN/NT: a_rs = K, a_cs = 1; TN: a_rs = 1, a_cs = M)
 //   Bp: panels of op(B) in the kernel's storage type (gemm_packed: float,
 //     gemm_packed_f16: half, gemm_packed_bf16: ushort bf16), widened on load.
@@ -51,6 +51,10 @@ __kernel void pack_b(int K, int N,
 //     mask of element m·mask_ld + n scaled by 1/(1-p) (dX of LoRA with dropout).
 //   bias (has_bias = 1): + bias[n].
 //   beta == 0 never reads C, so C may hold garbage (or NaN) on entry.
+//   A block of columns of a wider matrix (a weight kept in parts, `FrozenLinear`): C has row
+//     stride ldc ≥ N and the block starts at column col0 (a multiple of 16) of C, of the bias,
+//     of the ext panels (packed over the whole width) and of the dropout mask; a_off is the
+//     first element of A (a block of columns of dY).
 // global (ceil(N/16), ceil(M/GEMM_MR)) rounded to the local size.
 // The three kernels share this body and the argument list; only Bp's type differs.
 inline void gemm_packed_body(int M, int N, int K, float alpha,
@@ -61,7 +65,7 @@ inline void gemm_packed_body(int M, int N, int K, float alpha,
                              __global const float* B2p,
                              int ext_mask, float dropout_p, uint seed, int mask_ld,
                              int has_bias, __global const float* bias,
-                             float beta, __global float* C, int ldc) {
+                             float beta, __global float* C, int ldc, int col0, int a_off) {
     int pj = get_global_id(0);
     int row0 = get_global_id(1) * GEMM_MR;
     int n0 = pj * 16;
@@ -73,7 +77,7 @@ inline void gemm_packed_body(int M, int N, int K, float alpha,
     for (int r = 0; r < GEMM_MR; r++) {
         acc[r] = (float16)(0.0f);
         // Rows past M read row M-1 (valid memory); their results are never stored.
-        ap[r] = A + (size_t)min(row0 + r, M - 1) * a_rs;
+        ap[r] = A + a_off + (size_t)min(row0 + r, M - 1) * a_rs;
     }
     size_t bp = (size_t)pj * K;        // panel pj, in 16-element rows
     for (int k = 0; k < K; k++) {
@@ -86,7 +90,7 @@ inline void gemm_packed_body(int M, int N, int K, float alpha,
     for (int r = 0; r < GEMM_MR; r++) acc[r] *= alpha;
 
     if (K2 > 0) {
-        const __global float* b2p = B2p + (size_t)pj * K2 * 16;
+        const __global float* b2p = B2p + ((size_t)col0 + (size_t)pj * 16) * K2;
         #pragma unroll
         for (int r = 0; r < GEMM_MR; r++) {
             const __global float* a2 = A2 + (size_t)min(row0 + r, M - 1) * a2_rs;
@@ -96,7 +100,7 @@ inline void gemm_packed_body(int M, int N, int K, float alpha,
             if (ext_mask) {
                 float scale = 1.0f / (1.0f - dropout_p);
                 float m[16];
-                ulong base = (ulong)(row0 + r) * (ulong)mask_ld + (ulong)n0;
+                ulong base = (ulong)(row0 + r) * (ulong)mask_ld + (ulong)(col0 + n0);
                 for (int j = 0; j < 16; j++) m[j] = dropout_keep(seed, base + j, dropout_p) ? scale : 0.0f;
                 e *= vload16(0, m);
             }
@@ -106,15 +110,16 @@ inline void gemm_packed_body(int M, int N, int K, float alpha,
 
     float16 bv = (float16)(0.0f);
     if (has_bias) {
-        if (n0 + 16 <= N) bv = vload16(0, bias + n0);
-        else { float t[16]; for (int j = 0; j < 16; j++) t[j] = n0 + j < N ? bias[n0 + j] : 0.0f; bv = vload16(0, t); }
+        const __global float* bb = bias + col0;
+        if (n0 + 16 <= N) bv = vload16(0, bb + n0);
+        else { float t[16]; for (int j = 0; j < 16; j++) t[j] = n0 + j < N ? bb[n0 + j] : 0.0f; bv = vload16(0, t); }
     }
 
     #pragma unroll
     for (int r = 0; r < GEMM_MR; r++) {
         int row = row0 + r;
         if (row >= M) break;
-        __global float* c = C + (size_t)row * ldc + n0;
+        __global float* c = C + (size_t)row * ldc + col0 + n0;
         float16 v = acc[r] + bv;
         if (n0 + 16 <= N) {
             if (beta != 0.0f) v = fma((float16)(beta), vload16(0, c), v);
@@ -131,7 +136,7 @@ inline void gemm_packed_body(int M, int N, int K, float alpha,
 __kernel void NAME(GEMM_KERNEL_ARGS(BT)) {                                                     \
     gemm_packed_body(M, N, K, alpha, A, a_rs, a_cs, (const __global void*)Bp, STORAGE,          \
                      K2, alpha2, A2, a2_rs, a2_cs, B2p, ext_mask, dropout_p, seed, mask_ld,     \
-                     has_bias, bias, beta, C, ldc);                                             \
+                     has_bias, bias, beta, C, ldc, col0, a_off);                                \
 }
 GEMM_PACKED_KERNEL(gemm_packed, float, WS_F32)
 GEMM_PACKED_KERNEL(gemm_packed_f16, half, WS_F16)
@@ -188,7 +193,7 @@ TRANSPOSE_PANELS_KERNEL(transpose_panels_bf16, ushort, float, vload_bf16x16)
 // needed whole (a trained copy's start, a saved adapter's base layer).
 // A matrix kept in parts (rows row0 ≤ id < row0 + nrows of W in this part's
 // panels): with ids, an id outside the part is left for another part's launch;
-// without, rows i < nrows of the part are read. global (K, R)
+// without, the part's rows i < R are read into rows row0 + i of out. global (K, R)
 #define PANEL_ROWS_KERNEL(NAME, BT, STORAGE)                                                    \
 __kernel void NAME(int R, int K, int use_ids, __global const int* ids,                          \
                    int row0, int nrows, __global const BT* Bp, __global float* out) {           \
@@ -197,7 +202,7 @@ __kernel void NAME(int R, int K, int use_ids, __global const int* ids,          
     int n = use_ids ? ids[i] - row0 : i;                                                        \
     if (n < 0 || n >= nrows) return;                                                            \
     size_t s = ((size_t)(n / 16) * K + k) * 16 + n % 16;                                        \
-    out[(size_t)i * K + k] = ws_load1(s, (const __global void*)Bp, STORAGE);                    \
+    out[((size_t)(use_ids ? 0 : row0) + i) * K + k] = ws_load1(s, (const __global void*)Bp, STORAGE); \
 }
 PANEL_ROWS_KERNEL(panel_rows, float, WS_F32)
 PANEL_ROWS_KERNEL(panel_rows_f16, half, WS_F16)

@@ -103,7 +103,7 @@ inline void gemm_tiled_body(int M, int N, int K, float alpha,
                             __global const float* B2p,
                             int ext_mask, float dropout_p, uint seed, int mask_ld,
                             int has_bias, __global const float* bias,
-                            float beta, __global float* C, int ldc,
+                            float beta, __global float* C, int ldc, int col0, int a_off,
                             __local float* As, __local float* Bs) {
     int tx = get_local_id(0), ty = get_local_id(1);
     int n0 = get_group_id(0) * TILED_TN, m0 = get_group_id(1) * TILED_TM;
@@ -114,10 +114,10 @@ inline void gemm_tiled_body(int M, int N, int K, float alpha,
         #pragma unroll
         for (int j = 0; j < TILED_WN; j++) { acc[i][j] = 0.0f; ext[i][j] = 0.0f; }
     }
-    tiled_product(M, K, m0, n0 / 16, npanels, A, a_rs, a_cs, Bp, kind, As, Bs, acc);
+    tiled_product(M, K, m0, n0 / 16, npanels, A + a_off, a_rs, a_cs, Bp, kind, As, Bs, acc);
     // The ext term (K2 = 0: no step, no barrier — uniform over the group).
     tiled_product(M, K2, m0, n0 / 16, npanels, A2, a2_rs, a2_cs,
-                  (__global const void*)B2p, WS_F32, As, Bs, ext);
+                  (__global const void*)(B2p + (size_t)col0 * K2), WS_F32, As, Bs, ext);
     float scale = 1.0f / (1.0f - dropout_p);
     #pragma unroll
     for (int i = 0; i < TILED_WM; i++) {
@@ -130,11 +130,11 @@ inline void gemm_tiled_body(int M, int N, int K, float alpha,
                 float v = acc[i][j] * alpha;
                 if (K2 > 0) {
                     float e = ext[i][j] * alpha2;
-                    if (ext_mask) e *= dropout_keep(seed, (ulong)m * (ulong)mask_ld + (ulong)n, dropout_p) ? scale : 0.0f;
+                    if (ext_mask) e *= dropout_keep(seed, (ulong)m * (ulong)mask_ld + (ulong)(col0 + n), dropout_p) ? scale : 0.0f;
                     v += e;
                 }
-                if (has_bias) v += bias[n];
-                __global float* c = C + (size_t)m * ldc + n;
+                if (has_bias) v += bias[col0 + n];
+                __global float* c = C + (size_t)m * ldc + col0 + n;
                 *c = beta != 0.0f ? fma(beta, *c, v) : v;
             }
         }
@@ -149,7 +149,7 @@ void NAME(GEMM_KERNEL_ARGS(BTYPE)) {                                            
     __local float Bs[TILED_TK * TILED_BS];                                                         \
     gemm_tiled_body(M, N, K, alpha, A, a_rs, a_cs, (__global const void*)Bp, KIND, K2, alpha2,     \
                     A2, a2_rs, a2_cs, B2p, ext_mask, dropout_p, seed, mask_ld, has_bias, bias,     \
-                    beta, C, ldc, As, Bs);                                                         \
+                    beta, C, ldc, col0, a_off, As, Bs);                                            \
 }
 
 GEMM_TILED_KERNEL(gemm_tiled, float, WS_F32)

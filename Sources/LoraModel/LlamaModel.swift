@@ -169,7 +169,6 @@ public final class LlamaLoRAModel {
         self.lora = lora
         let H = c.hiddenSize, V = c.vocabSize
         let limit = try bufferLimitBytes ?? Self.bufferLimit(for: ctx.device)
-        let alignment = ctx.device.baseAddressAlignmentBytes
 
         /// The tensor as fp32 on the device.
         func upload(_ tensor: CheckpointTensor, _ name: String, _ shape: [Int]) throws -> DeviceBuffer<Float> {
@@ -209,10 +208,10 @@ public final class LlamaLoRAModel {
             var storage = WeightStorage.f32
             if case .raw(let dtype, _) = tensor, dtype == .f16 || dtype == .bf16 { storage = dtype == .f16 ? .f16 : .bf16 }
             guard let blocks = FrozenLinear.splitRows(outFeatures: rows, inFeatures: cols, bytesPerElement: storage.bytesPerElement,
-                                                      limitBytes: limit, alignmentBytes: alignment) else {
+                                                      limitBytes: limit) else {
                 throw CheckpointError.tensor(path: checkpoint.location, name: name, reason:
-                    "one row of \(cols) \(storage.rawValue) values does not fit the device's largest buffer "
-                    + "(\(limit) bytes) in the blocks of rows it must be split into")
+                    "kept in blocks of rows to fit the device's largest buffer (\(limit) bytes), but even the smallest "
+                    + "block, 16 rows of \(cols) \(storage.rawValue) values (\(16 * cols * storage.bytesPerElement) bytes), is larger")
             }
             var parts: [FrozenLinear.Part] = []
             for block in blocks {
@@ -345,10 +344,10 @@ public final class LlamaLoRAModel {
     /// `bytes` as `frozenWeightBytes` will report it, `parameters` as
     /// `frozenWeightParameters`, and `backwardScratchBytes` the transient
     /// panels of the largest frozen W that dX = dY·W makes per call (scratch slot 9).
-    /// `bufferLimitBytes` and `alignmentBytes` as the model loads (a W past the
-    /// limit is kept in parts: their bytes summed, the scratch of the largest).
+    /// `bufferLimitBytes` as the model loads (a W past the limit is kept in
+    /// parts: their bytes summed, the scratch of the largest).
     public static func frozenWeightPlan(config c: ModelConfig, lora: LoraConfig, checkpoint: CheckpointSource,
-                                        bufferLimitBytes: Int = 0, alignmentBytes: Int = 128) throws
+                                        bufferLimitBytes: Int = 0) throws
         -> (bytes: Int, parameters: Int, backwardScratchBytes: Int) {
         // The memory plan's rule (MemoryPlan.frozenMatrices), the one place it is written.
         let plan = try AdapterPlan(config: c, lora: lora)
@@ -356,14 +355,13 @@ public final class LlamaLoRAModel {
         let kept = MemoryPlan.frozenMatrices(config: c, adapterPlan: plan, dtypes: dtypes)
         let bytes = kept.reduce(0) { total, m in
             MemoryPlan.frozenParts(inFeatures: m.inFeatures, outFeatures: m.outFeatures, dtype: m.dtype,
-                                   bufferLimitBytes: bufferLimitBytes, alignmentBytes: alignmentBytes).reduce(total) {
+                                   bufferLimitBytes: bufferLimitBytes).reduce(total) {
                 $0 + MemoryPlan.frozenLinearBytes(inFeatures: m.inFeatures, outFeatures: $1.count, dtype: m.dtype)
             }
         }
         let params = kept.reduce(0) { $0 + $1.inFeatures * $1.outFeatures }
         let scratch = plan.linears.filter { !plan.isSaved($0.path) }
-            .map { 4 * MemoryPlan.backwardPanelFloats($0, c, dtypes, bufferLimitBytes: bufferLimitBytes,
-                                                        alignmentBytes: alignmentBytes) }.max() ?? 0
+            .map { 4 * MemoryPlan.backwardPanelFloats($0, c, dtypes, bufferLimitBytes: bufferLimitBytes) }.max() ?? 0
         return (bytes, params, scratch)
     }
 

@@ -29,6 +29,14 @@ public struct MemoryPlan: Sendable {
         public let copies: Int
         /// Bytes of one element (4 for fp32 and int32, 2 for a 16-bit weight, 1 for the decay mask).
         public var elementBytes: Int = 4
+        /// A frozen tensor kept in parts: its name and how many parts (this item: those of one height).
+        public var split: (tensor: String, parts: Int)? { splitTensor.map { ($0, splitParts) } }
+        var splitTensor: String? = nil
+        var splitParts = 1
+        /// The trainable tensor that takes this group of flat buffers past the buffer limit by itself.
+        public var aloneTensor: String? = nil
+        /// How many groups of flat buffers the trainable tensors take (on their items).
+        public var trainableGroups = 1
         public var total: Int { sat(bytes, copies) }
         public var elements: Int { bytes / max(elementBytes, 1) }
     }
@@ -107,10 +115,9 @@ public struct MemoryPlan: Sendable {
     /// `bufferLimitBytes` (`FrozenLinear.splitRows`, the loader's rule); one
     /// block when W fits a buffer or no block height would (then the plan
     /// reports the whole W as the buffer past the limit).
-    static func frozenParts(inFeatures: Int, outFeatures: Int, dtype: String, bufferLimitBytes: Int,
-                            alignmentBytes: Int) -> [Range<Int>] {
+    static func frozenParts(inFeatures: Int, outFeatures: Int, dtype: String, bufferLimitBytes: Int) -> [Range<Int>] {
         FrozenLinear.splitRows(outFeatures: outFeatures, inFeatures: inFeatures, bytesPerElement: frozenElementBytes(dtype: dtype),
-                               limitBytes: bufferLimitBytes, alignmentBytes: alignmentBytes) ?? [0..<max(outFeatures, 0)]
+                               limitBytes: bufferLimitBytes) ?? [0..<max(outFeatures, 0)]
     }
 
     // MARK: planning
@@ -165,6 +172,10 @@ public struct MemoryPlan: Sendable {
         func add(_ cat: Category, _ name: String, _ bytes: Int, copies: Int = 1, element: Int = 4) {
             if copies > 0 { items.append(Item(category: cat, name: name, bytes: bytes, copies: copies, elementBytes: element)) }
         }
+        /// Marks the items just added (`count` of them).
+        func mark(_ count: Int, _ f: (inout Item) -> Void) {
+            for i in items.indices.suffix(count) { f(&items[i]) }
+        }
         let H = c.hiddenSize, I = c.intermediateSize, V = c.vocabSize, L = c.numLayers
         let NH = c.numHeads, D = c.headDim, qd = sat(c.numHeads, c.headDim), kvd = sat(c.numKVHeads, c.headDim)
         let lora = plan.lora
@@ -175,7 +186,7 @@ public struct MemoryPlan: Sendable {
         // A W past the buffer limit is kept in blocks of rows: one item per block height.
         for m in Self.frozenMatrices(config: c, adapterPlan: plan, dtypes: dtypes) {
             let parts = Self.frozenParts(inFeatures: m.inFeatures, outFeatures: m.outFeatures, dtype: m.dtype,
-                                         bufferLimitBytes: bufferLimitBytes, alignmentBytes: alignmentBytes)
+                                         bufferLimitBytes: bufferLimitBytes)
             let name = "\(m.tensor) [\(m.outFeatures), \(m.inFeatures)] packed (\(m.dtype))"
             if parts.count == 1 {
                 add(.weights, name, Self.frozenLinearBytes(inFeatures: m.inFeatures, outFeatures: m.outFeatures, dtype: m.dtype),
@@ -186,6 +197,7 @@ public struct MemoryPlan: Sendable {
                 add(.weights, name + ", in \(parts.count) parts: \(height) rows",
                     Self.frozenLinearBytes(inFeatures: m.inFeatures, outFeatures: height, dtype: m.dtype),
                     copies: parts.filter { $0.count == height }.count, element: Self.frozenElementBytes(dtype: m.dtype))
+                mark(1) { $0.splitTensor = m.tensor; $0.splitParts = parts.count }
             }
         }
         add(.weights, "model.norm.weight [\(H)]", f32(H))
@@ -204,14 +216,17 @@ public struct MemoryPlan: Sendable {
         for (g, group) in groups.enumerated() {
             let total = group.total, specs = plan.tensors[group.specs]
             var of = groups.count == 1 ? "" : ", group \(g + 1) of \(groups.count)"
+            var alone: String? = nil
             if bufferLimitBytes > 0, f32(total) > bufferLimitBytes, let big = specs.first {
                 // Only a tensor past the limit by itself makes a group past it.
                 of += ": '\(big.key)' \(big.shape) alone"
+                alone = big.key
             }
             for what in ["trainable parameters", "their gradients", "AdamW first moments", "AdamW second moments"] {
                 add(.trainable, "\(what) (\(total) floats\(of))", f32(total))
             }
             add(.trainable, "weight-decay mask (\(total) bytes\(of))", total, element: 1)
+            mark(5) { $0.aloneTensor = alone; $0.trainableGroups = groups.count }
         }
 
         // Activations (ActivationPlan.init), N = B·T tokens.
@@ -295,7 +310,7 @@ public struct MemoryPlan: Sendable {
                 need(2, Self.packedCount(k: din, n: r))
                 need(3, Self.packedCount(k: r, n: dout))
                 if backward {
-                    need(9, Self.backwardPanelFloats(spec, c, dtypes, bufferLimitBytes: bufferLimitBytes, alignmentBytes: alignmentBytes))
+                    need(9, Self.backwardPanelFloats(spec, c, dtypes, bufferLimitBytes: bufferLimitBytes))
                     need(4, sat(rows, r))
                     need(5, Self.packedCount(k: dout, n: r))
                     need(6, Self.packedCount(k: rows, n: r))
@@ -309,7 +324,7 @@ public struct MemoryPlan: Sendable {
             let rows = spec.path == "lm_head" ? headRows : n
             let layerIndex = spec.path == "lm_head" ? L : Self.layerIndex(spec.path) ?? 0
             if rows > 0 && s.training && layerIndex >= lowest {
-                need(9, Self.backwardPanelFloats(spec, c, dtypes, bufferLimitBytes: bufferLimitBytes, alignmentBytes: alignmentBytes))
+                need(9, Self.backwardPanelFloats(spec, c, dtypes, bufferLimitBytes: bufferLimitBytes))
             }
         }
         need(20, 256)                                                  // ComputeContext.reductionWidth partial sums
@@ -339,11 +354,11 @@ public struct MemoryPlan: Sendable {
     /// of W's largest part (K = its rows, N = in) in its storage, 16-bit ones
     /// two to a float (`ComputeContext.backwardPanels`).
     static func backwardPanelFloats(_ spec: LinearSpec, _ c: ModelConfig, _ dtypes: [String: String],
-                                    bufferLimitBytes: Int, alignmentBytes: Int) -> Int {
+                                    bufferLimitBytes: Int) -> Int {
         let source = spec.path == "lm_head" && c.tieWordEmbeddings ? "model.embed_tokens.weight" : spec.path + ".weight"
         let dtype = dtypes[source] ?? "F32"
         let rows = frozenParts(inFeatures: spec.inFeatures, outFeatures: spec.outFeatures, dtype: dtype,
-                               bufferLimitBytes: bufferLimitBytes, alignmentBytes: alignmentBytes).map(\.count).max() ?? 0
+                               bufferLimitBytes: bufferLimitBytes).map(\.count).max() ?? 0
         return (sat(packedCount(k: rows, n: spec.inFeatures), frozenElementBytes(dtype: dtype)) + 3) / 4
     }
 
@@ -384,14 +399,10 @@ public struct MemoryPlan: Sendable {
         }
         // What is kept in several buffers because one would be past the per-buffer limit.
         var split: [String] = []
-        for item in items where item.category == .weights {
-            if let r = item.name.range(of: ", in "), let end = item.name.range(of: " parts: ", range: r.upperBound..<item.name.endIndex) {
-                let tensor = item.name.range(of: " [").map { String(item.name[..<$0.lowerBound]) } ?? String(item.name[..<r.lowerBound])
-                let what = tensor + " in " + item.name[r.upperBound..<end.lowerBound] + " parts"
-                if !split.contains(what) { split.append(what) }
-            }
+        for item in items {
+            if let (tensor, parts) = item.split, !split.contains("\(tensor) in \(parts) parts") { split.append("\(tensor) in \(parts) parts") }
         }
-        let groups = items.filter { $0.name.hasPrefix("AdamW first moments") }.count
+        let groups = items.first { $0.category == .trainable }?.trainableGroups ?? 1
         if groups > 1 { split.append("the trainable tensors in \(groups) groups of buffers") }
         if !split.isEmpty { out.append("  kept in parts (one buffer each ≤ the per-buffer limit): " + split.joined(separator: "; ")) }
         return out
@@ -447,9 +458,6 @@ public struct MemoryLimits: Sendable, Equatable {
         self.allocationSource = allocationSource
     }
 
-    /// The device's own limits, overridden by `LORA_GPU_DEVICE_MEMORY=SIZE[,MAX_ALLOC]`
-    /// (bytes, or with a K/M/G/T suffix, binary): plan against less than the
-    /// device reports (a GPU shared with other work), or test the check.
     /// The most bytes one buffer may hold: the allocation limit (with
     /// `LORA_GPU_DEVICE_MEMORY`'s, when it gives one), never above the
     /// device's own; 0 when neither says.
@@ -458,6 +466,10 @@ public struct MemoryLimits: Sendable, Equatable {
         let own = device.maxAllocationBytes
         return asked > 0 && own > 0 ? min(asked, own) : max(asked, own, 0)
     }
+
+    /// The device's own limits, overridden by `LORA_GPU_DEVICE_MEMORY=SIZE[,MAX_ALLOC]`
+    /// (bytes, or with a K/M/G/T suffix, binary): plan against less than the
+    /// device reports (a GPU shared with other work), or test the check.
 
     public init(device: Device, environment: [String: String] = ProcessInfo.processInfo.environment) throws {
         self.init(deviceName: device.name, globalBytes: device.globalMemoryBytes, maxAllocationBytes: device.maxAllocationBytes)

@@ -60,7 +60,7 @@ public final class ParameterStore {
         var out: [(specs: Range<Int>, total: Int)] = []
         var first = 0, total = 0
         for (i, n) in counts.enumerated() {
-            let (padded, o) = (max(n, 0) + align - 1).addingReportingOverflow(0)
+            let (padded, o) = max(n, 0).addingReportingOverflow(align - 1)
             let size = o ? Int.max : padded / align * align
             if i > first && (total > limit - size || size > limit) {
                 out.append((first..<i, max(total, 1)))

@@ -29,8 +29,8 @@ public struct LoRASettings: Sendable, Equatable {
 /// the fp32 or dequantized-GGUF embedding of a 150k-vocabulary 72B model is
 /// 5 GB) is kept in parts, each a block of rows of W — a block of output
 /// columns of y = x·Wᵀ — in its own buffer (`splitRows`). Every product
-/// runs once per part: y's columns of the part (a view at the part's first
-/// column, row stride `out`), and dX = Σ_parts dY[:, part]·W[part].
+/// runs once per part: the gemm writes y's columns of the part (row stride
+/// `out`, first column the part's first row), and dX = Σ_parts dY[:, part]·W[part].
 public final class FrozenLinear {
     /// Rows `rows` of W, as the panels of op(B) = W[rows]ᵀ (K = in, N = rows.count).
     public struct Part {
@@ -73,15 +73,18 @@ public final class FrozenLinear {
         self.init(checkedParts: [Part(rows: 0..<forward.n, panels: forward)])
     }
 
-    /// From parts made by `splitRows` (contiguous, in order, one storage type, K = in each).
+    /// From parts as `splitRows` makes them: contiguous blocks in order, each
+    /// starting at a multiple of 16 rows (whole panels of y's columns), one
+    /// storage type, K = in each.
     public convenience init(parts: [Part]) throws {
         guard let first = parts.first else { throw OpError(op: "FrozenLinear", detail: "no parts") }
         var next = 0
         for p in parts {
-            guard p.rows.lowerBound == next, p.rows.count == p.panels.n, p.panels.k == first.panels.k,
-                  p.panels.storage == first.panels.storage, p.rows.count >= 1 else {
-                throw OpError(op: "FrozenLinear", detail: "parts must be contiguous blocks of rows with panels of one shape and type "
-                              + "(part \(p.rows) after row \(next), panels \(p.panels.k)×\(p.panels.n) \(p.panels.storage.rawValue))")
+            guard p.rows.lowerBound == next, p.rows.lowerBound % 16 == 0, p.rows.count == p.panels.n,
+                  p.panels.k == first.panels.k, p.panels.storage == first.panels.storage, p.rows.count >= 1 else {
+                throw OpError(op: "FrozenLinear", detail: "parts must be contiguous blocks of rows, each from a multiple of 16, "
+                              + "with panels of one shape and type (part \(p.rows) after row \(next), "
+                              + "panels \(p.panels.k)×\(p.panels.n) \(p.panels.storage.rawValue))")
             }
             next = p.rows.upperBound
         }
@@ -95,29 +98,22 @@ public final class FrozenLinear {
     }
 
     /// The blocks of rows a W (out, in) of `bytesPerElement` is kept in so that
-    /// no part's panels exceed `limitBytes` (≤ 0: no limit): one block when the
-    /// whole fits; otherwise blocks of equal height, the last one shorter, each
-    /// a multiple of 16 rows (whole panels) and of `alignmentBytes`/4 (a part's
-    /// first column is a valid sub-buffer origin in fp32 buffers of `out`
-    /// columns: y, dY, the bias, the LoRA Bᵀ panels). nil when even the
-    /// smallest such block exceeds the limit.
+    /// no part's panels exceed `limitBytes` (≤ 0: no byte limit) nor 2³¹−1
+    /// elements (the kernels' 32-bit sizes): one block when the whole fits;
+    /// otherwise blocks of equal height, a multiple of 16 rows (whole panels),
+    /// the last one shorter. nil when not even 16 rows fit.
     public static func splitRows(outFeatures out: Int, inFeatures k: Int, bytesPerElement: Int,
-                                 limitBytes: Int, alignmentBytes: Int) -> [Range<Int>]? {
+                                 limitBytes: Int) -> [Range<Int>]? {
         guard out >= 1, k >= 1, bytesPerElement >= 1 else { return [0..<max(out, 0)] }
+        let (cap, o0) = Int(Int32.max).multipliedReportingOverflow(by: bytesPerElement)
+        let limit = limitBytes > 0 ? min(limitBytes, o0 ? Int.max : cap) : (o0 ? Int.max : cap)
         let (rowBytes, o1) = k.multipliedReportingOverflow(by: bytesPerElement)
-        let (whole, o2) = ((out + 15) / 16 * 16).multipliedReportingOverflow(by: o1 ? Int.max : rowBytes)
-        if limitBytes <= 0 || (!o1 && !o2 && whole <= limitBytes) { return [0..<out] }
         if o1 { return nil }
-        let unit = lcm(16, max(alignmentBytes / 4, 1))
-        let height = limitBytes / rowBytes / unit * unit
-        guard height >= unit else { return nil }
+        let (whole, o2) = ((out + 15) / 16 * 16).multipliedReportingOverflow(by: rowBytes)
+        if !o2 && whole <= limit { return [0..<out] }
+        let height = limit / rowBytes / 16 * 16
+        guard height >= 16 else { return nil }
         return stride(from: 0, to: out, by: height).map { $0..<min($0 + height, out) }
-    }
-
-    private static func lcm(_ a: Int, _ b: Int) -> Int {
-        var (x, y) = (a, b)
-        while y != 0 { (x, y) = (y, x % y) }
-        return a / x * b
     }
 }
 
@@ -163,43 +159,25 @@ extension ComputeContext {
     }
 
     /// y (N,out) = x·Wᵀ [+ ext] [+ bias] + beta·y: one gemm per part of W, each
-    /// writing its block of y's columns (a view at the part's first column,
-    /// row stride out). `ext` is an fp32 term over all `out` columns (the LoRA
-    /// s·u·Bᵀ, its panels cut at the same columns).
+    /// writing its block of y's columns (row stride out, from the part's first
+    /// row). `ext` is an fp32 term over all `out` columns (the LoRA s·u·Bᵀ,
+    /// its panels read from the same column).
     func frozenProduct(y: DeviceBuffer<Float>, x: DeviceBuffer<Float>, base: FrozenLinear, tokens n: Int,
                        ext: GemmExtension?, bias: DeviceBuffer<Float>?, beta: Float) throws {
-        let din = base.inFeatures, dout = base.outFeatures
-        let a = StridedOperand(x, rows: n, cols: din, .none)
-        if base.parts.count == 1 {
-            try gemm(y, m: n, alpha: 1, a: a, b: base.parts[0].panels, ext: ext, bias: bias, beta: beta)
-            return
-        }
-        try requireCount(y, atLeast: n * dout, "frozenProduct", "y")
-        if let bias { try requireCount(bias, atLeast: dout, "frozenProduct", "bias") }
+        let a = StridedOperand(x, rows: n, cols: base.inFeatures, .none)
         for part in base.parts {
-            let c0 = part.rows.lowerBound, w = part.rows.count
-            let yv = try y.subBuffer(offset: c0, count: (n - 1) * dout + w)
-            var e: GemmExtension? = nil
-            if let ext, let panels = ext.b.buffer {
-                let k2 = ext.b.k
-                let view = try panels.subBuffer(offset: c0 * k2, count: PackedMatrix.count(k: k2, n: w))
-                e = GemmExtension(a: ext.a, b: PackedMatrix(buffer: view, k: k2, n: w), alpha: ext.alpha, dropout: ext.dropout)
-            }
-            try gemm(yv, m: n, alpha: 1, a: a, b: part.panels, ext: e,
-                     bias: try bias.map { try $0.subBuffer(offset: c0, count: w) }, beta: beta, ldc: dout)
+            try gemm(y, m: n, alpha: 1, a: a, b: part.panels, ext: ext, bias: bias, beta: beta,
+                     ldc: base.outFeatures, col0: part.rows.lowerBound)
         }
     }
 
     /// dX (N,in) = dY·W [+ ext] (+ beta·dX), W frozen: Σ over the parts of
-    /// dY[:, part]·W[part] (a view of dY at the part's first column, row
-    /// stride out), the first with `beta` and `ext`, the rest added.
+    /// dY[:, part]·W[part] (dY read from the part's first column, row stride
+    /// out), the first with `beta` and `ext`, the rest added.
     func frozenTransposedProduct(dx: DeviceBuffer<Float>, dy: DeviceBuffer<Float>, base: FrozenLinear, tokens n: Int,
                                  ext: GemmExtension?, beta: Float) throws {
-        let dout = base.outFeatures
         for (i, part) in base.parts.enumerated() {
-            let c0 = part.rows.lowerBound, w = part.rows.count
-            let a = base.parts.count == 1 ? StridedOperand(dy, rows: n, cols: dout, .none)
-                : StridedOperand(try dy.subBuffer(offset: c0, count: (n - 1) * dout + w), rowStride: dout, colStride: 1)
+            let a = StridedOperand(dy, rowStride: base.outFeatures, colStride: 1, offset: part.rows.lowerBound)
             try gemm(dx, m: n, alpha: 1, a: a, b: backwardPanels(base, part: i), ext: i == 0 ? ext : nil, bias: nil,
                      beta: i == 0 ? beta : 1)
         }
@@ -224,15 +202,12 @@ extension ComputeContext {
         try frozenTransposedProduct(dx: dx, dy: dy, base: base, tokens: n, ext: nil, beta: beta)
     }
 
-    /// W (out, in) as fp32, read back from the kept panels into `out` (part by
-    /// part, each into its rows: a view at row offset × in).
+    /// W (out, in) as fp32, read back from the kept panels into `out`, part by part.
     public func unpackWeight(_ base: FrozenLinear, into out: DeviceBuffer<Float>) throws {
         opLock.lock(); defer { opLock.unlock() }
-        let din = base.inFeatures
-        try requireCount(out, atLeast: base.outFeatures * din, "unpackWeight", "out")
+        try requireCount(out, atLeast: base.outFeatures * base.inFeatures, "unpackWeight", "out")
         for part in base.parts {
-            let view = base.parts.count == 1 ? out : try out.subBuffer(offset: part.rows.lowerBound * din, count: part.rows.count * din)
-            try panelRows(out: view, packed: part.panels, ids: nil, rows: part.rows.count)
+            try panelRows(out: out, packed: part.panels, ids: nil, rows: part.rows.count, firstRow: part.rows.lowerBound)
         }
     }
 

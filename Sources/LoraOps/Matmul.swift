@@ -47,12 +47,14 @@ public final class PackedMatrix {
 }
 
 /// A strided view of op(A) (M,K): element (m, k) = buf[m·rowStride + k·colStride].
+/// `offset`: the element of (0, 0) (a block of columns of a wider matrix).
 struct StridedOperand {
     let buffer: DeviceBuffer<Float>
     let rowStride: Int
     let colStride: Int
-    init(_ buffer: DeviceBuffer<Float>, rowStride: Int, colStride: Int) {
-        self.buffer = buffer; self.rowStride = rowStride; self.colStride = colStride
+    var offset = 0
+    init(_ buffer: DeviceBuffer<Float>, rowStride: Int, colStride: Int, offset: Int = 0) {
+        self.buffer = buffer; self.rowStride = rowStride; self.colStride = colStride; self.offset = offset
     }
     init(_ buffer: DeviceBuffer<Float>, rows m: Int, cols k: Int, _ t: Transpose) {
         self.buffer = buffer
@@ -126,14 +128,16 @@ extension ComputeContext {
     /// For a frozen W (out, in) packed as op(B) = Wᵀ, the rows of W: the
     /// embedding gather from its table, or W itself, whole.
     /// `firstRow`: the panels hold rows firstRow..<firstRow + N of a matrix kept
-    /// in parts (`FrozenLinear.parts`); an id outside them is left unwritten.
+    /// in parts (`FrozenLinear.parts`): with ids, an id outside them is left
+    /// unwritten; without, the rows land at rows firstRow… of `out`.
     public func panelRows(out: DeviceBuffer<Float>, packed b: PackedMatrix, ids: DeviceBuffer<Int32>?, rows: Int,
                           firstRow: Int = 0) throws {
         opLock.lock(); defer { opLock.unlock() }
         try require(rows >= 1, "panelRows", "rows must be ≥ 1")
         try require(ids != nil || rows <= b.n, "panelRows", "\(rows) rows of a matrix with \(b.n)")
         if let ids { try require(ids.count >= rows, "panelRows", "ids has \(ids.count) elements, needs \(rows)") }
-        try requireCount(out, atLeast: rows * b.k, "panelRows", "out")
+        try require(firstRow >= 0 && firstRow % 16 == 0, "panelRows", "first row \(firstRow) is not a multiple of 16")
+        try requireCount(out, atLeast: (ids == nil ? firstRow + rows : rows) * b.k, "panelRows", "out")
         try launch("panel_rows" + b.storage.kernelSuffix,
                    [i32(rows), i32(b.k), .int(ids == nil ? 0 : 1), .buffer(ids ?? out), i32(firstRow), i32(b.n),
                     .buffer(b.memory), .buffer(out)],
@@ -167,19 +171,25 @@ extension ComputeContext {
     /// The one launcher of the `gemm_packed` family: the kernel is chosen by
     /// the panels' storage (`gemm_packed` + `WeightStorage.kernelSuffix`);
     /// every member takes the same arguments.
-    /// `ldc`: C's row stride (default N); a larger one writes a block of
-    /// columns of a wider matrix (C a view at the block's first column).
+    /// A block of N columns of a wider matrix (a weight kept in parts): `ldc`
+    /// is C's row stride (default N) and the block starts at column `col0` (a
+    /// multiple of 16) of C, of the bias, of the extension's panels (packed
+    /// over the whole width) and of its dropout mask.
     func gemm(_ c: DeviceBuffer<Float>, m: Int, alpha: Float, a: StridedOperand, b: PackedMatrix,
-              ext: GemmExtension?, bias: DeviceBuffer<Float>?, beta: Float, ldc: Int? = nil) throws {
+              ext: GemmExtension?, bias: DeviceBuffer<Float>?, beta: Float, ldc: Int? = nil, col0: Int = 0) throws {
         let n = b.n, k = b.k, ldc = ldc ?? b.n
         try require(m >= 1, "gemm", "M must be ≥ 1")
-        try require(ldc >= n, "gemm", "row stride \(ldc) of C is below N \(n)")
-        try requireCount(c, atLeast: (m - 1) * ldc + n, "gemm", "C")
-        if let bias { try requireCount(bias, atLeast: n, "gemm", "bias") }
+        try require(col0 >= 0 && col0 % 16 == 0, "gemm", "first column \(col0) is not a multiple of 16")
+        try require(ldc >= col0 + n, "gemm", "row stride \(ldc) of C is below its columns \(col0) + \(n)")
+        try requireCount(c, atLeast: (m - 1) * ldc + col0 + n, "gemm", "C")
+        if let bias { try requireCount(bias, atLeast: col0 + n, "gemm", "bias") }
         if let ext {
-            try require(ext.b.n == n, "gemm", "extension N \(ext.b.n) differs from N \(n)")
+            // A whole matrix: the same N; a block of columns: panels over the whole width.
+            try require(ldc == n ? ext.b.n == n : ext.b.n >= col0 + n, "gemm",
+                        "extension N \(ext.b.n) does not match columns \(col0)..<\(col0 + n)")
         }
         try require(ext?.b.storage ?? .f32 == .f32, "gemm", "extension panels must be fp32")
+        try require(ext?.a.offset ?? 0 == 0, "gemm", "the extension's A has no offset")
         let shape = gemmLaunch(m: m, n: n, storage: b.storage.kernelSuffix)
         try launch(shape.kernel, [
             i32(m), i32(n), i32(k), .float(alpha),
@@ -191,7 +201,7 @@ extension ComputeContext {
             .int(ext?.dropout == nil ? 0 : 1), .float(ext?.dropout?.p ?? 0), .uint(ext?.dropout?.seed ?? 0),
             i32(ext?.dropout?.maskLd ?? 0),
             .int(bias == nil ? 0 : 1), .buffer(bias ?? c),
-            .float(beta), .buffer(c), i32(ldc),
+            .float(beta), .buffer(c), i32(ldc), i32(col0), i32(a.offset),
         ], global: shape.global, local: shape.local)
     }
 

@@ -460,7 +460,7 @@ public final class Trainer {
         } else if let b = problems.buffer ?? problems.elements, b.category == .weights {
             // Frozen weights past the limit are kept in blocks of rows; this one's smallest block is past it too.
             m += " Not even the smallest block of rows this frozen tensor can be kept in fits one buffer on this device."
-        } else if let b = problems.buffer, b.category == .trainable, b.name.contains(" alone") {
+        } else if let b = problems.buffer, b.aloneTensor != nil {
             m += " A fully trained copy (modules_to_save) is kept whole in one buffer: adapt that module with LoRA instead "
                 + "(target_modules), or use a device whose CL_DEVICE_MAX_MEM_ALLOC_SIZE holds it."
         } else {

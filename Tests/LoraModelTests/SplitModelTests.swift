@@ -36,8 +36,7 @@ final class SplitModelTests: XCTestCase {
             // Planned from the headers as loaded.
             let (config, source) = try ModelSource.open(rc.dir + "/model")
             let planned = try LlamaLoRAModel.frozenWeightPlan(config: config, lora: split.lora, checkpoint: source,
-                                                              bufferLimitBytes: bytes,
-                                                              alignmentBytes: split.ctx.device.baseAddressAlignmentBytes)
+                                                              bufferLimitBytes: bytes)
             XCTAssertEqual(planned.bytes, split.frozenWeightBytes, "\(name): planned bytes of the parts")
             // The same logits as the model kept whole, bit for bit (each logit is the same sum).
             let b = try rc.batch

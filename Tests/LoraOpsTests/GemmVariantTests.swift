@@ -194,7 +194,7 @@ final class GemmVariantTests: XCTestCase {
                             .buffer(a2p.memory),
                             .int(1), .float(p), .uint(seed), .int(Int32(n)),
                             .int(1), .buffer(try ctx.buffer(bias)),
-                            .float(beta), .buffer(c), .int(Int32(n)),
+                            .float(beta), .buffer(c), .int(Int32(n)), .int(0), .int(0),
                         ], global: shape.global, local: shape.local)
                         let base = Reference.matmul(a, held, m: m, n: n, k: k, alpha: 1.25)
                         let ext = Reference.matmul(a2, b2, m: m, n: n, k: k2, alpha: -0.5)

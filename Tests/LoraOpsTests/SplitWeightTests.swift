@@ -12,39 +12,34 @@ import XCTest
 /// adds the parts in another order, so it is compared within fp32 rounding,
 /// and against float64.
 final class SplitWeightTests: XCTestCase {
-    /// The row unit of a split: whole panels (16) and a sub-buffer origin in fp32 buffers.
-    func unit(_ ctx: ComputeContext) -> Int {
-        let a = max(ctx.device.baseAddressAlignmentBytes / 4, 1)
-        var (x, y) = (16, a)
-        while y != 0 { (x, y) = (y, x % y) }
-        return 16 / x * a
-    }
+    /// The row unit of a split: whole panels of 16 columns of y.
+    let unit = 16
 
     func testSplitRule() {
-        // Fits: one block, whatever the alignment.
-        XCTAssertEqual(FrozenLinear.splitRows(outFeatures: 100, inFeatures: 10, bytesPerElement: 4, limitBytes: 112 * 40,
-                                              alignmentBytes: 128), [0..<100])
-        XCTAssertEqual(FrozenLinear.splitRows(outFeatures: 100, inFeatures: 10, bytesPerElement: 4, limitBytes: 0,
-                                              alignmentBytes: 128), [0..<100])
-        // 128-byte alignment: blocks of 32 rows; a limit of 2.5 blocks gives 64-row blocks, the last shorter.
-        XCTAssertEqual(FrozenLinear.splitRows(outFeatures: 200, inFeatures: 10, bytesPerElement: 4, limitBytes: 80 * 40,
-                                              alignmentBytes: 128), [0..<64, 64..<128, 128..<192, 192..<200])
-        // 16-bit elements: twice the rows per buffer (160 of 20 bytes in 3200).
-        XCTAssertEqual(FrozenLinear.splitRows(outFeatures: 200, inFeatures: 10, bytesPerElement: 2, limitBytes: 80 * 40,
-                                              alignmentBytes: 128), [0..<160, 160..<200])
-        // 512-byte alignment (an NVIDIA device): 128-row units.
-        XCTAssertEqual(FrozenLinear.splitRows(outFeatures: 300, inFeatures: 10, bytesPerElement: 4, limitBytes: 200 * 40,
-                                              alignmentBytes: 512), [0..<128, 128..<256, 256..<300])
-        // Not even one unit fits the limit.
-        XCTAssertNil(FrozenLinear.splitRows(outFeatures: 200, inFeatures: 10, bytesPerElement: 4, limitBytes: 31 * 40,
-                                            alignmentBytes: 128))
+        func split(_ out: Int, _ k: Int, _ e: Int, _ limit: Int) -> [Range<Int>]? {
+            FrozenLinear.splitRows(outFeatures: out, inFeatures: k, bytesPerElement: e, limitBytes: limit)
+        }
+        // Fits (100 rows pad to 112): one block; no limit: one block.
+        XCTAssertEqual(split(100, 10, 4, 112 * 40), [0..<100])
+        XCTAssertEqual(split(100, 10, 4, 0), [0..<100])
+        XCTAssertEqual(split(100, 10, 4, 112 * 40 - 1), [0..<96, 96..<100])
+        // 80 rows' worth of bytes: blocks of 80 (a multiple of 16), the last shorter.
+        XCTAssertEqual(split(200, 10, 4, 80 * 40), [0..<80, 80..<160, 160..<200])
+        // 16-bit elements: twice the rows per buffer (160 rows of 20 bytes in 3200).
+        XCTAssertEqual(split(200, 10, 2, 80 * 40), [0..<160, 160..<200])
+        // Rounded down to whole panels: 47 rows' worth → 32-row blocks.
+        XCTAssertEqual(split(70, 10, 4, 47 * 40), [0..<32, 32..<64, 64..<70])
+        // Not even 16 rows fit.
+        XCTAssertNil(split(200, 10, 4, 15 * 40))
         // A 72B model's fp32 embedding (152064 × 8192) under a 4 GiB limit: parts ≤ 4 GiB covering every row.
-        let parts = FrozenLinear.splitRows(outFeatures: 152_064, inFeatures: 8192, bytesPerElement: 4, limitBytes: 4 << 30,
-                                           alignmentBytes: 512)!
-        XCTAssertEqual(parts.count, 2)
-        XCTAssertEqual(parts.first?.lowerBound, 0)
-        XCTAssertEqual(parts.last?.upperBound, 152_064)
+        let parts = split(152_064, 8192, 4, 4 << 30)!
+        XCTAssertEqual(parts, [0..<131_072, 131_072..<152_064])
         for p in parts { XCTAssertLessThanOrEqual((p.count + 15) / 16 * 16 * 8192 * 4, 4 << 30) }
+        // Past the kernels' 32-bit element count, even without a byte limit (or under a larger one).
+        let big = split(300_000, 8192, 2, 0)!
+        XCTAssertEqual(big.count, 2)
+        for p in big { XCTAssertLessThanOrEqual(p.count * 8192, Int(Int32.max)) }
+        XCTAssertEqual(split(300_000, 8192, 2, 1 << 40), big)
         XCTAssertThrowsError(try FrozenLinear(parts: []))
     }
 
@@ -67,14 +62,19 @@ final class SplitWeightTests: XCTestCase {
                                     outFeatures: rows.count, inFeatures: din)
         }
         // A limit just under unitsPerPart + 1 units' panels.
-        let u = unit(ctx), limit = (unitsPerPart + 1) * u * din * storage.bytesPerElement - 1
+        let u = unit, limit = (unitsPerPart + 1) * u * din * storage.bytesPerElement - 1
         let blocks = try XCTUnwrap(FrozenLinear.splitRows(outFeatures: out, inFeatures: din, bytesPerElement: storage.bytesPerElement,
-                                                          limitBytes: limit, alignmentBytes: ctx.device.baseAddressAlignmentBytes))
+                                                          limitBytes: limit))
         XCTAssertEqual(blocks.first?.count, unitsPerPart * u)
         let split = try FrozenLinear(parts: blocks.map { FrozenLinear.Part(rows: $0, panels: try frozen($0).parts[0].panels) })
         XCTAssertGreaterThanOrEqual(split.parts.count, 3)
         for p in split.parts { XCTAssertLessThanOrEqual(p.panels.deviceBytes, limit, "a part past the limit") }
         XCTAssertEqual(split.outFeatures, out)
+        // Parts must start at whole panels.
+        if let p = split.parts.first, p.rows.count > 8 {
+            XCTAssertThrowsError(try FrozenLinear(parts: [FrozenLinear.Part(rows: 0..<8, panels: try frozen(0..<8).parts[0].panels),
+                                                          FrozenLinear.Part(rows: 8..<out, panels: try frozen(8..<out).parts[0].panels)]))
+        }
         XCTAssertEqual(split.inFeatures, din)
         XCTAssertNil(split.forward)
         return (try frozen(0..<out), split, w)
@@ -83,7 +83,7 @@ final class SplitWeightTests: XCTestCase {
     func testProductsOfASplitWeightEqualTheWholeOnes() throws {
         let ctx = try sharedContext()
         var rng = freshRandom(#function)
-        let u = unit(ctx)
+        let u = 2 * unit
         // (tokens, in, rows of W): W's rows span several parts and end in a short one.
         let shapes = [(1, 37, 3 * u + 5), (17, 5, 5 * u + 1), (33, 64, 4 * u - 7)]
         for storage in WeightStorage.allCases {
