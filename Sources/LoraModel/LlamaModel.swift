@@ -211,7 +211,8 @@ public final class LlamaLoRAModel {
                                                       limitBytes: limit) else {
                 throw CheckpointError.tensor(path: checkpoint.location, name: name, reason:
                     "kept in blocks of rows to fit the device's largest buffer (\(limit) bytes), but even the smallest "
-                    + "block, 16 rows of \(cols) \(storage.rawValue) values (\(16 * cols * storage.bytesPerElement) bytes), is larger")
+                    + "block, 16 rows of \(cols) \(storage.rawValue) values (\(16 * ((cols + 15) / 16 * 16) * storage.bytesPerElement) "
+                    + "bytes as panels), is larger")
             }
             var parts: [FrozenLinear.Part] = []
             for block in blocks {

@@ -470,7 +470,6 @@ public struct MemoryLimits: Sendable, Equatable {
     /// The device's own limits, overridden by `LORA_GPU_DEVICE_MEMORY=SIZE[,MAX_ALLOC]`
     /// (bytes, or with a K/M/G/T suffix, binary): plan against less than the
     /// device reports (a GPU shared with other work), or test the check.
-
     public init(device: Device, environment: [String: String] = ProcessInfo.processInfo.environment) throws {
         self.init(deviceName: device.name, globalBytes: device.globalMemoryBytes, maxAllocationBytes: device.maxAllocationBytes)
         guard let raw = environment[Self.environmentVariable], !raw.trimmingCharacters(in: .whitespaces).isEmpty else { return }

@@ -99,7 +99,9 @@ public final class FrozenLinear {
 
     /// The blocks of rows a W (out, in) of `bytesPerElement` is kept in so that
     /// no part's panels exceed `limitBytes` (≤ 0: no byte limit) nor 2³¹−1
-    /// elements (the kernels' 32-bit sizes): one block when the whole fits;
+    /// elements (the kernels' 32-bit sizes) — its forward panels (rows padded
+    /// to 16) nor its backward ones (`in` padded to 16, scratch slot 9), so a
+    /// row counts `in` rounded up to 16: one block when the whole fits;
     /// otherwise blocks of equal height, a multiple of 16 rows (whole panels),
     /// the last one shorter. nil when not even 16 rows fit.
     public static func splitRows(outFeatures out: Int, inFeatures k: Int, bytesPerElement: Int,
@@ -107,7 +109,7 @@ public final class FrozenLinear {
         guard out >= 1, k >= 1, bytesPerElement >= 1 else { return [0..<max(out, 0)] }
         let (cap, o0) = Int(Int32.max).multipliedReportingOverflow(by: bytesPerElement)
         let limit = limitBytes > 0 ? min(limitBytes, o0 ? Int.max : cap) : (o0 ? Int.max : cap)
-        let (rowBytes, o1) = k.multipliedReportingOverflow(by: bytesPerElement)
+        let (rowBytes, o1) = ((k + 15) / 16 * 16).multipliedReportingOverflow(by: bytesPerElement)
         if o1 { return nil }
         let (whole, o2) = ((out + 15) / 16 * 16).multipliedReportingOverflow(by: rowBytes)
         if !o2 && whole <= limit { return [0..<out] }
@@ -164,6 +166,10 @@ extension ComputeContext {
     /// its panels read from the same column).
     func frozenProduct(y: DeviceBuffer<Float>, x: DeviceBuffer<Float>, base: FrozenLinear, tokens n: Int,
                        ext: GemmExtension?, bias: DeviceBuffer<Float>?, beta: Float) throws {
+        // Checked whole before the first part writes anything.
+        try requireCount(y, atLeast: n * base.outFeatures, "frozenProduct", "y")
+        if let bias { try requireCount(bias, atLeast: base.outFeatures, "frozenProduct", "bias") }
+        if let ext { try require(ext.b.n == base.outFeatures, "frozenProduct", "LoRA panels of \(ext.b.n) columns for \(base.outFeatures)") }
         let a = StridedOperand(x, rows: n, cols: base.inFeatures, .none)
         for part in base.parts {
             try gemm(y, m: n, alpha: 1, a: a, b: part.panels, ext: ext, bias: bias, beta: beta,
@@ -176,6 +182,8 @@ extension ComputeContext {
     /// out), the first with `beta` and `ext`, the rest added.
     func frozenTransposedProduct(dx: DeviceBuffer<Float>, dy: DeviceBuffer<Float>, base: FrozenLinear, tokens n: Int,
                                  ext: GemmExtension?, beta: Float) throws {
+        try requireCount(dy, atLeast: n * base.outFeatures, "frozenTransposedProduct", "dY")
+        try requireCount(dx, atLeast: n * base.inFeatures, "frozenTransposedProduct", "dX")
         for (i, part) in base.parts.enumerated() {
             let a = StridedOperand(dy, rowStride: base.outFeatures, colStride: 1, offset: part.rows.lowerBound)
             try gemm(dx, m: n, alpha: 1, a: a, b: backwardPanels(base, part: i), ext: i == 0 ? ext : nil, bias: nil,

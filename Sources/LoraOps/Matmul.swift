@@ -190,6 +190,11 @@ extension ComputeContext {
         }
         try require(ext?.b.storage ?? .f32 == .f32, "gemm", "extension panels must be fp32")
         try require(ext?.a.offset ?? 0 == 0, "gemm", "the extension's A has no offset")
+        // The last element each strided operand is read at (rows past M read row M−1).
+        func reach(_ o: StridedOperand, cols: Int) -> Int { o.offset + (m - 1) * o.rowStride + (cols - 1) * o.colStride + 1 }
+        try require(a.offset >= 0, "gemm", "A's offset \(a.offset) is negative")
+        try requireCount(a.buffer, atLeast: reach(a, cols: k), "gemm", "A")
+        if let ext { try requireCount(ext.a.buffer, atLeast: reach(ext.a, cols: ext.b.k), "gemm", "the extension's A") }
         let shape = gemmLaunch(m: m, n: n, storage: b.storage.kernelSuffix)
         try launch(shape.kernel, [
             i32(m), i32(n), i32(k), .float(alpha),

@@ -20,17 +20,19 @@ final class SplitWeightTests: XCTestCase {
             FrozenLinear.splitRows(outFeatures: out, inFeatures: k, bytesPerElement: e, limitBytes: limit)
         }
         // Fits (100 rows pad to 112): one block; no limit: one block.
-        XCTAssertEqual(split(100, 10, 4, 112 * 40), [0..<100])
-        XCTAssertEqual(split(100, 10, 4, 0), [0..<100])
-        XCTAssertEqual(split(100, 10, 4, 112 * 40 - 1), [0..<96, 96..<100])
+        XCTAssertEqual(split(100, 16, 4, 112 * 64), [0..<100])
+        XCTAssertEqual(split(100, 16, 4, 0), [0..<100])
+        XCTAssertEqual(split(100, 16, 4, 112 * 64 - 1), [0..<96, 96..<100])
         // 80 rows' worth of bytes: blocks of 80 (a multiple of 16), the last shorter.
-        XCTAssertEqual(split(200, 10, 4, 80 * 40), [0..<80, 80..<160, 160..<200])
-        // 16-bit elements: twice the rows per buffer (160 rows of 20 bytes in 3200).
-        XCTAssertEqual(split(200, 10, 2, 80 * 40), [0..<160, 160..<200])
+        XCTAssertEqual(split(200, 16, 4, 80 * 64), [0..<80, 80..<160, 160..<200])
+        // 16-bit elements: twice the rows per buffer (160 rows of 32 bytes in 5120).
+        XCTAssertEqual(split(200, 16, 2, 80 * 64), [0..<160, 160..<200])
         // Rounded down to whole panels: 47 rows' worth → 32-row blocks.
-        XCTAssertEqual(split(70, 10, 4, 47 * 40), [0..<32, 32..<64, 64..<70])
+        XCTAssertEqual(split(70, 16, 4, 47 * 64), [0..<32, 32..<64, 64..<70])
+        // A row counts `in` rounded up to 16 (the backward panels): in = 10 sizes like 16.
+        XCTAssertEqual(split(200, 10, 4, 80 * 64), split(200, 16, 4, 80 * 64))
         // Not even 16 rows fit.
-        XCTAssertNil(split(200, 10, 4, 15 * 40))
+        XCTAssertNil(split(200, 16, 4, 15 * 64))
         // A 72B model's fp32 embedding (152064 × 8192) under a 4 GiB limit: parts ≤ 4 GiB covering every row.
         let parts = split(152_064, 8192, 4, 4 << 30)!
         XCTAssertEqual(parts, [0..<131_072, 131_072..<152_064])
@@ -62,7 +64,7 @@ final class SplitWeightTests: XCTestCase {
                                     outFeatures: rows.count, inFeatures: din)
         }
         // A limit just under unitsPerPart + 1 units' panels.
-        let u = unit, limit = (unitsPerPart + 1) * u * din * storage.bytesPerElement - 1
+        let u = unit, limit = (unitsPerPart + 1) * u * ((din + 15) / 16 * 16) * storage.bytesPerElement - 1
         let blocks = try XCTUnwrap(FrozenLinear.splitRows(outFeatures: out, inFeatures: din, bytesPerElement: storage.bytesPerElement,
                                                           limitBytes: limit))
         XCTAssertEqual(blocks.first?.count, unitsPerPart * u)
