@@ -177,6 +177,8 @@ public final class Trainer {
         let elapsedBefore = state.elapsedSeconds ?? 0
         let startStep = state.globalStep
         var windowStart = Date(), windowTokens = 0
+        /// The last logged window's tokens/s: what the bar shows while the new window is still empty.
+        var lastRate = 0.0
         var lastGradNorm: Float = .nan, lastLoss: Double = .nan
         var savedAt = -1, loggedAt = state.stepsSinceLog == 0 ? state.globalStep : -1, evaluatedAt = -1
         var stoppedEarly = false
@@ -209,6 +211,7 @@ public final class Trainer {
             try h.close()
             try writeAtomically(Data(plot(records).utf8), to: outputDir + "/loss.svg")
             progress.line(r, total: total)
+            lastRate = r.tokensPerSecond
             state.lossSinceLog = 0
             state.stepsSinceLog = 0
             windowStart = now
@@ -321,8 +324,9 @@ public final class Trainer {
             let done = state.globalStep - startStep
             let eta = Date().timeIntervalSince(started) / Double(max(done, 1)) * Double(total - state.globalStep)
             let window = Date().timeIntervalSince(windowStart)
+            // Right after a logged step the window is empty: the bar keeps the logged rate.
             progress.bar(step: state.globalStep, total: total, loss: lastLoss, lr: lr,
-                         tokensPerSecond: window > 0 ? Double(windowTokens) / window : 0, eta: eta)
+                         tokensPerSecond: windowTokens > 0 && window > 0 ? Double(windowTokens) / window : lastRate, eta: eta)
         }
 
         profiler?.finish()

@@ -134,6 +134,13 @@ final class TrainerTests: XCTestCase {
         XCTAssertTrue(out.text.contains(" 1/2 | loss "), out.text)
         XCTAssertTrue(out.text.contains("ETA "))
         XCTAssertTrue(out.text.contains("tok/s"))
+        // Logging every step: each bar drawn after a logged step shows that step's rate, never 0 tok/s.
+        let logged = Captured()
+        let every = try smallConfig(data: data, output: dir + "/t1", ["max_steps": "3", "logging_steps": "1"])
+        _ = try Trainer(config: every, context: try ComputeContext.shared(), progress: logged.printer(terminal: true)).run()
+        let bars = logged.text.components(separatedBy: "\r\u{1B}[K").filter { $0.contains("| ETA ") }
+        XCTAssertEqual(bars.count, 3, logged.text)
+        for b in bars { XCTAssertFalse(b.contains("| 0 tok/s"), b) }
     }
 
     func testNonFiniteLossStopsAndKeepsTheLastGoodCheckpoint() throws {
