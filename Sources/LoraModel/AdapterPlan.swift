@@ -23,6 +23,9 @@ public struct AdapterPlan: Sendable {
     public let adapted: [String]
     public let embedAdapted: Bool
     public let embedSaved: Bool
+    /// Whether the frozen token embedding is kept on the device: not when a
+    /// trained copy (modules_to_save) replaces it and no frozen tied lm_head reads it.
+    public var keepsFrozenEmbedding: Bool { !embedSaved || (config.tieWordEmbeddings && !isSaved("lm_head")) }
     /// The trainable (adapter) tensors, PEFT keys and shapes.
     public let tensors: [ParameterStore.Spec]
     /// What PEFT would warn about: list entries, pattern keys or exclusions that matched nothing.

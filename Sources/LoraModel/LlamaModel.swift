@@ -127,8 +127,9 @@ public final class LlamaLoRAModel {
     /// The frozen token embedding E (V, H) as a frozen linear (in = H, out = V):
     /// the panels of op(B) = Eᵀ in the checkpoint's storage type, in parts when
     /// E exceeds one device buffer; a tied lm_head shares them. Rows are
-    /// gathered from the panels (`ComputeContext.gatherRows`).
-    public let embeddingTable: FrozenLinear
+    /// gathered from the panels (`ComputeContext.gatherRows`). nil when a trained
+    /// copy (modules_to_save) replaces it and no frozen tied lm_head reads it.
+    public let embeddingTable: FrozenLinear?
     public private(set) var embeddingLoRA: LoRAPair?  // A (r, V), B (H, r)
     public private(set) var trainedEmbedding: ParameterStore.Entry?
     public let finalNorm: DeviceBuffer<Float>
@@ -259,8 +260,12 @@ public final class LlamaLoRAModel {
         store = try ParameterStore(ctx, specs: plan.tensors, bufferLimitBytes: limit)
 
         // Weights.
-        let table = try loadFrozen("model.embed_tokens.weight", rows: V, cols: H)
+        let table = plan.keepsFrozenEmbedding ? try loadFrozen("model.embed_tokens.weight", rows: V, cols: H) : nil
         embeddingTable = table
+        /// A trained copy's start: W from the frozen panels when they are kept, else from the checkpoint.
+        func initialize(_ e: ParameterStore.Entry, from tensor: String, rows: Int, cols: Int, panels: FrozenLinear?) throws {
+            if let panels { try ctx.unpackWeight(panels, into: e.param) } else { try e.param.copy(from: load(tensor, [rows, cols])) }
+        }
         finalNorm = try load("model.norm.weight", [H])
         var linears: [String: Linear] = [:]
         for (i, spec) in plan.linears.enumerated() {
@@ -272,11 +277,15 @@ public final class LlamaLoRAModel {
             var trained: ParameterStore.Entry? = nil
             if saved, let e = store.entry(P + path + ".weight") {
                 // modules_to_save: a trained fp32 copy starts from W; no frozen copy is kept.
-                if tiedHead { try ctx.unpackWeight(table, into: e.param) }
+                if tiedHead { try initialize(e, from: "model.embed_tokens.weight", rows: V, cols: H, panels: table) }
                 else { try e.param.copy(from: load(path + ".weight", [dout, din])) }
                 trained = e
+            } else if tiedHead {
+                // A frozen tied lm_head keeps the table (AdapterPlan.keepsFrozenEmbedding).
+                guard let table else { throw LoraError.batch("internal: a frozen tied lm_head without the embedding table") }
+                frozen = table
             } else {
-                frozen = tiedHead ? table : try loadFrozen(path + ".weight", rows: dout, cols: din)
+                frozen = try loadFrozen(path + ".weight", rows: dout, cols: din)
             }
             let lin = Linear(path: path, inFeatures: din, outFeatures: dout, frozen: frozen, bias: bias, index: i + 1)
             lin.trainedWeight = trained
@@ -311,7 +320,7 @@ public final class LlamaLoRAModel {
                                      settings: LoRASettings(rank: r, alpha: Float(alpha), dropout: 0, useRSLoRA: lora.useRSLoRA))
         }
         if plan.embedSaved, let e = store.entry(P + embedPath + ".weight") {
-            try ctx.unpackWeight(table, into: e.param)
+            try initialize(e, from: "model.embed_tokens.weight", rows: V, cols: H, panels: table)
             trainedEmbedding = e
         }
         let tables = c.rope.tables(positions: c.maxPositionEmbeddings, headDim: c.headDim)
@@ -327,7 +336,7 @@ public final class LlamaLoRAModel {
     var frozenMatrices: [FrozenLinear] {
         var seen = Set<ObjectIdentifier>()
         var out: [FrozenLinear] = []
-        for f in [embeddingTable] + (layers.flatMap(\.linears) + [lmHead]).compactMap(\.frozen)
+        for f in ([embeddingTable] + (layers.flatMap(\.linears) + [lmHead]).map(\.frozen)).compactMap({ $0 })
         where seen.insert(ObjectIdentifier(f)).inserted { out.append(f) }
         return out
     }
@@ -376,15 +385,19 @@ public final class LlamaLoRAModel {
         let H = config.hiddenSize
         if let t = trainedEmbedding {
             try ctx.embeddingForward(out: out, ids: ids, table: t.param, layout: .rows(cols: H), tokens: n, cols: H)
+        } else if let table = embeddingTable {
+            try ctx.gatherRows(out: out, table: table, ids: ids, rows: n)
         } else {
-            try ctx.gatherRows(out: out, table: embeddingTable, ids: ids, rows: n)
+            throw LoraError.batch("internal: neither a trained nor a frozen token embedding")
         }
     }
 
     /// The frozen W (out, in) of `path` ("lm_head" or the embedding) as fp32 on the host,
     /// read back from its panels.
     func frozenWeightValues(_ path: String) throws -> [Float] {
-        let w = path == "lm_head" ? (lmHead.frozen ?? embeddingTable) : embeddingTable
+        guard let w = path == "lm_head" ? (lmHead.frozen ?? embeddingTable) : embeddingTable else {
+            throw LoraError.batch("internal: no frozen '\(path)' weight is kept (a trained copy replaces it)")
+        }
         // Part by part (a buffer of the whole W may exceed the device's largest allocation).
         var values = [Float]()
         values.reserveCapacity(w.outFeatures * w.inFeatures)

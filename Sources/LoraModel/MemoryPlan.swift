@@ -146,12 +146,14 @@ public struct MemoryPlan: Sendable {
     }
 
     /// The distinct frozen matrices the model keeps (`LlamaLoRAModel.init`): the
-    /// token embedding table, and every linear without a trained copy except a
-    /// tied lm_head (it shares the table). W is (outFeatures, inFeatures).
+    /// token embedding table (unless a trained copy replaces it,
+    /// `AdapterPlan.keepsFrozenEmbedding`), and every linear without a trained
+    /// copy except a tied lm_head (it shares the table). W is (outFeatures, inFeatures).
     static func frozenMatrices(config c: ModelConfig, adapterPlan plan: AdapterPlan, dtypes: [String: String])
         -> [(tensor: String, inFeatures: Int, outFeatures: Int, dtype: String)] {
         let embed = "model.embed_tokens.weight"
         var out = [(tensor: embed, inFeatures: c.hiddenSize, outFeatures: c.vocabSize, dtype: dtypes[embed] ?? "F32")]
+        if !plan.keepsFrozenEmbedding { out.removeAll() }
         for spec in plan.linears where !plan.isSaved(spec.path) && !(spec.path == "lm_head" && c.tieWordEmbeddings) {
             let name = spec.path + ".weight"
             out.append((name, spec.inFeatures, spec.outFeatures, dtypes[name] ?? "F32"))

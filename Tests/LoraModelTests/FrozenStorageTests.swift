@@ -164,3 +164,47 @@ final class FrozenStorageGGUFTests: XCTestCase {
         }
     }
 }
+
+/// A trained copy of the token embedding (modules_to_save) replaces the frozen
+/// table: the table is not kept unless a frozen tied lm_head reads it.
+final class SavedEmbeddingStorageTests: XCTestCase {
+    func lora(_ name: String, saved: [String]) throws -> LoraConfig {
+        var l = try LoraConfig.load(path: fixturesRoot + "/\(name)/adapter_initial/adapter_config.json")
+        l.inferenceMode = false
+        l.modulesToSave = saved
+        return l
+    }
+
+    func testASavedEmbeddingDropsTheFrozenTableUnlessATiedHeadReadsIt() throws {
+        let ctx = try ComputeContext.shared()
+        // (fixture, tied lm_head?)
+        for (name, tied) in [("llama_gqa_untied", false), ("llama_tied_rslora_regex", true)] {
+            let dir = fixturesRoot + "/\(name)/model"
+            let (config, source) = try ModelSource.open(dir)
+            XCTAssertEqual(config.tieWordEmbeddings, tied, name)
+            let plain = try LlamaLoRAModel(modelDirectory: dir, lora: try lora(name, saved: []), context: ctx)
+            let saved = try LlamaLoRAModel(modelDirectory: dir, lora: try lora(name, saved: ["embed_tokens"]), context: ctx)
+            XCTAssertNotNil(saved.trainedEmbedding, name)
+            XCTAssertEqual(saved.embeddingTable == nil, !tied, "\(name): the frozen table is kept only for a frozen tied lm_head")
+            let tableBytes = plain.embeddingTable?.deviceBytes ?? 0
+            XCTAssertGreaterThan(tableBytes, 0)
+            XCTAssertEqual(saved.frozenWeightBytes, plain.frozenWeightBytes - (tied ? 0 : tableBytes), name)
+            // Planned from the headers as loaded.
+            let planned = try LlamaLoRAModel.frozenWeightPlan(config: config, lora: saved.lora, checkpoint: source)
+            XCTAssertEqual(planned.bytes, saved.frozenWeightBytes, "\(name): planned frozen bytes")
+            // The trained copy starts as W, read from the checkpoint: B = 0, so both give the base model's logits.
+            let batch = try ReferenceCase(name).batch
+            XCTAssertEqual(try saved.logits(batch), try plain.logits(batch), "\(name): logits with a trained copy at its start")
+            let table = try saved.trainedEmbedding!.param.read()
+            XCTAssertEqual(table.count, config.vocabSize * config.hiddenSize)
+            // It trains: a step moves the copy.
+            _ = try saved.trainStep(batch, hyper: .init(lr: 1e-2))
+            XCTAssertNotEqual(try saved.trainedEmbedding!.param.read(), table, "\(name): the trained embedding moved")
+        }
+        // A tied lm_head saved too: nothing reads the frozen table.
+        let both = try LlamaLoRAModel(modelDirectory: fixturesRoot + "/llama_tied_rslora_regex/model",
+                                      lora: try lora("llama_tied_rslora_regex", saved: ["embed_tokens", "lm_head"]), context: ctx)
+        XCTAssertNil(both.embeddingTable)
+        XCTAssertNotNil(both.lmHead.trainedWeight)
+    }
+}
