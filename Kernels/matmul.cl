@@ -57,6 +57,10 @@ __kernel void pack_b(int K, int N,
 //     first element of A (a block of columns of dY).
 // global (ceil(N/16), ceil(M/GEMM_MR)) rounded to the local size.
 // The three kernels share this body and the argument list; only Bp's type differs.
+#ifndef GEMM_BAND
+#define GEMM_BAND 0   // row groups per band (0: no bands); a build option (KernelConfig)
+#endif
+
 inline void gemm_packed_body(int M, int N, int K, float alpha,
                              __global const float* A, int a_rs, int a_cs,
                              const __global void* Bp, const int storage,
@@ -66,8 +70,24 @@ inline void gemm_packed_body(int M, int N, int K, float alpha,
                              int ext_mask, float dropout_p, uint seed, int mask_ld,
                              int has_bias, __global const float* bias,
                              float beta, __global float* C, int ldc, int col0, int a_off) {
+#if GEMM_BAND > 0
+    // Bands of GEMM_BAND row groups: the work-groups, started in the order of
+    // their linear id (dimension 0 fastest), walk every panel for one band of
+    // rows before the next band, each panel taken by the band's row groups one
+    // after another — so a panel is read from memory once per band, not once
+    // per row group, while the band's rows of A stay in cache.
+    int G0 = get_num_groups(0), G1 = get_num_groups(1);
+    int L = get_group_id(1) * G0 + get_group_id(0);
+    int band = L / (G0 * GEMM_BAND);
+    int rows_in_band = min(GEMM_BAND, G1 - band * GEMM_BAND);
+    int idx = L - band * G0 * GEMM_BAND;
+    int g0 = idx / rows_in_band, g1 = band * GEMM_BAND + idx % rows_in_band;
+    int pj = g0 * (int)get_local_size(0) + (int)get_local_id(0);
+    int row0 = (g1 * (int)get_local_size(1) + (int)get_local_id(1)) * GEMM_MR;
+#else
     int pj = get_global_id(0);
     int row0 = get_global_id(1) * GEMM_MR;
+#endif
     int n0 = pj * 16;
     if (row0 >= M || n0 >= N) return;
 

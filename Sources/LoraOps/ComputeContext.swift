@@ -20,6 +20,10 @@ public struct KernelConfig: Equatable, Sendable {
     /// Query rows per work-item in `attention_forward` (ATT_MQ) and key rows per
     /// tile in `attention_backward` (ATT_MK): float16 score registers each.
     public var attentionQueryRows = 4, attentionKeyRows = 6
+    /// Row groups per band in `gemm_packed` (GEMM_BAND; 0: none): the work-groups
+    /// walk every panel for one band of rows before the next, so a panel is read
+    /// once per band rather than once per row group (large N: the lm_head).
+    public var gemmBand = 0
 
     public init(gemmRowsPerItem: Int, gemmLocal: (Int, Int), rowWorkGroup: Int, elementwiseLocal: Int, packLocal: Int,
                 gemm: GemmChoice = .packed) {
@@ -36,6 +40,7 @@ public struct KernelConfig: Equatable, Sendable {
             && a.rowWorkGroup == b.rowWorkGroup && a.elementwiseLocal == b.elementwiseLocal
             && a.packLocal == b.packLocal && a.gemm == b.gemm
             && a.attentionQueryRows == b.attentionQueryRows && a.attentionKeyRows == b.attentionKeyRows
+            && a.gemmBand == b.gemmBand
     }
 
     /// pocl on a CPU: one thread runs a whole work-group, so small groups and
@@ -63,13 +68,15 @@ public struct KernelConfig: Equatable, Sendable {
     /// cache key (with the kernel sources): a new template invalidates old tunings.
     // -w: pocl on AVX2 hosts warns ~300 times that its own float16 builtins "change the ABI" without avx512f
     // (harmless, see Benchmarks/NOTES.md); errors still reach the build log.
-    public static let buildOptionsTemplate = "-cl-std=CL1.2 -w -DGEMM_MR={mr} -DROW_WG={row} -DATT_MQ={aq} -DATT_MK={ak} " + GemmChoice.buildOptionsTemplate
+    public static let buildOptionsTemplate = "-cl-std=CL1.2 -w -DGEMM_MR={mr} -DROW_WG={row} -DATT_MQ={aq} -DATT_MK={ak} -DGEMM_BAND={band} "
+        + GemmChoice.buildOptionsTemplate
 
     public var buildOptions: String {
         gemm.fillBuildOptions(Self.buildOptionsTemplate
             .replacingOccurrences(of: "{mr}", with: "\(gemmRowsPerItem)")
             .replacingOccurrences(of: "{row}", with: "\(rowWorkGroup)")
-            .replacingOccurrences(of: "{aq}", with: "\(attentionQueryRows)").replacingOccurrences(of: "{ak}", with: "\(attentionKeyRows)"))
+            .replacingOccurrences(of: "{aq}", with: "\(attentionQueryRows)").replacingOccurrences(of: "{ak}", with: "\(attentionKeyRows)")
+            .replacingOccurrences(of: "{band}", with: "\(gemmBand)"))
     }
 }
 

@@ -36,7 +36,9 @@ public struct TuningProduct: Sendable, Equatable {
 /// best MR); `gemm_tiled`'s tiles where the search includes it (GPUs, or
 /// `tiled: true`); a playoff of the three best and the default timed together,
 /// which decides (quick: the best MR at each quick local size and the best
-/// tile); `pack_b`'s local size for the winner (full search only). Row-reduction and elementwise local sizes are
+/// tile); `pack_b`'s local size for the winner (full search only); `gemm_packed`'s
+/// bands (`band`) for the winner, timed on the products plus a vocabulary-wide
+/// lm_head; attention's tile heights. Row-reduction and elementwise local sizes are
 /// not searched (pocl CPU: one thread per work-group, so they do not matter
 /// there); they stay at the device default.
 public final class Tuner {
@@ -105,6 +107,8 @@ public final class Tuner {
         public var tiles: [GemmTile] = []
         /// Attention tile heights (ATT_MQ, ATT_MK), each searched on its own.
         public var attentionRows: [Int] = []
+        /// `gemm_packed`'s row groups per band (0: none), searched on the products plus an lm_head.
+        public var bands: [Int] = []
     }
 
     /// Whether the tuner searches `gemm_tiled` on `device` by default: on
@@ -153,6 +157,7 @@ public final class Tuner {
             s.tiles = tiledTiles(quick: quick).filter { GemmChoice(variant: .tiled, tile: $0).fits(device) }
         }
         s.attentionRows = quick ? [4, 6] : device.kind == .cpu ? [1, 2, 3, 4, 6, 8] : [1, 2, 4, 8]
+        s.bands = quick ? [0, 16] : [0, 4, 8, 16, 32]
         return s
     }
 
@@ -172,6 +177,7 @@ public final class Tuner {
         for p in s.packLocals { var c = base; c.packLocal = p; add(c) }
         for t in s.tiles { var c = base; c.gemm = GemmChoice(variant: .tiled, tile: t); add(c) }
         for n in s.attentionRows { var c = base; c.attentionQueryRows = n; c.attentionKeyRows = n; add(c) }
+        for b in s.bands { var c = packed; c.gemmBand = b; add(c) }
         return out
     }
 
@@ -317,7 +323,37 @@ public final class Tuner {
             }
             packRates = rates
         }
-        // Stage 4: attention's tile heights, on attention itself (AttentionTuning.swift).
+        // Stage 4: gemm_packed's bands, on the products and a vocabulary-wide lm_head (where a
+        // panel set far larger than the caches is read once per row group without bands).
+        var bandRates: [String: Double]? = nil
+        if winner.gemm.variant == .packed && space.bands.count > 1 {
+            var ready: [(Int, ComputeContext)] = []
+            for b in space.bands {
+                var c = winner
+                c.gemmBand = b
+                switch prepare(c) {
+                case .success(let ctx): ready.append((b, ctx))
+                case .failure(let reason): log("  band \(b) rejected: \(reason)")
+                }
+            }
+            var rates: [String: Double] = [:]
+            usleep(quick ? 100_000 : 300_000)
+            for _ in 0..<rounds {
+                for (b, ctx) in ready {
+                    if let (g, _) = try? timeProducts(ctx, products + Self.lmHeadProducts(tokens: tokens)) {
+                        rates["\(b)"] = max(rates["\(b)"] ?? 0, g)
+                    }
+                }
+            }
+            for (b, r) in rates.sorted(by: { Int($0.key)! < Int($1.key)! }) { log(String(format: "  band %@: %.1f GFLOP/s", b, r)) }
+            // Keep the current band unless another is clearly (3 %) faster.
+            let current = rates["\(winner.gemmBand)"] ?? 0
+            if let best = rates.max(by: { $0.value < $1.value }), let b = Int(best.key), best.value > 1.03 * current {
+                winner.gemmBand = b
+            }
+            bandRates = rates
+        }
+        // Stage 5: attention's tile heights, on attention itself (AttentionTuning.swift).
         let attentionRates = tuneAttention(&winner, space: space.attentionRows)
         let def = measured.first { $0.config == base }
         let fmt = ISO8601DateFormatter()
@@ -328,7 +364,7 @@ public final class Tuner {
             date: fmt.string(from: Date()), tokens: tokens, shapes: products.map(\.label), packGBps: packRates,
             candidates: measured.map {
                 TuningCandidate(config: $0.config.spec, gflops: $0.gflops, perShape: $0.perShape, rejected: $0.rejected)
-            }, playoff: playoff, attentionGflops: attentionRates)
+            }, playoff: playoff, attentionGflops: attentionRates, bandGflops: bandRates)
     }
 
     /// Builds one candidate's program and runs the parity check on it.
@@ -345,11 +381,17 @@ public final class Tuner {
 
     /// Aggregate GFLOP/s (Σ count·flops / Σ count·time) over the products and
     /// each product's GFLOP/s; each time is a median of `runs` after warm-up.
-    func timeProducts(_ ctx: ComputeContext) throws -> (Double, [Double]) {
+    /// The lm_head of the standard model (vocabulary 49152, hidden 576) at `tokens` rows:
+    /// its forward x·Wᵀ and input gradient dY·W.
+    static func lmHeadProducts(tokens: Int) -> [TuningProduct] {
+        products([TuningLinear("lm_head", in: 576, out: 49152, count: 1)], tokens: tokens)
+    }
+
+    func timeProducts(_ ctx: ComputeContext, _ set: [TuningProduct]? = nil) throws -> (Double, [Double]) {
         var rng = TuningRandom(seed: 0x5eed)
         var totalFlops = 0.0, totalTime = 0.0
         var per: [Double] = []
-        for p in products {
+        for p in set ?? products {
             let a = try ctx.buffer(rng.values(p.m * p.k)), b = try ctx.buffer(rng.values(p.k * p.n))
             let cbuf = try ctx.buffer(count: p.m * p.n)
             let packed = try ctx.pack(b, k: p.k, n: p.n, .none)

@@ -16,7 +16,7 @@ public enum KernelConfigError: Error, CustomStringConvertible {
         switch self {
         case let .invalid(origin, value, reason):
             return "\(origin): kernel config \"\(value)\" is invalid: \(reason) "
-                + "(expected cpu, gpu or keys like \"mr=6,local=1x4,row=1,ew=64,pack=64,aq=4,ak=6,gemm=tiled,tile=64x64x16,wpt=4x4\", "
+                + "(expected cpu, gpu or keys like \"mr=6,local=1x4,row=1,ew=64,pack=64,aq=4,ak=6,band=16,gemm=tiled,tile=64x64x16,wpt=4x4\", "
                 + "optionally after cpu or gpu: \"gpu,gemm=packed\")"
         case let .cacheUnreadable(path, reason): return "tuning cache \(path): \(reason)"
         case let .cacheUnwritable(path, reason): return "tuning cache \(path): cannot write: \(reason)"
@@ -32,19 +32,22 @@ extension KernelConfig {
     /// The largest attention tile height (`aq`, `ak`): float16 score registers per work-item.
     public static let maxAttentionRows = 8
 
-    /// "mr=6,local=1x4,row=1,ew=64,pack=64,aq=4,ak=6,gemm=packed,tile=64x64x16,wpt=4x4":
+    /// The largest `band` (row groups per band of `gemm_packed`).
+    public static let maxBand = 1024
+
+    /// "mr=6,local=1x4,row=1,ew=64,pack=64,aq=4,ak=6,band=0,gemm=packed,tile=64x64x16,wpt=4x4":
     /// every field, parseable by `parse`.
     public var spec: String {
         let t = gemm.tile
         return "mr=\(gemmRowsPerItem),local=\(gemmLocal.0)x\(gemmLocal.1),row=\(rowWorkGroup),ew=\(elementwiseLocal),pack=\(packLocal)"
-            + ",aq=\(attentionQueryRows),ak=\(attentionKeyRows)"
+            + ",aq=\(attentionQueryRows),ak=\(attentionKeyRows),band=\(gemmBand)"
             + ",gemm=\(gemm.variant.rawValue),tile=\(t.tm)x\(t.tn)x\(t.tk),wpt=\(t.wm)x\(t.wn)"
     }
 
     /// "cpu", "gpu", or comma-separated `key=value` pairs over `base`, or over
     /// the cpu or gpu preset when that comes first ("gpu,gemm=packed"). Keys:
-    /// mr, local (AxB), row, ew, pack, aq, ak, gemm (packed or tiled), tile (TMxTNxTK),
-    /// wpt (WMxWN). `origin` names the source in errors.
+    /// mr, local (AxB), row, ew, pack, aq, ak, band (0: none), gemm (packed or tiled),
+    /// tile (TMxTNxTK), wpt (WMxWN). `origin` names the source in errors.
     public static func parse(_ text: String, base: KernelConfig, origin: String) throws -> KernelConfig {
         let t = text.trimmingCharacters(in: .whitespaces).lowercased()
         if t == "cpu" { return .cpu }
@@ -100,6 +103,11 @@ extension KernelConfig {
             case "wpt":
                 let v = try ints(key, kv[1], 2)
                 (c.gemm.tile.wm, c.gemm.tile.wn) = (v[0], v[1])
+            case "band":
+                guard let n = Int(kv[1].trimmingCharacters(in: .whitespaces)), n >= 0, n <= maxBand else {
+                    throw bad("band=\(kv[1]) is not a whole number 0…\(maxBand)")
+                }
+                c.gemmBand = n
             case "aq", "ak":
                 let n = try int(key, kv[1])
                 guard n <= maxAttentionRows else { throw bad("\(key) must be 1…\(maxAttentionRows)") }
@@ -268,10 +276,13 @@ public struct TuningEntry: Codable, Sendable {
     public var playoff: [String]?
     /// Attention GFLOP/s per tile height ("forward aq=4", "backward ak=2"), when searched.
     public var attentionGflops: [String: Double]?
+    /// GFLOP/s of the products and the lm_head per `band` value, when searched.
+    public var bandGflops: [String: Double]?
 
     public init(key: TuningKey, config: String, gflops: Double, defaultConfig: String, defaultGflops: Double?,
                 mode: String, date: String, tokens: Int, shapes: [String], packGBps: [String: Double]?,
-                candidates: [TuningCandidate], playoff: [String]? = nil, attentionGflops: [String: Double]? = nil) {
+                candidates: [TuningCandidate], playoff: [String]? = nil, attentionGflops: [String: Double]? = nil,
+                bandGflops: [String: Double]? = nil) {
         self.key = key
         self.config = config
         self.gflops = gflops
@@ -285,6 +296,7 @@ public struct TuningEntry: Codable, Sendable {
         self.candidates = candidates
         self.playoff = playoff
         self.attentionGflops = attentionGflops
+        self.bandGflops = bandGflops
     }
 }
 

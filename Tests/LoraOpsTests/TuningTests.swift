@@ -137,7 +137,16 @@ final class TuningTests: XCTestCase {
         expected.gemmRowsPerItem = 6
         expected.rowWorkGroup = 4
         XCTAssertEqual(try KernelConfig.parse(" mr=6, row=4 ", base: .cpu, origin: "t"), expected)
-        for bad in ["", "mr=0", "mr=17", "mr=x", "local=3", "local=0x4", "row=3", "speed=9", "mr=4,mr=5", "mr"] {
+        // band: 0 (none) or a row-group count; always in the spec, and round-trips.
+        var banded = KernelConfig.cpu
+        banded.gemmBand = 16
+        XCTAssertTrue(banded.spec.contains(",band=16,"), banded.spec)
+        XCTAssertEqual(try KernelConfig.parse("band=16", base: .cpu, origin: "t"), banded)
+        XCTAssertEqual(try KernelConfig.parse(banded.spec, base: .cpu, origin: "t"), banded)
+        XCTAssertEqual(try KernelConfig.parse("band=0", base: banded, origin: "t"), .cpu)
+        XCTAssertTrue(banded.buildOptions.contains("-DGEMM_BAND=16"), banded.buildOptions)
+        for bad in ["", "mr=0", "mr=17", "mr=x", "local=3", "local=0x4", "row=3", "speed=9", "mr=4,mr=5", "mr",
+                    "band=-1", "band=x", "band=1025"] {
             XCTAssertThrowsError(try KernelConfig.parse(bad, base: .cpu, origin: "--kernel-config"), bad) { error in
                 XCTAssertTrue("\(error)".contains("--kernel-config"), "\(error)")
             }
@@ -273,12 +282,17 @@ final class TuningTests: XCTestCase {
         // The best MR at the default and each quick local size, and (where searched) the best tile.
         let quickSpace = Tuner.searchSpace(for: device, quick: true)
         XCTAssertEqual(finalists.count, 1 + quickSpace.gemmLocals.count + (quickSpace.tiles.isEmpty ? 0 : 1))
-        // The attention stage (after the playoff) sets only the attention tile heights.
+        // The band and attention stages (after the playoff) set only the band and the attention tile heights.
         var gemmPart = try KernelConfig.parse(e.config, base: .cpu, origin: "t")
         gemmPart.attentionQueryRows = KernelConfig.deviceDefault(device).attentionQueryRows
         gemmPart.attentionKeyRows = KernelConfig.deviceDefault(device).attentionKeyRows
+        gemmPart.gemmBand = KernelConfig.deviceDefault(device).gemmBand
         XCTAssertTrue(finalists.contains(gemmPart.spec), "\(e.config) not among \(finalists)")
         XCTAssertEqual(e.attentionGflops?.count, 4, "aq and ak, two values each: \(String(describing: e.attentionGflops))")
+        if gemmPart.gemm.variant == .packed {
+            XCTAssertEqual(e.bandGflops.map { Set($0.keys) }, Set(quickSpace.bands.map(String.init)), "every quick band timed")
+            XCTAssertTrue(quickSpace.bands.contains(try KernelConfig.parse(e.config, base: .cpu, origin: "t").gemmBand))
+        }
         XCTAssertEqual(e.gflops, e.candidates.filter { finalists.contains($0.config) }.compactMap(\.gflops).max())
         XCTAssertTrue(e.candidates.allSatisfy { ($0.gflops == nil) != ($0.rejected == nil) })
         XCTAssertTrue(e.candidates.contains { $0.config == KernelConfig.deviceDefault(device).spec }, "the default is measured too")
