@@ -8,7 +8,7 @@ import OpenCLRuntime
 struct DeviceOption: ParsableArguments {
     @Option(name: .long, help: "OpenCL device: \"P:D\" indices, a name substring, \"gpu\" or \"cpu\" (default: $LORA_GPU_DEVICE, else the first GPU, else the first CPU).")
     var device: String?
-    @Option(name: .customLong("kernel-config"), help: "Kernel parameters: cpu, gpu, \"mr=6,local=1x4,row=1\", \"gemm=tiled,tile=64x64x16,wpt=4x4\" or \"gpu,gemm=packed\" (default: $LORA_GPU_KERNEL_CONFIG, else the tuning cache, else a quick tune).")
+    @Option(name: .customLong("kernel-config"), help: "Kernel parameters: cpu, gpu, \"mr=6,local=1x4,row=1,band=16\", \"gemm=tiled,tile=64x64x16,wpt=4x4\" or \"gpu,gemm=packed\" (default: $LORA_GPU_KERNEL_CONFIG, else the tuning cache, else a quick tune).")
     var kernelConfig: String?
 
     func context() throws -> ComputeContext { try KernelSetup.context(device: device, kernelConfig: kernelConfig) }
