@@ -40,9 +40,11 @@ struct Tune: ParsableCommand {
         let dev = try DeviceSelection.select(device ?? ProcessInfo.processInfo.environment[DeviceSelection.environmentVariable])
         if let tokens, tokens < 1 { throw ValidationError("--tokens must be ≥ 1") }
         var linears = Tuner.standardLinears(quick: quick)
+        var lmHead: (hidden: Int, vocab: Int, layers: Int)? = nil
         if let model {
             let config = try ModelSource.open(model).config
             linears = Self.linears(config)
+            lmHead = (config.hiddenSize, config.vocabSize, config.numLayers)
             print("shapes of \(model): " + linears.map { "\($0.name) \($0.inFeatures)→\($0.outFeatures)" }.joined(separator: ", "))
         }
         let path = TuningCache.path()
@@ -57,7 +59,7 @@ struct Tune: ParsableCommand {
                   + String(format: "%.1f GFLOP/s; --force tunes again", e.gflops))
             return
         }
-        let tuner = Tuner(device: dev, linears: linears, quick: quick, tokens: tokens) { print($0); fflush(stdout) }
+        let tuner = Tuner(device: dev, linears: linears, quick: quick, tokens: tokens, lmHead: lmHead) { print($0); fflush(stdout) }
         let entry = try tuner.run()
         cache.store(entry)
         try cache.save(path: path)

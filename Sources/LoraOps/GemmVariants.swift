@@ -113,7 +113,8 @@ extension ComputeContext {
     public var gemmKernelDescription: String {
         switch config.gemm.variant {
         case .packed:
-            return "gemm_packed (\(config.gemmRowsPerItem)x16 per work-item, local \(config.gemmLocal.0)x\(config.gemmLocal.1))"
+            return "gemm_packed (\(config.gemmRowsPerItem)x16 per work-item, local \(config.gemmLocal.0)x\(config.gemmLocal.1)"
+                + (config.gemmBand > 0 ? ", bands of \(config.gemmBand) row groups)" : ")")
         case .tiled:
             let t = config.gemm.tile
             return "gemm_tiled (tile \(t.tm)x\(t.tn)x\(t.tk), \(t.wm)x\(t.wn) per work-item, local \(t.localSize.0)x\(t.localSize.1))"

@@ -48,17 +48,25 @@ public final class Tuner {
     public let products: [TuningProduct]
     /// Whether `gemm_tiled` is searched beside `gemm_packed` (default: on GPUs and other non-CPU devices).
     public let tiled: Bool
+    /// The lm_head (hidden → vocabulary) and the layer count the band stage weighs
+    /// it against (default: the standard model, SmolLM2-135M: 576 → 49152, 30 layers).
+    public let lmHead: (hidden: Int, vocab: Int, layers: Int)
     let runs: Int
     let warmup: Int
     /// Interleaved timing rounds per stage; a candidate scores its best round.
     let rounds: Int
+    /// The timed products' inputs by shape, made once.
+    private var hostValues: [String: ([Float], [Float])] = [:]
     let log: (String) -> Void
 
     /// `tokens`: the representative token count M of the products (default 512, quick 256).
     /// `tiled`: search `gemm_tiled` too (default: where the device is not a CPU).
+    /// `lmHead`: the model's hidden size, vocabulary and layer count for the band stage.
     public init(device: Device, linears: [TuningLinear], quick: Bool, tokens: Int? = nil,
-                runs: Int? = nil, tiled: Bool? = nil, log: @escaping (String) -> Void = { _ in }) {
+                runs: Int? = nil, tiled: Bool? = nil, lmHead: (hidden: Int, vocab: Int, layers: Int)? = nil,
+                log: @escaping (String) -> Void = { _ in }) {
         self.device = device
+        self.lmHead = lmHead ?? (576, 49152, 30)
         self.quick = quick
         self.tiled = tiled ?? Self.searchesTiled(device)
         self.tokens = max(tokens ?? (quick ? 256 : 512), 1)
@@ -324,7 +332,10 @@ public final class Tuner {
             packRates = rates
         }
         // Stage 4: gemm_packed's bands, on the products and a vocabulary-wide lm_head (where a
-        // panel set far larger than the caches is read once per row group without bands).
+        // panel set far larger than the caches is read once per row group without bands),
+        // weighed as in a step: the per-layer products × the layer count, the lm_head once.
+        // Quick: the lm_head at 64 rows (many row groups are not needed to see a band's effect,
+        // and the automatic tune stays a few seconds).
         var bandRates: [String: Double]? = nil
         if winner.gemm.variant == .packed && space.bands.count > 1 {
             var ready: [(Int, ComputeContext)] = []
@@ -336,11 +347,14 @@ public final class Tuner {
                 case .failure(let reason): log("  band \(b) rejected: \(reason)")
                 }
             }
+            let layers = max(lmHead.layers, 1)
+            let bandProducts = products.map { p -> TuningProduct in var q = p; q.count *= layers; return q }
+                + Self.products([TuningLinear("lm_head", in: lmHead.hidden, out: lmHead.vocab)], tokens: quick ? min(tokens, 64) : tokens)
             var rates: [String: Double] = [:]
             usleep(quick ? 100_000 : 300_000)
             for _ in 0..<rounds {
                 for (b, ctx) in ready {
-                    if let (g, _) = try? timeProducts(ctx, products + Self.lmHeadProducts(tokens: tokens)) {
+                    if let (g, _) = try? timeProducts(ctx, bandProducts) {
                         rates["\(b)"] = max(rates["\(b)"] ?? 0, g)
                     }
                 }
@@ -381,18 +395,16 @@ public final class Tuner {
 
     /// Aggregate GFLOP/s (Σ count·flops / Σ count·time) over the products and
     /// each product's GFLOP/s; each time is a median of `runs` after warm-up.
-    /// The lm_head of the standard model (vocabulary 49152, hidden 576) at `tokens` rows:
-    /// its forward x·Wᵀ and input gradient dY·W.
-    static func lmHeadProducts(tokens: Int) -> [TuningProduct] {
-        products([TuningLinear("lm_head", in: 576, out: 49152, count: 1)], tokens: tokens)
-    }
-
     func timeProducts(_ ctx: ComputeContext, _ set: [TuningProduct]? = nil) throws -> (Double, [Double]) {
         var rng = TuningRandom(seed: 0x5eed)
         var totalFlops = 0.0, totalTime = 0.0
         var per: [Double] = []
         for p in set ?? products {
-            let a = try ctx.buffer(rng.values(p.m * p.k)), b = try ctx.buffer(rng.values(p.k * p.n))
+            // Host values made once per shape and kept (the band stage's lm_head is 28 M floats).
+            let key = "\(p.m)x\(p.n)x\(p.k)"
+            if hostValues[key] == nil { hostValues[key] = (rng.values(p.m * p.k), rng.values(p.k * p.n)) }
+            let (av, bv) = hostValues[key]!
+            let a = try ctx.buffer(av), b = try ctx.buffer(bv)
             let cbuf = try ctx.buffer(count: p.m * p.n)
             let packed = try ctx.pack(b, k: p.k, n: p.n, .none)
             let t = try time(ctx) { try ctx.matmul(cbuf, a, packed: packed, m: p.m) }
@@ -438,7 +450,8 @@ public final class Tuner {
     /// otherwise what failed.
     public static func parityFailure(_ ctx: ComputeContext) throws -> String? {
         var rng = TuningRandom(seed: 0xc0ffee)
-        let shapes = [(1, 1, 1), (37, 45, 70), (13, 17, 5), (29, 33, 129)]
+        // 293 rows: with `band`, several full bands of row groups and a partial last one.
+        let shapes = [(1, 1, 1), (37, 45, 70), (13, 17, 5), (29, 33, 129), (293, 45, 17)]
         for (m, n, k) in shapes {
             for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
                 let a = rng.values(m * k), b = rng.values(k * n), c0 = rng.values(m * n)

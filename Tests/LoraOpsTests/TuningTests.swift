@@ -45,7 +45,8 @@ final class TuningTests: XCTestCase {
         XCTAssertTrue(quickSpace.gemmLocals.allSatisfy { q in space.gemmLocals.contains { $0 == q } })
 
         var rng = freshRandom(#function)
-        let shapes = [(1, 1, 1), (3, 17, 63), (17, 3, 1), (63, 129, 17), (37, 45, 70)]
+        // 293 rows: with `band`, several full bands of row groups and a partial last one.
+        let shapes = [(1, 1, 1), (3, 17, 63), (17, 3, 1), (63, 129, 17), (37, 45, 70), (293, 45, 17)]
         for cfg in configs {
             let ctx = try ComputeContext(device: device, config: cfg, kernelFiles: ["matmul.cl", "matmul_tiled.cl", "activations.cl"])
             for (m, n, k) in shapes {
@@ -124,6 +125,37 @@ final class TuningTests: XCTestCase {
     }
 
     // MARK: config strings
+
+    /// Bands only reorder the work-groups: every band (one row group, a few, more
+    /// than there are; local sizes over 1 in either dimension) gives the unbanded
+    /// product bit for bit, with every element written (NaN-poisoned C).
+    func testBandsGiveTheSameProductBitForBit() throws {
+        let device = try sharedContext().device
+        var rng = freshRandom(#function)
+        for local in [(1, 4), (2, 2), (3, 1)] {
+            var plain = KernelConfig.cpu
+            plain.gemmLocal = local
+            plain.gemmRowsPerItem = 4
+            let reference = try ComputeContext(device: device, config: plain, kernelFiles: ["matmul.cl", "matmul_tiled.cl"])
+            for band in [1, 2, 3, 16, 1024] {
+                var banded = plain
+                banded.gemmBand = band
+                let ctx = try ComputeContext(device: device, config: banded, kernelFiles: ["matmul.cl", "matmul_tiled.cl"])
+                for (m, n, k) in [(293, 45, 17), (97, 300, 33), (5, 17, 3)] {
+                    let a = rng.uniform(m * k), b = rng.uniform(k * n)
+                    func product(_ c: ComputeContext) throws -> [Float] {
+                        let out = try c.buffer(count: m * n)
+                        try out.fill(.nan)
+                        try c.matmul(out, try c.buffer(a), try c.buffer(b), m: m, n: n, k: k, transB: .transposed)
+                        return try out.read()
+                    }
+                    let got = try product(ctx)
+                    XCTAssertFalse(got.contains { $0.isNaN }, "band \(band) local \(local) \(m)x\(n)x\(k): an element unwritten")
+                    XCTAssertEqual(got, try product(reference), "band \(band) local \(local) \(m)x\(n)x\(k)")
+                }
+            }
+        }
+    }
 
     func testSpecRoundTripsAndBadStringsNameTheirOrigin() throws {
         for c in [KernelConfig.cpu, .gpu,
