@@ -347,9 +347,11 @@ public final class Tuner {
                 case .failure(let reason): log("  band \(b) rejected: \(reason)")
                 }
             }
-            let layers = max(lmHead.layers, 1)
+            let layers = max(lmHead.layers, 1), headRows = quick ? min(tokens, 64) : tokens
+            // A shorter lm_head counts tokens / headRows times: its share of a step's work at `tokens` rows.
             let bandProducts = products.map { p -> TuningProduct in var q = p; q.count *= layers; return q }
-                + Self.products([TuningLinear("lm_head", in: lmHead.hidden, out: lmHead.vocab)], tokens: quick ? min(tokens, 64) : tokens)
+                + Self.products([TuningLinear("lm_head", in: lmHead.hidden, out: lmHead.vocab, count: max(tokens / headRows, 1))],
+                                tokens: headRows)
             var rates: [String: Double] = [:]
             usleep(quick ? 100_000 : 300_000)
             for _ in 0..<rounds {
