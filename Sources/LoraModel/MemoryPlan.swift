@@ -401,8 +401,8 @@ public struct MemoryPlan: Sendable {
         }
         // What is kept in several buffers because one would be past the per-buffer limit.
         var split: [String] = []
-        for item in items {
-            if let (tensor, parts) = item.split, !split.contains("\(tensor) in \(parts) parts") { split.append("\(tensor) in \(parts) parts") }
+        for (tensor, parts) in items.compactMap(\.split) where !split.contains("\(tensor) in \(parts) parts") {
+            split.append("\(tensor) in \(parts) parts")
         }
         let groups = items.first { $0.category == .trainable }?.trainableGroups ?? 1
         if groups > 1 { split.append("the trainable tensors in \(groups) groups of buffers") }

@@ -308,66 +308,27 @@ public final class Tuner {
         }
         var winner = best.config
         // Stage 3: pack_b's local size, by its own bandwidth (it only moves memory).
+        // pack_b is ≈ 2 % of a step: keep the current value unless another is clearly (5 %) faster.
         var packRates: [String: Double]? = nil
         if !quick {
-            var ready: [(Int, ComputeContext)] = []
-            for p in space.packLocals {
-                var c = winner
-                c.packLocal = p
-                if case .success(let ctx) = prepare(c) { ready.append((p, ctx)) }
-            }
-            var rates: [String: Double] = [:]
-            usleep(300_000)
-            for _ in 0..<rounds {
-                for (p, ctx) in ready {
-                    if let r = try? timePack(ctx) { rates["\(p)"] = max(rates["\(p)"] ?? 0, r) }
-                }
-            }
-            for (p, r) in rates.sorted(by: { $0.key < $1.key }) { log(String(format: "  pack_b local %@: %.1f GB/s", p, r)) }
-            // pack_b is ≈ 2 % of a step: keep the current value unless another is clearly (5 %) faster.
-            let current = rates["\(winner.packLocal)"] ?? 0
-            if let best = rates.max(by: { $0.value < $1.value }), let p = Int(best.key), best.value > 1.05 * current {
-                winner.packLocal = p
-            }
-            packRates = rates
+            packRates = searchOne(space.packLocals, in: &winner, \.packLocal, margin: 1.05,
+                                  format: "  pack_b local %@: %.1f GB/s", settle: 300_000) { try self.timePack($0) }
         }
         // Stage 4: gemm_packed's bands, on the products and a vocabulary-wide lm_head (where a
         // panel set far larger than the caches is read once per row group without bands),
         // weighed as in a step: the per-layer products × the layer count, the lm_head once.
         // Quick: the lm_head at 64 rows (many row groups are not needed to see a band's effect,
-        // and the automatic tune stays a few seconds).
+        // and the automatic tune stays a few seconds). Keep the current band unless another is
+        // clearly (3 %) faster.
         var bandRates: [String: Double]? = nil
         if winner.gemm.variant == .packed && space.bands.count > 1 {
-            var ready: [(Int, ComputeContext)] = []
-            for b in space.bands {
-                var c = winner
-                c.gemmBand = b
-                switch prepare(c) {
-                case .success(let ctx): ready.append((b, ctx))
-                case .failure(let reason): log("  band \(b) rejected: \(reason)")
-                }
-            }
             let layers = max(lmHead.layers, 1), headRows = quick ? min(tokens, 64) : tokens
             // A shorter lm_head counts tokens / headRows times: its share of a step's work at `tokens` rows.
             let bandProducts = products.map { p -> TuningProduct in var q = p; q.count *= layers; return q }
                 + Self.products([TuningLinear("lm_head", in: lmHead.hidden, out: lmHead.vocab, count: max(tokens / headRows, 1))],
                                 tokens: headRows)
-            var rates: [String: Double] = [:]
-            usleep(quick ? 100_000 : 300_000)
-            for _ in 0..<rounds {
-                for (b, ctx) in ready {
-                    if let (g, _) = try? timeProducts(ctx, bandProducts) {
-                        rates["\(b)"] = max(rates["\(b)"] ?? 0, g)
-                    }
-                }
-            }
-            for (b, r) in rates.sorted(by: { Int($0.key)! < Int($1.key)! }) { log(String(format: "  band %@: %.1f GFLOP/s", b, r)) }
-            // Keep the current band unless another is clearly (3 %) faster.
-            let current = rates["\(winner.gemmBand)"] ?? 0
-            if let best = rates.max(by: { $0.value < $1.value }), let b = Int(best.key), best.value > 1.03 * current {
-                winner.gemmBand = b
-            }
-            bandRates = rates
+            bandRates = searchOne(space.bands, in: &winner, \.gemmBand, margin: 1.03, format: "  band %@: %.1f GFLOP/s",
+                                  settle: quick ? 100_000 : 300_000) { try self.timeProducts($0, bandProducts).0 }
         }
         // Stage 5: attention's tile heights, on attention itself (AttentionTuning.swift).
         let attentionRates = tuneAttention(&winner, space: space.attentionRows)
@@ -397,6 +358,38 @@ public final class Tuner {
 
     /// Aggregate GFLOP/s (Σ count·flops / Σ count·time) over the products and
     /// each product's GFLOP/s; each time is a median of `runs` after warm-up.
+    /// One parameter of `winner` searched on its own, the rest kept: each value's
+    /// program built and checked (`prepare`; a rejection is logged), timed by
+    /// `rate` in interleaved rounds after `settle` µs (a value scores its best
+    /// round), each rate logged with `format`; the winner's value is replaced
+    /// only by one at least `margin` times as fast. Returns the rates by value.
+    func searchOne(_ values: [Int], in winner: inout KernelConfig, _ key: WritableKeyPath<KernelConfig, Int>,
+                   margin: Double, format: String, settle: useconds_t,
+                   rate: (ComputeContext) throws -> Double) -> [String: Double] {
+        var ready: [(Int, ComputeContext)] = []
+        for v in values {
+            var c = winner
+            c[keyPath: key] = v
+            switch prepare(c) {
+            case .success(let ctx): ready.append((v, ctx))
+            case .failure(let reason): log("  \(c.spec)  rejected: \(reason)")
+            }
+        }
+        var rates: [String: Double] = [:]
+        usleep(settle)
+        for _ in 0..<rounds {
+            for (v, ctx) in ready {
+                if let r = try? rate(ctx) { rates["\(v)"] = max(rates["\(v)"] ?? 0, r) }
+            }
+        }
+        for (v, r) in rates.sorted(by: { Int($0.key)! < Int($1.key)! }) { log(String(format: format, v, r)) }
+        let current = rates["\(winner[keyPath: key])"] ?? 0
+        if let best = rates.max(by: { $0.value < $1.value }), let v = Int(best.key), best.value > margin * current {
+            winner[keyPath: key] = v
+        }
+        return rates
+    }
+
     func timeProducts(_ ctx: ComputeContext, _ set: [TuningProduct]? = nil) throws -> (Double, [Double]) {
         var rng = TuningRandom(seed: 0x5eed)
         var totalFlops = 0.0, totalTime = 0.0
