@@ -2,12 +2,17 @@
 import PackageDescription
 
 // Layers, imports pointing down only:
-//   COpenCL, CBLAS (C shims) → OpenCLRuntime → LoraOps (kernel launchers)
+//   LoraBase (Foundation only: the one JSON value and its reader/writer, the
+//     ordered map, SplitMix64, atomic file writes, mapped files, escaping, the
+//     GPT-2 byte alphabet, Python's float text) at the bottom of everything;
+//   COpenCL, CBLAS (C shims) → OpenCLRuntime → LoraOps (kernel launchers, the
+//     tuner and its device timer; Reference for the tuner's parity check)
 //   → LoraModel (checkpoints, the model on the device)
 //   → LoraText (tokenizer, Jinja chat templates, datasets; no OpenCL) and
 //     LoraTrain (loop, schedules, checkpoints, merge, generate)
 //   → KernelBench (Benchmarks/) → lora-gpu CLI.
-// Reference (float64 + OpenBLAS) is used by tests and benchmarks only.
+// Reference: the float64 references (no BLAS), used by the tuner, tests and
+// benchmarks; ReferenceBLAS adds OpenBLAS sgemm for tests and benchmarks only.
 let package = Package(
     name: "lora-gpu",
     products: [
@@ -33,35 +38,44 @@ let package = Package(
             capability: .buildTool(),
             dependencies: ["EmbedKernels"],
             path: "Plugins/KernelEmbedder"),
+        .target(name: "LoraBase"),
         .target(name: "OpenCLRuntime", dependencies: ["COpenCL"]),
-        .target(name: "LoraOps", dependencies: ["OpenCLRuntime"], plugins: ["KernelEmbedder"]),
-        .target(name: "LoraModel", dependencies: ["LoraOps"]),
-        .target(name: "LoraText"),
+        .target(name: "Reference", dependencies: ["LoraBase"]),
+        .target(name: "ReferenceBLAS", dependencies: ["Reference", "CBLAS"]),
+        .target(
+            name: "LoraOps", dependencies: ["LoraBase", "OpenCLRuntime", "Reference"], plugins: ["KernelEmbedder"]),
+        .target(name: "LoraModel", dependencies: ["LoraBase", "OpenCLRuntime", "LoraOps"]),
+        .target(name: "LoraText", dependencies: ["LoraBase"]),
         .target(
             name: "LoraTrain",
-            dependencies: ["LoraModel", "LoraOps", "LoraText", .product(name: "Yams", package: "Yams")]),
-        .target(name: "Reference", dependencies: ["CBLAS"]),
+            dependencies: [
+                "LoraBase", "OpenCLRuntime", "LoraOps", "LoraModel", "LoraText",
+                .product(name: "Yams", package: "Yams"),
+            ]),
         .target(
             name: "KernelBench",
-            dependencies: ["LoraOps", "LoraModel", "Reference"],
+            dependencies: ["LoraBase", "OpenCLRuntime", "LoraOps", "LoraModel", "Reference", "ReferenceBLAS"],
             path: "Benchmarks/KernelBench"),
         .executableTarget(
             name: "LoraGPUCLI",
             dependencies: [
-                "LoraOps", "LoraModel", "LoraText", "LoraTrain", "KernelBench",
+                "LoraBase", "OpenCLRuntime", "LoraOps", "LoraModel", "LoraText", "LoraTrain", "KernelBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             // main.swift holds the @main type; with more than one file it must not be read as top-level code.
             swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
-        .testTarget(name: "LoraOpsTests", dependencies: ["LoraOps", "Reference"]),
+        .testTarget(
+            name: "LoraOpsTests",
+            dependencies: ["LoraBase", "OpenCLRuntime", "LoraOps", "Reference", "ReferenceBLAS"]),
         .testTarget(
             name: "LoraModelTests",
-            dependencies: ["LoraModel", "LoraOps", "Reference"],
+            dependencies: ["LoraBase", "OpenCLRuntime", "LoraModel", "LoraOps", "Reference"],
             exclude: ["../Fixtures"]),
-        .testTarget(name: "LoraTextTests", dependencies: ["LoraText"]),
+        .testTarget(name: "LoraTextTests", dependencies: ["LoraBase", "LoraText"]),
         .testTarget(
             name: "LoraTrainTests",
-            dependencies: ["LoraTrain", "LoraModel", "LoraText", "LoraOps", "Reference"]),
+            dependencies: ["LoraBase", "OpenCLRuntime", "LoraTrain", "LoraModel", "LoraText", "LoraOps", "Reference",
+                           "ReferenceBLAS"]),
     ],
     swiftLanguageModes: [.v5]
 )

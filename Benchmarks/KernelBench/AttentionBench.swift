@@ -54,19 +54,11 @@ extension KernelBench {
     /// Median wall times (s) of three bodies (each + clFinish) timed in
     /// interleaved rounds after warm-up.
     func timeInterleaved(_ a: () throws -> Void, _ b: () throws -> Void, _ c: () throws -> Void) throws -> (Double, Double, Double) {
-        settle()
-        var ts: [[Double]] = [[], [], []]
-        func once(_ i: Int, _ f: () throws -> Void, record: Bool) throws {
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            try f()
-            try ctx.finish()
-            if record { ts[i].append(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9) }
+        let t = try withoutActuallyEscaping(a) { a in
+            try withoutActuallyEscaping(b) { b in
+                try withoutActuallyEscaping(c) { c in try timer.medians([a, b, c], sync: { try ctx.finish() }) }
+            }
         }
-        for n in 0..<(warmup + runs) {
-            try once(0, a, record: n >= warmup)
-            try once(1, b, record: n >= warmup)
-            try once(2, c, record: n >= warmup)
-        }
-        return (median(ts[0]), median(ts[1]), median(ts[2]))
+        return (t[0], t[1], t[2])
     }
 }

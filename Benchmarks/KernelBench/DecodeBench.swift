@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 import LoraModel
 import LoraOps
 import OpenCLRuntime
@@ -39,12 +40,7 @@ extension KernelBench {
         defer { try? FileManager.default.removeItem(at: dir) }
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let D = H / NH
-        let config: [String: Any] = [
-            "architectures": ["LlamaForCausalLM"], "hidden_size": H, "intermediate_size": I, "num_hidden_layers": L,
-            "num_attention_heads": NH, "num_key_value_heads": NKV, "vocab_size": V, "max_position_embeddings": 2048,
-            "rms_norm_eps": 1e-5, "rope_theta": 100000.0, "tie_word_embeddings": true, "hidden_act": "silu",
-        ]
-        try JSONSerialization.data(withJSONObject: config).write(to: dir.appendingPathComponent("config.json"))
+        try writeBenchConfig(dir, hidden: H, intermediate: I, layers: L, heads: NH, kvHeads: NKV, vocab: V, ropeTheta: 100000.0)
         var tensors: [(name: String, shape: [Int], values: [Float])] = [
             ("model.embed_tokens.weight", [V, H], rng.uniform(V * H, -0.05, 0.05)),
             ("model.norm.weight", [H], [Float](repeating: 1, count: H)),

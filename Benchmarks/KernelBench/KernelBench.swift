@@ -1,4 +1,6 @@
 import Foundation
+import ReferenceBLAS
+import LoraBase
 import LoraModel
 import LoraOps
 import OpenCLRuntime
@@ -96,37 +98,13 @@ public final class KernelBench {
 
     // MARK: timing
 
-    func median(_ xs: [Double]) -> Double { let s = xs.sorted(); return s[s.count / 2] }
-
-    /// OpenBLAS's worker threads keep spinning for a while after a call and
-    /// pocl's do too; measuring one right after the other would halve it.
-    func settle() { usleep(300_000) }
+    /// The benchmarks' timer: settles first (see DeviceTimer).
+    var timer: DeviceTimer { DeviceTimer(warmup: warmup, runs: runs, settleMicroseconds: 300_000) }
 
     /// Median wall time (s) of `body` + clFinish, after warm-up.
-    func timeDevice(_ body: () throws -> Void) throws -> Double {
-        settle()
-        for _ in 0..<warmup { try body(); try ctx.finish() }
-        var ts: [Double] = []
-        for _ in 0..<runs {
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            try body()
-            try ctx.finish()
-            ts.append(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
-        }
-        return median(ts)
-    }
+    func timeDevice(_ body: () throws -> Void) throws -> Double { try ctx.time(timer, body) }
 
-    func timeHost(_ body: () -> Void) -> Double {
-        settle()
-        for _ in 0..<warmup { body() }
-        var ts: [Double] = []
-        for _ in 0..<runs {
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            body()
-            ts.append(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
-        }
-        return median(ts)
-    }
+    func timeHost(_ body: () -> Void) -> Double { try! timer.median(body, sync: {}) }  // body and sync never throw
 
     /// OpenBLAS time for a list of sgemm calls (m, n, k, transA, transB), on fresh host arrays.
     func blasTime(_ calls: [(Int, Int, Int, Bool, Bool)]) -> Double {
@@ -387,12 +365,7 @@ extension KernelBench {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let (H, I, L, NH, NKV, V, B, T) = quick ? (64, 96, 2, 4, 2, 512, 2, 16) : (576, 1536, 4, 9, 3, 49152, 2, 512)
         let D = H / NH
-        let config: [String: Any] = [
-            "architectures": ["LlamaForCausalLM"], "hidden_size": H, "intermediate_size": I, "num_hidden_layers": L,
-            "num_attention_heads": NH, "num_key_value_heads": NKV, "vocab_size": V, "max_position_embeddings": 2048,
-            "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": true, "hidden_act": "silu",
-        ]
-        try JSONSerialization.data(withJSONObject: config).write(to: dir.appendingPathComponent("config.json"))
+        try writeBenchConfig(dir, hidden: H, intermediate: I, layers: L, heads: NH, kvHeads: NKV, vocab: V, ropeTheta: 10000.0)
         var tensors: [(name: String, shape: [Int], values: [Float])] = [("model.embed_tokens.weight", [V, H], rng.uniform(V * H, -0.05, 0.05)),
                                                                         ("model.norm.weight", [H], [Float](repeating: 1, count: H))]
         for l in 0..<L {
@@ -439,4 +412,15 @@ extension KernelBench {
         rows.append(chatRow)
         log(Self.format(chatRow))
     }
+}
+
+/// config.json of the benchmarks' small tied Llama models.
+func writeBenchConfig(_ dir: URL, hidden H: Int, intermediate I: Int, layers L: Int, heads NH: Int, kvHeads NKV: Int,
+                      vocab V: Int, ropeTheta: Double) throws {
+    let config: JSONValue = [
+        "architectures": ["LlamaForCausalLM"], "hidden_size": .int(H), "intermediate_size": .int(I), "num_hidden_layers": .int(L),
+        "num_attention_heads": .int(NH), "num_key_value_heads": .int(NKV), "vocab_size": .int(V), "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-5, "rope_theta": .double(ropeTheta), "tie_word_embeddings": true, "hidden_act": "silu",
+    ]
+    try Data(config.serialized().utf8).write(to: dir.appendingPathComponent("config.json"))
 }

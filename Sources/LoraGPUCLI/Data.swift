@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LoraBase
 import LoraText
 import LoraTrain
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KernelBench
+import LoraBase
 import LoraModel
 import LoraOps
 import OpenCLRuntime
@@ -75,13 +76,9 @@ struct Bench: ParsableCommand {
         if let json {
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            let data = try enc.encode(report)
-            let url = URL(fileURLWithPath: json)
-            let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp")
-            try data.write(to: tmp)
-            // rename(2) replaces atomically: a reader never sees a half-written table.
-            guard rename(tmp.path, url.path) == 0 else {
-                throw ValidationError("cannot write \(json): \(String(cString: strerror(errno)))")
+            // Atomically: a reader never sees a half-written table.
+            do { try AtomicFile.write(try enc.encode(report), to: json) } catch let e as AtomicFile.WriteError {
+                throw ValidationError("cannot write \(json): \(e.reason)")
             }
             print("wrote \(json)")
         }

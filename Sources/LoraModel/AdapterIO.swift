@@ -5,38 +5,6 @@ import Glibc
 import LoraOps
 import OpenCLRuntime
 
-extension LoraConfig {
-    /// adapter_config.json as PEFT writes it (sorted keys, 2-space indent).
-    public func peftJSON(baseModel: String) throws -> Data {
-        func targetsValue(_ t: Targets?) -> Any {
-            switch t {
-            case .none: return NSNull()
-            case .list(let l)?: return l
-            case .regex(let r)?: return r
-            case .allLinear?: return "all-linear"
-            }
-        }
-        let initValue: Any
-        switch initLoraWeights {
-        case .kaiming: initValue = true
-        case .gaussian: initValue = "gaussian"
-        case .random: initValue = false
-        }
-        let dict: [String: Any] = [
-            "alpha_pattern": alphaPattern, "auto_mapping": NSNull(), "base_model_name_or_path": baseModel,
-            "bias": bias.rawValue, "exclude_modules": targetsValue(excludeModules), "fan_in_fan_out": false,
-            "inference_mode": true, "init_lora_weights": initValue,
-            "layers_pattern": layersPattern.map { $0.count == 1 ? $0[0] as Any : $0 as Any } ?? NSNull(),
-            "layers_to_transform": layersToTransform ?? NSNull() as Any, "lora_alpha": loraAlpha, "lora_bias": false,
-            "lora_dropout": loraDropout, "modules_to_save": modulesToSave.isEmpty ? NSNull() as Any : modulesToSave,
-            "peft_type": "LORA", "r": r, "rank_pattern": rankPattern, "revision": NSNull(),
-            "target_modules": targetsValue(targetModules), "task_type": taskType, "use_dora": false,
-            "use_rslora": useRSLoRA,
-        ]
-        return try JSONSerialization.data(withJSONObject: dict, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
-    }
-}
-
 extension LlamaLoRAModel {
     /// PEFT saves the base weights of embed_tokens / lm_head when they carry an
     /// adapter (save_embedding_layers="auto"): a list naming them, or a regex matching them.

@@ -32,7 +32,9 @@ public struct AdapterPlan: Sendable {
     public let warnings: [String]
 
     public init(config c: ModelConfig, lora: LoraConfig) throws {
-        try lora.validate()
+        do { try lora.validate() } catch let e as LoraConfig.SettingError {
+            throw CheckpointError.config(path: "LoRA settings", field: e.key, reason: e.reason)
+        }
         config = c
         self.lora = lora
         let H = c.hiddenSize, V = c.vocabSize

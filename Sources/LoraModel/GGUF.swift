@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -140,24 +141,17 @@ public final class GGUFFile {
     /// Tensor names in file order.
     public let tensorNames: [String]
     public let alignment: Int
-    private let base: UnsafeMutableRawPointer?
-    private let mappedSize: Int
+    private let file: MappedFile
     private let dataStart: Int
 
     public init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw GGUFError.io(path: path, reason: String(cString: strerror(errno))) }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw GGUFError.io(path: path, reason: String(cString: strerror(errno))) }
-        let size = Int(st.st_size)
-        guard size >= 4 else { throw GGUFError.truncated(path: path, what: "\(size) bytes, shorter than the magic") }
-        guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
-            throw GGUFError.io(path: path, reason: "mmap failed: \(String(cString: strerror(errno)))")
+        do { file = try MappedFile(path: path) } catch let e as MappedFile.OpenError {
+            throw GGUFError.io(path: path, reason: e.reason)
         }
-        base = p
-        mappedSize = size
+        let size = file.size
+        guard size >= 4 else { throw GGUFError.truncated(path: path, what: "\(size) bytes, shorter than the magic") }
+        let p = file.base!
         do {
             var r = GGUFReader(buffer: UnsafeRawBufferPointer(start: p, count: size), path: path)
             let magic = try r.bytes(4, "the magic")
@@ -240,17 +234,12 @@ public final class GGUFFile {
             tensors = infos
             tensorNames = names
             alignment = align
-        } catch {
-            munmap(p, size)
-            throw error
         }
     }
 
-    deinit { if let base { munmap(base, mappedSize) } }
-
     /// The raw bytes of one tensor (valid while this file is alive).
     public func bytes(_ info: GGUFTensorInfo) -> UnsafeRawBufferPointer {
-        UnsafeRawBufferPointer(start: base! + dataStart + info.offset, count: info.byteCount)
+        UnsafeRawBufferPointer(start: file.base! + dataStart + info.offset, count: info.byteCount)
     }
 
     /// A tensor dequantized to fp32 exactly as ggml (and gguf-py) does, in

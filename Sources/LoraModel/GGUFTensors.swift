@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 
 // MARK: the checkpoint abstraction
 
@@ -187,13 +188,11 @@ extension ModelConfig {
     /// The config a GGUF file's `<arch>.*` metadata describes, as transformers'
     /// GGUF loader builds it (tied when the file has no `output.weight`).
     public static func load(gguf f: GGUFFile) throws -> ModelConfig {
-        let json = try hfConfig(gguf: f)
-        let data = try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys])
-        return try parse(data, path: f.path)
+        try parse(object: try hfConfig(gguf: f), path: f.path)
     }
 
     /// config.json's fields for a GGUF model (what merge writes for a GGUF base).
-    public static func hfConfig(gguf f: GGUFFile) throws -> [String: Any] {
+    public static func hfConfig(gguf f: GGUFFile) throws -> JSONObject {
         let arch = try f.string("general.architecture")
         let hfArch: Architecture
         switch arch {
@@ -212,30 +211,30 @@ extension ModelConfig {
             }
             return v
         }
-        var c: [String: Any] = [
-            "architectures": [hfArch.rawValue],
-            "model_type": hfArch.prefix.lowercased(),
-            "hidden_size": try required("embedding_length"),
-            "num_hidden_layers": try required("block_count"),
-            "intermediate_size": try required("feed_forward_length"),
-            "num_attention_heads": try required("attention.head_count"),
+        var c: JSONObject = [
+            "architectures": [.string(hfArch.rawValue)],
+            "model_type": .string(hfArch.prefix.lowercased()),
+            "hidden_size": .int(try required("embedding_length")),
+            "num_hidden_layers": .int(try required("block_count")),
+            "intermediate_size": .int(try required("feed_forward_length")),
+            "num_attention_heads": .int(try required("attention.head_count")),
             "hidden_act": "silu",
-            "tie_word_embeddings": f.tensors["output.weight"] == nil,
+            "tie_word_embeddings": .bool(f.tensors["output.weight"] == nil),
             "torch_dtype": "float32",
         ]
-        if let kv = try f.int(arch + ".attention.head_count_kv") { c["num_key_value_heads"] = kv }
-        if let e = try f.double(arch + ".attention.layer_norm_rms_epsilon") { c["rms_norm_eps"] = e }
-        c["rope_theta"] = try f.double(arch + ".rope.freq_base") ?? 10000.0
-        if let n = try f.int(arch + ".context_length") { c["max_position_embeddings"] = n }
-        else { c["max_position_embeddings"] = hfArch == .llama ? 2048 : 32768 }
+        if let kv = try f.int(arch + ".attention.head_count_kv") { c["num_key_value_heads"] = .int(kv) }
+        if let e = try f.double(arch + ".attention.layer_norm_rms_epsilon") { c["rms_norm_eps"] = .double(e) }
+        c["rope_theta"] = .double(try f.double(arch + ".rope.freq_base") ?? 10000.0)
+        if let n = try f.int(arch + ".context_length") { c["max_position_embeddings"] = .int(n) }
+        else { c["max_position_embeddings"] = .int(hfArch == .llama ? 2048 : 32768) }
         // rope.dimension_count is the head size for llama/mistral only (transformers ignores it for qwen2).
-        if arch == "llama", let hd = try f.int(arch + ".rope.dimension_count") { c["head_dim"] = hd }
-        if let v = try f.int(arch + ".vocab_size") { c["vocab_size"] = v }
-        else if let tokens = f.metadata["tokenizer.ggml.tokens"]?.array { c["vocab_size"] = tokens.count }
+        if arch == "llama", let hd = try f.int(arch + ".rope.dimension_count") { c["head_dim"] = .int(hd) }
+        if let v = try f.int(arch + ".vocab_size") { c["vocab_size"] = .int(v) }
+        else if let tokens = f.metadata["tokenizer.ggml.tokens"]?.array { c["vocab_size"] = .int(tokens.count) }
         else { throw GGUFError.metadata(path: f.path, key: "tokenizer.ggml.tokens", reason: "missing, and no \(arch).vocab_size") }
         for (key, field) in [("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"),
                              ("padding_token_id", "pad_token_id")] {
-            if let id = try f.int("tokenizer.ggml." + key) { c[field] = id }
+            if let id = try f.int("tokenizer.ggml." + key) { c[field] = .int(id) }
         }
         return c
     }

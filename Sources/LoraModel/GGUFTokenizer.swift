@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 
 /// The Hugging Face tokenizer files a GGUF file's `tokenizer.ggml.*` metadata
 /// describes, built as transformers' GGUF tokenizer converter builds them:
@@ -16,8 +17,8 @@ public struct GGUFTokenizerFiles {
     public let tokenizerJSON: Data
     /// tokenizer_config.json (special tokens, add_bos/eos_token, chat_template).
     public let tokenizerConfig: Data
-    public let tokenizerObject: [String: Any]
-    public let configObject: [String: Any]
+    public let tokenizerObject: JSONValue
+    public let configObject: JSONValue
 }
 
 /// The split regexes transformers uses for a `tokenizer.ggml.pre` name (those llama.cpp's pre-tokenizers use).
@@ -37,25 +38,7 @@ enum GGUFPreTokenizer {
     ]
 }
 
-/// GPT-2's byte-to-unicode table: printable bytes stand for themselves, the
-/// rest map to U+0100 onwards, in byte order.
-enum ByteLevelAlphabet {
-    static let table: [Character] = {
-        var printable = Set<Int>()
-        for r in [33...126, 161...172, 174...255] { for b in r { printable.insert(b) } }
-        var out = [Character](repeating: " ", count: 256)
-        var next = 256
-        for b in 0..<256 {
-            if printable.contains(b) { out[b] = Character(UnicodeScalar(UInt8(b))) }
-            else { out[b] = Character(UnicodeScalar(UInt32(next))!); next += 1 }
-        }
-        return out
-    }()
-    static let scalars: Set<UnicodeScalar> = Set(table.flatMap { $0.unicodeScalars })
 
-    static func isSpelled(_ s: String) -> Bool { s.unicodeScalars.allSatisfy { scalars.contains($0) } }
-    static func spell(_ s: String) -> String { String(s.utf8.map { table[Int($0)] }) }
-}
 
 extension GGUFFile {
     /// tokenizer.json and tokenizer_config.json for this file's tokenizer.
@@ -96,21 +79,21 @@ extension GGUFFile {
         let byteLevel: Bool
         var vocabTokens = tokens
         var merges: [(String, String)]
-        var modelObj: [String: Any]
-        var preTokenizer: Any
-        let decoder: Any
+        var modelObj: JSONObject
+        var preTokenizer: JSONValue
+        let decoder: JSONValue
         switch model {
         case "gpt2":
             byteLevel = true
-            vocabTokens = tokens.map { ByteLevelAlphabet.isSpelled($0) ? $0 : ByteLevelAlphabet.spell($0) }
+            vocabTokens = tokens.map { ByteAlphabet.isSpelled($0) ? $0 : ByteAlphabet.spell($0) }
             guard let fm = fileMerges else {
                 throw GGUFError.metadata(path: path, key: "tokenizer.ggml.merges", reason: "missing (a \"gpt2\" tokenizer needs its merges)")
             }
             merges = fm
-            modelObj = ["type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "continuing_subword_prefix": "",
+            modelObj = ["type": "BPE", "dropout": JSONValue.null, "unk_token": JSONValue.null, "continuing_subword_prefix": "",
                         "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false, "ignore_merges": false]
-            preTokenizer = ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true] as [String: Any]
-            decoder = ["type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true] as [String: Any]
+            preTokenizer = ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true]
+            decoder = ["type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true]
         case "llama":
             byteLevel = false
             if let fm = fileMerges { merges = fm } else {
@@ -121,28 +104,30 @@ extension GGUFFile {
                 }
                 merges = Self.sentencePieceMerges(tokens: tokens, scores: scores)
             }
-            modelObj = ["type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "continuing_subword_prefix": NSNull(),
-                        "end_of_word_suffix": NSNull(), "fuse_unk": true, "byte_fallback": true, "ignore_merges": false]
-            preTokenizer = ["type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": "first", "split": false] as [String: Any]
+            modelObj = ["type": "BPE", "dropout": JSONValue.null, "unk_token": JSONValue.null, "continuing_subword_prefix": JSONValue.null,
+                        "end_of_word_suffix": JSONValue.null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false]
+            preTokenizer = ["type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": "first", "split": false]
             decoder = ["type": "Sequence", "decoders": [
-                ["type": "Replace", "pattern": ["String": "\u{2581}"], "content": " "] as [String: Any],
+                ["type": "Replace", "pattern": ["String": "\u{2581}"], "content": " "],
                 ["type": "ByteFallback"], ["type": "Fuse"],
-                ["type": "Strip", "content": " ", "start": 1, "stop": 0] as [String: Any],
-            ]] as [String: Any]
+                ["type": "Strip", "content": " ", "start": 1, "stop": 0],
+            ]]
         default:
             throw GGUFError.metadata(path: path, key: "tokenizer.ggml.model", reason: "'\(model)' is not supported; supported: gpt2, llama")
         }
         // A split regex named by tokenizer.ggml.pre replaces the pre-tokenizer, whatever the model (as transformers does).
         if let pre = try? string("tokenizer.ggml.pre"), let regex = GGUFPreTokenizer.splits[pre] {
             preTokenizer = ["type": "Sequence", "pretokenizers": [
-                ["type": "Split", "pattern": ["Regex": regex], "behavior": "Isolated", "invert": false] as [String: Any],
+                ["type": "Split", "pattern": ["Regex": .string(regex)], "behavior": "Isolated", "invert": false],
                 ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false],
-            ]] as [String: Any]
+            ]]
         }
-        var vocab: [String: Int] = [:]
+        // Keys compared by bytes: a vocabulary may hold canonically equivalent tokens.
+        var vocab = OrderedMap<Int>()
+        vocab.reserveCapacity(vocabTokens.count)
         for (i, t) in vocabTokens.enumerated() { vocab[t] = i }
-        modelObj["vocab"] = vocab
-        modelObj["merges"] = merges.map { [$0.0, $0.1] }
+        modelObj["vocab"] = .object(JSONObject(vocab.pairs.map { ($0.0, .int($0.1)) }))
+        modelObj["merges"] = .array(merges.map { [.string($0.0), .string($0.1)] })
 
         // Special tokens named by id.
         let bos = try tokenID("bos_token_id"), eos = try tokenID("eos_token_id")
@@ -154,7 +139,7 @@ extension GGUFFile {
         // the named ones special, user-defined ones plain.
         var added: [Int: (content: String, special: Bool)] = [:]
         for (i, t) in tokens.enumerated() where i < types.count && types[i] == 3 {
-            if !byteLevel || ByteLevelAlphabet.isSpelled(t) { added[i] = (t, true) }
+            if !byteLevel || ByteAlphabet.isSpelled(t) { added[i] = (t, true) }
         }
         for id in [unk, bos, eos, pad].compactMap({ $0 }) {
             let t = tokens[id]
@@ -163,19 +148,19 @@ extension GGUFFile {
         for (i, t) in tokens.enumerated() where i < types.count && types[i] == 4 {
             if let v = vocab[t], added[v] == nil { added[v] = (t, false) }
         }
-        let addedTokens: [[String: Any]] = added.keys.sorted().map { id in
-            ["id": id, "content": added[id]!.content, "single_word": false, "lstrip": false, "rstrip": false,
-             "normalized": false, "special": added[id]!.special]
+        let addedTokens: [JSONValue] = added.keys.sorted().map { id in
+            ["id": .int(id), "content": .string(added[id]!.content), "single_word": false, "lstrip": false, "rstrip": false,
+             "normalized": false, "special": .bool(added[id]!.special)]
         }
 
         // Post-processor: BOS / EOS around each sequence.
-        var single: [[String: Any]] = [], pair: [[String: Any]] = []
-        var specials: [String: Any] = [:]
-        func special(_ id: Int?, _ typeID: Int) -> [String: Any]? {
+        var single: [JSONValue] = [], pair: [JSONValue] = []
+        var specials = JSONObject()
+        func special(_ id: Int?, _ typeID: Int) -> JSONValue? {
             guard let id else { return nil }
             let t = tokens[id]
-            specials[t] = ["id": t, "ids": [id], "tokens": [t]]
-            return ["SpecialToken": ["id": t, "type_id": typeID]]
+            specials[t] = ["id": .string(t), "ids": [.int(id)], "tokens": [.string(t)]]
+            return ["SpecialToken": ["id": .string(t), "type_id": .int(typeID)]]
         }
         if addBOS, let s = special(bos, 0) { single.append(s); pair.append(s) }
         single.append(["Sequence": ["id": "A", "type_id": 0]])
@@ -184,28 +169,27 @@ extension GGUFFile {
         if addBOS, let s = special(bos, 1) { pair.append(s) }
         pair.append(["Sequence": ["id": "B", "type_id": 1]])
         if addEOS, let s = special(eos, 1) { pair.append(s) }
-        let post: [String: Any] = ["type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials]
+        let post: JSONValue = ["type": "TemplateProcessing", "single": .array(single), "pair": .array(pair), "special_tokens": .object(specials)]
 
-        let tokenizer: [String: Any] = [
-            "version": "1.0", "truncation": NSNull(), "padding": NSNull(), "added_tokens": addedTokens,
-            "normalizer": NSNull(), "pre_tokenizer": preTokenizer, "post_processor": post, "decoder": decoder,
-            "model": modelObj,
+        let tokenizer: JSONValue = [
+            "version": "1.0", "truncation": JSONValue.null, "padding": JSONValue.null, "added_tokens": .array(addedTokens),
+            "normalizer": JSONValue.null, "pre_tokenizer": preTokenizer, "post_processor": post, "decoder": decoder,
+            "model": .object(modelObj),
         ]
-        func name(_ id: Int?) -> Any { id.map { tokens[$0] as Any } ?? NSNull() }
-        var config: [String: Any] = [
-            "add_bos_token": addBOS, "add_eos_token": addEOS, "bos_token": name(bos), "eos_token": name(eos),
+        func name(_ id: Int?) -> JSONValue { id.map { .string(tokens[$0]) } ?? .null }
+        var config: JSONObject = [
+            "add_bos_token": .bool(addBOS), "add_eos_token": .bool(addEOS), "bos_token": name(bos), "eos_token": name(eos),
             "unk_token": name(unk), "pad_token": name(pad), "clean_up_tokenization_spaces": false,
             "tokenizer_class": "PreTrainedTokenizerFast",
         ]
-        if let arch = try? string("general.architecture"), let n = try int(arch + ".context_length") { config["model_max_length"] = n }
+        if let arch = try? string("general.architecture"), let n = try int(arch + ".context_length") { config["model_max_length"] = .int(n) }
         if let t = metadata["tokenizer.chat_template"] {
             guard let s = t.string else { throw GGUFError.metadata(path: path, key: "tokenizer.chat_template", reason: "must be a string") }
-            config["chat_template"] = s
+            config["chat_template"] = .string(s)
         }
-        let opts: JSONSerialization.WritingOptions = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        return GGUFTokenizerFiles(tokenizerJSON: try JSONSerialization.data(withJSONObject: tokenizer, options: opts),
-                                  tokenizerConfig: try JSONSerialization.data(withJSONObject: config, options: opts),
-                                  tokenizerObject: tokenizer, configObject: config)
+        return GGUFTokenizerFiles(tokenizerJSON: Data(tokenizer.serialized(.prettySorted).utf8),
+                                  tokenizerConfig: Data(JSONValue.object(config).serialized(.prettySorted).utf8),
+                                  tokenizerObject: tokenizer, configObject: .object(config))
     }
 
     /// Merges recovered from a SentencePiece vocabulary, as transformers'

@@ -1,3 +1,4 @@
+import LoraBase
 import LoraOps
 import OpenCLRuntime
 
@@ -89,8 +90,5 @@ public final class Linear {
 
 /// A per-(step, module) dropout seed.
 func mixSeed(_ a: UInt32, _ b: UInt32) -> UInt32 {
-    var z = UInt64(a) << 32 | UInt64(b)
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return UInt32(truncatingIfNeeded: (z ^ (z >> 31)) >> 16)
+    UInt32(truncatingIfNeeded: SplitMix64.mix(UInt64(a) << 32 | UInt64(b)) >> 16)
 }

@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 import LoraOps
 import OpenCLRuntime
 
@@ -295,10 +296,8 @@ public final class LlamaLoRAModel {
                 lin.frozenBias = nil
             }
             if adapted.contains(path) {
-                let (r, alpha) = lora.rankAndAlpha(for: path)
                 lin.lora = LoRAPair(a: store.entry(P + path + ".lora_A.weight")!, b: store.entry(P + path + ".lora_B.weight")!,
-                                    settings: LoRASettings(rank: r, alpha: Float(alpha), dropout: Float(lora.loraDropout),
-                                                           useRSLoRA: lora.useRSLoRA))
+                                    settings: lora.settings(for: path))
             }
             linears[path] = lin
         }
@@ -313,11 +312,10 @@ public final class LlamaLoRAModel {
         layers = ls
         lmHead = linears["lm_head"]!
         if plan.embedAdapted {
-            let (r, alpha) = lora.rankAndAlpha(for: embedPath)
             // PEFT applies no dropout on the embedding branch.
             embeddingLoRA = LoRAPair(a: store.entry(P + embedPath + ".lora_embedding_A")!,
                                      b: store.entry(P + embedPath + ".lora_embedding_B")!,
-                                     settings: LoRASettings(rank: r, alpha: Float(alpha), dropout: 0, useRSLoRA: lora.useRSLoRA))
+                                     settings: lora.settings(for: embedPath, dropout: false))
         }
         if plan.embedSaved, let e = store.entry(P + embedPath + ".weight") {
             try initialize(e, from: "model.embed_tokens.weight", rows: V, cols: H, panels: table)
@@ -416,21 +414,21 @@ public final class LlamaLoRAModel {
     /// N(0, (1/r)²) for "gaussian", B zero; the embedding the other way round
     /// (A zero, B N(0, 1)); with init_lora_weights=false both random.
     public func initializeAdapters(seed: UInt64) throws {
-        var rng = HostRandom(seed: seed)
+        var rng = SplitMix64.adapterInit(seed: seed)
         for lin in layers.flatMap(\.linears) + [lmHead] {
             guard let pair = lin.lora else { continue }
             let r = pair.settings.rank, din = lin.inFeatures
             let bound = 1 / Float(din).squareRoot()
             switch lora.initLoraWeights {
             case .kaiming:
-                try pair.a.param.write(rng.uniform(r * din, bound))
+                try pair.a.param.write(rng.scaledUniform(r * din, bound))
                 try pair.b.param.fill(0)
             case .gaussian:
-                try pair.a.param.write(rng.normal(r * din, std: 1 / Float(r)))
+                try pair.a.param.write(rng.scaledNormal(r * din, std: 1 / Float(r)))
                 try pair.b.param.fill(0)
             case .random:
-                try pair.a.param.write(rng.uniform(r * din, bound))
-                try pair.b.param.write(rng.uniform(lin.outFeatures * r, 1 / Float(r).squareRoot()))
+                try pair.a.param.write(rng.scaledUniform(r * din, bound))
+                try pair.b.param.write(rng.scaledUniform(lin.outFeatures * r, 1 / Float(r).squareRoot()))
             }
         }
         if let e = embeddingLoRA {
@@ -438,10 +436,10 @@ public final class LlamaLoRAModel {
             switch lora.initLoraWeights {
             case .kaiming, .gaussian:
                 try e.a.param.fill(0)
-                try e.b.param.write(rng.normal(m, std: 1))
+                try e.b.param.write(rng.scaledNormal(m, std: 1))
             case .random:
-                try e.a.param.write(rng.normal(n, std: 1))
-                try e.b.param.write(rng.normal(m, std: 1))
+                try e.a.param.write(rng.scaledNormal(n, std: 1))
+                try e.b.param.write(rng.scaledNormal(m, std: 1))
             }
         }
     }
@@ -522,20 +520,13 @@ public final class LlamaLoRAModel {
     }
 }
 
-/// A small seeded generator for adapter initialisation (SplitMix64).
-struct HostRandom {
-    var state: UInt64
-    init(seed: UInt64) { state = seed &+ 0x5EED }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func unit() -> Double { Double(next() >> 11) * (1.0 / 9_007_199_254_740_992.0) }
-    mutating func uniform(_ n: Int, _ bound: Float) -> [Float] { (0..<n).map { _ in Float((unit() * 2 - 1)) * bound } }
-    mutating func normal(_ n: Int, std: Float) -> [Float] {
+/// Adapter initialisation draws (SplitMix64 seeded with seed + 0x5EED).
+extension SplitMix64 {
+    static func adapterInit(seed: UInt64) -> SplitMix64 { SplitMix64(seed: seed &+ 0x5EED) }
+    /// U(±bound) from 53-bit units.
+    mutating func scaledUniform(_ n: Int, _ bound: Float) -> [Float] { (0..<n).map { _ in Float((unit() * 2 - 1)) * bound } }
+    /// N(0, std²) by Box–Muller on 53-bit units.
+    mutating func scaledNormal(_ n: Int, std: Float) -> [Float] {
         (0..<n).map { _ in
             let u1 = max(unit(), 1e-300), u2 = unit()
             return Float((-2 * log(u1)).squareRoot() * cos(2 * .pi * u2)) * std

@@ -1,7 +1,12 @@
 import Foundation
+import LoraBase
+import LoraOps
 
-/// PEFT's `LoraConfig`, field by field, as `adapter_config.json` spells it.
-public struct LoraConfig: Sendable {
+/// PEFT's `LoraConfig`, field by field, as `adapter_config.json` spells it: the one
+/// LoRA configuration type. adapter_config.json files, `--lora-config`, the training
+/// settings (which hold one) and flags all set it through `set(_:_:)` and check it
+/// with `validate()`; adapters are written from it by `peftJSON`.
+public struct LoraConfig: Sendable, Equatable {
     public enum Targets: Sendable, Equatable {
         case list([String])     // exact module path, or a suffix ".name"
         case regex(String)      // must full-match the module path
@@ -10,143 +15,222 @@ public struct LoraConfig: Sendable {
     public enum Bias: String, Sendable { case none, all, loraOnly = "lora_only" }
     public enum Init: Sendable, Equatable { case kaiming, gaussian, random }
 
-    public var r: Int = 8
-    public var loraAlpha: Double = 8
-    public var loraDropout: Double = 0
-    public var targetModules: Targets = .list(["q_proj", "v_proj"])
-    public var excludeModules: Targets? = nil
-    public var bias: Bias = .none
-    public var useRSLoRA = false
-    public var initLoraWeights: Init = .kaiming
-    public var layersToTransform: [Int]? = nil
-    public var layersPattern: [String]? = nil
-    public var rankPattern: [String: Int] = [:]
-    public var alphaPattern: [String: Double] = [:]
-    /// The pattern keys in the order the file lists them: PEFT takes the first that matches.
-    public var rankPatternOrder: [String] = []
-    public var alphaPatternOrder: [String] = []
-    public var modulesToSave: [String] = []
-    public var taskType: String = "CAUSAL_LM"
-    public var inferenceMode = false
+    public var r: Int
+    public var loraAlpha: Double
+    public var loraDropout: Double
+    public var targetModules: Targets
+    public var excludeModules: Targets?
+    public var bias: Bias
+    public var useRSLoRA: Bool
+    public var initLoraWeights: Init
+    public var layersToTransform: [Int]?
+    public var layersPattern: [String]?
+    /// Pattern → rank / alpha, in the order the file lists them: PEFT takes the first that matches.
+    public var rankPattern: OrderedMap<Int>
+    public var alphaPattern: OrderedMap<Double>
+    public var modulesToSave: [String]
+    public var taskType: String
+    public var inferenceMode: Bool
 
-    public init() {}
-
-    public static func load(path: String) throws -> LoraConfig {
-        try parse(try readConfigFile(path), path: path)
+    /// PEFT's defaults.
+    public init(r: Int = 8, loraAlpha: Double = 8, loraDropout: Double = 0,
+                targetModules: Targets = .list(["q_proj", "v_proj"]), excludeModules: Targets? = nil,
+                bias: Bias = .none, useRSLoRA: Bool = false, initLoraWeights: Init = .kaiming,
+                layersToTransform: [Int]? = nil, layersPattern: [String]? = nil,
+                rankPattern: OrderedMap<Int> = [:], alphaPattern: OrderedMap<Double> = [:],
+                modulesToSave: [String] = [], taskType: String = "CAUSAL_LM", inferenceMode: Bool = false) {
+        self.r = r
+        self.loraAlpha = loraAlpha
+        self.loraDropout = loraDropout
+        self.targetModules = targetModules
+        self.excludeModules = excludeModules
+        self.bias = bias
+        self.useRSLoRA = useRSLoRA
+        self.initLoraWeights = initLoraWeights
+        self.layersToTransform = layersToTransform
+        self.layersPattern = layersPattern
+        self.rankPattern = rankPattern
+        self.alphaPattern = alphaPattern
+        self.modulesToSave = modulesToSave
+        self.taskType = taskType
+        self.inferenceMode = inferenceMode
     }
 
+    /// A bad value: the key and what is wrong (the caller names the file or flag it came from).
+    public struct SettingError: Error, Equatable {
+        public let key: String
+        public let reason: String
+        public init(_ key: String, _ reason: String) {
+            self.key = key
+            self.reason = reason
+        }
+    }
+
+    // MARK: reading
+
+    /// Keys `set` takes that describe the adapter (the training settings accept these).
+    public static let adapterKeys = ["r", "lora_alpha", "lora_dropout", "target_modules", "exclude_modules", "bias",
+                                     "use_rslora", "init_lora_weights", "layers_to_transform", "modules_to_save"]
+
+    public static func load(path: String) throws -> LoraConfig {
+        let data: Data
+        do { data = try readConfigFile(path) }
+        return try parse(data, path: path)
+    }
+
+    /// adapter_config.json: every key PEFT writes is read or checked; a value that
+    /// changes the math and is not supported is refused, naming the key.
     public static func parse(_ data: Data, path: String) throws -> LoraConfig {
         let j = try jsonObject(data, path: path)
-        func fail(_ f: String, _ r: String) -> CheckpointError { .config(path: path, field: f, reason: r) }
-        func present(_ k: String) -> Any? { j[k] is NSNull ? nil : j[k] }
-        func strings(_ k: String, _ v: Any) throws -> [String] {
-            guard let a = v as? [Any], let s = a as? [String] else { throw fail(k, "must be a list of strings") }
-            return s
-        }
-        func targets(_ k: String, _ v: Any) throws -> Targets {
-            if let s = v as? String {
-                if s == "all-linear" { return .allLinear }
-                do { _ = try Regex(s) } catch { throw fail(k, "invalid regular expression '\(s)': \(error)") }
-                return .regex(s)
-            }
-            return .list(try strings(k, v))
-        }
         var c = LoraConfig()
-        if let t = present("peft_type") as? String, t != "LORA" { throw fail("peft_type", "'\(t)' is not supported; supported: LORA") }
-        if let t = present("task_type") {
-            guard let s = t as? String else { throw fail("task_type", "must be a string") }
-            guard s == "CAUSAL_LM" else {
-                throw fail("task_type", "'\(s)' is not supported yet; supported: CAUSAL_LM")
+        do {
+            guard j["target_modules"].map({ !$0.isNull }) ?? false else {
+                throw SettingError("target_modules", "missing: name the modules to adapt (a list, a regex or \"all-linear\")")
             }
-            c.taskType = s
+            for (k, v) in j.pairs where !v.isNull { try c.set(k, v, fromText: false) }
+            try c.validate()
+        } catch let e as SettingError {
+            throw CheckpointError.config(path: path, field: e.key, reason: e.reason)
         }
-        if let v = present("r") {
-            guard let n = jsonInteger(v), n > 0, n <= Int(Int32.max) else {
-                throw fail("r", "must be a positive integer ≤ \(Int32.max), got \(jsonText(v))")
-            }
-            c.r = n
-        }
-        if let v = present("lora_alpha") {  // PEFT's default is 8
-            guard let a = jsonNumber(v), a.isFinite, a >= 0 else {
-                throw fail("lora_alpha", "must be a non-negative number, got \(jsonText(v))")
-            }
-            c.loraAlpha = a
-        }
-        if let v = present("lora_dropout") {
-            guard let n = jsonNumber(v), n >= 0, n < 1 else { throw fail("lora_dropout", "must be in [0, 1), got \(jsonText(v))") }
-            c.loraDropout = n
-        }
-        if let v = present("target_modules") { c.targetModules = try targets("target_modules", v) }
-        else { throw fail("target_modules", "missing: name the modules to adapt (a list, a regex or \"all-linear\")") }
-        if let v = present("exclude_modules") { c.excludeModules = try targets("exclude_modules", v) }
-        if let v = present("bias") {
-            guard let s = v as? String, let b = Bias(rawValue: s) else { throw fail("bias", "must be \"none\", \"all\" or \"lora_only\"") }
-            c.bias = b
-        }
-        if let v = present("use_rslora") {
-            guard let b = v as? Bool else { throw fail("use_rslora", "must be true or false") }
-            c.useRSLoRA = b
-        }
-        if let v = present("init_lora_weights") {
-            if let b = v as? Bool { c.initLoraWeights = b ? .kaiming : .random }
-            else if let s = v as? String, s.lowercased() == "gaussian" { c.initLoraWeights = .gaussian }
-            else { throw fail("init_lora_weights", "\(v) is not supported; supported: true, false, \"gaussian\"") }
-        }
-        if let v = present("layers_to_transform") {
-            if let n = jsonInteger(v), n >= 0 { c.layersToTransform = [n] }
-            else if let a = v as? [Any], case let ns = a.compactMap(jsonInteger), ns.count == a.count, ns.allSatisfy({ $0 >= 0 }) {
-                c.layersToTransform = ns
-            }
-            else { throw fail("layers_to_transform", "must be an integer or a list of integers") }
-        }
-        if let v = present("layers_pattern") {
-            if let s = v as? String { c.layersPattern = [s] } else { c.layersPattern = try strings("layers_pattern", v) }
-        }
-        if let v = present("rank_pattern") {
-            guard let d = v as? [String: Any] else { throw fail("rank_pattern", "must map patterns to positive integers") }
-            for (k, x) in d.sorted(by: { $0.key < $1.key }) {
-                guard let n = jsonInteger(x), n > 0, n <= Int(Int32.max) else {
-                    throw fail("rank_pattern.\(k)", "must be a positive integer ≤ \(Int32.max), got \(jsonText(x))")
-                }
-                c.rankPattern[k] = n
-            }
-            c.rankPatternOrder = keyOrder(Array(d.keys), in: data, after: "\"rank_pattern\"")
-        }
-        if let v = present("alpha_pattern") {
-            guard let d = v as? [String: Any] else { throw fail("alpha_pattern", "must map patterns to non-negative numbers") }
-            for (k, x) in d.sorted(by: { $0.key < $1.key }) {
-                guard let a = jsonNumber(x), a.isFinite, a >= 0 else {
-                    throw fail("alpha_pattern.\(k)", "must be a non-negative number, got \(jsonText(x))")
-                }
-                c.alphaPattern[k] = a
-            }
-            c.alphaPatternOrder = keyOrder(Array(d.keys), in: data, after: "\"alpha_pattern\"")
-        }
-        if let v = present("modules_to_save") { c.modulesToSave = try strings("modules_to_save", v) }
-        if let v = present("inference_mode") {
-            guard let b = v as? Bool else { throw fail("inference_mode", "must be true or false") }
-            c.inferenceMode = b
-        }
-        for f in ["use_dora", "fan_in_fan_out", "lora_bias"] where (present(f) as? Bool) == true {
-            throw fail(f, "true is not supported yet")
-        }
-        if let v = present("layer_replication"), !(v is NSNull) { throw fail("layer_replication", "is not supported yet") }
         return c
     }
 
-    /// Checks values set in code (flags) the way `parse` checks the file's:
-    /// r and every rank_pattern value positive, alphas finite and non-negative.
-    public func validate(path: String = "LoRA settings") throws {
-        func fail(_ f: String, _ r: String) -> CheckpointError { .config(path: path, field: f, reason: r) }
-        guard r > 0, r <= Int(Int32.max) else { throw fail("r", "must be a positive integer ≤ \(Int32.max), got \(r)") }
+    /// Sets one key from a value. `fromText`: YAML scalars and flags arrive as strings and
+    /// are read per key; otherwise (adapter_config.json) numbers must be JSON numbers.
+    /// Ranges are checked by `validate`, after every source. Keys this type does not
+    /// describe are ignored (PEFT's bookkeeping: base_model_name_or_path, …).
+    public mutating func set(_ key: String, _ v: JSONValue, fromText: Bool = true) throws {
+        func fail(_ r: String) -> SettingError { SettingError(key, r) }
+        /// A number as PEFT's types take it; text only from YAML and flags.
+        func number<T>(_ v: JSONValue, _ key: String, _ exact: (JSONValue) -> T?, _ text: (JSONValue, String) throws -> T,
+                       _ expected: String) throws -> T {
+            if case .bool = v {} else if let x = exact(v) { return x }
+            if fromText, case .string = v { return try text(v, key) }
+            throw SettingError(key, "must be \(expected), got \(v.shortDescription)")
+        }
+        let positive = "a positive integer ≤ \(Int32.max)", nonNegative = "a non-negative number"
+        func rank(_ v: JSONValue, _ key: String) throws -> Int { try number(v, key, { $0.integral }, Setting.int, positive) }
+        func alpha(_ v: JSONValue, _ key: String) throws -> Double { try number(v, key, { $0.double }, Setting.double, nonNegative) }
+        switch key {
+        case "peft_type":
+            if let t = v.string, t != "LORA" { throw fail("'\(t)' is not supported; supported: LORA") }
+        case "task_type":
+            guard let s = v.string else { throw fail("must be a string") }
+            guard s == "CAUSAL_LM" else { throw fail("'\(s)' is not supported yet; supported: CAUSAL_LM") }
+            taskType = s
+        case "r": r = try rank(v, key)
+        case "lora_alpha": loraAlpha = try alpha(v, key)
+        case "lora_dropout": loraDropout = try number(v, key, { $0.double }, Setting.double, "in [0, 1)")
+        case "target_modules": targetModules = try Self.targets(v, key)
+        case "exclude_modules": excludeModules = v.isNull ? nil : try Self.targets(v, key)
+        case "bias":
+            let s = try Setting.text(v, key)
+            guard let b = Bias(rawValue: s) else { throw fail("must be none, all or lora_only, got '\(s)'") }
+            bias = b
+        case "use_rslora": useRSLoRA = try Setting.bool(v, key)
+        case "init_lora_weights":
+            switch try Setting.text(v, key).lowercased() {
+            case "true": initLoraWeights = .kaiming
+            case "false": initLoraWeights = .random
+            case "gaussian": initLoraWeights = .gaussian
+            case let t: throw fail("\(t) is not supported; supported: true, false, \"gaussian\"")
+            }
+        case "layers_to_transform":
+            if v.isNull { layersToTransform = nil; break }
+            let items: [JSONValue] = try v.array ?? Setting.text(v, key).split(separator: ",").map { .string(String($0)) }
+            layersToTransform = try items.map { try Setting.int($0, key) }
+        case "layers_pattern":
+            layersPattern = v.isNull ? nil : try Setting.strings(v, key)
+        case "rank_pattern":
+            guard let d = v.object else { throw fail("must map patterns to positive integers") }
+            rankPattern = OrderedMap(try d.pairs.map { ($0.0, try rank($0.1, "rank_pattern.\($0.0)")) })
+        case "alpha_pattern":
+            guard let d = v.object else { throw fail("must map patterns to non-negative numbers") }
+            alphaPattern = OrderedMap(try d.pairs.map { ($0.0, try alpha($0.1, "alpha_pattern.\($0.0)")) })
+        case "modules_to_save": modulesToSave = v.isNull ? [] : try Setting.strings(v, key)
+        case "inference_mode": inferenceMode = try Setting.bool(v, key)
+        case "use_dora", "fan_in_fan_out", "lora_bias":
+            if v.bool == true { throw fail("true is not supported yet") }
+        case "layer_replication":
+            if !v.isNull { throw fail("is not supported yet") }
+        default: break
+        }
+    }
+
+    static func targets(_ v: JSONValue, _ key: String) throws -> Targets {
+        if v.array != nil { return .list(try Setting.strings(v, key)) }
+        let s = try Setting.text(v, key)
+        if s == "all-linear" { return .allLinear }
+        do { _ = try Regex(s) } catch { throw SettingError(key, "invalid regular expression '\(s)': \(error)") }
+        return .regex(s)
+    }
+
+    /// The ranges PEFT allows: r and every rank_pattern value positive, alphas finite and
+    /// non-negative, dropout in [0, 1), layer indices non-negative.
+    public func validate() throws {
+        func fail(_ f: String, _ r: String) -> SettingError { SettingError(f, r) }
+        guard r > 0 else { throw fail("r", "must be a positive integer, got \(r)") }
+        guard r <= Int(Int32.max) else { throw fail("r", "must be a positive integer ≤ \(Int32.max), got \(r)") }
         guard loraAlpha.isFinite, loraAlpha >= 0 else { throw fail("lora_alpha", "must be a non-negative number, got \(loraAlpha)") }
         guard loraDropout >= 0, loraDropout < 1 else { throw fail("lora_dropout", "must be in [0, 1), got \(loraDropout)") }
-        for (k, n) in rankPattern.sorted(by: { $0.key < $1.key }) where n <= 0 || n > Int(Int32.max) {
+        if let l = layersToTransform, let bad = l.first(where: { $0 < 0 }) {
+            throw fail("layers_to_transform", "must be non-negative layer indices, got \(bad)")
+        }
+        for (k, n) in rankPattern.pairs where n <= 0 || n > Int(Int32.max) {
             throw fail("rank_pattern.\(k)", "must be a positive integer ≤ \(Int32.max), got \(n)")
         }
-        for (k, a) in alphaPattern.sorted(by: { $0.key < $1.key }) where !(a.isFinite && a >= 0) {
+        for (k, a) in alphaPattern.pairs where !(a.isFinite && a >= 0) {
             throw fail("alpha_pattern.\(k)", "must be a non-negative number, got \(a)")
         }
+    }
+
+    // MARK: writing
+
+    /// A key's value as adapter_config.json spells it (training_config.yaml too).
+    public func value(forKey key: String) -> JSONValue {
+        func targets(_ t: Targets?) -> JSONValue {
+            switch t {
+            case .none: return .null
+            case .list(let l)?: return JSONValue(l)
+            case .regex(let r)?: return .string(r)
+            case .allLinear?: return "all-linear"
+            }
+        }
+        switch key {
+        case "r": return .int(r)
+        case "lora_alpha": return JSONValue(number: loraAlpha)
+        case "lora_dropout": return .double(loraDropout)
+        case "target_modules": return targets(targetModules)
+        case "exclude_modules": return targets(excludeModules)
+        case "bias": return .string(bias.rawValue)
+        case "use_rslora": return .bool(useRSLoRA)
+        case "init_lora_weights":
+            switch initLoraWeights {
+            case .kaiming: return true
+            case .gaussian: return "gaussian"
+            case .random: return false
+            }
+        case "layers_to_transform": return layersToTransform.map { JSONValue($0) } ?? .null
+        case "layers_pattern": return layersPattern.map { $0.count == 1 ? .string($0[0]) : JSONValue($0) } ?? .null
+        case "rank_pattern": return .object(JSONObject(rankPattern.pairs.map { ($0.0, .int($0.1)) }))
+        case "alpha_pattern": return .object(JSONObject(alphaPattern.pairs.map { ($0.0, JSONValue(number: $0.1)) }))
+        case "modules_to_save": return modulesToSave.isEmpty ? .null : JSONValue(modulesToSave)
+        case "task_type": return .string(taskType)
+        case "inference_mode": return .bool(inferenceMode)
+        default: return .null
+        }
+    }
+
+    /// adapter_config.json as PEFT writes it (sorted keys, 2-space indent), saved for inference.
+    public func peftJSON(baseModel: String) -> Data {
+        var o = JSONObject()
+        for k in Self.adapterKeys + ["layers_pattern", "rank_pattern", "alpha_pattern", "task_type"] { o[k] = value(forKey: k) }
+        for (k, v): (String, JSONValue) in [("auto_mapping", .null), ("base_model_name_or_path", .string(baseModel)),
+                                            ("fan_in_fan_out", false), ("inference_mode", true), ("lora_bias", false),
+                                            ("peft_type", "LORA"), ("revision", .null), ("use_dora", false)] {
+            o[k] = v
+        }
+        return Data(JSONValue.object(o).serialized(.prettySorted).utf8)
     }
 
     // MARK: PEFT's matching rules
@@ -208,77 +292,84 @@ public struct LoraConfig: Sendable {
     }
 
     /// PEFT's get_pattern_key: the first pattern p, in the file's order, with re.match(rf"(.*\.)?({p})$", key).
-    static func patternKey<V>(_ patterns: [String: V], order: [String], _ key: String) -> (pattern: String, value: V)? {
-        let keys = order.filter { patterns[$0] != nil } + patterns.keys.filter { !order.contains($0) }.sorted()
-        for p in keys where fullMatch("(.*\\.)?(\(p))", key) { return (p, patterns[p]!) }
+    static func patternKey<V>(_ patterns: OrderedMap<V>, _ key: String) -> (pattern: String, value: V)? {
+        for (p, v) in patterns.pairs where fullMatch("(.*\\.)?(\(p))", key) { return (p, v) }
         return nil
     }
 
     /// Rank and alpha for one adapted module.
     public func rankAndAlpha(for key: String) -> (r: Int, alpha: Double) {
-        (Self.patternKey(rankPattern, order: rankPatternOrder, key)?.value ?? r,
-         Self.patternKey(alphaPattern, order: alphaPatternOrder, key)?.value ?? loraAlpha)
+        (Self.patternKey(rankPattern, key)?.value ?? r,
+         Self.patternKey(alphaPattern, key)?.value ?? loraAlpha)
     }
 
     /// rank_pattern / alpha_pattern keys that match none of `modules` (PEFT warns about them).
     public func unusedPatternKeys(_ modules: [String]) -> [String] {
         var used = Set<String>()
         for m in modules {
-            if let p = Self.patternKey(rankPattern, order: rankPatternOrder, m) { used.insert("rank_pattern." + p.pattern) }
-            if let p = Self.patternKey(alphaPattern, order: alphaPatternOrder, m) { used.insert("alpha_pattern." + p.pattern) }
+            if let p = Self.patternKey(rankPattern, m) { used.insert("rank_pattern." + p.pattern) }
+            if let p = Self.patternKey(alphaPattern, m) { used.insert("alpha_pattern." + p.pattern) }
         }
         let all = rankPattern.keys.map { "rank_pattern." + $0 } + alphaPattern.keys.map { "alpha_pattern." + $0 }
         return all.filter { !used.contains($0) }.sorted()
     }
 
-    /// s = alpha / r, or alpha / √r with rsLoRA.
+    /// s = alpha / r, or alpha / √r with rsLoRA (LoRAScale, the one formula).
     public func scale(for key: String) -> Double {
         let (r, a) = rankAndAlpha(for: key)
-        return useRSLoRA ? a / Double(r).squareRoot() : a / Double(r)
+        return LoRAScale.of(alpha: a, rank: r, rsLoRA: useRSLoRA)
+    }
+
+    /// The kernels' settings for the adapter on `key` (`dropout`: PEFT applies none on embeddings).
+    public func settings(for key: String, dropout: Bool = true) -> LoRASettings {
+        LoRASettings(rank: rankAndAlpha(for: key).r, scale: Float(scale(for: key)), dropout: dropout ? Float(loraDropout) : 0)
     }
 }
 
-/// The order in which `keys` first appear in the raw JSON after `anchor`
-/// (JSONSerialization drops object order; PEFT's pattern lookup depends on it).
-func keyOrder(_ keys: [String], in data: Data, after anchor: String) -> [String] {
-    guard let text = String(data: data, encoding: .utf8), let start = text.range(of: anchor)?.upperBound else {
-        return keys.sorted()
+/// Reading setting values that arrive typed (JSON) or as text (YAML scalars, flags).
+public enum Setting {
+    public static func text(_ v: JSONValue, _ key: String) throws -> String {
+        switch v {
+        case .string(let s): return s
+        case .int(let i): return String(i)
+        case .double(let d): return PythonFloat.repr(d)
+        case .bool(let b): return b ? "true" : "false"
+        default: throw LoraConfig.SettingError(key, "must be a single value, got \(v.shortDescription)")
+        }
     }
-    let tail = text[start...]
-    func position(_ k: String) -> String.Index {
-        // The key as JSON spells it (backslashes and quotes escaped).
-        let spelled = "\"" + k.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
-        return tail.range(of: spelled)?.lowerBound ?? text.endIndex
+
+    public static func int(_ v: JSONValue, _ key: String) throws -> Int {
+        if let i = v.integral { return i }
+        let t = try text(v, key).trimmingCharacters(in: .whitespaces)
+        if let i = Int(t) { return i }
+        if let d = Double(t), d == d.rounded(), abs(d) < 1e15 { return Int(d) }
+        throw LoraConfig.SettingError(key, "must be an integer, got '\(t)'")
     }
-    return keys.sorted { (position($0), $0) < (position($1), $1) }
-}
 
-// MARK: JSON numbers as JSONSerialization hands them over
+    public static func double(_ v: JSONValue, _ key: String) throws -> Double {
+        if let d = v.double { return d }
+        let t = try text(v, key).trimmingCharacters(in: .whitespaces)
+        guard let d = Double(t), d.isFinite else { throw LoraConfig.SettingError(key, "must be a number, got '\(t)'") }
+        return d
+    }
 
-/// Whether a JSONSerialization value is a JSON boolean (on Linux `true` is an
-/// NSNumber that also casts to Int, so `as? NSNumber` alone would read it as 1).
-func jsonIsBool(_ v: Any) -> Bool {
-    guard let n = v as? NSNumber else { return false }
-    return String(cString: n.objCType) == "c"
-}
+    public static func bool(_ v: JSONValue, _ key: String) throws -> Bool {
+        if let b = v.bool { return b }
+        switch try text(v, key).lowercased() {
+        case "true", "yes", "on", "1": return true
+        case "false", "no", "off", "0": return false
+        case let t: throw LoraConfig.SettingError(key, "must be true or false, got '\(t)'")
+        }
+    }
 
-/// A JSON number (not a boolean) as Double.
-func jsonNumber(_ v: Any) -> Double? {
-    guard !jsonIsBool(v), let n = v as? NSNumber else { return nil }
-    return n.doubleValue
-}
-
-/// A JSON number with an integral value that fits in Int (2.5, true, 1e30: nil).
-func jsonInteger(_ v: Any) -> Int? {
-    guard let d = jsonNumber(v), d.rounded() == d, let n = Int(exactly: d) else { return nil }
-    if let exact = (v as? NSNumber)?.int64Value, Double(exact) == d { return Int(exact) }
-    return n
-}
-
-/// A value as the error message shows it.
-func jsonText(_ v: Any) -> String {
-    if jsonIsBool(v) { return (v as? NSNumber)?.boolValue == true ? "true" : "false" }
-    if v is NSNull { return "null" }
-    if let s = v as? String { return "\"\(s)\"" }
-    return "\(v)"
+    /// A list of strings, or one string as a list of one.
+    public static func strings(_ v: JSONValue, _ key: String) throws -> [String] {
+        guard let a = v.array else { return [try text(v, key)] }
+        return try a.map { x in
+            guard x.array == nil, x.object == nil, !x.isNull else {
+                throw LoraConfig.SettingError(key, "must be a list of strings")
+            }
+            return try text(x, key)
+        }
+    }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 
 /// The supported causal-LM architectures and the class names `print(model)` uses.
 public enum Architecture: String, Sendable, CaseIterable {
@@ -82,10 +83,14 @@ public struct ModelConfig: Sendable {
     }
 
     public static func parse(_ data: Data, path: String) throws -> ModelConfig {
-        let j = try jsonObject(data, path: path)
+        try parse(object: try jsonObject(data, path: path), path: path)
+    }
+
+    /// config.json's fields (`path` names the file in errors).
+    public static func parse(object j: JSONObject, path: String) throws -> ModelConfig {
         func int(_ k: String) throws -> Int {
-            guard let v = j[k].flatMap(jsonInteger), v > 0 else {
-                throw CheckpointError.config(path: path, field: k, reason: j[k] == nil ? "missing" : "must be a positive integer, got \(jsonText(j[k]!))")
+            guard let v = j[k]?.integral, v > 0 else {
+                throw CheckpointError.config(path: path, field: k, reason: j[k] == nil ? "missing" : "must be a positive integer, got \(j[k]!.shortDescription)")
             }
             // Sizes reach the kernels as 32-bit ints; products of two always fit in Int then.
             guard v <= Int(Int32.max) else {
@@ -93,17 +98,17 @@ public struct ModelConfig: Sendable {
             }
             return v
         }
-        func optInt(_ k: String) throws -> Int? { j[k] == nil || j[k] is NSNull ? nil : try int(k) }
+        func optInt(_ k: String) throws -> Int? { j[k] == nil || j[k] == .null ? nil : try int(k) }
         func bool(_ k: String, _ d: Bool) throws -> Bool {
             guard let v = j[k] else { return d }
-            guard let b = v as? Bool else { throw CheckpointError.config(path: path, field: k, reason: "must be true or false, got \(v)") }
+            guard let b = v.bool else { throw CheckpointError.config(path: path, field: k, reason: "must be true or false, got \(v.shortDescription)") }
             return b
         }
-        func double(_ obj: [String: Any], _ k: String, _ field: String) throws -> Double {
-            guard let v = obj[k] as? NSNumber else {
+        func double(_ obj: JSONObject, _ k: String, _ field: String) throws -> Double {
+            guard let v = obj[k]?.double else {
                 throw CheckpointError.config(path: path, field: field, reason: obj[k] == nil ? "missing" : "must be a number")
             }
-            return v.doubleValue
+            return v
         }
         func positiveInt(_ d: Double, _ field: String) throws -> Int {
             guard let n = Int(exactly: d), n > 0 else {
@@ -111,13 +116,13 @@ public struct ModelConfig: Sendable {
             }
             return n
         }
-        let archs = j["architectures"] as? [String] ?? []
+        let archs = j["architectures"]?.strings ?? []
         guard let arch = archs.compactMap(Architecture.init(rawValue:)).first else {
             throw CheckpointError.config(path: path, field: "architectures",
                                          reason: "\(archs.isEmpty ? "missing" : archs.joined(separator: ", ")) is not supported; supported: "
                                             + Architecture.allCases.map(\.rawValue).joined(separator: ", "))
         }
-        if let act = j["hidden_act"] as? String, act != "silu" {
+        if let act = j["hidden_act"]?.string, act != "silu" {
             throw CheckpointError.config(path: path, field: "hidden_act", reason: "'\(act)' is not supported; supported: silu")
         }
         let hidden = try int("hidden_size"), heads = try int("num_attention_heads")
@@ -131,13 +136,13 @@ public struct ModelConfig: Sendable {
             throw CheckpointError.config(path: path, field: "head_dim", reason: "\(headDim) must be even and ≤ 256")
         }
         // RoPE: transformers ≥ 5 writes rope_parameters; earlier versions rope_theta + rope_scaling.
-        var ropeObj: [String: Any] = [:]
+        var ropeObj = JSONObject()
         var ropeField = "rope_scaling"
-        if let rp = j["rope_parameters"] as? [String: Any] { ropeObj = rp; ropeField = "rope_parameters" }
-        else if let rs = j["rope_scaling"] as? [String: Any] { ropeObj = rs }
+        if let rp = j["rope_parameters"]?.object { ropeObj = rp; ropeField = "rope_parameters" }
+        else if let rs = j["rope_scaling"]?.object { ropeObj = rs }
         let theta = ropeObj["rope_theta"] != nil ? try double(ropeObj, "rope_theta", ropeField + ".rope_theta")
-            : (j["rope_theta"] as? NSNumber)?.doubleValue ?? 10000
-        let ropeType = (ropeObj["rope_type"] as? String) ?? (ropeObj["type"] as? String) ?? "default"
+            : j["rope_theta"]?.double ?? 10000
+        let ropeType = ropeObj["rope_type"]?.string ?? ropeObj["type"]?.string ?? "default"
         let kind: RopeSettings.Kind
         switch ropeType {
         case "default": kind = .default
@@ -160,13 +165,13 @@ public struct ModelConfig: Sendable {
             case .mistral: return try optInt("sliding_window")
             case .qwen2:
                 guard try bool("use_sliding_window", false), let w = try optInt("sliding_window") else { return nil }
-                if let types = j["layer_types"] as? [Any] {
-                    return types.contains { ($0 as? String) == "sliding_attention" } ? w : nil
+                if let types = j["layer_types"]?.array {
+                    return types.contains { $0.string == "sliding_attention" } ? w : nil
                 }
                 var from = 28
-                if let v = j["max_window_layers"], !(v is NSNull) {
-                    guard let n = jsonInteger(v), n >= 0 else {
-                        throw CheckpointError.config(path: path, field: "max_window_layers", reason: "must be a non-negative integer, got \(jsonText(v))")
+                if let v = j["max_window_layers"], !v.isNull {
+                    guard let n = v.integral, n >= 0 else {
+                        throw CheckpointError.config(path: path, field: "max_window_layers", reason: "must be a non-negative integer, got \(v.shortDescription)")
                     }
                     from = n
                 }
@@ -184,7 +189,7 @@ public struct ModelConfig: Sendable {
         return ModelConfig(
             architecture: arch, hiddenSize: hidden, intermediateSize: try int("intermediate_size"),
             numLayers: try int("num_hidden_layers"), numHeads: heads, numKVHeads: kv, headDim: headDim,
-            rmsNormEps: (j["rms_norm_eps"] as? NSNumber)?.doubleValue ?? 1e-6,
+            rmsNormEps: j["rms_norm_eps"]?.double ?? 1e-6,
             rope: RopeSettings(theta: theta, kind: kind), vocabSize: try int("vocab_size"),
             tieWordEmbeddings: try bool("tie_word_embeddings", false),
             maxPositionEmbeddings: try optInt("max_position_embeddings") ?? 2048,
@@ -203,8 +208,8 @@ func readConfigFile(_ path: String) throws -> Data {
 }
 
 /// A JSON object, or an error naming the file.
-func jsonObject(_ data: Data, path: String) throws -> [String: Any] {
-    guard let j = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+func jsonObject(_ data: Data, path: String) throws -> JSONObject {
+    guard let j = (try? JSONValue.parse(data))?.object else {
         throw CheckpointError.config(path: path, field: "(root)", reason: "not a JSON object")
     }
     return j

@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -60,8 +61,8 @@ public final class SafeTensorsFile {
     /// Tensors whose dtype is not one of `DType` (name → the header's dtype).
     public let unknownDTypes: [String: String]
     public let metadata: [String: String]
-    private let base: UnsafeMutableRawPointer
-    private let mappedSize: Int
+    private let file: MappedFile
+    private var base: UnsafeMutableRawPointer { file.base! }
     private let dataStart: Int
 
     /// The largest header safetensors accepts (100 MB).
@@ -69,18 +70,12 @@ public final class SafeTensorsFile {
 
     public init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw CheckpointError.io(path: path, reason: String(cString: strerror(errno))) }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw CheckpointError.io(path: path, reason: String(cString: strerror(errno))) }
-        let size = Int(st.st_size)
-        guard size >= 8 else { throw CheckpointError.malformed(path: path, reason: "file is \(size) bytes, shorter than the 8-byte header length") }
-        guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
-            throw CheckpointError.io(path: path, reason: "mmap failed: \(String(cString: strerror(errno)))")
+        do { file = try MappedFile(path: path) } catch let e as MappedFile.OpenError {
+            throw CheckpointError.io(path: path, reason: e.reason)
         }
-        base = p
-        mappedSize = size
+        let size = file.size
+        guard size >= 8 else { throw CheckpointError.malformed(path: path, reason: "file is \(size) bytes, shorter than the 8-byte header length") }
+        let p = file.base!
         do {
             // Compared as UInt64 first: a length ≥ 2⁶³ does not fit in Int.
             let rawLen = UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))
@@ -92,10 +87,13 @@ public final class SafeTensorsFile {
                 throw CheckpointError.malformed(path: path, reason: "header length \(headerLen) exceeds the \(Self.maxHeaderBytes)-byte limit")
             }
             dataStart = 8 + headerLen
-            let root: HeaderJSON
+            // Strict: a key repeated in one object is an error, not silently the last value;
+            // nesting is bounded, so a hostile header gives an error, never a trap.
+            let root: JSONValue
             do {
-                root = try HeaderJSON.parse(UnsafeRawBufferPointer(start: p + 8, count: headerLen))
-            } catch let e as HeaderJSON.ParseError {
+                root = try JSONValue.parse(bytes: UnsafeRawBufferPointer(start: p + 8, count: headerLen),
+                                           options: JSONParseOptions(rejectDuplicateKeys: true, maxDepth: 32))
+            } catch let e as JSONParseError {
                 throw CheckpointError.malformed(path: path, reason: "header is not valid JSON: \(e.reason) at header byte \(e.offset)")
             }
             guard case .object(let entries) = root else {
@@ -106,13 +104,13 @@ public final class SafeTensorsFile {
             var ranges: [(name: String, begin: Int, end: Int)] = []
             var meta: [String: String] = [:]
             let dataSize = size - dataStart
-            for (name, value) in entries {
+            for (name, value) in entries.pairs {
                 func fail(_ r: String) -> CheckpointError { .tensor(path: path, name: name, reason: r) }
                 if name == "__metadata__" {
                     guard case .object(let kv) = value else {
                         throw CheckpointError.malformed(path: path, reason: "__metadata__ is not an object")
                     }
-                    for (k, v) in kv {
+                    for (k, v) in kv.pairs {
                         guard case .string(let s) = v else {
                             throw CheckpointError.malformed(path: path, reason: "__metadata__ '\(k)' is \(v.shortDescription), not a string")
                         }
@@ -121,7 +119,7 @@ public final class SafeTensorsFile {
                     continue
                 }
                 guard case .object(let fields) = value else { throw fail("header entry is not an object") }
-                let field = Dictionary(fields.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
+                let field = fields
                 guard case .string(let dts)? = field["dtype"] else {
                     throw fail("dtype is \(field["dtype"]?.shortDescription ?? "missing"), not a string")
                 }
@@ -132,10 +130,10 @@ public final class SafeTensorsFile {
                 var count = 1
                 for item in shapeItems {
                     guard case .int(let d) = item, d >= 0 else {
-                        throw fail("bad shape \(HeaderJSON.array(shapeItems).shortDescription): dimensions must be non-negative integers")
+                        throw fail("bad shape \(JSONValue.array(shapeItems).shortDescription): dimensions must be non-negative integers")
                     }
                     let (m, o) = count.multipliedReportingOverflow(by: d)
-                    guard !o else { throw fail("shape \(HeaderJSON.array(shapeItems).shortDescription) has more elements than fit in 64 bits") }
+                    guard !o else { throw fail("shape \(JSONValue.array(shapeItems).shortDescription) has more elements than fit in 64 bits") }
                     count = m
                     shape.append(d)
                 }
@@ -180,13 +178,8 @@ public final class SafeTensorsFile {
             tensors = infos
             unknownDTypes = unknown
             metadata = meta
-        } catch {
-            munmap(p, size)
-            throw error
         }
     }
-
-    deinit { munmap(base, mappedSize) }
 
     /// The raw bytes of one tensor (valid while this file is alive).
     public func bytes(_ info: TensorInfo) -> UnsafeRawBufferPointer {
@@ -232,49 +225,49 @@ func releaseMappedPages(_ bytes: UnsafeRawBufferPointer) {
     _ = madvise(UnsafeMutableRawPointer(bitPattern: lo), hi - lo, MADV_DONTNEED)
 }
 
-/// Writes fp32 tensors as a safetensors file, atomically (temp file, then rename).
+/// Writes safetensors files: u64 header length, the JSON header (tensors by name,
+/// data in that order, optional `__metadata__`, padded with spaces to 8 bytes as the
+/// reference writer does), then the little-endian data.
 public enum SafeTensorsWriter {
+    /// fp32 tensors, written atomically (temp file, then rename).
     public static func write(_ tensors: [(name: String, shape: [Int], values: [Float])], metadata: [String: String] = [:],
                              to path: String) throws {
-        var header: [String: Any] = [:]
-        if !metadata.isEmpty { header["__metadata__"] = metadata }
-        var offset = 0
         let ordered = tensors.sorted { $0.name < $1.name }
+        for t in ordered { precondition(t.shape.reduce(1, *) == t.values.count, "shape of \(t.name)") }
+        var out = header(ordered.map { ($0.name, "F32", $0.shape, 4 * $0.values.count) }, metadata: metadata)
         for t in ordered {
-            precondition(t.shape.reduce(1, *) == t.values.count, "shape of \(t.name)")
-            header[t.name] = ["dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + 4 * t.values.count]]
-            offset += 4 * t.values.count
+            var le = t.values.map { $0.bitPattern.littleEndian }
+            le.withUnsafeMutableBytes { out.append(contentsOf: $0) }
         }
-        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
-        while json.count % 8 != 0 { json.append(0x20) }  // pad with spaces, as the reference writer does
-        var out = Data()
+        try writeCheckpointFile(out, to: path)
+    }
+
+    /// The length and header for tensors stored in the order given.
+    public static func header(_ tensors: [(name: String, dtype: String, shape: [Int], bytes: Int)],
+                              metadata: [String: String]) -> Data {
+        var header = JSONObject()
+        if !metadata.isEmpty {
+            header["__metadata__"] = .object(JSONObject(metadata.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) }))
+        }
+        var offset = 0
+        for t in tensors {
+            header[t.name] = ["dtype": .string(t.dtype), "shape": JSONValue(t.shape), "data_offsets": JSONValue([offset, offset + t.bytes])]
+            offset += t.bytes
+        }
+        var json = Data(JSONValue.object(header).serialized(JSONStyle(sortKeys: true, itemSeparator: ",", keySeparator: ":")).utf8)
+        while json.count % 8 != 0 { json.append(0x20) }
+        var out = Data(capacity: 8 + json.count + offset)
         var len = UInt64(json.count).littleEndian
         withUnsafeBytes(of: &len) { out.append(contentsOf: $0) }
         out.append(json)
-        for t in ordered {
-            t.values.withUnsafeBufferPointer { p in
-                p.withMemoryRebound(to: UInt32.self) { u in
-                    for v in u { var le = v.littleEndian; withUnsafeBytes(of: &le) { out.append(contentsOf: $0) } }
-                }
-            }
-        }
-        try AtomicFile.write(out, to: path)
+        return out
     }
 }
 
-enum AtomicFile {
-    /// Writes next to the destination, then renames over it.
-    static func write(_ data: Data, to path: String) throws {
-        let url = URL(fileURLWithPath: path)
-        let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
-        do { try data.write(to: tmp) } catch {
-            throw CheckpointError.io(path: tmp.path, reason: "\(error.localizedDescription)")
-        }
-        guard rename(tmp.path, path) == 0 else {
-            let reason = String(cString: strerror(errno))
-            unlink(tmp.path)
-            throw CheckpointError.io(path: path, reason: reason)
-        }
+/// Writes a file through LoraBase's AtomicFile; a failure is a CheckpointError naming the path.
+func writeCheckpointFile(_ data: Data, to path: String) throws {
+    do { try AtomicFile.write(data, to: path) } catch let e as AtomicFile.WriteError {
+        throw CheckpointError.io(path: e.path, reason: e.reason)
     }
 }
 
@@ -293,11 +286,11 @@ public final class CheckpointStore {
         let single = directory + "/model.safetensors"
         let indexPath = directory + "/model.safetensors.index.json"
         if fm.fileExists(atPath: indexPath) {
-            guard let data = fm.contents(atPath: indexPath),
-                  let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-                  let map = json["weight_map"] as? [String: String] else {
+            guard let json = try? JSONValue.read(path: indexPath), let weights = json["weight_map"]?.object,
+                  case let shards = weights.values.compactMap(\.string), shards.count == weights.count else {
                 throw CheckpointError.config(path: indexPath, field: "weight_map", reason: "missing or not an object of strings")
             }
+            let map = Dictionary(zip(weights.keys, shards), uniquingKeysWith: { a, _ in a })
             var opened: [String: SafeTensorsFile] = [:]
             for shard in Set(map.values).sorted() {
                 guard !shard.contains("/") else {

@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 import OpenCLRuntime
 
 // The tuner's attention stage: ATT_MQ (query rows per work-item of the
@@ -66,7 +67,7 @@ extension Tuner {
     /// height, GQA ratios 1 and 3, a head dim with a tail past 16, packed
     /// samples, outputs NaN-poisoned first; otherwise what failed.
     public static func attentionParityFailure(_ ctx: ComputeContext) throws -> String? {
-        var rng = TuningRandom(seed: 0xa77e)
+        var rng = SplitMix64(seed: 0xa77e)
         // (batch, seq, heads, kvHeads, headDim, sample lengths per row or nil)
         let cases: [(Int, Int, Int, Int, Int, [Int]?)] = [
             (1, 1, 1, 1, 4, nil), (2, 17, 3, 1, 16, nil), (1, 35, 2, 2, 20, [10, 1, 24]), (1, 19, 3, 1, 64, [3, 16]),
@@ -78,7 +79,7 @@ extension Tuner {
                 ids = (0..<b).flatMap { _ in lengths.enumerated().flatMap { [Int](repeating: $0.offset, count: $0.element) } }
             }
             let n = b * t, qn = n * nh * d, kn = n * nkv * d
-            let q = rng.values(qn).map { $0 * 2 }, k = rng.values(kn).map { $0 * 2 }, v = rng.values(kn), dout = rng.values(qn)
+            let q = rng.signedUnits(qn).map { $0 * 2 }, k = rng.signedUnits(kn).map { $0 * 2 }, v = rng.signedUnits(kn), dout = rng.signedUnits(qn)
             let seg = try ids.map { try DeviceBuffer(queue: ctx.queue, try s.segmentStarts(sequenceIDs: $0)) }
             func poisoned(_ count: Int) throws -> DeviceBuffer<Float> {
                 let x = try ctx.buffer(count: count)
@@ -150,12 +151,12 @@ struct AttentionTuningBuffers {
 
     init(_ ctx: ComputeContext, shape s: ComputeContext.AttentionShape) throws {
         self.s = s
-        var rng = TuningRandom(seed: 0xa11)
+        var rng = SplitMix64(seed: 0xa11)
         let n = s.tokens, qn = n * s.heads * s.headDim, kn = n * s.kvHeads * s.headDim
-        q = try ctx.buffer(rng.values(qn))
-        k = try ctx.buffer(rng.values(kn))
-        v = try ctx.buffer(rng.values(kn))
-        dout = try ctx.buffer(rng.values(qn))
+        q = try ctx.buffer(rng.signedUnits(qn))
+        k = try ctx.buffer(rng.signedUnits(kn))
+        v = try ctx.buffer(rng.signedUnits(kn))
+        dout = try ctx.buffer(rng.signedUnits(qn))
         out = try ctx.buffer(count: qn)
         dq = try ctx.buffer(count: qn)
         dk = try ctx.buffer(count: kn)

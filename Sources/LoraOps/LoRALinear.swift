@@ -4,19 +4,29 @@ import OpenCLRuntime
 /// The LoRA hyper-parameters of one adapted linear layer.
 public struct LoRASettings: Sendable, Equatable {
     public var rank: Int
-    public var alpha: Float
+    /// s, the factor of the LoRA branch (`LoRAScale`).
+    public var scale: Float
     public var dropout: Float
-    public var useRSLoRA: Bool
 
-    public init(rank: Int, alpha: Float, dropout: Float = 0, useRSLoRA: Bool = false) {
+    public init(rank: Int, scale: Float, dropout: Float = 0) {
         self.rank = rank
-        self.alpha = alpha
+        self.scale = scale
         self.dropout = dropout
-        self.useRSLoRA = useRSLoRA
     }
 
-    /// s = lora_alpha / r, or lora_alpha / √r with rsLoRA (PEFT's `scaling`).
-    public var scale: Float { useRSLoRA ? alpha / Float(rank).squareRoot() : alpha / Float(rank) }
+    public init(rank: Int, alpha: Float, dropout: Float = 0, useRSLoRA: Bool = false) {
+        self.init(rank: rank, scale: Float(LoRAScale.of(alpha: Double(alpha), rank: rank, rsLoRA: useRSLoRA)), dropout: dropout)
+    }
+}
+
+/// The one scale formula (PEFT's `scaling`): s = lora_alpha / r, or lora_alpha / √r
+/// with rsLoRA, in float64 as Python computes it; the kernels take it rounded to fp32,
+/// as PyTorch does when it multiplies an fp32 tensor by a Python float. Training,
+/// generation, merge and inspect all take s from here (through LoraConfig.scale(for:)).
+public enum LoRAScale {
+    public static func of(alpha: Double, rank: Int, rsLoRA: Bool) -> Double {
+        rsLoRA ? alpha / Double(rank).squareRoot() : alpha / Double(rank)
+    }
 }
 
 /// A frozen base weight W (out, in), kept on the device once: the forward

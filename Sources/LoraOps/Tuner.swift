@@ -1,4 +1,6 @@
 import Foundation
+import Reference
+import LoraBase
 import OpenCLRuntime
 
 /// A linear layer to tune for: W (out, in), used `count` times per model layer.
@@ -391,13 +393,13 @@ public final class Tuner {
     }
 
     func timeProducts(_ ctx: ComputeContext, _ set: [TuningProduct]? = nil) throws -> (Double, [Double]) {
-        var rng = TuningRandom(seed: 0x5eed)
+        var rng = SplitMix64(seed: 0x5eed)
         var totalFlops = 0.0, totalTime = 0.0
         var per: [Double] = []
         for p in set ?? products {
             // Host values made once per shape and kept (the band stage's lm_head is 28 M floats).
             let key = "\(p.m)x\(p.n)x\(p.k)"
-            if hostValues[key] == nil { hostValues[key] = (rng.values(p.m * p.k), rng.values(p.k * p.n)) }
+            if hostValues[key] == nil { hostValues[key] = (rng.signedUnits(p.m * p.k), rng.signedUnits(p.k * p.n)) }
             let (av, bv) = hostValues[key]!
             let a = try ctx.buffer(av), b = try ctx.buffer(bv)
             let cbuf = try ctx.buffer(count: p.m * p.n)
@@ -413,25 +415,16 @@ public final class Tuner {
     /// pack_b GB/s (read + write) on the largest activation (tokens × widest input).
     func timePack(_ ctx: ComputeContext) throws -> Double {
         let widest = products.map(\.k).max() ?? 1
-        var rng = TuningRandom(seed: 0x9ac)
+        var rng = SplitMix64(seed: 0x9ac)
         let (k, n) = (tokens, widest)
-        let b = try ctx.buffer(rng.values(k * n))
+        let b = try ctx.buffer(rng.signedUnits(k * n))
         let dest = try ctx.buffer(count: (n + 15) / 16 * 16 * k)
         let t = try time(ctx) { _ = try ctx.pack(b, k: k, n: n, .none, into: dest) }
         return 8.0 * Double(k * n) / t / 1e9
     }
 
     func time(_ ctx: ComputeContext, _ body: () throws -> Void) throws -> Double {
-        for _ in 0..<warmup { try body(); try ctx.finish() }
-        var ts: [Double] = []
-        for _ in 0..<runs {
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            try body()
-            try ctx.finish()
-            ts.append(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
-        }
-        ts.sort()
-        return max(ts[ts.count / 2], 1e-9)
+        max(try ctx.time(DeviceTimer(warmup: warmup, runs: runs), body), 1e-9)
     }
 
     // MARK: the check before timing
@@ -444,46 +437,31 @@ public final class Tuner {
     /// NaN-poisoned C with beta = 0, beta ≠ 0, a pre-packed weight with bias);
     /// otherwise what failed.
     public static func parityFailure(_ ctx: ComputeContext) throws -> String? {
-        var rng = TuningRandom(seed: 0xc0ffee)
+        var rng = SplitMix64(seed: 0xc0ffee)
         // 293 rows: with `band`, several full bands of row groups and a partial last one.
         let shapes = [(1, 1, 1), (37, 45, 70), (13, 17, 5), (29, 33, 129), (293, 45, 17)]
         for (m, n, k) in shapes {
             for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
-                let a = rng.values(m * k), b = rng.values(k * n), c0 = rng.values(m * n)
+                let a = rng.signedUnits(m * k), b = rng.signedUnits(k * n), c0 = rng.signedUnits(m * n)
                 let beta: Float = (m + n) % 2 == 0 ? 0 : 0.75
                 let c = try ctx.buffer(count: m * n)
                 if beta == 0 { try c.fill(.nan) } else { try c.write(c0) }
                 try ctx.matmul(c, try ctx.buffer(a), try ctx.buffer(b), m: m, n: n, k: k,
                                transA: ta ? .transposed : .none, transB: tb ? .transposed : .none,
                                alpha: 1.5, beta: beta)
-                var ref = [Double](repeating: 0, count: m * n)
-                for i in 0..<m {
-                    for j in 0..<n {
-                        var s = 0.0
-                        for p in 0..<k {
-                            s += Double(ta ? a[p * m + i] : a[i * k + p]) * Double(tb ? b[j * k + p] : b[p * n + j])
-                        }
-                        ref[i * n + j] = 1.5 * s + Double(beta) * Double(c0[i * n + j])
-                    }
-                }
+                let ref = Reference.matmul(a, b, c: c0, m: m, n: n, k: k, transA: ta, transB: tb, alpha: 1.5, beta: Double(beta))
                 if let e = Self.mismatch(try c.read(), ref) {
                     return "matmul \(m)x\(n)x\(k) tA=\(ta) tB=\(tb) β=\(beta): \(e)"
                 }
             }
             // x·Wᵀ + bias with the weight packed once (the frozen-linear path).
-            let x = rng.values(m * k), w = rng.values(n * k), bias = rng.values(n)
+            let x = rng.signedUnits(m * k), w = rng.signedUnits(n * k), bias = rng.signedUnits(n)
             let y = try ctx.buffer(count: m * n)
             try y.fill(.nan)
             let packed = try ctx.pack(try ctx.buffer(w), k: k, n: n, .transposed)
             try ctx.matmul(y, try ctx.buffer(x), packed: packed, m: m, bias: try ctx.buffer(bias))
-            var ref = [Double](repeating: 0, count: m * n)
-            for i in 0..<m {
-                for j in 0..<n {
-                    var s = Double(bias[j])
-                    for p in 0..<k { s += Double(x[i * k + p]) * Double(w[j * k + p]) }
-                    ref[i * n + j] = s
-                }
-            }
+            let ref = zip(Reference.matmul(x, w, m: m, n: n, k: k, transB: true), (0..<m * n).map { bias[$0 % n] })
+                .map { $0 + Double($1) }
             if let e = Self.mismatch(try y.read(), ref) { return "packed x·Wᵀ + b \(m)x\(n)x\(k): \(e)" }
         }
         return nil
@@ -492,9 +470,7 @@ public final class Tuner {
     static func mismatch(_ out: [Float], _ ref: [Double]) -> String? {
         if out.count != ref.count { return "\(out.count) values, expected \(ref.count)" }
         if let i = out.firstIndex(where: { !$0.isFinite }) { return "non-finite value at \(i) (unwritten element?)" }
-        var num = 0.0, den = 0.0
-        for (o, r) in zip(out, ref) { num += (Double(o) - r) * (Double(o) - r); den += r * r }
-        let err = num.squareRoot() / max(den.squareRoot(), 1e-30)
+        let err = relativeError(out, ref)
         return err <= parityTolerance ? nil : String(format: "relative error %.3g > %.0e", err, parityTolerance)
     }
 }
@@ -502,22 +478,6 @@ public final class Tuner {
 struct TuneRejection: Error, CustomStringConvertible {
     let description: String
     init(_ d: String) { description = d }
-}
-
-/// SplitMix64 uniforms in [-1, 1): the tuner's inputs (LoraOps has no Reference).
-struct TuningRandom {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-    mutating func values(_ n: Int) -> [Float] {
-        (0..<n).map { _ in Float(Double(next() >> 11) / Double(1 << 53) * 2 - 1) }
-    }
 }
 
 extension KernelConfig {

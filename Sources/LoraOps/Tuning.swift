@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 import OpenCLRuntime
 
 // Per-device kernel parameters: the spelling of a config, where a context's
@@ -343,24 +344,18 @@ public struct TuningCache: Codable, Sendable {
         entries.append(e)
     }
 
-    /// Writes to a temporary file beside `path` and renames it over: a reader
-    /// never sees half a file.
+    /// Written atomically (LoraBase.AtomicFile): a reader never sees half a file.
     public func save(path: String) throws {
-        let url = URL(fileURLWithPath: path)
-        let dir = url.deletingLastPathComponent()
-        let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
         do {
-            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            let url = URL(fileURLWithPath: path)
+            try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try enc.encode(self).write(to: tmp)
+            try AtomicFile.write(try enc.encode(self), to: path)
+        } catch let e as AtomicFile.WriteError {
+            throw KernelConfigError.cacheUnwritable(path: path, reason: e.reason)
         } catch {
-            throw KernelConfigError.cacheUnwritable(path: path, reason: "\(error.localizedDescription)")
-        }
-        guard rename(tmp.path, url.path) == 0 else {
-            let reason = String(cString: strerror(errno))
-            try? FileManager.default.removeItem(at: tmp)
-            throw KernelConfigError.cacheUnwritable(path: path, reason: reason)
+            throw KernelConfigError.cacheUnwritable(path: path, reason: SystemError.describe(error))
         }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 
 // Hugging Face chat templates, rendered as transformers'
 // apply_chat_template(messages, tokenize=False, add_generation_prompt=...) renders them:

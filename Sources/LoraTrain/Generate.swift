@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 import LoraModel
 import LoraText
 
@@ -281,15 +282,14 @@ public enum ModelStopIDs {
         for name in ["generation_config.json", "config.json"] {
             let path = dir + "/" + name
             guard FileManager.default.fileExists(atPath: path) else { continue }
-            let data = try Data(contentsOf: URL(fileURLWithPath: path))
-            guard let obj = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            guard let obj = (try? JSONValue.read(path: path))?.object else {
                 throw GenerationError.invalidOption("\(path): not a JSON object")
             }
-            switch obj["eos_token_id"] {
-            case let n as NSNumber: ids.insert(n.intValue)
-            case let list as [NSNumber]: ids.formUnion(list.map(\.intValue))
-            case nil, is NSNull: break
-            default: throw GenerationError.invalidOption("\(path): eos_token_id is neither a number nor a list of numbers")
+            let value = obj["eos_token_id"] ?? .null
+            if let n = value.integral { ids.insert(n) }
+            else if let list = value.array, case let ns = list.compactMap(\.integral), ns.count == list.count { ids.formUnion(ns) }
+            else if !value.isNull {
+                throw GenerationError.invalidOption("\(path): eos_token_id is neither a number nor a list of numbers")
             }
         }
         return ids

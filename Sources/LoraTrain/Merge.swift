@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 import LoraModel
 #if canImport(Glibc)
 import Glibc
@@ -91,23 +92,21 @@ public enum ModelMerger {
         report.tensors = planned.map(\.name)
 
         // config.json: the base's (or the GGUF's, rebuilt), with the output dtype and the tying.
-        var cfg: [String: Any]
+        var cfg: JSONObject
         let ggufFile = (source as? GGUFCheckpoint)?.file
         if let g = ggufFile { cfg = try ModelConfig.hfConfig(gguf: g) } else {
             let path = model + "/config.json"
-            guard let d = FileManager.default.contents(atPath: path),
-                  let j = (try? JSONSerialization.jsonObject(with: d)) as? [String: Any] else {
+            guard let j = (try? JSONValue.read(path: path))?.object else {
                 throw CheckpointError.config(path: path, field: "(root)", reason: "not a JSON object")
             }
             cfg = j
         }
-        cfg["torch_dtype"] = dtype.rawValue
-        if cfg["dtype"] != nil || ggufFile != nil { cfg["dtype"] = dtype.rawValue }
-        cfg["tie_word_embeddings"] = report.tied
+        cfg["torch_dtype"] = .string(dtype.rawValue)
+        if cfg["dtype"] != nil || ggufFile != nil { cfg["dtype"] = .string(dtype.rawValue) }
+        cfg["tie_word_embeddings"] = .bool(report.tied)
 
         var extra: [(name: String, data: Data)] = []
-        let opts: JSONSerialization.WritingOptions = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        extra.append(("config.json", try JSONSerialization.data(withJSONObject: cfg, options: opts)))
+        extra.append(("config.json", Data(JSONValue.object(cfg).serialized(.prettySorted).utf8)))
         if let g = ggufFile {
             do {
                 let t = try g.tokenizerFiles()
@@ -331,9 +330,9 @@ public enum ModelMerger {
             }
             if groups.count > 1 {
                 let total = planned.reduce(0) { $0 + $1.count }
-                let index: [String: Any] = ["metadata": ["total_parameters": total, "total_size": total * dtype.size],
-                                            "weight_map": weightMap]
-                let data = try JSONSerialization.data(withJSONObject: index, options: [.prettyPrinted, .sortedKeys])
+                let index: JSONValue = ["metadata": ["total_parameters": .int(total), "total_size": .int(total * dtype.size)],
+                                        "weight_map": .object(JSONObject(weightMap.map { ($0.key, .string($0.value)) }))]
+                let data = Data(index.serialized(.prettySorted).utf8)
                 try data.write(to: tmp.appendingPathComponent("model.safetensors.index.json"))
                 files.append("model.safetensors.index.json")
             }
@@ -364,19 +363,8 @@ public enum ModelMerger {
     /// spaces to 8 bytes), then the little-endian data.
     static func encode(_ tensors: [(name: String, shape: [Int], values: [Float])], dtype: MergeDType) throws -> Data {
         let ordered = tensors.sorted { $0.name < $1.name }
-        var header: [String: Any] = ["__metadata__": ["format": "pt"]]
-        var offset = 0
-        for t in ordered {
-            let n = t.values.count * dtype.size
-            header[t.name] = ["dtype": dtype.safetensorsName, "shape": t.shape, "data_offsets": [offset, offset + n]]
-            offset += n
-        }
-        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
-        while json.count % 8 != 0 { json.append(0x20) }
-        var out = Data(capacity: 8 + json.count + offset)
-        var len = UInt64(json.count).littleEndian
-        withUnsafeBytes(of: &len) { out.append(contentsOf: $0) }
-        out.append(json)
+        var out = SafeTensorsWriter.header(ordered.map { ($0.name, dtype.safetensorsName, $0.shape, $0.values.count * dtype.size) },
+                                           metadata: ["format": "pt"])
         for t in ordered {
             switch dtype {
             case .float32:

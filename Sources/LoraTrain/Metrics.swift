@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 
 /// One line of metrics.jsonl: a logged step (train fields) and, when the step
 /// was evaluated, eval_loss and eval_perplexity.
@@ -26,13 +27,12 @@ public struct MetricsRecord: Equatable, Sendable {
 
     /// Reads one line back (nil when it is not a record).
     public init?(json line: String) {
-        guard let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-              let step = (o["step"] as? NSNumber)?.intValue else { return nil }
-        func d(_ k: String) -> Double { (o[k] as? NSNumber)?.doubleValue ?? .nan }
+        guard let o = (try? JSONValue.parse(line))?.object, let step = o["step"]?.integral else { return nil }
+        func d(_ k: String) -> Double { o[k]?.double ?? .nan }
         self.step = step
         epoch = d("epoch"); loss = d("loss"); gradNorm = d("grad_norm"); learningRate = d("learning_rate")
         tokensPerSecond = d("tokens_per_second"); elapsedSeconds = d("elapsed_seconds")
-        evalLoss = (o["eval_loss"] as? NSNumber)?.doubleValue
+        evalLoss = o["eval_loss"]?.double
     }
 
     public init(step: Int, epoch: Double, loss: Double, gradNorm: Double, learningRate: Double,
@@ -43,21 +43,10 @@ public struct MetricsRecord: Equatable, Sendable {
     }
 }
 
-/// Writes `data` to `path` through a temporary file and rename(2).
+/// Writes `data` to `path` atomically (LoraBase.AtomicFile); a failure names the path.
 func writeAtomically(_ data: Data, to path: String) throws {
-    let url = URL(fileURLWithPath: path)
-    let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
-    do {
-        try data.write(to: tmp)
-        guard rename(tmp.path, url.path) == 0 else {
-            throw TrainError.checkpoint(path: path, reason: "cannot write: \(String(cString: strerror(errno)))")
-        }
-    } catch let e as TrainError {
-        try? FileManager.default.removeItem(at: tmp)
-        throw e
-    } catch {
-        try? FileManager.default.removeItem(at: tmp)
-        throw TrainError.checkpoint(path: path, reason: "cannot write: \(error)")
+    do { try AtomicFile.write(data, to: path) } catch let e as AtomicFile.WriteError {
+        throw TrainError.checkpoint(path: path, reason: "cannot write: \(e.reason)")
     }
 }
 
@@ -143,8 +132,7 @@ public enum LossPlot {
     }
 
     static func escape(_ t: String) -> String {
-        t.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
-            .replacingOccurrences(of: ">", with: "&gt;")
+        Escaping.html(t)
     }
 }
 

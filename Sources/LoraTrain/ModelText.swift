@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 import LoraModel
 import LoraText
 

@@ -42,3 +42,18 @@ public struct LRSchedule: Sendable, Equatable {
     /// The learning rate of 0-based optimizer step k.
     public func lr(_ k: Int) -> Double { baseLR * multiplier(k) }
 }
+
+extension TrainingConfig {
+    /// warmup steps for `total` steps: warmup_steps when ≥ 1 (a fraction below 1
+    /// is a ratio, as transformers 5), else ⌈warmup_ratio·total⌉ (transformers 4).
+    public func warmup(total: Int) -> Int {
+        if warmupSteps >= 1 { return Int(warmupSteps) }
+        let ratio = warmupSteps > 0 ? warmupSteps : warmupRatio
+        return Int((ratio * Double(total)).rounded(.up))
+    }
+
+    /// A step interval: ≥ 1 a count, below 1 a fraction of the total (ceil), as transformers.
+    static func interval(_ v: Double, total: Int) -> Int {
+        v >= 1 ? Int(v) : max(1, Int((v * Double(total)).rounded(.up)))
+    }
+}

@@ -1,8 +1,9 @@
-import CBLAS
 import Foundation
+import LoraBase
 
-/// Plain CPU references for every kernel: float64 loops (the ground truth of
-/// the parity tests) and OpenBLAS sgemm (the speed and parity yardstick).
+/// Plain CPU references for every kernel: float64 loops, the ground truth of the
+/// parity tests and of the tuner's check (OpenBLAS sgemm, the speed yardstick,
+/// is in ReferenceBLAS).
 public enum Reference {
     // MARK: matmul
 
@@ -21,29 +22,6 @@ public enum Reference {
                     s += Double(av) * Double(bv)
                 }
                 out[i * n + j] = alpha * s + (beta != 0 ? beta * Double(c![i * n + j]) : 0)
-            }
-        }
-        return out
-    }
-
-    /// OpenBLAS sgemm, row-major, C (M,N) overwritten/accumulated as BLAS does.
-    public static func sgemm(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>,
-                             m: Int, n: Int, k: Int, transA: Bool = false, transB: Bool = false,
-                             alpha: Float = 1, beta: Float = 0) {
-        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(transA ? m : k), b, Int32(transB ? k : n),
-                    beta, c, Int32(n))
-    }
-
-    public static func sgemm(_ a: [Float], _ b: [Float], c: [Float]? = nil, m: Int, n: Int, k: Int,
-                             transA: Bool = false, transB: Bool = false, alpha: Float = 1, beta: Float = 0) -> [Float] {
-        var out = c ?? [Float](repeating: 0, count: m * n)
-        a.withUnsafeBufferPointer { pa in
-            b.withUnsafeBufferPointer { pb in
-                out.withUnsafeMutableBufferPointer { pc in
-                    sgemm(pa.baseAddress!, pb.baseAddress!, pc.baseAddress!, m: m, n: n, k: k,
-                          transA: transA, transB: transB, alpha: alpha, beta: beta)
-                }
             }
         }
         return out
@@ -91,11 +69,7 @@ public enum Reference {
 /// The counter-based dropout RNG of Kernels/common.cl, bit for bit.
 public enum DropoutMask {
     public static func hash(seed: UInt32, index: UInt64) -> UInt32 {
-        var z = index &+ (UInt64(seed) << 32) &+ 0x9E37_79B9_7F4A_7C15
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        z = z ^ (z >> 31)
-        return UInt32(truncatingIfNeeded: z >> 32)
+        UInt32(truncatingIfNeeded: SplitMix64.mix(index &+ (UInt64(seed) << 32) &+ SplitMix64.golden) >> 32)
     }
 
     public static func keep(seed: UInt32, index: UInt64, p: Float) -> Bool {
@@ -109,18 +83,10 @@ public enum DropoutMask {
     }
 }
 
-/// SplitMix64: a small seeded generator for test and benchmark inputs.
-public struct SeededRandom: RandomNumberGenerator {
-    public var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+/// The tests' and benchmarks' inputs: SplitMix64 with uniforms and normals.
+public typealias SeededRandom = SplitMix64
 
+extension SplitMix64 {
     /// `count` uniforms in [lo, hi).
     public mutating func uniform(_ count: Int, _ lo: Float = -1, _ hi: Float = 1) -> [Float] {
         (0..<count).map { _ in Float.random(in: lo..<hi, using: &self) }

@@ -1,6 +1,7 @@
 import LoraOps
 import OpenCLRuntime
 import Reference
+import ReferenceBLAS
 import XCTest
 
 final class MatmulTests: XCTestCase {

@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 import XCTest
 @testable import LoraText
 

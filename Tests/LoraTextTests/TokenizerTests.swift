@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 import XCTest
 
 @testable import LoraText
@@ -14,23 +15,24 @@ func loadExpected(_ name: String) throws -> [String: Any] {
     let path = tokenizerFixturesRoot + "/\(name)/expected.json"
     let data = try Data(contentsOf: URL(fileURLWithPath: path))
     // Not JSONSerialization: it drops a leading U+FEFF (raw UTF-8 BOM bytes) from string values.
-    guard let obj = plainValue(try TKJSON.parse(data, source: path)) as? [String: Any] else {
+    guard let obj = plainValue(try JSONValue.parse(data, source: path)) as? [String: Any] else {
         throw TokenizerError("\(path): not an object")
     }
     return obj
 }
 
-/// TKJSON as native Swift values (integral numbers as Int).
-func plainValue(_ j: TKJSON) -> Any {
+/// JSON values as native Swift values (integral numbers as Int).
+func plainValue(_ j: JSONValue) -> Any {
     switch j {
     case .null: return NSNull()
     case .bool(let b): return b
-    case .number(let d): return j.int ?? d
+    case .int(let i): return i
+    case .double(let d): return j.integral ?? d
     case .string(let s): return s
     case .array(let a): return a.map(plainValue)
-    case .object(let pairs):
+    case .object(let o):
         var d: [String: Any] = [:]
-        for (k, v) in pairs { d[k] = plainValue(v) }
+        for (k, v) in o.pairs { d[k] = plainValue(v) }
         return d
     }
 }

@@ -1,3 +1,4 @@
+import LoraBase
 // LoraText's tokenizer and chat template seen through the dataset protocols.
 
 /// A template's raise_exception(msg): its description is exactly msg.

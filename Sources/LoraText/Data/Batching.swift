@@ -1,3 +1,4 @@
+import LoraBase
 // Batches: tokenized samples → rectangular rows the model trains on.
 //
 // A sample's `labels` are unshifted, as transformers expects them: labels[t]
@@ -64,7 +65,7 @@ public enum Batching {
     public static func order(count n: Int, seed: UInt64, epoch: Int, shuffle: Bool) -> [Int] {
         var idx = Array(0..<n)
         guard shuffle, n > 1 else { return idx }
-        var rng = SplitMix64(seed: seed ^ (UInt64(truncatingIfNeeded: epoch) &* 0x9E37_79B9_7F4A_7C15))
+        var rng = SplitMix64(seed: seed ^ (UInt64(truncatingIfNeeded: epoch) &* SplitMix64.golden))
         for i in stride(from: n - 1, to: 0, by: -1) {
             let j = Int(rng.next() % UInt64(i + 1))
             idx.swapAt(i, j)
@@ -120,19 +121,4 @@ public enum Batching {
         }
         return batches
     }
-}
-
-/// SplitMix64: a tiny seeded generator (shuffles; not for cryptography).
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    public var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1) with 53 bits.
-    public mutating func unit() -> Double { Double(next() >> 11) * (1.0 / 9_007_199_254_740_992.0) }
 }

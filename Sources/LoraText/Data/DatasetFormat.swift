@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 
 // JSONL dataset lines → records. The format is detected per file from its
 // first valid line; a later line of another shape is a line error.

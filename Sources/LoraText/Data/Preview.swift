@@ -1,3 +1,4 @@
+import LoraBase
 // What `lora-gpu data preview` shows: each sample's text with the trained tokens
 // set apart from the masked ones, and JSON lines of ids and labels.
 

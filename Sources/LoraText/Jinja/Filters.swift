@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 
 // Jinja2's builtin filters and tests (the subset chat templates use), with transformers' tojson.
 
@@ -81,19 +82,7 @@ extension Builtins {
             }
             return .list(pairs)
         case "e", "escape", "forceescape":
-            let s = v.pyStr
-            var out = ""
-            for c in s.unicodeScalars {
-                switch c {
-                case "&": out += "&amp;"
-                case "<": out += "&lt;"
-                case ">": out += "&gt;"
-                case "\"": out += "&#34;"
-                case "'": out += "&#39;"
-                default: out.unicodeScalars.append(c)
-                }
-            }
-            return .string(out)
+            return .string(Escaping.html(v.pyStr))
         case "first":
             let items = try v.iterate()
             return items.first ?? .undef("No first item, sequence was empty.")
@@ -499,49 +488,9 @@ extension Builtins {
             itemSep = a
             keySep = b
         }
-        var out = ""
-        try writeJSON(v, &out, level: 0, indent: indent, itemSep: itemSep, keySep: keySep, sortKeys: sortKeys, ascii: ensureASCII)
-        return out
-    }
-
-    static func writeJSON(_ v: Value, _ out: inout String, level: Int, indent: String?, itemSep: String, keySep: String,
-                          sortKeys: Bool, ascii: Bool) throws {
-        func open(_ c: String, _ n: Int) {
-            out += c
-            if let indent, n > 0 { out += "\n" + String(repeating: indent, count: level + 1) }
-        }
-        func sep() {
-            out += itemSep
-            if let indent { out += "\n" + String(repeating: indent, count: level + 1) }
-        }
-        func close(_ c: String, _ n: Int) {
-            if let indent, n > 0 { out += "\n" + String(repeating: indent, count: level) }
-            out += c
-        }
-        switch v {
-        case .list(let a), .tuple(let a):
-            open("[", a.count)
-            for (i, x) in a.enumerated() {
-                if i > 0 { sep() }
-                try writeJSON(x, &out, level: level + 1, indent: indent, itemSep: itemSep, keySep: keySep, sortKeys: sortKeys, ascii: ascii)
-            }
-            close("]", a.count)
-        case .dict(let d):
-            var pairs = d.pairs
-            if sortKeys {
-                pairs.sort { Value.lexCompare($0.0.unicodeScalars.map(\.value), $1.0.unicodeScalars.map(\.value)) < 0 }
-            }
-            open("{", pairs.count)
-            for (i, (k, x)) in pairs.enumerated() {
-                if i > 0 { sep() }
-                JSONWriter.writeString(k, into: &out, ensureASCII: ascii)
-                out += keySep
-                try writeJSON(x, &out, level: level + 1, indent: indent, itemSep: itemSep, keySep: keySep, sortKeys: sortKeys, ascii: ascii)
-            }
-            close("}", pairs.count)
-        default:
-            JSONWriter.write(try v.toJSON(), into: &out, ensureASCII: ascii)
-        }
+        let style = JSONStyle(indent: indent, sortKeys: sortKeys, ensureASCII: ensureASCII,
+                              itemSeparator: itemSep, keySeparator: keySep)
+        return try v.toJSON().serialized(style)
     }
 
     // MARK: Tests

@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 
 // Runtime values of the Jinja interpreter, modelled on the Python objects Jinja2 works with:
 // None, bool, int, float, str, list, tuple, dict (insertion-ordered, string keys), Undefined,
@@ -11,27 +12,7 @@ struct Undefined {
 }
 
 /// Insertion-ordered dictionary with string keys (Python dict order).
-struct VDict {
-    private(set) var keys: [String] = []
-    private var storage: [String: Value] = [:]
-
-    init() {}
-    init(_ pairs: [(String, Value)]) { for (k, v) in pairs { self[k] = v } }
-
-    subscript(key: String) -> Value? {
-        get { storage[key] }
-        set {
-            if let newValue {
-                if storage.updateValue(newValue, forKey: key) == nil { keys.append(key) }
-            } else if storage.removeValue(forKey: key) != nil {
-                keys.removeAll { $0 == key }
-            }
-        }
-    }
-    var count: Int { keys.count }
-    var pairs: [(String, Value)] { keys.map { ($0, storage[$0]!) } }
-    var values: [Value] { keys.map { storage[$0]! } }
-}
+typealias VDict = OrderedMap<Value>
 
 /// `namespace(...)` objects: attributes assignable with `{% set ns.attr = value %}` from any scope.
 final class Namespace {

@@ -1,19 +1,5 @@
 import Foundation
-
-/// A String key compared and hashed by its exact UTF-8 bytes (Swift's String
-/// equality is canonical equivalence, which would merge "é" and "e\u{301}").
-struct ExactKey: Hashable {
-    let s: String
-
-    init(_ s: String) { self.s = s }
-
-    static func == (a: ExactKey, b: ExactKey) -> Bool { a.s.utf8.elementsEqual(b.s.utf8) }
-
-    func hash(into h: inout Hasher) {
-        var copy = s
-        copy.withUTF8 { h.combine(bytes: UnsafeRawBufferPointer($0)) }
-    }
-}
+import LoraBase
 
 /// Open-addressing hash table UInt64 → UInt64 for the merge ranks (a Swift
 /// Dictionary hashes with SipHash, which dominated BPE time).
@@ -96,9 +82,9 @@ final class BPEModel {
     private let cacheLock = NSLock()
     private let cacheCapacity = 100_000
 
-    init(json: TKJSON, source: String) throws {
+    init(json: JSONValue, source: String) throws {
         let ctx = "\(source): model"
-        guard let vocabPairs = json["vocab"]?.objectPairs else {
+        guard let vocabPairs = json["vocab"]?.object?.pairs else {
             throw TokenizerError("\(ctx).vocab is missing or not an object")
         }
         var vocab: [ExactKey: Int] = [:]
@@ -106,7 +92,7 @@ final class BPEModel {
         var idToToken: [Int: String] = [:]
         idToToken.reserveCapacity(vocabPairs.count)
         for (token, idValue) in vocabPairs {
-            guard let id = idValue.int, id >= 0, id < Int(Int32.max) else {
+            guard let id = idValue.integral, id >= 0, id < Int(Int32.max) else {
                 throw TokenizerError("\(ctx).vocab[\(token.debugDescription)] is not a valid id")
             }
             vocab[ExactKey(token)] = id
@@ -125,7 +111,7 @@ final class BPEModel {
         fuseUnk = json["fuse_unk"]?.bool ?? false
         byteFallback = json["byte_fallback"]?.bool ?? false
         ignoreMerges = json["ignore_merges"]?.bool ?? false
-        if let d = json["dropout"], case .number(let p) = d, p > 0 {
+        if let p = json["dropout"]?.double, p > 0 {
             throw TokenizerError("\(ctx).dropout \(p) is not supported (only null or 0)")
         }
 
@@ -168,7 +154,7 @@ final class BPEModel {
         var scalarIDs: [UInt32: Int] = [:]
         var asciiIDs = [Int](repeating: -1, count: 128)
         for (k, id) in vocab {
-            let scalars = k.s.unicodeScalars
+            let scalars = k.string.unicodeScalars
             if scalars.count == 1, let c = scalars.first {
                 scalarIDs[c.value] = id
                 if c.value < 128 { asciiIDs[Int(c.value)] = id }

@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 
 /// A decoder maps the list of token strings to a new list (the library's decode_chain);
 /// the final text is the concatenation.
@@ -185,7 +186,7 @@ struct SequenceDecoder: TokenDecoder {
     }
 }
 
-func makeDecoder(_ json: TKJSON, context: String) throws -> TokenDecoder? {
+func makeDecoder(_ json: JSONValue, context: String) throws -> TokenDecoder? {
     if json.isNull { return nil }
     guard let type = json["type"]?.string else { throw TokenizerError("\(context).type is missing") }
     switch type {
@@ -201,7 +202,7 @@ func makeDecoder(_ json: TKJSON, context: String) throws -> TokenDecoder? {
               let c = content.unicodeScalars.first else {
             throw TokenizerError("\(context).content must be one character")
         }
-        return StripDecoder(content: c, start: max(0, json["start"]?.int ?? 0), stop: max(0, json["stop"]?.int ?? 0))
+        return StripDecoder(content: c, start: max(0, json["start"]?.integral ?? 0), stop: max(0, json["stop"]?.integral ?? 0))
     case "Metaspace":
         let rep = json["replacement"]?.string ?? "▁"
         guard rep.unicodeScalars.count == 1, let r = rep.unicodeScalars.first else {

@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 
 /// A normalizer rewrites the text of one piece (scalars in, scalars out).
 protocol TextNormalizer {
@@ -108,7 +109,7 @@ struct SequenceNormalizer: TextNormalizer {
     }
 }
 
-func makeNormalizer(_ json: TKJSON, context: String) throws -> TextNormalizer? {
+func makeNormalizer(_ json: JSONValue, context: String) throws -> TextNormalizer? {
     if json.isNull { return nil }
     guard let type = json["type"]?.string else { throw TokenizerError("\(context).type is missing") }
     switch type {

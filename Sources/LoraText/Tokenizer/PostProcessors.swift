@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 
 /// A post-processor wraps the ids of one sequence (pairs are not supported).
 protocol PostProcessor {
@@ -48,21 +49,21 @@ struct SequencePostProcessor: PostProcessor {
     }
 }
 
-func makePostProcessor(_ json: TKJSON, context: String) throws -> PostProcessor? {
+func makePostProcessor(_ json: JSONValue, context: String) throws -> PostProcessor? {
     if json.isNull { return nil }
     guard let type = json["type"]?.string else { throw TokenizerError("\(context).type is missing") }
     switch type {
     case "ByteLevel": return IdentityPostProcessor()
     case "TemplateProcessing":
         var specials: [String: [Int]] = [:]
-        if let pairs = json["special_tokens"]?.objectPairs {
+        if let pairs = json["special_tokens"]?.object?.pairs {
             for (name, value) in pairs {
                 guard let idsJSON = value["ids"]?.array else {
                     throw TokenizerError("\(context).special_tokens[\(name.debugDescription)].ids is missing")
                 }
                 var ids: [Int] = []
                 for v in idsJSON {
-                    guard let i = v.int, i >= 0 else {
+                    guard let i = v.integral, i >= 0 else {
                         throw TokenizerError("\(context).special_tokens[\(name.debugDescription)].ids holds a bad id")
                     }
                     ids.append(i)
@@ -90,7 +91,7 @@ func makePostProcessor(_ json: TKJSON, context: String) throws -> PostProcessor?
         return TemplatePostProcessor(single: items)
     case "BertProcessing", "RobertaProcessing":
         func idOf(_ key: String) throws -> Int {
-            guard let pair = json[key]?.array, pair.count == 2, let id = pair[1].int, id >= 0 else {
+            guard let pair = json[key]?.array, pair.count == 2, let id = pair[1].integral, id >= 0 else {
                 throw TokenizerError("\(context).\(key) must be [token, id]")
             }
             return id

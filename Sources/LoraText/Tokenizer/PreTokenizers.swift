@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 
 /// One piece of the text on its way to the model.
 struct TextPiece {
@@ -7,28 +8,9 @@ struct TextPiece {
     var atStart: Bool
 }
 
-/// The GPT-2 byte alphabet: printable bytes stand for themselves, the others
-/// for U+0100 + n in byte order.
-let byteToScalar: [Unicode.Scalar] = {
-    var table = [Unicode.Scalar](repeating: " ", count: 256)
-    var n: UInt32 = 0
-    for b in 0..<256 {
-        if (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF) {
-            table[b] = Unicode.Scalar(UInt8(b))
-        } else {
-            table[b] = Unicode.Scalar(256 + n) ?? " "
-            n += 1
-        }
-    }
-    return table
-}()
-
-/// Inverse of `byteToScalar`, indexed by scalar value (< 512); -1 where not a byte char.
-let scalarToByte: [Int16] = {
-    var table = [Int16](repeating: -1, count: 512)
-    for (b, s) in byteToScalar.enumerated() { table[Int(s.value)] = Int16(b) }
-    return table
-}()
+/// The GPT-2 byte alphabet (LoraBase.ByteAlphabet): byte → scalar, and scalar value (< 512) → byte or -1.
+let byteToScalar = ByteAlphabet.scalars
+let scalarToByte = ByteAlphabet.bytes
 
 /// UTF-8 bytes of the scalars, each mapped to its byte-alphabet scalar.
 func byteLevelEncode<S: Collection>(_ s: S) -> [Unicode.Scalar] where S.Element == Unicode.Scalar {
@@ -218,7 +200,7 @@ struct SequencePreTokenizer: PreTokenizer {
     }
 }
 
-func makePreTokenizer(_ json: TKJSON, context: String) throws -> PreTokenizer? {
+func makePreTokenizer(_ json: JSONValue, context: String) throws -> PreTokenizer? {
     if json.isNull { return nil }
     guard let type = json["type"]?.string else { throw TokenizerError("\(context).type is missing") }
     switch type {

@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 
 // Patterns that split text, working on arrays of Unicode scalars (the unit the
 // Rust library's regexes step by), never on Swift Characters (graphemes).
@@ -303,7 +304,7 @@ struct GeneralRegexPattern: ScalarPattern {
 }
 
 /// A regex or literal from tokenizer.json ({"String": ...} or {"Regex": ...}).
-func makePattern(_ json: TKJSON?, context: String) throws -> ScalarPattern {
+func makePattern(_ json: JSONValue?, context: String) throws -> ScalarPattern {
     guard let json = json else { throw TokenizerError("\(context) is missing") }
     if let s = json["String"]?.string {
         return LiteralPattern(needle: Array(s.unicodeScalars))

@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 
 /// A Hugging Face `tokenizers` tokenizer read from tokenizer.json (BPE models).
 ///
@@ -67,11 +68,11 @@ public final class Tokenizer {
 
     public init(tokenizerJSON: Data, config: TokenizerConfig = TokenizerConfig(), source: String = "tokenizer.json") throws {
         self.config = config
-        let json = try TKJSON.parse(tokenizerJSON, source: source)
-        guard json.objectPairs != nil else {
+        let json = try JSONValue.parse(tokenizerJSON, source: source)
+        guard json.object?.pairs != nil else {
             throw TokenizerError("\(source): expected a JSON object at the top, found \(json.typeName)")
         }
-        guard let modelJSON = json["model"], modelJSON.objectPairs != nil else {
+        guard let modelJSON = json["model"], modelJSON.object?.pairs != nil else {
             throw TokenizerError("\(source): model is missing or not an object")
         }
         let modelType = modelJSON["type"]?.string ?? (modelJSON["merges"] != nil ? "BPE" : "unknown")

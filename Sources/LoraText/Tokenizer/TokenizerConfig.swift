@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 
 /// An error reading a tokenizer; the message names the file and the field.
 public struct TokenizerError: Error, CustomStringConvertible {
@@ -42,12 +43,12 @@ public struct TokenizerConfig {
 
     /// Parses the contents of a tokenizer_config.json; `source` names it in errors.
     public static func parse(_ data: Data, source: String = "tokenizer_config.json") throws -> TokenizerConfig {
-        let json = try TKJSON.parse(data, source: source)
-        guard let pairs = json.objectPairs else {
+        let json = try JSONValue.parse(data, source: source)
+        guard let pairs = json.object?.pairs else {
             throw TokenizerError("\(source): expected a JSON object at the top, found \(json.typeName)")
         }
         var c = TokenizerConfig()
-        func tokenString(_ v: TKJSON, _ key: String) throws -> String? {
+        func tokenString(_ v: JSONValue, _ key: String) throws -> String? {
             switch v {
             case .string(let s): return s
             case .null: return nil
@@ -73,7 +74,7 @@ public struct TokenizerConfig {
             case "add_eos_token": c.addEosToken = value.bool
             case "model_max_length":
                 // Often 1e30 ("no limit"): kept only when it fits an Int.
-                if case .number(let d) = value, d.rounded() == d, d >= 0, d < 9.0e15 { c.modelMaxLength = Int(d) }
+                if let d = value.double, d.rounded() == d, d >= 0, d < 9.0e15 { c.modelMaxLength = Int(d) }
             case "chat_template":
                 switch value {
                 case .string(let s): c.chatTemplate = s
@@ -93,5 +94,15 @@ public struct TokenizerConfig {
             }
         }
         return c
+    }
+}
+
+extension JSONValue {
+    /// Parses a tokenizer file; a syntax error names `source` and its line and column
+    /// (in bytes: tokenizer.json is often one long line).
+    static func parse(_ data: Data, source: String) throws -> JSONValue {
+        do { return try JSONValue.parse(data) } catch let e as JSONParseError {
+            throw TokenizerError("\(source): line \(e.line), column \(e.column): invalid JSON: \(e.reason)")
+        }
     }
 }

@@ -1,50 +1,19 @@
 import Foundation
 
-// JSON values that keep object key order (as Python dicts do), a strict RFC 8259 parser over UTF-8
-// bytes, and a compact serializer matching Python's json.dumps(separators=(",", ":"), ensure_ascii=False).
+// The project's one JSON: a value that keeps object keys in file order (as Python
+// dicts do) and compares them by their bytes; a strict RFC 8259 reader over UTF-8
+// bytes; and a writer in Python's json.dumps forms. safetensors headers,
+// tokenizer.json, config.json, adapter_config.json, JSONL data and the Jinja
+// interpreter's JSON all go through it.
 
-/// An object whose keys keep their insertion order. Setting an existing key keeps its position;
-/// setting nil removes the key.
-public struct JSONObject: Equatable, Sendable {
-    public private(set) var keys: [String]
-    private var storage: [String: JSONValue]
-
-    public init() {
-        keys = []
-        storage = [:]
-    }
-
-    /// Later duplicates overwrite the value but keep the first position (like a Python dict).
-    public init(_ pairs: [(String, JSONValue)]) {
-        self.init()
-        for (k, v) in pairs { self[k] = v }
-    }
-
-    public subscript(key: String) -> JSONValue? {
-        get { storage[key] }
-        set {
-            if let newValue {
-                if storage.updateValue(newValue, forKey: key) == nil { keys.append(key) }
-            } else if storage.removeValue(forKey: key) != nil {
-                keys.removeAll { $0 == key }
-            }
-        }
-    }
-
-    public var count: Int { keys.count }
-    public var isEmpty: Bool { keys.isEmpty }
-
-    /// (key, value) pairs in key order.
-    public var pairs: [(String, JSONValue)] { keys.map { ($0, storage[$0]!) } }
-
-    /// Equal when the same keys map to equal values, regardless of order (Python dict equality).
-    public static func == (a: JSONObject, b: JSONObject) -> Bool { a.storage == b.storage }
-}
+public typealias JSONObject = OrderedMap<JSONValue>
 
 public indirect enum JSONValue: Equatable, Sendable {
     case null
     case bool(Bool)
+    /// An integer literal that fits in Int (no fraction, no exponent).
     case int(Int)
+    /// Any other number.
     case double(Double)
     case string(String)
     case array([JSONValue])
@@ -71,26 +40,105 @@ public indirect enum JSONValue: Equatable, Sendable {
         default: return nil
         }
     }
+    /// An integral number that fits in Int, written either way (`3` or `3.0`).
+    public var integral: Int? {
+        switch self {
+        case .int(let i): return i
+        case .double(let d): return d.rounded() == d ? Int(exactly: d) : nil
+        default: return nil
+        }
+    }
     public var array: [JSONValue]? { if case .array(let a) = self { return a }; return nil }
     public var object: JSONObject? { if case .object(let o) = self { return o }; return nil }
     public var isNull: Bool { self == .null }
+    /// An array of strings, else nil.
+    public var strings: [String]? {
+        guard let a = array else { return nil }
+        let s = a.compactMap(\.string)
+        return s.count == a.count ? s : nil
+    }
+
+    /// "a string", "an object", … for error messages.
+    public var typeName: String {
+        switch self {
+        case .null: return "null"
+        case .bool: return "a boolean"
+        case .int, .double: return "a number"
+        case .string: return "a string"
+        case .array: return "an array"
+        case .object: return "an object"
+        }
+    }
+
+    /// How the value looks in an error message: JSON for scalars and lists, `{…}` for an object.
+    public var shortDescription: String {
+        switch self {
+        case .object: return "{…}"
+        case .array(let a): return "[" + a.map(\.shortDescription).joined(separator: ", ") + "]"
+        default: return serialized()
+        }
+    }
 
     /// Parses one JSON document (whitespace around it allowed, nothing else).
-    public static func parse(_ data: Data) throws -> JSONValue {
-        var p = JSONParser(bytes: [UInt8](data))
+    public static func parse(_ data: Data, options: JSONParseOptions = .init()) throws -> JSONValue {
+        try data.withUnsafeBytes { try parse(bytes: $0, options: options) }
+    }
+
+    public static func parse(_ text: String, options: JSONParseOptions = .init()) throws -> JSONValue {
+        try parse(Data(text.utf8), options: options)
+    }
+
+    public static func parse(bytes: UnsafeRawBufferPointer, options: JSONParseOptions = .init()) throws -> JSONValue {
+        var p = JSONParser(bytes: bytes, options: options)
         return try p.parseDocument()
     }
 
-    public static func parse(_ text: String) throws -> JSONValue {
-        try parse(Data(text.utf8))
-    }
+    /// Compact form as json.dumps(separators=(",", ":"), ensure_ascii=False): `{"a":1,"b":[true,null]}`.
+    public func serialized() -> String { serialized(.compact) }
 
-    /// Compact form: `{"a":1,"b":[true,null]}`; non-ASCII kept as is; floats like Python repr.
-    public func serialized() -> String {
+    public func serialized(_ style: JSONStyle) -> String {
         var out = ""
-        JSONWriter.write(self, into: &out, ensureASCII: false)
+        JSONWriter(style: style).write(self, into: &out, depth: 0)
         return out
     }
+}
+
+/// How the reader treats what RFC 8259 leaves open.
+public struct JSONParseOptions: Sendable {
+    /// A key repeated in one object: an error, or (Python's json) the last value at the first position.
+    public var rejectDuplicateKeys: Bool
+    public var maxDepth: Int
+    public init(rejectDuplicateKeys: Bool = false, maxDepth: Int = 512) {
+        self.rejectDuplicateKeys = rejectDuplicateKeys
+        self.maxDepth = maxDepth
+    }
+}
+
+/// The writer's layout, named for the Python call that gives the same bytes.
+public struct JSONStyle: Sendable {
+    /// The text of one indentation level (Python's indent=2 is "  "); nil writes everything on one line.
+    public var indent: String?
+    public var sortKeys: Bool
+    public var ensureASCII: Bool
+    /// The separators between items and after keys on one line.
+    public var itemSeparator: String
+    public var keySeparator: String
+
+    public init(indent: String? = nil, sortKeys: Bool = false, ensureASCII: Bool = false,
+                itemSeparator: String = ", ", keySeparator: String = ": ") {
+        self.indent = indent
+        self.sortKeys = sortKeys
+        self.ensureASCII = ensureASCII
+        self.itemSeparator = itemSeparator
+        self.keySeparator = keySeparator
+    }
+
+    /// json.dumps(v, separators=(",", ":"), ensure_ascii=False).
+    public static let compact = JSONStyle(itemSeparator: ",", keySeparator: ":")
+    /// json.dumps(v, indent=2, ensure_ascii=False): what config files and adapter_config.json look like.
+    public static let pretty = JSONStyle(indent: "  ", itemSeparator: ",")
+    /// json.dumps(v, indent=2, sort_keys=True, ensure_ascii=False).
+    public static let prettySorted = JSONStyle(indent: "  ", sortKeys: true, itemSeparator: ",")
 }
 
 /// A JSON syntax error: byte offset (0-based) plus 1-based line and column (column counts bytes).
@@ -103,12 +151,15 @@ public struct JSONParseError: Error, CustomStringConvertible, Equatable {
 }
 
 struct JSONParser {
-    let bytes: [UInt8]
+    let bytes: UnsafeRawBufferPointer
+    let options: JSONParseOptions
     var pos = 0
     var depth = 0
-    static let maxDepth = 512
 
-    init(bytes: [UInt8]) { self.bytes = bytes }
+    init(bytes: UnsafeRawBufferPointer, options: JSONParseOptions) {
+        self.bytes = bytes
+        self.options = options
+    }
 
     func error(_ reason: String, at offset: Int? = nil) -> JSONParseError {
         let off = min(offset ?? pos, bytes.count)
@@ -122,7 +173,9 @@ struct JSONParser {
     }
 
     mutating func parseDocument() throws -> JSONValue {
-        if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { throw error("unexpected UTF-8 byte order mark") }
+        if bytes.count >= 3, bytes[0] == 0xEF, bytes[1] == 0xBB, bytes[2] == 0xBF {
+            throw error("unexpected UTF-8 byte order mark")
+        }
         skipWhitespace()
         let v = try parseValue()
         skipWhitespace()
@@ -131,13 +184,19 @@ struct JSONParser {
     }
 
     mutating func skipWhitespace() {
-        while pos < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[pos]) { pos += 1 }
+        while pos < bytes.count {
+            let b = bytes[pos]
+            guard b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0D else { return }
+            pos += 1
+        }
     }
 
     func describe(_ b: UInt8) -> String {
         if b >= 0x21 && b < 0x7F { return "character '\(Character(Unicode.Scalar(b)))'" }
-        return String(format: "byte 0x%02X", b)
+        return "byte " + hexByte(b)
     }
+
+    func hexByte(_ b: UInt8) -> String { String(format: "0x%02X", b) }
 
     mutating func parseValue() throws -> JSONValue {
         guard pos < bytes.count else { throw error("unexpected end of input, expected a value") }
@@ -153,17 +212,18 @@ struct JSONParser {
         }
     }
 
-    mutating func literal(_ word: String) throws {
-        let w = Array(word.utf8)
-        guard pos + w.count <= bytes.count, Array(bytes[pos..<pos + w.count]) == w else {
+    mutating func literal(_ word: StaticString) throws {
+        let n = word.utf8CodeUnitCount
+        guard pos + n <= bytes.count,
+              (0..<n).allSatisfy({ bytes[pos + $0] == word.utf8Start[$0] }) else {
             throw error("invalid literal, expected '\(word)'")
         }
-        pos += w.count
+        pos += n
     }
 
     mutating func enter() throws {
         depth += 1
-        if depth > JSONParser.maxDepth { throw error("nesting deeper than \(JSONParser.maxDepth) levels") }
+        if depth > options.maxDepth { throw error("nesting deeper than \(options.maxDepth) levels") }
     }
 
     mutating func parseObject() throws -> JSONValue {
@@ -182,6 +242,7 @@ struct JSONParser {
             guard bytes[pos] == UInt8(ascii: "\"") else {
                 throw error("unexpected \(describe(bytes[pos])), expected a string key")
             }
+            let keyOffset = pos
             let key = try parseString()
             skipWhitespace()
             guard pos < bytes.count, bytes[pos] == UInt8(ascii: ":") else {
@@ -189,7 +250,12 @@ struct JSONParser {
             }
             pos += 1
             skipWhitespace()
-            obj[key] = try parseValue()
+            let value = try parseValue()
+            if options.rejectDuplicateKeys {
+                guard obj.insertNew(key, value) else { throw error("duplicate key '\(key)'", at: keyOffset) }
+            } else {
+                obj[key] = value
+            }
             skipWhitespace()
             guard pos < bytes.count else { throw error("unexpected end of input in object, expected ',' or '}'") }
             if bytes[pos] == UInt8(ascii: ",") {
@@ -256,7 +322,7 @@ struct JSONParser {
             guard digit(pos) else { throw error("invalid number: expected a digit in the exponent") }
             while digit(pos) { pos += 1 }
         }
-        let text = String(decoding: bytes[start..<pos], as: UTF8.self)
+        let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<pos]), as: UTF8.self)
         if !isFloat, let i = Int(text) { return .int(i) }
         guard let d = Double(text) else { throw error("invalid number '\(text)'", at: start) }
         return .double(d)
@@ -280,10 +346,24 @@ struct JSONParser {
         return v
     }
 
-    /// Reads a string starting at the opening quote. Validates UTF-8 (no overlongs, no surrogates).
+    /// Reads a string starting at the opening quote. Validates UTF-8 (no overlongs, no
+    /// surrogates). A string without escapes is decoded from the bytes in one go.
     mutating func parseString() throws -> String {
         pos += 1
+        let start = pos
+        while pos < bytes.count {
+            let b = bytes[pos]
+            if b == UInt8(ascii: "\"") {
+                let s = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<pos]), as: UTF8.self)
+                pos += 1
+                return s
+            }
+            if b == UInt8(ascii: "\\") { break }
+            if b < 0x20 { throw error("unescaped control character \(hexByte(b)) in string") }
+            if b < 0x80 { pos += 1 } else { _ = try decodeUTF8() }
+        }
         var scalars = String.UnicodeScalarView()
+        scalars.append(contentsOf: String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<pos]), as: UTF8.self).unicodeScalars)
         while true {
             guard pos < bytes.count else { throw error("unterminated string") }
             let b = bytes[pos]
@@ -292,50 +372,52 @@ struct JSONParser {
                 return String(scalars)
             }
             if b == UInt8(ascii: "\\") {
-                let escStart = pos
-                pos += 1
-                guard pos < bytes.count else { throw error("unterminated string") }
-                let e = bytes[pos]
-                pos += 1
-                switch e {
-                case UInt8(ascii: "\""): scalars.append("\"")
-                case UInt8(ascii: "\\"): scalars.append("\\")
-                case UInt8(ascii: "/"): scalars.append("/")
-                case UInt8(ascii: "b"): scalars.append("\u{08}")
-                case UInt8(ascii: "f"): scalars.append("\u{0C}")
-                case UInt8(ascii: "n"): scalars.append("\n")
-                case UInt8(ascii: "r"): scalars.append("\r")
-                case UInt8(ascii: "t"): scalars.append("\t")
-                case UInt8(ascii: "u"):
-                    var code = try hex4()
-                    if code >= 0xD800 && code < 0xDC00 {
-                        // A high surrogate must be followed by an escaped low surrogate.
-                        if pos + 1 < bytes.count, bytes[pos] == UInt8(ascii: "\\"), bytes[pos + 1] == UInt8(ascii: "u") {
-                            pos += 2
-                            let low = try hex4()
-                            guard low >= 0xDC00 && low < 0xE000 else {
-                                throw error("unpaired surrogate in \\u escape", at: escStart)
-                            }
-                            code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
-                        } else {
-                            throw error("unpaired surrogate in \\u escape", at: escStart)
-                        }
-                    } else if code >= 0xDC00 && code < 0xE000 {
-                        throw error("unpaired surrogate in \\u escape", at: escStart)
-                    }
-                    scalars.append(Unicode.Scalar(code)!)
-                default:
-                    throw error("invalid escape '\\\(Character(Unicode.Scalar(e)))'", at: escStart)
-                }
+                scalars.append(try escape())
                 continue
             }
-            if b < 0x20 { throw error("unescaped control character \(String(format: "0x%02X", b)) in string") }
+            if b < 0x20 { throw error("unescaped control character \(hexByte(b)) in string") }
             if b < 0x80 {
                 scalars.append(Unicode.Scalar(b))
                 pos += 1
                 continue
             }
             scalars.append(try decodeUTF8())
+        }
+    }
+
+    /// One escape sequence at pos (the backslash).
+    mutating func escape() throws -> Unicode.Scalar {
+        let escStart = pos
+        pos += 1
+        guard pos < bytes.count else { throw error("unterminated string") }
+        let e = bytes[pos]
+        pos += 1
+        switch e {
+        case UInt8(ascii: "\""): return "\""
+        case UInt8(ascii: "\\"): return "\\"
+        case UInt8(ascii: "/"): return "/"
+        case UInt8(ascii: "b"): return "\u{08}"
+        case UInt8(ascii: "f"): return "\u{0C}"
+        case UInt8(ascii: "n"): return "\n"
+        case UInt8(ascii: "r"): return "\r"
+        case UInt8(ascii: "t"): return "\t"
+        case UInt8(ascii: "u"):
+            var code = try hex4()
+            if code >= 0xD800 && code < 0xDC00 {
+                // A high surrogate must be followed by an escaped low surrogate.
+                guard pos + 1 < bytes.count, bytes[pos] == UInt8(ascii: "\\"), bytes[pos + 1] == UInt8(ascii: "u") else {
+                    throw error("unpaired surrogate in \\u escape", at: escStart)
+                }
+                pos += 2
+                let low = try hex4()
+                guard low >= 0xDC00 && low < 0xE000 else { throw error("unpaired surrogate in \\u escape", at: escStart) }
+                code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
+            } else if code >= 0xDC00 && code < 0xE000 {
+                throw error("unpaired surrogate in \\u escape", at: escStart)
+            }
+            return Unicode.Scalar(code)!
+        default:
+            throw error("invalid escape '\\\(Character(Unicode.Scalar(e)))'", at: escStart)
         }
     }
 
@@ -349,13 +431,13 @@ struct JSONParser {
         case 0xC2...0xDF: need = 1; code = UInt32(b0 & 0x1F); minCode = 0x80
         case 0xE0...0xEF: need = 2; code = UInt32(b0 & 0x0F); minCode = 0x800
         case 0xF0...0xF4: need = 3; code = UInt32(b0 & 0x07); minCode = 0x10000
-        default: throw error(String(format: "invalid UTF-8: byte 0x%02X cannot start a character", b0))
+        default: throw error("invalid UTF-8: byte \(hexByte(b0)) cannot start a character")
         }
         guard pos + need < bytes.count else { throw error("invalid UTF-8: truncated multi-byte sequence") }
         for i in 1...need {
             let c = bytes[pos + i]
             guard c & 0xC0 == 0x80 else {
-                throw error(String(format: "invalid UTF-8: byte 0x%02X is not a continuation byte", c), at: pos + i)
+                throw error("invalid UTF-8: byte \(hexByte(c)) is not a continuation byte", at: pos + i)
             }
             code = (code << 6) | UInt32(c & 0x3F)
         }
@@ -369,62 +451,52 @@ struct JSONParser {
 }
 
 /// Python json.dumps-compatible writer.
-enum JSONWriter {
-    static func write(_ v: JSONValue, into out: inout String, ensureASCII: Bool) {
+struct JSONWriter {
+    let style: JSONStyle
+
+    func newline(_ out: inout String, _ depth: Int) {
+        guard let indent = style.indent else { return }
+        out += "\n" + String(repeating: indent, count: depth)
+    }
+
+    /// Between items: the item separator, then a newline when indenting.
+    func separator(_ out: inout String, _ depth: Int) {
+        out += style.itemSeparator
+        newline(&out, depth)
+    }
+
+    func write(_ v: JSONValue, into out: inout String, depth: Int) {
         switch v {
         case .null: out += "null"
         case .bool(let b): out += b ? "true" : "false"
         case .int(let i): out += String(i)
-        case .double(let d): out += PyFormat.jsonFloat(d)
-        case .string(let s): writeString(s, into: &out, ensureASCII: ensureASCII)
+        case .double(let d): out += PythonFloat.json(d)
+        case .string(let s): Escaping.appendQuoted(s, to: &out, ensureASCII: style.ensureASCII)
         case .array(let a):
             out += "["
+            if a.isEmpty { out += "]"; return }
+            newline(&out, depth + 1)
             for (i, x) in a.enumerated() {
-                if i > 0 { out += "," }
-                write(x, into: &out, ensureASCII: ensureASCII)
+                if i > 0 { separator(&out, depth + 1) }
+                write(x, into: &out, depth: depth + 1)
             }
+            newline(&out, depth)
             out += "]"
         case .object(let o):
             out += "{"
-            for (i, (k, x)) in o.pairs.enumerated() {
-                if i > 0 { out += "," }
-                writeString(k, into: &out, ensureASCII: ensureASCII)
-                out += ":"
-                write(x, into: &out, ensureASCII: ensureASCII)
+            if o.isEmpty { out += "}"; return }
+            newline(&out, depth + 1)
+            var pairs = o.pairs
+            if style.sortKeys { pairs.sort { $0.0.unicodeScalars.lexicographicallyPrecedes($1.0.unicodeScalars) } }
+            for (i, (k, x)) in pairs.enumerated() {
+                if i > 0 { separator(&out, depth + 1) }
+                Escaping.appendQuoted(k, to: &out, ensureASCII: style.ensureASCII)
+                out += style.keySeparator
+                write(x, into: &out, depth: depth + 1)
             }
+            newline(&out, depth)
             out += "}"
         }
-    }
-
-    /// Python's json string escaping: `"` `\` and control characters; non-ASCII as \uXXXX
-    /// (lowercase hex, surrogate pairs) only when ensureASCII.
-    static func writeString(_ s: String, into out: inout String, ensureASCII: Bool) {
-        out += "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case "\u{08}": out += "\\b"
-            case "\u{0C}": out += "\\f"
-            default:
-                if u.value < 0x20 {
-                    out += String(format: "\\u%04x", u.value)
-                } else if ensureASCII && u.value > 0x7E {
-                    if u.value >= 0x10000 {
-                        let v = u.value - 0x10000
-                        out += String(format: "\\u%04x\\u%04x", 0xD800 + (v >> 10), 0xDC00 + (v & 0x3FF))
-                    } else {
-                        out += String(format: "\\u%04x", u.value)
-                    }
-                } else {
-                    out.unicodeScalars.append(u)
-                }
-            }
-        }
-        out += "\""
     }
 }
 
@@ -439,4 +511,20 @@ extension JSONValue: ExpressibleByNilLiteral, ExpressibleByBooleanLiteral, Expre
     public init(stringLiteral value: String) { self = .string(value) }
     public init(arrayLiteral elements: JSONValue...) { self = .array(elements) }
     public init(dictionaryLiteral elements: (String, JSONValue)...) { self = .object(JSONObject(elements)) }
+}
+
+extension JSONValue {
+    /// A list of strings.
+    public init(_ strings: [String]) { self = .array(strings.map { .string($0) }) }
+    /// A list of integers.
+    public init(_ ints: [Int]) { self = .array(ints.map { .int($0) }) }
+    /// A number: `.int` when it is integral and within 2^53 (as Python writes `32` for alpha 32), else `.double`.
+    public init(number d: Double) {
+        if d.rounded() == d, abs(d) < 9.0e15 { self = .int(Int(d)) } else { self = .double(d) }
+    }
+    /// Reads a whole file as JSON.
+    public static func read(path: String, options: JSONParseOptions = .init()) throws -> JSONValue {
+        let mapped = try MappedFile(path: path)
+        return try parse(bytes: mapped.bytes, options: options)
+    }
 }

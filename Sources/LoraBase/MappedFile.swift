@@ -1,0 +1,39 @@
+import Foundation
+
+/// A whole file mapped read-only (mmap, MAP_PRIVATE); unmapped when the owner goes.
+public final class MappedFile: @unchecked Sendable {
+    public struct OpenError: Error, CustomStringConvertible {
+        public let path: String
+        public let reason: String
+        public var description: String { "\(path): \(reason)" }
+    }
+
+    public let path: String
+    public let base: UnsafeMutableRawPointer?
+    public let size: Int
+
+    /// Maps `path`; a file shorter than `minimumSize` is not mapped and gives `tooShort(size)`.
+    public init(path: String) throws {
+        self.path = path
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw OpenError(path: path, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw OpenError(path: path, reason: String(cString: strerror(errno))) }
+        if (st.st_mode & S_IFMT) == S_IFDIR { throw OpenError(path: path, reason: "is a directory, not a file") }
+        size = Int(st.st_size)
+        if size == 0 {
+            base = nil
+            return
+        }
+        guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
+            throw OpenError(path: path, reason: "mmap failed: \(String(cString: strerror(errno)))")
+        }
+        base = p
+    }
+
+    /// The mapped bytes (empty for an empty file).
+    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: size) }
+
+    deinit { if let base { munmap(base, size) } }
+}

@@ -1,0 +1,69 @@
+import Foundation
+import LoraBase
+import Yams
+
+// The settings file: one flat YAML (or JSON, a subset of YAML) mapping of
+// setting: value, read into JSON values (YAML scalars stay text, read per key),
+// and training_config.yaml written back in the same form.
+
+extension TrainingConfig {
+    /// One flat mapping from a YAML or JSON file.
+    public static func readMapping(_ path: String) throws -> [(String, JSONValue)] {
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+            throw TrainError.setting(source: path, key: "(file)", reason: "cannot read the config file")
+        }
+        let node: Node?
+        do { node = try Yams.compose(yaml: text) } catch {
+            throw TrainError.setting(source: path, key: "(file)", reason: "not valid YAML or JSON: \(error)")
+        }
+        guard let node else { return [] }
+        guard let mapping = node.mapping else {
+            throw TrainError.setting(source: path, key: "(file)", reason: "must be one flat mapping of setting: value")
+        }
+        var out: [(String, JSONValue)] = []
+        for (k, v) in mapping {
+            guard let key = k.string else { throw TrainError.setting(source: path, key: "\(k)", reason: "keys must be strings") }
+            out.append((key, value(v)))
+        }
+        return out
+    }
+
+    /// A YAML node as a JSON value: every scalar a string (read per key), null for YAML's nulls.
+    static func value(_ n: Node) -> JSONValue {
+        switch n {
+        case .scalar(let s):
+            if s.style == .plain, ["null", "~", "Null", "NULL", ""].contains(s.string) { return .null }
+            return .string(s.string)
+        case .sequence(let seq): return .array(seq.map { value($0) })
+        case .mapping(let m): return .object(JSONObject(m.map { ($0.key.string ?? "\($0.key)", value($0.value)) }))
+        }
+    }
+
+    /// A flag's or a test's value (String, number, Bool, list, NSNull or a JSONValue) as a JSON value.
+    static func value(any v: Any) -> JSONValue {
+        switch v {
+        case let j as JSONValue: return j
+        case is NSNull: return .null
+        case let b as Bool: return .bool(b)
+        case let i as Int: return .int(i)
+        case let d as Double: return .double(d)
+        case let s as String: return .string(s)
+        case let a as [Any]: return .array(a.map { value(any: $0) })
+        default: return .string("\(v)")
+        }
+    }
+
+    /// The resolved settings as YAML (training_config.yaml): every key in `keys`
+    /// order, null for an unset one; reads back through `resolve`. Values are
+    /// written in JSON's flow form, which YAML reads as the same values; the
+    /// names of a choice (cosine, all-linear, gaussian) bare, numbers of a float
+    /// setting with their fraction (lora_alpha: 8.0).
+    public func yaml() -> String {
+        Self.keys.map { key in
+            var v = value(forKey: key)
+            if key == "lora_alpha" { v = .double(loraAlpha) }
+            let bare = key == "lr_scheduler_type" || v == "all-linear" || (key == "init_lora_weights" && v == "gaussian")
+            return "\(key): " + (bare ? v.string! : v.serialized(JSONStyle()))
+        }.joined(separator: "\n") + "\n"
+    }
+}
