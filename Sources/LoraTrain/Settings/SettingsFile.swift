@@ -61,7 +61,7 @@ extension TrainingConfig {
     public func yaml() -> String {
         Self.keys.map { key in
             var v = value(forKey: key)
-            if key == "lora_alpha" { v = .double(loraAlpha) }
+            if key == "lora_alpha" { v = .double(lora.loraAlpha) }
             let bare = key == "lr_scheduler_type" || v == "all-linear" || (key == "init_lora_weights" && v == "gaussian")
             return "\(key): " + (bare ? v.string! : v.serialized(JSONStyle()))
         }.joined(separator: "\n") + "\n"
