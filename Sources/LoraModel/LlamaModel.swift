@@ -172,135 +172,24 @@ public final class LlamaLoRAModel {
         let H = c.hiddenSize, V = c.vocabSize
         let limit = try bufferLimitBytes ?? Self.bufferLimit(for: ctx.device)
 
-        /// The tensor as fp32 on the device.
-        func upload(_ tensor: CheckpointTensor, _ name: String, _ shape: [Int]) throws -> DeviceBuffer<Float> {
-            let count = shape.reduce(1, *)
-            let out = try ctx.buffer(count: count, label: "tensor '\(name)' \(shape)")
-            switch tensor {
-            case .floats(let values):
-                guard values.count == count else {
-                    throw CheckpointError.tensor(path: checkpoint.location, name: name, reason: "\(values.count) values for shape \(shape)")
-                }
-                try out.write(values)
-            case .raw(.f32, let bytes):
-                try out.write(raw: bytes)
-                releaseMappedPages(bytes)
-            case .raw(let dtype, let bytes) where dtype == .f16 || dtype == .bf16:
-                let raw = try DeviceBuffer<UInt16>(queue: ctx.queue, count: count, label: "tensor '\(name)' \(shape) (16-bit staging)")
-                try raw.write(raw: bytes)
-                releaseMappedPages(bytes)
-                try ctx.convertHalf(raw, to: out, count: count, bfloat: dtype == .bf16)
-                try ctx.finish()
-            case .raw(let dtype, _):
-                throw CheckpointError.tensor(path: checkpoint.location, name: name, reason: "dtype \(dtype.rawValue); supported: F32, F16, BF16")
-            }
-            return out
-        }
-        func load(_ name: String, _ shape: [Int]) throws -> DeviceBuffer<Float> {
-            try upload(try checkpoint.checkpointTensor(name, shape: shape), name, shape)
-        }
-        /// A frozen matrix W (rows, cols) as the panels of op(B) = Wᵀ (K = cols,
-        /// N = rows): F16 / BF16 stay 16-bit (the bits are packed as they are),
-        /// anything else becomes fp32. A W past `limit` is kept in blocks of rows
-        /// (`FrozenLinear.splitRows`), each uploaded, packed and its staging copy
-        /// freed before the next, so no buffer — staging included — exceeds it.
-        func loadFrozen(_ name: String, rows: Int, cols: Int) throws -> FrozenLinear {
-            let shape = [rows, cols]
-            let tensor = try checkpoint.checkpointTensor(name, shape: shape)
-            var storage = WeightStorage.f32
-            if case .raw(let dtype, _) = tensor, dtype == .f16 || dtype == .bf16 { storage = dtype == .f16 ? .f16 : .bf16 }
-            guard let blocks = FrozenLinear.splitRows(outFeatures: rows, inFeatures: cols, bytesPerElement: storage.bytesPerElement,
-                                                      limitBytes: limit) else {
-                throw CheckpointError.tensor(path: checkpoint.location, name: name, reason:
-                    "kept in blocks of rows to fit the device's largest buffer (\(limit) bytes), but even the smallest "
-                    + "block, 16 rows of \(cols) \(storage.rawValue) values (\(16 * ((cols + 15) / 16 * 16) * storage.bytesPerElement) "
-                    + "bytes as panels), is larger")
-            }
-            var parts: [FrozenLinear.Part] = []
-            for block in blocks {
-                let label = "tensor '\(name)' \(shape)" + (blocks.count == 1 ? "" : " rows \(block.lowerBound)..<\(block.upperBound)")
-                let first = block.lowerBound * cols, count = block.count * cols
-                let panels: PackedMatrix
-                switch tensor {
-                case .raw(let dtype, let bytes) where dtype == .f16 || dtype == .bf16 || dtype == .f32:
-                    let e = storage.bytesPerElement
-                    guard bytes.count >= (first + count) * e else {
-                        throw CheckpointError.tensor(path: checkpoint.location, name: name, reason: "\(bytes.count) bytes for shape \(shape)")
-                    }
-                    let slice = UnsafeRawBufferPointer(rebasing: bytes[(first * e)..<((first + count) * e)])
-                    if storage == .f32 {
-                        let w = try ctx.buffer(count: count, label: label)
-                        try w.write(raw: slice)
-                        releaseMappedPages(slice)
-                        panels = try ctx.pack(w, k: cols, n: block.count, .transposed)
-                    } else {
-                        let raw = try DeviceBuffer<UInt16>(queue: ctx.queue, count: count, label: label + " (16-bit)")
-                        try raw.write(raw: slice)
-                        releaseMappedPages(slice)
-                        panels = try ctx.pack16(raw, storage: storage, k: cols, n: block.count, .transposed)
-                    }
-                case .floats(let values):
-                    guard values.count == rows * cols else {
-                        throw CheckpointError.tensor(path: checkpoint.location, name: name, reason: "\(values.count) values for shape \(shape)")
-                    }
-                    let w = try ctx.buffer(count: count, label: label)
-                    try values[first..<(first + count)].withUnsafeBytes { try w.write(raw: $0) }
-                    panels = try ctx.pack(w, k: cols, n: block.count, .transposed)
-                case .raw(let dtype, _):
-                    throw CheckpointError.tensor(path: checkpoint.location, name: name, reason: "dtype \(dtype.rawValue); supported: F32, F16, BF16")
-                }
-                try ctx.finish()
-                parts.append(FrozenLinear.Part(rows: block, panels: panels))
-            }
-            return try FrozenLinear(parts: parts)
-        }
+        let loader = CheckpointLoader(checkpoint: checkpoint, ctx: ctx, limitBytes: limit)
+        func load(_ name: String, _ shape: [Int]) throws -> DeviceBuffer<Float> { try loader.load(name, shape) }
 
         let plan = try AdapterPlan(config: c, lora: lora)
-        let adapted = plan.adapted, P = Self.prefix, embedPath = AdapterPlan.embedPath
+        let P = Self.prefix, embedPath = AdapterPlan.embedPath
         self.adapterPlan = plan
         store = try ParameterStore(ctx, specs: plan.tensors, bufferLimitBytes: limit)
 
         // Weights.
-        let table = plan.keepsFrozenEmbedding ? try loadFrozen("model.embed_tokens.weight", rows: V, cols: H) : nil
+        let table = plan.keepsFrozenEmbedding ? try loader.frozen("model.embed_tokens.weight", rows: V, cols: H) : nil
         embeddingTable = table
         /// A trained copy's start: W from the frozen panels when they are kept, else from the checkpoint.
         func initialize(_ e: ParameterStore.Entry, from tensor: String, rows: Int, cols: Int, panels: FrozenLinear?) throws {
             if let panels { try ctx.unpackWeight(panels, into: e.param) } else { try e.param.copy(from: load(tensor, [rows, cols])) }
         }
         finalNorm = try load("model.norm.weight", [H])
-        var linears: [String: Linear] = [:]
-        for (i, spec) in plan.linears.enumerated() {
-            let (path, din, dout, hasBias) = (spec.path, spec.inFeatures, spec.outFeatures, spec.hasBias)
-            let saved = plan.isSaved(path)
-            let tiedHead = path == "lm_head" && c.tieWordEmbeddings
-            let bias = hasBias ? try load(path + ".bias", [dout]) : nil
-            var frozen: FrozenLinear? = nil
-            var trained: ParameterStore.Entry? = nil
-            if saved, let e = store.entry(P + path + ".weight") {
-                // modules_to_save: a trained fp32 copy starts from W; no frozen copy is kept.
-                if tiedHead { try initialize(e, from: "model.embed_tokens.weight", rows: V, cols: H, panels: table) }
-                else { try e.param.copy(from: load(path + ".weight", [dout, din])) }
-                trained = e
-            } else if tiedHead {
-                // A frozen tied lm_head keeps the table (AdapterPlan.keepsFrozenEmbedding).
-                guard let table else { throw LoraError.batch("internal: a frozen tied lm_head without the embedding table") }
-                frozen = table
-            } else {
-                frozen = try loadFrozen(path + ".weight", rows: dout, cols: din)
-            }
-            let lin = Linear(path: path, inFeatures: din, outFeatures: dout, frozen: frozen, bias: bias, index: i + 1)
-            lin.trainedWeight = trained
-            if let b = bias, let e = store.entry(plan.biasKey(path)) {
-                try e.param.copy(from: b)
-                lin.trainedBias = e
-                lin.frozenBias = nil
-            }
-            if adapted.contains(path) {
-                lin.lora = LoRAPair(a: store.entry(P + path + ".lora_A.weight")!, b: store.entry(P + path + ".lora_B.weight")!,
-                                    settings: lora.settings(for: path))
-            }
-            linears[path] = lin
-        }
+        let linears = try Self.makeLinears(plan: plan, store: store, loader: loader, table: table,
+                                           initialize: { try initialize($0, from: $1, rows: V, cols: H, panels: table) })
         var ls: [DecoderLayer] = []
         for l in 0..<c.numLayers {
             let p = "model.layers.\(l)."
@@ -325,6 +214,47 @@ public final class LlamaLoRAModel {
         rope = (try ctx.buffer(tables.cos), try ctx.buffer(tables.sin))
         try initializeAdapters(seed: 0)
         try ctx.finish()
+    }
+
+    /// Every linear of the plan: its frozen panels (or trained copy), bias and LoRA pair.
+    /// `initialize(entry, tensor)` starts a trained copy of the embedding (a tied head's).
+    static func makeLinears(plan: AdapterPlan, store: ParameterStore, loader: CheckpointLoader, table: FrozenLinear?,
+                            initialize: (ParameterStore.Entry, String) throws -> Void) throws -> [String: Linear] {
+            var linears: [String: Linear] = [:]
+            let c = plan.config, lora = plan.lora, P = Self.prefix
+            for (i, spec) in plan.linears.enumerated() {
+                let (path, din, dout, hasBias) = (spec.path, spec.inFeatures, spec.outFeatures, spec.hasBias)
+                let saved = plan.isSaved(path)
+                let tiedHead = path == "lm_head" && c.tieWordEmbeddings
+                let bias = hasBias ? try loader.load(path + ".bias", [dout]) : nil
+                var frozen: FrozenLinear? = nil
+                var trained: ParameterStore.Entry? = nil
+                if saved, let e = store.entry(P + path + ".weight") {
+                    // modules_to_save: a trained fp32 copy starts from W; no frozen copy is kept.
+                    if tiedHead { try initialize(e, "model.embed_tokens.weight") }
+                    else { try e.param.copy(from: loader.load(path + ".weight", [dout, din])) }
+                    trained = e
+                } else if tiedHead {
+                    // A frozen tied lm_head keeps the table (AdapterPlan.keepsFrozenEmbedding).
+                    guard let table else { throw LoraError.batch("internal: a frozen tied lm_head without the embedding table") }
+                    frozen = table
+                } else {
+                    frozen = try loader.frozen(path + ".weight", rows: dout, cols: din)
+                }
+                let lin = Linear(path: path, inFeatures: din, outFeatures: dout, frozen: frozen, bias: bias, index: i + 1)
+                lin.trainedWeight = trained
+                if let b = bias, let e = store.entry(plan.biasKey(path)) {
+                    try e.param.copy(from: b)
+                    lin.trainedBias = e
+                    lin.frozenBias = nil
+                }
+                if plan.adapted.contains(path) {
+                    lin.lora = LoRAPair(a: store.entry(P + path + ".lora_A.weight")!, b: store.entry(P + path + ".lora_B.weight")!,
+                                        settings: lora.settings(for: path))
+                }
+                linears[path] = lin
+            }
+        return linears
     }
 
     // MARK: frozen weights

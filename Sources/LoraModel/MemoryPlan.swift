@@ -170,19 +170,30 @@ public struct MemoryPlan: Sendable {
         self.dtypes = dtypes
         self.alignmentBytes = alignmentBytes
         self.bufferLimitBytes = bufferLimitBytes
+        var list = ItemList()
+        Self.planWeights(&list, c, plan, dtypes, bufferLimitBytes: bufferLimitBytes)
+        Self.planTrainable(&list, plan, alignmentBytes: alignmentBytes, bufferLimitBytes: bufferLimitBytes)
+        Self.planActivations(&list, c, plan, s)
+        Self.planScratch(&list, c, plan, dtypes, s, bufferLimitBytes: bufferLimitBytes)
+        items = list.items
+    }
+
+    /// Items in the order they are planned.
+    struct ItemList {
         var items: [Item] = []
-        func add(_ cat: Category, _ name: String, _ bytes: Int, copies: Int = 1, element: Int = 4) {
+        mutating func add(_ cat: Category, _ name: String, _ bytes: Int, copies: Int = 1, element: Int = 4) {
             if copies > 0 { items.append(Item(category: cat, name: name, bytes: bytes, copies: copies, elementBytes: element)) }
         }
         /// Marks the items just added (`count` of them).
-        func mark(_ count: Int, _ f: (inout Item) -> Void) {
+        mutating func mark(_ count: Int, _ f: (inout Item) -> Void) {
             for i in items.indices.suffix(count) { f(&items[i]) }
         }
-        let H = c.hiddenSize, I = c.intermediateSize, V = c.vocabSize, L = c.numLayers
-        let NH = c.numHeads, D = c.headDim, qd = sat(c.numHeads, c.headDim), kvd = sat(c.numKVHeads, c.headDim)
-        let lora = plan.lora
-        let trainedKeys = Set(plan.tensors.map(\.key))
+    }
 
+    static func planWeights(_ list: inout ItemList, _ c: ModelConfig, _ plan: AdapterPlan, _ dtypes: [String: String],
+                            bufferLimitBytes: Int) {
+        let H = c.hiddenSize, L = c.numLayers, D = c.headDim
+        let trainedKeys = Set(plan.tensors.map(\.key))
         // Weights (LlamaLoRAModel.init): the embedding and each frozen linear by the rule above (a tied
         // lm_head shares the embedding's panels), norms, RoPE tables and frozen biases in fp32.
         // A W past the buffer limit is kept in blocks of rows: one item per block height.
@@ -191,26 +202,28 @@ public struct MemoryPlan: Sendable {
                                          bufferLimitBytes: bufferLimitBytes)
             let name = "\(m.tensor) [\(m.outFeatures), \(m.inFeatures)] packed (\(m.dtype))"
             if parts.count == 1 {
-                add(.weights, name, Self.frozenLinearBytes(inFeatures: m.inFeatures, outFeatures: m.outFeatures, dtype: m.dtype),
+                list.add(.weights, name, Self.frozenLinearBytes(inFeatures: m.inFeatures, outFeatures: m.outFeatures, dtype: m.dtype),
                     element: Self.frozenElementBytes(dtype: m.dtype))
                 continue
             }
             for height in Set(parts.map(\.count)).sorted(by: >) {
-                add(.weights, name + ", in \(parts.count) parts: \(height) rows",
+                list.add(.weights, name + ", in \(parts.count) parts: \(height) rows",
                     Self.frozenLinearBytes(inFeatures: m.inFeatures, outFeatures: height, dtype: m.dtype),
                     copies: parts.filter { $0.count == height }.count, element: Self.frozenElementBytes(dtype: m.dtype))
-                mark(1) { $0.splitTensor = m.tensor; $0.splitParts = parts.count }
+                list.mark(1) { $0.splitTensor = m.tensor; $0.splitParts = parts.count }
             }
         }
-        add(.weights, "model.norm.weight [\(H)]", f32(H))
-        add(.weights, "model.layers.*.{input,post_attention}_layernorm.weight [\(H)]", f32(H), copies: 2 * L)
-        add(.weights, "RoPE cos and sin tables [\(c.maxPositionEmbeddings), \(D)]", f32(c.maxPositionEmbeddings, D), copies: 2)
+        list.add(.weights, "model.norm.weight [\(H)]", f32(H))
+        list.add(.weights, "model.layers.*.{input,post_attention}_layernorm.weight [\(H)]", f32(H), copies: 2 * L)
+        list.add(.weights, "RoPE cos and sin tables [\(c.maxPositionEmbeddings), \(D)]", f32(c.maxPositionEmbeddings, D), copies: 2)
         for spec in plan.linears {
             if spec.hasBias && !trainedKeys.contains(plan.biasKey(spec.path)) {
-                add(.weights, "\(spec.path).bias [\(spec.outFeatures)]", f32(spec.outFeatures))
+                list.add(.weights, "\(spec.path).bias [\(spec.outFeatures)]", f32(spec.outFeatures))
             }
         }
+    }
 
+    static func planTrainable(_ list: inout ItemList, _ plan: AdapterPlan, alignmentBytes: Int, bufferLimitBytes: Int) {
         // Trainable tensors (ParameterStore): four flat fp32 buffers and the decay mask, each tensor padded to
         // the alignment; in groups of such buffers when together they are past the buffer limit.
         let groups = ParameterStore.grouping(counts: plan.tensors.map { $0.shape.reduce(1, sat) }, alignmentBytes: alignmentBytes,
@@ -225,61 +238,73 @@ public struct MemoryPlan: Sendable {
                 alone = big.key
             }
             for what in ["trainable parameters", "their gradients", "AdamW first moments", "AdamW second moments"] {
-                add(.trainable, "\(what) (\(total) floats\(of))", f32(total))
+                list.add(.trainable, "\(what) (\(total) floats\(of))", f32(total))
             }
-            add(.trainable, "weight-decay mask (\(total) bytes\(of))", total, element: 1)
-            mark(5) { $0.aloneTensor = alone; $0.trainableGroups = groups.count }
+            list.add(.trainable, "weight-decay mask (\(total) bytes\(of))", total, element: 1)
+            list.mark(5) { $0.aloneTensor = alone; $0.trainableGroups = groups.count }
         }
+    }
 
+    static func planActivations(_ list: inout ItemList, _ c: ModelConfig, _ plan: AdapterPlan, _ s: Shape) {
+        let H = c.hiddenSize, I = c.intermediateSize, V = c.vocabSize, L = c.numLayers
+        let NH = c.numHeads, qd = sat(c.numHeads, c.headDim), kvd = sat(c.numKVHeads, c.headDim)
+        let lora = plan.lora
         // Activations (ActivationPlan.init), N = B·T tokens.
         let B = s.batch, T = s.seq, n = s.tokens, chunk = s.chunkRows
         // Names give one buffer's shape, N = B·T tokens spelled out; `copies` says how many there are.
         let N = "\(n)"
-        add(.activations, "residual stream, one per layer boundary (\(N), \(H))", f32(n, H), copies: L + 1)
+        list.add(.activations, "residual stream, one per layer boundary (\(N), \(H))", f32(n, H), copies: L + 1)
         let k = s.gradientCheckpointing ? 1 : L
         let per = s.gradientCheckpointing ? "one layer's" : "each layer's"
-        add(.activations, "\(per) h1, x_mid or h2 (\(N), \(H))", f32(n, H), copies: 3 * k)
-        add(.activations, "\(per) q or attention output (\(N), \(qd))", f32(n, qd), copies: 2 * k)
-        add(.activations, "\(per) k or v (\(N), \(kvd))", f32(n, kvd), copies: 2 * k)
-        add(.activations, "\(per) gate, up or act (\(N), \(I))", f32(n, I), copies: 3 * k)
-        add(.activations, "\(per) RMSNorm rstd (\(N))", f32(n), copies: 2 * k)
-        add(.activations, "\(per) attention log-sum-exp (\(B), \(NH), \(T))", f32(B, NH, T), copies: k)
-        add(.activations, "input ids, positions, sample starts or targets (\(N))", i32(n), copies: 4)
+        list.add(.activations, "\(per) h1, x_mid or h2 (\(N), \(H))", f32(n, H), copies: 3 * k)
+        list.add(.activations, "\(per) q or attention output (\(N), \(qd))", f32(n, qd), copies: 2 * k)
+        list.add(.activations, "\(per) k or v (\(N), \(kvd))", f32(n, kvd), copies: 2 * k)
+        list.add(.activations, "\(per) gate, up or act (\(N), \(I))", f32(n, I), copies: 3 * k)
+        list.add(.activations, "\(per) RMSNorm rstd (\(N))", f32(n), copies: 2 * k)
+        list.add(.activations, "\(per) attention log-sum-exp (\(B), \(NH), \(T))", f32(B, NH, T), copies: k)
+        list.add(.activations, "input ids, positions, sample starts or targets (\(N))", i32(n), copies: 4)
         // TokenGroups of the ids: U unique ids, U+1 offsets, N positions; U ≤ min(N, V).
         let unique = min(n, V)
-        add(.activations, "embedding groups' unique ids (\(unique))", i32(unique))
-        add(.activations, "embedding groups' offsets (\(unique) + 1)", i32(satAdd(unique, 1)))
-        add(.activations, "embedding groups' token positions (\(N))", i32(n))
-        add(.activations, "final norm output (\(N), \(H))", f32(n, H))
-        add(.activations, "final norm rstd (\(N))", f32(n))
+        list.add(.activations, "embedding groups' unique ids (\(unique))", i32(unique))
+        list.add(.activations, "embedding groups' offsets (\(unique) + 1)", i32(satAdd(unique, 1)))
+        list.add(.activations, "embedding groups' token positions (\(N))", i32(n))
+        list.add(.activations, "final norm output (\(N), \(H))", f32(n, H))
+        list.add(.activations, "final norm rstd (\(N))", f32(n))
         if plan.embedAdapted {
             let er = lora.rankAndAlpha(for: AdapterPlan.embedPath).r
-            add(.activations, "embedding LoRA A rows or their gradient (\(N), \(er))", f32(n, er), copies: 2)
+            list.add(.activations, "embedding LoRA A rows or their gradient (\(N), \(er))", f32(n, er), copies: 2)
         }
-        add(.activations, "gradient dres, dh or dhf (\(N), \(H))", f32(n, H), copies: 3)
-        add(.activations, "gradient dq or dattn (\(N), \(qd))", f32(n, qd), copies: 2)
-        add(.activations, "gradient dk or dv (\(N), \(kvd))", f32(n, kvd), copies: 2)
-        add(.activations, "gradient dgate, dup or dact (\(N), \(I))", f32(n, I), copies: 3)
-        add(.activations, "attention backward delta (\(B), \(NH), \(T))", f32(B, NH, T))
+        list.add(.activations, "gradient dres, dh or dhf (\(N), \(H))", f32(n, H), copies: 3)
+        list.add(.activations, "gradient dq or dattn (\(N), \(qd))", f32(n, qd), copies: 2)
+        list.add(.activations, "gradient dk or dv (\(N), \(kvd))", f32(n, kvd), copies: 2)
+        list.add(.activations, "gradient dgate, dup or dact (\(N), \(I))", f32(n, I), copies: 3)
+        list.add(.activations, "attention backward delta (\(B), \(NH), \(T))", f32(B, NH, T))
         // HeadRows: the counted rows' targets and one TokenGroups per chunk of them. At most
         // B·(T−1) rows are counted (the shift leaves the last token of each row without a target).
         let counted = sat(B, max(T - 1, 0))
-        add(.activations, "counted rows' targets (\(counted))", i32(counted))
+        list.add(.activations, "counted rows' targets (\(counted))", i32(counted))
         let fullChunks = counted / chunk, rest = counted % chunk
         for (rows, copies) in [(chunk, fullChunks), (rest, rest > 0 ? 1 : 0)] {
-            add(.activations, "lm_head chunk's row indices or positions (\(rows))", i32(rows), copies: 2 * copies)
-            add(.activations, "lm_head chunk's row offsets (\(rows) + 1)", i32(satAdd(rows, 1)), copies: copies)
+            list.add(.activations, "lm_head chunk's row indices or positions (\(rows))", i32(rows), copies: 2 * copies)
+            list.add(.activations, "lm_head chunk's row offsets (\(rows) + 1)", i32(satAdd(rows, 1)), copies: copies)
         }
-        add(.activations, "hidden-state chunk or its gradient (\(chunk), \(H))", f32(chunk, H), copies: 2)
-        add(.activations, "logits chunk (\(chunk), \(V))", f32(chunk, V))
-        add(.activations, "per-token losses (\(N))", f32(n))
-        add(.activations, "loss and gradient-norm scalars", f32(2))
+        list.add(.activations, "hidden-state chunk or its gradient (\(chunk), \(H))", f32(chunk, H), copies: 2)
+        list.add(.activations, "logits chunk (\(chunk), \(V))", f32(chunk, V))
+        list.add(.activations, "per-token losses (\(N))", f32(n))
+        list.add(.activations, "loss and gradient-norm scalars", f32(2))
         // Linear.u of each adapted layer: dropout(x)·Aᵀ, kept for backward.
         for spec in plan.linears where plan.adapted.contains(spec.path) {
             let r = lora.rankAndAlpha(for: spec.path).r
-            add(.activations, "\(spec.path) LoRA u (\(N), \(r))", f32(max(n, chunk), r))
+            list.add(.activations, "\(spec.path) LoRA u (\(N), \(r))", f32(max(n, chunk), r))
         }
+    }
 
+    static func planScratch(_ list: inout ItemList, _ c: ModelConfig, _ plan: AdapterPlan, _ dtypes: [String: String],
+                            _ s: Shape, bufferLimitBytes: Int) {
+        let L = c.numLayers, NH = c.numHeads, D = c.headDim, qd = sat(c.numHeads, c.headDim)
+        let lora = plan.lora, B = s.batch, T = s.seq, n = s.tokens, chunk = s.chunkRows
+        let H = c.hiddenSize
+        let counted = sat(B, max(T - 1, 0))
         // Scratch (ComputeContext.scratch): per slot the largest request of one step.
         var slots: [Int: Int] = [:]
         func need(_ slot: Int, _ floats: Int) { slots[slot] = max(slots[slot] ?? 0, floats) }
@@ -347,9 +372,8 @@ public struct MemoryPlan: Sendable {
                          8: "LoRA A panels", 9: "a frozen W's backward panels", 20: "reduction partials", 30: "attention kᵀ", 32: "attention qᵀ",
                          33: "attention dOᵀ", 34: "attention per-head dK", 35: "attention per-head dV"]
         for (slot, floats) in slots.sorted(by: { $0.key < $1.key }) {
-            add(.scratch, "scratch \(slot): \(slotNames[slot] ?? "")", f32(floats))
+            list.add(.scratch, "scratch \(slot): \(slotNames[slot] ?? "")", f32(floats))
         }
-        self.items = items
     }
 
     /// Floats of scratch slot 9 for dX = dY·W of a frozen linear: the panels
