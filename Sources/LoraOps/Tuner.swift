@@ -479,39 +479,3 @@ struct TuneRejection: Error, CustomStringConvertible {
     let description: String
     init(_ d: String) { description = d }
 }
-
-extension KernelConfig {
-    /// Whether `LORA_GPU_AUTOTUNE` allows the automatic quick tune (unset, or
-    /// anything but 0 / false / off / no).
-    public static func autoTuneEnabled(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
-        guard let v = environment["LORA_GPU_AUTOTUNE"]?.lowercased() else { return true }
-        return !["0", "false", "off", "no"].contains(v)
-    }
-
-    /// `resolve`, and when that finds the device untuned and auto-tune is on,
-    /// a quick tune on the standard shapes that is stored in the cache and used.
-    /// `log` gets one line before the tune and one after. A failed tune or
-    /// cache write is logged and falls back to the device default.
-    public static func resolveOrTune(device: Device, explicit: String? = nil,
-                                     environment: [String: String] = ProcessInfo.processInfo.environment,
-                                     log: (String) -> Void) throws -> KernelConfigResolution {
-        let r = try resolve(device: device, explicit: explicit, environment: environment)
-        guard r.untuned, autoTuneEnabled(environment) else { return r }
-        let path = TuningCache.path(environment)
-        log("lora-gpu: no kernel tuning for \(device.name) in \(path): running a quick tune "
-            + "(a few seconds; `lora-gpu tune` searches fully, LORA_GPU_AUTOTUNE=0 skips this)")
-        do {
-            let entry = try Tuner(device: device, linears: Tuner.standardLinears(quick: true), quick: true).run()
-            var cache = (try? TuningCache.load(path: path)) ?? TuningCache()
-            cache.store(entry)
-            try cache.save(path: path)
-            let c = try parse(entry.config, base: deviceDefault(device), origin: path)
-            log(String(format: "lora-gpu: tuned %@: %.1f GFLOP/s (device default %@: %@)", entry.config, entry.gflops,
-                       entry.defaultConfig, entry.defaultGflops.map { String(format: "%.1f", $0) } ?? "rejected"))
-            return KernelConfigResolution(config: c, source: .cache, origin: "tuning cache \(path) (quick, \(entry.date))")
-        } catch {
-            log("lora-gpu: quick tune failed (\(error)); using the device default \(r.config.spec)")
-            return r
-        }
-    }
-}
