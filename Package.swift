@@ -64,18 +64,20 @@ let package = Package(
             ],
             // main.swift holds the @main type; with more than one file it must not be read as top-level code.
             swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
+        // What the test targets share: fixtures' path, temporary directories, the CLI runner.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(
             name: "LoraOpsTests",
-            dependencies: ["LoraBase", "OpenCLRuntime", "LoraOps", "Reference", "ReferenceBLAS"]),
+            dependencies: ["LoraBase", "OpenCLRuntime", "LoraOps", "Reference", "ReferenceBLAS", "TestSupport"]),
         .testTarget(
             name: "LoraModelTests",
-            dependencies: ["LoraBase", "OpenCLRuntime", "LoraModel", "LoraOps", "Reference"],
+            dependencies: ["LoraBase", "OpenCLRuntime", "LoraModel", "LoraOps", "Reference", "TestSupport"],
             exclude: ["../Fixtures"]),
-        .testTarget(name: "LoraTextTests", dependencies: ["LoraBase", "LoraText"]),
+        .testTarget(name: "LoraTextTests", dependencies: ["LoraBase", "LoraText", "TestSupport"]),
         .testTarget(
             name: "LoraTrainTests",
             dependencies: ["LoraBase", "OpenCLRuntime", "LoraTrain", "LoraModel", "LoraText", "LoraOps", "Reference",
-                           "ReferenceBLAS"]),
+                           "ReferenceBLAS", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

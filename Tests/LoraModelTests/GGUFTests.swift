@@ -1,6 +1,7 @@
 import Foundation
 import LoraModel
 import LoraOps
+import TestSupport
 import XCTest
 
 /// Fixtures made by scripts/make_gguf_fixtures.py with gguf-py, transformers and tokenizers.
@@ -18,8 +19,7 @@ final class GGUFTests: XCTestCase {
     }
 
     func tempDir() throws -> String {
-        let d = FileManager.default.temporaryDirectory.appendingPathComponent("gguf-tests-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        let d = try temporaryDirectory("gguf-tests")
         addTeardownBlock { try? FileManager.default.removeItem(atPath: d) }
         return d
     }

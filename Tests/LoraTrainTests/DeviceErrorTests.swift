@@ -1,6 +1,7 @@
 import Foundation
 import LoraOps
 import OpenCLRuntime
+import TestSupport
 import XCTest
 
 /// Issue 9, the device: no OpenCL platform (the CLI says which package provides
@@ -10,42 +11,11 @@ final class DeviceErrorTests: XCTestCase {
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fixtures").path
 
-    /// lora-gpu beside the test bundle (swift build --build-tests builds both).
-    func binary() throws -> String {
-        let candidates = [Bundle.main.bundleURL, Bundle(for: Self.self).bundleURL.deletingLastPathComponent()]
-            .map { $0.appendingPathComponent("lora-gpu").path }
-        return try XCTUnwrap(candidates.first { FileManager.default.isExecutableFile(atPath: $0) },
-                             "lora-gpu is not built (looked at \(candidates))")
-    }
-
     /// Runs lora-gpu with the ICD loader pointed at `vendors` (ocl-icd reads OCL_ICD_VENDORS
     /// instead of /etc/OpenCL/vendors).
-    func run(_ args: [String], vendors: String) throws -> (reason: Process.TerminationReason, status: Int32, stdout: String, stderr: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: try binary())
-        p.arguments = args
-        var env = ProcessInfo.processInfo.environment
-        env["OCL_ICD_VENDORS"] = vendors
-        env["OCL_ICD_FILENAMES"] = nil
-        env[DeviceSelection.environmentVariable] = nil
-        p.environment = env
-        // Output to files: nothing can block on a full pipe.
-        let files = try temporaryDirectory("device-run")
-        defer { try? FileManager.default.removeItem(atPath: files) }
-        _ = FileManager.default.createFile(atPath: files + "/out", contents: nil)
-        _ = FileManager.default.createFile(atPath: files + "/err", contents: nil)
-        let output = try FileHandle(forWritingTo: URL(fileURLWithPath: files + "/out"))
-        let errors = try FileHandle(forWritingTo: URL(fileURLWithPath: files + "/err"))
-        p.standardInput = FileHandle.nullDevice
-        p.standardOutput = output
-        p.standardError = errors
-        try p.run()
-        p.waitUntilExit()
-        try output.close()
-        try errors.close()
-        let out = try String(contentsOfFile: files + "/out", encoding: .utf8)
-        let err = try String(contentsOfFile: files + "/err", encoding: .utf8)
-        return (p.terminationReason, p.terminationStatus, out, err)
+    func run(_ args: [String], vendors: String) throws -> CLI.Run {
+        try CLI.run(args, environment: CLI.environment(["OCL_ICD_VENDORS": vendors, "OCL_ICD_FILENAMES": nil,
+                                                        DeviceSelection.environmentVariable: nil]))
     }
 
     func testNoOpenCLPlatformNamesThePoclPackageAndWritesNothing() throws {

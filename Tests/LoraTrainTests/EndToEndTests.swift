@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 @testable import LoraTrain
 
@@ -25,40 +26,13 @@ final class EndToEndTests: XCTestCase {
 
     // MARK: running the binary
 
-    static func binary() throws -> String {
-        let candidates = [Bundle.main.bundleURL, Bundle(for: EndToEndTests.self).bundleURL.deletingLastPathComponent()]
-            .map { $0.appendingPathComponent("lora-gpu").path }
-        guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
-            throw TrainError.checkpoint(path: candidates.joined(separator: ", "), reason: "lora-gpu is not built")
-        }
-        return found
-    }
-
-    struct Run { var status: Int32; var stdout: String; var stderr: String }
+    typealias Run = CLI.Run
 
     /// Runs `lora-gpu args` to the end, stdout and stderr to files (never a terminal).
-    static func run(_ args: [String], stdin: String = "") throws -> Run {
-        let dir = try temporaryDirectory("e2e-run")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        try stdin.write(toFile: dir + "/in", atomically: true, encoding: .utf8)
-        let p = try start(args, stdout: dir + "/out", stderr: dir + "/err", stdin: dir + "/in")
-        p.waitUntilExit()
-        return Run(status: p.terminationStatus,
-                   stdout: (try? String(contentsOfFile: dir + "/out", encoding: .utf8)) ?? "",
-                   stderr: (try? String(contentsOfFile: dir + "/err", encoding: .utf8)) ?? "")
-    }
+    static func run(_ args: [String], stdin: String = "") throws -> Run { try CLI.run(args, stdin: stdin) }
 
     static func start(_ args: [String], stdout: String, stderr: String, stdin: String? = nil) throws -> Process {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: try binary())
-        p.arguments = args
-        _ = FileManager.default.createFile(atPath: stdout, contents: nil)
-        _ = FileManager.default.createFile(atPath: stderr, contents: nil)
-        p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: stdout))
-        p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: stderr))
-        p.standardInput = try stdin.map { try FileHandle(forReadingFrom: URL(fileURLWithPath: $0)) } ?? FileHandle.nullDevice
-        try p.run()
-        return p
+        try CLI.start(args, stdout: stdout, stderr: stderr, stdin: stdin)
     }
 
     static func bytes(_ path: String) throws -> Data { try Data(contentsOf: URL(fileURLWithPath: path)) }

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 
 /// `lora-gpu generate` run as a user runs it, against transformers' greedy
@@ -7,29 +8,9 @@ final class GenerateCLITests: XCTestCase {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fixtures/generate/cli_chatml").path
 
-    /// lora-gpu beside the test bundle (swift build --build-tests builds both).
-    func binary() throws -> String {
-        let candidates = [Bundle.main.bundleURL, Bundle(for: Self.self).bundleURL.deletingLastPathComponent()]
-            .map { $0.appendingPathComponent("lora-gpu").path }
-        return try XCTUnwrap(candidates.first { FileManager.default.isExecutableFile(atPath: $0) },
-                             "lora-gpu is not built (looked at \(candidates))")
-    }
-
     func run(_ args: [String], stdin: String = "") throws -> (status: Int32, stdout: Data, stderr: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: try binary())
-        p.arguments = ["generate"] + args
-        let input = Pipe(), output = Pipe(), errors = Pipe()
-        p.standardInput = input
-        p.standardOutput = output
-        p.standardError = errors
-        try p.run()
-        input.fileHandleForWriting.write(Data(stdin.utf8))
-        try input.fileHandleForWriting.close()
-        let out = output.fileHandleForReading.readDataToEndOfFile()
-        let err = errors.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, out, String(decoding: err, as: UTF8.self))
+        let r = try CLI.run(["generate"] + args, stdin: stdin)
+        return (r.status, r.stdoutData, r.stderr)
     }
 
     func testStdoutEqualsTransformersForPromptRawPromptTemplateFileAndChat() throws {

@@ -1,5 +1,6 @@
 import Foundation
 import LoraOps
+import TestSupport
 import XCTest
 @testable import LoraTrain
 
@@ -24,14 +25,7 @@ final class KilledRunTests: XCTestCase {
     }
 
     func start(_ args: [String], environment: [String: String] = [:]) throws -> Process {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: try binary())
-        p.arguments = args
-        p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, n in n }
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        return p
+        try CLI.start(args, environment: CLI.environment(environment))
     }
 
     /// Runs to the end; fails the test on a non-zero exit.
@@ -53,16 +47,6 @@ final class KilledRunTests: XCTestCase {
         p.waitUntilExit()
         XCTAssertEqual(p.terminationReason, .uncaughtSignal)
         XCTAssertEqual(p.terminationStatus, SIGKILL)
-    }
-
-    /// lora-gpu beside the test bundle (as SignalTests finds it).
-    func binary() throws -> String {
-        let candidates = [Bundle.main.bundleURL, Bundle(for: Self.self).bundleURL.deletingLastPathComponent()]
-            .map { $0.appendingPathComponent("lora-gpu").path }
-        guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
-            throw TrainError.checkpoint(path: candidates.joined(separator: ", "), reason: "lora-gpu is not built")
-        }
-        return found
     }
 
     func bytes(_ path: String) throws -> Data { try Data(contentsOf: URL(fileURLWithPath: path)) }

@@ -1,5 +1,6 @@
 import Foundation
 import LoraModel
+import TestSupport
 import XCTest
 @testable import LoraTrain
 
@@ -7,13 +8,6 @@ import XCTest
 /// on pocl against one process with twice the gradient accumulation on the
 /// same data (scripts/test.sh installs Open MPI, so CI runs these).
 final class MPITests: XCTestCase {
-    func binary() throws -> String {
-        let candidates = [Bundle.main.bundleURL, Bundle(for: Self.self).bundleURL.deletingLastPathComponent()]
-            .map { $0.appendingPathComponent("lora-gpu").path }
-        return try XCTUnwrap(candidates.first { FileManager.default.isExecutableFile(atPath: $0) },
-                             "lora-gpu is not built (looked at \(candidates))")
-    }
-
     func mpirun() throws -> String {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
         let dirs = path.split(separator: ":").map(String.init) + ["/usr/bin"]
@@ -25,19 +19,9 @@ final class MPITests: XCTestCase {
     /// Runs `executable args` with the MPI launcher's variables of the test's own environment removed; returns (status, output).
     @discardableResult
     func run(_ executable: String, _ args: [String], env extra: [String: String] = [:]) throws -> (Int32, String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = args
-        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMI") }
-        env.merge(extra) { _, new in new }
-        p.environment = env
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+        let r = try CLI.run(args, executable: executable, environment: CLI.environment(extra, dropping: ["OMPI_", "PMI"]),
+                            mergeOutput: true)
+        return (r.status, r.stdout)
     }
 
     /// `-x NAME=value` for each space-separated pair of LORA_GPU_TEST_RANK_ENV: variables for the ranks
@@ -58,11 +42,11 @@ final class MPITests: XCTestCase {
         // One pocl compute unit per rank: the ranks share the machine's cores.
         let (status, out): (Int32, String)
         if ranks == 1 {
-            (status, out) = try run(try binary(), args)
+            (status, out) = try run(try CLI.binary(), args)
         } else {
             (status, out) = try run(try mpirun(), ["-np", String(ranks), "--oversubscribe", "--allow-run-as-root",
                                                    "-x", "POCL_MAX_PTHREAD_COUNT=1"] + rankEnvironment()
-                                                   + rankEnv.flatMap { ["-x", $0] } + [try binary()] + args)
+                                                   + rankEnv.flatMap { ["-x", $0] } + [try CLI.binary()] + args)
         }
         XCTAssertEqual(status, 0, out)
         return out

@@ -2,6 +2,7 @@ import Foundation
 import LoraModel
 import LoraOps
 import Reference
+import TestSupport
 import XCTest
 @testable import LoraTrain
 
@@ -9,30 +10,9 @@ import XCTest
 /// the device stops before loading any weight, with one message naming the numbers
 /// and what would fit, leaving nothing in the output directory (issue 9, resources).
 final class MemoryPlanTrainTests: XCTestCase {
-    /// lora-gpu beside the test bundle (swift build --build-tests builds both).
-    func binary() throws -> String {
-        let candidates = [Bundle.main.bundleURL, Bundle(for: Self.self).bundleURL.deletingLastPathComponent()]
-            .map { $0.appendingPathComponent("lora-gpu").path }
-        return try XCTUnwrap(candidates.first { FileManager.default.isExecutableFile(atPath: $0) },
-                             "lora-gpu is not built (looked at \(candidates))")
-    }
-
     func train(_ args: [String], environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: try binary())
-        p.arguments = ["train"] + args
-        p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-        let out = try temporaryDirectory("train-io")
-        defer { try? FileManager.default.removeItem(atPath: out) }
-        // Files, not pipes: nothing blocks whichever stream fills first.
-        FileManager.default.createFile(atPath: out + "/o", contents: nil)
-        FileManager.default.createFile(atPath: out + "/e", contents: nil)
-        p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: out + "/o"))
-        p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: out + "/e"))
-        try p.run()
-        p.waitUntilExit()
-        return (p.terminationStatus, try String(contentsOfFile: out + "/o", encoding: .utf8),
-                try String(contentsOfFile: out + "/e", encoding: .utf8))
+        let r = try CLI.run(["train"] + args, environment: CLI.environment(environment))
+        return (r.status, r.stdout, r.stderr)
     }
 
     func arguments(data: String, output: String, batch: Int) -> [String] {

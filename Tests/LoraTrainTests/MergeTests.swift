@@ -3,6 +3,7 @@ import LoraModel
 import LoraOps
 import LoraTrain
 import Reference
+import TestSupport
 import XCTest
 
 /// Fixtures: scripts/check_merge.py (PEFT's merge_and_unload logits) over the
@@ -12,8 +13,7 @@ private let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent
 
 final class MergeTests: XCTestCase {
     func tempDir() throws -> String {
-        let d = FileManager.default.temporaryDirectory.appendingPathComponent("merge-tests-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        let d = try temporaryDirectory("merge-tests")
         addTeardownBlock { try? FileManager.default.removeItem(atPath: d) }
         return d
     }

@@ -1,26 +1,17 @@
 import Foundation
+import TestSupport
 import XCTest
 @testable import LoraTrain
 
 /// The built `lora-gpu` binary, run as a practitioner runs it.
 final class SignalTests: XCTestCase {
-    /// lora-gpu beside the test bundle (swift build --build-tests builds both).
-    func binary() throws -> String {
-        let candidates = [Bundle.main.bundleURL, Bundle(for: Self.self).bundleURL.deletingLastPathComponent()]
-            .map { $0.appendingPathComponent("lora-gpu").path }
-        guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
-            throw TrainError.checkpoint(path: candidates.joined(separator: ", "), reason: "lora-gpu is not built")
-        }
-        return found
-    }
-
     func testSIGINTSavesACheckpointAndExitsCleanly() throws {
         let dir = try temporaryDirectory("sigint")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try writeSamples(dir + "/train.jsonl", count: 16)
         let out = dir + "/out"
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: try binary())
+        p.executableURL = URL(fileURLWithPath: try CLI.binary())
         p.arguments = ["train", "--model", fixtureModel, "--data", dir + "/train.jsonl", "--output-dir", out,
                        "--max-steps", "100000", "--per-device-train-batch-size", "4", "--logging-steps", "1",
                        "--save-steps", "100000", "--learning-rate", "1e-3", "--device", "cpu"]

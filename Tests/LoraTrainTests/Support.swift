@@ -3,19 +3,12 @@ import LoraBase
 import LoraModel
 import LoraOps
 import LoraText
+@_exported import TestSupport
 import XCTest
 @testable import LoraTrain
 
-let fixturesRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-    .appendingPathComponent("Fixtures").path
+let fixturesRoot = testFixturesRoot
 let fixtureModel = fixturesRoot + "/reference/llama_gqa_untied/model"
-
-/// A fresh temporary directory, removed by the caller's defer.
-func temporaryDirectory(_ tag: String) throws -> String {
-    let d = FileManager.default.temporaryDirectory.appendingPathComponent("lora-gpu-\(tag)-\(UUID().uuidString)").path
-    try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-    return d
-}
 
 /// `n` pre-tokenized samples over the fixture vocabulary (67): a prompt part
 /// with labels -100 and a trained completion; `untrained` of them have no trained label.
@@ -27,8 +20,7 @@ func writeSamples(_ path: String, count n: Int, seed: UInt64 = 7, untrained: Set
         let ids = (0..<len).map { _ in 3 + Int(rng.next() % 64) }
         let prompt = 1 + Int(rng.next() % UInt64(len - 2))
         let labels = untrained.contains(i) ? ids.map { _ in -100 } : ids.enumerated().map { $0.offset < prompt ? -100 : $0.element }
-        let obj: [String: Any] = ["input_ids": ids, "labels": labels]
-        lines.append(String(data: try JSONSerialization.data(withJSONObject: obj), encoding: .utf8)!)
+        lines.append(JSONValue.object(["input_ids": JSONValue(ids), "labels": JSONValue(labels)]).serialized())
     }
     try (lines.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
 }
