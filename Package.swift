@@ -13,6 +13,8 @@ import PackageDescription
 //   → KernelBench (Benchmarks/) → lora-gpu CLI.
 // Reference: the float64 references (no BLAS), used by the tuner, tests and
 // benchmarks; ReferenceBLAS adds OpenBLAS sgemm for tests and benchmarks only.
+let testHooks: [SwiftSetting] = [.define("ENABLE_TEST_HOOKS", .when(configuration: .debug))]
+
 let package = Package(
     name: "lora-gpu",
     products: [
@@ -44,14 +46,16 @@ let package = Package(
         .target(name: "ReferenceBLAS", dependencies: ["Reference", "CBLAS"]),
         .target(
             name: "LoraOps", dependencies: ["LoraBase", "OpenCLRuntime", "Reference"], plugins: ["KernelEmbedder"]),
-        .target(name: "LoraModel", dependencies: ["LoraBase", "OpenCLRuntime", "LoraOps"]),
+        // Test hooks (failure injection) exist in debug builds only, as swift-system's ENABLE_MOCKING.
+        .target(name: "LoraModel", dependencies: ["LoraBase", "OpenCLRuntime", "LoraOps"], swiftSettings: testHooks),
         .target(name: "LoraText", dependencies: ["LoraBase"]),
         .target(
             name: "LoraTrain",
             dependencies: [
                 "LoraBase", "OpenCLRuntime", "LoraOps", "LoraModel", "LoraText",
                 .product(name: "Yams", package: "Yams"),
-            ]),
+            ],
+            swiftSettings: testHooks),
         .target(
             name: "KernelBench",
             dependencies: ["LoraBase", "OpenCLRuntime", "LoraOps", "LoraModel", "Reference", "ReferenceBLAS"],

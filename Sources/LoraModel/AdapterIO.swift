@@ -55,11 +55,16 @@ extension LlamaLoRAModel {
 /// renames (old aside, new in), with the old one renamed back if the second
 /// fails; there the path is briefly empty between the two renames.
 public enum DirectoryReplace {
-    public enum Stage: Sendable { case exchange, secondRename }
-    /// Test hooks: make a stage fail as if the system call had (nil: none), and
-    /// take the two-rename path even where exchange works.
-    nonisolated(unsafe) public static var injectFailure: Stage? = nil
-    nonisolated(unsafe) public static var forceFallback = false
+    enum Stage: Sendable { case exchange, secondRename }
+    #if ENABLE_TEST_HOOKS
+    /// Test hooks (debug builds, ENABLE_TEST_HOOKS): make a stage fail as if the system call
+    /// had (nil: none), and take the two-rename path even where exchange works.
+    nonisolated(unsafe) static var injectFailure: Stage? = nil
+    nonisolated(unsafe) static var forceFallback = false
+    #else
+    static var injectFailure: Stage? { nil }
+    static var forceFallback: Bool { false }
+    #endif
 
     public static func replace(_ dst: String, with src: String) throws {
         var isDir: ObjCBool = false

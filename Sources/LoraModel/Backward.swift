@@ -89,7 +89,7 @@ extension LlamaLoRAModel {
     }
 
     /// The gradients of one batch (zeroed first), for tests and tools; returns the loss.
-    public func computeGradients(_ b: TokenBatch) throws -> Float {
+    func computeGradients(_ b: TokenBatch) throws -> Float {
         try store.zeroGradients()
         let p = try forwardBackward(b)
         return try p.scalars.read()[0] / Float(max(b.countedTokens, 1))
@@ -192,12 +192,17 @@ extension LlamaLoRAModel {
         store.lostState = nil
     }
 
-    /// Test hook: make one stage of every optimizer step fail (nil: none; see StepFailureStage).
-    nonisolated(unsafe) public static var injectStepFailure: StepFailureStage? = nil
+    #if ENABLE_TEST_HOOKS
+    /// Test hook (debug builds, ENABLE_TEST_HOOKS): make one stage of every optimizer step fail
+    /// (nil: none; see StepFailureStage).
+    nonisolated(unsafe) static var injectStepFailure: StepFailureStage? = nil
+    #else
+    static var injectStepFailure: StepFailureStage? { nil }
+    #endif
 }
 
 /// Where the test hook `LlamaLoRAModel.injectStepFailure` makes a step fail.
-public enum StepFailureStage: Sendable {
+enum StepFailureStage: Sendable {
     /// After a micro-batch's forward and backward were enqueued, at the read of
     /// its loss (where an error of those kernels would surface).
     case accumulation

@@ -124,7 +124,7 @@ public final class InferenceSession {
     }
 
     /// As `append`, but returns the logits of every new position (n, V): for tests.
-    public func appendReturningAllLogits(_ newTokens: [Int]) throws -> [Float] {
+    func appendReturningAllLogits(_ newTokens: [Int]) throws -> [Float] {
         try run(newTokens, everyPosition: true)
     }
 

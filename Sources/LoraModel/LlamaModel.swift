@@ -284,7 +284,7 @@ public final class LlamaLoRAModel {
     /// panels of the largest frozen W that dX = dY·W makes per call (scratch slot 9).
     /// `bufferLimitBytes` as the model loads (a W past the limit is kept in
     /// parts: their bytes summed, the scratch of the largest).
-    public static func frozenWeightPlan(config c: ModelConfig, lora: LoraConfig, checkpoint: CheckpointSource,
+    static func frozenWeightPlan(config c: ModelConfig, lora: LoraConfig, checkpoint: CheckpointSource,
                                         bufferLimitBytes: Int = 0) throws
         -> (bytes: Int, parameters: Int, backwardScratchBytes: Int) {
         // The memory plan's rule (MemoryPlan.frozenMatrices), the one place it is written.
@@ -436,14 +436,14 @@ public final class LlamaLoRAModel {
     }
 
     /// Every trainable tensor, read back to the host, by PEFT key.
-    public func adapterTensors() throws -> [String: (shape: [Int], values: [Float])] {
+    func adapterTensors() throws -> [String: (shape: [Int], values: [Float])] {
         var out: [String: (shape: [Int], values: [Float])] = [:]
         for e in store.entries { out[e.key] = (e.shape, try e.param.read()) }
         return out
     }
 
     /// Every gradient, by PEFT key.
-    public func gradientTensors() throws -> [String: [Float]] {
+    func gradientTensors() throws -> [String: [Float]] {
         var out: [String: [Float]] = [:]
         for e in store.entries { out[e.key] = try e.grad.read() }
         return out

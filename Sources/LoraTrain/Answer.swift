@@ -10,8 +10,7 @@ extension Generator {
     public static func loadModel(_ path: String, adapter: String?, context ctx: ComputeContext) throws -> LlamaLoRAModel {
         let (config, checkpoint) = try ModelSource.open(path)
         guard let adapter else {
-            let lora = try LoraConfig.parse(Data(#"{"r": 1, "lora_alpha": 1, "target_modules": ["q_proj"]}"#.utf8),
-                                            path: "(no adapter)")
+            let lora = LoraConfig(r: 1, loraAlpha: 1, targetModules: .list(["q_proj"]))
             return try LlamaLoRAModel(config: config, checkpoint: checkpoint, lora: lora, context: ctx)
         }
         let lora = try LoraConfig.load(path: adapter + "/adapter_config.json")

@@ -129,12 +129,13 @@ public enum Checkpoints {
         }
     }
 
-    /// Test hooks (issue 9), read from the environment, inert unless set. With the adapter written
+    /// Test hooks (issue 9; debug builds, ENABLE_TEST_HOOKS), read from the environment, inert unless set. With the adapter written
     /// into the temporary directory and the rest not yet:
     ///   LORA_GPU_TEST_PAUSE_IN_CHECKPOINT=SECONDS (every checkpoint) or STEP:SECONDS (checkpoint-STEP)
     ///   sleeps (a test SIGKILLs the process there);
     ///   LORA_GPU_TEST_CHECKPOINT_ENOSPC=STEP fails the save of checkpoint-STEP as a full disk would.
     static func testHookAfterAdapter(step: Int) throws {
+        #if ENABLE_TEST_HOOKS
         let env = ProcessInfo.processInfo.environment
         if let v = env["LORA_GPU_TEST_PAUSE_IN_CHECKPOINT"] {
             let parts = v.split(separator: ":").map(String.init)
@@ -144,6 +145,7 @@ public enum Checkpoints {
         if let s = env["LORA_GPU_TEST_CHECKPOINT_ENOSPC"].flatMap(Int.init), s == step {
             throw POSIXError(.ENOSPC)
         }
+        #endif
     }
 
     /// An OS error as its strerror text ("No space left on device"), anything else as itself.

@@ -1,5 +1,5 @@
 import Foundation
-import LoraModel
+@testable import LoraModel
 import LoraOps
 import XCTest
 
@@ -154,7 +154,7 @@ final class FrozenStorageGGUFTests: XCTestCase {
         let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("Fixtures/gguf").path
         for file in ["llama_f16.gguf", "llama_q.gguf"] {
-            let lora = try LoraConfig.parse(Data(#"{"r": 2, "lora_alpha": 4, "target_modules": ["q_proj"]}"#.utf8), path: "test")
+            let lora = LoraConfig(r: 2, loraAlpha: 4, targetModules: .list(["q_proj"]))
             let m = try LlamaLoRAModel(modelDirectory: dir + "/" + file, lora: lora, context: try ComputeContext.shared())
             let (config, source) = try ModelSource.open(dir + "/" + file)
             let plan = try LlamaLoRAModel.frozenWeightPlan(config: config, lora: lora, checkpoint: source)

@@ -1,5 +1,5 @@
 import Foundation
-import LoraModel
+@testable import LoraModel
 import LoraOps
 import XCTest
 

@@ -1,5 +1,5 @@
 import Foundation
-import LoraModel
+@testable import LoraModel
 import LoraOps
 import XCTest
 
@@ -146,7 +146,7 @@ final class ReliabilityTests: XCTestCase {
         data += zeros(3)
         try FileManager.default.removeItem(atPath: dir + "/model.safetensors")
         _ = try raw("{" + header.joined(separator: ",") + "}", data: data, name: "model/model.safetensors")
-        let lora = try LoraConfig.parse(Data(#"{"r": 4, "target_modules": ["q_proj"]}"#.utf8), path: "adapter_config.json")
+        let lora = LoraConfig(r: 4, targetModules: .list(["q_proj"]))
         let m = try LlamaLoRAModel(modelDirectory: dir, lora: lora, context: try ComputeContext.shared())
         XCTAssertEqual(m.adaptedModules.count, 2)
         let store = try CheckpointStore(directory: dir)
@@ -229,7 +229,7 @@ final class ReliabilityTests: XCTestCase {
         XCTAssertEqual(c.slidingWindow, 4)
         XCTAssertEqual(try config { $0["use_sliding_window"] = true; $0["sliding_window"] = 4
             $0["layer_types"] = ["full_attention", "sliding_attention"] }.1.slidingWindow, 4)
-        let lora = try LoraConfig.parse(Data(#"{"r": 4, "target_modules": ["q_proj"]}"#.utf8), path: "adapter_config.json")
+        let lora = LoraConfig(r: 4, targetModules: .list(["q_proj"]))
         let m = try LlamaLoRAModel(modelDirectory: dir, lora: lora, context: try ComputeContext.shared())
         XCTAssertNoThrow(try m.logits(try TokenBatch(inputIDs: [[1, 2, 3, 4]])))
         assertError({ _ = try m.logits(try TokenBatch(inputIDs: [[1, 2, 3, 4, 5, 6]])) },
