@@ -1,3 +1,3 @@
 // LoraText: text in. Hugging Face tokenizers (tokenizer.json), chat templates
 // rendered by a Jinja interpreter, JSONL datasets with loss masks, batches.
-// Depends on Foundation only; knows nothing of OpenCL or the model.
+// Depends on LoraBase (JSON) only; knows nothing of OpenCL or the model.
