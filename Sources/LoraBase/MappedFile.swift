@@ -12,7 +12,7 @@ public final class MappedFile: @unchecked Sendable {
     public let base: UnsafeMutableRawPointer?
     public let size: Int
 
-    /// Maps `path`; a file shorter than `minimumSize` is not mapped and gives `tooShort(size)`.
+    /// Maps `path` (an empty file maps to no bytes).
     public init(path: String) throws {
         self.path = path
         let fd = open(path, O_RDONLY)
@@ -30,6 +30,16 @@ public final class MappedFile: @unchecked Sendable {
             throw OpenError(path: path, reason: "mmap failed: \(String(cString: strerror(errno)))")
         }
         base = p
+    }
+
+    /// Maps `path`, which must hold at least `minimumSize` bytes; the caller's errors for a
+    /// file that cannot be opened or mapped (`ioError(reason)`) and for one too short (`tooShort(size)`).
+    public static func map(_ path: String, atLeast minimumSize: Int, ioError: (String) -> Error,
+                            tooShort: (Int) -> Error) throws -> MappedFile {
+        let file: MappedFile
+        do { file = try MappedFile(path: path) } catch let e as OpenError { throw ioError(e.reason) }
+        guard file.size >= minimumSize else { throw tooShort(file.size) }
+        return file
     }
 
     /// The mapped bytes (empty for an empty file).

@@ -146,12 +146,9 @@ public final class GGUFFile {
 
     public init(path: String) throws {
         self.path = path
-        do { file = try MappedFile(path: path) } catch let e as MappedFile.OpenError {
-            throw GGUFError.io(path: path, reason: e.reason)
-        }
-        let size = file.size
-        guard size >= 4 else { throw GGUFError.truncated(path: path, what: "\(size) bytes, shorter than the magic") }
-        let p = file.base!
+        file = try MappedFile.map(path, atLeast: 4, ioError: { GGUFError.io(path: path, reason: $0) },
+                                   tooShort: { GGUFError.truncated(path: path, what: "\($0) bytes, shorter than the magic") })
+        let size = file.size, p = file.base!
         do {
             var r = GGUFReader(buffer: UnsafeRawBufferPointer(start: p, count: size), path: path)
             let magic = try r.bytes(4, "the magic")

@@ -70,12 +70,10 @@ public final class SafeTensorsFile {
 
     public init(path: String) throws {
         self.path = path
-        do { file = try MappedFile(path: path) } catch let e as MappedFile.OpenError {
-            throw CheckpointError.io(path: path, reason: e.reason)
-        }
-        let size = file.size
-        guard size >= 8 else { throw CheckpointError.malformed(path: path, reason: "file is \(size) bytes, shorter than the 8-byte header length") }
-        let p = file.base!
+        file = try MappedFile.map(path, atLeast: 8, ioError: { CheckpointError.io(path: path, reason: $0) }, tooShort: {
+            CheckpointError.malformed(path: path, reason: "file is \($0) bytes, shorter than the 8-byte header length")
+        })
+        let size = file.size, p = file.base!
         do {
             // Compared as UInt64 first: a length ≥ 2⁶³ does not fit in Int.
             let rawLen = UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))
