@@ -8,7 +8,10 @@ mkdir -p "$out"
 /opt/lora-ref-venv/bin/python scripts/bench_tokenizer.py "$out"
 root="$PWD"
 # Compiled inside $out so that no build product lands in the repository.
-(cd "$out" && swiftc -O -wmo -module-name TokenizerBench "$root"/Sources/LoraText/Tokenizer/*.swift \
+# LoraBase first (the tokenizer reads tokenizer.json with its JSON), as a static library.
+(cd "$out" && swiftc -O -wmo -parse-as-library -module-name LoraBase -emit-module -emit-library -static \
+  "$root"/Sources/LoraBase/*.swift -o libLoraBase.a)
+(cd "$out" && swiftc -O -wmo -I . -L . -lLoraBase -module-name TokenizerBench "$root"/Sources/LoraText/Tokenizer/*.swift \
   "$root"/scripts/tokenizer_bench/main.swift -o "$out/bench")
 "$out/bench" "$out"
 grep -m1 "model name" /proc/cpuinfo

@@ -4,7 +4,8 @@
 #   FUZZ_SECONDS=N                  seconds per target (default 60)
 # Two binaries are built with -sanitize=fuzzer,address: the LoraModel file-format sources
 # (safetensors, GGUF) and all of LoraText (tokenizer.json, JSONL + chat template + masker, Jinja),
-# each compiled with its Fuzz/<Model|Text>/*.swift harness into one module; FUZZ_TARGET selects the
+# each compiled with its Fuzz/<Model|Text>/*.swift harness into one module over LoraBase (a static
+# library built first with the same flags); FUZZ_TARGET selects the
 # target at run time. Each run starts from the committed seeds in Fuzz/corpus/<target>/ and grows a
 # working corpus under .fuzz/corpus/<target>/; crashes, leaks and timeouts go to .fuzz/crashes/<target>/
 # (gitignored). Exit status 1 when any target found a crash.
@@ -15,14 +16,28 @@ OUT=.fuzz
 mkdir -p "$OUT/bin"
 FLAGS=(-sanitize=fuzzer,address -parse-as-library -O -g)
 
+# LoraBase (JSON, mapped files, …), which both harness modules import, as a static library.
+BASE="$OUT/base"
+build_base() {
+    local newest
+    newest=$(ls -t Sources/LoraBase/*.swift | head -1)
+    if [[ ! -f "$BASE/libLoraBase.a" || "$newest" -nt "$BASE/libLoraBase.a" ]]; then
+        echo "building $BASE/libLoraBase.a"
+        mkdir -p "$BASE"
+        (cd "$BASE" && swiftc -sanitize=fuzzer,address -O -g -parse-as-library -module-name LoraBase -emit-module \
+            -emit-library -static "$OLDPWD"/Sources/LoraBase/*.swift -o libLoraBase.a)
+    fi
+}
+
 build() {  # name, sources...
     local name=$1; shift
     local bin="$OUT/bin/fuzz-$name"
     local newest
-    newest=$(ls -t "$@" | head -1)
+    build_base
+    newest=$(ls -t "$@" Sources/LoraBase/*.swift | head -1)
     if [[ ! -x "$bin" || "$newest" -nt "$bin" ]]; then
         echo "building $bin"
-        swiftc "${FLAGS[@]}" -module-name "Fuzz$name" "$@" -o "$bin"
+        swiftc "${FLAGS[@]}" -I "$BASE" -L "$BASE" -lLoraBase -module-name "Fuzz$name" "$@" -o "$bin"
     fi
 }
 
@@ -37,7 +52,8 @@ for t in "${targets[@]}"; do
     esac
 done
 if [[ $need_model == 1 ]]; then
-    build Model Sources/LoraModel/{SafeTensors,SafeTensorsHeader,GGUF,GGUFTensors,GGUFTokenizer,ModelConfig,LoraConfig}.swift Fuzz/Model/*.swift
+    build Model Sources/LoraModel/Checkpoint/{SafeTensors,GGUF,GGUFTensors,GGUFTokenizer,ModelConfig}.swift \
+        Sources/LoraModel/Adapter/LoraConfig.swift Fuzz/Model/*.swift
 fi
 if [[ $need_text == 1 ]]; then
     build Text $(find Sources/LoraText -name '*.swift' | sort) Fuzz/Text/*.swift

@@ -39,24 +39,8 @@ extension KernelBench {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lora-gpu-bench-decode-\(getpid())")
         defer { try? FileManager.default.removeItem(at: dir) }
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let D = H / NH
-        try writeBenchConfig(dir, hidden: H, intermediate: I, layers: L, heads: NH, kvHeads: NKV, vocab: V, ropeTheta: 100000.0)
-        var tensors: [(name: String, shape: [Int], values: [Float])] = [
-            ("model.embed_tokens.weight", [V, H], rng.uniform(V * H, -0.05, 0.05)),
-            ("model.norm.weight", [H], [Float](repeating: 1, count: H)),
-        ]
-        for l in 0..<L {
-            let p = "model.layers.\(l)."
-            for (name, o, i) in [("self_attn.q_proj", NH * D, H), ("self_attn.k_proj", NKV * D, H), ("self_attn.v_proj", NKV * D, H),
-                                 ("self_attn.o_proj", H, NH * D), ("mlp.gate_proj", I, H), ("mlp.up_proj", I, H), ("mlp.down_proj", H, I)] {
-                tensors.append((p + name + ".weight", [o, i], rng.uniform(o * i, -0.05, 0.05)))
-            }
-            tensors.append((p + "input_layernorm.weight", [H], [Float](repeating: 1, count: H)))
-            tensors.append((p + "post_attention_layernorm.weight", [H], [Float](repeating: 1, count: H)))
-        }
-        try SafeTensorsWriter.write(tensors, to: dir.appendingPathComponent("model.safetensors").path)
-        tensors = []
-        let lora = try LoraConfig.parse(Data(#"{"r": 16, "lora_alpha": 32, "target_modules": "all-linear"}"#.utf8), path: "bench")
+        try writeBenchModel(dir, hidden: H, intermediate: I, layers: L, heads: NH, kvHeads: NKV, vocab: V, ropeTheta: 100000.0)
+        let lora = LoraConfig(r: 16, loraAlpha: 32, targetModules: .allLinear)
         let model = try LlamaLoRAModel(modelDirectory: dir.path, lora: lora, context: ctx)
         let session = try InferenceSession(model: model, maxTokens: maxLen)
         let ids = (0..<prompt).map { _ in Int.random(in: 0..<V, using: &rng) }

@@ -364,22 +364,8 @@ extension KernelBench {
         defer { try? FileManager.default.removeItem(at: dir) }
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let (H, I, L, NH, NKV, V, B, T) = quick ? (64, 96, 2, 4, 2, 512, 2, 16) : (576, 1536, 4, 9, 3, 49152, 2, 512)
-        let D = H / NH
-        try writeBenchConfig(dir, hidden: H, intermediate: I, layers: L, heads: NH, kvHeads: NKV, vocab: V, ropeTheta: 10000.0)
-        var tensors: [(name: String, shape: [Int], values: [Float])] = [("model.embed_tokens.weight", [V, H], rng.uniform(V * H, -0.05, 0.05)),
-                                                                        ("model.norm.weight", [H], [Float](repeating: 1, count: H))]
-        for l in 0..<L {
-            let p = "model.layers.\(l)."
-            for (name, o, i) in [("self_attn.q_proj", NH * D, H), ("self_attn.k_proj", NKV * D, H), ("self_attn.v_proj", NKV * D, H),
-                                 ("self_attn.o_proj", H, NH * D), ("mlp.gate_proj", I, H), ("mlp.up_proj", I, H), ("mlp.down_proj", H, I)] {
-                tensors.append((p + name + ".weight", [o, i], rng.uniform(o * i, -0.05, 0.05)))
-            }
-            tensors.append((p + "input_layernorm.weight", [H], [Float](repeating: 1, count: H)))
-            tensors.append((p + "post_attention_layernorm.weight", [H], [Float](repeating: 1, count: H)))
-        }
-        try SafeTensorsWriter.write(tensors, to: dir.appendingPathComponent("model.safetensors").path)
-        let lora = try LoraConfig.parse(Data(#"{"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"}"#.utf8),
-                                        path: "bench")
+        try writeBenchModel(dir, hidden: H, intermediate: I, layers: L, heads: NH, kvHeads: NKV, vocab: V, ropeTheta: 10000.0)
+        let lora = LoraConfig(r: 16, loraAlpha: 32, loraDropout: 0.05, targetModules: .allLinear)
         let model = try LlamaLoRAModel(modelDirectory: dir.path, lora: lora, context: ctx)
         let ids = (0..<B).map { _ in (0..<T).map { _ in Int.random(in: 0..<V, using: &rng) } }
         let batch = try TokenBatch(inputIDs: ids)
@@ -414,13 +400,31 @@ extension KernelBench {
     }
 }
 
-/// config.json of the benchmarks' small tied Llama models.
-func writeBenchConfig(_ dir: URL, hidden H: Int, intermediate I: Int, layers L: Int, heads NH: Int, kvHeads NKV: Int,
-                      vocab V: Int, ropeTheta: Double) throws {
-    let config: JSONValue = [
-        "architectures": ["LlamaForCausalLM"], "hidden_size": .int(H), "intermediate_size": .int(I), "num_hidden_layers": .int(L),
-        "num_attention_heads": .int(NH), "num_key_value_heads": .int(NKV), "vocab_size": .int(V), "max_position_embeddings": 2048,
-        "rms_norm_eps": 1e-5, "rope_theta": .double(ropeTheta), "tie_word_embeddings": true, "hidden_act": "silu",
-    ]
-    try Data(config.serialized().utf8).write(to: dir.appendingPathComponent("config.json"))
+extension KernelBench {
+    /// The benchmarks' small tied Llama models: config.json and random weights (U(±0.05), unit norms)
+    /// in model.safetensors, drawn from the bench's generator.
+    func writeBenchModel(_ dir: URL, hidden H: Int, intermediate I: Int, layers L: Int, heads NH: Int, kvHeads NKV: Int,
+                         vocab V: Int, ropeTheta: Double) throws {
+        let config: JSONValue = [
+            "architectures": ["LlamaForCausalLM"], "hidden_size": .int(H), "intermediate_size": .int(I), "num_hidden_layers": .int(L),
+            "num_attention_heads": .int(NH), "num_key_value_heads": .int(NKV), "vocab_size": .int(V), "max_position_embeddings": 2048,
+            "rms_norm_eps": 1e-5, "rope_theta": .double(ropeTheta), "tie_word_embeddings": true, "hidden_act": "silu",
+        ]
+        try Data(config.serialized().utf8).write(to: dir.appendingPathComponent("config.json"))
+        let D = H / NH
+        var tensors: [(name: String, shape: [Int], values: [Float])] = [
+            ("model.embed_tokens.weight", [V, H], rng.uniform(V * H, -0.05, 0.05)),
+            ("model.norm.weight", [H], [Float](repeating: 1, count: H)),
+        ]
+        for l in 0..<L {
+            let p = "model.layers.\(l)."
+            for (name, o, i) in [("self_attn.q_proj", NH * D, H), ("self_attn.k_proj", NKV * D, H), ("self_attn.v_proj", NKV * D, H),
+                                 ("self_attn.o_proj", H, NH * D), ("mlp.gate_proj", I, H), ("mlp.up_proj", I, H), ("mlp.down_proj", H, I)] {
+                tensors.append((p + name + ".weight", [o, i], rng.uniform(o * i, -0.05, 0.05)))
+            }
+            tensors.append((p + "input_layernorm.weight", [H], [Float](repeating: 1, count: H)))
+            tensors.append((p + "post_attention_layernorm.weight", [H], [Float](repeating: 1, count: H)))
+        }
+        try SafeTensorsWriter.write(tensors, to: dir.appendingPathComponent("model.safetensors").path)
+    }
 }
