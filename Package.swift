@@ -70,6 +70,7 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
         // What the test targets share: fixtures' path, temporary directories, the CLI runner.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "LoraBaseTests", dependencies: ["LoraBase", "TestSupport"]),
         .testTarget(
             name: "LoraOpsTests",
             dependencies: ["LoraBase", "OpenCLRuntime", "LoraOps", "Reference", "ReferenceBLAS", "TestSupport"]),

@@ -34,12 +34,6 @@ public enum Escaping {
         out += "\""
     }
 
-    public static func quoted(_ s: String, ensureASCII: Bool = false) -> String {
-        var out = ""
-        appendQuoted(s, to: &out, ensureASCII: ensureASCII)
-        return out
-    }
-
     /// `\uXXXX` with lowercase hex.
     static func hex4(_ v: UInt32) -> String {
         let h = String(v, radix: 16)

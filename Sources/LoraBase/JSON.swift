@@ -135,8 +135,6 @@ public struct JSONStyle: Sendable {
 
     /// json.dumps(v, separators=(",", ":"), ensure_ascii=False).
     public static let compact = JSONStyle(itemSeparator: ",", keySeparator: ":")
-    /// json.dumps(v, indent=2, ensure_ascii=False): what config files and adapter_config.json look like.
-    public static let pretty = JSONStyle(indent: "  ", itemSeparator: ",")
     /// json.dumps(v, indent=2, sort_keys=True, ensure_ascii=False).
     public static let prettySorted = JSONStyle(indent: "  ", sortKeys: true, itemSeparator: ",")
 }
@@ -524,7 +522,6 @@ extension JSONValue {
     }
     /// Reads a whole file as JSON.
     public static func read(path: String, options: JSONParseOptions = .init()) throws -> JSONValue {
-        let mapped = try MappedFile(path: path)
-        return try parse(bytes: mapped.bytes, options: options)
+        try MappedFile(path: path).withBytes { try parse(bytes: $0, options: options) }
     }
 }

@@ -42,8 +42,14 @@ public final class MappedFile: @unchecked Sendable {
         return file
     }
 
-    /// The mapped bytes (empty for an empty file).
+    /// The mapped bytes (empty for an empty file), valid while this object lives: an owner
+    /// keeps it in a stored property, a caller that does not uses `withBytes`.
     public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: size) }
+
+    /// `body` over the bytes, the mapping kept alive until it returns.
+    public func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withExtendedLifetime(self) { try body(bytes) }
+    }
 
     deinit { if let base { munmap(base, size) } }
 }

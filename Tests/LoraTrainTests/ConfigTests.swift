@@ -53,7 +53,7 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(c.lrSchedulerType, .cosine)
         XCTAssertEqual(c.warmup(total: 37), 4)
         XCTAssertEqual(c.outputDir, "out")
-        let lora = try c.loraSettings()
+        let lora = c.loraSettings()
         XCTAssertEqual(lora.r, 16)
         XCTAssertEqual(lora.loraAlpha, 32)
         XCTAssertEqual(lora.targetModules, .allLinear)
@@ -122,14 +122,25 @@ final class ConfigTests: XCTestCase {
         let file = fixturesRoot + "/reference/llama_gqa_untied/adapter_initial/adapter_config.json"
         let fromFile = try LoraConfig.load(path: file)
         let c = try TrainingConfig.resolve(file: nil, overrides: ["model": "m", "data": "d", "lora_config": file, "r": "3"])
-        let l = try c.loraSettings()
+        let l = c.loraSettings()
         XCTAssertEqual(l.r, 3, "a LoRA key given overrides the file")
         XCTAssertEqual(l.targetModules, fromFile.targetModules, "the rest comes from the file")
         XCTAssertEqual(l.loraAlpha, fromFile.loraAlpha)
         XCTAssertFalse(l.inferenceMode)
         // Every key is written, and the yaml reads back to the same settings.
-        let lines = try c.yaml().split(separator: "\n")
+        let lines = c.yaml().split(separator: "\n")
         XCTAssertEqual(lines.map { String($0.prefix { $0 != ":" }) }, TrainingConfig.keys)
+    }
+}
+
+final class SettingsNullTests: XCTestCase {
+    /// A null target_modules (as training_config.yaml of earlier versions wrote it) means the default.
+    func testNullTargetModulesIsTheDefault() throws {
+        let c = try TrainingConfig.resolve(file: nil, overrides: ["model": "m", "data": "d", "target_modules": NSNull(), "r": "4"])
+        XCTAssertEqual(c.lora.targetModules, .list(["q_proj", "v_proj"]))
+        XCTAssertEqual(c.r, 4)
+        // Settings text is read per key: YAML's and the flags' spellings of booleans.
+        XCTAssertTrue(try TrainingConfig.resolve(file: nil, overrides: ["model": "m", "data": "d", "use_rslora": "yes"]).lora.useRSLoRA)
     }
 }
 

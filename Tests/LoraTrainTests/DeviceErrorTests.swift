@@ -8,8 +8,7 @@ import XCTest
 /// pocl, exits non-zero, writes nothing) and a kernel that fails to build (the
 /// error carries the compiler's log with the line at fault).
 final class DeviceErrorTests: XCTestCase {
-    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures").path
+    static let fixtures = testFixturesRoot
 
     /// Runs lora-gpu with the ICD loader pointed at `vendors` (ocl-icd reads OCL_ICD_VENDORS
     /// instead of /etc/OpenCL/vendors).

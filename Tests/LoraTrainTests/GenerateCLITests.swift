@@ -5,8 +5,7 @@ import XCTest
 /// `lora-gpu generate` run as a user runs it, against transformers' greedy
 /// `generate` + apply_chat_template + decode (scripts/make_generate_fixtures.py, cli_chatml).
 final class GenerateCLITests: XCTestCase {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures/generate/cli_chatml").path
+    static let root = testFixturesRoot + "/generate/cli_chatml"
 
     func run(_ args: [String], stdin: String = "") throws -> (status: Int32, stdout: Data, stderr: String) {
         let r = try CLI.run(["generate"] + args, stdin: stdin)

@@ -127,7 +127,7 @@ final class MemoryPlanTrainTests: XCTestCase {
     func testSuggestionsArePlanned() throws {
         let (mc, checkpoint) = try ModelSource.open(fixtureModel)
         let c = try smallConfig(data: "unused.jsonl", output: "unused", ["per_device_train_batch_size": "512", "max_seq_len": "64"])
-        let lora = try c.loraSettings()
+        let lora = c.loraSettings()
         let plan = try MemoryPlan.make(config: mc, adapterPlan: try AdapterPlan(config: mc, lora: lora), checkpoint: checkpoint,
                                        shape: .init(batch: 512, seq: 64), alignmentBytes: 128)
         let limits = MemoryLimits(deviceName: "test device", globalBytes: plan.totalBytes * 3 / 4, maxAllocationBytes: 1 << 40)

@@ -223,8 +223,8 @@ final class TrainerTests: XCTestCase {
         let again = try TrainingConfig.resolve(file: nil, overrides: [
             "model": fixtureModel, "data": data, "output_dir": dir + "/again", "max_steps": "1", "learning_rate": "0",
             "adapter": dir + "/first"])
-        XCTAssertEqual(try again.loraSettings().targetModules, .list(["q_proj", "o_proj"]))
-        XCTAssertEqual(try again.loraSettings().r, 4)
+        XCTAssertEqual(again.loraSettings().targetModules, .list(["q_proj", "o_proj"]))
+        XCTAssertEqual(again.loraSettings().r, 4)
         _ = try Trainer(config: again, context: try ComputeContext.shared(), progress: out.printer(terminal: false)).run()
         XCTAssertEqual(try bytes(dir + "/first/adapter_model.safetensors"), try bytes(dir + "/again/adapter_model.safetensors"))
         // training_config.yaml shows the LoRA settings in force and reads back as a --config file.

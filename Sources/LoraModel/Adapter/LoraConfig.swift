@@ -1,6 +1,5 @@
 import Foundation
 import LoraBase
-import LoraOps
 
 /// PEFT's `LoraConfig`, field by field, as `adapter_config.json` spells it: the one
 /// LoRA configuration type. adapter_config.json files, `--lora-config`, the training
@@ -73,9 +72,7 @@ public struct LoraConfig: Sendable, Equatable {
                                      "use_rslora", "init_lora_weights", "layers_to_transform", "modules_to_save"]
 
     public static func load(path: String) throws -> LoraConfig {
-        let data: Data
-        do { data = try readConfigFile(path) }
-        return try parse(data, path: path)
+        try parse(try readConfigFile(path), path: path)
     }
 
     /// adapter_config.json: every key PEFT writes is read or checked; a value that
@@ -109,6 +106,23 @@ public struct LoraConfig: Sendable, Equatable {
             throw SettingError(key, "must be \(expected), got \(v.shortDescription)")
         }
         let positive = "a positive integer ≤ \(Int32.max)", nonNegative = "a non-negative number"
+        /// true / false; YAML's and the flags' spellings (yes, on, 1, …) only from text.
+        func flag(_ v: JSONValue) throws -> Bool {
+            if let b = v.bool { return b }
+            guard fromText else { throw fail("must be true or false") }
+            return try Setting.bool(v, key)
+        }
+        /// A list of strings; from text also one string (a list of one).
+        func names(_ v: JSONValue) throws -> [String] {
+            if !fromText, v.strings == nil { throw fail("must be a list of strings") }
+            return try Setting.strings(v, key)
+        }
+        /// A list of names, a regex (full match) or "all-linear".
+        func modules(_ v: JSONValue) throws -> Targets {
+            if v.array != nil { return .list(try names(v)) }
+            guard fromText || v.string != nil else { throw fail("must be a list of strings, a regex or \"all-linear\"") }
+            return try Self.targets(text: try Setting.text(v, key), key)
+        }
         func rank(_ v: JSONValue, _ key: String) throws -> Int { try number(v, key, { $0.integral }, Setting.int, positive) }
         func alpha(_ v: JSONValue, _ key: String) throws -> Double { try number(v, key, { $0.double }, Setting.double, nonNegative) }
         switch key {
@@ -121,14 +135,17 @@ public struct LoraConfig: Sendable, Equatable {
         case "r": r = try rank(v, key)
         case "lora_alpha": loraAlpha = try alpha(v, key)
         case "lora_dropout": loraDropout = try number(v, key, { $0.double }, Setting.double, "in [0, 1)")
-        case "target_modules": targetModules = try Self.targets(v, key)
-        case "exclude_modules": excludeModules = v.isNull ? nil : try Self.targets(v, key)
+        case "target_modules": if !v.isNull { targetModules = try modules(v) }  // null: the default (or lora_config's)
+        case "exclude_modules": excludeModules = v.isNull ? nil : try modules(v)
         case "bias":
             let s = try Setting.text(v, key)
             guard let b = Bias(rawValue: s) else { throw fail("must be none, all or lora_only, got '\(s)'") }
             bias = b
-        case "use_rslora": useRSLoRA = try Setting.bool(v, key)
+        case "use_rslora": useRSLoRA = try flag(v)
         case "init_lora_weights":
+            if !fromText, v.string?.lowercased() != "gaussian", v.bool == nil {
+                throw fail("\(v.shortDescription) is not supported; supported: true, false, \"gaussian\"")
+            }
             switch try Setting.text(v, key).lowercased() {
             case "true": initLoraWeights = .kaiming
             case "false": initLoraWeights = .random
@@ -137,18 +154,21 @@ public struct LoraConfig: Sendable, Equatable {
             }
         case "layers_to_transform":
             if v.isNull { layersToTransform = nil; break }
+            if !fromText, v.integral == nil, v.array?.allSatisfy({ $0.integral != nil }) != true {
+                throw fail("must be an integer or a list of integers")
+            }
             let items: [JSONValue] = try v.array ?? Setting.text(v, key).split(separator: ",").map { .string(String($0)) }
             layersToTransform = try items.map { try Setting.int($0, key) }
         case "layers_pattern":
-            layersPattern = v.isNull ? nil : try Setting.strings(v, key)
+            layersPattern = try v.isNull ? nil : v.string.map { [$0] } ?? names(v)
         case "rank_pattern":
             guard let d = v.object else { throw fail("must map patterns to positive integers") }
             rankPattern = OrderedMap(try d.pairs.map { ($0.0, try rank($0.1, "rank_pattern.\($0.0)")) })
         case "alpha_pattern":
             guard let d = v.object else { throw fail("must map patterns to non-negative numbers") }
             alphaPattern = OrderedMap(try d.pairs.map { ($0.0, try alpha($0.1, "alpha_pattern.\($0.0)")) })
-        case "modules_to_save": modulesToSave = v.isNull ? [] : try Setting.strings(v, key)
-        case "inference_mode": inferenceMode = try Setting.bool(v, key)
+        case "modules_to_save": modulesToSave = v.isNull ? [] : try names(v)
+        case "inference_mode": inferenceMode = try flag(v)
         case "use_dora", "fan_in_fan_out", "lora_bias":
             if v.bool == true { throw fail("true is not supported yet") }
         case "layer_replication":
@@ -157,9 +177,7 @@ public struct LoraConfig: Sendable, Equatable {
         }
     }
 
-    static func targets(_ v: JSONValue, _ key: String) throws -> Targets {
-        if v.array != nil { return .list(try Setting.strings(v, key)) }
-        let s = try Setting.text(v, key)
+    static func targets(text s: String, _ key: String) throws -> Targets {
         if s == "all-linear" { return .allLinear }
         do { _ = try Regex(s) } catch { throw SettingError(key, "invalid regular expression '\(s)': \(error)") }
         return .regex(s)
@@ -318,11 +336,6 @@ public struct LoraConfig: Sendable, Equatable {
     public func scale(for key: String) -> Double {
         let (r, a) = rankAndAlpha(for: key)
         return LoRAScale.of(alpha: a, rank: r, rsLoRA: useRSLoRA)
-    }
-
-    /// The kernels' settings for the adapter on `key` (`dropout`: PEFT applies none on embeddings).
-    public func settings(for key: String, dropout: Bool = true) -> LoRASettings {
-        LoRASettings(rank: rankAndAlpha(for: key).r, scale: Float(scale(for: key)), dropout: dropout ? Float(loraDropout) : 0)
     }
 }
 

@@ -92,3 +92,10 @@ public final class Linear {
 func mixSeed(_ a: UInt32, _ b: UInt32) -> UInt32 {
     UInt32(truncatingIfNeeded: SplitMix64.mix(UInt64(a) << 32 | UInt64(b)) >> 16)
 }
+
+extension LoraConfig {
+    /// The kernels' settings for the adapter on `key` (`dropout`: PEFT applies none on embeddings).
+    public func settings(for key: String, dropout: Bool = true) -> LoRASettings {
+        LoRASettings(rank: rankAndAlpha(for: key).r, scale: Float(scale(for: key)), dropout: dropout ? Float(loraDropout) : 0)
+    }
+}

@@ -21,7 +21,8 @@ final class TrainingLoop {
     var lastCheckpoint: String?
     let evalRows: [BatchRows]
     let hyperBase: ComputeContext.AdamWHyper
-    let started = Date()
+    /// Set when the loop starts (after the model, data and any checkpoint are loaded).
+    var started = Date()
     let elapsedBefore: Double
     let startStep: Int
     var windowStart = Date(), windowTokens = 0
@@ -83,6 +84,8 @@ final class TrainingLoop {
     var stopAsked: Bool { setup.dist?.stopAgreed ?? (StopSignals.received != 0 || trainer.stopRequested) }
 
     func run() throws -> Trainer.Outcome {
+        started = Date()
+        windowStart = started
         let dist = setup.dist
         progress.message("training \(setup.train.count) samples\(setup.validation.isEmpty ? "" : ", evaluating \(setup.validation.count)"): "
             + "\(setup.total) steps (batch \(c.perDeviceTrainBatchSize) × accumulation \(c.gradientAccumulationSteps)"
