@@ -340,15 +340,8 @@ public enum ModelMerger {
                 try e.data.write(to: tmp.appendingPathComponent(e.name))
                 files.append(e.name)
             }
-            if fm.fileExists(atPath: dst.path) {
-                let old = parent.appendingPathComponent(".\(dst.lastPathComponent).old-\(getpid())")
-                try? fm.removeItem(at: old)
-                try fm.moveItem(at: dst, to: old)
-                try fm.moveItem(at: tmp, to: dst)
-                try? fm.removeItem(at: old)
-            } else {
-                try fm.moveItem(at: tmp, to: dst)
-            }
+            // At every instant the output path holds the old or the new complete directory.
+            try DirectoryReplace.replace(dst.path, with: tmp.path)
             return files
         } catch {
             try? fm.removeItem(at: tmp)

@@ -68,15 +68,38 @@ public struct TrainingConfig: Equatable, Sendable {
         set { lora[keyPath: key] = newValue }
     }
 
-    /// Every key a config file or flag may set, in training_config.yaml's order.
-    public static let keys = ["model", "data", "val_data", "val_split", "max_seq_len", "packing", "train_on",
-                              "chat_template", "skip_bad_lines"]
-        + LoraConfig.adapterKeys + ["lora_config", "adapter",
-        "learning_rate", "lr_scheduler_type", "warmup_steps", "warmup_ratio", "weight_decay", "adam_beta1", "adam_beta2",
-        "adam_epsilon", "max_grad_norm", "per_device_train_batch_size", "per_device_eval_batch_size",
-        "gradient_accumulation_steps", "num_train_epochs", "max_steps", "gradient_checkpointing", "seed", "output_dir",
-        "logging_steps", "eval_steps", "save_steps", "save_total_limit", "load_best_model_at_end", "metric_for_best_model",
-        "early_stopping_patience", "early_stopping_threshold", "neftune_noise_alpha", "resume_from_checkpoint"]
+    /// How a training setting is stored (LoRA keys live in `lora`).
+    enum Field {
+        case text(WritableKeyPath<TrainingConfig, String>), optionalText(WritableKeyPath<TrainingConfig, String?>)
+        case int(WritableKeyPath<TrainingConfig, Int>), optionalInt(WritableKeyPath<TrainingConfig, Int?>)
+        case number(WritableKeyPath<TrainingConfig, Double>), optionalNumber(WritableKeyPath<TrainingConfig, Double?>)
+        case flag(WritableKeyPath<TrainingConfig, Bool>), texts(WritableKeyPath<TrainingConfig, [String]>)
+        case scheduler, lora
+    }
+
+    /// Every key a config file or flag may set, in training_config.yaml's order, with its field.
+    static let fields: [(key: String, field: Field)] = [
+        ("model", .text(\.model)), ("data", .texts(\.data)), ("val_data", .optionalText(\.valData)),
+        ("val_split", .number(\.valSplit)), ("max_seq_len", .int(\.maxSeqLen)), ("packing", .flag(\.packing)),
+        ("train_on", .text(\.trainOn)), ("chat_template", .optionalText(\.chatTemplate)), ("skip_bad_lines", .flag(\.skipBadLines)),
+    ] + LoraConfig.adapterKeys.map { ($0, Field.lora) } + [
+        ("lora_config", .optionalText(\.loraConfig)), ("adapter", .optionalText(\.adapter)),
+        ("learning_rate", .number(\.learningRate)), ("lr_scheduler_type", .scheduler), ("warmup_steps", .number(\.warmupSteps)),
+        ("warmup_ratio", .number(\.warmupRatio)), ("weight_decay", .number(\.weightDecay)), ("adam_beta1", .number(\.adamBeta1)),
+        ("adam_beta2", .number(\.adamBeta2)), ("adam_epsilon", .number(\.adamEpsilon)), ("max_grad_norm", .number(\.maxGradNorm)),
+        ("per_device_train_batch_size", .int(\.perDeviceTrainBatchSize)),
+        ("per_device_eval_batch_size", .int(\.perDeviceEvalBatchSize)),
+        ("gradient_accumulation_steps", .int(\.gradientAccumulationSteps)), ("num_train_epochs", .number(\.numTrainEpochs)),
+        ("max_steps", .int(\.maxSteps)), ("gradient_checkpointing", .flag(\.gradientCheckpointing)), ("seed", .int(\.seed)),
+        ("output_dir", .text(\.outputDir)), ("logging_steps", .number(\.loggingSteps)), ("eval_steps", .optionalNumber(\.evalSteps)),
+        ("save_steps", .number(\.saveSteps)), ("save_total_limit", .optionalInt(\.saveTotalLimit)),
+        ("load_best_model_at_end", .flag(\.loadBestModelAtEnd)), ("metric_for_best_model", .text(\.metricForBestModel)),
+        ("early_stopping_patience", .optionalInt(\.earlyStoppingPatience)),
+        ("early_stopping_threshold", .number(\.earlyStoppingThreshold)),
+        ("neftune_noise_alpha", .optionalNumber(\.neftuneNoiseAlpha)), ("resume_from_checkpoint", .optionalText(\.resumeFromCheckpoint)),
+    ]
+    public static let keys = fields.map(\.key)
+    static let fieldOf = Dictionary(uniqueKeysWithValues: fields)
 
     /// Keys that describe the LoRA adapter (fixed by `adapter`, overriding `lora_config`).
     public static let loraKeys = Set(LoraConfig.adapterKeys)
@@ -114,112 +137,47 @@ public struct TrainingConfig: Equatable, Sendable {
         }
         explicitKeys.insert(key)
         keySources[key] = source
-        do {
-            if Self.loraKeys.contains(key) { try lora.set(key, value) } else { try setTrainingKey(key, value) }
-        } catch let e as LoraConfig.SettingError {
+        do { try setTrainingKey(key, value) } catch let e as LoraConfig.SettingError {
             throw fail(e.reason)
         }
     }
 
     private mutating func setTrainingKey(_ key: String, _ v: JSONValue) throws {
-        func text() throws -> String { try Setting.text(v, key) }
-        func optText() throws -> String? { v.isNull ? nil : try text() }
-        func int() throws -> Int { try Setting.int(v, key) }
-        func double() throws -> Double { try Setting.double(v, key) }
-        func optDouble() throws -> Double? { v.isNull ? nil : try double() }
-        func bool() throws -> Bool { try Setting.bool(v, key) }
-        switch key {
-        case "model": model = try text()
-        case "data": data = v.isNull ? [] : try Setting.strings(v, key)
-        case "val_data": valData = try optText()
-        case "val_split": valSplit = try double()
-        case "max_seq_len": maxSeqLen = try int()
-        case "packing": packing = try bool()
-        case "train_on": trainOn = try text()
-        case "chat_template": chatTemplate = try optText()
-        case "skip_bad_lines": skipBadLines = try bool()
-        case "lora_config": loraConfig = try optText()
-        case "adapter": adapter = try optText()
-        case "learning_rate": learningRate = try double()
-        case "lr_scheduler_type":
-            guard let s = Scheduler(rawValue: try text()) else {
-                throw LoraConfig.SettingError(key, "'\(try text())' is not supported; supported: "
-                                                + Scheduler.allCases.map(\.rawValue).joined(separator: ", "))
+        switch Self.fieldOf[key]! {
+        case .text(let k): self[keyPath: k] = try Setting.text(v, key)
+        case .optionalText(let k): self[keyPath: k] = v.isNull ? nil : try Setting.text(v, key)
+        case .int(let k): self[keyPath: k] = try Setting.int(v, key)
+        case .optionalInt(let k): self[keyPath: k] = v.isNull ? nil : try Setting.int(v, key)
+        // warmup_ratio: null is transformers' default 0.
+        case .number(let k): self[keyPath: k] = key == "warmup_ratio" && v.isNull ? 0 : try Setting.double(v, key)
+        case .optionalNumber(let k): self[keyPath: k] = v.isNull ? nil : try Setting.double(v, key)
+        case .flag(let k): self[keyPath: k] = try Setting.bool(v, key)
+        case .texts(let k): self[keyPath: k] = v.isNull ? [] : try Setting.strings(v, key)
+        case .scheduler:
+            let t = try Setting.text(v, key)
+            guard let s = Scheduler(rawValue: t) else {
+                throw LoraConfig.SettingError(key, "'\(t)' is not supported; supported: " + Scheduler.allCases.map(\.rawValue).joined(separator: ", "))
             }
             lrSchedulerType = s
-        case "warmup_steps": warmupSteps = try double()
-        case "warmup_ratio": warmupRatio = try optDouble() ?? 0
-        case "weight_decay": weightDecay = try double()
-        case "adam_beta1": adamBeta1 = try double()
-        case "adam_beta2": adamBeta2 = try double()
-        case "adam_epsilon": adamEpsilon = try double()
-        case "max_grad_norm": maxGradNorm = try double()
-        case "per_device_train_batch_size": perDeviceTrainBatchSize = try int()
-        case "per_device_eval_batch_size": perDeviceEvalBatchSize = try int()
-        case "gradient_accumulation_steps": gradientAccumulationSteps = try int()
-        case "num_train_epochs": numTrainEpochs = try double()
-        case "max_steps": maxSteps = try int()
-        case "gradient_checkpointing": gradientCheckpointing = try bool()
-        case "seed": seed = try int()
-        case "output_dir": outputDir = try text()
-        case "logging_steps": loggingSteps = try double()
-        case "eval_steps": evalSteps = try optDouble()
-        case "save_steps": saveSteps = try double()
-        case "save_total_limit": saveTotalLimit = v.isNull ? nil : try int()
-        case "load_best_model_at_end": loadBestModelAtEnd = try bool()
-        case "metric_for_best_model": metricForBestModel = try text()
-        case "early_stopping_patience": earlyStoppingPatience = v.isNull ? nil : try int()
-        case "early_stopping_threshold": earlyStoppingThreshold = try double()
-        case "neftune_noise_alpha": neftuneNoiseAlpha = try optDouble()
-        case "resume_from_checkpoint": resumeFromCheckpoint = try optText()
-        default: preconditionFailure("key \(key) listed but not read")
+        case .lora: try lora.set(key, v)
         }
     }
 
     /// A key's value as training_config.yaml writes it.
     public func value(forKey key: String) -> JSONValue {
         func opt<T>(_ v: T?, _ f: (T) -> JSONValue) -> JSONValue { v.map(f) ?? .null }
-        if Self.loraKeys.contains(key) { return lora.value(forKey: key) }
-        switch key {
-        case "model": return .string(model)
-        case "data": return JSONValue(data)
-        case "val_data": return opt(valData) { .string($0) }
-        case "val_split": return .double(valSplit)
-        case "max_seq_len": return .int(maxSeqLen)
-        case "packing": return .bool(packing)
-        case "train_on": return .string(trainOn)
-        case "chat_template": return opt(chatTemplate) { .string($0) }
-        case "skip_bad_lines": return .bool(skipBadLines)
-        case "lora_config": return opt(loraConfig) { .string($0) }
-        case "adapter": return opt(adapter) { .string($0) }
-        case "learning_rate": return .double(learningRate)
-        case "lr_scheduler_type": return .string(lrSchedulerType.rawValue)
-        case "warmup_steps": return .double(warmupSteps)
-        case "warmup_ratio": return .double(warmupRatio)
-        case "weight_decay": return .double(weightDecay)
-        case "adam_beta1": return .double(adamBeta1)
-        case "adam_beta2": return .double(adamBeta2)
-        case "adam_epsilon": return .double(adamEpsilon)
-        case "max_grad_norm": return .double(maxGradNorm)
-        case "per_device_train_batch_size": return .int(perDeviceTrainBatchSize)
-        case "per_device_eval_batch_size": return .int(perDeviceEvalBatchSize)
-        case "gradient_accumulation_steps": return .int(gradientAccumulationSteps)
-        case "num_train_epochs": return .double(numTrainEpochs)
-        case "max_steps": return .int(maxSteps)
-        case "gradient_checkpointing": return .bool(gradientCheckpointing)
-        case "seed": return .int(seed)
-        case "output_dir": return .string(outputDir)
-        case "logging_steps": return .double(loggingSteps)
-        case "eval_steps": return opt(evalSteps) { .double($0) }
-        case "save_steps": return .double(saveSteps)
-        case "save_total_limit": return opt(saveTotalLimit) { .int($0) }
-        case "load_best_model_at_end": return .bool(loadBestModelAtEnd)
-        case "metric_for_best_model": return .string(metricForBestModel)
-        case "early_stopping_patience": return opt(earlyStoppingPatience) { .int($0) }
-        case "early_stopping_threshold": return .double(earlyStoppingThreshold)
-        case "neftune_noise_alpha": return opt(neftuneNoiseAlpha) { .double($0) }
-        case "resume_from_checkpoint": return opt(resumeFromCheckpoint) { .string($0) }
-        default: return .null
+        switch Self.fieldOf[key] {
+        case .text(let k)?: return .string(self[keyPath: k])
+        case .optionalText(let k)?: return opt(self[keyPath: k]) { .string($0) }
+        case .int(let k)?: return .int(self[keyPath: k])
+        case .optionalInt(let k)?: return opt(self[keyPath: k]) { .int($0) }
+        case .number(let k)?: return .double(self[keyPath: k])
+        case .optionalNumber(let k)?: return opt(self[keyPath: k]) { .double($0) }
+        case .flag(let k)?: return .bool(self[keyPath: k])
+        case .texts(let k)?: return JSONValue(self[keyPath: k])
+        case .scheduler?: return .string(lrSchedulerType.rawValue)
+        case .lora?: return lora.value(forKey: key)
+        case nil: return .null
         }
     }
 

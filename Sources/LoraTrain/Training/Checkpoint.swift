@@ -102,14 +102,7 @@ public enum Checkpoints {
                                         to: tmp + "/" + optimizerFile)
             try encoder().encode(state).write(to: URL(fileURLWithPath: tmp + "/" + stateFile))
             try Data(configYAML.utf8).write(to: URL(fileURLWithPath: tmp + "/training_config.yaml"))
-            if fm.fileExists(atPath: dst) {
-                let old = outputDir + "/.\(name(step: state.globalStep)).old-\(getpid())"
-                try fm.moveItem(atPath: dst, toPath: old)
-                try fm.moveItem(atPath: tmp, toPath: dst)
-                try? fm.removeItem(atPath: old)
-            } else {
-                try fm.moveItem(atPath: tmp, toPath: dst)
-            }
+            try DirectoryReplace.replace(dst, with: tmp)
         } catch {
             try? fm.removeItem(atPath: tmp)
             throw TrainError.checkpoint(path: dst, reason: "could not write the checkpoint: \(describe(error))")
@@ -118,8 +111,8 @@ public enum Checkpoints {
     }
 
     /// Removes `.checkpoint-N.tmp-PID` directories left by a killed process (PID no longer running):
-    /// half-written, never listed as checkpoints. `.old-PID` directories are kept: after a kill
-    /// between the two renames of a replace, one may be the only copy of its checkpoint.
+    /// half-written, never listed as checkpoints. `.tmp-PID.old` directories are kept: after a kill
+    /// between the two renames of DirectoryReplace's fallback, one may be the only copy of its checkpoint.
     static func removeStaleTemporaries(_ outputDir: String) {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: outputDir)) ?? []
         for n in names where n.hasPrefix(".checkpoint-") {
