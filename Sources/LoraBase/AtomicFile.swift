@@ -29,14 +29,18 @@ public enum AtomicFile {
     public static func write(_ text: String, to path: String) throws { try write(Data(text.utf8), to: path) }
 }
 
-/// Foundation's errors in the project's own words (never "NSCocoaErrorDomain error 256").
+/// An error in the project's own words: an OS error as its strerror text ("No space left on
+/// device", with the file when Foundation names one), never "NSCocoaErrorDomain error 256";
+/// the project's own errors as they describe themselves.
 public enum SystemError {
     public static func describe(_ error: Error) -> String {
+        if let p = error as? POSIXError { return String(cString: strerror(p.code.rawValue)) }
         let ns = error as NSError
-        if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
-            return String(cString: strerror(Int32(underlying.code)))
+        if ns.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(truncatingIfNeeded: ns.code))) }
+        if let u = ns.userInfo[NSUnderlyingErrorKey] as? NSError, u.domain == NSPOSIXErrorDomain {
+            let file = (ns.userInfo[NSFilePathErrorKey] as? String).map { "\($0): " } ?? ""
+            return file + String(cString: strerror(Int32(truncatingIfNeeded: u.code)))
         }
-        if ns.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(ns.code))) }
-        return error.localizedDescription
+        return ns.domain == NSCocoaErrorDomain ? ns.localizedDescription : "\(error)"
     }
 }

@@ -133,7 +133,7 @@ public struct TuningCache: Codable, Sendable {
         guard FileManager.default.fileExists(atPath: path) else { return TuningCache() }
         let data: Data
         do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
-            throw KernelConfigError.cacheUnreadable(path: path, reason: "\(error.localizedDescription)")
+            throw KernelConfigError.cacheUnreadable(path: path, reason: SystemError.describe(error))
         }
         let cache: TuningCache
         do { cache = try JSONDecoder().decode(TuningCache.self, from: data) } catch {

@@ -70,7 +70,7 @@ public enum JSONLReader {
     public static func read(file: String) throws -> [(line: Int, bytes: [UInt8])] {
         let data: Data
         do { data = try Data(contentsOf: URL(fileURLWithPath: file)) } catch {
-            throw DatasetError.unreadable(file: file, reason: error.localizedDescription)
+            throw DatasetError.unreadable(file: file, reason: SystemError.describe(error))
         }
         let l = lines(of: data)
         if l.isEmpty { throw DatasetError.emptyFile(file: file) }

@@ -187,8 +187,7 @@ struct SequenceDecoder: TokenDecoder {
 }
 
 func makeDecoder(_ json: JSONValue, context: String) throws -> TokenDecoder? {
-    if json.isNull { return nil }
-    guard let type = json["type"]?.string else { throw TokenizerError("\(context).type is missing") }
+    guard let type = try componentType(json, context: context) else { return nil }
     switch type {
     case "ByteLevel": return ByteLevelDecoder()
     case "Replace":
@@ -212,11 +211,7 @@ func makeDecoder(_ json: JSONValue, context: String) throws -> TokenDecoder? {
         if json["add_prefix_space"]?.bool == false { never = true }
         return MetaspaceDecoder(replacement: r, prependNever: never)
     case "Sequence":
-        guard let items = json["decoders"]?.array else { throw TokenizerError("\(context).decoders is missing") }
-        var steps: [TokenDecoder] = []
-        for (i, item) in items.enumerated() {
-            if let d = try makeDecoder(item, context: "\(context).decoders[\(i)]") { steps.append(d) }
-        }
+        let steps = try sequenceSteps(json, "decoders", context: context, makeDecoder)
         return SequenceDecoder(steps: steps)
     default:
         throw TokenizerError("\(context).type '\(type)' is not supported yet")

@@ -110,8 +110,7 @@ struct SequenceNormalizer: TextNormalizer {
 }
 
 func makeNormalizer(_ json: JSONValue, context: String) throws -> TextNormalizer? {
-    if json.isNull { return nil }
-    guard let type = json["type"]?.string else { throw TokenizerError("\(context).type is missing") }
+    guard let type = try componentType(json, context: context) else { return nil }
     switch type {
     case "NFC": return UnicodeFormNormalizer(form: .nfc)
     case "NFD": return UnicodeFormNormalizer(form: .nfd)
@@ -129,11 +128,7 @@ func makeNormalizer(_ json: JSONValue, context: String) throws -> TextNormalizer
                                  content: Array(content.unicodeScalars))
     case "ByteLevel": return ByteLevelNormalizer()
     case "Sequence":
-        guard let items = json["normalizers"]?.array else { throw TokenizerError("\(context).normalizers is missing") }
-        var steps: [TextNormalizer] = []
-        for (i, item) in items.enumerated() {
-            if let n = try makeNormalizer(item, context: "\(context).normalizers[\(i)]") { steps.append(n) }
-        }
+        let steps = try sequenceSteps(json, "normalizers", context: context, makeNormalizer)
         return SequenceNormalizer(steps: steps)
     default:
         throw TokenizerError("\(context).type '\(type)' is not supported yet")

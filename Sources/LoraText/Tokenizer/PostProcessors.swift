@@ -50,8 +50,7 @@ struct SequencePostProcessor: PostProcessor {
 }
 
 func makePostProcessor(_ json: JSONValue, context: String) throws -> PostProcessor? {
-    if json.isNull { return nil }
-    guard let type = json["type"]?.string else { throw TokenizerError("\(context).type is missing") }
+    guard let type = try componentType(json, context: context) else { return nil }
     switch type {
     case "ByteLevel": return IdentityPostProcessor()
     case "TemplateProcessing":
@@ -98,11 +97,7 @@ func makePostProcessor(_ json: JSONValue, context: String) throws -> PostProcess
         }
         return WrapPostProcessor(prefix: try idOf("cls"), suffix: try idOf("sep"))
     case "Sequence":
-        guard let items = json["processors"]?.array else { throw TokenizerError("\(context).processors is missing") }
-        var steps: [PostProcessor] = []
-        for (i, item) in items.enumerated() {
-            if let p = try makePostProcessor(item, context: "\(context).processors[\(i)]") { steps.append(p) }
-        }
+        let steps = try sequenceSteps(json, "processors", context: context, makePostProcessor)
         return SequencePostProcessor(steps: steps)
     default:
         throw TokenizerError("\(context).type '\(type)' is not supported yet")

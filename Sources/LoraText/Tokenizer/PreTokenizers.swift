@@ -201,8 +201,7 @@ struct SequencePreTokenizer: PreTokenizer {
 }
 
 func makePreTokenizer(_ json: JSONValue, context: String) throws -> PreTokenizer? {
-    if json.isNull { return nil }
-    guard let type = json["type"]?.string else { throw TokenizerError("\(context).type is missing") }
+    guard let type = try componentType(json, context: context) else { return nil }
     switch type {
     case "ByteLevel":
         return ByteLevelPreTokenizer(addPrefixSpace: json["add_prefix_space"]?.bool ?? true,
@@ -236,11 +235,7 @@ func makePreTokenizer(_ json: JSONValue, context: String) throws -> PreTokenizer
     case "Digits":
         return DigitsPreTokenizer(individual: json["individual_digits"]?.bool ?? false)
     case "Sequence":
-        guard let items = json["pretokenizers"]?.array else { throw TokenizerError("\(context).pretokenizers is missing") }
-        var steps: [PreTokenizer] = []
-        for (i, item) in items.enumerated() {
-            if let p = try makePreTokenizer(item, context: "\(context).pretokenizers[\(i)]") { steps.append(p) }
-        }
+        let steps = try sequenceSteps(json, "pretokenizers", context: context, makePreTokenizer)
         if steps.count == 2, let split = steps[0] as? SplitPreTokenizer, let known = split.pattern as? KnownRegexPattern,
            split.behavior == .isolated, !split.invert, let bl = steps[1] as? ByteLevelPreTokenizer,
            !bl.addPrefixSpace, !bl.useRegex {

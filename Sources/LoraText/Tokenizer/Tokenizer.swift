@@ -268,3 +268,19 @@ struct AddedTokenMatcher {
         return out
     }
 }
+
+// MARK: tokenizer.json components
+
+/// A component's "type" (normalizer, pre-tokenizer, post-processor, decoder); nil for a null component.
+func componentType(_ json: JSONValue, context: String) throws -> String? {
+    if json.isNull { return nil }
+    guard let type = json["type"]?.string else { throw TokenizerError("\(context).type is missing") }
+    return type
+}
+
+/// A "Sequence" component's steps (`key`: "normalizers", "decoders", …), each made by `make`; null ones skipped.
+func sequenceSteps<T>(_ json: JSONValue, _ key: String, context: String,
+                      _ make: (JSONValue, String) throws -> T?) throws -> [T] {
+    guard let items = json[key]?.array else { throw TokenizerError("\(context).\(key) is missing") }
+    return try items.enumerated().compactMap { try make($1, "\(context).\(key)[\($0)]") }
+}

@@ -36,7 +36,7 @@ public struct TokenizerConfig {
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
-            throw TokenizerError("\(path): cannot read: \(error.localizedDescription)")
+            throw TokenizerError("\(path): cannot read: \(SystemError.describe(error))")
         }
         return try parse(data, source: path)
     }

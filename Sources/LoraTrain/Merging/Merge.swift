@@ -306,7 +306,7 @@ public enum ModelMerger {
             try? fm.removeItem(at: tmp)
             try fm.createDirectory(at: tmp, withIntermediateDirectories: false)
         } catch {
-            throw MergeError.output(path: output, reason: "\(error.localizedDescription)")
+            throw MergeError.output(path: output, reason: SystemError.describe(error))
         }
         do {
             var files: [String] = []
@@ -347,7 +347,7 @@ public enum ModelMerger {
             try? fm.removeItem(at: tmp)
             if let e = error as? MergeError { throw e }
             if error is CheckpointError || error is GGUFError { throw error }
-            throw MergeError.output(path: output, reason: "\(error.localizedDescription)")
+            throw MergeError.output(path: output, reason: SystemError.describe(error))
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 import LoraModel
 
 /// What a checkpoint holds besides the adapter and the AdamW moments: enough
@@ -105,7 +106,7 @@ public enum Checkpoints {
             try DirectoryReplace.replace(dst, with: tmp)
         } catch {
             try? fm.removeItem(atPath: tmp)
-            throw TrainError.checkpoint(path: dst, reason: "could not write the checkpoint: \(describe(error))")
+            throw TrainError.checkpoint(path: dst, reason: "could not write the checkpoint: \(SystemError.describe(error))")
         }
         return dst
     }
@@ -139,18 +140,6 @@ public enum Checkpoints {
             throw POSIXError(.ENOSPC)
         }
         #endif
-    }
-
-    /// An OS error as its strerror text ("No space left on device"), anything else as itself.
-    static func describe(_ error: Error) -> String {
-        let ns = error as NSError
-        if let p = error as? POSIXError { return String(cString: strerror(p.code.rawValue)) }
-        if ns.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(truncatingIfNeeded: ns.code))) }
-        if let u = ns.userInfo[NSUnderlyingErrorKey] as? NSError, u.domain == NSPOSIXErrorDomain {
-            let file = (ns.userInfo[NSFilePathErrorKey] as? String).map { "\($0): " } ?? ""
-            return file + String(cString: strerror(Int32(truncatingIfNeeded: u.code)))
-        }
-        return "\(error)"
     }
 
     /// Reads trainer_state.json.
