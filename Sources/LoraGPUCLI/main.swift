@@ -100,10 +100,7 @@ struct Inspect: ParsableCommand {
         print(ModelPrinter.render(config))
         print(check)
         guard let loraConfig else { return }
-        var isDir: ObjCBool = false
-        let path = FileManager.default.fileExists(atPath: loraConfig, isDirectory: &isDir) && isDir.boolValue
-            ? loraConfig + "/adapter_config.json" : loraConfig
-        let plan = try AdapterPlan(config: config, lora: try LoraConfig.load(path: path))
+        let plan = try AdapterPlan(config: config, lora: try LoraConfig.load(path: loraConfig))
         print(ModelPrinter.targets(plan))
         print(plan.trainableLine)
     }

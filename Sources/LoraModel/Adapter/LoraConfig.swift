@@ -71,8 +71,12 @@ public struct LoraConfig: Sendable, Equatable {
     public static let adapterKeys = ["r", "lora_alpha", "lora_dropout", "target_modules", "exclude_modules", "bias",
                                      "use_rslora", "init_lora_weights", "layers_to_transform", "modules_to_save"]
 
+    /// An adapter_config.json, or the one in an adapter directory.
     public static func load(path: String) throws -> LoraConfig {
-        try parse(try readConfigFile(path), path: path)
+        var isDir: ObjCBool = false
+        let file = FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue
+            ? path + "/adapter_config.json" : path
+        return try parse(try readConfigFile(file), path: file)
     }
 
     /// adapter_config.json: every key PEFT writes is read or checked; a value that

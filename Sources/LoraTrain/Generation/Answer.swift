@@ -13,7 +13,7 @@ extension Generator {
             let lora = LoraConfig(r: 1, loraAlpha: 1, targetModules: .list(["q_proj"]))
             return try LlamaLoRAModel(config: config, checkpoint: checkpoint, lora: lora, context: ctx)
         }
-        let lora = try LoraConfig.load(path: adapter + "/adapter_config.json")
+        let lora = try LoraConfig.load(path: adapter)
         let m = try LlamaLoRAModel(config: config, checkpoint: checkpoint, lora: lora, context: ctx)
         try m.loadAdapter(directory: adapter)
         return m

@@ -79,7 +79,7 @@ public enum ModelMerger {
         guard maxShardBytes > 0 else { throw MergeError.output(path: output, reason: "the shard size limit must be positive") }
         try checkOutput(output, model: model, adapter: adapter)
         let (config, source) = try ModelSource.open(model)
-        let lora = try LoraConfig.load(path: adapter + "/adapter_config.json")
+        let lora = try LoraConfig.load(path: adapter)
         let plan = try AdapterPlan(config: config, lora: lora)
         let adapterPath = adapter + "/adapter_model.safetensors"
         guard FileManager.default.fileExists(atPath: adapterPath) else {

@@ -120,8 +120,8 @@ public struct TrainingConfig: Equatable, Sendable {
         given += overrides.keys.sorted().map { ($0, value(any: overrides[$0]!), "command line") }
         var c = TrainingConfig()
         for g in given where !loraKeys.contains(g.key) { try c.set(g.key, g.value, source: g.source) }
-        let fixed = try c.adapter.map { try LoraConfig.load(path: adapterConfigPath($0)) }
-        if let fixed { c.lora = fixed } else if let file = c.loraConfig { c.lora = try LoraConfig.load(path: adapterConfigPath(file)) }
+        let fixed = try c.adapter.map { try LoraConfig.load(path: $0) }
+        if let fixed { c.lora = fixed } else if let file = c.loraConfig { c.lora = try LoraConfig.load(path: file) }
         c.lora.inferenceMode = false
         for g in given where loraKeys.contains(g.key) { try c.set(g.key, g.value, source: g.source) }
         try c.validate(adapterConfig: fixed)
@@ -274,11 +274,5 @@ public struct TrainingConfig: Equatable, Sendable {
         }
         if let a = neftuneNoiseAlpha, a < 0 { throw fail("neftune_noise_alpha", "must be ≥ 0, got \(a)") }
         if seed < 0 { throw fail("seed", "must be ≥ 0") }
-    }
-
-    /// A directory holding adapter_config.json, or the file itself.
-    static func adapterConfigPath(_ p: String) -> String {
-        var isDir: ObjCBool = false
-        return FileManager.default.fileExists(atPath: p, isDirectory: &isDir) && isDir.boolValue ? p + "/adapter_config.json" : p
     }
 }
