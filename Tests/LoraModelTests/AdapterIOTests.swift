@@ -1,6 +1,7 @@
 import Foundation
 import LoraModel
 import LoraOps
+import TestSupport
 import XCTest
 
 final class AdapterIOTests: XCTestCase {
@@ -45,9 +46,8 @@ final class AdapterIOTests: XCTestCase {
     func testSavingReplacesAWholeDirectoryAtomically() throws {
         let rc = try ReferenceCase("llama_gqa_untied")
         let m = try rc.model()
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lora-gpu-replace-\(UUID().uuidString)")
+        let dir = URL(fileURLWithPath: try temporaryDirectory("replace"))
         defer { try? FileManager.default.removeItem(at: dir) }
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         try Data("stale".utf8).write(to: dir.appendingPathComponent("stale.txt"))
         try m.saveAdapter(directory: dir.path, baseModel: "base")
         let names = try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted()

@@ -1,6 +1,7 @@
 import Foundation
 import LoraModel
 import LoraOps
+import TestSupport
 import XCTest
 
 /// Every bad input gets a clear error naming the file, field or tensor.
@@ -8,8 +9,7 @@ final class ErrorTests: XCTestCase {
     var tmp: URL!
 
     override func setUpWithError() throws {
-        tmp = FileManager.default.temporaryDirectory.appendingPathComponent("lora-gpu-errors-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+        tmp = URL(fileURLWithPath: try temporaryDirectory("errors"))
     }
 
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: tmp) }

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 @testable import LoraModel
 
@@ -29,8 +30,7 @@ final class MappedPagesTests: XCTestCase {
     }
 
     func testReleasedTensorPagesLeaveResidentMemoryAndStayReadable() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mapped-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = URL(fileURLWithPath: try temporaryDirectory("mapped"))
         defer { try? FileManager.default.removeItem(at: dir) }
         let path = dir.appendingPathComponent("w.safetensors").path
         let n = 1 << 20  // 4 MiB of fp32

@@ -1,6 +1,7 @@
 import Foundation
 @testable import LoraModel
 import LoraOps
+import TestSupport
 import XCTest
 
 /// Malformed checkpoints, adapters and settings: each a named error (never a
@@ -10,8 +11,7 @@ final class ReliabilityTests: XCTestCase {
     var tmp: URL!
 
     override func setUpWithError() throws {
-        tmp = FileManager.default.temporaryDirectory.appendingPathComponent("lora-gpu-rel-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+        tmp = URL(fileURLWithPath: try temporaryDirectory("rel"))
     }
 
     override func tearDownWithError() throws {

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 @testable import LoraText
 
@@ -53,8 +54,7 @@ final class BadInputTests: XCTestCase {
         let tok = try Tokenizer.load(directory: tokenizerDir)
         let template = try ChatTemplateSelection.resolve(option: nil, tokenizer: tok)
         XCTAssertNotNil(template)
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lora-gpu-badinput-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try temporaryDirectory("badinput")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let line = #"{"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi there"}]}"#
         let file = dir + "/chat.jsonl"

@@ -1,5 +1,6 @@
 import Foundation
 import LoraBase
+import TestSupport
 import XCTest
 
 @testable import LoraText
@@ -238,8 +239,7 @@ final class TokenizerTests: XCTestCase {
     }
 
     func testLoadWithoutConfig() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tok-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = URL(fileURLWithPath: try temporaryDirectory("tok"))
         defer { try? FileManager.default.removeItem(at: dir) }
         try FileManager.default.copyItem(atPath: tokenizerFixturesRoot + "/gpt2/tokenizer.json",
                                          toPath: dir.appendingPathComponent("tokenizer.json").path)

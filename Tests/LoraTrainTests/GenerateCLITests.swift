@@ -39,9 +39,8 @@ final class GenerateCLITests: XCTestCase {
     }
 
     func testPromptWithoutChatTemplateAsksForOneAndRawPromptStillWorks() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lora-gpu-notemplate-\(getpid())").path
+        let dir = try temporaryDirectory("notemplate")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         for f in ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json"] {
             try FileManager.default.copyItem(atPath: Self.root + "/model/" + f, toPath: dir + "/" + f)
         }

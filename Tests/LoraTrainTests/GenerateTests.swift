@@ -123,9 +123,8 @@ final class GenerateTests: XCTestCase {
     func testUnmergedEqualsMergedByHand() throws {
         let gc = try GenerateCase("llama_gqa_untied")
         let unmerged = try gc.model()
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lora-gpu-merged-\(getpid())")
+        let dir = URL(fileURLWithPath: try temporaryDirectory("merged"))
         defer { try? FileManager.default.removeItem(at: dir) }
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: gc.modelDir + "/config.json", toPath: dir.appendingPathComponent("config.json").path)
         let store = try CheckpointStore(directory: gc.modelDir)
         let adapter = try unmerged.adapterTensors()
