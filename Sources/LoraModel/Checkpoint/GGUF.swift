@@ -149,89 +149,87 @@ public final class GGUFFile {
         file = try MappedFile.map(path, atLeast: 4, ioError: { GGUFError.io(path: path, reason: $0) },
                                    tooShort: { GGUFError.truncated(path: path, what: "\($0) bytes, shorter than the magic") })
         let size = file.size, p = file.base!
-        do {
-            var r = GGUFReader(buffer: UnsafeRawBufferPointer(start: p, count: size), path: path)
-            let magic = try r.bytes(4, "the magic")
-            guard Array(magic) == Array("GGUF".utf8) else {
-                let shown = magic.map { (0x20..<0x7f).contains($0) ? String(UnicodeScalar($0)) : String(format: "\\x%02x", $0) }.joined()
-                throw GGUFError.badMagic(path: path, found: "\"\(shown)\"")
-            }
-            version = try r.u32("the version")
-            guard version == 2 || version == 3 else { throw GGUFError.unsupportedVersion(path: path, version: version) }
-            let nTensors = try r.count("the tensor count", limit: size)
-            let nKV = try r.count("the metadata count", limit: size)
-            var meta: [String: GGUFValue] = [:]
-            var keys: [String] = []
-            for i in 0..<nKV {
-                let key = try r.string("metadata key \(i)")
-                let type = try r.u32("the type of '\(key)'")
-                let value = try r.value(type: type, key: key, depth: 0)
-                if meta[key] == nil { keys.append(key) }
-                meta[key] = value
-            }
-            var align = 32
-            if let a = meta["general.alignment"] {
-                guard let n = a.int, n > 0, n & (n - 1) == 0 else {
-                    throw GGUFError.metadata(path: path, key: "general.alignment", reason: "must be a power of two, got \(a)")
-                }
-                align = n
-            }
-            var infos: [String: GGUFTensorInfo] = [:]
-            var names: [String] = []
-            for i in 0..<nTensors {
-                let name = try r.string("the name of tensor \(i)")
-                let nDims = try r.u32("the rank of '\(name)'")
-                guard nDims >= 1, nDims <= 4 else {
-                    throw GGUFError.tensor(path: path, name: name, reason: "rank \(nDims); GGUF tensors have 1 to 4 dimensions")
-                }
-                var dims: [Int] = []
-                for _ in 0..<nDims {
-                    let d = try r.u64("a dimension of '\(name)'")
-                    guard let di = Int(exactly: d), di >= 0, di <= size * 8 else {
-                        throw GGUFError.tensor(path: path, name: name, reason: "dimension \(d) is out of range")
-                    }
-                    dims.append(di)
-                }
-                let rawType = try r.u32("the type of '\(name)'")
-                guard let type = GGMLType(rawValue: rawType) else {
-                    throw GGUFError.unsupportedType(path: path, tensor: name, type: "ggml type \(rawType) (unknown)")
-                }
-                let off = try r.u64("the offset of '\(name)'")
-                guard let offset = Int(exactly: off), offset % align == 0 else {
-                    throw GGUFError.tensor(path: path, name: name, reason: "offset \(off) is not a multiple of the alignment \(align)")
-                }
-                let (be, bb) = type.blockLayout
-                guard dims[0] % be == 0 else {
-                    throw GGUFError.tensor(path: path, name: name,
-                                           reason: "ne0 = \(dims[0]) is not a multiple of the \(type.name) block size \(be)")
-                }
-                var count = 1
-                for d in dims {
-                    let (m, o) = count.multipliedReportingOverflow(by: d)
-                    guard !o, m <= size * 8 else { throw GGUFError.tensor(path: path, name: name, reason: "dimensions \(dims) are too large") }
-                    count = m
-                }
-                guard infos[name] == nil else { throw GGUFError.tensor(path: path, name: name, reason: "listed twice in the tensor table") }
-                infos[name] = GGUFTensorInfo(name: name, dims: dims, type: type, offset: offset, byteCount: count / be * bb)
-                names.append(name)
-            }
-            let start = (r.position + align - 1) / align * align
-            dataStart = start
-            for name in names {
-                let t = infos[name]!
-                // Overflow-safe: the offset comes from the file and may be near Int.max.
-                let (e1, o1) = start.addingReportingOverflow(t.offset)
-                let (end, o2) = e1.addingReportingOverflow(t.byteCount)
-                guard !o1, !o2, end <= size else {
-                    throw GGUFError.truncated(path: path, what: "tensor '\(name)' at offset \(t.offset) needs \(t.byteCount) bytes past data byte \(start) but the file has \(size)")
-                }
-            }
-            metadata = meta
-            metadataKeys = keys
-            tensors = infos
-            tensorNames = names
-            alignment = align
+        var r = GGUFReader(buffer: UnsafeRawBufferPointer(start: p, count: size), path: path)
+        let magic = try r.bytes(4, "the magic")
+        guard Array(magic) == Array("GGUF".utf8) else {
+            let shown = magic.map { (0x20..<0x7f).contains($0) ? String(UnicodeScalar($0)) : String(format: "\\x%02x", $0) }.joined()
+            throw GGUFError.badMagic(path: path, found: "\"\(shown)\"")
         }
+        version = try r.u32("the version")
+        guard version == 2 || version == 3 else { throw GGUFError.unsupportedVersion(path: path, version: version) }
+        let nTensors = try r.count("the tensor count", limit: size)
+        let nKV = try r.count("the metadata count", limit: size)
+        var meta: [String: GGUFValue] = [:]
+        var keys: [String] = []
+        for i in 0..<nKV {
+            let key = try r.string("metadata key \(i)")
+            let type = try r.u32("the type of '\(key)'")
+            let value = try r.value(type: type, key: key, depth: 0)
+            if meta[key] == nil { keys.append(key) }
+            meta[key] = value
+        }
+        var align = 32
+        if let a = meta["general.alignment"] {
+            guard let n = a.int, n > 0, n & (n - 1) == 0 else {
+                throw GGUFError.metadata(path: path, key: "general.alignment", reason: "must be a power of two, got \(a)")
+            }
+            align = n
+        }
+        var infos: [String: GGUFTensorInfo] = [:]
+        var names: [String] = []
+        for i in 0..<nTensors {
+            let name = try r.string("the name of tensor \(i)")
+            let nDims = try r.u32("the rank of '\(name)'")
+            guard nDims >= 1, nDims <= 4 else {
+                throw GGUFError.tensor(path: path, name: name, reason: "rank \(nDims); GGUF tensors have 1 to 4 dimensions")
+            }
+            var dims: [Int] = []
+            for _ in 0..<nDims {
+                let d = try r.u64("a dimension of '\(name)'")
+                guard let di = Int(exactly: d), di >= 0, di <= size * 8 else {
+                    throw GGUFError.tensor(path: path, name: name, reason: "dimension \(d) is out of range")
+                }
+                dims.append(di)
+            }
+            let rawType = try r.u32("the type of '\(name)'")
+            guard let type = GGMLType(rawValue: rawType) else {
+                throw GGUFError.unsupportedType(path: path, tensor: name, type: "ggml type \(rawType) (unknown)")
+            }
+            let off = try r.u64("the offset of '\(name)'")
+            guard let offset = Int(exactly: off), offset % align == 0 else {
+                throw GGUFError.tensor(path: path, name: name, reason: "offset \(off) is not a multiple of the alignment \(align)")
+            }
+            let (be, bb) = type.blockLayout
+            guard dims[0] % be == 0 else {
+                throw GGUFError.tensor(path: path, name: name,
+                                       reason: "ne0 = \(dims[0]) is not a multiple of the \(type.name) block size \(be)")
+            }
+            var count = 1
+            for d in dims {
+                let (m, o) = count.multipliedReportingOverflow(by: d)
+                guard !o, m <= size * 8 else { throw GGUFError.tensor(path: path, name: name, reason: "dimensions \(dims) are too large") }
+                count = m
+            }
+            guard infos[name] == nil else { throw GGUFError.tensor(path: path, name: name, reason: "listed twice in the tensor table") }
+            infos[name] = GGUFTensorInfo(name: name, dims: dims, type: type, offset: offset, byteCount: count / be * bb)
+            names.append(name)
+        }
+        let start = (r.position + align - 1) / align * align
+        dataStart = start
+        for name in names {
+            let t = infos[name]!
+            // Overflow-safe: the offset comes from the file and may be near Int.max.
+            let (e1, o1) = start.addingReportingOverflow(t.offset)
+            let (end, o2) = e1.addingReportingOverflow(t.byteCount)
+            guard !o1, !o2, end <= size else {
+                throw GGUFError.truncated(path: path, what: "tensor '\(name)' at offset \(t.offset) needs \(t.byteCount) bytes past data byte \(start) but the file has \(size)")
+            }
+        }
+        metadata = meta
+        metadataKeys = keys
+        tensors = infos
+        tensorNames = names
+        alignment = align
     }
 
     /// The raw bytes of one tensor (valid while this file is alive).

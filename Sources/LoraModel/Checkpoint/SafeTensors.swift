@@ -74,109 +74,107 @@ public final class SafeTensorsFile {
             CheckpointError.malformed(path: path, reason: "file is \($0) bytes, shorter than the 8-byte header length")
         })
         let size = file.size, p = file.base!
-        do {
-            // Compared as UInt64 first: a length ≥ 2⁶³ does not fit in Int.
-            let rawLen = UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))
-            guard rawLen > 0, rawLen <= UInt64(size - 8) else {
-                throw CheckpointError.malformed(path: path, reason: "header length \(rawLen) does not fit in the \(size)-byte file (truncated file?)")
-            }
-            let headerLen = Int(rawLen)
-            guard headerLen <= Self.maxHeaderBytes else {
-                throw CheckpointError.malformed(path: path, reason: "header length \(headerLen) exceeds the \(Self.maxHeaderBytes)-byte limit")
-            }
-            dataStart = 8 + headerLen
-            // Strict: a key repeated in one object is an error, not silently the last value;
-            // nesting is bounded, so a hostile header gives an error, never a trap.
-            let root: JSONValue
-            do {
-                root = try JSONValue.parse(bytes: UnsafeRawBufferPointer(start: p + 8, count: headerLen),
-                                           options: JSONParseOptions(rejectDuplicateKeys: true, maxDepth: 32))
-            } catch let e as JSONParseError {
-                throw CheckpointError.malformed(path: path, reason: "header is not valid JSON: \(e.reason) at header byte \(e.offset)")
-            }
-            guard case .object(let entries) = root else {
-                throw CheckpointError.malformed(path: path, reason: "header is not a JSON object")
-            }
-            var infos: [String: TensorInfo] = [:]
-            var unknown: [String: String] = [:]
-            var ranges: [(name: String, begin: Int, end: Int)] = []
-            var meta: [String: String] = [:]
-            let dataSize = size - dataStart
-            for (name, value) in entries.pairs {
-                func fail(_ r: String) -> CheckpointError { .tensor(path: path, name: name, reason: r) }
-                if name == "__metadata__" {
-                    guard case .object(let kv) = value else {
-                        throw CheckpointError.malformed(path: path, reason: "__metadata__ is not an object")
-                    }
-                    for (k, v) in kv.pairs {
-                        guard case .string(let s) = v else {
-                            throw CheckpointError.malformed(path: path, reason: "__metadata__ '\(k)' is \(v.shortDescription), not a string")
-                        }
-                        meta[k] = s
-                    }
-                    continue
-                }
-                guard case .object(let fields) = value else { throw fail("header entry is not an object") }
-                let field = fields
-                guard case .string(let dts)? = field["dtype"] else {
-                    throw fail("dtype is \(field["dtype"]?.shortDescription ?? "missing"), not a string")
-                }
-                guard case .array(let shapeItems)? = field["shape"] else {
-                    throw fail("shape is \(field["shape"]?.shortDescription ?? "missing"), not a list of integers")
-                }
-                var shape: [Int] = []
-                var count = 1
-                for item in shapeItems {
-                    guard case .int(let d) = item, d >= 0 else {
-                        throw fail("bad shape \(JSONValue.array(shapeItems).shortDescription): dimensions must be non-negative integers")
-                    }
-                    let (m, o) = count.multipliedReportingOverflow(by: d)
-                    guard !o else { throw fail("shape \(JSONValue.array(shapeItems).shortDescription) has more elements than fit in 64 bits") }
-                    count = m
-                    shape.append(d)
-                }
-                guard case .array(let offs)? = field["data_offsets"], offs.count == 2,
-                      case .int(let b) = offs[0], case .int(let e) = offs[1], b >= 0, e >= b else {
-                    throw fail("bad data_offsets \(field["data_offsets"]?.shortDescription ?? "(missing)"): must be two integers [begin, end] with 0 ≤ begin ≤ end")
-                }
-                guard e <= dataSize else {
-                    throw fail("data_offsets [\(b), \(e)] outside the \(dataSize)-byte data section (truncated file?)")
-                }
-                ranges.append((name, b, e))
-                guard let dtype = DType(rawValue: dts) else {
-                    unknown[name] = dts
-                    continue
-                }
-                let (expected, o) = count.multipliedReportingOverflow(by: dtype.size)
-                guard !o, e - b == expected else {
-                    throw fail("holds \(e - b) bytes but \(dtype.rawValue) \(shape) needs \(o ? "more than 2⁶³" : String(expected))")
-                }
-                infos[name] = TensorInfo(name: name, dtype: dtype, shape: shape, begin: b, end: e)
-            }
-            // The byte ranges tile the data section: from 0, no overlap, no gap, nothing after.
-            let sorted = ranges.sorted { ($0.begin, $0.end, $0.name) < ($1.begin, $1.end, $1.name) }
-            var expectedBegin = 0
-            var previous: String? = nil
-            for r in sorted {
-                if r.begin < expectedBegin {
-                    throw CheckpointError.tensor(path: path, name: r.name,
-                                                 reason: "data_offsets [\(r.begin), \(r.end)] overlap tensor '\(previous ?? "")' (which ends at \(expectedBegin))")
-                }
-                if r.begin > expectedBegin {
-                    throw CheckpointError.tensor(path: path, name: r.name,
-                                                 reason: "data_offsets [\(r.begin), \(r.end)] leave a gap of \(r.begin - expectedBegin) bytes after "
-                                                    + (previous.map { "tensor '\($0)'" } ?? "the start of the data section"))
-                }
-                expectedBegin = r.end
-                previous = r.name
-            }
-            guard expectedBegin == dataSize else {
-                throw CheckpointError.malformed(path: path, reason: "the tensors end at data byte \(expectedBegin) but the data section has \(dataSize) bytes")
-            }
-            tensors = infos
-            unknownDTypes = unknown
-            metadata = meta
+        // Compared as UInt64 first: a length ≥ 2⁶³ does not fit in Int.
+        let rawLen = UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))
+        guard rawLen > 0, rawLen <= UInt64(size - 8) else {
+            throw CheckpointError.malformed(path: path, reason: "header length \(rawLen) does not fit in the \(size)-byte file (truncated file?)")
         }
+        let headerLen = Int(rawLen)
+        guard headerLen <= Self.maxHeaderBytes else {
+            throw CheckpointError.malformed(path: path, reason: "header length \(headerLen) exceeds the \(Self.maxHeaderBytes)-byte limit")
+        }
+        dataStart = 8 + headerLen
+        // Strict: a key repeated in one object is an error, not silently the last value;
+        // nesting is bounded, so a hostile header gives an error, never a trap.
+        let root: JSONValue
+        do {
+            root = try JSONValue.parse(bytes: UnsafeRawBufferPointer(start: p + 8, count: headerLen),
+                                       options: JSONParseOptions(rejectDuplicateKeys: true, maxDepth: 32))
+        } catch let e as JSONParseError {
+            throw CheckpointError.malformed(path: path, reason: "header is not valid JSON: \(e.reason) at header byte \(e.offset)")
+        }
+        guard case .object(let entries) = root else {
+            throw CheckpointError.malformed(path: path, reason: "header is not a JSON object")
+        }
+        var infos: [String: TensorInfo] = [:]
+        var unknown: [String: String] = [:]
+        var ranges: [(name: String, begin: Int, end: Int)] = []
+        var meta: [String: String] = [:]
+        let dataSize = size - dataStart
+        for (name, value) in entries.pairs {
+            func fail(_ r: String) -> CheckpointError { .tensor(path: path, name: name, reason: r) }
+            if name == "__metadata__" {
+                guard case .object(let kv) = value else {
+                    throw CheckpointError.malformed(path: path, reason: "__metadata__ is not an object")
+                }
+                for (k, v) in kv.pairs {
+                    guard case .string(let s) = v else {
+                        throw CheckpointError.malformed(path: path, reason: "__metadata__ '\(k)' is \(v.shortDescription), not a string")
+                    }
+                    meta[k] = s
+                }
+                continue
+            }
+            guard case .object(let fields) = value else { throw fail("header entry is not an object") }
+            let field = fields
+            guard case .string(let dts)? = field["dtype"] else {
+                throw fail("dtype is \(field["dtype"]?.shortDescription ?? "missing"), not a string")
+            }
+            guard case .array(let shapeItems)? = field["shape"] else {
+                throw fail("shape is \(field["shape"]?.shortDescription ?? "missing"), not a list of integers")
+            }
+            var shape: [Int] = []
+            var count = 1
+            for item in shapeItems {
+                guard case .int(let d) = item, d >= 0 else {
+                    throw fail("bad shape \(JSONValue.array(shapeItems).shortDescription): dimensions must be non-negative integers")
+                }
+                let (m, o) = count.multipliedReportingOverflow(by: d)
+                guard !o else { throw fail("shape \(JSONValue.array(shapeItems).shortDescription) has more elements than fit in 64 bits") }
+                count = m
+                shape.append(d)
+            }
+            guard case .array(let offs)? = field["data_offsets"], offs.count == 2,
+                  case .int(let b) = offs[0], case .int(let e) = offs[1], b >= 0, e >= b else {
+                throw fail("bad data_offsets \(field["data_offsets"]?.shortDescription ?? "(missing)"): must be two integers [begin, end] with 0 ≤ begin ≤ end")
+            }
+            guard e <= dataSize else {
+                throw fail("data_offsets [\(b), \(e)] outside the \(dataSize)-byte data section (truncated file?)")
+            }
+            ranges.append((name, b, e))
+            guard let dtype = DType(rawValue: dts) else {
+                unknown[name] = dts
+                continue
+            }
+            let (expected, o) = count.multipliedReportingOverflow(by: dtype.size)
+            guard !o, e - b == expected else {
+                throw fail("holds \(e - b) bytes but \(dtype.rawValue) \(shape) needs \(o ? "more than 2⁶³" : String(expected))")
+            }
+            infos[name] = TensorInfo(name: name, dtype: dtype, shape: shape, begin: b, end: e)
+        }
+        // The byte ranges tile the data section: from 0, no overlap, no gap, nothing after.
+        let sorted = ranges.sorted { ($0.begin, $0.end, $0.name) < ($1.begin, $1.end, $1.name) }
+        var expectedBegin = 0
+        var previous: String? = nil
+        for r in sorted {
+            if r.begin < expectedBegin {
+                throw CheckpointError.tensor(path: path, name: r.name,
+                                             reason: "data_offsets [\(r.begin), \(r.end)] overlap tensor '\(previous ?? "")' (which ends at \(expectedBegin))")
+            }
+            if r.begin > expectedBegin {
+                throw CheckpointError.tensor(path: path, name: r.name,
+                                             reason: "data_offsets [\(r.begin), \(r.end)] leave a gap of \(r.begin - expectedBegin) bytes after "
+                                                + (previous.map { "tensor '\($0)'" } ?? "the start of the data section"))
+            }
+            expectedBegin = r.end
+            previous = r.name
+        }
+        guard expectedBegin == dataSize else {
+            throw CheckpointError.malformed(path: path, reason: "the tensors end at data byte \(expectedBegin) but the data section has \(dataSize) bytes")
+        }
+        tensors = infos
+        unknownDTypes = unknown
+        metadata = meta
     }
 
     /// The raw bytes of one tensor (valid while this file is alive).
