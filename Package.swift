@@ -40,6 +40,11 @@ let package = Package(
             capability: .buildTool(),
             dependencies: ["EmbedKernels"],
             path: "Plugins/KernelEmbedder"),
+        .plugin(
+            name: "BuildInfo",
+            capability: .buildTool(),
+            dependencies: ["EmbedKernels"],
+            path: "Plugins/BuildInfo"),
         .target(name: "LoraBase"),
         .target(name: "OpenCLRuntime", dependencies: ["COpenCL"]),
         .target(name: "Reference", dependencies: ["LoraBase"]),
@@ -67,7 +72,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             // main.swift holds the @main type; with more than one file it must not be read as top-level code.
-            swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])],
+            plugins: ["BuildInfo"]),
         // What the test targets share: fixtures' path, temporary directories, the CLI runner.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "LoraBaseTests", dependencies: ["LoraBase", "TestSupport"]),

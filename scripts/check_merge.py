@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """Merge fixtures and the end-to-end merge check, with real transformers + PEFT.
 
-  check_merge.py make
-      For every case below, the logits of PEFT's `PeftModel.from_pretrained(base, adapter).merge_and_unload()`
-      on the case's input_ids -> Tests/Fixtures/merge/<case>.safetensors ("logits"), and the cases in
-      Tests/Fixtures/merge/cases.json. For the GGUF cases it first makes the adapter (PEFT on the model
-      transformers loads from the GGUF, random A and B) under Tests/Fixtures/merge/<case>.adapter.
+  check_merge.py make [CASE...]
+      For every case below (or those named), the logits of PEFT's
+      `PeftModel.from_pretrained(base, adapter).merge_and_unload()` on the case's input_ids ->
+      Tests/Fixtures/merge/<case>.safetensors ("logits"), and the cases in Tests/Fixtures/merge/cases.json.
+      Where the adapter unties a tied base (a LoRA or a trained copy on lm_head or embed_tokens), the logits
+      are the UNMERGED PeftModel's: merge_and_unload folds both updates into the one shared matrix, so its
+      model differs from the adapter (PEFT warns; lora-gpu writes the two sides apart instead). For the GGUF
+      and tied cases it first makes the adapter when it is missing (PEFT, random A and B) under
+      Tests/Fixtures/merge/<case>.adapter.
 
   check_merge.py verify OUT_ROOT
       Loads OUR merged checkpoints (OUT_ROOT/<case>, written by `lora-gpu merge`) with transformers'
@@ -47,8 +51,32 @@ GGUF_CASES = {
 }
 
 
+# A tied Llama (the reference case's base) with a LoRA on its lm_head, its embedding, or both.
+TIED_BASE = "llama_tied_rslora_regex"
+TIED_CASES = {
+    "tied_lm_head": dict(r=4, lora_alpha=8, target_modules=["lm_head"]),
+    "tied_embed_tokens": dict(r=4, lora_alpha=8, target_modules=["embed_tokens"]),
+    "tied_both": dict(r=4, lora_alpha=8, target_modules=["lm_head", "embed_tokens", "q_proj"]),
+}
+
+
+def unties(case):
+    """Whether the case's adapter makes a tied base's two embedding sides differ."""
+    base, adapter, _ = case_paths(case)
+    cfg = json.load(open(os.path.join(adapter, "adapter_config.json")))
+    tmods = cfg.get("target_modules") or []
+    sides = {"lm_head", "embed_tokens"}
+    touched = (isinstance(tmods, list) and bool(sides & set(tmods))) or bool(sides & set(cfg.get("modules_to_save") or []))
+    tied = load_base(case).config.tie_word_embeddings
+    return bool(tied and touched)
+
+
 def case_paths(case):
     """(base path for lora-gpu, adapter dir, input_ids)."""
+    if case in TIED_CASES:
+        d = os.path.join(FIX, "reference", TIED_BASE)
+        ref = json.load(open(os.path.join(d, "reference.json")))
+        return os.path.join(d, "model"), os.path.join(OUT, case + ".adapter"), ref["input_ids"]
     if case in HF_CASES:
         d = os.path.join(FIX, "reference", case)
         ref = json.load(open(os.path.join(d, "reference.json")))
@@ -62,7 +90,7 @@ def load_base(case):
     from transformers import AutoModelForCausalLM
 
     base, _, _ = case_paths(case)
-    if case in HF_CASES:
+    if case in HF_CASES or case in TIED_CASES:
         return AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     return AutoModelForCausalLM.from_pretrained(os.path.dirname(base), gguf_file=os.path.basename(base),
                                                 dtype=torch.float32)
@@ -72,17 +100,23 @@ def peft_merged_logits(case):
     from peft import PeftModel
 
     _, adapter, ids = case_paths(case)
-    model = PeftModel.from_pretrained(load_base(case), adapter).merge_and_unload()
+    model = PeftModel.from_pretrained(load_base(case), adapter)
+    if not unties(case):
+        model = model.merge_and_unload()
     model.eval()
     with torch.no_grad():
         return model(torch.tensor(ids)).logits.numpy().astype(np.float32)
 
 
-def make():
+def make(only):
     from peft import LoraConfig, get_peft_model
 
     os.makedirs(OUT, exist_ok=True)
-    for case, (_, settings) in GGUF_CASES.items():
+    made = {case: settings for case, (_, settings) in GGUF_CASES.items()}
+    made.update(TIED_CASES)
+    for case, settings in made.items():
+        if os.path.exists(os.path.join(OUT, case + ".adapter", "adapter_config.json")) or (only and case not in only):
+            continue
         torch.manual_seed(0)
         model = get_peft_model(load_base(case), LoraConfig(init_lora_weights=False, task_type="CAUSAL_LM", **settings))
         adir = os.path.join(OUT, case + ".adapter")
@@ -94,8 +128,10 @@ def make():
         with open(cfg_path, "w") as f:
             json.dump(cfg, f, indent=2, sort_keys=True)
         os.remove(os.path.join(adir, "README.md"))
-    cases = HF_CASES + list(GGUF_CASES)
+    cases = HF_CASES + list(GGUF_CASES) + list(TIED_CASES)
     for case in cases:
+        if only and case not in only:
+            continue
         save_file({"logits": peft_merged_logits(case)}, os.path.join(OUT, case + ".safetensors"))
         print(case, "ok")
     with open(os.path.join(OUT, "cases.json"), "w") as f:
@@ -128,7 +164,8 @@ def verify(root):
         fixture = load_file(os.path.join(OUT, case + ".safetensors"))["logits"]
         e, e_fix = rel(logits, peft_live), rel(logits, fixture)
         ok = e <= 1e-5 and e_fix <= 1e-5
-        line = f"{case}: our merged checkpoint in transformers vs PEFT merge_and_unload: rel err {e:.3g} (fixture {e_fix:.3g})"
+        what = "the unmerged PeftModel (the adapter unties a tied base)" if unties(case) else "PEFT merge_and_unload"
+        line = f"{case}: our merged checkpoint in transformers vs {what}: rel err {e:.3g} (fixture {e_fix:.3g})"
         if os.path.exists(os.path.join(d, "tokenizer.json")) and case in GGUF_CASES:
             gguf_model = GGUF_CASES[case][0].removesuffix(".gguf")
             tok = AutoTokenizer.from_pretrained(d)
@@ -173,7 +210,7 @@ def commands(root):
 
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "make":
-        make()
+        make(set(sys.argv[2:]))
     elif len(sys.argv) == 3 and sys.argv[1] == "verify":
         verify(sys.argv[2])
     elif len(sys.argv) == 3 and sys.argv[1] == "commands":

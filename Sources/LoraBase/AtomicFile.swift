@@ -41,6 +41,14 @@ public enum SystemError {
             let file = (ns.userInfo[NSFilePathErrorKey] as? String).map { "\($0): " } ?? ""
             return file + String(cString: strerror(Int32(truncatingIfNeeded: u.code)))
         }
-        return ns.domain == NSCocoaErrorDomain ? ns.localizedDescription : "\(error)"
+        guard ns.domain == NSCocoaErrorDomain else { return "\(error)" }
+        // Foundation's own text is "The operation could not be completed. (NSCocoaErrorDomain error 256.)".
+        switch ns.code {
+        case NSFileNoSuchFileError, NSFileReadNoSuchFileError: return "no such file"
+        case NSFileReadNoPermissionError, NSFileWriteNoPermissionError: return "permission denied"
+        case NSFileWriteOutOfSpaceError: return "no space left on the device"
+        case NSFileReadCorruptFileError, NSFileReadInapplicableStringEncodingError: return "not readable as text"
+        default: return ns.code < NSFileWriteUnknownError ? "cannot read the file" : "cannot write the file"
+        }
     }
 }

@@ -22,11 +22,11 @@ struct Generate: ParsableCommand {
     @Option(help: "One user message, rendered with the chat template.") var prompt: String?
     @Option(name: .customLong("raw-prompt"), help: "Text continued as is, without a chat template.") var rawPrompt: String?
     @Flag(help: "An interactive conversation on stdin (one user turn per line).") var chat = false
-    @Option(help: "0 is greedy.") var temperature: Double = 0
-    @Option(name: .customLong("top-k"), help: "Keep the k most likely tokens (default off; transformers' own default is 50 when sampling).") var topK: Int?
-    @Option(name: .customLong("top-p"), help: "Keep the smallest set of tokens whose probability exceeds p.") var topP: Double?
+    @Option(parsing: .unconditional, help: "0 is greedy.") var temperature: Double = 0
+    @Option(name: .customLong("top-k"), parsing: .unconditional, help: "Keep the k most likely tokens (default off; transformers' own default is 50 when sampling).") var topK: Int?
+    @Option(name: .customLong("top-p"), parsing: .unconditional, help: "Keep the smallest set of tokens whose probability exceeds p.") var topP: Double?
     @Option(help: "Seed of the sampling generator.") var seed: UInt64 = 0
-    @Option(name: .customLong("max-new-tokens")) var maxNewTokens: Int = 256
+    @Option(name: .customLong("max-new-tokens"), parsing: .unconditional) var maxNewTokens: Int = 256
     @Option(name: .customLong("chat-template"),
             help: "A named template of tokenizer_config.json, or a Jinja template file, instead of the default one.")
     var chatTemplate: String?

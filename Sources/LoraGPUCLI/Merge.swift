@@ -21,6 +21,10 @@ struct Merge: ParsableCommand {
         let report = try ModelMerger.merge(model: model, adapter: adapter, output: output, dtype: d, maxShardBytes: maxShardBytes)
         for w in report.warnings { print("warning: \(w)") }
         print("merged \(report.mergedModules.count) LoRA module(s)" + (report.replaced.isEmpty ? "" : "; replaced " + report.replaced.joined(separator: ", ")))
+        if let why = report.untied {
+            print("note: the base ties lm_head to embed_tokens; the adapter has \(why), so the merged model keeps them as "
+                + "two tensors (tie_word_embeddings: false) and gives the adapter's logits")
+        }
         print("wrote \(output): " + report.files.joined(separator: ", ") + (report.tied ? " (embeddings tied)" : ""))
     }
 }

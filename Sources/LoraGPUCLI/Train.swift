@@ -14,8 +14,8 @@ struct TrainDataOptions: ParsableArguments, OverrideGroup {
     @Option(help: ArgumentHelp("Training JSONL; repeat for several. Each line one of {\"messages\": [...]}, {\"conversations\": [...]} (ShareGPT), {\"prompt\", \"completion\"}, {\"text\"} or {\"input_ids\", \"labels\"} (see `lora-gpu data preview`). [data]",
                                valueName: "file")) var data: [String] = []
     @Option(help: ArgumentHelp("Evaluation file, same format. [val_data]", valueName: "file")) var valData: String?
-    @Option(help: "Fraction of the training samples held out for evaluation (seeded). [val_split, default 0]") var valSplit: String?
-    @Option(help: "Samples are truncated to this many tokens. [max_seq_len, default 1024]") var maxSeqLen: String?
+    @Option(parsing: .unconditional, help: "Fraction of the training samples held out for evaluation (seeded). [val_split, default 0]") var valSplit: String?
+    @Option(parsing: .unconditional, help: "Samples are truncated to this many tokens. [max_seq_len, default 1024]") var maxSeqLen: String?
     @Flag(inversion: .prefixedNo, help: "Pack several samples per row. [packing, default false]") var packing: Bool?
     @Option(help: "Which tokens are trained: assistant (every assistant turn with its end-of-turn) | all | last (the final assistant turn). [train_on, default assistant]") var trainOn: String?
     @Option(help: "Chat template: a .jinja file or a named template of tokenizer_config.json, instead of the model's own. [chat_template]") var chatTemplate: String?
@@ -33,9 +33,9 @@ struct TrainDataOptions: ParsableArguments, OverrideGroup {
 }
 
 struct TrainLoraOptions: ParsableArguments, OverrideGroup {
-    @Option(help: "LoRA rank. [r, default 8]") var r: String?
-    @Option(help: "LoRA scale numerator (scale = alpha/r, or alpha/√r with rsLoRA). [lora_alpha, default 8]") var loraAlpha: String?
-    @Option(help: "Dropout on the LoRA branch input. [lora_dropout, default 0]") var loraDropout: String?
+    @Option(parsing: .unconditional, help: "LoRA rank. [r, default 8]") var r: String?
+    @Option(parsing: .unconditional, help: "LoRA scale numerator (scale = alpha/r, or alpha/√r with rsLoRA). [lora_alpha, default 8]") var loraAlpha: String?
+    @Option(parsing: .unconditional, help: "Dropout on the LoRA branch input. [lora_dropout, default 0]") var loraDropout: String?
     @Option(help: ArgumentHelp("Modules to adapt: names (repeat or comma-separate), a regex (full match on the module path) or all-linear. [target_modules, default q_proj,v_proj]",
                                valueName: "names|regex|all-linear")) var targetModules: [String] = []
     @Option(help: ArgumentHelp("Modules never adapted, same forms. [exclude_modules]", valueName: "names|regex"))
@@ -43,7 +43,7 @@ struct TrainLoraOptions: ParsableArguments, OverrideGroup {
     @Option(help: "Trainable biases: none | all | lora_only. [bias, default none]") var bias: String?
     @Flag(inversion: .prefixedNo, help: "rsLoRA scaling alpha/√r. [use_rslora, default false]") var useRslora: Bool?
     @Option(help: "true (Kaiming-uniform A, B = 0) | gaussian | false. [init_lora_weights, default true]") var initLoraWeights: String?
-    @Option(help: ArgumentHelp("Only these layer indices, comma-separated. [layers_to_transform]", valueName: "i,j,…"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Only these layer indices, comma-separated. [layers_to_transform]", valueName: "i,j,…"))
     var layersToTransform: String?
     @Option(help: ArgumentHelp("Modules trained fully and saved (lm_head, embed_tokens). [modules_to_save]", valueName: "name"))
     var modulesToSave: [String] = []
@@ -77,25 +77,25 @@ struct TrainLoraOptions: ParsableArguments, OverrideGroup {
 }
 
 struct TrainOptimOptions: ParsableArguments, OverrideGroup {
-    @Option(help: "Peak learning rate. [learning_rate, default 5e-5]") var learningRate: String?
+    @Option(parsing: .unconditional, help: "Peak learning rate. [learning_rate, default 5e-5]") var learningRate: String?
     @Option(help: "linear | cosine | constant | constant_with_warmup. [lr_scheduler_type, default linear]") var lrSchedulerType: String?
-    @Option(help: "Warmup steps (below 1: a fraction of the total steps). [warmup_steps, default 0]") var warmupSteps: String?
-    @Option(help: "Warmup as a fraction of the total steps, when warmup_steps is 0. [warmup_ratio, default 0]") var warmupRatio: String?
-    @Option(help: "AdamW weight decay (not on biases or norms). [weight_decay, default 0]") var weightDecay: String?
-    @Option(help: "[adam_beta1, default 0.9]") var adamBeta1: String?
-    @Option(help: "[adam_beta2, default 0.999]") var adamBeta2: String?
-    @Option(help: "[adam_epsilon, default 1e-8]") var adamEpsilon: String?
-    @Option(help: "Gradient clipping norm, 0 disables. [max_grad_norm, default 1.0]") var maxGradNorm: String?
-    @Option(help: "Rows per micro-batch. [per_device_train_batch_size, default 8]") var perDeviceTrainBatchSize: String?
-    @Option(help: "Rows per evaluation batch. [per_device_eval_batch_size, default 8]") var perDeviceEvalBatchSize: String?
-    @Option(help: "Micro-batches per optimizer step; the loss is averaged over all their trained tokens. [gradient_accumulation_steps, default 1]")
+    @Option(parsing: .unconditional, help: "Warmup steps (below 1: a fraction of the total steps). [warmup_steps, default 0]") var warmupSteps: String?
+    @Option(parsing: .unconditional, help: "Warmup as a fraction of the total steps, when warmup_steps is 0. [warmup_ratio, default 0]") var warmupRatio: String?
+    @Option(parsing: .unconditional, help: "AdamW weight decay (not on biases or norms). [weight_decay, default 0]") var weightDecay: String?
+    @Option(parsing: .unconditional, help: "[adam_beta1, default 0.9]") var adamBeta1: String?
+    @Option(parsing: .unconditional, help: "[adam_beta2, default 0.999]") var adamBeta2: String?
+    @Option(parsing: .unconditional, help: "[adam_epsilon, default 1e-8]") var adamEpsilon: String?
+    @Option(parsing: .unconditional, help: "Gradient clipping norm, 0 disables. [max_grad_norm, default 1.0]") var maxGradNorm: String?
+    @Option(parsing: .unconditional, help: "Rows per micro-batch. [per_device_train_batch_size, default 8]") var perDeviceTrainBatchSize: String?
+    @Option(parsing: .unconditional, help: "Rows per evaluation batch. [per_device_eval_batch_size, default 8]") var perDeviceEvalBatchSize: String?
+    @Option(parsing: .unconditional, help: "Micro-batches per optimizer step; the loss is averaged over all their trained tokens. [gradient_accumulation_steps, default 1]")
     var gradientAccumulationSteps: String?
-    @Option(help: "Epochs (fractions allowed). [num_train_epochs, default 3]") var numTrainEpochs: String?
-    @Option(help: "Optimizer steps; overrides num_train_epochs when > 0. [max_steps, default -1]") var maxSteps: String?
+    @Option(parsing: .unconditional, help: "Epochs (fractions allowed). [num_train_epochs, default 3]") var numTrainEpochs: String?
+    @Option(parsing: .unconditional, help: "Optimizer steps; overrides num_train_epochs when > 0. [max_steps, default -1]") var maxSteps: String?
     @Flag(inversion: .prefixedNo, help: "Recompute activations in backward to save memory. [gradient_checkpointing, default false]")
     var gradientCheckpointing: Bool?
-    @Option(help: "Seed of the adapter init, data order, dropout and NEFTune noise. [seed, default 42]") var seed: String?
-    @Option(help: "NEFTune noise alpha on the embeddings in training (e.g. 5). [neftune_noise_alpha, default off]")
+    @Option(parsing: .unconditional, help: "Seed of the adapter init, data order, dropout and NEFTune noise. [seed, default 42]") var seed: String?
+    @Option(parsing: .unconditional, help: "NEFTune noise alpha on the embeddings in training (e.g. 5). [neftune_noise_alpha, default off]")
     var neftuneNoiseAlpha: String?
 
     func overrides() -> [String: Any] {
@@ -115,15 +115,15 @@ struct TrainOptimOptions: ParsableArguments, OverrideGroup {
 struct TrainOutputOptions: ParsableArguments, OverrideGroup {
     @Option(help: ArgumentHelp("Where the adapter, checkpoints, metrics.jsonl and loss.svg go. [output_dir, default lora-gpu-output]",
                                valueName: "dir")) var outputDir: String?
-    @Option(help: "Log every N steps (below 1: a fraction of the total). [logging_steps, default 500]") var loggingSteps: String?
-    @Option(help: "Evaluate every N steps. [eval_steps, default logging_steps]") var evalSteps: String?
-    @Option(help: "Checkpoint every N steps (and at the end). [save_steps, default 500]") var saveSteps: String?
-    @Option(help: "Keep at most N checkpoints (never deleting the best). [save_total_limit]") var saveTotalLimit: String?
+    @Option(parsing: .unconditional, help: "Log every N steps (below 1: a fraction of the total). [logging_steps, default 500]") var loggingSteps: String?
+    @Option(parsing: .unconditional, help: "Evaluate every N steps. [eval_steps, default logging_steps]") var evalSteps: String?
+    @Option(parsing: .unconditional, help: "Checkpoint every N steps (and at the end). [save_steps, default 500]") var saveSteps: String?
+    @Option(parsing: .unconditional, help: "Keep at most N checkpoints (never deleting the best). [save_total_limit]") var saveTotalLimit: String?
     @Flag(inversion: .prefixedNo, help: "Leave the best checkpoint's adapter in output_dir. [load_best_model_at_end, default false]")
     var loadBestModelAtEnd: Bool?
     @Option(help: "eval_loss | eval_perplexity | loss. [metric_for_best_model, default eval_loss]") var metricForBestModel: String?
-    @Option(help: "Stop after N evaluations without improvement. [early_stopping_patience]") var earlyStoppingPatience: String?
-    @Option(help: "Minimum improvement that resets the patience. [early_stopping_threshold, default 0]") var earlyStoppingThreshold: String?
+    @Option(parsing: .unconditional, help: "Stop after N evaluations without improvement. [early_stopping_patience]") var earlyStoppingPatience: String?
+    @Option(parsing: .unconditional, help: "Minimum improvement that resets the patience. [early_stopping_threshold, default 0]") var earlyStoppingThreshold: String?
     @Option(help: ArgumentHelp("Continue from a checkpoint-N directory, or 'latest' in output_dir. [resume_from_checkpoint]",
                                valueName: "dir|latest")) var resumeFromCheckpoint: String?
 

@@ -17,10 +17,26 @@ struct DeviceOption: ParsableArguments {
 
 @main
 struct LoraGPU: ParsableCommand {
+    /// The release; `--version` adds the commit (BuildInfo plugin) and the OpenCL device.
+    static let version = "0.15.0"
     static let configuration = CommandConfiguration(
         commandName: "lora-gpu",
         abstract: "LoRA fine-tuning for Llama-family models on any OpenCL device.",
         subcommands: [Train.self, DataCommand.self, Generate.self, Merge.self, Inspect.self, Tune.self, Devices.self, Bench.self])
+
+    @Flag(help: "Print the version, the git commit it was built from and the OpenCL device it would use.")
+    var version = false
+
+    func run() throws {
+        guard version else { throw CleanExit.helpRequest(self) }
+        print("lora-gpu \(Self.version) (commit \(BuildInfo.commit))")
+        do {
+            let d = try DeviceSelection.select(ProcessInfo.processInfo.environment[DeviceSelection.environmentVariable])
+            print("OpenCL: \(d.platform.name) (\(d.platform.version)), device \(d.label)")
+        } catch {
+            print("OpenCL: no device (\(error))")
+        }
+    }
 }
 
 struct Devices: ParsableCommand {

@@ -31,8 +31,11 @@ public struct ModelText {
     public let stopIDs: Set<Int>
 
     /// Whether `model` (a directory or a GGUF file) carries a tokenizer.
+    /// tokenizer.json beside a checkpoint, or a GGUF file's tokenizer.ggml.* metadata (read from its
+    /// header, no weight touched).
     public static func hasTokenizer(model: String) -> Bool {
-        ModelSource.isFile(model) || FileManager.default.fileExists(atPath: model + "/tokenizer.json")
+        if ModelSource.isFile(model) { return (try? GGUFFile(path: model))?.metadata["tokenizer.ggml.model"] != nil }
+        return FileManager.default.fileExists(atPath: model + "/tokenizer.json")
     }
 
     /// `needsTemplate`: chat prompts need one; raw text and pre-tokenized data do not.

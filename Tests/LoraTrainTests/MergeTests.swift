@@ -24,6 +24,11 @@ final class MergeTests: XCTestCase {
 
     /// (base, adapter, input_ids) of a case, as check_merge.py defines them.
     func paths(_ c: String) throws -> (base: String, adapter: String, ids: [[Int]]) {
+        if c.hasPrefix("tied_") {
+            let d = fixtures + "/reference/llama_tied_rslora_regex"
+            let ids = (try json(d + "/reference.json") as! [String: Any])["input_ids"] as! [[Int]]
+            return (d + "/model", fixtures + "/merge/\(c).adapter", ids)
+        }
         if c.hasPrefix("gguf_") {
             let ids = (try json(fixtures + "/gguf/expected.json") as! [String: Any])["input_ids"] as! [[Int]]
             return (fixtures + "/gguf/\(c.dropFirst(5)).gguf", fixtures + "/merge/\(c).adapter", ids)
@@ -46,14 +51,15 @@ final class MergeTests: XCTestCase {
 
     func testMergedLogitsMatchPEFTMergeAndUnload() throws {
         let cases = try json(fixtures + "/merge/cases.json") as! [String]
-        XCTAssertEqual(cases.count, 11)
+        XCTAssertEqual(cases.count, 14)
         let out = try tempDir()
         for c in cases {
             let (base, adapter, ids) = try paths(c)
             let report = try ModelMerger.merge(model: base, adapter: adapter, output: out + "/" + c)
             XCTAssertFalse(report.mergedModules.isEmpty, c)
             let e = relativeError(try logits(out + "/" + c, ids), try expectedLogits(c))
-            XCTAssertLessThanOrEqual(e, 1e-5, "\(c): merged logits relative error \(e) against PEFT's merge_and_unload")
+            // Where the adapter unties a tied base the fixture holds the unmerged PeftModel's logits (check_merge.py).
+            XCTAssertLessThanOrEqual(e, 1e-5, "\(c): merged logits relative error \(e) against PEFT's")
         }
     }
 
@@ -76,6 +82,29 @@ final class MergeTests: XCTestCase {
         // The base's generation_config.json is carried over unchanged.
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: out + "/saved/generation_config.json")),
                        try Data(contentsOf: URL(fileURLWithPath: b2 + "/generation_config.json")))
+    }
+
+    /// A LoRA on the lm_head or the embedding of a tied base (issue 22): folded into the shared matrix it
+    /// would reach both sides. The merged model keeps them apart and gives the unmerged adapter's logits.
+    func testLoRAOnATiedHeadOrEmbeddingUntiesThemAndKeepsTheAdaptersLogits() throws {
+        let out = try tempDir()
+        let (base, _, ids) = try paths("llama_tied_rslora_regex")
+        for targets in [["lm_head"], ["embed_tokens"], ["lm_head", "embed_tokens", "q_proj"]] {
+            let name = targets.joined(separator: "+")
+            let lora = LoraConfig(r: 4, loraAlpha: 8, targetModules: .list(targets), initLoraWeights: .random)
+            let model = try LlamaLoRAModel(modelDirectory: base, lora: lora, context: try ComputeContext.shared())
+            try model.initializeAdapters(seed: 11)
+            try model.saveAdapter(directory: out + "/\(name).adapter", baseModel: base)
+            let unmerged = try model.logits(try TokenBatch(inputIDs: ids))
+            let r = try ModelMerger.merge(model: base, adapter: out + "/\(name).adapter", output: out + "/\(name).merged")
+            XCTAssertFalse(r.tied, name)
+            XCTAssertNotNil(r.untied, name)
+            let cfg = try json(out + "/\(name).merged/config.json") as! [String: Any]
+            XCTAssertEqual(cfg["tie_word_embeddings"] as? Bool, false, name)
+            XCTAssertNotNil(try SafeTensorsFile(path: out + "/\(name).merged/model.safetensors").tensors["lm_head.weight"], name)
+            let e = relativeError(try logits(out + "/\(name).merged", ids), unmerged.map(Double.init))
+            XCTAssertLessThanOrEqual(e, 1e-5, "\(name): merged logits vs the unmerged adapter's: relative error \(e)")
+        }
     }
 
     func testShardsAndIndexAsTransformersWritesThem() throws {

@@ -68,6 +68,10 @@ public enum JSONLReader {
     }
 
     public static func read(file: String) throws -> [(line: Int, bytes: [UInt8])] {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw DatasetError.unreadable(file: file, reason: "is a directory; give a JSONL file (one sample per line)")
+        }
         let data: Data
         do { data = try Data(contentsOf: URL(fileURLWithPath: file)) } catch {
             throw DatasetError.unreadable(file: file, reason: SystemError.describe(error))

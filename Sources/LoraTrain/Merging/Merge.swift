@@ -46,6 +46,8 @@ public struct MergeReport: Sendable {
     public var replaced: [String]
     /// Tied input/output embeddings kept tied.
     public var tied: Bool
+    /// Why a tied base's embeddings were written as two tensors (nil: they were not, or were never tied).
+    public var untied: String?
     public var warnings: [String]
 }
 
@@ -87,7 +89,8 @@ public enum ModelMerger {
         }
         let file = try SafeTensorsFile(path: adapterPath)
         try check(file, against: plan)
-        var report = MergeReport(files: [], tensors: [], mergedModules: plan.adapted, replaced: [], tied: false, warnings: plan.warnings)
+        var report = MergeReport(files: [], tensors: [], mergedModules: plan.adapted, replaced: [], tied: false, untied: nil,
+                                 warnings: plan.warnings)
         let planned = try Self.outputTensors(config: config, source: source, lora: lora, adapterPlan: plan, adapter: file, report: &report)
         report.tensors = planned.map(\.name)
 
@@ -170,10 +173,13 @@ public enum ModelMerger {
             let r = a.count / V
             return product(b, a, rows: H, inner: r, cols: V, scale: scale(embedPath), transposed: true)
         }
-        let lmSaved = plan.isSaved("lm_head")
         let tiedIn = c.tieWordEmbeddings
-        // Tied stays tied unless a modules_to_save copy separates the two sides.
-        let tied = tiedIn && !lmSaved && !plan.embedSaved
+        // Tied stays tied unless the adapter makes the two sides differ: a modules_to_save copy, or a LoRA
+        // on one of them (the unmerged model adds the embedding's LoRA to the lookup and lm_head's to the
+        // head, each on the shared E; folded into E both would reach both sides). Then each side is written
+        // as its own tensor and tie_word_embeddings is false, so the merged model gives the adapter's logits.
+        report.untied = untyingReason(plan, tied: tiedIn)
+        let tied = tiedIn && report.untied == nil
         report.tied = tied
 
         var out: [Planned] = []
@@ -182,7 +188,6 @@ public enum ModelMerger {
             var w = plan.embedSaved ? try adapterFloats(P + embedPath + ".weight")
                                     : try source.hostFloats("model.embed_tokens.weight", shape: [V, H])
             if plan.embedAdapted { add(&w, try embedDelta()) }
-            if tied && adapted.contains("lm_head") { add(&w, try linearDelta("lm_head", out: V, inF: H)) }
             return w
         })
         if plan.embedSaved { report.replaced.append(embedPath) }
@@ -219,6 +224,16 @@ public enum ModelMerger {
             return items
         }
         return out
+    }
+
+    /// What separates a tied base's input and output embeddings in `plan` (nil: nothing).
+    public static func untyingReason(_ plan: AdapterPlan, tied: Bool) -> String? {
+        guard tied else { return nil }
+        let sides = [plan.isSaved("lm_head") ? "a trained copy of lm_head (modules_to_save)" : nil,
+                     plan.embedSaved ? "a trained copy of embed_tokens (modules_to_save)" : nil,
+                     plan.adapted.contains("lm_head") ? "a LoRA on lm_head" : nil,
+                     plan.embedAdapted ? "a LoRA on embed_tokens" : nil].compactMap { $0 }
+        return sides.isEmpty ? nil : sides.joined(separator: " and ")
     }
 
     static func add(_ w: inout [Float], _ d: [Float]) {

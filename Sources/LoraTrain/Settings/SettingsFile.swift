@@ -21,8 +21,15 @@ extension TrainingConfig {
             throw TrainError.setting(source: path, key: "(file)", reason: "must be one flat mapping of setting: value")
         }
         var out: [(String, JSONValue)] = []
+        var lines: [String: Int] = [:]
         for (k, v) in mapping {
             guard let key = k.string else { throw TrainError.setting(source: path, key: "\(k)", reason: "keys must be strings") }
+            // YAML would keep the last of a repeated key without a word; a settings file gives each once.
+            if let first = lines[key] {
+                throw TrainError.setting(source: path, key: key, reason: "given twice, on line \(first) and on line "
+                    + "\(k.mark?.line ?? 0); give each setting once")
+            }
+            lines[key] = k.mark?.line ?? 0
             out.append((key, value(v)))
         }
         return out

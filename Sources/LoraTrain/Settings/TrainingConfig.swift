@@ -131,10 +131,7 @@ public struct TrainingConfig: Equatable, Sendable {
     /// Sets one key from a value (typed JSON, or text from YAML and flags).
     public mutating func set(_ key: String, _ value: JSONValue, source: String) throws {
         func fail(_ r: String) -> TrainError { .setting(source: source, key: key, reason: r) }
-        guard Self.keys.contains(key) else {
-            let near = Self.closest(key, among: Self.keys)
-            throw fail("unknown setting" + (near.map { "; did you mean '\($0)'?" } ?? ""))
-        }
+        guard Self.fieldOf[key] != nil else { throw fail(Self.unknownKeyReason(key, value)) }
         explicitKeys.insert(key)
         keySources[key] = source
         do { try setTrainingKey(key, value) } catch let e as LoraConfig.SettingError {
@@ -184,7 +181,27 @@ public struct TrainingConfig: Equatable, Sendable {
     /// The LoRA configuration in force.
     public func loraSettings() -> LoraConfig { lora }
 
-    /// The known key nearest to `key` by edit distance (nil when nothing is close).
+    /// Precision settings of other trainers: none exists here.
+    static let precisionKeys: Set = ["bf16", "fp16", "tf32", "torch_dtype", "dtype", "bf16_full_eval", "fp16_full_eval",
+                                     "half_precision_backend", "mixed_precision"]
+
+    /// Why `key` is refused, and what to write instead.
+    static func unknownKeyReason(_ key: String, _ value: JSONValue) -> String {
+        if let block = value.object {
+            let valid = block.keys.filter { fieldOf[$0] != nil }
+            return "unknown setting: settings are flat (one `setting: value` per line), not grouped under '\(key)'"
+                + (valid.isEmpty ? "" : "; write \(valid.joined(separator: ", ")) at the top level")
+        }
+        if precisionKeys.contains(key.lowercased()) {
+            return "unknown setting: there is no precision setting. The frozen weights keep the checkpoint's dtype on "
+                + "the device (F16 and BF16 stay 16-bit, F32 and GGUF blocks become fp32; the memory plan shows it) "
+                + "and every product accumulates in fp32"
+        }
+        return "unknown setting" + (closest(key, among: keys).map { "; did you mean '\($0)'?" } ?? "")
+    }
+
+    /// The known key nearest to `key` by edit distance: only a near miss (a third of the key's
+    /// letters at most), so `bf16` suggests nothing rather than `bias`.
     static func closest(_ key: String, among known: [String]) -> String? {
         func distance(_ a: [Character], _ b: [Character]) -> Int {
             var prev = Array(0...b.count)
@@ -199,7 +216,7 @@ public struct TrainingConfig: Equatable, Sendable {
         }
         let k = Array(key.lowercased().replacingOccurrences(of: "-", with: "_"))
         let scored = known.map { ($0, distance(k, Array($0))) }.min { ($0.1, $0.0) < ($1.1, $1.0) }
-        guard let best = scored, best.1 <= max(3, k.count / 2) else { return nil }
+        guard let best = scored, best.1 <= max(1, k.count / 3) else { return nil }
         return best.0
     }
 

@@ -28,6 +28,8 @@ struct TrainingSamples {
     /// One line per file: "FILE: N samples, T tokens (K trained), …".
     var summaries: [String] = []
     var padTokenID = 0
+    /// Every line that gave no sample (with --skip-bad-lines, or with no trained token), in file order.
+    var skipped: [(file: String, line: Int, reason: SkipReason)] = []
 }
 
 /// Reads every `data` file (and `val_data`, or splits `val_split` off the
@@ -64,6 +66,7 @@ func loadTrainingSamples(_ c: TrainingConfig, vocabSize: Int) throws -> Training
         if let bad = d.samples.lazy.flatMap(\.inputIDs).first(where: { $0 >= vocabSize }) {
             throw TrainError.data(path: file, line: 0, reason: "token id \(bad) is outside the model's vocabulary (size \(vocabSize))")
         }
+        out.skipped += d.skipped.map { (file, $0.line, $0.reason) }
         let st = d.statistics
         out.summaries.append("\(file) (\(d.format.rawValue)): \(st.samples) samples, \(st.tokens) tokens, "
             + "\(st.trainedTokens) trained, \(st.truncated) truncated, \(st.skippedTotal) skipped; "

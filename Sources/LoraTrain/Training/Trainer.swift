@@ -148,9 +148,10 @@ public final class Trainer {
         return TrainingConfig.keys.filter { $0 != "resume_from_checkpoint" && a[$0] != b[$0] }
     }
 
-    func readRecords() -> [MetricsRecord] {
+    /// metrics.jsonl's records with their lines as written.
+    func readRecords() -> [(line: Substring, record: MetricsRecord)] {
         guard let text = try? String(contentsOfFile: metricsPath, encoding: .utf8) else { return [] }
-        return text.split(separator: "\n").compactMap { MetricsRecord(json: String($0)) }
+        return text.split(separator: "\n").compactMap { l in MetricsRecord(json: String(l)).map { (l, $0) } }
     }
 
     func plot(_ records: [MetricsRecord]) -> String {

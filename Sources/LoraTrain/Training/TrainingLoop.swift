@@ -54,9 +54,11 @@ final class TrainingLoop {
                 trainer.progress.message("warning: settings differ from the checkpoint's (the result will not match an uninterrupted "
                     + "run): " + changed.joined(separator: ", "))
             }
+            // The lines up to the checkpoint stay byte for byte as the interrupted run wrote them.
             let resumedStep = state.globalStep
-            records = trainer.readRecords().filter { $0.step <= resumedStep }
-            if setup.isRoot { try writeAtomically(Data(records.map { $0.json + "\n" }.joined().utf8), to: trainer.metricsPath) }
+            let kept = trainer.readRecords().filter { $0.record.step <= resumedStep }
+            records = kept.map(\.record)
+            if setup.isRoot { try writeAtomically(Data(kept.map { $0.line + "\n" }.joined().utf8), to: trainer.metricsPath) }
             trainer.progress.message("resumed from \(path) at step \(state.globalStep) (epoch \(state.dataEpoch), batch \(state.dataBatch))")
         } else if setup.isRoot {
             try? FileManager.default.removeItem(atPath: trainer.metricsPath)

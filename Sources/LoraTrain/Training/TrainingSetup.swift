@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 import LoraModel
 import LoraOps
 import LoraText
@@ -7,8 +8,9 @@ import OpenCLRuntime
 /// Everything a run needs before its first step, checked in the order of cost:
 /// the settings against the model's config, the memory plan (printed; a run that
 /// cannot fit stops here, before any weight is loaded or anything written), the
-/// output directory, the model with its adapter, the data and its batches, and the
-/// step count, schedule and intervals. training_config.yaml is written last.
+/// output directory, the data (tokenizer, template, every line), and only then the
+/// weights with the adapter; the step count, schedule and intervals.
+/// training_config.yaml is written last.
 struct TrainingSetup {
     /// The settings in force (max_seq_len capped at the model's positions).
     let settings: TrainingConfig
@@ -44,15 +46,17 @@ struct TrainingSetup {
         try Trainer.checkMemory(memory.plan, limits: memory.limits, config: c)
         resumeFrom = try Self.prepareOutput(c)
 
-        model = try Self.makeModel(c, modelConfig: modelConfig, checkpoint: checkpoint, context: trainer.ctx, progress: progress)
         let data = try loadTrainingSamples(c, vocabSize: modelConfig.vocabSize)
         for line in data.summaries { progress.message("data: " + line) }
+        if isRoot { try Self.reportSkipped(data.skipped, outputDir: c.outputDir, progress: progress) }
         train = data.train
         validation = data.validation
         padTokenID = data.padTokenID
         guard !train.isEmpty else {
             throw TrainError.data(path: c.data.joined(separator: ", "), line: 0, reason: "no training sample")
         }
+        // The weights last: everything above is checked without them.
+        model = try Self.makeModel(c, modelConfig: modelConfig, checkpoint: checkpoint, context: trainer.ctx, progress: progress)
         batching = BatchingOptions(batchSize: c.perDeviceTrainBatchSize, maxSeqLen: c.maxSeqLen, packing: c.packing,
                                    padTokenID: data.padTokenID, shuffle: true)
         stepBatches = c.gradientAccumulationSteps * (dist?.size ?? 1)
@@ -100,6 +104,10 @@ struct TrainingSetup {
                           context: ComputeContext, progress: ProgressPrinter) throws -> LlamaLoRAModel {
         let model = try LlamaLoRAModel(config: modelConfig, checkpoint: checkpoint, lora: c.lora, context: context)
         for w in model.adapterPlan.warnings { progress.message("warning: \(w)") }
+        if let why = ModelMerger.untyingReason(model.adapterPlan, tied: modelConfig.tieWordEmbeddings) {
+            progress.message("warning: the base ties lm_head to embed_tokens and this adapter has \(why): `lora-gpu merge` "
+                + "will write them as two tensors (tie_word_embeddings: false), as the adapter computes them")
+        }
         try model.initializeAdapters(seed: UInt64(c.seed))
         if let a = c.adapter { try model.loadAdapter(directory: a) }
         model.gradientCheckpointing = c.gradientCheckpointing
@@ -108,6 +116,30 @@ struct TrainingSetup {
         try model.store.setDecayMask(ParameterStore.trainerDecays)
         progress.message(model.adapterPlan.trainableLine)
         return model
+    }
+
+    /// The lines that gave no sample: the first few printed (file:line: reason), every one in
+    /// OUTPUT/skipped.jsonl, and the count by reason.
+    static func reportSkipped(_ skipped: [(file: String, line: Int, reason: SkipReason)], outputDir: String,
+                              progress: ProgressPrinter) throws {
+        let path = outputDir + "/skipped.jsonl"
+        guard !skipped.isEmpty else {
+            try? FileManager.default.removeItem(atPath: path)  // not an earlier run's list
+            return
+        }
+        let shown = 5
+        for s in skipped.prefix(shown) { progress.message("data: skipped \(s.file):\(s.line): \(s.reason)") }
+        var counts: [String: Int] = [:]
+        for s in skipped { counts[s.reason.category, default: 0] += 1 }
+        let byReason = counts.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.map { "\($0.key) \($0.value)" }
+        progress.message("data: \(skipped.count) line(s) skipped (\(byReason.joined(separator: ", ")))"
+            + (skipped.count > shown ? ", \(skipped.count - shown) more not shown" : "") + "; every one is in \(path)")
+        let lines = skipped.map { s -> String in
+            let o: JSONValue = ["file": .string(s.file), "line": .int(s.line), "reason": .string(s.reason.category),
+                                "detail": .string(s.reason.description)]
+            return o.serialized(JSONStyle()) + "\n"
+        }
+        try writeAtomically(Data(lines.joined().utf8), to: path)
     }
 
     /// The optimizer steps of the run and the epochs it may enter.
