@@ -446,7 +446,18 @@ SNIPPETS = [
     ("err_ns_underscore", "{% set ns = namespace() %}{% set ns._x = 1 %}", True),
     ("err_not_iterable", "{% for x in 5 %}{% endfor %}", True),
     ("err_div_zero", "{{ 1 // 0 }}", True),
+    # issue 22: constructs of 2025-26 templates (Seed-OSS, DeepSeek V3.2, functionary v3.1)
+    ("none_select_reject_map", "{{ none | selectattr('x') | list }}{{ none | rejectattr('x') | list }}"
+     "{{ none | select | list }}{{ none | reject | list }}{{ none | map('upper') | list }}{{ [] | map('upper') | list }}", False),
+    ("int_dict_keys", "{% set d = {0: 0, 512: 128} %}{{ d[512] }} {{ d }} {{ d.keys() | list }} {{ d | tojson }} "
+     "{{ 512 in d }} {{ 3 in d }} {{ d.get(0) }} {{ d | dictsort }} {{ d.items() | list }} {{ d[0] + d[512] }}", False),
+    ("int_and_str_dict_keys", "{{ {1: 'a', '1': 'b'} }} {{ {1: 'a', '1': 'b'} | length }} {{ {none: 1, true: 2} }}", False),
+    ("soft_unknown_filter", "{% if false %}{{ y | from_json }}{% endif %}ok", False),
+    ("soft_unknown_test", "{% if false %}{{ y is foo }}{% else %}ok{% endif %}", False),
+    ("soft_condexpr_unknown_filter", "{{ 'a' if true else ('b' | from_json) }}", False),
+    ("err_soft_unknown_filter_runs", "{% if true %}{{ '{}' | from_json }}{% endif %}", False),
     # syntax errors (only the line number and that it is a syntax error are compared)
+    ("syn_unknown_filter_in_loop_in_if", "{% if x %}{% for a in x %}\n{{ a | from_json }}{% endfor %}{% endif %}", False),
     ("syn_unknown_filter", "line1\n{{ x | foo }}", False),
     ("syn_unknown_test", "{{ x is foo }}", False),
     ("syn_unclosed_if", "{% if x %}\nabc", False),
@@ -557,6 +568,13 @@ def main():
         json.dump(doc, f, ensure_ascii=False, indent=1)
         f.write("\n")
     os.replace(tmp, path)
+    write_snippets(out_dir)
+    n_err = sum(1 for c in cases if "error" in c)
+    print("%d templates, %d cases (%d raising) -> %s" % (len(templates), len(cases), n_err, path), file=sys.stderr)
+
+
+def write_snippets(out_dir):
+    """jinja_snippets.json alone (`make_template_fixtures.py snippets`)."""
     snippets = make_snippets()
     spath = os.path.join(out_dir, "jinja_snippets.json")
     with open(spath + ".tmp", "w", encoding="utf-8") as f:
@@ -564,9 +582,11 @@ def main():
         f.write("\n")
     os.replace(spath + ".tmp", spath)
     print("%d interpreter snippets -> %s" % (len(snippets), spath), file=sys.stderr)
-    n_err = sum(1 for c in cases if "error" in c)
-    print("%d templates, %d cases (%d raising) -> %s" % (len(templates), len(cases), n_err, path), file=sys.stderr)
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["snippets"]:
+        write_snippets(sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                                                             "Tests", "Fixtures", "text", "templates"))
+    else:
+        main()

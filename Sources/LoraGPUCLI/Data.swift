@@ -63,6 +63,7 @@ struct DataPreview: ParsableCommand {
             }
         } else {
             let style: PreviewStyle = isatty(STDOUT_FILENO) != 0 ? .color : .brackets
+            for note in text.notes { out += note + "\n" }
             out += "\(d.file): \(d.format.rawValue), train on \(on.rawValue)\(template.map { ", template \($0.templateName)" } ?? "")\n"
             for p in d.previews { out += Preview.render(p, tokenizer: adapter, style: style) }
             out += "──\n" + d.statistics.summary + "\n"

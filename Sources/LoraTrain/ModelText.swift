@@ -31,6 +31,14 @@ public struct ModelText {
     public let stopIDs: Set<Int>
 
     /// Whether `model` (a directory or a GGUF file) carries a tokenizer.
+    /// What a user should know about the tokenizer (tokens added from tokenizer_config.json).
+    public var notes: [String] {
+        let added = tokenizer.configAddedTokens
+        guard !added.isEmpty else { return [] }
+        return ["tokenizer: " + added.map { "\($0.content) (id \($0.id))" }.joined(separator: ", ")
+            + " named in tokenizer_config.json but not in tokenizer.json: added as special tokens, as transformers does"]
+    }
+
     /// tokenizer.json beside a checkpoint, or a GGUF file's tokenizer.ggml.* metadata (read from its
     /// header, no weight touched).
     public static func hasTokenizer(model: String) -> Bool {

@@ -62,7 +62,8 @@ final class JinjaTests: XCTestCase {
     // MARK: Error locations (line:column of the failing tag or expression)
 
     func testSyntaxErrorLocation() {
-        XCTAssertThrowsError(try ChatTemplate(source: "Hello\n{% if x %}\n  {{ y | foo }}\n{% endif %}", name: "chat_template")) { e in
+        // (Inside an if, Jinja2 defers an unknown filter to run time: the jinja snippets pin that.)
+        XCTAssertThrowsError(try ChatTemplate(source: "Hello\n{% for x in y %}\n  {{ y | foo }}\n{% endfor %}", name: "chat_template")) { e in
             guard let e = e as? ChatTemplateError else { return XCTFail("wrong error \(e)") }
             XCTAssertEqual(e.line, 3)
             XCTAssertEqual(e.column, 10)

@@ -126,7 +126,7 @@ final class TokenizerTests: XCTestCase {
 
     func testEveryFixtureHasATest() {
         let dirs = (try? FileManager.default.contentsOfDirectory(atPath: tokenizerFixturesRoot)) ?? []
-        XCTAssertEqual(Set(dirs.filter { !$0.hasPrefix(".") && $0 != "VERSION" }), Set(tokenizerFixtureNames))
+        XCTAssertEqual(Set(dirs.filter { !$0.hasPrefix(".") && $0 != "VERSION" }), Set(tokenizerFixtureNames + ["config_specials"]))
     }
 
     func testVocabularyLookups() throws {
@@ -302,5 +302,24 @@ final class TokenizerRegexTests: XCTestCase {
     func testScriptPropertyRewrite() {
         XCTAssertEqual(GeneralRegexPattern.scriptProperties(#"[^\p{Han}]+\p{L}\P{Latin}\p{Script=Greek}\\p{Han}"#),
                        #"[^\p{Script=Han}]+\p{L}\P{Script=Latin}\p{Script=Greek}\\p{Han}"#)
+    }
+}
+
+/// Special tokens named only in tokenizer_config.json (issue 22): transformers adds them to the
+/// vocabulary, special and matched whole (scripts/make_config_specials_fixture.py).
+final class ConfigSpecialTokenTests: XCTestCase {
+    func testTokensNamedOnlyInTheConfigAreAddedAsTransformersAddsThem() throws {
+        let dir = tokenizerFixturesRoot + "/config_specials"
+        let tok = try Tokenizer.load(directory: dir)
+        let expected = try loadExpected("config_specials")
+        let ids = try XCTUnwrap(expected["token_ids"] as? [String: Int])
+        for (content, id) in ids { XCTAssertEqual(tok.tokenID(content), id, content) }
+        for (text, want) in try XCTUnwrap(expected["encode"] as? [String: [Int]]) {
+            XCTAssertEqual(tok.encode(text, addSpecialTokens: false), want, text)
+        }
+        for (text, want) in try XCTUnwrap(expected["decode"] as? [String: String]) {
+            XCTAssertTrue(scalarsEqual(tok.decode(tok.encode(text, addSpecialTokens: false)), want), text)
+        }
+        XCTAssertEqual(tok.configAddedTokens.map(\.content), ["<x_dec>", "<|begin_of_text|>", "<unk_x>", "<pad>", "<tool>", "\u{120}the"])
     }
 }

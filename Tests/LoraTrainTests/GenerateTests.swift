@@ -188,7 +188,8 @@ final class GenerateTests: XCTestCase {
         XCTAssertEqual(other.tokens, otherFresh.tokens)
     }
 
-    /// The cache grows (at least doubling) when a conversation outgrows it, up to the model's limit.
+    /// The cache grows (at least doubling) when a conversation outgrows it, up to the model's limit,
+    /// keeping what it held (`generate --chat`'s second turn runs only its new tokens).
     func testSessionGrowsWithTheConversation() throws {
         let gc = try GenerateCase("llama_gqa_untied")
         let gen = try Generator(model: try gc.model())
@@ -198,7 +199,10 @@ final class GenerateTests: XCTestCase {
         let longer = gc.runs[1].prompt + a.tokens + [1, 2, 3, 4]
         let b = try gen.generate(prompt: longer, options: opts)
         XCTAssertEqual(gen.session?.maxTokens, 32)
-        XCTAssertEqual(b.prefilledTokens, longer.count, "a new cache runs the whole prompt")
+        // Issue 22: the conversation moves into the larger cache; only what was not cached runs (the
+        // first call's last token was generated but never fed, and the four new ones).
+        XCTAssertEqual(b.prefilledTokens, longer.count - (gc.runs[1].prompt.count + a.tokens.count - 1))
+        XCTAssertEqual(b.prefilledTokens, 5)
         XCTAssertEqual(b.tokens, try Generator(model: try gc.model()).generate(prompt: longer, options: opts).tokens)
         _ = try gen.generate(prompt: longer, options: GenerationOptions(maxNewTokens: 1000))
         XCTAssertEqual(gen.session?.maxTokens, 64, "capped at max_position_embeddings")

@@ -109,6 +109,28 @@ public final class InferenceSession {
     /// Forgets every token (the cache is overwritten from position 0).
     public func reset() { tokens = [] }
 
+    /// Takes over `other`'s cached positions (a smaller session of the same model that this one
+    /// replaces), so a conversation that outgrew its cache runs only its new tokens. The caches are
+    /// re-laid on the host for this session's row stride (kt (NKV, D, C), v (NKV, C, D)).
+    public func adoptCache(of other: InferenceSession) throws {
+        let n = other.length
+        guard other.model === model, n <= maxTokens else {
+            throw LoraError.batch("cannot adopt a cache of \(n) positions from another model or into \(maxTokens)")
+        }
+        for (dst, src) in zip(caches, other.caches) where n > 0 {
+            let rows = src.kvHeads * src.headDim, d = src.headDim
+            let ks = try src.keys.read(), vs = try src.values.read()
+            var kt = [Float](repeating: 0, count: rows * dst.capacity), vc = [Float](repeating: 0, count: src.kvHeads * dst.capacity * d)
+            for r in 0..<rows { for p in 0..<n { kt[r * dst.capacity + p] = ks[r * src.capacity + p] } }
+            for g in 0..<src.kvHeads {
+                for p in 0..<n { for j in 0..<d { vc[(g * dst.capacity + p) * d + j] = vs[(g * src.capacity + p) * d + j] } }
+            }
+            try dst.keys.write(kt)
+            try dst.values.write(vc)
+        }
+        tokens = other.tokens
+    }
+
     /// Keeps only the first `count` tokens: the next append overwrites the rest
     /// (a conversation re-rendered with the same prefix reuses its cache).
     public func truncate(to count: Int) {

@@ -56,8 +56,8 @@ enum Builtins {
     static func getitem(_ obj: Value, _ key: Value) throws -> Value {
         if case .undefined(let u) = obj { throw RuntimeFailure(u.message) }
         switch (obj, key) {
-        case (.dict(let d), .string(let k)):
-            if let v = d[k] { return v }
+        case (.dict(let d), _):
+            if let k = try? DictKey.encode(key), let v = d[k] { return v }
         case (.list(let a), _), (.tuple(let a), _):
             if let i = key.intValue, !(key.isString) {
                 let j = i < 0 ? i + a.count : i
@@ -307,8 +307,7 @@ enum Builtins {
             return sub.isEmpty || s.unicodeScalars.count >= sub.unicodeScalars.count && scalarFind(s, sub, from: 0) != nil
         case .list(let a), .tuple(let a): return a.contains { Value.pyEqual($0, item) }
         case .dict(let d):
-            if case .string(let k) = item { return d[k] != nil }
-            return false
+            return (try? DictKey.encode(item)).map { d[$0] != nil } ?? false
         case .undefined: return false
         case .namespace(let ns):
             if case .string(let k) = item { return ns.attrs[k] != nil }
@@ -438,10 +437,10 @@ enum Builtins {
             switch name {
             case "get":
                 guard let key = args.arg(0, "key") else { throw RuntimeFailure("get expected at least 1 argument, got 0") }
-                if case .string(let k) = key, let v = d[k] { return v }
+                if let k = try? DictKey.encode(key), let v = d[k] { return v }
                 return args.arg(1, "default") ?? .none
-            case "items": return .list(d.pairs.map { .tuple([.string($0.0), $0.1]) })
-            case "keys": return .list(d.keys.map { .string($0) })
+            case "items": return .list(d.pairs.map { .tuple([DictKey.decode($0.0), $0.1]) })
+            case "keys": return .list(d.keys.map(DictKey.decode))
             case "values": return .list(d.values)
             case "copy": return obj
             default: break

@@ -76,7 +76,7 @@ extension Builtins {
             default: throw RuntimeFailure("You can only sort by either \"key\" or \"value\"")
             }
             let reverse = args.arg(2, "reverse")?.truthy ?? false
-            let pairs = try stableSort(d.pairs.map { Value.tuple([.string($0.0), $0.1]) }, reverse: reverse) { item in
+            let pairs = try stableSort(d.pairs.map { Value.tuple([DictKey.decode($0.0), $0.1]) }, reverse: reverse) { item in
                 guard case .tuple(let kv) = item else { return item }
                 return foldCase(byValue ? kv[1] : kv[0], caseSensitive)
             }
@@ -151,7 +151,7 @@ extension Builtins {
         case "items":
             switch v {
             case .undefined: return .list([])
-            case .dict(let d): return .list(d.pairs.map { .tuple([.string($0.0), $0.1]) })
+            case .dict(let d): return .list(d.pairs.map { .tuple([DictKey.decode($0.0), $0.1]) })
             default: throw RuntimeFailure("Can only get item pairs from a mapping.")
             }
         case "join":
@@ -173,7 +173,9 @@ extension Builtins {
             let chars = try str(args.arg(0, "chars"), "trim chars")
             return .string(PyFormat.strip(v.pyStr, chars: chars, left: true, right: true))
         case "map":
-            let items = try v.iterate()
+            // Jinja2's map, select, reject, selectattr, rejectattr iterate only a true sequence
+            // (`if seq:`): none, false or an empty one gives nothing.
+            let items = v.truthy ? try v.iterate() : []
             if case .string(let attr)? = args.kw("attribute") {
                 let def = args.kw("default")
                 return .list(try items.map {
@@ -190,7 +192,7 @@ extension Builtins {
             rest.positional.removeFirst()
             return .list(try items.map { try filter(fname, $0, rest, interp) })
         case "select", "reject", "selectattr", "rejectattr":
-            let items = try v.iterate()
+            let items = v.truthy ? try v.iterate() : []
             let byAttr = name.hasSuffix("attr")
             var rest = args.positional
             var attr: String?

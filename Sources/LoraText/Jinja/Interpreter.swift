@@ -301,11 +301,7 @@ final class Interpreter {
         case .dict(let pairs):
             var d = VDict()
             for (k, v) in pairs {
-                let key = try eval(k, scope)
-                guard case .string(let ks) = key else {
-                    throw RuntimeFailure("dictionary keys must be strings here, got \(key.typeName)")
-                }
-                d[ks] = try eval(v, scope)
+                d[try DictKey.encode(try eval(k, scope))] = try eval(v, scope)
             }
             return .dict(d)
         case .getattr(let o, let name):

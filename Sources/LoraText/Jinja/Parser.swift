@@ -11,6 +11,11 @@ struct Parser {
     var toks: [Token]
     var i = 0
     var loopDepth = 0
+    /// Inside an if-statement or an inline if-expression (Jinja2's "soft" frame): a filter or
+    /// test it does not know is an error only when it runs, not when the template is read.
+    var soft = false
+    /// Unknown filter and test names met so far; those outside soft frames fail the parse.
+    var unknownNames: [(message: String, token: Token, soft: Bool)] = []
     /// Current recursion depth of expression and block parsing, bounded by maxDepth.
     var depth = 0
     static let maxDepth = 200
@@ -80,6 +85,8 @@ struct Parser {
     mutating func parseTemplate() throws -> [Node] {
         let (body, end) = try subparse(endNames: [])
         _ = end
+        // As Jinja2's compiler: an unknown filter or test outside an if is an error now.
+        if let u = unknownNames.first(where: { !$0.soft }) { throw fail(u.message, u.token) }
         return body
     }
 
@@ -138,6 +145,9 @@ struct Parser {
         case "call": return try parseCallBlock(t)
         case "filter":
             let f = try parseFilter(nil, startInline: true)
+            let wasSoft = soft
+            soft = false  // inner frames (filter, call, set and macro blocks, loops) are not soft
+            defer { soft = wasSoft }
             let (body, _) = try parseBody(["endfilter"])
             advance()
             return Node(.filterBlock(filter: f, body: body), t.loc)
@@ -157,6 +167,9 @@ struct Parser {
     }
 
     mutating func parseIf(_ t: Token) throws -> Node {
+        let wasSoft = soft
+        soft = true
+        defer { soft = wasSoft }
         var branches: [(Expr, [Node])] = []
         var otherwise: [Node]?
         var test = try parseTuple(withCondexpr: false)
@@ -186,7 +199,10 @@ struct Parser {
         if skipName("if") { filter = try parseExpression() }
         if isName("recursive") { throw fail("recursive loops are not supported") }
         loopDepth += 1
+        let wasSoft = soft
+        soft = false  // the loop body is an inner frame in Jinja2: not soft
         let (body, end) = try parseBody(["endfor", "else"])
+        soft = wasSoft
         loopDepth -= 1
         advance()
         var otherwise: [Node]?
@@ -211,6 +227,9 @@ struct Parser {
         }
         var filter: Expr?
         if isOp("|") { filter = try parseFilter(nil, startInline: false) }
+        let wasSoft = soft
+        soft = false
+        defer { soft = wasSoft }
         let (body, _) = try parseBody(["endset"])
         advance()
         return Node(.setBlock(target, filter: filter, body: body), t.loc)
@@ -234,10 +253,12 @@ struct Parser {
     mutating func parseMacro(_ t: Token) throws -> Node {
         let name = try expectName()
         let params = try parseSignature()
-        let saved = loopDepth
+        let saved = loopDepth, wasSoft = soft
         loopDepth = 0
+        soft = false
         let (body, _) = try parseBody(["endmacro"])
         loopDepth = saved
+        soft = wasSoft
         advance()
         return Node(.macro(Macro(name: name, params: params, body: body)), t.loc)
     }
@@ -248,6 +269,9 @@ struct Parser {
         guard case .call = call.kind else { throw fail("expected a call after 'call'", t) }
         let saved = loopDepth
         loopDepth = 0
+        let wasSoft = soft
+        soft = false
+        defer { soft = wasSoft }
         let (body, _) = try parseBody(["endcall"])
         loopDepth = saved
         advance()
@@ -304,9 +328,14 @@ struct Parser {
     mutating func parseExpression() throws -> Expr {
         try nest()
         defer { depth -= 1 }
+        let mark = unknownNames.count
         var e = try parseOr()
         while isName("if") {
-            let loc = cur.loc
+            // An inline if-expression is a soft frame as a whole (its first operand included).
+            for k in mark..<unknownNames.count { unknownNames[k].soft = true }
+            let loc = cur.loc, wasSoft = soft
+            soft = true
+            defer { soft = wasSoft }
             advance()
             let test = try parseOr()
             var otherwise: Expr?
@@ -603,7 +632,7 @@ struct Parser {
                 advance()
                 name += "." + (try expectName())
             }
-            guard Builtins.filterNames.contains(name) else { throw fail("unknown filter '\(name)'", t) }
+            if !Builtins.filterNames.contains(name) { unknownNames.append(("unknown filter '\(name)'", t, soft)) }
             let args = isOp("(") ? try parseCallArgs() : []
             node = Expr(.filter(node, name, args), t.loc)
         }
@@ -616,7 +645,7 @@ struct Parser {
         let negated = skipName("not")
         let t = cur
         let name = try expectName()
-        guard Builtins.testNames.contains(name) else { throw fail("unknown test '\(name)'", t) }
+        if !Builtins.testNames.contains(name) { unknownNames.append(("unknown test '\(name)'", t, soft)) }
         var args: [Arg] = []
         if isOp("(") {
             args = try parseCallArgs()

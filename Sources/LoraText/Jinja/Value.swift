@@ -11,8 +11,45 @@ struct Undefined {
     var message: String
 }
 
-/// Insertion-ordered dictionary with string keys (Python dict order).
+/// Insertion-ordered dictionary (Python dict order). Keys are strings, or `DictKey`'s encoding
+/// of the other hashable values a template may use as keys (`{0: 0, 512: 128}`).
 typealias VDict = OrderedMap<Value>
+
+/// Non-string dict keys as Python compares them (1 and 1.0 are one key), stored in the
+/// string-keyed dict after a NUL, which no template string key starts with.
+enum DictKey {
+    static func encode(_ v: Value) throws -> String {
+        switch v {
+        case .string(let s): return s
+        case .int(let i): return "\u{0}n\(i)"
+        case .bool(let b): return b ? "\u{0}bTrue" : "\u{0}bFalse"  // (Python would also merge True with 1)
+        case .double(let d) where d.rounded() == d && abs(d) < 9.0e15: return "\u{0}n\(Int(d))"
+        case .double(let d): return "\u{0}f" + PyFormat.floatRepr(d)
+        case .none: return "\u{0}none"
+        default: throw RuntimeFailure("unhashable type: '\(v.typeName)'")
+        }
+    }
+
+    static func decode(_ k: String) -> Value {
+        guard k.hasPrefix("\u{0}") else { return .string(k) }
+        if k == "\u{0}none" { return .none }
+        let tag = k.unicodeScalars.dropFirst().first, body = String(k.unicodeScalars.dropFirst(2))
+        if tag == "n", let i = Int(body) { return .int(i) }
+        if tag == "b" { return .bool(body == "True") }
+        return .double(Double(body) ?? .nan)
+    }
+
+    /// The key as json.dumps writes it (int, float, bool and None keys become strings).
+    static func jsonKey(_ k: String) -> String {
+        switch decode(k) {
+        case .string(let s): return s
+        case .none: return "null"
+        case .int(let i): return String(i)
+        case .bool(let b): return b ? "true" : "false"
+        case let v: return v.pyRepr
+        }
+    }
+}
 
 /// `namespace(...)` objects: attributes assignable with `{% set ns.attr = value %}` from any scope.
 final class Namespace {
@@ -182,7 +219,7 @@ indirect enum Value {
         case .tuple(let a):
             return a.count == 1 ? "(" + a[0].pyRepr + ",)" : "(" + a.map(\.pyRepr).joined(separator: ", ") + ")"
         case .dict(let d):
-            return "{" + d.pairs.map { PyFormat.stringRepr($0.0) + ": " + $0.1.pyRepr }.joined(separator: ", ") + "}"
+            return "{" + d.pairs.map { DictKey.decode($0.0).pyRepr + ": " + $0.1.pyRepr }.joined(separator: ", ") + "}"
         case .namespace(let ns):
             return "<Namespace " + Value.dict(ns.attrs).pyRepr + ">"
         case .loop: return "<LoopContext>"
@@ -196,7 +233,7 @@ indirect enum Value {
         switch self {
         case .undefined: return []
         case .list(let a), .tuple(let a): return a
-        case .dict(let d): return d.keys.map { .string($0) }
+        case .dict(let d): return d.keys.map(DictKey.decode)
         case .string(let s): return s.unicodeScalars.map { .string(String($0)) }
         case .namespace, .loop, .callable, .none, .bool, .int, .double:
             throw RuntimeFailure("'\(typeName)' object is not iterable")
@@ -212,7 +249,7 @@ indirect enum Value {
         case .double(let d): return .double(d)
         case .string(let s): return .string(s)
         case .list(let a), .tuple(let a): return .array(try a.map { try $0.toJSON() })
-        case .dict(let d): return .object(JSONObject(try d.pairs.map { ($0.0, try $0.1.toJSON()) }))
+        case .dict(let d): return .object(JSONObject(try d.pairs.map { (DictKey.jsonKey($0.0), try $0.1.toJSON()) }))
         case .undefined: throw RuntimeFailure("Object of type Undefined is not JSON serializable")
         case .namespace, .loop, .callable:
             throw RuntimeFailure("Object of type \(typeName) is not JSON serializable")

@@ -39,6 +39,9 @@ public final class Tokenizer {
     /// The string decode uses for an added token (its normalized form when normalized=true).
     let addedDecodeForm: [Int: String]
     let specialContents: Set<ExactKey>
+    /// Tokens added from tokenizer_config.json because tokenizer.json lacks them (content, id), as
+    /// transformers adds them; `inspect` and `data preview` name them.
+    public let configAddedTokens: [(content: String, id: Int)]
     let rawMatcher: AddedTokenMatcher
     let normalizedMatcher: AddedTokenMatcher
     private let maxID: Int
@@ -92,21 +95,36 @@ public final class Tokenizer {
         var specials = Set<ExactKey>()
         var maxID = model.idToToken.keys.max() ?? -1
         var nextID = model.vocab.count
-        if let items = json["added_tokens"]?.array {
-            for (i, item) in items.enumerated() {
-                guard let content = item["content"]?.string else {
-                    throw TokenizerError("\(source): added_tokens[\(i)].content is missing or not a string")
-                }
+        var fromConfig: [(content: String, id: Int)] = []
+        var entries: [(content: String, special: Bool, lstrip: Bool, rstrip: Bool, normalized: Bool, singleWord: Bool,
+                       fromConfig: Bool)] = []
+        for (i, item) in (json["added_tokens"]?.array ?? []).enumerated() {
+            guard let content = item["content"]?.string else {
+                throw TokenizerError("\(source): added_tokens[\(i)].content is missing or not a string")
+            }
+            let special = item["special"]?.bool ?? false
+            entries.append((content, special, item["lstrip"]?.bool ?? false, item["rstrip"]?.bool ?? false,
+                            item["normalized"]?.bool ?? !special, item["single_word"]?.bool ?? false, false))
+        }
+        // Special tokens tokenizer_config.json names that tokenizer.json lacks: transformers adds them
+        // (new ids after the vocabulary, or the vocabulary's id), special and matched whole.
+        let listed = Set(entries.map { ExactKey($0.content) })
+        var seen = Set<ExactKey>()
+        for t in config.configTokens where !listed.contains(ExactKey(t.content)) && seen.insert(ExactKey(t.content)).inserted {
+            entries.append((t.content, t.special, t.lstrip, t.rstrip, t.normalized, t.singleWord, true))
+        }
+        do {
+            for e in entries {
+                let content = e.content
                 if content.isEmpty { continue }
-                let special = item["special"]?.bool ?? false
-                let normalized = item["normalized"]?.bool ?? !special
+                let special = e.special, normalized = e.normalized
                 let key = ExactKey(content)
                 let id: Int
                 if let a = addedIDs[key] { id = a }
                 else if let m = model.tokenID(content) { id = m }
                 else { id = nextID; nextID += 1 }
-                let tok = AddedToken(id: id, content: content, singleWord: item["single_word"]?.bool ?? false,
-                                     lstrip: item["lstrip"]?.bool ?? false, rstrip: item["rstrip"]?.bool ?? false,
+                if e.fromConfig { fromConfig.append((content, id)) }
+                let tok = AddedToken(id: id, content: content, singleWord: e.singleWord, lstrip: e.lstrip, rstrip: e.rstrip,
                                      normalized: normalized, special: special)
                 if normalized, let n = normalizer {
                     let form = scalarsToString(n.normalize(Array(content.unicodeScalars)))
@@ -122,6 +140,7 @@ public final class Tokenizer {
         }
         self.added = added
         self.addedIDs = addedIDs
+        self.configAddedTokens = fromConfig
         self.addedDecodeForm = decodeForm
         self.specialContents = specials
         self.maxID = maxID

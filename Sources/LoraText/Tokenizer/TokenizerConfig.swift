@@ -24,6 +24,21 @@ public struct TokenizerConfig {
     public var modelMaxLength: Int?
     /// Every "*_token" key with a string value (AddedToken objects give their "content").
     public var specialTokens: [String: String]
+    /// additional_special_tokens, in order.
+    public var additionalSpecialTokens: [String] = []
+    /// added_tokens_decoder's entries, by their id key: what transformers adds to the vocabulary
+    /// when tokenizer.json lacks them.
+    public var addedTokensDecoder: [(id: Int, content: String, special: Bool, lstrip: Bool, rstrip: Bool,
+                                     normalized: Bool, singleWord: Bool)] = []
+
+    /// The tokens transformers adds to the vocabulary from this config when the tokenizer lacks them, in
+    /// its order: added_tokens_decoder's, then bos, eos, unk, sep, pad, cls, mask, then
+    /// additional_special_tokens (all special, not normalized, unless the decoder entry says otherwise).
+    var configTokens: [(content: String, special: Bool, lstrip: Bool, rstrip: Bool, normalized: Bool, singleWord: Bool)] {
+        addedTokensDecoder.sorted { $0.id < $1.id }.map { ($0.content, $0.special, $0.lstrip, $0.rstrip, $0.normalized, $0.singleWord) }
+            + (["bos", "eos", "unk", "sep", "pad", "cls", "mask"].compactMap { specialTokens[$0 + "_token"] } + additionalSpecialTokens)
+                .map { ($0, true, false, false, false, false) }
+    }
 
     public init() {
         namedChatTemplates = [:]
@@ -71,6 +86,17 @@ public struct TokenizerConfig {
             case "pad_token": c.padToken = try tokenString(value, key)
             case "unk_token": c.unkToken = try tokenString(value, key)
             case "add_bos_token": c.addBosToken = value.bool
+            case "additional_special_tokens":
+                c.additionalSpecialTokens = try (value.array ?? []).enumerated().compactMap { try tokenString($1, "\(key)[\($0)]") }
+            case "added_tokens_decoder":
+                for (k, v) in value.object?.pairs ?? [] {
+                    guard let id = Int(k), let content = v["content"]?.string else {
+                        throw TokenizerError("\(source): added_tokens_decoder.\(k) needs an integer key and a string content")
+                    }
+                    let special = v["special"]?.bool ?? false
+                    c.addedTokensDecoder.append((id, content, special, v["lstrip"]?.bool ?? false, v["rstrip"]?.bool ?? false,
+                                                 v["normalized"]?.bool ?? !special, v["single_word"]?.bool ?? false))
+                }
             case "add_eos_token": c.addEosToken = value.bool
             case "model_max_length":
                 // Often 1e30 ("no limit"): kept only when it fits an Int.

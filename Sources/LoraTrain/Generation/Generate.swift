@@ -179,8 +179,10 @@ public final class Generator {
         let want = min(needed, maxLength)
         if let s = session, s.maxTokens >= want { return s }
         let size = min(maxLength, max(want, 2 * (session?.maxTokens ?? 0), 16))
-        session = nil  // release the old cache first
         let s = try InferenceSession(model: model, maxTokens: size, chunkTokens: chunkTokens)
+        // The conversation so far moves into the larger cache (its adapters are the ones packed now
+        // unless training moved on, which `generate` notices and then resets).
+        if let old = session, model.step == adapterStep { try s.adoptCache(of: old) }
         session = s
         adapterStep = model.step  // packed just now
         return s

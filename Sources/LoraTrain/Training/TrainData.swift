@@ -36,10 +36,12 @@ struct TrainingSamples {
 /// training samples, seeded), truncated to `max_seq_len` and masked by
 /// `train_on`. `vocabSize` bounds pre-tokenized ids.
 func loadTrainingSamples(_ c: TrainingConfig, vocabSize: Int) throws -> TrainingSamples {
+    var out = TrainingSamples()
     let tokenizer: DataTokenizer
     var template: ConversationRenderer? = nil
     if ModelText.hasTokenizer(model: c.model) {
         let text = try ModelText(model: c.model, chatTemplate: c.chatTemplate, needsTemplate: false)
+        out.summaries += text.notes
         tokenizer = TokenizerDataAdapter(text.tokenizer)
         template = text.template
     } else {
@@ -54,7 +56,6 @@ func loadTrainingSamples(_ c: TrainingConfig, vocabSize: Int) throws -> Training
             + TrainOn.allCases.map(\.rawValue).joined(separator: ", "))
     }
     let options = DatasetOptions(maxSeqLen: c.maxSeqLen, trainOn: trainOn, skipBadLines: c.skipBadLines)
-    var out = TrainingSamples()
     out.padTokenID = tokenizer.padID ?? tokenizer.eosID ?? 0
     func read(_ file: String) throws -> [TokenizedSample] {
         let d: LoadedDataset
