@@ -28,13 +28,6 @@ final class ErrorTests: XCTestCase {
         try JSONSerialization.data(withJSONObject: j).write(to: URL(fileURLWithPath: path))
     }
 
-    func assertError(_ body: () throws -> Void, contains parts: [String], file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertThrowsError(try body(), file: file, line: line) { error in
-            let text = "\(error)"
-            for p in parts { XCTAssertTrue(text.contains(p), "'\(text)' should mention '\(p)'", file: file, line: line) }
-        }
-    }
-
     func lora(_ json: String) throws -> LoraConfig { try LoraConfig.parse(Data(json.utf8), path: "adapter_config.json") }
 
     // MARK: config.json

@@ -20,18 +20,6 @@ final class ReliabilityTests: XCTestCase {
         try? FileManager.default.removeItem(at: tmp)
     }
 
-    /// Asserts `body` throws and its message holds every part; returns the message (for docs/ERRORS.md).
-    @discardableResult
-    func assertError(_ body: () throws -> Void, contains parts: [String], file: StaticString = #filePath, line: UInt = #line) -> String {
-        var text = ""
-        XCTAssertThrowsError(try body(), file: file, line: line) { error in
-            text = "\(error)"
-            for p in parts { XCTAssertTrue(text.contains(p), "'\(text)' should mention '\(p)'", file: file, line: line) }
-        }
-        if ProcessInfo.processInfo.environment["LORA_GPU_PRINT_ERRORS"] != nil { print("ERROR-MESSAGE: \(text)") }
-        return text
-    }
-
     /// A safetensors file from a raw header and data (header length given or computed).
     func raw(_ header: String, data: [UInt8] = [], headerLength: UInt64? = nil, name: String? = nil) throws -> String {
         let path = tmp.appendingPathComponent(name ?? "t\(UUID().uuidString).safetensors").path

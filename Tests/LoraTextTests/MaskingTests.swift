@@ -73,3 +73,40 @@ final class MaskingTests: XCTestCase {
         XCTAssertEqual(r.spans.map { String(decoding: Array(r.text.utf8)[$0], as: UTF8.self) }, ["<think></think>再见。<|im_end|>\n"])
     }
 }
+
+/// A long conversation past max_seq_len renders only the turns that are kept (issue 22: a
+/// 10,000-turn conversation took minutes, rendering every prefix of it).
+final class LongConversationTests: XCTestCase {
+    final class Counting: ConversationRenderer {
+        var templateName = "counting-chatml"
+        var renders = 0, renderedBytes = 0
+        func renderConversation(_ m: [ChatMessage], addGenerationPrompt: Bool) throws -> String {
+            let s = try ToyChatML().renderConversation(m, addGenerationPrompt: addGenerationPrompt)
+            renders += 1
+            renderedBytes += s.utf8.count
+            return s
+        }
+    }
+
+    func testTurnsPastTheTruncationAreNotRendered() throws {
+        var conv: [ChatMessage] = []
+        for k in 0..<5_000 { conv += [ChatMessage(role: "user", content: "q\(k)"), ChatMessage(role: "assistant", content: "a\(k)")] }
+        let tok = ToyTokenizer()
+        let r = Counting()
+        var cut: Int?
+        let rendered = try Masking.render(conv, with: r, trainOn: .assistant, byteLimit: { text in
+            let toks = try tok.encodeOffsets(text)
+            cut = toks[64].start
+            return cut
+        })
+        // Only the turns before the cut: a few renders of short prefixes, not 10,000 of growing ones.
+        XCTAssertLessThan(r.renders, 40, "renders: \(r.renders)")
+        XCTAssertLessThan(r.renderedBytes, 3 * Array(rendered.text.utf8).count, "rendered bytes: \(r.renderedBytes)")
+        let spans = rendered.spans
+        XCTAssertFalse(spans.isEmpty)
+        XCTAssertTrue(spans.allSatisfy { $0.lowerBound < cut! })
+        // The kept spans are the ones the full computation gives.
+        let full = try Masking.render(Array(conv.prefix(40)), with: ToyChatML(), trainOn: .assistant)
+        XCTAssertEqual(Array(full.spans.prefix(spans.count)), spans)
+    }
+}

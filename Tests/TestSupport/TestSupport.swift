@@ -1,7 +1,22 @@
 import Foundation
+import XCTest
 
 // What the test targets share: where the fixtures are, fresh temporary
-// directories, and the one way to run the built `lora-gpu` binary.
+// directories, the error assertion, and the one way to run the built `lora-gpu` binary.
+
+/// Asserts `body` throws and its message holds every part; returns the message (for docs/ERRORS.md:
+/// LORA_GPU_PRINT_ERRORS=1 prints it).
+@discardableResult
+public func assertError(_ body: () throws -> Void, contains parts: [String], file: StaticString = #filePath,
+                        line: UInt = #line) -> String {
+    var text = ""
+    XCTAssertThrowsError(try body(), file: file, line: line) { error in
+        text = "\(error)"
+        for p in parts { XCTAssertTrue(text.contains(p), "'\(text)' should mention '\(p)'", file: file, line: line) }
+    }
+    if ProcessInfo.processInfo.environment["LORA_GPU_PRINT_ERRORS"] != nil { print("ERROR-MESSAGE: \(text)") }
+    return text
+}
 
 /// Tests/Fixtures.
 public let testFixturesRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

@@ -193,15 +193,22 @@ public struct SampleProcessor {
         -> ([Int], [Int], String, [Range<Int>?])
     {
         let rendered: RenderedConversation
+        // With max_seq_len the whole rendering is tokenized first: turns past the cut are not rendered.
+        var whole: [TokenOffset]? = nil
+        let limit: ((String) throws -> Int?)? = options.maxSeqLen.map { m in { text in
+            let toks = try self.offsets(text, line: line)
+            whole = toks
+            return toks.count > m ? toks[m].start : nil
+        } }
         do {
-            rendered = try Masking.render(messages, with: t, trainOn: options.trainOn, file: file, line: line)
+            rendered = try Masking.render(messages, with: t, trainOn: options.trainOn, file: file, line: line, byteLimit: limit)
         } catch let e as DatasetError {
             throw e
         } catch {
             // The template raised (raise_exception) or failed: the line's error, with the template's message.
             throw DatasetLineError(file: file, line: line, reason: "chat template '\(t.templateName)': \(error)")
         }
-        let toks = try offsets(rendered.text, line: line)
+        let toks = try whole ?? offsets(rendered.text, line: line)
         let labels = Masking.labels(toks, spans: rendered.spans, snapEnds: rendered.snapEnds)
         return (toks.map(\.id), labels, rendered.text, toks.map { $0.start..<$0.end })
     }

@@ -95,10 +95,15 @@ public struct RenderedConversation: Equatable, Sendable {
 public enum Masking {
     /// Renders `messages` and finds the assistant spans (see the rule above).
     /// `file`/`line` only name the sample in errors.
+    /// `byteLimit(whole)`: the byte where truncation will cut the whole rendering (nil: none); turns
+    /// starting there or later are not rendered (their tokens would be cut), so a conversation far
+    /// longer than max_seq_len costs only the renders of the turns that are kept.
     public static func render(_ messages: [ChatMessage], with r: ConversationRenderer, trainOn: TrainOn,
-                              file: String = "-", line: Int = 0) throws -> RenderedConversation {
+                              file: String = "-", line: Int = 0,
+                              byteLimit: ((String) throws -> Int?)? = nil) throws -> RenderedConversation {
         let whole = try r.renderConversation(messages, addGenerationPrompt: false)
         let w = Array(whole.utf8)
+        let limit = try byteLimit?(whole) ?? Int.max
         var assistant = messages.indices.filter { messages[$0].role == "assistant" }
         if trainOn == .all { return RenderedConversation(text: whole, spans: [0..<w.count], snapEnds: []) }
         if trainOn == .last, let l = assistant.last { assistant = [l] }
@@ -106,6 +111,7 @@ public enum Masking {
         var snap: Set<Int> = []
         for i in assistant {
             let p = Array(try r.renderConversation(Array(messages[..<i]), addGenerationPrompt: true).utf8)
+            if p.count >= limit { break }  // this turn and every later one start past the truncation
             let f = Array(try r.renderConversation(Array(messages[...i]), addGenerationPrompt: false).utf8)
             guard w.starts(with: p) else {
                 throw DatasetError.templatePrefix(
