@@ -109,4 +109,17 @@ final class NewUserTests: XCTestCase {
         XCTAssertFalse(d.stderr.contains("NSCocoaErrorDomain"), d.stderr)
         XCTAssertFalse(d.stdout.contains("trainable params"), "the data is checked before the weights are loaded: \(d.stdout)")
     }
+
+    /// Item 2: a terminal shows the data being read (lines done, lines/s) before training starts.
+    func testDataLoadingShowsProgressOnATerminal() throws {
+        try writeSamples(dir + "/t.jsonl", count: 8)
+        let out = Captured()
+        let c = try smallConfig(data: dir + "/t.jsonl", output: dir + "/out", ["max_steps": "1"])
+        _ = try Trainer(config: c, context: try ComputeContext.shared(), progress: out.printer(terminal: true)).run()
+        XCTAssertTrue(out.text.contains("\r\u{1B}[Kdata: reading \(dir)/t.jsonl: 8/8 lines, "), out.text)
+        let plain = Captured()
+        _ = try Trainer(config: try smallConfig(data: dir + "/t.jsonl", output: dir + "/out2", ["max_steps": "1"]),
+                        context: try ComputeContext.shared(), progress: plain.printer(terminal: false)).run()
+        XCTAssertFalse(plain.text.contains("data: reading"), "no progress lines in a log file")
+    }
 }

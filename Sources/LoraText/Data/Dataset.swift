@@ -259,8 +259,10 @@ public enum Dataset {
     /// Template errors that are not about one line's content (a template that breaks
     /// the prefix property) always throw. No sample at all throws unless `allowEmpty`
     /// (what a preview wants, to show why every line was skipped).
+    /// `progress(linesDone, linesTotal)` after every line (a caller shows it at its own pace).
     public static func load(file: String, tokenizer: DataTokenizer, template: ConversationRenderer?,
-                            options: DatasetOptions, previewCount: Int = 0, allowEmpty: Bool = false) throws -> LoadedDataset {
+                            options: DatasetOptions, previewCount: Int = 0, allowEmpty: Bool = false,
+                            progress: ((Int, Int) -> Void)? = nil) throws -> LoadedDataset {
         if let m = options.maxSeqLen, m < 2 { throw DatasetError.invalidOption("max sequence length must be at least 2 (got \(m))") }
         let lines = try JSONLReader.read(file: file)
         let processor = SampleProcessor(tokenizer: tokenizer, template: template, options: options, file: file)
@@ -270,7 +272,8 @@ public enum Dataset {
         var truncated = 0
         var counts: [String: Int] = [:]
         var previews: [ProcessedSample] = []
-        for (lineNo, bytes) in lines {
+        for (done, (lineNo, bytes)) in lines.enumerated() {
+            progress?(done, lines.count)
             do {
                 let (f, record) = try DatasetLineParser.parse(bytes, file: file, line: lineNo)
                 if let known = format, known != f {

@@ -178,6 +178,20 @@ public struct ProgressPrinter {
         message(s)
     }
 
+    /// A dataset being read (terminal only, at most every 0.2 s): lines done of all, samples/s.
+    func loading(_ file: String) -> (Int, Int) -> Void {
+        guard isTerminal else { return { _, _ in } }
+        let started = Date()
+        var shown = Date.distantPast
+        return { done, total in
+            let now = Date()
+            guard now.timeIntervalSince(shown) >= 0.2 || done + 1 == total else { return }
+            shown = now
+            let rate = Double(done + 1) / max(now.timeIntervalSince(started), 1e-6)
+            write("\r\u{1B}[K" + "data: reading \(file): \(done + 1)/\(total) lines, \(String(format: "%.0f", rate)) lines/s")
+        }
+    }
+
     /// A message on its own line.
     func message(_ s: String) {
         write((isTerminal ? "\r\u{1B}[K" : "") + s + "\n")

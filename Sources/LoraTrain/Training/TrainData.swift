@@ -35,7 +35,7 @@ struct TrainingSamples {
 /// Reads every `data` file (and `val_data`, or splits `val_split` off the
 /// training samples, seeded), truncated to `max_seq_len` and masked by
 /// `train_on`. `vocabSize` bounds pre-tokenized ids.
-func loadTrainingSamples(_ c: TrainingConfig, vocabSize: Int) throws -> TrainingSamples {
+func loadTrainingSamples(_ c: TrainingConfig, vocabSize: Int, progress: ProgressPrinter? = nil) throws -> TrainingSamples {
     var out = TrainingSamples()
     let tokenizer: DataTokenizer
     var template: ConversationRenderer? = nil
@@ -60,7 +60,8 @@ func loadTrainingSamples(_ c: TrainingConfig, vocabSize: Int) throws -> Training
     func read(_ file: String) throws -> [TokenizedSample] {
         let d: LoadedDataset
         do {
-            d = try Dataset.load(file: file, tokenizer: tokenizer, template: template, options: options)
+            d = try Dataset.load(file: file, tokenizer: tokenizer, template: template, options: options,
+                                 progress: progress?.loading(file))
         } catch DatasetError.noChatTemplate(let f, let line, let format) where tokenizer is PreTokenizedOnly {
             throw TrainError.data(path: f, line: line, reason: "\(format) samples need a tokenizer: \(ModelTextError.noTokenizer(c.model))")
         }

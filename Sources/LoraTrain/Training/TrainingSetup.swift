@@ -46,7 +46,7 @@ struct TrainingSetup {
         try Trainer.checkMemory(memory.plan, limits: memory.limits, config: c)
         resumeFrom = try Self.prepareOutput(c)
 
-        let data = try loadTrainingSamples(c, vocabSize: modelConfig.vocabSize)
+        let data = try loadTrainingSamples(c, vocabSize: modelConfig.vocabSize, progress: progress)
         for line in data.summaries { progress.message("data: " + line) }
         if isRoot { try Self.reportSkipped(data.skipped, outputDir: c.outputDir, progress: progress) }
         train = data.train
