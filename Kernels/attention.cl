@@ -239,7 +239,8 @@ __kernel void attention_backward(int B, int T, int NH, int NKV, int D, int Tp, f
         }
         int ibegin = j0 / 16 * 16;
         // Blocks whose first query starts a later sample than every key here end the sweep.
-        for (int i0 = ibegin; i0 < T && (!packed || segb[i0] <= jlast); i0 += 16) {
+        // seg is read clamped to [0, i] as the forward reads it, whatever the caller passed.
+        for (int i0 = ibegin; i0 < T && (!packed || clamp(segb[i0], 0, i0) <= jlast); i0 += 16) {
             float16 Lv, Dv;
             int16 sv = (int16)(0);
             if (i0 + 16 <= T) {
@@ -260,6 +261,7 @@ __kernel void attention_backward(int B, int T, int NH, int NKV, int D, int Tp, f
                 sv = vload16(0, Sb);
             }
             int16 iv = ATT_LANES + i0;
+            if (packed) sv = clamp(sv, (int16)(0), iv);
             float16 s[ATT_MK];
             #pragma unroll
             for (int r = 0; r < ATT_MK; r++) s[r] = (float16)(0.0f);

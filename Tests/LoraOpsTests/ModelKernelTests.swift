@@ -219,6 +219,35 @@ final class AttentionKernelTests: XCTestCase {
         assertGradient(gv, at: vD, samples: samples, rng: &rng, "attention dv \(what)") { dot(ref(qD, kD, $0), dD) }
     }
 
+    /// The backward reads sample starts clamped to [0, t] as the forward does (issue 22): a start past
+    /// its token gives the gradients of the clamped starts, not a silent mismatch with the forward.
+    func testBackwardClampsSampleStartsAsTheForwardDoes() throws {
+        let ctx = try sharedContext()
+        var rng = freshRandom(#function)
+        let s = ComputeContext.AttentionShape(batch: 1, seq: 37, heads: 2, kvHeads: 1, headDim: 8)
+        let n = s.seq, qn = n * s.heads * s.headDim, kn = n * s.kvHeads * s.headDim
+        var valid = try s.segmentStarts(sequenceIDs: (0..<n).map { $0 / 10 })
+        valid[2] = 2  // token 2 starts a sample of its own (still non-decreasing)
+        var invalid = valid
+        invalid[2] = 9  // past its token: read as 2
+        invalid[25] = 31
+        valid[25] = 25
+        XCTAssertEqual(valid, zip(invalid, 0...).map { min(max($0, 0), Int32($1)) })
+        let q = try ctx.buffer(rng.uniform(qn, -2, 2)), k = try ctx.buffer(rng.uniform(kn, -2, 2)), v = try ctx.buffer(rng.uniform(kn))
+        let dout = try ctx.buffer(rng.uniform(qn))
+        func grads(_ starts: [Int32]) throws -> [[Float]] {
+            let seg = try DeviceBuffer(queue: ctx.queue, starts)
+            let out = try poisoned(ctx, qn), lse = try poisoned(ctx, s.heads * n)
+            try ctx.attentionForward(out: out, lse: lse, q: q, k: k, v: v, shape: s, segmentStarts: seg)
+            let dq = try poisoned(ctx, qn), dk = try poisoned(ctx, kn), dv = try poisoned(ctx, kn), delta = try poisoned(ctx, s.heads * n)
+            try ctx.attentionBackward(dq: dq, dk: dk, dv: dv, delta: delta, dout: dout, out: out, lse: lse, q: q, k: k, v: v,
+                                      shape: s, segmentStarts: seg)
+            return [try out.read(), try dq.read(), try dk.read(), try dv.read()]
+        }
+        let want = try grads(valid), got = try grads(invalid)
+        for (name, (a, b)) in zip(["out", "dq", "dk", "dv"], zip(got, want)) { XCTAssertEqual(a, b, name) }
+    }
+
     func testSegmentStartsFromSequenceIDs() throws {
         let s = ComputeContext.AttentionShape(batch: 2, seq: 6, heads: 1, kvHeads: 1, headDim: 2)
         XCTAssertEqual(try s.segmentStarts(sequenceIDs: [0, 0, 1, 2, 2, 2, 5, -1, -1, 3, 3, 3]),
