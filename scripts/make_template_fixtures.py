@@ -493,6 +493,25 @@ def make_snippets():
 DEFAULT_SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 
 
+SOURCES_2025 = set()
+
+
+def add_sources_2025():
+    """Chat templates of models released in 2025-2026 (issue 22), with the special tokens of their
+    tokenizer_config.json where known: Tests/Fixtures/text/templates/sources_2025.json, each entry
+    naming the file it was copied from."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "Fixtures", "text", "templates",
+                        "sources_2025.json")
+    for t in json.load(open(path, encoding="utf-8")):
+        name = t["name"]
+        if name in TEMPLATE_SOURCES:
+            continue  # already among the hand-picked ones (same model)
+        SOURCES_2025.add(name)
+        TEMPLATE_SOURCES[name] = (name.replace("_", "-"), t["template"])
+        specials = {k: t[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token") if t.get(k)}
+        SPECIAL_TOKENS[name] = {**DEFAULT_SPECIAL_TOKENS, **specials}
+
+
 def make_tokenizer(name):
     specials = SPECIAL_TOKENS.get(name, DEFAULT_SPECIAL_TOKENS)
     vocab = {"<unk_placeholder>": 0}
@@ -534,6 +553,7 @@ def render(tok, conversation, add_generation_prompt, tools, variables):
 def main():
     out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "Fixtures", "text", "templates")
     os.makedirs(out_dir, exist_ok=True)
+    add_sources_2025()
     templates = {}
     cases = []
     for name, (family, template) in TEMPLATE_SOURCES.items():
@@ -543,7 +563,7 @@ def main():
         templates[name] = {"family": family, "template": template, "variables": {**variables, **extra}}
         if "strftime_now" in template:
             templates[name]["fixed_now_utc"] = FIXED_NOW_EPOCH
-        tool_aware = name in TOOL_TEMPLATES or (name not in SPECIAL_TOKENS and "tools" in template)
+        tool_aware = name in TOOL_TEMPLATES or ((name not in SPECIAL_TOKENS or name in SOURCES_2025) and "tools" in template)
         conv_names = [
             c for c in CONVERSATIONS
             if name in SPECIAL_CONVERSATIONS.get(c, [name]) or (c == "tool_calls" and tool_aware)
