@@ -50,6 +50,14 @@ final class JSONTests: XCTestCase {
         XCTAssertNil(JSONValue.double(2.5).integral)
     }
 
+    func testLegacyMergeSplitsAtTheOneSpaceScalar() {
+        XCTAssertTrue(splitLegacyMerge("र ्")! == ("र", "्"))
+        XCTAssertTrue(splitLegacyMerge("Ġ t")! == ("Ġ", "t"))
+        XCTAssertNil(splitLegacyMerge("ab"))
+        XCTAssertNil(splitLegacyMerge("a b c"))
+        XCTAssertNil(splitLegacyMerge("a  b"))
+    }
+
     func testOrderedMapRemovalKeepsOrderAndIndex() {
         var m: OrderedMap<Int> = ["x": 1, "y": 2, "z": 3]
         m["y"] = nil

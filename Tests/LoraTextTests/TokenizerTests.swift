@@ -115,6 +115,22 @@ final class TokenizerTests: XCTestCase {
     }
 
     func testGPT2ByteLevel() throws { try checkFixture("gpt2") }
+
+    /// A legacy "a b" merge whose second part starts with a combining mark ("र ्": the space and the
+    /// virama are one grapheme). Expected ids are what Hugging Face tokenizers 0.23.3 gives for this
+    /// tokenizer.json (Tokenizer.from_file(...).encode(s, add_special_tokens=False)).
+    func testLegacyMergeSplitsOnTheSpaceScalarNotTheGrapheme() throws {
+        let json = #"""
+        {"added_tokens": [], "normalizer": null, "pre_tokenizer": null, "post_processor": null, "decoder": null,
+         "model": {"type": "BPE", "unk_token": null, "fuse_unk": false, "byte_fallback": false,
+                   "vocab": {"र": 0, "्": 1, "क": 2, "र्": 3, "र्क": 4}, "merges": ["र ्", "र् क"]}}
+        """#
+        let tok = try Tokenizer(tokenizerJSON: Data(json.utf8))
+        XCTAssertEqual(tok.encode("र्क", addSpecialTokens: false), [4])
+        XCTAssertEqual(tok.encode("र्", addSpecialTokens: false), [3])
+        XCTAssertEqual(tok.encode("कर्", addSpecialTokens: false), [2, 3])
+        XCTAssertThrowsError(try Tokenizer(tokenizerJSON: Data(json.replacingOccurrences(of: "\"र ्\"", with: "\"र  ्\"").utf8)))
+    }
     func testQwen2() throws { try checkFixture("qwen2") }
     func testLlama3() throws { try checkFixture("llama3") }
     func testLlama2Legacy() throws { try checkFixture("llama2") }

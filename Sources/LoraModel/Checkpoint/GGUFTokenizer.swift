@@ -68,11 +68,10 @@ extension GGUFFile {
                 throw GGUFError.metadata(path: path, key: "tokenizer.ggml.merges", reason: "must be an array of strings")
             }
             fileMerges = try list.enumerated().map { i, s in
-                let parts = s.split(separator: " ", omittingEmptySubsequences: false)
-                guard parts.count == 2 else {
+                guard let pair = splitLegacyMerge(s) else {
                     throw GGUFError.metadata(path: path, key: "tokenizer.ggml.merges", reason: "entry \(i) '\(s)' is not two tokens separated by one space")
                 }
-                return (String(parts[0]), String(parts[1]))
+                return pair
             }
         }
 

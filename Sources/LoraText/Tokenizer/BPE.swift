@@ -125,11 +125,10 @@ final class BPEModel {
             let a: String, b: String
             if let s = item.string {
                 // Legacy "a b": exactly one space.
-                let parts = s.split(separator: " ", omittingEmptySubsequences: false)
-                guard parts.count == 2 else {
+                guard let pair = splitLegacyMerge(s) else {
                     throw TokenizerError("\(ctx).merges[\(rank)] \(s.debugDescription) is not two tokens separated by one space")
                 }
-                a = String(parts[0]); b = String(parts[1])
+                (a, b) = pair
             } else if let pair = item.array, pair.count == 2, let x = pair[0].string, let y = pair[1].string {
                 a = x; b = y
             } else {
