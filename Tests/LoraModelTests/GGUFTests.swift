@@ -135,11 +135,34 @@ final class GGUFTests: XCTestCase {
             let config = try JSONSerialization.jsonObject(with: files.tokenizerConfig) as! [String: Any]
             let refData = try Data(contentsOf: URL(fileURLWithPath: ggufFixtures + "/\(name).tokenizer/tokenizer.json"))
             let ref = try JSONSerialization.jsonObject(with: refData) as! [String: Any]
-            for key in ["normalizer", "pre_tokenizer", "post_processor", "decoder", "added_tokens"] {
+            // Where we follow the original tokenizer rather than transformers' conversion (llama.cpp's
+            // suite checks those: GGUFVocabSuiteTests): a SentencePiece vocabulary gets the original Llama
+            // tokenizer.json's normalizer (dummy prefix "▁" on every fragment, spaces as "▁") and no
+            // pre-tokenizer, where transformers writes a Metaspace pre-tokenizer; Llama 3's "llama-bpe"
+            // sets ignore_merges as its original does.
+            let sentencePiece = f.metadata["tokenizer.ggml.model"]?.string == "llama"
+            let pre = f.metadata["tokenizer.ggml.pre"]?.string
+            var keys = ["post_processor", "decoder", "added_tokens"]
+            if sentencePiece {
+                let n = try XCTUnwrap(mine["normalizer"] as? [String: Any], name)
+                XCTAssertEqual(n["type"] as? String, "Sequence", name)
+                let steps = try XCTUnwrap(n["normalizers"] as? [[String: Any]], name)
+                XCTAssertEqual(steps.map { $0["type"] as? String }, ["Prepend", "Replace"], name)
+                XCTAssertEqual(steps[0]["prepend"] as? String, "\u{2581}", name)
+                XCTAssertTrue(mine["pre_tokenizer"] is NSNull, name)
+                XCTAssertEqual((ref["pre_tokenizer"] as? [String: Any])?["type"] as? String, "Metaspace", name)
+            } else {
+                keys += ["normalizer", "pre_tokenizer"]
+            }
+            for key in keys {
                 XCTAssertEqual(mine[key] as? NSObject, ref[key] as? NSObject, "\(name): tokenizer.json '\(key)' differs")
             }
             let mm = mine["model"] as! [String: Any], rm = ref["model"] as! [String: Any]
             for key in rm.keys.sorted() where key != "merges" {
+                if key == "ignore_merges" && pre == "llama-bpe" {
+                    XCTAssertEqual(mm[key] as? Bool, true, "\(name): llama-bpe sets ignore_merges")
+                    continue
+                }
                 XCTAssertEqual(mm[key] as? NSObject, rm[key] as? NSObject, "\(name): model.\(key) differs")
             }
             // Merges in the same order (the reference may write pairs or "a b" strings).

@@ -21,24 +21,50 @@ public struct GGUFTokenizerFiles {
     public let configObject: JSONValue
 }
 
-/// The split regexes transformers uses for a `tokenizer.ggml.pre` name (those llama.cpp's pre-tokenizers use).
+/// The pre-tokenizer a `tokenizer.ggml.pre` name stands for: the regexes of the original tokenizer.json's
+/// Split steps, applied in turn (each match isolated, the text between matches kept as its own piece),
+/// then ByteLevel without its own regex. The lists are llama.cpp's (llama-vocab.cpp), which its
+/// tokenizer suite checks against each model's original Hugging Face tokenizer.
 enum GGUFPreTokenizer {
     static let llama3 = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
     static let qwen2 = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
     static let qwen35 = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
     static let tekken = #"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
     static let gpt4o = #"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
+    /// GPT-2's regex without its final `|\s+` (what is left between matches is a piece anyway).
+    static let gpt2 = #"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"#
+    /// StarCoder-style: every digit its own piece first ("½" too: it is \p{N}), then GPT-2's regex.
+    static let digitsThenGPT2 = [#"\p{N}"#, gpt2]
+    static let deepseekCoder = [#"[\r\n]"#, #"\s?\p{L}+"#, #"\s?\p{P}+"#, #"[一-龥ࠀ-一가-퟿]+"#, #"\p{N}"#]
+    /// Falcon: runs of punctuation, GPT-2's regex, then digits in threes.
+    static let falcon = [#"[\p{P}\$\+<=>\^~\|`]+"#, gpt2, #"[0-9][0-9][0-9]"#]
 
-    static let splits: [String: String] = [
-        "llama3": llama3, "llama-v3": llama3, "llama-bpe": llama3, "falcon3": llama3, "falcon-h1": llama3,
-        "pixtral": llama3, "midm-2.0": llama3, "lfm2": llama3, "jina-v5-nano": llama3, "dbrx": llama3,
-        "smaug-bpe": llama3, "tekken": tekken, "qwen2": qwen2, "deepseek-r1-qwen": qwen2, "kormo": qwen2,
-        "f2llmv2": qwen2, "megrez": qwen2, "qwen35": qwen35, "gpt-4o": gpt4o, "llama4": gpt4o, "kanana2": gpt4o,
-        "talkie": gpt4o, "minimax-m2": gpt4o,
+    static let splits: [String: [String]] = {
+        var m: [String: [String]] = [:]
+        for (names, list) in [
+            (["llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2", "jina-v5-nano",
+              "dbrx", "smaug-bpe"], [llama3]),
+            (["tekken"], [tekken]),
+            (["qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez"], [qwen2]),
+            (["qwen35"], [qwen35]),
+            (["gpt-4o", "llama4", "kanana2", "talkie", "minimax-m2"], [gpt4o]),
+            (["starcoder", "refact", "command-r", "smollm", "codeshell", "exaone", "minerva-7b", "mellum2"], digitsThenGPT2),
+            (["deepseek-coder"], deepseekCoder),
+            // Not "deepseek-llm": its letter class has ranges such as Ὗ-ώ whose end has a singleton
+            // decomposition, which Swift Regex refuses to compile; it keeps the GPT-2 default (45/46).
+            (["falcon"], falcon),
+        ] as [([String], [String])] {
+            for n in names { m[n] = list }
+        }
+        return m
+    }()
+
+    /// Pre-tokenizer names whose original tokenizer.json sets `ignore_merges`: a piece that is itself in
+    /// the vocabulary is that one token, whatever the merges would make of it (llama.cpp sets the same).
+    static let ignoreMerges: Set<String> = [
+        "llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2", "jina-v5-nano", "tekken",
     ]
 }
-
-
 
 extension GGUFFile {
     /// tokenizer.json and tokenizer_config.json for this file's tokenizer.
@@ -80,11 +106,16 @@ extension GGUFFile {
         var merges: [(String, String)]
         var modelObj: JSONObject
         var preTokenizer: JSONValue
+        var normalizer: JSONValue = .null
         let decoder: JSONValue
         switch model {
         case "gpt2":
             byteLevel = true
-            vocabTokens = tokens.map { ByteAlphabet.isSpelled($0) ? $0 : ByteAlphabet.spell($0) }
+            // Tokens stored raw are respelled in the byte alphabet, except user-defined ones (type 4): those
+            // are added tokens, kept in the vocabulary as the raw text they match ("  " in GPT-NeoX/MPT).
+            vocabTokens = tokens.enumerated().map { i, t in
+                ByteAlphabet.isSpelled(t) || (i < types.count && types[i] == 4) ? t : ByteAlphabet.spell(t)
+            }
             guard let fm = fileMerges else {
                 throw GGUFError.metadata(path: path, key: "tokenizer.ggml.merges", reason: "missing (a \"gpt2\" tokenizer needs its merges)")
             }
@@ -105,21 +136,49 @@ extension GGUFFile {
             }
             modelObj = ["type": "BPE", "dropout": JSONValue.null, "unk_token": JSONValue.null, "continuing_subword_prefix": JSONValue.null,
                         "end_of_word_suffix": JSONValue.null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false]
-            preTokenizer = ["type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": "first", "split": false]
+            // SentencePiece's dummy prefix: "▁" before the text of every fragment that is not an added token
+            // (so after a special token too), spaces as "▁" — as the original Llama tokenizer.json's normalizer
+            // does and llama.cpp's add_space_prefix. A Metaspace pre-tokenizer (transformers' GGUF conversion)
+            // would not prefix a text that already starts with a space: " Hello" would lose its "▁".
+            let addSpacePrefix = try bool("tokenizer.ggml.add_space_prefix") ?? true
+            let replace: JSONValue = ["type": "Replace", "pattern": ["String": " "], "content": "\u{2581}"]
+            normalizer = addSpacePrefix
+                ? ["type": "Sequence", "normalizers": [["type": "Prepend", "prepend": "\u{2581}"], replace]] : replace
+            preTokenizer = .null
             decoder = ["type": "Sequence", "decoders": [
                 ["type": "Replace", "pattern": ["String": "\u{2581}"], "content": " "],
                 ["type": "ByteFallback"], ["type": "Fuse"],
                 ["type": "Strip", "content": " ", "start": 1, "stop": 0],
             ]]
+        case "gemma4":
+            // Gemma 4: BPE over raw UTF-8 (not byte-level) with SentencePiece spelling: spaces become "▁"
+            // (no dummy prefix), bytes the vocabulary lacks fall back to <0xNN>. No word-level split: only
+            // runs of newlines are pieces of their own (as llama.cpp's GEMMA4 pre-tokenizer splits).
+            byteLevel = false
+            guard let fm = fileMerges else {
+                throw GGUFError.metadata(path: path, key: "tokenizer.ggml.merges", reason: "missing (a \"gemma4\" tokenizer needs its merges)")
+            }
+            merges = fm
+            modelObj = ["type": "BPE", "dropout": JSONValue.null, "unk_token": JSONValue.null, "continuing_subword_prefix": JSONValue.null,
+                        "end_of_word_suffix": JSONValue.null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false]
+            normalizer = ["type": "Replace", "pattern": ["String": " "], "content": "\u{2581}"]
+            preTokenizer = ["type": "Split", "pattern": ["Regex": "\n+"], "behavior": "Isolated", "invert": false]
+            decoder = ["type": "Sequence", "decoders": [
+                ["type": "Replace", "pattern": ["String": "\u{2581}"], "content": " "],
+                ["type": "ByteFallback"], ["type": "Fuse"],
+            ]]
         default:
-            throw GGUFError.metadata(path: path, key: "tokenizer.ggml.model", reason: "'\(model)' is not supported; supported: gpt2, llama")
+            throw GGUFError.metadata(path: path, key: "tokenizer.ggml.model", reason: "'\(model)' is not supported; supported: gpt2, llama, gemma4")
         }
         // A split regex named by tokenizer.ggml.pre replaces the pre-tokenizer, whatever the model (as transformers does).
-        if let pre = try? string("tokenizer.ggml.pre"), let regex = GGUFPreTokenizer.splits[pre] {
-            preTokenizer = ["type": "Sequence", "pretokenizers": [
-                ["type": "Split", "pattern": ["Regex": .string(regex)], "behavior": "Isolated", "invert": false],
+        if let pre = try? string("tokenizer.ggml.pre"), let regexes = GGUFPreTokenizer.splits[pre] {
+            let steps: [JSONValue] = regexes.map {
+                ["type": "Split", "pattern": ["Regex": .string($0)], "behavior": "Isolated", "invert": false]
+            }
+            preTokenizer = ["type": "Sequence", "pretokenizers": .array(steps + [
                 ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false],
-            ]]
+            ])]
+            if GGUFPreTokenizer.ignoreMerges.contains(pre) { modelObj["ignore_merges"] = true }
         }
         // Keys compared by bytes: a vocabulary may hold canonically equivalent tokens.
         var vocab = OrderedMap<Int>()
@@ -172,7 +231,7 @@ extension GGUFFile {
 
         let tokenizer: JSONValue = [
             "version": "1.0", "truncation": JSONValue.null, "padding": JSONValue.null, "added_tokens": .array(addedTokens),
-            "normalizer": JSONValue.null, "pre_tokenizer": preTokenizer, "post_processor": post, "decoder": decoder,
+            "normalizer": normalizer, "pre_tokenizer": preTokenizer, "post_processor": post, "decoder": decoder,
             "model": .object(modelObj),
         ]
         func name(_ id: Int?) -> JSONValue { id.map { .string(tokens[$0]) } ?? .null }
