@@ -6,8 +6,11 @@ llama.cpp ships real vocabularies as models/ggml-vocab-NAME.gguf with test input
 of space-separated ids per input, add_special_tokens=False). The files come with the source
 distribution of llama-cpp-python on PyPI (vendor/llama.cpp/models):
 
-    pip download --no-deps --no-binary :all: --no-build-isolation llama-cpp-python -d DIR   # needs cmake
-    scripts/check_gguf_vocab_suite.py DIR/llama_cpp_python-*/vendor/llama.cpp/models [lora-gpu binary]
+    scripts/check_gguf_vocab_suite.py --fetch [DIR] [lora-gpu binary]
+        downloads llama-cpp-python 0.3.36's source distribution from PyPI into DIR (default
+        /tmp/llama-cpp-vocab), unpacks vendor/llama.cpp/models, and runs the suite on it;
+    scripts/check_gguf_vocab_suite.py MODELS_DIR [lora-gpu binary]
+        runs it on a models/ directory already there.
 
 Prints per vocabulary the inputs whose ids equal the original's, and the first differences.
 """
@@ -16,6 +19,10 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
+import urllib.request
+
+VERSION = "0.3.36"
 
 SEP = "\n__ggml_vocab_test__\n"
 
@@ -29,9 +36,44 @@ def cases(inp, out):
     return texts, want
 
 
+def fetch(dest):
+    """vendor/llama.cpp/models of llama-cpp-python's sdist on PyPI, unpacked under dest."""
+    models = os.path.join(dest, "models")
+    if glob.glob(os.path.join(models, "ggml-vocab-*.gguf.inp")):
+        return models
+    # PyPI's simple index in its JSON form (PEP 691).
+    req = urllib.request.Request("https://pypi.org/simple/llama-cpp-python/",
+                                 headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    files = json.load(urllib.request.urlopen(req))["files"]
+    url = next(f["url"] for f in files if f["filename"] == f"llama_cpp_python-{VERSION}.tar.gz")
+    os.makedirs(models, exist_ok=True)
+    archive = os.path.join(dest, os.path.basename(url))
+    if not os.path.exists(archive):
+        print(f"downloading {url}", file=sys.stderr)
+        tmp = archive + ".part"
+        urllib.request.urlretrieve(url, tmp)
+        os.rename(tmp, archive)
+    with tarfile.open(archive) as tar:
+        for m in tar.getmembers():
+            parts = m.name.split("/")
+            if m.isfile() and parts[1:4] == ["vendor", "llama.cpp", "models"] and len(parts) == 5 \
+                    and parts[4].startswith("ggml-vocab-"):
+                with tar.extractfile(m) as src, open(os.path.join(models, parts[4]), "wb") as out:
+                    out.write(src.read())
+    return models
+
+
 def main():
-    models = sys.argv[1]
-    binary = sys.argv[2] if len(sys.argv) > 2 else ".build/debug/lora-gpu"
+    args = sys.argv[1:]
+    if args and args[0] == "--fetch":
+        args = args[1:]
+        # The next argument is DIR unless it is the binary (an executable file).
+        is_binary = bool(args) and os.path.isfile(args[0]) and os.access(args[0], os.X_OK)
+        dest = args.pop(0) if args and not is_binary else "/tmp/llama-cpp-vocab"
+        models = fetch(dest)
+    else:
+        models = args.pop(0)
+    binary = args[0] if args else ".build/debug/lora-gpu"
     total = ok_total = 0
     for gguf in sorted(glob.glob(os.path.join(models, "ggml-vocab-*.gguf"))):
         name = os.path.basename(gguf)[len("ggml-vocab-"):-len(".gguf")]

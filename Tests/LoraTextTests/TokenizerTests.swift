@@ -315,6 +315,23 @@ final class TokenizerRegexTests: XCTestCase {
         XCTAssertEqual(split("'\u{212A}a"), ["'\u{212A}a"])
     }
 
+    /// Class ranges by code point, as Oniguruma (and Python's re) compare them, even where an end has a
+    /// singleton decomposition (U+1F7D ώ → U+03CE, U+212A KELVIN SIGN → K, U+2126 OHM → Ω) that Swift
+    /// Regex would compare canonically (DeepSeek LLM's class). Expected values are Python 3's
+    /// re.fullmatch("[\u1f5f-\u1f7d\u2126\u212a-\u212d]+", s).
+    func testClassRangesCompareCodePoints() throws {
+        let pattern = try GeneralRegexPattern(source: "[\u{1F5F}-\u{1F7D}\u{2126}\u{212A}-\u{212D}]+", context: "test")
+        let want: [(UInt32, Bool)] = [(0x1F70, true), (0x1F7D, true), (0x3CE, false), (0x1F5F, true), (0x2126, true),
+                                      (0x3A9, false), (0x212A, true), (0x4B, false), (0x212B, true), (0x212C, true),
+                                      (0xC5, false)]
+        for (v, matches) in want {
+            let s = [Unicode.Scalar(v)!]
+            XCTAssertEqual(pattern.matches(in: s) == [0..<1], matches, "U+\(String(v, radix: 16))")
+        }
+        // Ranges with stable ends are left as written.
+        XCTAssertEqual(GeneralRegexPattern.codePointRanges("[a-zÀ-Ö]\\[x-y]"), "[a-zÀ-Ö]\\[x-y]")
+    }
+
     func testScriptPropertyRewrite() {
         XCTAssertEqual(GeneralRegexPattern.scriptProperties(#"[^\p{Han}]+\p{L}\P{Latin}\p{Script=Greek}\\p{Han}"#),
                        #"[^\p{Script=Han}]+\p{L}\P{Script=Latin}\p{Script=Greek}\\p{Han}"#)

@@ -36,6 +36,16 @@ enum GGUFPreTokenizer {
     /// StarCoder-style: every digit its own piece first ("½" too: it is \p{N}), then GPT-2's regex.
     static let digitsThenGPT2 = [#"\p{N}"#, gpt2]
     static let deepseekCoder = [#"[\r\n]"#, #"\s?\p{L}+"#, #"\s?\p{P}+"#, #"[一-龥ࠀ-一가-퟿]+"#, #"\p{N}"#]
+    /// DeepSeek LLM: letters of the cased scripts only (CJK and others fall to the later steps). Its
+    /// class has ranges such as Ὗ-ώ, compiled by code point (GeneralRegexPattern.codePointRanges).
+    static let deepseekLLM = [
+        #"[\r\n]"#,
+        #"\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-\#u{1F7D}ᾀ-ᾴᾶ-ᾼ\#u{1FBE}ῂ-ῄῆ-ῌῐ-\#u{1FD3}ῖ-\#u{1FDB}ῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤ\#u{2126}ℨ\#u{212A}-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+"#,
+        #"\s?[!-/:-~！-／：-～‘-‟　-。]+"#,
+        #"\s+$"#,
+        #"[一-龥ࠀ-一가-퟿]+"#,
+        #"\p{N}+"#,
+    ]
     /// Falcon: runs of punctuation, GPT-2's regex, then digits in threes.
     static let falcon = [#"[\p{P}\$\+<=>\^~\|`]+"#, gpt2, #"[0-9][0-9][0-9]"#]
 
@@ -50,8 +60,7 @@ enum GGUFPreTokenizer {
             (["gpt-4o", "llama4", "kanana2", "talkie", "minimax-m2"], [gpt4o]),
             (["starcoder", "refact", "command-r", "smollm", "codeshell", "exaone", "minerva-7b", "mellum2"], digitsThenGPT2),
             (["deepseek-coder"], deepseekCoder),
-            // Not "deepseek-llm": its letter class has ranges such as Ὗ-ώ whose end has a singleton
-            // decomposition, which Swift Regex refuses to compile; it keeps the GPT-2 default (45/46).
+            (["deepseek-llm"], deepseekLLM),
             (["falcon"], falcon),
         ] as [([String], [String])] {
             for n in names { m[n] = list }

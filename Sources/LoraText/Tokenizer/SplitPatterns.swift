@@ -244,7 +244,7 @@ struct GeneralRegexPattern: ScalarPattern {
 
     init(source: String, context: String) throws {
         do {
-            regex = try Regex(Self.scriptProperties(source)).matchingSemantics(.unicodeScalar)
+            regex = try Regex(Self.codePointRanges(Self.scriptProperties(source))).matchingSemantics(.unicodeScalar)
         } catch {
             throw TokenizerError("\(context): cannot compile the regex \(source.debugDescription): \(error)")
         }
@@ -279,6 +279,55 @@ struct GeneralRegexPattern: ScalarPattern {
                 continue
             }
             out.append(c)
+            i += 1
+        }
+        return String(out)
+    }
+
+    /// Oniguruma orders a class range's ends by code point; Swift Regex compares them as Characters,
+    /// canonically, so an end that NFC changes (a singleton: U+1F7D ώ → U+03CE, U+212A K → K) is
+    /// refused ("must compare less than or equal") or misplaced. Such a range is rewritten as the
+    /// same code points: runs of NFC-stable scalars as ranges, each unstable one on its own, all as
+    /// `\x{…}`. Ranges with stable ends are left as written. (DeepSeek LLM's letter class has Ὗ-ώ.)
+    static func codePointRanges(_ source: String) -> String {
+        let c = Array(source.unicodeScalars)
+        func stable(_ s: Unicode.Scalar) -> Bool {
+            String(String.UnicodeScalarView([s])).precomposedStringWithCanonicalMapping.unicodeScalars.elementsEqual([s])
+        }
+        func isLiteral(_ s: Unicode.Scalar) -> Bool { s != "\\" && s != "[" && s != "]" && s != "-" }
+        var out = String.UnicodeScalarView()
+        var inClass = false
+        var i = 0
+        while i < c.count {
+            let x = c[i]
+            if x == "\\", i + 1 < c.count {
+                out.append(x); out.append(c[i + 1]); i += 2; continue
+            }
+            if !inClass {
+                if x == "[" { inClass = true }
+                out.append(x); i += 1; continue
+            }
+            if x == "]" { inClass = false; out.append(x); i += 1; continue }
+            if i + 2 < c.count, c[i + 1] == "-", isLiteral(x), isLiteral(c[i + 2]), x.value <= c[i + 2].value,
+               !stable(x) || !stable(c[i + 2]) {
+                var v = x.value
+                let end = c[i + 2].value
+                func hex(_ u: UInt32) -> String { "\\x{" + String(u, radix: 16, uppercase: true) + "}" }
+                while v <= end {
+                    guard let s = Unicode.Scalar(v), stable(s) else {
+                        if Unicode.Scalar(v) != nil { out.append(contentsOf: hex(v).unicodeScalars) }
+                        v += 1
+                        continue
+                    }
+                    var w = v
+                    while w < end, let n = Unicode.Scalar(w + 1), stable(n) { w += 1 }
+                    out.append(contentsOf: (w == v ? hex(v) : hex(v) + "-" + hex(w)).unicodeScalars)
+                    v = w + 1
+                }
+                i += 3
+                continue
+            }
+            out.append(x)
             i += 1
         }
         return String(out)
