@@ -187,6 +187,22 @@ final class GGUFTests: XCTestCase {
 
     // MARK: errors
 
+    /// A tokenizer model we do not build (WordPiece "bert") is named with the ones we do.
+    func testUnsupportedTokenizerModelIsNamed() throws {
+        var d = Data("GGUF".utf8)
+        func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { d.append(contentsOf: $0) } }
+        func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { d.append(contentsOf: $0) } }
+        func str(_ s: String) { u64(UInt64(s.utf8.count)); d.append(contentsOf: Array(s.utf8)) }
+        u32(3); u64(0); u64(2)                                   // version, tensors, metadata entries
+        str("tokenizer.ggml.model"); u32(8); str("bert")          // type 8: string
+        str("tokenizer.ggml.tokens"); u32(9); u32(8); u64(2); str("[CLS]"); str("a")  // type 9: array of strings
+        let p = try tempDir() + "/bert.gguf"
+        try d.write(to: URL(fileURLWithPath: p))
+        XCTAssertThrowsError(try GGUFFile(path: p).tokenizerFiles()) { e in
+            XCTAssertEqual("\(e)", "\(p): metadata 'tokenizer.ggml.model': 'bert' is not supported; supported: gpt2, llama, gemma4")
+        }
+    }
+
     func testBadMagicNamesTheFile() throws {
         let p = try tempDir() + "/bad.gguf"
         try Data("GGUX\u{3}\0\0\0".utf8).write(to: URL(fileURLWithPath: p))

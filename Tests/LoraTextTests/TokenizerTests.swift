@@ -129,7 +129,9 @@ final class TokenizerTests: XCTestCase {
         XCTAssertEqual(tok.encode("र्क", addSpecialTokens: false), [4])
         XCTAssertEqual(tok.encode("र्", addSpecialTokens: false), [3])
         XCTAssertEqual(tok.encode("कर्", addSpecialTokens: false), [2, 3])
-        XCTAssertThrowsError(try Tokenizer(tokenizerJSON: Data(json.replacingOccurrences(of: "\"र ्\"", with: "\"र  ्\"").utf8)))
+        XCTAssertThrowsError(try Tokenizer(tokenizerJSON: Data(json.replacingOccurrences(of: "\"र ्\"", with: "\"र  ्\"").utf8))) { e in
+            XCTAssertEqual("\(e)", "tokenizer.json: model.merges[0] \"र  ्\" is not two tokens separated by one space")
+        }
     }
     func testQwen2() throws { try checkFixture("qwen2") }
     func testLlama3() throws { try checkFixture("llama3") }
