@@ -254,17 +254,7 @@ struct JSONParser {
             } else {
                 obj[key] = value
             }
-            skipWhitespace()
-            guard pos < bytes.count else { throw error("unexpected end of input in object, expected ',' or '}'") }
-            if bytes[pos] == UInt8(ascii: ",") {
-                pos += 1
-                continue
-            }
-            if bytes[pos] == UInt8(ascii: "}") {
-                pos += 1
-                return .object(obj)
-            }
-            throw error("unexpected \(describe(bytes[pos])) in object, expected ',' or '}'")
+            if try closesAfterItem("}", in: "object") { return .object(obj) }
         }
     }
 
@@ -281,18 +271,21 @@ struct JSONParser {
         while true {
             skipWhitespace()
             items.append(try parseValue())
-            skipWhitespace()
-            guard pos < bytes.count else { throw error("unexpected end of input in array, expected ',' or ']'") }
-            if bytes[pos] == UInt8(ascii: ",") {
-                pos += 1
-                continue
-            }
-            if bytes[pos] == UInt8(ascii: "]") {
-                pos += 1
-                return .array(items)
-            }
-            throw error("unexpected \(describe(bytes[pos])) in array, expected ',' or ']'")
+            if try closesAfterItem("]", in: "array") { return .array(items) }
         }
+    }
+
+    /// After an object's or array's item: a ',' (false: another item follows) or the closing bracket
+    /// (true), either consumed; anything else is an error.
+    mutating func closesAfterItem(_ close: Unicode.Scalar, in what: String) throws -> Bool {
+        skipWhitespace()
+        guard pos < bytes.count else { throw error("unexpected end of input in \(what), expected ',' or '\(close)'") }
+        let b = bytes[pos]
+        guard b == UInt8(ascii: ",") || b == UInt8(ascii: close) else {
+            throw error("unexpected \(describe(b)) in \(what), expected ',' or '\(close)'")
+        }
+        pos += 1
+        return b != UInt8(ascii: ",")
     }
 
     mutating func parseNumber() throws -> JSONValue {

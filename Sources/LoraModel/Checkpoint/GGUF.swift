@@ -257,22 +257,15 @@ public final class GGUFFile {
         return s
     }
 
-    public func int(_ key: String) throws -> Int? {
-        guard let v = metadata[key] else { return nil }
-        guard let n = v.int else { throw GGUFError.metadata(path: path, key: key, reason: "must be an integer") }
-        return n
-    }
+    public func int(_ key: String) throws -> Int? { try optional(key, \.int, "must be an integer") }
+    public func double(_ key: String) throws -> Double? { try optional(key, \.double, "must be a number") }
+    public func bool(_ key: String) throws -> Bool? { try optional(key, \.bool, "must be true or false") }
 
-    public func double(_ key: String) throws -> Double? {
+    /// nil when the key is absent; an error naming the key when its value is not of the kind asked.
+    private func optional<T>(_ key: String, _ value: (GGUFValue) -> T?, _ reason: String) throws -> T? {
         guard let v = metadata[key] else { return nil }
-        guard let n = v.double else { throw GGUFError.metadata(path: path, key: key, reason: "must be a number") }
-        return n
-    }
-
-    public func bool(_ key: String) throws -> Bool? {
-        guard let v = metadata[key] else { return nil }
-        guard let b = v.bool else { throw GGUFError.metadata(path: path, key: key, reason: "must be true or false") }
-        return b
+        guard let x = value(v) else { throw GGUFError.metadata(path: path, key: key, reason: reason) }
+        return x
     }
 }
 

@@ -110,6 +110,24 @@ extension GGUFFile {
             }
         }
 
+        func type(_ i: Int) -> Int? { i < types.count ? types[i] : nil }
+        func requiredMerges() throws -> [(String, String)] {
+            guard let fm = fileMerges else {
+                throw GGUFError.metadata(path: path, key: "tokenizer.ggml.merges", reason: "missing (a \"\(model)\" tokenizer needs its merges)")
+            }
+            return fm
+        }
+        func isolatedSplit(_ regex: String) -> JSONValue {
+            ["type": "Split", "pattern": ["Regex": .string(regex)], "behavior": "Isolated", "invert": false]
+        }
+        // SentencePiece spelling (llama, gemma4): raw-UTF-8 BPE with byte fallback, spaces as "▁".
+        let sentencePieceBPE: JSONObject = [
+            "type": "BPE", "dropout": JSONValue.null, "unk_token": JSONValue.null, "continuing_subword_prefix": JSONValue.null,
+            "end_of_word_suffix": JSONValue.null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false]
+        let spacesAsMetaspace: JSONValue = ["type": "Replace", "pattern": ["String": " "], "content": "\u{2581}"]
+        let metaspaceDecoders: [JSONValue] = [
+            ["type": "Replace", "pattern": ["String": "\u{2581}"], "content": " "], ["type": "ByteFallback"], ["type": "Fuse"]]
+
         let byteLevel: Bool
         var vocabTokens = tokens
         var merges: [(String, String)]
@@ -123,12 +141,9 @@ extension GGUFFile {
             // Tokens stored raw are respelled in the byte alphabet, except user-defined ones (type 4): those
             // are added tokens, kept in the vocabulary as the raw text they match ("  " in GPT-NeoX/MPT).
             vocabTokens = tokens.enumerated().map { i, t in
-                ByteAlphabet.isSpelled(t) || (i < types.count && types[i] == 4) ? t : ByteAlphabet.spell(t)
+                ByteAlphabet.isSpelled(t) || type(i) == 4 ? t : ByteAlphabet.spell(t)
             }
-            guard let fm = fileMerges else {
-                throw GGUFError.metadata(path: path, key: "tokenizer.ggml.merges", reason: "missing (a \"gpt2\" tokenizer needs its merges)")
-            }
-            merges = fm
+            merges = try requiredMerges()
             modelObj = ["type": "BPE", "dropout": JSONValue.null, "unk_token": JSONValue.null, "continuing_subword_prefix": "",
                         "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false, "ignore_merges": false]
             preTokenizer = ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true]
@@ -143,48 +158,32 @@ extension GGUFFile {
                 }
                 merges = Self.sentencePieceMerges(tokens: tokens, scores: scores)
             }
-            modelObj = ["type": "BPE", "dropout": JSONValue.null, "unk_token": JSONValue.null, "continuing_subword_prefix": JSONValue.null,
-                        "end_of_word_suffix": JSONValue.null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false]
+            modelObj = sentencePieceBPE
             // SentencePiece's dummy prefix: "▁" before the text of every fragment that is not an added token
             // (so after a special token too), spaces as "▁" — as the original Llama tokenizer.json's normalizer
             // does and llama.cpp's add_space_prefix. A Metaspace pre-tokenizer (transformers' GGUF conversion)
             // would not prefix a text that already starts with a space: " Hello" would lose its "▁".
             let addSpacePrefix = try bool("tokenizer.ggml.add_space_prefix") ?? true
-            let replace: JSONValue = ["type": "Replace", "pattern": ["String": " "], "content": "\u{2581}"]
             normalizer = addSpacePrefix
-                ? ["type": "Sequence", "normalizers": [["type": "Prepend", "prepend": "\u{2581}"], replace]] : replace
+                ? ["type": "Sequence", "normalizers": [["type": "Prepend", "prepend": "\u{2581}"], spacesAsMetaspace]] : spacesAsMetaspace
             preTokenizer = .null
-            decoder = ["type": "Sequence", "decoders": [
-                ["type": "Replace", "pattern": ["String": "\u{2581}"], "content": " "],
-                ["type": "ByteFallback"], ["type": "Fuse"],
-                ["type": "Strip", "content": " ", "start": 1, "stop": 0],
-            ]]
+            decoder = ["type": "Sequence", "decoders": .array(metaspaceDecoders + [["type": "Strip", "content": " ", "start": 1, "stop": 0]])]
         case "gemma4":
             // Gemma 4: BPE over raw UTF-8 (not byte-level) with SentencePiece spelling: spaces become "▁"
             // (no dummy prefix), bytes the vocabulary lacks fall back to <0xNN>. No word-level split: only
             // runs of newlines are pieces of their own (as llama.cpp's GEMMA4 pre-tokenizer splits).
             byteLevel = false
-            guard let fm = fileMerges else {
-                throw GGUFError.metadata(path: path, key: "tokenizer.ggml.merges", reason: "missing (a \"gemma4\" tokenizer needs its merges)")
-            }
-            merges = fm
-            modelObj = ["type": "BPE", "dropout": JSONValue.null, "unk_token": JSONValue.null, "continuing_subword_prefix": JSONValue.null,
-                        "end_of_word_suffix": JSONValue.null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false]
-            normalizer = ["type": "Replace", "pattern": ["String": " "], "content": "\u{2581}"]
-            preTokenizer = ["type": "Split", "pattern": ["Regex": "\n+"], "behavior": "Isolated", "invert": false]
-            decoder = ["type": "Sequence", "decoders": [
-                ["type": "Replace", "pattern": ["String": "\u{2581}"], "content": " "],
-                ["type": "ByteFallback"], ["type": "Fuse"],
-            ]]
+            merges = try requiredMerges()
+            modelObj = sentencePieceBPE
+            normalizer = spacesAsMetaspace
+            preTokenizer = isolatedSplit("\n+")
+            decoder = ["type": "Sequence", "decoders": .array(metaspaceDecoders)]
         default:
             throw GGUFError.metadata(path: path, key: "tokenizer.ggml.model", reason: "'\(model)' is not supported; supported: gpt2, llama, gemma4")
         }
         // A split regex named by tokenizer.ggml.pre replaces the pre-tokenizer, whatever the model (as transformers does).
         if let pre = try? string("tokenizer.ggml.pre"), let regexes = GGUFPreTokenizer.splits[pre] {
-            let steps: [JSONValue] = regexes.map {
-                ["type": "Split", "pattern": ["Regex": .string($0)], "behavior": "Isolated", "invert": false]
-            }
-            preTokenizer = ["type": "Sequence", "pretokenizers": .array(steps + [
+            preTokenizer = ["type": "Sequence", "pretokenizers": .array(regexes.map(isolatedSplit) + [
                 ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false],
             ])]
             if GGUFPreTokenizer.ignoreMerges.contains(pre) { modelObj["ignore_merges"] = true }
@@ -205,14 +204,14 @@ extension GGUFFile {
         // Added tokens: control ones special (byte-level: only those spelled in the byte alphabet),
         // the named ones special, user-defined ones plain.
         var added: [Int: (content: String, special: Bool)] = [:]
-        for (i, t) in tokens.enumerated() where i < types.count && types[i] == 3 {
+        for (i, t) in tokens.enumerated() where type(i) == 3 {
             if !byteLevel || ByteAlphabet.isSpelled(t) { added[i] = (t, true) }
         }
         for id in [unk, bos, eos, pad].compactMap({ $0 }) {
             let t = tokens[id]
             if let v = vocab[t] { added[v] = (t, true) }
         }
-        for (i, t) in tokens.enumerated() where i < types.count && types[i] == 4 {
+        for (i, t) in tokens.enumerated() where type(i) == 4 {
             if let v = vocab[t], added[v] == nil { added[v] = (t, false) }
         }
         let addedTokens: [JSONValue] = added.keys.sorted().map { id in
