@@ -30,7 +30,6 @@ public struct ModelText {
     /// The tokenizer's EOS and the template's end-of-turn token.
     public let stopIDs: Set<Int>
 
-    /// Whether `model` (a directory or a GGUF file) carries a tokenizer.
     /// What a user should know about the tokenizer (tokens added from tokenizer_config.json).
     public var notes: [String] {
         let added = tokenizer.configAddedTokens
@@ -39,22 +38,20 @@ public struct ModelText {
             + " named in tokenizer_config.json but not in tokenizer.json: added as special tokens, as transformers does"]
     }
 
-    /// tokenizer.json beside a checkpoint, or a GGUF file's tokenizer.ggml.* metadata (read from its
-    /// header, no weight touched).
-    public static func hasTokenizer(model: String) -> Bool {
-        if ModelSource.isFile(model) { return (try? GGUFFile(path: model))?.metadata["tokenizer.ggml.model"] != nil }
-        return FileManager.default.fileExists(atPath: model + "/tokenizer.json")
-    }
-
+    /// The tokenizer of `model`: tokenizer.json beside a checkpoint, or a GGUF file's tokenizer.ggml.*
+    /// metadata (read from its header, no weight touched); `ModelTextError.noTokenizer` when it has none.
     /// `needsTemplate`: chat prompts need one; raw text and pre-tokenized data do not.
     public init(model: String, chatTemplate option: String?, needsTemplate: Bool) throws {
-        guard Self.hasTokenizer(model: model) else { throw ModelTextError.noTokenizer(model) }
         if ModelSource.isFile(model) {
-            let files = try GGUFFile(path: model).tokenizerFiles()
+            guard let gguf = try? GGUFFile(path: model), gguf.metadata["tokenizer.ggml.model"] != nil else {
+                throw ModelTextError.noTokenizer(model)
+            }
+            let files = try gguf.tokenizerFiles()
             tokenizer = try Tokenizer(tokenizerJSON: files.tokenizerJSON,
                                       config: try TokenizerConfig.parse(files.tokenizerConfig, source: model + " (tokenizer_config)"),
                                       source: model + " (tokenizer.json)")
         } else {
+            guard FileManager.default.fileExists(atPath: model + "/tokenizer.json") else { throw ModelTextError.noTokenizer(model) }
             tokenizer = try Tokenizer.load(directory: model)
         }
         template = try ChatTemplateSelection.resolve(option: option, tokenizer: tokenizer)

@@ -39,8 +39,13 @@ func loadTrainingSamples(_ c: TrainingConfig, vocabSize: Int, progress: Progress
     var out = TrainingSamples()
     let tokenizer: DataTokenizer
     var template: ConversationRenderer? = nil
-    if ModelText.hasTokenizer(model: c.model) {
-        let text = try ModelText(model: c.model, chatTemplate: c.chatTemplate, needsTemplate: false)
+    let modelText: ModelText?
+    do {
+        modelText = try ModelText(model: c.model, chatTemplate: c.chatTemplate, needsTemplate: false)
+    } catch ModelTextError.noTokenizer {
+        modelText = nil
+    }
+    if let text = modelText {
         out.summaries += text.notes
         tokenizer = TokenizerDataAdapter(text.tokenizer)
         template = text.template
