@@ -96,47 +96,41 @@ public final class Tokenizer {
         var maxID = model.idToToken.keys.max() ?? -1
         var nextID = model.vocab.count
         var fromConfig: [(content: String, id: Int)] = []
-        var entries: [(content: String, special: Bool, lstrip: Bool, rstrip: Bool, normalized: Bool, singleWord: Bool,
-                       fromConfig: Bool)] = []
+        var entries: [(token: AddedTokenSpec, fromConfig: Bool)] = []
         for (i, item) in (json["added_tokens"]?.array ?? []).enumerated() {
-            guard let content = item["content"]?.string else {
+            guard let token = AddedTokenSpec(json: item) else {
                 throw TokenizerError("\(source): added_tokens[\(i)].content is missing or not a string")
             }
-            let special = item["special"]?.bool ?? false
-            entries.append((content, special, item["lstrip"]?.bool ?? false, item["rstrip"]?.bool ?? false,
-                            item["normalized"]?.bool ?? !special, item["single_word"]?.bool ?? false, false))
+            entries.append((token, false))
         }
         // Special tokens tokenizer_config.json names that tokenizer.json lacks: transformers adds them
         // (new ids after the vocabulary, or the vocabulary's id), special and matched whole.
-        let listed = Set(entries.map { ExactKey($0.content) })
+        let listed = Set(entries.map { ExactKey($0.token.content) })
         var seen = Set<ExactKey>()
         for t in config.configTokens where !listed.contains(ExactKey(t.content)) && seen.insert(ExactKey(t.content)).inserted {
-            entries.append((t.content, t.special, t.lstrip, t.rstrip, t.normalized, t.singleWord, true))
+            entries.append((t, true))
         }
-        do {
-            for e in entries {
-                let content = e.content
-                if content.isEmpty { continue }
-                let special = e.special, normalized = e.normalized
-                let key = ExactKey(content)
-                let id: Int
-                if let a = addedIDs[key] { id = a }
-                else if let m = model.tokenID(content) { id = m }
-                else { id = nextID; nextID += 1 }
-                if e.fromConfig { fromConfig.append((content, id)) }
-                let tok = AddedToken(id: id, content: content, singleWord: e.singleWord, lstrip: e.lstrip, rstrip: e.rstrip,
-                                     normalized: normalized, special: special)
-                if normalized, let n = normalizer {
-                    let form = scalarsToString(n.normalize(Array(content.unicodeScalars)))
-                    if !form.utf8.elementsEqual(content.utf8) { decodeForm[id] = form } else { decodeForm[id] = nil }
-                } else {
-                    decodeForm[id] = nil
-                }
-                addedIDs[key] = id
-                if special { specials.insert(key) }
-                added[id] = tok
-                maxID = max(maxID, id)
+        for (e, isFromConfig) in entries {
+            let content = e.content
+            if content.isEmpty { continue }
+            let key = ExactKey(content)
+            let id: Int
+            if let a = addedIDs[key] { id = a }
+            else if let m = model.tokenID(content) { id = m }
+            else { id = nextID; nextID += 1 }
+            if isFromConfig { fromConfig.append((content, id)) }
+            let tok = AddedToken(id: id, content: content, singleWord: e.singleWord, lstrip: e.lstrip, rstrip: e.rstrip,
+                                 normalized: e.normalized, special: e.special)
+            if e.normalized, let n = normalizer {
+                let form = scalarsToString(n.normalize(Array(content.unicodeScalars)))
+                if !form.utf8.elementsEqual(content.utf8) { decodeForm[id] = form } else { decodeForm[id] = nil }
+            } else {
+                decodeForm[id] = nil
             }
+            addedIDs[key] = id
+            if e.special { specials.insert(key) }
+            added[id] = tok
+            maxID = max(maxID, id)
         }
         self.added = added
         self.addedIDs = addedIDs

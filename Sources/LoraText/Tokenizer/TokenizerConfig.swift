@@ -28,16 +28,15 @@ public struct TokenizerConfig {
     public var additionalSpecialTokens: [String] = []
     /// added_tokens_decoder's entries, by their id key: what transformers adds to the vocabulary
     /// when tokenizer.json lacks them.
-    public var addedTokensDecoder: [(id: Int, content: String, special: Bool, lstrip: Bool, rstrip: Bool,
-                                     normalized: Bool, singleWord: Bool)] = []
+    public var addedTokensDecoder: [(id: Int, token: AddedTokenSpec)] = []
 
     /// The tokens transformers adds to the vocabulary from this config when the tokenizer lacks them, in
     /// its order: added_tokens_decoder's, then bos, eos, unk, sep, pad, cls, mask, then
     /// additional_special_tokens (all special, not normalized, unless the decoder entry says otherwise).
-    var configTokens: [(content: String, special: Bool, lstrip: Bool, rstrip: Bool, normalized: Bool, singleWord: Bool)] {
-        addedTokensDecoder.sorted { $0.id < $1.id }.map { ($0.content, $0.special, $0.lstrip, $0.rstrip, $0.normalized, $0.singleWord) }
+    var configTokens: [AddedTokenSpec] {
+        addedTokensDecoder.sorted { $0.id < $1.id }.map(\.token)
             + (["bos", "eos", "unk", "sep", "pad", "cls", "mask"].compactMap { specialTokens[$0 + "_token"] } + additionalSpecialTokens)
-                .map { ($0, true, false, false, false, false) }
+                .map { AddedTokenSpec(content: $0, special: true, normalized: false) }
     }
 
     public init() {
@@ -90,12 +89,10 @@ public struct TokenizerConfig {
                 c.additionalSpecialTokens = try (value.array ?? []).enumerated().compactMap { try tokenString($1, "\(key)[\($0)]") }
             case "added_tokens_decoder":
                 for (k, v) in value.object?.pairs ?? [] {
-                    guard let id = Int(k), let content = v["content"]?.string else {
+                    guard let id = Int(k), let token = AddedTokenSpec(json: v) else {
                         throw TokenizerError("\(source): added_tokens_decoder.\(k) needs an integer key and a string content")
                     }
-                    let special = v["special"]?.bool ?? false
-                    c.addedTokensDecoder.append((id, content, special, v["lstrip"]?.bool ?? false, v["rstrip"]?.bool ?? false,
-                                                 v["normalized"]?.bool ?? !special, v["single_word"]?.bool ?? false))
+                    c.addedTokensDecoder.append((id, token))
                 }
             case "add_eos_token": c.addEosToken = value.bool
             case "model_max_length":
@@ -130,5 +127,31 @@ extension JSONValue {
         do { return try JSONValue.parse(data) } catch let e as JSONParseError {
             throw TokenizerError("\(source): line \(e.line), column \(e.column): invalid JSON: \(e.reason)")
         }
+    }
+}
+
+/// An added token's options as tokenizer.json's added_tokens and tokenizer_config.json's
+/// added_tokens_decoder write them; `normalized` defaults to not `special`, as the library reads them.
+public struct AddedTokenSpec: Sendable {
+    public var content: String
+    public var special: Bool
+    public var lstrip = false, rstrip = false
+    public var normalized: Bool
+    public var singleWord = false
+
+    public init(content: String, special: Bool, normalized: Bool) {
+        self.content = content
+        self.special = special
+        self.normalized = normalized
+    }
+
+    /// nil when "content" is missing or not a string.
+    init?(json v: JSONValue) {
+        guard let content = v["content"]?.string else { return nil }
+        let special = v["special"]?.bool ?? false
+        self.init(content: content, special: special, normalized: v["normalized"]?.bool ?? !special)
+        lstrip = v["lstrip"]?.bool ?? false
+        rstrip = v["rstrip"]?.bool ?? false
+        singleWord = v["single_word"]?.bool ?? false
     }
 }
