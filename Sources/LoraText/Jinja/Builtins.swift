@@ -439,7 +439,7 @@ enum Builtins {
                 guard let key = args.arg(0, "key") else { throw RuntimeFailure("get expected at least 1 argument, got 0") }
                 if let k = try? DictKey.encode(key), let v = d[k] { return v }
                 return args.arg(1, "default") ?? .none
-            case "items": return .list(d.pairs.map { .tuple([DictKey.decode($0.0), $0.1]) })
+            case "items": return .list(DictKey.items(d))
             case "keys": return .list(d.keys.map(DictKey.decode))
             case "values": return .list(d.values)
             case "copy": return obj

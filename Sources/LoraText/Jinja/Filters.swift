@@ -76,7 +76,7 @@ extension Builtins {
             default: throw RuntimeFailure("You can only sort by either \"key\" or \"value\"")
             }
             let reverse = args.arg(2, "reverse")?.truthy ?? false
-            let pairs = try stableSort(d.pairs.map { Value.tuple([DictKey.decode($0.0), $0.1]) }, reverse: reverse) { item in
+            let pairs = try stableSort(DictKey.items(d), reverse: reverse) { item in
                 guard case .tuple(let kv) = item else { return item }
                 return foldCase(byValue ? kv[1] : kv[0], caseSensitive)
             }
@@ -151,7 +151,7 @@ extension Builtins {
         case "items":
             switch v {
             case .undefined: return .list([])
-            case .dict(let d): return .list(d.pairs.map { .tuple([DictKey.decode($0.0), $0.1]) })
+            case .dict(let d): return .list(DictKey.items(d))
             default: throw RuntimeFailure("Can only get item pairs from a mapping.")
             }
         case "join":

@@ -39,6 +39,9 @@ enum DictKey {
         return .double(Double(body) ?? .nan)
     }
 
+    /// A dict's (key, value) tuples, as `dict.items()` gives them.
+    static func items(_ d: VDict) -> [Value] { d.pairs.map { .tuple([decode($0.0), $0.1]) } }
+
     /// The key as json.dumps writes it (int, float, bool and None keys become strings).
     static func jsonKey(_ k: String) -> String {
         switch decode(k) {
