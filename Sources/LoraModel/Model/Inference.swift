@@ -121,9 +121,10 @@ public final class InferenceSession {
             let rows = src.kvHeads * src.headDim, d = src.headDim
             let ks = try src.keys.read(), vs = try src.values.read()
             var kt = [Float](repeating: 0, count: rows * dst.capacity), vc = [Float](repeating: 0, count: src.kvHeads * dst.capacity * d)
-            for r in 0..<rows { for p in 0..<n { kt[r * dst.capacity + p] = ks[r * src.capacity + p] } }
+            // Each key row's first n positions, and each head's first n value rows (n·D contiguous floats).
+            for r in 0..<rows { kt[r * dst.capacity ..< r * dst.capacity + n] = ks[r * src.capacity ..< r * src.capacity + n] }
             for g in 0..<src.kvHeads {
-                for p in 0..<n { for j in 0..<d { vc[(g * dst.capacity + p) * d + j] = vs[(g * src.capacity + p) * d + j] } }
+                vc[g * dst.capacity * d ..< (g * dst.capacity + n) * d] = vs[g * src.capacity * d ..< (g * src.capacity + n) * d]
             }
             try dst.keys.write(kt)
             try dst.values.write(vc)
