@@ -66,6 +66,8 @@ struct Tune: ParsableCommand {
         let def = entry.defaultGflops.map { String(format: "%.1f", $0) } ?? "rejected"
         print(String(format: "winner %@: %.1f GFLOP/s (device default %@: %@); stored in %@",
                      entry.config, entry.gflops, entry.defaultConfig, def, path))
+        print("load during the tune: \(entry.loadDescription)"
+              + (entry.measuredUnderLoad ? " — measured under load: the choice may be poor; run `lora-gpu tune --force` again on an idle machine" : ""))
     }
 
     /// The adapted projections of one decoder layer (lm_head is left out: its

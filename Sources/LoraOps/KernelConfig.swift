@@ -284,30 +284,88 @@ extension KernelConfig {
         return !["0", "false", "off", "no"].contains(v)
     }
 
-    /// `resolve`, and when that finds the device untuned and auto-tune is on,
-    /// a quick tune on the standard shapes that is stored in the cache and used.
-    /// `log` gets one line before the tune and one after. A failed tune or
-    /// cache write is logged and falls back to the device default.
+    /// `resolve`, and then, when auto-tune is on:
+    /// - the device untuned: a quick tune on the standard shapes, stored in the cache and used;
+    /// - an automatic (quick) cache entry not yet confirmed, checked while the host is idle
+    ///   (`hostLoad`, other processes' share of the CPUs, at most `TuneLoadPolicy.busyShare`):
+    ///   one measured under load, or whose winner re-times more than `reproduceTolerance` away
+    ///   from its recorded speed, is tuned again; one that holds is marked confirmed and not
+    ///   checked again. A busy host postpones the check to a later run.
+    /// - a `lora-gpu tune` (full) entry measured under load: a line saying so, and how to redo it.
+    /// `log` gets one line before a tune and one after. A failed tune or cache write is logged and
+    /// falls back to what `resolve` chose.
     public static func resolveOrTune(device: Device, explicit: String? = nil,
                                      environment: [String: String] = ProcessInfo.processInfo.environment,
+                                     hostLoad: () -> Double? = { HostLoadSample.measureOthers(seconds: 0.3) },
                                      log: (String) -> Void) throws -> KernelConfigResolution {
         let r = try resolve(device: device, explicit: explicit, environment: environment)
-        guard r.untuned, autoTuneEnabled(environment) else { return r }
+        guard autoTuneEnabled(environment) else { return r }
         let path = TuningCache.path(environment)
-        log("lora-gpu: no kernel tuning for \(device.name) in \(path): running a quick tune "
-            + "(a few seconds; `lora-gpu tune` searches fully, LORA_GPU_AUTOTUNE=0 skips this)")
-        do {
-            let entry = try Tuner(device: device, linears: Tuner.standardLinears(quick: true), quick: true).run()
-            var cache = (try? TuningCache.load(path: path)) ?? TuningCache()
-            cache.store(entry)
-            try cache.save(path: path)
-            let c = try parse(entry.config, base: deviceDefault(device), origin: path)
-            log(String(format: "lora-gpu: tuned %@: %.1f GFLOP/s (device default %@: %@)", entry.config, entry.gflops,
-                       entry.defaultConfig, entry.defaultGflops.map { String(format: "%.1f", $0) } ?? "rejected"))
-            return KernelConfigResolution(config: c, source: .cache, origin: "tuning cache \(path) (quick, \(entry.date))")
-        } catch {
-            log("lora-gpu: quick tune failed (\(error)); using the device default \(r.config.spec)")
-            return r
+        func tune(_ why: String) -> KernelConfigResolution {
+            log(why + " (a few seconds; `lora-gpu tune` searches fully, LORA_GPU_AUTOTUNE=0 skips this)")
+            do {
+                let entry = try Tuner(device: device, linears: Tuner.standardLinears(quick: true), quick: true).run()
+                var cache = (try? TuningCache.load(path: path)) ?? TuningCache()
+                cache.store(entry)
+                try cache.save(path: path)
+                let c = try parse(entry.config, base: deviceDefault(device), origin: path)
+                log(String(format: "lora-gpu: tuned %@: %.1f GFLOP/s (device default %@: %@)", entry.config, entry.gflops,
+                           entry.defaultConfig, entry.defaultGflops.map { String(format: "%.1f", $0) } ?? "rejected")
+                    + (entry.measuredUnderLoad ? "; measured under load (\(entry.loadDescription)): tuned again once the host is idle" : ""))
+                return KernelConfigResolution(config: c, source: .cache, origin: "tuning cache \(path) (quick, \(entry.date))")
+            } catch {
+                log("lora-gpu: quick tune failed (\(error)); using \(r.config.spec)")
+                return r
+            }
         }
+        if r.untuned {
+            return tune("lora-gpu: no kernel tuning for \(device.name) in \(path): running a quick tune")
+        }
+        guard r.source == .cache, var cache = try? TuningCache.load(path: path),
+              var entry = cache.entry(for: TuningKey(device: device)) else { return r }
+        let decision = checkCachedTune(entry, cachePath: path, hostLoad: hostLoad) {
+            try Tuner(device: device, linears: Tuner.standardLinears(quick: true), quick: true).retime(r.config)
+        }
+        switch decision {
+        case .keep: break
+        case .report(let line): log(line)
+        case .retune(let why): return tune(why)
+        case .confirm:
+            entry.confirmed = true
+            cache.store(entry)
+            try? cache.save(path: path)  // unwritable: checked again next time, nothing lost
+        }
+        return r
+    }
+
+    /// What `resolveOrTune` does with a cached entry (see there); `retime` re-times its winner.
+    public enum CachedTuneDecision: Equatable, Sendable {
+        case keep, confirm
+        case report(String)
+        case retune(String)
+    }
+
+    public static func checkCachedTune(_ entry: TuningEntry, cachePath: String, hostLoad: () -> Double?,
+                                       retime: () throws -> Double) -> CachedTuneDecision {
+        if entry.confirmed == true { return .keep }
+        if entry.mode != "quick" {
+            guard entry.measuredUnderLoad else { return .keep }
+            return .report("lora-gpu: the kernel tuning in \(cachePath) was measured under load (\(entry.loadDescription)); "
+                           + "run `lora-gpu tune --force` on an idle machine")
+        }
+        if let busy = hostLoad(), busy > TuneLoadPolicy.busyShare { return .keep }  // judged on a later, idle run
+        if entry.measuredUnderLoad {
+            return .retune("lora-gpu: the cached kernel tuning for \(entry.key.device) was measured under load "
+                           + "(\(entry.loadDescription)): tuning again")
+        }
+        let now: Double
+        do { now = try retime() } catch {
+            return .retune("lora-gpu: the cached kernel tuning \(entry.config) failed its check (\(error)): tuning again")
+        }
+        guard entry.gflops > 0, abs(now / entry.gflops - 1) <= TuneLoadPolicy.reproduceTolerance else {
+            return .retune(String(format: "lora-gpu: the cached kernel tuning %@ was recorded at %.1f GFLOP/s and re-times at %.1f: tuning again",
+                                  entry.config, entry.gflops, now))
+        }
+        return .confirm
     }
 }

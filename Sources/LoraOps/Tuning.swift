@@ -89,11 +89,36 @@ public struct TuningEntry: Codable, Sendable {
     public var attentionGflops: [String: Double]?
     /// GFLOP/s of the products and the lm_head per `band` value, when searched.
     public var bandGflops: [String: Double]?
+    /// The share of the host's CPU time other processes used during the tune (HostLoad.swift; nil: unknown).
+    public var othersLoad: Double?
+    /// The largest relative spread of the playoff's interleaved rounds ((best − worst) / best).
+    public var spread: Double?
+    /// Set once an automatic check on an idle host re-timed the winner at its recorded speed
+    /// (KernelConfig.resolveOrTune); a confirmed entry is not checked again.
+    public var confirmed: Bool?
+
+    /// Whether the figures were taken while other processes used the CPUs (where that was measured;
+    /// elsewhere: whether the rounds were wildly unsteady): such an entry is re-tuned when the host is
+    /// idle (automatic tunes) or reported (`lora-gpu tune`). The spread alone does not decide where the
+    /// load is known: on an idle 2-core host pocl's rounds already spread 10–30 % (Benchmarks/NOTES.md).
+    public var measuredUnderLoad: Bool {
+        if let o = othersLoad { return o > TuneLoadPolicy.busyShare }
+        return (spread ?? 0) > TuneLoadPolicy.unsteadySpread
+    }
+
+    /// In words, for logs: "other processes used 62 % of the CPUs, rounds spread 31 %".
+    public var loadDescription: String {
+        var parts: [String] = []
+        if let o = othersLoad { parts.append(String(format: "other processes used %.0f %% of the CPUs", 100 * o)) }
+        if let s = spread { parts.append(String(format: "the timing rounds spread %.0f %%", 100 * s)) }
+        return parts.isEmpty ? "no load figures recorded" : parts.joined(separator: ", ")
+    }
 
     public init(key: TuningKey, config: String, gflops: Double, defaultConfig: String, defaultGflops: Double?,
                 mode: String, date: String, tokens: Int, shapes: [String], packGBps: [String: Double]?,
                 candidates: [TuningCandidate], playoff: [String]? = nil, attentionGflops: [String: Double]? = nil,
-                bandGflops: [String: Double]? = nil) {
+                bandGflops: [String: Double]? = nil, othersLoad: Double? = nil, spread: Double? = nil,
+                confirmed: Bool? = nil) {
         self.key = key
         self.config = config
         self.gflops = gflops
@@ -108,6 +133,9 @@ public struct TuningEntry: Codable, Sendable {
         self.playoff = playoff
         self.attentionGflops = attentionGflops
         self.bandGflops = bandGflops
+        self.othersLoad = othersLoad
+        self.spread = spread
+        self.confirmed = confirmed
     }
 }
 

@@ -163,6 +163,32 @@ final class MemoryPlanTests: XCTestCase {
         XCTAssertEqual(ctx.context.peakBytes, ctx.context.liveBytes, "the old u outlived the new one's allocation")
     }
 
+    /// Each adapted linear's u is sized for the current batch shape both ways: a smaller shape
+    /// after a larger one shrinks it (issue 22, item 13). An inference session keeps its own u,
+    /// so a training plan resizing Linear.u while a session lives changes nothing it computes.
+    func testUFollowsTheShapeBothWaysAndASessionKeepsItsOwn() throws {
+        let ctx = try freshContext()
+        let name = "llama_gqa_untied"
+        let m = try LlamaLoRAModel(modelDirectory: fixturesRoot + "/\(name)/model", lora: try lora(name), context: ctx)
+        let adapted = (m.layers.flatMap(\.linears) + [m.lmHead]).filter { $0.lora != nil }
+        XCTAssertFalse(adapted.isEmpty)
+        func uRows() -> Set<Int> { Set(adapted.map { ($0.u?.count ?? -1) / $0.lora!.settings.rank }) }
+        let prompt = [5, 9, 13, 2, 40, 7]
+        let session = try InferenceSession(model: m, maxTokens: 16, chunkTokens: 4)
+        let expected = try session.append(prompt)
+        _ = try m.trainStep(try worstCaseBatch(batch: 3, seq: 32, vocab: 67), hyper: .init(lr: 0))
+        XCTAssertEqual(uRows(), [96])
+        let large = ctx.context.liveBytes
+        _ = try m.trainStep(try worstCaseBatch(batch: 1, seq: 5, vocab: 67), hyper: .init(lr: 0))
+        try ctx.finish()
+        XCTAssertEqual(uRows(), [5], "u shrank to the smaller shape")
+        let uBytes = adapted.map { 4 * $0.lora!.settings.rank }.reduce(0, +)
+        XCTAssertLessThanOrEqual(ctx.context.liveBytes, large - 91 * uBytes, "the larger u buffers were freed")
+        // The session (made when u held other sizes) still computes the same logits.
+        session.reset()
+        XCTAssertEqual(try session.append(prompt), expected)
+    }
+
     /// logits() keeps one chunk of rows × V on the device (the plan's logits chunk) and
     /// gives the same values whatever the chunk: bit for bit, and against transformers.
     func testLogitsAreChunkedWithoutChangingThem() throws {

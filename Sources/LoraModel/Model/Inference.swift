@@ -47,6 +47,9 @@ public final class InferenceSession {
     var allLogits: DeviceBuffer<Float>?              // (chunk, V), made on first use
     /// Packed A and B of every adapted linear layer, by the layer's identity.
     var packed: [ObjectIdentifier: PackedLoRA] = [:]
+    /// u = x·Aᵀ (chunk, r) of each packed layer: the session's own, so that a training step's
+    /// plan may resize Linear.u while a session lives.
+    var u: [ObjectIdentifier: DeviceBuffer<Float>] = [:]
 
     /// `maxTokens` ≤ max_position_embeddings (and ≤ sliding_window when the
     /// model has one: sliding-window attention is not implemented).
@@ -82,10 +85,10 @@ public final class InferenceSession {
         last = try ctx.buffer(count: H); lastNormed = try ctx.buffer(count: H)
         lastRstd = try ctx.buffer(count: 1); logits = try ctx.buffer(count: c.vocabSize)
         for lin in m.layers.flatMap(\.linears) + [m.lmHead] {
-            try lin.plan(ctx, tokens: n)
             if let pair = lin.lora, lin.frozen != nil, lin.trainedWeight == nil {
                 packed[ObjectIdentifier(lin)] = try PackedLoRA(ctx, a: pair.a.param, b: pair.b.param, inFeatures: lin.inFeatures,
                                                                outFeatures: lin.outFeatures, settings: pair.settings)
+                u[ObjectIdentifier(lin)] = try ctx.buffer(count: n * pair.settings.rank)
             }
         }
     }
@@ -99,7 +102,7 @@ public final class InferenceSession {
 
     /// y (n, out) = lin(x) (+ beta·y): the packed LoRA forward, or the layer's own.
     func project(_ lin: Linear, y: DeviceBuffer<Float>, x: DeviceBuffer<Float>, tokens n: Int, beta: Float = 0) throws {
-        if let p = packed[ObjectIdentifier(lin)], let frozen = lin.frozen, let u = lin.u {
+        if let p = packed[ObjectIdentifier(lin)], let frozen = lin.frozen, let u = u[ObjectIdentifier(lin)] {
             try model.ctx.loraInferenceForward(y: y, u: u, x: x, base: frozen, lora: p, bias: lin.bias, tokens: n, beta: beta)
         } else {
             try lin.forward(model.ctx, y: y, x: x, tokens: n, training: false, stepSeed: model.stepSeed, beta: beta)

@@ -26,7 +26,8 @@ public final class Linear {
     var frozenBias: DeviceBuffer<Float>?
     public internal(set) var trainedBias: ParameterStore.Entry?
     public internal(set) var lora: LoRAPair?
-    /// u = dropout(x)·Aᵀ (tokens, r), written by forward for backward.
+    /// u = dropout(x)·Aᵀ (tokens, r), written by forward for backward: the training step's
+    /// (ActivationPlan sizes it; an InferenceSession keeps its own per layer).
     var u: DeviceBuffer<Float>?
     let index: UInt32
 
@@ -42,11 +43,14 @@ public final class Linear {
         self.index = UInt32(index)
     }
 
-    /// Reserves u for up to `tokens` rows.
+    /// Sizes u for exactly `tokens` rows: a new batch shape grows it or shrinks it (the plan's
+    /// other activations are remade too, and MemoryPlan counts u at the plan's size).
     func plan(_ ctx: ComputeContext, tokens: Int) throws {
-        if let lora, (u?.count ?? 0) < tokens * lora.settings.rank {
-            u = nil   // the smaller buffer goes first: never both alive at once
-            u = try ctx.buffer(count: tokens * lora.settings.rank)
+        guard let lora else { return }
+        let need = tokens * lora.settings.rank
+        if u?.count != need {
+            u = nil   // the old buffer goes first: never both alive at once
+            u = try ctx.buffer(count: need)
         }
     }
 
