@@ -43,18 +43,34 @@ public struct ChatTemplate: Sendable {
     /// reasoning (reasoning_content / thinking / reasoning) is also exposed under `thinking` and
     /// `reasoning_content`.
     public func render(messages: [JSONValue], addGenerationPrompt: Bool, variables: [String: JSONValue] = [:]) throws -> String {
+        try render(Self.prepare(messages), addGenerationPrompt: addGenerationPrompt, variables: variables).text
+    }
+
+    /// Messages in the template's own values, made once for several renders of their prefixes.
+    public static func prepare(_ messages: [JSONValue]) -> PreparedMessages {
+        PreparedMessages(values: messages.map { prepareMessage($0) })
+    }
+
+    /// Renders the first `prefix` prepared messages (all when nil). `recordTurns`: also where the
+    /// template's loop over the messages wrote each one (nil when no loop writing into the output
+    /// iterates over them).
+    public func render(_ prepared: PreparedMessages, prefix: Int? = nil, addGenerationPrompt: Bool,
+                       variables: [String: JSONValue] = [:], recordTurns: Bool = false) throws -> (text: String, turns: TurnOffsets?) {
+        let values = prefix.map { Array(prepared.values.prefix($0)) } ?? prepared.values
         let globals = Scope(parent: nil)
         for (k, v) in Builtins.globals(fixedNowUTC: fixedNowUTC) { globals.vars[k] = v }
         let context = Scope(parent: globals)
         context.vars["tools"] = Value.none
         context.vars["documents"] = Value.none
         for (k, v) in variables { context.vars[k] = Value(json: v) }
-        context.vars["messages"] = .list(messages.map { ChatTemplate.prepareMessage($0) })
+        context.vars["messages"] = .list(values)
         context.vars["add_generation_prompt"] = .bool(addGenerationPrompt)
         let interp = Interpreter()
+        if recordTurns { interp.turns = TurnRecorder(messages: values) }
         defer { interp.releaseScopes() }
         do {
-            return try interp.render(nodes, Scope(parent: context))
+            let text = try interp.render(nodes, Scope(parent: context))
+            return (text, interp.turns?.result)
         } catch let e as JinjaError {
             throw ChatTemplateError(template: name, line: e.loc.line, column: e.loc.column, message: e.message, isRaised: e.isRaised)
         } catch let f as RuntimeFailure {
@@ -77,4 +93,18 @@ public struct ChatTemplate: Sendable {
         }
         return Value(json: .object(kept))
     }
+}
+
+/// Messages converted to the template's values once (ChatTemplate.prepare).
+public struct PreparedMessages: @unchecked Sendable {
+    let values: [Value]
+    public var count: Int { values.count }
+}
+
+/// Where a render's loop over the messages wrote each one: iteration k (message `firstMessage + k`)
+/// began at UTF-8 offset `starts[k]`; the loop ended at `end`.
+public struct TurnOffsets: Equatable, Sendable {
+    public var firstMessage: Int
+    public var starts: [Int]
+    public var end: Int
 }

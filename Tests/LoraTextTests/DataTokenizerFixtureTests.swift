@@ -99,6 +99,44 @@ final class DataTokenizerFixtureTests: XCTestCase {
         XCTAssertEqual(d.statistics.skipped, ["bad line": 1])
     }
 
+    /// Lines spread over threads give exactly what one thread gives: samples, skips, statistics,
+    /// previews, progress, and the first bad line's error (issue 22: loading on every CPU).
+    func testLoadingOnSeveralThreadsEqualsOneThread() throws {
+        let (_, adapter, r) = try family("qwen2")
+        XCTAssertTrue(adapter.concurrencySafe && r.concurrencySafe)
+        var lines: [String] = []
+        for k in 0..<1_300 {
+            let turns = (0..<(1 + k % 4)).map { t in
+                #"{"role": "user", "content": "问题\#(k)-\#(t)？ Why \#(k)?"}, {"role": "assistant", "content": "答案 \#(k) \#(t)。"}"#
+            }
+            lines.append(k % 250 == 7 ? #"{"messages": [{"role": "user"}]}"# : #"{"messages": [\#(turns.joined(separator: ", "))]}"#)
+        }
+        let path = try writeTemp("threads.jsonl", lines.joined(separator: "\n"))
+        var seen: [[Int]] = [[], []]
+        func load(_ threads: Int, _ options: DatasetOptions) throws -> LoadedDataset {
+            try Dataset.load(file: path, tokenizer: adapter, template: r, options: options, previewCount: 5, threads: threads) { done, _ in
+                seen[threads == 1 ? 0 : 1].append(done)
+            }
+        }
+        let skipping = DatasetOptions(maxSeqLen: 90, skipBadLines: true)
+        let one = try load(1, skipping), many = try load(3, skipping)
+        XCTAssertEqual(one.samples, many.samples)
+        XCTAssertEqual(one.statistics.skipped["bad line"], 6)
+        XCTAssertGreaterThan(one.statistics.truncated, 50, "max_seq_len cuts the longer conversations")
+        XCTAssertEqual(one.skipped.map(\.line), many.skipped.map(\.line))
+        XCTAssertEqual(one.skipped.map(\.reason), many.skipped.map(\.reason))
+        XCTAssertEqual(one.statistics, many.statistics)
+        XCTAssertEqual(one.previews.map(\.sample), many.previews.map(\.sample))
+        XCTAssertEqual(seen[0], Array(0..<1_300))
+        XCTAssertEqual(seen[1], seen[0])
+        // Without skipping: the same first error, naming the first bad line.
+        func error(_ threads: Int) -> String {
+            do { _ = try load(threads, DatasetOptions()); return "no error" } catch { return "\(error)" }
+        }
+        XCTAssertEqual(error(1), error(3))
+        XCTAssertTrue(error(3).hasPrefix("\(path):8: "), error(3))
+    }
+
     /// Trap 1 with batching: SmolLM2's pad token is its end-of-turn token; padded rows mask the padding
     /// by position and keep every <|im_end|> of the replies trained.
     func testPadEqualsEndOfTurnStaysTrainedInBatches() throws {

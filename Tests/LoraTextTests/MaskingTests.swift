@@ -1,3 +1,5 @@
+import Foundation
+import LoraBase
 import XCTest
 @testable import LoraText
 
@@ -108,5 +110,140 @@ final class LongConversationTests: XCTestCase {
         // The kept spans are the ones the full computation gives.
         let full = try Masking.render(Array(conv.prefix(40)), with: ToyChatML(), trainOn: .assistant)
         XCTAssertEqual(Array(full.spans.prefix(spans.count)), spans)
+    }
+}
+
+/// Spans of many assistant turns come from one render (Masking.TurnSpans.onePass; issue 22: an
+/// untruncated conversation of N turns cost 2N renders of growing prefixes). They must equal the
+/// turn-by-turn rule's on every turn, for every real template of the fixtures.
+final class OnePassSpanTests: XCTestCase {
+    /// Counts what the prepared conversation renders.
+    final class Counting: ConversationRenderer {
+        let inner: ChatTemplateRenderer
+        var renders = 0, renderedBytes = 0
+        var templateName: String { inner.templateName }
+        init(_ inner: ChatTemplateRenderer) { self.inner = inner }
+        func renderConversation(_ m: [ChatMessage], addGenerationPrompt: Bool) throws -> String {
+            try inner.renderConversation(m, addGenerationPrompt: addGenerationPrompt)
+        }
+        func prepare(_ messages: [ChatMessage]) -> PreparedConversation { Wrapped(owner: self, inner: inner.prepare(messages)) }
+        struct Wrapped: PreparedConversation {
+            let owner: Counting
+            let inner: PreparedConversation
+            func render(prefix count: Int, addGenerationPrompt: Bool) throws -> String {
+                let s = try inner.render(prefix: count, addGenerationPrompt: addGenerationPrompt)
+                owner.renders += 1
+                owner.renderedBytes += s.utf8.count
+                return s
+            }
+            func renderWhole() throws -> (text: String, turns: TurnOffsets?) {
+                let r = try inner.renderWhole()
+                owner.renders += 1
+                owner.renderedBytes += r.text.utf8.count
+                return r
+            }
+        }
+    }
+
+    func conversation(exchanges n: Int, system: Bool) -> [ChatMessage] {
+        var m = system ? [ChatMessage(role: "system", content: "You are Pip. 你是皮普。")] : []
+        for k in 0..<n {
+            m.append(ChatMessage(role: "user", content: k % 3 == 0 ? "问题 \(k)：为什么天是蓝的？" : "Question \(k)?"))
+            m.append(ChatMessage(role: "assistant", content: k % 2 == 0 ? "Answer \(k)." : "答案 \(k)。 "))
+        }
+        return m
+    }
+
+    /// Every span (and error) of the one-pass result equals the turn-by-turn rule's, on every turn of a
+    /// 12-exchange conversation, with and without a system message, for each fixture template.
+    func testOnePassEqualsTurnByTurnOnEveryFixtureTemplate() throws {
+        let doc = try JSONValue.parse(try Data(contentsOf: ChatTemplateTests.fixturePath))
+        let templates = try XCTUnwrap(doc["templates"]?.object)
+        var fast = 0, total = 0, fell: [String] = []
+        for name in templates.keys {
+            let t = try XCTUnwrap(templates[name])
+            var template = try ChatTemplate(source: try XCTUnwrap(t["template"]?.string), name: name)
+            template.fixedNowUTC = t["fixed_now_utc"]?.int
+            var variables: [String: JSONValue] = [:]
+            for (k, v) in t["variables"]?.object?.pairs ?? [] { variables[k] = v }
+            let r = ChatTemplateRenderer(template: template, variables: variables)
+            for system in [false, true] {
+                let m = conversation(exchanges: 12, system: system)
+                let label = "\(name) system=\(system)"
+                let assistant = m.indices.filter { m[$0].role == "assistant" }
+                // The rule turn by turn, on every turn.
+                let prepared = r.prepare(m)
+                var expected: Result<[Range<Int>], Error>
+                var snaps: Set<Int> = []
+                do {
+                    let whole = try prepared.renderWhole().text
+                    let turn = Masking.TurnSpans(conversation: prepared, w: Array(whole.utf8), limit: .max, template: name, file: "-", line: 0)
+                    var spans: [Range<Int>] = []
+                    for i in assistant {
+                        guard let e = try turn.exact(i) else { XCTFail("\(label): no truncation here"); break }
+                        if e.end > e.start {
+                            if e.snapped { snaps.insert(spans.count) }
+                            spans.append(e.start..<e.end)
+                        }
+                    }
+                    expected = .success(spans)
+                } catch {
+                    expected = .failure(error)
+                }
+                let got = Result { try Masking.render(m, with: r, trainOn: .assistant) }
+                switch (expected, got) {
+                case (.success(let spans), .success(let rc)):
+                    total += 1
+                    XCTAssertEqual(rc.spans, spans, label)
+                    XCTAssertEqual(rc.snapEnds, snaps, label)
+                    // Whether the one pass itself held (no fallback).
+                    let whole = try prepared.renderWhole()
+                    if let turns = whole.turns,
+                       let one = try Masking.TurnSpans(conversation: prepared, w: Array(whole.text.utf8), limit: .max,
+                                                       template: name, file: "-", line: 0).onePass(assistant, turns: turns) {
+                        XCTAssertEqual(one.spans, spans, label)
+                        XCTAssertEqual(one.snapped, snaps, label)
+                        fast += 1
+                    } else {
+                        fell.append(label)
+                    }
+                case (.failure(let a), .failure(let b)):
+                    XCTAssertEqual("\(a)", "\(b)", label)
+                default:
+                    XCTFail("\(label): turn by turn \(expected), one pass \(got)")
+                }
+            }
+        }
+        print("one-pass spans: \(fast) of \(total) template/conversation pairs; turn by turn: \(fell)")
+        XCTAssertGreaterThan(fast, total * 9 / 10, "most real templates write one turn per loop iteration: fell back on \(fell)")
+    }
+
+    /// 2,000 exchanges without truncation: a bounded number of renders, not two per turn.
+    func testALongConversationRendersAFewTimesNotTwicePerTurn() throws {
+        let template = try ChatTemplate(source: """
+            {% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}
+            """, name: "chatml")
+        let r = Counting(ChatTemplateRenderer(template: template, variables: [:]))
+        let m = conversation(exchanges: 2_000, system: true)
+        let rendered = try Masking.render(m, with: r, trainOn: .assistant)
+        XCTAssertEqual(rendered.spans.count, 2_000)
+        XCTAssertLessThanOrEqual(r.renders, 20, "renders: \(r.renders)")
+        XCTAssertLessThan(r.renderedBytes, 12 * rendered.text.utf8.count, "rendered bytes: \(r.renderedBytes)")
+        let b = Array(rendered.text.utf8)
+        XCTAssertEqual(String(decoding: b[rendered.spans[1234]], as: UTF8.self), "Answer 1234.<|im_end|>\n")
+        XCTAssertEqual(String(decoding: b[rendered.spans[777]], as: UTF8.self), "答案 777。 <|im_end|>\n")
+    }
+
+    /// A template that renders earlier replies differently (the last one alone gets <think></think>)
+    /// breaks the turn rule: with many turns the one pass falls back and the error names the first turn.
+    func testANonLocalTemplateStillGetsTheFirstFailingTurnsError() throws {
+        let template = try ChatTemplate(source: """
+            {% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.role == 'assistant' and loop.last %}<think></think>{% endif %}{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}
+            """, name: "think-last")
+        let m = conversation(exchanges: 12, system: false)
+        XCTAssertThrowsError(try Masking.render(m, with: ChatTemplateRenderer(template: template, variables: [:]), trainOn: .assistant,
+                                                file: "d.jsonl", line: 4)) { e in
+            XCTAssertTrue("\(e)".hasPrefix("d.jsonl:4: chat template 'think-last' cannot be split into turns at message 1 (0-based): the conversation rendered through this assistant turn is not a prefix"), "\(e)")
+        }
     }
 }

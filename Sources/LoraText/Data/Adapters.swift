@@ -13,6 +13,8 @@ public struct ChatTemplateRenderer: ConversationRenderer {
     public var template: ChatTemplate
     public var variables: [String: JSONValue]
     public var templateName: String { template.name }
+    /// Each render runs its own interpreter over the immutable parsed template.
+    public var concurrencySafe: Bool { true }
 
     public init(template: ChatTemplate, variables: [String: JSONValue]) {
         self.template = template
@@ -34,10 +36,33 @@ public struct ChatTemplateRenderer: ConversationRenderer {
 
     /// Renders raw message objects; raise_exception(msg) → TemplateRaised(msg).
     public func render(_ messages: [JSONValue], addGenerationPrompt: Bool) throws -> String {
-        do {
-            return try template.render(messages: messages, addGenerationPrompt: addGenerationPrompt, variables: variables)
-        } catch let e as ChatTemplateError where e.isRaised {
+        try raising { try template.render(messages: messages, addGenerationPrompt: addGenerationPrompt, variables: variables) }
+    }
+
+    func raising<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let e as ChatTemplateError where e.isRaised {
             throw TemplateRaised(message: e.message)
+        }
+    }
+
+    /// The messages converted once; the whole rendering records where the template's loop wrote each.
+    public func prepare(_ messages: [ChatMessage]) -> PreparedConversation {
+        Prepared(renderer: self, messages: ChatTemplate.prepare(Self.messageValues(messages)))
+    }
+
+    struct Prepared: PreparedConversation {
+        let renderer: ChatTemplateRenderer
+        let messages: PreparedMessages
+        func render(prefix count: Int, addGenerationPrompt: Bool) throws -> String {
+            try renderer.raising {
+                try renderer.template.render(messages, prefix: count, addGenerationPrompt: addGenerationPrompt,
+                                             variables: renderer.variables).text
+            }
+        }
+        func renderWhole() throws -> (text: String, turns: TurnOffsets?) {
+            try renderer.raising {
+                try renderer.template.render(messages, addGenerationPrompt: false, variables: renderer.variables, recordTurns: true)
+            }
         }
     }
 }

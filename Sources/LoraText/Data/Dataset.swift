@@ -260,27 +260,63 @@ public enum Dataset {
     /// the prefix property) always throw. No sample at all throws unless `allowEmpty`
     /// (what a preview wants, to show why every line was skipped).
     /// `progress(linesDone, linesTotal)` after every line (a caller shows it at its own pace).
+    ///
+    /// Lines are parsed, rendered and tokenized on `threads` threads (default: every CPU) where the
+    /// tokenizer and the template say they are safe to share (`concurrencySafe`), in batches whose
+    /// outcomes are then taken in file order — so samples, skips, errors (the first bad line's) and
+    /// progress are exactly those of one thread.
     public static func load(file: String, tokenizer: DataTokenizer, template: ConversationRenderer?,
                             options: DatasetOptions, previewCount: Int = 0, allowEmpty: Bool = false,
-                            progress: ((Int, Int) -> Void)? = nil) throws -> LoadedDataset {
+                            threads: Int? = nil, progress: ((Int, Int) -> Void)? = nil) throws -> LoadedDataset {
         if let m = options.maxSeqLen, m < 2 { throw DatasetError.invalidOption("max sequence length must be at least 2 (got \(m))") }
         let lines = try JSONLReader.read(file: file)
         let processor = SampleProcessor(tokenizer: tokenizer, template: template, options: options, file: file)
+        let shared = tokenizer.concurrencySafe && (template?.concurrencySafe ?? true)
+        let workers = shared ? max(1, threads ?? ProcessInfo.processInfo.activeProcessorCount) : 1
+        /// One line's parse and processing, computed ahead (possibly on another thread).
+        struct Outcome {
+            var parsed: Result<DatasetFormat, Error>
+            var processed: Result<ProcessedSample, Error>?
+        }
+        func outcome(_ k: Int) -> Outcome {
+            let (lineNo, bytes) = lines[k]
+            do {
+                let (f, record) = try DatasetLineParser.parse(bytes, file: file, line: lineNo)
+                return Outcome(parsed: .success(f), processed: Result { try processor.process(record, format: f, line: lineNo) })
+            } catch {
+                return Outcome(parsed: .failure(error), processed: nil)
+            }
+        }
+        let batch = workers == 1 ? 1 : 1024
+        var ahead: [Outcome?] = []
+        var aheadStart = 0
         var format: DatasetFormat? = nil, formatLine = 0
         var samples: [TokenizedSample] = []
         var skipped: [(line: Int, reason: SkipReason)] = []
         var truncated = 0
         var counts: [String: Int] = [:]
         var previews: [ProcessedSample] = []
-        for (done, (lineNo, bytes)) in lines.enumerated() {
+        for (done, (lineNo, _)) in lines.enumerated() {
             progress?(done, lines.count)
+            if done == aheadStart + ahead.count {
+                // The next batch, spread over the workers.
+                aheadStart = done
+                let n = min(batch, lines.count - done)
+                ahead = [Outcome?](repeating: nil, count: n)
+                ahead.withUnsafeMutableBufferPointer { slots in
+                    DispatchQueue.concurrentPerform(iterations: min(workers, n)) { w in
+                        for j in stride(from: w, to: n, by: workers) { slots[j] = outcome(done + j) }
+                    }
+                }
+            }
+            let o = ahead[done - aheadStart]!
             do {
-                let (f, record) = try DatasetLineParser.parse(bytes, file: file, line: lineNo)
+                let f = try o.parsed.get()
                 if let known = format, known != f {
                     throw DatasetLineError(file: file, line: lineNo, reason: "a \(f.rawValue) line in a \(known.rawValue) file (format detected on line \(formatLine)); one file holds one format")
                 }
                 if format == nil { format = f; formatLine = lineNo }
-                let p = try processor.process(record, format: f, line: lineNo)
+                let p = try o.processed!.get()
                 if p.sample.trainedTokens == 0 {
                     let r = SkipReason.noTrainedTokens(truncated: p.truncated)
                     skipped.append((lineNo, r)); counts[r.category, default: 0] += 1

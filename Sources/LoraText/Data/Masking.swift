@@ -48,10 +48,13 @@ public protocol DataTokenizer {
     /// A sample's strings as the tokenizer will see them (e.g. NFC where its normalizer composes,
     /// so that token offsets line up with the text); the ids are the same either way.
     func prepareText(_ s: String) -> String
+    /// Whether several threads may use it at once (Dataset.load then spreads lines over the CPUs).
+    var concurrencySafe: Bool { get }
 }
 
 extension DataTokenizer {
     public func prepareText(_ s: String) -> String { s }
+    public var concurrencySafe: Bool { false }
 }
 
 public struct TokenOffset: Equatable, Sendable {
@@ -71,6 +74,36 @@ public protocol ConversationRenderer {
     var templateName: String { get }
     /// The template's text for `messages`, as apply_chat_template(tokenize=False) gives it.
     func renderConversation(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws -> String
+    /// `messages` made ready for several renders of their prefixes.
+    func prepare(_ messages: [ChatMessage]) -> PreparedConversation
+    /// Whether several threads may render with it at once.
+    var concurrencySafe: Bool { get }
+}
+
+/// One conversation, rendered whole and by prefixes (Masking renders two prefixes per assistant turn).
+public protocol PreparedConversation {
+    /// The text of messages[..<count].
+    func render(prefix count: Int, addGenerationPrompt: Bool) throws -> String
+    /// The whole conversation's text (no generation prompt) and, where the renderer can tell, where
+    /// its loop over the messages wrote each one.
+    func renderWhole() throws -> (text: String, turns: TurnOffsets?)
+}
+
+extension ConversationRenderer {
+    public var concurrencySafe: Bool { false }
+    public func prepare(_ messages: [ChatMessage]) -> PreparedConversation { SlicingConversation(renderer: self, messages: messages) }
+}
+
+/// A renderer's prefixes by slicing the messages (no turn offsets).
+struct SlicingConversation<R: ConversationRenderer>: PreparedConversation {
+    let renderer: R
+    let messages: [ChatMessage]
+    func render(prefix count: Int, addGenerationPrompt: Bool) throws -> String {
+        try renderer.renderConversation(Array(messages.prefix(count)), addGenerationPrompt: addGenerationPrompt)
+    }
+    func renderWhole() throws -> (text: String, turns: TurnOffsets?) {
+        (try renderer.renderConversation(messages, addGenerationPrompt: false), nil)
+    }
 }
 
 public enum TrainOn: String, Sendable, CaseIterable {
@@ -101,50 +134,142 @@ public enum Masking {
     public static func render(_ messages: [ChatMessage], with r: ConversationRenderer, trainOn: TrainOn,
                               file: String = "-", line: Int = 0,
                               byteLimit: ((String) throws -> Int?)? = nil) throws -> RenderedConversation {
-        let whole = try r.renderConversation(messages, addGenerationPrompt: false)
+        let conversation = r.prepare(messages)
+        let (whole, turns) = try conversation.renderWhole()
         let w = Array(whole.utf8)
         let limit = try byteLimit?(whole) ?? Int.max
         var assistant = messages.indices.filter { messages[$0].role == "assistant" }
         if trainOn == .all { return RenderedConversation(text: whole, spans: [0..<w.count], snapEnds: []) }
         if trainOn == .last, let l = assistant.last { assistant = [l] }
+        let turn = TurnSpans(conversation: conversation, w: w, limit: limit, template: r.templateName, file: file, line: line)
+        if assistant.count > onePassTurns, let turns,
+           let (spans, snapped) = try turn.onePass(assistant, turns: turns) {
+            return RenderedConversation(text: whole, spans: spans, snapEnds: snapped)
+        }
         var spans: [Range<Int>] = []
         var snap: Set<Int> = []
         for i in assistant {
-            let p = Array(try r.renderConversation(Array(messages[..<i]), addGenerationPrompt: true).utf8)
-            if p.count >= limit { break }  // this turn and every later one start past the truncation
-            let f = Array(try r.renderConversation(Array(messages[...i]), addGenerationPrompt: false).utf8)
-            guard w.starts(with: p) else {
-                throw DatasetError.templatePrefix(
-                    template: r.templateName, file: file, line: line, turn: i,
-                    detail: "the conversation rendered before this assistant turn (with the generation prompt) is not a prefix of the whole conversation")
-            }
-            guard f.starts(with: p) else {
-                throw DatasetError.templatePrefix(
-                    template: r.templateName, file: file, line: line, turn: i,
-                    detail: "the conversation rendered through this assistant turn does not start with the conversation rendered before it (with the generation prompt)")
-            }
-            var end = f.count
-            if !w.starts(with: f) {
-                var k = p.count
-                while k < f.count, k < w.count, f[k] == w[k] { k += 1 }
-                // Only a trailer the template writes at the very end of a conversation may differ:
-                // the rest of F must end the whole rendering too.
-                guard w.count >= f.count - k, w[(w.count - (f.count - k))...].elementsEqual(f[k...]) else {
-                    throw DatasetError.templatePrefix(
-                        template: r.templateName, file: file, line: line, turn: i,
-                        detail: "the conversation rendered through this assistant turn is not a prefix of the whole conversation (the template renders the turn differently once later turns follow)")
-                }
-                end = k
-                snap.insert(spans.count)
-            }
-            if let last = spans.last, p.count < last.upperBound {
+            guard let (p, end, snapped) = try turn.exact(i) else { break }  // this turn and every later one start past the truncation
+            if snapped { snap.insert(spans.count) }
+            if let last = spans.last, p < last.upperBound {
                 throw DatasetError.templatePrefix(
                     template: r.templateName, file: file, line: line, turn: i,
                     detail: "this turn's span starts inside the previous assistant turn's span")
             }
-            if end > p.count { spans.append(p.count..<end) }
+            if end > p { spans.append(p..<end) }
         }
         return RenderedConversation(text: whole, spans: spans, snapEnds: snap)
+    }
+
+    /// Above this many assistant turns, spans come from one pass (TurnSpans.onePass).
+    static let onePassTurns = 8
+
+    /// One conversation's assistant spans, turn by turn (`exact`) or from one render (`onePass`).
+    struct TurnSpans {
+        let conversation: PreparedConversation
+        let w: [UInt8]
+        let limit: Int
+        let template, file: String
+        let line: Int
+
+        func error(_ i: Int, _ detail: String) -> DatasetError {
+            .templatePrefix(template: template, file: file, line: line, turn: i, detail: detail)
+        }
+
+        /// Turn i's span [start, end) in the whole rendering W by the rule at the top of this file
+        /// (two prefix renders); `snapped` when F was not a prefix of W (an end-of-conversation
+        /// trailer). nil when the turn starts at or past the truncation.
+        func exact(_ i: Int) throws -> (start: Int, end: Int, snapped: Bool)? {
+            let p = Array(try conversation.render(prefix: i, addGenerationPrompt: true).utf8)
+            if p.count >= limit { return nil }
+            let f = Array(try conversation.render(prefix: i + 1, addGenerationPrompt: false).utf8)
+            guard w.starts(with: p) else {
+                throw error(i, "the conversation rendered before this assistant turn (with the generation prompt) is not a prefix of the whole conversation")
+            }
+            guard f.starts(with: p) else {
+                throw error(i, "the conversation rendered through this assistant turn does not start with the conversation rendered before it (with the generation prompt)")
+            }
+            if w.starts(with: f) { return (p.count, f.count, false) }
+            var k = p.count
+            while k < f.count, k < w.count, f[k] == w[k] { k += 1 }
+            // Only a trailer the template writes at the very end of a conversation may differ:
+            // the rest of F must end the whole rendering too.
+            guard w.count >= f.count - k, w[(w.count - (f.count - k))...].elementsEqual(f[k...]) else {
+                throw error(i, "the conversation rendered through this assistant turn is not a prefix of the whole conversation (the template renders the turn differently once later turns follow)")
+            }
+            return (p.count, k, true)
+        }
+
+        /// Spans of many assistant turns in time linear in the conversation's length. The whole
+        /// rendering recorded where the template's loop wrote each message (TurnOffsets). For a
+        /// template whose loop writes each turn on its own (most real templates), a span sits at the
+        /// same place relative to its turn's iteration in every turn but the last: the first assistant
+        /// turn's exact span [p₀, f₀) gives the offsets δp = p₀ − starts[k₀] (after the header the
+        /// assistant iteration writes, or before a header the previous iteration wrote) and
+        /// δf = f₀ − starts[k₀+1], and turn i's candidate is [starts[k] + δp, starts[k+1] + δf),
+        /// provided the bytes between each boundary and its offset repeat turn 0's (a trailer the
+        /// template writes only at the end — turn 0 snapped — carries over as a snapped end).
+        /// The first three assistant turns, the last two and three spread between are done exactly;
+        /// a candidate that differs from its exact span returns nil and the caller does every turn
+        /// exactly. The last turn (which templates may close differently) takes its exact span.
+        /// So a template is trusted turn-local only where these checks agree.
+        /// Returns the spans (empty ones dropped) and the indices of snapped ones among them.
+        func onePass(_ assistant: [Int], turns: TurnOffsets) throws -> (spans: [Range<Int>], snapped: Set<Int>)? {
+            guard let i0 = assistant.first else { return ([], []) }
+            func boundary(_ k: Int) -> Int? {
+                guard k >= 0, k <= turns.starts.count else { return nil }
+                return k < turns.starts.count ? turns.starts[k] : turns.end
+            }
+            guard let e0 = try? exact(i0),
+                  let s0 = boundary(i0 - turns.firstMessage), let n0 = boundary(i0 - turns.firstMessage + 1) else { return nil }
+            let dp = e0.start - s0, df = e0.end - n0
+            /// The bytes between boundary b and b + d (either order), or nil outside W.
+            func between(_ b: Int, _ d: Int) -> ArraySlice<UInt8>? {
+                let lo = min(b, b + d), hi = max(b, b + d)
+                guard lo >= 0, hi <= w.count else { return nil }
+                return w[lo..<hi]
+            }
+            guard let headerBytes = between(s0, dp), let closingBytes = between(n0, df) else { return nil }
+            func candidate(_ i: Int) -> Range<Int>? {
+                let k = i - turns.firstMessage
+                guard let s = boundary(k), let n = boundary(k + 1), s + dp <= n + df,
+                      between(s, dp)?.elementsEqual(headerBytes) == true,
+                      between(n, df)?.elementsEqual(closingBytes) == true else { return nil }
+                return (s + dp)..<(n + df)
+            }
+            var spans: [Range<Int>] = []
+            var snapped: [Bool] = []
+            let last = assistant.count - 1
+            for (j, i) in assistant.enumerated() {
+                if j == last {
+                    // Closed as only the last turn is: its exact span (counted among the checks below).
+                    guard let e = try? exact(i) else { break }
+                    spans.append(e.start..<e.end)
+                    snapped.append(e.snapped)
+                    break
+                }
+                guard let c = candidate(i) else { return nil }
+                if c.lowerBound >= limit { break }
+                spans.append(c)
+                snapped.append(e0.snapped)
+            }
+            for j in 1..<max(spans.count, 1) where spans[j].lowerBound < spans[j - 1].upperBound { return nil }
+            let n = spans.count
+            if n == 0 { return ([], []) }
+            var checks = Set(Array(0..<n).prefix(3) + Array(0..<n).suffix(2))
+            for q in 1...3 { checks.insert(min(n - 1, q * n / 4)) }
+            for j in checks.sorted() where !(j == last) {
+                // An error here is left to the caller's turn-by-turn pass, which reports the first failing turn.
+                guard let e = try? exact(assistant[j]), e.snapped == snapped[j],
+                      e.start == spans[j].lowerBound, e.end == spans[j].upperBound else { return nil }
+            }
+            var kept: [Range<Int>] = [], snap: Set<Int> = []
+            for (span, s) in zip(spans, snapped) where !span.isEmpty {
+                if s { snap.insert(kept.count) }
+                kept.append(span)
+            }
+            return (kept, snap)
+        }
     }
 
     /// labels for tokens with byte offsets: token t is trained iff its start lies in a span.

@@ -87,17 +87,35 @@ extension Tokenizer {
         return spacePattern(t)
     }
 
+    /// `surfacePattern` of every id (and whether it is an added token), made once: alignment looks
+    /// one up per token.
+    var surfaces: SurfaceTable {
+        surfaceLock.lock()
+        defer { surfaceLock.unlock() }
+        if let t = surfaceCache { return t }
+        let byteLevel = decodesByteLevel
+        var values: [Int32] = [], starts: [Int32] = [0], isAdded: [Bool] = []
+        for id in 0..<vocabSize {
+            values += surfacePattern(id, byteLevel: byteLevel).map { Int32($0) }
+            starts.append(Int32(values.count))
+            isAdded.append(added[id] != nil)
+        }
+        let t = SurfaceTable(values: values, starts: starts, isAdded: isAdded)
+        surfaceCache = t
+        return t
+    }
+
     /// ids of encode(text, addSpecialTokens: false), each with its UTF-8 byte range in `text`.
     public func alignedTokens(_ text: String) throws -> [TokenOffset] {
         let ids = encode(text, addSpecialTokens: false)
         let w = Array(text.utf8)
-        let byteLevel = decodesByteLevel
+        let table = surfaces
         let prepends = normalizerPrepends
         var out: [TokenOffset] = []
         out.reserveCapacity(ids.count)
         var cursor = 0
         /// The end of `p` matched at byte i, or nil.
-        func match(_ p: ArraySlice<Int>, at i: Int) -> Int? {
+        func match(_ p: ArraySlice<Int32>, at i: Int) -> Int? {
             var j = i
             for u in p {
                 if u >= 0 {
@@ -116,9 +134,9 @@ extension Tokenizer {
         func isSpace(_ c: UInt8) -> Bool { c == 0x20 || c == 0x09 || c == 0x0A || c == 0x0D }
         var segmentStart = true  // at the text's start or right after an added token
         for id in ids {
-            let p = surfacePattern(id, byteLevel: byteLevel)
-            defer { segmentStart = added[id] != nil }
-            let isAdded = added[id] != nil
+            let p = table.pattern(id)
+            let isAdded = table.isAdded(id)
+            defer { segmentStart = isAdded }
             if prepends, segmentStart, !isAdded, p.first == -1, let e = match(p.dropFirst(), at: cursor) {
                 // The normalizer's Prepend("▁"): the first token of a segment carries a space the text lacks.
                 out.append(TokenOffset(id: id, start: cursor, end: e))
@@ -126,9 +144,10 @@ extension Tokenizer {
                 continue
             }
             var start = cursor
-            if let a = added[id], a.lstrip { while start < w.count, isSpace(w[start]), match(p[...], at: start) == nil { start += 1 } }
-            if var e = match(p[...], at: start) {
-                if let a = added[id], a.rstrip { while e < w.count, isSpace(w[e]) { e += 1 } }
+            let a = isAdded ? added[id] : nil
+            if let a, a.lstrip { while start < w.count, isSpace(w[start]), match(p, at: start) == nil { start += 1 } }
+            if var e = match(p, at: start) {
+                if let a, a.rstrip { while e < w.count, isSpace(w[e]) { e += 1 } }
                 out.append(TokenOffset(id: id, start: cursor, end: e))
                 cursor = e
             } else if !isAdded, p.first == -1, let e = match(p.dropFirst(), at: cursor) {
@@ -141,4 +160,16 @@ extension Tokenizer {
         }
         return out
     }
+}
+
+/// Surface patterns of every id, flat: id's pattern is values[starts[id] ..< starts[id + 1]].
+struct SurfaceTable {
+    let values: [Int32]
+    let starts: [Int32]
+    let isAdded: [Bool]
+    func pattern(_ id: Int) -> ArraySlice<Int32> {
+        guard id >= 0, id + 1 < starts.count else { return [] }
+        return values[Int(starts[id])..<Int(starts[id + 1])]
+    }
+    func isAdded(_ id: Int) -> Bool { id >= 0 && id < isAdded.count && isAdded[id] }
 }

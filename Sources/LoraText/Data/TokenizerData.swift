@@ -18,6 +18,8 @@ public struct TokenizerDataAdapter: DataTokenizer {
     public var eosID: Int? { tokenizer.config.eosToken.flatMap { tokenizer.tokenID($0) } }
     public var padID: Int? { tokenizer.config.padToken.flatMap { tokenizer.tokenID($0) } }
     public func prepareText(_ s: String) -> String { tokenizer.alignableText(s) }
+    /// Tokenizer is thread-safe (its only mutable state, the BPE word cache, is locked).
+    public var concurrencySafe: Bool { true }
 }
 
 public enum ChatTemplateSelection {

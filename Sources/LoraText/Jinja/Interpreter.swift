@@ -29,6 +29,32 @@ final class Scope {
 
 enum Flow { case normal, breakLoop, continueLoop }
 
+/// Records where the template's loop over the conversation writes each message (Masking's one-pass
+/// spans): the first for-loop that writes something straight into the template's output and iterates
+/// over the messages, or over a suffix of them (templates that take a system message out first iterate over
+/// messages[1:]). Matching is by role and content, item by item.
+final class TurnRecorder {
+    let messages: [Value]
+    var result: TurnOffsets?
+    init(messages: [Value]) { self.messages = messages }
+
+    /// The index of the message `items[0]` is, when `items` are the last items.count messages.
+    func firstMessage(of items: [Value]) -> Int? {
+        guard !items.isEmpty, items.count <= messages.count, items.count + 1 >= messages.count else { return nil }
+        let first = messages.count - items.count
+        for (k, item) in items.enumerated() {
+            guard case .dict(let a) = item, case .dict(let b) = messages[first + k],
+                  Self.same(a["role"], b["role"]), Self.same(a["content"], b["content"]) else { return nil }
+        }
+        return first
+    }
+
+    static func same(_ a: Value?, _ b: Value?) -> Bool {
+        if case .string(let x)? = a, case .string(let y)? = b { return x == y }
+        return false
+    }
+}
+
 final class Interpreter {
     /// Macro calls in progress; bounded like Python's recursion limit so runaway recursion fails cleanly.
     var callDepth = 0
@@ -36,6 +62,10 @@ final class Interpreter {
     /// Scopes holding a macro: the macro's closure keeps its defining scope, and the scope keeps the
     /// macro (a reference cycle that would leak the scope, its values and the macro's AST).
     var macroScopes: [Scope] = []
+    /// Nested renders in progress: 1 while writing the template's own output (not a macro's, a block
+    /// set's or a filter block's).
+    var outputDepth = 0
+    var turns: TurnRecorder?
 
     /// Breaks the macro ↔ scope cycles once a render is done (nothing of a render outlives it).
     func releaseScopes() {
@@ -53,6 +83,8 @@ final class Interpreter {
     }
 
     func render(_ nodes: [Node], _ scope: Scope) throws -> String {
+        outputDepth += 1
+        defer { outputDepth -= 1 }
         var out = ""
         _ = try exec(nodes, scope, &out)
         return out
@@ -93,12 +125,21 @@ final class Interpreter {
             }
             // Jinja2 counts depth only through recursive loops (not supported): always depth 1.
             let loop = LoopInfo(items: items, depth0: 0)
+            var record: (first: Int, starts: [Int], from: Int)? = nil
+            if let t = turns, t.result == nil, outputDepth == 1, let first = t.firstMessage(of: items) {
+                record = (first, [], out.utf8.count)
+            }
             for (idx, item) in items.enumerated() {
                 loop.index0 = idx
                 let s = Scope(parent: scope)
                 try located(node.loc) { try assign(target, item, in: s) }
                 s.vars["loop"] = .loop(loop)
+                record?.starts.append(out.utf8.count)
                 if try exec(body, s, &out) == .breakLoop { break }
+            }
+            // A loop that wrote nothing (one that only looks for a system message) is not the one.
+            if let r = record, out.utf8.count > r.from {
+                turns?.result = TurnOffsets(firstMessage: r.first, starts: r.starts, end: out.utf8.count)
             }
         case .set(let target, let e):
             let v = try eval(e, scope)

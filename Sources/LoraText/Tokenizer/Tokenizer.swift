@@ -45,6 +45,9 @@ public final class Tokenizer {
     let rawMatcher: AddedTokenMatcher
     let normalizedMatcher: AddedTokenMatcher
     private let maxID: Int
+    /// Every id's surface pattern for alignment (TokenAlignment.swift), made on first use.
+    var surfaceCache: SurfaceTable?
+    let surfaceLock = NSLock()
 
     /// Highest id + 1, added tokens included.
     public var vocabSize: Int { maxID + 1 }
