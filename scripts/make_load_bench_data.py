@@ -8,7 +8,7 @@ Writes under the output directory (default /tmp/loadbench):
   tok/tokenizer_config.json   ChatML template, <|im_end|> as eos
   conversations.jsonl         100,000 conversations: optional system turn, 1-4 user/assistant
                               exchanges, English and Chinese text, seeded
-  long.jsonl                  single conversations of 500, 1,000 and 2,000 exchanges (one per line)
+  long{N}.jsonl               one conversation of N = 500, 1,000, 2,000, 10,000 exchanges
 """
 import json
 import os
@@ -59,7 +59,7 @@ def main():
     with open(os.path.join(out, "conversations.jsonl"), "w") as f:
         for _ in range(100_000):
             f.write(json.dumps(conversation(rng, rng.randint(1, 4)), ensure_ascii=False) + "\n")
-    for n in (500, 1000, 2000):
+    for n in (500, 1000, 2000, 10000):
         with open(os.path.join(out, f"long{n}.jsonl"), "w") as f:
             f.write(json.dumps(conversation(rng, n), ensure_ascii=False) + "\n")
 
