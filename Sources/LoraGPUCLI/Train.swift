@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LoraBase
 import LoraTrain
 
 /// Flags → the config overrides they stand for (keys as in the config file).
@@ -47,6 +48,16 @@ struct TrainLoraOptions: ParsableArguments, OverrideGroup {
     var layersToTransform: String?
     @Option(help: ArgumentHelp("Modules trained fully and saved (lm_head, embed_tokens). [modules_to_save]", valueName: "name"))
     var modulesToSave: [String] = []
+    @Option(help: ArgumentHelp("Layer-container names for layers_to_transform (e.g. layers). [layers_pattern]", valueName: "name"))
+    var layersPattern: [String] = []
+    @Option(help: ArgumentHelp("Rank for modules matching PATTERN (PEFT's rank_pattern; repeat; the first match wins). [rank_pattern]",
+                               valueName: "pattern=r")) var rankPattern: [String] = []
+    @Option(help: ArgumentHelp("lora_alpha for modules matching PATTERN (repeat). [alpha_pattern]", valueName: "pattern=alpha"))
+    var alphaPattern: [String] = []
+    @Option(help: ArgumentHelp("PEFT task type: CAUSAL_LM (SEQ_CLS, TOKEN_CLS, QUESTION_ANS, FEATURE_EXTRACTION, SEQ_2_SEQ_LM: not yet). [task_type, default CAUSAL_LM]",
+                               valueName: "type")) var taskType: String?
+    @Option(help: ArgumentHelp("true loads the adapter frozen (PEFT's inference mode; train refuses it). [inference_mode, default false]",
+                               valueName: "bool")) var inferenceMode: String?
     @Option(help: ArgumentHelp("LoRA settings from a PEFT adapter_config.json (the LoRA flags above override it). [lora_config]",
                                valueName: "file")) var loraConfig: String?
     @Option(help: ArgumentHelp("Continue training an existing PEFT adapter directory (its config fixes the LoRA settings). [adapter]",
@@ -71,8 +82,22 @@ struct TrainLoraOptions: ParsableArguments, OverrideGroup {
         put(&d, "bias", bias); put(&d, "use_rslora", useRslora); put(&d, "init_lora_weights", initLoraWeights)
         put(&d, "layers_to_transform", layersToTransform)
         if !modulesToSave.isEmpty { d["modules_to_save"] = modulesToSave.flatMap { $0.split(separator: ",").map(String.init) } }
+        if !layersPattern.isEmpty { d["layers_pattern"] = layersPattern.flatMap { $0.split(separator: ",").map(String.init) } }
+        if let p = Self.patterns(rankPattern) { d["rank_pattern"] = p }
+        if let p = Self.patterns(alphaPattern) { d["alpha_pattern"] = p }
+        put(&d, "task_type", taskType); put(&d, "inference_mode", inferenceMode)
         put(&d, "lora_config", loraConfig); put(&d, "adapter", adapter)
         return d
+    }
+
+    /// "pattern=value" flags → a mapping in the order given (the value split at the last "=",
+    /// since a pattern may hold one); an item without "=" keeps it whole, for the value check to name.
+    static func patterns(_ items: [String]) -> JSONValue? {
+        if items.isEmpty { return nil }
+        return .object(JSONObject(items.map { item -> (String, JSONValue) in
+            guard let eq = item.lastIndex(of: "=") else { return (item, .string("")) }
+            return (String(item[..<eq]), .string(String(item[item.index(after: eq)...])))
+        }))
     }
 }
 

@@ -4,6 +4,7 @@ import KernelBench
 import LoraBase
 import LoraModel
 import LoraOps
+import LoraTrain
 import OpenCLRuntime
 
 struct DeviceOption: ParsableArguments {
@@ -108,16 +109,23 @@ struct Inspect: ParsableCommand {
     @Argument(help: "A Hugging Face model directory (config.json + safetensors) or a GGUF file; its checkpoint is validated too.")
     var modelDirectory: String
     @Option(name: .customLong("lora-config"),
-            help: "A PEFT adapter_config.json, or an adapter directory holding one.") var loraConfig: String?
+            help: "A PEFT adapter_config.json, an adapter directory holding one, or a train settings file (YAML or JSON).")
+    var loraConfig: String?
+    @Option(name: .customLong("config"), help: ArgumentHelp("The settings file `train --config` reads: its LoRA settings.",
+                                                            valueName: "file")) var settings: String?
 
     func run() throws {
+        if loraConfig != nil, settings != nil { throw ValidationError("give --lora-config or --config, not both") }
+        // Settings first: a bad one is reported before the checkpoint is read.
+        let lora = try (loraConfig ?? settings).map { try TrainingConfig.inspectedLoRA(path: $0) }
         let (config, checkpoint) = try ModelSource.open(modelDirectory)
         let check = try CheckpointCheck.run(config: config, checkpoint: checkpoint)
         print(ModelPrinter.render(config))
         print(check)
-        guard let loraConfig else { return }
-        let plan = try AdapterPlan(config: config, lora: try LoraConfig.load(path: loraConfig))
+        guard let lora else { return }
+        let plan = try AdapterPlan(config: config, lora: lora)
         print(ModelPrinter.targets(plan))
         print(plan.trainableLine)
+        if lora.inferenceMode { print("inference_mode: " + TrainingConfig.inferenceModeReason + " (train refuses it)") }
     }
 }

@@ -121,7 +121,12 @@ final class ConfigTests: XCTestCase {
     func testLoraConfigFileWithOverrides() throws {
         let file = fixturesRoot + "/reference/llama_gqa_untied/adapter_initial/adapter_config.json"
         let fromFile = try LoraConfig.load(path: file)
-        let c = try TrainingConfig.resolve(file: nil, overrides: ["model": "m", "data": "d", "lora_config": file, "r": "3"])
+        // PEFT saved it with inference_mode: true, which does not train (issue 16): said, and set false here.
+        XCTAssertThrowsError(try TrainingConfig.resolve(file: nil, overrides: ["model": "m", "data": "d", "lora_config": file])) { e in
+            XCTAssertTrue("\(e)".hasPrefix(file + ": inference_mode: true loads the adapter frozen"), "\(e)")
+        }
+        let c = try TrainingConfig.resolve(file: nil, overrides: ["model": "m", "data": "d", "lora_config": file, "r": "3",
+                                                                 "inference_mode": "false"])
         let l = c.loraSettings()
         XCTAssertEqual(l.r, 3, "a LoRA key given overrides the file")
         XCTAssertEqual(l.targetModules, fromFile.targetModules, "the rest comes from the file")

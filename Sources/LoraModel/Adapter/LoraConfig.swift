@@ -67,9 +67,59 @@ public struct LoraConfig: Sendable, Equatable {
 
     // MARK: reading
 
-    /// Keys `set` takes that describe the adapter (the training settings accept these).
+    /// Keys that describe the adapter, in training_config.yaml's order (a run writes them all).
     public static let adapterKeys = ["r", "lora_alpha", "lora_dropout", "target_modules", "exclude_modules", "bias",
-                                     "use_rslora", "init_lora_weights", "layers_to_transform", "modules_to_save"]
+                                     "use_rslora", "init_lora_weights", "layers_to_transform", "layers_pattern",
+                                     "rank_pattern", "alpha_pattern", "modules_to_save", "task_type"]
+
+    /// What this trainer does with a key of PEFT's LoraConfig.
+    public enum KeyUse: Sendable, Equatable {
+        /// Read and applied.
+        case honoured
+        /// PEFT's bookkeeping, or a value that only matters with an option refused here: accepted, no effect.
+        case bookkeeping
+        /// Accepted at PEFT's default (null, false, an empty list or mapping); any other value is refused
+        /// with this reason.
+        case defaultOnly(String)
+    }
+
+    /// Every field of PEFT 0.21's LoraConfig (what a saved adapter_config.json carries), in PEFT's order.
+    public static let peftKeys: [(key: String, use: KeyUse)] = [
+        ("task_type", .honoured), ("peft_type", .honoured), ("auto_mapping", .bookkeeping), ("peft_version", .bookkeeping),
+        ("base_model_name_or_path", .bookkeeping), ("revision", .bookkeeping), ("inference_mode", .honoured),
+        ("r", .honoured), ("target_modules", .honoured), ("exclude_modules", .honoured), ("lora_alpha", .honoured),
+        ("lora_dropout", .honoured),
+        ("fan_in_fan_out", .defaultOnly("these models' linear layers store W as (out, in) (torch.nn.Linear), for which PEFT warns "
+                                        + "and resets fan_in_fan_out to false; set it to false")),
+        ("bias", .honoured), ("use_rslora", .honoured), ("modules_to_save", .honoured), ("init_lora_weights", .honoured),
+        ("layers_to_transform", .honoured), ("layers_pattern", .honoured), ("rank_pattern", .honoured), ("alpha_pattern", .honoured),
+        ("megatron_config", .defaultOnly("Megatron-LM's parallel linear layers are not used here; leave it null")),
+        ("megatron_core", .bookkeeping),
+        ("trainable_token_indices", .defaultOnly("training single token rows is not supported; modules_to_save: [embed_tokens] "
+                                                 + "trains the whole embedding")),
+        ("loftq_config", .defaultOnly("LoftQ initialisation is not supported; init_lora_weights: true, false or gaussian")),
+        ("eva_config", .defaultOnly("EVA initialisation is not supported; init_lora_weights: true, false or gaussian")),
+        ("corda_config", .defaultOnly("CorDA initialisation is not supported; init_lora_weights: true, false or gaussian")),
+        ("lora_ga_config", .defaultOnly("LoRA-GA initialisation is not supported; init_lora_weights: true, false or gaussian")),
+        ("use_dora", .defaultOnly("DoRA is not supported; set use_dora to false for plain LoRA")),
+        ("velora_config", .defaultOnly("VeLoRA is not supported; leave it null")),
+        ("alora_invocation_tokens", .defaultOnly("activated LoRA (aLoRA) is not supported; leave it null")),
+        ("use_qalora", .defaultOnly("QALoRA is not supported; set it to false")), ("qalora_group_size", .bookkeeping),
+        ("monteclora_config", .defaultOnly("MonteCLoRA is not supported; leave it null")),
+        ("layer_replication", .defaultOnly("layer replication is not supported; leave it null")),
+        ("runtime_config", .bookkeeping),
+        ("lora_bias", .defaultOnly("a trainable bias on lora_B (lora_bias) is not supported; `bias` trains the base layers' biases")),
+        ("target_parameters", .defaultOnly("LoRA on bare parameters is not supported; name modules in target_modules")),
+        ("use_bdlora", .defaultOnly("BD-LoRA is not supported; leave it null")),
+        ("arrow_config", .defaultOnly("Arrow routing is not supported; leave it null")),
+        ("kasa_config", .defaultOnly("KaSA is not supported; leave it null")),
+        ("ensure_weight_tying", .defaultOnly("tied adapters for tied embeddings are not supported (merge writes a tied model's "
+                                             + "embedding and lm_head apart); set it to false")),
+    ]
+    public static let peftKeyUse = Dictionary(uniqueKeysWithValues: peftKeys.map { ($0.key, $0.use) })
+
+    /// PEFT's TaskType values; only CAUSAL_LM is trained here so far.
+    public static let taskTypes = ["CAUSAL_LM", "SEQ_CLS", "SEQ_2_SEQ_LM", "TOKEN_CLS", "QUESTION_ANS", "FEATURE_EXTRACTION"]
 
     /// An adapter_config.json, or the one in an adapter directory.
     public static func load(path: String) throws -> LoraConfig {
@@ -88,7 +138,10 @@ public struct LoraConfig: Sendable, Equatable {
             guard j["target_modules"].map({ !$0.isNull }) ?? false else {
                 throw SettingError("target_modules", "missing: name the modules to adapt (a list, a regex or \"all-linear\")")
             }
-            for (k, v) in j.pairs where !v.isNull { try c.set(k, v, fromText: false) }
+            for (k, v) in j.pairs {
+                if v.isNull, peftKeyUse[k] != nil { continue }  // null: PEFT's default
+                try c.set(k, v, fromText: false)
+            }
             try c.validate()
         } catch let e as SettingError {
             throw CheckpointError.config(path: path, field: e.key, reason: e.reason)
@@ -98,10 +151,21 @@ public struct LoraConfig: Sendable, Equatable {
 
     /// Sets one key from a value. `fromText`: YAML scalars and flags arrive as strings and
     /// are read per key; otherwise (adapter_config.json) numbers must be JSON numbers.
-    /// Ranges are checked by `validate`, after every source. Keys this type does not
-    /// describe are ignored (PEFT's bookkeeping: base_model_name_or_path, …).
+    /// Ranges are checked by `validate`, after every source. Every key of PEFT's LoraConfig
+    /// is known (`peftKeys`): honoured, bookkeeping, or refused away from its default with a
+    /// reason; any other key is an error with the nearest known one.
     public mutating func set(_ key: String, _ v: JSONValue, fromText: Bool = true) throws {
         func fail(_ r: String) -> SettingError { SettingError(key, r) }
+        guard let use = Self.peftKeyUse[key] else {
+            throw fail("not a key of PEFT's LoraConfig" + NearestName.suggestion(key, among: Self.peftKeys.map(\.key)))
+        }
+        switch use {
+        case .honoured: break
+        case .bookkeeping: return
+        case .defaultOnly(let reason):
+            if Self.isDefault(v) { return }
+            throw fail("\(fromText ? Self.plain(v) : v.shortDescription) is not supported: \(reason)")
+        }
         /// A number as PEFT's types take it; text only from YAML and flags.
         func number<T>(_ v: JSONValue, _ key: String, _ exact: (JSONValue) -> T?, _ text: (JSONValue, String) throws -> T,
                        _ expected: String) throws -> T {
@@ -133,7 +197,13 @@ public struct LoraConfig: Sendable, Equatable {
         case "peft_type":
             if let t = v.string, t != "LORA" { throw fail("'\(t)' is not supported; supported: LORA") }
         case "task_type":
-            guard let s = v.string else { throw fail("must be a string") }
+            if v.isNull { taskType = "CAUSAL_LM"; break }   // PEFT's default (None): a causal LM here
+            guard var s = v.string else { throw fail("must be a string") }
+            if fromText, s.hasPrefix("TaskType.") { s.removeFirst("TaskType.".count) }  // as the Python enum is written
+            guard Self.taskTypes.contains(s) else {
+                throw fail("'\(s)' is not a PEFT task type" + NearestName.suggestion(s, among: Self.taskTypes)
+                           + "; PEFT's are " + Self.taskTypes.joined(separator: ", "))
+            }
             guard s == "CAUSAL_LM" else { throw fail("'\(s)' is not supported yet; supported: CAUSAL_LM") }
             taskType = s
         case "r": r = try rank(v, key)
@@ -173,11 +243,30 @@ public struct LoraConfig: Sendable, Equatable {
             alphaPattern = OrderedMap(try d.pairs.map { ($0.0, try alpha($0.1, "alpha_pattern.\($0.0)")) })
         case "modules_to_save": modulesToSave = v.isNull ? [] : try names(v)
         case "inference_mode": inferenceMode = try flag(v)
-        case "use_dora", "fan_in_fan_out", "lora_bias":
-            if v.bool == true { throw fail("true is not supported yet") }
-        case "layer_replication":
-            if !v.isNull { throw fail("is not supported yet") }
         default: break
+        }
+    }
+
+    /// A value from YAML or a flag as the user wrote it (scalars are text there: no quotes).
+    static func plain(_ v: JSONValue) -> String {
+        switch v {
+        case .string(let s): return s
+        case .array(let a): return "[" + a.map(plain).joined(separator: ", ") + "]"
+        case .object(let o): return "{" + o.pairs.map { "\($0.0): \(plain($0.1))" }.joined(separator: ", ") + "}"
+        default: return v.shortDescription
+        }
+    }
+
+    /// PEFT's default for the keys refused away from it: null, false, or an empty list or mapping
+    /// (from YAML and flags also the text false).
+    static func isDefault(_ v: JSONValue) -> Bool {
+        switch v {
+        case .null: return true
+        case .bool(let b): return !b
+        case .array(let a): return a.isEmpty
+        case .object(let o): return o.pairs.isEmpty
+        case .string(let s): return ["false", "no", "off", "0", "null", "none"].contains(s.lowercased())
+        default: return false
         }
     }
 
@@ -246,7 +335,7 @@ public struct LoraConfig: Sendable, Equatable {
     /// adapter_config.json as PEFT writes it (sorted keys, 2-space indent), saved for inference.
     public func peftJSON(baseModel: String) -> Data {
         var o = JSONObject()
-        for k in Self.adapterKeys + ["layers_pattern", "rank_pattern", "alpha_pattern", "task_type"] { o[k] = value(forKey: k) }
+        for k in Self.adapterKeys { o[k] = value(forKey: k) }
         for (k, v): (String, JSONValue) in [("auto_mapping", .null), ("base_model_name_or_path", .string(baseModel)),
                                             ("fan_in_fan_out", false), ("inference_mode", true), ("lora_bias", false),
                                             ("peft_type", "LORA"), ("revision", .null), ("use_dora", false)] {

@@ -101,8 +101,11 @@ public struct TrainingConfig: Equatable, Sendable {
     public static let keys = fields.map(\.key)
     static let fieldOf = Dictionary(uniqueKeysWithValues: fields)
 
-    /// Keys that describe the LoRA adapter (fixed by `adapter`, overriding `lora_config`).
-    public static let loraKeys = Set(LoraConfig.adapterKeys)
+    /// Keys of PEFT's LoraConfig: every one is a setting (LoraConfig.peftKeys says what each does);
+    /// they override `lora_config`'s. training_config.yaml writes the adapter's (LoraConfig.adapterKeys).
+    public static let loraKeys = Set(LoraConfig.peftKeys.map(\.key))
+    /// The LoRA keys an adapter given with `adapter` fixes (a key given must agree with it).
+    static let adapterFixedKeys = Set(LoraConfig.adapterKeys)
     public static let trainOnValues = ["assistant", "all", "last"]
     public static let metrics = ["eval_loss", "eval_perplexity", "loss"]
 
@@ -121,17 +124,59 @@ public struct TrainingConfig: Equatable, Sendable {
         var c = TrainingConfig()
         for g in given where !loraKeys.contains(g.key) { try c.set(g.key, g.value, source: g.source) }
         let fixed = try c.adapter.map { try LoraConfig.load(path: $0) }
-        if let fixed { c.lora = fixed } else if let file = c.loraConfig { c.lora = try LoraConfig.load(path: file) }
-        c.lora.inferenceMode = false
+        if var fixed {
+            // Continuing a saved adapter (PEFT saves inference_mode: true): trained again, as
+            // PeftModel.from_pretrained(..., is_trainable=True) does.
+            fixed.inferenceMode = false
+            c.lora = fixed
+        } else if let file = c.loraConfig {
+            c.lora = try LoraConfig.load(path: file)
+            if c.lora.inferenceMode { c.keySources["inference_mode"] = file }
+        }
         for g in given where loraKeys.contains(g.key) { try c.set(g.key, g.value, source: g.source) }
         try c.validate(adapterConfig: fixed)
         return c
     }
 
+    /// The LoRA settings of a settings file (what `inspect --config` shows): its LoRA keys over its
+    /// lora_config or adapter, every key checked as `train` checks it; the training keys are not
+    /// required (no model or data needed).
+    public static func loraSettings(file: String) throws -> LoraConfig {
+        let given = try readMapping(file)
+        var c = TrainingConfig()
+        for (k, v) in given where !loraKeys.contains(k) { try c.set(k, v, source: file) }
+        if let a = c.adapter { c.lora = try LoraConfig.load(path: a); c.lora.inferenceMode = false }
+        else if let l = c.loraConfig { c.lora = try LoraConfig.load(path: l) }
+        for (k, v) in given where loraKeys.contains(k) { try c.set(k, v, source: file) }
+        do { try c.lora.validate() } catch let e as LoraConfig.SettingError {
+            throw TrainError.setting(source: file, key: e.key, reason: e.reason)
+        }
+        return c.lora
+    }
+
+    /// What `inspect --lora-config`/`--config` shows: an adapter directory, or a JSON file whose keys are
+    /// all LoraConfig keys (an adapter_config.json), as PEFT reads it; any other file as the settings
+    /// file `train --config` reads (loraSettings).
+    public static func inspectedLoRA(path: String) throws -> LoraConfig {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
+            return try LoraConfig.load(path: path)
+        }
+        if let data = FileManager.default.contents(atPath: path), let j = try? JSONValue.parse(data),
+           let keys = j.object?.keys, keys.allSatisfy({ LoraConfig.peftKeyUse[$0] != nil }) {
+            return try LoraConfig.load(path: path)
+        }
+        return try loraSettings(file: path)
+    }
+
+    /// Why training refuses inference_mode: true.
+    public static let inferenceModeReason = "true loads the adapter frozen, for inference: PEFT trains nothing with it "
+        + "(its parameters do not require gradients); set inference_mode: false to train"
+
     /// Sets one key from a value (typed JSON, or text from YAML and flags).
     public mutating func set(_ key: String, _ value: JSONValue, source: String) throws {
         func fail(_ r: String) -> TrainError { .setting(source: source, key: key, reason: r) }
-        guard Self.fieldOf[key] != nil else { throw fail(Self.unknownKeyReason(key, value)) }
+        guard Self.fieldOf[key] != nil || Self.loraKeys.contains(key) else { throw fail(Self.unknownKeyReason(key, value)) }
         explicitKeys.insert(key)
         keySources[key] = source
         do { try setTrainingKey(key, value) } catch let e as LoraConfig.SettingError {
@@ -140,7 +185,8 @@ public struct TrainingConfig: Equatable, Sendable {
     }
 
     private mutating func setTrainingKey(_ key: String, _ v: JSONValue) throws {
-        switch Self.fieldOf[key]! {
+        guard let field = Self.fieldOf[key] else { return try lora.set(key, v) }  // a LoRA key not written back
+        switch field {
         case .text(let k): self[keyPath: k] = try Setting.text(v, key)
         case .optionalText(let k): self[keyPath: k] = v.isNull ? nil : try Setting.text(v, key)
         case .int(let k): self[keyPath: k] = try Setting.int(v, key)
@@ -188,7 +234,7 @@ public struct TrainingConfig: Equatable, Sendable {
     /// Why `key` is refused, and what to write instead.
     static func unknownKeyReason(_ key: String, _ value: JSONValue) -> String {
         if let block = value.object {
-            let valid = block.keys.filter { fieldOf[$0] != nil }
+            let valid = block.keys.filter { fieldOf[$0] != nil || loraKeys.contains($0) }
             return "unknown setting: settings are flat (one `setting: value` per line), not grouped under '\(key)'"
                 + (valid.isEmpty ? "" : "; write \(valid.joined(separator: ", ")) at the top level")
         }
@@ -197,28 +243,11 @@ public struct TrainingConfig: Equatable, Sendable {
                 + "the device (F16 and BF16 stay 16-bit, F32 and GGUF blocks become fp32; the memory plan shows it) "
                 + "and every product accumulates in fp32"
         }
-        return "unknown setting" + (closest(key, among: keys).map { "; did you mean '\($0)'?" } ?? "")
+        return "unknown setting" + NearestName.suggestion(key, among: keys + LoraConfig.peftKeys.map(\.key).filter { !keys.contains($0) })
     }
 
-    /// The known key nearest to `key` by edit distance: only a near miss (a third of the key's
-    /// letters at most), so `bf16` suggests nothing rather than `bias`.
-    static func closest(_ key: String, among known: [String]) -> String? {
-        func distance(_ a: [Character], _ b: [Character]) -> Int {
-            var prev = Array(0...b.count)
-            for i in 1...max(a.count, 1) where !a.isEmpty {
-                var cur = [i] + Array(repeating: 0, count: b.count)
-                for j in 1...max(b.count, 1) where !b.isEmpty {
-                    cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
-                }
-                prev = cur
-            }
-            return a.isEmpty ? b.count : prev[b.count]
-        }
-        let k = Array(key.lowercased().replacingOccurrences(of: "-", with: "_"))
-        let scored = known.map { ($0, distance(k, Array($0))) }.min { ($0.1, $0.0) < ($1.1, $1.0) }
-        guard let best = scored, best.1 <= max(1, k.count / 3) else { return nil }
-        return best.0
-    }
+    /// The known key nearest to `key` (NearestName: a near miss only).
+    static func closest(_ key: String, among known: [String]) -> String? { NearestName.closest(key, among: known) }
 
     // MARK: validation
 
@@ -237,11 +266,12 @@ public struct TrainingConfig: Equatable, Sendable {
         do { try lora.validate() } catch let e as LoraConfig.SettingError {
             throw fail(e.key, e.reason)
         }
+        if lora.inferenceMode { throw fail("inference_mode", Self.inferenceModeReason) }
         if adapter != nil, loraConfig != nil { throw fail("adapter", "give adapter or lora_config, not both") }
         if let theirs = adapterConfig {
             // The adapter fixes the LoRA settings: a key given must agree with its config
             // (a training_config.yaml written by an earlier run lists them all).
-            let clash = explicitKeys.intersection(Self.loraKeys).sorted()
+            let clash = explicitKeys.intersection(Self.adapterFixedKeys).sorted()
                 .filter { lora.value(forKey: $0) != theirs.value(forKey: $0) }
             if !clash.isEmpty {
                 throw fail("adapter", "the adapter's adapter_config.json fixes the LoRA settings; " + clash.map {

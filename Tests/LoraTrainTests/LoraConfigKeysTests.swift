@@ -1,0 +1,202 @@
+import Foundation
+import LoraBase
+import LoraModel
+import XCTest
+@testable import LoraTrain
+
+/// Issue 16, item 1: every key of PEFT's LoraConfig in every settings path — settings files (YAML
+/// and JSON), `--lora-config`, flags, `inspect` — honoured or refused with a reason naming it;
+/// unknown keys are errors with the nearest known key; inference_mode: true does not train.
+final class LoraConfigKeysTests: XCTestCase {
+    var dir = ""
+    override func setUpWithError() throws { dir = try temporaryDirectory("lorakeys") }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+
+    func write(_ name: String, _ text: String) throws -> String {
+        let p = dir + "/" + name
+        try text.write(toFile: p, atomically: true, encoding: .utf8)
+        return p
+    }
+
+    func resolve(_ file: String?, _ o: [String: Any] = [:]) -> Result<TrainingConfig, Error> {
+        Result { try TrainingConfig.resolve(file: file, overrides: ["model": "m", "data": "d"].merging(o) { $1 }) }
+    }
+
+    func message(_ file: String?, _ o: [String: Any] = [:]) -> String {
+        switch resolve(file, o) {
+        case .success: return "no error"
+        case .failure(let e): return "\(e)"
+        }
+    }
+
+    static let writeUpYAML = """
+        r: 16
+        lora_alpha: 32
+        lora_dropout: 0.05
+        bias: "none"
+        target_modules: ['up_proj', 'gate_proj', 'q_proj', 'o_proj', 'down_proj', 'v_proj', 'k_proj']
+        task_type: TaskType.CAUSAL_LM
+        inference_mode: False
+
+        """
+
+    static let writeUpJSON = """
+        {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "bias": "none",
+         "target_modules": ["up_proj", "gate_proj", "q_proj", "o_proj", "down_proj", "v_proj", "k_proj"],
+         "task_type": "CAUSAL_LM", "inference_mode": false}
+        """
+
+    /// The write-up's LoraConfig, as a YAML settings file, a JSON settings file and a --lora-config JSON.
+    func testTheWriteUpsConfigurationIsReadInEveryForm() throws {
+        let yaml = try write("writeup.yaml", Self.writeUpYAML)
+        let json = try write("writeup.json", Self.writeUpJSON)
+        for l in [try resolve(yaml).get().lora, try resolve(json).get().lora,
+                  try resolve(nil, ["lora_config": json]).get().lora, try TrainingConfig.inspectedLoRA(path: yaml),
+                  try TrainingConfig.inspectedLoRA(path: json)] {
+            XCTAssertEqual(l.r, 16)
+            XCTAssertEqual(l.loraAlpha, 32)
+            XCTAssertEqual(l.loraDropout, 0.05)
+            XCTAssertEqual(l.bias, .none)
+            XCTAssertEqual(l.targetModules, .list(["up_proj", "gate_proj", "q_proj", "o_proj", "down_proj", "v_proj", "k_proj"]))
+            XCTAssertEqual(l.taskType, "CAUSAL_LM")
+            XCTAssertFalse(l.inferenceMode)
+        }
+        // training_config.yaml writes the adapter's keys, task_type among them, and reads back the same.
+        let c = try resolve(yaml).get()
+        let back = try write("back.yaml", c.yaml())
+        XCTAssertEqual(try resolve(back).get().lora, c.lora)
+        XCTAssertTrue(c.yaml().contains("\ntask_type: \"CAUSAL_LM\"\n"), c.yaml())
+    }
+
+    /// The write-up's YAML trains a CAUSAL_LM adapter through the command line; its adapter_config.json
+    /// carries PEFT's keys and the settings.
+    func testTheWriteUpsYAMLTrains() throws {
+        let yaml = try write("writeup.yaml", Self.writeUpYAML)
+        let data = dir + "/train.jsonl"
+        try writeSamples(data, count: 8)
+        let out = dir + "/out"
+        let r = try CLI.run(["train", "--config", yaml, "--model", fixtureModel, "--data", data, "--output-dir", out,
+                             "--max-steps", "1", "--per-device-train-batch-size", "2", "--device", "cpu"])
+        XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
+        let saved = try JSONValue.parse(try Data(contentsOf: URL(fileURLWithPath: out + "/adapter_config.json")))
+        XCTAssertEqual(saved["task_type"], "CAUSAL_LM")
+        XCTAssertEqual(saved["r"], 16)
+        XCTAssertEqual(saved["inference_mode"], true, "saved for inference, as PEFT saves")
+        XCTAssertEqual(saved["lora_dropout"], .double(0.05))
+        // What PEFT saves, loaded back by the strict reader (every key known).
+        XCTAssertEqual(try LoraConfig.load(path: out).r, 16)
+    }
+
+    /// PEFT 0.21.2's saved adapter_config.json (a fixture written by the real library) holds exactly the
+    /// keys known here, but runtime_config (a field PEFT does not save).
+    func testEveryKeyPEFTSavesIsKnown() throws {
+        let saved = try JSONValue.parse(try Data(contentsOf: URL(fileURLWithPath:
+            testFixturesRoot + "/generate/cli_chatml/adapter/adapter_config.json")))
+        XCTAssertEqual(saved["peft_version"], "0.21.2")
+        let keys = Set(try XCTUnwrap(saved.object).keys)
+        XCTAssertEqual(keys.count, 41)
+        XCTAssertEqual(Set(LoraConfig.peftKeys.map(\.key)).subtracting(keys), ["runtime_config"])
+        XCTAssertTrue(keys.isSubset(of: Set(LoraConfig.peftKeys.map(\.key))))
+        // And each one is a setting: the whole saved file, as a YAML settings file, is accepted
+        // (with inference_mode set false to train), values as PEFT wrote them.
+        var pairs = try XCTUnwrap(saved.object).pairs
+        pairs = pairs.map { $0.0 == "inference_mode" ? ($0.0, .bool(false)) : $0 }
+        let yaml = pairs.map { "\($0.0): \($0.1.serialized(JSONStyle()))" }.joined(separator: "\n")
+        let c = try resolve(try write("saved.yaml", yaml)).get()
+        XCTAssertEqual(c.lora, try { var l = try LoraConfig.load(path: testFixturesRoot + "/generate/cli_chatml/adapter")
+                                     l.inferenceMode = false; return l }())
+    }
+
+    /// Each refused key names itself and the way out; the same in a settings file, a flag and a --lora-config.
+    func testRefusedKeysNameThemselvesAndTheWayOut() throws {
+        let cases: [(String, String, String)] = [
+            ("use_dora", "true", "use_dora: true is not supported: DoRA is not supported; set use_dora to false for plain LoRA"),
+            ("fan_in_fan_out", "true", "fan_in_fan_out: true is not supported: these models' linear layers store W as (out, in) "
+                + "(torch.nn.Linear), for which PEFT warns and resets fan_in_fan_out to false; set it to false"),
+            ("lora_bias", "true", "lora_bias: true is not supported: a trainable bias on lora_B (lora_bias) is not supported; "
+                + "`bias` trains the base layers' biases"),
+            ("layer_replication", "[[0, 2]]", "layer_replication: [[0, 2]] is not supported: layer replication is not supported; leave it null"),
+            ("task_type", "SEQ_CLS", "task_type: 'SEQ_CLS' is not supported yet; supported: CAUSAL_LM"),
+            ("task_type", "CAUSAL", "task_type: 'CAUSAL' is not a PEFT task type; PEFT's are CAUSAL_LM, SEQ_CLS, SEQ_2_SEQ_LM, "
+                + "TOKEN_CLS, QUESTION_ANS, FEATURE_EXTRACTION"),
+            ("task_type", "CAUSAL_L", "task_type: 'CAUSAL_L' is not a PEFT task type; did you mean 'CAUSAL_LM'?; PEFT's are "
+                + "CAUSAL_LM, SEQ_CLS, SEQ_2_SEQ_LM, TOKEN_CLS, QUESTION_ANS, FEATURE_EXTRACTION"),
+            ("peft_type", "LOHA", "peft_type: 'LOHA' is not supported; supported: LORA"),
+            ("init_lora_weights", "pissa", "init_lora_weights: pissa is not supported; supported: true, false, \"gaussian\""),
+        ]
+        for (key, value, expected) in cases {
+            let yaml = try write("r.yaml", "\(key): \(value)\n")
+            XCTAssertEqual(message(yaml), dir + "/r.yaml: " + expected)
+            XCTAssertEqual(message(nil, [key: value]), "command line: " + expected)
+        }
+        // At PEFT's defaults they are accepted (as every saved adapter_config.json has them).
+        let defaults = try write("d.yaml", "use_dora: false\nfan_in_fan_out: false\nlora_bias: false\nlayer_replication: null\n"
+                                 + "megatron_config: null\nloftq_config: {}\ntrainable_token_indices: null\npeft_type: LORA\n"
+                                 + "base_model_name_or_path: whatever\nrevision: null\nauto_mapping: null\n")
+        XCTAssertEqual(message(defaults), "no error")
+        // In a --lora-config JSON: typed, named by its file.
+        let j = try write("a.json", #"{"r": 4, "target_modules": ["q_proj"], "use_dora": true}"#)
+        XCTAssertEqual(message(nil, ["lora_config": j]),
+                       j + ": field 'use_dora': true is not supported: DoRA is not supported; set use_dora to false for plain LoRA")
+    }
+
+    /// A misspelt key is an error with the nearest key in every path (a --lora-config JSON silently
+    /// trained with lora_alpha 8 before).
+    func testMisspeltKeysAreErrorsEverywhere() throws {
+        let j = try write("a.json", #"{"r": 16, "lora_aplha": 32, "target_modules": ["q_proj"]}"#)
+        XCTAssertEqual(message(nil, ["lora_config": j]),
+                       j + ": field 'lora_aplha': not a key of PEFT's LoraConfig; did you mean 'lora_alpha'?")
+        let y = try write("s.yaml", "lora_aplha: 32\n")
+        XCTAssertEqual(message(y), y + ": lora_aplha: unknown setting; did you mean 'lora_alpha'?")
+        XCTAssertEqual(message(nil, ["use_doRa": "false"]), "command line: use_doRa: unknown setting; did you mean 'use_dora'?")
+        XCTAssertThrowsError(try TrainingConfig.inspectedLoRA(path: j)) { e in
+            XCTAssertEqual("\(e)", y.replacingOccurrences(of: "s.yaml", with: "a.json") + ": lora_aplha: unknown setting; did you mean 'lora_alpha'?")
+        }
+    }
+
+    /// inference_mode: true does not train, from any path; continuing a saved adapter (saved with
+    /// inference_mode: true, as PEFT saves) trains it, as PeftModel.from_pretrained(is_trainable=True).
+    func testInferenceModeTrueIsRefusedForTraining() throws {
+        let reason = "true loads the adapter frozen, for inference: PEFT trains nothing with it (its parameters do not "
+            + "require gradients); set inference_mode: false to train"
+        let y = try write("s.yaml", "inference_mode: true\n")
+        XCTAssertEqual(message(y), y + ": inference_mode: " + reason)
+        XCTAssertEqual(message(nil, ["inference_mode": "true"]), "command line: inference_mode: " + reason)
+        let saved = testFixturesRoot + "/reference/llama_gqa_untied/adapter_initial/adapter_config.json"
+        XCTAssertEqual(message(nil, ["lora_config": saved]), saved + ": inference_mode: " + reason)
+        XCTAssertEqual(message(nil, ["lora_config": saved, "inference_mode": "false"]), "no error")
+        XCTAssertEqual(message(nil, ["adapter": testFixturesRoot + "/reference/llama_gqa_untied/adapter_initial"]), "no error")
+    }
+
+    /// `inspect` reads the settings file `train` reads, and says what inference_mode: true means.
+    func testInspectTakesTheTrainSettingsFile() throws {
+        let model = fixtureModel
+        let yaml = try write("writeup.yaml", Self.writeUpYAML)
+        for args in [["--config", yaml], ["--lora-config", yaml]] {
+            let r = try CLI.run(["inspect", model] + args)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            XCTAssertTrue(r.stdout.contains("trainable params: "), r.stdout)
+            XCTAssertFalse(r.stdout.contains("inference_mode"), r.stdout)
+        }
+        let frozen = try write("frozen.yaml", "r: 4\ninference_mode: true\n")
+        let r = try CLI.run(["inspect", model, "--config", frozen])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("trainable params: 0 ||"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("inference_mode: true loads the adapter frozen"), r.stdout)
+        let bad = try CLI.run(["inspect", model, "--config", try write("bad.yaml", "use_dora: true\n")])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("bad.yaml: use_dora: true is not supported: DoRA is not supported"), bad.stderr)
+    }
+
+    /// The flags for the keys that had none.
+    func testPatternAndTaskFlags() throws {
+        let r = try CLI.run(["train", "--help"])
+        for flag in ["--rank-pattern", "--alpha-pattern", "--layers-pattern", "--task-type", "--inference-mode"] {
+            XCTAssertTrue(r.stdout.contains(flag), flag)
+        }
+        let c = try resolve(nil, ["rank_pattern": JSONValue.object(["q_proj": "4", "model.layers.0.mlp.up_proj": "2"]),
+                                  "alpha_pattern": JSONValue.object(["v_proj": "3.5"]), "task_type": "CAUSAL_LM"]).get()
+        XCTAssertEqual(c.lora.rankPattern.pairs.map { "\($0.0)=\($0.1)" }, ["q_proj=4", "model.layers.0.mlp.up_proj=2"])
+        XCTAssertEqual(c.lora.alphaPattern["v_proj"], 3.5)
+    }
+}
