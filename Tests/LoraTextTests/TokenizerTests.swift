@@ -144,7 +144,7 @@ final class TokenizerTests: XCTestCase {
 
     func testEveryFixtureHasATest() {
         let dirs = (try? FileManager.default.contentsOfDirectory(atPath: tokenizerFixturesRoot)) ?? []
-        XCTAssertEqual(Set(dirs.filter { !$0.hasPrefix(".") && $0 != "VERSION" }), Set(tokenizerFixtureNames + ["config_specials"]))
+        XCTAssertEqual(Set(dirs.filter { !$0.hasPrefix(".") && $0 != "VERSION" }), Set(tokenizerFixtureNames + ["config_specials", "byte_fallback_added"]))  // the last: ByteFallbackAddedTokensTests
     }
 
     func testVocabularyLookups() throws {
@@ -356,5 +356,47 @@ final class ConfigSpecialTokenTests: XCTestCase {
             XCTAssertTrue(scalarsEqual(tok.decode(tok.encode(text, addSpecialTokens: false)), want), text)
         }
         XCTAssertEqual(tok.configAddedTokens.map(\.content), ["<x_dec>", "<|begin_of_text|>", "<unk_x>", "<pad>", "<tool>", "\u{120}the"])
+    }
+}
+
+/// A tokenizer.json listing its byte-fallback pieces among added_tokens (issue 16, item 7: the loss-mask
+/// alignment failed on it with "cannot align token "<0x75>""). Fixture by
+/// scripts/make_byte_fallback_added_fixture.py with the real `tokenizers`.
+final class ByteFallbackAddedTokensTests: XCTestCase {
+    func testIdsAndOffsetsAgreeWithTokenizersAndADatasetLoads() throws {
+        let dir = tokenizerFixturesRoot + "/byte_fallback_added"
+        let tok = try Tokenizer.load(directory: dir)
+        let doc = try JSONValue.parse(try Data(contentsOf: URL(fileURLWithPath: dir + "/expected.json")))
+        let cases = try XCTUnwrap(doc["cases"]?.array)
+        XCTAssertEqual(cases.count, 4)
+        for c in cases {
+            let text = try XCTUnwrap(c["text"]?.string)
+            let ids = try XCTUnwrap(c["ids"]?.array).map { $0.int! }
+            XCTAssertEqual(tok.encode(text, addSpecialTokens: false), ids, text)
+            // Our byte ranges lie inside the library's (its offsets count characters: converted to UTF-8
+            // bytes here); a byte-fallback piece of a multi-byte character gets its own byte where the
+            // library gives each piece the whole character.
+            let scalars = Array(text.unicodeScalars)
+            var byteAt = [0]
+            for s in scalars { byteAt.append(byteAt.last! + String(s).utf8.count) }
+            let ours = try tok.alignedTokens(text)
+            XCTAssertEqual(ours.map(\.id), ids, text)
+            for (o, theirs) in zip(ours, try XCTUnwrap(c["offsets"]?.array)) {
+                let lo = byteAt[theirs[0]!.int!], hi = byteAt[theirs[1]!.int!]
+                XCTAssertTrue(o.start >= lo && o.end <= hi, "\(text.debugDescription): \(o) not within bytes \(lo)..<\(hi)")
+            }
+            XCTAssertEqual(ours.last?.end, text.utf8.count, text)
+        }
+        // The literal text "<0x5B>" is the added token; "[" is the model's byte piece with the same id.
+        XCTAssertEqual(try tok.alignedTokens("<0x5B> literally, then [").map { [$0.start, $0.end] }.first, [0, 6])
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("bf-added-\(getpid()).jsonl").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try #"{"messages": [{"role": "user", "content": "hi [x]"}, {"role": "assistant", "content": "hello [world] 你好"}]}"#
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        let template = try XCTUnwrap(try ChatTemplateSelection.resolve(option: nil, tokenizer: tok))
+        let d = try Dataset.load(file: path, tokenizer: TokenizerDataAdapter(tok), template: template, options: DatasetOptions())
+        let s = try XCTUnwrap(d.samples.first)
+        let trained = s.inputIDs.indices.filter { s.labels[$0] != -100 }.map { s.inputIDs[$0] }
+        XCTAssertEqual(tok.decode(trained, skipSpecialTokens: false), "assistant: hello [world] 你好\n")
     }
 }

@@ -61,7 +61,8 @@ extension Tokenizer {
     /// What token `id` stands for in the text it came from, byte by byte; `-1` is a "▁" of a
     /// SentencePiece-style token, which stands for a space (the normalizer's Replace) or for
     /// a "▁" the text itself holds.
-    func surfacePattern(_ id: Int, byteLevel: Bool) -> [Int] {
+    /// `asModelToken`: the model vocabulary's token of that id, even where an added token has the same id.
+    func surfacePattern(_ id: Int, byteLevel: Bool, asModelToken: Bool = false) -> [Int] {
         func spacePattern(_ t: String) -> [Int] {
             var out: [Int] = []
             for c in t.unicodeScalars {
@@ -69,7 +70,7 @@ extension Tokenizer {
             }
             return out
         }
-        if let a = added[id] {
+        if !asModelToken, let a = added[id] {
             // A normalized added token is matched in its normalized form (e.g. "▁<extra>" after Prepend/Replace).
             guard a.normalized, let form = addedDecodeForm[id] else { return a.content.utf8.map(Int.init) }
             return byteLevel ? form.utf8.map(Int.init) : spacePattern(form)
@@ -95,12 +96,18 @@ extension Tokenizer {
         if let t = surfaceCache { return t }
         let byteLevel = decodesByteLevel
         var values: [Int32] = [], starts: [Int32] = [0], isAdded: [Bool] = []
+        var modelPatterns: [Int: ArraySlice<Int32>] = [:]
         for id in 0..<vocabSize {
             values += surfacePattern(id, byteLevel: byteLevel).map { Int32($0) }
             starts.append(Int32(values.count))
             isAdded.append(added[id] != nil)
+            // An added token that is also a model token (some tokenizer.json files list the byte-fallback
+            // pieces <0x00>…<0xFF> among added_tokens): the model may produce it for text that is not its content.
+            if added[id] != nil, model.idToToken[id] != nil {
+                modelPatterns[id] = ArraySlice(surfacePattern(id, byteLevel: byteLevel, asModelToken: true).map { Int32($0) })
+            }
         }
-        let t = SurfaceTable(values: values, starts: starts, isAdded: isAdded)
+        let t = SurfaceTable(values: values, starts: starts, isAdded: isAdded, modelPatterns: modelPatterns)
         surfaceCache = t
         return t
     }
@@ -133,25 +140,30 @@ extension Tokenizer {
         }
         func isSpace(_ c: UInt8) -> Bool { c == 0x20 || c == 0x09 || c == 0x0A || c == 0x0D }
         var segmentStart = true  // at the text's start or right after an added token
-        for id in ids {
-            let p = table.pattern(id)
-            let isAdded = table.isAdded(id)
-            defer { segmentStart = isAdded }
+        /// Where token `id` read as pattern `p` (an added token's or a model token's) ends, or nil.
+        func end(_ id: Int, _ p: ArraySlice<Int32>, isAdded: Bool) -> Int? {
             if prepends, segmentStart, !isAdded, p.first == -1, let e = match(p.dropFirst(), at: cursor) {
                 // The normalizer's Prepend("▁"): the first token of a segment carries a space the text lacks.
-                out.append(TokenOffset(id: id, start: cursor, end: e))
-                cursor = e
-                continue
+                return e
             }
             var start = cursor
             let a = isAdded ? added[id] : nil
             if let a, a.lstrip { while start < w.count, isSpace(w[start]), match(p, at: start) == nil { start += 1 } }
             if var e = match(p, at: start) {
                 if let a, a.rstrip { while e < w.count, isSpace(w[e]) { e += 1 } }
+                return e
+            }
+            if !isAdded, p.first == -1, let e = match(p.dropFirst(), at: cursor) { return e }  // a Metaspace pre-tokenizer's "▁"
+            return nil
+        }
+        for id in ids {
+            let isAdded = table.isAdded(id)
+            if let e = end(id, table.pattern(id), isAdded: isAdded) {
+                segmentStart = isAdded
                 out.append(TokenOffset(id: id, start: cursor, end: e))
                 cursor = e
-            } else if !isAdded, p.first == -1, let e = match(p.dropFirst(), at: cursor) {
-                // A Metaspace pre-tokenizer's prepended "▁".
+            } else if isAdded, let m = table.modelPatterns[id], let e = end(id, m, isAdded: false) {
+                segmentStart = false
                 out.append(TokenOffset(id: id, start: cursor, end: e))
                 cursor = e
             } else {
@@ -167,6 +179,8 @@ struct SurfaceTable {
     let values: [Int32]
     let starts: [Int32]
     let isAdded: [Bool]
+    /// The model token's pattern of ids that are added tokens too.
+    let modelPatterns: [Int: ArraySlice<Int32>]
     func pattern(_ id: Int) -> ArraySlice<Int32> {
         guard id >= 0, id + 1 < starts.count else { return [] }
         return values[Int(starts[id])..<Int(starts[id + 1])]
