@@ -1,0 +1,141 @@
+import Foundation
+import LoraBase
+import LoraModel
+
+// A PEFT LoRA adapter as llama.cpp's adapter file (issue 19, item 1): what llama.cpp's own
+// convert_lora_to_gguf.py writes, so `llama-cli --lora adapter.gguf` (and Ollama's ADAPTER) apply it.
+//
+//   metadata: general.architecture (llama for Llama and Mistral, qwen2), general.type = adapter,
+//             adapter.type = lora, adapter.lora.alpha (float32), general.name, general.quantization_version
+//   tensors:  blk.N.attn_q.weight.lora_a (r, in) and .lora_b (out, r) — PEFT's A and B as they are —
+//             under llama.cpp's names (attn_q/k/v/output, ffn_gate/up/down, output for lm_head);
+//             for the "llama" architecture the rows of q's and k's B are put in llama.cpp's rotary
+//             order, as its converter permutes the base weights.
+//
+// llama.cpp scales each product by alpha / r (r read from the tensor). Where this adapter's scale
+// differs — rsLoRA (alpha / √r), alpha_pattern — the factor is folded into B, so the product is the
+// adapter's exactly. Trained full modules (modules_to_save) and biases have no place in a LoRA
+// GGUF: refused, with the way out (`lora-gpu merge`).
+
+public enum AdapterGGUFExport {
+    public struct Report: Sendable {
+        public var tensors: Int
+        public var alpha: Double
+        public var architecture: String
+        /// Modules whose B carries a folded scale factor (rsLoRA, alpha_pattern).
+        public var folded: [String]
+    }
+
+    public struct ExportError: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// HF module leaf → llama.cpp tensor name part.
+    static let layerNames = ["self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+                             "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+                             "mlp.down_proj": "ffn_down"]
+
+    /// llama.cpp's tensor name of a module path ("model.layers.3.mlp.up_proj" → "blk.3.ffn_up.weight").
+    static func ggufName(_ path: String) -> String? {
+        if path == "lm_head" { return "output.weight" }
+        let parts = path.split(separator: ".", maxSplits: 3).map(String.init)
+        guard parts.count == 4, parts[0] == "model", parts[1] == "layers", let n = Int(parts[2]),
+              let leaf = layerNames[parts[3]] else { return nil }
+        return "blk.\(n).\(leaf).weight"
+    }
+
+    /// llama.cpp's rotary order of q/k rows (the inverse of GGUFCheckpoint.unpermuteRows): within each
+    /// head of d rows, GGUF row i·2 + j holds HF row j·(d/2) + i.
+    static func permuteRows(_ w: [Float], rows: Int, heads: Int) -> [Float] {
+        guard heads > 0, rows > 0, rows % heads == 0, (rows / heads) % 2 == 0 else { return w }
+        let cols = w.count / rows, d = rows / heads, half = d / 2
+        var out = w
+        for h in 0..<heads {
+            for i in 0..<half {
+                for j in 0..<2 {
+                    let dst = (h * d + i * 2 + j) * cols, src = (h * d + j * half + i) * cols
+                    for c in 0..<cols { out[dst + c] = w[src + c] }
+                }
+            }
+        }
+        return out
+    }
+
+    /// Writes `adapter` (a PEFT adapter directory) for the base model at `model` (a Hugging Face
+    /// directory or a GGUF file) to `output` as F32 or F16 tensors.
+    public static func export(adapter: String, model: String, output: String, type: GGUFWriter.TensorType) throws -> Report {
+        let lora = try LoraConfig.load(path: adapter)
+        let (config, _) = try ModelSource.open(model)
+        let architecture: String, permuted: Bool
+        if ModelSource.isFile(model) {
+            architecture = try GGUFFile(path: model).string("general.architecture")
+            permuted = architecture == "llama"
+        } else {
+            architecture = config.architecture == .qwen2 ? "qwen2" : "llama"
+            permuted = architecture == "llama"
+        }
+        let weights = adapter + "/adapter_model.safetensors"
+        let file = try SafeTensorsFile(path: weights)
+        let P = AdapterPlan.prefix
+        var paths: [String] = []
+        for key in file.tensors.keys.sorted() {
+            guard key.hasPrefix(P) else { throw ExportError(description: "\(weights): tensor '\(key)' is not a PEFT adapter tensor") }
+            let name = String(key.dropFirst(P.count))
+            if name.hasSuffix(".base_layer.weight") {
+                continue  // PEFT's copy of a targeted embedding's or lm_head's frozen weight: the base's, not the adapter's
+            } else if name.hasSuffix(".lora_A.weight") {
+                paths.append(String(name.dropLast(".lora_A.weight".count)))
+            } else if name.hasSuffix(".lora_B.weight") {
+                continue
+            } else if name.contains("lora_embedding_") {
+                throw ExportError(description: "\(weights): a LoRA on embed_tokens is not exported to GGUF yet; "
+                                  + "`lora-gpu merge` writes the merged model")
+            } else {
+                throw ExportError(description: "\(weights): '\(name)' is trained in full (modules_to_save or a bias), which a "
+                                  + "llama.cpp LoRA file cannot hold; `lora-gpu merge` writes the merged model instead")
+            }
+        }
+        // Layers in numeric order, then the module names.
+        func order(_ p: String) -> (Int, String) {
+            let parts = p.split(separator: ".")
+            return (parts.count > 2 ? Int(parts[2]) ?? Int.max : Int.max, p)
+        }
+        paths.sort { order($0) < order($1) }
+        var w = GGUFWriter()
+        w.add("general.architecture", .string(architecture))
+        w.add("general.type", .string("adapter"))
+        w.add("adapter.type", .string("lora"))
+        w.add("general.name", .string(URL(fileURLWithPath: adapter).standardized.lastPathComponent))
+        w.add("adapter.lora.alpha", .float32(Float(lora.loraAlpha)))
+        w.add("general.quantization_version", .uint32(2))
+        var folded: [String] = []
+        for path in paths {
+            guard let g = ggufName(path) else {
+                throw ExportError(description: "\(weights): no llama.cpp tensor for module '\(path)'")
+            }
+            if path == "lm_head", config.tieWordEmbeddings {
+                throw ExportError(description: "\(weights): a LoRA on lm_head of a model with tied embeddings has no llama.cpp "
+                                  + "output tensor to apply to (llama.cpp's converter refuses it too); `lora-gpu merge` writes it")
+            }
+            let a = try file.floats(P + path + ".lora_A.weight"), b = try file.floats(P + path + ".lora_B.weight")
+            guard a.shape.count == 2, b.shape.count == 2, b.shape[1] == a.shape[0] else {
+                throw ExportError(description: "\(weights): '\(path)': lora_A \(a.shape) and lora_B \(b.shape) do not pair")
+            }
+            let r = a.shape[0]
+            let ours = lora.scale(for: path), llama = lora.loraAlpha != 0 ? lora.loraAlpha / Double(r) : 1
+            var bv = b.values
+            if ours != llama {
+                let f = Float(ours / llama)
+                bv = bv.map { $0 * f }
+                folded.append(path)
+            }
+            if permuted, path.hasSuffix("self_attn.q_proj") { bv = permuteRows(bv, rows: b.shape[0], heads: config.numHeads) }
+            if permuted, path.hasSuffix("self_attn.k_proj") { bv = permuteRows(bv, rows: b.shape[0], heads: config.numKVHeads) }
+            w.add(tensor: g + ".lora_a", shape: a.shape, values: a.values, type: type)
+            w.add(tensor: g + ".lora_b", shape: b.shape, values: bv, type: type)
+        }
+        if paths.isEmpty { throw ExportError(description: "\(weights): no LoRA tensor to export") }
+        try w.write(to: output)
+        return Report(tensors: 2 * paths.count, alpha: lora.loraAlpha, architecture: architecture, folded: folded)
+    }
+}

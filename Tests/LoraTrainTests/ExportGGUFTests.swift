@@ -1,0 +1,93 @@
+import Foundation
+import LoraBase
+import LoraModel
+import XCTest
+@testable import LoraTrain
+
+/// Issue 19, item 1: `lora-gpu export` writes what llama.cpp's convert_lora_to_gguf.py writes
+/// (Tests/Fixtures/export_gguf, made by scripts/make_export_fixtures.py with llama.cpp's converter),
+/// except where the converter drops this adapter's scale (rsLoRA, alpha_pattern): there the factor
+/// our scale / (alpha / r) is in lora_b, so llama.cpp's alpha / r gives the adapter's product.
+final class ExportGGUFTests: XCTestCase {
+    var dir = ""
+    override func setUpWithError() throws { dir = try temporaryDirectory("export") }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+
+    func export(_ name: String, _ type: GGUFWriter.TensorType = .f32) throws -> (GGUFFile, AdapterGGUFExport.Report) {
+        let out = dir + "/\(name).gguf"
+        let r = try AdapterGGUFExport.export(adapter: fixturesRoot + "/reference/\(name)/adapter_final",
+                                             model: fixturesRoot + "/reference/\(name)/model", output: out, type: type)
+        return (try GGUFFile(path: out), r)
+    }
+
+    func testTensorsAndMetadataEqualLlamaCppsConverter() throws {
+        for (name, outtype) in [("llama_gqa_untied", "f32"), ("llama_gqa_untied", "f16"), ("llama_layers_patterns", "f32"),
+                                ("llama_tied_rslora_regex", "f32")] {
+            let ref = try GGUFFile(path: fixturesRoot + "/export_gguf/\(name).\(outtype).gguf")
+            let (ours, report) = try export(name, outtype == "f16" ? .f16 : .f32)
+            let what = "\(name) \(outtype)"
+            for key in ["general.architecture", "general.type", "adapter.type", "adapter.lora.alpha"] {
+                XCTAssertEqual(ours.metadata[key], ref.metadata[key], "\(what): \(key)")
+            }
+            XCTAssertEqual(ref.metadata["general.type"], .string("adapter"))
+            XCTAssertEqual(Set(ours.tensorNames), Set(ref.tensorNames), what)
+            XCTAssertEqual(report.tensors, ref.tensorNames.count)
+            let lora = try LoraConfig.load(path: fixturesRoot + "/reference/\(name)/adapter_final")
+            var folded = 0
+            for t in ref.tensorNames {
+                let a = try XCTUnwrap(ref.tensors[t]), b = try XCTUnwrap(ours.tensors[t])
+                XCTAssertEqual(b.dims, a.dims, "\(what) \(t)")
+                XCTAssertEqual(b.type, a.type, "\(what) \(t)")
+                let x = try ref.floats(t), y = try ours.floats(t)
+                // The module and its scale: llama.cpp applies alpha / r (r = lora_a's rows).
+                let module = try XCTUnwrap(Self.modulePath(t))
+                let r = a.dims.count == 2 && t.hasSuffix(".lora_b") ? a.dims[0] : 0
+                let factor = t.hasSuffix(".lora_b") ? Float(lora.scale(for: module) / (lora.loraAlpha / Double(r))) : 1
+                if factor != 1 { folded += 1 }
+                XCTAssertEqual(y, x.map { factor == 1 ? $0 : $0 * factor }, "\(what) \(t) (factor \(factor))")
+            }
+            switch name {
+            case "llama_layers_patterns": XCTAssertEqual(folded, 2, "alpha_pattern's up_proj in both layers")
+            case "llama_tied_rslora_regex": XCTAssertEqual(folded, ref.tensorNames.count / 2, "rsLoRA: every module")
+            default: XCTAssertEqual(folded, 0)
+            }
+            XCTAssertEqual(report.folded.count, folded, what)
+        }
+    }
+
+    /// "blk.3.ffn_up.weight.lora_b" → "model.layers.3.mlp.up_proj".
+    static func modulePath(_ tensor: String) -> String? {
+        let p = tensor.split(separator: ".")
+        guard p.count == 5, p[0] == "blk" else { return tensor.hasPrefix("output.weight") ? "lm_head" : nil }
+        let names = AdapterGGUFExport.layerNames.first { $0.value == String(p[2]) }
+        return names.map { "model.layers.\(p[1]).\($0.key)" }
+    }
+
+    /// What a LoRA GGUF cannot hold is refused, naming it and the way out; nothing is written.
+    func testUnexportableAdaptersAreRefused() throws {
+        let cases = [("llama_modules_to_save", "'lm_head.weight' is trained in full (modules_to_save or a bias), which a llama.cpp "
+                      + "LoRA file cannot hold; `lora-gpu merge` writes the merged model instead"),
+                     ("llama_bias_all", "is trained in full (modules_to_save or a bias)"),
+                     ("mistral_embed_lm_head", "a LoRA on embed_tokens is not exported to GGUF yet; `lora-gpu merge` writes the merged model")]
+        for (name, expected) in cases {
+            XCTAssertThrowsError(try export(name)) { e in
+                XCTAssertTrue("\(e)".contains(expected), "\(name): \(e)")
+                XCTAssertTrue("\(e)".hasPrefix(fixturesRoot + "/reference/\(name)/adapter_final/adapter_model.safetensors: "), "\(e)")
+            }
+            XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/\(name).gguf"))
+        }
+    }
+
+    /// The command as a user runs it.
+    func testCommandLine() throws {
+        let out = dir + "/a.gguf"
+        let r = try CLI.run(["export", "--adapter", fixturesRoot + "/reference/llama_gqa_untied/adapter_final",
+                             "--model", fixturesRoot + "/reference/llama_gqa_untied/model", "--output", out])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(r.stdout, "wrote \(out): 28 tensors (f32), architecture llama, alpha 16.0\n")
+        let bad = try CLI.run(["export", "--adapter", fixturesRoot + "/reference/llama_gqa_untied/adapter_final",
+                               "--model", fixturesRoot + "/reference/llama_gqa_untied/model", "--output", out, "--outtype", "q4_k"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("--outtype 'q4_k' is not supported; supported: f32, f16"), bad.stderr)
+    }
+}

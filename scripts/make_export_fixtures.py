@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Reference llama.cpp adapter files (issue 19, item 1): llama.cpp's own convert_lora_to_gguf.py
+(from llama-cpp-python 0.3.36's source distribution on PyPI, vendor/llama.cpp, with its gguf-py)
+run on PEFT adapters of the reference fixtures; `lora-gpu export` must write the same tensors
+(ExportGGUFTests). Writes Tests/Fixtures/export_gguf/<fixture>.<outtype>.gguf.
+
+    /opt/lora-ref-venv/bin/python scripts/make_export_fixtures.py [LLAMA_CPP_DIR]
+LLAMA_CPP_DIR: an unpacked llama.cpp tree (default: the sdist is fetched and unpacked under
+/tmp/llamacpp).
+"""
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import urllib.request
+
+VERSION = "0.3.36"
+root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+fixtures = os.path.join(root, "Tests", "Fixtures")
+out_dir = os.path.join(fixtures, "export_gguf")
+
+
+def llama_cpp(dest="/tmp/llamacpp"):
+    tree = os.path.join(dest, f"llama_cpp_python-{VERSION}", "vendor", "llama.cpp")
+    if os.path.exists(os.path.join(tree, "convert_lora_to_gguf.py")):
+        return tree
+    req = urllib.request.Request("https://pypi.org/simple/llama-cpp-python/",
+                                 headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    files = json.load(urllib.request.urlopen(req))["files"]
+    url = next(f["url"] for f in files if f["filename"] == f"llama_cpp_python-{VERSION}.tar.gz")
+    os.makedirs(dest, exist_ok=True)
+    archive = os.path.join(dest, os.path.basename(url))
+    if not os.path.exists(archive):
+        urllib.request.urlretrieve(url, archive + ".part")
+        os.rename(archive + ".part", archive)
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest)
+    return tree
+
+
+def main():
+    tree = sys.argv[1] if len(sys.argv) > 1 else llama_cpp()
+    os.makedirs(out_dir, exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=os.path.join(tree, "gguf-py"))
+    # llama (GQA, every projection), rank and alpha patterns, rsLoRA on a tied model; and F16.
+    for name, outtype in [("llama_gqa_untied", "f32"), ("llama_gqa_untied", "f16"), ("llama_layers_patterns", "f32"),
+                          ("llama_tied_rslora_regex", "f32")]:
+        base = os.path.join(fixtures, "reference", name)
+        out = os.path.join(out_dir, f"{name}.{outtype}.gguf")
+        subprocess.run([sys.executable, os.path.join(tree, "convert_lora_to_gguf.py"), "--base", os.path.join(base, "model"),
+                        "--outfile", out, "--outtype", outtype, os.path.join(base, "adapter_final")], check=True, env=env)
+        print(out, os.path.getsize(out))
+
+
+if __name__ == "__main__":
+    main()
