@@ -117,7 +117,8 @@ struct Inspect: ParsableCommand {
     func run() throws {
         if loraConfig != nil, settings != nil { throw ValidationError("give --lora-config or --config, not both") }
         // Settings first: a bad one is reported before the checkpoint is read.
-        let lora = try (loraConfig ?? settings).map { try TrainingConfig.inspectedLoRA(path: $0) }
+        let lora = try loraConfig.map { try TrainingConfig.inspectedLoRA(path: $0) }
+            ?? settings.map { try TrainingConfig.loraSettings(file: $0) }
         let (config, checkpoint) = try ModelSource.open(modelDirectory)
         let check = try CheckpointCheck.run(config: config, checkpoint: checkpoint)
         print(ModelPrinter.render(config))
@@ -126,6 +127,10 @@ struct Inspect: ParsableCommand {
         let plan = try AdapterPlan(config: config, lora: lora)
         print(ModelPrinter.targets(plan))
         print(plan.trainableLine)
-        if lora.inferenceMode { print("inference_mode: " + TrainingConfig.inferenceModeReason + " (train refuses it)") }
+        if lora.inferenceMode {
+            print("inference_mode: true — the adapter is loaded frozen, as PEFT loads a saved adapter for inference; "
+                  + "`train --adapter` continues training a saved adapter (PEFT's is_trainable=True), while "
+                  + "`train --lora-config` refuses it: set inference_mode: false to train with these settings")
+        }
     }
 }

@@ -7,11 +7,12 @@ import Foundation
 // under a build chose mr=5, which then ran at 0.8× OpenBLAS). The tuner
 // samples this over its whole run and records it with the cache entry.
 //
-//   others = (Δbusy(all CPUs) − Δcpu(this process)) / Δtotal(all CPUs)
+//   others = (Δbusy(allowed CPUs) − Δcpu(this process)) / Δtotal(allowed CPUs)
 //
-// from /proc/stat's aggregate `cpu` line (busy = everything but idle and iowait)
+// from /proc/stat's per-CPU `cpuN` lines of the CPUs in this process's affinity set (busy =
+// everything but idle and iowait; a cgroup CPU quota is not seen)
 // and /proc/self/stat's utime + stime, all in clock ticks. 0 is an idle host,
-// 1 is every CPU kept busy by someone else. Where /proc is absent (not Linux)
+// 1 is every allowed CPU kept busy by someone else. Where /proc is absent (not Linux)
 // the figure is nil and nothing is decided on it.
 
 public struct HostLoadSample: Sendable {
@@ -21,17 +22,37 @@ public struct HostLoadSample: Sendable {
     /// This process's user + system jiffies.
     var own: UInt64
 
-    /// The current counters, or nil where /proc cannot be read.
+    /// The current counters over the CPUs this process may run on (its affinity set: a container
+    /// pinned to a few CPUs of a large host measures those), or nil where /proc cannot be read.
     public static func now() -> HostLoadSample? {
-        guard let stat = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
-              let cpu = stat.split(separator: "\n").first(where: { $0.hasPrefix("cpu ") }) else { return nil }
-        // user nice system idle iowait irq softirq steal [guest guest_nice: already inside user/nice]
-        let v = cpu.split(separator: " ").dropFirst().prefix(8).compactMap { UInt64($0) }
-        guard v.count >= 5 else { return nil }
-        let total = v.reduce(0, +)
-        let busy = total - v[3] - v[4]
-        guard let own = ownJiffies() else { return nil }
+        guard let stat = try? String(contentsOfFile: "/proc/stat", encoding: .utf8) else { return nil }
+        let allowed = allowedCPUs()
+        var total: UInt64 = 0, busy: UInt64 = 0, counted = 0
+        for line in stat.split(separator: "\n") where line.hasPrefix("cpu") && !line.hasPrefix("cpu ") {
+            let fields = line.split(separator: " ")
+            guard let n = Int(fields[0].dropFirst(3)), allowed?.contains(n) ?? true else { continue }
+            // user nice system idle iowait irq softirq steal [guest guest_nice: already inside user/nice]
+            let v = fields.dropFirst().prefix(8).compactMap { UInt64($0) }
+            guard v.count >= 5 else { continue }
+            let t = v.reduce(0, +)
+            total += t
+            busy += t - v[3] - v[4]
+            counted += 1
+        }
+        guard counted > 0, let own = ownJiffies() else { return nil }
         return HostLoadSample(total: total, busy: busy, own: own)
+    }
+
+    /// The CPUs of /proc/self/status's Cpus_allowed_list ("0-3,8"), or nil where it cannot be read.
+    public static func allowedCPUs() -> Set<Int>? {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") }) else { return nil }
+        var out = Set<Int>()
+        for part in line.dropFirst("Cpus_allowed_list:".count).trimmingCharacters(in: .whitespaces).split(separator: ",") {
+            let ends = part.split(separator: "-").compactMap { Int($0) }
+            if ends.count == 1 { out.insert(ends[0]) } else if ends.count == 2, ends[0] <= ends[1] { out.formUnion(ends[0]...ends[1]) }
+        }
+        return out.isEmpty ? nil : out
     }
 
     /// utime + stime (fields 14 and 15) of /proc/self/stat; the command name (field 2) may hold spaces,

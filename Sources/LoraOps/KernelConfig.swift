@@ -301,21 +301,26 @@ extension KernelConfig {
         let r = try resolve(device: device, explicit: explicit, environment: environment)
         guard autoTuneEnabled(environment) else { return r }
         let path = TuningCache.path(environment)
+        let fallback = KernelConfigResolution(config: deviceDefault(device), source: .deviceDefault,
+                                              origin: "device default (the quick tune failed)")
         func tune(_ why: String) -> KernelConfigResolution {
             log(why + " (a few seconds; `lora-gpu tune` searches fully, LORA_GPU_AUTOTUNE=0 skips this)")
             do {
                 let entry = try Tuner(device: device, linears: Tuner.standardLinears(quick: true), quick: true).run()
                 var cache = (try? TuningCache.load(path: path)) ?? TuningCache()
                 cache.store(entry)
-                try cache.save(path: path)
+                do { try cache.save(path: path) } catch {
+                    log("lora-gpu: \(error); the tuning is used for this run only")
+                }
                 let c = try parse(entry.config, base: deviceDefault(device), origin: path)
                 log(String(format: "lora-gpu: tuned %@: %.1f GFLOP/s (device default %@: %@)", entry.config, entry.gflops,
                            entry.defaultConfig, entry.defaultGflops.map { String(format: "%.1f", $0) } ?? "rejected")
                     + (entry.measuredUnderLoad ? "; measured under load (\(entry.loadDescription)): tuned again once the host is idle" : ""))
                 return KernelConfigResolution(config: c, source: .cache, origin: "tuning cache \(path) (quick, \(entry.date))")
             } catch {
-                log("lora-gpu: quick tune failed (\(error)); using \(r.config.spec)")
-                return r
+                // Not the cached config: it may be the one that failed its check.
+                log("lora-gpu: quick tune failed (\(error)); using the device default \(fallback.config.spec)")
+                return fallback
             }
         }
         if r.untuned {
@@ -362,9 +367,10 @@ extension KernelConfig {
         do { now = try retime() } catch {
             return .retune("lora-gpu: the cached kernel tuning \(entry.config) failed its check (\(error)): tuning again")
         }
-        guard entry.gflops > 0, abs(now / entry.gflops - 1) <= TuneLoadPolicy.reproduceTolerance else {
+        let recorded = entry.finalGflops ?? entry.gflops
+        guard recorded > 0, abs(now / recorded - 1) <= TuneLoadPolicy.reproduceTolerance else {
             return .retune(String(format: "lora-gpu: the cached kernel tuning %@ was recorded at %.1f GFLOP/s and re-times at %.1f: tuning again",
-                                  entry.config, entry.gflops, now))
+                                  entry.config, recorded, now))
         }
         return .confirm
     }

@@ -207,15 +207,17 @@ public final class Tuner {
     }
 
     /// The winner among candidates timed together: the fastest, but the device default only
-    /// yields to it when the lead exceeds the noise — the larger of the two candidates' round
-    /// spreads and 2 % — so a choice made while the host was unsteady falls back to the default
-    /// instead of caching a chance winner. Returns the winner and the set's largest spread.
+    /// yields to it when the lead exceeds the noise of a best-of-rounds figure — half the smaller
+    /// of the two candidates' round spreads, at least 3 % — so a choice made while the host was
+    /// unsteady keeps the default instead of caching a chance winner (an idle pocl host's rounds
+    /// already spread 10–30 %, so a whole spread as margin would keep the default almost always).
+    /// Returns the winner and the set's largest spread.
     static func choose(_ pool: [Measured], default base: KernelConfig) -> (winner: Measured, spread: Double)? {
         let timed = pool.filter { $0.gflops != nil }.sorted { $0.gflops! > $1.gflops! }
         guard let top = timed.first else { return nil }
         let spread = timed.map(\.spread).max() ?? 0
         if let d = timed.first(where: { $0.config == base }), d.config != top.config {
-            let noise = max(top.spread, d.spread, 0.02)
+            let noise = max(min(top.spread, d.spread) / 2, 0.03)
             if top.gflops! <= d.gflops! * (1 + noise) { return (d, spread) }
         }
         return (top, spread)
@@ -363,6 +365,9 @@ public final class Tuner {
         // Stage 5: attention's tile heights, on attention itself (AttentionTuning.swift).
         let attentionRates = tuneAttention(&winner, space: space.attentionRows)
         let def = measured.first { $0.config == base }
+        // The final config (band and attention stages included) timed on its own, as the automatic
+        // check re-times it (`retime`): the figure a later run compares with.
+        let finalRate = try? retime(winner)
         let fmt = ISO8601DateFormatter()
         fmt.formatOptions = [.withInternetDateTime]
         return TuningEntry(
@@ -373,7 +378,7 @@ public final class Tuner {
                 TuningCandidate(config: $0.config.spec, gflops: $0.gflops, perShape: $0.perShape, rejected: $0.rejected)
             }, playoff: playoff, attentionGflops: attentionRates, bandGflops: bandRates,
             othersLoad: loadAtStart.flatMap { a in HostLoadSample.now().flatMap { a.othersLoad(until: $0) } },
-            spread: spread)
+            spread: spread, finalGflops: finalRate)
     }
 
     /// The aggregate GFLOP/s of `config` on this tuner's products now (built and checked as a

@@ -93,6 +93,9 @@ public struct TuningEntry: Codable, Sendable {
     public var othersLoad: Double?
     /// The largest relative spread of the playoff's interleaved rounds ((best − worst) / best).
     public var spread: Double?
+    /// The final config's own GFLOP/s on the products, timed as `Tuner.retime` times it (the playoff's
+    /// `gflops` is of the config before the band and attention stages): what the automatic check compares.
+    public var finalGflops: Double?
     /// Set once an automatic check on an idle host re-timed the winner at its recorded speed
     /// (KernelConfig.resolveOrTune); a confirmed entry is not checked again.
     public var confirmed: Bool?
@@ -118,7 +121,7 @@ public struct TuningEntry: Codable, Sendable {
                 mode: String, date: String, tokens: Int, shapes: [String], packGBps: [String: Double]?,
                 candidates: [TuningCandidate], playoff: [String]? = nil, attentionGflops: [String: Double]? = nil,
                 bandGflops: [String: Double]? = nil, othersLoad: Double? = nil, spread: Double? = nil,
-                confirmed: Bool? = nil) {
+                finalGflops: Double? = nil, confirmed: Bool? = nil) {
         self.key = key
         self.config = config
         self.gflops = gflops
@@ -135,6 +138,7 @@ public struct TuningEntry: Codable, Sendable {
         self.bandGflops = bandGflops
         self.othersLoad = othersLoad
         self.spread = spread
+        self.finalGflops = finalGflops
         self.confirmed = confirmed
     }
 }

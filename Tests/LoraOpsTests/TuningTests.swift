@@ -301,7 +301,7 @@ final class TuningTests: XCTestCase {
         var lines: [String] = []
         // Taken while other processes keep every CPU busy (an artificial load): the entry records it.
         // (Half the CPUs busy is far past the threshold and keeps this tune short.)
-        let busy = try busyProcesses(max(ProcessInfo.processInfo.activeProcessorCount / 2, 1))
+        let busy = try busyProcesses(max((HostLoadSample.allowedCPUs()?.count ?? ProcessInfo.processInfo.activeProcessorCount) / 2, 1))
         let underLoad = try KernelConfig.resolveOrTune(device: device, environment: env) { lines.append($0) }
         stop(busy)
         XCTAssertEqual(lines.count, 2, "one line before the tune, one after: \(lines)")
@@ -349,8 +349,9 @@ final class TuningTests: XCTestCase {
         }
         let playoffFigures = e.candidates.filter { finalists.contains($0.config) }.compactMap(\.gflops)
         XCTAssertTrue(playoffFigures.contains(e.gflops), "the winner's figure is from the playoff")
-        XCTAssertGreaterThanOrEqual(e.gflops * (1 + max(e.spread ?? 0, 0.02)) + 1e-9, playoffFigures.max() ?? 0,
+        XCTAssertGreaterThanOrEqual(e.gflops * (1 + max((e.spread ?? 0) / 2, 0.03)) + 1e-9, playoffFigures.max() ?? 0,
                                     "the default is kept only within the noise of the best")
+        XCTAssertNotNil(e.finalGflops, "the final config timed on its own")
         XCTAssertTrue(e.candidates.allSatisfy { ($0.gflops == nil) != ($0.rejected == nil) })
         XCTAssertTrue(e.candidates.contains { $0.config == KernelConfig.deviceDefault(device).spec }, "the default is measured too")
         XCTAssertNotNil(e.defaultGflops)
@@ -391,8 +392,8 @@ final class TuningTests: XCTestCase {
 
     /// Other processes' CPU use is seen as such; this process's own work is not counted.
     func testHostLoadCountsOtherProcessesNotThisOne() throws {
-        guard HostLoadSample.now() != nil else { throw XCTSkip("no /proc on this host") }
-        let cpus = ProcessInfo.processInfo.activeProcessorCount
+        guard HostLoadSample.now() != nil, let allowed = HostLoadSample.allowedCPUs() else { throw XCTSkip("no /proc on this host") }
+        let cpus = allowed.count
         let busy = try busyProcesses(cpus)
         usleep(200_000)
         let loaded = HostLoadSample.measureOthers(seconds: 1.0)
@@ -404,8 +405,8 @@ final class TuningTests: XCTestCase {
         var x = 0.0
         while Date().timeIntervalSince(t0) < 1.0 { x += sin(x + 1) }
         let b = try XCTUnwrap(HostLoadSample.now())
-        XCTAssertGreaterThan(b.own, a.own, "own CPU time counted (\(x))")
-        XCTAssertLessThan(a.othersLoad(until: b) ?? 1, 0.45, "one busy thread of this process on \(cpus) CPUs is not others' load")
+        // About 100 ticks of a second's spinning are this process's (what is subtracted from the busy time).
+        XCTAssertGreaterThan(b.own - a.own, 50, "own CPU time counted (\(x))")
     }
 
     /// The winner must beat the device default by more than the rounds' spread (and 2 %);
@@ -421,12 +422,15 @@ final class TuningTests: XCTestCase {
         var r = try XCTUnwrap(Tuner.choose([m(other, [110, 109, 110]), m(base, [100, 99, 100])], default: base))
         XCTAssertEqual(r.winner.config, other)
         XCTAssertEqual(r.spread, 0.01, accuracy: 1e-12)
-        // The same lead with rounds spread 30 % (a load came and went): the default stays.
-        r = try XCTUnwrap(Tuner.choose([m(other, [110, 77, 90]), m(base, [100, 95, 99])], default: base))
+        // The same lead with both candidates' rounds spread 30 % and more (a load came and went): the default stays.
+        r = try XCTUnwrap(Tuner.choose([m(other, [110, 77, 90]), m(base, [100, 65, 90])], default: base))
         XCTAssertEqual(r.winner.config, base)
-        XCTAssertEqual(r.spread, 0.3, accuracy: 1e-12)
-        // A lead under 2 % never displaces the default.
-        r = try XCTUnwrap(Tuner.choose([m(other, [101.5]), m(base, [100])], default: base))
+        XCTAssertEqual(r.spread, 0.35, accuracy: 1e-12)
+        // One steady candidate bounds the noise: the 10 % lead over a steady default counts.
+        r = try XCTUnwrap(Tuner.choose([m(other, [110, 77, 90]), m(base, [100, 95, 99])], default: base))
+        XCTAssertEqual(r.winner.config, other)
+        // A lead under 3 % never displaces the default.
+        r = try XCTUnwrap(Tuner.choose([m(other, [102.5]), m(base, [100])], default: base))
         XCTAssertEqual(r.winner.config, base)
         // The default slower by far: the candidate wins whatever the spread.
         r = try XCTUnwrap(Tuner.choose([m(other, [200, 150]), m(base, [100, 98])], default: base))

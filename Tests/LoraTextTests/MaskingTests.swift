@@ -167,9 +167,17 @@ final class OnePassSpanTests: XCTestCase {
             var variables: [String: JSONValue] = [:]
             for (k, v) in t["variables"]?.object?.pairs ?? [] { variables[k] = v }
             let r = ChatTemplateRenderer(template: template, variables: variables)
-            for system in [false, true] {
-                let m = conversation(exchanges: 12, system: system)
-                let label = "\(name) system=\(system)"
+            for (system, shape) in [(false, "plain"), (true, "plain"), (false, "two replies in a row"), (true, "reply with </think>")] {
+                var m = conversation(exchanges: 12, system: system)
+                if shape == "two replies in a row" {
+                    // An unsampled middle turn followed by another assistant message.
+                    let k = m.firstIndex { $0.content == "答案 5。 " }!
+                    m.insert(ChatMessage(role: "assistant", content: "Extra."), at: k + 1)
+                } else if shape == "reply with </think>" {
+                    let k = m.firstIndex { $0.content == "答案 5。 " }!
+                    m[k].content = "<think>hidden</think>答案 5。"
+                }
+                let label = "\(name) system=\(system) \(shape)"
                 let assistant = m.indices.filter { m[$0].role == "assistant" }
                 // The rule turn by turn, on every turn.
                 let prepared = r.prepare(m)
@@ -200,7 +208,7 @@ final class OnePassSpanTests: XCTestCase {
                     let whole = try prepared.renderWhole()
                     if let turns = whole.turns,
                        let one = try Masking.TurnSpans(conversation: prepared, w: Array(whole.text.utf8), limit: .max,
-                                                       template: name, file: "-", line: 0).onePass(assistant, turns: turns) {
+                                                       template: name, file: "-", line: 0).onePass(assistant, messages: m, turns: turns) {
                         XCTAssertEqual(one.spans, spans, label)
                         XCTAssertEqual(one.snapped, snaps, label)
                         fast += 1

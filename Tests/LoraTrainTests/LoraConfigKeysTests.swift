@@ -182,7 +182,8 @@ final class LoraConfigKeysTests: XCTestCase {
         let r = try CLI.run(["inspect", model, "--config", frozen])
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertTrue(r.stdout.contains("trainable params: 0 ||"), r.stdout)
-        XCTAssertTrue(r.stdout.contains("inference_mode: true loads the adapter frozen"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("inference_mode: true — the adapter is loaded frozen"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("`train --lora-config` refuses it: set inference_mode: false to train"), r.stdout)
         let bad = try CLI.run(["inspect", model, "--config", try write("bad.yaml", "use_dora: true\n")])
         XCTAssertNotEqual(bad.status, 0)
         XCTAssertTrue(bad.stderr.contains("bad.yaml: use_dora: true is not supported: DoRA is not supported"), bad.stderr)
@@ -198,5 +199,47 @@ final class LoraConfigKeysTests: XCTestCase {
                                   "alpha_pattern": JSONValue.object(["v_proj": "3.5"]), "task_type": "CAUSAL_LM"]).get()
         XCTAssertEqual(c.lora.rankPattern.pairs.map { "\($0.0)=\($0.1)" }, ["q_proj=4", "model.layers.0.mlp.up_proj=2"])
         XCTAssertEqual(c.lora.alphaPattern["v_proj"], 3.5)
+    }
+}
+
+/// Review findings on issue 16 item 1: adapters of other PEFT versions load; Python's None in YAML;
+/// `inspect --config` with a JSON settings file; a resumed run from before the new keys.
+final class LoraConfigCompatibilityTests: XCTestCase {
+    func testOtherPEFTVersionsKeysAtDefaultsAreIgnored() throws {
+        let dir = try temporaryDirectory("lorakeys-compat")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // alpaca-lora's adapter_config.json (PEFT 0.2 era) and a field a newer PEFT might add, at defaults.
+        let old = dir + "/adapter_config.json"
+        try #"{"base_model_name_or_path": "decapoda-research/llama-7b-hf", "bias": "none", "enable_lora": null, "fan_in_fan_out": false, "inference_mode": true, "lora_alpha": 16, "lora_dropout": 0.05, "merge_weights": false, "modules_to_save": null, "peft_type": "LORA", "r": 16, "target_modules": ["q_proj", "v_proj"], "task_type": "CAUSAL_LM", "use_future_thing": false}"#
+            .write(toFile: old, atomically: true, encoding: .utf8)
+        let l = try LoraConfig.load(path: old)
+        XCTAssertEqual(l.r, 16)
+        XCTAssertTrue(l.inferenceMode)
+        // With a value that may change the math: an error.
+        try #"{"r": 16, "target_modules": ["q_proj"], "merge_weights": true}"#.write(toFile: old, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try LoraConfig.load(path: old)) { e in
+            XCTAssertEqual("\(e)", old + ": field 'merge_weights': not a key of PEFT's LoraConfig")
+        }
+        // Python's None in a YAML settings file is null.
+        let y = dir + "/s.yaml"
+        try "task_type: None\nmodules_to_save: None\nlayers_pattern: None\nrank_pattern: null\n".write(toFile: y, atomically: true, encoding: .utf8)
+        let c = try TrainingConfig.resolve(file: y, overrides: ["model": "m", "data": "d"])
+        XCTAssertEqual(c.lora.taskType, "CAUSAL_LM")
+        XCTAssertEqual(c.lora.modulesToSave, [])
+        XCTAssertNil(c.lora.layersPattern)
+        // inspect --config reads a JSON settings file as train does (no target_modules needed).
+        let j = dir + "/s.json"
+        try #"{"r": 16}"#.write(toFile: j, atomically: true, encoding: .utf8)
+        let r = try CLI.run(["inspect", fixtureModel, "--config", j])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        // A checkpoint's training_config.yaml written before task_type and the pattern keys existed:
+        // the missing keys held their defaults, so resuming with defaults is no change.
+        let now = TrainingConfig().yaml()
+        let before = now.split(separator: "\n").filter {
+            !["task_type", "layers_pattern", "rank_pattern", "alpha_pattern"].contains(String($0.prefix { $0 != ":" }))
+        }.joined(separator: "\n") + "\n"
+        try FileManager.default.createDirectory(atPath: dir + "/ckpt", withIntermediateDirectories: true)
+        try before.write(toFile: dir + "/ckpt/training_config.yaml", atomically: true, encoding: .utf8)
+        XCTAssertEqual(Trainer.changedSettings(checkpoint: dir + "/ckpt", now: now), [])
     }
 }

@@ -140,6 +140,11 @@ public struct LoraConfig: Sendable, Equatable {
             }
             for (k, v) in j.pairs {
                 if v.isNull, peftKeyUse[k] != nil { continue }  // null: PEFT's default
+                // A key PEFT 0.21 does not have, at a default-like value (null, false, empty): ignored,
+                // as PEFT ignores unknown keys — adapters of other PEFT versions (alpaca-lora's
+                // enable_lora: null, merge_weights: false; fields newer releases add) still load.
+                // With any other value it may change the math: an error, with the nearest key.
+                if peftKeyUse[k] == nil, isDefault(v) { continue }
                 try c.set(k, v, fromText: false)
             }
             try c.validate()
@@ -236,9 +241,11 @@ public struct LoraConfig: Sendable, Equatable {
         case "layers_pattern":
             layersPattern = try v.isNull ? nil : v.string.map { [$0] } ?? names(v)
         case "rank_pattern":
+            if v.isNull { rankPattern = [:]; break }
             guard let d = v.object else { throw fail("must map patterns to positive integers") }
             rankPattern = OrderedMap(try d.pairs.map { ($0.0, try rank($0.1, "rank_pattern.\($0.0)")) })
         case "alpha_pattern":
+            if v.isNull { alphaPattern = [:]; break }
             guard let d = v.object else { throw fail("must map patterns to non-negative numbers") }
             alphaPattern = OrderedMap(try d.pairs.map { ($0.0, try alpha($0.1, "alpha_pattern.\($0.0)")) })
         case "modules_to_save": modulesToSave = v.isNull ? [] : try names(v)

@@ -143,7 +143,7 @@ public enum Masking {
         if trainOn == .last, let l = assistant.last { assistant = [l] }
         let turn = TurnSpans(conversation: conversation, w: w, limit: limit, template: r.templateName, file: file, line: line)
         if assistant.count > onePassTurns, let turns,
-           let (spans, snapped) = try turn.onePass(assistant, turns: turns) {
+           let (spans, snapped) = try turn.onePass(assistant, messages: messages, turns: turns) {
             return RenderedConversation(text: whole, spans: spans, snapEnds: snapped)
         }
         var spans: [Range<Int>] = []
@@ -211,11 +211,24 @@ public enum Masking {
         /// template writes only at the end — turn 0 snapped — carries over as a snapped end).
         /// The first three assistant turns, the last two and three spread between are done exactly;
         /// a candidate that differs from its exact span returns nil and the caller does every turn
-        /// exactly. The last turn (which templates may close differently) takes its exact span.
-        /// So a template is trusted turn-local only where these checks agree.
+        /// exactly. The last turn (which templates may close differently) and every turn whose
+        /// neighbouring roles differ from turn 0's (two assistant turns in a row, a turn after a tool
+        /// result…) take their exact spans. So a template is trusted turn-local only where these checks
+        /// agree. Each candidate must also hold its reply's text (trimmed) as written, so a template
+        /// that rewrites a reply in the whole rendering (drops its reasoning, escapes it) is done
+        /// turn by turn. What remains trusted, not checked, on the unchecked turns of the same
+        /// placement: that the prefix renders would put the same header and closing there.
         /// Returns the spans (empty ones dropped) and the indices of snapped ones among them.
-        func onePass(_ assistant: [Int], turns: TurnOffsets) throws -> (spans: [Range<Int>], snapped: Set<Int>)? {
+        func onePass(_ assistant: [Int], messages: [ChatMessage], turns: TurnOffsets) throws -> (spans: [Range<Int>], snapped: Set<Int>)? {
+            let roles = messages.map(\.role)
             guard let i0 = assistant.first else { return ([], []) }
+            /// A turn's neighbours: templates write a turn by its context (the generation prompt only after a
+            /// user turn, a separator unless an assistant turn follows…): only turns placed as turn 0 is
+            /// take its offsets; any other is done exactly.
+            func neighbours(_ i: Int) -> String {
+                (i > 0 ? roles[i - 1] : "^") + "|" + (i + 1 < roles.count ? roles[i + 1] : "$")
+            }
+            let placed = neighbours(i0)
             func boundary(_ k: Int) -> Int? {
                 guard k >= 0, k <= turns.starts.count else { return nil }
                 return k < turns.starts.count ? turns.starts[k] : turns.end
@@ -235,18 +248,27 @@ public enum Masking {
                 guard let s = boundary(k), let n = boundary(k + 1), s + dp <= n + df,
                       between(s, dp)?.elementsEqual(headerBytes) == true,
                       between(n, df)?.elementsEqual(closingBytes) == true else { return nil }
+                // The reply itself must be there as written (trimmed): a template that rewrites a reply
+                // (drops its reasoning, escapes it) is done turn by turn.
+                let content = Array(messages[i].content.trimmingCharacters(in: .whitespacesAndNewlines).utf8)
+                if !content.isEmpty, w[(s + dp)..<(n + df)].firstRange(of: content) == nil { return nil }
                 return (s + dp)..<(n + df)
             }
             var spans: [Range<Int>] = []
             var snapped: [Bool] = []
+            var done: Set<Int> = []  // turns whose span is exact already
             let last = assistant.count - 1
             for (j, i) in assistant.enumerated() {
-                if j == last {
-                    // Closed as only the last turn is: its exact span (counted among the checks below).
-                    guard let e = try? exact(i) else { break }
+                if j == last || neighbours(i) != placed {
+                    // The last turn (closed as only the last is) and turns placed otherwise: exactly. An error
+                    // goes to the caller's turn-by-turn pass, which reports the first failing turn.
+                    let e: (start: Int, end: Int, snapped: Bool)?
+                    do { e = try exact(i) } catch { return nil }
+                    guard let e else { break }  // at or past the truncation
                     spans.append(e.start..<e.end)
                     snapped.append(e.snapped)
-                    break
+                    done.insert(j)
+                    continue
                 }
                 guard let c = candidate(i) else { return nil }
                 if c.lowerBound >= limit { break }
@@ -258,7 +280,7 @@ public enum Masking {
             if n == 0 { return ([], []) }
             var checks = Set(Array(0..<n).prefix(3) + Array(0..<n).suffix(2))
             for q in 1...3 { checks.insert(min(n - 1, q * n / 4)) }
-            for j in checks.sorted() where !(j == last) {
+            for j in checks.sorted() where !done.contains(j) {
                 // An error here is left to the caller's turn-by-turn pass, which reports the first failing turn.
                 guard let e = try? exact(assistant[j]), e.snapped == snapped[j],
                       e.start == spans[j].lowerBound, e.end == spans[j].upperBound else { return nil }

@@ -39,7 +39,8 @@ extension TrainingConfig {
     static func value(_ n: Node) -> JSONValue {
         switch n {
         case .scalar(let s):
-            if s.style == .plain, ["null", "~", "Null", "NULL", ""].contains(s.string) { return .null }
+            // YAML's nulls, and Python's None (settings copied from a LoraConfig(...) call).
+            if s.style == .plain, ["null", "~", "Null", "NULL", "", "None"].contains(s.string) { return .null }
             return .string(s.string)
         case .sequence(let seq): return .array(seq.map { value($0) })
         case .mapping(let m): return .object(JSONObject(m.map { ($0.key.string ?? "\($0.key)", value($0.value)) }))

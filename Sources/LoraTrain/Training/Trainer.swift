@@ -144,8 +144,9 @@ public final class Trainer {
             }
             return d
         }
-        let a = pairs(then), b = pairs(now)
-        return TrainingConfig.keys.filter { $0 != "resume_from_checkpoint" && a[$0] != b[$0] }
+        // A key the checkpoint's file lacks (written before the key existed) held its default.
+        let a = pairs(then), b = pairs(now), defaults = pairs(TrainingConfig().yaml())
+        return TrainingConfig.keys.filter { $0 != "resume_from_checkpoint" && (a[$0] ?? defaults[$0]) != b[$0] }
     }
 
     /// metrics.jsonl's records with their lines as written.
