@@ -1,3 +1,5 @@
+import Foundation
+
 // Loss masks: which tokens of a sample are trained.
 //
 // The rule (default, TrainOn.assistant): every assistant turn's content AND the
@@ -200,6 +202,32 @@ public enum Masking {
             return (p.count, k, true)
         }
 
+        /// `text`'s UTF-8 without leading and trailing ASCII whitespace (a template that trims other
+        /// whitespace fails the check below and is done turn by turn: slower, never wrong).
+        func trimmedUTF8(_ text: String) -> [UInt8] {
+            let b = Array(text.utf8)
+            func space(_ c: UInt8) -> Bool { c == 0x20 || c == 0x09 || c == 0x0A || c == 0x0D }
+            guard let lo = b.firstIndex(where: { !space($0) }), let hi = b.lastIndex(where: { !space($0) }) else { return [] }
+            return Array(b[lo...hi])
+        }
+
+        /// Whether w[range] holds `needle` (empty: yes).
+        func contains(_ w: [UInt8], _ range: Range<Int>, _ needle: [UInt8]) -> Bool {
+            guard let first = needle.first else { return true }
+            guard range.count >= needle.count else { return false }
+            return w.withUnsafeBufferPointer { h in
+                needle.withUnsafeBufferPointer { n in
+                    var i = range.lowerBound
+                    let last = range.upperBound - n.count
+                    while i <= last {
+                        if h[i] == first, memcmp(h.baseAddress! + i, n.baseAddress!, n.count) == 0 { return true }
+                        i += 1
+                    }
+                    return false
+                }
+            }
+        }
+
         /// Spans of many assistant turns in time linear in the conversation's length. The whole
         /// rendering recorded where the template's loop wrote each message (TurnOffsets). For a
         /// template whose loop writes each turn on its own (most real templates), a span sits at the
@@ -250,8 +278,7 @@ public enum Masking {
                       between(n, df)?.elementsEqual(closingBytes) == true else { return nil }
                 // The reply itself must be there as written (trimmed): a template that rewrites a reply
                 // (drops its reasoning, escapes it) is done turn by turn.
-                let content = Array(messages[i].content.trimmingCharacters(in: .whitespacesAndNewlines).utf8)
-                if !content.isEmpty, w[(s + dp)..<(n + df)].firstRange(of: content) == nil { return nil }
+                if !contains(w, (s + dp)..<(n + df), trimmedUTF8(messages[i].content)) { return nil }
                 return (s + dp)..<(n + df)
             }
             var spans: [Range<Int>] = []
