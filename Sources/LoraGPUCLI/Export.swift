@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LoraBase
 import LoraModel
 import LoraTrain
 
@@ -35,5 +36,10 @@ struct Export: ParsableCommand {
                   + "the factor is folded into their lora_b")
         }
         print("wrote \(output): \(r.tensors) tensors (\(outtype)), architecture \(r.architecture), alpha \(r.alpha)")
+        let modelfile = OllamaModelfile.path(beside: output)
+        do { try AtomicFile.write(OllamaModelfile.text(base: model, adapter: output), to: modelfile) } catch {
+            throw ValidationError("cannot write \(modelfile): \(error)")
+        }
+        print("wrote \(modelfile): `ollama create NAME -f \(modelfile)` (llama.cpp: llama-cli -m BASE.gguf --lora \(output))")
     }
 }

@@ -84,7 +84,16 @@ final class ExportGGUFTests: XCTestCase {
         let r = try CLI.run(["export", "--adapter", fixturesRoot + "/reference/llama_gqa_untied/adapter_final",
                              "--model", fixturesRoot + "/reference/llama_gqa_untied/model", "--output", out])
         XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertEqual(r.stdout, "wrote \(out): 28 tensors (f32), architecture llama, alpha 16.0\n")
+        XCTAssertEqual(r.stdout, "wrote \(out): 28 tensors (f32), architecture llama, alpha 16.0\n"
+                       + "wrote \(dir)/a.Modelfile: `ollama create NAME -f \(dir)/a.Modelfile` (llama.cpp: llama-cli -m BASE.gguf --lora \(out))\n")
+        // The fixture model has no tokenizer: no stop parameter.
+        XCTAssertEqual(try String(contentsOfFile: dir + "/a.Modelfile", encoding: .utf8),
+                       "# Ollama: ollama create NAME -f THIS_FILE  (written by lora-gpu export)\n"
+                       + "FROM \(URL(fileURLWithPath: fixturesRoot + "/reference/llama_gqa_untied/model").standardized.path)\n"
+                       + "ADAPTER \(out)\n")
+        // A base with a tokenizer and a chat template: its EOS and end-of-turn are stop parameters.
+        let text = OllamaModelfile.text(base: fixturesRoot + "/generate/cli_chatml/model", adapter: out)
+        XCTAssertTrue(text.hasSuffix("PARAMETER stop \"<|endoftext|>\"\nPARAMETER stop \"<|im_end|>\"\n"), text)
         let bad = try CLI.run(["export", "--adapter", fixturesRoot + "/reference/llama_gqa_untied/adapter_final",
                                "--model", fixturesRoot + "/reference/llama_gqa_untied/model", "--output", out, "--outtype", "q4_k"])
         XCTAssertNotEqual(bad.status, 0)

@@ -17,6 +17,32 @@ import LoraModel
 // adapter's exactly. Trained full modules (modules_to_save) and biases have no place in a LoRA
 // GGUF: refused, with the way out (`lora-gpu merge`).
 
+/// An Ollama Modelfile for an exported adapter (issue 19, item 3): `ollama create NAME -f FILE`.
+public enum OllamaModelfile {
+    /// FROM the base (absolute path), ADAPTER the adapter file, and a stop parameter for each of the
+    /// base's stop tokens (its EOS and its chat template's end-of-turn, as `generate` stops); none
+    /// where the base has no tokenizer.
+    public static func text(base: String, adapter: String) -> String {
+        func absolute(_ p: String) -> String { URL(fileURLWithPath: p).standardized.path }
+        var lines = ["# Ollama: ollama create NAME -f THIS_FILE  (written by lora-gpu export)",
+                     "FROM \(absolute(base))", "ADAPTER \(absolute(adapter))"]
+        if let text = try? ModelText(model: base, chatTemplate: nil, needsTemplate: false) {
+            for id in text.stopIDs.sorted() {
+                if let t = text.tokenizer.token(id) {
+                    lines.append("PARAMETER stop \(JSONValue.string(t).serialized(JSONStyle()))")
+                }
+            }
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// The Modelfile's path beside `output` ("adapter.gguf" → "adapter.Modelfile").
+    public static func path(beside output: String) -> String {
+        let u = URL(fileURLWithPath: output)
+        return u.deletingPathExtension().path + ".Modelfile"
+    }
+}
+
 public enum AdapterGGUFExport {
     public struct Report: Sendable {
         public var tensors: Int
