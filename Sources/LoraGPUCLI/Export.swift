@@ -36,10 +36,15 @@ struct Export: ParsableCommand {
                   + "the factor is folded into their lora_b")
         }
         print("wrote \(output): \(r.tensors) tensors (\(outtype)), architecture \(r.architecture), alpha \(r.alpha)")
+        if !r.zeroScale.isEmpty { print("note: \(r.zeroScale.count) module(s) with scale 0 left out (they add nothing)") }
         let modelfile = OllamaModelfile.path(beside: output)
-        do { try AtomicFile.write(OllamaModelfile.text(base: model, adapter: output), to: modelfile) } catch {
-            throw ValidationError("cannot write \(modelfile): \(error)")
+        do { try AtomicFile.write(OllamaModelfile.text(base: model, adapter: output, adapterDirectory: adapter), to: modelfile) } catch {
+            throw ExportCommandError(description: "\(output) was written; the Modelfile \(modelfile) could not be: \(error)")
         }
         print("wrote \(modelfile): `ollama create NAME -f \(modelfile)` (llama.cpp: llama-cli -m BASE.gguf --lora \(output))")
     }
+}
+
+struct ExportCommandError: Error, CustomStringConvertible {
+    let description: String
 }

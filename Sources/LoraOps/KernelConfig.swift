@@ -292,8 +292,9 @@ extension KernelConfig {
     ///   from its recorded speed, is tuned again; one that holds is marked confirmed and not
     ///   checked again. A busy host postpones the check to a later run.
     /// - a `lora-gpu tune` (full) entry measured under load: a line saying so, and how to redo it.
-    /// `log` gets one line before a tune and one after. A failed tune or cache write is logged and
-    /// falls back to what `resolve` chose.
+    /// `log` gets one line before a tune and one after. A failed tune is logged and falls back to the
+    /// device default (the cached config may be the one that failed its check); a failed cache write
+    /// is logged and the new tuning used for this run only.
     public static func resolveOrTune(device: Device, explicit: String? = nil,
                                      environment: [String: String] = ProcessInfo.processInfo.environment,
                                      hostLoad: () -> Double? = { HostLoadSample.measureOthers(seconds: 0.3) },

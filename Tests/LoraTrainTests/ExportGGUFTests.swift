@@ -89,11 +89,26 @@ final class ExportGGUFTests: XCTestCase {
         // The fixture model has no tokenizer: no stop parameter.
         XCTAssertEqual(try String(contentsOfFile: dir + "/a.Modelfile", encoding: .utf8),
                        "# Ollama: ollama create NAME -f THIS_FILE  (written by lora-gpu export)\n"
+                       + "# Ollama applies the base model's own prompt template; for another chat format write a TEMPLATE\n"
+                       + "# (Ollama's Go template syntax).\n"
                        + "FROM \(URL(fileURLWithPath: fixturesRoot + "/reference/llama_gqa_untied/model").standardized.path)\n"
                        + "ADAPTER \(out)\n")
         // A base with a tokenizer and a chat template: its EOS and end-of-turn are stop parameters.
         let text = OllamaModelfile.text(base: fixturesRoot + "/generate/cli_chatml/model", adapter: out)
         XCTAssertTrue(text.hasSuffix("PARAMETER stop \"<|endoftext|>\"\nPARAMETER stop \"<|im_end|>\"\n"), text)
+        // The tokenizer train writes into the adapter directory wins over the base's (a custom chat template's
+        // end-of-turn): here the base has none and the adapter directory has the ChatML one.
+        let trained = dir + "/trained"
+        try FileManager.default.createDirectory(atPath: trained, withIntermediateDirectories: true)
+        for f in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"] {
+            try FileManager.default.copyItem(atPath: fixturesRoot + "/generate/cli_chatml/model/" + f, toPath: trained + "/" + f)
+        }
+        let withTrained = OllamaModelfile.text(base: fixturesRoot + "/reference/llama_gqa_untied/model", adapter: out,
+                                               adapterDirectory: trained)
+        XCTAssertTrue(withTrained.hasSuffix("PARAMETER stop \"<|im_end|>\"\n"), withTrained)
+        // Ollama's parser takes quoted values without escapes; a quote inside needs triple quotes.
+        XCTAssertEqual(OllamaModelfile.quoted("a\\b"), "\"a\\b\"")
+        XCTAssertEqual(OllamaModelfile.quoted("say \"x\""), "\"\"\"say \"x\"\"\"\"")
         let bad = try CLI.run(["export", "--adapter", fixturesRoot + "/reference/llama_gqa_untied/adapter_final",
                                "--model", fixturesRoot + "/reference/llama_gqa_untied/model", "--output", out, "--outtype", "q4_k"])
         XCTAssertNotEqual(bad.status, 0)

@@ -215,6 +215,10 @@ final class LoraConfigCompatibilityTests: XCTestCase {
         let l = try LoraConfig.load(path: old)
         XCTAssertEqual(l.r, 16)
         XCTAssertTrue(l.inferenceMode)
+        // inspect --lora-config takes such a file as an adapter config too (it has peft_type).
+        let inspected = try CLI.run(["inspect", fixtureModel, "--lora-config", old])
+        XCTAssertEqual(inspected.status, 0, inspected.stderr)
+        XCTAssertTrue(inspected.stdout.contains("trainable params: 0 ||"), inspected.stdout)
         // With a value that may change the math: an error.
         try #"{"r": 16, "target_modules": ["q_proj"], "merge_weights": true}"#.write(toFile: old, atomically: true, encoding: .utf8)
         XCTAssertThrowsError(try LoraConfig.load(path: old)) { e in

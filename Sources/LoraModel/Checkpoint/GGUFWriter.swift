@@ -26,8 +26,17 @@ public struct GGUFWriter {
 
     public init() {}
 
-    /// Appends a key/value (in the order given, as the file lists them).
-    public mutating func add(_ key: String, _ value: GGUFValue) { metadata.append((key, value)) }
+    /// Appends a key/value (in the order given, as the file lists them). Arrays are non-empty and of
+    /// one element type (as gguf-py requires); `general.alignment` is fixed at 32 here.
+    public mutating func add(_ key: String, _ value: GGUFValue) {
+        if case .array(let a) = value {
+            precondition(!a.isEmpty, "GGUF \(key): an empty array has no element type")
+            precondition(a.allSatisfy { String(describing: $0).prefix(while: { $0 != "(" }) == String(describing: a[0]).prefix(while: { $0 != "(" }) },
+                         "GGUF \(key): array elements of several types")
+        }
+        precondition(key != "general.alignment", "GGUF general.alignment: this writer aligns to 32")
+        metadata.append((key, value))
+    }
 
     /// Appends a tensor of row-major `shape` (as numpy and safetensors give it).
     public mutating func add(tensor name: String, shape: [Int], values: [Float], type: TensorType) {

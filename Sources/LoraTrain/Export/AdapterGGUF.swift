@@ -19,22 +19,30 @@ import LoraModel
 
 /// An Ollama Modelfile for an exported adapter (issue 19, item 3): `ollama create NAME -f FILE`.
 public enum OllamaModelfile {
-    /// FROM the base (absolute path), ADAPTER the adapter file, and a stop parameter for each of the
-    /// base's stop tokens (its EOS and its chat template's end-of-turn, as `generate` stops); none
-    /// where the base has no tokenizer.
-    public static func text(base: String, adapter: String) -> String {
+    /// FROM the base (absolute path), ADAPTER the adapter file, and a stop parameter for each stop token
+    /// (the EOS and the chat template's end-of-turn, as `generate` stops) of the tokenizer the adapter
+    /// was trained with — the one `train` writes into the adapter directory, else the base's; none
+    /// where neither has one. Ollama's TEMPLATE is a Go template, not Jinja: not written (a comment says so).
+    public static func text(base: String, adapter: String, adapterDirectory: String? = nil) -> String {
         func absolute(_ p: String) -> String { URL(fileURLWithPath: p).standardized.path }
         var lines = ["# Ollama: ollama create NAME -f THIS_FILE  (written by lora-gpu export)",
+                     "# Ollama applies the base model's own prompt template; for another chat format write a TEMPLATE",
+                     "# (Ollama's Go template syntax).",
                      "FROM \(absolute(base))", "ADAPTER \(absolute(adapter))"]
-        if let text = try? ModelText(model: base, chatTemplate: nil, needsTemplate: false) {
+        let trained = adapterDirectory.flatMap { d in
+            FileManager.default.fileExists(atPath: d + "/tokenizer.json") ? try? ModelText(model: d, chatTemplate: nil, needsTemplate: false) : nil
+        }
+        if let text = trained ?? (try? ModelText(model: base, chatTemplate: nil, needsTemplate: false)) {
             for id in text.stopIDs.sorted() {
-                if let t = text.tokenizer.token(id) {
-                    lines.append("PARAMETER stop \(JSONValue.string(t).serialized(JSONStyle()))")
-                }
+                if let t = text.tokenizer.token(id) { lines.append("PARAMETER stop " + quoted(t)) }
             }
         }
         return lines.joined(separator: "\n") + "\n"
     }
+
+    /// A value as Ollama's Modelfile parser reads it: between double quotes, no escapes (it does not
+    /// decode backslashes); triple quotes where the value holds a double quote.
+    static func quoted(_ s: String) -> String { s.contains("\"") ? "\"\"\"" + s + "\"\"\"" : "\"" + s + "\"" }
 
     /// The Modelfile's path beside `output` ("adapter.gguf" → "adapter.Modelfile").
     public static func path(beside output: String) -> String {
@@ -50,6 +58,8 @@ public enum AdapterGGUFExport {
         public var architecture: String
         /// Modules whose B carries a folded scale factor (rsLoRA, alpha_pattern).
         public var folded: [String]
+        /// Modules left out: their scale is 0 (alpha 0), so they add nothing.
+        public var zeroScale: [String]
     }
 
     public struct ExportError: Error, CustomStringConvertible {
@@ -134,7 +144,7 @@ public enum AdapterGGUFExport {
         w.add("general.name", .string(URL(fileURLWithPath: adapter).standardized.lastPathComponent))
         w.add("adapter.lora.alpha", .float32(Float(lora.loraAlpha)))
         w.add("general.quantization_version", .uint32(2))
-        var folded: [String] = []
+        var folded: [String] = [], zeroScale: [String] = []
         for path in paths {
             guard let g = ggufName(path) else {
                 throw ExportError(description: "\(weights): no llama.cpp tensor for module '\(path)'")
@@ -149,6 +159,7 @@ public enum AdapterGGUFExport {
             }
             let r = a.shape[0]
             let ours = lora.scale(for: path), llama = lora.loraAlpha != 0 ? lora.loraAlpha / Double(r) : 1
+            if ours == 0 { zeroScale.append(path); continue }  // adds nothing (alpha 0): not written
             var bv = b.values
             if ours != llama {
                 let f = Float(ours / llama)
@@ -160,8 +171,11 @@ public enum AdapterGGUFExport {
             w.add(tensor: g + ".lora_a", shape: a.shape, values: a.values, type: type)
             w.add(tensor: g + ".lora_b", shape: b.shape, values: bv, type: type)
         }
-        if paths.isEmpty { throw ExportError(description: "\(weights): no LoRA tensor to export") }
+        if paths.count == zeroScale.count {
+            throw ExportError(description: "\(weights): no LoRA tensor to export" + (paths.isEmpty ? "" : " (every module's scale is 0)"))
+        }
         try w.write(to: output)
-        return Report(tensors: 2 * paths.count, alpha: lora.loraAlpha, architecture: architecture, folded: folded)
+        return Report(tensors: 2 * (paths.count - zeroScale.count), alpha: lora.loraAlpha, architecture: architecture,
+                      folded: folded, zeroScale: zeroScale)
     }
 }

@@ -154,16 +154,17 @@ public struct TrainingConfig: Equatable, Sendable {
         return c.lora
     }
 
-    /// What `inspect --lora-config`/`--config` shows: an adapter directory, or a JSON file whose keys are
-    /// all LoraConfig keys (an adapter_config.json), as PEFT reads it; any other file as the settings
+    /// What `inspect --lora-config` shows: an adapter directory, or a JSON file with peft_type or only
+    /// LoraConfig keys (an adapter_config.json), as PEFT reads it; any other file as the settings
     /// file `train --config` reads (loraSettings).
     public static func inspectedLoRA(path: String) throws -> LoraConfig {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
             return try LoraConfig.load(path: path)
         }
-        if let data = FileManager.default.contents(atPath: path), let j = try? JSONValue.parse(data),
-           let keys = j.object?.keys, keys.allSatisfy({ LoraConfig.peftKeyUse[$0] != nil }) {
+        // An adapter_config.json: PEFT writes peft_type; or every key is one of LoraConfig's.
+        if let data = FileManager.default.contents(atPath: path), let j = try? JSONValue.parse(data), let o = j.object,
+           o["peft_type"] != nil || o.keys.allSatisfy({ LoraConfig.peftKeyUse[$0] != nil }) {
             return try LoraConfig.load(path: path)
         }
         return try loraSettings(file: path)
