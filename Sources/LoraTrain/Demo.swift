@@ -136,6 +136,17 @@ public struct Demo {
         say("verdict: \(a)/\(qs.count) answers now follow the trained format (\"Pip here!\" / \"Pip来啦！\"), \(b)/\(qs.count) before; "
             + "\(exact)/\(qs.count) are word for word the reference answer.")
         say("adapter, metrics.jsonl and loss.svg: \(out)")
+        // The adapter for llama.cpp and Ollama (issue 19): llama.cpp's LoRA GGUF and a Modelfile.
+        let gguf = out + "/adapter.gguf"
+        do {
+            let r = try AdapterGGUFExport.export(adapter: out, model: Demo.modelPath, output: gguf, type: .f32)
+            let modelfile = OllamaModelfile.path(beside: gguf)
+            try AtomicFile.write(OllamaModelfile.text(base: Demo.modelPath, adapter: gguf, adapterDirectory: out), to: modelfile)
+            say("llama.cpp: \(gguf) (\(r.tensors) tensors) — llama-cli -m \(Demo.modelPath) --lora \(gguf)")
+            say("Ollama: ollama create pip -f \(modelfile) && ollama run pip")
+        } catch {
+            say("note: no llama.cpp export: \(error)")
+        }
         return outcome
     }
 }
