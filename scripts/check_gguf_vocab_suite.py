@@ -36,23 +36,30 @@ def cases(inp, out):
     return texts, want
 
 
-def fetch(dest):
-    """vendor/llama.cpp/models of llama-cpp-python's sdist on PyPI, unpacked under dest."""
-    models = os.path.join(dest, "models")
-    if glob.glob(os.path.join(models, "ggml-vocab-*.gguf.inp")):
-        return models
+def sdist_archive(dest):
+    """llama-cpp-python VERSION's source distribution from PyPI, downloaded once into dest; its path."""
     # PyPI's simple index in its JSON form (PEP 691).
     req = urllib.request.Request("https://pypi.org/simple/llama-cpp-python/",
                                  headers={"Accept": "application/vnd.pypi.simple.v1+json"})
     files = json.load(urllib.request.urlopen(req))["files"]
     url = next(f["url"] for f in files if f["filename"] == f"llama_cpp_python-{VERSION}.tar.gz")
-    os.makedirs(models, exist_ok=True)
+    os.makedirs(dest, exist_ok=True)
     archive = os.path.join(dest, os.path.basename(url))
     if not os.path.exists(archive):
         print(f"downloading {url}", file=sys.stderr)
         tmp = archive + ".part"
         urllib.request.urlretrieve(url, tmp)
         os.rename(tmp, archive)
+    return archive
+
+
+def fetch(dest):
+    """vendor/llama.cpp/models of llama-cpp-python's sdist on PyPI, unpacked under dest."""
+    models = os.path.join(dest, "models")
+    if glob.glob(os.path.join(models, "ggml-vocab-*.gguf.inp")):
+        return models
+    archive = sdist_archive(dest)
+    os.makedirs(models, exist_ok=True)
     with tarfile.open(archive) as tar:
         for m in tar.getmembers():
             parts = m.name.split("/")

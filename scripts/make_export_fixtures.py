@@ -8,33 +8,24 @@ run on PEFT adapters of the reference fixtures; `lora-gpu export` must write the
 LLAMA_CPP_DIR: an unpacked llama.cpp tree (default: the sdist is fetched and unpacked under
 /tmp/llamacpp).
 """
-import json
 import os
 import subprocess
 import sys
 import tarfile
-import urllib.request
 
-VERSION = "0.3.36"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from check_gguf_vocab_suite import VERSION, sdist_archive  # noqa: E402
 root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 fixtures = os.path.join(root, "Tests", "Fixtures")
 out_dir = os.path.join(fixtures, "export_gguf")
 
 
 def llama_cpp(dest="/tmp/llamacpp"):
+    """vendor/llama.cpp of the sdist check_gguf_vocab_suite.py reads (the same VERSION), unpacked under dest."""
     tree = os.path.join(dest, f"llama_cpp_python-{VERSION}", "vendor", "llama.cpp")
     if os.path.exists(os.path.join(tree, "convert_lora_to_gguf.py")):
         return tree
-    req = urllib.request.Request("https://pypi.org/simple/llama-cpp-python/",
-                                 headers={"Accept": "application/vnd.pypi.simple.v1+json"})
-    files = json.load(urllib.request.urlopen(req))["files"]
-    url = next(f["url"] for f in files if f["filename"] == f"llama_cpp_python-{VERSION}.tar.gz")
-    os.makedirs(dest, exist_ok=True)
-    archive = os.path.join(dest, os.path.basename(url))
-    if not os.path.exists(archive):
-        urllib.request.urlretrieve(url, archive + ".part")
-        os.rename(archive + ".part", archive)
-    with tarfile.open(archive) as tar:
+    with tarfile.open(sdist_archive(dest)) as tar:
         tar.extractall(dest)
     return tree
 

@@ -1,6 +1,5 @@
 import ArgumentParser
 import Foundation
-import LoraBase
 import LoraModel
 import LoraTrain
 
@@ -37,9 +36,10 @@ struct Export: ParsableCommand {
         }
         print("wrote \(output): \(r.tensors) tensors (\(outtype)), architecture \(r.architecture), alpha \(r.alpha)")
         if !r.zeroScale.isEmpty { print("note: \(r.zeroScale.count) module(s) with scale 0 left out (they add nothing)") }
-        let modelfile = OllamaModelfile.path(beside: output)
-        do { try AtomicFile.write(OllamaModelfile.text(base: model, adapter: output, adapterDirectory: adapter), to: modelfile) } catch {
-            throw ExportCommandError(description: "\(output) was written; the Modelfile \(modelfile) could not be: \(error)")
+        let modelfile: String
+        do { modelfile = try OllamaModelfile.write(base: model, adapter: output, adapterDirectory: adapter) } catch {
+            throw ExportCommandError(description: "\(output) was written; the Modelfile \(OllamaModelfile.path(beside: output)) "
+                                     + "could not be: \(error)")
         }
         print("wrote \(modelfile): `ollama create NAME -f \(modelfile)` (llama.cpp: llama-cli -m BASE.gguf --lora \(output))")
     }

@@ -302,12 +302,13 @@ extension KernelConfig {
         let r = try resolve(device: device, explicit: explicit, environment: environment)
         guard autoTuneEnabled(environment) else { return r }
         let path = TuningCache.path(environment)
+        func quickTuner() -> Tuner { Tuner(device: device, linears: Tuner.standardLinears(quick: true), quick: true) }
         let fallback = KernelConfigResolution(config: deviceDefault(device), source: .deviceDefault,
                                               origin: "device default (the quick tune failed)")
         func tune(_ why: String) -> KernelConfigResolution {
             log(why + " (a few seconds; `lora-gpu tune` searches fully, LORA_GPU_AUTOTUNE=0 skips this)")
             do {
-                let entry = try Tuner(device: device, linears: Tuner.standardLinears(quick: true), quick: true).run()
+                let entry = try quickTuner().run()
                 var cache = (try? TuningCache.load(path: path)) ?? TuningCache()
                 cache.store(entry)
                 do { try cache.save(path: path) } catch {
@@ -330,7 +331,7 @@ extension KernelConfig {
         guard r.source == .cache, var cache = try? TuningCache.load(path: path),
               var entry = cache.entry(for: TuningKey(device: device)) else { return r }
         let decision = checkCachedTune(entry, cachePath: path, hostLoad: hostLoad) {
-            try Tuner(device: device, linears: Tuner.standardLinears(quick: true), quick: true).retime(r.config)
+            try quickTuner().retime(r.config)
         }
         switch decision {
         case .keep: break

@@ -140,8 +140,7 @@ public struct Demo {
         let gguf = out + "/adapter.gguf"
         do {
             let r = try AdapterGGUFExport.export(adapter: out, model: Demo.modelPath, output: gguf, type: .f32)
-            let modelfile = OllamaModelfile.path(beside: gguf)
-            try AtomicFile.write(OllamaModelfile.text(base: Demo.modelPath, adapter: gguf, adapterDirectory: out), to: modelfile)
+            let modelfile = try OllamaModelfile.write(base: Demo.modelPath, adapter: gguf, adapterDirectory: out)
             say("llama.cpp: \(gguf) (\(r.tensors) tensors) — llama-cli -m \(Demo.modelPath) --lora \(gguf)")
             say("Ollama: ollama create pip -f \(modelfile) && ollama run pip")
         } catch {

@@ -155,25 +155,27 @@ public final class GGUFCheckpoint: CheckpointSource {
         var values = try file.floats(g)
         if permutedQK {
             if g.hasSuffix(".attn_q.weight") || g.hasSuffix(".attn_q.bias") {
-                values = Self.unpermuteRows(values, rows: shape[0], heads: config.numHeads)
+                values = Self.rotaryRows(values, rows: shape[0], heads: config.numHeads, toGGUF: false)
             } else if g.hasSuffix(".attn_k.weight") || g.hasSuffix(".attn_k.bias") {
-                values = Self.unpermuteRows(values, rows: shape[0], heads: config.numKVHeads)
+                values = Self.rotaryRows(values, rows: shape[0], heads: config.numKVHeads, toGGUF: false)
             }
         }
         return .floats(values)
     }
 
-    /// Undoes llama.cpp's q/k permutation: within each head of `rows / heads`
-    /// rows, GGUF row i·2 + j holds HF row j·(d/2) + i (d the head's rows),
-    /// as transformers' reverse_permute_weights computes it.
-    static func unpermuteRows(_ w: [Float], rows: Int, heads: Int) -> [Float] {
+    /// llama.cpp's rotary order of q/k rows: within each head of `rows / heads` rows, GGUF row
+    /// i·2 + j holds HF row j·(d/2) + i (d the head's rows). `toGGUF`: HF → GGUF, as llama.cpp's
+    /// converters permute (`lora-gpu export` for LoRA B); otherwise GGUF → HF, as transformers'
+    /// reverse_permute_weights undoes it (loading a GGUF).
+    public static func rotaryRows(_ w: [Float], rows: Int, heads: Int, toGGUF: Bool) -> [Float] {
         guard heads > 0, rows % heads == 0, (rows / heads) % 2 == 0, rows > 0 else { return w }
         let cols = w.count / rows, d = rows / heads, half = d / 2
         var out = w
         for h in 0..<heads {
             for i in 0..<half {
                 for j in 0..<2 {
-                    let src = (h * d + i * 2 + j) * cols, dst = (h * d + j * half + i) * cols
+                    let gguf = (h * d + i * 2 + j) * cols, hf = (h * d + j * half + i) * cols
+                    let (src, dst) = toGGUF ? (hf, gguf) : (gguf, hf)
                     for c in 0..<cols { out[dst + c] = w[src + c] }
                 }
             }

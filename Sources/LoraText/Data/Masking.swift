@@ -154,9 +154,7 @@ public enum Masking {
             guard let (p, end, snapped) = try turn.exact(i) else { break }  // this turn and every later one start past the truncation
             if snapped { snap.insert(spans.count) }
             if let last = spans.last, p < last.upperBound {
-                throw DatasetError.templatePrefix(
-                    template: r.templateName, file: file, line: line, turn: i,
-                    detail: "this turn's span starts inside the previous assistant turn's span")
+                throw turn.error(i, "this turn's span starts inside the previous assistant turn's span")
             }
             if end > p { spans.append(p..<end) }
         }

@@ -49,6 +49,14 @@ public enum OllamaModelfile {
         let u = URL(fileURLWithPath: output)
         return u.deletingPathExtension().path + ".Modelfile"
     }
+
+    /// Writes the Modelfile beside the exported `adapter` file (atomically) and returns its path.
+    @discardableResult
+    public static func write(base: String, adapter: String, adapterDirectory: String?) throws -> String {
+        let file = path(beside: adapter)
+        try AtomicFile.write(text(base: base, adapter: adapter, adapterDirectory: adapterDirectory), to: file)
+        return file
+    }
 }
 
 public enum AdapterGGUFExport {
@@ -80,36 +88,21 @@ public enum AdapterGGUFExport {
         return "blk.\(n).\(leaf).weight"
     }
 
-    /// llama.cpp's rotary order of q/k rows (the inverse of GGUFCheckpoint.unpermuteRows): within each
-    /// head of d rows, GGUF row i·2 + j holds HF row j·(d/2) + i.
-    static func permuteRows(_ w: [Float], rows: Int, heads: Int) -> [Float] {
-        guard heads > 0, rows > 0, rows % heads == 0, (rows / heads) % 2 == 0 else { return w }
-        let cols = w.count / rows, d = rows / heads, half = d / 2
-        var out = w
-        for h in 0..<heads {
-            for i in 0..<half {
-                for j in 0..<2 {
-                    let dst = (h * d + i * 2 + j) * cols, src = (h * d + j * half + i) * cols
-                    for c in 0..<cols { out[dst + c] = w[src + c] }
-                }
-            }
-        }
-        return out
-    }
-
     /// Writes `adapter` (a PEFT adapter directory) for the base model at `model` (a Hugging Face
     /// directory or a GGUF file) to `output` as F32 or F16 tensors.
     public static func export(adapter: String, model: String, output: String, type: GGUFWriter.TensorType) throws -> Report {
         let lora = try LoraConfig.load(path: adapter)
-        let (config, _) = try ModelSource.open(model)
-        let architecture: String, permuted: Bool
+        // Only the base's config and architecture are read (no weights).
+        let config: ModelConfig, architecture: String
         if ModelSource.isFile(model) {
-            architecture = try GGUFFile(path: model).string("general.architecture")
-            permuted = architecture == "llama"
+            let g = try GGUFCheckpoint(path: model)
+            config = g.config
+            architecture = try g.file.string("general.architecture")
         } else {
+            config = try ModelConfig.load(directory: model)
             architecture = config.architecture == .qwen2 ? "qwen2" : "llama"
-            permuted = architecture == "llama"
         }
+        let permuted = architecture == "llama"
         let weights = adapter + "/adapter_model.safetensors"
         let file = try SafeTensorsFile(path: weights)
         let P = AdapterPlan.prefix
@@ -166,8 +159,12 @@ public enum AdapterGGUFExport {
                 bv = bv.map { $0 * f }
                 folded.append(path)
             }
-            if permuted, path.hasSuffix("self_attn.q_proj") { bv = permuteRows(bv, rows: b.shape[0], heads: config.numHeads) }
-            if permuted, path.hasSuffix("self_attn.k_proj") { bv = permuteRows(bv, rows: b.shape[0], heads: config.numKVHeads) }
+            if permuted, path.hasSuffix("self_attn.q_proj") {
+                bv = GGUFCheckpoint.rotaryRows(bv, rows: b.shape[0], heads: config.numHeads, toGGUF: true)
+            }
+            if permuted, path.hasSuffix("self_attn.k_proj") {
+                bv = GGUFCheckpoint.rotaryRows(bv, rows: b.shape[0], heads: config.numKVHeads, toGGUF: true)
+            }
             w.add(tensor: g + ".lora_a", shape: a.shape, values: a.values, type: type)
             w.add(tensor: g + ".lora_b", shape: b.shape, values: bv, type: type)
         }
