@@ -1,4 +1,6 @@
 import Foundation
+import LoraModel
+import LoraOps
 import LoraText
 import XCTest
 @testable import LoraTrain
@@ -51,5 +53,43 @@ final class DataTests: XCTestCase {
         XCTAssertTrue(Set(a.validation.map(\.line)).isDisjoint(with: Set(a.train.map(\.line))))
         c.seed = 7
         XCTAssertNotEqual(try loadTrainingSamples(c, vocabSize: 67).validation, a.validation)
+    }
+}
+
+/// Issue 22, item 15 (GGUF case): a GGUF without tokenizer metadata (nor llama.vocab_size) trains on
+/// pre-tokenized rows — the vocabulary counted from token_embd — and text rows are refused before
+/// any weight is loaded.
+final class GGUFWithoutTokenizerTests: XCTestCase {
+    func testPreTokenizedRowsTrainTextRowsAreRefusedFirst() throws {
+        let dir = try temporaryDirectory("gguf-notok")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let source = try GGUFFile(path: fixturesRoot + "/gguf/llama_f32.gguf")
+        var w = GGUFWriter()
+        for k in source.metadataKeys where !k.hasPrefix("tokenizer.") && k != "llama.vocab_size" && k != "general.alignment" {
+            w.add(k, source.metadata[k]!)
+        }
+        for name in source.tensorNames {
+            let t = source.tensors[name]!
+            w.add(tensor: name, shape: t.shape, values: try source.floats(name), type: .f32)
+        }
+        let model = dir + "/bare.gguf"
+        try w.write(to: model)
+        let bare = try GGUFFile(path: model)
+        XCTAssertNil(bare.metadata["tokenizer.ggml.tokens"])
+        XCTAssertNil(bare.metadata["llama.vocab_size"])
+        let vocab = try ModelConfig.load(gguf: bare).vocabSize
+        XCTAssertEqual(vocab, try ModelConfig.load(gguf: source).vocabSize)
+        let data = dir + "/d.jsonl"
+        try writeSamples(data, count: 8)
+        let c = try smallConfig(data: data, output: dir + "/out", ["model": model, "max_steps": "1", "target_modules": ["q_proj"]])
+        _ = try Trainer(config: c, context: try ComputeContext.shared(), progress: Captured().printer(terminal: false)).run()
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/out/adapter_model.safetensors"))
+        try #"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}"#
+            .write(toFile: data, atomically: true, encoding: .utf8)
+        let t = try smallConfig(data: data, output: dir + "/out2", ["model": model, "max_steps": "1"])
+        XCTAssertThrowsError(try Trainer(config: t, context: try ComputeContext.shared(), progress: Captured().printer(terminal: false)).run()) { e in
+            XCTAssertEqual("\(e)", data + ":1: messages samples need a tokenizer: " + "\(ModelTextError.noTokenizer(model))")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/out2/adapter_model.safetensors"))
     }
 }

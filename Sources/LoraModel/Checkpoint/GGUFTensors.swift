@@ -233,7 +233,12 @@ extension ModelConfig {
         if arch == "llama", let hd = try f.int(arch + ".rope.dimension_count") { c["head_dim"] = .int(hd) }
         if let v = try f.int(arch + ".vocab_size") { c["vocab_size"] = .int(v) }
         else if let tokens = f.metadata["tokenizer.ggml.tokens"]?.array { c["vocab_size"] = .int(tokens.count) }
-        else { throw GGUFError.metadata(path: f.path, key: "tokenizer.ggml.tokens", reason: "missing, and no \(arch).vocab_size") }
+        // No tokenizer metadata (pre-tokenized data needs none): the embedding's rows (ggml dims [hidden, vocab]).
+        else if let e = f.tensors["token_embd.weight"], e.dims.count == 2 { c["vocab_size"] = .int(e.dims[1]) }
+        else {
+            throw GGUFError.metadata(path: f.path, key: "tokenizer.ggml.tokens",
+                                     reason: "missing, and no \(arch).vocab_size or token_embd.weight to count the vocabulary")
+        }
         for (key, field) in [("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"),
                              ("padding_token_id", "pad_token_id")] {
             if let id = try f.int("tokenizer.ggml." + key) { c[field] = .int(id) }
