@@ -47,3 +47,33 @@ __kernel void cross_entropy_fused(int R, int V, int row_offset, __global const i
     }
 #endif
 }
+
+// Losses with real-valued targets, for a sequence classifier's pooled logits
+// (transformers' ForSequenceClassificationLoss): on a chunk of R rows of C
+// logits, y (counted rows × C) the targets of the counted rows, row-major.
+//   mode 0 (regression, MSELoss):               l = (x − y)²,                         dl/dx = 2(x − y)
+//   mode 1 (multi-label, BCEWithLogitsLoss):    l = max(x, 0) − x·y + log(1 + e^−|x|),  dl/dx = σ(x) − y
+// Both are means over every element of the counted rows, so losses[row_offset + r]
+// = Σ_c l / C (the caller divides Σ losses by the count) and the logits are
+// overwritten with dl/dx · inv_count / C. One work-item per row. global (R)
+__kernel void real_target_loss(int R, int C, int row_offset, int mode, __global const float* y, float inv_count,
+                               __global float* logits, __global float* losses) {
+    int row = get_global_id(0);
+    __global float* x = logits + (size_t)row * C;
+    __global const float* t = y + (size_t)(row_offset + row) * C;
+    float scale = inv_count / (float)C, sum = 0.0f;
+    for (int c = 0; c < C; c++) {
+        float xv = x[c], yv = t[c], l, g;
+        if (mode == 0) {
+            float d = xv - yv;
+            l = d * d;
+            g = 2.0f * d;
+        } else {
+            l = fmax(xv, 0.0f) - xv * yv + log1p(exp(-fabs(xv)));
+            g = 1.0f / (1.0f + exp(-xv)) - yv;
+        }
+        sum += l;
+        x[c] = g * scale;
+    }
+    losses[row_offset + row] = sum / (float)C;
+}

@@ -342,6 +342,15 @@ extension KernelBench {
                                  countedTokens: n)
         }
         recordBandwidth("cross-entropy fwd+bwd (one chunk)", "\(rows)x\(V)", seconds: tc, bytes: 12.0 * Double(rows * V))
+        // A classifier's pooled logits: one row per sample, a few labels (no BLAS counterpart).
+        let (cr, cc) = quick ? (64, 4) : (4096, 16)
+        let clsLogits = try ctx.buffer(rng.uniform(cr * cc, -4, 4)), clsTargets = try ctx.buffer(rng.uniform(cr * cc, 0, 1))
+        let clsLosses = try ctx.buffer(count: cr)
+        let tbce = try timeDevice {
+            try ctx.realTargetLoss(.binaryCrossEntropyWithLogits, logits: clsLogits, losses: clsLosses, targets: clsTargets,
+                                   rowOffset: 0, rows: cr, columns: cc, countedRows: cr)
+        }
+        recordBandwidth("multi-label BCE fwd+bwd", "\(cr)x\(cc)", seconds: tbce, bytes: 12.0 * Double(cr * cc))
 
         let P = quick ? 10_000 : 5_000_000
         let p = try ctx.buffer(rng.uniform(P)), g = try ctx.buffer(rng.uniform(P)), m = try ctx.buffer(count: P)

@@ -201,6 +201,26 @@ extension ComputeContext {
                    global: [r * wg], local: [wg])
     }
 
+    /// The losses of real-valued targets (a classifier's regression or
+    /// multi-label head), on rows [rowOffset, rowOffset+R): logits (R, C) are
+    /// replaced by dl/dx / (count·C), losses[rowOffset + r] = Σ_c l / C; `targets`
+    /// holds C values per counted row. See crossentropy.cl's real_target_loss.
+    public enum RealTargetLoss: Int32, Sendable { case meanSquaredError = 0, binaryCrossEntropyWithLogits = 1 }
+
+    public func realTargetLoss(_ kind: RealTargetLoss, logits: DeviceBuffer<Float>, losses: DeviceBuffer<Float>,
+                               targets: DeviceBuffer<Float>, rowOffset: Int, rows r: Int, columns c: Int,
+                               countedRows: Int) throws {
+        opLock.lock(); defer { opLock.unlock() }
+        try requireCount(logits, atLeast: r * c, "realTargetLoss", "logits")
+        try requireCount(targets, atLeast: (rowOffset + r) * c, "realTargetLoss", "targets")
+        try requireCount(losses, atLeast: rowOffset + r, "realTargetLoss", "losses")
+        guard r > 0 else { return }
+        try launch("real_target_loss", [i32(r), i32(c), i32(rowOffset), .int(kind.rawValue), .buffer(targets),
+                                        .float(countedRows > 0 ? 1 / Float(countedRows) : 0),
+                                        .buffer(logits), .buffer(losses)],
+                   global: [r], local: [1])
+    }
+
     // MARK: reductions and the optimizer
 
     static let reductionWidth = 256

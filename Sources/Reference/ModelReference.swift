@@ -55,6 +55,23 @@ extension Reference {
         return (loss / counted, grad)
     }
 
+    /// torch's MSELoss (`bce` false) or BCEWithLogitsLoss (true), means over all
+    /// rows × C elements, and the gradient.
+    public static func realTargetLoss(logits: [Double], targets: [Double], bce: Bool) -> (loss: Double, grad: [Double]) {
+        let n = Double(logits.count)
+        var loss = 0.0, grad = [Double](repeating: 0, count: logits.count)
+        for (i, (x, y)) in zip(logits, targets).enumerated() {
+            if bce {
+                loss += Swift.max(x, 0) - x * y + Foundation.log1p(Foundation.exp(-Swift.abs(x)))
+                grad[i] = (1 / (1 + Foundation.exp(-x)) - y) / n
+            } else {
+                loss += (x - y) * (x - y)
+                grad[i] = 2 * (x - y) / n
+            }
+        }
+        return (loss / n, grad)
+    }
+
     /// torch.optim.AdamW's update of one tensor (with the clip coefficient applied to g).
     public static func adamw(p: [Double], g: [Double], m: [Double], v: [Double], step: Int, lr: Double, beta1: Double,
                              beta2: Double, eps: Double, wd: Double, clip: Double, decay: [Bool])

@@ -8,20 +8,38 @@ import XCTest
 let fixturesRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
     .deletingLastPathComponent().appendingPathComponent("Fixtures/reference").path
 
+/// The task-head fixtures (scripts/make_task_fixtures.py), in the same shape.
+let taskFixturesRoot = URL(fileURLWithPath: fixturesRoot).deletingLastPathComponent().appendingPathComponent("tasks").path
+
 struct ReferenceCase {
     let name: String
-    var dir: String { fixturesRoot + "/" + name }
+    let root: String
+    var dir: String { root + "/" + name }
     let json: [String: Any]
 
-    init(_ name: String) throws {
+    init(_ name: String, root: String = fixturesRoot) throws {
         self.name = name
-        let data = try Data(contentsOf: URL(fileURLWithPath: fixturesRoot + "/\(name)/reference.json"))
+        self.root = root
+        let data = try Data(contentsOf: URL(fileURLWithPath: root + "/\(name)/reference.json"))
         json = try JSONSerialization.jsonObject(with: data) as! [String: Any]
     }
 
     var batch: TokenBatch {
         get throws {
-            try TokenBatch(inputIDs: json["input_ids"] as! [[Int]], labels: json["labels"] as? [[Int]])
+            let ids = json["input_ids"] as! [[Int]]
+            guard let problem = json["problem_type"] as? String else {
+                return try TokenBatch(inputIDs: ids, labels: json["labels"] as? [[Int]])
+            }
+            // A sequence classifier: labels per row, read where transformers reads (config's pad_token_id).
+            let pad = try ModelConfig.load(directory: dir + "/model").padTokenID
+            let labels = json["labels"] as! [Any]
+            let targets: TokenBatch.ClassTargets
+            switch problem {
+            case "single_label_classification": targets = .classes(labels.map { ($0 as! NSNumber).intValue })
+            case "regression": targets = .reals(labels.map { [($0 as! NSNumber).floatValue] })
+            default: targets = .reals(labels.map { ($0 as! [NSNumber]).map(\.floatValue) })
+            }
+            return try TokenBatch.sequenceClassification(inputIDs: ids, padTokenID: pad, targets: targets)
         }
     }
     var losses: [Double] { (json["losses"] as! [NSNumber]).map(\.doubleValue) }
@@ -113,6 +131,66 @@ extension XCTestCase {
                 XCTAssertLessThanOrEqual(eExact, max(1e-4, 2 * torchOwn),
                                          "\(rc.name): ill-conditioned tensor \(key): \(eExact) from fp64, PyTorch fp32 \(torchOwn)")
             }
+        }
+    }
+}
+
+/// SEQ_CLS heads (single-label, regression, multi-label) against transformers + PEFT.
+final class SequenceClassificationParityTests: XCTestCase {
+    func runCase(_ name: String) throws {
+        let rc = try ReferenceCase(name, root: taskFixturesRoot)
+        try checkLogitsAndLoss(rc)
+        try checkGradients(rc)
+        try checkTraining(rc)
+        // PEFT's trainable-parameter line for the same config.
+        let m = try rc.model()
+        XCTAssertEqual(m.adapterPlan.trainableLine, rc.json["trainable_line"] as? String, name)
+    }
+
+    func testLlamaThreeClassesPaddedReadout() throws { try runCase("llama_seq_cls") }
+    func testQwen2TwoClassesAllLinearBiasLoraOnlyF16() throws { try runCase("qwen2_seq_cls") }
+    func testLlamaRegressionMSE() throws { try runCase("llama_regression") }
+    func testLlamaMultiLabelBCE() throws { try runCase("llama_multi_label") }
+
+    func testReadoutIsTheRightmostNonPadToken() throws {
+        let b = try TokenBatch.sequenceClassification(inputIDs: [[5, 6, 0, 0], [5, 0, 7, 8], [0, 0, 0, 0], [5, 6, 7, 0]],
+                                                      padTokenID: 0, targets: .classes([1, 0, 1, -100]))
+        XCTAssertEqual(b.readout, [1, 3, 0, 2])
+        XCTAssertEqual(b.countedTokens, 3)
+        XCTAssertEqual(b.targets[0 * 4 + 1], 1)
+        let noPad = try TokenBatch.sequenceClassification(inputIDs: [[5, 6, 0, 0], [5, 0, 7, 8]], padTokenID: nil,
+                                                          lengths: [2, 4], targets: .classes([0, 1]))
+        XCTAssertEqual(noPad.readout, [1, 3])
+    }
+
+    func testTaskTypeAndHeadMustAgree() throws {
+        let rc = try ReferenceCase("llama_seq_cls", root: taskFixturesRoot)
+        var lora = LoraConfig(r: 4, loraAlpha: 8, targetModules: .list(["q_proj"]))
+        XCTAssertThrowsError(try LlamaLoRAModel(modelDirectory: rc.dir + "/model", lora: lora, context: try ComputeContext.shared())) {
+            XCTAssertTrue("\($0)".contains("set task_type SEQ_CLS"), "\($0)")
+        }
+        lora.taskType = "SEQ_CLS"
+        let causal = try ReferenceCase("llama_gqa_untied")
+        XCTAssertThrowsError(try LlamaLoRAModel(modelDirectory: causal.dir + "/model", lora: lora, context: try ComputeContext.shared())) {
+            XCTAssertTrue("\($0)".contains("SEQ_CLS needs a classifier"), "\($0)")
+        }
+        // A causal checkpoint given a classifier: score is new (N(0, initializer_range²)), lm_head unused.
+        let c = try ModelConfig.load(directory: causal.dir + "/model")
+            .classifying(SequenceClassifier(labels: ["neg", "pos", "mixed"]))
+        let (_, source) = try ModelSource.open(causal.dir + "/model")
+        let m = try LlamaLoRAModel(config: c, checkpoint: source, lora: lora, context: try ComputeContext.shared())
+        XCTAssertEqual(m.lmHead.path, "score")
+        XCTAssertEqual(m.lora.modulesToSave, ["classifier", "score"])
+        let w = try m.lmHead.trainedWeight!.param.read()
+        XCTAssertEqual(w.count, 3 * c.hiddenSize)
+        let std = (w.reduce(0) { $0 + Double($1 * $1) } / Double(w.count)).squareRoot()
+        XCTAssertEqual(std, c.initializerRange, accuracy: 0.35 * c.initializerRange)
+        let b = try TokenBatch.sequenceClassification(inputIDs: [[1, 2, 3], [4, 5, 0]], padTokenID: 0, targets: .classes([2, 0]))
+        XCTAssertEqual(try m.logits(b).count, 2 * 3)
+        XCTAssertTrue(try m.loss(b).isFinite)
+        XCTAssertThrowsError(try m.loss(try TokenBatch.sequenceClassification(inputIDs: [[1, 2]], padTokenID: 0,
+                                                                              targets: .classes([3])))) {
+            XCTAssertTrue("\($0)".contains("not a class id (num_labels 3)"), "\($0)")
         }
     }
 }

@@ -299,6 +299,46 @@ final class CrossEntropyKernelTests: XCTestCase {
     }
 }
 
+final class RealTargetLossKernelTests: XCTestCase {
+    /// MSE and BCE-with-logits on chunks of rows (as the classifier head runs
+    /// them), against float64 and finite differences; outputs NaN-poisoned first.
+    func testRegressionAndMultiLabelLossesAgainstFloat64AndFiniteDifferences() throws {
+        let ctx = try sharedContext()
+        var rng = freshRandom(#function)
+        for kind in [ComputeContext.RealTargetLoss.meanSquaredError, .binaryCrossEntropyWithLogits] {
+            let bce = kind == .binaryCrossEntropyWithLogits
+            for (rows, cols, chunk) in [(1, 1, 1), (3, 1, 2), (5, 4, 2), (33, 7, 33), (40, 3, 7)] {
+                // Large logits too: BCE must stay finite where e^x overflows.
+                var logits = rng.uniform(rows * cols, -8, 8)
+                if rows * cols > 3 { logits[0] = 95; logits[1] = -95 }
+                let targets = bce ? (0..<(rows * cols)).map { _ in Float(Int.random(in: 0...1, using: &rng)) }
+                    : rng.uniform(rows * cols, -3, 3)
+                let bt = try ctx.buffer(targets)
+                let losses = try poisoned(ctx, rows)
+                var grad = [Float]()
+                var r0 = 0
+                while r0 < rows {
+                    let r = min(chunk, rows - r0)
+                    let buf = try ctx.buffer(Array(logits[(r0 * cols)..<((r0 + r) * cols)]))
+                    try ctx.realTargetLoss(kind, logits: buf, losses: losses, targets: bt, rowOffset: r0, rows: r,
+                                           columns: cols, countedRows: rows)
+                    grad += try buf.read()
+                    r0 += r
+                }
+                let ref = Reference.realTargetLoss(logits: toDouble(logits), targets: toDouble(targets), bce: bce)
+                let l = try losses.read()
+                XCTAssertFalse(l.contains { !$0.isFinite }, "\(kind) \(rows)x\(cols)")
+                let mean = l.reduce(0) { $0 + Double($1) } / Double(rows)
+                XCTAssertEqual(mean, ref.loss, accuracy: 1e-5 * max(ref.loss, 1e-3), "\(kind) loss \(rows)x\(cols)")
+                assertClose(grad, ref.grad, floor: 1e-4, "\(kind) dlogits \(rows)x\(cols)")
+                assertGradient(grad, at: toDouble(logits), samples: 8, rng: &rng, "\(kind) FD \(rows)x\(cols)") {
+                    Reference.realTargetLoss(logits: $0, targets: toDouble(targets), bce: bce).loss
+                }
+            }
+        }
+    }
+}
+
 final class OptimizerKernelTests: XCTestCase {
     func testAdamWWithClippingAndDecayMaskAgainstFloat64() throws {
         let ctx = try sharedContext()

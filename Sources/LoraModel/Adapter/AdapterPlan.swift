@@ -17,7 +17,7 @@ public struct AdapterPlan: Sendable {
 
     public let config: ModelConfig
     public let lora: LoraConfig
-    /// Linear layers in model order (lm_head last).
+    /// Linear layers in model order (the head, lm_head or score, last).
     public let linears: [LinearSpec]
     /// Adapted module paths in model order (embed_tokens first when adapted).
     public let adapted: [String]
@@ -35,6 +35,8 @@ public struct AdapterPlan: Sendable {
         do { try lora.validate() } catch let e as LoraConfig.SettingError {
             throw CheckpointError.config(path: "LoRA settings", field: e.key, reason: e.reason)
         }
+        try Self.checkTask(config: c, lora: lora)
+        let lora = lora.withTaskModules()
         config = c
         self.lora = lora
         let H = c.hiddenSize, V = c.vocabSize
@@ -42,11 +44,14 @@ public struct AdapterPlan: Sendable {
         linears = specs
         let leaves = Set(specs.map { String($0.path.split(separator: ".").last!) })
 
-        for m in lora.modulesToSave where !["lm_head", "embed_tokens", "model.embed_tokens"].contains(m) {
-            throw LoraError.unsupportedModule("modules_to_save: '\(m)' is not supported yet; supported: lm_head, embed_tokens")
+        let saveable = c.task.kind == .causalLM ? ["lm_head", "embed_tokens", "model.embed_tokens"]
+            : ["score", "classifier", "embed_tokens", "model.embed_tokens"]
+        for m in lora.modulesToSave where !saveable.contains(m) {
+            throw LoraError.unsupportedModule("modules_to_save: '\(m)' is not supported yet; supported: "
+                                              + saveable.filter { $0 != "model.embed_tokens" }.joined(separator: ", "))
         }
         var adapted = specs.map(\.path).filter {
-            lora.targets($0, isLinear: true, isOutputLayer: $0 == "lm_head", linearLeafNames: leaves)
+            lora.targets($0, isLinear: true, isOutputLayer: $0 == c.headPath, linearLeafNames: leaves)
         }
         if lora.targets(Self.embedPath, isLinear: false, isOutputLayer: false, linearLeafNames: leaves) {
             adapted.insert(Self.embedPath, at: 0)
@@ -56,7 +61,7 @@ public struct AdapterPlan: Sendable {
             loose.excludeModules = nil
             loose.modulesToSave = []
             let wouldMatch = specs.map(\.path).filter {
-                loose.targets($0, isLinear: true, isOutputLayer: $0 == "lm_head", linearLeafNames: leaves)
+                loose.targets($0, isLinear: true, isOutputLayer: $0 == c.headPath, linearLeafNames: leaves)
             }
             if !wouldMatch.isEmpty {
                 throw LoraError.unsupportedModule(
@@ -116,6 +121,26 @@ public struct AdapterPlan: Sendable {
         tensors = t
     }
 
+    /// The LoraConfig's task_type and the model's head agree: a classifier for
+    /// SEQ_CLS (from a *ForSequenceClassification checkpoint or given num_labels),
+    /// lm_head for CAUSAL_LM.
+    static func checkTask(config c: ModelConfig, lora: LoraConfig) throws {
+        switch (lora.taskType, c.task.kind) {
+        case ("CAUSAL_LM", .causalLM), ("SEQ_CLS", .sequenceClassification): return
+        case ("CAUSAL_LM", .sequenceClassification):
+            throw CheckpointError.config(path: "LoRA settings", field: "task_type",
+                                         reason: "CAUSAL_LM, but the model is a \(c.architecture.className(for: c.task)) "
+                                            + "(no lm_head): set task_type SEQ_CLS")
+        case ("SEQ_CLS", .causalLM):
+            throw CheckpointError.config(path: "LoRA settings", field: "task_type",
+                                         reason: "SEQ_CLS needs a classifier: a *ForSequenceClassification checkpoint, "
+                                            + "or labels to make one from (the training data's, or num_labels)")
+        default:
+            throw CheckpointError.config(path: "LoRA settings", field: "task_type",
+                                         reason: "'\(lora.taskType)' is not supported yet; supported: CAUSAL_LM, SEQ_CLS")
+        }
+    }
+
     static func isSaved(_ path: String, _ lora: LoraConfig) -> Bool {
         lora.modulesToSave.contains { path == $0 || path.hasSuffix("." + $0) }
     }
@@ -138,7 +163,7 @@ public struct AdapterPlan: Sendable {
                       p + ".self_attn.o_proj", p + ".mlp", p + ".mlp.gate_proj", p + ".mlp.up_proj", p + ".mlp.down_proj",
                       p + ".mlp.act_fn", p + ".input_layernorm", p + ".post_attention_layernorm"]
         }
-        return names + ["model.norm", "model.rotary_emb", "lm_head"]
+        return names + ["model.norm", "model.rotary_emb", c.headPath]
     }
 
     // MARK: counting, as PEFT's print_trainable_parameters
@@ -186,7 +211,7 @@ func grouped(_ n: Int) -> String {
 extension AdapterPlan {
     /// Every nn.Linear of the model in model order (lm_head last).
     public static func linearSpecs(_ c: ModelConfig) -> [LinearSpec] {
-        let H = c.hiddenSize, I = c.intermediateSize, V = c.vocabSize
+        let H = c.hiddenSize, I = c.intermediateSize
         let qOut = c.numHeads * c.headDim, kvOut = c.numKVHeads * c.headDim
         var specs: [LinearSpec] = []
         for l in 0..<c.numLayers {
@@ -199,7 +224,7 @@ extension AdapterPlan {
                       LinearSpec(path: p + "mlp.up_proj", inFeatures: H, outFeatures: I, hasBias: c.mlpBias),
                       LinearSpec(path: p + "mlp.down_proj", inFeatures: I, outFeatures: H, hasBias: c.mlpBias)]
         }
-        specs.append(LinearSpec(path: "lm_head", inFeatures: H, outFeatures: V, hasBias: false))
+        specs.append(LinearSpec(path: c.headPath, inFeatures: H, outFeatures: c.headOutFeatures, hasBias: false))
         return specs
     }
 
@@ -213,6 +238,7 @@ extension AdapterPlan {
         }
         for s in linearSpecs(c) {
             if s.path == "lm_head" && c.tieWordEmbeddings { continue }
+            if s.path == "score" && c.task.classifier?.inCheckpoint != true { continue }  // made at load
             out.append((s.path + ".weight", [s.outFeatures, s.inFeatures]))
             if s.hasBias { out.append((s.path + ".bias", [s.outFeatures])) }
         }

@@ -118,7 +118,7 @@ public struct LoraConfig: Sendable, Equatable {
     ]
     public static let peftKeyUse = Dictionary(uniqueKeysWithValues: peftKeys.map { ($0.key, $0.use) })
 
-    /// PEFT's TaskType values; only CAUSAL_LM is trained here so far.
+    /// PEFT's TaskType values; CAUSAL_LM and SEQ_CLS are trained here so far.
     public static let taskTypes = ["CAUSAL_LM", "SEQ_CLS", "SEQ_2_SEQ_LM", "TOKEN_CLS", "QUESTION_ANS", "FEATURE_EXTRACTION"]
 
     /// An adapter_config.json, or the one in an adapter directory.
@@ -209,7 +209,7 @@ public struct LoraConfig: Sendable, Equatable {
                 throw fail("'\(s)' is not a PEFT task type" + NearestName.suggestion(s, among: Self.taskTypes)
                            + "; PEFT's are " + Self.taskTypes.joined(separator: ", "))
             }
-            guard s == "CAUSAL_LM" else { throw fail("'\(s)' is not supported yet; supported: CAUSAL_LM") }
+            guard s == "CAUSAL_LM" || s == "SEQ_CLS" else { throw fail("'\(s)' is not supported yet; supported: CAUSAL_LM, SEQ_CLS") }
             taskType = s
         case "r": r = try rank(v, key)
         case "lora_alpha": loraAlpha = try alpha(v, key)
@@ -372,6 +372,16 @@ public struct LoraConfig: Sendable, Equatable {
             return Int(idx)
         }
         return nil
+    }
+
+    /// As PEFT's PeftModelForSequenceClassification: SEQ_CLS trains the head in
+    /// full, so "classifier" and "score" join modules_to_save (each once here;
+    /// PEFT extends the list again on every load).
+    public func withTaskModules() -> LoraConfig {
+        guard taskType == "SEQ_CLS" else { return self }
+        var out = self
+        for m in ["classifier", "score"] where !out.modulesToSave.contains(m) { out.modulesToSave.append(m) }
+        return out
     }
 
     /// Whether PEFT would put a LoRA adapter on the module at `key`

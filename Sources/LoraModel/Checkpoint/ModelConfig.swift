@@ -9,6 +9,74 @@ public enum Architecture: String, Sendable, CaseIterable {
 
     /// "Llama", "Mistral", "Qwen2": the prefix of every module class name.
     public var prefix: String { String(rawValue.dropLast("ForCausalLM".count)) }
+
+    /// The class transformers builds for `task` ("LlamaForSequenceClassification", …).
+    public func className(for task: ModelTask) -> String {
+        switch task {
+        case .causalLM: return rawValue
+        case .sequenceClassification: return prefix + "ForSequenceClassification"
+        }
+    }
+
+    /// The architecture and task of a class name in `architectures`.
+    static func parse(className: String) -> (Architecture, ModelTask.Kind)? {
+        for a in allCases {
+            if className == a.rawValue { return (a, .causalLM) }
+            if className == a.prefix + "ForSequenceClassification" { return (a, .sequenceClassification) }
+        }
+        return nil
+    }
+}
+
+/// transformers' `problem_type` of a sequence classifier (ForSequenceClassificationLoss).
+public enum ProblemType: String, Sendable, CaseIterable {
+    /// One class per sample: cross-entropy over the num_labels logits.
+    case singleLabel = "single_label_classification"
+    /// num_labels real targets per sample: mean squared error.
+    case regression
+    /// num_labels independent yes/no targets: binary cross-entropy with logits.
+    case multiLabel = "multi_label_classification"
+}
+
+/// The head on top of the decoder's final norm.
+public enum ModelTask: Sendable, Equatable {
+    /// lm_head (V, H) on every token: next-token logits.
+    case causalLM
+    /// score (num_labels, H), no bias, on one token per sample: the rightmost one
+    /// whose id is not pad_token_id (GenericForSequenceClassification).
+    case sequenceClassification(SequenceClassifier)
+
+    public enum Kind: Sendable { case causalLM, sequenceClassification }
+    public var kind: Kind {
+        switch self { case .causalLM: return .causalLM; case .sequenceClassification: return .sequenceClassification }
+    }
+    public var classifier: SequenceClassifier? {
+        if case .sequenceClassification(let c) = self { return c }
+        return nil
+    }
+    /// PEFT's task_type.
+    public var peftTaskType: String { kind == .causalLM ? "CAUSAL_LM" : "SEQ_CLS" }
+}
+
+/// A sequence classifier's settings, as config.json carries them.
+public struct SequenceClassifier: Sendable, Equatable {
+    public var problemType: ProblemType
+    /// id2label in id order (num_labels names).
+    public var labels: [String]
+    /// Whether score.weight is read from the checkpoint (a *ForSequenceClassification
+    /// one) or made here (transformers' init: N(0, initializer_range²), seeded).
+    public var inCheckpoint: Bool
+    public var numLabels: Int { labels.count }
+
+    public init(labels: [String], problemType: ProblemType? = nil, inCheckpoint: Bool = false) {
+        self.labels = labels
+        // transformers' inference when problem_type is None: one label is a regression.
+        self.problemType = problemType ?? (labels.count == 1 ? .regression : .singleLabel)
+        self.inCheckpoint = inCheckpoint
+    }
+
+    /// transformers' default names: LABEL_0, LABEL_1, …
+    public static func defaultLabels(_ n: Int) -> [String] { (0..<n).map { "LABEL_\($0)" } }
 }
 
 /// RoPE frequency settings (`rope_theta` and `rope_scaling`, or transformers 5's `rope_parameters`).
@@ -76,6 +144,29 @@ public struct ModelConfig: Sendable {
     public var outputProjectionBias: Bool
     public var mlpBias: Bool
     public var slidingWindow: Int?
+    /// The head the model is built with (config.json's architecture decides; a
+    /// causal checkpoint can be given a new classifier with `classifying`).
+    public var task: ModelTask = .causalLM
+    /// The head the checkpoint itself holds.
+    public var checkpointTask: ModelTask.Kind = .causalLM
+    /// pad_token_id (the classifier's read-out skips it); nil when config.json has none.
+    public var padTokenID: Int?
+    /// The std of transformers' normal init (a new classifier's score).
+    public var initializerRange: Double = 0.02
+
+    /// The output head's module path: lm_head, or score for a classifier.
+    public var headPath: String { task.kind == .causalLM ? "lm_head" : "score" }
+    /// The output head's rows: the vocabulary, or num_labels.
+    public var headOutFeatures: Int { task.classifier?.numLabels ?? vocabSize }
+
+    /// This config with a new sequence classifier on top (its score is made at load).
+    public func classifying(_ c: SequenceClassifier) -> ModelConfig {
+        var out = self
+        var c = c
+        c.inCheckpoint = false
+        out.task = .sequenceClassification(c)
+        return out
+    }
 
     public static func load(directory: String) throws -> ModelConfig {
         let path = directory + "/config.json"
@@ -117,10 +208,11 @@ public struct ModelConfig: Sendable {
             return n
         }
         let archs = j["architectures"]?.strings ?? []
-        guard let arch = archs.compactMap(Architecture.init(rawValue:)).first else {
+        guard let (arch, checkpointKind) = archs.compactMap(Architecture.parse(className:)).first else {
             throw CheckpointError.config(path: path, field: "architectures",
                                          reason: "\(archs.isEmpty ? "missing" : archs.joined(separator: ", ")) is not supported; supported: "
-                                            + Architecture.allCases.map(\.rawValue).joined(separator: ", "))
+                                            + Architecture.allCases.flatMap { [$0.rawValue, $0.prefix + "ForSequenceClassification"] }
+                                                .joined(separator: ", "))
         }
         if let act = j["hidden_act"]?.string, act != "silu" {
             throw CheckpointError.config(path: path, field: "hidden_act", reason: "'\(act)' is not supported; supported: silu")
@@ -186,7 +278,7 @@ public struct ModelConfig: Sendable {
         case .llama: attnBias = try bool("attention_bias", false); oBias = attnBias
         case .mistral: attnBias = false; oBias = false
         }
-        return ModelConfig(
+        var config = ModelConfig(
             architecture: arch, hiddenSize: hidden, intermediateSize: try int("intermediate_size"),
             numLayers: try int("num_hidden_layers"), numHeads: heads, numKVHeads: kv, headDim: headDim,
             rmsNormEps: j["rms_norm_eps"]?.double ?? 1e-6,
@@ -196,6 +288,49 @@ public struct ModelConfig: Sendable {
             attentionBias: attnBias, outputProjectionBias: oBias,
             mlpBias: arch == .llama ? try bool("mlp_bias", false) : false,
             slidingWindow: try slidingWindow())
+        config.checkpointTask = checkpointKind
+        if let v = j["pad_token_id"], !v.isNull {
+            // A list (some configs) or a number; a negative one means none.
+            if let n = v.integral { config.padTokenID = n >= 0 ? n : nil }
+            else if let n = v.array?.first?.integral { config.padTokenID = n >= 0 ? n : nil }
+            else { throw CheckpointError.config(path: path, field: "pad_token_id", reason: "must be an integer, got \(v.shortDescription)") }
+        }
+        if let r = j["initializer_range"]?.double { config.initializerRange = r }
+        if checkpointKind == .sequenceClassification {
+            config.task = .sequenceClassification(try classifier(j, path: path))
+        }
+        return config
+    }
+
+    /// A *ForSequenceClassification config's num_labels, id2label and problem_type.
+    static func classifier(_ j: JSONObject, path: String) throws -> SequenceClassifier {
+        var labels: [String]
+        if let m = j["id2label"]?.object, !m.pairs.isEmpty {
+            labels = [String](repeating: "", count: m.pairs.count)
+            for (k, v) in m.pairs {
+                guard let i = Int(k), labels.indices.contains(i), let name = v.string else {
+                    throw CheckpointError.config(path: path, field: "id2label",
+                                                 reason: "must map the ids 0…\(m.pairs.count - 1) to names, got key '\(k)'")
+                }
+                labels[i] = name
+            }
+        } else if let n = j["num_labels"]?.integral, n > 0 {
+            labels = SequenceClassifier.defaultLabels(n)
+        } else {
+            labels = SequenceClassifier.defaultLabels(2)   // PretrainedConfig's default
+        }
+        if let n = j["num_labels"]?.integral, n != labels.count {
+            throw CheckpointError.config(path: path, field: "num_labels", reason: "\(n), but id2label names \(labels.count) labels")
+        }
+        var problem: ProblemType? = nil
+        if let v = j["problem_type"], !v.isNull {
+            guard let s = v.string, let p = ProblemType(rawValue: s) else {
+                throw CheckpointError.config(path: path, field: "problem_type",
+                                             reason: "\(v.shortDescription) is not one of " + ProblemType.allCases.map(\.rawValue).joined(separator: ", "))
+            }
+            problem = p
+        }
+        return SequenceClassifier(labels: labels, problemType: problem, inCheckpoint: true)
     }
 }
 

@@ -78,10 +78,10 @@ final class ActivationPlan {
         dgate = try ctx.buffer(count: n * I); dup = try ctx.buffer(count: n * I); dact = try ctx.buffer(count: n * I)
         delta = try ctx.buffer(count: batch * c.numHeads * seq)
         chunkRows = Self.chunkRows(m, tokens: n)
-        head = try HeadRows(ctx, targets: b.targets, chunkRows: chunkRows)
+        head = try HeadRows(ctx, batch: b, chunkRows: chunkRows)
         hfChunk = try ctx.buffer(count: chunkRows * H)
         dhfChunk = try ctx.buffer(count: chunkRows * H)
-        logitsChunk = try ctx.buffer(count: chunkRows * c.vocabSize)
+        logitsChunk = try ctx.buffer(count: chunkRows * c.headOutFeatures)
         losses = try ctx.buffer(count: n)
         scalars = try ctx.buffer(count: 2)
         for lin in m.layers.flatMap(\.linears) + [m.lmHead] { try lin.plan(ctx, tokens: max(n, chunkRows)) }
@@ -117,9 +117,7 @@ extension LlamaLoRAModel {
         if let bad = b.inputIDs.first(where: { $0 < 0 || Int($0) >= config.vocabSize }) {
             throw LoraError.batch("token id \(bad) is outside the vocabulary (size \(config.vocabSize))")
         }
-        if let bad = b.targets.first(where: { $0 != -100 && ($0 < 0 || Int($0) >= config.vocabSize) }) {
-            throw LoraError.batch("label \(bad) is neither -100 nor a token id (vocabulary size \(config.vocabSize))")
-        }
+        try checkTargets(b)
         if let p = plan, p.matches(b, model: self) {
             // Same shape: reuse every buffer, refresh the batch's ids and targets.
             try p.ids.write(b.inputIDs)
@@ -129,7 +127,7 @@ extension LlamaLoRAModel {
             p.packed = b.isPacked
             p.groups = try TokenGroups(ctx, ids: b.inputIDs)
             p.countedTokens = b.countedTokens
-            p.head = try HeadRows(ctx, targets: b.targets, chunkRows: p.chunkRows)
+            p.head = try HeadRows(ctx, batch: b, chunkRows: p.chunkRows)
             return p
         }
         // A new shape: release the old buffers before making the new ones, so the
@@ -139,6 +137,35 @@ extension LlamaLoRAModel {
         let p = try ActivationPlan(model: self, batch: b)
         plan = p
         return p
+    }
+
+    /// The batch's targets fit the head: token ids for lm_head; for a classifier
+    /// one read-out per row and class ids below num_labels, or num_labels reals
+    /// per row for a regression or multi-label one.
+    func checkTargets(_ b: TokenBatch) throws {
+        guard let cls = config.task.classifier else {
+            if b.readout != nil { throw LoraError.batch("a classification batch given to a causal LM (task_type CAUSAL_LM)") }
+            if let bad = b.targets.first(where: { $0 != -100 && ($0 < 0 || Int($0) >= config.vocabSize) }) {
+                throw LoraError.batch("label \(bad) is neither -100 nor a token id (vocabulary size \(config.vocabSize))")
+            }
+            return
+        }
+        guard b.readout != nil else {
+            throw LoraError.batch("a token-labelled batch given to a sequence classifier (task_type SEQ_CLS): "
+                                  + "make it with TokenBatch.sequenceClassification")
+        }
+        if cls.problemType == .singleLabel {
+            if b.realTargets != nil {
+                throw LoraError.batch("real-valued labels given to a single_label_classification head (labels are class ids)")
+            }
+            if let bad = b.targets.first(where: { $0 != -100 && ($0 < 0 || Int($0) >= cls.numLabels) }) {
+                throw LoraError.batch("label \(bad) is not a class id (num_labels \(cls.numLabels))")
+            }
+        } else {
+            guard let r = b.realTargets, r.count == b.countedTokens * cls.numLabels else {
+                throw LoraError.batch("a \(cls.problemType.rawValue) head takes \(cls.numLabels) real-valued label(s) per sample")
+            }
+        }
     }
 
     // MARK: forward
@@ -198,12 +225,33 @@ extension LlamaLoRAModel {
                                rows: p.tokens, cols: config.hiddenSize, eps: Float(config.rmsNormEps))
     }
 
+    /// A classifier's pooled logits (B, num_labels) in eval mode: score on each row's read-out token.
+    public func classifierLogits(_ b: TokenBatch) throws -> [Float] {
+        guard let readout = b.readout, config.task.classifier != nil else {
+            throw LoraError.batch("classifierLogits needs a sequence classifier and a classification batch")
+        }
+        let p = try prepare(b)
+        try trunkForward(p, training: false)
+        let H = config.hiddenSize, C = config.headOutFeatures
+        var out: [Float] = []
+        let rows = readout.enumerated().map { Int32($0.offset * b.seq + $0.element) }
+        for start in stride(from: 0, to: rows.count, by: p.chunkRows) {
+            let chunk = Array(rows[start..<min(start + p.chunkRows, rows.count)])
+            let ids = try DeviceBuffer(queue: ctx.queue, chunk)
+            try ctx.embeddingForward(out: p.hfChunk, ids: ids, table: p.hf, layout: .rows(cols: H), tokens: chunk.count, cols: H)
+            try lmHead.forward(ctx, y: p.logitsChunk, x: p.hfChunk, tokens: chunk.count, training: false, stepSeed: stepSeed)
+            out += try p.logitsChunk.read(count: chunk.count * C)
+        }
+        return out
+    }
+
     /// Logits (B·T, V) in eval mode (no dropout), for inspection and tests.
     /// On the device only `chunkRows` rows of logits exist at a time (the plan's
     /// logits chunk, as in training): row r of the result is lm_head(hf[r]),
     /// each row's product independent of the others, so the values do not
     /// depend on the chunking. (The host array is B·T × V, as asked.)
     public func logits(_ b: TokenBatch) throws -> [Float] {
+        if config.task.classifier != nil { return try classifierLogits(b) }
         let p = try prepare(b)
         try trunkForward(p, training: false)
         let H = config.hiddenSize, V = config.vocabSize
@@ -232,7 +280,12 @@ extension LlamaLoRAModel {
     /// their dlogits would be). Gathering the counted rows first skips the
     /// largest matmul on every masked prompt token.
     func headForwardBackward(_ p: ActivationPlan, backward: Bool) throws {
-        let H = config.hiddenSize, V = config.vocabSize, head = p.head
+        let H = config.hiddenSize, V = config.headOutFeatures, head = p.head
+        let realLoss: ComputeContext.RealTargetLoss? = switch config.task.classifier?.problemType {
+        case .regression?: .meanSquaredError
+        case .multiLabel?: .binaryCrossEntropyWithLogits
+        default: nil
+        }
         if backward { try p.dhf.fill(0) }
         for chunk in head.chunks {
             // hfChunk[i] = hf[row_i]: the embedding gather over the hidden states.
@@ -241,8 +294,13 @@ extension LlamaLoRAModel {
             // The dropout mask indexes elements within the chunk: each chunk gets its own seed.
             let chunkSeed = mixSeed(stepSeed, UInt32(chunk.start))
             try lmHead.forward(ctx, y: p.logitsChunk, x: p.hfChunk, tokens: chunk.count, training: backward, stepSeed: chunkSeed)
-            try ctx.crossEntropy(logits: p.logitsChunk, losses: p.losses, targets: head.targets, rowOffset: chunk.start,
-                                 rows: chunk.count, vocab: V, countedTokens: p.countedTokens)
+            if let realLoss, let y = head.realTargets {
+                try ctx.realTargetLoss(realLoss, logits: p.logitsChunk, losses: p.losses, targets: y, rowOffset: chunk.start,
+                                       rows: chunk.count, columns: V, countedRows: p.countedTokens)
+            } else {
+                try ctx.crossEntropy(logits: p.logitsChunk, losses: p.losses, targets: head.targets, rowOffset: chunk.start,
+                                     rows: chunk.count, vocab: V, countedTokens: p.countedTokens)
+            }
             if backward {
                 try lmHead.backward(ctx, dx: p.dhfChunk, dy: p.logitsChunk, x: p.hfChunk, tokens: chunk.count, stepSeed: chunkSeed)
                 // dhf[row_i] = dhfChunk[i]: the embedding scatter, one row per group.
@@ -269,12 +327,16 @@ struct HeadRows {
     }
     let count: Int
     let targets: DeviceBuffer<Int32>   // (count) the counted rows' targets
+    /// (count, C) a regression or multi-label classifier's targets, else nil.
+    let realTargets: DeviceBuffer<Float>?
     let chunks: [Chunk]
 
-    init(_ ctx: ComputeContext, targets all: [Int32], chunkRows: Int) throws {
+    init(_ ctx: ComputeContext, batch b: TokenBatch, chunkRows: Int) throws {
+        let all = b.targets
         let rows = all.indices.filter { all[$0] >= 0 }
         count = rows.count
         targets = try DeviceBuffer(queue: ctx.queue, rows.map { all[$0] })
+        realTargets = try b.realTargets.map { try DeviceBuffer(queue: ctx.queue, $0) }
         chunks = try stride(from: 0, to: rows.count, by: chunkRows).map { start in
             let slice = rows[start..<min(start + chunkRows, rows.count)]
             return Chunk(start: start, count: slice.count, rows: try TokenGroups(ctx, ids: slice.map { Int32($0) }))

@@ -50,7 +50,13 @@ public struct TokenBatch {
     public let labels: [Int32]
     /// targets[b·T + t] = labels[b, t+1], −100 at the last position of a row
     /// (transformers' shift) and at the last token of every packed sample.
-    public let targets: [Int32]
+    /// A classification batch: the label at each row's read-out token (0 there
+    /// for real-valued targets), −100 elsewhere.
+    public internal(set) var targets: [Int32]
+    /// A classification batch's read-out token of each row (B), else nil.
+    public internal(set) var readout: [Int]?
+    /// Real-valued targets (regression, multi-label): C per counted row, in row order.
+    public internal(set) var realTargets: [Float]?
     /// RoPE positions (B·T); 0…T−1 in every row unless given.
     public let positionIDs: [Int32]
     /// Sample ids (B·T); all 0 (one sample per row) unless given.
@@ -115,6 +121,50 @@ public struct TokenBatch {
         for i in 0..<lab.count where i % t + 1 < t && ids[i + 1] == ids[i] { tg[i] = lab[i + 1] }
         targets = tg
     }
+
+    /// The targets of a sequence classifier, per row: a class id (single-label;
+    /// −100 skips the row) or num_labels reals (regression, multi-label).
+    public enum ClassTargets: Sendable {
+        case classes([Int])
+        case reals([[Float]])
+    }
+
+    /// A sequence-classification batch: rows of `inputIDs` (right-padded, one
+    /// sample each), read at the rightmost token whose id is not `padTokenID`
+    /// (token 0 when every one is), as transformers' GenericForSequenceClassification
+    /// does; with no pad id, at each row's last token (`lengths`, else T).
+    public static func sequenceClassification(inputIDs: [[Int]], padTokenID: Int?, lengths: [Int]? = nil,
+                                              targets: ClassTargets) throws -> TokenBatch {
+        let rows = inputIDs.count
+        var b = try TokenBatch(inputIDs: inputIDs, labels: inputIDs.map { $0.map { _ in -100 } })
+        if let lengths, lengths.count != rows || lengths.contains(where: { $0 < 1 || $0 > b.seq }) {
+            throw LoraError.batch("lengths must give 1…\(b.seq) tokens for each of the \(rows) rows")
+        }
+        let readout: [Int] = inputIDs.enumerated().map { r, row in
+            guard let pad = padTokenID else { return (lengths?[r] ?? row.count) - 1 }
+            return row.lastIndex { $0 != pad } ?? 0
+        }
+        var tg = [Int32](repeating: -100, count: b.tokens)
+        switch targets {
+        case .classes(let c):
+            guard c.count == rows else { throw LoraError.batch("\(c.count) labels for \(rows) rows") }
+            for r in 0..<rows {
+                guard c[r] == -100 || c[r] >= 0, let v = Int32(exactly: c[r]) else {
+                    throw LoraError.batch("label \(c[r]) of row \(r) is neither -100 nor a class id")
+                }
+                tg[r * b.seq + readout[r]] = v
+            }
+        case .reals(let v):
+            guard v.count == rows, let c = v.first?.count, c > 0, v.allSatisfy({ $0.count == c }) else {
+                throw LoraError.batch("real-valued labels must be \(rows) rows of the same non-zero length")
+            }
+            for r in 0..<rows { tg[r * b.seq + readout[r]] = 0 }
+            b.realTargets = v.flatMap { $0 }
+        }
+        b.targets = tg
+        b.readout = readout
+        return b
+    }
 }
 
 /// A Llama-family causal LM on the device, adapted the way PEFT adapts it.
@@ -124,6 +174,7 @@ public final class LlamaLoRAModel {
     public let lora: LoraConfig
     public let store: ParameterStore
     public let layers: [DecoderLayer]
+    /// The output head: lm_head (V, H), or a classifier's score (num_labels, H).
     public let lmHead: Linear
     /// The frozen token embedding E (V, H) as a frozen linear (in = H, out = V):
     /// the panels of op(B) = Eᵀ in the checkpoint's storage type, in parts when
@@ -168,7 +219,6 @@ public final class LlamaLoRAModel {
                 bufferLimitBytes: Int? = nil) throws {
         self.ctx = ctx
         self.config = c
-        self.lora = lora
         let H = c.hiddenSize, V = c.vocabSize
         let limit = try bufferLimitBytes ?? Self.bufferLimit(for: ctx.device)
 
@@ -178,6 +228,7 @@ public final class LlamaLoRAModel {
         let plan = try AdapterPlan(config: c, lora: lora)
         let P = Self.prefix, embedPath = AdapterPlan.embedPath
         self.adapterPlan = plan
+        self.lora = plan.lora   // with the task's modules_to_save (SEQ_CLS: score)
         store = try ParameterStore(ctx, specs: plan.tensors, bufferLimitBytes: limit)
 
         // Weights.
@@ -199,7 +250,7 @@ public final class LlamaLoRAModel {
                                     "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"].map { linears[p + $0]! }))
         }
         layers = ls
-        lmHead = linears["lm_head"]!
+        lmHead = linears[c.headPath]!
         if plan.embedAdapted {
             // PEFT applies no dropout on the embedding branch.
             embeddingLoRA = LoRAPair(a: store.entry(P + embedPath + ".lora_embedding_A")!,
@@ -232,6 +283,7 @@ public final class LlamaLoRAModel {
                 if saved, let e = store.entry(P + path + ".weight") {
                     // modules_to_save: a trained fp32 copy starts from W; no frozen copy is kept.
                     if tiedHead { try initialize(e, "model.embed_tokens.weight") }
+                    else if path == "score" && c.task.classifier?.inCheckpoint != true {}  // a new head: initializeAdapters draws it
                     else { try e.param.copy(from: loader.load(path + ".weight", [dout, din])) }
                     trained = e
                 } else if tiedHead {
@@ -340,11 +392,16 @@ public final class LlamaLoRAModel {
 
     // MARK: adapters
 
-    /// PEFT's initialisation: A Kaiming-uniform (a = √5, so U(±1/√in)) or
+    /// PEFT's initialisation (and a new classifier's score, see below): A Kaiming-uniform (a = √5, so U(±1/√in)) or
     /// N(0, (1/r)²) for "gaussian", B zero; the embedding the other way round
     /// (A zero, B N(0, 1)); with init_lora_weights=false both random.
     public func initializeAdapters(seed: UInt64) throws {
         var rng = SplitMix64.adapterInit(seed: seed)
+        if let cls = config.task.classifier, !cls.inCheckpoint, let w = lmHead.trainedWeight {
+            // A new classifier: transformers' _init_weights, N(0, initializer_range²), from its own stream.
+            var headRNG = SplitMix64(seed: seed &+ 0x5C0_4E)
+            try w.param.write(headRNG.scaledNormal(w.count, std: Float(config.initializerRange)))
+        }
         for lin in layers.flatMap(\.linears) + [lmHead] {
             guard let pair = lin.lora else { continue }
             let r = pair.settings.rank, din = lin.inFeatures

@@ -43,6 +43,7 @@ final class StepProfiler {
         case "attention_transpose": return "attention transposes"
         case _ where kernel.hasPrefix("attention_backward"): return "attention backward"
         case "cross_entropy_fused": return "cross-entropy (fwd+bwd)"
+        case "real_target_loss": return "regression / multi-label loss (fwd+bwd)"
         case "rope_apply": return "rope"
         case _ where kernel.hasPrefix("rmsnorm"): return "rmsnorm (fwd+bwd)"
         case _ where kernel.hasPrefix("silu") || kernel.hasPrefix("swiglu"): return "SwiGLU (fwd+bwd)"

@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Builds the task-head parity fixtures (PEFT task types beyond CAUSAL_LM) with
+the real PyTorch + transformers + PEFT, in the shape make_reference.py gives the
+causal ones: for each case a tiny `*ForSequenceClassification` model with random
+weights (saved with save_pretrained), wrapped by PEFT with task_type SEQ_CLS and
+`init_lora_weights=False`; the initial adapter (PEFT adds `score` to
+modules_to_save); a right-padded batch with its labels; the pooled logits and the
+loss before training; every trainable gradient at step 1 (named as PEFT saves
+them); the losses of three AdamW steps; the adapter after them, also trained in
+float64 from the same start (the exact answer).
+
+Run from the repository root, in a virtual environment outside it:
+    /opt/lora-ref-venv/bin/python scripts/make_task_fixtures.py Tests/Fixtures/tasks
+"""
+import contextlib
+import io
+import json
+import os
+import shutil
+import sys
+
+import torch
+import transformers
+import peft
+from peft import LoraConfig, PeftModel, get_peft_model
+from peft.utils import get_peft_model_state_dict
+from safetensors.torch import save_file
+from transformers import AutoModelForSequenceClassification, LlamaConfig, Qwen2Config
+
+OUT = sys.argv[1] if len(sys.argv) > 1 else "Tests/Fixtures/tasks"
+
+BASE = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=67, max_position_embeddings=64, rms_norm_eps=1e-5,
+            rope_theta=10000.0, initializer_range=0.1, tie_word_embeddings=False, pad_token_id=0)
+TRAIN = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, steps=3)
+
+CASES = [
+    # Three classes, right padding with pad_token_id 0; one sample holds a 0 before its
+    # end, one ends in 0 (the read-out moves left, as transformers' rule has it).
+    dict(name="llama_seq_cls", arch="llama", cfg=dict(num_labels=3), dtype="float32",
+         lora=dict(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj", "gate_proj", "down_proj"]),
+         labels=[2, 0, 1], max_grad_norm=1.0),
+    # Qwen2 (q/k/v biases, bias="lora_only"), all-linear (which leaves out score), two labels, f16 weights.
+    dict(name="qwen2_seq_cls", arch="qwen2", cfg=dict(num_labels=2, tie_word_embeddings=True), dtype="float16",
+         lora=dict(r=4, lora_alpha=8, target_modules="all-linear", bias="lora_only"),
+         labels=[1, 0, 1], max_grad_norm=0.0),
+    # num_labels 1: regression with MSE.
+    dict(name="llama_regression", arch="llama", cfg=dict(num_labels=1), dtype="float32",
+         lora=dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+         labels=[0.5, -1.25, 2.0], max_grad_norm=0.0),
+    # Multi-label: BCE with logits per label.
+    dict(name="llama_multi_label", arch="llama", cfg=dict(num_labels=4, problem_type="multi_label_classification"),
+         dtype="float32", lora=dict(r=4, lora_alpha=8, target_modules=["k_proj", "up_proj"]),
+         labels=[[1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0], [1.0, 1.0, 0.0, 0.0]], max_grad_norm=0.0),
+]
+
+CONFIGS = {"llama": LlamaConfig, "qwen2": Qwen2Config}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def batch(vocab):
+    g = torch.Generator().manual_seed(1234)
+    ids = torch.randint(1, vocab, (3, 8), generator=g)
+    ids[0, 6:] = 0          # length 6
+    ids[1, 3] = 0           # a pad id inside the sample (length 8: no padding)
+    ids[2, 4] = 0           # length 5 whose last token is the pad id: the read-out is token 3
+    ids[2, 5:] = 0
+    return ids
+
+
+def tensors(d):
+    return {k: v.detach().to(torch.float32).contiguous() for k, v in d.items()}
+
+
+def label_tensor(case):
+    l = case["labels"]
+    if isinstance(l[0], list) or isinstance(l[0], float):
+        return torch.tensor(l, dtype=torch.float32)
+    return torch.tensor(l, dtype=torch.long)
+
+
+def make_case(case):
+    torch.manual_seed(42)
+    root = os.path.join(OUT, case["name"])
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)
+    cfg = CONFIGS[case["arch"]](**{**BASE, **case["cfg"]})
+    model = AutoModelForSequenceClassification.from_config(cfg, torch_dtype=torch.float32)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".bias"):
+                p.normal_(0.0, 0.1)
+    model = model.to(DTYPES[case["dtype"]])
+    model.save_pretrained(os.path.join(root, "model"), safe_serialization=True)
+    model = AutoModelForSequenceClassification.from_pretrained(os.path.join(root, "model"), torch_dtype=torch.float32)
+    with open(os.path.join(root, "print_model.txt"), "w") as f:
+        f.write(str(model) + "\n")
+
+    lcfg = LoraConfig(task_type="SEQ_CLS", init_lora_weights=False, lora_dropout=0.0, **case["lora"])
+    pm = get_peft_model(model, lcfg)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        pm.print_trainable_parameters()
+    pm.save_pretrained(os.path.join(root, "adapter_initial"))
+
+    ids = batch(cfg.vocab_size)
+    labels = label_tensor(case)
+    params = [(n, p) for n, p in pm.named_parameters() if p.requires_grad]
+    opt = torch.optim.AdamW([p for _, p in params], lr=TRAIN["lr"], betas=TRAIN["betas"], eps=TRAIN["eps"],
+                            weight_decay=TRAIN["weight_decay"])
+    pm.train()
+    losses, grad_norms = [], []
+    for step in range(TRAIN["steps"]):
+        opt.zero_grad()
+        out = pm(input_ids=ids, labels=labels)
+        out.loss.backward()
+        if step == 0:
+            save_file({"logits": out.logits.detach().float().contiguous()}, os.path.join(root, "logits_step0.safetensors"))
+            grads = {n: p.grad for n, p in params}
+            save_file(tensors(get_peft_model_state_dict(pm, state_dict=grads)),
+                      os.path.join(root, "grads_step0.safetensors"))
+        grad_norms.append(torch.sqrt(sum((p.grad.double() ** 2).sum() for _, p in params)).item())
+        if case["max_grad_norm"] > 0:
+            torch.nn.utils.clip_grad_norm_([p for _, p in params], case["max_grad_norm"])
+        opt.step()
+        losses.append(out.loss.item())
+    pm.save_pretrained(os.path.join(root, "adapter_final"))
+    final32 = {k: v.double() for k, v in get_peft_model_state_dict(pm).items()}
+    final64 = train_float64(root, ids, labels, case)
+    save_file({k: v.contiguous() for k, v in final64.items()}, os.path.join(root, "adapter_final_f64.safetensors"))
+    fp32_error = {k: ((final32[k] - final64[k]).norm() / final64[k].norm()).item() for k in final64}
+    ref = dict(
+        versions=dict(torch=torch.__version__, transformers=transformers.__version__, peft=peft.__version__),
+        input_ids=ids.tolist(), labels=case["labels"], problem_type=pm.base_model.model.config.problem_type,
+        losses=losses, grad_norms=grad_norms,
+        train=dict(TRAIN, max_grad_norm=case["max_grad_norm"]),
+        trainable_line=buf.getvalue().strip(),
+        trainable_names=[n for n, _ in params],
+        torch_fp32_vs_fp64=fp32_error,
+    )
+    with open(os.path.join(root, "reference.json"), "w") as f:
+        json.dump(ref, f, indent=1)
+    print(case["name"], "losses", losses, "|", ref["trainable_line"])
+
+
+def train_float64(root, ids, labels, case):
+    model = AutoModelForSequenceClassification.from_pretrained(os.path.join(root, "model"), torch_dtype=torch.float64)
+    pm = PeftModel.from_pretrained(model, os.path.join(root, "adapter_initial"), is_trainable=True).to(torch.float64)
+    params = [p for _, p in pm.named_parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=TRAIN["lr"], betas=TRAIN["betas"], eps=TRAIN["eps"],
+                            weight_decay=TRAIN["weight_decay"])
+    pm.train()
+    lab = labels.double() if labels.dtype.is_floating_point else labels
+    for _ in range(TRAIN["steps"]):
+        opt.zero_grad()
+        pm(input_ids=ids, labels=lab).loss.backward()
+        if case["max_grad_norm"] > 0:
+            torch.nn.utils.clip_grad_norm_(params, case["max_grad_norm"])
+        opt.step()
+    return {k: v.detach().double() for k, v in get_peft_model_state_dict(pm).items()}
+
+
+if __name__ == "__main__":
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    for c in CASES:
+        make_case(c)
