@@ -400,3 +400,27 @@ final class ByteFallbackAddedTokensTests: XCTestCase {
         XCTAssertEqual(tok.decode(trained, skipSpecialTokens: false), "assistant: hello [world] 你好\n")
     }
 }
+
+/// Text pairs and truncation (a sequence classifier's inputs) against transformers'
+/// fast tokenizers: Tests/Fixtures/text/pairs.json from scripts/make_pair_fixtures.py.
+final class TokenizerPairTests: XCTestCase {
+    func testPairsAndTruncationEqualTransformers() throws {
+        let path = tokenizerFixturesRoot + "/../pairs.json"
+        let root = plainValue(try JSONValue.parse(try Data(contentsOf: URL(fileURLWithPath: path)), source: path)) as! [String: Any]
+        var tokenizers: [String: Tokenizer] = [:]
+        var checked = 0
+        for c in root["cases"] as! [[String: Any]] {
+            let name = c["tokenizer"] as! String
+            let tok = try tokenizers[name] ?? Tokenizer.load(directory: tokenizerFixturesRoot + "/" + name)
+            tokenizers[name] = tok
+            let text = c["text"] as! String, pair = c["text_pair"] as? String, L = c["max_length"] as! Int
+            let expected = c["ids"] as! [Int]
+            let got = tok.encode(text, pair: pair, maxLength: L)
+            XCTAssertEqual(got.ids, expected, "\(name) max_length \(L): \(text.debugDescription) + \(pair.debugDescription)")
+            let full = tok.encode(text, pair: pair, maxLength: 1 << 20).ids
+            XCTAssertEqual(got.truncated, full.count > got.ids.count, "\(name) truncated flag, max_length \(L)")
+            checked += 1
+        }
+        XCTAssertEqual(checked, 216)
+    }
+}

@@ -17,17 +17,32 @@ import LoraBase
 // trained at the end of every assistant turn.
 
 /// One tokenized sample; `line` is its 1-based line in the source file.
+/// A sequence classifier's target for one sample.
+public enum ClassTarget: Equatable, Sendable {
+    /// single_label_classification: the class id.
+    case classID(Int)
+    /// regression (one value per label) or multi_label_classification (0/1, or soft, per label).
+    case reals([Float])
+}
+
 public struct TokenizedSample: Equatable, Sendable {
     public var line: Int
     public var inputIDs: [Int]
+    /// Per-token labels (causal LM); all −100 for a classification sample.
     public var labels: [Int]
-    public init(line: Int, inputIDs: [Int], labels: [Int]) {
+    /// A classification sample's target (read at its last non-pad token); nil for a causal-LM sample.
+    public var classTarget: ClassTarget?
+    public init(line: Int, inputIDs: [Int], labels: [Int], classTarget: ClassTarget? = nil) {
         self.line = line
         self.inputIDs = inputIDs
         self.labels = labels
+        self.classTarget = classTarget
     }
-    /// Tokens whose label is trained (the model's shift drops the first label).
-    public var trainedTokens: Int { labels.dropFirst().filter { $0 != -100 }.count }
+    /// Tokens whose label is trained (the model's shift drops the first label);
+    /// a classification sample counts its one read-out.
+    public var trainedTokens: Int {
+        classTarget != nil ? 1 : labels.dropFirst().filter { $0 != -100 }.count
+    }
 }
 
 /// B rows × T tokens, ready for the model's TokenBatch.
@@ -42,6 +57,9 @@ public struct BatchRows: Equatable, Sendable {
     public var seqLen: Int { inputIDs.first?.count ?? 0 }
     /// Labels trained after the in-sample shift (what the loss averages over).
     public var trainedTokens: Int
+    /// A classification batch: each row's target and sample length, in row order (nil otherwise).
+    public var classTargets: [ClassTarget]? = nil
+    public var lengths: [Int] = []
 }
 
 public struct BatchingOptions: Equatable, Sendable {
@@ -109,7 +127,9 @@ public enum Batching {
                     seq += Array(repeating: k, count: s.inputIDs.count)
                     b.lines.append(s.line)
                     b.trainedTokens += s.trainedTokens
+                    if let t = s.classTarget { b.classTargets = (b.classTargets ?? []) + [t] }
                 }
+                b.lengths.append(ids.count)
                 let pad = width - ids.count
                 ids += Array(repeating: o.padTokenID, count: pad)
                 labels += Array(repeating: -100, count: pad)

@@ -1,52 +1,80 @@
 import Foundation
 import LoraBase
 
-/// A post-processor wraps the ids of one sequence (pairs are not supported).
+/// A post-processor wraps the ids of one sequence, or joins a pair (sequence
+/// A, sequence B) with its special tokens.
 protocol PostProcessor {
-    func process(_ ids: [Int], addSpecialTokens: Bool) -> [Int]
+    func process(_ a: [Int], pair b: [Int]?, addSpecialTokens: Bool) -> [Int]
+    /// Whether it leaves ids as they are (ByteLevel): a pair is then A followed by B.
+    var isIdentity: Bool { get }
 }
 
-/// TemplateProcessing's single template: special-token pieces and "$A".
-struct TemplatePostProcessor: PostProcessor {
-    enum Item { case sequence, special([Int]) }
-    let single: [Item]
+extension PostProcessor {
+    func process(_ ids: [Int], addSpecialTokens: Bool) -> [Int] { process(ids, pair: nil, addSpecialTokens: addSpecialTokens) }
+    var isIdentity: Bool { false }
+    /// The special tokens it adds to one sequence, or to a pair (what truncation leaves room for).
+    func addedTokens(pair: Bool) -> Int { process([], pair: pair ? [] : nil, addSpecialTokens: true).count }
+}
 
-    func process(_ ids: [Int], addSpecialTokens: Bool) -> [Int] {
-        var out: [Int] = []
-        out.reserveCapacity(ids.count + 4)
-        for item in single {
-            switch item {
-            case .sequence: out.append(contentsOf: ids)
-            case .special(let s): if addSpecialTokens { out.append(contentsOf: s) }
+/// TemplateProcessing: special-token pieces, "$A" and (in the pair template) "$B".
+struct TemplatePostProcessor: PostProcessor {
+    enum Item { case sequenceA, sequenceB, special([Int]) }
+    let single: [Item]
+    /// The pair template; nil when the tokenizer.json has none (then A's and B's single templates follow each other).
+    let pair: [Item]?
+
+    func process(_ a: [Int], pair b: [Int]?, addSpecialTokens: Bool) -> [Int] {
+        guard let b else { return render(single, a, []) }
+        guard let pair else { return render(single, a, []) + render(single, b, []) }
+        return render(pair, a, b)
+
+        func render(_ items: [Item], _ a: [Int], _ b: [Int]) -> [Int] {
+            var out: [Int] = []
+            out.reserveCapacity(a.count + b.count + 4)
+            for item in items {
+                switch item {
+                case .sequenceA: out.append(contentsOf: a)
+                case .sequenceB: out.append(contentsOf: b)
+                case .special(let s): if addSpecialTokens { out.append(contentsOf: s) }
+                }
             }
+            return out
         }
-        return out
     }
 }
 
-/// BertProcessing / RobertaProcessing: prefix and suffix ids.
+/// BertProcessing ([CLS] A [SEP] B [SEP]) / RobertaProcessing (<s> A </s></s> B </s>).
 struct WrapPostProcessor: PostProcessor {
     let prefix: Int
     let suffix: Int
+    let roberta: Bool
 
-    func process(_ ids: [Int], addSpecialTokens: Bool) -> [Int] {
-        addSpecialTokens ? [prefix] + ids + [suffix] : ids
+    func process(_ a: [Int], pair b: [Int]?, addSpecialTokens: Bool) -> [Int] {
+        guard addSpecialTokens else { return a + (b ?? []) }
+        guard let b else { return [prefix] + a + [suffix] }
+        return [prefix] + a + [suffix] + (roberta ? [suffix] : []) + b + [suffix]
     }
 }
 
-/// ByteLevel only trims offsets: ids unchanged.
+/// ByteLevel only trims offsets: ids unchanged (a pair: A then B).
 struct IdentityPostProcessor: PostProcessor {
-    func process(_ ids: [Int], addSpecialTokens: Bool) -> [Int] { ids }
+    func process(_ a: [Int], pair b: [Int]?, addSpecialTokens: Bool) -> [Int] { a + (b ?? []) }
+    var isIdentity: Bool { true }
 }
 
+/// Each step in turn; the first that is not an identity joins a pair.
 struct SequencePostProcessor: PostProcessor {
     let steps: [PostProcessor]
 
-    func process(_ ids: [Int], addSpecialTokens: Bool) -> [Int] {
-        var t = ids
-        for s in steps { t = s.process(t, addSpecialTokens: addSpecialTokens) }
-        return t
+    func process(_ a: [Int], pair b: [Int]?, addSpecialTokens: Bool) -> [Int] {
+        var t = a, rest = b
+        for s in steps where !(s.isIdentity && rest != nil) {
+            t = s.process(t, pair: rest, addSpecialTokens: addSpecialTokens)
+            rest = nil
+        }
+        return rest.map { t + $0 } ?? t
     }
+    var isIdentity: Bool { steps.allSatisfy(\.isIdentity) }
 }
 
 func makePostProcessor(_ json: JSONValue, context: String) throws -> PostProcessor? {
@@ -70,24 +98,30 @@ func makePostProcessor(_ json: JSONValue, context: String) throws -> PostProcess
                 specials[name] = ids
             }
         }
-        guard let single = json["single"]?.array else { throw TokenizerError("\(context).single is missing") }
-        var items: [TemplatePostProcessor.Item] = []
-        for (i, piece) in single.enumerated() {
-            if let seq = piece["Sequence"] {
-                guard seq["id"]?.string == "A" else {
-                    throw TokenizerError("\(context).single[\(i)]: only sequence A is supported in a single template")
+        func template(_ key: String) throws -> [TemplatePostProcessor.Item]? {
+            guard let pieces = json[key]?.array else { return nil }
+            var items: [TemplatePostProcessor.Item] = []
+            for (i, piece) in pieces.enumerated() {
+                if let seq = piece["Sequence"] {
+                    switch seq["id"]?.string {
+                    case "A": items.append(.sequenceA)
+                    case "B" where key == "pair": items.append(.sequenceB)
+                    default: throw TokenizerError("\(context).\(key)[\(i)]: sequence \(seq["id"]?.shortDescription ?? "?") "
+                                                  + "is not allowed in a \(key) template")
+                    }
+                } else if let sp = piece["SpecialToken"], let name = sp["id"]?.string {
+                    guard let ids = specials[name] else {
+                        throw TokenizerError("\(context).\(key)[\(i)]: special token \(name.debugDescription) is not in special_tokens")
+                    }
+                    items.append(.special(ids))
+                } else {
+                    throw TokenizerError("\(context).\(key)[\(i)] must be {\"Sequence\": ...} or {\"SpecialToken\": ...}")
                 }
-                items.append(.sequence)
-            } else if let sp = piece["SpecialToken"], let name = sp["id"]?.string {
-                guard let ids = specials[name] else {
-                    throw TokenizerError("\(context).single[\(i)]: special token \(name.debugDescription) is not in special_tokens")
-                }
-                items.append(.special(ids))
-            } else {
-                throw TokenizerError("\(context).single[\(i)] must be {\"Sequence\": ...} or {\"SpecialToken\": ...}")
             }
+            return items
         }
-        return TemplatePostProcessor(single: items)
+        guard let single = try template("single") else { throw TokenizerError("\(context).single is missing") }
+        return TemplatePostProcessor(single: single, pair: try template("pair"))
     case "BertProcessing", "RobertaProcessing":
         func idOf(_ key: String) throws -> Int {
             guard let pair = json[key]?.array, pair.count == 2, let id = pair[1].integral, id >= 0 else {
@@ -95,7 +129,7 @@ func makePostProcessor(_ json: JSONValue, context: String) throws -> PostProcess
             }
             return id
         }
-        return WrapPostProcessor(prefix: try idOf("cls"), suffix: try idOf("sep"))
+        return WrapPostProcessor(prefix: try idOf("cls"), suffix: try idOf("sep"), roberta: type == "RobertaProcessing")
     case "Sequence":
         let steps = try sequenceSteps(json, "processors", context: context, makePostProcessor)
         return SequencePostProcessor(steps: steps)

@@ -156,6 +156,34 @@ public final class Tokenizer {
 
     // MARK: - Encoding
 
+    /// The ids transformers' `tokenizer(text, text_pair, truncation=True,
+    /// max_length=maxLength)` gives: each text encoded alone, truncated as
+    /// `tokenizers`' longest_first does so that the post-processor's special
+    /// tokens still fit (the shorter text keeps at most half the room, the
+    /// longer the rest), then joined by the post-processor. `truncated`:
+    /// whether a token was dropped.
+    public func encode(_ text: String, pair: String?, maxLength: Int) -> (ids: [Int], truncated: Bool) {
+        var a = encode(text, addSpecialTokens: false)
+        var b = pair.map { encode($0, addSpecialTokens: false) }
+        let room = max(0, maxLength - (postProcessor?.addedTokens(pair: b != nil) ?? 0))
+        let before = a.count + (b?.count ?? 0)
+        if var second = b {
+            if a.count + second.count > room {
+                let firstIsLonger = a.count > second.count
+                let short = min(firstIsLonger ? second.count : a.count, room / 2)
+                let long = room - short
+                if firstIsLonger { a.removeLast(a.count - long); second.removeLast(second.count - short) }
+                else { a.removeLast(a.count - short); second.removeLast(second.count - long) }
+            }
+            b = second
+        } else if a.count > room {
+            a.removeLast(a.count - room)
+        }
+        let truncated = a.count + (b?.count ?? 0) < before
+        let ids = postProcessor.map { $0.process(a, pair: b, addSpecialTokens: true) } ?? a + (b ?? [])
+        return (ids, truncated)
+    }
+
     /// The ids `tokenizers`' `encode(text, add_special_tokens:).ids` gives.
     public func encode(_ text: String, addSpecialTokens: Bool = true) -> [Int] {
         let scalars = Array(text.unicodeScalars)
