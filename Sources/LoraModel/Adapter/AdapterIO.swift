@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -38,6 +39,10 @@ extension LlamaLoRAModel {
         do {
             try SafeTensorsWriter.write(tensors, metadata: ["format": "pt"], to: tmp.appendingPathComponent("adapter_model.safetensors").path)
             try lora.peftJSON(baseModel: baseModel).write(to: tmp.appendingPathComponent("adapter_config.json"))
+            if let cls = config.task.classifier {
+                try Data(cls.labelsJSON(padTokenID: config.padTokenID).utf8)
+                    .write(to: tmp.appendingPathComponent(SequenceClassifier.labelsFile))
+            }
             try DirectoryReplace.replace(dst.path, with: tmp.path)
         } catch {
             try? fm.removeItem(at: tmp)
@@ -126,4 +131,76 @@ public enum DirectoryReplace {
         return nil
         #endif
     }()
+}
+
+extension SequenceClassifier {
+    /// The classifier's settings beside a SEQ_CLS adapter, in config.json's vocabulary
+    /// (num_labels, id2label, label2id, problem_type, pad_token_id): what a causal
+    /// base needs to be rebuilt as the classifier the adapter was trained on.
+    public static let labelsFile = "labels.json"
+
+    public func labelsJSON(padTokenID: Int?) -> String {
+        var id2label = OrderedMap<JSONValue>(), label2id = OrderedMap<JSONValue>()
+        for (i, n) in labels.enumerated() { id2label[String(i)] = .string(n); label2id[n] = .int(i) }
+        let o: JSONValue = .object(OrderedMap([
+            ("num_labels", .int(numLabels)), ("problem_type", .string(problemType.rawValue)),
+            ("id2label", .object(id2label)), ("label2id", .object(label2id)),
+            ("pad_token_id", padTokenID.map { .int($0) } ?? .null),
+        ]))
+        return o.serialized(JSONStyle(indent: "  ", itemSeparator: ",")) + "\n"
+    }
+
+    /// A SEQ_CLS adapter's labels.json (nil when the directory has none).
+    public static func load(adapterDirectory dir: String) throws -> (classifier: SequenceClassifier, padTokenID: Int?)? {
+        let path = dir + "/" + labelsFile
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        let j = try jsonObject(try readConfigFile(path), path: path)
+        let c = try ModelConfig.classifier(j, path: path)
+        var pad: Int? = nil
+        if let v = j["pad_token_id"], !v.isNull {
+            guard let n = v.integral else { throw CheckpointError.config(path: path, field: "pad_token_id", reason: "must be an integer") }
+            pad = n
+        }
+        return (SequenceClassifier(labels: c.labels, problemType: c.problemType), pad)
+    }
+
+    /// The model card's classifier section: labels, read-out, and how PEFT loads it.
+    public func readmeSection(architecture: Architecture, padTokenID: Int?) -> String {
+        let names = labels.enumerated().map { "| \($0.offset) | \($0.element) |" }.joined(separator: "\n")
+        let id2label = "{" + labels.enumerated().map { "\($0.offset): \(pythonString($0.element))" }.joined(separator: ", ") + "}"
+        return """
+        ## Sequence classifier (task_type SEQ_CLS)
+
+        `\(architecture.className(for: .sequenceClassification(self)))`, problem type `\(problemType.rawValue)`,
+        \(numLabels) output(s). The head (`score`) is trained in full and saved under `modules_to_save`; each
+        sample is read at its last token whose id is not pad_token_id (\(padTokenID.map(String.init) ?? "none")).
+        `labels.json` holds these settings in config.json's vocabulary.
+
+        | id | label |
+        |---:|:------|
+        \(names)
+
+        ```python
+        from peft import AutoPeftModelForSequenceClassification
+        model = AutoPeftModelForSequenceClassification.from_pretrained(
+            "ADAPTER_DIR", num_labels=\(numLabels), id2label=\(id2label),
+            problem_type="\(problemType.rawValue)"\(padTokenID.map { ", pad_token_id=\($0)" } ?? ""))
+        ```
+
+        """
+    }
+}
+
+/// A Python string literal (double quotes, escapes).
+private func pythonString(_ s: String) -> String {
+    var out = "\""
+    for ch in s.unicodeScalars {
+        switch ch {
+        case "\\": out += "\\\\"
+        case "\"": out += "\\\""
+        case "\n": out += "\\n"
+        default: out.unicodeScalars.append(ch)
+        }
+    }
+    return out + "\""
 }

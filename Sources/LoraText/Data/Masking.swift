@@ -52,6 +52,17 @@ public protocol DataTokenizer {
     func prepareText(_ s: String) -> String
     /// Whether several threads may use it at once (Dataset.load then spreads lines over the CPUs).
     var concurrencySafe: Bool { get }
+    /// transformers' `tokenizer(text, text_pair, truncation=True, max_length=)` ids (a classifier's input).
+    func encodePair(_ text: String, _ pair: String?, maxLength: Int) throws -> (ids: [Int], truncated: Bool)
+}
+
+extension DataTokenizer {
+    /// Without the tokenizer's post-processor: the text's ids (with special tokens) cut to maxLength; no pairs.
+    public func encodePair(_ text: String, _ pair: String?, maxLength: Int) throws -> (ids: [Int], truncated: Bool) {
+        guard pair == nil else { throw DatasetError.invalidOption("this tokenizer cannot encode text pairs") }
+        let ids = try encodeIDs(text, addSpecialTokens: true)
+        return (Array(ids.prefix(maxLength)), ids.count > maxLength)
+    }
 }
 
 extension DataTokenizer {

@@ -14,6 +14,9 @@ public struct TokenizerDataAdapter: DataTokenizer {
         try tokenizer.alignedTokens(text)  // until Tokenizer.encodeWithOffsets exists
     }
     public func decodeIDs(_ ids: [Int]) -> String { tokenizer.decode(ids, skipSpecialTokens: false) }
+    public func encodePair(_ text: String, _ pair: String?, maxLength: Int) throws -> (ids: [Int], truncated: Bool) {
+        tokenizer.encode(text, pair: pair, maxLength: maxLength)
+    }
     public var vocabularySize: Int { tokenizer.vocabSize }
     public var eosID: Int? { tokenizer.config.eosToken.flatMap { tokenizer.tokenID($0) } }
     public var padID: Int? { tokenizer.config.padToken.flatMap { tokenizer.tokenID($0) } }

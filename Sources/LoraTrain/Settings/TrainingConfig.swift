@@ -107,7 +107,14 @@ public struct TrainingConfig: Equatable, Sendable {
     /// The LoRA keys an adapter given with `adapter` fixes (a key given must agree with it).
     static let adapterFixedKeys = Set(LoraConfig.adapterKeys)
     public static let trainOnValues = ["assistant", "all", "last"]
-    public static let metrics = ["eval_loss", "eval_perplexity", "loss"]
+    public static let metrics = ["eval_loss", "eval_perplexity", "loss", "eval_accuracy", "eval_f1"]
+    /// Metrics where higher is better (tracked negated; a classifier's scores).
+    public static let greaterIsBetter: Set<String> = ["eval_accuracy", "eval_f1"]
+    /// The best metric as the user reads it (un-negated).
+    public func shownMetric(_ tracked: Double?) -> Double {
+        guard let v = tracked else { return .nan }
+        return Self.greaterIsBetter.contains(metricForBestModel) ? -v : v
+    }
 
     public init() {}
 
@@ -309,6 +316,9 @@ public struct TrainingConfig: Equatable, Sendable {
         if let l = saveTotalLimit, l < 1 { throw fail("save_total_limit", "must be ≥ 1") }
         if !Self.metrics.contains(metricForBestModel) {
             throw fail("metric_for_best_model", "'\(metricForBestModel)' is not supported; supported: " + Self.metrics.joined(separator: ", "))
+        }
+        if Self.greaterIsBetter.contains(metricForBestModel) && lora.taskType != "SEQ_CLS" {
+            throw fail("metric_for_best_model", "\(metricForBestModel) is a classifier's score: it needs task_type SEQ_CLS")
         }
         let hasEval = valData != nil || valSplit > 0
         if loadBestModelAtEnd && !hasEval && metricForBestModel != "loss" {

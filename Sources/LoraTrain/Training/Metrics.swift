@@ -12,7 +12,12 @@ public struct MetricsRecord: Equatable, Sendable {
     public var tokensPerSecond: Double
     public var elapsedSeconds: Double
     public var evalLoss: Double?
-    public var evalPerplexity: Double? { evalLoss.map { exp($0) } }
+    /// A classifier's validation accuracy and F1 (macro over classes; micro over labels for multi-label).
+    public var evalAccuracy: Double?
+    public var evalF1: Double?
+    /// Whether eval_loss is a token cross-entropy (its exp a perplexity): not for a classifier.
+    public var lossIsTokenCrossEntropy = true
+    public var evalPerplexity: Double? { lossIsTokenCrossEntropy ? evalLoss.map { exp($0) } : nil }
 
     /// `{"step": …, "epoch": …, …}` in a fixed key order; non-finite numbers as null.
     public var json: String {
@@ -21,7 +26,10 @@ public struct MetricsRecord: Equatable, Sendable {
                      "\"grad_norm\": \(num(gradNorm))", "\"learning_rate\": \(num(learningRate))",
                      "\"tokens_per_second\": \(num((tokensPerSecond * 10).rounded() / 10))",
                      "\"elapsed_seconds\": \(num((elapsedSeconds * 1000).rounded() / 1000))"]
-        if let e = evalLoss { parts += ["\"eval_loss\": \(num(e))", "\"eval_perplexity\": \(num(exp(e)))"] }
+        if let e = evalLoss { parts.append("\"eval_loss\": \(num(e))") }
+        if let p = evalPerplexity { parts.append("\"eval_perplexity\": \(num(p))") }
+        if let a = evalAccuracy { parts.append("\"eval_accuracy\": \(num(a))") }
+        if let f = evalF1 { parts.append("\"eval_f1\": \(num(f))") }
         return "{" + parts.joined(separator: ", ") + "}"
     }
 
@@ -33,6 +41,9 @@ public struct MetricsRecord: Equatable, Sendable {
         epoch = d("epoch"); loss = d("loss"); gradNorm = d("grad_norm"); learningRate = d("learning_rate")
         tokensPerSecond = d("tokens_per_second"); elapsedSeconds = d("elapsed_seconds")
         evalLoss = o["eval_loss"]?.double
+        evalAccuracy = o["eval_accuracy"]?.double
+        evalF1 = o["eval_f1"]?.double
+        lossIsTokenCrossEntropy = evalLoss == nil || o["eval_perplexity"] != nil
     }
 
     public init(step: Int, epoch: Double, loss: Double, gradNorm: Double, learningRate: Double,
@@ -174,7 +185,10 @@ public struct ProgressPrinter {
         var s = "step \(r.step)/\(total) | epoch \(String(format: "%.2f", r.epoch)) | loss \(String(format: "%.4f", r.loss)) | "
             + "grad_norm \(String(format: "%.4f", r.gradNorm)) | lr \(String(format: "%.3e", r.learningRate)) | "
             + "\(String(format: "%.0f", r.tokensPerSecond)) tok/s | \(Self.duration(r.elapsedSeconds))"
-        if let e = r.evalLoss { s += " | eval_loss \(String(format: "%.4f", e)) | eval_ppl \(String(format: "%.3f", exp(e)))" }
+        if let e = r.evalLoss { s += " | eval_loss \(String(format: "%.4f", e))" }
+        if let p = r.evalPerplexity { s += " | eval_ppl \(String(format: "%.3f", p))" }
+        if let a = r.evalAccuracy { s += " | eval_accuracy \(String(format: "%.4f", a))" }
+        if let f = r.evalF1 { s += " | eval_f1 \(String(format: "%.4f", f))" }
         message(s)
     }
 
@@ -195,5 +209,45 @@ public struct ProgressPrinter {
     /// A message on its own line.
     func message(_ s: String) {
         write((isTerminal ? "\r\u{1B}[K" : "") + s + "\n")
+    }
+}
+
+/// A classifier's scores over a validation set, as scikit-learn computes them:
+/// accuracy and macro-F1 over classes (single-label); subset accuracy and
+/// micro-F1 over every label decision, logit > 0 (multi-label).
+public enum ClassificationScores {
+    /// Single-label: predictions = argmax of each row's logits (first on ties).
+    public static func singleLabel(logits: [Float], labels: [Int], classes: Int) -> (accuracy: Double, macroF1: Double) {
+        var tp = [Int](repeating: 0, count: classes), fp = tp, fn = tp
+        var correct = 0, n = 0
+        for (r, y) in labels.enumerated() where y >= 0 {
+            let row = logits[(r * classes)..<((r + 1) * classes)]
+            let p = row.indices.max { row[$0] < row[$1] || (row[$0] == row[$1] && $0 > $1) }! - r * classes
+            n += 1
+            if p == y { correct += 1; tp[y] += 1 } else { fp[p] += 1; fn[y] += 1 }
+        }
+        // sklearn's f1_score(average="macro"): classes present in labels or predictions; 0 where undefined.
+        let present = (0..<classes).filter { tp[$0] + fp[$0] + fn[$0] > 0 }
+        let f1 = present.map { c -> Double in
+            let d = Double(2 * tp[c] + fp[c] + fn[c])
+            return d > 0 ? Double(2 * tp[c]) / d : 0
+        }
+        return (n > 0 ? Double(correct) / Double(n) : .nan, present.isEmpty ? .nan : f1.reduce(0, +) / Double(present.count))
+    }
+
+    /// Multi-label: targets ≥ 0.5 are positive.
+    public static func multiLabel(logits: [Float], targets: [[Float]]) -> (accuracy: Double, microF1: Double) {
+        var tp = 0, fp = 0, fn = 0, exact = 0
+        for (r, t) in targets.enumerated() {
+            var all = true
+            for (c, y) in t.enumerated() {
+                let p = logits[r * t.count + c] > 0, truth = y >= 0.5
+                if p != truth { all = false }
+                if p && truth { tp += 1 } else if p { fp += 1 } else if truth { fn += 1 }
+            }
+            if all { exact += 1 }
+        }
+        let d = Double(2 * tp + fp + fn)
+        return (targets.isEmpty ? .nan : Double(exact) / Double(targets.count), d > 0 ? Double(2 * tp) / d : 0)
     }
 }

@@ -10,15 +10,19 @@ import LoraText
 
 /// A model without a tokenizer (a bare checkpoint): only pre-tokenized
 /// `{"input_ids": …}` lines can be trained; any text line names the problem.
-struct PreTokenizedOnly: DataTokenizer {
-    let model: String
-    let vocabularySize: Int
-    var eosID: Int? { nil }
-    var padID: Int? { nil }
-    func encodeIDs(_ text: String, addSpecialTokens: Bool) throws -> [Int] { throw ModelTextError.noTokenizer(model) }
-    func encodeOffsets(_ text: String) throws -> [TokenOffset] { throw ModelTextError.noTokenizer(model) }
-    func decodeIDs(_ ids: [Int]) -> String { ids.map(String.init).joined(separator: " ") }
-    func prepareText(_ s: String) -> String { s }
+public struct PreTokenizedOnly: DataTokenizer {
+    public let model: String
+    public let vocabularySize: Int
+    public init(model: String, vocabularySize: Int) {
+        self.model = model
+        self.vocabularySize = vocabularySize
+    }
+    public var eosID: Int? { nil }
+    public var padID: Int? { nil }
+    public func encodeIDs(_ text: String, addSpecialTokens: Bool) throws -> [Int] { throw ModelTextError.noTokenizer(model) }
+    public func encodeOffsets(_ text: String) throws -> [TokenOffset] { throw ModelTextError.noTokenizer(model) }
+    public func decodeIDs(_ ids: [Int]) -> String { ids.map(String.init).joined(separator: " ") }
+    public func prepareText(_ s: String) -> String { s }
 }
 
 /// Training and validation samples, with what the loader counted.
@@ -28,6 +32,8 @@ struct TrainingSamples {
     /// One line per file: "FILE: N samples, T tokens (K trained), …".
     var summaries: [String] = []
     var padTokenID = 0
+    /// A classifier's labels (task_type SEQ_CLS), from the data and the model's own id2label.
+    var labels: ClassificationLabels?
     /// Every line that gave no sample (with --skip-bad-lines, or with no trained token), in file order.
     var skipped: [(file: String, line: Int, reason: SkipReason)] = []
 }
@@ -35,7 +41,8 @@ struct TrainingSamples {
 /// Reads every `data` file (and `val_data`, or splits `val_split` off the
 /// training samples, seeded), truncated to `max_seq_len` and masked by
 /// `train_on`. `vocabSize` bounds pre-tokenized ids.
-func loadTrainingSamples(_ c: TrainingConfig, vocabSize: Int, progress: ProgressPrinter? = nil) throws -> TrainingSamples {
+func loadTrainingSamples(_ c: TrainingConfig, vocabSize: Int, classifier: SequenceClassifier? = nil,
+                         progress: ProgressPrinter? = nil) throws -> TrainingSamples {
     var out = TrainingSamples()
     let tokenizer: DataTokenizer
     var template: ConversationRenderer? = nil
@@ -55,6 +62,9 @@ func loadTrainingSamples(_ c: TrainingConfig, vocabSize: Int, progress: Progress
                                      reason: "\(c.model) has no tokenizer to render a chat template with")
         }
         tokenizer = PreTokenizedOnly(model: c.model, vocabularySize: vocabSize)
+    }
+    if c.lora.taskType == "SEQ_CLS" {
+        return try loadClassificationSamples(c, tokenizer: tokenizer, vocabSize: vocabSize, classifier: classifier, into: out)
     }
     guard let trainOn = TrainOn(rawValue: c.trainOn) else {
         throw TrainError.setting(source: "settings", key: "train_on", reason: "'\(c.trainOn)' is not one of "
@@ -89,9 +99,58 @@ func loadTrainingSamples(_ c: TrainingConfig, vocabSize: Int, progress: Progress
     return out
 }
 
+/// A sequence classifier's samples (SEQ_CLS): `{"text"[, "text_pair"], "label"}` or
+/// `{"input_ids", "label"}` lines, labels resolved over every file of the run
+/// (and the model's own id2label when its checkpoint has a classifier).
+func loadClassificationSamples(_ c: TrainingConfig, tokenizer: DataTokenizer, vocabSize: Int,
+                               classifier: SequenceClassifier?, into start: TrainingSamples) throws -> TrainingSamples {
+    var out = start
+    let files = c.data + (c.valData.map { [$0] } ?? [])
+    let records = try files.map { f in (file: f, records: try ClassificationData.read(file: f)) }
+    let known = classifier.map { ClassificationLabels(kind: ClassificationKind(rawValue: $0.problemType.rawValue)!, names: $0.labels) }
+    let labels = try ClassificationData.labels(records, known: known)
+    out.labels = labels
+    out.padTokenID = tokenizer.padID ?? tokenizer.eosID ?? 0
+    var byFile: [String: [TokenizedSample]] = [:]
+    for (f, rs) in records {
+        let (samples, truncated) = try ClassificationData.samples(rs, file: f, labels: labels, tokenizer: tokenizer,
+                                                                  maxSeqLen: c.maxSeqLen)
+        if let bad = samples.lazy.flatMap(\.inputIDs).first(where: { $0 >= vocabSize }) {
+            throw TrainError.data(path: f, line: 0, reason: "token id \(bad) is outside the model's vocabulary (size \(vocabSize))")
+        }
+        let lengths = samples.map(\.inputIDs.count).sorted()
+        out.summaries.append("\(f) (classification): \(samples.count) samples, \(lengths.reduce(0, +)) tokens, "
+            + "\(truncated) truncated, \(rs.count - samples.count) without a label (-100); "
+            + "length median \(lengths.isEmpty ? 0 : lengths[lengths.count / 2]), max \(lengths.last ?? 0)")
+        byFile[f] = samples
+    }
+    out.summaries.append("labels (\(labels.kind.rawValue)): " + (labels.kind == .singleLabel
+        ? labels.names.enumerated().map { "\($0.offset) \($0.element)" }.joined(separator: ", ")
+        : "\(labels.names.count) output(s)"))
+    for f in c.data { out.train += byFile[f] ?? [] }
+    if let v = c.valData {
+        out.validation = byFile[v] ?? []
+    } else if c.valSplit > 0 {
+        (out.train, out.validation) = try Dataset.split(out.train, validationFraction: c.valSplit, seed: UInt64(c.seed))
+    }
+    return out
+}
+
 /// The one place a planned batch becomes the model's TokenBatch: positions
 /// restart per packed sample, and attention and the label shift never cross
-/// a sequence id.
-func tokenBatch(_ rows: BatchRows) throws -> TokenBatch {
-    try TokenBatch(inputIDs: rows.inputIDs, labels: rows.labels, positionIDs: rows.positionIDs, sequenceIDs: rows.sequenceIDs)
+/// a sequence id. A classification batch is read where the model's
+/// classifier reads (its pad_token_id; each sample's last token without one).
+func tokenBatch(_ rows: BatchRows, for model: LlamaLoRAModel) throws -> TokenBatch {
+    if let targets = rows.classTargets {
+        let t: TokenBatch.ClassTargets
+        if case .classID? = targets.first {
+            t = .classes(targets.map { if case .classID(let i) = $0 { return i }; return -100 })
+        } else {
+            t = .reals(targets.map { if case .reals(let v) = $0 { return v }; return [] })
+        }
+        return try TokenBatch.sequenceClassification(inputIDs: rows.inputIDs, padTokenID: model.config.padTokenID,
+                                                     lengths: rows.lengths, targets: t)
+    }
+    return try TokenBatch(inputIDs: rows.inputIDs, labels: rows.labels, positionIDs: rows.positionIDs,
+                          sequenceIDs: rows.sequenceIDs)
 }

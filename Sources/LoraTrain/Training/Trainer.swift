@@ -161,7 +161,8 @@ public final class Trainer {
                      title: "lora-gpu train — " + URL(fileURLWithPath: config.model).lastPathComponent)
     }
 
-    func readme(state: TrainerState, records: [MetricsRecord], total: Int, trainCount: Int, valCount: Int) -> String {
+    func readme(state: TrainerState, records: [MetricsRecord], total: Int, trainCount: Int, valCount: Int,
+                model: ModelConfig? = nil) -> String {
         let c = config
         let lastTrain = records.last.map { String(format: "%.4f", $0.loss) } ?? "n/a"
         let lastEval = records.last(where: { $0.evalLoss != nil })?.evalLoss.map { String(format: "%.4f", $0) }
@@ -197,8 +198,14 @@ public final class Trainer {
 
         """
         if let lastEval { s += "- Final eval loss: \(lastEval)\n" }
+        if let r = records.last(where: { $0.evalAccuracy != nil }), let a = r.evalAccuracy {
+            s += "- Final eval accuracy: \(String(format: "%.4f", a))" + (r.evalF1.map { ", F1 \(String(format: "%.4f", $0))" } ?? "") + "\n"
+        }
         if c.loadBestModelAtEnd, let b = state.bestCheckpoint {
-            s += "- Best \(c.metricForBestModel): \(String(format: "%.4f", state.bestMetric ?? .nan)) at step \(state.bestStep ?? 0) (`\(b)`); this adapter is that checkpoint's\n"
+            s += "- Best \(c.metricForBestModel): \(String(format: "%.4f", c.shownMetric(state.bestMetric))) at step \(state.bestStep ?? 0) (`\(b)`); this adapter is that checkpoint's\n"
+        }
+        if let m = model, let cls = m.task.classifier {
+            s += "\n" + cls.readmeSection(architecture: m.architecture, padTokenID: m.padTokenID)
         }
         return s
     }

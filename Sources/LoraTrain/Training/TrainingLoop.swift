@@ -30,6 +30,8 @@ final class TrainingLoop {
     var lastRate = 0.0
     var lastGradNorm: Float = .nan, lastLoss: Double = .nan
     var savedAt = -1, loggedAt = -1, evaluatedAt = -1
+    /// A classifier's accuracy and F1 from the last evaluate().
+    var evalScores: (Double, Double)?
     var stoppedEarly = false
     private var plan: (epoch: Int, rows: [BatchRows])?
 
@@ -126,7 +128,7 @@ final class TrainingLoop {
                 + "(\(state.skippedBatches) so far)")
         }
         if usable.isEmpty { return nil }
-        let micro = try usable.map(tokenBatch)
+        let micro = try usable.map { try tokenBatch($0, for: model) }
         var hyper = hyperBase
         let lr = setup.schedule.lr(state.globalStep)
         hyper.lr = Float(lr)
@@ -196,9 +198,26 @@ final class TrainingLoop {
     /// trained token are left out, where transformers would get 0/0).
     func evaluate() throws -> Double {
         var sum = 0.0, rows = 0
+        var logits: [Float] = [], classes: [Int] = [], reals: [[Float]] = []
+        let classifier = model.config.task.classifier
         for b in evalRows where b.trainedTokens > 0 {
-            sum += Double(try model.loss(try tokenBatch(b))) * Double(b.rows)
+            let tb = try tokenBatch(b, for: model)
+            sum += Double(try model.loss(tb)) * Double(b.rows)
             rows += b.rows
+            guard let cls = classifier, cls.problemType != .regression, let targets = b.classTargets else { continue }
+            logits += try model.classifierLogits(tb)
+            for t in targets {
+                switch t {
+                case .classID(let i): classes.append(i)
+                case .reals(let v): reals.append(v)
+                }
+            }
+        }
+        evalScores = nil
+        if let cls = classifier, !logits.isEmpty {
+            evalScores = cls.problemType == .multiLabel
+                ? ClassificationScores.multiLabel(logits: logits, targets: reals)
+                : ClassificationScores.singleLabel(logits: logits, labels: classes, classes: cls.numLabels)
         }
         return rows > 0 ? sum / Double(rows) : .nan
     }
@@ -209,10 +228,12 @@ final class TrainingLoop {
         let now = Date()
         let window = now.timeIntervalSince(windowStart)
         let loss = state.stepsSinceLog > 0 ? state.lossSinceLog / Double(state.stepsSinceLog) : lastLoss
-        let r = MetricsRecord(step: state.globalStep, epoch: state.epoch, loss: loss, gradNorm: Double(lastGradNorm),
+        var r = MetricsRecord(step: state.globalStep, epoch: state.epoch, loss: loss, gradNorm: Double(lastGradNorm),
                               learningRate: state.scheduler.lastLr,
                               tokensPerSecond: window > 0 ? Double(windowTokens) / window : 0,
                               elapsedSeconds: elapsedBefore + now.timeIntervalSince(started), evalLoss: evalLoss)
+        r.lossIsTokenCrossEntropy = model.config.task.kind == .causalLM
+        if evalLoss != nil, let s = evalScores { (r.evalAccuracy, r.evalF1) = (s.0, s.1) }
         records.append(r)
         let h = try FileHandle(forWritingTo: URL(fileURLWithPath: trainer.metricsPath))
         h.seekToEndOfFile()
@@ -252,6 +273,9 @@ final class TrainingLoop {
     func metricValue(evalLoss: Double?) -> Double? {
         switch c.metricForBestModel {
         case "loss": return records.last(where: { $0.step == state.globalStep })?.loss
+        // Higher is better: tracked negated (regression has no accuracy: its loss then).
+        case "eval_accuracy": return evalLoss == nil ? nil : evalScores.map { -$0.0 } ?? evalLoss
+        case "eval_f1": return evalLoss == nil ? nil : evalScores.map { -$0.1 } ?? evalLoss
         default: return evalLoss   // eval_perplexity = exp(eval_loss) orders the same
         }
     }
@@ -296,12 +320,13 @@ final class TrainingLoop {
         var source = finalTmp
         if c.loadBestModelAtEnd, let best = state.bestCheckpoint, fm.fileExists(atPath: outputDir + "/" + best) {
             source = outputDir + "/" + best
-            progress.message("best \(c.metricForBestModel) \(String(format: "%.4f", state.bestMetric ?? .nan)) at step "
+            progress.message("best \(c.metricForBestModel) \(String(format: "%.4f", c.shownMetric(state.bestMetric))) at step "
                 + "\(state.bestStep ?? 0) (\(best)): its adapter is the one left in \(outputDir)")
         } else {
             try model.saveAdapter(directory: finalTmp, baseModel: c.model)
         }
-        for f in ["adapter_model.safetensors", "adapter_config.json"] {
+        for f in ["adapter_model.safetensors", "adapter_config.json", SequenceClassifier.labelsFile]
+        where f != SequenceClassifier.labelsFile || model.config.task.classifier != nil {
             let data = try Data(contentsOf: URL(fileURLWithPath: source + "/" + f))
             try writeAtomically(data, to: outputDir + "/" + f)
         }
@@ -317,7 +342,8 @@ final class TrainingLoop {
             }
         }
         try writeAtomically(Data(trainer.readme(state: state, records: records, total: setup.total, trainCount: setup.train.count,
-                                                valCount: setup.validation.count).utf8), to: outputDir + "/README.md")
+                                                valCount: setup.validation.count, model: model.config).utf8),
+                           to: outputDir + "/README.md")
         if state.skippedBatches > 0 {
             progress.message("\(state.skippedBatches) batch(es) whose every label is -100 were skipped")
         }

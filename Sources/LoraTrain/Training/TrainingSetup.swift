@@ -34,31 +34,48 @@ struct TrainingSetup {
 
     init(trainer: Trainer) throws {
         var c = trainer.config
-        let (modelConfig, checkpoint) = try ModelSource.open(c.model)
+        var (modelConfig, checkpoint) = try ModelSource.open(c.model)
         try Self.capSequenceLength(&c, modelConfig: modelConfig, progress: trainer.progress)
+        let classifies = c.lora.taskType == "SEQ_CLS"
+        if classifies && c.packing {
+            throw TrainError.setting(source: "settings", key: "packing",
+                                     reason: "a sequence classifier reads one token per sample: packing is not available with task_type SEQ_CLS")
+        }
+        // The memory plan before the data: a new classifier's labels are not known yet (a 2-label stand-in).
+        let plannedConfig = classifies && modelConfig.task.kind == .causalLM
+            ? modelConfig.classifying(SequenceClassifier(labels: SequenceClassifier.defaultLabels(2))) : modelConfig
         // Under mpirun: rank 0 alone prints, evaluates and writes; every rank trains its share.
         dist = try Distributed.world()
         isRoot = (dist?.rank ?? 0) == 0
         if !isRoot { trainer.progress = ProgressPrinter(isTerminal: false) { _ in } }
         let progress = trainer.progress
-        let memory = try Trainer.memoryPlan(c, model: modelConfig, lora: c.lora, checkpoint: checkpoint, device: trainer.ctx.device)
+        let memory = try Trainer.memoryPlan(c, model: plannedConfig, lora: c.lora, checkpoint: checkpoint, device: trainer.ctx.device)
         for line in memory.plan.lines(limits: memory.limits) { progress.message(line) }
         try Trainer.checkMemory(memory.plan, limits: memory.limits, config: c)
         resumeFrom = try Self.prepareOutput(c)
 
-        let data = try loadTrainingSamples(c, vocabSize: modelConfig.vocabSize, progress: progress)
+        // Continuing a classifier adapter on a causal base: its labels.json fixes the labels.
+        var knownClassifier = modelConfig.task.classifier
+        if classifies, knownClassifier == nil, let a = c.adapter, let saved = try SequenceClassifier.load(adapterDirectory: a) {
+            knownClassifier = saved.classifier
+            if modelConfig.padTokenID == nil { modelConfig.padTokenID = saved.padTokenID }
+        }
+        let data = try loadTrainingSamples(c, vocabSize: modelConfig.vocabSize, classifier: knownClassifier, progress: progress)
         for line in data.summaries { progress.message("data: " + line) }
+        if classifies, let labels = data.labels {
+            modelConfig = try Self.classifierConfig(modelConfig, labels: labels, dataPad: data.padTokenID, progress: progress)
+        }
         if isRoot { try Self.reportSkipped(data.skipped, outputDir: c.outputDir, progress: progress) }
         train = data.train
         validation = data.validation
-        padTokenID = data.padTokenID
+        padTokenID = modelConfig.padTokenID ?? data.padTokenID
         guard !train.isEmpty else {
             throw TrainError.data(path: c.data.joined(separator: ", "), line: 0, reason: "no training sample")
         }
         // The weights last: everything above is checked without them.
         model = try Self.makeModel(c, modelConfig: modelConfig, checkpoint: checkpoint, context: trainer.ctx, progress: progress)
         batching = BatchingOptions(batchSize: c.perDeviceTrainBatchSize, maxSeqLen: c.maxSeqLen, packing: c.packing,
-                                   padTokenID: data.padTokenID, shuffle: true)
+                                   padTokenID: padTokenID, shuffle: true)
         stepBatches = c.gradientAccumulationSteps * (dist?.size ?? 1)
         (total, epochLimit) = Self.stepCount(c, train: train, batching: batching, stepBatches: stepBatches)
         schedule = LRSchedule(type: c.lrSchedulerType, baseLR: c.learningRate, warmupSteps: c.warmup(total: total),
@@ -85,6 +102,31 @@ struct TrainingSetup {
         }
         progress.message("note: max_seq_len \(c.maxSeqLen) capped at the model's max_position_embeddings \(modelConfig.maxPositionEmbeddings)")
         c.maxSeqLen = modelConfig.maxPositionEmbeddings
+    }
+
+    /// The model config with the run's classifier: a new score for a causal
+    /// checkpoint (the data's labels), the checkpoint's own one otherwise (its
+    /// num_labels must match). Without a pad_token_id the classifier takes the
+    /// data's pad id, so training reads where transformers will (rightmost
+    /// token that is not it) once config.pad_token_id is set to it.
+    static func classifierConfig(_ m: ModelConfig, labels: ClassificationLabels, dataPad: Int,
+                                 progress: ProgressPrinter) throws -> ModelConfig {
+        var out = m
+        let problem = ProblemType(rawValue: labels.kind.rawValue)!
+        if let own = m.task.classifier {
+            guard own.numLabels == labels.names.count, own.problemType == problem else {
+                throw TrainError.setting(source: "settings", key: "model", reason: "the checkpoint's classifier has "
+                    + "\(own.numLabels) label(s) (\(own.problemType.rawValue)); the data has \(labels.names.count) (\(labels.kind.rawValue))")
+            }
+        } else {
+            out = m.classifying(SequenceClassifier(labels: labels.names, problemType: problem))
+        }
+        if out.padTokenID == nil {
+            out.padTokenID = dataPad
+            progress.message("note: the model's config.json has no pad_token_id; the classifier reads each sample's last token "
+                + "that is not \(dataPad) (the tokenizer's pad, else eos): set config.pad_token_id = \(dataPad) where you load it")
+        }
+        return out
     }
 
     /// Creates output_dir; returns the checkpoint to resume from, refusing to overwrite checkpoints otherwise.

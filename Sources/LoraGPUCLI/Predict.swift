@@ -1,0 +1,58 @@
+import ArgumentParser
+import Foundation
+import LoraBase
+import LoraModel
+import LoraText
+import LoraTrain
+
+struct Predict: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a sequence-classifier adapter (task_type SEQ_CLS) over a JSONL file: one prediction per line, and the scores.",
+        discussion: """
+            Lines are {"text": …[, "text_pair": …][, "label": …]} or {"input_ids": […][, "label": …}, as for training. \
+            Each output line holds the line number, the prediction in the classifier's label names (with its softmax \
+            score for a single-label classifier), the label when the line has one, and the logits. Lines with labels \
+            are scored: accuracy and macro-F1 (single-label), subset accuracy and micro-F1 (multi-label), MSE (regression). \
+            The base may be a causal LM (the adapter's labels.json rebuilds the classifier) or the \
+            *ForSequenceClassification checkpoint it was trained from.
+            """)
+
+    @OptionGroup var deviceOption: DeviceOption
+    @Option(help: "The base model: a Hugging Face model directory or a GGUF file.") var model: String
+    @Option(help: "A SEQ_CLS adapter directory (adapter_config.json, adapter_model.safetensors, labels.json).") var adapter: String
+    @Option(help: "JSONL lines to classify.") var data: String
+    @Option(help: "Where to write the predictions (JSONL; default: stdout).") var output: String?
+    @Option(name: .customLong("batch-size"), parsing: .unconditional) var batchSize: Int = 8
+    @Option(name: .customLong("max-seq-len"), parsing: .unconditional, help: "Texts are truncated to this many tokens (default: the model's positions).")
+    var maxSeqLen: Int?
+
+    func validate() throws {
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be ≥ 1, got \(batchSize)") }
+        if let m = maxSeqLen, m < 1 { throw ValidationError("--max-seq-len must be ≥ 1, got \(m)") }
+    }
+
+    func run() throws {
+        let ctx = try deviceOption.context()
+        let m = try ClassifierPrediction.loadModel(model, adapter: adapter, context: ctx)
+        guard let cls = m.config.task.classifier else { return }
+        let text = try? ModelText(model: model, chatTemplate: nil, needsTemplate: false)
+        let tokenizer: DataTokenizer = text.map { TokenizerDataAdapter($0.tokenizer) } ?? PreTokenizedOnly(model: model, vocabularySize: m.config.vocabSize)
+        let maxLen = min(maxSeqLen ?? m.config.maxPositionEmbeddings, m.config.maxPositionEmbeddings)
+        let predictions = try ClassifierPrediction.run(model: m, file: data, tokenizer: tokenizer, maxSeqLen: maxLen,
+                                                       batchSize: batchSize) { done, all in
+            if isatty(2) != 0 { FileHandle.standardError.write(Data("\r\u{1B}[Kpredicted \(done)/\(all)".utf8)) }
+        }
+        if isatty(2) != 0 { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        let lines = predictions.map { ClassifierPrediction.json($0, classifier: cls) + "\n" }.joined()
+        if let output {
+            try AtomicFile.write(Data(lines.utf8), to: output)
+            FileHandle.standardError.write(Data("wrote \(predictions.count) predictions to \(output)\n".utf8))
+        } else {
+            FileHandle.standardOutput.write(Data(lines.utf8))
+        }
+        if let s = ClassifierPrediction.scores(predictions, classifier: cls) {
+            FileHandle.standardError.write(Data("\(cls.problemType.rawValue): \(s.summary)\n".utf8))
+        }
+    }
+}
+

@@ -1,0 +1,133 @@
+import Foundation
+import LoraBase
+import LoraModel
+import LoraOps
+import LoraText
+
+/// A SEQ_CLS adapter on its base, run over a JSONL file: one prediction per
+/// line, and the task's scores where the lines carry labels.
+public enum ClassifierPrediction {
+    /// The base with the adapter as the classifier it was trained as: a
+    /// *ForSequenceClassification checkpoint's own head, or a causal base
+    /// given the adapter's labels.json (num_labels, id2label, problem_type,
+    /// pad_token_id).
+    public static func loadModel(_ path: String, adapter: String, context ctx: ComputeContext) throws -> LlamaLoRAModel {
+        var (config, checkpoint) = try ModelSource.open(path)
+        let lora = try LoraConfig.load(path: adapter)
+        guard lora.taskType == "SEQ_CLS" else {
+            throw TrainError.setting(source: adapter + "/adapter_config.json", key: "task_type",
+                                     reason: "\(lora.taskType): predict runs a sequence classifier (SEQ_CLS) adapter; "
+                                        + "for a causal LM use `lora-gpu generate`")
+        }
+        let saved = try SequenceClassifier.load(adapterDirectory: adapter)
+        if config.task.classifier == nil {
+            guard let saved else {
+                throw TrainError.setting(source: adapter, key: SequenceClassifier.labelsFile,
+                                         reason: "missing: the base \(path) is a causal LM, so the classifier's labels "
+                                            + "(num_labels, id2label, problem_type) must come from the adapter's labels.json")
+            }
+            config = config.classifying(saved.classifier)
+        }
+        if config.padTokenID == nil { config.padTokenID = saved?.padTokenID }
+        let m = try LlamaLoRAModel(config: config, checkpoint: checkpoint, lora: lora, context: ctx)
+        try m.loadAdapter(directory: adapter)
+        return m
+    }
+
+    public struct Prediction: Sendable {
+        public var line: Int
+        /// The pooled logits (num_labels).
+        public var logits: [Float]
+        public var target: ClassTarget?
+    }
+
+    public struct Scores: Sendable {
+        public var count: Int
+        public var accuracy: Double?
+        public var f1: Double?
+        /// Regression: the mean squared error.
+        public var meanSquaredError: Double?
+        public var summary: String {
+            var parts = ["\(count) labelled"]
+            if let a = accuracy { parts.append("accuracy \(String(format: "%.4f", a))") }
+            if let f = f1 { parts.append("F1 \(String(format: "%.4f", f))") }
+            if let e = meanSquaredError { parts.append("MSE \(String(format: "%.6f", e))") }
+            return parts.joined(separator: ", ")
+        }
+    }
+
+    /// Every record of `file` through the classifier, `batchSize` rows at a time.
+    public static func run(model m: LlamaLoRAModel, file: String, tokenizer: DataTokenizer, maxSeqLen: Int, batchSize: Int,
+                           progress: (Int, Int) -> Void = { _, _ in }) throws -> [Prediction] {
+        guard let cls = m.config.task.classifier else { throw TrainError.setting(source: "model", key: "task_type", reason: "not a classifier") }
+        let records = try ClassificationData.read(file: file, requireLabel: false)
+        let labels = ClassificationLabels(kind: ClassificationKind(rawValue: cls.problemType.rawValue)!, names: cls.labels)
+        let pad = m.config.padTokenID ?? 0
+        var out: [Prediction] = []
+        for start in stride(from: 0, to: records.count, by: batchSize) {
+            let chunk = Array(records[start..<min(start + batchSize, records.count)])
+            let ids = try chunk.map { try ClassificationData.tokens($0, file: file, tokenizer: tokenizer, maxSeqLen: maxSeqLen).ids }
+            let width = ids.map(\.count).max()!
+            let rows = ids.map { $0 + [Int](repeating: pad, count: width - $0.count) }
+            let targets: TokenBatch.ClassTargets = cls.problemType == .singleLabel
+                ? .classes(chunk.map { _ in -100 }) : .reals(chunk.map { _ in [Float](repeating: 0, count: cls.numLabels) })
+            let b = try TokenBatch.sequenceClassification(inputIDs: rows, padTokenID: m.config.padTokenID,
+                                                          lengths: ids.map(\.count), targets: targets)
+            let logits = try m.classifierLogits(b)
+            for (i, r) in chunk.enumerated() {
+                if r.label != nil, ClassificationData.target(r, labels) == nil {
+                    throw DatasetError.badLine(DatasetLineError(file: file, line: r.line, reason:
+                        "label does not fit the classifier's labels (\(cls.labels.joined(separator: ", ")))"))
+                }
+                out.append(Prediction(line: r.line, logits: Array(logits[(i * cls.numLabels)..<((i + 1) * cls.numLabels)]),
+                                      target: ClassificationData.target(r, labels)))
+            }
+            progress(out.count, records.count)
+        }
+        return out
+    }
+
+    /// The task's scores over the labelled predictions (nil when none is labelled).
+    public static func scores(_ p: [Prediction], classifier cls: SequenceClassifier) -> Scores? {
+        let labelled = p.filter { $0.target != nil && $0.target != .classID(-100) }
+        guard !labelled.isEmpty else { return nil }
+        let logits = labelled.flatMap(\.logits)
+        var s = Scores(count: labelled.count)
+        switch cls.problemType {
+        case .singleLabel:
+            let y = labelled.map { if case .classID(let i)? = $0.target { return i }; return -100 }
+            let r = ClassificationScores.singleLabel(logits: logits, labels: y, classes: cls.numLabels)
+            (s.accuracy, s.f1) = (r.accuracy, r.macroF1)
+        case .multiLabel:
+            let t = labelled.map { if case .reals(let v)? = $0.target { return v }; return [] }
+            let r = ClassificationScores.multiLabel(logits: logits, targets: t)
+            (s.accuracy, s.f1) = (r.accuracy, r.microF1)
+        case .regression:
+            let t = labelled.flatMap { if case .reals(let v)? = $0.target { return v }; return [] }
+            s.meanSquaredError = zip(logits, t).reduce(0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) } / Double(t.count)
+        }
+        return s
+    }
+
+    /// One JSONL line: the line number, the prediction in the labels' names, the logits (and the label when given).
+    public static func json(_ p: Prediction, classifier cls: SequenceClassifier) -> String {
+        var o = OrderedMap<JSONValue>()
+        o["line"] = .int(p.line)
+        switch cls.problemType {
+        case .singleLabel:
+            let best = p.logits.indices.max { p.logits[$0] < p.logits[$1] || (p.logits[$0] == p.logits[$1] && $0 > $1) }!
+            let m = p.logits.max()!, z = p.logits.reduce(0) { $0 + exp(Double($1 - m)) }
+            o["prediction"] = .string(cls.labels[best])
+            o["score"] = .double(exp(Double(p.logits[best] - m)) / z)
+            if case .classID(let i)? = p.target, i >= 0 { o["label"] = .string(cls.labels[i]) }
+        case .multiLabel:
+            o["prediction"] = .array(p.logits.indices.filter { p.logits[$0] > 0 }.map { .string(cls.labels[$0]) })
+            if case .reals(let v)? = p.target { o["label"] = .array(v.indices.filter { v[$0] >= 0.5 }.map { .string(cls.labels[$0]) }) }
+        case .regression:
+            o["prediction"] = p.logits.count == 1 ? .double(Double(p.logits[0])) : .array(p.logits.map { .double(Double($0)) })
+            if case .reals(let v)? = p.target { o["label"] = v.count == 1 ? .double(Double(v[0])) : .array(v.map { .double(Double($0)) }) }
+        }
+        o["logits"] = .array(p.logits.map { .double(Double($0)) })
+        return JSONValue.object(o).serialized(JSONStyle())
+    }
+}
