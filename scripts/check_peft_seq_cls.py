@@ -18,7 +18,7 @@ import tempfile
 
 import torch
 from peft import AutoPeftModelForSequenceClassification
-from transformers import AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else ".build/debug/lora-gpu"
 MODEL = os.path.abspath("Tests/Fixtures/generate/cli_chatml/model")
@@ -82,8 +82,15 @@ with tempfile.TemporaryDirectory() as tmp:
             ref = model(**enc).logits
         ours = torch.tensor([p["logits"] for p in preds])
         err = ((ours - ref).abs().max() / ref.abs().max()).item()
-        worst = max(worst, err)
+        # lora-gpu merge: a *ForSequenceClassification checkpoint that transformers loads alone.
+        merged = os.path.join(tmp, kind + "_merged")
+        run([BIN, "merge", "--model", MODEL, "--adapter", out, "--output", merged])
+        mm = AutoModelForSequenceClassification.from_pretrained(merged, torch_dtype=torch.float32).eval()
+        with torch.no_grad():
+            merged_logits = mm(**enc).logits
+        merr = ((merged_logits - ref).abs().max() / ref.abs().max()).item()
+        worst = max(worst, err, merr)
         print(f"{kind}: {labels['problem_type']}, {labels['num_labels']} label(s), {len(lines)} lines: "
-              f"max |lora-gpu − PEFT| / max |PEFT| = {err:.2e}")
+              f"max |lora-gpu − PEFT| / max |PEFT| = {err:.2e}; merged ({type(mm).__name__}) vs PEFT {merr:.2e}")
 print(f"worst {worst:.2e}")
 sys.exit(0 if worst < 1e-4 else 1)

@@ -92,6 +92,11 @@ public enum AdapterGGUFExport {
     /// directory or a GGUF file) to `output` as F32 or F16 tensors.
     public static func export(adapter: String, model: String, output: String, type: GGUFWriter.TensorType) throws -> Report {
         let lora = try LoraConfig.load(path: adapter)
+        guard lora.taskType == "CAUSAL_LM" else {
+            throw TrainError.setting(source: adapter + "/adapter_config.json", key: "task_type",
+                                     reason: "\(lora.taskType): llama.cpp LoRA adapters are for causal LMs; a classifier "
+                                        + "adapter is run with `lora-gpu predict`, or merged with `lora-gpu merge`")
+        }
         // Only the base's config and architecture are read (no weights).
         let config: ModelConfig, architecture: String
         if ModelSource.isFile(model) {

@@ -14,6 +14,11 @@ extension Generator {
             return try LlamaLoRAModel(config: config, checkpoint: checkpoint, lora: lora, context: ctx)
         }
         let lora = try LoraConfig.load(path: adapter)
+        guard lora.taskType == "CAUSAL_LM" else {
+            throw TrainError.setting(source: adapter + "/adapter_config.json", key: "task_type",
+                                     reason: "\(lora.taskType): this adapter is a classifier, it does not generate text; "
+                                        + "run it with `lora-gpu predict`")
+        }
         let m = try LlamaLoRAModel(config: config, checkpoint: checkpoint, lora: lora, context: ctx)
         try m.loadAdapter(directory: adapter)
         return m

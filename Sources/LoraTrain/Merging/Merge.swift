@@ -80,8 +80,9 @@ public enum ModelMerger {
                              maxShardBytes: Int = defaultMaxShardBytes) throws -> MergeReport {
         guard maxShardBytes > 0 else { throw MergeError.output(path: output, reason: "the shard size limit must be positive") }
         try checkOutput(output, model: model, adapter: adapter)
-        let (config, source) = try ModelSource.open(model)
+        let (base, source) = try ModelSource.open(model)
         let lora = try LoraConfig.load(path: adapter)
+        let config = try base.forAdapter(adapter, lora: lora, basePath: model)
         let plan = try AdapterPlan(config: config, lora: lora)
         let adapterPath = adapter + "/adapter_model.safetensors"
         guard FileManager.default.fileExists(atPath: adapterPath) else {
@@ -107,6 +108,16 @@ public enum ModelMerger {
         cfg["torch_dtype"] = .string(dtype.rawValue)
         if cfg["dtype"] != nil || ggufFile != nil { cfg["dtype"] = .string(dtype.rawValue) }
         cfg["tie_word_embeddings"] = .bool(report.tied)
+        if let cls = config.task.classifier {
+            // A *ForSequenceClassification checkpoint: its class, labels, problem type and read-out pad id.
+            cfg["architectures"] = .array([.string(config.architecture.className(for: config.task))])
+            var id2label = OrderedMap<JSONValue>(), label2id = OrderedMap<JSONValue>()
+            for (i, n) in cls.labels.enumerated() { id2label[String(i)] = .string(n); label2id[n] = .int(i) }
+            cfg["id2label"] = .object(id2label)
+            cfg["label2id"] = .object(label2id)
+            cfg["problem_type"] = .string(cls.problemType.rawValue)
+            if let pad = config.padTokenID { cfg["pad_token_id"] = .int(pad) }
+        }
 
         var extra: [(name: String, data: Data)] = []
         extra.append(("config.json", Data(JSONValue.object(cfg).serialized(.prettySorted).utf8)))
@@ -199,7 +210,7 @@ public enum ModelMerger {
             out.append(norm(p + "post_attention_layernorm.weight"))
         }
         out.append(Planned(name: "model.norm.weight", shape: [H]) { try source.hostFloats("model.norm.weight", shape: [H]) })
-        if !tied, let lm = plan.linears.last, lm.path == "lm_head" { out += linear(lm) }
+        if let head = plan.linears.last, head.path == "score" || (head.path == "lm_head" && !tied) { out += linear(head) }
 
         func linear(_ spec: LinearSpec) -> [Planned] {
             let path = spec.path, shape = [spec.outFeatures, spec.inFeatures]

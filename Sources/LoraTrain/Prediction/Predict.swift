@@ -12,23 +12,14 @@ public enum ClassifierPrediction {
     /// given the adapter's labels.json (num_labels, id2label, problem_type,
     /// pad_token_id).
     public static func loadModel(_ path: String, adapter: String, context ctx: ComputeContext) throws -> LlamaLoRAModel {
-        var (config, checkpoint) = try ModelSource.open(path)
+        let (base, checkpoint) = try ModelSource.open(path)
         let lora = try LoraConfig.load(path: adapter)
         guard lora.taskType == "SEQ_CLS" else {
             throw TrainError.setting(source: adapter + "/adapter_config.json", key: "task_type",
                                      reason: "\(lora.taskType): predict runs a sequence classifier (SEQ_CLS) adapter; "
                                         + "for a causal LM use `lora-gpu generate`")
         }
-        let saved = try SequenceClassifier.load(adapterDirectory: adapter)
-        if config.task.classifier == nil {
-            guard let saved else {
-                throw TrainError.setting(source: adapter, key: SequenceClassifier.labelsFile,
-                                         reason: "missing: the base \(path) is a causal LM, so the classifier's labels "
-                                            + "(num_labels, id2label, problem_type) must come from the adapter's labels.json")
-            }
-            config = config.classifying(saved.classifier)
-        }
-        if config.padTokenID == nil { config.padTokenID = saved?.padTokenID }
+        let config = try base.forAdapter(adapter, lora: lora, basePath: path)
         let m = try LlamaLoRAModel(config: config, checkpoint: checkpoint, lora: lora, context: ctx)
         try m.loadAdapter(directory: adapter)
         return m
@@ -129,5 +120,27 @@ public enum ClassifierPrediction {
         }
         o["logits"] = .array(p.logits.map { .double(Double($0)) })
         return JSONValue.object(o).serialized(JSONStyle())
+    }
+}
+
+extension ModelConfig {
+    /// The base's config as an adapter of `lora`'s task needs it: for SEQ_CLS on a
+    /// causal base, the classifier of the adapter's labels.json (num_labels,
+    /// id2label, problem_type, pad_token_id); a classifier checkpoint keeps its own
+    /// head (the pad id from labels.json when its config has none).
+    public func forAdapter(_ adapter: String, lora: LoraConfig, basePath: String) throws -> ModelConfig {
+        guard lora.taskType == "SEQ_CLS" else { return self }
+        var config = self
+        let saved = try SequenceClassifier.load(adapterDirectory: adapter)
+        if config.task.classifier == nil {
+            guard let saved else {
+                throw TrainError.setting(source: adapter, key: SequenceClassifier.labelsFile,
+                                         reason: "missing: the base \(basePath) is a causal LM, so the classifier's labels "
+                                            + "(num_labels, id2label, problem_type) must come from the adapter's labels.json")
+            }
+            config = config.classifying(saved.classifier)
+        }
+        if config.padTokenID == nil { config.padTokenID = saved?.padTokenID }
+        return config
     }
 }
