@@ -1,0 +1,113 @@
+import Foundation
+import LoraBase
+import TestSupport
+import XCTest
+@testable import LoraModel
+@testable import LoraTrain
+
+/// `lora-gpu train --task-type SEQ_CLS`, `predict`, `merge` and a continued run,
+/// through the built binary, on the tiny ChatML fixture model (a causal
+/// checkpoint: the classifier is made here) and a keyword task it can learn in
+/// a few dozen steps: the text's last word says the class.
+final class SequenceClassificationCLITests: XCTestCase {
+    static let model = EndToEndTests.model
+
+    /// Deterministic lines: filler words then a class word (Chinese and English).
+    static func lines(_ n: Int, seed: UInt64) -> String {
+        var rng = SplitMix64(seed: seed)
+        let fill = ["the", "movie", "was", "food", "service", "这个", "电影", "我", "今天", "really", "quite", "and", "so"]
+        let words = ["positive": ["yes", "好", "棒"], "negative": ["no", "差", "坏"]]
+        var out = ""
+        for _ in 0..<n {
+            let label = rng.next() % 2 == 0 ? "positive" : "negative"
+            let count = 2 + Int(rng.next() % 5)
+            let text = (0..<count).map { _ in fill[Int(rng.next() % UInt64(fill.count))] }.joined(separator: " ")
+                + " " + words[label]![Int(rng.next() % 3)]
+            out += JSONValue.object(["text": .string(text), "label": .string(label)]).serialized(JSONStyle()) + "\n"
+        }
+        return out
+    }
+
+    func testTrainPredictMergeAndContinueAClassifier() throws {
+        let dir = try temporaryDirectory("seqcls")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Self.lines(48, seed: 2).write(toFile: dir + "/train.jsonl", atomically: true, encoding: .utf8)
+        try Self.lines(24, seed: 9).write(toFile: dir + "/val.jsonl", atomically: true, encoding: .utf8)
+        let out = dir + "/adapter"
+        let args = ["train", "--model", Self.model, "--data", dir + "/train.jsonl", "--val-data", dir + "/val.jsonl",
+                    "--task-type", "SEQ_CLS", "--output-dir", out, "--max-steps", "60", "--per-device-train-batch-size", "8",
+                    "--learning-rate", "2e-2", "--r", "4", "--lora-alpha", "8", "--target-modules", "all-linear",
+                    "--logging-steps", "20", "--eval-steps", "20", "--save-steps", "1000", "--device", "cpu"]
+        let r = try CLI.run(args)
+        XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
+        let log = r.stdout + r.stderr
+        XCTAssertTrue(log.contains("labels (single_label_classification): 0 negative, 1 positive"), log)
+        XCTAssertTrue(log.contains("no pad_token_id"), log)
+
+        // The adapter as PEFT writes a SEQ_CLS one: task_type, modules_to_save with score, the head's weight.
+        let cfg = try JSONValue.read(path: out + "/adapter_config.json")
+        XCTAssertEqual(cfg["task_type"]?.string, "SEQ_CLS")
+        XCTAssertEqual(cfg["modules_to_save"]?.strings, ["classifier", "score"])
+        let st = try SafeTensorsFile(path: out + "/adapter_model.safetensors")
+        XCTAssertEqual(st.tensors["base_model.model.score.weight"]?.shape, [2, 32])
+        let labels = try JSONValue.read(path: out + "/labels.json")
+        XCTAssertEqual(labels["id2label"]?["1"]?.string, "positive")
+        XCTAssertEqual(labels["problem_type"]?.string, "single_label_classification")
+        XCTAssertTrue(try String(contentsOfFile: out + "/README.md", encoding: .utf8).contains("AutoPeftModelForSequenceClassification"))
+
+        // Learned: validation accuracy well above chance, in metrics.jsonl.
+        let records = try String(contentsOfFile: out + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+            .compactMap { MetricsRecord(json: String($0)) }
+        let accuracy = try XCTUnwrap(records.last?.evalAccuracy)
+        XCTAssertGreaterThanOrEqual(accuracy, 0.9, "eval accuracy after 60 steps (chance: 0.5)")
+        XCTAssertNil(records.last?.evalPerplexity, "a classifier's loss has no perplexity")
+
+        // predict: one line per input, the scores equal to the last evaluation's.
+        let p = try CLI.run(["predict", "--model", Self.model, "--adapter", out, "--data", dir + "/val.jsonl", "--device", "cpu"])
+        XCTAssertEqual(p.status, 0, p.stderr)
+        let preds = p.stdout.split(separator: "\n").map { try? JSONValue.parse(String($0)) }
+        XCTAssertEqual(preds.count, 24)
+        XCTAssertEqual(preds.first??["line"]?.integral, 1)
+        XCTAssertTrue(p.stderr.contains("single_label_classification: 24 labelled, accuracy \(String(format: "%.4f", accuracy))"), p.stderr)
+
+        // A classifier does not generate; merge writes a LlamaForSequenceClassification.
+        let g = try CLI.run(["generate", "--model", Self.model, "--adapter", out, "--raw-prompt", "hi", "--device", "cpu"])
+        XCTAssertNotEqual(g.status, 0)
+        XCTAssertTrue(g.stderr.contains("run it with `lora-gpu predict`"), g.stderr)
+        let m = try CLI.run(["merge", "--model", Self.model, "--adapter", out, "--output", dir + "/merged"])
+        XCTAssertEqual(m.status, 0, m.stderr)
+        let merged = try ModelConfig.load(directory: dir + "/merged")
+        XCTAssertEqual(merged.task.classifier?.labels, ["negative", "positive"])
+        XCTAssertEqual(merged.padTokenID, labels["pad_token_id"]?.integral)
+
+        // Continuing from the adapter keeps its labels (labels.json) even when the new data lacks a class.
+        try Self.lines(48, seed: 2).split(separator: "\n").filter { $0.contains("positive") }.map { $0 + "\n" }.joined()
+            .write(toFile: dir + "/only_positive.jsonl", atomically: true, encoding: .utf8)
+        let c = try CLI.run(["train", "--model", Self.model, "--adapter", out, "--data", dir + "/only_positive.jsonl",
+                             "--task-type", "SEQ_CLS", "--output-dir", dir + "/continued", "--max-steps", "2",
+                             "--save-steps", "1000", "--device", "cpu"])
+        XCTAssertEqual(c.status, 0, c.stderr + c.stdout)
+        XCTAssertEqual(try JSONValue.read(path: dir + "/continued/labels.json")["id2label"]?["1"]?.string, "positive")
+    }
+
+    func testBadClassificationLinesNameTheLine() throws {
+        let dir = try temporaryDirectory("seqcls-bad")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let cases: [(String, String)] = [
+            ("{\"text\": \"a\", \"label\": \"x\"}\n{\"text\": \"b\"}\n", "train.jsonl:2: no \"label\""),
+            ("{\"text\": \"a\", \"label\": \"x\"}\n{\"text\": \"b\", \"label\": 1}\n", "train.jsonl:2: label a class id, but"),
+            ("{\"text\": \"a\", \"label\": \"x\"}\n{\"text\": \"b\", \"label\": \"x\"}\n", "a classifier needs at least two classes"),
+            ("{\"text\": \"a\", \"label\": [1, 0]}\n{\"text\": \"b\", \"label\": [1]}\n", "train.jsonl:2: label a list of 1 numbers"),
+        ]
+        for (data, expected) in cases {
+            try data.write(toFile: dir + "/train.jsonl", atomically: true, encoding: .utf8)
+            let r = try CLI.run(["train", "--model", Self.model, "--data", dir + "/train.jsonl", "--task-type", "SEQ_CLS",
+                                 "--output-dir", dir + "/out", "--max-steps", "1", "--device", "cpu"])
+            XCTAssertNotEqual(r.status, 0)
+            XCTAssertTrue(r.stderr.contains(expected), "expected \(expected.debugDescription) in: \(r.stderr)")
+        }
+        let packed = try CLI.run(["train", "--model", Self.model, "--data", dir + "/train.jsonl", "--task-type", "SEQ_CLS",
+                                  "--packing", "--output-dir", dir + "/out2", "--max-steps", "1", "--device", "cpu"])
+        XCTAssertTrue(packed.stderr.contains("packing is not available with task_type SEQ_CLS"), packed.stderr)
+    }
+}
