@@ -10,7 +10,7 @@ them); the losses of three AdamW steps; the adapter after them, also trained in
 float64 from the same start (the exact answer).
 
 Run from the repository root, in a virtual environment outside it:
-    /opt/lora-ref-venv/bin/python scripts/make_task_fixtures.py Tests/Fixtures/tasks
+    PYTHONHASHSEED=0 /opt/lora-ref-venv/bin/python scripts/make_task_fixtures.py Tests/Fixtures/tasks
 """
 import contextlib
 import io
@@ -25,7 +25,8 @@ import peft
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.utils import get_peft_model_state_dict
 from safetensors.torch import save_file
-from transformers import AutoModelForSequenceClassification, LlamaConfig, Qwen2Config
+from transformers import (AutoModelForSequenceClassification, AutoModelForTokenClassification, LlamaConfig,
+                          Qwen2Config)
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else "Tests/Fixtures/tasks"
 
@@ -54,7 +55,20 @@ CASES = [
          labels=[[1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0], [1.0, 1.0, 0.0, 0.0]], max_grad_norm=0.0),
 ]
 
+# TOKEN_CLS: score = Linear(hidden, num_labels) with a bias on every token, per-token cross-entropy
+# (-100 on sub-tokens after a word's first and on padding). classifier_dropout 0 keeps it deterministic.
+CASES += [
+    dict(name="llama_token_cls", arch="llama", task="TOKEN_CLS", cfg=dict(num_labels=5, classifier_dropout=0.0),
+         dtype="float32", lora=dict(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "up_proj"]),
+         max_grad_norm=1.0),
+    dict(name="qwen2_token_cls", arch="qwen2", task="TOKEN_CLS", cfg=dict(num_labels=3, classifier_dropout=0.0),
+         dtype="bfloat16", lora=dict(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                                        "up_proj", "down_proj"], bias="lora_only"),
+         max_grad_norm=0.0),
+]
+
 CONFIGS = {"llama": LlamaConfig, "qwen2": Qwen2Config}
+AUTO = {"SEQ_CLS": AutoModelForSequenceClassification, "TOKEN_CLS": AutoModelForTokenClassification}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -72,7 +86,18 @@ def tensors(d):
     return {k: v.detach().to(torch.float32).contiguous() for k, v in d.items()}
 
 
-def label_tensor(case):
+def token_labels(ids, num_labels):
+    g = torch.Generator().manual_seed(99)
+    labels = torch.randint(0, num_labels, ids.shape, generator=g)
+    labels[ids == 0] = -100          # padding
+    labels[0, 1] = -100              # a word's second sub-token
+    labels[1, 5] = -100
+    return labels
+
+
+def label_tensor(case, ids=None):
+    if case.get("task") == "TOKEN_CLS":
+        return token_labels(ids, case["cfg"]["num_labels"])
     l = case["labels"]
     if isinstance(l[0], list) or isinstance(l[0], float):
         return torch.tensor(l, dtype=torch.float32)
@@ -85,18 +110,20 @@ def make_case(case):
     shutil.rmtree(root, ignore_errors=True)
     os.makedirs(root)
     cfg = CONFIGS[case["arch"]](**{**BASE, **case["cfg"]})
-    model = AutoModelForSequenceClassification.from_config(cfg, torch_dtype=torch.float32)
+    task = case.get("task", "SEQ_CLS")
+    auto = AUTO[task]
+    model = auto.from_config(cfg, torch_dtype=torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith(".bias"):
                 p.normal_(0.0, 0.1)
     model = model.to(DTYPES[case["dtype"]])
     model.save_pretrained(os.path.join(root, "model"), safe_serialization=True)
-    model = AutoModelForSequenceClassification.from_pretrained(os.path.join(root, "model"), torch_dtype=torch.float32)
+    model = auto.from_pretrained(os.path.join(root, "model"), torch_dtype=torch.float32)
     with open(os.path.join(root, "print_model.txt"), "w") as f:
         f.write(str(model) + "\n")
 
-    lcfg = LoraConfig(task_type="SEQ_CLS", init_lora_weights=False, lora_dropout=0.0, **case["lora"])
+    lcfg = LoraConfig(task_type=task, init_lora_weights=False, lora_dropout=0.0, **case["lora"])
     pm = get_peft_model(model, lcfg)
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
@@ -104,7 +131,7 @@ def make_case(case):
     pm.save_pretrained(os.path.join(root, "adapter_initial"))
 
     ids = batch(cfg.vocab_size)
-    labels = label_tensor(case)
+    labels = label_tensor(case, ids)
     params = [(n, p) for n, p in pm.named_parameters() if p.requires_grad]
     opt = torch.optim.AdamW([p for _, p in params], lr=TRAIN["lr"], betas=TRAIN["betas"], eps=TRAIN["eps"],
                             weight_decay=TRAIN["weight_decay"])
@@ -126,12 +153,13 @@ def make_case(case):
         losses.append(out.loss.item())
     pm.save_pretrained(os.path.join(root, "adapter_final"))
     final32 = {k: v.double() for k, v in get_peft_model_state_dict(pm).items()}
-    final64 = train_float64(root, ids, labels, case)
+    final64 = train_float64(root, ids, labels, case, auto)
     save_file({k: v.contiguous() for k, v in final64.items()}, os.path.join(root, "adapter_final_f64.safetensors"))
     fp32_error = {k: ((final32[k] - final64[k]).norm() / final64[k].norm()).item() for k in final64}
     ref = dict(
         versions=dict(torch=torch.__version__, transformers=transformers.__version__, peft=peft.__version__),
-        input_ids=ids.tolist(), labels=case["labels"], problem_type=pm.base_model.model.config.problem_type,
+        input_ids=ids.tolist(), labels=labels.tolist(), task_type=task,
+        problem_type=pm.base_model.model.config.problem_type if task == "SEQ_CLS" else None,
         losses=losses, grad_norms=grad_norms,
         train=dict(TRAIN, max_grad_norm=case["max_grad_norm"]),
         trainable_line=buf.getvalue().strip(),
@@ -143,8 +171,8 @@ def make_case(case):
     print(case["name"], "losses", losses, "|", ref["trainable_line"])
 
 
-def train_float64(root, ids, labels, case):
-    model = AutoModelForSequenceClassification.from_pretrained(os.path.join(root, "model"), torch_dtype=torch.float64)
+def train_float64(root, ids, labels, case, auto):
+    model = auto.from_pretrained(os.path.join(root, "model"), torch_dtype=torch.float64)
     pm = PeftModel.from_pretrained(model, os.path.join(root, "adapter_initial"), is_trainable=True).to(torch.float64)
     params = [p for _, p in pm.named_parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=TRAIN["lr"], betas=TRAIN["betas"], eps=TRAIN["eps"],

@@ -146,7 +146,10 @@ struct TrainOutputOptions: ParsableArguments, OverrideGroup {
     @Option(parsing: .unconditional, help: "Keep at most N checkpoints (never deleting the best). [save_total_limit]") var saveTotalLimit: String?
     @Flag(inversion: .prefixedNo, help: "Leave the best checkpoint's adapter in output_dir. [load_best_model_at_end, default false]")
     var loadBestModelAtEnd: Bool?
-    @Option(help: "eval_loss | eval_perplexity | loss. [metric_for_best_model, default eval_loss]") var metricForBestModel: String?
+    @Option(help: "eval_loss | eval_perplexity | loss | eval_accuracy | eval_f1 (the last two: SEQ_CLS). [metric_for_best_model, default eval_loss]")
+    var metricForBestModel: String?
+    @Flag(inversion: .prefixedNo, help: "Evaluate once before the first step (printed). [eval_on_start, default false]")
+    var evalOnStart: Bool?
     @Option(parsing: .unconditional, help: "Stop after N evaluations without improvement. [early_stopping_patience]") var earlyStoppingPatience: String?
     @Option(parsing: .unconditional, help: "Minimum improvement that resets the patience. [early_stopping_threshold, default 0]") var earlyStoppingThreshold: String?
     @Option(help: ArgumentHelp("Continue from a checkpoint-N directory, or 'latest' in output_dir. [resume_from_checkpoint]",
@@ -157,6 +160,7 @@ struct TrainOutputOptions: ParsableArguments, OverrideGroup {
         put(&d, "output_dir", outputDir); put(&d, "logging_steps", loggingSteps); put(&d, "eval_steps", evalSteps)
         put(&d, "save_steps", saveSteps); put(&d, "save_total_limit", saveTotalLimit)
         put(&d, "load_best_model_at_end", loadBestModelAtEnd); put(&d, "metric_for_best_model", metricForBestModel)
+        put(&d, "eval_on_start", evalOnStart)
         put(&d, "early_stopping_patience", earlyStoppingPatience); put(&d, "early_stopping_threshold", earlyStoppingThreshold)
         put(&d, "resume_from_checkpoint", resumeFromCheckpoint)
         return d

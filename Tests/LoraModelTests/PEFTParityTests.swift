@@ -27,6 +27,9 @@ struct ReferenceCase {
     var batch: TokenBatch {
         get throws {
             let ids = json["input_ids"] as! [[Int]]
+            if json["task_type"] as? String == "TOKEN_CLS" {
+                return try TokenBatch.tokenClassification(inputIDs: ids, labels: json["labels"] as! [[Int]])
+            }
             guard let problem = json["problem_type"] as? String else {
                 return try TokenBatch(inputIDs: ids, labels: json["labels"] as? [[Int]])
             }
@@ -132,6 +135,56 @@ extension XCTestCase {
                                          "\(rc.name): ill-conditioned tensor \(key): \(eExact) from fp64, PyTorch fp32 \(torchOwn)")
             }
         }
+    }
+}
+
+/// TOKEN_CLS heads (score with a bias on every token) against transformers + PEFT.
+final class TokenClassificationParityTests: XCTestCase {
+    func runCase(_ name: String) throws {
+        let rc = try ReferenceCase(name, root: taskFixturesRoot)
+        try checkLogitsAndLoss(rc)
+        try checkGradients(rc)
+        try checkTraining(rc)
+        let m = try rc.model()
+        XCTAssertEqual(m.adapterPlan.trainableLine, rc.json["trainable_line"] as? String, name)
+        XCTAssertEqual(m.lmHead.trainedBias?.key, "base_model.model.score.bias")
+    }
+
+    func testLlamaFiveTags() throws { try runCase("llama_token_cls") }
+    func testQwen2ThreeTagsBiasLoraOnlyBF16() throws { try runCase("qwen2_token_cls") }
+
+    /// Dropout before score (classifier_dropout): the same mask scales the hidden
+    /// states forward and dhf backward, so the gradient is the derivative of the
+    /// loss the step computed (finite differences on score's bias with a fixed seed).
+    func testHeadDropoutIsDifferentiatedConsistently() throws {
+        let rc = try ReferenceCase("llama_token_cls", root: taskFixturesRoot)
+        var c = try ModelConfig.load(directory: rc.dir + "/model")
+        guard case .tokenClassification(var cls) = c.task else { return XCTFail("not a token classifier") }
+        cls.dropout = 0.3
+        c.task = .tokenClassification(cls)
+        var lora = try LoraConfig.load(path: rc.dir + "/adapter_initial/adapter_config.json")
+        lora.inferenceMode = false
+        let (_, source) = try ModelSource.open(rc.dir + "/model")
+        let m = try LlamaLoRAModel(config: c, checkpoint: source, lora: lora, context: try ComputeContext.shared())
+        try m.loadAdapter(directory: rc.dir + "/adapter_initial")
+        let b = try rc.batch
+        let loss0 = try m.computeGradients(b)
+        let bias = try XCTUnwrap(m.lmHead.trainedBias)
+        let g = try bias.grad.read(), p0 = try bias.param.read()
+        // Training-mode loss as a function of the bias, same step (same masks).
+        func lossAt(_ p: [Float]) throws -> Float {
+            try bias.param.write(p)
+            return try m.computeGradients(b)
+        }
+        let h: Float = 1e-2
+        for i in 0..<p0.count {
+            var up = p0, down = p0
+            up[i] += h; down[i] -= h
+            let fd = (try lossAt(up) - lossAt(down)) / (2 * h)
+            XCTAssertEqual(fd, g[i], accuracy: 2e-3 + 1e-2 * abs(g[i]), "dL/dbias[\(i)] with dropout 0.3")
+        }
+        try bias.param.write(p0)
+        XCTAssertNotEqual(loss0, try m.loss(b), "dropout changes the training-mode loss, not the eval one")
     }
 }
 

@@ -111,10 +111,12 @@ public struct AdapterPlan: Sendable {
                 t += [.init(key: P + s.path + ".lora_A.weight", shape: [r, s.inFeatures], decay: true),
                       .init(key: P + s.path + ".lora_B.weight", shape: [s.outFeatures, r], decay: true)]
             }
-            if Self.isSaved(s.path, lora) {
+            let saved = Self.isSaved(s.path, lora)
+            if saved {
                 t.append(.init(key: P + s.path + ".weight", shape: [s.outFeatures, s.inFeatures], decay: true))
             }
-            if s.hasBias && (lora.bias == .all || (lora.bias == .loraOnly && isAdapted)) {
+            // A saved copy takes its bias along (PEFT copies the whole module), once.
+            if s.hasBias && (saved || lora.bias == .all || (lora.bias == .loraOnly && isAdapted)) {
                 t.append(.init(key: Self.biasKey(s.path, adapted: isAdapted), shape: [s.outFeatures], decay: true))
             }
         }
@@ -125,20 +127,22 @@ public struct AdapterPlan: Sendable {
     /// SEQ_CLS (from a *ForSequenceClassification checkpoint or given num_labels),
     /// lm_head for CAUSAL_LM.
     static func checkTask(config c: ModelConfig, lora: LoraConfig) throws {
-        switch (lora.taskType, c.task.kind) {
-        case ("CAUSAL_LM", .causalLM), ("SEQ_CLS", .sequenceClassification): return
-        case ("CAUSAL_LM", .sequenceClassification):
+        let supported = ["CAUSAL_LM", "SEQ_CLS", "TOKEN_CLS"]
+        guard supported.contains(lora.taskType) else {
             throw CheckpointError.config(path: "LoRA settings", field: "task_type",
-                                         reason: "CAUSAL_LM, but the model is a \(c.architecture.className(for: c.task)) "
-                                            + "(no lm_head): set task_type SEQ_CLS")
-        case ("SEQ_CLS", .causalLM):
-            throw CheckpointError.config(path: "LoRA settings", field: "task_type",
-                                         reason: "SEQ_CLS needs a classifier: a *ForSequenceClassification checkpoint, "
-                                            + "or labels to make one from (the training data's, or num_labels)")
-        default:
-            throw CheckpointError.config(path: "LoRA settings", field: "task_type",
-                                         reason: "'\(lora.taskType)' is not supported yet; supported: CAUSAL_LM, SEQ_CLS")
+                                         reason: "'\(lora.taskType)' is not supported yet; supported: " + supported.joined(separator: ", "))
         }
+        let theirs = c.task.peftTaskType
+        guard lora.taskType != theirs else { return }
+        if c.task.kind != .causalLM {
+            throw CheckpointError.config(path: "LoRA settings", field: "task_type",
+                                         reason: "\(lora.taskType), but the model is a \(c.architecture.className(for: c.task)) "
+                                            + "(\(c.task.kind == .causalLM ? "" : "no lm_head; ")its task is \(theirs)): set task_type \(theirs)")
+        }
+        let head = lora.taskType == "SEQ_CLS" ? "a *ForSequenceClassification checkpoint" : "a *ForTokenClassification checkpoint"
+        throw CheckpointError.config(path: "LoRA settings", field: "task_type",
+                                     reason: "\(lora.taskType) needs a classifier: \(head), "
+                                        + "or labels to make one from (the training data's, or num_labels)")
     }
 
     static func isSaved(_ path: String, _ lora: LoraConfig) -> Bool {
@@ -186,7 +190,10 @@ public struct AdapterPlan: Sendable {
 
     /// Base parameters plus the adapter's own (LoRA tensors and modules_to_save copies; trained biases are base ones).
     public var allCount: Int {
-        baseParameterCount + tensors.filter { !$0.key.hasSuffix("bias") }.reduce(0) { $0 + $1.shape.reduce(1, *) }
+        // A saved copy's bias is the copy's own (PEFT counts it); other trained biases are the base's.
+        let savedBiases = Set(linears.filter { $0.hasBias && isSaved($0.path) }.map { Self.prefix + $0.path + ".bias" })
+        return baseParameterCount + tensors.filter { !$0.key.hasSuffix("bias") || savedBiases.contains($0.key) }
+            .reduce(0) { $0 + $1.shape.reduce(1, *) }
     }
 
     /// `trainable params: N || all params: M || trainable%: P`, as PEFT prints it.
@@ -224,7 +231,8 @@ extension AdapterPlan {
                       LinearSpec(path: p + "mlp.up_proj", inFeatures: H, outFeatures: I, hasBias: c.mlpBias),
                       LinearSpec(path: p + "mlp.down_proj", inFeatures: I, outFeatures: H, hasBias: c.mlpBias)]
         }
-        specs.append(LinearSpec(path: c.headPath, inFeatures: H, outFeatures: c.headOutFeatures, hasBias: false))
+        specs.append(LinearSpec(path: c.headPath, inFeatures: H, outFeatures: c.headOutFeatures,
+                                hasBias: c.task.classifier?.bias ?? false))
         return specs
     }
 

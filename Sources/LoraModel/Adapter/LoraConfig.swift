@@ -118,7 +118,7 @@ public struct LoraConfig: Sendable, Equatable {
     ]
     public static let peftKeyUse = Dictionary(uniqueKeysWithValues: peftKeys.map { ($0.key, $0.use) })
 
-    /// PEFT's TaskType values; CAUSAL_LM and SEQ_CLS are trained here so far.
+    /// PEFT's TaskType values; CAUSAL_LM, SEQ_CLS and TOKEN_CLS are trained here so far.
     public static let taskTypes = ["CAUSAL_LM", "SEQ_CLS", "SEQ_2_SEQ_LM", "TOKEN_CLS", "QUESTION_ANS", "FEATURE_EXTRACTION"]
 
     /// An adapter_config.json, or the one in an adapter directory.
@@ -209,7 +209,9 @@ public struct LoraConfig: Sendable, Equatable {
                 throw fail("'\(s)' is not a PEFT task type" + NearestName.suggestion(s, among: Self.taskTypes)
                            + "; PEFT's are " + Self.taskTypes.joined(separator: ", "))
             }
-            guard s == "CAUSAL_LM" || s == "SEQ_CLS" else { throw fail("'\(s)' is not supported yet; supported: CAUSAL_LM, SEQ_CLS") }
+            guard ["CAUSAL_LM", "SEQ_CLS", "TOKEN_CLS"].contains(s) else {
+                throw fail("'\(s)' is not supported yet; supported: CAUSAL_LM, SEQ_CLS, TOKEN_CLS")
+            }
             taskType = s
         case "r": r = try rank(v, key)
         case "lora_alpha": loraAlpha = try alpha(v, key)
@@ -374,11 +376,11 @@ public struct LoraConfig: Sendable, Equatable {
         return nil
     }
 
-    /// As PEFT's PeftModelForSequenceClassification: SEQ_CLS trains the head in
+    /// As PEFT's PeftModelForSequenceClassification (and …ForTokenClassification): SEQ_CLS and TOKEN_CLS train the head in
     /// full, so "classifier" and "score" join modules_to_save (each once here;
     /// PEFT extends the list again on every load).
     public func withTaskModules() -> LoraConfig {
-        guard taskType == "SEQ_CLS" else { return self }
+        guard taskType == "SEQ_CLS" || taskType == "TOKEN_CLS" else { return self }
         var out = self
         for m in ["classifier", "score"] where !out.modulesToSave.contains(m) { out.modulesToSave.append(m) }
         return out

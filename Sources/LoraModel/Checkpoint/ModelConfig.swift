@@ -15,6 +15,7 @@ public enum Architecture: String, Sendable, CaseIterable {
         switch task {
         case .causalLM: return rawValue
         case .sequenceClassification: return prefix + "ForSequenceClassification"
+        case .tokenClassification: return prefix + "ForTokenClassification"
         }
     }
 
@@ -23,6 +24,7 @@ public enum Architecture: String, Sendable, CaseIterable {
         for a in allCases {
             if className == a.rawValue { return (a, .causalLM) }
             if className == a.prefix + "ForSequenceClassification" { return (a, .sequenceClassification) }
+            if className == a.prefix + "ForTokenClassification" { return (a, .tokenClassification) }
         }
         return nil
     }
@@ -45,20 +47,42 @@ public enum ModelTask: Sendable, Equatable {
     /// score (num_labels, H), no bias, on one token per sample: the rightmost one
     /// whose id is not pad_token_id (GenericForSequenceClassification).
     case sequenceClassification(SequenceClassifier)
+    /// dropout, then score (num_labels, H) with a bias, on every token
+    /// (GenericForTokenClassification): a label per token.
+    case tokenClassification(SequenceClassifier)
 
-    public enum Kind: Sendable { case causalLM, sequenceClassification }
+    public enum Kind: Sendable { case causalLM, sequenceClassification, tokenClassification }
     public var kind: Kind {
-        switch self { case .causalLM: return .causalLM; case .sequenceClassification: return .sequenceClassification }
+        switch self {
+        case .causalLM: return .causalLM
+        case .sequenceClassification: return .sequenceClassification
+        case .tokenClassification: return .tokenClassification
+        }
     }
+    /// The classifier head's settings (either classifier task).
     public var classifier: SequenceClassifier? {
+        switch self {
+        case .causalLM: return nil
+        case .sequenceClassification(let c), .tokenClassification(let c): return c
+        }
+    }
+    /// A sequence classifier's settings (one read-out per sample), else nil.
+    public var sequenceClassifier: SequenceClassifier? {
         if case .sequenceClassification(let c) = self { return c }
         return nil
     }
+    /// A token classifier's settings (a label per token), else nil.
+    public var tokenClassifier: SequenceClassifier? {
+        if case .tokenClassification(let c) = self { return c }
+        return nil
+    }
     /// PEFT's task_type.
-    public var peftTaskType: String { kind == .causalLM ? "CAUSAL_LM" : "SEQ_CLS" }
+    public var peftTaskType: String {
+        switch kind { case .causalLM: return "CAUSAL_LM"; case .sequenceClassification: return "SEQ_CLS"; case .tokenClassification: return "TOKEN_CLS" }
+    }
 }
 
-/// A sequence classifier's settings, as config.json carries them.
+/// A classifier head's settings (sequence or token classification), as config.json carries them.
 public struct SequenceClassifier: Sendable, Equatable {
     public var problemType: ProblemType
     /// id2label in id order (num_labels names).
@@ -66,6 +90,11 @@ public struct SequenceClassifier: Sendable, Equatable {
     /// Whether score.weight is read from the checkpoint (a *ForSequenceClassification
     /// one) or made here (transformers' init: N(0, initializer_range²), seeded).
     public var inCheckpoint: Bool
+    /// Whether score has a bias (a token classifier's token_classification_bias, default true).
+    public var bias = false
+    /// Dropout on the hidden states before score in training (a token classifier's
+    /// classifier_dropout, else hidden_dropout, else 0.1).
+    public var dropout = 0.0
     public var numLabels: Int { labels.count }
 
     public init(labels: [String], problemType: ProblemType? = nil, inCheckpoint: Bool = false) {
@@ -73,6 +102,14 @@ public struct SequenceClassifier: Sendable, Equatable {
         // transformers' inference when problem_type is None: one label is a regression.
         self.problemType = problemType ?? (labels.count == 1 ? .regression : .singleLabel)
         self.inCheckpoint = inCheckpoint
+    }
+
+    /// A token classifier (TOKEN_CLS): single-label per token, score with a bias, dropout 0.1 unless given.
+    public static func tokens(labels: [String], dropout: Double = 0.1, bias: Bool = true, inCheckpoint: Bool = false) -> SequenceClassifier {
+        var c = SequenceClassifier(labels: labels, problemType: .singleLabel, inCheckpoint: inCheckpoint)
+        c.dropout = dropout
+        c.bias = bias
+        return c
     }
 
     /// transformers' default names: LABEL_0, LABEL_1, …
@@ -165,6 +202,16 @@ public struct ModelConfig: Sendable {
         var c = c
         c.inCheckpoint = false
         out.task = .sequenceClassification(c)
+        return out
+    }
+
+    /// This config with a new token classifier on top (score and its bias made at load).
+    public func tagging(_ c: SequenceClassifier) -> ModelConfig {
+        var out = self
+        var c = c
+        c.inCheckpoint = false
+        c.problemType = .singleLabel
+        out.task = .tokenClassification(c)
         return out
     }
 
@@ -296,8 +343,18 @@ public struct ModelConfig: Sendable {
             else { throw CheckpointError.config(path: path, field: "pad_token_id", reason: "must be an integer, got \(v.shortDescription)") }
         }
         if let r = j["initializer_range"]?.double { config.initializerRange = r }
-        if checkpointKind == .sequenceClassification {
-            config.task = .sequenceClassification(try classifier(j, path: path))
+        switch checkpointKind {
+        case .sequenceClassification: config.task = .sequenceClassification(try classifier(j, path: path))
+        case .tokenClassification:
+            let c = try classifier(j, path: path)
+            // GenericForTokenClassification: classifier_dropout, else hidden_dropout, else 0.1; bias unless token_classification_bias is false.
+            let p = [j["classifier_dropout"], j["hidden_dropout"]].compactMap { $0?.double }.first ?? 0.1
+            guard (0..<1).contains(p) else {
+                throw CheckpointError.config(path: path, field: "classifier_dropout", reason: "must be in [0, 1), got \(p)")
+            }
+            config.task = .tokenClassification(.tokens(labels: c.labels, dropout: p, bias: try bool("token_classification_bias", true),
+                                                       inCheckpoint: true))
+        case .causalLM: break
         }
         return config
     }

@@ -143,27 +143,38 @@ extension LlamaLoRAModel {
     /// one read-out per row and class ids below num_labels, or num_labels reals
     /// per row for a regression or multi-label one.
     func checkTargets(_ b: TokenBatch) throws {
-        guard let cls = config.task.classifier else {
-            if b.readout != nil { throw LoraError.batch("a classification batch given to a causal LM (task_type CAUSAL_LM)") }
+        switch config.task {
+        case .causalLM:
+            if b.readout != nil || b.tokenLabels {
+                throw LoraError.batch("a classification batch given to a causal LM (task_type CAUSAL_LM)")
+            }
             if let bad = b.targets.first(where: { $0 != -100 && ($0 < 0 || Int($0) >= config.vocabSize) }) {
                 throw LoraError.batch("label \(bad) is neither -100 nor a token id (vocabulary size \(config.vocabSize))")
             }
-            return
-        }
-        guard b.readout != nil else {
-            throw LoraError.batch("a token-labelled batch given to a sequence classifier (task_type SEQ_CLS): "
-                                  + "make it with TokenBatch.sequenceClassification")
-        }
-        if cls.problemType == .singleLabel {
-            if b.realTargets != nil {
-                throw LoraError.batch("real-valued labels given to a single_label_classification head (labels are class ids)")
+        case .tokenClassification(let cls):
+            guard b.tokenLabels else {
+                throw LoraError.batch("a token classifier (task_type TOKEN_CLS) takes a label per token: make the batch "
+                                      + "with TokenBatch.tokenClassification")
             }
             if let bad = b.targets.first(where: { $0 != -100 && ($0 < 0 || Int($0) >= cls.numLabels) }) {
                 throw LoraError.batch("label \(bad) is not a class id (num_labels \(cls.numLabels))")
             }
-        } else {
-            guard let r = b.realTargets, r.count == b.countedTokens * cls.numLabels else {
-                throw LoraError.batch("a \(cls.problemType.rawValue) head takes \(cls.numLabels) real-valued label(s) per sample")
+        case .sequenceClassification(let cls):
+            guard b.readout != nil else {
+                throw LoraError.batch("a token-labelled batch given to a sequence classifier (task_type SEQ_CLS): "
+                                      + "make it with TokenBatch.sequenceClassification")
+            }
+            if cls.problemType == .singleLabel {
+                if b.realTargets != nil {
+                    throw LoraError.batch("real-valued labels given to a single_label_classification head (labels are class ids)")
+                }
+                if let bad = b.targets.first(where: { $0 != -100 && ($0 < 0 || Int($0) >= cls.numLabels) }) {
+                    throw LoraError.batch("label \(bad) is not a class id (num_labels \(cls.numLabels))")
+                }
+            } else {
+                guard let r = b.realTargets, r.count == b.countedTokens * cls.numLabels else {
+                    throw LoraError.batch("a \(cls.problemType.rawValue) head takes \(cls.numLabels) real-valued label(s) per sample")
+                }
             }
         }
     }
@@ -227,7 +238,7 @@ extension LlamaLoRAModel {
 
     /// A classifier's pooled logits (B, num_labels) in eval mode: score on each row's read-out token.
     public func classifierLogits(_ b: TokenBatch) throws -> [Float] {
-        guard let readout = b.readout, config.task.classifier != nil else {
+        guard let readout = b.readout, config.task.sequenceClassifier != nil else {
             throw LoraError.batch("classifierLogits needs a sequence classifier and a classification batch")
         }
         let p = try prepare(b)
@@ -251,10 +262,10 @@ extension LlamaLoRAModel {
     /// each row's product independent of the others, so the values do not
     /// depend on the chunking. (The host array is B·T × V, as asked.)
     public func logits(_ b: TokenBatch) throws -> [Float] {
-        if config.task.classifier != nil { return try classifierLogits(b) }
+        if config.task.sequenceClassifier != nil { return try classifierLogits(b) }
         let p = try prepare(b)
         try trunkForward(p, training: false)
-        let H = config.hiddenSize, V = config.vocabSize
+        let H = config.hiddenSize, V = config.headOutFeatures
         var out: [Float] = []
         out.reserveCapacity(p.tokens * V)
         for start in stride(from: 0, to: p.tokens, by: p.chunkRows) {
@@ -281,7 +292,7 @@ extension LlamaLoRAModel {
     /// largest matmul on every masked prompt token.
     func headForwardBackward(_ p: ActivationPlan, backward: Bool) throws {
         let H = config.hiddenSize, V = config.headOutFeatures, head = p.head
-        let realLoss: ComputeContext.RealTargetLoss? = switch config.task.classifier?.problemType {
+        let realLoss: ComputeContext.RealTargetLoss? = switch config.task.sequenceClassifier?.problemType {
         case .regression?: .meanSquaredError
         case .multiLabel?: .binaryCrossEntropyWithLogits
         default: nil
@@ -293,6 +304,13 @@ extension LlamaLoRAModel {
                                      tokens: chunk.count, cols: H)
             // The dropout mask indexes elements within the chunk: each chunk gets its own seed.
             let chunkSeed = mixSeed(stepSeed, UInt32(chunk.start))
+            // A token classifier's dropout on the hidden states before score (training only);
+            // its backward is the same mask on dhf.
+            let headDropout = backward ? Float(config.task.tokenClassifier?.dropout ?? 0) : 0
+            let dropoutSeed = mixSeed(chunkSeed, 0xD209)
+            if headDropout > 0 {
+                try ctx.dropoutForward(out: p.hfChunk, x: p.hfChunk, count: chunk.count * H, p: headDropout, seed: dropoutSeed)
+            }
             try lmHead.forward(ctx, y: p.logitsChunk, x: p.hfChunk, tokens: chunk.count, training: backward, stepSeed: chunkSeed)
             if let realLoss, let y = head.realTargets {
                 try ctx.realTargetLoss(realLoss, logits: p.logitsChunk, losses: p.losses, targets: y, rowOffset: chunk.start,
@@ -303,6 +321,9 @@ extension LlamaLoRAModel {
             }
             if backward {
                 try lmHead.backward(ctx, dx: p.dhfChunk, dy: p.logitsChunk, x: p.hfChunk, tokens: chunk.count, stepSeed: chunkSeed)
+                if headDropout > 0 {
+                    try ctx.dropoutForward(out: p.dhfChunk, x: p.dhfChunk, count: chunk.count * H, p: headDropout, seed: dropoutSeed)
+                }
                 // dhf[row_i] = dhfChunk[i]: the embedding scatter, one row per group.
                 try ctx.embeddingBackward(dtable: p.dhf, layout: .rows(cols: H), dout: p.dhfChunk, groups: chunk.rows,
                                           cols: H, beta: 0)

@@ -50,11 +50,14 @@ public struct TokenBatch {
     public let labels: [Int32]
     /// targets[b·T + t] = labels[b, t+1], −100 at the last position of a row
     /// (transformers' shift) and at the last token of every packed sample.
-    /// A classification batch: the label at each row's read-out token (0 there
-    /// for real-valued targets), −100 elsewhere.
+    /// A sequence-classification batch: the label at each row's read-out token (0
+    /// there for real-valued targets), −100 elsewhere. A token-classification
+    /// batch: the labels as given (no shift).
     public internal(set) var targets: [Int32]
     /// A classification batch's read-out token of each row (B), else nil.
     public internal(set) var readout: [Int]?
+    /// Whether targets are per-token class labels (a token-classification batch).
+    public internal(set) var tokenLabels = false
     /// Real-valued targets (regression, multi-label): C per counted row, in row order.
     public internal(set) var realTargets: [Float]?
     /// RoPE positions (B·T); 0…T−1 in every row unless given.
@@ -120,6 +123,24 @@ public struct TokenBatch {
         var tg = [Int32](repeating: -100, count: lab.count)
         for i in 0..<lab.count where i % t + 1 < t && ids[i + 1] == ids[i] { tg[i] = lab[i + 1] }
         targets = tg
+    }
+
+    /// A token-classification batch (TOKEN_CLS): a label per token, not shifted
+    /// (−100: not trained — padding, a word's later sub-tokens).
+    public static func tokenClassification(inputIDs: [[Int]], labels: [[Int]]) throws -> TokenBatch {
+        var b = try TokenBatch(inputIDs: inputIDs, labels: labels)
+        var tg = [Int32](repeating: -100, count: b.tokens)
+        for (r, row) in labels.enumerated() {
+            for (t, l) in row.enumerated() {
+                guard l == -100 || l >= 0, let v = Int32(exactly: l) else {
+                    throw LoraError.batch("label \(l) of row \(r), token \(t) is neither -100 nor a class id")
+                }
+                tg[r * b.seq + t] = v
+            }
+        }
+        b.targets = tg
+        b.tokenLabels = true
+        return b
     }
 
     /// The targets of a sequence classifier, per row: a class id (single-label;
@@ -277,13 +298,15 @@ public final class LlamaLoRAModel {
                 let (path, din, dout, hasBias) = (spec.path, spec.inFeatures, spec.outFeatures, spec.hasBias)
                 let saved = plan.isSaved(path)
                 let tiedHead = path == "lm_head" && c.tieWordEmbeddings
-                let bias = hasBias ? try loader.load(path + ".bias", [dout]) : nil
+                // A new classifier's bias starts at zero (transformers' init); every other bias is the checkpoint's.
+                let newHead = path == "score" && c.task.classifier?.inCheckpoint != true
+                let bias = !hasBias ? nil : newHead ? try loader.ctx.buffer([Float](repeating: 0, count: dout)) : try loader.load(path + ".bias", [dout])
                 var frozen: FrozenLinear? = nil
                 var trained: ParameterStore.Entry? = nil
                 if saved, let e = store.entry(P + path + ".weight") {
                     // modules_to_save: a trained fp32 copy starts from W; no frozen copy is kept.
                     if tiedHead { try initialize(e, "model.embed_tokens.weight") }
-                    else if path == "score" && c.task.classifier?.inCheckpoint != true {}  // a new head: initializeAdapters draws it
+                    else if newHead {}  // a new head: initializeAdapters draws it
                     else { try e.param.copy(from: loader.load(path + ".weight", [dout, din])) }
                     trained = e
                 } else if tiedHead {

@@ -52,6 +52,8 @@ public struct TrainingConfig: Equatable, Sendable {
     public var saveSteps: Double = 500
     public var saveTotalLimit: Int?
     public var loadBestModelAtEnd = false
+    /// transformers' eval_on_start: evaluate once before the first step (printed, the "before" of a run).
+    public var evalOnStart = false
     public var metricForBestModel: String = "eval_loss"
     public var earlyStoppingPatience: Int?
     public var earlyStoppingThreshold: Double = 0
@@ -94,6 +96,7 @@ public struct TrainingConfig: Equatable, Sendable {
         ("output_dir", .text(\.outputDir)), ("logging_steps", .number(\.loggingSteps)), ("eval_steps", .optionalNumber(\.evalSteps)),
         ("save_steps", .number(\.saveSteps)), ("save_total_limit", .optionalInt(\.saveTotalLimit)),
         ("load_best_model_at_end", .flag(\.loadBestModelAtEnd)), ("metric_for_best_model", .text(\.metricForBestModel)),
+        ("eval_on_start", .flag(\.evalOnStart)),
         ("early_stopping_patience", .optionalInt(\.earlyStoppingPatience)),
         ("early_stopping_threshold", .number(\.earlyStoppingThreshold)),
         ("neftune_noise_alpha", .optionalNumber(\.neftuneNoiseAlpha)), ("resume_from_checkpoint", .optionalText(\.resumeFromCheckpoint)),

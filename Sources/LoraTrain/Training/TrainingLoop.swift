@@ -94,6 +94,12 @@ final class TrainingLoop {
         progress.message("training \(setup.train.count) samples\(setup.validation.isEmpty ? "" : ", evaluating \(setup.validation.count)"): "
             + "\(setup.total) steps (batch \(c.perDeviceTrainBatchSize) × accumulation \(c.gradientAccumulationSteps)"
             + "\(dist.map { " × \($0.size) ranks" } ?? "")), warmup \(setup.schedule.warmupSteps), output \(outputDir)")
+        if c.evalOnStart, !evalRows.isEmpty, state.globalStep == 0 {
+            let e = try evaluate()
+            var line = "before training: eval_loss \(String(format: "%.4f", e))"
+            if let (a, f) = evalScores { line += " | eval_accuracy \(String(format: "%.4f", a)) | eval_f1 \(String(format: "%.4f", f))" }
+            progress.message(line)
+        }
         let profiler = trainer.profile ? StepProfiler(context: trainer.ctx, progress: progress) : nil
         defer { if trainer.profile { trainer.ctx.profileLaunches = false } }
         while state.globalStep < setup.total, !stopAsked, state.dataEpoch < setup.epochLimit {

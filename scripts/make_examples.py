@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Writes the worked examples' data in Examples/ (seeded, so the files are
+reproducible): Examples/sentiment — a few hundred short product, film and
+restaurant reviews in English and Chinese labelled positive / negative, for
+`lora-gpu train --task-type SEQ_CLS` (see the README's task-type section).
+
+    python3 scripts/make_examples.py
+"""
+import json
+import os
+import random
+
+random.seed(20261207)
+OUT = "Examples/sentiment"
+
+SUBJECTS_EN = ["The food", "The service", "This phone", "The hotel room", "The movie", "The delivery", "This laptop",
+               "The staff", "The battery life", "The plot", "The coffee", "The app", "The price", "The screen"]
+SUBJECTS_ZH = ["这家餐厅的菜", "服务", "这部手机", "酒店房间", "这部电影", "快递", "这台笔记本", "店员", "电池续航", "剧情",
+               "咖啡", "这个应用", "价格", "屏幕"]
+POS_EN = ["was excellent", "was wonderful", "exceeded my expectations", "was great value", "made my day", "is fantastic",
+          "was really good", "works perfectly", "was delightful", "is the best I have tried"]
+NEG_EN = ["was terrible", "was awful", "was a huge disappointment", "was overpriced", "ruined my evening", "is broken",
+          "was really bad", "stopped working after a day", "was rude and slow", "is the worst I have tried"]
+POS_ZH = ["非常好", "让人惊喜", "超出预期", "物超所值", "特别棒", "很满意", "真不错", "无可挑剔", "令人愉快", "是我用过最好的"]
+NEG_ZH = ["太差了", "让人失望", "非常糟糕", "贵得离谱", "简直是灾难", "一天就坏了", "很不满意", "又慢又差", "令人生气", "是我用过最差的"]
+TAILS_EN = ["", "", " I would recommend it.", " Never again.", " Five stars.", " One star.", " Honestly.", ""]
+TAILS_ZH = ["", "", "推荐！", "再也不来了。", "五星好评。", "差评。", "说实话。", ""]
+
+
+def review():
+    label = random.choice(["positive", "negative"])
+    if random.random() < 0.5:
+        phrase = random.choice(POS_EN if label == "positive" else NEG_EN)
+        tail = random.choice(TAILS_EN)
+        # A tail that contradicts the label would make the example noisy: keep the neutral ones then.
+        if (label == "positive" and tail in (" Never again.", " One star.")) or \
+           (label == "negative" and tail in (" I would recommend it.", " Five stars.")):
+            tail = ""
+        return {"text": f"{random.choice(SUBJECTS_EN)} {phrase}.{tail}", "label": label}
+    phrase = random.choice(POS_ZH if label == "positive" else NEG_ZH)
+    tail = random.choice(TAILS_ZH)
+    if (label == "positive" and tail in ("再也不来了。", "差评。")) or (label == "negative" and tail in ("推荐！", "五星好评。")):
+        tail = ""
+    return {"text": f"{random.choice(SUBJECTS_ZH)}{phrase}。{tail}", "label": label}
+
+
+def unique(n, seen):
+    out = []
+    while len(out) < n:
+        r = review()
+        if r["text"] not in seen:
+            seen.add(r["text"])
+            out.append(r)
+    return out
+
+
+os.makedirs(OUT, exist_ok=True)
+seen = set()
+for name, n in [("train", 320), ("val", 120)]:
+    with open(os.path.join(OUT, name + ".jsonl"), "w") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in unique(n, seen))
+print("wrote", OUT)
