@@ -23,7 +23,8 @@ struct Predict: ParsableCommand {
     @Option(help: "JSONL lines to classify.") var data: String
     @Option(help: "Where to write the predictions (JSONL; default: stdout).") var output: String?
     @Option(name: .customLong("batch-size"), parsing: .unconditional) var batchSize: Int = 8
-    @Option(name: .customLong("max-seq-len"), parsing: .unconditional, help: "Texts are truncated to this many tokens (default: the model's positions).")
+    @Option(name: .customLong("max-seq-len"), parsing: .unconditional,
+            help: "Texts are truncated to this many tokens (default: the training run's max_seq_len from the adapter's training_config.yaml, else the model's positions).")
     var maxSeqLen: Int?
 
     func validate() throws {
@@ -35,9 +36,9 @@ struct Predict: ParsableCommand {
         let ctx = try deviceOption.context()
         let m = try ClassifierPrediction.loadModel(model, adapter: adapter, context: ctx)
         guard let cls = m.config.task.classifier else { return }
-        let text = try? ModelText(model: model, chatTemplate: nil, needsTemplate: false)
-        let tokenizer: DataTokenizer = text.map { TokenizerDataAdapter($0.tokenizer) } ?? PreTokenizedOnly(model: model, vocabularySize: m.config.vocabSize)
-        let maxLen = min(maxSeqLen ?? m.config.maxPositionEmbeddings, m.config.maxPositionEmbeddings)
+        let tokenizer = try ClassifierPrediction.tokenizer(model: model, vocabularySize: m.config.vocabSize)
+        let trained = ClassifierPrediction.trainedMaxSeqLen(adapter: adapter)
+        let maxLen = min(maxSeqLen ?? trained ?? m.config.maxPositionEmbeddings, m.config.maxPositionEmbeddings)
         let predictions = try ClassifierPrediction.run(model: m, file: data, tokenizer: tokenizer, maxSeqLen: maxLen,
                                                        batchSize: batchSize) { done, all in
             if isatty(2) != 0 { FileHandle.standardError.write(Data("\r\u{1B}[Kpredicted \(done)/\(all)".utf8)) }

@@ -54,8 +54,11 @@ struct TrainLoraOptions: ParsableArguments, OverrideGroup {
                                valueName: "pattern=r")) var rankPattern: [String] = []
     @Option(help: ArgumentHelp("lora_alpha for modules matching PATTERN (repeat). [alpha_pattern]", valueName: "pattern=alpha"))
     var alphaPattern: [String] = []
-    @Option(help: ArgumentHelp("PEFT task type: CAUSAL_LM (SEQ_CLS, TOKEN_CLS, QUESTION_ANS, FEATURE_EXTRACTION, SEQ_2_SEQ_LM: not yet). [task_type, default CAUSAL_LM]",
+    @Option(help: ArgumentHelp("PEFT task type: CAUSAL_LM, SEQ_CLS (a label per text), TOKEN_CLS (a label per word) "
+                               + "(QUESTION_ANS, FEATURE_EXTRACTION, SEQ_2_SEQ_LM: not yet). [task_type, default CAUSAL_LM]",
                                valueName: "type")) var taskType: String?
+    @Option(help: ArgumentHelp("SEQ_CLS: single_label_classification | regression | multi_label_classification "
+                               + "(default: the labels' shape decides). [problem_type]", valueName: "type")) var problemType: String?
     @Option(help: ArgumentHelp("true loads the adapter frozen (PEFT's inference mode; train refuses it). [inference_mode, default false]",
                                valueName: "bool")) var inferenceMode: String?
     @Option(help: ArgumentHelp("LoRA settings from a PEFT adapter_config.json (the LoRA flags above override it). [lora_config]",
@@ -85,7 +88,7 @@ struct TrainLoraOptions: ParsableArguments, OverrideGroup {
         if !layersPattern.isEmpty { d["layers_pattern"] = layersPattern.flatMap { $0.split(separator: ",").map(String.init) } }
         if let p = Self.patterns(rankPattern) { d["rank_pattern"] = p }
         if let p = Self.patterns(alphaPattern) { d["alpha_pattern"] = p }
-        put(&d, "task_type", taskType); put(&d, "inference_mode", inferenceMode)
+        put(&d, "task_type", taskType); put(&d, "inference_mode", inferenceMode); put(&d, "problem_type", problemType)
         put(&d, "lora_config", loraConfig); put(&d, "adapter", adapter)
         return d
     }

@@ -28,7 +28,7 @@ final class ClassificationDataTests: XCTestCase {
         XCTAssertEqual(r[2].label, .number(0.5))
         XCTAssertEqual(r[3].label, .list([1, 0, 1]))
         XCTAssertEqual(r[4].inputIDs, [5, 6])
-        XCTAssertEqual(r[4].label, .integer(1), "1.0 is a class id, as json.load gives 1.0 == 1")
+        XCTAssertEqual(r[4].label, .number(1), "1.0 is a number (Python's json gives a float: run_glue's regression)")
         XCTAssertNil(try records([#"{"text": "x"}"#], requireLabel: false)[0].label)
     }
 
@@ -62,6 +62,7 @@ final class ClassificationDataTests: XCTestCase {
         XCTAssertEqual(ClassificationData.target(train[1], names), .classID(2))
         // Ids: 0…max; -100 skips a line.
         let ids = try records([#"{"text": "a", "label": 0}"#, #"{"text": "b", "label": 3}"#, #"{"text": "c", "label": -100}"#])
+        XCTAssertTrue(message { _ = try ClassificationData.labels([("t.jsonl", [ids[2]])]) }.contains("every label is -100"))
         let l = try ClassificationData.labels([("t.jsonl", ids)])
         XCTAssertEqual(l.names, ["LABEL_0", "LABEL_1", "LABEL_2", "LABEL_3"])
         // A non-integer anywhere makes the run a regression (integers are values then).
@@ -71,6 +72,27 @@ final class ClassificationDataTests: XCTestCase {
         XCTAssertEqual(ClassificationData.target(reg[0], rl), .reals([1]))
         let multi = try ClassificationData.labels([("t.jsonl", try records([#"{"text": "a", "label": [1, 0]}"#]))])
         XCTAssertEqual(multi, ClassificationLabels(kind: .multiLabel, names: ["LABEL_0", "LABEL_1"]))
+        // problem_type given: whole-number targets as a regression; lists of reals as a multi-output regression.
+        let stars = try records([#"{"text": "a", "label": 1}"#, #"{"text": "b", "label": 5}"#])
+        let sl = try ClassificationData.labels([("t.jsonl", stars)], problemType: .regression)
+        XCTAssertEqual(sl, ClassificationLabels(kind: .regression, names: ["LABEL_0"]))
+        XCTAssertEqual(ClassificationData.target(stars[1], sl), .reals([5]))
+        let outputs = try records([#"{"text": "a", "label": [7, -2]}"#])
+        XCTAssertEqual(try ClassificationData.labels([("t.jsonl", outputs)], problemType: .regression).kind, .regression)
+        XCTAssertTrue(message { _ = try ClassificationData.labels([("t.jsonl", outputs)]) }
+            .contains("t.jsonl:1: multi-label targets must lie in [0, 1] (binary cross-entropy), got 7.0"))
+        XCTAssertTrue(message { _ = try ClassificationData.labels([("t.jsonl", stars)], problemType: .multiLabel) }
+            .contains("problem_type multi_label_classification does not fit this label (a class id)"))
+    }
+
+    /// A label that does not fit the run's labels has no target (predict names its line).
+    func testTargetsOutsideTheLabelsAreNil() throws {
+        let labels = ClassificationLabels(kind: .singleLabel, names: ["a", "b"])
+        let r = try records([#"{"text": "x", "label": 5}"#, #"{"text": "x", "label": [1, 0]}"#, #"{"text": "x", "label": "c"}"#,
+                             #"{"text": "x", "label": 1}"#, #"{"text": "x", "label": -100}"#])
+        XCTAssertEqual(r.map { ClassificationData.target($0, labels) }, [nil, nil, nil, .classID(1), .classID(-100)])
+        let multi = ClassificationLabels(kind: .multiLabel, names: ["a", "b", "c"])
+        XCTAssertNil(ClassificationData.target(r[1], multi), "a list of another length")
     }
 
     func testLabelErrors() throws {

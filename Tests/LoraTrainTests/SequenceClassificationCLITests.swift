@@ -88,6 +88,51 @@ final class SequenceClassificationCLITests: XCTestCase {
                              "--save-steps", "1000", "--device", "cpu"])
         XCTAssertEqual(c.status, 0, c.stderr + c.stdout)
         XCTAssertEqual(try JSONValue.read(path: dir + "/continued/labels.json")["id2label"]?["1"]?.string, "positive")
+
+        // predict: a label the classifier lacks names its line (no crash); so does one of another shape.
+        for (line, expected) in [(#"{"text": "a b", "label": 5}"#, "bad.jsonl:2: label does not fit the classifier's labels"),
+                                 (#"{"text": "a b", "label": [1, 0]}"#, "bad.jsonl:2: label does not fit")] {
+            try (#"{"text": "好"}"# + "\n" + line + "\n").write(toFile: dir + "/bad.jsonl", atomically: true, encoding: .utf8)
+            let b = try CLI.run(["predict", "--model", Self.model, "--adapter", out, "--data", dir + "/bad.jsonl", "--device", "cpu"])
+            XCTAssertNotEqual(b.status, 0)
+            XCTAssertTrue(b.stderr.contains(expected), b.stderr)
+        }
+    }
+
+    /// Regression (whole-number stars with problem_type regression) and multi-label, end to end:
+    /// the loss falls, predict prints the task's score, labels.json records the kind.
+    func testRegressionAndMultiLabelThroughTheCLI() throws {
+        let dir = try temporaryDirectory("seqcls-kinds")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var stars = "", tags = ""
+        for i in 0..<32 {
+            let good = i % 2 == 0
+            stars += #"{"text": "review \#(i) \#(good ? "好" : "差")", "label": \#(good ? 5 : 1)}"# + "\n"
+            tags += #"{"text": "item \#(i) \#(good ? "yes" : "no")", "label": [\#(good ? 1 : 0), \#(i % 3 == 0 ? 1 : 0), 0]}"# + "\n"
+        }
+        try stars.write(toFile: dir + "/stars.jsonl", atomically: true, encoding: .utf8)
+        try tags.write(toFile: dir + "/tags.jsonl", atomically: true, encoding: .utf8)
+        for (data, extra, kind, score) in [("stars", ["--problem-type", "regression"], "regression", "MSE"),
+                                           ("tags", [], "multi_label_classification", "accuracy")] {
+            let out = dir + "/" + data
+            let r = try CLI.run(["train", "--model", Self.model, "--data", dir + "/\(data).jsonl", "--task-type", "SEQ_CLS",
+                                 "--output-dir", out, "--max-steps", "16", "--per-device-train-batch-size", "8",
+                                 "--learning-rate", "2e-2", "--r", "4", "--lora-alpha", "8", "--logging-steps", "1",
+                                 "--save-steps", "1000", "--device", "cpu"] + extra)
+            XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
+            XCTAssertEqual(try JSONValue.read(path: out + "/labels.json")["problem_type"]?.string, kind)
+            let losses = try String(contentsOfFile: out + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+                .compactMap { MetricsRecord(json: String($0))?.loss }
+            XCTAssertLessThan(losses.last!, losses.first!, "\(kind): the loss falls")
+            let p = try CLI.run(["predict", "--model", Self.model, "--adapter", out, "--data", dir + "/\(data).jsonl", "--device", "cpu"])
+            XCTAssertEqual(p.status, 0, p.stderr)
+            XCTAssertTrue(p.stderr.contains("\(kind): 32 labelled, \(score)"), p.stderr)
+        }
+        // A classifier's score as the best-model metric of a regression is refused.
+        let bad = try CLI.run(["train", "--model", Self.model, "--data", dir + "/stars.jsonl", "--task-type", "SEQ_CLS",
+                               "--problem-type", "regression", "--metric-for-best-model", "eval_accuracy",
+                               "--output-dir", dir + "/bad", "--device", "cpu"])
+        XCTAssertTrue(bad.stderr.contains("not a regression"), bad.stderr)
     }
 
     func testBadClassificationLinesNameTheLine() throws {

@@ -142,7 +142,7 @@ public struct AdapterPlan: Sendable {
         let head = lora.taskType == "SEQ_CLS" ? "a *ForSequenceClassification checkpoint" : "a *ForTokenClassification checkpoint"
         throw CheckpointError.config(path: "LoRA settings", field: "task_type",
                                      reason: "\(lora.taskType) needs a classifier: \(head), "
-                                        + "or labels to make one from (the training data's, or num_labels)")
+                                        + "or the training data's labels to make one from (lora-gpu train does)")
     }
 
     static func isSaved(_ path: String, _ lora: LoraConfig) -> Bool {

@@ -97,10 +97,15 @@ public struct SequenceClassifier: Sendable, Equatable {
     public var dropout = 0.0
     public var numLabels: Int { labels.count }
 
+    /// Whether problem_type was left to inference (config.json's null): transformers
+    /// then decides by the labels (one label: regression; float labels: multi-label).
+    public var problemTypeInferred = false
+
     public init(labels: [String], problemType: ProblemType? = nil, inCheckpoint: Bool = false) {
         self.labels = labels
         // transformers' inference when problem_type is None: one label is a regression.
         self.problemType = problemType ?? (labels.count == 1 ? .regression : .singleLabel)
+        self.problemTypeInferred = problemType == nil
         self.inCheckpoint = inCheckpoint
     }
 

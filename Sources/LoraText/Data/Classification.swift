@@ -75,7 +75,8 @@ public enum ClassificationData {
         switch l {
         case .string(let s) where !s.isEmpty: label = .name(s)
         case .int(let i): label = .integer(i)
-        case .double(let d) where d.isFinite: label = d == d.rounded() && abs(d) < 1e15 ? .integer(Int(d)) : .number(d)
+        // 1.0 is a number (Python's json gives a float; run_glue makes a float column a regression).
+        case .double(let d) where d.isFinite: label = .number(d)
         case .array(let a) where !a.isEmpty:
             let v = a.compactMap(\.double)
             guard v.count == a.count, v.allSatisfy(\.isFinite) else { throw fail("\"label\" list must hold numbers only (one per label)") }
@@ -109,8 +110,12 @@ public enum ClassificationData {
 
     /// The labels of a run from all its files (`known`: the model's own id2label,
     /// when it has real names; its kind when the model fixes one).
+    /// `problemType`: the run's problem_type when the user gave it (regression
+    /// with whole-number targets, or several real outputs per sample), else the
+    /// data's shape decides.
     public static func labels(_ files: [(file: String, records: [ClassificationRecord])],
-                              known: ClassificationLabels? = nil) throws -> ClassificationLabels {
+                              known: ClassificationLabels? = nil,
+                              problemType: ClassificationKind? = nil) throws -> ClassificationLabels {
         func fail(_ f: String, _ r: ClassificationRecord, _ reason: String) -> DatasetError {
             .badLine(DatasetLineError(file: f, line: r.line, reason: reason))
         }
@@ -135,8 +140,22 @@ public enum ClassificationData {
             default: return false
             }
         }
-        let regression = files.contains { $0.records.contains { if case .number? = $0.label { return true }; return false } }
+        let numbers = files.contains { $0.records.contains { if case .number? = $0.label { return true }; return false } }
+        let regression = numbers || (problemType == .regression && { if case .integer = firstLabel { return true }; return false }())
         let reference: RawClassLabel = regression ? .number(0) : firstLabel
+        if let p = problemType {
+            let fits: Bool
+            switch (p, reference) {
+            case (.singleLabel, .name), (.singleLabel, .integer), (.regression, .number), (.regression, .list),
+                 (.multiLabel, .list): fits = true
+            default: fits = false
+            }
+            guard fits else {
+                throw fail(firstFile, first, "problem_type \(p.rawValue) does not fit this label (\(shape(firstLabel))): "
+                           + "single_label_classification takes class names or ids, regression numbers or lists of numbers, "
+                           + "multi_label_classification lists of 0/1 targets")
+            }
+        }
         for (f, records) in files {
             for r in records { if let l = r.label, !sameShape(reference, l) {
                 throw fail(f, r, "label \(shape(l)), but \(firstFile):\(first.line) has \(shape(firstLabel)); "
@@ -171,25 +190,43 @@ public enum ClassificationData {
                 top = max(top, i)
             }
             if let known, known.kind == .singleLabel { return known }
-            guard top >= 1 else { throw fail(firstFile, first, "every class id is 0: a classifier needs at least two classes") }
+            guard top >= 1 else {
+                let all = ids.allSatisfy { if case .integer(-100)? = $0.1.label { return true }; return $0.1.label == nil }
+                throw fail(firstFile, first, all ? "every label is -100: nothing to train"
+                                                 : "every class id is 0 (or -100): a classifier needs at least two classes")
+            }
             return ClassificationLabels(kind: .singleLabel, names: (0...top).map { "LABEL_\($0)" })
         case .number:
             return known?.kind == .regression && known?.names.count == 1 ? known! : ClassificationLabels(kind: .regression, names: ["LABEL_0"])
+        case .list(let v) where problemType == .regression:
+            if let known, known.kind == .regression, known.names.count == v.count { return known }
+            return ClassificationLabels(kind: .regression, names: (0..<v.count).map { "LABEL_\($0)" })
         case .list(let v):
+            // BCE with logits is bounded below only for targets in [0, 1].
+            for (f, records) in files {
+                for r in records { if case .list(let x)? = r.label, let bad = x.first(where: { !(0...1).contains($0) }) {
+                    throw fail(f, r, "multi-label targets must lie in [0, 1] (binary cross-entropy), got \(bad); "
+                               + "a list of real values to predict is a regression: give problem_type regression")
+                } }
+            }
             if let known, known.kind != .singleLabel, known.names.count == v.count { return known }
             return ClassificationLabels(kind: .multiLabel, names: (0..<v.count).map { "LABEL_\($0)" })
         }
     }
 
     /// The target of a record under `labels`.
+    /// nil when the label does not fit (a name not among the labels, a class id
+    /// out of range, a list of another length, a shape of another kind).
     public static func target(_ r: ClassificationRecord, _ labels: ClassificationLabels) -> ClassTarget? {
         guard let label = r.label else { return nil }
+        let n = labels.names.count
         switch (label, labels.kind) {
-        case (.name(let n), .singleLabel): return labels.names.firstIndex(of: n).map { .classID($0) }
-        case (.integer(let i), .singleLabel): return .classID(i)
-        case (.integer(let i), .regression): return .reals([Float(i)])
-        case (.number(let d), .regression): return .reals([Float(d)])
-        case (.list(let v), _): return .reals(v.map(Float.init))
+        case (.name(let name), .singleLabel): return labels.names.firstIndex(of: name).map { .classID($0) }
+        case (.integer(let i), .singleLabel): return i == -100 || (0..<n).contains(i) ? .classID(i) : nil
+        case (.integer(let i), .regression) where n == 1: return .reals([Float(i)])
+        case (.number(let d), .regression) where n == 1: return .reals([Float(d)])
+        case (.list(let v), .regression) where v.count == n: return .reals(v.map(Float.init))
+        case (.list(let v), .multiLabel) where v.count == n: return .reals(v.map(Float.init))
         default: return nil
         }
     }

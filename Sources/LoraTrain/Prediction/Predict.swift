@@ -25,6 +25,26 @@ public enum ClassifierPrediction {
         return m
     }
 
+    /// The model's tokenizer; without one (a bare checkpoint) only pre-tokenized lines work.
+    /// A tokenizer that fails to load is an error, not a fallback.
+    public static func tokenizer(model: String, vocabularySize: Int) throws -> DataTokenizer {
+        do {
+            return TokenizerDataAdapter(try ModelText(model: model, chatTemplate: nil, needsTemplate: false).tokenizer)
+        } catch ModelTextError.noTokenizer {
+            return PreTokenizedOnly(model: model, vocabularySize: vocabularySize)
+        }
+    }
+
+    /// max_seq_len of the run that wrote the adapter (its training_config.yaml), so that
+    /// prediction truncates as evaluation did; nil when the file is not there.
+    public static func trainedMaxSeqLen(adapter: String) -> Int? {
+        let path = adapter + "/training_config.yaml"
+        guard FileManager.default.fileExists(atPath: path),
+              let pairs = try? TrainingConfig.readMapping(path) else { return nil }
+        let v = pairs.first { $0.0 == "max_seq_len" }?.1
+        return v?.integral ?? v?.string.flatMap { Int($0) }
+    }
+
     public struct Prediction: Sendable {
         public var line: Int
         /// The pooled logits (num_labels).
@@ -57,7 +77,14 @@ public enum ClassifierPrediction {
         var out: [Prediction] = []
         for start in stride(from: 0, to: records.count, by: batchSize) {
             let chunk = Array(records[start..<min(start + batchSize, records.count)])
-            let ids = try chunk.map { try ClassificationData.tokens($0, file: file, tokenizer: tokenizer, maxSeqLen: maxSeqLen).ids }
+            let ids = try chunk.map { r -> [Int] in
+                let t = try ClassificationData.tokens(r, file: file, tokenizer: tokenizer, maxSeqLen: maxSeqLen).ids
+                if let bad = t.first(where: { $0 >= m.config.vocabSize }) {
+                    throw DatasetError.badLine(DatasetLineError(file: file, line: r.line, reason:
+                        "token id \(bad) is outside the model's vocabulary (size \(m.config.vocabSize))"))
+                }
+                return t
+            }
             let width = ids.map(\.count).max()!
             let rows = ids.map { $0 + [Int](repeating: pad, count: width - $0.count) }
             let targets: TokenBatch.ClassTargets = cls.problemType == .singleLabel

@@ -52,6 +52,8 @@ public struct TrainingConfig: Equatable, Sendable {
     public var saveSteps: Double = 500
     public var saveTotalLimit: Int?
     public var loadBestModelAtEnd = false
+    /// A classifier's problem_type (transformers' config name); nil: the labels' shape decides.
+    public var problemType: String?
     /// transformers' eval_on_start: evaluate once before the first step (printed, the "before" of a run).
     public var evalOnStart = false
     public var metricForBestModel: String = "eval_loss"
@@ -96,7 +98,7 @@ public struct TrainingConfig: Equatable, Sendable {
         ("output_dir", .text(\.outputDir)), ("logging_steps", .number(\.loggingSteps)), ("eval_steps", .optionalNumber(\.evalSteps)),
         ("save_steps", .number(\.saveSteps)), ("save_total_limit", .optionalInt(\.saveTotalLimit)),
         ("load_best_model_at_end", .flag(\.loadBestModelAtEnd)), ("metric_for_best_model", .text(\.metricForBestModel)),
-        ("eval_on_start", .flag(\.evalOnStart)),
+        ("eval_on_start", .flag(\.evalOnStart)), ("problem_type", .optionalText(\.problemType)),
         ("early_stopping_patience", .optionalInt(\.earlyStoppingPatience)),
         ("early_stopping_threshold", .number(\.earlyStoppingThreshold)),
         ("neftune_noise_alpha", .optionalNumber(\.neftuneNoiseAlpha)), ("resume_from_checkpoint", .optionalText(\.resumeFromCheckpoint)),
@@ -320,8 +322,15 @@ public struct TrainingConfig: Equatable, Sendable {
         if !Self.metrics.contains(metricForBestModel) {
             throw fail("metric_for_best_model", "'\(metricForBestModel)' is not supported; supported: " + Self.metrics.joined(separator: ", "))
         }
-        if Self.greaterIsBetter.contains(metricForBestModel) && lora.taskType != "SEQ_CLS" {
-            throw fail("metric_for_best_model", "\(metricForBestModel) is a classifier's score: it needs task_type SEQ_CLS")
+        if let p = problemType, !["single_label_classification", "regression", "multi_label_classification"].contains(p) {
+            throw fail("problem_type", "'\(p)' is not one of single_label_classification, regression, multi_label_classification")
+        }
+        if problemType != nil && lora.taskType != "SEQ_CLS" {
+            throw fail("problem_type", "a sequence classifier's setting: it needs task_type SEQ_CLS")
+        }
+        if Self.greaterIsBetter.contains(metricForBestModel) && (lora.taskType == "CAUSAL_LM" || problemType == "regression") {
+            throw fail("metric_for_best_model", "\(metricForBestModel) is a classifier's score: it needs task_type SEQ_CLS "
+                       + "or TOKEN_CLS, and not a regression (use eval_loss, the mean squared error)")
         }
         let hasEval = valData != nil || valSplit > 0
         if loadBestModelAtEnd && !hasEval && metricForBestModel != "loss" {

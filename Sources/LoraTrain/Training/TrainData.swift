@@ -108,15 +108,16 @@ func loadClassificationSamples(_ c: TrainingConfig, tokenizer: DataTokenizer, vo
     let files = c.data + (c.valData.map { [$0] } ?? [])
     let records = try files.map { f in (file: f, records: try ClassificationData.read(file: f)) }
     let known = classifier.map { ClassificationLabels(kind: ClassificationKind(rawValue: $0.problemType.rawValue)!, names: $0.labels) }
-    let labels = try ClassificationData.labels(records, known: known)
+    let labels = try ClassificationData.labels(records, known: known,
+                                               problemType: c.problemType.flatMap(ClassificationKind.init(rawValue:)))
     out.labels = labels
     out.padTokenID = tokenizer.padID ?? tokenizer.eosID ?? 0
     var byFile: [String: [TokenizedSample]] = [:]
     for (f, rs) in records {
         let (samples, truncated) = try ClassificationData.samples(rs, file: f, labels: labels, tokenizer: tokenizer,
                                                                   maxSeqLen: c.maxSeqLen)
-        if let bad = samples.lazy.flatMap(\.inputIDs).first(where: { $0 >= vocabSize }) {
-            throw TrainError.data(path: f, line: 0, reason: "token id \(bad) is outside the model's vocabulary (size \(vocabSize))")
+        if let s = samples.first(where: { $0.inputIDs.contains { $0 >= vocabSize } }), let bad = s.inputIDs.first(where: { $0 >= vocabSize }) {
+            throw TrainError.data(path: f, line: s.line, reason: "token id \(bad) is outside the model's vocabulary (size \(vocabSize))")
         }
         let lengths = samples.map(\.inputIDs.count).sorted()
         out.summaries.append("\(f) (classification): \(samples.count) samples, \(lengths.reduce(0, +)) tokens, "

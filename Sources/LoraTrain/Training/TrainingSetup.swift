@@ -54,9 +54,11 @@ struct TrainingSetup {
         try Trainer.checkMemory(memory.plan, limits: memory.limits, config: c)
         resumeFrom = try Self.prepareOutput(c)
 
-        // Continuing a classifier adapter on a causal base: its labels.json fixes the labels.
+        // Continuing a classifier (an adapter, or a checkpoint being resumed) on a causal base:
+        // its labels.json fixes the labels.
         var knownClassifier = modelConfig.task.classifier
-        if classifies, knownClassifier == nil, let a = c.adapter, let saved = try SequenceClassifier.load(adapterDirectory: a) {
+        if classifies, knownClassifier == nil, let dir = resumeFrom ?? c.adapter,
+           let saved = try SequenceClassifier.load(adapterDirectory: dir) {
             knownClassifier = saved.classifier
             if modelConfig.padTokenID == nil { modelConfig.padTokenID = saved.padTokenID }
         }
@@ -64,6 +66,10 @@ struct TrainingSetup {
         for line in data.summaries { progress.message("data: " + line) }
         if classifies, let labels = data.labels {
             modelConfig = try Self.classifierConfig(modelConfig, labels: labels, dataPad: data.padTokenID, progress: progress)
+            if labels.kind == .regression && TrainingConfig.greaterIsBetter.contains(c.metricForBestModel) {
+                throw TrainError.setting(source: "settings", key: "metric_for_best_model", reason: "\(c.metricForBestModel) "
+                    + "is a classifier's score, and these labels make a regression: use eval_loss (the mean squared error)")
+            }
         }
         if isRoot { try Self.reportSkipped(data.skipped, outputDir: c.outputDir, progress: progress) }
         train = data.train
@@ -113,11 +119,16 @@ struct TrainingSetup {
                                  progress: ProgressPrinter) throws -> ModelConfig {
         var out = m
         let problem = ProblemType(rawValue: labels.kind.rawValue)!
-        if let own = m.task.classifier {
-            guard own.numLabels == labels.names.count, own.problemType == problem else {
+        if var own = m.task.classifier {
+            guard own.numLabels == labels.names.count, own.problemType == problem || own.problemTypeInferred else {
                 throw TrainError.setting(source: "settings", key: "model", reason: "the checkpoint's classifier has "
                     + "\(own.numLabels) label(s) (\(own.problemType.rawValue)); the data has \(labels.names.count) (\(labels.kind.rawValue))")
             }
+            // transformers infers a null problem_type from the labels; default names (LABEL_k) take the
+            // data's, as run_glue.py writes label2id / id2label.
+            own.problemType = problem
+            if own.labels.allSatisfy({ $0.hasPrefix("LABEL_") }) { own.labels = labels.names }
+            out.task = .sequenceClassification(own)
         } else {
             out = m.classifying(SequenceClassifier(labels: labels.names, problemType: problem))
         }
