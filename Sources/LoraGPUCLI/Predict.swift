@@ -7,12 +7,15 @@ import LoraTrain
 
 struct Predict: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run a sequence-classifier adapter (task_type SEQ_CLS) over a JSONL file: one prediction per line, and the scores.",
+        abstract: "Run a classifier adapter (task_type SEQ_CLS or TOKEN_CLS) over a JSONL file: one prediction per line, and the scores.",
         discussion: """
             Lines are {"text": …[, "text_pair": …][, "label": …]} or {"input_ids": […][, "label": …}, as for training. \
             Each output line holds the line number, the prediction in the classifier's label names (with its softmax \
             score for a single-label classifier), the label when the line has one, and the logits. Lines with labels \
             are scored: accuracy and macro-F1 (single-label), subset accuracy and micro-F1 (multi-label), MSE (regression). \
+            A TOKEN_CLS adapter reads {"tokens": […][, "tags": […]]} (or {"input_ids", "labels"}) lines and writes the tag \
+            of each word (its first sub-token), the true tags when given, and every token's logits; it scores token \
+            accuracy and entity precision, recall and F1 as seqeval does. \
             The base may be a causal LM (the adapter's labels.json rebuilds the classifier) or the \
             *ForSequenceClassification checkpoint it was trained from.
             """)
@@ -39,20 +42,40 @@ struct Predict: ParsableCommand {
         let tokenizer = try ClassifierPrediction.tokenizer(model: model, vocabularySize: m.config.vocabSize)
         let trained = ClassifierPrediction.trainedMaxSeqLen(adapter: adapter)
         let maxLen = min(maxSeqLen ?? trained ?? m.config.maxPositionEmbeddings, m.config.maxPositionEmbeddings)
+        if m.config.task.tokenClassifier != nil {
+            let tagged = try ClassifierPrediction.runTagger(model: m, file: data, tokenizer: tokenizer, maxSeqLen: maxLen,
+                                                            batchSize: batchSize) { done, all in
+                if isatty(2) != 0 { FileHandle.standardError.write(Data("\r\u{1B}[Kpredicted \(done)/\(all)".utf8)) }
+            }
+            if isatty(2) != 0 { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+            try emit(tagged.map { ClassifierPrediction.json($0) + "\n" }.joined(), count: tagged.count)
+            let labelled = tagged.filter { $0.truth != nil }
+            if !labelled.isEmpty {
+                let s = TaggingScores.score(predicted: labelled.map(\.predicted), truth: labelled.map { $0.truth! })
+                FileHandle.standardError.write(Data(("token_classification: \(labelled.count) labelled, token accuracy "
+                    + String(format: "%.4f", s.accuracy) + ", entity precision " + String(format: "%.4f", s.precision)
+                    + ", recall " + String(format: "%.4f", s.recall) + ", F1 " + String(format: "%.4f", s.f1) + "\n").utf8))
+            }
+            return
+        }
         let predictions = try ClassifierPrediction.run(model: m, file: data, tokenizer: tokenizer, maxSeqLen: maxLen,
                                                        batchSize: batchSize) { done, all in
             if isatty(2) != 0 { FileHandle.standardError.write(Data("\r\u{1B}[Kpredicted \(done)/\(all)".utf8)) }
         }
         if isatty(2) != 0 { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
-        let lines = predictions.map { ClassifierPrediction.json($0, classifier: cls) + "\n" }.joined()
-        if let output {
-            try AtomicFile.write(Data(lines.utf8), to: output)
-            FileHandle.standardError.write(Data("wrote \(predictions.count) predictions to \(output)\n".utf8))
-        } else {
-            FileHandle.standardOutput.write(Data(lines.utf8))
-        }
+        try emit(predictions.map { ClassifierPrediction.json($0, classifier: cls) + "\n" }.joined(), count: predictions.count)
         if let s = ClassifierPrediction.scores(predictions, classifier: cls) {
             FileHandle.standardError.write(Data("\(cls.problemType.rawValue): \(s.summary)\n".utf8))
+        }
+    }
+
+    /// The predictions to --output (atomically) or stdout.
+    func emit(_ lines: String, count: Int) throws {
+        if let output {
+            try AtomicFile.write(Data(lines.utf8), to: output)
+            FileHandle.standardError.write(Data("wrote \(count) predictions to \(output)\n".utf8))
+        } else {
+            FileHandle.standardOutput.write(Data(lines.utf8))
         }
     }
 }

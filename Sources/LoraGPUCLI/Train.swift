@@ -59,6 +59,8 @@ struct TrainLoraOptions: ParsableArguments, OverrideGroup {
                                valueName: "type")) var taskType: String?
     @Option(help: ArgumentHelp("SEQ_CLS: single_label_classification | regression | multi_label_classification "
                                + "(default: the labels' shape decides). [problem_type]", valueName: "type")) var problemType: String?
+    @Flag(inversion: .prefixedNo, help: "TOKEN_CLS: label every sub-token of a word, not only the first. [label_all_tokens, default false]")
+    var labelAllTokens: Bool?
     @Option(help: ArgumentHelp("true loads the adapter frozen (PEFT's inference mode; train refuses it). [inference_mode, default false]",
                                valueName: "bool")) var inferenceMode: String?
     @Option(help: ArgumentHelp("LoRA settings from a PEFT adapter_config.json (the LoRA flags above override it). [lora_config]",
@@ -89,6 +91,7 @@ struct TrainLoraOptions: ParsableArguments, OverrideGroup {
         if let p = Self.patterns(rankPattern) { d["rank_pattern"] = p }
         if let p = Self.patterns(alphaPattern) { d["alpha_pattern"] = p }
         put(&d, "task_type", taskType); put(&d, "inference_mode", inferenceMode); put(&d, "problem_type", problemType)
+        put(&d, "label_all_tokens", labelAllTokens)
         put(&d, "lora_config", loraConfig); put(&d, "adapter", adapter)
         return d
     }

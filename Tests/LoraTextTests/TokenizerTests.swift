@@ -424,3 +424,26 @@ final class TokenizerPairTests: XCTestCase {
         XCTAssertEqual(checked, 216)
     }
 }
+
+/// Pre-split words (token classification) against transformers' fast tokenizers:
+/// Tests/Fixtures/text/words.json from scripts/make_word_fixtures.py.
+final class TokenizerWordsTests: XCTestCase {
+    func testWordsAndWordIDsEqualTransformers() throws {
+        let path = tokenizerFixturesRoot + "/../words.json"
+        let root = plainValue(try JSONValue.parse(try Data(contentsOf: URL(fileURLWithPath: path)), source: path)) as! [String: Any]
+        var tokenizers: [String: Tokenizer] = [:]
+        var checked = 0
+        for c in root["cases"] as! [[String: Any]] {
+            let name = c["tokenizer"] as! String
+            let tok = try tokenizers[name] ?? Tokenizer.load(directory: tokenizerFixturesRoot + "/" + name)
+            tokenizers[name] = tok
+            let words = c["words"] as! [String], L = c["max_length"] as! Int
+            let got = tok.encode(words: words, maxLength: L)
+            XCTAssertEqual(got.ids, c["ids"] as! [Int], "\(name) max_length \(L): \(words)")
+            let expectedWords = (c["word_ids"] as! [Any]).map { $0 as? Int }
+            XCTAssertEqual(got.wordIDs, expectedWords, "\(name) word ids, max_length \(L): \(words)")
+            checked += 1
+        }
+        XCTAssertEqual(checked, 96)
+    }
+}

@@ -40,7 +40,7 @@ extension LlamaLoRAModel {
             try SafeTensorsWriter.write(tensors, metadata: ["format": "pt"], to: tmp.appendingPathComponent("adapter_model.safetensors").path)
             try lora.peftJSON(baseModel: baseModel).write(to: tmp.appendingPathComponent("adapter_config.json"))
             if let cls = config.task.classifier {
-                try Data(cls.labelsJSON(padTokenID: config.padTokenID).utf8)
+                try Data(cls.labelsJSON(padTokenID: config.padTokenID, tokens: config.task.tokenClassifier != nil).utf8)
                     .write(to: tmp.appendingPathComponent(SequenceClassifier.labelsFile))
             }
             try DirectoryReplace.replace(dst.path, with: tmp.path)
@@ -139,14 +139,15 @@ extension SequenceClassifier {
     /// base needs to be rebuilt as the classifier the adapter was trained on.
     public static let labelsFile = "labels.json"
 
-    public func labelsJSON(padTokenID: Int?) -> String {
+    /// `tokens`: a token classifier's (classifier_dropout instead of problem_type and the read-out's pad id).
+    public func labelsJSON(padTokenID: Int?, tokens: Bool = false) -> String {
         var id2label = OrderedMap<JSONValue>(), label2id = OrderedMap<JSONValue>()
         for (i, n) in labels.enumerated() { id2label[String(i)] = .string(n); label2id[n] = .int(i) }
-        let o: JSONValue = .object(OrderedMap([
-            ("num_labels", .int(numLabels)), ("problem_type", .string(problemType.rawValue)),
-            ("id2label", .object(id2label)), ("label2id", .object(label2id)),
-            ("pad_token_id", padTokenID.map { .int($0) } ?? .null),
-        ]))
+        var pairs: [(String, JSONValue)] = [("num_labels", .int(numLabels))]
+        if tokens { pairs.append(("classifier_dropout", .double(dropout))) } else { pairs.append(("problem_type", .string(problemType.rawValue))) }
+        pairs += [("id2label", .object(id2label)), ("label2id", .object(label2id))]
+        if !tokens { pairs.append(("pad_token_id", padTokenID.map { .int($0) } ?? .null)) }
+        let o: JSONValue = .object(OrderedMap(pairs))
         return o.serialized(JSONStyle(indent: "  ", itemSeparator: ",")) + "\n"
     }
 
@@ -165,15 +166,21 @@ extension SequenceClassifier {
     }
 
     /// The model card's classifier section: labels, read-out, and how PEFT loads it.
-    public func readmeSection(architecture: Architecture, padTokenID: Int?) -> String {
+    public func readmeSection(architecture: Architecture, padTokenID: Int?, tokens: Bool = false) -> String {
         let names = labels.enumerated().map { "| \($0.offset) | \($0.element) |" }.joined(separator: "\n")
         let id2label = "{" + labels.enumerated().map { "\($0.offset): \(pythonString($0.element))" }.joined(separator: ", ") + "}"
+        let task: ModelTask = tokens ? .tokenClassification(self) : .sequenceClassification(self)
+        let what = tokens
+            ? "\(numLabels) tags. The head (`score`, with its bias) is trained in full and saved under `modules_to_save`; "
+                + "each word is tagged at its first sub-token (dropout \(dropout) before `score` in training)."
+            : "problem type `\(problemType.rawValue)`, \(numLabels) output(s). The head (`score`) is trained in full and saved "
+                + "under `modules_to_save`; each sample is read at its last token whose id is not pad_token_id "
+                + "(\(padTokenID.map(String.init) ?? "none"))."
+        let extra = tokens ? "" : ", problem_type=\"\(problemType.rawValue)\"" + (padTokenID.map { ", pad_token_id=\($0)" } ?? "")
         return """
-        ## Sequence classifier (task_type SEQ_CLS)
+        ## \(tokens ? "Token classifier (task_type TOKEN_CLS)" : "Sequence classifier (task_type SEQ_CLS)")
 
-        `\(architecture.className(for: .sequenceClassification(self)))`, problem type `\(problemType.rawValue)`,
-        \(numLabels) output(s). The head (`score`) is trained in full and saved under `modules_to_save`; each
-        sample is read at its last token whose id is not pad_token_id (\(padTokenID.map(String.init) ?? "none")).
+        `\(architecture.className(for: task))`: \(what)
         `labels.json` holds these settings in config.json's vocabulary.
 
         | id | label |
@@ -181,10 +188,9 @@ extension SequenceClassifier {
         \(names)
 
         ```python
-        from peft import AutoPeftModelForSequenceClassification
-        model = AutoPeftModelForSequenceClassification.from_pretrained(
-            "ADAPTER_DIR", num_labels=\(numLabels), id2label=\(id2label),
-            problem_type="\(problemType.rawValue)"\(padTokenID.map { ", pad_token_id=\($0)" } ?? ""))
+        from peft import \(tokens ? "AutoPeftModelForTokenClassification" : "AutoPeftModelForSequenceClassification")
+        model = \(tokens ? "AutoPeftModelForTokenClassification" : "AutoPeftModelForSequenceClassification").from_pretrained(
+            "ADAPTER_DIR", num_labels=\(numLabels), id2label=\(id2label)\(extra))
         ```
 
         """

@@ -32,16 +32,21 @@ public struct TokenizedSample: Equatable, Sendable {
     public var labels: [Int]
     /// A classification sample's target (read at its last non-pad token); nil for a causal-LM sample.
     public var classTarget: ClassTarget?
-    public init(line: Int, inputIDs: [Int], labels: [Int], classTarget: ClassTarget? = nil) {
+    /// A token classifier's labels: one per token as given (no shift).
+    public var labelsAreUnshifted: Bool
+    public init(line: Int, inputIDs: [Int], labels: [Int], classTarget: ClassTarget? = nil, labelsAreUnshifted: Bool = false) {
         self.line = line
         self.inputIDs = inputIDs
         self.labels = labels
         self.classTarget = classTarget
+        self.labelsAreUnshifted = labelsAreUnshifted
     }
-    /// Tokens whose label is trained (the model's shift drops the first label);
-    /// a classification sample counts its one read-out.
+    /// Tokens whose label is trained (the model's shift drops the first label;
+    /// a token classifier's are not shifted); a sequence-classification sample
+    /// counts its one read-out.
     public var trainedTokens: Int {
-        classTarget != nil ? 1 : labels.dropFirst().filter { $0 != -100 }.count
+        if classTarget != nil { return 1 }
+        return (labelsAreUnshifted ? labels[...] : labels.dropFirst()).filter { $0 != -100 }.count
     }
 }
 

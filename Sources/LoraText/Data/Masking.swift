@@ -54,9 +54,16 @@ public protocol DataTokenizer {
     var concurrencySafe: Bool { get }
     /// transformers' `tokenizer(text, text_pair, truncation=True, max_length=)` ids (a classifier's input).
     func encodePair(_ text: String, _ pair: String?, maxLength: Int) throws -> (ids: [Int], truncated: Bool)
+    /// transformers' `tokenizer(words, is_split_into_words=True, truncation=True, max_length=)`: ids and word ids.
+    func encodeWords(_ words: [String], maxLength: Int) throws -> (ids: [Int], wordIDs: [Int?], truncated: Bool)
 }
 
 extension DataTokenizer {
+    /// Without the tokenizer's own word handling: not available.
+    public func encodeWords(_ words: [String], maxLength: Int) throws -> (ids: [Int], wordIDs: [Int?], truncated: Bool) {
+        throw DatasetError.invalidOption("this tokenizer cannot encode pre-split words: give {\"input_ids\", \"labels\"} lines")
+    }
+
     /// Without the tokenizer's post-processor: the text's ids (with special tokens) cut to maxLength; no pairs.
     public func encodePair(_ text: String, _ pair: String?, maxLength: Int) throws -> (ids: [Int], truncated: Bool) {
         guard pair == nil else { throw DatasetError.invalidOption("this tokenizer cannot encode text pairs") }

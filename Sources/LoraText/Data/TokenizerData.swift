@@ -17,6 +17,9 @@ public struct TokenizerDataAdapter: DataTokenizer {
     public func encodePair(_ text: String, _ pair: String?, maxLength: Int) throws -> (ids: [Int], truncated: Bool) {
         tokenizer.encode(text, pair: pair, maxLength: maxLength)
     }
+    public func encodeWords(_ words: [String], maxLength: Int) throws -> (ids: [Int], wordIDs: [Int?], truncated: Bool) {
+        tokenizer.encode(words: words, maxLength: maxLength)
+    }
     public var vocabularySize: Int { tokenizer.vocabSize }
     public var eosID: Int? { tokenizer.config.eosToken.flatMap { tokenizer.tokenID($0) } }
     public var padID: Int? { tokenizer.config.padToken.flatMap { tokenizer.tokenID($0) } }

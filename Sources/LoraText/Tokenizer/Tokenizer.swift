@@ -184,6 +184,27 @@ public final class Tokenizer {
         return (ids, truncated)
     }
 
+    /// Pre-split words as transformers' `tokenizer(words, is_split_into_words=True,
+    /// truncation=True, max_length=maxLength)` gives them (token classification):
+    /// each word encoded on its own, the sub-tokens cut to leave room for the
+    /// post-processor's special tokens, then wrapped. `wordIDs[i]`: the word of
+    /// token i, nil for a special token (`.word_ids()`).
+    public func encode(words: [String], maxLength: Int) -> (ids: [Int], wordIDs: [Int?], truncated: Bool) {
+        var ids: [Int] = [], words_: [Int] = []
+        for (w, word) in words.enumerated() {
+            let t = encode(word, addSpecialTokens: false)
+            ids += t
+            words_ += [Int](repeating: w, count: t.count)
+        }
+        let room = max(0, maxLength - (postProcessor?.addedTokens(pair: false) ?? 0))
+        let truncated = ids.count > room
+        if truncated { ids.removeLast(ids.count - room); words_.removeLast(words_.count - room) }
+        guard let pp = postProcessor else { return (ids, words_.map { $0 }, truncated) }
+        // The post-processor's output with word ids: mark each content token by its position.
+        let marked = pp.process(ids.indices.map { -1 - $0 }, pair: nil, addSpecialTokens: true)
+        return (marked.map { $0 < 0 ? ids[-1 - $0] : $0 }, marked.map { $0 < 0 ? words_[-1 - $0] : nil }, truncated)
+    }
+
     /// The ids `tokenizers`' `encode(text, add_special_tokens:).ids` gives.
     public func encode(_ text: String, addSpecialTokens: Bool = true) -> [Int] {
         let scalars = Array(text.unicodeScalars)

@@ -115,8 +115,12 @@ public enum ModelMerger {
             for (i, n) in cls.labels.enumerated() { id2label[String(i)] = .string(n); label2id[n] = .int(i) }
             cfg["id2label"] = .object(id2label)
             cfg["label2id"] = .object(label2id)
-            cfg["problem_type"] = .string(cls.problemType.rawValue)
-            if let pad = config.padTokenID { cfg["pad_token_id"] = .int(pad) }
+            if config.task.sequenceClassifier != nil {
+                cfg["problem_type"] = .string(cls.problemType.rawValue)
+                if let pad = config.padTokenID { cfg["pad_token_id"] = .int(pad) }
+            } else {
+                cfg["classifier_dropout"] = .double(cls.dropout)
+            }
         }
 
         var extra: [(name: String, data: Data)] = []

@@ -14,9 +14,9 @@ public enum ClassifierPrediction {
     public static func loadModel(_ path: String, adapter: String, context ctx: ComputeContext) throws -> LlamaLoRAModel {
         let (base, checkpoint) = try ModelSource.open(path)
         let lora = try LoraConfig.load(path: adapter)
-        guard lora.taskType == "SEQ_CLS" else {
+        guard lora.taskType == "SEQ_CLS" || lora.taskType == "TOKEN_CLS" else {
             throw TrainError.setting(source: adapter + "/adapter_config.json", key: "task_type",
-                                     reason: "\(lora.taskType): predict runs a sequence classifier (SEQ_CLS) adapter; "
+                                     reason: "\(lora.taskType): predict runs a classifier (SEQ_CLS or TOKEN_CLS) adapter; "
                                         + "for a causal LM use `lora-gpu generate`")
         }
         let config = try base.forAdapter(adapter, lora: lora, basePath: path)
@@ -65,6 +65,90 @@ public enum ClassifierPrediction {
             if let e = meanSquaredError { parts.append("MSE \(String(format: "%.6f", e))") }
             return parts.joined(separator: ", ")
         }
+    }
+
+    /// A token classifier's output for one line: the tag of each word (each labelled
+    /// token of a pre-tokenized line), the true tags when given, every token's logits.
+    public struct TagPrediction: Sendable {
+        public var line: Int
+        public var predicted: [String]
+        public var truth: [String]?
+        public var logits: [[Float]]
+    }
+
+    /// Every line of `file` through the token classifier, `batchSize` sentences at a time.
+    public static func runTagger(model m: LlamaLoRAModel, file: String, tokenizer: DataTokenizer, maxSeqLen: Int,
+                                 batchSize: Int, progress: (Int, Int) -> Void = { _, _ in }) throws -> [TagPrediction] {
+        guard let tagger = m.config.task.tokenClassifier else {
+            throw TrainError.setting(source: "model", key: "task_type", reason: "not a token classifier")
+        }
+        let records = try TaggingData.read(file: file, requireLabels: false)
+        let C = tagger.numLabels
+        var out: [TagPrediction] = []
+        for start in stride(from: 0, to: records.count, by: batchSize) {
+            let chunk = Array(records[start..<min(start + batchSize, records.count)])
+            // Positions read: each word's first sub-token (or a pre-tokenized line's labelled tokens, else all).
+            var ids: [[Int]] = [], read: [[Int]] = [], truth: [[String]?] = []
+            for r in chunk {
+                func fail(_ why: String) -> DatasetError { .badLine(DatasetLineError(file: file, line: r.line, reason: why)) }
+                if let given = r.inputIDs {
+                    let t = Array(given.prefix(maxSeqLen))
+                    ids.append(t)
+                    let labels = r.tokenLabels.map { Array($0.prefix(maxSeqLen)) }
+                    read.append(labels.map { l in l.indices.filter { l[$0] >= 0 } } ?? Array(t.indices))
+                    truth.append(try labels.map { l in try l.filter { $0 >= 0 }.map {
+                        guard $0 < C else { throw fail("label \($0) is not below num_labels \(C)") }
+                        return tagger.labels[$0]
+                    } })
+                } else {
+                    let e = try tokenizer.encodeWords(r.words ?? [], maxLength: maxSeqLen)
+                    ids.append(e.ids)
+                    var firsts: [Int] = [], seen = Set<Int>()
+                    for (i, w) in e.wordIDs.enumerated() { if let w, seen.insert(w).inserted { firsts.append(i) } }
+                    read.append(firsts)
+                    truth.append(try r.tags.map { tags in try firsts.map { i -> String in
+                        switch tags[e.wordIDs[i]!] {
+                        case .name(let n):
+                            guard tagger.labels.contains(n) else {
+                                throw fail("tag '\(n)' is not one of the tagger's labels (\(tagger.labels.joined(separator: ", ")))")
+                            }
+                            return n
+                        case .id(let k):
+                            guard (0..<C).contains(k) else { throw fail("class id \(k) is not below num_labels \(C)") }
+                            return tagger.labels[k]
+                        }
+                    } })
+                }
+                if let bad = ids.last!.first(where: { $0 >= m.config.vocabSize }) {
+                    throw fail("token id \(bad) is outside the model's vocabulary (size \(m.config.vocabSize))")
+                }
+                if ids.last!.isEmpty { throw fail("the line gives no token") }
+            }
+            let width = ids.map(\.count).max()!
+            let rows = ids.map { $0 + [Int](repeating: m.config.padTokenID ?? 0, count: width - $0.count) }
+            let b = try TokenBatch.tokenClassification(inputIDs: rows, labels: rows.map { $0.map { _ in -100 } })
+            let logits = try m.logits(b)
+            for (k, r) in chunk.enumerated() {
+                let perToken = (0..<ids[k].count).map { i in Array(logits[((k * width + i) * C)..<((k * width + i + 1) * C)]) }
+                let predicted = read[k].map { i -> String in
+                    let z = perToken[i]
+                    return tagger.labels[z.indices.max { z[$0] < z[$1] || (z[$0] == z[$1] && $0 > $1) }!]
+                }
+                out.append(TagPrediction(line: r.line, predicted: predicted, truth: truth[k], logits: perToken))
+            }
+            progress(out.count, records.count)
+        }
+        return out
+    }
+
+    /// One JSONL line of a tagger's output.
+    public static func json(_ p: TagPrediction) -> String {
+        var o = OrderedMap<JSONValue>()
+        o["line"] = .int(p.line)
+        o["prediction"] = .array(p.predicted.map { .string($0) })
+        if let t = p.truth { o["label"] = .array(t.map { .string($0) }) }
+        o["logits"] = .array(p.logits.map { .array($0.map { .double(Double($0)) }) })
+        return JSONValue.object(o).serialized(JSONStyle())
     }
 
     /// Every record of `file` through the classifier, `batchSize` rows at a time.
@@ -156,6 +240,15 @@ extension ModelConfig {
     /// id2label, problem_type, pad_token_id); a classifier checkpoint keeps its own
     /// head (the pad id from labels.json when its config has none).
     public func forAdapter(_ adapter: String, lora: LoraConfig, basePath: String) throws -> ModelConfig {
+        if lora.taskType == "TOKEN_CLS" {
+            guard task.classifier == nil else { return self }
+            guard let saved = try SequenceClassifier.load(adapterDirectory: adapter) else {
+                throw TrainError.setting(source: adapter, key: SequenceClassifier.labelsFile,
+                                         reason: "missing: the base \(basePath) is a causal LM, so the tagger's labels "
+                                            + "(num_labels, id2label) must come from the adapter's labels.json")
+            }
+            return tagging(.tokens(labels: saved.classifier.labels))
+        }
         guard lora.taskType == "SEQ_CLS" else { return self }
         var config = self
         let saved = try SequenceClassifier.load(adapterDirectory: adapter)

@@ -54,6 +54,8 @@ public struct TrainingConfig: Equatable, Sendable {
     public var loadBestModelAtEnd = false
     /// A classifier's problem_type (transformers' config name); nil: the labels' shape decides.
     public var problemType: String?
+    /// TOKEN_CLS: label every sub-token of a word (run_ner.py's label_all_tokens), not only the first.
+    public var labelAllTokens = false
     /// transformers' eval_on_start: evaluate once before the first step (printed, the "before" of a run).
     public var evalOnStart = false
     public var metricForBestModel: String = "eval_loss"
@@ -99,6 +101,7 @@ public struct TrainingConfig: Equatable, Sendable {
         ("save_steps", .number(\.saveSteps)), ("save_total_limit", .optionalInt(\.saveTotalLimit)),
         ("load_best_model_at_end", .flag(\.loadBestModelAtEnd)), ("metric_for_best_model", .text(\.metricForBestModel)),
         ("eval_on_start", .flag(\.evalOnStart)), ("problem_type", .optionalText(\.problemType)),
+        ("label_all_tokens", .flag(\.labelAllTokens)),
         ("early_stopping_patience", .optionalInt(\.earlyStoppingPatience)),
         ("early_stopping_threshold", .number(\.earlyStoppingThreshold)),
         ("neftune_noise_alpha", .optionalNumber(\.neftuneNoiseAlpha)), ("resume_from_checkpoint", .optionalText(\.resumeFromCheckpoint)),
@@ -327,6 +330,9 @@ public struct TrainingConfig: Equatable, Sendable {
         }
         if problemType != nil && lora.taskType != "SEQ_CLS" {
             throw fail("problem_type", "a sequence classifier's setting: it needs task_type SEQ_CLS")
+        }
+        if labelAllTokens && lora.taskType != "TOKEN_CLS" {
+            throw fail("label_all_tokens", "a token classifier's setting: it needs task_type TOKEN_CLS")
         }
         if Self.greaterIsBetter.contains(metricForBestModel) && (lora.taskType == "CAUSAL_LM" || problemType == "regression") {
             throw fail("metric_for_best_model", "\(metricForBestModel) is a classifier's score: it needs task_type SEQ_CLS "

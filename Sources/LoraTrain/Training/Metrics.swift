@@ -251,3 +251,56 @@ public enum ClassificationScores {
         return (targets.isEmpty ? .nan : Double(exact) / Double(targets.count), d > 0 ? Double(2 * tp) / d : 0)
     }
 }
+
+/// A token classifier's scores, as seqeval computes them: entity-level
+/// precision, recall and F1 over every sentence (micro), entities read from
+/// IOB2/IOB1/IOBES tags by seqeval's default (lenient) chunking; and the
+/// accuracy over every labelled token.
+public enum TaggingScores {
+    /// (type, first, last) of each entity in a tag sequence (seqeval's get_entities, no suffix).
+    public static func entities(_ tags: [String]) -> [(String, Int, Int)] {
+        var chunks: [(String, Int, Int)] = []
+        var prevTag = "O", prevType = "", begin = 0
+        for (i, chunk) in (tags + ["O"]).enumerated() {
+            let tag = chunk.isEmpty ? "O" : String(chunk.prefix(1))
+            let rest = chunk.dropFirst()
+            let type = rest.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false).last.map(String.init) ?? ""
+            let type_ = type.isEmpty ? "_" : type
+            if endOfChunk(prevTag, tag, prevType, type_) { chunks.append((prevType, begin, i - 1)) }
+            if startOfChunk(prevTag, tag, prevType, type_) { begin = i }
+            prevTag = tag
+            prevType = type_
+        }
+        return chunks
+    }
+
+    static func endOfChunk(_ prevTag: String, _ tag: String, _ prevType: String, _ type: String) -> Bool {
+        if prevTag == "E" || prevTag == "S" { return true }
+        if (prevTag == "B" || prevTag == "I") && (tag == "B" || tag == "S" || tag == "O") { return true }
+        return prevTag != "O" && prevTag != "." && prevType != type
+    }
+
+    static func startOfChunk(_ prevTag: String, _ tag: String, _ prevType: String, _ type: String) -> Bool {
+        if tag == "B" || tag == "S" { return true }
+        if (prevTag == "E" || prevTag == "S" || prevTag == "O") && (tag == "E" || tag == "I") { return true }
+        return tag != "O" && tag != "." && prevType != type
+    }
+
+    /// Over sentences of (predicted, true) tags: token accuracy and entity precision, recall, F1.
+    public static func score(predicted: [[String]], truth: [[String]]) -> (accuracy: Double, precision: Double, recall: Double, f1: Double) {
+        var tokens = 0, correct = 0, predictedCount = 0, trueCount = 0, hits = 0
+        for (p, t) in zip(predicted, truth) {
+            tokens += t.count
+            correct += zip(p, t).filter { $0 == $1 }.count
+            let pe = entities(p), te = entities(t)
+            predictedCount += pe.count
+            trueCount += te.count
+            var pool = te.map { "\($0.0)|\($0.1)|\($0.2)" }
+            for e in pe { if let i = pool.firstIndex(of: "\(e.0)|\(e.1)|\(e.2)") { hits += 1; pool.remove(at: i) } }
+        }
+        let precision = predictedCount > 0 ? Double(hits) / Double(predictedCount) : 0
+        let recall = trueCount > 0 ? Double(hits) / Double(trueCount) : 0
+        let f1 = precision + recall > 0 ? 2 * precision * recall / (precision + recall) : 0
+        return (tokens > 0 ? Double(correct) / Double(tokens) : .nan, precision, recall, f1)
+    }
+}

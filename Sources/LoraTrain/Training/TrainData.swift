@@ -66,6 +66,9 @@ func loadTrainingSamples(_ c: TrainingConfig, vocabSize: Int, classifier: Sequen
     if c.lora.taskType == "SEQ_CLS" {
         return try loadClassificationSamples(c, tokenizer: tokenizer, vocabSize: vocabSize, classifier: classifier, into: out)
     }
+    if c.lora.taskType == "TOKEN_CLS" {
+        return try loadTaggingSamples(c, tokenizer: tokenizer, vocabSize: vocabSize, classifier: classifier, into: out)
+    }
     guard let trainOn = TrainOn(rawValue: c.trainOn) else {
         throw TrainError.setting(source: "settings", key: "train_on", reason: "'\(c.trainOn)' is not one of "
             + TrainOn.allCases.map(\.rawValue).joined(separator: ", "))
@@ -137,11 +140,46 @@ func loadClassificationSamples(_ c: TrainingConfig, tokenizer: DataTokenizer, vo
     return out
 }
 
+/// A token classifier's samples (TOKEN_CLS): `{"tokens", "tags"|"ner_tags"}` or
+/// `{"input_ids", "labels"}` lines; tag names sorted over every file of the run
+/// (or the model's own labels).
+func loadTaggingSamples(_ c: TrainingConfig, tokenizer: DataTokenizer, vocabSize: Int,
+                        classifier: SequenceClassifier?, into start: TrainingSamples) throws -> TrainingSamples {
+    var out = start
+    let files = c.data + (c.valData.map { [$0] } ?? [])
+    let records = try files.map { f in (file: f, records: try TaggingData.read(file: f)) }
+    let names = try TaggingData.labels(records, known: classifier?.labels)
+    out.labels = ClassificationLabels(kind: .singleLabel, names: names)
+    out.padTokenID = tokenizer.padID ?? tokenizer.eosID ?? 0
+    var byFile: [String: [TokenizedSample]] = [:]
+    for (f, rs) in records {
+        let (samples, truncated) = try TaggingData.samples(rs, file: f, labels: names, tokenizer: tokenizer, maxSeqLen: c.maxSeqLen,
+                                                           labelAllTokens: c.labelAllTokens)
+        if let s = samples.first(where: { $0.inputIDs.contains { $0 >= vocabSize } }), let bad = s.inputIDs.first(where: { $0 >= vocabSize }) {
+            throw TrainError.data(path: f, line: s.line, reason: "token id \(bad) is outside the model's vocabulary (size \(vocabSize))")
+        }
+        let tokens = samples.reduce(0) { $0 + $1.inputIDs.count }, trained = samples.reduce(0) { $0 + $1.trainedTokens }
+        out.summaries.append("\(f) (tagging): \(samples.count) samples, \(tokens) tokens, \(trained) labelled, \(truncated) truncated")
+        byFile[f] = samples
+    }
+    out.summaries.append("tags: " + names.enumerated().map { "\($0.offset) \($0.element)" }.joined(separator: ", "))
+    for f in c.data { out.train += byFile[f] ?? [] }
+    if let v = c.valData {
+        out.validation = byFile[v] ?? []
+    } else if c.valSplit > 0 {
+        (out.train, out.validation) = try Dataset.split(out.train, validationFraction: c.valSplit, seed: UInt64(c.seed))
+    }
+    return out
+}
+
 /// The one place a planned batch becomes the model's TokenBatch: positions
 /// restart per packed sample, and attention and the label shift never cross
 /// a sequence id. A classification batch is read where the model's
 /// classifier reads (its pad_token_id; each sample's last token without one).
 func tokenBatch(_ rows: BatchRows, for model: LlamaLoRAModel) throws -> TokenBatch {
+    if model.config.task.tokenClassifier != nil {
+        return try TokenBatch.tokenClassification(inputIDs: rows.inputIDs, labels: rows.labels)
+    }
     if let targets = rows.classTargets {
         let t: TokenBatch.ClassTargets
         if case .classID? = targets.first {

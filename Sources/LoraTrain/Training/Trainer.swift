@@ -205,7 +205,7 @@ public final class Trainer {
             s += "- Best \(c.metricForBestModel): \(String(format: "%.4f", c.shownMetric(state.bestMetric))) at step \(state.bestStep ?? 0) (`\(b)`); this adapter is that checkpoint's\n"
         }
         if let m = model, let cls = m.task.classifier {
-            s += "\n" + cls.readmeSection(architecture: m.architecture, padTokenID: m.padTokenID)
+            s += "\n" + cls.readmeSection(architecture: m.architecture, padTokenID: m.padTokenID, tokens: m.task.tokenClassifier != nil)
         }
         return s
     }

@@ -205,11 +205,28 @@ final class TrainingLoop {
     func evaluate() throws -> Double {
         var sum = 0.0, rows = 0
         var logits: [Float] = [], classes: [Int] = [], reals: [[Float]] = []
+        var taggedPredictions: [[String]] = [], taggedTruth: [[String]] = []
         let classifier = model.config.task.classifier
         for b in evalRows where b.trainedTokens > 0 {
             let tb = try tokenBatch(b, for: model)
             sum += Double(try model.loss(tb)) * Double(b.rows)
             rows += b.rows
+            if let tagger = model.config.task.tokenClassifier {
+                // Per token: the argmax at every labelled position (a word's first sub-token), by sentence.
+                let all = try model.logits(tb), C = tagger.numLabels
+                for (r, row) in b.labels.enumerated() {
+                    var p: [String] = [], t: [String] = []
+                    for (i, y) in row.enumerated() where y >= 0 {
+                        let base = (r * b.seqLen + i) * C
+                        let z = all[base..<(base + C)]
+                        p.append(tagger.labels[z.indices.max { z[$0] < z[$1] || (z[$0] == z[$1] && $0 > $1) }! - base])
+                        t.append(tagger.labels[y])
+                    }
+                    taggedPredictions.append(p)
+                    taggedTruth.append(t)
+                }
+                continue
+            }
             guard let cls = classifier, cls.problemType != .regression, let targets = b.classTargets else { continue }
             logits += try model.classifierLogits(tb)
             for t in targets {
@@ -220,7 +237,10 @@ final class TrainingLoop {
             }
         }
         evalScores = nil
-        if let cls = classifier, !logits.isEmpty {
+        if !taggedTruth.isEmpty {
+            let s = TaggingScores.score(predicted: taggedPredictions, truth: taggedTruth)
+            evalScores = (s.accuracy, s.f1)
+        } else if let cls = classifier, !logits.isEmpty {
             evalScores = cls.problemType == .multiLabel
                 ? ClassificationScores.multiLabel(logits: logits, targets: reals)
                 : ClassificationScores.singleLabel(logits: logits, labels: classes, classes: cls.numLabels)

@@ -36,14 +36,17 @@ struct TrainingSetup {
         var c = trainer.config
         var (modelConfig, checkpoint) = try ModelSource.open(c.model)
         try Self.capSequenceLength(&c, modelConfig: modelConfig, progress: trainer.progress)
-        let classifies = c.lora.taskType == "SEQ_CLS"
+        let classifies = c.lora.taskType == "SEQ_CLS" || c.lora.taskType == "TOKEN_CLS"
+        let tags = c.lora.taskType == "TOKEN_CLS"
         if classifies && c.packing {
-            throw TrainError.setting(source: "settings", key: "packing",
-                                     reason: "a sequence classifier reads one token per sample: packing is not available with task_type SEQ_CLS")
+            throw TrainError.setting(source: "settings", key: "packing", reason: tags
+                ? "packing is not available with task_type TOKEN_CLS yet (one sentence per row)"
+                : "a sequence classifier reads one token per sample: packing is not available with task_type SEQ_CLS")
         }
         // The memory plan before the data: a new classifier's labels are not known yet (a 2-label stand-in).
-        let plannedConfig = classifies && modelConfig.task.kind == .causalLM
-            ? modelConfig.classifying(SequenceClassifier(labels: SequenceClassifier.defaultLabels(2))) : modelConfig
+        let standIn = SequenceClassifier.defaultLabels(2)
+        let plannedConfig = !classifies || modelConfig.task.kind != .causalLM ? modelConfig
+            : tags ? modelConfig.tagging(.tokens(labels: standIn)) : modelConfig.classifying(SequenceClassifier(labels: standIn))
         // Under mpirun: rank 0 alone prints, evaluates and writes; every rank trains its share.
         dist = try Distributed.world()
         isRoot = (dist?.rank ?? 0) == 0
@@ -65,7 +68,8 @@ struct TrainingSetup {
         let data = try loadTrainingSamples(c, vocabSize: modelConfig.vocabSize, classifier: knownClassifier, progress: progress)
         for line in data.summaries { progress.message("data: " + line) }
         if classifies, let labels = data.labels {
-            modelConfig = try Self.classifierConfig(modelConfig, labels: labels, dataPad: data.padTokenID, progress: progress)
+            modelConfig = tags ? try Self.taggerConfig(modelConfig, labels: labels.names)
+                : try Self.classifierConfig(modelConfig, labels: labels, dataPad: data.padTokenID, progress: progress)
             if labels.kind == .regression && TrainingConfig.greaterIsBetter.contains(c.metricForBestModel) {
                 throw TrainError.setting(source: "settings", key: "metric_for_best_model", reason: "\(c.metricForBestModel) "
                     + "is a classifier's score, and these labels make a regression: use eval_loss (the mean squared error)")
@@ -137,6 +141,20 @@ struct TrainingSetup {
             progress.message("note: the model's config.json has no pad_token_id; the classifier reads each sample's last token "
                 + "that is not \(dataPad) (the tokenizer's pad, else eos): set config.pad_token_id = \(dataPad) where you load it")
         }
+        return out
+    }
+
+    /// The model config with the run's token classifier: a new score (and bias) for a
+    /// causal checkpoint, the checkpoint's own (same num_labels; default names take the data's) otherwise.
+    static func taggerConfig(_ m: ModelConfig, labels: [String]) throws -> ModelConfig {
+        guard var own = m.task.tokenClassifier else { return m.tagging(.tokens(labels: labels)) }
+        guard own.numLabels == labels.count else {
+            throw TrainError.setting(source: "settings", key: "model", reason: "the checkpoint's token classifier has "
+                + "\(own.numLabels) label(s); the data has \(labels.count)")
+        }
+        if own.labels.allSatisfy({ $0.hasPrefix("LABEL_") }) { own.labels = labels }
+        var out = m
+        out.task = .tokenClassification(own)
         return out
     }
 

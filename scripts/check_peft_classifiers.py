@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""SEQ_CLS and TOKEN_CLS adapters written by `lora-gpu train` load in the real
+PEFT (AutoPeftModelFor{Sequence,Token}Classification, the labels.json settings
+passed as config overrides) and give the logits `lora-gpu predict` prints, on
+the tiny ChatML fixture model (a causal checkpoint: the head is made by
+lora-gpu); `lora-gpu merge` writes a checkpoint transformers loads alone with
+the same logits. Five runs: class names, text pairs with class ids,
+multi-label lists, regression, and NER tags (whose scores must equal
+seqeval's). The tokens are transformers' tokenizer(text, text_pair,
+truncation=True, max_length) and tokenizer(words, is_split_into_words=True).
+
+    swift build && /opt/lora-ref-venv/bin/python scripts/check_peft_classifiers.py [.build/debug/lora-gpu]
+"""
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+
+import torch
+from peft import AutoPeftModelForSequenceClassification, AutoPeftModelForTokenClassification
+from seqeval.metrics import f1_score as seqeval_f1
+from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+
+BIN = sys.argv[1] if len(sys.argv) > 1 else ".build/debug/lora-gpu"
+MODEL = os.path.abspath("Tests/Fixtures/generate/cli_chatml/model")
+MAX_LEN = 24
+
+random.seed(7)
+WORDS = ["the", "movie", "was", "food", "service", "这个", "电影", "我", "今天", "really", "quite", "good", "bad",
+         "好", "差", "great", "awful"]
+
+
+def text(n):
+    return " ".join(random.choice(WORDS) for _ in range(n))
+
+
+def rows(kind, n):
+    out = []
+    for _ in range(n):
+        t = text(random.randint(2, 14))
+        if kind == "names":
+            out.append({"text": t, "label": random.choice(["正面", "负面", "neutral"])})
+        elif kind == "pairs":
+            out.append({"text": t, "text_pair": text(random.randint(1, 12)), "label": random.randint(0, 2)})
+        elif kind == "tags":
+            words = t.split()
+            tags = [random.choice(["O", "O", "B-PER", "I-PER", "B-LOC"]) for _ in words]
+            out.append({"tokens": words, "tags": tags})
+        elif kind == "multi":
+            out.append({"text": t, "label": [float(random.random() < 0.5) for _ in range(4)]})
+        else:
+            out.append({"text": t, "label": round(random.uniform(-2, 2), 3)})
+    return out
+
+
+def run(cmd):
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{r.stderr}{r.stdout}")
+    return r
+
+
+worst = 0.0
+with tempfile.TemporaryDirectory() as tmp:
+    for kind in ["names", "pairs", "multi", "regression", "tags"]:
+        task = "TOKEN_CLS" if kind == "tags" else "SEQ_CLS"
+        train, test = os.path.join(tmp, kind + "_train.jsonl"), os.path.join(tmp, kind + "_test.jsonl")
+        for path, n in [(train, 24), (test, 9)]:
+            with open(path, "w") as f:
+                f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows(kind, n))
+        out = os.path.join(tmp, kind + "_adapter")
+        run([BIN, "train", "--model", MODEL, "--data", train, "--task-type", task, "--output-dir", out,
+             "--max-steps", "6", "--per-device-train-batch-size", "4", "--learning-rate", "1e-2", "--r", "4",
+             "--lora-alpha", "8", "--target-modules", "q_proj,v_proj,down_proj", "--max-seq-len", str(MAX_LEN),
+             "--save-steps", "1000", "--device", "cpu"])
+        predicted = run([BIN, "predict", "--model", MODEL, "--adapter", out, "--data", test,
+                         "--max-seq-len", str(MAX_LEN), "--batch-size", "4", "--device", "cpu"])
+        preds = [json.loads(l) for l in predicted.stdout.splitlines()]
+        labels = json.load(open(os.path.join(out, "labels.json")))
+        id2label = {int(k): v for k, v in labels["id2label"].items()}
+        lines = [json.loads(l) for l in open(test)]
+        tok = AutoTokenizer.from_pretrained(MODEL)
+        if kind == "tags":
+            model = AutoPeftModelForTokenClassification.from_pretrained(
+                out, num_labels=labels["num_labels"], id2label=id2label, label2id=labels["label2id"], torch_dtype=torch.float32).eval()
+            enc = tok([l["tokens"] for l in lines], is_split_into_words=True, truncation=True, max_length=MAX_LEN,
+                      padding=True, return_tensors="pt")
+            with torch.no_grad():
+                ref = model(**enc).logits
+            err = 0.0
+            for k, p in enumerate(preds):
+                ours = torch.tensor(p["logits"])
+                err = max(err, ((ours - ref[k, :len(ours)]).abs().max() / ref.abs().max()).item())
+            merged = os.path.join(tmp, kind + "_merged")
+            run([BIN, "merge", "--model", MODEL, "--adapter", out, "--output", merged])
+            mm = AutoModelForTokenClassification.from_pretrained(merged, torch_dtype=torch.float32).eval()
+            with torch.no_grad():
+                merr = ((mm(**enc).logits - ref).abs().max() / ref.abs().max()).item()
+            # The scores predict prints equal seqeval's on the same predictions.
+            f1 = seqeval_f1([p["label"] for p in preds], [p["prediction"] for p in preds])
+            printed = float(predicted.stderr.split("F1 ")[-1])
+            assert abs(printed - f1) < 1e-4, (printed, f1)
+            worst = max(worst, err, merr)
+            print(f"{kind}: token classification, {labels['num_labels']} tags, {len(lines)} lines: "
+                  f"max |lora-gpu − PEFT| / max |PEFT| = {err:.2e}; merged ({type(mm).__name__}) vs PEFT {merr:.2e}; "
+                  f"entity F1 {printed:.4f} = seqeval {f1:.4f}")
+            continue
+        model = AutoPeftModelForSequenceClassification.from_pretrained(
+            out, num_labels=labels["num_labels"], id2label=id2label,
+            label2id=labels["label2id"], problem_type=labels["problem_type"], pad_token_id=labels["pad_token_id"],
+            torch_dtype=torch.float32).eval()
+        enc = tok([l["text"] for l in lines], [l["text_pair"] for l in lines] if kind == "pairs" else None,
+                  truncation=True, max_length=MAX_LEN, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            ref = model(**enc).logits
+        ours = torch.tensor([p["logits"] for p in preds])
+        err = ((ours - ref).abs().max() / ref.abs().max()).item()
+        # lora-gpu merge: a *ForSequenceClassification checkpoint that transformers loads alone.
+        merged = os.path.join(tmp, kind + "_merged")
+        run([BIN, "merge", "--model", MODEL, "--adapter", out, "--output", merged])
+        mm = AutoModelForSequenceClassification.from_pretrained(merged, torch_dtype=torch.float32).eval()
+        with torch.no_grad():
+            merged_logits = mm(**enc).logits
+        merr = ((merged_logits - ref).abs().max() / ref.abs().max()).item()
+        worst = max(worst, err, merr)
+        print(f"{kind}: {labels['problem_type']}, {labels['num_labels']} label(s), {len(lines)} lines: "
+              f"max |lora-gpu − PEFT| / max |PEFT| = {err:.2e}; merged ({type(mm).__name__}) vs PEFT {merr:.2e}")
+print(f"worst {worst:.2e}")
+sys.exit(0 if worst < 1e-4 else 1)
