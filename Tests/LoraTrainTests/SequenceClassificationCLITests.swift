@@ -156,3 +156,92 @@ final class SequenceClassificationCLITests: XCTestCase {
         XCTAssertTrue(packed.stderr.contains("packing is not available with task_type SEQ_CLS"), packed.stderr)
     }
 }
+
+/// `lora-gpu train --task-type TOKEN_CLS`, `predict` and `merge` through the built
+/// binary on the tiny ChatML fixture model: person and place names tagged in
+/// Chinese and English sentences, learned in a few dozen steps.
+final class TokenClassificationCLITests: XCTestCase {
+    static let model = EndToEndTests.model
+
+    static func sentences(_ n: Int, seed: UInt64) -> String {
+        var rng = SplitMix64(seed: seed)
+        func pick<T>(_ a: [T]) -> T { a[Int(rng.next() % UInt64(a.count))] }
+        let people = [["张", "三"], ["李", "四"], ["John"], ["Mary"], ["Wang", "Wei"]]
+        let places = [["北", "京"], ["上", "海"], ["London"], ["New", "York"]]
+        var out = ""
+        for _ in 0..<n {
+            let p = pick(people), l = pick(places)
+            let chinese = rng.next() % 2 == 0
+            let middle = chinese ? ["在"] : ["lives", "in"], end = chinese ? ["工", "作", "。"] : ["."]
+            let words = p + middle + l + end
+            let tags = ["B-PER"] + Array(repeating: "I-PER", count: p.count - 1) + middle.map { _ in "O" }
+                + ["B-LOC"] + Array(repeating: "I-LOC", count: l.count - 1) + end.map { _ in "O" }
+            out += JSONValue.object(["tokens": .array(words.map { .string($0) }), "tags": .array(tags.map { .string($0) })])
+                .serialized(JSONStyle()) + "\n"
+        }
+        return out
+    }
+
+    func testTrainPredictAndMergeATagger() throws {
+        let dir = try temporaryDirectory("tokcls")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Self.sentences(48, seed: 5).write(toFile: dir + "/train.jsonl", atomically: true, encoding: .utf8)
+        try Self.sentences(16, seed: 6).write(toFile: dir + "/val.jsonl", atomically: true, encoding: .utf8)
+        let out = dir + "/adapter"
+        let r = try CLI.run(["train", "--model", Self.model, "--data", dir + "/train.jsonl", "--val-data", dir + "/val.jsonl",
+                             "--task-type", "TOKEN_CLS", "--output-dir", out, "--max-steps", "40",
+                             "--per-device-train-batch-size", "8", "--learning-rate", "2e-2", "--r", "4", "--lora-alpha", "8",
+                             "--target-modules", "all-linear", "--logging-steps", "10", "--eval-steps", "10",
+                             "--save-steps", "1000", "--eval-on-start", "--device", "cpu"])
+        XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
+        let log = r.stdout + r.stderr
+        XCTAssertTrue(log.contains("tags: 0 B-LOC, 1 B-PER, 2 I-LOC, 3 I-PER, 4 O"), log)
+        XCTAssertTrue(log.contains("before training: eval_loss"), log)
+        let cfg = try JSONValue.read(path: out + "/adapter_config.json")
+        XCTAssertEqual(cfg["task_type"]?.string, "TOKEN_CLS")
+        XCTAssertEqual(cfg["modules_to_save"]?.strings, ["classifier", "score"])
+        let st = try SafeTensorsFile(path: out + "/adapter_model.safetensors")
+        XCTAssertEqual(st.tensors["base_model.model.score.weight"]?.shape, [5, 32])
+        XCTAssertEqual(st.tensors["base_model.model.score.bias"]?.shape, [5])
+        XCTAssertEqual(try JSONValue.read(path: out + "/labels.json")["classifier_dropout"]?.double, 0.1)
+        XCTAssertTrue(try String(contentsOfFile: out + "/README.md", encoding: .utf8).contains("AutoPeftModelForTokenClassification"))
+
+        let records = try String(contentsOfFile: out + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+            .compactMap { MetricsRecord(json: String($0)) }
+        let f1 = try XCTUnwrap(records.last?.evalF1)
+        XCTAssertGreaterThanOrEqual(f1, 0.8, "entity F1 after 40 steps")
+
+        let p = try CLI.run(["predict", "--model", Self.model, "--adapter", out, "--data", dir + "/val.jsonl", "--device", "cpu"])
+        XCTAssertEqual(p.status, 0, p.stderr)
+        let first = try JSONValue.parse(String(p.stdout.split(separator: "\n")[0]))
+        XCTAssertEqual(first["prediction"]?.array?.count, first["label"]?.array?.count, "a tag per word")
+        XCTAssertTrue(p.stderr.contains("token_classification: 16 labelled") && p.stderr.contains("F1 \(String(format: "%.4f", f1))"),
+                      p.stderr)
+
+        let m = try CLI.run(["merge", "--model", Self.model, "--adapter", out, "--output", dir + "/merged"])
+        XCTAssertEqual(m.status, 0, m.stderr)
+        let merged = try ModelConfig.load(directory: dir + "/merged")
+        XCTAssertEqual(merged.task.tokenClassifier?.labels, ["B-LOC", "B-PER", "I-LOC", "I-PER", "O"])
+        XCTAssertTrue(try SafeTensorsFile(path: dir + "/merged/model.safetensors").tensors["score.bias"] != nil)
+    }
+
+    func testBadTaggingLinesNameTheLine() throws {
+        let dir = try temporaryDirectory("tokcls-bad")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let good = #"{"tokens": ["a", "b"], "tags": ["B-X", "O"]}"#
+        let cases: [(String, String)] = [
+            (#"{"tokens": ["a", "b"], "tags": ["O"]}"#, #"train.jsonl:2: "tags" has 1 entries for 2 tokens: a tag per word"#),
+            (#"{"text": "a b"}"#, #"train.jsonl:2: no "tokens""#),
+            (#"{"tokens": ["a"], "tags": [1]}"#, "tag names here, class ids at"),
+            (#"{"tokens": ["a", 3], "tags": ["O", "O"]}"#, #""tokens" must be a non-empty list of strings"#),
+            (#"{"input_ids": [1, 2], "labels": [0]}"#, #""labels" has 1 entries for 2 input_ids"#),
+        ]
+        for (bad, expected) in cases {
+            try (good + "\n" + bad + "\n").write(toFile: dir + "/train.jsonl", atomically: true, encoding: .utf8)
+            let r = try CLI.run(["train", "--model", Self.model, "--data", dir + "/train.jsonl", "--task-type", "TOKEN_CLS",
+                                 "--output-dir", dir + "/out", "--max-steps", "1", "--device", "cpu"])
+            XCTAssertNotEqual(r.status, 0)
+            XCTAssertTrue(r.stderr.contains(expected), "expected \(expected.debugDescription) in: \(r.stderr)")
+        }
+    }
+}
