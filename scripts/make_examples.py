@@ -2,7 +2,10 @@
 """Writes the worked examples' data in Examples/ (seeded, so the files are
 reproducible): Examples/sentiment — a few hundred short product, film and
 restaurant reviews in English and Chinese labelled positive / negative, for
-`lora-gpu train --task-type SEQ_CLS` (see the README's task-type section).
+`lora-gpu train --task-type SEQ_CLS`; Examples/ner — a few hundred sentences
+with people, places and organisations tagged in IOB2 (Chinese one character
+per token, English one word per token), for `--task-type TOKEN_CLS` (see the
+README's task-type section).
 
     python3 scripts/make_examples.py
 """
@@ -54,9 +57,67 @@ def unique(n, seen):
     return out
 
 
+PEOPLE_ZH = ["张伟", "王芳", "李娜", "刘洋", "陈静", "杨磊", "赵敏", "黄勇"]
+PLACES_ZH = ["北京", "上海", "广州", "深圳", "成都", "杭州", "武汉", "西安"]
+ORGS_ZH = ["清华大学", "华为公司", "中国银行", "人民医院", "腾讯", "北京大学"]
+PEOPLE_EN = [["Alice", "Smith"], ["John"], ["Maria", "Garcia"], ["Wei", "Zhang"], ["Tom", "Brown"], ["Priya"]]
+PLACES_EN = [["London"], ["New", "York"], ["Paris"], ["San", "Francisco"], ["Berlin"], ["Tokyo"]]
+ORGS_EN = [["Google"], ["the", "United", "Nations"], ["Oxford", "University"], ["Acme", "Corp"], ["the", "BBC"]]
+FRAMES_ZH = [("{P}在{L}的{O}工作。"), ("{P}昨天去了{L}。"), ("{O}位于{L}。"), ("{P}和{P2}在{L}见面。"), ("{P}加入了{O}。")]
+FRAMES_EN = [["{P}", "works", "at", "{O}", "in", "{L}", "."], ["{P}", "flew", "to", "{L}", "yesterday", "."],
+             ["{O}", "opened", "an", "office", "in", "{L}", "."], ["{P}", "met", "{P2}", "in", "{L}", "."],
+             ["{P}", "joined", "{O}", "last", "year", "."]]
+
+
+def tagged(kind, words):
+    return words, ["B-" + kind] + ["I-" + kind] * (len(words) - 1)
+
+
+def ner_sentence():
+    tokens, tags = [], []
+    if random.random() < 0.5:
+        frame = random.choice(FRAMES_ZH)
+        fills = {"{P}": ("PER", random.choice(PEOPLE_ZH)), "{P2}": ("PER", random.choice(PEOPLE_ZH)),
+                 "{L}": ("LOC", random.choice(PLACES_ZH)), "{O}": ("ORG", random.choice(ORGS_ZH))}
+        i = 0
+        while i < len(frame):
+            key = next((k for k in fills if frame.startswith(k, i)), None)
+            if key:
+                w, t = tagged(fills[key][0], list(fills[key][1]))
+                tokens += w; tags += t; i += len(key)
+            else:
+                tokens.append(frame[i]); tags.append("O"); i += 1
+    else:
+        fills = {"{P}": ("PER", random.choice(PEOPLE_EN)), "{P2}": ("PER", random.choice(PEOPLE_EN)),
+                 "{L}": ("LOC", random.choice(PLACES_EN)), "{O}": ("ORG", random.choice(ORGS_EN))}
+        for w in random.choice(FRAMES_EN):
+            if w in fills:
+                ws, ts = tagged(fills[w][0], fills[w][1])
+                tokens += ws; tags += ts
+            else:
+                tokens.append(w); tags.append("O")
+    return {"tokens": tokens, "tags": tags}
+
+
+def unique_ner(n, seen):
+    out = []
+    while len(out) < n:
+        r = ner_sentence()
+        key = " ".join(r["tokens"])
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
 os.makedirs(OUT, exist_ok=True)
 seen = set()
 for name, n in [("train", 320), ("val", 120)]:
     with open(os.path.join(OUT, name + ".jsonl"), "w") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in unique(n, seen))
-print("wrote", OUT)
+os.makedirs("Examples/ner", exist_ok=True)
+seen = set()
+for name, n in [("train", 300), ("val", 100)]:
+    with open(os.path.join("Examples/ner", name + ".jsonl"), "w") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in unique_ner(n, seen))
+print("wrote", OUT, "and Examples/ner")
