@@ -199,6 +199,8 @@ final class TokenClassificationCLITests: XCTestCase {
         XCTAssertTrue(log.contains("before training: eval_loss"), log)
         let cfg = try JSONValue.read(path: out + "/adapter_config.json")
         XCTAssertEqual(cfg["task_type"]?.string, "TOKEN_CLS")
+        // all-linear spelled out (without score), as PEFT can load it for a token classifier.
+        XCTAssertEqual(Set(cfg["target_modules"]?.strings ?? []), ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
         XCTAssertEqual(cfg["modules_to_save"]?.strings, ["classifier", "score"])
         let st = try SafeTensorsFile(path: out + "/adapter_model.safetensors")
         XCTAssertEqual(st.tensors["base_model.model.score.weight"]?.shape, [5, 32])

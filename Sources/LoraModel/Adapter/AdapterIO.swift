@@ -23,6 +23,22 @@ extension LlamaLoRAModel {
     /// that PEFT's `PeftModel.from_pretrained` loads. Written to a temporary
     /// directory and swapped into place (`DirectoryReplace`), so an existing
     /// adapter is replaced whole or not at all.
+    /// The LoraConfig as written: for TOKEN_CLS, "all-linear" spelled out as the
+    /// adapted modules' leaf names. PEFT's all-linear leaves out the output layer
+    /// only for SEQ_CLS, so on a token classifier it would target `score` as well as
+    /// save it (modules_to_save), and fail to load; the list adapts the same modules.
+    var savedConfig: LoraConfig {
+        guard lora.taskType == "TOKEN_CLS", case .allLinear = lora.targetModules else { return lora }
+        var c = lora
+        var leaves: [String] = []
+        for path in adaptedModules {
+            let leaf = String(path.split(separator: ".").last!)
+            if !leaves.contains(leaf) { leaves.append(leaf) }
+        }
+        c.targetModules = .list(leaves)
+        return c
+    }
+
     public func saveAdapter(directory: String, baseModel: String) throws {
         var tensors: [(name: String, shape: [Int], values: [Float])] = []
         for e in store.entries { tensors.append((e.key, e.shape, try e.param.read())) }
@@ -38,7 +54,7 @@ extension LlamaLoRAModel {
         try fm.createDirectory(at: tmp, withIntermediateDirectories: false)
         do {
             try SafeTensorsWriter.write(tensors, metadata: ["format": "pt"], to: tmp.appendingPathComponent("adapter_model.safetensors").path)
-            try lora.peftJSON(baseModel: baseModel).write(to: tmp.appendingPathComponent("adapter_config.json"))
+            try savedConfig.peftJSON(baseModel: baseModel).write(to: tmp.appendingPathComponent("adapter_config.json"))
             if let cls = config.task.classifier {
                 try Data(cls.labelsJSON(padTokenID: config.padTokenID, tokens: config.task.tokenClassifier != nil).utf8)
                     .write(to: tmp.appendingPathComponent(SequenceClassifier.labelsFile))
