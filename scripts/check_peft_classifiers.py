@@ -125,6 +125,21 @@ with tempfile.TemporaryDirectory() as tmp:
             merged_logits = mm(**enc).logits
         merr = ((merged_logits - ref).abs().max() / ref.abs().max()).item()
         worst = max(worst, err, merr)
+        if kind == "names":
+            # lora-gpu embed with this adapter: the hidden states PEFT's model computes, pooled.
+            for pooling in ["last", "mean"]:
+                emb = [json.loads(l)["embedding"] for l in run([BIN, "embed", "--model", MODEL, "--adapter", out, "--data", test,
+                                                                  "--max-seq-len", str(MAX_LEN), "--pooling", pooling,
+                                                                  "--normalize", "--device", "cpu"]).stdout.splitlines()]
+                single = tok([l["text"] for l in lines], truncation=True, max_length=MAX_LEN, padding=True, return_tensors="pt")
+                with torch.no_grad():
+                    h = model.base_model.model.model(**single).last_hidden_state
+                m = single["attention_mask"]
+                pooled = (h[torch.arange(h.shape[0]), m.sum(1) - 1] if pooling == "last"
+                          else (h * m[..., None]).sum(1) / m.sum(1, keepdim=True))
+                eerr = (torch.tensor(emb) - torch.nn.functional.normalize(pooled, dim=-1)).abs().max().item()
+                worst = max(worst, eerr)
+                print(f"embed --pooling {pooling} --normalize with this adapter vs PEFT's hidden states: max |Δ| = {eerr:.2e}")
         print(f"{kind}: {labels['problem_type']}, {labels['num_labels']} label(s), {len(lines)} lines: "
               f"max |lora-gpu − PEFT| / max |PEFT| = {err:.2e}; merged ({type(mm).__name__}) vs PEFT {merr:.2e}")
 print(f"worst {worst:.2e}")

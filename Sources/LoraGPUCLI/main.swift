@@ -23,7 +23,7 @@ struct LoraGPU: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lora-gpu",
         abstract: "LoRA fine-tuning for Llama-family models on any OpenCL device.",
-        subcommands: [Train.self, DataCommand.self, Generate.self, Predict.self, Merge.self, Export.self, Inspect.self, Tune.self, Devices.self, Bench.self])
+        subcommands: [Train.self, DataCommand.self, Generate.self, Predict.self, Embed.self, Merge.self, Export.self, Inspect.self, Tune.self, Devices.self, Bench.self])
 
     @Flag(help: "Print the version, the git commit it was built from and the OpenCL device it would use.")
     var version = false

@@ -247,3 +247,38 @@ final class TokenClassificationCLITests: XCTestCase {
         }
     }
 }
+
+/// `lora-gpu embed`: JSONL and .npy outputs agree, --normalize gives unit vectors,
+/// pre-tokenized lines, bad lines named (the vectors themselves are checked
+/// against transformers + PEFT by PoolingTests and scripts/check_peft_classifiers.py).
+final class EmbedCLITests: XCTestCase {
+    func testJSONLAndNpyOutputs() throws {
+        let dir = try temporaryDirectory("embed")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "{\"text\": \"hello world\"}\n{\"text\": \"你好，世界\"}\n{\"input_ids\": [5, 6, 7]}\n"
+            .write(toFile: dir + "/t.jsonl", atomically: true, encoding: .utf8)
+        let model = EndToEndTests.model
+        let j = try CLI.run(["embed", "--model", model, "--data", dir + "/t.jsonl", "--normalize", "--pooling", "mean", "--device", "cpu"])
+        XCTAssertEqual(j.status, 0, j.stderr)
+        let rows = try j.stdout.split(separator: "\n").map { try JSONValue.parse(String($0)) }
+        XCTAssertEqual(rows.map { $0["line"]?.integral }, [1, 2, 3])
+        let vectors = rows.map { $0["embedding"]!.array!.map { Float($0.double!) } }
+        XCTAssertEqual(vectors[0].count, 32)
+        for v in vectors { XCTAssertEqual(v.reduce(0) { $0 + Double($1 * $1) }.squareRoot(), 1, accuracy: 1e-5) }
+        let n = try CLI.run(["embed", "--model", model, "--data", dir + "/t.jsonl", "--normalize", "--pooling", "mean",
+                             "--output", dir + "/v.npy", "--device", "cpu"])
+        XCTAssertEqual(n.status, 0, n.stderr)
+        let npy = try Data(contentsOf: URL(fileURLWithPath: dir + "/v.npy"))
+        XCTAssertEqual(Array(npy.prefix(8)), [0x93] + Array("NUMPY".utf8) + [1, 0])
+        let headerLength = Int(npy[8]) | Int(npy[9]) << 8
+        XCTAssertEqual((10 + headerLength) % 64, 0, "the data is 64-byte aligned")
+        let header = String(decoding: npy[10..<(10 + headerLength)], as: UTF8.self)
+        XCTAssertTrue(header.contains("'descr': '<f4'") && header.contains("'shape': (3, 32)"), header)
+        let floats = npy[(10 + headerLength)...].withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        XCTAssertEqual(floats, vectors.flatMap { $0 })
+        try "{\"text\": \"a\"}\n{\"prompt\": \"b\"}\n".write(toFile: dir + "/bad.jsonl", atomically: true, encoding: .utf8)
+        let bad = try CLI.run(["embed", "--model", model, "--data", dir + "/bad.jsonl", "--device", "cpu"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("bad.jsonl:2: no \"text\""), bad.stderr)
+    }
+}

@@ -126,7 +126,7 @@ public enum ClassifierPrediction {
             }
             let width = ids.map(\.count).max()!
             let rows = ids.map { $0 + [Int](repeating: m.config.padTokenID ?? 0, count: width - $0.count) }
-            let b = try TokenBatch.tokenClassification(inputIDs: rows, labels: rows.map { $0.map { _ in -100 } })
+            let b = try TokenBatch.unlabelled(rows, lengths: ids.map(\.count), for: m.config)
             let logits = try m.logits(b)
             for (k, r) in chunk.enumerated() {
                 let perToken = (0..<ids[k].count).map { i in Array(logits[((k * width + i) * C)..<((k * width + i + 1) * C)]) }
@@ -171,10 +171,7 @@ public enum ClassifierPrediction {
             }
             let width = ids.map(\.count).max()!
             let rows = ids.map { $0 + [Int](repeating: pad, count: width - $0.count) }
-            let targets: TokenBatch.ClassTargets = cls.problemType == .singleLabel
-                ? .classes(chunk.map { _ in -100 }) : .reals(chunk.map { _ in [Float](repeating: 0, count: cls.numLabels) })
-            let b = try TokenBatch.sequenceClassification(inputIDs: rows, padTokenID: m.config.padTokenID,
-                                                          lengths: ids.map(\.count), targets: targets)
+            let b = try TokenBatch.unlabelled(rows, lengths: ids.map(\.count), for: m.config)
             let logits = try m.classifierLogits(b)
             for (i, r) in chunk.enumerated() {
                 if r.label != nil, ClassificationData.target(r, labels) == nil {
