@@ -32,13 +32,41 @@ struct DataPreview: ParsableCommand {
     @Flag(help: "Every sample in file order, one JSON object per line: {\"line\", \"input_ids\", \"labels\"} or {\"line\", \"skipped\"}.")
     var json = false
     @Flag(name: .customLong("skip-bad-lines"), help: "Count bad lines instead of stopping at the first.") var skipBadLines = false
+    @Option(name: .customLong("task-type"), help: "SEQ_CLS or TOKEN_CLS: preview a classifier's lines (tokens and labels) instead of causal-LM samples.")
+    var taskType: String?
+    @Option(name: .customLong("problem-type"), help: "SEQ_CLS: single_label_classification | regression | multi_label_classification.")
+    var problemType: String?
+    @Flag(name: .customLong("label-all-tokens"), help: "TOKEN_CLS: label every sub-token of a word.") var labelAllTokens = false
 
     func validate() throws {
+        if let t = taskType, !["SEQ_CLS", "TOKEN_CLS", "CAUSAL_LM"].contains(t) {
+            throw ValidationError("--task-type must be CAUSAL_LM, SEQ_CLS or TOKEN_CLS (got \(t))")
+        }
+        if let p = problemType, ClassificationKind(rawValue: p) == nil {
+            throw ValidationError("--problem-type must be single_label_classification, regression or multi_label_classification (got \(p))")
+        }
         if TrainOn(rawValue: trainOn) == nil { throw ValidationError("--train-on must be assistant, all or last (got \(trainOn))") }
         if let m = maxSeqLen, m < 2 { throw ValidationError("--max-seq-len must be at least 2 (got \(m))") }
     }
 
     func run() throws {
+        if let t = taskType, t != "CAUSAL_LM" {
+            let text = try ModelText(model: tokenizer, chatTemplate: nil, needsTemplate: false)
+            let adapter = TokenizerDataAdapter(text.tokenizer)
+            let out: String
+            do {
+                out = t == "SEQ_CLS"
+                    ? try ClassifierPreview.sequences(file: data, tokenizer: adapter, maxSeqLen: maxSeqLen ?? Int(Int32.max),
+                                                      problemType: problemType.flatMap(ClassificationKind.init(rawValue:)),
+                                                      n: max(0, n), json: json)
+                    : try ClassifierPreview.tags(file: data, tokenizer: adapter, maxSeqLen: maxSeqLen ?? Int(Int32.max),
+                                                 labelAllTokens: labelAllTokens, n: max(0, n), json: json)
+            } catch let e as DatasetError {
+                throw dataFailure("error: \(e)")
+            }
+            FileHandle.standardOutput.write(Data(out.utf8))
+            return
+        }
         let on = TrainOn(rawValue: trainOn) ?? .assistant
         let text = try ModelText(model: tokenizer, chatTemplate: chatTemplate, needsTemplate: false)
         let tok = text.tokenizer, template = text.template
@@ -64,6 +92,7 @@ struct DataPreview: ParsableCommand {
         } else {
             let style: PreviewStyle = isatty(STDOUT_FILENO) != 0 ? .color : .brackets
             for note in text.notes { out += note + "\n" }
+            if let note = DatasetHints.classifierNote(file: data) { out += "note: " + note + "\n" }
             out += "\(d.file): \(d.format.rawValue), train on \(on.rawValue)\(template.map { ", template \($0.templateName)" } ?? "")\n"
             for p in d.previews { out += Preview.render(p, tokenizer: adapter, style: style) }
             out += "──\n" + d.statistics.summary + "\n"

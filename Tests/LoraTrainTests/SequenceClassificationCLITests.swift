@@ -282,3 +282,30 @@ final class EmbedCLITests: XCTestCase {
         XCTAssertTrue(bad.stderr.contains("bad.jsonl:2: no \"text\""), bad.stderr)
     }
 }
+
+/// `data preview --task-type`: a classifier's samples as training reads them; the
+/// causal path says when lines look like a classifier's.
+final class ClassifierPreviewCLITests: XCTestCase {
+    func testPreviewShowsLabelsAndHints() throws {
+        let dir = try temporaryDirectory("cls-preview")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let model = EndToEndTests.model
+        try "{\"text\": \"good film\", \"label\": \"pos\"}\n{\"text\": \"bad film\", \"label\": \"neg\"}\n"
+            .write(toFile: dir + "/s.jsonl", atomically: true, encoding: .utf8)
+        try "{\"tokens\": [\"张\", \"三\", \"在\"], \"tags\": [\"B-PER\", \"I-PER\", \"O\"]}\n"
+            .write(toFile: dir + "/t.jsonl", atomically: true, encoding: .utf8)
+        let s = try CLI.run(["data", "preview", "--tokenizer", model, "--data", dir + "/s.jsonl", "--task-type", "SEQ_CLS"])
+        XCTAssertEqual(s.status, 0, s.stderr)
+        XCTAssertTrue(s.stdout.contains("── line 1: ") && s.stdout.contains("→ pos") && s.stdout.contains("«good film»"), s.stdout)
+        XCTAssertTrue(s.stdout.contains("  0 neg: 1\n  1 pos: 1"), s.stdout)
+        let t = try CLI.run(["data", "preview", "--tokenizer", model, "--data", dir + "/t.jsonl", "--task-type", "TOKEN_CLS", "--json"])
+        XCTAssertEqual(t.status, 0, t.stderr)
+        let j = try JSONValue.parse(String(t.stdout.split(separator: "\n")[0]))
+        XCTAssertEqual(j["input_ids"]?.array?.count, j["labels"]?.array?.count)
+        XCTAssertEqual(j["labels"]?.array?.filter { ($0.integral ?? -100) >= 0 }.count, 3, "one label per word")
+        let causal = try CLI.run(["data", "preview", "--tokenizer", model, "--data", dir + "/s.jsonl"])
+        XCTAssertTrue(causal.stdout.contains("a classifier is trained with --task-type SEQ_CLS"), causal.stdout)
+        let tagsAsText = try CLI.run(["data", "preview", "--tokenizer", model, "--data", dir + "/t.jsonl"])
+        XCTAssertTrue(tagsAsText.stderr.contains("train it with --task-type TOKEN_CLS"), tagsAsText.stderr)
+    }
+}

@@ -136,7 +136,9 @@ public enum DatasetLineParser {
             return (.text, .text(s))
         }
         let keys = dict.keys.sorted().map { "\"\($0)\"" }.joined(separator: ", ")
-        throw fail("missing fields: expected \"messages\", \"conversations\", \"prompt\"+\"completion\", \"text\" or \"input_ids\"; the line has \(keys.isEmpty ? "no keys" : keys)")
+        let tagging = dict["tokens"] != nil && ["tags", "ner_tags", "pos_tags"].contains { dict[$0] != nil }
+        throw fail("missing fields: expected \"messages\", \"conversations\", \"prompt\"+\"completion\", \"text\" or \"input_ids\"; the line has \(keys.isEmpty ? "no keys" : keys)"
+                   + (tagging ? " (a token-classification line: train it with --task-type TOKEN_CLS)" : ""))
     }
 
     static func messages(_ value: JSONValue, roleKey: String, contentKey: String, field: String,
@@ -219,6 +221,20 @@ public enum DatasetLineParser {
             if b[i + 1] < lo || b[i + 1] > hi { return i }
             for k in 2..<len where b[i + k] < 0x80 || b[i + k] > 0xBF { return i }
             i += len
+        }
+        return nil
+    }
+}
+
+/// What a file's first line suggests about the task it was written for, when that
+/// is not a causal LM's: a note for a run that reads it as causal-LM text.
+public enum DatasetHints {
+    public static func classifierNote(file: String) -> String? {
+        guard let first = try? JSONLReader.read(file: file).first,
+              let o = (try? JSONValue.parse(Data(first.bytes)))?.object else { return nil }
+        if o["text"] != nil && (o["label"] != nil || o["labels"] != nil) {
+            return "\(file): the lines carry \"label\": this run trains a causal LM on \"text\" and ignores it; "
+                + "a classifier is trained with --task-type SEQ_CLS"
         }
         return nil
     }

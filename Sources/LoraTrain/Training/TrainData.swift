@@ -93,6 +93,9 @@ func loadTrainingSamples(_ c: TrainingConfig, vocabSize: Int, classifier: Sequen
             + "length median \(st.lengthMedian), max \(st.lengthMax)")
         return d.samples
     }
+    for f in c.data + (c.valData.map { [$0] } ?? []) {
+        if let note = DatasetHints.classifierNote(file: f) { out.summaries.append("note: " + note) }
+    }
     for f in c.data { out.train += try read(f) }
     if let v = c.valData {
         out.validation = try read(v)
