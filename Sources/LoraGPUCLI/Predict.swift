@@ -13,9 +13,11 @@ struct Predict: ParsableCommand {
             Each output line holds the line number, the prediction in the classifier's label names (with its softmax \
             score for a single-label classifier), the label when the line has one, and the logits. Lines with labels \
             are scored: accuracy and macro-F1 (single-label), subset accuracy and micro-F1 (multi-label), MSE (regression). \
-            A TOKEN_CLS adapter reads {"tokens": […][, "tags": […]]} (or {"input_ids", "labels"}) lines and writes the tag \
-            of each word (its first sub-token), the true tags when given, and every token's logits; it scores token \
-            accuracy and entity precision, recall and F1 as seqeval does. \
+            A TOKEN_CLS adapter reads {"tokens": […][, "tags": […]]} (or {"input_ids", "labels"}) lines and writes a tag \
+            per input word (read at its first sub-token; null for a word that gives no token or was truncated), the true \
+            tags when given, and every token's logits; it scores token accuracy and entity precision, recall and F1 as \
+            seqeval does, over the words (training's evaluation with --label-all-tokens scores every labelled sub-token, \
+            as run_ner.py does). \
             The base may be a causal LM (the adapter's labels.json rebuilds the classifier) or the \
             *ForSequenceClassification checkpoint it was trained from.
             """)
@@ -49,10 +51,15 @@ struct Predict: ParsableCommand {
             }
             if isatty(2) != 0 { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
             try emit(tagged.map { ClassifierPrediction.json($0) + "\n" }.joined(), count: tagged.count)
-            let labelled = tagged.filter { $0.truth != nil }
-            if !labelled.isEmpty {
-                let s = TaggingScores.score(predicted: labelled.map(\.predicted), truth: labelled.map { $0.truth! })
-                FileHandle.standardError.write(Data(("token_classification: \(labelled.count) labelled, token accuracy "
+            let scored = tagged.compactMap(\.scored)
+            let cut = tagged.filter(\.truncated).count
+            if cut > 0 {
+                FileHandle.standardError.write(Data(("\(cut) line(s) truncated at \(maxLen) tokens: their last words have no "
+                    + "prediction (null)\n").utf8))
+            }
+            if !scored.isEmpty {
+                let s = TaggingScores.score(predicted: scored.map(\.predicted), truth: scored.map(\.truth))
+                FileHandle.standardError.write(Data(("token_classification: \(scored.count) labelled, token accuracy "
                     + String(format: "%.4f", s.accuracy) + ", entity precision " + String(format: "%.4f", s.precision)
                     + ", recall " + String(format: "%.4f", s.recall) + ", F1 " + String(format: "%.4f", s.f1) + "\n").utf8))
             }

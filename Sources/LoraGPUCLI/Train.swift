@@ -152,7 +152,7 @@ struct TrainOutputOptions: ParsableArguments, OverrideGroup {
     @Option(parsing: .unconditional, help: "Keep at most N checkpoints (never deleting the best). [save_total_limit]") var saveTotalLimit: String?
     @Flag(inversion: .prefixedNo, help: "Leave the best checkpoint's adapter in output_dir. [load_best_model_at_end, default false]")
     var loadBestModelAtEnd: Bool?
-    @Option(help: "eval_loss | eval_perplexity | loss | eval_accuracy | eval_f1 (the last two: SEQ_CLS). [metric_for_best_model, default eval_loss]")
+    @Option(help: "eval_loss | eval_perplexity | loss | eval_accuracy | eval_f1 (the last two: SEQ_CLS, TOKEN_CLS). [metric_for_best_model, default eval_loss]")
     var metricForBestModel: String?
     @Flag(inversion: .prefixedNo, help: "Evaluate once before the first step (printed). [eval_on_start, default false]")
     var evalOnStart: Bool?

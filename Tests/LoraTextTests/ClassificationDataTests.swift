@@ -151,3 +151,72 @@ final class ClassificationDataTests: XCTestCase {
         XCTAssertEqual(single.samples[0].inputIDs.count, 1)
     }
 }
+
+/// TOKEN_CLS JSONL: tags on words' first sub-tokens, label_all_tokens, -100, label lists.
+final class TaggingDataTests: XCTestCase {
+    func records(_ lines: [String]) throws -> [TaggedRecord] {
+        try lines.enumerated().map { try TaggingData.parse(Array($0.element.utf8), file: "t.jsonl", line: $0.offset + 1) }
+    }
+
+    func message(_ body: () throws -> Void) -> String {
+        do { try body() } catch { return "\(error)" }
+        return "(no error)"
+    }
+
+    /// Words of two sub-tokens each ("ab" → [a, b]): a fake tokenizer that splits every word into its characters.
+    struct CharTokenizer: DataTokenizer {
+        func encodeIDs(_ text: String, addSpecialTokens: Bool) throws -> [Int] { text.unicodeScalars.map { Int($0.value) % 97 } }
+        func encodeOffsets(_ text: String) throws -> [TokenOffset] { [] }
+        func decodeIDs(_ ids: [Int]) -> String { "" }
+        var vocabularySize: Int { 97 }
+        var eosID: Int? { nil }
+        var padID: Int? { nil }
+        func prepareText(_ s: String) -> String { s }
+        var concurrencySafe: Bool { true }
+        func encodeWords(_ words: [String], maxLength: Int) throws -> (ids: [Int], wordIDs: [Int?], truncated: Bool) {
+            var ids: [Int] = [], w: [Int?] = []
+            for (i, word) in words.enumerated() { for s in word.unicodeScalars { ids.append(Int(s.value) % 97); w.append(i) } }
+            let cut = ids.count > maxLength
+            return (Array(ids.prefix(maxLength)), Array(w.prefix(maxLength)), cut)
+        }
+    }
+
+    func testFirstSubTokenLabelAllTokensAndUntrainedWords() throws {
+        let r = try records([#"{"tokens": ["ab", "c", "", "de"], "tags": ["B-PER", "O", "O", "B-LOC"]}"#,
+                             #"{"tokens": ["xy", "z"], "ner_tags": [-100, 1]}"#])
+        let names = try TaggingData.labels([("t.jsonl", [r[0]])])
+        XCTAssertEqual(names, ["B-LOC", "B-PER", "O"], "sorted, as run_ner's get_label_list")
+        let (s, _) = try TaggingData.samples([r[0]], file: "t.jsonl", labels: names, tokenizer: CharTokenizer(), maxSeqLen: 64)
+        XCTAssertEqual(s[0].labels, [1, -100, 2, 0, -100], "a tag on each word's first sub-token; the empty word has none")
+        XCTAssertEqual(s[0].trainedTokens, 3, "unshifted: every labelled token counts")
+        let withInside = ["B-PER", "I-PER", "O"]
+        let r2 = try records([#"{"tokens": ["ab", "cd"], "tags": ["B-PER", "O"]}"#])
+        let (all, _) = try TaggingData.samples(r2, file: "t.jsonl", labels: withInside, tokenizer: CharTokenizer(), maxSeqLen: 64,
+                                               labelAllTokens: true)
+        XCTAssertEqual(all[0].labels, [0, 1, 2, 2], "label_all_tokens: B-PER's later sub-tokens get I-PER")
+        let counted = try TaggingData.samplesCounting([r[0]], file: "t.jsonl", labels: names, tokenizer: CharTokenizer(), maxSeqLen: 64)
+        XCTAssertEqual(counted.emptyWords, 1)
+        // -100 in ner_tags leaves a word untrained, alongside class ids.
+        let ids = try TaggingData.labels([("t.jsonl", [r[1]])], known: ["O", "B-X"])
+        let (u, _) = try TaggingData.samples([r[1]], file: "t.jsonl", labels: ids, tokenizer: CharTokenizer(), maxSeqLen: 64)
+        XCTAssertEqual(u[0].labels, [-100, -100, 1])
+        // Truncation keeps the labels of the sub-tokens left.
+        let (cut, n) = try TaggingData.samples([r[0]], file: "t.jsonl", labels: names, tokenizer: CharTokenizer(), maxSeqLen: 3)
+        XCTAssertEqual(cut[0].labels, [1, -100, 2])
+        XCTAssertEqual(n, 1)
+    }
+
+    func testLabelErrorsNameTheFile() throws {
+        let one = try records([#"{"tokens": ["a"], "tags": ["O"]}"#])
+        XCTAssertEqual(message { _ = try TaggingData.labels([("t.jsonl", one)]) }, "t.jsonl: every tag is 'O': a tagger needs at least two tags")
+        let mixed = try records([#"{"tokens": ["a"], "tags": ["O"]}"#, #"{"tokens": ["a"], "tags": [1]}"#])
+        XCTAssertTrue(message { _ = try TaggingData.labels([("t.jsonl", mixed)]) }
+            .contains("t.jsonl:1: tag names here, class ids at t.jsonl:2"))
+        let namesAndUntrained = try records([#"{"tokens": ["a", "b"], "ner_tags": ["B-X", -100]}"#, #"{"tokens": ["a"], "tags": ["O"]}"#])
+        XCTAssertEqual(try TaggingData.labels([("t.jsonl", namesAndUntrained)]), ["B-X", "O"], "-100 sits alongside names")
+        let known = ["B-LOC", "O"]
+        let typo = try records([#"{"tokens": ["a"], "tags": ["B-LOK"]}"#])
+        XCTAssertTrue(message { _ = try TaggingData.labels([("t.jsonl", typo)], known: known) }.contains("did you mean 'B-LOC'?"))
+        XCTAssertTrue(message { _ = try self.records([#"{"tokens": ["a"], "tags": "O"}"#]) }.contains(#""tags" must be a list"#))
+    }
+}

@@ -216,14 +216,44 @@ final class TokenClassificationCLITests: XCTestCase {
         let p = try CLI.run(["predict", "--model", Self.model, "--adapter", out, "--data", dir + "/val.jsonl", "--device", "cpu"])
         XCTAssertEqual(p.status, 0, p.stderr)
         let first = try JSONValue.parse(String(p.stdout.split(separator: "\n")[0]))
-        XCTAssertEqual(first["prediction"]?.array?.count, first["label"]?.array?.count, "a tag per word")
+        let valFirst = try JSONValue.parse(String(Self.sentences(16, seed: 6).split(separator: "\n")[0]))
+        XCTAssertEqual(first["prediction"]?.array?.count, valFirst["tokens"]?.array?.count, "a tag per input word")
         XCTAssertTrue(p.stderr.contains("token_classification: 16 labelled") && p.stderr.contains("F1 \(String(format: "%.4f", f1))"),
                       p.stderr)
+
+        // A word that gives no token, an untrained word (-100), and a line cut by --max-seq-len: still a
+        // prediction entry per word (null where there is none), the truncation said.
+        try (#"{"tokens": ["张", "", "三"], "ner_tags": [1, 4, -100]}"# + "\n"
+             + #"{"tokens": ["John", "lives", "in", "New", "York", "."], "tags": ["B-PER", "O", "O", "B-LOC", "I-LOC", "O"]}"# + "\n")
+            .write(toFile: dir + "/edge.jsonl", atomically: true, encoding: .utf8)
+        let e = try CLI.run(["predict", "--model", Self.model, "--adapter", out, "--data", dir + "/edge.jsonl",
+                             "--max-seq-len", "6", "--device", "cpu"])
+        XCTAssertEqual(e.status, 0, e.stderr)
+        let edge = try e.stdout.split(separator: "\n").map { try JSONValue.parse(String($0)) }
+        XCTAssertEqual(edge[0]["prediction"]?.array?.count, 3)
+        XCTAssertEqual(edge[0]["prediction"]?.array?[1], .null, "the empty word has no prediction")
+        XCTAssertEqual(edge[0]["label"]?.array?[2], .null, "-100: no true tag")
+        XCTAssertEqual(edge[1]["prediction"]?.array?.count, 6)
+        XCTAssertEqual(edge[1]["truncated"], .bool(true))
+        XCTAssertEqual(edge[1]["prediction"]?.array?.last, .null, "the cut words have no prediction")
+        XCTAssertTrue(e.stderr.contains("1 line(s) truncated at 6 tokens"), e.stderr)
 
         let m = try CLI.run(["merge", "--model", Self.model, "--adapter", out, "--output", dir + "/merged"])
         XCTAssertEqual(m.status, 0, m.stderr)
         let merged = try ModelConfig.load(directory: dir + "/merged")
         XCTAssertEqual(merged.task.tokenClassifier?.labels, ["B-LOC", "B-PER", "I-LOC", "I-PER", "O"])
+        // A classifier checkpoint whose names are LABEL_k takes the names training wrote in labels.json.
+        var generic = try JSONValue.read(path: dir + "/merged/config.json").object!
+        generic["id2label"] = .object(OrderedMap((0..<5).map { (String($0), JSONValue.string("LABEL_\($0)")) }))
+        generic["label2id"] = .object(OrderedMap((0..<5).map { ("LABEL_\($0)", JSONValue.int($0)) }))
+        let genericConfig = try ModelConfig.parse(object: generic, path: "config.json")
+        XCTAssertEqual(genericConfig.task.tokenClassifier?.labels.first, "LABEL_0")
+        let named = try genericConfig.forAdapter(out, lora: try LoraConfig.load(path: out), basePath: "merged")
+        XCTAssertEqual(named.task.tokenClassifier?.labels, ["B-LOC", "B-PER", "I-LOC", "I-PER", "O"])
+        // score as a LoRA target is refused: it is trained in full.
+        let t = try CLI.run(["train", "--model", Self.model, "--data", dir + "/train.jsonl", "--task-type", "TOKEN_CLS",
+                             "--target-modules", "q_proj,score", "--output-dir", dir + "/bad", "--device", "cpu"])
+        XCTAssertTrue(t.stderr.contains("target_modules: 'score' is the TOKEN_CLS head"), t.stderr)
         XCTAssertTrue(try SafeTensorsFile(path: dir + "/merged/model.safetensors").tensors["score.bias"] != nil)
     }
 

@@ -50,6 +50,19 @@ public struct AdapterPlan: Sendable {
             throw LoraError.unsupportedModule("modules_to_save: '\(m)' is not supported yet; supported: "
                                               + saveable.filter { $0 != "model.embed_tokens" }.joined(separator: ", "))
         }
+        if c.task.kind != .causalLM {
+            // PEFT would put a LoRA on score and also save it in full, and then fail to load the adapter.
+            let named: Bool
+            switch lora.targetModules {
+            case .list(let l): named = l.contains("score")
+            case .regex(let r): named = LoraConfig.fullMatch(r, "score")
+            case .allLinear: named = false
+            }
+            if named {
+                throw LoraError.unsupportedModule("target_modules: 'score' is the \(c.task.peftTaskType) head, trained in full "
+                    + "(modules_to_save) and saved whole: leave it out of target_modules")
+            }
+        }
         var adapted = specs.map(\.path).filter {
             lora.targets($0, isLinear: true, isOutputLayer: $0 == c.headPath, linearLeafNames: leaves)
         }

@@ -61,7 +61,8 @@ public protocol DataTokenizer {
 extension DataTokenizer {
     /// Without the tokenizer's own word handling: not available.
     public func encodeWords(_ words: [String], maxLength: Int) throws -> (ids: [Int], wordIDs: [Int?], truncated: Bool) {
-        throw DatasetError.invalidOption("this tokenizer cannot encode pre-split words: give {\"input_ids\", \"labels\"} lines")
+        throw DatasetError.invalidOption("the model has no tokenizer (tokenizer.json) to split words into sub-tokens: "
+                                         + "give {\"input_ids\", \"labels\"} lines")
     }
 
     /// Without the tokenizer's post-processor: the text's ids (with special tokens) cut to maxLength; no pairs.

@@ -75,10 +75,11 @@ public enum TaggingData {
         }
         r.words = words
         let key = ["tags", "ner_tags", "pos_tags", "labels"].first { o[$0] != nil }
-        guard let key, let a = o[key]?.array else {
+        guard let key else {
             if requireLabels { throw fail("no \"tags\" (or \"ner_tags\"): a tag per word") }
             return r
         }
+        guard let a = o[key]?.array else { throw fail("\"\(key)\" must be a list: a tag per word") }
         guard a.count == words.count else {
             throw fail("\"\(key)\" has \(a.count) entries for \(words.count) tokens: a tag per word")
         }
@@ -99,6 +100,7 @@ public enum TaggingData {
                 for t in r.tags ?? [] {
                     switch t {
                     case .name(let n): names.insert(n); if firstName == nil { firstName = (f, r.line) }
+                    case .id(-100): break   // an untrained word, alongside names or ids
                     case .id(let i): top = max(top, i); if firstID == nil { firstID = (f, r.line) }
                     }
                 }
@@ -120,7 +122,8 @@ public enum TaggingData {
                 return k
             }
             guard names.count >= 2 else {
-                throw DatasetError.invalidOption("every tag is '\(names.first!)': a tagger needs at least two tags")
+                throw DatasetError.invalidOption("\(files.map(\.file).joined(separator: ", ")): every tag is "
+                                                 + "'\(names.first ?? "")': a tagger needs at least two tags")
             }
             return names.sorted()
         }
@@ -131,7 +134,9 @@ public enum TaggingData {
             }
             return k
         }
-        guard top >= 1 else { throw DatasetError.invalidOption("no tag to train: every class id is 0 or -100") }
+        guard top >= 1 else {
+            throw DatasetError.invalidOption("\(files.map(\.file).joined(separator: ", ")): no tag to train: every class id is 0 or -100")
+        }
         return (0...top).map { "LABEL_\($0)" }
     }
 
@@ -147,8 +152,18 @@ public enum TaggingData {
     /// (every sub-token with `labelAllTokens`), -100 elsewhere. `truncated`: samples cut.
     public static func samples(_ records: [TaggedRecord], file: String, labels: [String], tokenizer: DataTokenizer,
                                maxSeqLen: Int, labelAllTokens: Bool = false) throws -> (samples: [TokenizedSample], truncated: Int) {
+        let r = try samplesCounting(records, file: file, labels: labels, tokenizer: tokenizer, maxSeqLen: maxSeqLen,
+                                    labelAllTokens: labelAllTokens)
+        return (r.samples, r.truncated)
+    }
+
+    /// `samples`, and the words that give no sub-token (an empty or whitespace word:
+    /// its tag is not trained, as transformers' word_ids never point at it).
+    public static func samplesCounting(_ records: [TaggedRecord], file: String, labels: [String], tokenizer: DataTokenizer,
+                                       maxSeqLen: Int, labelAllTokens: Bool = false)
+        throws -> (samples: [TokenizedSample], truncated: Int, emptyWords: Int) {
         var out: [TokenizedSample] = []
-        var truncated = 0
+        var truncated = 0, emptyWords = 0
         let inside = insideOf(labels)
         for r in records {
             func fail(_ reason: String) -> DatasetError { .badLine(DatasetLineError(file: file, line: r.line, reason: reason)) }
@@ -174,6 +189,7 @@ public enum TaggingData {
                 let e = try tokenizer.encodeWords(r.words ?? [], maxLength: maxSeqLen)
                 ids = e.ids
                 if e.truncated { truncated += 1 }
+                if !e.truncated { emptyWords += (r.words ?? []).count - Set(e.wordIDs.compactMap { $0 }).count }
                 var previous: Int? = nil
                 tokenLabels = e.wordIDs.map { w -> Int in
                     defer { previous = w }
@@ -185,6 +201,6 @@ public enum TaggingData {
             guard !ids.isEmpty else { throw fail("the words give no token") }
             out.append(TokenizedSample(line: r.line, inputIDs: ids, labels: tokenLabels, labelsAreUnshifted: true))
         }
-        return (out, truncated)
+        return (out, truncated, emptyWords)
     }
 }

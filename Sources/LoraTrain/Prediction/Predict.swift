@@ -67,13 +67,24 @@ public enum ClassifierPrediction {
         }
     }
 
-    /// A token classifier's output for one line: the tag of each word (each labelled
-    /// token of a pre-tokenized line), the true tags when given, every token's logits.
+    /// A token classifier's output for one line: a tag per input word (nil where the
+    /// word gives no sub-token, or was cut by truncation), read at the word's first
+    /// sub-token; for a pre-tokenized line, a tag per labelled token (every token
+    /// without labels). The true tags when the line has them (nil: -100, untrained).
     public struct TagPrediction: Sendable {
         public var line: Int
-        public var predicted: [String]
-        public var truth: [String]?
+        public var predicted: [String?]
+        public var truth: [String?]?
+        public var truncated: Bool
         public var logits: [[Float]]
+
+        /// The (predicted, true) tags of the words that have both, for scoring.
+        public var scored: (predicted: [String], truth: [String])? {
+            guard let truth else { return nil }
+            var p: [String] = [], t: [String] = []
+            for (a, b) in zip(predicted, truth) { if let a, let b { p.append(a); t.append(b) } }
+            return (p, t)
+        }
     }
 
     /// Every line of `file` through the token classifier, `batchSize` sentences at a time.
@@ -87,35 +98,39 @@ public enum ClassifierPrediction {
         var out: [TagPrediction] = []
         for start in stride(from: 0, to: records.count, by: batchSize) {
             let chunk = Array(records[start..<min(start + batchSize, records.count)])
-            // Positions read: each word's first sub-token (or a pre-tokenized line's labelled tokens, else all).
-            var ids: [[Int]] = [], read: [[Int]] = [], truth: [[String]?] = []
+            // Per output entry, the token read (nil: none) and the true tag (nil: untrained).
+            var ids: [[Int]] = [], read: [[Int?]] = [], truth: [[String?]?] = [], cut: [Bool] = []
             for r in chunk {
                 func fail(_ why: String) -> DatasetError { .badLine(DatasetLineError(file: file, line: r.line, reason: why)) }
+                func name(_ k: Int) throws -> String? {
+                    if k == -100 { return nil }
+                    guard (0..<C).contains(k) else { throw fail("class id \(k) is not below num_labels \(C)") }
+                    return tagger.labels[k]
+                }
                 if let given = r.inputIDs {
                     let t = Array(given.prefix(maxSeqLen))
                     ids.append(t)
+                    cut.append(given.count > t.count)
                     let labels = r.tokenLabels.map { Array($0.prefix(maxSeqLen)) }
-                    read.append(labels.map { l in l.indices.filter { l[$0] >= 0 } } ?? Array(t.indices))
-                    truth.append(try labels.map { l in try l.filter { $0 >= 0 }.map {
-                        guard $0 < C else { throw fail("label \($0) is not below num_labels \(C)") }
-                        return tagger.labels[$0]
-                    } })
+                    let positions = labels.map { l in l.indices.filter { l[$0] != -100 } } ?? Array(t.indices)
+                    read.append(positions)
+                    truth.append(try labels.map { l in try positions.map { try name(l[$0]) } })
                 } else {
-                    let e = try tokenizer.encodeWords(r.words ?? [], maxLength: maxSeqLen)
+                    let words = r.words ?? []
+                    let e = try tokenizer.encodeWords(words, maxLength: maxSeqLen)
                     ids.append(e.ids)
-                    var firsts: [Int] = [], seen = Set<Int>()
-                    for (i, w) in e.wordIDs.enumerated() { if let w, seen.insert(w).inserted { firsts.append(i) } }
-                    read.append(firsts)
-                    truth.append(try r.tags.map { tags in try firsts.map { i -> String in
-                        switch tags[e.wordIDs[i]!] {
+                    cut.append(e.truncated)
+                    var first = [Int?](repeating: nil, count: words.count)
+                    for (i, w) in e.wordIDs.enumerated() { if let w, first[w] == nil { first[w] = i } }
+                    read.append(first)
+                    truth.append(try r.tags.map { tags in try tags.map { t -> String? in
+                        switch t {
                         case .name(let n):
                             guard tagger.labels.contains(n) else {
                                 throw fail("tag '\(n)' is not one of the tagger's labels (\(tagger.labels.joined(separator: ", ")))")
                             }
                             return n
-                        case .id(let k):
-                            guard (0..<C).contains(k) else { throw fail("class id \(k) is not below num_labels \(C)") }
-                            return tagger.labels[k]
+                        case .id(let k): return try name(k)
                         }
                     } })
                 }
@@ -130,23 +145,25 @@ public enum ClassifierPrediction {
             let logits = try m.logits(b)
             for (k, r) in chunk.enumerated() {
                 let perToken = (0..<ids[k].count).map { i in Array(logits[((k * width + i) * C)..<((k * width + i + 1) * C)]) }
-                let predicted = read[k].map { i -> String in
+                let predicted = read[k].map { pos -> String? in
+                    guard let i = pos else { return nil }
                     let z = perToken[i]
                     return tagger.labels[z.indices.max { z[$0] < z[$1] || (z[$0] == z[$1] && $0 > $1) }!]
                 }
-                out.append(TagPrediction(line: r.line, predicted: predicted, truth: truth[k], logits: perToken))
+                out.append(TagPrediction(line: r.line, predicted: predicted, truth: truth[k], truncated: cut[k], logits: perToken))
             }
             progress(out.count, records.count)
         }
         return out
     }
 
-    /// One JSONL line of a tagger's output.
+    /// One JSONL line of a tagger's output (null where a word has no prediction or no trained tag).
     public static func json(_ p: TagPrediction) -> String {
         var o = OrderedMap<JSONValue>()
         o["line"] = .int(p.line)
-        o["prediction"] = .array(p.predicted.map { .string($0) })
-        if let t = p.truth { o["label"] = .array(t.map { .string($0) }) }
+        o["prediction"] = .array(p.predicted.map { $0.map { .string($0) } ?? .null })
+        if let t = p.truth { o["label"] = .array(t.map { $0.map { .string($0) } ?? .null }) }
+        if p.truncated { o["truncated"] = .bool(true) }
         o["logits"] = .array(p.logits.map { .array($0.map { .double(Double($0)) }) })
         return JSONValue.object(o).serialized(JSONStyle())
     }
@@ -237,27 +254,26 @@ extension ModelConfig {
     /// id2label, problem_type, pad_token_id); a classifier checkpoint keeps its own
     /// head (the pad id from labels.json when its config has none).
     public func forAdapter(_ adapter: String, lora: LoraConfig, basePath: String) throws -> ModelConfig {
-        if lora.taskType == "TOKEN_CLS" {
-            guard task.classifier == nil else { return self }
-            guard let saved = try SequenceClassifier.load(adapterDirectory: adapter) else {
-                throw TrainError.setting(source: adapter, key: SequenceClassifier.labelsFile,
-                                         reason: "missing: the base \(basePath) is a causal LM, so the tagger's labels "
-                                            + "(num_labels, id2label) must come from the adapter's labels.json")
-            }
-            return tagging(.tokens(labels: saved.classifier.labels))
-        }
-        guard lora.taskType == "SEQ_CLS" else { return self }
-        var config = self
+        guard lora.taskType == "SEQ_CLS" || lora.taskType == "TOKEN_CLS" else { return self }
+        let tags = lora.taskType == "TOKEN_CLS"
         let saved = try SequenceClassifier.load(adapterDirectory: adapter)
-        if config.task.classifier == nil {
+        var config = self
+        if var own = config.task.classifier {
+            // The checkpoint's head; its default names (LABEL_k) give way to the names training wrote.
+            if let saved, own.labels.allSatisfy({ $0.hasPrefix("LABEL_") }), saved.classifier.numLabels == own.numLabels {
+                own.labels = saved.classifier.labels
+                if own.problemTypeInferred { own.problemType = saved.classifier.problemType }
+                config.task = tags ? .tokenClassification(own) : .sequenceClassification(own)
+            }
+        } else {
             guard let saved else {
                 throw TrainError.setting(source: adapter, key: SequenceClassifier.labelsFile,
-                                         reason: "missing: the base \(basePath) is a causal LM, so the classifier's labels "
-                                            + "(num_labels, id2label, problem_type) must come from the adapter's labels.json")
+                                         reason: "missing: the base \(basePath) is a causal LM, so the \(tags ? "tagger" : "classifier")'s "
+                                            + "labels (num_labels, id2label\(tags ? "" : ", problem_type")) must come from the adapter's labels.json")
             }
-            config = config.classifying(saved.classifier)
+            config = tags ? config.tagging(.tokens(labels: saved.classifier.labels)) : config.classifying(saved.classifier)
         }
-        if config.padTokenID == nil { config.padTokenID = saved?.padTokenID }
+        if !tags, config.padTokenID == nil { config.padTokenID = saved?.padTokenID }
         return config
     }
 }

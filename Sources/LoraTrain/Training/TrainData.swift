@@ -156,13 +156,15 @@ func loadTaggingSamples(_ c: TrainingConfig, tokenizer: DataTokenizer, vocabSize
     out.padTokenID = tokenizer.padID ?? tokenizer.eosID ?? 0
     var byFile: [String: [TokenizedSample]] = [:]
     for (f, rs) in records {
-        let (samples, truncated) = try TaggingData.samples(rs, file: f, labels: names, tokenizer: tokenizer, maxSeqLen: c.maxSeqLen,
-                                                           labelAllTokens: c.labelAllTokens)
+        let counted = try TaggingData.samplesCounting(rs, file: f, labels: names, tokenizer: tokenizer, maxSeqLen: c.maxSeqLen,
+                                                      labelAllTokens: c.labelAllTokens)
+        let (samples, truncated) = (counted.samples, counted.truncated)
         if let s = samples.first(where: { $0.inputIDs.contains { $0 >= vocabSize } }), let bad = s.inputIDs.first(where: { $0 >= vocabSize }) {
             throw TrainError.data(path: f, line: s.line, reason: "token id \(bad) is outside the model's vocabulary (size \(vocabSize))")
         }
         let tokens = samples.reduce(0) { $0 + $1.inputIDs.count }, trained = samples.reduce(0) { $0 + $1.trainedTokens }
-        out.summaries.append("\(f) (tagging): \(samples.count) samples, \(tokens) tokens, \(trained) labelled, \(truncated) truncated")
+        out.summaries.append("\(f) (tagging): \(samples.count) samples, \(tokens) tokens, \(trained) labelled, \(truncated) truncated"
+            + (counted.emptyWords > 0 ? ", \(counted.emptyWords) word(s) giving no token (their tags are not trained)" : ""))
         byFile[f] = samples
     }
     out.summaries.append("tags: " + names.enumerated().map { "\($0.offset) \($0.element)" }.joined(separator: ", "))

@@ -59,9 +59,12 @@ struct TrainingSetup {
 
         // Continuing a classifier (an adapter, or a checkpoint being resumed) on a causal base:
         // its labels.json fixes the labels.
+        // (A checkpoint's head with default names LABEL_k takes the names training wrote there too.)
         var knownClassifier = modelConfig.task.classifier
-        if classifies, knownClassifier == nil, let dir = resumeFrom ?? c.adapter,
-           let saved = try SequenceClassifier.load(adapterDirectory: dir) {
+        let defaultNames = knownClassifier?.labels.allSatisfy { $0.hasPrefix("LABEL_") } ?? true
+        if classifies, defaultNames, let dir = resumeFrom ?? c.adapter,
+           let saved = try SequenceClassifier.load(adapterDirectory: dir),
+           knownClassifier.map({ $0.numLabels == saved.classifier.numLabels }) ?? true {
             knownClassifier = saved.classifier
             if modelConfig.padTokenID == nil { modelConfig.padTokenID = saved.padTokenID }
         }
