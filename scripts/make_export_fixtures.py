@@ -34,9 +34,10 @@ def main():
     tree = sys.argv[1] if len(sys.argv) > 1 else llama_cpp()
     os.makedirs(out_dir, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=os.path.join(tree, "gguf-py"))
-    # llama (GQA, every projection), rank and alpha patterns, rsLoRA on a tied model; and F16.
+    # llama (GQA, every projection), rank and alpha patterns, rsLoRA on a tied model; and F16, Q8_0.
+    # q8_0: blocks of 32 where a tensor's rows allow (lora_a of the 32-wide inputs), F16 elsewhere.
     for name, outtype in [("llama_gqa_untied", "f32"), ("llama_gqa_untied", "f16"), ("llama_layers_patterns", "f32"),
-                          ("llama_tied_rslora_regex", "f32")]:
+                          ("llama_tied_rslora_regex", "f32"), ("llama_gqa_untied", "q8_0")]:
         base = os.path.join(fixtures, "reference", name)
         out = os.path.join(out_dir, f"{name}.{outtype}.gguf")
         subprocess.run([sys.executable, os.path.join(tree, "convert_lora_to_gguf.py"), "--base", os.path.join(base, "model"),

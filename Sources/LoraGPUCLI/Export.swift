@@ -19,7 +19,8 @@ struct Export: ParsableCommand {
     var model: String
     @Option(help: "The .gguf file to write (replaced whole if it exists).") var output: String
     @Option(help: "Only gguf (llama.cpp's adapter format).") var format = "gguf"
-    @Option(help: "Tensor type: f32 or f16.") var outtype = "f32"
+    @Option(help: "Tensor type: f32, f16 or q8_0 (a tensor whose rows do not split into blocks of 32 is written f16, as llama.cpp's converter does).")
+    var outtype = "f32"
 
     func run() throws {
         guard format == "gguf" else { throw ValidationError("--format '\(format)' is not supported; supported: gguf") }
@@ -27,7 +28,8 @@ struct Export: ParsableCommand {
         switch outtype {
         case "f32": type = .f32
         case "f16": type = .f16
-        default: throw ValidationError("--outtype '\(outtype)' is not supported; supported: f32, f16")
+        case "q8_0": type = .q8_0
+        default: throw ValidationError("--outtype '\(outtype)' is not supported; supported: f32, f16, q8_0")
         }
         let r = try AdapterGGUFExport.export(adapter: adapter, model: model, output: output, type: type)
         if !r.folded.isEmpty {

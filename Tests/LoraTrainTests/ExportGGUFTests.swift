@@ -1,8 +1,8 @@
 import Foundation
 import LoraBase
-import LoraModel
 import XCTest
 @testable import LoraTrain
+@testable import LoraModel
 
 /// Issue 19, item 1: `lora-gpu export` writes what llama.cpp's convert_lora_to_gguf.py writes
 /// (Tests/Fixtures/export_gguf, made by scripts/make_export_fixtures.py with llama.cpp's converter),
@@ -22,9 +22,9 @@ final class ExportGGUFTests: XCTestCase {
 
     func testTensorsAndMetadataEqualLlamaCppsConverter() throws {
         for (name, outtype) in [("llama_gqa_untied", "f32"), ("llama_gqa_untied", "f16"), ("llama_layers_patterns", "f32"),
-                                ("llama_tied_rslora_regex", "f32")] {
+                                ("llama_tied_rslora_regex", "f32"), ("llama_gqa_untied", "q8_0")] {
             let ref = try GGUFFile(path: fixturesRoot + "/export_gguf/\(name).\(outtype).gguf")
-            let (ours, report) = try export(name, outtype == "f16" ? .f16 : .f32)
+            let (ours, report) = try export(name, outtype == "f16" ? .f16 : outtype == "q8_0" ? .q8_0 : .f32)
             let what = "\(name) \(outtype)"
             for key in ["general.architecture", "general.type", "adapter.type", "adapter.lora.alpha"] {
                 XCTAssertEqual(ours.metadata[key], ref.metadata[key], "\(what): \(key)")
@@ -44,6 +44,8 @@ final class ExportGGUFTests: XCTestCase {
                 let r = a.dims.count == 2 && t.hasSuffix(".lora_b") ? a.dims[0] : 0
                 let factor = t.hasSuffix(".lora_b") ? Float(lora.scale(for: module) / (lora.loraAlpha / Double(r))) : 1
                 if factor != 1 { folded += 1 }
+                // Bit for bit where nothing is folded: the same f16 rounding and q8_0 blocks as gguf-py's quantize.
+                if factor == 1 { XCTAssertEqual(Array(ours.bytes(b)), Array(ref.bytes(a)), "\(what) \(t): bytes") }
                 XCTAssertEqual(y, x.map { factor == 1 ? $0 : $0 * factor }, "\(what) \(t) (factor \(factor))")
             }
             switch name {
@@ -112,6 +114,22 @@ final class ExportGGUFTests: XCTestCase {
         let bad = try CLI.run(["export", "--adapter", fixturesRoot + "/reference/llama_gqa_untied/adapter_final",
                                "--model", fixturesRoot + "/reference/llama_gqa_untied/model", "--output", out, "--outtype", "q4_k"])
         XCTAssertNotEqual(bad.status, 0)
-        XCTAssertTrue(bad.stderr.contains("--outtype 'q4_k' is not supported; supported: f32, f16"), bad.stderr)
+        XCTAssertTrue(bad.stderr.contains("--outtype 'q4_k' is not supported; supported: f32, f16, q8_0"), bad.stderr)
+    }
+}
+
+/// q8_0 blocks as gguf-py's Q8_0.quantize_blocks makes them: ties round away from zero
+/// (np_roundf), a zero block has d = 0 and q = 0, d is stored as f16.
+final class Q8_0BlockTests: XCTestCase {
+    func testRoundingAndZeroBlocks() {
+        var block = [Float](repeating: 0, count: 32)
+        block[0] = 127; block[1] = 2.5; block[2] = -3.5; block[3] = -0.5; block[4] = 0.5; block[5] = 1.5; block[6] = -127
+        let out = GGUFWriter.q8_0(block + [Float](repeating: 0, count: 32))
+        XCTAssertEqual(out.count, 68)
+        XCTAssertEqual(Array(out[0..<2]), [0x00, 0x3C], "d = 1.0 as f16")
+        XCTAssertEqual(Array(out[2..<9]).map { Int8(bitPattern: $0) }, [127, 3, -4, -1, 1, 2, -127])
+        XCTAssertEqual(Array(out[34..<68]), [UInt8](repeating: 0, count: 34), "a zero block")
+        XCTAssertTrue(GGUFWriter.canHold(.q8_0, shape: [8, 64]))
+        XCTAssertFalse(GGUFWriter.canHold(.q8_0, shape: [64, 8]))
     }
 }

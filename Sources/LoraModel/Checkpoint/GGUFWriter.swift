@@ -11,7 +11,34 @@ import LoraBase
 /// Tensors are F32 or F16 (rounded to nearest even, as numpy's astype(float16)). The file is
 /// written whole to a temporary path and renamed (AtomicFile): a reader never sees half a file.
 public struct GGUFWriter {
-    public enum TensorType: Sendable { case f32, f16 }
+    /// q8_0: ggml's blocks of 32 (an f16 scale d = max|x|/127, 32 int8 q = round(x/d)),
+    /// bit-identical to gguf-py's quantize; only for tensors whose rows hold a
+    /// multiple of 32 values (`canHold`).
+    public enum TensorType: Sendable { case f32, f16, q8_0 }
+
+    /// Whether a tensor of `shape` (row-major) can be stored as `type`.
+    public static func canHold(_ type: TensorType, shape: [Int]) -> Bool {
+        type != .q8_0 || (shape.last ?? 0) % 32 == 0
+    }
+
+    /// gguf-py's Q8_0.quantize_blocks: per block of 32, d = max|x|/127 and q =
+    /// np_roundf(x·(1/d)) in float32 (round half away from zero), d stored as f16.
+    static func q8_0(_ values: [Float]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(values.count / 32 * 34)
+        for start in stride(from: 0, to: values.count, by: 32) {
+            let block = values[start..<(start + 32)]
+            let d = block.reduce(Float(0)) { Swift.max($0, abs($1)) } / 127
+            let id: Float = d == 0 ? 0 : 1 / d
+            withUnsafeBytes(of: Float16(d).bitPattern.littleEndian) { out.append(contentsOf: $0) }
+            for x in block {
+                let n = x * id, a = abs(n), f = a.rounded(.down)
+                let q = (f + (2 * (a - f)).rounded(.down)) * (n < 0 ? -1 : n > 0 ? 1 : 0)
+                out.append(UInt8(bitPattern: Int8(q)))
+            }
+        }
+        return out
+    }
 
     struct Tensor {
         let name: String
@@ -39,9 +66,11 @@ public struct GGUFWriter {
     }
 
     /// Appends a tensor of row-major `shape` (as numpy and safetensors give it).
+    /// A tensor stored as `type`; q8_0 where its rows do not split into blocks of 32
+    /// falls back to f16, as llama.cpp's converters do.
     public mutating func add(tensor name: String, shape: [Int], values: [Float], type: TensorType) {
         precondition(shape.reduce(1, *) == values.count, "tensor \(name): \(values.count) values for shape \(shape)")
-        tensors.append(Tensor(name: name, shape: shape, values: values, type: type))
+        tensors.append(Tensor(name: name, shape: shape, values: values, type: Self.canHold(type, shape: shape) ? type : .f16))
     }
 
     public func data() -> Data {
@@ -87,7 +116,9 @@ public struct GGUFWriter {
             }
         }
         func pad() { while out.count % Self.alignment != 0 { out.append(0) } }
-        func bytes(_ t: Tensor) -> Int { t.values.count * (t.type == .f32 ? 4 : 2) }
+        func bytes(_ t: Tensor) -> Int {
+            switch t.type { case .f32: return t.values.count * 4; case .f16: return t.values.count * 2; case .q8_0: return t.values.count / 32 * 34 }
+        }
         out.append(contentsOf: Array("GGUF".utf8))
         u32(3)
         u64(UInt64(tensors.count))
@@ -102,7 +133,7 @@ public struct GGUFWriter {
             string(t.name)
             u32(UInt32(t.shape.count))
             for d in t.shape.reversed() { u64(UInt64(d)) }
-            u32(t.type == .f32 ? GGMLType.f32.rawValue : GGMLType.f16.rawValue)
+            u32((t.type == .f32 ? GGMLType.f32 : t.type == .f16 ? GGMLType.f16 : GGMLType.q8_0).rawValue)
             u64(UInt64(offset))
             offset += (bytes(t) + Self.alignment - 1) / Self.alignment * Self.alignment
         }
@@ -111,6 +142,7 @@ public struct GGUFWriter {
             switch t.type {
             case .f32: for x in t.values { u32(x.bitPattern) }
             case .f16: for x in t.values { withUnsafeBytes(of: Float16(x).bitPattern.littleEndian) { out.append(contentsOf: $0) } }
+            case .q8_0: out.append(contentsOf: Self.q8_0(t.values))
             }
             pad()
         }
