@@ -277,6 +277,17 @@ extension LlamaLoRAModel {
         return out
     }
 
+    /// The eval-mode loss (as `loss`) and the head's logits (counted rows × head rows:
+    /// a sequence classifier's labelled read-outs, a token classifier's labelled
+    /// tokens, in batch order) from one forward: a classifier's evaluation.
+    public func lossAndCountedLogits(_ b: TokenBatch) throws -> (loss: Float, logits: [Float]) {
+        let p = try prepare(b)
+        try trunkForward(p, training: false)
+        var logits: [Float] = []
+        try headForwardBackward(p, backward: false) { logits += $0 }
+        return (try p.scalars.read()[0] / Float(max(b.countedTokens, 1)), logits)
+    }
+
     /// Mean cross-entropy over the counted tokens, in eval mode.
     public func loss(_ b: TokenBatch) throws -> Float {
         let p = try prepare(b)
@@ -290,7 +301,7 @@ extension LlamaLoRAModel {
     /// gradients and dhf (zero on the rows whose target is not counted, as
     /// their dlogits would be). Gathering the counted rows first skips the
     /// largest matmul on every masked prompt token.
-    func headForwardBackward(_ p: ActivationPlan, backward: Bool) throws {
+    func headForwardBackward(_ p: ActivationPlan, backward: Bool, onLogits: (([Float]) throws -> Void)? = nil) throws {
         let H = config.hiddenSize, V = config.headOutFeatures, head = p.head
         let realLoss: ComputeContext.RealTargetLoss? = switch config.task.sequenceClassifier?.problemType {
         case .regression?: .meanSquaredError
@@ -312,6 +323,7 @@ extension LlamaLoRAModel {
                 try ctx.dropoutForward(out: p.hfChunk, x: p.hfChunk, count: chunk.count * H, p: headDropout, seed: dropoutSeed)
             }
             try lmHead.forward(ctx, y: p.logitsChunk, x: p.hfChunk, tokens: chunk.count, training: backward, stepSeed: chunkSeed)
+            if let onLogits { try onLogits(try p.logitsChunk.read(count: chunk.count * V)) }
             if let realLoss, let y = head.realTargets {
                 try ctx.realTargetLoss(realLoss, logits: p.logitsChunk, losses: p.losses, targets: y, rowOffset: chunk.start,
                                        rows: chunk.count, columns: V, countedRows: p.countedTokens)

@@ -289,7 +289,9 @@ public struct MemoryPlan: Sendable {
             list.add(.activations, "lm_head chunk's row offsets (\(rows) + 1)", i32(satAdd(rows, 1)), copies: copies)
         }
         list.add(.activations, "hidden-state chunk or its gradient (\(chunk), \(H))", f32(chunk, H), copies: 2)
-        list.add(.activations, "logits chunk (\(chunk), \(V))", f32(chunk, V))
+        // The head's rows: the vocabulary (lm_head) or a classifier's num_labels (score).
+        let headRows = c.headOutFeatures
+        list.add(.activations, "logits chunk (\(chunk), \(headRows))", f32(chunk, headRows))
         list.add(.activations, "per-token losses (\(N))", f32(n))
         list.add(.activations, "loss and gradient-norm scalars", f32(2))
         // Linear.u of each adapted layer: dropout(x)·Aᵀ, kept for backward.

@@ -209,29 +209,36 @@ final class TrainingLoop {
         let classifier = model.config.task.classifier
         for b in evalRows where b.trainedTokens > 0 {
             let tb = try tokenBatch(b, for: model)
-            sum += Double(try model.loss(tb)) * Double(b.rows)
+            guard let cls = classifier, cls.problemType != .regression else {
+                sum += Double(try model.loss(tb)) * Double(b.rows)
+                rows += b.rows
+                continue
+            }
+            // One forward: the loss and the head's logits at the counted rows, in batch order.
+            let (loss, counted) = try model.lossAndCountedLogits(tb)
+            sum += Double(loss) * Double(b.rows)
             rows += b.rows
-            if let tagger = model.config.task.tokenClassifier {
-                // Per token: the argmax at every labelled position (a word's first sub-token), by sentence.
-                let all = try model.logits(tb), C = tagger.numLabels
-                for (r, row) in b.labels.enumerated() {
+            let C = cls.numLabels
+            if model.config.task.tokenClassifier != nil {
+                // Per sentence, the argmax at every labelled token (a word's first sub-token).
+                var k = 0
+                for row in b.labels {
                     var p: [String] = [], t: [String] = []
-                    for (i, y) in row.enumerated() where y >= 0 {
-                        let base = (r * b.seqLen + i) * C
-                        let z = all[base..<(base + C)]
-                        p.append(tagger.labels[z.indices.max { z[$0] < z[$1] || (z[$0] == z[$1] && $0 > $1) }! - base])
-                        t.append(tagger.labels[y])
+                    for y in row where y >= 0 {
+                        let z = counted[(k * C)..<((k + 1) * C)]
+                        p.append(cls.labels[z.indices.max { z[$0] < z[$1] || (z[$0] == z[$1] && $0 > $1) }! - k * C])
+                        t.append(cls.labels[y])
+                        k += 1
                     }
                     taggedPredictions.append(p)
                     taggedTruth.append(t)
                 }
                 continue
             }
-            guard let cls = classifier, cls.problemType != .regression, let targets = b.classTargets else { continue }
-            logits += try model.classifierLogits(tb)
-            for t in targets {
+            logits += counted
+            for t in b.classTargets ?? [] {
                 switch t {
-                case .classID(let i): classes.append(i)
+                case .classID(let i): if i >= 0 { classes.append(i) }   // -100 rows are not counted
                 case .reals(let v): reals.append(v)
                 }
             }
