@@ -119,10 +119,12 @@ struct Inspect: ParsableCommand {
         // Settings first: a bad one is reported before the checkpoint is read.
         let lora = try loraConfig.map { try TrainingConfig.inspectedLoRA(path: $0) }
             ?? settings.map { try TrainingConfig.loraSettings(file: $0) }
-        let (config, checkpoint) = try ModelSource.open(modelDirectory)
+        let (base, checkpoint) = try ModelSource.open(modelDirectory)
+        let (config, note) = try lora.map { try base.forInspection(lora: $0, path: loraConfig) } ?? (base, nil)
         let check = try CheckpointCheck.run(config: config, checkpoint: checkpoint)
         print(ModelPrinter.render(config))
         print(check)
+        if let note { print("note: " + note) }
         guard let lora else { return }
         let plan = try AdapterPlan(config: config, lora: lora)
         print(ModelPrinter.targets(plan))

@@ -45,3 +45,16 @@ final class InspectTests: XCTestCase {
         XCTAssertTrue(text.contains("LlamaRMSNorm((32,), eps=1e-06)"), text)
     }
 }
+
+/// The classifier models' module trees equal transformers' print(model) (score, dropout,
+/// padding_idx from pad_token_id): the task fixtures' print_model.txt.
+final class ClassifierInspectTests: XCTestCase {
+    func testClassifierTreesEqualTransformers() throws {
+        for name in ["llama_seq_cls", "qwen2_seq_cls", "llama_regression", "llama_multi_label", "llama_token_cls", "qwen2_token_cls"] {
+            let dir = taskFixturesRoot + "/" + name
+            let expected = try String(contentsOfFile: dir + "/print_model.txt", encoding: .utf8)
+            let c = try ModelConfig.load(directory: dir + "/model")
+            XCTAssertEqual(ModelPrinter.render(c) + "\n", expected, name)
+        }
+    }
+}

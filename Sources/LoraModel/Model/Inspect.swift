@@ -42,12 +42,20 @@ public enum ModelPrinter {
         ]
         // ModuleList folds repeated identical children: "(0-29): 30 x Layer(".
         let label = c.numLayers == 1 ? "(0): " : "(0-\(c.numLayers - 1)): \(c.numLayers) x "
-        var lines = ["\(c.architecture.rawValue)(", "  (model): \(P)Model(",
-                     "    (embed_tokens): Embedding(\(c.vocabSize), \(H))", "    (layers): ModuleList("]
+        var lines = ["\(c.architecture.className(for: c.task))(", "  (model): \(P)Model(",
+                     "    (embed_tokens): Embedding(\(c.vocabSize), \(H)\(c.padTokenID.map { ", padding_idx=\($0)" } ?? ""))",
+                     "    (layers): ModuleList("]
         lines.append("      " + label + layer[0])
         lines += layer.dropFirst().map { "      " + $0 }
-        lines += ["    )", "    (norm): " + norm, "    (rotary_emb): \(P)RotaryEmbedding()", "  )",
-                  "  (lm_head): " + linear(H, c.vocabSize, false), ")"]
+        lines += ["    )", "    (norm): " + norm, "    (rotary_emb): \(P)RotaryEmbedding()", "  )"]
+        switch c.task {
+        case .causalLM: lines.append("  (lm_head): " + linear(H, c.vocabSize, false))
+        case .sequenceClassification(let cls): lines.append("  (score): " + linear(H, cls.numLabels, false))
+        case .tokenClassification(let cls):
+            lines.append("  (dropout): Dropout(p=\(pythonFloat(cls.dropout)), inplace=False)")
+            lines.append("  (score): " + linear(H, cls.numLabels, cls.bias))
+        }
+        lines.append(")")
         return lines.joined(separator: "\n")
     }
 

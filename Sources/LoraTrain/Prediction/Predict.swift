@@ -249,6 +249,26 @@ public enum ClassifierPrediction {
 }
 
 extension ModelConfig {
+    /// The config `inspect` shows for `lora`: a classifier task on a causal base takes
+    /// the adapter's labels.json when `path` is an adapter (directory or its
+    /// adapter_config.json); otherwise a 2-label stand-in (training takes the
+    /// labels from the data), said in the note.
+    public func forInspection(lora: LoraConfig, path: String?) throws -> (config: ModelConfig, note: String?) {
+        guard lora.taskType == "SEQ_CLS" || lora.taskType == "TOKEN_CLS", task.kind == .causalLM else { return (self, nil) }
+        if let path {
+            var isDir: ObjCBool = false
+            let dir = FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue
+                ? path : (path as NSString).deletingLastPathComponent
+            if FileManager.default.fileExists(atPath: dir + "/" + SequenceClassifier.labelsFile) {
+                return (try forAdapter(dir, lora: lora, basePath: "the base"), nil)
+            }
+        }
+        let standIn = SequenceClassifier.defaultLabels(2)
+        return (lora.taskType == "TOKEN_CLS" ? tagging(.tokens(labels: standIn)) : classifying(SequenceClassifier(labels: standIn)),
+                "\(lora.taskType) on a causal base: shown with 2 labels; training makes the head with the data's labels "
+                    + "(num_labels from them)")
+    }
+
     /// The base's config as an adapter of `lora`'s task needs it: for SEQ_CLS on a
     /// causal base, the classifier of the adapter's labels.json (num_labels,
     /// id2label, problem_type, pad_token_id); a classifier checkpoint keeps its own
