@@ -213,16 +213,9 @@ extension SequenceClassifier {
     }
 }
 
-/// A Python string literal (double quotes, escapes).
+/// A Python string literal: JSON's double-quoted spelling is one (\n, \", \\, \uXXXX).
 private func pythonString(_ s: String) -> String {
-    var out = "\""
-    for ch in s.unicodeScalars {
-        switch ch {
-        case "\\": out += "\\\\"
-        case "\"": out += "\\\""
-        case "\n": out += "\\n"
-        default: out.unicodeScalars.append(ch)
-        }
-    }
-    return out + "\""
+    var out = ""
+    Escaping.appendQuoted(s, to: &out)
+    return out
 }

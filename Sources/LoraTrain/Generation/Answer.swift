@@ -8,20 +8,13 @@ extension Generator {
     /// PEFT adapter at `adapter`, unmerged — or, without one, with a rank-1
     /// adapter on q_proj whose B is zero, which adds exactly nothing.
     public static func loadModel(_ path: String, adapter: String?, context ctx: ComputeContext) throws -> LlamaLoRAModel {
-        let (config, checkpoint) = try ModelSource.open(path)
-        guard let adapter else {
-            let lora = LoraConfig(r: 1, loraAlpha: 1, targetModules: .list(["q_proj"]))
-            return try LlamaLoRAModel(config: config, checkpoint: checkpoint, lora: lora, context: ctx)
+        try AdapterModel.load(path, adapter: adapter, context: ctx) { lora, adapter in
+            guard lora.taskType == "CAUSAL_LM" else {
+                throw TrainError.setting(source: adapter + "/adapter_config.json", key: "task_type",
+                                         reason: "\(lora.taskType): this adapter is a classifier, it does not generate text; "
+                                            + "run it with `lora-gpu predict`")
+            }
         }
-        let lora = try LoraConfig.load(path: adapter)
-        guard lora.taskType == "CAUSAL_LM" else {
-            throw TrainError.setting(source: adapter + "/adapter_config.json", key: "task_type",
-                                     reason: "\(lora.taskType): this adapter is a classifier, it does not generate text; "
-                                        + "run it with `lora-gpu predict`")
-        }
-        let m = try LlamaLoRAModel(config: config, checkpoint: checkpoint, lora: lora, context: ctx)
-        try m.loadAdapter(directory: adapter)
-        return m
     }
 
     /// Generates after `prompt` and returns the answer's text (stop tokens left

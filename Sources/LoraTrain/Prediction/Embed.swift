@@ -10,16 +10,7 @@ import LoraText
 public enum Embedder {
     /// The base with an adapter (any trained task: its hidden states), or alone.
     public static func loadModel(_ path: String, adapter: String?, context ctx: ComputeContext) throws -> LlamaLoRAModel {
-        let (base, checkpoint) = try ModelSource.open(path)
-        guard let adapter else {
-            let lora = LoraConfig(r: 1, loraAlpha: 1, targetModules: .list(["q_proj"]))
-            return try LlamaLoRAModel(config: base, checkpoint: checkpoint, lora: lora, context: ctx)
-        }
-        let lora = try LoraConfig.load(path: adapter)
-        let config = try base.forAdapter(adapter, lora: lora, basePath: path)
-        let m = try LlamaLoRAModel(config: config, checkpoint: checkpoint, lora: lora, context: ctx)
-        try m.loadAdapter(directory: adapter)
-        return m
+        try AdapterModel.load(path, adapter: adapter, context: ctx)
     }
 
     /// The texts of a JSONL file: `{"text": …}` lines (other keys ignored), or

@@ -12,17 +12,13 @@ public enum ClassifierPrediction {
     /// given the adapter's labels.json (num_labels, id2label, problem_type,
     /// pad_token_id).
     public static func loadModel(_ path: String, adapter: String, context ctx: ComputeContext) throws -> LlamaLoRAModel {
-        let (base, checkpoint) = try ModelSource.open(path)
-        let lora = try LoraConfig.load(path: adapter)
-        guard lora.taskType == "SEQ_CLS" || lora.taskType == "TOKEN_CLS" else {
-            throw TrainError.setting(source: adapter + "/adapter_config.json", key: "task_type",
-                                     reason: "\(lora.taskType): predict runs a classifier (SEQ_CLS or TOKEN_CLS) adapter; "
-                                        + "for a causal LM use `lora-gpu generate`")
+        try AdapterModel.load(path, adapter: adapter, context: ctx) { lora, adapter in
+            guard lora.taskType == "SEQ_CLS" || lora.taskType == "TOKEN_CLS" else {
+                throw TrainError.setting(source: adapter + "/adapter_config.json", key: "task_type",
+                                         reason: "\(lora.taskType): predict runs a classifier (SEQ_CLS or TOKEN_CLS) adapter; "
+                                            + "for a causal LM use `lora-gpu generate`")
+            }
         }
-        let config = try base.forAdapter(adapter, lora: lora, basePath: path)
-        let m = try LlamaLoRAModel(config: config, checkpoint: checkpoint, lora: lora, context: ctx)
-        try m.loadAdapter(directory: adapter)
-        return m
     }
 
     /// The model's tokenizer; without one (a bare checkpoint) only pre-tokenized lines work.

@@ -110,37 +110,22 @@ func loadTrainingSamples(_ c: TrainingConfig, vocabSize: Int, classifier: Sequen
 /// (and the model's own id2label when its checkpoint has a classifier).
 func loadClassificationSamples(_ c: TrainingConfig, tokenizer: DataTokenizer, vocabSize: Int,
                                classifier: SequenceClassifier?, into start: TrainingSamples) throws -> TrainingSamples {
-    var out = start
-    let files = c.data + (c.valData.map { [$0] } ?? [])
-    let records = try files.map { f in (file: f, records: try ClassificationData.read(file: f)) }
+    let records = try runFiles(c).map { f in (file: f, records: try ClassificationData.read(file: f)) }
     let known = classifier.map { ClassificationLabels(kind: ClassificationKind(rawValue: $0.problemType.rawValue)!, names: $0.labels) }
     let labels = try ClassificationData.labels(records, known: known,
                                                problemType: c.problemType.flatMap(ClassificationKind.init(rawValue:)))
-    out.labels = labels
-    out.padTokenID = tokenizer.padID ?? tokenizer.eosID ?? 0
-    var byFile: [String: [TokenizedSample]] = [:]
-    for (f, rs) in records {
+    let summary = "labels (\(labels.kind.rawValue)): " + (labels.kind == .singleLabel
+        ? labels.names.enumerated().map { "\($0.offset) \($0.element)" }.joined(separator: ", ")
+        : "\(labels.names.count) output(s)")
+    return try labelledSamples(c, records, labels: labels, labelSummary: summary, tokenizer: tokenizer, vocabSize: vocabSize,
+                               into: start) { f, rs in
         let (samples, truncated) = try ClassificationData.samples(rs, file: f, labels: labels, tokenizer: tokenizer,
                                                                   maxSeqLen: c.maxSeqLen)
-        if let s = samples.first(where: { $0.inputIDs.contains { $0 >= vocabSize } }), let bad = s.inputIDs.first(where: { $0 >= vocabSize }) {
-            throw TrainError.data(path: f, line: s.line, reason: "token id \(bad) is outside the model's vocabulary (size \(vocabSize))")
-        }
         let lengths = samples.map(\.inputIDs.count).sorted()
-        out.summaries.append("\(f) (classification): \(samples.count) samples, \(lengths.reduce(0, +)) tokens, "
+        return (samples, "\(f) (classification): \(samples.count) samples, \(lengths.reduce(0, +)) tokens, "
             + "\(truncated) truncated, \(rs.count - samples.count) without a label (-100); "
             + "length median \(lengths.isEmpty ? 0 : lengths[lengths.count / 2]), max \(lengths.last ?? 0)")
-        byFile[f] = samples
     }
-    out.summaries.append("labels (\(labels.kind.rawValue)): " + (labels.kind == .singleLabel
-        ? labels.names.enumerated().map { "\($0.offset) \($0.element)" }.joined(separator: ", ")
-        : "\(labels.names.count) output(s)"))
-    for f in c.data { out.train += byFile[f] ?? [] }
-    if let v = c.valData {
-        out.validation = byFile[v] ?? []
-    } else if c.valSplit > 0 {
-        (out.train, out.validation) = try Dataset.split(out.train, validationFraction: c.valSplit, seed: UInt64(c.seed))
-    }
-    return out
 }
 
 /// A token classifier's samples (TOKEN_CLS): `{"tokens", "tags"|"ner_tags"}` or
@@ -148,26 +133,43 @@ func loadClassificationSamples(_ c: TrainingConfig, tokenizer: DataTokenizer, vo
 /// (or the model's own labels).
 func loadTaggingSamples(_ c: TrainingConfig, tokenizer: DataTokenizer, vocabSize: Int,
                         classifier: SequenceClassifier?, into start: TrainingSamples) throws -> TrainingSamples {
-    var out = start
-    let files = c.data + (c.valData.map { [$0] } ?? [])
-    let records = try files.map { f in (file: f, records: try TaggingData.read(file: f)) }
+    let records = try runFiles(c).map { f in (file: f, records: try TaggingData.read(file: f)) }
     let names = try TaggingData.labels(records, known: classifier?.labels)
-    out.labels = ClassificationLabels(kind: .singleLabel, names: names)
+    let summary = "tags: " + names.enumerated().map { "\($0.offset) \($0.element)" }.joined(separator: ", ")
+    return try labelledSamples(c, records, labels: ClassificationLabels(kind: .singleLabel, names: names), labelSummary: summary,
+                               tokenizer: tokenizer, vocabSize: vocabSize, into: start) { f, rs in
+        let counted = try TaggingData.samplesCounting(rs, file: f, labels: names, tokenizer: tokenizer, maxSeqLen: c.maxSeqLen,
+                                                      labelAllTokens: c.labelAllTokens)
+        let samples = counted.samples
+        let tokens = samples.reduce(0) { $0 + $1.inputIDs.count }, trained = samples.reduce(0) { $0 + $1.trainedTokens }
+        return (samples, "\(f) (tagging): \(samples.count) samples, \(tokens) tokens, \(trained) labelled, \(counted.truncated) truncated"
+            + (counted.emptyWords > 0 ? ", \(counted.emptyWords) word(s) giving no token (their tags are not trained)" : ""))
+    }
+}
+
+/// The run's files: the training files, then the validation file.
+private func runFiles(_ c: TrainingConfig) -> [String] { c.data + (c.valData.map { [$0] } ?? []) }
+
+/// A classifier's samples from its files' records (`tokenize` turns one file's records
+/// into samples and its summary line): token ids checked against the vocabulary (the
+/// first bad one named by file and line), summaries, the training/validation split.
+private func labelledSamples<R>(_ c: TrainingConfig, _ records: [(file: String, records: [R])], labels: ClassificationLabels,
+                                labelSummary: String, tokenizer: DataTokenizer, vocabSize: Int, into start: TrainingSamples,
+                                tokenize: (String, [R]) throws -> (samples: [TokenizedSample], summary: String))
+    throws -> TrainingSamples {
+    var out = start
+    out.labels = labels
     out.padTokenID = tokenizer.padID ?? tokenizer.eosID ?? 0
     var byFile: [String: [TokenizedSample]] = [:]
     for (f, rs) in records {
-        let counted = try TaggingData.samplesCounting(rs, file: f, labels: names, tokenizer: tokenizer, maxSeqLen: c.maxSeqLen,
-                                                      labelAllTokens: c.labelAllTokens)
-        let (samples, truncated) = (counted.samples, counted.truncated)
+        let (samples, summary) = try tokenize(f, rs)
         if let s = samples.first(where: { $0.inputIDs.contains { $0 >= vocabSize } }), let bad = s.inputIDs.first(where: { $0 >= vocabSize }) {
             throw TrainError.data(path: f, line: s.line, reason: "token id \(bad) is outside the model's vocabulary (size \(vocabSize))")
         }
-        let tokens = samples.reduce(0) { $0 + $1.inputIDs.count }, trained = samples.reduce(0) { $0 + $1.trainedTokens }
-        out.summaries.append("\(f) (tagging): \(samples.count) samples, \(tokens) tokens, \(trained) labelled, \(truncated) truncated"
-            + (counted.emptyWords > 0 ? ", \(counted.emptyWords) word(s) giving no token (their tags are not trained)" : ""))
+        out.summaries.append(summary)
         byFile[f] = samples
     }
-    out.summaries.append("tags: " + names.enumerated().map { "\($0.offset) \($0.element)" }.joined(separator: ", "))
+    out.summaries.append(labelSummary)
     for f in c.data { out.train += byFile[f] ?? [] }
     if let v = c.valData {
         out.validation = byFile[v] ?? []
