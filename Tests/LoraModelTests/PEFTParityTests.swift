@@ -105,6 +105,19 @@ extension XCTestCase {
         }
     }
 
+    /// A task fixture (scripts/make_task_fixtures.py): logits and loss, gradients, three
+    /// AdamW steps and PEFT's trainable-parameter line; returns the model at the initial adapter.
+    @discardableResult
+    func checkTaskCase(_ name: String) throws -> LlamaLoRAModel {
+        let rc = try ReferenceCase(name, root: taskFixturesRoot)
+        try checkLogitsAndLoss(rc)
+        try checkGradients(rc)
+        try checkTraining(rc)
+        let m = try rc.model()
+        XCTAssertEqual(m.adapterPlan.trainableLine, rc.json["trainable_line"] as? String, name)
+        return m
+    }
+
     func checkTraining(_ rc: ReferenceCase, bufferLimitBytes: Int? = nil) throws {
         let m = try rc.model(bufferLimitBytes: bufferLimitBytes)
         let b = try rc.batch
@@ -141,12 +154,7 @@ extension XCTestCase {
 /// TOKEN_CLS heads (score with a bias on every token) against transformers + PEFT.
 final class TokenClassificationParityTests: XCTestCase {
     func runCase(_ name: String) throws {
-        let rc = try ReferenceCase(name, root: taskFixturesRoot)
-        try checkLogitsAndLoss(rc)
-        try checkGradients(rc)
-        try checkTraining(rc)
-        let m = try rc.model()
-        XCTAssertEqual(m.adapterPlan.trainableLine, rc.json["trainable_line"] as? String, name)
+        let m = try checkTaskCase(name)
         XCTAssertEqual(m.lmHead.trainedBias?.key, "base_model.model.score.bias")
     }
 
@@ -190,15 +198,7 @@ final class TokenClassificationParityTests: XCTestCase {
 
 /// SEQ_CLS heads (single-label, regression, multi-label) against transformers + PEFT.
 final class SequenceClassificationParityTests: XCTestCase {
-    func runCase(_ name: String) throws {
-        let rc = try ReferenceCase(name, root: taskFixturesRoot)
-        try checkLogitsAndLoss(rc)
-        try checkGradients(rc)
-        try checkTraining(rc)
-        // PEFT's trainable-parameter line for the same config.
-        let m = try rc.model()
-        XCTAssertEqual(m.adapterPlan.trainableLine, rc.json["trainable_line"] as? String, name)
-    }
+    func runCase(_ name: String) throws { _ = try checkTaskCase(name) }
 
     func testLlamaThreeClassesPaddedReadout() throws { try runCase("llama_seq_cls") }
     func testQwen2TwoClassesAllLinearBiasLoraOnlyF16() throws { try runCase("qwen2_seq_cls") }

@@ -401,18 +401,26 @@ final class ByteFallbackAddedTokensTests: XCTestCase {
     }
 }
 
+/// The cases of a fixture file beside the tokenizer fixtures, each with its tokenizer (loaded once per name).
+func tokenizerCases(_ file: String) throws -> [([String: Any], Tokenizer)] {
+    let path = tokenizerFixturesRoot + "/../" + file
+    let root = plainValue(try JSONValue.parse(try Data(contentsOf: URL(fileURLWithPath: path)), source: path)) as! [String: Any]
+    var tokenizers: [String: Tokenizer] = [:]
+    return try (root["cases"] as! [[String: Any]]).map { c in
+        let name = c["tokenizer"] as! String
+        let tok = try tokenizers[name] ?? Tokenizer.load(directory: tokenizerFixturesRoot + "/" + name)
+        tokenizers[name] = tok
+        return (c, tok)
+    }
+}
+
 /// Text pairs and truncation (a sequence classifier's inputs) against transformers'
 /// fast tokenizers: Tests/Fixtures/text/pairs.json from scripts/make_pair_fixtures.py.
 final class TokenizerPairTests: XCTestCase {
     func testPairsAndTruncationEqualTransformers() throws {
-        let path = tokenizerFixturesRoot + "/../pairs.json"
-        let root = plainValue(try JSONValue.parse(try Data(contentsOf: URL(fileURLWithPath: path)), source: path)) as! [String: Any]
-        var tokenizers: [String: Tokenizer] = [:]
         var checked = 0
-        for c in root["cases"] as! [[String: Any]] {
+        for (c, tok) in try tokenizerCases("pairs.json") {
             let name = c["tokenizer"] as! String
-            let tok = try tokenizers[name] ?? Tokenizer.load(directory: tokenizerFixturesRoot + "/" + name)
-            tokenizers[name] = tok
             let text = c["text"] as! String, pair = c["text_pair"] as? String, L = c["max_length"] as! Int
             let expected = c["ids"] as! [Int]
             let got = tok.encode(text, pair: pair, maxLength: L)
@@ -429,14 +437,9 @@ final class TokenizerPairTests: XCTestCase {
 /// Tests/Fixtures/text/words.json from scripts/make_word_fixtures.py.
 final class TokenizerWordsTests: XCTestCase {
     func testWordsAndWordIDsEqualTransformers() throws {
-        let path = tokenizerFixturesRoot + "/../words.json"
-        let root = plainValue(try JSONValue.parse(try Data(contentsOf: URL(fileURLWithPath: path)), source: path)) as! [String: Any]
-        var tokenizers: [String: Tokenizer] = [:]
         var checked = 0
-        for c in root["cases"] as! [[String: Any]] {
+        for (c, tok) in try tokenizerCases("words.json") {
             let name = c["tokenizer"] as! String
-            let tok = try tokenizers[name] ?? Tokenizer.load(directory: tokenizerFixturesRoot + "/" + name)
-            tokenizers[name] = tok
             let words = c["words"] as! [String], L = c["max_length"] as! Int
             let got = tok.encode(words: words, maxLength: L)
             XCTAssertEqual(got.ids, c["ids"] as! [Int], "\(name) max_length \(L): \(words)")
