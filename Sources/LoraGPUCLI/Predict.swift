@@ -9,7 +9,7 @@ struct Predict: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a classifier adapter (task_type SEQ_CLS or TOKEN_CLS) over a JSONL file: one prediction per line, and the scores.",
         discussion: """
-            Lines are {"text": …[, "text_pair": …][, "label": …]} or {"input_ids": […][, "label": …}, as for training. \
+            Lines are {"text": …[, "text_pair": …][, "label": …]} or {"input_ids": […][, "label": …]}, as for training. \
             Each output line holds the line number, the prediction in the classifier's label names (with its softmax \
             score for a single-label classifier), the label when the line has one, and the logits. Lines with labels \
             are scored: accuracy and macro-F1 (single-label), subset accuracy and micro-F1 (multi-label), MSE (regression). \
@@ -19,7 +19,7 @@ struct Predict: ParsableCommand {
             seqeval does, over the words (training's evaluation with --label-all-tokens scores every labelled sub-token, \
             as run_ner.py does). \
             The base may be a causal LM (the adapter's labels.json rebuilds the classifier) or the \
-            *ForSequenceClassification checkpoint it was trained from.
+            *ForSequenceClassification / *ForTokenClassification checkpoint it was trained from.
             """)
 
     @OptionGroup var deviceOption: DeviceOption

@@ -135,6 +135,26 @@ final class SequenceClassificationCLITests: XCTestCase {
         XCTAssertTrue(bad.stderr.contains("not a regression"), bad.stderr)
     }
 
+    /// A quantized GGUF base (llama_q.gguf: Q4/Q8 blocks, its tokenizer in the metadata) trains a classifier,
+    /// predicts, and merges to a *ForSequenceClassification checkpoint (transformers reads its logits
+    /// within 8e-7 of predict's: NOTES.md).
+    func testGGUFBase() throws {
+        let dir = try temporaryDirectory("seqcls-gguf")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let gguf = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/gguf/llama_q.gguf").path
+        try Self.lines(16, seed: 4).write(toFile: dir + "/t.jsonl", atomically: true, encoding: .utf8)
+        let r = try CLI.run(["train", "--model", gguf, "--data", dir + "/t.jsonl", "--task-type", "SEQ_CLS",
+                             "--output-dir", dir + "/a", "--max-steps", "2", "--save-steps", "1000", "--device", "cpu"])
+        XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
+        let p = try CLI.run(["predict", "--model", gguf, "--adapter", dir + "/a", "--data", dir + "/t.jsonl", "--device", "cpu"])
+        XCTAssertEqual(p.status, 0, p.stderr)
+        XCTAssertEqual(p.stdout.split(separator: "\n").count, 16)
+        let m = try CLI.run(["merge", "--model", gguf, "--adapter", dir + "/a", "--output", dir + "/merged"])
+        XCTAssertEqual(m.status, 0, m.stderr)
+        XCTAssertEqual(try ModelConfig.load(directory: dir + "/merged").task.sequenceClassifier?.labels, ["negative", "positive"])
+    }
+
     func testBadClassificationLinesNameTheLine() throws {
         let dir = try temporaryDirectory("seqcls-bad")
         defer { try? FileManager.default.removeItem(atPath: dir) }
