@@ -25,8 +25,8 @@ import peft
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.utils import get_peft_model_state_dict
 from safetensors.torch import save_file
-from transformers import (AutoModelForSequenceClassification, AutoModelForTokenClassification, LlamaConfig,
-                          Qwen2Config)
+from transformers import (AutoModelForQuestionAnswering, AutoModelForSequenceClassification,
+                          AutoModelForTokenClassification, LlamaConfig, Qwen2Config)
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else "Tests/Fixtures/tasks"
 
@@ -67,8 +67,17 @@ CASES += [
          max_grad_norm=0.0),
 ]
 
+# QUESTION_ANS: qa_outputs = Linear(hidden, 2) with a bias; loss = mean of the start and end cross-entropies
+# over the sequence's positions (one row unanswerable: 0, 0).
+CASES += [
+    dict(name="llama_question_ans", arch="llama", task="QUESTION_ANS", cfg={}, dtype="float32",
+         lora=dict(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"]),
+         spans=[(2, 4), (0, 0), (1, 3)], max_grad_norm=1.0),
+]
+
 CONFIGS = {"llama": LlamaConfig, "qwen2": Qwen2Config}
-AUTO = {"SEQ_CLS": AutoModelForSequenceClassification, "TOKEN_CLS": AutoModelForTokenClassification}
+AUTO = {"SEQ_CLS": AutoModelForSequenceClassification, "TOKEN_CLS": AutoModelForTokenClassification,
+        "QUESTION_ANS": AutoModelForQuestionAnswering}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -95,7 +104,16 @@ def token_labels(ids, num_labels):
     return labels
 
 
+def inputs(case, ids, labels):
+    """The model's keyword arguments: labels, or a QA case's start and end positions."""
+    if case.get("task") == "QUESTION_ANS":
+        return dict(input_ids=ids, start_positions=labels[:, 0], end_positions=labels[:, 1])
+    return dict(input_ids=ids, labels=labels)
+
+
 def label_tensor(case, ids=None):
+    if case.get("task") == "QUESTION_ANS":
+        return torch.tensor(case["spans"], dtype=torch.long)
     if case.get("task") == "TOKEN_CLS":
         return token_labels(ids, case["cfg"]["num_labels"])
     l = case["labels"]
@@ -139,10 +157,11 @@ def make_case(case):
     losses, grad_norms = [], []
     for step in range(TRAIN["steps"]):
         opt.zero_grad()
-        out = pm(input_ids=ids, labels=labels)
+        out = pm(**inputs(case, ids, labels))
         out.loss.backward()
         if step == 0:
-            save_file({"logits": out.logits.detach().float().contiguous()}, os.path.join(root, "logits_step0.safetensors"))
+            logits = (torch.stack([out.start_logits, out.end_logits], dim=-1) if task == "QUESTION_ANS" else out.logits)
+            save_file({"logits": logits.detach().float().contiguous()}, os.path.join(root, "logits_step0.safetensors"))
             grads = {n: p.grad for n, p in params}
             save_file(tensors(get_peft_model_state_dict(pm, state_dict=grads)),
                       os.path.join(root, "grads_step0.safetensors"))
@@ -181,7 +200,7 @@ def train_float64(root, ids, labels, case, auto):
     lab = labels.double() if labels.dtype.is_floating_point else labels
     for _ in range(TRAIN["steps"]):
         opt.zero_grad()
-        pm(input_ids=ids, labels=lab).loss.backward()
+        pm(**inputs(case, ids, lab)).loss.backward()
         if case["max_grad_norm"] > 0:
             torch.nn.utils.clip_grad_norm_(params, case["max_grad_norm"])
         opt.step()

@@ -50,7 +50,8 @@ final class InspectTests: XCTestCase {
 /// padding_idx from pad_token_id): the task fixtures' print_model.txt.
 final class ClassifierInspectTests: XCTestCase {
     func testClassifierTreesEqualTransformers() throws {
-        for name in ["llama_seq_cls", "qwen2_seq_cls", "llama_regression", "llama_multi_label", "llama_token_cls", "qwen2_token_cls"] {
+        for name in ["llama_seq_cls", "qwen2_seq_cls", "llama_regression", "llama_multi_label", "llama_token_cls", "qwen2_token_cls",
+                     "llama_question_ans"] {
             let dir = taskFixturesRoot + "/" + name
             let expected = try String(contentsOfFile: dir + "/print_model.txt", encoding: .utf8)
             let c = try ModelConfig.load(directory: dir + "/model")

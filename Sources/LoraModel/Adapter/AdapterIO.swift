@@ -28,7 +28,7 @@ extension LlamaLoRAModel {
     /// only for SEQ_CLS, so on a token classifier it would target `score` as well as
     /// save it (modules_to_save), and fail to load; the list adapts the same modules.
     var savedConfig: LoraConfig {
-        guard lora.taskType == "TOKEN_CLS", case .allLinear = lora.targetModules else { return lora }
+        guard lora.taskType == "TOKEN_CLS" || lora.taskType == "QUESTION_ANS", case .allLinear = lora.targetModules else { return lora }
         var c = lora
         var leaves: [String] = []
         for path in adaptedModules {
@@ -44,7 +44,7 @@ extension LlamaLoRAModel {
         for e in store.entries { tensors.append((e.key, e.shape, try e.param.read())) }
         for path in savedEmbeddingBaseLayers {
             let shape = [config.vocabSize, config.hiddenSize]
-            tensors.append((AdapterPlan.prefix + path + ".base_layer.weight", shape, try frozenWeightValues(path)))
+            tensors.append((adapterPlan.key(path, ".base_layer.weight"), shape, try frozenWeightValues(path)))
         }
         let fm = FileManager.default
         let dst = URL(fileURLWithPath: directory).standardizedFileURL

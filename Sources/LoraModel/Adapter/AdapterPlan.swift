@@ -44,8 +44,12 @@ public struct AdapterPlan: Sendable {
         linears = specs
         let leaves = Set(specs.map { String($0.path.split(separator: ".").last!) })
 
-        let saveable = c.task.kind == .causalLM ? ["lm_head", "embed_tokens", "model.embed_tokens"]
-            : ["score", "classifier", "embed_tokens", "model.embed_tokens"]
+        let saveable: [String]
+        switch c.task.kind {
+        case .causalLM: saveable = ["lm_head", "embed_tokens", "model.embed_tokens"]
+        case .questionAnswering: saveable = ["qa_outputs", "embed_tokens", "model.embed_tokens"]
+        default: saveable = ["score", "classifier", "embed_tokens", "model.embed_tokens"]
+        }
         for m in lora.modulesToSave where !saveable.contains(m) {
             throw LoraError.unsupportedModule("modules_to_save: '\(m)' is not supported yet; supported: "
                                               + saveable.filter { $0 != "model.embed_tokens" }.joined(separator: ", "))
@@ -54,19 +58,19 @@ public struct AdapterPlan: Sendable {
             // PEFT would put a LoRA on score and also save it in full, and then fail to load the adapter.
             let named: Bool
             switch lora.targetModules {
-            case .list(let l): named = l.contains("score")
-            case .regex(let r): named = LoraConfig.fullMatch(r, "score")
+            case .list(let l): named = l.contains(c.headPath)
+            case .regex(let r): named = LoraConfig.fullMatch(r, c.headPath)
             case .allLinear: named = false
             }
             if named {
-                throw LoraError.unsupportedModule("target_modules: 'score' is the \(c.task.peftTaskType) head, trained in full "
+                throw LoraError.unsupportedModule("target_modules: '\(c.headPath)' is the \(c.task.peftTaskType) head, trained in full "
                     + "(modules_to_save) and saved whole: leave it out of target_modules")
             }
         }
         var adapted = specs.map(\.path).filter {
-            lora.targets($0, isLinear: true, isOutputLayer: $0 == c.headPath, linearLeafNames: leaves)
+            lora.targets(c.peftName($0), isLinear: true, isOutputLayer: $0 == c.headPath, linearLeafNames: leaves)
         }
-        if lora.targets(Self.embedPath, isLinear: false, isOutputLayer: false, linearLeafNames: leaves) {
+        if lora.targets(c.peftName(Self.embedPath), isLinear: false, isOutputLayer: false, linearLeafNames: leaves) {
             adapted.insert(Self.embedPath, at: 0)
         }
         guard !adapted.isEmpty else {
@@ -96,7 +100,7 @@ public struct AdapterPlan: Sendable {
             let unmatched = l.filter { t in !candidates.contains { $0 == t || $0.hasSuffix("." + t) } }
             if !unmatched.isEmpty { notes.append("target_modules entries that match no module: " + unmatched.joined(separator: ", ")) }
         }
-        let unusedPatterns = lora.unusedPatternKeys(adapted)
+        let unusedPatterns = lora.unusedPatternKeys(adapted.map(c.peftName))
         if !unusedPatterns.isEmpty {
             notes.append("pattern keys that match no adapted module (ignored): " + unusedPatterns.joined(separator: ", "))
         }
@@ -109,28 +113,28 @@ public struct AdapterPlan: Sendable {
         embedAdapted = adapted.first == Self.embedPath
         embedSaved = Self.isSaved(Self.embedPath, lora)
 
-        let P = Self.prefix
+        func key(_ path: String, _ suffix: String) -> String { Self.prefix + c.peftName(path) + suffix }
         var t: [ParameterStore.Spec] = []
         if embedAdapted {
-            let (r, _) = lora.rankAndAlpha(for: Self.embedPath)
-            t += [.init(key: P + Self.embedPath + ".lora_embedding_A", shape: [r, V], decay: true),
-                  .init(key: P + Self.embedPath + ".lora_embedding_B", shape: [H, r], decay: true)]
+            let (r, _) = lora.rankAndAlpha(for: c.peftName(Self.embedPath))
+            t += [.init(key: key(Self.embedPath, ".lora_embedding_A"), shape: [r, V], decay: true),
+                  .init(key: key(Self.embedPath, ".lora_embedding_B"), shape: [H, r], decay: true)]
         }
-        if embedSaved { t.append(.init(key: P + Self.embedPath + ".weight", shape: [V, H], decay: true)) }
+        if embedSaved { t.append(.init(key: key(Self.embedPath, ".weight"), shape: [V, H], decay: true)) }
         for s in specs {
             let isAdapted = adapted.contains(s.path)
             if isAdapted {
-                let (r, _) = lora.rankAndAlpha(for: s.path)
-                t += [.init(key: P + s.path + ".lora_A.weight", shape: [r, s.inFeatures], decay: true),
-                      .init(key: P + s.path + ".lora_B.weight", shape: [s.outFeatures, r], decay: true)]
+                let (r, _) = lora.rankAndAlpha(for: c.peftName(s.path))
+                t += [.init(key: key(s.path, ".lora_A.weight"), shape: [r, s.inFeatures], decay: true),
+                      .init(key: key(s.path, ".lora_B.weight"), shape: [s.outFeatures, r], decay: true)]
             }
             let saved = Self.isSaved(s.path, lora)
             if saved {
-                t.append(.init(key: P + s.path + ".weight", shape: [s.outFeatures, s.inFeatures], decay: true))
+                t.append(.init(key: key(s.path, ".weight"), shape: [s.outFeatures, s.inFeatures], decay: true))
             }
             // A saved copy takes its bias along (PEFT copies the whole module), once.
             if s.hasBias && (saved || lora.bias == .all || (lora.bias == .loraOnly && isAdapted)) {
-                t.append(.init(key: Self.biasKey(s.path, adapted: isAdapted), shape: [s.outFeatures], decay: true))
+                t.append(.init(key: key(s.path, isAdapted ? ".base_layer.bias" : ".bias"), shape: [s.outFeatures], decay: true))
             }
         }
         tensors = t
@@ -140,7 +144,7 @@ public struct AdapterPlan: Sendable {
     /// SEQ_CLS (from a *ForSequenceClassification checkpoint or given num_labels),
     /// lm_head for CAUSAL_LM.
     static func checkTask(config c: ModelConfig, lora: LoraConfig) throws {
-        let supported = ["CAUSAL_LM", "SEQ_CLS", "TOKEN_CLS"]
+        let supported = ["CAUSAL_LM", "SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS"]
         guard supported.contains(lora.taskType) else {
             throw CheckpointError.config(path: "LoRA settings", field: "task_type",
                                          reason: "'\(lora.taskType)' is not supported yet; supported: " + supported.joined(separator: ", "))
@@ -152,7 +156,8 @@ public struct AdapterPlan: Sendable {
                                          reason: "\(lora.taskType), but the model is a \(c.architecture.className(for: c.task)) "
                                             + "(\(c.task.kind == .causalLM ? "" : "no lm_head; ")its task is \(theirs)): set task_type \(theirs)")
         }
-        let head = lora.taskType == "SEQ_CLS" ? "a *ForSequenceClassification checkpoint" : "a *ForTokenClassification checkpoint"
+        let head = "a *For" + (["SEQ_CLS": "SequenceClassification", "TOKEN_CLS": "TokenClassification"][lora.taskType]
+                                ?? "QuestionAnswering") + " checkpoint"
         throw CheckpointError.config(path: "LoRA settings", field: "task_type",
                                      reason: "\(lora.taskType) needs a classifier: \(head), "
                                         + "or the training data's labels to make one from (lora-gpu train does)")
@@ -165,11 +170,14 @@ public struct AdapterPlan: Sendable {
     public func isSaved(_ path: String) -> Bool { Self.isSaved(path, lora) }
 
     /// PEFT's key of a trainable bias: under `base_layer` when the module is wrapped.
-    public func biasKey(_ path: String) -> String { Self.biasKey(path, adapted: adapted.contains(path)) }
+    public func biasKey(_ path: String) -> String { key(path, adapted.contains(path) ? ".base_layer.bias" : ".bias") }
 
-    static func biasKey(_ path: String, adapted: Bool) -> String {
-        prefix + path + (adapted ? ".base_layer.bias" : ".bias")
-    }
+    /// The adapter tensor of `path` under PEFT's name: "base_model.model." + the module as PEFT
+    /// names it on the task's class (`ModelConfig.peftName`) + `suffix`.
+    public func key(_ path: String, _ suffix: String) -> String { Self.prefix + config.peftName(path) + suffix }
+
+    /// The module's name as PEFT and the LoraConfig's patterns see it.
+    public func peftName(_ path: String) -> String { config.peftName(path) }
 
     /// Every module name of the model, as named_modules() lists them.
     public static func moduleNames(_ c: ModelConfig) -> [String] {
@@ -204,7 +212,7 @@ public struct AdapterPlan: Sendable {
     /// Base parameters plus the adapter's own (LoRA tensors and modules_to_save copies; trained biases are base ones).
     public var allCount: Int {
         // A saved copy's bias is the copy's own (PEFT counts it); other trained biases are the base's.
-        let savedBiases = Set(linears.filter { $0.hasBias && isSaved($0.path) }.map { Self.prefix + $0.path + ".bias" })
+        let savedBiases = Set(linears.filter { $0.hasBias && isSaved($0.path) }.map { key($0.path, ".bias") })
         return baseParameterCount + tensors.filter { !$0.key.hasSuffix("bias") || savedBiases.contains($0.key) }
             .reduce(0) { $0 + $1.shape.reduce(1, *) }
     }
@@ -244,8 +252,7 @@ extension AdapterPlan {
                       LinearSpec(path: p + "mlp.up_proj", inFeatures: H, outFeatures: I, hasBias: c.mlpBias),
                       LinearSpec(path: p + "mlp.down_proj", inFeatures: I, outFeatures: H, hasBias: c.mlpBias)]
         }
-        specs.append(LinearSpec(path: c.headPath, inFeatures: H, outFeatures: c.headOutFeatures,
-                                hasBias: c.task.classifier?.bias ?? false))
+        specs.append(LinearSpec(path: c.headPath, inFeatures: H, outFeatures: c.headOutFeatures, hasBias: c.headHasBias))
         return specs
     }
 
@@ -259,7 +266,7 @@ extension AdapterPlan {
         }
         for s in linearSpecs(c) {
             if s.path == "lm_head" && c.tieWordEmbeddings { continue }
-            if s.path == "score" && c.task.classifier?.inCheckpoint != true { continue }  // made at load
+            if s.path == c.headPath && c.task.headIsNew { continue }  // made at load
             out.append((s.path + ".weight", [s.outFeatures, s.inFeatures]))
             if s.hasBias { out.append((s.path + ".bias", [s.outFeatures])) }
         }
@@ -295,7 +302,7 @@ extension AdapterPlan {
             return ("target_modules", "the adapted modules come in a different order")
         }
         for m in adapted {
-            let (tr, ta) = theirs.rankAndAlpha(for: m), (or, oa) = ours.rankAndAlpha(for: m)
+            let (tr, ta) = theirs.rankAndAlpha(for: peftName(m)), (or, oa) = ours.rankAndAlpha(for: peftName(m))
             if tr != or { return differ("rank_pattern", "r=\(tr) for \(m)", "r=\(or)") }
             if ta != oa { return differ("alpha_pattern", "lora_alpha=\(ta) for \(m)", "lora_alpha=\(oa)") }
         }

@@ -209,8 +209,8 @@ public struct LoraConfig: Sendable, Equatable {
                 throw fail("'\(s)' is not a PEFT task type" + NearestName.suggestion(s, among: Self.taskTypes)
                            + "; PEFT's are " + Self.taskTypes.joined(separator: ", "))
             }
-            guard ["CAUSAL_LM", "SEQ_CLS", "TOKEN_CLS"].contains(s) else {
-                throw fail("'\(s)' is not supported yet; supported: CAUSAL_LM, SEQ_CLS, TOKEN_CLS")
+            guard ["CAUSAL_LM", "SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS"].contains(s) else {
+                throw fail("'\(s)' is not supported yet; supported: CAUSAL_LM, SEQ_CLS, TOKEN_CLS, QUESTION_ANS")
             }
             taskType = s
         case "r": r = try rank(v, key)
@@ -380,9 +380,14 @@ public struct LoraConfig: Sendable, Equatable {
     /// full, so "classifier" and "score" join modules_to_save (each once here;
     /// PEFT extends the list again on every load).
     public func withTaskModules() -> LoraConfig {
-        guard taskType == "SEQ_CLS" || taskType == "TOKEN_CLS" else { return self }
+        let heads: [String]
+        switch taskType {
+        case "SEQ_CLS", "TOKEN_CLS": heads = ["classifier", "score"]
+        case "QUESTION_ANS": heads = ["qa_outputs"]   // PeftModelForQuestionAnswering
+        default: return self
+        }
         var out = self
-        for m in ["classifier", "score"] where !out.modulesToSave.contains(m) { out.modulesToSave.append(m) }
+        for m in heads where !out.modulesToSave.contains(m) { out.modulesToSave.append(m) }
         return out
     }
 

@@ -64,13 +64,40 @@ public enum ModelSource {
             let g = try GGUFCheckpoint(path: path)
             return (g.config, g)
         }
-        return (try ModelConfig.load(directory: path), try CheckpointStore(directory: path))
+        let store = try CheckpointStore(directory: path)
+        // Llama/Qwen2 *ForQuestionAnswering save their base under "transformer." (transformers' BC prefix).
+        if !store.contains("model.embed_tokens.weight"), store.contains("transformer.embed_tokens.weight") {
+            return (try ModelConfig.load(directory: path), PrefixedCheckpoint(store, prefix: "transformer."))
+        }
+        return (try ModelConfig.load(directory: path), store)
     }
 
     /// Whether `path` names a single file (a GGUF) rather than a model directory.
     public static func isFile(_ path: String) -> Bool {
         var isDir: ObjCBool = false
         return FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && !isDir.boolValue
+    }
+}
+
+/// A checkpoint whose base-model tensors are saved under another prefix than
+/// "model." (transformers' `base_model_prefix`, e.g. "transformer." for Llama's
+/// question-answering class), read under the "model." names the model asks for.
+final class PrefixedCheckpoint: CheckpointSource {
+    let base: CheckpointSource
+    let prefix: String
+
+    init(_ base: CheckpointSource, prefix: String) {
+        self.base = base
+        self.prefix = prefix
+    }
+
+    func stored(_ name: String) -> String { name.hasPrefix("model.") ? prefix + name.dropFirst("model.".count) : name }
+    var location: String { base.location }
+    func contains(_ name: String) -> Bool { base.contains(stored(name)) }
+    func checkpointTensor(_ name: String, shape: [Int]) throws -> CheckpointTensor { try base.checkpointTensor(stored(name), shape: shape) }
+    func validateTensor(_ name: String, shape: [Int]) throws -> String { try base.validateTensor(stored(name), shape: shape) }
+    var tensorNames: [String] {
+        base.tensorNames.map { $0.hasPrefix(prefix) ? "model." + $0.dropFirst(prefix.count) : $0 }
     }
 }
 

@@ -16,6 +16,7 @@ public enum Architecture: String, Sendable, CaseIterable {
         case .causalLM: return rawValue
         case .sequenceClassification: return prefix + "ForSequenceClassification"
         case .tokenClassification: return prefix + "ForTokenClassification"
+        case .questionAnswering: return prefix + "ForQuestionAnswering"
         }
     }
 
@@ -25,6 +26,7 @@ public enum Architecture: String, Sendable, CaseIterable {
             if className == a.rawValue { return (a, .causalLM) }
             if className == a.prefix + "ForSequenceClassification" { return (a, .sequenceClassification) }
             if className == a.prefix + "ForTokenClassification" { return (a, .tokenClassification) }
+            if className == a.prefix + "ForQuestionAnswering" { return (a, .questionAnswering) }
         }
         return nil
     }
@@ -50,20 +52,33 @@ public enum ModelTask: Sendable, Equatable {
     /// dropout, then score (num_labels, H) with a bias, on every token
     /// (GenericForTokenClassification): a label per token.
     case tokenClassification(SequenceClassifier)
+    /// qa_outputs (2, H) with a bias on every token: start and end logits of an
+    /// extractive answer span (GenericForQuestionAnswering). `inCheckpoint`: read
+    /// from a *ForQuestionAnswering checkpoint, else made at load.
+    case questionAnswering(inCheckpoint: Bool)
 
-    public enum Kind: Sendable { case causalLM, sequenceClassification, tokenClassification }
+    public enum Kind: Sendable { case causalLM, sequenceClassification, tokenClassification, questionAnswering }
     public var kind: Kind {
         switch self {
         case .causalLM: return .causalLM
         case .sequenceClassification: return .sequenceClassification
         case .tokenClassification: return .tokenClassification
+        case .questionAnswering: return .questionAnswering
         }
     }
     /// The classifier head's settings (either classifier task).
     public var classifier: SequenceClassifier? {
         switch self {
-        case .causalLM: return nil
+        case .causalLM, .questionAnswering: return nil
         case .sequenceClassification(let c), .tokenClassification(let c): return c
+        }
+    }
+    /// Whether the head (score, qa_outputs) is made at load rather than read from the checkpoint.
+    public var headIsNew: Bool {
+        switch self {
+        case .causalLM: return false
+        case .sequenceClassification(let c), .tokenClassification(let c): return !c.inCheckpoint
+        case .questionAnswering(let inCheckpoint): return !inCheckpoint
         }
     }
     /// A sequence classifier's settings (one read-out per sample), else nil.
@@ -78,7 +93,12 @@ public enum ModelTask: Sendable, Equatable {
     }
     /// PEFT's task_type.
     public var peftTaskType: String {
-        switch kind { case .causalLM: return "CAUSAL_LM"; case .sequenceClassification: return "SEQ_CLS"; case .tokenClassification: return "TOKEN_CLS" }
+        switch kind {
+        case .causalLM: return "CAUSAL_LM"
+        case .sequenceClassification: return "SEQ_CLS"
+        case .tokenClassification: return "TOKEN_CLS"
+        case .questionAnswering: return "QUESTION_ANS"
+        }
     }
 }
 
@@ -196,10 +216,25 @@ public struct ModelConfig: Sendable {
     /// The std of transformers' normal init (a new classifier's score).
     public var initializerRange: Double = 0.02
 
-    /// The output head's module path: lm_head, or score for a classifier.
-    public var headPath: String { task.kind == .causalLM ? "lm_head" : "score" }
-    /// The output head's rows: the vocabulary, or num_labels.
-    public var headOutFeatures: Int { task.classifier?.numLabels ?? vocabSize }
+    /// The output head's module path: lm_head, score for a classifier, qa_outputs for extractive QA.
+    public var headPath: String {
+        switch task.kind { case .causalLM: return "lm_head"; case .questionAnswering: return "qa_outputs"; default: return "score" }
+    }
+    /// The output head's rows: the vocabulary, num_labels, or 2 (start, end).
+    public var headOutFeatures: Int { task.kind == .questionAnswering ? 2 : task.classifier?.numLabels ?? vocabSize }
+    /// transformers' base_model_prefix of the task's class, as PEFT names its modules:
+    /// "transformer." for Llama's and Qwen2's *ForQuestionAnswering (a BC name), else "model.".
+    public var peftBasePrefix: String {
+        task.kind == .questionAnswering && architecture != .mistral ? "transformer." : "model."
+    }
+
+    /// A module path ("model.layers.0.self_attn.q_proj", "lm_head") as PEFT names it on the task's class.
+    public func peftName(_ path: String) -> String {
+        path.hasPrefix("model.") ? peftBasePrefix + path.dropFirst("model.".count) : path
+    }
+
+    /// Whether the head has a bias: a token classifier's (by default) and qa_outputs.
+    public var headHasBias: Bool { task.kind == .questionAnswering || (task.classifier?.bias ?? false) }
 
     /// This config with a new sequence classifier on top (its score is made at load).
     public func classifying(_ c: SequenceClassifier) -> ModelConfig {
@@ -207,6 +242,13 @@ public struct ModelConfig: Sendable {
         var c = c
         c.inCheckpoint = false
         out.task = .sequenceClassification(c)
+        return out
+    }
+
+    /// This config with a new extractive-QA head on top (qa_outputs and its bias made at load).
+    public func answering() -> ModelConfig {
+        var out = self
+        out.task = .questionAnswering(inCheckpoint: false)
         return out
     }
 
@@ -359,6 +401,7 @@ public struct ModelConfig: Sendable {
             }
             config.task = .tokenClassification(.tokens(labels: c.labels, dropout: p, bias: try bool("token_classification_bias", true),
                                                        inCheckpoint: true))
+        case .questionAnswering: config.task = .questionAnswering(inCheckpoint: true)
         case .causalLM: break
         }
         return config

@@ -35,6 +35,8 @@ final class ActivationPlan {
     var packed: Bool                                  // whether attention reads segmentStarts
     var groups: TokenGroups
     var countedTokens: Int
+    /// An extractive-QA batch's (start, end) positions per row (2B), else nil.
+    var answerPositions: [Int32]?
     var head: HeadRows                                // the rows lm_head and the loss run on
     let hf, rstdF: DeviceBuffer<Float>                // final norm out (N,H), (N)
     let embedAfterA: DeviceBuffer<Float>?             // (N, r) of the embedding LoRA
@@ -68,6 +70,7 @@ final class ActivationPlan {
         targets = try DeviceBuffer(queue: ctx.queue, b.targets)
         groups = try TokenGroups(ctx, ids: b.inputIDs)
         countedTokens = b.countedTokens
+        answerPositions = b.answerPositions
         hf = try ctx.buffer(count: n * H); rstdF = try ctx.buffer(count: n)
         let er = m.embeddingLoRA?.settings.rank
         embedAfterA = try er.map { try ctx.buffer(count: n * $0) }
@@ -127,6 +130,7 @@ extension LlamaLoRAModel {
             p.packed = b.isPacked
             p.groups = try TokenGroups(ctx, ids: b.inputIDs)
             p.countedTokens = b.countedTokens
+            p.answerPositions = b.answerPositions
             p.head = try HeadRows(ctx, batch: b, chunkRows: p.chunkRows)
             return p
         }
@@ -144,8 +148,13 @@ extension LlamaLoRAModel {
     /// per row for a regression or multi-label one.
     func checkTargets(_ b: TokenBatch) throws {
         switch config.task {
+        case .questionAnswering:
+            guard b.answerPositions != nil else {
+                throw LoraError.batch("an extractive-QA head (task_type QUESTION_ANS) takes answer spans: make the batch "
+                                      + "with TokenBatch.questionAnswering")
+            }
         case .causalLM:
-            if b.readout != nil || b.tokenLabels {
+            if b.readout != nil || b.tokenLabels || b.answerPositions != nil {
                 throw LoraError.batch("a classification batch given to a causal LM (task_type CAUSAL_LM)")
             }
             if let bad = b.targets.first(where: { $0 != -100 && ($0 < 0 || Int($0) >= config.vocabSize) }) {
@@ -301,7 +310,33 @@ extension LlamaLoRAModel {
     /// gradients and dhf (zero on the rows whose target is not counted, as
     /// their dlogits would be). Gathering the counted rows first skips the
     /// largest matmul on every masked prompt token.
+    /// Extractive QA: qa_outputs on every token gives logits (N, 2); gathered as
+    /// (2B, T) rows — row 2b the start logits of sample b, row 2b+1 its end logits
+    /// (the embedding gather with strides (1, 2)) — they take the cross-entropy
+    /// over positions against the answer's start and end, whose mean over the
+    /// counted rows is transformers' (start_loss + end_loss) / 2; backward scatters
+    /// the gradient back to (N, 2) and through qa_outputs into dhf.
+    func answerSpanForwardBackward(_ p: ActivationPlan, _ positions: [Int32], backward: Bool) throws {
+        let N = p.tokens, B = p.batch, T = p.seq
+        let logits = try ctx.buffer(count: N * 2), rows = try ctx.buffer(count: 2 * B * T)
+        try lmHead.forward(ctx, y: logits, x: p.hf, tokens: N, training: backward, stepSeed: stepSeed)
+        let ids = (0..<(2 * B)).map { Int32(($0 / 2) * 2 * T + $0 % 2) }
+        let byColumn = TableLayout(rowStride: 1, colStride: 2)
+        try ctx.embeddingForward(out: rows, ids: try DeviceBuffer(queue: ctx.queue, ids), table: logits, layout: byColumn,
+                                 tokens: 2 * B, cols: T)
+        let targets = try DeviceBuffer(queue: ctx.queue, positions), losses = try ctx.buffer(count: 2 * B)
+        try ctx.crossEntropy(logits: rows, losses: losses, targets: targets, rowOffset: 0, rows: 2 * B, vocab: T,
+                             countedTokens: p.countedTokens)
+        if backward {
+            try ctx.embeddingBackward(dtable: logits, layout: byColumn, dout: rows, groups: try TokenGroups(ctx, ids: ids),
+                                      cols: T, beta: 0)
+            try lmHead.backward(ctx, dx: p.dhf, dy: logits, x: p.hf, tokens: N, stepSeed: stepSeed)
+        }
+        try ctx.sum(losses, count: 2 * B, squares: false, into: p.scalars, slot: 0)
+    }
+
     func headForwardBackward(_ p: ActivationPlan, backward: Bool, onLogits: (([Float]) throws -> Void)? = nil) throws {
+        if let positions = p.answerPositions { return try answerSpanForwardBackward(p, positions, backward: backward) }
         let H = config.hiddenSize, V = config.headOutFeatures, head = p.head
         let realLoss: ComputeContext.RealTargetLoss? = switch config.task.sequenceClassifier?.problemType {
         case .regression?: .meanSquaredError

@@ -42,7 +42,7 @@ public enum ModelPrinter {
         ]
         // ModuleList folds repeated identical children: "(0-29): 30 x Layer(".
         let label = c.numLayers == 1 ? "(0): " : "(0-\(c.numLayers - 1)): \(c.numLayers) x "
-        var lines = ["\(c.architecture.className(for: c.task))(", "  (model): \(P)Model(",
+        var lines = ["\(c.architecture.className(for: c.task))(", "  (\(c.peftBasePrefix.dropLast())): \(P)Model(",
                      "    (embed_tokens): Embedding(\(c.vocabSize), \(H)\(c.padTokenID.map { ", padding_idx=\($0)" } ?? ""))",
                      "    (layers): ModuleList("]
         lines.append("      " + label + layer[0])
@@ -54,6 +54,7 @@ public enum ModelPrinter {
         case .tokenClassification(let cls):
             lines.append("  (dropout): Dropout(p=\(pythonFloat(cls.dropout)), inplace=False)")
             lines.append("  (score): " + linear(H, cls.numLabels, cls.bias))
+        case .questionAnswering: lines.append("  (qa_outputs): " + linear(H, 2, true))
         }
         lines.append(")")
         return lines.joined(separator: "\n")
@@ -63,8 +64,8 @@ public enum ModelPrinter {
     public static func targets(_ plan: AdapterPlan) -> String {
         var lines = ["LoRA targets (\(plan.adapted.count) modules):"]
         for path in plan.adapted {
-            let (r, a) = plan.lora.rankAndAlpha(for: path)
-            let s = plan.lora.scale(for: path)
+            let (r, a) = plan.lora.rankAndAlpha(for: plan.peftName(path))
+            let s = plan.lora.scale(for: plan.peftName(path))
             lines.append("  \(path)  r=\(r) lora_alpha=\(pythonFloat(a)) scale=\(pythonFloat(s))")
         }
         if !plan.lora.modulesToSave.isEmpty {

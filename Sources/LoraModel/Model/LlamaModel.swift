@@ -58,6 +58,9 @@ public struct TokenBatch {
     public internal(set) var readout: [Int]?
     /// Whether targets are per-token class labels (a token-classification batch).
     public internal(set) var tokenLabels = false
+    /// An extractive-QA batch's answer positions, (start, end) of each row in turn
+    /// (2B): −100 (or a position past T, as transformers clamps it) is not trained.
+    public internal(set) var answerPositions: [Int32]?
     /// Real-valued targets (regression, multi-label): C per counted row, in row order.
     public internal(set) var realTargets: [Float]?
     /// RoPE positions (B·T); 0…T−1 in every row unless given.
@@ -71,7 +74,10 @@ public struct TokenBatch {
     /// The longest run of one sample, in tokens (T when unpacked).
     public let longestSample: Int
     public var tokens: Int { batch * seq }
-    public var countedTokens: Int { targets.filter { $0 >= 0 }.count }
+    public var countedTokens: Int {
+        if let a = answerPositions { return a.filter { $0 >= 0 && Int($0) < seq }.count }
+        return targets.filter { $0 >= 0 }.count
+    }
 
     public init(inputIDs: [[Int]], labels: [[Int]]? = nil, positionIDs: [[Int]]? = nil,
                 sequenceIDs: [[Int]]? = nil) throws {
@@ -140,6 +146,26 @@ public struct TokenBatch {
         }
         b.targets = tg
         b.tokenLabels = true
+        return b
+    }
+
+    /// An extractive-QA batch (QUESTION_ANS): each row's answer span as token
+    /// positions (start, end); (0, 0) marks an unanswerable window, as transformers'
+    /// QA recipe writes it; −100 trains neither.
+    public static func questionAnswering(inputIDs: [[Int]], spans: [(start: Int, end: Int)]) throws -> TokenBatch {
+        var b = try TokenBatch(inputIDs: inputIDs, labels: inputIDs.map { $0.map { _ in -100 } })
+        guard spans.count == b.batch else { throw LoraError.batch("\(spans.count) answer spans for \(b.batch) rows") }
+        var a: [Int32] = []
+        for (r, s) in spans.enumerated() {
+            for p in [s.start, s.end] {
+                guard p == -100 || p >= 0, let v = Int32(exactly: p) else {
+                    throw LoraError.batch("answer position \(p) of row \(r) is neither -100 nor a token position")
+                }
+                // transformers clamps positions to T and ignores T: the same, as −100.
+                a.append(p >= b.seq ? -100 : v)
+            }
+        }
+        b.answerPositions = a
         return b
     }
 
@@ -247,7 +273,7 @@ public final class LlamaLoRAModel {
         func load(_ name: String, _ shape: [Int]) throws -> DeviceBuffer<Float> { try loader.load(name, shape) }
 
         let plan = try AdapterPlan(config: c, lora: lora)
-        let P = Self.prefix, embedPath = AdapterPlan.embedPath
+        let embedPath = AdapterPlan.embedPath
         self.adapterPlan = plan
         self.lora = plan.lora   // with the task's modules_to_save (SEQ_CLS: score)
         store = try ParameterStore(ctx, specs: plan.tensors, bufferLimitBytes: limit)
@@ -274,11 +300,11 @@ public final class LlamaLoRAModel {
         lmHead = linears[c.headPath]!
         if plan.embedAdapted {
             // PEFT applies no dropout on the embedding branch.
-            embeddingLoRA = LoRAPair(a: store.entry(P + embedPath + ".lora_embedding_A")!,
-                                     b: store.entry(P + embedPath + ".lora_embedding_B")!,
-                                     settings: lora.settings(for: embedPath, dropout: false))
+            embeddingLoRA = LoRAPair(a: store.entry(plan.key(embedPath, ".lora_embedding_A"))!,
+                                     b: store.entry(plan.key(embedPath, ".lora_embedding_B"))!,
+                                     settings: lora.settings(for: plan.peftName(embedPath), dropout: false))
         }
-        if plan.embedSaved, let e = store.entry(P + embedPath + ".weight") {
+        if plan.embedSaved, let e = store.entry(plan.key(embedPath, ".weight")) {
             try initialize(e, from: "model.embed_tokens.weight", rows: V, cols: H, panels: table)
             trainedEmbedding = e
         }
@@ -293,17 +319,17 @@ public final class LlamaLoRAModel {
     static func makeLinears(plan: AdapterPlan, store: ParameterStore, loader: CheckpointLoader, table: FrozenLinear?,
                             initialize: (ParameterStore.Entry, String) throws -> Void) throws -> [String: Linear] {
             var linears: [String: Linear] = [:]
-            let c = plan.config, lora = plan.lora, P = Self.prefix
+            let c = plan.config, lora = plan.lora
             for (i, spec) in plan.linears.enumerated() {
                 let (path, din, dout, hasBias) = (spec.path, spec.inFeatures, spec.outFeatures, spec.hasBias)
                 let saved = plan.isSaved(path)
                 let tiedHead = path == "lm_head" && c.tieWordEmbeddings
                 // A new classifier's bias starts at zero (transformers' init); every other bias is the checkpoint's.
-                let newHead = path == "score" && c.task.classifier?.inCheckpoint != true
+                let newHead = path == c.headPath && c.task.headIsNew
                 let bias = !hasBias ? nil : newHead ? try loader.ctx.buffer([Float](repeating: 0, count: dout)) : try loader.load(path + ".bias", [dout])
                 var frozen: FrozenLinear? = nil
                 var trained: ParameterStore.Entry? = nil
-                if saved, let e = store.entry(P + path + ".weight") {
+                if saved, let e = store.entry(plan.key(path, ".weight")) {
                     // modules_to_save: a trained fp32 copy starts from W; no frozen copy is kept.
                     if tiedHead { try initialize(e, "model.embed_tokens.weight") }
                     else if newHead {}  // a new head: initializeAdapters draws it
@@ -324,8 +350,8 @@ public final class LlamaLoRAModel {
                     lin.frozenBias = nil
                 }
                 if plan.adapted.contains(path) {
-                    lin.lora = LoRAPair(a: store.entry(P + path + ".lora_A.weight")!, b: store.entry(P + path + ".lora_B.weight")!,
-                                        settings: lora.settings(for: path))
+                    lin.lora = LoRAPair(a: store.entry(plan.key(path, ".lora_A.weight"))!, b: store.entry(plan.key(path, ".lora_B.weight"))!,
+                                        settings: lora.settings(for: plan.peftName(path)))
                 }
                 linears[path] = lin
             }
@@ -420,7 +446,7 @@ public final class LlamaLoRAModel {
     /// (A zero, B N(0, 1)); with init_lora_weights=false both random.
     public func initializeAdapters(seed: UInt64) throws {
         var rng = SplitMix64.adapterInit(seed: seed)
-        if let cls = config.task.classifier, !cls.inCheckpoint, let w = lmHead.trainedWeight {
+        if config.task.headIsNew, let w = lmHead.trainedWeight {
             // A new classifier: transformers' _init_weights, N(0, initializer_range²), from its own stream.
             var headRNG = SplitMix64(seed: seed &+ 0x5C0_4E)
             try w.param.write(headRNG.scaledNormal(w.count, std: Float(config.initializerRange)))

@@ -92,7 +92,9 @@ public enum ModelMerger {
         try check(file, against: plan)
         var report = MergeReport(files: [], tensors: [], mergedModules: plan.adapted, replaced: [], tied: false, untied: nil,
                                  warnings: plan.warnings)
+        // Saved under the task class's base_model_prefix ("transformer." for Llama's and Qwen2's QA class).
         let planned = try Self.outputTensors(config: config, source: source, lora: lora, adapterPlan: plan, adapter: file, report: &report)
+            .map { Planned(name: config.peftName($0.name), shape: $0.shape, make: $0.make) }
         report.tensors = planned.map(\.name)
 
         // config.json: the base's (or the GGUF's, rebuilt), with the output dtype and the tying.
@@ -170,21 +172,21 @@ public enum ModelMerger {
     /// The output tensors in model order, each computed when written.
     static func outputTensors(config c: ModelConfig, source: CheckpointSource, lora: LoraConfig, adapterPlan plan: AdapterPlan,
                      adapter: SafeTensorsFile, report: inout MergeReport) throws -> [Planned] {
-        let P = AdapterPlan.prefix, embedPath = AdapterPlan.embedPath
+        let embedPath = AdapterPlan.embedPath
         let H = c.hiddenSize, V = c.vocabSize
         func adapterFloats(_ key: String) throws -> [Float] { try adapter.floats(key).values }
-        func scale(_ path: String) -> Float { Float(lora.scale(for: path)) }
+        func scale(_ path: String) -> Float { Float(lora.scale(for: plan.peftName(path))) }
         let adapted = Set(plan.adapted)
 
         /// Δ = s·B·A (out×in), B out×r, A r×in.
         func linearDelta(_ path: String, out: Int, inF: Int) throws -> [Float] {
-            let a = try adapterFloats(P + path + ".lora_A.weight"), b = try adapterFloats(P + path + ".lora_B.weight")
+            let a = try adapterFloats(plan.key(path, ".lora_A.weight")), b = try adapterFloats(plan.key(path, ".lora_B.weight"))
             let r = a.count / inF
             return product(b, a, rows: out, inner: r, cols: inF, scale: scale(path), transposed: false)
         }
         /// Δ = s·(B·A)ᵀ (V×H), B H×r, A r×V.
         func embedDelta() throws -> [Float] {
-            let a = try adapterFloats(P + embedPath + ".lora_embedding_A"), b = try adapterFloats(P + embedPath + ".lora_embedding_B")
+            let a = try adapterFloats(plan.key(embedPath, ".lora_embedding_A")), b = try adapterFloats(plan.key(embedPath, ".lora_embedding_B"))
             let r = a.count / V
             return product(b, a, rows: H, inner: r, cols: V, scale: scale(embedPath), transposed: true)
         }
@@ -200,7 +202,7 @@ public enum ModelMerger {
         var out: [Planned] = []
         // Embedding (the shared matrix when tied).
         out.append(Planned(name: "model.embed_tokens.weight", shape: [V, H]) {
-            var w = plan.embedSaved ? try adapterFloats(P + embedPath + ".weight")
+            var w = plan.embedSaved ? try adapterFloats(plan.key(embedPath, ".weight"))
                                     : try source.hostFloats("model.embed_tokens.weight", shape: [V, H])
             if plan.embedAdapted { add(&w, try embedDelta()) }
             return w
@@ -214,7 +216,7 @@ public enum ModelMerger {
             out.append(norm(p + "post_attention_layernorm.weight"))
         }
         out.append(Planned(name: "model.norm.weight", shape: [H]) { try source.hostFloats("model.norm.weight", shape: [H]) })
-        if let head = plan.linears.last, head.path == "score" || (head.path == "lm_head" && !tied) { out += linear(head) }
+        if let head = plan.linears.last, head.path != "lm_head" || !tied { out += linear(head) }
 
         func linear(_ spec: LinearSpec) -> [Planned] {
             let path = spec.path, shape = [spec.outFeatures, spec.inFeatures]
@@ -222,7 +224,7 @@ public enum ModelMerger {
             if saved { report.replaced.append(path) }
             var items = [Planned(name: path + ".weight", shape: shape) {
                 var w: [Float]
-                if saved { w = try adapterFloats(P + path + ".weight") }
+                if saved { w = try adapterFloats(plan.key(path, ".weight")) }
                 else if path == "lm_head" && tiedIn { w = try source.hostFloats("model.embed_tokens.weight", shape: shape) }
                 else { w = try source.hostFloats(path + ".weight", shape: shape) }
                 if adapted.contains(path) { add(&w, try linearDelta(path, out: spec.outFeatures, inF: spec.inFeatures)) }
