@@ -228,12 +228,23 @@ final class QuestionAnsweringParityTests: XCTestCase {
         XCTAssertEqual(plan.key("model.layers.1.mlp.down_proj", ".lora_A.weight"),
                        "base_model.model.transformer.layers.1.mlp.down_proj.lora_A.weight")
         XCTAssertEqual(plan.key("qa_outputs", ".bias"), "base_model.model.qa_outputs.bias")
+        XCTAssertTrue(AdapterPlan.moduleNames(config).contains("transformer.layers.1.mlp.down_proj"))
+        // modules_to_save matches PEFT's names: the embedding is "transformer.embed_tokens" on this class.
+        var lora = LoraConfig(r: 4, loraAlpha: 8, targetModules: .list(["q_proj"]), modulesToSave: ["transformer.embed_tokens"])
+        lora.taskType = "QUESTION_ANS"
+        let saved = try AdapterPlan(config: config, lora: lora)
+        XCTAssertTrue(saved.embedSaved)
+        XCTAssertTrue(saved.tensors.contains { $0.key == "base_model.model.transformer.embed_tokens.weight" })
+        XCTAssertTrue(saved.warnings.isEmpty, "\(saved.warnings)")
     }
 
-    func testPositionsPastTheRowAreNotTrained() throws {
-        let b = try TokenBatch.questionAnswering(inputIDs: [[1, 2, 3], [4, 5, 6]], spans: [(1, 2), (0, 7)])
-        XCTAssertEqual(b.answerPositions, [1, 2, 0, -100], "transformers clamps to T and ignores T")
-        XCTAssertEqual(b.countedTokens, 3)
+    func testPositionsClampAsTransformersDoes() throws {
+        let b = try TokenBatch.questionAnswering(inputIDs: [[1, 2, 3], [4, 5, 6]], spans: [(1, 2), (-100, 0)])
+        XCTAssertEqual(b.answerPositions, [1, 2, 0, 0], "transformers clamps to [0, T]: −100 is position 0")
+        XCTAssertEqual(b.countedTokens, 4)
+        XCTAssertThrowsError(try TokenBatch.questionAnswering(inputIDs: [[1, 2, 3]], spans: [(0, 3)])) {
+            XCTAssertTrue("\($0)".contains("answer position 3 of row 0 is past the row's 3 tokens"), "\($0)")
+        }
     }
 }
 
@@ -266,7 +277,7 @@ final class SequenceClassificationParityTests: XCTestCase {
         lora.taskType = "SEQ_CLS"
         let causal = try ReferenceCase("llama_gqa_untied")
         XCTAssertThrowsError(try LlamaLoRAModel(modelDirectory: causal.dir + "/model", lora: lora, context: try ComputeContext.shared())) {
-            XCTAssertTrue("\($0)".contains("SEQ_CLS needs a classifier"), "\($0)")
+            XCTAssertTrue("\($0)".contains("SEQ_CLS needs its head: a *ForSequenceClassification checkpoint"), "\($0)")
         }
         // A causal checkpoint given a classifier: score is new (N(0, initializer_range²)), lm_head unused.
         let c = try ModelConfig.load(directory: causal.dir + "/model")

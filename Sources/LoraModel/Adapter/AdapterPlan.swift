@@ -47,12 +47,12 @@ public struct AdapterPlan: Sendable {
         let saveable: [String]
         switch c.task.kind {
         case .causalLM: saveable = ["lm_head", "embed_tokens", "model.embed_tokens"]
-        case .questionAnswering: saveable = ["qa_outputs", "embed_tokens", "model.embed_tokens"]
+        case .questionAnswering: saveable = ["qa_outputs", "embed_tokens", c.peftName("model.embed_tokens")]
         default: saveable = ["score", "classifier", "embed_tokens", "model.embed_tokens"]
         }
         for m in lora.modulesToSave where !saveable.contains(m) {
             throw LoraError.unsupportedModule("modules_to_save: '\(m)' is not supported yet; supported: "
-                                              + saveable.filter { $0 != "model.embed_tokens" }.joined(separator: ", "))
+                                              + saveable.filter { !$0.hasSuffix(".embed_tokens") }.joined(separator: ", "))
         }
         if c.task.kind != .causalLM {
             // PEFT would put a LoRA on score and also save it in full, and then fail to load the adapter.
@@ -78,7 +78,7 @@ public struct AdapterPlan: Sendable {
             loose.excludeModules = nil
             loose.modulesToSave = []
             let wouldMatch = specs.map(\.path).filter {
-                loose.targets($0, isLinear: true, isOutputLayer: $0 == c.headPath, linearLeafNames: leaves)
+                loose.targets(c.peftName($0), isLinear: true, isOutputLayer: $0 == c.headPath, linearLeafNames: leaves)
             }
             if !wouldMatch.isEmpty {
                 throw LoraError.unsupportedModule(
@@ -96,7 +96,7 @@ public struct AdapterPlan: Sendable {
         self.adapted = adapted
         var notes: [String] = []
         if case .list(let l) = lora.targetModules {
-            let candidates = specs.map(\.path) + [Self.embedPath]
+            let candidates = (specs.map(\.path) + [Self.embedPath]).map(c.peftName)
             let unmatched = l.filter { t in !candidates.contains { $0 == t || $0.hasSuffix("." + t) } }
             if !unmatched.isEmpty { notes.append("target_modules entries that match no module: " + unmatched.joined(separator: ", ")) }
         }
@@ -105,13 +105,13 @@ public struct AdapterPlan: Sendable {
             notes.append("pattern keys that match no adapted module (ignored): " + unusedPatterns.joined(separator: ", "))
         }
         if case .list(let ex)? = lora.excludeModules {
-            let all = specs.map(\.path) + [Self.embedPath]
+            let all = (specs.map(\.path) + [Self.embedPath]).map(c.peftName)
             let unused = ex.filter { e in !all.contains { $0 == e || $0.hasSuffix("." + e) } }
             if !unused.isEmpty { notes.append("exclude_modules entries that match no module: " + unused.joined(separator: ", ")) }
         }
         warnings = notes
         embedAdapted = adapted.first == Self.embedPath
-        embedSaved = Self.isSaved(Self.embedPath, lora)
+        embedSaved = Self.isSaved(c.peftName(Self.embedPath), lora)
 
         func key(_ path: String, _ suffix: String) -> String { Self.prefix + c.peftName(path) + suffix }
         var t: [ParameterStore.Spec] = []
@@ -128,7 +128,7 @@ public struct AdapterPlan: Sendable {
                 t += [.init(key: key(s.path, ".lora_A.weight"), shape: [r, s.inFeatures], decay: true),
                       .init(key: key(s.path, ".lora_B.weight"), shape: [s.outFeatures, r], decay: true)]
             }
-            let saved = Self.isSaved(s.path, lora)
+            let saved = Self.isSaved(c.peftName(s.path), lora)
             if saved {
                 t.append(.init(key: key(s.path, ".weight"), shape: [s.outFeatures, s.inFeatures], decay: true))
             }
@@ -159,15 +159,16 @@ public struct AdapterPlan: Sendable {
         let head = "a *For" + (["SEQ_CLS": "SequenceClassification", "TOKEN_CLS": "TokenClassification"][lora.taskType]
                                 ?? "QuestionAnswering") + " checkpoint"
         throw CheckpointError.config(path: "LoRA settings", field: "task_type",
-                                     reason: "\(lora.taskType) needs a classifier: \(head), "
-                                        + "or the training data's labels to make one from (lora-gpu train does)")
+                                     reason: "\(lora.taskType) needs its head: \(head)"
+                                        + (lora.taskType == "QUESTION_ANS" ? "" : ", or the training data's labels to make one from (lora-gpu train does)"))
     }
 
     static func isSaved(_ path: String, _ lora: LoraConfig) -> Bool {
         lora.modulesToSave.contains { path == $0 || path.hasSuffix("." + $0) }
     }
 
-    public func isSaved(_ path: String) -> Bool { Self.isSaved(path, lora) }
+    /// Whether modules_to_save trains `path` in full (matched on PEFT's name of it).
+    public func isSaved(_ path: String) -> Bool { Self.isSaved(config.peftName(path), lora) }
 
     /// PEFT's key of a trainable bias: under `base_layer` when the module is wrapped.
     public func biasKey(_ path: String) -> String { key(path, adapted.contains(path) ? ".base_layer.bias" : ".bias") }
@@ -181,14 +182,15 @@ public struct AdapterPlan: Sendable {
 
     /// Every module name of the model, as named_modules() lists them.
     public static func moduleNames(_ c: ModelConfig) -> [String] {
-        var names = ["model", "model.embed_tokens", "model.layers"]
+        var names = ["model.embed_tokens", "model.layers"]
         for l in 0..<c.numLayers {
             let p = "model.layers.\(l)"
             names += [p, p + ".self_attn", p + ".self_attn.q_proj", p + ".self_attn.k_proj", p + ".self_attn.v_proj",
                       p + ".self_attn.o_proj", p + ".mlp", p + ".mlp.gate_proj", p + ".mlp.up_proj", p + ".mlp.down_proj",
                       p + ".mlp.act_fn", p + ".input_layernorm", p + ".post_attention_layernorm"]
         }
-        return names + ["model.norm", "model.rotary_emb", c.headPath]
+        // PEFT's names: the base under the task class's prefix ("model", or "transformer" for Llama's QA class).
+        return [String(c.peftBasePrefix.dropLast())] + (names + ["model.norm", "model.rotary_emb", c.headPath]).map(c.peftName)
     }
 
     // MARK: counting, as PEFT's print_trainable_parameters

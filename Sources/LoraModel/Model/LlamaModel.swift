@@ -58,8 +58,7 @@ public struct TokenBatch {
     public internal(set) var readout: [Int]?
     /// Whether targets are per-token class labels (a token-classification batch).
     public internal(set) var tokenLabels = false
-    /// An extractive-QA batch's answer positions, (start, end) of each row in turn
-    /// (2B): −100 (or a position past T, as transformers clamps it) is not trained.
+    /// An extractive-QA batch's answer positions, (start, end) of each row in turn (2B).
     public internal(set) var answerPositions: [Int32]?
     /// Real-valued targets (regression, multi-label): C per counted row, in row order.
     public internal(set) var realTargets: [Float]?
@@ -75,7 +74,7 @@ public struct TokenBatch {
     public let longestSample: Int
     public var tokens: Int { batch * seq }
     public var countedTokens: Int {
-        if let a = answerPositions { return a.filter { $0 >= 0 && Int($0) < seq }.count }
+        if let a = answerPositions { return a.count }   // every start and end position trains
         return targets.filter { $0 >= 0 }.count
     }
 
@@ -151,18 +150,21 @@ public struct TokenBatch {
 
     /// An extractive-QA batch (QUESTION_ANS): each row's answer span as token
     /// positions (start, end); (0, 0) marks an unanswerable window, as transformers'
-    /// QA recipe writes it; −100 trains neither.
+    /// QA recipe writes it. As transformers clamps positions to [0, T], a negative
+    /// one (−100 included) is position 0 and trains; a position at or past T, which
+    /// transformers leaves out of its start or end mean alone, is refused here (the
+    /// two means would then average over different counts).
     public static func questionAnswering(inputIDs: [[Int]], spans: [(start: Int, end: Int)]) throws -> TokenBatch {
         var b = try TokenBatch(inputIDs: inputIDs, labels: inputIDs.map { $0.map { _ in -100 } })
         guard spans.count == b.batch else { throw LoraError.batch("\(spans.count) answer spans for \(b.batch) rows") }
         var a: [Int32] = []
         for (r, s) in spans.enumerated() {
             for p in [s.start, s.end] {
-                guard p == -100 || p >= 0, let v = Int32(exactly: p) else {
-                    throw LoraError.batch("answer position \(p) of row \(r) is neither -100 nor a token position")
+                guard p < b.seq else {
+                    throw LoraError.batch("answer position \(p) of row \(r) is past the row's \(b.seq) tokens "
+                                          + "(a window without the answer points at 0, 0)")
                 }
-                // transformers clamps positions to T and ignores T: the same, as −100.
-                a.append(p >= b.seq ? -100 : v)
+                a.append(Int32(max(p, 0)))
             }
         }
         b.answerPositions = a

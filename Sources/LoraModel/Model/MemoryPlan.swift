@@ -271,7 +271,7 @@ public struct MemoryPlan: Sendable {
         list.add(.activations, "final norm output (\(N), \(H))", f32(n, H))
         list.add(.activations, "final norm rstd (\(N))", f32(n))
         if plan.embedAdapted {
-            let er = lora.rankAndAlpha(for: AdapterPlan.embedPath).r
+            let er = lora.rankAndAlpha(for: plan.peftName(AdapterPlan.embedPath)).r
             list.add(.activations, "embedding LoRA A rows or their gradient (\(N), \(er))", f32(n, er), copies: 2)
         }
         list.add(.activations, "gradient dres, dh or dhf (\(N), \(H))", f32(n, H), copies: 3)
@@ -296,7 +296,7 @@ public struct MemoryPlan: Sendable {
         list.add(.activations, "loss and gradient-norm scalars", f32(2))
         // Linear.u of each adapted layer: dropout(x)·Aᵀ, kept for backward.
         for spec in plan.linears where plan.adapted.contains(spec.path) {
-            let r = lora.rankAndAlpha(for: spec.path).r
+            let r = lora.rankAndAlpha(for: plan.peftName(spec.path)).r
             list.add(.activations, "\(spec.path) LoRA u (\(N), \(r))", f32(max(n, chunk), r))
         }
     }
@@ -313,7 +313,7 @@ public struct MemoryPlan: Sendable {
         let dropout = s.training && lora.loraDropout > 0
         let lowest = Self.lowestTrainedLayer(plan, layers: L)
         if plan.embedAdapted {
-            let er = lora.rankAndAlpha(for: AdapterPlan.embedPath).r
+            let er = lora.rankAndAlpha(for: plan.peftName(AdapterPlan.embedPath)).r
             need(0, Self.packedCount(k: er, n: H))                    // forward: after·B_embᵀ
             if s.training {
                 need(0, Self.packedCount(k: n, n: er))                // dB_emb = dresᵀ·after
@@ -334,7 +334,7 @@ public struct MemoryPlan: Sendable {
                     need(0, Self.packedCount(k: dout, n: din))        // dx = dY·W
                 }
             } else if plan.adapted.contains(spec.path) {
-                let r = lora.rankAndAlpha(for: spec.path).r
+                let r = lora.rankAndAlpha(for: plan.peftName(spec.path)).r
                 if dropout { need(1, sat(rows, din)) }
                 need(2, Self.packedCount(k: din, n: r))
                 need(3, Self.packedCount(k: r, n: dout))
