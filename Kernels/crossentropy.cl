@@ -53,6 +53,7 @@ __kernel void cross_entropy_fused(int R, int V, int row_offset, __global const i
 // logits, y (counted rows × C) the targets of the counted rows, row-major.
 //   mode 0 (regression, MSELoss):               l = (x − y)²,                         dl/dx = 2(x − y)
 //   mode 1 (multi-label, BCEWithLogitsLoss):    l = max(x, 0) − x·y + log(1 + e^−|x|),  dl/dx = σ(x) − y
+//                                               (σ(x) − y formed without cancellation on either side of 0)
 // Both are means over every element of the counted rows, so losses[row_offset + r]
 // = Σ_c l / C (the caller divides Σ losses by the count) and the logits are
 // overwritten with dl/dx · inv_count / C. One work-item per row. global (R)
@@ -69,8 +70,11 @@ __kernel void real_target_loss(int R, int C, int row_offset, int mode, __global 
             l = d * d;
             g = 2.0f * d;
         } else {
-            l = fmax(xv, 0.0f) - xv * yv + log1p(exp(-fabs(xv)));
-            g = 1.0f / (1.0f + exp(-xv)) - yv;
+            // σ(x) − y without cancellation: for x ≥ 0 as (1 − y) − (1 − σ(x)), 1 − σ(x) = e^−x/(1 + e^−x)
+            // computed directly (σ(x) − 1 in float32 would keep only a few bits once σ(x) nears 1).
+            float e = exp(-fabs(xv));
+            l = fmax(xv, 0.0f) - xv * yv + log1p(e);
+            g = xv >= 0.0f ? (1.0f - yv) - e / (1.0f + e) : e / (1.0f + e) - yv;
         }
         sum += l;
         x[c] = g * scale;

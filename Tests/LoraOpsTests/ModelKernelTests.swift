@@ -339,6 +339,23 @@ final class RealTargetLossKernelTests: XCTestCase {
     }
 }
 
+extension RealTargetLossKernelTests {
+    /// σ(x) − y where σ(x) nears y: a large positive logit with target 1 (and a large negative one
+    /// with target 0) keeps its full relative precision (formed as −e^−x/(1 + e^−x), not σ(x) − 1).
+    func testBinaryCrossEntropyGradientKeepsPrecisionInTheTails() throws {
+        let ctx = try sharedContext()
+        for (x, y) in [(Float(8.5), Float(1)), (12, 1), (15.9, 1), (-8.5, 0), (-12, 0), (3, 1), (-3, 0)] {
+            let buf = try ctx.buffer([x]), losses = try poisoned(ctx, 1), t = try ctx.buffer([y])
+            try ctx.realTargetLoss(.binaryCrossEntropyWithLogits, logits: buf, losses: losses, targets: t, rowOffset: 0, rows: 1,
+                                   columns: 1, countedRows: 1)
+            let ref = Reference.realTargetLoss(logits: [Double(x)], targets: [Double(y)], bce: true)
+            let g = Double(try buf.read()[0])
+            XCTAssertEqual(g, ref.grad[0], accuracy: 1e-6 * abs(ref.grad[0]), "dl/dx at x = \(x), y = \(y)")
+            XCTAssertEqual(Double(try losses.read()[0]), ref.loss, accuracy: 1e-6 * max(ref.loss, 1e-30), "loss at x = \(x), y = \(y)")
+        }
+    }
+}
+
 final class OptimizerKernelTests: XCTestCase {
     func testAdamWWithClippingAndDecayMaskAgainstFloat64() throws {
         let ctx = try sharedContext()
