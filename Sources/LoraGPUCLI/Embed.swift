@@ -43,21 +43,11 @@ struct Embed: ParsableCommand {
         let m = try Embedder.loadModel(model, adapter: adapter, context: ctx)
         let tokenizer = try ClassifierPrediction.tokenizer(model: model, vocabularySize: m.config.vocabSize)
         let maxLen = min(maxSeqLen ?? m.config.maxPositionEmbeddings, m.config.maxPositionEmbeddings)
-        let vectors = try Embedder.run(model: m, file: data, tokenizer: tokenizer, maxSeqLen: maxLen,
-                                       pooling: Pooling(rawValue: pooling)!, normalize: normalize, batchSize: batchSize) { done, all in
-            if isatty(2) != 0 { FileHandle.standardError.write(Data("\r\u{1B}[Kembedded \(done)/\(all)".utf8)) }
-        }
-        if isatty(2) != 0 { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
-        let lines = try Embedder.read(file: data).map(\.line)
-        if let output, output.hasSuffix(".npy") {
-            try AtomicFile.write(Embedder.npy(vectors), to: output)
-        } else if let output {
-            try AtomicFile.write(Data(Embedder.jsonl(vectors, lines: lines).utf8), to: output)
-        } else {
-            FileHandle.standardOutput.write(Data(Embedder.jsonl(vectors, lines: lines).utf8))
-        }
-        if let output {
-            FileHandle.standardError.write(Data("wrote \(vectors.count) vectors of \(m.config.hiddenSize) to \(output)\n".utf8))
-        }
+        let (lines, vectors) = try Embedder.run(model: m, file: data, tokenizer: tokenizer, maxSeqLen: maxLen,
+                                                pooling: Pooling(rawValue: pooling)!, normalize: normalize, batchSize: batchSize,
+                                                progress: CommandOutput.counter("embedded"))
+        CommandOutput.endCounter()
+        let bytes = output?.hasSuffix(".npy") == true ? Embedder.npy(vectors) : Data(Embedder.jsonl(vectors, lines: lines).utf8)
+        try CommandOutput.write(bytes, to: output, count: vectors.count, what: "vectors of \(m.config.hiddenSize)")
     }
 }

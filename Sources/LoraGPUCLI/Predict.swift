@@ -24,7 +24,7 @@ struct Predict: ParsableCommand {
 
     @OptionGroup var deviceOption: DeviceOption
     @Option(help: "The base model: a Hugging Face model directory or a GGUF file.") var model: String
-    @Option(help: "A SEQ_CLS adapter directory (adapter_config.json, adapter_model.safetensors, labels.json).") var adapter: String
+    @Option(help: "A SEQ_CLS or TOKEN_CLS adapter directory (adapter_config.json, adapter_model.safetensors, labels.json).") var adapter: String
     @Option(help: "JSONL lines to classify.") var data: String
     @Option(help: "Where to write the predictions (JSONL; default: stdout).") var output: String?
     @Option(name: .customLong("batch-size"), parsing: .unconditional) var batchSize: Int = 8
@@ -46,11 +46,10 @@ struct Predict: ParsableCommand {
         let maxLen = min(maxSeqLen ?? trained ?? m.config.maxPositionEmbeddings, m.config.maxPositionEmbeddings)
         if m.config.task.tokenClassifier != nil {
             let tagged = try ClassifierPrediction.runTagger(model: m, file: data, tokenizer: tokenizer, maxSeqLen: maxLen,
-                                                            batchSize: batchSize) { done, all in
-                if isatty(2) != 0 { FileHandle.standardError.write(Data("\r\u{1B}[Kpredicted \(done)/\(all)".utf8)) }
-            }
-            if isatty(2) != 0 { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
-            try emit(tagged.map { ClassifierPrediction.json($0) + "\n" }.joined(), count: tagged.count)
+                                                            batchSize: batchSize, progress: CommandOutput.counter("predicted"))
+            CommandOutput.endCounter()
+            try CommandOutput.write(Data(tagged.map { ClassifierPrediction.json($0) + "\n" }.joined().utf8), to: output,
+                                    count: tagged.count, what: "predictions")
             let scored = tagged.compactMap(\.scored)
             let cut = tagged.filter(\.truncated).count
             if cut > 0 {
@@ -66,23 +65,12 @@ struct Predict: ParsableCommand {
             return
         }
         let predictions = try ClassifierPrediction.run(model: m, file: data, tokenizer: tokenizer, maxSeqLen: maxLen,
-                                                       batchSize: batchSize) { done, all in
-            if isatty(2) != 0 { FileHandle.standardError.write(Data("\r\u{1B}[Kpredicted \(done)/\(all)".utf8)) }
-        }
-        if isatty(2) != 0 { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
-        try emit(predictions.map { ClassifierPrediction.json($0, classifier: cls) + "\n" }.joined(), count: predictions.count)
+                                                       batchSize: batchSize, progress: CommandOutput.counter("predicted"))
+        CommandOutput.endCounter()
+        try CommandOutput.write(Data(predictions.map { ClassifierPrediction.json($0, classifier: cls) + "\n" }.joined().utf8),
+                                to: output, count: predictions.count, what: "predictions")
         if let s = ClassifierPrediction.scores(predictions, classifier: cls) {
             FileHandle.standardError.write(Data("\(cls.problemType.rawValue): \(s.summary)\n".utf8))
-        }
-    }
-
-    /// The predictions to --output (atomically) or stdout.
-    func emit(_ lines: String, count: Int) throws {
-        if let output {
-            try AtomicFile.write(Data(lines.utf8), to: output)
-            FileHandle.standardError.write(Data("wrote \(count) predictions to \(output)\n".utf8))
-        } else {
-            FileHandle.standardOutput.write(Data(lines.utf8))
         }
     }
 }

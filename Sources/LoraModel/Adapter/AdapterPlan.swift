@@ -144,10 +144,9 @@ public struct AdapterPlan: Sendable {
     /// SEQ_CLS (from a *ForSequenceClassification checkpoint or given num_labels),
     /// lm_head for CAUSAL_LM.
     static func checkTask(config c: ModelConfig, lora: LoraConfig) throws {
-        let supported = ["CAUSAL_LM", "SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS"]
-        guard supported.contains(lora.taskType) else {
-            throw CheckpointError.config(path: "LoRA settings", field: "task_type",
-                                         reason: "'\(lora.taskType)' is not supported yet; supported: " + supported.joined(separator: ", "))
+        guard let wanted = ModelTask.Kind(peftTaskType: lora.taskType) else {
+            throw CheckpointError.config(path: "LoRA settings", field: "task_type", reason: "'\(lora.taskType)' is not supported yet; "
+                                            + "supported: " + ModelTask.Kind.allCases.map(\.peftTaskType).joined(separator: ", "))
         }
         let theirs = c.task.peftTaskType
         guard lora.taskType != theirs else { return }
@@ -156,11 +155,10 @@ public struct AdapterPlan: Sendable {
                                          reason: "\(lora.taskType), but the model is a \(c.architecture.className(for: c.task)) "
                                             + "(\(c.task.kind == .causalLM ? "" : "no lm_head; ")its task is \(theirs)): set task_type \(theirs)")
         }
-        let head = "a *For" + (["SEQ_CLS": "SequenceClassification", "TOKEN_CLS": "TokenClassification"][lora.taskType]
-                                ?? "QuestionAnswering") + " checkpoint"
+        let head = "a *\(wanted.classSuffix) checkpoint"
         throw CheckpointError.config(path: "LoRA settings", field: "task_type",
                                      reason: "\(lora.taskType) needs its head: \(head)"
-                                        + (lora.taskType == "QUESTION_ANS" ? "" : ", or the training data's labels to make one from (lora-gpu train does)"))
+                                        + (wanted == .questionAnswering ? "" : ", or the training data's labels to make one from (lora-gpu train does)"))
     }
 
     static func isSaved(_ path: String, _ lora: LoraConfig) -> Bool {

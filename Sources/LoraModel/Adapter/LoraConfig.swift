@@ -209,8 +209,8 @@ public struct LoraConfig: Sendable, Equatable {
                 throw fail("'\(s)' is not a PEFT task type" + NearestName.suggestion(s, among: Self.taskTypes)
                            + "; PEFT's are " + Self.taskTypes.joined(separator: ", "))
             }
-            guard ["CAUSAL_LM", "SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS"].contains(s) else {
-                throw fail("'\(s)' is not supported yet; supported: CAUSAL_LM, SEQ_CLS, TOKEN_CLS, QUESTION_ANS")
+            guard ModelTask.Kind(peftTaskType: s) != nil else {
+                throw fail("'\(s)' is not supported yet; supported: " + ModelTask.Kind.allCases.map(\.peftTaskType).joined(separator: ", "))
             }
             taskType = s
         case "r": r = try rank(v, key)

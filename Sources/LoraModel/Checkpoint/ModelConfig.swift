@@ -11,22 +11,17 @@ public enum Architecture: String, Sendable, CaseIterable {
     public var prefix: String { String(rawValue.dropLast("ForCausalLM".count)) }
 
     /// The class transformers builds for `task` ("LlamaForSequenceClassification", …).
-    public func className(for task: ModelTask) -> String {
-        switch task {
-        case .causalLM: return rawValue
-        case .sequenceClassification: return prefix + "ForSequenceClassification"
-        case .tokenClassification: return prefix + "ForTokenClassification"
-        case .questionAnswering: return prefix + "ForQuestionAnswering"
-        }
-    }
+    public func className(for task: ModelTask) -> String { className(for: task.kind) }
+
+    public func className(for kind: ModelTask.Kind) -> String { prefix + kind.classSuffix }
+
+    /// Every class name read from `architectures`: each architecture with each task.
+    static var classNames: [String] { allCases.flatMap { a in ModelTask.Kind.allCases.map(a.className(for:)) } }
 
     /// The architecture and task of a class name in `architectures`.
     static func parse(className: String) -> (Architecture, ModelTask.Kind)? {
         for a in allCases {
-            if className == a.rawValue { return (a, .causalLM) }
-            if className == a.prefix + "ForSequenceClassification" { return (a, .sequenceClassification) }
-            if className == a.prefix + "ForTokenClassification" { return (a, .tokenClassification) }
-            if className == a.prefix + "ForQuestionAnswering" { return (a, .questionAnswering) }
+            for kind in ModelTask.Kind.allCases where a.className(for: kind) == className { return (a, kind) }
         }
         return nil
     }
@@ -57,7 +52,35 @@ public enum ModelTask: Sendable, Equatable {
     /// from a *ForQuestionAnswering checkpoint, else made at load.
     case questionAnswering(inCheckpoint: Bool)
 
-    public enum Kind: Sendable { case causalLM, sequenceClassification, tokenClassification, questionAnswering }
+    public enum Kind: Sendable, CaseIterable {
+        case causalLM, sequenceClassification, tokenClassification, questionAnswering
+
+        /// PEFT's task_type.
+        public var peftTaskType: String {
+            switch self {
+            case .causalLM: return "CAUSAL_LM"
+            case .sequenceClassification: return "SEQ_CLS"
+            case .tokenClassification: return "TOKEN_CLS"
+            case .questionAnswering: return "QUESTION_ANS"
+            }
+        }
+
+        /// The task of a PEFT task_type trained here (nil: not supported).
+        public init?(peftTaskType: String) {
+            guard let k = Self.allCases.first(where: { $0.peftTaskType == peftTaskType }) else { return nil }
+            self = k
+        }
+
+        /// The suffix of transformers' class for the task ("ForCausalLM", "ForTokenClassification", …).
+        public var classSuffix: String {
+            switch self {
+            case .causalLM: return "ForCausalLM"
+            case .sequenceClassification: return "ForSequenceClassification"
+            case .tokenClassification: return "ForTokenClassification"
+            case .questionAnswering: return "ForQuestionAnswering"
+            }
+        }
+    }
     public var kind: Kind {
         switch self {
         case .causalLM: return .causalLM
@@ -92,14 +115,7 @@ public enum ModelTask: Sendable, Equatable {
         return nil
     }
     /// PEFT's task_type.
-    public var peftTaskType: String {
-        switch kind {
-        case .causalLM: return "CAUSAL_LM"
-        case .sequenceClassification: return "SEQ_CLS"
-        case .tokenClassification: return "TOKEN_CLS"
-        case .questionAnswering: return "QUESTION_ANS"
-        }
-    }
+    public var peftTaskType: String { kind.peftTaskType }
 }
 
 /// A classifier head's settings (sequence or token classification), as config.json carries them.
@@ -245,13 +261,6 @@ public struct ModelConfig: Sendable {
         return out
     }
 
-    /// This config with a new extractive-QA head on top (qa_outputs and its bias made at load).
-    public func answering() -> ModelConfig {
-        var out = self
-        out.task = .questionAnswering(inCheckpoint: false)
-        return out
-    }
-
     /// This config with a new token classifier on top (score and its bias made at load).
     public func tagging(_ c: SequenceClassifier) -> ModelConfig {
         var out = self
@@ -305,8 +314,7 @@ public struct ModelConfig: Sendable {
         guard let (arch, checkpointKind) = archs.compactMap(Architecture.parse(className:)).first else {
             throw CheckpointError.config(path: path, field: "architectures",
                                          reason: "\(archs.isEmpty ? "missing" : archs.joined(separator: ", ")) is not supported; supported: "
-                                            + Architecture.allCases.flatMap { [$0.rawValue, $0.prefix + "ForSequenceClassification"] }
-                                                .joined(separator: ", "))
+                                            + Architecture.classNames.joined(separator: ", "))
         }
         if let act = j["hidden_act"]?.string, act != "silu" {
             throw CheckpointError.config(path: path, field: "hidden_act", reason: "'\(act)' is not supported; supported: silu")

@@ -134,16 +134,10 @@ public struct TokenBatch {
     /// (−100: not trained — padding, a word's later sub-tokens).
     public static func tokenClassification(inputIDs: [[Int]], labels: [[Int]]) throws -> TokenBatch {
         var b = try TokenBatch(inputIDs: inputIDs, labels: labels)
-        var tg = [Int32](repeating: -100, count: b.tokens)
-        for (r, row) in labels.enumerated() {
-            for (t, l) in row.enumerated() {
-                guard l == -100 || l >= 0, let v = Int32(exactly: l) else {
-                    throw LoraError.batch("label \(l) of row \(r), token \(t) is neither -100 nor a class id")
-                }
-                tg[r * b.seq + t] = v
-            }
+        if let i = b.labels.firstIndex(where: { $0 != -100 && $0 < 0 }) {
+            throw LoraError.batch("label \(b.labels[i]) of row \(i / b.seq), token \(i % b.seq) is neither -100 nor a class id")
         }
-        b.targets = tg
+        b.targets = b.labels   // the labels as they are: no shift
         b.tokenLabels = true
         return b
     }

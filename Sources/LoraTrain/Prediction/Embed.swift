@@ -40,10 +40,10 @@ public enum Embedder {
         }
     }
 
-    /// Every line's vector (rows of H), `batchSize` lines at a time.
+    /// Every line's vector (rows of H) with its line number, `batchSize` lines at a time.
     public static func run(model m: LlamaLoRAModel, file: String, tokenizer: DataTokenizer, maxSeqLen: Int,
                            pooling: Pooling, normalize: Bool, batchSize: Int,
-                           progress: (Int, Int) -> Void = { _, _ in }) throws -> [[Float]] {
+                           progress: (Int, Int) -> Void = { _, _ in }) throws -> (lines: [Int], vectors: [[Float]]) {
         let lines = try read(file: file)
         let H = m.config.hiddenSize
         var out: [[Float]] = []
@@ -68,7 +68,7 @@ public enum Embedder {
             for r in 0..<ids.count { out.append(Array(v[(r * H)..<((r + 1) * H)])) }
             progress(out.count, lines.count)
         }
-        return out
+        return (lines.map(\.line), out)
     }
 
     /// NumPy's .npy (format 1.0): a little-endian float32 (N, H) array.

@@ -143,8 +143,7 @@ public enum ClassifierPrediction {
                 let perToken = (0..<ids[k].count).map { i in Array(logits[((k * width + i) * C)..<((k * width + i + 1) * C)]) }
                 let predicted = read[k].map { pos -> String? in
                     guard let i = pos else { return nil }
-                    let z = perToken[i]
-                    return tagger.labels[z.indices.max { z[$0] < z[$1] || (z[$0] == z[$1] && $0 > $1) }!]
+                    return tagger.labels[Sampler.argmax(perToken[i])]
                 }
                 out.append(TagPrediction(line: r.line, predicted: predicted, truth: truth[k], truncated: cut[k], logits: perToken))
             }
@@ -227,7 +226,7 @@ public enum ClassifierPrediction {
         o["line"] = .int(p.line)
         switch cls.problemType {
         case .singleLabel:
-            let best = p.logits.indices.max { p.logits[$0] < p.logits[$1] || (p.logits[$0] == p.logits[$1] && $0 > $1) }!
+            let best = Sampler.argmax(p.logits)
             let m = p.logits.max()!, z = p.logits.reduce(0) { $0 + exp(Double($1 - m)) }
             o["prediction"] = .string(cls.labels[best])
             o["score"] = .double(exp(Double(p.logits[best] - m)) / z)

@@ -221,8 +221,7 @@ public enum ClassificationScores {
         var tp = [Int](repeating: 0, count: classes), fp = tp, fn = tp
         var correct = 0, n = 0
         for (r, y) in labels.enumerated() where y >= 0 {
-            let row = logits[(r * classes)..<((r + 1) * classes)]
-            let p = row.indices.max { row[$0] < row[$1] || (row[$0] == row[$1] && $0 > $1) }! - r * classes
+            let p = Sampler.argmax(Array(logits[(r * classes)..<((r + 1) * classes)]))
             n += 1
             if p == y { correct += 1; tp[y] += 1 } else { fp[p] += 1; fn[y] += 1 }
         }

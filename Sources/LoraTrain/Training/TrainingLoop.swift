@@ -225,8 +225,7 @@ final class TrainingLoop {
                 for row in b.labels {
                     var p: [String] = [], t: [String] = []
                     for y in row where y >= 0 {
-                        let z = counted[(k * C)..<((k + 1) * C)]
-                        p.append(cls.labels[z.indices.max { z[$0] < z[$1] || (z[$0] == z[$1] && $0 > $1) }! - k * C])
+                        p.append(cls.labels[Sampler.argmax(Array(counted[(k * C)..<((k + 1) * C)]))])
                         t.append(cls.labels[y])
                         k += 1
                     }
