@@ -138,7 +138,6 @@ final class ClassificationDataTests: XCTestCase {
         var vocabularySize: Int { 50 }
         var eosID: Int? { nil }
         var padID: Int? { nil }
-        func prepareText(_ s: String) -> String { s }
         var concurrencySafe: Bool { true }
     }
 
@@ -171,7 +170,6 @@ final class TaggingDataTests: XCTestCase {
         var vocabularySize: Int { 97 }
         var eosID: Int? { nil }
         var padID: Int? { nil }
-        func prepareText(_ s: String) -> String { s }
         var concurrencySafe: Bool { true }
         func encodeWords(_ words: [String], maxLength: Int) throws -> (ids: [Int], wordIDs: [Int?], truncated: Bool) {
             var ids: [Int] = [], w: [Int?] = []

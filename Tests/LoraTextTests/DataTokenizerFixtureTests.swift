@@ -172,51 +172,6 @@ final class DataTokenizerFixtureTests: XCTestCase {
 }
 
 final class DataAlignmentTests: XCTestCase {
-    /// The offsets the dataset path uses lie exactly on the text: each token's range, decoded,
-    /// is what the token stands for, for every family and conversation of the fixtures.
-    func testOffsetsCoverTheRenderedText() throws {
-        let fixtures = try DataFixtures.masks()
-        for (name, f) in fixtures["families"]!.object!.pairs {
-            let tok = try Tokenizer.load(directory: DataFixtures.root.appendingPathComponent(name).path)
-            for c in f["cases"]!.array! where c["error"] == nil {
-                let text = c["rendered"]!.string!
-                let toks = try tok.alignedTokens(text)
-                XCTAssertEqual(toks.map(\.id), c["input_ids"]!.array!.map { $0.int! })
-                var cursor = 0
-                for t in toks {
-                    XCTAssertEqual(t.start, cursor, "\(name): offsets are contiguous")
-                    XCTAssertLessThanOrEqual(t.start, t.end)
-                    cursor = t.end
-                }
-                XCTAssertEqual(cursor, text.utf8.count, "\(name): offsets cover the text")
-            }
-        }
-    }
-
-    /// The tokenizer fixtures' texts (Chinese, emoji, whitespace runs, special tokens inside the text) align
-    /// for the byte-level and SentencePiece-style tokenizers, normalized added tokens included.
-    func testTokenizerFixtureTextsAlign() throws {
-        let root = DataFixtures.root.appendingPathComponent("../tokenizers").standardized
-        var aligned = 0
-        for kind in ["gpt2", "qwen2", "llama3", "llama2", "llama2_metaspace"] {
-            let tok = try Tokenizer.load(directory: root.appendingPathComponent(kind).path)
-            let expected = try JSONValue.parse(Data(contentsOf: root.appendingPathComponent(kind).appendingPathComponent("expected.json")))
-            for c in expected["cases"]?.array ?? [] {
-                guard let text = c["text"]?.string else { continue }
-                let prepared = tok.alignableText(text)  // NFC where the normalizer composes
-                do {
-                    let toks = try tok.alignedTokens(prepared)
-                    XCTAssertEqual(toks.map(\.id), tok.encode(text, addSpecialTokens: false), "\(kind): \(text.debugDescription)")
-                    XCTAssertEqual(toks.last?.end ?? 0, prepared.utf8.count, "\(kind): \(text.debugDescription)")
-                    aligned += 1
-                } catch {
-                    XCTFail("\(kind): \(text.debugDescription): \(error)")
-                }
-            }
-        }
-        XCTAssertGreaterThan(aligned, 100)
-    }
-
     /// Qwen2's NFC normalizer rewrites a decomposed accent: the sample is put in NFC first, so the
     /// ids are the tokenizer's and the offsets line up; another rewriting normalizer fails the line.
     func testNormalizerThatRewritesTheText() throws {
@@ -229,10 +184,13 @@ final class DataAlignmentTests: XCTestCase {
                                                  ChatMessage(role: "assistant", content: "cafe\u{301}!")], addGenerationPrompt: false)
         XCTAssertEqual(d.samples[0].inputIDs, tok.encode(rendered, addSpecialTokens: false))
         XCTAssertEqual(Preview.pieces(d.previews[0], tokenizer: TokenizerDataAdapter(tok)).filter(\.trained).map(\.text), ["caf\u{E9}!<|im_end|>\n"])
+        // A normalizer that rewrites the text (NFKC, Lowercase, Strip, Replace) keeps its offsets: the
+        // completion of a prompt/completion line is trained, the prompt is not.
         let misc = try Tokenizer.load(directory: DataFixtures.root.appendingPathComponent("../tokenizers/misc").standardized.path)
-        XCTAssertThrowsError(try misc.alignedTokens("ABC def")) { e in
-            XCTAssertTrue("\(e)".hasPrefix("cannot align token"), "\(e)")
-        }
+        let pc = try SampleProcessor(tokenizer: TokenizerDataAdapter(misc), template: nil, options: DatasetOptions(), file: "t")
+            .process(.promptCompletion(prompt: "ABC  Def ", completion: "GHI ﬁne"), format: .promptCompletion, line: 1)
+        let trained = pc.sample.inputIDs.indices.filter { pc.sample.labels[$0] != -100 }.map { pc.sample.inputIDs[$0] }
+        XCTAssertEqual(trained.filter { !misc.isSpecial($0) }, misc.encode("GHI ﬁne", addSpecialTokens: false))
         // Text samples need no offsets: every token is trained.
         let t = try SampleProcessor(tokenizer: TokenizerDataAdapter(misc), template: nil, options: DatasetOptions(), file: "t")
             .process(.text("ABC def"), format: .text, line: 1)

@@ -373,22 +373,18 @@ final class ByteFallbackAddedTokensTests: XCTestCase {
             let text = try XCTUnwrap(c["text"]?.string)
             let ids = try XCTUnwrap(c["ids"]?.array).map { $0.int! }
             XCTAssertEqual(tok.encode(text, addSpecialTokens: false), ids, text)
-            // Our byte ranges lie inside the library's (its offsets count characters: converted to UTF-8
-            // bytes here); a byte-fallback piece of a multi-byte character gets its own byte where the
-            // library gives each piece the whole character.
+            // The library's offsets count characters: converted to UTF-8 bytes here. Each byte-fallback
+            // piece of a multi-byte character stands for the whole character.
             let scalars = Array(text.unicodeScalars)
             var byteAt = [0]
             for s in scalars { byteAt.append(byteAt.last! + String(s).utf8.count) }
-            let ours = try tok.alignedTokens(text)
+            let ours = tok.encodeWithOffsets(text)
             XCTAssertEqual(ours.map(\.id), ids, text)
-            for (o, theirs) in zip(ours, try XCTUnwrap(c["offsets"]?.array)) {
-                let lo = byteAt[theirs[0]!.int!], hi = byteAt[theirs[1]!.int!]
-                XCTAssertTrue(o.start >= lo && o.end <= hi, "\(text.debugDescription): \(o) not within bytes \(lo)..<\(hi)")
-            }
-            XCTAssertEqual(ours.last?.end, text.utf8.count, text)
+            let theirs = try XCTUnwrap(c["offsets"]?.array).map { [byteAt[$0[0]!.int!], byteAt[$0[1]!.int!]] }
+            XCTAssertEqual(ours.map { [$0.start, $0.end] }, theirs, text)
         }
         // The literal text "<0x5B>" is the added token; "[" is the model's byte piece with the same id.
-        XCTAssertEqual(try tok.alignedTokens("<0x5B> literally, then [").map { [$0.start, $0.end] }.first, [0, 6])
+        XCTAssertEqual(tok.encodeWithOffsets("<0x5B> literally, then [").map { [$0.start, $0.end] }.first, [0, 6])
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("bf-added-\(getpid()).jsonl").path
         defer { try? FileManager.default.removeItem(atPath: path) }
         try #"{"messages": [{"role": "user", "content": "hi [x]"}, {"role": "assistant", "content": "hello [world] 你好"}]}"#

@@ -90,6 +90,16 @@ for name in ["qwen2_32k", "llama2_32k"] {
                  mb / times[0], mb / best, Double(ntok) / best / 1e6, mb / cpuBest, Double(ntok) / cpuBest / 1e6))
     print(String(format: "  Python one by one: wall first %.2f MB/s, best %.2f MB/s, %.2f M tokens/s; CPU time best %.2f MB/s, %.2f M tokens/s; encode_batch wall %.2f MB/s",
                  mb / pyFirst, mb / pyBest, Double(pyTokens) / pyBest / 1e6, mb / pyCPU, Double(pyTokens) / pyCPU / 1e6, mb / pyBatch))
+    // encodeWithOffsets (the loss mask's path): the same ids, with each token's byte range.
+    var offCPU: [Double] = []
+    var offIDs: [[Int]] = []
+    for _ in 0..<2 {
+        let c = cpuSeconds()
+        offIDs = docs.map { tok.encodeWithOffsets($0, addSpecialTokens: true).map(\.id) }
+        offCPU.append(cpuSeconds() - c)
+    }
+    print(String(format: "  Swift  encodeWithOffsets: CPU time best %.2f MB/s, %.2f M tokens/s; ids %@ encode's",
+                 mb / (offCPU.min() ?? 1), Double(ntok) / (offCPU.min() ?? 1) / 1e6, offIDs == all ? "identical to" : "DIFFER from"))
     if !same, let i = firstDifference(expected, all) {
         let e = i < expected.count ? expected[i] : [], g = all[i]
         let j = firstDifference(e, g) ?? 0

@@ -138,14 +138,6 @@ public struct SampleProcessor {
     /// The sample of one record (truncated; may have no trained token: the caller decides).
     public func process(_ record: DatasetRecord, format: DatasetFormat, line: Int) throws -> ProcessedSample {
         var ids: [Int], labels: [Int]
-        let prep = tokenizer.prepareText
-        var record = record
-        switch record {
-        case .conversation(let m): record = .conversation(m.map { ChatMessage(role: $0.role, content: prep($0.content)) })
-        case .promptCompletion(let p, let c): record = .promptCompletion(prompt: prep(p), completion: prep(c))
-        case .text(let t): record = .text(prep(t))
-        case .tokens: break
-        }
         var text: String? = nil
         var offsets: [Range<Int>?]? = nil
         switch record {
@@ -213,12 +205,8 @@ public struct SampleProcessor {
         return (toks.map(\.id), labels, rendered.text, toks.map { $0.start..<$0.end })
     }
 
-    /// Token offsets; a tokenizer that cannot report them for this text fails the line.
-    func offsets(_ text: String, line: Int) throws -> [TokenOffset] {
-        do { return try tokenizer.encodeOffsets(text) } catch let e as TokenAlignmentError {
-            throw DatasetLineError(file: file, line: line, reason: "\(e)")
-        }
-    }
+    /// Token offsets (bare ids, each with its byte range in `text`).
+    func offsets(_ text: String, line: Int) throws -> [TokenOffset] { try tokenizer.encodeOffsets(text) }
 
     /// prompt + completion as plain text with the post-processor's tokens; tokens starting
     /// in the completion are trained, and the post-processor's trailing tokens (EOS) too;

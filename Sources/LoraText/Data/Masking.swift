@@ -47,9 +47,6 @@ public protocol DataTokenizer {
     var vocabularySize: Int { get }
     var eosID: Int? { get }
     var padID: Int? { get }
-    /// A sample's strings as the tokenizer will see them (e.g. NFC where its normalizer composes,
-    /// so that token offsets line up with the text); the ids are the same either way.
-    func prepareText(_ s: String) -> String
     /// Whether several threads may use it at once (Dataset.load then spreads lines over the CPUs).
     var concurrencySafe: Bool { get }
     /// transformers' `tokenizer(text, text_pair, truncation=True, max_length=)` ids (a classifier's input).
@@ -74,19 +71,7 @@ extension DataTokenizer {
 }
 
 extension DataTokenizer {
-    public func prepareText(_ s: String) -> String { s }
     public var concurrencySafe: Bool { false }
-}
-
-public struct TokenOffset: Equatable, Sendable {
-    public var id: Int
-    public var start: Int
-    public var end: Int
-    public init(id: Int, start: Int, end: Int) {
-        self.id = id
-        self.start = start
-        self.end = end
-    }
 }
 
 /// What the dataset path needs of a chat template.

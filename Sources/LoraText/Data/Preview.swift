@@ -37,11 +37,9 @@ public enum Preview {
                     continue
                 }
                 let lo = min(max(r.lowerBound, cursor), bytes.count), hi = min(max(r.upperBound, lo), bytes.count)
-                if lo > cursor { // bytes no token covers: shown as masked
-                    if pendingTrained { flushPending() }
-                    pendingTrained = false
-                    pending += bytes[cursor..<lo]
-                }
+                // Bytes no token covers (a combining mark composed into the token before it, whitespace
+                // an added token's lstrip/rstrip or the normalizer removed) go with the piece before them.
+                if lo > cursor { pending += bytes[cursor..<lo] }
                 if trained != pendingTrained { flushPending(); pendingTrained = trained }
                 pending += bytes[lo..<hi]
                 cursor = max(cursor, hi)

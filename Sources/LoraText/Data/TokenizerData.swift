@@ -11,7 +11,7 @@ public struct TokenizerDataAdapter: DataTokenizer {
         tokenizer.encode(text, addSpecialTokens: addSpecialTokens)
     }
     public func encodeOffsets(_ text: String) throws -> [TokenOffset] {
-        try tokenizer.alignedTokens(text)  // until Tokenizer.encodeWithOffsets exists
+        tokenizer.encodeWithOffsets(text, addSpecialTokens: false)
     }
     public func decodeIDs(_ ids: [Int]) -> String { tokenizer.decode(ids, skipSpecialTokens: false) }
     public func encodePair(_ text: String, _ pair: String?, maxLength: Int) throws -> (ids: [Int], truncated: Bool) {
@@ -23,7 +23,6 @@ public struct TokenizerDataAdapter: DataTokenizer {
     public var vocabularySize: Int { tokenizer.vocabSize }
     public var eosID: Int? { tokenizer.config.eosToken.flatMap { tokenizer.tokenID($0) } }
     public var padID: Int? { tokenizer.config.padToken.flatMap { tokenizer.tokenID($0) } }
-    public func prepareText(_ s: String) -> String { tokenizer.alignableText(s) }
     /// Tokenizer is thread-safe (its only mutable state, the BPE word cache, is locked).
     public var concurrencySafe: Bool { true }
 }

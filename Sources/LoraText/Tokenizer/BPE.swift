@@ -190,7 +190,7 @@ final class BPEModel {
         if ignoreMerges, let id = vocab[ExactKey(scalarsToString(word))] {
             ids = [id]
         } else {
-            ids = mergeWord(word)
+            ids = mergeWord(word).map(\.id)
         }
         out.append(contentsOf: ids)
         if let key = key {
@@ -200,10 +200,21 @@ final class BPEModel {
         }
     }
 
-    /// Initial symbols, then merges.
-    private func mergeWord(_ word: [Unicode.Scalar]) -> [Int] {
+    /// The tokens of one word with the scalars of `word` each stands for (`encodeWithOffsets`):
+    /// a byte-fallback piece stands for its whole scalar, a fused unknown for its run.
+    func tokenizeSpans(_ word: [Unicode.Scalar]) -> [(id: Int, scalars: Range<Int>)] {
+        if word.isEmpty { return [] }
+        if ignoreMerges, let id = vocab[ExactKey(scalarsToString(word))] { return [(id, 0..<word.count)] }
+        return mergeWord(word)
+    }
+
+    /// Initial symbols, then merges; each token with the scalars it covers.
+    private func mergeWord(_ word: [Unicode.Scalar]) -> [(id: Int, scalars: Range<Int>)] {
         var symbols: [Int] = []
         symbols.reserveCapacity(word.count)
+        var spans: [Range<Int>] = []  // the scalars of each initial symbol
+        spans.reserveCapacity(word.count)
+        var unkSpan = 0..<0  // the scalars the pending unk stands for
         var unk: Int? = nil  // pending unk id (fused runs collapse into it)
         let unkID = unkToken.flatMap { vocab[ExactKey($0)] }
         let plain = continuingSubwordPrefix == nil && endOfWordSuffix == nil
@@ -225,8 +236,9 @@ final class BPEModel {
                 id = vocab[ExactKey(s)]
             }
             if let id = id {
-                if let u = unk { symbols.append(u); unk = nil }
+                if let u = unk { symbols.append(u); spans.append(unkSpan); unk = nil }
                 symbols.append(id)
+                spans.append(i..<(i + 1))
                 continue
             }
             if byteFallback {
@@ -234,25 +246,36 @@ final class BPEModel {
                 var ok = true
                 for b in bytes where byteIDs[Int(b)] < 0 { ok = false; break }
                 if ok {
-                    for b in bytes { symbols.append(byteIDs[Int(b)]) }
+                    // As the library does, a pending unk waits for the next vocabulary symbol.
+                    for b in bytes { symbols.append(byteIDs[Int(b)]); spans.append(i..<(i + 1)) }
                     continue
                 }
             }
             if let u = unkID {
-                if let pending = unk {
-                    if !fuseUnk { symbols.append(pending) }
+                if let pending = unk, !fuseUnk {
+                    symbols.append(pending)
+                    spans.append(unkSpan)
+                    unkSpan = i..<(i + 1)
+                } else {
+                    unkSpan = unk == nil ? i..<(i + 1) : unkSpan.lowerBound..<(i + 1)
                 }
                 unk = u
             }
         }
-        if let u = unk { symbols.append(u) }
-        if symbols.count < 2 { return symbols }
-        return merge(symbols)
+        if let u = unk { symbols.append(u); spans.append(unkSpan) }
+        if symbols.count < 2 { return zip(symbols, spans).map { ($0, $1) } }
+        let (ids, starts) = merge(symbols)
+        return ids.indices.map { k in
+            let last = k + 1 < starts.count ? starts[k + 1] - 1 : symbols.count - 1
+            let lo = spans[starts[k]].lowerBound
+            return (ids[k], lo..<max(lo, spans[last].upperBound))
+        }
     }
 
     /// Applies the merges: lowest rank first, leftmost on ties (the library's heap order).
     /// Symbols form a linked list over the initial positions; a merge keeps the left slot.
-    private func merge(_ initial: [Int]) -> [Int] {
+    /// Returns the final ids and the initial position each starts at.
+    private func merge(_ initial: [Int]) -> (ids: [Int], starts: [Int]) {
         let n = initial.count
         var c = initial
         var prev = [Int32](repeating: -1, count: n)
@@ -289,14 +312,16 @@ final class BPEModel {
                 heap.push(key: (m3 >> 32) << 32 | UInt64(pos), newID: Int32(truncatingIfNeeded: m3))
             }
         }
-        var out: [Int] = []
+        var out: [Int] = [], starts: [Int] = []
         out.reserveCapacity(n)
+        starts.reserveCapacity(n)
         var i = 0
         while i >= 0 && i < n {
             out.append(c[i])
+            starts.append(i)
             i = Int(next[i])
         }
-        return out
+        return (out, starts)
     }
 }
 

@@ -4,6 +4,28 @@ import LoraBase
 /// A normalizer rewrites the text of one piece (scalars in, scalars out).
 protocol TextNormalizer {
     func normalize(_ s: [Unicode.Scalar]) -> [Unicode.Scalar]
+    /// The same rewrite carrying each scalar's original byte range along (`TextPiece.align`),
+    /// as `tokenizers`' NormalizedString aligns it: a scalar that replaces n originals stands for
+    /// the first of them; one inserted after it stands for the original before it; removed
+    /// scalars take their ranges with them.
+    func normalize(aligned p: inout TextPiece)
+}
+
+extension TextNormalizer {
+    /// Scalar by scalar: each scalar's output stands for that scalar (Lowercase, ByteLevel).
+    func normalizeEachScalar(_ p: inout TextPiece) {
+        guard let a = p.align else { p.text = normalize(p.text); return }
+        var text: [Unicode.Scalar] = [], align: [Range<Int>] = []
+        text.reserveCapacity(p.text.count)
+        align.reserveCapacity(p.text.count)
+        for (c, r) in zip(p.text, a) {
+            let out = normalize([c])
+            text += out
+            align += repeatElement(r, count: out.count)
+        }
+        p.text = text
+        p.align = align
+    }
 }
 
 func scalarsToString(_ s: [Unicode.Scalar]) -> String {
@@ -31,6 +53,43 @@ struct UnicodeFormNormalizer: TextNormalizer {
         }
         return Array(out.unicodeScalars)
     }
+
+    /// Positional, as the library's normalization with alignments gives it: the text's full
+    /// decomposition (NFD / NFKD) repeats each scalar's range once per scalar it decomposes into,
+    /// and canonical reordering keeps those ranges in place; composing (NFC / NFKC), an output scalar
+    /// that absorbed k decomposed scalars stands for the first range of its run, the next output
+    /// continues after the run. (Checked against the whole piece's form; failing that, every output
+    /// scalar stands for the whole piece.)
+    func normalize(aligned p: inout TextPiece) {
+        guard let a = p.align else { p.text = normalize(p.text); return }
+        let whole = normalize(p.text)
+        if whole == p.text { return }
+        let compat = form == .nfkc || form == .nfkd
+        func decomposed(_ s: [Unicode.Scalar]) -> [Unicode.Scalar] {
+            let str = scalarsToString(s)
+            return Array((compat ? str.decomposedStringWithCompatibilityMapping : str.decomposedStringWithCanonicalMapping).unicodeScalars)
+        }
+        var runs: [Range<Int>] = []
+        for (c, r) in zip(p.text, a) {
+            runs += repeatElement(r, count: c.value < 0x80 ? 1 : decomposed([c]).count)
+        }
+        var align: [Range<Int>] = []
+        align.reserveCapacity(whole.count)
+        var pos = 0
+        for c in whole {
+            guard pos < runs.count else { break }
+            align.append(runs[pos])
+            pos += form == .nfc || form == .nfkc ? (c.value < 0x80 ? 1 : decomposed([c]).count) : 1
+        }
+        guard align.count == whole.count, pos == runs.count else {
+            let all = (a.first?.lowerBound ?? 0)..<(a.last?.upperBound ?? 0)
+            p.text = whole
+            p.align = [Range<Int>](repeating: all, count: whole.count)
+            return
+        }
+        p.text = whole
+        p.align = align
+    }
 }
 
 /// Full Unicode lowercase mapping per scalar (no context, like Rust's char::to_lowercase).
@@ -48,6 +107,8 @@ struct LowercaseNormalizer: TextNormalizer {
         }
         return out
     }
+
+    func normalize(aligned p: inout TextPiece) { normalizeEachScalar(&p) }
 }
 
 /// Strips White_Space on the left and/or right.
@@ -60,6 +121,15 @@ struct StripNormalizer: TextNormalizer {
         if right { while hi > lo && s[hi - 1].properties.isWhitespace { hi -= 1 } }
         return Array(s[lo..<hi])
     }
+
+    func normalize(aligned p: inout TextPiece) {
+        var lo = 0, hi = p.text.count
+        if left { while lo < hi && p.text[lo].properties.isWhitespace { lo += 1 } }
+        if right { while hi > lo && p.text[hi - 1].properties.isWhitespace { hi -= 1 } }
+        let atStart = p.atStart
+        p = p.slice(lo..<hi)
+        p.atStart = atStart
+    }
 }
 
 /// Prepends a string to non-empty text.
@@ -69,6 +139,8 @@ struct PrependNormalizer: TextNormalizer {
     func normalize(_ s: [Unicode.Scalar]) -> [Unicode.Scalar] {
         s.isEmpty ? s : prefix + s
     }
+
+    func normalize(aligned p: inout TextPiece) { if !p.text.isEmpty { p.prepend(prefix) } }
 }
 
 /// Replaces every match of a pattern (literal or regex) with a string.
@@ -92,11 +164,32 @@ struct ReplaceNormalizer: TextNormalizer {
         }
         return out
     }
+
+    /// A match's replacement stands for the match's last scalar (the library removes the match,
+    /// then inserts the content after it).
+    func normalize(aligned p: inout TextPiece) {
+        guard let a = p.align else { p.text = normalize(p.text); return }
+        var text: [Unicode.Scalar] = [], align: [Range<Int>] = []
+        for (r, isMatch) in coveringMatches(pattern, p.text) {
+            if !isMatch {
+                text += p.text[r]
+                align += a[r]
+            } else if !content.isEmpty {
+                let at = r.isEmpty ? (r.lowerBound > 0 ? a[r.lowerBound - 1] : (a.first.map { $0.lowerBound..<$0.lowerBound } ?? 0..<0))
+                                   : a[r.upperBound - 1]
+                text += content
+                align += repeatElement(at, count: content.count)
+            }
+        }
+        p.text = text
+        p.align = align
+    }
 }
 
 /// The ByteLevel normalizer: UTF-8 bytes to the GPT-2 byte alphabet.
 struct ByteLevelNormalizer: TextNormalizer {
     func normalize(_ s: [Unicode.Scalar]) -> [Unicode.Scalar] { byteLevelEncode(s) }
+    func normalize(aligned p: inout TextPiece) { p = p.byteLevel(0..<p.text.count) }
 }
 
 struct SequenceNormalizer: TextNormalizer {
@@ -107,6 +200,8 @@ struct SequenceNormalizer: TextNormalizer {
         for n in steps { t = n.normalize(t) }
         return t
     }
+
+    func normalize(aligned p: inout TextPiece) { for n in steps { n.normalize(aligned: &p) } }
 }
 
 func makeNormalizer(_ json: JSONValue, context: String) throws -> TextNormalizer? {

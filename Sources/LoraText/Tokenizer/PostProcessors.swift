@@ -7,11 +7,34 @@ protocol PostProcessor {
     func process(_ a: [Int], pair b: [Int]?, addSpecialTokens: Bool) -> [Int]
     /// Whether it leaves ids as they are (ByteLevel): a pair is then A followed by B.
     var isIdentity: Bool { get }
+    /// ByteLevel / RobertaProcessing with trim_offsets: offsets lose the spaces their tokens start
+    /// or end with (`add_prefix_space`: a first token's single leading space is kept).
+    var offsetTrim: OffsetTrim? { get }
+}
+
+struct OffsetTrim {
+    let addPrefixSpace: Bool
+
+    /// `tokenizers`' process_offsets: `token` is the token's string (byte-level alphabet), `range`
+    /// its character range; `index` its place in the sequence.
+    func trim(_ range: Range<Int>, token: String, index: Int) -> Range<Int> {
+        func isSpace(_ c: Unicode.Scalar) -> Bool { c == "\u{120}" || c.properties.isWhitespace }
+        var leading = token.unicodeScalars.prefix(while: isSpace).count
+        let trailing = token.unicodeScalars.reversed().prefix(while: isSpace).count
+        var lo = range.lowerBound, hi = range.upperBound
+        if leading > 0 {
+            if (index == 0 || lo == 0) && addPrefixSpace && leading == 1 { leading = 0 }
+            lo = min(lo + leading, hi)
+        }
+        if trailing > 0 && hi >= trailing { hi = max(hi - trailing, lo) }
+        return lo..<hi
+    }
 }
 
 extension PostProcessor {
     func process(_ ids: [Int], addSpecialTokens: Bool) -> [Int] { process(ids, pair: nil, addSpecialTokens: addSpecialTokens) }
     var isIdentity: Bool { false }
+    var offsetTrim: OffsetTrim? { nil }
     /// The special tokens it adds to one sequence, or to a pair (what truncation leaves room for).
     func addedTokens(pair: Bool) -> Int { process([], pair: pair ? [] : nil, addSpecialTokens: true).count }
 }
@@ -48,6 +71,7 @@ struct WrapPostProcessor: PostProcessor {
     let prefix: Int
     let suffix: Int
     let roberta: Bool
+    var offsetTrim: OffsetTrim? = nil
 
     func process(_ a: [Int], pair b: [Int]?, addSpecialTokens: Bool) -> [Int] {
         guard addSpecialTokens else { return a + (b ?? []) }
@@ -58,6 +82,7 @@ struct WrapPostProcessor: PostProcessor {
 
 /// ByteLevel only trims offsets: ids unchanged (a pair: A then B).
 struct IdentityPostProcessor: PostProcessor {
+    var offsetTrim: OffsetTrim? = nil
     func process(_ a: [Int], pair b: [Int]?, addSpecialTokens: Bool) -> [Int] { a + (b ?? []) }
     var isIdentity: Bool { true }
 }
@@ -75,12 +100,18 @@ struct SequencePostProcessor: PostProcessor {
         return rest.map { t + $0 } ?? t
     }
     var isIdentity: Bool { steps.allSatisfy(\.isIdentity) }
+    var offsetTrim: OffsetTrim? { steps.lazy.compactMap(\.offsetTrim).first }
+}
+
+/// trim_offsets / add_prefix_space of a ByteLevel or RobertaProcessing post-processor (both default true).
+private func offsetTrim(_ json: JSONValue) -> OffsetTrim? {
+    (json["trim_offsets"]?.bool ?? true) ? OffsetTrim(addPrefixSpace: json["add_prefix_space"]?.bool ?? true) : nil
 }
 
 func makePostProcessor(_ json: JSONValue, context: String) throws -> PostProcessor? {
     guard let type = try componentType(json, context: context) else { return nil }
     switch type {
-    case "ByteLevel": return IdentityPostProcessor()
+    case "ByteLevel": return IdentityPostProcessor(offsetTrim: offsetTrim(json))
     case "TemplateProcessing":
         var specials: [String: [Int]] = [:]
         if let pairs = json["special_tokens"]?.object?.pairs {
@@ -129,7 +160,8 @@ func makePostProcessor(_ json: JSONValue, context: String) throws -> PostProcess
             }
             return id
         }
-        return WrapPostProcessor(prefix: try idOf("cls"), suffix: try idOf("sep"), roberta: type == "RobertaProcessing")
+        return WrapPostProcessor(prefix: try idOf("cls"), suffix: try idOf("sep"), roberta: type == "RobertaProcessing",
+                                 offsetTrim: type == "RobertaProcessing" ? offsetTrim(json) : nil)
     case "Sequence":
         let steps = try sequenceSteps(json, "processors", context: context, makePostProcessor)
         return SequencePostProcessor(steps: steps)

@@ -6,6 +6,37 @@ struct TextPiece {
     var text: [Unicode.Scalar]
     /// The piece begins at offset 0 of the original text (Metaspace's "first" scheme).
     var atStart: Bool
+    /// Per scalar of `text`, the UTF-8 byte range of the original text it stands for
+    /// (`tokenizers`' alignments); only `encodeWithOffsets` tracks it, nil otherwise.
+    var align: [Range<Int>]? = nil
+
+    /// The scalars in `r` (a split).
+    func slice(_ r: Range<Int>) -> TextPiece {
+        TextPiece(text: Array(text[r]), atStart: atStart && r.lowerBound == 0, align: align.map { Array($0[r]) })
+    }
+
+    /// `prefix` put in front, standing for the first scalar's range (the library's `prepend`).
+    mutating func prepend(_ prefix: [Unicode.Scalar]) {
+        if var a = align, let first = a.first {
+            a.insert(contentsOf: repeatElement(first, count: prefix.count), at: 0)
+            align = a
+        }
+        text.insert(contentsOf: prefix, at: 0)
+    }
+
+    /// The scalars in `r` as GPT-2 byte-alphabet scalars, each byte standing for its scalar's range.
+    func byteLevel(_ r: Range<Int>) -> TextPiece {
+        TextPiece(text: byteLevelEncode(text[r]), atStart: atStart && r.lowerBound == 0,
+                  align: align.map { byteLevelAlignment(text[r], $0[r]) })
+    }
+}
+
+/// The alignment of `byteLevelEncode(s)`: each UTF-8 byte of a scalar gets that scalar's range.
+func byteLevelAlignment(_ s: ArraySlice<Unicode.Scalar>, _ a: ArraySlice<Range<Int>>) -> [Range<Int>] {
+    var out: [Range<Int>] = []
+    out.reserveCapacity(s.count)
+    for (c, r) in zip(s, a) { out.append(contentsOf: repeatElement(r, count: UTF8.width(c))) }
+    return out
 }
 
 /// The GPT-2 byte alphabet (LoraBase.ByteAlphabet): byte → scalar, and scalar value (< 512) → byte or -1.
@@ -35,9 +66,7 @@ protocol PreTokenizer {
 /// Splits every piece by `ranges`, dropping empty results (as PreTokenizedString::split does).
 @inline(__always)
 func appendSplits(_ piece: TextPiece, _ ranges: [Range<Int>], into out: inout [TextPiece]) {
-    for r in ranges where !r.isEmpty {
-        out.append(TextPiece(text: Array(piece.text[r]), atStart: piece.atStart && r.lowerBound == 0))
-    }
+    for r in ranges where !r.isEmpty { out.append(piece.slice(r)) }
 }
 
 struct SplitPreTokenizer: PreTokenizer {
@@ -67,7 +96,7 @@ struct KnownSplitByteLevelPreTokenizer: PreTokenizer {
         for p in pieces {
             out.reserveCapacity(out.count + p.text.count / 3 + 1)
             for r in pattern.matches(in: p.text) where !r.isEmpty {
-                out.append(TextPiece(text: byteLevelEncode(p.text[r]), atStart: p.atStart && r.lowerBound == 0))
+                out.append(p.byteLevel(r))
             }
         }
         return out
@@ -88,13 +117,11 @@ struct ByteLevelPreTokenizer: PreTokenizer {
         var out: [TextPiece] = []
         out.reserveCapacity(pieces.count * 4)
         for var p in pieces {
-            if addPrefixSpace && p.text.first != " " { p.text.insert(" ", at: 0) }
+            if addPrefixSpace && p.text.first != " " { p.prepend([" "]) }
             if useRegex {
-                for r in regex.matches(in: p.text) where !r.isEmpty {
-                    out.append(TextPiece(text: byteLevelEncode(Array(p.text[r])), atStart: p.atStart && r.lowerBound == 0))
-                }
+                for r in regex.matches(in: p.text) where !r.isEmpty { out.append(p.byteLevel(r)) }
             } else if !p.text.isEmpty {
-                out.append(TextPiece(text: byteLevelEncode(p.text), atStart: p.atStart))
+                out.append(p.byteLevel(0..<p.text.count))
             }
         }
         return out
@@ -112,8 +139,8 @@ struct MetaspacePreTokenizer: PreTokenizer {
         for var p in pieces {
             for i in p.text.indices where p.text[i] == " " { p.text[i] = replacement }
             switch scheme {
-            case .always: if p.text.first != replacement { p.text.insert(replacement, at: 0) }
-            case .first: if p.text.first != replacement && p.atStart { p.text.insert(replacement, at: 0) }
+            case .always: if p.text.first != replacement { p.prepend([replacement]) }
+            case .first: if p.text.first != replacement && p.atStart { p.prepend([replacement]) }
             case .never: break
             }
             if split {
@@ -182,7 +209,7 @@ struct WhitespacePreTokenizer: PreTokenizer {
                 let word = isWordScalar(s[i])
                 var e = i + 1
                 while e < s.count && isWordScalar(s[e]) == word && (word || !s[e].properties.isWhitespace) { e += 1 }
-                out.append(TextPiece(text: Array(s[i..<e]), atStart: p.atStart && i == 0))
+                out.append(p.slice(i..<e))
                 i = e
             }
         }

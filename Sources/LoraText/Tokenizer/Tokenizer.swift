@@ -45,9 +45,6 @@ public final class Tokenizer {
     let rawMatcher: AddedTokenMatcher
     let normalizedMatcher: AddedTokenMatcher
     private let maxID: Int
-    /// Every id's surface pattern for alignment (TokenAlignment.swift), made on first use.
-    var surfaceCache: SurfaceTable?
-    let surfaceLock = NSLock()
 
     /// Highest id + 1, added tokens included.
     public var vocabSize: Int { maxID + 1 }
@@ -210,23 +207,85 @@ public final class Tokenizer {
         let scalars = Array(text.unicodeScalars)
         var ids: [Int] = []
         ids.reserveCapacity(scalars.count / 3 + 4)
-        for (r, id) in rawMatcher.split(scalars) {
-            if let id = id { ids.append(id); continue }
-            if r.isEmpty { continue }
-            let atStart = r.lowerBound == 0
-            var piece = Array(scalars[r])
-            if let n = normalizer { piece = n.normalize(piece) }
-            if piece.isEmpty { continue }
-            for (r2, id2) in normalizedMatcher.split(piece) {
-                if let id2 = id2 { ids.append(id2); continue }
-                if r2.isEmpty { continue }
-                let p = TextPiece(text: Array(piece[r2]), atStart: atStart && r2.lowerBound == 0)
-                let words = preTokenizer.map { $0.preTokenize([p]) } ?? [p]
-                for w in words { model.tokenize(w.text, into: &ids) }
-            }
-        }
+        var untracked: [Range<Int>]? = nil
+        encodeBare(scalars, byteAt: nil, ids: &ids, offsets: &untracked)
         if let pp = postProcessor { return pp.process(ids, addSpecialTokens: addSpecialTokens) }
         return ids
+    }
+
+    /// The ids and offsets `tokenizers`' `encode(text, add_special_tokens:)` gives: each token's
+    /// range in `text` in UTF-8 bytes (the Python binding counts characters; the bytes are the
+    /// same boundaries), as the normalizer's alignments map it back — a token the normalizer or
+    /// pre-tokenizer inserted ("▁", a prefix space) stands for the text's first character there,
+    /// byte-fallback pieces of one character each stand for all of it, a ByteLevel post-processor
+    /// with trim_offsets trims spaces off. Special tokens the post-processor adds get 0..<0.
+    public func encodeWithOffsets(_ text: String, addSpecialTokens: Bool = false) -> [TokenOffset] {
+        let scalars = Array(text.unicodeScalars)
+        var byteAt = [0]
+        byteAt.reserveCapacity(scalars.count + 1)
+        for c in scalars { byteAt.append(byteAt[byteAt.count - 1] + UTF8.width(c)) }
+        var ids: [Int] = []
+        var tracked: [Range<Int>]? = []
+        encodeBare(scalars, byteAt: byteAt, ids: &ids, offsets: &tracked)
+        var ranges = tracked ?? []
+        if let trim = postProcessor?.offsetTrim {
+            // transformers gets offsets in characters and the post-processor trims them there, so the
+            // trim counts characters: a byte-level space token over a multi-byte character loses all of it.
+            var charAt = [Int](repeating: 0, count: byteAt[byteAt.count - 1] + 1)
+            for (c, b) in byteAt.enumerated() { charAt[b] = c }
+            for k in ranges.indices {
+                let t = trim.trim(charAt[ranges[k].lowerBound]..<charAt[ranges[k].upperBound], token: token(ids[k]) ?? "", index: k)
+                ranges[k] = byteAt[t.lowerBound]..<byteAt[t.upperBound]
+            }
+        }
+        let own = ids.indices.map { TokenOffset(id: ids[$0], start: ranges[$0].lowerBound, end: ranges[$0].upperBound) }
+        guard let pp = postProcessor else { return own }
+        // The post-processor's output with each content token marked by its position.
+        return pp.process(ids.indices.map { -1 - $0 }, pair: nil, addSpecialTokens: addSpecialTokens)
+            .map { $0 < 0 ? own[-1 - $0] : TokenOffset(id: $0, start: 0, end: 0) }
+    }
+
+    /// Added tokens, normalizer, pre-tokenizer and model over the text (no post-processor).
+    /// With `byteAt` (each scalar's UTF-8 offset, and the end) every token's original byte range
+    /// is appended to `offsets` too.
+    private func encodeBare(_ scalars: [Unicode.Scalar], byteAt: [Int]?, ids: inout [Int], offsets: inout [Range<Int>]?) {
+        /// The original bytes scalars `r` of an aligned piece stand for.
+        func span(_ align: [Range<Int>], _ r: Range<Int>) -> Range<Int> {
+            let lo = align[r.lowerBound].lowerBound
+            return lo..<max(lo, align[r.upperBound - 1].upperBound)
+        }
+        for (r, id, content) in rawMatcher.split(scalars) {
+            if let id = id {
+                // An added token stands for its content; whitespace lstrip/rstrip took stands for none.
+                ids.append(id)
+                if let b = byteAt { offsets?.append(b[content.lowerBound]..<b[content.upperBound]) }
+                continue
+            }
+            if r.isEmpty { continue }
+            var piece = TextPiece(text: Array(scalars[r]), atStart: r.lowerBound == 0,
+                                  align: byteAt.map { b in r.map { b[$0]..<b[$0 + 1] } })
+            if let n = normalizer {
+                if piece.align != nil { n.normalize(aligned: &piece) } else { piece.text = n.normalize(piece.text) }
+            }
+            if piece.text.isEmpty { continue }
+            for (r2, id2, content2) in normalizedMatcher.split(piece.text) {
+                if let id2 = id2 {
+                    ids.append(id2)
+                    if let a = piece.align { offsets?.append(span(a, content2)) }
+                    continue
+                }
+                if r2.isEmpty { continue }
+                let p = piece.slice(r2)
+                let words = preTokenizer.map { $0.preTokenize([p]) } ?? [p]
+                for w in words {
+                    guard let a = w.align else { model.tokenize(w.text, into: &ids); continue }
+                    for t in model.tokenizeSpans(w.text) {
+                        ids.append(t.id)
+                        offsets?.append(span(a, t.scalars))
+                    }
+                }
+            }
+        }
     }
 
     // MARK: - Decoding
@@ -265,6 +324,18 @@ public final class Tokenizer {
     }
 }
 
+/// A token and the UTF-8 byte range of the text it stands for.
+public struct TokenOffset: Equatable, Sendable {
+    public var id: Int
+    public var start: Int
+    public var end: Int
+    public init(id: Int, start: Int, end: Int) {
+        self.id = id
+        self.start = start
+        self.end = end
+    }
+}
+
 /// Finds added tokens in text: leftmost-longest, non-overlapping (as the library's
 /// Aho-Corasick matcher), then single_word / lstrip / rstrip applied per match.
 struct AddedTokenMatcher {
@@ -287,10 +358,11 @@ struct AddedTokenMatcher {
         }
     }
 
-    /// The text covered by (range, added token id or nil) pieces, in order.
-    func split(_ s: [Unicode.Scalar]) -> [(Range<Int>, Int?)] {
-        if isEmpty || s.isEmpty { return [(0..<s.count, nil)] }
-        var out: [(Range<Int>, Int?)] = []
+    /// The text covered by (range, added token id or nil) pieces, in order; an added token's
+    /// range includes the whitespace lstrip/rstrip take, `content` is where its text itself is.
+    func split(_ s: [Unicode.Scalar]) -> [(Range<Int>, Int?, content: Range<Int>)] {
+        if isEmpty || s.isEmpty { return [(0..<s.count, nil, 0..<s.count)] }
+        var out: [(Range<Int>, Int?, content: Range<Int>)] = []
         var startOffset = 0
         var i = 0
         let n = s.count
@@ -325,11 +397,11 @@ struct AddedTokenMatcher {
             if tok.rstrip {
                 while stop < n && s[stop].properties.isWhitespace { stop += 1 }
             }
-            if startOffset < start { out.append((startOffset..<start, nil)) }
-            out.append((start..<stop, tok.id))
+            if startOffset < start { out.append((startOffset..<start, nil, startOffset..<start)) }
+            out.append((start..<stop, tok.id, (i - patterns[found].count)..<i))
             startOffset = stop
         }
-        if startOffset != n { out.append((startOffset..<n, nil)) }
+        if startOffset != n { out.append((startOffset..<n, nil, startOffset..<n)) }
         return out
     }
 }

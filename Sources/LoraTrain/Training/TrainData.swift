@@ -22,7 +22,6 @@ public struct PreTokenizedOnly: DataTokenizer {
     public func encodeIDs(_ text: String, addSpecialTokens: Bool) throws -> [Int] { throw ModelTextError.noTokenizer(model) }
     public func encodeOffsets(_ text: String) throws -> [TokenOffset] { throw ModelTextError.noTokenizer(model) }
     public func decodeIDs(_ ids: [Int]) -> String { ids.map(String.init).joined(separator: " ") }
-    public func prepareText(_ s: String) -> String { s }
 }
 
 /// Training and validation samples, with what the loader counted.
