@@ -53,6 +53,9 @@ public protocol DataTokenizer {
     func encodePair(_ text: String, _ pair: String?, maxLength: Int) throws -> (ids: [Int], truncated: Bool)
     /// transformers' `tokenizer(words, is_split_into_words=True, truncation=True, max_length=)`: ids and word ids.
     func encodeWords(_ words: [String], maxLength: Int) throws -> (ids: [Int], wordIDs: [Int?], truncated: Bool)
+    /// transformers' `tokenizer(question, context, truncation="only_second", max_length=, stride=,
+    /// return_overflowing_tokens=True, return_offsets_mapping=True)`: one row per window of the context.
+    func encodeQuestionContext(_ question: String, _ context: String, maxLength: Int, stride: Int) throws -> [Tokenizer.PairRow]
 }
 
 extension DataTokenizer {
@@ -60,6 +63,12 @@ extension DataTokenizer {
     public func encodeWords(_ words: [String], maxLength: Int) throws -> (ids: [Int], wordIDs: [Int?], truncated: Bool) {
         throw DatasetError.invalidOption("the model has no tokenizer (tokenizer.json) to split words into sub-tokens: "
                                          + "give {\"input_ids\", \"labels\"} lines")
+    }
+
+    /// Without the tokenizer's own offsets: not available.
+    public func encodeQuestionContext(_ question: String, _ context: String, maxLength: Int, stride: Int) throws -> [Tokenizer.PairRow] {
+        throw DatasetError.invalidOption("the model has no tokenizer (tokenizer.json) to split a question and its context into "
+                                         + "tokens: give {\"input_ids\", \"start_positions\", \"end_positions\"} lines")
     }
 
     /// Without the tokenizer's post-processor: the text's ids (with special tokens) cut to maxLength; no pairs.

@@ -20,6 +20,9 @@ public struct TokenizerDataAdapter: DataTokenizer {
     public func encodeWords(_ words: [String], maxLength: Int) throws -> (ids: [Int], wordIDs: [Int?], truncated: Bool) {
         tokenizer.encode(words: words, maxLength: maxLength)
     }
+    public func encodeQuestionContext(_ question: String, _ context: String, maxLength: Int, stride: Int) throws -> [Tokenizer.PairRow] {
+        try tokenizer.encodeOverflowing(question, context, maxLength: maxLength, stride: stride)
+    }
     public var vocabularySize: Int { tokenizer.vocabSize }
     public var eosID: Int? { tokenizer.config.eosToken.flatMap { tokenizer.tokenID($0) } }
     public var padID: Int? { tokenizer.config.padToken.flatMap { tokenizer.tokenID($0) } }

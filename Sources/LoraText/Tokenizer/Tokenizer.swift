@@ -220,6 +220,72 @@ public final class Tokenizer {
     /// byte-fallback pieces of one character each stand for all of it, a ByteLevel post-processor
     /// with trim_offsets trims spaces off. Special tokens the post-processor adds get 0..<0.
     public func encodeWithOffsets(_ text: String, addSpecialTokens: Bool = false) -> [TokenOffset] {
+        let bare = untrimmedOffsets(text)
+        let ranges = trimmed(bare, 0..<bare.ids.count)
+        let own = bare.ids.indices.map { TokenOffset(id: bare.ids[$0], start: ranges[$0].lowerBound, end: ranges[$0].upperBound) }
+        guard let pp = postProcessor else { return own }
+        // The post-processor's output with each content token marked by its position.
+        return pp.process(own.indices.map { -1 - $0 }, pair: nil, addSpecialTokens: addSpecialTokens)
+            .map { $0 < 0 ? own[-1 - $0] : TokenOffset(id: $0, start: 0, end: 0) }
+    }
+
+    /// One row of a text pair with offsets: `ids`, the text each token comes from (`sequence`: 0 the
+    /// first, 1 the second, nil a special token) and its byte range in that text (0..<0 for a special).
+    public struct PairRow: Equatable, Sendable {
+        public var ids: [Int]
+        public var sequence: [Int?]
+        public var offsets: [Range<Int>]
+    }
+
+    /// transformers' `tokenizer(first, second, truncation="only_second", max_length=maxLength,
+    /// stride=stride, return_overflowing_tokens=True, return_offsets_mapping=True)` (the extractive-QA
+    /// recipe): the first text whole in every row; the second cut into windows of the room left
+    /// (maxLength − first − the pair's special tokens), each starting `room − stride` tokens after
+    /// the one before, the last ending at the text's end. Throws when the first text leaves no room
+    /// or the stride is not below the room (as the library does).
+    public func encodeOverflowing(_ first: String, _ second: String, maxLength: Int, stride: Int) throws -> [PairRow] {
+        let a = untrimmedOffsets(first), b = untrimmedOffsets(second)
+        let special = postProcessor?.addedTokens(pair: true) ?? 0
+        let room = maxLength - a.ids.count - special
+        var windows: [Range<Int>] = [0..<b.ids.count]
+        if b.ids.count > room {
+            guard room > 0 else {
+                throw TokenizerError("the first text takes \(a.ids.count) tokens (+\(special) special): no room for the second within "
+                                     + "max_length \(maxLength)")
+            }
+            guard stride < room else {
+                throw TokenizerError("stride \(stride) must be below the \(room) tokens left for the second text "
+                                     + "(max_length \(maxLength) − \(a.ids.count) for the first − \(special) special)")
+            }
+            windows = []
+            var start = 0
+            while true {
+                let stop = min(start + room, b.ids.count)
+                windows.append(start..<stop)
+                if stop == b.ids.count { break }
+                start += room - stride
+            }
+        }
+        let aRanges = trimmed(a, 0..<a.ids.count)
+        return windows.map { w in
+            // Each window is an encoding of its own: the post-processor trims it from its own first token.
+            let bRanges = trimmed(b, w)
+            let marked = postProcessor?.process(a.ids.indices.map { -1 - $0 }, pair: w.indices.map { -1 - a.ids.count - ($0 - w.lowerBound) },
+                                                addSpecialTokens: true)
+                ?? (a.ids.indices.map { -1 - $0 } + w.indices.map { -1 - a.ids.count - ($0 - w.lowerBound) })
+            var row = PairRow(ids: [], sequence: [], offsets: [])
+            for m in marked {
+                if m >= 0 { row.ids.append(m); row.sequence.append(nil); row.offsets.append(0..<0); continue }
+                let k = -1 - m
+                if k < a.ids.count { row.ids.append(a.ids[k]); row.sequence.append(0); row.offsets.append(aRanges[k]) }
+                else { let j = k - a.ids.count; row.ids.append(b.ids[w.lowerBound + j]); row.sequence.append(1); row.offsets.append(bRanges[j]) }
+            }
+            return row
+        }
+    }
+
+    /// Bare ids with each token's byte range before the post-processor's trim, and each scalar's byte offset.
+    private func untrimmedOffsets(_ text: String) -> (ids: [Int], ranges: [Range<Int>], byteAt: [Int]) {
         let scalars = Array(text.unicodeScalars)
         var byteAt = [0]
         byteAt.reserveCapacity(scalars.count + 1)
@@ -227,22 +293,22 @@ public final class Tokenizer {
         var ids: [Int] = []
         var tracked: [Range<Int>]? = []
         encodeBare(scalars, byteAt: byteAt, ids: &ids, offsets: &tracked)
-        var ranges = tracked ?? []
-        if let trim = postProcessor?.offsetTrim {
-            // transformers gets offsets in characters and the post-processor trims them there, so the
-            // trim counts characters: a byte-level space token over a multi-byte character loses all of it.
-            var charAt = [Int](repeating: 0, count: byteAt[byteAt.count - 1] + 1)
-            for (c, b) in byteAt.enumerated() { charAt[b] = c }
-            for k in ranges.indices {
-                let t = trim.trim(charAt[ranges[k].lowerBound]..<charAt[ranges[k].upperBound], token: token(ids[k]) ?? "", index: k)
-                ranges[k] = byteAt[t.lowerBound]..<byteAt[t.upperBound]
-            }
+        return (ids, tracked ?? [], byteAt)
+    }
+
+    /// The ranges of tokens `window` (one encoding) after a ByteLevel/Roberta post-processor's
+    /// trim_offsets. transformers gets offsets in characters and the post-processor trims them
+    /// there, so the trim counts characters: a byte-level space token over a multi-byte character
+    /// loses all of it.
+    private func trimmed(_ e: (ids: [Int], ranges: [Range<Int>], byteAt: [Int]), _ window: Range<Int>) -> [Range<Int>] {
+        let ranges = Array(e.ranges[window])
+        guard let trim = postProcessor?.offsetTrim else { return ranges }
+        var charAt = [Int](repeating: 0, count: e.byteAt[e.byteAt.count - 1] + 1)
+        for (c, b) in e.byteAt.enumerated() { charAt[b] = c }
+        return ranges.enumerated().map { k, r in
+            let t = trim.trim(charAt[r.lowerBound]..<charAt[r.upperBound], token: token(e.ids[window.lowerBound + k]) ?? "", index: k)
+            return e.byteAt[t.lowerBound]..<e.byteAt[t.upperBound]
         }
-        let own = ids.indices.map { TokenOffset(id: ids[$0], start: ranges[$0].lowerBound, end: ranges[$0].upperBound) }
-        guard let pp = postProcessor else { return own }
-        // The post-processor's output with each content token marked by its position.
-        return pp.process(ids.indices.map { -1 - $0 }, pair: nil, addSpecialTokens: addSpecialTokens)
-            .map { $0 < 0 ? own[-1 - $0] : TokenOffset(id: $0, start: 0, end: 0) }
     }
 
     /// Added tokens, normalizer, pre-tokenizer and model over the text (no post-processor).
