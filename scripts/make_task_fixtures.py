@@ -73,6 +73,12 @@ CASES += [
     dict(name="llama_question_ans", arch="llama", task="QUESTION_ANS", cfg={}, dtype="float32",
          lora=dict(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"]),
          spans=[(2, 4), (0, 0), (1, 3)], max_grad_norm=1.0),
+    # Qwen2 (q/k/v biases, bias="lora_only"), every projection, bf16 weights. (PEFT 0.21 cannot take all-linear
+    # here: it wraps qa_outputs in LoRA, then fails to save it whole: "modules_to_save cannot be applied to …".)
+    dict(name="qwen2_question_ans", arch="qwen2", task="QUESTION_ANS", cfg={}, dtype="bfloat16",
+         lora=dict(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                      "down_proj"], bias="lora_only"),
+         spans=[(5, 6), (3, 3), (0, 0)], max_grad_norm=0.0),
 ]
 
 CONFIGS = {"llama": LlamaConfig, "qwen2": Qwen2Config}

@@ -54,13 +54,23 @@ struct TrainLoraOptions: ParsableArguments, OverrideGroup {
                                valueName: "pattern=r")) var rankPattern: [String] = []
     @Option(help: ArgumentHelp("lora_alpha for modules matching PATTERN (repeat). [alpha_pattern]", valueName: "pattern=alpha"))
     var alphaPattern: [String] = []
-    @Option(help: ArgumentHelp("PEFT task type: CAUSAL_LM, SEQ_CLS (a label per text), TOKEN_CLS (a label per word) "
-                               + "(QUESTION_ANS, FEATURE_EXTRACTION, SEQ_2_SEQ_LM: not yet). [task_type, default CAUSAL_LM]",
+    @Option(help: ArgumentHelp("PEFT task type: CAUSAL_LM, SEQ_CLS (a label per text), TOKEN_CLS (a label per word), "
+                               + "QUESTION_ANS (an answer span in a context) (FEATURE_EXTRACTION, SEQ_2_SEQ_LM: not yet). "
+                               + "[task_type, default CAUSAL_LM]",
                                valueName: "type")) var taskType: String?
     @Option(help: ArgumentHelp("SEQ_CLS: single_label_classification | regression | multi_label_classification "
                                + "(default: the labels' shape decides). [problem_type]", valueName: "type")) var problemType: String?
     @Flag(inversion: .prefixedNo, help: "TOKEN_CLS: label every sub-token of a word, not only the first. [label_all_tokens, default false]")
     var labelAllTokens: Bool?
+    @Option(help: ArgumentHelp("QUESTION_ANS: overlap in tokens between the windows of a context longer than max_seq_len. "
+                               + "[doc_stride, default 128]", valueName: "n")) var docStride: Int?
+    @Option(help: ArgumentHelp("QUESTION_ANS: the longest answer evaluation may pick, in tokens. [max_answer_length, default 30]",
+                               valueName: "n")) var maxAnswerLength: Int?
+    @Option(help: ArgumentHelp("QUESTION_ANS: start and end candidates evaluation weighs. [n_best_size, default 20]",
+                               valueName: "n")) var nBestSize: Int?
+    @Flag(inversion: .prefixedNo, help: ArgumentHelp("QUESTION_ANS: questions may have no answer (SQuAD v2: evaluation may "
+                                                      + "answer nothing). [version_2_with_negative, default false]"))
+    var version2WithNegative: Bool?
     @Option(help: ArgumentHelp("true loads the adapter frozen (PEFT's inference mode; train refuses it). [inference_mode, default false]",
                                valueName: "bool")) var inferenceMode: String?
     @Option(help: ArgumentHelp("LoRA settings from a PEFT adapter_config.json (the LoRA flags above override it). [lora_config]",
@@ -92,6 +102,8 @@ struct TrainLoraOptions: ParsableArguments, OverrideGroup {
         if let p = Self.patterns(alphaPattern) { d["alpha_pattern"] = p }
         put(&d, "task_type", taskType); put(&d, "inference_mode", inferenceMode); put(&d, "problem_type", problemType)
         put(&d, "label_all_tokens", labelAllTokens)
+        put(&d, "doc_stride", docStride); put(&d, "max_answer_length", maxAnswerLength); put(&d, "n_best_size", nBestSize)
+        put(&d, "version_2_with_negative", version2WithNegative)
         put(&d, "lora_config", loraConfig); put(&d, "adapter", adapter)
         return d
     }
@@ -152,7 +164,8 @@ struct TrainOutputOptions: ParsableArguments, OverrideGroup {
     @Option(parsing: .unconditional, help: "Keep at most N checkpoints (never deleting the best). [save_total_limit]") var saveTotalLimit: String?
     @Flag(inversion: .prefixedNo, help: "Leave the best checkpoint's adapter in output_dir. [load_best_model_at_end, default false]")
     var loadBestModelAtEnd: Bool?
-    @Option(help: "eval_loss | eval_perplexity | loss | eval_accuracy | eval_f1 (the last two: SEQ_CLS, TOKEN_CLS). [metric_for_best_model, default eval_loss]")
+    @Option(help: ArgumentHelp("eval_loss | eval_perplexity | loss | eval_accuracy | eval_f1 | eval_exact_match (accuracy: "
+                               + "SEQ_CLS, TOKEN_CLS; exact match: QUESTION_ANS; F1: all three). [metric_for_best_model, default eval_loss]"))
     var metricForBestModel: String?
     @Flag(inversion: .prefixedNo, help: "Evaluate once before the first step (printed). [eval_on_start, default false]")
     var evalOnStart: Bool?

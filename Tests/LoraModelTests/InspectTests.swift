@@ -51,7 +51,7 @@ final class InspectTests: XCTestCase {
 final class ClassifierInspectTests: XCTestCase {
     func testClassifierTreesEqualTransformers() throws {
         for name in ["llama_seq_cls", "qwen2_seq_cls", "llama_regression", "llama_multi_label", "llama_token_cls", "qwen2_token_cls",
-                     "llama_question_ans"] {
+                     "llama_question_ans", "qwen2_question_ans"] {
             let dir = taskFixturesRoot + "/" + name
             let expected = try String(contentsOfFile: dir + "/print_model.txt", encoding: .utf8)
             let c = try ModelConfig.load(directory: dir + "/model")

@@ -288,7 +288,8 @@ extension LlamaLoRAModel {
 
     /// The eval-mode loss (as `loss`) and the head's logits (counted rows × head rows:
     /// a sequence classifier's labelled read-outs, a token classifier's labelled
-    /// tokens, in batch order) from one forward: a classifier's evaluation.
+    /// tokens, in batch order; extractive QA's (2B, T) start and end rows) from one
+    /// forward: a classifier's evaluation.
     public func lossAndCountedLogits(_ b: TokenBatch) throws -> (loss: Float, logits: [Float]) {
         let p = try prepare(b)
         try trunkForward(p, training: false)
@@ -316,7 +317,9 @@ extension LlamaLoRAModel {
     /// over positions against the answer's start and end, whose mean over the
     /// counted rows is transformers' (start_loss + end_loss) / 2; backward scatters
     /// the gradient back to (N, 2) and through qa_outputs into dhf.
-    func answerSpanForwardBackward(_ p: ActivationPlan, _ positions: [Int32], backward: Bool) throws {
+    /// `onLogits` gets the (2B, T) rows: row 2b the start logits of sample b, row 2b+1 its end logits.
+    func answerSpanForwardBackward(_ p: ActivationPlan, _ positions: [Int32], backward: Bool,
+                                   onLogits: (([Float]) throws -> Void)? = nil) throws {
         let N = p.tokens, B = p.batch, T = p.seq
         let logits = try ctx.buffer(count: N * 2), rows = try ctx.buffer(count: 2 * B * T)
         try lmHead.forward(ctx, y: logits, x: p.hf, tokens: N, training: backward, stepSeed: stepSeed)
@@ -325,6 +328,7 @@ extension LlamaLoRAModel {
         try ctx.embeddingForward(out: rows, ids: try DeviceBuffer(queue: ctx.queue, ids), table: logits, layout: byColumn,
                                  tokens: 2 * B, cols: T)
         let targets = try DeviceBuffer(queue: ctx.queue, positions), losses = try ctx.buffer(count: 2 * B)
+        if let onLogits { try onLogits(try rows.read(count: 2 * B * T)) }
         try ctx.crossEntropy(logits: rows, losses: losses, targets: targets, rowOffset: 0, rows: 2 * B, vocab: T,
                              countedTokens: p.countedTokens)
         if backward {
@@ -336,7 +340,9 @@ extension LlamaLoRAModel {
     }
 
     func headForwardBackward(_ p: ActivationPlan, backward: Bool, onLogits: (([Float]) throws -> Void)? = nil) throws {
-        if let positions = p.answerPositions { return try answerSpanForwardBackward(p, positions, backward: backward) }
+        if let positions = p.answerPositions {
+            return try answerSpanForwardBackward(p, positions, backward: backward, onLogits: onLogits)
+        }
         let H = config.hiddenSize, V = config.headOutFeatures, head = p.head
         let realLoss: ComputeContext.RealTargetLoss? = switch config.task.sequenceClassifier?.problemType {
         case .regression?: .meanSquaredError

@@ -25,6 +25,19 @@ public enum ClassTarget: Equatable, Sendable {
     case reals([Float])
 }
 
+/// An extractive-QA row's answer: token positions of its first and last token ((0, 0): no
+/// answer in this window), and the feature (window) it is, for scoring per question.
+public struct AnswerSpan: Equatable, Sendable {
+    public var start: Int
+    public var end: Int
+    public var feature: Int
+    public init(start: Int, end: Int, feature: Int) {
+        self.start = start
+        self.end = end
+        self.feature = feature
+    }
+}
+
 public struct TokenizedSample: Equatable, Sendable {
     public var line: Int
     public var inputIDs: [Int]
@@ -34,18 +47,23 @@ public struct TokenizedSample: Equatable, Sendable {
     public var classTarget: ClassTarget?
     /// A token classifier's labels: one per token as given (no shift).
     public var labelsAreUnshifted: Bool
-    public init(line: Int, inputIDs: [Int], labels: [Int], classTarget: ClassTarget? = nil, labelsAreUnshifted: Bool = false) {
+    /// An extractive-QA window's answer (task_type QUESTION_ANS); nil otherwise.
+    public var answerSpan: AnswerSpan?
+    public init(line: Int, inputIDs: [Int], labels: [Int], classTarget: ClassTarget? = nil, labelsAreUnshifted: Bool = false,
+                answerSpan: AnswerSpan? = nil) {
         self.line = line
         self.inputIDs = inputIDs
         self.labels = labels
         self.classTarget = classTarget
         self.labelsAreUnshifted = labelsAreUnshifted
+        self.answerSpan = answerSpan
     }
     /// Tokens whose label is trained (the model's shift drops the first label;
     /// a token classifier's are not shifted); a sequence-classification sample
     /// counts its one read-out.
     public var trainedTokens: Int {
         if classTarget != nil { return 1 }
+        if answerSpan != nil { return 2 }   // its start and its end
         return (labelsAreUnshifted ? labels[...] : labels.dropFirst()).filter { $0 != -100 }.count
     }
 }
@@ -65,6 +83,8 @@ public struct BatchRows: Equatable, Sendable {
     /// A classification batch: each row's target and sample length, in row order (nil otherwise).
     public var classTargets: [ClassTarget]? = nil
     public var lengths: [Int] = []
+    /// An extractive-QA batch: each row's answer span, in row order (nil otherwise).
+    public var answerSpans: [AnswerSpan]? = nil
 }
 
 public struct BatchingOptions: Equatable, Sendable {
@@ -133,6 +153,7 @@ public enum Batching {
                     b.lines.append(s.line)
                     b.trainedTokens += s.trainedTokens
                     if let t = s.classTarget { b.classTargets = (b.classTargets ?? []) + [t] }
+                    if let a = s.answerSpan { b.answerSpans = (b.answerSpans ?? []) + [a] }
                 }
                 b.lengths.append(ids.count)
                 let pad = width - ids.count

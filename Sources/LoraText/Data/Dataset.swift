@@ -330,10 +330,21 @@ public enum Dataset {
     /// Splits samples into (train, validation): round(fraction × n) samples, at least 1
     /// when fraction > 0 and n ≥ 2, chosen by a seeded shuffle; both keep file order.
     /// Deterministic in (samples, fraction, seed).
-    public static func split(_ samples: [TokenizedSample], validationFraction f: Double, seed: UInt64)
+    /// `group`: samples with the same key go to the same side, the fraction counting groups
+    /// (an extractive-QA question's windows).
+    public static func split(_ samples: [TokenizedSample], validationFraction f: Double, seed: UInt64,
+                             group: ((TokenizedSample) -> Int)? = nil)
         throws -> (train: [TokenizedSample], validation: [TokenizedSample])
     {
         guard f >= 0, f < 1, f.isFinite else { throw DatasetError.invalidOption("validation split must be in [0, 1) (got \(f))") }
+        if let group {
+            var keys: [Int] = [], index: [Int: Int] = [:]
+            for s in samples where index[group(s)] == nil { index[group(s)] = keys.count; keys.append(group(s)) }
+            let picked = try split(keys.indices.map { TokenizedSample(line: $0, inputIDs: [], labels: []) },
+                                   validationFraction: f, seed: seed).validation.map(\.line)
+            let val = Set(picked)
+            return (samples.filter { !val.contains(index[group($0)]!) }, samples.filter { val.contains(index[group($0)]!) })
+        }
         let n = samples.count
         var k = Int((f * Double(n)).rounded())
         if f > 0, n >= 2 { k = max(k, 1) }

@@ -56,6 +56,13 @@ public struct TrainingConfig: Equatable, Sendable {
     public var problemType: String?
     /// TOKEN_CLS: label every sub-token of a word (run_ner.py's label_all_tokens), not only the first.
     public var labelAllTokens = false
+    /// QUESTION_ANS (run_qa.py's names and defaults): the overlap, in tokens, between the windows of a
+    /// context longer than max_seq_len; the longest answer and how many start/end candidates the
+    /// post-processing weighs; whether a question may have no answer (SQuAD v2: the null answer).
+    public var docStride = 128
+    public var maxAnswerLength = 30
+    public var nBestSize = 20
+    public var version2WithNegative = false
     /// transformers' eval_on_start: evaluate once before the first step (printed, the "before" of a run).
     public var evalOnStart = false
     public var metricForBestModel: String = "eval_loss"
@@ -102,6 +109,8 @@ public struct TrainingConfig: Equatable, Sendable {
         ("load_best_model_at_end", .flag(\.loadBestModelAtEnd)), ("metric_for_best_model", .text(\.metricForBestModel)),
         ("eval_on_start", .flag(\.evalOnStart)), ("problem_type", .optionalText(\.problemType)),
         ("label_all_tokens", .flag(\.labelAllTokens)),
+        ("doc_stride", .int(\.docStride)), ("max_answer_length", .int(\.maxAnswerLength)), ("n_best_size", .int(\.nBestSize)),
+        ("version_2_with_negative", .flag(\.version2WithNegative)),
         ("early_stopping_patience", .optionalInt(\.earlyStoppingPatience)),
         ("early_stopping_threshold", .number(\.earlyStoppingThreshold)),
         ("neftune_noise_alpha", .optionalNumber(\.neftuneNoiseAlpha)), ("resume_from_checkpoint", .optionalText(\.resumeFromCheckpoint)),
@@ -115,9 +124,9 @@ public struct TrainingConfig: Equatable, Sendable {
     /// The LoRA keys an adapter given with `adapter` fixes (a key given must agree with it).
     static let adapterFixedKeys = Set(LoraConfig.adapterKeys)
     public static let trainOnValues = ["assistant", "all", "last"]
-    public static let metrics = ["eval_loss", "eval_perplexity", "loss", "eval_accuracy", "eval_f1"]
-    /// Metrics where higher is better (tracked negated; a classifier's scores).
-    public static let greaterIsBetter: Set<String> = ["eval_accuracy", "eval_f1"]
+    public static let metrics = ["eval_loss", "eval_perplexity", "loss", "eval_accuracy", "eval_f1", "eval_exact_match"]
+    /// Metrics where higher is better (tracked negated; a classifier's or QA's scores).
+    public static let greaterIsBetter: Set<String> = ["eval_accuracy", "eval_f1", "eval_exact_match"]
     /// The best metric as the user reads it (un-negated).
     public func shownMetric(_ tracked: Double?) -> Double {
         guard let v = tracked else { return .nan }
@@ -283,11 +292,6 @@ public struct TrainingConfig: Equatable, Sendable {
             throw fail(e.key, e.reason)
         }
         if lora.inferenceMode { throw fail("inference_mode", Self.inferenceModeReason) }
-        if lora.taskType == "QUESTION_ANS" {
-            throw fail("task_type", "QUESTION_ANS is not trainable from the command line yet: its model and loss are in place "
-                       + "(qa_outputs, proven against transformers + PEFT), but reading SQuAD-style data into answer windows is not; "
-                       + "supported here: CAUSAL_LM, SEQ_CLS, TOKEN_CLS")
-        }
         if adapter != nil, loraConfig != nil { throw fail("adapter", "give adapter or lora_config, not both") }
         if let theirs = adapterConfig {
             // The adapter fixes the LoRA settings: a key given must agree with its config
@@ -339,9 +343,27 @@ public struct TrainingConfig: Equatable, Sendable {
         if labelAllTokens && lora.taskType != "TOKEN_CLS" {
             throw fail("label_all_tokens", "a token classifier's setting: it needs task_type TOKEN_CLS")
         }
+        let qa = lora.taskType == "QUESTION_ANS"
+        for (key, given) in [("doc_stride", docStride != 128), ("max_answer_length", maxAnswerLength != 30),
+                             ("n_best_size", nBestSize != 20), ("version_2_with_negative", version2WithNegative)]
+            where given && !qa {
+            throw fail(key, "an extractive-QA setting: it needs task_type QUESTION_ANS")
+        }
+        if docStride < 0 { throw fail("doc_stride", "must be 0 or more, got \(docStride)") }
+        if maxAnswerLength < 1 { throw fail("max_answer_length", "must be at least 1, got \(maxAnswerLength)") }
+        if nBestSize < 1 { throw fail("n_best_size", "must be at least 1, got \(nBestSize)") }
+        if qa && docStride >= maxSeqLen {
+            throw fail("doc_stride", "\(docStride) must be below max_seq_len \(maxSeqLen) (the overlap of a context's windows)")
+        }
+        if metricForBestModel == "eval_exact_match" && !qa {
+            throw fail("metric_for_best_model", "eval_exact_match is extractive QA's score: it needs task_type QUESTION_ANS")
+        }
+        if metricForBestModel == "eval_accuracy" && qa {
+            throw fail("metric_for_best_model", "extractive QA scores eval_exact_match and eval_f1 (SQuAD's), not eval_accuracy")
+        }
         if Self.greaterIsBetter.contains(metricForBestModel) && (lora.taskType == "CAUSAL_LM" || problemType == "regression") {
-            throw fail("metric_for_best_model", "\(metricForBestModel) is a classifier's score: it needs task_type SEQ_CLS "
-                       + "or TOKEN_CLS, and not a regression (use eval_loss, the mean squared error)")
+            throw fail("metric_for_best_model", "\(metricForBestModel) is a classifier's score: it needs task_type SEQ_CLS, "
+                       + "TOKEN_CLS or QUESTION_ANS, and not a regression (use eval_loss, the mean squared error)")
         }
         let hasEval = valData != nil || valSplit > 0
         if loadBestModelAtEnd && !hasEval && metricForBestModel != "loss" {

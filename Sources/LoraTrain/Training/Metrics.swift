@@ -14,6 +14,8 @@ public struct MetricsRecord: Equatable, Sendable {
     public var evalLoss: Double?
     /// A classifier's validation accuracy and F1 (macro over classes; micro over labels for multi-label).
     public var evalAccuracy: Double?
+    /// Extractive QA: SQuAD's exact match (percent; eval_f1 is then SQuAD's F1, percent too).
+    public var evalExactMatch: Double?
     public var evalF1: Double?
     /// Whether eval_loss is a token cross-entropy (its exp a perplexity): not for a classifier.
     public var lossIsTokenCrossEntropy = true
@@ -29,6 +31,7 @@ public struct MetricsRecord: Equatable, Sendable {
         if let e = evalLoss { parts.append("\"eval_loss\": \(num(e))") }
         if let p = evalPerplexity { parts.append("\"eval_perplexity\": \(num(p))") }
         if let a = evalAccuracy { parts.append("\"eval_accuracy\": \(num(a))") }
+        if let m = evalExactMatch { parts.append("\"eval_exact_match\": \(num(m))") }
         if let f = evalF1 { parts.append("\"eval_f1\": \(num(f))") }
         return "{" + parts.joined(separator: ", ") + "}"
     }
@@ -42,6 +45,7 @@ public struct MetricsRecord: Equatable, Sendable {
         tokensPerSecond = d("tokens_per_second"); elapsedSeconds = d("elapsed_seconds")
         evalLoss = o["eval_loss"]?.double
         evalAccuracy = o["eval_accuracy"]?.double
+        evalExactMatch = o["eval_exact_match"]?.double
         evalF1 = o["eval_f1"]?.double
         lossIsTokenCrossEntropy = evalLoss == nil || o["eval_perplexity"] != nil
     }
@@ -188,6 +192,7 @@ public struct ProgressPrinter {
         if let e = r.evalLoss { s += " | eval_loss \(String(format: "%.4f", e))" }
         if let p = r.evalPerplexity { s += " | eval_ppl \(String(format: "%.3f", p))" }
         if let a = r.evalAccuracy { s += " | eval_accuracy \(String(format: "%.4f", a))" }
+        if let m = r.evalExactMatch { s += " | eval_exact_match \(String(format: "%.2f", m))" }
         if let f = r.evalF1 { s += " | eval_f1 \(String(format: "%.4f", f))" }
         message(s)
     }
@@ -301,5 +306,19 @@ public enum TaggingScores {
         let recall = trueCount > 0 ? Double(hits) / Double(trueCount) : 0
         let f1 = precision + recall > 0 ? 2 * precision * recall / (precision + recall) : 0
         return (tokens > 0 ? Double(correct) / Double(tokens) : .nan, precision, recall, f1)
+    }
+}
+
+/// What an evaluation scores besides its loss: a classifier's accuracy and F1 (fractions), or
+/// extractive QA's exact match and F1 (SQuAD's, percent).
+struct EvalScores {
+    var accuracy: Double? = nil
+    var exactMatch: Double? = nil
+    var f1: Double
+
+    /// " | eval_accuracy A | eval_f1 F" (or eval_exact_match), as the progress line prints them.
+    var shown: String {
+        if let m = exactMatch { return " | eval_exact_match \(String(format: "%.2f", m)) | eval_f1 \(String(format: "%.2f", f1))" }
+        return " | eval_accuracy \(String(format: "%.4f", accuracy ?? .nan)) | eval_f1 \(String(format: "%.4f", f1))"
     }
 }

@@ -35,6 +35,16 @@ struct TrainingSamples {
     var labels: ClassificationLabels?
     /// Every line that gave no sample (with --skip-bad-lines, or with no trained token), in file order.
     var skipped: [(file: String, line: Int, reason: SkipReason)] = []
+    /// Extractive QA (task_type QUESTION_ANS): every question and window of the run, for scoring the
+    /// validation questions (a sample's AnswerSpan.feature indexes `qa.features`).
+    var qa: QAQuestions?
+}
+
+/// Extractive-QA questions and their windows (features), over every file of a run.
+struct QAQuestions {
+    var records: [QARecord] = []
+    /// Each window; `record` indexes `records`.
+    var features: [QAFeature] = []
 }
 
 /// Reads every `data` file (and `val_data`, or splits `val_split` off the
@@ -67,6 +77,9 @@ func loadTrainingSamples(_ c: TrainingConfig, vocabSize: Int, classifier: Sequen
     }
     if c.lora.taskType == "TOKEN_CLS" {
         return try loadTaggingSamples(c, tokenizer: tokenizer, vocabSize: vocabSize, classifier: classifier, into: out)
+    }
+    if c.lora.taskType == "QUESTION_ANS" {
+        return try loadQuestionAnsweringSamples(c, tokenizer: tokenizer, vocabSize: vocabSize, into: out)
     }
     guard let trainOn = TrainOn(rawValue: c.trainOn) else {
         throw TrainError.setting(source: "settings", key: "train_on", reason: "'\(c.trainOn)' is not one of "
@@ -146,6 +159,56 @@ func loadTaggingSamples(_ c: TrainingConfig, tokenizer: DataTokenizer, vocabSize
     }
 }
 
+/// Extractive-QA samples (QUESTION_ANS): SQuAD-shaped or pre-tokenized lines, each question cut
+/// into windows of max_seq_len with doc_stride overlap (QuestionAnsweringData). A val_split
+/// keeps each question's windows together.
+func loadQuestionAnsweringSamples(_ c: TrainingConfig, tokenizer: DataTokenizer, vocabSize: Int,
+                                  into start: TrainingSamples) throws -> TrainingSamples {
+    var out = start
+    out.padTokenID = tokenizer.padID ?? tokenizer.eosID ?? 0
+    var qa = QAQuestions()
+    func read(_ f: String) throws -> [TokenizedSample] {
+        let records = try QuestionAnsweringData.read(file: f)
+        let features = try QuestionAnsweringData.features(records, file: f, tokenizer: tokenizer, maxSeqLen: c.maxSeqLen,
+                                                          docStride: c.docStride)
+        if let bad = features.first(where: { $0.inputIDs.contains { $0 >= vocabSize } }) {
+            throw TrainError.data(path: f, line: bad.line, reason: "token id \(bad.inputIDs.first { $0 >= vocabSize }!) is outside "
+                                  + "the model's vocabulary (size \(vocabSize))")
+        }
+        let base = qa.features.count, recordBase = qa.records.count
+        qa.records += records
+        var samples: [TokenizedSample] = []
+        for (k, f) in features.enumerated() {
+            var g = f
+            g.record += recordBase
+            qa.features.append(g)
+            samples.append(TokenizedSample(line: f.line, inputIDs: f.inputIDs, labels: f.inputIDs.map { _ in -100 },
+                                           answerSpan: AnswerSpan(start: f.start, end: f.end, feature: base + k)))
+        }
+        let lengths = features.map(\.inputIDs.count).sorted()
+        let unanswerable = records.filter { $0.inputIDs == nil && $0.answers.isEmpty }.count
+        let answered = features.filter { $0.start != 0 || $0.end != 0 }.count
+        out.summaries.append("\(f) (question answering): \(records.count) questions, \(features.count) windows "
+            + "(\(answered) holding the answer), \(unanswerable) unanswerable; length median "
+            + "\(lengths.isEmpty ? 0 : lengths[lengths.count / 2]), max \(lengths.last ?? 0)")
+        if unanswerable > 0 && !c.version2WithNegative {
+            out.summaries.append("note: \(f) has \(unanswerable) question(s) without an answer: they train towards position 0; "
+                + "give --version-2-with-negative so that evaluation and predict may answer nothing (SQuAD v2)")
+        }
+        return samples
+    }
+    for f in c.data { out.train += try read(f) }
+    if let v = c.valData {
+        out.validation = try read(v)
+    } else if c.valSplit > 0 {
+        let features = qa.features
+        (out.train, out.validation) = try Dataset.split(out.train, validationFraction: c.valSplit, seed: UInt64(c.seed),
+                                                        group: { features[$0.answerSpan!.feature].record })
+    }
+    out.qa = qa
+    return out
+}
+
 /// The run's files: the training files, then the validation file.
 private func runFiles(_ c: TrainingConfig) -> [String] { c.data + (c.valData.map { [$0] } ?? []) }
 
@@ -183,6 +246,12 @@ private func labelledSamples<R>(_ c: TrainingConfig, _ records: [(file: String, 
 /// a sequence id. A classification batch is read where the model's
 /// classifier reads (its pad_token_id; each sample's last token without one).
 func tokenBatch(_ rows: BatchRows, for model: LlamaLoRAModel) throws -> TokenBatch {
+    if model.config.task.kind == .questionAnswering {
+        guard let spans = rows.answerSpans, spans.count == rows.rows else {
+            throw TrainError.data(path: "batch", line: rows.lines.first ?? 0, reason: "an extractive-QA batch needs an answer span per row")
+        }
+        return try TokenBatch.questionAnswering(inputIDs: rows.inputIDs, spans: spans.map { ($0.start, $0.end) })
+    }
     if model.config.task.tokenClassifier != nil {
         return try TokenBatch.tokenClassification(inputIDs: rows.inputIDs, labels: rows.labels)
     }

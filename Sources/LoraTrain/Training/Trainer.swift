@@ -198,6 +198,10 @@ public final class Trainer {
 
         """
         if let lastEval { s += "- Final eval loss: \(lastEval)\n" }
+        if let r = records.last(where: { $0.evalExactMatch != nil }), let m = r.evalExactMatch {
+            s += "- Final eval exact match: \(String(format: "%.2f", m))" + (r.evalF1.map { ", F1 \(String(format: "%.2f", $0))" } ?? "")
+                + " (SQuAD's, percent)\n"
+        }
         if let r = records.last(where: { $0.evalAccuracy != nil }), let a = r.evalAccuracy {
             s += "- Final eval accuracy: \(String(format: "%.4f", a))" + (r.evalF1.map { ", F1 \(String(format: "%.4f", $0))" } ?? "") + "\n"
         }

@@ -30,8 +30,8 @@ final class TrainingLoop {
     var lastRate = 0.0
     var lastGradNorm: Float = .nan, lastLoss: Double = .nan
     var savedAt = -1, loggedAt = -1, evaluatedAt = -1
-    /// A classifier's accuracy and F1 from the last evaluate().
-    var evalScores: (Double, Double)?
+    /// A classifier's accuracy and F1, or extractive QA's exact match and F1, from the last evaluate().
+    var evalScores: EvalScores?
     var stoppedEarly = false
     private var plan: (epoch: Int, rows: [BatchRows])?
 
@@ -97,7 +97,7 @@ final class TrainingLoop {
         if c.evalOnStart, !evalRows.isEmpty, state.globalStep == 0 {
             let e = try evaluate()
             var line = "before training: eval_loss \(String(format: "%.4f", e))"
-            if let (a, f) = evalScores { line += " | eval_accuracy \(String(format: "%.4f", a)) | eval_f1 \(String(format: "%.4f", f))" }
+            if let s = evalScores { line += s.shown }
             progress.message(line)
         }
         let profiler = trainer.profile ? StepProfiler(context: trainer.ctx, progress: progress) : nil
@@ -203,6 +203,7 @@ final class TrainingLoop {
     /// loss, averaged over batches weighted by their rows (batches without a
     /// trained token are left out, where transformers would get 0/0).
     func evaluate() throws -> Double {
+        if let qa = setup.qa { return try evaluateAnswers(qa) }
         var sum = 0.0, rows = 0
         var logits: [Float] = [], classes: [Int] = [], reals: [[Float]] = []
         var taggedPredictions: [[String]] = [], taggedTruth: [[String]] = []
@@ -245,11 +246,45 @@ final class TrainingLoop {
         evalScores = nil
         if !taggedTruth.isEmpty {
             let s = TaggingScores.score(predicted: taggedPredictions, truth: taggedTruth)
-            evalScores = (s.accuracy, s.f1)
+            evalScores = EvalScores(accuracy: s.accuracy, f1: s.f1)
         } else if let cls = classifier, !logits.isEmpty {
-            evalScores = cls.problemType == .multiLabel
+            let s: (Double, Double) = cls.problemType == .multiLabel
                 ? ClassificationScores.multiLabel(logits: logits, targets: reals)
                 : ClassificationScores.singleLabel(logits: logits, labels: classes, classes: cls.numLabels)
+            evalScores = EvalScores(accuracy: s.0, f1: s.1)
+        }
+        return rows > 0 ? sum / Double(rows) : .nan
+    }
+
+    /// Extractive QA: eval_loss as above, and SQuAD's exact match and F1 (percent) of the answers
+    /// the QA recipe's post-processing picks from each validation question's windows (max_answer_length,
+    /// n_best_size, version_2_with_negative). Pre-tokenized questions have no text to score: loss only.
+    func evaluateAnswers(_ qa: QAQuestions) throws -> Double {
+        var sum = 0.0, rows = 0
+        var windows: [Int: [QAPrediction.Window]] = [:]
+        for b in evalRows where b.trainedTokens > 0 {
+            let (loss, logits) = try model.lossAndCountedLogits(try tokenBatch(b, for: model))
+            sum += Double(loss) * Double(b.rows)
+            rows += b.rows
+            let T = b.seqLen
+            for (r, span) in (b.answerSpans ?? []).enumerated() {
+                let f = qa.features[span.feature], n = f.inputIDs.count
+                windows[f.record, default: []].append(QAPrediction.Window(
+                    start: Array(logits[(2 * r * T)..<(2 * r * T + n)]), end: Array(logits[((2 * r + 1) * T)..<((2 * r + 1) * T + n)]),
+                    contextOffsets: f.contextOffsets))
+            }
+        }
+        var predictions: [String] = [], golds: [[String]] = []
+        for (record, ws) in windows.sorted(by: { $0.key < $1.key }) {
+            guard let context = qa.records[record].context else { continue }
+            predictions.append(QAPrediction.answer(context: context, windows: ws, allowNoAnswer: c.version2WithNegative,
+                                                   nBest: c.nBestSize, maxAnswerLength: c.maxAnswerLength).text)
+            golds.append(qa.records[record].answers.map(\.text))
+        }
+        evalScores = nil
+        if !predictions.isEmpty {
+            let s = SQuADScores.score(predictions: predictions, answers: golds)
+            evalScores = EvalScores(exactMatch: s.exactMatch, f1: s.f1)
         }
         return rows > 0 ? sum / Double(rows) : .nan
     }
@@ -265,7 +300,7 @@ final class TrainingLoop {
                               tokensPerSecond: window > 0 ? Double(windowTokens) / window : 0,
                               elapsedSeconds: elapsedBefore + now.timeIntervalSince(started), evalLoss: evalLoss)
         r.lossIsTokenCrossEntropy = model.config.task.kind == .causalLM
-        if evalLoss != nil, let s = evalScores { (r.evalAccuracy, r.evalF1) = (s.0, s.1) }
+        if evalLoss != nil, let s = evalScores { (r.evalAccuracy, r.evalExactMatch, r.evalF1) = (s.accuracy, s.exactMatch, s.f1) }
         records.append(r)
         let h = try FileHandle(forWritingTo: URL(fileURLWithPath: trainer.metricsPath))
         h.seekToEndOfFile()
@@ -306,8 +341,9 @@ final class TrainingLoop {
         switch c.metricForBestModel {
         case "loss": return records.last(where: { $0.step == state.globalStep })?.loss
         // Higher is better: tracked negated (regression has no accuracy: its loss then).
-        case "eval_accuracy": return evalLoss == nil ? nil : evalScores.map { -$0.0 } ?? evalLoss
-        case "eval_f1": return evalLoss == nil ? nil : evalScores.map { -$0.1 } ?? evalLoss
+        case "eval_accuracy": return evalLoss == nil ? nil : evalScores?.accuracy.map { -$0 } ?? evalLoss
+        case "eval_exact_match": return evalLoss == nil ? nil : evalScores?.exactMatch.map { -$0 } ?? evalLoss
+        case "eval_f1": return evalLoss == nil ? nil : evalScores.map { -$0.f1 } ?? evalLoss
         default: return evalLoss   // eval_perplexity = exp(eval_loss) orders the same
         }
     }

@@ -19,6 +19,8 @@ struct TrainingSetup {
     let model: LlamaLoRAModel
     let train: [TokenizedSample]
     let validation: [TokenizedSample]
+    /// Extractive QA: the run's questions and windows (validation samples point into them).
+    let qa: QAQuestions?
     let padTokenID: Int
     let batching: BatchingOptions
     /// Micro-batches per optimizer step: accumulation × ranks (the global batch).
@@ -38,6 +40,18 @@ struct TrainingSetup {
         try Self.capSequenceLength(&c, modelConfig: modelConfig, progress: trainer.progress)
         let classifies = c.lora.taskType == "SEQ_CLS" || c.lora.taskType == "TOKEN_CLS"
         let tags = c.lora.taskType == "TOKEN_CLS"
+        if c.lora.taskType == "QUESTION_ANS" {
+            if c.packing {
+                throw TrainError.setting(source: "settings", key: "packing", reason: "an extractive-QA window is one row "
+                    + "(its positions count from the row's start): packing is not available with task_type QUESTION_ANS")
+            }
+            if c.docStride >= c.maxSeqLen {
+                throw TrainError.setting(source: "settings", key: "doc_stride", reason: "\(c.docStride) must be below max_seq_len "
+                    + "\(c.maxSeqLen) (capped at the model's positions): the overlap of a context's windows")
+            }
+            // A causal checkpoint gets a new qa_outputs (transformers' init, seeded); a *ForQuestionAnswering one keeps its own.
+            if modelConfig.task.kind == .causalLM { modelConfig.task = .questionAnswering(inCheckpoint: false) }
+        }
         if classifies && c.packing {
             throw TrainError.setting(source: "settings", key: "packing", reason: tags
                 ? "packing is not available with task_type TOKEN_CLS yet (one sentence per row)"
@@ -81,6 +95,7 @@ struct TrainingSetup {
         if isRoot { try Self.reportSkipped(data.skipped, outputDir: c.outputDir, progress: progress) }
         train = data.train
         validation = data.validation
+        qa = data.qa
         padTokenID = modelConfig.padTokenID ?? data.padTokenID
         guard !train.isEmpty else {
             throw TrainError.data(path: c.data.joined(separator: ", "), line: 0, reason: "no training sample")
