@@ -5,9 +5,14 @@ passed as config overrides) and give the logits `lora-gpu predict` prints, on
 the tiny ChatML fixture model (a causal checkpoint: the head is made by
 lora-gpu); `lora-gpu merge` writes a checkpoint transformers loads alone with
 the same logits. Five runs: class names, text pairs with class ids,
-multi-label lists, regression, and NER tags (whose scores must equal
-seqeval's). The tokens are transformers' tokenizer(text, text_pair,
-truncation=True, max_length) and tokenizer(words, is_split_into_words=True).
+multi-label lists, regression, NER tags (whose scores must equal
+seqeval's), and extractive QA (AutoPeftModelForQuestionAnswering; contexts
+longer than max_seq_len in windows, every window's start/end logits compared;
+the exact match and F1 predict prints equal torchmetrics' SQuAD). The tokens
+are transformers' tokenizer(text, text_pair, truncation=True, max_length),
+tokenizer(words, is_split_into_words=True) and the QA recipe's
+tokenizer(question, context, truncation="only_second", stride,
+return_overflowing_tokens=True).
 
     swift build && /opt/lora-ref-venv/bin/python scripts/check_peft_classifiers.py [.build/debug/lora-gpu]
 """
@@ -19,13 +24,16 @@ import sys
 import tempfile
 
 import torch
-from peft import AutoPeftModelForSequenceClassification, AutoPeftModelForTokenClassification
+from peft import AutoPeftModelForSequenceClassification, AutoPeftModelForTokenClassification, PeftModel
+from torchmetrics.text import SQuAD
 from seqeval.metrics import f1_score as seqeval_f1
-from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+from transformers import (AutoModelForCausalLM, AutoModelForQuestionAnswering, AutoModelForSequenceClassification,
+                          AutoModelForTokenClassification, AutoTokenizer)
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else ".build/debug/lora-gpu"
 MODEL = os.path.abspath("Tests/Fixtures/generate/cli_chatml/model")
 MAX_LEN = 24
+QA_LEN = 64   # the fixture tokenizer's small vocabulary spends many tokens on a question
 
 random.seed(7)
 WORDS = ["the", "movie", "was", "food", "service", "这个", "电影", "我", "今天", "really", "quite", "good", "bad",
@@ -48,6 +56,13 @@ def rows(kind, n):
             words = t.split()
             tags = [random.choice(["O", "O", "B-PER", "I-PER", "B-LOC"]) for _ in words]
             out.append({"tokens": words, "tags": tags})
+        elif kind == "qa":
+            words = text(random.randint(6, 30)).split()
+            k = random.randrange(len(words))
+            context = " ".join(words)
+            start = len(" ".join(words[:k])) + (1 if k else 0)
+            answers = {"text": [words[k]], "answer_start": [start]} if random.random() < 0.85 else {"text": [], "answer_start": []}
+            out.append({"question": " " + text(random.randint(1, 2)) + "?", "context": context, "answers": answers})
         elif kind == "multi":
             out.append({"text": t, "label": [float(random.random() < 0.5) for _ in range(4)]})
         else:
@@ -64,8 +79,8 @@ def run(cmd):
 
 worst = 0.0
 with tempfile.TemporaryDirectory() as tmp:
-    for kind in ["names", "pairs", "multi", "regression", "tags"]:
-        task = "TOKEN_CLS" if kind == "tags" else "SEQ_CLS"
+    for kind in ["names", "pairs", "multi", "regression", "tags", "qa"]:
+        task = {"tags": "TOKEN_CLS", "qa": "QUESTION_ANS"}.get(kind, "SEQ_CLS")
         train, test = os.path.join(tmp, kind + "_train.jsonl"), os.path.join(tmp, kind + "_test.jsonl")
         for path, n in [(train, 24), (test, 9)]:
             with open(path, "w") as f:
@@ -73,11 +88,54 @@ with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, kind + "_adapter")
         run([BIN, "train", "--model", MODEL, "--data", train, "--task-type", task, "--output-dir", out,
              "--max-steps", "6", "--per-device-train-batch-size", "4", "--learning-rate", "1e-2", "--r", "4",
-             "--lora-alpha", "8", "--target-modules", "q_proj,v_proj,down_proj", "--max-seq-len", str(MAX_LEN),
-             "--save-steps", "1000", "--device", "cpu"])
+             "--lora-alpha", "8", "--target-modules", "q_proj,v_proj,down_proj", "--max-seq-len", str(QA_LEN if kind == "qa" else MAX_LEN),
+             "--save-steps", "1000", "--device", "cpu"] + (["--doc-stride", "4", "--version-2-with-negative"] if kind == "qa" else []))
         predicted = run([BIN, "predict", "--model", MODEL, "--adapter", out, "--data", test,
-                         "--max-seq-len", str(MAX_LEN), "--batch-size", "4", "--device", "cpu"])
+                         "--max-seq-len", str(QA_LEN if kind == "qa" else MAX_LEN), "--batch-size", "4", "--device", "cpu"]
+                        + (["--logits"] if kind == "qa" else []))
         preds = [json.loads(l) for l in predicted.stdout.splitlines()]
+        if kind == "qa":
+            lines = [json.loads(l) for l in open(test)]
+            tok = AutoTokenizer.from_pretrained(MODEL)
+            # transformers names Llama's QA trunk "transformer", so from this causal checkpoint ("model.…") it loads
+            # an untrained trunk (all "MISSING"), and AutoPeftModelForQuestionAnswering with it: the base is built
+            # by hand (the trunk's weights copied in), then PEFT puts the adapter on it.
+            base = AutoModelForQuestionAnswering.from_pretrained(MODEL, torch_dtype=torch.float32)
+            base.transformer.load_state_dict(AutoModelForCausalLM.from_pretrained(MODEL, torch_dtype=torch.float32).model.state_dict())
+            model = PeftModel.from_pretrained(base, out).eval()
+            enc = tok([l["question"].lstrip() for l in lines], [l["context"] for l in lines], truncation="only_second",
+                      max_length=QA_LEN, stride=4, return_overflowing_tokens=True, padding=True, return_tensors="pt")
+            mapping = enc.pop("overflow_to_sample_mapping").tolist()
+            with torch.no_grad():
+                o = model(**enc)
+            merged = os.path.join(tmp, kind + "_merged")
+            run([BIN, "merge", "--model", MODEL, "--adapter", out, "--output", merged])
+            mm = AutoModelForQuestionAnswering.from_pretrained(merged, torch_dtype=torch.float32).eval()
+            with torch.no_grad():
+                mo = mm(**enc)
+            ref = torch.cat([o.start_logits, o.end_logits])
+            merr = ((torch.cat([mo.start_logits, mo.end_logits]) - ref).abs().max() / ref.abs().max()).item()
+            err, seen, windows = 0.0, {}, 0
+            for i, q in enumerate(mapping):
+                w = seen.get(q, 0)
+                seen[q] = w + 1
+                n = int(enc["attention_mask"][i].sum())
+                ours = preds[q]["windows"][w]
+                for name, theirs in [("start_logits", o.start_logits[i, :n]), ("end_logits", o.end_logits[i, :n])]:
+                    assert len(ours[name]) == n, (q, w, len(ours[name]), n)
+                    err = max(err, ((torch.tensor(ours[name]) - theirs).abs().max() / ref.abs().max()).item())
+                windows += 1
+            assert all(len(p["windows"]) == seen[k] for k, p in enumerate(preds)), "window counts differ"
+            r = SQuAD()([dict(prediction_text=p["prediction_text"], id=str(k)) for k, p in enumerate(preds)],
+                        [dict(answers=dict(answer_start=l["answers"]["answer_start"], text=l["answers"]["text"] or [""]), id=str(k))
+                         for k, l in enumerate(lines)])
+            printed = predicted.stderr.split("exact match ")[-1]
+            em, f1 = float(printed.split(",")[0]), float(printed.split("F1 ")[1].split(" ")[0])
+            assert abs(em - float(r["exact_match"])) < 0.01 and abs(f1 - float(r["f1"])) < 0.01, (em, f1, r)
+            worst = max(worst, err, merr)
+            print(f"{kind}: extractive QA, {len(lines)} questions in {windows} windows: max |lora-gpu − PEFT| / max |PEFT| = "
+                  f"{err:.2e}; merged ({type(mm).__name__}) vs PEFT {merr:.2e}; exact match {em:.2f}, F1 {f1:.2f} = torchmetrics' SQuAD")
+            continue
         labels = json.load(open(os.path.join(out, "labels.json")))
         id2label = {int(k): v for k, v in labels["id2label"].items()}
         lines = [json.loads(l) for l in open(test)]

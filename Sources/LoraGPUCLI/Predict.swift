@@ -7,7 +7,7 @@ import LoraTrain
 
 struct Predict: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run a classifier adapter (task_type SEQ_CLS or TOKEN_CLS) over a JSONL file: one prediction per line, and the scores.",
+        abstract: "Run a classifier (SEQ_CLS, TOKEN_CLS) or extractive-QA (QUESTION_ANS) adapter over a JSONL file: one prediction per line, and the scores.",
         discussion: """
             Lines are {"text": …[, "text_pair": …][, "label": …]} or {"input_ids": […][, "label": …]}, as for training. \
             Each output line holds the line number, the prediction in the classifier's label names (with its softmax \
@@ -18,19 +18,25 @@ struct Predict: ParsableCommand {
             tags when given, and every token's logits; it scores token accuracy and entity precision, recall and F1 as \
             seqeval does, over the words (training's evaluation with --label-all-tokens scores every labelled sub-token, \
             as run_ner.py does). \
+            A QUESTION_ANS adapter reads {"question", "context"[, "answers"]} lines (or {"input_ids"[, "start_positions", \
+            "end_positions"]}) and writes the answer as the QA recipe picks it over the question's windows of the context \
+            (doc_stride, max_answer_length, n_best_size and version_2_with_negative from the adapter's training_config.yaml): \
+            prediction_text and answer_start (characters), or token positions for a pre-tokenized line; lines with answers \
+            are scored with SQuAD's exact match and F1. \
             The base may be a causal LM (the adapter's labels.json rebuilds the classifier) or the \
             *ForSequenceClassification / *ForTokenClassification checkpoint it was trained from.
             """)
 
     @OptionGroup var deviceOption: DeviceOption
     @Option(help: "The base model: a Hugging Face model directory or a GGUF file.") var model: String
-    @Option(help: "A SEQ_CLS or TOKEN_CLS adapter directory (adapter_config.json, adapter_model.safetensors, labels.json).") var adapter: String
+    @Option(help: "A SEQ_CLS, TOKEN_CLS or QUESTION_ANS adapter directory (adapter_config.json, adapter_model.safetensors; labels.json for a classifier).") var adapter: String
     @Option(help: "JSONL lines to classify.") var data: String
     @Option(help: "Where to write the predictions (JSONL; default: stdout).") var output: String?
     @Option(name: .customLong("batch-size"), parsing: .unconditional) var batchSize: Int = 8
     @Option(name: .customLong("max-seq-len"), parsing: .unconditional,
             help: "Texts are truncated to this many tokens (default: the training run's max_seq_len from the adapter's training_config.yaml, else the model's positions).")
     var maxSeqLen: Int?
+    @Flag(help: "QUESTION_ANS: also write each window's start and end logits (\"windows\").") var logits = false
 
     func validate() throws {
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be ≥ 1, got \(batchSize)") }
@@ -40,8 +46,22 @@ struct Predict: ParsableCommand {
     func run() throws {
         let ctx = try deviceOption.context()
         let m = try ClassifierPrediction.loadModel(model, adapter: adapter, context: ctx)
-        guard let cls = m.config.task.classifier else { return }
         let tokenizer = try ClassifierPrediction.tokenizer(model: model, vocabularySize: m.config.vocabSize)
+        if m.config.task.kind == .questionAnswering {
+            var settings = AnswerPrediction.Settings(adapter: adapter, modelPositions: m.config.maxPositionEmbeddings)
+            if let l = maxSeqLen { settings.maxSeqLen = min(l, m.config.maxPositionEmbeddings) }
+            let answers = try AnswerPrediction.run(model: m, file: data, tokenizer: tokenizer, settings: settings, batchSize: batchSize,
+                                                   progress: CommandOutput.counter("windows"))
+            CommandOutput.endCounter()
+            try CommandOutput.write(Data(answers.map { AnswerPrediction.json($0, logits: logits) + "\n" }.joined().utf8), to: output,
+                                    count: answers.count, what: "answers")
+            if let s = AnswerPrediction.scores(answers) {
+                FileHandle.standardError.write(Data(("question_answering: \(s.count) with answers, exact match "
+                    + String(format: "%.2f", s.exactMatch) + ", F1 " + String(format: "%.2f", s.f1) + " (SQuAD's, percent)\n").utf8))
+            }
+            return
+        }
+        guard let cls = m.config.task.classifier else { return }
         let trained = ClassifierPrediction.trainedMaxSeqLen(adapter: adapter)
         let maxLen = min(maxSeqLen ?? trained ?? m.config.maxPositionEmbeddings, m.config.maxPositionEmbeddings)
         if m.config.task.tokenClassifier != nil {

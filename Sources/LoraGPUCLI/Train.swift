@@ -68,7 +68,7 @@ struct TrainLoraOptions: ParsableArguments, OverrideGroup {
                                valueName: "n")) var maxAnswerLength: Int?
     @Option(help: ArgumentHelp("QUESTION_ANS: start and end candidates evaluation weighs. [n_best_size, default 20]",
                                valueName: "n")) var nBestSize: Int?
-    @Flag(inversion: .prefixedNo, help: ArgumentHelp("QUESTION_ANS: questions may have no answer (SQuAD v2: evaluation may "
+    @Flag(name: .customLong("version-2-with-negative"), inversion: .prefixedNo, help: ArgumentHelp("QUESTION_ANS: questions may have no answer (SQuAD v2: evaluation may "
                                                       + "answer nothing). [version_2_with_negative, default false]"))
     var version2WithNegative: Bool?
     @Option(help: ArgumentHelp("true loads the adapter frozen (PEFT's inference mode; train refuses it). [inference_mode, default false]",

@@ -155,25 +155,83 @@ final class SequenceClassificationCLITests: XCTestCase {
         XCTAssertEqual(try ModelConfig.load(directory: dir + "/merged").task.sequenceClassifier?.labels, ["negative", "positive"])
     }
 
-    /// QUESTION_ANS: the model layer merges (qa_outputs and the base under "transformer.", as
-    /// transformers saves Llama's QA class; transformers reads PEFT's merge_and_unload logits from it
-    /// within 3.7e-7: NOTES.md); training from the CLI is refused with what is missing.
-    func testQuestionAnsweringMergeAndTrainRefusal() throws {
+    /// Deterministic QA lines: filler words, then "code is X", then more filler; the question asks for X.
+    static func questions(_ n: Int, seed: UInt64) -> String {
+        var rng = SplitMix64(seed: seed)
+        let fill = ["the", "movie", "was", "food", "service", "这个", "电影", "我", "今天", "really", "quite", "and", "so"]
+        let keys = ["apple", "river", "stone", "猫", "山", "green"]
+        func words() -> String { (0..<(2 + Int(rng.next() % 6))).map { _ in fill[Int(rng.next() % UInt64(fill.count))] }.joined(separator: " ") }
+        var out = ""
+        for i in 0..<n {
+            let pre = words() + " code is ", key = keys[Int(rng.next() % UInt64(keys.count))]
+            let o: [String: JSONValue] = ["id": .string("q\(i)"), "question": .string("what is the code?"),
+                                          "context": .string(pre + key + " " + words()),
+                                          "answers": .object(["text": .array([.string(key)]),
+                                                              "answer_start": .array([.int(pre.unicodeScalars.count)])])]
+            out += JSONValue.object(OrderedMap(o.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })).serialized(JSONStyle()) + "\n"
+        }
+        return out
+    }
+
+    /// QUESTION_ANS from the CLI on the tiny causal fixture (qa_outputs made here): SQuAD-shaped lines,
+    /// exact match rising well above the untrained head's, the adapter as PEFT writes a QA one, `predict`
+    /// scoring as evaluation did, `merge` writing the *ForQuestionAnswering names ("transformer." trunk).
+    /// (PEFT and transformers on the adapter and the merge: scripts/check_peft_classifiers.py, NOTES.md.)
+    func testTrainPredictAndMergeExtractiveQA() throws {
         let dir = try temporaryDirectory("qa")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let qa = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Fixtures/tasks/llama_question_ans").path
-        let m = try CLI.run(["merge", "--model", qa + "/model", "--adapter", qa + "/adapter_final", "--output", dir + "/merged"])
+        try Self.questions(64, seed: 1).write(toFile: dir + "/train.jsonl", atomically: true, encoding: .utf8)
+        try Self.questions(24, seed: 2).write(toFile: dir + "/val.jsonl", atomically: true, encoding: .utf8)
+        let out = dir + "/adapter"
+        let r = try CLI.run(["train", "--model", Self.model, "--data", dir + "/train.jsonl", "--val-data", dir + "/val.jsonl",
+                             "--task-type", "QUESTION_ANS", "--output-dir", out, "--max-steps", "60", "--per-device-train-batch-size", "8",
+                             "--learning-rate", "2e-2", "--r", "4", "--lora-alpha", "8", "--target-modules", "all-linear",
+                             "--logging-steps", "20", "--eval-steps", "20", "--save-steps", "1000", "--eval-on-start", "--device", "cpu"])
+        XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
+        let log = r.stdout + r.stderr
+        XCTAssertTrue(log.contains("64 questions, 64 windows (64 holding the answer), 0 unanswerable"), log)
+        XCTAssertTrue(log.contains("doc_stride 128 (the default) set to 42"), log)
+        let before = try XCTUnwrap(log.components(separatedBy: "before training:").last?.components(separatedBy: "eval_exact_match ")
+            .dropFirst().first.flatMap { Double($0.prefix(while: { $0 != " " })) })
+        let records = try String(contentsOfFile: out + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+            .compactMap { MetricsRecord(json: String($0)) }
+        let after = try XCTUnwrap(records.last?.evalExactMatch)
+        XCTAssertLessThan(before, 20, log)
+        XCTAssertGreaterThan(after, 40, log)
+        let cfg = try JSONValue.read(path: out + "/adapter_config.json")
+        XCTAssertEqual(cfg["task_type"]?.string, "QUESTION_ANS")
+        XCTAssertEqual(cfg["modules_to_save"]?.strings, ["qa_outputs"])
+        let st = try SafeTensorsFile(path: out + "/adapter_model.safetensors")
+        XCTAssertEqual(st.tensors["base_model.model.qa_outputs.weight"]?.shape, [2, 32])
+        XCTAssertNotNil(st.tensors["base_model.model.transformer.layers.0.self_attn.q_proj.lora_A.weight"])
+        XCTAssertTrue(try String(contentsOfFile: out + "/README.md", encoding: .utf8).contains("AutoPeftModelForQuestionAnswering"))
+
+        // predict: the answers evaluation picked, scored the same.
+        let p = try CLI.run(["predict", "--model", Self.model, "--adapter", out, "--data", dir + "/val.jsonl", "--device", "cpu"])
+        XCTAssertEqual(p.status, 0, p.stderr)
+        let answers = p.stdout.split(separator: "\n").compactMap { try? JSONValue.parse(Data($0.utf8)) }
+        XCTAssertEqual(answers.count, 24)
+        XCTAssertNotNil(answers.first?["prediction_text"]?.string)
+        XCTAssertTrue(p.stderr.contains("exact match " + String(format: "%.2f", after)), p.stderr)
+        let m = try CLI.run(["merge", "--model", Self.model, "--adapter", out, "--output", dir + "/merged"])
         XCTAssertEqual(m.status, 0, m.stderr)
         let names = Set(try SafeTensorsFile(path: dir + "/merged/model.safetensors").tensors.keys)
         XCTAssertTrue(names.contains("qa_outputs.weight") && names.contains("qa_outputs.bias"))
         XCTAssertTrue(names.contains("transformer.layers.0.self_attn.q_proj.weight"))
         XCTAssertFalse(names.contains { $0.hasPrefix("model.") })
-        try "{\"text\": \"a\"}\n".write(toFile: dir + "/t.jsonl", atomically: true, encoding: .utf8)
-        let t = try CLI.run(["train", "--model", qa + "/model", "--data", dir + "/t.jsonl", "--task-type", "QUESTION_ANS",
-                             "--output-dir", dir + "/out", "--device", "cpu"])
-        XCTAssertNotEqual(t.status, 0)
-        XCTAssertTrue(t.stderr.contains("QUESTION_ANS is not trainable from the command line yet"), t.stderr)
+        XCTAssertEqual(try ModelConfig.load(directory: dir + "/merged").task, .questionAnswering(inCheckpoint: true))
+
+        // Refusals name the setting.
+        for (extra, expected) in [(["--packing"], "packing is not available with task_type QUESTION_ANS"),
+                                  (["--doc-stride", "200"], "doc_stride: 200 must be below max_seq_len")] {
+            let t = try CLI.run(["train", "--model", Self.model, "--data", dir + "/train.jsonl", "--task-type", "QUESTION_ANS",
+                                 "--output-dir", dir + "/x", "--max-steps", "1", "--device", "cpu"] + extra)
+            XCTAssertNotEqual(t.status, 0)
+            XCTAssertTrue(t.stderr.contains(expected), t.stderr)
+        }
+        let v2 = try CLI.run(["train", "--model", Self.model, "--data", dir + "/train.jsonl", "--version-2-with-negative",
+                              "--output-dir", dir + "/y", "--max-steps", "1", "--device", "cpu"])
+        XCTAssertTrue(v2.stderr.contains("version_2_with_negative: an extractive-QA setting"), v2.stderr)
     }
 
     func testBadClassificationLinesNameTheLine() throws {

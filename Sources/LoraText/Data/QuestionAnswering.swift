@@ -35,6 +35,8 @@ public struct QARecord: Equatable, Sendable {
     public var context: String?
     /// Gold answers; empty for an unanswerable question (and for unlabelled prediction lines).
     public var answers: [QAAnswer]
+    /// Whether the line gave "answers" (or start/end positions): false for an unlabelled prediction line.
+    public var hasAnswers = false
     /// Pre-tokenized lines.
     public var inputIDs: [Int]?
     public var startPosition: Int?
@@ -91,6 +93,7 @@ public enum QuestionAnsweringData {
                 }
                 if key == "start_positions" { r.startPosition = p } else { r.endPosition = p }
             }
+            r.hasAnswers = r.startPosition != nil && r.endPosition != nil
             if let s = r.startPosition, let e = r.endPosition, e < s {
                 throw fail("\"end_positions\" \(e) is before \"start_positions\" \(s)")
             }
@@ -102,6 +105,7 @@ public enum QuestionAnsweringData {
         }
         r.question = q
         r.context = c
+        r.hasAnswers = o["answers"] != nil
         guard let answers = o["answers"] else {
             if requireAnswers { throw fail("no \"answers\": {\"text\": [...], \"answer_start\": [...]} (empty lists: no answer)") }
             return r
@@ -218,18 +222,24 @@ public enum QAPrediction {
         /// The span's bytes in the context (nil: the null answer or "empty").
         public var bytes: Range<Int>?
         public var score: Float
+        /// The span's window and its first and last token there (nil: the null answer or "empty").
+        public var window: Int?
+        public var tokens: ClosedRange<Int>?
     }
 
     public static func answer(context: String, windows: [Window], allowNoAnswer: Bool, nBest: Int = 20,
                               maxAnswerLength: Int = 30) -> Answer {
-        struct Candidate { var bytes: Range<Int>?; var score: Float; var startLogit: Float; var endLogit: Float }
+        struct Candidate {
+            var bytes: Range<Int>?; var score: Float; var startLogit: Float; var endLogit: Float
+            var window: Int? = nil, tokens: ClosedRange<Int>? = nil
+        }
         var prelim: [Candidate] = []
         var null: Candidate? = nil
         /// The indexes of the `n` largest values, largest first (numpy's argsort reversed: ties, higher index first).
         func top(_ v: [Float], _ n: Int) -> [Int] {
             Array(v.indices.sorted { v[$0] != v[$1] ? v[$0] > v[$1] : $0 > $1 }.prefix(n))
         }
-        for w in windows {
+        for (wi, w) in windows.enumerated() {
             let n = min(w.start.count, w.end.count)
             guard n > 0 else { continue }
             let nullScore = w.start[0] + w.end[0]
@@ -242,7 +252,7 @@ public enum QAPrediction {
                           let so = w.contextOffsets[s], let eo = w.contextOffsets[e] else { continue }
                     if e < s || e - s + 1 > maxAnswerLength { continue }
                     prelim.append(Candidate(bytes: so.lowerBound..<max(so.lowerBound, eo.upperBound), score: w.start[s] + w.end[e],
-                                            startLogit: w.start[s], endLogit: w.end[e]))
+                                            startLogit: w.start[s], endLogit: w.end[e], window: wi, tokens: s...e))
                 }
             }
         }
@@ -261,12 +271,15 @@ public enum QAPrediction {
             let diff = (null?.score ?? 0) - 0
             return diff > 0 ? Answer(text: "", bytes: nil, score: null?.score ?? 0) : Answer(text: "empty", bytes: nil, score: 0)
         }
-        guard allowNoAnswer else { return Answer(text: text(ranked[0]), bytes: ranked[0].bytes, score: ranked[0].score) }
+        func answer(_ c: Candidate) -> Answer {
+            Answer(text: text(c), bytes: c.bytes, score: c.score, window: c.window, tokens: c.tokens)
+        }
+        guard allowNoAnswer else { return answer(ranked[0]) }
         guard let best = ranked.first(where: { !text($0).isEmpty }) else {
             return Answer(text: "", bytes: nil, score: null?.score ?? 0)
         }
         let diff = (null?.score ?? 0) - best.startLogit - best.endLogit
-        return diff > 0 ? Answer(text: "", bytes: nil, score: null?.score ?? 0) : Answer(text: text(best), bytes: best.bytes, score: best.score)
+        return diff > 0 ? Answer(text: "", bytes: nil, score: null?.score ?? 0) : answer(best)
     }
 }
 

@@ -110,6 +110,10 @@ public enum ModelMerger {
         cfg["torch_dtype"] = .string(dtype.rawValue)
         if cfg["dtype"] != nil || ggufFile != nil { cfg["dtype"] = .string(dtype.rawValue) }
         cfg["tie_word_embeddings"] = .bool(report.tied)
+        if config.task.kind == .questionAnswering {
+            // A *ForQuestionAnswering checkpoint (its trunk under "transformer." where the class names it so).
+            cfg["architectures"] = .array([.string(config.architecture.className(for: config.task))])
+        }
         if let cls = config.task.classifier {
             // A *ForSequenceClassification checkpoint: its class, labels, problem type and read-out pad id.
             cfg["architectures"] = .array([.string(config.architecture.className(for: config.task))])

@@ -13,10 +13,10 @@ public enum ClassifierPrediction {
     /// pad_token_id).
     public static func loadModel(_ path: String, adapter: String, context ctx: ComputeContext) throws -> LlamaLoRAModel {
         try AdapterModel.load(path, adapter: adapter, context: ctx) { lora, adapter in
-            guard lora.taskType == "SEQ_CLS" || lora.taskType == "TOKEN_CLS" else {
+            guard ["SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS"].contains(lora.taskType) else {
                 throw TrainError.setting(source: adapter + "/adapter_config.json", key: "task_type",
-                                         reason: "\(lora.taskType): predict runs a classifier (SEQ_CLS or TOKEN_CLS) adapter; "
-                                            + "for a causal LM use `lora-gpu generate`")
+                                         reason: "\(lora.taskType): predict runs a classifier (SEQ_CLS, TOKEN_CLS) or extractive-QA "
+                                            + "(QUESTION_ANS) adapter; for a causal LM use `lora-gpu generate`")
             }
         }
     }
@@ -269,6 +269,12 @@ extension ModelConfig {
     /// id2label, problem_type, pad_token_id); a classifier checkpoint keeps its own
     /// head (the pad id from labels.json when its config has none).
     public func forAdapter(_ adapter: String, lora: LoraConfig, basePath: String) throws -> ModelConfig {
+        if lora.taskType == "QUESTION_ANS", task.kind == .causalLM {
+            // A causal base: the adapter's qa_outputs (under modules_to_save) is the head.
+            var config = self
+            config.task = .questionAnswering(inCheckpoint: false)
+            return config
+        }
         guard lora.taskType == "SEQ_CLS" || lora.taskType == "TOKEN_CLS" else { return self }
         let tags = lora.taskType == "TOKEN_CLS"
         let saved = try SequenceClassifier.load(adapterDirectory: adapter)

@@ -211,6 +211,36 @@ public final class Trainer {
         if let m = model, let cls = m.task.classifier {
             s += "\n" + cls.readmeSection(architecture: m.architecture, padTokenID: m.padTokenID, tokens: m.task.tokenClassifier != nil)
         }
+        if let m = model, m.task.kind == .questionAnswering {
+            s += """
+
+            ## Extractive question answering (task_type QUESTION_ANS)
+
+            `\(m.architecture.className(for: m.task))`: `qa_outputs` (hidden → 2, with its bias) gives every token a start and an
+            end logit; it is trained in full and saved under `modules_to_save`. Questions and contexts were windowed as
+            transformers' QA recipe does (max_seq_len \(c.maxSeqLen), doc_stride \(c.docStride)); answers are picked as its
+            post-processing does (max_answer_length \(c.maxAnswerLength), n_best_size \(c.nBestSize),
+            version_2_with_negative \(c.version2WithNegative)): `lora-gpu predict` with this adapter does the same.
+
+            ```python
+            from peft import AutoPeftModelForQuestionAnswering
+            model = AutoPeftModelForQuestionAnswering.from_pretrained("ADAPTER_DIR")
+            ```
+
+            A causal-LM base is the exception (transformers names Llama's and Qwen2's QA trunk `transformer`, so
+            `AutoModelForQuestionAnswering` reads none of a causal checkpoint's `model.*` weights): build the base by
+            hand, or use `lora-gpu merge`, which writes the `*ForQuestionAnswering` checkpoint transformers loads whole.
+
+            ```python
+            from peft import PeftModel
+            from transformers import AutoModelForCausalLM, AutoModelForQuestionAnswering
+            base = AutoModelForQuestionAnswering.from_pretrained("BASE")
+            base.transformer.load_state_dict(AutoModelForCausalLM.from_pretrained("BASE").model.state_dict())
+            model = PeftModel.from_pretrained(base, "ADAPTER_DIR")
+            ```
+
+            """
+        }
         return s
     }
 }

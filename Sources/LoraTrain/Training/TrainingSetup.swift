@@ -46,8 +46,14 @@ struct TrainingSetup {
                     + "(its positions count from the row's start): packing is not available with task_type QUESTION_ANS")
             }
             if c.docStride >= c.maxSeqLen {
-                throw TrainError.setting(source: "settings", key: "doc_stride", reason: "\(c.docStride) must be below max_seq_len "
-                    + "\(c.maxSeqLen) (capped at the model's positions): the overlap of a context's windows")
+                guard !c.explicitKeys.contains("doc_stride") else {
+                    throw TrainError.setting(source: "settings", key: "doc_stride", reason: "\(c.docStride) must be below max_seq_len "
+                        + "\(c.maxSeqLen) (capped at the model's positions): the overlap of a context's windows")
+                }
+                // run_qa.py's defaults keep a third of the window as overlap (128 of 384): so here.
+                let stride = c.maxSeqLen / 3
+                trainer.progress.message("note: doc_stride \(c.docStride) (the default) set to \(stride), a third of max_seq_len \(c.maxSeqLen)")
+                c.docStride = stride
             }
             // A causal checkpoint gets a new qa_outputs (transformers' init, seeded); a *ForQuestionAnswering one keeps its own.
             if modelConfig.task.kind == .causalLM { modelConfig.task = .questionAnswering(inCheckpoint: false) }
