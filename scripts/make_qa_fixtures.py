@@ -56,6 +56,10 @@ EXAMPLES = [
     dict(id="edge-1", question="Which word ends it?",
          context="A short context whose answer is the very last word: oceans",
          answers=dict(text=["oceans"], answer_start=[52])),
+    # A single character the byte-level tokenizers split into byte pieces that share its offsets: the recipe's
+    # start lands on its last piece and its end on its first (start > end).
+    dict(id="zh-3", question="哪个字？", context="这里有一个罕见的字鼇，后面还有一些别的字。",
+         answers=dict(text=["鼇"], answer_start=[9])),
     dict(id="edge-2", question="What opens it?",
          context="Emoji 🐧 open this context, then café and naïve words follow for a while longer.",
          answers=dict(text=["Emoji 🐧"], answer_start=[0])),

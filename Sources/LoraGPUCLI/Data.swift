@@ -32,15 +32,16 @@ struct DataPreview: ParsableCommand {
     @Flag(help: "Every sample in file order, one JSON object per line: {\"line\", \"input_ids\", \"labels\"} or {\"line\", \"skipped\"}.")
     var json = false
     @Flag(name: .customLong("skip-bad-lines"), help: "Count bad lines instead of stopping at the first.") var skipBadLines = false
-    @Option(name: .customLong("task-type"), help: "SEQ_CLS or TOKEN_CLS: preview a classifier's lines (tokens and labels) instead of causal-LM samples.")
+    @Option(name: .customLong("task-type"), help: "SEQ_CLS or TOKEN_CLS: preview a classifier's lines (tokens and labels); QUESTION_ANS: the questions' windows with their answer spans; instead of causal-LM samples.")
     var taskType: String?
+    @Option(name: .customLong("doc-stride"), help: "QUESTION_ANS: overlap between a context's windows (training's doc_stride).") var docStride = 128
     @Option(name: .customLong("problem-type"), help: "SEQ_CLS: single_label_classification | regression | multi_label_classification.")
     var problemType: String?
     @Flag(name: .customLong("label-all-tokens"), help: "TOKEN_CLS: label every sub-token of a word.") var labelAllTokens = false
 
     func validate() throws {
-        if let t = taskType, !["SEQ_CLS", "TOKEN_CLS", "CAUSAL_LM"].contains(t) {
-            throw ValidationError("--task-type must be CAUSAL_LM, SEQ_CLS or TOKEN_CLS (got \(t))")
+        if let t = taskType, !["SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS", "CAUSAL_LM"].contains(t) {
+            throw ValidationError("--task-type must be CAUSAL_LM, SEQ_CLS, TOKEN_CLS or QUESTION_ANS (got \(t))")
         }
         if let p = problemType, ClassificationKind(rawValue: p) == nil {
             throw ValidationError("--problem-type must be single_label_classification, regression or multi_label_classification (got \(p))")
@@ -55,7 +56,13 @@ struct DataPreview: ParsableCommand {
             let adapter = TokenizerDataAdapter(text.tokenizer)
             let out: String
             do {
-                out = t == "SEQ_CLS"
+                // run_qa.py's max_seq_length 384 unless given; a stride as long as the window falls to a third of it, as train does.
+                let cap = maxSeqLen ?? 384
+                out = t == "QUESTION_ANS"
+                    ? try ClassifierPreview.answers(file: data, tokenizer: adapter, maxSeqLen: cap,
+                                                    docStride: docStride < cap ? docStride : cap / 3,
+                                                    n: max(0, n), json: json)
+                    : t == "SEQ_CLS"
                     ? try ClassifierPreview.sequences(file: data, tokenizer: adapter, maxSeqLen: maxSeqLen ?? Int(Int32.max),
                                                       problemType: problemType.flatMap(ClassificationKind.init(rawValue:)),
                                                       n: max(0, n), json: json)

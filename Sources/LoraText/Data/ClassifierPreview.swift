@@ -72,4 +72,40 @@ public enum ClassifierPreview {
         for (i, c) in counts.enumerated() { out += "  \(i) \(names[i]): \(c)\n" }
         return out
     }
+
+    /// QUESTION_ANS: the first `n` questions' windows as training sees them (the answer's tokens
+    /// inside «…», a window without it marked so), then the counts. `docStride` as training's.
+    public static func answers(file: String, tokenizer: DataTokenizer, maxSeqLen: Int, docStride: Int,
+                               n: Int, json: Bool) throws -> String {
+        let records = try QuestionAnsweringData.read(file: file)
+        let features = try QuestionAnsweringData.features(records, file: file, tokenizer: tokenizer, maxSeqLen: maxSeqLen,
+                                                          docStride: docStride)
+        if json {
+            return features.map { f in
+                var o = OrderedMap<JSONValue>()
+                o["line"] = .int(f.line)
+                o["input_ids"] = .array(f.inputIDs.map { .int($0) })
+                o["start_positions"] = .int(f.start)
+                o["end_positions"] = .int(f.end)
+                return JSONValue.object(o).serialized(JSONStyle()) + "\n"
+            }.joined()
+        }
+        var out = "\(file): question answering, max_seq_len \(maxSeqLen), doc_stride \(docStride)\n"
+        let shown = Set(records.prefix(n).indices)
+        for f in features where shown.contains(f.record) {
+            let r = records[f.record]
+            let answer = r.answers.first.map { "answer \($0.text.debugDescription)" } ?? (r.inputIDs == nil ? "no answer" : "given positions")
+            let holds = f.start != 0 || f.end != 0
+            out += "── line \(f.line) (\(r.id)): \(f.inputIDs.count) tokens, \(answer); "
+                + (holds ? "tokens \(f.start)…\(f.end)" : "this window points at 0 (no answer in it)") + "\n"
+            let ids = f.inputIDs
+            out += (holds ? tokenizer.decodeIDs(Array(ids[..<f.start])) + "«" + tokenizer.decodeIDs(Array(ids[f.start...f.end])) + "»"
+                        + tokenizer.decodeIDs(Array(ids[(f.end + 1)...]))
+                          : tokenizer.decodeIDs(ids)) + "\n"
+        }
+        let answered = features.filter { $0.start != 0 || $0.end != 0 }.count
+        out += "──\nquestions \(records.count)\nwindows   \(features.count) (\(answered) holding the answer)\n"
+            + "no answer \(records.filter { $0.inputIDs == nil && $0.answers.isEmpty }.count)\n"
+        return out
+    }
 }

@@ -15,7 +15,9 @@ import LoraBase
 // return_overflowing_tokens=True, return_offsets_mapping=True)`; a window that
 // holds the first answer whole points at its first and last token, any other
 // window at position 0 (the recipe's CLS/BOS index — position 0 for every
-// tokenizer here), and so does an unanswerable question.
+// tokenizer here), and so does an unanswerable question. One departure: where
+// the recipe's start lands after its end (a one-character answer split into
+// byte pieces that share the character's offsets), the two are swapped.
 
 public struct QAAnswer: Equatable, Sendable {
     public var text: String
@@ -173,6 +175,10 @@ public enum QuestionAnsweringData {
                         start = ts - 1
                         while te >= 0 && offsets[te].1 >= endChar { te -= 1 }
                         end = te + 1
+                        // One character split into pieces that share its offsets (byte-level BPE, byte fallback):
+                        // the recipe lands the start on its last piece and the end on its first, a span its own
+                        // post-processing can never answer. Swapped, it covers the character's pieces.
+                        if start > end { swap(&start, &end) }
                     }
                 }
                 out.append(QAFeature(record: index, line: r.line, inputIDs: row.ids, start: start, end: end,

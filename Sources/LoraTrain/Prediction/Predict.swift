@@ -249,6 +249,11 @@ extension ModelConfig {
     /// adapter_config.json); otherwise a 2-label stand-in (training takes the
     /// labels from the data), said in the note.
     public func forInspection(lora: LoraConfig, path: String?) throws -> (config: ModelConfig, note: String?) {
+        if lora.taskType == "QUESTION_ANS", task.kind == .causalLM {
+            var config = self
+            config.task = .questionAnswering(inCheckpoint: false)
+            return (config, "QUESTION_ANS on a causal base: training makes qa_outputs (hidden → 2, with a bias)")
+        }
         guard lora.taskType == "SEQ_CLS" || lora.taskType == "TOKEN_CLS", task.kind == .causalLM else { return (self, nil) }
         if let path {
             var isDir: ObjCBool = false
