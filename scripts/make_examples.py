@@ -4,8 +4,10 @@ reproducible): Examples/sentiment — a few hundred short product, film and
 restaurant reviews in English and Chinese labelled positive / negative, for
 `lora-gpu train --task-type SEQ_CLS`; Examples/ner — a few hundred sentences
 with people, places and organisations tagged in IOB2 (Chinese one character
-per token, English one word per token), for `--task-type TOKEN_CLS` (see the
-README's task-type section).
+per token, English one word per token), for `--task-type TOKEN_CLS`;
+Examples/qa — a few hundred SQuAD-shaped questions on short passages about
+who works where and who went where (Chinese and English), for
+`--task-type QUESTION_ANS` (see the README's task-type section).
 
     python3 scripts/make_examples.py
 """
@@ -120,4 +122,47 @@ seen = set()
 for name, n in [("train", 300), ("val", 100)]:
     with open(os.path.join("Examples/ner", name + ".jsonl"), "w") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in unique_ner(n, seen))
-print("wrote", OUT, "and Examples/ner")
+
+# Extractive QA: a passage of two or three facts, a question about one of them, its answer a span of the passage.
+qa_rng = random.Random(202612071)
+
+
+def qa_example():
+    r = qa_rng
+    if r.random() < 0.5:
+        p, p2 = r.sample(PEOPLE_ZH, 2)
+        l, l2 = r.sample(PLACES_ZH, 2)
+        o = r.choice(ORGS_ZH)
+        facts = [(f"{p}在{l}的{o}工作。", [(f"{p}在哪个城市工作？", l), (f"{p}在哪里工作？", o), (f"谁在{o}工作？", p)]),
+                 (f"{p2}昨天去了{l2}。", [(f"{p2}昨天去了哪里？", l2), (f"谁昨天去了{l2}？", p2)])]
+        r.shuffle(facts)
+        context = "".join(f for f, _ in facts) + r.choice(["", "天气很好。", "大家都很忙。"])
+    else:
+        p, p2 = [" ".join(x) for x in r.sample(PEOPLE_EN, 2)]
+        l, l2 = [" ".join(x) for x in r.sample(PLACES_EN, 2)]
+        o = " ".join(r.choice(ORGS_EN))
+        facts = [(f"{p} works at {o} in {l}.", [(f"Where does {p} work?", o), (f"In which city does {p} work?", l),
+                                                  (f"Who works at {o}?", p)]),
+                 (f"{p2} flew to {l2} yesterday.", [(f"Where did {p2} fly yesterday?", l2), (f"Who flew to {l2}?", p2)])]
+        r.shuffle(facts)
+        context = " ".join(f for f, _ in facts) + r.choice(["", " The weather was fine.", " Everyone was busy."])
+    fact, questions = r.choice(facts)
+    q, a = r.choice(questions)
+    start = context.index(fact) + fact.index(a)
+    assert context[start:start + len(a)] == a
+    return {"question": q, "context": context, "answers": {"text": [a], "answer_start": [start]}}
+
+
+os.makedirs("Examples/qa", exist_ok=True)
+seen = set()
+for name, n in [("train", 320), ("val", 100)]:
+    rows = []
+    while len(rows) < n:
+        e = qa_example()
+        if (e["question"], e["context"]) not in seen:
+            seen.add((e["question"], e["context"]))
+            e["id"] = f"{name}-{len(rows)}"
+            rows.append(e)
+    with open(os.path.join("Examples/qa", name + ".jsonl"), "w") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+print("wrote", OUT, ", Examples/ner and Examples/qa")
