@@ -60,6 +60,12 @@ EXAMPLES = [
     # start lands on its last piece and its end on its first (start > end).
     dict(id="zh-3", question="哪个字？", context="这里有一个罕见的字鼇，后面还有一些别的字。",
          answers=dict(text=["鼇"], answer_start=[9])),
+    # The answer in the context's first token: with no separator after the question (ByteLevel-only
+    # post-processors) the recipe's end walks back into the question.
+    dict(id="edge-3", question="Who?", context="a b c", answers=dict(text=["a"], answer_start=[0])),
+    # A one-token answer at the context's end: with a trailing special token (Roberta, Bert, an EOS template)
+    # the recipe's start walks onto it.
+    dict(id="edge-4", question="Last?", context="x y z w", answers=dict(text=["w"], answer_start=[6])),
     dict(id="edge-2", question="What opens it?",
          context="Emoji 🐧 open this context, then café and naïve words follow for a while longer.",
          answers=dict(text=["Emoji 🐧"], answer_start=[0])),
@@ -95,6 +101,7 @@ def features(tok, examples, max_length, stride):
         answers = e["answers"]
         if len(answers["answer_start"]) == 0:
             start = end = cls_index
+            kept = [cls_index, cls_index]
         else:
             start_char = answers["answer_start"][0]
             end_char = start_char + len(answers["text"][0])
@@ -106,15 +113,29 @@ def features(tok, examples, max_length, stride):
                 te -= 1
             if not (offsets[ts][0] <= start_char and offsets[te][1] >= end_char):
                 start = end = cls_index
+                kept = [cls_index, cls_index]
             else:
+                first, last = ts, te
                 while ts < len(offsets) and offsets[ts][0] <= start_char:
                     ts += 1
                 start = ts - 1
-                while offsets[te][1] >= end_char:
+                try:
+                    # The recipe's end walk is unbounded: into the question, then (Python's negative indexes)
+                    # round the end of the list until it raises. None: the recipe fails on this window.
+                    while offsets[te][1] >= end_char:
+                        te -= 1
+                    end = te + 1
+                except IndexError:
+                    start = end = None
+                # lora-gpu's positions: the same walks kept inside the context, then a crossed pair swapped.
+                ts, te = first, last
+                while ts <= last and offsets[ts][0] <= start_char:
+                    ts += 1
+                while te >= first and offsets[te][1] >= end_char:
                     te -= 1
-                end = te + 1
+                kept = sorted([ts - 1, te + 1])
         context_offsets = [o if seq[k] == 1 else None for k, o in enumerate(offsets)]
-        out.append(dict(example=ex, input_ids=ids, start_position=start, end_position=end,
+        out.append(dict(example=ex, input_ids=ids, start_position=start, end_position=end, lora_gpu_positions=kept,
                         offsets=to_bytes(e["context"], context_offsets)))
     return out, enc
 

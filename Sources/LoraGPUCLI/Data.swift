@@ -34,7 +34,10 @@ struct DataPreview: ParsableCommand {
     @Flag(name: .customLong("skip-bad-lines"), help: "Count bad lines instead of stopping at the first.") var skipBadLines = false
     @Option(name: .customLong("task-type"), help: "SEQ_CLS or TOKEN_CLS: preview a classifier's lines (tokens and labels); QUESTION_ANS: the questions' windows with their answer spans; instead of causal-LM samples.")
     var taskType: String?
-    @Option(name: .customLong("doc-stride"), help: "QUESTION_ANS: overlap between a context's windows (training's doc_stride).") var docStride = 128
+    @Option(name: .customLong("doc-stride"), help: "QUESTION_ANS: overlap between a context's windows (training's doc_stride; default 128, a third of a shorter --max-seq-len). Windows are --max-seq-len tokens (default 384, run_qa.py's: give training's).")
+    var docStrideOption: Int?
+    var docStride: Int { docStrideOption ?? 128 }
+    var docStrideGiven: Bool { docStrideOption != nil }
     @Option(name: .customLong("problem-type"), help: "SEQ_CLS: single_label_classification | regression | multi_label_classification.")
     var problemType: String?
     @Flag(name: .customLong("label-all-tokens"), help: "TOKEN_CLS: label every sub-token of a word.") var labelAllTokens = false
@@ -56,8 +59,12 @@ struct DataPreview: ParsableCommand {
             let adapter = TokenizerDataAdapter(text.tokenizer)
             let out: String
             do {
-                // run_qa.py's max_seq_length 384 unless given; a stride as long as the window falls to a third of it, as train does.
+                // run_qa.py's max_seq_length 384 unless given (give --max-seq-len as training's); the default
+                // stride falls to a third of a shorter window, as train's does; an explicit one must fit.
                 let cap = maxSeqLen ?? 384
+                if t == "QUESTION_ANS", docStride >= cap, docStrideGiven {
+                    throw ValidationError("--doc-stride \(docStride) must be below --max-seq-len \(cap) (the overlap of a context's windows)")
+                }
                 out = t == "QUESTION_ANS"
                     ? try ClassifierPreview.answers(file: data, tokenizer: adapter, maxSeqLen: cap,
                                                     docStride: docStride < cap ? docStride : cap / 3,

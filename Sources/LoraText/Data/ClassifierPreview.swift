@@ -90,7 +90,7 @@ public enum ClassifierPreview {
                 return JSONValue.object(o).serialized(JSONStyle()) + "\n"
             }.joined()
         }
-        var out = "\(file): question answering, max_seq_len \(maxSeqLen), doc_stride \(docStride)\n"
+        var out = "\(file): question answering, windows of max_seq_len \(maxSeqLen) tokens, doc_stride \(docStride)\n"
         let shown = Set(records.prefix(n).indices)
         for f in features where shown.contains(f.record) {
             let r = records[f.record]

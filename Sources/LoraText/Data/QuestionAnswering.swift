@@ -15,9 +15,12 @@ import LoraBase
 // return_overflowing_tokens=True, return_offsets_mapping=True)`; a window that
 // holds the first answer whole points at its first and last token, any other
 // window at position 0 (the recipe's CLS/BOS index — position 0 for every
-// tokenizer here), and so does an unanswerable question. One departure: where
-// the recipe's start lands after its end (a one-character answer split into
-// byte pieces that share the character's offsets), the two are swapped.
+// tokenizer here), and so does an unanswerable question. Departures, each where
+// the recipe's labels are a span its own post-processing can never answer: its
+// walks stay inside the context (run_qa.py's may end on a trailing special token
+// or start in the question), and where the start lands after the end (a
+// one-character answer split into byte pieces sharing its offsets) the two are
+// swapped.
 
 public struct QAAnswer: Equatable, Sendable {
     public var text: String
@@ -123,7 +126,7 @@ public enum QuestionAnsweringData {
             guard let text = t.string, !text.isEmpty else { throw fail("answers.text[\(k)] must be a non-empty string") }
             guard let start = s.integral, start >= 0 else { throw fail("answers.answer_start[\(k)] must be a character position") }
             let n = text.unicodeScalars.count
-            guard start + n <= context.count else {
+            guard start <= context.count - n else {
                 throw fail("answers.answer_start[\(k)] = \(start): the answer would end past the context's \(context.count) characters")
             }
             let there = String(String.UnicodeScalarView(context[start..<(start + n)]))
@@ -170,14 +173,17 @@ public enum QuestionAnsweringData {
                 if let a = r.answers.first, let first = row.sequence.firstIndex(of: 1), let last = row.sequence.lastIndex(of: 1) {
                     let startChar = a.start, endChar = a.start + a.text.unicodeScalars.count
                     if offsets[first].0 <= startChar && offsets[last].1 >= endChar {
+                        // The recipe's walks, kept inside the context: run_qa.py lets the start walk onto a
+                        // trailing special token (an answer in the window's last token) and the end into the
+                        // question (an answer in the context's first token, with no separator between them) —
+                        // spans its own post-processing can never answer.
                         var ts = first, te = last
-                        while ts < offsets.count && offsets[ts].0 <= startChar { ts += 1 }
+                        while ts <= last && offsets[ts].0 <= startChar { ts += 1 }
                         start = ts - 1
-                        while te >= 0 && offsets[te].1 >= endChar { te -= 1 }
+                        while te >= first && offsets[te].1 >= endChar { te -= 1 }
                         end = te + 1
                         // One character split into pieces that share its offsets (byte-level BPE, byte fallback):
-                        // the recipe lands the start on its last piece and the end on its first, a span its own
-                        // post-processing can never answer. Swapped, it covers the character's pieces.
+                        // the start lands on its last piece and the end on its first. Swapped, the span covers it.
                         if start > end { swap(&start, &end) }
                     }
                 }

@@ -15,8 +15,9 @@ public enum AnswerPrediction {
         public var nBestSize = 20
         public var allowNoAnswer = false
 
+        /// max_seq_len: the training run's, else run_qa.py's 384 (capped at the model's positions).
         public init(adapter: String, modelPositions: Int) {
-            maxSeqLen = min(ClassifierPrediction.trainedMaxSeqLen(adapter: adapter) ?? modelPositions, modelPositions)
+            maxSeqLen = min(ClassifierPrediction.trainedMaxSeqLen(adapter: adapter) ?? 384, modelPositions)
             let path = adapter + "/training_config.yaml"
             guard FileManager.default.fileExists(atPath: path), let pairs = try? TrainingConfig.readMapping(path) else { return }
             func int(_ key: String) -> Int? {
@@ -69,6 +70,10 @@ public enum AnswerPrediction {
             let width = chunk.map(\.inputIDs.count).max()!
             let rows = chunk.map { $0.inputIDs + [Int](repeating: pad, count: width - $0.inputIDs.count) }
             let (_, logits) = try m.lossAndCountedLogits(try TokenBatch.unlabelled(rows, lengths: chunk.map(\.inputIDs.count), for: m.config))
+            guard logits.count == 2 * chunk.count * width else {
+                throw TrainError.setting(source: "model", key: "task_type", reason: "the model gave \(logits.count) logits for "
+                    + "\(chunk.count) windows of \(width) tokens: not an extractive-QA head")
+            }
             for (r, f) in chunk.enumerated() {
                 let n = f.inputIDs.count
                 // A pre-tokenized line has no context text: every token may be part of the span.

@@ -352,7 +352,7 @@ public struct TrainingConfig: Equatable, Sendable {
         if docStride < 0 { throw fail("doc_stride", "must be 0 or more, got \(docStride)") }
         if maxAnswerLength < 1 { throw fail("max_answer_length", "must be at least 1, got \(maxAnswerLength)") }
         if nBestSize < 1 { throw fail("n_best_size", "must be at least 1, got \(nBestSize)") }
-        if qa && docStride >= maxSeqLen {
+        if qa && docStride >= maxSeqLen && explicitKeys.contains("doc_stride") {   // the default adapts (TrainingSetup)
             throw fail("doc_stride", "\(docStride) must be below max_seq_len \(maxSeqLen) (the overlap of a context's windows)")
         }
         if metricForBestModel == "eval_exact_match" && !qa {

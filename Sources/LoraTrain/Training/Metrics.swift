@@ -193,7 +193,7 @@ public struct ProgressPrinter {
         if let p = r.evalPerplexity { s += " | eval_ppl \(String(format: "%.3f", p))" }
         if let a = r.evalAccuracy { s += " | eval_accuracy \(String(format: "%.4f", a))" }
         if let m = r.evalExactMatch { s += " | eval_exact_match \(String(format: "%.2f", m))" }
-        if let f = r.evalF1 { s += " | eval_f1 \(String(format: "%.4f", f))" }
+        if let f = r.evalF1 { s += " | eval_f1 \(String(format: r.evalExactMatch != nil ? "%.2f" : "%.4f", f))" }
         message(s)
     }
 

@@ -267,6 +267,10 @@ final class TrainingLoop {
             sum += Double(loss) * Double(b.rows)
             rows += b.rows
             let T = b.seqLen
+            guard logits.count == 2 * b.rows * T else {
+                throw TrainError.data(path: "evaluation", line: b.lines.first ?? 0, reason: "the model gave \(logits.count) logits "
+                    + "for \(b.rows) windows of \(T) tokens (start and end: \(2 * b.rows * T)): not an extractive-QA head")
+            }
             for (r, span) in (b.answerSpans ?? []).enumerated() {
                 let f = qa.features[span.feature], n = f.inputIDs.count
                 windows[f.record, default: []].append(QAPrediction.Window(

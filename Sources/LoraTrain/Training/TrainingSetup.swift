@@ -56,7 +56,14 @@ struct TrainingSetup {
                 c.docStride = stride
             }
             // A causal checkpoint gets a new qa_outputs (transformers' init, seeded); a *ForQuestionAnswering one keeps its own.
-            if modelConfig.task.kind == .causalLM { modelConfig.task = .questionAnswering(inCheckpoint: false) }
+            switch modelConfig.task.kind {
+            case .causalLM: modelConfig.task = .questionAnswering(inCheckpoint: false)
+            case .questionAnswering: break
+            default:
+                throw TrainError.setting(source: "settings", key: "model", reason: "\(c.model) is a "
+                    + "\(modelConfig.architecture.className(for: modelConfig.task)) (task \(modelConfig.task.peftTaskType)): "
+                    + "QUESTION_ANS trains from a causal LM or a *ForQuestionAnswering checkpoint")
+            }
         }
         if classifies && c.packing {
             throw TrainError.setting(source: "settings", key: "packing", reason: tags
