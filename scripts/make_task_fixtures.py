@@ -25,7 +25,7 @@ import peft
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.utils import get_peft_model_state_dict
 from safetensors.torch import save_file
-from transformers import (AutoModelForQuestionAnswering, AutoModelForSequenceClassification,
+from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForQuestionAnswering, AutoModelForSequenceClassification,
                           AutoModelForTokenClassification, LlamaConfig, Qwen2Config)
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else "Tests/Fixtures/tasks"
@@ -81,9 +81,24 @@ CASES += [
          spans=[(5, 6), (3, 3), (0, 0)], max_grad_norm=0.0),
 ]
 
+# FEATURE_EXTRACTION: the bare model (AutoModel, PEFT keys without "model."), trained contrastively as
+# sentence-transformers' MultipleNegativesRankingLoss: pooled last_hidden_state (mean over the mask, or the
+# last token), F.normalize, scale·cosine against every positive (and negative), cross-entropy towards the
+# anchor's own positive. The model directory is a causal checkpoint (what users start from).
+CASES += [
+    dict(name="llama_contrastive_mean", arch="llama", task="FEATURE_EXTRACTION", cfg={}, dtype="float32",
+         lora=dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"]),
+         pooling="mean", negatives=True, scale=20.0, max_grad_norm=1.0),
+    dict(name="qwen2_contrastive_last", arch="qwen2", task="FEATURE_EXTRACTION", cfg={}, dtype="float32",
+         # Not k_proj: with bias lora_only its bias would train, and that gradient is zero in exact arithmetic (a
+         # constant on every score of a query), so Adam would move it by fp32 noise (see the QA fixtures' rule).
+         lora=dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj", "up_proj"], bias="lora_only"),
+         pooling="last", negatives=False, scale=20.0, max_grad_norm=0.0),
+]
+
 CONFIGS = {"llama": LlamaConfig, "qwen2": Qwen2Config}
 AUTO = {"SEQ_CLS": AutoModelForSequenceClassification, "TOKEN_CLS": AutoModelForTokenClassification,
-        "QUESTION_ANS": AutoModelForQuestionAnswering}
+        "QUESTION_ANS": AutoModelForQuestionAnswering, "FEATURE_EXTRACTION": AutoModel}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -108,6 +123,35 @@ def token_labels(ids, num_labels):
     labels[0, 1] = -100              # a word's second sub-token
     labels[1, 5] = -100
     return labels
+
+
+def contrastive_rows(case, vocab):
+    """Anchors, positives (and negatives) of three samples each, right-padded with 0: ids and lengths."""
+    g = torch.Generator().manual_seed(4321)
+    groups = 3 if case["negatives"] else 2
+    lengths = [[5, 8, 3], [7, 4, 8], [6, 2, 5]][:groups]
+    lengths = [n for grp in lengths for n in grp]
+    ids = torch.randint(1, vocab, (len(lengths), max(lengths)), generator=g)
+    for r, n in enumerate(lengths):
+        ids[r, n:] = 0
+    return ids, lengths
+
+
+def contrastive_loss(pm, case, ids, lengths, keep=None):
+    """sentence-transformers' MultipleNegativesRankingLoss on the PEFT model's pooled hidden states."""
+    mask = (torch.arange(ids.shape[1])[None, :] < torch.tensor(lengths)[:, None]).long()
+    h = pm(input_ids=ids, attention_mask=mask).last_hidden_state
+    if case["pooling"] == "mean":
+        m = mask[..., None].to(h.dtype)
+        pooled = (h * m).sum(1) / m.sum(1)
+    else:
+        pooled = h[torch.arange(h.shape[0]), torch.tensor(lengths) - 1]
+    v = torch.nn.functional.normalize(pooled, p=2, dim=-1)
+    B = 3
+    sim = case["scale"] * v[:B] @ v[B:].T
+    if keep is not None:
+        keep["sim"] = sim
+    return torch.nn.functional.cross_entropy(sim, torch.arange(B))
 
 
 def inputs(case, ids, labels):
@@ -136,7 +180,8 @@ def make_case(case):
     cfg = CONFIGS[case["arch"]](**{**BASE, **case["cfg"]})
     task = case.get("task", "SEQ_CLS")
     auto = AUTO[task]
-    model = auto.from_config(cfg, torch_dtype=torch.float32)
+    fe = task == "FEATURE_EXTRACTION"
+    model = (AutoModelForCausalLM if fe else auto).from_config(cfg, torch_dtype=torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith(".bias"):
@@ -154,8 +199,12 @@ def make_case(case):
         pm.print_trainable_parameters()
     pm.save_pretrained(os.path.join(root, "adapter_initial"))
 
-    ids = batch(cfg.vocab_size)
-    labels = label_tensor(case, ids)
+    if fe:
+        ids, lengths = contrastive_rows(case, cfg.vocab_size)
+        labels = torch.tensor(lengths)
+    else:
+        ids = batch(cfg.vocab_size)
+        labels = label_tensor(case, ids)
     params = [(n, p) for n, p in pm.named_parameters() if p.requires_grad]
     opt = torch.optim.AdamW([p for _, p in params], lr=TRAIN["lr"], betas=TRAIN["betas"], eps=TRAIN["eps"],
                             weight_decay=TRAIN["weight_decay"])
@@ -163,10 +212,13 @@ def make_case(case):
     losses, grad_norms = [], []
     for step in range(TRAIN["steps"]):
         opt.zero_grad()
-        out = pm(**inputs(case, ids, labels))
+        keep = {}
+        out = (type("Out", (), dict(loss=contrastive_loss(pm, case, ids, lengths, keep)))() if fe
+               else pm(**inputs(case, ids, labels)))
         out.loss.backward()
         if step == 0:
-            logits = (torch.stack([out.start_logits, out.end_logits], dim=-1) if task == "QUESTION_ANS" else out.logits)
+            logits = (keep["sim"] if fe else
+                      torch.stack([out.start_logits, out.end_logits], dim=-1) if task == "QUESTION_ANS" else out.logits)
             save_file({"logits": logits.detach().float().contiguous()}, os.path.join(root, "logits_step0.safetensors"))
             grads = {n: p.grad for n, p in params}
             save_file(tensors(get_peft_model_state_dict(pm, state_dict=grads)),
@@ -184,6 +236,7 @@ def make_case(case):
     ref = dict(
         versions=dict(torch=torch.__version__, transformers=transformers.__version__, peft=peft.__version__),
         input_ids=ids.tolist(), labels=labels.tolist(), task_type=task,
+        **(dict(contrastive=dict(anchors=3, pooling=case["pooling"], scale=case["scale"])) if fe else {}),
         problem_type=pm.base_model.model.config.problem_type if task == "SEQ_CLS" else None,
         losses=losses, grad_norms=grad_norms,
         train=dict(TRAIN, max_grad_norm=case["max_grad_norm"]),
@@ -206,7 +259,10 @@ def train_float64(root, ids, labels, case, auto):
     lab = labels.double() if labels.dtype.is_floating_point else labels
     for _ in range(TRAIN["steps"]):
         opt.zero_grad()
-        pm(**inputs(case, ids, lab)).loss.backward()
+        if case.get("task") == "FEATURE_EXTRACTION":
+            contrastive_loss(pm, case, ids, labels.tolist()).backward()
+        else:
+            pm(**inputs(case, ids, lab)).loss.backward()
         if case["max_grad_norm"] > 0:
             torch.nn.utils.clip_grad_norm_(params, case["max_grad_norm"])
         opt.step()

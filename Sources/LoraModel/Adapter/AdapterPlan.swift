@@ -48,13 +48,26 @@ public struct AdapterPlan: Sendable {
         switch c.task.kind {
         case .causalLM: saveable = ["lm_head", "embed_tokens", "model.embed_tokens"]
         case .questionAnswering: saveable = ["qa_outputs", "embed_tokens", c.peftName("model.embed_tokens")]
+        case .featureExtraction: saveable = ["embed_tokens"]
         default: saveable = ["score", "classifier", "embed_tokens", "model.embed_tokens"]
         }
         for m in lora.modulesToSave where !saveable.contains(m) {
             throw LoraError.unsupportedModule("modules_to_save: '\(m)' is not supported yet; supported: "
                                               + saveable.filter { !$0.hasSuffix(".embed_tokens") }.joined(separator: ", "))
         }
-        if c.task.kind != .causalLM {
+        if c.task.kind == .featureExtraction {
+            // AutoModel has no lm_head: the vectors are the final norm's output.
+            let named: Bool
+            switch lora.targetModules {
+            case .list(let l): named = l.contains("lm_head")
+            case .regex(let r): named = LoraConfig.fullMatch(r, "lm_head")
+            case .allLinear: named = false
+            }
+            if named {
+                throw LoraError.unsupportedModule("target_modules: 'lm_head' is not part of a FEATURE_EXTRACTION model (transformers' "
+                    + "AutoModel: the vectors are the final norm's output): leave it out")
+            }
+        } else if c.task.kind != .causalLM {
             // PEFT would put a LoRA on score and also save it in full, and then fail to load the adapter.
             let named: Bool
             switch lora.targetModules {
@@ -197,7 +210,8 @@ public struct AdapterPlan: Sendable {
     public var baseParameterCount: Int {
         let c = config
         var n = c.vocabSize * c.hiddenSize + c.hiddenSize                  // embed_tokens, norm
-        for s in linears where !(s.path == "lm_head" && c.tieWordEmbeddings) {
+        // A FEATURE_EXTRACTION model (AutoModel) has no lm_head; a tied one shares the embedding.
+        for s in linears where !(s.path == "lm_head" && (c.tieWordEmbeddings || c.task.kind == .featureExtraction)) {
             n += s.inFeatures * s.outFeatures + (s.hasBias ? s.outFeatures : 0)
         }
         n += c.numLayers * 2 * c.hiddenSize                                 // two RMSNorms per layer

@@ -51,9 +51,12 @@ public enum ModelTask: Sendable, Equatable {
     /// extractive answer span (GenericForQuestionAnswering). `inCheckpoint`: read
     /// from a *ForQuestionAnswering checkpoint, else made at load.
     case questionAnswering(inCheckpoint: Bool)
+    /// No head: the final norm's output (transformers' `*Model`, `last_hidden_state`),
+    /// pooled per sample into a vector; trained contrastively (TokenBatch.contrastive).
+    case featureExtraction
 
     public enum Kind: Sendable, CaseIterable {
-        case causalLM, sequenceClassification, tokenClassification, questionAnswering
+        case causalLM, sequenceClassification, tokenClassification, questionAnswering, featureExtraction
 
         /// PEFT's task_type.
         public var peftTaskType: String {
@@ -62,6 +65,7 @@ public enum ModelTask: Sendable, Equatable {
             case .sequenceClassification: return "SEQ_CLS"
             case .tokenClassification: return "TOKEN_CLS"
             case .questionAnswering: return "QUESTION_ANS"
+            case .featureExtraction: return "FEATURE_EXTRACTION"
             }
         }
 
@@ -78,6 +82,7 @@ public enum ModelTask: Sendable, Equatable {
             case .sequenceClassification: return "ForSequenceClassification"
             case .tokenClassification: return "ForTokenClassification"
             case .questionAnswering: return "ForQuestionAnswering"
+            case .featureExtraction: return "Model"
             }
         }
     }
@@ -87,19 +92,20 @@ public enum ModelTask: Sendable, Equatable {
         case .sequenceClassification: return .sequenceClassification
         case .tokenClassification: return .tokenClassification
         case .questionAnswering: return .questionAnswering
+        case .featureExtraction: return .featureExtraction
         }
     }
     /// The classifier head's settings (either classifier task).
     public var classifier: SequenceClassifier? {
         switch self {
-        case .causalLM, .questionAnswering: return nil
+        case .causalLM, .questionAnswering, .featureExtraction: return nil
         case .sequenceClassification(let c), .tokenClassification(let c): return c
         }
     }
     /// Whether the head (score, qa_outputs) is made at load rather than read from the checkpoint.
     public var headIsNew: Bool {
         switch self {
-        case .causalLM: return false
+        case .causalLM, .featureExtraction: return false
         case .sequenceClassification(let c), .tokenClassification(let c): return !c.inCheckpoint
         case .questionAnswering(let inCheckpoint): return !inCheckpoint
         }
@@ -234,14 +240,20 @@ public struct ModelConfig: Sendable {
 
     /// The output head's module path: lm_head, score for a classifier, qa_outputs for extractive QA.
     public var headPath: String {
-        switch task.kind { case .causalLM: return "lm_head"; case .questionAnswering: return "qa_outputs"; default: return "score" }
+        switch task.kind {
+        case .causalLM, .featureExtraction: return "lm_head"   // feature extraction: the checkpoint's lm_head, never run
+        case .questionAnswering: return "qa_outputs"
+        default: return "score"
+        }
     }
     /// The output head's rows: the vocabulary, num_labels, or 2 (start, end).
     public var headOutFeatures: Int { task.kind == .questionAnswering ? 2 : task.classifier?.numLabels ?? vocabSize }
     /// transformers' base_model_prefix of the task's class, as PEFT names its modules:
-    /// "transformer." for Llama's and Qwen2's *ForQuestionAnswering (a BC name), else "model.".
+    /// "transformer." for Llama's and Qwen2's *ForQuestionAnswering (a BC name), "" for the bare
+    /// `*Model` of feature extraction (AutoModel), else "model.".
     public var peftBasePrefix: String {
-        task.kind == .questionAnswering && architecture != .mistral ? "transformer." : "model."
+        if task.kind == .featureExtraction { return "" }
+        return task.kind == .questionAnswering && architecture != .mistral ? "transformer." : "model."
     }
 
     /// A module path ("model.layers.0.self_attn.q_proj", "lm_head") as PEFT names it on the task's class.
@@ -410,7 +422,7 @@ public struct ModelConfig: Sendable {
             config.task = .tokenClassification(.tokens(labels: c.labels, dropout: p, bias: try bool("token_classification_bias", true),
                                                        inCheckpoint: true))
         case .questionAnswering: config.task = .questionAnswering(inCheckpoint: true)
-        case .causalLM: break
+        case .causalLM, .featureExtraction: break
         }
         return config
     }

@@ -37,6 +37,8 @@ final class ActivationPlan {
     var countedTokens: Int
     /// An extractive-QA batch's (start, end) positions per row (2B), else nil.
     var answerPositions: [Int32]?
+    /// A contrastive batch's layout, else nil.
+    var contrastive: TokenBatch.Contrastive?
     var head: HeadRows                                // the rows lm_head and the loss run on
     let hf, rstdF: DeviceBuffer<Float>                // final norm out (N,H), (N)
     let embedAfterA: DeviceBuffer<Float>?             // (N, r) of the embedding LoRA
@@ -71,6 +73,7 @@ final class ActivationPlan {
         groups = try TokenGroups(ctx, ids: b.inputIDs)
         countedTokens = b.countedTokens
         answerPositions = b.answerPositions
+        contrastive = b.contrastive
         hf = try ctx.buffer(count: n * H); rstdF = try ctx.buffer(count: n)
         let er = m.embeddingLoRA?.settings.rank
         embedAfterA = try er.map { try ctx.buffer(count: n * $0) }
@@ -131,6 +134,7 @@ extension LlamaLoRAModel {
             p.groups = try TokenGroups(ctx, ids: b.inputIDs)
             p.countedTokens = b.countedTokens
             p.answerPositions = b.answerPositions
+            p.contrastive = b.contrastive
             p.head = try HeadRows(ctx, batch: b, chunkRows: p.chunkRows)
             return p
         }
@@ -147,7 +151,15 @@ extension LlamaLoRAModel {
     /// one read-out per row and class ids below num_labels, or num_labels reals
     /// per row for a regression or multi-label one.
     func checkTargets(_ b: TokenBatch) throws {
+        if b.contrastive != nil && config.task.kind != .featureExtraction {
+            throw LoraError.batch("a contrastive batch given to a \(config.task.peftTaskType) model (contrastive training is FEATURE_EXTRACTION's)")
+        }
         switch config.task {
+        case .featureExtraction:
+            if b.readout != nil || b.tokenLabels || b.answerPositions != nil {
+                throw LoraError.batch("a FEATURE_EXTRACTION model has no head: it takes a contrastive batch (TokenBatch.contrastive) "
+                                      + "or plain rows (pooled hidden states)")
+            }
         case .questionAnswering:
             guard b.answerPositions != nil else {
                 throw LoraError.batch("an extractive-QA head (task_type QUESTION_ANS) takes answer spans: make the batch "
@@ -272,6 +284,7 @@ extension LlamaLoRAModel {
     /// depend on the chunking. (The host array is B·T × V, as asked.)
     public func logits(_ b: TokenBatch) throws -> [Float] {
         if config.task.sequenceClassifier != nil { return try classifierLogits(b) }
+        if b.contrastive != nil { return try lossAndCountedLogits(b).logits }   // the scaled similarities (B, M)
         let p = try prepare(b)
         try trunkForward(p, training: false)
         let H = config.hiddenSize, V = config.headOutFeatures
@@ -339,9 +352,64 @@ extension LlamaLoRAModel {
         try ctx.sum(losses, count: 2 * B, squares: false, into: p.scalars, slot: 0)
     }
 
+    /// Contrastive (FEATURE_EXTRACTION), from existing ops: pooled = P·hf with the pooling matrix
+    /// (a one-hot at each sample's last token, or 1/length over its tokens), split into anchors A
+    /// (B, H) and candidates C (M, H) — the positives, then any negatives; each row L2-normalised
+    /// (RMSNorm with weight 1/√H, as F.normalize); sim = s·Â·Ĉᵀ (B, M); cross-entropy of row i
+    /// towards column i. Backward: dÂ = s·dsim·Ĉ, dĈ = s·dsimᵀ·Â, through the norms, then
+    /// dhf = Pᵀ·dpooled. `onLogits` gets sim (B, M).
+    func contrastiveForwardBackward(_ p: ActivationPlan, _ c: TokenBatch.Contrastive, backward: Bool,
+                                    onLogits: (([Float]) throws -> Void)? = nil) throws {
+        let H = config.hiddenSize, N = p.tokens, T = p.seq, B = c.anchors, R = p.batch, M = R - B
+        guard M >= 1 else { throw LoraError.batch("a contrastive batch needs candidates (positives) besides its anchors") }
+        func poolMatrix(_ rows: Range<Int>) throws -> DeviceBuffer<Float> {
+            var w = [Float](repeating: 0, count: rows.count * N)
+            for (i, r) in rows.enumerated() {
+                let len = c.lengths[r]
+                switch c.pooling {
+                case .last: w[i * N + r * T + len - 1] = 1
+                case .mean: for t in 0..<len { w[i * N + r * T + t] = 1 / Float(len) }
+                }
+            }
+            return try ctx.buffer(w)
+        }
+        let unit = try ctx.buffer([Float](repeating: 1 / Float(H).squareRoot(), count: H))
+        let eps = 1e-24 / Float(H)   // F.normalize's clamp of the norm at 1e-12
+        let pa = try poolMatrix(0..<B), pc = try poolMatrix(B..<R)
+        let pooledA = try ctx.buffer(count: B * H), pooledC = try ctx.buffer(count: M * H)
+        try ctx.matmul(pooledA, pa, p.hf, m: B, n: H, k: N)
+        try ctx.matmul(pooledC, pc, p.hf, m: M, n: H, k: N)
+        let a = try ctx.buffer(count: B * H), cand = try ctx.buffer(count: M * H)
+        let rstdA = try ctx.buffer(count: B), rstdC = try ctx.buffer(count: M)
+        try ctx.rmsnormForward(y: a, rstd: rstdA, x: pooledA, weight: unit, rows: B, cols: H, eps: eps)
+        try ctx.rmsnormForward(y: cand, rstd: rstdC, x: pooledC, weight: unit, rows: M, cols: H, eps: eps)
+        let sim = try ctx.buffer(count: B * M)
+        try ctx.matmul(sim, a, cand, m: B, n: M, k: H, transB: .transposed, alpha: c.scale)
+        if let onLogits { try onLogits(try sim.read()) }
+        let targets = try DeviceBuffer(queue: ctx.queue, (0..<B).map { Int32($0) }), losses = try ctx.buffer(count: B)
+        // sim becomes dL/dsim (each row's softmax − one-hot, over the counted anchors).
+        try ctx.crossEntropy(logits: sim, losses: losses, targets: targets, rowOffset: 0, rows: B, vocab: M,
+                             countedTokens: p.countedTokens)
+        if backward {
+            let da = try ctx.buffer(count: B * H), dc = try ctx.buffer(count: M * H)
+            try ctx.matmul(da, sim, cand, m: B, n: H, k: M, alpha: c.scale)
+            try ctx.matmul(dc, sim, a, m: M, n: H, k: B, transA: .transposed, alpha: c.scale)
+            let dpa = try ctx.buffer(count: B * H), dpc = try ctx.buffer(count: M * H)
+            try ctx.rmsnormBackward(dx: dpa, dweight: nil, dy: da, x: pooledA, weight: unit, rstd: rstdA, rows: B, cols: H)
+            try ctx.rmsnormBackward(dx: dpc, dweight: nil, dy: dc, x: pooledC, weight: unit, rstd: rstdC, rows: M, cols: H)
+            try ctx.matmul(p.dhf, pa, dpa, m: N, n: H, k: B, transA: .transposed)
+            try ctx.matmul(p.dhf, pc, dpc, m: N, n: H, k: M, transA: .transposed, beta: 1)
+        }
+        try ctx.sum(losses, count: B, squares: false, into: p.scalars, slot: 0)
+    }
+
     func headForwardBackward(_ p: ActivationPlan, backward: Bool, onLogits: (([Float]) throws -> Void)? = nil) throws {
         if let positions = p.answerPositions {
             return try answerSpanForwardBackward(p, positions, backward: backward, onLogits: onLogits)
+        }
+        if let c = p.contrastive { return try contrastiveForwardBackward(p, c, backward: backward, onLogits: onLogits) }
+        if config.task.kind == .featureExtraction {
+            throw LoraError.batch("a FEATURE_EXTRACTION model has no head to score plain rows: train it with TokenBatch.contrastive")
         }
         let H = config.hiddenSize, V = config.headOutFeatures, head = p.head
         let realLoss: ComputeContext.RealTargetLoss? = switch config.task.sequenceClassifier?.problemType {

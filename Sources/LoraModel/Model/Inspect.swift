@@ -48,6 +48,10 @@ public enum ModelPrinter {
         lines.append("      " + label + layer[0])
         lines += layer.dropFirst().map { "      " + $0 }
         lines += ["    )", "    (norm): " + norm, "    (rotary_emb): \(P)RotaryEmbedding()", "  )"]
+        if c.task.kind == .featureExtraction {
+            // The bare *Model (AutoModel): its children at the top, no head.
+            return (["\(P)Model("] + lines[2..<(lines.count - 1)].map { String($0.dropFirst(2)) } + [")"]).joined(separator: "\n")
+        }
         switch c.task {
         case .causalLM: lines.append("  (lm_head): " + linear(H, c.vocabSize, false))
         case .sequenceClassification(let cls): lines.append("  (score): " + linear(H, cls.numLabels, false))
@@ -55,6 +59,7 @@ public enum ModelPrinter {
             lines.append("  (dropout): Dropout(p=\(pythonFloat(cls.dropout)), inplace=False)")
             lines.append("  (score): " + linear(H, cls.numLabels, cls.bias))
         case .questionAnswering: lines.append("  (qa_outputs): " + linear(H, 2, true))
+        case .featureExtraction: break
         }
         lines.append(")")
         return lines.joined(separator: "\n")

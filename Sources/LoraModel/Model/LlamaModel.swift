@@ -62,6 +62,17 @@ public struct TokenBatch {
     public internal(set) var answerPositions: [Int32]?
     /// Real-valued targets (regression, multi-label): C per counted row, in row order.
     public internal(set) var realTargets: [Float]?
+    /// A contrastive batch (FEATURE_EXTRACTION), else nil.
+    public internal(set) var contrastive: Contrastive?
+
+    /// Rows [anchors (B); positives (B); negatives (B or none)], each sample right-padded; its
+    /// length; how it is pooled into a vector; InfoNCE's scale (1 / temperature).
+    public struct Contrastive: Sendable, Equatable {
+        public let anchors: Int
+        public let lengths: [Int]
+        public let pooling: Pooling
+        public let scale: Float
+    }
     /// RoPE positions (B·T); 0…T−1 in every row unless given.
     public let positionIDs: [Int32]
     /// Sample ids (B·T); all 0 (one sample per row) unless given.
@@ -75,6 +86,7 @@ public struct TokenBatch {
     public var tokens: Int { batch * seq }
     public var countedTokens: Int {
         if let a = answerPositions { return a.count }   // every start and end position trains
+        if let c = contrastive { return c.anchors }     // one loss term per anchor
         return targets.filter { $0 >= 0 }.count
     }
 
@@ -162,6 +174,28 @@ public struct TokenBatch {
             }
         }
         b.answerPositions = a
+        return b
+    }
+
+    /// A contrastive batch (FEATURE_EXTRACTION, sentence-transformers' MultipleNegativesRankingLoss):
+    /// each anchor's pooled, L2-normalised vector against every positive (and negative) of the
+    /// batch, scaled cosine similarities, cross-entropy towards its own positive — the other rows'
+    /// positives and all negatives are its in-batch negatives.
+    public static func contrastive(anchors: [[Int]], positives: [[Int]], negatives: [[Int]]? = nil, padTokenID: Int,
+                                   pooling: Pooling, scale: Float) throws -> TokenBatch {
+        let B = anchors.count
+        guard B > 0, positives.count == B, negatives.map({ $0.count == B }) ?? true else {
+            throw LoraError.batch("a contrastive batch takes as many positives (and negatives) as anchors: "
+                                  + "\(B), \(positives.count)\(negatives.map { ", \($0.count)" } ?? "")")
+        }
+        let rows = anchors + positives + (negatives ?? [])
+        guard let width = rows.map(\.count).max(), rows.allSatisfy({ !$0.isEmpty }) else {
+            throw LoraError.batch("every anchor, positive and negative needs at least one token")
+        }
+        guard scale.isFinite, scale > 0 else { throw LoraError.batch("the contrastive scale must be positive, got \(scale)") }
+        let padded = rows.map { $0 + [Int](repeating: padTokenID, count: width - $0.count) }
+        var b = try TokenBatch(inputIDs: padded, labels: padded.map { $0.map { _ in -100 } })
+        b.contrastive = Contrastive(anchors: B, lengths: rows.map(\.count), pooling: pooling, scale: scale)
         return b
     }
 

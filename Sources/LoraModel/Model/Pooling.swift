@@ -49,7 +49,7 @@ extension TokenBatch {
     /// read-out per row (with placeholder targets) for a sequence classifier.
     public static func unlabelled(_ rows: [[Int]], lengths: [Int], for config: ModelConfig) throws -> TokenBatch {
         switch config.task {
-        case .causalLM: return try TokenBatch(inputIDs: rows)
+        case .causalLM, .featureExtraction: return try TokenBatch(inputIDs: rows)
         case .questionAnswering: return try .questionAnswering(inputIDs: rows, spans: rows.map { _ in (0, 0) })
         case .tokenClassification: return try .tokenClassification(inputIDs: rows, labels: rows.map { $0.map { _ in -100 } })
         case .sequenceClassification(let c):
