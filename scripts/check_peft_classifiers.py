@@ -24,10 +24,11 @@ import sys
 import tempfile
 
 import torch
-from peft import AutoPeftModelForSequenceClassification, AutoPeftModelForTokenClassification, PeftModel
+from peft import (AutoPeftModelForFeatureExtraction, AutoPeftModelForSequenceClassification,
+                  AutoPeftModelForTokenClassification, PeftModel)
 from torchmetrics.text import SQuAD
 from seqeval.metrics import f1_score as seqeval_f1
-from transformers import (AutoModelForCausalLM, AutoModelForQuestionAnswering, AutoModelForSequenceClassification,
+from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForQuestionAnswering, AutoModelForSequenceClassification,
                           AutoModelForTokenClassification, AutoTokenizer)
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else ".build/debug/lora-gpu"
@@ -63,6 +64,9 @@ def rows(kind, n):
             start = len(" ".join(words[:k])) + (1 if k else 0)
             answers = {"text": [words[k]], "answer_start": [start]} if random.random() < 0.85 else {"text": [], "answer_start": []}
             out.append({"question": " " + text(random.randint(1, 2)) + "?", "context": context, "answers": answers})
+        elif kind == "pairs_fe":
+            out.append({"anchor": text(random.randint(2, 10)), "positive": text(random.randint(2, 12)),
+                        "negative": text(random.randint(2, 12))})
         elif kind == "multi":
             out.append({"text": t, "label": [float(random.random() < 0.5) for _ in range(4)]})
         else:
@@ -79,8 +83,8 @@ def run(cmd):
 
 worst = 0.0
 with tempfile.TemporaryDirectory() as tmp:
-    for kind in ["names", "pairs", "multi", "regression", "tags", "qa"]:
-        task = {"tags": "TOKEN_CLS", "qa": "QUESTION_ANS"}.get(kind, "SEQ_CLS")
+    for kind in ["names", "pairs", "multi", "regression", "tags", "qa", "pairs_fe"]:
+        task = {"tags": "TOKEN_CLS", "qa": "QUESTION_ANS", "pairs_fe": "FEATURE_EXTRACTION"}.get(kind, "SEQ_CLS")
         train, test = os.path.join(tmp, kind + "_train.jsonl"), os.path.join(tmp, kind + "_test.jsonl")
         for path, n in [(train, 24), (test, 9)]:
             with open(path, "w") as f:
@@ -90,6 +94,36 @@ with tempfile.TemporaryDirectory() as tmp:
              "--max-steps", "6", "--per-device-train-batch-size", "4", "--learning-rate", "1e-2", "--r", "4",
              "--lora-alpha", "8", "--target-modules", "q_proj,v_proj,down_proj", "--max-seq-len", str(QA_LEN if kind == "qa" else MAX_LEN),
              "--save-steps", "1000", "--device", "cpu"] + (["--doc-stride", "4", "--version-2-with-negative"] if kind == "qa" else []))
+        if kind == "pairs_fe":
+            # The embedder: lora-gpu embed with the adapter vs AutoPeftModelForFeatureExtraction's pooled
+            # hidden states, and the merged checkpoint through AutoModel.
+            lines = [json.loads(l) for l in open(test)]
+            texts = [l[k] for l in lines for k in ("anchor", "positive")]
+            tpath = os.path.join(tmp, "fe_texts.jsonl")
+            with open(tpath, "w") as f:
+                f.writelines(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts)
+            tok = AutoTokenizer.from_pretrained(MODEL)
+            model = AutoPeftModelForFeatureExtraction.from_pretrained(out, torch_dtype=torch.float32).eval()
+            merged = os.path.join(tmp, kind + "_merged")
+            run([BIN, "merge", "--model", MODEL, "--adapter", out, "--output", merged])
+            mm = AutoModel.from_pretrained(merged, torch_dtype=torch.float32).eval()
+            enc = tok(texts, truncation=True, max_length=MAX_LEN, padding=True, return_tensors="pt")
+            m = enc["attention_mask"]
+            for pooling in ["mean", "last"]:
+                emb = torch.tensor([json.loads(l)["embedding"] for l in run([BIN, "embed", "--model", MODEL, "--adapter", out,
+                    "--data", tpath, "--max-seq-len", str(MAX_LEN), "--pooling", pooling, "--normalize", "--device", "cpu"]).stdout.splitlines()])
+                refs = []
+                for net in (model, mm):
+                    with torch.no_grad():
+                        h = net(**enc).last_hidden_state
+                    pooled = (h[torch.arange(h.shape[0]), m.sum(1) - 1] if pooling == "last"
+                              else (h * m[..., None]).sum(1) / m.sum(1, keepdim=True))
+                    refs.append(torch.nn.functional.normalize(pooled, dim=-1))
+                err, merr = (emb - refs[0]).abs().max().item(), (refs[1] - refs[0]).abs().max().item()
+                worst = max(worst, err, merr)
+                print(f"{kind}: FEATURE_EXTRACTION, {len(texts)} texts, --pooling {pooling}: max |lora-gpu − PEFT| = {err:.2e}; "
+                      f"merged (AutoModel) vs PEFT {merr:.2e}")
+            continue
         predicted = run([BIN, "predict", "--model", MODEL, "--adapter", out, "--data", test,
                          "--max-seq-len", str(QA_LEN if kind == "qa" else MAX_LEN), "--batch-size", "4", "--device", "cpu"]
                         + (["--logits"] if kind == "qa" else []))

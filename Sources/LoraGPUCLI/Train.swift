@@ -55,7 +55,8 @@ struct TrainLoraOptions: ParsableArguments, OverrideGroup {
     @Option(help: ArgumentHelp("lora_alpha for modules matching PATTERN (repeat). [alpha_pattern]", valueName: "pattern=alpha"))
     var alphaPattern: [String] = []
     @Option(help: ArgumentHelp("PEFT task type: CAUSAL_LM, SEQ_CLS (a label per text), TOKEN_CLS (a label per word), "
-                               + "QUESTION_ANS (an answer span in a context) (FEATURE_EXTRACTION, SEQ_2_SEQ_LM: not yet). "
+                               + "QUESTION_ANS (an answer span in a context), FEATURE_EXTRACTION (an embedder, trained "
+                               + "contrastively on anchor/positive pairs) (SEQ_2_SEQ_LM: not yet). "
                                + "[task_type, default CAUSAL_LM]",
                                valueName: "type")) var taskType: String?
     @Option(help: ArgumentHelp("SEQ_CLS: single_label_classification | regression | multi_label_classification "
@@ -71,6 +72,10 @@ struct TrainLoraOptions: ParsableArguments, OverrideGroup {
     @Flag(name: .customLong("version-2-with-negative"), inversion: .prefixedNo, help: ArgumentHelp("QUESTION_ANS: questions may have no answer (SQuAD v2: evaluation may "
                                                       + "answer nothing). [version_2_with_negative, default false]"))
     var version2WithNegative: Bool?
+    @Option(help: ArgumentHelp("FEATURE_EXTRACTION: mean (over a text's tokens) or last (its last token). [pooling, default mean]",
+                               valueName: "mode")) var pooling: String?
+    @Option(help: ArgumentHelp("FEATURE_EXTRACTION: InfoNCE's temperature (sentence-transformers' scale 20 = 1/0.05). "
+                               + "[temperature, default 0.05]", valueName: "t")) var temperature: Double?
     @Option(help: ArgumentHelp("true loads the adapter frozen (PEFT's inference mode; train refuses it). [inference_mode, default false]",
                                valueName: "bool")) var inferenceMode: String?
     @Option(help: ArgumentHelp("LoRA settings from a PEFT adapter_config.json (the LoRA flags above override it). [lora_config]",
@@ -104,6 +109,7 @@ struct TrainLoraOptions: ParsableArguments, OverrideGroup {
         put(&d, "label_all_tokens", labelAllTokens)
         put(&d, "doc_stride", docStride); put(&d, "max_answer_length", maxAnswerLength); put(&d, "n_best_size", nBestSize)
         put(&d, "version_2_with_negative", version2WithNegative)
+        put(&d, "pooling", pooling); put(&d, "temperature", temperature)
         put(&d, "lora_config", loraConfig); put(&d, "adapter", adapter)
         return d
     }

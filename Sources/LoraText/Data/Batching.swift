@@ -49,6 +49,8 @@ public struct TokenizedSample: Equatable, Sendable {
     public var labelsAreUnshifted: Bool
     /// An extractive-QA window's answer (task_type QUESTION_ANS); nil otherwise.
     public var answerSpan: AnswerSpan?
+    /// A contrastive sample's texts as ids: anchor, positive[, negative] (FEATURE_EXTRACTION); nil otherwise.
+    public var contrastiveParts: [[Int]]?
     public init(line: Int, inputIDs: [Int], labels: [Int], classTarget: ClassTarget? = nil, labelsAreUnshifted: Bool = false,
                 answerSpan: AnswerSpan? = nil) {
         self.line = line
@@ -64,6 +66,7 @@ public struct TokenizedSample: Equatable, Sendable {
     public var trainedTokens: Int {
         if classTarget != nil { return 1 }
         if answerSpan != nil { return 2 }   // its start and its end
+        if contrastiveParts != nil { return 1 }   // one loss term, its anchor's
         return (labelsAreUnshifted ? labels[...] : labels.dropFirst()).filter { $0 != -100 }.count
     }
 }
@@ -85,6 +88,10 @@ public struct BatchRows: Equatable, Sendable {
     public var lengths: [Int] = []
     /// An extractive-QA batch: each row's answer span, in row order (nil otherwise).
     public var answerSpans: [AnswerSpan]? = nil
+    /// A contrastive batch: each sample's anchor, positive[, negative] ids, in row order (nil otherwise).
+    public var contrastiveParts: [[[Int]]]? = nil
+    /// The id rows are padded with.
+    public var padTokenID = 0
 }
 
 public struct BatchingOptions: Equatable, Sendable {
@@ -143,6 +150,7 @@ public enum Batching {
             start += o.batchSize
             let width = o.packing ? o.maxSeqLen : group.map { $0.reduce(0) { $0 + $1.inputIDs.count } }.max() ?? 0
             var b = BatchRows(inputIDs: [], labels: [], positionIDs: [], sequenceIDs: [], lines: [], trainedTokens: 0)
+            b.padTokenID = o.padTokenID
             for row in group {
                 var ids: [Int] = [], labels: [Int] = [], pos: [Int] = [], seq: [Int] = []
                 for (k, s) in row.enumerated() {
@@ -154,6 +162,7 @@ public enum Batching {
                     b.trainedTokens += s.trainedTokens
                     if let t = s.classTarget { b.classTargets = (b.classTargets ?? []) + [t] }
                     if let a = s.answerSpan { b.answerSpans = (b.answerSpans ?? []) + [a] }
+                    if let c = s.contrastiveParts { b.contrastiveParts = (b.contrastiveParts ?? []) + [c] }
                 }
                 b.lengths.append(ids.count)
                 let pad = width - ids.count

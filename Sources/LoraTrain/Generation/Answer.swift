@@ -11,8 +11,8 @@ extension Generator {
         try AdapterModel.load(path, adapter: adapter, context: ctx) { lora, adapter in
             guard lora.taskType == "CAUSAL_LM" else {
                 throw TrainError.setting(source: adapter + "/adapter_config.json", key: "task_type",
-                                         reason: "\(lora.taskType): this adapter is a classifier, it does not generate text; "
-                                            + "run it with `lora-gpu predict`")
+                                         reason: "\(lora.taskType): this adapter does not generate text; run it with "
+                                            + (lora.taskType == "FEATURE_EXTRACTION" ? "`lora-gpu embed`" : "`lora-gpu predict`"))
             }
         }
     }

@@ -94,7 +94,9 @@ public enum ModelMerger {
                                  warnings: plan.warnings)
         // Saved under the task class's base_model_prefix ("transformer." for Llama's and Qwen2's QA class).
         let planned = try Self.outputTensors(config: config, source: source, lora: lora, adapterPlan: plan, adapter: file, report: &report)
-            .map { Planned(name: config.peftName($0.name), shape: $0.shape, make: $0.make) }
+            // An embedder (FEATURE_EXTRACTION) keeps the causal checkpoint's names, head included: transformers'
+            // AutoModel reads its trunk from them (and sentence-transformers with it), and so does lora-gpu.
+            .map { Planned(name: config.task.kind == .featureExtraction ? $0.name : config.peftName($0.name), shape: $0.shape, make: $0.make) }
         report.tensors = planned.map(\.name)
 
         // config.json: the base's (or the GGUF's, rebuilt), with the output dtype and the tying.

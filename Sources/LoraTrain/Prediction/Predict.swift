@@ -254,6 +254,11 @@ extension ModelConfig {
             config.task = .questionAnswering(inCheckpoint: false)
             return (config, "QUESTION_ANS on a causal base: training makes qa_outputs (hidden → 2, with a bias)")
         }
+        if lora.taskType == "FEATURE_EXTRACTION", task.kind == .causalLM {
+            var config = self
+            config.task = .featureExtraction
+            return (config, "FEATURE_EXTRACTION on a causal base: its trunk, no head (transformers' AutoModel)")
+        }
         guard lora.taskType == "SEQ_CLS" || lora.taskType == "TOKEN_CLS", task.kind == .causalLM else { return (self, nil) }
         if let path {
             var isDir: ObjCBool = false
@@ -278,6 +283,12 @@ extension ModelConfig {
             // A causal base: the adapter's qa_outputs (under modules_to_save) is the head.
             var config = self
             config.task = .questionAnswering(inCheckpoint: false)
+            return config
+        }
+        if lora.taskType == "FEATURE_EXTRACTION", task.kind == .causalLM {
+            // The base's trunk (transformers' AutoModel), no head.
+            var config = self
+            config.task = .featureExtraction
             return config
         }
         guard lora.taskType == "SEQ_CLS" || lora.taskType == "TOKEN_CLS" else { return self }

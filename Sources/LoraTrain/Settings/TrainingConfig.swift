@@ -63,6 +63,11 @@ public struct TrainingConfig: Equatable, Sendable {
     public var maxAnswerLength = 30
     public var nBestSize = 20
     public var version2WithNegative = false
+    /// FEATURE_EXTRACTION: how a text's hidden states become its vector (mean over its tokens, as
+    /// sentence-transformers' default Pooling; or its last token), and InfoNCE's temperature
+    /// (MultipleNegativesRankingLoss's scale 20 = 1 / 0.05).
+    public var pooling = "mean"
+    public var temperature = 0.05
     /// transformers' eval_on_start: evaluate once before the first step (printed, the "before" of a run).
     public var evalOnStart = false
     public var metricForBestModel: String = "eval_loss"
@@ -111,6 +116,7 @@ public struct TrainingConfig: Equatable, Sendable {
         ("label_all_tokens", .flag(\.labelAllTokens)),
         ("doc_stride", .int(\.docStride)), ("max_answer_length", .int(\.maxAnswerLength)), ("n_best_size", .int(\.nBestSize)),
         ("version_2_with_negative", .flag(\.version2WithNegative)),
+        ("pooling", .text(\.pooling)), ("temperature", .number(\.temperature)),
         ("early_stopping_patience", .optionalInt(\.earlyStoppingPatience)),
         ("early_stopping_threshold", .number(\.earlyStoppingThreshold)),
         ("neftune_noise_alpha", .optionalNumber(\.neftuneNoiseAlpha)), ("resume_from_checkpoint", .optionalText(\.resumeFromCheckpoint)),
@@ -349,6 +355,12 @@ public struct TrainingConfig: Equatable, Sendable {
             where given && !qa {
             throw fail(key, "an extractive-QA setting: it needs task_type QUESTION_ANS")
         }
+        let fe = lora.taskType == "FEATURE_EXTRACTION"
+        for (key, given) in [("pooling", pooling != "mean"), ("temperature", temperature != 0.05)] where given && !fe {
+            throw fail(key, "a contrastive (embedding) setting: it needs task_type FEATURE_EXTRACTION")
+        }
+        if !["mean", "last"].contains(pooling) { throw fail("pooling", "'\(pooling)' is not one of mean, last") }
+        if !(temperature > 0) || !temperature.isFinite { throw fail("temperature", "must be a positive number, got \(temperature)") }
         if docStride < 0 { throw fail("doc_stride", "must be 0 or more, got \(docStride)") }
         if maxAnswerLength < 1 { throw fail("max_answer_length", "must be at least 1, got \(maxAnswerLength)") }
         if nBestSize < 1 { throw fail("n_best_size", "must be at least 1, got \(nBestSize)") }

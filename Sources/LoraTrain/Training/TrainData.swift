@@ -81,6 +81,9 @@ func loadTrainingSamples(_ c: TrainingConfig, vocabSize: Int, classifier: Sequen
     if c.lora.taskType == "QUESTION_ANS" {
         return try loadQuestionAnsweringSamples(c, tokenizer: tokenizer, vocabSize: vocabSize, into: out)
     }
+    if c.lora.taskType == "FEATURE_EXTRACTION" {
+        return try loadContrastiveSamples(c, tokenizer: tokenizer, vocabSize: vocabSize, into: out)
+    }
     guard let trainOn = TrainOn(rawValue: c.trainOn) else {
         throw TrainError.setting(source: "settings", key: "train_on", reason: "'\(c.trainOn)' is not one of "
             + TrainOn.allCases.map(\.rawValue).joined(separator: ", "))
@@ -209,6 +212,43 @@ func loadQuestionAnsweringSamples(_ c: TrainingConfig, tokenizer: DataTokenizer,
     return out
 }
 
+/// Contrastive samples (FEATURE_EXTRACTION): {"anchor", "positive"[, "negative"]} lines, each text
+/// tokenized with its special tokens and cut at max_seq_len; every file of a run with negatives, or
+/// none.
+func loadContrastiveSamples(_ c: TrainingConfig, tokenizer: DataTokenizer, vocabSize: Int,
+                            into start: TrainingSamples) throws -> TrainingSamples {
+    var out = start
+    out.padTokenID = tokenizer.padID ?? tokenizer.eosID ?? 0
+    var arity: (file: String, parts: Int)? = nil
+    func read(_ f: String) throws -> [TokenizedSample] {
+        let records = try ContrastiveData.read(file: f)
+        let (samples, truncated) = try ContrastiveData.samples(records, file: f, tokenizer: tokenizer, maxSeqLen: c.maxSeqLen)
+        if let s = samples.first(where: { $0.inputIDs.contains { $0 >= vocabSize } }) {
+            throw TrainError.data(path: f, line: s.line, reason: "token id \(s.inputIDs.first { $0 >= vocabSize }!) is outside the "
+                                  + "model's vocabulary (size \(vocabSize))")
+        }
+        if let first = samples.first?.contrastiveParts?.count {
+            if let a = arity, a.parts != first {
+                throw TrainError.data(path: f, line: samples[0].line, reason: "\(first == 3 ? "negatives" : "no negatives") here, "
+                    + "\(a.parts == 3 ? "negatives" : "none") in \(a.file): every file of a run has a negative per line, or none does")
+            }
+            arity = (f, first)
+        }
+        let lengths = samples.flatMap { $0.contrastiveParts ?? [] }.map(\.count).sorted()
+        out.summaries.append("\(f) (contrastive): \(samples.count) anchors with a positive"
+            + "\((arity?.parts ?? 2) == 3 ? " and a hard negative" : "") each, \(lengths.reduce(0, +)) tokens, \(truncated) text(s) "
+            + "truncated; text length median \(lengths.isEmpty ? 0 : lengths[lengths.count / 2]), max \(lengths.last ?? 0)")
+        return samples
+    }
+    for f in c.data { out.train += try read(f) }
+    if let v = c.valData {
+        out.validation = try read(v)
+    } else if c.valSplit > 0 {
+        (out.train, out.validation) = try Dataset.split(out.train, validationFraction: c.valSplit, seed: UInt64(c.seed))
+    }
+    return out
+}
+
 /// The run's files: the training files, then the validation file.
 private func runFiles(_ c: TrainingConfig) -> [String] { c.data + (c.valData.map { [$0] } ?? []) }
 
@@ -245,7 +285,16 @@ private func labelledSamples<R>(_ c: TrainingConfig, _ records: [(file: String, 
 /// restart per packed sample, and attention and the label shift never cross
 /// a sequence id. A classification batch is read where the model's
 /// classifier reads (its pad_token_id; each sample's last token without one).
-func tokenBatch(_ rows: BatchRows, for model: LlamaLoRAModel) throws -> TokenBatch {
+func tokenBatch(_ rows: BatchRows, for model: LlamaLoRAModel, settings c: TrainingConfig? = nil) throws -> TokenBatch {
+    if let parts = rows.contrastiveParts {
+        guard let c, parts.count == rows.rows, let arity = parts.first?.count, parts.allSatisfy({ $0.count == arity }) else {
+            throw TrainError.data(path: "batch", line: rows.lines.first ?? 0, reason: "a contrastive batch needs the run's pooling "
+                                  + "and temperature and an anchor, a positive (and a negative) per row")
+        }
+        return try TokenBatch.contrastive(anchors: parts.map { $0[0] }, positives: parts.map { $0[1] },
+                                          negatives: arity == 3 ? parts.map { $0[2] } : nil, padTokenID: rows.padTokenID,
+                                          pooling: Pooling(rawValue: c.pooling) ?? .mean, scale: Float(1 / c.temperature))
+    }
     if model.config.task.kind == .questionAnswering {
         guard let spans = rows.answerSpans, spans.count == rows.rows else {
             throw TrainError.data(path: "batch", line: rows.lines.first ?? 0, reason: "an extractive-QA batch needs an answer span per row")

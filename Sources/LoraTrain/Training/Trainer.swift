@@ -58,8 +58,10 @@ public final class Trainer {
     static func memoryPlan(_ c: TrainingConfig, model: ModelConfig, lora: LoraConfig, checkpoint: CheckpointSource,
                            device: Device) throws -> (plan: MemoryPlan, limits: MemoryLimits) {
         let evaluates = c.valData != nil || c.valSplit > 0
-        let shape = MemoryPlan.Shape(batch: evaluates ? max(c.perDeviceTrainBatchSize, c.perDeviceEvalBatchSize) : c.perDeviceTrainBatchSize,
-                                     seq: c.maxSeqLen, gradientCheckpointing: c.gradientCheckpointing)
+        let samples = evaluates ? max(c.perDeviceTrainBatchSize, c.perDeviceEvalBatchSize) : c.perDeviceTrainBatchSize
+        // A contrastive batch of B samples runs up to 3B rows: anchors, positives, negatives.
+        let rowsPerSample = c.lora.taskType == "FEATURE_EXTRACTION" ? 3 : 1
+        let shape = MemoryPlan.Shape(batch: samples * rowsPerSample, seq: c.maxSeqLen, gradientCheckpointing: c.gradientCheckpointing)
         let plan = try MemoryPlan.make(config: model, adapterPlan: try AdapterPlan(config: model, lora: lora), checkpoint: checkpoint,
                                        shape: shape, alignmentBytes: device.baseAddressAlignmentBytes,
                                        bufferLimitBytes: try LlamaLoRAModel.bufferLimit(for: device))
@@ -210,6 +212,24 @@ public final class Trainer {
         }
         if let m = model, let cls = m.task.classifier {
             s += "\n" + cls.readmeSection(architecture: m.architecture, padTokenID: m.padTokenID, tokens: m.task.tokenClassifier != nil)
+        }
+        if let m = model, m.task.kind == .featureExtraction {
+            s += """
+
+            ## Embedder (task_type FEATURE_EXTRACTION)
+
+            The base's trunk, no head (`\(m.architecture.className(for: m.task))`, transformers' `AutoModel`), trained
+            contrastively as sentence-transformers' MultipleNegativesRankingLoss does: each text's `last_hidden_state`
+            pooled (`\(c.pooling)`) and L2-normalised, cosine similarities scaled by 1/temperature (\(1 / c.temperature)),
+            cross-entropy of each anchor towards its own positive among every positive (and negative) of its batch.
+            `lora-gpu embed --pooling \(c.pooling) --normalize` with this adapter gives the vectors.
+
+            ```python
+            from peft import AutoPeftModelForFeatureExtraction
+            model = AutoPeftModelForFeatureExtraction.from_pretrained("ADAPTER_DIR")
+            ```
+
+            """
         }
         if let m = model, m.task.kind == .questionAnswering {
             s += """

@@ -134,7 +134,7 @@ final class TrainingLoop {
                 + "(\(state.skippedBatches) so far)")
         }
         if usable.isEmpty { return nil }
-        let micro = try usable.map { try tokenBatch($0, for: model) }
+        let micro = try usable.map { try tokenBatch($0, for: model, settings: c) }
         var hyper = hyperBase
         let lr = setup.schedule.lr(state.globalStep)
         hyper.lr = Float(lr)
@@ -209,7 +209,7 @@ final class TrainingLoop {
         var taggedPredictions: [[String]] = [], taggedTruth: [[String]] = []
         let classifier = model.config.task.classifier
         for b in evalRows where b.trainedTokens > 0 {
-            let tb = try tokenBatch(b, for: model)
+            let tb = try tokenBatch(b, for: model, settings: c)
             guard let cls = classifier, cls.problemType != .regression else {
                 sum += Double(try model.loss(tb)) * Double(b.rows)
                 rows += b.rows

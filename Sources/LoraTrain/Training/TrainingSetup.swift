@@ -65,6 +65,18 @@ struct TrainingSetup {
                     + "QUESTION_ANS trains from a causal LM or a *ForQuestionAnswering checkpoint")
             }
         }
+        if c.lora.taskType == "FEATURE_EXTRACTION" {
+            if c.packing {
+                throw TrainError.setting(source: "settings", key: "packing", reason: "each text is pooled into its own vector: "
+                    + "packing is not available with task_type FEATURE_EXTRACTION")
+            }
+            // The base's trunk, no head (transformers' AutoModel): from a causal checkpoint.
+            guard modelConfig.task.kind == .causalLM || modelConfig.task.kind == .featureExtraction else {
+                throw TrainError.setting(source: "settings", key: "model", reason: "\(c.model) is a "
+                    + "\(modelConfig.architecture.className(for: modelConfig.task)): FEATURE_EXTRACTION trains a causal LM's trunk")
+            }
+            modelConfig.task = .featureExtraction
+        }
         if classifies && c.packing {
             throw TrainError.setting(source: "settings", key: "packing", reason: tags
                 ? "packing is not available with task_type TOKEN_CLS yet (one sentence per row)"
