@@ -116,7 +116,8 @@ final class LoraConfigKeysTests: XCTestCase {
             ("lora_bias", "true", "lora_bias: true is not supported: a trainable bias on lora_B (lora_bias) is not supported; "
                 + "`bias` trains the base layers' biases"),
             ("layer_replication", "[[0, 2]]", "layer_replication: [[0, 2]] is not supported: layer replication is not supported; leave it null"),
-            ("task_type", "FEATURE_EXTRACTION", "task_type: 'FEATURE_EXTRACTION' is not supported yet; supported: CAUSAL_LM, SEQ_CLS, TOKEN_CLS, QUESTION_ANS"),
+            ("task_type", "SEQ_2_SEQ_LM", "task_type: 'SEQ_2_SEQ_LM' is not supported yet; supported: CAUSAL_LM, SEQ_CLS, TOKEN_CLS, "
+                + "QUESTION_ANS, FEATURE_EXTRACTION"),
             ("task_type", "CAUSAL", "task_type: 'CAUSAL' is not a PEFT task type; PEFT's are CAUSAL_LM, SEQ_CLS, SEQ_2_SEQ_LM, "
                 + "TOKEN_CLS, QUESTION_ANS, FEATURE_EXTRACTION"),
             ("task_type", "CAUSAL_L", "task_type: 'CAUSAL_L' is not a PEFT task type; did you mean 'CAUSAL_LM'?; PEFT's are "

@@ -234,6 +234,96 @@ final class SequenceClassificationCLITests: XCTestCase {
         XCTAssertTrue(v2.stderr.contains("version_2_with_negative: an extractive-QA setting"), v2.stderr)
     }
 
+    /// Deterministic contrastive lines: FAQ-style questions (English and Chinese) and their answers, with a
+    /// hard negative from another topic.
+    static func pairs(_ n: Int, seed: UInt64) -> String {
+        var rng = SplitMix64(seed: seed)
+        let topics: [(q: [String], a: String)] = [
+            (["reset password", "forgot password", "密码 重置"], "open settings and click forgot password"),
+            (["money back", "refund order", "退款 申请"], "refunds are paid within five days"),
+            (["track parcel", "shipping cost", "快递 物流"], "parcels arrive in three days"),
+            (["delete account", "close profile", "注销 账号"], "accounts can be deleted in the profile page")]
+        let tails = ["please", "help", "how", "?", "急"]
+        var out = ""
+        for _ in 0..<n {
+            let t = Int(rng.next() % 4), other = (t + 1 + Int(rng.next() % 3)) % 4
+            let q = topics[t].q[Int(rng.next() % 3)] + " " + tails[Int(rng.next() % 5)]
+            let o: [(String, JSONValue)] = [("anchor", .string(q)), ("positive", .string(topics[t].a)),
+                                            ("negative", .string(topics[other].a))]
+            out += JSONValue.object(OrderedMap(o)).serialized(JSONStyle()) + "\n"
+        }
+        return out
+    }
+
+    /// FEATURE_EXTRACTION from the CLI: contrastive training on (anchor, positive, negative) lines raises the
+    /// validation set's retrieval accuracy@1; the adapter is PEFT's FEATURE_EXTRACTION one (AutoModel's names),
+    /// `embed` runs it, `merge` keeps the causal names and gives the same vectors. (PEFT on them:
+    /// scripts/check_peft_classifiers.py; the loss and gradients: ContrastiveParityTests.)
+    func testTrainEmbedAndMergeAnEmbedder() throws {
+        let dir = try temporaryDirectory("fe")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Self.pairs(64, seed: 5).write(toFile: dir + "/train.jsonl", atomically: true, encoding: .utf8)
+        try Self.pairs(16, seed: 6).write(toFile: dir + "/val.jsonl", atomically: true, encoding: .utf8)
+        let out = dir + "/adapter"
+        let r = try CLI.run(["train", "--model", Self.model, "--data", dir + "/train.jsonl", "--val-data", dir + "/val.jsonl",
+                             "--task-type", "FEATURE_EXTRACTION", "--output-dir", out, "--max-steps", "20",
+                             "--per-device-train-batch-size", "8", "--learning-rate", "2e-2", "--r", "4", "--lora-alpha", "8",
+                             "--target-modules", "all-linear", "--logging-steps", "10", "--eval-steps", "10", "--save-steps", "1000",
+                             "--eval-on-start", "--device", "cpu"])
+        XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
+        let log = r.stdout + r.stderr
+        XCTAssertTrue(log.contains("64 anchors with a positive and a hard negative each"), log)
+        let before = try XCTUnwrap(log.components(separatedBy: "before training:").last?.components(separatedBy: "eval_accuracy ")
+            .dropFirst().first.flatMap { Double($0.prefix(while: { $0 != "\n" && $0 != " " })) })
+        let records = try String(contentsOfFile: out + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+            .compactMap { MetricsRecord(json: String($0)) }
+        let after = try XCTUnwrap(records.last?.evalAccuracy)
+        XCTAssertGreaterThanOrEqual(after - before, 0.25, log)
+        XCTAssertGreaterThanOrEqual(after, 0.8, log)
+        let cfg = try JSONValue.read(path: out + "/adapter_config.json")
+        XCTAssertEqual(cfg["task_type"]?.string, "FEATURE_EXTRACTION")
+        let st = try SafeTensorsFile(path: out + "/adapter_model.safetensors")
+        XCTAssertNotNil(st.tensors["base_model.model.layers.0.self_attn.q_proj.lora_A.weight"])
+        XCTAssertFalse(st.tensors.keys.contains { $0.contains("lm_head") || $0.contains(".model.model.") })
+        XCTAssertTrue(try String(contentsOfFile: out + "/README.md", encoding: .utf8).contains("AutoPeftModelForFeatureExtraction"))
+
+        try "{\"text\": \"reset password please\"}\n{\"text\": \"退款 申请 急\"}\n".write(toFile: dir + "/texts.jsonl", atomically: true, encoding: .utf8)
+        let e1 = try CLI.run(["embed", "--model", Self.model, "--adapter", out, "--data", dir + "/texts.jsonl", "--normalize", "--device", "cpu"])
+        XCTAssertEqual(e1.status, 0, e1.stderr)
+        let m = try CLI.run(["merge", "--model", Self.model, "--adapter", out, "--output", dir + "/merged"])
+        XCTAssertEqual(m.status, 0, m.stderr)
+        let e2 = try CLI.run(["embed", "--model", dir + "/merged", "--data", dir + "/texts.jsonl", "--normalize", "--device", "cpu"])
+        XCTAssertEqual(e2.status, 0, e2.stderr)
+        func vectors(_ s: String) -> [[Double]] {
+            s.split(separator: "\n").compactMap { try? JSONValue.parse(Data($0.utf8)) }.map { $0["embedding"]!.array!.map { $0.double! } }
+        }
+        let (v1, v2) = (vectors(e1.stdout), vectors(e2.stdout))
+        XCTAssertEqual(v1.count, 2)
+        XCTAssertEqual(v1.count, v2.count)
+        for (a, b) in zip(v1, v2) { XCTAssertLessThan(zip(a, b).map { abs($0 - $1) }.max()!, 1e-5, "merged vs adapter vectors") }
+
+        // Refusals name the setting or the line.
+        for (extra, expected) in [(["--packing"], "packing is not available with task_type FEATURE_EXTRACTION"),
+                                  (["--temperature", "0"], "temperature: must be a positive number")] {
+            let t = try CLI.run(["train", "--model", Self.model, "--data", dir + "/train.jsonl", "--task-type", "FEATURE_EXTRACTION",
+                                 "--output-dir", dir + "/x", "--max-steps", "1", "--device", "cpu"] + extra)
+            XCTAssertNotEqual(t.status, 0)
+            XCTAssertTrue(t.stderr.contains(expected), t.stderr)
+        }
+        let p = try CLI.run(["train", "--model", Self.model, "--data", dir + "/train.jsonl", "--pooling", "last",
+                             "--output-dir", dir + "/y", "--max-steps", "1", "--device", "cpu"])
+        XCTAssertTrue(p.stderr.contains("pooling: a contrastive (embedding) setting: it needs task_type FEATURE_EXTRACTION"), p.stderr)
+        try "{\"anchor\": \"a\", \"positive\": \"b\", \"negative\": \"c\"}\n{\"anchor\": \"a\", \"positive\": \"b\"}\n"
+            .write(toFile: dir + "/mixed.jsonl", atomically: true, encoding: .utf8)
+        let mixed = try CLI.run(["train", "--model", Self.model, "--data", dir + "/mixed.jsonl", "--task-type", "FEATURE_EXTRACTION",
+                                 "--output-dir", dir + "/z", "--max-steps", "1", "--device", "cpu"])
+        XCTAssertTrue(mixed.stderr.contains("mixed.jsonl:2: no \"negative\" here, one on line 1"), mixed.stderr)
+        try "{\"query\": \"a\", \"positive\": \"b\"}\n".write(toFile: dir + "/bad.jsonl", atomically: true, encoding: .utf8)
+        let bad = try CLI.run(["train", "--model", Self.model, "--data", dir + "/bad.jsonl", "--task-type", "FEATURE_EXTRACTION",
+                               "--output-dir", dir + "/w", "--max-steps", "1", "--device", "cpu"])
+        XCTAssertTrue(bad.stderr.contains("bad.jsonl:1: a contrastive line is {\"anchor\""), bad.stderr)
+    }
+
     func testBadClassificationLinesNameTheLine() throws {
         let dir = try temporaryDirectory("seqcls-bad")
         defer { try? FileManager.default.removeItem(atPath: dir) }

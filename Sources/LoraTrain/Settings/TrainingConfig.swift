@@ -370,10 +370,14 @@ public struct TrainingConfig: Equatable, Sendable {
         if metricForBestModel == "eval_exact_match" && !qa {
             throw fail("metric_for_best_model", "eval_exact_match is extractive QA's score: it needs task_type QUESTION_ANS")
         }
+        if metricForBestModel == "eval_f1" && fe {
+            throw fail("metric_for_best_model", "an embedder scores eval_accuracy (retrieval accuracy@1 over the validation set), not eval_f1")
+        }
         if metricForBestModel == "eval_accuracy" && qa {
             throw fail("metric_for_best_model", "extractive QA scores eval_exact_match and eval_f1 (SQuAD's), not eval_accuracy")
         }
-        if Self.greaterIsBetter.contains(metricForBestModel) && (lora.taskType == "CAUSAL_LM" || problemType == "regression") {
+        if Self.greaterIsBetter.contains(metricForBestModel) && (lora.taskType == "CAUSAL_LM" || problemType == "regression")
+            && !(fe && metricForBestModel == "eval_accuracy") {
             throw fail("metric_for_best_model", "\(metricForBestModel) is a classifier's score: it needs task_type SEQ_CLS, "
                        + "TOKEN_CLS or QUESTION_ANS, and not a regression (use eval_loss, the mean squared error)")
         }

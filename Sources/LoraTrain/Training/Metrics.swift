@@ -314,11 +314,11 @@ public enum TaggingScores {
 struct EvalScores {
     var accuracy: Double? = nil
     var exactMatch: Double? = nil
-    var f1: Double
+    var f1: Double? = nil
 
     /// " | eval_accuracy A | eval_f1 F" (or eval_exact_match), as the progress line prints them.
     var shown: String {
-        if let m = exactMatch { return " | eval_exact_match \(String(format: "%.2f", m)) | eval_f1 \(String(format: "%.2f", f1))" }
-        return " | eval_accuracy \(String(format: "%.4f", accuracy ?? .nan)) | eval_f1 \(String(format: "%.4f", f1))"
+        if let m = exactMatch { return " | eval_exact_match \(String(format: "%.2f", m)) | eval_f1 \(String(format: "%.2f", f1 ?? .nan))" }
+        return " | eval_accuracy \(String(format: "%.4f", accuracy ?? .nan))" + (f1.map { " | eval_f1 \(String(format: "%.4f", $0))" } ?? "")
     }
 }

@@ -204,6 +204,7 @@ final class TrainingLoop {
     /// trained token are left out, where transformers would get 0/0).
     func evaluate() throws -> Double {
         if let qa = setup.qa { return try evaluateAnswers(qa) }
+        if model.config.task.kind == .featureExtraction { return try evaluateEmbeddings() }
         var sum = 0.0, rows = 0
         var logits: [Float] = [], classes: [Int] = [], reals: [[Float]] = []
         var taggedPredictions: [[String]] = [], taggedTruth: [[String]] = []
@@ -252,6 +253,44 @@ final class TrainingLoop {
                 ? ClassificationScores.multiLabel(logits: logits, targets: reals)
                 : ClassificationScores.singleLabel(logits: logits, labels: classes, classes: cls.numLabels)
             evalScores = EvalScores(accuracy: s.0, f1: s.1)
+        }
+        return rows > 0 ? sum / Double(rows) : .nan
+    }
+
+    /// An embedder: eval_loss as above (the contrastive loss over each batch), and eval_accuracy —
+    /// retrieval accuracy@1 over the whole validation set, as sentence-transformers'
+    /// InformationRetrievalEvaluator counts it: each anchor's vector against every positive (and
+    /// negative) of the set, right when the best-scoring text is its own positive.
+    func evaluateEmbeddings() throws -> Double {
+        var sum = 0.0, rows = 0
+        var anchors: [[Float]] = [], corpus: [[Float]] = [], corpusIDs: [[Int]] = [], own: [[Int]] = []
+        let pooling = Pooling(rawValue: c.pooling) ?? .mean, H = model.config.hiddenSize
+        for b in evalRows where b.trainedTokens > 0 {
+            sum += Double(try model.loss(try tokenBatch(b, for: model, settings: c))) * Double(b.rows)
+            rows += b.rows
+            guard let parts = b.contrastiveParts else { continue }
+            func vectors(_ texts: [[Int]]) throws -> [[Float]] {
+                let width = texts.map(\.count).max() ?? 1
+                let padded = texts.map { $0 + [Int](repeating: b.padTokenID, count: width - $0.count) }
+                let flat = try model.pooledHiddenStates(try TokenBatch(inputIDs: padded), lengths: texts.map(\.count),
+                                                        pooling: pooling, normalize: true)
+                return (0..<texts.count).map { Array(flat[($0 * H)..<(($0 + 1) * H)]) }
+            }
+            anchors += try vectors(parts.map { $0[0] })
+            own += parts.map { $0[1] }
+            for k in 1..<(parts.first?.count ?? 1) {
+                corpus += try vectors(parts.map { $0[k] })
+                corpusIDs += parts.map { $0[k] }
+            }
+        }
+        evalScores = nil
+        if !anchors.isEmpty {
+            var right = 0
+            for (a, mine) in zip(anchors, own) {
+                let scores = corpus.map { v in zip(a, v).reduce(Float(0)) { $0 + $1.0 * $1.1 } }
+                if corpusIDs[Sampler.argmax(scores)] == mine { right += 1 }
+            }
+            evalScores = EvalScores(accuracy: Double(right) / Double(anchors.count))
         }
         return rows > 0 ? sum / Double(rows) : .nan
     }
@@ -347,7 +386,7 @@ final class TrainingLoop {
         // Higher is better: tracked negated (regression has no accuracy: its loss then).
         case "eval_accuracy": return evalLoss == nil ? nil : evalScores?.accuracy.map { -$0 } ?? evalLoss
         case "eval_exact_match": return evalLoss == nil ? nil : evalScores?.exactMatch.map { -$0 } ?? evalLoss
-        case "eval_f1": return evalLoss == nil ? nil : evalScores.map { -$0.f1 } ?? evalLoss
+        case "eval_f1": return evalLoss == nil ? nil : evalScores?.f1.map { -$0 } ?? evalLoss
         default: return evalLoss   // eval_perplexity = exp(eval_loss) orders the same
         }
     }
