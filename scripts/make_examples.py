@@ -7,7 +7,10 @@ with people, places and organisations tagged in IOB2 (Chinese one character
 per token, English one word per token), for `--task-type TOKEN_CLS`;
 Examples/qa — a few hundred SQuAD-shaped questions on short passages about
 who works where and who went where (Chinese and English), for
-`--task-type QUESTION_ANS` (see the README's task-type section).
+`--task-type QUESTION_ANS`; Examples/retrieval — a few hundred customer
+questions with the help-desk answer that fits and a hard negative (the same
+service's answer to another question), Chinese and English, for
+`--task-type FEATURE_EXTRACTION` (see the README's task-type section).
 
     python3 scripts/make_examples.py
 """
@@ -165,4 +168,52 @@ for name, n in [("train", 320), ("val", 100)]:
             rows.append(e)
     with open(os.path.join("Examples/qa", name + ".jsonl"), "w") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-print("wrote", OUT, ", Examples/ner and Examples/qa")
+
+# Retrieval: question → the answer that fits, a hard negative from the same service.
+ret_rng = random.Random(202612072)
+SERVICES_EN = ["the mobile app", "the website", "the smart watch", "the music service", "the cloud drive", "the bank card",
+               "the train ticket", "the hotel booking", "the food delivery", "the video plan"]
+SERVICES_ZH = ["手机应用", "官网", "智能手表", "音乐会员", "云盘", "银行卡", "火车票", "酒店预订", "外卖订单", "视频会员"]
+INTENTS_EN = [
+    (["How do I reset my password for {s}?", "I forgot the password of {s}", "can't log in to {s}, password lost"],
+     "To reset the password of {s}, open its settings, choose 'Forgot password' and follow the link we email you."),
+    (["How can I get a refund for {s}?", "I want my money back for {s}", "refund request: {s}"],
+     "Refunds for {s} go back to the original payment method within five working days of the request."),
+    (["How do I cancel {s}?", "stop my subscription to {s}", "I no longer need {s}, how to end it"],
+     "You can cancel {s} at any time under Account > Subscriptions; it stays active until the period ends."),
+    (["{s} is not working, what should I do?", "{s} keeps crashing", "error when using {s}"],
+     "If {s} fails, update it to the latest version, restart the device and contact support if it persists."),
+    (["How do I change the phone number linked to {s}?", "update my mobile number on {s}", "new phone number for {s}"],
+     "To change the phone number of {s}, verify your identity under Security and enter the new number."),
+]
+INTENTS_ZH = [
+    (["{s}的密码忘了怎么办？", "{s}登录不了，忘记密码", "怎么重置{s}的密码"], "重置{s}密码：打开设置，点击“忘记密码”，按邮件里的链接操作即可。"),
+    (["{s}怎么申请退款？", "我想给{s}退款", "{s}退钱"], "{s}的退款会在申请后五个工作日内原路退回。"),
+    (["怎么取消{s}？", "不想要{s}了，如何关闭", "停止{s}自动续费"], "可以随时在“账户-订阅”里取消{s}，本期结束前仍可使用。"),
+    (["{s}用不了怎么办？", "{s}一直闪退", "{s}报错"], "如果{s}出问题，请先更新到最新版本并重启设备，仍有问题请联系客服。"),
+    (["怎么修改{s}绑定的手机号？", "{s}换手机号", "更换{s}的手机号码"], "修改{s}绑定的手机号：在“安全”里验证身份后输入新号码。"),
+]
+
+
+def retrieval_rows():
+    rows = []
+    for services, intents in [(SERVICES_EN, INTENTS_EN), (SERVICES_ZH, INTENTS_ZH)]:
+        for svc in services:
+            for k, (questions, answer) in enumerate(intents):
+                other = intents[(k + 1 + ret_rng.randrange(len(intents) - 1)) % len(intents)][1]
+                for q in questions:
+                    rows.append({"anchor": q.format(s=svc), "positive": answer.format(s=svc), "negative": other.format(s=svc)})
+    ret_rng.shuffle(rows)
+    return rows
+
+
+os.makedirs("Examples/retrieval", exist_ok=True)
+rows = retrieval_rows()
+# Validation: whole (service, intent) pairs the training set never sees.
+held = set(r["positive"] for r in rows[:24])
+val = [r for r in rows if r["positive"] in held]
+train = [r for r in rows if r["positive"] not in held]
+for name, part in [("train", train), ("val", val)]:
+    with open(os.path.join("Examples/retrieval", name + ".jsonl"), "w") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in part)
+print("wrote", OUT, ", Examples/ner, Examples/qa and Examples/retrieval")

@@ -311,6 +311,17 @@ extension LlamaLoRAModel {
         return (try p.scalars.read()[0] / Float(max(b.countedTokens, 1)), logits)
     }
 
+    /// A contrastive batch in eval mode, one forward: the loss (as `loss`) and the L2-normalised vectors
+    /// of its anchors (B, H) and candidates (positives, then negatives: M, H).
+    public func contrastiveLossAndVectors(_ b: TokenBatch) throws -> (loss: Float, anchors: [Float], candidates: [Float]) {
+        guard let c = b.contrastive else { throw LoraError.batch("contrastiveLossAndVectors takes a contrastive batch") }
+        let p = try prepare(b)
+        try trunkForward(p, training: false)
+        var vectors: ([Float], [Float]) = ([], [])
+        try contrastiveForwardBackward(p, c, backward: false, onVectors: { vectors = ($0, $1) })
+        return (try p.scalars.read()[0] / Float(max(b.countedTokens, 1)), vectors.0, vectors.1)
+    }
+
     /// Mean cross-entropy over the counted tokens, in eval mode.
     public func loss(_ b: TokenBatch) throws -> Float {
         let p = try prepare(b)
@@ -359,7 +370,8 @@ extension LlamaLoRAModel {
     /// towards column i. Backward: dÂ = s·dsim·Ĉ, dĈ = s·dsimᵀ·Â, through the norms, then
     /// dhf = Pᵀ·dpooled. `onLogits` gets sim (B, M).
     func contrastiveForwardBackward(_ p: ActivationPlan, _ c: TokenBatch.Contrastive, backward: Bool,
-                                    onLogits: (([Float]) throws -> Void)? = nil) throws {
+                                    onLogits: (([Float]) throws -> Void)? = nil,
+                                    onVectors: (([Float], [Float]) throws -> Void)? = nil) throws {
         let H = config.hiddenSize, N = p.tokens, T = p.seq, B = c.anchors, R = p.batch, M = R - B
         guard M >= 1 else { throw LoraError.batch("a contrastive batch needs candidates (positives) besides its anchors") }
         func poolMatrix(_ rows: Range<Int>) throws -> DeviceBuffer<Float> {
@@ -383,6 +395,7 @@ extension LlamaLoRAModel {
         let rstdA = try ctx.buffer(count: B), rstdC = try ctx.buffer(count: M)
         try ctx.rmsnormForward(y: a, rstd: rstdA, x: pooledA, weight: unit, rows: B, cols: H, eps: eps)
         try ctx.rmsnormForward(y: cand, rstd: rstdC, x: pooledC, weight: unit, rows: M, cols: H, eps: eps)
+        if let onVectors { try onVectors(try a.read(), try cand.read()) }
         let sim = try ctx.buffer(count: B * M)
         try ctx.matmul(sim, a, cand, m: B, n: M, k: H, transB: .transposed, alpha: c.scale)
         if let onLogits { try onLogits(try sim.read()) }

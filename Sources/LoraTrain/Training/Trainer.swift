@@ -77,8 +77,11 @@ public final class Trainer {
         let problems = plan.problems(limits: limits)
         guard !problems.fit else { return }
         let s = plan.shape, F = MemoryPlan.format
-        let batchKey = s.batch > c.perDeviceTrainBatchSize ? "per_device_eval_batch_size" : "per_device_train_batch_size"
-        var m = "memory plan: the model with micro-batches of \(batchKey) \(s.batch) × max_seq_len \(s.seq) tokens does not fit "
+        // A contrastive sample is three rows (anchor, positive, negative): settings count samples.
+        let rows = c.lora.taskType == "FEATURE_EXTRACTION" ? 3 : 1
+        let batchKey = s.batch / rows > c.perDeviceTrainBatchSize ? "per_device_eval_batch_size" : "per_device_train_batch_size"
+        var m = "memory plan: the model with micro-batches of \(batchKey) \(s.batch / rows)"
+            + (rows > 1 ? " (\(s.batch) rows: anchors, positives, negatives)" : "") + " × max_seq_len \(s.seq) tokens does not fit "
             + "\(limits.deviceName):"
         if problems.total {
             m += " it needs \(F(plan.totalBytes)) (weights \(F(plan.weightBytes)), trainable + optimizer \(F(plan.trainableBytes)), "
@@ -106,7 +109,7 @@ public final class Trainer {
         }
         func shaped(_ f: (inout MemoryPlan.Shape) -> Void) -> MemoryPlan { var t = s; f(&t); return plan.with(shape: t) }
         var options: [String] = []
-        if let b = largest(s.batch - 1, { b in shaped { $0.batch = b } }) {
+        if let b = largest(s.batch / rows - 1, { b in shaped { $0.batch = b * rows } }) {
             options.append("\(batchKey) \(b)" + (batchKey == "per_device_train_batch_size"
                 ? " (with gradient_accumulation_steps to keep the effective batch)" : ""))
         }

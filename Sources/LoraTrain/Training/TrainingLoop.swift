@@ -264,24 +264,18 @@ final class TrainingLoop {
     func evaluateEmbeddings() throws -> Double {
         var sum = 0.0, rows = 0
         var anchors: [[Float]] = [], corpus: [[Float]] = [], corpusIDs: [[Int]] = [], own: [[Int]] = []
-        let pooling = Pooling(rawValue: c.pooling) ?? .mean, H = model.config.hiddenSize
+        let H = model.config.hiddenSize
         for b in evalRows where b.trainedTokens > 0 {
-            sum += Double(try model.loss(try tokenBatch(b, for: model, settings: c))) * Double(b.rows)
+            // One forward: the batch's loss and its vectors (anchors; positives, then negatives).
+            let (loss, a, cand) = try model.contrastiveLossAndVectors(try tokenBatch(b, for: model, settings: c))
+            sum += Double(loss) * Double(b.rows)
             rows += b.rows
             guard let parts = b.contrastiveParts else { continue }
-            func vectors(_ texts: [[Int]]) throws -> [[Float]] {
-                let width = texts.map(\.count).max() ?? 1
-                let padded = texts.map { $0 + [Int](repeating: b.padTokenID, count: width - $0.count) }
-                let flat = try model.pooledHiddenStates(try TokenBatch(inputIDs: padded), lengths: texts.map(\.count),
-                                                        pooling: pooling, normalize: true)
-                return (0..<texts.count).map { Array(flat[($0 * H)..<(($0 + 1) * H)]) }
-            }
-            anchors += try vectors(parts.map { $0[0] })
+            func rowsOf(_ flat: [Float]) -> [[Float]] { (0..<(flat.count / H)).map { Array(flat[($0 * H)..<(($0 + 1) * H)]) } }
+            anchors += rowsOf(a)
             own += parts.map { $0[1] }
-            for k in 1..<(parts.first?.count ?? 1) {
-                corpus += try vectors(parts.map { $0[k] })
-                corpusIDs += parts.map { $0[k] }
-            }
+            corpus += rowsOf(cand)
+            for k in 1..<(parts.first?.count ?? 1) { corpusIDs += parts.map { $0[k] } }
         }
         evalScores = nil
         if !anchors.isEmpty {
