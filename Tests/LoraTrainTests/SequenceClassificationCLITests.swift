@@ -288,11 +288,13 @@ final class SequenceClassificationCLITests: XCTestCase {
         XCTAssertTrue(try String(contentsOfFile: out + "/README.md", encoding: .utf8).contains("AutoPeftModelForFeatureExtraction"))
 
         try "{\"text\": \"reset password please\"}\n{\"text\": \"退款 申请 急\"}\n".write(toFile: dir + "/texts.jsonl", atomically: true, encoding: .utf8)
+        // Without --pooling: the adapter's own (mean, from its training_config.yaml), as trained.
         let e1 = try CLI.run(["embed", "--model", Self.model, "--adapter", out, "--data", dir + "/texts.jsonl", "--normalize", "--device", "cpu"])
         XCTAssertEqual(e1.status, 0, e1.stderr)
         let m = try CLI.run(["merge", "--model", Self.model, "--adapter", out, "--output", dir + "/merged"])
         XCTAssertEqual(m.status, 0, m.stderr)
-        let e2 = try CLI.run(["embed", "--model", dir + "/merged", "--data", dir + "/texts.jsonl", "--normalize", "--device", "cpu"])
+        let e2 = try CLI.run(["embed", "--model", dir + "/merged", "--data", dir + "/texts.jsonl", "--pooling", "mean", "--normalize",
+                              "--device", "cpu"])
         XCTAssertEqual(e2.status, 0, e2.stderr)
         func vectors(_ s: String) -> [[Double]] {
             s.split(separator: "\n").compactMap { try? JSONValue.parse(Data($0.utf8)) }.map { $0["embedding"]!.array!.map { $0.double! } }
@@ -312,6 +314,7 @@ final class SequenceClassificationCLITests: XCTestCase {
         }
         let p = try CLI.run(["train", "--model", Self.model, "--data", dir + "/train.jsonl", "--pooling", "last",
                              "--output-dir", dir + "/y", "--max-steps", "1", "--device", "cpu"])
+        XCTAssertNotEqual(p.status, 0)
         XCTAssertTrue(p.stderr.contains("pooling: a contrastive (embedding) setting: it needs task_type FEATURE_EXTRACTION"), p.stderr)
         try "{\"anchor\": \"a\", \"positive\": \"b\", \"negative\": \"c\"}\n{\"anchor\": \"a\", \"positive\": \"b\"}\n"
             .write(toFile: dir + "/mixed.jsonl", atomically: true, encoding: .utf8)

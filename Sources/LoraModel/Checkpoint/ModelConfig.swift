@@ -15,13 +15,17 @@ public enum Architecture: String, Sendable, CaseIterable {
 
     public func className(for kind: ModelTask.Kind) -> String { prefix + kind.classSuffix }
 
+    /// The tasks whose checkpoints are read: not a bare `*Model` (FEATURE_EXTRACTION runs a causal
+    /// checkpoint's trunk; a bare checkpoint has no "model." prefix and no lm_head, not read yet).
+    static let readKinds = ModelTask.Kind.allCases.filter { $0 != .featureExtraction }
+
     /// Every class name read from `architectures`: each architecture with each task.
-    static var classNames: [String] { allCases.flatMap { a in ModelTask.Kind.allCases.map(a.className(for:)) } }
+    static var classNames: [String] { allCases.flatMap { a in readKinds.map(a.className(for:)) } }
 
     /// The architecture and task of a class name in `architectures`.
     static func parse(className: String) -> (Architecture, ModelTask.Kind)? {
         for a in allCases {
-            for kind in ModelTask.Kind.allCases where a.className(for: kind) == className { return (a, kind) }
+            for kind in readKinds where a.className(for: kind) == className { return (a, kind) }
         }
         return nil
     }

@@ -47,7 +47,7 @@ public enum ContrastiveData {
         }
         guard let o = value.object else { throw fail("not a JSON object") }
         func text(_ key: String) throws -> ContrastiveRecord.Text? {
-            guard let v = o[key] else { return nil }
+            guard let v = o[key], !v.isNull else { return nil }   // null: absent (datasets write missing columns so)
             if let s = v.string {
                 guard !s.isEmpty else { throw fail("\"\(key)\" is empty") }
                 return .text(s)

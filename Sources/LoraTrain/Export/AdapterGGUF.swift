@@ -94,8 +94,9 @@ public enum AdapterGGUFExport {
         let lora = try LoraConfig.load(path: adapter)
         guard lora.taskType == "CAUSAL_LM" else {
             throw TrainError.setting(source: adapter + "/adapter_config.json", key: "task_type",
-                                     reason: "\(lora.taskType): llama.cpp LoRA adapters are for causal LMs; a classifier "
-                                        + "adapter is run with `lora-gpu predict`, or merged with `lora-gpu merge`")
+                                     reason: "\(lora.taskType): llama.cpp LoRA adapters are for causal LMs; "
+                                        + (lora.taskType == "FEATURE_EXTRACTION" ? "an embedder adapter is run with `lora-gpu embed`"
+                                            : "a classifier adapter is run with `lora-gpu predict`") + ", or merged with `lora-gpu merge`")
         }
         // Only the base's config and architecture are read (no weights).
         let config: ModelConfig, architecture: String

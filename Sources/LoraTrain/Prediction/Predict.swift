@@ -16,7 +16,8 @@ public enum ClassifierPrediction {
             guard ["SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS"].contains(lora.taskType) else {
                 throw TrainError.setting(source: adapter + "/adapter_config.json", key: "task_type",
                                          reason: "\(lora.taskType): predict runs a classifier (SEQ_CLS, TOKEN_CLS) or extractive-QA "
-                                            + "(QUESTION_ANS) adapter; for a causal LM use `lora-gpu generate`")
+                                            + "(QUESTION_ANS) adapter; " + (lora.taskType == "FEATURE_EXTRACTION"
+                                                ? "an embedder's vectors come from `lora-gpu embed`" : "for a causal LM use `lora-gpu generate`"))
             }
         }
     }

@@ -360,7 +360,9 @@ public struct TrainingConfig: Equatable, Sendable {
             throw fail(key, "a contrastive (embedding) setting: it needs task_type FEATURE_EXTRACTION")
         }
         if !["mean", "last"].contains(pooling) { throw fail("pooling", "'\(pooling)' is not one of mean, last") }
-        if !(temperature > 0) || !temperature.isFinite { throw fail("temperature", "must be a positive number, got \(temperature)") }
+        if !(temperature > 0) || !temperature.isFinite || !Float(1 / temperature).isFinite {
+            throw fail("temperature", "must be a positive number, got \(temperature)")
+        }
         if docStride < 0 { throw fail("doc_stride", "must be 0 or more, got \(docStride)") }
         if maxAnswerLength < 1 { throw fail("max_answer_length", "must be at least 1, got \(maxAnswerLength)") }
         if nBestSize < 1 { throw fail("n_best_size", "must be at least 1, got \(nBestSize)") }

@@ -241,6 +241,10 @@ func loadContrastiveSamples(_ c: TrainingConfig, tokenizer: DataTokenizer, vocab
         return samples
     }
     for f in c.data { out.train += try read(f) }
+    if (arity?.parts ?? 2) == 2 && c.perDeviceTrainBatchSize == 1 {
+        throw TrainError.setting(source: "settings", key: "per_device_train_batch_size", reason: "1 with no hard negatives: "
+            + "each anchor's only candidate is its own positive, so the contrastive loss is 0 and nothing trains; give at least 2")
+    }
     if let v = c.valData {
         out.validation = try read(v)
     } else if c.valSplit > 0 {

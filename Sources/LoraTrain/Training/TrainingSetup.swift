@@ -71,7 +71,7 @@ struct TrainingSetup {
                     + "packing is not available with task_type FEATURE_EXTRACTION")
             }
             // The base's trunk, no head (transformers' AutoModel): from a causal checkpoint.
-            guard modelConfig.task.kind == .causalLM || modelConfig.task.kind == .featureExtraction else {
+            guard modelConfig.task.kind == .causalLM else {
                 throw TrainError.setting(source: "settings", key: "model", reason: "\(c.model) is a "
                     + "\(modelConfig.architecture.className(for: modelConfig.task)): FEATURE_EXTRACTION trains a causal LM's trunk")
             }
