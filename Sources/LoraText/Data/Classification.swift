@@ -58,12 +58,7 @@ public enum ClassificationData {
     }
 
     static func parse(_ bytes: [UInt8], file: String, line: Int, requireLabel: Bool = true) throws -> ClassificationRecord {
-        func fail(_ reason: String) -> DatasetError { .badLine(DatasetLineError(file: file, line: line, reason: reason)) }
-        let value: JSONValue
-        do { value = try JSONValue.parse(Data(bytes)) } catch let e as JSONParseError {
-            throw DatasetError.badLine(DatasetLineError(file: file, line: line, column: e.column, reason: "not JSON: \(e.reason)"))
-        }
-        guard let o = value.object else { throw fail("not a JSON object") }
+        let (o, fail) = try JSONLReader.object(bytes, file: file, line: line)
         let label: RawClassLabel?
         switch o["label"] ?? o["labels"] {
         case nil where !requireLabel: label = nil

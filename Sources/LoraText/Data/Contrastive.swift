@@ -38,14 +38,7 @@ public enum ContrastiveData {
     }
 
     static func parse(_ bytes: [UInt8], file: String, line: Int) throws -> ContrastiveRecord {
-        func fail(_ reason: String, column: Int? = nil) -> DatasetError {
-            .badLine(DatasetLineError(file: file, line: line, column: column, reason: reason))
-        }
-        let value: JSONValue
-        do { value = try JSONValue.parse(Data(bytes)) } catch let e as JSONParseError {
-            throw fail("not JSON: \(e.reason)", column: e.column)
-        }
-        guard let o = value.object else { throw fail("not a JSON object") }
+        let (o, fail) = try JSONLReader.object(bytes, file: file, line: line)
         func text(_ key: String) throws -> ContrastiveRecord.Text? {
             guard let v = o[key], !v.isNull else { return nil }   // null: absent (datasets write missing columns so)
             if let s = v.string {

@@ -67,6 +67,21 @@ public enum JSONLReader {
         return out
     }
 
+    /// One line as a JSON object, and a maker of that line's errors ("FILE:LINE: reason") for the
+    /// parser of its fields (the task-specific JSONL shapes).
+    static func object(_ bytes: [UInt8], file: String, line: Int) throws
+        -> (object: JSONObject, fail: (String) -> DatasetError) {
+        func fail(_ reason: String, column: Int? = nil) -> DatasetError {
+            .badLine(DatasetLineError(file: file, line: line, column: column, reason: reason))
+        }
+        let value: JSONValue
+        do { value = try JSONValue.parse(Data(bytes)) } catch let e as JSONParseError {
+            throw fail("not JSON: \(e.reason)", column: e.column)
+        }
+        guard let o = value.object else { throw fail("not a JSON object") }
+        return (o, { fail($0) })
+    }
+
     public static func read(file: String) throws -> [(line: Int, bytes: [UInt8])] {
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory), isDirectory.boolValue {

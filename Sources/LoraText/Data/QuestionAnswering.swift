@@ -67,14 +67,7 @@ public enum QuestionAnsweringData {
     }
 
     static func parse(_ bytes: [UInt8], file: String, line: Int, requireAnswers: Bool = true) throws -> QARecord {
-        func fail(_ reason: String, column: Int? = nil) -> DatasetError {
-            .badLine(DatasetLineError(file: file, line: line, column: column, reason: reason))
-        }
-        let value: JSONValue
-        do { value = try JSONValue.parse(Data(bytes)) } catch let e as JSONParseError {
-            throw fail("not JSON: \(e.reason)", column: e.column)
-        }
-        guard let o = value.object else { throw fail("not a JSON object") }
+        let (o, fail) = try JSONLReader.object(bytes, file: file, line: line)
         var id = "line \(line)"
         if let v = o["id"] {
             if let s = v.string { id = s } else if let i = v.integral { id = String(i) } else { throw fail("\"id\" must be a string or an integer") }

@@ -37,14 +37,7 @@ public enum TaggingData {
     }
 
     static func parse(_ bytes: [UInt8], file: String, line: Int, requireLabels: Bool = true) throws -> TaggedRecord {
-        func fail(_ reason: String, column: Int? = nil) -> DatasetError {
-            .badLine(DatasetLineError(file: file, line: line, column: column, reason: reason))
-        }
-        let value: JSONValue
-        do { value = try JSONValue.parse(Data(bytes)) } catch let e as JSONParseError {
-            throw fail("not JSON: \(e.reason)", column: e.column)
-        }
-        guard let o = value.object else { throw fail("not a JSON object") }
+        let (o, fail) = try JSONLReader.object(bytes, file: file, line: line)
         var r = TaggedRecord(line: line, words: nil, tags: nil, inputIDs: nil, tokenLabels: nil)
         func ints(_ key: String, min: Int) throws -> [Int] {
             guard let a = o[key]?.array, !a.isEmpty else { throw fail("\"\(key)\" must be a non-empty list of integers") }
