@@ -206,6 +206,15 @@ final class SequenceClassificationCLITests: XCTestCase {
         XCTAssertNotNil(st.tensors["base_model.model.transformer.layers.0.self_attn.q_proj.lora_A.weight"])
         XCTAssertTrue(try String(contentsOfFile: out + "/README.md", encoding: .utf8).contains("AutoPeftModelForQuestionAnswering"))
 
+        // --adapter continues from it, qa_outputs included: the first evaluation is the last one's.
+        let cont = try CLI.run(["train", "--model", Self.model, "--data", dir + "/train.jsonl", "--val-data", dir + "/val.jsonl",
+                                "--task-type", "QUESTION_ANS", "--adapter", out, "--output-dir", dir + "/cont", "--max-steps", "1",
+                                "--learning-rate", "0", "--save-steps", "1000", "--eval-on-start", "--device", "cpu"])
+        XCTAssertEqual(cont.status, 0, cont.stderr)
+        let last = try XCTUnwrap(records.last)
+        XCTAssertTrue((cont.stdout + cont.stderr).contains(String(format: "before training: eval_loss %.4f | eval_exact_match %.2f",
+                                                                  try XCTUnwrap(last.evalLoss), after)), cont.stdout + cont.stderr)
+
         // predict: the answers evaluation picked, scored the same.
         let p = try CLI.run(["predict", "--model", Self.model, "--adapter", out, "--data", dir + "/val.jsonl", "--device", "cpu"])
         XCTAssertEqual(p.status, 0, p.stderr)
@@ -288,6 +297,15 @@ final class SequenceClassificationCLITests: XCTestCase {
         XCTAssertTrue(try String(contentsOfFile: out + "/README.md", encoding: .utf8).contains("AutoPeftModelForFeatureExtraction"))
 
         try "{\"text\": \"reset password please\"}\n{\"text\": \"退款 申请 急\"}\n".write(toFile: dir + "/texts.jsonl", atomically: true, encoding: .utf8)
+        // --adapter continues from it: the first evaluation is the last one's.
+        let cont = try CLI.run(["train", "--model", Self.model, "--data", dir + "/train.jsonl", "--val-data", dir + "/val.jsonl",
+                                "--task-type", "FEATURE_EXTRACTION", "--adapter", out, "--output-dir", dir + "/cont", "--max-steps", "1",
+                                "--learning-rate", "0", "--save-steps", "1000", "--eval-on-start", "--device", "cpu"])
+        XCTAssertEqual(cont.status, 0, cont.stderr)
+        XCTAssertTrue((cont.stdout + cont.stderr).contains(String(format: "before training: eval_loss %.4f | eval_accuracy %.4f",
+                                                                  try XCTUnwrap(records.last?.evalLoss), after)),
+                      cont.stdout + cont.stderr)
+
         // Without --pooling: the adapter's own (mean, from its training_config.yaml), as trained.
         let e1 = try CLI.run(["embed", "--model", Self.model, "--adapter", out, "--data", dir + "/texts.jsonl", "--normalize", "--device", "cpu"])
         XCTAssertEqual(e1.status, 0, e1.stderr)
