@@ -263,7 +263,8 @@ final class TrainingLoop {
     /// negative) of the set, right when the best-scoring text is its own positive.
     func evaluateEmbeddings() throws -> Double {
         var sum = 0.0, rows = 0
-        var anchors: [[Float]] = [], corpus: [[Float]] = [], corpusIDs: [[Int]] = [], own: [[Int]] = []
+        // Flat (count, H) vectors: the anchors; the corpus (positives, then negatives, per batch) with each text's ids.
+        var anchors: [Float] = [], corpus: [Float] = [], corpusIDs: [[Int]] = [], own: [[Int]] = []
         let H = model.config.hiddenSize
         for b in evalRows where b.trainedTokens > 0 {
             // One forward: the batch's loss and its vectors (anchors; positives, then negatives).
@@ -271,20 +272,28 @@ final class TrainingLoop {
             sum += Double(loss) * Double(b.rows)
             rows += b.rows
             guard let parts = b.contrastiveParts else { continue }
-            func rowsOf(_ flat: [Float]) -> [[Float]] { (0..<(flat.count / H)).map { Array(flat[($0 * H)..<(($0 + 1) * H)]) } }
-            anchors += rowsOf(a)
+            anchors += a
             own += parts.map { $0[1] }
-            corpus += rowsOf(cand)
+            corpus += cand
             for k in 1..<(parts.first?.count ?? 1) { corpusIDs += parts.map { $0[k] } }
         }
         evalScores = nil
-        if !anchors.isEmpty {
+        let Q = anchors.count / H, C = corpusIDs.count
+        if Q > 0, C > 0, corpus.count == C * H {
+            // Scores on the device, a block of anchors at a time (at most 16M scores held): anchors · corpusᵀ.
+            let ctx = model.ctx
+            let corpusBuffer = try ctx.buffer(corpus)
+            let block = max(1, min(Q, (16 << 20) / C))
             var right = 0
-            for (a, mine) in zip(anchors, own) {
-                let scores = corpus.map { v in zip(a, v).reduce(Float(0)) { $0 + $1.0 * $1.1 } }
-                if corpusIDs[Sampler.argmax(scores)] == mine { right += 1 }
+            for start in stride(from: 0, to: Q, by: block) {
+                let q = min(block, Q - start)
+                let scores = try ctx.buffer(count: q * C)
+                try ctx.matmul(scores, try ctx.buffer(Array(anchors[(start * H)..<((start + q) * H)])), corpusBuffer,
+                               m: q, n: C, k: H, transB: .transposed)
+                let s = try scores.read()
+                for i in 0..<q where corpusIDs[Sampler.argmax(Array(s[(i * C)..<((i + 1) * C)]))] == own[start + i] { right += 1 }
             }
-            evalScores = EvalScores(accuracy: Double(right) / Double(anchors.count))
+            evalScores = EvalScores(accuracy: Double(right) / Double(Q))
         }
         return rows > 0 ? sum / Double(rows) : .nan
     }
