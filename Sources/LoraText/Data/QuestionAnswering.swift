@@ -188,18 +188,25 @@ public enum QuestionAnsweringData {
     }
 }
 
-/// Byte offsets of a text to character (Unicode scalar) positions.
+/// A text's UTF-8 byte offsets ↔ character (Unicode scalar) positions: `byteAt[c]` is where
+/// character c starts (and the end), `character(atByte:)` the character a byte belongs to.
 struct CharacterIndex {
-    private var charAt: [Int]
-    init(_ s: String) {
-        charAt = [Int](repeating: 0, count: s.utf8.count + 1)
-        var b = 0
-        for (i, c) in s.unicodeScalars.enumerated() {
-            for k in 0..<UTF8.width(c) { charAt[b + k] = i }
-            b += UTF8.width(c)
-        }
-        charAt[b] = s.unicodeScalars.count
+    let byteAt: [Int]
+    private let charAt: [Int]
+
+    init(_ s: String) { self.init(Array(s.unicodeScalars)) }
+
+    init(_ scalars: [Unicode.Scalar]) {
+        var byteAt = [0]
+        byteAt.reserveCapacity(scalars.count + 1)
+        for c in scalars { byteAt.append(byteAt[byteAt.count - 1] + UTF8.width(c)) }
+        var charAt = [Int](repeating: 0, count: byteAt[byteAt.count - 1] + 1)
+        for c in scalars.indices { for b in byteAt[c]..<byteAt[c + 1] { charAt[b] = c } }
+        charAt[charAt.count - 1] = scalars.count
+        self.byteAt = byteAt
+        self.charAt = charAt
     }
+
     func character(atByte b: Int) -> Int { charAt[min(max(b, 0), charAt.count - 1)] }
 }
 

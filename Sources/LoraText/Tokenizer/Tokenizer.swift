@@ -196,10 +196,20 @@ public final class Tokenizer {
         let room = max(0, maxLength - (postProcessor?.addedTokens(pair: false) ?? 0))
         let truncated = ids.count > room
         if truncated { ids.removeLast(ids.count - room); words_.removeLast(words_.count - room) }
-        guard let pp = postProcessor else { return (ids, words_.map { $0 }, truncated) }
-        // The post-processor's output with word ids: mark each content token by its position.
-        let marked = pp.process(ids.indices.map { -1 - $0 }, pair: nil, addSpecialTokens: true)
-        return (marked.map { $0 < 0 ? ids[-1 - $0] : $0 }, marked.map { $0 < 0 ? words_[-1 - $0] : nil }, truncated)
+        let slots = layout(first: ids.count, second: nil, addSpecialTokens: true)
+        return (slots.map { if case .first(let k) = $0 { return ids[k] }; if case .special(let id) = $0 { return id }; return 0 },
+                slots.map { if case .first(let k) = $0 { return words_[k] }; return nil }, truncated)
+    }
+
+    /// Where the post-processor puts each token of a sequence (and of a pair's second one) and
+    /// which special tokens it adds, in output order.
+    enum Slot { case first(Int), second(Int), special(Int) }
+
+    func layout(first n: Int, second m: Int?, addSpecialTokens: Bool) -> [Slot] {
+        // Content tokens go through as negative markers (special ids are never negative).
+        let a = (0..<n).map { -1 - $0 }, b = m.map { (0..<$0).map { -1 - n - $0 } }
+        let marked = postProcessor?.process(a, pair: b, addSpecialTokens: addSpecialTokens) ?? a + (b ?? [])
+        return marked.map { $0 >= 0 ? .special($0) : -1 - $0 < n ? .first(-1 - $0) : .second(-1 - n - $0) }
     }
 
     /// The ids `tokenizers`' `encode(text, add_special_tokens:).ids` gives.
@@ -222,11 +232,12 @@ public final class Tokenizer {
     public func encodeWithOffsets(_ text: String, addSpecialTokens: Bool = false) -> [TokenOffset] {
         let bare = untrimmedOffsets(text)
         let ranges = trimmed(bare, 0..<bare.ids.count)
-        let own = bare.ids.indices.map { TokenOffset(id: bare.ids[$0], start: ranges[$0].lowerBound, end: ranges[$0].upperBound) }
-        guard let pp = postProcessor else { return own }
-        // The post-processor's output with each content token marked by its position.
-        return pp.process(own.indices.map { -1 - $0 }, pair: nil, addSpecialTokens: addSpecialTokens)
-            .map { $0 < 0 ? own[-1 - $0] : TokenOffset(id: $0, start: 0, end: 0) }
+        return layout(first: bare.ids.count, second: nil, addSpecialTokens: addSpecialTokens).map {
+            switch $0 {
+            case .first(let k), .second(let k): return TokenOffset(id: bare.ids[k], start: ranges[k].lowerBound, end: ranges[k].upperBound)
+            case .special(let id): return TokenOffset(id: id, start: 0, end: 0)
+            }
+        }
     }
 
     /// One row of a text pair with offsets: `ids`, the text each token comes from (`sequence`: 0 the
@@ -270,44 +281,41 @@ public final class Tokenizer {
         return windows.map { w in
             // Each window is an encoding of its own: the post-processor trims it from its own first token.
             let bRanges = trimmed(b, w)
-            let marked = postProcessor?.process(a.ids.indices.map { -1 - $0 }, pair: w.indices.map { -1 - a.ids.count - ($0 - w.lowerBound) },
-                                                addSpecialTokens: true)
-                ?? (a.ids.indices.map { -1 - $0 } + w.indices.map { -1 - a.ids.count - ($0 - w.lowerBound) })
             var row = PairRow(ids: [], sequence: [], offsets: [])
-            for m in marked {
-                if m >= 0 { row.ids.append(m); row.sequence.append(nil); row.offsets.append(0..<0); continue }
-                let k = -1 - m
-                if k < a.ids.count { row.ids.append(a.ids[k]); row.sequence.append(0); row.offsets.append(aRanges[k]) }
-                else { let j = k - a.ids.count; row.ids.append(b.ids[w.lowerBound + j]); row.sequence.append(1); row.offsets.append(bRanges[j]) }
+            for slot in layout(first: a.ids.count, second: w.count, addSpecialTokens: true) {
+                switch slot {
+                case .special(let id): row.ids.append(id); row.sequence.append(nil); row.offsets.append(0..<0)
+                case .first(let k): row.ids.append(a.ids[k]); row.sequence.append(0); row.offsets.append(aRanges[k])
+                case .second(let j): row.ids.append(b.ids[w.lowerBound + j]); row.sequence.append(1); row.offsets.append(bRanges[j])
+                }
             }
             return row
         }
     }
 
-    /// Bare ids with each token's byte range before the post-processor's trim, and each scalar's byte offset.
-    private func untrimmedOffsets(_ text: String) -> (ids: [Int], ranges: [Range<Int>], byteAt: [Int]) {
+    /// Bare ids with each token's byte range before the post-processor's trim, and the text's
+    /// byte ↔ character positions.
+    private func untrimmedOffsets(_ text: String) -> (ids: [Int], ranges: [Range<Int>], index: CharacterIndex) {
         let scalars = Array(text.unicodeScalars)
-        var byteAt = [0]
-        byteAt.reserveCapacity(scalars.count + 1)
-        for c in scalars { byteAt.append(byteAt[byteAt.count - 1] + UTF8.width(c)) }
+        let index = CharacterIndex(scalars)
         var ids: [Int] = []
         var tracked: [Range<Int>]? = []
-        encodeBare(scalars, byteAt: byteAt, ids: &ids, offsets: &tracked)
-        return (ids, tracked ?? [], byteAt)
+        encodeBare(scalars, byteAt: index.byteAt, ids: &ids, offsets: &tracked)
+        return (ids, tracked ?? [], index)
     }
 
     /// The ranges of tokens `window` (one encoding) after a ByteLevel/Roberta post-processor's
     /// trim_offsets. transformers gets offsets in characters and the post-processor trims them
     /// there, so the trim counts characters: a byte-level space token over a multi-byte character
     /// loses all of it.
-    private func trimmed(_ e: (ids: [Int], ranges: [Range<Int>], byteAt: [Int]), _ window: Range<Int>) -> [Range<Int>] {
+    private func trimmed(_ e: (ids: [Int], ranges: [Range<Int>], index: CharacterIndex), _ window: Range<Int>) -> [Range<Int>] {
         let ranges = Array(e.ranges[window])
         guard let trim = postProcessor?.offsetTrim else { return ranges }
-        var charAt = [Int](repeating: 0, count: e.byteAt[e.byteAt.count - 1] + 1)
-        for (c, b) in e.byteAt.enumerated() { charAt[b] = c }
+        let x = e.index
         return ranges.enumerated().map { k, r in
-            let t = trim.trim(charAt[r.lowerBound]..<charAt[r.upperBound], token: token(e.ids[window.lowerBound + k]) ?? "", index: k)
-            return e.byteAt[t.lowerBound]..<e.byteAt[t.upperBound]
+            let t = trim.trim(x.character(atByte: r.lowerBound)..<x.character(atByte: r.upperBound),
+                              token: token(e.ids[window.lowerBound + k]) ?? "", index: k)
+            return x.byteAt[t.lowerBound]..<x.byteAt[t.upperBound]
         }
     }
 
