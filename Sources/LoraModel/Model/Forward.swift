@@ -374,27 +374,15 @@ extension LlamaLoRAModel {
                                     onVectors: (([Float], [Float]) throws -> Void)? = nil) throws {
         let H = config.hiddenSize, N = p.tokens, T = p.seq, B = c.anchors, R = p.batch, M = R - B
         guard M >= 1 else { throw LoraError.batch("a contrastive batch needs candidates (positives) besides its anchors") }
-        func poolMatrix(_ rows: Range<Int>) throws -> DeviceBuffer<Float> {
-            var w = [Float](repeating: 0, count: rows.count * N)
-            for (i, r) in rows.enumerated() {
-                let len = c.lengths[r]
-                switch c.pooling {
-                case .last: w[i * N + r * T + len - 1] = 1
-                case .mean: for t in 0..<len { w[i * N + r * T + t] = 1 / Float(len) }
-                }
-            }
-            return try ctx.buffer(w)
-        }
-        let unit = try ctx.buffer([Float](repeating: 1 / Float(H).squareRoot(), count: H))
-        let eps = 1e-24 / Float(H)   // F.normalize's clamp of the norm at 1e-12
-        let pa = try poolMatrix(0..<B), pc = try poolMatrix(B..<R)
+        let pa = try poolingMatrix(rows: 0..<B, lengths: c.lengths, seq: T, pooling: c.pooling)
+        let pc = try poolingMatrix(rows: B..<R, lengths: c.lengths, seq: T, pooling: c.pooling)
         let pooledA = try ctx.buffer(count: B * H), pooledC = try ctx.buffer(count: M * H)
         try ctx.matmul(pooledA, pa, p.hf, m: B, n: H, k: N)
         try ctx.matmul(pooledC, pc, p.hf, m: M, n: H, k: N)
         let a = try ctx.buffer(count: B * H), cand = try ctx.buffer(count: M * H)
         let rstdA = try ctx.buffer(count: B), rstdC = try ctx.buffer(count: M)
-        try ctx.rmsnormForward(y: a, rstd: rstdA, x: pooledA, weight: unit, rows: B, cols: H, eps: eps)
-        try ctx.rmsnormForward(y: cand, rstd: rstdC, x: pooledC, weight: unit, rows: M, cols: H, eps: eps)
+        try l2Normalize(y: a, rstd: rstdA, x: pooledA, rows: B)
+        try l2Normalize(y: cand, rstd: rstdC, x: pooledC, rows: M)
         if let onVectors { try onVectors(try a.read(), try cand.read()) }
         let sim = try ctx.buffer(count: B * M)
         try ctx.matmul(sim, a, cand, m: B, n: M, k: H, transB: .transposed, alpha: c.scale)
@@ -408,6 +396,7 @@ extension LlamaLoRAModel {
             try ctx.matmul(da, sim, cand, m: B, n: H, k: M, alpha: c.scale)
             try ctx.matmul(dc, sim, a, m: M, n: H, k: B, transA: .transposed, alpha: c.scale)
             let dpa = try ctx.buffer(count: B * H), dpc = try ctx.buffer(count: M * H)
+            let unit = try l2NormalizeWeight()
             try ctx.rmsnormBackward(dx: dpa, dweight: nil, dy: da, x: pooledA, weight: unit, rstd: rstdA, rows: B, cols: H)
             try ctx.rmsnormBackward(dx: dpc, dweight: nil, dy: dc, x: pooledC, weight: unit, rstd: rstdC, rows: M, cols: H)
             try ctx.matmul(p.dhf, pa, dpa, m: N, n: H, k: B, transA: .transposed)

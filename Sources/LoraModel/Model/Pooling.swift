@@ -23,23 +23,42 @@ extension LlamaLoRAModel {
         }
         let p = try prepare(b)
         try trunkForward(p, training: false)
-        let H = config.hiddenSize, B = b.batch, N = b.tokens
-        var weights = [Float](repeating: 0, count: B * N)
-        for (r, len) in lengths.enumerated() {
+        let H = config.hiddenSize, B = b.batch
+        let pooled = try ctx.buffer(count: B * H, label: "pooled hidden states (\(B), \(H))")
+        try ctx.matmul(pooled, try poolingMatrix(rows: 0..<B, lengths: lengths, seq: b.seq, pooling: pooling), p.hf,
+                       m: B, n: H, k: b.tokens)
+        guard normalize else { return try pooled.read() }
+        let out = try ctx.buffer(count: B * H), rstd = try ctx.buffer(count: B)
+        try l2Normalize(y: out, rstd: rstd, x: pooled, rows: B)
+        return try out.read()
+    }
+
+    /// The pooling matrix P (rows, B·T) of batch rows `rows` (each `lengths[r]` tokens of a T-token
+    /// row): a one-hot at the sample's last token, or 1/length over its tokens; pooled = P·hf.
+    func poolingMatrix(rows: Range<Int>, lengths: [Int], seq T: Int, pooling: Pooling) throws -> DeviceBuffer<Float> {
+        let N = lengths.count * T
+        var w = [Float](repeating: 0, count: rows.count * N)
+        for (i, r) in rows.enumerated() {
+            let len = lengths[r]
             switch pooling {
-            case .last: weights[r * N + r * b.seq + len - 1] = 1
-            case .mean: for t in 0..<len { weights[r * N + r * b.seq + t] = 1 / Float(len) }
+            case .last: w[i * N + r * T + len - 1] = 1
+            case .mean: for t in 0..<len { w[i * N + r * T + t] = 1 / Float(len) }
             }
         }
-        let poolMatrix = try ctx.buffer(weights)
-        let pooled = try ctx.buffer(count: B * H, label: "pooled hidden states (\(B), \(H))")
-        try ctx.matmul(pooled, poolMatrix, p.hf, m: B, n: H, k: N)
-        guard normalize else { return try pooled.read() }
-        let unit = try ctx.buffer([Float](repeating: 1 / Float(H).squareRoot(), count: H))
-        let out = try ctx.buffer(count: B * H), rstd = try ctx.buffer(count: B)
-        // mean(x²) + eps with eps = 1e-24/H: F.normalize's clamp of the norm at 1e-12.
-        try ctx.rmsnormForward(y: out, rstd: rstd, x: pooled, weight: unit, rows: B, cols: H, eps: 1e-24 / Float(H))
-        return try out.read()
+        return try ctx.buffer(w)
+    }
+
+    /// Each row of `x` (rows, H) divided by its L2 norm, as F.normalize: the RMSNorm kernel with weight
+    /// 1/√H and eps 1e-24/H (mean(x²) + eps: F.normalize's clamp of the norm at 1e-12). Its backward is
+    /// rmsnormBackward with `rstd` and `l2NormalizeWeight()`.
+    func l2Normalize(y: DeviceBuffer<Float>, rstd: DeviceBuffer<Float>, x: DeviceBuffer<Float>, rows: Int) throws {
+        let H = config.hiddenSize
+        try ctx.rmsnormForward(y: y, rstd: rstd, x: x, weight: try l2NormalizeWeight(), rows: rows, cols: H, eps: 1e-24 / Float(H))
+    }
+
+    /// The weight 1/√H that makes RMSNorm an L2 normalisation.
+    func l2NormalizeWeight() throws -> DeviceBuffer<Float> {
+        try ctx.buffer([Float](repeating: 1 / Float(config.hiddenSize).squareRoot(), count: config.hiddenSize))
     }
 }
 
