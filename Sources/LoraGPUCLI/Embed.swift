@@ -23,15 +23,13 @@ struct Embed: ParsableCommand {
     @Option(help: "FILE.jsonl or FILE.npy (default: JSONL on stdout).") var output: String?
     @Option(name: .customLong("pooling"), help: "last | mean (default: a FEATURE_EXTRACTION adapter's training pooling, else last).")
     var poolingOption: String?
-    var pooling: String { poolingOption ?? trained("pooling") ?? "last" }
+    var pooling: String { poolingOption ?? trained?.string("pooling") ?? "last" }
 
     /// A setting of the run that wrote a FEATURE_EXTRACTION adapter (its training_config.yaml), so that its
     /// vectors are made as training made them.
-    func trained(_ key: String) -> String? {
-        guard let a = adapter, (try? LoraConfig.load(path: a))?.taskType == "FEATURE_EXTRACTION",
-              let pairs = try? TrainingConfig.readMapping(a + "/training_config.yaml") else { return nil }
-        let v = pairs.first { $0.0 == key }?.1
-        return v?.string ?? v?.integral.map(String.init)
+    var trained: SavedRunSettings? {
+        guard let a = adapter, (try? LoraConfig.load(path: a))?.taskType == "FEATURE_EXTRACTION" else { return nil }
+        return SavedRunSettings(adapter: a)
     }
     @Flag(help: "Divide each vector by its L2 norm.") var normalize = false
     @Option(name: .customLong("batch-size"), parsing: .unconditional) var batchSize: Int = 8
@@ -53,7 +51,7 @@ struct Embed: ParsableCommand {
         let ctx = try deviceOption.context()
         let m = try Embedder.loadModel(model, adapter: adapter, context: ctx)
         let tokenizer = try ClassifierPrediction.tokenizer(model: model, vocabularySize: m.config.vocabSize)
-        let maxLen = min(maxSeqLen ?? trained("max_seq_len").flatMap { Int($0) } ?? m.config.maxPositionEmbeddings,
+        let maxLen = min(maxSeqLen ?? trained?.int("max_seq_len") ?? m.config.maxPositionEmbeddings,
                          m.config.maxPositionEmbeddings)
         let (lines, vectors) = try Embedder.run(model: m, file: data, tokenizer: tokenizer, maxSeqLen: maxLen,
                                                 pooling: Pooling(rawValue: pooling)!, normalize: normalize, batchSize: batchSize,

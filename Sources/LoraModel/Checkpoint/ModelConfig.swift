@@ -268,6 +268,20 @@ public struct ModelConfig: Sendable {
     /// Whether the head has a bias: a token classifier's (by default) and qa_outputs.
     public var headHasBias: Bool { task.kind == .questionAnswering || (task.classifier?.bias ?? false) }
 
+    /// A causal config as a task whose head needs no labels takes it: QUESTION_ANS a new
+    /// qa_outputs (made at load, or read from an adapter), FEATURE_EXTRACTION the trunk alone
+    /// (AutoModel). nil for another task type, or when this config is not a causal LM's.
+    public func withoutLabelsHead(taskType: String) -> ModelConfig? {
+        guard task.kind == .causalLM else { return nil }
+        var out = self
+        switch taskType {
+        case "QUESTION_ANS": out.task = .questionAnswering(inCheckpoint: false)
+        case "FEATURE_EXTRACTION": out.task = .featureExtraction
+        default: return nil
+        }
+        return out
+    }
+
     /// This config with a new sequence classifier on top (its score is made at load).
     public func classifying(_ c: SequenceClassifier) -> ModelConfig {
         var out = self

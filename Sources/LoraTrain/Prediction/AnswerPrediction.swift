@@ -17,18 +17,13 @@ public enum AnswerPrediction {
 
         /// max_seq_len: the training run's, else run_qa.py's 384 (capped at the model's positions).
         public init(adapter: String, modelPositions: Int) {
-            maxSeqLen = min(ClassifierPrediction.trainedMaxSeqLen(adapter: adapter) ?? 384, modelPositions)
-            let path = adapter + "/training_config.yaml"
-            guard FileManager.default.fileExists(atPath: path), let pairs = try? TrainingConfig.readMapping(path) else { return }
-            func int(_ key: String) -> Int? {
-                let v = pairs.first { $0.0 == key }?.1
-                return v?.integral ?? v?.string.flatMap { Int($0) }
-            }
-            docStride = int("doc_stride") ?? docStride
-            maxAnswerLength = int("max_answer_length") ?? maxAnswerLength
-            nBestSize = int("n_best_size") ?? nBestSize
-            let v2 = pairs.first { $0.0 == "version_2_with_negative" }?.1
-            allowNoAnswer = v2?.bool ?? (v2?.string == "true")
+            let run = SavedRunSettings(adapter: adapter)
+            maxSeqLen = min(run?.int("max_seq_len") ?? 384, modelPositions)
+            guard let run else { return }
+            docStride = run.int("doc_stride") ?? docStride
+            maxAnswerLength = run.int("max_answer_length") ?? maxAnswerLength
+            nBestSize = run.int("n_best_size") ?? nBestSize
+            allowNoAnswer = run.bool("version_2_with_negative") ?? allowNoAnswer
         }
     }
 

@@ -34,13 +34,7 @@ public enum ClassifierPrediction {
 
     /// max_seq_len of the run that wrote the adapter (its training_config.yaml), so that
     /// prediction truncates as evaluation did; nil when the file is not there.
-    public static func trainedMaxSeqLen(adapter: String) -> Int? {
-        let path = adapter + "/training_config.yaml"
-        guard FileManager.default.fileExists(atPath: path),
-              let pairs = try? TrainingConfig.readMapping(path) else { return nil }
-        let v = pairs.first { $0.0 == "max_seq_len" }?.1
-        return v?.integral ?? v?.string.flatMap { Int($0) }
-    }
+    public static func trainedMaxSeqLen(adapter: String) -> Int? { SavedRunSettings(adapter: adapter)?.int("max_seq_len") }
 
     public struct Prediction: Sendable {
         public var line: Int
@@ -250,15 +244,10 @@ extension ModelConfig {
     /// adapter_config.json); otherwise a 2-label stand-in (training takes the
     /// labels from the data), said in the note.
     public func forInspection(lora: LoraConfig, path: String?) throws -> (config: ModelConfig, note: String?) {
-        if lora.taskType == "QUESTION_ANS", task.kind == .causalLM {
-            var config = self
-            config.task = .questionAnswering(inCheckpoint: false)
-            return (config, "QUESTION_ANS on a causal base: training makes qa_outputs (hidden → 2, with a bias)")
-        }
-        if lora.taskType == "FEATURE_EXTRACTION", task.kind == .causalLM {
-            var config = self
-            config.task = .featureExtraction
-            return (config, "FEATURE_EXTRACTION on a causal base: its trunk, no head (transformers' AutoModel)")
+        if let config = withoutLabelsHead(taskType: lora.taskType) {
+            return (config, lora.taskType == "QUESTION_ANS"
+                ? "QUESTION_ANS on a causal base: training makes qa_outputs (hidden → 2, with a bias)"
+                : "FEATURE_EXTRACTION on a causal base: its trunk, no head (transformers' AutoModel)")
         }
         guard lora.taskType == "SEQ_CLS" || lora.taskType == "TOKEN_CLS", task.kind == .causalLM else { return (self, nil) }
         if let path {
@@ -280,18 +269,8 @@ extension ModelConfig {
     /// id2label, problem_type, pad_token_id); a classifier checkpoint keeps its own
     /// head (the pad id from labels.json when its config has none).
     public func forAdapter(_ adapter: String, lora: LoraConfig, basePath: String) throws -> ModelConfig {
-        if lora.taskType == "QUESTION_ANS", task.kind == .causalLM {
-            // A causal base: the adapter's qa_outputs (under modules_to_save) is the head.
-            var config = self
-            config.task = .questionAnswering(inCheckpoint: false)
-            return config
-        }
-        if lora.taskType == "FEATURE_EXTRACTION", task.kind == .causalLM {
-            // The base's trunk (transformers' AutoModel), no head.
-            var config = self
-            config.task = .featureExtraction
-            return config
-        }
+        // QUESTION_ANS: the adapter's qa_outputs (under modules_to_save) is the head; FEATURE_EXTRACTION: none.
+        if let config = withoutLabelsHead(taskType: lora.taskType) { return config }
         guard lora.taskType == "SEQ_CLS" || lora.taskType == "TOKEN_CLS" else { return self }
         let tags = lora.taskType == "TOKEN_CLS"
         let saved = try SequenceClassifier.load(adapterDirectory: adapter)

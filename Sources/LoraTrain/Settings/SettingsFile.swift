@@ -75,3 +75,20 @@ extension TrainingConfig {
         }.joined(separator: "\n") + "\n"
     }
 }
+
+/// The settings of the run that wrote an adapter (its training_config.yaml), so that predict and
+/// embed work as that run's evaluation did; nil when the file is not there or cannot be read.
+public struct SavedRunSettings {
+    let pairs: [(String, JSONValue)]
+
+    public init?(adapter: String) {
+        let path = adapter + "/training_config.yaml"
+        guard FileManager.default.fileExists(atPath: path), let pairs = try? TrainingConfig.readMapping(path) else { return nil }
+        self.pairs = pairs
+    }
+
+    func value(_ key: String) -> JSONValue? { pairs.first { $0.0 == key }?.1 }
+    public func int(_ key: String) -> Int? { value(key).flatMap { $0.integral ?? $0.string.flatMap { Int($0) } } }
+    public func string(_ key: String) -> String? { value(key)?.string }
+    public func bool(_ key: String) -> Bool? { value(key).flatMap { $0.bool ?? $0.string.flatMap { Bool($0) } } }
+}

@@ -57,7 +57,7 @@ struct TrainingSetup {
             }
             // A causal checkpoint gets a new qa_outputs (transformers' init, seeded); a *ForQuestionAnswering one keeps its own.
             switch modelConfig.task.kind {
-            case .causalLM: modelConfig.task = .questionAnswering(inCheckpoint: false)
+            case .causalLM: modelConfig = modelConfig.withoutLabelsHead(taskType: "QUESTION_ANS")!
             case .questionAnswering: break
             default:
                 throw TrainError.setting(source: "settings", key: "model", reason: "\(c.model) is a "
@@ -71,11 +71,11 @@ struct TrainingSetup {
                     + "packing is not available with task_type FEATURE_EXTRACTION")
             }
             // The base's trunk, no head (transformers' AutoModel): from a causal checkpoint.
-            guard modelConfig.task.kind == .causalLM else {
+            guard let trunk = modelConfig.withoutLabelsHead(taskType: "FEATURE_EXTRACTION") else {
                 throw TrainError.setting(source: "settings", key: "model", reason: "\(c.model) is a "
                     + "\(modelConfig.architecture.className(for: modelConfig.task)): FEATURE_EXTRACTION trains a causal LM's trunk")
             }
-            modelConfig.task = .featureExtraction
+            modelConfig = trunk
         }
         if classifies && c.packing {
             throw TrainError.setting(source: "settings", key: "packing", reason: tags
