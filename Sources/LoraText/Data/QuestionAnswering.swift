@@ -227,6 +227,14 @@ public enum QAPrediction {
             self.end = end
             self.contextOffsets = contextOffsets
         }
+
+        /// The window of row `r` of a batch's (2B, T) logits — row 2r its start logits, 2r+1 its end
+        /// logits — cut to its `contextOffsets.count` tokens.
+        public init(row r: Int, of logits: [Float], width T: Int, contextOffsets: [Range<Int>?]) {
+            let n = contextOffsets.count
+            self.init(start: Array(logits[(2 * r * T)..<(2 * r * T + n)]), end: Array(logits[((2 * r + 1) * T)..<((2 * r + 1) * T + n)]),
+                      contextOffsets: contextOffsets)
+        }
     }
 
     public struct Answer: Equatable {

@@ -73,9 +73,7 @@ public enum AnswerPrediction {
                 let n = f.inputIDs.count
                 // A pre-tokenized line has no context text: every token may be part of the span.
                 let offsets = records[f.record].context == nil ? (0..<n).map { Optional($0..<($0 + 1)) } : f.contextOffsets
-                windows[f.record].append(QAPrediction.Window(
-                    start: Array(logits[(2 * r * width)..<(2 * r * width + n)]),
-                    end: Array(logits[((2 * r + 1) * width)..<((2 * r + 1) * width + n)]), contextOffsets: offsets))
+                windows[f.record].append(QAPrediction.Window(row: r, of: logits, width: width, contextOffsets: offsets))
             }
             progress(min(start + batchSize, features.count), features.count)
         }

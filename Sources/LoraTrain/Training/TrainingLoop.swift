@@ -314,10 +314,8 @@ final class TrainingLoop {
                     + "for \(b.rows) windows of \(T) tokens (start and end: \(2 * b.rows * T)): not an extractive-QA head")
             }
             for (r, span) in (b.answerSpans ?? []).enumerated() {
-                let f = qa.features[span.feature], n = f.inputIDs.count
-                windows[f.record, default: []].append(QAPrediction.Window(
-                    start: Array(logits[(2 * r * T)..<(2 * r * T + n)]), end: Array(logits[((2 * r + 1) * T)..<((2 * r + 1) * T + n)]),
-                    contextOffsets: f.contextOffsets))
+                let f = qa.features[span.feature]
+                windows[f.record, default: []].append(QAPrediction.Window(row: r, of: logits, width: T, contextOffsets: f.contextOffsets))
             }
         }
         var predictions: [String] = [], golds: [[String]] = []
