@@ -4,7 +4,7 @@ import LoraBase
 import LoraTrain
 
 /// Flags → the config overrides they stand for (keys as in the config file).
-private protocol OverrideGroup { func overrides() -> [String: Any] }
+private protocol OverrideGroup { func overrides() throws -> [String: Any] }
 
 private func put(_ d: inout [String: Any], _ key: String, _ v: CustomStringConvertible?) {
     if let v { d[key] = v.description }
@@ -125,6 +125,40 @@ struct TrainLoraOptions: ParsableArguments, OverrideGroup {
     }
 }
 
+/// The keys of PEFT's LoraConfig this trainer does not support: accepted at PEFT's default, refused
+/// otherwise with the reason (the same rule as in a settings file or adapter_config.json).
+struct TrainUnsupportedLoraOptions: ParsableArguments, OverrideGroup {
+    @Flag(inversion: .prefixedNo, help: "DoRA: refused (not supported). [use_dora, default false]") var useDora: Bool?
+    @Flag(inversion: .prefixedNo, help: "Refused: these models store W as (out, in). [fan_in_fan_out, default false]") var fanInFanOut: Bool?
+    @Flag(inversion: .prefixedNo, help: "A trainable bias on lora_B: refused (use --bias). [lora_bias, default false]") var loraBias: Bool?
+    @Flag(inversion: .prefixedNo, help: "QALoRA: refused. [use_qalora, default false]") var useQalora: Bool?
+    @Flag(inversion: .prefixedNo, help: "Tied adapters for tied embeddings: refused. [ensure_weight_tying, default false]")
+    var ensureWeightTying: Bool?
+    @Option(help: ArgumentHelp("LoRA on bare parameters: refused (name modules in --target-modules). [target_parameters]",
+                               valueName: "name")) var targetParameters: [String] = []
+    @Option(help: ArgumentHelp("Train single embedding rows: refused (--modules-to-save embed_tokens trains them all). "
+                               + "[trainable_token_indices]", valueName: "i,j,…")) var trainableTokenIndices: String?
+    @Option(help: ArgumentHelp("PEFT's method: LORA only. [peft_type, default LORA]", valueName: "type")) var peftType: String?
+    @Option(help: ArgumentHelp("Any other key of PEFT's LoraConfig, its value in YAML (e.g. loftq_config={} or "
+                               + "megatron_config=null); repeat.", valueName: "key=value")) var loraOption: [String] = []
+
+    func overrides() throws -> [String: Any] {
+        var d: [String: Any] = [:]
+        put(&d, "use_dora", useDora); put(&d, "fan_in_fan_out", fanInFanOut); put(&d, "lora_bias", loraBias)
+        put(&d, "use_qalora", useQalora); put(&d, "ensure_weight_tying", ensureWeightTying)
+        if !targetParameters.isEmpty { d["target_parameters"] = targetParameters }
+        if let t = trainableTokenIndices {
+            d["trainable_token_indices"] = t.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        }
+        put(&d, "peft_type", peftType)
+        for item in loraOption {
+            let (key, value) = try TrainingConfig.loraOption(item)
+            d[key] = value
+        }
+        return d
+    }
+}
+
 struct TrainOptimOptions: ParsableArguments, OverrideGroup {
     @Option(parsing: .unconditional, help: "Peak learning rate. [learning_rate, default 5e-5]") var learningRate: String?
     @Option(help: "linear | cosine | constant | constant_with_warmup. [lr_scheduler_type, default linear]") var lrSchedulerType: String?
@@ -224,6 +258,8 @@ struct Train: ParsableCommand {
     var config: String?
     @OptionGroup(title: "Data") var dataOptions: TrainDataOptions
     @OptionGroup(title: "LoRA") var loraOptions: TrainLoraOptions
+    @OptionGroup(title: "Unsupported PEFT LoraConfig keys (the default is accepted, another value refused with the reason)")
+    var unsupportedLoraOptions: TrainUnsupportedLoraOptions
     @OptionGroup(title: "Optimisation") var optimOptions: TrainOptimOptions
     @OptionGroup(title: "Output, logging and checkpoints") var outputOptions: TrainOutputOptions
     @OptionGroup var deviceOption: DeviceOption
@@ -232,8 +268,8 @@ struct Train: ParsableCommand {
 
     func run() throws {
         var overrides: [String: Any] = [:]
-        let groups: [OverrideGroup] = [dataOptions, loraOptions, optimOptions, outputOptions]
-        for g in groups { overrides.merge(g.overrides()) { _, new in new } }
+        let groups: [OverrideGroup] = [dataOptions, loraOptions, unsupportedLoraOptions, optimOptions, outputOptions]
+        for g in groups { overrides.merge(try g.overrides()) { _, new in new } }
         let outcome: Trainer.Outcome
         if config == nil && overrides.isEmpty {
             // No settings at all: the demo (SmolLM2 learns the Pip persona), or how to fetch its model.

@@ -117,7 +117,7 @@ struct Inspect: ParsableCommand {
     func run() throws {
         if loraConfig != nil, settings != nil { throw ValidationError("give --lora-config or --config, not both") }
         // Settings first: a bad one is reported before the checkpoint is read.
-        let lora = try loraConfig.map { try TrainingConfig.inspectedLoRA(path: $0) }
+        let lora = try loraConfig.map { try TrainingConfig.loraConfigFile(path: $0).lora }
             ?? settings.map { try TrainingConfig.loraSettings(file: $0) }
         let (base, checkpoint) = try ModelSource.open(modelDirectory)
         let (config, note) = try lora.map { try base.forInspection(lora: $0, path: loraConfig) } ?? (base, nil)

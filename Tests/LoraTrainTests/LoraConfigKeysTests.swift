@@ -51,8 +51,8 @@ final class LoraConfigKeysTests: XCTestCase {
         let yaml = try write("writeup.yaml", Self.writeUpYAML)
         let json = try write("writeup.json", Self.writeUpJSON)
         for l in [try resolve(yaml).get().lora, try resolve(json).get().lora,
-                  try resolve(nil, ["lora_config": json]).get().lora, try TrainingConfig.inspectedLoRA(path: yaml),
-                  try TrainingConfig.inspectedLoRA(path: json)] {
+                  try resolve(nil, ["lora_config": json]).get().lora, try resolve(nil, ["lora_config": yaml]).get().lora,
+                  try TrainingConfig.loraConfigFile(path: yaml).lora, try TrainingConfig.loraConfigFile(path: json).lora] {
             XCTAssertEqual(l.r, 16)
             XCTAssertEqual(l.loraAlpha, 32)
             XCTAssertEqual(l.loraDropout, 0.05)
@@ -150,8 +150,95 @@ final class LoraConfigKeysTests: XCTestCase {
         let y = try write("s.yaml", "lora_aplha: 32\n")
         XCTAssertEqual(message(y), y + ": lora_aplha: unknown setting; did you mean 'lora_alpha'?")
         XCTAssertEqual(message(nil, ["use_doRa": "false"]), "command line: use_doRa: unknown setting; did you mean 'use_dora'?")
-        XCTAssertThrowsError(try TrainingConfig.inspectedLoRA(path: j)) { e in
-            XCTAssertEqual("\(e)", y.replacingOccurrences(of: "s.yaml", with: "a.json") + ": lora_aplha: unknown setting; did you mean 'lora_alpha'?")
+        XCTAssertThrowsError(try TrainingConfig.loraConfigFile(path: j)) { e in
+            XCTAssertEqual("\(e)", j + ": field 'lora_aplha': not a key of PEFT's LoraConfig; did you mean 'lora_alpha'?")
+        }
+        // A near miss at a default-like value is a typo too (init_lora_weights: false was silently dropped),
+        // in a hand-written JSON, in one PEFT wrote (peft_type), in YAML, in a flag: train and inspect agree.
+        let expected = "field 'init_lora_weight': not a key of PEFT's LoraConfig; did you mean 'init_lora_weights'?"
+        for extra in ["", #", "peft_type": "LORA""#] {
+            let f = try write("t.json", #"{"r": 4, "target_modules": ["q_proj"], "init_lora_weight": false"# + extra + "}")
+            XCTAssertEqual(message(nil, ["lora_config": f]), f + ": " + expected)
+            XCTAssertThrowsError(try TrainingConfig.loraConfigFile(path: f)) { XCTAssertEqual("\($0)", f + ": " + expected) }
+            let dirAdapter = dir + "/adapter"
+            try FileManager.default.createDirectory(atPath: dirAdapter, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: f, toPath: dirAdapter + "/adapter_config.json")
+            XCTAssertEqual(message(nil, ["adapter": dirAdapter]), dirAdapter + "/adapter_config.json: " + expected)
+            try FileManager.default.removeItem(atPath: dirAdapter)
+        }
+        let ty = try write("t.yaml", "init_lora_weight: false\n")
+        XCTAssertEqual(message(ty), ty + ": init_lora_weight: unknown setting; did you mean 'init_lora_weights'?")
+        XCTAssertEqual(message(nil, ["lora_config": ty]), message(ty))
+        XCTAssertThrowsError(try TrainingConfig.loraConfigFile(path: ty)) { XCTAssertEqual("\($0)", message(ty)) }
+    }
+
+    /// `train --lora-config` reads what `inspect --lora-config` reads: a settings file gives its LoRA keys
+    /// (its training keys are checked, not applied, and the run says so); a lora_config loop is an error.
+    func testTrainLoraConfigTakesTheSettingsFileInspectTakes() throws {
+        let yaml = try write("writeup.yaml", Self.writeUpYAML + "learning_rate: 3e-4\nnum_train_epochs: 2\n")
+        let c = try resolve(nil, ["lora_config": yaml]).get()
+        XCTAssertEqual(c.lora, try TrainingConfig.loraConfigFile(path: yaml).lora)
+        XCTAssertEqual(c.lora.r, 16)
+        XCTAssertEqual(c.learningRate, 5e-5, "a --lora-config file's training keys are not applied")
+        XCTAssertEqual(c.notes, ["lora_config \(yaml) is a settings file: its LoRA settings are used, its other settings "
+                                 + "(learning_rate, num_train_epochs) are not; give it with --config to train with them"])
+        // A bad training value in it is still an error, named by the file.
+        let bad = try write("bad.yaml", "r: 4\nlearning_rat: 1\n")
+        XCTAssertEqual(message(nil, ["lora_config": bad]), bad + ": learning_rat: unknown setting; did you mean 'learning_rate'?")
+        // A loop of lora_config files.
+        let a = dir + "/a.yaml", b = dir + "/b.yaml"
+        try "lora_config: \(b)\n".write(toFile: a, atomically: true, encoding: .utf8)
+        try "lora_config: \(a)\n".write(toFile: b, atomically: true, encoding: .utf8)
+        XCTAssertTrue(message(nil, ["lora_config": a]).hasSuffix("lora_config: \(a) leads back to a file already read (a loop)"),
+                      message(nil, ["lora_config": a]))
+        // Through the command line: the run trains and prints the note.
+        let data = dir + "/train.jsonl"
+        try writeSamples(data, count: 4)
+        let r = try CLI.run(["train", "--lora-config", yaml, "--model", fixtureModel, "--data", data, "--output-dir", dir + "/out",
+                             "--max-steps", "1", "--per-device-train-batch-size", "2", "--device", "cpu"])
+        XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
+        XCTAssertTrue((r.stderr + r.stdout).contains("note: lora_config \(yaml) is a settings file"), r.stderr + r.stdout)
+        XCTAssertEqual(try LoraConfig.load(path: dir + "/out").r, 16)
+    }
+
+    /// The refused keys have flags, parsed by the real command line: PEFT's default is accepted (the run
+    /// trains), any other value is refused with the reason, as in a settings file.
+    func testRefusedKeysThroughTheCommandLine() throws {
+        let base = ["train", "--model", fixtureModel, "--data", dir + "/none.jsonl", "--device", "cpu"]
+        let cases: [([String], String)] = [
+            (["--use-dora"], "command line: use_dora: true is not supported: DoRA is not supported; set use_dora to false for plain LoRA"),
+            (["--fan-in-fan-out"], "command line: fan_in_fan_out: true is not supported: these models' linear layers store W"),
+            (["--lora-bias"], "command line: lora_bias: true is not supported: a trainable bias on lora_B"),
+            (["--use-qalora"], "command line: use_qalora: true is not supported: QALoRA is not supported"),
+            (["--ensure-weight-tying"], "command line: ensure_weight_tying: true is not supported"),
+            (["--target-parameters", "mlp.experts.gate_up_proj"], "command line: target_parameters: [mlp.experts.gate_up_proj] is not supported"),
+            (["--trainable-token-indices", "1,2"], "command line: trainable_token_indices: [1, 2] is not supported"),
+            (["--peft-type", "LOHA"], "command line: peft_type: 'LOHA' is not supported; supported: LORA"),
+            (["--lora-option", "loftq_config={loftq_bits: 4}"], "command line: loftq_config: {loftq_bits: 4} is not supported: LoftQ"),
+            (["--lora-option", "init_lora_weight=false"], "command line: init_lora_weight: not a key of PEFT's LoraConfig; did you mean 'init_lora_weights'?"),
+            (["--lora-option", "learning_rate=1"], "command line: learning_rate: not a key of PEFT's LoraConfig; it is a training setting: give it as --learning-rate"),
+            (["--lora-option", "use_dora"], "command line: lora_option: 'use_dora' is not KEY=VALUE"),
+            (["--inference-mode", "true"], "command line: inference_mode: true loads the adapter frozen"),
+        ]
+        for (args, expected) in cases {
+            let r = try CLI.run(base + args)
+            XCTAssertNotEqual(r.status, 0, args.joined(separator: " "))
+            XCTAssertTrue(r.stderr.contains(expected), "\(args): \(r.stderr)")
+        }
+        // At PEFT's defaults: accepted, and the run trains.
+        let data = dir + "/train.jsonl"
+        try writeSamples(data, count: 4)
+        let r = try CLI.run(["train", "--model", fixtureModel, "--data", data, "--output-dir", dir + "/out", "--max-steps", "1",
+                             "--per-device-train-batch-size", "2", "--device", "cpu", "--no-use-dora", "--no-fan-in-fan-out",
+                             "--no-lora-bias", "--peft-type", "LORA", "--lora-option", "loftq_config={}",
+                             "--lora-option", "megatron_config=null", "--inference-mode", "false"])
+        XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
+        // Every key of PEFT's LoraConfig is reachable from the command line: a flag of its own or --lora-option.
+        let help = try CLI.run(["train", "--help"]).stdout
+        for key in LoraConfig.peftKeys.map(\.key) {
+            let flag = "--" + key.replacingOccurrences(of: "_", with: "-")
+            if help.contains(flag + " ") || help.contains(flag + "/") || help.contains(flag + "\n") { continue }
+            XCTAssertNoThrow(try TrainingConfig.loraOption(key + "=null"), key)
         }
     }
 

@@ -138,13 +138,13 @@ public struct LoraConfig: Sendable, Equatable {
             guard j["target_modules"].map({ !$0.isNull }) ?? false else {
                 throw SettingError("target_modules", "missing: name the modules to adapt (a list, a regex or \"all-linear\")")
             }
+            let savedByPEFT = j["peft_type"] != nil
             for (k, v) in j.pairs {
-                if v.isNull, peftKeyUse[k] != nil { continue }  // null: PEFT's default
-                // A key PEFT 0.21 does not have, at a default-like value (null, false, empty): ignored,
-                // as PEFT ignores unknown keys — adapters of other PEFT versions (alpaca-lora's
-                // enable_lora: null, merge_weights: false; fields newer releases add) still load.
-                // With any other value it may change the math: an error, with the nearest key.
-                if peftKeyUse[k] == nil, isDefault(v) { continue }
+                if peftKeyUse[k] == nil {
+                    if let e = unknownKey(k, v, savedByPEFT: savedByPEFT) { throw e }
+                    continue
+                }
+                if v.isNull { continue }  // null: PEFT's default
                 try c.set(k, v, fromText: false)
             }
             try c.validate()
@@ -162,7 +162,8 @@ public struct LoraConfig: Sendable, Equatable {
     public mutating func set(_ key: String, _ v: JSONValue, fromText: Bool = true) throws {
         func fail(_ r: String) -> SettingError { SettingError(key, r) }
         guard let use = Self.peftKeyUse[key] else {
-            throw fail("not a key of PEFT's LoraConfig" + NearestName.suggestion(key, among: Self.peftKeys.map(\.key)))
+            if let e = Self.unknownKey(key, v, savedByPEFT: false) { throw e }
+            return
         }
         switch use {
         case .honoured: break
@@ -264,6 +265,25 @@ public struct LoraConfig: Sendable, Equatable {
         case .object(let o): return "{" + o.pairs.map { "\($0.0): \(plain($0.1))" }.joined(separator: ", ") + "}"
         default: return v.shortDescription
         }
+    }
+
+    /// The one rule for a key that is not a field of PEFT 0.21's LoraConfig, in every path (settings
+    /// files, flags, `--lora-config`, `inspect`, `--adapter`): nil when it is ignored, else the error.
+    /// - A near miss of a known key (`lora_aplha`, `init_lora_weight`) is a typo: an error naming the
+    ///   key meant, whatever its value — a typo at a default-like value would otherwise drop a setting.
+    /// - In an adapter_config.json PEFT saved (it carries peft_type) an unknown key at a default-like
+    ///   value (null, false, empty) is ignored, as PEFT ignores keys it does not know: adapters of
+    ///   other PEFT versions (alpaca-lora's enable_lora: null, merge_weights: false; fields newer
+    ///   releases add) still load.
+    /// - Any other unknown key is an error: it may change the math.
+    /// `known`: the keys of the path (a settings file adds the training keys).
+    public static func unknownKey(_ key: String, _ v: JSONValue, savedByPEFT: Bool,
+                                  known: [String] = peftKeys.map(\.key)) -> SettingError? {
+        if let near = NearestName.closest(key, among: known) {
+            return SettingError(key, "not a key of PEFT's LoraConfig; did you mean '\(near)'?")
+        }
+        if savedByPEFT && isDefault(v) { return nil }
+        return SettingError(key, "not a key of PEFT's LoraConfig")
     }
 
     /// PEFT's default for the keys refused away from it: null, false, or an empty list or mapping

@@ -1,5 +1,6 @@
 import Foundation
 import LoraBase
+import LoraModel
 import Yams
 
 // The settings file: one flat YAML (or JSON, a subset of YAML) mapping of
@@ -59,6 +60,24 @@ extension TrainingConfig {
         case let a as [Any]: return .array(a.map { value(any: $0) })
         default: return .string("\(v)")
         }
+    }
+
+    /// `--lora-option KEY=VALUE`: any key of PEFT's LoraConfig from the command line, its value read as a
+    /// settings file reads it (YAML: `{}`, `[1, 2]`, `{loftq_bits: 4}`, `null`, text). The key must be
+    /// LoraConfig's (a near miss names the key meant); training settings have their own flags.
+    public static func loraOption(_ item: String) throws -> (key: String, value: JSONValue) {
+        func fail(_ key: String, _ r: String) -> TrainError { .setting(source: "command line", key: key, reason: r) }
+        guard let eq = item.firstIndex(of: "="), eq != item.startIndex else {
+            throw fail("lora_option", "'\(item)' is not KEY=VALUE (e.g. --lora-option use_dora=false)")
+        }
+        let key = String(item[..<eq]).replacingOccurrences(of: "-", with: "_"), text = String(item[item.index(after: eq)...])
+        guard LoraConfig.peftKeyUse[key] != nil else {
+            let reason = LoraConfig.unknownKey(key, .null, savedByPEFT: false)?.reason ?? "not a key of PEFT's LoraConfig"
+            throw fail(key, reason + (fieldOf[key] != nil ? "; it is a training setting: give it as --\(key.replacingOccurrences(of: "_", with: "-"))" : ""))
+        }
+        let node: Node?
+        do { node = try Yams.compose(yaml: text) } catch { throw fail(key, "'\(text)' is not a YAML value: \(error)") }
+        return (key, node.map { value($0) } ?? .null)
     }
 
     /// The resolved settings as YAML (training_config.yaml): every key in `keys`

@@ -76,6 +76,8 @@ public struct TrainingConfig: Equatable, Sendable {
     public var neftuneNoiseAlpha: Double?
     public var resumeFromCheckpoint: String?
 
+    /// What the reading decided that the user should hear (printed when training starts).
+    public var notes: [String] = []
     /// Keys given explicitly (file or flags).
     public var explicitKeys: Set<String> = []
     /// Where each explicit key came from (the file's path, or the flags), so that an error names it.
@@ -122,6 +124,8 @@ public struct TrainingConfig: Equatable, Sendable {
         ("neftune_noise_alpha", .optionalNumber(\.neftuneNoiseAlpha)), ("resume_from_checkpoint", .optionalText(\.resumeFromCheckpoint)),
     ]
     public static let keys = fields.map(\.key)
+    /// Every key a settings file or flag may give: the training keys and all of PEFT's LoraConfig.
+    static let allKeys = keys + LoraConfig.peftKeys.map(\.key).filter { !keys.contains($0) }
     static let fieldOf = Dictionary(uniqueKeysWithValues: fields)
 
     /// Keys of PEFT's LoraConfig: every one is a setting (LoraConfig.peftKeys says what each does);
@@ -159,9 +163,15 @@ public struct TrainingConfig: Equatable, Sendable {
             // PeftModel.from_pretrained(..., is_trainable=True) does.
             fixed.inferenceMode = false
             c.lora = fixed
-        } else if let file = c.loraConfig {
-            c.lora = try LoraConfig.load(path: file)
-            if c.lora.inferenceMode { c.keySources["inference_mode"] = file }
+        } else if let loraFile = c.loraConfig {
+            // What inspect --lora-config reads: an adapter_config.json, or a settings file's LoRA keys.
+            let (lora, notApplied) = try loraConfigFile(path: loraFile, visited: Set(file.map { [standardized($0)] } ?? []))
+            c.lora = lora
+            if c.lora.inferenceMode { c.keySources["inference_mode"] = loraFile }
+            if !notApplied.isEmpty {
+                c.notes.append("lora_config \(loraFile) is a settings file: its LoRA settings are used, its other settings ("
+                               + notApplied.joined(separator: ", ") + ") are not; give it with --config to train with them")
+            }
         }
         for g in given where loraKeys.contains(g.key) { try c.set(g.key, g.value, source: g.source) }
         try c.validate(adapterConfig: fixed)
@@ -172,33 +182,49 @@ public struct TrainingConfig: Equatable, Sendable {
     /// lora_config or adapter, every key checked as `train` checks it; the training keys are not
     /// required (no model or data needed).
     public static func loraSettings(file: String) throws -> LoraConfig {
+        try loraSettings(file: file, visited: [standardized(file)]).lora
+    }
+
+    /// loraSettings, and the training keys the file gives (checked, not applied). `visited`: the
+    /// files a chain of lora_config has read (a loop is an error).
+    static func loraSettings(file: String, visited: Set<String>) throws -> (lora: LoraConfig, trainingKeys: [String]) {
         let given = try readMapping(file)
         var c = TrainingConfig()
         for (k, v) in given where !loraKeys.contains(k) { try c.set(k, v, source: file) }
         if let a = c.adapter { c.lora = try LoraConfig.load(path: a); c.lora.inferenceMode = false }
-        else if let l = c.loraConfig { c.lora = try LoraConfig.load(path: l) }
+        else if let l = c.loraConfig {
+            guard !visited.contains(standardized(l)) else {
+                throw TrainError.setting(source: file, key: "lora_config", reason: "\(l) leads back to a file already read (a loop)")
+            }
+            c.lora = try loraConfigFile(path: l, visited: visited.union([standardized(l)])).lora
+        }
         for (k, v) in given where loraKeys.contains(k) { try c.set(k, v, source: file) }
         do { try c.lora.validate() } catch let e as LoraConfig.SettingError {
             throw TrainError.setting(source: file, key: e.key, reason: e.reason)
         }
-        return c.lora
+        let training = given.map(\.0).filter { !loraKeys.contains($0) && !["lora_config", "adapter"].contains($0) }
+        return (c.lora, training)
     }
 
-    /// What `inspect --lora-config` shows: an adapter directory, or a JSON file with peft_type or only
-    /// LoraConfig keys (an adapter_config.json), as PEFT reads it; any other file as the settings
-    /// file `train --config` reads (loraSettings).
-    public static func inspectedLoRA(path: String) throws -> LoraConfig {
+    /// What `lora_config` (`train --lora-config`, `inspect --lora-config`) names, read by one rule:
+    /// an adapter directory, or an adapter_config.json — a JSON mapping PEFT wrote (it carries
+    /// peft_type) or one of LoraConfig's keys without training keys — read as PEFT reads it; any other
+    /// file is a settings file (YAML or JSON, what `--config` reads), whose LoRA settings are taken.
+    /// `notApplied`: a settings file's training keys, checked but not applied (--config applies them).
+    public static func loraConfigFile(path: String, visited: Set<String> = []) throws -> (lora: LoraConfig, notApplied: [String]) {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
-            return try LoraConfig.load(path: path)
+            return (try LoraConfig.load(path: path), [])
         }
-        // An adapter_config.json: PEFT writes peft_type; or every key is one of LoraConfig's.
         if let data = FileManager.default.contents(atPath: path), let j = try? JSONValue.parse(data), let o = j.object,
-           o["peft_type"] != nil || o.keys.allSatisfy({ LoraConfig.peftKeyUse[$0] != nil }) {
-            return try LoraConfig.load(path: path)
+           o["peft_type"] != nil || !o.keys.contains(where: { fieldOf[$0] != nil && !loraKeys.contains($0) }) {
+            return (try LoraConfig.load(path: path), [])
         }
-        return try loraSettings(file: path)
+        let (lora, training) = try loraSettings(file: path, visited: visited.union([standardized(path)]))
+        return (lora, training)
     }
+
+    static func standardized(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath().path }
 
     /// Why training refuses inference_mode: true.
     public static let inferenceModeReason = "true loads the adapter frozen, for inference: PEFT trains nothing with it "
@@ -274,7 +300,8 @@ public struct TrainingConfig: Equatable, Sendable {
                 + "the device (F16 and BF16 stay 16-bit, F32 and GGUF blocks become fp32; the memory plan shows it) "
                 + "and every product accumulates in fp32"
         }
-        return "unknown setting" + NearestName.suggestion(key, among: keys + LoraConfig.peftKeys.map(\.key).filter { !keys.contains($0) })
+        // LoraConfig's rule for unknown keys, over the training keys too: a near miss names the key meant.
+        return "unknown setting" + NearestName.suggestion(key, among: allKeys)
     }
 
     /// The known key nearest to `key` (NearestName: a near miss only).
