@@ -34,8 +34,8 @@ final class MPITests: XCTestCase {
 
     /// `rankEnv`: NAME=value pairs for the ranks (mpirun -x).
     func train(ranks: Int, accumulation: Int, data: String, output: String, extra: [String] = [],
-               rankEnv: [String] = []) throws -> String {
-        let args = ["train", "--model", fixtureModel, "--data", data, "--output-dir", output,
+               rankEnv: [String] = [], model: String = fixtureModel) throws -> String {
+        let args = ["train", "--model", model, "--data", data, "--output-dir", output,
                     "--per-device-train-batch-size", "2", "--gradient-accumulation-steps", String(accumulation),
                     "--learning-rate", "1e-2", "--max-steps", "4", "--logging-steps", "1", "--save-steps", "2",
                     "--target-modules", "all-linear", "--lora-dropout", "0.1", "--seed", "5"] + extra
@@ -126,6 +126,24 @@ final class MPITests: XCTestCase {
                             extra: ["--resume-from-checkpoint", "latest"])
         XCTAssertTrue(out.contains("resumed from") && out.contains("at step 2"), out)
         try assertSameAdapter(dir + "/one/adapter_model.safetensors", dir + "/resumed/adapter_model.safetensors")
+    }
+
+    /// The task heads over two ranks: the head's gradients are summed with the adapter's (issue 16, one
+    /// engine). Text data on the ChatML fixture; TOKEN_CLS's classifier dropout and lora_dropout are on.
+    func testTaskHeadsOverTwoRanks() throws {
+        _ = try mpirun()
+        let dir = try temporaryDirectory("mpi-tasks")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for (task, lines, taskExtra) in TaskResumeTests.tasks() {
+            let data = dir + "/\(task).jsonl"
+            try lines.write(toFile: data, atomically: true, encoding: .utf8)
+            let extra = ["--task-type", task, "--target-modules", "q_proj,v_proj,down_proj"]
+                + taskExtra.sorted { $0.key < $1.key }.flatMap { ["--" + $0.key.replacingOccurrences(of: "_", with: "-"), "\($0.value)"] }
+            _ = try train(ranks: 1, accumulation: 2, data: data, output: dir + "/\(task)-one", extra: extra, model: EndToEndTests.model)
+            let two = try train(ranks: 2, accumulation: 1, data: data, output: dir + "/\(task)-two", extra: extra, model: EndToEndTests.model)
+            XCTAssertTrue(two.contains("× 2 ranks"), two)
+            try assertSameAdapter(dir + "/\(task)-one/adapter_model.safetensors", dir + "/\(task)-two/adapter_model.safetensors")
+        }
     }
 
     func testWithoutALauncherThereIsNoWorld() throws {
