@@ -12,7 +12,7 @@ step. Also `print(model)` and PEFT's trainable-parameter line, for `inspect`.
 Run from the repository root, in a virtual environment outside it:
     python -m venv /opt/lora-ref-venv
     /opt/lora-ref-venv/bin/pip install torch transformers peft safetensors
-    /opt/lora-ref-venv/bin/python scripts/make_reference.py Tests/Fixtures/reference
+    /opt/lora-ref-venv/bin/python scripts/make_reference.py Tests/Fixtures/reference [CASE ...]
 """
 import contextlib
 import io
@@ -27,7 +27,7 @@ import peft
 from peft import LoraConfig, get_peft_model
 from peft.utils import get_peft_model_state_dict
 from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
+from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else "Tests/Fixtures/reference"
 
@@ -67,13 +67,19 @@ CASES = [
     dict(name="mistral_embed_lm_head", arch="mistral", cfg={}, dtype="float32",
          lora=dict(r=8, lora_alpha=16, target_modules=["embed_tokens", "lm_head", "q_proj"]),
          max_grad_norm=0.5),
+    # Qwen3: per-head RMSNorm on q and k (q_norm, k_norm over head_dim) before RoPE, an explicit head_dim
+    # (16, not hidden/heads = 8), no q/k/v bias, tied embeddings as Qwen3-0.6B; bf16 weights; all-linear.
+    # Every norm weight is perturbed (transformers initialises them to 1, which would hide a missing norm weight).
+    dict(name="qwen3_qk_norm", arch="qwen3", cfg=dict(head_dim=16, tie_word_embeddings=True, rope_theta=1000000.0),
+         dtype="bfloat16", lora=dict(r=8, lora_alpha=16, target_modules="all-linear"), max_grad_norm=1.0,
+         perturb_norms=True),
     # attention_bias and mlp_bias with bias="all".
     dict(name="llama_bias_all", arch="llama", cfg=dict(attention_bias=True, mlp_bias=True), dtype="float32",
          lora=dict(r=8, lora_alpha=16, target_modules=["q_proj", "o_proj", "down_proj"], bias="all"),
          max_grad_norm=0.0),
 ]
 
-CONFIGS = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig}
+CONFIGS = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig, "qwen3": Qwen3Config}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -103,6 +109,8 @@ def make_case(case):
         for name, p in model.named_parameters():
             if name.endswith(".bias"):
                 p.normal_(0.0, 0.1)
+            if case.get("perturb_norms") and name.endswith("norm.weight"):
+                p.add_(torch.randn_like(p) * 0.1)
     model = model.to(DTYPES[case["dtype"]])
     model.save_pretrained(os.path.join(root, "model"), safe_serialization=True,
                           max_shard_size=case.get("shard", "1GB"))
@@ -181,5 +189,7 @@ def train_float64(root, cfg, ids, labels, case):
 if __name__ == "__main__":
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
+    only = sys.argv[2:]   # case names to (re)make; all when none
     for c in CASES:
-        make_case(c)
+        if not only or c["name"] in only:
+            make_case(c)

@@ -357,7 +357,7 @@ final class SequenceClassificationParityTests: XCTestCase {
 
 final class PEFTParityTests: XCTestCase {
     static let cases = ["llama_gqa_untied", "llama_tied_rslora_regex", "llama_layers_patterns", "qwen2_bias_lora_only",
-                        "llama_modules_to_save", "mistral_embed_lm_head", "llama_bias_all"]
+                        "llama_modules_to_save", "mistral_embed_lm_head", "llama_bias_all", "qwen3_qk_norm"]
 
     func runCase(_ name: String) throws {
         let rc = try ReferenceCase(name)
@@ -373,9 +373,11 @@ final class PEFTParityTests: XCTestCase {
     func testModulesToSaveLMHead() throws { try runCase("llama_modules_to_save") }
     func testMistralLoRAOnEmbeddingAndLMHead() throws { try runCase("mistral_embed_lm_head") }
     func testLlamaBiasAll() throws { try runCase("llama_bias_all") }
+    /// Qwen3: per-head q/k RMSNorm before RoPE (perturbed norm weights), explicit head_dim 16, tied, bf16, all-linear.
+    func testQwen3QKNormAllLinearBF16() throws { try runCase("qwen3_qk_norm") }
 
     func testGradientCheckpointingGivesTheSameGradients() throws {
-        for name in ["llama_gqa_untied", "mistral_embed_lm_head"] {
+        for name in ["llama_gqa_untied", "mistral_embed_lm_head", "qwen3_qk_norm"] {
             try checkGradients(try ReferenceCase(name), checkpointing: true)
         }
     }

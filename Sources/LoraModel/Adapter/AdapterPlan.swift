@@ -197,7 +197,9 @@ public struct AdapterPlan: Sendable {
         for l in 0..<c.numLayers {
             let p = "model.layers.\(l)"
             names += [p, p + ".self_attn", p + ".self_attn.q_proj", p + ".self_attn.k_proj", p + ".self_attn.v_proj",
-                      p + ".self_attn.o_proj", p + ".mlp", p + ".mlp.gate_proj", p + ".mlp.up_proj", p + ".mlp.down_proj",
+                      p + ".self_attn.o_proj"]
+            if c.qkNorm { names += [p + ".self_attn.q_norm", p + ".self_attn.k_norm"] }
+            names += [p + ".mlp", p + ".mlp.gate_proj", p + ".mlp.up_proj", p + ".mlp.down_proj",
                       p + ".mlp.act_fn", p + ".input_layernorm", p + ".post_attention_layernorm"]
         }
         // PEFT's names: the base under the task class's prefix ("model", or "transformer" for Llama's QA class).
@@ -215,6 +217,7 @@ public struct AdapterPlan: Sendable {
             n += s.inFeatures * s.outFeatures + (s.hasBias ? s.outFeatures : 0)
         }
         n += c.numLayers * 2 * c.hiddenSize                                 // two RMSNorms per layer
+        if c.qkNorm { n += c.numLayers * 2 * c.headDim }                    // q_norm, k_norm
         return n
     }
 
@@ -277,6 +280,9 @@ extension AdapterPlan {
         var out: [(name: String, shape: [Int])] = [("model.embed_tokens.weight", [c.vocabSize, H]), ("model.norm.weight", [H])]
         for l in 0..<c.numLayers {
             out += [("model.layers.\(l).input_layernorm.weight", [H]), ("model.layers.\(l).post_attention_layernorm.weight", [H])]
+            if c.qkNorm {
+                out += [("model.layers.\(l).self_attn.q_norm.weight", [c.headDim]), ("model.layers.\(l).self_attn.k_norm.weight", [c.headDim])]
+            }
         }
         for s in linearSpecs(c) {
             if s.path == "lm_head" && c.tieWordEmbeddings { continue }

@@ -122,7 +122,7 @@ public final class GGUFCheckpoint: CheckpointSource {
     public init(file: GGUFFile) throws {
         self.file = file
         config = try ModelConfig.load(gguf: file)
-        permutedQK = (try? file.string("general.architecture")) == "llama"
+        permutedQK = (try? file.string("general.architecture")).flatMap(Architecture.gguf)?.traits.ggufPermutesQK ?? false
     }
 
     /// llama.cpp's name for an HF tensor name, or nil for a name it has no tensor for.
@@ -139,7 +139,8 @@ public final class GGUFCheckpoint: CheckpointSource {
         let module = parts[3..<(parts.count - 1)].joined(separator: ".")
         let names = ["self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
                      "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-                     "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"]
+                     "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+                     "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm"]
         guard let g = names[module] else { return nil }
         return "blk.\(layer).\(g).\(leaf)"
     }
@@ -156,7 +157,10 @@ public final class GGUFCheckpoint: CheckpointSource {
             if let g = Self.ggufName(s.path + ".weight") { used.insert(g) }
             if s.hasBias, let g = Self.ggufName(s.path + ".bias") { used.insert(g) }
         }
-        for l in 0..<config.numLayers { used.formUnion(["blk.\(l).attn_norm.weight", "blk.\(l).ffn_norm.weight"]) }
+        for l in 0..<config.numLayers {
+            used.formUnion(["blk.\(l).attn_norm.weight", "blk.\(l).ffn_norm.weight"])
+            if config.qkNorm { used.formUnion(["blk.\(l).attn_q_norm.weight", "blk.\(l).attn_k_norm.weight"]) }
+        }
         return file.tensorNames.filter { !used.contains($0) }
     }
 
@@ -223,16 +227,13 @@ extension ModelConfig {
     /// config.json's fields for a GGUF model (what merge writes for a GGUF base).
     public static func hfConfig(gguf f: GGUFFile) throws -> JSONObject {
         let arch = try f.string("general.architecture")
-        let hfArch: Architecture
-        switch arch {
         // llama.cpp writes Mistral as "llama" too; transformers loads every such file as Llama (its
-        // general.name == "mistral" branch needs a gguf-py model type that does not exist), and so do we.
-        // The difference is Mistral's 4096-token sliding window, which GGUF does not record.
-        case "llama": hfArch = .llama
-        case "qwen2": hfArch = .qwen2
-        default:
+        // general.name == "mistral" branch needs a gguf-py model type that does not exist), and so do we
+        // (Architecture.gguf takes the first family of a name). The difference is Mistral's 4096-token
+        // sliding window, which GGUF does not record.
+        guard let hfArch = Architecture.gguf(arch) else {
             throw GGUFError.metadata(path: f.path, key: "general.architecture",
-                                     reason: "'\(arch)' is not supported; supported: llama, qwen2")
+                                     reason: "'\(arch)' is not supported; supported: " + Architecture.ggufNames.joined(separator: ", "))
         }
         func required(_ k: String) throws -> Int {
             guard let v = try f.int(arch + "." + k) else {
@@ -255,9 +256,12 @@ extension ModelConfig {
         if let e = try f.double(arch + ".attention.layer_norm_rms_epsilon") { c["rms_norm_eps"] = .double(e) }
         c["rope_theta"] = .double(try f.double(arch + ".rope.freq_base") ?? 10000.0)
         if let n = try f.int(arch + ".context_length") { c["max_position_embeddings"] = .int(n) }
-        else { c["max_position_embeddings"] = .int(hfArch == .llama ? 2048 : 32768) }
+        else { c["max_position_embeddings"] = .int(hfArch.traits.defaultMaxPositions) }
         // rope.dimension_count is the head size for llama/mistral only (transformers ignores it for qwen2).
         if arch == "llama", let hd = try f.int(arch + ".rope.dimension_count") { c["head_dim"] = .int(hd) }
+        // Qwen3's converter writes head_dim as attention.key_length (transformers' GGUF loader leaves it to
+        // Qwen3Config's default 128, which every released Qwen3 dense model has; the key is exact).
+        if hfArch.traits.qkNorm, let hd = try f.int(arch + ".attention.key_length") { c["head_dim"] = .int(hd) }
         if let v = try f.int(arch + ".vocab_size") { c["vocab_size"] = .int(v) }
         else if let tokens = f.metadata["tokenizer.ggml.tokens"]?.array { c["vocab_size"] = .int(tokens.count) }
         // No tokenizer metadata (pre-tokenized data needs none): the embedding's rows (ggml dims [hidden, vocab]).

@@ -1,11 +1,85 @@
 import Foundation
 import LoraBase
 
+/// What sets one model family apart from the Llama decoder, as data: config reading, loading,
+/// forward, backward, decode, `inspect`, the memory plan and GGUF all read these fields instead of
+/// asking which family a model is. A new family is a new `traits` entry (plus a kernel only where
+/// it brings new math).
+public struct ArchitectureTraits: Sendable, Equatable {
+    /// Which projections carry biases.
+    public enum Biases: Sendable, Equatable {
+        /// None (Mistral).
+        case none
+        /// q, k and v always, o never (Qwen2).
+        case qkv
+        /// q, k, v and o when config.json's attention_bias is true (Llama, Qwen3).
+        case attentionBiasKey
+    }
+    /// Where sliding-window attention applies.
+    public enum Window: Sendable, Equatable {
+        /// Never (Llama).
+        case none
+        /// config.json's sliding_window on every layer (Mistral).
+        case everyLayer
+        /// Only with use_sliding_window, on the layers layer_types (or max_window_layers) mark (Qwen2, Qwen3).
+        case useSlidingWindowKey
+    }
+    public let biases: Biases
+    /// Whether the MLP's biases follow config.json's mlp_bias (Llama); else there are none.
+    public let mlpBiasKey: Bool
+    /// Per-head RMSNorm on q and k (`self_attn.q_norm`, `k_norm`, weights over head_dim), after the
+    /// projections and before RoPE (Qwen3).
+    public let qkNorm: Bool
+    public let window: Window
+    /// transformers' base_model_prefix of the family's *ForQuestionAnswering: "transformer." (a
+    /// backwards-compatible name) for most, "model." for Mistral's.
+    public let questionAnsweringTrunk: String
+    /// llama.cpp's `general.architecture`, and whether its converter permutes the q and k rows
+    /// (the Llama layout only).
+    public let ggufName: String
+    public let ggufPermutesQK: Bool
+    /// max_position_embeddings when a GGUF file has no context_length (transformers' config default).
+    public let defaultMaxPositions: Int
+    /// head_dim when config.json has none: nil for hidden_size / num_attention_heads, else the
+    /// family config's own default (Qwen3Config's 128).
+    public var defaultHeadDim: Int? = nil
+}
+
 /// The supported causal-LM architectures and the class names `print(model)` uses.
 public enum Architecture: String, Sendable, CaseIterable {
     case llama = "LlamaForCausalLM"
     case mistral = "MistralForCausalLM"
     case qwen2 = "Qwen2ForCausalLM"
+    case qwen3 = "Qwen3ForCausalLM"
+
+    /// The family's description (ArchitectureTraits).
+    public var traits: ArchitectureTraits {
+        switch self {
+        case .llama:
+            return ArchitectureTraits(biases: .attentionBiasKey, mlpBiasKey: true, qkNorm: false, window: .none,
+                                      questionAnsweringTrunk: "transformer.", ggufName: "llama", ggufPermutesQK: true,
+                                      defaultMaxPositions: 2048)
+        case .mistral:
+            // llama.cpp writes Mistral as "llama"; reading such a file gives Llama (see hfConfig(gguf:)).
+            return ArchitectureTraits(biases: .none, mlpBiasKey: false, qkNorm: false, window: .everyLayer,
+                                      questionAnsweringTrunk: "model.", ggufName: "llama", ggufPermutesQK: true,
+                                      defaultMaxPositions: 32768)
+        case .qwen2:
+            return ArchitectureTraits(biases: .qkv, mlpBiasKey: false, qkNorm: false, window: .useSlidingWindowKey,
+                                      questionAnsweringTrunk: "transformer.", ggufName: "qwen2", ggufPermutesQK: false,
+                                      defaultMaxPositions: 32768)
+        case .qwen3:
+            return ArchitectureTraits(biases: .attentionBiasKey, mlpBiasKey: false, qkNorm: true, window: .useSlidingWindowKey,
+                                      questionAnsweringTrunk: "transformer.", ggufName: "qwen3", ggufPermutesQK: false,
+                                      defaultMaxPositions: 32768, defaultHeadDim: 128)
+        }
+    }
+
+    /// The architecture a GGUF file's general.architecture names (the first family written under it).
+    public static func gguf(_ name: String) -> Architecture? { allCases.first { $0.traits.ggufName == name } }
+
+    /// The GGUF architecture names read, once each.
+    public static var ggufNames: [String] { allCases.map(\.traits.ggufName).reduce(into: []) { if !$0.contains($1) { $0.append($1) } } }
 
     /// "Llama", "Mistral", "Qwen2": the prefix of every module class name.
     public var prefix: String { String(rawValue.dropLast("ForCausalLM".count)) }
@@ -257,8 +331,11 @@ public struct ModelConfig: Sendable {
     /// `*Model` of feature extraction (AutoModel), else "model.".
     public var peftBasePrefix: String {
         if task.kind == .featureExtraction { return "" }
-        return task.kind == .questionAnswering && architecture != .mistral ? "transformer." : "model."
+        return task.kind == .questionAnswering ? architecture.traits.questionAnsweringTrunk : "model."
     }
+
+    /// Per-head RMSNorm on q and k before RoPE (ArchitectureTraits.qkNorm).
+    public var qkNorm: Bool { architecture.traits.qkNorm }
 
     /// A module path ("model.layers.0.self_attn.q_proj", "lm_head") as PEFT names it on the task's class.
     public func peftName(_ path: String) -> String {
@@ -355,7 +432,7 @@ public struct ModelConfig: Sendable {
             throw CheckpointError.config(path: path, field: "num_key_value_heads",
                                          reason: "\(kv) does not divide num_attention_heads \(heads)")
         }
-        let headDim = try optInt("head_dim") ?? hidden / heads
+        let headDim = try optInt("head_dim") ?? arch.traits.defaultHeadDim ?? hidden / heads
         guard headDim % 2 == 0, headDim <= 256 else {
             throw CheckpointError.config(path: path, field: "head_dim", reason: "\(headDim) must be even and ≤ 256")
         }
@@ -385,9 +462,9 @@ public struct ModelConfig: Sendable {
         /// reads it): only with use_sliding_window, and only on the layers from
         /// max_window_layers on. Forward refuses samples longer than the window.
         func slidingWindow() throws -> Int? {
-            switch arch {
-            case .mistral: return try optInt("sliding_window")
-            case .qwen2:
+            switch arch.traits.window {
+            case .everyLayer: return try optInt("sliding_window")
+            case .useSlidingWindowKey:
                 guard try bool("use_sliding_window", false), let w = try optInt("sliding_window") else { return nil }
                 if let types = j["layer_types"]?.array {
                     return types.contains { $0.string == "sliding_attention" } ? w : nil
@@ -400,15 +477,15 @@ public struct ModelConfig: Sendable {
                     from = n
                 }
                 return try int("num_hidden_layers") > from ? w : nil
-            case .llama: return nil
+            case .none: return nil
             }
         }
         let attnBias: Bool
         let oBias: Bool
-        switch arch {
-        case .qwen2: attnBias = true; oBias = false
-        case .llama: attnBias = try bool("attention_bias", false); oBias = attnBias
-        case .mistral: attnBias = false; oBias = false
+        switch arch.traits.biases {
+        case .qkv: attnBias = true; oBias = false
+        case .attentionBiasKey: attnBias = try bool("attention_bias", false); oBias = attnBias
+        case .none: attnBias = false; oBias = false
         }
         var config = ModelConfig(
             architecture: arch, hiddenSize: hidden, intermediateSize: try int("intermediate_size"),
@@ -418,7 +495,7 @@ public struct ModelConfig: Sendable {
             tieWordEmbeddings: try bool("tie_word_embeddings", false),
             maxPositionEmbeddings: try optInt("max_position_embeddings") ?? 2048,
             attentionBias: attnBias, outputProjectionBias: oBias,
-            mlpBias: arch == .llama ? try bool("mlp_bias", false) : false,
+            mlpBias: arch.traits.mlpBiasKey ? try bool("mlp_bias", false) : false,
             slidingWindow: try slidingWindow())
         config.checkpointTask = checkpointKind
         if let v = j["pad_token_id"], !v.isNull {

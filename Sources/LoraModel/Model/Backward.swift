@@ -26,6 +26,7 @@ extension LlamaLoRAModel {
         try ctx.rmsnormBackward(dx: p.dres, dweight: nil, dy: p.dh, x: a.xMid, weight: L.postNorm, rstd: a.rstd2,
                                 rows: n, cols: H, beta: 1)
         // Attention: x_mid = x_in + o(attn(rope(q(h1)), rope(k(h1)), v(h1))), h1 = norm(x_in)
+        // (q(h1) = q_norm(q_proj(h1)) with per-head norms, k alike)
         try L.o.backward(ctx, dx: p.dattn, dy: p.dres, x: a.attn, tokens: n, stepSeed: s)
         try ctx.attentionBackward(dq: p.dq, dk: p.dk, dv: p.dv, delta: p.delta, dout: p.dattn, out: a.attn, lse: a.lse,
                                   q: a.q, k: a.k, v: a.v, shape: attentionShape, segmentStarts: attentionSegments)
@@ -33,8 +34,21 @@ extension LlamaLoRAModel {
                      headDim: c.headDim, inverse: true)
         try ctx.rope(p.dk, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numKVHeads,
                      headDim: c.headDim, inverse: true)
-        try L.q.backward(ctx, dx: p.dh, dy: p.dq, x: a.h1, tokens: n, stepSeed: s)
-        try L.k.backward(ctx, dx: p.dh, dy: p.dk, x: a.h1, tokens: n, stepSeed: s, dxBeta: 1)
+        // Per-head q/k norms (Qwen3): back through q_norm / k_norm (frozen weights) into p.dattn, free
+        // since attention's backward, then into the projections.
+        var dqIn = p.dq, dkIn = p.dk
+        if let qn = L.qNorm, let qPre = a.qPre, let rq = a.rstdQ {
+            try ctx.rmsnormBackward(dx: p.dattn, dweight: nil, dy: p.dq, x: qPre, weight: qn, rstd: rq,
+                                    rows: n * c.numHeads, cols: c.headDim)
+            dqIn = p.dattn
+        }
+        try L.q.backward(ctx, dx: p.dh, dy: dqIn, x: a.h1, tokens: n, stepSeed: s)
+        if let kn = L.kNorm, let kPre = a.kPre, let rk = a.rstdK {
+            try ctx.rmsnormBackward(dx: p.dattn, dweight: nil, dy: p.dk, x: kPre, weight: kn, rstd: rk,
+                                    rows: n * c.numKVHeads, cols: c.headDim)
+            dkIn = p.dattn
+        }
+        try L.k.backward(ctx, dx: p.dh, dy: dkIn, x: a.h1, tokens: n, stepSeed: s, dxBeta: 1)
         try L.v.backward(ctx, dx: p.dh, dy: p.dv, x: a.h1, tokens: n, stepSeed: s, dxBeta: 1)
         try ctx.rmsnormBackward(dx: p.dres, dweight: nil, dy: p.dh, x: p.residual[l], weight: L.inputNorm, rstd: a.rstd1,
                                 rows: n, cols: H, beta: 1)

@@ -9,6 +9,9 @@ final class LayerActivations {
     let gate, up, act: DeviceBuffer<Float>            // (N, I)
     let rstd1, rstd2: DeviceBuffer<Float>             // (N)
     let lse: DeviceBuffer<Float>                      // (B, NH, T)
+    /// With per-head q/k norms (Qwen3): the projections before the norm, q (N, NH·D) and k (N, NKV·D),
+    /// and the norms' 1/rms per head row, (N·NH) and (N·NKV); nil otherwise.
+    let qPre, kPre, rstdQ, rstdK: DeviceBuffer<Float>?
 
     init(_ ctx: ComputeContext, _ c: ModelConfig, batch: Int, seq: Int) throws {
         let n = batch * seq, H = c.hiddenSize, I = c.intermediateSize
@@ -19,6 +22,10 @@ final class LayerActivations {
         gate = try ctx.buffer(count: n * I); up = try ctx.buffer(count: n * I); act = try ctx.buffer(count: n * I)
         rstd1 = try ctx.buffer(count: n); rstd2 = try ctx.buffer(count: n)
         lse = try ctx.buffer(count: batch * c.numHeads * seq)
+        qPre = c.qkNorm ? try ctx.buffer(count: n * qd) : nil
+        kPre = c.qkNorm ? try ctx.buffer(count: n * kvd) : nil
+        rstdQ = c.qkNorm ? try ctx.buffer(count: n * c.numHeads) : nil
+        rstdK = c.qkNorm ? try ctx.buffer(count: n * c.numKVHeads) : nil
     }
 }
 
@@ -221,13 +228,18 @@ extension LlamaLoRAModel {
     }
 
     /// One decoder layer: x_out = x_mid + mlp(norm(x_mid)), x_mid = x_in + attn(norm(x_in)).
+    /// With per-head q/k norms (Qwen3): q = rope(q_norm(q_proj(h1))) over each head's D values, k alike.
     func layerForward(_ l: Int, _ p: ActivationPlan, _ a: LayerActivations, training: Bool) throws {
         let L = layers[l], c = config, n = p.tokens, H = c.hiddenSize
         let xIn = p.residual[l], xOut = p.residual[l + 1]
         let eps = Float(c.rmsNormEps), s = stepSeed
         try ctx.rmsnormForward(y: a.h1, rstd: a.rstd1, x: xIn, weight: L.inputNorm, rows: n, cols: H, eps: eps)
-        try L.q.forward(ctx, y: a.q, x: a.h1, tokens: n, training: training, stepSeed: s)
-        try L.k.forward(ctx, y: a.k, x: a.h1, tokens: n, training: training, stepSeed: s)
+        try L.q.forward(ctx, y: a.qPre ?? a.q, x: a.h1, tokens: n, training: training, stepSeed: s)
+        try L.k.forward(ctx, y: a.kPre ?? a.k, x: a.h1, tokens: n, training: training, stepSeed: s)
+        if let qn = L.qNorm, let kn = L.kNorm, let qPre = a.qPre, let kPre = a.kPre, let rq = a.rstdQ, let rk = a.rstdK {
+            try ctx.rmsnormForward(y: a.q, rstd: rq, x: qPre, weight: qn, rows: n * c.numHeads, cols: c.headDim, eps: eps)
+            try ctx.rmsnormForward(y: a.k, rstd: rk, x: kPre, weight: kn, rows: n * c.numKVHeads, cols: c.headDim, eps: eps)
+        }
         try L.v.forward(ctx, y: a.v, x: a.h1, tokens: n, training: training, stepSeed: s)
         try ctx.rope(a.q, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numHeads,
                      headDim: c.headDim, inverse: false)

@@ -41,6 +41,7 @@ public final class InferenceSession {
     let k, v: DeviceBuffer<Float>                    // (chunk, NKV·D)
     let gate, up, act: DeviceBuffer<Float>           // (chunk, I)
     let rstd: DeviceBuffer<Float>                    // (chunk)
+    let headRstd: DeviceBuffer<Float>?               // (chunk·NH) per-head q/k norms (Qwen3), else nil
     let ids, positions: DeviceBuffer<Int32>          // (chunk)
     let embedAfterA: DeviceBuffer<Float>?            // (chunk, r) of the embedding LoRA
     let last, lastNormed, lastRstd, logits: DeviceBuffer<Float>  // (H), (H), (1), (V)
@@ -79,6 +80,7 @@ public final class InferenceSession {
         k = try ctx.buffer(count: n * kvd); v = try ctx.buffer(count: n * kvd)
         gate = try ctx.buffer(count: n * I); up = try ctx.buffer(count: n * I); act = try ctx.buffer(count: n * I)
         rstd = try ctx.buffer(count: n)
+        headRstd = c.qkNorm ? try ctx.buffer(count: n * c.numHeads) : nil
         ids = try DeviceBuffer(queue: ctx.queue, count: n)
         positions = try DeviceBuffer(queue: ctx.queue, count: n)
         embedAfterA = try m.embeddingLoRA.map { try ctx.buffer(count: n * $0.settings.rank) }
@@ -198,8 +200,16 @@ public final class InferenceSession {
         for (l, L) in m.layers.enumerated() {
             // x += o(attn(norm(x))) over the cache; x += down(swiglu(gate, up)(norm(x))).
             try ctx.rmsnormForward(y: h, rstd: rstd, x: x, weight: L.inputNorm, rows: n, cols: H, eps: eps)
-            try project(L.q, y: q, x: h, tokens: n)
-            try project(L.k, y: k, x: h, tokens: n)
+            if let qn = L.qNorm, let kn = L.kNorm, let headRstd {
+                // Per-head q/k norms (Qwen3), the projection in attn (free until attention) then normed into q / k.
+                try project(L.q, y: attn, x: h, tokens: n)
+                try ctx.rmsnormForward(y: q, rstd: headRstd, x: attn, weight: qn, rows: n * c.numHeads, cols: c.headDim, eps: eps)
+                try project(L.k, y: attn, x: h, tokens: n)
+                try ctx.rmsnormForward(y: k, rstd: headRstd, x: attn, weight: kn, rows: n * c.numKVHeads, cols: c.headDim, eps: eps)
+            } else {
+                try project(L.q, y: q, x: h, tokens: n)
+                try project(L.k, y: k, x: h, tokens: n)
+            }
             try project(L.v, y: v, x: h, tokens: n)
             try ctx.rope(q, positions: positions, cos: m.rope.cos, sin: m.rope.sin, tokens: n, heads: c.numHeads,
                          headDim: c.headDim, inverse: false)

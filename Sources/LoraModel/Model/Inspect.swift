@@ -29,6 +29,7 @@ public enum ModelPrinter {
             "    (k_proj): " + linear(H, kvd, c.attentionBias),
             "    (v_proj): " + linear(H, kvd, c.attentionBias),
             "    (o_proj): " + linear(qd, H, c.outputProjectionBias),
+        ] + (c.qkNorm ? ["    (q_norm): \(P)RMSNorm((\(c.headDim),), eps=\(eps))", "    (k_norm): \(P)RMSNorm((\(c.headDim),), eps=\(eps))"] : []) + [
             "  )",
             "  (mlp): \(P)MLP(",
             "    (gate_proj): " + linear(H, I, c.mlpBias),

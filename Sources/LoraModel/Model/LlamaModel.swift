@@ -25,11 +25,16 @@ public enum LoraError: Error, CustomStringConvertible, Equatable {
 public final class DecoderLayer {
     public let inputNorm: DeviceBuffer<Float>
     public let postNorm: DeviceBuffer<Float>
+    /// Per-head RMSNorm weights (D) on q and k before RoPE (ArchitectureTraits.qkNorm), else nil.
+    public let qNorm, kNorm: DeviceBuffer<Float>?
     public let q, k, v, o, gate, up, down: Linear
     public var linears: [Linear] { [q, k, v, o, gate, up, down] }
-    init(inputNorm: DeviceBuffer<Float>, postNorm: DeviceBuffer<Float>, _ l: [Linear]) {
+    init(inputNorm: DeviceBuffer<Float>, postNorm: DeviceBuffer<Float>, qNorm: DeviceBuffer<Float>? = nil,
+         kNorm: DeviceBuffer<Float>? = nil, _ l: [Linear]) {
         self.inputNorm = inputNorm
         self.postNorm = postNorm
+        self.qNorm = qNorm
+        self.kNorm = kNorm
         (q, k, v, o, gate, up, down) = (l[0], l[1], l[2], l[3], l[4], l[5], l[6])
     }
 }
@@ -323,6 +328,8 @@ public final class LlamaLoRAModel {
             let p = "model.layers.\(l)."
             ls.append(DecoderLayer(inputNorm: try load(p + "input_layernorm.weight", [H]),
                                    postNorm: try load(p + "post_attention_layernorm.weight", [H]),
+                                   qNorm: c.qkNorm ? try load(p + "self_attn.q_norm.weight", [c.headDim]) : nil,
+                                   kNorm: c.qkNorm ? try load(p + "self_attn.k_norm.weight", [c.headDim]) : nil,
                                    ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                                     "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"].map { linears[p + $0]! }))
         }

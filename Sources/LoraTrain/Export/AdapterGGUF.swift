@@ -106,9 +106,9 @@ public enum AdapterGGUFExport {
             architecture = try g.file.string("general.architecture")
         } else {
             config = try ModelConfig.load(directory: model)
-            architecture = config.architecture == .qwen2 ? "qwen2" : "llama"
+            architecture = config.architecture.traits.ggufName
         }
-        let permuted = architecture == "llama"
+        let permuted = Architecture.gguf(architecture)?.traits.ggufPermutesQK ?? false
         let weights = adapter + "/adapter_model.safetensors"
         let file = try SafeTensorsFile(path: weights)
         let P = AdapterPlan.prefix

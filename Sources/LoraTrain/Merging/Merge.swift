@@ -220,6 +220,11 @@ public enum ModelMerger {
             for spec in plan.linears where spec.path.hasPrefix(p) { out += linear(spec) }
             out.append(norm(p + "input_layernorm.weight"))
             out.append(norm(p + "post_attention_layernorm.weight"))
+            if c.qkNorm {
+                for name in ["self_attn.q_norm.weight", "self_attn.k_norm.weight"] {
+                    out.append(Planned(name: p + name, shape: [c.headDim]) { try source.hostFloats(p + name, shape: [c.headDim]) })
+                }
+            }
         }
         out.append(Planned(name: "model.norm.weight", shape: [H]) { try source.hostFloats("model.norm.weight", shape: [H]) })
         if let head = plan.linears.last, head.path != "lm_head" || !tied { out += linear(head) }
