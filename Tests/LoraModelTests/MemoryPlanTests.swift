@@ -11,7 +11,7 @@ import XCTest
 /// modules, trained biases, the embedding adapter, tied weights, layer patterns).
 final class MemoryPlanTests: XCTestCase {
     static let cases = ["llama_gqa_untied", "llama_tied_rslora_regex", "llama_layers_patterns", "qwen2_bias_lora_only",
-                        "llama_modules_to_save", "mistral_embed_lm_head", "llama_bias_all"]
+                        "llama_modules_to_save", "mistral_embed_lm_head", "llama_bias_all", "qwen3_qk_norm"]
 
     /// A context of its own: its scratch slots start empty, so what one step adds is measurable.
     func freshContext() throws -> ComputeContext {
@@ -94,7 +94,9 @@ final class MemoryPlanTests: XCTestCase {
             func packed(_ din: Int, _ dout: Int, _ bytes: Int) -> Int { (dout + 15) / 16 * 16 * din * bytes }
             let H = c.hiddenSize, trainedKeys = Set(ap.tensors.map(\.key))
             func expected(bytes: Int) -> Int {
-                var e = 4 * (H + 2 * c.numLayers * H + 2 * c.maxPositionEmbeddings * c.headDim) + packed(H, c.vocabSize, bytes)
+                // Norm weights (final, two per layer, and Qwen3's q_norm and k_norm of D per layer) stay fp32; RoPE tables.
+                let norms = H + 2 * c.numLayers * H + (c.qkNorm ? 2 * c.numLayers * c.headDim : 0)
+                var e = 4 * (norms + 2 * c.maxPositionEmbeddings * c.headDim) + packed(H, c.vocabSize, bytes)
                 for s in ap.linears {
                     if !ap.isSaved(s.path) && !(s.path == "lm_head" && c.tieWordEmbeddings) {
                         e += packed(s.inFeatures, s.outFeatures, bytes)

@@ -215,6 +215,9 @@ public struct MemoryPlan: Sendable {
         }
         list.add(.weights, "model.norm.weight [\(H)]", f32(H))
         list.add(.weights, "model.layers.*.{input,post_attention}_layernorm.weight [\(H)]", f32(H), copies: 2 * L)
+        if c.qkNorm {
+            list.add(.weights, "model.layers.*.self_attn.{q,k}_norm.weight [\(c.headDim)]", f32(c.headDim), copies: 2 * L)
+        }
         list.add(.weights, "RoPE cos and sin tables [\(c.maxPositionEmbeddings), \(D)]", f32(c.maxPositionEmbeddings, D), copies: 2)
         for spec in plan.linears {
             if spec.hasBias && !trainedKeys.contains(plan.biasKey(spec.path)) {
@@ -262,6 +265,12 @@ public struct MemoryPlan: Sendable {
         list.add(.activations, "\(per) gate, up or act (\(N), \(I))", f32(n, I), copies: 3 * k)
         list.add(.activations, "\(per) RMSNorm rstd (\(N))", f32(n), copies: 2 * k)
         list.add(.activations, "\(per) attention log-sum-exp (\(B), \(NH), \(T))", f32(B, NH, T), copies: k)
+        if c.qkNorm {
+            list.add(.activations, "\(per) q before q_norm (\(N), \(qd))", f32(n, qd), copies: k)
+            list.add(.activations, "\(per) k before k_norm (\(N), \(kvd))", f32(n, kvd), copies: k)
+            list.add(.activations, "\(per) q_norm rstd (\(N)·\(NH))", f32(n, NH), copies: k)
+            list.add(.activations, "\(per) k_norm rstd (\(N)·\(c.numKVHeads))", f32(n, c.numKVHeads), copies: k)
+        }
         list.add(.activations, "input ids, positions, sample starts or targets (\(N))", i32(n), copies: 4)
         // TokenGroups of the ids: U unique ids, U+1 offsets, N positions; U ≤ min(N, V).
         let unique = min(n, V)
