@@ -38,7 +38,7 @@ FIX = os.path.join(REPO, "Tests", "Fixtures")
 OUT = os.path.join(FIX, "merge")
 
 HF_CASES = ["llama_bias_all", "llama_modules_to_save", "llama_tied_rslora_regex", "mistral_embed_lm_head",
-            "qwen2_bias_lora_only", "llama_layers_patterns", "llama_gqa_untied"]
+            "qwen2_bias_lora_only", "llama_layers_patterns", "llama_gqa_untied", "qwen3_qk_norm"]
 # GGUF base, its adapter's LoRA settings.
 # Case gguf_<model> merges into Tests/Fixtures/gguf/<model>.gguf.
 GGUF_CASES = {
@@ -171,7 +171,18 @@ def verify(root):
             tok = AutoTokenizer.from_pretrained(d)
             want = expected_gguf["models"][gguf_model]["token_ids"]
             bad = [s for s, v in want.items() if tok(s)["input_ids"] != v]
-            line += f"; tokenizer ids {'match' if not bad else 'DIFFER for ' + repr(bad)} on {len(want)} strings"
+            # A SentencePiece vocabulary keeps its dummy prefix on every text, as sentencepiece and llama.cpp do
+            # ("  x" -> "▁▁▁x"); transformers' GGUF conversion (Metaspace, prepend_scheme "first") skips it when the
+            # text already starts with a space. lora-gpu follows the original (GGUFTests), so those strings differ
+            # by exactly one leading "▁" token: shown, not counted.
+            sp = json.load(open(os.path.join(d, "tokenizer.json")))["normalizer"] is not None
+            prefix = tok.convert_tokens_to_ids("\u2581") if sp else None
+            known = [s for s in bad if sp and s.startswith(" ")
+                     and tok(s)["input_ids"] == want[s][:1] + [prefix] + want[s][1:]]
+            bad = [s for s in bad if s not in known]
+            line += f"; tokenizer ids {'match' if not bad else 'DIFFER for ' + repr(bad)} on {len(want) - len(known)} strings"
+            if known:
+                line += f" (+{len(known)} with a leading space: one more dummy-prefix '▁', as sentencepiece)"
             ok = ok and not bad
         print(("OK   " if ok else "FAIL ") + line)
         failures += 0 if ok else 1
