@@ -406,21 +406,47 @@ extension KernelBench {
                                blasMs: nil, blasRate: nil, ratio: nil)
         rows.append(chatRow)
         log(Self.format(chatRow))
+        try benchQwen3Step(quick: quick)
+    }
+
+    /// A training step of a Qwen3-shaped model (Qwen3-0.6B's head layout: 16 query heads over 8 KV heads of
+    /// head_dim 128 on hidden 1024, so D·NH = 2H; per-head q/k RMSNorm), 4 layers, the same vocabulary and
+    /// batch as the Llama row, LoRA r=16 on every projection.
+    func benchQwen3Step(quick: Bool) throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lora-gpu-bench-qwen3-\(getpid())")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let (H, I, L, NH, NKV, D, V, B, T) = quick ? (64, 96, 2, 4, 2, 32, 512, 2, 16) : (1024, 3072, 4, 16, 8, 128, 49152, 2, 512)
+        try writeBenchModel(dir, hidden: H, intermediate: I, layers: L, heads: NH, kvHeads: NKV, vocab: V, ropeTheta: 1000000.0,
+                            architecture: .qwen3, headDim: D)
+        let lora = LoraConfig(r: 16, loraAlpha: 32, loraDropout: 0.05, targetModules: .allLinear)
+        let model = try LlamaLoRAModel(modelDirectory: dir.path, lora: lora, context: ctx)
+        let ids = (0..<B).map { _ in (0..<T).map { _ in Int.random(in: 0..<V, using: &rng) } }
+        let batch = try TokenBatch(inputIDs: ids)
+        let hyper = ComputeContext.AdamWHyper(lr: 1e-4, weightDecay: 0.01, maxGradNorm: 1)
+        let t = try timeDevice { _ = try model.trainStep(batch, hyper: hyper) }
+        let row = BenchRow(name: "training step, Qwen3 shape", shape: "L\(L) H\(H) \(NH)x\(D) V\(V) \(B)x\(T) r16",
+                           kernelMs: t * 1e3, kernelRate: Double(B * T) / t, unit: "tokens/s",
+                           blasMs: nil, blasRate: nil, ratio: nil)
+        rows.append(row)
+        log(Self.format(row))
     }
 }
 
 extension KernelBench {
     /// The benchmarks' small tied Llama models: config.json and random weights (U(±0.05), unit norms)
     /// in model.safetensors, drawn from the bench's generator.
+    /// `architecture` Qwen3ForCausalLM adds q_norm/k_norm (unit weights over `headDim`).
     func writeBenchModel(_ dir: URL, hidden H: Int, intermediate I: Int, layers L: Int, heads NH: Int, kvHeads NKV: Int,
-                         vocab V: Int, ropeTheta: Double) throws {
-        let config: JSONValue = [
-            "architectures": ["LlamaForCausalLM"], "hidden_size": .int(H), "intermediate_size": .int(I), "num_hidden_layers": .int(L),
+                         vocab V: Int, ropeTheta: Double, architecture: Architecture = .llama, headDim: Int? = nil) throws {
+        var config: JSONValue = [
+            "architectures": [.string(architecture.rawValue)], "hidden_size": .int(H), "intermediate_size": .int(I), "num_hidden_layers": .int(L),
             "num_attention_heads": .int(NH), "num_key_value_heads": .int(NKV), "vocab_size": .int(V), "max_position_embeddings": 2048,
             "rms_norm_eps": 1e-5, "rope_theta": .double(ropeTheta), "tie_word_embeddings": true, "hidden_act": "silu",
         ]
+        let D = headDim ?? H / NH
+        if let headDim, case .object(var o) = config { o["head_dim"] = .int(headDim); config = .object(o) }
         try Data(config.serialized().utf8).write(to: dir.appendingPathComponent("config.json"))
-        let D = H / NH
         var tensors: [(name: String, shape: [Int], values: [Float])] = [
             ("model.embed_tokens.weight", [V, H], rng.uniform(V * H, -0.05, 0.05)),
             ("model.norm.weight", [H], [Float](repeating: 1, count: H)),
@@ -433,6 +459,9 @@ extension KernelBench {
             }
             tensors.append((p + "input_layernorm.weight", [H], [Float](repeating: 1, count: H)))
             tensors.append((p + "post_attention_layernorm.weight", [H], [Float](repeating: 1, count: H)))
+            if architecture.traits.qkNorm {
+                for n in ["self_attn.q_norm.weight", "self_attn.k_norm.weight"] { tensors.append((p + n, [D], [Float](repeating: 1, count: D))) }
+            }
         }
         try SafeTensorsWriter.write(tensors, to: dir.appendingPathComponent("model.safetensors").path)
     }
