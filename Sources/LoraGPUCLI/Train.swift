@@ -21,9 +21,12 @@ struct TrainDataOptions: ParsableArguments, OverrideGroup {
     @Option(help: "Which tokens are trained: assistant (every assistant turn with its end-of-turn) | all | last (the final assistant turn). [train_on, default assistant]") var trainOn: String?
     @Option(help: "Chat template: a .jinja file or a named template of tokenizer_config.json, instead of the model's own. [chat_template]") var chatTemplate: String?
     @Flag(inversion: .prefixedNo, help: "Count and skip malformed data lines instead of stopping at the first. [skip_bad_lines, default false]") var skipBadLines: Bool?
+    @Option(help: ArgumentHelp("A chat-template argument, as apply_chat_template(**kwargs) takes it (e.g. enable_thinking=false); "
+                               + "repeat for several. [chat_template_kwargs]", valueName: "key=value")) var chatTemplateKwargs: [String] = []
 
-    func overrides() -> [String: Any] {
+    func overrides() throws -> [String: Any] {
         var d: [String: Any] = [:]
+        if !chatTemplateKwargs.isEmpty { d["chat_template_kwargs"] = JSONValue.object(try TrainingConfig.templateKwargs(chatTemplateKwargs)) }
         put(&d, "model", model)
         if !data.isEmpty { d["data"] = data }
         put(&d, "val_data", valData); put(&d, "val_split", valSplit); put(&d, "max_seq_len", maxSeqLen)

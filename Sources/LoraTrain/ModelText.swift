@@ -41,7 +41,10 @@ public struct ModelText {
     /// The tokenizer of `model`: tokenizer.json beside a checkpoint, or a GGUF file's tokenizer.ggml.*
     /// metadata (read from its header, no weight touched); `ModelTextError.noTokenizer` when it has none.
     /// `needsTemplate`: chat prompts need one; raw text and pre-tokenized data do not.
-    public init(model: String, chatTemplate option: String?, needsTemplate: Bool) throws {
+    /// `templateVariables`: extra template arguments (`--chat-template-kwargs`, transformers'
+    /// apply_chat_template(**kwargs): enable_thinking, …), given to every render.
+    public init(model: String, chatTemplate option: String?, needsTemplate: Bool,
+                templateVariables: [String: JSONValue] = [:]) throws {
         if ModelSource.isFile(model) {
             guard let gguf = try? GGUFFile(path: model), gguf.metadata["tokenizer.ggml.model"] != nil else {
                 throw ModelTextError.noTokenizer(model)
@@ -54,7 +57,9 @@ public struct ModelText {
             guard FileManager.default.fileExists(atPath: model + "/tokenizer.json") else { throw ModelTextError.noTokenizer(model) }
             tokenizer = try Tokenizer.load(directory: model)
         }
-        template = try ChatTemplateSelection.resolve(option: option, tokenizer: tokenizer)
+        var selected = try ChatTemplateSelection.resolve(option: option, tokenizer: tokenizer)
+        for (k, v) in templateVariables { selected?.variables[k] = v }
+        template = selected
         if needsTemplate && template == nil { throw ModelTextError.noChatTemplate(model) }
         var stops: Set<Int> = []
         if let eos = tokenizer.config.eosToken, let id = tokenizer.tokenID(eos) { stops.insert(id) }

@@ -26,8 +26,21 @@ public struct ChatTemplateRenderer: ConversationRenderer {
         self.init(template: template, variables: specialTokens.mapValues { JSONValue.string($0) })
     }
 
+    /// Messages as the template sees them: role, content and the message's other keys (a null content
+    /// among them replaces the empty text, and is then dropped as transformers drops null keys).
     public static func messageValues(_ messages: [ChatMessage]) -> [JSONValue] {
-        messages.map { .object(JSONObject([("role", .string($0.role)), ("content", .string($0.content))])) }
+        messages.map { m in
+            var o = JSONObject([("role", .string(m.role)), ("content", .string(m.content))])
+            for (k, v) in m.extra.pairs { o[k] = v }
+            return .object(o)
+        }
+    }
+
+    /// This renderer with more template variables (a conversation's `tools`, --chat-template-kwargs).
+    public func with(variables more: [String: JSONValue]) -> ConversationRenderer {
+        var r = self
+        for (k, v) in more { r.variables[k] = v }
+        return r
     }
 
     public func renderConversation(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws -> String {

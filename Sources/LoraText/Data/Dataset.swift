@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 
 // A JSONL file → tokenized samples with labels, truncated, with figures.
 //
@@ -41,6 +42,9 @@ public struct ProcessedSample: Sendable {
     /// token added by the post-processor); nil for pre-tokenized samples.
     public var text: String?
     public var offsets: [Range<Int>?]?
+    /// A conversation whose template rewrites earlier turns becomes one sample per assistant turn
+    /// (Masking.renderPerTurn): this sample's turn (1-based) and how many the line gave; nil otherwise.
+    public var expansion: (turn: Int, of: Int)? = nil
 }
 
 /// Why a line gave no sample.
@@ -69,6 +73,9 @@ public struct DatasetStatistics: Equatable, Sendable {
     /// Skipped lines by category ("bad line", "no trained token", …).
     public var skipped: [String: Int] = [:]
     public var skippedTotal: Int { skipped.values.reduce(0, +) }
+    /// Conversations rendered one sample per assistant turn (their template rewrites earlier turns), and
+    /// the samples they gave (counted in `samples` where they train a token).
+    public var expandedConversations = 0, expandedSamples = 0
     /// Sample lengths (after truncation): min, median, p90, max (0 when empty).
     public var lengthMin = 0, lengthMedian = 0, lengthP90 = 0, lengthMax = 0
 
@@ -101,6 +108,12 @@ public struct DatasetStatistics: Equatable, Sendable {
             "tokens         \(tokens)",
             "trained tokens \(trainedTokens)\(tokens > 0 ? String(format: " (%.1f%%)", 100 * Double(trainedTokens) / Double(tokens)) : "")",
             "truncated      \(truncated)",
+        ]
+        if expandedConversations > 0 {
+            lines.append("expanded       \(expandedConversations) conversation(s) into \(expandedSamples) samples, one per assistant turn "
+                         + "(the template renders earlier turns differently once later ones follow)")
+        }
+        lines += [
             "skipped        \(skippedTotal)",
         ]
         for (k, v) in skipped.sorted(by: { $0.key < $1.key }) { lines.append("  \(k): \(v)") }
@@ -135,19 +148,46 @@ public struct SampleProcessor {
         self.file = file
     }
 
-    /// The sample of one record (truncated; may have no trained token: the caller decides).
+    /// The sample of one record (truncated; may have no trained token: the caller decides); the first
+    /// of `processAll`'s when a conversation is expanded per turn.
     public func process(_ record: DatasetRecord, format: DatasetFormat, line: Int) throws -> ProcessedSample {
+        try processAll(record, format: format, line: line)[0]
+    }
+
+    /// The samples of one record: one, or one per assistant turn of a conversation whose template
+    /// rewrites earlier turns (Masking.renderPerTurn).
+    public func processAll(_ record: DatasetRecord, format: DatasetFormat, line: Int) throws -> [ProcessedSample] {
+        let messages: [ChatMessage]
+        var tools: JSONValue? = nil
+        switch record {
+        case .conversation(let m, let t): messages = m; tools = t
+        case .promptCompletion(let prompt, let completion) where template != nil:
+            messages = [ChatMessage(role: "user", content: prompt), ChatMessage(role: "assistant", content: completion)]
+        default: return [try process(record, format: format, line: line, conversation: nil)]
+        }
+        guard var t = template else { throw DatasetError.noChatTemplate(file: file, line: line, format: format.rawValue) }
+        if let tools { t = t.with(variables: ["tools": tools]) }
+        let parts = try conversations(messages, template: t, line: line)
+        return try parts.enumerated().map { k, part in
+            var p = try process(record, format: format, line: line, conversation: part)
+            if parts.count > 1 || part.expanded { p.expansion = (k + 1, parts.count) }
+            return p
+        }
+    }
+
+    /// `conversation`: the record's rendered, masked and tokenized conversation (one of processAll's).
+    func process(_ record: DatasetRecord, format: DatasetFormat, line: Int,
+                 conversation rendered: (ids: [Int], labels: [Int], text: String, offsets: [Range<Int>?], expanded: Bool)?) throws -> ProcessedSample {
         var ids: [Int], labels: [Int]
         var text: String? = nil
         var offsets: [Range<Int>?]? = nil
         switch record {
-        case .conversation(let messages):
-            guard let t = template else { throw DatasetError.noChatTemplate(file: file, line: line, format: format.rawValue) }
-            (ids, labels, text, offsets) = try conversation(messages, template: t, line: line)
+        case .conversation:
+            guard let r = rendered else { throw DatasetError.noChatTemplate(file: file, line: line, format: format.rawValue) }
+            (ids, labels, text, offsets) = (r.ids, r.labels, r.text, r.offsets)
         case .promptCompletion(let prompt, let completion):
-            if let t = template {
-                let messages = [ChatMessage(role: "user", content: prompt), ChatMessage(role: "assistant", content: completion)]
-                (ids, labels, text, offsets) = try conversation(messages, template: t, line: line)
+            if let r = rendered {
+                (ids, labels, text, offsets) = (r.ids, r.labels, r.text, r.offsets)
             } else {
                 (ids, labels, text, offsets) = try plain(prompt: prompt, completion: completion, line: line)
                 if options.trainOn == .all { labels = ids }
@@ -181,10 +221,14 @@ public struct SampleProcessor {
                                fullLength: full, text: text, offsets: offsets)
     }
 
-    func conversation(_ messages: [ChatMessage], template t: ConversationRenderer, line: Int) throws
-        -> ([Int], [Int], String, [Range<Int>?])
+    /// The conversation rendered, masked and tokenized: one sample, or — when the template renders
+    /// earlier turns differently once later ones follow and every assistant turn is trained — one per
+    /// assistant turn (Masking.renderPerTurn; `expanded`).
+    func conversations(_ messages: [ChatMessage], template t: ConversationRenderer, line: Int) throws
+        -> [(ids: [Int], labels: [Int], text: String, offsets: [Range<Int>?], expanded: Bool)]
     {
-        let rendered: RenderedConversation
+        var parts: [RenderedConversation]
+        var expanded = false
         // With max_seq_len the whole rendering is tokenized first: turns past the cut are not rendered.
         var whole: [TokenOffset]? = nil
         let limit: ((String) throws -> Int?)? = options.maxSeqLen.map { m in { text in
@@ -193,16 +237,37 @@ public struct SampleProcessor {
             return toks.count > m ? toks[m].start : nil
         } }
         do {
-            rendered = try Masking.render(messages, with: t, trainOn: options.trainOn, file: file, line: line, byteLimit: limit)
+            do {
+                parts = [try Masking.render(messages, with: t, trainOn: options.trainOn, file: file, line: line, byteLimit: limit)]
+            } catch DatasetError.templatePrefix where options.trainOn == .assistant {
+                parts = try Masking.renderPerTurn(messages, with: t, trainOn: options.trainOn, file: file, line: line)
+                expanded = true
+                whole = nil
+            }
         } catch let e as DatasetError {
             throw e
         } catch {
-            // The template raised (raise_exception) or failed: the line's error, with the template's message.
-            throw DatasetLineError(file: file, line: line, reason: "chat template '\(t.templateName)': \(error)")
+            throw DatasetLineError(file: file, line: line, reason: Self.templateFailure(t.templateName, error, messages))
         }
-        let toks = try whole ?? offsets(rendered.text, line: line)
-        let labels = Masking.labels(toks, spans: rendered.spans, snapEnds: rendered.snapEnds)
-        return (toks.map(\.id), labels, rendered.text, toks.map { $0.start..<$0.end })
+        return try parts.map { rendered in
+            let toks = try whole ?? offsets(rendered.text, line: line)
+            let labels = Masking.labels(toks, spans: rendered.spans, snapEnds: rendered.snapEnds)
+            return (toks.map(\.id), labels, rendered.text, toks.map { $0.start..<$0.end }, expanded)
+        }
+    }
+
+    /// A template that raised (raise_exception) or failed on a line: its message, and in plain words
+    /// what about the conversation it likely met.
+    static func templateFailure(_ name: String, _ error: Error, _ messages: [ChatMessage]) -> String {
+        var reason = "chat template '\(name)': \(error)"
+        let roles = messages.map(\.role)
+        if let first = roles.first(where: { $0 != "system" }), first != "user" {
+            reason += " — the conversation opens with a\(first == "assistant" ? "n" : "") \(first) turn, and this template expects the first "
+                + "turn after any system message to be the user's: start each conversation with a user message"
+        } else if !roles.contains("user") {
+            reason += " — the conversation has no user turn"
+        }
+        return reason
     }
 
     /// Token offsets (bare ids, each with its byte range in `text`).
@@ -264,13 +329,13 @@ public enum Dataset {
         /// One line's parse and processing, computed ahead (possibly on another thread).
         struct Outcome {
             var parsed: Result<DatasetFormat, Error>
-            var processed: Result<ProcessedSample, Error>?
+            var processed: Result<[ProcessedSample], Error>?
         }
         func outcome(_ k: Int) -> Outcome {
             let (lineNo, bytes) = lines[k]
             do {
                 let (f, record) = try DatasetLineParser.parse(bytes, file: file, line: lineNo)
-                return Outcome(parsed: .success(f), processed: Result { try processor.process(record, format: f, line: lineNo) })
+                return Outcome(parsed: .success(f), processed: Result { try processor.processAll(record, format: f, line: lineNo) })
             } catch {
                 return Outcome(parsed: .failure(error), processed: nil)
             }
@@ -284,6 +349,7 @@ public enum Dataset {
         var truncated = 0
         var counts: [String: Int] = [:]
         var previews: [ProcessedSample] = []
+        var expandedLines = 0, expandedSamples = 0
         for (done, (lineNo, _)) in lines.enumerated() {
             progress?(done, lines.count)
             if done == aheadStart + ahead.count {
@@ -304,15 +370,19 @@ public enum Dataset {
                     throw DatasetLineError(file: file, line: lineNo, reason: "a \(f.rawValue) line in a \(known.rawValue) file (format detected on line \(formatLine)); one file holds one format")
                 }
                 if format == nil { format = f; formatLine = lineNo }
-                let p = try o.processed!.get()
-                if p.sample.trainedTokens == 0 {
-                    let r = SkipReason.noTrainedTokens(truncated: p.truncated)
+                let all = try o.processed!.get()
+                if all.count > 1 || all.first?.expansion != nil { expandedLines += 1; expandedSamples += all.count }
+                let kept = all.filter { $0.sample.trainedTokens > 0 }
+                if kept.isEmpty, let p = all.first {
+                    let r = SkipReason.noTrainedTokens(truncated: all.contains { $0.truncated } || p.truncated)
                     skipped.append((lineNo, r)); counts[r.category, default: 0] += 1
                     continue
                 }
-                if p.truncated { truncated += 1 }
-                samples.append(p.sample)
-                if previews.count < previewCount { previews.append(p) }
+                for p in kept {
+                    if p.truncated { truncated += 1 }
+                    samples.append(p.sample)
+                    if previews.count < previewCount { previews.append(p) }
+                }
             } catch let e as DatasetLineError {
                 guard options.skipBadLines else { throw DatasetError.badLine(e) }
                 skipped.append((lineNo, .badLine(e.description))); counts["bad line", default: 0] += 1
@@ -322,9 +392,11 @@ public enum Dataset {
             let why = counts.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ")
             throw DatasetError.noSamples(file: file, reason: why)
         }
+        var statistics = DatasetStatistics(samples: samples, truncated: truncated, skipped: counts)
+        statistics.expandedConversations = expandedLines
+        statistics.expandedSamples = expandedSamples
         return LoadedDataset(file: file, format: format ?? .text, samples: samples, skipped: skipped,
-                             statistics: DatasetStatistics(samples: samples, truncated: truncated, skipped: counts),
-                             previews: previews)
+                             statistics: statistics, previews: previews)
     }
 
     /// Splits samples into (train, validation): round(fraction × n) samples, at least 1

@@ -27,15 +27,20 @@ public enum DatasetFormat: String, Sendable, CaseIterable {
 public struct ChatMessage: Equatable, Sendable {
     public var role: String
     public var content: String
-    public init(role: String, content: String) {
+    /// The message's other keys, handed to the template as transformers hands them (reasoning_content,
+    /// tool_calls, name, tool_call_id, …); `content: null` (a tool call without text) is kept here as null.
+    public var extra: JSONObject
+    public init(role: String, content: String, extra: JSONObject = JSONObject()) {
         self.role = role
         self.content = content
+        self.extra = extra
     }
     public static let roles: Set<String> = ["system", "user", "assistant", "tool"]
 }
 
 public enum DatasetRecord: Equatable, Sendable {
-    case conversation([ChatMessage])
+    /// A conversation, and the line's `tools` list (the template's `tools` variable) when it has one.
+    case conversation([ChatMessage], tools: JSONValue? = nil)
     case promptCompletion(prompt: String, completion: String)
     case text(String)
     case tokens(inputIDs: [Int], labels: [Int]?)
@@ -117,7 +122,13 @@ public enum DatasetLineParser {
             throw fail("expected a JSON object, got \(typeName(value))")
         }
         if let m = dict["messages"] {
-            return (.messages, .conversation(try messages(m, roleKey: "role", contentKey: "content", field: "messages", fail: fail)))
+            var tools: JSONValue? = nil
+            if let t = dict["tools"], !t.isNull {
+                guard t.array != nil else { throw fail("\"tools\" is \(typeName(t)), not a list (of the functions the assistant may call)") }
+                tools = t
+            }
+            return (.messages, .conversation(try messages(m, roleKey: "role", contentKey: "content", field: "messages", fail: fail),
+                                             tools: tools))
         }
         if let c = dict["conversations"] {
             return (.sharegpt, .conversation(try messages(c, roleKey: "from", contentKey: "value", field: "conversations", fail: fail)))
@@ -167,9 +178,21 @@ public enum DatasetLineParser {
             }
             guard let r = m[roleKey] else { throw fail("\(field)[\(i)] is missing \"\(roleKey)\"", nil) }
             guard let role = r.string else { throw fail("\(field)[\(i)].\(roleKey) is \(typeName(r)), not a string", nil) }
-            guard let c = m[contentKey] else { throw fail("\(field)[\(i)] is missing \"\(contentKey)\"", nil) }
-            guard let content = c.string else {
+            // The messages format: every other key goes to the template (reasoning_content, tool_calls, …); an
+            // assistant turn that calls tools may have no text (content null or missing), as transformers allows.
+            var extra = JSONObject()
+            if roleKey == "role" { for (k, v) in m.pairs where k != roleKey && k != contentKey { extra[k] = v } }
+            let callsTools = extra["tool_calls"].map { !$0.isNull } ?? false
+            let content: String
+            if let c = m[contentKey], let text = c.string {
+                content = text
+            } else if callsTools, m[contentKey]?.isNull ?? true {
+                content = ""
+                extra["content"] = .null
+            } else if let c = m[contentKey] {
                 throw fail("\(field)[\(i)].\(contentKey) is \(typeName(c)), not a string", nil)
+            } else {
+                throw fail("\(field)[\(i)] is missing \"\(contentKey)\"", nil)
             }
             let mapped: String
             if roleKey == "from" {
@@ -183,7 +206,7 @@ public enum DatasetLineParser {
                 }
                 mapped = role
             }
-            out.append(ChatMessage(role: mapped, content: content))
+            out.append(ChatMessage(role: mapped, content: content, extra: extra))
         }
         return out
     }

@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 
 // Loss masks: which tokens of a sample are trained.
 //
@@ -24,7 +25,8 @@ import Foundation
 // start of any token that straddles that point (never a piece of the next header).
 // What F has beyond that point must also end W (a trailer); otherwise the template
 // renders the turn differently once later turns follow (Qwen3 drops the empty
-// <think></think> of earlier replies) and that is the error above.
+// <think></think> of earlier replies) and that is the error above — for which the
+// dataset renders one sample per assistant turn instead (renderPerTurn).
 //
 // Tokens: W is tokenized once, WITHOUT the post-processor's special tokens (as
 // transformers' apply_chat_template(tokenize=True) does, so a template that
@@ -93,6 +95,9 @@ public protocol ConversationRenderer {
     func prepare(_ messages: [ChatMessage]) -> PreparedConversation
     /// Whether several threads may render with it at once.
     var concurrencySafe: Bool { get }
+    /// This renderer with more template variables (a conversation's `tools`); a renderer without
+    /// variables returns itself.
+    func with(variables: [String: JSONValue]) -> ConversationRenderer
 }
 
 /// One conversation, rendered whole and by prefixes (Masking renders two prefixes per assistant turn).
@@ -106,6 +111,7 @@ public protocol PreparedConversation {
 
 extension ConversationRenderer {
     public var concurrencySafe: Bool { false }
+    public func with(variables: [String: JSONValue]) -> ConversationRenderer { self }
     public func prepare(_ messages: [ChatMessage]) -> PreparedConversation { SlicingConversation(renderer: self, messages: messages) }
 }
 
@@ -172,6 +178,30 @@ public enum Masking {
             if end > p { spans.append(p..<end) }
         }
         return RenderedConversation(text: whole, spans: spans, snapEnds: snap)
+    }
+
+    /// One sample per trained assistant turn, for a template that renders earlier turns differently
+    /// once later ones follow (Qwen3 drops the reasoning of replies before the last user message): sample
+    /// k is the conversation through assistant turn k rendered as the template renders it when that turn
+    /// is the last — F_k = render(m[...i_k]) — with only turn k trained: F_k minus P_k = render(m[..<i_k],
+    /// add_generation_prompt: true). So each reply is trained in the form the model produces it at
+    /// inference, earlier turns in the form it then sees them. F_k must start with P_k; a template that
+    /// rewrites even that is the error `render` gives. `trainOn` .last: the last turn's sample alone.
+    public static func renderPerTurn(_ messages: [ChatMessage], with r: ConversationRenderer, trainOn: TrainOn,
+                                     file: String = "-", line: Int = 0) throws -> [RenderedConversation] {
+        let conversation = r.prepare(messages)
+        var assistant = messages.indices.filter { messages[$0].role == "assistant" }
+        if trainOn == .last, let l = assistant.last { assistant = [l] }
+        return try assistant.map { i in
+            let p = try conversation.render(prefix: i, addGenerationPrompt: true)
+            let f = try conversation.render(prefix: i + 1, addGenerationPrompt: false)
+            let pb = p.utf8.count, fb = f.utf8.count
+            guard f.utf8.starts(with: p.utf8) else {
+                throw DatasetError.templatePrefix(template: r.templateName, file: file, line: line, turn: i, detail:
+                    "even with this turn last, the conversation rendered through it does not start with the conversation rendered before it (with the generation prompt)")
+            }
+            return RenderedConversation(text: f, spans: fb > pb ? [pb..<fb] : [], snapEnds: [])
+        }
     }
 
     /// Above this many assistant turns, spans come from one pass (TurnSpans.onePass).

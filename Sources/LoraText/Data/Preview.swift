@@ -60,7 +60,9 @@ public enum Preview {
 
     public static func render(_ p: ProcessedSample, tokenizer: DataTokenizer, style: PreviewStyle) -> String {
         let s = p.sample
-        var header = "── line \(s.line): \(s.inputIDs.count) tokens, \(s.trainedTokens) trained"
+        var header = "── line \(s.line)"
+        if let e = p.expansion { header += " (assistant turn \(e.turn) of \(e.of): the template rewrites earlier turns, so each turn is a sample)" }
+        header += ": \(s.inputIDs.count) tokens, \(s.trainedTokens) trained"
         if p.truncated { header += ", truncated from \(p.fullLength)" }
         var body = ""
         for (text, trained) in pieces(p, tokenizer: tokenizer) {

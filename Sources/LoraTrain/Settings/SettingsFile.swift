@@ -80,6 +80,44 @@ extension TrainingConfig {
         return (key, node.map { value($0) } ?? .null)
     }
 
+    /// Text scalars read as YAML's core schema types them ("false" → false, "3" → 3, "null" → null), in
+    /// lists and mappings too; other values as they are. For values that reach a template as they would
+    /// from Python (chat_template_kwargs).
+    static func typedScalars(_ v: JSONValue) -> JSONValue {
+        switch v {
+        case .string(let s):
+            guard let any = try? Yams.load(yaml: s) else { return v }
+            switch any {
+            case let b as Bool: return .bool(b)
+            case let i as Int: return .int(i)
+            case let d as Double: return .double(d)
+            case is String: return v
+            default: return v
+            }
+        case .array(let a): return .array(a.map(typedScalars))
+        case .object(let o): return .object(JSONObject(o.pairs.map { ($0.0, typedScalars($0.1)) }))
+        default: return v
+        }
+    }
+
+    /// `--chat-template-kwargs KEY=VALUE` items (VALUE in YAML: false, 3, a string, [1, 2], {a: b}) as a mapping.
+    public static func templateKwargs(_ items: [String]) throws -> JSONObject {
+        var out = JSONObject()
+        for item in items {
+            guard let eq = item.firstIndex(of: "="), eq != item.startIndex else {
+                throw TrainError.setting(source: "command line", key: "chat_template_kwargs",
+                                         reason: "'\(item)' is not KEY=VALUE (e.g. --chat-template-kwargs enable_thinking=false)")
+            }
+            let text = String(item[item.index(after: eq)...])
+            let node: Node?
+            do { node = try Yams.compose(yaml: text) } catch {
+                throw TrainError.setting(source: "command line", key: "chat_template_kwargs", reason: "'\(text)' is not a YAML value: \(error)")
+            }
+            out[String(item[..<eq])] = typedScalars(node.map { value($0) } ?? .null)
+        }
+        return out
+    }
+
     /// The resolved settings as YAML (training_config.yaml): every key in `keys`
     /// order, null for an unset one; reads back through `resolve`. Values are
     /// written in JSON's flow form, which YAML reads as the same values; the

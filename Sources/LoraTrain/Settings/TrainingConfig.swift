@@ -23,6 +23,9 @@ public struct TrainingConfig: Equatable, Sendable {
     public var packing = false
     public var trainOn: String = "assistant"
     public var chatTemplate: String?
+    /// Extra chat-template arguments, as transformers' apply_chat_template(**kwargs) takes them
+    /// (enable_thinking: false for Qwen3 …); TRL's SFTConfig names them chat_template_kwargs.
+    public var chatTemplateKwargs = JSONObject()
     public var skipBadLines = false
     // The adapter: PEFT's LoraConfig, from lora_config / adapter and the LoRA keys.
     public var lora = LoraConfig()
@@ -94,14 +97,15 @@ public struct TrainingConfig: Equatable, Sendable {
         case int(WritableKeyPath<TrainingConfig, Int>), optionalInt(WritableKeyPath<TrainingConfig, Int?>)
         case number(WritableKeyPath<TrainingConfig, Double>), optionalNumber(WritableKeyPath<TrainingConfig, Double?>)
         case flag(WritableKeyPath<TrainingConfig, Bool>), texts(WritableKeyPath<TrainingConfig, [String]>)
-        case scheduler, lora
+        case scheduler, lora, templateKwargs
     }
 
     /// Every key a config file or flag may set, in training_config.yaml's order, with its field.
     static let fields: [(key: String, field: Field)] = [
         ("model", .text(\.model)), ("data", .texts(\.data)), ("val_data", .optionalText(\.valData)),
         ("val_split", .number(\.valSplit)), ("max_seq_len", .int(\.maxSeqLen)), ("packing", .flag(\.packing)),
-        ("train_on", .text(\.trainOn)), ("chat_template", .optionalText(\.chatTemplate)), ("skip_bad_lines", .flag(\.skipBadLines)),
+        ("train_on", .text(\.trainOn)), ("chat_template", .optionalText(\.chatTemplate)),
+        ("chat_template_kwargs", .templateKwargs), ("skip_bad_lines", .flag(\.skipBadLines)),
     ] + LoraConfig.adapterKeys.map { ($0, Field.lora) } + [
         ("lora_config", .optionalText(\.loraConfig)), ("adapter", .optionalText(\.adapter)),
         ("learning_rate", .number(\.learningRate)), ("lr_scheduler_type", .scheduler), ("warmup_steps", .number(\.warmupSteps)),
@@ -260,6 +264,13 @@ public struct TrainingConfig: Equatable, Sendable {
             }
             lrSchedulerType = s
         case .lora: try lora.set(key, v)
+        case .templateKwargs:
+            if v.isNull { chatTemplateKwargs = JSONObject(); return }
+            guard let o = v.object else {
+                throw LoraConfig.SettingError(key, "must be a mapping of template argument to value, e.g. {enable_thinking: false}")
+            }
+            // YAML and flags give scalars as text: read each as YAML types it (false → a boolean).
+            chatTemplateKwargs = JSONObject(o.pairs.map { ($0.0, Self.typedScalars($0.1)) })
         }
     }
 
@@ -277,6 +288,7 @@ public struct TrainingConfig: Equatable, Sendable {
         case .texts(let k)?: return JSONValue(self[keyPath: k])
         case .scheduler?: return .string(lrSchedulerType.rawValue)
         case .lora?: return lora.value(forKey: key)
+        case .templateKwargs?: return .object(chatTemplateKwargs)
         case nil: return .null
         }
     }

@@ -57,7 +57,8 @@ func loadTrainingSamples(_ c: TrainingConfig, vocabSize: Int, classifier: Sequen
     var template: ConversationRenderer? = nil
     let modelText: ModelText?
     do {
-        modelText = try ModelText(model: c.model, chatTemplate: c.chatTemplate, needsTemplate: false)
+        modelText = try ModelText(model: c.model, chatTemplate: c.chatTemplate, needsTemplate: false,
+                                  templateVariables: Dictionary(uniqueKeysWithValues: c.chatTemplateKwargs.pairs))
     } catch ModelTextError.noTokenizer {
         modelText = nil
     }
