@@ -81,7 +81,8 @@ struct TrainLoraOptions: ParsableArguments, OverrideGroup {
                                + "[temperature, default 0.05]", valueName: "t")) var temperature: Double?
     @Option(help: ArgumentHelp("true loads the adapter frozen (PEFT's inference mode; train refuses it). [inference_mode, default false]",
                                valueName: "bool")) var inferenceMode: String?
-    @Option(help: ArgumentHelp("LoRA settings from a PEFT adapter_config.json (the LoRA flags above override it). [lora_config]",
+    @Option(help: ArgumentHelp("LoRA settings from a PEFT adapter_config.json, an adapter directory or a settings file (its LoRA "
+                               + "keys; what inspect --lora-config reads); the LoRA flags above override it. [lora_config]",
                                valueName: "file")) var loraConfig: String?
     @Option(help: ArgumentHelp("Continue training an existing PEFT adapter directory (its config fixes the LoRA settings). [adapter]",
                                valueName: "dir")) var adapter: String?
@@ -156,6 +157,7 @@ struct TrainUnsupportedLoraOptions: ParsableArguments, OverrideGroup {
         put(&d, "peft_type", peftType)
         for item in loraOption {
             let (key, value) = try TrainingConfig.loraOption(item)
+            if d[key] != nil { throw ValidationError("\(key) is given twice (--lora-option \(key)=… and another flag for it); give it once") }
             d[key] = value
         }
         return d
@@ -272,7 +274,16 @@ struct Train: ParsableCommand {
     func run() throws {
         var overrides: [String: Any] = [:]
         let groups: [OverrideGroup] = [dataOptions, loraOptions, unsupportedLoraOptions, optimOptions, outputOptions]
-        for g in groups { overrides.merge(try g.overrides()) { _, new in new } }
+        for g in groups {
+            for (key, value) in try g.overrides() {
+                // One key, one value: --lora-option r=8 beside --r 2 is a contradiction, not an override.
+                if overrides[key] != nil {
+                    throw ValidationError("\(key) is given twice: by --\(key.replacingOccurrences(of: "_", with: "-")) and by --lora-option "
+                                          + "\(key)=…; give it once")
+                }
+                overrides[key] = value
+            }
+        }
         let outcome: Trainer.Outcome
         if config == nil && overrides.isEmpty {
             // No settings at all: the demo (SmolLM2 learns the Pip persona), or how to fetch its model.

@@ -135,41 +135,76 @@ final class LoraConfigKeysTests: XCTestCase {
                                  + "megatron_config: null\nloftq_config: {}\ntrainable_token_indices: null\npeft_type: LORA\n"
                                  + "base_model_name_or_path: whatever\nrevision: null\nauto_mapping: null\n")
         XCTAssertEqual(message(defaults), "no error")
-        // In a --lora-config JSON: typed, named by its file.
+        // In a --lora-config JSON, named by its file: hand-written (a settings file) and PEFT-saved (typed).
         let j = try write("a.json", #"{"r": 4, "target_modules": ["q_proj"], "use_dora": true}"#)
         XCTAssertEqual(message(nil, ["lora_config": j]),
-                       j + ": field 'use_dora': true is not supported: DoRA is not supported; set use_dora to false for plain LoRA")
+                       j + ": use_dora: true is not supported: DoRA is not supported; set use_dora to false for plain LoRA")
+        let saved = try write("p.json", #"{"peft_type": "LORA", "r": 4, "target_modules": ["q_proj"], "use_dora": true}"#)
+        XCTAssertEqual(message(nil, ["lora_config": saved]),
+                       saved + ": field 'use_dora': true is not supported: DoRA is not supported; set use_dora to false for plain LoRA")
     }
 
     /// A misspelt key is an error with the nearest key in every path (a --lora-config JSON silently
     /// trained with lora_alpha 8 before).
     func testMisspeltKeysAreErrorsEverywhere() throws {
         let j = try write("a.json", #"{"r": 16, "lora_aplha": 32, "target_modules": ["q_proj"]}"#)
-        XCTAssertEqual(message(nil, ["lora_config": j]),
-                       j + ": field 'lora_aplha': not a key of PEFT's LoraConfig; did you mean 'lora_alpha'?")
+        XCTAssertEqual(message(nil, ["lora_config": j]), j + ": lora_aplha: unknown setting; did you mean 'lora_alpha'?")
         let y = try write("s.yaml", "lora_aplha: 32\n")
         XCTAssertEqual(message(y), y + ": lora_aplha: unknown setting; did you mean 'lora_alpha'?")
         XCTAssertEqual(message(nil, ["use_doRa": "false"]), "command line: use_doRa: unknown setting; did you mean 'use_dora'?")
         XCTAssertThrowsError(try TrainingConfig.loraConfigFile(path: j)) { e in
-            XCTAssertEqual("\(e)", j + ": field 'lora_aplha': not a key of PEFT's LoraConfig; did you mean 'lora_alpha'?")
+            XCTAssertEqual("\(e)", j + ": lora_aplha: unknown setting; did you mean 'lora_alpha'?")
         }
+        // A training key misspelt in a --lora-config JSON names the training key meant, as --config does.
+        let lr = try write("lr.json", #"{"r": 4, "target_modules": ["q_proj"], "learning_rat": 0.001}"#)
+        XCTAssertEqual(message(nil, ["lora_config": lr]), lr + ": learning_rat: unknown setting; did you mean 'learning_rate'?")
+        XCTAssertEqual(message(lr), lr + ": learning_rat: unknown setting; did you mean 'learning_rate'?")
         // A near miss at a default-like value is a typo too (init_lora_weights: false was silently dropped),
         // in a hand-written JSON, in one PEFT wrote (peft_type), in YAML, in a flag: train and inspect agree.
-        let expected = "field 'init_lora_weight': not a key of PEFT's LoraConfig; did you mean 'init_lora_weights'?"
         for extra in ["", #", "peft_type": "LORA""#] {
+            // PEFT-saved: read as PEFT reads it (typed, "field"); hand-written: a settings file.
+            let expected = extra.isEmpty ? "init_lora_weight: unknown setting; did you mean 'init_lora_weights'?"
+                : "field 'init_lora_weight': not a key of PEFT's LoraConfig; did you mean 'init_lora_weights'?"
             let f = try write("t.json", #"{"r": 4, "target_modules": ["q_proj"], "init_lora_weight": false"# + extra + "}")
             XCTAssertEqual(message(nil, ["lora_config": f]), f + ": " + expected)
             XCTAssertThrowsError(try TrainingConfig.loraConfigFile(path: f)) { XCTAssertEqual("\($0)", f + ": " + expected) }
             let dirAdapter = dir + "/adapter"
             try FileManager.default.createDirectory(atPath: dirAdapter, withIntermediateDirectories: true)
             try FileManager.default.copyItem(atPath: f, toPath: dirAdapter + "/adapter_config.json")
-            XCTAssertEqual(message(nil, ["adapter": dirAdapter]), dirAdapter + "/adapter_config.json: " + expected)
+            XCTAssertEqual(message(nil, ["adapter": dirAdapter]), dirAdapter + "/adapter_config.json: "
+                           + "field 'init_lora_weight': not a key of PEFT's LoraConfig; did you mean 'init_lora_weights'?")
             try FileManager.default.removeItem(atPath: dirAdapter)
         }
         let ty = try write("t.yaml", "init_lora_weight: false\n")
         XCTAssertEqual(message(ty), ty + ": init_lora_weight: unknown setting; did you mean 'init_lora_weights'?")
         XCTAssertEqual(message(nil, ["lora_config": ty]), message(ty))
         XCTAssertThrowsError(try TrainingConfig.loraConfigFile(path: ty)) { XCTAssertEqual("\($0)", message(ty)) }
+    }
+
+    /// Review findings: a hand-written LoraConfig JSON without target_modules reads as a settings file in
+    /// every path (PEFT's default targets); a PEFT-saved file's unknown default is ignored through --config
+    /// too; an empty --lora-config file is an error; an adapter named in a --lora-config file is said to
+    /// give its settings only.
+    func testEveryPathReadsTheSameFileTheSameWay() throws {
+        let nt = try write("nt.json", #"{"r": 4, "lora_alpha": 16}"#)
+        let a = try resolve(nil, ["lora_config": nt]).get().lora, b = try resolve(nt).get().lora
+        XCTAssertEqual(a, b)
+        XCTAssertEqual(try TrainingConfig.loraConfigFile(path: nt).lora, a)
+        XCTAssertEqual(try TrainingConfig.loraSettings(file: nt), a)
+        XCTAssertEqual(a.targetModules, LoraConfig().targetModules)
+        let old = try write("saved.json", #"{"peft_type": "LORA", "r": 4, "target_modules": ["q_proj"], "enable_lora": null, "merge_weights": false, "inference_mode": false}"#)
+        XCTAssertEqual(try resolve(old).get().lora, try resolve(nil, ["lora_config": old]).get().lora)
+        XCTAssertEqual(try TrainingConfig.loraSettings(file: old).r, 4)
+        let bad = try write("saved-bad.json", #"{"peft_type": "LORA", "r": 4, "target_modules": ["q_proj"], "merge_weights": true}"#)
+        XCTAssertEqual(message(bad), bad + ": merge_weights: unknown setting")
+        let empty = try write("empty.yaml", "")
+        XCTAssertEqual(message(nil, ["lora_config": empty]), empty + ": (file): holds no setting: give the LoRA settings (r, "
+                       + "lora_alpha, target_modules, …) or an adapter_config.json")
+        let withAdapter = try write("wa.yaml", "adapter: \(testFixturesRoot)/reference/llama_gqa_untied/adapter_initial\n")
+        let c = try resolve(nil, ["lora_config": withAdapter]).get()
+        XCTAssertEqual(c.notes.count, 1)
+        XCTAssertTrue(c.notes[0].contains("(adapter) are not") && c.notes[0].contains("not its weights: this run starts a new adapter"),
+                      c.notes[0])
     }
 
     /// `train --lora-config` reads what `inspect --lora-config` reads: a settings file gives its LoRA keys
@@ -233,12 +268,25 @@ final class LoraConfigKeysTests: XCTestCase {
                              "--no-lora-bias", "--peft-type", "LORA", "--lora-option", "loftq_config={}",
                              "--lora-option", "megatron_config=null", "--inference-mode", "false"])
         XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
-        // Every key of PEFT's LoraConfig is reachable from the command line: a flag of its own or --lora-option.
+        // Every key of PEFT's LoraConfig is reachable from the real command line: a flag of its own (in
+        // --help), or --lora-option KEY=null, accepted by the parser and the settings (the run then stops at the
+        // missing data file, past every setting).
         let help = try CLI.run(["train", "--help"]).stdout
+        var viaOption: [String] = []
         for key in LoraConfig.peftKeys.map(\.key) {
             let flag = "--" + key.replacingOccurrences(of: "_", with: "-")
             if help.contains(flag + " ") || help.contains(flag + "/") || help.contains(flag + "\n") { continue }
-            XCTAssertNoThrow(try TrainingConfig.loraOption(key + "=null"), key)
+            viaOption.append(key)
+            let r = try CLI.run(base + ["--lora-option", key + "=null"])
+            XCTAssertTrue(r.stderr.contains("none.jsonl"), "\(key): \(r.stderr)")
+        }
+        XCTAssertEqual(viaOption.count, 19, "\(viaOption)")
+        // One key, one value: --lora-option beside the key's own flag is an error, in either order.
+        for args in [["--r", "2", "--lora-option", "r=8"], ["--lora-option", "r=8", "--r", "2"],
+                     ["--use-dora", "--lora-option", "use_dora=false"], ["--lora-option", "r=1", "--lora-option", "r=2"]] {
+            let r = try CLI.run(base + args)
+            XCTAssertNotEqual(r.status, 0, "\(args)")
+            XCTAssertTrue(r.stderr.contains("is given twice"), "\(args): \(r.stderr)")
         }
     }
 

@@ -157,10 +157,17 @@ public struct TrainingConfig: Equatable, Sendable {
     /// keys given, an adapter's must agree with them.
     public static func resolve(file: String?, overrides: [String: Any]) throws -> TrainingConfig {
         var given: [(key: String, value: JSONValue, source: String)] = []
-        if let file { given += try readMapping(file).map { ($0.0, $0.1, file) } }
+        var peftFile = false
+        if let file {
+            let pairs = try readMapping(file)
+            peftFile = pairs.contains { $0.0 == "peft_type" }
+            given += pairs.map { ($0.0, $0.1, file) }
+        }
         given += overrides.keys.sorted().map { ($0, value(any: overrides[$0]!), "command line") }
         var c = TrainingConfig()
-        for g in given where !loraKeys.contains(g.key) { try c.set(g.key, g.value, source: g.source) }
+        for g in given where !loraKeys.contains(g.key) {
+            try c.set(g.key, g.value, source: g.source, savedByPEFT: peftFile && g.source == file)
+        }
         let fixed = try c.adapter.map { try LoraConfig.load(path: $0) }
         if var fixed {
             // Continuing a saved adapter (PEFT saves inference_mode: true): trained again, as
@@ -174,7 +181,9 @@ public struct TrainingConfig: Equatable, Sendable {
             if c.lora.inferenceMode { c.keySources["inference_mode"] = loraFile }
             if !notApplied.isEmpty {
                 c.notes.append("lora_config \(loraFile) is a settings file: its LoRA settings are used, its other settings ("
-                               + notApplied.joined(separator: ", ") + ") are not; give it with --config to train with them")
+                               + notApplied.joined(separator: ", ") + ") are not; give it with --config to train with them"
+                               + (notApplied.contains("adapter") ? " (its adapter gives the LoRA settings only, not its weights: "
+                                  + "this run starts a new adapter; --adapter DIR continues one)" : ""))
             }
         }
         for g in given where loraKeys.contains(g.key) { try c.set(g.key, g.value, source: g.source) }
@@ -193,8 +202,9 @@ public struct TrainingConfig: Equatable, Sendable {
     /// files a chain of lora_config has read (a loop is an error).
     static func loraSettings(file: String, visited: Set<String>) throws -> (lora: LoraConfig, trainingKeys: [String]) {
         let given = try readMapping(file)
+        let peftFile = given.contains { $0.0 == "peft_type" }
         var c = TrainingConfig()
-        for (k, v) in given where !loraKeys.contains(k) { try c.set(k, v, source: file) }
+        for (k, v) in given where !loraKeys.contains(k) { try c.set(k, v, source: file, savedByPEFT: peftFile) }
         if let a = c.adapter { c.lora = try LoraConfig.load(path: a); c.lora.inferenceMode = false }
         else if let l = c.loraConfig {
             guard !visited.contains(standardized(l)) else {
@@ -206,23 +216,29 @@ public struct TrainingConfig: Equatable, Sendable {
         do { try c.lora.validate() } catch let e as LoraConfig.SettingError {
             throw TrainError.setting(source: file, key: e.key, reason: e.reason)
         }
-        let training = given.map(\.0).filter { !loraKeys.contains($0) && !["lora_config", "adapter"].contains($0) }
+        // What --lora-config does not take from it: training settings, and an adapter's weights.
+        let training = given.map(\.0).filter { !loraKeys.contains($0) && $0 != "lora_config" && (fieldOf[$0] != nil) }
         return (c.lora, training)
     }
 
     /// What `lora_config` (`train --lora-config`, `inspect --lora-config`) names, read by one rule:
-    /// an adapter directory, or an adapter_config.json — a JSON mapping PEFT wrote (it carries
-    /// peft_type) or one of LoraConfig's keys without training keys — read as PEFT reads it; any other
-    /// file is a settings file (YAML or JSON, what `--config` reads), whose LoRA settings are taken.
-    /// `notApplied`: a settings file's training keys, checked but not applied (--config applies them).
+    /// an adapter directory, or a JSON file PEFT wrote (it carries peft_type: an adapter_config.json),
+    /// read as PEFT reads it; any other file is a settings file (YAML or JSON, what `--config` reads:
+    /// a hand-written LoraConfig JSON too, so a missing target_modules takes PEFT's default for these
+    /// models and a misspelt training key names the key meant), whose LoRA settings are taken.
+    /// `notApplied`: a settings file's training keys (and adapter), checked but not applied.
     public static func loraConfigFile(path: String, visited: Set<String> = []) throws -> (lora: LoraConfig, notApplied: [String]) {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
             return (try LoraConfig.load(path: path), [])
         }
         if let data = FileManager.default.contents(atPath: path), let j = try? JSONValue.parse(data), let o = j.object,
-           o["peft_type"] != nil || !o.keys.contains(where: { fieldOf[$0] != nil && !loraKeys.contains($0) }) {
+           o["peft_type"] != nil {
             return (try LoraConfig.load(path: path), [])
+        }
+        if try readMapping(path).isEmpty {
+            throw TrainError.setting(source: path, key: "(file)", reason: "holds no setting: give the LoRA settings (r, lora_alpha, "
+                                     + "target_modules, …) or an adapter_config.json")
         }
         let (lora, training) = try loraSettings(file: path, visited: visited.union([standardized(path)]))
         return (lora, training)
@@ -235,9 +251,14 @@ public struct TrainingConfig: Equatable, Sendable {
         + "(its parameters do not require gradients); set inference_mode: false to train"
 
     /// Sets one key from a value (typed JSON, or text from YAML and flags).
-    public mutating func set(_ key: String, _ value: JSONValue, source: String) throws {
+    /// `savedByPEFT`: the key comes from a file PEFT wrote (it has peft_type), where an unknown key at a
+    /// default-like value is ignored (LoraConfig.unknownKey, the one rule of every path).
+    public mutating func set(_ key: String, _ value: JSONValue, source: String, savedByPEFT: Bool = false) throws {
         func fail(_ r: String) -> TrainError { .setting(source: source, key: key, reason: r) }
-        guard Self.fieldOf[key] != nil || Self.loraKeys.contains(key) else { throw fail(Self.unknownKeyReason(key, value)) }
+        guard Self.fieldOf[key] != nil || Self.loraKeys.contains(key) else {
+            if LoraConfig.unknownKey(key, value, savedByPEFT: savedByPEFT, known: Self.allKeys) == nil { return }
+            throw fail(Self.unknownKeyReason(key, value))
+        }
         explicitKeys.insert(key)
         keySources[key] = source
         do { try setTrainingKey(key, value) } catch let e as LoraConfig.SettingError {
