@@ -1,18 +1,23 @@
 #!/usr/bin/env python3
-"""A Qwen3 GGUF written by llama.cpp's own converter, and what transformers makes of the model it came from.
+"""GGUFs written by llama.cpp's own converter for the newer families, and what transformers makes of the models
+they came from.
 
-A tiny Qwen3ForCausalLM (hidden 32, 4 heads over 2 KV heads, an explicit head_dim 16, 2 layers, tied, every norm
-weight perturbed so q_norm/k_norm are not all ones) over the Qwen2 fixture tokenizer is saved with
-save_pretrained, then converted by llama.cpp's convert_hf_to_gguf.py (--outtype f32; Qwen3 has no q/k row
-permutation, and head_dim travels as qwen3.attention.key_length). The tokenizer's pre-tokenizer hash is not one
-llama.cpp knows (a fixture tokenizer), so get_vocab_base_pre is told "qwen2" — its regex is this tokenizer's.
+qwen3: a tiny Qwen3ForCausalLM (hidden 32, 4 heads over 2 KV heads, an explicit head_dim 16, 2 layers, tied, every
+norm weight perturbed so q_norm/k_norm are not all ones). Qwen3 has no q/k row permutation; head_dim travels as
+qwen3.attention.key_length.
+smollm3: a tiny SmolLM3ForCausalLM (4 layers, so the default no_rope_layers makes layer 3 a NoPE layer, GQA,
+tied). llama.cpp permutes its q/k rows as Llama's and records no no_rope_layers: its smollm3 graph skips RoPE on
+every 4th layer, SmolLM3Config's default.
+Each over the Qwen2 fixture tokenizer, saved with save_pretrained and converted by convert_hf_to_gguf.py
+(--outtype f32). The tokenizer's pre-tokenizer hash is not one llama.cpp knows (a fixture tokenizer), so
+get_vocab_base_pre is told "qwen2" — its regex is this tokenizer's.
 
-Writes Tests/Fixtures/gguf/qwen3_convert/:
+Writes Tests/Fixtures/gguf/<family>_convert/:
   model.gguf              llama.cpp's output
   expected.safetensors    transformers' logits for input_ids, and a few weights (q_norm and k_norm among them)
   expected.json           input_ids, the config fields, and the HF tokenizer's ids for a few strings
 
-    /opt/lora-ref-venv/bin/python scripts/make_qwen3_gguf_fixture.py [LLAMA_CPP_DIR]
+    /opt/lora-ref-venv/bin/python scripts/make_family_gguf_fixtures.py [LLAMA_CPP_DIR]
 LLAMA_CPP_DIR: llama.cpp's source (default: the vendor/llama.cpp of llama-cpp-python 0.3.36's sdist under /tmp/llamacpp).
 """
 import json
@@ -22,24 +27,11 @@ import tempfile
 
 import torch
 from safetensors.torch import save_file
-from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM, SmolLM3Config, SmolLM3ForCausalLM
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-OUT = os.path.join(ROOT, "Tests", "Fixtures", "gguf", "qwen3_convert")
 LLAMA_CPP = sys.argv[1] if len(sys.argv) > 1 else "/tmp/llamacpp/llama_cpp_python-0.3.36/vendor/llama.cpp"
 STRINGS = ["Hello world!", "你好，世界", "<|im_start|>user\nhi<|im_end|>\n"]
-
-torch.manual_seed(5)
-tok = AutoTokenizer.from_pretrained(os.path.join(ROOT, "Tests", "Fixtures", "text", "data", "qwen2"))
-cfg = Qwen3Config(vocab_size=len(tok), hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, head_dim=16, max_position_embeddings=64, rms_norm_eps=1e-6, rope_theta=1000000.0,
-                  tie_word_embeddings=True, initializer_range=0.1, bos_token_id=None, eos_token_id=tok.eos_token_id,
-                  pad_token_id=tok.pad_token_id)
-model = Qwen3ForCausalLM(cfg).eval()
-with torch.no_grad():
-    for name, p in model.named_parameters():
-        if name.endswith("norm.weight"):
-            p.add_(torch.randn_like(p) * 0.1)
 
 sys.path.insert(0, os.path.join(LLAMA_CPP, "gguf-py"))
 sys.path.insert(0, LLAMA_CPP)
@@ -47,22 +39,44 @@ import conversion.base as base  # noqa: E402  (llama.cpp's converter package)
 import convert_hf_to_gguf  # noqa: E402
 
 base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "qwen2"
-os.makedirs(OUT, exist_ok=True)
-with tempfile.TemporaryDirectory() as tmp:
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    sys.argv = ["convert_hf_to_gguf.py", tmp, "--outtype", "f32", "--outfile", os.path.join(OUT, "model.gguf")]
-    convert_hf_to_gguf.main()
+tok = AutoTokenizer.from_pretrained(os.path.join(ROOT, "Tests", "Fixtures", "text", "data", "qwen2"))
 
-ids = [[5, 17, 42, 99, 3, 250, 7, 64, 128, 11], [300, 2, 2, 511, 77, 19, 400, 8, 1, 60]]
-with torch.no_grad():
-    logits = model(input_ids=torch.tensor(ids)).logits
-sd = model.state_dict()
-keep = ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.layers.1.self_attn.k_proj.weight",
-        "model.layers.0.self_attn.q_norm.weight", "model.layers.1.self_attn.k_norm.weight", "model.layers.0.mlp.down_proj.weight"]
-save_file({"logits": logits.contiguous(), **{k: sd[k].contiguous() for k in keep}}, os.path.join(OUT, "expected.safetensors"))
-with open(os.path.join(OUT, "expected.json"), "w") as f:
-    json.dump(dict(input_ids=ids, config=dict(architectures="Qwen3ForCausalLM", head_dim=16, hidden_size=32, num_key_value_heads=2,
-                                             vocab_size=len(tok), tie_word_embeddings=True, rms_norm_eps=1e-6),
-                   token_ids={s: tok(s, add_special_tokens=False)["input_ids"] for s in STRINGS}), f, indent=1, ensure_ascii=False)
-print("wrote", OUT, os.path.getsize(os.path.join(OUT, "model.gguf")), "bytes")
+
+def make(family, seed, model, config):
+    out = os.path.join(ROOT, "Tests", "Fixtures", "gguf", family + "_convert")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.add_(torch.randn_like(p) * 0.1)
+    model.eval()
+    os.makedirs(out, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        sys.argv = ["convert_hf_to_gguf.py", tmp, "--outtype", "f32", "--outfile", os.path.join(out, "model.gguf")]
+        convert_hf_to_gguf.main()
+    ids = [[5, 17, 42, 99, 3, 250, 7, 64, 128, 11], [300, 2, 2, 511, 77, 19, 400, 8, 1, 60]]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor(ids)).logits
+    sd = model.state_dict()
+    keep = [k for k in ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.layers.1.self_attn.k_proj.weight",
+                        "model.layers.0.self_attn.q_norm.weight", "model.layers.1.self_attn.k_norm.weight",
+                        "model.layers.0.mlp.down_proj.weight"] if k in sd]
+    save_file({"logits": logits.contiguous(), **{k: sd[k].contiguous() for k in keep}}, os.path.join(out, "expected.safetensors"))
+    with open(os.path.join(out, "expected.json"), "w") as f:
+        json.dump(dict(input_ids=ids, config=config,
+                       token_ids={s: tok(s, add_special_tokens=False)["input_ids"] for s in STRINGS}), f, indent=1, ensure_ascii=False)
+    print("wrote", out, os.path.getsize(os.path.join(out, "model.gguf")), "bytes")
+
+
+common = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2,
+              max_position_embeddings=64, rms_norm_eps=1e-6, tie_word_embeddings=True, initializer_range=0.1,
+              bos_token_id=None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+torch.manual_seed(5)
+make("qwen3", 5, Qwen3ForCausalLM(Qwen3Config(num_hidden_layers=2, head_dim=16, rope_theta=1000000.0, **common)),
+     dict(architectures="Qwen3ForCausalLM", head_dim=16, hidden_size=32, num_key_value_heads=2, vocab_size=len(tok),
+          tie_word_embeddings=True, rms_norm_eps=1e-6, num_hidden_layers=2))
+torch.manual_seed(6)
+make("smollm3", 6, SmolLM3ForCausalLM(SmolLM3Config(num_hidden_layers=4, rope_theta=5000000.0, **common)),
+     dict(architectures="SmolLM3ForCausalLM", head_dim=8, hidden_size=32, num_key_value_heads=2, vocab_size=len(tok),
+          tie_word_embeddings=True, rms_norm_eps=1e-6, num_hidden_layers=4, no_rope_layers=[1, 1, 1, 0]))

@@ -27,7 +27,7 @@ import peft
 from peft import LoraConfig, get_peft_model
 from peft.utils import get_peft_model_state_dict
 from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config, SmolLM3Config
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else "Tests/Fixtures/reference"
 
@@ -73,13 +73,22 @@ CASES = [
     dict(name="qwen3_qk_norm", arch="qwen3", cfg=dict(head_dim=16, tie_word_embeddings=True, rope_theta=1000000.0),
          dtype="bfloat16", lora=dict(r=8, lora_alpha=16, target_modules="all-linear"), max_grad_norm=1.0,
          perturb_norms=True),
+    # SmolLM3: RoPE skipped on the layers no_rope_layers marks 0 (NoPE; here the second of two), GQA, tied,
+    # attention_bias with bias="lora_only", rank_pattern; fp16 weights.
+    dict(name="smollm3_nope", arch="smollm3", cfg=dict(tie_word_embeddings=True, no_rope_layers=[1, 0], attention_bias=True,
+                                                       pad_token_id=None, bos_token_id=None, eos_token_id=None,
+                                                       rope_theta=5000000.0),
+         dtype="float16", lora=dict(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
+                                    bias="lora_only", rank_pattern={"k_proj": 4}),
+         max_grad_norm=1.0),
     # attention_bias and mlp_bias with bias="all".
     dict(name="llama_bias_all", arch="llama", cfg=dict(attention_bias=True, mlp_bias=True), dtype="float32",
          lora=dict(r=8, lora_alpha=16, target_modules=["q_proj", "o_proj", "down_proj"], bias="all"),
          max_grad_norm=0.0),
 ]
 
-CONFIGS = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig, "qwen3": Qwen3Config}
+CONFIGS = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig, "qwen3": Qwen3Config,
+           "smollm3": SmolLM3Config}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

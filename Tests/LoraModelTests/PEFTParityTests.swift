@@ -357,7 +357,8 @@ final class SequenceClassificationParityTests: XCTestCase {
 
 final class PEFTParityTests: XCTestCase {
     static let cases = ["llama_gqa_untied", "llama_tied_rslora_regex", "llama_layers_patterns", "qwen2_bias_lora_only",
-                        "llama_modules_to_save", "mistral_embed_lm_head", "llama_bias_all", "qwen3_qk_norm"]
+                        "llama_modules_to_save", "mistral_embed_lm_head", "llama_bias_all", "qwen3_qk_norm",
+                        "smollm3_nope"]
 
     func runCase(_ name: String) throws {
         let rc = try ReferenceCase(name)
@@ -375,9 +376,11 @@ final class PEFTParityTests: XCTestCase {
     func testLlamaBiasAll() throws { try runCase("llama_bias_all") }
     /// Qwen3: per-head q/k RMSNorm before RoPE (perturbed norm weights), explicit head_dim 16, tied, bf16, all-linear.
     func testQwen3QKNormAllLinearBF16() throws { try runCase("qwen3_qk_norm") }
+    /// SmolLM3: a NoPE layer (no_rope_layers [1, 0]), attention biases trained (lora_only), rank_pattern, tied, f16.
+    func testSmolLM3NoPELayerF16() throws { try runCase("smollm3_nope") }
 
     func testGradientCheckpointingGivesTheSameGradients() throws {
-        for name in ["llama_gqa_untied", "mistral_embed_lm_head", "qwen3_qk_norm"] {
+        for name in ["llama_gqa_untied", "mistral_embed_lm_head", "qwen3_qk_norm", "smollm3_nope"] {
             try checkGradients(try ReferenceCase(name), checkpointing: true)
         }
     }

@@ -1,55 +1,64 @@
 import Foundation
 import LoraBase
-
 import LoraOps
 import XCTest
 @testable import LoraModel
 @testable import LoraTrain
 
-/// Issue 17 item 2 / 6: a Qwen3 GGUF written by llama.cpp's own convert_hf_to_gguf.py
-/// (scripts/make_qwen3_gguf_fixture.py) reads as transformers reads the checkpoint it came from:
-/// the config (head_dim from qwen3.attention.key_length), the weights (q_norm and k_norm among them,
-/// no q/k permutation to undo), the logits, and the tokenizer's ids.
-final class Qwen3GGUFTests: XCTestCase {
-    static let dir = testFixturesRoot + "/gguf/qwen3_convert"
+/// Issue 17 item 6: GGUFs written by llama.cpp's own convert_hf_to_gguf.py (scripts/make_family_gguf_fixtures.py)
+/// read as transformers reads the checkpoints they came from — the config, the weights, the logits and the
+/// tokenizer's ids. Qwen3: head_dim from qwen3.attention.key_length, q_norm/k_norm, no q/k permutation.
+/// SmolLM3: q/k rows permuted as Llama's (undone at load), NoPE on every 4th layer (GGUF records no list).
+final class FamilyGGUFTests: XCTestCase {
+    static let families: [(name: String, arch: Architecture, permuted: Bool)] = [("qwen3", .qwen3, false), ("smollm3", .smollm3, true)]
 
-    func expected() throws -> JSONValue { try JSONValue.read(path: Self.dir + "/expected.json") }
+    static func dir(_ family: String) -> String { testFixturesRoot + "/gguf/\(family)_convert" }
 
     func testConfigWeightsAndLogitsEqualTransformers() throws {
-        let g = try GGUFCheckpoint(path: Self.dir + "/model.gguf")
-        let c = g.config, want = try expected()["config"]!
-        XCTAssertEqual(c.architecture, .qwen3)
-        XCTAssertTrue(c.qkNorm)
-        XCTAssertEqual(c.headDim, want["head_dim"]?.integral)
-        XCTAssertEqual(c.hiddenSize, want["hidden_size"]?.integral)
-        XCTAssertEqual(c.numKVHeads, want["num_key_value_heads"]?.integral)
-        XCTAssertEqual(c.vocabSize, want["vocab_size"]?.integral)
-        XCTAssertTrue(c.tieWordEmbeddings)
-        XCTAssertEqual(c.rmsNormEps, 1e-6, accuracy: 1e-12)
-        XCTAssertFalse(g.permutedQK, "llama.cpp permutes q/k rows for the llama layout only")
-        XCTAssertEqual(g.unusedTensors, [])
-        let ref = try SafeTensorsFile(path: Self.dir + "/expected.safetensors")
-        for key in ref.tensors.keys.sorted() where key != "logits" {
-            let (shape, w) = try ref.floats(key)
-            XCTAssertEqual(try g.hostFloats(key, shape: shape), w, key)   // f32 both sides: exact
+        for (family, arch, permuted) in Self.families {
+            let d = Self.dir(family)
+            let expected = try JSONValue.read(path: d + "/expected.json")
+            let g = try GGUFCheckpoint(path: d + "/model.gguf")
+            let c = g.config, want = try XCTUnwrap(expected["config"])
+            XCTAssertEqual(c.architecture, arch, family)
+            XCTAssertEqual(c.qkNorm, arch == .qwen3, family)
+            XCTAssertEqual(c.headDim, want["head_dim"]?.integral, family)
+            XCTAssertEqual(c.hiddenSize, want["hidden_size"]?.integral, family)
+            XCTAssertEqual(c.numLayers, want["num_hidden_layers"]?.integral, family)
+            XCTAssertEqual(c.numKVHeads, want["num_key_value_heads"]?.integral, family)
+            XCTAssertEqual(c.vocabSize, want["vocab_size"]?.integral, family)
+            XCTAssertTrue(c.tieWordEmbeddings, family)
+            XCTAssertEqual(c.rmsNormEps, 1e-6, accuracy: 1e-12, family)
+            if let nope = want["no_rope_layers"]?.array {
+                XCTAssertEqual((0..<c.numLayers).map { c.usesRope(layer: $0) }, nope.map { $0.integral == 1 }, family)
+            }
+            XCTAssertEqual(g.permutedQK, permuted, "\(family): llama.cpp permutes q/k rows for the llama layout only")
+            XCTAssertEqual(g.unusedTensors, [], family)
+            let ref = try SafeTensorsFile(path: d + "/expected.safetensors")
+            for key in ref.tensors.keys.sorted() where key != "logits" {
+                let (shape, w) = try ref.floats(key)
+                XCTAssertEqual(try g.hostFloats(key, shape: shape), w, "\(family) \(key)")   // f32 both sides: exact
+            }
+            var lora = LoraConfig()
+            lora.inferenceMode = true
+            let m = try LlamaLoRAModel(modelDirectory: d + "/model.gguf", lora: lora, context: try ComputeContext.shared())
+            let ids = try XCTUnwrap(expected["input_ids"]?.array).map { try XCTUnwrap($0.array).compactMap(\.integral) }
+            let logits = try m.logits(try TokenBatch(inputIDs: ids))
+            let r = try ref.floats("logits").values
+            let scale = r.map(abs).max()!
+            let err = zip(logits, r).map { abs($0 - $1) }.max()! / scale
+            XCTAssertLessThanOrEqual(err, 1e-5, "\(family): logits relative error \(err)")
         }
-        var lora = LoraConfig()
-        lora.inferenceMode = true
-        let m = try LlamaLoRAModel(modelDirectory: Self.dir + "/model.gguf", lora: lora, context: try ComputeContext.shared())
-        let ids = try XCTUnwrap(try expected()["input_ids"]?.array).map { try XCTUnwrap($0.array).compactMap(\.integral) }
-        let logits = try m.logits(try TokenBatch(inputIDs: ids))
-        let r = try ref.floats("logits").values
-        let scale = r.map(abs).max()!
-        let err = zip(logits, r).map { abs($0 - $1) }.max()! / scale
-        XCTAssertLessThanOrEqual(err, 1e-5, "logits relative error \(err)")
     }
 
     func testTokenizerIDsEqualTransformers() throws {
-        let text = try ModelText(model: Self.dir + "/model.gguf", chatTemplate: nil, needsTemplate: false)
-        let cases = try XCTUnwrap(try expected()["token_ids"]?.object)
-        XCTAssertEqual(cases.pairs.count, 3)
-        for (s, ids) in cases.pairs {
-            XCTAssertEqual(try text.tokenizer.encode(s, addSpecialTokens: false), ids.array?.compactMap(\.integral), s)
+        for (family, _, _) in Self.families {
+            let text = try ModelText(model: Self.dir(family) + "/model.gguf", chatTemplate: nil, needsTemplate: false)
+            let cases = try XCTUnwrap(try JSONValue.read(path: Self.dir(family) + "/expected.json")["token_ids"]?.object)
+            XCTAssertEqual(cases.pairs.count, 3)
+            for (s, ids) in cases.pairs {
+                XCTAssertEqual(try text.tokenizer.encode(s, addSpecialTokens: false), ids.array?.compactMap(\.integral), "\(family): \(s)")
+            }
         }
     }
 }

@@ -43,6 +43,10 @@ public struct ArchitectureTraits: Sendable, Equatable {
     /// head_dim when config.json has none: nil for hidden_size / num_attention_heads, else the
     /// family config's own default (Qwen3Config's 128).
     public var defaultHeadDim: Int? = nil
+    /// Whether some layers skip RoPE (NoPE layers, SmolLM3): config.json's no_rope_layers (1 = RoPE,
+    /// 0 = none), else one NoPE layer every no_rope_layer_interval (default 4) layers — what llama.cpp's
+    /// smollm3 graph assumes, since GGUF records no list.
+    public var noRopeLayers = false
 }
 
 /// The supported causal-LM architectures and the class names `print(model)` uses.
@@ -51,6 +55,7 @@ public enum Architecture: String, Sendable, CaseIterable {
     case mistral = "MistralForCausalLM"
     case qwen2 = "Qwen2ForCausalLM"
     case qwen3 = "Qwen3ForCausalLM"
+    case smollm3 = "SmolLM3ForCausalLM"
 
     /// The family's description (ArchitectureTraits).
     public var traits: ArchitectureTraits {
@@ -72,6 +77,10 @@ public enum Architecture: String, Sendable, CaseIterable {
             return ArchitectureTraits(biases: .attentionBiasKey, mlpBiasKey: false, qkNorm: true, window: .useSlidingWindowKey,
                                       questionAnsweringTrunk: "transformer.", ggufName: "qwen3", ggufPermutesQK: false,
                                       defaultMaxPositions: 32768, defaultHeadDim: 128)
+        case .smollm3:
+            return ArchitectureTraits(biases: .attentionBiasKey, mlpBiasKey: true, qkNorm: false, window: .useSlidingWindowKey,
+                                      questionAnsweringTrunk: "transformer.", ggufName: "smollm3", ggufPermutesQK: true,
+                                      defaultMaxPositions: 32768, noRopeLayers: true)
         }
     }
 
@@ -306,6 +315,8 @@ public struct ModelConfig: Sendable {
     public var outputProjectionBias: Bool
     public var mlpBias: Bool
     public var slidingWindow: Int?
+    /// Which layers apply RoPE to q and k (NoPE layers: false); nil when every layer does.
+    public var ropeLayers: [Bool]? = nil
     /// The head the model is built with (config.json's architecture decides; a
     /// causal checkpoint can be given a new classifier with `classifying`).
     public var task: ModelTask = .causalLM
@@ -336,6 +347,9 @@ public struct ModelConfig: Sendable {
 
     /// Per-head RMSNorm on q and k before RoPE (ArchitectureTraits.qkNorm).
     public var qkNorm: Bool { architecture.traits.qkNorm }
+
+    /// Whether layer `l` rotates q and k (false on a NoPE layer).
+    public func usesRope(layer l: Int) -> Bool { ropeLayers.map { $0[l] } ?? true }
 
     /// A module path ("model.layers.0.self_attn.q_proj", "lm_head") as PEFT names it on the task's class.
     public func peftName(_ path: String) -> String {
@@ -498,6 +512,20 @@ public struct ModelConfig: Sendable {
             mlpBias: arch.traits.mlpBiasKey ? try bool("mlp_bias", false) : false,
             slidingWindow: try slidingWindow())
         config.checkpointTask = checkpointKind
+        if arch.traits.noRopeLayers {
+            let layers = config.numLayers
+            if let v = j["no_rope_layers"], !v.isNull {
+                guard let list = v.array, list.count == layers, list.allSatisfy({ $0.integral == 0 || $0.integral == 1 }) else {
+                    throw CheckpointError.config(path: path, field: "no_rope_layers",
+                                                 reason: "must list 0 (no RoPE) or 1 (RoPE) for each of the \(layers) layers, got \(v.shortDescription)")
+                }
+                config.ropeLayers = list.map { $0.integral == 1 }
+            } else {
+                let every = try optInt("no_rope_layer_interval") ?? 4
+                config.ropeLayers = (0..<layers).map { ($0 + 1) % every != 0 }
+            }
+            if config.ropeLayers!.allSatisfy({ $0 }) { config.ropeLayers = nil }
+        }
         if let v = j["pad_token_id"], !v.isNull {
             // A list (some configs) or a number; a negative one means none.
             if let n = v.integral { config.padTokenID = n >= 0 ? n : nil }

@@ -30,10 +30,12 @@ extension LlamaLoRAModel {
         try L.o.backward(ctx, dx: p.dattn, dy: p.dres, x: a.attn, tokens: n, stepSeed: s)
         try ctx.attentionBackward(dq: p.dq, dk: p.dk, dv: p.dv, delta: p.delta, dout: p.dattn, out: a.attn, lse: a.lse,
                                   q: a.q, k: a.k, v: a.v, shape: attentionShape, segmentStarts: attentionSegments)
-        try ctx.rope(p.dq, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numHeads,
-                     headDim: c.headDim, inverse: true)
-        try ctx.rope(p.dk, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numKVHeads,
-                     headDim: c.headDim, inverse: true)
+        if c.usesRope(layer: l) {
+            try ctx.rope(p.dq, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numHeads,
+                         headDim: c.headDim, inverse: true)
+            try ctx.rope(p.dk, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numKVHeads,
+                         headDim: c.headDim, inverse: true)
+        }
         // Per-head q/k norms (Qwen3): back through q_norm / k_norm (frozen weights) into p.dattn, free
         // since attention's backward, then into the projections.
         var dqIn = p.dq, dkIn = p.dk

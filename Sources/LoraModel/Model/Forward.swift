@@ -241,10 +241,12 @@ extension LlamaLoRAModel {
             try ctx.rmsnormForward(y: a.k, rstd: rk, x: kPre, weight: kn, rows: n * c.numKVHeads, cols: c.headDim, eps: eps)
         }
         try L.v.forward(ctx, y: a.v, x: a.h1, tokens: n, training: training, stepSeed: s)
-        try ctx.rope(a.q, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numHeads,
-                     headDim: c.headDim, inverse: false)
-        try ctx.rope(a.k, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numKVHeads,
-                     headDim: c.headDim, inverse: false)
+        if c.usesRope(layer: l) {   // a NoPE layer (SmolLM3) attends without positions
+            try ctx.rope(a.q, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numHeads,
+                         headDim: c.headDim, inverse: false)
+            try ctx.rope(a.k, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numKVHeads,
+                         headDim: c.headDim, inverse: false)
+        }
         try ctx.attentionForward(out: a.attn, lse: a.lse, q: a.q, k: a.k, v: a.v, shape: attentionShape,
                                  segmentStarts: attentionSegments)
         try a.xMid.copy(from: xIn, count: n * H)

@@ -211,10 +211,12 @@ public final class InferenceSession {
                 try project(L.k, y: k, x: h, tokens: n)
             }
             try project(L.v, y: v, x: h, tokens: n)
-            try ctx.rope(q, positions: positions, cos: m.rope.cos, sin: m.rope.sin, tokens: n, heads: c.numHeads,
-                         headDim: c.headDim, inverse: false)
-            try ctx.rope(k, positions: positions, cos: m.rope.cos, sin: m.rope.sin, tokens: n, heads: c.numKVHeads,
-                         headDim: c.headDim, inverse: false)
+            if c.usesRope(layer: l) {
+                try ctx.rope(q, positions: positions, cos: m.rope.cos, sin: m.rope.sin, tokens: n, heads: c.numHeads,
+                             headDim: c.headDim, inverse: false)
+                try ctx.rope(k, positions: positions, cos: m.rope.cos, sin: m.rope.sin, tokens: n, heads: c.numKVHeads,
+                             headDim: c.headDim, inverse: false)
+            }
             try ctx.kvCacheAppend(caches[l], k: k, v: v, tokens: n, position: p0)
             try ctx.decodeAttention(out: attn, q: q, cache: caches[l], heads: c.numHeads, tokens: n, position: p0)
             try project(L.o, y: x, x: attn, tokens: n, beta: 1)
