@@ -320,6 +320,13 @@ extension KernelBench {
             try ctx.rope(q, positions: pos, cos: cosB, sin: sinB, tokens: n, heads: NH, headDim: D, inverse: false)
         }
         recordBandwidth("rope", "\(n)x\(NH)x\(D)", seconds: tr, bytes: 4.0 * Double(2 * n * NH * D + n * D))
+        // A fused q|k|v projection's q block split out (Phi-3's qkv_proj: NH·D of NH·D + 2·NKV·D columns).
+        let fusedCols = NH * D + 2 * NKV * D
+        let fused = try ctx.buffer(rng.uniform(n * fusedCols))
+        let tcc = try timeDevice {
+            try ctx.copyColumns(from: fused, sourceStride: fusedCols, to: q, destinationStride: NH * D, rows: n, width: NH * D)
+        }
+        recordBandwidth("copy columns (fused q split)", "\(n)x\(NH * D) of \(fusedCols)", seconds: tcc, bytes: 8.0 * Double(n * NH * D))
 
         let ids = (0..<n).map { _ in Int32.random(in: 0..<Int32(V), using: &rng) }
         let idsB = try DeviceBuffer(queue: ctx.queue, ids)

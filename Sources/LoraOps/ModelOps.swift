@@ -66,14 +66,39 @@ extension ComputeContext {
 
     /// Rotates x (N, heads, headDim) in place by the angles of `positions`;
     /// `inverse` rotates back (the backward).
+    /// x (N, heads, D) rotated in place by the (P, rotaryDim) tables: the first rotaryDim values of
+    /// each head (all of them by default; fewer with partial rotary), the rest unchanged.
     public func rope(_ x: DeviceBuffer<Float>, positions: DeviceBuffer<Int32>, cos: DeviceBuffer<Float>,
-                     sin: DeviceBuffer<Float>, tokens n: Int, heads: Int, headDim d: Int, inverse: Bool) throws {
+                     sin: DeviceBuffer<Float>, tokens n: Int, heads: Int, headDim d: Int, rotaryDim: Int? = nil,
+                     inverse: Bool) throws {
         opLock.lock(); defer { opLock.unlock() }
+        let r = rotaryDim ?? d
         try require(d % 2 == 0, "rope", "head_dim must be even, got \(d)")
+        try require(r % 2 == 0 && r >= 2 && r <= d, "rope", "rotary_dim must be even and in 2…\(d), got \(r)")
         try requireCount(x, atLeast: n * heads * d, "rope", "x")
-        try launch("rope_apply", [i32(n), i32(heads), i32(d), .buffer(positions), .buffer(cos), .buffer(sin),
+        try launch("rope_apply", [i32(n), i32(heads), i32(d), i32(r), .buffer(positions), .buffer(cos), .buffer(sin),
                                   .float(inverse ? -1 : 1), .buffer(x)],
-                   global: [d / 2, heads, n], local: [1, 1, 1])
+                   global: [r / 2, heads, n], local: [1, 1, 1])
+    }
+
+    /// dst[r·dstStride + dstOffset + c] = src[r·srcStride + srcOffset + c] for r < rows, c < width: a column
+    /// block of one (rows, ·) matrix into another — a fused projection's output (q|k|v, gate|up) split into
+    /// its parts, and their gradients joined back. Nothing else of dst is written.
+    public func copyColumns(from src: DeviceBuffer<Float>, sourceStride: Int, sourceOffset: Int = 0,
+                            to dst: DeviceBuffer<Float>, destinationStride: Int, destinationOffset: Int = 0,
+                            rows: Int, width: Int) throws {
+        opLock.lock(); defer { opLock.unlock() }
+        let op = "copyColumns"
+        try require(rows >= 1 && width >= 1, op, "sizes must be ≥ 1 (rows=\(rows), width=\(width))")
+        try require(sourceOffset >= 0 && sourceOffset + width <= sourceStride, op,
+                    "source columns \(sourceOffset)..<\(sourceOffset + width) past its stride \(sourceStride)")
+        try require(destinationOffset >= 0 && destinationOffset + width <= destinationStride, op,
+                    "destination columns \(destinationOffset)..<\(destinationOffset + width) past its stride \(destinationStride)")
+        try requireCount(src, atLeast: rows * sourceStride, op, "src")
+        try requireCount(dst, atLeast: rows * destinationStride, op, "dst")
+        try launch("copy_columns", [i32(rows), i32(sourceStride), i32(sourceOffset), i32(destinationStride), i32(destinationOffset),
+                                    i32(width), .buffer(src), .buffer(dst)],
+                   global: [width, rows], local: [1, 1])
     }
 
     // MARK: attention

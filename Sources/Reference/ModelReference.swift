@@ -3,12 +3,14 @@ import Foundation
 /// float64 references of the model kernels (attention, RoPE, cross-entropy, AdamW).
 extension Reference {
     /// HF rotate_half RoPE on x (N, heads, D) with tables (P, D); `inverse` rotates by −θ.
+    /// rotate_half RoPE on the first `rotaryDim` values of each head (all by default), tables (P, rotaryDim).
     public static func rope(_ x: [Double], positions: [Int], cos: [Float], sin: [Float], tokens n: Int, heads: Int,
-                            headDim d: Int, inverse: Bool = false) -> [Double] {
+                            headDim d: Int, rotaryDim: Int? = nil, inverse: Bool = false) -> [Double] {
         var out = x
-        let h = d / 2, sign = inverse ? -1.0 : 1.0
+        let r = rotaryDim ?? d
+        let h = r / 2, sign = inverse ? -1.0 : 1.0
         for t in 0..<n { for hh in 0..<heads { for i in 0..<h {
-            let base = (t * heads + hh) * d, tb = positions[t] * d
+            let base = (t * heads + hh) * d, tb = positions[t] * r
             let a = x[base + i], b = x[base + i + h]
             out[base + i] = a * Double(cos[tb + i]) - b * sign * Double(sin[tb + i])
             out[base + i + h] = b * Double(cos[tb + i + h]) + a * sign * Double(sin[tb + i + h])

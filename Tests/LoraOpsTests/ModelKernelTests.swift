@@ -88,6 +88,66 @@ final class RoPEKernelTests: XCTestCase {
             assertClose(try bx.read(), toDouble(x), "rope⁻¹∘rope \(n)x\(heads)x\(d)")
         }
     }
+
+    /// Partial rotary (Phi-3's partial_rotary_factor): the first rotary_dim values of each head rotate by the
+    /// (P, rotary_dim) tables, the rest pass through unchanged; backward is the inverse rotation.
+    func testPartialRotaryAgainstFloat64AndFiniteDifferences() throws {
+        let ctx = try sharedContext()
+        var rng = freshRandom(#function)
+        for (n, heads, d, r) in [(1, 1, 4, 2), (5, 3, 12, 8), (19, 2, 16, 12), (33, 4, 96, 72)] {
+            let (cs, sn) = tables(n + 3, r)
+            let positions = (0..<n).map { _ in Int.random(in: 0..<(n + 3), using: &rng) }
+            let x = rng.uniform(n * heads * d)
+            let bx = try ctx.buffer(x), bp = try DeviceBuffer(queue: ctx.queue, positions.map(Int32.init))
+            let bc = try ctx.buffer(cs), bs = try ctx.buffer(sn)
+            try ctx.rope(bx, positions: bp, cos: bc, sin: bs, tokens: n, heads: heads, headDim: d, rotaryDim: r, inverse: false)
+            let fwd = Reference.rope(toDouble(x), positions: positions, cos: cs, sin: sn, tokens: n, heads: heads, headDim: d, rotaryDim: r)
+            let got = try bx.read()
+            assertClose(got, fwd, "rope \(n)x\(heads)x\(d) rotary \(r)")
+            for t in 0..<n { for h in 0..<heads { for i in r..<d {
+                XCTAssertEqual(got[(t * heads + h) * d + i], x[(t * heads + h) * d + i], "the pass-through part is untouched")
+            } } }
+            let rr = rng.uniform(n * heads * d)
+            let br = try ctx.buffer(rr)
+            try ctx.rope(br, positions: bp, cos: bc, sin: bs, tokens: n, heads: heads, headDim: d, rotaryDim: r, inverse: true)
+            let rD = toDouble(rr)
+            assertGradient(try br.read(), at: toDouble(x), samples: 10, rng: &rng, "partial rope dx \(n)x\(heads)x\(d)/\(r)") { xs in
+                dot(Reference.rope(xs, positions: positions, cos: cs, sin: sn, tokens: n, heads: heads, headDim: d, rotaryDim: r), rD)
+            }
+        }
+        let b = try ctx.buffer(count: 8), p = try DeviceBuffer(queue: ctx.queue, [Int32(0)])
+        XCTAssertThrowsError(try ctx.rope(b, positions: p, cos: b, sin: b, tokens: 1, heads: 1, headDim: 8, rotaryDim: 10, inverse: false))
+        XCTAssertThrowsError(try ctx.rope(b, positions: p, cos: b, sin: b, tokens: 1, heads: 1, headDim: 8, rotaryDim: 3, inverse: false))
+    }
+}
+
+/// copy_columns: a column block of one matrix into another (a fused projection split, its gradient joined),
+/// exactly, on awkward sizes; every destination value outside the block keeps its NaN poison.
+final class CopyColumnsTests: XCTestCase {
+    func testBlocksCopyExactlyAndNothingElseIsWritten() throws {
+        let ctx = try sharedContext()
+        var rng = freshRandom(#function)
+        for (rows, srcStride, srcOff, dstStride, dstOff, width) in [(1, 1, 0, 1, 0, 1), (3, 7, 2, 5, 1, 4), (17, 96, 64, 32, 0, 32),
+                                                                    (33, 48, 0, 80, 16, 48), (129, 130, 65, 65, 0, 65)] {
+            let src = rng.uniform(rows * srcStride)
+            let bs = try ctx.buffer(src)
+            let bd = try ctx.buffer([Float](repeating: .nan, count: rows * dstStride))
+            try ctx.copyColumns(from: bs, sourceStride: srcStride, sourceOffset: srcOff, to: bd, destinationStride: dstStride,
+                                destinationOffset: dstOff, rows: rows, width: width)
+            let got = try bd.read()
+            for r in 0..<rows { for c in 0..<dstStride {
+                let v = got[r * dstStride + c]
+                if c >= dstOff && c < dstOff + width {
+                    XCTAssertEqual(v, src[r * srcStride + srcOff + c - dstOff], "(\(r), \(c)) of \(rows)x\(width)")
+                } else {
+                    XCTAssertTrue(v.isNaN, "(\(r), \(c)) outside the block was written")
+                }
+            } }
+        }
+        let b = try ctx.buffer(count: 8)
+        XCTAssertThrowsError(try ctx.copyColumns(from: b, sourceStride: 4, sourceOffset: 2, to: b, destinationStride: 4, rows: 2, width: 3))
+        XCTAssertThrowsError(try ctx.copyColumns(from: b, sourceStride: 4, to: b, destinationStride: 4, rows: 3, width: 4))
+    }
 }
 
 final class AttentionKernelTests: XCTestCase {

@@ -78,7 +78,7 @@ final class RuntimeTests: XCTestCase {
                      "silu_forward", "silu_backward", "swiglu_forward", "swiglu_backward", "dropout_forward",
                      "attention_forward", "attention_transpose", "attention_backward", "attention_backward_reduce",
                      "f16_to_f32", "bf16_to_f32", "cross_entropy_fused", "real_target_loss", "embedding_forward", "embedding_backward",
-                     "sum_partial", "sum_finalize", "adamw_step", "rope_apply",
+                     "sum_partial", "sum_finalize", "adamw_step", "rope_apply", "copy_columns",
                      "kv_cache_append", "decode_attention_partial", "decode_attention_combine"] {
             XCTAssertNoThrow(try a.kernel(name), name)
         }
