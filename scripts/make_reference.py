@@ -27,7 +27,7 @@ import peft
 from peft import LoraConfig, get_peft_model
 from peft.utils import get_peft_model_state_dict
 from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config, SmolLM3Config
+from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Phi3Config, Qwen2Config, Qwen3Config, SmolLM3Config
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else "Tests/Fixtures/reference"
 
@@ -81,6 +81,16 @@ CASES = [
          dtype="float16", lora=dict(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
                                     bias="lora_only", rank_pattern={"k_proj": 4}),
          max_grad_norm=1.0),
+    # Phi-3 / Phi-4-mini: fused qkv_proj and gate_up_proj (LoRA on the fused modules), partial rotary (0.75 of
+    # head_dim 8: 6 values rotate), LongRoPE with original_max_position_embeddings 16 and a 20-token batch (the long
+    # factors and the attention factor √(1 + ln 4 / ln 16)), tied; dropout on the LoRA branch.
+    dict(name="phi3_fused_longrope", arch="phi3",
+         cfg=dict(tie_word_embeddings=True, pad_token_id=None, bos_token_id=None, eos_token_id=None,
+                  original_max_position_embeddings=16,
+                  rope_parameters=dict(rope_type="longrope", rope_theta=10000.0, partial_rotary_factor=0.75,
+                                       original_max_position_embeddings=16,
+                                       short_factor=[1.0, 1.25, 1.5], long_factor=[1.5, 3.0, 6.0])),
+         dtype="float32", seq=20, lora=dict(r=8, lora_alpha=16, target_modules="all-linear"), max_grad_norm=1.0),
     # attention_bias and mlp_bias with bias="all".
     dict(name="llama_bias_all", arch="llama", cfg=dict(attention_bias=True, mlp_bias=True), dtype="float32",
          lora=dict(r=8, lora_alpha=16, target_modules=["q_proj", "o_proj", "down_proj"], bias="all"),
@@ -88,13 +98,13 @@ CASES = [
 ]
 
 CONFIGS = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig, "qwen3": Qwen3Config,
-           "smollm3": SmolLM3Config}
+           "smollm3": SmolLM3Config, "phi3": Phi3Config}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def batch(vocab):
+def batch(vocab, seq=7):
     g = torch.Generator().manual_seed(1234)
-    ids = torch.randint(0, vocab, (2, 7), generator=g)
+    ids = torch.randint(0, vocab, (2, seq), generator=g)
     labels = ids.clone()
     labels[0, :3] = -100      # a prompt that is not trained on
     labels[1, 2] = -100
@@ -135,7 +145,7 @@ def make_case(case):
         pm.print_trainable_parameters()
     pm.save_pretrained(os.path.join(root, "adapter_initial"))
 
-    ids, labels = batch(cfg.vocab_size)
+    ids, labels = batch(cfg.vocab_size, case.get("seq", 7))
     params = [(n, p) for n, p in pm.named_parameters() if p.requires_grad]
     opt = torch.optim.AdamW([p for _, p in params], lr=TRAIN["lr"], betas=TRAIN["betas"], eps=TRAIN["eps"],
                             weight_decay=TRAIN["weight_decay"])

@@ -12,7 +12,7 @@ import XCTest
 final class MemoryPlanTests: XCTestCase {
     static let cases = ["llama_gqa_untied", "llama_tied_rslora_regex", "llama_layers_patterns", "qwen2_bias_lora_only",
                         "llama_modules_to_save", "mistral_embed_lm_head", "llama_bias_all", "qwen3_qk_norm",
-                        "smollm3_nope"]
+                        "smollm3_nope", "phi3_fused_longrope"]
 
     /// A context of its own: its scratch slots start empty, so what one step adds is measurable.
     func freshContext() throws -> ComputeContext {
@@ -97,7 +97,9 @@ final class MemoryPlanTests: XCTestCase {
             func expected(bytes: Int) -> Int {
                 // Norm weights (final, two per layer, and Qwen3's q_norm and k_norm of D per layer) stay fp32; RoPE tables.
                 let norms = H + 2 * c.numLayers * H + (c.qkNorm ? 2 * c.numLayers * c.headDim : 0)
-                var e = 4 * (norms + 2 * c.maxPositionEmbeddings * c.headDim) + packed(H, c.vocabSize, bytes)
+                var tables = 2 * c.maxPositionEmbeddings * c.rotaryDim
+                if case .longrope = c.rope.kind { tables *= 2 }
+                var e = 4 * (norms + tables) + packed(H, c.vocabSize, bytes)
                 for s in ap.linears {
                     if !ap.isSaved(s.path) && !(s.path == "lm_head" && c.tieWordEmbeddings) {
                         e += packed(s.inFeatures, s.outFeatures, bytes)

@@ -358,7 +358,7 @@ final class SequenceClassificationParityTests: XCTestCase {
 final class PEFTParityTests: XCTestCase {
     static let cases = ["llama_gqa_untied", "llama_tied_rslora_regex", "llama_layers_patterns", "qwen2_bias_lora_only",
                         "llama_modules_to_save", "mistral_embed_lm_head", "llama_bias_all", "qwen3_qk_norm",
-                        "smollm3_nope"]
+                        "smollm3_nope", "phi3_fused_longrope"]
 
     func runCase(_ name: String) throws {
         let rc = try ReferenceCase(name)
@@ -378,9 +378,11 @@ final class PEFTParityTests: XCTestCase {
     func testQwen3QKNormAllLinearBF16() throws { try runCase("qwen3_qk_norm") }
     /// SmolLM3: a NoPE layer (no_rope_layers [1, 0]), attention biases trained (lora_only), rank_pattern, tied, f16.
     func testSmolLM3NoPELayerF16() throws { try runCase("smollm3_nope") }
+    /// Phi-3: fused qkv_proj / gate_up_proj adapted, partial rotary 0.75, LongRoPE's long factors (20 tokens > 16), tied.
+    func testPhi3FusedProjectionsPartialRotaryLongRoPE() throws { try runCase("phi3_fused_longrope") }
 
     func testGradientCheckpointingGivesTheSameGradients() throws {
-        for name in ["llama_gqa_untied", "mistral_embed_lm_head", "qwen3_qk_norm", "smollm3_nope"] {
+        for name in ["llama_gqa_untied", "mistral_embed_lm_head", "qwen3_qk_norm", "smollm3_nope", "phi3_fused_longrope"] {
             try checkGradients(try ReferenceCase(name), checkpointing: true)
         }
     }

@@ -196,6 +196,12 @@ public struct AdapterPlan: Sendable {
         var names = ["model.embed_tokens", "model.layers"]
         for l in 0..<c.numLayers {
             let p = "model.layers.\(l)"
+            if c.fusedProjections {
+                names += [p, p + ".self_attn", p + ".self_attn.o_proj", p + ".self_attn.qkv_proj", p + ".mlp", p + ".mlp.gate_up_proj",
+                          p + ".mlp.down_proj", p + ".mlp.activation_fn", p + ".input_layernorm", p + ".post_attention_layernorm",
+                          p + ".resid_attn_dropout", p + ".resid_mlp_dropout"]
+                continue
+            }
             names += [p, p + ".self_attn", p + ".self_attn.q_proj", p + ".self_attn.k_proj", p + ".self_attn.v_proj",
                       p + ".self_attn.o_proj"]
             if c.qkNorm { names += [p + ".self_attn.q_norm", p + ".self_attn.k_norm"] }
@@ -261,6 +267,14 @@ extension AdapterPlan {
         var specs: [LinearSpec] = []
         for l in 0..<c.numLayers {
             let p = "model.layers.\(l)."
+            if c.fusedProjections {
+                // Phi-3: o_proj before qkv_proj, as the class declares them (named_modules' order).
+                specs += [LinearSpec(path: p + "self_attn.o_proj", inFeatures: qOut, outFeatures: H, hasBias: c.outputProjectionBias),
+                          LinearSpec(path: p + "self_attn.qkv_proj", inFeatures: H, outFeatures: qOut + 2 * kvOut, hasBias: c.attentionBias),
+                          LinearSpec(path: p + "mlp.gate_up_proj", inFeatures: H, outFeatures: 2 * I, hasBias: c.mlpBias),
+                          LinearSpec(path: p + "mlp.down_proj", inFeatures: I, outFeatures: H, hasBias: c.mlpBias)]
+                continue
+            }
             specs += [LinearSpec(path: p + "self_attn.q_proj", inFeatures: H, outFeatures: qOut, hasBias: c.attentionBias),
                       LinearSpec(path: p + "self_attn.k_proj", inFeatures: H, outFeatures: kvOut, hasBias: c.attentionBias),
                       LinearSpec(path: p + "self_attn.v_proj", inFeatures: H, outFeatures: kvOut, hasBias: c.attentionBias),

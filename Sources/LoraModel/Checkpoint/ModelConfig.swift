@@ -47,6 +47,11 @@ public struct ArchitectureTraits: Sendable, Equatable {
     /// 0 = none), else one NoPE layer every no_rope_layer_interval (default 4) layers — what llama.cpp's
     /// smollm3 graph assumes, since GGUF records no list.
     public var noRopeLayers = false
+    /// Fused projections (Phi-3): `self_attn.qkv_proj` (H → NH·D + 2·NKV·D, q | k | v) and
+    /// `mlp.gate_up_proj` (H → 2·I, gate | up) in place of q/k/v_proj and gate/up_proj; PEFT adapts the
+    /// fused modules. The forward splits their output (copy_columns) and the backward joins the parts'
+    /// gradients; print(model) lists o_proj before qkv_proj, as the class declares them.
+    public var fusedProjections = false
 }
 
 /// The supported causal-LM architectures and the class names `print(model)` uses.
@@ -56,6 +61,7 @@ public enum Architecture: String, Sendable, CaseIterable {
     case qwen2 = "Qwen2ForCausalLM"
     case qwen3 = "Qwen3ForCausalLM"
     case smollm3 = "SmolLM3ForCausalLM"
+    case phi3 = "Phi3ForCausalLM"
 
     /// The family's description (ArchitectureTraits).
     public var traits: ArchitectureTraits {
@@ -81,6 +87,11 @@ public enum Architecture: String, Sendable, CaseIterable {
             return ArchitectureTraits(biases: .attentionBiasKey, mlpBiasKey: true, qkNorm: false, window: .useSlidingWindowKey,
                                       questionAnsweringTrunk: "transformer.", ggufName: "smollm3", ggufPermutesQK: true,
                                       defaultMaxPositions: 32768, noRopeLayers: true)
+        case .phi3:
+            // transformers has no Phi3ForQuestionAnswering: QUESTION_ANS on Phi-3 would name a class that does not exist.
+            return ArchitectureTraits(biases: .none, mlpBiasKey: false, qkNorm: false, window: .everyLayer,
+                                      questionAnsweringTrunk: "model.", ggufName: "phi3", ggufPermutesQK: false,
+                                      defaultMaxPositions: 4096, fusedProjections: true)
         }
     }
 
@@ -255,6 +266,10 @@ public struct RopeSettings: Sendable, Equatable {
     public enum Kind: Sendable, Equatable {
         case `default`
         case llama3(factor: Double, lowFreqFactor: Double, highFreqFactor: Double, originalMaxPositions: Int)
+        /// LongRoPE (Phi-3 / Phi-4-mini): inv_freq divided per frequency by short_factor, or by long_factor when
+        /// the batch reaches past original_max_position_embeddings (transformers picks by max(position_ids) + 1),
+        /// cos and sin scaled by attentionFactor (√(1 + ln f / ln original), f = max_position / original).
+        case longrope(short: [Double], long: [Double], originalMaxPositions: Int, attentionFactor: Double)
     }
     public var theta: Double
     public var kind: Kind
@@ -264,8 +279,20 @@ public struct RopeSettings: Sendable, Equatable {
         self.kind = kind
     }
 
-    /// inv_freq (headDim/2), computed as transformers does (fp32 powers, then the llama3 remap).
-    public func inverseFrequencies(headDim d: Int) -> [Float] {
+    /// Whether a batch whose positions reach `maxPosition` uses LongRoPE's long factors.
+    public func usesLongFactors(maxPosition: Int) -> Bool {
+        if case .longrope(_, _, let original, _) = kind { return maxPosition + 1 > original }
+        return false
+    }
+
+    /// inv_freq (headDim/2; headDim is the rotary dim), computed as transformers does (fp32 powers, then the
+    /// llama3 remap, or LongRoPE's per-frequency factors: the long ones when `long`).
+    public func inverseFrequencies(headDim d: Int, long: Bool = false) -> [Float] {
+        if case .longrope(let short, let longFactors, _, _) = kind {
+            // transformers: 1.0 / (ext_factors * base ** (arange(0, dim, 2).float() / dim)), all in fp32.
+            let ext = long ? longFactors : short
+            return (0..<(d / 2)).map { i in 1 / (Float(ext[i]) * powf(Float(theta), Float(2 * i) / Float(d))) }
+        }
         // transformers: 1 / base ** (arange(0, dim, 2).float() / dim), in fp32.
         var inv = (0..<(d / 2)).map { i in 1 / powf(Float(theta), Float(2 * i) / Float(d)) }
         if case .llama3(let factor, let low, let high, let oldLen) = kind {
@@ -282,15 +309,19 @@ public struct RopeSettings: Sendable, Equatable {
         return inv
     }
 
-    /// cos and sin tables (positions, headDim), the two halves repeating the frequencies.
-    public func tables(positions: Int, headDim d: Int) -> (cos: [Float], sin: [Float]) {
-        let inv = inverseFrequencies(headDim: d)
+    /// cos and sin tables (positions, headDim; headDim is the rotary dim), the two halves repeating the
+    /// frequencies; LongRoPE's scaled by its attention factor (the long factors' when `long`).
+    public func tables(positions: Int, headDim d: Int, long: Bool = false) -> (cos: [Float], sin: [Float]) {
+        let inv = inverseFrequencies(headDim: d, long: long)
+        var scale: Float = 1
+        if case .longrope(_, _, _, let f) = kind { scale = Float(f) }
         var c = [Float](repeating: 0, count: positions * d), s = c
         for p in 0..<positions {
             for i in 0..<(d / 2) {
                 let angle = Float(p) * inv[i]
-                c[p * d + i] = cosf(angle); c[p * d + i + d / 2] = cosf(angle)
-                s[p * d + i] = sinf(angle); s[p * d + i + d / 2] = sinf(angle)
+                let cv = cosf(angle) * scale, sv = sinf(angle) * scale
+                c[p * d + i] = cv; c[p * d + i + d / 2] = cv
+                s[p * d + i] = sv; s[p * d + i + d / 2] = sv
             }
         }
         return (c, s)
@@ -315,6 +346,10 @@ public struct ModelConfig: Sendable {
     public var outputProjectionBias: Bool
     public var mlpBias: Bool
     public var slidingWindow: Int?
+    /// With partial rotary (Phi-3's partial_rotary_factor): int(head_dim · factor) values of each head rotate.
+    public var partialRotaryDim: Int? = nil
+    /// How many of each head's values RoPE rotates.
+    public var rotaryDim: Int { partialRotaryDim ?? headDim }
     /// Which layers apply RoPE to q and k (NoPE layers: false); nil when every layer does.
     public var ropeLayers: [Bool]? = nil
     /// The head the model is built with (config.json's architecture decides; a
@@ -347,6 +382,13 @@ public struct ModelConfig: Sendable {
 
     /// Per-head RMSNorm on q and k before RoPE (ArchitectureTraits.qkNorm).
     public var qkNorm: Bool { architecture.traits.qkNorm }
+
+    /// Fused q|k|v and gate|up projections (ArchitectureTraits.fusedProjections).
+    public var fusedProjections: Bool { architecture.traits.fusedProjections }
+    /// The widest fused projection output (q|k|v or gate|up), 0 without fused projections.
+    public var fusedWidth: Int {
+        fusedProjections ? max(numHeads * headDim + 2 * numKVHeads * headDim, 2 * intermediateSize) : 0
+    }
 
     /// Whether layer `l` rotates q and k (false on a NoPE layer).
     public func usesRope(layer l: Int) -> Bool { ropeLayers.map { $0[l] } ?? true }
@@ -437,6 +479,14 @@ public struct ModelConfig: Sendable {
                                          reason: "\(archs.isEmpty ? "missing" : archs.joined(separator: ", ")) is not supported; supported: "
                                             + Architecture.classNames.joined(separator: ", "))
         }
+        if arch.traits.fusedProjections {
+            // Phi-3's residual and embedding dropouts act in training; every released Phi-3 / Phi-4-mini sets them to 0.
+            for k in ["resid_pdrop", "embd_pdrop", "attention_dropout"] {
+                if let p = j[k]?.double, p != 0 {
+                    throw CheckpointError.config(path: path, field: k, reason: "\(p) is not supported (dropout outside the LoRA branch); set it to 0.0")
+                }
+            }
+        }
         if let act = j["hidden_act"]?.string, act != "silu" {
             throw CheckpointError.config(path: path, field: "hidden_act", reason: "'\(act)' is not supported; supported: silu")
         }
@@ -468,9 +518,36 @@ public struct ModelConfig: Sendable {
                            originalMaxPositions: try positiveInt(double(ropeObj, "original_max_position_embeddings",
                                                                         ropeField + ".original_max_position_embeddings"),
                                                                  ropeField + ".original_max_position_embeddings"))
+        case "longrope":
+            let field = ropeField + ".original_max_position_embeddings"
+            let original = try positiveInt(ropeObj["original_max_position_embeddings"] != nil ? double(ropeObj, "original_max_position_embeddings", field)
+                                           : double(j, "original_max_position_embeddings", "original_max_position_embeddings"), field)
+            let maxPositions = Double(try optInt("max_position_embeddings") ?? 2048)
+            let factor = ropeObj["factor"]?.double ?? maxPositions / Double(original)
+            let attention = ropeObj["attention_factor"]?.double
+                ?? (factor <= 1 ? 1 : (1 + Foundation.log(factor) / Foundation.log(Double(original))).squareRoot())
+            func factors(_ k: String) throws -> [Double] {
+                guard let list = ropeObj[k]?.array, !list.isEmpty, list.allSatisfy({ $0.double.map { $0 > 0 } ?? false }) else {
+                    throw CheckpointError.config(path: path, field: ropeField + "." + k, reason: "must be a list of positive numbers")
+                }
+                return list.map { $0.double! }
+            }
+            kind = .longrope(short: try factors("short_factor"), long: try factors("long_factor"), originalMaxPositions: original,
+                             attentionFactor: attention)
         default:
             throw CheckpointError.config(path: path, field: ropeField + ".rope_type",
-                                         reason: "'\(ropeType)' is not supported; supported: default, llama3")
+                                         reason: "'\(ropeType)' is not supported; supported: default, llama3, longrope")
+        }
+        // Partial rotary (Phi-3, Phi-4-mini): transformers rotates int(head_dim · partial_rotary_factor) values.
+        let partial = ropeObj["partial_rotary_factor"]?.double ?? j["partial_rotary_factor"]?.double ?? 1
+        let rotaryDim = Int(Double(headDim) * partial)
+        guard partial > 0, partial <= 1, rotaryDim >= 2, rotaryDim % 2 == 0 else {
+            throw CheckpointError.config(path: path, field: "partial_rotary_factor",
+                                         reason: "\(partial) gives \(rotaryDim) rotary values of head_dim \(headDim): must be even, 2 or more")
+        }
+        if case .longrope(let short, let long, _, _) = kind, short.count != rotaryDim / 2 || long.count != rotaryDim / 2 {
+            throw CheckpointError.config(path: path, field: ropeField + ".short_factor",
+                                         reason: "short_factor and long_factor must hold rotary_dim/2 = \(rotaryDim / 2) values, got \(short.count) and \(long.count)")
         }
         /// Mistral: sliding_window applies to every layer. Qwen2 (as transformers
         /// reads it): only with use_sliding_window, and only on the layers from
@@ -512,6 +589,7 @@ public struct ModelConfig: Sendable {
             mlpBias: arch.traits.mlpBiasKey ? try bool("mlp_bias", false) : false,
             slidingWindow: try slidingWindow())
         config.checkpointTask = checkpointKind
+        if rotaryDim != headDim { config.partialRotaryDim = rotaryDim }
         if arch.traits.noRopeLayers {
             let layers = config.numLayers
             if let v = j["no_rope_layers"], !v.isNull {

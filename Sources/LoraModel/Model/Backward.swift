@@ -17,41 +17,62 @@ public struct StepResult: Sendable {
 extension LlamaLoRAModel {
     /// Backward of one decoder layer: dres holds dL/dx_out on entry, dL/dx_in on return.
     func layerBackward(_ l: Int, _ p: ActivationPlan, _ a: LayerActivations) throws {
-        let L = layers[l], c = config, n = p.tokens, H = c.hiddenSize, s = stepSeed
+        let L = layers[l], c = config, n = p.tokens, H = c.hiddenSize, s = stepSeed, I = c.intermediateSize
         // MLP: x_out = x_mid + down(silu(gate(h2)) ⊙ up(h2)), h2 = norm(x_mid)
         try L.down.backward(ctx, dx: p.dact, dy: p.dres, x: a.act, tokens: n, stepSeed: s)
-        try ctx.swigluBackward(dgate: p.dgate, dup: p.dup, gate: a.gate, up: a.up, dout: p.dact, count: n * c.intermediateSize)
-        try L.gate.backward(ctx, dx: p.dh, dy: p.dgate, x: a.h2, tokens: n, stepSeed: s)
-        try L.up.backward(ctx, dx: p.dh, dy: p.dup, x: a.h2, tokens: n, stepSeed: s, dxBeta: 1)
+        try ctx.swigluBackward(dgate: p.dgate, dup: p.dup, gate: a.gate, up: a.up, dout: p.dact, count: n * I)
+        if let gateUp = L.gateUp, let dfused = p.dfused {
+            // Phi-3's gate|up: the parts' gradients joined, then one backward.
+            try ctx.copyColumns(from: p.dgate, sourceStride: I, to: dfused, destinationStride: 2 * I, rows: n, width: I)
+            try ctx.copyColumns(from: p.dup, sourceStride: I, to: dfused, destinationStride: 2 * I, destinationOffset: I, rows: n, width: I)
+            try gateUp.backward(ctx, dx: p.dh, dy: dfused, x: a.h2, tokens: n, stepSeed: s)
+        } else if let gate = L.gate, let up = L.up {
+            try gate.backward(ctx, dx: p.dh, dy: p.dgate, x: a.h2, tokens: n, stepSeed: s)
+            try up.backward(ctx, dx: p.dh, dy: p.dup, x: a.h2, tokens: n, stepSeed: s, dxBeta: 1)
+        }
         try ctx.rmsnormBackward(dx: p.dres, dweight: nil, dy: p.dh, x: a.xMid, weight: L.postNorm, rstd: a.rstd2,
                                 rows: n, cols: H, beta: 1)
         // Attention: x_mid = x_in + o(attn(rope(q(h1)), rope(k(h1)), v(h1))), h1 = norm(x_in)
-        // (q(h1) = q_norm(q_proj(h1)) with per-head norms, k alike)
+        // (q(h1) = q_norm(q_proj(h1)) with per-head norms, k alike; q|k|v one fused projection on Phi-3)
         try L.o.backward(ctx, dx: p.dattn, dy: p.dres, x: a.attn, tokens: n, stepSeed: s)
         try ctx.attentionBackward(dq: p.dq, dk: p.dk, dv: p.dv, delta: p.delta, dout: p.dattn, out: a.attn, lse: a.lse,
                                   q: a.q, k: a.k, v: a.v, shape: attentionShape, segmentStarts: attentionSegments)
         if c.usesRope(layer: l) {
+            let rope = ropeInUse
             try ctx.rope(p.dq, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numHeads,
-                         headDim: c.headDim, inverse: true)
+                         headDim: c.headDim, rotaryDim: c.rotaryDim, inverse: true)
             try ctx.rope(p.dk, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numKVHeads,
-                         headDim: c.headDim, inverse: true)
+                         headDim: c.headDim, rotaryDim: c.rotaryDim, inverse: true)
         }
-        // Per-head q/k norms (Qwen3): back through q_norm / k_norm (frozen weights) into p.dattn, free
-        // since attention's backward, then into the projections.
-        var dqIn = p.dq, dkIn = p.dk
+        // Per-head q/k norms (Qwen3): back through q_norm / k_norm (frozen weights) into p.dattn, free since
+        // attention's backward; each part then goes to its projection's backward, or into the fused gradient.
+        let qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim, w = qd + 2 * kvd
+        var dqIn = p.dq
         if let qn = L.qNorm, let qPre = a.qPre, let rq = a.rstdQ {
             try ctx.rmsnormBackward(dx: p.dattn, dweight: nil, dy: p.dq, x: qPre, weight: qn, rstd: rq,
                                     rows: n * c.numHeads, cols: c.headDim)
             dqIn = p.dattn
         }
-        try L.q.backward(ctx, dx: p.dh, dy: dqIn, x: a.h1, tokens: n, stepSeed: s)
+        if L.qkv != nil, let dfused = p.dfused {
+            try ctx.copyColumns(from: dqIn, sourceStride: qd, to: dfused, destinationStride: w, rows: n, width: qd)
+        } else if let q = L.q {
+            try q.backward(ctx, dx: p.dh, dy: dqIn, x: a.h1, tokens: n, stepSeed: s)
+        }
+        var dkIn = p.dk
         if let kn = L.kNorm, let kPre = a.kPre, let rk = a.rstdK {
             try ctx.rmsnormBackward(dx: p.dattn, dweight: nil, dy: p.dk, x: kPre, weight: kn, rstd: rk,
                                     rows: n * c.numKVHeads, cols: c.headDim)
             dkIn = p.dattn
         }
-        try L.k.backward(ctx, dx: p.dh, dy: dkIn, x: a.h1, tokens: n, stepSeed: s, dxBeta: 1)
-        try L.v.backward(ctx, dx: p.dh, dy: p.dv, x: a.h1, tokens: n, stepSeed: s, dxBeta: 1)
+        if let qkv = L.qkv, let dfused = p.dfused {
+            try ctx.copyColumns(from: dkIn, sourceStride: kvd, to: dfused, destinationStride: w, destinationOffset: qd, rows: n, width: kvd)
+            try ctx.copyColumns(from: p.dv, sourceStride: kvd, to: dfused, destinationStride: w, destinationOffset: qd + kvd,
+                                rows: n, width: kvd)
+            try qkv.backward(ctx, dx: p.dh, dy: dfused, x: a.h1, tokens: n, stepSeed: s)
+        } else if let k = L.k, let v = L.v {
+            try k.backward(ctx, dx: p.dh, dy: dkIn, x: a.h1, tokens: n, stepSeed: s, dxBeta: 1)
+            try v.backward(ctx, dx: p.dh, dy: p.dv, x: a.h1, tokens: n, stepSeed: s, dxBeta: 1)
+        }
         try ctx.rmsnormBackward(dx: p.dres, dweight: nil, dy: p.dh, x: p.residual[l], weight: L.inputNorm, rstd: a.rstd1,
                                 rows: n, cols: H, beta: 1)
     }

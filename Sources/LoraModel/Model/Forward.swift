@@ -55,6 +55,8 @@ final class ActivationPlan {
     let dk, dv: DeviceBuffer<Float>                   // (N, NKV·D)
     let dgate, dup, dact: DeviceBuffer<Float>         // (N, I)
     let delta: DeviceBuffer<Float>                    // (B, NH, T)
+    /// A fused projection's output and its gradient (N, max(qd + 2·kvd, 2I)), Phi-3 only.
+    let fused, dfused: DeviceBuffer<Float>?
     let dAfterA: DeviceBuffer<Float>?
     let chunkRows: Int
     let hfChunk, dhfChunk, logitsChunk: DeviceBuffer<Float>
@@ -90,6 +92,8 @@ final class ActivationPlan {
         dk = try ctx.buffer(count: n * kvd); dv = try ctx.buffer(count: n * kvd)
         dgate = try ctx.buffer(count: n * I); dup = try ctx.buffer(count: n * I); dact = try ctx.buffer(count: n * I)
         delta = try ctx.buffer(count: batch * c.numHeads * seq)
+        fused = c.fusedProjections ? try ctx.buffer(count: n * c.fusedWidth) : nil
+        dfused = c.fusedProjections ? try ctx.buffer(count: n * c.fusedWidth) : nil
         chunkRows = Self.chunkRows(m, tokens: n)
         head = try HeadRows(ctx, batch: b, chunkRows: chunkRows)
         hfChunk = try ctx.buffer(count: chunkRows * H)
@@ -131,6 +135,8 @@ extension LlamaLoRAModel {
             throw LoraError.batch("token id \(bad) is outside the vocabulary (size \(config.vocabSize))")
         }
         try checkTargets(b)
+        // LongRoPE (Phi-3): the long factors when the batch reaches past original_max_position_embeddings.
+        ropeInUse = ropeTables(maxPosition: Int(b.positionIDs.max() ?? 0))
         if let p = plan, p.matches(b, model: self) {
             // Same shape: reuse every buffer, refresh the batch's ids and targets.
             try p.ids.write(b.inputIDs)
@@ -234,26 +240,45 @@ extension LlamaLoRAModel {
         let xIn = p.residual[l], xOut = p.residual[l + 1]
         let eps = Float(c.rmsNormEps), s = stepSeed
         try ctx.rmsnormForward(y: a.h1, rstd: a.rstd1, x: xIn, weight: L.inputNorm, rows: n, cols: H, eps: eps)
-        try L.q.forward(ctx, y: a.qPre ?? a.q, x: a.h1, tokens: n, training: training, stepSeed: s)
-        try L.k.forward(ctx, y: a.kPre ?? a.k, x: a.h1, tokens: n, training: training, stepSeed: s)
+        let qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim
+        if let qkv = L.qkv, let fused = p.fused {
+            // Phi-3: one q|k|v projection (N, qd + 2·kvd), split into its parts.
+            let w = qd + 2 * kvd
+            try qkv.forward(ctx, y: fused, x: a.h1, tokens: n, training: training, stepSeed: s)
+            try ctx.copyColumns(from: fused, sourceStride: w, to: a.qPre ?? a.q, destinationStride: qd, rows: n, width: qd)
+            try ctx.copyColumns(from: fused, sourceStride: w, sourceOffset: qd, to: a.kPre ?? a.k, destinationStride: kvd, rows: n, width: kvd)
+            try ctx.copyColumns(from: fused, sourceStride: w, sourceOffset: qd + kvd, to: a.v, destinationStride: kvd, rows: n, width: kvd)
+        } else if let q = L.q, let k = L.k, let v = L.v {
+            try q.forward(ctx, y: a.qPre ?? a.q, x: a.h1, tokens: n, training: training, stepSeed: s)
+            try k.forward(ctx, y: a.kPre ?? a.k, x: a.h1, tokens: n, training: training, stepSeed: s)
+            try v.forward(ctx, y: a.v, x: a.h1, tokens: n, training: training, stepSeed: s)
+        }
         if let qn = L.qNorm, let kn = L.kNorm, let qPre = a.qPre, let kPre = a.kPre, let rq = a.rstdQ, let rk = a.rstdK {
             try ctx.rmsnormForward(y: a.q, rstd: rq, x: qPre, weight: qn, rows: n * c.numHeads, cols: c.headDim, eps: eps)
             try ctx.rmsnormForward(y: a.k, rstd: rk, x: kPre, weight: kn, rows: n * c.numKVHeads, cols: c.headDim, eps: eps)
         }
-        try L.v.forward(ctx, y: a.v, x: a.h1, tokens: n, training: training, stepSeed: s)
         if c.usesRope(layer: l) {   // a NoPE layer (SmolLM3) attends without positions
+            let rope = ropeInUse
             try ctx.rope(a.q, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numHeads,
-                         headDim: c.headDim, inverse: false)
+                         headDim: c.headDim, rotaryDim: c.rotaryDim, inverse: false)
             try ctx.rope(a.k, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numKVHeads,
-                         headDim: c.headDim, inverse: false)
+                         headDim: c.headDim, rotaryDim: c.rotaryDim, inverse: false)
         }
         try ctx.attentionForward(out: a.attn, lse: a.lse, q: a.q, k: a.k, v: a.v, shape: attentionShape,
                                  segmentStarts: attentionSegments)
         try a.xMid.copy(from: xIn, count: n * H)
         try L.o.forward(ctx, y: a.xMid, x: a.attn, tokens: n, training: training, stepSeed: s, beta: 1)
         try ctx.rmsnormForward(y: a.h2, rstd: a.rstd2, x: a.xMid, weight: L.postNorm, rows: n, cols: H, eps: eps)
-        try L.gate.forward(ctx, y: a.gate, x: a.h2, tokens: n, training: training, stepSeed: s)
-        try L.up.forward(ctx, y: a.up, x: a.h2, tokens: n, training: training, stepSeed: s)
+        let I = c.intermediateSize
+        if let gateUp = L.gateUp, let fused = p.fused {
+            // Phi-3: one gate|up projection (N, 2I), split (gate first, as .chunk(2) takes it).
+            try gateUp.forward(ctx, y: fused, x: a.h2, tokens: n, training: training, stepSeed: s)
+            try ctx.copyColumns(from: fused, sourceStride: 2 * I, to: a.gate, destinationStride: I, rows: n, width: I)
+            try ctx.copyColumns(from: fused, sourceStride: 2 * I, sourceOffset: I, to: a.up, destinationStride: I, rows: n, width: I)
+        } else if let gate = L.gate, let up = L.up {
+            try gate.forward(ctx, y: a.gate, x: a.h2, tokens: n, training: training, stepSeed: s)
+            try up.forward(ctx, y: a.up, x: a.h2, tokens: n, training: training, stepSeed: s)
+        }
         try ctx.swigluForward(out: a.act, gate: a.gate, up: a.up, count: n * c.intermediateSize)
         try xOut.copy(from: a.xMid, count: n * H)
         try L.down.forward(ctx, y: xOut, x: a.act, tokens: n, training: training, stepSeed: s, beta: 1)

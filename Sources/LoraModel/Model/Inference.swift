@@ -42,6 +42,7 @@ public final class InferenceSession {
     let gate, up, act: DeviceBuffer<Float>           // (chunk, I)
     let rstd: DeviceBuffer<Float>                    // (chunk)
     let headRstd: DeviceBuffer<Float>?               // (chunk·NH) per-head q/k norms (Qwen3), else nil
+    let fused: DeviceBuffer<Float>?                  // (chunk, max(qd + 2·kvd, 2I)) a fused projection (Phi-3), else nil
     let ids, positions: DeviceBuffer<Int32>          // (chunk)
     let embedAfterA: DeviceBuffer<Float>?            // (chunk, r) of the embedding LoRA
     let last, lastNormed, lastRstd, logits: DeviceBuffer<Float>  // (H), (H), (1), (V)
@@ -81,6 +82,7 @@ public final class InferenceSession {
         gate = try ctx.buffer(count: n * I); up = try ctx.buffer(count: n * I); act = try ctx.buffer(count: n * I)
         rstd = try ctx.buffer(count: n)
         headRstd = c.qkNorm ? try ctx.buffer(count: n * c.numHeads) : nil
+        fused = c.fusedProjections ? try ctx.buffer(count: n * c.fusedWidth) : nil
         ids = try DeviceBuffer(queue: ctx.queue, count: n)
         positions = try DeviceBuffer(queue: ctx.queue, count: n)
         embedAfterA = try m.embeddingLoRA.map { try ctx.buffer(count: n * $0.settings.rank) }
@@ -171,7 +173,8 @@ public final class InferenceSession {
         while start < newTokens.count {
             let n = min(chunkTokens, newTokens.count - start)
             let chunk = Array(newTokens[start..<(start + n)])
-            try forwardChunk(chunk)
+            // LongRoPE (Phi-3): as transformers, the whole run's last position decides the factors.
+            try forwardChunk(chunk, rope: model.ropeTables(maxPosition: tokens.count - start + newTokens.count - 1))
             tokens += chunk
             if everyPosition { out += try chunkLogits(rows: n) }
             start += n
@@ -181,7 +184,7 @@ public final class InferenceSession {
     }
 
     /// Embedding and every layer for n ≤ chunkTokens tokens at positions p0 = length …
-    func forwardChunk(_ chunk: [Int]) throws {
+    func forwardChunk(_ chunk: [Int], rope: (cos: DeviceBuffer<Float>, sin: DeviceBuffer<Float>)) throws {
         let m = model, c = m.config, ctx = m.ctx, n = chunk.count, p0 = tokens.count
         let H = c.hiddenSize, eps = Float(c.rmsNormEps)
         var idRow = chunk.map { Int32($0) }, posRow = (0..<n).map { Int32(p0 + $0) }
@@ -200,29 +203,46 @@ public final class InferenceSession {
         for (l, L) in m.layers.enumerated() {
             // x += o(attn(norm(x))) over the cache; x += down(swiglu(gate, up)(norm(x))).
             try ctx.rmsnormForward(y: h, rstd: rstd, x: x, weight: L.inputNorm, rows: n, cols: H, eps: eps)
-            if let qn = L.qNorm, let kn = L.kNorm, let headRstd {
-                // Per-head q/k norms (Qwen3), the projection in attn (free until attention) then normed into q / k.
-                try project(L.q, y: attn, x: h, tokens: n)
-                try ctx.rmsnormForward(y: q, rstd: headRstd, x: attn, weight: qn, rows: n * c.numHeads, cols: c.headDim, eps: eps)
-                try project(L.k, y: attn, x: h, tokens: n)
-                try ctx.rmsnormForward(y: k, rstd: headRstd, x: attn, weight: kn, rows: n * c.numKVHeads, cols: c.headDim, eps: eps)
-            } else {
-                try project(L.q, y: q, x: h, tokens: n)
-                try project(L.k, y: k, x: h, tokens: n)
+            let qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim
+            if let qkv = L.qkv, let fused {
+                // Phi-3: one q|k|v projection, split into its parts.
+                let w = qd + 2 * kvd
+                try project(qkv, y: fused, x: h, tokens: n)
+                try ctx.copyColumns(from: fused, sourceStride: w, to: q, destinationStride: qd, rows: n, width: qd)
+                try ctx.copyColumns(from: fused, sourceStride: w, sourceOffset: qd, to: k, destinationStride: kvd, rows: n, width: kvd)
+                try ctx.copyColumns(from: fused, sourceStride: w, sourceOffset: qd + kvd, to: v, destinationStride: kvd, rows: n, width: kvd)
+            } else if let qp = L.q, let kp = L.k, let vp = L.v {
+                if let qn = L.qNorm, let kn = L.kNorm, let headRstd {
+                    // Per-head q/k norms (Qwen3), the projection in attn (free until attention) then normed into q / k.
+                    try project(qp, y: attn, x: h, tokens: n)
+                    try ctx.rmsnormForward(y: q, rstd: headRstd, x: attn, weight: qn, rows: n * c.numHeads, cols: c.headDim, eps: eps)
+                    try project(kp, y: attn, x: h, tokens: n)
+                    try ctx.rmsnormForward(y: k, rstd: headRstd, x: attn, weight: kn, rows: n * c.numKVHeads, cols: c.headDim, eps: eps)
+                } else {
+                    try project(qp, y: q, x: h, tokens: n)
+                    try project(kp, y: k, x: h, tokens: n)
+                }
+                try project(vp, y: v, x: h, tokens: n)
             }
-            try project(L.v, y: v, x: h, tokens: n)
             if c.usesRope(layer: l) {
-                try ctx.rope(q, positions: positions, cos: m.rope.cos, sin: m.rope.sin, tokens: n, heads: c.numHeads,
-                             headDim: c.headDim, inverse: false)
-                try ctx.rope(k, positions: positions, cos: m.rope.cos, sin: m.rope.sin, tokens: n, heads: c.numKVHeads,
-                             headDim: c.headDim, inverse: false)
+                try ctx.rope(q, positions: positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numHeads,
+                             headDim: c.headDim, rotaryDim: c.rotaryDim, inverse: false)
+                try ctx.rope(k, positions: positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numKVHeads,
+                             headDim: c.headDim, rotaryDim: c.rotaryDim, inverse: false)
             }
             try ctx.kvCacheAppend(caches[l], k: k, v: v, tokens: n, position: p0)
             try ctx.decodeAttention(out: attn, q: q, cache: caches[l], heads: c.numHeads, tokens: n, position: p0)
             try project(L.o, y: x, x: attn, tokens: n, beta: 1)
             try ctx.rmsnormForward(y: h, rstd: rstd, x: x, weight: L.postNorm, rows: n, cols: H, eps: eps)
-            try project(L.gate, y: gate, x: h, tokens: n)
-            try project(L.up, y: up, x: h, tokens: n)
+            let I = c.intermediateSize
+            if let gateUp = L.gateUp, let fused {
+                try project(gateUp, y: fused, x: h, tokens: n)
+                try ctx.copyColumns(from: fused, sourceStride: 2 * I, to: gate, destinationStride: I, rows: n, width: I)
+                try ctx.copyColumns(from: fused, sourceStride: 2 * I, sourceOffset: I, to: up, destinationStride: I, rows: n, width: I)
+            } else if let gp = L.gate, let upp = L.up {
+                try project(gp, y: gate, x: h, tokens: n)
+                try project(upp, y: up, x: h, tokens: n)
+            }
             try ctx.swigluForward(out: act, gate: gate, up: up, count: n * c.intermediateSize)
             try project(L.down, y: x, x: act, tokens: n, beta: 1)
         }

@@ -22,7 +22,25 @@ public enum ModelPrinter {
         }
         let H = c.hiddenSize, I = c.intermediateSize, qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim
         let norm = "\(P)RMSNorm((\(H),), eps=\(eps))"
-        let layer = [
+        let layer = c.fusedProjections ? [
+            // Phi-3: the class declares o_proj before qkv_proj, the MLP's activation as activation_fn, and two
+            // residual dropouts (p = resid_pdrop, 0.0 here: other values are refused at load).
+            "\(P)DecoderLayer(",
+            "  (self_attn): \(P)Attention(",
+            "    (o_proj): " + linear(qd, H, c.outputProjectionBias),
+            "    (qkv_proj): " + linear(H, qd + 2 * kvd, c.attentionBias),
+            "  )",
+            "  (mlp): \(P)MLP(",
+            "    (gate_up_proj): " + linear(H, 2 * I, c.mlpBias),
+            "    (down_proj): " + linear(I, H, c.mlpBias),
+            "    (activation_fn): SiLUActivation()",
+            "  )",
+            "  (input_layernorm): " + norm,
+            "  (post_attention_layernorm): " + norm,
+            "  (resid_attn_dropout): Dropout(p=0.0, inplace=False)",
+            "  (resid_mlp_dropout): Dropout(p=0.0, inplace=False)",
+            ")",
+        ] : [
             "\(P)DecoderLayer(",
             "  (self_attn): \(P)Attention(",
             "    (q_proj): " + linear(H, qd, c.attentionBias),

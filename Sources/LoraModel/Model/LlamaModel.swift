@@ -27,15 +27,23 @@ public final class DecoderLayer {
     public let postNorm: DeviceBuffer<Float>
     /// Per-head RMSNorm weights (D) on q and k before RoPE (ArchitectureTraits.qkNorm), else nil.
     public let qNorm, kNorm: DeviceBuffer<Float>?
-    public let q, k, v, o, gate, up, down: Linear
-    public var linears: [Linear] { [q, k, v, o, gate, up, down] }
+    /// The attention's input projections: q, k and v apart, or one fused q|k|v (`qkv`, Phi-3); the MLP's
+    /// gate and up apart, or fused gate|up (`gateUp`).
+    public let q, k, v, qkv: Linear?
+    public let o: Linear
+    public let gate, up, gateUp: Linear?
+    public let down: Linear
+    public var linears: [Linear] { [q, k, v, qkv, o, gate, up, gateUp, down].compactMap { $0 } }
+    /// `l`: the layer's linears by their name in the layer ("self_attn.q_proj", …).
     init(inputNorm: DeviceBuffer<Float>, postNorm: DeviceBuffer<Float>, qNorm: DeviceBuffer<Float>? = nil,
-         kNorm: DeviceBuffer<Float>? = nil, _ l: [Linear]) {
+         kNorm: DeviceBuffer<Float>? = nil, _ l: [String: Linear]) {
         self.inputNorm = inputNorm
         self.postNorm = postNorm
         self.qNorm = qNorm
         self.kNorm = kNorm
-        (q, k, v, o, gate, up, down) = (l[0], l[1], l[2], l[3], l[4], l[5], l[6])
+        (q, k, v, qkv) = (l["self_attn.q_proj"], l["self_attn.k_proj"], l["self_attn.v_proj"], l["self_attn.qkv_proj"])
+        (gate, up, gateUp) = (l["mlp.gate_proj"], l["mlp.up_proj"], l["mlp.gate_up_proj"])
+        (o, down) = (l["self_attn.o_proj"]!, l["mlp.down_proj"]!)
     }
 }
 
@@ -274,6 +282,15 @@ public final class LlamaLoRAModel {
     /// Rows of logits alive at once in training.
     public var logitsChunkRows = 256
     let rope: (cos: DeviceBuffer<Float>, sin: DeviceBuffer<Float>)
+    /// LongRoPE's long-factor tables (Phi-3), used by a batch reaching past original_max_position_embeddings.
+    let ropeLong: (cos: DeviceBuffer<Float>, sin: DeviceBuffer<Float>)?
+    /// The tables of the batch being run (set by `prepare`).
+    var ropeInUse: (cos: DeviceBuffer<Float>, sin: DeviceBuffer<Float>)
+
+    /// The RoPE tables for a run whose positions reach `maxPosition`.
+    func ropeTables(maxPosition: Int) -> (cos: DeviceBuffer<Float>, sin: DeviceBuffer<Float>) {
+        config.rope.usesLongFactors(maxPosition: maxPosition) ? (ropeLong ?? rope) : rope
+    }
     var plan: ActivationPlan?
     public internal(set) var step = 0
     public var seed: UInt32 = 0
@@ -330,8 +347,8 @@ public final class LlamaLoRAModel {
                                    postNorm: try load(p + "post_attention_layernorm.weight", [H]),
                                    qNorm: c.qkNorm ? try load(p + "self_attn.q_norm.weight", [c.headDim]) : nil,
                                    kNorm: c.qkNorm ? try load(p + "self_attn.k_norm.weight", [c.headDim]) : nil,
-                                   ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                                    "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"].map { linears[p + $0]! }))
+                                   Dictionary(uniqueKeysWithValues: linears.filter { $0.key.hasPrefix(p) }
+                                    .map { (String($0.key.dropFirst(p.count)), $0.value) })))
         }
         layers = ls
         lmHead = linears[c.headPath]!
@@ -345,8 +362,15 @@ public final class LlamaLoRAModel {
             try initialize(e, from: "model.embed_tokens.weight", rows: V, cols: H, panels: table)
             trainedEmbedding = e
         }
-        let tables = c.rope.tables(positions: c.maxPositionEmbeddings, headDim: c.headDim)
+        let tables = c.rope.tables(positions: c.maxPositionEmbeddings, headDim: c.rotaryDim)
         rope = (try ctx.buffer(tables.cos), try ctx.buffer(tables.sin))
+        if case .longrope = c.rope.kind {
+            let long = c.rope.tables(positions: c.maxPositionEmbeddings, headDim: c.rotaryDim, long: true)
+            ropeLong = (try ctx.buffer(long.cos), try ctx.buffer(long.sin))
+        } else {
+            ropeLong = nil
+        }
+        ropeInUse = rope
         try initializeAdapters(seed: 0)
         try ctx.finish()
     }

@@ -218,7 +218,11 @@ public struct MemoryPlan: Sendable {
         if c.qkNorm {
             list.add(.weights, "model.layers.*.self_attn.{q,k}_norm.weight [\(c.headDim)]", f32(c.headDim), copies: 2 * L)
         }
-        list.add(.weights, "RoPE cos and sin tables [\(c.maxPositionEmbeddings), \(D)]", f32(c.maxPositionEmbeddings, D), copies: 2)
+        // Over the rotary dims (partial rotary: fewer than D); LongRoPE keeps a second pair (the long factors').
+        var longrope = false
+        if case .longrope = c.rope.kind { longrope = true }
+        list.add(.weights, "RoPE cos and sin tables [\(c.maxPositionEmbeddings), \(c.rotaryDim)]", f32(c.maxPositionEmbeddings, c.rotaryDim),
+                 copies: longrope ? 4 : 2)
         for spec in plan.linears {
             if spec.hasBias && !trainedKeys.contains(plan.biasKey(spec.path)) {
                 list.add(.weights, "\(spec.path).bias [\(spec.outFeatures)]", f32(spec.outFeatures))
@@ -288,6 +292,9 @@ public struct MemoryPlan: Sendable {
         list.add(.activations, "gradient dk or dv (\(N), \(kvd))", f32(n, kvd), copies: 2)
         list.add(.activations, "gradient dgate, dup or dact (\(N), \(I))", f32(n, I), copies: 3)
         list.add(.activations, "attention backward delta (\(B), \(NH), \(T))", f32(B, NH, T))
+        if c.fusedProjections {
+            list.add(.activations, "fused q|k|v or gate|up output or its gradient (\(N), \(c.fusedWidth))", f32(n, c.fusedWidth), copies: 2)
+        }
         // HeadRows: the counted rows' targets and one TokenGroups per chunk of them. At most
         // B·(T−1) rows are counted (the shift leaves the last token of each row without a target).
         let counted = sat(B, max(T - 1, 0))
