@@ -46,7 +46,7 @@ private func relErr(_ a: [Float], _ b: [Float]) -> Double { relativeError(a, b.m
 
 final class GenerateTests: XCTestCase {
     static let cases = ["llama_gqa_untied", "qwen2_bias_lora_only", "mistral_embed_lm_head", "llama_tied_rslora_regex", "qwen3_qk_norm",
-                        "smollm3_nope"]
+                        "smollm3_nope", "phi3_fused_longrope"]
 
     /// Greedy ids equal transformers' `generate` exactly, with and without an EOS
     /// (GQA, biases, tied embeddings, LoRA on the embedding and lm_head, llama3 RoPE).

@@ -51,7 +51,7 @@ final class MergeTests: XCTestCase {
 
     func testMergedLogitsMatchPEFTMergeAndUnload() throws {
         let cases = try json(fixtures + "/merge/cases.json") as! [String]
-        XCTAssertEqual(cases.count, 16)
+        XCTAssertEqual(cases.count, 17)
         let out = try tempDir()
         for c in cases {
             let (base, adapter, ids) = try paths(c)

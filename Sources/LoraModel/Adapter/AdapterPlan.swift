@@ -36,7 +36,14 @@ public struct AdapterPlan: Sendable {
             throw CheckpointError.config(path: "LoRA settings", field: e.key, reason: e.reason)
         }
         try Self.checkTask(config: c, lora: lora)
-        let lora = lora.withTaskModules()
+        var lora = lora.withTaskModules()
+        // PEFT's target_modules default (None) is per family: q_proj, v_proj, or Phi-3's qkv_proj. LoraConfig's
+        // default names the first; on a family without those modules it means the family's own.
+        var defaulted: [String]? = nil
+        if lora.targetModules == LoraConfig().targetModules, let d = c.architecture.traits.defaultTargetModules {
+            lora.targetModules = .list(d)
+            defaulted = d
+        }
         config = c
         self.lora = lora
         let H = c.hiddenSize, V = c.vocabSize
@@ -108,6 +115,10 @@ public struct AdapterPlan: Sendable {
         }
         self.adapted = adapted
         var notes: [String] = []
+        if let d = defaulted {
+            notes.append("target_modules: PEFT's default for \(c.architecture.rawValue) is \(d.joined(separator: ", ")) "
+                         + "(q_proj and v_proj, the default elsewhere, are fused into qkv_proj here)")
+        }
         if case .list(let l) = lora.targetModules {
             let candidates = (specs.map(\.path) + [Self.embedPath]).map(c.peftName)
             let unmatched = l.filter { t in !candidates.contains { $0 == t || $0.hasSuffix("." + t) } }

@@ -52,6 +52,8 @@ public struct ArchitectureTraits: Sendable, Equatable {
     /// fused modules. The forward splits their output (copy_columns) and the backward joins the parts'
     /// gradients; print(model) lists o_proj before qkv_proj, as the class declares them.
     public var fusedProjections = false
+    /// PEFT's target_modules when none is given, where it is not q_proj and v_proj (Phi-3: qkv_proj).
+    public var defaultTargetModules: [String]? = nil
 }
 
 /// The supported causal-LM architectures and the class names `print(model)` uses.
@@ -91,7 +93,7 @@ public enum Architecture: String, Sendable, CaseIterable {
             // transformers has no Phi3ForQuestionAnswering: QUESTION_ANS on Phi-3 would name a class that does not exist.
             return ArchitectureTraits(biases: .none, mlpBiasKey: false, qkNorm: false, window: .everyLayer,
                                       questionAnsweringTrunk: "model.", ggufName: "phi3", ggufPermutesQK: false,
-                                      defaultMaxPositions: 4096, fusedProjections: true)
+                                      defaultMaxPositions: 4096, fusedProjections: true, defaultTargetModules: ["qkv_proj"])
         }
     }
 

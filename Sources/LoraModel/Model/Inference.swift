@@ -114,7 +114,7 @@ public final class InferenceSession {
     }
 
     /// Forgets every token (the cache is overwritten from position 0).
-    public func reset() { tokens = [] }
+    public func reset() { tokens = []; cacheUsesLongFactors = false }
 
     /// Takes over `other`'s cached positions (a smaller session of the same model that this one
     /// replaces), so a conversation that outgrew its cache runs only its new tokens. The caches are
@@ -137,13 +137,20 @@ public final class InferenceSession {
             try dst.values.write(vc)
         }
         tokens = other.tokens
+        cacheUsesLongFactors = other.cacheUsesLongFactors
     }
 
     /// Keeps only the first `count` tokens: the next append overwrites the rest
-    /// (a conversation re-rendered with the same prefix reuses its cache).
+    /// (a conversation re-rendered with the same prefix reuses its cache). A LongRoPE cache written with the
+    /// long factors is dropped when what remains is short enough for the short ones (transformers would
+    /// start such a conversation with them).
     public func truncate(to count: Int) {
         if count < tokens.count { tokens.removeLast(tokens.count - max(count, 0)) }
+        if cacheUsesLongFactors, !model.config.rope.usesLongFactors(maxPosition: tokens.count - 1) { tokens = [] }
     }
+
+    /// Whether the cached keys were rotated with LongRoPE's long factors.
+    var cacheUsesLongFactors = false
 
     /// Runs `newTokens` at positions length … length+n−1 and returns the logits (V)
     /// of the last one.
@@ -168,18 +175,34 @@ public final class InferenceSession {
         if let bad = newTokens.first(where: { $0 < 0 || $0 >= c.vocabSize }) {
             throw InferenceError.tokenOutOfVocabulary(id: bad, vocabSize: c.vocabSize)
         }
+        // LongRoPE (Phi-3): the run's last position decides the factors, as transformers decides them; the first
+        // run to pass original_max_position_embeddings recomputes the cached positions with the long factors
+        // (transformers' Phi3ForCausalLM.prepare_inputs_for_generation drops its cache there).
+        let long = model.config.rope.usesLongFactors(maxPosition: tokens.count + newTokens.count - 1)
+        let rope = model.ropeTables(maxPosition: tokens.count + newTokens.count - 1)
+        if long && !cacheUsesLongFactors && !tokens.isEmpty {
+            let cached = tokens
+            tokens = []
+            _ = try feed(cached, everyPosition: false, rope: rope)
+        }
+        cacheUsesLongFactors = long || (cacheUsesLongFactors && !tokens.isEmpty)
+        let out = try feed(newTokens, everyPosition: everyPosition, rope: rope)
+        try lastLogits(row: (newTokens.count - 1) % chunkTokens)
+        return out
+    }
+
+    /// Runs `newTokens` chunk by chunk with the given RoPE tables; every new position's logits when `everyPosition`.
+    func feed(_ newTokens: [Int], everyPosition: Bool, rope: (cos: DeviceBuffer<Float>, sin: DeviceBuffer<Float>)) throws -> [Float] {
         var out: [Float] = []
         var start = 0
         while start < newTokens.count {
             let n = min(chunkTokens, newTokens.count - start)
             let chunk = Array(newTokens[start..<(start + n)])
-            // LongRoPE (Phi-3): as transformers, the whole run's last position decides the factors.
-            try forwardChunk(chunk, rope: model.ropeTables(maxPosition: tokens.count - start + newTokens.count - 1))
+            try forwardChunk(chunk, rope: rope)
             tokens += chunk
             if everyPosition { out += try chunkLogits(rows: n) }
             start += n
         }
-        try lastLogits(row: (newTokens.count - 1) % chunkTokens)
         return out
     }
 
