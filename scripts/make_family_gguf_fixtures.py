@@ -8,6 +8,10 @@ qwen3.attention.key_length.
 smollm3: a tiny SmolLM3ForCausalLM (4 layers, so the default no_rope_layers makes layer 3 a NoPE layer, GQA,
 tied). llama.cpp permutes its q/k rows as Llama's and records no no_rope_layers: its smollm3 graph skips RoPE on
 every 4th layer, SmolLM3Config's default.
+phi3: a tiny Phi3ForCausalLM (fused qkv_proj and gate_up_proj, partial rotary 0.75, LongRoPE with
+original_max_position_embeddings 8, so the 10-token inputs take the long factors and the attention factor √2). llama.cpp
+keeps the projections fused (attn_qkv, ffn_up), writes the rotary part as rope.dimension_count and the factors as the
+rope_factors_long/short tensors; its Phi-3 vocabulary path wants a GPT2Tokenizer class in tokenizer_config.json.
 Each over the Qwen2 fixture tokenizer, saved with save_pretrained and converted by convert_hf_to_gguf.py
 (--outtype f32). The tokenizer's pre-tokenizer hash is not one llama.cpp knows (a fixture tokenizer), so
 get_vocab_base_pre is told "qwen2" — its regex is this tokenizer's.
@@ -27,7 +31,8 @@ import tempfile
 
 import torch
 from safetensors.torch import save_file
-from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM, SmolLM3Config, SmolLM3ForCausalLM
+from transformers import (AutoTokenizer, Phi3Config, Phi3ForCausalLM, Qwen3Config, Qwen3ForCausalLM, SmolLM3Config,
+                          SmolLM3ForCausalLM)
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 LLAMA_CPP = sys.argv[1] if len(sys.argv) > 1 else "/tmp/llamacpp/llama_cpp_python-0.3.36/vendor/llama.cpp"
@@ -53,6 +58,10 @@ def make(family, seed, model, config):
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        if family == "phi3":
+            tc = json.load(open(os.path.join(tmp, "tokenizer_config.json")))
+            tc["tokenizer_class"] = "GPT2Tokenizer"
+            json.dump(tc, open(os.path.join(tmp, "tokenizer_config.json"), "w"))
         sys.argv = ["convert_hf_to_gguf.py", tmp, "--outtype", "f32", "--outfile", os.path.join(out, "model.gguf")]
         convert_hf_to_gguf.main()
     ids = [[5, 17, 42, 99, 3, 250, 7, 64, 128, 11], [300, 2, 2, 511, 77, 19, 400, 8, 1, 60]]
@@ -61,7 +70,8 @@ def make(family, seed, model, config):
     sd = model.state_dict()
     keep = [k for k in ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.layers.1.self_attn.k_proj.weight",
                         "model.layers.0.self_attn.q_norm.weight", "model.layers.1.self_attn.k_norm.weight",
-                        "model.layers.0.mlp.down_proj.weight"] if k in sd]
+                        "model.layers.0.mlp.down_proj.weight", "model.layers.0.self_attn.qkv_proj.weight",
+                        "model.layers.1.mlp.gate_up_proj.weight"] if k in sd]
     save_file({"logits": logits.contiguous(), **{k: sd[k].contiguous() for k in keep}}, os.path.join(out, "expected.safetensors"))
     with open(os.path.join(out, "expected.json"), "w") as f:
         json.dump(dict(input_ids=ids, config=config,
@@ -80,3 +90,10 @@ torch.manual_seed(6)
 make("smollm3", 6, SmolLM3ForCausalLM(SmolLM3Config(num_hidden_layers=4, rope_theta=5000000.0, **common)),
      dict(architectures="SmolLM3ForCausalLM", head_dim=8, hidden_size=32, num_key_value_heads=2, vocab_size=len(tok),
           tie_word_embeddings=True, rms_norm_eps=1e-6, num_hidden_layers=4, no_rope_layers=[1, 1, 1, 0]))
+torch.manual_seed(7)
+make("phi3", 7, Phi3ForCausalLM(Phi3Config(num_hidden_layers=2, original_max_position_embeddings=8,
+                                           rope_parameters=dict(rope_type="longrope", rope_theta=10000.0, partial_rotary_factor=0.75,
+                                                                original_max_position_embeddings=8, short_factor=[1.0, 1.25, 1.5],
+                                                                long_factor=[1.5, 3.0, 6.0]), **common)),
+     dict(architectures="Phi3ForCausalLM", head_dim=8, hidden_size=32, num_key_value_heads=2, vocab_size=len(tok),
+          tie_word_embeddings=True, rms_norm_eps=1e-6, num_hidden_layers=2, rotary_dim=6))

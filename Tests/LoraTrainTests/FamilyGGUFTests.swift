@@ -9,8 +9,10 @@ import XCTest
 /// read as transformers reads the checkpoints they came from — the config, the weights, the logits and the
 /// tokenizer's ids. Qwen3: head_dim from qwen3.attention.key_length, q_norm/k_norm, no q/k permutation.
 /// SmolLM3: q/k rows permuted as Llama's (undone at load), NoPE on every 4th layer (GGUF records no list).
+/// Phi-3: fused attn_qkv / ffn_up, partial rotary from rope.dimension_count, LongRoPE from the rope_factors tensors.
 final class FamilyGGUFTests: XCTestCase {
-    static let families: [(name: String, arch: Architecture, permuted: Bool)] = [("qwen3", .qwen3, false), ("smollm3", .smollm3, true)]
+    static let families: [(name: String, arch: Architecture, permuted: Bool)] = [("qwen3", .qwen3, false), ("smollm3", .smollm3, true),
+                                                                                  ("phi3", .phi3, false)]
 
     static func dir(_ family: String) -> String { testFixturesRoot + "/gguf/\(family)_convert" }
 
@@ -29,6 +31,12 @@ final class FamilyGGUFTests: XCTestCase {
             XCTAssertEqual(c.vocabSize, want["vocab_size"]?.integral, family)
             XCTAssertTrue(c.tieWordEmbeddings, family)
             XCTAssertEqual(c.rmsNormEps, 1e-6, accuracy: 1e-12, family)
+            if let rd = want["rotary_dim"]?.integral {
+                XCTAssertEqual(c.rotaryDim, rd, family)
+                guard case .longrope(_, _, let original, let factor) = c.rope.kind else { return XCTFail("\(family): not LongRoPE") }
+                XCTAssertEqual(original, 8)
+                XCTAssertEqual(factor, 2.0.squareRoot(), accuracy: 1e-6)
+            }
             if let nope = want["no_rope_layers"]?.array {
                 XCTAssertEqual((0..<c.numLayers).map { c.usesRope(layer: $0) }, nope.map { $0.integral == 1 }, family)
             }

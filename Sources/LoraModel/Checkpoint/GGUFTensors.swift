@@ -140,7 +140,9 @@ public final class GGUFCheckpoint: CheckpointSource {
         let names = ["self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
                      "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
                      "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
-                     "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm"]
+                     "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
+                     // Phi-3's fused projections (llama.cpp keeps them fused: gate|up is its ffn_up).
+                     "self_attn.qkv_proj": "attn_qkv", "mlp.gate_up_proj": "ffn_up"]
         guard let g = names[module] else { return nil }
         return "blk.\(layer).\(g).\(leaf)"
     }
@@ -152,6 +154,7 @@ public final class GGUFCheckpoint: CheckpointSource {
     public var unusedTensors: [String] {
         guard let plan = try? AdapterPlan(config: config, lora: LoraConfig()) else { return [] }
         var used: Set<String> = ["token_embd.weight", "output_norm.weight"]
+        if case .longrope = config.rope.kind { used.formUnion(["rope_factors_long.weight", "rope_factors_short.weight"]) }
         if !config.tieWordEmbeddings { used.insert("output.weight") }
         for s in plan.linears where s.path != "lm_head" {
             if let g = Self.ggufName(s.path + ".weight") { used.insert(g) }
@@ -262,6 +265,27 @@ extension ModelConfig {
         // Qwen3's converter writes head_dim as attention.key_length (transformers' GGUF loader leaves it to
         // Qwen3Config's default 128, which every released Qwen3 dense model has; the key is exact).
         if hfArch.traits.qkNorm, let hd = try f.int(arch + ".attention.key_length") { c["head_dim"] = .int(hd) }
+        if hfArch == .phi3 {
+            // llama.cpp's phi3: rope.dimension_count is the rotary part of a head (partial rotary); LongRoPE's factors are
+            // the rope_factors_long/short tensors, its original length and attention factor metadata; sliding_window 0 is none.
+            let heads = try required("attention.head_count"), hidden = try required("embedding_length")
+            if let rd = try f.int(arch + ".rope.dimension_count"), rd != hidden / heads {
+                c["partial_rotary_factor"] = .double(Double(rd) / Double(hidden / heads))
+            }
+            if let w = try f.int(arch + ".attention.sliding_window"), w > 0 { c["sliding_window"] = .int(w) }
+            if f.tensors["rope_factors_long.weight"] != nil, f.tensors["rope_factors_short.weight"] != nil {
+                guard let original = try f.int(arch + ".rope.scaling.original_context_length") else {
+                    throw GGUFError.metadata(path: f.path, key: arch + ".rope.scaling.original_context_length",
+                                             reason: "missing, and the file has LongRoPE factors")
+                }
+                var rope: JSONObject = ["rope_type": "longrope", "original_max_position_embeddings": .int(original),
+                                        "long_factor": .array(try f.floats("rope_factors_long.weight").map { .double(Double($0)) }),
+                                        "short_factor": .array(try f.floats("rope_factors_short.weight").map { .double(Double($0)) })]
+                if let a = try f.double(arch + ".rope.scaling.attn_factor") { rope["attention_factor"] = .double(a) }
+                c["rope_scaling"] = .object(rope)
+                c["original_max_position_embeddings"] = .int(original)
+            }
+        }
         if let v = try f.int(arch + ".vocab_size") { c["vocab_size"] = .int(v) }
         else if let tokens = f.metadata["tokenizer.ggml.tokens"]?.array { c["vocab_size"] = .int(tokens.count) }
         // No tokenizer metadata (pre-tokenized data needs none): the embedding's rows (ggml dims [hidden, vocab]).
