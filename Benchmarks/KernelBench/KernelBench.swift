@@ -413,26 +413,30 @@ extension KernelBench {
                                blasMs: nil, blasRate: nil, ratio: nil)
         rows.append(chatRow)
         log(Self.format(chatRow))
-        try benchQwen3Step(quick: quick)
+        try benchFamilyStep(.qwen3, quick: quick)
+        try benchFamilyStep(.phi3, quick: quick)
     }
 
-    /// A training step of a Qwen3-shaped model (Qwen3-0.6B's head layout: 16 query heads over 8 KV heads of
-    /// head_dim 128 on hidden 1024, so D·NH = 2H; per-head q/k RMSNorm), 4 layers, the same vocabulary and
-    /// batch as the Llama row, LoRA r=16 on every projection.
-    func benchQwen3Step(quick: Bool) throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lora-gpu-bench-qwen3-\(getpid())")
+    /// A training step of a model shaped as a family's small member, 4 layers, the same vocabulary and batch as
+    /// the Llama row, LoRA r=16 on every projection. Qwen3: Qwen3-0.6B's head layout (16 query heads over 8 KV
+    /// heads of head_dim 128 on hidden 1024, so D·NH = 2H; per-head q/k RMSNorm). Phi-3: Phi-4-mini's (24 heads
+    /// over 8 of 128 on hidden 3072 is too large for this row: hidden 1024, 8 heads over 4 of 128, partial rotary
+    /// 0.75, fused qkv_proj and gate_up_proj).
+    func benchFamilyStep(_ arch: Architecture, quick: Bool) throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lora-gpu-bench-\(arch.traits.ggufName)-\(getpid())")
         defer { try? FileManager.default.removeItem(at: dir) }
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let (H, I, L, NH, NKV, D, V, B, T) = quick ? (64, 96, 2, 4, 2, 32, 512, 2, 16) : (1024, 3072, 4, 16, 8, 128, 49152, 2, 512)
+        let (H, I, L, NH, NKV, D, V, B, T) = quick ? (64, 96, 2, 4, 2, 32, 512, 2, 16)
+            : arch == .phi3 ? (1024, 3072, 4, 8, 4, 128, 49152, 2, 512) : (1024, 3072, 4, 16, 8, 128, 49152, 2, 512)
         try writeBenchModel(dir, hidden: H, intermediate: I, layers: L, heads: NH, kvHeads: NKV, vocab: V, ropeTheta: 1000000.0,
-                            architecture: .qwen3, headDim: D)
+                            architecture: arch, headDim: D)
         let lora = LoraConfig(r: 16, loraAlpha: 32, loraDropout: 0.05, targetModules: .allLinear)
         let model = try LlamaLoRAModel(modelDirectory: dir.path, lora: lora, context: ctx)
         let ids = (0..<B).map { _ in (0..<T).map { _ in Int.random(in: 0..<V, using: &rng) } }
         let batch = try TokenBatch(inputIDs: ids)
         let hyper = ComputeContext.AdamWHyper(lr: 1e-4, weightDecay: 0.01, maxGradNorm: 1)
         let t = try timeDevice { _ = try model.trainStep(batch, hyper: hyper) }
-        let row = BenchRow(name: "training step, Qwen3 shape", shape: "L\(L) H\(H) \(NH)x\(D) V\(V) \(B)x\(T) r16",
+        let row = BenchRow(name: "training step, \(arch.prefix) shape", shape: "L\(L) H\(H) \(NH)x\(D) V\(V) \(B)x\(T) r16",
                            kernelMs: t * 1e3, kernelRate: Double(B * T) / t, unit: "tokens/s",
                            blasMs: nil, blasRate: nil, ratio: nil)
         rows.append(row)
@@ -453,6 +457,8 @@ extension KernelBench {
         ]
         let D = headDim ?? H / NH
         if let headDim, case .object(var o) = config { o["head_dim"] = .int(headDim); config = .object(o) }
+        // Phi-4-mini's partial rotary: three quarters of each head rotate.
+        if architecture == .phi3, case .object(var o) = config { o["partial_rotary_factor"] = 0.75; config = .object(o) }
         try Data(config.serialized().utf8).write(to: dir.appendingPathComponent("config.json"))
         var tensors: [(name: String, shape: [Int], values: [Float])] = [
             ("model.embed_tokens.weight", [V, H], rng.uniform(V * H, -0.05, 0.05)),
@@ -460,8 +466,12 @@ extension KernelBench {
         ]
         for l in 0..<L {
             let p = "model.layers.\(l)."
-            for (name, o, i) in [("self_attn.q_proj", NH * D, H), ("self_attn.k_proj", NKV * D, H), ("self_attn.v_proj", NKV * D, H),
-                                 ("self_attn.o_proj", H, NH * D), ("mlp.gate_proj", I, H), ("mlp.up_proj", I, H), ("mlp.down_proj", H, I)] {
+            let projections = architecture.traits.fusedProjections
+                ? [("self_attn.qkv_proj", NH * D + 2 * NKV * D, H), ("self_attn.o_proj", H, NH * D), ("mlp.gate_up_proj", 2 * I, H),
+                   ("mlp.down_proj", H, I)]
+                : [("self_attn.q_proj", NH * D, H), ("self_attn.k_proj", NKV * D, H), ("self_attn.v_proj", NKV * D, H),
+                   ("self_attn.o_proj", H, NH * D), ("mlp.gate_proj", I, H), ("mlp.up_proj", I, H), ("mlp.down_proj", H, I)]
+            for (name, o, i) in projections {
                 tensors.append((p + name + ".weight", [o, i], rng.uniform(o * i, -0.05, 0.05)))
             }
             tensors.append((p + "input_layernorm.weight", [H], [Float](repeating: 1, count: H)))
