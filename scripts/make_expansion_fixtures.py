@@ -56,6 +56,37 @@ def render(tok, messages, tools, kwargs, **more):
     return tok.apply_chat_template(messages, tools=tools, tokenize=False, **kwargs, **more)
 
 
+# A ChatML template of our own with {% generation %} around each assistant reply and its end-of-turn (the form
+# TRL's *_training.jinja templates take): transformers' return_assistant_tokens_mask gives the mask from the blocks.
+GENERATION_TEMPLATE = (
+    "{%- for m in messages %}"
+    "{%- if m.role == 'assistant' %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{%- generation %}"
+    "{%- if m.reasoning_content %}{{- '<think>\\n' + m.reasoning_content + '\\n</think>\\n\\n' }}{%- endif %}"
+    "{{- m.content + '<|im_end|>\\n' }}"
+    "{%- endgeneration %}"
+    "{%- else %}"
+    "{{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+
+
+def generation_cases(tok):
+    """Samples of the {% generation %} template: transformers' ids and assistant mask (labels -100 outside it)."""
+    tok.chat_template = GENERATION_TEMPLATE
+    out = []
+    for name in ["plain_zh", "system_three_turns", "reasoning_content"]:
+        m = CONVERSATIONS[name]["messages"]
+        enc = tok.apply_chat_template(m, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+        ids, mask = enc["input_ids"], enc["assistant_masks"]
+        labels = [i if k else -100 for i, k in zip(ids, mask)]
+        out.append(dict(conversation=name, messages=m, input_ids=ids, labels=labels,
+                        trained_text=tok.decode([i for i in labels if i != -100])))
+    return out
+
+
 def main():
     tok = AutoTokenizer.from_pretrained(TOKENIZER)
     cases = []
@@ -84,7 +115,8 @@ def main():
             cases.append(dict(template=template, conversation=name, messages=m, tools=tools, kwargs=kwargs, samples=samples))
     out = os.path.join(ROOT, "Tests", "Fixtures", "text", "expansion.json")
     with open(out, "w") as fh:
-        json.dump(dict(generator="scripts/make_expansion_fixtures.py", cases=cases), fh, ensure_ascii=False, indent=1)
+        json.dump(dict(generator="scripts/make_expansion_fixtures.py", cases=cases, generation_template=GENERATION_TEMPLATE,
+                       generation=generation_cases(tok)), fh, ensure_ascii=False, indent=1)
     print("wrote", out, sum(len(c["samples"]) for c in cases), "samples in", len(cases), "conversations")
 
 

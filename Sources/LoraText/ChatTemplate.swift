@@ -56,6 +56,37 @@ public struct ChatTemplate: Sendable {
     /// iterates over them).
     public func render(_ prepared: PreparedMessages, prefix: Int? = nil, addGenerationPrompt: Bool,
                        variables: [String: JSONValue] = [:], recordTurns: Bool = false) throws -> (text: String, turns: TurnOffsets?) {
+        let r = try renderRecording(prepared, prefix: prefix, addGenerationPrompt: addGenerationPrompt, variables: variables,
+                                    recordTurns: recordTurns, recordGeneration: false)
+        return (r.text, r.turns)
+    }
+
+    /// Whether the template marks assistant output with `{% generation %}` blocks (TRL's *_training.jinja).
+    public var hasGenerationBlocks: Bool {
+        func has(_ nodes: [Node]) -> Bool {
+            nodes.contains { n in
+                switch n.kind {
+                case .generation: return true
+                case .ifs(let branches, let otherwise): return branches.contains { has($0.1) } || has(otherwise ?? [])
+                case .forLoop(_, _, _, let body, let otherwise): return has(body) || has(otherwise ?? [])
+                case .setBlock(_, _, let body), .filterBlock(_, let body), .callBlock(_, _, let body): return has(body)
+                case .macro(let m): return has(m.body)
+                default: return false
+                }
+            }
+        }
+        return has(nodes)
+    }
+
+    /// The whole conversation's text and the byte ranges its `{% generation %}` blocks wrote.
+    public func renderGeneration(_ prepared: PreparedMessages, variables: [String: JSONValue] = [:]) throws -> (text: String, spans: [Range<Int>]) {
+        let r = try renderRecording(prepared, prefix: nil, addGenerationPrompt: false, variables: variables, recordTurns: false,
+                                    recordGeneration: true)
+        return (r.text, r.generation ?? [])
+    }
+
+    func renderRecording(_ prepared: PreparedMessages, prefix: Int?, addGenerationPrompt: Bool, variables: [String: JSONValue],
+                         recordTurns: Bool, recordGeneration: Bool) throws -> (text: String, turns: TurnOffsets?, generation: [Range<Int>]?) {
         let values = prefix.map { Array(prepared.values.prefix($0)) } ?? prepared.values
         let globals = Scope(parent: nil)
         for (k, v) in Builtins.globals(fixedNowUTC: fixedNowUTC) { globals.vars[k] = v }
@@ -67,10 +98,11 @@ public struct ChatTemplate: Sendable {
         context.vars["add_generation_prompt"] = .bool(addGenerationPrompt)
         let interp = Interpreter()
         if recordTurns { interp.turns = TurnRecorder(messages: values) }
+        if recordGeneration { interp.generationSpans = [] }
         defer { interp.releaseScopes() }
         do {
             let text = try interp.render(nodes, Scope(parent: context))
-            return (text, interp.turns?.result)
+            return (text, interp.turns?.result, interp.generationSpans)
         } catch let e as JinjaError {
             throw ChatTemplateError(template: name, line: e.loc.line, column: e.loc.column, message: e.message, isRaised: e.isRaised)
         } catch let f as RuntimeFailure {

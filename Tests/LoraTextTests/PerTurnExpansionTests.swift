@@ -48,6 +48,35 @@ final class PerTurnExpansionTests: XCTestCase {
         XCTAssertEqual(checked, 28)
     }
 
+    /// A template with `{% generation %}` blocks (TRL's *_training.jinja form) is masked by its blocks: ids and labels
+    /// equal transformers' apply_chat_template(return_assistant_tokens_mask=True); --train-on last keeps the last block.
+    func testGenerationBlocksGiveTheMask() throws {
+        let tok = try Tokenizer.load(directory: Self.text + "/data/qwen2")
+        let adapter = TokenizerDataAdapter(tok)
+        let fixture = try JSONValue.read(path: Self.text + "/expansion.json")
+        let template = try ChatTemplate(source: try XCTUnwrap(fixture["generation_template"]?.string), name: "generation")
+        XCTAssertTrue(template.hasGenerationBlocks)
+        let r = ChatTemplateRenderer(template: template, specialTokens: tok.config.specialTokens)
+        let cases = try XCTUnwrap(fixture["generation"]?.array)
+        XCTAssertEqual(cases.count, 3)
+        for c in cases {
+            let name = c["conversation"]!.string!
+            let (format, record) = try DatasetLineParser.parse(Array(JSONValue.object(["messages": c["messages"]!]).serialized().utf8),
+                                                               file: name, line: 1)
+            let all = try SampleProcessor(tokenizer: adapter, template: r, options: DatasetOptions(), file: name)
+                .processAll(record, format: format, line: 1)
+            XCTAssertEqual(all.count, 1, name)
+            XCTAssertNil(all[0].expansion)
+            XCTAssertEqual(all[0].sample.inputIDs, c["input_ids"]!.array!.map { $0.int! }, name)
+            XCTAssertEqual(all[0].sample.labels, c["labels"]!.array!.map { $0.int! }, name)
+            let last = try SampleProcessor(tokenizer: adapter, template: r, options: DatasetOptions(trainOn: .last), file: name)
+                .processAll(record, format: format, line: 1)[0]
+            let lastText = adapter.decodeIDs(last.sample.labels.filter { $0 != -100 })
+            XCTAssertTrue(c["trained_text"]!.string!.hasSuffix(lastText) && lastText.hasSuffix("<|im_end|>\n") && !lastText.isEmpty, lastText)
+        }
+        XCTAssertFalse(try ChatTemplate(source: "{{ messages[0].content }}").hasGenerationBlocks)
+    }
+
     /// A template whose prefix property holds keeps one sample per conversation; QwQ's generation prompt
     /// ("<think>\n") is not where its rendered reply starts, so no split exists: an error naming line and turn.
     /// A conversation opening with an assistant turn, where the template indexes the first user message,

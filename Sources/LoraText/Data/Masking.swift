@@ -107,6 +107,13 @@ public protocol PreparedConversation {
     /// The whole conversation's text (no generation prompt) and, where the renderer can tell, where
     /// its loop over the messages wrote each one.
     func renderWhole() throws -> (text: String, turns: TurnOffsets?)
+    /// For a template with `{% generation %}` blocks: the whole text and the byte ranges the blocks wrote
+    /// (transformers' assistant mask); nil for any other.
+    func generationSpans() throws -> (text: String, spans: [Range<Int>])?
+}
+
+extension PreparedConversation {
+    public func generationSpans() throws -> (text: String, spans: [Range<Int>])? { nil }
 }
 
 extension ConversationRenderer {
@@ -156,6 +163,12 @@ public enum Masking {
                               file: String = "-", line: Int = 0,
                               byteLimit: ((String) throws -> Int?)? = nil) throws -> RenderedConversation {
         let conversation = r.prepare(messages)
+        // A template that marks assistant output with {% generation %} (TRL's *_training.jinja) gives the spans
+        // itself, as transformers' return_assistant_tokens_mask takes them.
+        if trainOn != .all, let g = try conversation.generationSpans() {
+            let spans = trainOn == .last ? Array(g.spans.suffix(1)) : g.spans
+            return RenderedConversation(text: g.text, spans: spans, snapEnds: [])
+        }
         let (whole, turns) = try conversation.renderWhole()
         let w = Array(whole.utf8)
         let limit = try byteLimit?(whole) ?? Int.max

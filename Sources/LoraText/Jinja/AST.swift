@@ -70,7 +70,7 @@ final class Node: @unchecked Sendable {
         case filterBlock(filter: Expr, body: [Node])
         case breakLoop
         case continueLoop
-        /// transformers' `{% generation %}` block: renders its body unchanged.
+        /// transformers' `{% generation %}` block: renders its body unchanged; a render can record where (the assistant mask).
         case generation([Node])
     }
     let kind: Kind

@@ -66,6 +66,9 @@ final class Interpreter {
     /// set's or a filter block's).
     var outputDepth = 0
     var turns: TurnRecorder?
+    /// When recording: the UTF-8 byte ranges of the template's own output written inside `{% generation %}`
+    /// blocks (transformers' assistant mask: return_assistant_tokens_mask).
+    var generationSpans: [Range<Int>]?
 
     /// Breaks the macro ↔ scope cycles once a render is done (nothing of a render outlives it).
     func releaseScopes() {
@@ -161,7 +164,11 @@ final class Interpreter {
             let v = try applyFilterChain(filter, to: .string(try render(body, scope)), scope)
             out += v.pyStr
         case .generation(let body):
-            return try exec(body, scope, &out)
+            guard generationSpans != nil, outputDepth == 1 else { return try exec(body, scope, &out) }
+            let start = out.utf8.count
+            let flow = try exec(body, scope, &out)
+            if out.utf8.count > start { generationSpans!.append(start..<out.utf8.count) }
+            return flow
         case .breakLoop:
             return .breakLoop
         case .continueLoop:
