@@ -56,16 +56,18 @@ def render(tok, messages, tools, kwargs, **more):
     return tok.apply_chat_template(messages, tools=tools, tokenize=False, **kwargs, **more)
 
 
-# A ChatML template of our own with {% generation %} around each assistant reply and its end-of-turn (the form
+# A ChatML template of our own with {% generation %} around each assistant reply and its end-of-turn token (the form
 # TRL's *_training.jinja templates take): transformers' return_assistant_tokens_mask gives the mask from the blocks.
+# The newline after <|im_end|> is outside the block, so the mask differs from the prefix rule's (which trains it).
 GENERATION_TEMPLATE = (
     "{%- for m in messages %}"
     "{%- if m.role == 'assistant' %}"
     "{{- '<|im_start|>assistant\\n' }}"
     "{%- generation %}"
     "{%- if m.reasoning_content %}{{- '<think>\\n' + m.reasoning_content + '\\n</think>\\n\\n' }}{%- endif %}"
-    "{{- m.content + '<|im_end|>\\n' }}"
+    "{{- m.content + '<|im_end|>' }}"
     "{%- endgeneration %}"
+    "{{- '\\n' }}"
     "{%- else %}"
     "{{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}"
     "{%- endif %}"

@@ -72,7 +72,7 @@ final class PerTurnExpansionTests: XCTestCase {
             let last = try SampleProcessor(tokenizer: adapter, template: r, options: DatasetOptions(trainOn: .last), file: name)
                 .processAll(record, format: format, line: 1)[0]
             let lastText = adapter.decodeIDs(last.sample.labels.filter { $0 != -100 })
-            XCTAssertTrue(c["trained_text"]!.string!.hasSuffix(lastText) && lastText.hasSuffix("<|im_end|>\n") && !lastText.isEmpty, lastText)
+            XCTAssertTrue(c["trained_text"]!.string!.hasSuffix(lastText) && lastText.hasSuffix("<|im_end|>") && !lastText.isEmpty, lastText)
         }
         XCTAssertFalse(try ChatTemplate(source: "{{ messages[0].content }}").hasGenerationBlocks)
     }
