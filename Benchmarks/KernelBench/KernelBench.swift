@@ -436,7 +436,7 @@ extension KernelBench {
         let batch = try TokenBatch(inputIDs: ids)
         let hyper = ComputeContext.AdamWHyper(lr: 1e-4, weightDecay: 0.01, maxGradNorm: 1)
         let t = try timeDevice { _ = try model.trainStep(batch, hyper: hyper) }
-        let row = BenchRow(name: "training step, \(arch.prefix) shape", shape: "L\(L) H\(H) \(NH)x\(D) V\(V) \(B)x\(T) r16",
+        let row = BenchRow(name: "training step, \(arch.prefix) shape", shape: "L\(L) H\(H) \(NH)x\(D) V\(V) \(B)x\(T)",
                            kernelMs: t * 1e3, kernelRate: Double(B * T) / t, unit: "tokens/s",
                            blasMs: nil, blasRate: nil, ratio: nil)
         rows.append(row)
