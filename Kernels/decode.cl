@@ -59,7 +59,7 @@ __kernel void kv_cache_append(int n, int NKV, int D, int C, int p0,
 // `normalize` (S = 1) acc is the output (n, NH, D) and ml is not written.
 // global (S, NH, n)
 __kernel void decode_attention_partial(int n, int NH, int NKV, int D, int C, int p0, int split, int S,
-                                       float scale, int normalize,
+                                       float scale, int normalize, int window,
                                        __global const float* q, __global const float* kt,
                                        __global const float* vc,
                                        __global float* acc, __global float* ml) {
@@ -68,6 +68,10 @@ __kernel void decode_attention_partial(int n, int NH, int NKV, int D, int C, int
     int g = h / (NH / NKV);
     int j_begin = s * split;
     int j_end = min(j_begin + split, p0 + i + 1);        // exclusive; the causal limit
+    // A sliding window W (> 0): only keys j > p0 + i − W; whole 16-key blocks below it are skipped, the rest masked.
+    int w_begin = window > 0 ? max(0, p0 + i - window + 1) : 0;
+    // The first block holds w_begin (so every block run has a valid key); a split wholly before the window runs none.
+    int j_first = w_begin >= j_end ? j_end : max(j_begin, w_begin / 16 * 16);
     const __global float* qi = q + ((size_t)i * NH + h) * D;
     const __global float* ktg = kt + (size_t)g * D * C;
     const __global float* vg = vc + (size_t)g * C * D;
@@ -78,10 +82,11 @@ __kernel void decode_attention_partial(int n, int NH, int NKV, int D, int C, int
     float m = -INFINITY, l = 0.0f;
     float16 lanes = (float16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     // split is a multiple of 16, so j0 stays 16-aligned and vload16 stays inside C.
-    for (int j0 = j_begin; j0 < j_end; j0 += 16) {
+    for (int j0 = j_first; j0 < j_end; j0 += 16) {
         float16 sc = dec_scores16(qi, ktg + j0, D, C) * scale;
-        // lanes j0 + l < j_end are keys of this split that the query may see
-        sc = select((float16)(-INFINITY), sc, isless(lanes + (float)j0, (float16)((float)j_end - 0.5f)));
+        // lanes j0 + l in [w_begin, j_end) are keys of this split that the query may see
+        float16 pos = lanes + (float)j0;
+        sc = select((float16)(-INFINITY), sc, isless(pos, (float16)((float)j_end - 0.5f)) & isgreater(pos, (float16)((float)w_begin - 0.5f)));
         float m_new = fmax(m, dec_hmax16(sc));
         float corr = exp(m - m_new);
         float16 p = exp(sc - m_new);
@@ -91,7 +96,7 @@ __kernel void decode_attention_partial(int n, int NH, int NKV, int D, int C, int
         float w[16];
         vstore16(p, 0, w);
         int cnt = min(16, j_end - j0);
-        for (int jj = 0; jj < cnt; jj++) {
+        for (int jj = max(0, w_begin - j0); jj < cnt; jj++) {
             const __global float* r = vg + (size_t)(j0 + jj) * D;
             float16 wl = (float16)(w[jj]);
             DEC_REG_FOREACH(DEC_ACCUM)

@@ -57,8 +57,9 @@ extension ComputeContext {
     /// over the cached keys 0 … p0+i (the new keys already appended): out (n, NH, D).
     /// `keysPerSplit` (a multiple of 16) overrides the split size, for tests. With more
     /// than one split the partials live in scratch slots 40 (acc) and 41 (m, l).
+    /// `window`: a sliding window W (query at position p attends keys j > p − W), nil for none.
     public func decodeAttention(out: DeviceBuffer<Float>, q: DeviceBuffer<Float>, cache: KVCache, heads: Int,
-                                tokens n: Int, position p0: Int, keysPerSplit: Int? = nil) throws {
+                                tokens n: Int, position p0: Int, keysPerSplit: Int? = nil, window: Int? = nil) throws {
         opLock.lock(); defer { opLock.unlock() }
         let op = "decodeAttention", D = cache.headDim, NKV = cache.kvHeads
         try require(n >= 1, op, "tokens must be ≥ 1, got \(n)")
@@ -73,9 +74,11 @@ extension ComputeContext {
         try require(split >= 16 && split % 16 == 0, op, "keysPerSplit must be a positive multiple of 16, got \(split)")
         let S = (total + split - 1) / split
         let scale = 1 / Float(D).squareRoot()
+        try require((window ?? 1) >= 1, op, "window must be ≥ 1, got \(window ?? 0)")
+        let w = try i32(window ?? 0)
         if S == 1 {
             try launch("decode_attention_partial", [try i32(n), try i32(heads), try i32(NKV), try i32(D), try i32(cache.capacity), try i32(p0),
-                                                    try i32(split), try i32(1), .float(scale), try i32(1), .buffer(q),
+                                                    try i32(split), try i32(1), .float(scale), try i32(1), w, .buffer(q),
                                                     .buffer(cache.keys), .buffer(cache.values), .buffer(out), .buffer(out)],
                        global: [1, heads, n], local: [1, 1, 1])
             return
@@ -83,7 +86,7 @@ extension ComputeContext {
         let acc = try scratch(40, count: n * heads * S * D)
         let ml = try scratch(41, count: n * heads * S * 2)
         try launch("decode_attention_partial", [try i32(n), try i32(heads), try i32(NKV), try i32(D), try i32(cache.capacity), try i32(p0),
-                                                try i32(split), try i32(S), .float(scale), try i32(0), .buffer(q),
+                                                try i32(split), try i32(S), .float(scale), try i32(0), w, .buffer(q),
                                                 .buffer(cache.keys), .buffer(cache.values), .buffer(acc), .buffer(ml)],
                    global: [S, heads, n], local: [1, 1, 1])
         try launch("decode_attention_combine", [try i32(n), try i32(heads), try i32(D), try i32(S), .buffer(acc), .buffer(ml), .buffer(out)],

@@ -134,6 +134,20 @@ extension ComputeContext {
             }
             return starts
         }
+
+        /// The first key each query may attend under a sliding window W (transformers: key j with t − j < W),
+        /// within its sample: max(sample start, t − W + 1). Still non-decreasing along a row, so the attention
+        /// kernels take it as sample starts: no kernel of their own needed. `starts`: the sample starts (nil: 0).
+        public func windowStarts(_ starts: [Int32]?, window: Int) throws -> [Int32] {
+            try require(window >= 1, "attention", "sliding window must be ≥ 1, got \(window)")
+            var out = [Int32](repeating: 0, count: tokens)
+            for b in 0..<batch {
+                for t in 0..<seq {
+                    out[b * seq + t] = Int32(max(Int(starts?[b * seq + t] ?? 0), t - window + 1))
+                }
+            }
+            return out
+        }
     }
 
     private func checkAttention(_ s: AttentionShape) throws {

@@ -55,6 +55,40 @@ final class DecodeKernelTests: XCTestCase {
         }
     }
 
+    /// A sliding window W (Mistral, Qwen2's sliding layers, Gemma's local layers): the query at position p attends
+    /// keys j > p − W only; windows shorter than a split, than a 16-key block, of 1, and longer than the cache;
+    /// splits wholly before the window contribute nothing.
+    func testSlidingWindowAgainstFloat64() throws {
+        let ctx = try sharedContext()
+        var rng = freshRandom(#function)
+        for c in [Self.cases[1], Self.cases[4], Self.cases[7]] {
+            let total = c.steps.reduce(0, +)
+            let kvd = c.kvHeads * c.headDim, qd = c.heads * c.headDim
+            let k = rng.uniform(total * kvd, -2, 2), v = rng.uniform(total * kvd)
+            let cache = try KVCache(ctx, kvHeads: c.kvHeads, headDim: c.headDim, maxTokens: c.maxTokens)
+            var p0 = 0
+            for n in c.steps {
+                let kb = try ctx.buffer(Array(k[(p0 * kvd)..<((p0 + n) * kvd)]))
+                let vb = try ctx.buffer(Array(v[(p0 * kvd)..<((p0 + n) * kvd)]))
+                try ctx.kvCacheAppend(cache, k: kb, v: vb, tokens: n, position: p0)
+                let q = rng.uniform(n * qd, -2, 2)
+                let qb = try ctx.buffer(q)
+                for window in [1, 3, 16, 21, 1000] {
+                    let ref = Reference.decodeAttention(q: toDouble(q), k: toDouble(Array(k[0..<((p0 + n) * kvd)])),
+                                                        v: toDouble(Array(v[0..<((p0 + n) * kvd)])), tokens: n, position: p0,
+                                                        heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, window: window)
+                    for split in [nil, 16, 48] as [Int?] {
+                        let out = try poisoned(ctx, n * qd)
+                        try ctx.decodeAttention(out: out, q: qb, cache: cache, heads: c.heads, tokens: n, position: p0,
+                                                keysPerSplit: split, window: window)
+                        assertClose(try out.read(), ref, "decode \(c) p0=\(p0) n=\(n) window=\(window) split=\(split.map(String.init) ?? "auto")")
+                    }
+                }
+                p0 += n
+            }
+        }
+    }
+
     /// A whole-sequence prefill from position 0 is the training attention kernel's forward.
     func testFullPrefillEqualsTrainingAttention() throws {
         let ctx = try sharedContext()

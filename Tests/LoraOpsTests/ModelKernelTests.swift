@@ -197,6 +197,37 @@ final class AttentionKernelTests: XCTestCase {
         }
     }
 
+    /// A sliding window (keys further back than W are never attended) as window starts: windows of 1, shorter
+    /// than a key block, longer than the sequence; with packed samples (the window counted within each);
+    /// forward and backward against float64 and finite differences, NaN-poisoned outputs.
+    func testSlidingWindowAgainstFloat64AndFiniteDifferences() throws {
+        let ctx = try sharedContext()
+        var rng = freshRandom(#function)
+        for (s, window, lengths) in [(ComputeContext.AttentionShape(batch: 2, seq: 40, heads: 4, kvHeads: 2, headDim: 16), 5, [[1, 17, 5, 1, 16], [23, 1, 16]]),
+                                     (.init(batch: 1, seq: 70, heads: 2, kvHeads: 1, headDim: 64), 17, nil),
+                                     (.init(batch: 2, seq: 33, heads: 3, kvHeads: 1, headDim: 24), 2, nil),
+                                     (.init(batch: 1, seq: 9, heads: 2, kvHeads: 2, headDim: 8), 50, nil),
+                                     (.init(batch: 3, seq: 50, heads: 2, kvHeads: 2, headDim: 16), 16, nil)] as [(ComputeContext.AttentionShape, Int, [[Int]]?)] {
+            var ids: [Int]? = nil
+            if let lengths {
+                ids = lengths.flatMap { row in row.enumerated().flatMap { n, len in [Int](repeating: n, count: len) } }
+            }
+            try check(ctx, s, sequenceIDs: ids, rng: &rng, window: window)
+        }
+        // A window of 1: each token attends itself alone, so out = v (its gradients in q and k vanish: no
+        // finite-difference check there).
+        let one = ComputeContext.AttentionShape(batch: 2, seq: 21, heads: 2, kvHeads: 1, headDim: 8)
+        let q = rng.uniform(2 * 21 * 16, -2, 2), k = rng.uniform(2 * 21 * 8, -2, 2), v = rng.uniform(2 * 21 * 8)
+        let out = try poisoned(ctx, q.count), lse = try poisoned(ctx, 2 * 2 * 21)
+        try ctx.attentionForward(out: out, lse: lse, q: try ctx.buffer(q), k: try ctx.buffer(k), v: try ctx.buffer(v), shape: one,
+                                 segmentStarts: try DeviceBuffer(queue: ctx.queue, try one.windowStarts(nil, window: 1)))
+        let o = try out.read()
+        for t in 0..<42 { for h in 0..<2 { for d in 0..<8 { XCTAssertEqual(o[(t * 2 + h) * 8 + d], v[t * 8 + d], accuracy: 1e-6) } } }
+        let s = ComputeContext.AttentionShape(batch: 1, seq: 6, heads: 1, kvHeads: 1, headDim: 2)
+        XCTAssertEqual(try s.windowStarts([0, 0, 0, 3, 3, 3], window: 2), [0, 0, 1, 3, 3, 4])
+        XCTAssertThrowsError(try s.windowStarts(nil, window: 0))
+    }
+
     /// Every attention tile height `--kernel-config` accepts (aq, ak = 1…8, which
     /// holds every value the tuner may choose, and one mixed pair): forward and
     /// backward against float64 and finite differences on awkward T (1, 3, 17,
@@ -250,17 +281,19 @@ final class AttentionKernelTests: XCTestCase {
     }
 
     func check(_ ctx: ComputeContext, _ s: ComputeContext.AttentionShape, sequenceIDs: [Int]?,
-               rng: inout SeededRandom, samples: Int? = nil) throws {
+               rng: inout SeededRandom, samples: Int? = nil, window: Int? = nil) throws {
         let n = s.batch * s.seq, qn = n * s.heads * s.headDim, kn = n * s.kvHeads * s.headDim
         let q = rng.uniform(qn, -2, 2), k = rng.uniform(kn, -2, 2), v = rng.uniform(kn)
         let bq = try ctx.buffer(q), bk = try ctx.buffer(k), bv = try ctx.buffer(v)
-        let seg = try sequenceIDs.map { try DeviceBuffer(queue: ctx.queue, try s.segmentStarts(sequenceIDs: $0)) }
-        let what = "\(ctx.config.spec) \(s)" + (sequenceIDs.map { " packed \($0)" } ?? "")
+        var starts = try sequenceIDs.map { try s.segmentStarts(sequenceIDs: $0) }
+        if let window { starts = try s.windowStarts(starts, window: window) }
+        let seg = try starts.map { try DeviceBuffer(queue: ctx.queue, $0) }
+        let what = "\(ctx.config.spec) \(s)" + (sequenceIDs.map { " packed \($0)" } ?? "") + (window.map { " window \($0)" } ?? "")
         let out = try poisoned(ctx, qn), lse = try poisoned(ctx, s.batch * s.heads * s.seq)
         try ctx.attentionForward(out: out, lse: lse, q: bq, k: bk, v: bv, shape: s, segmentStarts: seg)
         func ref(_ q: [Double], _ k: [Double], _ v: [Double]) -> [Double] {
             Reference.attention(q: q, k: k, v: v, batch: s.batch, seq: s.seq, heads: s.heads, kvHeads: s.kvHeads,
-                                headDim: s.headDim, sequenceIDs: sequenceIDs)
+                                headDim: s.headDim, sequenceIDs: sequenceIDs, window: window)
         }
         let qD = toDouble(q), kD = toDouble(k), vD = toDouble(v)
         assertClose(try out.read(), ref(qD, kD, vD), "attention \(what)")
