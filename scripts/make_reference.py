@@ -91,6 +91,13 @@ CASES = [
                                        original_max_position_embeddings=16,
                                        short_factor=[1.0, 1.25, 1.5], long_factor=[1.5, 3.0, 6.0])),
          dtype="float32", seq=20, lora=dict(r=8, lora_alpha=16, target_modules="all-linear"), max_grad_norm=1.0),
+    # Sliding-window attention shorter than the sequence: Mistral's window of 3 on every layer (20-token batch),
+    # and Qwen2's use_sliding_window on the layers from max_window_layers = 1 (the second of two), window 4.
+    dict(name="mistral_sliding_window", arch="mistral", cfg=dict(sliding_window=3), dtype="float32", seq=20,
+         lora=dict(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]),
+         max_grad_norm=1.0),
+    dict(name="qwen2_sliding_layers", arch="qwen2", cfg=dict(use_sliding_window=True, sliding_window=4, max_window_layers=1),
+         dtype="float32", seq=20, lora=dict(r=8, lora_alpha=16, target_modules="all-linear"), max_grad_norm=0.0),
     # attention_bias and mlp_bias with bias="all".
     dict(name="llama_bias_all", arch="llama", cfg=dict(attention_bias=True, mlp_bias=True), dtype="float32",
          lora=dict(r=8, lora_alpha=16, target_modules=["q_proj", "o_proj", "down_proj"], bias="all"),

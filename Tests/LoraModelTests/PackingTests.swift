@@ -195,11 +195,5 @@ final class PackingTests: XCTestCase {
         XCTAssertThrowsError(try m.loss(try TokenBatch(inputIDs: [[1, 2]], positionIDs: [[0, 64]]))) {
             XCTAssertTrue("\($0)".contains("position id 64 (row 0, token 1) is not below max_position_embeddings 64"), "\($0)")
         }
-        // Sliding window (Mistral, 4096): what counts is the longest sample, not the row.
-        let mistral = try model("mistral_embed_lm_head")
-        let long = try TokenBatch(inputIDs: [[Int](repeating: 1, count: 4097)], positionIDs: [[Int](repeating: 0, count: 4097)])
-        XCTAssertThrowsError(try mistral.loss(long)) {
-            XCTAssertTrue("\($0)".contains("a sample of 4097 tokens exceeds sliding_window 4096"), "\($0)")
-        }
     }
 }

@@ -196,8 +196,8 @@ final class ReliabilityTests: XCTestCase {
     }
 
     /// Qwen2's use_sliding_window as transformers reads it: the window applies on
-    /// layers from max_window_layers on (or as layer_types says); samples no
-    /// longer than the window run exactly, longer ones are refused by name.
+    /// layers from max_window_layers on (or as layer_types says); positions within the window see
+    /// what full attention sees, later ones differ (the layer attends its window only).
     func testQwen2SlidingWindow() throws {
         let src = fixturesRoot + "/qwen2_bias_lora_only/model"
         func config(_ edit: (inout [String: Any]) -> Void) throws -> (String, ModelConfig) {
@@ -217,11 +217,18 @@ final class ReliabilityTests: XCTestCase {
         XCTAssertEqual(c.slidingWindow, 4)
         XCTAssertEqual(try config { $0["use_sliding_window"] = true; $0["sliding_window"] = 4
             $0["layer_types"] = ["full_attention", "sliding_attention"] }.1.slidingWindow, 4)
-        let lora = LoraConfig(r: 4, targetModules: .list(["q_proj"]))
+        XCTAssertEqual(c.slidingLayers, [false, true])
+        XCTAssertNil(c.window(layer: 0))
+        XCTAssertEqual(c.window(layer: 1), 4)
+        var lora = LoraConfig(r: 4, targetModules: .list(["q_proj"]))
+        lora.inferenceMode = true
         let m = try LlamaLoRAModel(modelDirectory: dir, lora: lora, context: try ComputeContext.shared())
-        XCTAssertNoThrow(try m.logits(try TokenBatch(inputIDs: [[1, 2, 3, 4]])))
-        assertError({ _ = try m.logits(try TokenBatch(inputIDs: [[1, 2, 3, 4, 5, 6]])) },
-                    contains: ["6 tokens", "sliding_window 4", "not supported"])
+        let full = try LlamaLoRAModel(modelDirectory: src, lora: lora, context: try ComputeContext.shared())
+        let ids = [[1, 2, 3, 4, 5, 6]]
+        let a = try m.logits(try TokenBatch(inputIDs: ids)), b = try full.logits(try TokenBatch(inputIDs: ids))
+        let V = c.vocabSize
+        XCTAssertEqual(Array(a[0..<(4 * V)]), Array(b[0..<(4 * V)]), "within the window: full attention")
+        XCTAssertNotEqual(Array(a[(4 * V)...]), Array(b[(4 * V)...]), "past the window: the sliding layer sees less")
     }
 
     // MARK: adapters

@@ -347,7 +347,12 @@ public struct ModelConfig: Sendable {
     public var attentionBias: Bool   // q, k, v (and o for Llama) carry biases
     public var outputProjectionBias: Bool
     public var mlpBias: Bool
+    /// The window of sliding-window attention: a key j is attended from query t only when t − j < window.
     public var slidingWindow: Int?
+    /// Which layers attend through the window (nil with a window: every layer).
+    public var slidingLayers: [Bool]? = nil
+    /// The window layer `l` attends through, nil for full attention.
+    public func window(layer l: Int) -> Int? { slidingLayers.map { $0[l] } ?? true ? slidingWindow : nil }
     /// With partial rotary (Phi-3's partial_rotary_factor): int(head_dim · factor) values of each head rotate.
     public var partialRotaryDim: Int? = nil
     /// How many of each head's values RoPE rotates.
@@ -551,25 +556,33 @@ public struct ModelConfig: Sendable {
             throw CheckpointError.config(path: path, field: ropeField + ".short_factor",
                                          reason: "short_factor and long_factor must hold rotary_dim/2 = \(rotaryDim / 2) values, got \(short.count) and \(long.count)")
         }
-        /// Mistral: sliding_window applies to every layer. Qwen2 (as transformers
-        /// reads it): only with use_sliding_window, and only on the layers from
-        /// max_window_layers on. Forward refuses samples longer than the window.
-        func slidingWindow() throws -> Int? {
+        /// The sliding window and the layers it applies to. Mistral (and Phi-3): sliding_window on every
+        /// layer. Qwen2 (as transformers reads it), Qwen3, SmolLM3: only with use_sliding_window, on the layers
+        /// layer_types marks "sliding_attention", else those from max_window_layers on.
+        func slidingWindow() throws -> (window: Int, layers: [Bool])? {
+            let layers = try int("num_hidden_layers")
             switch arch.traits.window {
-            case .everyLayer: return try optInt("sliding_window")
+            case .everyLayer:
+                return try optInt("sliding_window").map { ($0, [Bool](repeating: true, count: layers)) }
             case .useSlidingWindowKey:
                 guard try bool("use_sliding_window", false), let w = try optInt("sliding_window") else { return nil }
+                var sliding: [Bool]
                 if let types = j["layer_types"]?.array {
-                    return types.contains { $0.string == "sliding_attention" } ? w : nil
-                }
-                var from = 28
-                if let v = j["max_window_layers"], !v.isNull {
-                    guard let n = v.integral, n >= 0 else {
-                        throw CheckpointError.config(path: path, field: "max_window_layers", reason: "must be a non-negative integer, got \(v.shortDescription)")
+                    guard types.count == layers else {
+                        throw CheckpointError.config(path: path, field: "layer_types", reason: "lists \(types.count) layers, the model has \(layers)")
                     }
-                    from = n
+                    sliding = types.map { $0.string == "sliding_attention" }
+                } else {
+                    var from = 28
+                    if let v = j["max_window_layers"], !v.isNull {
+                        guard let n = v.integral, n >= 0 else {
+                            throw CheckpointError.config(path: path, field: "max_window_layers", reason: "must be a non-negative integer, got \(v.shortDescription)")
+                        }
+                        from = n
+                    }
+                    sliding = (0..<layers).map { $0 >= from }
                 }
-                return try int("num_hidden_layers") > from ? w : nil
+                return sliding.contains(true) ? (w, sliding) : nil
             case .none: return nil
             }
         }
@@ -589,8 +602,9 @@ public struct ModelConfig: Sendable {
             maxPositionEmbeddings: try optInt("max_position_embeddings") ?? 2048,
             attentionBias: attnBias, outputProjectionBias: oBias,
             mlpBias: arch.traits.mlpBiasKey ? try bool("mlp_bias", false) : false,
-            slidingWindow: try slidingWindow())
+            slidingWindow: try slidingWindow()?.window)
         config.checkpointTask = checkpointKind
+        if let w = try slidingWindow(), w.layers.contains(false) { config.slidingLayers = w.layers }
         if rotaryDim != headDim { config.partialRotaryDim = rotaryDim }
         if arch.traits.noRopeLayers {
             let layers = config.numLayers

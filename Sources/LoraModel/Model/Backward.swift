@@ -36,7 +36,7 @@ extension LlamaLoRAModel {
         // (q(h1) = q_norm(q_proj(h1)) with per-head norms, k alike; q|k|v one fused projection on Phi-3)
         try L.o.backward(ctx, dx: p.dattn, dy: p.dres, x: a.attn, tokens: n, stepSeed: s)
         try ctx.attentionBackward(dq: p.dq, dk: p.dk, dv: p.dv, delta: p.delta, dout: p.dattn, out: a.attn, lse: a.lse,
-                                  q: a.q, k: a.k, v: a.v, shape: attentionShape, segmentStarts: attentionSegments)
+                                  q: a.q, k: a.k, v: a.v, shape: attentionShape, segmentStarts: attentionStarts(layer: l))
         if c.usesRope(layer: l) {
             let rope = ropeInUse
             try ctx.rope(p.dq, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numHeads,

@@ -39,6 +39,8 @@ final class ActivationPlan {
     let layers: [LayerActivations]
     let ids, positions, targets: DeviceBuffer<Int32>
     let segmentStarts: DeviceBuffer<Int32>            // (N) first token of each token's sample
+    /// With sliding-window layers: each token's first attended key, max(sample start, t − W + 1) (N).
+    let windowStarts: DeviceBuffer<Int32>?
     var packed: Bool                                  // whether attention reads segmentStarts
     var groups: TokenGroups
     var countedTokens: Int
@@ -77,6 +79,7 @@ final class ActivationPlan {
         ids = try DeviceBuffer(queue: ctx.queue, b.inputIDs)
         positions = try DeviceBuffer(queue: ctx.queue, b.positionIDs)
         segmentStarts = try DeviceBuffer(queue: ctx.queue, b.segmentStarts)
+        windowStarts = c.slidingWindow != nil ? try DeviceBuffer(queue: ctx.queue, count: b.tokens) : nil
         packed = b.isPacked
         targets = try DeviceBuffer(queue: ctx.queue, b.targets)
         groups = try TokenGroups(ctx, ids: b.inputIDs)
@@ -106,6 +109,13 @@ final class ActivationPlan {
 
     static func chunkRows(_ m: LlamaLoRAModel, tokens n: Int) -> Int { max(1, min(m.logitsChunkRows, n)) }
 
+    /// The batch's window starts, for the sliding-window layers' attention.
+    func writeWindowStarts(_ b: TokenBatch, config c: ModelConfig) throws {
+        guard let w = c.slidingWindow, let buffer = windowStarts else { return }
+        let shape = ComputeContext.AttentionShape(batch: batch, seq: seq, heads: c.numHeads, kvHeads: c.numKVHeads, headDim: c.headDim)
+        try buffer.write(try shape.windowStarts(b.isPacked ? b.segmentStarts : nil, window: w))
+    }
+
     /// Whether this plan's buffers fit the batch and the model's current settings.
     func matches(_ b: TokenBatch, model m: LlamaLoRAModel) -> Bool {
         b.batch == batch && b.seq == seq && m.gradientCheckpointing == checkpointing
@@ -122,14 +132,15 @@ extension LlamaLoRAModel {
     /// The attention kernels' sample boundaries: nil when every row is one sample.
     var attentionSegments: DeviceBuffer<Int32>? { plan!.packed ? plan!.segmentStarts : nil }
 
+    /// Layer `l`'s first attended keys: the window starts on a sliding-window layer, else the sample boundaries.
+    func attentionStarts(layer l: Int) -> DeviceBuffer<Int32>? {
+        config.window(layer: l) != nil ? plan!.windowStarts : attentionSegments
+    }
+
     func prepare(_ b: TokenBatch) throws -> ActivationPlan {
         if let i = b.positionIDs.firstIndex(where: { Int($0) >= config.maxPositionEmbeddings }) {
             throw LoraError.batch("position id \(b.positionIDs[i]) (row \(i / b.seq), token \(i % b.seq)) is not below "
                                   + "max_position_embeddings \(config.maxPositionEmbeddings)")
-        }
-        // Samples no longer than the window never meet it: full causal attention is exact then.
-        if let w = config.slidingWindow, b.longestSample > w {
-            throw LoraError.batch("a sample of \(b.longestSample) tokens exceeds sliding_window \(w); sliding-window attention is not supported yet")
         }
         if let bad = b.inputIDs.first(where: { $0 < 0 || Int($0) >= config.vocabSize }) {
             throw LoraError.batch("token id \(bad) is outside the vocabulary (size \(config.vocabSize))")
@@ -144,6 +155,7 @@ extension LlamaLoRAModel {
             try p.positions.write(b.positionIDs)
             try p.segmentStarts.write(b.segmentStarts)
             p.packed = b.isPacked
+            try p.writeWindowStarts(b, config: config)
             p.groups = try TokenGroups(ctx, ids: b.inputIDs)
             p.countedTokens = b.countedTokens
             p.answerPositions = b.answerPositions
@@ -156,6 +168,7 @@ extension LlamaLoRAModel {
         // hold both at the peak). A caller still holding the old plan keeps it alive.
         plan = nil
         let p = try ActivationPlan(model: self, batch: b)
+        try p.writeWindowStarts(b, config: config)
         plan = p
         return p
     }
@@ -265,7 +278,7 @@ extension LlamaLoRAModel {
                          headDim: c.headDim, rotaryDim: c.rotaryDim, inverse: false)
         }
         try ctx.attentionForward(out: a.attn, lse: a.lse, q: a.q, k: a.k, v: a.v, shape: attentionShape,
-                                 segmentStarts: attentionSegments)
+                                 segmentStarts: attentionStarts(layer: l))
         try a.xMid.copy(from: xIn, count: n * H)
         try L.o.forward(ctx, y: a.xMid, x: a.attn, tokens: n, training: training, stepSeed: s, beta: 1)
         try ctx.rmsnormForward(y: a.h2, rstd: a.rstd2, x: a.xMid, weight: L.postNorm, rows: n, cols: H, eps: eps)

@@ -53,8 +53,8 @@ public final class InferenceSession {
     /// plan may resize Linear.u while a session lives.
     var u: [ObjectIdentifier: DeviceBuffer<Float>] = [:]
 
-    /// `maxTokens` ≤ max_position_embeddings (and ≤ sliding_window when the
-    /// model has one: sliding-window attention is not implemented).
+    /// `maxTokens` ≤ max_position_embeddings; the cache keeps every position (a sliding-window layer attends
+    /// its window of it).
     public init(model m: LlamaLoRAModel, maxTokens: Int, chunkTokens: Int = 128) throws {
         let c = m.config
         guard maxTokens >= 1, chunkTokens >= 1 else {
@@ -62,10 +62,6 @@ public final class InferenceSession {
         }
         guard maxTokens <= c.maxPositionEmbeddings else {
             throw InferenceError.tooLong(tokens: maxTokens, limit: c.maxPositionEmbeddings, what: "max_position_embeddings")
-        }
-        if let w = c.slidingWindow, maxTokens > w {
-            throw InferenceError.tooLong(tokens: maxTokens, limit: w,
-                                         what: "sliding_window (sliding-window attention is not supported yet)")
         }
         model = m
         self.maxTokens = maxTokens
@@ -254,7 +250,8 @@ public final class InferenceSession {
                              headDim: c.headDim, rotaryDim: c.rotaryDim, inverse: false)
             }
             try ctx.kvCacheAppend(caches[l], k: k, v: v, tokens: n, position: p0)
-            try ctx.decodeAttention(out: attn, q: q, cache: caches[l], heads: c.numHeads, tokens: n, position: p0)
+            try ctx.decodeAttention(out: attn, q: q, cache: caches[l], heads: c.numHeads, tokens: n, position: p0,
+                                    window: c.window(layer: l))
             try project(L.o, y: x, x: attn, tokens: n, beta: 1)
             try ctx.rmsnormForward(y: h, rstd: rstd, x: x, weight: L.postNorm, rows: n, cols: H, eps: eps)
             let I = c.intermediateSize

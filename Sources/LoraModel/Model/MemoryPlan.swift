@@ -276,6 +276,7 @@ public struct MemoryPlan: Sendable {
             list.add(.activations, "\(per) k_norm rstd (\(N)·\(c.numKVHeads))", f32(n, c.numKVHeads), copies: k)
         }
         list.add(.activations, "input ids, positions, sample starts or targets (\(N))", i32(n), copies: 4)
+        if c.slidingWindow != nil { list.add(.activations, "sliding-window starts (\(N))", i32(n)) }
         // TokenGroups of the ids: U unique ids, U+1 offsets, N positions; U ≤ min(N, V).
         let unique = min(n, V)
         list.add(.activations, "embedding groups' unique ids (\(unique))", i32(unique))

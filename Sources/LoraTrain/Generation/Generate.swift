@@ -165,7 +165,7 @@ public final class Generator {
 
     public init(model: LlamaLoRAModel, maxLength: Int? = nil, chunkTokens: Int = 128) throws {
         self.model = model
-        let limit = min(model.config.maxPositionEmbeddings, model.config.slidingWindow ?? Int.max)
+        let limit = model.config.maxPositionEmbeddings
         if let m = maxLength, m < 2 || m > limit {
             throw GenerationError.invalidOption("max length \(m) must be in 2...\(limit) (the model's limit)")
         }
