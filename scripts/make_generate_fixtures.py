@@ -38,7 +38,7 @@ from transformers import AutoModelForCausalLM
 REF = "Tests/Fixtures/reference"
 OUT = sys.argv[1] if len(sys.argv) > 1 else "Tests/Fixtures/generate"
 CASES = ["llama_gqa_untied", "qwen2_bias_lora_only", "mistral_embed_lm_head", "llama_tied_rslora_regex", "qwen3_qk_norm", "smollm3_nope",
-         "phi3_fused_longrope"]
+         "phi3_fused_longrope", "mistral_sliding_window"]
 MAX_NEW = 20
 EOS_STEP = 5
 
@@ -53,6 +53,9 @@ def load(case):
     model = AutoModelForCausalLM.from_pretrained(os.path.join(REF, case, "model"), torch_dtype=torch.float32)
     pm = PeftModel.from_pretrained(model, os.path.join(REF, case, "adapter_final"))
     pm.eval()
+    # "No EOS" must mean none: generate merges an unset eos_token_id with the model's own generation_config
+    # (MistralConfig's 2), which would stop a run that happens to emit it.
+    model.generation_config.eos_token_id = None
     return pm
 
 
