@@ -76,16 +76,19 @@ GENERATION_TEMPLATE = (
 
 
 def generation_cases(tok):
-    """Samples of the {% generation %} template: transformers' ids and assistant mask (labels -100 outside it)."""
-    tok.chat_template = GENERATION_TEMPLATE
+    """Samples of templates with {% generation %} blocks — ours, and the two real ones of the template fixture
+    (SmolLM3's, LFM2.5-VL's) — : transformers' ids and assistant mask (labels -100 outside it)."""
     out = []
-    for name in ["plain_zh", "system_three_turns", "reasoning_content"]:
-        m = CONVERSATIONS[name]["messages"]
-        enc = tok.apply_chat_template(m, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
-        ids, mask = enc["input_ids"], enc["assistant_masks"]
-        labels = [i if k else -100 for i, k in zip(ids, mask)]
-        out.append(dict(conversation=name, messages=m, input_ids=ids, labels=labels,
-                        trained_text=tok.decode([i for i in labels if i != -100])))
+    for template, source in [("ours", GENERATION_TEMPLATE), ("smollm3", TEMPLATES["smollm3"]["template"]),
+                             ("lfm2_5_vl", TEMPLATES["lfm2_5_vl"]["template"])]:
+        tok.chat_template = source
+        for name in ["plain_zh", "system_three_turns", "reasoning_content"]:
+            m = CONVERSATIONS[name]["messages"]
+            enc = tok.apply_chat_template(m, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+            ids, mask = enc["input_ids"], enc["assistant_masks"]
+            labels = [i if k else -100 for i, k in zip(ids, mask)]
+            out.append(dict(template=template, conversation=name, messages=m, input_ids=ids, labels=labels,
+                            trained_text=tok.decode([i for i in labels if i != -100])))
     return out
 
 

@@ -7,13 +7,13 @@ import LoraOps
 /// adapter at `adapter`, unmerged, built as its task needs (a classifier's head
 /// from the checkpoint or the adapter's labels.json: `ModelConfig.forAdapter`).
 /// `accept` refuses an adapter the command cannot run (its task). Without an
-/// adapter: a rank-1 adapter on q_proj whose B is zero, which adds exactly nothing.
+/// adapter: a rank-1 adapter on o_proj (every family has one) whose B is zero, which adds exactly nothing.
 public enum AdapterModel {
     public static func load(_ path: String, adapter: String?, context ctx: ComputeContext,
                             accept: (_ lora: LoraConfig, _ adapter: String) throws -> Void = { _, _ in }) throws -> LlamaLoRAModel {
         let (base, checkpoint) = try ModelSource.open(path)
         guard let adapter else {
-            let lora = LoraConfig(r: 1, loraAlpha: 1, targetModules: .list(["q_proj"]))
+            let lora = LoraConfig(r: 1, loraAlpha: 1, targetModules: .list(["o_proj"]))
             return try LlamaLoRAModel(config: base, checkpoint: checkpoint, lora: lora, context: ctx)
         }
         let lora = try LoraConfig.load(path: adapter)

@@ -18,10 +18,14 @@ final class SplitModelTests: XCTestCase {
     }
 
     func testEveryFixtureMatchesPEFTWithItsEmbeddingInParts() throws {
+        var splitCases = 0
         for name in PEFTParityTests.cases {
             let rc = try ReferenceCase(name)
             let whole = try rc.model()
             let bytes = limit(whole)
+            // Phi-3's fused gate_up_proj (2·48 rows) outweighs its 67-row embedding: no limit splits the one alone.
+            if let e = whole.embeddingTable, e.deviceBytes <= bytes { continue }
+            splitCases += 1
             let split = try rc.model(bufferLimitBytes: bytes)
             XCTAssertEqual(whole.embeddingTable?.parts.count, 1, name)
             XCTAssertGreaterThanOrEqual(split.embeddingTable?.parts.count ?? 0, 2, "\(name): the embedding in parts")
@@ -46,6 +50,7 @@ final class SplitModelTests: XCTestCase {
             try checkGradients(rc, bufferLimitBytes: bytes)
             try checkTraining(rc, bufferLimitBytes: bytes)
         }
+        XCTAssertGreaterThanOrEqual(splitCases, PEFTParityTests.cases.count - 1, "every fixture but Phi-3's splits its embedding")
     }
 
     /// The memory plan of a split model equals what it allocates: the weights'

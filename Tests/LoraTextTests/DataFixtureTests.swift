@@ -82,13 +82,16 @@ final class DataFixtureTests: XCTestCase {
         let fixtures = try DataFixtures.masks()
         let templates = try JSONValue.parse(Data(contentsOf: DataFixtures.root.appendingPathComponent("../templates/chat_templates.json")))
         let conversations = fixtures["families"]!["qwen2"]!["cases"]!.array!
-        var spansChecked = 0, prefixErrors = 0, raised = 0
+        var spansChecked = 0, prefixErrors = 0, raised = 0, generationTemplates = 0
         for (name, cases) in fixtures["rule_check"]!.object!.pairs {
             let t = templates["templates"]![name]!
             var variables: [String: JSONValue] = [:]
             for (k, v) in t["variables"]!.object!.pairs { variables[k] = v }
             for (k, v) in fixtures["rule_variables"]!.object!.pairs { variables[k] = v }
             let r = ChatTemplateRenderer(template: try ChatTemplate(source: t["template"]!.string!, name: name), variables: variables)
+            // A template with {% generation %} blocks (SmolLM3's, LFM2.5-VL's) is masked by its blocks, as transformers'
+            // return_assistant_tokens_mask: PerTurnExpansionTests checks those against transformers.
+            if r.hasGenerationBlocks { generationTemplates += 1; continue }
             for (conv, expected) in cases.object!.pairs {
                 let messages = DataFixtures.messages(conversations.first { $0["conversation"]!.string! == conv }!["messages"]!)
                 switch expected["error"]?.string {
@@ -119,6 +122,6 @@ final class DataFixtureTests: XCTestCase {
                 }
             }
         }
-        XCTAssertEqual([spansChecked, prefixErrors, raised], [326, 22, 37])
+        XCTAssertEqual([spansChecked, prefixErrors, raised, generationTemplates], [316, 22, 37, 2])
     }
 }

@@ -47,7 +47,7 @@ final class FamilyGGUFTests: XCTestCase {
                 let (shape, w) = try ref.floats(key)
                 XCTAssertEqual(try g.hostFloats(key, shape: shape), w, "\(family) \(key)")   // f32 both sides: exact
             }
-            var lora = LoraConfig()
+            var lora = LoraConfig(targetModules: .allLinear)
             lora.inferenceMode = true
             let m = try LlamaLoRAModel(modelDirectory: d + "/model.gguf", lora: lora, context: try ComputeContext.shared())
             let ids = try XCTUnwrap(expected["input_ids"]?.array).map { try XCTUnwrap($0.array).compactMap(\.integral) }

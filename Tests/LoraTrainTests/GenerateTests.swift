@@ -72,6 +72,22 @@ final class GenerateTests: XCTestCase {
         }
     }
 
+    /// Review finding: a Generator reused across prompts that share a prefix, after a run that passed LongRoPE's
+    /// original length (its cache rotated with the long factors), answers as a fresh one does — the kept prefix is
+    /// recomputed with the factors the new run needs, not dropped.
+    func testLongRopeCacheReusedAcrossPromptsEqualsAFreshOne() throws {
+        let gc = try GenerateCase("phi3_fused_longrope")
+        let options = GenerationOptions(maxNewTokens: 20, stopIDs: [])
+        let reused = try Generator(model: try gc.model(), chunkTokens: 8)
+        _ = try reused.generate(prompt: [5, 6, 7], options: options, onToken: { _ in })   // 23 positions: long factors
+        for prompt in [[5, 6, 7, 8], [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21]] {
+            let fresh = try Generator(model: try gc.model(), chunkTokens: 8)
+            let a = try reused.generate(prompt: prompt, options: GenerationOptions(maxNewTokens: 6, stopIDs: []), onToken: { _ in })
+            let b = try fresh.generate(prompt: prompt, options: GenerationOptions(maxNewTokens: 6, stopIDs: []), onToken: { _ in })
+            XCTAssertEqual(a.tokens, b.tokens, "prompt of \(prompt.count)")
+        }
+    }
+
     /// The logits of every greedy step equal transformers' (output_logits).
     func testStepLogitsEqualTransformers() throws {
         for name in Self.cases {

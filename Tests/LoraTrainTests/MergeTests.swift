@@ -39,7 +39,7 @@ final class MergeTests: XCTestCase {
     }
 
     func logits(_ dir: String, _ ids: [[Int]]) throws -> [Float] {
-        var lora = LoraConfig()
+        var lora = LoraConfig(targetModules: .list(["o_proj"]))
         lora.inferenceMode = true
         let m = try LlamaLoRAModel(modelDirectory: dir, lora: lora, context: try ComputeContext.shared())
         return try m.logits(try TokenBatch(inputIDs: ids))

@@ -36,13 +36,14 @@ public struct AdapterPlan: Sendable {
             throw CheckpointError.config(path: "LoRA settings", field: e.key, reason: e.reason)
         }
         try Self.checkTask(config: c, lora: lora)
-        var lora = lora.withTaskModules()
-        // PEFT's target_modules default (None) is per family: q_proj, v_proj, or Phi-3's qkv_proj. LoraConfig's
-        // default names the first; on a family without those modules it means the family's own.
-        var defaulted: [String]? = nil
-        if lora.targetModules == LoraConfig().targetModules, let d = c.architecture.traits.defaultTargetModules {
-            lora.targetModules = .list(d)
-            defaulted = d
+        let lora = lora.withTaskModules()
+        // PEFT's target_modules default (None) is per family (q_proj, v_proj); for a family it has no entry for
+        // (Phi-3, SmolLM3) PEFT refuses to guess, and so does this.
+        if !lora.targetModulesGiven && !c.architecture.traits.peftHasDefaultTargets {
+            let leaves = Self.linearSpecs(c).map { String($0.path.split(separator: ".").last!) }.filter { $0 != "lm_head" }
+            throw CheckpointError.config(path: "LoRA settings", field: "target_modules", reason: "missing: PEFT has no default "
+                + "target_modules for \(c.architecture.rawValue); name the modules to adapt (\(Array(Set(leaves)).sorted().joined(separator: ", ")), "
+                + "or all-linear)")
         }
         config = c
         self.lora = lora
@@ -115,10 +116,6 @@ public struct AdapterPlan: Sendable {
         }
         self.adapted = adapted
         var notes: [String] = []
-        if let d = defaulted {
-            notes.append("target_modules: PEFT's default for \(c.architecture.rawValue) is \(d.joined(separator: ", ")) "
-                         + "(q_proj and v_proj, the default elsewhere, are fused into qkv_proj here)")
-        }
         if case .list(let l) = lora.targetModules {
             let candidates = (specs.map(\.path) + [Self.embedPath]).map(c.peftName)
             let unmatched = l.filter { t in !candidates.contains { $0 == t || $0.hasSuffix("." + t) } }

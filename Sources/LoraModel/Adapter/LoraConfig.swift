@@ -18,6 +18,9 @@ public struct LoraConfig: Sendable, Equatable {
     public var loraAlpha: Double
     public var loraDropout: Double
     public var targetModules: Targets
+    /// Whether target_modules was given (a file, a flag, an adapter_config.json, code). Not given, PEFT fills in
+    /// its per-family default (q_proj, v_proj) and refuses a family it has none for (Phi-3, SmolLM3).
+    public var targetModulesGiven: Bool
     public var excludeModules: Targets?
     public var bias: Bias
     public var useRSLoRA: Bool
@@ -33,7 +36,7 @@ public struct LoraConfig: Sendable, Equatable {
 
     /// PEFT's defaults.
     public init(r: Int = 8, loraAlpha: Double = 8, loraDropout: Double = 0,
-                targetModules: Targets = .list(["q_proj", "v_proj"]), excludeModules: Targets? = nil,
+                targetModules: Targets? = nil, excludeModules: Targets? = nil,
                 bias: Bias = .none, useRSLoRA: Bool = false, initLoraWeights: Init = .kaiming,
                 layersToTransform: [Int]? = nil, layersPattern: [String]? = nil,
                 rankPattern: OrderedMap<Int> = [:], alphaPattern: OrderedMap<Double> = [:],
@@ -41,7 +44,8 @@ public struct LoraConfig: Sendable, Equatable {
         self.r = r
         self.loraAlpha = loraAlpha
         self.loraDropout = loraDropout
-        self.targetModules = targetModules
+        self.targetModules = targetModules ?? .list(["q_proj", "v_proj"])
+        self.targetModulesGiven = targetModules != nil
         self.excludeModules = excludeModules
         self.bias = bias
         self.useRSLoRA = useRSLoRA
@@ -217,7 +221,7 @@ public struct LoraConfig: Sendable, Equatable {
         case "r": r = try rank(v, key)
         case "lora_alpha": loraAlpha = try alpha(v, key)
         case "lora_dropout": loraDropout = try number(v, key, { $0.double }, Setting.double, "in [0, 1)")
-        case "target_modules": if !v.isNull { targetModules = try modules(v) }  // null: the default (or lora_config's)
+        case "target_modules": if !v.isNull { targetModules = try modules(v); targetModulesGiven = true }  // null: the default (or lora_config's)
         case "exclude_modules": excludeModules = v.isNull ? nil : try modules(v)
         case "bias":
             let s = try Setting.text(v, key)

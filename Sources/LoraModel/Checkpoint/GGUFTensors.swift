@@ -152,7 +152,7 @@ public final class GGUFCheckpoint: CheckpointSource {
     /// GGUF tensors the model does not read (e.g. `rope_freqs.weight`, or biases
     /// the config has no place for), as transformers' loader also skips them.
     public var unusedTensors: [String] {
-        guard let plan = try? AdapterPlan(config: config, lora: LoraConfig()) else { return [] }
+        guard let plan = try? AdapterPlan(config: config, lora: LoraConfig(targetModules: .list(["o_proj"]))) else { return [] }
         var used: Set<String> = ["token_embd.weight", "output_norm.weight"]
         if case .longrope = config.rope.kind { used.formUnion(["rope_factors_long.weight", "rope_factors_short.weight"]) }
         if !config.tieWordEmbeddings { used.insert("output.weight") }
@@ -260,19 +260,24 @@ extension ModelConfig {
         c["rope_theta"] = .double(try f.double(arch + ".rope.freq_base") ?? 10000.0)
         if let n = try f.int(arch + ".context_length") { c["max_position_embeddings"] = .int(n) }
         else { c["max_position_embeddings"] = .int(hfArch.traits.defaultMaxPositions) }
-        // rope.dimension_count is the head size for llama/mistral only (transformers ignores it for qwen2).
-        if arch == "llama", let hd = try f.int(arch + ".rope.dimension_count") { c["head_dim"] = .int(hd) }
-        // Qwen3's converter writes head_dim as attention.key_length (transformers' GGUF loader leaves it to
-        // Qwen3Config's default 128, which every released Qwen3 dense model has; the key is exact).
-        if hfArch.traits.qkNorm, let hd = try f.int(arch + ".attention.key_length") { c["head_dim"] = .int(hd) }
-        if hfArch == .phi3 {
-            // llama.cpp's phi3: rope.dimension_count is the rotary part of a head (partial rotary); LongRoPE's factors are
-            // the rope_factors_long/short tensors, its original length and attention factor metadata; sliding_window 0 is none.
+        // rope.dimension_count: the head size for llama/mistral (transformers ignores it for qwen2), the rotary part
+        // of a head for phi3 (partial rotary).
+        let t = hfArch.traits
+        switch t.ggufRopeDimension {
+        case .headDim: if let hd = try f.int(arch + ".rope.dimension_count") { c["head_dim"] = .int(hd) }
+        case .rotaryPart:
             let heads = try required("attention.head_count"), hidden = try required("embedding_length")
             if let rd = try f.int(arch + ".rope.dimension_count"), rd != hidden / heads {
                 c["partial_rotary_factor"] = .double(Double(rd) / Double(hidden / heads))
             }
-            if let w = try f.int(arch + ".attention.sliding_window"), w > 0 { c["sliding_window"] = .int(w) }
+        case .ignored: break
+        }
+        // Qwen3's converter writes head_dim as attention.key_length (transformers' GGUF loader leaves it to
+        // Qwen3Config's default 128, which every released Qwen3 dense model has; the key is exact).
+        if t.ggufHeadDimFromKeyLength, let hd = try f.int(arch + ".attention.key_length") { c["head_dim"] = .int(hd) }
+        if t.window == .everyLayer, let w = try f.int(arch + ".attention.sliding_window"), w > 0 { c["sliding_window"] = .int(w) }
+        if t.ggufLongRopeTensors {
+            // LongRoPE's factors are the rope_factors_long/short tensors, with the original length and attention factor.
             if f.tensors["rope_factors_long.weight"] != nil, f.tensors["rope_factors_short.weight"] != nil {
                 guard let original = try f.int(arch + ".rope.scaling.original_context_length") else {
                     throw GGUFError.metadata(path: f.path, key: arch + ".rope.scaling.original_context_length",

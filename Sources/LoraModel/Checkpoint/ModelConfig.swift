@@ -52,8 +52,18 @@ public struct ArchitectureTraits: Sendable, Equatable {
     /// fused modules. The forward splits their output (copy_columns) and the backward joins the parts'
     /// gradients; print(model) lists o_proj before qkv_proj, as the class declares them.
     public var fusedProjections = false
-    /// PEFT's target_modules when none is given, where it is not q_proj and v_proj (Phi-3: qkv_proj).
-    public var defaultTargetModules: [String]? = nil
+    /// Whether PEFT has default target_modules (q_proj, v_proj) for the family: not for Phi-3 or SmolLM3.
+    public var peftHasDefaultTargets = true
+    /// Whether transformers has a *ForQuestionAnswering class for the family (Phi-3 has none).
+    public var questionAnsweringClass = true
+    /// What llama.cpp's `<arch>.rope.dimension_count` is: the head size (Llama), the rotary part of a head
+    /// (Phi-3's partial rotary), or nothing read (the rest, as transformers' GGUF loader ignores it).
+    public enum GGUFRopeDimension: Sendable, Equatable { case headDim, rotaryPart, ignored }
+    public var ggufRopeDimension: GGUFRopeDimension = .ignored
+    /// head_dim in `<arch>.attention.key_length` (Qwen3's converter writes it).
+    public var ggufHeadDimFromKeyLength = false
+    /// LongRoPE factors in rope_factors_long/short tensors, with rope.scaling metadata (Phi-3).
+    public var ggufLongRopeTensors = false
 }
 
 /// The supported causal-LM architectures and the class names `print(model)` uses.
@@ -71,7 +81,7 @@ public enum Architecture: String, Sendable, CaseIterable {
         case .llama:
             return ArchitectureTraits(biases: .attentionBiasKey, mlpBiasKey: true, qkNorm: false, window: .none,
                                       questionAnsweringTrunk: "transformer.", ggufName: "llama", ggufPermutesQK: true,
-                                      defaultMaxPositions: 2048)
+                                      defaultMaxPositions: 2048, ggufRopeDimension: .headDim)
         case .mistral:
             // llama.cpp writes Mistral as "llama"; reading such a file gives Llama (see hfConfig(gguf:)).
             return ArchitectureTraits(biases: .none, mlpBiasKey: false, qkNorm: false, window: .everyLayer,
@@ -84,16 +94,17 @@ public enum Architecture: String, Sendable, CaseIterable {
         case .qwen3:
             return ArchitectureTraits(biases: .attentionBiasKey, mlpBiasKey: false, qkNorm: true, window: .useSlidingWindowKey,
                                       questionAnsweringTrunk: "transformer.", ggufName: "qwen3", ggufPermutesQK: false,
-                                      defaultMaxPositions: 32768, defaultHeadDim: 128)
+                                      defaultMaxPositions: 32768, defaultHeadDim: 128, ggufHeadDimFromKeyLength: true)
         case .smollm3:
             return ArchitectureTraits(biases: .attentionBiasKey, mlpBiasKey: true, qkNorm: false, window: .useSlidingWindowKey,
                                       questionAnsweringTrunk: "transformer.", ggufName: "smollm3", ggufPermutesQK: true,
-                                      defaultMaxPositions: 32768, noRopeLayers: true)
+                                      defaultMaxPositions: 32768, noRopeLayers: true, peftHasDefaultTargets: false)
         case .phi3:
             // transformers has no Phi3ForQuestionAnswering: QUESTION_ANS on Phi-3 would name a class that does not exist.
             return ArchitectureTraits(biases: .none, mlpBiasKey: false, qkNorm: false, window: .everyLayer,
                                       questionAnsweringTrunk: "model.", ggufName: "phi3", ggufPermutesQK: false,
-                                      defaultMaxPositions: 4096, fusedProjections: true, defaultTargetModules: ["qkv_proj"])
+                                      defaultMaxPositions: 4096, fusedProjections: true, peftHasDefaultTargets: false,
+                                      questionAnsweringClass: false, ggufRopeDimension: .rotaryPart, ggufLongRopeTensors: true)
         }
     }
 
@@ -116,12 +127,15 @@ public enum Architecture: String, Sendable, CaseIterable {
     static let readKinds = ModelTask.Kind.allCases.filter { $0 != .featureExtraction }
 
     /// Every class name read from `architectures`: each architecture with each task.
-    static var classNames: [String] { allCases.flatMap { a in readKinds.map(a.className(for:)) } }
+    static var classNames: [String] {
+        allCases.flatMap { a in readKinds.filter { $0 != .questionAnswering || a.traits.questionAnsweringClass }.map(a.className(for:)) }
+    }
 
     /// The architecture and task of a class name in `architectures`.
     static func parse(className: String) -> (Architecture, ModelTask.Kind)? {
         for a in allCases {
-            for kind in readKinds where a.className(for: kind) == className { return (a, kind) }
+            for kind in readKinds where a.className(for: kind) == className
+                && (kind != .questionAnswering || a.traits.questionAnsweringClass) { return (a, kind) }
         }
         return nil
     }
@@ -415,7 +429,9 @@ public struct ModelConfig: Sendable {
         guard task.kind == .causalLM else { return nil }
         var out = self
         switch taskType {
-        case "QUESTION_ANS": out.task = .questionAnswering(inCheckpoint: false)
+        case "QUESTION_ANS":
+            guard architecture.traits.questionAnsweringClass else { return nil }   // Phi-3: no *ForQuestionAnswering
+            out.task = .questionAnswering(inCheckpoint: false)
         case "FEATURE_EXTRACTION": out.task = .featureExtraction
         default: return nil
         }

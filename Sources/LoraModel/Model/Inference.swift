@@ -137,12 +137,10 @@ public final class InferenceSession {
     }
 
     /// Keeps only the first `count` tokens: the next append overwrites the rest
-    /// (a conversation re-rendered with the same prefix reuses its cache). A LongRoPE cache written with the
-    /// long factors is dropped when what remains is short enough for the short ones (transformers would
-    /// start such a conversation with them).
+    /// (a conversation re-rendered with the same prefix reuses its cache). The kept tokens stay: a LongRoPE
+    /// cache written with other factors than the next run needs is recomputed by that run.
     public func truncate(to count: Int) {
         if count < tokens.count { tokens.removeLast(tokens.count - max(count, 0)) }
-        if cacheUsesLongFactors, !model.config.rope.usesLongFactors(maxPosition: tokens.count - 1) { tokens = [] }
     }
 
     /// Whether the cached keys were rotated with LongRoPE's long factors.
@@ -173,15 +171,16 @@ public final class InferenceSession {
         }
         // LongRoPE (Phi-3): the run's last position decides the factors, as transformers decides them; the first
         // run to pass original_max_position_embeddings recomputes the cached positions with the long factors
-        // (transformers' Phi3ForCausalLM.prepare_inputs_for_generation drops its cache there).
+        // (transformers' Phi3ForCausalLM.prepare_inputs_for_generation drops its cache there), and a run on a
+        // cache truncated back below it recomputes them with the short ones (as a fresh generate would).
         let long = model.config.rope.usesLongFactors(maxPosition: tokens.count + newTokens.count - 1)
         let rope = model.ropeTables(maxPosition: tokens.count + newTokens.count - 1)
-        if long && !cacheUsesLongFactors && !tokens.isEmpty {
+        if long != cacheUsesLongFactors && !tokens.isEmpty {
             let cached = tokens
             tokens = []
             _ = try feed(cached, everyPosition: false, rope: rope)
         }
-        cacheUsesLongFactors = long || (cacheUsesLongFactors && !tokens.isEmpty)
+        cacheUsesLongFactors = long
         let out = try feed(newTokens, everyPosition: everyPosition, rope: rope)
         try lastLogits(row: (newTokens.count - 1) % chunkTokens)
         return out

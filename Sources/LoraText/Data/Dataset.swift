@@ -76,6 +76,8 @@ public struct DatasetStatistics: Equatable, Sendable {
     /// Conversations rendered one sample per assistant turn (their template rewrites earlier turns), and
     /// the samples they gave (counted in `samples` where they train a token).
     public var expandedConversations = 0, expandedSamples = 0
+    /// Turns of expanded conversations left with no trained token (cut off by max_seq_len): not samples.
+    public var droppedTurns = 0
     /// Sample lengths (after truncation): min, median, p90, max (0 when empty).
     public var lengthMin = 0, lengthMedian = 0, lengthP90 = 0, lengthMax = 0
 
@@ -111,7 +113,8 @@ public struct DatasetStatistics: Equatable, Sendable {
         ]
         if expandedConversations > 0 {
             lines.append("expanded       \(expandedConversations) conversation(s) into \(expandedSamples) samples, one per assistant turn "
-                         + "(the template renders earlier turns differently once later ones follow)")
+                         + "(the template renders earlier turns differently once later ones follow)"
+                         + (droppedTurns > 0 ? "; \(droppedTurns) turn(s) left no trained token within max_seq_len and were dropped" : ""))
         }
         lines += [
             "skipped        \(skippedTotal)",
@@ -239,7 +242,7 @@ public struct SampleProcessor {
         do {
             do {
                 parts = [try Masking.render(messages, with: t, trainOn: options.trainOn, file: file, line: line, byteLimit: limit)]
-            } catch DatasetError.templatePrefix where options.trainOn == .assistant {
+            } catch DatasetError.templatePrefix where options.trainOn != .all {
                 parts = try Masking.renderPerTurn(messages, with: t, trainOn: options.trainOn, file: file, line: line)
                 expanded = true
                 whole = nil
@@ -349,7 +352,7 @@ public enum Dataset {
         var truncated = 0
         var counts: [String: Int] = [:]
         var previews: [ProcessedSample] = []
-        var expandedLines = 0, expandedSamples = 0
+        var expandedLines = 0, expandedSamples = 0, droppedTurns = 0
         for (done, (lineNo, _)) in lines.enumerated() {
             progress?(done, lines.count)
             if done == aheadStart + ahead.count {
@@ -371,8 +374,11 @@ public enum Dataset {
                 }
                 if format == nil { format = f; formatLine = lineNo }
                 let all = try o.processed!.get()
-                if all.count > 1 || all.first?.expansion != nil { expandedLines += 1; expandedSamples += all.count }
                 let kept = all.filter { $0.sample.trainedTokens > 0 }
+                if all.count > 1 || all.first?.expansion != nil {
+                    // Counted as kept: a turn cut off by max_seq_len (no trained token left) is a dropped turn.
+                    expandedLines += 1; expandedSamples += kept.count; droppedTurns += all.count - kept.count
+                }
                 if kept.isEmpty, let p = all.first {
                     let r = SkipReason.noTrainedTokens(truncated: all.contains { $0.truncated } || p.truncated)
                     skipped.append((lineNo, r)); counts[r.category, default: 0] += 1
@@ -395,6 +401,7 @@ public enum Dataset {
         var statistics = DatasetStatistics(samples: samples, truncated: truncated, skipped: counts)
         statistics.expandedConversations = expandedLines
         statistics.expandedSamples = expandedSamples
+        statistics.droppedTurns = droppedTurns
         return LoadedDataset(file: file, format: format ?? .text, samples: samples, skipped: skipped,
                              statistics: statistics, previews: previews)
     }
@@ -404,19 +411,29 @@ public enum Dataset {
     /// Deterministic in (samples, fraction, seed).
     /// `group`: samples with the same key go to the same side, the fraction counting groups
     /// (an extractive-QA question's windows).
+    /// `groupKeys` (one per sample): samples with the same key go to the same side (a conversation's per-turn
+    /// samples; an extractive-QA question's windows), the fraction counting groups.
+    public static func split(_ samples: [TokenizedSample], validationFraction f: Double, seed: UInt64, groupKeys: [Int])
+        throws -> (train: [TokenizedSample], validation: [TokenizedSample])
+    {
+        var keys: [Int] = [], index: [Int: Int] = [:]
+        for k in groupKeys where index[k] == nil { index[k] = keys.count; keys.append(k) }
+        let picked = try split(keys.indices.map { TokenizedSample(line: $0, inputIDs: [], labels: []) },
+                               validationFraction: f, seed: seed).validation.map(\.line)
+        let val = Set(picked)
+        var train: [TokenizedSample] = [], validation: [TokenizedSample] = []
+        for (s, k) in zip(samples, groupKeys) {
+            if val.contains(index[k]!) { validation.append(s) } else { train.append(s) }
+        }
+        return (train, validation)
+    }
+
     public static func split(_ samples: [TokenizedSample], validationFraction f: Double, seed: UInt64,
                              group: ((TokenizedSample) -> Int)? = nil)
         throws -> (train: [TokenizedSample], validation: [TokenizedSample])
     {
         guard f >= 0, f < 1, f.isFinite else { throw DatasetError.invalidOption("validation split must be in [0, 1) (got \(f))") }
-        if let group {
-            var keys: [Int] = [], index: [Int: Int] = [:]
-            for s in samples where index[group(s)] == nil { index[group(s)] = keys.count; keys.append(group(s)) }
-            let picked = try split(keys.indices.map { TokenizedSample(line: $0, inputIDs: [], labels: []) },
-                                   validationFraction: f, seed: seed).validation.map(\.line)
-            let val = Set(picked)
-            return (samples.filter { !val.contains(index[group($0)]!) }, samples.filter { val.contains(index[group($0)]!) })
-        }
+        if let group { return try split(samples, validationFraction: f, seed: seed, groupKeys: samples.map(group)) }
         let n = samples.count
         var k = Int((f * Double(n)).rounded())
         if f > 0, n >= 2 { k = max(k, 1) }

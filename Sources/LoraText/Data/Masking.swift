@@ -165,7 +165,9 @@ public enum Masking {
         let conversation = r.prepare(messages)
         // A template that marks assistant output with {% generation %} (TRL's *_training.jinja) gives the spans
         // itself, as transformers' return_assistant_tokens_mask takes them.
-        if trainOn != .all, let g = try conversation.generationSpans() {
+        // A template whose blocks wrote nothing here (a block inside a macro, not the template's own output) falls
+        // back to the rule below.
+        if trainOn != .all, let g = try conversation.generationSpans(), !g.spans.isEmpty {
             let spans = trainOn == .last ? Array(g.spans.suffix(1)) : g.spans
             return RenderedConversation(text: g.text, spans: spans, snapEnds: [])
         }

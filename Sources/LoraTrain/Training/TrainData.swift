@@ -106,17 +106,25 @@ func loadTrainingSamples(_ c: TrainingConfig, vocabSize: Int, classifier: Sequen
         let st = d.statistics
         out.summaries.append("\(file) (\(d.format.rawValue)): \(st.samples) samples, \(st.tokens) tokens, "
             + "\(st.trainedTokens) trained, \(st.truncated) truncated, \(st.skippedTotal) skipped; "
-            + "length median \(st.lengthMedian), max \(st.lengthMax)")
+            + "length median \(st.lengthMedian), max \(st.lengthMax)"
+            + (st.expandedConversations > 0 ? "; \(st.expandedConversations) conversation(s) expanded into \(st.expandedSamples) "
+               + "samples, one per assistant turn (the chat template rewrites earlier turns)" : ""))
         return d.samples
     }
     for f in c.data + (c.valData.map { [$0] } ?? []) {
         if let note = DatasetHints.classifierNote(file: f) { out.summaries.append("note: " + note) }
     }
-    for f in c.data { out.train += try read(f) }
+    // Each sample's (file, line): a conversation expanded into per-turn samples goes to one side of val_split.
+    var lineKeys: [Int] = []
+    for (i, f) in c.data.enumerated() {
+        let samples = try read(f)
+        out.train += samples
+        lineKeys += samples.map { i << 40 | $0.line }
+    }
     if let v = c.valData {
         out.validation = try read(v)
     } else if c.valSplit > 0 {
-        (out.train, out.validation) = try Dataset.split(out.train, validationFraction: c.valSplit, seed: UInt64(c.seed))
+        (out.train, out.validation) = try Dataset.split(out.train, validationFraction: c.valSplit, seed: UInt64(c.seed), groupKeys: lineKeys)
     }
     return out
 }

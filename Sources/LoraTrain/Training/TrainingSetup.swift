@@ -58,7 +58,12 @@ struct TrainingSetup {
             }
             // A causal checkpoint gets a new qa_outputs (transformers' init, seeded); a *ForQuestionAnswering one keeps its own.
             switch modelConfig.task.kind {
-            case .causalLM: modelConfig = modelConfig.withoutLabelsHead(taskType: "QUESTION_ANS")!
+            case .causalLM:
+                guard let qa = modelConfig.withoutLabelsHead(taskType: "QUESTION_ANS") else {
+                    throw TrainError.setting(source: "settings", key: "task_type", reason: "transformers has no "
+                        + "\(modelConfig.architecture.className(for: .questionAnswering)): QUESTION_ANS is not available for this family")
+                }
+                modelConfig = qa
             case .questionAnswering: break
             default:
                 throw TrainError.setting(source: "settings", key: "model", reason: "\(c.model) is a "
