@@ -376,43 +376,19 @@ extension KernelBench {
     /// Llama loaded from safetensors: hidden 576, intermediate 1536, 9/3 heads,
     /// vocabulary 49152, 4 layers, LoRA r=16 on every projection, 2×512 tokens.
     func benchTrainingStep(quick: Bool) throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lora-gpu-bench-model-\(getpid())")
-        defer { try? FileManager.default.removeItem(at: dir) }
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let (H, I, L, NH, NKV, V, B, T) = quick ? (64, 96, 2, 4, 2, 512, 2, 16) : (576, 1536, 4, 9, 3, 49152, 2, 512)
-        try writeBenchModel(dir, hidden: H, intermediate: I, layers: L, heads: NH, kvHeads: NKV, vocab: V, ropeTheta: 10000.0)
-        let lora = LoraConfig(r: 16, loraAlpha: 32, loraDropout: 0.05, targetModules: .allLinear)
-        let model = try LlamaLoRAModel(modelDirectory: dir.path, lora: lora, context: ctx)
-        let ids = (0..<B).map { _ in (0..<T).map { _ in Int.random(in: 0..<V, using: &rng) } }
-        let batch = try TokenBatch(inputIDs: ids)
-        let hyper = ComputeContext.AdamWHyper(lr: 1e-4, weightDecay: 0.01, maxGradNorm: 1)
-        let t = try timeDevice { _ = try model.trainStep(batch, hyper: hyper) }
-        // Where the step's device time goes, from event profiling of one more step.
-        ctx.profileLaunches = true
-        _ = try model.trainStep(batch, hyper: hyper)
-        ctx.profileLaunches = false
-        let profile = try ctx.takeKernelProfile()
-        let total = profile.reduce(0) { $0 + $1.seconds }
-        log("  training step device time by kernel (one step, \(String(format: "%.0f", total * 1e3)) ms in kernels):")
-        for p in profile.prefix(8) {
-            log("    " + p.kernel.padding(toLength: 26, withPad: " ", startingAt: 0)
-                + String(format: "%8.1f ms %5.1f%%  (%d launches)", p.seconds * 1e3, 100 * p.seconds / total, p.launches))
+        try withBenchModel(.llama, hidden: H, intermediate: I, layers: L, heads: NH, kvHeads: NKV, headDim: nil, vocab: V,
+                           ropeTheta: 10000.0) { model in
+            let ids = (0..<B).map { _ in (0..<T).map { _ in Int.random(in: 0..<V, using: &rng) } }
+            let batch = try TokenBatch(inputIDs: ids)
+            try timeStep(model, batch, name: "training step (fwd+bwd+AdamW)", shape: "L\(L) H\(H) V\(V) \(B)x\(T) r16",
+                         profile: true)
+            // Chat-shaped labels: the first 60 % of every row is prompt (-100), so lm_head and the
+            // loss run on 40 % of the rows only.
+            let chatLabels = ids.map { r in r.enumerated().map { $0.offset < r.count * 3 / 5 ? -100 : $0.element } }
+            try timeStep(model, try TokenBatch(inputIDs: ids, labels: chatLabels), name: "training step (40 % trained)",
+                         shape: "L\(L) H\(H) V\(V) \(B)x\(T) r16")
         }
-        let row = BenchRow(name: "training step (fwd+bwd+AdamW)", shape: "L\(L) H\(H) V\(V) \(B)x\(T) r16",
-                           kernelMs: t * 1e3, kernelRate: Double(B * T) / t, unit: "tokens/s",
-                           blasMs: nil, blasRate: nil, ratio: nil)
-        rows.append(row)
-        log(Self.format(row))
-        // Chat-shaped labels: the first 60 % of every row is prompt (-100), so lm_head and the
-        // loss run on 40 % of the rows only.
-        let chatLabels = ids.map { r in r.enumerated().map { $0.offset < r.count * 3 / 5 ? -100 : $0.element } }
-        let chat = try TokenBatch(inputIDs: ids, labels: chatLabels)
-        let tc = try timeDevice { _ = try model.trainStep(chat, hyper: hyper) }
-        let chatRow = BenchRow(name: "training step (40 % trained)", shape: "L\(L) H\(H) V\(V) \(B)x\(T) r16",
-                               kernelMs: tc * 1e3, kernelRate: Double(B * T) / tc, unit: "tokens/s",
-                               blasMs: nil, blasRate: nil, ratio: nil)
-        rows.append(chatRow)
-        log(Self.format(chatRow))
         try benchFamilyStep(.qwen3, quick: quick)
         try benchFamilyStep(.phi3, quick: quick)
     }
@@ -423,21 +399,46 @@ extension KernelBench {
     /// over 8 of 128 on hidden 3072 is too large for this row: hidden 1024, 8 heads over 4 of 128, partial rotary
     /// 0.75, fused qkv_proj and gate_up_proj).
     func benchFamilyStep(_ arch: Architecture, quick: Bool) throws {
+        let (H, I, L, NH, NKV, D, V, B, T) = quick ? (64, 96, 2, 4, 2, 32, 512, 2, 16)
+            : arch == .phi3 ? (1024, 3072, 4, 8, 4, 128, 49152, 2, 512) : (1024, 3072, 4, 16, 8, 128, 49152, 2, 512)
+        try withBenchModel(arch, hidden: H, intermediate: I, layers: L, heads: NH, kvHeads: NKV, headDim: D, vocab: V,
+                           ropeTheta: 1000000.0) { model in
+            let batch = try TokenBatch(inputIDs: (0..<B).map { _ in (0..<T).map { _ in Int.random(in: 0..<V, using: &rng) } })
+            try timeStep(model, batch, name: "training step, \(arch.prefix) shape", shape: "L\(L) H\(H) \(NH)x\(D) V\(V) \(B)x\(T)")
+        }
+    }
+
+    /// A random-weight bench model of `arch` written to a temporary directory and loaded with LoRA r=16 on every
+    /// projection (dropout 0.05), given to `body`; the directory is removed after.
+    func withBenchModel(_ arch: Architecture, hidden H: Int, intermediate I: Int, layers L: Int, heads NH: Int, kvHeads NKV: Int,
+                        headDim: Int?, vocab V: Int, ropeTheta: Double, _ body: (LlamaLoRAModel) throws -> Void) throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lora-gpu-bench-\(arch.traits.ggufName)-\(getpid())")
         defer { try? FileManager.default.removeItem(at: dir) }
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let (H, I, L, NH, NKV, D, V, B, T) = quick ? (64, 96, 2, 4, 2, 32, 512, 2, 16)
-            : arch == .phi3 ? (1024, 3072, 4, 8, 4, 128, 49152, 2, 512) : (1024, 3072, 4, 16, 8, 128, 49152, 2, 512)
-        try writeBenchModel(dir, hidden: H, intermediate: I, layers: L, heads: NH, kvHeads: NKV, vocab: V, ropeTheta: 1000000.0,
-                            architecture: arch, headDim: D)
+        try writeBenchModel(dir, hidden: H, intermediate: I, layers: L, heads: NH, kvHeads: NKV, vocab: V, ropeTheta: ropeTheta,
+                            architecture: arch, headDim: headDim)
         let lora = LoraConfig(r: 16, loraAlpha: 32, loraDropout: 0.05, targetModules: .allLinear)
-        let model = try LlamaLoRAModel(modelDirectory: dir.path, lora: lora, context: ctx)
-        let ids = (0..<B).map { _ in (0..<T).map { _ in Int.random(in: 0..<V, using: &rng) } }
-        let batch = try TokenBatch(inputIDs: ids)
+        try body(try LlamaLoRAModel(modelDirectory: dir.path, lora: lora, context: ctx))
+    }
+
+    /// One training step (forward, backward, AdamW) timed as a row; with `profile`, where its device time goes
+    /// (event profiling of one more step).
+    func timeStep(_ model: LlamaLoRAModel, _ batch: TokenBatch, name: String, shape: String, profile: Bool = false) throws {
         let hyper = ComputeContext.AdamWHyper(lr: 1e-4, weightDecay: 0.01, maxGradNorm: 1)
         let t = try timeDevice { _ = try model.trainStep(batch, hyper: hyper) }
-        let row = BenchRow(name: "training step, \(arch.prefix) shape", shape: "L\(L) H\(H) \(NH)x\(D) V\(V) \(B)x\(T)",
-                           kernelMs: t * 1e3, kernelRate: Double(B * T) / t, unit: "tokens/s",
+        if profile {
+            ctx.profileLaunches = true
+            _ = try model.trainStep(batch, hyper: hyper)
+            ctx.profileLaunches = false
+            let kernels = try ctx.takeKernelProfile()
+            let total = kernels.reduce(0) { $0 + $1.seconds }
+            log("  training step device time by kernel (one step, \(String(format: "%.0f", total * 1e3)) ms in kernels):")
+            for p in kernels.prefix(8) {
+                log("    " + p.kernel.padding(toLength: 26, withPad: " ", startingAt: 0)
+                    + String(format: "%8.1f ms %5.1f%%  (%d launches)", p.seconds * 1e3, 100 * p.seconds / total, p.launches))
+            }
+        }
+        let row = BenchRow(name: name, shape: shape, kernelMs: t * 1e3, kernelRate: Double(batch.tokens) / t, unit: "tokens/s",
                            blasMs: nil, blasRate: nil, ratio: nil)
         rows.append(row)
         log(Self.format(row))
