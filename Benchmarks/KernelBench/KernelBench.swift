@@ -391,16 +391,19 @@ extension KernelBench {
         }
         try benchFamilyStep(.qwen3, quick: quick)
         try benchFamilyStep(.phi3, quick: quick)
+        try benchFamilyStep(.smollm3, quick: quick)
     }
 
     /// A training step of a model shaped as a family's small member, 4 layers, the same vocabulary and batch as
     /// the Llama row, LoRA r=16 on every projection. Qwen3: Qwen3-0.6B's head layout (16 query heads over 8 KV
     /// heads of head_dim 128 on hidden 1024, so D·NH = 2H; per-head q/k RMSNorm). Phi-3: Phi-4-mini's (24 heads
     /// over 8 of 128 on hidden 3072 is too large for this row: hidden 1024, 8 heads over 4 of 128, partial rotary
-    /// 0.75, fused qkv_proj and gate_up_proj).
+    /// 0.75, fused qkv_proj and gate_up_proj). SmolLM3: SmolLM3-3B's head layout (16 heads over 4 of 128, hidden
+    /// 2048, is too large: hidden 1024, 8 heads over 2 of 128), a NoPE layer every 4th (the 4th here).
     func benchFamilyStep(_ arch: Architecture, quick: Bool) throws {
         let (H, I, L, NH, NKV, D, V, B, T) = quick ? (64, 96, 2, 4, 2, 32, 512, 2, 16)
-            : arch == .phi3 ? (1024, 3072, 4, 8, 4, 128, 49152, 2, 512) : (1024, 3072, 4, 16, 8, 128, 49152, 2, 512)
+            : arch == .phi3 ? (1024, 3072, 4, 8, 4, 128, 49152, 2, 512)
+            : arch == .smollm3 ? (1024, 3072, 4, 8, 2, 128, 49152, 2, 512) : (1024, 3072, 4, 16, 8, 128, 49152, 2, 512)
         try withBenchModel(arch, hidden: H, intermediate: I, layers: L, heads: NH, kvHeads: NKV, headDim: D, vocab: V,
                            ropeTheta: 1000000.0) { model in
             let batch = try TokenBatch(inputIDs: (0..<B).map { _ in (0..<T).map { _ in Int.random(in: 0..<V, using: &rng) } })

@@ -146,6 +146,23 @@ final class MPITests: XCTestCase {
         }
     }
 
+    /// The newer families over two ranks (issue 17, "each family everywhere"): Qwen3's q/k norms, SmolLM3's NoPE
+    /// layer, Phi-3's fused projections and partial rotary, Mistral's sliding window — each equal to one process
+    /// with twice the accumulation.
+    func testNewFamiliesOverTwoRanks() throws {
+        _ = try mpirun()
+        let dir = try temporaryDirectory("mpi-families")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try writeSamples(dir + "/d.jsonl", count: 16, seed: 21)
+        for name in ["qwen3_qk_norm", "smollm3_nope", "phi3_fused_longrope", "mistral_sliding_window"] {
+            let model = fixturesRoot + "/reference/\(name)/model"
+            _ = try train(ranks: 1, accumulation: 2, data: dir + "/d.jsonl", output: dir + "/\(name)-one", model: model)
+            let two = try train(ranks: 2, accumulation: 1, data: dir + "/d.jsonl", output: dir + "/\(name)-two", model: model)
+            XCTAssertTrue(two.contains("× 2 ranks"), two)
+            try assertSameAdapter(dir + "/\(name)-one/adapter_model.safetensors", dir + "/\(name)-two/adapter_model.safetensors")
+        }
+    }
+
     func testWithoutALauncherThereIsNoWorld() throws {
         XCTAssertNil(Distributed.launcherSize([:]))
         XCTAssertEqual(Distributed.launcherSize(["OMPI_COMM_WORLD_SIZE": "4"]), 4)
