@@ -57,16 +57,9 @@ extension KernelBench {
         }
         appendRate("decode step (model, KV cache)", "@\(prompt) " + shape, seconds: td, tokens: 1)
         // Where a decode step's device time goes, from event profiling of one more step.
-        ctx.profileLaunches = true
-        session.truncate(to: prompt)
-        try session.append([ids[0]])
-        ctx.profileLaunches = false
-        let profile = try ctx.takeKernelProfile()
-        let total = profile.reduce(0) { $0 + $1.seconds }
-        log("  decode step device time by kernel (\(String(format: "%.1f", total * 1e3)) ms in kernels):")
-        for p in profile.prefix(6) {
-            log("    " + p.kernel.padding(toLength: 26, withPad: " ", startingAt: 0)
-                + String(format: "%8.2f ms %5.1f%%  (%d launches)", p.seconds * 1e3, 100 * p.seconds / total, p.launches))
+        try logKernelProfile(top: 6, decimals: 2, heading: { "decode step device time by kernel (\(String(format: "%.1f", $0)) ms in kernels)" }) {
+            session.truncate(to: prompt)
+            try session.append([ids[0]])
         }
     }
 

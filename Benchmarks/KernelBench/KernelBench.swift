@@ -424,21 +424,29 @@ extension KernelBench {
         try body(try LlamaLoRAModel(modelDirectory: dir.path, lora: lora, context: ctx))
     }
 
+    /// Where `body`'s device time goes, by kernel (event profiling): a heading made from the total milliseconds,
+    /// then the `top` kernels with their time (`decimals` places), share and launches.
+    func logKernelProfile(top: Int, decimals: Int, heading: (Double) -> String, _ body: () throws -> Void) throws {
+        ctx.profileLaunches = true
+        try body()
+        ctx.profileLaunches = false
+        let kernels = try ctx.takeKernelProfile()
+        let total = kernels.reduce(0) { $0 + $1.seconds }
+        log("  " + heading(total * 1e3) + ":")
+        for p in kernels.prefix(top) {
+            log("    " + p.kernel.padding(toLength: 26, withPad: " ", startingAt: 0)
+                + String(format: "%8.\(decimals)f ms %5.1f%%  (%d launches)", p.seconds * 1e3, 100 * p.seconds / total, p.launches))
+        }
+    }
+
     /// One training step (forward, backward, AdamW) timed as a row; with `profile`, where its device time goes
     /// (event profiling of one more step).
     func timeStep(_ model: LlamaLoRAModel, _ batch: TokenBatch, name: String, shape: String, profile: Bool = false) throws {
         let hyper = ComputeContext.AdamWHyper(lr: 1e-4, weightDecay: 0.01, maxGradNorm: 1)
         let t = try timeDevice { _ = try model.trainStep(batch, hyper: hyper) }
         if profile {
-            ctx.profileLaunches = true
-            _ = try model.trainStep(batch, hyper: hyper)
-            ctx.profileLaunches = false
-            let kernels = try ctx.takeKernelProfile()
-            let total = kernels.reduce(0) { $0 + $1.seconds }
-            log("  training step device time by kernel (one step, \(String(format: "%.0f", total * 1e3)) ms in kernels):")
-            for p in kernels.prefix(8) {
-                log("    " + p.kernel.padding(toLength: 26, withPad: " ", startingAt: 0)
-                    + String(format: "%8.1f ms %5.1f%%  (%d launches)", p.seconds * 1e3, 100 * p.seconds / total, p.launches))
+            try logKernelProfile(top: 8, decimals: 1, heading: { "training step device time by kernel (one step, \(String(format: "%.0f", $0)) ms in kernels)" }) {
+                _ = try model.trainStep(batch, hyper: hyper)
             }
         }
         let row = BenchRow(name: name, shape: shape, kernelMs: t * 1e3, kernelRate: Double(batch.tokens) / t, unit: "tokens/s",

@@ -24,48 +24,20 @@ final class DecodeKernelTests: XCTestCase {
 
     /// Appends every step's keys and values, then checks the attention of the
     /// step's queries against float64, with the automatic split and with 16-
-    /// and 48-key splits (many partials, and a split that ends mid-sequence).
+    /// and 48-key splits (many partials, and a split that ends mid-sequence);
+    /// and through a sliding window W (Mistral, Qwen2's sliding layers: the query at position p attends
+    /// keys j > p − W only) of 1, shorter than a split and than a 16-key block, and longer than the cache,
+    /// where splits wholly before the window contribute nothing.
     func testAgainstFloat64AcrossPrefillAndDecodeSteps() throws {
         let ctx = try sharedContext()
         var rng = freshRandom(#function)
-        for c in Self.cases {
+        for (i, c) in Self.cases.enumerated() {
             let total = c.steps.reduce(0, +)
             precondition(total <= c.maxTokens)
             let kvd = c.kvHeads * c.headDim, qd = c.heads * c.headDim
             let k = rng.uniform(total * kvd, -2, 2), v = rng.uniform(total * kvd)
             let cache = try KVCache(ctx, kvHeads: c.kvHeads, headDim: c.headDim, maxTokens: c.maxTokens)
-            var p0 = 0
-            for n in c.steps {
-                let kb = try ctx.buffer(Array(k[(p0 * kvd)..<((p0 + n) * kvd)]))
-                let vb = try ctx.buffer(Array(v[(p0 * kvd)..<((p0 + n) * kvd)]))
-                try ctx.kvCacheAppend(cache, k: kb, v: vb, tokens: n, position: p0)
-                let q = rng.uniform(n * qd, -2, 2)
-                let ref = Reference.decodeAttention(q: toDouble(q), k: toDouble(Array(k[0..<((p0 + n) * kvd)])),
-                                                    v: toDouble(Array(v[0..<((p0 + n) * kvd)])), tokens: n, position: p0,
-                                                    heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim)
-                let qb = try ctx.buffer(q)
-                for split in [nil, 16, 48] as [Int?] {
-                    let out = try poisoned(ctx, n * qd)
-                    try ctx.decodeAttention(out: out, q: qb, cache: cache, heads: c.heads, tokens: n, position: p0,
-                                            keysPerSplit: split)
-                    assertClose(try out.read(), ref, "decode \(c) at p0=\(p0) n=\(n) split=\(split.map(String.init) ?? "auto")")
-                }
-                p0 += n
-            }
-        }
-    }
-
-    /// A sliding window W (Mistral, Qwen2's sliding layers, Gemma's local layers): the query at position p attends
-    /// keys j > p − W only; windows shorter than a split, than a 16-key block, of 1, and longer than the cache;
-    /// splits wholly before the window contribute nothing.
-    func testSlidingWindowAgainstFloat64() throws {
-        let ctx = try sharedContext()
-        var rng = freshRandom(#function)
-        for c in [Self.cases[1], Self.cases[4], Self.cases[7]] {
-            let total = c.steps.reduce(0, +)
-            let kvd = c.kvHeads * c.headDim, qd = c.heads * c.headDim
-            let k = rng.uniform(total * kvd, -2, 2), v = rng.uniform(total * kvd)
-            let cache = try KVCache(ctx, kvHeads: c.kvHeads, headDim: c.headDim, maxTokens: c.maxTokens)
+            let windows: [Int?] = [1, 4, 7].contains(i) ? [nil, 1, 3, 16, 21, 1000] : [nil]
             var p0 = 0
             for n in c.steps {
                 let kb = try ctx.buffer(Array(k[(p0 * kvd)..<((p0 + n) * kvd)]))
@@ -73,7 +45,7 @@ final class DecodeKernelTests: XCTestCase {
                 try ctx.kvCacheAppend(cache, k: kb, v: vb, tokens: n, position: p0)
                 let q = rng.uniform(n * qd, -2, 2)
                 let qb = try ctx.buffer(q)
-                for window in [1, 3, 16, 21, 1000] {
+                for window in windows {
                     let ref = Reference.decodeAttention(q: toDouble(q), k: toDouble(Array(k[0..<((p0 + n) * kvd)])),
                                                         v: toDouble(Array(v[0..<((p0 + n) * kvd)])), tokens: n, position: p0,
                                                         heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, window: window)
@@ -81,7 +53,8 @@ final class DecodeKernelTests: XCTestCase {
                         let out = try poisoned(ctx, n * qd)
                         try ctx.decodeAttention(out: out, q: qb, cache: cache, heads: c.heads, tokens: n, position: p0,
                                                 keysPerSplit: split, window: window)
-                        assertClose(try out.read(), ref, "decode \(c) p0=\(p0) n=\(n) window=\(window) split=\(split.map(String.init) ?? "auto")")
+                        assertClose(try out.read(), ref, "decode \(c) at p0=\(p0) n=\(n) window=\(window.map(String.init) ?? "none") "
+                                    + "split=\(split.map(String.init) ?? "auto")")
                     }
                 }
                 p0 += n
