@@ -29,8 +29,7 @@ struct DataPreview: ParsableCommand {
     @Option(name: .customLong("train-on"), help: "assistant (every assistant turn), all, or last (the final assistant turn).")
     var trainOn = "assistant"
     @Option(name: .customLong("chat-template"), help: "A named template of the tokenizer config, or FILE.jinja.") var chatTemplate: String?
-    @Option(name: .customLong("chat-template-kwargs"), help: ArgumentHelp("A chat-template argument (e.g. enable_thinking=false), as apply_chat_template(**kwargs); repeat.", valueName: "key=value"))
-    var chatTemplateKwargs: [String] = []
+    @OptionGroup var templateKwargs: TemplateKwargsOption
     @Flag(help: "Every sample in file order, one JSON object per line: {\"line\", \"input_ids\", \"labels\"} or {\"line\", \"skipped\"}.")
     var json = false
     @Flag(name: .customLong("skip-bad-lines"), help: "Count bad lines instead of stopping at the first.") var skipBadLines = false
@@ -85,7 +84,7 @@ struct DataPreview: ParsableCommand {
         }
         let on = TrainOn(rawValue: trainOn) ?? .assistant
         let text = try ModelText(model: tokenizer, chatTemplate: chatTemplate, needsTemplate: false,
-                                 templateVariables: Dictionary(uniqueKeysWithValues: try TrainingConfig.templateKwargs(chatTemplateKwargs).pairs))
+                                 templateVariables: try templateKwargs.variables())
         let tok = text.tokenizer, template = text.template
         let adapter = TokenizerDataAdapter(tok)
         let options = DatasetOptions(maxSeqLen: maxSeqLen, trainOn: on, skipBadLines: skipBadLines)
@@ -171,12 +170,11 @@ struct DataRender: ParsableCommand {
     @Argument(help: "A tokenizer or model directory (tokenizer.json, tokenizer_config.json), or a GGUF file.") var directory: String
     @Flag(name: .customLong("add-generation-prompt"), help: "End with the assistant's header.") var addGenerationPrompt = false
     @Option(name: .customLong("chat-template"), help: "A named template of the tokenizer config, or FILE.jinja.") var chatTemplate: String?
-    @Option(name: .customLong("chat-template-kwargs"), help: ArgumentHelp("A chat-template argument (e.g. enable_thinking=false), as apply_chat_template(**kwargs); repeat.", valueName: "key=value"))
-    var chatTemplateKwargs: [String] = []
+    @OptionGroup var templateKwargs: TemplateKwargsOption
 
     func run() throws {
         guard var r = try ModelText(model: directory, chatTemplate: chatTemplate, needsTemplate: false,
-                                    templateVariables: Dictionary(uniqueKeysWithValues: try TrainingConfig.templateKwargs(chatTemplateKwargs).pairs)).template else {
+                                    templateVariables: try templateKwargs.variables()).template else {
             throw dataFailure(ChatTemplateSelection.missing(directory))
         }
         let input = FileHandle.standardInput.readDataToEndOfFile()

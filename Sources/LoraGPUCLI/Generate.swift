@@ -30,8 +30,7 @@ struct Generate: ParsableCommand {
     @Option(name: .customLong("chat-template"),
             help: "A named template of tokenizer_config.json, or a Jinja template file, instead of the default one.")
     var chatTemplate: String?
-    @Option(name: .customLong("chat-template-kwargs"), help: ArgumentHelp("A chat-template argument (e.g. enable_thinking=false), as apply_chat_template(**kwargs); repeat.", valueName: "key=value"))
-    var chatTemplateKwargs: [String] = []
+    @OptionGroup var templateKwargs: TemplateKwargsOption
 
     func validate() throws {
         let modes = [prompt != nil, rawPrompt != nil, chat].filter { $0 }.count
@@ -47,7 +46,7 @@ struct Generate: ParsableCommand {
     func run() throws {
         let ctx = try deviceOption.context()
         let text = try ModelText(model: model, chatTemplate: chatTemplate, needsTemplate: rawPrompt == nil,
-                                 templateVariables: Dictionary(uniqueKeysWithValues: try TrainingConfig.templateKwargs(chatTemplateKwargs).pairs))
+                                 templateVariables: try templateKwargs.variables())
         let generator = try Generator(model: try Generator.loadModel(model, adapter: adapter, context: ctx))
         var stops = ModelSource.isFile(model) ? [] : try ModelStopIDs.load(modelDirectory: model)
         stops.formUnion(text.stopIDs)

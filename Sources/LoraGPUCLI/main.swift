@@ -16,6 +16,14 @@ struct DeviceOption: ParsableArguments {
     func context() throws -> ComputeContext { try KernelSetup.context(device: device, kernelConfig: kernelConfig) }
 }
 
+/// `--chat-template-kwargs KEY=VALUE` of the commands that render chat templates (data, generate).
+struct TemplateKwargsOption: ParsableArguments {
+    @Option(name: .customLong("chat-template-kwargs"), help: ArgumentHelp("A chat-template argument (e.g. enable_thinking=false), as apply_chat_template(**kwargs); repeat.", valueName: "key=value"))
+    var chatTemplateKwargs: [String] = []
+
+    func variables() throws -> JSONObject { try TrainingConfig.templateKwargs(chatTemplateKwargs) }
+}
+
 @main
 struct LoraGPU: ParsableCommand {
     /// The release; `--version` adds the commit (BuildInfo plugin) and the OpenCL device.

@@ -81,6 +81,28 @@ extension ComputeContext {
                    global: [r / 2, heads, n], local: [1, 1, 1])
     }
 
+    /// A fused (rows, Σ widths) matrix's column blocks into their own (rows, width) matrices, in order: a fused
+    /// projection's output split into its parts (q|k|v, gate|up).
+    public func splitColumns(_ fused: DeviceBuffer<Float>, rows: Int, into parts: [(DeviceBuffer<Float>, Int)]) throws {
+        let total = parts.reduce(0) { $0 + $1.1 }
+        var offset = 0
+        for (part, width) in parts {
+            try copyColumns(from: fused, sourceStride: total, sourceOffset: offset, to: part, destinationStride: width, rows: rows, width: width)
+            offset += width
+        }
+    }
+
+    /// splitColumns' inverse: the parts' columns, in order, into a (rows, `width`) fused matrix from column `offset`
+    /// on (the parts' gradients joined for the fused projection's backward).
+    public func joinColumns(_ parts: [(DeviceBuffer<Float>, Int)], rows: Int, into fused: DeviceBuffer<Float>, width total: Int,
+                            offset: Int = 0) throws {
+        var column = offset
+        for (part, width) in parts {
+            try copyColumns(from: part, sourceStride: width, to: fused, destinationStride: total, destinationOffset: column, rows: rows, width: width)
+            column += width
+        }
+    }
+
     /// dst[r·dstStride + dstOffset + c] = src[r·srcStride + srcOffset + c] for r < rows, c < width: a column
     /// block of one (rows, ·) matrix into another — a fused projection's output (q|k|v, gate|up) split into
     /// its parts, and their gradients joined back. Nothing else of dst is written.

@@ -21,6 +21,8 @@ public struct ChatTemplateError: Error, CustomStringConvertible, Sendable {
 public struct ChatTemplate: Sendable {
     public let name: String
     let nodes: [Node]
+    /// Whether the template marks assistant output with `{% generation %}` blocks (TRL's *_training.jinja).
+    public let hasGenerationBlocks: Bool
     /// Tests only: strftime_now() formats this instant (seconds since the epoch) as UTC wall-clock time
     /// instead of the local current time.
     var fixedNowUTC: Int?
@@ -32,6 +34,7 @@ public struct ChatTemplate: Sendable {
             let (tokens, _) = try Lexer.tokenize(source)
             var parser = Parser(tokens: tokens)
             nodes = try parser.parseTemplate()
+            hasGenerationBlocks = Self.hasGenerationBlocks(nodes)
         } catch let e as TemplateSyntaxError {
             throw ChatTemplateError(template: name, line: e.loc.line, column: e.loc.column, message: e.message, isRaised: false)
         }
@@ -61,8 +64,8 @@ public struct ChatTemplate: Sendable {
         return (r.text, r.turns)
     }
 
-    /// Whether the template marks assistant output with `{% generation %}` blocks (TRL's *_training.jinja).
-    public var hasGenerationBlocks: Bool {
+    /// Whether `nodes` hold a `{% generation %}` block anywhere.
+    static func hasGenerationBlocks(_ nodes: [Node]) -> Bool {
         func has(_ nodes: [Node]) -> Bool {
             nodes.contains { n in
                 switch n.kind {

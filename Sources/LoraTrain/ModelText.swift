@@ -44,7 +44,7 @@ public struct ModelText {
     /// `templateVariables`: extra template arguments (`--chat-template-kwargs`, transformers'
     /// apply_chat_template(**kwargs): enable_thinking, …), given to every render.
     public init(model: String, chatTemplate option: String?, needsTemplate: Bool,
-                templateVariables: [String: JSONValue] = [:]) throws {
+                templateVariables: JSONObject = JSONObject()) throws {
         if ModelSource.isFile(model) {
             guard let gguf = try? GGUFFile(path: model), gguf.metadata["tokenizer.ggml.model"] != nil else {
                 throw ModelTextError.noTokenizer(model)
@@ -58,7 +58,7 @@ public struct ModelText {
             tokenizer = try Tokenizer.load(directory: model)
         }
         var selected = try ChatTemplateSelection.resolve(option: option, tokenizer: tokenizer)
-        for (k, v) in templateVariables { selected?.variables[k] = v }
+        for (k, v) in templateVariables.pairs { selected?.variables[k] = v }
         template = selected
         if needsTemplate && template == nil { throw ModelTextError.noChatTemplate(model) }
         var stops: Set<Int> = []

@@ -144,6 +144,16 @@ final class CopyColumnsTests: XCTestCase {
                 }
             } }
         }
+        // splitColumns and joinColumns (a fused projection's parts and their gradients): split, then joined back.
+        let (rows, widths) = (7, [5, 3, 3])
+        let fused = rng.uniform(rows * 11)
+        let parts = try widths.map { try poisoned(ctx, rows * $0) }
+        try ctx.splitColumns(try ctx.buffer(fused), rows: rows, into: Array(zip(parts, widths)))
+        XCTAssertEqual(try parts[1].read(), (0..<rows).flatMap { r in fused[(r * 11 + 5)..<(r * 11 + 8)] })
+        let joined = try poisoned(ctx, rows * 11)
+        try ctx.joinColumns([(parts[0], 5)], rows: rows, into: joined, width: 11)
+        try ctx.joinColumns(Array(zip(parts, widths).dropFirst()), rows: rows, into: joined, width: 11, offset: 5)
+        XCTAssertEqual(try joined.read(), fused)
         let b = try ctx.buffer(count: 8)
         XCTAssertThrowsError(try ctx.copyColumns(from: b, sourceStride: 4, sourceOffset: 2, to: b, destinationStride: 4, rows: 2, width: 3))
         XCTAssertThrowsError(try ctx.copyColumns(from: b, sourceStride: 4, to: b, destinationStride: 4, rows: 3, width: 4))

@@ -91,7 +91,7 @@ final class DataFixtureTests: XCTestCase {
             let r = ChatTemplateRenderer(template: try ChatTemplate(source: t["template"]!.string!, name: name), variables: variables)
             // A template with {% generation %} blocks (SmolLM3's, LFM2.5-VL's) is masked by its blocks, as transformers'
             // return_assistant_tokens_mask: PerTurnExpansionTests checks those against transformers.
-            if r.hasGenerationBlocks { generationTemplates += 1; continue }
+            if r.template.hasGenerationBlocks { generationTemplates += 1; continue }
             for (conv, expected) in cases.object!.pairs {
                 let messages = DataFixtures.messages(conversations.first { $0["conversation"]!.string! == conv }!["messages"]!)
                 switch expected["error"]?.string {

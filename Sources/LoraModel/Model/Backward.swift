@@ -23,8 +23,7 @@ extension LlamaLoRAModel {
         try ctx.swigluBackward(dgate: p.dgate, dup: p.dup, gate: a.gate, up: a.up, dout: p.dact, count: n * I)
         if let gateUp = L.gateUp, let dfused = p.dfused {
             // Phi-3's gate|up: the parts' gradients joined, then one backward.
-            try ctx.copyColumns(from: p.dgate, sourceStride: I, to: dfused, destinationStride: 2 * I, rows: n, width: I)
-            try ctx.copyColumns(from: p.dup, sourceStride: I, to: dfused, destinationStride: 2 * I, destinationOffset: I, rows: n, width: I)
+            try ctx.joinColumns([(p.dgate, I), (p.dup, I)], rows: n, into: dfused, width: 2 * I)
             try gateUp.backward(ctx, dx: p.dh, dy: dfused, x: a.h2, tokens: n, stepSeed: s)
         } else if let gate = L.gate, let up = L.up {
             try gate.backward(ctx, dx: p.dh, dy: p.dgate, x: a.h2, tokens: n, stepSeed: s)
@@ -54,7 +53,7 @@ extension LlamaLoRAModel {
             dqIn = p.dattn
         }
         if L.qkv != nil, let dfused = p.dfused {
-            try ctx.copyColumns(from: dqIn, sourceStride: qd, to: dfused, destinationStride: w, rows: n, width: qd)
+            try ctx.joinColumns([(dqIn, qd)], rows: n, into: dfused, width: w)
         } else if let q = L.q {
             try q.backward(ctx, dx: p.dh, dy: dqIn, x: a.h1, tokens: n, stepSeed: s)
         }
@@ -65,9 +64,8 @@ extension LlamaLoRAModel {
             dkIn = p.dattn
         }
         if let qkv = L.qkv, let dfused = p.dfused {
-            try ctx.copyColumns(from: dkIn, sourceStride: kvd, to: dfused, destinationStride: w, destinationOffset: qd, rows: n, width: kvd)
-            try ctx.copyColumns(from: p.dv, sourceStride: kvd, to: dfused, destinationStride: w, destinationOffset: qd + kvd,
-                                rows: n, width: kvd)
+            // (q's part went in before k's norm backward reused p.dattn.)
+            try ctx.joinColumns([(dkIn, kvd), (p.dv, kvd)], rows: n, into: dfused, width: w, offset: qd)
             try qkv.backward(ctx, dx: p.dh, dy: dfused, x: a.h1, tokens: n, stepSeed: s)
         } else if let k = L.k, let v = L.v {
             try k.backward(ctx, dx: p.dh, dy: dkIn, x: a.h1, tokens: n, stepSeed: s, dxBeta: 1)

@@ -256,11 +256,8 @@ extension LlamaLoRAModel {
         let qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim
         if let qkv = L.qkv, let fused = p.fused {
             // Phi-3: one q|k|v projection (N, qd + 2·kvd), split into its parts.
-            let w = qd + 2 * kvd
             try qkv.forward(ctx, y: fused, x: a.h1, tokens: n, training: training, stepSeed: s)
-            try ctx.copyColumns(from: fused, sourceStride: w, to: a.qPre ?? a.q, destinationStride: qd, rows: n, width: qd)
-            try ctx.copyColumns(from: fused, sourceStride: w, sourceOffset: qd, to: a.kPre ?? a.k, destinationStride: kvd, rows: n, width: kvd)
-            try ctx.copyColumns(from: fused, sourceStride: w, sourceOffset: qd + kvd, to: a.v, destinationStride: kvd, rows: n, width: kvd)
+            try ctx.splitColumns(fused, rows: n, into: [(a.qPre ?? a.q, qd), (a.kPre ?? a.k, kvd), (a.v, kvd)])
         } else if let q = L.q, let k = L.k, let v = L.v {
             try q.forward(ctx, y: a.qPre ?? a.q, x: a.h1, tokens: n, training: training, stepSeed: s)
             try k.forward(ctx, y: a.kPre ?? a.k, x: a.h1, tokens: n, training: training, stepSeed: s)
@@ -286,8 +283,7 @@ extension LlamaLoRAModel {
         if let gateUp = L.gateUp, let fused = p.fused {
             // Phi-3: one gate|up projection (N, 2I), split (gate first, as .chunk(2) takes it).
             try gateUp.forward(ctx, y: fused, x: a.h2, tokens: n, training: training, stepSeed: s)
-            try ctx.copyColumns(from: fused, sourceStride: 2 * I, to: a.gate, destinationStride: I, rows: n, width: I)
-            try ctx.copyColumns(from: fused, sourceStride: 2 * I, sourceOffset: I, to: a.up, destinationStride: I, rows: n, width: I)
+            try ctx.splitColumns(fused, rows: n, into: [(a.gate, I), (a.up, I)])
         } else if let gate = L.gate, let up = L.up {
             try gate.forward(ctx, y: a.gate, x: a.h2, tokens: n, training: training, stepSeed: s)
             try up.forward(ctx, y: a.up, x: a.h2, tokens: n, training: training, stepSeed: s)

@@ -224,11 +224,8 @@ public final class InferenceSession {
             let qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim
             if let qkv = L.qkv, let fused {
                 // Phi-3: one q|k|v projection, split into its parts.
-                let w = qd + 2 * kvd
                 try project(qkv, y: fused, x: h, tokens: n)
-                try ctx.copyColumns(from: fused, sourceStride: w, to: q, destinationStride: qd, rows: n, width: qd)
-                try ctx.copyColumns(from: fused, sourceStride: w, sourceOffset: qd, to: k, destinationStride: kvd, rows: n, width: kvd)
-                try ctx.copyColumns(from: fused, sourceStride: w, sourceOffset: qd + kvd, to: v, destinationStride: kvd, rows: n, width: kvd)
+                try ctx.splitColumns(fused, rows: n, into: [(q, qd), (k, kvd), (v, kvd)])
             } else if let qp = L.q, let kp = L.k, let vp = L.v {
                 if let qn = L.qNorm, let kn = L.kNorm, let headRstd {
                     // Per-head q/k norms (Qwen3), the projection in attn (free until attention) then normed into q / k.
@@ -256,8 +253,7 @@ public final class InferenceSession {
             let I = c.intermediateSize
             if let gateUp = L.gateUp, let fused {
                 try project(gateUp, y: fused, x: h, tokens: n)
-                try ctx.copyColumns(from: fused, sourceStride: 2 * I, to: gate, destinationStride: I, rows: n, width: I)
-                try ctx.copyColumns(from: fused, sourceStride: 2 * I, sourceOffset: I, to: up, destinationStride: I, rows: n, width: I)
+                try ctx.splitColumns(fused, rows: n, into: [(gate, I), (up, I)])
             } else if let gp = L.gate, let upp = L.up {
                 try project(gp, y: gate, x: h, tokens: n)
                 try project(upp, y: up, x: h, tokens: n)

@@ -12,8 +12,6 @@ public struct TemplateRaised: Error, Equatable, CustomStringConvertible {
 public struct ChatTemplateRenderer: ConversationRenderer {
     public var template: ChatTemplate
     public var variables: [String: JSONValue]
-    /// Whether the template has `{% generation %}` blocks (found once).
-    let hasGenerationBlocks: Bool
     public var templateName: String { template.name }
     /// Each render runs its own interpreter over the immutable parsed template.
     public var concurrencySafe: Bool { true }
@@ -21,7 +19,6 @@ public struct ChatTemplateRenderer: ConversationRenderer {
     public init(template: ChatTemplate, variables: [String: JSONValue]) {
         self.template = template
         self.variables = variables
-        hasGenerationBlocks = template.hasGenerationBlocks
     }
 
     /// Special tokens (name → content, e.g. "bos_token" → "<s>") as template variables.
@@ -81,7 +78,7 @@ public struct ChatTemplateRenderer: ConversationRenderer {
             }
         }
         func generationSpans() throws -> (text: String, spans: [Range<Int>])? {
-            guard renderer.hasGenerationBlocks else { return nil }
+            guard renderer.template.hasGenerationBlocks else { return nil }
             return try renderer.raising { try renderer.template.renderGeneration(messages, variables: renderer.variables) }
         }
     }

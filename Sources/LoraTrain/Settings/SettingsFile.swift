@@ -66,18 +66,32 @@ extension TrainingConfig {
     /// settings file reads it (YAML: `{}`, `[1, 2]`, `{loftq_bits: 4}`, `null`, text). The key must be
     /// LoraConfig's (a near miss names the key meant); training settings have their own flags.
     public static func loraOption(_ item: String) throws -> (key: String, value: JSONValue) {
-        func fail(_ key: String, _ r: String) -> TrainError { .setting(source: "command line", key: key, reason: r) }
-        guard let eq = item.firstIndex(of: "="), eq != item.startIndex else {
-            throw fail("lora_option", "'\(item)' is not KEY=VALUE (e.g. --lora-option use_dora=false)")
-        }
-        let key = String(item[..<eq]).replacingOccurrences(of: "-", with: "_"), text = String(item[item.index(after: eq)...])
+        let (raw, text) = try keyValue(item, option: "lora_option", example: "use_dora=false")
+        let key = raw.replacingOccurrences(of: "-", with: "_")
         guard LoraConfig.peftKeyUse[key] != nil else {
             let reason = LoraConfig.unknownKey(key, .null, savedByPEFT: false)?.reason ?? "not a key of PEFT's LoraConfig"
-            throw fail(key, reason + (fieldOf[key] != nil ? "; it is a training setting: give it as --\(key.replacingOccurrences(of: "_", with: "-"))" : ""))
+            throw TrainError.setting(source: "command line", key: key, reason: reason
+                + (fieldOf[key] != nil ? "; it is a training setting: give it as --\(key.replacingOccurrences(of: "_", with: "-"))" : ""))
         }
+        return (key, try yamlValue(text, key: key))
+    }
+
+    /// A `--option KEY=VALUE` item split at its first "=" (an error naming the option otherwise).
+    static func keyValue(_ item: String, option: String, example: String) throws -> (key: String, text: String) {
+        guard let eq = item.firstIndex(of: "="), eq != item.startIndex else {
+            throw TrainError.setting(source: "command line", key: option, reason: "'\(item)' is not KEY=VALUE (e.g. --"
+                                     + option.replacingOccurrences(of: "_", with: "-") + " " + example + ")")
+        }
+        return (String(item[..<eq]), String(item[item.index(after: eq)...]))
+    }
+
+    /// A flag's VALUE read as a settings file reads a value (YAML; scalars stay text); an error names `key`.
+    static func yamlValue(_ text: String, key: String) throws -> JSONValue {
         let node: Node?
-        do { node = try Yams.compose(yaml: text) } catch { throw fail(key, "'\(text)' is not a YAML value: \(error)") }
-        return (key, node.map { value($0) } ?? .null)
+        do { node = try Yams.compose(yaml: text) } catch {
+            throw TrainError.setting(source: "command line", key: key, reason: "'\(text)' is not a YAML value: \(error)")
+        }
+        return node.map { value($0) } ?? .null
     }
 
     /// Text scalars read as YAML's core schema types them ("false" → false, "3" → 3, "null" → null), in
@@ -104,16 +118,8 @@ extension TrainingConfig {
     public static func templateKwargs(_ items: [String]) throws -> JSONObject {
         var out = JSONObject()
         for item in items {
-            guard let eq = item.firstIndex(of: "="), eq != item.startIndex else {
-                throw TrainError.setting(source: "command line", key: "chat_template_kwargs",
-                                         reason: "'\(item)' is not KEY=VALUE (e.g. --chat-template-kwargs enable_thinking=false)")
-            }
-            let text = String(item[item.index(after: eq)...])
-            let node: Node?
-            do { node = try Yams.compose(yaml: text) } catch {
-                throw TrainError.setting(source: "command line", key: "chat_template_kwargs", reason: "'\(text)' is not a YAML value: \(error)")
-            }
-            out[String(item[..<eq])] = typedScalars(node.map { value($0) } ?? .null)
+            let (key, text) = try keyValue(item, option: "chat_template_kwargs", example: "enable_thinking=false")
+            out[key] = typedScalars(try yamlValue(text, key: "chat_template_kwargs"))
         }
         return out
     }

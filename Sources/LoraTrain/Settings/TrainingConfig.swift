@@ -199,9 +199,13 @@ public struct TrainingConfig: Equatable, Sendable {
     }
 
     /// loraSettings, and the training keys the file gives (checked, not applied). `visited`: the
-    /// files a chain of lora_config has read (a loop is an error).
-    static func loraSettings(file: String, visited: Set<String>) throws -> (lora: LoraConfig, trainingKeys: [String]) {
+    /// files a chain of lora_config has read (a loop is an error). `requireSettings`: an empty file is an error.
+    static func loraSettings(file: String, visited: Set<String>, requireSettings: Bool = false) throws -> (lora: LoraConfig, trainingKeys: [String]) {
         let given = try readMapping(file)
+        if requireSettings && given.isEmpty {
+            throw TrainError.setting(source: file, key: "(file)", reason: "holds no setting: give the LoRA settings (r, lora_alpha, "
+                                     + "target_modules, …) or an adapter_config.json")
+        }
         let peftFile = given.contains { $0.0 == "peft_type" }
         var c = TrainingConfig()
         for (k, v) in given where !loraKeys.contains(k) { try c.set(k, v, source: file, savedByPEFT: peftFile) }
@@ -236,12 +240,8 @@ public struct TrainingConfig: Equatable, Sendable {
            o["peft_type"] != nil {
             return (try LoraConfig.load(path: path), [])
         }
-        if try readMapping(path).isEmpty {
-            throw TrainError.setting(source: path, key: "(file)", reason: "holds no setting: give the LoRA settings (r, lora_alpha, "
-                                     + "target_modules, …) or an adapter_config.json")
-        }
-        let (lora, training) = try loraSettings(file: path, visited: visited.union([standardized(path)]))
-        return (lora, training)
+        let settings = try loraSettings(file: path, visited: visited.union([standardized(path)]), requireSettings: true)
+        return (settings.lora, settings.trainingKeys)
     }
 
     static func standardized(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath().path }

@@ -58,7 +58,7 @@ func loadTrainingSamples(_ c: TrainingConfig, vocabSize: Int, classifier: Sequen
     let modelText: ModelText?
     do {
         modelText = try ModelText(model: c.model, chatTemplate: c.chatTemplate, needsTemplate: false,
-                                  templateVariables: Dictionary(uniqueKeysWithValues: c.chatTemplateKwargs.pairs))
+                                  templateVariables: c.chatTemplateKwargs)
     } catch ModelTextError.noTokenizer {
         modelText = nil
     }
