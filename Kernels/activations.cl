@@ -1,4 +1,4 @@
-// activations.cl — SiLU and the SwiGLU product silu(gate) ⊙ up, elementwise.
+// activations.cl — SiLU, the SwiGLU product silu(gate) ⊙ up and the GeGLU one gelu_tanh(gate) ⊙ up, elementwise.
 // silu(x) = x·σ(x);  silu'(x) = σ(x)·(1 + x·(1 − σ(x))).
 // All take n elements, global (n) rounded up to the local size.
 
@@ -37,6 +37,34 @@ __kernel void swiglu_backward(int n, __global const float* gate, __global const 
     float g = gate[i], s = sigmoidf(g), d = dout[i];
     dgate[i] = d * up[i] * s * (1.0f + g * (1.0f - s));
     dup[i] = d * g * s;
+}
+
+// GeGLU with the tanh GELU (Gemma's gelu_pytorch_tanh): out = gelu(gate) ⊙ up,
+// gelu(x) = ½·x·(1 + tanh(u)), u = √(2/π)·(x + 0.044715·x³);
+// gelu'(x) = ½·(1 + t) + ½·x·(1 − t²)·√(2/π)·(1 + 3·0.044715·x²), t = tanh(u).
+#define GELU_BETA 0.7978845608028654f   /* √(2/π) */
+#define GELU_KAPPA 0.044715f
+
+__kernel void geglu_tanh_forward(int n, __global const float* gate, __global const float* up,
+                                 __global float* out) {
+    int i = get_global_id(0);
+    if (i >= n) return;
+    float g = gate[i];
+    float t = tanh(GELU_BETA * (g + GELU_KAPPA * g * g * g));
+    out[i] = 0.5f * g * (1.0f + t) * up[i];
+}
+
+// dgate = dout ⊙ up ⊙ gelu'(gate), dup = dout ⊙ gelu(gate)
+__kernel void geglu_tanh_backward(int n, __global const float* gate, __global const float* up,
+                                  __global const float* dout,
+                                  __global float* dgate, __global float* dup) {
+    int i = get_global_id(0);
+    if (i >= n) return;
+    float g = gate[i], d = dout[i];
+    float t = tanh(GELU_BETA * (g + GELU_KAPPA * g * g * g));
+    float grad = 0.5f * (1.0f + t) + 0.5f * g * (1.0f - t * t) * GELU_BETA * (1.0f + 3.0f * GELU_KAPPA * g * g);
+    dgate[i] = d * up[i] * grad;
+    dup[i] = d * 0.5f * g * (1.0f + t);
 }
 
 // Inverted dropout: out = keep(seed, i) ? x / (1 − p) : 0.

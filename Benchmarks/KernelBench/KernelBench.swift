@@ -274,6 +274,10 @@ public final class KernelBench {
         recordBandwidth("swiglu forward", "\(n)", seconds: t2, bytes: 12.0 * Double(n))
         let t3 = try timeDevice { try ctx.swigluBackward(dgate: o1, dup: o2, gate: g, up: up, dout: d, count: n) }
         recordBandwidth("swiglu backward", "\(n)", seconds: t3, bytes: 20.0 * Double(n))
+        let t4 = try timeDevice { try ctx.gatedForward(.geluTanh, out: o1, gate: g, up: up, count: n) }
+        recordBandwidth("geglu_tanh forward", "\(n)", seconds: t4, bytes: 12.0 * Double(n))
+        let t5 = try timeDevice { try ctx.gatedBackward(.geluTanh, dgate: o1, dup: o2, gate: g, up: up, dout: d, count: n) }
+        recordBandwidth("geglu_tanh backward", "\(n)", seconds: t5, bytes: 20.0 * Double(n))
     }
 }
 

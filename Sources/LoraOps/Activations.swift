@@ -36,6 +36,22 @@ extension ComputeContext {
                         ["gate", "up", "dout", "dgate", "dup"])
     }
 
+    /// out = act(gate) ⊙ up: SwiGLU (silu) or GeGLU (tanh GELU).
+    public func gatedForward(_ act: GatedActivation, out: DeviceBuffer<Float>, gate: DeviceBuffer<Float>,
+                             up: DeviceBuffer<Float>, count n: Int) throws {
+        opLock.lock(); defer { opLock.unlock() }
+        try elementwise(act.kernel + "_forward", count: n, [gate, up, out], ["gate", "up", "out"])
+    }
+
+    /// dgate = dout ⊙ up ⊙ act'(gate), dup = dout ⊙ act(gate).
+    public func gatedBackward(_ act: GatedActivation, dgate: DeviceBuffer<Float>, dup: DeviceBuffer<Float>,
+                              gate: DeviceBuffer<Float>, up: DeviceBuffer<Float>, dout: DeviceBuffer<Float>,
+                              count n: Int) throws {
+        opLock.lock(); defer { opLock.unlock() }
+        try elementwise(act.kernel + "_backward", count: n, [gate, up, dout, dgate, dup],
+                        ["gate", "up", "dout", "dgate", "dup"])
+    }
+
     /// Inverted dropout with the counter-based mask: out[i] = keep(seed, i) ? x[i]/(1−p) : 0.
     public func dropoutForward(out: DeviceBuffer<Float>, x: DeviceBuffer<Float>, count n: Int,
                                p: Float, seed: UInt32) throws {
@@ -43,4 +59,14 @@ extension ComputeContext {
         try require(p >= 0 && p < 1, "dropoutForward", "p must be in [0, 1), got \(p)")
         try elementwise("dropout_forward", count: n, [x, out], ["x", "out"], prefix: [.float(p), .uint(seed)])
     }
+}
+
+/// The MLP's gated activation: act(gate(x)) ⊙ up(x) (config.json's hidden_act / hidden_activation).
+public enum GatedActivation: String, Sendable, CaseIterable {
+    /// silu (Llama, Mistral, Qwen, Phi-3, SmolLM3).
+    case silu
+    /// gelu_pytorch_tanh: ½·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) (Gemma).
+    case geluTanh = "gelu_pytorch_tanh"
+
+    var kernel: String { self == .silu ? "swiglu" : "geglu_tanh" }
 }

@@ -64,6 +64,12 @@ public enum Reference {
     public static func sigmoid(_ x: Double) -> Double { 1 / (1 + exp(-x)) }
     public static func silu(_ x: Double) -> Double { x * sigmoid(x) }
     public static func siluGrad(_ x: Double) -> Double { let s = sigmoid(x); return s * (1 + x * (1 - s)) }
+    /// gelu_pytorch_tanh: ½·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), and its derivative.
+    public static func geluTanh(_ x: Double) -> Double { 0.5 * x * (1 + tanh((2 / Double.pi).squareRoot() * (x + 0.044715 * x * x * x))) }
+    public static func geluTanhGrad(_ x: Double) -> Double {
+        let b = (2 / Double.pi).squareRoot(), t = tanh(b * (x + 0.044715 * x * x * x))
+        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * b * (1 + 3 * 0.044715 * x * x)
+    }
 }
 
 /// The counter-based dropout RNG of Kernels/common.cl, bit for bit.

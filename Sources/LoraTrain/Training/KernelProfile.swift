@@ -47,6 +47,7 @@ final class StepProfiler {
         case "rope_apply": return "rope"
         case _ where kernel.hasPrefix("rmsnorm"): return "rmsnorm (fwd+bwd)"
         case _ where kernel.hasPrefix("silu") || kernel.hasPrefix("swiglu"): return "SwiGLU (fwd+bwd)"
+        case _ where kernel.hasPrefix("geglu"): return "GeGLU (fwd+bwd)"
         case "dropout_forward": return "LoRA dropout"
         case "embedding_forward", "embedding_backward", "add_uniform_noise": return "embedding"
         case _ where kernel.hasPrefix("panel_rows"): return "embedding"
