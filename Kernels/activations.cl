@@ -67,6 +67,13 @@ __kernel void geglu_tanh_backward(int n, __global const float* gate, __global co
     dup[i] = d * 0.5f * g * (1.0f + t);
 }
 
+// x *= alpha, in place (Gemma's embedding scale √H).
+__kernel void scale_elements(int n, float alpha, __global float* x) {
+    int i = get_global_id(0);
+    if (i >= n) return;
+    x[i] *= alpha;
+}
+
 // Inverted dropout: out = keep(seed, i) ? x / (1 − p) : 0.
 __kernel void dropout_forward(int n, float p, uint seed,
                               __global const float* x, __global float* out) {

@@ -1,10 +1,11 @@
 // rmsnorm.cl — RMSNorm as Llama uses it: y = x · rstd · w, rstd = 1/sqrt(mean(x²) + eps).
 // One work-group of ROW_WG work-items per row (row_sum etc. in common.cl).
 
-// x (N,C), w (C) -> y (N,C), rstd (N). global (N·ROW_WG), local (ROW_WG)
+// x (N,C), w (C) -> y (N,C) = beta·y + x·rstd·w, rstd (N). global (N·ROW_WG), local (ROW_WG)
+// beta = 1 adds the norm into y (Gemma's sandwich norms: x_mid = x_in + norm(o)); beta = 0 never reads y.
 __kernel void rmsnorm_forward(int N, int C, float eps,
                               __global const float* x, __global const float* w,
-                              __global float* y, __global float* rstd) {
+                              float beta, __global float* y, __global float* rstd) {
     __local float red[ROW_WG];
     int row = get_group_id(0);  // global = N·ROW_WG exactly: no guard (see common.cl)
     const __global float* xr = x + (size_t)row * C;
@@ -12,7 +13,10 @@ __kernel void rmsnorm_forward(int N, int C, float eps,
     float r = rsqrt(ss / (float)C + eps);
     if (get_local_id(0) == 0) rstd[row] = r;
     __global float* yr = y + (size_t)row * C;
-    for (int c = get_local_id(0); c < C; c += ROW_WG) yr[c] = xr[c] * r * w[c];
+    for (int c = get_local_id(0); c < C; c += ROW_WG) {
+        float v = xr[c] * r * w[c];
+        yr[c] = beta != 0.0f ? fma(beta, yr[c], v) : v;
+    }
 }
 
 // dx = beta·dx + r·w⊙dy − (r³/C)·x·Σ_j(w_j·dy_j·x_j)

@@ -52,6 +52,12 @@ extension ComputeContext {
                         ["gate", "up", "dout", "dgate", "dup"])
     }
 
+    /// x *= alpha, n elements in place.
+    public func scale(_ x: DeviceBuffer<Float>, by alpha: Float, count n: Int) throws {
+        opLock.lock(); defer { opLock.unlock() }
+        try elementwise("scale_elements", count: n, [x], ["x"], prefix: [.float(alpha)])
+    }
+
     /// Inverted dropout with the counter-based mask: out[i] = keep(seed, i) ? x[i]/(1−p) : 0.
     public func dropoutForward(out: DeviceBuffer<Float>, x: DeviceBuffer<Float>, count n: Int,
                                p: Float, seed: UInt32) throws {

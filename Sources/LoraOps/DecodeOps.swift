@@ -58,8 +58,10 @@ extension ComputeContext {
     /// `keysPerSplit` (a multiple of 16) overrides the split size, for tests. With more
     /// than one split the partials live in scratch slots 40 (acc) and 41 (m, l).
     /// `window`: a sliding window W (query at position p attends keys j > p − W), nil for none.
+    /// `scale`: the scores' scale, 1/√D unless given.
     public func decodeAttention(out: DeviceBuffer<Float>, q: DeviceBuffer<Float>, cache: KVCache, heads: Int,
-                                tokens n: Int, position p0: Int, keysPerSplit: Int? = nil, window: Int? = nil) throws {
+                                tokens n: Int, position p0: Int, keysPerSplit: Int? = nil, window: Int? = nil,
+                                scale given: Float? = nil) throws {
         opLock.lock(); defer { opLock.unlock() }
         let op = "decodeAttention", D = cache.headDim, NKV = cache.kvHeads
         try require(n >= 1, op, "tokens must be ≥ 1, got \(n)")
@@ -73,7 +75,7 @@ extension ComputeContext {
         let split = keysPerSplit ?? decodeKeysPerSplit(queries: n, heads: heads, keys: total)
         try require(split >= 16 && split % 16 == 0, op, "keysPerSplit must be a positive multiple of 16, got \(split)")
         let S = (total + split - 1) / split
-        let scale = 1 / Float(D).squareRoot()
+        let scale = given ?? 1 / Float(D).squareRoot()
         try require((window ?? 1) >= 1, op, "window must be ≥ 1, got \(window ?? 0)")
         let w = try i32(window ?? 0)
         if S == 1 {

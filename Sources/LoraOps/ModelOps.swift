@@ -127,10 +127,12 @@ extension ComputeContext {
 
     public struct AttentionShape: Sendable {
         public let batch, seq, heads, kvHeads, headDim: Int
-        public init(batch: Int, seq: Int, heads: Int, kvHeads: Int, headDim: Int) {
+        /// The scores' scale: 1/√D unless given (Gemma 3's query_pre_attn_scalar^-½).
+        public let scale: Float
+        public init(batch: Int, seq: Int, heads: Int, kvHeads: Int, headDim: Int, scale: Float? = nil) {
             self.batch = batch; self.seq = seq; self.heads = heads; self.kvHeads = kvHeads; self.headDim = headDim
+            self.scale = scale ?? 1 / Float(headDim).squareRoot()
         }
-        var scale: Float { 1 / Float(headDim).squareRoot() }
         var tokens: Int { batch * seq }
 
         /// The attention kernels' segment starts (B·T) from per-token sample ids

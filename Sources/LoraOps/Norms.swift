@@ -1,11 +1,12 @@
 import OpenCLRuntime
 
 extension ComputeContext {
-    /// y = x · rstd · w, rstd[row] = 1/sqrt(mean(x[row]²) + eps).
-    /// x, y (N,C), w (C), rstd (N) kept for backward.
+    /// y = beta·y + x · rstd · w, rstd[row] = 1/sqrt(mean(x[row]²) + eps).
+    /// x, y (N,C), w (C), rstd (N) kept for backward. beta 0 (the default) never reads y; 1 adds the norm
+    /// into y (a residual add).
     public func rmsnormForward(y: DeviceBuffer<Float>, rstd: DeviceBuffer<Float>,
                                x: DeviceBuffer<Float>, weight: DeviceBuffer<Float>,
-                               rows n: Int, cols c: Int, eps: Float) throws {
+                               rows n: Int, cols c: Int, eps: Float, beta: Float = 0) throws {
         opLock.lock(); defer { opLock.unlock() }
         let op = "rmsnormForward"
         try require(n >= 1 && c >= 1, op, "sizes must be ≥ 1 (N=\(n), C=\(c))")
@@ -15,7 +16,7 @@ extension ComputeContext {
         try requireCount(rstd, atLeast: n, op, "rstd")
         let wg = config.rowWorkGroup
         try launch("rmsnorm_forward", [
-            i32(n), i32(c), .float(eps), .buffer(x), .buffer(weight), .buffer(y), .buffer(rstd),
+            i32(n), i32(c), .float(eps), .buffer(x), .buffer(weight), .float(beta), .buffer(y), .buffer(rstd),
         ], global: [n * wg], local: [wg])
     }
 

@@ -7,9 +7,10 @@ extension Reference {
     /// Returns (n, NH, D).
     /// With `window` W the query at position p attends only keys j > p − W.
     public static func decodeAttention(q: [Double], k: [Double], v: [Double], tokens n: Int, position p0: Int,
-                                       heads: Int, kvHeads: Int, headDim d: Int, window: Int? = nil) -> [Double] {
+                                       heads: Int, kvHeads: Int, headDim d: Int, window: Int? = nil,
+                                       scale given: Double? = nil) -> [Double] {
         var out = [Double](repeating: 0, count: n * heads * d)
-        let scale = 1 / Double(d).squareRoot(), group = heads / kvHeads
+        let scale = given ?? 1 / Double(d).squareRoot(), group = heads / kvHeads
         for i in 0..<n { for h in 0..<heads {
             let qo = (i * heads + h) * d, g = h / group, last = p0 + i
             let first = window.map { max(0, last - $0 + 1) } ?? 0

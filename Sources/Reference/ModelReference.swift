@@ -22,10 +22,12 @@ extension Reference {
     /// With `sequenceIDs` (B·T) query t of a row attends only keys j ≤ t of the
     /// same row with the same id (packed samples), else every j ≤ t.
     /// With `window` W, query t attends only keys j > t − W (transformers' sliding window, also within a sample).
+    /// `scale`: the scores' scale, 1/√D unless given.
     public static func attention(q: [Double], k: [Double], v: [Double], batch: Int, seq: Int, heads: Int,
-                                 kvHeads: Int, headDim d: Int, sequenceIDs: [Int]? = nil, window: Int? = nil) -> [Double] {
+                                 kvHeads: Int, headDim d: Int, sequenceIDs: [Int]? = nil, window: Int? = nil,
+                                 scale given: Double? = nil) -> [Double] {
         var out = [Double](repeating: 0, count: batch * seq * heads * d)
-        let scale = 1 / Double(d).squareRoot(), group = heads / kvHeads
+        let scale = given ?? 1 / Double(d).squareRoot(), group = heads / kvHeads
         for b in 0..<batch { for h in 0..<heads { for t in 0..<seq {
             let qo = ((b * seq + t) * heads + h) * d
             let keys = (0...t).filter { j in (sequenceIDs.map { $0[b * seq + j] == $0[b * seq + t] } ?? true) && (window.map { t - j < $0 } ?? true) }

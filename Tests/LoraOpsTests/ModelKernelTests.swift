@@ -217,7 +217,10 @@ final class AttentionKernelTests: XCTestCase {
                                      (.init(batch: 1, seq: 70, heads: 2, kvHeads: 1, headDim: 64), 17, nil),
                                      (.init(batch: 2, seq: 33, heads: 3, kvHeads: 1, headDim: 24), 2, nil),
                                      (.init(batch: 1, seq: 9, heads: 2, kvHeads: 2, headDim: 8), 50, nil),
-                                     (.init(batch: 3, seq: 50, heads: 2, kvHeads: 2, headDim: 16), 16, nil)] as [(ComputeContext.AttentionShape, Int, [[Int]]?)] {
+                                     (.init(batch: 3, seq: 50, heads: 2, kvHeads: 2, headDim: 16), 16, nil),
+                                     // Gemma 3's scale query_pre_attn_scalar^-½ (12 here), not 1/√D, with packed samples.
+                                     (.init(batch: 2, seq: 40, heads: 4, kvHeads: 2, headDim: 16, scale: 1 / Float(12).squareRoot()), 5,
+                                      [[1, 17, 5, 1, 16], [23, 1, 16]])] as [(ComputeContext.AttentionShape, Int, [[Int]]?)] {
             var ids: [Int]? = nil
             if let lengths {
                 ids = lengths.flatMap { row in row.enumerated().flatMap { n, len in [Int](repeating: n, count: len) } }
@@ -303,7 +306,7 @@ final class AttentionKernelTests: XCTestCase {
         try ctx.attentionForward(out: out, lse: lse, q: bq, k: bk, v: bv, shape: s, segmentStarts: seg)
         func ref(_ q: [Double], _ k: [Double], _ v: [Double]) -> [Double] {
             Reference.attention(q: q, k: k, v: v, batch: s.batch, seq: s.seq, heads: s.heads, kvHeads: s.kvHeads,
-                                headDim: s.headDim, sequenceIDs: sequenceIDs, window: window)
+                                headDim: s.headDim, sequenceIDs: sequenceIDs, window: window, scale: Double(s.scale))
         }
         let qD = toDouble(q), kD = toDouble(k), vD = toDouble(v)
         assertClose(try out.read(), ref(qD, kD, vD), "attention \(what)")

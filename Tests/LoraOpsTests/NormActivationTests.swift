@@ -72,6 +72,23 @@ final class RMSNormTests: XCTestCase {
         let ref = Reference.rmsnormBackward(dy: dy, x: x, w: w, rows: n, cols: c, eps: 1e-6)
         assertClose(try dx.read(), zip(ref.dx, prior).map { $0 + Double($1) }, "rmsnorm dx += ")
     }
+
+    /// The forward with beta 1 adds the norm into y (Gemma's sandwich norms before the residual add), exactly
+    /// the plain forward's values added to y's; with beta 0 a NaN-poisoned y is never read.
+    func testForwardAccumulatesWithBeta() throws {
+        let ctx = try sharedContext()
+        var rng = freshRandom(#function)
+        for (n, c) in Self.shapes {
+            let x = rng.uniform(n * c, -3, 3), w = rng.uniform(c, 0.5, 1.5), prior = rng.uniform(n * c, -5, 5)
+            let bx = try ctx.buffer(x), bw = try ctx.buffer(w)
+            let plain = try poisoned(ctx, n * c), rstd = try poisoned(ctx, n)
+            try ctx.rmsnormForward(y: plain, rstd: rstd, x: bx, weight: bw, rows: n, cols: c, eps: 1e-6)
+            let y = try ctx.buffer(prior), rstd2 = try poisoned(ctx, n)
+            try ctx.rmsnormForward(y: y, rstd: rstd2, x: bx, weight: bw, rows: n, cols: c, eps: 1e-6, beta: 1)
+            XCTAssertEqual(try y.read(), zip(try plain.read(), prior).map { $1 + $0 }, "rmsnorm y += \(n)x\(c)")
+            XCTAssertEqual(try rstd2.read(), try rstd.read())
+        }
+    }
 }
 
 final class ActivationTests: XCTestCase {
@@ -120,6 +137,18 @@ final class ActivationTests: XCTestCase {
             try ctx.siluForward(out: s, x: bg, count: n)
             let composed = zip(try s.read(), u).map { Double($0) * Double($1) }
             assertClose(try out.read(), composed, "swiglu vs silu⊙up \(n)")
+        }
+    }
+
+    /// x *= alpha (Gemma's embedding scale √H), over the awkward counts.
+    func testScaleInPlace() throws {
+        let ctx = try sharedContext()
+        var rng = freshRandom(#function)
+        for n in Self.counts {
+            let x = rng.uniform(n, -4, 4), b = try ctx.buffer(x)
+            let alpha = Float(Double(48).squareRoot())
+            try ctx.scale(b, by: alpha, count: n)
+            XCTAssertEqual(try b.read(), x.map { $0 * alpha }, "scale \(n)")
         }
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import LoraBase
+import LoraOps
 
 /// What sets one model family apart from the Llama decoder, as data: config reading, loading,
 /// forward, backward, decode, `inspect`, the memory plan and GGUF all read these fields instead of
@@ -23,6 +24,9 @@ public struct ArchitectureTraits: Sendable, Equatable {
         case everyLayer
         /// Only with use_sliding_window, on the layers layer_types (or max_window_layers) mark (Qwen2, Qwen3).
         case useSlidingWindowKey
+        /// config.json's sliding_window on the layers layer_types marks "sliding_attention", else all but every
+        /// sliding_window_pattern-th (default 6) layer (Gemma 3); those layers take their own RoPE.
+        case layerTypes
     }
     public let biases: Biases
     /// Whether the MLP's biases follow config.json's mlp_bias (Llama); else there are none.
@@ -64,6 +68,22 @@ public struct ArchitectureTraits: Sendable, Equatable {
     public var ggufHeadDimFromKeyLength = false
     /// LongRoPE factors in rope_factors_long/short tensors, with rope.scaling metadata (Phi-3).
     public var ggufLongRopeTensors = false
+    /// Gemma's RMSNorm: x·rstd·(1 + w), the 1 + w formed in fp32 (the norm buffers hold 1 + w, made at load);
+    /// llama.cpp's converter stores the norm weights shifted by +1 (read back as stored − 1, as transformers reads them).
+    public var normPlusOne = false
+    /// Four norms per layer (Gemma 3): post_attention_layernorm on the attention's output and
+    /// post_feedforward_layernorm on the MLP's, before each residual add; pre_feedforward_layernorm before the MLP
+    /// (the norm Llama calls post_attention_layernorm).
+    public var sandwichNorms = false
+    /// The token embedding scaled by √hidden_size (Gemma3TextScaledWordEmbedding; PEFT scales a LoRA on it alike).
+    public var scaledEmbedding = false
+    /// The config key of the MLP's activation: hidden_act (most), hidden_activation (Gemma).
+    public var activationKey = "hidden_act"
+    /// tie_word_embeddings when config.json has none (Gemma3TextConfig's default is true).
+    public var tiedByDefault = false
+    /// Whether transformers has the family's *ForSequenceClassification, *ForTokenClassification and bare *Model
+    /// under the family's prefix (Gemma 3's are Gemma3Text*: only CAUSAL_LM is trained for it).
+    public var taskClasses = true
 }
 
 /// The supported causal-LM architectures and the class names `print(model)` uses.
@@ -74,6 +94,7 @@ public enum Architecture: String, Sendable, CaseIterable {
     case qwen3 = "Qwen3ForCausalLM"
     case smollm3 = "SmolLM3ForCausalLM"
     case phi3 = "Phi3ForCausalLM"
+    case gemma3 = "Gemma3ForCausalLM"
 
     /// The family's description (ArchitectureTraits).
     public var traits: ArchitectureTraits {
@@ -105,6 +126,13 @@ public enum Architecture: String, Sendable, CaseIterable {
                                       questionAnsweringTrunk: "model.", ggufName: "phi3", ggufPermutesQK: false,
                                       defaultMaxPositions: 4096, fusedProjections: true, peftHasDefaultTargets: false,
                                       questionAnsweringClass: false, ggufRopeDimension: .rotaryPart, ggufLongRopeTensors: true)
+        case .gemma3:
+            return ArchitectureTraits(biases: .attentionBiasKey, mlpBiasKey: false, qkNorm: true, window: .layerTypes,
+                                      questionAnsweringTrunk: "model.", ggufName: "gemma3", ggufPermutesQK: false,
+                                      defaultMaxPositions: 131072, defaultHeadDim: 256, peftHasDefaultTargets: true,
+                                      questionAnsweringClass: false, ggufHeadDimFromKeyLength: true, normPlusOne: true,
+                                      sandwichNorms: true, scaledEmbedding: true, activationKey: "hidden_activation",
+                                      tiedByDefault: true, taskClasses: false)
         }
     }
 
@@ -128,14 +156,25 @@ public enum Architecture: String, Sendable, CaseIterable {
 
     /// Every class name read from `architectures`: each architecture with each task.
     static var classNames: [String] {
-        allCases.flatMap { a in readKinds.filter { $0 != .questionAnswering || a.traits.questionAnsweringClass }.map(a.className(for:)) }
+        allCases.flatMap { a in a.readKinds.map(a.className(for:)) } + Array(conditionalGeneration.keys)
     }
+
+    /// The tasks whose checkpoints are read for this family.
+    var readKinds: [ModelTask.Kind] {
+        guard traits.taskClasses else { return [.causalLM] }
+        return Self.readKinds.filter { $0 != .questionAnswering || traits.questionAnsweringClass }
+    }
+
+    /// Multimodal classes whose language model is read as the family's causal LM: the class, and the prefix
+    /// of its text weights in place of "model." (transformers 5 writes "model.language_model.", earlier versions
+    /// "language_model.model."; the tied head is the text embedding). config.json nests the text config in text_config.
+    static let conditionalGeneration: [String: Architecture] = ["Gemma3ForConditionalGeneration": .gemma3]
 
     /// The architecture and task of a class name in `architectures`.
     static func parse(className: String) -> (Architecture, ModelTask.Kind)? {
+        if let a = conditionalGeneration[className] { return (a, .causalLM) }
         for a in allCases {
-            for kind in readKinds where a.className(for: kind) == className
-                && (kind != .questionAnswering || a.traits.questionAnsweringClass) { return (a, kind) }
+            for kind in a.readKinds where a.className(for: kind) == className { return (a, kind) }
         }
         return nil
     }
@@ -282,6 +321,8 @@ public struct RopeSettings: Sendable, Equatable {
     public enum Kind: Sendable, Equatable {
         case `default`
         case llama3(factor: Double, lowFreqFactor: Double, highFreqFactor: Double, originalMaxPositions: Int)
+        /// Linear position interpolation: inv_freq / factor (Gemma 3's global layers, factor 8 on 4B and up).
+        case linear(factor: Double)
         /// LongRoPE (Phi-3 / Phi-4-mini): inv_freq divided per frequency by short_factor, or by long_factor when
         /// the batch reaches past original_max_position_embeddings (transformers picks by max(position_ids) + 1),
         /// cos and sin scaled by attentionFactor (√(1 + ln f / ln original), f = max_position / original).
@@ -311,6 +352,8 @@ public struct RopeSettings: Sendable, Equatable {
         }
         // transformers: 1 / base ** (arange(0, dim, 2).float() / dim), in fp32.
         var inv = (0..<(d / 2)).map { i in 1 / powf(Float(theta), Float(2 * i) / Float(d)) }
+        // transformers' linear type: inv_freq /= factor, in fp32.
+        if case .linear(let factor) = kind { inv = inv.map { $0 / Float(factor) } }
         if case .llama3(let factor, let low, let high, let oldLen) = kind {
             let lowWavelen = Double(oldLen) / low, highWavelen = Double(oldLen) / high
             inv = inv.map { f in
@@ -373,6 +416,18 @@ public struct ModelConfig: Sendable {
     public var rotaryDim: Int { partialRotaryDim ?? headDim }
     /// Which layers apply RoPE to q and k (NoPE layers: false); nil when every layer does.
     public var ropeLayers: [Bool]? = nil
+    /// The RoPE of the sliding-window layers when it differs from `rope` (Gemma 3's local base,
+    /// rope_local_base_freq or rope_parameters.sliding_attention); nil: every layer takes `rope`.
+    public var slidingRope: RopeSettings? = nil
+    /// Whether layer `l` takes `slidingRope`.
+    public func usesSlidingRope(layer l: Int) -> Bool { slidingRope != nil && window(layer: l) != nil }
+    /// The MLP's activation (hidden_act, or Gemma's hidden_activation).
+    public var activation: GatedActivation = .silu
+    /// The attention scores' scale when it is not 1/√head_dim: query_pre_attn_scalar^-½ (Gemma 3).
+    public var attentionScale: Double? = nil
+    /// Read from a multimodal checkpoint's language model (Architecture.conditionalGeneration): the class name,
+    /// nil for a plain causal LM.
+    public var conditionalClass: String? = nil
     /// The head the model is built with (config.json's architecture decides; a
     /// causal checkpoint can be given a new classifier with `classifying`).
     public var task: ModelTask = .causalLM
@@ -467,7 +522,19 @@ public struct ModelConfig: Sendable {
     }
 
     /// config.json's fields (`path` names the file in errors).
-    public static func parse(object j: JSONObject, path: String) throws -> ModelConfig {
+    public static func parse(object top: JSONObject, path: String) throws -> ModelConfig {
+        // A multimodal checkpoint (Gemma3ForConditionalGeneration): its language model's config is text_config.
+        let topArchs = top["architectures"]?.strings ?? []
+        let conditional = topArchs.first { Architecture.conditionalGeneration[$0] != nil }
+        var j = top
+        if let conditional {
+            guard let text = top["text_config"]?.object else {
+                throw CheckpointError.config(path: path, field: "text_config", reason: "missing (a \(conditional) config nests its language model's there)")
+            }
+            j = text
+            j["architectures"] = .array([.string(conditional)])
+            if j["tie_word_embeddings"] == nil, let t = top["tie_word_embeddings"] { j["tie_word_embeddings"] = t }
+        }
         func int(_ k: String) throws -> Int {
             guard let v = j[k]?.integral, v > 0 else {
                 throw CheckpointError.config(path: path, field: k, reason: j[k] == nil ? "missing" : "must be a positive integer, got \(j[k]!.shortDescription)")
@@ -510,8 +577,32 @@ public struct ModelConfig: Sendable {
                 }
             }
         }
-        if let act = j["hidden_act"]?.string, act != "silu" {
-            throw CheckpointError.config(path: path, field: "hidden_act", reason: "'\(act)' is not supported; supported: silu")
+        let actKey = j[arch.traits.activationKey] != nil ? arch.traits.activationKey : "hidden_act"
+        let activation: GatedActivation
+        if let v = j[actKey], !v.isNull {
+            guard let name = v.string, let a = GatedActivation(rawValue: name) else {
+                throw CheckpointError.config(path: path, field: actKey, reason: "\(v.shortDescription) is not supported; supported: "
+                                                + GatedActivation.allCases.map(\.rawValue).joined(separator: ", "))
+            }
+            activation = a
+        } else {
+            activation = arch.traits.activationKey == "hidden_act" ? .silu : .geluTanh
+        }
+        if arch == .gemma3 {
+            // Soft-capping (Gemma 2's tanh caps): null in every released Gemma 3 config; not implemented here.
+            for k in ["attn_logit_softcapping", "final_logit_softcapping"] {
+                if let v = j[k], !v.isNull {
+                    throw CheckpointError.config(path: path, field: k, reason: "\(v.shortDescription): soft-capping is not supported "
+                                                    + "(Gemma 3's released configs set it to null)")
+                }
+            }
+            if try bool("use_bidirectional_attention", false) {
+                throw CheckpointError.config(path: path, field: "use_bidirectional_attention",
+                                             reason: "true is not supported (an encoder; a causal LM attends to the left)")
+            }
+            if let p = j["attention_dropout"]?.double, p != 0 {
+                throw CheckpointError.config(path: path, field: "attention_dropout", reason: "\(p) is not supported; set it to 0.0")
+            }
         }
         let hidden = try int("hidden_size"), heads = try int("num_attention_heads")
         let kv = try optInt("num_key_value_heads") ?? heads
@@ -528,12 +619,19 @@ public struct ModelConfig: Sendable {
         var ropeField = "rope_scaling"
         if let rp = j["rope_parameters"]?.object { ropeObj = rp; ropeField = "rope_parameters" }
         else if let rs = j["rope_scaling"]?.object { ropeObj = rs }
-        let theta = ropeObj["rope_theta"] != nil ? try double(ropeObj, "rope_theta", ropeField + ".rope_theta")
-            : j["rope_theta"]?.double ?? 10000
+        /// One RoPE description: rope_theta (else `defaultTheta`) and rope_type with its parameters.
+        func ropeSettings(_ ropeObj: JSONObject, _ ropeField: String, defaultTheta: Double) throws -> RopeSettings {
+        let theta = ropeObj["rope_theta"] != nil ? try double(ropeObj, "rope_theta", ropeField + ".rope_theta") : defaultTheta
         let ropeType = ropeObj["rope_type"]?.string ?? ropeObj["type"]?.string ?? "default"
         let kind: RopeSettings.Kind
         switch ropeType {
         case "default": kind = .default
+        case "linear":
+            let factor = try double(ropeObj, "factor", ropeField + ".factor")
+            guard factor >= 1 else {
+                throw CheckpointError.config(path: path, field: ropeField + ".factor", reason: "must be 1 or more, got \(factor)")
+            }
+            kind = .linear(factor: factor)
         case "llama3":
             kind = .llama3(factor: try double(ropeObj, "factor", ropeField + ".factor"),
                            lowFreqFactor: try double(ropeObj, "low_freq_factor", ropeField + ".low_freq_factor"),
@@ -559,8 +657,28 @@ public struct ModelConfig: Sendable {
                              attentionFactor: attention)
         default:
             throw CheckpointError.config(path: path, field: ropeField + ".rope_type",
-                                         reason: "'\(ropeType)' is not supported; supported: default, llama3, longrope")
+                                         reason: "'\(ropeType)' is not supported; supported: default, linear, llama3, longrope")
         }
+        return RopeSettings(theta: theta, kind: kind)
+        }
+        var slidingRope: RopeSettings? = nil
+        let rope: RopeSettings
+        if arch.traits.window == .layerTypes {
+            // Gemma 3: full_attention and sliding_attention each their own (rope_parameters), or rope_theta (default 1e6)
+            // with rope_scaling for the global layers and rope_local_base_freq (default 10000) for the sliding ones.
+            let localBase = j["rope_local_base_freq"]?.double ?? 10000
+            if let full = ropeObj["full_attention"]?.object {
+                rope = try ropeSettings(full, "rope_parameters.full_attention", defaultTheta: j["rope_theta"]?.double ?? 1_000_000)
+                slidingRope = try ropeSettings(ropeObj["sliding_attention"]?.object ?? [:], "rope_parameters.sliding_attention",
+                                               defaultTheta: localBase)
+            } else {
+                rope = try ropeSettings(ropeObj, ropeField, defaultTheta: j["rope_theta"]?.double ?? 1_000_000)
+                slidingRope = RopeSettings(theta: localBase, kind: .default)
+            }
+        } else {
+            rope = try ropeSettings(ropeObj, ropeField, defaultTheta: j["rope_theta"]?.double ?? 10000)
+        }
+        let kind = rope.kind
         // Partial rotary (Phi-3, Phi-4-mini): transformers rotates int(head_dim · partial_rotary_factor) values.
         let partial = ropeObj["partial_rotary_factor"]?.double ?? j["partial_rotary_factor"]?.double ?? 1
         let rotaryDim = Int(Double(headDim) * partial)
@@ -599,6 +717,25 @@ public struct ModelConfig: Sendable {
                     sliding = (0..<layers).map { $0 >= from }
                 }
                 return sliding.contains(true) ? (w, sliding) : nil
+            case .layerTypes:
+                // Gemma 3: no switch; layer_types, else every sliding_window_pattern-th layer (1-based) full.
+                if let v = j["sliding_window"], v.isNull {
+                    throw CheckpointError.config(path: path, field: "sliding_window", reason: "null is not supported for Gemma 3 (its "
+                                                    + "sliding layers take the local RoPE; give the window, Gemma3TextConfig's default is 4096)")
+                }
+                let w = try optInt("sliding_window") ?? 4096
+                let sliding: [Bool]
+                if let types = j["layer_types"]?.array {
+                    guard types.count == layers, types.allSatisfy({ $0.string == "sliding_attention" || $0.string == "full_attention" }) else {
+                        throw CheckpointError.config(path: path, field: "layer_types", reason: "must list \(layers) entries, each "
+                                                        + "\"sliding_attention\" or \"full_attention\"")
+                    }
+                    sliding = types.map { $0.string == "sliding_attention" }
+                } else {
+                    let pattern = try optInt("sliding_window_pattern") ?? 6
+                    sliding = (0..<layers).map { ($0 + 1) % pattern != 0 }
+                }
+                return sliding.contains(true) ? (w, sliding) : nil
             case .none: return nil
             }
         }
@@ -613,14 +750,23 @@ public struct ModelConfig: Sendable {
             architecture: arch, hiddenSize: hidden, intermediateSize: try int("intermediate_size"),
             numLayers: try int("num_hidden_layers"), numHeads: heads, numKVHeads: kv, headDim: headDim,
             rmsNormEps: j["rms_norm_eps"]?.double ?? 1e-6,
-            rope: RopeSettings(theta: theta, kind: kind), vocabSize: try int("vocab_size"),
-            tieWordEmbeddings: try bool("tie_word_embeddings", false),
+            rope: rope, vocabSize: try int("vocab_size"),
+            tieWordEmbeddings: try bool("tie_word_embeddings", arch.traits.tiedByDefault),
             maxPositionEmbeddings: try optInt("max_position_embeddings") ?? 2048,
             attentionBias: attnBias, outputProjectionBias: oBias,
             mlpBias: arch.traits.mlpBiasKey ? try bool("mlp_bias", false) : false,
             slidingWindow: try slidingWindow()?.window)
         config.checkpointTask = checkpointKind
+        config.activation = activation
+        config.conditionalClass = conditional
+        if arch == .gemma3 {
+            // transformers: scaling = query_pre_attn_scalar ** -0.5 (Gemma3TextConfig's default 256).
+            let q = j["query_pre_attn_scalar"]?.double ?? 256
+            guard q > 0 else { throw CheckpointError.config(path: path, field: "query_pre_attn_scalar", reason: "must be positive, got \(q)") }
+            config.attentionScale = Foundation.pow(q, -0.5)
+        }
         if let w = try slidingWindow(), w.layers.contains(false) { config.slidingLayers = w.layers }
+        if config.slidingWindow != nil, let local = slidingRope, local != rope { config.slidingRope = local }
         if rotaryDim != headDim { config.partialRotaryDim = rotaryDim }
         if arch.traits.noRopeLayers {
             let layers = config.numLayers

@@ -18,9 +18,14 @@ extension LlamaLoRAModel {
     /// Backward of one decoder layer: dres holds dL/dx_out on entry, dL/dx_in on return.
     func layerBackward(_ l: Int, _ p: ActivationPlan, _ a: LayerActivations) throws {
         let L = layers[l], c = config, n = p.tokens, H = c.hiddenSize, s = stepSeed, I = c.intermediateSize
-        // MLP: x_out = x_mid + down(silu(gate(h2)) ⊙ up(h2)), h2 = norm(x_mid)
-        try L.down.backward(ctx, dx: p.dact, dy: p.dres, x: a.act, tokens: n, stepSeed: s)
-        try ctx.swigluBackward(dgate: p.dgate, dup: p.dup, gate: a.gate, up: a.up, dout: p.dact, count: n * I)
+        // MLP: x_out = x_mid + down(act(gate(h2)) ⊙ up(h2)), h2 = norm(x_mid) (Gemma 3: + norm_m(down(…)))
+        if let norm = L.mlpOutNorm, let m = a.mlpOut, let r = a.rstdM, let db = p.dbranch {
+            try ctx.rmsnormBackward(dx: db, dweight: nil, dy: p.dres, x: m, weight: norm, rstd: r, rows: n, cols: H)
+            try L.down.backward(ctx, dx: p.dact, dy: db, x: a.act, tokens: n, stepSeed: s)
+        } else {
+            try L.down.backward(ctx, dx: p.dact, dy: p.dres, x: a.act, tokens: n, stepSeed: s)
+        }
+        try ctx.gatedBackward(c.activation, dgate: p.dgate, dup: p.dup, gate: a.gate, up: a.up, dout: p.dact, count: n * I)
         if let gateUp = L.gateUp, let dfused = p.dfused {
             // Phi-3's gate|up: the parts' gradients joined, then one backward.
             try ctx.joinColumns([(p.dgate, I), (p.dup, I)], rows: n, into: dfused, width: 2 * I)
@@ -33,11 +38,17 @@ extension LlamaLoRAModel {
                                 rows: n, cols: H, beta: 1)
         // Attention: x_mid = x_in + o(attn(rope(q(h1)), rope(k(h1)), v(h1))), h1 = norm(x_in)
         // (q(h1) = q_norm(q_proj(h1)) with per-head norms, k alike; q|k|v one fused projection on Phi-3)
-        try L.o.backward(ctx, dx: p.dattn, dy: p.dres, x: a.attn, tokens: n, stepSeed: s)
+        if let norm = L.attnOutNorm, let o = a.oOut, let r = a.rstdO, let db = p.dbranch {
+            // Gemma 3: x_mid = x_in + norm_a(o(attn)).
+            try ctx.rmsnormBackward(dx: db, dweight: nil, dy: p.dres, x: o, weight: norm, rstd: r, rows: n, cols: H)
+            try L.o.backward(ctx, dx: p.dattn, dy: db, x: a.attn, tokens: n, stepSeed: s)
+        } else {
+            try L.o.backward(ctx, dx: p.dattn, dy: p.dres, x: a.attn, tokens: n, stepSeed: s)
+        }
         try ctx.attentionBackward(dq: p.dq, dk: p.dk, dv: p.dv, delta: p.delta, dout: p.dattn, out: a.attn, lse: a.lse,
                                   q: a.q, k: a.k, v: a.v, shape: attentionShape, segmentStarts: attentionStarts(layer: l))
         if c.usesRope(layer: l) {
-            let rope = ropeInUse
+            let rope = ropeTables(layer: l)
             try ctx.rope(p.dq, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numHeads,
                          headDim: c.headDim, rotaryDim: c.rotaryDim, inverse: true)
             try ctx.rope(p.dk, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numKVHeads,
@@ -78,6 +89,8 @@ extension LlamaLoRAModel {
     /// Embedding backward: LoRA on embed_tokens and/or a trained embedding copy.
     func embedBackward(_ p: ActivationPlan) throws {
         let H = config.hiddenSize, n = p.tokens
+        // A scaled embedding (Gemma): x0 = √H·(E[ids] + LoRA), so both take √H·dx0.
+        if let scale = embeddingScale { try ctx.scale(p.dres, by: scale, count: n * H) }
         if let e = embeddingLoRA, let after = p.embedAfterA, let dAfter = p.dAfterA {
             let r = e.settings.rank, s = e.settings.scale
             try ctx.matmul(e.b.grad, p.dres, after, m: H, n: r, k: n, transA: .transposed, alpha: s, beta: 1)

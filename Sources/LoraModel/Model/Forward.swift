@@ -12,6 +12,9 @@ final class LayerActivations {
     /// With per-head q/k norms (Qwen3): the projections before the norm, q (N, NH·D) and k (N, NKV·D),
     /// and the norms' 1/rms per head row, (N·NH) and (N·NKV); nil otherwise.
     let qPre, kPre, rstdQ, rstdK: DeviceBuffer<Float>?
+    /// With sandwich norms (Gemma 3): o_proj's and down_proj's outputs before their norms (N, H), and those
+    /// norms' 1/rms (N); nil otherwise.
+    let oOut, mlpOut, rstdO, rstdM: DeviceBuffer<Float>?
 
     init(_ ctx: ComputeContext, _ c: ModelConfig, batch: Int, seq: Int) throws {
         let n = batch * seq, H = c.hiddenSize, I = c.intermediateSize
@@ -26,6 +29,11 @@ final class LayerActivations {
         kPre = c.qkNorm ? try ctx.buffer(count: n * kvd) : nil
         rstdQ = c.qkNorm ? try ctx.buffer(count: n * c.numHeads) : nil
         rstdK = c.qkNorm ? try ctx.buffer(count: n * c.numKVHeads) : nil
+        let sandwich = c.architecture.traits.sandwichNorms
+        oOut = sandwich ? try ctx.buffer(count: n * H) : nil
+        mlpOut = sandwich ? try ctx.buffer(count: n * H) : nil
+        rstdO = sandwich ? try ctx.buffer(count: n) : nil
+        rstdM = sandwich ? try ctx.buffer(count: n) : nil
     }
 }
 
@@ -59,6 +67,8 @@ final class ActivationPlan {
     let delta: DeviceBuffer<Float>                    // (B, NH, T)
     /// A fused projection's output and its gradient (N, max(qd + 2·kvd, 2I)), Phi-3 only.
     let fused, dfused: DeviceBuffer<Float>?
+    /// The gradient at o_proj's or down_proj's output through a sandwich norm (N, H), Gemma 3 only.
+    let dbranch: DeviceBuffer<Float>?
     let dAfterA: DeviceBuffer<Float>?
     let chunkRows: Int
     let hfChunk, dhfChunk, logitsChunk: DeviceBuffer<Float>
@@ -97,6 +107,7 @@ final class ActivationPlan {
         delta = try ctx.buffer(count: batch * c.numHeads * seq)
         fused = c.fusedProjections ? try ctx.buffer(count: n * c.fusedWidth) : nil
         dfused = c.fusedProjections ? try ctx.buffer(count: n * c.fusedWidth) : nil
+        dbranch = c.architecture.traits.sandwichNorms ? try ctx.buffer(count: n * H) : nil
         chunkRows = Self.chunkRows(m, tokens: n)
         head = try HeadRows(ctx, batch: b, chunkRows: chunkRows)
         hfChunk = try ctx.buffer(count: chunkRows * H)
@@ -126,7 +137,7 @@ final class ActivationPlan {
 extension LlamaLoRAModel {
     var attentionShape: ComputeContext.AttentionShape {
         ComputeContext.AttentionShape(batch: plan!.batch, seq: plan!.seq, heads: config.numHeads,
-                                      kvHeads: config.numKVHeads, headDim: config.headDim)
+                                      kvHeads: config.numKVHeads, headDim: config.headDim, scale: config.attentionScale.map(Float.init))
     }
 
     /// The attention kernels' sample boundaries: nil when every row is one sample.
@@ -228,16 +239,18 @@ extension LlamaLoRAModel {
 
     // MARK: forward
 
-    /// x0 = E[ids] (+ s·A_emb[:, ids]ᵀ·B_embᵀ) (+ NEFTune noise in training).
+    /// x0 = E[ids] (+ s·A_emb[:, ids]ᵀ·B_embᵀ) (+ NEFTune noise in training); with a scaled embedding (Gemma)
+    /// both terms times √H (PEFT scales the LoRA term as the embedding scales its output).
     func embed(_ p: ActivationPlan, training: Bool = false) throws {
         let H = config.hiddenSize, n = p.tokens
         try embedTokens(out: p.residual[0], ids: p.ids, tokens: n)
+        if let scale = embeddingScale { try ctx.scale(p.residual[0], by: scale, count: n * H) }
         if let e = embeddingLoRA, let after = p.embedAfterA {
             let r = e.settings.rank
             try ctx.embeddingForward(out: after, ids: p.ids, table: e.a.param, layout: .transposed(rows: config.vocabSize),
                                      tokens: n, cols: r)
             try ctx.matmul(p.residual[0], after, e.b.param, m: n, n: H, k: r, transB: .transposed,
-                           alpha: e.settings.scale, beta: 1)
+                           alpha: e.settings.scale * (embeddingScale ?? 1), beta: 1)
         }
         if training, let alpha = neftuneNoiseAlpha, alpha > 0 {
             // transformers' neftune hook: magnitude alpha/√(seq·hidden) of the (B, T, H) output.
@@ -248,6 +261,8 @@ extension LlamaLoRAModel {
 
     /// One decoder layer: x_out = x_mid + mlp(norm(x_mid)), x_mid = x_in + attn(norm(x_in)).
     /// With per-head q/k norms (Qwen3): q = rope(q_norm(q_proj(h1))) over each head's D values, k alike.
+    /// With sandwich norms (Gemma 3): x_mid = x_in + norm_a(attn(…)), x_out = x_mid + norm_m(mlp(…)), and
+    /// mlp(h) = down(act(gate(h)) ⊙ up(h)) with the family's activation.
     func layerForward(_ l: Int, _ p: ActivationPlan, _ a: LayerActivations, training: Bool) throws {
         let L = layers[l], c = config, n = p.tokens, H = c.hiddenSize
         let xIn = p.residual[l], xOut = p.residual[l + 1]
@@ -268,7 +283,7 @@ extension LlamaLoRAModel {
             try ctx.rmsnormForward(y: a.k, rstd: rk, x: kPre, weight: kn, rows: n * c.numKVHeads, cols: c.headDim, eps: eps)
         }
         if c.usesRope(layer: l) {   // a NoPE layer (SmolLM3) attends without positions
-            let rope = ropeInUse
+            let rope = ropeTables(layer: l)
             try ctx.rope(a.q, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numHeads,
                          headDim: c.headDim, rotaryDim: c.rotaryDim, inverse: false)
             try ctx.rope(a.k, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numKVHeads,
@@ -277,7 +292,12 @@ extension LlamaLoRAModel {
         try ctx.attentionForward(out: a.attn, lse: a.lse, q: a.q, k: a.k, v: a.v, shape: attentionShape,
                                  segmentStarts: attentionStarts(layer: l))
         try a.xMid.copy(from: xIn, count: n * H)
-        try L.o.forward(ctx, y: a.xMid, x: a.attn, tokens: n, training: training, stepSeed: s, beta: 1)
+        if let norm = L.attnOutNorm, let o = a.oOut, let r = a.rstdO {
+            try L.o.forward(ctx, y: o, x: a.attn, tokens: n, training: training, stepSeed: s)
+            try ctx.rmsnormForward(y: a.xMid, rstd: r, x: o, weight: norm, rows: n, cols: H, eps: eps, beta: 1)
+        } else {
+            try L.o.forward(ctx, y: a.xMid, x: a.attn, tokens: n, training: training, stepSeed: s, beta: 1)
+        }
         try ctx.rmsnormForward(y: a.h2, rstd: a.rstd2, x: a.xMid, weight: L.postNorm, rows: n, cols: H, eps: eps)
         let I = c.intermediateSize
         if let gateUp = L.gateUp, let fused = p.fused {
@@ -288,9 +308,14 @@ extension LlamaLoRAModel {
             try gate.forward(ctx, y: a.gate, x: a.h2, tokens: n, training: training, stepSeed: s)
             try up.forward(ctx, y: a.up, x: a.h2, tokens: n, training: training, stepSeed: s)
         }
-        try ctx.swigluForward(out: a.act, gate: a.gate, up: a.up, count: n * c.intermediateSize)
+        try ctx.gatedForward(c.activation, out: a.act, gate: a.gate, up: a.up, count: n * c.intermediateSize)
         try xOut.copy(from: a.xMid, count: n * H)
-        try L.down.forward(ctx, y: xOut, x: a.act, tokens: n, training: training, stepSeed: s, beta: 1)
+        if let norm = L.mlpOutNorm, let m = a.mlpOut, let r = a.rstdM {
+            try L.down.forward(ctx, y: m, x: a.act, tokens: n, training: training, stepSeed: s)
+            try ctx.rmsnormForward(y: xOut, rstd: r, x: m, weight: norm, rows: n, cols: H, eps: eps, beta: 1)
+        } else {
+            try L.down.forward(ctx, y: xOut, x: a.act, tokens: n, training: training, stepSeed: s, beta: 1)
+        }
     }
 
     func activations(_ p: ActivationPlan, layer l: Int) -> LayerActivations { p.layers[p.checkpointing ? 0 : l] }

@@ -43,6 +43,7 @@ public final class InferenceSession {
     let rstd: DeviceBuffer<Float>                    // (chunk)
     let headRstd: DeviceBuffer<Float>?               // (chunk·NH) per-head q/k norms (Qwen3), else nil
     let fused: DeviceBuffer<Float>?                  // (chunk, max(qd + 2·kvd, 2I)) a fused projection (Phi-3), else nil
+    let branch: DeviceBuffer<Float>?                 // (chunk, H) o_proj's or down_proj's output before its sandwich norm (Gemma 3)
     let ids, positions: DeviceBuffer<Int32>          // (chunk)
     let embedAfterA: DeviceBuffer<Float>?            // (chunk, r) of the embedding LoRA
     let last, lastNormed, lastRstd, logits: DeviceBuffer<Float>  // (H), (H), (1), (V)
@@ -79,6 +80,7 @@ public final class InferenceSession {
         rstd = try ctx.buffer(count: n)
         headRstd = c.qkNorm ? try ctx.buffer(count: n * c.numHeads) : nil
         fused = c.fusedProjections ? try ctx.buffer(count: n * c.fusedWidth) : nil
+        branch = c.architecture.traits.sandwichNorms ? try ctx.buffer(count: n * H) : nil
         ids = try DeviceBuffer(queue: ctx.queue, count: n)
         positions = try DeviceBuffer(queue: ctx.queue, count: n)
         embedAfterA = try m.embeddingLoRA.map { try ctx.buffer(count: n * $0.settings.rank) }
@@ -212,14 +214,16 @@ public final class InferenceSession {
         try positions.write(posRow)
         // x0 = E[ids] (+ s·A_emb[:, ids]ᵀ·B_embᵀ), as in training's embed().
         try m.embedTokens(out: x, ids: ids, tokens: n)
+        if let scale = m.embeddingScale { try ctx.scale(x, by: scale, count: n * H) }
         if let e = m.embeddingLoRA, let after = embedAfterA {
             let r = e.settings.rank
             try ctx.embeddingForward(out: after, ids: ids, table: e.a.param, layout: .transposed(rows: c.vocabSize),
                                      tokens: n, cols: r)
-            try ctx.matmul(x, after, e.b.param, m: n, n: H, k: r, transB: .transposed, alpha: e.settings.scale, beta: 1)
+            try ctx.matmul(x, after, e.b.param, m: n, n: H, k: r, transB: .transposed,
+                           alpha: e.settings.scale * (m.embeddingScale ?? 1), beta: 1)
         }
         for (l, L) in m.layers.enumerated() {
-            // x += o(attn(norm(x))) over the cache; x += down(swiglu(gate, up)(norm(x))).
+            // x += o(attn(norm(x))) over the cache; x += down(act(gate) ⊙ up)(norm(x)) (Gemma 3: each branch normed first).
             try ctx.rmsnormForward(y: h, rstd: rstd, x: x, weight: L.inputNorm, rows: n, cols: H, eps: eps)
             let qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim
             if let qkv = L.qkv, let fused {
@@ -240,6 +244,7 @@ public final class InferenceSession {
                 try project(vp, y: v, x: h, tokens: n)
             }
             if c.usesRope(layer: l) {
+                let rope = c.usesSlidingRope(layer: l) ? (m.ropeSliding ?? rope) : rope
                 try ctx.rope(q, positions: positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numHeads,
                              headDim: c.headDim, rotaryDim: c.rotaryDim, inverse: false)
                 try ctx.rope(k, positions: positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numKVHeads,
@@ -247,8 +252,13 @@ public final class InferenceSession {
             }
             try ctx.kvCacheAppend(caches[l], k: k, v: v, tokens: n, position: p0)
             try ctx.decodeAttention(out: attn, q: q, cache: caches[l], heads: c.numHeads, tokens: n, position: p0,
-                                    window: c.window(layer: l))
-            try project(L.o, y: x, x: attn, tokens: n, beta: 1)
+                                    window: c.window(layer: l), scale: c.attentionScale.map(Float.init))
+            if let norm = L.attnOutNorm, let branch {
+                try project(L.o, y: branch, x: attn, tokens: n)
+                try ctx.rmsnormForward(y: x, rstd: rstd, x: branch, weight: norm, rows: n, cols: H, eps: eps, beta: 1)
+            } else {
+                try project(L.o, y: x, x: attn, tokens: n, beta: 1)
+            }
             try ctx.rmsnormForward(y: h, rstd: rstd, x: x, weight: L.postNorm, rows: n, cols: H, eps: eps)
             let I = c.intermediateSize
             if let gateUp = L.gateUp, let fused {
@@ -258,8 +268,13 @@ public final class InferenceSession {
                 try project(gp, y: gate, x: h, tokens: n)
                 try project(upp, y: up, x: h, tokens: n)
             }
-            try ctx.swigluForward(out: act, gate: gate, up: up, count: n * c.intermediateSize)
-            try project(L.down, y: x, x: act, tokens: n, beta: 1)
+            try ctx.gatedForward(c.activation, out: act, gate: gate, up: up, count: n * c.intermediateSize)
+            if let norm = L.mlpOutNorm, let branch {
+                try project(L.down, y: branch, x: act, tokens: n)
+                try ctx.rmsnormForward(y: x, rstd: rstd, x: branch, weight: norm, rows: n, cols: H, eps: eps, beta: 1)
+            } else {
+                try project(L.down, y: x, x: act, tokens: n, beta: 1)
+            }
         }
     }
 

@@ -23,10 +23,15 @@ public enum LoraError: Error, CustomStringConvertible, Equatable {
 
 /// One decoder layer's weights.
 public final class DecoderLayer {
+    /// The norms before attention and before the MLP (Llama's input_layernorm and post_attention_layernorm,
+    /// Gemma 3's input_layernorm and pre_feedforward_layernorm); with normPlusOne they hold 1 + w.
     public let inputNorm: DeviceBuffer<Float>
     public let postNorm: DeviceBuffer<Float>
     /// Per-head RMSNorm weights (D) on q and k before RoPE (ArchitectureTraits.qkNorm), else nil.
     public let qNorm, kNorm: DeviceBuffer<Float>?
+    /// Sandwich norms (Gemma 3): on the attention's output (post_attention_layernorm) and the MLP's
+    /// (post_feedforward_layernorm) before each residual add; nil otherwise.
+    public let attnOutNorm, mlpOutNorm: DeviceBuffer<Float>?
     /// The attention's input projections: q, k and v apart, or one fused q|k|v (`qkv`, Phi-3); the MLP's
     /// gate and up apart, or fused gate|up (`gateUp`).
     public let q, k, v, qkv: Linear?
@@ -36,11 +41,14 @@ public final class DecoderLayer {
     public var linears: [Linear] { [q, k, v, qkv, o, gate, up, gateUp, down].compactMap { $0 } }
     /// `l`: the layer's linears by their name in the layer ("self_attn.q_proj", …).
     init(inputNorm: DeviceBuffer<Float>, postNorm: DeviceBuffer<Float>, qNorm: DeviceBuffer<Float>? = nil,
-         kNorm: DeviceBuffer<Float>? = nil, _ l: [String: Linear]) {
+         kNorm: DeviceBuffer<Float>? = nil, attnOutNorm: DeviceBuffer<Float>? = nil, mlpOutNorm: DeviceBuffer<Float>? = nil,
+         _ l: [String: Linear]) {
         self.inputNorm = inputNorm
         self.postNorm = postNorm
         self.qNorm = qNorm
         self.kNorm = kNorm
+        self.attnOutNorm = attnOutNorm
+        self.mlpOutNorm = mlpOutNorm
         (q, k, v, qkv) = (l["self_attn.q_proj"], l["self_attn.k_proj"], l["self_attn.v_proj"], l["self_attn.qkv_proj"])
         (gate, up, gateUp) = (l["mlp.gate_proj"], l["mlp.up_proj"], l["mlp.gate_up_proj"])
         (o, down) = (l["self_attn.o_proj"]!, l["mlp.down_proj"]!)
@@ -286,6 +294,16 @@ public final class LlamaLoRAModel {
     let ropeLong: (cos: DeviceBuffer<Float>, sin: DeviceBuffer<Float>)?
     /// The tables of the batch being run (set by `prepare`).
     var ropeInUse: (cos: DeviceBuffer<Float>, sin: DeviceBuffer<Float>)
+    /// The sliding-window layers' own tables (Gemma 3's local base), nil when they take `rope`.
+    let ropeSliding: (cos: DeviceBuffer<Float>, sin: DeviceBuffer<Float>)?
+
+    /// Layer `l`'s RoPE tables for the batch being run.
+    func ropeTables(layer l: Int) -> (cos: DeviceBuffer<Float>, sin: DeviceBuffer<Float>) {
+        config.usesSlidingRope(layer: l) ? (ropeSliding ?? ropeInUse) : ropeInUse
+    }
+
+    /// √hidden_size as fp32 (Gemma3TextScaledWordEmbedding's embed_scale), nil without a scaled embedding.
+    var embeddingScale: Float? { config.architecture.traits.scaledEmbedding ? Float(Double(config.hiddenSize).squareRoot()) : nil }
 
     /// The RoPE tables for a run whose positions reach `maxPosition`.
     func ropeTables(maxPosition: Int) -> (cos: DeviceBuffer<Float>, sin: DeviceBuffer<Float>) {
@@ -337,16 +355,25 @@ public final class LlamaLoRAModel {
         func initialize(_ e: ParameterStore.Entry, from tensor: String, rows: Int, cols: Int, panels: FrozenLinear?) throws {
             if let panels { try ctx.unpackWeight(panels, into: e.param) } else { try e.param.copy(from: load(tensor, [rows, cols])) }
         }
-        finalNorm = try load("model.norm.weight", [H])
+        /// A norm's weights as the kernels apply them: w, or 1 + w (Gemma's norms, the sum in fp32 as transformers forms it).
+        func norm(_ name: String, _ size: Int) throws -> DeviceBuffer<Float> {
+            let w = try load(name, [size])
+            if c.architecture.traits.normPlusOne { try w.write(try w.read().map { 1 + $0 }) }
+            return w
+        }
+        finalNorm = try norm("model.norm.weight", H)
         let linears = try Self.makeLinears(plan: plan, store: store, loader: loader, table: table,
                                            initialize: { try initialize($0, from: $1, rows: V, cols: H, panels: table) })
         var ls: [DecoderLayer] = []
         for l in 0..<c.numLayers {
             let p = "model.layers.\(l)."
-            ls.append(DecoderLayer(inputNorm: try load(p + "input_layernorm.weight", [H]),
-                                   postNorm: try load(p + "post_attention_layernorm.weight", [H]),
-                                   qNorm: c.qkNorm ? try load(p + "self_attn.q_norm.weight", [c.headDim]) : nil,
-                                   kNorm: c.qkNorm ? try load(p + "self_attn.k_norm.weight", [c.headDim]) : nil,
+            let sandwich = c.architecture.traits.sandwichNorms
+            ls.append(DecoderLayer(inputNorm: try norm(p + "input_layernorm.weight", H),
+                                   postNorm: try norm(p + (sandwich ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight"), H),
+                                   qNorm: c.qkNorm ? try norm(p + "self_attn.q_norm.weight", c.headDim) : nil,
+                                   kNorm: c.qkNorm ? try norm(p + "self_attn.k_norm.weight", c.headDim) : nil,
+                                   attnOutNorm: sandwich ? try norm(p + "post_attention_layernorm.weight", H) : nil,
+                                   mlpOutNorm: sandwich ? try norm(p + "post_feedforward_layernorm.weight", H) : nil,
                                    Dictionary(uniqueKeysWithValues: linears.filter { $0.key.hasPrefix(p) }
                                     .map { (String($0.key.dropFirst(p.count)), $0.value) })))
         }
@@ -371,6 +398,12 @@ public final class LlamaLoRAModel {
             ropeLong = nil
         }
         ropeInUse = rope
+        if let local = c.slidingRope {
+            let t = local.tables(positions: c.maxPositionEmbeddings, headDim: c.rotaryDim)
+            ropeSliding = (try ctx.buffer(t.cos), try ctx.buffer(t.sin))
+        } else {
+            ropeSliding = nil
+        }
         try initializeAdapters(seed: 0)
         try ctx.finish()
     }
