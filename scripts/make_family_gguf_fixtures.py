@@ -12,6 +12,17 @@ phi3: a tiny Phi3ForCausalLM (fused qkv_proj and gate_up_proj, partial rotary 0.
 original_max_position_embeddings 8, so the 10-token inputs take the long factors and the attention factor √2). llama.cpp
 keeps the projections fused (attn_qkv, ffn_up), writes the rotary part as rope.dimension_count and the factors as the
 rope_factors_long/short tensors; its Phi-3 vocabulary path wants a GPT2Tokenizer class in tokenizer_config.json.
+gemma3: a tiny Gemma3ForCausalLM (hidden 32, 4 heads over 2 KV heads, head_dim 16, 6 layers, tied). llama.cpp's gemma3
+loader (src/models/gemma3.cpp) takes the layer pattern from no file key the converter writes: with a sliding_window it
+makes every 6th layer full (set_swa_pattern(6): layer il slides iff il % 6 < 5), so 6 layers give transformers' own
+default layer_types (sliding_window_pattern 6: layers 0-4 sliding, 5 full), window 4 against the 10-token inputs. Its
+attention scale is 1/√head_dim (1/√(hidden/heads) only for the 62-layer 27B), not query_pre_attn_scalar^-0.5, so
+query_pre_attn_scalar = head_dim. RoPE: the full layers take gemma3.rope.freq_base (1e6) with the linear scaling
+(rope.scaling.type linear, factor 2: freq_scale 1/2); the sliding layers gemma3.rope.freq_base_swa (20000 here, not
+llama.cpp's default 10000, so a reader that ignores the key fails) at scale 1. The converter adds 1 to every tensor
+whose name ends in norm.weight (the four layer norms, q_norm, k_norm and the final norm: Gemma3RMSNorm's 1 + w) and
+writes the token embedding unscaled (the graph multiplies by √hidden). Without a tokenizer.model it takes the generic
+BPE vocabulary path (_set_vocab_gpt2), so the Qwen2 fixture tokenizer serves as for the others.
 Each over the Qwen2 fixture tokenizer, saved with save_pretrained and converted by convert_hf_to_gguf.py
 (--outtype f32). The tokenizer's pre-tokenizer hash is not one llama.cpp knows (a fixture tokenizer), so
 get_vocab_base_pre is told "qwen2" — its regex is this tokenizer's.
@@ -21,8 +32,9 @@ Writes Tests/Fixtures/gguf/<family>_convert/:
   expected.safetensors    transformers' logits for input_ids, and a few weights (q_norm and k_norm among them)
   expected.json           input_ids, the config fields, and the HF tokenizer's ids for a few strings
 
-    /opt/lora-ref-venv/bin/python scripts/make_family_gguf_fixtures.py [LLAMA_CPP_DIR]
+    PYTHONHASHSEED=0 /opt/lora-ref-venv/bin/python scripts/make_family_gguf_fixtures.py [LLAMA_CPP_DIR] [FAMILY ...]
 LLAMA_CPP_DIR: llama.cpp's source (default: the vendor/llama.cpp of llama-cpp-python 0.3.36's sdist under /tmp/llamacpp).
+FAMILY: qwen3, smollm3, phi3, gemma3 to (re)make only those; all when none.
 """
 import json
 import os
@@ -31,11 +43,14 @@ import tempfile
 
 import torch
 from safetensors.torch import save_file
-from transformers import (AutoTokenizer, Phi3Config, Phi3ForCausalLM, Qwen3Config, Qwen3ForCausalLM, SmolLM3Config,
-                          SmolLM3ForCausalLM)
+from transformers import (AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig, Phi3Config, Phi3ForCausalLM, Qwen3Config,
+                          Qwen3ForCausalLM, SmolLM3Config, SmolLM3ForCausalLM)
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-LLAMA_CPP = sys.argv[1] if len(sys.argv) > 1 else "/tmp/llamacpp/llama_cpp_python-0.3.36/vendor/llama.cpp"
+FAMILY_NAMES = ["qwen3", "smollm3", "phi3", "gemma3"]
+ONLY = [a for a in sys.argv[1:] if a in FAMILY_NAMES]   # families to (re)make; all when none
+_dirs = [a for a in sys.argv[1:] if a not in FAMILY_NAMES]
+LLAMA_CPP = _dirs[0] if _dirs else "/tmp/llamacpp/llama_cpp_python-0.3.36/vendor/llama.cpp"
 STRINGS = ["Hello world!", "你好，世界", "<|im_start|>user\nhi<|im_end|>\n"]
 
 sys.path.insert(0, os.path.join(LLAMA_CPP, "gguf-py"))
@@ -47,7 +62,7 @@ base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "qwen2"
 tok = AutoTokenizer.from_pretrained(os.path.join(ROOT, "Tests", "Fixtures", "text", "data", "qwen2"))
 
 
-def make(family, seed, model, config):
+def make(family, seed, model, config, extra_keep=()):
     out = os.path.join(ROOT, "Tests", "Fixtures", "gguf", family + "_convert")
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -71,7 +86,7 @@ def make(family, seed, model, config):
     keep = [k for k in ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.layers.1.self_attn.k_proj.weight",
                         "model.layers.0.self_attn.q_norm.weight", "model.layers.1.self_attn.k_norm.weight",
                         "model.layers.0.mlp.down_proj.weight", "model.layers.0.self_attn.qkv_proj.weight",
-                        "model.layers.1.mlp.gate_up_proj.weight"] if k in sd]
+                        "model.layers.1.mlp.gate_up_proj.weight", *extra_keep] if k in sd]
     save_file({"logits": logits.contiguous(), **{k: sd[k].contiguous() for k in keep}}, os.path.join(out, "expected.safetensors"))
     with open(os.path.join(out, "expected.json"), "w") as f:
         json.dump(dict(input_ids=ids, config=config,
@@ -79,21 +94,52 @@ def make(family, seed, model, config):
     print("wrote", out, os.path.getsize(os.path.join(out, "model.gguf")), "bytes")
 
 
+
+
+def qwen3():
+    make("qwen3", 5, Qwen3ForCausalLM(Qwen3Config(num_hidden_layers=2, head_dim=16, rope_theta=1000000.0, **common)),
+         dict(architectures="Qwen3ForCausalLM", head_dim=16, hidden_size=32, num_key_value_heads=2, vocab_size=len(tok),
+              tie_word_embeddings=True, rms_norm_eps=1e-6, num_hidden_layers=2))
+
+
+def smollm3():
+    make("smollm3", 6, SmolLM3ForCausalLM(SmolLM3Config(num_hidden_layers=4, rope_theta=5000000.0, **common)),
+         dict(architectures="SmolLM3ForCausalLM", head_dim=8, hidden_size=32, num_key_value_heads=2, vocab_size=len(tok),
+              tie_word_embeddings=True, rms_norm_eps=1e-6, num_hidden_layers=4, no_rope_layers=[1, 1, 1, 0]))
+
+
+def phi3():
+    make("phi3", 7, Phi3ForCausalLM(Phi3Config(num_hidden_layers=2, original_max_position_embeddings=8,
+                                               rope_parameters=dict(rope_type="longrope", rope_theta=10000.0, partial_rotary_factor=0.75,
+                                                                    original_max_position_embeddings=8, short_factor=[1.0, 1.25, 1.5],
+                                                                    long_factor=[1.5, 3.0, 6.0]), **common)),
+         dict(architectures="Phi3ForCausalLM", head_dim=8, hidden_size=32, num_key_value_heads=2, vocab_size=len(tok),
+              tie_word_embeddings=True, rms_norm_eps=1e-6, num_hidden_layers=2, rotary_dim=6))
+
+
+def gemma3():
+    # No layer_types: transformers derives them from sliding_window_pattern 6 as llama.cpp does from its default 6.
+    rope = dict(full_attention=dict(rope_type="linear", factor=2.0, rope_theta=1000000.0),
+                sliding_attention=dict(rope_type="default", rope_theta=20000.0))
+    cfg = Gemma3TextConfig(num_hidden_layers=6, head_dim=16, query_pre_attn_scalar=16, sliding_window=4, rope_parameters=rope,
+                           hidden_activation="gelu_pytorch_tanh", attn_logit_softcapping=None, final_logit_softcapping=None,
+                           **common)
+    assert cfg.layer_types == ["sliding_attention"] * 5 + ["full_attention"], cfg.layer_types
+    make("gemma3", 8, Gemma3ForCausalLM(cfg),
+         dict(architectures="Gemma3ForCausalLM", head_dim=16, hidden_size=32, num_key_value_heads=2, vocab_size=len(tok),
+              tie_word_embeddings=True, rms_norm_eps=1e-6, num_hidden_layers=6, layer_types=cfg.layer_types,
+              sliding_window=4, query_pre_attn_scalar=16, rope_parameters=rope, embed_scale=32 ** 0.5,
+              hidden_activation="gelu_pytorch_tanh"),
+         extra_keep=["model.norm.weight", "model.layers.0.input_layernorm.weight", "model.layers.0.post_attention_layernorm.weight",
+                     "model.layers.0.pre_feedforward_layernorm.weight", "model.layers.0.post_feedforward_layernorm.weight"])
+
+
 common = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2,
               max_position_embeddings=64, rms_norm_eps=1e-6, tie_word_embeddings=True, initializer_range=0.1,
               bos_token_id=None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-torch.manual_seed(5)
-make("qwen3", 5, Qwen3ForCausalLM(Qwen3Config(num_hidden_layers=2, head_dim=16, rope_theta=1000000.0, **common)),
-     dict(architectures="Qwen3ForCausalLM", head_dim=16, hidden_size=32, num_key_value_heads=2, vocab_size=len(tok),
-          tie_word_embeddings=True, rms_norm_eps=1e-6, num_hidden_layers=2))
-torch.manual_seed(6)
-make("smollm3", 6, SmolLM3ForCausalLM(SmolLM3Config(num_hidden_layers=4, rope_theta=5000000.0, **common)),
-     dict(architectures="SmolLM3ForCausalLM", head_dim=8, hidden_size=32, num_key_value_heads=2, vocab_size=len(tok),
-          tie_word_embeddings=True, rms_norm_eps=1e-6, num_hidden_layers=4, no_rope_layers=[1, 1, 1, 0]))
-torch.manual_seed(7)
-make("phi3", 7, Phi3ForCausalLM(Phi3Config(num_hidden_layers=2, original_max_position_embeddings=8,
-                                           rope_parameters=dict(rope_type="longrope", rope_theta=10000.0, partial_rotary_factor=0.75,
-                                                                original_max_position_embeddings=8, short_factor=[1.0, 1.25, 1.5],
-                                                                long_factor=[1.5, 3.0, 6.0]), **common)),
-     dict(architectures="Phi3ForCausalLM", head_dim=8, hidden_size=32, num_key_value_heads=2, vocab_size=len(tok),
-          tie_word_embeddings=True, rms_norm_eps=1e-6, num_hidden_layers=2, rotary_dim=6))
+# (family, seed drawn before its model is built, builder)
+FAMILIES = [("qwen3", 5, qwen3), ("smollm3", 6, smollm3), ("phi3", 7, phi3), ("gemma3", 8, gemma3)]
+for name, seed, build in FAMILIES:
+    if not ONLY or name in ONLY:
+        torch.manual_seed(seed)
+        build()

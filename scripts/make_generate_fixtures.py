@@ -18,9 +18,15 @@ tiny Llama over its vocabulary, a PEFT adapter; the expected stdout of
 FILE and a two-turn --chat, each from transformers' greedy generate stopping
 at <|im_end|> and decoded with skip_special_tokens=True.
 
+The sliding-window cases (mistral_sliding_window: window 3; gemma3_sliding: window 4 on its first layer) generate
+MAX_NEW = 20 tokens, far past the window, and their 23-token prompt is longer than it, so prefill and decode both
+drop keys. gemma3_sliding is tied with a LoRA on embed_tokens: its merged_expected is PEFT's merge_and_unload, which
+adds B·A to the one matrix embed_tokens and lm_head share (the lm_head side too, unlike the unmerged adapter).
+
 Run from the repository root (after scripts/make_reference.py):
-    PYTHONHASHSEED=0 /opt/lora-ref-venv/bin/python scripts/make_generate_fixtures.py Tests/Fixtures/generate
+    PYTHONHASHSEED=0 /opt/lora-ref-venv/bin/python scripts/make_generate_fixtures.py Tests/Fixtures/generate [CASE ...]
 (PYTHONHASHSEED=0 keeps the order PEFT writes target_modules in, so unchanged fixtures stay unchanged.)
+CASE: names from CASES, "warpers" or "cli_chatml" to (re)make only those; everything when none.
 """
 import copy
 import functools
@@ -38,7 +44,7 @@ from transformers import AutoModelForCausalLM
 REF = "Tests/Fixtures/reference"
 OUT = sys.argv[1] if len(sys.argv) > 1 else "Tests/Fixtures/generate"
 CASES = ["llama_gqa_untied", "qwen2_bias_lora_only", "mistral_embed_lm_head", "llama_tied_rslora_regex", "qwen3_qk_norm", "smollm3_nope",
-         "phi3_fused_longrope", "mistral_sliding_window"]
+         "phi3_fused_longrope", "mistral_sliding_window", "gemma3_sliding"]
 MAX_NEW = 20
 EOS_STEP = 5
 
@@ -250,7 +256,11 @@ def gguf_cases():
 if __name__ == "__main__":
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
+    only = sys.argv[2:]   # case names to (re)make; all when none
     for c in CASES:
-        make(c)
-    make_warpers()
-    make_cli_case()
+        if not only or c in only:
+            make(c)
+    if not only or "warpers" in only:
+        make_warpers()
+    if not only or "cli_chatml" in only:
+        make_cli_case()

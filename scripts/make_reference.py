@@ -27,7 +27,8 @@ import peft
 from peft import LoraConfig, get_peft_model
 from peft.utils import get_peft_model_state_dict
 from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Phi3Config, Qwen2Config, Qwen3Config, SmolLM3Config
+from transformers import (AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, MistralConfig, Phi3Config, Qwen2Config, Qwen3Config,
+                          SmolLM3Config)
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else "Tests/Fixtures/reference"
 
@@ -98,6 +99,26 @@ CASES = [
          max_grad_norm=1.0),
     dict(name="qwen2_sliding_layers", arch="qwen2", cfg=dict(use_sliding_window=True, sliding_window=4, max_window_layers=1),
          dtype="float32", seq=20, lora=dict(r=8, lora_alpha=16, target_modules="all-linear"), max_grad_norm=0.0),
+    # Gemma 3 text (Gemma3ForCausalLM): a sliding layer (window 4, shorter than the 20-token batch) then a full layer
+    # (layer_types), RoPE per layer type (sliding: default with base 1e4; full: linear scaling by 2 with base 1e6),
+    # attention scale query_pre_attn_scalar^-0.5 = 12^-0.5 (deliberately not head_dim 16), q_norm/k_norm, four norms per
+    # layer, every RMSNorm computing x̂·(1 + w) over weights that transformers initialises to 0 (perturbed here so none
+    # is 0), GELU-tanh MLP, an embedding scaled by √hidden, tied; no softcapping; bf16 weights. all-linear is a string
+    # PEFT accepts only alone, so the list names every linear projection plus embed_tokens: PEFT 0.21.2's LoRA
+    # Embedding multiplies its B·A output by the base layer's embed_scale too (_get_embed_scale, lora/layer.py), so the
+    # embedding's update enters scaled by √32 as the base row does. pad_token_id 0 makes the embedding's padding_idx 0:
+    # transformers zeroes that row at init and F.embedding passes no gradient to it, nor to lora_embedding_A's column 0
+    # (token 0 is in the batch).
+    dict(name="gemma3_sliding", arch="gemma3",
+         cfg=dict(head_dim=16, layer_types=["sliding_attention", "full_attention"], sliding_window=4,
+                  query_pre_attn_scalar=12, hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True,
+                  attn_logit_softcapping=None, final_logit_softcapping=None,
+                  rope_parameters=dict(full_attention=dict(rope_type="linear", factor=2.0, rope_theta=1000000.0),
+                                       sliding_attention=dict(rope_type="default", rope_theta=10000.0))),
+         dtype="bfloat16", seq=20,
+         lora=dict(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                       "down_proj", "embed_tokens"]),
+         max_grad_norm=1.0, perturb_norms=True),
     # attention_bias and mlp_bias with bias="all".
     dict(name="llama_bias_all", arch="llama", cfg=dict(attention_bias=True, mlp_bias=True), dtype="float32",
          lora=dict(r=8, lora_alpha=16, target_modules=["q_proj", "o_proj", "down_proj"], bias="all"),
@@ -105,7 +126,7 @@ CASES = [
 ]
 
 CONFIGS = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig, "qwen3": Qwen3Config,
-           "smollm3": SmolLM3Config, "phi3": Phi3Config}
+           "smollm3": SmolLM3Config, "phi3": Phi3Config, "gemma3": Gemma3TextConfig}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

@@ -8,12 +8,13 @@ public struct TokenGroups {
     public let tokens: DeviceBuffer<Int32>      // (N), token positions grouped by id
     public let uniqueCount: Int
 
-    public init(_ ctx: ComputeContext, ids: [Int32]) throws {
+    /// `excluding`: an id left out of the groups (an embedding's padding_idx, whose row takes no gradient in PyTorch).
+    public init(_ ctx: ComputeContext, ids: [Int32], excluding: Int32? = nil) throws {
         guard ids.count <= Int(Int32.max) else {
             throw OpError(op: "TokenGroups", detail: "\(ids.count) tokens exceed the kernels' 32-bit index range")
         }
         var byID: [Int32: [Int32]] = [:]
-        for (n, id) in ids.enumerated() { byID[id, default: []].append(Int32(truncatingIfNeeded: n)) }
+        for (n, id) in ids.enumerated() where id != excluding { byID[id, default: []].append(Int32(truncatingIfNeeded: n)) }
         let keys = byID.keys.sorted()
         var offsets: [Int32] = [0], tokens: [Int32] = []
         for k in keys {
@@ -56,6 +57,7 @@ extension ComputeContext {
     public func embeddingBackward(dtable: DeviceBuffer<Float>, layout: TableLayout, dout: DeviceBuffer<Float>,
                                   groups: TokenGroups, cols c: Int, beta: Float) throws {
         opLock.lock(); defer { opLock.unlock() }
+        guard groups.uniqueCount > 0 else { return }   // every id excluded: nothing to add
         try launch("embedding_backward", [i32(groups.uniqueCount), i32(c), .buffer(groups.uniqueIDs),
                                           .buffer(groups.offsets), .buffer(groups.tokens), .buffer(dout),
                                           .float(beta), .buffer(dtable), i32(layout.rowStride), i32(layout.colStride)],

@@ -358,7 +358,7 @@ final class SequenceClassificationParityTests: XCTestCase {
 final class PEFTParityTests: XCTestCase {
     static let cases = ["llama_gqa_untied", "llama_tied_rslora_regex", "llama_layers_patterns", "qwen2_bias_lora_only",
                         "llama_modules_to_save", "mistral_embed_lm_head", "llama_bias_all", "qwen3_qk_norm",
-                        "smollm3_nope", "phi3_fused_longrope", "mistral_sliding_window", "qwen2_sliding_layers"]
+                        "smollm3_nope", "phi3_fused_longrope", "mistral_sliding_window", "qwen2_sliding_layers", "gemma3_sliding"]
 
     func runCase(_ name: String) throws {
         let rc = try ReferenceCase(name)
@@ -384,10 +384,14 @@ final class PEFTParityTests: XCTestCase {
     func testMistralSlidingWindowShorterThanTheSequence() throws { try runCase("mistral_sliding_window") }
     /// Qwen2's use_sliding_window on the layers from max_window_layers (the second of two), window 4, all-linear.
     func testQwen2SlidingWindowOnTheLaterLayers() throws { try runCase("qwen2_sliding_layers") }
+    /// Gemma 3: (1 + w) norms (perturbed), four per layer, q/k norms, GeGLU, the √H embedding scale (LoRA on
+    /// embed_tokens too), scores scaled by query_pre_attn_scalar 12^-½, a sliding layer (window 4 of 20 tokens, local
+    /// RoPE base 10⁴) and a full one (base 10⁶, linear scaling 2), tied, bf16.
+    func testGemma3SlidingAndFullLayers() throws { try runCase("gemma3_sliding") }
 
     func testGradientCheckpointingGivesTheSameGradients() throws {
         for name in ["llama_gqa_untied", "mistral_embed_lm_head", "qwen3_qk_norm", "smollm3_nope", "phi3_fused_longrope",
-                     "mistral_sliding_window"] {
+                     "mistral_sliding_window", "gemma3_sliding"] {
             try checkGradients(try ReferenceCase(name), checkpointing: true)
         }
     }

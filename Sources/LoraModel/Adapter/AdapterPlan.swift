@@ -169,6 +169,11 @@ public struct AdapterPlan: Sendable {
             throw CheckpointError.config(path: "LoRA settings", field: "task_type", reason: "'\(lora.taskType)' is not supported yet; "
                                             + "supported: " + ModelTask.Kind.allCases.map(\.peftTaskType).joined(separator: ", "))
         }
+        if wanted != .causalLM && !c.architecture.traits.taskClasses {
+            throw CheckpointError.config(path: "LoRA settings", field: "task_type", reason: "\(lora.taskType) is not available for "
+                                            + "\(c.architecture.rawValue) (its task classes are not under that family's name here): "
+                                            + "only CAUSAL_LM is trained for it")
+        }
         let theirs = c.task.peftTaskType
         guard lora.taskType != theirs else { return }
         if c.task.kind != .causalLM {
@@ -213,8 +218,8 @@ public struct AdapterPlan: Sendable {
             names += [p, p + ".self_attn", p + ".self_attn.q_proj", p + ".self_attn.k_proj", p + ".self_attn.v_proj",
                       p + ".self_attn.o_proj"]
             if c.qkNorm { names += [p + ".self_attn.q_norm", p + ".self_attn.k_norm"] }
-            names += [p + ".mlp", p + ".mlp.gate_proj", p + ".mlp.up_proj", p + ".mlp.down_proj",
-                      p + ".mlp.act_fn", p + ".input_layernorm", p + ".post_attention_layernorm"]
+            names += [p + ".mlp", p + ".mlp.gate_proj", p + ".mlp.up_proj", p + ".mlp.down_proj", p + ".mlp.act_fn"]
+                + c.layerNorms.map { p + "." + $0 }
         }
         // PEFT's names: the base under the task class's prefix ("model", or "transformer" for Llama's QA class).
         return [String(c.peftBasePrefix.dropLast())] + (names + ["model.norm", "model.rotary_emb", c.headPath]).map(c.peftName)
@@ -230,7 +235,7 @@ public struct AdapterPlan: Sendable {
         for s in linears where !(s.path == "lm_head" && (c.tieWordEmbeddings || c.task.kind == .featureExtraction)) {
             n += s.inFeatures * s.outFeatures + (s.hasBias ? s.outFeatures : 0)
         }
-        n += c.numLayers * 2 * c.hiddenSize                                 // two RMSNorms per layer
+        n += c.numLayers * c.layerNorms.count * c.hiddenSize                // two RMSNorms per layer (four: Gemma 3)
         if c.qkNorm { n += c.numLayers * 2 * c.headDim }                    // q_norm, k_norm
         return n
     }
@@ -301,7 +306,7 @@ extension AdapterPlan {
         let H = c.hiddenSize
         var out: [(name: String, shape: [Int])] = [("model.embed_tokens.weight", [c.vocabSize, H]), ("model.norm.weight", [H])]
         for l in 0..<c.numLayers {
-            out += [("model.layers.\(l).input_layernorm.weight", [H]), ("model.layers.\(l).post_attention_layernorm.weight", [H])]
+            out += c.layerNorms.map { ("model.layers.\(l).\($0).weight", [H]) }
             if c.qkNorm {
                 out += [("model.layers.\(l).self_attn.q_norm.weight", [c.headDim]), ("model.layers.\(l).self_attn.k_norm.weight", [c.headDim])]
             }

@@ -65,11 +65,21 @@ public enum ModelSource {
             return (g.config, g)
         }
         let store = try CheckpointStore(directory: path)
+        let config = try ModelConfig.load(directory: path)
+        if let cls = config.conditionalClass {
+            // A multimodal checkpoint's language model: transformers 5 saves it under "model.language_model.",
+            // earlier versions under "language_model.model.".
+            for prefix in ["model.language_model.", "language_model.model."] where store.contains(prefix + "embed_tokens.weight") {
+                return (config, PrefixedCheckpoint(store, prefix: prefix))
+            }
+            throw CheckpointError.config(path: path + "/config.json", field: "architectures", reason: "\(cls), but no "
+                                            + "model.language_model.embed_tokens.weight (or language_model.model.…) in the checkpoint")
+        }
         // Llama/Qwen2 *ForQuestionAnswering save their base under "transformer." (transformers' BC prefix).
         if !store.contains("model.embed_tokens.weight"), store.contains("transformer.embed_tokens.weight") {
-            return (try ModelConfig.load(directory: path), PrefixedCheckpoint(store, prefix: "transformer."))
+            return (config, PrefixedCheckpoint(store, prefix: "transformer."))
         }
-        return (try ModelConfig.load(directory: path), store)
+        return (config, store)
     }
 
     /// Whether `path` names a single file (a GGUF) rather than a model directory.

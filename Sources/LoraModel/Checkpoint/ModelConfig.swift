@@ -79,6 +79,9 @@ public struct ArchitectureTraits: Sendable, Equatable {
     public var scaledEmbedding = false
     /// The config key of the MLP's activation: hidden_act (most), hidden_activation (Gemma).
     public var activationKey = "hidden_act"
+    /// The prefix of the text model's class names where it differs from the family's (Gemma 3: Gemma3TextModel,
+    /// Gemma3TextScaledWordEmbedding), for print(model).
+    public var textModelPrefix: String? = nil
     /// tie_word_embeddings when config.json has none (Gemma3TextConfig's default is true).
     public var tiedByDefault = false
     /// Whether transformers has the family's *ForSequenceClassification, *ForTokenClassification and bare *Model
@@ -132,7 +135,7 @@ public enum Architecture: String, Sendable, CaseIterable {
                                       defaultMaxPositions: 131072, defaultHeadDim: 256, peftHasDefaultTargets: true,
                                       questionAnsweringClass: false, ggufHeadDimFromKeyLength: true, normPlusOne: true,
                                       sandwichNorms: true, scaledEmbedding: true, activationKey: "hidden_activation",
-                                      tiedByDefault: true, taskClasses: false)
+                                      textModelPrefix: "Gemma3Text", tiedByDefault: true, taskClasses: false)
         }
     }
 
@@ -453,6 +456,7 @@ public struct ModelConfig: Sendable {
     /// `*Model` of feature extraction (AutoModel), else "model.".
     public var peftBasePrefix: String {
         if task.kind == .featureExtraction { return "" }
+        if conditionalClass != nil { return "model.language_model." }   // PEFT on Gemma3ForConditionalGeneration
         return task.kind == .questionAnswering ? architecture.traits.questionAnsweringTrunk : "model."
     }
 
@@ -464,6 +468,14 @@ public struct ModelConfig: Sendable {
     /// The widest fused projection output (q|k|v or gate|up), 0 without fused projections.
     public var fusedWidth: Int {
         fusedProjections ? max(numHeads * headDim + 2 * numKVHeads * headDim, 2 * intermediateSize) : 0
+    }
+
+    /// The per-layer norms over hidden_size, as the layer names them: input_layernorm and post_attention_layernorm
+    /// (before the MLP, Llama); with sandwich norms (Gemma 3) post_attention_layernorm is on the attention's output,
+    /// then pre_feedforward_layernorm and post_feedforward_layernorm.
+    public var layerNorms: [String] {
+        ["input_layernorm", "post_attention_layernorm"]
+            + (architecture.traits.sandwichNorms ? ["pre_feedforward_layernorm", "post_feedforward_layernorm"] : [])
     }
 
     /// Whether layer `l` rotates q and k (false on a NoPE layer).
@@ -732,7 +744,8 @@ public struct ModelConfig: Sendable {
                     }
                     sliding = types.map { $0.string == "sliding_attention" }
                 } else {
-                    let pattern = try optInt("sliding_window_pattern") ?? 6
+                    // transformers 5 saves the pattern as _sliding_window_pattern; the Hub's configs as sliding_window_pattern.
+                    let pattern = try optInt("sliding_window_pattern") ?? optInt("_sliding_window_pattern") ?? 6
                     sliding = (0..<layers).map { ($0 + 1) % pattern != 0 }
                 }
                 return sliding.contains(true) ? (w, sliding) : nil

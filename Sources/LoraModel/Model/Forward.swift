@@ -50,6 +50,8 @@ final class ActivationPlan {
     /// With sliding-window layers: each token's first attended key, max(sample start, t − W + 1) (N).
     let windowStarts: DeviceBuffer<Int32>?
     var packed: Bool                                  // whether attention reads segmentStarts
+    /// The batch's tokens grouped by id for the embedding's backward, without padding_idx (pad_token_id: PyTorch's
+    /// nn.Embedding gives that row no gradient, nor PEFT's LoRA A column, nor a modules_to_save copy's row).
     var groups: TokenGroups
     var countedTokens: Int
     /// An extractive-QA batch's (start, end) positions per row (2B), else nil.
@@ -92,7 +94,7 @@ final class ActivationPlan {
         windowStarts = c.slidingWindow != nil ? try DeviceBuffer(queue: ctx.queue, count: b.tokens) : nil
         packed = b.isPacked
         targets = try DeviceBuffer(queue: ctx.queue, b.targets)
-        groups = try TokenGroups(ctx, ids: b.inputIDs)
+        groups = try TokenGroups(ctx, ids: b.inputIDs, excluding: m.paddingIndex)
         countedTokens = b.countedTokens
         answerPositions = b.answerPositions
         contrastive = b.contrastive
@@ -167,7 +169,7 @@ extension LlamaLoRAModel {
             try p.segmentStarts.write(b.segmentStarts)
             p.packed = b.isPacked
             try p.writeWindowStarts(b, config: config)
-            p.groups = try TokenGroups(ctx, ids: b.inputIDs)
+            p.groups = try TokenGroups(ctx, ids: b.inputIDs, excluding: paddingIndex)
             p.countedTokens = b.countedTokens
             p.answerPositions = b.answerPositions
             p.contrastive = b.contrastive

@@ -22,6 +22,8 @@ public enum ModelPrinter {
         }
         let H = c.hiddenSize, I = c.intermediateSize, qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim
         let norm = "\(P)RMSNorm((\(H),), eps=\(eps))"
+        let act = c.activation == .silu ? "SiLUActivation()" : "GELUTanh()"
+        let textPrefix = c.architecture.traits.textModelPrefix ?? P
         let layer = c.fusedProjections ? [
             // Phi-3: the class declares o_proj before qkv_proj, the MLP's activation as activation_fn, and two
             // residual dropouts (p = resid_pdrop, 0.0 here: other values are refused at load).
@@ -53,23 +55,23 @@ public enum ModelPrinter {
             "    (gate_proj): " + linear(H, I, c.mlpBias),
             "    (up_proj): " + linear(H, I, c.mlpBias),
             "    (down_proj): " + linear(I, H, c.mlpBias),
-            "    (act_fn): SiLUActivation()",
+            "    (act_fn): " + act,
             "  )",
-            "  (input_layernorm): " + norm,
-            "  (post_attention_layernorm): " + norm,
+        ] + c.layerNorms.map { "  (\($0)): " + norm } + [
             ")",
         ]
         // ModuleList folds repeated identical children: "(0-29): 30 x Layer(".
         let label = c.numLayers == 1 ? "(0): " : "(0-\(c.numLayers - 1)): \(c.numLayers) x "
-        var lines = ["\(c.architecture.className(for: c.task))(", "  (\(c.peftBasePrefix.dropLast())): \(P)Model(",
-                     "    (embed_tokens): Embedding(\(c.vocabSize), \(H)\(c.padTokenID.map { ", padding_idx=\($0)" } ?? ""))",
+        let embedding = c.architecture.traits.scaledEmbedding ? "\(textPrefix)ScaledWordEmbedding" : "Embedding"
+        var lines = ["\(c.architecture.className(for: c.task))(", "  (\(c.peftBasePrefix.dropLast())): \(textPrefix)Model(",
+                     "    (embed_tokens): \(embedding)(\(c.vocabSize), \(H)\(c.padTokenID.map { ", padding_idx=\($0)" } ?? ""))",
                      "    (layers): ModuleList("]
         lines.append("      " + label + layer[0])
         lines += layer.dropFirst().map { "      " + $0 }
         lines += ["    )", "    (norm): " + norm, "    (rotary_emb): \(P)RotaryEmbedding()", "  )"]
         if c.task.kind == .featureExtraction {
             // The bare *Model (AutoModel): its children at the top, no head.
-            return (["\(P)Model("] + lines[2..<(lines.count - 1)].map { String($0.dropFirst(2)) } + [")"]).joined(separator: "\n")
+            return (["\(textPrefix)Model("] + lines[2..<(lines.count - 1)].map { String($0.dropFirst(2)) } + [")"]).joined(separator: "\n")
         }
         switch c.task {
         case .causalLM: lines.append("  (lm_head): " + linear(H, c.vocabSize, false))

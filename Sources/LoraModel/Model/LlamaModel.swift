@@ -302,6 +302,9 @@ public final class LlamaLoRAModel {
         config.usesSlidingRope(layer: l) ? (ropeSliding ?? ropeInUse) : ropeInUse
     }
 
+    /// The embedding's padding_idx (config.json's pad_token_id, as transformers builds embed_tokens).
+    var paddingIndex: Int32? { config.padTokenID.flatMap { $0 < config.vocabSize ? Int32($0) : nil } }
+
     /// √hidden_size as fp32 (Gemma3TextScaledWordEmbedding's embed_scale), nil without a scaled embedding.
     var embeddingScale: Float? { config.architecture.traits.scaledEmbedding ? Float(Double(config.hiddenSize).squareRoot()) : nil }
 

@@ -214,15 +214,17 @@ public struct MemoryPlan: Sendable {
             }
         }
         list.add(.weights, "model.norm.weight [\(H)]", f32(H))
-        list.add(.weights, "model.layers.*.{input,post_attention}_layernorm.weight [\(H)]", f32(H), copies: 2 * L)
+        list.add(.weights, "model.layers.*.{\(c.layerNorms.map { $0.replacingOccurrences(of: "_layernorm", with: "") }.joined(separator: ","))}_layernorm.weight [\(H)]",
+                 f32(H), copies: c.layerNorms.count * L)
         if c.qkNorm {
             list.add(.weights, "model.layers.*.self_attn.{q,k}_norm.weight [\(c.headDim)]", f32(c.headDim), copies: 2 * L)
         }
         // Over the rotary dims (partial rotary: fewer than D); LongRoPE keeps a second pair (the long factors').
         var longrope = false
         if case .longrope = c.rope.kind { longrope = true }
+        // Gemma 3's sliding layers keep a pair of their own (the local base).
         list.add(.weights, "RoPE cos and sin tables [\(c.maxPositionEmbeddings), \(c.rotaryDim)]", f32(c.maxPositionEmbeddings, c.rotaryDim),
-                 copies: longrope ? 4 : 2)
+                 copies: longrope || c.slidingRope != nil ? 4 : 2)
         for spec in plan.linears {
             if spec.hasBias && !trainedKeys.contains(plan.biasKey(spec.path)) {
                 list.add(.weights, "\(spec.path).bias [\(spec.outFeatures)]", f32(spec.outFeatures))
@@ -275,6 +277,10 @@ public struct MemoryPlan: Sendable {
             list.add(.activations, "\(per) q_norm rstd (\(N)·\(NH))", f32(n, NH), copies: k)
             list.add(.activations, "\(per) k_norm rstd (\(N)·\(c.numKVHeads))", f32(n, c.numKVHeads), copies: k)
         }
+        if c.architecture.traits.sandwichNorms {
+            list.add(.activations, "\(per) o_proj or down_proj output before its norm (\(N), \(H))", f32(n, H), copies: 2 * k)
+            list.add(.activations, "\(per) post-attention or post-feedforward norm rstd (\(N))", f32(n), copies: 2 * k)
+        }
         list.add(.activations, "input ids, positions, sample starts or targets (\(N))", i32(n), copies: 4)
         if c.slidingWindow != nil { list.add(.activations, "sliding-window starts (\(N))", i32(n)) }
         // TokenGroups of the ids: U unique ids, U+1 offsets, N positions; U ≤ min(N, V).
@@ -295,6 +301,9 @@ public struct MemoryPlan: Sendable {
         list.add(.activations, "attention backward delta (\(B), \(NH), \(T))", f32(B, NH, T))
         if c.fusedProjections {
             list.add(.activations, "fused q|k|v or gate|up output or its gradient (\(N), \(c.fusedWidth))", f32(n, c.fusedWidth), copies: 2)
+        }
+        if c.architecture.traits.sandwichNorms {
+            list.add(.activations, "gradient at o_proj's or down_proj's output (\(N), \(H))", f32(n, H))
         }
         // HeadRows: the counted rows' targets and one TokenGroups per chunk of them. At most
         // B·(T−1) rows are counted (the shift leaves the last token of each row without a target).

@@ -218,8 +218,7 @@ public enum ModelMerger {
             let p = "model.layers.\(l)."
             let norm = { (name: String) in Planned(name: name, shape: [H]) { try source.hostFloats(name, shape: [H]) } }
             for spec in plan.linears where spec.path.hasPrefix(p) { out += linear(spec) }
-            out.append(norm(p + "input_layernorm.weight"))
-            out.append(norm(p + "post_attention_layernorm.weight"))
+            for name in c.layerNorms { out.append(norm(p + name + ".weight")) }
             if c.qkNorm {
                 for name in ["self_attn.q_norm.weight", "self_attn.k_norm.weight"] {
                     out.append(Planned(name: p + name, shape: [c.headDim]) { try source.hostFloats(p + name, shape: [c.headDim]) })
