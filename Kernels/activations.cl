@@ -67,6 +67,23 @@ __kernel void geglu_tanh_backward(int n, __global const float* gate, __global co
     dup[i] = d * 0.5f * g * (1.0f + t);
 }
 
+// Final-logit soft-capping (Gemma's final_logit_softcapping): t = tanh(x / cap), x = cap·t in place; t is kept
+// for the backward, dx = dy·(1 − t²) (d(cap·tanh(x/cap))/dx = 1 − t²).
+__kernel void softcap_forward(int n, float cap, __global float* x, __global float* t) {
+    int i = get_global_id(0);
+    if (i >= n) return;
+    float v = tanh(x[i] / cap);
+    t[i] = v;
+    x[i] = cap * v;
+}
+
+__kernel void softcap_backward(int n, __global const float* t, __global float* dy) {
+    int i = get_global_id(0);
+    if (i >= n) return;
+    float v = t[i];
+    dy[i] *= 1.0f - v * v;
+}
+
 // x *= alpha, in place (Gemma's embedding scale √H).
 __kernel void scale_elements(int n, float alpha, __global float* x) {
     int i = get_global_id(0);

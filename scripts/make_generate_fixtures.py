@@ -44,7 +44,7 @@ from transformers import AutoModelForCausalLM
 REF = "Tests/Fixtures/reference"
 OUT = sys.argv[1] if len(sys.argv) > 1 else "Tests/Fixtures/generate"
 CASES = ["llama_gqa_untied", "qwen2_bias_lora_only", "mistral_embed_lm_head", "llama_tied_rslora_regex", "qwen3_qk_norm", "smollm3_nope",
-         "phi3_fused_longrope", "mistral_sliding_window", "gemma3_sliding"]
+         "phi3_fused_longrope", "mistral_sliding_window", "gemma3_sliding", "gemma3_softcap"]
 MAX_NEW = 20
 EOS_STEP = 5
 

@@ -119,6 +119,16 @@ CASES = [
          lora=dict(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                                        "down_proj", "embed_tokens"]),
          max_grad_norm=1.0, perturb_norms=True),
+    # Gemma 3 with final_logit_softcapping 1.0 (logits reach past ±1, so the tanh bends them) and attn_logit_softcapping
+    # 50.0, which transformers' Gemma3Attention reads but never applies; three layers from the legacy
+    # sliding_window_pattern 3 (the third full), rope_theta and rope_local_base_freq (the pre-rope_parameters keys),
+    # untied with a LoRA on lm_head, default query_pre_attn_scalar 256; fp32 weights.
+    dict(name="gemma3_softcap", arch="gemma3",
+         cfg=dict(head_dim=16, num_hidden_layers=3, sliding_window_pattern=3, sliding_window=5, tie_word_embeddings=False,
+                  final_logit_softcapping=1.0, attn_logit_softcapping=50.0, rope_theta=500000.0, rope_local_base_freq=5000.0),
+         dtype="float32", seq=12,
+         lora=dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj", "lm_head"]),
+         max_grad_norm=1.0, perturb_norms=True),
     # attention_bias and mlp_bias with bias="all".
     dict(name="llama_bias_all", arch="llama", cfg=dict(attention_bias=True, mlp_bias=True), dtype="float32",
          lora=dict(r=8, lora_alpha=16, target_modules=["q_proj", "o_proj", "down_proj"], bias="all"),

@@ -52,6 +52,19 @@ extension ComputeContext {
                         ["gate", "up", "dout", "dgate", "dup"])
     }
 
+    /// Soft-capping in place: x = cap·tanh(x / cap), the tanh kept in `tanh` for the backward (n elements).
+    public func softcapForward(_ x: DeviceBuffer<Float>, tanh t: DeviceBuffer<Float>, cap: Float, count n: Int) throws {
+        opLock.lock(); defer { opLock.unlock() }
+        try require(cap > 0, "softcapForward", "cap must be positive, got \(cap)")
+        try elementwise("softcap_forward", count: n, [x, t], ["x", "tanh"], prefix: [.float(cap)])
+    }
+
+    /// The soft-capping's backward in place: dy ⊙= 1 − tanh².
+    public func softcapBackward(_ dy: DeviceBuffer<Float>, tanh t: DeviceBuffer<Float>, count n: Int) throws {
+        opLock.lock(); defer { opLock.unlock() }
+        try elementwise("softcap_backward", count: n, [t, dy], ["tanh", "dy"])
+    }
+
     /// x *= alpha, n elements in place.
     public func scale(_ x: DeviceBuffer<Float>, by alpha: Float, count n: Int) throws {
         opLock.lock(); defer { opLock.unlock() }

@@ -12,7 +12,7 @@ import XCTest
 final class MemoryPlanTests: XCTestCase {
     static let cases = ["llama_gqa_untied", "llama_tied_rslora_regex", "llama_layers_patterns", "qwen2_bias_lora_only",
                         "llama_modules_to_save", "mistral_embed_lm_head", "llama_bias_all", "qwen3_qk_norm",
-                        "smollm3_nope", "phi3_fused_longrope", "mistral_sliding_window"]
+                        "smollm3_nope", "phi3_fused_longrope", "mistral_sliding_window", "gemma3_sliding", "gemma3_softcap"]
 
     /// A context of its own: its scratch slots start empty, so what one step adds is measurable.
     func freshContext() throws -> ComputeContext {
@@ -29,8 +29,10 @@ final class MemoryPlanTests: XCTestCase {
 
     /// The plan's worst case, made real: every id distinct while N ≤ V (else every
     /// id present), every label counted, one sample per row.
-    func worstCaseBatch(batch: Int, seq: Int, vocab: Int) throws -> TokenBatch {
-        let ids = (0..<batch).map { b in (0..<seq).map { t in (b * seq + t) % vocab } }
+    /// Every id once before any repeats, the padding id (no gradient: left out of the embedding's groups) never.
+    func worstCaseBatch(batch: Int, seq: Int, vocab: Int, pad: Int? = nil) throws -> TokenBatch {
+        let usable = (0..<vocab).filter { $0 != pad }
+        let ids = (0..<batch).map { b in (0..<seq).map { t in usable[(b * seq + t) % usable.count] } }
         return try TokenBatch(inputIDs: ids)
     }
 
@@ -63,7 +65,7 @@ final class MemoryPlanTests: XCTestCase {
                 let m = try LlamaLoRAModel(config: config, checkpoint: checkpoint, lora: l, context: ctx)
                 m.gradientCheckpointing = s.ckpt
                 m.logitsChunkRows = s.chunk
-                let batch = try worstCaseBatch(batch: s.b, seq: s.t, vocab: config.vocabSize)
+                let batch = try worstCaseBatch(batch: s.b, seq: s.t, vocab: config.vocabSize, pad: config.padTokenID)
                 before = live()
                 _ = try m.prepare(batch)
                 XCTAssertEqual(live() - before, plan.activationBytes, "\(what): activations")
@@ -95,10 +97,12 @@ final class MemoryPlanTests: XCTestCase {
             func packed(_ din: Int, _ dout: Int, _ bytes: Int) -> Int { (dout + 15) / 16 * 16 * din * bytes }
             let H = c.hiddenSize, trainedKeys = Set(ap.tensors.map(\.key))
             func expected(bytes: Int) -> Int {
-                // Norm weights (final, two per layer, and Qwen3's q_norm and k_norm of D per layer) stay fp32; RoPE tables.
-                let norms = H + 2 * c.numLayers * H + (c.qkNorm ? 2 * c.numLayers * c.headDim : 0)
+                // Norm weights (final, two per layer (Gemma 3: four), and q_norm and k_norm of D per layer) stay fp32; RoPE
+                // tables (a second pair for LongRoPE's long factors or Gemma 3's sliding layers).
+                let norms = H + c.layerNorms.count * c.numLayers * H + (c.qkNorm ? 2 * c.numLayers * c.headDim : 0)
                 var tables = 2 * c.maxPositionEmbeddings * c.rotaryDim
                 if case .longrope = c.rope.kind { tables *= 2 }
+                if c.slidingRope != nil { tables *= 2 }
                 var e = 4 * (norms + tables) + packed(H, c.vocabSize, bytes)
                 for s in ap.linears {
                     if !ap.isSaved(s.path) && !(s.path == "lm_head" && c.tieWordEmbeddings) {

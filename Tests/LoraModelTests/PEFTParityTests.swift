@@ -358,7 +358,8 @@ final class SequenceClassificationParityTests: XCTestCase {
 final class PEFTParityTests: XCTestCase {
     static let cases = ["llama_gqa_untied", "llama_tied_rslora_regex", "llama_layers_patterns", "qwen2_bias_lora_only",
                         "llama_modules_to_save", "mistral_embed_lm_head", "llama_bias_all", "qwen3_qk_norm",
-                        "smollm3_nope", "phi3_fused_longrope", "mistral_sliding_window", "qwen2_sliding_layers", "gemma3_sliding"]
+                        "smollm3_nope", "phi3_fused_longrope", "mistral_sliding_window", "qwen2_sliding_layers", "gemma3_sliding",
+                        "gemma3_softcap"]
 
     func runCase(_ name: String) throws {
         let rc = try ReferenceCase(name)
@@ -388,10 +389,58 @@ final class PEFTParityTests: XCTestCase {
     /// embed_tokens too), scores scaled by query_pre_attn_scalar 12^-½, a sliding layer (window 4 of 20 tokens, local
     /// RoPE base 10⁴) and a full one (base 10⁶, linear scaling 2), tied, bf16.
     func testGemma3SlidingAndFullLayers() throws { try runCase("gemma3_sliding") }
+    /// Gemma 3 with final_logit_softcapping 1.0 (the loss and lm_head's LoRA gradient through the tanh) and
+    /// attn_logit_softcapping 50, which transformers does not apply; layers from sliding_window_pattern 3, untied, fp32.
+    func testGemma3FinalLogitSoftcapping() throws { try runCase("gemma3_softcap") }
+
+    /// Gemma's activations overflow fp16 (transformers#39972): here the residual stream reaches 1.26e5 (fp16's largest is
+    /// 65504; transformers' fp16 forward of this checkpoint gives non-finite logits). The device path keeps every
+    /// activation in fp32 (bf16/f16 checkpoints only store the frozen weights narrower, widened in the kernels), so the
+    /// logits are finite and equal transformers' fp32 ones.
+    func testGemma3ActivationsPastFP16RangeStayExact() throws {
+        let dir = fixturesRoot + "/gemma3_sliding/large_activations"
+        let expected = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/expected.json"))) as! [String: Any]
+        let residual = (expected["residual_max_fp32"] as! [NSNumber]).map(\.doubleValue)
+        XCTAssertGreaterThan(residual.max()!, 65504, "the fixture must reach past fp16's range")
+        XCTAssertEqual(expected["fp16_logits_finite"] as? Bool, false, "transformers' fp16 forward overflows on this fixture")
+        let m = try LlamaLoRAModel(modelDirectory: dir + "/model", lora: LoraConfig(targetModules: .list(["q_proj"])),
+                                   context: try ComputeContext.shared())
+        let logits = try m.logits(try TokenBatch(inputIDs: [expected["input_ids"] as! [Int]]))
+        XCTAssertTrue(logits.allSatisfy(\.isFinite))
+        let want = try SafeTensorsFile(path: dir + "/expected.safetensors").floats("logits").values
+        let e = relErr(logits, want)
+        XCTAssertLessThanOrEqual(e, 1e-5, "logits past fp16's range: relative error \(e)")
+    }
+
+    /// A Gemma3ForConditionalGeneration checkpoint (scripts/make_gemma3_conditional.py: a tiny SigLIP tower around
+    /// gemma3_sliding's text weights, saved under the Hub's "language_model.model." prefix, the text config nested in
+    /// text_config) trains its language model: transformers' text-only logits, and PEFT's module names on that class
+    /// ("model.language_model.layers…").
+    func testGemma3ConditionalGenerationReadsItsLanguageModel() throws {
+        let rc = try ReferenceCase("gemma3_sliding")
+        let dir = rc.dir + "/conditional_model"
+        let expected = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: rc.dir + "/conditional_expected.json"))) as! [String: Any]
+        let (config, source) = try ModelSource.open(dir)
+        XCTAssertEqual(config.architecture, .gemma3)
+        XCTAssertEqual(config.conditionalClass, "Gemma3ForConditionalGeneration")
+        XCTAssertEqual(config.slidingLayers, [true, false])
+        XCTAssertTrue(config.tieWordEmbeddings)
+        let lora = LoraConfig(targetModules: .list(["q_proj", "down_proj"]))
+        let m = try LlamaLoRAModel(config: config, checkpoint: source, lora: lora, context: try ComputeContext.shared())
+        let ids = expected["input_ids"] as! [[Int]]
+        let want = (expected["text_only_logits"] as! [[[NSNumber]]]).flatMap { $0.flatMap { $0.map(\.floatValue) } }
+        let e = relErr(try m.logits(try TokenBatch(inputIDs: ids)), want)
+        XCTAssertLessThanOrEqual(e, 1e-5, "conditional: logits relative error \(e)")
+        XCTAssertTrue(m.adapterPlan.tensors.map(\.key).contains("base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight"),
+                      "\(m.adapterPlan.tensors.map(\.key))")
+        // The same weights read as the causal checkpoint give the same logits.
+        let causal = try LlamaLoRAModel(modelDirectory: rc.dir + "/model", lora: lora, context: try ComputeContext.shared())
+        XCTAssertLessThanOrEqual(relErr(try causal.logits(try TokenBatch(inputIDs: ids)), want), 1e-5)
+    }
 
     func testGradientCheckpointingGivesTheSameGradients() throws {
         for name in ["llama_gqa_untied", "mistral_embed_lm_head", "qwen3_qk_norm", "smollm3_nope", "phi3_fused_longrope",
-                     "mistral_sliding_window", "gemma3_sliding"] {
+                     "mistral_sliding_window", "gemma3_sliding", "gemma3_softcap"] {
             try checkGradients(try ReferenceCase(name), checkpointing: true)
         }
     }

@@ -140,6 +140,33 @@ final class ActivationTests: XCTestCase {
         }
     }
 
+    /// Soft-capping cap·tanh(x/cap) and its backward against float64 and finite differences, logits far past the
+    /// cap (saturated) among them; NaN-poisoned outputs. The backward's 1 − t² is formed from the fp32 tanh (as
+    /// PyTorch's tanh backward forms it), so its error is measured against ‖dy‖: near saturation 1 − t² is below fp32's
+    /// resolution at 1.
+    func testSoftcapForwardBackward() throws {
+        let ctx = try sharedContext()
+        var rng = freshRandom(#function)
+        for n in Self.counts {
+            for cap in [30.0, 0.7] as [Float] {
+                let x = rng.uniform(n, -8 * cap, 8 * cap), d = rng.uniform(n)
+                let b = try ctx.buffer(x), t = try poisoned(ctx, n)
+                try ctx.softcapForward(b, tanh: t, cap: cap, count: n)
+                let c = Double(cap), xD = toDouble(x), dD = toDouble(d)
+                assertClose(try b.read(), xD.map { c * Foundation.tanh($0 / c) }, "softcap \(n) cap \(cap)")
+                let dy = try ctx.buffer(d)
+                try ctx.softcapBackward(dy, tanh: t, count: n)
+                let g = try dy.read()
+                assertClose(g, (0..<n).map { dD[$0] * (1 - Foundation.pow(Foundation.tanh(xD[$0] / c), 2)) }, tol: 1e-5,
+                            floor: dot(dD, dD).squareRoot(),
+                            "softcap' \(n) cap \(cap)")
+                assertGradient(g, at: xD, samples: 8, rng: &rng, floor: 1, "softcap dx \(n) cap \(cap)") { xs in
+                    dot(xs.map { c * Foundation.tanh($0 / c) }, dD)
+                }
+            }
+        }
+    }
+
     /// x *= alpha (Gemma's embedding scale √H), over the awkward counts.
     func testScaleInPlace() throws {
         let ctx = try sharedContext()

@@ -75,7 +75,7 @@ final class RuntimeTests: XCTestCase {
                        ["activations.cl", "attention.cl", "common.cl", "convert.cl", "crossentropy.cl", "decode.cl",
                         "embedding.cl", "matmul.cl", "matmul_tiled.cl", "optimizer.cl", "rmsnorm.cl", "rope.cl"])
         for name in ["pack_b", "gemm_packed", "gemm_tiled", "gemm_tiled_f16", "gemm_tiled_bf16", "colsum", "rmsnorm_forward", "rmsnorm_backward_dx", "rmsnorm_backward_dw",
-                     "silu_forward", "silu_backward", "swiglu_forward", "swiglu_backward", "geglu_tanh_forward", "geglu_tanh_backward", "scale_elements", "dropout_forward",
+                     "silu_forward", "silu_backward", "swiglu_forward", "swiglu_backward", "geglu_tanh_forward", "geglu_tanh_backward", "scale_elements", "softcap_forward", "softcap_backward", "dropout_forward",
                      "attention_forward", "attention_transpose", "attention_backward", "attention_backward_reduce",
                      "f16_to_f32", "bf16_to_f32", "cross_entropy_fused", "real_target_loss", "embedding_forward", "embedding_backward",
                      "sum_partial", "sum_finalize", "adamw_step", "rope_apply", "copy_columns",

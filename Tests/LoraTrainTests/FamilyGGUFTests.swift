@@ -12,7 +12,7 @@ import XCTest
 /// Phi-3: fused attn_qkv / ffn_up, partial rotary from rope.dimension_count, LongRoPE from the rope_factors tensors.
 final class FamilyGGUFTests: XCTestCase {
     static let families: [(name: String, arch: Architecture, permuted: Bool)] = [("qwen3", .qwen3, false), ("smollm3", .smollm3, true),
-                                                                                  ("phi3", .phi3, false)]
+                                                                                  ("phi3", .phi3, false), ("gemma3", .gemma3, false)]
 
     static func dir(_ family: String) -> String { testFixturesRoot + "/gguf/\(family)_convert" }
 
@@ -23,7 +23,17 @@ final class FamilyGGUFTests: XCTestCase {
             let g = try GGUFCheckpoint(path: d + "/model.gguf")
             let c = g.config, want = try XCTUnwrap(expected["config"])
             XCTAssertEqual(c.architecture, arch, family)
-            XCTAssertEqual(c.qkNorm, arch == .qwen3, family)
+            XCTAssertEqual(c.qkNorm, arch == .qwen3 || arch == .gemma3, family)
+            if arch == .gemma3 {
+                // llama.cpp's rules: every 6th layer full, the sliding layers' base rope.freq_base_swa, linear scaling on the
+                // full layers, the scale 1/√key_length.
+                XCTAssertEqual(c.slidingLayers, [true, true, true, true, true, false])
+                XCTAssertEqual(c.slidingWindow, 4)
+                XCTAssertEqual(c.rope, RopeSettings(theta: 1_000_000, kind: .linear(factor: 2)))
+                XCTAssertEqual(c.slidingRope, RopeSettings(theta: 20000, kind: .default))
+                XCTAssertEqual(c.attentionScale, 0.25)
+                XCTAssertEqual(c.activation, .geluTanh)
+            }
             XCTAssertEqual(c.headDim, want["head_dim"]?.integral, family)
             XCTAssertEqual(c.hiddenSize, want["hidden_size"]?.integral, family)
             XCTAssertEqual(c.numLayers, want["num_hidden_layers"]?.integral, family)
@@ -45,7 +55,13 @@ final class FamilyGGUFTests: XCTestCase {
             let ref = try SafeTensorsFile(path: d + "/expected.safetensors")
             for key in ref.tensors.keys.sorted() where key != "logits" {
                 let (shape, w) = try ref.floats(key)
-                XCTAssertEqual(try g.hostFloats(key, shape: shape), w, "\(family) \(key)")   // f32 both sides: exact
+                let got = try g.hostFloats(key, shape: shape)
+                if arch.traits.normPlusOne && key.hasSuffix("norm.weight") {
+                    // Stored as 1 + w in f32: read back as (1 + w) − 1, within an ulp of 1.
+                    XCTAssertLessThanOrEqual(zip(got, w).map { abs($0 - $1) }.max()!, Float(1).ulp, "\(family) \(key)")
+                } else {
+                    XCTAssertEqual(got, w, "\(family) \(key)")   // f32 both sides: exact
+                }
             }
             var lora = LoraConfig(targetModules: .allLinear)
             lora.inferenceMode = true

@@ -46,7 +46,8 @@ private func relErr(_ a: [Float], _ b: [Float]) -> Double { relativeError(a, b.m
 
 final class GenerateTests: XCTestCase {
     static let cases = ["llama_gqa_untied", "qwen2_bias_lora_only", "mistral_embed_lm_head", "llama_tied_rslora_regex", "qwen3_qk_norm",
-                        "smollm3_nope", "phi3_fused_longrope", "mistral_sliding_window"]
+                        "smollm3_nope", "phi3_fused_longrope", "mistral_sliding_window", "gemma3_sliding",
+                        "gemma3_softcap"]
 
     /// Greedy ids equal transformers' `generate` exactly, with and without an EOS
     /// (GQA, biases, tied embeddings, LoRA on the embedding and lm_head, llama3 RoPE).
@@ -109,7 +110,8 @@ final class GenerateTests: XCTestCase {
     /// Prefill (in chunks) then single-token decode steps give the full forward's
     /// logits at every position.
     func testPrefillAndDecodeEqualTheFullForward() throws {
-        for name in ["llama_gqa_untied", "mistral_embed_lm_head", "qwen2_bias_lora_only", "qwen3_qk_norm", "smollm3_nope", "mistral_sliding_window"] {
+        for name in ["llama_gqa_untied", "mistral_embed_lm_head", "qwen2_bias_lora_only", "qwen3_qk_norm", "smollm3_nope", "mistral_sliding_window",
+                     "gemma3_sliding", "gemma3_softcap"] {
             let gc = try GenerateCase(name)
             let m = try gc.model()
             let seq = gc.runs[2].prompt + gc.runs[2].expected   // 23 + 20 tokens

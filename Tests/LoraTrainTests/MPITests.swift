@@ -154,7 +154,7 @@ final class MPITests: XCTestCase {
         let dir = try temporaryDirectory("mpi-families")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try writeSamples(dir + "/d.jsonl", count: 16, seed: 21)
-        for name in ["qwen3_qk_norm", "smollm3_nope", "phi3_fused_longrope", "mistral_sliding_window"] {
+        for name in ["qwen3_qk_norm", "smollm3_nope", "phi3_fused_longrope", "mistral_sliding_window", "gemma3_sliding"] {
             let model = fixturesRoot + "/reference/\(name)/model"
             _ = try train(ranks: 1, accumulation: 2, data: dir + "/d.jsonl", output: dir + "/\(name)-one", model: model)
             let two = try train(ranks: 2, accumulation: 1, data: dir + "/d.jsonl", output: dir + "/\(name)-two", model: model)

@@ -257,6 +257,8 @@ public final class GGUFFile {
         return s
     }
 
+    /// nil when absent, an error when not a string.
+    public func string(optional key: String) throws -> String? { try optional(key, \.string, "must be a string") }
     public func int(_ key: String) throws -> Int? { try optional(key, \.int, "must be an integer") }
     public func double(_ key: String) throws -> Double? { try optional(key, \.double, "must be a number") }
     public func bool(_ key: String) throws -> Bool? { try optional(key, \.bool, "must be true or false") }

@@ -135,8 +135,13 @@ public final class GGUFCheckpoint: CheckpointSource {
         permutedQK = (try? file.string("general.architecture")).flatMap(Architecture.gguf)?.traits.ggufPermutesQK ?? false
     }
 
-    /// llama.cpp's name for an HF tensor name, or nil for a name it has no tensor for.
-    public static func ggufName(_ hf: String) -> String? {
+    /// llama.cpp's name for this file's HF tensor name (its family's norm names).
+    func ggufName(_ hf: String) -> String? { Self.ggufName(hf, sandwichNorms: config.architecture.traits.sandwichNorms) }
+
+    /// llama.cpp's name for an HF tensor name, or nil for a name it has no tensor for. With sandwich norms
+    /// (Gemma 3) post_attention_layernorm is llama.cpp's post_attention_norm, pre_feedforward_layernorm its ffn_norm
+    /// and post_feedforward_layernorm its post_ffw_norm.
+    public static func ggufName(_ hf: String, sandwichNorms: Bool = false) -> String? {
         switch hf {
         case "model.embed_tokens.weight": return "token_embd.weight"
         case "model.norm.weight": return "output_norm.weight"
@@ -153,11 +158,13 @@ public final class GGUFCheckpoint: CheckpointSource {
                      "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
                      // Phi-3's fused projections (llama.cpp keeps them fused: gate|up is its ffn_up).
                      "self_attn.qkv_proj": "attn_qkv", "mlp.gate_up_proj": "ffn_up"]
-        guard let g = names[module] else { return nil }
+        let sandwich = ["post_attention_layernorm": "post_attention_norm", "pre_feedforward_layernorm": "ffn_norm",
+                        "post_feedforward_layernorm": "post_ffw_norm"]
+        guard let g = (sandwichNorms ? sandwich[module] : nil) ?? names[module] else { return nil }
         return "blk.\(layer).\(g).\(leaf)"
     }
 
-    public func contains(_ name: String) -> Bool { Self.ggufName(name).map { file.tensors[$0] != nil } ?? false }
+    public func contains(_ name: String) -> Bool { ggufName(name).map { file.tensors[$0] != nil } ?? false }
 
     /// GGUF tensors the model does not read (e.g. `rope_freqs.weight`, or biases
     /// the config has no place for), as transformers' loader also skips them.
@@ -167,19 +174,19 @@ public final class GGUFCheckpoint: CheckpointSource {
         if case .longrope = config.rope.kind { used.formUnion(["rope_factors_long.weight", "rope_factors_short.weight"]) }
         if !config.tieWordEmbeddings { used.insert("output.weight") }
         for s in plan.linears where s.path != "lm_head" {
-            if let g = Self.ggufName(s.path + ".weight") { used.insert(g) }
-            if s.hasBias, let g = Self.ggufName(s.path + ".bias") { used.insert(g) }
+            if let g = ggufName(s.path + ".weight") { used.insert(g) }
+            if s.hasBias, let g = ggufName(s.path + ".bias") { used.insert(g) }
         }
         for l in 0..<config.numLayers {
-            used.formUnion(["blk.\(l).attn_norm.weight", "blk.\(l).ffn_norm.weight"])
+            used.formUnion(config.layerNorms.compactMap { ggufName("model.layers.\(l).\($0).weight") })
             if config.qkNorm { used.formUnion(["blk.\(l).attn_q_norm.weight", "blk.\(l).attn_k_norm.weight"]) }
         }
         return file.tensorNames.filter { !used.contains($0) }
     }
 
     public func validateTensor(_ name: String, shape: [Int]) throws -> String {
-        guard let g = Self.ggufName(name), let info = file.tensors[g] else {
-            throw CheckpointError.missingTensor(name: name + (Self.ggufName(name).map { " (GGUF '\($0)')" } ?? ""), searched: file.path)
+        guard let g = ggufName(name), let info = file.tensors[g] else {
+            throw CheckpointError.missingTensor(name: name + (ggufName(name).map { " (GGUF '\($0)')" } ?? ""), searched: file.path)
         }
         guard info.shape == shape else {
             throw GGUFError.tensor(path: file.path, name: g, reason: "shape \(info.shape) (ggml dims \(info.dims)) but the config implies \(shape)")
@@ -190,13 +197,15 @@ public final class GGUFCheckpoint: CheckpointSource {
     public var tensorNames: [String] { file.tensorNames }
 
     public func checkpointTensor(_ name: String, shape: [Int]) throws -> CheckpointTensor {
-        guard let g = Self.ggufName(name), let info = file.tensors[g] else {
-            throw CheckpointError.missingTensor(name: name + (Self.ggufName(name).map { " (GGUF '\($0)')" } ?? ""), searched: file.path)
+        guard let g = ggufName(name), let info = file.tensors[g] else {
+            throw CheckpointError.missingTensor(name: name + (ggufName(name).map { " (GGUF '\($0)')" } ?? ""), searched: file.path)
         }
         guard info.shape == shape else {
             throw GGUFError.tensor(path: file.path, name: g, reason: "shape \(info.shape) (ggml dims \(info.dims)) but the config implies \(shape)")
         }
         var values = try file.floats(g)
+        // llama.cpp's converter stores Gemma's norm weights as 1 + w: read back as w, as transformers' GGUF loader does.
+        if config.architecture.traits.normPlusOne && name.hasSuffix("norm.weight") { values = values.map { $0 - 1 } }
         if permutedQK {
             if g.hasSuffix(".attn_q.weight") || g.hasSuffix(".attn_q.bias") {
                 values = Self.rotaryRows(values, rows: shape[0], heads: config.numHeads, toGGUF: false)
@@ -256,12 +265,12 @@ extension ModelConfig {
         }
         var c: JSONObject = [
             "architectures": [.string(hfArch.rawValue)],
-            "model_type": .string(hfArch.prefix.lowercased()),
+            "model_type": .string(hfArch.traits.modelType ?? hfArch.prefix.lowercased()),
             "hidden_size": .int(try required("embedding_length")),
             "num_hidden_layers": .int(try required("block_count")),
             "intermediate_size": .int(try required("feed_forward_length")),
             "num_attention_heads": .int(try required("attention.head_count")),
-            "hidden_act": "silu",
+            hfArch.traits.activationKey: .string(hfArch.traits.activationKey == "hidden_act" ? "silu" : "gelu_pytorch_tanh"),
             "tie_word_embeddings": .bool(f.tensors["output.weight"] == nil),
             "torch_dtype": "float32",
         ]
@@ -286,6 +295,22 @@ extension ModelConfig {
         // Qwen3Config's default 128, which every released Qwen3 dense model has; the key is exact).
         if t.ggufHeadDimFromKeyLength, let hd = try f.int(arch + ".attention.key_length") { c["head_dim"] = .int(hd) }
         if t.window == .everyLayer, let w = try f.int(arch + ".attention.sliding_window"), w > 0 { c["sliding_window"] = .int(w) }
+        if t.window == .layerTypes {
+            // Gemma 3 as llama.cpp runs it: every 6th layer full (no pattern key is written), the sliding layers' RoPE base
+            // rope.freq_base_swa (default 10000), linear scaling on the full layers only, and scores scaled by
+            // 1/√key_length (1/√(hidden/heads) for the 62-layer 27B, whose query_pre_attn_scalar is that).
+            if let w = try f.int(arch + ".attention.sliding_window"), w > 0 { c["sliding_window"] = .int(w) }
+            c["sliding_window_pattern"] = .int(6)
+            c["rope_local_base_freq"] = .double(try f.double(arch + ".rope.freq_base_swa") ?? 10000)
+            if let type = try f.string(optional: arch + ".rope.scaling.type"), type == "linear",
+               let factor = try f.double(arch + ".rope.scaling.factor"), factor != 1 {
+                c["rope_scaling"] = ["rope_type": "linear", "factor": .double(factor)]
+            }
+            let heads = try required("attention.head_count"), hidden = try required("embedding_length")
+            let keyLength = try f.int(arch + ".attention.key_length") ?? hidden / heads
+            c["query_pre_attn_scalar"] = .int(try required("block_count") == 62 ? hidden / heads : keyLength)
+            if let cap = try f.double(arch + ".final_logit_softcapping") { c["final_logit_softcapping"] = .double(cap) }
+        }
         if t.ggufLongRopeTensors {
             // LongRoPE's factors are the rope_factors_long/short tensors, with the original length and attention factor.
             if f.tensors["rope_factors_long.weight"] != nil, f.tensors["rope_factors_short.weight"] != nil {

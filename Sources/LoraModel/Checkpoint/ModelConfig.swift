@@ -82,6 +82,8 @@ public struct ArchitectureTraits: Sendable, Equatable {
     /// The prefix of the text model's class names where it differs from the family's (Gemma 3: Gemma3TextModel,
     /// Gemma3TextScaledWordEmbedding), for print(model).
     public var textModelPrefix: String? = nil
+    /// config.json's model_type when it is not the prefix in lower case (Gemma 3's text model: gemma3_text).
+    public var modelType: String? = nil
     /// tie_word_embeddings when config.json has none (Gemma3TextConfig's default is true).
     public var tiedByDefault = false
     /// Whether transformers has the family's *ForSequenceClassification, *ForTokenClassification and bare *Model
@@ -135,7 +137,7 @@ public enum Architecture: String, Sendable, CaseIterable {
                                       defaultMaxPositions: 131072, defaultHeadDim: 256, peftHasDefaultTargets: true,
                                       questionAnsweringClass: false, ggufHeadDimFromKeyLength: true, normPlusOne: true,
                                       sandwichNorms: true, scaledEmbedding: true, activationKey: "hidden_activation",
-                                      textModelPrefix: "Gemma3Text", tiedByDefault: true, taskClasses: false)
+                                      textModelPrefix: "Gemma3Text", modelType: "gemma3_text", tiedByDefault: true, taskClasses: false)
         }
     }
 
@@ -426,6 +428,10 @@ public struct ModelConfig: Sendable {
     public func usesSlidingRope(layer l: Int) -> Bool { slidingRope != nil && window(layer: l) != nil }
     /// The MLP's activation (hidden_act, or Gemma's hidden_activation).
     public var activation: GatedActivation = .silu
+    /// Gemma's final_logit_softcapping: lm_head's logits become cap·tanh(logits / cap) (a causal LM's only), nil for none.
+    public var finalLogitSoftcap: Double? = nil
+    /// The cap on the head's logits in use (the causal LM head's).
+    public var logitSoftcap: Float? { task.kind == .causalLM ? finalLogitSoftcap.map(Float.init) : nil }
     /// The attention scores' scale when it is not 1/√head_dim: query_pre_attn_scalar^-½ (Gemma 3).
     public var attentionScale: Double? = nil
     /// Read from a multimodal checkpoint's language model (Architecture.conditionalGeneration): the class name,
@@ -600,13 +606,16 @@ public struct ModelConfig: Sendable {
         } else {
             activation = arch.traits.activationKey == "hidden_act" ? .silu : .geluTanh
         }
+        var finalLogitSoftcap: Double? = nil
         if arch == .gemma3 {
-            // Soft-capping (Gemma 2's tanh caps): null in every released Gemma 3 config; not implemented here.
-            for k in ["attn_logit_softcapping", "final_logit_softcapping"] {
-                if let v = j[k], !v.isNull {
-                    throw CheckpointError.config(path: path, field: k, reason: "\(v.shortDescription): soft-capping is not supported "
-                                                    + "(Gemma 3's released configs set it to null)")
+            // Soft-capping: final_logit_softcapping caps the causal LM's logits (Gemma3ForCausalLM); attn_logit_softcapping is
+            // read but not applied by transformers' Gemma3Attention (it never reaches the attention call), so not here either.
+            // Every released Gemma 3 config sets both to null.
+            if let v = j["final_logit_softcapping"], !v.isNull {
+                guard let cap = v.double, cap > 0 else {
+                    throw CheckpointError.config(path: path, field: "final_logit_softcapping", reason: "must be a positive number or null, got \(v.shortDescription)")
                 }
+                finalLogitSoftcap = cap
             }
             if try bool("use_bidirectional_attention", false) {
                 throw CheckpointError.config(path: path, field: "use_bidirectional_attention",
@@ -771,6 +780,7 @@ public struct ModelConfig: Sendable {
             slidingWindow: try slidingWindow()?.window)
         config.checkpointTask = checkpointKind
         config.activation = activation
+        config.finalLogitSoftcap = finalLogitSoftcap
         config.conditionalClass = conditional
         if arch == .gemma3 {
             // transformers: scaling = query_pre_attn_scalar ** -0.5 (Gemma3TextConfig's default 256).

@@ -74,6 +74,8 @@ final class ActivationPlan {
     let dAfterA: DeviceBuffer<Float>?
     let chunkRows: Int
     let hfChunk, dhfChunk, logitsChunk: DeviceBuffer<Float>
+    /// With final-logit soft-capping (Gemma): the chunk's tanh(logits / cap), kept for the backward (chunk, V).
+    let softcapTanh: DeviceBuffer<Float>?
     let losses: DeviceBuffer<Float>                   // (N)
     let scalars: DeviceBuffer<Float>                  // [0] Σ loss, [1] ‖grad‖²
 
@@ -115,6 +117,7 @@ final class ActivationPlan {
         hfChunk = try ctx.buffer(count: chunkRows * H)
         dhfChunk = try ctx.buffer(count: chunkRows * H)
         logitsChunk = try ctx.buffer(count: chunkRows * c.headOutFeatures)
+        softcapTanh = c.logitSoftcap != nil ? try ctx.buffer(count: chunkRows * c.headOutFeatures) : nil
         losses = try ctx.buffer(count: n)
         scalars = try ctx.buffer(count: 2)
         for lin in m.layers.flatMap(\.linears) + [m.lmHead] { try lin.plan(ctx, tokens: max(n, chunkRows)) }
@@ -320,6 +323,13 @@ extension LlamaLoRAModel {
         }
     }
 
+    /// Gemma's final-logit soft-capping on `rows` rows of head logits, in place (tanh kept in `tanh`); nothing without a cap.
+    func capLogits(_ logits: DeviceBuffer<Float>, rows: Int, tanh: DeviceBuffer<Float>?) throws {
+        guard let cap = config.logitSoftcap else { return }
+        guard let tanh else { throw LoraError.batch("internal: soft-capped logits without their tanh buffer") }
+        try ctx.softcapForward(logits, tanh: tanh, cap: cap, count: rows * config.headOutFeatures)
+    }
+
     func activations(_ p: ActivationPlan, layer l: Int) -> LayerActivations { p.layers[p.checkpointing ? 0 : l] }
 
     var stepSeed: UInt32 { mixSeed(seed, UInt32(truncatingIfNeeded: step)) }
@@ -369,6 +379,7 @@ extension LlamaLoRAModel {
             let rows = min(p.chunkRows, p.tokens - start)
             try p.hfChunk.copy(from: p.hf, count: rows * H, sourceOffset: start * H)
             try lmHead.forward(ctx, y: p.logitsChunk, x: p.hfChunk, tokens: rows, training: false, stepSeed: stepSeed)
+            try capLogits(p.logitsChunk, rows: rows, tanh: p.softcapTanh)
             out += try p.logitsChunk.read(count: rows * V)
         }
         return out
@@ -509,6 +520,7 @@ extension LlamaLoRAModel {
                 try ctx.dropoutForward(out: p.hfChunk, x: p.hfChunk, count: chunk.count * H, p: headDropout, seed: dropoutSeed)
             }
             try lmHead.forward(ctx, y: p.logitsChunk, x: p.hfChunk, tokens: chunk.count, training: backward, stepSeed: chunkSeed)
+            try capLogits(p.logitsChunk, rows: chunk.count, tanh: p.softcapTanh)
             if let onLogits { try onLogits(try p.logitsChunk.read(count: chunk.count * V)) }
             if let realLoss, let y = head.realTargets {
                 try ctx.realTargetLoss(realLoss, logits: p.logitsChunk, losses: p.losses, targets: y, rowOffset: chunk.start,
@@ -518,6 +530,7 @@ extension LlamaLoRAModel {
                                      rows: chunk.count, vocab: V, countedTokens: p.countedTokens)
             }
             if backward {
+                if let t = p.softcapTanh { try ctx.softcapBackward(p.logitsChunk, tanh: t, count: chunk.count * V) }
                 try lmHead.backward(ctx, dx: p.dhfChunk, dy: p.logitsChunk, x: p.hfChunk, tokens: chunk.count, stepSeed: chunkSeed)
                 if headDropout > 0 {
                     try ctx.dropoutForward(out: p.dhfChunk, x: p.dhfChunk, count: chunk.count * H, p: headDropout, seed: dropoutSeed)

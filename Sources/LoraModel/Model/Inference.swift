@@ -48,6 +48,7 @@ public final class InferenceSession {
     let embedAfterA: DeviceBuffer<Float>?            // (chunk, r) of the embedding LoRA
     let last, lastNormed, lastRstd, logits: DeviceBuffer<Float>  // (H), (H), (1), (V)
     var allLogits: DeviceBuffer<Float>?              // (chunk, V), made on first use
+    var softcapTanh: DeviceBuffer<Float>?            // (chunk, V) scratch of the final-logit soft-capping (Gemma), made on first use
     /// Packed A and B of every adapted linear layer, by the layer's identity.
     var packed: [ObjectIdentifier: PackedLoRA] = [:]
     /// u = x·Aᵀ (chunk, r) of each packed layer: the session's own, so that a training step's
@@ -285,6 +286,15 @@ public final class InferenceSession {
         try m.ctx.rmsnormForward(y: lastNormed, rstd: lastRstd, x: last, weight: m.finalNorm, rows: 1, cols: H,
                                  eps: Float(c.rmsNormEps))
         try project(m.lmHead, y: logits, x: lastNormed, tokens: 1)
+        try capLogits(logits, rows: 1)
+    }
+
+    /// The final-logit soft-capping (Gemma) on `rows` rows of logits, in place.
+    func capLogits(_ buffer: DeviceBuffer<Float>, rows: Int) throws {
+        guard model.config.logitSoftcap != nil else { return }
+        let t = try softcapTanh ?? model.ctx.buffer(count: chunkTokens * model.config.vocabSize)
+        softcapTanh = t
+        try model.capLogits(buffer, rows: rows, tanh: t)
     }
 
     /// Logits (rows, V) of every row of the chunk just run.
@@ -294,6 +304,7 @@ public final class InferenceSession {
         allLogits = buf
         try m.ctx.rmsnormForward(y: h, rstd: rstd, x: x, weight: m.finalNorm, rows: n, cols: H, eps: Float(c.rmsNormEps))
         try project(m.lmHead, y: buf, x: h, tokens: n)
+        try capLogits(buf, rows: n)
         return Array(try buf.read()[0..<(n * V)])
     }
 }

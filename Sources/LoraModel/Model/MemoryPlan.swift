@@ -283,8 +283,9 @@ public struct MemoryPlan: Sendable {
         }
         list.add(.activations, "input ids, positions, sample starts or targets (\(N))", i32(n), copies: 4)
         if c.slidingWindow != nil { list.add(.activations, "sliding-window starts (\(N))", i32(n)) }
-        // TokenGroups of the ids: U unique ids, U+1 offsets, N positions; U ≤ min(N, V).
-        let unique = min(n, V)
+        // TokenGroups of the ids: U unique ids, U+1 offsets, N positions; U ≤ min(N, V), the padding id left out
+        // (it takes no gradient), so U ≤ V − 1 with one (a batch without it is the worst case).
+        let unique = min(n, max(1, V - (c.padTokenID.map { $0 < V } == true ? 1 : 0)))
         list.add(.activations, "embedding groups' unique ids (\(unique))", i32(unique))
         list.add(.activations, "embedding groups' offsets (\(unique) + 1)", i32(satAdd(unique, 1)))
         list.add(.activations, "embedding groups' token positions (\(N))", i32(n))
@@ -318,6 +319,7 @@ public struct MemoryPlan: Sendable {
         // The head's rows: the vocabulary (lm_head) or a classifier's num_labels (score).
         let headRows = c.headOutFeatures
         list.add(.activations, "logits chunk (\(chunk), \(headRows))", f32(chunk, headRows))
+        if c.logitSoftcap != nil { list.add(.activations, "soft-capped logits' tanh (\(chunk), \(headRows))", f32(chunk, headRows)) }
         list.add(.activations, "per-token losses (\(N))", f32(n))
         list.add(.activations, "loss and gradient-norm scalars", f32(2))
         // Linear.u of each adapted layer: dropout(x)·Aᵀ, kept for backward.

@@ -96,7 +96,9 @@ public enum ModelMerger {
         let planned = try Self.outputTensors(config: config, source: source, lora: lora, adapterPlan: plan, adapter: file, report: &report)
             // An embedder (FEATURE_EXTRACTION) keeps the causal checkpoint's names, head included: transformers'
             // AutoModel reads its trunk from them (and sentence-transformers with it), and so does lora-gpu.
-            .map { Planned(name: config.task.kind == .featureExtraction ? $0.name : config.peftName($0.name), shape: $0.shape, make: $0.make) }
+            // A multimodal checkpoint's language model (Gemma3ForConditionalGeneration) is written as the family's causal LM.
+            .map { Planned(name: config.task.kind == .featureExtraction || config.conditionalClass != nil ? $0.name : config.peftName($0.name),
+                           shape: $0.shape, make: $0.make) }
         report.tensors = planned.map(\.name)
 
         // config.json: the base's (or the GGUF's, rebuilt), with the output dtype and the tying.
@@ -108,6 +110,12 @@ public enum ModelMerger {
                 throw CheckpointError.config(path: path, field: "(root)", reason: "not a JSON object")
             }
             cfg = j
+            if config.conditionalClass != nil, var text = j["text_config"]?.object {
+                // Its text config at the top, as the causal LM's config.json (the vision tower is not written).
+                text["architectures"] = .array([.string(config.architecture.rawValue)])
+                text["model_type"] = .string(config.architecture.traits.modelType ?? config.architecture.prefix.lowercased())
+                cfg = text
+            }
         }
         cfg["torch_dtype"] = .string(dtype.rawValue)
         if cfg["dtype"] != nil || ggufFile != nil { cfg["dtype"] = .string(dtype.rawValue) }
