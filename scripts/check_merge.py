@@ -39,7 +39,7 @@ OUT = os.path.join(FIX, "merge")
 
 HF_CASES = ["llama_bias_all", "llama_modules_to_save", "llama_tied_rslora_regex", "mistral_embed_lm_head",
             "qwen2_bias_lora_only", "llama_layers_patterns", "llama_gqa_untied", "qwen3_qk_norm", "smollm3_nope", "phi3_fused_longrope",
-            "gemma3_sliding"]
+            "gemma3_sliding", "gemma3_softcap"]
 # GGUF base, its adapter's LoRA settings.
 # Case gguf_<model> merges into Tests/Fixtures/gguf/<model>.gguf.
 GGUF_CASES = {

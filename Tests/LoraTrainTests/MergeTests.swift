@@ -51,7 +51,7 @@ final class MergeTests: XCTestCase {
 
     func testMergedLogitsMatchPEFTMergeAndUnload() throws {
         let cases = try json(fixtures + "/merge/cases.json") as! [String]
-        XCTAssertEqual(cases.count, 17)
+        XCTAssertEqual(cases.count, 19)
         let out = try tempDir()
         for c in cases {
             let (base, adapter, ids) = try paths(c)
@@ -61,6 +61,27 @@ final class MergeTests: XCTestCase {
             // Where the adapter unties a tied base the fixture holds the unmerged PeftModel's logits (check_merge.py).
             XCTAssertLessThanOrEqual(e, 1e-5, "\(c): merged logits relative error \(e) against PEFT's")
         }
+    }
+
+    /// A Gemma3ForConditionalGeneration base (its language model trained, the adapter named as PEFT names that class's
+    /// modules): the merge writes the language model as a Gemma3ForCausalLM checkpoint (text_config at the top, the text
+    /// weights under "model."), whose logits are the unmerged adapter's.
+    func testConditionalGenerationBaseMergesIntoItsCausalLM() throws {
+        let base = fixtures + "/reference/gemma3_sliding/conditional_model"
+        let lora = LoraConfig(r: 4, loraAlpha: 8, targetModules: .list(["q_proj", "down_proj", "embed_tokens"]), initLoraWeights: .random)
+        let m = try LlamaLoRAModel(modelDirectory: base, lora: lora, context: try ComputeContext.shared())
+        let out = try tempDir()
+        try m.saveAdapter(directory: out + "/adapter", baseModel: base)
+        let ids = [[5, 17, 0, 42, 3, 9, 11, 30, 66, 1]]
+        let want = try m.logits(try TokenBatch(inputIDs: ids))
+        let report = try ModelMerger.merge(model: base, adapter: out + "/adapter", output: out + "/merged")
+        XCTAssertEqual(report.mergedModules.count, 2 * 2 + 1)
+        let cfg = try json(out + "/merged/config.json") as! [String: Any]
+        XCTAssertEqual(cfg["architectures"] as? [String], ["Gemma3ForCausalLM"])
+        XCTAssertEqual(cfg["model_type"] as? String, "gemma3_text")
+        XCTAssertNil(cfg["text_config"])
+        let e = relativeError(try logits(out + "/merged", ids), want.map(Double.init))
+        XCTAssertLessThanOrEqual(e, 1e-5, "conditional base: merged logits relative error \(e) against the unmerged model's")
     }
 
     func testTiedEmbeddingsStayTiedAndModulesToSaveReplace() throws {
