@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 @testable import LoraModel
 import LoraOps
 import TestSupport
@@ -193,6 +194,74 @@ final class ReliabilityTests: XCTestCase {
                     contains: ["config.json", "vocab_size", "1099511627776 is past the largest supported size 2147483647"])
         assertError({ _ = try LoraConfig.parse(Data(#"{"target_modules": ["q_proj"], "r": 1099511627776}"#.utf8), path: "a.json") },
                     contains: ["'r'", "≤ 2147483647", "got 1099511627776"])
+    }
+
+    /// Gemma 3's config as Gemma3TextConfig reads it: the legacy keys (rope_theta, rope_scaling for the full layers,
+    /// rope_local_base_freq, sliding_window_pattern) give what rope_parameters and layer_types give; the defaults
+    /// (tied, head_dim 256, query_pre_attn_scalar 256, window 4096, GeGLU); and each value it cannot run named.
+    func testGemma3ConfigKeysDefaultsAndErrors() throws {
+        let base = try JSONValue.read(path: fixturesRoot + "/gemma3_sliding/model/config.json").object!
+        func parse(_ edit: (inout JSONObject) -> Void) throws -> ModelConfig {
+            var j = base
+            edit(&j)
+            return try ModelConfig.parse(object: j, path: "config.json")
+        }
+        let modern = try parse { _ in }
+        XCTAssertEqual(modern.rope, RopeSettings(theta: 1_000_000, kind: .linear(factor: 2)))
+        XCTAssertEqual(modern.slidingRope, RopeSettings(theta: 10000, kind: .default))
+        XCTAssertEqual(modern.slidingLayers, [true, false])
+        XCTAssertEqual(modern.attentionScale!, 1 / 12.0.squareRoot(), accuracy: 1e-15)
+        let legacy = try parse { j in
+            j["rope_parameters"] = nil
+            j["layer_types"] = nil
+            j["rope_theta"] = .double(1_000_000)
+            j["rope_scaling"] = ["rope_type": "linear", "factor": 2.0]
+            j["rope_local_base_freq"] = .double(10000)
+            j["sliding_window_pattern"] = .int(2)
+            j["_sliding_window_pattern"] = nil
+        }
+        XCTAssertEqual(legacy.rope, modern.rope)
+        XCTAssertEqual(legacy.slidingRope, modern.slidingRope)
+        XCTAssertEqual(legacy.slidingLayers, modern.slidingLayers)
+        // Gemma3TextConfig's defaults.
+        let defaults = try parse { j in
+            for k in ["tie_word_embeddings", "head_dim", "query_pre_attn_scalar", "sliding_window", "hidden_activation", "rope_parameters",
+                      "layer_types", "_sliding_window_pattern"] { j[k] = nil }
+            j["num_hidden_layers"] = .int(7)
+        }
+        XCTAssertTrue(defaults.tieWordEmbeddings)
+        XCTAssertEqual(defaults.headDim, 256)
+        XCTAssertEqual(defaults.attentionScale, 1.0 / 16)
+        XCTAssertEqual(defaults.slidingWindow, 4096)
+        XCTAssertEqual(defaults.slidingLayers, [true, true, true, true, true, false, true])
+        XCTAssertEqual(defaults.activation, .geluTanh)
+        XCTAssertEqual(defaults.rope, RopeSettings(theta: 1_000_000, kind: .default))
+        XCTAssertEqual(defaults.slidingRope, RopeSettings(theta: 10000, kind: .default))
+        XCTAssertNil(defaults.finalLogitSoftcap)
+        // attn_logit_softcapping is read and, as in transformers 5, not applied; final_logit_softcapping is.
+        let capped = try parse { j in j["attn_logit_softcapping"] = .double(50); j["final_logit_softcapping"] = .double(30) }
+        XCTAssertEqual(capped.finalLogitSoftcap, 30)
+        XCTAssertEqual(capped.logitSoftcap, 30)
+        for (key, value, message) in [("final_logit_softcapping", JSONValue.double(-1), "must be a positive number or null, got -1"),
+                                      ("use_bidirectional_attention", .bool(true), "true is not supported"),
+                                      ("sliding_window", .null, "null is not supported for Gemma 3"),
+                                      ("hidden_activation", .string("gelu"), "'gelu' is not supported; supported: silu, gelu_pytorch_tanh"),
+                                      ("query_pre_attn_scalar", .double(0), "must be positive"),
+                                      ("attention_dropout", .double(0.1), "0.1 is not supported"),
+                                      ("layer_types", ["full_attention"], "must list 2 entries")] {
+            assertError({ _ = try parse { $0[key] = value } }, contains: ["config.json", key, message])
+        }
+        assertError({ _ = try parse { $0["rope_parameters"] = ["full_attention": ["rope_type": "linear", "factor": 0.5], "sliding_attention": [:]] } },
+                    contains: ["rope_parameters.full_attention.factor", "must be 1 or more"])
+        assertError({ _ = try parse { $0["rope_parameters"] = ["full_attention": ["rope_type": "yarn"], "sliding_attention": [:]] } },
+                    contains: ["rope_parameters.full_attention.rope_type", "'yarn' is not supported"])
+        // Only CAUSAL_LM trains on Gemma 3 (its task classes are Gemma3Text*, not named here).
+        assertError({ _ = try AdapterPlan(config: modern, lora: LoraConfig(targetModules: .list(["q_proj"]), taskType: "SEQ_CLS")) },
+                    contains: ["SEQ_CLS is not available for Gemma3ForCausalLM", "only CAUSAL_LM"])
+        XCTAssertNil(modern.withoutLabelsHead(taskType: "QUESTION_ANS"))
+        // A conditional-generation config without its text_config.
+        assertError({ _ = try ModelConfig.parse(object: ["architectures": ["Gemma3ForConditionalGeneration"]], path: "config.json") },
+                    contains: ["config.json", "text_config", "missing"])
     }
 
     /// Qwen2's use_sliding_window as transformers reads it: the window applies on

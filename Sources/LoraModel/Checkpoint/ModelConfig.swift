@@ -599,7 +599,7 @@ public struct ModelConfig: Sendable {
         let activation: GatedActivation
         if let v = j[actKey], !v.isNull {
             guard let name = v.string, let a = GatedActivation(rawValue: name) else {
-                throw CheckpointError.config(path: path, field: actKey, reason: "\(v.shortDescription) is not supported; supported: "
+                throw CheckpointError.config(path: path, field: actKey, reason: "\(v.string.map { "'\($0)'" } ?? v.shortDescription) is not supported; supported: "
                                                 + GatedActivation.allCases.map(\.rawValue).joined(separator: ", "))
             }
             activation = a
