@@ -42,29 +42,34 @@ __kernel void swiglu_backward(int n, __global const float* gate, __global const 
 // GeGLU with the tanh GELU (Gemma's gelu_pytorch_tanh): out = gelu(gate) ⊙ up,
 // gelu(x) = ½·x·(1 + tanh(u)), u = √(2/π)·(x + 0.044715·x³);
 // gelu'(x) = ½·(1 + t) + ½·x·(1 − t²)·√(2/π)·(1 + 3·0.044715·x²), t = tanh(u).
+// Computed through ½·(1 + tanh(u)) = σ(2u) (and 1 − t² = 4·σ(2u)·(1 − σ(2u))): exp instead of tanh, which
+// pocl's CPU path runs about five times slower (Benchmarks/NOTES.md, 2026-12-07).
 #define GELU_BETA 0.7978845608028654f   /* √(2/π) */
 #define GELU_KAPPA 0.044715f
+
+inline float gelu_gate(float g) {   // σ(2u) = ½·(1 + tanh(u))
+    return 1.0f / (1.0f + exp(-2.0f * GELU_BETA * (g + GELU_KAPPA * g * g * g)));
+}
 
 __kernel void geglu_tanh_forward(int n, __global const float* gate, __global const float* up,
                                  __global float* out) {
     int i = get_global_id(0);
     if (i >= n) return;
     float g = gate[i];
-    float t = tanh(GELU_BETA * (g + GELU_KAPPA * g * g * g));
-    out[i] = 0.5f * g * (1.0f + t) * up[i];
+    out[i] = g * gelu_gate(g) * up[i];
 }
 
-// dgate = dout ⊙ up ⊙ gelu'(gate), dup = dout ⊙ gelu(gate)
+// dgate = dout ⊙ up ⊙ gelu'(gate), dup = dout ⊙ gelu(gate);
+// gelu'(x) = s + 2·x·s·(1 − s)·√(2/π)·(1 + 3·0.044715·x²), s = σ(2u).
 __kernel void geglu_tanh_backward(int n, __global const float* gate, __global const float* up,
                                   __global const float* dout,
                                   __global float* dgate, __global float* dup) {
     int i = get_global_id(0);
     if (i >= n) return;
-    float g = gate[i], d = dout[i];
-    float t = tanh(GELU_BETA * (g + GELU_KAPPA * g * g * g));
-    float grad = 0.5f * (1.0f + t) + 0.5f * g * (1.0f - t * t) * GELU_BETA * (1.0f + 3.0f * GELU_KAPPA * g * g);
+    float g = gate[i], d = dout[i], s = gelu_gate(g);
+    float grad = s + 2.0f * g * s * (1.0f - s) * GELU_BETA * (1.0f + 3.0f * GELU_KAPPA * g * g);
     dgate[i] = d * up[i] * grad;
-    dup[i] = d * 0.5f * g * (1.0f + t);
+    dup[i] = d * g * s;
 }
 
 // Final-logit soft-capping (Gemma's final_logit_softcapping): t = tanh(x / cap), x = cap·t in place; t is kept

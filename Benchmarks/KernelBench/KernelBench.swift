@@ -396,6 +396,7 @@ extension KernelBench {
         try benchFamilyStep(.qwen3, quick: quick)
         try benchFamilyStep(.phi3, quick: quick)
         try benchFamilyStep(.smollm3, quick: quick)
+        try benchFamilyStep(.gemma3, quick: quick)
     }
 
     /// A training step of a model shaped as a family's small member, 4 layers, the same vocabulary and batch as
@@ -403,9 +404,12 @@ extension KernelBench {
     /// heads of head_dim 128 on hidden 1024, so D·NH = 2H; per-head q/k RMSNorm). Phi-3: Phi-4-mini's (24 heads
     /// over 8 of 128 on hidden 3072 is too large for this row: hidden 1024, 8 heads over 4 of 128, partial rotary
     /// 0.75, fused qkv_proj and gate_up_proj). SmolLM3: SmolLM3-3B's head layout (16 heads over 4 of 128, hidden
-    /// 2048, is too large: hidden 1024, 8 heads over 2 of 128), a NoPE layer every 4th (the 4th here).
+    /// 2048, is too large: hidden 1024, 8 heads over 2 of 128), a NoPE layer every 4th (the 4th here). Gemma 3:
+    /// Gemma-3-1B's head layout (4 heads over 1 of 256 on hidden 1152; its MLP of 6912 cut to 3072), four norms a
+    /// layer, GeGLU, three sliding layers (window 256 of the 512 tokens) then a full one, q/k norms.
     func benchFamilyStep(_ arch: Architecture, quick: Bool) throws {
         let (H, I, L, NH, NKV, D, V, B, T) = quick ? (64, 96, 2, 4, 2, 32, 512, 2, 16)
+            : arch == .gemma3 ? (1152, 3072, 4, 4, 1, 256, 49152, 2, 512)
             : arch == .phi3 ? (1024, 3072, 4, 8, 4, 128, 49152, 2, 512)
             : arch == .smollm3 ? (1024, 3072, 4, 8, 2, 128, 49152, 2, 512) : (1024, 3072, 4, 16, 8, 128, 49152, 2, 512)
         try withBenchModel(arch, hidden: H, intermediate: I, layers: L, heads: NH, kvHeads: NKV, headDim: D, vocab: V,
@@ -475,10 +479,18 @@ extension KernelBench {
         if let headDim, case .object(var o) = config { o["head_dim"] = .int(headDim); config = .object(o) }
         // Phi-4-mini's partial rotary: three quarters of each head rotate.
         if architecture == .phi3, case .object(var o) = config { o["partial_rotary_factor"] = 0.75; config = .object(o) }
+        // Gemma 3: GeGLU, sliding layers with a window of half a 512-token row, the last layer full.
+        if architecture == .gemma3, case .object(var o) = config {
+            o["hidden_act"] = nil
+            o["hidden_activation"] = "gelu_pytorch_tanh"
+            o["sliding_window"] = 256
+            o["layer_types"] = .array((0..<L).map { .string($0 == L - 1 ? "full_attention" : "sliding_attention") })
+            config = .object(o)
+        }
         try Data(config.serialized().utf8).write(to: dir.appendingPathComponent("config.json"))
         var tensors: [(name: String, shape: [Int], values: [Float])] = [
             ("model.embed_tokens.weight", [V, H], rng.uniform(V * H, -0.05, 0.05)),
-            ("model.norm.weight", [H], [Float](repeating: 1, count: H)),
+            ("model.norm.weight", [H], [Float](repeating: architecture.traits.normPlusOne ? 0 : 1, count: H)),
         ]
         for l in 0..<L {
             let p = "model.layers.\(l)."
@@ -490,10 +502,13 @@ extension KernelBench {
             for (name, o, i) in projections {
                 tensors.append((p + name + ".weight", [o, i], rng.uniform(o * i, -0.05, 0.05)))
             }
-            tensors.append((p + "input_layernorm.weight", [H], [Float](repeating: 1, count: H)))
-            tensors.append((p + "post_attention_layernorm.weight", [H], [Float](repeating: 1, count: H)))
+            // Unit norms: w = 1, or w = 0 where the norm multiplies by 1 + w (Gemma).
+            let unit: Float = architecture.traits.normPlusOne ? 0 : 1
+            let norms = ["input_layernorm", "post_attention_layernorm"]
+                + (architecture.traits.sandwichNorms ? ["pre_feedforward_layernorm", "post_feedforward_layernorm"] : [])
+            for n in norms { tensors.append((p + n + ".weight", [H], [Float](repeating: unit, count: H))) }
             if architecture.traits.qkNorm {
-                for n in ["self_attn.q_norm.weight", "self_attn.k_norm.weight"] { tensors.append((p + n, [D], [Float](repeating: 1, count: D))) }
+                for n in ["self_attn.q_norm.weight", "self_attn.k_norm.weight"] { tensors.append((p + n, [D], [Float](repeating: unit, count: D))) }
             }
         }
         try SafeTensorsWriter.write(tensors, to: dir.appendingPathComponent("model.safetensors").path)

@@ -47,13 +47,7 @@ extension LlamaLoRAModel {
         }
         try ctx.attentionBackward(dq: p.dq, dk: p.dk, dv: p.dv, delta: p.delta, dout: p.dattn, out: a.attn, lse: a.lse,
                                   q: a.q, k: a.k, v: a.v, shape: attentionShape, segmentStarts: attentionStarts(layer: l))
-        if c.usesRope(layer: l) {
-            let rope = ropeTables(layer: l)
-            try ctx.rope(p.dq, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numHeads,
-                         headDim: c.headDim, rotaryDim: c.rotaryDim, inverse: true)
-            try ctx.rope(p.dk, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numKVHeads,
-                         headDim: c.headDim, rotaryDim: c.rotaryDim, inverse: true)
-        }
+        try rotate(q: p.dq, k: p.dk, layer: l, positions: p.positions, tables: ropeTables(layer: l), tokens: n, inverse: true)
         // Per-head q/k norms (Qwen3): back through q_norm / k_norm (frozen weights) into p.dattn, free since
         // attention's backward; each part then goes to its projection's backward, or into the fused gradient.
         let qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim, w = qd + 2 * kvd

@@ -287,13 +287,7 @@ extension LlamaLoRAModel {
             try ctx.rmsnormForward(y: a.q, rstd: rq, x: qPre, weight: qn, rows: n * c.numHeads, cols: c.headDim, eps: eps)
             try ctx.rmsnormForward(y: a.k, rstd: rk, x: kPre, weight: kn, rows: n * c.numKVHeads, cols: c.headDim, eps: eps)
         }
-        if c.usesRope(layer: l) {   // a NoPE layer (SmolLM3) attends without positions
-            let rope = ropeTables(layer: l)
-            try ctx.rope(a.q, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numHeads,
-                         headDim: c.headDim, rotaryDim: c.rotaryDim, inverse: false)
-            try ctx.rope(a.k, positions: p.positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numKVHeads,
-                         headDim: c.headDim, rotaryDim: c.rotaryDim, inverse: false)
-        }
+        try rotate(q: a.q, k: a.k, layer: l, positions: p.positions, tables: ropeTables(layer: l), tokens: n, inverse: false)
         try ctx.attentionForward(out: a.attn, lse: a.lse, q: a.q, k: a.k, v: a.v, shape: attentionShape,
                                  segmentStarts: attentionStarts(layer: l))
         try a.xMid.copy(from: xIn, count: n * H)
@@ -320,6 +314,18 @@ extension LlamaLoRAModel {
             try ctx.rmsnormForward(y: xOut, rstd: r, x: m, weight: norm, rows: n, cols: H, eps: eps, beta: 1)
         } else {
             try L.down.forward(ctx, y: xOut, x: a.act, tokens: n, training: training, stepSeed: s, beta: 1)
+        }
+    }
+
+    /// RoPE on layer `l`'s q (N, NH, D) and k (N, NKV, D) in place with `tables` (`inverse`: the backward's rotation
+    /// back); nothing on a NoPE layer (SmolLM3), which attends without positions.
+    func rotate(q: DeviceBuffer<Float>, k: DeviceBuffer<Float>, layer l: Int, positions: DeviceBuffer<Int32>,
+                tables: (cos: DeviceBuffer<Float>, sin: DeviceBuffer<Float>), tokens n: Int, inverse: Bool) throws {
+        let c = config
+        guard c.usesRope(layer: l) else { return }
+        for (x, heads) in [(q, c.numHeads), (k, c.numKVHeads)] {
+            try ctx.rope(x, positions: positions, cos: tables.cos, sin: tables.sin, tokens: n, heads: heads,
+                         headDim: c.headDim, rotaryDim: c.rotaryDim, inverse: inverse)
         }
     }
 

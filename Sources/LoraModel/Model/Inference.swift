@@ -244,13 +244,9 @@ public final class InferenceSession {
                 }
                 try project(vp, y: v, x: h, tokens: n)
             }
-            if c.usesRope(layer: l) {
-                let rope = c.usesSlidingRope(layer: l) ? (m.ropeSliding ?? rope) : rope
-                try ctx.rope(q, positions: positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numHeads,
-                             headDim: c.headDim, rotaryDim: c.rotaryDim, inverse: false)
-                try ctx.rope(k, positions: positions, cos: rope.cos, sin: rope.sin, tokens: n, heads: c.numKVHeads,
-                             headDim: c.headDim, rotaryDim: c.rotaryDim, inverse: false)
-            }
+            // The run's tables (LongRoPE's long or short factors), or the sliding layers' own (Gemma 3).
+            try m.rotate(q: q, k: k, layer: l, positions: positions, tables: c.usesSlidingRope(layer: l) ? (m.ropeSliding ?? rope) : rope,
+                         tokens: n, inverse: false)
             try ctx.kvCacheAppend(caches[l], k: k, v: v, tokens: n, position: p0)
             try ctx.decodeAttention(out: attn, q: q, cache: caches[l], heads: c.numHeads, tokens: n, position: p0,
                                     window: c.window(layer: l), scale: c.attentionScale.map(Float.init))

@@ -160,7 +160,7 @@ public struct TrainingConfig: Equatable, Sendable {
         var peftFile = false
         if let file {
             let pairs = try readMapping(file)
-            peftFile = pairs.contains { $0.0 == "peft_type" }
+            peftFile = writtenByPEFT(pairs.map(\.0))
             given += pairs.map { ($0.0, $0.1, file) }
         }
         given += overrides.keys.sorted().map { ($0, value(any: overrides[$0]!), "command line") }
@@ -206,7 +206,7 @@ public struct TrainingConfig: Equatable, Sendable {
             throw TrainError.setting(source: file, key: "(file)", reason: "holds no setting: give the LoRA settings (r, lora_alpha, "
                                      + "target_modules, …) or an adapter_config.json")
         }
-        let peftFile = given.contains { $0.0 == "peft_type" }
+        let peftFile = writtenByPEFT(given.map(\.0))
         var c = TrainingConfig()
         for (k, v) in given where !loraKeys.contains(k) { try c.set(k, v, source: file, savedByPEFT: peftFile) }
         if let a = c.adapter { c.lora = try LoraConfig.load(path: a); c.lora.inferenceMode = false }
@@ -237,12 +237,15 @@ public struct TrainingConfig: Equatable, Sendable {
             return (try LoraConfig.load(path: path), [])
         }
         if let data = FileManager.default.contents(atPath: path), let j = try? JSONValue.parse(data), let o = j.object,
-           o["peft_type"] != nil {
+           writtenByPEFT(o.pairs.map(\.0)) {
             return (try LoraConfig.load(path: path), [])
         }
         let settings = try loraSettings(file: path, visited: visited.union([standardized(path)]), requireSettings: true)
         return (settings.lora, settings.trainingKeys)
     }
+
+    /// Whether a file with these top-level keys is one PEFT wrote (an adapter_config.json: it carries peft_type).
+    static func writtenByPEFT(_ keys: [String]) -> Bool { keys.contains("peft_type") }
 
     static func standardized(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath().path }
 
