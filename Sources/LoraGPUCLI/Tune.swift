@@ -43,7 +43,7 @@ struct Tune: ParsableCommand {
         var lmHead: (hidden: Int, vocab: Int, layers: Int)? = nil
         if let model {
             let config = try ModelSource.open(model).config
-            linears = Self.linears(config)
+            linears = AdapterPlan.tuningLinears(config)
             lmHead = (config.hiddenSize, config.vocabSize, config.numLayers)
             print("shapes of \(model): " + linears.map { "\($0.name) \($0.inFeatures)→\($0.outFeatures)" }.joined(separator: ", "))
         }
@@ -68,14 +68,5 @@ struct Tune: ParsableCommand {
                      entry.config, entry.gflops, entry.defaultConfig, def, path))
         print("load during the tune: \(entry.loadDescription)"
               + (entry.measuredUnderLoad ? " — measured under load: the choice may be poor; run `lora-gpu tune --force` again on an idle machine" : ""))
-    }
-
-    /// The adapted projections of one decoder layer (lm_head is left out: its
-    /// vocabulary-wide product would dominate the tuning time).
-    static func linears(_ c: ModelConfig) -> [TuningLinear] {
-        let q = c.numHeads * c.headDim, kv = c.numKVHeads * c.headDim, h = c.hiddenSize, i = c.intermediateSize
-        return [TuningLinear("q_proj", in: h, out: q), TuningLinear("k_proj/v_proj", in: h, out: kv, count: 2),
-                TuningLinear("o_proj", in: q, out: h), TuningLinear("gate_proj/up_proj", in: h, out: i, count: 2),
-                TuningLinear("down_proj", in: i, out: h)]
     }
 }

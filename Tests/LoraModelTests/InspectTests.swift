@@ -1,5 +1,6 @@
 import Foundation
 import LoraModel
+import LoraOps
 import XCTest
 
 final class InspectTests: XCTestCase {
@@ -57,5 +58,20 @@ final class ClassifierInspectTests: XCTestCase {
             let c = try ModelConfig.load(directory: dir + "/model")
             XCTAssertEqual(ModelPrinter.render(c) + "\n", expected, name)
         }
+    }
+}
+
+final class TuningShapeTests: XCTestCase {
+    /// `lora-gpu tune --model` times each family's own products: Phi-3's fused q|k|v and gate|up, Qwen3's head_dim
+    /// apart from hidden/heads, Gemma 3's 4 heads of 16 over 2.
+    func testTunedProductsAreTheFamilysProjections() throws {
+        func shapes(_ name: String) throws -> [String] {
+            let c = try ModelConfig.load(directory: fixturesRoot + "/\(name)/model")
+            return AdapterPlan.tuningLinears(c).map { "\($0.name) \($0.inFeatures)→\($0.outFeatures) ×\($0.count)" }
+        }
+        XCTAssertEqual(try shapes("phi3_fused_longrope"), ["o_proj 32→32 ×1", "qkv_proj 32→64 ×1", "gate_up_proj 32→96 ×1", "down_proj 48→32 ×1"])
+        XCTAssertEqual(try shapes("qwen3_qk_norm"), ["q_proj 32→64 ×1", "k_proj/v_proj 32→32 ×2", "o_proj 64→32 ×1",
+                                                     "gate_proj/up_proj 32→48 ×2", "down_proj 48→32 ×1"])
+        XCTAssertEqual(try shapes("gemma3_sliding"), try shapes("qwen3_qk_norm"))
     }
 }

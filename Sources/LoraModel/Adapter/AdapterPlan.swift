@@ -356,3 +356,22 @@ extension AdapterPlan {
         return nil
     }
 }
+
+extension AdapterPlan {
+    /// The products `lora-gpu tune --model` times: one decoder layer's projections as the family has them (q/k/v and
+    /// gate/up apart, or Phi-3's fused qkv_proj and gate_up_proj), equal shapes merged with their counts summed.
+    /// lm_head is left out: its vocabulary-wide product would dominate the tuning time.
+    public static func tuningLinears(_ c: ModelConfig) -> [TuningLinear] {
+        var out: [TuningLinear] = []
+        for s in linearSpecs(c) where s.path.hasPrefix("model.layers.0.") {
+            let name = String(s.path.split(separator: ".").last!)
+            if let i = out.firstIndex(where: { $0.inFeatures == s.inFeatures && $0.outFeatures == s.outFeatures }) {
+                out[i].name += "/" + name
+                out[i].count += 1
+            } else {
+                out.append(TuningLinear(name, in: s.inFeatures, out: s.outFeatures))
+            }
+        }
+        return out
+    }
+}
