@@ -1,4 +1,5 @@
 import Foundation
+import LoraOps
 
 /// One `nn.Linear` of the model: its path as `named_modules()` spells it.
 public struct LinearSpec: Sendable {
