@@ -79,7 +79,10 @@ final class PackingTests: XCTestCase {
         }
     }
 
-    static let fixtures = ["llama_gqa_untied", "llama_tied_rslora_regex", "mistral_embed_lm_head", "qwen2_bias_lora_only"]
+    /// The sliding-window ones pack samples longer than their window (Mistral's 3; Gemma 3's 4 on its sliding layer,
+    /// beside a full layer): each sample keeps its own window.
+    static let fixtures = ["llama_gqa_untied", "llama_tied_rslora_regex", "mistral_embed_lm_head", "qwen2_bias_lora_only",
+                           "mistral_sliding_window", "gemma3_sliding", "gemma3_softcap"]
 
     func testPackedRowsEqualTheSamplesRunAlone() throws {
         for name in Self.fixtures {
