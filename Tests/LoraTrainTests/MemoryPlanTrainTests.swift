@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 import LoraModel
 import LoraOps
 import Reference
@@ -15,6 +16,16 @@ final class MemoryPlanTrainTests: XCTestCase {
         return (r.status, r.stdout, r.stderr)
     }
 
+    /// Adds a sample of `length` tokens (the plan is made for the data's longest row).
+    func appendLongSample(_ path: String, length: Int) throws {
+        let ids = (0..<length).map { 3 + $0 % 60 }
+        let line = JSONValue.object(["input_ids": JSONValue(ids), "labels": JSONValue(ids)]).serialized() + "\n"
+        let h = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try h.seekToEnd()
+        try h.write(contentsOf: Data(line.utf8))
+        try h.close()
+    }
+
     func arguments(data: String, output: String, batch: Int) -> [String] {
         ["--model", fixtureModel, "--data", data, "--output-dir", output, "--max-steps", "2", "--max-seq-len", "64",
          "--per-device-train-batch-size", "\(batch)", "--target-modules", "all-linear"]
@@ -28,6 +39,7 @@ final class MemoryPlanTrainTests: XCTestCase {
         let dir = try temporaryDirectory("memory")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try writeSamples(dir + "/train.jsonl", count: 8)
+        try appendLongSample(dir + "/train.jsonl", length: 64)
         let out = dir + "/out"
         let r = try train(arguments(data: dir + "/train.jsonl", output: out, batch: 10_000_000))
         if ProcessInfo.processInfo.environment["LORA_GPU_PRINT_ERRORS"] != nil { print("ERROR:", r.stderr) }
@@ -52,6 +64,7 @@ final class MemoryPlanTrainTests: XCTestCase {
         let dir = try temporaryDirectory("memory")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try writeSamples(dir + "/train.jsonl", count: 8)
+        try appendLongSample(dir + "/train.jsonl", length: 64)
         let out = dir + "/out"
         let r = try train(arguments(data: dir + "/train.jsonl", output: out, batch: 1000),
                           environment: ["LORA_GPU_DEVICE_MEMORY": "64G,4M"])
@@ -106,6 +119,7 @@ final class MemoryPlanTrainTests: XCTestCase {
         let dir = try temporaryDirectory("memory")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try writeSamples(dir + "/train.jsonl", count: 8)
+        try appendLongSample(dir + "/train.jsonl", length: 64)
         let out = dir + "/out"
         let r = try train(arguments(data: dir + "/train.jsonl", output: out, batch: 4))
         XCTAssertEqual(r.status, 0, r.stderr)
@@ -120,6 +134,26 @@ final class MemoryPlanTrainTests: XCTestCase {
         XCTAssertTrue(plan[start + 6].contains("per buffer (CL_DEVICE_MAX_MEM_ALLOC_SIZE)"), plan[start + 6])
         XCTAssertTrue(r.stdout.contains("done: 2 steps"), r.stdout)
         XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/adapter_model.safetensors"))
+    }
+
+    /// The plan is made for the rows the run makes (issue 18): as wide as the data's longest sample (14 tokens here,
+    /// batches are padded to their longest row), not max_seq_len; with packing, max_seq_len (packed rows are that wide).
+    /// A batch that does not fit at that width says so with both numbers.
+    func testThePlanFollowsTheDatasLongestRow() throws {
+        let dir = try temporaryDirectory("memory")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try writeSamples(dir + "/train.jsonl", count: 8)
+        let short = try train(arguments(data: dir + "/train.jsonl", output: dir + "/short", batch: 4))
+        XCTAssertEqual(short.status, 0, short.stderr)
+        XCTAssertTrue(short.stdout.contains("memory plan for") && short.stdout.contains("micro-batch 4 × 14 tokens"), short.stdout)
+        let packed = try train(arguments(data: dir + "/train.jsonl", output: dir + "/packed", batch: 4) + ["--packing"])
+        XCTAssertEqual(packed.status, 0, packed.stderr)
+        XCTAssertTrue(packed.stdout.contains("micro-batch 4 × 64 tokens"), packed.stdout)
+        let big = try train(arguments(data: dir + "/train.jsonl", output: dir + "/big", batch: 10_000_000))
+        XCTAssertNotEqual(big.status, 0)
+        XCTAssertTrue(big.stderr.contains("per_device_train_batch_size 10000000 × 14 tokens (the data's longest row; max_seq_len 64) does not fit"),
+                      big.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/big"), "the output directory was made")
     }
 
     /// The settings the message suggests do fit, one more row or token does not,

@@ -55,13 +55,15 @@ public final class Trainer {
     /// The plan of the largest micro-batch the run will meet: per_device_train_batch_size
     /// (or the eval batch size when there is evaluation data and it is larger) × max_seq_len
     /// (padded batches are at most that wide, packed rows exactly that), and the device's limits.
+    /// `rowLength`: the widest row the run will make (Setup.plannedRowLength), max_seq_len when nil.
     static func memoryPlan(_ c: TrainingConfig, model: ModelConfig, lora: LoraConfig, checkpoint: CheckpointSource,
-                           device: Device) throws -> (plan: MemoryPlan, limits: MemoryLimits) {
+                           device: Device, rowLength: Int? = nil) throws -> (plan: MemoryPlan, limits: MemoryLimits) {
         let evaluates = c.valData != nil || c.valSplit > 0
         let samples = evaluates ? max(c.perDeviceTrainBatchSize, c.perDeviceEvalBatchSize) : c.perDeviceTrainBatchSize
         // A contrastive batch of B samples runs up to 3B rows: anchors, positives, negatives.
         let rowsPerSample = c.lora.taskType == "FEATURE_EXTRACTION" ? 3 : 1
-        let shape = MemoryPlan.Shape(batch: samples * rowsPerSample, seq: c.maxSeqLen, gradientCheckpointing: c.gradientCheckpointing)
+        let shape = MemoryPlan.Shape(batch: samples * rowsPerSample, seq: min(rowLength ?? c.maxSeqLen, c.maxSeqLen),
+                                     gradientCheckpointing: c.gradientCheckpointing)
         let plan = try MemoryPlan.make(config: model, adapterPlan: try AdapterPlan(config: model, lora: lora), checkpoint: checkpoint,
                                        shape: shape, alignmentBytes: device.baseAddressAlignmentBytes,
                                        bufferLimitBytes: try LlamaLoRAModel.bufferLimit(for: device))
@@ -81,7 +83,9 @@ public final class Trainer {
         let rows = c.lora.taskType == "FEATURE_EXTRACTION" ? 3 : 1
         let batchKey = s.batch / rows > c.perDeviceTrainBatchSize ? "per_device_eval_batch_size" : "per_device_train_batch_size"
         var m = "memory plan: the model with micro-batches of \(batchKey) \(s.batch / rows)"
-            + (rows > 1 ? " (\(s.batch) rows: anchors, positives, negatives)" : "") + " × max_seq_len \(s.seq) tokens does not fit "
+            + (rows > 1 ? " (\(s.batch) rows: anchors, positives, negatives)" : "")
+            + (s.seq < c.maxSeqLen ? " × \(s.seq) tokens (the data's longest row; max_seq_len \(c.maxSeqLen))" : " × max_seq_len \(s.seq) tokens")
+            + " does not fit "
             + "\(limits.deviceName):"
         if problems.total {
             m += " it needs \(F(plan.totalBytes)) (weights \(F(plan.weightBytes)), trainable + optimizer \(F(plan.trainableBytes)), "

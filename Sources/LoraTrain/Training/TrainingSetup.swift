@@ -88,19 +88,13 @@ struct TrainingSetup {
                 ? "packing is not available with task_type TOKEN_CLS yet (one sentence per row)"
                 : "a sequence classifier reads one token per sample: packing is not available with task_type SEQ_CLS")
         }
-        // The memory plan before the data: a new classifier's labels are not known yet (a 2-label stand-in).
-        let standIn = SequenceClassifier.defaultLabels(2)
-        let plannedConfig = !classifies || modelConfig.task.kind != .causalLM ? modelConfig
-            : tags ? modelConfig.tagging(.tokens(labels: standIn)) : modelConfig.classifying(SequenceClassifier(labels: standIn))
         // Under mpirun: rank 0 alone prints, evaluates and writes; every rank trains its share.
         dist = try Distributed.world()
         isRoot = (dist?.rank ?? 0) == 0
         if !isRoot { trainer.progress = ProgressPrinter(isTerminal: false) { _ in } }
         let progress = trainer.progress
-        let memory = try Trainer.memoryPlan(c, model: plannedConfig, lora: c.lora, checkpoint: checkpoint, device: trainer.ctx.device)
-        for line in memory.plan.lines(limits: memory.limits) { progress.message(line) }
-        try Trainer.checkMemory(memory.plan, limits: memory.limits, config: c)
-        resumeFrom = try Self.prepareOutput(c)
+        // Nothing is written before the plan fits: the resume point is found first, the output directory made after.
+        resumeFrom = try Self.resumePoint(c)
 
         // Continuing a classifier (an adapter, or a checkpoint being resumed) on a causal base:
         // its labels.json fixes the labels.
@@ -123,6 +117,14 @@ struct TrainingSetup {
                     + "is a classifier's score, and these labels make a regression: use eval_loss (the mean squared error)")
             }
         }
+        // The memory plan for what the run needs (before any weight is loaded): rows as wide as the data's longest,
+        // the classifier its labels make.
+        let rowLength = Self.plannedRowLength(c, train: data.train, validation: data.validation)
+        let memory = try Trainer.memoryPlan(c, model: modelConfig, lora: c.lora, checkpoint: checkpoint, device: trainer.ctx.device,
+                                            rowLength: rowLength)
+        for line in memory.plan.lines(limits: memory.limits) { progress.message(line) }
+        try Trainer.checkMemory(memory.plan, limits: memory.limits, config: c)
+        try FileManager.default.createDirectory(atPath: c.outputDir, withIntermediateDirectories: true)
         if isRoot { try Self.reportSkipped(data.skipped, outputDir: c.outputDir, progress: progress) }
         train = data.train
         validation = data.validation
@@ -207,9 +209,17 @@ struct TrainingSetup {
         return out
     }
 
-    /// Creates output_dir; returns the checkpoint to resume from, refusing to overwrite checkpoints otherwise.
-    static func prepareOutput(_ c: TrainingConfig) throws -> String? {
-        try FileManager.default.createDirectory(atPath: c.outputDir, withIntermediateDirectories: true)
+    /// The widest row the run makes: max_seq_len with packing (packed rows are that wide), and for extractive QA and
+    /// contrastive batches (their own row layouts); otherwise the longest training or validation sample, since a batch
+    /// is padded to its longest row only (samples are already cut to max_seq_len).
+    static func plannedRowLength(_ c: TrainingConfig, train: [TokenizedSample], validation: [TokenizedSample]) -> Int {
+        if c.packing || c.lora.taskType == "QUESTION_ANS" || c.lora.taskType == "FEATURE_EXTRACTION" { return c.maxSeqLen }
+        let longest = (train + validation).map(\.inputIDs.count).max() ?? c.maxSeqLen
+        return min(max(longest, 1), c.maxSeqLen)
+    }
+
+    /// The checkpoint to resume from, refusing to overwrite checkpoints otherwise; writes nothing.
+    static func resumePoint(_ c: TrainingConfig) throws -> String? {
         let resumeFrom = try c.resumeFromCheckpoint.map { try Checkpoints.resolve($0, outputDir: c.outputDir) }
         if resumeFrom == nil, let existing = Checkpoints.list(c.outputDir).last {
             throw TrainError.setting(source: "settings", key: "output_dir",
