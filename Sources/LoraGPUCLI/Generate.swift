@@ -47,7 +47,9 @@ struct Generate: ParsableCommand {
         let ctx = try deviceOption.context()
         let text = try ModelText(model: model, chatTemplate: chatTemplate, needsTemplate: rawPrompt == nil,
                                  templateVariables: try templateKwargs.variables())
-        let generator = try Generator(model: try Generator.loadModel(model, adapter: adapter, context: ctx))
+        let loaded = try Generator.loadModel(model, adapter: adapter, context: ctx)
+        for note in loaded.adapterNotes { FileHandle.standardError.write(Data("note: \(note)\n".utf8)) }
+        let generator = try Generator(model: loaded)
         var stops = ModelSource.isFile(model) ? [] : try ModelStopIDs.load(modelDirectory: model)
         stops.formUnion(text.stopIDs)
         let options = GenerationOptions(maxNewTokens: maxNewTokens,

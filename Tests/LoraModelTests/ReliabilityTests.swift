@@ -259,6 +259,31 @@ final class ReliabilityTests: XCTestCase {
         assertError({ _ = try AdapterPlan(config: modern, lora: LoraConfig(targetModules: .list(["q_proj"]), taskType: "SEQ_CLS")) },
                     contains: ["SEQ_CLS is not available for Gemma3ForCausalLM", "only CAUSAL_LM"])
         XCTAssertNil(modern.withoutLabelsHead(taskType: "QUESTION_ANS"))
+        // The Hub's Gemma3ForConditionalGeneration configs (google/gemma-3-4b-it) nest a text_config of a few keys:
+        // Gemma3TextConfig's defaults fill in the rest, as transformers 5.25 reads it (checked with Gemma3Config).
+        let hub: JSONObject = ["architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3", "eos_token_id": [1, 106],
+                               "text_config": ["hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
+                                               "num_hidden_layers": 34, "rope_scaling": ["factor": 8.0, "rope_type": "linear"],
+                                               "sliding_window": 1024, "final_logit_softcapping": 30.0]]
+        let four = try ModelConfig.parse(object: hub, path: "config.json")
+        XCTAssertEqual(four.conditionalClass, "Gemma3ForConditionalGeneration")
+        XCTAssertEqual([four.vocabSize, four.numHeads, four.numKVHeads, four.headDim, four.maxPositionEmbeddings, four.numLayers],
+                       [262_208, 8, 4, 256, 131_072, 34])
+        XCTAssertEqual(four.padTokenID, 0)
+        XCTAssertTrue(four.tieWordEmbeddings)
+        XCTAssertEqual(four.rmsNormEps, 1e-6)
+        XCTAssertEqual(four.attentionScale, 1.0 / 16)
+        XCTAssertEqual(four.rope, RopeSettings(theta: 1_000_000, kind: .linear(factor: 8)))
+        XCTAssertEqual(four.slidingRope, RopeSettings(theta: 10000, kind: .default))
+        XCTAssertEqual(four.slidingWindow, 1024)
+        XCTAssertEqual((0..<34).filter { four.window(layer: $0) == nil }, [5, 11, 17, 23, 29])
+        // Gemma3ForConditionalGeneration computes its logits uncapped: so here, whatever its text_config says.
+        XCTAssertNil(four.finalLogitSoftcap)
+        // PEFT has no default target_modules for model_type gemma3: name them.
+        assertError({ _ = try AdapterPlan(config: four, lora: LoraConfig()) },
+                    contains: ["target_modules", "missing: PEFT has no default target_modules for Gemma3ForConditionalGeneration"])
+        // hidden_act is not Gemma 3's key: transformers ignores it, and so does this.
+        XCTAssertEqual(try parse { $0["hidden_act"] = "gelu"; $0["hidden_activation"] = nil }.activation, .geluTanh)
         // A conditional-generation config without its text_config.
         assertError({ _ = try ModelConfig.parse(object: ["architectures": ["Gemma3ForConditionalGeneration"]], path: "config.json") },
                     contains: ["config.json", "text_config", "missing"])

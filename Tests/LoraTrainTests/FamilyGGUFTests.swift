@@ -1,6 +1,7 @@
 import Foundation
 import LoraBase
 import LoraOps
+import TestSupport
 import XCTest
 @testable import LoraModel
 @testable import LoraTrain
@@ -72,6 +73,40 @@ final class FamilyGGUFTests: XCTestCase {
             let scale = r.map(abs).max()!
             let err = zip(logits, r).map { abs($0 - $1) }.max()! / scale
             XCTAssertLessThanOrEqual(err, 1e-5, "\(family): logits relative error \(err)")
+        }
+    }
+
+    /// Gemma 3's layer pattern as llama.cpp reads it: attention.sliding_window_pattern n (every n-th layer full, 0: none)
+    /// or a per-layer list, else every 6th; no sliding window (absent or 0) makes every layer full, at the global base.
+    func testGemma3SlidingPatternAsLlamaCppReadsIt() throws {
+        let source = try GGUFFile(path: Self.dir("gemma3") + "/model.gguf")
+        let dir = try temporaryDirectory("gemma3-gguf")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        func config(_ edit: (inout [String: GGUFValue]) -> Void) throws -> ModelConfig {
+            var metadata = source.metadata
+            edit(&metadata)
+            var w = GGUFWriter()
+            for k in metadata.keys.sorted() where k != "general.alignment" { w.add(k, metadata[k]!) }
+            for name in source.tensorNames {
+                w.add(tensor: name, shape: source.tensors[name]!.shape, values: try source.floats(name), type: .f32)
+            }
+            let path = dir + "/edited.gguf"
+            try w.write(to: path)
+            return try GGUFCheckpoint(path: path).config
+        }
+        let key = "gemma3.attention.sliding_window_pattern"
+        func fullLayers(_ c: ModelConfig) -> [Int] { (0..<c.numLayers).filter { c.window(layer: $0) == nil } }
+        XCTAssertEqual(fullLayers(try config { _ in }), [5])
+        XCTAssertEqual(fullLayers(try config { $0[key] = .uint32(3) }), [2, 5])
+        XCTAssertEqual(fullLayers(try config { $0[key] = .uint32(0) }), [])
+        XCTAssertEqual(fullLayers(try config { $0[key] = .array([true, false, true, true, false, true].map(GGUFValue.bool)) }), [1, 4])
+        let dense = try config { $0["gemma3.attention.sliding_window"] = nil }
+        XCTAssertNil(dense.slidingWindow)
+        XCTAssertNil(dense.slidingRope)
+        XCTAssertEqual(fullLayers(dense), [0, 1, 2, 3, 4, 5])
+        XCTAssertEqual(fullLayers(try config { $0["gemma3.attention.sliding_window"] = .uint32(0) }), [0, 1, 2, 3, 4, 5])
+        XCTAssertThrowsError(try config { $0[key] = .array([.bool(true)]) }) {
+            XCTAssertTrue("\($0)".contains("must list true or false for each of the 6 layers"), "\($0)")
         }
     }
 

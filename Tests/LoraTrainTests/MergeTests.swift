@@ -82,6 +82,38 @@ final class MergeTests: XCTestCase {
         XCTAssertNil(cfg["text_config"])
         let e = relativeError(try logits(out + "/merged", ids), want.map(Double.init))
         XCTAssertLessThanOrEqual(e, 1e-5, "conditional base: merged logits relative error \(e) against the unmerged model's")
+
+        // PEFT on that class adapts the vision tower too (its q_proj, fc1…): such tensors are set aside with a note by
+        // the loader and the merge, not refused; the language model's are unchanged.
+        let file = try SafeTensorsFile(path: out + "/adapter/adapter_model.safetensors")
+        var tensors = try file.tensors.keys.sorted().map { k in let t = try file.floats(k); return (name: k, shape: t.shape, values: t.values) }
+        tensors.append((name: "base_model.model.model.vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.lora_A.weight",
+                        shape: [4, 16], values: [Float](repeating: 0.5, count: 64)))
+        try FileManager.default.createDirectory(atPath: out + "/multimodal", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: out + "/adapter/adapter_config.json", toPath: out + "/multimodal/adapter_config.json")
+        try SafeTensorsWriter.write(tensors, to: out + "/multimodal/adapter_model.safetensors")
+        let loaded = try LlamaLoRAModel(modelDirectory: base, lora: lora, context: try ComputeContext.shared())
+        try loaded.loadAdapter(directory: out + "/multimodal")
+        XCTAssertEqual(loaded.adapterNotes, ["1 adapter tensor of the vision tower or projector set aside: only the language model is read "
+                                             + "(they do not change text-only outputs)"])
+        XCTAssertEqual(try loaded.logits(try TokenBatch(inputIDs: ids)), want)
+        let r2 = try ModelMerger.merge(model: base, adapter: out + "/multimodal", output: out + "/merged2")
+        XCTAssertTrue(r2.warnings.contains { $0.hasPrefix("1 adapter tensor of the vision tower") }, "\(r2.warnings)")
+
+        // lora-gpu export: PEFT's model.language_model.layers.N names are llama.cpp's blk.N tensors.
+        let linearOnly = try LlamaLoRAModel(modelDirectory: base, lora: LoraConfig(r: 4, loraAlpha: 8, targetModules: .list(["q_proj", "down_proj"]),
+                                                                                 initLoraWeights: .random), context: try ComputeContext.shared())
+        try linearOnly.saveAdapter(directory: out + "/linear", baseModel: base)
+        let exported = try AdapterGGUFExport.export(adapter: out + "/linear", model: base, output: out + "/adapter.gguf", type: .f32)
+        XCTAssertEqual(exported.tensors, 2 * (2 * 2))   // q_proj and down_proj of 2 layers, A and B each
+        let g = try GGUFFile(path: out + "/adapter.gguf")
+        XCTAssertEqual(try g.string("general.architecture"), "gemma3")
+        for name in ["blk.0.attn_q.weight.lora_a", "blk.1.ffn_down.weight.lora_b"] { XCTAssertNotNil(g.tensors[name], name) }
+
+        // inspect: the language model, shown as the Gemma3ForCausalLM merge writes, with a line saying so.
+        let tree = ModelPrinter.render(try ModelConfig.load(directory: base))
+        XCTAssertTrue(tree.hasPrefix("# the language model of Gemma3ForConditionalGeneration"), tree)
+        XCTAssertTrue(tree.contains("\nGemma3ForCausalLM(\n  (model): Gemma3TextModel(\n"), tree)
     }
 
     func testTiedEmbeddingsStayTiedAndModulesToSaveReplace() throws {

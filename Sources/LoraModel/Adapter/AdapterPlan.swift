@@ -39,11 +39,11 @@ public struct AdapterPlan: Sendable {
         try Self.checkTask(config: c, lora: lora)
         let lora = lora.withTaskModules()
         // PEFT's target_modules default (None) is per family (q_proj, v_proj); for a family it has no entry for
-        // (Phi-3, SmolLM3) PEFT refuses to guess, and so does this.
-        if !lora.targetModulesGiven && !c.architecture.traits.peftHasDefaultTargets {
+        // (Phi-3, SmolLM3, and Gemma3ForConditionalGeneration: model_type gemma3) PEFT refuses to guess, and so does this.
+        if !lora.targetModulesGiven && (!c.architecture.traits.peftHasDefaultTargets || c.conditionalClass != nil) {
             let leaves = Self.linearSpecs(c).map { String($0.path.split(separator: ".").last!) }.filter { $0 != "lm_head" }
             throw CheckpointError.config(path: "LoRA settings", field: "target_modules", reason: "missing: PEFT has no default "
-                + "target_modules for \(c.architecture.rawValue); name the modules to adapt (\(Array(Set(leaves)).sorted().joined(separator: ", ")), "
+                + "target_modules for \(c.conditionalClass ?? c.architecture.rawValue); name the modules to adapt (\(Array(Set(leaves)).sorted().joined(separator: ", ")), "
                 + "or all-linear)")
         }
         config = c
@@ -194,6 +194,20 @@ public struct AdapterPlan: Sendable {
 
     /// Whether modules_to_save trains `path` in full (matched on PEFT's name of it).
     public func isSaved(_ path: String) -> Bool { Self.isSaved(config.peftName(path), lora) }
+
+    /// Whether an adapter tensor belongs to the other towers of a multimodal base (PEFT on Gemma3ForConditionalGeneration
+    /// also adapts the vision tower's q_proj, fc1…, and the projector): only the language model is read here, and
+    /// those tensors cannot change its text-only outputs, so they are set aside (and counted in a note).
+    public func isOtherTowerTensor(_ key: String) -> Bool {
+        guard config.conditionalClass != nil else { return false }
+        return ["model.vision_tower.", "model.multi_modal_projector."].contains { key.hasPrefix(Self.prefix + $0) }
+    }
+
+    /// The note for `n` such tensors set aside, nil for none.
+    public static func otherTowerNote(_ n: Int) -> String? {
+        n == 0 ? nil : "\(n) adapter tensor\(n == 1 ? "" : "s") of the vision tower or projector set aside: only the language model "
+            + "is read (they do not change text-only outputs)"
+    }
 
     /// PEFT's key of a trainable bias: under `base_layer` when the module is wrapped.
     public func biasKey(_ path: String) -> String { key(path, adapted.contains(path) ? ".base_layer.bias" : ".bias") }

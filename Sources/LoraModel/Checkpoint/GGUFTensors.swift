@@ -296,11 +296,29 @@ extension ModelConfig {
         if t.ggufHeadDimFromKeyLength, let hd = try f.int(arch + ".attention.key_length") { c["head_dim"] = .int(hd) }
         if t.window == .everyLayer, let w = try f.int(arch + ".attention.sliding_window"), w > 0 { c["sliding_window"] = .int(w) }
         if t.window == .layerTypes {
-            // Gemma 3 as llama.cpp runs it: every 6th layer full (no pattern key is written), the sliding layers' RoPE base
+            // Gemma 3 as llama.cpp runs it: sliding layers only with attention.sliding_window > 0 (else every layer full, at
+            // the global base); which ones from attention.sliding_window_pattern (a per-layer list, or n: every n-th layer
+            // full, 0: none), else every 6th full (the converter writes no pattern); the sliding layers' RoPE base
             // rope.freq_base_swa (default 10000), linear scaling on the full layers only, and scores scaled by
             // 1/√key_length (1/√(hidden/heads) for the 62-layer 27B, whose query_pre_attn_scalar is that).
-            if let w = try f.int(arch + ".attention.sliding_window"), w > 0 { c["sliding_window"] = .int(w) }
-            c["sliding_window_pattern"] = .int(6)
+            let layers = try required("block_count")
+            var sliding = [Bool](repeating: false, count: layers)
+            if let w = try f.int(arch + ".attention.sliding_window"), w > 0 {
+                c["sliding_window"] = .int(w)
+                let key = arch + ".attention.sliding_window_pattern"
+                if let list = f.metadata[key]?.array {
+                    let flags = list.compactMap(\.bool)
+                    guard list.count == layers, flags.count == layers else {
+                        throw GGUFError.metadata(path: f.path, key: key, reason: "must list true or false for each of the \(layers) layers")
+                    }
+                    sliding = flags
+                } else {
+                    let n = try f.int(key) ?? 6
+                    guard n >= 0 else { throw GGUFError.metadata(path: f.path, key: key, reason: "must be ≥ 0, got \(n)") }
+                    sliding = (0..<layers).map { n == 0 || $0 % n < n - 1 }
+                }
+            }
+            c["layer_types"] = .array(sliding.map { .string($0 ? "sliding_attention" : "full_attention") })
             c["rope_local_base_freq"] = .double(try f.double(arch + ".rope.freq_base_swa") ?? 10000)
             if let type = try f.string(optional: arch + ".rope.scaling.type"), type == "linear",
                let factor = try f.double(arch + ".rope.scaling.factor"), factor != 1 {

@@ -86,6 +86,13 @@ public struct ArchitectureTraits: Sendable, Equatable {
     public var modelType: String? = nil
     /// tie_word_embeddings when config.json has none (Gemma3TextConfig's default is true).
     public var tiedByDefault = false
+    /// The family config class's defaults for keys config.json leaves out (the Hub's Gemma3ForConditionalGeneration
+    /// configs nest a text_config of a few keys only: Gemma3TextConfig fills in the rest, and so does this).
+    public var configDefaults: JSONObject = [:]
+    /// The key of the scores' scale s^-½ in place of 1/√head_dim (Gemma 3's query_pre_attn_scalar), nil for none.
+    public var attentionScaleKey: String? = nil
+    /// The key of the causal LM's final-logit soft-capping (Gemma 3's final_logit_softcapping), nil for none.
+    public var logitSoftcapKey: String? = nil
     /// Whether transformers has the family's *ForSequenceClassification, *ForTokenClassification and bare *Model
     /// under the family's prefix (Gemma 3's are Gemma3Text*: only CAUSAL_LM is trained for it).
     public var taskClasses = true
@@ -137,9 +144,21 @@ public enum Architecture: String, Sendable, CaseIterable {
                                       defaultMaxPositions: 131072, defaultHeadDim: 256, peftHasDefaultTargets: true,
                                       questionAnsweringClass: false, ggufHeadDimFromKeyLength: true, normPlusOne: true,
                                       sandwichNorms: true, scaledEmbedding: true, activationKey: "hidden_activation",
-                                      textModelPrefix: "Gemma3Text", modelType: "gemma3_text", tiedByDefault: true, taskClasses: false)
+                                      textModelPrefix: "Gemma3Text", modelType: "gemma3_text", tiedByDefault: true,
+                                      configDefaults: Self.gemma3TextDefaults, attentionScaleKey: "query_pre_attn_scalar",
+                                      logitSoftcapKey: "final_logit_softcapping", taskClasses: false)
         }
     }
+
+    /// Gemma3TextConfig's defaults (transformers 5.25) for the keys its Hub configs leave out; the RoPE bases'
+    /// defaults (10⁶ and 10⁴) are applied where rope_parameters is read.
+    static let gemma3TextDefaults: JSONObject = [
+        "vocab_size": 262_208, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
+        "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
+        "max_position_embeddings": 131_072, "rms_norm_eps": 1e-6, "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2,
+        "tie_word_embeddings": true, "attention_bias": false, "attention_dropout": 0.0, "query_pre_attn_scalar": 256,
+        "sliding_window": 4096,
+    ]
 
     /// The architecture a GGUF file's general.architecture names (the first family written under it).
     public static func gguf(_ name: String) -> Architecture? { allCases.first { $0.traits.ggufName == name } }
@@ -587,6 +606,8 @@ public struct ModelConfig: Sendable {
                                          reason: "\(archs.isEmpty ? "missing" : archs.joined(separator: ", ")) is not supported; supported: "
                                             + Architecture.classNames.joined(separator: ", "))
         }
+        // The family config class's defaults under what config.json gives (keys it leaves out).
+        for (k, v) in arch.traits.configDefaults.pairs where j[k] == nil { j[k] = v }
         if arch.traits.fusedProjections {
             // Phi-3's residual and embedding dropouts act in training; every released Phi-3 / Phi-4-mini sets them to 0.
             for k in ["resid_pdrop", "embd_pdrop", "attention_dropout"] {
@@ -595,7 +616,8 @@ public struct ModelConfig: Sendable {
                 }
             }
         }
-        let actKey = j[arch.traits.activationKey] != nil ? arch.traits.activationKey : "hidden_act"
+        // The family's own key only (Gemma3TextConfig has no hidden_act: transformers ignores one there).
+        let actKey = arch.traits.activationKey
         let activation: GatedActivation
         if let v = j[actKey], !v.isNull {
             guard let name = v.string, let a = GatedActivation(rawValue: name) else {
@@ -606,24 +628,24 @@ public struct ModelConfig: Sendable {
         } else {
             activation = arch.traits.activationKey == "hidden_act" ? .silu : .geluTanh
         }
+        // Final-logit soft-capping: Gemma3ForCausalLM caps its logits; Gemma3ForConditionalGeneration does not (its forward
+        // computes lm_head and the loss uncapped), nor here for its language model. Gemma 3's attn_logit_softcapping is read
+        // but not applied by transformers' Gemma3Attention (it never reaches the attention call), so not here either.
+        // Every released Gemma 3 config sets both to null.
         var finalLogitSoftcap: Double? = nil
-        if arch == .gemma3 {
-            // Soft-capping: final_logit_softcapping caps the causal LM's logits (Gemma3ForCausalLM); attn_logit_softcapping is
-            // read but not applied by transformers' Gemma3Attention (it never reaches the attention call), so not here either.
-            // Every released Gemma 3 config sets both to null.
-            if let v = j["final_logit_softcapping"], !v.isNull {
-                guard let cap = v.double, cap > 0 else {
-                    throw CheckpointError.config(path: path, field: "final_logit_softcapping", reason: "must be a positive number or null, got \(v.shortDescription)")
-                }
-                finalLogitSoftcap = cap
+        if let key = arch.traits.logitSoftcapKey, conditional == nil, let v = j[key], !v.isNull {
+            guard let cap = v.double, cap > 0 else {
+                throw CheckpointError.config(path: path, field: key, reason: "must be a positive number or null, got \(v.shortDescription)")
             }
-            if try bool("use_bidirectional_attention", false) {
-                throw CheckpointError.config(path: path, field: "use_bidirectional_attention",
-                                             reason: "true is not supported (an encoder; a causal LM attends to the left)")
-            }
-            if let p = j["attention_dropout"]?.double, p != 0 {
-                throw CheckpointError.config(path: path, field: "attention_dropout", reason: "\(p) is not supported; set it to 0.0")
-            }
+            finalLogitSoftcap = cap
+        }
+        if try bool("use_bidirectional_attention", false) {
+            throw CheckpointError.config(path: path, field: "use_bidirectional_attention",
+                                         reason: "true is not supported (an encoder; a causal LM attends to the left)")
+        }
+        // Dropout on the attention probabilities (outside the LoRA branch) is not implemented: every family's released configs set 0.
+        if let p = j["attention_dropout"]?.double, p != 0 {
+            throw CheckpointError.config(path: path, field: "attention_dropout", reason: "\(p) is not supported; set it to 0.0")
         }
         let hidden = try int("hidden_size"), heads = try int("num_attention_heads")
         let kv = try optInt("num_key_value_heads") ?? heads
@@ -753,8 +775,9 @@ public struct ModelConfig: Sendable {
                     }
                     sliding = types.map { $0.string == "sliding_attention" }
                 } else {
-                    // transformers 5 saves the pattern as _sliding_window_pattern; the Hub's configs as sliding_window_pattern.
-                    let pattern = try optInt("sliding_window_pattern") ?? optInt("_sliding_window_pattern") ?? 6
+                    // The Hub's configs' sliding_window_pattern (transformers 5 also saves _sliding_window_pattern beside
+                    // layer_types, and reads neither back: layer_types is always saved).
+                    let pattern = try optInt("sliding_window_pattern") ?? 6
                     sliding = (0..<layers).map { ($0 + 1) % pattern != 0 }
                 }
                 return sliding.contains(true) ? (w, sliding) : nil
@@ -782,10 +805,11 @@ public struct ModelConfig: Sendable {
         config.activation = activation
         config.finalLogitSoftcap = finalLogitSoftcap
         config.conditionalClass = conditional
-        if arch == .gemma3 {
-            // transformers: scaling = query_pre_attn_scalar ** -0.5 (Gemma3TextConfig's default 256).
-            let q = j["query_pre_attn_scalar"]?.double ?? 256
-            guard q > 0 else { throw CheckpointError.config(path: path, field: "query_pre_attn_scalar", reason: "must be positive, got \(q)") }
+        if let key = arch.traits.attentionScaleKey, let v = j[key], !v.isNull {
+            // transformers: scaling = query_pre_attn_scalar ** -0.5.
+            guard let q = v.double, q > 0 else {
+                throw CheckpointError.config(path: path, field: key, reason: "must be positive, got \(v.shortDescription)")
+            }
             config.attentionScale = Foundation.pow(q, -0.5)
         }
         if let w = try slidingWindow(), w.layers.contains(false) { config.slidingLayers = w.layers }

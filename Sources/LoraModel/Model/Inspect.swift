@@ -63,7 +63,12 @@ public enum ModelPrinter {
         // ModuleList folds repeated identical children: "(0-29): 30 x Layer(".
         let label = c.numLayers == 1 ? "(0): " : "(0-\(c.numLayers - 1)): \(c.numLayers) x "
         let embedding = c.architecture.traits.scaledEmbedding ? "\(textPrefix)ScaledWordEmbedding" : "Embedding"
-        var lines = ["\(c.architecture.className(for: c.task))(", "  (\(c.peftBasePrefix.dropLast())): \(textPrefix)Model(",
+        // A multimodal checkpoint's language model is shown as the causal LM `lora-gpu merge` writes from it.
+        let base = c.conditionalClass != nil ? "model" : String(c.peftBasePrefix.dropLast())
+        var lines = (c.conditionalClass.map { ["# the language model of \($0) (its vision tower is not loaded), as the "
+                                                + "\(c.architecture.rawValue) `lora-gpu merge` writes; PEFT names its modules "
+                                                + c.peftBasePrefix + "…"] } ?? [])
+            + ["\(c.architecture.className(for: c.task))(", "  (\(base)): \(textPrefix)Model(",
                      "    (embed_tokens): \(embedding)(\(c.vocabSize), \(H)\(c.padTokenID.map { ", padding_idx=\($0)" } ?? ""))",
                      "    (layers): ModuleList("]
         lines.append("      " + label + layer[0])

@@ -319,6 +319,8 @@ public final class LlamaLoRAModel {
     public var neftuneNoiseAlpha: Float?
 
     public var trainable: Bool { !lora.inferenceMode }
+    /// What the last `loadAdapter` set aside (a multimodal adapter's other towers), for the caller to print.
+    public private(set) var adapterNotes: [String] = []
     static let prefix = AdapterPlan.prefix
 
     // MARK: loading
@@ -610,8 +612,9 @@ public final class LlamaLoRAModel {
         }
         let known = Set(store.entries.map(\.key))
         // PEFT also stores the base embedding / lm_head weights when they are targeted: those are not ours to load.
+        let others = (Array(file.tensors.keys) + Array(file.unknownDTypes.keys)).filter(adapterPlan.isOtherTowerTensor)
         let unexpected = (Array(file.tensors.keys) + Array(file.unknownDTypes.keys))
-            .filter { !known.contains($0) && !$0.hasSuffix(".base_layer.weight") }.sorted()
+            .filter { !known.contains($0) && !$0.hasSuffix(".base_layer.weight") && !adapterPlan.isOtherTowerTensor($0) }.sorted()
         if !unexpected.isEmpty {
             throw LoraError.adapter(path: path, reason: "unexpected tensors for this LoRA config: " + unexpected.joined(separator: ", "))
         }
@@ -627,6 +630,7 @@ public final class LlamaLoRAModel {
         for (e, values) in staged { flat[e.group].replaceSubrange(e.offset..<(e.offset + e.count), with: values) }
         for (g, values) in zip(store.groups, flat) { try g.params.write(values) }
         try resetOptimizer()
+        adapterNotes = AdapterPlan.otherTowerNote(others.count).map { [$0] } ?? []
     }
 
     /// AdamW starts afresh: moments zero, step 0 (after loading an adapter).

@@ -74,19 +74,11 @@ public enum AdapterGGUFExport {
         public let description: String
     }
 
-    /// HF module leaf → llama.cpp tensor name part.
+    /// HF module leaf → llama.cpp tensor name part (the unfused projections; `GGUFCheckpoint.ggufName` maps every name).
     static let layerNames = ["self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
                              "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
                              "mlp.down_proj": "ffn_down"]
 
-    /// llama.cpp's tensor name of a module path ("model.layers.3.mlp.up_proj" → "blk.3.ffn_up.weight").
-    static func ggufName(_ path: String) -> String? {
-        if path == "lm_head" { return "output.weight" }
-        let parts = path.split(separator: ".", maxSplits: 3).map(String.init)
-        guard parts.count == 4, parts[0] == "model", parts[1] == "layers", let n = Int(parts[2]),
-              let leaf = layerNames[parts[3]] else { return nil }
-        return "blk.\(n).\(leaf).weight"
-    }
 
     /// Writes `adapter` (a PEFT adapter directory) for the base model at `model` (a Hugging Face
     /// directory or a GGUF file) to `output` as F32 or F16 tensors.
@@ -130,9 +122,14 @@ public enum AdapterGGUFExport {
                                   + "llama.cpp LoRA file cannot hold; `lora-gpu merge` writes the merged model instead")
             }
         }
+        // PEFT's module names on a multimodal class ("model.language_model.layers…" on Gemma3ForConditionalGeneration)
+        // are its language model's "model.layers…", the names llama.cpp's tensors come from.
+        func hfPath(_ p: String) -> String {
+            config.conditionalClass != nil && p.hasPrefix(config.peftBasePrefix) ? "model." + p.dropFirst(config.peftBasePrefix.count) : p
+        }
         // Layers in numeric order, then the module names.
         func order(_ p: String) -> (Int, String) {
-            let parts = p.split(separator: ".")
+            let parts = hfPath(p).split(separator: ".")
             return (parts.count > 2 ? Int(parts[2]) ?? Int.max : Int.max, p)
         }
         paths.sort { order($0) < order($1) }
@@ -145,7 +142,7 @@ public enum AdapterGGUFExport {
         w.add("general.quantization_version", .uint32(2))
         var folded: [String] = [], zeroScale: [String] = []
         for path in paths {
-            guard let g = ggufName(path) else {
+            guard let g = GGUFCheckpoint.ggufName(hfPath(path) + ".weight") else {
                 throw ExportError(description: "\(weights): no llama.cpp tensor for module '\(path)'")
             }
             if path == "lm_head", config.tieWordEmbeddings {

@@ -92,6 +92,7 @@ public enum ModelMerger {
         try check(file, against: plan)
         var report = MergeReport(files: [], tensors: [], mergedModules: plan.adapted, replaced: [], tied: false, untied: nil,
                                  warnings: plan.warnings)
+        if let note = AdapterPlan.otherTowerNote(file.tensors.keys.filter(plan.isOtherTowerTensor).count) { report.warnings.append(note) }
         // Saved under the task class's base_model_prefix ("transformer." for Llama's and Qwen2's QA class).
         let planned = try Self.outputTensors(config: config, source: source, lora: lora, adapterPlan: plan, adapter: file, report: &report)
             // An embedder (FEATURE_EXTRACTION) keeps the causal checkpoint's names, head included: transformers'
@@ -114,6 +115,8 @@ public enum ModelMerger {
                 // Its text config at the top, as the causal LM's config.json (the vision tower is not written).
                 text["architectures"] = .array([.string(config.architecture.rawValue)])
                 text["model_type"] = .string(config.architecture.traits.modelType ?? config.architecture.prefix.lowercased())
+                // The multimodal class never caps its logits; its causal LM would (Gemma3ForCausalLM): keep them uncapped.
+                if let key = config.architecture.traits.logitSoftcapKey, text[key] != nil { text[key] = .null }
                 cfg = text
             }
         }
@@ -177,7 +180,8 @@ public enum ModelMerger {
             }
         }
         let known = Set(plan.tensors.map(\.key))
-        let unexpected = file.tensors.keys.filter { !known.contains($0) && !$0.hasSuffix(".base_layer.weight") }.sorted()
+        let unexpected = file.tensors.keys.filter { !known.contains($0) && !$0.hasSuffix(".base_layer.weight") && !plan.isOtherTowerTensor($0) }
+            .sorted()
         if !unexpected.isEmpty {
             throw MergeError.adapter(path: file.path, reason: "unexpected tensors for its adapter_config.json: " + unexpected.joined(separator: ", "))
         }

@@ -239,7 +239,10 @@ struct TrainingSetup {
                 + "will write them as two tensors (tie_word_embeddings: false), as the adapter computes them")
         }
         try model.initializeAdapters(seed: UInt64(c.seed))
-        if let a = c.adapter { try model.loadAdapter(directory: a) }
+        if let a = c.adapter {
+            try model.loadAdapter(directory: a)
+            for note in model.adapterNotes { progress.message("note: " + note) }
+        }
         model.gradientCheckpointing = c.gradientCheckpointing
         model.seed = UInt32(truncatingIfNeeded: c.seed)
         model.neftuneNoiseAlpha = c.neftuneNoiseAlpha.map(Float.init)
