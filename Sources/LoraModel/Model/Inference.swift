@@ -48,7 +48,7 @@ public final class InferenceSession {
     let embedAfterA: DeviceBuffer<Float>?            // (chunk, r) of the embedding LoRA
     let last, lastNormed, lastRstd, logits: DeviceBuffer<Float>  // (H), (H), (1), (V)
     var allLogits: DeviceBuffer<Float>?              // (chunk, V), made on first use
-    var softcapTanh: DeviceBuffer<Float>?            // (chunk, V) scratch of the final-logit soft-capping (Gemma), made on first use
+    var softcapTanh: DeviceBuffer<Float>?            // (rows, V) scratch of the final-logit soft-capping (Gemma), made on first use
     /// Packed A and B of every adapted linear layer, by the layer's identity.
     var packed: [ObjectIdentifier: PackedLoRA] = [:]
     /// u = x·Aᵀ (chunk, r) of each packed layer: the session's own, so that a training step's
@@ -288,7 +288,9 @@ public final class InferenceSession {
     /// The final-logit soft-capping (Gemma) on `rows` rows of logits, in place.
     func capLogits(_ buffer: DeviceBuffer<Float>, rows: Int) throws {
         guard model.config.logitSoftcap != nil else { return }
-        let t = try softcapTanh ?? model.ctx.buffer(count: chunkTokens * model.config.vocabSize)
+        // Sized for the rows asked (one in decoding; a chunk's for every position's logits), grown when more are.
+        let need = rows * model.config.vocabSize
+        let t = try softcapTanh.flatMap { $0.count >= need ? $0 : nil } ?? model.ctx.buffer(count: need)
         softcapTanh = t
         try model.capLogits(buffer, rows: rows, tanh: t)
     }
