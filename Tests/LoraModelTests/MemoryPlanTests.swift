@@ -81,6 +81,39 @@ final class MemoryPlanTests: XCTestCase {
         }
     }
 
+    /// RoPE tables for the positions a run reaches (issue 18: plan for what the run needs): a model made with
+    /// ropePositions 20 allocates exactly the planned tables less than one made for max_position_embeddings (64), gives
+    /// the same logits bit for bit on a 20-token batch (LongRoPE's long pair and Gemma 3's sliding pair too), and refuses
+    /// position 20 naming the limit.
+    func testRoPETablesCoverThePositionsAsked() throws {
+        for name in ["llama_gqa_untied", "phi3_fused_longrope", "gemma3_sliding"] {
+            let (c, checkpoint) = try ModelSource.open(fixturesRoot + "/\(name)/model")
+            let l = try lora(name)
+            let ctx = try freshContext()
+            var before = ctx.context.liveBytes
+            let full = try LlamaLoRAModel(config: c, checkpoint: checkpoint, lora: l, context: ctx)
+            let fullBytes = ctx.context.liveBytes - before
+            before = ctx.context.liveBytes
+            let short = try LlamaLoRAModel(config: c, checkpoint: checkpoint, lora: l, context: ctx, ropePositions: 20)
+            let shortBytes = ctx.context.liveBytes - before
+            XCTAssertEqual(short.ropePositions, 20)
+            let ap = try AdapterPlan(config: c, lora: l)
+            func planned(_ positions: Int?) throws -> Int {
+                try MemoryPlan.make(config: c, adapterPlan: ap, checkpoint: checkpoint,
+                                    shape: .init(batch: 1, seq: 20, ropePositions: positions), alignmentBytes: ctx.device.baseAddressAlignmentBytes).weightBytes
+            }
+            XCTAssertGreaterThan(fullBytes, shortBytes, name)
+            XCTAssertEqual(fullBytes - shortBytes, try planned(nil) - planned(20), "\(name): tables planned as allocated")
+            let ids = [(0..<20).map { ($0 * 7 + 3) % c.vocabSize }]
+            XCTAssertEqual(try short.logits(try TokenBatch(inputIDs: ids)), try full.logits(try TokenBatch(inputIDs: ids)), name)
+            XCTAssertThrowsError(try short.logits(try TokenBatch(inputIDs: [ids[0] + [5]]))) {
+                XCTAssertTrue("\($0)".contains("position id 20 (row 0, token 20) is not below the 20 positions this model's RoPE tables "
+                                                + "were made for"), "\($0)")
+            }
+            XCTAssertThrowsError(try InferenceSession(model: short, maxTokens: 21))
+        }
+    }
+
     /// The frozen weights follow the rule of `MemoryPlan.frozenLinearBytes`: one packed
     /// layout per frozen matrix (the embedding and every frozen linear; a tied lm_head
     /// shares the embedding's), 2 bytes an element for an F16/BF16 checkpoint, 4

@@ -503,6 +503,10 @@ public struct ModelConfig: Sendable {
             + (architecture.traits.sandwichNorms ? ["pre_feedforward_layernorm", "post_feedforward_layernorm"] : [])
     }
 
+    /// The rows of the RoPE tables for positions below `positions` (at least 1, at most max_position_embeddings;
+    /// nil: every position the config allows).
+    public func ropeTablePositions(_ positions: Int?) -> Int { min(max(positions ?? maxPositionEmbeddings, 1), maxPositionEmbeddings) }
+
     /// Whether layer `l` rotates q and k (false on a NoPE layer).
     public func usesRope(layer l: Int) -> Bool { ropeLayers.map { $0[l] } ?? true }
 

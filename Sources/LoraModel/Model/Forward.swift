@@ -158,6 +158,10 @@ extension LlamaLoRAModel {
             throw LoraError.batch("position id \(b.positionIDs[i]) (row \(i / b.seq), token \(i % b.seq)) is not below "
                                   + "max_position_embeddings \(config.maxPositionEmbeddings)")
         }
+        if let i = b.positionIDs.firstIndex(where: { Int($0) >= ropePositions }) {
+            throw LoraError.batch("position id \(b.positionIDs[i]) (row \(i / b.seq), token \(i % b.seq)) is not below the "
+                                  + "\(ropePositions) positions this model's RoPE tables were made for (ropePositions)")
+        }
         if let bad = b.inputIDs.first(where: { $0 < 0 || Int($0) >= config.vocabSize }) {
             throw LoraError.batch("token id \(bad) is outside the vocabulary (size \(config.vocabSize))")
         }

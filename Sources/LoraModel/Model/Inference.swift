@@ -65,6 +65,9 @@ public final class InferenceSession {
         guard maxTokens <= c.maxPositionEmbeddings else {
             throw InferenceError.tooLong(tokens: maxTokens, limit: c.maxPositionEmbeddings, what: "max_position_embeddings")
         }
+        guard maxTokens <= m.ropePositions else {
+            throw InferenceError.tooLong(tokens: maxTokens, limit: m.ropePositions, what: "the positions the model's RoPE tables were made for")
+        }
         model = m
         self.maxTokens = maxTokens
         let n = min(chunkTokens, maxTokens)

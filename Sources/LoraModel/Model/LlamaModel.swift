@@ -294,6 +294,8 @@ public final class LlamaLoRAModel {
     let ropeLong: (cos: DeviceBuffer<Float>, sin: DeviceBuffer<Float>)?
     /// The tables of the batch being run (set by `prepare`).
     var ropeInUse: (cos: DeviceBuffer<Float>, sin: DeviceBuffer<Float>)
+    /// The positions the RoPE tables cover (0 ..< ropePositions).
+    public let ropePositions: Int
     /// The sliding-window layers' own tables (Gemma 3's local base), nil when they take `rope`.
     let ropeSliding: (cos: DeviceBuffer<Float>, sin: DeviceBuffer<Float>)?
 
@@ -337,10 +339,14 @@ public final class LlamaLoRAModel {
     /// may hold; a larger W is kept in parts (`FrozenLinear.splitRows`). nil:
     /// the device's CL_DEVICE_MAX_MEM_ALLOC_SIZE, or a smaller one that
     /// `LORA_GPU_DEVICE_MEMORY` gives (`bufferLimit(for:)`).
+    /// `ropePositions`: the positions the run reaches at most (a training run's widest row); the RoPE tables cover
+    /// those only (nil: max_position_embeddings — a 128k-position model's tables are 134 MiB a pair at head_dim 128,
+    /// 537 MiB for Gemma 3's two pairs of 256). A batch past them is refused.
     public init(config c: ModelConfig, checkpoint: CheckpointSource, lora: LoraConfig, context ctx: ComputeContext,
-                bufferLimitBytes: Int? = nil) throws {
+                bufferLimitBytes: Int? = nil, ropePositions: Int? = nil) throws {
         self.ctx = ctx
         self.config = c
+        self.ropePositions = c.ropeTablePositions(ropePositions)
         let H = c.hiddenSize, V = c.vocabSize
         let limit = try bufferLimitBytes ?? Self.bufferLimit(for: ctx.device)
 
@@ -394,17 +400,17 @@ public final class LlamaLoRAModel {
             try initialize(e, from: "model.embed_tokens.weight", rows: V, cols: H, panels: table)
             trainedEmbedding = e
         }
-        let tables = c.rope.tables(positions: c.maxPositionEmbeddings, headDim: c.rotaryDim)
+        let tables = c.rope.tables(positions: self.ropePositions, headDim: c.rotaryDim)
         rope = (try ctx.buffer(tables.cos), try ctx.buffer(tables.sin))
         if case .longrope = c.rope.kind {
-            let long = c.rope.tables(positions: c.maxPositionEmbeddings, headDim: c.rotaryDim, long: true)
+            let long = c.rope.tables(positions: self.ropePositions, headDim: c.rotaryDim, long: true)
             ropeLong = (try ctx.buffer(long.cos), try ctx.buffer(long.sin))
         } else {
             ropeLong = nil
         }
         ropeInUse = rope
         if let local = c.slidingRope {
-            let t = local.tables(positions: c.maxPositionEmbeddings, headDim: c.rotaryDim)
+            let t = local.tables(positions: self.ropePositions, headDim: c.rotaryDim)
             ropeSliding = (try ctx.buffer(t.cos), try ctx.buffer(t.sin))
         } else {
             ropeSliding = nil

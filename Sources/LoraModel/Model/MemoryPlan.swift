@@ -51,13 +51,17 @@ public struct MemoryPlan: Sendable {
         public var gradientCheckpointing: Bool
         /// Backward included (its scratch); false plans forward-only use (`loss`, `logits`).
         public var training: Bool
+        /// The positions the model's RoPE tables cover (`LlamaLoRAModel`'s ropePositions), nil: max_position_embeddings.
+        public var ropePositions: Int?
 
-        public init(batch: Int, seq: Int, logitsChunkRows: Int = 256, gradientCheckpointing: Bool = false, training: Bool = true) {
+        public init(batch: Int, seq: Int, logitsChunkRows: Int = 256, gradientCheckpointing: Bool = false, training: Bool = true,
+                    ropePositions: Int? = nil) {
             self.batch = batch
             self.seq = seq
             self.logitsChunkRows = logitsChunkRows
             self.gradientCheckpointing = gradientCheckpointing
             self.training = training
+            self.ropePositions = ropePositions
         }
 
         /// Tokens of a micro-batch, N = B·T (saturating: absurd settings give Int.max, never a trap).
@@ -171,7 +175,7 @@ public struct MemoryPlan: Sendable {
         self.alignmentBytes = alignmentBytes
         self.bufferLimitBytes = bufferLimitBytes
         var list = ItemList()
-        Self.planWeights(&list, c, plan, dtypes, bufferLimitBytes: bufferLimitBytes)
+        Self.planWeights(&list, c, plan, dtypes, ropePositions: c.ropeTablePositions(s.ropePositions), bufferLimitBytes: bufferLimitBytes)
         Self.planTrainable(&list, plan, alignmentBytes: alignmentBytes, bufferLimitBytes: bufferLimitBytes)
         Self.planActivations(&list, c, plan, s)
         Self.planScratch(&list, c, plan, dtypes, s, bufferLimitBytes: bufferLimitBytes)
@@ -190,7 +194,7 @@ public struct MemoryPlan: Sendable {
         }
     }
 
-    static func planWeights(_ list: inout ItemList, _ c: ModelConfig, _ plan: AdapterPlan, _ dtypes: [String: String],
+    static func planWeights(_ list: inout ItemList, _ c: ModelConfig, _ plan: AdapterPlan, _ dtypes: [String: String], ropePositions P: Int,
                             bufferLimitBytes: Int) {
         let H = c.hiddenSize, L = c.numLayers, D = c.headDim
         let trainedKeys = Set(plan.tensors.map(\.key))
@@ -223,7 +227,7 @@ public struct MemoryPlan: Sendable {
         var longrope = false
         if case .longrope = c.rope.kind { longrope = true }
         // Gemma 3's sliding layers keep a pair of their own (the local base).
-        list.add(.weights, "RoPE cos and sin tables [\(c.maxPositionEmbeddings), \(c.rotaryDim)]", f32(c.maxPositionEmbeddings, c.rotaryDim),
+        list.add(.weights, "RoPE cos and sin tables [\(P), \(c.rotaryDim)]", f32(P, c.rotaryDim),
                  copies: longrope || c.slidingRope != nil ? 4 : 2)
         for spec in plan.linears {
             if spec.hasBias && !trainedKeys.contains(plan.biasKey(spec.path)) {

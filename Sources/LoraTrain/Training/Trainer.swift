@@ -62,8 +62,10 @@ public final class Trainer {
         let samples = evaluates ? max(c.perDeviceTrainBatchSize, c.perDeviceEvalBatchSize) : c.perDeviceTrainBatchSize
         // A contrastive batch of B samples runs up to 3B rows: anchors, positives, negatives.
         let rowsPerSample = c.lora.taskType == "FEATURE_EXTRACTION" ? 3 : 1
-        let shape = MemoryPlan.Shape(batch: samples * rowsPerSample, seq: min(rowLength ?? c.maxSeqLen, c.maxSeqLen),
-                                     gradientCheckpointing: c.gradientCheckpointing)
+        let seq = min(rowLength ?? c.maxSeqLen, c.maxSeqLen)
+        // The RoPE tables cover the positions below the widest row (LlamaLoRAModel's ropePositions, as TrainingSetup makes it).
+        let shape = MemoryPlan.Shape(batch: samples * rowsPerSample, seq: seq, gradientCheckpointing: c.gradientCheckpointing,
+                                     ropePositions: rowLength)
         let plan = try MemoryPlan.make(config: model, adapterPlan: try AdapterPlan(config: model, lora: lora), checkpoint: checkpoint,
                                        shape: shape, alignmentBytes: device.baseAddressAlignmentBytes,
                                        bufferLimitBytes: try LlamaLoRAModel.bufferLimit(for: device))

@@ -134,7 +134,9 @@ struct TrainingSetup {
             throw TrainError.data(path: c.data.joined(separator: ", "), line: 0, reason: "no training sample")
         }
         // The weights last: everything above is checked without them.
-        model = try Self.makeModel(c, modelConfig: modelConfig, checkpoint: checkpoint, context: trainer.ctx, progress: progress)
+        // The RoPE tables cover the positions the run reaches (below its widest row), as planned.
+        model = try Self.makeModel(c, modelConfig: modelConfig, checkpoint: checkpoint, context: trainer.ctx, progress: progress,
+                                   ropePositions: rowLength)
         batching = BatchingOptions(batchSize: c.perDeviceTrainBatchSize, maxSeqLen: c.maxSeqLen, packing: c.packing,
                                    padTokenID: padTokenID, shuffle: true)
         stepBatches = c.gradientAccumulationSteps * (dist?.size ?? 1)
@@ -231,8 +233,9 @@ struct TrainingSetup {
 
     /// The model on the device with its adapter initialised (or loaded from `adapter`).
     static func makeModel(_ c: TrainingConfig, modelConfig: ModelConfig, checkpoint: CheckpointSource,
-                          context: ComputeContext, progress: ProgressPrinter) throws -> LlamaLoRAModel {
-        let model = try LlamaLoRAModel(config: modelConfig, checkpoint: checkpoint, lora: c.lora, context: context)
+                          context: ComputeContext, progress: ProgressPrinter, ropePositions: Int? = nil) throws -> LlamaLoRAModel {
+        let model = try LlamaLoRAModel(config: modelConfig, checkpoint: checkpoint, lora: c.lora, context: context,
+                                       ropePositions: ropePositions)
         for w in model.adapterPlan.warnings { progress.message("warning: \(w)") }
         if let why = ModelMerger.untyingReason(model.adapterPlan, tied: modelConfig.tieWordEmbeddings) {
             progress.message("warning: the base ties lm_head to embed_tokens and this adapter has \(why): `lora-gpu merge` "
