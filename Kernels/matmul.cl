@@ -186,14 +186,16 @@ __kernel void pack_b_u16(int K, int N, __global const ushort* B, int b_rs, int b
 // too) from its columns, widening 16-bit sources to float (the _f16/_bf16
 // kernels) or keeping the element type (transpose_panels, _u16). Measured
 // ~1.8× faster on pocl than gathering each row from global memory.
+// p0: the first Src panel moved (a block of op(B)'s columns n = 16·p0 …, N of them: a row block of a frozen W,
+// transposed block by block to bound the scratch).
 // global (ceil(K/16), ceil(N/16))
 #define TRANSPOSE_PANELS_KERNEL(NAME, ST, DT, LOAD16)                                            \
-__kernel void NAME(int K, int N, __global const ST* Src, __global DT* Dst) {                    \
+__kernel void NAME(int K, int N, int p0, __global const ST* Src, __global DT* Dst) {            \
     int q = get_global_id(0), nb = get_global_id(1);                                            \
     if (q * 16 >= K || nb * 16 >= N) return;                                                   \
     int rows = min(16, N - nb * 16), cols = min(16, K - q * 16);                                \
     DT blk[256];                                                                                \
-    const __global ST* s = Src + ((size_t)nb * K + (size_t)q * 16) * 16;                        \
+    const __global ST* s = Src + ((size_t)(p0 + nb) * K + (size_t)q * 16) * 16;                 \
     for (int c = 0; c < 16; c++) vstore16(c < cols ? LOAD16(c, s) : (DT##16)(0), c, blk);       \
     for (int nn = 0; nn < rows; nn++) {                                                         \
         DT t[16];                                                                               \

@@ -33,7 +33,12 @@ public final class ComputeContext {
     /// Set to collect every launch's profiling event, by kernel name.
     public var profileLaunches = false
     /// What scratch slot 9 holds: the backward panels of FrozenLinear `serial` (see `backwardPanels`).
-    var backwardPanelsHeld: (serial: UInt64, part: Int, widened: Bool, buffer: DeviceBuffer<Float>)?
+    var backwardPanelsHeld: (serial: UInt64, part: Int, rows: Range<Int>, widened: Bool, buffer: DeviceBuffer<Float>)?
+    /// The most bytes scratch slot 9 (a frozen W's backward panels) may take: a larger part of W is transposed and
+    /// multiplied in blocks of rows (`backwardBlockRows`), so an 8B model's lm_head (128256 × 4096 fp32, 2 GiB) needs
+    /// 256 MiB of scratch, not 2 GiB. The plan (MemoryPlan) reads the same bound.
+    public var backwardPanelBytesLimit = ComputeContext.defaultBackwardPanelBytesLimit
+    public static let defaultBackwardPanelBytesLimit = 256 << 20
     public private(set) var launchEvents: [(kernel: String, event: Event)] = []
 
     private static let lock = NSLock()

@@ -137,12 +137,14 @@ extension ComputeContext {
     /// for the same weight and part are returned as they are (the frozen weights
     /// never change): the lm_head's backward runs once per chunk of logits rows
     /// and, kept in one part, transposes once.
+    /// `rows`: a block of the part's rows (from a multiple of 16), the whole part when nil.
     public func backwardPanels(_ base: FrozenLinear, part: Int = 0, _ mode: BackwardPanels = .native,
-                               reuse: Bool = true) throws -> PackedMatrix {
+                               reuse: Bool = true, rows block: Range<Int>? = nil) throws -> PackedMatrix {
         opLock.lock(); defer { opLock.unlock() }
         try require(base.parts.indices.contains(part), "backwardPanels", "part \(part) of \(base.parts.count)")
         let forward = base.parts[part].panels
-        let count = PackedMatrix.count(k: forward.n, n: forward.k)
+        let rows = block ?? 0..<forward.n
+        let count = PackedMatrix.count(k: rows.count, n: forward.k)
         let widen = mode == .widened && base.storage != .f32
         let bytes = widen ? 4 : base.storage.bytesPerElement
         // The scratch slots hold floats: 16-bit panels take half as many.
@@ -151,14 +153,22 @@ extension ComputeContext {
         // before the larger one is made (never both alive at once).
         if let held = backwardPanelsHeld, held.buffer.count < floats { backwardPanelsHeld = nil }
         let dest = try scratch(Self.backwardPanelsSlot, count: floats)
-        if reuse, let held = backwardPanelsHeld, held.serial == base.serial, held.part == part, held.widened == widen,
-           held.buffer === dest {
-            return PackedMatrix(memory: dest, storage: widen ? .f32 : base.storage, k: forward.n, n: forward.k)
+        if reuse, let held = backwardPanelsHeld, held.serial == base.serial, held.part == part, held.rows == rows,
+           held.widened == widen, held.buffer === dest {
+            return PackedMatrix(memory: dest, storage: widen ? .f32 : base.storage, k: rows.count, n: forward.k)
         }
         backwardPanelsHeld = nil
-        let panels = try transposePanels(forward, widen: widen, into: dest)
-        backwardPanelsHeld = (base.serial, part, widen, dest)
+        let panels = try transposePanels(forward, widen: widen, into: dest, columns: rows)
+        backwardPanelsHeld = (base.serial, part, rows, widen, dest)
         return panels
+    }
+
+    /// Rows of W per block of backward panels: all `rows` when their panels (over `inFeatures`, `bytes` an element)
+    /// fit `limitBytes`, else the most multiple-of-16 rows that do (at least 16).
+    public static func backwardBlockRows(rows: Int, inFeatures: Int, bytes: Int, limitBytes: Int) -> Int {
+        let perRow = max(1, (inFeatures + 15) / 16 * 16 * bytes)
+        guard rows * perRow > limitBytes else { return rows }
+        return max(16, limitBytes / perRow / 16 * 16)
     }
 
     /// y (N,out) = x·Wᵀ [+ ext] [+ bias] + beta·y: one gemm per part of W, each
@@ -185,10 +195,19 @@ extension ComputeContext {
                                  ext: GemmExtension?, beta: Float) throws {
         try requireCount(dy, atLeast: n * base.outFeatures, "frozenTransposedProduct", "dY")
         try requireCount(dx, atLeast: n * base.inFeatures, "frozenTransposedProduct", "dX")
+        // Each part, in blocks of rows whose transposed panels fit backwardPanelBytesLimit (one block for most weights):
+        // dX = Σ_blocks dY[:, block]·W[block, :].
+        var first = true
         for (i, part) in base.parts.enumerated() {
-            let a = StridedOperand(dy, rowStride: base.outFeatures, colStride: 1, offset: part.rows.lowerBound)
-            try gemm(dx, m: n, alpha: 1, a: a, b: backwardPanels(base, part: i), ext: i == 0 ? ext : nil, bias: nil,
-                     beta: i == 0 ? beta : 1)
+            let step = Self.backwardBlockRows(rows: part.rows.count, inFeatures: base.inFeatures, bytes: base.storage.bytesPerElement,
+                                              limitBytes: backwardPanelBytesLimit)
+            for r0 in stride(from: 0, to: part.rows.count, by: step) {
+                let rows = r0..<min(r0 + step, part.rows.count)
+                let a = StridedOperand(dy, rowStride: base.outFeatures, colStride: 1, offset: part.rows.lowerBound + r0)
+                try gemm(dx, m: n, alpha: 1, a: a, b: backwardPanels(base, part: i, rows: step == part.rows.count ? nil : rows),
+                         ext: first ? ext : nil, bias: nil, beta: first ? beta : 1)
+                first = false
+            }
         }
     }
 

@@ -113,14 +113,18 @@ extension ComputeContext {
     /// (at least `PackedMatrix.count(k: n, n: k)` elements of the result's
     /// type). `widen`: fp32 panels from 16-bit ones; otherwise the result
     /// keeps `b`'s storage.
-    func transposePanels(_ b: PackedMatrix, widen: Bool, into dest: MemoryObject) throws -> PackedMatrix {
+    /// `columns`: a block of op(B)'s columns (its lower bound a multiple of 16) to transpose, all of them when nil.
+    func transposePanels(_ b: PackedMatrix, widen: Bool, into dest: MemoryObject, columns: Range<Int>? = nil) throws -> PackedMatrix {
         opLock.lock(); defer { opLock.unlock() }
+        let cols = columns ?? 0..<b.n
+        try require(cols.lowerBound % 16 == 0 && cols.lowerBound >= 0 && cols.upperBound <= b.n && !cols.isEmpty, "transposePanels",
+                    "columns \(cols) of \(b.n) must start at a multiple of 16")
         let outStorage: WeightStorage = widen ? .f32 : b.storage
         let name = b.storage == .f32 ? "transpose_panels" : widen ? "transpose_panels" + b.storage.kernelSuffix
             : "transpose_panels_u16"
-        try launch(name, [i32(b.k), i32(b.n), .buffer(b.memory), .buffer(dest)],
-                   global: [(b.k + 15) / 16, (b.n + 15) / 16], local: [1, 1])
-        return PackedMatrix(memory: dest, storage: outStorage, k: b.n, n: b.k)
+        try launch(name, [i32(b.k), i32(cols.count), i32(cols.lowerBound / 16), .buffer(b.memory), .buffer(dest)],
+                   global: [(b.k + 15) / 16, (cols.count + 15) / 16], local: [1, 1])
+        return PackedMatrix(memory: dest, storage: outStorage, k: cols.count, n: b.k)
     }
 
     /// Rows of op(B)ᵀ (N,K) read back from the panels of op(B) as fp32:

@@ -81,6 +81,39 @@ final class MemoryPlanTests: XCTestCase {
         }
     }
 
+    /// A frozen W's backward panels within a bound (issue 18): with backwardPanelBytesLimit 4 KiB the plan's scratch is
+    /// what a training step allocates (the lm_head's and projections' panels in blocks of rows), smaller than without
+    /// the bound, and the gradients agree with the unbounded ones.
+    func testBoundedBackwardPanelsArePlannedAsAllocated() throws {
+        for name in ["llama_gqa_untied", "qwen2_bias_lora_only"] {
+            let (config, checkpoint) = try ModelSource.open(fixturesRoot + "/\(name)/model")
+            let l = try lora(name)
+            var grads: [[String: [Float]]] = []
+            var scratch: [Int] = []
+            for limit in [ComputeContext.defaultBackwardPanelBytesLimit, 4096] {
+                let ctx = try freshContext()
+                ctx.backwardPanelBytesLimit = limit
+                var shape = MemoryPlan.Shape(batch: 2, seq: 9)
+                shape.backwardPanelBytesLimit = limit
+                let plan = try MemoryPlan.make(config: config, adapterPlan: try AdapterPlan(config: config, lora: l), checkpoint: checkpoint,
+                                               shape: shape, alignmentBytes: ctx.device.baseAddressAlignmentBytes)
+                let m = try LlamaLoRAModel(config: config, checkpoint: checkpoint, lora: l, context: ctx)
+                let batch = try worstCaseBatch(batch: 2, seq: 9, vocab: config.vocabSize, pad: config.padTokenID)
+                _ = try m.prepare(batch)
+                let before = ctx.context.liveBytes
+                _ = try m.computeGradients(batch)
+                try ctx.finish()
+                XCTAssertEqual(ctx.context.liveBytes - before, plan.scratchBytes, "\(name) limit \(limit): scratch")
+                scratch.append(plan.scratchBytes)
+                grads.append(try m.gradientTensors())
+            }
+            XCTAssertLessThan(scratch[1], scratch[0], name)
+            for (k, g) in grads[0] {
+                XCTAssertLessThanOrEqual(relErr(grads[1][k]!, g), 1e-6, "\(name) \(k)")
+            }
+        }
+    }
+
     /// RoPE tables for the positions a run reaches (issue 18: plan for what the run needs): a model made with
     /// ropePositions 20 allocates exactly the planned tables less than one made for max_position_embeddings (64), gives
     /// the same logits bit for bit on a 20-token batch (LongRoPE's long pair and Gemma 3's sliding pair too), and refuses

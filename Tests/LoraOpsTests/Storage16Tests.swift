@@ -117,6 +117,42 @@ final class Storage16Tests: XCTestCase {
 
     /// dX = dY·W through the backward panels made per call from the forward
     /// ones, in both modes, with and without the LoRA term and dropout.
+    /// A frozen W's backward panels in blocks of rows when they would pass `backwardPanelBytesLimit` (issue 18: bounded
+    /// scratch): dX = Σ_blocks dY[:, block]·W[block, :] against float64 and the unblocked product (the block sums add
+    /// in another order: within 1e-6), for fp32, f16 and bf16 storage, with β 0 (poisoned dX) and 1; the block rule.
+    func testBackwardInBlocksOfRowsWithinTheScratchLimit() throws {
+        let ctx = try sharedContext()
+        let saved = ctx.backwardPanelBytesLimit
+        defer { ctx.backwardPanelBytesLimit = saved }
+        XCTAssertEqual(ComputeContext.backwardBlockRows(rows: 70, inFeatures: 33, bytes: 4, limitBytes: 1 << 20), 70)
+        XCTAssertEqual(ComputeContext.backwardBlockRows(rows: 70, inFeatures: 33, bytes: 4, limitBytes: 48 * 4 * 35), 32)
+        XCTAssertEqual(ComputeContext.backwardBlockRows(rows: 70, inFeatures: 33, bytes: 2, limitBytes: 1), 16)
+        var rng = freshRandom(#function)
+        let (n, din, dout) = (5, 33, 70)
+        for storage in [WeightStorage.f16, .bf16] {
+            let w = Self.weights(dout * din, storage, rng: &rng)
+            let (half, full) = try frozenPair(ctx, w, storage, out: dout, in: din)
+            let dy = rng.uniform(n * dout), dx0 = rng.uniform(n * din)
+            let dyb = try ctx.buffer(dy)
+            for (f, bytes) in [(half, 2), (full, 4)] {
+                for beta: Float in [0, 1] {
+                    func run() throws -> [Float] {
+                        let dx = beta == 0 ? try poisoned(ctx, n * din) : try ctx.buffer(dx0)
+                        try ctx.frozenBackward(dx: dx, dy: dyb, base: f, tokens: n, beta: beta)
+                        return try dx.read()
+                    }
+                    ctx.backwardPanelBytesLimit = saved
+                    let whole = try run()
+                    ctx.backwardPanelBytesLimit = 48 * bytes * 16   // blocks of 16 rows: 16, 16, 16, 16, 6
+                    let blocked = try run()
+                    let ref = Reference.matmul(dy, w.values, c: beta == 0 ? nil : dx0, m: n, n: din, k: dout, beta: Double(beta))
+                    assertClose(blocked, ref, "blocked dX \(storage) \(bytes)-byte panels β=\(beta)")
+                    XCTAssertLessThanOrEqual(relativeError(blocked, whole.map(Double.init)), 1e-6, "blocked vs whole \(storage) β=\(beta)")
+                }
+            }
+        }
+    }
+
     func testBackwardProductThroughTransposedPanels() throws {
         let ctx = try sharedContext()
         var rng = freshRandom(#function)

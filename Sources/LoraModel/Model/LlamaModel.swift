@@ -505,7 +505,8 @@ public final class LlamaLoRAModel {
         }
         let params = kept.reduce(0) { $0 + $1.inFeatures * $1.outFeatures }
         let scratch = plan.linears.filter { !plan.isSaved($0.path) }
-            .map { 4 * MemoryPlan.backwardPanelFloats($0, c, dtypes, bufferLimitBytes: bufferLimitBytes) }.max() ?? 0
+            .map { 4 * MemoryPlan.backwardPanelFloats($0, c, dtypes, bufferLimitBytes: bufferLimitBytes,
+                                                      blockLimitBytes: ComputeContext.defaultBackwardPanelBytesLimit) }.max() ?? 0
         return (bytes, params, scratch)
     }
 

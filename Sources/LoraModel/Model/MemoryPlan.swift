@@ -53,6 +53,8 @@ public struct MemoryPlan: Sendable {
         public var training: Bool
         /// The positions the model's RoPE tables cover (`LlamaLoRAModel`'s ropePositions), nil: max_position_embeddings.
         public var ropePositions: Int?
+        /// `ComputeContext.backwardPanelBytesLimit`: a frozen W's backward panels are made in blocks of rows within it.
+        public var backwardPanelBytesLimit = ComputeContext.defaultBackwardPanelBytesLimit
 
         public init(batch: Int, seq: Int, logitsChunkRows: Int = 256, gradientCheckpointing: Bool = false, training: Bool = true,
                     ropePositions: Int? = nil) {
@@ -371,7 +373,7 @@ public struct MemoryPlan: Sendable {
                 need(2, Self.packedCount(k: din, n: r))
                 need(3, Self.packedCount(k: r, n: dout))
                 if backward {
-                    need(9, Self.backwardPanelFloats(spec, c, dtypes, bufferLimitBytes: bufferLimitBytes))
+                    need(9, Self.backwardPanelFloats(spec, c, dtypes, bufferLimitBytes: bufferLimitBytes, blockLimitBytes: s.backwardPanelBytesLimit))
                     need(4, sat(rows, r))
                     need(5, Self.packedCount(k: dout, n: r))
                     need(6, Self.packedCount(k: rows, n: r))
@@ -385,7 +387,7 @@ public struct MemoryPlan: Sendable {
             let rows = spec.path == "lm_head" ? headRows : n
             let layerIndex = spec.path == "lm_head" ? L : Self.layerIndex(spec.path) ?? 0
             if rows > 0 && s.training && layerIndex >= lowest {
-                need(9, Self.backwardPanelFloats(spec, c, dtypes, bufferLimitBytes: bufferLimitBytes))
+                need(9, Self.backwardPanelFloats(spec, c, dtypes, bufferLimitBytes: bufferLimitBytes, blockLimitBytes: s.backwardPanelBytesLimit))
             }
         }
         need(20, 256)                                                  // ComputeContext.reductionWidth partial sums
@@ -412,13 +414,17 @@ public struct MemoryPlan: Sendable {
 
     /// Floats of scratch slot 9 for dX = dY·W of a frozen linear: the panels
     /// of W's largest part (K = its rows, N = in) in its storage, 16-bit ones
-    /// two to a float (`ComputeContext.backwardPanels`).
+    /// two to a float (`ComputeContext.backwardPanels`), in blocks of rows within `blockLimitBytes`
+    /// (`ComputeContext.backwardBlockRows`).
     static func backwardPanelFloats(_ spec: LinearSpec, _ c: ModelConfig, _ dtypes: [String: String],
-                                    bufferLimitBytes: Int) -> Int {
+                                    bufferLimitBytes: Int, blockLimitBytes: Int) -> Int {
         let source = spec.path == "lm_head" && c.tieWordEmbeddings ? "model.embed_tokens.weight" : spec.path + ".weight"
         let dtype = dtypes[source] ?? "F32"
         let rows = frozenParts(inFeatures: spec.inFeatures, outFeatures: spec.outFeatures, dtype: dtype,
-                               bufferLimitBytes: bufferLimitBytes).map(\.count).max() ?? 0
+                               bufferLimitBytes: bufferLimitBytes).map {
+            ComputeContext.backwardBlockRows(rows: $0.count, inFeatures: spec.inFeatures, bytes: frozenElementBytes(dtype: dtype),
+                                             limitBytes: blockLimitBytes)
+        }.max() ?? 0
         return (sat(packedCount(k: rows, n: spec.inFeatures), frozenElementBytes(dtype: dtype)) + 3) / 4
     }
 
