@@ -164,11 +164,11 @@ extension ComputeContext {
     }
 
     /// Rows of W per block of backward panels: all `rows` when their panels (over `inFeatures`, `bytes` an element)
-    /// fit `limitBytes`, else the most multiple-of-16 rows that do (at least 16).
+    /// fit `limitBytes` (or the limit is ≤ 0: none), else the most multiple-of-16 rows that do (at least 16).
     public static func backwardBlockRows(rows: Int, inFeatures: Int, bytes: Int, limitBytes: Int) -> Int {
         let perRow = max(1, (inFeatures + 15) / 16 * 16 * bytes)
-        guard rows * perRow > limitBytes else { return rows }
-        return max(16, limitBytes / perRow / 16 * 16)
+        guard limitBytes > 0, rows * perRow > limitBytes else { return rows }
+        return min(rows, max(16, limitBytes / perRow / 16 * 16))
     }
 
     /// y (N,out) = x·Wᵀ [+ ext] [+ bias] + beta·y: one gemm per part of W, each

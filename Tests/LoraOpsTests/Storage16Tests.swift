@@ -127,6 +127,8 @@ final class Storage16Tests: XCTestCase {
         XCTAssertEqual(ComputeContext.backwardBlockRows(rows: 70, inFeatures: 33, bytes: 4, limitBytes: 1 << 20), 70)
         XCTAssertEqual(ComputeContext.backwardBlockRows(rows: 70, inFeatures: 33, bytes: 4, limitBytes: 48 * 4 * 35), 32)
         XCTAssertEqual(ComputeContext.backwardBlockRows(rows: 70, inFeatures: 33, bytes: 2, limitBytes: 1), 16)
+        XCTAssertEqual(ComputeContext.backwardBlockRows(rows: 10, inFeatures: 33, bytes: 2, limitBytes: 1), 10, "a part under 16 rows")
+        XCTAssertEqual(ComputeContext.backwardBlockRows(rows: 70, inFeatures: 33, bytes: 4, limitBytes: 0), 70, "0: no limit")
         var rng = freshRandom(#function)
         let (n, din, dout) = (5, 33, 70)
         for storage in [WeightStorage.f16, .bf16] {

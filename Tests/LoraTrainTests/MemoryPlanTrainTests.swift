@@ -156,6 +156,24 @@ final class MemoryPlanTrainTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/big"), "the output directory was made")
     }
 
+    /// Data with no trained token says so, not that a plan does not fit; a typo in
+    /// target_modules is named before the data is read (the data file here is not even there).
+    func testNoTrainingSampleAndBadSettingsComeFirst() throws {
+        let dir = try temporaryDirectory("memory")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try writeSamples(dir + "/train.jsonl", count: 3, untrained: [0, 1, 2])
+        let empty = try train(arguments(data: dir + "/train.jsonl", output: dir + "/empty", batch: 10_000_000))
+        XCTAssertNotEqual(empty.status, 0)
+        XCTAssertTrue(empty.stderr.contains("no sample left to train on (no trained token: 3)"), empty.stderr)
+        XCTAssertFalse(empty.stderr.contains("memory plan:"), empty.stderr)
+        var args = arguments(data: dir + "/missing.jsonl", output: dir + "/typo", batch: 4)
+        args[args.firstIndex(of: "all-linear")!] = "q_prj"
+        let typo = try train(args)
+        XCTAssertNotEqual(typo.status, 0)
+        XCTAssertTrue(typo.stderr.contains("q_prj"), typo.stderr)
+        XCTAssertFalse(typo.stderr.contains("missing.jsonl"), "the data was read first: \(typo.stderr)")
+    }
+
     /// The settings the message suggests do fit, one more row or token does not,
     /// and gradient checkpointing is offered only when it is off and would fit.
     func testSuggestionsArePlanned() throws {

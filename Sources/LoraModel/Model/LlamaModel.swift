@@ -340,8 +340,8 @@ public final class LlamaLoRAModel {
     /// the device's CL_DEVICE_MAX_MEM_ALLOC_SIZE, or a smaller one that
     /// `LORA_GPU_DEVICE_MEMORY` gives (`bufferLimit(for:)`).
     /// `ropePositions`: the positions the run reaches at most (a training run's widest row); the RoPE tables cover
-    /// those only (nil: max_position_embeddings — a 128k-position model's tables are 134 MiB a pair at head_dim 128,
-    /// 537 MiB for Gemma 3's two pairs of 256). A batch past them is refused.
+    /// those only (nil: max_position_embeddings — a 128k-position model's tables are 128 MiB a pair at head_dim 128,
+    /// 512 MiB for Gemma 3's two pairs of 256). A batch past them is refused.
     public init(config c: ModelConfig, checkpoint: CheckpointSource, lora: LoraConfig, context ctx: ComputeContext,
                 bufferLimitBytes: Int? = nil, ropePositions: Int? = nil) throws {
         self.ctx = ctx

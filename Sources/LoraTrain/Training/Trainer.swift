@@ -53,9 +53,9 @@ public final class Trainer {
     // MARK: the memory plan
 
     /// The plan of the largest micro-batch the run will meet: per_device_train_batch_size
-    /// (or the eval batch size when there is evaluation data and it is larger) × max_seq_len
-    /// (padded batches are at most that wide, packed rows exactly that), and the device's limits.
-    /// `rowLength`: the widest row the run will make (Setup.plannedRowLength), max_seq_len when nil.
+    /// (or the eval batch size when there is evaluation data and it is larger) × `rowLength`, the
+    /// widest row the run will make (TrainingSetup.plannedRowLength: the longest sample, or
+    /// max_seq_len for packed, QA and contrastive rows; max_seq_len when nil), and the device's limits.
     static func memoryPlan(_ c: TrainingConfig, model: ModelConfig, lora: LoraConfig, checkpoint: CheckpointSource,
                            device: Device, rowLength: Int? = nil) throws -> (plan: MemoryPlan, limits: MemoryLimits) {
         let evaluates = c.valData != nil || c.valSplit > 0

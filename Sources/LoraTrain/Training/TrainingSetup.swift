@@ -6,11 +6,12 @@ import LoraText
 import OpenCLRuntime
 
 /// Everything a run needs before its first step, checked in the order of cost:
-/// the settings against the model's config, the memory plan (printed; a run that
-/// cannot fit stops here, before any weight is loaded or anything written), the
-/// output directory, the data (tokenizer, template, every line), and only then the
-/// weights with the adapter; the step count, schedule and intervals.
-/// training_config.yaml is written last.
+/// the settings against the model's config (the adapter plan, the checkpoint's
+/// headers, the device limits), the data (tokenizer, template, every line), the
+/// memory plan for the rows the data makes (printed; a run that cannot fit stops
+/// here, before any weight is loaded or anything written), the output directory,
+/// and only then the weights with the adapter; the step count, schedule and
+/// intervals. training_config.yaml is written last.
 struct TrainingSetup {
     /// The settings in force (max_seq_len capped at the model's positions).
     let settings: TrainingConfig
@@ -93,6 +94,13 @@ struct TrainingSetup {
         isRoot = (dist?.rank ?? 0) == 0
         if !isRoot { trainer.progress = ProgressPrinter(isTerminal: false) { _ in } }
         let progress = trainer.progress
+        // The settings, the checkpoint's headers and the device limits, checked before the data is read (a typo in
+        // target_modules costs no tokenization pass): a plan of one-token rows, not printed, with a 2-label stand-in for
+        // a new classifier. The plan the run is held to comes after the data.
+        let standIn = SequenceClassifier.defaultLabels(2)
+        let earlyConfig = !classifies || modelConfig.task.kind != .causalLM ? modelConfig
+            : tags ? modelConfig.tagging(.tokens(labels: standIn)) : modelConfig.classifying(SequenceClassifier(labels: standIn))
+        _ = try Trainer.memoryPlan(c, model: earlyConfig, lora: c.lora, checkpoint: checkpoint, device: trainer.ctx.device, rowLength: 1)
         // Nothing is written before the plan fits: the resume point is found first, the output directory made after.
         resumeFrom = try Self.resumePoint(c)
 
@@ -117,6 +125,12 @@ struct TrainingSetup {
                     + "is a classifier's score, and these labels make a regression: use eval_loss (the mean squared error)")
             }
         }
+        guard !data.train.isEmpty else {
+            // The skipped lines say why: written (to a new output directory) before the error.
+            try FileManager.default.createDirectory(atPath: c.outputDir, withIntermediateDirectories: true)
+            if isRoot { try Self.reportSkipped(data.skipped, outputDir: c.outputDir, progress: progress) }
+            throw TrainError.data(path: c.data.joined(separator: ", "), line: 0, reason: "no training sample")
+        }
         // The memory plan for what the run needs (before any weight is loaded): rows as wide as the data's longest,
         // the classifier its labels make.
         let rowLength = Self.plannedRowLength(c, train: data.train, validation: data.validation)
@@ -130,9 +144,6 @@ struct TrainingSetup {
         validation = data.validation
         qa = data.qa
         padTokenID = modelConfig.padTokenID ?? data.padTokenID
-        guard !train.isEmpty else {
-            throw TrainError.data(path: c.data.joined(separator: ", "), line: 0, reason: "no training sample")
-        }
         // The weights last: everything above is checked without them.
         // The RoPE tables cover the positions the run reaches (below its widest row), as planned.
         model = try Self.makeModel(c, modelConfig: modelConfig, checkpoint: checkpoint, context: trainer.ctx, progress: progress,
