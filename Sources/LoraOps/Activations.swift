@@ -21,19 +21,16 @@ extension ComputeContext {
         try elementwise("silu_backward", count: n, [x, dout, dx], ["x", "dout", "dx"])
     }
 
-    /// out = silu(gate) ⊙ up.
+    /// out = silu(gate) ⊙ up: `gatedForward(.silu, …)`.
     public func swigluForward(out: DeviceBuffer<Float>, gate: DeviceBuffer<Float>, up: DeviceBuffer<Float>, count n: Int) throws {
-        opLock.lock(); defer { opLock.unlock() }
-        try elementwise("swiglu_forward", count: n, [gate, up, out], ["gate", "up", "out"])
+        try gatedForward(.silu, out: out, gate: gate, up: up, count: n)
     }
 
-    /// dgate = dout ⊙ up ⊙ silu'(gate), dup = dout ⊙ silu(gate).
+    /// dgate = dout ⊙ up ⊙ silu'(gate), dup = dout ⊙ silu(gate): `gatedBackward(.silu, …)`.
     public func swigluBackward(dgate: DeviceBuffer<Float>, dup: DeviceBuffer<Float>,
                                gate: DeviceBuffer<Float>, up: DeviceBuffer<Float>, dout: DeviceBuffer<Float>,
                                count n: Int) throws {
-        opLock.lock(); defer { opLock.unlock() }
-        try elementwise("swiglu_backward", count: n, [gate, up, dout, dgate, dup],
-                        ["gate", "up", "dout", "dgate", "dup"])
+        try gatedBackward(.silu, dgate: dgate, dup: dup, gate: gate, up: up, dout: dout, count: n)
     }
 
     /// out = act(gate) ⊙ up: SwiGLU (silu) or GeGLU (tanh GELU).

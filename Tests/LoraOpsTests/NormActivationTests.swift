@@ -113,25 +113,38 @@ final class ActivationTests: XCTestCase {
         }
     }
 
+    /// A gated activation act(g) ⊙ u through `run` (forward into out, backward into dgate/dup, all NaN-poisoned first)
+    /// against the float64 reference `f`, `fGrad` and finite differences, gates over ±8 (past saturation).
+    /// Returns the inputs and the forward's output for the caller's own checks.
+    func checkGated(_ ctx: ComputeContext, _ act: GatedActivation, count n: Int, rng: inout SeededRandom,
+                    _ f: (Double) -> Double, _ fGrad: (Double) -> Double,
+                    _ run: (_ out: DeviceBuffer<Float>, _ dgate: DeviceBuffer<Float>, _ dup: DeviceBuffer<Float>,
+                            _ gate: DeviceBuffer<Float>, _ up: DeviceBuffer<Float>, _ dout: DeviceBuffer<Float>) throws -> Void)
+        throws -> (gate: [Float], up: [Float], out: DeviceBuffer<Float>) {
+        let g = rng.uniform(n, -8, 8), u = rng.uniform(n, -2, 2), d = rng.uniform(n)
+        let out = try poisoned(ctx, n), dg = try poisoned(ctx, n), du = try poisoned(ctx, n)
+        try run(out, dg, du, try ctx.buffer(g), try ctx.buffer(u), try ctx.buffer(d))
+        let name = act.rawValue
+        assertClose(try out.read(), zip(g, u).map { f(Double($0)) * Double($1) }, "\(name) \(n)")
+        let gD = toDouble(g), uD = toDouble(u), dD = toDouble(d)
+        let dgate = try dg.read(), dup = try du.read()
+        assertClose(dgate, (0..<n).map { dD[$0] * uD[$0] * fGrad(gD[$0]) }, "\(name) dgate \(n)")
+        assertClose(dup, (0..<n).map { dD[$0] * f(gD[$0]) }, "\(name) dup \(n)")
+        func loss(_ gs: [Double], _ us: [Double]) -> Double { (0..<n).reduce(0) { $0 + f(gs[$1]) * us[$1] * dD[$1] } }
+        assertGradient(dgate, at: gD, samples: 8, rng: &rng, "\(name) dgate \(n)") { loss($0, uD) }
+        assertGradient(dup, at: uD, samples: 8, rng: &rng, "\(name) dup \(n)") { loss(gD, $0) }
+        return (g, u, out)
+    }
+
     func testSwiGLUForwardBackward() throws {
         let ctx = try sharedContext()
         var rng = freshRandom(#function)
         for n in Self.counts {
-            let g = rng.uniform(n, -8, 8), u = rng.uniform(n, -2, 2), d = rng.uniform(n)
-            let bg = try ctx.buffer(g), bu = try ctx.buffer(u)
-            let out = try poisoned(ctx, n), dg = try poisoned(ctx, n), du = try poisoned(ctx, n)
-            try ctx.swigluForward(out: out, gate: bg, up: bu, count: n)
-            try ctx.swigluBackward(dgate: dg, dup: du, gate: bg, up: bu, dout: try ctx.buffer(d), count: n)
-            assertClose(try out.read(), zip(g, u).map { Reference.silu(Double($0)) * Double($1) }, "swiglu \(n)")
-            let gD = toDouble(g), uD = toDouble(u), dD = toDouble(d)
-            let dgate = try dg.read(), dup = try du.read()
-            assertClose(dgate, (0..<n).map { dD[$0] * uD[$0] * Reference.siluGrad(gD[$0]) }, "swiglu dgate \(n)")
-            assertClose(dup, (0..<n).map { dD[$0] * Reference.silu(gD[$0]) }, "swiglu dup \(n)")
-            func loss(_ gs: [Double], _ us: [Double]) -> Double {
-                (0..<n).reduce(0) { $0 + Reference.silu(gs[$1]) * us[$1] * dD[$1] }
+            let (g, u, out) = try checkGated(ctx, .silu, count: n, rng: &rng, Reference.silu, Reference.siluGrad) { out, dg, du, bg, bu, dout in
+                try ctx.swigluForward(out: out, gate: bg, up: bu, count: n)
+                try ctx.swigluBackward(dgate: dg, dup: du, gate: bg, up: bu, dout: dout, count: n)
             }
-            assertGradient(dgate, at: gD, samples: 8, rng: &rng, "swiglu dgate \(n)") { loss($0, uD) }
-            assertGradient(dup, at: uD, samples: 8, rng: &rng, "swiglu dup \(n)") { loss(gD, $0) }
+            let bg = try ctx.buffer(g)
             // Against the unfused composition silu(g) ⊙ u through the silu kernel.
             let s = try ctx.buffer(count: n)
             try ctx.siluForward(out: s, x: bg, count: n)
@@ -185,21 +198,11 @@ final class ActivationTests: XCTestCase {
         let ctx = try sharedContext()
         var rng = freshRandom(#function)
         for n in Self.counts {
-            let g = rng.uniform(n, -8, 8), u = rng.uniform(n, -2, 2), d = rng.uniform(n)
-            let bg = try ctx.buffer(g), bu = try ctx.buffer(u)
-            let out = try poisoned(ctx, n), dg = try poisoned(ctx, n), du = try poisoned(ctx, n)
-            try ctx.gatedForward(.geluTanh, out: out, gate: bg, up: bu, count: n)
-            try ctx.gatedBackward(.geluTanh, dgate: dg, dup: du, gate: bg, up: bu, dout: try ctx.buffer(d), count: n)
-            assertClose(try out.read(), zip(g, u).map { Reference.geluTanh(Double($0)) * Double($1) }, "geglu \(n)")
-            let gD = toDouble(g), uD = toDouble(u), dD = toDouble(d)
-            let dgate = try dg.read(), dup = try du.read()
-            assertClose(dgate, (0..<n).map { dD[$0] * uD[$0] * Reference.geluTanhGrad(gD[$0]) }, "geglu dgate \(n)")
-            assertClose(dup, (0..<n).map { dD[$0] * Reference.geluTanh(gD[$0]) }, "geglu dup \(n)")
-            func loss(_ gs: [Double], _ us: [Double]) -> Double {
-                (0..<n).reduce(0) { $0 + Reference.geluTanh(gs[$1]) * us[$1] * dD[$1] }
+            let (g, u, _) = try checkGated(ctx, .geluTanh, count: n, rng: &rng, Reference.geluTanh, Reference.geluTanhGrad) { out, dg, du, bg, bu, dout in
+                try ctx.gatedForward(.geluTanh, out: out, gate: bg, up: bu, count: n)
+                try ctx.gatedBackward(.geluTanh, dgate: dg, dup: du, gate: bg, up: bu, dout: dout, count: n)
             }
-            assertGradient(dgate, at: gD, samples: 8, rng: &rng, "geglu dgate \(n)") { loss($0, uD) }
-            assertGradient(dup, at: uD, samples: 8, rng: &rng, "geglu dup \(n)") { loss(gD, $0) }
+            let bg = try ctx.buffer(g), bu = try ctx.buffer(u)
             // The SiLU variant through the same entry point equals the swiglu kernel.
             let s1 = try ctx.buffer(count: n), s2 = try ctx.buffer(count: n)
             try ctx.gatedForward(.silu, out: s1, gate: bg, up: bu, count: n)

@@ -84,8 +84,6 @@ public struct ArchitectureTraits: Sendable, Equatable {
     public var textModelPrefix: String? = nil
     /// config.json's model_type when it is not the prefix in lower case (Gemma 3's text model: gemma3_text).
     public var modelType: String? = nil
-    /// tie_word_embeddings when config.json has none (Gemma3TextConfig's default is true).
-    public var tiedByDefault = false
     /// The family config class's defaults for keys config.json leaves out (the Hub's Gemma3ForConditionalGeneration
     /// configs nest a text_config of a few keys only: Gemma3TextConfig fills in the rest, and so does this).
     public var configDefaults: JSONObject = [:]
@@ -144,7 +142,7 @@ public enum Architecture: String, Sendable, CaseIterable {
                                       defaultMaxPositions: 131072, defaultHeadDim: 256, peftHasDefaultTargets: true,
                                       questionAnsweringClass: false, ggufHeadDimFromKeyLength: true, normPlusOne: true,
                                       sandwichNorms: true, scaledEmbedding: true, activationKey: "hidden_activation",
-                                      textModelPrefix: "Gemma3Text", modelType: "gemma3_text", tiedByDefault: true,
+                                      textModelPrefix: "Gemma3Text", modelType: "gemma3_text",
                                       configDefaults: Self.gemma3TextDefaults, attentionScaleKey: "query_pre_attn_scalar",
                                       logitSoftcapKey: "final_logit_softcapping", taskClasses: false)
         }
@@ -800,7 +798,7 @@ public struct ModelConfig: Sendable {
             numLayers: try int("num_hidden_layers"), numHeads: heads, numKVHeads: kv, headDim: headDim,
             rmsNormEps: j["rms_norm_eps"]?.double ?? 1e-6,
             rope: rope, vocabSize: try int("vocab_size"),
-            tieWordEmbeddings: try bool("tie_word_embeddings", arch.traits.tiedByDefault),
+            tieWordEmbeddings: try bool("tie_word_embeddings", false),
             maxPositionEmbeddings: try optInt("max_position_embeddings") ?? 2048,
             attentionBias: attnBias, outputProjectionBias: oBias,
             mlpBias: arch.traits.mlpBiasKey ? try bool("mlp_bias", false) : false,
