@@ -65,10 +65,15 @@ public enum Reference {
     public static func silu(_ x: Double) -> Double { x * sigmoid(x) }
     public static func siluGrad(_ x: Double) -> Double { let s = sigmoid(x); return s * (1 + x * (1 - s)) }
     /// gelu_pytorch_tanh: ½·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), and its derivative.
-    public static func geluTanh(_ x: Double) -> Double { 0.5 * x * (1 + tanh((2 / Double.pi).squareRoot() * (x + 0.044715 * x * x * x))) }
+    // ½·(1 + tanh(u)) is written σ(2u): for a gate below about −6, 1 + tanh(u) cancels to a few ulps of 1 in
+    // float64 (relative error 5e-4 at u ≈ −14), which failed a correct kernel (CI, seed 16036460814162678481).
+    public static func geluTanh(_ x: Double) -> Double {
+        let b = (2 / Double.pi).squareRoot()
+        return x / (1 + exp(-2 * b * (x + 0.044715 * x * x * x)))
+    }
     public static func geluTanhGrad(_ x: Double) -> Double {
-        let b = (2 / Double.pi).squareRoot(), t = tanh(b * (x + 0.044715 * x * x * x))
-        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * b * (1 + 3 * 0.044715 * x * x)
+        let b = (2 / Double.pi).squareRoot(), s = 1 / (1 + exp(-2 * b * (x + 0.044715 * x * x * x)))
+        return s + 2 * x * s * (1 - s) * b * (1 + 3 * 0.044715 * x * x)
     }
 }
 
