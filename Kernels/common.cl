@@ -83,9 +83,74 @@ inline float row_dot_partial(int C, const __global float* a, const __global floa
 //   WS_F16  IEEE half, read with core OpenCL vload_half16 (no cl_khr_fp16)
 //   WS_BF16 ushort, the top half of an fp32 (widened with << 16)
 // Widening is exact, so a 16-bit panel gives the same sums as its fp32 copy.
+// The quantized storages (WS_Q8_0 …) are described below.
 #define WS_F32 0
 #define WS_F16 1
 #define WS_BF16 2
+
+// Quantized panels: a frozen W kept in its GGUF block type (WS_Q8_0 … WS_Q5_1; WeightStorage .q8_0 … on the host).
+// The panels of op(B) = Wᵀ (K = in, N = out, K a multiple of 32) are cut in chunks of 16 columns (rows of W) by
+// 32 panel rows (one GGUF block of each of those rows): chunk p·(K/32) + kb holds panel rows k = 32·kb … 32·kb + 31
+// of panel p, so panel row i (16 elements) is in chunk i / 32, at row i % 32 — the same index arithmetic as the
+// 16/32-bit panels. The file's blocks are re-blocked into chunks once, at load (`reblock_q`); never widened in memory.
+// Chunk layout, in bytes (column c = 0…15, row kk = 0…31):
+//   d   half[16]     column c's block scale
+//   m   half[16]     Q4_1 / Q5_1: column c's block min
+//   qs  Q8_0: char[32][16], row-major (kk, c); 4/5-bit: uchar[32][8], byte (kk, j) holds column j in its low
+//       nibble and column j + 8 in its high nibble
+//   qh  ushort[32]   Q5_0 / Q5_1: bit c of qh[kk] is column c's fifth bit
+// The value is ggml's, with its fp32 operations in its order (and gguf-py's `dequantize`): Q8_0 q·d,
+// Q4_0 d·(q − 8), Q4_1 d·q + m, Q5_0 d·(q − 16), Q5_1 d·q + m (never contracted to an fma), so a product
+// over these panels equals, bit for bit, the same product over the fp32 weights dequantized at load.
+#define WS_Q8_0 3
+#define WS_Q4_0 4
+#define WS_Q4_1 5
+#define WS_Q5_0 6
+#define WS_Q5_1 7
+#define WS_IS_QUANT(s) ((s) >= WS_Q8_0)
+#define WQ_CHUNK_BYTES(s) ((s) == WS_Q8_0 ? 544 : (s) == WS_Q4_0 ? 288 : (s) == WS_Q4_1 ? 320 : (s) == WS_Q5_0 ? 352 : 384)
+#define WQ_HAS_MIN(s) ((s) == WS_Q4_1 || (s) == WS_Q5_1)
+#define WQ_HAS_HIGH(s) ((s) == WS_Q5_0 || (s) == WS_Q5_1)
+#define WQ_QS(s) (WQ_HAS_MIN(s) ? 64 : 32)
+
+// Panel row i of quantized panels at p, dequantized to float16.
+inline float16 wq_load16(size_t i, const __global uchar* p, const int s) {
+    #pragma OPENCL FP_CONTRACT OFF
+    const __global uchar* ch = p + (i >> 5) * (size_t)WQ_CHUNK_BYTES(s);
+    int kk = (int)(i & 31);
+    float16 d = vload_half16(0, (const __global half*)ch);
+    if (s == WS_Q8_0) return convert_float16(vload16(kk, (const __global char*)(ch + 32))) * d;
+    uchar8 b = vload8(kk, ch + WQ_QS(s));
+    uchar16 q = (uchar16)(b & (uchar8)(0x0F), b >> (uchar8)(4));
+    if (WQ_HAS_HIGH(s)) {
+        ushort16 h = (ushort16)(((const __global ushort*)(ch + WQ_QS(s) + 256))[kk]);
+        ushort16 bit = (h >> (ushort16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)) & (ushort16)(1);
+        q |= convert_uchar16(bit) << (uchar16)(4);
+    }
+    float16 v = convert_float16(q);
+    if (s == WS_Q4_0) return d * (v - 8.0f);
+    if (s == WS_Q5_0) return d * (v - 16.0f);
+    float16 t = d * v;
+    return t + vload_half16(1, (const __global half*)ch);
+}
+
+// Element e (= 16·i + c: row i, column c) of quantized panels at p, dequantized.
+inline float wq_load1(size_t e, const __global uchar* p, const int s) {
+    #pragma OPENCL FP_CONTRACT OFF
+    size_t i = e >> 4;
+    int c = (int)(e & 15), kk = (int)(i & 31);
+    const __global uchar* ch = p + (i >> 5) * (size_t)WQ_CHUNK_BYTES(s);
+    float d = vload_half(c, (const __global half*)ch);
+    if (s == WS_Q8_0) return (float)((const __global char*)(ch + 32))[kk * 16 + c] * d;
+    uchar b = ch[WQ_QS(s) + kk * 8 + (c & 7)];
+    uint q = c < 8 ? (b & 0x0F) : (b >> 4);
+    if (WQ_HAS_HIGH(s)) q |= (((uint)((const __global ushort*)(ch + WQ_QS(s) + 256))[kk] >> c) & 1u) << 4;
+    float v = (float)q;
+    if (s == WS_Q4_0) return d * (v - 8.0f);
+    if (s == WS_Q5_0) return d * (v - 16.0f);
+    float t = d * v;
+    return t + vload_half(16 + c, (const __global half*)ch);
+}
 
 // Sixteen bf16 values at p + 16·i widened to float16 (the vload16 of bf16).
 inline float16 vload_bf16x16(size_t i, const __global ushort* p) {
@@ -95,6 +160,7 @@ inline float16 vload_bf16x16(size_t i, const __global ushort* p) {
 // Row i (16 elements) of the panels at p, widened to float16. `storage` is a
 // literal at every call site, so the branches fold away after inlining.
 inline float16 ws_load16(size_t i, const __global void* p, const int storage) {
+    if (WS_IS_QUANT(storage)) return wq_load16(i, (const __global uchar*)p, storage);
     if (storage == WS_F16) return vload_half16(i, (const __global half*)p);
     if (storage == WS_BF16) return vload_bf16x16(i, (const __global ushort*)p);
     return vload16(i, (const __global float*)p);
@@ -102,6 +168,7 @@ inline float16 ws_load16(size_t i, const __global void* p, const int storage) {
 
 // Element i of the panels at p, widened to float.
 inline float ws_load1(size_t i, const __global void* p, const int storage) {
+    if (WS_IS_QUANT(storage)) return wq_load1(i, (const __global uchar*)p, storage);
     if (storage == WS_F16) return vload_half(i, (const __global half*)p);
     if (storage == WS_BF16) return as_float((uint)((const __global ushort*)p)[i] << 16);
     return ((const __global float*)p)[i];

@@ -161,6 +161,50 @@ __kernel void NAME(GEMM_KERNEL_ARGS(BT)) {                                      
 GEMM_PACKED_KERNEL(gemm_packed, float, WS_F32)
 GEMM_PACKED_KERNEL(gemm_packed_f16, half, WS_F16)
 GEMM_PACKED_KERNEL(gemm_packed_bf16, ushort, WS_BF16)
+GEMM_PACKED_KERNEL(gemm_packed_q8_0, uchar, WS_Q8_0)
+GEMM_PACKED_KERNEL(gemm_packed_q4_0, uchar, WS_Q4_0)
+GEMM_PACKED_KERNEL(gemm_packed_q4_1, uchar, WS_Q4_1)
+GEMM_PACKED_KERNEL(gemm_packed_q5_0, uchar, WS_Q5_0)
+GEMM_PACKED_KERNEL(gemm_packed_q5_1, uchar, WS_Q5_1)
+
+// reblock_q: quantized panels (common.cl, "Quantized panels") from a W (rows, K) in ggml blocks, row r of W read
+// from row row_src[r] of src (use_map = 1: llama.cpp's rotary order of q/k rows undone) or row r. Rows past
+// `rows` (the last panel's padding) get d = m = q = 0. Each work-item builds one chunk privately and stores it.
+// ggml's blocks (bytes): Q8_0 d, qs·i8[32]; Q4_0 d, qs[16]; Q4_1 d, m, qs[16]; Q5_0 d, qh·u32, qs[16];
+// Q5_1 d, m, qh, qs — element j < 16 the low nibble of qs[j], j ≥ 16 the high nibble of qs[j − 16], its fifth
+// bit bit j of qh. global (ceil(rows/16), K/32)
+__kernel void reblock_q(int rows, int kblocks, int storage, __global const uchar* src, int use_map,
+                        __global const int* row_src, __global uchar* dst) {
+    int t = get_global_id(0), kb = get_global_id(1);
+    if (t * 16 >= rows || kb >= kblocks) return;
+    const int bb = storage == WS_Q8_0 ? 34 : storage == WS_Q4_0 ? 18 : storage == WS_Q4_1 ? 20 : storage == WS_Q5_0 ? 22 : 24;
+    const int cb = WQ_CHUNK_BYTES(storage), qo = WQ_QS(storage);
+    const int hasMin = WQ_HAS_MIN(storage), hasHigh = WQ_HAS_HIGH(storage);
+    uchar chunk[544];
+    for (int j = 0; j < cb; j++) chunk[j] = 0;
+    for (int c = 0; c < 16; c++) {
+        int r = t * 16 + c;
+        if (r >= rows) break;
+        int sr = use_map ? row_src[r] : r;
+        const __global uchar* b = src + ((size_t)sr * kblocks + kb) * bb;
+        chunk[2 * c] = b[0]; chunk[2 * c + 1] = b[1];
+        if (hasMin) { chunk[32 + 2 * c] = b[2]; chunk[32 + 2 * c + 1] = b[3]; }
+        if (storage == WS_Q8_0) {
+            for (int kk = 0; kk < 32; kk++) chunk[32 + kk * 16 + c] = b[2 + kk];
+            continue;
+        }
+        int o = hasMin ? 4 : 2;
+        uint qh = 0;
+        if (hasHigh) { qh = (uint)b[o] | (uint)b[o + 1] << 8 | (uint)b[o + 2] << 16 | (uint)b[o + 3] << 24; o += 4; }
+        for (int kk = 0; kk < 32; kk++) {
+            uint q = kk < 16 ? (b[o + kk] & 0x0F) : (b[o + kk - 16] >> 4);
+            chunk[qo + kk * 8 + (c & 7)] |= (uchar)(c < 8 ? q : q << 4);
+            if (hasHigh && ((qh >> kk) & 1u)) chunk[qo + 256 + 2 * kk + (c >> 3)] |= (uchar)(1u << (c & 7));
+        }
+    }
+    __global uchar* out = dst + ((size_t)t * kblocks + kb) * cb;
+    for (int j = 0; j < cb; j++) out[j] = chunk[j];
+}
 
 // pack_b_u16: pack_b for 16-bit elements (f16 or bf16 bits, moved unchanged;
 // zero bits are 0.0 in both), no dropout. global (ceil(N/16), K)
@@ -208,6 +252,29 @@ TRANSPOSE_PANELS_KERNEL(transpose_panels_u16, ushort, ushort, vload16)
 TRANSPOSE_PANELS_KERNEL(transpose_panels_f16, half, float, vload_half16)
 TRANSPOSE_PANELS_KERNEL(transpose_panels_bf16, ushort, float, vload_bf16x16)
 
+// transpose_panels for quantized Src (K a multiple of 32), widened to float: as above, Src's rows read with
+// ws_load16 by index. global (ceil(K/16), ceil(N/16))
+#define TRANSPOSE_PANELS_Q_KERNEL(NAME, STORAGE)                                                 \
+__kernel void NAME(int K, int N, int p0, __global const uchar* Src, __global float* Dst) {      \
+    int q = get_global_id(0), nb = get_global_id(1);                                            \
+    if (q * 16 >= K || nb * 16 >= N) return;                                                   \
+    int rows = min(16, N - nb * 16), cols = min(16, K - q * 16);                                \
+    float blk[256];                                                                             \
+    size_t s = (size_t)(p0 + nb) * K + (size_t)q * 16;                                          \
+    for (int c = 0; c < 16; c++)                                                                \
+        vstore16(c < cols ? ws_load16(s + c, Src, STORAGE) : (float16)(0.0f), c, blk);          \
+    for (int nn = 0; nn < rows; nn++) {                                                         \
+        float t[16];                                                                            \
+        for (int c = 0; c < 16; c++) t[c] = blk[c * 16 + nn];                                   \
+        vstore16(vload16(0, t), 0, Dst + ((size_t)q * N + (size_t)nb * 16 + nn) * 16);          \
+    }                                                                                           \
+}
+TRANSPOSE_PANELS_Q_KERNEL(transpose_panels_q8_0, WS_Q8_0)
+TRANSPOSE_PANELS_Q_KERNEL(transpose_panels_q4_0, WS_Q4_0)
+TRANSPOSE_PANELS_Q_KERNEL(transpose_panels_q4_1, WS_Q4_1)
+TRANSPOSE_PANELS_Q_KERNEL(transpose_panels_q5_0, WS_Q5_0)
+TRANSPOSE_PANELS_Q_KERNEL(transpose_panels_q5_1, WS_Q5_1)
+
 // panel_rows: rows of op(B)ᵀ (N,K) read back from the panels of op(B), widened
 // to float: out[i, k] = Bp[n/16][k][n%16] with n = ids[i] (use_ids = 1) or
 // n = i. For a frozen W packed as op(B) = Wᵀ these are rows of W: the token
@@ -229,6 +296,11 @@ __kernel void NAME(int R, int K, int use_ids, __global const int* ids,          
 PANEL_ROWS_KERNEL(panel_rows, float, WS_F32)
 PANEL_ROWS_KERNEL(panel_rows_f16, half, WS_F16)
 PANEL_ROWS_KERNEL(panel_rows_bf16, ushort, WS_BF16)
+PANEL_ROWS_KERNEL(panel_rows_q8_0, uchar, WS_Q8_0)
+PANEL_ROWS_KERNEL(panel_rows_q4_0, uchar, WS_Q4_0)
+PANEL_ROWS_KERNEL(panel_rows_q4_1, uchar, WS_Q4_1)
+PANEL_ROWS_KERNEL(panel_rows_q5_0, uchar, WS_Q5_0)
+PANEL_ROWS_KERNEL(panel_rows_q5_1, uchar, WS_Q5_1)
 
 // colsum: out[n] = beta·out[n] + Σ_m X[m, n]   (dbias = Σ over tokens of dY)
 // X (M,N). global (N)

@@ -50,7 +50,7 @@
 #define TILED_AS (TILED_TM + 1)
 #define TILED_BS (TILED_TN + ((TILED_TN % 32) ? 0 : 16))
 
-// B panels are read with ws_load1 (common.cl): `kind` is WS_F32, WS_F16 or WS_BF16.
+// B panels are read with ws_load1 (common.cl): `kind` is WS_F32, WS_F16, WS_BF16 or a quantized WS_Q*.
 
 // acc[i][j] += Σ_k op(A)(m0 + ty + i·LY, k) · op(B)(k, n0 + tx + j·LX) over k < K,
 // op(A)(m, k) = A[m·a_rs + k·a_cs], op(B) packed (panels from p0, `kind` storage).
@@ -155,3 +155,8 @@ void NAME(GEMM_KERNEL_ARGS(BTYPE)) {                                            
 GEMM_TILED_KERNEL(gemm_tiled, float, WS_F32)
 GEMM_TILED_KERNEL(gemm_tiled_f16, half, WS_F16)
 GEMM_TILED_KERNEL(gemm_tiled_bf16, ushort, WS_BF16)
+GEMM_TILED_KERNEL(gemm_tiled_q8_0, uchar, WS_Q8_0)
+GEMM_TILED_KERNEL(gemm_tiled_q4_0, uchar, WS_Q4_0)
+GEMM_TILED_KERNEL(gemm_tiled_q4_1, uchar, WS_Q4_1)
+GEMM_TILED_KERNEL(gemm_tiled_q5_0, uchar, WS_Q5_0)
+GEMM_TILED_KERNEL(gemm_tiled_q5_1, uchar, WS_Q5_1)

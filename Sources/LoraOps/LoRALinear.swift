@@ -22,7 +22,7 @@ public struct LoRASettings: Sendable, Equatable {
 
 /// A frozen base weight W (out, in), kept on the device once: the forward
 /// panels op(B) = Wᵀ (K = in, N = out) in the checkpoint's storage type
-/// (`WeightStorage`: 2 bytes per element for a 16-bit checkpoint, 4 for fp32).
+/// (`WeightStorage`: 2 bytes per element for a 16-bit checkpoint, 4 for fp32, GGUF blocks kept quantized).
 /// The backward product dY·W needs op(B) = W; its panels are made per call
 /// from these (`ComputeContext.backwardPanels`), so no second copy is kept.
 ///
@@ -98,6 +98,25 @@ public final class FrozenLinear {
         outFeatures = checkedParts.last!.rows.upperBound
     }
 
+    /// `splitRows(outFeatures:inFeatures:bytesPerElement:limitBytes:)` for W kept as `storage`: a quantized W
+    /// counts its chunks' bytes (16 rows by `in`) against `limitBytes`, and its elements against 2³¹−1 (its
+    /// backward panels are widened in blocks within `backwardPanelBytesLimit`, not kept whole).
+    public static func splitRows(outFeatures out: Int, inFeatures k: Int, storage: WeightStorage, limitBytes: Int) -> [Range<Int>]? {
+        guard storage.isQuantized else {
+            return splitRows(outFeatures: out, inFeatures: k, bytesPerElement: storage.bytesPerElement, limitBytes: limitBytes)
+        }
+        guard out >= 1, k >= 1 else { return [0..<max(out, 0)] }
+        let limit = limitBytes > 0 ? limitBytes : Int.max
+        let bytes16 = storage.bytes(k: k, n: 16), elements16 = 16 * ((k + 15) / 16 * 16)
+        let panels = (out + 15) / 16
+        let (wholeBytes, o1) = panels.multipliedReportingOverflow(by: bytes16)
+        let (wholeElements, o2) = panels.multipliedReportingOverflow(by: elements16)
+        if !o1 && !o2 && wholeBytes <= limit && wholeElements <= Int(Int32.max) { return [0..<out] }
+        let height = min(limit / bytes16, Int(Int32.max) / elements16) * 16
+        guard height >= 16 else { return nil }
+        return stride(from: 0, to: out, by: height).map { $0..<min($0 + height, out) }
+    }
+
     /// The blocks of rows a W (out, in) of `bytesPerElement` is kept in so that
     /// no part's panels exceed `limitBytes` (≤ 0: no byte limit) nor 2³¹−1
     /// elements (the kernels' 32-bit sizes) — its forward panels (rows padded
@@ -145,7 +164,8 @@ extension ComputeContext {
         let forward = base.parts[part].panels
         let rows = block ?? 0..<forward.n
         let count = PackedMatrix.count(k: rows.count, n: forward.k)
-        let widen = mode == .widened && base.storage != .f32
+        // Quantized panels are always widened (no kernel reads quantized backward panels).
+        let widen = (mode == .widened || base.storage.isQuantized) && base.storage != .f32
         let bytes = widen ? 4 : base.storage.bytesPerElement
         // The scratch slots hold floats: 16-bit panels take half as many.
         let floats = (count * bytes + 3) / 4

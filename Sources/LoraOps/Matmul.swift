@@ -3,25 +3,74 @@ import OpenCLRuntime
 public enum Transpose: Sendable { case none, transposed }
 
 /// The element type a frozen weight keeps on the device. The checkpoint's
-/// dtype decides it: F16 → `.f16`, BF16 → `.bf16`, F32 and dequantized GGUF
-/// types → `.f32`. The kernels widen 16-bit elements to fp32 as they load
-/// them (exact), and accumulate in fp32.
+/// dtype decides it: F16 → `.f16`, BF16 → `.bf16`, F32 → `.f32`; a GGUF file's
+/// Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 blocks stay quantized (`.q8_0` …, re-blocked
+/// into chunks of 16 columns × 32 panel rows, Kernels/common.cl "Quantized
+/// panels") and its other types are dequantized to `.f32` at load. The kernels
+/// widen (or dequantize, with ggml's fp32 operations) each element as they load
+/// it, and accumulate in fp32: a product over any storage equals the product
+/// over the fp32 values it holds.
 public enum WeightStorage: String, Sendable, CaseIterable {
-    case f32, f16, bf16
+    case f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1
 
-    public var bytesPerElement: Int { self == .f32 ? 4 : 2 }
+    /// Kept in ggml blocks (K a multiple of 32).
+    public var isQuantized: Bool { quantChunkBytes != nil }
 
-    /// Appended to a kernel family's name for panels of this type
-    /// (`gemm_packed`, `gemm_packed_f16`, `gemm_packed_bf16`; the same for
-    /// `transpose_panels` and `panel_rows`). A variant family (e.g.
-    /// `gemm_tiled`) follows the same convention.
-    public var kernelSuffix: String {
+    /// Bytes of one element of a 32/16-bit storage; a quantized one's element is a fraction of a byte:
+    /// use `bytes(k:n:)`. Here it is what a dequantized copy takes (4).
+    public var bytesPerElement: Int { self == .f16 || self == .bf16 ? 2 : 4 }
+
+    /// Bytes of one chunk (16 columns × 32 rows) of quantized panels; nil for the others.
+    public var quantChunkBytes: Int? {
         switch self {
-        case .f32: return ""
-        case .f16: return "_f16"
-        case .bf16: return "_bf16"
+        case .f32, .f16, .bf16: return nil
+        case .q8_0: return 544     // 16 half scales + 512 int8
+        case .q4_0: return 288     // 16 half scales + 256 bytes of nibbles
+        case .q4_1: return 320     // + 16 half mins
+        case .q5_0: return 352     // + 64 bytes of fifth bits
+        case .q5_1: return 384
         }
     }
+
+    /// Device bytes of the panels of op(B) (K,N): ⌈N/16⌉·16·K elements, or ⌈N/16⌉·K/32 chunks.
+    public func bytes(k: Int, n: Int) -> Int {
+        let panels = (n + 15) / 16
+        if let chunk = quantChunkBytes { return panels * ((k + 31) / 32) * chunk }
+        return panels * 16 * k * bytesPerElement
+    }
+
+    /// Appended to a kernel family's name for panels of this type
+    /// (`gemm_packed`, `gemm_packed_f16`, `gemm_packed_bf16`, `gemm_packed_q4_0`, …;
+    /// the same for `transpose_panels` and `panel_rows`). A variant family (e.g.
+    /// `gemm_tiled`) follows the same convention.
+    public var kernelSuffix: String { self == .f32 ? "" : "_" + rawValue }
+
+    /// The ggml block type kept as this storage (the file's tensor type name), nil for 32/16-bit.
+    public static func quantized(ggmlName: String) -> WeightStorage? {
+        switch ggmlName {
+        case "Q8_0": return .q8_0
+        case "Q4_0": return .q4_0
+        case "Q4_1": return .q4_1
+        case "Q5_0": return .q5_0
+        case "Q5_1": return .q5_1
+        default: return nil
+        }
+    }
+
+    /// ggml's block size in bytes (32 elements) for a quantized storage.
+    var ggmlBlockBytes: Int {
+        switch self {
+        case .q8_0: return 34
+        case .q4_0: return 18
+        case .q4_1: return 20
+        case .q5_0: return 22
+        case .q5_1: return 24
+        default: return 0
+        }
+    }
+
+    /// The kernels' storage constant (WS_F32 … WS_Q5_1, Kernels/common.cl).
+    var kernelConstant: Int32 { Int32(Self.allCases.firstIndex(of: self)!) }
 }
 
 /// op(B) (K,N) packed into panels [ceil(N/16)][K][16] for `gemm_packed`,
@@ -37,13 +86,13 @@ public final class PackedMatrix {
     init(memory: MemoryObject, storage: WeightStorage, k: Int, n: Int) {
         self.memory = memory; self.storage = storage; self.k = k; self.n = n
     }
-    /// The fp32 panels (nil for 16-bit storage).
+    /// The fp32 panels (nil for 16-bit and quantized storage).
     public var buffer: DeviceBuffer<Float>? { storage == .f32 ? memory as? DeviceBuffer<Float> : nil }
     /// Elements of the panels, N padded to a multiple of 16.
     static func count(k: Int, n: Int) -> Int { (n + 15) / 16 * 16 * k }
     public var elementCount: Int { Self.count(k: k, n: n) }
     /// Device bytes the panels hold.
-    public var deviceBytes: Int { elementCount * storage.bytesPerElement }
+    public var deviceBytes: Int { storage.bytes(k: k, n: n) }
 }
 
 /// A strided view of op(A) (M,K): element (m, k) = buf[m·rowStride + k·colStride].
@@ -109,6 +158,26 @@ extension ComputeContext {
         return PackedMatrix(memory: out, storage: storage, k: k, n: n)
     }
 
+    /// Quantized panels of op(B) = Wᵀ (K = cols, N = rows) from a W (rows, cols) in ggml blocks of
+    /// `storage`'s type: `blocks` holds rows of 32-element blocks (`cols / 32` a row), W's row r taken from
+    /// row `rowSource[r]` of it (or row r). Re-blocked on the device (`reblock_q`), nothing widened.
+    public func packQuantized(_ blocks: DeviceBuffer<UInt8>, storage: WeightStorage, rows: Int, cols: Int,
+                              rowSource: DeviceBuffer<Int32>? = nil, label: String = "") throws -> PackedMatrix {
+        opLock.lock(); defer { opLock.unlock() }
+        try require(storage.isQuantized, "packQuantized", "storage \(storage.rawValue) is not a quantized type")
+        try require(rows >= 1 && cols >= 32 && cols % 32 == 0, "packQuantized",
+                    "W (\(rows), \(cols)): the row length must be a positive multiple of 32")
+        if let rowSource { try require(rowSource.count >= rows, "packQuantized", "row map of \(rowSource.count) rows for \(rows)") }
+        else { try require(blocks.count >= rows * cols / 32 * storage.ggmlBlockBytes, "packQuantized",
+                           "\(blocks.count) bytes of blocks for \(rows) rows of \(cols)") }
+        let out = try DeviceBuffer<UInt8>(queue: queue, count: storage.bytes(k: cols, n: rows),
+                                          label: label.isEmpty ? "\(storage.rawValue) panels (\(cols)×\(rows))" : label)
+        try launch("reblock_q", [i32(rows), i32(cols / 32), .int(storage.kernelConstant), .buffer(blocks),
+                                 .int(rowSource == nil ? 0 : 1), .buffer(rowSource ?? blocks), .buffer(out)],
+                   global: [(rows + 15) / 16, cols / 32], local: [1, 1])
+        return PackedMatrix(memory: out, storage: storage, k: cols, n: rows)
+    }
+
     /// The panels of op(B)ᵀ (N,K) from those of op(B) (K,N), into `dest`
     /// (at least `PackedMatrix.count(k: n, n: k)` elements of the result's
     /// type). `widen`: fp32 panels from 16-bit ones; otherwise the result
@@ -119,6 +188,7 @@ extension ComputeContext {
         let cols = columns ?? 0..<b.n
         try require(cols.lowerBound % 16 == 0 && cols.lowerBound >= 0 && cols.upperBound <= b.n && !cols.isEmpty, "transposePanels",
                     "columns \(cols) of \(b.n) must start at a multiple of 16")
+        try require(widen || !b.storage.isQuantized, "transposePanels", "quantized panels are transposed widened")
         let outStorage: WeightStorage = widen ? .f32 : b.storage
         let name = b.storage == .f32 ? "transpose_panels" : widen ? "transpose_panels" + b.storage.kernelSuffix
             : "transpose_panels_u16"

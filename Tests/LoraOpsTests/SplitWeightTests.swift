@@ -53,7 +53,7 @@ final class SplitWeightTests: XCTestCase {
         switch storage {
         case .f16: bits = xs.map { Float16($0).bitPattern }; w = bits.map { Float(Float16(bitPattern: $0)) }
         case .bf16: bits = xs.map { UInt16(truncatingIfNeeded: $0.bitPattern >> 16) }; w = bits.map { Float(bitPattern: UInt32($0) << 16) }
-        case .f32: break
+        default: break
         }
         func frozen(_ rows: Range<Int>) throws -> FrozenLinear {
             let r = (rows.lowerBound * din)..<(rows.upperBound * din)

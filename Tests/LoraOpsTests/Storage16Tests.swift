@@ -25,7 +25,7 @@ final class Storage16Tests: XCTestCase {
         case .bf16:
             let bits = xs.map { UInt16(truncatingIfNeeded: $0.bitPattern >> 16) }
             return (bits, bits.map { Float(bitPattern: UInt32($0) << 16) })
-        case .f32:
+        default:
             preconditionFailure("16-bit storage only")
         }
     }
@@ -43,7 +43,7 @@ final class Storage16Tests: XCTestCase {
         XCTAssertEqual(WeightStorage.f32.bytesPerElement, 4)
         XCTAssertEqual(WeightStorage.f16.bytesPerElement, 2)
         XCTAssertEqual(WeightStorage.bf16.bytesPerElement, 2)
-        XCTAssertEqual(WeightStorage.allCases.map(\.kernelSuffix), ["", "_f16", "_bf16"])
+        XCTAssertEqual(WeightStorage.allCases.map(\.kernelSuffix), ["", "_f16", "_bf16", "_q8_0", "_q4_0", "_q4_1", "_q5_0", "_q5_1"])
         let ctx = try sharedContext()
         var rng = freshRandom(#function)
         for storage in [WeightStorage.f16, .bf16] {

@@ -1,0 +1,139 @@
+import Foundation
+@testable import LoraModel
+import LoraOps
+import OpenCLRuntime
+import Reference
+import TestSupport
+import XCTest
+
+/// Frozen weights kept in their GGUF block type on the device (`WeightStorage` .q8_0 … .q5_1): every kernel
+/// that reads them — both gemm variants forward, the widened backward panels, the row gather, W read back —
+/// must give, bit for bit, what the fp32 path gives on the weights dequantized at load (`GGMLDequantize`,
+/// checked against gguf-py by the quant_zoo fixture). Random blocks, awkward row counts, NaN-poisoned outputs.
+final class QuantizedStorageTests: XCTestCase {
+    static let formats: [(WeightStorage, GGMLType)] = [(.q8_0, .q8_0), (.q4_0, .q4_0), (.q4_1, .q4_1), (.q5_0, .q5_0), (.q5_1, .q5_1)]
+    /// (out, in): in a multiple of 32; out 1, 17, 63, 129 (never a multiple of 16).
+    static let shapes: [(Int, Int)] = [(1, 32), (17, 64), (63, 96), (129, 32), (40, 160)]
+    static let tokens = [1, 3, 17, 63]
+
+    /// Random ggml blocks for W (rows, cols): random quant bytes, scales and mins random finite halves.
+    static func blocks(_ type: GGMLType, rows: Int, cols: Int, rng: inout SeededRandom) -> [UInt8] {
+        let (be, bb) = type.blockLayout
+        var out = [UInt8](repeating: 0, count: rows * cols / be * bb)
+        for b in 0..<(rows * cols / be) {
+            for j in 0..<bb { out[b * bb + j] = UInt8(truncatingIfNeeded: rng.next()) }
+            func half(_ at: Int, _ v: Float) {
+                let bits = Float16(v).bitPattern
+                out[b * bb + at] = UInt8(bits & 0xFF); out[b * bb + at + 1] = UInt8(bits >> 8)
+            }
+            half(0, Float(Double(rng.next() % 20001) / 1e5 - 0.1))
+            if type == .q4_1 || type == .q5_1 { half(2, Float(Double(rng.next() % 20001) / 1e4 - 1)) }
+        }
+        return out
+    }
+
+    /// The quantized FrozenLinear, the fp32 one of the dequantized values, and those values.
+    func pair(_ ctx: ComputeContext, _ storage: WeightStorage, _ type: GGMLType, rows: Int, cols: Int,
+              rowSource: [Int32]? = nil, rng: inout SeededRandom) throws -> (q: FrozenLinear, f: FrozenLinear, w: [Float]) {
+        let raw = Self.blocks(type, rows: rows, cols: cols, rng: &rng)
+        var w = raw.withUnsafeBytes { GGMLDequantize.floats($0, type: type, count: rows * cols) }
+        if let rowSource { w = (0..<rows).flatMap { r in w[(Int(rowSource[r]) * cols)..<((Int(rowSource[r]) + 1) * cols)] } }
+        let staging = try DeviceBuffer<UInt8>(queue: ctx.queue, raw)
+        let map = try rowSource.map { try DeviceBuffer<Int32>(queue: ctx.queue, $0) }
+        let q = FrozenLinear(forward: try ctx.packQuantized(staging, storage: storage, rows: rows, cols: cols, rowSource: map))
+        let f = try FrozenLinear(ctx, weight: try ctx.buffer(w), outFeatures: rows, inFeatures: cols)
+        return (q, f, w)
+    }
+
+    func poisoned(_ ctx: ComputeContext, _ n: Int) throws -> DeviceBuffer<Float> {
+        let b = try ctx.buffer(count: n)
+        try b.fill(.nan)
+        return b
+    }
+
+    func uniform(_ n: Int, _ rng: inout SeededRandom) -> [Float] { rng.uniform(n) }
+
+    /// Forward (bias, beta), backward dX, W read back and the row gather on one context.
+    func checkAll(_ ctx: ComputeContext, rng: inout SeededRandom, _ tag: String) throws {
+        for (storage, type) in Self.formats {
+            for (out, din) in Self.shapes {
+                let (q, f, w) = try pair(ctx, storage, type, rows: out, cols: din, rng: &rng)
+                XCTAssertEqual(q.storage, storage)
+                XCTAssertEqual(q.deviceBytes, (out + 15) / 16 * din / 32 * storage.quantChunkBytes!, "\(storage) bytes")
+                let back = try poisoned(ctx, out * din)
+                try ctx.unpackWeight(q, into: back)
+                XCTAssertEqual(try back.read(), w, "\(tag) \(storage) W read back (\(out)×\(din))")
+                for n in Self.tokens {
+                    let x = try ctx.buffer(uniform(n * din, &rng)), bias = try ctx.buffer(uniform(out, &rng))
+                    let y0 = uniform(n * out, &rng)
+                    for (withBias, beta) in [(false, Float(0)), (true, 0.5)] {
+                        func forward(_ base: FrozenLinear) throws -> [Float] {
+                            let y = beta == 0 ? try poisoned(ctx, n * out) : try ctx.buffer(y0)
+                            try ctx.frozenForward(y: y, x: x, base: base, tokens: n, beta: beta, bias: withBias ? bias : nil)
+                            return try y.read()
+                        }
+                        let got = try forward(q)
+                        XCTAssertFalse(got.contains { $0.isNaN }, "\(tag) \(storage) forward wrote every element")
+                        XCTAssertEqual(got, try forward(f), "\(tag) \(storage) forward \(n)×\(din)·(\(out)×\(din))ᵀ bias \(withBias) beta \(beta)")
+                    }
+                    let dy = try ctx.buffer(uniform(n * out, &rng))
+                    func backward(_ base: FrozenLinear) throws -> [Float] {
+                        let dx = try poisoned(ctx, n * din)
+                        try ctx.frozenBackward(dx: dx, dy: dy, base: base, tokens: n)
+                        return try dx.read()
+                    }
+                    XCTAssertEqual(try backward(q), try backward(f), "\(tag) \(storage) dX \(n)×\(out)·(\(out)×\(din))")
+                }
+                let ids = (0..<5).map { _ in Int32(rng.next() % UInt64(out)) }
+                func gather(_ base: FrozenLinear) throws -> [Float] {
+                    let o = try poisoned(ctx, ids.count * din)
+                    try ctx.panelRows(out: o, packed: base.parts[0].panels, ids: try DeviceBuffer<Int32>(queue: ctx.queue, ids), rows: ids.count)
+                    return try o.read()
+                }
+                XCTAssertEqual(try gather(q), try gather(f), "\(tag) \(storage) rows \(ids)")
+            }
+        }
+    }
+
+    func testPackedGemmIsBitIdenticalToTheDequantizedPath() throws {
+        var rng = SeededRandom(seed: freshSeed(#function))
+        try checkAll(try ComputeContext.shared(), rng: &rng, "packed")
+    }
+
+    func testTiledGemmIsBitIdenticalToTheDequantizedPath() throws {
+        var rng = SeededRandom(seed: freshSeed(#function))
+        var cfg = KernelConfig.gpu
+        cfg.gemm.variant = .tiled
+        let ctx = try ComputeContext(device: try ComputeContext.shared().device, config: cfg, kernelFiles: ["matmul.cl", "matmul_tiled.cl"])
+        try checkAll(ctx, rng: &rng, "tiled")
+    }
+
+    /// The rows of W taken through a row map (llama.cpp's rotary order undone at load).
+    func testRowMapPicksTheSourceRows() throws {
+        let ctx = try ComputeContext.shared()
+        var rng = SeededRandom(seed: freshSeed(#function))
+        for (storage, type) in Self.formats {
+            let rows = 24, cols = 64
+            let map = (0..<rows).map { Int32(($0 * 7 + 3) % rows) }
+            let (q, _, w) = try pair(ctx, storage, type, rows: rows, cols: cols, rowSource: map, rng: &rng)
+            let back = try poisoned(ctx, rows * cols)
+            try ctx.unpackWeight(q, into: back)
+            XCTAssertEqual(try back.read(), w, "\(storage) mapped rows")
+        }
+    }
+
+    /// Sizes that cannot be kept are refused with the reason.
+    func testBadShapesAreRefused() throws {
+        let ctx = try ComputeContext.shared()
+        let staging = try DeviceBuffer<UInt8>(queue: ctx.queue, [UInt8](repeating: 0, count: 340))
+        assertError({ _ = try ctx.packQuantized(staging, storage: .q8_0, rows: 2, cols: 48) }, contains: ["multiple of 32"])
+        assertError({ _ = try ctx.packQuantized(staging, storage: .q8_0, rows: 20, cols: 32) }, contains: ["340 bytes", "20 rows"])
+        assertError({ _ = try ctx.packQuantized(staging, storage: .f16, rows: 2, cols: 32) }, contains: ["not a quantized type"])
+    }
+
+    func freshSeed(_ test: String) -> UInt64 {
+        let seed = ProcessInfo.processInfo.environment["LORA_GPU_TEST_SEED"].flatMap(UInt64.init) ?? UInt64.random(in: 1...UInt64.max)
+        print("[\(test)] seed \(seed)")
+        return seed
+    }
+}
