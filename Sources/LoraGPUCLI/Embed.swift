@@ -17,6 +17,7 @@ struct Embed: ParsableCommand {
             """)
 
     @OptionGroup var deviceOption: DeviceOption
+    @OptionGroup var quantizeOption: QuantizeOption
     @Option(help: "A Hugging Face model directory or a GGUF file.") var model: String
     @Option(help: "A PEFT adapter directory (optional).") var adapter: String?
     @Option(help: "JSONL lines to embed.") var data: String
@@ -49,7 +50,7 @@ struct Embed: ParsableCommand {
 
     func run() throws {
         let ctx = try deviceOption.context()
-        let m = try Embedder.loadModel(model, adapter: adapter, context: ctx)
+        let m = try Embedder.loadModel(model, adapter: adapter, context: ctx, quantize: try quantizeOption.mode())
         let tokenizer = try ClassifierPrediction.tokenizer(model: model, vocabularySize: m.config.vocabSize)
         let maxLen = min(maxSeqLen ?? trained?.int("max_seq_len") ?? m.config.maxPositionEmbeddings,
                          m.config.maxPositionEmbeddings)

@@ -17,6 +17,7 @@ struct Generate: ParsableCommand {
             """)
 
     @OptionGroup var deviceOption: DeviceOption
+    @OptionGroup var quantizeOption: QuantizeOption
     @Option(help: "A Hugging Face model directory (config.json, safetensors, tokenizer.json) or a GGUF file.") var model: String
     @Option(help: "A PEFT adapter directory (adapter_config.json + adapter_model.safetensors).") var adapter: String?
     @Option(help: "One user message, rendered with the chat template.") var prompt: String?
@@ -47,7 +48,7 @@ struct Generate: ParsableCommand {
         let ctx = try deviceOption.context()
         let text = try ModelText(model: model, chatTemplate: chatTemplate, needsTemplate: rawPrompt == nil,
                                  templateVariables: try templateKwargs.variables())
-        let loaded = try Generator.loadModel(model, adapter: adapter, context: ctx)
+        let loaded = try Generator.loadModel(model, adapter: adapter, context: ctx, quantize: try quantizeOption.mode())
         for note in loaded.adapterNotes { FileHandle.standardError.write(Data("note: \(note)\n".utf8)) }
         let generator = try Generator(model: loaded)
         var stops = ModelSource.isFile(model) ? [] : try ModelStopIDs.load(modelDirectory: model)

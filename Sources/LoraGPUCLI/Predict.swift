@@ -28,6 +28,7 @@ struct Predict: ParsableCommand {
             """)
 
     @OptionGroup var deviceOption: DeviceOption
+    @OptionGroup var quantizeOption: QuantizeOption
     @Option(help: "The base model: a Hugging Face model directory or a GGUF file.") var model: String
     @Option(help: "A SEQ_CLS, TOKEN_CLS or QUESTION_ANS adapter directory (adapter_config.json, adapter_model.safetensors; labels.json for a classifier).") var adapter: String
     @Option(help: "JSONL lines to classify.") var data: String
@@ -45,7 +46,7 @@ struct Predict: ParsableCommand {
 
     func run() throws {
         let ctx = try deviceOption.context()
-        let m = try ClassifierPrediction.loadModel(model, adapter: adapter, context: ctx)
+        let m = try ClassifierPrediction.loadModel(model, adapter: adapter, context: ctx, quantize: try quantizeOption.mode())
         let tokenizer = try ClassifierPrediction.tokenizer(model: model, vocabularySize: m.config.vocabSize)
         if m.config.task.kind == .questionAnswering {
             var settings = AnswerPrediction.Settings(adapter: adapter, modelPositions: m.config.maxPositionEmbeddings)

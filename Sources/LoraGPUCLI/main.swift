@@ -16,6 +16,22 @@ struct DeviceOption: ParsableArguments {
     func context() throws -> ComputeContext { try KernelSetup.context(device: device, kernelConfig: kernelConfig) }
 }
 
+/// `--quantize` of the commands that load a model for inference (generate, predict, embed, inspect).
+struct QuantizeOption: ParsableArguments {
+    @Option(help: ArgumentHelp("How the frozen weights are kept on the device: auto (a GGUF file keeps its Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 "
+                               + "blocks; safetensors keep their dtype), none (a GGUF file dequantized to fp32), q8_0 or q4_0 "
+                               + "(16/32-bit weights quantized at load, as gguf-py does).", valueName: "mode"))
+    var quantize: String = "auto"
+
+    func mode() throws -> QuantizeMode {
+        guard let m = QuantizeMode(rawValue: quantize.lowercased()) else {
+            throw ValidationError("--quantize must be one of " + QuantizeMode.allCases.map(\.rawValue).joined(separator: ", ")
+                                  + ", got '\(quantize)'")
+        }
+        return m
+    }
+}
+
 /// `--chat-template-kwargs KEY=VALUE` of the commands that render chat templates (data, generate).
 struct TemplateKwargsOption: ParsableArguments {
     @Option(name: .customLong("chat-template-kwargs"), help: ArgumentHelp("A chat-template argument (e.g. enable_thinking=false), as apply_chat_template(**kwargs); repeat.", valueName: "key=value"))

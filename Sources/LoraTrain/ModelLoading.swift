@@ -9,9 +9,10 @@ import LoraOps
 /// `accept` refuses an adapter the command cannot run (its task). Without an
 /// adapter: a rank-1 adapter on o_proj (every family has one) whose B is zero, which adds exactly nothing.
 public enum AdapterModel {
-    public static func load(_ path: String, adapter: String?, context ctx: ComputeContext,
+    /// `quantize`: how the frozen weights are kept on the device (`QuantizeMode`).
+    public static func load(_ path: String, adapter: String?, context ctx: ComputeContext, quantize: QuantizeMode = .auto,
                             accept: (_ lora: LoraConfig, _ adapter: String) throws -> Void = { _, _ in }) throws -> LlamaLoRAModel {
-        let (base, checkpoint) = try ModelSource.open(path)
+        let (base, checkpoint) = try ModelSource.open(path, quantize: quantize)
         guard let adapter else {
             let lora = LoraConfig(r: 1, loraAlpha: 1, targetModules: .list(["o_proj"]))
             return try LlamaLoRAModel(config: base, checkpoint: checkpoint, lora: lora, context: ctx)

@@ -32,25 +32,38 @@ struct CheckpointLoader {
             try ctx.finish()
         case .raw(let dtype, _):
             throw CheckpointError.tensor(path: checkpoint.location, name: name, reason: "dtype \(dtype.rawValue); supported: F32, F16, BF16")
+        case .blocks, .ownedBlocks:
+            try out.write(try tensor.floats(path: checkpoint.location, name: name))
         }
         return out
     }
     /// A frozen matrix W (rows, cols) as the panels of op(B) = Wᵀ (K = cols,
-    /// N = rows): F16 / BF16 stay 16-bit (the bits are packed as they are),
+    /// N = rows): F16 / BF16 stay 16-bit (the bits are packed as they are), a
+    /// GGUF file's Q8_0 … Q5_1 stay in their blocks (re-blocked on the device),
     /// anything else becomes fp32. A W past `limitBytes` is kept in blocks of rows
     /// (`FrozenLinear.splitRows`), each uploaded, packed and its staging copy
     /// freed before the next, so no buffer — staging included — exceeds it.
     func frozen(_ name: String, rows: Int, cols: Int) throws -> FrozenLinear {
         let shape = [rows, cols]
-        let tensor = try checkpoint.checkpointTensor(name, shape: shape)
+        let tensor = try checkpoint.frozenTensor(name, shape: shape)
         var storage = WeightStorage.f32
         if case .raw(let dtype, _) = tensor, dtype == .f16 || dtype == .bf16 { storage = dtype == .f16 ? .f16 : .bf16 }
-        guard let blocks = FrozenLinear.splitRows(outFeatures: rows, inFeatures: cols, bytesPerElement: storage.bytesPerElement,
-                                                  limitBytes: limitBytes) else {
+        if case .blocks(let type, _, _, _, _) = tensor, let s = WeightStorage.quantized(ggmlName: type.name) { storage = s }
+        if case .ownedBlocks(let type, _, _, _) = tensor, let s = WeightStorage.quantized(ggmlName: type.name) { storage = s }
+        guard let blocks = FrozenLinear.splitRows(outFeatures: rows, inFeatures: cols, storage: storage, limitBytes: limitBytes) else {
             throw CheckpointError.tensor(path: checkpoint.location, name: name, reason:
                 "kept in blocks of rows to fit the device's largest buffer (\(limitBytes) bytes), but even the smallest "
-                + "block, 16 rows of \(cols) \(storage.rawValue) values (\(16 * ((cols + 15) / 16 * 16) * storage.bytesPerElement) "
+                + "block, 16 rows of \(cols) \(storage.rawValue) values (\(storage.bytes(k: cols, n: 16)) "
                 + "bytes as panels), is larger")
+        }
+        if case .blocks(let type, let bytes, _, _, let rowSource) = tensor {
+            return try FrozenLinear(parts: try quantizedParts(name, shape, storage: storage, type: type, bytes: bytes,
+                                                              mapped: true, rowSource: rowSource, blocks: blocks))
+        }
+        if case .ownedBlocks(let type, let bytes, _, _) = tensor {
+            return try FrozenLinear(parts: try bytes.withUnsafeBytes {
+                try quantizedParts(name, shape, storage: storage, type: type, bytes: $0, mapped: false, rowSource: nil, blocks: blocks)
+            })
         }
         var parts: [FrozenLinear.Part] = []
         for block in blocks {
@@ -84,11 +97,47 @@ struct CheckpointLoader {
                 panels = try ctx.pack(w, k: cols, n: block.count, .transposed)
             case .raw(let dtype, _):
                 throw CheckpointError.tensor(path: checkpoint.location, name: name, reason: "dtype \(dtype.rawValue); supported: F32, F16, BF16")
+            case .blocks, .ownedBlocks:
+                preconditionFailure("quantized tensors are loaded by quantizedParts")
             }
             try ctx.finish()
             parts.append(FrozenLinear.Part(rows: block, panels: panels))
         }
         return try FrozenLinear(parts: parts)
+    }
+
+    /// The parts of a W kept in its ggml blocks: each block of rows staged as the file holds it (the whole tensor
+    /// once when rows are mapped, for q/k of llama.cpp's rotary order: small matrices), re-blocked, staging freed.
+    /// `mapped`: the bytes are a mapped file's (their pages released once copied), not memory of the caller's.
+    func quantizedParts(_ name: String, _ shape: [Int], storage: WeightStorage, type: GGMLType, bytes: UnsafeRawBufferPointer,
+                        mapped: Bool, rowSource: [Int32]?, blocks: [Range<Int>]) throws -> [FrozenLinear.Part] {
+        let cols = shape[1], rowBytes = cols / 32 * type.blockLayout.bytes
+        var parts: [FrozenLinear.Part] = []
+        var whole: DeviceBuffer<UInt8>? = nil
+        if rowSource != nil {
+            let all = UnsafeRawBufferPointer(rebasing: bytes[0..<(shape[0] * rowBytes)])
+            let b = try DeviceBuffer<UInt8>(queue: ctx.queue, count: all.count, label: "tensor '\(name)' \(shape) (\(type.name) blocks)")
+            try b.write(raw: all)
+            if mapped { releaseMappedPages(all) }
+            whole = b
+        }
+        for block in blocks {
+            let label = "tensor '\(name)' \(shape) \(type.name)" + (blocks.count == 1 ? "" : " rows \(block.lowerBound)..<\(block.upperBound)")
+            let panels: PackedMatrix
+            if let whole, let rowSource {
+                let map = try DeviceBuffer<Int32>(queue: ctx.queue, Array(rowSource[block]))
+                panels = try ctx.packQuantized(whole, storage: storage, rows: block.count, cols: cols, rowSource: map, label: label)
+            } else {
+                let slice = UnsafeRawBufferPointer(rebasing: bytes[(block.lowerBound * rowBytes)..<(block.upperBound * rowBytes)])
+                let staging = try DeviceBuffer<UInt8>(queue: ctx.queue, count: slice.count, label: label + " (blocks)")
+                try staging.write(raw: slice)
+                if mapped { releaseMappedPages(slice) }
+                panels = try ctx.packQuantized(staging, storage: storage, rows: block.count, cols: cols, label: label)
+            }
+            try ctx.finish()
+            parts.append(FrozenLinear.Part(rows: block, panels: panels))
+        }
+        return parts
     }
 
     /// A tensor of the checkpoint as fp32 on the device.

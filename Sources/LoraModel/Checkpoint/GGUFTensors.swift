@@ -1,5 +1,6 @@
 import Foundation
 import LoraBase
+import LoraOps
 
 // MARK: the checkpoint abstraction
 
@@ -8,12 +9,23 @@ import LoraBase
 public enum CheckpointTensor {
     case raw(dtype: DType, bytes: UnsafeRawBufferPointer)
     case floats([Float])
+    /// A matrix (rows, cols) in ggml blocks kept as they are (`WeightStorage.quantized`): row r is row
+    /// `rowSource[r]` of `bytes` (llama.cpp's rotary order of q/k undone), or row r.
+    case blocks(type: GGMLType, bytes: UnsafeRawBufferPointer, rows: Int, cols: Int, rowSource: [Int32]?)
+    /// A matrix (rows, cols) quantized at load into ggml blocks held here (`QuantizingCheckpoint`).
+    case ownedBlocks(type: GGMLType, bytes: [UInt8], rows: Int, cols: Int)
 
     /// The values as fp32 on the host.
     public func floats(path: String, name: String) throws -> [Float] {
         switch self {
         case .floats(let v): return v
         case .raw(let dtype, let bytes): return try SafeTensorsFile.toFloat(bytes, dtype: dtype, path: path, name: name)
+        case .blocks(let type, let bytes, let rows, let cols, let rowSource):
+            let w = GGMLDequantize.floats(bytes, type: type, count: rows * cols)
+            guard let rowSource else { return w }
+            return rowSource.flatMap { w[(Int($0) * cols)..<((Int($0) + 1) * cols)] }
+        case .ownedBlocks(let type, let bytes, let rows, let cols):
+            return bytes.withUnsafeBytes { GGMLDequantize.floats($0, type: type, count: rows * cols) }
         }
     }
 }
@@ -31,9 +43,18 @@ public protocol CheckpointSource: AnyObject {
     func validateTensor(_ name: String, shape: [Int]) throws -> String
     /// Every tensor name in the checkpoint (Hugging Face names where mapped).
     var tensorNames: [String] { get }
+    /// The tensor as a frozen matrix (rows, cols) is loaded: `.blocks` where the source keeps a quantized
+    /// type on the device (a GGUF file's Q8_0 … Q5_1, `GGUFCheckpoint.keepsQuantizedBlocks`), else `checkpointTensor`.
+    func frozenTensor(_ name: String, shape: [Int]) throws -> CheckpointTensor
+    /// The type a frozen matrix is kept in, as the memory plan records it: the file's ("BF16", "Q4_1"), or
+    /// "Q6_K → F32" for a type dequantized at load.
+    func frozenDType(_ name: String, shape: [Int]) throws -> String
 }
 
 extension CheckpointSource {
+    public func frozenTensor(_ name: String, shape: [Int]) throws -> CheckpointTensor { try checkpointTensor(name, shape: shape) }
+    public func frozenDType(_ name: String, shape: [Int]) throws -> String { try validateTensor(name, shape: shape) }
+
     /// The tensor as fp32 on the host.
     public func hostFloats(_ name: String, shape: [Int]) throws -> [Float] {
         try checkpointTensor(name, shape: shape).floats(path: location, name: name)
@@ -58,10 +79,21 @@ extension CheckpointStore: CheckpointSource {
 public enum ModelSource {
     /// The config and the weights of the model at `path` (a directory with
     /// config.json and safetensors, or a GGUF file).
-    public static func open(_ path: String) throws -> (config: ModelConfig, checkpoint: CheckpointSource) {
+    /// `quantize`: how the frozen matrices are kept on the device (`QuantizeMode`).
+    public static func open(_ path: String, quantize: QuantizeMode = .auto) throws -> (config: ModelConfig, checkpoint: CheckpointSource) {
+        let (config, source) = try open(path, keepBlocks: quantize != .none)
+        switch quantize {
+        case .auto, .none: return (config, source)
+        case .q8_0: return (config, QuantizingCheckpoint(source, type: .q8_0))
+        case .q4_0: return (config, QuantizingCheckpoint(source, type: .q4_0))
+        }
+    }
+
+    static func open(_ path: String, keepBlocks: Bool) throws -> (config: ModelConfig, checkpoint: CheckpointSource) {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue {
             let g = try GGUFCheckpoint(path: path)
+            g.keepsQuantizedBlocks = keepBlocks
             return (g.config, g)
         }
         let store = try CheckpointStore(directory: path)
@@ -106,6 +138,8 @@ final class PrefixedCheckpoint: CheckpointSource {
     func contains(_ name: String) -> Bool { base.contains(stored(name)) }
     func checkpointTensor(_ name: String, shape: [Int]) throws -> CheckpointTensor { try base.checkpointTensor(stored(name), shape: shape) }
     func validateTensor(_ name: String, shape: [Int]) throws -> String { try base.validateTensor(stored(name), shape: shape) }
+    func frozenTensor(_ name: String, shape: [Int]) throws -> CheckpointTensor { try base.frozenTensor(stored(name), shape: shape) }
+    func frozenDType(_ name: String, shape: [Int]) throws -> String { try base.frozenDType(stored(name), shape: shape) }
     var tensorNames: [String] {
         base.tensorNames.map { $0.hasPrefix(prefix) ? "model." + $0.dropFirst(prefix.count) : $0 }
     }
@@ -114,7 +148,8 @@ final class PrefixedCheckpoint: CheckpointSource {
 // MARK: GGUF as a checkpoint
 
 /// A GGUF model file read as a Hugging Face checkpoint: llama.cpp's tensor
-/// names mapped to transformers', tensors dequantized to fp32 at load, and
+/// names mapped to transformers', frozen matrices of Q8_0 … Q5_1 kept in their
+/// blocks (`frozenTensor`), other tensors dequantized to fp32 at load, and
 /// llama.cpp's rotary permutation of q and k undone (as transformers'
 /// GGUF loader does).
 public final class GGUFCheckpoint: CheckpointSource {
@@ -122,6 +157,9 @@ public final class GGUFCheckpoint: CheckpointSource {
     public let config: ModelConfig
     /// Whether q/k rows are in llama.cpp's interleaved rotary order (the "llama" architecture).
     let permutedQK: Bool
+    /// Whether frozen matrices of a type the kernels read (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) stay in their blocks
+    /// on the device (the default; `--quantize none` sets it false: every tensor dequantized to fp32 at load).
+    public var keepsQuantizedBlocks = true
 
     public var location: String { file.path }
 
@@ -195,6 +233,39 @@ public final class GGUFCheckpoint: CheckpointSource {
     }
 
     public var tensorNames: [String] { file.tensorNames }
+
+    /// The storage a frozen matrix of `info`'s type is kept in, nil when dequantized at load.
+    func keptStorage(_ info: GGUFTensorInfo) -> WeightStorage? {
+        guard keepsQuantizedBlocks, info.shape.count == 2, let s = WeightStorage.quantized(ggmlName: info.type.name),
+              info.shape[1] % 32 == 0 else { return nil }
+        return s
+    }
+
+    public func frozenDType(_ name: String, shape: [Int]) throws -> String {
+        let type = try validateTensor(name, shape: shape)
+        guard let g = ggufName(name), let info = file.tensors[g], keptStorage(info) != nil else { return type + " → F32" }
+        return type
+    }
+
+    public func frozenTensor(_ name: String, shape: [Int]) throws -> CheckpointTensor {
+        _ = try validateTensor(name, shape: shape)
+        guard let g = ggufName(name), let info = file.tensors[g], keptStorage(info) != nil else {
+            return try checkpointTensor(name, shape: shape)
+        }
+        var rowSource: [Int32]? = nil
+        if permutedQK {
+            // Row r of the HF matrix is GGUF row rowSource[r]: the rotary permutation applied to the row numbers.
+            let heads = g.hasSuffix(".attn_q.weight") ? config.numHeads : g.hasSuffix(".attn_k.weight") ? config.numKVHeads : 0
+            if heads > 0 {
+                rowSource = Self.rotaryRows((0..<shape[0]).map(Float.init), rows: shape[0], heads: heads, toGGUF: false).map { Int32($0) }
+            }
+        }
+        let bytes = file.bytes(info)
+        guard bytes.count >= shape[0] * shape[1] / 32 * info.type.blockLayout.bytes else {
+            throw GGUFError.tensor(path: file.path, name: g, reason: "\(bytes.count) bytes of data for shape \(shape) in \(info.type.name)")
+        }
+        return .blocks(type: info.type, bytes: bytes, rows: shape[0], cols: shape[1], rowSource: rowSource)
+    }
 
     public func checkpointTensor(_ name: String, shape: [Int]) throws -> CheckpointTensor {
         guard let g = ggufName(name), let info = file.tensors[g] else {

@@ -38,7 +38,9 @@ public struct MemoryPlan: Sendable {
         /// How many groups of flat buffers the trainable tensors take (on their items).
         public var trainableGroups = 1
         public var total: Int { sat(bytes, copies) }
-        public var elements: Int { bytes / max(elementBytes, 1) }
+        public var elements: Int { elementCount ?? bytes / max(elementBytes, 1) }
+        /// Elements where they are not bytes / elementBytes (quantized weights).
+        var elementCount: Int? = nil
     }
 
     /// The shape of one micro-batch and the settings that size its buffers.
@@ -107,12 +109,23 @@ public struct MemoryPlan: Sendable {
     /// when the tensor is 16-bit (F16 / BF16 stay 16-bit on the device,
     /// `WeightStorage`) and 4 otherwise. This is `FrozenLinear`'s storage and
     /// `LlamaLoRAModel.frozenWeightBytes`; a tied lm_head shares the embedding's.
+    /// A quantized one (a GGUF file's "Q8_0" … "Q5_1", kept) takes its chunks' bytes (`WeightStorage.bytes`).
     public static func frozenLinearBytes(inFeatures: Int, outFeatures: Int, dtype: String) -> Int {
-        sat(packedCount(k: inFeatures, n: outFeatures), frozenElementBytes(dtype: dtype))
+        let storage = frozenStorage(dtype: dtype)
+        if storage.isQuantized { return storage.bytes(k: inFeatures, n: outFeatures) }
+        return sat(packedCount(k: inFeatures, n: outFeatures), frozenElementBytes(dtype: dtype))
     }
 
-    /// The rule's bytes per element: 2 for a 16-bit checkpoint tensor, 4 otherwise.
+    /// The rule's bytes per element: 2 for a 16-bit checkpoint tensor, 4 otherwise (a quantized one's element
+    /// is a fraction of a byte: `frozenLinearBytes`).
     public static func frozenElementBytes(dtype: String) -> Int { dtype == "F16" || dtype == "BF16" ? 2 : 4 }
+
+    /// The device storage of a frozen matrix of `dtype` (as the plan records it).
+    /// "A → B" (converted at load) is kept as B.
+    public static func frozenStorage(dtype: String) -> WeightStorage {
+        let kept = dtype.components(separatedBy: " → ").last ?? dtype
+        return kept == "F16" ? .f16 : kept == "BF16" ? .bf16 : WeightStorage.quantized(ggmlName: kept) ?? .f32
+    }
 
     /// Elements of op(B) (K,N) packed in panels of 16 columns: `PackedMatrix.count` (LoraOps).
     static func packedCount(k: Int, n: Int) -> Int { sat(satAdd(n, 15) / 16 * 16, k) }
@@ -122,7 +135,7 @@ public struct MemoryPlan: Sendable {
     /// block when W fits a buffer or no block height would (then the plan
     /// reports the whole W as the buffer past the limit).
     static func frozenParts(inFeatures: Int, outFeatures: Int, dtype: String, bufferLimitBytes: Int) -> [Range<Int>] {
-        FrozenLinear.splitRows(outFeatures: outFeatures, inFeatures: inFeatures, bytesPerElement: frozenElementBytes(dtype: dtype),
+        FrozenLinear.splitRows(outFeatures: outFeatures, inFeatures: inFeatures, storage: frozenStorage(dtype: dtype),
                                limitBytes: bufferLimitBytes) ?? [0..<max(outFeatures, 0)]
     }
 
@@ -141,12 +154,14 @@ public struct MemoryPlan: Sendable {
 
     /// Checkpoint tensor name → dtype as the plan records it, from the headers
     /// (a missing tensor or a wrong shape is the error loading would give).
-    /// GGUF tensors are dequantized to fp32 on the host: "Q8_0 → F32".
+    /// A GGUF file's Q8_0 … Q5_1 matrices stay quantized ("Q4_1"); its other types are dequantized to fp32
+    /// on the host ("Q6_K → F32"; all of them with `--quantize none`).
     static func checkpointDTypes(config c: ModelConfig, checkpoint: CheckpointSource) throws -> [String: String] {
         var dtypes: [String: String] = [:]
         for (name, shape) in AdapterPlan.checkpointTensors(c) {
             let dtype = try checkpoint.validateTensor(name, shape: shape)
-            dtypes[name] = checkpoint is CheckpointStore ? dtype : dtype + " → F32"
+            _ = dtype
+            dtypes[name] = try checkpoint.frozenDType(name, shape: shape)
         }
         return dtypes
     }
@@ -207,9 +222,12 @@ public struct MemoryPlan: Sendable {
             let parts = Self.frozenParts(inFeatures: m.inFeatures, outFeatures: m.outFeatures, dtype: m.dtype,
                                          bufferLimitBytes: bufferLimitBytes)
             let name = "\(m.tensor) [\(m.outFeatures), \(m.inFeatures)] packed (\(m.dtype))"
+            // A quantized W's elements are not its bytes over a whole element size: the item counts them.
+            let quantized = Self.frozenStorage(dtype: m.dtype).isQuantized
             if parts.count == 1 {
                 list.add(.weights, name, Self.frozenLinearBytes(inFeatures: m.inFeatures, outFeatures: m.outFeatures, dtype: m.dtype),
                     element: Self.frozenElementBytes(dtype: m.dtype))
+                if quantized { list.mark(1) { $0.elementCount = Self.packedCount(k: m.inFeatures, n: m.outFeatures) } }
                 continue
             }
             for height in Set(parts.map(\.count)).sorted(by: >) {
@@ -217,6 +235,7 @@ public struct MemoryPlan: Sendable {
                     Self.frozenLinearBytes(inFeatures: m.inFeatures, outFeatures: height, dtype: m.dtype),
                     copies: parts.filter { $0.count == height }.count, element: Self.frozenElementBytes(dtype: m.dtype))
                 list.mark(1) { $0.splitTensor = m.tensor; $0.splitParts = parts.count }
+                if quantized { list.mark(1) { $0.elementCount = Self.packedCount(k: m.inFeatures, n: height) } }
             }
         }
         list.add(.weights, "model.norm.weight [\(H)]", f32(H))
@@ -420,12 +439,13 @@ public struct MemoryPlan: Sendable {
                                     bufferLimitBytes: Int, blockLimitBytes: Int) -> Int {
         let source = spec.path == "lm_head" && c.tieWordEmbeddings ? "model.embed_tokens.weight" : spec.path + ".weight"
         let dtype = dtypes[source] ?? "F32"
+        // Quantized panels are widened to fp32 for the backward (`bytesPerElement` 4).
+        let bytes = frozenStorage(dtype: dtype).bytesPerElement
         let rows = frozenParts(inFeatures: spec.inFeatures, outFeatures: spec.outFeatures, dtype: dtype,
                                bufferLimitBytes: bufferLimitBytes).map {
-            ComputeContext.backwardBlockRows(rows: $0.count, inFeatures: spec.inFeatures, bytes: frozenElementBytes(dtype: dtype),
-                                             limitBytes: blockLimitBytes)
+            ComputeContext.backwardBlockRows(rows: $0.count, inFeatures: spec.inFeatures, bytes: bytes, limitBytes: blockLimitBytes)
         }.max() ?? 0
-        return (sat(packedCount(k: rows, n: spec.inFeatures), frozenElementBytes(dtype: dtype)) + 3) / 4
+        return (sat(packedCount(k: rows, n: spec.inFeatures), bytes) + 3) / 4
     }
 
     /// As `LlamaLoRAModel.lowestTrainedLayer`: backward stops below it.

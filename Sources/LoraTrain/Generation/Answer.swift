@@ -7,8 +7,9 @@ extension Generator {
     /// The model at `path` (a Hugging Face directory or a GGUF file) with the
     /// PEFT adapter at `adapter`, unmerged — or, without one, with a rank-1
     /// adapter on q_proj whose B is zero, which adds exactly nothing.
-    public static func loadModel(_ path: String, adapter: String?, context ctx: ComputeContext) throws -> LlamaLoRAModel {
-        try AdapterModel.load(path, adapter: adapter, context: ctx) { lora, adapter in
+    public static func loadModel(_ path: String, adapter: String?, context ctx: ComputeContext,
+                                 quantize: QuantizeMode = .auto) throws -> LlamaLoRAModel {
+        try AdapterModel.load(path, adapter: adapter, context: ctx, quantize: quantize) { lora, adapter in
             guard lora.taskType == "CAUSAL_LM" else {
                 throw TrainError.setting(source: adapter + "/adapter_config.json", key: "task_type",
                                          reason: "\(lora.taskType): this adapter does not generate text; run it with "

@@ -9,8 +9,9 @@ import LoraText
 /// as transformers' AutoModel + PEFT gives them.
 public enum Embedder {
     /// The base with an adapter (any trained task: its hidden states), or alone.
-    public static func loadModel(_ path: String, adapter: String?, context ctx: ComputeContext) throws -> LlamaLoRAModel {
-        try AdapterModel.load(path, adapter: adapter, context: ctx)
+    public static func loadModel(_ path: String, adapter: String?, context ctx: ComputeContext,
+                                 quantize: QuantizeMode = .auto) throws -> LlamaLoRAModel {
+        try AdapterModel.load(path, adapter: adapter, context: ctx, quantize: quantize)
     }
 
     /// The texts of a JSONL file: `{"text": …}` lines (other keys ignored), or

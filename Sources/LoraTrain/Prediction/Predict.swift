@@ -11,8 +11,9 @@ public enum ClassifierPrediction {
     /// *ForSequenceClassification checkpoint's own head, or a causal base
     /// given the adapter's labels.json (num_labels, id2label, problem_type,
     /// pad_token_id).
-    public static func loadModel(_ path: String, adapter: String, context ctx: ComputeContext) throws -> LlamaLoRAModel {
-        try AdapterModel.load(path, adapter: adapter, context: ctx) { lora, adapter in
+    public static func loadModel(_ path: String, adapter: String, context ctx: ComputeContext,
+                                 quantize: QuantizeMode = .auto) throws -> LlamaLoRAModel {
+        try AdapterModel.load(path, adapter: adapter, context: ctx, quantize: quantize) { lora, adapter in
             guard ["SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS"].contains(lora.taskType) else {
                 throw TrainError.setting(source: adapter + "/adapter_config.json", key: "task_type",
                                          reason: "\(lora.taskType): predict runs a classifier (SEQ_CLS, TOKEN_CLS) or extractive-QA "

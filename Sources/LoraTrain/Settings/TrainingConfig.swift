@@ -16,6 +16,8 @@ public struct TrainingConfig: Equatable, Sendable {
 
     // Data
     public var model: String = ""
+    /// How the frozen weights are kept on the device (`QuantizeMode`: auto, none, q8_0, q4_0).
+    public var quantize: String = "auto"
     public var data: [String] = []
     public var valData: String?
     public var valSplit: Double = 0
@@ -102,7 +104,7 @@ public struct TrainingConfig: Equatable, Sendable {
 
     /// Every key a config file or flag may set, in training_config.yaml's order, with its field.
     static let fields: [(key: String, field: Field)] = [
-        ("model", .text(\.model)), ("data", .texts(\.data)), ("val_data", .optionalText(\.valData)),
+        ("model", .text(\.model)), ("quantize", .text(\.quantize)), ("data", .texts(\.data)), ("val_data", .optionalText(\.valData)),
         ("val_split", .number(\.valSplit)), ("max_seq_len", .int(\.maxSeqLen)), ("packing", .flag(\.packing)),
         ("train_on", .text(\.trainOn)), ("chat_template", .optionalText(\.chatTemplate)),
         ("chat_template_kwargs", .templateKwargs), ("skip_bad_lines", .flag(\.skipBadLines)),
@@ -350,6 +352,9 @@ public struct TrainingConfig: Equatable, Sendable {
     public func validate(adapterConfig: LoraConfig? = nil) throws {
         func fail(_ k: String, _ r: String) -> TrainError { .setting(source: keySources[k] ?? "settings", key: k, reason: r) }
         if model.isEmpty { throw fail("model", "missing: give the base model directory (--model DIR)") }
+        if QuantizeMode(rawValue: quantize) == nil {
+            throw fail("quantize", "'\(quantize)' is not one of " + QuantizeMode.allCases.map(\.rawValue).joined(separator: ", "))
+        }
         if data.isEmpty { throw fail("data", "missing: give at least one training file (--data FILE)") }
         if !(0..<1).contains(valSplit) { throw fail("val_split", "must be in [0, 1), got \(valSplit)") }
         if valData != nil && valSplit > 0 { throw fail("val_split", "give val_data or val_split, not both") }
