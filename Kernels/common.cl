@@ -88,7 +88,8 @@ inline float row_dot_partial(int C, const __global float* a, const __global floa
 #define WS_F16 1
 #define WS_BF16 2
 
-// Quantized panels: a frozen W kept in its GGUF block type (WS_Q8_0 … WS_Q5_1; WeightStorage .q8_0 … on the host).
+// Quantized panels: a frozen W kept in its GGUF block type (WS_Q8_0 … WS_Q5_1; WeightStorage .q8_0 … on the host),
+// or in QLoRA's NF4 (WS_NF4: blocks of 64, described after these).
 // The panels of op(B) = Wᵀ (K = in, N = out, K a multiple of 32) are cut in chunks of 16 columns (rows of W) by
 // 32 panel rows (one GGUF block of each of those rows): chunk p·(K/32) + kb holds panel rows k = 32·kb … 32·kb + 31
 // of panel p, so panel row i (16 elements) is in chunk i / 32, at row i % 32 — the same index arithmetic as the
@@ -107,8 +108,22 @@ inline float row_dot_partial(int C, const __global float* a, const __global floa
 #define WS_Q4_1 5
 #define WS_Q5_0 6
 #define WS_Q5_1 7
+#define WS_NF4 8
 #define WS_IS_QUANT(s) ((s) >= WS_Q8_0)
-#define WQ_CHUNK_BYTES(s) ((s) == WS_Q8_0 ? 544 : (s) == WS_Q4_0 ? 288 : (s) == WS_Q4_1 ? 320 : (s) == WS_Q5_0 ? 352 : 384)
+#define WQ_CHUNK_BYTES(s) ((s) == WS_Q8_0 ? 544 : (s) == WS_Q4_0 ? 288 : (s) == WS_Q4_1 ? 320 : (s) == WS_Q5_0 ? 352 \
+                           : (s) == WS_Q5_1 ? 384 : 576)
+// log2 of the panel rows a chunk holds: 32 (ggml's blocks), 64 (NF4's).
+#define WQ_ROW_BITS(s) ((s) == WS_NF4 ? 6 : 5)
+
+// NF4 (QLoRA's 4-bit NormalFloat, as bitsandbytes defines it): blocks of 64 values of a row of W, each
+// value code[q]·absmax (one fp32 multiply), q a 4-bit index into the 16 code values below (bitsandbytes'
+// table, bit for bit). Chunk: 16 columns × 64 panel rows, in bytes:
+//   absmax  float[16]    column c's block absmax
+//   qs      uchar[64][8] byte (kk, j) holds column j in its low nibble and column j + 8 in its high nibble
+__constant float NF4_CODE[16] = {
+    -0x1.0p+0f, -0x1.647362p-1f, -0x1.0cd66p-1f, -0x1.94654p-2f, -0x1.23449ap-2f, -0x1.7a6a7ep-3f, -0x1.74f0e2p-4f, 0.0f,
+    0x1.45f5fep-4f, 0x1.4995c6p-3f, 0x1.f809bap-3f, 0x1.5a0674p-2f, 0x1.c3497p-2f, 0x1.200f56p-1f, 0x1.722766p-1f, 0x1.0p+0f,
+};
 #define WQ_HAS_MIN(s) ((s) == WS_Q4_1 || (s) == WS_Q5_1)
 #define WQ_HAS_HIGH(s) ((s) == WS_Q5_0 || (s) == WS_Q5_1)
 #define WQ_QS(s) (WQ_HAS_MIN(s) ? 64 : 32)
@@ -116,8 +131,14 @@ inline float row_dot_partial(int C, const __global float* a, const __global floa
 // Panel row i of quantized panels at p, dequantized to float16.
 inline float16 wq_load16(size_t i, const __global uchar* p, const int s) {
     #pragma OPENCL FP_CONTRACT OFF
-    const __global uchar* ch = p + (i >> 5) * (size_t)WQ_CHUNK_BYTES(s);
-    int kk = (int)(i & 31);
+    const __global uchar* ch = p + (i >> WQ_ROW_BITS(s)) * (size_t)WQ_CHUNK_BYTES(s);
+    int kk = (int)(i & ((1 << WQ_ROW_BITS(s)) - 1));
+    if (s == WS_NF4) {
+        uchar8 b = vload8(kk, ch + 64);
+        float t[16];
+        for (int c = 0; c < 8; c++) { t[c] = NF4_CODE[b[c] & 0x0F]; t[c + 8] = NF4_CODE[b[c] >> 4]; }
+        return vload16(0, t) * vload16(0, (const __global float*)ch);
+    }
     float16 d = vload_half16(0, (const __global half*)ch);
     if (s == WS_Q8_0) return convert_float16(vload16(kk, (const __global char*)(ch + 32))) * d;
     uchar8 b = vload8(kk, ch + WQ_QS(s));
@@ -138,8 +159,12 @@ inline float16 wq_load16(size_t i, const __global uchar* p, const int s) {
 inline float wq_load1(size_t e, const __global uchar* p, const int s) {
     #pragma OPENCL FP_CONTRACT OFF
     size_t i = e >> 4;
-    int c = (int)(e & 15), kk = (int)(i & 31);
-    const __global uchar* ch = p + (i >> 5) * (size_t)WQ_CHUNK_BYTES(s);
+    int c = (int)(e & 15), kk = (int)(i & ((1 << WQ_ROW_BITS(s)) - 1));
+    const __global uchar* ch = p + (i >> WQ_ROW_BITS(s)) * (size_t)WQ_CHUNK_BYTES(s);
+    if (s == WS_NF4) {
+        uchar b = ch[64 + kk * 8 + (c & 7)];
+        return NF4_CODE[c < 8 ? (b & 0x0F) : (b >> 4)] * ((const __global float*)ch)[c];
+    }
     float d = vload_half(c, (const __global half*)ch);
     if (s == WS_Q8_0) return (float)((const __global char*)(ch + 32))[kk * 16 + c] * d;
     uchar b = ch[WQ_QS(s) + kk * 8 + (c & 7)];

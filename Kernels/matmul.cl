@@ -166,27 +166,39 @@ GEMM_PACKED_KERNEL(gemm_packed_q4_0, uchar, WS_Q4_0)
 GEMM_PACKED_KERNEL(gemm_packed_q4_1, uchar, WS_Q4_1)
 GEMM_PACKED_KERNEL(gemm_packed_q5_0, uchar, WS_Q5_0)
 GEMM_PACKED_KERNEL(gemm_packed_q5_1, uchar, WS_Q5_1)
+GEMM_PACKED_KERNEL(gemm_packed_nf4, uchar, WS_NF4)
 
 // reblock_q: quantized panels (common.cl, "Quantized panels") from a W (rows, K) in ggml blocks, row r of W read
 // from row row_src[r] of src (use_map = 1: llama.cpp's rotary order of q/k rows undone) or row r. Rows past
 // `rows` (the last panel's padding) get d = m = q = 0. Each work-item builds one chunk privately and stores it.
 // ggml's blocks (bytes): Q8_0 d, qs·i8[32]; Q4_0 d, qs[16]; Q4_1 d, m, qs[16]; Q5_0 d, qh·u32, qs[16];
 // Q5_1 d, m, qh, qs — element j < 16 the low nibble of qs[j], j ≥ 16 the high nibble of qs[j − 16], its fifth
-// bit bit j of qh. global (ceil(rows/16), K/32)
+// bit is bit j of qh. NF4's source blocks (64 values, 36 bytes; `NF4Quantize` on the host): absmax·f32, then
+// bitsandbytes' packing, element 2j in the high nibble of byte j and 2j + 1 in its low nibble.
+// global (ceil(rows/16), K/32 or K/64)
 __kernel void reblock_q(int rows, int kblocks, int storage, __global const uchar* src, int use_map,
                         __global const int* row_src, __global uchar* dst) {
     int t = get_global_id(0), kb = get_global_id(1);
     if (t * 16 >= rows || kb >= kblocks) return;
-    const int bb = storage == WS_Q8_0 ? 34 : storage == WS_Q4_0 ? 18 : storage == WS_Q4_1 ? 20 : storage == WS_Q5_0 ? 22 : 24;
+    const int bb = storage == WS_Q8_0 ? 34 : storage == WS_Q4_0 ? 18 : storage == WS_Q4_1 ? 20 : storage == WS_Q5_0 ? 22
+                 : storage == WS_Q5_1 ? 24 : 36;
     const int cb = WQ_CHUNK_BYTES(storage), qo = WQ_QS(storage);
     const int hasMin = WQ_HAS_MIN(storage), hasHigh = WQ_HAS_HIGH(storage);
-    uchar chunk[544];
+    uchar chunk[576];
     for (int j = 0; j < cb; j++) chunk[j] = 0;
     for (int c = 0; c < 16; c++) {
         int r = t * 16 + c;
         if (r >= rows) break;
         int sr = use_map ? row_src[r] : r;
         const __global uchar* b = src + ((size_t)sr * kblocks + kb) * bb;
+        if (storage == WS_NF4) {
+            for (int j = 0; j < 4; j++) chunk[4 * c + j] = b[j];
+            for (int kk = 0; kk < 64; kk++) {
+                uint q = kk % 2 == 0 ? b[4 + kk / 2] >> 4 : b[4 + kk / 2] & 0x0F;
+                chunk[64 + kk * 8 + (c & 7)] |= (uchar)(c < 8 ? q : q << 4);
+            }
+            continue;
+        }
         chunk[2 * c] = b[0]; chunk[2 * c + 1] = b[1];
         if (hasMin) { chunk[32 + 2 * c] = b[2]; chunk[32 + 2 * c + 1] = b[3]; }
         if (storage == WS_Q8_0) {
@@ -252,7 +264,7 @@ TRANSPOSE_PANELS_KERNEL(transpose_panels_u16, ushort, ushort, vload16)
 TRANSPOSE_PANELS_KERNEL(transpose_panels_f16, half, float, vload_half16)
 TRANSPOSE_PANELS_KERNEL(transpose_panels_bf16, ushort, float, vload_bf16x16)
 
-// transpose_panels for quantized Src (K a multiple of 32), widened to float: as above, Src's rows read with
+// transpose_panels for quantized Src (K a multiple of the block size), widened to float: as above, Src's rows read with
 // ws_load16 by index. global (ceil(K/16), ceil(N/16))
 #define TRANSPOSE_PANELS_Q_KERNEL(NAME, STORAGE)                                                 \
 __kernel void NAME(int K, int N, int p0, __global const uchar* Src, __global float* Dst) {      \
@@ -274,6 +286,7 @@ TRANSPOSE_PANELS_Q_KERNEL(transpose_panels_q4_0, WS_Q4_0)
 TRANSPOSE_PANELS_Q_KERNEL(transpose_panels_q4_1, WS_Q4_1)
 TRANSPOSE_PANELS_Q_KERNEL(transpose_panels_q5_0, WS_Q5_0)
 TRANSPOSE_PANELS_Q_KERNEL(transpose_panels_q5_1, WS_Q5_1)
+TRANSPOSE_PANELS_Q_KERNEL(transpose_panels_nf4, WS_NF4)
 
 // panel_rows: rows of op(B)ᵀ (N,K) read back from the panels of op(B), widened
 // to float: out[i, k] = Bp[n/16][k][n%16] with n = ids[i] (use_ids = 1) or
@@ -301,6 +314,7 @@ PANEL_ROWS_KERNEL(panel_rows_q4_0, uchar, WS_Q4_0)
 PANEL_ROWS_KERNEL(panel_rows_q4_1, uchar, WS_Q4_1)
 PANEL_ROWS_KERNEL(panel_rows_q5_0, uchar, WS_Q5_0)
 PANEL_ROWS_KERNEL(panel_rows_q5_1, uchar, WS_Q5_1)
+PANEL_ROWS_KERNEL(panel_rows_nf4, uchar, WS_NF4)
 
 // colsum: out[n] = beta·out[n] + Σ_m X[m, n]   (dbias = Σ over tokens of dY)
 // X (M,N). global (N)

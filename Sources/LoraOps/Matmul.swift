@@ -12,6 +12,8 @@ public enum Transpose: Sendable { case none, transposed }
 /// over the fp32 values it holds.
 public enum WeightStorage: String, Sendable, CaseIterable {
     case f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1
+    /// QLoRA's NF4 (bitsandbytes' 4-bit NormalFloat, blocks of 64 with an fp32 absmax), made at load.
+    case nf4
 
     /// Kept in ggml blocks (K a multiple of 32).
     public var isQuantized: Bool { quantChunkBytes != nil }
@@ -20,7 +22,10 @@ public enum WeightStorage: String, Sendable, CaseIterable {
     /// use `bytes(k:n:)`. Here it is what a dequantized copy takes (4).
     public var bytesPerElement: Int { self == .f16 || self == .bf16 ? 2 : 4 }
 
-    /// Bytes of one chunk (16 columns × 32 rows) of quantized panels; nil for the others.
+    /// Panel rows per chunk of quantized panels (the block size along K): 32, or 64 for NF4.
+    public var quantBlockRows: Int { self == .nf4 ? 64 : 32 }
+
+    /// Bytes of one chunk (16 columns × `quantBlockRows` rows) of quantized panels; nil for the others.
     public var quantChunkBytes: Int? {
         switch self {
         case .f32, .f16, .bf16: return nil
@@ -29,13 +34,14 @@ public enum WeightStorage: String, Sendable, CaseIterable {
         case .q4_1: return 320     // + 16 half mins
         case .q5_0: return 352     // + 64 bytes of fifth bits
         case .q5_1: return 384
+        case .nf4: return 576      // 16 fp32 absmax + 512 bytes of nibbles (64 rows)
         }
     }
 
     /// Device bytes of the panels of op(B) (K,N): ⌈N/16⌉·16·K elements, or ⌈N/16⌉·K/32 chunks.
     public func bytes(k: Int, n: Int) -> Int {
         let panels = (n + 15) / 16
-        if let chunk = quantChunkBytes { return panels * ((k + 31) / 32) * chunk }
+        if let chunk = quantChunkBytes { return panels * ((k + quantBlockRows - 1) / quantBlockRows) * chunk }
         return panels * 16 * k * bytesPerElement
     }
 
@@ -57,9 +63,11 @@ public enum WeightStorage: String, Sendable, CaseIterable {
         }
     }
 
-    /// ggml's block size in bytes (32 elements) for a quantized storage.
-    var ggmlBlockBytes: Int {
+    /// Bytes of one source block (`quantBlockRows` elements of a row of W) `reblock_q` reads: ggml's block, or
+    /// NF4's (fp32 absmax, 32 bytes of nibbles).
+    public var sourceBlockBytes: Int {
         switch self {
+        case .nf4: return 36
         case .q8_0: return 34
         case .q4_0: return 18
         case .q4_1: return 20
@@ -165,16 +173,17 @@ extension ComputeContext {
                               rowSource: DeviceBuffer<Int32>? = nil, label: String = "") throws -> PackedMatrix {
         opLock.lock(); defer { opLock.unlock() }
         try require(storage.isQuantized, "packQuantized", "storage \(storage.rawValue) is not a quantized type")
-        try require(rows >= 1 && cols >= 32 && cols % 32 == 0, "packQuantized",
-                    "W (\(rows), \(cols)): the row length must be a positive multiple of 32")
+        let qk = storage.quantBlockRows
+        try require(rows >= 1 && cols >= qk && cols % qk == 0, "packQuantized",
+                    "W (\(rows), \(cols)): the row length must be a positive multiple of \(qk)")
         if let rowSource { try require(rowSource.count >= rows, "packQuantized", "row map of \(rowSource.count) rows for \(rows)") }
-        else { try require(blocks.count >= rows * cols / 32 * storage.ggmlBlockBytes, "packQuantized",
+        else { try require(blocks.count >= rows * cols / qk * storage.sourceBlockBytes, "packQuantized",
                            "\(blocks.count) bytes of blocks for \(rows) rows of \(cols)") }
         let out = try DeviceBuffer<UInt8>(queue: queue, count: storage.bytes(k: cols, n: rows),
                                           label: label.isEmpty ? "\(storage.rawValue) panels (\(cols)×\(rows))" : label)
-        try launch("reblock_q", [i32(rows), i32(cols / 32), .int(storage.kernelConstant), .buffer(blocks),
+        try launch("reblock_q", [i32(rows), i32(cols / qk), .int(storage.kernelConstant), .buffer(blocks),
                                  .int(rowSource == nil ? 0 : 1), .buffer(rowSource ?? blocks), .buffer(out)],
-                   global: [(rows + 15) / 16, cols / 32], local: [1, 1])
+                   global: [(rows + 15) / 16, cols / qk], local: [1, 1])
         return PackedMatrix(memory: out, storage: storage, k: cols, n: rows)
     }
 

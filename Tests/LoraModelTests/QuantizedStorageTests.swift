@@ -11,14 +11,17 @@ import XCTest
 /// must give, bit for bit, what the fp32 path gives on the weights dequantized at load (`GGMLDequantize`,
 /// checked against gguf-py by the quant_zoo fixture). Random blocks, awkward row counts, NaN-poisoned outputs.
 final class QuantizedStorageTests: XCTestCase {
-    static let formats: [(WeightStorage, GGMLType)] = [(.q8_0, .q8_0), (.q4_0, .q4_0), (.q4_1, .q4_1), (.q5_0, .q5_0), (.q5_1, .q5_1)]
-    /// (out, in): in a multiple of 32; out 1, 17, 63, 129 (never a multiple of 16).
-    static let shapes: [(Int, Int)] = [(1, 32), (17, 64), (63, 96), (129, 32), (40, 160)]
+    static let formats: [WeightStorage] = [.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .nf4]
+    /// (out, in): in a multiple of the block size (32, NF4's 64); out 1, 17, 63, 129 (never a multiple of 16).
+    static func shapes(_ s: WeightStorage) -> [(Int, Int)] {
+        s == .nf4 ? [(1, 64), (17, 128), (63, 192), (129, 64)] : [(1, 32), (17, 64), (63, 96), (129, 32), (40, 160)]
+    }
     static let tokens = [1, 3, 17, 63]
 
-    /// Random ggml blocks for W (rows, cols): random quant bytes, scales and mins random finite halves.
-    static func blocks(_ type: GGMLType, rows: Int, cols: Int, rng: inout SeededRandom) -> [UInt8] {
-        let (be, bb) = type.blockLayout
+    /// Random source blocks for W (rows, cols): random quant bytes, scales and mins random finite halves (NF4: a
+    /// random fp32 absmax).
+    static func blocks(_ storage: WeightStorage, rows: Int, cols: Int, rng: inout SeededRandom) -> [UInt8] {
+        let (be, bb) = (storage.quantBlockRows, storage.sourceBlockBytes)
         var out = [UInt8](repeating: 0, count: rows * cols / be * bb)
         for b in 0..<(rows * cols / be) {
             for j in 0..<bb { out[b * bb + j] = UInt8(truncatingIfNeeded: rng.next()) }
@@ -26,17 +29,22 @@ final class QuantizedStorageTests: XCTestCase {
                 let bits = Float16(v).bitPattern
                 out[b * bb + at] = UInt8(bits & 0xFF); out[b * bb + at + 1] = UInt8(bits >> 8)
             }
+            if storage == .nf4 {
+                let a = Float(Double(rng.next() % 20001) / 1e4)
+                withUnsafeBytes(of: a.bitPattern.littleEndian) { for j in 0..<4 { out[b * bb + j] = $0[j] } }
+                continue
+            }
             half(0, Float(Double(rng.next() % 20001) / 1e5 - 0.1))
-            if type == .q4_1 || type == .q5_1 { half(2, Float(Double(rng.next() % 20001) / 1e4 - 1)) }
+            if storage == .q4_1 || storage == .q5_1 { half(2, Float(Double(rng.next() % 20001) / 1e4 - 1)) }
         }
         return out
     }
 
     /// The quantized FrozenLinear, the fp32 one of the dequantized values, and those values.
-    func pair(_ ctx: ComputeContext, _ storage: WeightStorage, _ type: GGMLType, rows: Int, cols: Int,
+    func pair(_ ctx: ComputeContext, _ storage: WeightStorage, rows: Int, cols: Int,
               rowSource: [Int32]? = nil, rng: inout SeededRandom) throws -> (q: FrozenLinear, f: FrozenLinear, w: [Float]) {
-        let raw = Self.blocks(type, rows: rows, cols: cols, rng: &rng)
-        var w = raw.withUnsafeBytes { GGMLDequantize.floats($0, type: type, count: rows * cols) }
+        let raw = Self.blocks(storage, rows: rows, cols: cols, rng: &rng)
+        var w = raw.withUnsafeBytes { QuantizedBlocks.dequantize($0, storage: storage, count: rows * cols) }
         if let rowSource { w = (0..<rows).flatMap { r in w[(Int(rowSource[r]) * cols)..<((Int(rowSource[r]) + 1) * cols)] } }
         let staging = try DeviceBuffer<UInt8>(queue: ctx.queue, raw)
         let map = try rowSource.map { try DeviceBuffer<Int32>(queue: ctx.queue, $0) }
@@ -55,11 +63,11 @@ final class QuantizedStorageTests: XCTestCase {
 
     /// Forward (bias, beta), backward dX, W read back and the row gather on one context.
     func checkAll(_ ctx: ComputeContext, rng: inout SeededRandom, _ tag: String) throws {
-        for (storage, type) in Self.formats {
-            for (out, din) in Self.shapes {
-                let (q, f, w) = try pair(ctx, storage, type, rows: out, cols: din, rng: &rng)
+        for storage in Self.formats {
+            for (out, din) in Self.shapes(storage) {
+                let (q, f, w) = try pair(ctx, storage, rows: out, cols: din, rng: &rng)
                 XCTAssertEqual(q.storage, storage)
-                XCTAssertEqual(q.deviceBytes, (out + 15) / 16 * din / 32 * storage.quantChunkBytes!, "\(storage) bytes")
+                XCTAssertEqual(q.deviceBytes, (out + 15) / 16 * din / storage.quantBlockRows * storage.quantChunkBytes!, "\(storage) bytes")
                 let back = try poisoned(ctx, out * din)
                 try ctx.unpackWeight(q, into: back)
                 XCTAssertEqual(try back.read(), w, "\(tag) \(storage) W read back (\(out)×\(din))")
@@ -112,10 +120,10 @@ final class QuantizedStorageTests: XCTestCase {
     func testRowMapPicksTheSourceRows() throws {
         let ctx = try ComputeContext.shared()
         var rng = SeededRandom(seed: freshSeed(#function))
-        for (storage, type) in Self.formats {
+        for storage in Self.formats {
             let rows = 24, cols = 64
             let map = (0..<rows).map { Int32(($0 * 7 + 3) % rows) }
-            let (q, _, w) = try pair(ctx, storage, type, rows: rows, cols: cols, rowSource: map, rng: &rng)
+            let (q, _, w) = try pair(ctx, storage, rows: rows, cols: cols, rowSource: map, rng: &rng)
             let back = try poisoned(ctx, rows * cols)
             try ctx.unpackWeight(q, into: back)
             XCTAssertEqual(try back.read(), w, "\(storage) mapped rows")
@@ -129,11 +137,58 @@ final class QuantizedStorageTests: XCTestCase {
         assertError({ _ = try ctx.packQuantized(staging, storage: .q8_0, rows: 2, cols: 48) }, contains: ["multiple of 32"])
         assertError({ _ = try ctx.packQuantized(staging, storage: .q8_0, rows: 20, cols: 32) }, contains: ["340 bytes", "20 rows"])
         assertError({ _ = try ctx.packQuantized(staging, storage: .f16, rows: 2, cols: 32) }, contains: ["not a quantized type"])
+        assertError({ _ = try ctx.packQuantized(staging, storage: .nf4, rows: 1, cols: 32) }, contains: ["multiple of 64"])
     }
 
     func freshSeed(_ test: String) -> UInt64 {
         let seed = ProcessInfo.processInfo.environment["LORA_GPU_TEST_SEED"].flatMap(UInt64.init) ?? UInt64.random(in: 1...UInt64.max)
         print("[\(test)] seed \(seed)")
         return seed
+    }
+}
+
+/// The quantizers of `--quantize q8_0|q4_0|nf4` against the real ones (scripts/make_quantize_fixture.py): gguf-py's
+/// `quantize` for Q8_0 / Q4_0 and bitsandbytes' `quantize_4bit` / `dequantize_4bit` for NF4, byte for byte, on
+/// matrices with an all-zero block, a negative largest value, exact rounding ties, tiny and huge blocks.
+final class QuantizerFixtureTests: XCTestCase {
+    let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/quantize/reference.safetensors").path
+
+    func bytes(_ f: SafeTensorsFile, _ name: String) throws -> [UInt8] {
+        let info = try XCTUnwrap(f.tensors[name], name)
+        return Array(f.bytes(info))
+    }
+
+    func testGGMLQuantizersMatchGGUFPy() throws {
+        let f = try SafeTensorsFile(path: file)
+        for i in 0..<3 {
+            let (shape, w) = try f.floats("m\(i)")
+            XCTAssertEqual(shape.count, 2)
+            for (type, key) in [(GGMLType.q8_0, "q8_0"), (.q4_0, "q4_0")] {
+                let ours = w.withUnsafeBufferPointer { GGMLQuantize.quantize($0, type: type) }
+                let theirs = try bytes(f, "m\(i).\(key)")
+                XCTAssertEqual(ours.count, theirs.count, "m\(i) \(key) size")
+                let diff = zip(ours, theirs).enumerated().first { $0.element.0 != $0.element.1 }
+                XCTAssertNil(diff, "m\(i) \(key): first differing byte \(diff.map { "\($0.offset): \($0.element)" } ?? "")")
+            }
+        }
+    }
+
+    func testNF4MatchesBitsandbytes() throws {
+        let f = try SafeTensorsFile(path: file)
+        XCTAssertEqual(try f.floats("nf4.code").values, NF4Quantize.code, "the NF4 code table, bit for bit")
+        for i in 0..<3 {
+            let (_, w) = try f.floats("m\(i)")
+            let ours = w.withUnsafeBufferPointer { NF4Quantize.quantize($0) }
+            let packed = try bytes(f, "m\(i).nf4"), absmax = try f.floats("m\(i).nf4.absmax").values
+            XCTAssertEqual(ours.count, absmax.count * 36)
+            for b in 0..<absmax.count {
+                let a = ours[(b * 36)..<(b * 36 + 4)].withUnsafeBytes { Float(bitPattern: UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self))) }
+                XCTAssertEqual(a.bitPattern, absmax[b].bitPattern, "m\(i) block \(b) absmax")
+                XCTAssertEqual(Array(ours[(b * 36 + 4)..<(b * 36 + 36)]), Array(packed[(b * 32)..<(b * 32 + 32)]), "m\(i) block \(b) codes")
+            }
+            let dq = ours.withUnsafeBytes { NF4Quantize.dequantize($0, count: w.count) }
+            XCTAssertEqual(dq, try f.floats("m\(i).nf4.dq").values, "m\(i): dequantize_4bit's values")
+        }
     }
 }

@@ -49,7 +49,7 @@ struct CheckpointLoader {
         var storage = WeightStorage.f32
         if case .raw(let dtype, _) = tensor, dtype == .f16 || dtype == .bf16 { storage = dtype == .f16 ? .f16 : .bf16 }
         if case .blocks(let type, _, _, _, _) = tensor, let s = WeightStorage.quantized(ggmlName: type.name) { storage = s }
-        if case .ownedBlocks(let type, _, _, _) = tensor, let s = WeightStorage.quantized(ggmlName: type.name) { storage = s }
+        if case .ownedBlocks(let s, _, _, _) = tensor { storage = s }
         guard let blocks = FrozenLinear.splitRows(outFeatures: rows, inFeatures: cols, storage: storage, limitBytes: limitBytes) else {
             throw CheckpointError.tensor(path: checkpoint.location, name: name, reason:
                 "kept in blocks of rows to fit the device's largest buffer (\(limitBytes) bytes), but even the smallest "
@@ -57,12 +57,13 @@ struct CheckpointLoader {
                 + "bytes as panels), is larger")
         }
         if case .blocks(let type, let bytes, _, _, let rowSource) = tensor {
-            return try FrozenLinear(parts: try quantizedParts(name, shape, storage: storage, type: type, bytes: bytes,
+            _ = type
+            return try FrozenLinear(parts: try quantizedParts(name, shape, storage: storage, bytes: bytes,
                                                               mapped: true, rowSource: rowSource, blocks: blocks))
         }
-        if case .ownedBlocks(let type, let bytes, _, _) = tensor {
+        if case .ownedBlocks(_, let bytes, _, _) = tensor {
             return try FrozenLinear(parts: try bytes.withUnsafeBytes {
-                try quantizedParts(name, shape, storage: storage, type: type, bytes: $0, mapped: false, rowSource: nil, blocks: blocks)
+                try quantizedParts(name, shape, storage: storage, bytes: $0, mapped: false, rowSource: nil, blocks: blocks)
             })
         }
         var parts: [FrozenLinear.Part] = []
@@ -109,20 +110,21 @@ struct CheckpointLoader {
     /// The parts of a W kept in its ggml blocks: each block of rows staged as the file holds it (the whole tensor
     /// once when rows are mapped, for q/k of llama.cpp's rotary order: small matrices), re-blocked, staging freed.
     /// `mapped`: the bytes are a mapped file's (their pages released once copied), not memory of the caller's.
-    func quantizedParts(_ name: String, _ shape: [Int], storage: WeightStorage, type: GGMLType, bytes: UnsafeRawBufferPointer,
+    func quantizedParts(_ name: String, _ shape: [Int], storage: WeightStorage, bytes: UnsafeRawBufferPointer,
                         mapped: Bool, rowSource: [Int32]?, blocks: [Range<Int>]) throws -> [FrozenLinear.Part] {
-        let cols = shape[1], rowBytes = cols / 32 * type.blockLayout.bytes
+        let cols = shape[1], rowBytes = cols / storage.quantBlockRows * storage.sourceBlockBytes
+        let type = storage.rawValue.uppercased()
         var parts: [FrozenLinear.Part] = []
         var whole: DeviceBuffer<UInt8>? = nil
         if rowSource != nil {
             let all = UnsafeRawBufferPointer(rebasing: bytes[0..<(shape[0] * rowBytes)])
-            let b = try DeviceBuffer<UInt8>(queue: ctx.queue, count: all.count, label: "tensor '\(name)' \(shape) (\(type.name) blocks)")
+            let b = try DeviceBuffer<UInt8>(queue: ctx.queue, count: all.count, label: "tensor '\(name)' \(shape) (\(type) blocks)")
             try b.write(raw: all)
             if mapped { releaseMappedPages(all) }
             whole = b
         }
         for block in blocks {
-            let label = "tensor '\(name)' \(shape) \(type.name)" + (blocks.count == 1 ? "" : " rows \(block.lowerBound)..<\(block.upperBound)")
+            let label = "tensor '\(name)' \(shape) \(type)" + (blocks.count == 1 ? "" : " rows \(block.lowerBound)..<\(block.upperBound)")
             let panels: PackedMatrix
             if let whole, let rowSource {
                 let map = try DeviceBuffer<Int32>(queue: ctx.queue, Array(rowSource[block]))

@@ -12,8 +12,9 @@ public enum CheckpointTensor {
     /// A matrix (rows, cols) in ggml blocks kept as they are (`WeightStorage.quantized`): row r is row
     /// `rowSource[r]` of `bytes` (llama.cpp's rotary order of q/k undone), or row r.
     case blocks(type: GGMLType, bytes: UnsafeRawBufferPointer, rows: Int, cols: Int, rowSource: [Int32]?)
-    /// A matrix (rows, cols) quantized at load into ggml blocks held here (`QuantizingCheckpoint`).
-    case ownedBlocks(type: GGMLType, bytes: [UInt8], rows: Int, cols: Int)
+    /// A matrix (rows, cols) quantized at load into the source blocks `reblock_q` reads (ggml's, or NF4's),
+    /// held here (`QuantizingCheckpoint`).
+    case ownedBlocks(storage: WeightStorage, bytes: [UInt8], rows: Int, cols: Int)
 
     /// The values as fp32 on the host.
     public func floats(path: String, name: String) throws -> [Float] {
@@ -24,8 +25,8 @@ public enum CheckpointTensor {
             let w = GGMLDequantize.floats(bytes, type: type, count: rows * cols)
             guard let rowSource else { return w }
             return rowSource.flatMap { w[(Int($0) * cols)..<((Int($0) + 1) * cols)] }
-        case .ownedBlocks(let type, let bytes, let rows, let cols):
-            return bytes.withUnsafeBytes { GGMLDequantize.floats($0, type: type, count: rows * cols) }
+        case .ownedBlocks(let storage, let bytes, let rows, let cols):
+            return bytes.withUnsafeBytes { QuantizedBlocks.dequantize($0, storage: storage, count: rows * cols) }
         }
     }
 }
@@ -84,8 +85,7 @@ public enum ModelSource {
         let (config, source) = try open(path, keepBlocks: quantize != .none)
         switch quantize {
         case .auto, .none: return (config, source)
-        case .q8_0: return (config, QuantizingCheckpoint(source, type: .q8_0))
-        case .q4_0: return (config, QuantizingCheckpoint(source, type: .q4_0))
+        case .q8_0, .q4_0, .nf4: return (config, QuantizingCheckpoint(source, storage: quantize.storage!))
         }
     }
 

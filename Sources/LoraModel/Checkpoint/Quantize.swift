@@ -11,8 +11,9 @@ public enum QuantizeMode: String, CaseIterable, Sendable {
     /// quantized storage; a run on it gives the same numbers, bit for bit, as `auto` on a GGUF base).
     case none
     /// Each frozen matrix of a 16/32-bit checkpoint (safetensors, or a GGUF file's F32/F16/BF16 tensors) quantized
-    /// at load as gguf-py's `quantize` does (`GGMLQuantize`); a GGUF file's quantized blocks are kept as they are.
-    case q8_0, q4_0
+    /// at load: q8_0 / q4_0 as gguf-py's `quantize` does (`GGMLQuantize`), nf4 as bitsandbytes' `quantize_4bit`
+    /// (`NF4Quantize`); a GGUF file's quantized blocks are kept as they are.
+    case q8_0, q4_0, nf4
 
     /// The storage a 16/32-bit matrix is quantized to, nil for `auto` and `none`.
     public var storage: WeightStorage? {
@@ -20,6 +21,7 @@ public enum QuantizeMode: String, CaseIterable, Sendable {
         case .auto, .none: return nil
         case .q8_0: return .q8_0
         case .q4_0: return .q4_0
+        case .nf4: return .nf4
         }
     }
 
@@ -86,16 +88,82 @@ public enum GGMLQuantize {
     }
 }
 
-/// A 16/32-bit checkpoint whose frozen matrices are quantized at load (`QuantizeMode.q8_0`, `.q4_0`): each comes
-/// back as `.ownedBlocks` in ggml's block layout; a matrix whose rows are not whole blocks (in not a multiple of
-/// 32), or a GGUF file's already-quantized tensor, is left as the base gives it.
+/// QLoRA's NF4 as bitsandbytes 0.50's `quantize_4bit(blocksize=64, quant_type="nf4")` makes it (its default and
+/// CPU kernels): per block of 64 values absmax = max|x|, x·(1/absmax) clamped to [−1, 1], q the bucket of the
+/// sorted code values' midpoints (a value on a midpoint goes below), two per byte with the first in the high
+/// nibble; the value back is code[q]·absmax. Checked against bitsandbytes by `scripts/make_quantize_fixture.py`.
+/// The source blocks `reblock_q` reads: absmax (fp32, little-endian), then the 32 packed bytes.
+public enum NF4Quantize {
+    /// bitsandbytes' NF4 code values, bit for bit (also Kernels/common.cl's NF4_CODE).
+    public static let code: [Float] = [
+        -0x1.0p+0, -0x1.647362p-1, -0x1.0cd66p-1, -0x1.94654p-2, -0x1.23449ap-2, -0x1.7a6a7ep-3, -0x1.74f0e2p-4, 0,
+        0x1.45f5fep-4, 0x1.4995c6p-3, 0x1.f809bap-3, 0x1.5a0674p-2, 0x1.c3497p-2, 0x1.200f56p-1, 0x1.722766p-1, 0x1.0p+0,
+    ]
+    /// The midpoints between neighbouring code values, in fp32 ((a + b) / 2, as torch computes them).
+    static let midpoints: [Float] = (0..<15).map { (code[$0] + code[$0 + 1]) / 2 }
+
+    /// W (rows, cols) row-major, cols a multiple of 64, into NF4 source blocks (rows × cols/64 × 36 bytes).
+    public static func quantize(_ w: UnsafeBufferPointer<Float>) -> [UInt8] {
+        precondition(w.count % 64 == 0, "NF4Quantize: whole blocks of 64")
+        let n = w.count / 64
+        var out = [UInt8](repeating: 0, count: n * 36)
+        for b in 0..<n {
+            var amax: Float = 0
+            for j in 0..<64 { amax = max(amax, abs(w[b * 64 + j])) }
+            withUnsafeBytes(of: amax.bitPattern.littleEndian) { for j in 0..<4 { out[b * 36 + j] = $0[j] } }
+            let inv = 1 / max(amax, 1e-38)
+            func q(_ j: Int) -> UInt8 {
+                let x = min(1, max(-1, w[b * 64 + j] * inv))
+                var i = 0
+                while i < 15 && midpoints[i] < x { i += 1 }
+                return UInt8(i)
+            }
+            for j in 0..<32 { out[b * 36 + 4 + j] = q(2 * j) << 4 | q(2 * j + 1) }
+        }
+        return out
+    }
+
+    /// The values of `count` elements of NF4 source blocks.
+    public static func dequantize(_ raw: UnsafeRawBufferPointer, count: Int) -> [Float] {
+        (0..<count).map { e in
+            let b = e / 64, j = e % 64
+            let amax = Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: b * 36, as: UInt32.self)))
+            let byte = raw[b * 36 + 4 + j / 2]
+            return code[Int(j % 2 == 0 ? byte >> 4 : byte & 0x0F)] * amax
+        }
+    }
+}
+
+/// The host's view of the source blocks of a quantized storage.
+public enum QuantizedBlocks {
+    /// `count` values of source blocks of `storage` (ggml's for Q8_0 … Q5_1, NF4's).
+    public static func dequantize(_ raw: UnsafeRawBufferPointer, storage: WeightStorage, count: Int) -> [Float] {
+        if storage == .nf4 { return NF4Quantize.dequantize(raw, count: count) }
+        let type = GGMLType.allCases.first { $0.name == storage.rawValue.uppercased() }!
+        return GGMLDequantize.floats(raw, type: type, count: count)
+    }
+
+    /// W (rows, cols) quantized into source blocks of `storage` (Q8_0, Q4_0 or NF4).
+    public static func quantize(_ w: UnsafeBufferPointer<Float>, storage: WeightStorage) -> [UInt8] {
+        switch storage {
+        case .q8_0: return GGMLQuantize.quantize(w, type: .q8_0)
+        case .q4_0: return GGMLQuantize.quantize(w, type: .q4_0)
+        case .nf4: return NF4Quantize.quantize(w)
+        default: preconditionFailure("QuantizedBlocks.quantize: \(storage) is not made at load")
+        }
+    }
+}
+
+/// A 16/32-bit checkpoint whose frozen matrices are quantized at load (`QuantizeMode.q8_0`, `.q4_0`, `.nf4`): each
+/// comes back as `.ownedBlocks`; a matrix whose rows are not whole blocks (in not a multiple of 32, 64 for NF4),
+/// or a GGUF file's already-quantized tensor, is left as the base gives it.
 final class QuantizingCheckpoint: CheckpointSource {
     let base: CheckpointSource
-    let type: GGMLType
+    let storage: WeightStorage
 
-    init(_ base: CheckpointSource, type: GGMLType) {
+    init(_ base: CheckpointSource, storage: WeightStorage) {
         self.base = base
-        self.type = type
+        self.storage = storage
     }
 
     var location: String { base.location }
@@ -106,7 +174,7 @@ final class QuantizingCheckpoint: CheckpointSource {
 
     /// Whether the matrix is quantized here: whole blocks, and a 16/32-bit type in the file.
     func quantizes(_ name: String, shape: [Int]) throws -> Bool {
-        guard shape.count == 2, shape[1] % 32 == 0 else { return false }
+        guard shape.count == 2, shape[1] % storage.quantBlockRows == 0 else { return false }
         let stored = try base.frozenDType(name, shape: shape)
         return ["F32", "F16", "BF16", "F32 → F32", "F16 → F32", "BF16 → F32"].contains(stored)
     }
@@ -114,13 +182,13 @@ final class QuantizingCheckpoint: CheckpointSource {
     func frozenDType(_ name: String, shape: [Int]) throws -> String {
         let stored = try base.frozenDType(name, shape: shape)
         guard try quantizes(name, shape: shape) else { return stored }
-        return stored.components(separatedBy: " → ")[0] + " → " + type.name
+        return stored.components(separatedBy: " → ")[0] + " → " + storage.rawValue.uppercased()
     }
 
     func frozenTensor(_ name: String, shape: [Int]) throws -> CheckpointTensor {
         guard try quantizes(name, shape: shape) else { return try base.frozenTensor(name, shape: shape) }
         let w = try base.hostFloats(name, shape: shape)
-        return .ownedBlocks(type: type, bytes: w.withUnsafeBufferPointer { GGMLQuantize.quantize($0, type: type) },
+        return .ownedBlocks(storage: storage, bytes: w.withUnsafeBufferPointer { QuantizedBlocks.quantize($0, storage: storage) },
                             rows: shape[0], cols: shape[1])
     }
 }

@@ -124,7 +124,7 @@ public struct MemoryPlan: Sendable {
     /// "A → B" (converted at load) is kept as B.
     public static func frozenStorage(dtype: String) -> WeightStorage {
         let kept = dtype.components(separatedBy: " → ").last ?? dtype
-        return kept == "F16" ? .f16 : kept == "BF16" ? .bf16 : WeightStorage.quantized(ggmlName: kept) ?? .f32
+        return kept == "F16" ? .f16 : kept == "BF16" ? .bf16 : kept == "NF4" ? .nf4 : WeightStorage.quantized(ggmlName: kept) ?? .f32
     }
 
     /// Elements of op(B) (K,N) packed in panels of 16 columns: `PackedMatrix.count` (LoraOps).
