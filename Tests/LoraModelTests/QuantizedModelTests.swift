@@ -1,0 +1,127 @@
+import Foundation
+import LoraBase
+@testable import LoraModel
+import LoraOps
+import XCTest
+
+/// Issue 18's exactness rule, model by model: a run on quantized storage gives, bit for bit, the numbers of the same
+/// run with the weights dequantized to fp32 at load — the logits, the loss and every LoRA gradient, and the adapter
+/// after AdamW steps with dropout — for a GGUF base's kept blocks (Q8_0, Q4_0, Q4_1 in llama_q.gguf; Q5_0, Q5_1
+/// with a Q8_0 embedding in mistral_q5.gguf) and for the formats made at load (q8_0, q4_0, nf4) from a safetensors base.
+final class QuantizedModelTests: XCTestCase {
+    let gguf = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/gguf").path
+
+    /// LoRA on every linear and lm_head, with dropout (the masked extension term of the quantized gemm).
+    var lora: LoraConfig {
+        var l = LoraConfig(r: 4, loraAlpha: 8, targetModules: .list(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                                      "down_proj", "lm_head"]))
+        l.loraDropout = 0.1
+        return l
+    }
+
+    /// The same checkpoint with every frozen matrix handed over as fp32 values already dequantized: the
+    /// "dequantized at load" path of a format made at load (`--quantize none` is that path for a GGUF base).
+    final class DequantizedAtLoad: CheckpointSource {
+        let base: CheckpointSource
+        init(_ base: CheckpointSource) { self.base = base }
+        var location: String { base.location }
+        func contains(_ name: String) -> Bool { base.contains(name) }
+        func checkpointTensor(_ name: String, shape: [Int]) throws -> CheckpointTensor { try base.checkpointTensor(name, shape: shape) }
+        func validateTensor(_ name: String, shape: [Int]) throws -> String { try base.validateTensor(name, shape: shape) }
+        var tensorNames: [String] { base.tensorNames }
+        func frozenTensor(_ name: String, shape: [Int]) throws -> CheckpointTensor {
+            .floats(try base.frozenTensor(name, shape: shape).floats(path: location, name: name))
+        }
+        func frozenDType(_ name: String, shape: [Int]) throws -> String { "F32" }
+    }
+
+    /// Runs both models the same way and requires equal numbers; returns the quantized model's storages.
+    func checkSame(_ q: LlamaLoRAModel, _ f: LlamaLoRAModel, _ tag: String, checkpointing: Bool = false) throws {
+        q.gradientCheckpointing = checkpointing
+        f.gradientCheckpointing = checkpointing
+        let V = q.config.vocabSize
+        let ids = (0..<2).map { r in (0..<13).map { (r * 29 + $0 * 11 + 3) % V } }
+        let b = try TokenBatch(inputIDs: ids)
+        XCTAssertEqual(try q.logits(b), try f.logits(b), "\(tag): logits")
+        XCTAssertEqual(try q.computeGradients(b), try f.computeGradients(b), "\(tag): loss")
+        let gq = try q.gradientTensors(), gf = try f.gradientTensors()
+        XCTAssertEqual(Set(gq.keys), Set(gf.keys))
+        for (k, g) in gq { XCTAssertEqual(g, gf[k], "\(tag): gradient \(k)") }
+        for s in 0..<3 {
+            let rq = try q.trainStep(b, hyper: .init(lr: 1e-2, maxGradNorm: 1))
+            let rf = try f.trainStep(b, hyper: .init(lr: 1e-2, maxGradNorm: 1))
+            XCTAssertEqual(rq.loss, rf.loss, "\(tag): loss at step \(s + 1)")
+            XCTAssertEqual(rq.gradNorm, rf.gradNorm, "\(tag): grad norm at step \(s + 1)")
+        }
+        let aq = try q.adapterTensors(), af = try f.adapterTensors()
+        for (k, t) in aq { XCTAssertEqual(t.values, af[k]?.values, "\(tag): adapter \(k) after 3 steps") }
+        XCTAssertEqual(try q.logits(b), try f.logits(b), "\(tag): logits after training")
+    }
+
+    func testGGUFBlocksKeptEqualTheDequantizedRun() throws {
+        let ctx = try ComputeContext.shared()
+        for (file, kinds) in [("llama_q", Set<WeightStorage>([.q8_0, .q4_0, .q4_1])), ("mistral_q5", [.q8_0, .q5_0, .q5_1])] {
+            for checkpointing in [false, true] {
+                let (cq, sq) = try ModelSource.open(gguf + "/\(file).gguf")
+                let (cf, sf) = try ModelSource.open(gguf + "/\(file).gguf", quantize: .none)
+                let q = try LlamaLoRAModel(config: cq, checkpoint: sq, lora: lora, context: ctx)
+                let f = try LlamaLoRAModel(config: cf, checkpoint: sf, lora: lora, context: ctx)
+                let kept = Set(q.frozenMatrices.map(\.storage))
+                XCTAssertEqual(kept.subtracting([.f32]), kinds, "\(file): the file's block types kept")
+                XCTAssertEqual(Set(f.frozenMatrices.map(\.storage)), [.f32], "\(file): --quantize none dequantizes")
+                XCTAssertLessThan(q.frozenWeightBytes * 3, f.frozenWeightBytes, "\(file): far fewer bytes")
+                let planned = try LlamaLoRAModel.frozenWeightPlan(config: cq, lora: lora, checkpoint: sq)
+                XCTAssertEqual(planned.bytes, q.frozenWeightBytes, "\(file): planned = allocated")
+                try checkSame(q, f, "\(file) checkpointing \(checkpointing)", checkpointing: checkpointing)
+            }
+        }
+    }
+
+    /// A safetensors Llama with hidden 64 and intermediate 128 (so every matrix holds whole NF4 blocks), random weights.
+    func wideModel() throws -> String {
+        let fm = FileManager.default
+        let dir = fm.temporaryDirectory.appendingPathComponent("quantized-model-\(getpid())").path
+        try? fm.removeItem(atPath: dir)
+        try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: fixturesRoot + "/llama_gqa_untied/model/config.json"))) as! [String: Any]
+        json["hidden_size"] = 64
+        json["intermediate_size"] = 128
+        json["head_dim"] = 16
+        json["vocab_size"] = 96
+        try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: dir + "/config.json"))
+        let config = try ModelConfig.load(directory: dir)
+        var rng = SplitMix64(seed: 18)
+        var tensors: [(name: String, shape: [Int], values: [Float])] = []
+        for t in AdapterPlan.checkpointTensors(config) {
+            let norm = t.name.hasSuffix("norm.weight")
+            var values: [Float] = []
+            for _ in 0..<t.shape.reduce(1, *) {
+                let u = Float(Int(rng.next() % 2001) - 1000) / 1000
+                values.append(norm ? 1 + u / 5 : u / 8)
+            }
+            tensors.append((t.name, t.shape, values))
+        }
+        try SafeTensorsWriter.write(tensors, to: dir + "/model.safetensors")
+        return dir
+    }
+
+    func testFormatsMadeAtLoadEqualTheirDequantizedRun() throws {
+        let ctx = try ComputeContext.shared()
+        let dir = try wideModel()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for mode in [QuantizeMode.q8_0, .q4_0, .nf4] {
+            let (c, s) = try ModelSource.open(dir, quantize: mode)
+            let q = try LlamaLoRAModel(config: c, checkpoint: s, lora: lora, context: ctx)
+            let f = try LlamaLoRAModel(config: c, checkpoint: DequantizedAtLoad(s), lora: lora, context: ctx)
+            XCTAssertEqual(Set(q.frozenMatrices.map(\.storage)), [mode.storage!], "\(mode): every matrix quantized")
+            let planned = try LlamaLoRAModel.frozenWeightPlan(config: c, lora: lora, checkpoint: s)
+            XCTAssertEqual(planned.bytes, q.frozenWeightBytes, "\(mode): planned = allocated")
+            // Bytes per parameter within 3 % of the format's own (Q8_0 1.0625, Q4_0 0.5625, NF4 0.5 + 4/64).
+            let per = Double(q.frozenWeightBytes) / Double(q.frozenWeightParameters)
+            let own = ["q8_0": 1.0625, "q4_0": 0.5625, "nf4": 0.5625][mode.rawValue]!
+            XCTAssertEqual(per, own, accuracy: 0.03 * own, "\(mode): \(per) bytes per parameter")
+            try checkSame(q, f, "\(mode)")
+        }
+    }
+}
