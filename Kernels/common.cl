@@ -88,93 +88,144 @@ inline float row_dot_partial(int C, const __global float* a, const __global floa
 #define WS_F16 1
 #define WS_BF16 2
 
-// Quantized panels: a frozen W kept in its GGUF block type (WS_Q8_0 … WS_Q5_1; WeightStorage .q8_0 … on the host),
-// or in QLoRA's NF4 (WS_NF4: blocks of 64, described after these).
-// The panels of op(B) = Wᵀ (K = in, N = out, K a multiple of 32) are cut in chunks of 16 columns (rows of W) by
-// 32 panel rows (one GGUF block of each of those rows): chunk p·(K/32) + kb holds panel rows k = 32·kb … 32·kb + 31
-// of panel p, so panel row i (16 elements) is in chunk i / 32, at row i % 32 — the same index arithmetic as the
-// 16/32-bit panels. The file's blocks are re-blocked into chunks once, at load (`reblock_q`); never widened in memory.
-// Chunk layout, in bytes (column c = 0…15, row kk = 0…31):
-//   d   half[16]     column c's block scale
-//   m   half[16]     Q4_1 / Q5_1: column c's block min
-//   qs  Q8_0: char[32][16], row-major (kk, c); 4/5-bit: uchar[32][8], byte (kk, j) holds column j in its low
-//       nibble and column j + 8 in its high nibble
-//   qh  ushort[32]   Q5_0 / Q5_1: bit c of qh[kk] is column c's fifth bit
-// The value is ggml's, with its fp32 operations in its order (and gguf-py's `dequantize`): Q8_0 q·d,
-// Q4_0 d·(q − 8), Q4_1 d·q + m, Q5_0 d·(q − 16), Q5_1 d·q + m (never contracted to an fma), so a product
-// over these panels equals, bit for bit, the same product over the fp32 weights dequantized at load.
+// Quantized panels: a frozen W kept in a block type (WeightStorage .q8_0 … .nf4 on the host): a GGUF file's
+// Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K as loaded, or NF4 (QLoRA) made at load.
+// The panels of op(B) = Wᵀ (K = in, N = out) are cut in chunks of 16 columns (rows of W) by R panel rows (one
+// block of each of those rows: R = 32, 64 for NF4, 256 for the K-quants' super-blocks, K a multiple of R):
+// chunk p·(K/R) + kb holds panel rows k = R·kb … R·kb + R − 1 of panel p, so panel row i (16 elements) is in
+// chunk i / R, at row i % R — the index arithmetic of the 16/32-bit panels. The blocks are re-blocked into chunks
+// once, at load (`reblock_q`), never widened in memory. Within a block, rows come in sub-blocks of S rows sharing
+// one scale (and min) per column: S = 32 (16 for Q6_K, 64 for NF4). Chunk layouts, in bytes (column c = 0…15,
+// row kk = 0…R−1); "nibbles" is uchar[R][8], byte (kk, j) holding column j in its low nibble and j + 8 in its
+// high one; "fifth bits" is ushort[R], bit c column c's:
+//   Q8_0  d half[16] @0, qs char[32][16] @32                                              544 bytes (34 per 32)
+//   Q4_0  d @0, nibbles @32                                                               288 (18)
+//   Q4_1  d @0, m half[16] @32, nibbles @64                                               320 (20)
+//   Q5_0  d @0, nibbles @32, fifth bits @288                                              352 (22)
+//   Q5_1  d @0, m @32, nibbles @64, fifth bits @320                                       384 (24)
+//   NF4   absmax float[16] @0, nibbles (64 rows) @64                                      576 (36 per 64)
+//   Q4_K  d @0, dmin half[16] @32, scales uchar[16][12] (ggml's packed 6-bit scale/min pairs) @64,
+//         nibbles (256 rows) @256                                                         2304 (144 per 256)
+//   Q5_K  as Q4_K, fifth bits (256 rows) @2304                                            2816 (176)
+//   Q6_K  d @0, scales char[16 sub-blocks][16] @32, nibbles (low 4 bits) @288,
+//         high bits uint[256] @2336 (bits 2c, 2c + 1: column c's top two)                 3360 (210)
+// The value is ggml's, with its fp32 operations in its order (gguf-py's `dequantize`, bitsandbytes' for NF4):
+//   Q8_0 q·d   Q4_0 d·(q − 8)   Q5_0 d·(q − 16)   Q4_1/Q5_1 d·q + m   NF4 code[q]·absmax
+//   Q4_K/Q5_K (d·sc)·q − dmin·m   Q6_K (d·sc)·(q − 32)
+// never contracted to an fma, so a product over these panels equals, bit for bit, the same product over the fp32
+// weights dequantized at load. A sub-block's per-column factors (wq_params) are formed once for its S rows.
 #define WS_Q8_0 3
 #define WS_Q4_0 4
 #define WS_Q4_1 5
 #define WS_Q5_0 6
 #define WS_Q5_1 7
 #define WS_NF4 8
+#define WS_Q4_K 9
+#define WS_Q5_K 10
+#define WS_Q6_K 11
 #define WS_IS_QUANT(s) ((s) >= WS_Q8_0)
+#define WQ_IS_K(s) ((s) >= WS_Q4_K)
 #define WQ_CHUNK_BYTES(s) ((s) == WS_Q8_0 ? 544 : (s) == WS_Q4_0 ? 288 : (s) == WS_Q4_1 ? 320 : (s) == WS_Q5_0 ? 352 \
-                           : (s) == WS_Q5_1 ? 384 : 576)
-// log2 of the panel rows a chunk holds: 32 (ggml's blocks), 64 (NF4's).
-#define WQ_ROW_BITS(s) ((s) == WS_NF4 ? 6 : 5)
+                           : (s) == WS_Q5_1 ? 384 : (s) == WS_NF4 ? 576 : (s) == WS_Q4_K ? 2304 : (s) == WS_Q5_K ? 2816 : 3360)
+// log2 of the rows of a chunk (R) and of a sub-block (S).
+#define WQ_ROW_BITS(s) ((s) == WS_NF4 ? 6 : WQ_IS_K(s) ? 8 : 5)
+#define WQ_SUB_BITS(s) ((s) == WS_NF4 ? 6 : (s) == WS_Q6_K ? 4 : 5)
+#define WQ_HAS_MIN(s) ((s) == WS_Q4_1 || (s) == WS_Q5_1)
+#define WQ_HAS_HIGH(s) ((s) == WS_Q5_0 || (s) == WS_Q5_1 || (s) == WS_Q5_K)
+// Offsets of the nibbles and of the fifth bits (Q6_K: its high bits).
+#define WQ_QS(s) ((s) == WS_NF4 || WQ_HAS_MIN(s) ? 64 : (s) == WS_Q4_K || (s) == WS_Q5_K ? 256 : (s) == WS_Q6_K ? 288 : 32)
+#define WQ_QH(s) ((s) == WS_Q5_0 ? 288 : (s) == WS_Q5_1 ? 320 : (s) == WS_Q5_K ? 2304 : 2336)
 
-// NF4 (QLoRA's 4-bit NormalFloat, as bitsandbytes defines it): blocks of 64 values of a row of W, each
-// value code[q]·absmax (one fp32 multiply), q a 4-bit index into the 16 code values below (bitsandbytes'
-// table, bit for bit). Chunk: 16 columns × 64 panel rows, in bytes:
-//   absmax  float[16]    column c's block absmax
-//   qs      uchar[64][8] byte (kk, j) holds column j in its low nibble and column j + 8 in its high nibble
+// NF4 (QLoRA's 4-bit NormalFloat, as bitsandbytes defines it): bitsandbytes' 16 code values, bit for bit.
 __constant float NF4_CODE[16] = {
     -0x1.0p+0f, -0x1.647362p-1f, -0x1.0cd66p-1f, -0x1.94654p-2f, -0x1.23449ap-2f, -0x1.7a6a7ep-3f, -0x1.74f0e2p-4f, 0.0f,
     0x1.45f5fep-4f, 0x1.4995c6p-3f, 0x1.f809bap-3f, 0x1.5a0674p-2f, 0x1.c3497p-2f, 0x1.200f56p-1f, 0x1.722766p-1f, 0x1.0p+0f,
 };
-#define WQ_HAS_MIN(s) ((s) == WS_Q4_1 || (s) == WS_Q5_1)
-#define WQ_HAS_HIGH(s) ((s) == WS_Q5_0 || (s) == WS_Q5_1)
-#define WQ_QS(s) (WQ_HAS_MIN(s) ? 64 : 32)
 
-// Panel row i of quantized panels at p, dequantized to float16.
-inline float16 wq_load16(size_t i, const __global uchar* p, const int s) {
-    #pragma OPENCL FP_CONTRACT OFF
-    const __global uchar* ch = p + (i >> WQ_ROW_BITS(s)) * (size_t)WQ_CHUNK_BYTES(s);
-    int kk = (int)(i & ((1 << WQ_ROW_BITS(s)) - 1));
-    if (s == WS_NF4) {
-        uchar8 b = vload8(kk, ch + 64);
-        float t[16];
-        for (int c = 0; c < 8; c++) { t[c] = NF4_CODE[b[c] & 0x0F]; t[c + 8] = NF4_CODE[b[c] >> 4]; }
-        return vload16(0, t) * vload16(0, (const __global float*)ch);
+inline const __global uchar* wq_chunk(size_t i, const __global uchar* p, const int s) {
+    return p + (i >> WQ_ROW_BITS(s)) * (size_t)WQ_CHUNK_BYTES(s);
+}
+
+// ggml's K-quant scale and min of sub-block j (0…7) from a column's 12 scale bytes q (get_scale_min_k4).
+inline void wq_k_scale_min(int j, const __global uchar* q, float* sc, float* m) {
+    if (j < 4) { *sc = (float)(q[j] & 63); *m = (float)(q[j + 4] & 63); }
+    else {
+        *sc = (float)((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4));
+        *m = (float)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
     }
+}
+
+// The per-column factors of the sub-block holding panel row i: a (the scale) and b (the min, 0 where none).
+inline void wq_params(size_t i, const __global uchar* p, const int s, float16* a, float16* b) {
+    #pragma OPENCL FP_CONTRACT OFF
+    const __global uchar* ch = wq_chunk(i, p, s);
+    int kk = (int)(i & ((1 << WQ_ROW_BITS(s)) - 1));
+    *b = (float16)(0.0f);
+    if (s == WS_NF4) { *a = vload16(0, (const __global float*)ch); return; }
     float16 d = vload_half16(0, (const __global half*)ch);
-    if (s == WS_Q8_0) return convert_float16(vload16(kk, (const __global char*)(ch + 32))) * d;
-    uchar8 b = vload8(kk, ch + WQ_QS(s));
-    uchar16 q = (uchar16)(b & (uchar8)(0x0F), b >> (uchar8)(4));
+    if (WQ_HAS_MIN(s)) *b = vload_half16(1, (const __global half*)ch);
+    if (s == WS_Q6_K) {
+        *a = d * convert_float16(vload16(kk >> 4, (const __global char*)(ch + 32)));
+    } else if (WQ_IS_K(s)) {
+        float16 dmin = vload_half16(1, (const __global half*)ch);
+        float sc[16], m[16];
+        for (int c = 0; c < 16; c++) wq_k_scale_min(kk >> 5, ch + 64 + 12 * c, &sc[c], &m[c]);
+        *a = d * vload16(0, sc);
+        *b = dmin * vload16(0, m);
+    } else {
+        *a = d;
+    }
+}
+
+// The 16 quantized values of panel row i, as the format's integer (offset applied; NF4: its code value).
+inline float16 wq_values(size_t i, const __global uchar* p, const int s) {
+    const __global uchar* ch = wq_chunk(i, p, s);
+    int kk = (int)(i & ((1 << WQ_ROW_BITS(s)) - 1));
+    if (s == WS_Q8_0) return convert_float16(vload16(kk, (const __global char*)(ch + 32)));
+    uchar8 n = vload8(kk, ch + WQ_QS(s));
+    uchar16 q = (uchar16)(n & (uchar8)(0x0F), n >> (uchar8)(4));
+    if (s == WS_NF4) {
+        float t[16];
+        for (int c = 0; c < 16; c++) t[c] = NF4_CODE[q[c]];
+        return vload16(0, t);
+    }
     if (WQ_HAS_HIGH(s)) {
-        ushort16 h = (ushort16)(((const __global ushort*)(ch + WQ_QS(s) + 256))[kk]);
+        ushort16 h = (ushort16)(((const __global ushort*)(ch + WQ_QH(s)))[kk]);
         ushort16 bit = (h >> (ushort16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)) & (ushort16)(1);
         q |= convert_uchar16(bit) << (uchar16)(4);
     }
+    if (s == WS_Q6_K) {
+        uint16 h = (uint16)(((const __global uint*)(ch + WQ_QH(s)))[kk]);
+        uint16 two = (h >> (uint16)(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)) & (uint16)(3);
+        q |= convert_uchar16(two) << (uchar16)(4);
+        return convert_float16(q) - 32.0f;
+    }
     float16 v = convert_float16(q);
-    if (s == WS_Q4_0) return d * (v - 8.0f);
-    if (s == WS_Q5_0) return d * (v - 16.0f);
-    float16 t = d * v;
-    return t + vload_half16(1, (const __global half*)ch);
+    if (s == WS_Q4_0) return v - 8.0f;
+    if (s == WS_Q5_0) return v - 16.0f;
+    return v;
+}
+
+// The values of a row from its integers v and its sub-block's factors (a, b): ggml's order, never fused.
+inline float16 wq_apply(float16 v, float16 a, float16 b, const int s) {
+    #pragma OPENCL FP_CONTRACT OFF
+    if (WQ_HAS_MIN(s)) { float16 t = a * v; return t + b; }
+    if (s == WS_Q4_K || s == WS_Q5_K) { float16 t = a * v; return t - b; }
+    return v * a;
+}
+
+// Panel row i of quantized panels at p, dequantized to float16.
+inline float16 wq_load16(size_t i, const __global uchar* p, const int s) {
+    float16 a, b;
+    wq_params(i, p, s, &a, &b);
+    return wq_apply(wq_values(i, p, s), a, b, s);
 }
 
 // Element e (= 16·i + c: row i, column c) of quantized panels at p, dequantized.
 inline float wq_load1(size_t e, const __global uchar* p, const int s) {
-    #pragma OPENCL FP_CONTRACT OFF
-    size_t i = e >> 4;
-    int c = (int)(e & 15), kk = (int)(i & ((1 << WQ_ROW_BITS(s)) - 1));
-    const __global uchar* ch = p + (i >> WQ_ROW_BITS(s)) * (size_t)WQ_CHUNK_BYTES(s);
-    if (s == WS_NF4) {
-        uchar b = ch[64 + kk * 8 + (c & 7)];
-        return NF4_CODE[c < 8 ? (b & 0x0F) : (b >> 4)] * ((const __global float*)ch)[c];
-    }
-    float d = vload_half(c, (const __global half*)ch);
-    if (s == WS_Q8_0) return (float)((const __global char*)(ch + 32))[kk * 16 + c] * d;
-    uchar b = ch[WQ_QS(s) + kk * 8 + (c & 7)];
-    uint q = c < 8 ? (b & 0x0F) : (b >> 4);
-    if (WQ_HAS_HIGH(s)) q |= (((uint)((const __global ushort*)(ch + WQ_QS(s) + 256))[kk] >> c) & 1u) << 4;
-    float v = (float)q;
-    if (s == WS_Q4_0) return d * (v - 8.0f);
-    if (s == WS_Q5_0) return d * (v - 16.0f);
-    float t = d * v;
-    return t + vload_half(16 + c, (const __global half*)ch);
+    float t[16];
+    vstore16(wq_load16(e >> 4, p, s), 0, t);
+    return t[e & 15];
 }
 
 // Sixteen bf16 values at p + 16·i widened to float16 (the vload16 of bf16).

@@ -100,11 +100,27 @@ inline void gemm_packed_body(int M, int N, int K, float alpha,
         ap[r] = A + a_off + (size_t)min(row0 + r, M - 1) * a_rs;
     }
     size_t bp = (size_t)pj * K;        // panel pj, in 16-element rows
-    for (int k = 0; k < K; k++) {
-        float16 b = ws_load16(bp + k, Bp, storage);
-        size_t ka = (size_t)k * a_cs;
-        #pragma unroll
-        for (int r = 0; r < GEMM_MR; r++) acc[r] = fma((float16)(ap[r][ka]), b, acc[r]);
+    if (WS_IS_QUANT(storage)) {
+        // Quantized panels: each sub-block's per-column factors formed once for its rows, each row's values
+        // dequantized in registers (the same fp32 values as ws_load16's, the same fma order as below).
+        const int S = 1 << WQ_SUB_BITS(storage);
+        for (int k0 = 0; k0 < K; k0 += S) {
+            float16 fa, fb;
+            wq_params(bp + k0, (const __global uchar*)Bp, storage, &fa, &fb);
+            for (int k = k0; k < k0 + S; k++) {
+                float16 b = wq_apply(wq_values(bp + k, (const __global uchar*)Bp, storage), fa, fb, storage);
+                size_t ka = (size_t)k * a_cs;
+                #pragma unroll
+                for (int r = 0; r < GEMM_MR; r++) acc[r] = fma((float16)(ap[r][ka]), b, acc[r]);
+            }
+        }
+    } else {
+        for (int k = 0; k < K; k++) {
+            float16 b = ws_load16(bp + k, Bp, storage);
+            size_t ka = (size_t)k * a_cs;
+            #pragma unroll
+            for (int r = 0; r < GEMM_MR; r++) acc[r] = fma((float16)(ap[r][ka]), b, acc[r]);
+        }
     }
     #pragma unroll
     for (int r = 0; r < GEMM_MR; r++) acc[r] *= alpha;
@@ -167,55 +183,85 @@ GEMM_PACKED_KERNEL(gemm_packed_q4_1, uchar, WS_Q4_1)
 GEMM_PACKED_KERNEL(gemm_packed_q5_0, uchar, WS_Q5_0)
 GEMM_PACKED_KERNEL(gemm_packed_q5_1, uchar, WS_Q5_1)
 GEMM_PACKED_KERNEL(gemm_packed_nf4, uchar, WS_NF4)
+GEMM_PACKED_KERNEL(gemm_packed_q4_k, uchar, WS_Q4_K)
+GEMM_PACKED_KERNEL(gemm_packed_q5_k, uchar, WS_Q5_K)
+GEMM_PACKED_KERNEL(gemm_packed_q6_k, uchar, WS_Q6_K)
 
-// reblock_q: quantized panels (common.cl, "Quantized panels") from a W (rows, K) in ggml blocks, row r of W read
-// from row row_src[r] of src (use_map = 1: llama.cpp's rotary order of q/k rows undone) or row r. Rows past
-// `rows` (the last panel's padding) get d = m = q = 0. Each work-item builds one chunk privately and stores it.
-// ggml's blocks (bytes): Q8_0 d, qs·i8[32]; Q4_0 d, qs[16]; Q4_1 d, m, qs[16]; Q5_0 d, qh·u32, qs[16];
-// Q5_1 d, m, qh, qs — element j < 16 the low nibble of qs[j], j ≥ 16 the high nibble of qs[j − 16], its fifth
-// bit is bit j of qh. NF4's source blocks (64 values, 36 bytes; `NF4Quantize` on the host): absmax·f32, then
-// bitsandbytes' packing, element 2j in the high nibble of byte j and 2j + 1 in its low nibble.
-// global (ceil(rows/16), K/32 or K/64)
+// reblock_q: quantized panels (common.cl, "Quantized panels") from a W (rows, K) in source blocks, row r of W
+// read from row row_src[r] of src (use_map = 1: llama.cpp's rotary order of q/k rows undone) or row r. Rows past
+// `rows` (the last panel's padding) get all-zero bytes. Each work-item writes one chunk (zeroed, then filled).
+// Source blocks (bytes), as ggml stores them: Q8_0 d, qs·i8[32]; Q4_0 d, qs[16]; Q4_1 d, m, qs[16];
+// Q5_0 d, qh·u32, qs[16]; Q5_1 d, m, qh, qs — element j < 16 the low nibble of qs[j], j ≥ 16 the high nibble of
+// qs[j − 16], its fifth bit bit j of qh; Q4_K d, dmin, scales[12], qs[128] — element e of sub-block s = e / 32 in
+// byte 32·(s / 2) + e % 32 of qs, the low nibble for even s; Q5_K d, dmin, scales[12], qh[32], qs[128], the fifth
+// bit bit s of qh[e % 32]; Q6_K ql[128], qh[64], scales·i8[16], d — element e (h = e / 128, r = e % 128): low
+// bits (ql[64h + r % 64] >> 4·(r / 64)) & 15, high bits (qh[32h + r % 32] >> 2·(r / 32)) & 3, sub-block e / 16.
+// NF4 (made on the host, `NF4Quantize`): absmax·f32, then bitsandbytes' packing, element 2j in the high nibble of
+// byte j and 2j + 1 in its low nibble. global (ceil(rows/16), K/R)
 __kernel void reblock_q(int rows, int kblocks, int storage, __global const uchar* src, int use_map,
                         __global const int* row_src, __global uchar* dst) {
     int t = get_global_id(0), kb = get_global_id(1);
     if (t * 16 >= rows || kb >= kblocks) return;
     const int bb = storage == WS_Q8_0 ? 34 : storage == WS_Q4_0 ? 18 : storage == WS_Q4_1 ? 20 : storage == WS_Q5_0 ? 22
-                 : storage == WS_Q5_1 ? 24 : 36;
-    const int cb = WQ_CHUNK_BYTES(storage), qo = WQ_QS(storage);
-    const int hasMin = WQ_HAS_MIN(storage), hasHigh = WQ_HAS_HIGH(storage);
-    uchar chunk[576];
-    for (int j = 0; j < cb; j++) chunk[j] = 0;
+                 : storage == WS_Q5_1 ? 24 : storage == WS_NF4 ? 36 : storage == WS_Q4_K ? 144 : storage == WS_Q5_K ? 176 : 210;
+    const int cb = WQ_CHUNK_BYTES(storage), qo = WQ_QS(storage), ho = WQ_QH(storage);
+    const int R = 1 << WQ_ROW_BITS(storage);
+    __global uchar* ch = dst + ((size_t)t * kblocks + kb) * cb;
+    for (int j = 0; j < cb; j++) ch[j] = 0;
     for (int c = 0; c < 16; c++) {
         int r = t * 16 + c;
         if (r >= rows) break;
         int sr = use_map ? row_src[r] : r;
         const __global uchar* b = src + ((size_t)sr * kblocks + kb) * bb;
+        // Row kk's 4-bit value q of column c into the nibbles; its fifth bit into the fifth bits.
+        #define PUT_NIBBLE(kk, q) (ch[qo + (kk) * 8 + (c & 7)] |= (uchar)(c < 8 ? (q) : (q) << 4))
+        #define PUT_FIFTH(kk) (ch[ho + 2 * (kk) + (c >> 3)] |= (uchar)(1u << (c & 7)))
         if (storage == WS_NF4) {
-            for (int j = 0; j < 4; j++) chunk[4 * c + j] = b[j];
-            for (int kk = 0; kk < 64; kk++) {
-                uint q = kk % 2 == 0 ? b[4 + kk / 2] >> 4 : b[4 + kk / 2] & 0x0F;
-                chunk[64 + kk * 8 + (c & 7)] |= (uchar)(c < 8 ? q : q << 4);
+            for (int j = 0; j < 4; j++) ch[4 * c + j] = b[j];
+            for (int kk = 0; kk < 64; kk++) PUT_NIBBLE(kk, kk % 2 == 0 ? b[4 + kk / 2] >> 4 : b[4 + kk / 2] & 0x0F);
+            continue;
+        }
+        if (storage == WS_Q6_K) {
+            ch[2 * c] = b[208]; ch[2 * c + 1] = b[209];
+            for (int sub = 0; sub < 16; sub++) ch[32 + sub * 16 + c] = b[192 + sub];
+            for (int e = 0; e < 256; e++) {
+                int h = e / 128, rr = e % 128;
+                uint lo = (b[h * 64 + rr % 64] >> (4 * (rr / 64))) & 0x0F;
+                uint hi = (b[128 + h * 32 + rr % 32] >> (2 * (rr / 32))) & 0x03;
+                PUT_NIBBLE(e, lo);
+                ch[ho + 4 * e + (c >> 2)] |= (uchar)(hi << (2 * (c & 3)));
             }
             continue;
         }
-        chunk[2 * c] = b[0]; chunk[2 * c + 1] = b[1];
-        if (hasMin) { chunk[32 + 2 * c] = b[2]; chunk[32 + 2 * c + 1] = b[3]; }
-        if (storage == WS_Q8_0) {
-            for (int kk = 0; kk < 32; kk++) chunk[32 + kk * 16 + c] = b[2 + kk];
+        if (storage == WS_Q4_K || storage == WS_Q5_K) {
+            ch[2 * c] = b[0]; ch[2 * c + 1] = b[1];
+            ch[32 + 2 * c] = b[2]; ch[32 + 2 * c + 1] = b[3];
+            for (int j = 0; j < 12; j++) ch[64 + 12 * c + j] = b[4 + j];
+            int qs = storage == WS_Q5_K ? 48 : 16;
+            for (int e = 0; e < 256; e++) {
+                int sb = e / 32, j = e % 32;
+                uint byte = b[qs + 32 * (sb / 2) + j];
+                PUT_NIBBLE(e, sb % 2 == 0 ? byte & 0x0F : byte >> 4);
+                if (storage == WS_Q5_K && ((b[16 + j] >> sb) & 1)) PUT_FIFTH(e);
+            }
             continue;
         }
-        int o = hasMin ? 4 : 2;
-        uint qh = 0;
-        if (hasHigh) { qh = (uint)b[o] | (uint)b[o + 1] << 8 | (uint)b[o + 2] << 16 | (uint)b[o + 3] << 24; o += 4; }
-        for (int kk = 0; kk < 32; kk++) {
-            uint q = kk < 16 ? (b[o + kk] & 0x0F) : (b[o + kk - 16] >> 4);
-            chunk[qo + kk * 8 + (c & 7)] |= (uchar)(c < 8 ? q : q << 4);
-            if (hasHigh && ((qh >> kk) & 1u)) chunk[qo + 256 + 2 * kk + (c >> 3)] |= (uchar)(1u << (c & 7));
+        ch[2 * c] = b[0]; ch[2 * c + 1] = b[1];
+        if (WQ_HAS_MIN(storage)) { ch[32 + 2 * c] = b[2]; ch[32 + 2 * c + 1] = b[3]; }
+        if (storage == WS_Q8_0) {
+            for (int kk = 0; kk < 32; kk++) ch[32 + kk * 16 + c] = b[2 + kk];
+            continue;
         }
+        int o = WQ_HAS_MIN(storage) ? 4 : 2;
+        uint qh = 0;
+        if (WQ_HAS_HIGH(storage)) { qh = (uint)b[o] | (uint)b[o + 1] << 8 | (uint)b[o + 2] << 16 | (uint)b[o + 3] << 24; o += 4; }
+        for (int kk = 0; kk < R; kk++) {
+            PUT_NIBBLE(kk, kk < 16 ? (b[o + kk] & 0x0F) : (b[o + kk - 16] >> 4));
+            if (WQ_HAS_HIGH(storage) && ((qh >> kk) & 1u)) PUT_FIFTH(kk);
+        }
+        #undef PUT_NIBBLE
+        #undef PUT_FIFTH
     }
-    __global uchar* out = dst + ((size_t)t * kblocks + kb) * cb;
-    for (int j = 0; j < cb; j++) out[j] = chunk[j];
 }
 
 // pack_b_u16: pack_b for 16-bit elements (f16 or bf16 bits, moved unchanged;
@@ -287,6 +333,9 @@ TRANSPOSE_PANELS_Q_KERNEL(transpose_panels_q4_1, WS_Q4_1)
 TRANSPOSE_PANELS_Q_KERNEL(transpose_panels_q5_0, WS_Q5_0)
 TRANSPOSE_PANELS_Q_KERNEL(transpose_panels_q5_1, WS_Q5_1)
 TRANSPOSE_PANELS_Q_KERNEL(transpose_panels_nf4, WS_NF4)
+TRANSPOSE_PANELS_Q_KERNEL(transpose_panels_q4_k, WS_Q4_K)
+TRANSPOSE_PANELS_Q_KERNEL(transpose_panels_q5_k, WS_Q5_K)
+TRANSPOSE_PANELS_Q_KERNEL(transpose_panels_q6_k, WS_Q6_K)
 
 // panel_rows: rows of op(B)ᵀ (N,K) read back from the panels of op(B), widened
 // to float: out[i, k] = Bp[n/16][k][n%16] with n = ids[i] (use_ids = 1) or
@@ -315,6 +364,9 @@ PANEL_ROWS_KERNEL(panel_rows_q4_1, uchar, WS_Q4_1)
 PANEL_ROWS_KERNEL(panel_rows_q5_0, uchar, WS_Q5_0)
 PANEL_ROWS_KERNEL(panel_rows_q5_1, uchar, WS_Q5_1)
 PANEL_ROWS_KERNEL(panel_rows_nf4, uchar, WS_NF4)
+PANEL_ROWS_KERNEL(panel_rows_q4_k, uchar, WS_Q4_K)
+PANEL_ROWS_KERNEL(panel_rows_q5_k, uchar, WS_Q5_K)
+PANEL_ROWS_KERNEL(panel_rows_q6_k, uchar, WS_Q6_K)
 
 // colsum: out[n] = beta·out[n] + Σ_m X[m, n]   (dbias = Σ over tokens of dY)
 // X (M,N). global (N)

@@ -12,7 +12,7 @@ private func put(_ d: inout [String: Any], _ key: String, _ v: CustomStringConve
 
 struct TrainDataOptions: ParsableArguments, OverrideGroup {
     @Option(help: "Base model: a Hugging Face directory (config.json, safetensors, tokenizer.json) or a GGUF file. [model]") var model: String?
-    @Option(help: ArgumentHelp("How the frozen weights are kept on the device: auto (a GGUF file keeps its Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 blocks, "
+    @Option(help: ArgumentHelp("How the frozen weights are kept on the device: auto (a GGUF file keeps its Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K blocks, "
                                + "safetensors their dtype), none (a GGUF file dequantized to fp32), q8_0 or q4_0 (16/32-bit weights "
                                + "quantized at load, as gguf-py does) or nf4 (as bitsandbytes does: QLoRA). [quantize, default auto]", valueName: "mode")) var quantize: String?
     @Option(help: ArgumentHelp("Training JSONL; repeat for several. Each line one of {\"messages\": [...]}, {\"conversations\": [...]} (ShareGPT), {\"prompt\", \"completion\"}, {\"text\"} or {\"input_ids\", \"labels\"} (see `lora-gpu data preview`). [data]",

@@ -4,8 +4,8 @@ public enum Transpose: Sendable { case none, transposed }
 
 /// The element type a frozen weight keeps on the device. The checkpoint's
 /// dtype decides it: F16 → `.f16`, BF16 → `.bf16`, F32 → `.f32`; a GGUF file's
-/// Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 blocks stay quantized (`.q8_0` …, re-blocked
-/// into chunks of 16 columns × 32 panel rows, Kernels/common.cl "Quantized
+/// Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K blocks stay quantized (`.q8_0` …, re-blocked
+/// into chunks of 16 columns × one block of rows, Kernels/common.cl "Quantized
 /// panels") and its other types are dequantized to `.f32` at load. The kernels
 /// widen (or dequantize, with ggml's fp32 operations) each element as they load
 /// it, and accumulate in fp32: a product over any storage equals the product
@@ -14,6 +14,8 @@ public enum WeightStorage: String, Sendable, CaseIterable {
     case f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1
     /// QLoRA's NF4 (bitsandbytes' 4-bit NormalFloat, blocks of 64 with an fp32 absmax), made at load.
     case nf4
+    /// GGUF's K-quants, kept as loaded (super-blocks of 256).
+    case q4_k, q5_k, q6_k
 
     /// Kept in ggml blocks (K a multiple of 32).
     public var isQuantized: Bool { quantChunkBytes != nil }
@@ -23,7 +25,7 @@ public enum WeightStorage: String, Sendable, CaseIterable {
     public var bytesPerElement: Int { self == .f16 || self == .bf16 ? 2 : 4 }
 
     /// Panel rows per chunk of quantized panels (the block size along K): 32, or 64 for NF4.
-    public var quantBlockRows: Int { self == .nf4 ? 64 : 32 }
+    public var quantBlockRows: Int { self == .nf4 ? 64 : [.q4_k, .q5_k, .q6_k].contains(self) ? 256 : 32 }
 
     /// Bytes of one chunk (16 columns × `quantBlockRows` rows) of quantized panels; nil for the others.
     public var quantChunkBytes: Int? {
@@ -35,6 +37,9 @@ public enum WeightStorage: String, Sendable, CaseIterable {
         case .q5_0: return 352     // + 64 bytes of fifth bits
         case .q5_1: return 384
         case .nf4: return 576      // 16 fp32 absmax + 512 bytes of nibbles (64 rows)
+        case .q4_k: return 2304    // d, dmin, 16 × 12 scale bytes, nibbles (256 rows)
+        case .q5_k: return 2816    // + fifth bits
+        case .q6_k: return 3360    // d, 16 × 16 int8 scales, nibbles, 2-bit highs
         }
     }
 
@@ -59,6 +64,9 @@ public enum WeightStorage: String, Sendable, CaseIterable {
         case "Q4_1": return .q4_1
         case "Q5_0": return .q5_0
         case "Q5_1": return .q5_1
+        case "Q4_K": return .q4_k
+        case "Q5_K": return .q5_k
+        case "Q6_K": return .q6_k
         default: return nil
         }
     }
@@ -68,6 +76,9 @@ public enum WeightStorage: String, Sendable, CaseIterable {
     public var sourceBlockBytes: Int {
         switch self {
         case .nf4: return 36
+        case .q4_k: return 144
+        case .q5_k: return 176
+        case .q6_k: return 210
         case .q8_0: return 34
         case .q4_0: return 18
         case .q4_1: return 20

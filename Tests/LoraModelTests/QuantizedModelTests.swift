@@ -7,7 +7,7 @@ import XCTest
 /// Issue 18's exactness rule, model by model: a run on quantized storage gives, bit for bit, the numbers of the same
 /// run with the weights dequantized to fp32 at load — the logits, the loss and every LoRA gradient, and the adapter
 /// after AdamW steps with dropout — for a GGUF base's kept blocks (Q8_0, Q4_0, Q4_1 in llama_q.gguf; Q5_0, Q5_1
-/// with a Q8_0 embedding in mistral_q5.gguf) and for the formats made at load (q8_0, q4_0, nf4) from a safetensors base.
+/// with a Q8_0 embedding in mistral_q5.gguf; Q4_K, Q5_K, Q6_K quantized by llama.cpp's ggml in llama_kquant.gguf) and for the formats made at load (q8_0, q4_0, nf4) from a safetensors base.
 final class QuantizedModelTests: XCTestCase {
     let gguf = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fixtures/gguf").path
@@ -61,7 +61,8 @@ final class QuantizedModelTests: XCTestCase {
 
     func testGGUFBlocksKeptEqualTheDequantizedRun() throws {
         let ctx = try ComputeContext.shared()
-        for (file, kinds) in [("llama_q", Set<WeightStorage>([.q8_0, .q4_0, .q4_1])), ("mistral_q5", [.q8_0, .q5_0, .q5_1])] {
+        for (file, kinds) in [("llama_q", Set<WeightStorage>([.q8_0, .q4_0, .q4_1])), ("mistral_q5", [.q8_0, .q5_0, .q5_1]),
+                              ("llama_kquant", [.q4_k, .q5_k, .q6_k, .q8_0])] {
             for checkpointing in [false, true] {
                 let (cq, sq) = try ModelSource.open(gguf + "/\(file).gguf")
                 let (cf, sf) = try ModelSource.open(gguf + "/\(file).gguf", quantize: .none)
@@ -76,6 +77,19 @@ final class QuantizedModelTests: XCTestCase {
                 try checkSame(q, f, "\(file) checkpointing \(checkpointing)", checkpointing: checkpointing)
             }
         }
+    }
+
+    /// The K-quant file (made by llama.cpp's own quantizer) gives transformers' logits, read from its kept blocks.
+    func testKQuantFileGivesTransformersLogits() throws {
+        let ids = try (JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: gguf + "/expected.json"))) as! [String: Any])["input_ids"] as! [[Int]]
+        var l = LoraConfig()
+        l.inferenceMode = true
+        let m = try LlamaLoRAModel(modelDirectory: gguf + "/llama_kquant.gguf", lora: l, context: try ComputeContext.shared())
+        XCTAssertEqual(Set(m.frozenMatrices.map(\.storage)), [.q4_k, .q5_k, .q6_k, .q8_0])
+        let logits = try m.logits(try TokenBatch(inputIDs: ids))
+        let ref = try SafeTensorsFile(path: gguf + "/llama_kquant.expected.safetensors").floats("logits").values
+        let e = relErr(logits, ref)
+        XCTAssertLessThanOrEqual(e, 1e-5, "logits relative error \(e)")
     }
 
     /// A safetensors Llama with hidden 64 and intermediate 128 (so every matrix holds whole NF4 blocks), random weights.

@@ -11,10 +11,15 @@ import XCTest
 /// must give, bit for bit, what the fp32 path gives on the weights dequantized at load (`GGMLDequantize`,
 /// checked against gguf-py by the quant_zoo fixture). Random blocks, awkward row counts, NaN-poisoned outputs.
 final class QuantizedStorageTests: XCTestCase {
-    static let formats: [WeightStorage] = [.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .nf4]
-    /// (out, in): in a multiple of the block size (32, NF4's 64); out 1, 17, 63, 129 (never a multiple of 16).
+    static let formats: [WeightStorage] = [.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .nf4, .q4_k, .q5_k, .q6_k]
+    /// (out, in): in a multiple of the block size (32, NF4's 64, the K-quants' 256); out 1, 17, 63, 129 (never a
+    /// multiple of 16).
     static func shapes(_ s: WeightStorage) -> [(Int, Int)] {
-        s == .nf4 ? [(1, 64), (17, 128), (63, 192), (129, 64)] : [(1, 32), (17, 64), (63, 96), (129, 32), (40, 160)]
+        switch s.quantBlockRows {
+        case 256: return [(1, 256), (17, 512), (63, 256)]
+        case 64: return [(1, 64), (17, 128), (63, 192), (129, 64)]
+        default: return [(1, 32), (17, 64), (63, 96), (129, 32), (40, 160)]
+        }
     }
     static let tokens = [1, 3, 17, 63]
 
@@ -34,8 +39,15 @@ final class QuantizedStorageTests: XCTestCase {
                 withUnsafeBytes(of: a.bitPattern.littleEndian) { for j in 0..<4 { out[b * bb + j] = $0[j] } }
                 continue
             }
-            half(0, Float(Double(rng.next() % 20001) / 1e5 - 0.1))
-            if storage == .q4_1 || storage == .q5_1 { half(2, Float(Double(rng.next() % 20001) / 1e4 - 1)) }
+            switch storage {
+            case .q4_k, .q5_k:   // d, dmin (scales and mins: the random 6-bit fields)
+                half(0, Float(Double(rng.next() % 20001) / 1e6 - 0.01)); half(2, Float(Double(rng.next() % 20001) / 1e6))
+            case .q6_k:          // d at the end (scales: random int8)
+                half(208, Float(Double(rng.next() % 20001) / 1e6 - 0.01))
+            default:
+                half(0, Float(Double(rng.next() % 20001) / 1e5 - 0.1))
+                if storage == .q4_1 || storage == .q5_1 { half(2, Float(Double(rng.next() % 20001) / 1e4 - 1)) }
+            }
         }
         return out
     }
@@ -121,7 +133,7 @@ final class QuantizedStorageTests: XCTestCase {
         let ctx = try ComputeContext.shared()
         var rng = SeededRandom(seed: freshSeed(#function))
         for storage in Self.formats {
-            let rows = 24, cols = 64
+            let rows = 24, cols = storage.quantBlockRows == 256 ? 256 : 64
             let map = (0..<rows).map { Int32(($0 * 7 + 3) % rows) }
             let (q, _, w) = try pair(ctx, storage, rows: rows, cols: cols, rowSource: map, rng: &rng)
             let back = try poisoned(ctx, rows * cols)

@@ -43,7 +43,7 @@ final class Storage16Tests: XCTestCase {
         XCTAssertEqual(WeightStorage.f32.bytesPerElement, 4)
         XCTAssertEqual(WeightStorage.f16.bytesPerElement, 2)
         XCTAssertEqual(WeightStorage.bf16.bytesPerElement, 2)
-        XCTAssertEqual(WeightStorage.allCases.map(\.kernelSuffix), ["", "_f16", "_bf16", "_q8_0", "_q4_0", "_q4_1", "_q5_0", "_q5_1", "_nf4"])
+        XCTAssertEqual(WeightStorage.allCases.map(\.kernelSuffix), ["", "_f16", "_bf16", "_q8_0", "_q4_0", "_q4_1", "_q5_0", "_q5_1", "_nf4", "_q4_k", "_q5_k", "_q6_k"])
         let ctx = try sharedContext()
         var rng = freshRandom(#function)
         for storage in [WeightStorage.f16, .bf16] {

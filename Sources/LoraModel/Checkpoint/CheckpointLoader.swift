@@ -39,7 +39,7 @@ struct CheckpointLoader {
     }
     /// A frozen matrix W (rows, cols) as the panels of op(B) = Wᵀ (K = cols,
     /// N = rows): F16 / BF16 stay 16-bit (the bits are packed as they are), a
-    /// GGUF file's Q8_0 … Q5_1 stay in their blocks (re-blocked on the device),
+    /// GGUF file's Q8_0 … Q6_K stay in their blocks (re-blocked on the device),
     /// anything else becomes fp32. A W past `limitBytes` is kept in blocks of rows
     /// (`FrozenLinear.splitRows`), each uploaded, packed and its staging copy
     /// freed before the next, so no buffer — staging included — exceeds it.

@@ -45,7 +45,7 @@ public protocol CheckpointSource: AnyObject {
     /// Every tensor name in the checkpoint (Hugging Face names where mapped).
     var tensorNames: [String] { get }
     /// The tensor as a frozen matrix (rows, cols) is loaded: `.blocks` where the source keeps a quantized
-    /// type on the device (a GGUF file's Q8_0 … Q5_1, `GGUFCheckpoint.keepsQuantizedBlocks`), else `checkpointTensor`.
+    /// type on the device (a GGUF file's Q8_0 … Q5_1, Q4_K, Q5_K, Q6_K, `GGUFCheckpoint.keepsQuantizedBlocks`), else `checkpointTensor`.
     func frozenTensor(_ name: String, shape: [Int]) throws -> CheckpointTensor
     /// The type a frozen matrix is kept in, as the memory plan records it: the file's ("BF16", "Q4_1"), or
     /// "Q6_K → F32" for a type dequantized at load.
@@ -148,7 +148,7 @@ final class PrefixedCheckpoint: CheckpointSource {
 // MARK: GGUF as a checkpoint
 
 /// A GGUF model file read as a Hugging Face checkpoint: llama.cpp's tensor
-/// names mapped to transformers', frozen matrices of Q8_0 … Q5_1 kept in their
+/// names mapped to transformers', frozen matrices of Q8_0 … Q6_K kept in their
 /// blocks (`frozenTensor`), other tensors dequantized to fp32 at load, and
 /// llama.cpp's rotary permutation of q and k undone (as transformers'
 /// GGUF loader does).
@@ -157,7 +157,7 @@ public final class GGUFCheckpoint: CheckpointSource {
     public let config: ModelConfig
     /// Whether q/k rows are in llama.cpp's interleaved rotary order (the "llama" architecture).
     let permutedQK: Bool
-    /// Whether frozen matrices of a type the kernels read (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) stay in their blocks
+    /// Whether frozen matrices of a type the kernels read (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) stay in their blocks
     /// on the device (the default; `--quantize none` sets it false: every tensor dequantized to fp32 at load).
     public var keepsQuantizedBlocks = true
 
@@ -237,7 +237,7 @@ public final class GGUFCheckpoint: CheckpointSource {
     /// The storage a frozen matrix of `info`'s type is kept in, nil when dequantized at load.
     func keptStorage(_ info: GGUFTensorInfo) -> WeightStorage? {
         guard keepsQuantizedBlocks, info.shape.count == 2, let s = WeightStorage.quantized(ggmlName: info.type.name),
-              info.shape[1] % 32 == 0 else { return nil }
+              info.shape[1] % s.quantBlockRows == 0 else { return nil }
         return s
     }
 
@@ -261,7 +261,7 @@ public final class GGUFCheckpoint: CheckpointSource {
             }
         }
         let bytes = file.bytes(info)
-        guard bytes.count >= shape[0] * shape[1] / 32 * info.type.blockLayout.bytes else {
+        guard bytes.count >= shape[0] * shape[1] / info.type.blockLayout.elements * info.type.blockLayout.bytes else {
             throw GGUFError.tensor(path: file.path, name: g, reason: "\(bytes.count) bytes of data for shape \(shape) in \(info.type.name)")
         }
         return .blocks(type: info.type, bytes: bytes, rows: shape[0], cols: shape[1], rowSource: rowSource)

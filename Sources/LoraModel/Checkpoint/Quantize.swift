@@ -4,7 +4,7 @@ import LoraOps
 
 /// How the frozen weights are kept on the device (`--quantize`, settings key `quantize`).
 public enum QuantizeMode: String, CaseIterable, Sendable {
-    /// A GGUF base keeps its Q8_0 … Q5_1 blocks (its other types dequantized to fp32 at load); a safetensors
+    /// A GGUF base keeps its Q8_0 … Q5_1 and Q4_K/Q5_K/Q6_K blocks (its other types dequantized to fp32 at load); a safetensors
     /// base keeps its dtype (16-bit stays 16-bit). The default.
     case auto
     /// Nothing quantized: 16-bit stays 16-bit, a GGUF file is dequantized to fp32 at load (the path before
@@ -136,7 +136,7 @@ public enum NF4Quantize {
 
 /// The host's view of the source blocks of a quantized storage.
 public enum QuantizedBlocks {
-    /// `count` values of source blocks of `storage` (ggml's for Q8_0 … Q5_1, NF4's).
+    /// `count` values of source blocks of `storage` (ggml's for Q8_0 … Q6_K, NF4's).
     public static func dequantize(_ raw: UnsafeRawBufferPointer, storage: WeightStorage, count: Int) -> [Float] {
         if storage == .nf4 { return NF4Quantize.dequantize(raw, count: count) }
         let type = GGMLType.allCases.first { $0.name == storage.rawValue.uppercased() }!

@@ -154,7 +154,7 @@ public struct MemoryPlan: Sendable {
 
     /// Checkpoint tensor name → dtype as the plan records it, from the headers
     /// (a missing tensor or a wrong shape is the error loading would give).
-    /// A GGUF file's Q8_0 … Q5_1 matrices stay quantized ("Q4_1"); its other types are dequantized to fp32
+    /// A GGUF file's Q8_0 … Q5_1, Q4_K, Q5_K, Q6_K matrices stay quantized ("Q4_1"); its other types are dequantized to fp32
     /// on the host ("Q6_K → F32"; all of them with `--quantize none`).
     static func checkpointDTypes(config c: ModelConfig, checkpoint: CheckpointSource) throws -> [String: String] {
         var dtypes: [String: String] = [:]
