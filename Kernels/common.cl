@@ -185,9 +185,11 @@ inline float16 wq_values(size_t i, const __global uchar* p, const int s) {
     uchar8 n = vload8(kk, ch + WQ_QS(s));
     uchar16 q = (uchar16)(n & (uchar8)(0x0F), n >> (uchar8)(4));
     if (s == WS_NF4) {
-        float t[16];
-        for (int c = 0; c < 16; c++) t[c] = NF4_CODE[q[c]];
-        return vload16(0, t);
+        // A 16-entry table lookup in registers: shuffle picks code[q[c]] for each lane.
+        const float16 code = (float16)(NF4_CODE[0], NF4_CODE[1], NF4_CODE[2], NF4_CODE[3], NF4_CODE[4], NF4_CODE[5],
+                                       NF4_CODE[6], NF4_CODE[7], NF4_CODE[8], NF4_CODE[9], NF4_CODE[10], NF4_CODE[11],
+                                       NF4_CODE[12], NF4_CODE[13], NF4_CODE[14], NF4_CODE[15]);
+        return shuffle(code, convert_uint16(q));
     }
     if (WQ_HAS_HIGH(s)) {
         ushort16 h = (ushort16)(((const __global ushort*)(ch + WQ_QH(s)))[kk]);

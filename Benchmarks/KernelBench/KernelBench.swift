@@ -187,10 +187,17 @@ public final class KernelBench {
         try ctx.finish()
         record("frozen bwd f32 2nd copy (old)", bshape, seconds: try timeDevice { try ctx.matmul(dx, dy, packed: old, m: m) },
                flops: flops, blasSeconds: blasB)
-        for storage in WeightStorage.allCases {
+        for storage in WeightStorage.allCases where !storage.isQuantized || din % storage.quantBlockRows == 0 {
             let base: FrozenLinear
             if storage == .f32 {
                 base = try FrozenLinear(ctx, weight: w32, outFeatures: dout, inFeatures: din)
+            } else if storage.isQuantized {
+                // Q8_0 / Q4_0 / NF4 quantized from W as --quantize makes them; the other block types from random blocks.
+                let blocks = [.q8_0, .q4_0, .nf4].contains(storage)
+                    ? wv.withUnsafeBufferPointer { QuantizedBlocks.quantize($0, storage: storage) }
+                    : Self.randomBlocks(storage, rows: dout, cols: din, rng: &rng)
+                base = FrozenLinear(forward: try ctx.packQuantized(try DeviceBuffer<UInt8>(queue: ctx.queue, blocks), storage: storage,
+                                                                   rows: dout, cols: din))
             } else {
                 let bits = storage == .f16 ? wv.map { Float16($0).bitPattern } : wv.map { UInt16(truncatingIfNeeded: $0.bitPattern >> 16) }
                 base = try FrozenLinear(ctx, weight16: try DeviceBuffer<UInt16>(queue: ctx.queue, bits), storage: storage,
@@ -199,7 +206,7 @@ public final class KernelBench {
             let s = storage.rawValue
             record("frozen fwd \(s)", shape, seconds: try timeDevice { try ctx.frozenForward(y: y, x: x, base: base, tokens: m) },
                    flops: flops, blasSeconds: blasF)
-            for mode in storage == .f32 ? [BackwardPanels.widened] : [.widened, .native] {
+            for mode in storage == .f32 || storage.isQuantized ? [BackwardPanels.widened] : [.widened, .native] {
                 let label = storage == .f32 ? "frozen bwd f32 (transpose+gemm)" : "frozen bwd \(s) \(mode == .widened ? "→f32" : "native")"
                 record(label, bshape, seconds: try timeDevice {
                     try ctx.matmul(dx, dy, packed: ctx.backwardPanels(base, mode, reuse: false), m: m)
@@ -210,6 +217,26 @@ public final class KernelBench {
                 recordBandwidth("  transpose_panels_u16 alone", "\(dout)x\(din)", seconds: t, bytes: 4.0 * Double(dout * din))
             }
         }
+    }
+
+    /// Random source blocks of a quantized storage for W (rows, cols): random quant bytes, small finite scales.
+    static func randomBlocks(_ storage: WeightStorage, rows: Int, cols: Int, rng: inout SeededRandom) -> [UInt8] {
+        let (be, bb) = (storage.quantBlockRows, storage.sourceBlockBytes)
+        var out = [UInt8](repeating: 0, count: rows * cols / be * bb)
+        for i in out.indices { out[i] = UInt8(truncatingIfNeeded: rng.next()) }
+        for b in 0..<(rows * cols / be) {
+            func half(_ at: Int, _ v: Float) {
+                let bits = Float16(v).bitPattern
+                out[b * bb + at] = UInt8(bits & 0xFF); out[b * bb + at + 1] = UInt8(bits >> 8)
+            }
+            switch storage {
+            case .q6_k: half(208, 0.001)
+            case .q4_k, .q5_k: half(0, 0.001); half(2, 0.001)
+            case .q4_1, .q5_1: half(0, 0.004); half(2, -0.03)
+            default: half(0, 0.004)
+            }
+        }
+        return out
     }
 
     func benchMatmul(m: Int, n: Int, k: Int, transA: Bool, transB: Bool) throws {
@@ -393,6 +420,15 @@ extension KernelBench {
             try timeStep(model, try TokenBatch(inputIDs: ids, labels: chatLabels), name: "training step (40 % trained)",
                          shape: "L\(L) H\(H) V\(V) \(B)x\(T) r16")
         }
+        // The same model's frozen weights quantized at load (--quantize), against the fp32 row above (same run).
+        for mode in [QuantizeMode.q8_0, .q4_0, .nf4] {
+            try withBenchModel(.llama, hidden: H, intermediate: I, layers: L, heads: NH, kvHeads: NKV, headDim: nil, vocab: V,
+                               ropeTheta: 10000.0, quantize: mode) { model in
+                let ids = (0..<B).map { _ in (0..<T).map { _ in Int.random(in: 0..<V, using: &rng) } }
+                try timeStep(model, try TokenBatch(inputIDs: ids), name: "training step, \(mode.rawValue) storage",
+                             shape: "L\(L) H\(H) V\(V) \(B)x\(T) r16")
+            }
+        }
         try benchFamilyStep(.qwen3, quick: quick)
         try benchFamilyStep(.phi3, quick: quick)
         try benchFamilyStep(.smollm3, quick: quick)
@@ -422,14 +458,16 @@ extension KernelBench {
     /// A random-weight bench model of `arch` written to a temporary directory and loaded with LoRA r=16 on every
     /// projection (dropout 0.05), given to `body`; the directory is removed after.
     func withBenchModel(_ arch: Architecture, hidden H: Int, intermediate I: Int, layers L: Int, heads NH: Int, kvHeads NKV: Int,
-                        headDim: Int?, vocab V: Int, ropeTheta: Double, _ body: (LlamaLoRAModel) throws -> Void) throws {
+                        headDim: Int?, vocab V: Int, ropeTheta: Double, quantize: QuantizeMode = .auto,
+                        _ body: (LlamaLoRAModel) throws -> Void) throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lora-gpu-bench-\(arch.traits.ggufName)-\(getpid())")
         defer { try? FileManager.default.removeItem(at: dir) }
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         try writeBenchModel(dir, hidden: H, intermediate: I, layers: L, heads: NH, kvHeads: NKV, vocab: V, ropeTheta: ropeTheta,
                             architecture: arch, headDim: headDim)
         let lora = LoraConfig(r: 16, loraAlpha: 32, loraDropout: 0.05, targetModules: .allLinear)
-        try body(try LlamaLoRAModel(modelDirectory: dir.path, lora: lora, context: ctx))
+        let (config, checkpoint) = try ModelSource.open(dir.path, quantize: quantize)
+        try body(try LlamaLoRAModel(config: config, checkpoint: checkpoint, lora: lora, context: ctx))
     }
 
     /// Where `body`'s device time goes, by kernel (event profiling): a heading made from the total milliseconds,

@@ -123,6 +123,15 @@ public final class Trainer {
         if !s.gradientCheckpointing && fits(shaped { $0.gradientCheckpointing = true }) {
             options.append("gradient_checkpointing: true (keeps one layer's activations and recomputes the others in backward)")
         }
+        // Smaller frozen weights: a GGUF file's own blocks kept (after --quantize none), else quantized at load.
+        let current = QuantizeMode(rawValue: c.quantize) ?? .auto
+        for mode in [QuantizeMode.auto, .q8_0, .nf4] where mode != current {
+            let q = plan.with(quantize: mode)
+            guard q.weightBytes < plan.weightBytes, fits(q) else { continue }
+            options.append("quantize: \(mode.rawValue) (" + (mode == .auto ? "the GGUF file's blocks kept" : "frozen weights quantized at load")
+                           + ": weights \(F(q.weightBytes)) instead of \(F(plan.weightBytes)))")
+            break
+        }
         if !options.isEmpty {
             m += " These fit: " + options.joined(separator: "; or ") + "."
         } else if fits(shaped { $0.batch = 1; $0.seq = 2; $0.gradientCheckpointing = true }) {
