@@ -38,6 +38,21 @@ final class GenerateCLITests: XCTestCase {
         }
     }
 
+    /// `--quantize`: a GGUF file's blocks kept (the default) or dequantized (none) give the same text, bit for bit
+    /// the same numbers; a value that is not a mode is named with the choices.
+    func testQuantizeModesGiveTheSameTextAndABadOneIsNamed() throws {
+        let model = URL(fileURLWithPath: Self.root).deletingLastPathComponent().deletingLastPathComponent().path + "/gguf/llama_q.gguf"
+        let args = ["--model", model, "--raw-prompt", "hello world", "--max-new-tokens", "6", "--kernel-config", "cpu"]
+        let kept = try run(args), none = try run(args + ["--quantize", "none"])
+        XCTAssertEqual(kept.status, 0, kept.stderr)
+        XCTAssertEqual(none.status, 0, none.stderr)
+        XCTAssertEqual(kept.stdout, none.stdout)
+        XCTAssertTrue(kept.stderr.contains("6 new tokens"), kept.stderr)
+        let bad = try run(args + ["--quantize", "q2"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("--quantize must be one of auto, none, q8_0, q4_0, nf4, got 'q2'"), bad.stderr)
+    }
+
     func testPromptWithoutChatTemplateAsksForOneAndRawPromptStillWorks() throws {
         let dir = try temporaryDirectory("notemplate")
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -200,4 +200,27 @@ final class MemoryPlanTrainTests: XCTestCase {
         XCTAssertNoThrow(try Trainer.checkMemory(plan, limits: MemoryLimits(deviceName: "big", globalBytes: plan.totalBytes,
                                                                           maxAllocationBytes: plan.largest!.bytes), config: c))
     }
+
+    /// Weights that do not fit until quantized: the advice names `quantize` with the planned bytes — `auto` for a GGUF
+    /// file dequantized by `--quantize none` (its own blocks kept), `q8_0` for an fp32 safetensors checkpoint.
+    func testQuantizeIsSuggestedWhereItFits() throws {
+        let gguf = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/gguf/llama_q.gguf").path
+        for (path, mode, expect) in [(gguf, "none", QuantizeMode.auto), (fixtureModel, "auto", .q8_0)] {
+            let (mc, checkpoint) = try ModelSource.open(path, quantize: QuantizeMode(rawValue: mode)!)
+            let c = try smallConfig(data: "unused.jsonl", output: "unused", ["model": path, "quantize": mode,
+                                                                              "per_device_train_batch_size": "1", "max_seq_len": "2"])
+            let plan = try MemoryPlan.make(config: mc, adapterPlan: try AdapterPlan(config: mc, lora: c.loraSettings()),
+                                           checkpoint: checkpoint, shape: .init(batch: 1, seq: 2), alignmentBytes: 128)
+            let smaller = plan.with(quantize: expect)
+            XCTAssertLessThan(smaller.weightBytes, plan.weightBytes, path)
+            let limits = MemoryLimits(deviceName: "test device", globalBytes: smaller.totalBytes, maxAllocationBytes: 1 << 40)
+            XCTAssertThrowsError(try Trainer.checkMemory(plan, limits: limits, config: c)) { e in
+                let m = "\(e)"
+                if ProcessInfo.processInfo.environment["LORA_GPU_PRINT_ERRORS"] != nil { print("ERROR:", m) }
+                XCTAssertTrue(m.contains("quantize: \(expect.rawValue) ("), m)
+                XCTAssertTrue(m.contains("weights \(MemoryPlan.format(smaller.weightBytes)) instead of \(MemoryPlan.format(plan.weightBytes))"), m)
+            }
+        }
+    }
 }

@@ -31,6 +31,7 @@ final class SettingsErrorTests: XCTestCase {
             (["max_seq_len": "1"], ["max_seq_len", "at least 2"]),
             (["lerning_rate": "1e-4"], ["lerning_rate", "did you mean 'learning_rate'"]),
             (["load_best_model_at_end": "true"], ["load_best_model_at_end", "needs evaluation data"]),
+            (["quantize": "q3_k"], ["quantize", "'q3_k' is not one of auto, none, q8_0, q4_0, nf4"]),
         ]
         for (o, parts) in cases {
             let m = message(o)
