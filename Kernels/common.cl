@@ -223,11 +223,45 @@ inline float16 wq_load16(size_t i, const __global uchar* p, const int s) {
     return wq_apply(wq_values(i, p, s), a, b, s);
 }
 
-// Element e (= 16·i + c: row i, column c) of quantized panels at p, dequantized.
+// Element e (= 16·i + c: row i, column c) of quantized panels at p, dequantized: column c's factors only, in the
+// order of wq_params / wq_values / wq_apply (the tiled gemm and panel_rows read one element per work-item).
 inline float wq_load1(size_t e, const __global uchar* p, const int s) {
-    float t[16];
-    vstore16(wq_load16(e >> 4, p, s), 0, t);
-    return t[e & 15];
+    #pragma OPENCL FP_CONTRACT OFF
+    size_t i = e >> 4;
+    int c = (int)(e & 15);
+    const __global uchar* ch = wq_chunk(i, p, s);
+    int kk = (int)(i & ((1 << WQ_ROW_BITS(s)) - 1));
+    float v;
+    if (s == WS_Q8_0) {
+        v = (float)((const __global char*)(ch + 32))[kk * 16 + c];
+    } else {
+        uchar b = ch[WQ_QS(s) + kk * 8 + (c & 7)];
+        uint q = c < 8 ? (b & 0x0F) : (b >> 4);
+        if (s == WS_NF4) return NF4_CODE[q] * ((const __global float*)ch)[c];
+        if (WQ_HAS_HIGH(s)) q |= ((((const __global ushort*)(ch + WQ_QH(s)))[kk] >> c) & 1u) << 4;
+        if (s == WS_Q6_K) q |= ((((const __global uint*)(ch + WQ_QH(s)))[kk] >> (2 * c)) & 3u) << 4;
+        v = (float)q;
+        if (s == WS_Q4_0) v -= 8.0f;
+        else if (s == WS_Q5_0) v -= 16.0f;
+        else if (s == WS_Q6_K) v -= 32.0f;
+    }
+    float d = vload_half(c, (const __global half*)ch);
+    if (s == WS_Q6_K) {
+        float a = d * (float)((const __global char*)(ch + 32))[(kk >> 4) * 16 + c];
+        return v * a;
+    }
+    if (WQ_IS_K(s)) {
+        float sc, m;
+        wq_k_scale_min(kk >> 5, ch + 64 + 12 * c, &sc, &m);
+        float a = d * sc, b = vload_half(16 + c, (const __global half*)ch) * m;
+        float t = a * v;
+        return t - b;
+    }
+    if (WQ_HAS_MIN(s)) {
+        float t = d * v;
+        return t + vload_half(16 + c, (const __global half*)ch);
+    }
+    return v * d;
 }
 
 // Sixteen bf16 values at p + 16·i widened to float16 (the vload16 of bf16).

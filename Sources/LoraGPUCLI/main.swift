@@ -16,7 +16,7 @@ struct DeviceOption: ParsableArguments {
     func context() throws -> ComputeContext { try KernelSetup.context(device: device, kernelConfig: kernelConfig) }
 }
 
-/// `--quantize` of the commands that load a model for inference (generate, predict, embed, inspect).
+/// `--quantize` of the commands that load a model for inference (generate, predict, embed).
 struct QuantizeOption: ParsableArguments {
     @Option(help: ArgumentHelp("How the frozen weights are kept on the device: auto (a GGUF file keeps its Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K "
                                + "blocks; safetensors keep their dtype), none (a GGUF file dequantized to fp32), q8_0 or q4_0 "

@@ -1,6 +1,12 @@
 import Foundation
 import OpenCLRuntime
 
+#if os(Linux)
+/// glibc's mallopt (malloc.h, which Swift's Glibc module does not export); M_MMAP_THRESHOLD is −3 there.
+@_silgen_name("mallopt") private func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
+private let glibcMmapThreshold: Int32 = -3
+#endif
+
 /// Shape or argument errors of an op, naming the op and the operand.
 public struct OpError: Error, CustomStringConvertible {
     public let op: String
@@ -73,8 +79,22 @@ public final class ComputeContext {
 
     /// `kernelFiles`: build only these kernel files (plus common.cl), as the
     /// tuner does to keep a candidate's build short; nil builds all of them.
+    /// Buffers of a CPU device (pocl) live in this process's heap: glibc raises its mmap threshold to the largest
+    /// block freed (up to 32 MiB), so after the loader frees a weight's staging buffer, later buffers below that
+    /// size come from the heap and freed ones stay resident. Fixing the threshold at 128 KiB keeps every larger
+    /// buffer its own mapping, returned when freed: the 8B-shaped Q4_0 run's peak RSS fell by 1.2 GiB
+    /// (Benchmarks/NOTES.md, 2026-12-07, quantized storage). Set once, before the first context.
+    static let freedBuffersGoBack: Bool = {
+        #if os(Linux)
+        return glibcMallopt(glibcMmapThreshold, 128 * 1024) == 1
+        #else
+        return false
+        #endif
+    }()
+
     public init(device: Device, config: KernelConfig, origin: String = "given",
                 kernelFiles: Set<String>? = nil) throws {
+        _ = Self.freedBuffersGoBack
         self.device = device
         self.config = config
         configOrigin = origin

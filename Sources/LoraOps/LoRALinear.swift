@@ -98,13 +98,14 @@ public final class FrozenLinear {
         outFeatures = checkedParts.last!.rows.upperBound
     }
 
-    /// `splitRows(outFeatures:inFeatures:bytesPerElement:limitBytes:)` for W kept as `storage`: a quantized W
-    /// counts its chunks' bytes (16 rows by `in`) against `limitBytes`, and its elements against 2³¹−1 (its
-    /// backward panels are widened in blocks within `backwardPanelBytesLimit`, not kept whole).
+    /// `splitRows(outFeatures:inFeatures:bytesPerElement:limitBytes:)` for W kept as `storage`. A quantized W is
+    /// kept in the blocks its fp32 copy would be (`--quantize none`): every product then adds the same parts in the
+    /// same order, so the run stays bit-identical to the dequantized one under a buffer limit too; only where not even
+    /// 16 fp32 rows fit a buffer are its own chunk bytes (16 rows by `in`) counted against `limitBytes`, and its
+    /// elements against 2³¹−1 (its backward panels are widened in blocks within `backwardPanelBytesLimit`).
     public static func splitRows(outFeatures out: Int, inFeatures k: Int, storage: WeightStorage, limitBytes: Int) -> [Range<Int>]? {
-        guard storage.isQuantized else {
-            return splitRows(outFeatures: out, inFeatures: k, bytesPerElement: storage.bytesPerElement, limitBytes: limitBytes)
-        }
+        let asFP32 = splitRows(outFeatures: out, inFeatures: k, bytesPerElement: storage.bytesPerElement, limitBytes: limitBytes)
+        guard storage.isQuantized, asFP32 == nil else { return asFP32 }
         guard out >= 1, k >= 1 else { return [0..<max(out, 0)] }
         let limit = limitBytes > 0 ? limitBytes : Int.max
         let bytes16 = storage.bytes(k: k, n: 16), elements16 = 16 * ((k + 15) / 16 * 16)

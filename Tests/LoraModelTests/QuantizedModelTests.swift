@@ -79,6 +79,44 @@ final class QuantizedModelTests: XCTestCase {
         }
     }
 
+    /// Under a per-buffer limit that splits the embedding and lm_head, kept blocks are split where the fp32 copy
+    /// is (`FrozenLinear.splitRows(storage:)`): every product adds the same parts in the same order, so the run is
+    /// still bit-identical to the dequantized one.
+    func testKeptBlocksInPartsEqualTheDequantizedRun() throws {
+        let ctx = try ComputeContext.shared()
+        let (cq, sq) = try ModelSource.open(gguf + "/llama_q.gguf")
+        let (cf, sf) = try ModelSource.open(gguf + "/llama_q.gguf", quantize: .none)
+        let whole = try LlamaLoRAModel(config: cf, checkpoint: sf, lora: lora, context: ctx)
+        let limit = whole.layers.flatMap(\.linears).compactMap(\.frozen).map(\.deviceBytes).max()!
+        let q = try LlamaLoRAModel(config: cq, checkpoint: sq, lora: lora, context: ctx, bufferLimitBytes: limit)
+        let f = try LlamaLoRAModel(config: cf, checkpoint: sf, lora: lora, context: ctx, bufferLimitBytes: limit)
+        let qe = try XCTUnwrap(q.embeddingTable), fe = try XCTUnwrap(f.embeddingTable)
+        XCTAssertGreaterThanOrEqual(qe.parts.count, 2, "the Q8_0 embedding in parts")
+        XCTAssertEqual(qe.parts.map(\.rows), fe.parts.map(\.rows), "the same parts as the fp32 copy")
+        let planned = try LlamaLoRAModel.frozenWeightPlan(config: cq, lora: lora, checkpoint: sq, bufferLimitBytes: limit)
+        XCTAssertEqual(planned.bytes, q.frozenWeightBytes, "planned = allocated in parts")
+        try checkSame(q, f, "llama_q in parts")
+    }
+
+    /// A 16/32-bit matrix whose rows are not whole blocks keeps its dtype (the fixture's down_proj, in = 48, under
+    /// q8_0; everything under nf4, in = 32 or 48): the plan says which, and the run equals the dequantized one.
+    func testMatricesOfPartialBlocksKeepTheirType() throws {
+        let ctx = try ComputeContext.shared()
+        let dir = fixturesRoot + "/llama_gqa_untied/model"
+        for mode in [QuantizeMode.q8_0, .nf4] {
+            let (c, s) = try ModelSource.open(dir, quantize: mode)
+            XCTAssertEqual(try s.frozenDType("model.layers.0.mlp.down_proj.weight", shape: [c.hiddenSize, c.intermediateSize]), "F32")
+            XCTAssertEqual(try s.frozenDType("model.layers.0.mlp.up_proj.weight", shape: [c.intermediateSize, c.hiddenSize]),
+                           mode == .q8_0 ? "F32 → Q8_0" : "F32")
+            let q = try LlamaLoRAModel(config: c, checkpoint: s, lora: lora, context: ctx)
+            let kinds = Set(q.frozenMatrices.map(\.storage))
+            XCTAssertEqual(kinds, mode == .q8_0 ? [.f32, .q8_0] : [.f32], "\(mode)")
+            let planned = try LlamaLoRAModel.frozenWeightPlan(config: c, lora: lora, checkpoint: s)
+            XCTAssertEqual(planned.bytes, q.frozenWeightBytes, "\(mode): planned = allocated")
+            try checkSame(q, try LlamaLoRAModel(config: c, checkpoint: DequantizedAtLoad(s), lora: lora, context: ctx), "\(mode) partial")
+        }
+    }
+
     /// The K-quant file (made by llama.cpp's own quantizer) gives transformers' logits, read from its kept blocks.
     func testKQuantFileGivesTransformersLogits() throws {
         let ids = try (JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: gguf + "/expected.json"))) as! [String: Any])["input_ids"] as! [[Int]]

@@ -107,28 +107,27 @@ struct CheckpointLoader {
         return try FrozenLinear(parts: parts)
     }
 
-    /// The parts of a W kept in its ggml blocks: each block of rows staged as the file holds it (the whole tensor
-    /// once when rows are mapped, for q/k of llama.cpp's rotary order: small matrices), re-blocked, staging freed.
+    /// The parts of a W kept in its ggml blocks: each block of rows staged as the file holds it (with mapped rows,
+    /// q/k of llama.cpp's rotary order: the file's rows from the least to the greatest the part reads, no more
+    /// than the part and one head), re-blocked, staging freed before the next part.
     /// `mapped`: the bytes are a mapped file's (their pages released once copied), not memory of the caller's.
     func quantizedParts(_ name: String, _ shape: [Int], storage: WeightStorage, bytes: UnsafeRawBufferPointer,
                         mapped: Bool, rowSource: [Int32]?, blocks: [Range<Int>]) throws -> [FrozenLinear.Part] {
         let cols = shape[1], rowBytes = cols / storage.quantBlockRows * storage.sourceBlockBytes
         let type = storage.rawValue.uppercased()
         var parts: [FrozenLinear.Part] = []
-        var whole: DeviceBuffer<UInt8>? = nil
-        if rowSource != nil {
-            let all = UnsafeRawBufferPointer(rebasing: bytes[0..<(shape[0] * rowBytes)])
-            let b = try DeviceBuffer<UInt8>(queue: ctx.queue, count: all.count, label: "tensor '\(name)' \(shape) (\(type) blocks)")
-            try b.write(raw: all)
-            if mapped { releaseMappedPages(all) }
-            whole = b
-        }
         for block in blocks {
             let label = "tensor '\(name)' \(shape) \(type)" + (blocks.count == 1 ? "" : " rows \(block.lowerBound)..<\(block.upperBound)")
             let panels: PackedMatrix
-            if let whole, let rowSource {
-                let map = try DeviceBuffer<Int32>(queue: ctx.queue, Array(rowSource[block]))
-                panels = try ctx.packQuantized(whole, storage: storage, rows: block.count, cols: cols, rowSource: map, label: label)
+            if let rowSource {
+                let rows = rowSource[block].map(Int.init)
+                let lo = rows.min()!, hi = rows.max()! + 1
+                let slice = UnsafeRawBufferPointer(rebasing: bytes[(lo * rowBytes)..<(hi * rowBytes)])
+                let staging = try DeviceBuffer<UInt8>(queue: ctx.queue, count: slice.count, label: label + " (blocks)")
+                try staging.write(raw: slice)
+                if mapped { releaseMappedPages(slice) }
+                let map = try DeviceBuffer<Int32>(queue: ctx.queue, rows.map { Int32($0 - lo) })
+                panels = try ctx.packQuantized(staging, storage: storage, rows: block.count, cols: cols, rowSource: map, label: label)
             } else {
                 let slice = UnsafeRawBufferPointer(rebasing: bytes[(block.lowerBound * rowBytes)..<(block.upperBound * rowBytes)])
                 let staging = try DeviceBuffer<UInt8>(queue: ctx.queue, count: slice.count, label: label + " (blocks)")

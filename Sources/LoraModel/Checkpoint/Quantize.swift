@@ -187,7 +187,10 @@ final class QuantizingCheckpoint: CheckpointSource {
 
     func frozenTensor(_ name: String, shape: [Int]) throws -> CheckpointTensor {
         guard try quantizes(name, shape: shape) else { return try base.frozenTensor(name, shape: shape) }
-        let w = try base.hostFloats(name, shape: shape)
+        let t = try base.frozenTensor(name, shape: shape)
+        let w = try t.floats(path: location, name: name)
+        // The checkpoint's mapped pages are not needed once quantized (as the loader releases them after a copy).
+        if case .raw(_, let bytes) = t { releaseMappedPages(bytes) }
         return .ownedBlocks(storage: storage, bytes: w.withUnsafeBufferPointer { QuantizedBlocks.quantize($0, storage: storage) },
                             rows: shape[0], cols: shape[1])
     }

@@ -91,15 +91,15 @@ public struct MemoryPlan: Sendable {
                    bufferLimitBytes: bufferLimitBytes)
     }
 
-    /// The plan as `quantize` would load the frozen matrices (the "does not fit" advice): `.auto` keeps a GGUF
-    /// file's block types the kernels read (where the plan had them dequantized, `--quantize none`); q8_0 / q4_0 /
-    /// nf4 quantize the 16/32-bit ones whose rows are whole blocks, as `QuantizingCheckpoint` does.
+    /// The plan as `quantize` would load the frozen matrices (the "does not fit" advice): every mode but `none`
+    /// keeps a GGUF file's block types the kernels read (where the plan had them dequantized, `--quantize none`);
+    /// q8_0 / q4_0 / nf4 also quantize the 16/32-bit ones whose rows are whole blocks, as `QuantizingCheckpoint` does.
     public func with(quantize: QuantizeMode) -> MemoryPlan {
         var d = dtypes
         for (name, shape) in AdapterPlan.checkpointTensors(config) where shape.count == 2 {
             guard let t = d[name] else { continue }
             let stored = t.components(separatedBy: " → ")[0]
-            if quantize == .auto, let s = WeightStorage.quantized(ggmlName: stored), shape[1] % s.quantBlockRows == 0 {
+            if quantize != .none, let s = WeightStorage.quantized(ggmlName: stored), shape[1] % s.quantBlockRows == 0 {
                 d[name] = stored
             } else if let s = quantize.storage, ["F32", "F16", "BF16"].contains(stored), shape[1] % s.quantBlockRows == 0 {
                 d[name] = stored + " → " + s.rawValue.uppercased()

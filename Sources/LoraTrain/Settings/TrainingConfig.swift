@@ -16,7 +16,7 @@ public struct TrainingConfig: Equatable, Sendable {
 
     // Data
     public var model: String = ""
-    /// How the frozen weights are kept on the device (`QuantizeMode`: auto, none, q8_0, q4_0).
+    /// How the frozen weights are kept on the device (`QuantizeMode`: auto, none, q8_0, q4_0, nf4; any case).
     public var quantize: String = "auto"
     public var data: [String] = []
     public var valData: String?
@@ -352,7 +352,7 @@ public struct TrainingConfig: Equatable, Sendable {
     public func validate(adapterConfig: LoraConfig? = nil) throws {
         func fail(_ k: String, _ r: String) -> TrainError { .setting(source: keySources[k] ?? "settings", key: k, reason: r) }
         if model.isEmpty { throw fail("model", "missing: give the base model directory (--model DIR)") }
-        if QuantizeMode(rawValue: quantize) == nil {
+        if QuantizeMode(rawValue: quantize.lowercased()) == nil {
             throw fail("quantize", "'\(quantize)' is not one of " + QuantizeMode.allCases.map(\.rawValue).joined(separator: ", "))
         }
         if data.isEmpty { throw fail("data", "missing: give at least one training file (--data FILE)") }

@@ -124,7 +124,7 @@ public final class Trainer {
             options.append("gradient_checkpointing: true (keeps one layer's activations and recomputes the others in backward)")
         }
         // Smaller frozen weights: a GGUF file's own blocks kept (after --quantize none), else quantized at load.
-        let current = QuantizeMode(rawValue: c.quantize) ?? .auto
+        let current = QuantizeMode(rawValue: c.quantize.lowercased()) ?? .auto
         for mode in [QuantizeMode.auto, .q8_0, .nf4] where mode != current {
             let q = plan.with(quantize: mode)
             guard q.weightBytes < plan.weightBytes, fits(q) else { continue }

@@ -38,7 +38,7 @@ struct TrainingSetup {
     init(trainer: Trainer) throws {
         var c = trainer.config
         for note in c.notes { trainer.progress.message("note: " + note) }
-        var (modelConfig, checkpoint) = try ModelSource.open(c.model, quantize: QuantizeMode(rawValue: c.quantize) ?? .auto)
+        var (modelConfig, checkpoint) = try ModelSource.open(c.model, quantize: QuantizeMode(rawValue: c.quantize.lowercased()) ?? .auto)
         try Self.capSequenceLength(&c, modelConfig: modelConfig, progress: trainer.progress)
         let classifies = c.lora.taskType == "SEQ_CLS" || c.lora.taskType == "TOKEN_CLS"
         let tags = c.lora.taskType == "TOKEN_CLS"
