@@ -27,6 +27,32 @@ public enum AtomicFile {
     }
 
     public static func write(_ text: String, to path: String) throws { try write(Data(text.utf8), to: path) }
+
+    /// The same, the bytes given piece by piece to `append` by `body` (a large file never held whole in memory).
+    public static func write(to path: String, _ body: (_ append: (Data) throws -> Void) throws -> Void) throws {
+        let url = URL(fileURLWithPath: path)
+        let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
+        do {
+            guard FileManager.default.createFile(atPath: tmp.path, contents: nil) else {
+                throw WriteError(path: tmp.path, reason: String(cString: strerror(errno)))
+            }
+            let h = try FileHandle(forWritingTo: tmp)
+            defer { try? h.close() }
+            try body { try h.write(contentsOf: $0) }
+            try h.synchronize()
+        } catch let e as WriteError {
+            try? FileManager.default.removeItem(at: tmp)
+            throw e
+        } catch {
+            try? FileManager.default.removeItem(at: tmp)
+            throw WriteError(path: tmp.path, reason: SystemError.describe(error))
+        }
+        guard rename(tmp.path, url.path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(tmp.path)
+            throw WriteError(path: path, reason: reason)
+        }
+    }
 }
 
 /// An error in the project's own words: an OS error as its strerror text ("No space left on
