@@ -148,19 +148,25 @@ final class FrozenStorageTests: XCTestCase {
 }
 
 final class FrozenStorageGGUFTests: XCTestCase {
-    /// GGUF tensors (F16, F32 or quantized) are dequantized on the host: fp32
-    /// storage, 4 bytes per element, and the header-only plan agrees.
+    /// GGUF tensors of F16/F32 (and every type with `--quantize none`) are dequantized on the host: fp32 storage,
+    /// 4 bytes per element; a quantized file's blocks are kept by default (QuantizedModelTests), under 1.1 bytes
+    /// per parameter here. The header-only plan agrees either way.
     func testGGUFIsStoredFP32AndPlanned() throws {
         let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("Fixtures/gguf").path
-        for file in ["llama_f16.gguf", "llama_q.gguf"] {
+        for (file, mode) in [("llama_f16.gguf", QuantizeMode.auto), ("llama_q.gguf", .none), ("llama_q.gguf", .auto)] {
             let lora = LoraConfig(r: 2, loraAlpha: 4, targetModules: .list(["q_proj"]))
-            let m = try LlamaLoRAModel(modelDirectory: dir + "/" + file, lora: lora, context: try ComputeContext.shared())
-            let (config, source) = try ModelSource.open(dir + "/" + file)
+            let (config, source) = try ModelSource.open(dir + "/" + file, quantize: mode)
+            let m = try LlamaLoRAModel(config: config, checkpoint: source, lora: lora, context: try ComputeContext.shared())
             let plan = try LlamaLoRAModel.frozenWeightPlan(config: config, lora: lora, checkpoint: source)
-            XCTAssertEqual(plan.bytes, m.frozenWeightBytes, "\(file): planned bytes")
-            XCTAssertEqual(plan.parameters, m.frozenWeightParameters, "\(file): planned parameters")
-            XCTAssertGreaterThanOrEqual(Double(m.frozenWeightBytes), 4.0 * Double(m.frozenWeightParameters), "\(file): fp32")
+            XCTAssertEqual(plan.bytes, m.frozenWeightBytes, "\(file) \(mode): planned bytes")
+            XCTAssertEqual(plan.parameters, m.frozenWeightParameters, "\(file) \(mode): planned parameters")
+            let perParameter = Double(m.frozenWeightBytes) / Double(m.frozenWeightParameters)
+            if file == "llama_q.gguf" && mode == .auto {
+                XCTAssertLessThan(perParameter, 1.1, "\(file): its Q8_0/Q4_0/Q4_1 blocks kept")
+            } else {
+                XCTAssertGreaterThanOrEqual(perParameter, 4.0, "\(file) \(mode): fp32")
+            }
         }
     }
 }
