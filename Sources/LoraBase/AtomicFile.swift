@@ -13,26 +13,14 @@ public enum AtomicFile {
     }
 
     public static func write(_ data: Data, to path: String) throws {
-        let url = URL(fileURLWithPath: path)
-        let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
-        do { try data.write(to: tmp) } catch {
-            try? FileManager.default.removeItem(at: tmp)
-            throw WriteError(path: tmp.path, reason: SystemError.describe(error))
-        }
-        guard rename(tmp.path, url.path) == 0 else {
-            let reason = String(cString: strerror(errno))
-            unlink(tmp.path)
-            throw WriteError(path: path, reason: reason)
-        }
+        try replace(path) { try data.write(to: $0) }
     }
 
     public static func write(_ text: String, to path: String) throws { try write(Data(text.utf8), to: path) }
 
     /// The same, the bytes given piece by piece to `append` by `body` (a large file never held whole in memory).
     public static func write(to path: String, _ body: (_ append: (Data) throws -> Void) throws -> Void) throws {
-        let url = URL(fileURLWithPath: path)
-        let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
-        do {
+        try replace(path) { tmp in
             guard FileManager.default.createFile(atPath: tmp.path, contents: nil) else {
                 throw WriteError(path: tmp.path, reason: String(cString: strerror(errno)))
             }
@@ -40,12 +28,17 @@ public enum AtomicFile {
             defer { try? h.close() }
             try body { try h.write(contentsOf: $0) }
             try h.synchronize()
-        } catch let e as WriteError {
+        }
+    }
+
+    /// `fill` writes the temporary file beside `path`, which rename(2) then puts over `path`; on any failure the
+    /// temporary file is removed and the error names it (a failed rename: `path`).
+    private static func replace(_ path: String, _ fill: (URL) throws -> Void) throws {
+        let url = URL(fileURLWithPath: path)
+        let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
+        do { try fill(tmp) } catch {
             try? FileManager.default.removeItem(at: tmp)
-            throw e
-        } catch {
-            try? FileManager.default.removeItem(at: tmp)
-            throw WriteError(path: tmp.path, reason: SystemError.describe(error))
+            throw error as? WriteError ?? WriteError(path: tmp.path, reason: SystemError.describe(error))
         }
         guard rename(tmp.path, url.path) == 0 else {
             let reason = String(cString: strerror(errno))
