@@ -31,6 +31,18 @@ public enum AtomicFile {
         }
     }
 
+    /// A copy of the file at `source`, read and written in pieces of 4 MiB (an adapter with trained embeddings is
+    /// gigabytes: never held whole in memory).
+    public static func copy(from source: String, to path: String) throws {
+        guard let h = FileHandle(forReadingAtPath: source) else {
+            throw WriteError(path: source, reason: "cannot be read: " + String(cString: strerror(errno)))
+        }
+        defer { try? h.close() }
+        try write(to: path) { append in
+            while let piece = try h.read(upToCount: 4 << 20), !piece.isEmpty { try append(piece) }
+        }
+    }
+
     /// `fill` writes the temporary file beside `path`, which rename(2) then puts over `path`; on any failure the
     /// temporary file is removed and the error names it (a failed rename: `path`).
     private static func replace(_ path: String, _ fill: (URL) throws -> Void) throws {

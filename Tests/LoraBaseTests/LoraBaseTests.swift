@@ -91,6 +91,26 @@ final class BaseHelperTests: XCTestCase {
         }
     }
 
+    func testAtomicFileCopyIsWholeInPiecesAndNamesAMissingSource() throws {
+        let dir = try temporaryDirectory("atomic-copy")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // Past one 4 MiB piece, not a multiple of it.
+        let bytes = (0..<((4 << 20) + 12345)).map { UInt8(truncatingIfNeeded: $0 &* 2654435761 >> 7) }
+        try Data(bytes).write(to: URL(fileURLWithPath: dir + "/src"))
+        try AtomicFile.write("old", to: dir + "/dst")
+        try AtomicFile.copy(from: dir + "/src", to: dir + "/dst")
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "/dst")), Data(bytes))
+        try Data().write(to: URL(fileURLWithPath: dir + "/empty"))
+        try AtomicFile.copy(from: dir + "/empty", to: dir + "/dst2")
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "/dst2")).count, 0)
+        XCTAssertThrowsError(try AtomicFile.copy(from: dir + "/nope", to: dir + "/dst")) {
+            XCTAssertTrue("\($0)".contains(dir + "/nope"), "\($0)")
+        }
+        // The destination is left as it was, and no temporary file stays.
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "/dst")), Data(bytes))
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).sorted(), ["dst", "dst2", "empty", "src"])
+    }
+
     func testMappedFileNamesADirectoryAndMapsAnEmptyFile() throws {
         let dir = try temporaryDirectory("mapped")
         defer { try? FileManager.default.removeItem(atPath: dir) }

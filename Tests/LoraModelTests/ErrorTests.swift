@@ -102,6 +102,22 @@ final class ErrorTests: XCTestCase {
         let f = try SafeTensorsFile(path: good)
         XCTAssertEqual(try f.floats("x").values, [1, 2, 3, 4, 5, 6])
         XCTAssertEqual(f.metadata["format"], "pt")
+        // The lazy write (tensors produced as they are written) gives the same bytes, in name order,
+        // each producer called once; a producer with the wrong count fails and leaves the file as it was.
+        let lazy = tmp.appendingPathComponent("lazy.safetensors").path
+        var calls: [String] = []
+        try SafeTensorsWriter.write(lazy: [
+            .init(name: "y", shape: [1]) { calls.append("y"); return [7] },
+            .init(name: "x", shape: [2, 3]) { calls.append("x"); return [1, 2, 3, 4, 5, 6] },
+        ], metadata: ["format": "pt"], to: lazy)
+        XCTAssertEqual(calls, ["x", "y"])
+        var eager = good + ".2"
+        try SafeTensorsWriter.write([("y", [1], [7]), ("x", [2, 3], [1, 2, 3, 4, 5, 6])], metadata: ["format": "pt"], to: eager)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: lazy)), try Data(contentsOf: URL(fileURLWithPath: eager)))
+        eager = lazy
+        assertError({ try SafeTensorsWriter.write(lazy: [.init(name: "x", shape: [2]) { [1, 2, 3] }], to: eager) },
+                    contains: ["'x'", "3 values for shape [2]"])
+        XCTAssertEqual(try SafeTensorsFile(path: lazy).floats("y").values, [7])
     }
 
     func testCheckpointShapeDtypeAndMissingTensorsAreNamed() throws {

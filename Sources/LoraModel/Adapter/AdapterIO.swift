@@ -40,11 +40,13 @@ extension LlamaLoRAModel {
     }
 
     public func saveAdapter(directory: String, baseModel: String) throws {
-        var tensors: [(name: String, shape: [Int], values: [Float])] = []
-        for e in store.entries { tensors.append((e.key, e.shape, try e.param.read())) }
+        // Read from the device tensor by tensor as the file is written: never the whole adapter on the host.
+        var tensors = store.entries.map { e in SafeTensorsWriter.LazyTensor(name: e.key, shape: e.shape) { try e.param.read() } }
         for path in savedEmbeddingBaseLayers {
             let shape = [config.vocabSize, config.hiddenSize]
-            tensors.append((adapterPlan.key(path, ".base_layer.weight"), shape, try frozenWeightValues(path)))
+            tensors.append(.init(name: adapterPlan.key(path, ".base_layer.weight"), shape: shape) { [unowned self] in
+                try self.frozenWeightValues(path)
+            })
         }
         let fm = FileManager.default
         let dst = URL(fileURLWithPath: directory).standardizedFileURL
@@ -53,7 +55,7 @@ extension LlamaLoRAModel {
         try? fm.removeItem(at: tmp)
         try fm.createDirectory(at: tmp, withIntermediateDirectories: false)
         do {
-            try SafeTensorsWriter.write(tensors, metadata: ["format": "pt"], to: tmp.appendingPathComponent("adapter_model.safetensors").path)
+            try SafeTensorsWriter.write(lazy: tensors, metadata: ["format": "pt"], to: tmp.appendingPathComponent("adapter_model.safetensors").path)
             try savedConfig.peftJSON(baseModel: baseModel).write(to: tmp.appendingPathComponent("adapter_config.json"))
             if let cls = config.task.classifier {
                 try Data(cls.labelsJSON(padTokenID: config.padTokenID, tokens: config.task.tokenClassifier != nil).utf8)

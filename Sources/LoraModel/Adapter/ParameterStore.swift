@@ -160,6 +160,12 @@ public final class ParameterStore {
         return out
     }
 
+    /// One tensor's AdamW first (`\.m`) or second (`\.v`) moment, read from its group's buffer alone
+    /// (a checkpoint writes them one at a time; `moments()` holds them all).
+    public func moment(_ kind: KeyPath<Group, DeviceBuffer<Float>>, of e: Entry) throws -> [Float] {
+        try groups[e.group][keyPath: kind].read(count: e.count, offset: e.offset)
+    }
+
     /// AdamW's first and second moments of every tensor, by key.
     public func moments() throws -> (m: [String: [Float]], v: [String: [Float]]) {
         let fm = try groups.map { try $0.m.read() }, fv = try groups.map { try $0.v.read() }

@@ -225,20 +225,41 @@ func releaseMappedPages(_ bytes: UnsafeRawBufferPointer) {
 /// data in that order, optional `__metadata__`, padded with spaces to 8 bytes as the
 /// reference writer does), then the little-endian data.
 public enum SafeTensorsWriter {
+    /// One fp32 tensor whose values are produced only when the writer reaches it (read from the device,
+    /// say), so that a file of many tensors never has more than one of them on the host at a time.
+    public struct LazyTensor {
+        public let name: String
+        public let shape: [Int]
+        public let values: () throws -> [Float]
+        public init(name: String, shape: [Int], values: @escaping () throws -> [Float]) {
+            (self.name, self.shape, self.values) = (name, shape, values)
+        }
+    }
+
     /// fp32 tensors, written atomically (temp file, then rename), tensor by tensor: the file is never held whole
     /// in memory (an 8B model's optimizer state is 336 MB at r 16).
     public static func write(_ tensors: [(name: String, shape: [Int], values: [Float])], metadata: [String: String] = [:],
                              to path: String) throws {
+        for t in tensors { precondition(t.shape.reduce(1, *) == t.values.count, "shape of \(t.name)") }
+        try write(lazy: tensors.map { t in LazyTensor(name: t.name, shape: t.shape) { t.values } }, metadata: metadata, to: path)
+    }
+
+    /// fp32 tensors produced one at a time as they are written (sorted by name, as the eager write stores them);
+    /// each producer must return exactly its shape's element count.
+    public static func write(lazy tensors: [LazyTensor], metadata: [String: String] = [:], to path: String) throws {
         let ordered = tensors.sorted { $0.name < $1.name }
-        for t in ordered { precondition(t.shape.reduce(1, *) == t.values.count, "shape of \(t.name)") }
         do {
             try AtomicFile.write(to: path) { append in
-                try append(header(ordered.map { ($0.name, "F32", $0.shape, 4 * $0.values.count) }, metadata: metadata))
+                try append(header(ordered.map { ($0.name, "F32", $0.shape, 4 * $0.shape.reduce(1, *)) }, metadata: metadata))
                 for t in ordered {
+                    let values = try t.values()
+                    guard values.count == t.shape.reduce(1, *) else {
+                        throw CheckpointError.io(path: path, reason: "tensor '\(t.name)' has \(values.count) values for shape \(t.shape)")
+                    }
                     #if _endian(big)
-                    try t.values.map { $0.bitPattern.littleEndian }.withUnsafeBytes { try append(Data($0)) }
+                    try values.map { $0.bitPattern.littleEndian }.withUnsafeBytes { try append(Data($0)) }
                     #else
-                    try t.values.withUnsafeBytes { try append(Data($0)) }
+                    try values.withUnsafeBytes { try append(Data($0)) }
                     #endif
                 }
             }

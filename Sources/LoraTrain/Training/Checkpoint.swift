@@ -93,13 +93,13 @@ public enum Checkpoints {
         do {
             try model.saveAdapter(directory: tmp, baseModel: baseModel)
             try testHookAfterAdapter(step: state.globalStep)
-            let (m, v) = try model.store.moments()
-            var tensors: [(name: String, shape: [Int], values: [Float])] = []
-            for e in model.store.entries {
-                tensors.append(("exp_avg." + e.key, e.shape, m[e.key]!))
-                tensors.append(("exp_avg_sq." + e.key, e.shape, v[e.key]!))
-            }
-            try SafeTensorsWriter.write(tensors, metadata: ["format": "pt", "step": String(model.step)],
+            // The moments read one tensor at a time as the file is written (an 8B model's are 336 MB at r 16).
+            let store = model.store
+            let tensors = store.entries.flatMap { e in [
+                SafeTensorsWriter.LazyTensor(name: "exp_avg." + e.key, shape: e.shape) { try store.moment(\.m, of: e) },
+                SafeTensorsWriter.LazyTensor(name: "exp_avg_sq." + e.key, shape: e.shape) { try store.moment(\.v, of: e) },
+            ] }
+            try SafeTensorsWriter.write(lazy: tensors, metadata: ["format": "pt", "step": String(model.step)],
                                         to: tmp + "/" + optimizerFile)
             try encoder().encode(state).write(to: URL(fileURLWithPath: tmp + "/" + stateFile))
             try Data(configYAML.utf8).write(to: URL(fileURLWithPath: tmp + "/training_config.yaml"))

@@ -65,6 +65,13 @@ func writeAtomically(_ data: Data, to path: String) throws {
     }
 }
 
+/// Copies the file `source` to `path` atomically, piece by piece (AtomicFile.copy); a failure names the path.
+func copyAtomically(from source: String, to path: String) throws {
+    do { try AtomicFile.copy(from: source, to: path) } catch let e as AtomicFile.WriteError {
+        throw TrainError.checkpoint(path: e.path, reason: "cannot copy: \(e.reason)")
+    }
+}
+
 /// loss.svg: the train loss (line) and eval loss (line with points) against
 /// the step, with ticked axes, labels and a legend.
 public enum LossPlot {

@@ -439,8 +439,7 @@ final class TrainingLoop {
         }
         for f in ["adapter_model.safetensors", "adapter_config.json", SequenceClassifier.labelsFile]
         where f != SequenceClassifier.labelsFile || model.config.task.classifier != nil {
-            let data = try Data(contentsOf: URL(fileURLWithPath: source + "/" + f))
-            try writeAtomically(data, to: outputDir + "/" + f)
+            try copyAtomically(from: source + "/" + f, to: outputDir + "/" + f)
         }
         if ModelSource.isFile(c.model) {
             // A GGUF base: its tokenizer.ggml.* metadata, as the tokenizer files transformers would write.
