@@ -61,15 +61,8 @@ __kernel void pack_b(int K, int N,
 #define GEMM_BAND 0   // row groups per band (0: no bands); a build option (KernelConfig)
 #endif
 
-inline void gemm_packed_body(int M, int N, int K, float alpha,
-                             __global const float* A, int a_rs, int a_cs,
-                             const __global void* Bp, const int storage,
-                             int K2, float alpha2,
-                             __global const float* A2, int a2_rs, int a2_cs,
-                             __global const float* B2p,
-                             int ext_mask, float dropout_p, uint seed, int mask_ld,
-                             int has_bias, __global const float* bias,
-                             float beta, __global float* C, int ldc, int col0, int a_off) {
+// The first panel (pj) and first row (row0) of C this work-item computes, MR rows a work-item.
+inline void gemm_packed_origin(int MR, int* pj, int* row0) {
 #if GEMM_BAND > 0
     // Bands of GEMM_BAND row groups: the work-groups, started in the order of
     // their linear id (dimension 0 fastest), walk every panel for one band of
@@ -82,110 +75,166 @@ inline void gemm_packed_body(int M, int N, int K, float alpha,
     int rows_in_band = min(GEMM_BAND, G1 - band * GEMM_BAND);
     int idx = L - band * G0 * GEMM_BAND;
     int g0 = idx / rows_in_band, g1 = band * GEMM_BAND + idx % rows_in_band;
-    int pj = g0 * (int)get_local_size(0) + (int)get_local_id(0);
-    int row0 = (g1 * (int)get_local_size(1) + (int)get_local_id(1)) * GEMM_MR;
+    *pj = g0 * (int)get_local_size(0) + (int)get_local_id(0);
+    *row0 = (g1 * (int)get_local_size(1) + (int)get_local_id(1)) * MR;
 #else
-    int pj = get_global_id(0);
-    int row0 = get_global_id(1) * GEMM_MR;
+    *pj = get_global_id(0);
+    *row0 = get_global_id(1) * MR;
 #endif
-    int n0 = pj * 16;
-    if (row0 >= M || n0 >= N) return;
-
-    float16 acc[GEMM_MR];
-    const __global float* ap[GEMM_MR];
-    #pragma unroll
-    for (int r = 0; r < GEMM_MR; r++) {
-        acc[r] = (float16)(0.0f);
-        // Rows past M read row M-1 (valid memory); their results are never stored.
-        ap[r] = A + a_off + (size_t)min(row0 + r, M - 1) * a_rs;
-    }
-    size_t bp = (size_t)pj * K;        // panel pj, in 16-element rows
-    if (WS_IS_QUANT(storage)) {
-        // Quantized panels: each sub-block's per-column factors formed once for its rows, each row's values
-        // dequantized in registers (the same fp32 values as ws_load16's, the same fma order as below).
-        const int S = 1 << WQ_SUB_BITS(storage);
-        for (int k0 = 0; k0 < K; k0 += S) {
-            float16 fa, fb;
-            wq_params(bp + k0, (const __global uchar*)Bp, storage, &fa, &fb);
-            for (int k = k0; k < k0 + S; k++) {
-                float16 b = wq_apply(wq_values(bp + k, (const __global uchar*)Bp, storage), fa, fb, storage);
-                size_t ka = (size_t)k * a_cs;
-                #pragma unroll
-                for (int r = 0; r < GEMM_MR; r++) acc[r] = fma((float16)(ap[r][ka]), b, acc[r]);
-            }
-        }
-    } else {
-        for (int k = 0; k < K; k++) {
-            float16 b = ws_load16(bp + k, Bp, storage);
-            size_t ka = (size_t)k * a_cs;
-            #pragma unroll
-            for (int r = 0; r < GEMM_MR; r++) acc[r] = fma((float16)(ap[r][ka]), b, acc[r]);
-        }
-    }
-    #pragma unroll
-    for (int r = 0; r < GEMM_MR; r++) acc[r] *= alpha;
-
-    if (K2 > 0) {
-        const __global float* b2p = B2p + ((size_t)col0 + (size_t)pj * 16) * K2;
-        #pragma unroll
-        for (int r = 0; r < GEMM_MR; r++) {
-            const __global float* a2 = A2 + (size_t)min(row0 + r, M - 1) * a2_rs;
-            float16 e = (float16)(0.0f);
-            for (int k = 0; k < K2; k++) e = fma((float16)(a2[(size_t)k * a2_cs]), vload16(k, b2p), e);
-            e *= alpha2;
-            if (ext_mask) {
-                float scale = 1.0f / (1.0f - dropout_p);
-                float m[16];
-                ulong base = (ulong)(row0 + r) * (ulong)mask_ld + (ulong)(col0 + n0);
-                for (int j = 0; j < 16; j++) m[j] = dropout_keep(seed, base + j, dropout_p) ? scale : 0.0f;
-                e *= vload16(0, m);
-            }
-            acc[r] += e;
-        }
-    }
-
-    float16 bv = (float16)(0.0f);
-    if (has_bias) {
-        const __global float* bb = bias + col0;
-        if (n0 + 16 <= N) bv = vload16(0, bb + n0);
-        else { float t[16]; for (int j = 0; j < 16; j++) t[j] = n0 + j < N ? bb[n0 + j] : 0.0f; bv = vload16(0, t); }
-    }
-
-    #pragma unroll
-    for (int r = 0; r < GEMM_MR; r++) {
-        int row = row0 + r;
-        if (row >= M) break;
-        __global float* c = C + (size_t)row * ldc + col0 + n0;
-        float16 v = acc[r] + bv;
-        if (n0 + 16 <= N) {
-            if (beta != 0.0f) v = fma((float16)(beta), vload16(0, c), v);
-            vstore16(v, 0, c);
-        } else {
-            float t[16];
-            vstore16(v, 0, t);
-            for (int j = 0; j < N - n0; j++) c[j] = beta != 0.0f ? fma(beta, c[j], t[j]) : t[j];
-        }
-    }
 }
 
-#define GEMM_PACKED_KERNEL(NAME, BT, STORAGE)                                                   \
+// The body is one function per row count (a macro, as OpenCL C has no templates): the fp32 and
+// 16-bit kernels use GEMM_MR; each quantized format has its own GEMM_MR_<FORMAT> (a build option, the
+// tuner's choice per format — dequantizing in registers takes some of the registers MR rows of
+// accumulators would use), GEMM_MR where not given.
+#define GEMM_PACKED_BODY(FN, MR)                                                                                      \
+inline void FN(int M, int N, int K, float alpha,                                                                      \
+                             __global const float* A, int a_rs, int a_cs,                                             \
+                             const __global void* Bp, const int storage,                                              \
+                             int K2, float alpha2,                                                                    \
+                             __global const float* A2, int a2_rs, int a2_cs,                                          \
+                             __global const float* B2p,                                                               \
+                             int ext_mask, float dropout_p, uint seed, int mask_ld,                                   \
+                             int has_bias, __global const float* bias,                                                \
+                             float beta, __global float* C, int ldc, int col0, int a_off) {                           \
+    int pj, row0;                                                                                                     \
+    gemm_packed_origin(MR, &pj, &row0);                                                                               \
+    int n0 = pj * 16;                                                                                                 \
+    if (row0 >= M || n0 >= N) return;                                                                                 \
+                                                                                                                      \
+    float16 acc[MR];                                                                                                  \
+    const __global float* ap[MR];                                                                                     \
+    _Pragma("unroll")                                                                                                 \
+    for (int r = 0; r < MR; r++) {                                                                                    \
+        acc[r] = (float16)(0.0f);                                                                                     \
+        /* Rows past M read row M-1 (valid memory); their results are never stored. */                                \
+        ap[r] = A + a_off + (size_t)min(row0 + r, M - 1) * a_rs;                                                      \
+    }                                                                                                                 \
+    size_t bp = (size_t)pj * K;        /* panel pj, in 16-element rows */                                             \
+    if (WS_IS_QUANT(storage)) {                                                                                       \
+        /* Quantized panels: each sub-block's per-column factors formed once for its rows, each row's values */       \
+        /* dequantized in registers (the same fp32 values as ws_load16's, the same fma order as below). */            \
+        const int S = 1 << WQ_SUB_BITS(storage);                                                                      \
+        for (int k0 = 0; k0 < K; k0 += S) {                                                                           \
+            float16 fa, fb;                                                                                           \
+            wq_params(bp + k0, (const __global uchar*)Bp, storage, &fa, &fb);                                         \
+            for (int k = k0; k < k0 + S; k++) {                                                                       \
+                float16 b = wq_apply(wq_values(bp + k, (const __global uchar*)Bp, storage), fa, fb, storage);         \
+                size_t ka = (size_t)k * a_cs;                                                                         \
+                _Pragma("unroll")                                                                                     \
+                for (int r = 0; r < MR; r++) acc[r] = fma((float16)(ap[r][ka]), b, acc[r]);                           \
+            }                                                                                                         \
+        }                                                                                                             \
+    } else {                                                                                                          \
+        for (int k = 0; k < K; k++) {                                                                                 \
+            float16 b = ws_load16(bp + k, Bp, storage);                                                               \
+            size_t ka = (size_t)k * a_cs;                                                                             \
+            _Pragma("unroll")                                                                                         \
+            for (int r = 0; r < MR; r++) acc[r] = fma((float16)(ap[r][ka]), b, acc[r]);                               \
+        }                                                                                                             \
+    }                                                                                                                 \
+    _Pragma("unroll")                                                                                                 \
+    for (int r = 0; r < MR; r++) acc[r] *= alpha;                                                                     \
+                                                                                                                      \
+    if (K2 > 0) {                                                                                                     \
+        const __global float* b2p = B2p + ((size_t)col0 + (size_t)pj * 16) * K2;                                      \
+        _Pragma("unroll")                                                                                             \
+        for (int r = 0; r < MR; r++) {                                                                                \
+            const __global float* a2 = A2 + (size_t)min(row0 + r, M - 1) * a2_rs;                                     \
+            float16 e = (float16)(0.0f);                                                                              \
+            for (int k = 0; k < K2; k++) e = fma((float16)(a2[(size_t)k * a2_cs]), vload16(k, b2p), e);               \
+            e *= alpha2;                                                                                              \
+            if (ext_mask) {                                                                                           \
+                float scale = 1.0f / (1.0f - dropout_p);                                                              \
+                float m[16];                                                                                          \
+                ulong base = (ulong)(row0 + r) * (ulong)mask_ld + (ulong)(col0 + n0);                                 \
+                for (int j = 0; j < 16; j++) m[j] = dropout_keep(seed, base + j, dropout_p) ? scale : 0.0f;           \
+                e *= vload16(0, m);                                                                                   \
+            }                                                                                                         \
+            acc[r] += e;                                                                                              \
+        }                                                                                                             \
+    }                                                                                                                 \
+                                                                                                                      \
+    float16 bv = (float16)(0.0f);                                                                                     \
+    if (has_bias) {                                                                                                   \
+        const __global float* bb = bias + col0;                                                                       \
+        if (n0 + 16 <= N) bv = vload16(0, bb + n0);                                                                   \
+        else { float t[16]; for (int j = 0; j < 16; j++) t[j] = n0 + j < N ? bb[n0 + j] : 0.0f; bv = vload16(0, t); } \
+    }                                                                                                                 \
+                                                                                                                      \
+    _Pragma("unroll")                                                                                                 \
+    for (int r = 0; r < MR; r++) {                                                                                    \
+        int row = row0 + r;                                                                                           \
+        if (row >= M) break;                                                                                          \
+        __global float* c = C + (size_t)row * ldc + col0 + n0;                                                        \
+        float16 v = acc[r] + bv;                                                                                      \
+        if (n0 + 16 <= N) {                                                                                           \
+            if (beta != 0.0f) v = fma((float16)(beta), vload16(0, c), v);                                             \
+            vstore16(v, 0, c);                                                                                        \
+        } else {                                                                                                      \
+            float t[16];                                                                                              \
+            vstore16(v, 0, t);                                                                                        \
+            for (int j = 0; j < N - n0; j++) c[j] = beta != 0.0f ? fma(beta, c[j], t[j]) : t[j];                      \
+        }                                                                                                             \
+    }                                                                                                                 \
+}
+
+#ifndef GEMM_MR_Q8_0
+#define GEMM_MR_Q8_0 GEMM_MR
+#endif
+#ifndef GEMM_MR_Q4_0
+#define GEMM_MR_Q4_0 GEMM_MR
+#endif
+#ifndef GEMM_MR_Q4_1
+#define GEMM_MR_Q4_1 GEMM_MR
+#endif
+#ifndef GEMM_MR_Q5_0
+#define GEMM_MR_Q5_0 GEMM_MR
+#endif
+#ifndef GEMM_MR_Q5_1
+#define GEMM_MR_Q5_1 GEMM_MR
+#endif
+#ifndef GEMM_MR_NF4
+#define GEMM_MR_NF4 GEMM_MR
+#endif
+#ifndef GEMM_MR_Q4_K
+#define GEMM_MR_Q4_K GEMM_MR
+#endif
+#ifndef GEMM_MR_Q5_K
+#define GEMM_MR_Q5_K GEMM_MR
+#endif
+#ifndef GEMM_MR_Q6_K
+#define GEMM_MR_Q6_K GEMM_MR
+#endif
+GEMM_PACKED_BODY(gemm_packed_body, GEMM_MR)
+GEMM_PACKED_BODY(gemm_packed_body_q8_0, GEMM_MR_Q8_0)
+GEMM_PACKED_BODY(gemm_packed_body_q4_0, GEMM_MR_Q4_0)
+GEMM_PACKED_BODY(gemm_packed_body_q4_1, GEMM_MR_Q4_1)
+GEMM_PACKED_BODY(gemm_packed_body_q5_0, GEMM_MR_Q5_0)
+GEMM_PACKED_BODY(gemm_packed_body_q5_1, GEMM_MR_Q5_1)
+GEMM_PACKED_BODY(gemm_packed_body_nf4, GEMM_MR_NF4)
+GEMM_PACKED_BODY(gemm_packed_body_q4_k, GEMM_MR_Q4_K)
+GEMM_PACKED_BODY(gemm_packed_body_q5_k, GEMM_MR_Q5_K)
+GEMM_PACKED_BODY(gemm_packed_body_q6_k, GEMM_MR_Q6_K)
+
+#define GEMM_PACKED_KERNEL(NAME, BODY, BT, STORAGE)                                             \
 __kernel void NAME(GEMM_KERNEL_ARGS(BT)) {                                                     \
-    gemm_packed_body(M, N, K, alpha, A, a_rs, a_cs, (const __global void*)Bp, STORAGE,          \
+    BODY(M, N, K, alpha, A, a_rs, a_cs, (const __global void*)Bp, STORAGE,          \
                      K2, alpha2, A2, a2_rs, a2_cs, B2p, ext_mask, dropout_p, seed, mask_ld,     \
                      has_bias, bias, beta, C, ldc, col0, a_off);                                \
 }
-GEMM_PACKED_KERNEL(gemm_packed, float, WS_F32)
-GEMM_PACKED_KERNEL(gemm_packed_f16, half, WS_F16)
-GEMM_PACKED_KERNEL(gemm_packed_bf16, ushort, WS_BF16)
-GEMM_PACKED_KERNEL(gemm_packed_q8_0, uchar, WS_Q8_0)
-GEMM_PACKED_KERNEL(gemm_packed_q4_0, uchar, WS_Q4_0)
-GEMM_PACKED_KERNEL(gemm_packed_q4_1, uchar, WS_Q4_1)
-GEMM_PACKED_KERNEL(gemm_packed_q5_0, uchar, WS_Q5_0)
-GEMM_PACKED_KERNEL(gemm_packed_q5_1, uchar, WS_Q5_1)
-GEMM_PACKED_KERNEL(gemm_packed_nf4, uchar, WS_NF4)
-GEMM_PACKED_KERNEL(gemm_packed_q4_k, uchar, WS_Q4_K)
-GEMM_PACKED_KERNEL(gemm_packed_q5_k, uchar, WS_Q5_K)
-GEMM_PACKED_KERNEL(gemm_packed_q6_k, uchar, WS_Q6_K)
+GEMM_PACKED_KERNEL(gemm_packed, gemm_packed_body, float, WS_F32)
+GEMM_PACKED_KERNEL(gemm_packed_f16, gemm_packed_body, half, WS_F16)
+GEMM_PACKED_KERNEL(gemm_packed_bf16, gemm_packed_body, ushort, WS_BF16)
+GEMM_PACKED_KERNEL(gemm_packed_q8_0, gemm_packed_body_q8_0, uchar, WS_Q8_0)
+GEMM_PACKED_KERNEL(gemm_packed_q4_0, gemm_packed_body_q4_0, uchar, WS_Q4_0)
+GEMM_PACKED_KERNEL(gemm_packed_q4_1, gemm_packed_body_q4_1, uchar, WS_Q4_1)
+GEMM_PACKED_KERNEL(gemm_packed_q5_0, gemm_packed_body_q5_0, uchar, WS_Q5_0)
+GEMM_PACKED_KERNEL(gemm_packed_q5_1, gemm_packed_body_q5_1, uchar, WS_Q5_1)
+GEMM_PACKED_KERNEL(gemm_packed_nf4, gemm_packed_body_nf4, uchar, WS_NF4)
+GEMM_PACKED_KERNEL(gemm_packed_q4_k, gemm_packed_body_q4_k, uchar, WS_Q4_K)
+GEMM_PACKED_KERNEL(gemm_packed_q5_k, gemm_packed_body_q5_k, uchar, WS_Q5_K)
+GEMM_PACKED_KERNEL(gemm_packed_q6_k, gemm_packed_body_q6_k, uchar, WS_Q6_K)
 
 // reblock_q: quantized panels (common.cl, "Quantized panels") from a W (rows, K) in source blocks, row r of W
 // read from row row_src[r] of src (use_map = 1: llama.cpp's rotary order of q/k rows undone) or row r. Rows past

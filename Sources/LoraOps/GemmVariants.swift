@@ -93,18 +93,19 @@ public struct GemmChoice: Equatable, Sendable {
 
 extension ComputeContext {
     /// The gemm kernel this context's config runs for C (M,N), with its
-    /// global and local sizes. `storage` is the B panels' kernel-name suffix
-    /// ("" fp32, "_f16", "_bf16"): every variant has the same argument list.
-    func gemmLaunch(m: Int, n: Int, storage: String = "") -> (kernel: String, global: [Int], local: [Int]) {
+    /// global and local sizes, for panels of `storage` (its kernel-name suffix names the
+    /// kernel; every variant has the same argument list; `gemm_packed`'s rows per work-item
+    /// are the format's own where the config tunes them per format).
+    func gemmLaunch(m: Int, n: Int, storage: WeightStorage = .f32) -> (kernel: String, global: [Int], local: [Int]) {
         switch config.gemm.variant {
         case .packed:
-            let mr = config.gemmRowsPerItem
+            let mr = config.rowsPerItem(storage)
             let (l0, l1) = config.gemmLocal
-            return ("gemm_packed" + storage, [(n + 15) / 16, (m + mr - 1) / mr], [l0, l1])
+            return ("gemm_packed" + storage.kernelSuffix, [(n + 15) / 16, (m + mr - 1) / mr], [l0, l1])
         case .tiled:
             let t = config.gemm.tile
             let (lx, ly) = t.localSize
-            return ("gemm_tiled" + storage, [(n + t.tn - 1) / t.tn * lx, (m + t.tm - 1) / t.tm * ly], [lx, ly])
+            return ("gemm_tiled" + storage.kernelSuffix, [(n + t.tn - 1) / t.tn * lx, (m + t.tm - 1) / t.tm * ly], [lx, ly])
         }
     }
 

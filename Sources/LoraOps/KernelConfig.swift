@@ -29,6 +29,16 @@ public struct KernelConfig: Equatable, Sendable {
     /// walk every panel for one band of rows before the next, so a panel is read
     /// once per band rather than once per row group (large N: the lm_head).
     public var gemmBand = 0
+    /// `gemm_packed`'s rows per work-item for panels of one quantized format (build option
+    /// GEMM_MR_<FORMAT>), where the tuner found another count faster than `gemmRowsPerItem` for it:
+    /// dequantizing in registers takes some of the registers the accumulator rows use. Spelled
+    /// "mr.q4_0=6"; a format not listed uses `gemmRowsPerItem`.
+    public var quantRowsPerItem: [WeightStorage: Int] = [:]
+
+    /// The rows per work-item of `gemm_packed` over panels of `storage`.
+    public func rowsPerItem(_ storage: WeightStorage) -> Int {
+        storage.isQuantized ? quantRowsPerItem[storage] ?? gemmRowsPerItem : gemmRowsPerItem
+    }
 
     public init(gemmRowsPerItem: Int, gemmLocal: (Int, Int), rowWorkGroup: Int, elementwiseLocal: Int, packLocal: Int,
                 gemm: GemmChoice = .packed) {
@@ -45,7 +55,7 @@ public struct KernelConfig: Equatable, Sendable {
             && a.rowWorkGroup == b.rowWorkGroup && a.elementwiseLocal == b.elementwiseLocal
             && a.packLocal == b.packLocal && a.gemm == b.gemm
             && a.attentionQueryRows == b.attentionQueryRows && a.attentionKeyRows == b.attentionKeyRows
-            && a.gemmBand == b.gemmBand
+            && a.gemmBand == b.gemmBand && a.quantRowsPerItem == b.quantRowsPerItem
     }
 
     /// pocl on a CPU: one thread runs a whole work-group, so small groups and
@@ -82,6 +92,8 @@ public struct KernelConfig: Equatable, Sendable {
             .replacingOccurrences(of: "{row}", with: "\(rowWorkGroup)")
             .replacingOccurrences(of: "{aq}", with: "\(attentionQueryRows)").replacingOccurrences(of: "{ak}", with: "\(attentionKeyRows)")
             .replacingOccurrences(of: "{band}", with: "\(gemmBand)"))
+            + quantRowsPerItem.sorted { $0.key.rawValue < $1.key.rawValue }
+                .map { " -DGEMM_MR_\($0.key.rawValue.uppercased())=\($0.value)" }.joined()
     }
 }
 
@@ -96,7 +108,7 @@ public enum KernelConfigError: Error, CustomStringConvertible {
         switch self {
         case let .invalid(origin, value, reason):
             return "\(origin): kernel config \"\(value)\" is invalid: \(reason) "
-                + "(expected cpu, gpu or keys like \"mr=6,local=1x4,row=1,ew=64,pack=64,aq=4,ak=6,band=16,gemm=tiled,tile=64x64x16,wpt=4x4\", "
+                + "(expected cpu, gpu or keys like \"mr=6,local=1x4,row=1,ew=64,pack=64,aq=4,ak=6,band=16,gemm=tiled,tile=64x64x16,wpt=4x4,mr.q4_0=5\", "
                 + "optionally after cpu or gpu: \"gpu,gemm=packed\")"
         case let .cacheUnreadable(path, reason): return "tuning cache \(path): \(reason)"
         case let .cacheUnwritable(path, reason): return "tuning cache \(path): cannot write: \(reason)"
@@ -122,6 +134,7 @@ extension KernelConfig {
         return "mr=\(gemmRowsPerItem),local=\(gemmLocal.0)x\(gemmLocal.1),row=\(rowWorkGroup),ew=\(elementwiseLocal),pack=\(packLocal)"
             + ",aq=\(attentionQueryRows),ak=\(attentionKeyRows),band=\(gemmBand)"
             + ",gemm=\(gemm.variant.rawValue),tile=\(t.tm)x\(t.tn)x\(t.tk),wpt=\(t.wm)x\(t.wn)"
+            + quantRowsPerItem.sorted { $0.key.rawValue < $1.key.rawValue }.map { ",mr.\($0.key.rawValue)=\($0.value)" }.joined()
     }
 
     /// "cpu", "gpu", or comma-separated `key=value` pairs over `base`, or over
@@ -192,6 +205,15 @@ extension KernelConfig {
                 let n = try int(key, kv[1])
                 guard n <= maxAttentionRows else { throw bad("\(key) must be 1…\(maxAttentionRows)") }
                 if key == "aq" { c.attentionQueryRows = n } else { c.attentionKeyRows = n }
+            case _ where key.hasPrefix("mr."):
+                let name = String(key.dropFirst(3))
+                guard let storage = WeightStorage(rawValue: name), storage.isQuantized else {
+                    throw bad("\(key): \(name) is not a quantized format ("
+                              + WeightStorage.allCases.filter(\.isQuantized).map(\.rawValue).joined(separator: ", ") + ")")
+                }
+                let n = try int(key, kv[1])
+                guard n <= maxRowsPerItem else { throw bad("\(key) must be 1…\(maxRowsPerItem)") }
+                c.quantRowsPerItem[storage] = n
             default: throw bad("unknown key \"\(key)\"")
             }
         }

@@ -289,7 +289,7 @@ extension ComputeContext {
         try require(a.offset >= 0, "gemm", "A's offset \(a.offset) is negative")
         try requireCount(a.buffer, atLeast: reach(a, cols: k), "gemm", "A")
         if let ext { try requireCount(ext.a.buffer, atLeast: reach(ext.a, cols: ext.b.k), "gemm", "the extension's A") }
-        let shape = gemmLaunch(m: m, n: n, storage: b.storage.kernelSuffix)
+        let shape = gemmLaunch(m: m, n: n, storage: b.storage)
         try launch(shape.kernel, [
             i32(m), i32(n), i32(k), .float(alpha),
             .buffer(a.buffer), i32(a.rowStride), i32(a.colStride),

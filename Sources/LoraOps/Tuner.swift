@@ -56,16 +56,22 @@ public final class Tuner {
     let warmup: Int
     /// Interleaved timing rounds per stage; a candidate scores its best round.
     let rounds: Int
+    /// Quantized formats whose `gemm_packed` rows per work-item are searched on their own (FormatTuning.swift).
+    public let formats: [WeightStorage]
     /// The timed products' inputs by shape, made once.
     private var hostValues: [String: ([Float], [Float])] = [:]
+    /// The per-format stage's inputs (activations, random source blocks) by format and shape, made once.
+    var formatValues: [String: ([Float], [UInt8])] = [:]
     let log: (String) -> Void
 
     /// `tokens`: the representative token count M of the products (default 512, quick 256).
     /// `tiled`: search `gemm_tiled` too (default: where the device is not a CPU).
     /// `lmHead`: the model's hidden size, vocabulary and layer count for the band stage.
+    /// `formats`: quantized formats to search `gemm_packed`'s rows per work-item for, each on its own.
     public init(device: Device, linears: [TuningLinear], quick: Bool, tokens: Int? = nil,
                 runs: Int? = nil, tiled: Bool? = nil, lmHead: (hidden: Int, vocab: Int, layers: Int)? = nil,
-                log: @escaping (String) -> Void = { _ in }) {
+                formats: [WeightStorage] = [], log: @escaping (String) -> Void = { _ in }) {
+        self.formats = formats.filter(\.isQuantized)
         self.device = device
         self.lmHead = lmHead ?? (576, 49152, 30)
         self.quick = quick
@@ -364,6 +370,8 @@ public final class Tuner {
         }
         // Stage 5: attention's tile heights, on attention itself (AttentionTuning.swift).
         let attentionRates = tuneAttention(&winner, space: space.attentionRows)
+        // Stage 6: gemm_packed's rows per work-item for each quantized format asked (FormatTuning.swift).
+        let formatRates = tuneFormats(&winner, space: space)
         let def = measured.first { $0.config == base }
         // The final config (band and attention stages included) timed on its own, as the automatic
         // check re-times it (`retime`): the figure a later run compares with.
@@ -378,7 +386,7 @@ public final class Tuner {
                 TuningCandidate(config: $0.config.spec, gflops: $0.gflops, perShape: $0.perShape, rejected: $0.rejected)
             }, playoff: playoff, attentionGflops: attentionRates, bandGflops: bandRates,
             othersLoad: loadAtStart.flatMap { a in HostLoadSample.now().flatMap { a.othersLoad(until: $0) } },
-            spread: spread, finalGflops: finalRate)
+            spread: spread, finalGflops: finalRate, formatGflops: formatRates)
     }
 
     /// The aggregate GFLOP/s of `config` on this tuner's products now (built and checked as a

@@ -99,6 +99,10 @@ public struct TuningEntry: Codable, Sendable {
     /// Set once an automatic check on an idle host re-timed the winner at its recorded speed
     /// (KernelConfig.resolveOrTune); a confirmed entry is not checked again.
     public var confirmed: Bool?
+    /// GFLOP/s of the forward products over each quantized format's panels per rows-per-work-item
+    /// tried ("q4_0" → "mr=4" → …), when formats were searched (`lora-gpu tune --model` of a quantized
+    /// model, or `--format`).
+    public var formatGflops: [String: [String: Double]]?
 
     /// Whether the figures were taken while other processes used the CPUs (where that was measured;
     /// elsewhere: whether the rounds were wildly unsteady): such an entry is re-tuned when the host is
@@ -121,7 +125,7 @@ public struct TuningEntry: Codable, Sendable {
                 mode: String, date: String, tokens: Int, shapes: [String], packGBps: [String: Double]?,
                 candidates: [TuningCandidate], playoff: [String]? = nil, attentionGflops: [String: Double]? = nil,
                 bandGflops: [String: Double]? = nil, othersLoad: Double? = nil, spread: Double? = nil,
-                finalGflops: Double? = nil, confirmed: Bool? = nil) {
+                finalGflops: Double? = nil, confirmed: Bool? = nil, formatGflops: [String: [String: Double]]? = nil) {
         self.key = key
         self.config = config
         self.gflops = gflops
@@ -140,6 +144,7 @@ public struct TuningEntry: Codable, Sendable {
         self.spread = spread
         self.finalGflops = finalGflops
         self.confirmed = confirmed
+        self.formatGflops = formatGflops
     }
 }
 

@@ -120,6 +120,18 @@ final class QuantizedStorageTests: XCTestCase {
         try checkAll(try ComputeContext.shared(), rng: &rng, "packed")
     }
 
+    /// Rows per work-item chosen per format (`mr.q4_0=…`, the tuner's per-format stage): every format's
+    /// kernel at a count other than the shared one, and at 1 and 16, stays bit-identical.
+    func testPerFormatRowCountsAreBitIdentical() throws {
+        var rng = SeededRandom(seed: freshSeed(#function))
+        let counts = [1, 3, 5, 16, 2, 7, 4, 6, 12]
+        var cfg = KernelConfig.cpu
+        for (f, mr) in zip(Self.formats, counts) { cfg.quantRowsPerItem[f] = mr }
+        let ctx = try ComputeContext(device: try ComputeContext.shared().device, config: cfg, kernelFiles: ["matmul.cl", "matmul_tiled.cl"])
+        XCTAssertEqual(Self.formats.map(ctx.config.rowsPerItem), counts)
+        try checkAll(ctx, rng: &rng, "per-format rows")
+    }
+
     func testTiledGemmIsBitIdenticalToTheDequantizedPath() throws {
         var rng = SeededRandom(seed: freshSeed(#function))
         var cfg = KernelConfig.gpu

@@ -168,7 +168,8 @@ final class GemmVariantTests: XCTestCase {
             cfg.gemm = GemmChoice(variant: .tiled, tile: tile)
             let ctx = try ComputeContext(device: device, config: cfg, kernelFiles: Self.kernelFiles)
             for (m, n, k) in [(1, 1, 1), (63, 129, 17), (17, 3, 1000), (129, 63, 129)] {
-                for (suffix, encode, decode) in [("_f16", Self.half, Self.fromHalf), ("_bf16", Self.bfloat, Self.fromBfloat)] {
+                for (storage, encode, decode) in [(WeightStorage.f16, Self.half, Self.fromHalf), (.bf16, Self.bfloat, Self.fromBfloat)] {
+                    let suffix = storage.kernelSuffix
                     let what = "\(cfg.spec) gemm_tiled\(suffix) \(m)x\(n)x\(k)"
                     // B stored (N,K) (a weight), packed fp32, then narrowed.
                     let a = rng.uniform(m * k), w = rng.uniform(n * k), bias = rng.uniform(n), c0 = rng.uniform(m * n)
@@ -183,7 +184,7 @@ final class GemmVariantTests: XCTestCase {
                     let a2p = try ctx.pack(try ctx.buffer(b2), k: k2, n: n, .none)
                     for beta: Float in [0, 0.5] {
                         let c = beta == 0 ? try poisoned(ctx, m * n) : try ctx.buffer(c0)
-                        let shape = ctx.gemmLaunch(m: m, n: n, storage: suffix)
+                        let shape = ctx.gemmLaunch(m: m, n: n, storage: storage)
                         XCTAssertEqual(shape.kernel, "gemm_tiled" + suffix)
                         try ctx.launch(shape.kernel, [
                             .int(Int32(m)), .int(Int32(n)), .int(Int32(k)), .float(1.25),

@@ -177,6 +177,23 @@ final class TuningTests: XCTestCase {
         XCTAssertEqual(try KernelConfig.parse(banded.spec, base: .cpu, origin: "t"), banded)
         XCTAssertEqual(try KernelConfig.parse("band=0", base: banded, origin: "t"), .cpu)
         XCTAssertTrue(banded.buildOptions.contains("-DGEMM_BAND=16"), banded.buildOptions)
+        // Per-format rows (mr.<format>): in the spec sorted by format, round-trip, a build option each; only
+        // quantized formats; the launch takes the format's count, every other storage the shared one.
+        var perFormat = KernelConfig.cpu
+        perFormat.quantRowsPerItem = [.q6_k: 3, .q4_0: 5]
+        XCTAssertTrue(perFormat.spec.hasSuffix(",mr.q4_0=5,mr.q6_k=3"), perFormat.spec)
+        XCTAssertEqual(try KernelConfig.parse(perFormat.spec, base: .gpu, origin: "t"), perFormat)
+        XCTAssertEqual(try KernelConfig.parse("mr.q4_0=5, MR.Q6_K=3", base: .cpu, origin: "t"), perFormat)
+        XCTAssertNotEqual(perFormat, .cpu)
+        XCTAssertTrue(perFormat.buildOptions.hasSuffix(" -DGEMM_MR_Q4_0=5 -DGEMM_MR_Q6_K=3"), perFormat.buildOptions)
+        XCTAssertEqual([WeightStorage.q4_0, .q6_k, .q8_0, .f16, .f32].map(perFormat.rowsPerItem), [5, 3, 8, 8, 8])
+        for (bad, says) in [("mr.f16=4", "f16 is not a quantized format"), ("mr.q3_k=4", "q3_k is not a quantized format"),
+                            ("mr.q4_0=0", "not a positive integer"), ("mr.q4_0=17", "mr.q4_0 must be 1…16"),
+                            ("mr.q4_0=4,mr.q4_0=5", "given twice")] {
+            XCTAssertThrowsError(try KernelConfig.parse(bad, base: .cpu, origin: "--kernel-config"), bad) { error in
+                XCTAssertTrue("\(error)".contains("--kernel-config") && "\(error)".contains(says), "\(error)")
+            }
+        }
         for bad in ["", "mr=0", "mr=17", "mr=x", "local=3", "local=0x4", "row=3", "speed=9", "mr=4,mr=5", "mr",
                     "band=-1", "band=x", "band=1025"] {
             XCTAssertThrowsError(try KernelConfig.parse(bad, base: .cpu, origin: "--kernel-config"), bad) { error in
@@ -360,6 +377,38 @@ final class TuningTests: XCTestCase {
         let again = try KernelConfig.resolveOrTune(device: device, environment: env, hostLoad: { 1 }) { XCTFail("tuned again: \($0)") }
         XCTAssertEqual(again.config, r.config)
         XCTAssertEqual(again.source, .cache)
+    }
+
+    /// The per-format stage: each format's kernel is built with its own GEMM_MR_<FORMAT>, checked (a wrong
+    /// count still computes the right product; the check catches a wrong one: see QuantizedStorageTests),
+    /// timed, and a count other than the shared one is kept only with a clear lead; the entry records the
+    /// rates and the config spells the choice. Tiny shapes: this checks the stage, not the speed.
+    func testPerFormatStageRecordsRatesAndAChoiceThatParses() throws {
+        let dev = try sharedContext().device
+        var lines: [String] = []
+        let tuner = Tuner(device: dev, linears: [TuningLinear("w", in: 64, out: 40)], quick: true, tokens: 8, runs: 1, tiled: false,
+                          lmHead: (64, 96, 1), formats: [.q4_0, .f16, .q4_k]) { lines.append($0) }
+        XCTAssertEqual(tuner.formats, [.q4_0, .q4_k])
+        // K-quants need K a multiple of 256: the stage's products round K up.
+        XCTAssertEqual(tuner.formatProducts(.q4_k).map(\.k), [256])
+        XCTAssertEqual(tuner.formatProducts(.q4_0).map { "\($0.m)x\($0.n)x\($0.k)" }, ["8x40x64"])
+        let entry = try tuner.run()
+        let rates = try XCTUnwrap(entry.formatGflops)
+        XCTAssertEqual(Set(rates.keys), ["q4_0", "q4_k"])
+        let config = try KernelConfig.parse(entry.config, base: .cpu, origin: "t")
+        for f in [WeightStorage.q4_0, .q4_k] {
+            let tried = try XCTUnwrap(rates[f.rawValue])
+            XCTAssertTrue(tried.keys.contains("mr=\(config.gemmRowsPerItem)"), "\(tried)")
+            XCTAssertTrue(tried.values.allSatisfy { $0 > 0 && $0.isFinite }, "\(tried)")
+            let chosen = config.rowsPerItem(f)
+            XCTAssertNotNil(tried["mr=\(chosen)"], "\(f) chose \(chosen) of \(tried)")
+            if chosen != config.gemmRowsPerItem {
+                XCTAssertGreaterThan(tried["mr=\(chosen)"]!, 1.03 * tried["mr=\(config.gemmRowsPerItem)"]!)
+            }
+            XCTAssertTrue(lines.contains { $0.hasPrefix("  \(f.rawValue): ") && $0.contains("→ mr=\(chosen)") }, "\(lines)")
+        }
+        // The stage's parity check holds on the shared context for every format.
+        for f in WeightStorage.allCases where f.isQuantized { XCTAssertNil(try Tuner.formatParityFailure(try sharedContext(), f), "\(f)") }
     }
 
     /// The tuner's own pre-timing check passes on the suite's context; equal

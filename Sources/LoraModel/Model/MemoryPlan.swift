@@ -170,6 +170,13 @@ public struct MemoryPlan: Sendable {
                    shape: shape, alignmentBytes: alignmentBytes, bufferLimitBytes: bufferLimitBytes)
     }
 
+    /// The quantized formats the model's frozen matrices keep on the device, in `WeightStorage` order
+    /// (what `lora-gpu tune --model` searches `gemm_packed`'s rows per work-item for).
+    public static func quantizedFormats(config c: ModelConfig, checkpoint: CheckpointSource) throws -> [WeightStorage] {
+        let kept = Set(try checkpointDTypes(config: c, checkpoint: checkpoint).values.map { frozenStorage(dtype: $0) })
+        return WeightStorage.allCases.filter { $0.isQuantized && kept.contains($0) }
+    }
+
     /// Checkpoint tensor name → dtype as the plan records it, from the headers
     /// (a missing tensor or a wrong shape is the error loading would give).
     /// A GGUF file's Q8_0 … Q5_1, Q4_K, Q5_K, Q6_K matrices stay quantized ("Q4_1"); its other types are dequantized to fp32
