@@ -325,6 +325,69 @@ final class ReliabilityTests: XCTestCase {
         XCTAssertNotEqual(Array(a[(4 * V)...]), Array(b[(4 * V)...]), "past the window: the sliding layer sees less")
     }
 
+    /// Qwen3's sliding window as transformers 5.25's Qwen3Config derives it (its __post_init__: sliding_window only with
+    /// use_sliding_window, default 4096; layer_types as given, else "sliding_attention" from max_window_layers on,
+    /// default 28). Expected kinds printed by Qwen3Config(**keys).sliding_window / .layer_types for each case.
+    func testQwen3SlidingWindowLayersAsQwen3ConfigDerivesThem() throws {
+        let base = try JSONValue.read(path: fixturesRoot + "/qwen3_qk_norm/model/config.json").object!
+        XCTAssertEqual(base["use_sliding_window"], false)
+        func parse(_ keys: JSONObject) throws -> ModelConfig {
+            var j = base
+            for k in ["use_sliding_window", "sliding_window", "max_window_layers", "layer_types"] { j[k] = nil }
+            for (k, v) in keys.pairs { j[k] = v }
+            return try ModelConfig.parse(object: j, path: "config.json")
+        }
+        /// Each layer's window (nil: full attention).
+        func windows(_ c: ModelConfig) -> [Int?] { (0..<c.numLayers).map { c.window(layer: $0) } }
+        // (keys, Qwen3Config's sliding_window and layer_types as windows)
+        let cases: [(JSONObject, [Int?])] = [
+            (["use_sliding_window": true, "sliding_window": 3, "max_window_layers": 2, "num_hidden_layers": 4], [nil, nil, 3, 3]),
+            // sliding_window left out: Qwen3Config's 4096.
+            (["use_sliding_window": true, "max_window_layers": 1, "num_hidden_layers": 3], [nil, 4096, 4096]),
+            (["use_sliding_window": false, "sliding_window": 3, "max_window_layers": 1, "num_hidden_layers": 3], [nil, nil, nil]),
+            // layer_types wins over max_window_layers.
+            (["use_sliding_window": true, "sliding_window": 3, "max_window_layers": 0, "num_hidden_layers": 3,
+              "layer_types": ["full_attention", "sliding_attention", "full_attention"]], [nil, 3, nil]),
+            (["use_sliding_window": true, "sliding_window": 3, "max_window_layers": 5, "num_hidden_layers": 3], [nil, nil, nil]),
+            // max_window_layers left out: 28.
+            (["use_sliding_window": true, "sliding_window": 3, "num_hidden_layers": 30], Array(repeating: nil, count: 28) + [3, 3]),
+            // Qwen3-0.6B's own keys: no window anywhere.
+            (["use_sliding_window": false, "sliding_window": .null, "max_window_layers": 28, "num_hidden_layers": 2], [nil, nil]),
+        ]
+        for (keys, want) in cases {
+            XCTAssertEqual(windows(try parse(keys)), want, JSONValue.object(keys).serialized())
+        }
+        // Qwen2Config has the same default window (Qwen2Config(use_sliding_window=True, max_window_layers=1, num_hidden_layers=2)).
+        var qwen2 = try JSONValue.read(path: fixturesRoot + "/qwen2_bias_lora_only/model/config.json").object!
+        for k in ["sliding_window", "layer_types"] { qwen2[k] = nil }
+        qwen2["use_sliding_window"] = true
+        qwen2["max_window_layers"] = 1
+        XCTAssertEqual(windows(try ModelConfig.parse(object: qwen2, path: "config.json")), [nil, 4096])
+        assertError({ _ = try parse(["use_sliding_window": true, "sliding_window": 3, "layer_types": ["sliding_attention"]]) },
+                    contains: ["config.json", "layer_types", "lists 1 layers, the model has 2"])
+        assertError({ _ = try parse(["use_sliding_window": true, "sliding_window": 3, "max_window_layers": -1]) },
+                    contains: ["config.json", "max_window_layers", "must be a non-negative integer, got -1"])
+        // The derived window acts on the layer: within it, full attention's logits; past it, the layer sees less.
+        let src = fixturesRoot + "/qwen3_qk_norm/model"
+        let dir = tmp.appendingPathComponent("qwen3-sliding").path
+        try FileManager.default.copyItem(atPath: src, toPath: dir)
+        var j = base
+        j["use_sliding_window"] = true
+        j["sliding_window"] = 4
+        j["layer_types"] = nil
+        j["max_window_layers"] = 1
+        try Data(JSONValue.object(j).serialized().utf8).write(to: URL(fileURLWithPath: dir + "/config.json"))
+        var lora = LoraConfig(r: 4, targetModules: .list(["q_proj"]))
+        lora.inferenceMode = true
+        let sliding = try LlamaLoRAModel(modelDirectory: dir, lora: lora, context: try ComputeContext.shared())
+        XCTAssertEqual(windows(sliding.config), [nil, 4])
+        let full = try LlamaLoRAModel(modelDirectory: src, lora: lora, context: try ComputeContext.shared())
+        let ids = [[1, 2, 3, 4, 5, 6]], V = sliding.config.vocabSize
+        let a = try sliding.logits(try TokenBatch(inputIDs: ids)), b = try full.logits(try TokenBatch(inputIDs: ids))
+        XCTAssertEqual(Array(a[0..<(4 * V)]), Array(b[0..<(4 * V)]), "within the window: full attention")
+        XCTAssertNotEqual(Array(a[(4 * V)...]), Array(b[(4 * V)...]), "past the window: the sliding layer sees less")
+    }
+
     // MARK: adapters
 
     func adapterCopy(_ name: String = "llama_gqa_untied") throws -> String {

@@ -121,11 +121,12 @@ public enum Architecture: String, Sendable, CaseIterable {
         case .qwen2:
             return ArchitectureTraits(biases: .qkv, mlpBiasKey: false, qkNorm: false, window: .useSlidingWindowKey,
                                       questionAnsweringTrunk: "transformer.", ggufName: "qwen2", ggufPermutesQK: false,
-                                      defaultMaxPositions: 32768)
+                                      defaultMaxPositions: 32768, configDefaults: Self.qwenWindowDefaults)
         case .qwen3:
             return ArchitectureTraits(biases: .attentionBiasKey, mlpBiasKey: false, qkNorm: true, window: .useSlidingWindowKey,
                                       questionAnsweringTrunk: "transformer.", ggufName: "qwen3", ggufPermutesQK: false,
-                                      defaultMaxPositions: 32768, defaultHeadDim: 128, ggufHeadDimFromKeyLength: true)
+                                      defaultMaxPositions: 32768, defaultHeadDim: 128, ggufHeadDimFromKeyLength: true,
+                                      configDefaults: Self.qwenWindowDefaults)
         case .smollm3:
             return ArchitectureTraits(biases: .attentionBiasKey, mlpBiasKey: true, qkNorm: false, window: .useSlidingWindowKey,
                                       questionAnsweringTrunk: "transformer.", ggufName: "smollm3", ggufPermutesQK: true,
@@ -147,6 +148,10 @@ public enum Architecture: String, Sendable, CaseIterable {
                                       logitSoftcapKey: "final_logit_softcapping", taskClasses: false)
         }
     }
+
+    /// Qwen2Config's and Qwen3Config's sliding_window default: a config that sets use_sliding_window and leaves the
+    /// window out gets 4096 (null stays null: no window).
+    static let qwenWindowDefaults: JSONObject = ["sliding_window": 4096]
 
     /// Gemma3TextConfig's defaults (transformers 5.25) for the keys its Hub configs leave out; the RoPE bases'
     /// defaults (10⁶ and 10⁴) are applied where rope_parameters is read.
