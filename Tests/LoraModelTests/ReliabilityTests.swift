@@ -388,6 +388,66 @@ final class ReliabilityTests: XCTestCase {
         XCTAssertNotEqual(Array(a[(4 * V)...]), Array(b[(4 * V)...]), "past the window: the sliding layer sees less")
     }
 
+    /// Phi-3's config as the Hub has it (microsoft/Phi-4-mini-instruct, transformers 4.x: rope_theta, rope_scaling
+    /// {"type": "longrope", short_factor, long_factor}, top-level partial_rotary_factor and
+    /// original_max_position_embeddings) is the model of transformers 5's rope_parameters form (Phi3Config 5.25 turns
+    /// the one into the other): the same RoPE and bit-identical logits and gradients, past original_max_position_embeddings
+    /// (the long factors: the fixture's 20 tokens) and within it (the short ones).
+    func testPhi3HubConfigEqualsRopeParameters() throws {
+        let rc = try ReferenceCase("phi3_fused_longrope")
+        let modern = try JSONValue.read(path: rc.dir + "/model/config.json").object!
+        let rp = try XCTUnwrap(modern["rope_parameters"]?.object)
+        var hub = modern
+        hub["rope_parameters"] = nil
+        hub["rope_theta"] = rp["rope_theta"]!
+        hub["partial_rotary_factor"] = rp["partial_rotary_factor"]!
+        hub["rope_scaling"] = ["type": "longrope", "short_factor": rp["short_factor"]!, "long_factor": rp["long_factor"]!]
+        XCTAssertEqual(hub["original_max_position_embeddings"], 16)
+        let dir = tmp.appendingPathComponent("phi3-hub").path
+        try FileManager.default.copyItem(atPath: rc.dir + "/model", toPath: dir)
+        try Data(JSONValue.object(hub).serialized().utf8).write(to: URL(fileURLWithPath: dir + "/config.json"))
+        let a = try ModelConfig.load(directory: dir), b = try ModelConfig.load(directory: rc.dir + "/model")
+        XCTAssertEqual(a.rope, b.rope)
+        XCTAssertEqual(a.partialRotaryDim, 6)
+        XCTAssertEqual(b.partialRotaryDim, 6)
+        var lora = try LoraConfig.load(path: rc.dir + "/adapter_initial/adapter_config.json")
+        lora.inferenceMode = false
+        let ctx = try ComputeContext.shared()
+        let legacy = try LlamaLoRAModel(modelDirectory: dir, lora: lora, context: ctx)
+        let current = try LlamaLoRAModel(modelDirectory: rc.dir + "/model", lora: lora, context: ctx)
+        for m in [legacy, current] { try m.loadAdapter(directory: rc.dir + "/adapter_initial") }
+        let long = try rc.batch
+        XCTAssertGreaterThan(long.seq, 16)
+        let short = try TokenBatch(inputIDs: [Array(try rc.batch.inputIDs.prefix(12).map(Int.init))])
+        for (what, batch) in [("20 tokens (long factors)", long), ("12 tokens (short factors)", short)] {
+            XCTAssertEqual(try legacy.logits(batch), try current.logits(batch), "\(what): logits")
+            XCTAssertEqual(try legacy.computeGradients(batch), try current.computeGradients(batch), "\(what): loss")
+            let ga = try legacy.gradientTensors(), gb = try current.gradientTensors()
+            XCTAssertEqual(Set(ga.keys), Set(gb.keys))
+            for (k, g) in ga { XCTAssertEqual(g, gb[k], "\(what): gradient \(k)") }
+        }
+        XCTAssertNotEqual(try current.logits(short), Array(try current.logits(long).prefix(12 * current.config.vocabSize)),
+                          "the short and long factors differ: both were exercised")
+    }
+
+    /// PEFT has no default target_modules for model_type phi3 or smollm3 (absent from its
+    /// TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING: get_peft_model raises "Please specify `target_modules`"):
+    /// neither guesses here; the error names the key and the modules there are. Qwen3 and Gemma 3 text have q_proj, v_proj.
+    func testPhi3AndSmolLM3WithoutTargetModulesNameThem() throws {
+        for (name, cls, modules) in [("phi3_fused_longrope", "Phi3ForCausalLM", "down_proj, gate_up_proj, o_proj, qkv_proj"),
+                                     ("smollm3_nope", "SmolLM3ForCausalLM", "down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj")] {
+            let c = try ModelConfig.load(directory: fixturesRoot + "/\(name)/model")
+            assertError({ _ = try AdapterPlan(config: c, lora: LoraConfig()) },
+                        contains: ["LoRA settings", "target_modules", "missing: PEFT has no default target_modules for \(cls); "
+                                   + "name the modules to adapt (\(modules), or all-linear)"])
+            XCTAssertNoThrow(try AdapterPlan(config: c, lora: LoraConfig(targetModules: .allLinear)), name)
+        }
+        for name in ["qwen3_qk_norm", "gemma3_sliding"] {
+            let plan = try AdapterPlan(config: try ModelConfig.load(directory: fixturesRoot + "/\(name)/model"), lora: LoraConfig())
+            XCTAssertEqual(Set(plan.adapted.map { String($0.split(separator: ".").last!) }), ["q_proj", "v_proj"], name)
+        }
+    }
+
     // MARK: adapters
 
     func adapterCopy(_ name: String = "llama_gqa_untied") throws -> String {
