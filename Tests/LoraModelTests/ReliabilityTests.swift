@@ -388,6 +388,35 @@ final class ReliabilityTests: XCTestCase {
         XCTAssertNotEqual(Array(a[(4 * V)...]), Array(b[(4 * V)...]), "past the window: the sliding layer sees less")
     }
 
+    /// SmolLM3's sliding window as transformers 5.25's SmolLM3Config derives it: only with use_sliding_window and a
+    /// sliding_window (default none); layer_types as given, else the NoPE layers (no_rope_layers 0, by default every
+    /// no_rope_layer_interval-th) — not Qwen's max_window_layers. Expected windows printed from SmolLM3Config(**keys)
+    /// (sliding_window where use_sliding_window and layer_types[i] is "sliding_attention", as SmolLM3Attention reads it).
+    func testSmolLM3SlidingWindowOnItsNoPELayers() throws {
+        let base = try JSONValue.read(path: fixturesRoot + "/smollm3_nope/model/config.json").object!
+        func windows(_ keys: JSONObject) throws -> [Int?] {
+            var j = base
+            for k in ["use_sliding_window", "sliding_window", "max_window_layers", "layer_types", "no_rope_layers"] { j[k] = nil }
+            for (k, v) in keys.pairs { j[k] = v }
+            let c = try ModelConfig.parse(object: j, path: "config.json")
+            return (0..<c.numLayers).map { c.window(layer: $0) }
+        }
+        let cases: [(JSONObject, [Int?])] = [
+            (["use_sliding_window": true, "sliding_window": 3, "num_hidden_layers": 8], [nil, nil, nil, 3, nil, nil, nil, 3]),
+            (["use_sliding_window": true, "sliding_window": 3, "no_rope_layers": [1, 0, 0, 1], "num_hidden_layers": 4], [nil, 3, 3, nil]),
+            (["use_sliding_window": true, "sliding_window": 3, "no_rope_layers": [1, 0, 0, 1], "max_window_layers": 0,
+              "num_hidden_layers": 4], [nil, 3, 3, nil]),
+            (["use_sliding_window": true, "num_hidden_layers": 4], [nil, nil, nil, nil]),
+            (["use_sliding_window": false, "sliding_window": 3, "num_hidden_layers": 4], [nil, nil, nil, nil]),
+            (["use_sliding_window": true, "sliding_window": 3, "no_rope_layer_interval": 2, "num_hidden_layers": 4], [nil, 3, nil, 3]),
+            (["use_sliding_window": true, "sliding_window": 3, "num_hidden_layers": 4,
+              "layer_types": ["sliding_attention", "full_attention", "full_attention", "full_attention"]], [3, nil, nil, nil]),
+        ]
+        for (keys, want) in cases {
+            XCTAssertEqual(try windows(keys), want, JSONValue.object(keys).serialized())
+        }
+    }
+
     /// Phi-3's config as the Hub has it (microsoft/Phi-4-mini-instruct, transformers 4.x: rope_theta, rope_scaling
     /// {"type": "longrope", short_factor, long_factor}, top-level partial_rotary_factor and
     /// original_max_position_embeddings) is the model of transformers 5's rope_parameters form (Phi3Config 5.25 turns
