@@ -84,7 +84,8 @@ CASES = [
          max_grad_norm=1.0),
     # Phi-3 / Phi-4-mini: fused qkv_proj and gate_up_proj (LoRA on the fused modules), partial rotary (0.75 of
     # head_dim 8: 6 values rotate), LongRoPE with original_max_position_embeddings 16 and a 20-token batch (the long
-    # factors and the attention factor √(1 + ln 4 / ln 16)), tied; dropout on the LoRA branch.
+    # factors and the attention factor √(1 + ln 4 / ln 16)), tied; no dropout (lora_dropout 0,
+    # PEFT's default).
     dict(name="phi3_fused_longrope", arch="phi3",
          cfg=dict(tie_word_embeddings=True, pad_token_id=None, bos_token_id=None, eos_token_id=None,
                   original_max_position_embeddings=16,

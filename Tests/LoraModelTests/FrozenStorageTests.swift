@@ -126,6 +126,85 @@ final class FrozenStorageTests: XCTestCase {
         }
     }
 
+    /// A fixture's model written twice: every tensor in `dtype` ("F16": fp32 rounded to the nearest half,
+    /// "BF16": the top 16 bits of each fp32), and the same 16-bit values widened back to fp32 (exact either way).
+    func sixteenBitAndWidened(_ rc: ReferenceCase, dtype: String) throws -> (half: String, full: String) {
+        let fm = FileManager.default
+        let src = rc.dir + "/model"
+        var tensors: [(name: String, shape: [Int], values: [Float])] = []
+        for f in try fm.contentsOfDirectory(atPath: src).filter({ $0.hasSuffix(".safetensors") }) {
+            let st = try SafeTensorsFile(path: src + "/" + f)
+            for name in st.tensors.keys.sorted() {
+                let (shape, values) = try st.floats(name)
+                tensors.append((name, shape, values))
+            }
+        }
+        tensors.sort { $0.name < $1.name }
+        func directory(_ kind: String) throws -> String {
+            let dir = fm.temporaryDirectory.appendingPathComponent("frozen-storage-\(rc.name)-\(dtype)-\(kind)-\(getpid())").path
+            try? fm.removeItem(atPath: dir)
+            try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            for f in ["config.json", "generation_config.json"] where fm.fileExists(atPath: src + "/" + f) {
+                try fm.copyItem(atPath: src + "/" + f, toPath: dir + "/" + f)
+            }
+            return dir
+        }
+        let half = try directory(dtype), full = try directory("widened")
+        var header: [String: Any] = [:], data = Data(), offset = 0, widened: [(name: String, shape: [Int], values: [Float])] = []
+        for t in tensors {
+            let bits: [UInt16] = dtype == "F16" ? t.values.map { Float16($0).bitPattern }
+                : t.values.map { UInt16(truncatingIfNeeded: $0.bitPattern >> 16) }
+            header[t.name] = ["dtype": dtype, "shape": t.shape, "data_offsets": [offset, offset + 2 * bits.count]]
+            offset += 2 * bits.count
+            for b in bits { var le = b.littleEndian; withUnsafeBytes(of: &le) { data.append(contentsOf: $0) } }
+            widened.append((t.name, t.shape, dtype == "F16" ? bits.map { Float(Float16(bitPattern: $0)) }
+                                                            : bits.map { Float(bitPattern: UInt32($0) << 16) }))
+            XCTAssertTrue(widened.last!.values.allSatisfy(\.isFinite), "\(rc.name) \(t.name): representable in \(dtype)")
+        }
+        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        while json.count % 8 != 0 { json.append(0x20) }
+        var file = Data(), len = UInt64(json.count).littleEndian
+        withUnsafeBytes(of: &len) { file.append(contentsOf: $0) }
+        file.append(json)
+        file.append(data)
+        try file.write(to: URL(fileURLWithPath: half + "/model.safetensors"))
+        try SafeTensorsWriter.write(widened, to: full + "/model.safetensors")
+        return (half, full)
+    }
+
+    /// Each newer family's 16-bit storage, F16 and BF16 alike, gives bit-identical logits, loss, gradients and
+    /// generation to the same weights widened to fp32, at half the frozen bytes: Qwen3's q/k norms, SmolLM3's NoPE
+    /// layer (with biases), Phi-3's fused qkv_proj / gate_up_proj split from one 16-bit panel each (LongRoPE,
+    /// partial rotary), Gemma 3's sliding and full layers, four norms and scaled embedding.
+    func testNewFamiliesSixteenBitEqualsWidenedFP32() throws {
+        for name in ["qwen3_qk_norm", "smollm3_nope", "phi3_fused_longrope", "gemma3_sliding"] {
+            for dtype in ["F16", "BF16"] {
+                let rc = try ReferenceCase(name), what = "\(name) \(dtype)"
+                let (halfDir, fullDir) = try sixteenBitAndWidened(rc, dtype: dtype)
+                defer { for d in [halfDir, fullDir] { try? FileManager.default.removeItem(atPath: d) } }
+                let half = try model(rc, directory: halfDir), full = try model(rc, directory: fullDir)
+                XCTAssertEqual(half.frozenWeightBytes, 2 * expectedFrozen(half).elements, "\(what): 2 bytes per element")
+                XCTAssertEqual(half.frozenWeightBytes * 2, full.frozenWeightBytes, "\(what): 16-bit holds half the bytes")
+                if name == "phi3_fused_longrope" {
+                    // The fused projections are the ones stored: qkv_proj and gate_up_proj of each layer.
+                    XCTAssertEqual(Set(half.layers.flatMap(\.linears).map(\.path).filter { $0.contains("qkv_proj") || $0.contains("gate_up_proj") }).count, 4, what)
+                }
+                let b = try rc.batch
+                XCTAssertEqual(try half.logits(b), try full.logits(b), "\(what): logits differ from the fp32 copy")
+                XCTAssertEqual(try half.computeGradients(b), try full.computeGradients(b), "\(what): loss")
+                let g16 = try half.gradientTensors(), g32 = try full.gradientTensors()
+                XCTAssertEqual(Set(g16.keys), Set(g32.keys), what)
+                XCTAssertFalse(g16.isEmpty, what)
+                for (k, g) in g16 { XCTAssertEqual(g, g32[k], "\(what): gradient \(k) differs from the fp32 copy") }
+                let prompt = Array(try rc.batch.inputIDs.prefix(9).map(Int.init))
+                let s16 = try InferenceSession(model: half, maxTokens: 16, chunkTokens: 4)
+                let s32 = try InferenceSession(model: full, maxTokens: 16, chunkTokens: 4)
+                XCTAssertEqual(try s16.appendReturningAllLogits(prompt), try s32.appendReturningAllLogits(prompt), "\(what): prefill")
+                XCTAssertEqual(try s16.append([3]), try s32.append([3]), "\(what): decode step")
+            }
+        }
+    }
+
     /// PEFT's saved base layers (embed_tokens / lm_head targeted) are read back
     /// from the 16-bit panels exactly.
     func testSavedBaseLayersFromSixteenBitPanels() throws {

@@ -325,6 +325,158 @@ final class ReliabilityTests: XCTestCase {
         XCTAssertNotEqual(Array(a[(4 * V)...]), Array(b[(4 * V)...]), "past the window: the sliding layer sees less")
     }
 
+    /// Qwen3's sliding window as transformers 5.25's Qwen3Config derives it (its __post_init__: sliding_window only with
+    /// use_sliding_window, default 4096; layer_types as given, else "sliding_attention" from max_window_layers on,
+    /// default 28). Expected kinds printed by Qwen3Config(**keys).sliding_window / .layer_types for each case.
+    func testQwen3SlidingWindowLayersAsQwen3ConfigDerivesThem() throws {
+        let base = try JSONValue.read(path: fixturesRoot + "/qwen3_qk_norm/model/config.json").object!
+        XCTAssertEqual(base["use_sliding_window"], false)
+        func parse(_ keys: JSONObject) throws -> ModelConfig {
+            var j = base
+            for k in ["use_sliding_window", "sliding_window", "max_window_layers", "layer_types"] { j[k] = nil }
+            for (k, v) in keys.pairs { j[k] = v }
+            return try ModelConfig.parse(object: j, path: "config.json")
+        }
+        /// Each layer's window (nil: full attention).
+        func windows(_ c: ModelConfig) -> [Int?] { (0..<c.numLayers).map { c.window(layer: $0) } }
+        // (keys, Qwen3Config's sliding_window and layer_types as windows)
+        let cases: [(JSONObject, [Int?])] = [
+            (["use_sliding_window": true, "sliding_window": 3, "max_window_layers": 2, "num_hidden_layers": 4], [nil, nil, 3, 3]),
+            // sliding_window left out: Qwen3Config's 4096.
+            (["use_sliding_window": true, "max_window_layers": 1, "num_hidden_layers": 3], [nil, 4096, 4096]),
+            (["use_sliding_window": false, "sliding_window": 3, "max_window_layers": 1, "num_hidden_layers": 3], [nil, nil, nil]),
+            // layer_types wins over max_window_layers.
+            (["use_sliding_window": true, "sliding_window": 3, "max_window_layers": 0, "num_hidden_layers": 3,
+              "layer_types": ["full_attention", "sliding_attention", "full_attention"]], [nil, 3, nil]),
+            (["use_sliding_window": true, "sliding_window": 3, "max_window_layers": 5, "num_hidden_layers": 3], [nil, nil, nil]),
+            // max_window_layers left out: 28.
+            (["use_sliding_window": true, "sliding_window": 3, "num_hidden_layers": 30], Array(repeating: nil, count: 28) + [3, 3]),
+            // Qwen3-0.6B's own keys: no window anywhere.
+            (["use_sliding_window": false, "sliding_window": .null, "max_window_layers": 28, "num_hidden_layers": 2], [nil, nil]),
+        ]
+        for (keys, want) in cases {
+            XCTAssertEqual(windows(try parse(keys)), want, JSONValue.object(keys).serialized())
+        }
+        // Qwen2Config has the same default window (Qwen2Config(use_sliding_window=True, max_window_layers=1, num_hidden_layers=2)).
+        var qwen2 = try JSONValue.read(path: fixturesRoot + "/qwen2_bias_lora_only/model/config.json").object!
+        for k in ["sliding_window", "layer_types"] { qwen2[k] = nil }
+        qwen2["use_sliding_window"] = true
+        qwen2["max_window_layers"] = 1
+        XCTAssertEqual(windows(try ModelConfig.parse(object: qwen2, path: "config.json")), [nil, 4096])
+        assertError({ _ = try parse(["use_sliding_window": true, "sliding_window": 3, "layer_types": ["sliding_attention"]]) },
+                    contains: ["config.json", "layer_types", "lists 1 layers, the model has 2"])
+        assertError({ _ = try parse(["use_sliding_window": true, "sliding_window": 3, "max_window_layers": -1]) },
+                    contains: ["config.json", "max_window_layers", "must be a non-negative integer, got -1"])
+        // The derived window acts on the layer: within it, full attention's logits; past it, the layer sees less.
+        let src = fixturesRoot + "/qwen3_qk_norm/model"
+        let dir = tmp.appendingPathComponent("qwen3-sliding").path
+        try FileManager.default.copyItem(atPath: src, toPath: dir)
+        var j = base
+        j["use_sliding_window"] = true
+        j["sliding_window"] = 4
+        j["layer_types"] = nil
+        j["max_window_layers"] = 1
+        try Data(JSONValue.object(j).serialized().utf8).write(to: URL(fileURLWithPath: dir + "/config.json"))
+        var lora = LoraConfig(r: 4, targetModules: .list(["q_proj"]))
+        lora.inferenceMode = true
+        let sliding = try LlamaLoRAModel(modelDirectory: dir, lora: lora, context: try ComputeContext.shared())
+        XCTAssertEqual(windows(sliding.config), [nil, 4])
+        let full = try LlamaLoRAModel(modelDirectory: src, lora: lora, context: try ComputeContext.shared())
+        let ids = [[1, 2, 3, 4, 5, 6]], V = sliding.config.vocabSize
+        let a = try sliding.logits(try TokenBatch(inputIDs: ids)), b = try full.logits(try TokenBatch(inputIDs: ids))
+        XCTAssertEqual(Array(a[0..<(4 * V)]), Array(b[0..<(4 * V)]), "within the window: full attention")
+        XCTAssertNotEqual(Array(a[(4 * V)...]), Array(b[(4 * V)...]), "past the window: the sliding layer sees less")
+    }
+
+    /// SmolLM3's sliding window as transformers 5.25's SmolLM3Config derives it: only with use_sliding_window and a
+    /// sliding_window (default none); layer_types as given, else the NoPE layers (no_rope_layers 0, by default every
+    /// no_rope_layer_interval-th) — not Qwen's max_window_layers. Expected windows printed from SmolLM3Config(**keys)
+    /// (sliding_window where use_sliding_window and layer_types[i] is "sliding_attention", as SmolLM3Attention reads it).
+    func testSmolLM3SlidingWindowOnItsNoPELayers() throws {
+        let base = try JSONValue.read(path: fixturesRoot + "/smollm3_nope/model/config.json").object!
+        func windows(_ keys: JSONObject) throws -> [Int?] {
+            var j = base
+            for k in ["use_sliding_window", "sliding_window", "max_window_layers", "layer_types", "no_rope_layers"] { j[k] = nil }
+            for (k, v) in keys.pairs { j[k] = v }
+            let c = try ModelConfig.parse(object: j, path: "config.json")
+            return (0..<c.numLayers).map { c.window(layer: $0) }
+        }
+        let cases: [(JSONObject, [Int?])] = [
+            (["use_sliding_window": true, "sliding_window": 3, "num_hidden_layers": 8], [nil, nil, nil, 3, nil, nil, nil, 3]),
+            (["use_sliding_window": true, "sliding_window": 3, "no_rope_layers": [1, 0, 0, 1], "num_hidden_layers": 4], [nil, 3, 3, nil]),
+            (["use_sliding_window": true, "sliding_window": 3, "no_rope_layers": [1, 0, 0, 1], "max_window_layers": 0,
+              "num_hidden_layers": 4], [nil, 3, 3, nil]),
+            (["use_sliding_window": true, "num_hidden_layers": 4], [nil, nil, nil, nil]),
+            (["use_sliding_window": false, "sliding_window": 3, "num_hidden_layers": 4], [nil, nil, nil, nil]),
+            (["use_sliding_window": true, "sliding_window": 3, "no_rope_layer_interval": 2, "num_hidden_layers": 4], [nil, 3, nil, 3]),
+            (["use_sliding_window": true, "sliding_window": 3, "num_hidden_layers": 4,
+              "layer_types": ["sliding_attention", "full_attention", "full_attention", "full_attention"]], [3, nil, nil, nil]),
+        ]
+        for (keys, want) in cases {
+            XCTAssertEqual(try windows(keys), want, JSONValue.object(keys).serialized())
+        }
+    }
+
+    /// Phi-3's config as the Hub has it (microsoft/Phi-4-mini-instruct, transformers 4.x: rope_theta, rope_scaling
+    /// {"type": "longrope", short_factor, long_factor}, top-level partial_rotary_factor and
+    /// original_max_position_embeddings) is the model of transformers 5's rope_parameters form (Phi3Config 5.25 turns
+    /// the one into the other): the same RoPE and bit-identical logits and gradients, past original_max_position_embeddings
+    /// (the long factors: the fixture's 20 tokens) and within it (the short ones).
+    func testPhi3HubConfigEqualsRopeParameters() throws {
+        let rc = try ReferenceCase("phi3_fused_longrope")
+        let modern = try JSONValue.read(path: rc.dir + "/model/config.json").object!
+        let rp = try XCTUnwrap(modern["rope_parameters"]?.object)
+        var hub = modern
+        hub["rope_parameters"] = nil
+        hub["rope_theta"] = rp["rope_theta"]!
+        hub["partial_rotary_factor"] = rp["partial_rotary_factor"]!
+        hub["rope_scaling"] = ["type": "longrope", "short_factor": rp["short_factor"]!, "long_factor": rp["long_factor"]!]
+        XCTAssertEqual(hub["original_max_position_embeddings"], 16)
+        let dir = tmp.appendingPathComponent("phi3-hub").path
+        try FileManager.default.copyItem(atPath: rc.dir + "/model", toPath: dir)
+        try Data(JSONValue.object(hub).serialized().utf8).write(to: URL(fileURLWithPath: dir + "/config.json"))
+        let a = try ModelConfig.load(directory: dir), b = try ModelConfig.load(directory: rc.dir + "/model")
+        XCTAssertEqual(a.rope, b.rope)
+        XCTAssertEqual(a.partialRotaryDim, 6)
+        XCTAssertEqual(b.partialRotaryDim, 6)
+        var lora = try LoraConfig.load(path: rc.dir + "/adapter_initial/adapter_config.json")
+        lora.inferenceMode = false
+        let ctx = try ComputeContext.shared()
+        let legacy = try LlamaLoRAModel(modelDirectory: dir, lora: lora, context: ctx)
+        let current = try LlamaLoRAModel(modelDirectory: rc.dir + "/model", lora: lora, context: ctx)
+        for m in [legacy, current] { try m.loadAdapter(directory: rc.dir + "/adapter_initial") }
+        let long = try rc.batch
+        XCTAssertGreaterThan(long.seq, 16)
+        let short = try TokenBatch(inputIDs: [Array(try rc.batch.inputIDs.prefix(12).map(Int.init))])
+        for (what, batch) in [("20 tokens (long factors)", long), ("12 tokens (short factors)", short)] {
+            XCTAssertEqual(try legacy.logits(batch), try current.logits(batch), "\(what): logits")
+            XCTAssertEqual(try legacy.computeGradients(batch), try current.computeGradients(batch), "\(what): loss")
+            let ga = try legacy.gradientTensors(), gb = try current.gradientTensors()
+            XCTAssertEqual(Set(ga.keys), Set(gb.keys))
+            for (k, g) in ga { XCTAssertEqual(g, gb[k], "\(what): gradient \(k)") }
+        }
+        XCTAssertNotEqual(try current.logits(short), Array(try current.logits(long).prefix(12 * current.config.vocabSize)),
+                          "the short and long factors differ: both were exercised")
+    }
+
+    /// PEFT has no default target_modules for model_type phi3 or smollm3 (absent from its
+    /// TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING: get_peft_model raises "Please specify `target_modules`"):
+    /// neither guesses here; the error names the key and the modules there are. Qwen3 and Gemma 3 text have q_proj, v_proj.
+    func testPhi3AndSmolLM3WithoutTargetModulesNameThem() throws {
+        for (name, cls, modules) in [("phi3_fused_longrope", "Phi3ForCausalLM", "down_proj, gate_up_proj, o_proj, qkv_proj"),
+                                     ("smollm3_nope", "SmolLM3ForCausalLM", "down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj")] {
+            let c = try ModelConfig.load(directory: fixturesRoot + "/\(name)/model")
+            assertError({ _ = try AdapterPlan(config: c, lora: LoraConfig()) },
+                        contains: ["LoRA settings", "target_modules", "missing: PEFT has no default target_modules for \(cls); "
+                                   + "name the modules to adapt (\(modules), or all-linear)"])
+            XCTAssertNoThrow(try AdapterPlan(config: c, lora: LoraConfig(targetModules: .allLinear)), name)
+        }
+        for name in ["qwen3_qk_norm", "gemma3_sliding"] {
+            let plan = try AdapterPlan(config: try ModelConfig.load(directory: fixturesRoot + "/\(name)/model"), lora: LoraConfig())
+            XCTAssertEqual(Set(plan.adapted.map { String($0.split(separator: ".").last!) }), ["q_proj", "v_proj"], name)
+        }
+    }
+
     // MARK: adapters
 
     func adapterCopy(_ name: String = "llama_gqa_untied") throws -> String {

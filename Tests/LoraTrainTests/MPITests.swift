@@ -147,8 +147,8 @@ final class MPITests: XCTestCase {
     }
 
     /// The newer families over two ranks (issue 17, "each family everywhere"): Qwen3's q/k norms, SmolLM3's NoPE
-    /// layer, Phi-3's fused projections and partial rotary, Mistral's sliding window — each equal to one process
-    /// with twice the accumulation.
+    /// layer, Phi-3's fused projections and partial rotary, Mistral's sliding window, Gemma 3's sliding and full
+    /// layers with their norms and scaled embedding — each equal to one process with twice the accumulation.
     func testNewFamiliesOverTwoRanks() throws {
         _ = try mpirun()
         let dir = try temporaryDirectory("mpi-families")

@@ -22,7 +22,7 @@ public struct ArchitectureTraits: Sendable, Equatable {
         case none
         /// config.json's sliding_window on every layer (Mistral).
         case everyLayer
-        /// Only with use_sliding_window, on the layers layer_types (or max_window_layers) mark (Qwen2, Qwen3).
+        /// Only with use_sliding_window, on the layers layer_types (or max_window_layers) mark (Qwen2, Qwen3), else the NoPE layers (SmolLM3).
         case useSlidingWindowKey
         /// config.json's sliding_window on the layers layer_types marks "sliding_attention", else all but every
         /// sliding_window_pattern-th (default 6) layer (Gemma 3); those layers take their own RoPE.
@@ -121,11 +121,12 @@ public enum Architecture: String, Sendable, CaseIterable {
         case .qwen2:
             return ArchitectureTraits(biases: .qkv, mlpBiasKey: false, qkNorm: false, window: .useSlidingWindowKey,
                                       questionAnsweringTrunk: "transformer.", ggufName: "qwen2", ggufPermutesQK: false,
-                                      defaultMaxPositions: 32768)
+                                      defaultMaxPositions: 32768, configDefaults: Self.qwenWindowDefaults)
         case .qwen3:
             return ArchitectureTraits(biases: .attentionBiasKey, mlpBiasKey: false, qkNorm: true, window: .useSlidingWindowKey,
                                       questionAnsweringTrunk: "transformer.", ggufName: "qwen3", ggufPermutesQK: false,
-                                      defaultMaxPositions: 32768, defaultHeadDim: 128, ggufHeadDimFromKeyLength: true)
+                                      defaultMaxPositions: 32768, defaultHeadDim: 128, ggufHeadDimFromKeyLength: true,
+                                      configDefaults: Self.qwenWindowDefaults)
         case .smollm3:
             return ArchitectureTraits(biases: .attentionBiasKey, mlpBiasKey: true, qkNorm: false, window: .useSlidingWindowKey,
                                       questionAnsweringTrunk: "transformer.", ggufName: "smollm3", ggufPermutesQK: true,
@@ -147,6 +148,10 @@ public enum Architecture: String, Sendable, CaseIterable {
                                       logitSoftcapKey: "final_logit_softcapping", taskClasses: false)
         }
     }
+
+    /// Qwen2Config's and Qwen3Config's sliding_window default: a config that sets use_sliding_window and leaves the
+    /// window out gets 4096 (null stays null: no window).
+    static let qwenWindowDefaults: JSONObject = ["sliding_window": 4096]
 
     /// Gemma3TextConfig's defaults (transformers 5.25) for the keys its Hub configs leave out; the RoPE bases'
     /// defaults (10⁶ and 10⁴) are applied where rope_parameters is read.
@@ -735,9 +740,22 @@ public struct ModelConfig: Sendable {
             throw CheckpointError.config(path: path, field: ropeField + ".short_factor",
                                          reason: "short_factor and long_factor must hold rotary_dim/2 = \(rotaryDim / 2) values, got \(short.count) and \(long.count)")
         }
+        /// SmolLM3: which layers apply RoPE (no_rope_layers 1), else all but every no_rope_layer_interval-th (1-based).
+        func ropeLayers() throws -> [Bool] {
+            let layers = try int("num_hidden_layers")
+            if let v = j["no_rope_layers"], !v.isNull {
+                guard let list = v.array, list.count == layers, list.allSatisfy({ $0.integral == 0 || $0.integral == 1 }) else {
+                    throw CheckpointError.config(path: path, field: "no_rope_layers",
+                                                 reason: "must list 0 (no RoPE) or 1 (RoPE) for each of the \(layers) layers, got \(v.shortDescription)")
+                }
+                return list.map { $0.integral == 1 }
+            }
+            let every = try optInt("no_rope_layer_interval") ?? 4
+            return (0..<layers).map { ($0 + 1) % every != 0 }
+        }
         /// The sliding window and the layers it applies to. Mistral (and Phi-3): sliding_window on every
         /// layer. Qwen2 (as transformers reads it), Qwen3, SmolLM3: only with use_sliding_window, on the layers
-        /// layer_types marks "sliding_attention", else those from max_window_layers on.
+        /// layer_types marks "sliding_attention", else those from max_window_layers on (SmolLM3: its NoPE layers).
         func slidingWindow() throws -> (window: Int, layers: [Bool])? {
             let layers = try int("num_hidden_layers")
             switch arch.traits.window {
@@ -751,6 +769,9 @@ public struct ModelConfig: Sendable {
                         throw CheckpointError.config(path: path, field: "layer_types", reason: "lists \(types.count) layers, the model has \(layers)")
                     }
                     sliding = types.map { $0.string == "sliding_attention" }
+                } else if arch.traits.noRopeLayers {
+                    // SmolLM3Config: the sliding layers are the NoPE ones (it has no max_window_layers).
+                    sliding = try ropeLayers().map { !$0 }
                 } else {
                     var from = 28
                     if let v = j["max_window_layers"], !v.isNull {
@@ -818,17 +839,7 @@ public struct ModelConfig: Sendable {
         if config.slidingWindow != nil, let local = slidingRope, local != rope { config.slidingRope = local }
         if rotaryDim != headDim { config.partialRotaryDim = rotaryDim }
         if arch.traits.noRopeLayers {
-            let layers = config.numLayers
-            if let v = j["no_rope_layers"], !v.isNull {
-                guard let list = v.array, list.count == layers, list.allSatisfy({ $0.integral == 0 || $0.integral == 1 }) else {
-                    throw CheckpointError.config(path: path, field: "no_rope_layers",
-                                                 reason: "must list 0 (no RoPE) or 1 (RoPE) for each of the \(layers) layers, got \(v.shortDescription)")
-                }
-                config.ropeLayers = list.map { $0.integral == 1 }
-            } else {
-                let every = try optInt("no_rope_layer_interval") ?? 4
-                config.ropeLayers = (0..<layers).map { ($0 + 1) % every != 0 }
-            }
+            config.ropeLayers = try ropeLayers()
             if config.ropeLayers!.allSatisfy({ $0 }) { config.ropeLayers = nil }
         }
         if let v = j["pad_token_id"], !v.isNull {
