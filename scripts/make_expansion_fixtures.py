@@ -11,10 +11,25 @@ generation prompt opens "<think>\\n" that its rendered reply lacks: no split exi
 
     /opt/lora-ref-venv/bin/python scripts/make_expansion_fixtures.py   → Tests/Fixtures/text/expansion.json
 """
+import datetime
 import json
 import os
 
 from transformers import AutoTokenizer
+import transformers.utils.chat_template_utils as chat_template_utils
+
+# SmolLM3's template prints today's date (strftime_now): the fixture is rendered on a fixed day, 2026-12-07
+# (UTC midnight, 1796644800), the day PerTurnExpansionTests gives the interpreter (ChatTemplate.fixedNowUTC).
+FIXED_NOW = datetime.datetime.fromtimestamp(1_796_644_800, tz=datetime.timezone.utc).replace(tzinfo=None)
+
+
+class _FixedDateTime(datetime.datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return FIXED_NOW
+
+
+chat_template_utils.datetime = _FixedDateTime
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 TEMPLATES = json.load(open(os.path.join(ROOT, "Tests", "Fixtures", "text", "templates", "chat_templates.json")))["templates"]
