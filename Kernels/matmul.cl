@@ -386,6 +386,32 @@ TRANSPOSE_PANELS_Q_KERNEL(transpose_panels_q4_k, WS_Q4_K)
 TRANSPOSE_PANELS_Q_KERNEL(transpose_panels_q5_k, WS_Q5_K)
 TRANSPOSE_PANELS_Q_KERNEL(transpose_panels_q6_k, WS_Q6_K)
 
+// widen_panels_*: fp32 panels from a block of quantized ones, the same layout: Dst[p][k][c] = the value
+// panel p0 + p of Src holds at (k, c) (ws_load16's values: each sub-block's factors formed once, as in
+// the gemm). The forward's staged path (ComputeContext.gemm, KernelConfig.quantStaged): at many rows, a
+// quantized W dequantized once per call into fp32 panels the fp32 gemm streams, instead of once per row
+// group in registers. global (P, K / sub-block rows)
+#define WIDEN_PANELS_Q_KERNEL(NAME, STORAGE)                                                     \
+__kernel void NAME(int K, int P, int p0, __global const uchar* Src, __global float* Dst) {      \
+    const int S = 1 << WQ_SUB_BITS(STORAGE);                                                    \
+    int p = get_global_id(0), sb = get_global_id(1);                                            \
+    if (p >= P || sb * S >= K) return;                                                          \
+    size_t i = (size_t)(p0 + p) * K + (size_t)sb * S;                                           \
+    float16 fa, fb;                                                                             \
+    wq_params(i, Src, STORAGE, &fa, &fb);                                                       \
+    __global float* d = Dst + ((size_t)p * K + (size_t)sb * S) * 16;                            \
+    for (int k = 0; k < S; k++) vstore16(wq_apply(wq_values(i + k, Src, STORAGE), fa, fb, STORAGE), k, d); \
+}
+WIDEN_PANELS_Q_KERNEL(widen_panels_q8_0, WS_Q8_0)
+WIDEN_PANELS_Q_KERNEL(widen_panels_q4_0, WS_Q4_0)
+WIDEN_PANELS_Q_KERNEL(widen_panels_q4_1, WS_Q4_1)
+WIDEN_PANELS_Q_KERNEL(widen_panels_q5_0, WS_Q5_0)
+WIDEN_PANELS_Q_KERNEL(widen_panels_q5_1, WS_Q5_1)
+WIDEN_PANELS_Q_KERNEL(widen_panels_nf4, WS_NF4)
+WIDEN_PANELS_Q_KERNEL(widen_panels_q4_k, WS_Q4_K)
+WIDEN_PANELS_Q_KERNEL(widen_panels_q5_k, WS_Q5_K)
+WIDEN_PANELS_Q_KERNEL(widen_panels_q6_k, WS_Q6_K)
+
 // panel_rows: rows of op(B)ᵀ (N,K) read back from the panels of op(B), widened
 // to float: out[i, k] = Bp[n/16][k][n%16] with n = ids[i] (use_ids = 1) or
 // n = i. For a frozen W packed as op(B) = Wᵀ these are rows of W: the token

@@ -45,6 +45,11 @@ public final class ComputeContext {
     /// 256 MiB of scratch, not 2 GiB. The plan (MemoryPlan) reads the same bound.
     public var backwardPanelBytesLimit = ComputeContext.defaultBackwardPanelBytesLimit
     public static let defaultBackwardPanelBytesLimit = 256 << 20
+    /// The most bytes of fp32 panels the staged forward over quantized panels (`KernelConfig.quantStaged`)
+    /// holds at once (scratch slot 10): W is dequantized and multiplied in blocks of columns within it.
+    public var stagedPanelBytesLimit = ComputeContext.defaultStagedPanelBytesLimit
+    public static let defaultStagedPanelBytesLimit = 32 << 20
+    static let stagedPanelsSlot = 10
     public private(set) var launchEvents: [(kernel: String, event: Event)] = []
 
     private static let lock = NSLock()
@@ -159,7 +164,7 @@ public final class ComputeContext {
     /// hold several at once; the in-order queue makes reuse across ops safe.
     /// Slots in use: 0 matmul's packed op(B); 1–3 LoRA forward (dropout(x), Aᵀ, Bᵀ
     /// panels); 4–8 LoRA backward (g, B, u, dropout(x), A panels); 9 a frozen W's backward
-    /// panels (`backwardPanels`, 16-bit for 16-bit weights); 20 reduction
+    /// panels (`backwardPanels`, 16-bit for 16-bit weights); 10 the staged forward's fp32 panels; 20 reduction
     /// partials; 30, 32, 33 attention's transposed K, Q, dO; 34, 35 its per-head dK, dV.
     func scratch(_ slot: Int, count: Int) throws -> DeviceBuffer<Float> {
         opLock.lock(); defer { opLock.unlock() }

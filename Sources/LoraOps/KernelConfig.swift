@@ -35,6 +35,21 @@ public struct KernelConfig: Equatable, Sendable {
     /// "mr.q4_0=6"; a format not listed uses `gemmRowsPerItem`.
     public var quantRowsPerItem: [WeightStorage: Int] = [:]
 
+    /// Quantized formats whose forward product at `quantStageMinRows` rows or more dequantizes W once per
+    /// call into fp32 panels (in blocks within `ComputeContext.stagedPanelBytesLimit`) that the fp32 gemm
+    /// streams, instead of dequantizing each panel in registers once per row group: the tuner's choice
+    /// per format and device (where the gemm is compute-bound, as on a CPU, the repeated dequantization is
+    /// what costs; where memory is the limit, in registers wins). Spelled "stage.q4_0=1". Bit-identical
+    /// either way (the same fp32 values, the same accumulation order).
+    public var quantStaged: Set<WeightStorage> = []
+    /// Below this many rows (decoding: 1) the forward never stages: the in-register path reads W's blocks once.
+    public static let quantStageMinRows = 64
+
+    /// Whether x·Wᵀ over `m` rows of panels of `storage` runs staged.
+    public func stages(_ storage: WeightStorage, rows m: Int) -> Bool {
+        m >= Self.quantStageMinRows && quantStaged.contains(storage)
+    }
+
     /// The rows per work-item of `gemm_packed` over panels of `storage`.
     public func rowsPerItem(_ storage: WeightStorage) -> Int {
         storage.isQuantized ? quantRowsPerItem[storage] ?? gemmRowsPerItem : gemmRowsPerItem
@@ -55,7 +70,7 @@ public struct KernelConfig: Equatable, Sendable {
             && a.rowWorkGroup == b.rowWorkGroup && a.elementwiseLocal == b.elementwiseLocal
             && a.packLocal == b.packLocal && a.gemm == b.gemm
             && a.attentionQueryRows == b.attentionQueryRows && a.attentionKeyRows == b.attentionKeyRows
-            && a.gemmBand == b.gemmBand && a.quantRowsPerItem == b.quantRowsPerItem
+            && a.gemmBand == b.gemmBand && a.quantRowsPerItem == b.quantRowsPerItem && a.quantStaged == b.quantStaged
     }
 
     /// pocl on a CPU: one thread runs a whole work-group, so small groups and
@@ -108,7 +123,7 @@ public enum KernelConfigError: Error, CustomStringConvertible {
         switch self {
         case let .invalid(origin, value, reason):
             return "\(origin): kernel config \"\(value)\" is invalid: \(reason) "
-                + "(expected cpu, gpu or keys like \"mr=6,local=1x4,row=1,ew=64,pack=64,aq=4,ak=6,band=16,gemm=tiled,tile=64x64x16,wpt=4x4,mr.q4_0=5\", "
+                + "(expected cpu, gpu or keys like \"mr=6,local=1x4,row=1,ew=64,pack=64,aq=4,ak=6,band=16,gemm=tiled,tile=64x64x16,wpt=4x4,mr.q4_0=5,stage.q4_0=1\", "
                 + "optionally after cpu or gpu: \"gpu,gemm=packed\")"
         case let .cacheUnreadable(path, reason): return "tuning cache \(path): \(reason)"
         case let .cacheUnwritable(path, reason): return "tuning cache \(path): cannot write: \(reason)"
@@ -135,6 +150,7 @@ extension KernelConfig {
             + ",aq=\(attentionQueryRows),ak=\(attentionKeyRows),band=\(gemmBand)"
             + ",gemm=\(gemm.variant.rawValue),tile=\(t.tm)x\(t.tn)x\(t.tk),wpt=\(t.wm)x\(t.wn)"
             + quantRowsPerItem.sorted { $0.key.rawValue < $1.key.rawValue }.map { ",mr.\($0.key.rawValue)=\($0.value)" }.joined()
+            + quantStaged.map(\.rawValue).sorted().map { ",stage.\($0)=1" }.joined()
     }
 
     /// "cpu", "gpu", or comma-separated `key=value` pairs over `base`, or over
@@ -214,6 +230,17 @@ extension KernelConfig {
                 let n = try int(key, kv[1])
                 guard n <= maxRowsPerItem else { throw bad("\(key) must be 1…\(maxRowsPerItem)") }
                 c.quantRowsPerItem[storage] = n
+            case _ where key.hasPrefix("stage."):
+                let name = String(key.dropFirst(6))
+                guard let storage = WeightStorage(rawValue: name), storage.isQuantized else {
+                    throw bad("\(key): \(name) is not a quantized format ("
+                              + WeightStorage.allCases.filter(\.isQuantized).map(\.rawValue).joined(separator: ", ") + ")")
+                }
+                switch kv[1].trimmingCharacters(in: .whitespaces) {
+                case "1": c.quantStaged.insert(storage)
+                case "0": c.quantStaged.remove(storage)
+                default: throw bad("\(key)=\(kv[1]) is not 0 or 1")
+                }
             default: throw bad("unknown key \"\(key)\"")
             }
         }

@@ -289,6 +289,22 @@ extension ComputeContext {
         try require(a.offset >= 0, "gemm", "A's offset \(a.offset) is negative")
         try requireCount(a.buffer, atLeast: reach(a, cols: k), "gemm", "A")
         if let ext { try requireCount(ext.a.buffer, atLeast: reach(ext.a, cols: ext.b.k), "gemm", "the extension's A") }
+        if b.storage.isQuantized && config.stages(b.storage, rows: m) {
+            // Staged: W dequantized once into fp32 panels, a block of columns at a time, each block multiplied by
+            // the fp32 gemm into its columns of C (same values, same order: bit-identical to the in-register path).
+            let perPanel = k * 16, panels = (n + 15) / 16
+            let blockPanels = max(1, min(panels, stagedPanelBytesLimit / (4 * perPanel)))
+            let dest = try scratch(Self.stagedPanelsSlot, count: blockPanels * perPanel)
+            let sub = b.storage == .nf4 ? 64 : b.storage == .q6_k ? 16 : 32   // WQ_SUB_BITS
+            for p0 in stride(from: 0, to: panels, by: blockPanels) {
+                let np = min(blockPanels, panels - p0)
+                try launch("widen_panels" + b.storage.kernelSuffix, [i32(k), i32(np), i32(p0), .buffer(b.memory), .buffer(dest)],
+                           global: [np, k / sub], local: [1, 1])
+                try gemm(c, m: m, alpha: alpha, a: a, b: PackedMatrix(memory: dest, storage: .f32, k: k, n: min(np * 16, n - p0 * 16)),
+                         ext: ext, bias: bias, beta: beta, ldc: ldc, col0: col0 + p0 * 16)
+            }
+            return
+        }
         let shape = gemmLaunch(m: m, n: n, storage: b.storage)
         try launch(shape.kernel, [
             i32(m), i32(n), i32(k), .float(alpha),

@@ -114,6 +114,42 @@ final class MemoryPlanTests: XCTestCase {
         }
     }
 
+    /// The staged forward's fp32 panels (scratch slot 10, issue 18): on llama_q.gguf's kept Q8_0/Q4_0/Q4_1 blocks with
+    /// every format staged, the plan's scratch is what a training step at 2 × 40 tokens allocates, for a bound of one
+    /// panel and for the default; with no format staged the slot is not planned (and not allocated).
+    func testStagedPanelsArePlannedAsAllocated() throws {
+        let gguf = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/gguf/llama_q.gguf").path
+        let (config, checkpoint) = try ModelSource.open(gguf)
+        var l = LoraConfig(r: 4, loraAlpha: 8, targetModules: .list(["q_proj", "v_proj", "down_proj"]))
+        l.loraDropout = 0.1
+        let shared = try ComputeContext.shared()
+        var planned: [Int] = []
+        for (staged, limit) in [(true, 4096), (true, ComputeContext.defaultStagedPanelBytesLimit), (false, 4096)] {
+            var cfg = shared.config
+            cfg.quantStaged = staged ? Set(WeightStorage.allCases.filter(\.isQuantized)) : []
+            let ctx = try ComputeContext(device: shared.device, config: cfg)
+            ctx.stagedPanelBytesLimit = limit
+            var shape = MemoryPlan.Shape(batch: 2, seq: 40)
+            shape.stagedFormats = cfg.quantStaged
+            shape.stagedPanelBytesLimit = limit
+            let plan = try MemoryPlan.make(config: config, adapterPlan: try AdapterPlan(config: config, lora: l), checkpoint: checkpoint,
+                                           shape: shape, alignmentBytes: ctx.device.baseAddressAlignmentBytes)
+            XCTAssertEqual(plan.lines(limits: try MemoryLimits(device: ctx.device)).isEmpty, false)
+            XCTAssertEqual(plan.items.contains { $0.name.hasPrefix("scratch 10:") }, staged, "staged \(staged) limit \(limit)")
+            let m = try LlamaLoRAModel(config: config, checkpoint: checkpoint, lora: l, context: ctx)
+            let batch = try worstCaseBatch(batch: 2, seq: 40, vocab: config.vocabSize, pad: config.padTokenID)
+            _ = try m.prepare(batch)
+            let before = ctx.context.liveBytes
+            _ = try m.computeGradients(batch)
+            try ctx.finish()
+            XCTAssertEqual(ctx.context.liveBytes - before, plan.scratchBytes, "staged \(staged) limit \(limit): scratch")
+            planned.append(plan.scratchBytes)
+        }
+        XCTAssertGreaterThan(planned[1], planned[0], "a larger bound holds more panels")
+        XCTAssertGreaterThan(planned[0], planned[2], "staging adds its slot")
+    }
+
     /// RoPE tables for the positions a run reaches (issue 18: plan for what the run needs): a model made with
     /// ropePositions 20 allocates exactly the planned tables less than one made for max_position_embeddings (64), gives
     /// the same logits bit for bit on a 20-token batch (LongRoPE's long pair and Gemma 3's sliding pair too), and refuses

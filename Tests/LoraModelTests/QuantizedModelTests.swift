@@ -37,11 +37,11 @@ final class QuantizedModelTests: XCTestCase {
     }
 
     /// Runs both models the same way and requires equal numbers; returns the quantized model's storages.
-    func checkSame(_ q: LlamaLoRAModel, _ f: LlamaLoRAModel, _ tag: String, checkpointing: Bool = false) throws {
+    func checkSame(_ q: LlamaLoRAModel, _ f: LlamaLoRAModel, _ tag: String, checkpointing: Bool = false, rowLength: Int = 13) throws {
         q.gradientCheckpointing = checkpointing
         f.gradientCheckpointing = checkpointing
         let V = q.config.vocabSize
-        let ids = (0..<2).map { r in (0..<13).map { (r * 29 + $0 * 11 + 3) % V } }
+        let ids = (0..<2).map { r in (0..<rowLength).map { (r * 29 + $0 * 11 + 3) % V } }
         let b = try TokenBatch(inputIDs: ids)
         XCTAssertEqual(try q.logits(b), try f.logits(b), "\(tag): logits")
         XCTAssertEqual(try q.computeGradients(b), try f.computeGradients(b), "\(tag): loss")
@@ -76,6 +76,29 @@ final class QuantizedModelTests: XCTestCase {
                 XCTAssertEqual(planned.bytes, q.frozenWeightBytes, "\(file): planned = allocated")
                 try checkSame(q, f, "\(file) checkpointing \(checkpointing)", checkpointing: checkpointing)
             }
+        }
+    }
+
+    /// The staged forward (`KernelConfig.quantStaged`: W dequantized once per call into fp32 panels, in blocks of
+    /// one panel here) on every format of the three files, at 2 × 40 tokens (staging starts at 64 rows; the
+    /// lm_head's 78 counted rows stage too): bit-identical to the dequantized run, LoRA dropout included.
+    func testStagedForwardEqualsTheDequantizedRun() throws {
+        var cfg = KernelConfig.cpu
+        cfg.quantStaged = Set(WeightStorage.allCases.filter(\.isQuantized))
+        let ctx = try ComputeContext(device: try ComputeContext.shared().device, config: cfg)
+        ctx.stagedPanelBytesLimit = 4096
+        XCTAssertTrue(cfg.stages(.q4_0, rows: 64) && !cfg.stages(.q4_0, rows: 63) && !cfg.stages(.f16, rows: 80))
+        for file in ["llama_q", "mistral_q5", "llama_kquant"] {
+            let (cq, sq) = try ModelSource.open(gguf + "/\(file).gguf")
+            let (cf, sf) = try ModelSource.open(gguf + "/\(file).gguf", quantize: .none)
+            let q = try LlamaLoRAModel(config: cq, checkpoint: sq, lora: lora, context: ctx)
+            let f = try LlamaLoRAModel(config: cf, checkpoint: sf, lora: lora, context: ctx)
+            ctx.profileLaunches = true
+            try checkSame(q, f, "\(file) staged", rowLength: 40)
+            ctx.profileLaunches = false
+            let widened = Set(try ctx.takeKernelProfile().map(\.kernel).filter { $0.hasPrefix("widen_panels_") })
+            let kinds = Set(q.frozenMatrices.map(\.storage).filter(\.isQuantized).map { "widen_panels_" + $0.rawValue })
+            XCTAssertEqual(widened, kinds, "\(file): every kept format ran staged")
         }
     }
 

@@ -74,7 +74,7 @@ final class QuantizedStorageTests: XCTestCase {
     func uniform(_ n: Int, _ rng: inout SeededRandom) -> [Float] { rng.uniform(n) }
 
     /// Forward (bias, beta), backward dX, W read back and the row gather on one context.
-    func checkAll(_ ctx: ComputeContext, rng: inout SeededRandom, _ tag: String) throws {
+    func checkAll(_ ctx: ComputeContext, rng: inout SeededRandom, _ tag: String, tokens: [Int] = QuantizedStorageTests.tokens) throws {
         for storage in Self.formats {
             for (out, din) in Self.shapes(storage) {
                 let (q, f, w) = try pair(ctx, storage, rows: out, cols: din, rng: &rng)
@@ -83,7 +83,7 @@ final class QuantizedStorageTests: XCTestCase {
                 let back = try poisoned(ctx, out * din)
                 try ctx.unpackWeight(q, into: back)
                 XCTAssertEqual(try back.read(), w, "\(tag) \(storage) W read back (\(out)×\(din))")
-                for n in Self.tokens {
+                for n in tokens {
                     let x = try ctx.buffer(uniform(n * din, &rng)), bias = try ctx.buffer(uniform(out, &rng))
                     let y0 = uniform(n * out, &rng)
                     for (withBias, beta) in [(false, Float(0)), (true, 0.5)] {
@@ -130,6 +130,23 @@ final class QuantizedStorageTests: XCTestCase {
         let ctx = try ComputeContext(device: try ComputeContext.shared().device, config: cfg, kernelFiles: ["matmul.cl", "matmul_tiled.cl"])
         XCTAssertEqual(Self.formats.map(ctx.config.rowsPerItem), counts)
         try checkAll(ctx, rng: &rng, "per-format rows")
+    }
+
+    /// The staged forward (every format staged, blocks of one and of two panels): at 64 rows and more it runs
+    /// (`widen_panels_*` launched), below it does not, and either way every product is bit-identical.
+    func testStagedForwardIsBitIdentical() throws {
+        var rng = SeededRandom(seed: freshSeed(#function))
+        var cfg = KernelConfig.cpu
+        cfg.quantStaged = Set(Self.formats)
+        let ctx = try ComputeContext(device: try ComputeContext.shared().device, config: cfg, kernelFiles: ["matmul.cl", "matmul_tiled.cl"])
+        for limit in [1, 2 * 16 * 256 * 4] {
+            ctx.stagedPanelBytesLimit = limit
+            ctx.profileLaunches = true
+            try checkAll(ctx, rng: &rng, "staged, \(limit) bytes", tokens: [64, 97, 5])
+            ctx.profileLaunches = false
+            let widened = Set(try ctx.takeKernelProfile().map(\.kernel).filter { $0.hasPrefix("widen_panels") })
+            XCTAssertEqual(widened, Set(Self.formats.map { "widen_panels_" + $0.rawValue }))
+        }
     }
 
     func testTiledGemmIsBitIdenticalToTheDequantizedPath() throws {

@@ -57,6 +57,10 @@ public struct MemoryPlan: Sendable {
         public var ropePositions: Int?
         /// `ComputeContext.backwardPanelBytesLimit`: a frozen W's backward panels are made in blocks of rows within it.
         public var backwardPanelBytesLimit = ComputeContext.defaultBackwardPanelBytesLimit
+        /// `KernelConfig.quantStaged` and `ComputeContext.stagedPanelBytesLimit`: the formats whose forward at
+        /// `KernelConfig.quantStageMinRows` rows or more stages fp32 panels (scratch slot 10), in blocks within the limit.
+        public var stagedFormats: Set<WeightStorage> = []
+        public var stagedPanelBytesLimit = ComputeContext.defaultStagedPanelBytesLimit
 
         public init(batch: Int, seq: Int, logitsChunkRows: Int = 256, gradientCheckpointing: Bool = false, training: Bool = true,
                     ropePositions: Int? = nil) {
@@ -426,6 +430,14 @@ public struct MemoryPlan: Sendable {
                 }
             }
         }
+        // The staged forward over a staged format's panels (ComputeContext.gemm): a block of fp32 panels of the
+        // largest part of W, within the bound.
+        for spec in plan.linears where !plan.isSaved(spec.path) {
+            let rows = spec.path == "lm_head" ? headRows : n
+            let floats = Self.stagedPanelFloats(spec, c, dtypes, formats: s.stagedFormats, bufferLimitBytes: bufferLimitBytes,
+                                                blockLimitBytes: s.stagedPanelBytesLimit)
+            if rows >= KernelConfig.quantStageMinRows && floats > 0 { need(10, floats) }
+        }
         // A frozen linear without an adapter still gives dX = dY·W when a layer below trains.
         for spec in plan.linears where !plan.isSaved(spec.path) && !plan.adapted.contains(spec.path) {
             let rows = spec.path == "lm_head" ? headRows : n
@@ -449,7 +461,7 @@ public struct MemoryPlan: Sendable {
         }
         let slotNames = [0: "matmul's packed B", 1: "LoRA dropout(x)", 2: "LoRA Aᵀ panels", 3: "LoRA Bᵀ panels",
                          4: "LoRA g = s·dY·B", 5: "LoRA B panels", 6: "LoRA u panels", 7: "LoRA dropout(x) panels",
-                         8: "LoRA A panels", 9: "a frozen W's backward panels", 20: "reduction partials", 30: "attention kᵀ", 32: "attention qᵀ",
+                         8: "LoRA A panels", 9: "a frozen W's backward panels", 10: "a quantized W's staged fp32 panels", 20: "reduction partials", 30: "attention kᵀ", 32: "attention qᵀ",
                          33: "attention dOᵀ", 34: "attention per-head dK", 35: "attention per-head dV"]
         for (slot, floats) in slots.sorted(by: { $0.key < $1.key }) {
             list.add(.scratch, "scratch \(slot): \(slotNames[slot] ?? "")", f32(floats))
@@ -471,6 +483,21 @@ public struct MemoryPlan: Sendable {
             ComputeContext.backwardBlockRows(rows: $0.count, inFeatures: spec.inFeatures, bytes: bytes, limitBytes: blockLimitBytes)
         }.max() ?? 0
         return (sat(packedCount(k: rows, n: spec.inFeatures), bytes) + 3) / 4
+    }
+
+    /// Floats of scratch slot 10 for the staged forward x·Wᵀ of a frozen linear kept in a staged format
+    /// (`ComputeContext.gemm`): the fp32 panels of as many of the largest part's 16-row panels as fit
+    /// `blockLimitBytes` (at least one); 0 for any other storage.
+    static func stagedPanelFloats(_ spec: LinearSpec, _ c: ModelConfig, _ dtypes: [String: String], formats: Set<WeightStorage>,
+                                  bufferLimitBytes: Int, blockLimitBytes: Int) -> Int {
+        let source = spec.path == "lm_head" && c.tieWordEmbeddings ? "model.embed_tokens.weight" : spec.path + ".weight"
+        let dtype = dtypes[source] ?? "F32"
+        let storage = frozenStorage(dtype: dtype)
+        guard storage.isQuantized && formats.contains(storage) else { return 0 }
+        let perPanel = sat(spec.inFeatures, 16)
+        let panels = frozenParts(inFeatures: spec.inFeatures, outFeatures: spec.outFeatures, dtype: dtype,
+                                 bufferLimitBytes: bufferLimitBytes).map { ($0.count + 15) / 16 }.max() ?? 0
+        return sat(max(1, min(panels, blockLimitBytes / max(sat(4, perPanel), 1))), perPanel)
     }
 
     /// As `LlamaLoRAModel.lowestTrainedLayer`: backward stops below it.

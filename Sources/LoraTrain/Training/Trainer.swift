@@ -57,15 +57,16 @@ public final class Trainer {
     /// widest row the run will make (TrainingSetup.plannedRowLength: the longest sample, or
     /// max_seq_len for packed, QA and contrastive rows; max_seq_len when nil), and the device's limits.
     static func memoryPlan(_ c: TrainingConfig, model: ModelConfig, lora: LoraConfig, checkpoint: CheckpointSource,
-                           device: Device, rowLength: Int? = nil) throws -> (plan: MemoryPlan, limits: MemoryLimits) {
+                           device: Device, kernels: KernelConfig? = nil, rowLength: Int? = nil) throws -> (plan: MemoryPlan, limits: MemoryLimits) {
         let evaluates = c.valData != nil || c.valSplit > 0
         let samples = evaluates ? max(c.perDeviceTrainBatchSize, c.perDeviceEvalBatchSize) : c.perDeviceTrainBatchSize
         // A contrastive batch of B samples runs up to 3B rows: anchors, positives, negatives.
         let rowsPerSample = c.lora.taskType == "FEATURE_EXTRACTION" ? 3 : 1
         let seq = min(rowLength ?? c.maxSeqLen, c.maxSeqLen)
         // The RoPE tables cover the positions below the widest row (LlamaLoRAModel's ropePositions, as TrainingSetup makes it).
-        let shape = MemoryPlan.Shape(batch: samples * rowsPerSample, seq: seq, gradientCheckpointing: c.gradientCheckpointing,
+        var shape = MemoryPlan.Shape(batch: samples * rowsPerSample, seq: seq, gradientCheckpointing: c.gradientCheckpointing,
                                      ropePositions: rowLength)
+        shape.stagedFormats = kernels?.quantStaged ?? []
         let plan = try MemoryPlan.make(config: model, adapterPlan: try AdapterPlan(config: model, lora: lora), checkpoint: checkpoint,
                                        shape: shape, alignmentBytes: device.baseAddressAlignmentBytes,
                                        bufferLimitBytes: try LlamaLoRAModel.bufferLimit(for: device))

@@ -135,6 +135,7 @@ struct TrainingSetup {
         // the classifier its labels make.
         let rowLength = Self.plannedRowLength(c, train: data.train, validation: data.validation)
         let memory = try Trainer.memoryPlan(c, model: modelConfig, lora: c.lora, checkpoint: checkpoint, device: trainer.ctx.device,
+                                            kernels: trainer.ctx.config,
                                             rowLength: rowLength)
         for line in memory.plan.lines(limits: memory.limits) { progress.message(line) }
         try Trainer.checkMemory(memory.plan, limits: memory.limits, config: c)
