@@ -66,10 +66,11 @@ extension Tuner {
     /// nil when `ctx`'s `gemm_packed` over panels of `storage` equals float64 on the values the panels
     /// hold (read back by `panel_rows`, itself checked against gguf-py by the test suite): awkward row
     /// counts, M not a multiple of any MR, NaN-poisoned outputs, a bias.
-    static func formatParityFailure(_ ctx: ComputeContext, _ storage: WeightStorage) throws -> String? {
+    /// `rows`: the products' largest M (the staged path runs from `KernelConfig.quantStageMinRows` rows).
+    static func formatParityFailure(_ ctx: ComputeContext, _ storage: WeightStorage, rows: Int = 29) throws -> String? {
         var rng = SplitMix64(seed: 0xf0e7)
         let qk = storage.quantBlockRows
-        for (m, n, k) in [(1, 17, qk), (13, 37, 2 * qk), (29, 16, qk)] {
+        for (m, n, k) in [(1, 17, qk), (13, 37, 2 * qk), (rows, 16, qk), (rows, 53, qk)] {
             let blocks = WeightStorage.randomSourceBlocks(storage, rows: n, cols: k, rng: &rng)
             let packed = try ctx.packQuantized(try DeviceBuffer<UInt8>(queue: ctx.queue, blocks), storage: storage, rows: n, cols: k)
             let held = try ctx.buffer(count: n * k)
@@ -107,18 +108,18 @@ extension Tuner {
         return totalFlops / totalTime / 1e9
     }
 
-    /// The per-format stage on `winner` (gemm_packed only: `gemm_tiled` keeps one tile for every format):
-    /// sets `winner.quantRowsPerItem[f]` where another count is at least 3 % faster for f than the
-    /// shared `gemmRowsPerItem`. Returns each format's GFLOP/s per count tried ("q4_0" → "mr=4" → …).
+    /// The per-format stage on `winner`: sets `winner.quantRowsPerItem[f]` where another count is at least
+    /// 3 % faster for f than the shared `gemmRowsPerItem` (gemm_packed only: `gemm_tiled` runs every format
+    /// with its one tile), then puts f in `winner.quantStaged` where the staged forward (fp32 panels made
+    /// once per call) is at least 3 % faster than the in-register one at the tuning rows. Returns each
+    /// format's GFLOP/s per count tried and for both paths ("q4_0" → "mr=4", "staged", "in registers" → …).
     func tuneFormats(_ winner: inout KernelConfig, space: SearchSpace) -> [String: [String: Double]]? {
         guard !formats.isEmpty else { return nil }
-        guard winner.gemm.variant == .packed else {
-            log("  formats: gemm_tiled runs every format with its one tile (per-format rows are gemm_packed's)")
-            return nil
-        }
+        let packed = winner.gemm.variant == .packed
+        if !packed { log("  formats: gemm_tiled runs every format with its one tile (per-format rows are gemm_packed's)") }
         var out: [String: [String: Double]] = [:]
         for storage in formats where storage.isQuantized {
-            let rows = Self.formatRows(space, device: device, quick: quick, winner: winner.gemmRowsPerItem)
+            let rows = packed ? Self.formatRows(space, device: device, quick: quick, winner: winner.gemmRowsPerItem) : []
             var ready: [(Int, ComputeContext)] = []
             for mr in rows {
                 var c = winner
@@ -144,13 +145,49 @@ extension Tuner {
             }
             let shared = rates[winner.gemmRowsPerItem] ?? 0
             var chosen = winner.gemmRowsPerItem
-            if let best = rates.max(by: { $0.value < $1.value }), best.value > 1.03 * shared { chosen = best.key }
+            if packed, let best = rates.max(by: { $0.value < $1.value }), best.value > 1.03 * shared { chosen = best.key }
             if chosen != winner.gemmRowsPerItem { winner.quantRowsPerItem[storage] = chosen }
             else { winner.quantRowsPerItem[storage] = nil }
-            log("  \(storage.rawValue): " + rates.sorted { $0.key < $1.key }
+            var record = Dictionary(uniqueKeysWithValues: rates.map { ("mr=\($0.key)", $0.value) })
+            // Staged (W dequantized once per call into fp32 panels, the fp32 gemm on them) against the chosen
+            // in-register count, timed together; only where the products' rows reach the staging threshold.
+            var staged = false
+            if tokens >= KernelConfig.quantStageMinRows {
+                var inRegister = winner
+                inRegister.quantStaged.remove(storage)
+                var stagedConfig = inRegister
+                stagedConfig.quantStaged.insert(storage)
+                var pair: [(Bool, ComputeContext)] = []
+                for (isStaged, c) in [(false, inRegister), (true, stagedConfig)] {
+                    do {
+                        let ctx = try ComputeContext(device: device, config: c, origin: "tuner", kernelFiles: ["matmul.cl", "matmul_tiled.cl"])
+                        if let failure = try Self.formatParityFailure(ctx, storage, rows: KernelConfig.quantStageMinRows + 3) {
+                            log("  \(storage.rawValue) \(isStaged ? "staged" : "in registers")  rejected: parity: \(failure)")
+                            continue
+                        }
+                        pair.append((isStaged, ctx))
+                    } catch {
+                        log("  \(storage.rawValue) \(isStaged ? "staged" : "in registers")  rejected: \(error)")
+                    }
+                }
+                var pairRates: [Bool: Double] = [:]
+                usleep(quick ? 100_000 : 300_000)
+                for _ in 0..<rounds {
+                    for (isStaged, ctx) in pair {
+                        if let r = try? timeFormat(ctx, storage) { pairRates[isStaged] = max(pairRates[isStaged] ?? 0, r) }
+                    }
+                }
+                if let s = pairRates[true], s > 1.03 * (pairRates[false] ?? 0) { staged = true }
+                if let s = pairRates[true] { record["staged"] = s }
+                if let r = pairRates[false] { record["in registers"] = r }
+            }
+            if staged { winner.quantStaged.insert(storage) } else { winner.quantStaged.remove(storage) }
+            log("  \(storage.rawValue): " + (packed ? rates.sorted { $0.key < $1.key }
                 .map { String(format: "mr=%d %.1f", $0.key, $0.value) }.joined(separator: ", ")
-                + " GFLOP/s → mr=\(chosen)" + (chosen == winner.gemmRowsPerItem ? " (the shared count)" : ""))
-            out[storage.rawValue] = Dictionary(uniqueKeysWithValues: rates.map { ("mr=\($0.key)", $0.value) })
+                + " GFLOP/s → mr=\(chosen)" + (chosen == winner.gemmRowsPerItem ? " (the shared count)" : "") : "gemm_tiled")
+                + (record["staged"].map { String(format: "; staged fp32 panels %.1f against %.1f in registers → %@", $0,
+                                                 record["in registers"] ?? 0, staged ? "staged" : "in registers") } ?? ""))
+            out[storage.rawValue] = record
         }
         return out
     }

@@ -379,19 +379,19 @@ final class TuningTests: XCTestCase {
         XCTAssertEqual(again.source, .cache)
     }
 
-    /// The per-format stage: each format's kernel is built with its own GEMM_MR_<FORMAT>, checked (a wrong
+    /// The per-format stage: each format's kernel is built with its own GEMM_MR_<FORMAT> and staged or not, checked (a wrong
     /// count still computes the right product; the check catches a wrong one: see QuantizedStorageTests),
     /// timed, and a count other than the shared one is kept only with a clear lead; the entry records the
     /// rates and the config spells the choice. Tiny shapes: this checks the stage, not the speed.
     func testPerFormatStageRecordsRatesAndAChoiceThatParses() throws {
         let dev = try sharedContext().device
         var lines: [String] = []
-        let tuner = Tuner(device: dev, linears: [TuningLinear("w", in: 64, out: 40)], quick: true, tokens: 8, runs: 1, tiled: false,
+        let tuner = Tuner(device: dev, linears: [TuningLinear("w", in: 64, out: 40)], quick: true, tokens: 64, runs: 1, tiled: false,
                           lmHead: (64, 96, 1), formats: [.q4_0, .f16, .q4_k]) { lines.append($0) }
         XCTAssertEqual(tuner.formats, [.q4_0, .q4_k])
         // K-quants need K a multiple of 256: the stage's products round K up.
         XCTAssertEqual(tuner.formatProducts(.q4_k).map(\.k), [256])
-        XCTAssertEqual(tuner.formatProducts(.q4_0).map { "\($0.m)x\($0.n)x\($0.k)" }, ["8x40x64"])
+        XCTAssertEqual(tuner.formatProducts(.q4_0).map { "\($0.m)x\($0.n)x\($0.k)" }, ["64x40x64"])
         let entry = try tuner.run()
         let rates = try XCTUnwrap(entry.formatGflops)
         XCTAssertEqual(Set(rates.keys), ["q4_0", "q4_k"])
@@ -399,9 +399,13 @@ final class TuningTests: XCTestCase {
         for f in [WeightStorage.q4_0, .q4_k] {
             let tried = try XCTUnwrap(rates[f.rawValue])
             XCTAssertTrue(tried.keys.contains("mr=\(config.gemmRowsPerItem)"), "\(tried)")
+            // Staged against in registers (64 rows reach the staging threshold): staged only with a 3 % lead.
+            let staged = try XCTUnwrap(tried["staged"]), inRegisters = try XCTUnwrap(tried["in registers"])
+            XCTAssertEqual(config.quantStaged.contains(f), staged > 1.03 * inRegisters, "\(f): \(tried)")
             XCTAssertTrue(tried.values.allSatisfy { $0 > 0 && $0.isFinite }, "\(tried)")
             let chosen = config.rowsPerItem(f)
             XCTAssertNotNil(tried["mr=\(chosen)"], "\(f) chose \(chosen) of \(tried)")
+            XCTAssertEqual(config.stages(f, rows: 64), config.quantStaged.contains(f))
             if chosen != config.gemmRowsPerItem {
                 XCTAssertGreaterThan(tried["mr=\(chosen)"]!, 1.03 * tried["mr=\(config.gemmRowsPerItem)"]!)
             }
