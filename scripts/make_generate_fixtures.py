@@ -26,7 +26,7 @@ adds B·A to the one matrix embed_tokens and lm_head share (the lm_head side too
 Run from the repository root (after scripts/make_reference.py):
     PYTHONHASHSEED=0 /opt/lora-ref-venv/bin/python scripts/make_generate_fixtures.py Tests/Fixtures/generate [CASE ...]
 (PYTHONHASHSEED=0 keeps the order PEFT writes target_modules in, so unchanged fixtures stay unchanged.)
-CASE: names from CASES, "warpers" or "cli_chatml" to (re)make only those; everything when none.
+CASE: names from CASES, "warpers", "cli_chatml" or "cli_chatml_kwargs" to (re)make only those; everything when none.
 """
 import copy
 import functools
@@ -230,6 +230,42 @@ def make_cli_case():
     print("cli_chatml", [c["stdout"] for c in cases])
 
 
+def make_cli_kwargs_case():
+    """`generate --chat-template-kwargs` (cli_chatml/kwargs.json), on the committed cli_chatml model, tokenizer and
+    adapter (not remade here): Qwen3-0.6B's template (the fuzz corpus' copy, Tests/Fixtures/text/templates) given as a
+    file, --prompt rendered by apply_chat_template(add_generation_prompt=True, tokenize=True) with enable_thinking=False
+    (the generation prompt writes an empty think block) and without it (the variable undefined), each with
+    transformers' greedy continuation from those ids, stopping at <|im_end|> or EOS as lora-gpu does."""
+    from transformers import AutoTokenizer
+    root = os.path.join(OUT, "cli_chatml")
+    with open("Tests/Fixtures/text/templates/chat_templates.json") as f:
+        qwen3 = json.load(f)["templates"]["qwen3_0_6b"]["template"]
+    hf = AutoTokenizer.from_pretrained(os.path.join(root, "model"))
+    im_end, eos = hf.convert_tokens_to_ids("<|im_end|>"), hf.convert_tokens_to_ids("<|endoftext|>")
+    model = AutoModelForCausalLM.from_pretrained(os.path.join(root, "model"), dtype=torch.float32)
+    pm = PeftModel.from_pretrained(model, os.path.join(root, "adapter")).eval()
+    prompt, n = "Hello, café?", 24
+    cases = []
+    for kwargs in [dict(enable_thinking=False), {}]:
+        msgs = [{"role": "user", "content": prompt}]
+        r = hf.apply_chat_template(msgs, chat_template=qwen3, add_generation_prompt=True, tokenize=True, **kwargs)
+        ids = r["input_ids"] if hasattr(r, "keys") else r
+        gc = transformers.GenerationConfig(do_sample=False, max_new_tokens=n, eos_token_id=[im_end, eos], pad_token_id=0)
+        with torch.no_grad():
+            out = pm.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                              generation_config=gc)
+        new = out[0, len(ids):].tolist()
+        text = hf.decode([i for i in new if i not in (im_end, eos)], skip_special_tokens=True)
+        cases.append(dict(kwargs=[f"{k}={str(v).lower()}" for k, v in kwargs.items()], prompt=prompt,
+                          rendered=hf.apply_chat_template(msgs, chat_template=qwen3, add_generation_prompt=True,
+                                                          tokenize=False, **kwargs),
+                          prompt_ids=ids, ids=new, stdout=text + "\n"))
+    with open(os.path.join(root, "kwargs.json"), "w") as f:
+        json.dump(dict(template="qwen3_0_6b", im_end=im_end, eos=eos, max_new_tokens=n, cases=cases), f, indent=1,
+                  ensure_ascii=False)
+    print("cli_chatml_kwargs", [(c["kwargs"], len(c["prompt_ids"]), c["stdout"]) for c in cases])
+
+
 def gguf_cases():
     """--prompt on GGUF files of Tests/Fixtures/gguf (no adapter): the model, tokenizer and chat template
     as transformers reads them from the file (from_pretrained(gguf_file=...))."""
@@ -264,3 +300,5 @@ if __name__ == "__main__":
         make_warpers()
     if not only or "cli_chatml" in only:
         make_cli_case()
+    if not only or "cli_chatml_kwargs" in only:
+        make_cli_kwargs_case()

@@ -93,6 +93,14 @@ CASES = [
                                        original_max_position_embeddings=16,
                                        short_factor=[1.0, 1.25, 1.5], long_factor=[1.5, 3.0, 6.0])),
          dtype="float32", seq=20, lora=dict(r=8, lora_alpha=16, target_modules="all-linear"), max_grad_norm=1.0),
+    # Phi-3-mini-4k/128k's layout: an untied lm_head (its own weight, LoRA on it as on the fused qkv_proj and
+    # gate_up_proj, o_proj and down_proj), full rotary (partial_rotary_factor 1.0) with default RoPE as Phi-3-mini-4k;
+    # bf16 weights as the Hub's checkpoints; no dropout (lora_dropout 0, as every case here).
+    dict(name="phi3_untied_lm_head", arch="phi3",
+         cfg=dict(tie_word_embeddings=False, pad_token_id=None, bos_token_id=None, eos_token_id=None),
+         dtype="bfloat16",
+         lora=dict(r=8, lora_alpha=16, target_modules=["qkv_proj", "o_proj", "gate_up_proj", "down_proj", "lm_head"]),
+         max_grad_norm=1.0),
     # Sliding-window attention shorter than the sequence: Mistral's window of 3 on every layer (20-token batch),
     # and Qwen2's use_sliding_window on the layers from max_window_layers = 1 (the second of two), window 4.
     dict(name="mistral_sliding_window", arch="mistral", cfg=dict(sliding_window=3), dtype="float32", seq=20,

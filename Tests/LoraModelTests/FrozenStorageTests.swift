@@ -26,7 +26,8 @@ final class FrozenStorageTests: XCTestCase {
 
     func testBytesPerFrozenParameter() throws {
         // The fixtures' checkpoint dtypes: BF16, F16, the rest F32.
-        let bytes: [String: Int] = ["llama_tied_rslora_regex": 2, "qwen2_bias_lora_only": 2, "qwen3_qk_norm": 2, "smollm3_nope": 2, "gemma3_sliding": 2]
+        let bytes: [String: Int] = ["llama_tied_rslora_regex": 2, "qwen2_bias_lora_only": 2, "qwen3_qk_norm": 2, "smollm3_nope": 2, "gemma3_sliding": 2,
+                                    "phi3_untied_lm_head": 2]
         for name in PEFTParityTests.cases {
             let m = try ReferenceCase(name).model()
             let per = bytes[name] ?? 4

@@ -12,7 +12,8 @@ import XCTest
 final class MemoryPlanTests: XCTestCase {
     static let cases = ["llama_gqa_untied", "llama_tied_rslora_regex", "llama_layers_patterns", "qwen2_bias_lora_only",
                         "llama_modules_to_save", "mistral_embed_lm_head", "llama_bias_all", "qwen3_qk_norm",
-                        "smollm3_nope", "phi3_fused_longrope", "mistral_sliding_window", "gemma3_sliding", "gemma3_softcap"]
+                        "smollm3_nope", "phi3_fused_longrope", "phi3_untied_lm_head", "mistral_sliding_window", "gemma3_sliding",
+                        "gemma3_softcap"]
 
     /// A context of its own: its scratch slots start empty, so what one step adds is measurable.
     func freshContext() throws -> ComputeContext {

@@ -358,8 +358,8 @@ final class SequenceClassificationParityTests: XCTestCase {
 final class PEFTParityTests: XCTestCase {
     static let cases = ["llama_gqa_untied", "llama_tied_rslora_regex", "llama_layers_patterns", "qwen2_bias_lora_only",
                         "llama_modules_to_save", "mistral_embed_lm_head", "llama_bias_all", "qwen3_qk_norm",
-                        "smollm3_nope", "phi3_fused_longrope", "mistral_sliding_window", "qwen2_sliding_layers", "gemma3_sliding",
-                        "gemma3_softcap"]
+                        "smollm3_nope", "phi3_fused_longrope", "phi3_untied_lm_head", "mistral_sliding_window", "qwen2_sliding_layers",
+                        "gemma3_sliding", "gemma3_softcap"]
 
     func runCase(_ name: String) throws {
         let rc = try ReferenceCase(name)
@@ -381,6 +381,9 @@ final class PEFTParityTests: XCTestCase {
     func testSmolLM3NoPELayerF16() throws { try runCase("smollm3_nope") }
     /// Phi-3: fused qkv_proj / gate_up_proj adapted, partial rotary 0.75, LongRoPE's long factors (20 tokens > 16), tied.
     func testPhi3FusedProjectionsPartialRotaryLongRoPE() throws { try runCase("phi3_fused_longrope") }
+    /// Phi-3-mini's layout: an untied lm_head with its own LoRA (besides qkv_proj, o_proj, gate_up_proj, down_proj),
+    /// full rotary with default RoPE, bf16.
+    func testPhi3UntiedLMHeadBF16() throws { try runCase("phi3_untied_lm_head") }
     /// Sliding-window attention shorter than the sequence: Mistral's window 3 on every layer (20 tokens).
     func testMistralSlidingWindowShorterThanTheSequence() throws { try runCase("mistral_sliding_window") }
     /// Qwen2's use_sliding_window on the layers from max_window_layers (the second of two), window 4, all-linear.
@@ -440,7 +443,7 @@ final class PEFTParityTests: XCTestCase {
 
     func testGradientCheckpointingGivesTheSameGradients() throws {
         for name in ["llama_gqa_untied", "mistral_embed_lm_head", "qwen3_qk_norm", "smollm3_nope", "phi3_fused_longrope",
-                     "mistral_sliding_window", "gemma3_sliding", "gemma3_softcap"] {
+                     "phi3_untied_lm_head", "mistral_sliding_window", "gemma3_sliding", "gemma3_softcap"] {
             try checkGradients(try ReferenceCase(name), checkpointing: true)
         }
     }

@@ -113,6 +113,12 @@ final class PerTurnExpansionTests: XCTestCase {
             .processAll(.conversation(opening), format: .messages, line: 3)) { e in
             XCTAssertTrue("\(e)".contains("the conversation opens with an assistant turn, and this template expects the first turn "
                                           + "after any system message to be the user's"), "\(e)")
+            // Llama 2's template refuses the whole conversation too (raise_exception): --train-on all is no way out here.
+            XCTAssertTrue("\(e)".hasSuffix(": start each conversation with a user message"), "\(e)")
+        }
+        XCTAssertThrowsError(try SampleProcessor(tokenizer: adapter, template: llama3, options: DatasetOptions(trainOn: .all), file: "f.jsonl")
+            .processAll(.conversation(opening), format: .messages, line: 3)) { e in
+            XCTAssertFalse("\(e)".contains("--train-on"), "\(e)")
         }
     }
 }

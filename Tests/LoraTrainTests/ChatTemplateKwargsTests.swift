@@ -241,7 +241,9 @@ final class ChatTemplateKwargsTests: XCTestCase {
 
     /// Qwen3's template, given a conversation opening with an assistant turn: the render of the conversation before
     /// that turn (no messages) fails inside the template (`messages[0].role`, its line 13); the error names the file,
-    /// the line and says why in plain words, in `data preview` and in training alike.
+    /// the line and says why in plain words, in `data preview` and in training alike, and names the way out that
+    /// works for it: the whole conversation renders, so `--train-on all` trains on the file, every token of it, with
+    /// transformers' ids for the conversation.
     func testAConversationOpeningWithAnAssistantTurnIsNamed() throws {
         let source = try String(contentsOfFile: qwen3, encoding: .utf8)
         XCTAssertTrue(source.split(separator: "\n", omittingEmptySubsequences: false)[12].contains("messages[0].role == 'system'"))
@@ -250,7 +252,8 @@ final class ChatTemplateKwargsTests: XCTestCase {
                              "opens.jsonl")
         let why = "\(data):2: chat template '\(qwen3)': \(qwen3):13:23: list object has no element 0 — the conversation opens with an "
             + "assistant turn, and this template expects the first turn after any system message to be the user's: start each "
-            + "conversation with a user message"
+            + "conversation with a user message, or train on every token of it with --train-on all (the template renders the "
+            + "whole conversation; --train-on assistant also renders the part before each trained assistant turn, and that fails)"
         let r = try CLI.run(["data", "preview", "--tokenizer", Self.tokenizer, "--chat-template", qwen3, "--data", data])
         XCTAssertEqual(r.status, 1)
         XCTAssertEqual(r.stderr, "error: " + why + "\n")
@@ -259,5 +262,19 @@ final class ChatTemplateKwargsTests: XCTestCase {
         c.data = [data]
         c.chatTemplate = qwen3
         XCTAssertThrowsError(try loadTrainingSamples(c, vocabSize: 1000)) { e in XCTAssertEqual("\(e)", why) }
+
+        // The way out: line 2 is transformers' apply_chat_template(messages, chat_template=qwen3, tokenize=True) with
+        // this tokenizer, every token trained.
+        let line2 = [1, 67, 364, 487, 201, 266, 78, 78, 81, 2, 201, 1, 367, 201, 74, 75, 2, 201, 1, 67, 364, 487, 201, 30, 86, 74,
+                     262, 77, 32, 410, 30, 17, 86, 74, 262, 77, 32, 410, 91, 81, 2, 201]
+        let all = try CLI.run(["data", "preview", "--tokenizer", Self.tokenizer, "--chat-template", qwen3, "--data", data,
+                               "--train-on", "all", "--json"])
+        XCTAssertEqual(all.status, 0, all.stderr)
+        let samples = try jsonSamples(all.stdout)
+        XCTAssertEqual(samples.map(\.line), [1, 2])
+        XCTAssertEqual(samples[1].ids, line2)
+        for s in samples { XCTAssertEqual(s.labels, s.ids, "line \(s.line): every token trained") }
+        c.trainOn = "all"
+        XCTAssertEqual(try loadTrainingSamples(c, vocabSize: 1000).train.map(\.inputIDs), samples.map(\.ids))
     }
 }

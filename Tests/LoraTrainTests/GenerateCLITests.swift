@@ -1,4 +1,5 @@
 import Foundation
+import LoraTrain
 import TestSupport
 import XCTest
 
@@ -36,6 +37,50 @@ final class GenerateCLITests: XCTestCase {
                 XCTAssertTrue(r.stderr.contains("\(ids.count) new tokens") && r.stderr.contains(why), "\(args): \(r.stderr)")
             }
         }
+    }
+
+    /// `--chat-template-kwargs` reaches the template in `generate` (cli_chatml/kwargs.json, made by
+    /// scripts/make_generate_fixtures.py on the same model and adapter): Qwen3-0.6B's template as a file, --prompt with
+    /// enable_thinking=false (its generation prompt writes an empty think block) and without the flag. Each run's prompt
+    /// is transformers' apply_chat_template(add_generation_prompt=True, tokenize=True, **kwargs) — its length in the
+    /// summary, its ids as generate renders them (ModelText, built as the command builds it) — and stdout is
+    /// transformers' greedy continuation from it.
+    func testChatTemplateKwargsReachTheTemplateAsTransformersRenders() throws {
+        let data = try Data(contentsOf: URL(fileURLWithPath: Self.root + "/kwargs.json"))
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let cases = try XCTUnwrap(json["cases"] as? [[String: Any]])
+        XCTAssertEqual(cases.map { $0["kwargs"] as? [String] }, [["enable_thinking=false"], []])
+        let dir = try temporaryDirectory("generate-kwargs")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let corpus = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath:
+            testFixturesRoot + "/text/templates/chat_templates.json"))) as? [String: Any]
+        let templates = try XCTUnwrap(corpus?["templates"] as? [String: [String: Any]])
+        let qwen3 = dir + "/qwen3.jinja"
+        try XCTUnwrap(templates[try XCTUnwrap(json["template"] as? String)]?["template"] as? String)
+            .write(toFile: qwen3, atomically: true, encoding: .utf8)
+        let maxNew = try XCTUnwrap(json["max_new_tokens"] as? Int), imEnd = try XCTUnwrap(json["im_end"] as? Int)
+        var prompts: [[Int]] = []
+        for c in cases {
+            let kwargs = try XCTUnwrap(c["kwargs"] as? [String]), prompt = try XCTUnwrap(c["prompt"] as? String)
+            let promptIDs = try XCTUnwrap(c["prompt_ids"] as? [Int]), ids = try XCTUnwrap(c["ids"] as? [Int])
+            prompts.append(promptIDs)
+            let r = try run(["--model", Self.root + "/model", "--adapter", Self.root + "/adapter", "--prompt", prompt,
+                             "--chat-template", qwen3, "--max-new-tokens", String(maxNew)]
+                            + kwargs.flatMap { ["--chat-template-kwargs", $0] })
+            XCTAssertEqual(r.status, 0, "\(kwargs): \(r.stderr)")
+            XCTAssertEqual(String(decoding: r.stdout, as: UTF8.self), try XCTUnwrap(c["stdout"] as? String), "\(kwargs): stdout")
+            XCTAssertEqual(ids.last, imEnd, "\(kwargs): transformers stopped at <|im_end|>")
+            XCTAssertTrue(r.stderr.contains("[\(promptIDs.count) prompt tokens ") && r.stderr.contains(", \(ids.count) new tokens ")
+                          && r.stderr.contains("stopped by stop token \(imEnd)]"), "\(kwargs): \(r.stderr)")
+            let text = try ModelText(model: Self.root + "/model", chatTemplate: qwen3, needsTemplate: true,
+                                     templateVariables: try TrainingConfig.templateKwargs(kwargs))
+            XCTAssertEqual(try text.chatIDs(messages: [ModelText.message("user", prompt)]), promptIDs, "\(kwargs): prompt ids")
+            XCTAssertEqual(text.decode(promptIDs), (c["rendered"] as? String)?.replacingOccurrences(of: "<|im_start|>", with: "")
+                .replacingOccurrences(of: "<|im_end|>", with: ""), "\(kwargs): the rendering, special tokens skipped")
+        }
+        // The flag changed the prompt: the think block is written by the generation prompt.
+        XCTAssertEqual(prompts[0].count, 40)
+        XCTAssertEqual(Array(prompts[0].prefix(prompts[1].count)), prompts[1])
     }
 
     /// `--quantize`: a GGUF file's blocks kept (the default) or dequantized (none) give the same text, bit for bit

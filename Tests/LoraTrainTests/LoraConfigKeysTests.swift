@@ -88,14 +88,22 @@ final class LoraConfigKeysTests: XCTestCase {
     }
 
     /// PEFT 0.21.2's saved adapter_config.json (a fixture written by the real library) holds exactly the
-    /// keys known here, but runtime_config (a field PEFT does not save).
+    /// keys known here, but runtime_config (a field PEFT does not save) and astra_config (PEFT 0.22's); PEFT 0.22.0's
+    /// (the phi3_untied_lm_head reference fixture) holds those with astra_config, and the strict reader loads it.
     func testEveryKeyPEFTSavesIsKnown() throws {
+        let newer = testFixturesRoot + "/reference/phi3_untied_lm_head/adapter_initial/adapter_config.json"
+        let saved22 = try JSONValue.parse(try Data(contentsOf: URL(fileURLWithPath: newer)))
+        XCTAssertEqual(saved22["peft_version"], "0.22.0")
+        let keys22 = Set(try XCTUnwrap(saved22.object).keys)
+        XCTAssertEqual(keys22.count, 42)
+        XCTAssertEqual(Set(LoraConfig.peftKeys.map(\.key)).subtracting(keys22), ["runtime_config"])
+        XCTAssertEqual(try LoraConfig.load(path: newer).r, 8)
         let saved = try JSONValue.parse(try Data(contentsOf: URL(fileURLWithPath:
             testFixturesRoot + "/generate/cli_chatml/adapter/adapter_config.json")))
         XCTAssertEqual(saved["peft_version"], "0.21.2")
         let keys = Set(try XCTUnwrap(saved.object).keys)
         XCTAssertEqual(keys.count, 41)
-        XCTAssertEqual(Set(LoraConfig.peftKeys.map(\.key)).subtracting(keys), ["runtime_config"])
+        XCTAssertEqual(Set(LoraConfig.peftKeys.map(\.key)).subtracting(keys), ["runtime_config", "astra_config"])
         XCTAssertTrue(keys.isSubset(of: Set(LoraConfig.peftKeys.map(\.key))))
         // And each one is a setting: the whole saved file, as a YAML settings file, is accepted
         // (with inference_mode set false to train), values as PEFT wrote them.
@@ -116,6 +124,8 @@ final class LoraConfigKeysTests: XCTestCase {
             ("lora_bias", "true", "lora_bias: true is not supported: a trainable bias on lora_B (lora_bias) is not supported; "
                 + "`bias` trains the base layers' biases"),
             ("layer_replication", "[[0, 2]]", "layer_replication: [[0, 2]] is not supported: layer replication is not supported; leave it null"),
+            ("astra_config", "{cache_file: c.pt}", "astra_config: {cache_file: c.pt} is not supported: ASTRA initialisation is not supported; "
+                + "init_lora_weights: true, false or gaussian"),
             ("task_type", "SEQ_2_SEQ_LM", "task_type: 'SEQ_2_SEQ_LM' is not supported yet; supported: CAUSAL_LM, SEQ_CLS, TOKEN_CLS, "
                 + "QUESTION_ANS, FEATURE_EXTRACTION"),
             ("task_type", "CAUSAL", "task_type: 'CAUSAL' is not a PEFT task type; PEFT's are CAUSAL_LM, SEQ_CLS, SEQ_2_SEQ_LM, "
@@ -280,7 +290,7 @@ final class LoraConfigKeysTests: XCTestCase {
             let r = try CLI.run(base + ["--lora-option", key + "=null"])
             XCTAssertTrue(r.stderr.contains("none.jsonl"), "\(key): \(r.stderr)")
         }
-        XCTAssertEqual(viaOption.count, 19, "\(viaOption)")
+        XCTAssertEqual(viaOption.count, 20, "\(viaOption)")
         // One key, one value: --lora-option beside the key's own flag is an error, in either order.
         for args in [["--r", "2", "--lora-option", "r=8"], ["--lora-option", "r=8", "--r", "2"],
                      ["--use-dora", "--lora-option", "use_dora=false"], ["--lora-option", "r=1", "--lora-option", "r=2"]] {

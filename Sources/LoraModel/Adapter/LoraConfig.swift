@@ -87,7 +87,8 @@ public struct LoraConfig: Sendable, Equatable {
         case defaultOnly(String)
     }
 
-    /// Every field of PEFT 0.21's LoraConfig (what a saved adapter_config.json carries), in PEFT's order.
+    /// Every field of PEFT 0.21's and 0.22's LoraConfig (what a saved adapter_config.json carries), in PEFT's order;
+    /// 0.22 adds astra_config, which every adapter it saves carries (null), so an unknown key there would refuse them.
     public static let peftKeys: [(key: String, use: KeyUse)] = [
         ("task_type", .honoured), ("peft_type", .honoured), ("auto_mapping", .bookkeeping), ("peft_version", .bookkeeping),
         ("base_model_name_or_path", .bookkeeping), ("revision", .bookkeeping), ("inference_mode", .honoured),
@@ -104,6 +105,7 @@ public struct LoraConfig: Sendable, Equatable {
         ("loftq_config", .defaultOnly("LoftQ initialisation is not supported; init_lora_weights: true, false or gaussian")),
         ("eva_config", .defaultOnly("EVA initialisation is not supported; init_lora_weights: true, false or gaussian")),
         ("corda_config", .defaultOnly("CorDA initialisation is not supported; init_lora_weights: true, false or gaussian")),
+        ("astra_config", .defaultOnly("ASTRA initialisation is not supported; init_lora_weights: true, false or gaussian")),
         ("lora_ga_config", .defaultOnly("LoRA-GA initialisation is not supported; init_lora_weights: true, false or gaussian")),
         ("use_dora", .defaultOnly("DoRA is not supported; set use_dora to false for plain LoRA")),
         ("velora_config", .defaultOnly("VeLoRA is not supported; leave it null")),

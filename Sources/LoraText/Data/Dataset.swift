@@ -250,7 +250,13 @@ public struct SampleProcessor {
         } catch let e as DatasetError {
             throw e
         } catch {
-            throw DatasetLineError(file: file, line: line, reason: Self.templateFailure(t.templateName, error, messages))
+            // Masking renders the conversation before each trained assistant turn too; a template may render the whole
+            // conversation yet fail on such a part (Qwen3's on one opening with an assistant turn: nothing before it).
+            // Then --train-on all, which renders only the whole, trains on it: the error says so when that render works.
+            let wholeRenders = options.trainOn != .all
+                && (try? Masking.render(messages, with: t, trainOn: .all, file: file, line: line)) != nil
+            throw DatasetLineError(file: file, line: line, reason: Self.templateFailure(
+                t.templateName, error, messages, wholeRendersFor: wholeRenders ? options.trainOn : nil))
         }
         return try parts.map { rendered in
             let toks = try whole ?? offsets(rendered.text, line: line)
@@ -260,15 +266,24 @@ public struct SampleProcessor {
     }
 
     /// A template that raised (raise_exception) or failed on a line: its message, and in plain words
-    /// what about the conversation it likely met.
-    static func templateFailure(_ name: String, _ error: Error, _ messages: [ChatMessage]) -> String {
+    /// what about the conversation it likely met. `wholeRendersFor`: the --train-on mode that failed, when the
+    /// whole conversation renders (so --train-on all trains on it).
+    static func templateFailure(_ name: String, _ error: Error, _ messages: [ChatMessage],
+                                wholeRendersFor trainOn: TrainOn? = nil) -> String {
         var reason = "chat template '\(name)': \(error)"
         let roles = messages.map(\.role)
+        var said = true
         if let first = roles.first(where: { $0 != "system" }), first != "user" {
             reason += " — the conversation opens with a\(first == "assistant" ? "n" : "") \(first) turn, and this template expects the first "
                 + "turn after any system message to be the user's: start each conversation with a user message"
         } else if !roles.contains("user") {
             reason += " — the conversation has no user turn"
+        } else {
+            said = false
+        }
+        if let trainOn {
+            reason += (said ? ", or" : " —") + " train on every token of it with --train-on all (the template renders the whole "
+                + "conversation; --train-on \(trainOn.rawValue) also renders the part before each trained assistant turn, and that fails)"
         }
         return reason
     }
