@@ -49,7 +49,7 @@ struct Embed: ParsableCommand {
     }
 
     func run() throws {
-        let ctx = try deviceOption.context()
+        let ctx = try deviceOption.context(model: model, quantize: try quantizeOption.mode())
         let m = try Embedder.loadModel(model, adapter: adapter, context: ctx, quantize: try quantizeOption.mode())
         let tokenizer = try ClassifierPrediction.tokenizer(model: model, vocabularySize: m.config.vocabSize)
         let maxLen = min(maxSeqLen ?? trained?.int("max_seq_len") ?? m.config.maxPositionEmbeddings,

@@ -45,7 +45,7 @@ struct Generate: ParsableCommand {
     }
 
     func run() throws {
-        let ctx = try deviceOption.context()
+        let ctx = try deviceOption.context(model: model, quantize: try quantizeOption.mode())
         let text = try ModelText(model: model, chatTemplate: chatTemplate, needsTemplate: rawPrompt == nil,
                                  templateVariables: try templateKwargs.variables())
         let loaded = try Generator.loadModel(model, adapter: adapter, context: ctx, quantize: try quantizeOption.mode())

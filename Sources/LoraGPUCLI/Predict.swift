@@ -45,7 +45,7 @@ struct Predict: ParsableCommand {
     }
 
     func run() throws {
-        let ctx = try deviceOption.context()
+        let ctx = try deviceOption.context(model: model, quantize: try quantizeOption.mode())
         let m = try ClassifierPrediction.loadModel(model, adapter: adapter, context: ctx, quantize: try quantizeOption.mode())
         let tokenizer = try ClassifierPrediction.tokenizer(model: model, vocabularySize: m.config.vocabSize)
         if m.config.task.kind == .questionAnswering {

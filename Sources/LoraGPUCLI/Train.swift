@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LoraBase
+import LoraModel
 import LoraTrain
 
 /// Flags → the config overrides they stand for (keys as in the config file).
@@ -290,11 +291,13 @@ struct Train: ParsableCommand {
         let outcome: Trainer.Outcome
         if config == nil && overrides.isEmpty {
             // No settings at all: the demo (SmolLM2 learns the Pip persona), or how to fetch its model.
-            outcome = try Demo(context: try deviceOption.context()).run()
+            outcome = try Demo(context: try deviceOption.context(model: Demo.modelPath, quantize: .auto)).run()
         } else {
             let settings = try TrainingConfig.resolve(file: config, overrides: overrides)
             let trainer = Trainer(config: settings,
-                                  context: try Distributed.rankContext(selector: deviceOption.device) ?? deviceOption.context())
+                                  context: try Distributed.rankContext(selector: deviceOption.device)
+                                    ?? deviceOption.context(model: settings.model,
+                                                            quantize: QuantizeMode(rawValue: settings.quantize.lowercased()) ?? .auto))
             trainer.profile = profile
             outcome = try trainer.run()
         }

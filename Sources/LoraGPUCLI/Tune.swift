@@ -8,9 +8,16 @@ import OpenCLRuntime
 /// `--kernel-config` > LORA_GPU_KERNEL_CONFIG > the tuning cache > a quick
 /// automatic tune (unless LORA_GPU_AUTOTUNE=0) > the device default.
 enum KernelSetup {
-    static func context(device selector: String?, kernelConfig: String?) throws -> ComputeContext {
+    /// `model`, `quantize`: the model the command loads and how its frozen weights are kept, so the formats it keeps
+    /// get their per-format tune (an unreadable model is left for the loader to report).
+    static func context(device selector: String?, kernelConfig: String?, model: String? = nil,
+                        quantize: QuantizeMode = .auto) throws -> ComputeContext {
         let dev = try DeviceSelection.select(selector ?? ProcessInfo.processInfo.environment[DeviceSelection.environmentVariable])
-        let r = try KernelConfig.resolveOrTune(device: dev, explicit: kernelConfig) { print($0); fflush(stdout) }
+        var formats: [WeightStorage] = []
+        if let model, let (config, checkpoint) = try? ModelSource.open(model, quantize: quantize) {
+            formats = (try? MemoryPlan.quantizedFormats(config: config, checkpoint: checkpoint)) ?? []
+        }
+        let r = try KernelConfig.resolveOrTune(device: dev, explicit: kernelConfig, formats: formats) { print($0); fflush(stdout) }
         return try ComputeContext.shared(device: dev, config: r.config, origin: r.origin)
     }
 }

@@ -14,6 +14,10 @@ struct DeviceOption: ParsableArguments {
     var kernelConfig: String?
 
     func context() throws -> ComputeContext { try KernelSetup.context(device: device, kernelConfig: kernelConfig) }
+    /// The context for a command that loads `model` with `quantize` (its quantized formats tuned if they are not yet).
+    func context(model: String, quantize: QuantizeMode) throws -> ComputeContext {
+        try KernelSetup.context(device: device, kernelConfig: kernelConfig, model: model, quantize: quantize)
+    }
 }
 
 /// `--quantize` of the commands that load a model for inference (generate, predict, embed).

@@ -344,10 +344,43 @@ extension KernelConfig {
     /// `log` gets one line before a tune and one after. A failed tune is logged and falls back to the
     /// device default (the cached config may be the one that failed its check); a failed cache write
     /// is logged and the new tuning used for this run only.
+    ///
+    /// `formats`: the quantized formats the command's model keeps on the device. Where the cached entry has no
+    /// per-format figures for one of them, the tuner's per-format stage runs for those formats alone on the cached
+    /// config (a few seconds: the rows per work-item of their gemm and staged or in-register) and the entry is
+    /// updated; a flag's or the environment's config is used as given.
     public static func resolveOrTune(device: Device, explicit: String? = nil,
                                      environment: [String: String] = ProcessInfo.processInfo.environment,
                                      hostLoad: () -> Double? = { HostLoadSample.measureOthers(seconds: 0.3) },
+                                     formats: [WeightStorage] = [],
                                      log: (String) -> Void) throws -> KernelConfigResolution {
+        let r = try resolveOrTuneShared(device: device, explicit: explicit, environment: environment, hostLoad: hostLoad, log: log)
+        guard autoTuneEnabled(environment), r.source == .cache, !formats.isEmpty else { return r }
+        let path = TuningCache.path(environment)
+        guard var cache = try? TuningCache.load(path: path), var entry = cache.entry(for: TuningKey(device: device)) else { return r }
+        let missing = formats.filter { $0.isQuantized && entry.formatGflops?[$0.rawValue] == nil }
+        guard !missing.isEmpty else { return r }
+        let names = missing.map { $0.rawValue.uppercased() }.joined(separator: ", ")
+        log("lora-gpu: tuning the gemm over \(names) panels for \(device.name) (a few seconds; `lora-gpu tune --model` searches fully, "
+            + "LORA_GPU_AUTOTUNE=0 skips this)")
+        let tuner = Tuner(device: device, linears: Tuner.standardLinears(quick: true), quick: true, formats: missing)
+        var config = r.config
+        guard let rates = tuner.tuneFormats(&config, space: Tuner.searchSpace(for: device, quick: true, tiled: config.gemm.variant == .tiled))
+        else { return r }
+        entry.config = config.spec
+        entry.formatGflops = (entry.formatGflops ?? [:]).merging(rates) { $1 }
+        cache.store(entry)
+        do { try cache.save(path: path) } catch {
+            log("lora-gpu: \(error); the tuning is used for this run only")
+        }
+        log("lora-gpu: tuned \(config.spec)")
+        var out = r
+        out.config = config
+        return out
+    }
+
+    static func resolveOrTuneShared(device: Device, explicit: String?, environment: [String: String],
+                                    hostLoad: () -> Double?, log: (String) -> Void) throws -> KernelConfigResolution {
         let r = try resolve(device: device, explicit: explicit, environment: environment)
         guard autoTuneEnabled(environment) else { return r }
         let path = TuningCache.path(environment)

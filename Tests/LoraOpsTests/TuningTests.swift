@@ -252,6 +252,48 @@ final class TuningTests: XCTestCase {
         XCTAssertEqual(ctx.config, try KernelConfig.resolve(device: device).config)
     }
 
+    /// A command whose model keeps quantized formats the cached entry has no figures for: the per-format stage runs
+    /// for those formats alone (the rest of the config kept), its choice is used and stored with the rates; the next
+    /// run finds them and tunes nothing; a format already there is not tuned again; a flag's config is used as given.
+    func testFormatsOfTheModelAreTunedOnceIntoTheCachedEntry() throws {
+        let device = try sharedContext().device
+        let path = tempCachePath()
+        defer { try? FileManager.default.removeItem(atPath: (path as NSString).deletingLastPathComponent) }
+        let env = ["LORA_GPU_TUNING_CACHE": path, "LORA_GPU_AUTOTUNE": "1"]
+        var cached = KernelConfig.deviceDefault(device)
+        cached.gemmRowsPerItem = 6
+        cached.quantRowsPerItem = [.q8_0: 3]
+        var cache = TuningCache()
+        var e = entry(key: TuningKey(device: device), config: cached)
+        e.formatGflops = ["q8_0": ["mr=3": 1]]
+        cache.store(e)
+        try cache.save(path: path)
+        var logs: [String] = []
+        let r = try KernelConfig.resolveOrTune(device: device, environment: env, hostLoad: { 0 }, formats: [.q4_1, .q8_0]) { logs.append($0) }
+        XCTAssertTrue(logs.first?.contains("tuning the gemm over Q4_1 panels") ?? false, "\(logs)")
+        XCTAssertEqual(r.source, .cache)
+        XCTAssertEqual(r.config.gemmRowsPerItem, 6, "the shared config is kept")
+        XCTAssertEqual(r.config.quantRowsPerItem[.q8_0], 3, "a format already tuned is kept")
+        let stored = try XCTUnwrap(try TuningCache.load(path: path).entry(for: TuningKey(device: device)))
+        XCTAssertEqual(try KernelConfig.parse(stored.config, base: .cpu, origin: "t"), r.config)
+        let q41 = try XCTUnwrap(stored.formatGflops?["q4_1"])
+        XCTAssertNotNil(q41["mr=6"], "\(q41)")
+        XCTAssertNotNil(q41["staged"], "\(q41)")
+        XCTAssertEqual(stored.formatGflops?["q8_0"], ["mr=3": 1], "the other format's figures kept")
+        XCTAssertEqual(r.config.quantStaged.contains(.q4_1), q41["staged"]! > 1.03 * q41["in registers"]!)
+        // Found next time: nothing tuned.
+        let again = try KernelConfig.resolveOrTune(device: device, environment: env, hostLoad: { 0 }, formats: [.q4_1]) {
+            XCTFail("tuned again: \($0)")
+        }
+        XCTAssertEqual(again.config, r.config)
+        // A flag's config is used as given.
+        let flag = try KernelConfig.resolveOrTune(device: device, explicit: "mr=4", environment: env, hostLoad: { 0 }, formats: [.q5_0]) {
+            XCTFail("tuned under a flag: \($0)")
+        }
+        XCTAssertEqual(flag.config.gemmRowsPerItem, 4)
+        XCTAssertTrue(flag.config.quantRowsPerItem.isEmpty && flag.config.quantStaged.isEmpty)
+    }
+
     // MARK: the cache
 
     func entry(key: TuningKey, config: KernelConfig) -> TuningEntry {
