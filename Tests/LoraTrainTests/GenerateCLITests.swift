@@ -98,6 +98,17 @@ final class GenerateCLITests: XCTestCase {
         XCTAssertTrue(bad.stderr.contains("--quantize must be one of auto, none, q8_0, q4_0, nf4, got 'q2'"), bad.stderr)
     }
 
+    /// `tune --format` names a format that is not a quantized one (before any tuning), and `--quantize` asks for `--model`.
+    func testTuneFormatAndQuantizeMistakesAreNamed() throws {
+        for (args, says) in [(["--format", "q4_0,q3_k"], "--format: 'q3_k' is not a quantized format (q8_0, q4_0, q4_1, q5_0, q5_1, nf4, q4_k, q5_k, q6_k, all)"),
+                             (["--format", "f16"], "--format: 'f16' is not a quantized format"),
+                             (["--quantize", "q4_0"], "--quantize applies to --model")] {
+            let r = try CLI.run(["tune", "--force"] + args)
+            XCTAssertNotEqual(r.status, 0, "\(args)")
+            XCTAssertTrue(r.stderr.contains(says), "\(args): \(r.stderr)")
+        }
+    }
+
     func testPromptWithoutChatTemplateAsksForOneAndRawPromptStillWorks() throws {
         let dir = try temporaryDirectory("notemplate")
         defer { try? FileManager.default.removeItem(atPath: dir) }
