@@ -187,9 +187,16 @@ final class TuningTests: XCTestCase {
         XCTAssertNotEqual(perFormat, .cpu)
         XCTAssertTrue(perFormat.buildOptions.hasSuffix(" -DGEMM_MR_Q4_0=5 -DGEMM_MR_Q6_K=3"), perFormat.buildOptions)
         XCTAssertEqual([WeightStorage.q4_0, .q6_k, .q8_0, .f16, .f32].map(perFormat.rowsPerItem), [5, 3, 8, 8, 8])
+        // Staged formats (stage.<format>=1): spelled after the rows, round-trip, no build option (a host-side choice).
+        perFormat.quantStaged = [.nf4, .q4_0]
+        XCTAssertTrue(perFormat.spec.hasSuffix(",mr.q6_k=3,stage.nf4=1,stage.q4_0=1"), perFormat.spec)
+        XCTAssertEqual(try KernelConfig.parse(perFormat.spec, base: .gpu, origin: "t"), perFormat)
+        XCTAssertEqual(try KernelConfig.parse("stage.nf4=0, stage.q4_0=1", base: perFormat, origin: "t").quantStaged, [.q4_0])
+        XCTAssertFalse(perFormat.buildOptions.contains("STAGE"), perFormat.buildOptions)
         for (bad, says) in [("mr.f16=4", "f16 is not a quantized format"), ("mr.q3_k=4", "q3_k is not a quantized format"),
                             ("mr.q4_0=0", "not a positive integer"), ("mr.q4_0=17", "mr.q4_0 must be 1…16"),
-                            ("mr.q4_0=4,mr.q4_0=5", "given twice")] {
+                            ("mr.q4_0=4,mr.q4_0=5", "given twice"), ("stage.q4_0=2", "stage.q4_0=2 is not 0 or 1"),
+                            ("stage.f32=1", "f32 is not a quantized format")] {
             XCTAssertThrowsError(try KernelConfig.parse(bad, base: .cpu, origin: "--kernel-config"), bad) { error in
                 XCTAssertTrue("\(error)".contains("--kernel-config") && "\(error)".contains(says), "\(error)")
             }
