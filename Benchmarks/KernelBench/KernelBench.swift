@@ -187,6 +187,7 @@ public final class KernelBench {
         try ctx.finish()
         record("frozen bwd f32 2nd copy (old)", bshape, seconds: try timeDevice { try ctx.matmul(dx, dy, packed: old, m: m) },
                flops: flops, blasSeconds: blasB)
+        var blockRNG = SplitMix64(seed: 0xb10c)
         for storage in WeightStorage.allCases where !storage.isQuantized || din % storage.quantBlockRows == 0 {
             let base: FrozenLinear
             if storage == .f32 {
@@ -195,7 +196,7 @@ public final class KernelBench {
                 // Q8_0 / Q4_0 / NF4 quantized from W as --quantize makes them; the other block types from random blocks.
                 let blocks = [.q8_0, .q4_0, .nf4].contains(storage)
                     ? wv.withUnsafeBufferPointer { QuantizedBlocks.quantize($0, storage: storage) }
-                    : Self.randomBlocks(storage, rows: dout, cols: din, rng: &rng)
+                    : WeightStorage.randomSourceBlocks(storage, rows: dout, cols: din, rng: &blockRNG)
                 base = FrozenLinear(forward: try ctx.packQuantized(try DeviceBuffer<UInt8>(queue: ctx.queue, blocks), storage: storage,
                                                                    rows: dout, cols: din))
             } else {
@@ -204,8 +205,22 @@ public final class KernelBench {
                                         outFeatures: dout, inFeatures: din)
             }
             let s = storage.rawValue
-            record("frozen fwd \(s)", shape, seconds: try timeDevice { try ctx.frozenForward(y: y, x: x, base: base, tokens: m) },
-                   flops: flops, blasSeconds: blasF)
+            if storage.isQuantized && m >= KernelConfig.quantStageMinRows {
+                // Both forward paths on the same panels (the config's choice marked *): dequantized in registers ("reg")
+                // by every row group, or staged (fp32 panels made once per call, the fp32 gemm on them).
+                let chosen = ctx.quantStaged
+                defer { ctx.quantStaged = chosen }
+                for staged in [false, true] {
+                    if staged { ctx.quantStaged.insert(storage) } else { ctx.quantStaged.remove(storage) }
+                    let mark = chosen.contains(storage) == staged ? " *" : ""
+                    record("frozen fwd \(s) \(staged ? "staged" : "reg mr\(ctx.config.rowsPerItem(storage))")\(mark)", shape,
+                           seconds: try timeDevice { try ctx.frozenForward(y: y, x: x, base: base, tokens: m) },
+                           flops: flops, blasSeconds: blasF)
+                }
+            } else {
+                record("frozen fwd \(s)", shape, seconds: try timeDevice { try ctx.frozenForward(y: y, x: x, base: base, tokens: m) },
+                       flops: flops, blasSeconds: blasF)
+            }
             for mode in storage == .f32 || storage.isQuantized ? [BackwardPanels.widened] : [.widened, .native] {
                 let label = storage == .f32 ? "frozen bwd f32 (transpose+gemm)" : "frozen bwd \(s) \(mode == .widened ? "→f32" : "native")"
                 record(label, bshape, seconds: try timeDevice {
@@ -217,26 +232,6 @@ public final class KernelBench {
                 recordBandwidth("  transpose_panels_u16 alone", "\(dout)x\(din)", seconds: t, bytes: 4.0 * Double(dout * din))
             }
         }
-    }
-
-    /// Random source blocks of a quantized storage for W (rows, cols): random quant bytes, small finite scales.
-    static func randomBlocks(_ storage: WeightStorage, rows: Int, cols: Int, rng: inout SeededRandom) -> [UInt8] {
-        let (be, bb) = (storage.quantBlockRows, storage.sourceBlockBytes)
-        var out = [UInt8](repeating: 0, count: rows * cols / be * bb)
-        for i in out.indices { out[i] = UInt8(truncatingIfNeeded: rng.next()) }
-        for b in 0..<(rows * cols / be) {
-            func half(_ at: Int, _ v: Float) {
-                let bits = Float16(v).bitPattern
-                out[b * bb + at] = UInt8(bits & 0xFF); out[b * bb + at + 1] = UInt8(bits >> 8)
-            }
-            switch storage {
-            case .q6_k: half(208, 0.001)
-            case .q4_k, .q5_k: half(0, 0.001); half(2, 0.001)
-            case .q4_1, .q5_1: half(0, 0.004); half(2, -0.03)
-            default: half(0, 0.004)
-            }
-        }
-        return out
     }
 
     func benchMatmul(m: Int, n: Int, k: Int, transA: Bool, transB: Bool) throws {

@@ -48,6 +48,9 @@ public final class ComputeContext {
     /// The most bytes of fp32 panels the staged forward over quantized panels (`KernelConfig.quantStaged`)
     /// holds at once (scratch slot 10): W is dequantized and multiplied in blocks of columns within it.
     public var stagedPanelBytesLimit = ComputeContext.defaultStagedPanelBytesLimit
+    /// The formats whose forward runs staged on this context: the config's `quantStaged`, changeable (the bench times
+    /// both paths on the same panels).
+    public var quantStaged: Set<WeightStorage>
     public static let defaultStagedPanelBytesLimit = 32 << 20
     static let stagedPanelsSlot = 10
     public private(set) var launchEvents: [(kernel: String, event: Event)] = []
@@ -102,6 +105,7 @@ public final class ComputeContext {
         _ = Self.freedBuffersGoBack
         self.device = device
         self.config = config
+        quantStaged = config.quantStaged
         configOrigin = origin
         context = try CLContext(device: device)
         queue = try CommandQueue(context: context)

@@ -45,11 +45,6 @@ public struct KernelConfig: Equatable, Sendable {
     /// Below this many rows (decoding: 1) the forward never stages: the in-register path reads W's blocks once.
     public static let quantStageMinRows = 64
 
-    /// Whether x·Wᵀ over `m` rows of panels of `storage` runs staged.
-    public func stages(_ storage: WeightStorage, rows m: Int) -> Bool {
-        m >= Self.quantStageMinRows && quantStaged.contains(storage)
-    }
-
     /// The rows per work-item of `gemm_packed` over panels of `storage`.
     public func rowsPerItem(_ storage: WeightStorage) -> Int {
         storage.isQuantized ? quantRowsPerItem[storage] ?? gemmRowsPerItem : gemmRowsPerItem

@@ -289,7 +289,7 @@ extension ComputeContext {
         try require(a.offset >= 0, "gemm", "A's offset \(a.offset) is negative")
         try requireCount(a.buffer, atLeast: reach(a, cols: k), "gemm", "A")
         if let ext { try requireCount(ext.a.buffer, atLeast: reach(ext.a, cols: ext.b.k), "gemm", "the extension's A") }
-        if b.storage.isQuantized && config.stages(b.storage, rows: m) {
+        if b.storage.isQuantized && quantStaged.contains(b.storage) && m >= KernelConfig.quantStageMinRows {
             // Staged: W dequantized once into fp32 panels, a block of columns at a time, each block multiplied by
             // the fp32 gemm into its columns of C (same values, same order: bit-identical to the in-register path).
             let perPanel = k * 16, panels = (n + 15) / 16
