@@ -50,6 +50,10 @@ public enum AtomicFile {
         let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
         do { try fill(tmp) } catch {
             try? FileManager.default.removeItem(at: tmp)
+            // A file-system error names the temporary file; an error of the bytes' producer (a tensor read from a
+            // device, say) is passed on as it is: the file was never the problem.
+            let ns = error as NSError
+            guard error is WriteError || ns.domain == NSCocoaErrorDomain || ns.domain == NSPOSIXErrorDomain else { throw error }
             throw error as? WriteError ?? WriteError(path: tmp.path, reason: SystemError.describe(error))
         }
         guard rename(tmp.path, url.path) == 0 else {

@@ -14,10 +14,14 @@ enum KernelSetup {
                         quantize: QuantizeMode = .auto) throws -> ComputeContext {
         let dev = try DeviceSelection.select(selector ?? ProcessInfo.processInfo.environment[DeviceSelection.environmentVariable])
         var formats: [WeightStorage] = []
+        var linears: [TuningLinear]? = nil
         if let model, let (config, checkpoint) = try? ModelSource.open(model, quantize: quantize) {
             formats = (try? MemoryPlan.quantizedFormats(config: config, checkpoint: checkpoint)) ?? []
+            linears = AdapterPlan.tuningLinears(config)
         }
-        let r = try KernelConfig.resolveOrTune(device: dev, explicit: kernelConfig, formats: formats) { print($0); fflush(stdout) }
+        let r = try KernelConfig.resolveOrTune(device: dev, explicit: kernelConfig, formats: formats, linears: linears) {
+            print($0); fflush(stdout)
+        }
         return try ComputeContext.shared(device: dev, config: r.config, origin: r.origin)
     }
 }

@@ -52,15 +52,18 @@ extension Tuner {
         return ([winner] + base).reduce(into: [Int]()) { if !$0.contains($1) { $0.append($1) } }
     }
 
-    /// The forward products of the tuning linears for panels of `storage`: K rounded up to the
-    /// format's block size (a K-quant's 256), N and M as in the fp32 products.
+    /// The forward products x·Wᵀ of the tuning linears for panels of `storage` (the backward's dY·W reads fp32
+    /// panels whatever the storage: not timed here), weighted by their count per layer; K rounded up to the
+    /// format's block size where a linear's input is not a whole number of blocks (a K-quant's 256).
     func formatProducts(_ storage: WeightStorage) -> [TuningProduct] {
         let qk = storage.quantBlockRows
-        return products.filter { $0.name.hasSuffix("x·Wᵀ") }.map { p in
-            var q = p
-            q.k = (p.k + qk - 1) / qk * qk
-            return q
+        var out: [TuningProduct] = []
+        for l in linears {
+            let k = (l.inFeatures + qk - 1) / qk * qk
+            if let i = out.firstIndex(where: { $0.n == l.outFeatures && $0.k == k }) { out[i].count += l.count; continue }
+            out.append(TuningProduct(name: "\(l.name) x·Wᵀ", m: tokens, n: l.outFeatures, k: k, count: l.count))
         }
+        return out
     }
 
     /// nil when `ctx`'s `gemm_packed` over panels of `storage` equals float64 on the values the panels
@@ -111,23 +114,29 @@ extension Tuner {
     /// The per-format stage on `winner`: sets `winner.quantRowsPerItem[f]` where another count is at least
     /// 3 % faster for f than the shared `gemmRowsPerItem` (gemm_packed only: `gemm_tiled` runs every format
     /// with its one tile), then puts f in `winner.quantStaged` where the staged forward (fp32 panels made
-    /// once per call) is at least 3 % faster than the in-register one at the tuning rows. Returns each
-    /// format's GFLOP/s per count tried and for both paths ("q4_0" → "mr=4", "staged", "in registers" → …).
+    /// once per call) is at least 3 % faster than the in-register one at the tuning rows — both timed on the
+    /// chosen count's program (staging is the context's host-side switch: no build of its own). Returns each
+    /// format's GFLOP/s per count tried and for both paths ("q4_0" → "mr=4", "staged", "in registers" → …);
+    /// a format none of whose candidates passed its check is left out (not tuned: its shared settings kept,
+    /// with a line saying so).
     func tuneFormats(_ winner: inout KernelConfig, space: SearchSpace) -> [String: [String: Double]]? {
         guard !formats.isEmpty else { return nil }
         let packed = winner.gemm.variant == .packed
         if !packed { log("  formats: gemm_tiled runs every format with its one tile (per-format rows are gemm_packed's)") }
         var out: [String: [String: Double]] = [:]
         for storage in formats where storage.isQuantized {
-            let rows = packed ? Self.formatRows(space, device: device, quick: quick, winner: winner.gemmRowsPerItem) : []
+            let rows = packed ? Self.formatRows(space, device: device, quick: quick, winner: winner.gemmRowsPerItem)
+                : [winner.gemmRowsPerItem]
+            let checkRows = max(29, KernelConfig.quantStageMinRows + 3)
             var ready: [(Int, ComputeContext)] = []
             for mr in rows {
                 var c = winner
-                c.quantRowsPerItem[storage] = mr
+                if packed { c.quantRowsPerItem[storage] = mr }
+                c.quantStaged.remove(storage)
                 do {
                     let ctx = try ComputeContext(device: device, config: c, origin: "tuner",
                                                  kernelFiles: ["matmul.cl", "matmul_tiled.cl"])
-                    if let failure = try Self.formatParityFailure(ctx, storage) {
+                    if let failure = try Self.formatParityFailure(ctx, storage, rows: checkRows) {
                         log("  \(storage.rawValue) mr=\(mr)  rejected: parity: \(failure)")
                         continue
                     }
@@ -143,39 +152,39 @@ extension Tuner {
                     if let r = try? timeFormat(ctx, storage) { rates[mr] = max(rates[mr] ?? 0, r) }
                 }
             }
+            guard !rates.isEmpty else {
+                log("  \(storage.rawValue): no candidate passed its check; the shared settings are kept and the format is not "
+                    + "recorded as tuned (--quantize none dequantizes it at load)")
+                continue
+            }
             let shared = rates[winner.gemmRowsPerItem] ?? 0
             var chosen = winner.gemmRowsPerItem
-            if packed, let best = rates.max(by: { $0.value < $1.value }), best.value > 1.03 * shared { chosen = best.key }
+            if packed, let best = rates.max(by: { $0.value < $1.value }), best.value > 1.03 * shared || shared == 0 { chosen = best.key }
             if chosen != winner.gemmRowsPerItem { winner.quantRowsPerItem[storage] = chosen }
             else { winner.quantRowsPerItem[storage] = nil }
-            var record = Dictionary(uniqueKeysWithValues: rates.map { ("mr=\($0.key)", $0.value) })
+            var record = packed ? Dictionary(uniqueKeysWithValues: rates.map { ("mr=\($0.key)", $0.value) }) : [:]
             // Staged (W dequantized once per call into fp32 panels, the fp32 gemm on them) against the chosen
-            // in-register count, timed together; only where the products' rows reach the staging threshold.
+            // in-register count, timed together on its program; only where the products' rows reach the threshold
+            // (the parity check above ran both paths: its largest product has that many rows).
             var staged = false
-            if tokens >= KernelConfig.quantStageMinRows {
-                var inRegister = winner
-                inRegister.quantStaged.remove(storage)
-                var stagedConfig = inRegister
-                stagedConfig.quantStaged.insert(storage)
-                var pair: [(Bool, ComputeContext)] = []
-                for (isStaged, c) in [(false, inRegister), (true, stagedConfig)] {
-                    do {
-                        let ctx = try ComputeContext(device: device, config: c, origin: "tuner", kernelFiles: ["matmul.cl", "matmul_tiled.cl"])
-                        if let failure = try Self.formatParityFailure(ctx, storage, rows: KernelConfig.quantStageMinRows + 3) {
-                            log("  \(storage.rawValue) \(isStaged ? "staged" : "in registers")  rejected: parity: \(failure)")
-                            continue
-                        }
-                        pair.append((isStaged, ctx))
-                    } catch {
-                        log("  \(storage.rawValue) \(isStaged ? "staged" : "in registers")  rejected: \(error)")
-                    }
-                }
+            if tokens >= KernelConfig.quantStageMinRows, let ctx = ready.first(where: { $0.0 == chosen })?.1 {
                 var pairRates: [Bool: Double] = [:]
-                usleep(quick ? 100_000 : 300_000)
-                for _ in 0..<rounds {
-                    for (isStaged, ctx) in pair {
-                        if let r = try? timeFormat(ctx, storage) { pairRates[isStaged] = max(pairRates[isStaged] ?? 0, r) }
+                do {
+                    ctx.quantStaged.insert(storage)
+                    defer { ctx.quantStaged.remove(storage) }
+                    if let failure = try Self.formatParityFailure(ctx, storage, rows: checkRows) {
+                        log("  \(storage.rawValue) staged  rejected: parity: \(failure)")
+                    } else {
+                        usleep(quick ? 100_000 : 300_000)
+                        for _ in 0..<rounds {
+                            for isStaged in [false, true] {
+                                if isStaged { ctx.quantStaged.insert(storage) } else { ctx.quantStaged.remove(storage) }
+                                if let r = try? timeFormat(ctx, storage) { pairRates[isStaged] = max(pairRates[isStaged] ?? 0, r) }
+                            }
+                        }
                     }
+                } catch {
+                    log("  \(storage.rawValue) staged  rejected: \(error)")
                 }
                 if let s = pairRates[true], s > 1.03 * (pairRates[false] ?? 0) { staged = true }
                 if let s = pairRates[true] { record["staged"] = s }

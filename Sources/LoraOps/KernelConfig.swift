@@ -347,7 +347,7 @@ extension KernelConfig {
     public static func resolveOrTune(device: Device, explicit: String? = nil,
                                      environment: [String: String] = ProcessInfo.processInfo.environment,
                                      hostLoad: () -> Double? = { HostLoadSample.measureOthers(seconds: 0.3) },
-                                     formats: [WeightStorage] = [],
+                                     formats: [WeightStorage] = [], linears: [TuningLinear]? = nil,
                                      log: (String) -> Void) throws -> KernelConfigResolution {
         let r = try resolveOrTuneShared(device: device, explicit: explicit, environment: environment, hostLoad: hostLoad, log: log)
         guard autoTuneEnabled(environment), r.source == .cache, !formats.isEmpty else { return r }
@@ -356,12 +356,20 @@ extension KernelConfig {
         let missing = formats.filter { $0.isQuantized && entry.formatGflops?[$0.rawValue] == nil }
         guard !missing.isEmpty else { return r }
         let names = missing.map { $0.rawValue.uppercased() }.joined(separator: ", ")
+        // Timed beside other work, the choice would be poor and kept: postponed to an idle run, as the quick tune's check is.
+        if let busy = hostLoad(), busy > TuneLoadPolicy.busyShare {
+            log(String(format: "lora-gpu: other processes use %.0f %% of the CPUs: the gemm over %@ panels is tuned on a later, idle run", 100 * busy, names))
+            return r
+        }
         log("lora-gpu: tuning the gemm over \(names) panels for \(device.name) (a few seconds; `lora-gpu tune --model` searches fully, "
             + "LORA_GPU_AUTOTUNE=0 skips this)")
-        let tuner = Tuner(device: device, linears: Tuner.standardLinears(quick: true), quick: true, formats: missing)
+        let tuner = Tuner(device: device, linears: linears ?? Tuner.standardLinears(quick: true), quick: true, formats: missing)
         var config = r.config
-        guard let rates = tuner.tuneFormats(&config, space: Tuner.searchSpace(for: device, quick: true, tiled: config.gemm.variant == .tiled))
-        else { return r }
+        let rates = tuner.tuneFormats(&config, space: Tuner.searchSpace(for: device, quick: true, tiled: config.gemm.variant == .tiled)) ?? [:]
+        guard !rates.isEmpty else {
+            log("lora-gpu: the per-format tune of \(names) found nothing to use; the cached \(r.config.spec) is used")
+            return r
+        }
         entry.config = config.spec
         entry.formatGflops = (entry.formatGflops ?? [:]).merging(rates) { $1 }
         cache.store(entry)

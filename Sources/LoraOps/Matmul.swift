@@ -24,6 +24,10 @@ public enum WeightStorage: String, Sendable, CaseIterable {
     /// use `bytes(k:n:)`. Here it is what a dequantized copy takes (4).
     public var bytesPerElement: Int { self == .f16 || self == .bf16 ? 2 : 4 }
 
+    /// Rows of one sub-block (one set of scale factors) of quantized panels: Kernels/common.cl's `WQ_SUB_BITS`
+    /// (NF4 64, Q6_K 16, the others 32); a chunk holds whole sub-blocks.
+    public var quantSubRows: Int { self == .nf4 ? 64 : self == .q6_k ? 16 : 32 }
+
     /// Panel rows per chunk of quantized panels (the block size along K): 32, or 64 for NF4.
     public var quantBlockRows: Int { self == .nf4 ? 64 : [.q4_k, .q5_k, .q6_k].contains(self) ? 256 : 32 }
 
@@ -295,7 +299,8 @@ extension ComputeContext {
             let perPanel = k * 16, panels = (n + 15) / 16
             let blockPanels = max(1, min(panels, stagedPanelBytesLimit / (4 * perPanel)))
             let dest = try scratch(Self.stagedPanelsSlot, count: blockPanels * perPanel)
-            let sub = b.storage == .nf4 ? 64 : b.storage == .q6_k ? 16 : 32   // WQ_SUB_BITS
+            let sub = b.storage.quantSubRows
+            try require(k % sub == 0, "gemm", "K \(k) is not a whole number of \(b.storage.rawValue) sub-blocks (\(sub) rows)")
             for p0 in stride(from: 0, to: panels, by: blockPanels) {
                 let np = min(blockPanels, panels - p0)
                 try launch("widen_panels" + b.storage.kernelSuffix, [i32(k), i32(np), i32(p0), .buffer(b.memory), .buffer(dest)],

@@ -47,6 +47,8 @@ public final class Tuner {
     public let quick: Bool
     public let tokens: Int
     public let products: [TuningProduct]
+    /// The linear layers the products come from (the per-format stage times their forward products alone).
+    public let linears: [TuningLinear]
     /// Whether `gemm_tiled` is searched beside `gemm_packed` (default: on GPUs and other non-CPU devices).
     public let tiled: Bool
     /// The lm_head (hidden → vocabulary) and the layer count the band stage weighs
@@ -78,6 +80,7 @@ public final class Tuner {
         self.tiled = tiled ?? Self.searchesTiled(device)
         self.tokens = max(tokens ?? (quick ? 256 : 512), 1)
         self.products = Self.products(linears, tokens: self.tokens)
+        self.linears = linears
         self.runs = max(runs ?? (quick ? 3 : 5), 1)
         warmup = quick ? 1 : 2
         rounds = quick ? 2 : 3

@@ -27,7 +27,9 @@ public struct TuningKey: Codable, Equatable, Sendable {
     /// FNV-1a (64 bit) of every kernel file in program order and the build
     /// options template: any kernel edit invalidates the stored tunings.
     public static let currentSourceHash: String = {
+        // The host-side rules a stored choice depends on too (the staged forward's threshold and block bound).
         var text = KernelConfig.buildOptionsTemplate
+            + "\n// host: quantStageMinRows=\(KernelConfig.quantStageMinRows) stagedPanelBytes=\(ComputeContext.defaultStagedPanelBytesLimit)"
         for f in ComputeContext.programFiles { text += "\n// ---- \(f.name)\n" + f.source }
         return fnv1a64(text)
     }()

@@ -276,7 +276,14 @@ final class TuningTests: XCTestCase {
         cache.store(e)
         try cache.save(path: path)
         var logs: [String] = []
-        let r = try KernelConfig.resolveOrTune(device: device, environment: env, hostLoad: { 0 }, formats: [.q4_1, .q8_0]) { logs.append($0) }
+        // A busy host: postponed, nothing written.
+        let busy = try KernelConfig.resolveOrTune(device: device, environment: env, hostLoad: { 0.9 }, formats: [.q4_1]) { logs.append($0) }
+        XCTAssertEqual(busy.config, cached)
+        XCTAssertTrue(logs.count == 1 && logs[0].contains("90 % of the CPUs") && logs[0].contains("Q4_1"), "\(logs)")
+        XCTAssertNil(try TuningCache.load(path: path).entry(for: TuningKey(device: device))?.formatGflops?["q4_1"])
+        logs = []
+        let r = try KernelConfig.resolveOrTune(device: device, environment: env, hostLoad: { 0 }, formats: [.q4_1, .q8_0],
+                                               linears: [TuningLinear("w", in: 96, out: 40, count: 3)]) { logs.append($0) }
         XCTAssertTrue(logs.first?.contains("tuning the gemm over Q4_1 panels") ?? false, "\(logs)")
         XCTAssertEqual(r.source, .cache)
         XCTAssertEqual(r.config.gemmRowsPerItem, 6, "the shared config is kept")

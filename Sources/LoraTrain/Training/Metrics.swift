@@ -68,7 +68,7 @@ func writeAtomically(_ data: Data, to path: String) throws {
 /// Copies the file `source` to `path` atomically, piece by piece (AtomicFile.copy); a failure names the path.
 func copyAtomically(from source: String, to path: String) throws {
     do { try AtomicFile.copy(from: source, to: path) } catch let e as AtomicFile.WriteError {
-        throw TrainError.checkpoint(path: e.path, reason: "cannot copy: \(e.reason)")
+        throw TrainError.checkpoint(path: path, reason: "cannot copy \(source): \(e.reason)")
     }
 }
 
