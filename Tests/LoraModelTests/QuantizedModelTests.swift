@@ -197,6 +197,22 @@ final class QuantizedModelTests: XCTestCase {
             let own = ["q8_0": 1.0625, "q4_0": 0.5625, "nf4": 0.5625][mode.rawValue]!
             XCTAssertEqual(per, own, accuracy: 0.03 * own, "\(mode): \(per) bytes per parameter")
             try checkSame(q, f, "\(mode)")
+            // Quantized a block of rows at a time (the bound of the fp32 copy; an 8B lm_head is converted 64 MiB at a
+            // time): the same blocks, byte for byte, as the whole matrix at once — at one row a block and at three.
+            for name in ["model.embed_tokens.weight", "model.layers.0.mlp.down_proj.weight"] {
+                let shape = try XCTUnwrap(AdapterPlan.checkpointTensors(c).first { $0.name == name }?.shape)
+                let whole = try s.frozenTensor(name, shape: shape)
+                let saved = QuantizingCheckpoint.blockBytes
+                defer { QuantizingCheckpoint.blockBytes = saved }
+                for rowsPerBlock in [1, 3] {
+                    QuantizingCheckpoint.blockBytes = rowsPerBlock * 4 * shape[1]
+                    let (_, s2) = try ModelSource.open(dir, quantize: mode)
+                    guard case .ownedBlocks(_, let a, _, _) = whole, case .ownedBlocks(_, let b, _, _) = try s2.frozenTensor(name, shape: shape) else {
+                        return XCTFail("\(mode) \(name): not quantized blocks")
+                    }
+                    XCTAssertEqual(a, b, "\(mode) \(name): \(rowsPerBlock) row(s) a block")
+                }
+            }
         }
     }
 }

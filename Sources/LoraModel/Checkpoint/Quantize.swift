@@ -161,6 +161,9 @@ final class QuantizingCheckpoint: CheckpointSource {
     let base: CheckpointSource
     let storage: WeightStorage
 
+    /// The most fp32 bytes of a matrix converted at once for quantizing (a block of whole rows, at least one row).
+    nonisolated(unsafe) static var blockBytes = 64 << 20
+
     init(_ base: CheckpointSource, storage: WeightStorage) {
         self.base = base
         self.storage = storage
@@ -188,10 +191,25 @@ final class QuantizingCheckpoint: CheckpointSource {
     func frozenTensor(_ name: String, shape: [Int]) throws -> CheckpointTensor {
         guard try quantizes(name, shape: shape) else { return try base.frozenTensor(name, shape: shape) }
         let t = try base.frozenTensor(name, shape: shape)
-        let w = try t.floats(path: location, name: name)
-        // The checkpoint's mapped pages are not needed once quantized (as the loader releases them after a copy).
-        if case .raw(_, let bytes) = t { releaseMappedPages(bytes) }
-        return .ownedBlocks(storage: storage, bytes: w.withUnsafeBufferPointer { QuantizedBlocks.quantize($0, storage: storage) },
-                            rows: shape[0], cols: shape[1])
+        let (rows, cols) = (shape[0], shape[1])
+        guard case .raw(let dtype, let bytes) = t else {
+            let w = try t.floats(path: location, name: name)
+            return .ownedBlocks(storage: storage, bytes: w.withUnsafeBufferPointer { QuantizedBlocks.quantize($0, storage: storage) },
+                                rows: rows, cols: cols)
+        }
+        // A block of rows at a time (blocks never cross a row: cols is a whole number of them), so the fp32 copy held is
+        // one block's, not the matrix's (an 8B model's lm_head: 2.1 GB in fp32), and the block's mapped pages are
+        // released once it is quantized (as the loader releases them after a copy). Byte for byte the whole matrix's result.
+        let rowBytes = cols * dtype.size, blockRows = max(1, min(rows, Self.blockBytes / max(4 * cols, 1)))
+        var out: [UInt8] = []
+        out.reserveCapacity(rows * cols / storage.quantBlockRows * storage.sourceBlockBytes)
+        for r0 in stride(from: 0, to: rows, by: blockRows) {
+            let r1 = min(rows, r0 + blockRows)
+            let slice = UnsafeRawBufferPointer(rebasing: bytes[(r0 * rowBytes)..<(r1 * rowBytes)])
+            let w = try SafeTensorsFile.toFloat(slice, dtype: dtype, path: location, name: name)
+            out += w.withUnsafeBufferPointer { QuantizedBlocks.quantize($0, storage: storage) }
+            releaseMappedPages(slice)
+        }
+        return .ownedBlocks(storage: storage, bytes: out, rows: rows, cols: cols)
     }
 }
