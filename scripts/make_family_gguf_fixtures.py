@@ -12,6 +12,8 @@ phi3: a tiny Phi3ForCausalLM (fused qkv_proj and gate_up_proj, partial rotary 0.
 original_max_position_embeddings 8, so the 10-token inputs take the long factors and the attention factor √2). llama.cpp
 keeps the projections fused (attn_qkv, ffn_up), writes the rotary part as rope.dimension_count and the factors as the
 rope_factors_long/short tensors; its Phi-3 vocabulary path wants a GPT2Tokenizer class in tokenizer_config.json.
+llama3: a tiny LlamaForCausalLM with Llama 3.x's RoPE scaling (rope_type llama3): llama.cpp writes it as the
+rope_freqs.weight tensor (one divisor per frequency), which the reader must apply.
 gemma3: a tiny Gemma3ForCausalLM (hidden 32, 4 heads over 2 KV heads, head_dim 16, 6 layers, tied). llama.cpp's gemma3
 loader (src/models/gemma3.cpp) takes the layer pattern from no file key the converter writes: with a sliding_window it
 makes every 6th layer full (set_swa_pattern(6): layer il slides iff il % 6 < 5), so 6 layers give transformers' own
@@ -43,11 +45,11 @@ import tempfile
 
 import torch
 from safetensors.torch import save_file
-from transformers import (AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig, Phi3Config, Phi3ForCausalLM, Qwen3Config,
-                          Qwen3ForCausalLM, SmolLM3Config, SmolLM3ForCausalLM)
+from transformers import (AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM, Phi3Config,
+                          Phi3ForCausalLM, Qwen3Config, Qwen3ForCausalLM, SmolLM3Config, SmolLM3ForCausalLM)
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-FAMILY_NAMES = ["qwen3", "smollm3", "phi3", "gemma3"]
+FAMILY_NAMES = ["qwen3", "smollm3", "phi3", "gemma3", "llama3"]
 ONLY = [a for a in sys.argv[1:] if a in FAMILY_NAMES]   # families to (re)make; all when none
 _dirs = [a for a in sys.argv[1:] if a not in FAMILY_NAMES]
 LLAMA_CPP = _dirs[0] if _dirs else "/tmp/llamacpp/llama_cpp_python-0.3.36/vendor/llama.cpp"
@@ -134,11 +136,23 @@ def gemma3():
                      "model.layers.0.pre_feedforward_layernorm.weight", "model.layers.0.post_feedforward_layernorm.weight"])
 
 
+def llama3():
+    # Llama 3.x's RoPE scaling (rope_type llama3), which llama.cpp's converter writes as no scaling keys but a
+    # rope_freqs.weight tensor of per-frequency divisors. head_dim 16 and original_max_position_embeddings 16 put the
+    # frequencies on all three sides of the remap (kept, smoothed, divided by 8), so the 10-token inputs see it.
+    rope = dict(rope_type="llama3", rope_theta=10000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                original_max_position_embeddings=16)
+    cfg = LlamaConfig(num_hidden_layers=2, rope_parameters=rope, **{**common, "num_attention_heads": 2, "num_key_value_heads": 1})
+    make("llama3", 9, LlamaForCausalLM(cfg),
+         dict(architectures="LlamaForCausalLM", head_dim=16, hidden_size=32, num_key_value_heads=1, vocab_size=len(tok),
+              tie_word_embeddings=True, rms_norm_eps=1e-6, num_hidden_layers=2, rope_parameters=rope))
+
+
 common = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2,
               max_position_embeddings=64, rms_norm_eps=1e-6, tie_word_embeddings=True, initializer_range=0.1,
               bos_token_id=None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
 # (family, seed drawn before its model is built, builder)
-FAMILIES = [("qwen3", 5, qwen3), ("smollm3", 6, smollm3), ("phi3", 7, phi3), ("gemma3", 8, gemma3)]
+FAMILIES = [("qwen3", 5, qwen3), ("smollm3", 6, smollm3), ("phi3", 7, phi3), ("gemma3", 8, gemma3), ("llama3", 9, llama3)]
 for name, seed, build in FAMILIES:
     if not ONLY or name in ONLY:
         torch.manual_seed(seed)

@@ -11,9 +11,11 @@ import XCTest
 /// tokenizer's ids. Qwen3: head_dim from qwen3.attention.key_length, q_norm/k_norm, no q/k permutation.
 /// SmolLM3: q/k rows permuted as Llama's (undone at load), NoPE on every 4th layer (GGUF records no list).
 /// Phi-3: fused attn_qkv / ffn_up, partial rotary from rope.dimension_count, LongRoPE from the rope_factors tensors.
+/// Llama 3.x: the RoPE scaling from rope_freqs.weight (before, the reader skipped it and the frequencies were unscaled).
 final class FamilyGGUFTests: XCTestCase {
     static let families: [(name: String, arch: Architecture, permuted: Bool)] = [("qwen3", .qwen3, false), ("smollm3", .smollm3, true),
-                                                                                  ("phi3", .phi3, false), ("gemma3", .gemma3, false)]
+                                                                                  ("phi3", .phi3, false), ("gemma3", .gemma3, false),
+                                                                                  ("llama3", .llama, true)]
 
     static func dir(_ family: String) -> String { testFixturesRoot + "/gguf/\(family)_convert" }
 
@@ -47,6 +49,15 @@ final class FamilyGGUFTests: XCTestCase {
                 guard case .longrope(_, _, let original, let factor) = c.rope.kind else { return XCTFail("\(family): not LongRoPE") }
                 XCTAssertEqual(original, 8)
                 XCTAssertEqual(factor, 2.0.squareRoot(), accuracy: 1e-6)
+            }
+            if family == "llama3" {
+                // rope_freqs.weight (llama.cpp's form of rope_type llama3) divides each frequency: the same inv_freq,
+                // within fp32 rounding, as transformers' llama3 remap of the config it came from.
+                let llama3 = RopeSettings(theta: 10000, kind: .llama3(factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 16))
+                let got = c.rope.inverseFrequencies(headDim: 16), ref = llama3.inverseFrequencies(headDim: 16)
+                for (a, b) in zip(got, ref) { XCTAssertEqual(a, b, accuracy: 2e-7 * b, "llama3 inv_freq") }
+                XCTAssertNotEqual(got, RopeSettings(theta: 10000, kind: .default).inverseFrequencies(headDim: 16), "the scaling is applied")
+                XCTAssertFalse(c.rope.usesLongFactors(maxPosition: c.maxPositionEmbeddings - 1), "one set of factors at every position")
             }
             if let nope = want["no_rope_layers"]?.array {
                 XCTAssertEqual((0..<c.numLayers).map { c.usesRope(layer: $0) }, nope.map { $0.integral == 1 }, family)

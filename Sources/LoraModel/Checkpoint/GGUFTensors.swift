@@ -209,7 +209,7 @@ public final class GGUFCheckpoint: CheckpointSource {
     public var unusedTensors: [String] {
         guard let plan = try? AdapterPlan(config: config, lora: LoraConfig(targetModules: .list(["o_proj"]))) else { return [] }
         var used: Set<String> = ["token_embd.weight", "output_norm.weight"]
-        if case .longrope = config.rope.kind { used.formUnion(["rope_factors_long.weight", "rope_factors_short.weight"]) }
+        if case .longrope = config.rope.kind { used.formUnion(["rope_factors_long.weight", "rope_factors_short.weight", "rope_freqs.weight"]) }
         if !config.tieWordEmbeddings { used.insert("output.weight") }
         for s in plan.linears where s.path != "lm_head" {
             if let g = ggufName(s.path + ".weight") { used.insert(g) }
@@ -414,6 +414,22 @@ extension ModelConfig {
                 c["rope_scaling"] = .object(rope)
                 c["original_max_position_embeddings"] = .int(original)
             }
+        }
+        if c["rope_scaling"] == nil, let freqs = f.tensors["rope_freqs.weight"] {
+            // Llama 3.x's RoPE scaling: llama.cpp's converter writes no scaling keys but the per-frequency divisors
+            // (transformers' llama3 remap as inv_freq / factor[i], in fp32), and llama.cpp divides each frequency by
+            // them at every position. The same as LongRoPE with one set of factors that never switches: both sets
+            // these, the original length the whole context, no attention factor.
+            let factors = try f.floats("rope_freqs.weight").map { JSONValue.double(Double($0)) }
+            guard freqs.dims.count == 1, factors.count * 2 == (try f.int(arch + ".rope.dimension_count") ?? factors.count * 2),
+                  factors.allSatisfy({ ($0.double ?? 0) > 0 }) else {
+                throw GGUFError.metadata(path: f.path, key: "rope_freqs.weight",
+                                         reason: "must hold one positive divisor per rotary frequency (rope.dimension_count / 2)")
+            }
+            let n = c["max_position_embeddings"]?.integral ?? hfArch.traits.defaultMaxPositions
+            c["rope_scaling"] = ["rope_type": "longrope", "original_max_position_embeddings": .int(n), "attention_factor": 1.0,
+                                 "short_factor": .array(factors), "long_factor": .array(factors)]
+            c["original_max_position_embeddings"] = .int(n)
         }
         if let v = try f.int(arch + ".vocab_size") { c["vocab_size"] = .int(v) }
         else if let tokens = f.metadata["tokenizer.ggml.tokens"]?.array { c["vocab_size"] = .int(tokens.count) }
