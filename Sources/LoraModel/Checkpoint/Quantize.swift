@@ -197,19 +197,32 @@ final class QuantizingCheckpoint: CheckpointSource {
             return .ownedBlocks(storage: storage, bytes: w.withUnsafeBufferPointer { QuantizedBlocks.quantize($0, storage: storage) },
                                 rows: rows, cols: cols)
         }
-        // A block of rows at a time (blocks never cross a row: cols is a whole number of them), so the fp32 copy held is
-        // one block's, not the matrix's (an 8B model's lm_head: 2.1 GB in fp32), and the block's mapped pages are
-        // released once it is quantized (as the loader releases them after a copy). Byte for byte the whole matrix's result.
+        // A block of rows at a time (blocks never cross a row: cols is a whole number of them), so the fp32 copies held
+        // are a few blocks', not the matrix's (an 8B model's lm_head: 2.1 GB in fp32), and a block's mapped pages are
+        // released once it is quantized (as the loader releases them after a copy). The blocks run on every core, each
+        // writing its own bytes of the result: byte for byte the whole matrix's result, in any order.
         let rowBytes = cols * dtype.size, blockRows = max(1, min(rows, Self.blockBytes / max(4 * cols, 1)))
-        var out: [UInt8] = []
-        out.reserveCapacity(rows * cols / storage.quantBlockRows * storage.sourceBlockBytes)
-        for r0 in stride(from: 0, to: rows, by: blockRows) {
-            let r1 = min(rows, r0 + blockRows)
-            let slice = UnsafeRawBufferPointer(rebasing: bytes[(r0 * rowBytes)..<(r1 * rowBytes)])
-            let w = try SafeTensorsFile.toFloat(slice, dtype: dtype, path: location, name: name)
-            out += w.withUnsafeBufferPointer { QuantizedBlocks.quantize($0, storage: storage) }
-            releaseMappedPages(slice)
+        let outRowBytes = cols / storage.quantBlockRows * storage.sourceBlockBytes
+        let starts = Array(stride(from: 0, to: rows, by: blockRows))
+        var out = [UInt8](repeating: 0, count: rows * outRowBytes)
+        let failure = NSLock()
+        var firstError: Error? = nil
+        out.withUnsafeMutableBytes { dst in
+            let base = dst.baseAddress!
+            DispatchQueue.concurrentPerform(iterations: starts.count) { i in
+                let r0 = starts[i], r1 = min(rows, r0 + blockRows)
+                let slice = UnsafeRawBufferPointer(rebasing: bytes[(r0 * rowBytes)..<(r1 * rowBytes)])
+                do {
+                    let w = try SafeTensorsFile.toFloat(slice, dtype: dtype, path: location, name: name)
+                    let q = w.withUnsafeBufferPointer { QuantizedBlocks.quantize($0, storage: storage) }
+                    q.withUnsafeBytes { (base + r0 * outRowBytes).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                } catch {
+                    failure.lock(); if firstError == nil { firstError = error }; failure.unlock()
+                }
+                releaseMappedPages(slice)
+            }
         }
+        if let firstError { throw firstError }
         return .ownedBlocks(storage: storage, bytes: out, rows: rows, cols: cols)
     }
 }
