@@ -1,4 +1,5 @@
 import Foundation
+import LoraBase
 @testable import LoraModel
 import LoraOps
 import OpenCLRuntime
@@ -23,33 +24,11 @@ final class QuantizedStorageTests: XCTestCase {
     }
     static let tokens = [1, 3, 17, 63]
 
-    /// Random source blocks for W (rows, cols): random quant bytes, scales and mins random finite halves (NF4: a
-    /// random fp32 absmax).
+    /// Random source blocks for W (rows, cols): `WeightStorage.randomSourceBlocks` (the tuner's and the bench's
+    /// generator) on a stream seeded from the test's fresh seed.
     static func blocks(_ storage: WeightStorage, rows: Int, cols: Int, rng: inout SeededRandom) -> [UInt8] {
-        let (be, bb) = (storage.quantBlockRows, storage.sourceBlockBytes)
-        var out = [UInt8](repeating: 0, count: rows * cols / be * bb)
-        for b in 0..<(rows * cols / be) {
-            for j in 0..<bb { out[b * bb + j] = UInt8(truncatingIfNeeded: rng.next()) }
-            func half(_ at: Int, _ v: Float) {
-                let bits = Float16(v).bitPattern
-                out[b * bb + at] = UInt8(bits & 0xFF); out[b * bb + at + 1] = UInt8(bits >> 8)
-            }
-            if storage == .nf4 {
-                let a = Float(Double(rng.next() % 20001) / 1e4)
-                withUnsafeBytes(of: a.bitPattern.littleEndian) { for j in 0..<4 { out[b * bb + j] = $0[j] } }
-                continue
-            }
-            switch storage {
-            case .q4_k, .q5_k:   // d, dmin (scales and mins: the random 6-bit fields)
-                half(0, Float(Double(rng.next() % 20001) / 1e6 - 0.01)); half(2, Float(Double(rng.next() % 20001) / 1e6))
-            case .q6_k:          // d at the end (scales: random int8)
-                half(208, Float(Double(rng.next() % 20001) / 1e6 - 0.01))
-            default:
-                half(0, Float(Double(rng.next() % 20001) / 1e5 - 0.1))
-                if storage == .q4_1 || storage == .q5_1 { half(2, Float(Double(rng.next() % 20001) / 1e4 - 1)) }
-            }
-        }
-        return out
+        var stream = SplitMix64(seed: rng.next())
+        return WeightStorage.randomSourceBlocks(storage, rows: rows, cols: cols, rng: &stream)
     }
 
     /// The quantized FrozenLinear, the fp32 one of the dequantized values, and those values.
